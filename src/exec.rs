@@ -1,0 +1,52 @@
+//! The interface between the runtime and whatever executes a graph: the JIT-compiled kernels
+//! (`crate::codegen::Jit`) or the reference interpreter (`crate::interp::Interpreter`).
+
+use crate::ir::Graph;
+
+/// One batch of one graph input, in the order of [`Graph::inputs`].
+#[derive(Clone, Copy, Debug)]
+pub enum Feed<'a> {
+    F32(&'a [f32]),
+    I32(&'a [i32]),
+}
+
+impl Feed<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Feed::F32(x) => x.len(),
+            Feed::I32(x) => x.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per-step context: what random ops (dropout) need to be reproducible.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepCtx {
+    pub seed: u64,
+    pub step: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("input {index} has {found} elements, expected {expected}")]
+    InputSize { index: usize, expected: usize, found: usize },
+    #[error("parameter {path} has {found} elements, expected {expected}")]
+    ParamSize { path: String, expected: usize, found: usize },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Runs a graph batch by batch.
+pub trait Executor {
+    /// The graph this executor runs.
+    fn graph(&self) -> &Graph;
+    /// Runs the whole graph on one batch. `inputs` follow [`Graph::inputs`], `params` follow
+    /// [`Graph::params`] (each the parameter's elements, row-major).
+    fn run(&mut self, batch: usize, inputs: &[Feed<'_>], params: &[&[f32]], ctx: StepCtx) -> Result<(), ExecError>;
+    /// The value of the output named `name` after the last `run` (row-major, full shape for that
+    /// run's batch size), or `None` if the graph has no such output.
+    fn output(&self, name: &str) -> Option<&[f32]>;
+}

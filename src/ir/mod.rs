@@ -1,0 +1,586 @@
+//! The typed graph IR.
+//!
+//! A [`Graph`] is a list of [`Node`]s in topological order (SSA: a value is the index of the node
+//! that defines it). Every node has exactly one result, whose [`Type`] is a dtype and a shape.
+//! Shapes may start with the symbolic batch dimension `B` (the batch size is a run-time argument of
+//! every compiled kernel), so one graph serves batch-1 inference and batch-1000 evaluation alike.
+//!
+//! Parameters are not values of the graph but entries of [`Graph::params`], each with its path
+//! (`encoder.dense1.weight`), shape, initializer and whether it is frozen. A `Param` node reads one.
+//!
+//! The same IR carries the forward graph, the loss, and (after `crate::autodiff`) the backward
+//! graph; later passes (`crate::opt`) rewrite it into fused ops. Printing: [`print`]; checking the
+//! invariants: [`verify`].
+
+pub mod print;
+pub mod program;
+pub mod shape;
+pub mod verify;
+
+pub use program::*;
+
+use std::fmt;
+
+/// Element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    /// Integer ids: class labels, token ids.
+    I32,
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::I32 => "i32",
+        })
+    }
+}
+
+/// The type of a value: dtype, whether it has a leading batch dimension, and the other dims.
+///
+/// The full run-time shape is `[batch] ++ dims` when `batched`, else `dims`. A scalar (a loss) is
+/// `batched: false, dims: []`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Type {
+    pub dtype: DType,
+    pub batched: bool,
+    pub dims: Vec<usize>,
+}
+
+impl Type {
+    pub fn f32(batched: bool, dims: impl Into<Vec<usize>>) -> Type {
+        Type { dtype: DType::F32, batched, dims: dims.into() }
+    }
+    pub fn i32(batched: bool, dims: impl Into<Vec<usize>>) -> Type {
+        Type { dtype: DType::I32, batched, dims: dims.into() }
+    }
+    pub fn scalar() -> Type {
+        Type::f32(false, vec![])
+    }
+    pub fn is_scalar(&self) -> bool {
+        !self.batched && self.dims.is_empty()
+    }
+    /// Rank of the full run-time shape (the batch dimension counts).
+    pub fn rank(&self) -> usize {
+        self.dims.len() + self.batched as usize
+    }
+    /// Number of elements per sample (everything but the batch dimension).
+    pub fn per_sample(&self) -> usize {
+        self.dims.iter().product()
+    }
+    /// Number of elements for a given batch size.
+    pub fn numel(&self, batch: usize) -> usize {
+        self.per_sample() * if self.batched { batch } else { 1 }
+    }
+    /// The full shape for a batch size.
+    pub fn shape(&self, batch: usize) -> Vec<usize> {
+        let mut s = Vec::with_capacity(self.rank());
+        if self.batched {
+            s.push(batch);
+        }
+        s.extend_from_slice(&self.dims);
+        s
+    }
+    /// Size of full-shape axis `axis` (axis 0 is the batch axis when batched).
+    pub fn dim(&self, axis: usize, batch: usize) -> usize {
+        if self.batched {
+            if axis == 0 {
+                batch
+            } else {
+                self.dims[axis - 1]
+            }
+        } else {
+            self.dims[axis]
+        }
+    }
+    /// Size of the last axis (1 for a scalar).
+    pub fn last(&self) -> usize {
+        self.dims.last().copied().unwrap_or(1)
+    }
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[", self.dtype)?;
+        let mut first = true;
+        if self.batched {
+            f.write_str("B")?;
+            first = false;
+        }
+        for d in &self.dims {
+            if !first {
+                f.write_str(",")?;
+            }
+            write!(f, "{d}")?;
+            first = false;
+        }
+        f.write_str("]")
+    }
+}
+
+/// Index of a node (and of the value it defines) in [`Graph::nodes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub u32);
+
+impl ValueId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for ValueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "%{}", self.0)
+    }
+}
+
+/// Index into [`Graph::params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(pub u32);
+
+impl ParamId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// How a parameter is initialized (PyTorch's defaults: U(±1/√fan_in) for dense, conv and rnn
+/// weights and biases; N(0, 1) for embeddings).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    Zeros,
+    Uniform { bound: f32 },
+    Normal { std: f32 },
+}
+
+impl fmt::Display for Init {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Init::Zeros => f.write_str("zeros"),
+            Init::Uniform { bound } => write!(f, "uniform(±{bound:.6})"),
+            Init::Normal { std } => write!(f, "normal(0, {std})"),
+        }
+    }
+}
+
+/// A parameter tensor (never batched).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// Dotted path from the root model: `encoder.dense1.weight`. Checkpoint tensors use it as name.
+    pub path: String,
+    pub dims: Vec<usize>,
+    pub init: Init,
+    /// Frozen parameters receive no gradient and are never written by an optimizer.
+    pub frozen: bool,
+}
+
+impl Param {
+    pub fn ty(&self) -> Type {
+        Type::f32(false, self.dims.clone())
+    }
+    pub fn numel(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// Elementwise functions of one argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+}
+
+impl UnaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+        }
+    }
+    /// Whether [`Op::UnaryGrad`] of this op reads the forward *output* (else the forward input).
+    pub fn grad_uses_output(self) -> bool {
+        matches!(self, UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Exp)
+    }
+}
+
+/// Elementwise functions of two arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl BinaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+        }
+    }
+}
+
+/// Activation of a recurrent layer.
+pub type RnnAct = UnaryOp;
+
+/// 2-D window geometry shared by convolution and pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Window {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Window {
+    /// Output extent along one spatial axis, or `None` when the window does not fit.
+    pub fn out_len(&self, len: usize) -> Option<usize> {
+        let padded = len + 2 * self.pad;
+        if self.stride == 0 || padded < self.kernel {
+            return None;
+        }
+        Some((padded - self.kernel) / self.stride + 1)
+    }
+}
+
+/// The operations of the IR. Inputs are listed in [`Node::inputs`]; the comment of each variant
+/// gives their order and shapes (`B…` = any leading dims including the batch; `[R, K]` = a
+/// tensor viewed as a matrix whose rows are all leading dims flattened).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    // ----- sources
+    /// A model input, fed per batch. No inputs; type in the node.
+    Input { name: String },
+    /// Reads a parameter. No inputs.
+    Param(ParamId),
+    /// A scalar constant (type `f32[]`), broadcast by elementwise ops.
+    Const(f32),
+
+    // ----- elementwise
+    /// `[x] -> same`.
+    Unary(UnaryOp),
+    /// `[a, b] -> same`: same types, or one of the two a scalar `f32[]` broadcast to the other.
+    Binary(BinaryOp),
+    /// `[v, dy] -> dx`: gradient of `Unary(op)`. `v` is the forward output for sigmoid, tanh and exp
+    /// ([`UnaryOp::grad_uses_output`]), the forward input otherwise.
+    UnaryGrad(UnaryOp),
+
+    // ----- dense algebra
+    /// `[a, b] -> c`, c = op(a)·op(b) over matrices.
+    /// - `ta = false`: a is `B…×K`, viewed `[R, K]`; result has a's leading dims and last dim N.
+    /// - `ta = true`: a is `B…×M`, viewed `[R, M]`, contracted over R; result `[M, N]`, unbatched.
+    /// - `tb = false`: b is `[K, N]` (or, when `ta`, `B…×N` with the same leading dims as a).
+    /// - `tb = true`: b is `[N, K]`.
+    MatMul { ta: bool, tb: bool },
+    /// `[x, b] -> x`: adds `b: f32[C]` along full-shape axis `axis` of x (`C` = that axis' size).
+    BiasAdd { axis: usize },
+    /// `[dy] -> f32[C]`: sums dy over every full-shape axis but `axis` (the gradient of `BiasAdd`).
+    BiasGrad { axis: usize },
+
+    // ----- convolution and pooling (NCHW)
+    /// `[x: B×C×H×W, w: O×C×k×k] -> B×O×H'×W'` (no bias; a `BiasAdd { axis: 1 }` follows).
+    Conv2d(Window),
+    /// `[dy: B×O×H'×W', w: O×C×k×k] -> dx: B×C×H×W` (the node's type gives H and W).
+    Conv2dGradInput(Window),
+    /// `[x: B×C×H×W, dy: B×O×H'×W'] -> dw: O×C×k×k`.
+    Conv2dGradWeight(Window),
+    /// `[x: B×C×H×W] -> B×C×H'×W'`.
+    MaxPool(Window),
+    /// `[x, dy] -> dx`: routes dy to the (first) maximum of each window.
+    MaxPoolGrad(Window),
+    /// `[x] -> B×C×H'×W'`; padding counts in the divisor (k·k).
+    AvgPool(Window),
+    /// `[dy] -> dx` (the node's type gives the input shape).
+    AvgPoolGrad(Window),
+    /// `[x] -> same elements, another shape` (flatten, and its gradient).
+    Reshape,
+
+    // ----- tokens and sequences
+    /// `[ids: i32 B…, w: f32[V, E]] -> f32 B…×E`.
+    Embedding,
+    /// `[ids: i32 B…, dy: f32 B…×E] -> f32[V, E]` (scatter-add; the node's type gives V).
+    EmbeddingGrad,
+    /// `[ids: i32 B…] -> f32 B…×n`; ids outside `0..n` give a zero row.
+    OneHot { n: usize },
+    /// `[xp: B×T×H, w_hh: H×H] -> h: B×T×H` with h_t = act(xp_t + h_{t−1}·w_hh), h_{−1} = 0.
+    /// (`xp` is `x·w_xh + b`, computed by MatMul and BiasAdd over all time steps at once.)
+    RnnScan { act: RnnAct },
+    /// `[h: B×T×H, w_hh: H×H, dh: B×T×H] -> da: B×T×H`, the gradient w.r.t. the pre-activations
+    /// a_t = xp_t + h_{t−1}·w_hh (backpropagation through time):
+    /// da_t = act'(h_t) ⊙ (dh_t + da_{t+1}·w_hhᵀ).
+    RnnScanGrad { act: RnnAct },
+    /// `[h: B×T×H] -> B×T×H` shifted one step later in time, zeros at t = 0 (h_{t−1}).
+    TimeShift,
+
+    // ----- regularization
+    /// `[x] -> same`: zeroes each element with probability p and scales the rest by 1/(1−p).
+    /// The mask is a hash of (seed, step, element index), so `DropoutGrad` recomputes it.
+    /// In a graph with `training == false` the checker emits no dropout at all.
+    Dropout { p: f32 },
+    /// `[dy] -> dx` with the same mask as the forward `Dropout`.
+    DropoutGrad { p: f32 },
+
+    // ----- normalization over the last axis
+    /// `[x] -> same`.
+    Softmax,
+    /// `[x] -> same`.
+    LogSoftmax,
+    /// `[y, dy] -> dx` with y the softmax output: dx = y ⊙ (dy − Σ dy⊙y).
+    SoftmaxGrad,
+    /// `[y, dy] -> dx` with y the log-softmax output: dx = dy − exp(y)·Σ dy.
+    LogSoftmaxGrad,
+
+    // ----- losses: all reduce to a scalar f32[]
+    /// `[logits: B…×C, labels: i32 B…] -> f32[]`: mean over rows of −log softmax(logits)[label].
+    CrossEntropy,
+    /// `[logits, labels, dl: f32[]] -> dlogits` = (softmax − onehot)·dl/R.
+    CrossEntropyGrad,
+    /// `[logits: B…×C, target: B…×C] -> f32[]`: mean over rows of −Σ target ⊙ log softmax(logits).
+    SoftCrossEntropy,
+    /// `[logits, target, dl] -> dlogits` = (softmax − target)·dl/R.
+    SoftCrossEntropyGrad,
+    /// `[p_logits, q_logits] -> f32[]`: mean over rows of KL(softmax(p) ‖ softmax(q)).
+    /// The first argument is a target: no gradient flows into it.
+    KlDiv,
+    /// `[p_logits, q_logits, dl] -> dq_logits` = (softmax(q) − softmax(p))·dl/R.
+    KlDivGrad,
+    /// `[a, b] -> f32[]`: mean of (a − b)² over all elements.
+    Mse,
+    /// `[a, b, dl] -> da` = 2(a − b)·dl/N.
+    MseGrad,
+    /// `[p, y] -> f32[]`: mean of −(y·log p + (1−y)·log(1−p)), p clamped to [1e-7, 1−1e-7].
+    Bce,
+    /// `[p, y, dl] -> dp` = (p − y)/(p(1−p))·dl/N (with the same clamp).
+    BceGrad,
+    /// `[x] -> f32[]`: Σ x² (the L2 penalty of a parameter).
+    SumSquares,
+}
+
+impl Op {
+    /// The op's name in printed IR.
+    pub fn name(&self) -> String {
+        match self {
+            Op::Input { .. } => "input".into(),
+            Op::Param(_) => "param".into(),
+            Op::Const(_) => "const".into(),
+            Op::Unary(u) => u.name().into(),
+            Op::Binary(b) => b.name().into(),
+            Op::UnaryGrad(u) => format!("{}_grad", u.name()),
+            Op::MatMul { .. } => "matmul".into(),
+            Op::BiasAdd { .. } => "bias_add".into(),
+            Op::BiasGrad { .. } => "bias_grad".into(),
+            Op::Conv2d(_) => "conv2d".into(),
+            Op::Conv2dGradInput(_) => "conv2d_grad_input".into(),
+            Op::Conv2dGradWeight(_) => "conv2d_grad_weight".into(),
+            Op::MaxPool(_) => "maxpool".into(),
+            Op::MaxPoolGrad(_) => "maxpool_grad".into(),
+            Op::AvgPool(_) => "avgpool".into(),
+            Op::AvgPoolGrad(_) => "avgpool_grad".into(),
+            Op::Reshape => "reshape".into(),
+            Op::Embedding => "embedding".into(),
+            Op::EmbeddingGrad => "embedding_grad".into(),
+            Op::OneHot { .. } => "one_hot".into(),
+            Op::RnnScan { .. } => "rnn_scan".into(),
+            Op::RnnScanGrad { .. } => "rnn_scan_grad".into(),
+            Op::TimeShift => "time_shift".into(),
+            Op::Dropout { .. } => "dropout".into(),
+            Op::DropoutGrad { .. } => "dropout_grad".into(),
+            Op::Softmax => "softmax".into(),
+            Op::LogSoftmax => "log_softmax".into(),
+            Op::SoftmaxGrad => "softmax_grad".into(),
+            Op::LogSoftmaxGrad => "log_softmax_grad".into(),
+            Op::CrossEntropy => "cross_entropy".into(),
+            Op::CrossEntropyGrad => "cross_entropy_grad".into(),
+            Op::SoftCrossEntropy => "soft_cross_entropy".into(),
+            Op::SoftCrossEntropyGrad => "soft_cross_entropy_grad".into(),
+            Op::KlDiv => "kl_div".into(),
+            Op::KlDivGrad => "kl_div_grad".into(),
+            Op::Mse => "mse".into(),
+            Op::MseGrad => "mse_grad".into(),
+            Op::Bce => "bce".into(),
+            Op::BceGrad => "bce_grad".into(),
+            Op::SumSquares => "sum_squares".into(),
+        }
+    }
+
+    /// Attributes as printed after the name: `{ta, tb}`, `{k=3 s=1 p=1}`, …; empty if none.
+    pub fn attrs(&self) -> String {
+        match self {
+            Op::Input { name } => format!(" \"{name}\""),
+            Op::Const(c) => format!(" {c:?}"),
+            Op::MatMul { ta, tb } => match (ta, tb) {
+                (false, false) => String::new(),
+                (true, false) => " ta".into(),
+                (false, true) => " tb".into(),
+                (true, true) => " ta tb".into(),
+            },
+            Op::BiasAdd { axis } | Op::BiasGrad { axis } => format!(" axis={axis}"),
+            Op::Conv2d(w)
+            | Op::Conv2dGradInput(w)
+            | Op::Conv2dGradWeight(w)
+            | Op::MaxPool(w)
+            | Op::MaxPoolGrad(w)
+            | Op::AvgPool(w)
+            | Op::AvgPoolGrad(w) => format!(" k={} s={} p={}", w.kernel, w.stride, w.pad),
+            Op::OneHot { n } => format!(" n={n}"),
+            Op::RnnScan { act } | Op::RnnScanGrad { act } => format!(" {}", act.name()),
+            Op::Dropout { p } | Op::DropoutGrad { p } => format!(" p={p}"),
+            _ => String::new(),
+        }
+    }
+
+    /// True for ops that produce a scalar loss term.
+    pub fn is_loss(&self) -> bool {
+        matches!(
+            self,
+            Op::CrossEntropy | Op::SoftCrossEntropy | Op::KlDiv | Op::Mse | Op::Bce | Op::SumSquares
+        )
+    }
+
+    /// True for elementwise ops (candidates for fusion).
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::UnaryGrad(_))
+    }
+}
+
+/// One operation and the value it defines.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<ValueId>,
+    pub ty: Type,
+    /// Where the value comes from, for people: the layer path (`conv1`, `encoder.dense2`), a
+    /// gradient (`grad conv1.weight`) or empty. Used by the printer and by NaN diagnostics.
+    pub label: String,
+}
+
+/// A named result of a graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// `output` (the model's output), `loss`, or `grad:<param path>` after autodiff.
+    pub name: String,
+    pub value: ValueId,
+}
+
+/// A dataflow graph: forward, loss, and after autodiff the backward pass.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Graph {
+    /// What it is, for the printer: `model ConvNet`, `train ConvNet`.
+    pub name: String,
+    /// Whether dropout is active (training) or not (evaluation and inference).
+    pub training: bool,
+    pub params: Vec<Param>,
+    pub nodes: Vec<Node>,
+    pub outputs: Vec<Output>,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>, training: bool) -> Graph {
+        Graph { name: name.into(), training, ..Default::default() }
+    }
+
+    pub fn node(&self, v: ValueId) -> &Node {
+        &self.nodes[v.index()]
+    }
+
+    pub fn ty(&self, v: ValueId) -> &Type {
+        &self.nodes[v.index()].ty
+    }
+
+    /// Appends a node whose type is inferred from its inputs ([`shape::infer`]).
+    /// Sources (`Input`, `Param`, `Const`) and ops whose type cannot be inferred from their inputs
+    /// (`Conv2dGradInput`, `AvgPoolGrad`, `EmbeddingGrad`, `Reshape`) need [`Graph::push_typed`].
+    pub fn push(&mut self, op: Op, inputs: Vec<ValueId>, label: impl Into<String>) -> Result<ValueId, String> {
+        let tys: Vec<&Type> = inputs.iter().map(|v| self.ty(*v)).collect();
+        let ty = shape::infer(&op, &tys, &self.params)?;
+        Ok(self.push_typed(op, inputs, ty, label))
+    }
+
+    /// Appends a node with a given type (checked later by [`verify`]).
+    pub fn push_typed(&mut self, op: Op, inputs: Vec<ValueId>, ty: Type, label: impl Into<String>) -> ValueId {
+        let id = ValueId(self.nodes.len() as u32);
+        self.nodes.push(Node { op, inputs, ty, label: label.into() });
+        id
+    }
+
+    /// Adds a parameter and a node reading it.
+    pub fn add_param(&mut self, param: Param) -> ValueId {
+        let id = ParamId(self.params.len() as u32);
+        let ty = param.ty();
+        let label = param.path.clone();
+        self.params.push(param);
+        self.push_typed(Op::Param(id), vec![], ty, label)
+    }
+
+    pub fn input(&mut self, name: &str, ty: Type) -> ValueId {
+        self.push_typed(Op::Input { name: name.into() }, vec![], ty, name)
+    }
+
+    pub fn constant(&mut self, c: f32) -> ValueId {
+        self.push_typed(Op::Const(c), vec![], Type::scalar(), "")
+    }
+
+    /// The value of a named output.
+    pub fn output(&self, name: &str) -> Option<ValueId> {
+        self.outputs.iter().find(|o| o.name == name).map(|o| o.value)
+    }
+
+    pub fn set_output(&mut self, name: &str, value: ValueId) {
+        if let Some(o) = self.outputs.iter_mut().find(|o| o.name == name) {
+            o.value = value;
+        } else {
+            self.outputs.push(Output { name: name.into(), value });
+        }
+    }
+
+    /// The graph's input nodes, in order.
+    pub fn inputs(&self) -> Vec<(ValueId, &str)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| match &n.op {
+                Op::Input { name } => Some((ValueId(i as u32), name.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The node reading parameter `p`, if any.
+    pub fn param_node(&self, p: ParamId) -> Option<ValueId> {
+        self.nodes.iter().position(|n| n.op == Op::Param(p)).map(|i| ValueId(i as u32))
+    }
+
+    pub fn param_by_path(&self, path: &str) -> Option<ParamId> {
+        self.params.iter().position(|p| p.path == path).map(|i| ParamId(i as u32))
+    }
+
+    /// Number of trainable (not frozen) scalar parameters, and of all.
+    pub fn param_counts(&self) -> (usize, usize) {
+        let all = self.params.iter().map(Param::numel).sum();
+        let trainable = self.params.iter().filter(|p| !p.frozen).map(Param::numel).sum();
+        (trainable, all)
+    }
+
+    /// Users of each value.
+    pub fn users(&self) -> Vec<Vec<ValueId>> {
+        let mut users = vec![Vec::new(); self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for v in &n.inputs {
+                users[v.index()].push(ValueId(i as u32));
+            }
+        }
+        users
+    }
+}

@@ -1,0 +1,44 @@
+//! The IR's text form: stable (snapshot tests depend on it) and meant to be read.
+//!
+//! ```text
+//! graph model ConvNet
+//!   param conv1.weight f32[32,1,3,3] uniform(±0.333333)
+//!   %0 = input "image" : f32[B,1,28,28]
+//!   %1 = param conv1.weight : f32[32,1,3,3]
+//!   %2 = conv2d k=3 s=1 p=1 %0, %1 : f32[B,32,28,28]  ; conv1
+//!   output output = %2
+//! ```
+
+use super::{Graph, Op};
+use std::fmt::Write;
+
+pub fn graph_to_string(g: &Graph) -> String {
+    let mut s = String::new();
+    let mode = if g.training { " (training)" } else { "" };
+    let _ = writeln!(s, "graph {}{mode}", g.name);
+    for p in &g.params {
+        let dims: Vec<String> = p.dims.iter().map(|d| d.to_string()).collect();
+        let frozen = if p.frozen { " frozen" } else { "" };
+        let _ = writeln!(s, "  param {} f32[{}] {}{frozen}", p.path, dims.join(","), p.init);
+    }
+    for (i, n) in g.nodes.iter().enumerate() {
+        let mut line = format!("  %{i} = {}{}", n.op.name(), n.op.attrs());
+        if let Op::Param(p) = n.op {
+            let _ = write!(line, " {}", g.params.get(p.index()).map(|p| p.path.as_str()).unwrap_or("?"));
+        }
+        let args: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
+        if !args.is_empty() {
+            let _ = write!(line, " {}", args.join(", "));
+        }
+        let _ = write!(line, " : {}", n.ty);
+        if !n.label.is_empty() && !matches!(n.op, Op::Param(_) | Op::Input { .. }) {
+            let _ = write!(line, "  ; {}", n.label);
+        }
+        s.push_str(&line);
+        s.push('\n');
+    }
+    for o in &g.outputs {
+        let _ = writeln!(s, "  output {} = {}", o.name, o.value);
+    }
+    s
+}

@@ -1,0 +1,297 @@
+//! Type inference for every op: the single source of truth for shapes, used when nodes are built
+//! (by the checker, autodiff and passes) and again by the verifier.
+
+use super::{BinaryOp, DType, Op, Param, Type, Window};
+
+/// The result type of `op` applied to inputs of types `ins`, or a message saying what is wrong.
+pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
+    let arity = |n: usize| -> Result<(), String> {
+        if ins.len() == n {
+            Ok(())
+        } else {
+            Err(format!("{} takes {n} inputs, got {}", op.name(), ins.len()))
+        }
+    };
+    let f32_in = |i: usize| -> Result<(), String> {
+        if ins[i].dtype == DType::F32 {
+            Ok(())
+        } else {
+            Err(format!("input {i} of {} must be f32, found {}", op.name(), ins[i]))
+        }
+    };
+    let same = |a: &Type, b: &Type| -> Result<(), String> {
+        if a == b {
+            Ok(())
+        } else {
+            Err(format!("{} needs equal types, found {a} and {b}", op.name()))
+        }
+    };
+    match op {
+        Op::Input { .. } | Op::Const(_) => Err(format!("{} has no inputs to infer from", op.name())),
+        Op::Param(p) => params
+            .get(p.index())
+            .map(Param::ty)
+            .ok_or_else(|| format!("no parameter #{}", p.0)),
+        Op::Unary(_) | Op::Softmax | Op::LogSoftmax | Op::Dropout { .. } | Op::DropoutGrad { .. } => {
+            arity(1)?;
+            f32_in(0)?;
+            Ok(ins[0].clone())
+        }
+        Op::Binary(b) => {
+            arity(2)?;
+            f32_in(0)?;
+            f32_in(1)?;
+            let (x, y) = (ins[0], ins[1]);
+            if x == y || y.is_scalar() {
+                Ok(x.clone())
+            } else if x.is_scalar() {
+                Ok(y.clone())
+            } else {
+                Err(format!("cannot {} {x} and {y}: shapes differ", match b {
+                    BinaryOp::Add => "add",
+                    BinaryOp::Sub => "subtract",
+                    BinaryOp::Mul => "multiply",
+                    BinaryOp::Div => "divide",
+                }))
+            }
+        }
+        Op::UnaryGrad(_) | Op::SoftmaxGrad | Op::LogSoftmaxGrad => {
+            arity(2)?;
+            f32_in(0)?;
+            same(ins[0], ins[1])?;
+            Ok(ins[0].clone())
+        }
+        Op::MatMul { ta, tb } => {
+            arity(2)?;
+            f32_in(0)?;
+            f32_in(1)?;
+            let (a, b) = (ins[0], ins[1]);
+            if a.dims.is_empty() || b.dims.is_empty() {
+                return Err(format!("matmul needs a matrix, found {a}"));
+            }
+            if *ta {
+                // a: [R, M], b: [R, N] (same leading dims) unless tb.
+                let m = a.last();
+                if *tb {
+                    return Err("matmul with both ta and tb is not supported".into());
+                }
+                if a.batched != b.batched || a.dims[..a.dims.len() - 1] != b.dims[..b.dims.len().saturating_sub(1)] {
+                    return Err(format!("matmul ta needs the same leading dims, found {a} and {b}"));
+                }
+                Ok(Type::f32(false, vec![m, b.last()]))
+            } else {
+                let k = a.last();
+                if b.batched || b.dims.len() != 2 {
+                    return Err(format!("matmul needs an unbatched matrix on the right, found {b}"));
+                }
+                let (bk, n) = if *tb { (b.dims[1], b.dims[0]) } else { (b.dims[0], b.dims[1]) };
+                if bk != k {
+                    return Err(format!("matmul inner sizes differ: {a} · {b}{}", if *tb { "ᵀ" } else { "" }));
+                }
+                let mut dims = a.dims.clone();
+                if let Some(last) = dims.last_mut() {
+                    *last = n;
+                }
+                Ok(Type::f32(a.batched, dims))
+            }
+        }
+        Op::BiasAdd { axis } => {
+            arity(2)?;
+            f32_in(0)?;
+            let (x, b) = (ins[0], ins[1]);
+            if *axis >= x.rank() || (x.batched && *axis == 0) {
+                return Err(format!("bias_add axis {axis} out of range for {x}"));
+            }
+            let c = x.dim(*axis, 1);
+            if b.batched || b.dims != [c] {
+                return Err(format!("bias_add needs a bias f32[{c}], found {b}"));
+            }
+            Ok(x.clone())
+        }
+        Op::BiasGrad { axis } => {
+            arity(1)?;
+            let x = ins[0];
+            if *axis >= x.rank() || (x.batched && *axis == 0) {
+                return Err(format!("bias_grad axis {axis} out of range for {x}"));
+            }
+            Ok(Type::f32(false, vec![x.dim(*axis, 1)]))
+        }
+        Op::Conv2d(w) => {
+            arity(2)?;
+            let (x, k) = (ins[0], ins[1]);
+            let (c, h, wd) = nchw(x)?;
+            if k.batched || k.dims.len() != 4 || k.dims[1] != c || k.dims[2] != w.kernel || k.dims[3] != w.kernel {
+                return Err(format!("conv2d weight must be f32[O,{c},{},{}], found {k}", w.kernel, w.kernel));
+            }
+            let (oh, ow) = out_hw(w, h, wd)?;
+            Ok(Type::f32(true, vec![k.dims[0], oh, ow]))
+        }
+        Op::Conv2dGradWeight(w) => {
+            arity(2)?;
+            let (x, dy) = (ins[0], ins[1]);
+            let (c, h, wd) = nchw(x)?;
+            let (o, oh, ow) = nchw(dy)?;
+            if out_hw(w, h, wd)? != (oh, ow) {
+                return Err(format!("conv2d_grad_weight: {dy} is not the output of {x}"));
+            }
+            Ok(Type::f32(false, vec![o, c, w.kernel, w.kernel]))
+        }
+        Op::MaxPool(w) | Op::AvgPool(w) => {
+            arity(1)?;
+            let (c, h, wd) = nchw(ins[0])?;
+            let (oh, ow) = out_hw(w, h, wd)?;
+            Ok(Type::f32(true, vec![c, oh, ow]))
+        }
+        Op::MaxPoolGrad(_) => {
+            arity(2)?;
+            nchw(ins[0])?;
+            Ok(ins[0].clone())
+        }
+        Op::Conv2dGradInput(_) | Op::AvgPoolGrad(_) | Op::Reshape | Op::EmbeddingGrad => {
+            Err(format!("the type of {} must be given", op.name()))
+        }
+        Op::Embedding => {
+            arity(2)?;
+            let (ids, w) = (ins[0], ins[1]);
+            if ids.dtype != DType::I32 {
+                return Err(format!("embedding needs i32 token ids, found {ids}"));
+            }
+            if w.batched || w.dims.len() != 2 {
+                return Err(format!("embedding table must be f32[V,E], found {w}"));
+            }
+            let mut dims = ids.dims.clone();
+            dims.push(w.dims[1]);
+            Ok(Type::f32(ids.batched, dims))
+        }
+        Op::OneHot { n } => {
+            arity(1)?;
+            if ins[0].dtype != DType::I32 {
+                return Err(format!("one_hot needs i32 ids, found {}", ins[0]));
+            }
+            let mut dims = ins[0].dims.clone();
+            dims.push(*n);
+            Ok(Type::f32(ins[0].batched, dims))
+        }
+        Op::RnnScan { .. } => {
+            arity(2)?;
+            let (xp, w) = (ins[0], ins[1]);
+            btc(xp)?;
+            let h = xp.last();
+            if w.batched || w.dims != [h, h] {
+                return Err(format!("rnn recurrent weight must be f32[{h},{h}], found {w}"));
+            }
+            Ok(xp.clone())
+        }
+        Op::RnnScanGrad { .. } => {
+            arity(3)?;
+            btc(ins[0])?;
+            same(ins[0], ins[2])?;
+            Ok(ins[0].clone())
+        }
+        Op::TimeShift => {
+            arity(1)?;
+            btc(ins[0])?;
+            Ok(ins[0].clone())
+        }
+        Op::CrossEntropy => {
+            arity(2)?;
+            f32_in(0)?;
+            labels_for(ins[0], ins[1])?;
+            Ok(Type::scalar())
+        }
+        Op::CrossEntropyGrad => {
+            arity(3)?;
+            labels_for(ins[0], ins[1])?;
+            scalar_in(ins[2])?;
+            Ok(ins[0].clone())
+        }
+        Op::SoftCrossEntropy | Op::KlDiv | Op::Mse | Op::Bce => {
+            arity(2)?;
+            f32_in(0)?;
+            f32_in(1)?;
+            same(ins[0], ins[1])?;
+            Ok(Type::scalar())
+        }
+        Op::SoftCrossEntropyGrad | Op::KlDivGrad | Op::MseGrad | Op::BceGrad => {
+            arity(3)?;
+            same(ins[0], ins[1])?;
+            scalar_in(ins[2])?;
+            Ok(ins[0].clone())
+        }
+        Op::SumSquares => {
+            arity(1)?;
+            f32_in(0)?;
+            Ok(Type::scalar())
+        }
+    }
+}
+
+fn scalar_in(t: &Type) -> Result<(), String> {
+    if t.is_scalar() {
+        Ok(())
+    } else {
+        Err(format!("expected a scalar f32[], found {t}"))
+    }
+}
+
+fn labels_for(logits: &Type, labels: &Type) -> Result<(), String> {
+    if labels.dtype != DType::I32
+        || labels.batched != logits.batched
+        || labels.dims.as_slice() != &logits.dims[..logits.dims.len().saturating_sub(1)]
+    {
+        return Err(format!("labels for logits {logits} must be i32 of the leading dims, found {labels}"));
+    }
+    Ok(())
+}
+
+fn nchw(t: &Type) -> Result<(usize, usize, usize), String> {
+    if t.batched && t.dims.len() == 3 && t.dtype == DType::F32 {
+        Ok((t.dims[0], t.dims[1], t.dims[2]))
+    } else {
+        Err(format!("expected an image batch f32[B,C,H,W], found {t}"))
+    }
+}
+
+fn btc(t: &Type) -> Result<(), String> {
+    if t.batched && t.dims.len() == 2 && t.dtype == DType::F32 {
+        Ok(())
+    } else {
+        Err(format!("expected a sequence batch f32[B,T,H], found {t}"))
+    }
+}
+
+fn out_hw(w: &Window, h: usize, wd: usize) -> Result<(usize, usize), String> {
+    match (w.out_len(h), w.out_len(wd)) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(format!(
+            "a {k}×{k} window (stride {s}, padding {p}) does not fit a {h}×{wd} image",
+            k = w.kernel,
+            s = w.stride,
+            p = w.pad
+        )),
+    }
+}
+
+/// Floating-point operations of one node for one sample (multiply-add = 2), for `nnc check`.
+/// Elementwise work counts one per element.
+pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
+    let per = |t: &Type| t.per_sample() as u64;
+    match op {
+        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => 0,
+        Op::MatMul { ta: false, tb } => {
+            let k = ins[0].last() as u64;
+            let _ = tb;
+            2 * k * per(out)
+        }
+        Op::MatMul { ta: true, .. } => 2 * per(ins[0]) * ins[1].last() as u64,
+        Op::Conv2d(w) => 2 * (ins[1].dims[1] * w.kernel * w.kernel) as u64 * per(out),
+        Op::Conv2dGradInput(w) => 2 * (ins[1].dims[0] * w.kernel * w.kernel) as u64 * per(ins[0]),
+        Op::Conv2dGradWeight(w) => 2 * (ins[0].dims[0] * w.kernel * w.kernel) as u64 * per(ins[1]),
+        Op::MaxPool(w) | Op::AvgPool(w) => (w.kernel * w.kernel) as u64 * per(out),
+        Op::RnnScan { .. } | Op::RnnScanGrad { .. } => {
+            let h = ins[0].last() as u64;
+            2 * h * per(ins[0])
+        }
+        _ => ins.iter().map(|t| if t.batched { per(t) } else { 0 }).max().unwrap_or(0).max(if out.batched { per(out) } else { 0 }),
+    }
+}
