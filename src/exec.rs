@@ -50,3 +50,21 @@ pub trait Executor {
     /// run's batch size), or `None` if the graph has no such output.
     fn output(&self, name: &str) -> Option<&[f32]>;
 }
+
+/// What changes from one optimizer step to the next (the rest of the optimizer's settings are
+/// fixed for a run and compiled into the update kernel).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UpdateHyper {
+    /// The learning rate for this step and this parameter (schedule and `lr_scale` applied).
+    pub lr: f32,
+    /// 1-based step number (Adam's bias correction).
+    pub step: u64,
+}
+
+/// One optimizer's update rule applied to one parameter tensor.
+pub trait Updater {
+    /// Number of state buffers, each the size of the parameter: SGD 0 (or 1 with momentum), Adam 2.
+    fn state_buffers(&self) -> usize;
+    /// param ← update(param, grad, state). `state` has `state_buffers()` zero-initialized buffers.
+    fn update(&self, param: &mut [f32], grad: &[f32], state: &mut [Vec<f32>], h: UpdateHyper);
+}

@@ -10,6 +10,7 @@ pub mod autodiff;
 pub mod check;
 pub mod cli;
 pub mod codegen;
+pub mod diag;
 pub mod exec;
 pub mod interp;
 pub mod ir;
