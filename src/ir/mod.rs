@@ -584,3 +584,17 @@ impl Graph {
         users
     }
 }
+
+/// Whether dropout keeps element `index` (flat index into the full batched tensor) at `step`.
+/// The interpreter and the JIT both implement exactly this hash (splitmix64 finalizer), so a
+/// `DropoutGrad` recomputes the forward mask and the two back ends agree bit for bit.
+pub fn dropout_keep(seed: u64, step: u64, index: u64, p: f32) -> bool {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ index;
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    let u = (x >> 40) as f32 / (1u32 << 24) as f32;
+    u >= p
+}
