@@ -8,3 +8,4 @@ pub mod checkpoint;
 pub mod data;
 pub mod init;
 pub mod rng;
+pub mod train;
