@@ -3,7 +3,7 @@
 //! name the line and column.
 
 use super::{file, Column, DataError, RawSplit, Values};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Parses CSV text (already read) into rows of numbers; `path` only names the file in errors.
 pub fn parse_rows(
@@ -116,9 +116,9 @@ pub fn load(
 }
 
 /// The file's bytes as UTF-8 text, or an error naming the first bad byte.
-pub fn utf8(path: &PathBuf, bytes: Vec<u8>) -> Result<String, DataError> {
+pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, DataError> {
     String::from_utf8(bytes).map_err(|e| DataError::Format {
-        path: path.clone(),
+        path: path.to_path_buf(),
         msg: format!(
             "not UTF-8 text (bad byte at offset {})",
             e.utf8_error().valid_up_to()

@@ -262,11 +262,7 @@ fn conform_column(
 ) -> Result<Column, DataError> {
     let want = t.per_sample();
     let have = col.per_sample();
-    let n = if have == 0 {
-        0
-    } else {
-        col.values.len() / have
-    };
+    let n = col.values.len().checked_div(have).unwrap_or(0);
     let bad = |sample: usize, value: f64, expected: String| DataError::Value {
         data: data.into(),
         what,

@@ -22,12 +22,14 @@ type Log = Option<(PathBuf, BufWriter<File>)>;
 
 /// Empties a vector of borrowed slices so that its allocation can hold borrows of another
 /// lifetime (an in-place collect of an empty iterator keeps the buffer).
+#[allow(clippy::unnecessary_filter_map)] // filter_map is what changes the item type
 fn recycle<'b>(mut v: Vec<&[f32]>) -> Vec<&'b [f32]> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
 }
 
 /// [`recycle`] for feeds.
+#[allow(clippy::unnecessary_filter_map)]
 fn recycle_feeds<'b>(mut v: Vec<Feed<'_>>) -> Vec<Feed<'b>> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
@@ -339,7 +341,7 @@ pub(super) fn train(
             if spec
                 .eval
                 .as_ref()
-                .is_some_and(|e| !e.per_epoch && step % e.every.max(1) == 0)
+                .is_some_and(|e| !e.per_epoch && step.is_multiple_of(e.every.max(1)))
             {
                 if let Some(r) = do_eval(&mut eval_exec, &values, step)? {
                     report(&mut progress, &mut last, r, step, epoch)?;
@@ -350,7 +352,7 @@ pub(super) fn train(
         if spec
             .eval
             .as_ref()
-            .is_some_and(|e| e.per_epoch && epoch % e.every.max(1) == 0)
+            .is_some_and(|e| e.per_epoch && epoch.is_multiple_of(e.every.max(1)))
             && last.map(|l| l.0) != Some(step)
         {
             if let Some(r) = do_eval(&mut eval_exec, &values, step)? {
