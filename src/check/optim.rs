@@ -213,12 +213,11 @@ pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
             usage: "`cosine(warmup: 100)`",
         },
         other => {
-            let help = super::names::did_you_mean(other, SCHEDULES.iter().copied()).unwrap_or_else(
-                || {
+            let help =
+                super::names::did_you_mean(other, SCHEDULES.iter().copied()).unwrap_or_else(|| {
                     "schedules are `constant`, `step(every: N, gamma: 0.1)`, `cosine` and `linear`"
                         .into()
-                },
-            );
+                });
             return Err(vec![Diag::new(
                 "nnc::train",
                 format!("unknown schedule `{other}`"),

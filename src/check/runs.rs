@@ -404,12 +404,11 @@ fn run_ref(cx: &Ctx, e: &Expr, this: &str, setting: &str) -> Result<InitFrom, Di
 fn teacher_ref(cx: &Ctx, e: &Expr, this: &str) -> Result<(TeacherSpec, Span), Diag> {
     if let ExprKind::Call { callee, args } = &e.kind {
         if !cx.models.ast.contains_key(callee.name.as_str()) {
-            let help = did_you_mean(&callee.name, cx.models.ast.keys().copied()).unwrap_or_else(
-                || {
+            let help =
+                did_you_mean(&callee.name, cx.models.ast.keys().copied()).unwrap_or_else(|| {
                     "write `teacher: <run>` or `teacher: Model(checkpoint: \"file.safetensors\")`"
                         .into()
-                },
-            );
+                });
             return Err(Diag::new(
                 "nnc::name",
                 format!("unknown model `{}`", callee.name),
