@@ -518,12 +518,12 @@ fn dropout_uses_the_shared_mask() {
 fn softmax_family() {
     let l = [0.0, 2f64.ln(), 3f64.ln()];
     let x = (f(true, &[3]), [l, [1.0, 1.0, 1.0]].concat());
-    let sm = apply(Op::Softmax, &[x.clone()], 2);
+    let sm = apply(Op::Softmax, std::slice::from_ref(&x), 2);
     close(
         &sm,
         &[1.0 / 6.0, 2.0 / 6.0, 0.5, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0],
     );
-    let ls = apply(Op::LogSoftmax, &[x.clone()], 2);
+    let ls = apply(Op::LogSoftmax, std::slice::from_ref(&x), 2);
     close(&ls, &sm.iter().map(|v| v.ln()).collect::<Vec<_>>());
     // Gradients against the explicit Jacobian J = diag(s) − s sᵀ (row 0 only).
     let dy = vec![1.0, -2.0, 0.5, 0.0, 0.0, 0.0];
