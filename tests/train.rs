@@ -7,7 +7,7 @@
 use nnc::exec::{ExecError, Executor, Feed, StepCtx, UpdateHyper, Updater};
 use nnc::ir::*;
 use nnc::runtime::checkpoint::Checkpoint;
-use nnc::runtime::train::{Backend, Session, TrainError, TrainOptions};
+use nnc::runtime::train::{Backend, RunSummary, Session, TrainError, TrainOptions};
 use nnc::syntax::ast::Span;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -208,6 +208,9 @@ fn program(runs: Vec<RunSpec>, split: f64) -> Program {
     }
 }
 
+/// Each run's summary and the final parameters of the last run, by path.
+type Trained = (Vec<RunSummary>, Vec<(String, Vec<f32>)>);
+
 struct Harness {
     lrs: Rc<RefCell<Vec<(u64, f32)>>>,
     nan_at: Option<u64>,
@@ -221,17 +224,7 @@ impl Harness {
         }
     }
     /// Runs every run of `p`; returns the session's result and the final params of the last run.
-    fn train(
-        &self,
-        p: &Program,
-        opts: TrainOptions,
-    ) -> Result<
-        (
-            Vec<nnc::runtime::train::RunSummary>,
-            Vec<(String, Vec<f32>)>,
-        ),
-        TrainError,
-    > {
+    fn train(&self, p: &Program, opts: TrainOptions) -> Result<Trained, TrainError> {
         let nan_at = self.nan_at;
         let exec = move |g: &Graph| -> Result<Box<dyn Executor>, String> {
             Ok(Box::new(LinearExec {
@@ -248,9 +241,9 @@ impl Harness {
             Ok(Box::new(Sgd(lrs.clone())))
         };
         let backend = Backend {
-            grad: &mark_grads,
-            executor: &exec,
-            updater: &upd,
+            grad: Box::new(mark_grads),
+            executor: Box::new(exec),
+            updater: Box::new(upd),
         };
         let mut s = Session::new(p, backend, opts)?;
         let sums = s.run_all()?;
@@ -414,4 +407,62 @@ fn init_from_a_run_that_has_not_run_is_an_error() {
         .train(&program(vec![r], 1.0), quiet())
         .unwrap_err();
     assert!(e.to_string().contains("needs run `first`"), "{e}");
+}
+
+// ----- end to end: examples/xor.nn through the checker, autodiff and a real back end
+
+fn xor_program(steps: u64) -> Program {
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/xor.nn")).unwrap();
+    let file = nnc::syntax::parse(&src).unwrap();
+    let mut p = nnc::check::check(&file).unwrap();
+    p.runs[0].length = Length::Steps(steps);
+    p
+}
+
+/// The XOR network's outputs on the four inputs, computed here by hand from the parameters.
+fn xor_outputs(params: &nnc::runtime::train::Tensors) -> Vec<f64> {
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let (w1, b1, w2, b2) = (
+        &params["dense1.weight"].data,
+        &params["dense1.bias"].data,
+        &params["dense2.weight"].data,
+        &params["dense2.bias"].data,
+    );
+    [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+        .iter()
+        .map(|x| {
+            let h: Vec<f64> = (0..4)
+                .map(|j| sig(x[0] * w1[j] as f64 + x[1] * w1[4 + j] as f64 + b1[j] as f64))
+                .collect();
+            sig((0..4).map(|j| h[j] * w2[j] as f64).sum::<f64>() + b2[0] as f64)
+        })
+        .collect()
+}
+
+fn train_xor(backend: Backend, steps: u64) -> (RunSummary, nnc::runtime::train::Tensors) {
+    let p = xor_program(steps);
+    let mut s = Session::new(&p, backend, quiet()).unwrap();
+    let sum = s.run_all().unwrap().remove(0);
+    (sum, s.params("Xor").unwrap().clone())
+}
+
+#[test]
+fn xor_trains_with_the_interpreter() {
+    let (sum, params) = train_xor(Backend::interpreter(), 3000);
+    assert!(sum.test_loss.unwrap() < 0.01, "{sum:?}");
+    for (o, t) in xor_outputs(&params).iter().zip([0.0, 1.0, 1.0, 0.0]) {
+        assert!((o - t).abs() < 0.1, "output {o}, target {t}");
+    }
+}
+
+#[test]
+fn xor_trains_with_the_jit_and_is_deterministic() {
+    let (sum, params) = train_xor(Backend::jit(1), 10000);
+    assert!(sum.test_loss.unwrap() < 0.01, "{sum:?}");
+    for (o, t) in xor_outputs(&params).iter().zip([0.0, 1.0, 1.0, 0.0]) {
+        assert!((o - t).abs() < 0.1, "output {o}, target {t}");
+    }
+    let (_, again) = train_xor(Backend::jit(1), 10000);
+    assert_eq!(params, again);
 }

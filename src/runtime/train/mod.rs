@@ -20,18 +20,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Builds the backward graph (adds outputs `grad:<path>` for every trainable parameter).
-pub type GradFn<'a> = &'a dyn Fn(&Graph) -> Result<Graph, String>;
+pub type GradFn = Box<dyn Fn(&Graph) -> Result<Graph, String>>;
 /// Builds an executor for a graph.
-pub type ExecutorFactory<'a> = &'a dyn Fn(&Graph) -> Result<Box<dyn Executor>, String>;
+pub type ExecutorFactory = Box<dyn Fn(&Graph) -> Result<Box<dyn Executor>, String>>;
 /// Builds the update rule of an optimizer.
-pub type UpdaterFactory<'a> = &'a dyn Fn(&OptimizerSpec) -> Result<Box<dyn Updater>, String>;
+pub type UpdaterFactory = Box<dyn Fn(&OptimizerSpec) -> Result<Box<dyn Updater>, String>>;
 
-/// What the training loop needs from the rest of the compiler.
-#[derive(Clone, Copy)]
-pub struct Backend<'a> {
-    pub grad: GradFn<'a>,
-    pub executor: ExecutorFactory<'a>,
-    pub updater: UpdaterFactory<'a>,
+/// What the training loop needs from the rest of the compiler: see [`crate::runtime::backend`]
+/// for the JIT and the interpreter.
+pub struct Backend {
+    pub grad: GradFn,
+    pub executor: ExecutorFactory,
+    pub updater: UpdaterFactory,
 }
 
 /// Command-line settings that apply to a session.
@@ -125,7 +125,7 @@ pub enum TrainError {
 /// Executes the runs of one program, remembering each run's final parameters.
 pub struct Session<'a> {
     program: &'a Program,
-    backend: Backend<'a>,
+    backend: Backend,
     options: TrainOptions,
     trained: BTreeMap<String, Tensors>,
     log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
@@ -134,7 +134,7 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     pub fn new(
         program: &'a Program,
-        backend: Backend<'a>,
+        backend: Backend,
         options: TrainOptions,
     ) -> Result<Session<'a>, TrainError> {
         let log = match &options.log_json {

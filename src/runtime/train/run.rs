@@ -85,7 +85,7 @@ struct Trainable {
 pub(super) fn train(
     program: &Program,
     spec: &RunSpec,
-    backend: &Backend<'_>,
+    backend: &Backend,
     opts: &TrainOptions,
     trained: &BTreeMap<String, Tensors>,
     log: Log,
