@@ -466,3 +466,60 @@ fn xor_trains_with_the_jit_and_is_deterministic() {
     let (_, again) = train_xor(Backend::jit(1), 10000);
     assert_eq!(params, again);
 }
+
+// ----- the real examples on the real data (slow: run with `--ignored`)
+
+/// Checks and trains `examples/<name>.nn` on /work/shared/data with the JIT, `steps` per run.
+fn train_example(name: &str, data: &str, steps: Option<u64>) -> Option<Vec<RunSummary>> {
+    let dir = std::path::Path::new("/work/shared/data").join(data);
+    if !dir.exists() {
+        eprintln!("{} not found; skipped", dir.display());
+        return None;
+    }
+    let src = std::fs::read_to_string(format!("{}/examples/{name}.nn", env!("CARGO_MANIFEST_DIR")))
+        .unwrap();
+    let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+    let out = std::env::temp_dir().join(format!("nnc-example-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let opts = TrainOptions {
+        data_dir: dir,
+        base_dir: out,
+        steps,
+        ..quiet()
+    };
+    let mut s = Session::new(&p, Backend::jit(1), opts).unwrap();
+    Some(s.run_all().unwrap_or_else(|e| panic!("{e}")))
+}
+
+#[test]
+#[ignore]
+fn mnist_mlp_one_epoch_reaches_92_percent() {
+    let Some(sums) = train_example("mnist_mlp", "mnist", None) else {
+        return;
+    };
+    eprintln!("{sums:?}");
+    assert!(sums[0].test_accuracy.unwrap() > 0.92, "{sums:?}");
+}
+
+#[test]
+#[ignore]
+fn every_other_example_trains_a_few_steps() {
+    for (name, data) in [
+        ("autoencoder_finetune", "mnist"),
+        ("distill", "mnist"),
+        ("mnist_cnn", "mnist"),
+        ("char_rnn", "tinyshakespeare"),
+    ] {
+        let Some(sums) = train_example(name, data, Some(20)) else {
+            continue;
+        };
+        for s in &sums {
+            eprintln!("{name}: {s:?}");
+            assert_eq!(s.steps, 20);
+            assert!(
+                s.final_loss.is_finite() && s.test_loss.is_some_and(f64::is_finite),
+                "{s:?}"
+            );
+        }
+    }
+}
