@@ -12,7 +12,12 @@ use crate::ir::Type;
 fn split(ty: &Type, axis: usize) -> (usize, bool, usize, usize) {
     let shape = ty.shape(1);
     let outer: usize = shape[..axis].iter().product();
-    (outer, ty.batched, shape[axis], shape[axis + 1..].iter().product())
+    (
+        outer,
+        ty.batched,
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
 /// `out = x + b` along `axis`.

@@ -155,7 +155,10 @@ pub fn emit(
         _ => (ty, t0),
     };
     if x.dims.len() != 3 || y.dims.len() != 3 {
-        return Err(CodegenError::Graph(format!("{} needs NCHW images, found {x} and {y}", op.name())));
+        return Err(CodegenError::Graph(format!(
+            "{} needs NCHW images, found {x} and {y}",
+            op.name()
+        )));
     }
     let g = Geo {
         c: x.dims[0],
@@ -169,28 +172,66 @@ pub fn emit(
         p: win.pad,
     };
     let col = scratch_base + scratch.len();
-    scratch.push(Scratch { per: g.ckk() * g.positions(), batched: true });
+    scratch.push(Scratch {
+        per: g.ckk() * g.positions(),
+        batched: true,
+    });
     let (ckk, pos) = (g.ckk(), g.positions());
     let fixed = Dim::fixed;
     match op {
         Op::Conv2d(_) => {
             km.kernel(header, |kb| im2col(kb, g, col, ins[0]))?;
-            let s = MatMulShape { m: fixed(g.o), n: pos, k: fixed(ckk), ta: false, tb: false };
-            let img = PerImage { a: 0, b: ckk * pos, c: g.o * pos, accumulate: false };
+            let s = MatMulShape {
+                m: fixed(g.o),
+                n: pos,
+                k: fixed(ckk),
+                ta: false,
+                tb: false,
+            };
+            let img = PerImage {
+                a: 0,
+                b: ckk * pos,
+                c: g.o * pos,
+                accumulate: false,
+            };
             km.kernel(header, |kb| matmul_per_image(kb, &s, img, out, ins[1], col))?;
         }
         Op::Conv2dGradWeight(_) => {
             km.kernel(header, |kb| im2col(kb, g, col, ins[0]))?;
             // dw (O×CKK) += dy[b] (O×P) · col[b]ᵀ, col stored CKK×P (= n×k).
-            let s = MatMulShape { m: fixed(g.o), n: ckk, k: fixed(pos), ta: false, tb: true };
-            let img = PerImage { a: g.o * pos, b: ckk * pos, c: 0, accumulate: true };
+            let s = MatMulShape {
+                m: fixed(g.o),
+                n: ckk,
+                k: fixed(pos),
+                ta: false,
+                tb: true,
+            };
+            let img = PerImage {
+                a: g.o * pos,
+                b: ckk * pos,
+                c: 0,
+                accumulate: true,
+            };
             km.kernel(header, |kb| matmul_per_image(kb, &s, img, out, ins[1], col))?;
         }
         _ => {
             // dcol[b] (CKK×P) = wᵀ · dy[b]; w stored O×CKK (= k×m).
-            let s = MatMulShape { m: fixed(ckk), n: pos, k: fixed(g.o), ta: true, tb: false };
-            let img = PerImage { a: 0, b: g.o * pos, c: ckk * pos, accumulate: false };
-            km.kernel(header, |kb| matmul_per_image(kb, &s, img, col, ins[1], ins[0]))?;
+            let s = MatMulShape {
+                m: fixed(ckk),
+                n: pos,
+                k: fixed(g.o),
+                ta: true,
+                tb: false,
+            };
+            let img = PerImage {
+                a: 0,
+                b: g.o * pos,
+                c: ckk * pos,
+                accumulate: false,
+            };
+            km.kernel(header, |kb| {
+                matmul_per_image(kb, &s, img, col, ins[1], ins[0])
+            })?;
             km.kernel(header, |kb| col2im(kb, g, out, col))?;
         }
     }

@@ -103,7 +103,11 @@ pub fn map(kb: &mut Kb, ty: &Type, out: usize, ins: &[Operand], f: &ElemExpr) {
 fn keep(kb: &mut Kb, seed_mix: Value, idx: Value, p: f32) -> Value {
     let b = &mut kb.b;
     let mut x = b.ins().bxor(seed_mix, idx);
-    for (shift, mul) in [(30, Some(0xBF58_476D_1CE4_E5B9u64)), (27, Some(0x94D0_49BB_1331_11EB)), (31, None)] {
+    for (shift, mul) in [
+        (30, Some(0xBF58_476D_1CE4_E5B9u64)),
+        (27, Some(0x94D0_49BB_1331_11EB)),
+        (31, None),
+    ] {
         let s = b.ins().ushr_imm_u(x, shift);
         x = b.ins().bxor(x, s);
         if let Some(m) = mul {

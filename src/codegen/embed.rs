@@ -11,7 +11,9 @@ use crate::ir::Type;
 /// Loads id `r` (i32) and returns (id clamped into `0..n`, in-range flag).
 fn id(kb: &mut Kb, ids: Value, r: Value, n: usize) -> (Value, Value) {
     let a = kb.addr(ids, r, 4);
-    let v = kb.b.ins().sload32(MemFlagsData::trusted().with_readonly(), a, 0);
+    let v =
+        kb.b.ins()
+            .sload32(MemFlagsData::trusted().with_readonly(), a, 0);
     clamp_index(kb, v, n)
 }
 

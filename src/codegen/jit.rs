@@ -72,7 +72,10 @@ impl Jit {
             .iter()
             .map(|o| {
                 if o.value.index() >= g.nodes.len() {
-                    return Err(CodegenError::Graph(format!("output {} is not a value", o.name)));
+                    return Err(CodegenError::Graph(format!(
+                        "output {} is not a value",
+                        o.name
+                    )));
                 }
                 Ok((o.name.clone(), o.value.index()))
             })
@@ -107,40 +110,69 @@ impl Jit {
                 self.bufs[i] = b;
             }
         }
-        self.scratch_bufs =
-            self.scratch.iter().map(|s| vec![0.0f32; s.per * if s.batched { batch } else { 1 }]).collect();
+        self.scratch_bufs = self
+            .scratch
+            .iter()
+            .map(|s| vec![0.0f32; s.per * if s.batched { batch } else { 1 }])
+            .collect();
         self.batch = batch;
     }
 
-    fn validate(&self, batch: usize, inputs: &[Feed<'_>], params: &[&[f32]]) -> Result<(), ExecError> {
+    fn validate(
+        &self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+    ) -> Result<(), ExecError> {
         if batch == 0 {
             return Err(ExecError::Other("the batch size must be at least 1".into()));
         }
         if inputs.len() != self.input_nodes.len() {
-            return Err(ExecError::Other(format!("expected {} inputs, got {}", self.input_nodes.len(), inputs.len())));
+            return Err(ExecError::Other(format!(
+                "expected {} inputs, got {}",
+                self.input_nodes.len(),
+                inputs.len()
+            )));
         }
         for (k, (feed, &node)) in inputs.iter().zip(&self.input_nodes).enumerate() {
             let ty = &self.graph.nodes[node].ty;
-            let ok = matches!((feed, ty.dtype), (Feed::F32(_), DType::F32) | (Feed::I32(_), DType::I32));
+            let ok = matches!(
+                (feed, ty.dtype),
+                (Feed::F32(_), DType::F32) | (Feed::I32(_), DType::I32)
+            );
             if !ok {
                 return Err(ExecError::Other(format!("input {k} must be {}", ty.dtype)));
             }
             if feed.len() != ty.numel(batch) {
-                return Err(ExecError::InputSize { index: k, expected: ty.numel(batch), found: feed.len() });
+                return Err(ExecError::InputSize {
+                    index: k,
+                    expected: ty.numel(batch),
+                    found: feed.len(),
+                });
             }
         }
         if params.len() != self.graph.params.len() {
-            return Err(ExecError::Other(format!("expected {} parameters, got {}", self.graph.params.len(), params.len())));
+            return Err(ExecError::Other(format!(
+                "expected {} parameters, got {}",
+                self.graph.params.len(),
+                params.len()
+            )));
         }
         for (p, data) in self.graph.params.iter().zip(params) {
             if data.len() != p.numel() {
-                return Err(ExecError::ParamSize { path: p.path.clone(), expected: p.numel(), found: data.len() });
+                return Err(ExecError::ParamSize {
+                    path: p.path.clone(),
+                    expected: p.numel(),
+                    found: data.len(),
+                });
             }
         }
         for &(k, bound) in &self.id_checks {
             if let Feed::I32(ids) = inputs[k] {
                 if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= bound) {
-                    return Err(ExecError::Other(format!("input {k} holds id {bad}, outside 0..{bound}")));
+                    return Err(ExecError::Other(format!(
+                        "input {k} holds id {bad}, outside 0..{bound}"
+                    )));
                 }
             }
         }
@@ -153,7 +185,13 @@ impl Executor for Jit {
         &self.graph
     }
 
-    fn run(&mut self, batch: usize, inputs: &[Feed<'_>], params: &[&[f32]], ctx: StepCtx) -> Result<(), ExecError> {
+    fn run(
+        &mut self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+        ctx: StepCtx,
+    ) -> Result<(), ExecError> {
         self.validate(batch, inputs, params)?;
         if batch != self.batch {
             self.allocate(batch);
@@ -190,7 +228,8 @@ impl Executor for Jit {
             if matches!(self.storage[owned], Storage::Input(_) | Storage::Param(_)) {
                 let n = self.graph.nodes[*node].ty.numel(batch);
                 // SAFETY: the slot points at the caller's slice of n elements, alive during run.
-                let data = unsafe { std::slice::from_raw_parts(self.table[*node] as *const f32, n) };
+                let data =
+                    unsafe { std::slice::from_raw_parts(self.table[*node] as *const f32, n) };
                 self.copies.push((*node, data.to_vec()));
             }
         }

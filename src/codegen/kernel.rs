@@ -55,14 +55,25 @@ impl KernelModule {
     pub fn new(listing: Listing) -> Result<KernelModule, CodegenError> {
         let module = new_jit_module()?;
         let ctx = module.make_context();
-        Ok(KernelModule { module, ctx, fctx: FunctionBuilderContext::new(), count: 0, pending: Vec::new(), listing })
+        Ok(KernelModule {
+            module,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            count: 0,
+            pending: Vec::new(),
+            listing,
+        })
     }
 
     /// Builds one kernel with `body` and declares it; returns a handle resolved by [`finish`].
     /// `header` is the line naming the node the kernel implements.
     ///
     /// [`finish`]: KernelModule::finish
-    pub fn kernel(&mut self, header: &str, body: impl FnOnce(&mut Kb)) -> Result<usize, CodegenError> {
+    pub fn kernel(
+        &mut self,
+        header: &str,
+        body: impl FnOnce(&mut Kb),
+    ) -> Result<usize, CodegenError> {
         self.module.clear_context(&mut self.ctx);
         let ptr = self.module.target_config().pointer_type();
         self.ctx.func.signature.params.push(AbiParam::new(ptr));
@@ -82,16 +93,25 @@ impl KernelModule {
             kb.b.finalize(frontend);
         }
         if self.listing.clif {
-            self.listing.text.push_str(&format!("{header}\n{}\n", self.ctx.func.display()));
+            self.listing
+                .text
+                .push_str(&format!("{header}\n{}\n", self.ctx.func.display()));
         }
         let name = format!("k{}", self.count);
         self.count += 1;
         let sig = self.ctx.func.signature.clone();
-        let id = self.module.declare_function(&name, Linkage::Local, &sig).map_err(cl)?;
+        let id = self
+            .module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(cl)?;
         self.ctx.set_disasm(self.listing.asm);
         self.module.define_function(id, &mut self.ctx).map_err(cl)?;
         if self.listing.asm {
-            let vcode = self.ctx.compiled_code().and_then(|c| c.vcode.clone()).unwrap_or_default();
+            let vcode = self
+                .ctx
+                .compiled_code()
+                .and_then(|c| c.vcode.clone())
+                .unwrap_or_default();
             self.listing.text.push_str(&format!("{header}\n{vcode}\n"));
         }
         self.pending.push(id);
@@ -130,7 +150,10 @@ pub fn new_jit_module() -> Result<JITModule, CodegenError> {
         .map_err(cl)?
         .finish(settings::Flags::new(flags))
         .map_err(cl)?;
-    Ok(JITModule::new(JITBuilder::with_isa(isa, default_libcall_names())))
+    Ok(JITModule::new(JITBuilder::with_isa(
+        isa,
+        default_libcall_names(),
+    )))
 }
 
 /// A kernel under construction: the builder, the pointer table and the batch size.
@@ -208,7 +231,13 @@ impl Kb<'_> {
 
     /// `for i in (lo..hi).step_by(step) { body(i) }` (requires `(hi − lo) % step == 0` or the
     /// loop runs while `i < hi`).
-    pub fn for_step(&mut self, lo: Value, hi: Value, step: i64, body: impl FnOnce(&mut Self, Value)) {
+    pub fn for_step(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        step: i64,
+        body: impl FnOnce(&mut Self, Value),
+    ) {
         let head = self.b.create_block();
         let inner = self.b.create_block();
         let exit = self.b.create_block();
@@ -216,7 +245,11 @@ impl Kb<'_> {
         self.b.ins().jump(head, &[lo.into()]);
         self.b.switch_to_block(head);
         let i = self.b.block_params(head)[0];
-        let c = self.b.ins().icmp(cranelift_codegen::ir::condcodes::IntCC::SignedLessThan, i, hi);
+        let c = self.b.ins().icmp(
+            cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
+            i,
+            hi,
+        );
         self.b.ins().brif(c, inner, &[], exit, &[]);
         self.b.seal_block(inner);
         self.b.switch_to_block(inner);
@@ -240,7 +273,12 @@ impl Kb<'_> {
     }
 
     /// A loop over `lo..hi` in f32x4 steps and a scalar tail: `body(i, lane type)`.
-    pub fn vec_loop(&mut self, lo: Value, hi: Value, mut body: impl FnMut(&mut Self, Value, ClifType)) {
+    pub fn vec_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        mut body: impl FnMut(&mut Self, Value, ClifType),
+    ) {
         let len = self.b.ins().isub(hi, lo);
         let len4 = self.b.ins().band_imm_s(len, !3);
         let mid = self.b.ins().iadd(lo, len4);
@@ -277,7 +315,11 @@ impl Kb<'_> {
     /// `c ? x : y` for a float comparison result `c` of lane type `ty`.
     pub fn select(&mut self, ty: ClifType, c: Value, x: Value, y: Value) -> Value {
         if ty == F32X4 {
-            let m = self.b.ins().bitcast(F32X4, MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little), c);
+            let m = self.b.ins().bitcast(
+                F32X4,
+                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+                c,
+            );
             self.b.ins().bitselect(m, x, y)
         } else {
             self.b.ins().select(c, x, y)

@@ -48,8 +48,18 @@ pub fn ctx_slot(g: &Graph) -> usize {
 fn header(g: &Graph, i: usize) -> String {
     let n = &g.nodes[i];
     let args: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
-    let label = if n.label.is_empty() { String::new() } else { format!("  ; {}", n.label) };
-    format!("; %{i} = {}{} {} : {}{label}", n.op.name(), n.op.attrs(), args.join(", "), n.ty)
+    let label = if n.label.is_empty() {
+        String::new()
+    } else {
+        format!("  ; {}", n.label)
+    };
+    format!(
+        "; %{i} = {}{} {} : {}{label}",
+        n.op.name(),
+        n.op.attrs(),
+        args.join(", "),
+        n.ty
+    )
 }
 
 pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
@@ -60,14 +70,22 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
     for (i, n) in g.nodes.iter().enumerate() {
         for v in &n.inputs {
             if v.index() >= i {
-                return Err(CodegenError::Graph(format!("%{i} uses %{} before it is defined", v.0)));
+                return Err(CodegenError::Graph(format!(
+                    "%{i} uses %{} before it is defined",
+                    v.0
+                )));
             }
         }
         let st = match &n.op {
-            Op::Input { .. } => Storage::Input(inputs.iter().position(|(v, _)| v.index() == i).unwrap_or(0)),
+            Op::Input { .. } => {
+                Storage::Input(inputs.iter().position(|(v, _)| v.index() == i).unwrap_or(0))
+            }
             Op::Param(p) => {
                 if p.index() >= g.params.len() {
-                    return Err(CodegenError::Graph(format!("%{i} reads missing parameter #{}", p.0)));
+                    return Err(CodegenError::Graph(format!(
+                        "%{i} reads missing parameter #{}",
+                        p.0
+                    )));
                 }
                 Storage::Param(p.index())
             }
@@ -87,7 +105,13 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
         storage.push(st);
     }
     let (kernels, module, listing) = km.finish()?;
-    Ok(Lowered { kernels, storage, scratch, module, listing })
+    Ok(Lowered {
+        kernels,
+        storage,
+        scratch,
+        module,
+        listing,
+    })
 }
 
 /// Rejects graphs the verifier would reject where a kernel relies on it: f32 where f32 is read.
@@ -98,13 +122,23 @@ fn check_dtypes(g: &Graph, i: usize, n: &Node) -> Result<(), CodegenError> {
         _ => &[],
     };
     for (k, v) in n.inputs.iter().enumerate() {
-        let want = if int_inputs.contains(&k) { DType::I32 } else { DType::F32 };
+        let want = if int_inputs.contains(&k) {
+            DType::I32
+        } else {
+            DType::F32
+        };
         if g.ty(*v).dtype != want {
-            return Err(CodegenError::Graph(format!("input {k} of %{i} ({}) must be {want}", n.op.name())));
+            return Err(CodegenError::Graph(format!(
+                "input {k} of %{i} ({}) must be {want}",
+                n.op.name()
+            )));
         }
     }
     if n.ty.dtype != DType::F32 {
-        return Err(CodegenError::Graph(format!("%{i} ({}) must produce f32", n.op.name())));
+        return Err(CodegenError::Graph(format!(
+            "%{i} ({}) must produce f32",
+            n.op.name()
+        )));
     }
     Ok(())
 }
@@ -127,7 +161,11 @@ fn emit(
         if ins.len() == want {
             Ok(())
         } else {
-            Err(CodegenError::Graph(format!("%{i} ({}) has {} inputs, expected {want}", n.op.name(), ins.len())))
+            Err(CodegenError::Graph(format!(
+                "%{i} ({}) has {} inputs, expected {want}",
+                n.op.name(),
+                ins.len()
+            )))
         }
     };
     let one = |km: &mut KernelModule, f: &mut dyn FnMut(&mut Kb)| -> Result<(), CodegenError> {
@@ -139,40 +177,76 @@ fn emit(
             arity(1)?;
             let u = *u;
             one(km, &mut |kb| {
-                elementwise::map(kb, &ty, i, &[Operand { slot: ins[0], scalar: false }], &|kb, v, lane| {
-                    elementwise::unary(kb, u, v[0], lane)
-                })
+                elementwise::map(
+                    kb,
+                    &ty,
+                    i,
+                    &[Operand {
+                        slot: ins[0],
+                        scalar: false,
+                    }],
+                    &|kb, v, lane| elementwise::unary(kb, u, v[0], lane),
+                )
             })
         }
         Op::UnaryGrad(u) => {
             arity(2)?;
             let u = *u;
-            let ops = [Operand { slot: ins[0], scalar: false }, Operand { slot: ins[1], scalar: false }];
-            one(km, &mut |kb| elementwise::map(kb, &ty, i, &ops, &|kb, v, lane| elementwise::unary_grad(kb, u, v[0], v[1], lane)))
+            let ops = [
+                Operand {
+                    slot: ins[0],
+                    scalar: false,
+                },
+                Operand {
+                    slot: ins[1],
+                    scalar: false,
+                },
+            ];
+            one(km, &mut |kb| {
+                elementwise::map(kb, &ty, i, &ops, &|kb, v, lane| {
+                    elementwise::unary_grad(kb, u, v[0], v[1], lane)
+                })
+            })
         }
         Op::Binary(b) => {
             arity(2)?;
             let b = *b;
             let ops = [
-                Operand { slot: ins[0], scalar: ity(0).is_scalar() && !ty.is_scalar() },
-                Operand { slot: ins[1], scalar: ity(1).is_scalar() && !ty.is_scalar() },
+                Operand {
+                    slot: ins[0],
+                    scalar: ity(0).is_scalar() && !ty.is_scalar(),
+                },
+                Operand {
+                    slot: ins[1],
+                    scalar: ity(1).is_scalar() && !ty.is_scalar(),
+                },
             ];
-            one(km, &mut |kb| elementwise::map(kb, &ty, i, &ops, &|kb, v, _| elementwise::binary(kb, b, v[0], v[1])))
+            one(km, &mut |kb| {
+                elementwise::map(kb, &ty, i, &ops, &|kb, v, _| {
+                    elementwise::binary(kb, b, v[0], v[1])
+                })
+            })
         }
         Op::Dropout { p } | Op::DropoutGrad { p } => {
             arity(1)?;
             let p = *p;
-            one(km, &mut |kb| elementwise::dropout(kb, &ty, i, ins[0], ctx, p))
+            one(km, &mut |kb| {
+                elementwise::dropout(kb, &ty, i, ins[0], ctx, p)
+            })
         }
         Op::MatMul { ta, tb } => {
             arity(2)?;
             let (a, b) = (ity(0), ity(1));
             let s = matmul_shape(*ta, *tb, &a, &b, &ty)?;
-            one(km, &mut |kb| super::matmul::matmul(kb, &s, i, ins[0], ins[1]))
+            one(km, &mut |kb| {
+                super::matmul::matmul(kb, &s, i, ins[0], ins[1])
+            })
         }
         Op::BiasAdd { axis } => {
             arity(2)?;
-            one(km, &mut |kb| bias::bias_add(kb, &ty, *axis, i, ins[0], ins[1]))
+            one(km, &mut |kb| {
+                bias::bias_add(kb, &ty, *axis, i, ins[0], ins[1])
+            })
         }
         Op::BiasGrad { axis } => {
             arity(1)?;
@@ -181,7 +255,19 @@ fn emit(
         }
         Op::Conv2d(w) | Op::Conv2dGradInput(w) | Op::Conv2dGradWeight(w) => {
             arity(2)?;
-            conv::emit(km, &n.op, w, &ity(0), &ity(1), &ty, i, &ins, scratch_base, scratch, header)
+            conv::emit(
+                km,
+                &n.op,
+                w,
+                &ity(0),
+                &ity(1),
+                &ty,
+                i,
+                &ins,
+                scratch_base,
+                scratch,
+                header,
+            )
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => {
             let grad = matches!(n.op, Op::MaxPoolGrad(_));
@@ -193,7 +279,11 @@ fn emit(
         Op::AvgPool(w) | Op::AvgPoolGrad(w) => {
             arity(1)?;
             let grad = matches!(n.op, Op::AvgPoolGrad(_));
-            let (x, y) = if grad { (ty.clone(), ity(0)) } else { (ity(0), ty.clone()) };
+            let (x, y) = if grad {
+                (ty.clone(), ity(0))
+            } else {
+                (ity(0), ty.clone())
+            };
             one(km, &mut |kb| pool::avg_pool(kb, w, &x, &y, i, &ins, grad))
         }
         Op::Embedding => {
@@ -262,7 +352,9 @@ fn emit(
 fn table_dims(dims: &[usize], i: usize) -> Result<(usize, usize), CodegenError> {
     match dims {
         [v, e] => Ok((*v, *e)),
-        _ => Err(CodegenError::Graph(format!("%{i}: an embedding table must be [V, E]"))),
+        _ => Err(CodegenError::Graph(format!(
+            "%{i}: an embedding table must be [V, E]"
+        ))),
     }
 }
 
@@ -281,14 +373,32 @@ pub fn matmul_shape(
     let n = out.last();
     if ta {
         let m = a.last();
-        let rows = Dim { per: a.per_sample() / m.max(1), batched: a.batched };
-        Ok(MatMulShape { m: Dim::fixed(m), n, k: rows, ta, tb })
+        let rows = Dim {
+            per: a.per_sample() / m.max(1),
+            batched: a.batched,
+        };
+        Ok(MatMulShape {
+            m: Dim::fixed(m),
+            n,
+            k: rows,
+            ta,
+            tb,
+        })
     } else {
         let k = a.last();
-        let rows = Dim { per: a.per_sample() / k.max(1), batched: a.batched };
+        let rows = Dim {
+            per: a.per_sample() / k.max(1),
+            batched: a.batched,
+        };
         if b.batched || b.per_sample() != k * n {
             return Err(bad());
         }
-        Ok(MatMulShape { m: rows, n, k: Dim::fixed(k), ta, tb })
+        Ok(MatMulShape {
+            m: rows,
+            n,
+            k: Dim::fixed(k),
+            ta,
+            tb,
+        })
     }
 }

@@ -77,7 +77,19 @@ pub fn emit_exp(b: &mut FunctionBuilder, x: Value) -> Value {
     let t2 = b.ins().fmul(fx, c2);
     let x = b.ins().fsub(x, t2);
     let z = b.ins().fmul(x, x);
-    let p = horner(b, ty, x, &[1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1]);
+    let p = horner(
+        b,
+        ty,
+        x,
+        &[
+            1.987_569_1e-4,
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ],
+    );
     let p = b.ins().fmul(p, z);
     let p = b.ins().fadd(p, x);
     let one = fconst(b, ty, 1.0);
@@ -153,7 +165,18 @@ pub fn emit_tanh(b: &mut FunctionBuilder, x: Value) -> Value {
     let ty = b.func.dfg.value_type(x);
     let ax = b.ins().fabs(x);
     let z = b.ins().fmul(x, x);
-    let p = horner(b, ty, z, &[-5.704_988_7e-3, 2.063_908_9e-2, -5.373_971_6e-2, 1.333_144_2e-1, -3.333_328_2e-1]);
+    let p = horner(
+        b,
+        ty,
+        z,
+        &[
+            -5.704_988_7e-3,
+            2.063_909e-2,
+            -5.373_971_6e-2,
+            1.333_144_2e-1,
+            -3.333_328e-1,
+        ],
+    );
     let p = b.ins().fmul(p, z);
     let p = b.ins().fmul(p, x);
     let small = b.ins().fadd(p, x);
@@ -164,7 +187,14 @@ pub fn emit_tanh(b: &mut FunctionBuilder, x: Value) -> Value {
     let d = b.ins().fadd(e, one);
     let q = b.ins().fdiv(two, d);
     let big = b.ins().fsub(one, q);
-    let big = b.ins().fcopysign(big, x);
+    // copysign(big, x) with integer ops (no f32x4 fcopysign on x86): big ≥ 0.
+    let ity = int_ty(ty);
+    let xi = bitcast(b, ity, x);
+    let sign = iconst(b, ity, i32::MIN as i64);
+    let s = b.ins().band(xi, sign);
+    let bi = bitcast(b, ity, big);
+    let bi = b.ins().bor(bi, s);
+    let big = bitcast(b, ty, bi);
     let lim = fconst(b, ty, 0.625);
     let c = b.ins().fcmp(FloatCC::LessThan, ax, lim);
     select(b, ty, c, small, big)

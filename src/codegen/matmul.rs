@@ -18,7 +18,10 @@ pub struct Dim {
 
 impl Dim {
     pub fn fixed(per: usize) -> Dim {
-        Dim { per, batched: false }
+        Dim {
+            per,
+            batched: false,
+        }
     }
     fn value(self, kb: &mut Kb) -> Value {
         kb.rows(self.batched, self.per)
@@ -118,7 +121,11 @@ fn product(kb: &mut Kb, s: &MatMulShape, cp: Value, ap: Value, bp: Value, acc: b
             kb.vec_loop(zero, nv, |kb, j, lane| {
                 let ci = kb.b.ins().imul_imm_s(i, n);
                 let ci = kb.b.ins().iadd(ci, j);
-                let z = if acc { kb.ld_rw(lane, cp, ci) } else { kb.cst(lane, 0.0) };
+                let z = if acc {
+                    kb.ld_rw(lane, cp, ci)
+                } else {
+                    kb.cst(lane, 0.0)
+                };
                 let accv = kb.var(lane, z);
                 kb.for_range(zero, k, |kb, kk| {
                     // a index: ta ? kk·M + i : i·K + kk

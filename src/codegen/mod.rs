@@ -37,10 +37,24 @@ pub enum CodegenError {
 
 /// The Cranelift IR of every kernel of `g`, each headed by the node it implements.
 pub fn clif_text(g: &Graph) -> Result<String, CodegenError> {
-    Ok(lower::lower(g, kernel::Listing { clif: true, ..Default::default() })?.listing)
+    Ok(lower::lower(
+        g,
+        kernel::Listing {
+            clif: true,
+            ..Default::default()
+        },
+    )?
+    .listing)
 }
 
 /// The disassembly (Cranelift's VCode after register allocation) of every kernel of `g`.
 pub fn asm_text(g: &Graph) -> Result<String, CodegenError> {
-    Ok(lower::lower(g, kernel::Listing { asm: true, ..Default::default() })?.listing)
+    Ok(lower::lower(
+        g,
+        kernel::Listing {
+            asm: true,
+            ..Default::default()
+        },
+    )?
+    .listing)
 }

@@ -34,7 +34,11 @@ pub fn compile_updater(spec: &OptimizerSpec) -> Result<Box<dyn Updater>, Codegen
     let s = spec.clone();
     km.kernel("; optimizer update", |kb| emit(kb, &s))?;
     let (fns, module, _) = km.finish()?;
-    Ok(Box::new(JitUpdater { spec: spec.clone(), kernel: fns[0], _module: module }))
+    Ok(Box::new(JitUpdater {
+        spec: spec.clone(),
+        kernel: fns[0],
+        _module: module,
+    }))
 }
 
 fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
@@ -53,7 +57,12 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
         let g = kb.ld(lane, ptrs[G], i);
         let lrv = kb.splat(lane, lr);
         let newp = match spec {
-            OptimizerSpec::Sgd { momentum, nesterov, weight_decay, .. } => {
+            OptimizerSpec::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+                ..
+            } => {
                 let mut g = g;
                 if weight_decay != 0.0 {
                     let wd = kb.cst(lane, weight_decay as f32);
@@ -78,8 +87,20 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
                 let t = kb.b.ins().fmul(lrv, d);
                 kb.b.ins().fsub(p, t)
             }
-            OptimizerSpec::Adam { beta1, beta2, eps, weight_decay, .. }
-            | OptimizerSpec::AdamW { beta1, beta2, eps, weight_decay, .. } => {
+            OptimizerSpec::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            }
+            | OptimizerSpec::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                ..
+            } => {
                 let decoupled = matches!(spec, OptimizerSpec::AdamW { .. });
                 let mut g = g;
                 let mut p = p;
@@ -141,7 +162,8 @@ impl Updater for JitUpdater {
             return;
         }
         let (bc1, bc2) = match self.spec {
-            OptimizerSpec::Adam { beta1, beta2, .. } | OptimizerSpec::AdamW { beta1, beta2, .. } => {
+            OptimizerSpec::Adam { beta1, beta2, .. }
+            | OptimizerSpec::AdamW { beta1, beta2, .. } => {
                 let t = h.step.max(1) as i32;
                 (1.0 - beta1.powi(t), 1.0 - beta2.powi(t))
             }

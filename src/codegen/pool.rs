@@ -21,13 +21,27 @@ struct Geo {
 }
 
 fn geo(x: &Type, y: &Type) -> Geo {
-    Geo { c: x.dims[0], h: x.dims[1], w: x.dims[2], oh: y.dims[1], ow: y.dims[2] }
+    Geo {
+        c: x.dims[0],
+        h: x.dims[1],
+        w: x.dims[2],
+        oh: y.dims[1],
+        ow: y.dims[2],
+    }
 }
 
 /// Index within the input plane of window tap (ky, kx) at output (oy, ox), and whether it lies
 /// inside the image (`None` when there is no padding: always inside). Out-of-image indices are
 /// replaced by 0 so that loads stay in bounds.
-fn tap(kb: &mut Kb, g: &Geo, win: &Window, oy: Value, ox: Value, ky: usize, kx: usize) -> (Value, Option<Value>) {
+fn tap(
+    kb: &mut Kb,
+    g: &Geo,
+    win: &Window,
+    oy: Value,
+    ox: Value,
+    ky: usize,
+    kx: usize,
+) -> (Value, Option<Value>) {
     let s = win.stride as i64;
     let iy = kb.b.ins().imul_imm_s(oy, s);
     let iy = kb.b.ins().iadd_imm_s(iy, ky as i64 - win.pad as i64);
@@ -48,7 +62,12 @@ fn tap(kb: &mut Kb, g: &Geo, win: &Window, oy: Value, ox: Value, ky: usize, kx: 
 }
 
 /// Loops over planes and output positions: `body(in_plane_base, out_index, oy, ox)`.
-fn each_output(kb: &mut Kb, g: &Geo, batched: bool, mut body: impl FnMut(&mut Kb, Value, Value, Value, Value)) {
+fn each_output(
+    kb: &mut Kb,
+    g: &Geo,
+    batched: bool,
+    mut body: impl FnMut(&mut Kb, Value, Value, Value, Value),
+) {
     let planes = kb.rows(batched, g.c);
     let zero = kb.int(0);
     let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
@@ -77,7 +96,15 @@ fn zero_fill(kb: &mut Kb, ty: &Type, slot: Value) {
 
 /// `MaxPool` (`grad = false`: `ins` = [x]) or `MaxPoolGrad` (`ins` = [x, dy], routing each dy to
 /// the first maximum of its window). `x`/`y` are the input and pooled types.
-pub fn max_pool(kb: &mut Kb, win: &Window, x: &Type, y: &Type, out: usize, ins: &[usize], grad: bool) {
+pub fn max_pool(
+    kb: &mut Kb,
+    win: &Window,
+    x: &Type,
+    y: &Type,
+    out: usize,
+    ins: &[usize],
+    grad: bool,
+) {
     let g = geo(x, y);
     let o = kb.ptr(out);
     let xp = kb.ptr(ins[0]);
@@ -107,7 +134,9 @@ pub fn max_pool(kb: &mut Kb, win: &Window, x: &Type, y: &Type, out: usize, ins: 
             None => kb.st(best, o, oi),
             Some(dyp) => {
                 // dx[arg] += dy (skipped when the window saw no element, arg = −1).
-                let has = kb.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, arg, 0);
+                let has =
+                    kb.b.ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, arg, 0);
                 let zero = kb.int(0);
                 let at = kb.b.ins().select(has, arg, zero);
                 let d = kb.ld(types::F32, dyp, oi);
@@ -123,7 +152,15 @@ pub fn max_pool(kb: &mut Kb, win: &Window, x: &Type, y: &Type, out: usize, ins: 
 
 /// `AvgPool` (`grad = false`: `ins` = [x]) or `AvgPoolGrad` (`ins` = [dy]): padding counts as
 /// zeros in the k·k divisor. `x`/`y` are the image and pooled types.
-pub fn avg_pool(kb: &mut Kb, win: &Window, x: &Type, y: &Type, out: usize, ins: &[usize], grad: bool) {
+pub fn avg_pool(
+    kb: &mut Kb,
+    win: &Window,
+    x: &Type,
+    y: &Type,
+    out: usize,
+    ins: &[usize],
+    grad: bool,
+) {
     let g = geo(x, y);
     let o = kb.ptr(out);
     let ip = kb.ptr(ins[0]);

@@ -18,7 +18,12 @@ fn rows(kb: &mut Kb, ty: &Type) -> (Value, usize) {
 }
 
 /// Reduces `f(j)` over `j < c` with f32x4 partial results then lanes in order (sum or max).
-fn reduce(kb: &mut Kb, c: usize, max: bool, mut f: impl FnMut(&mut Kb, Value, types::Type) -> Value) -> Value {
+fn reduce(
+    kb: &mut Kb,
+    c: usize,
+    max: bool,
+    mut f: impl FnMut(&mut Kb, Value, types::Type) -> Value,
+) -> Value {
     let init = if max { f32::NEG_INFINITY } else { 0.0 };
     let i4 = kb.cst(F32X4, init);
     let acc4 = kb.var(F32X4, i4);
@@ -30,7 +35,11 @@ fn reduce(kb: &mut Kb, c: usize, max: bool, mut f: impl FnMut(&mut Kb, Value, ty
         let v = f(kb, j, lane);
         let var = if lane == F32X4 { acc4 } else { acc1 };
         let a = kb.b.use_var(var);
-        let r = if max { kb.b.ins().fmax(a, v) } else { kb.b.ins().fadd(a, v) };
+        let r = if max {
+            kb.b.ins().fmax(a, v)
+        } else {
+            kb.b.ins().fadd(a, v)
+        };
         kb.b.def_var(var, r);
     });
     let a4 = kb.b.use_var(acc4);
@@ -68,7 +77,13 @@ fn logsumexp(kb: &mut Kb, p: Value, base: Value, c: usize) -> Value {
 }
 
 /// `out[base + j] = f(j)` over the row.
-fn write_row(kb: &mut Kb, out: Value, base: Value, c: usize, mut f: impl FnMut(&mut Kb, Value, Value, types::Type) -> Value) {
+fn write_row(
+    kb: &mut Kb,
+    out: Value,
+    base: Value,
+    c: usize,
+    mut f: impl FnMut(&mut Kb, Value, Value, types::Type) -> Value,
+) {
     let zero = kb.int(0);
     let cv = kb.int(c as i64);
     kb.vec_loop(zero, cv, |kb, j, lane| {
@@ -96,7 +111,9 @@ fn recip(kb: &mut Kb, s: Value) -> Value {
 /// Loads label `r` (i32) as an i64 clamped into `0..c` (the executor rejects bad labels first).
 fn label(kb: &mut Kb, ids: Value, r: Value, c: usize) -> Value {
     let a = kb.addr(ids, r, 4);
-    let id = kb.b.ins().sload32(MemFlagsData::trusted().with_readonly(), a, 0);
+    let id =
+        kb.b.ins()
+            .sload32(MemFlagsData::trusted().with_readonly(), a, 0);
     clamp_index(kb, id, c).0
 }
 
@@ -112,7 +129,9 @@ pub fn normalize(kb: &mut Kb, op: &Op, ty: &Type, out: usize, ins: &[usize]) {
             Op::Softmax => {
                 let (mx, s) = max_sumexp(kb, p[0], base, c);
                 let inv = recip(kb, s);
-                write_row(kb, o, base, c, |kb, i, _, lane| softmax_at(kb, p[0], i, lane, mx, inv));
+                write_row(kb, o, base, c, |kb, i, _, lane| {
+                    softmax_at(kb, p[0], i, lane, mx, inv)
+                });
             }
             Op::LogSoftmax => {
                 let lse = logsumexp(kb, p[0], base, c);
