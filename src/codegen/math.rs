@@ -87,7 +87,7 @@ pub fn emit_exp(b: &mut FunctionBuilder, x: Value) -> Value {
             8.333_452e-3,
             4.166_579_6e-2,
             1.666_666_5e-1,
-            5.000_000_1e-1,
+            0.5,
         ],
     );
     let p = b.ins().fmul(p, z);
@@ -171,10 +171,10 @@ pub fn emit_tanh(b: &mut FunctionBuilder, x: Value) -> Value {
         z,
         &[
             -5.704_988_7e-3,
-            2.063_908_9e-2,
+            2.063_909e-2,
             -5.373_971_6e-2,
             1.333_144_2e-1,
-            -3.333_328_2e-1,
+            -3.333_328e-1,
         ],
     );
     let p = b.ins().fmul(p, z);
@@ -187,7 +187,14 @@ pub fn emit_tanh(b: &mut FunctionBuilder, x: Value) -> Value {
     let d = b.ins().fadd(e, one);
     let q = b.ins().fdiv(two, d);
     let big = b.ins().fsub(one, q);
-    let big = b.ins().fcopysign(big, x);
+    // copysign(big, x) with integer ops (no f32x4 fcopysign on x86): big ≥ 0.
+    let ity = int_ty(ty);
+    let xi = bitcast(b, ity, x);
+    let sign = iconst(b, ity, i32::MIN as i64);
+    let s = b.ins().band(xi, sign);
+    let bi = bitcast(b, ity, big);
+    let bi = b.ins().bor(bi, s);
+    let big = bitcast(b, ty, bi);
     let lim = fconst(b, ty, 0.625);
     let c = b.ins().fcmp(FloatCC::LessThan, ax, lim);
     select(b, ty, c, small, big)
