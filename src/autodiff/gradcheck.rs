@@ -258,3 +258,30 @@ pub fn executor_grads<'a>(
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinates_are_distinct_spread_and_bounded() {
+        assert_eq!(coords(7), (0..7).collect::<Vec<_>>());
+        for n in [51, 100, 1000, 100_352] {
+            let c = coords(n);
+            assert_eq!(c.len(), MAX_COORDS);
+            assert!(c.windows(2).all(|w| w[0] < w[1]) && c[MAX_COORDS - 1] < n);
+            assert!(
+                c[MAX_COORDS - 1] >= n - n / MAX_COORDS - 1,
+                "the last stratum is covered"
+            );
+        }
+        assert_eq!(coords(1000), coords(1000));
+    }
+
+    #[test]
+    fn relative_error_has_a_floor() {
+        assert_eq!(rel_err(1.0, 1.0), 0.0);
+        assert!((rel_err(2.0, 1.0) - 0.5).abs() < 1e-15);
+        assert!((rel_err(1e-9, 0.0) - 1e-6).abs() < 1e-18);
+    }
+}
