@@ -29,9 +29,9 @@ fn valid(w: &Window, kk: usize, len: usize, out_len: usize) -> Range<usize> {
 }
 
 /// Visits every (weight, input, output) triple of a convolution that contributes a product
-/// (padding excluded), as flat indices `f(k_index, x_index, y_index)`. The three convolution
-/// kernels are this one loop nest with a different multiply-accumulate; for each kernel offset
-/// the valid output ranges are computed once, so the inner loops do no bounds tests.
+/// (padding excluded), as flat indices `f(k_index, x_index, y_index)`: the gradient kernels are
+/// this loop nest with their multiply-accumulate. For each kernel offset the valid output ranges
+/// are computed once, so the inner loops do no bounds tests.
 fn for_each_tap(
     w: &Window,
     xs: &[usize],
@@ -65,6 +65,9 @@ fn for_each_tap(
 }
 
 /// y[b,o,i,j] = Σ_{c,ki,kj} x[b,c,i·s−p+ki, j·s−p+kj] · w[o,c,ki,kj].
+///
+/// The same taps as [`for_each_tap`], written row by row: the forward convolution is what
+/// gradient checks evaluate thousands of times.
 pub fn conv2d(
     w: &Window,
     x: &[f64],
@@ -73,8 +76,36 @@ pub fn conv2d(
     ks: &[usize],
     ys: &[usize],
 ) -> Vec<f64> {
-    let mut y = vec![0.0; ys.iter().product()];
-    for_each_tap(w, xs, ks, ys, |ki, xi, yi| y[yi] += x[xi] * k[ki]);
+    let (nb, c, h, wd) = dims4(xs);
+    let (o, _, kh, kw) = dims4(ks);
+    let (_, _, oh, ow) = dims4(ys);
+    let s = w.stride;
+    let mut y = vec![0.0; nb * o * oh * ow];
+    for b in 0..nb {
+        for oc in 0..o {
+            let y0 = (b * o + oc) * oh * ow;
+            for ic in 0..c {
+                let x0 = (b * c + ic) * h * wd;
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        let kv = k[((oc * c + ic) * kh + ki) * kw + kj];
+                        let cols = valid(w, kj, wd, ow);
+                        if cols.is_empty() {
+                            continue;
+                        }
+                        for i in valid(w, ki, h, oh) {
+                            let r = i * s + ki - w.pad;
+                            let xrow = &x[x0 + r * wd + cols.start * s + kj - w.pad..];
+                            let yrow = &mut y[y0 + i * ow + cols.start..y0 + i * ow + cols.end];
+                            for (yv, xv) in yrow.iter_mut().zip(xrow.iter().step_by(s)) {
+                                *yv += xv * kv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
     y
 }
 
