@@ -666,6 +666,12 @@ fn cnn_end_to_end() {
     let l = op(&mut g, Op::CrossEntropy, &[y, labels]);
     g.set_output("loss", l);
     check_with(&g, &setup(&g, 2, &[("label", vec![3.0, 1.0])], -0.5, 0.5));
+    // The image is fed, not trained: no gradient flows back into it.
+    assert!(!grad(&g)
+        .unwrap()
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::Conv2dGradInput(_))));
 }
 
 #[test]
@@ -723,4 +729,53 @@ fn knowledge_distillation_loss() {
         &g,
         &setup(&g, 3, &[("label", vec![2.0, 0.0, 1.0])], -1.0, 1.0),
     );
+}
+
+// ----- the checker itself
+
+#[test]
+fn gradcheck_catches_a_wrong_gradient_and_runs_executors() {
+    let mut g = Graph::new("t", true);
+    let x = g.input("x", f(true, &[60]));
+    let w = param(&mut g, "w", &[60]);
+    let h = op(&mut g, Op::BiasAdd { axis: 1 }, &[x, w]);
+    let h = op(&mut g, Op::Unary(UnaryOp::Tanh), &[h]);
+    mse_loss(&mut g, h);
+    let s = setup(&g, 2, &[], -1.0, 1.0);
+    let gg = grad(&g).unwrap();
+    // Every gradient 1% too large.
+    let mut exact = interpreter_grads(&gg, s.batch, &s.inputs, CTX);
+    let mut wrong = |p: &[Vec<f64>]| -> Result<Vec<Vec<f64>>, String> {
+        Ok(exact(p)?
+            .into_iter()
+            .map(|g| g.into_iter().map(|v| v * 1.01).collect())
+            .collect())
+    };
+    let r = gradcheck(&g, &mut wrong, s.batch, &s.inputs, &s.params, CTX).unwrap();
+    assert_eq!(r.params[0].checked, 50);
+    assert!(r.max_rel_err() > 5e-3, "{r}");
+    // An executor (f32) on the gradient graph: right to f32 precision.
+    let mut it = nnc::interp::Interpreter::new(gg.clone());
+    let mut analytic = nnc::autodiff::gradcheck::executor_grads(&mut it, s.batch, &s.inputs, CTX);
+    let r = gradcheck(&g, &mut analytic, s.batch, &s.inputs, &s.params, CTX).unwrap();
+    assert!(r.max_rel_err() < 1e-4, "{r}");
+}
+
+#[test]
+fn gradcheck_compares_one_sided_slopes_next_to_a_kink() {
+    let mut g = Graph::new("t", true);
+    let w = param(&mut g, "w", &[2]);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[w]);
+    mse_loss(&mut g, y);
+    // w[0] = 3e-7 is within h = 1e-6 of relu's kink; the central difference would be off by ~half.
+    let s = Setup {
+        batch: 1,
+        inputs: vec![vec![1.0, -1.0]],
+        params: vec![vec![3e-7, 0.5]],
+    };
+    let gg = grad(&g).unwrap();
+    let mut analytic = interpreter_grads(&gg, s.batch, &s.inputs, CTX);
+    let r = gradcheck(&g, &mut analytic, s.batch, &s.inputs, &s.params, CTX).unwrap();
+    assert_eq!(r.params[0].kinks, 1, "{r}");
+    assert!(r.max_rel_err() < 1e-5, "{r}");
 }
