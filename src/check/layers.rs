@@ -226,10 +226,7 @@ pub fn layer(
             let (Some(n), V::T(x), true) = (n, v, r.ok) else {
                 return V::Bad;
             };
-            ids_input(r.l, &cx, "one_hot", x).and_then(|ids| {
-                r.l.note_vocab(n, cx.span);
-                node(r.l, Op::OneHot { n }, vec![ids], &cx)
-            })
+            one_hot(r.l, &cx, x, n)
         }
         "rnn" => {
             let h = r.size("hidden", "the hidden size");
@@ -573,6 +570,15 @@ fn embedding(l: &mut Lower, cx: &Site, x: ValueId, vocab: usize, dim: usize) -> 
     let w = param(l, cx, "weight", vec![vocab, dim], Init::Normal { std: 1.0 })?;
     l.note_vocab(vocab, cx.span);
     node(l, Op::Embedding, vec![ids, w], cx)
+}
+
+fn one_hot(l: &mut Lower, cx: &Site, x: ValueId, n: usize) -> Option<ValueId> {
+    let ids = ids_input(l, cx, "one_hot", x)?;
+    let mut dims = l.g.ty(ids).dims.clone();
+    dims.push(n);
+    check_size(l, cx, &dims)?;
+    l.note_vocab(n, cx.span);
+    node(l, Op::OneHot { n }, vec![ids], cx)
 }
 
 fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
