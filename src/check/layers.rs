@@ -129,7 +129,7 @@ pub fn layer(
     input_span: Span,
     alias: Option<&Ident>,
 ) -> V {
-    let inst = l.instance(stem(kind), alias);
+    let inst = l.instance(stem(kind), alias, span);
     let bound = match bind(callee, args, span, &sig(kind)) {
         Ok(b) => b,
         Err(ds) => {
