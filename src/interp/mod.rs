@@ -1,1 +1,159 @@
-//! (stage under construction)
+//! The reference interpreter: every op of [`crate::ir::Op`] as plain Rust loops over `f64`.
+//!
+//! It is the oracle the JIT is tested against and the numeric side of gradient checks, so each
+//! kernel is the most direct transcription of the op's documented semantics, one family a file.
+//! i32 values (labels, token ids) are carried as `f64` holding whole numbers.
+
+mod conv;
+mod dense;
+mod elementwise;
+mod executor;
+mod loss;
+mod norm;
+mod seq;
+
+pub use executor::Interpreter;
+
+use crate::exec::StepCtx;
+use crate::ir::verify::verify;
+use crate::ir::{Graph, Node, Op};
+
+/// Evaluates every node of `g` for one batch and returns all values, indexed by node.
+///
+/// `inputs` follow [`Graph::inputs`], `params` follow `g.params`; each is the row-major full
+/// tensor (i32 inputs as whole numbers). The graph is verified first, so kernels may rely on
+/// consistent shapes; the ops whose type is given rather than inferred are checked by their kernel.
+pub fn eval(
+    g: &Graph,
+    batch: usize,
+    inputs: &[Vec<f64>],
+    params: &[Vec<f64>],
+    ctx: StepCtx,
+) -> Result<Vec<Vec<f64>>, String> {
+    verify(g).map_err(|errs| format!("invalid graph: {}", errs.join("; ")))?;
+    let input_nodes = g.inputs();
+    if inputs.len() != input_nodes.len() {
+        return Err(format!(
+            "the graph has {} inputs, {} were given",
+            input_nodes.len(),
+            inputs.len()
+        ));
+    }
+    if params.len() != g.params.len() {
+        return Err(format!(
+            "the graph has {} parameters, {} were given",
+            g.params.len(),
+            params.len()
+        ));
+    }
+    for (p, v) in g.params.iter().zip(params) {
+        if v.len() != p.numel() {
+            return Err(format!(
+                "parameter {} has {} elements, expected {}",
+                p.path,
+                v.len(),
+                p.numel()
+            ));
+        }
+    }
+    let mut vals: Vec<Vec<f64>> = Vec::with_capacity(g.nodes.len());
+    let mut next_input = 0;
+    for (i, n) in g.nodes.iter().enumerate() {
+        let value = match &n.op {
+            Op::Input { name } => {
+                let v = &inputs[next_input];
+                next_input += 1;
+                if v.len() != n.ty.numel(batch) {
+                    return Err(format!(
+                        "input {name} has {} elements, expected {} ({})",
+                        v.len(),
+                        n.ty.numel(batch),
+                        n.ty
+                    ));
+                }
+                v.clone()
+            }
+            Op::Param(p) => params
+                .get(p.index())
+                .ok_or_else(|| format!("%{i} reads a missing parameter #{}", p.0))?
+                .clone(),
+            _ => eval_node(g, n, batch, &vals, ctx).map_err(|e| located(i, n, &e))?,
+        };
+        if value.len() != n.ty.numel(batch) {
+            let e = format!("produced {} elements for type {}", value.len(), n.ty);
+            return Err(located(i, n, &e));
+        }
+        vals.push(value);
+    }
+    Ok(vals)
+}
+
+fn located(i: usize, n: &Node, e: &str) -> String {
+    let label = if n.label.is_empty() {
+        String::new()
+    } else {
+        format!(" ; {}", n.label)
+    };
+    format!("%{i} ({}{label}): {e}", n.op.name())
+}
+
+/// One computed (non-source) node, given the values of all earlier nodes.
+fn eval_node(
+    g: &Graph,
+    n: &Node,
+    batch: usize,
+    vals: &[Vec<f64>],
+    ctx: StepCtx,
+) -> Result<Vec<f64>, String> {
+    let x = |k: usize| -> &[f64] { &vals[n.inputs[k].index()] };
+    let shape = |k: usize| g.ty(n.inputs[k]).shape(batch);
+    let scalar = |k: usize| g.ty(n.inputs[k]).is_scalar();
+    let last = |k: usize| g.ty(n.inputs[k]).last();
+    let out_shape = n.ty.shape(batch);
+    Ok(match &n.op {
+        Op::Input { .. } | Op::Param(_) => unreachable!("sources are read in eval"),
+        Op::Const(c) => vec![*c as f64],
+        Op::Unary(u) => elementwise::unary(*u, x(0)),
+        Op::Binary(b) => elementwise::binary(*b, x(0), scalar(0), x(1), scalar(1)),
+        Op::UnaryGrad(u) => elementwise::unary_grad(*u, x(0), x(1)),
+        Op::MatMul { ta, tb } => {
+            dense::matmul(*ta, *tb, x(0), last(0), x(1), &g.ty(n.inputs[1]).dims)?
+        }
+        Op::BiasAdd { axis } => dense::bias_add(x(0), &shape(0), *axis, x(1)),
+        Op::BiasGrad { axis } => dense::bias_grad(x(0), &shape(0), *axis),
+        Op::Conv2d(w) => conv::conv2d(w, x(0), &shape(0), x(1), &shape(1), &out_shape),
+        Op::Conv2dGradInput(w) => {
+            conv::conv2d_grad_input(w, x(0), &shape(0), x(1), &shape(1), &out_shape)?
+        }
+        Op::Conv2dGradWeight(w) => {
+            conv::conv2d_grad_weight(w, x(0), &shape(0), x(1), &shape(1), &out_shape)
+        }
+        Op::MaxPool(w) => conv::max_pool(w, x(0), &shape(0), &out_shape),
+        Op::MaxPoolGrad(w) => conv::max_pool_grad(w, x(0), &shape(0), x(1), &shape(1)),
+        Op::AvgPool(w) => conv::avg_pool(w, x(0), &shape(0), &out_shape),
+        Op::AvgPoolGrad(w) => conv::avg_pool_grad(w, x(0), &shape(0), &out_shape)?,
+        Op::Reshape => x(0).to_vec(),
+        Op::Embedding => seq::embedding(x(0), x(1), &shape(1))?,
+        Op::EmbeddingGrad => seq::embedding_grad(x(0), x(1), &out_shape)?,
+        Op::OneHot { n } => seq::one_hot(x(0), *n),
+        Op::RnnScan { act } => seq::rnn_scan(*act, x(0), &shape(0), x(1)),
+        Op::RnnScanGrad { act } => seq::rnn_scan_grad(*act, x(0), &shape(0), x(1), x(2)),
+        Op::TimeShift => seq::time_shift(x(0), &shape(0)),
+        Op::Dropout { p } | Op::DropoutGrad { p } => norm::dropout(x(0), *p, ctx),
+        Op::Softmax => norm::softmax(x(0), last(0)),
+        Op::LogSoftmax => norm::log_softmax(x(0), last(0)),
+        Op::SoftmaxGrad => norm::softmax_grad(x(0), x(1), last(0)),
+        Op::LogSoftmaxGrad => norm::log_softmax_grad(x(0), x(1), last(0)),
+        Op::CrossEntropy => vec![loss::cross_entropy(x(0), x(1), last(0))?],
+        Op::CrossEntropyGrad => loss::cross_entropy_grad(x(0), x(1), last(0), x(2)[0])?,
+        Op::SoftCrossEntropy => vec![loss::soft_cross_entropy(x(0), x(1), last(0))],
+        Op::SoftCrossEntropyGrad => loss::soft_cross_entropy_grad(x(0), x(1), last(0), x(2)[0]),
+        Op::KlDiv => vec![loss::kl_div(x(0), x(1), last(0))],
+        Op::KlDivGrad => loss::kl_div_grad(x(0), x(1), last(0), x(2)[0]),
+        Op::Mse => vec![loss::mse(x(0), x(1))],
+        Op::MseGrad => loss::mse_grad(x(0), x(1), x(2)[0]),
+        Op::Bce => vec![loss::bce(x(0), x(1))],
+        Op::BceGrad => loss::bce_grad(x(0), x(1), x(2)[0]),
+        Op::SumSquares => vec![x(0).iter().map(|v| v * v).sum()],
+    })
+}

@@ -1,0 +1,225 @@
+//! Convolution and pooling over NCHW tensors, with zero padding.
+//!
+//! Output position (i, j) of a window sees input rows `i·s − p + ki` and columns `j·s − p + kj`
+//! for `ki, kj` in `0..k`; positions outside the image are padding.
+
+use crate::ir::Window;
+
+/// The input coordinate seen by output index `o` at kernel offset `kk`, if inside `0..len`.
+fn src(w: &Window, o: usize, kk: usize, len: usize) -> Option<usize> {
+    (o * w.stride + kk).checked_sub(w.pad).filter(|&v| v < len)
+}
+
+/// Dims of an NCHW shape.
+fn dims4(s: &[usize]) -> (usize, usize, usize, usize) {
+    (s[0], s[1], s[2], s[3])
+}
+
+/// y[b,o,i,j] = Σ_{c,ki,kj} x[b,c,i·s−p+ki, j·s−p+kj] · w[o,c,ki,kj].
+pub fn conv2d(
+    w: &Window,
+    x: &[f64],
+    xs: &[usize],
+    k: &[f64],
+    ks: &[usize],
+    ys: &[usize],
+) -> Vec<f64> {
+    let (nb, c, h, wd) = dims4(xs);
+    let (o, _, kh, kw) = dims4(ks);
+    let (_, _, oh, ow) = dims4(ys);
+    let mut y = vec![0.0; nb * o * oh * ow];
+    for b in 0..nb {
+        for oc in 0..o {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut s = 0.0;
+                    for ic in 0..c {
+                        for ki in 0..kh {
+                            let Some(r) = src(w, i, ki, h) else { continue };
+                            for kj in 0..kw {
+                                let Some(col) = src(w, j, kj, wd) else {
+                                    continue;
+                                };
+                                s += x[((b * c + ic) * h + r) * wd + col]
+                                    * k[((oc * c + ic) * kh + ki) * kw + kj];
+                            }
+                        }
+                    }
+                    y[((b * o + oc) * oh + i) * ow + j] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+fn check_conv_output(w: &Window, xs: &[usize], ys: &[usize]) -> Result<(), String> {
+    if xs.len() != 4
+        || ys.len() != 4
+        || w.out_len(xs[2]) != Some(ys[2])
+        || w.out_len(xs[3]) != Some(ys[3])
+    {
+        return Err(format!(
+            "{ys:?} is not the windowed output of an input of shape {xs:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// dx[b,c,r,col] = Σ dy[b,o,i,j] · w[o,c,ki,kj] over the windows that saw (r, col).
+pub fn conv2d_grad_input(
+    w: &Window,
+    dy: &[f64],
+    ys: &[usize],
+    k: &[f64],
+    ks: &[usize],
+    xs: &[usize],
+) -> Result<Vec<f64>, String> {
+    check_conv_output(w, xs, ys)?;
+    let (nb, c, h, wd) = dims4(xs);
+    let (o, kc, kh, kw) = dims4(ks);
+    let (yb, yo, oh, ow) = dims4(ys);
+    if kc != c || yo != o || yb != nb {
+        return Err(format!(
+            "conv2d_grad_input: weight {ks:?} does not map {xs:?} to {ys:?}"
+        ));
+    }
+    let mut dx = vec![0.0; nb * c * h * wd];
+    for b in 0..nb {
+        for oc in 0..o {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let d = dy[((b * o + oc) * oh + i) * ow + j];
+                    for ic in 0..c {
+                        for ki in 0..kh {
+                            let Some(r) = src(w, i, ki, h) else { continue };
+                            for kj in 0..kw {
+                                let Some(col) = src(w, j, kj, wd) else {
+                                    continue;
+                                };
+                                dx[((b * c + ic) * h + r) * wd + col] +=
+                                    d * k[((oc * c + ic) * kh + ki) * kw + kj];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(dx)
+}
+
+/// dw[o,c,ki,kj] = Σ_{b,i,j} x[b,c,i·s−p+ki, j·s−p+kj] · dy[b,o,i,j].
+pub fn conv2d_grad_weight(
+    w: &Window,
+    x: &[f64],
+    xs: &[usize],
+    dy: &[f64],
+    ys: &[usize],
+    ks: &[usize],
+) -> Vec<f64> {
+    let (nb, c, h, wd) = dims4(xs);
+    let (_, o, oh, ow) = dims4(ys);
+    let (kh, kw) = (ks[2], ks[3]);
+    let mut dw = vec![0.0; o * c * kh * kw];
+    for b in 0..nb {
+        for oc in 0..o {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let d = dy[((b * o + oc) * oh + i) * ow + j];
+                    for ic in 0..c {
+                        for ki in 0..kh {
+                            let Some(r) = src(w, i, ki, h) else { continue };
+                            for kj in 0..kw {
+                                let Some(col) = src(w, j, kj, wd) else {
+                                    continue;
+                                };
+                                dw[((oc * c + ic) * kh + ki) * kw + kj] +=
+                                    x[((b * c + ic) * h + r) * wd + col] * d;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// Calls `f(out_index, in_index)` for every (output position, real input position in its window)
+/// pair, windows in output order and positions in row-major window order.
+fn for_each_window(w: &Window, xs: &[usize], ys: &[usize], mut f: impl FnMut(usize, usize)) {
+    let (nb, c, h, wd) = dims4(xs);
+    let (_, _, oh, ow) = dims4(ys);
+    for plane in 0..nb * c {
+        for i in 0..oh {
+            for j in 0..ow {
+                let out = (plane * oh + i) * ow + j;
+                for ki in 0..w.kernel {
+                    let Some(r) = src(w, i, ki, h) else { continue };
+                    for kj in 0..w.kernel {
+                        let Some(col) = src(w, j, kj, wd) else {
+                            continue;
+                        };
+                        f(out, (plane * h + r) * wd + col);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The input index of the first maximum of every window (padding never wins; a window made only
+/// of padding has none).
+fn argmax_windows(w: &Window, x: &[f64], xs: &[usize], ys: &[usize]) -> Vec<Option<usize>> {
+    let mut best: Vec<Option<usize>> = vec![None; ys.iter().product()];
+    for_each_window(w, xs, ys, |out, inp| match best[out] {
+        Some(b) if x[b] >= x[inp] => {}
+        _ => best[out] = Some(inp),
+    });
+    best
+}
+
+/// Maximum of each window over real (non-padding) elements; 0 for a window of padding only.
+pub fn max_pool(w: &Window, x: &[f64], xs: &[usize], ys: &[usize]) -> Vec<f64> {
+    argmax_windows(w, x, xs, ys)
+        .into_iter()
+        .map(|a| a.map_or(0.0, |i| x[i]))
+        .collect()
+}
+
+/// Routes each window's dy to its first maximum (accumulating where windows overlap).
+pub fn max_pool_grad(w: &Window, x: &[f64], xs: &[usize], dy: &[f64], ys: &[usize]) -> Vec<f64> {
+    let mut dx = vec![0.0; x.len()];
+    for (out, a) in argmax_windows(w, x, xs, ys).into_iter().enumerate() {
+        if let Some(i) = a {
+            dx[i] += dy[out];
+        }
+    }
+    dx
+}
+
+/// Mean of each window; padding counts in the divisor (k·k).
+pub fn avg_pool(w: &Window, x: &[f64], xs: &[usize], ys: &[usize]) -> Vec<f64> {
+    let mut y = vec![0.0; ys.iter().product()];
+    let div = (w.kernel * w.kernel) as f64;
+    for_each_window(w, xs, ys, |out, inp| y[out] += x[inp] / div);
+    y
+}
+
+/// Spreads each dy/(k·k) over its window's real elements; `xs` (the node's type) is the input shape.
+pub fn avg_pool_grad(
+    w: &Window,
+    dy: &[f64],
+    ys: &[usize],
+    xs: &[usize],
+) -> Result<Vec<f64>, String> {
+    check_conv_output(w, xs, ys)?;
+    if xs[..2] != ys[..2] {
+        return Err(format!("avgpool_grad: {ys:?} is not pooled from {xs:?}"));
+    }
+    let mut dx = vec![0.0; xs.iter().product()];
+    let div = (w.kernel * w.kernel) as f64;
+    for_each_window(w, xs, ys, |out, inp| dx[inp] += dy[out] / div);
+    Ok(dx)
+}

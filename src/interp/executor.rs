@@ -1,0 +1,91 @@
+//! [`Interpreter`]: the reference interpreter behind the [`Executor`] interface (f32 in and out,
+//! f64 inside), so the runtime and the tests can swap it for the JIT.
+
+use crate::exec::{ExecError, Executor, Feed, StepCtx};
+use crate::ir::Graph;
+
+pub struct Interpreter {
+    graph: Graph,
+    /// Each output's value after the last run, in the order of `graph.outputs`.
+    outputs: Vec<Vec<f32>>,
+}
+
+impl Interpreter {
+    pub fn new(graph: Graph) -> Interpreter {
+        Interpreter {
+            graph,
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl Executor for Interpreter {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn run(
+        &mut self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+        ctx: StepCtx,
+    ) -> Result<(), ExecError> {
+        let input_nodes = self.graph.inputs();
+        if inputs.len() != input_nodes.len() {
+            return Err(ExecError::Other(format!(
+                "expected {} inputs, got {}",
+                input_nodes.len(),
+                inputs.len()
+            )));
+        }
+        let mut ins = Vec::with_capacity(inputs.len());
+        for (index, (feed, (v, _))) in inputs.iter().zip(&input_nodes).enumerate() {
+            let expected = self.graph.ty(*v).numel(batch);
+            if feed.len() != expected {
+                return Err(ExecError::InputSize {
+                    index,
+                    expected,
+                    found: feed.len(),
+                });
+            }
+            ins.push(match feed {
+                Feed::F32(x) => x.iter().map(|&v| v as f64).collect(),
+                Feed::I32(x) => x.iter().map(|&v| v as f64).collect(),
+            });
+        }
+        if params.len() != self.graph.params.len() {
+            return Err(ExecError::Other(format!(
+                "expected {} parameters, got {}",
+                self.graph.params.len(),
+                params.len()
+            )));
+        }
+        for (p, v) in self.graph.params.iter().zip(params) {
+            if v.len() != p.numel() {
+                return Err(ExecError::ParamSize {
+                    path: p.path.clone(),
+                    expected: p.numel(),
+                    found: v.len(),
+                });
+            }
+        }
+        let ps: Vec<Vec<f64>> = params
+            .iter()
+            .map(|p| p.iter().map(|&v| v as f64).collect())
+            .collect();
+        let vals = super::eval(&self.graph, batch, &ins, &ps, ctx).map_err(ExecError::Other)?;
+        self.outputs = self
+            .graph
+            .outputs
+            .iter()
+            .map(|o| vals[o.value.index()].iter().map(|&v| v as f32).collect())
+            .collect();
+        Ok(())
+    }
+
+    fn output(&self, name: &str) -> Option<&[f32]> {
+        let i = self.graph.outputs.iter().position(|o| o.name == name)?;
+        self.outputs.get(i).map(Vec::as_slice)
+    }
+}
