@@ -75,16 +75,32 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
         .collect();
     let mut pos = pos;
     let mut rules = positives;
-    if let Some(a) = attempts.as_ref().filter(|a| a.max_position > pos) {
+    let listed = |t: &String| is_listed_punct(t) || KEYWORDS.contains(&t.as_str());
+    if let Some(a) = attempts
+        .as_ref()
+        .filter(|a| a.max_position > pos && literals.iter().any(listed))
+    {
         // A literal token was tried further than any rule: the rules are stale, the literals say it.
         pos = a.max_position;
         rules.clear();
-        literals.retain(|t| is_listed_punct(t) || KEYWORDS.contains(&t.as_str()));
+        literals.retain(listed);
     } else {
         literals.retain(|t| is_listed_punct(t));
     }
     let literals = literals.into_iter().map(|t| format!("`{t}`")).collect();
     let toks = lex::tokens(src);
+    if let Some(t) = toks
+        .iter()
+        .find(|t| t.kind == (Kind::Str { closed: false }) && t.span.start <= pos)
+    {
+        return Diag::new(
+            CODE,
+            "unterminated string",
+            t.span,
+            "this string is not closed",
+        )
+        .help("close it with `\"` on the same line");
+    }
     let found = toks.iter().copied().find(|t| t.span.end > pos);
     let mut expected = expected_words(&rules, literals);
     in_block_context(src, &toks, pos, &mut expected);
@@ -203,6 +219,9 @@ fn is_listed_punct(t: &str) -> bool {
 fn expected_words(rules: &[Rule], literals: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = literals;
     let mut words: Vec<&str> = rules.iter().filter_map(|r| rule_word(*r)).collect();
+    if rules.contains(&Rule::file) {
+        words.extend(["`model`", "`data`", "`train`"]);
+    }
     if words.contains(&"an expression") || words.contains(&"an argument") {
         // These all start an expression.
         words.retain(|w| !matches!(*w, "a number" | "a string" | "a name"));
@@ -302,6 +321,9 @@ fn help(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<String
             )
         }
         "'" => return Some("strings are written with double quotes: \"...\"".into()),
+        ")" | "]" | "}" if unclosed(src, toks, tok.span.start).is_none() => {
+            return Some(format!("this `{text}` has no matching opening bracket"));
+        }
         "=" if prev.is_some_and(|p| p.kind == Kind::Word)
             && unclosed(src, toks, tok.span.start).is_some() =>
         {
