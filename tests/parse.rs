@@ -706,3 +706,33 @@ fn deep_nesting_is_an_error_not_a_crash() {
     let src = format!("model M(x: [2]) {{ return x{} }}", " |> relu".repeat(200));
     ok(&src);
 }
+
+#[test]
+fn the_boolean_constants_cannot_be_defined() {
+    let (d, at) = err("model M(x: [2]) { true = x\n return true }");
+    assert_eq!(
+        d.message,
+        "`true` is a constant and cannot be used as a name"
+    );
+    assert_eq!(at, "true");
+    let (_, at) = err("model M(false: [2]) { return false }");
+    assert_eq!(at, "false");
+    // As values they are plain names.
+    assert_eq!(v("true"), "true");
+}
+
+#[test]
+fn numbers_need_digits_on_both_sides_of_the_point() {
+    let (d, at) = err("train M on d { lr: .5 }");
+    assert_eq!(at, ".");
+    assert_eq!(
+        d.help.as_deref(),
+        Some("write a digit before the point: `0.5`")
+    );
+    let (d, at) = err("train M on d { lr: 1. }");
+    assert_eq!(at, ".");
+    assert_eq!(
+        d.help.as_deref(),
+        Some("write a digit after the point: `1.0`")
+    );
+}

@@ -315,6 +315,12 @@ fn help(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<String
     let prev_text = prev.map_or("", |p| lex::text(src, p));
     let expects = |w: &str| expected.iter().any(|e| e == w);
     match text {
+        "." if prev.is_some_and(|p| p.kind == Kind::Number) => {
+            return Some(format!("write a digit after the point: `{prev_text}.0`"));
+        }
+        "." if src[tok.span.end..].starts_with(|c: char| c.is_ascii_digit()) => {
+            return Some("write a digit before the point: `0.5`".into());
+        }
         ";" => {
             return Some(
                 "no `;` is needed: newlines (or commas) separate statements and settings".into(),
