@@ -736,3 +736,17 @@ fn numbers_need_digits_on_both_sides_of_the_point() {
         Some("write a digit after the point: `1.0`")
     );
 }
+
+#[test]
+fn every_example_in_the_language_reference_parses() {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec.md")).unwrap();
+    let blocks: Vec<&str> = spec
+        .split("```nn\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 5, "found {} examples", blocks.len());
+    for b in blocks {
+        ok(b);
+    }
+}
