@@ -750,3 +750,47 @@ fn every_example_in_the_language_reference_parses() {
         ok(b);
     }
 }
+
+#[test]
+fn unbalanced_brackets_say_which_one_to_fix() {
+    // An extra closer.
+    let (d, at) = err("model M(x: [2]) {\n  h = x |> dense(4)) |> relu\n  return h\n}");
+    assert_eq!(d.message, "expected `}` or a statement, found `)`");
+    assert_eq!(at, ")");
+    assert_eq!(
+        d.help.as_deref(),
+        Some("remove this `)`: it closes no open bracket")
+    );
+    // A call left open before the next setting.
+    let src = "data d {\n  train: idx(\"a\", \"b\"\n  test: idx(\"c\", \"d\")\n}";
+    let (d, at) = err(src);
+    assert_eq!(d.message, "expected `)` or `,`, found `test`");
+    assert_eq!(at, "test");
+    assert_eq!(d.help.as_deref(), Some("add the missing `)`"));
+    assert_eq!(text(src, d.related[0].0), "(");
+    // The input list left open before the body.
+    let (d, at) = err("model M(x: [2] {\n  return x\n}");
+    assert_eq!(at, "{");
+    assert_eq!(d.help.as_deref(), Some("add the missing `)`"));
+}
+
+#[test]
+fn other_languages_habits_get_a_hint() {
+    let (d, at) = err("model M(x: [2]) {\n  let h = x\n  return h\n}");
+    assert_eq!(d.message, "`let` is not needed");
+    assert_eq!(at, "let");
+    for bad in ["x => relu", "x | relu", "x > relu", "x -> relu"] {
+        let (d, _) = err(&format!("model M(x: [2]) {{ return {bad} }}"));
+        assert_eq!(
+            d.help.as_deref(),
+            Some("a pipeline is written `|>`: `x |> relu`"),
+            "{bad}"
+        );
+    }
+    let (d, at) = err("model M(x: [2]) { return x ** 2 }");
+    assert_eq!(at, "*");
+    assert_eq!(
+        d.help.as_deref(),
+        Some("there is no power operator: multiply, `x * x`")
+    );
+}

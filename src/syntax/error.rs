@@ -11,6 +11,7 @@ use crate::diag::Diag;
 use pest::error::{Error, ErrorVariant, InputLocation};
 
 const CODE: &str = "nnc::syntax";
+const PIPE_HINT: &str = "a pipeline is written `|>`: `x |> relu`";
 const KEYWORDS: [&str; 8] = [
     "model", "data", "train", "on", "return", "as", "every", "from",
 ];
@@ -89,9 +90,11 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
     }
     let literals = literals.into_iter().map(|t| format!("`{t}`")).collect();
     let toks = lex::tokens(src);
+    let found = toks.iter().copied().find(|t| t.span.end > pos);
+    let upto = found.map_or(usize::MAX, |f| f.span.start);
     if let Some(t) = toks
         .iter()
-        .find(|t| t.kind == (Kind::Str { closed: false }) && t.span.start <= pos)
+        .find(|t| t.kind == (Kind::Str { closed: false }) && t.span.start <= upto)
     {
         return Diag::new(
             CODE,
@@ -101,7 +104,6 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
         )
         .help("close it with `\"` on the same line");
     }
-    let found = toks.iter().copied().find(|t| t.span.end > pos);
     let mut expected = expected_words(&rules, literals);
     in_block_context(src, &toks, pos, &mut expected);
     let list = join_or(&expected);
@@ -115,26 +117,16 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
             sp,
             format!("expected {list} after this"),
         );
-        if let Some((open, close)) = unclosed(src, &toks, src.len()) {
+        if let Some(open) = open_brackets(src, &toks, src.len()).last() {
             d = d
                 .also(
-                    open,
-                    format!("this `{}` is never closed", &src[open.start..open.end]),
+                    open.span,
+                    format!("this `{}` is never closed", lex::text(src, *open)),
                 )
-                .help(format!("add the missing `{close}`"));
+                .help(format!("add the missing `{}`", closer(src, *open)));
         }
         return d;
     };
-    let text = lex::text(src, tok);
-    if tok.kind == (Kind::Str { closed: false }) {
-        return Diag::new(
-            CODE,
-            "unterminated string",
-            tok.span,
-            "this string is not closed",
-        )
-        .help("close it with `\"` on the same line");
-    }
     let what = describe(src, tok);
     let mut d = Diag::new(
         CODE,
@@ -142,25 +134,75 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
         tok.span,
         format!("unexpected {what}"),
     );
-    if let Some(h) = help(src, &toks, tok, &expected) {
+    if let Some((related, fix)) = bracket_fix(src, &toks, tok, &expected) {
+        if let Some((sp, label)) = related {
+            d = d.also(sp, label);
+        }
+        d = d.help(fix);
+    } else if let Some(h) = help(src, &toks, tok, &expected) {
         d = d.help(h);
     }
-    if let Some((open, close)) = unclosed(src, &toks, tok.span.start) {
-        if expected.contains(&format!("`{close}`"))
-            && (matches!(text, ")" | "]" | "}") || KEYWORDS[..3].contains(&text))
-        {
-            d = d
-                .also(
-                    open,
-                    format!(
-                        "the `{}` opened here is still open",
-                        &src[open.start..open.end]
-                    ),
-                )
-                .help(format!("add the missing `{close}`"));
-        }
-    }
     d
+}
+
+/// A fix when brackets are unbalanced at `tok`: a closer with no opener, a closer of the wrong
+/// kind, or a token that can only mean the innermost open bracket was never closed (a closer of
+/// an outer bracket, the next item, or an unexpected token on a later line).
+fn bracket_fix(
+    src: &str,
+    toks: &[Tok],
+    tok: Tok,
+    expected: &[String],
+) -> Option<(Option<(Span, String)>, String)> {
+    let text = lex::text(src, tok);
+    let stack = open_brackets(src, toks, tok.span.start);
+    let still_open = |o: &Tok| {
+        (
+            o.span,
+            format!("the `{}` opened here is still open", lex::text(src, *o)),
+        )
+    };
+    let top = stack.last();
+    if let Some(c) = text
+        .chars()
+        .next()
+        .filter(|_| matches!(text, ")" | "]" | "}"))
+    {
+        let Some(top) = top else {
+            return Some((
+                None,
+                format!("this `{text}` has no matching opening bracket"),
+            ));
+        };
+        if closer(src, *top) == c {
+            return None;
+        }
+        if stack.iter().any(|o| closer(src, *o) == c) {
+            return Some((
+                Some(still_open(top)),
+                format!("add the missing `{}`", closer(src, *top)),
+            ));
+        }
+        return Some((
+            None,
+            format!("remove this `{text}`: it closes no open bracket"),
+        ));
+    }
+    let top = top?;
+    let close = closer(src, *top);
+    let prev_line_end = toks
+        .iter()
+        .rev()
+        .find(|t| t.span.end <= tok.span.start)
+        .map_or(0, |p| p.span.end);
+    let new_line = src[prev_line_end..tok.span.start].contains('\n');
+    let item_start = (KEYWORDS[..3].contains(&text) && new_line) || text == "{";
+    if expected.contains(&format!("`{close}`"))
+        && (item_start || (new_line && tok.kind != Kind::Punct))
+    {
+        return Some((Some(still_open(top)), format!("add the missing `{close}`")));
+    }
+    None
 }
 
 /// Directly inside a model body or a `data`/`train` block, says "a statement" or "a setting"
@@ -221,6 +263,9 @@ fn expected_words(rules: &[Rule], literals: Vec<String>) -> Vec<String> {
     let mut words: Vec<&str> = rules.iter().filter_map(|r| rule_word(*r)).collect();
     if rules.contains(&Rule::file) {
         words.extend(["`model`", "`data`", "`train`"]);
+    }
+    if words.contains(&"an argument") {
+        words.retain(|w| *w != "an expression");
     }
     if words.contains(&"an expression") || words.contains(&"an argument") {
         // These all start an expression.
@@ -327,12 +372,13 @@ fn help(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<String
             )
         }
         "'" => return Some("strings are written with double quotes: \"...\"".into()),
-        ")" | "]" | "}" if unclosed(src, toks, tok.span.start).is_none() => {
-            return Some(format!("this `{text}` has no matching opening bracket"));
+        "=" if src[tok.span.end..].starts_with('>') => return Some(PIPE_HINT.into()),
+        "|" | ">" => return Some(PIPE_HINT.into()),
+        "->" if !expects("`->`") => return Some(PIPE_HINT.into()),
+        "*" if prev_text == "*" && prev.is_some_and(|p| p.span.end == tok.span.start) => {
+            return Some("there is no power operator: multiply, `x * x`".into());
         }
-        "=" if prev.is_some_and(|p| p.kind == Kind::Word)
-            && unclosed(src, toks, tok.span.start).is_some() =>
-        {
+        "=" if prev.is_some_and(|p| p.kind == Kind::Word) && in_call_or_map(src, toks, tok) => {
             return Some(format!(
                 "named arguments and entries use `:`: write `{prev_text}: ...`"
             ));
@@ -347,7 +393,9 @@ fn help(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<String
     if tok.kind == Kind::Word && KEYWORDS.contains(&text) && expects("a name") {
         return Some(format!("`{text}` is a keyword; choose another name"));
     }
+    let same_line = prev.is_some_and(|p| !src[p.span.end..tok.span.start].contains('\n'));
     if tok.kind != Kind::Punct
+        && same_line
         && expects("`,`")
         && (prev_text == ")" || prev_text == "]" || prev.is_some_and(|p| p.kind != Kind::Punct))
     {
@@ -368,8 +416,8 @@ fn pipe_before(src: &str, toks: &[Tok], idx: usize) -> bool {
     false
 }
 
-/// The innermost bracket still open before byte `pos`, with its closing character.
-fn unclosed(src: &str, toks: &[Tok], pos: usize) -> Option<(Span, char)> {
+/// The brackets still open before byte `pos`, outermost first.
+fn open_brackets(src: &str, toks: &[Tok], pos: usize) -> Vec<Tok> {
     let mut stack: Vec<Tok> = Vec::new();
     for t in toks.iter().take_while(|t| t.span.start < pos) {
         match lex::text(src, *t) {
@@ -380,11 +428,20 @@ fn unclosed(src: &str, toks: &[Tok], pos: usize) -> Option<(Span, char)> {
             _ => {}
         }
     }
-    let open = stack.pop()?;
-    let close = match lex::text(src, open) {
+    stack
+}
+
+/// Whether `tok` is inside call parentheses or a map (not directly in an item's body).
+fn in_call_or_map(src: &str, toks: &[Tok], tok: Tok) -> bool {
+    let stack = open_brackets(src, toks, tok.span.start);
+    stack.len() >= 2 || stack.last().is_some_and(|t| lex::text(src, *t) == "(")
+}
+
+/// The closing character of an opening bracket token.
+fn closer(src: &str, open: Tok) -> char {
+    match lex::text(src, open) {
         "(" => ')',
         "[" => ']',
         _ => '}',
-    };
-    Some((open.span, close))
+    }
 }

@@ -155,11 +155,21 @@ impl Builder {
                         .help(format!("write `{nm} = ...`")),
                     );
                 }
-                Rule::bad_expr_stmt => bad_exprs.push(
-                    self.expr(c.into_inner().next().expect("grammar: expr"))?
-                        .0
-                        .span,
-                ),
+                Rule::bad_expr_stmt => {
+                    let e = self.expr(c.into_inner().next().expect("grammar: expr"))?.0;
+                    match e.as_name().map(|n| n.name.as_str()) {
+                        Some(w @ ("let" | "var" | "val" | "const")) => self.diags.push(
+                            Diag::new(
+                                "nnc::syntax",
+                                format!("`{w}` is not needed"),
+                                e.span,
+                                "remove this word",
+                            )
+                            .help("bind a name with `name = value`"),
+                        ),
+                        _ => bad_exprs.push(e.span),
+                    }
+                }
                 _ => {}
             }
         }
