@@ -5,16 +5,13 @@
 //! when the file ends early), and add a fix where the mistake is a common one.
 
 use super::ast::Span;
-use super::lex::{self, Kind, Tok, MAX_DEPTH};
+use super::hints::{bracket_fix, closer, hint, open_brackets};
+use super::lex::{self, Kind, Tok, KEYWORDS, MAX_DEPTH};
 use super::parser::Rule;
 use crate::diag::Diag;
 use pest::error::{Error, ErrorVariant, InputLocation};
 
 const CODE: &str = "nnc::syntax";
-const PIPE_HINT: &str = "a pipeline is written `|>`: `x |> relu`";
-const KEYWORDS: [&str; 8] = [
-    "model", "data", "train", "on", "return", "as", "every", "from",
-];
 
 /// Refuses brackets nested deeper than [`MAX_DEPTH`] before pest (which recurses) sees them.
 pub fn check_nesting(src: &str) -> Result<(), Vec<Diag>> {
@@ -43,20 +40,17 @@ pub fn check_nesting(src: &str) -> Result<(), Vec<Diag>> {
 
 /// Converts pest's error into one diagnostic.
 pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
+    let toks = lex::tokens(src);
     let pos = match e.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     };
-    let last_tok = |toks: &[Tok]| toks.last().copied();
-    let positives = match &e.variant {
+    let rules = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => positives.clone(),
         ErrorVariant::CustomError { message } => {
-            let toks = lex::tokens(src);
-            let sp = toks
-                .iter()
-                .find(|t| t.span.end > pos)
-                .or(toks.last())
-                .map_or(Span::new(pos, pos), |t| t.span);
+            // pest's own call or stack limit.
+            let at = toks.iter().find(|t| t.span.end > pos).or(toks.last());
+            let sp = at.map_or(Span::new(pos, pos), |t| t.span);
             return Diag::new(
                 CODE,
                 format!("the file is too complex to parse ({message})"),
@@ -66,31 +60,10 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
             .help("split long or deeply nested expressions into several statements");
         }
     };
-    let attempts = e.parse_attempts();
-    let mut literals: Vec<String> = attempts
-        .as_ref()
-        .map(|a| a.expected_tokens())
-        .unwrap_or_default()
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    let mut pos = pos;
-    let mut rules = positives;
-    let listed = |t: &String| is_listed_punct(t) || KEYWORDS.contains(&t.as_str());
-    if let Some(a) = attempts
-        .as_ref()
-        .filter(|a| a.max_position > pos && literals.iter().any(listed))
-    {
-        // A literal token was tried further than any rule: the rules are stale, the literals say it.
-        pos = a.max_position;
-        rules.clear();
-        literals.retain(listed);
-    } else {
-        literals.retain(|t| is_listed_punct(t));
-    }
-    let literals = literals.into_iter().map(|t| format!("`{t}`")).collect();
-    let toks = lex::tokens(src);
+    let (pos, expected) = expectation(e, pos, rules);
     let found = toks.iter().copied().find(|t| t.span.end > pos);
+
+    // An unterminated string derails everything after it: report it first.
     let upto = found.map_or(usize::MAX, |f| f.span.start);
     if let Some(t) = toks
         .iter()
@@ -104,13 +77,13 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
         )
         .help("close it with `\"` on the same line");
     }
-    let mut expected = expected_words(&rules, literals);
+
+    let mut expected = expected;
     in_block_context(src, &toks, pos, &mut expected);
     let list = join_or(&expected);
-
     let Some(tok) = found else {
         // The file ended early: point at the last token.
-        let sp = last_tok(&toks).map_or(Span::new(pos, pos), |t| t.span);
+        let sp = toks.last().map_or(Span::new(pos, pos), |t| t.span);
         let mut d = Diag::new(
             CODE,
             format!("unexpected end of file, expected {list}"),
@@ -139,70 +112,39 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
             d = d.also(sp, label);
         }
         d = d.help(fix);
-    } else if let Some(h) = help(src, &toks, tok, &expected) {
+    } else if let Some(h) = hint(src, &toks, tok, &expected) {
         d = d.help(h);
     }
     d
 }
 
-/// A fix when brackets are unbalanced at `tok`: a closer with no opener, a closer of the wrong
-/// kind, or a token that can only mean the innermost open bracket was never closed (a closer of
-/// an outer bracket, the next item, or an unexpected token on a later line).
-fn bracket_fix(
-    src: &str,
-    toks: &[Tok],
-    tok: Tok,
-    expected: &[String],
-) -> Option<(Option<(Span, String)>, String)> {
-    let text = lex::text(src, tok);
-    let stack = open_brackets(src, toks, tok.span.start);
-    let still_open = |o: &Tok| {
-        (
-            o.span,
-            format!("the `{}` opened here is still open", lex::text(src, *o)),
-        )
-    };
-    let top = stack.last();
-    if let Some(c) = text
-        .chars()
-        .next()
-        .filter(|_| matches!(text, ")" | "]" | "}"))
-    {
-        let Some(top) = top else {
-            return Some((
-                None,
-                format!("this `{text}` has no matching opening bracket"),
-            ));
-        };
-        if closer(src, *top) == c {
-            return None;
-        }
-        if stack.iter().any(|o| closer(src, *o) == c) {
-            return Some((
-                Some(still_open(top)),
-                format!("add the missing `{}`", closer(src, *top)),
-            ));
-        }
-        return Some((
-            None,
-            format!("remove this `{text}`: it closes no open bracket"),
-        ));
-    }
-    let top = top?;
-    let close = closer(src, *top);
-    let prev_line_end = toks
+/// Where the parse failed and what could have come there, in words. pest's rule positives name
+/// rules; the literal tokens (`)`, `:`) come from its detailed parse attempts, which may reach
+/// further than any rule (then only the literals are right).
+fn expectation(e: &Error<Rule>, pos: usize, rules: Vec<Rule>) -> (usize, Vec<String>) {
+    let attempts = e.parse_attempts();
+    let mut literals: Vec<String> = attempts
+        .as_ref()
+        .map(|a| a.expected_tokens())
+        .unwrap_or_default()
         .iter()
-        .rev()
-        .find(|t| t.span.end <= tok.span.start)
-        .map_or(0, |p| p.span.end);
-    let new_line = src[prev_line_end..tok.span.start].contains('\n');
-    let item_start = (KEYWORDS[..3].contains(&text) && new_line) || text == "{";
-    if expected.contains(&format!("`{close}`"))
-        && (item_start || (new_line && tok.kind != Kind::Punct))
-    {
-        return Some((Some(still_open(top)), format!("add the missing `{close}`")));
-    }
-    None
+        .map(|t| t.to_string())
+        .collect();
+    let listed = |t: &String| is_listed_punct(t) || KEYWORDS.contains(&t.as_str());
+    let max = attempts.as_ref().map_or(pos, |a| a.max_position);
+    let (pos, rules) = if max > pos && literals.iter().any(listed) {
+        literals.retain(listed);
+        (max, Vec::new())
+    } else {
+        if max == pos {
+            literals.retain(|t| is_listed_punct(t));
+        } else {
+            literals.clear();
+        }
+        (pos, rules)
+    };
+    let literals = literals.into_iter().map(|t| format!("`{t}`")).collect();
+    (pos, expected_words(&rules, literals))
 }
 
 /// Directly inside a model body or a `data`/`train` block, says "a statement" or "a setting"
@@ -349,99 +291,5 @@ fn describe(src: &str, t: Tok) -> String {
         Kind::Number => format!("number `{text}`"),
         Kind::Str { .. } => "a string".to_string(),
         Kind::Punct => format!("`{text}`"),
-    }
-}
-
-/// A fix for common mistakes, judged from the offending token and its neighbours.
-fn help(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<String> {
-    let text = lex::text(src, tok);
-    let idx = toks.iter().position(|t| *t == tok)?;
-    let prev = idx.checked_sub(1).map(|i| toks[i]);
-    let prev_text = prev.map_or("", |p| lex::text(src, p));
-    let expects = |w: &str| expected.iter().any(|e| e == w);
-    match text {
-        "." if prev.is_some_and(|p| p.kind == Kind::Number) => {
-            return Some(format!("write a digit after the point: `{prev_text}.0`"));
-        }
-        "." if src[tok.span.end..].starts_with(|c: char| c.is_ascii_digit()) => {
-            return Some("write a digit before the point: `0.5`".into());
-        }
-        ";" => {
-            return Some(
-                "no `;` is needed: newlines (or commas) separate statements and settings".into(),
-            )
-        }
-        "'" => return Some("strings are written with double quotes: \"...\"".into()),
-        "=" if src[tok.span.end..].starts_with('>') => return Some(PIPE_HINT.into()),
-        "|" | ">" => return Some(PIPE_HINT.into()),
-        "->" if !expects("`->`") => return Some(PIPE_HINT.into()),
-        "*" if prev_text == "*" && prev.is_some_and(|p| p.span.end == tok.span.start) => {
-            return Some("there is no power operator: multiply, `x * x`".into());
-        }
-        "=" if prev.is_some_and(|p| p.kind == Kind::Word) && in_call_or_map(src, toks, tok) => {
-            return Some(format!(
-                "named arguments and entries use `:`: write `{prev_text}: ...`"
-            ));
-        }
-        "+" | "-" | "*" | "/" if pipe_before(src, toks, idx) => {
-            return Some(
-                "`|>` binds loosest: put the pipeline in parentheses, `(x |> f) + y`".into(),
-            );
-        }
-        _ => {}
-    }
-    if tok.kind == Kind::Word && KEYWORDS.contains(&text) && expects("a name") {
-        return Some(format!("`{text}` is a keyword; choose another name"));
-    }
-    let same_line = prev.is_some_and(|p| !src[p.span.end..tok.span.start].contains('\n'));
-    if tok.kind != Kind::Punct
-        && same_line
-        && expects("`,`")
-        && (prev_text == ")" || prev_text == "]" || prev.is_some_and(|p| p.kind != Kind::Punct))
-    {
-        return Some("separate items with `,`".into());
-    }
-    None
-}
-
-/// Whether a `|>` occurs among the tokens before `idx`, back to the start of the statement.
-fn pipe_before(src: &str, toks: &[Tok], idx: usize) -> bool {
-    for t in toks[..idx].iter().rev() {
-        match lex::text(src, *t) {
-            "|>" => return true,
-            "=" | ":" | "(" | "{" | "[" | "," | "return" => return false,
-            _ => {}
-        }
-    }
-    false
-}
-
-/// The brackets still open before byte `pos`, outermost first.
-fn open_brackets(src: &str, toks: &[Tok], pos: usize) -> Vec<Tok> {
-    let mut stack: Vec<Tok> = Vec::new();
-    for t in toks.iter().take_while(|t| t.span.start < pos) {
-        match lex::text(src, *t) {
-            "(" | "[" | "{" => stack.push(*t),
-            ")" | "]" | "}" => {
-                stack.pop();
-            }
-            _ => {}
-        }
-    }
-    stack
-}
-
-/// Whether `tok` is inside call parentheses or a map (not directly in an item's body).
-fn in_call_or_map(src: &str, toks: &[Tok], tok: Tok) -> bool {
-    let stack = open_brackets(src, toks, tok.span.start);
-    stack.len() >= 2 || stack.last().is_some_and(|t| lex::text(src, *t) == "(")
-}
-
-/// The closing character of an opening bracket token.
-fn closer(src: &str, open: Tok) -> char {
-    match lex::text(src, open) {
-        "(" => ')',
-        "[" => ']',
-        _ => '}',
     }
 }
