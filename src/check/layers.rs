@@ -585,12 +585,17 @@ fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
     match e.as_name().map(|i| i.name.as_str()) {
         Some("tanh") => Ok(UnaryOp::Tanh),
         Some("relu") => Ok(UnaryOp::Relu),
-        Some("sigmoid") => Ok(UnaryOp::Sigmoid),
         _ => Err(Diag::new(
             "nnc::arg",
-            "unknown rnn activation",
+            format!(
+                "unknown rnn activation {}",
+                e.as_name().map_or_else(
+                    || consts::describe(e).to_string(),
+                    |n| format!("`{}`", n.name)
+                )
+            ),
             e.span,
-            "expected tanh, relu or sigmoid",
+            "expected tanh or relu",
         )
         .help("write `rnn(128, activation: tanh)`")),
     }
