@@ -2,19 +2,30 @@
 
 use crate::ir::{DType, Type};
 
-/// Levenshtein distance between two names (they are short, so the quadratic table is fine).
+/// Edit distance counting a swap of two neighbours as one edit (`rleu` → `relu`, `minst` →
+/// `mnist`): the optimal-string-alignment variant of Damerau–Levenshtein.
 pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The closest candidate to `name`, if it is close enough to be a plausible typo.
@@ -58,10 +69,17 @@ pub fn snake_case(name: &str) -> String {
     out
 }
 
-/// A per-sample shape as written in `.nn` files: `[64, 7, 7]`, `i32[64]`, `a scalar`.
+/// A per-sample shape as written in `.nn` files: `[64, 7, 7]`, `i32[64]`, `a class id`, `a scalar`.
 pub fn show(t: &Type) -> String {
     if t.is_scalar() {
         return "a scalar".into();
+    }
+    if t.dims.is_empty() {
+        return if t.dtype == DType::I32 {
+            "a class id".into()
+        } else {
+            "one number".into()
+        };
     }
     let dims: Vec<String> = t.dims.iter().map(|d| d.to_string()).collect();
     let prefix = if t.dtype == DType::I32 { "i32" } else { "" };
@@ -91,6 +109,8 @@ mod tests {
     fn distances_and_suggestions() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("rleu", "relu"), 1);
+        assert_eq!(closest("minst", ["mnist", "cifar"]), Some("mnist"));
         assert_eq!(closest("dense2d", ["dense", "conv2d"]), Some("dense"));
         assert_eq!(closest("rleu", ["relu", "tanh"]), Some("relu"));
         assert_eq!(closest("banana", ["relu", "tanh"]), None);

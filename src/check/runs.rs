@@ -174,6 +174,10 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
     let (Some(sig), Some(data), Some(loss_expr)) = (sig, data, loss_expr) else {
         return None;
     };
+    if s.get("teacher").is_some() && teacher.is_none() {
+        // The loss would only add that `teacher` is unknown.
+        return None;
+    }
     take(input_fits(sig, &data.kind, t), diags)?;
     let label = take(label_type(&data.kind, class_use, t, loss_expr), diags)?;
     let mut graphs = Vec::new();

@@ -7,6 +7,11 @@ use super::ast::Span;
 /// The deepest nesting of brackets, and of expressions, that the parser accepts.
 pub const MAX_DEPTH: usize = 256;
 
+/// Words that cannot name a model, input, binding, data source, run or alias.
+pub const KEYWORDS: [&str; 8] = [
+    "model", "data", "train", "on", "return", "as", "every", "from",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// An identifier or keyword.

@@ -84,10 +84,28 @@ struct Builder {
 }
 
 impl Builder {
+    /// A name being defined (model, input, binding, data source, run, alias): the boolean
+    /// constants `true` and `false` are names in value position, so they cannot be defined.
+    fn binder(&mut self, p: Pair<'_, Rule>) -> Ident {
+        let id = ident(p);
+        if id.name == "true" || id.name == "false" {
+            self.diags.push(
+                Diag::new(
+                    "nnc::syntax",
+                    format!("`{}` is a constant and cannot be used as a name", id.name),
+                    id.span,
+                    "reserved name",
+                )
+                .help("choose another name"),
+            );
+        }
+        id
+    }
+
     fn model(&mut self, p: Pair<'_, Rule>) -> Res<Model> {
         let sp = span(&p);
         let mut it = inner(p).peekable();
-        let name = ident(it.next().expect("grammar: model name"));
+        let name = self.binder(it.next().expect("grammar: model name"));
         let mut inputs = Vec::new();
         let mut output = None;
         let mut body = Vec::new();
@@ -96,7 +114,7 @@ impl Builder {
             match c.as_rule() {
                 Rule::input => {
                     let mut ci = c.into_inner();
-                    let n = ident(ci.next().expect("grammar: input name"));
+                    let n = self.binder(ci.next().expect("grammar: input name"));
                     let ty = self.type_expr(ci.next().expect("grammar: input type"))?;
                     inputs.push(InputDecl { name: n, ty });
                 }
@@ -113,7 +131,7 @@ impl Builder {
                 }
                 Rule::let_stmt => {
                     let mut ci = c.into_inner();
-                    let n = ident(ci.next().expect("grammar: binding name"));
+                    let n = self.binder(ci.next().expect("grammar: binding name"));
                     let e = self.expr(ci.next().expect("grammar: binding value"))?.0;
                     body.push(Stmt::Let {
                         span: n.span.to(e.span),
@@ -137,11 +155,21 @@ impl Builder {
                         .help(format!("write `{nm} = ...`")),
                     );
                 }
-                Rule::bad_expr_stmt => bad_exprs.push(
-                    self.expr(c.into_inner().next().expect("grammar: expr"))?
-                        .0
-                        .span,
-                ),
+                Rule::bad_expr_stmt => {
+                    let e = self.expr(c.into_inner().next().expect("grammar: expr"))?.0;
+                    match e.as_name().map(|n| n.name.as_str()) {
+                        Some(w @ ("let" | "var" | "val" | "const")) => self.diags.push(
+                            Diag::new(
+                                "nnc::syntax",
+                                format!("`{w}` is not needed"),
+                                e.span,
+                                "remove this word",
+                            )
+                            .help("bind a name with `name = value`"),
+                        ),
+                        _ => bad_exprs.push(e.span),
+                    }
+                }
                 _ => {}
             }
         }
@@ -227,7 +255,7 @@ impl Builder {
     fn data(&mut self, p: Pair<'_, Rule>) -> Res<Data> {
         let sp = span(&p);
         let mut it = inner(p);
-        let name = ident(it.next().expect("grammar: data name"));
+        let name = self.binder(it.next().expect("grammar: data name"));
         let settings = self.settings(it)?;
         Ok(Data {
             name,
@@ -241,13 +269,15 @@ impl Builder {
         let mut it = inner(p).peekable();
         let mut name = None;
         if it.peek().map(|c| c.as_rule()) == Some(Rule::run_name) {
-            name = Some(ident(
-                it.next()
-                    .expect("peeked")
-                    .into_inner()
-                    .next()
-                    .expect("grammar: run name"),
-            ));
+            name = Some(
+                self.binder(
+                    it.next()
+                        .expect("peeked")
+                        .into_inner()
+                        .next()
+                        .expect("grammar: run name"),
+                ),
+            );
         }
         let model = ident(it.next().expect("grammar: model name"));
         let data = ident(it.next().expect("grammar: data name"));
@@ -304,7 +334,7 @@ impl Builder {
                     let mut alias = None;
                     if it.peek().map(|c| c.as_rule()) == Some(Rule::alias) {
                         let a = it.next().expect("peeked");
-                        alias = Some(ident(inner(a).next().expect("grammar: alias name")));
+                        alias = Some(self.binder(inner(a).next().expect("grammar: alias name")));
                     }
                     let end = alias.as_ref().map_or(stage.0.span, |a: &Ident| a.span);
                     let sp = acc.0.span.to(end);
