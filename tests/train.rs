@@ -539,3 +539,162 @@ fn distillation_trains_a_few_steps() {
 fn mnist_cnn_trains_a_few_steps() {
     few_steps("mnist_cnn", "mnist");
 }
+
+// ----- predict and sample on trained / fresh models
+
+#[test]
+fn predict_agrees_with_evaluation_and_reads_idx_and_pgm() {
+    let mnist = std::path::Path::new("/work/shared/data/mnist");
+    if !mnist.exists() {
+        return;
+    }
+    use nnc::runtime::predict::{predict, read_inputs};
+    let src = std::fs::read_to_string(format!(
+        "{}/examples/mnist_mlp.nn",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+    let dir = std::env::temp_dir().join(format!("nnc-predict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = dir.join("mlp.safetensors");
+    let opts = TrainOptions {
+        data_dir: mnist.into(),
+        steps: Some(100),
+        checkpoint: Some(ck.clone()),
+        ..quiet()
+    };
+    let mut s = Session::new(&p, Backend::jit(1), opts).unwrap();
+    let sum = s.run_all().unwrap().remove(0);
+
+    let model = &p.models[0].graph;
+    let params = nnc::runtime::checkpoint::load_params(&ck, &model.params).unwrap();
+    let views: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+    let mut exec = (Backend::jit(1).executor)(model).unwrap();
+    let norm = p.data[0].normalize.as_ref();
+    let images = read_inputs(&mnist.join("t10k-images-idx3-ubyte.gz"), None).unwrap();
+    assert_eq!((images.count, images.shape.clone()), (10000, vec![28, 28]));
+    let preds = predict(exec.as_mut(), &views, &images, norm, 3).unwrap();
+    let labels = nnc::runtime::data::read_file(
+        &mnist.join("t10k-labels-idx1-ubyte.gz").to_string_lossy(),
+        &dir,
+    )
+    .unwrap()
+    .1;
+    let right = preds
+        .iter()
+        .zip(&labels[8..])
+        .filter(|(t, &l)| t[0].0 == l as usize)
+        .count();
+    assert!(
+        (right as f64 / 1e4 - sum.test_accuracy.unwrap()).abs() < 1e-9,
+        "{right} vs {sum:?}"
+    );
+    assert!(preds
+        .iter()
+        .all(|t| t.len() == 3 && t[0].1 >= t[1].1 && t[1].1 >= t[2].1));
+
+    // Image 7 as a binary PGM gives the same ranking as `--index 7`.
+    let one = read_inputs(&mnist.join("t10k-images-idx3-ubyte.gz"), Some(7)).unwrap();
+    let mut pgm = b"P5\n28 28\n255\n".to_vec();
+    pgm.extend(one.values.iter().map(|&v| v as u8));
+    std::fs::write(dir.join("seven.pgm"), pgm).unwrap();
+    let from_pgm = read_inputs(&dir.join("seven.pgm"), None).unwrap();
+    assert_eq!(from_pgm.values, one.values);
+    assert_eq!(
+        predict(exec.as_mut(), &views, &from_pgm, norm, 3).unwrap()[0],
+        preds[7]
+    );
+    let e = read_inputs(&mnist.join("t10k-images-idx3-ubyte.gz"), Some(10000)).unwrap_err();
+    assert!(e.to_string().contains("index 10000"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sampling_is_seeded_and_cold_sampling_is_the_interpreters_argmax() {
+    let text = std::path::Path::new("/work/shared/data/tinyshakespeare");
+    if !text.exists() {
+        return;
+    }
+    use nnc::runtime::sample::{sample, SampleOptions};
+    let src = std::fs::read_to_string(format!(
+        "{}/examples/char_rnn.nn",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+    let vocab = nnc::runtime::data::vocabulary(&p.data[0], text)
+        .unwrap()
+        .unwrap();
+    assert_eq!(vocab.len(), 65);
+    let model = &p.models[0].graph;
+    let params: Vec<Vec<f32>> = model
+        .params
+        .iter()
+        .map(|q| nnc::runtime::init::init_param(q, 5))
+        .collect();
+    let views: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+    let mut jit = (Backend::jit(1).executor)(model).unwrap();
+    let opts = SampleOptions {
+        prompt: "ROMEO:".into(),
+        length: 12,
+        temperature: 1.0,
+        seed: 9,
+    };
+    let a = sample(jit.as_mut(), &views, &vocab, &opts).unwrap();
+    assert_eq!(a, sample(jit.as_mut(), &views, &vocab, &opts).unwrap());
+    assert!(
+        a.starts_with("ROMEO:") && a.chars().count() == 18 && a.chars().all(|c| vocab.contains(&c))
+    );
+    assert_ne!(
+        a,
+        sample(
+            jit.as_mut(),
+            &views,
+            &vocab,
+            &SampleOptions {
+                seed: 10,
+                ..opts.clone()
+            }
+        )
+        .unwrap()
+    );
+
+    // Temperature → 0 picks the argmax; check the first three characters with the interpreter.
+    let cold = SampleOptions {
+        length: 3,
+        temperature: 1e-4,
+        ..opts.clone()
+    };
+    let got = sample(jit.as_mut(), &views, &vocab, &cold).unwrap();
+    let mut interp = nnc::interp::Interpreter::new(model.clone());
+    let mut ctx: Vec<i32> = "ROMEO:"
+        .chars()
+        .map(|c| vocab.binary_search(&c).unwrap() as i32)
+        .collect();
+    for _ in 0..3 {
+        let mut feed = ctx.clone();
+        let pos = feed.len() - 1;
+        feed.resize(64, 0);
+        interp
+            .run(1, &[Feed::I32(&feed)], &views, StepCtx::default())
+            .unwrap();
+        let o = interp.output("output").unwrap();
+        let row = &o[pos * 65..(pos + 1) * 65];
+        let best = (0..65).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap();
+        ctx.push(best as i32);
+    }
+    let want: String = ctx.iter().map(|&i| vocab[i as usize]).collect();
+    assert_eq!(got, want);
+    let e = sample(
+        jit.as_mut(),
+        &views,
+        &vocab,
+        &SampleOptions {
+            prompt: "é".into(),
+            ..opts
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("'é'"), "{e}");
+}

@@ -285,3 +285,8 @@ impl Checkpoint {
             .collect()
     }
 }
+
+/// Every parameter of `params` from the checkpoint at `path` (for `eval`, `predict`, `sample`).
+pub fn load_params(path: &Path, params: &[Param]) -> Result<Vec<Vec<f32>>, CheckpointError> {
+    Checkpoint::load(path)?.params_for(&params.iter().collect::<Vec<_>>(), "")
+}

@@ -9,5 +9,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod init;
 pub mod optim;
+pub mod predict;
 pub mod rng;
+pub mod sample;
 pub mod train;

@@ -95,11 +95,12 @@ pub fn load(images: &str, labels: &str, dir: &Path) -> Result<RawSplit, DataErro
     })
 }
 
-/// The images of one IDX image file as f32 (for `nnc predict`): count and per-image dims.
-pub fn load_images(path: &Path) -> Result<(Vec<f32>, usize, Vec<usize>), DataError> {
-    let written = path.to_string_lossy();
-    let (path, bytes) = file::read(&written, Path::new("."))?;
-    let img = parse(&path, bytes, 0x0000_0803, "IDX u8 images, 3 dims")?;
+/// The images of an IDX image file already read (for `nnc predict`): values, count, per-image dims.
+pub fn images_from_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+) -> Result<(Vec<f32>, usize, Vec<usize>), DataError> {
+    let img = parse(path, bytes, 0x0000_0803, "IDX u8 images, 3 dims")?;
     Ok((
         img.payload.iter().map(|&b| b as f32).collect(),
         img.dims[0],

@@ -12,7 +12,7 @@ mod text;
 
 pub use csv::parse_rows as parse_csv_rows;
 pub use error::DataError;
-pub use file::resolve;
+pub use file::{read as read_file, resolve};
 pub use text::encode as encode_text;
 
 use crate::ir::{DType, DataSpec, ScalarExpr, Source, Type};
@@ -140,6 +140,15 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
         test,
         vocab,
     })
+}
+
+/// The character vocabulary of a text `train` source (for sampling without loading the windows);
+/// `None` for other sources.
+pub fn vocabulary(spec: &DataSpec, dir: &Path) -> Result<Option<Vec<char>>, DataError> {
+    match &spec.train {
+        Source::Text { path, .. } => Ok(Some(text::read(path, dir)?.vocab)),
+        _ => Ok(None),
+    }
 }
 
 /// One source as it comes (inputs f32 or i32, labels as stored), plus a text vocabulary.

@@ -1,0 +1,308 @@
+//! `nnc predict`: reading inputs (IDX image files, CSV rows, PGM images), applying the data
+//! block's `normalize`, running a model's inference graph and ranking classes by softmax
+//! probability.
+
+use super::data::{self, idx, DataError};
+use crate::exec::{ExecError, Executor, Feed, StepCtx};
+use crate::ir::{DType, ScalarExpr};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{}: {msg}", .path.display())]
+    Format { path: PathBuf, msg: String },
+    #[error("{}: index {index} is out of range ({count} samples)", .path.display())]
+    Index {
+        path: PathBuf,
+        index: usize,
+        count: usize,
+    },
+    #[error("a sample has {found} values, but the model input {input} expects {expected}")]
+    Shape {
+        input: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("running the model: {0}")]
+    Exec(#[from] ExecError),
+    #[error("{0}")]
+    Model(String),
+}
+
+/// Raw samples (before `normalize`), back to back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inputs {
+    pub values: Vec<f32>,
+    pub count: usize,
+    /// Shape of one sample as read (`[28, 28]` for an image, `[n]` for a CSV row).
+    pub shape: Vec<usize>,
+}
+
+impl Inputs {
+    fn per_sample(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Only sample `index`.
+    fn select(self, index: Option<usize>, path: &Path) -> Result<Inputs, PredictError> {
+        let Some(i) = index else { return Ok(self) };
+        if i >= self.count {
+            return Err(PredictError::Index {
+                path: path.into(),
+                index: i,
+                count: self.count,
+            });
+        }
+        let k = self.per_sample();
+        Ok(Inputs {
+            values: self.values[i * k..(i + 1) * k].to_vec(),
+            count: 1,
+            shape: self.shape,
+        })
+    }
+}
+
+/// Reads `path` by its content: an IDX image file (raw or gzipped), a PGM image (`P5` binary or
+/// `P2` ASCII), or else CSV text with one sample per row (a non-numeric first line is a header).
+/// `index` picks one sample.
+pub fn read_inputs(path: &Path, index: Option<usize>) -> Result<Inputs, PredictError> {
+    let (full, bytes) = data::read_file(&path.to_string_lossy(), Path::new("."))?;
+    let inputs = if bytes.starts_with(&[0, 0, 8, 3]) {
+        let (values, count, shape) = idx::images_from_bytes(&full, bytes)?;
+        Inputs {
+            values,
+            count,
+            shape,
+        }
+    } else if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
+        pgm(&full, &bytes)?
+    } else {
+        csv_rows(&full, bytes)?
+    };
+    inputs.select(index, path)
+}
+
+fn csv_rows(path: &Path, bytes: Vec<u8>) -> Result<Inputs, PredictError> {
+    let text = String::from_utf8(bytes).map_err(|_| PredictError::Format {
+        path: path.into(),
+        msg: "not an IDX file, a PGM image or CSV text".into(),
+    })?;
+    let rows = match data::parse_csv_rows(path, &text, false) {
+        Ok(r) => r,
+        Err(DataError::Csv { line: 1, .. }) => data::parse_csv_rows(path, &text, true)?,
+        Err(e) => return Err(e.into()),
+    };
+    let width = rows
+        .first()
+        .map(|r| r.1.len())
+        .ok_or_else(|| PredictError::Format {
+            path: path.into(),
+            msg: "no rows".into(),
+        })?;
+    let values = rows
+        .iter()
+        .flat_map(|r| r.1.iter().map(|&v| v as f32))
+        .collect();
+    Ok(Inputs {
+        values,
+        count: rows.len(),
+        shape: vec![width],
+    })
+}
+
+/// A PGM image; pixels are scaled to 0..=255 when `maxval` differs, so that a `normalize`
+/// written for u8 images applies unchanged.
+pub fn pgm(path: &Path, bytes: &[u8]) -> Result<Inputs, PredictError> {
+    let err = |msg: String| PredictError::Format {
+        path: path.into(),
+        msg,
+    };
+    let binary = bytes.starts_with(b"P5");
+    // Header: magic, width, height, maxval, separated by whitespace and `#` comments.
+    let mut pos = 2;
+    let mut header = [0usize; 3];
+    for (i, what) in ["width", "height", "maxval"].iter().enumerate() {
+        loop {
+            match bytes.get(pos) {
+                Some(b'#') => {
+                    while bytes.get(pos).is_some_and(|&c| c != b'\n') {
+                        pos += 1;
+                    }
+                }
+                Some(c) if c.is_ascii_whitespace() => pos += 1,
+                _ => break,
+            }
+        }
+        let start = pos;
+        while bytes.get(pos).is_some_and(u8::is_ascii_digit) {
+            pos += 1;
+        }
+        header[i] = std::str::from_utf8(&bytes[start..pos])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&v| v > 0)
+            .ok_or_else(|| {
+                err(format!(
+                    "PGM header: expected the {what} as a positive number"
+                ))
+            })?;
+    }
+    let [w, h, maxval] = header;
+    if maxval > 65535 {
+        return Err(err(format!("PGM maxval {maxval} is over 65535")));
+    }
+    let n = w
+        .checked_mul(h)
+        .ok_or_else(|| err("PGM size overflows".into()))?;
+    let scale = 255.0 / maxval as f32;
+    let values: Vec<f32> = if binary {
+        pos += 1; // the single whitespace after maxval
+        let wide = maxval > 255;
+        let need = n * if wide { 2 } else { 1 };
+        let px = bytes.get(pos..pos + need).ok_or_else(|| {
+            err(format!(
+                "truncated: expected {need} bytes of pixels, found {}",
+                bytes.len().saturating_sub(pos)
+            ))
+        })?;
+        if wide {
+            px.chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]) as f32 * scale)
+                .collect()
+        } else {
+            px.iter().map(|&b| b as f32 * scale).collect()
+        }
+    } else {
+        let text = std::str::from_utf8(&bytes[pos..])
+            .map_err(|_| err("P2 pixels are not ASCII".into()))?;
+        let px: Vec<f32> = text
+            .split_ascii_whitespace()
+            .take(n)
+            .map(|t| {
+                t.parse::<u32>()
+                    .map(|v| v as f32 * scale)
+                    .map_err(|_| err(format!("P2 pixel `{t}` is not a number")))
+            })
+            .collect::<Result<_, _>>()?;
+        if px.len() < n {
+            return Err(err(format!(
+                "truncated: expected {n} pixels, found {}",
+                px.len()
+            )));
+        }
+        px
+    };
+    Ok(Inputs {
+        values,
+        count: 1,
+        shape: vec![h, w],
+    })
+}
+
+/// `(class, probability)` pairs, most probable first.
+pub type TopK = Vec<(usize, f32)>;
+
+/// Softmax of `logits` and its `k` most probable classes.
+pub fn top_k(logits: &[f32], k: usize) -> TopK {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    let mut ranked: Vec<(usize, f32)> = exps.iter().map(|e| (e / sum) as f32).enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(k);
+    ranked
+}
+
+/// Runs the model (`exec` runs its inference graph, output `output`) on every sample, after
+/// `normalize`, and returns each sample's top `k` classes. A sequence output (several rows per
+/// sample) is ranked on its last row.
+pub fn predict(
+    exec: &mut dyn Executor,
+    params: &[&[f32]],
+    inputs: &Inputs,
+    normalize: Option<&ScalarExpr>,
+    k: usize,
+) -> Result<Vec<TopK>, PredictError> {
+    let g = exec.graph();
+    let inputs_of = g.inputs();
+    let [(input, name)] = inputs_of[..] else {
+        return Err(PredictError::Model(
+            "the model must have exactly one input".into(),
+        ));
+    };
+    let ty = g.ty(input).clone();
+    let name = name.to_string();
+    let out = g
+        .output("output")
+        .ok_or_else(|| PredictError::Model("the model has no output `output`".into()))?;
+    let classes = g.ty(out).last().max(1);
+    let per = ty.per_sample();
+    if per != inputs.per_sample() {
+        return Err(PredictError::Shape {
+            input: format!("{name}: {ty}"),
+            expected: per,
+            found: inputs.per_sample(),
+        });
+    }
+    let mut values = inputs.values.clone();
+    if let Some(n) = normalize {
+        values
+            .iter_mut()
+            .for_each(|v| *v = n.eval(*v as f64) as f32);
+    }
+    let ids: Vec<i32> = if ty.dtype == DType::I32 {
+        values.iter().map(|&v| v as i32).collect()
+    } else {
+        Vec::new()
+    };
+    let mut result = Vec::with_capacity(inputs.count);
+    let batch = 256;
+    for start in (0..inputs.count).step_by(batch) {
+        let b = batch.min(inputs.count - start);
+        let feed = match ty.dtype {
+            DType::F32 => Feed::F32(&values[start * per..(start + b) * per]),
+            DType::I32 => Feed::I32(&ids[start * per..(start + b) * per]),
+        };
+        exec.run(b, &[feed], params, StepCtx::default())?;
+        let o = exec
+            .output("output")
+            .ok_or_else(|| PredictError::Model("no output after running".into()))?;
+        let rows_per = o.len() / b / classes;
+        for s in 0..b {
+            let last = (s * rows_per + rows_per.max(1) - 1) * classes;
+            result.push(top_k(&o[last..last + classes], k));
+        }
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_ranks_softmax_probabilities() {
+        let t = top_k(&[1.0, 3.0, 2.0], 2);
+        assert_eq!(t.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2]);
+        let z: f64 = [1.0f64, 3.0, 2.0].iter().map(|x| x.exp()).sum();
+        assert!((t[0].1 as f64 - 3f64.exp() / z).abs() < 1e-6);
+    }
+
+    #[test]
+    fn pgm_binary_ascii_comments_and_truncation() {
+        let p = Path::new("x.pgm");
+        let mut b = b"P5\n# made by hand\n3 2\n255\n".to_vec();
+        b.extend_from_slice(&[0, 10, 20, 30, 40, 255]);
+        let i = pgm(p, &b).unwrap();
+        assert_eq!(i.shape, vec![2, 3]);
+        assert_eq!(i.values, vec![0.0, 10.0, 20.0, 30.0, 40.0, 255.0]);
+        let i = pgm(p, b"P2 2 1 15\n0 15\n").unwrap();
+        assert_eq!(i.values, vec![0.0, 255.0]);
+        assert!(pgm(p, b"P5 3 2 255\n\x00\x01")
+            .unwrap_err()
+            .to_string()
+            .contains("truncated"));
+        assert!(pgm(p, b"P2 2 1\n").is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! `nnc sample`: text generation with a character model. The prompt is encoded with the training
+//! text's vocabulary; each new character is drawn from softmax(logits / temperature) at the last
+//! position of the context window, with the seeded PRNG, and appended to the context.
+
+use super::rng::Rng;
+use crate::exec::{ExecError, Executor, Feed, StepCtx};
+use crate::ir::DType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("the prompt's character {0:?} is not in the training text's vocabulary")]
+    UnknownChar(char),
+    #[error("the model must take one i32[T] input of character ids and output [T, {vocab}] logits: {msg}")]
+    Model { vocab: usize, msg: String },
+    #[error("temperature must be > 0, got {0}")]
+    Temperature(f32),
+    #[error("running the model: {0}")]
+    Exec(#[from] ExecError),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleOptions {
+    pub prompt: String,
+    /// Characters to generate after the prompt.
+    pub length: usize,
+    pub temperature: f32,
+    pub seed: u64,
+}
+
+/// Draws an index from softmax(logits / temperature).
+pub fn draw(logits: &[f32], temperature: f32, rng: &mut Rng) -> usize {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let w: Vec<f64> = logits
+        .iter()
+        .map(|&l| (((l - max) / temperature) as f64).exp())
+        .collect();
+    let mut u = rng.next_f64() * w.iter().sum::<f64>();
+    for (i, wi) in w.iter().enumerate() {
+        if u < *wi {
+            return i;
+        }
+        u -= wi;
+    }
+    w.len() - 1
+}
+
+/// The prompt followed by `length` generated characters. The model (`exec` runs its inference
+/// graph) sees the last `T` characters; a shorter context is padded after its end, which a causal
+/// model ignores at the positions read.
+pub fn sample(
+    exec: &mut dyn Executor,
+    params: &[&[f32]],
+    vocab: &[char],
+    opts: &SampleOptions,
+) -> Result<String, SampleError> {
+    if opts.temperature.is_nan() || opts.temperature <= 0.0 {
+        return Err(SampleError::Temperature(opts.temperature));
+    }
+    let model = |msg: &str| SampleError::Model {
+        vocab: vocab.len(),
+        msg: msg.into(),
+    };
+    let g = exec.graph();
+    let inputs = g.inputs();
+    let [(input, _)] = inputs[..] else {
+        return Err(model("not exactly one input"));
+    };
+    let ty = g.ty(input);
+    if ty.dtype != DType::I32 || ty.dims.len() != 1 {
+        return Err(model(&format!("the input is {ty}")));
+    }
+    let window = ty.dims[0];
+    let out = g
+        .output("output")
+        .ok_or_else(|| model("no output `output`"))?;
+    let oty = g.ty(out);
+    if oty.dims != [window, vocab.len()] {
+        return Err(model(&format!("the output is {oty}")));
+    }
+    let mut ids: Vec<i32> = opts
+        .prompt
+        .chars()
+        .map(|c| {
+            vocab
+                .binary_search(&c)
+                .map(|i| i as i32)
+                .map_err(|_| SampleError::UnknownChar(c))
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        // No prompt: start from a newline when the text has one, else from the first character.
+        ids.push(vocab.binary_search(&'\n').unwrap_or(0) as i32);
+    }
+    let mut rng = Rng::for_name(opts.seed, "sample");
+    let mut feed = vec![0i32; window];
+    let mut text = opts.prompt.clone();
+    for _ in 0..opts.length {
+        let ctx = &ids[ids.len().saturating_sub(window)..];
+        feed[..ctx.len()].copy_from_slice(ctx);
+        feed[ctx.len()..].fill(0);
+        exec.run(
+            1,
+            &[Feed::I32(&feed)],
+            params,
+            StepCtx {
+                seed: opts.seed,
+                step: 0,
+            },
+        )?;
+        let o = exec
+            .output("output")
+            .ok_or_else(|| model("no output after running"))?;
+        let pos = ctx.len() - 1;
+        let next = draw(
+            &o[pos * vocab.len()..(pos + 1) * vocab.len()],
+            opts.temperature,
+            &mut rng,
+        );
+        ids.push(next as i32);
+        text.push(vocab[next]);
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draw_follows_the_softmax_and_low_temperature_is_greedy() {
+        let mut rng = Rng::new(1);
+        let logits = [0.0, (3.0f32).ln()];
+        let n = 40_000;
+        let ones = (0..n).filter(|_| draw(&logits, 1.0, &mut rng) == 1).count();
+        assert!((ones as f64 / n as f64 - 0.75).abs() < 0.01, "{ones}");
+        assert!((0..100).all(|_| draw(&[0.1, 0.3, 0.2], 1e-3, &mut rng) == 1));
+    }
+}
