@@ -829,3 +829,11 @@ fn recovery_stops_after_ten_errors() {
     let src = "model M(x: [2]) { return x |> }\n".repeat(30);
     assert_eq!(errs(&src).len(), 10);
 }
+
+#[test]
+fn subtraction_after_a_pipeline_is_explained() {
+    let (d, at) = err("model M(x: [2]) {\n  return x |> relu - 1\n}");
+    assert_eq!(d.message, "arithmetic after a pipeline stage");
+    assert_eq!(at, "- 1");
+    assert!(d.help.unwrap().contains("`(x |> f) - y`"));
+}
