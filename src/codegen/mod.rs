@@ -1,1 +1,4 @@
 //! (stage under construction)
+
+pub mod gemm;
+pub mod jitmod;
