@@ -2,3 +2,4 @@
 
 pub mod gemm;
 pub mod jitmod;
+pub mod math;
