@@ -976,9 +976,63 @@ fn rnn_forward_backward() {
     }
 }
 
-fn run_once(g: &Graph, batch: usize, threads: usize) -> Vec<Vec<f32>> {
+/// Big enough that products and convolutions are split across threads: dense 256→128→10 and
+/// a 3×3 conv with 8 channels on 16×16 images, with weight and input gradients.
+fn wide() -> Graph {
+    let mut g = Graph::new("wide", true);
+    let x = g.input("x", f(true, &[256]));
+    let im = g.input("im", f(true, &[4, 16, 16]));
+    let w1 = param(&mut g, "w1", &[256, 128]);
+    let w2 = param(&mut g, "w2", &[128, 10]);
+    let wc = param(&mut g, "wc", &[8, 4, 3, 3]);
+    let win = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let h = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![x, w1],
+            "",
+        )
+        .unwrap();
+    let h = g.push(Op::Unary(UnaryOp::Relu), vec![h], "").unwrap();
+    let o = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![h, w2],
+            "",
+        )
+        .unwrap();
+    let dw1 = g
+        .push(
+            Op::MatMul {
+                ta: true,
+                tb: false,
+            },
+            vec![x, h],
+            "",
+        )
+        .unwrap();
+    let c = g.push(Op::Conv2d(win), vec![im, wc], "").unwrap();
+    let dwc = g.push(Op::Conv2dGradWeight(win), vec![im, c], "").unwrap();
+    let dim = g.push_typed(Op::Conv2dGradInput(win), vec![c, wc], g.ty(im).clone(), "");
+    for (n, v) in [("o", o), ("dw1", dw1), ("c", c), ("dwc", dwc), ("dim", dim)] {
+        g.set_output(n, v);
+    }
+    g
+}
+
+fn run_once(g: &Graph, gens: &[Gen], batch: usize, threads: usize) -> Vec<Vec<f32>> {
     let mut rng = Rng(42);
-    let d = draw(g, &[Gen::U(-1.0, 1.0), Gen::Int(0, 5)], batch, &mut rng);
+    let d = draw(g, gens, batch, &mut rng);
     let mut jit = Jit::compile(g, &JitOptions { threads }).unwrap();
     let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
     jit.run(batch, &feeds(g, &d), &params, StepCtx::default())
@@ -992,9 +1046,18 @@ fn run_once(g: &Graph, batch: usize, threads: usize) -> Vec<Vec<f32>> {
 #[test]
 fn runs_are_bit_identical_and_thread_count_does_not_matter() {
     let g = mlp();
-    let a = run_once(&g, 64, 1);
-    assert_eq!(a, run_once(&g, 64, 1));
-    assert_eq!(a, run_once(&g, 64, 2));
+    let gens = [Gen::U(-1.0, 1.0), Gen::Int(0, 5)];
+    let a = run_once(&g, &gens, 64, 1);
+    assert_eq!(a, run_once(&g, &gens, 64, 1));
+    assert_eq!(a, run_once(&g, &gens, 64, 2));
+    let g = wide();
+    let gens = [Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0)];
+    let a = run_once(&g, &gens, 64, 1);
+    assert_eq!(a, run_once(&g, &gens, 64, 1));
+    assert_eq!(a, run_once(&g, &gens, 64, 2));
+    assert_eq!(a, run_once(&g, &gens, 64, 3));
+    // Sums of 256 products of magnitude ~1 that cancel: f32 rounding reaches ~1e-5 absolute.
+    compare(&g, &gens, 64, 9, 1e-4);
 }
 
 #[test]
