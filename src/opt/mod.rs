@@ -1,1 +1,3 @@
-//! (stage under construction)
+//! Graph-to-graph passes.
+
+pub mod dce;

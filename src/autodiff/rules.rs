@@ -1,0 +1,227 @@
+//! The vector-Jacobian product of every op: given forward node `v` and the gradient `dy` of the
+//! loss with respect to its value, add each input's share to that input's gradient.
+
+use super::Backward;
+use crate::ir::{BinaryOp, Op, Type, UnaryOp, ValueId};
+
+/// Propagates `dy` (the complete gradient of `v`) to `v`'s inputs that need a gradient.
+pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), String> {
+    let node = b.g.node(v).clone();
+    let ins = node.inputs.clone();
+    let x = |k: usize| ins[k];
+    match node.op {
+        Op::Input { .. } | Op::Param(_) | Op::Const(_) => {}
+        Op::Unary(u) => {
+            let at = if u.grad_uses_output() { v } else { x(0) };
+            let d = b.push(x(0), Op::UnaryGrad(u), vec![at, dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::Binary(op) => binary(b, op, v, x(0), x(1), dy)?,
+        Op::MatMul { ta, tb } => {
+            let (a, w) = (x(0), x(1));
+            // c = a·w: da = dc·wᵀ, dw = aᵀ·dc; c = a·wᵀ: da = dc·w, dw = dcᵀ·a;
+            // c = aᵀ·w: da = w·dcᵀ, dw = a·dc.
+            let (da, dw) = match (ta, tb) {
+                (false, false) => ((dy, w, false, true), (a, dy, true, false)),
+                (false, true) => ((dy, w, false, false), (dy, a, true, false)),
+                (true, false) => ((w, dy, false, true), (a, dy, false, false)),
+                (true, true) => return Err("matmul with both ta and tb has no gradient".into()),
+            };
+            for (target, (l, r, ta, tb)) in [(a, da), (w, dw)] {
+                if b.wants(target) {
+                    let d = b.push(target, Op::MatMul { ta, tb }, vec![l, r])?;
+                    b.accumulate(target, d)?;
+                }
+            }
+        }
+        Op::BiasAdd { axis } => {
+            b.accumulate(x(0), dy)?;
+            if b.wants(x(1)) {
+                let d = b.push(x(1), Op::BiasGrad { axis }, vec![dy])?;
+                b.accumulate(x(1), d)?;
+            }
+        }
+        Op::Conv2d(w) => {
+            if b.wants(x(0)) {
+                let ty = b.g.ty(x(0)).clone();
+                let d = b.push_typed(x(0), Op::Conv2dGradInput(w), vec![dy, x(1)], ty);
+                b.accumulate(x(0), d)?;
+            }
+            if b.wants(x(1)) {
+                let d = b.push(x(1), Op::Conv2dGradWeight(w), vec![x(0), dy])?;
+                b.accumulate(x(1), d)?;
+            }
+        }
+        Op::MaxPool(w) => {
+            let d = b.push(x(0), Op::MaxPoolGrad(w), vec![x(0), dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::AvgPool(w) => {
+            let ty = b.g.ty(x(0)).clone();
+            let d = b.push_typed(x(0), Op::AvgPoolGrad(w), vec![dy], ty);
+            b.accumulate(x(0), d)?;
+        }
+        Op::Reshape => {
+            let ty = b.g.ty(x(0)).clone();
+            let d = b.push_typed(x(0), Op::Reshape, vec![dy], ty);
+            b.accumulate(x(0), d)?;
+        }
+        Op::Embedding => {
+            let ty = b.g.ty(x(1)).clone();
+            let d = b.push_typed(x(1), Op::EmbeddingGrad, vec![x(0), dy], ty);
+            b.accumulate(x(1), d)?;
+        }
+        Op::RnnScan { act } => {
+            // da = ∂loss/∂(pre-activations); xp enters each pre-activation directly, and
+            // dw_hh = Σ_t h_{t−1}ᵀ·da_t.
+            let da = b.push(x(0), Op::RnnScanGrad { act }, vec![v, x(1), dy])?;
+            b.accumulate(x(0), da)?;
+            if b.wants(x(1)) {
+                let prev = b.push(x(1), Op::TimeShift, vec![v])?;
+                let d = b.push(
+                    x(1),
+                    Op::MatMul {
+                        ta: true,
+                        tb: false,
+                    },
+                    vec![prev, da],
+                )?;
+                b.accumulate(x(1), d)?;
+            }
+        }
+        Op::Dropout { p } => {
+            let d = b.push(x(0), Op::DropoutGrad { p }, vec![dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::Softmax => {
+            let d = b.push(x(0), Op::SoftmaxGrad, vec![v, dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::LogSoftmax => {
+            let d = b.push(x(0), Op::LogSoftmaxGrad, vec![v, dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::CrossEntropy => {
+            let d = b.push(x(0), Op::CrossEntropyGrad, vec![x(0), x(1), dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::SoftCrossEntropy => {
+            no_gradient_into(b, &node.op, x(1), "its target")?;
+            let d = b.push(x(0), Op::SoftCrossEntropyGrad, vec![x(0), x(1), dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::KlDiv => {
+            // The first argument is a target by definition: no gradient flows into it.
+            if b.wants(x(1)) {
+                let d = b.push(x(1), Op::KlDivGrad, vec![x(0), x(1), dy])?;
+                b.accumulate(x(1), d)?;
+            }
+        }
+        Op::Mse => {
+            let d = b.push(x(0), Op::MseGrad, vec![x(0), x(1), dy])?;
+            b.accumulate(x(0), d)?;
+            if b.wants(x(1)) {
+                // mse is symmetric up to sign: d/db = −d/da.
+                let nd = b.push(x(1), Op::Unary(UnaryOp::Neg), vec![d])?;
+                b.accumulate(x(1), nd)?;
+            }
+        }
+        Op::Bce => {
+            no_gradient_into(b, &node.op, x(1), "its target")?;
+            let d = b.push(x(0), Op::BceGrad, vec![x(0), x(1), dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::SumSquares => {
+            // d Σx² = 2x·dl.
+            let xd = b.push(x(0), Op::Binary(BinaryOp::Mul), vec![x(0), dy])?;
+            let two = b.constant(x(0), 2.0);
+            let d = b.push(x(0), Op::Binary(BinaryOp::Mul), vec![xd, two])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::OneHot { .. } => {} // its input is integer ids
+        Op::UnaryGrad(_)
+        | Op::BiasGrad { .. }
+        | Op::Conv2dGradInput(_)
+        | Op::Conv2dGradWeight(_)
+        | Op::MaxPoolGrad(_)
+        | Op::AvgPoolGrad(_)
+        | Op::EmbeddingGrad
+        | Op::RnnScanGrad { .. }
+        | Op::TimeShift
+        | Op::DropoutGrad { .. }
+        | Op::SoftmaxGrad
+        | Op::LogSoftmaxGrad
+        | Op::CrossEntropyGrad
+        | Op::SoftCrossEntropyGrad
+        | Op::KlDivGrad
+        | Op::MseGrad
+        | Op::BceGrad => {
+            return Err(format!(
+                "{} (%{}) has no gradient rule (it belongs to backward graphs)",
+                node.op.name(),
+                v.0
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn no_gradient_into(b: &Backward, op: &Op, target: ValueId, what: &str) -> Result<(), String> {
+    if b.wants(target) {
+        return Err(format!(
+            "{}: no gradient flows into {what}, which depends on a trainable parameter",
+            op.name()
+        ));
+    }
+    Ok(())
+}
+
+/// Elementwise a op b, with a scalar operand broadcast (its gradient is then summed).
+fn binary(
+    b: &mut Backward,
+    op: BinaryOp,
+    y: ValueId,
+    a: ValueId,
+    c: ValueId,
+    dy: ValueId,
+) -> Result<(), String> {
+    if b.wants(a) {
+        let d = match op {
+            BinaryOp::Add | BinaryOp::Sub => dy,
+            BinaryOp::Mul => b.push(a, Op::Binary(BinaryOp::Mul), vec![dy, c])?,
+            BinaryOp::Div => b.push(a, Op::Binary(BinaryOp::Div), vec![dy, c])?,
+        };
+        let d = reduce_to(b, a, d)?;
+        b.accumulate(a, d)?;
+    }
+    if b.wants(c) {
+        let d = match op {
+            BinaryOp::Add => dy,
+            BinaryOp::Sub => b.push(c, Op::Unary(UnaryOp::Neg), vec![dy])?,
+            BinaryOp::Mul => b.push(c, Op::Binary(BinaryOp::Mul), vec![dy, a])?,
+            BinaryOp::Div => {
+                // d(a/c)/dc = −(a/c)/c = −y/c.
+                let t = b.push(c, Op::Binary(BinaryOp::Mul), vec![dy, y])?;
+                let t = b.push(c, Op::Binary(BinaryOp::Div), vec![t, c])?;
+                b.push(c, Op::Unary(UnaryOp::Neg), vec![t])?
+            }
+        };
+        let d = reduce_to(b, c, d)?;
+        b.accumulate(c, d)?;
+    }
+    Ok(())
+}
+
+/// `d` summed to a scalar when `target` is a scalar that was broadcast; else `d` as is.
+/// The sum is a `BiasGrad` over a trailing unit axis: `[…, N, 1] -> f32[1]`, then reshaped to `f32[]`.
+fn reduce_to(b: &mut Backward, target: ValueId, d: ValueId) -> Result<ValueId, String> {
+    let dt = b.g.ty(d).clone();
+    if !b.g.ty(target).is_scalar() || dt.is_scalar() {
+        return Ok(d);
+    }
+    let column = Type::f32(dt.batched, vec![dt.per_sample(), 1]);
+    let axis = column.rank() - 1;
+    let col = b.push_typed(target, Op::Reshape, vec![d], column);
+    let sum = b.push(target, Op::BiasGrad { axis }, vec![col])?;
+    Ok(b.push_typed(target, Op::Reshape, vec![sum], Type::scalar()))
+}
