@@ -71,7 +71,16 @@ mod tests {
         let mut g = Graph::new("t", false);
         let x = g.input("x", Type::f32(true, vec![4]));
         let w = g.input("w", Type::f32(false, vec![4, 3]));
-        let y = g.push(Op::MatMul { ta: false, tb: false }, vec![x, w], "dense").unwrap();
+        let y = g
+            .push(
+                Op::MatMul {
+                    ta: false,
+                    tb: false,
+                },
+                vec![x, w],
+                "dense",
+            )
+            .unwrap();
         let z = g.push(Op::Unary(UnaryOp::Tanh), vec![y], "act").unwrap();
         g.set_output("output", z);
         g
@@ -80,7 +89,10 @@ mod tests {
     #[test]
     fn clif_listing_heads_each_kernel_with_its_node() {
         let text = clif_text(&small()).unwrap();
-        assert!(text.contains("; %2 = matmul %0, %1 : f32[B,3]  ; dense"), "{text}");
+        assert!(
+            text.contains("; %2 = matmul %0, %1 : f32[B,3]  ; dense"),
+            "{text}"
+        );
         assert!(text.contains("; %3 = tanh %2 : f32[B,3]  ; act"), "{text}");
         assert!(text.contains("function "), "{text}");
         assert!(text.contains("f32x4"), "{text}");
