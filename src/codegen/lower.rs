@@ -345,7 +345,12 @@ fn emit(
         }
         Op::RnnScanGrad { act } => {
             arity(3)?;
-            one(km, &mut |kb| rnn::scan_grad(kb, *act, &ty, i, &ins))
+            let wt = scratch_base + scratch.len();
+            scratch.push(Scratch {
+                per: ty.last() * ty.last(),
+                batched: false,
+            });
+            one(km, &mut |kb| rnn::scan_grad(kb, *act, &ty, i, &ins, wt))
         }
         Op::TimeShift => {
             arity(1)?;
