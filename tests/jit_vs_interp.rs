@@ -1226,3 +1226,49 @@ fn autodiff_rnn_distillation() {
     g.set_output("loss", l);
     check_trained(g, &[Gen::Int(0, v as i32), Gen::U(-2.0, 2.0)]);
 }
+
+#[test]
+fn malformed_graphs_are_errors() {
+    let opts = JitOptions::default();
+    // i32 where f32 is read.
+    let g = single(
+        "bad_dtype",
+        Op::Unary(UnaryOp::Neg),
+        &[Type::i32(true, vec![3])],
+        Some(f(true, &[3])),
+    );
+    assert!(Jit::compile(&g, &opts).is_err());
+    // Given types that do not match the op.
+    let w = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let g = single(
+        "bad_conv_grad_input",
+        Op::Conv2dGradInput(w),
+        &[f(true, &[4, 8, 8]), f(false, &[4, 2, 3, 3])],
+        Some(f(true, &[3, 8, 8])),
+    );
+    assert!(Jit::compile(&g, &opts).is_err());
+    let g = single(
+        "bad_avgpool_grad",
+        Op::AvgPoolGrad(w),
+        &[f(true, &[2, 5, 5])],
+        Some(f(true, &[2, 7, 7])),
+    );
+    assert!(Jit::compile(&g, &opts).is_err());
+    let g = single(
+        "bad_embedding_grad",
+        Op::EmbeddingGrad,
+        &[Type::i32(true, vec![3]), f(true, &[3, 4])],
+        Some(f(false, &[10, 5])),
+    );
+    assert!(Jit::compile(&g, &opts).is_err());
+    // A node using a later value.
+    let mut g = Graph::new("order", false);
+    let x = g.input("x", f(true, &[2]));
+    g.push_typed(Op::Unary(UnaryOp::Neg), vec![ValueId(5)], f(true, &[2]), "");
+    g.set_output("out", x);
+    assert!(Jit::compile(&g, &opts).is_err());
+}

@@ -45,7 +45,9 @@ pub fn step(
         win: *win,
     };
     let (ckk, pos) = geom.cols_shape().map_err(CodegenError::Graph)?;
-    if pos != y.dims[1] * y.dims[2] {
+    let wdims = [y.dims[0], x.dims[0], win.kernel, win.kernel];
+    let weight_ok = kind == ConvKind::GradWeight || t1.dims == wdims;
+    if geom.out_hw().ok() != Some((y.dims[1], y.dims[2])) || !weight_ok {
         return Err(CodegenError::Graph(format!(
             "{}: {y} is not the output of {x}",
             op.name()

@@ -74,6 +74,7 @@ fn header(g: &Graph, i: usize) -> String {
 }
 
 pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
+    crate::ir::verify::verify(g).map_err(|errs| CodegenError::Graph(errs.join("; ")))?;
     let mut km = KernelModule::new(listing)?;
     let mut storage = Vec::with_capacity(g.nodes.len());
     let mut scratch = Vec::new();
@@ -320,6 +321,18 @@ fn emit(
             } else {
                 (ity(0), ty.clone())
             };
+            // The gradient's type is given, not inferred: check it pools to dy's shape.
+            let fits = x.batched
+                && x.dims.len() == 3
+                && y.dims.len() == 3
+                && x.dims[0] == y.dims[0]
+                && w.out_len(x.dims[1]) == Some(y.dims[1])
+                && w.out_len(x.dims[2]) == Some(y.dims[2]);
+            if !fits {
+                return Err(CodegenError::Graph(format!(
+                    "%{i}: avg_pool of {x} does not give {y}"
+                )));
+            }
             one(km, &mut |kb| pool::avg_pool(kb, w, &x, &y, i, &ins, grad))
         }
         Op::Embedding => {
@@ -332,6 +345,12 @@ fn emit(
             arity(2)?;
             let ids = ity(0);
             let (v, e) = table_dims(&ty.dims, i)?;
+            let dy = ity(1);
+            if ty.batched || dy.batched != ids.batched || dy.per_sample() != ids.per_sample() * e {
+                return Err(CodegenError::Graph(format!(
+                    "%{i}: embedding_grad of {dy} cannot give {ty}"
+                )));
+            }
             one(km, &mut |kb| embed::embedding_grad(kb, &ids, v, e, i, &ins))
         }
         Op::OneHot { n: classes } => {
