@@ -464,10 +464,13 @@ fn recurrences() {
     let mut rng = Rng(8);
     for act in [UnaryOp::Tanh, UnaryOp::Relu, UnaryOp::Sigmoid] {
         for &batch in &BATCHES {
-            let (t, h) = (rng.range(1, 7), rng.range(1, 11));
+            let (t, h) = (rng.range(1, 7), rng.range(1, 37));
             let s = f(true, &[t, h]);
             let w = f(false, &[h, h]);
             let u = Gen::U(-1.0, 1.0);
+            // The recurrent weight at its usual scale (±1/√H), so that states stay O(1).
+            let ws = 1.0 / (h as f32).sqrt();
+            let wg = Gen::U(-ws, ws);
             compare(
                 &single(
                     "rnn_scan",
@@ -475,7 +478,7 @@ fn recurrences() {
                     &[s.clone(), w.clone()],
                     None,
                 ),
-                &[u, u],
+                &[u, wg],
                 batch,
                 rng.next(),
                 TOL,
@@ -491,7 +494,7 @@ fn recurrences() {
                 &[s.clone(), w, s.clone()],
                 None,
             );
-            compare(&g, &[hv, u, u], batch, rng.next(), TOL);
+            compare(&g, &[hv, wg, u], batch, rng.next(), TOL);
             compare(
                 &single("time_shift", Op::TimeShift, &[s], None),
                 &[u],
@@ -976,9 +979,63 @@ fn rnn_forward_backward() {
     }
 }
 
-fn run_once(g: &Graph, batch: usize, threads: usize) -> Vec<Vec<f32>> {
+/// Big enough that products and convolutions are split across threads: dense 256→128→10 and
+/// a 3×3 conv with 8 channels on 16×16 images, with weight and input gradients.
+fn wide() -> Graph {
+    let mut g = Graph::new("wide", true);
+    let x = g.input("x", f(true, &[256]));
+    let im = g.input("im", f(true, &[4, 16, 16]));
+    let w1 = param(&mut g, "w1", &[256, 128]);
+    let w2 = param(&mut g, "w2", &[128, 10]);
+    let wc = param(&mut g, "wc", &[8, 4, 3, 3]);
+    let win = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let h = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![x, w1],
+            "",
+        )
+        .unwrap();
+    let h = g.push(Op::Unary(UnaryOp::Relu), vec![h], "").unwrap();
+    let o = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![h, w2],
+            "",
+        )
+        .unwrap();
+    let dw1 = g
+        .push(
+            Op::MatMul {
+                ta: true,
+                tb: false,
+            },
+            vec![x, h],
+            "",
+        )
+        .unwrap();
+    let c = g.push(Op::Conv2d(win), vec![im, wc], "").unwrap();
+    let dwc = g.push(Op::Conv2dGradWeight(win), vec![im, c], "").unwrap();
+    let dim = g.push_typed(Op::Conv2dGradInput(win), vec![c, wc], g.ty(im).clone(), "");
+    for (n, v) in [("o", o), ("dw1", dw1), ("c", c), ("dwc", dwc), ("dim", dim)] {
+        g.set_output(n, v);
+    }
+    g
+}
+
+fn run_once(g: &Graph, gens: &[Gen], batch: usize, threads: usize) -> Vec<Vec<f32>> {
     let mut rng = Rng(42);
-    let d = draw(g, &[Gen::U(-1.0, 1.0), Gen::Int(0, 5)], batch, &mut rng);
+    let d = draw(g, gens, batch, &mut rng);
     let mut jit = Jit::compile(g, &JitOptions { threads }).unwrap();
     let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
     jit.run(batch, &feeds(g, &d), &params, StepCtx::default())
@@ -992,9 +1049,18 @@ fn run_once(g: &Graph, batch: usize, threads: usize) -> Vec<Vec<f32>> {
 #[test]
 fn runs_are_bit_identical_and_thread_count_does_not_matter() {
     let g = mlp();
-    let a = run_once(&g, 64, 1);
-    assert_eq!(a, run_once(&g, 64, 1));
-    assert_eq!(a, run_once(&g, 64, 2));
+    let gens = [Gen::U(-1.0, 1.0), Gen::Int(0, 5)];
+    let a = run_once(&g, &gens, 64, 1);
+    assert_eq!(a, run_once(&g, &gens, 64, 1));
+    assert_eq!(a, run_once(&g, &gens, 64, 2));
+    let g = wide();
+    let gens = [Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0)];
+    let a = run_once(&g, &gens, 64, 1);
+    assert_eq!(a, run_once(&g, &gens, 64, 1));
+    assert_eq!(a, run_once(&g, &gens, 64, 2));
+    assert_eq!(a, run_once(&g, &gens, 64, 3));
+    // Sums of 256 products of magnitude ~1 that cancel: f32 rounding reaches ~1e-5 absolute.
+    compare(&g, &gens, 64, 9, 1e-4);
 }
 
 #[test]
@@ -1039,4 +1105,170 @@ fn bad_feeds_are_errors() {
             StepCtx::default()
         )
         .is_err());
+}
+
+fn dense(g: &mut Graph, x: ValueId, name: &str, out: usize) -> ValueId {
+    let k = g.ty(x).last();
+    let w = param(g, &format!("{name}.weight"), &[k, out]);
+    let b = param(g, &format!("{name}.bias"), &[out]);
+    let y = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![x, w],
+            name,
+        )
+        .unwrap();
+    let axis = g.ty(y).rank() - 1;
+    g.push(Op::BiasAdd { axis }, vec![y, b], name).unwrap()
+}
+
+/// Forward graphs differentiated by `autodiff::grad`, then every node compared.
+fn check_trained(g: Graph, gens: &[Gen]) {
+    let mut t = nnc::autodiff::grad(&g).unwrap_or_else(|e| panic!("grad {}: {e}", g.name));
+    assert!(
+        t.nodes.len() > g.nodes.len(),
+        "{}: no backward nodes",
+        g.name
+    );
+    expose_all(&mut t);
+    for &batch in &BATCHES {
+        compare(&t, gens, batch, 400 + batch as u64, TOL);
+    }
+}
+
+#[test]
+fn autodiff_mlp_with_dropout_soft_targets_and_l2() {
+    let mut g = Graph::new("mlp2", true);
+    let x = g.input("x", f(true, &[8]));
+    let target = g.input("target", f(true, &[3]));
+    let h = dense(&mut g, x, "l1", 16);
+    let h = g.push(Op::Unary(UnaryOp::Sigmoid), vec![h], "").unwrap();
+    let h = g.push(Op::Dropout { p: 0.25 }, vec![h], "").unwrap();
+    let o = dense(&mut g, h, "l2", 3);
+    let l = g.push(Op::SoftCrossEntropy, vec![o, target], "").unwrap();
+    let w1 = g.param_node(g.param_by_path("l1.weight").unwrap()).unwrap();
+    let l2 = g.push(Op::SumSquares, vec![w1], "").unwrap();
+    let c = g.constant(0.01);
+    let l2 = g.push(Op::Binary(BinaryOp::Mul), vec![c, l2], "").unwrap();
+    let l = g.push(Op::Binary(BinaryOp::Add), vec![l, l2], "").unwrap();
+    g.set_output("loss", l);
+    check_trained(g, &[Gen::U(-1.0, 1.0), Gen::U(0.0, 0.5)]);
+}
+
+#[test]
+fn autodiff_cnn_with_pools() {
+    let mut g = Graph::new("cnn2", true);
+    let x = g.input("x", f(true, &[2, 9, 9]));
+    let y = g.input("y", Type::i32(true, vec![]));
+    let wc = param(&mut g, "conv.weight", &[3, 2, 3, 3]);
+    let bc = param(&mut g, "conv.bias", &[3]);
+    let c = g
+        .push(
+            Op::Conv2d(Window {
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            }),
+            vec![x, wc],
+            "",
+        )
+        .unwrap();
+    let c = g.push(Op::BiasAdd { axis: 1 }, vec![c, bc], "").unwrap();
+    let r = g.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
+    let a = g
+        .push(
+            Op::AvgPool(Window {
+                kernel: 2,
+                stride: 1,
+                pad: 0,
+            }),
+            vec![r],
+            "",
+        )
+        .unwrap();
+    let m = g
+        .push(
+            Op::MaxPool(Window {
+                kernel: 2,
+                stride: 2,
+                pad: 1,
+            }),
+            vec![a],
+            "",
+        )
+        .unwrap();
+    let n = g.ty(m).per_sample();
+    let fl = g.push_typed(Op::Reshape, vec![m], f(true, &[n]), "");
+    let o = dense(&mut g, fl, "fc", 4);
+    let l = g.push(Op::CrossEntropy, vec![o, y], "").unwrap();
+    g.set_output("loss", l);
+    check_trained(g, &[Gen::U(-1.0, 1.0), Gen::Int(0, 4)]);
+}
+
+#[test]
+fn autodiff_rnn_distillation() {
+    let (t, v) = (5, 6);
+    let mut g = Graph::new("rnn2", true);
+    let ids = g.input("ids", Type::i32(true, vec![t]));
+    let teacher = g.input("teacher", f(true, &[t, v]));
+    let emb = param(&mut g, "emb.weight", &[v, 4]);
+    let whh = param(&mut g, "rnn.w_hh", &[7, 7]);
+    let e = g.push(Op::Embedding, vec![ids, emb], "").unwrap();
+    let xp = dense(&mut g, e, "rnn.xh", 7);
+    let h = g
+        .push(Op::RnnScan { act: UnaryOp::Tanh }, vec![xp, whh], "")
+        .unwrap();
+    let o = dense(&mut g, h, "out", v);
+    let l = g.push(Op::KlDiv, vec![teacher, o], "").unwrap();
+    g.set_output("loss", l);
+    check_trained(g, &[Gen::Int(0, v as i32), Gen::U(-2.0, 2.0)]);
+}
+
+#[test]
+fn malformed_graphs_are_errors() {
+    let opts = JitOptions::default();
+    // i32 where f32 is read.
+    let g = single(
+        "bad_dtype",
+        Op::Unary(UnaryOp::Neg),
+        &[Type::i32(true, vec![3])],
+        Some(f(true, &[3])),
+    );
+    assert!(Jit::compile(&g, &opts).is_err());
+    // Given types that do not match the op.
+    let w = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let g = single(
+        "bad_conv_grad_input",
+        Op::Conv2dGradInput(w),
+        &[f(true, &[4, 8, 8]), f(false, &[4, 2, 3, 3])],
+        Some(f(true, &[3, 8, 8])),
+    );
+    assert!(Jit::compile(&g, &opts).is_err());
+    let g = single(
+        "bad_avgpool_grad",
+        Op::AvgPoolGrad(w),
+        &[f(true, &[2, 5, 5])],
+        Some(f(true, &[2, 7, 7])),
+    );
+    assert!(Jit::compile(&g, &opts).is_err());
+    let g = single(
+        "bad_embedding_grad",
+        Op::EmbeddingGrad,
+        &[Type::i32(true, vec![3]), f(true, &[3, 4])],
+        Some(f(false, &[10, 5])),
+    );
+    assert!(Jit::compile(&g, &opts).is_err());
+    // A node using a later value.
+    let mut g = Graph::new("order", false);
+    let x = g.input("x", f(true, &[2]));
+    g.push_typed(Op::Unary(UnaryOp::Neg), vec![ValueId(5)], f(true, &[2]), "");
+    g.set_output("out", x);
+    assert!(Jit::compile(&g, &opts).is_err());
 }

@@ -4,8 +4,9 @@
 //! parameters are not copied: the pointer table points kernels straight at the caller's slices
 //! for the duration of one `run`. `Reshape` shares its input's buffer.
 
+use super::glue::{lib, Lib, Table};
 use super::kernel::{KernelFn, Listing};
-use super::lower::{ctx_slot, lower, Scratch, Storage};
+use super::lower::{ctx_slot, lower, Scratch, Step, Storage};
 use super::CodegenError;
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::{DType, Graph, Op};
@@ -26,7 +27,10 @@ impl Default for JitOptions {
 /// A graph compiled to machine code, with its buffers.
 pub struct Jit {
     graph: Graph,
+    threads: usize,
+    steps: Vec<Step>,
     kernels: Vec<KernelFn>,
+    lib: &'static Lib,
     storage: Vec<Storage>,
     scratch: Vec<Scratch>,
     /// Owned buffers, one per node (empty for nodes that own none).
@@ -53,7 +57,7 @@ unsafe impl Send for Jit {}
 
 impl Jit {
     pub fn compile(g: &Graph, opts: &JitOptions) -> Result<Jit, CodegenError> {
-        let _ = opts.threads;
+        let lib = lib()?;
         let lowered = lower(g, Listing::default())?;
         let input_nodes: Vec<usize> = g.inputs().iter().map(|(v, _)| v.index()).collect();
         let mut id_checks = Vec::new();
@@ -83,7 +87,10 @@ impl Jit {
         let slots = ctx_slot(g) + 1 + lowered.scratch.len();
         Ok(Jit {
             graph: g.clone(),
+            threads: opts.threads.max(1),
+            steps: lowered.steps,
             kernels: lowered.kernels,
+            lib,
             storage: lowered.storage,
             scratch: lowered.scratch,
             bufs: vec![Vec::new(); g.nodes.len()],
@@ -213,10 +220,21 @@ impl Executor for Jit {
         for (k, s) in self.scratch_bufs.iter_mut().enumerate() {
             self.table[c + 1 + k] = s.as_mut_ptr() as *mut u8;
         }
-        for k in &self.kernels {
-            // SAFETY: every slot a kernel reads or writes points at a live buffer of the size
-            // its type has for `batch` (validated above); kernels write only owned buffers.
-            unsafe { k(self.table.as_ptr(), batch as i64) };
+        let table = Table(&self.table);
+        for step in &self.steps {
+            // SAFETY: every slot a step reads or writes points at a live buffer of the size its
+            // type has for `batch` (validated above); steps write only owned buffers.
+            unsafe {
+                match step {
+                    Step::Kernel(k) => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
+                    Step::MatMul(m) => m
+                        .run(table, batch, self.threads, self.lib)
+                        .map_err(ExecError::Other)?,
+                    Step::Conv(c) => c
+                        .run(table, batch, self.threads, self.lib)
+                        .map_err(ExecError::Other)?,
+                }
+            }
         }
         // Outputs that are the caller's memory are copied: it may be gone after `run`.
         self.copies.clear();

@@ -7,11 +7,12 @@
 //! writes, and every dimension except the batch size is a compile-time constant.
 
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type as ClifType, Value};
-use cranelift_codegen::{settings, Context};
+use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
+use cranelift_jit::JITModule;
+use cranelift_module::{Linkage, Module};
 
+use super::jitmod::new_jit_module;
 use super::CodegenError;
 use crate::ir::Type;
 
@@ -53,7 +54,7 @@ pub struct KernelModule {
 
 impl KernelModule {
     pub fn new(listing: Listing) -> Result<KernelModule, CodegenError> {
-        let module = new_jit_module()?;
+        let module = new_jit_module().map_err(CodegenError::Cranelift)?;
         let ctx = module.make_context();
         Ok(KernelModule {
             module,
@@ -118,6 +119,14 @@ impl KernelModule {
         Ok(self.pending.len() - 1)
     }
 
+    /// Adds a note to the listing (for steps that are not one kernel of this module).
+    pub fn note(&mut self, text: &str) {
+        if self.listing.clif || self.listing.asm {
+            self.listing.text.push_str(text);
+            self.listing.text.push('\n');
+        }
+    }
+
     /// Finalizes every kernel; returns their entry points (indexed by the handles of
     /// [`kernel`](KernelModule::kernel)) and the module that owns the code.
     pub fn finish(mut self) -> Result<(Vec<KernelFn>, JITModule, String), CodegenError> {
@@ -137,23 +146,6 @@ impl KernelModule {
 
 fn cl(e: impl std::fmt::Display) -> CodegenError {
     CodegenError::Cranelift(e.to_string())
-}
-
-/// A JIT module for the host, optimizing for speed.
-pub fn new_jit_module() -> Result<JITModule, CodegenError> {
-    let mut flags = settings::builder();
-    use cranelift_codegen::settings::Configurable;
-    flags.set("opt_level", "speed").map_err(cl)?;
-    flags.set("use_colocated_libcalls", "false").map_err(cl)?;
-    flags.set("is_pic", "false").map_err(cl)?;
-    let isa = cranelift_native::builder()
-        .map_err(cl)?
-        .finish(settings::Flags::new(flags))
-        .map_err(cl)?;
-    Ok(JITModule::new(JITBuilder::with_isa(
-        isa,
-        default_libcall_names(),
-    )))
 }
 
 /// A kernel under construction: the builder, the pointer table and the batch size.

@@ -2,8 +2,8 @@
 //! storage plan of every value (caller's input or parameter slice, an owned buffer, or an alias
 //! of another value for `Reshape`).
 
+use super::glue::{ConvStep, Dim, MatMulStep};
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
-use super::matmul::{Dim, MatMulShape};
 use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, CodegenError};
 use crate::ir::{DType, Graph, Node, Op};
 use elementwise::Operand;
@@ -29,8 +29,19 @@ pub struct Scratch {
     pub batched: bool,
 }
 
-/// The compiled graph: kernels in execution order, storage of every value, scratch buffers.
+/// One step of a compiled graph.
+pub enum Step {
+    /// A Cranelift kernel (index into [`Lowered::kernels`]).
+    Kernel(usize),
+    /// A matrix product on the JIT'd GEMM.
+    MatMul(MatMulStep),
+    /// A convolution on the JIT'd im2col/col2im and GEMM.
+    Conv(ConvStep),
+}
+
+/// The compiled graph: steps in execution order, storage of every value, scratch buffers.
 pub struct Lowered {
+    pub steps: Vec<Step>,
     pub kernels: Vec<KernelFn>,
     pub storage: Vec<Storage>,
     pub scratch: Vec<Scratch>,
@@ -63,9 +74,11 @@ fn header(g: &Graph, i: usize) -> String {
 }
 
 pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
+    crate::ir::verify::verify(g).map_err(|errs| CodegenError::Graph(errs.join("; ")))?;
     let mut km = KernelModule::new(listing)?;
     let mut storage = Vec::with_capacity(g.nodes.len());
     let mut scratch = Vec::new();
+    let mut steps = Vec::new();
     let inputs = g.inputs();
     for (i, n) in g.nodes.iter().enumerate() {
         for v in &n.inputs {
@@ -100,12 +113,23 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
             let ctx = ctx_slot(g);
             let scratch_base = ctx + 1;
             let h = header(g, i);
-            emit(&mut km, g, i, n, ctx, scratch_base, &mut scratch, &h)?;
+            emit(
+                &mut km,
+                &mut steps,
+                g,
+                i,
+                n,
+                ctx,
+                scratch_base,
+                &mut scratch,
+                &h,
+            )?;
         }
         storage.push(st);
     }
     let (kernels, module, listing) = km.finish()?;
     Ok(Lowered {
+        steps,
         kernels,
         storage,
         scratch,
@@ -146,6 +170,7 @@ fn check_dtypes(g: &Graph, i: usize, n: &Node) -> Result<(), CodegenError> {
 #[allow(clippy::too_many_arguments)]
 fn emit(
     km: &mut KernelModule,
+    steps: &mut Vec<Step>,
     g: &Graph,
     i: usize,
     n: &Node,
@@ -168,11 +193,11 @@ fn emit(
             )))
         }
     };
-    let one = |km: &mut KernelModule, f: &mut dyn FnMut(&mut Kb)| -> Result<(), CodegenError> {
-        km.kernel(header, |kb| f(kb)).map(|_| ())
+    let one = |km: &mut KernelModule, f: &mut dyn FnMut(&mut Kb)| -> Result<Step, CodegenError> {
+        Ok(Step::Kernel(km.kernel(header, |kb| f(kb))?))
     };
-    match &n.op {
-        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => Ok(()),
+    let step = match &n.op {
+        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => return Ok(()),
         Op::Unary(u) => {
             arity(1)?;
             let u = *u;
@@ -236,11 +261,20 @@ fn emit(
         }
         Op::MatMul { ta, tb } => {
             arity(2)?;
-            let (a, b) = (ity(0), ity(1));
-            let s = matmul_shape(*ta, *tb, &a, &b, &ty)?;
-            one(km, &mut |kb| {
-                super::matmul::matmul(kb, &s, i, ins[0], ins[1])
-            })
+            let (m, n, k) = matmul_dims(*ta, *tb, &ity(0), &ity(1), &ty)?;
+            km.note(&format!(
+                "{header}\n; gemm m={m:?} n={n} k={k:?} ta={ta} tb={tb}\n"
+            ));
+            Ok(Step::MatMul(MatMulStep {
+                m,
+                n,
+                k,
+                ta: *ta,
+                tb: *tb,
+                a: ins[0],
+                b: ins[1],
+                c: i,
+            }))
         }
         Op::BiasAdd { axis } => {
             arity(2)?;
@@ -255,8 +289,7 @@ fn emit(
         }
         Op::Conv2d(w) | Op::Conv2dGradInput(w) | Op::Conv2dGradWeight(w) => {
             arity(2)?;
-            conv::emit(
-                km,
+            let st = conv::step(
                 &n.op,
                 w,
                 &ity(0),
@@ -266,8 +299,12 @@ fn emit(
                 &ins,
                 scratch_base,
                 scratch,
-                header,
-            )
+            )?;
+            km.note(&format!(
+                "{header}\n; im2col/col2im + gemm per image: {:?}\n",
+                st.geom
+            ));
+            Ok(Step::Conv(st))
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => {
             let grad = matches!(n.op, Op::MaxPoolGrad(_));
@@ -284,6 +321,18 @@ fn emit(
             } else {
                 (ity(0), ty.clone())
             };
+            // The gradient's type is given, not inferred: check it pools to dy's shape.
+            let fits = x.batched
+                && x.dims.len() == 3
+                && y.dims.len() == 3
+                && x.dims[0] == y.dims[0]
+                && w.out_len(x.dims[1]) == Some(y.dims[1])
+                && w.out_len(x.dims[2]) == Some(y.dims[2]);
+            if !fits {
+                return Err(CodegenError::Graph(format!(
+                    "%{i}: avg_pool of {x} does not give {y}"
+                )));
+            }
             one(km, &mut |kb| pool::avg_pool(kb, w, &x, &y, i, &ins, grad))
         }
         Op::Embedding => {
@@ -296,6 +345,12 @@ fn emit(
             arity(2)?;
             let ids = ity(0);
             let (v, e) = table_dims(&ty.dims, i)?;
+            let dy = ity(1);
+            if ty.batched || dy.batched != ids.batched || dy.per_sample() != ids.per_sample() * e {
+                return Err(CodegenError::Graph(format!(
+                    "%{i}: embedding_grad of {dy} cannot give {ty}"
+                )));
+            }
             one(km, &mut |kb| embed::embedding_grad(kb, &ids, v, e, i, &ins))
         }
         Op::OneHot { n: classes } => {
@@ -309,7 +364,12 @@ fn emit(
         }
         Op::RnnScanGrad { act } => {
             arity(3)?;
-            one(km, &mut |kb| rnn::scan_grad(kb, *act, &ty, i, &ins))
+            let wt = scratch_base + scratch.len();
+            scratch.push(Scratch {
+                per: ty.last() * ty.last(),
+                batched: false,
+            });
+            one(km, &mut |kb| rnn::scan_grad(kb, *act, &ty, i, &ins, wt))
         }
         Op::TimeShift => {
             arity(1)?;
@@ -346,7 +406,9 @@ fn emit(
             arity(3)?;
             one(km, &mut |kb| loss::loss_grad(kb, &n.op, &ty, i, &ins))
         }
-    }
+    }?;
+    steps.push(step);
+    Ok(())
 }
 
 fn table_dims(dims: &[usize], i: usize) -> Result<(usize, usize), CodegenError> {
@@ -358,47 +420,48 @@ fn table_dims(dims: &[usize], i: usize) -> Result<(usize, usize), CodegenError> 
     }
 }
 
-/// The matrix view of a `MatMul` node (see [`Op::MatMul`]).
-pub fn matmul_shape(
+/// The matrix view `(m, n, k)` of a `MatMul` node (see [`Op::MatMul`]).
+fn matmul_dims(
     ta: bool,
     tb: bool,
     a: &crate::ir::Type,
     b: &crate::ir::Type,
     out: &crate::ir::Type,
-) -> Result<MatMulShape, CodegenError> {
+) -> Result<(Dim, usize, Dim), CodegenError> {
     let bad = || CodegenError::Graph(format!("matmul of {a} and {b} is not a matrix product"));
     if a.dims.is_empty() || b.dims.is_empty() || ta && tb {
         return Err(bad());
     }
     let n = out.last();
+    let inner = a.last();
+    let rows = Dim {
+        per: a.per_sample() / inner.max(1),
+        batched: a.batched,
+    };
     if ta {
-        let m = a.last();
-        let rows = Dim {
-            per: a.per_sample() / m.max(1),
-            batched: a.batched,
-        };
-        Ok(MatMulShape {
-            m: Dim::fixed(m),
-            n,
-            k: rows,
-            ta,
-            tb,
-        })
-    } else {
-        let k = a.last();
-        let rows = Dim {
-            per: a.per_sample() / k.max(1),
-            batched: a.batched,
-        };
-        if b.batched || b.per_sample() != k * n {
+        // a: [R, M], b: [R, N], contracted over R.
+        if b.batched != a.batched || b.per_sample() != rows.per * n {
             return Err(bad());
         }
-        Ok(MatMulShape {
-            m: rows,
+        Ok((
+            Dim {
+                per: inner,
+                batched: false,
+            },
             n,
-            k: Dim::fixed(k),
-            ta,
-            tb,
-        })
+            rows,
+        ))
+    } else {
+        if b.batched || b.per_sample() != inner * n {
+            return Err(bad());
+        }
+        Ok((
+            rows,
+            n,
+            Dim {
+                per: inner,
+                batched: false,
+            },
+        ))
     }
 }

@@ -126,7 +126,12 @@ pub fn max_pool(
                 if let Some(ok) = ok {
                     better = kb.b.ins().band(better, ok);
                 }
-                best = kb.b.ins().select(better, v, best);
+                // Without padding every tap counts: fmax avoids a (badly predicted) branch.
+                best = if ok.is_none() {
+                    kb.b.ins().fmax(best, v)
+                } else {
+                    kb.b.ins().select(better, v, best)
+                };
                 arg = kb.b.ins().select(better, idx, arg);
             }
         }

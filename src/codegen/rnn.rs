@@ -1,17 +1,41 @@
 //! Recurrences over `B×T×H` sequences: `RnnScan` (the forward scan), `RnnScanGrad`
 //! (backpropagation through time) and `TimeShift`.
 //!
-//! One kernel walks every sequence of the batch step by step; each step is a vector–matrix
-//! product with the `H×H` recurrent weight (f32x4 over the output units), fused with the
-//! activation and its derivative.
+//! Both scans are one recurrence, `out_t = f(init_t + v_{t±1}·M)`, walked step by step:
+//! - forward:  `init = xp`, `v = h` (the output itself, one step back), `M = w_hh`,
+//!   `f = act`;
+//! - backward: `init = dh`, `v = da` (the output itself, one step ahead), `M = w_hhᵀ` (transposed
+//!   once per call into a scratch buffer), `f = act'(h) ⊙ ·`.
+//!
+//! Each step's vector–matrix product is register-blocked: two sequences of the batch at once
+//! and four f32x4 vectors of output units (8 accumulators), so every loaded weight vector
+//! serves two rows and every broadcast state value serves 16 units.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, InstBuilder};
+use cranelift_codegen::ir::{types, InstBuilder, Type as ClifType, Value};
 
 use super::elementwise::{unary, unary_grad};
 use super::kernel::{Kb, F32X4};
 use super::math;
 use crate::ir::{Type, UnaryOp};
+
+/// Sequences per block and f32x4 vectors of units per block.
+const ROWS: i64 = 2;
+const VECS: usize = 4;
+
+/// One recurrence: sizes, buffers (as pointers) and the direction.
+struct Recur {
+    t_len: usize,
+    h: usize,
+    act: UnaryOp,
+    /// Backward (walks t down, applies act' through `hv`).
+    grad: bool,
+    out: Value,
+    init: Value,
+    m: Value,
+    /// The forward output h (backward only).
+    hv: Option<Value>,
+}
 
 fn dims(ty: &Type) -> (usize, usize) {
     (ty.dims[0], ty.dims[1])
@@ -20,97 +44,178 @@ fn dims(ty: &Type) -> (usize, usize) {
 /// `h_t = act(xp_t + h_{t−1}·w)`, `ins` = [xp, w].
 pub fn scan(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]) {
     let (t_len, h) = dims(ty);
-    let (o, xp, w) = (kb.ptr(out), kb.ptr(ins[0]), kb.ptr(ins[1]));
+    let (out, init, m) = (kb.ptr(out), kb.ptr(ins[0]), kb.ptr(ins[1]));
+    recur(
+        kb,
+        &Recur {
+            t_len,
+            h,
+            act,
+            grad: false,
+            out,
+            init,
+            m,
+            hv: None,
+        },
+    );
+}
+
+/// `da_t = act'(h_t) ⊙ (dh_t + da_{t+1}·wᵀ)`, `ins` = [h, w, dh]; `scratch` holds `H×H` floats
+/// for `wᵀ`.
+pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize], scratch: usize) {
+    let (t_len, h) = dims(ty);
+    let (out, hv, w, init, wt) = (
+        kb.ptr(out),
+        kb.ptr(ins[0]),
+        kb.ptr(ins[1]),
+        kb.ptr(ins[2]),
+        kb.ptr(scratch),
+    );
+    // wt[k, j] = w[j, k]
+    kb.for_n(h, |kb, j| {
+        kb.for_n(h, |kb, k| {
+            let src = kb.b.ins().imul_imm_s(j, h as i64);
+            let src = kb.b.ins().iadd(src, k);
+            let dst = kb.b.ins().imul_imm_s(k, h as i64);
+            let dst = kb.b.ins().iadd(dst, j);
+            let v = kb.ld(types::F32, w, src);
+            kb.st(v, wt, dst);
+        });
+    });
+    recur(
+        kb,
+        &Recur {
+            t_len,
+            h,
+            act,
+            grad: true,
+            out,
+            init,
+            m: wt,
+            hv: Some(hv),
+        },
+    );
+}
+
+fn recur(kb: &mut Kb, r: &Recur) {
     let batch = kb.batch;
     let zero = kb.int(0);
+    let full = kb.b.ins().band_imm_s(batch, !(ROWS - 1));
+    kb.for_step(zero, full, ROWS, |kb, b| steps(kb, r, b, ROWS as usize));
+    kb.for_step(full, batch, 1, |kb, b| steps(kb, r, b, 1));
+}
+
+/// All time steps of sequences `b .. b + rows`.
+fn steps(kb: &mut Kb, r: &Recur, b: Value, rows: usize) {
+    let (t_len, h) = (r.t_len, r.h);
     let hv = kb.int(h as i64);
-    kb.for_range(zero, batch, |kb, b| {
-        kb.for_n(t_len, |kb, t| {
-            let row = kb.b.ins().imul_imm_s(b, t_len as i64);
-            let row = kb.b.ins().iadd(row, t);
-            let base = kb.b.ins().imul_imm_s(row, h as i64);
-            let prev = kb.b.ins().iadd_imm_s(base, -(h as i64));
-            let first = kb.b.ins().icmp_imm_s(IntCC::Equal, t, 0);
-            let kend = kb.b.ins().select(first, zero, hv);
-            kb.vec_loop(zero, hv, |kb, j, lane| {
-                let i = kb.b.ins().iadd(base, j);
-                let x = kb.ld(lane, xp, i);
-                let acc = kb.var(lane, x);
-                kb.for_range(zero, kend, |kb, k| {
-                    let pi = kb.b.ins().iadd(prev, k);
-                    let hp = kb.ld_rw(types::F32, o, pi);
-                    let hp = kb.splat(lane, hp);
-                    let wi = kb.b.ins().imul_imm_s(k, h as i64);
-                    let wi = kb.b.ins().iadd(wi, j);
-                    let wv = kb.ld(lane, w, wi);
-                    let p = kb.b.ins().fmul(hp, wv);
-                    let a = kb.b.use_var(acc);
-                    let a = kb.b.ins().fadd(a, p);
-                    kb.b.def_var(acc, a);
-                });
-                let a = kb.b.use_var(acc);
-                let y = unary(kb, act, a, lane);
-                kb.st(y, o, i);
-            });
+    let zero = kb.int(0);
+    kb.for_n(t_len, |kb, tt| {
+        // t walks up (forward) or down (backward); `src` is the step the state comes from.
+        let (t, edge) = if r.grad {
+            let last = kb.int(t_len as i64 - 1);
+            (kb.b.ins().isub(last, tt), (t_len - 1) as i64)
+        } else {
+            (tt, 0)
+        };
+        let at_edge = kb.b.ins().icmp_imm_s(IntCC::Equal, t, edge);
+        let kend = kb.b.ins().select(at_edge, zero, hv);
+        let bases: Vec<(Value, Value)> = (0..rows)
+            .map(|q| {
+                let row = kb.b.ins().iadd_imm_s(b, q as i64);
+                let row = kb.b.ins().imul_imm_s(row, t_len as i64);
+                let row = kb.b.ins().iadd(row, t);
+                let base = kb.b.ins().imul_imm_s(row, h as i64);
+                let src =
+                    kb.b.ins()
+                        .iadd_imm_s(base, if r.grad { h as i64 } else { -(h as i64) });
+                (base, src)
+            })
+            .collect();
+        // Units in blocks of VECS vectors, then single vectors, then scalars.
+        let blk = (VECS * 4) as i64;
+        let (h16, h4) = ((h as i64 / blk) * blk, (h as i64 / 4) * 4);
+        let (a, c, d) = (kb.int(h16), kb.int(h4), kb.int(h as i64));
+        kb.for_step(zero, a, blk, |kb, j| {
+            units(kb, r, &bases, kend, j, F32X4, VECS)
+        });
+        kb.for_step(a, c, 4, |kb, j| units(kb, r, &bases, kend, j, F32X4, 1));
+        kb.for_step(c, d, 1, |kb, j| {
+            units(kb, r, &bases, kend, j, types::F32, 1)
         });
     });
 }
 
-/// `da_t = act'(h_t) ⊙ (dh_t + da_{t+1}·wᵀ)`, `ins` = [h, w, dh], walking t backwards.
-pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]) {
-    let (t_len, h) = dims(ty);
-    let (o, hp, w, dh) = (kb.ptr(out), kb.ptr(ins[0]), kb.ptr(ins[1]), kb.ptr(ins[2]));
-    let batch = kb.batch;
+/// Units `j .. j + vecs·lanes` of every row block: accumulate, then apply f and store.
+fn units(
+    kb: &mut Kb,
+    r: &Recur,
+    bases: &[(Value, Value)],
+    kend: Value,
+    j: Value,
+    lane: ClifType,
+    vecs: usize,
+) {
+    let lanes = if lane == F32X4 { 4 } else { 1 };
+    let col = |kb: &mut Kb, base: Value, v: usize| {
+        let x = kb.b.ins().iadd(base, j);
+        kb.b.ins().iadd_imm_s(x, (v * lanes) as i64)
+    };
+    let mut accs = Vec::new();
+    for &(base, _) in bases {
+        for v in 0..vecs {
+            let i = col(kb, base, v);
+            let x = kb.ld(lane, r.init, i);
+            accs.push(kb.var(lane, x));
+        }
+    }
     let zero = kb.int(0);
-    let hv = kb.int(h as i64);
-    kb.for_range(zero, batch, |kb, b| {
-        kb.for_n(t_len, |kb, tt| {
-            let last = (t_len - 1) as i64;
-            let lv = kb.int(last);
-            let t = kb.b.ins().isub(lv, tt);
-            let row = kb.b.ins().imul_imm_s(b, t_len as i64);
-            let row = kb.b.ins().iadd(row, t);
-            let base = kb.b.ins().imul_imm_s(row, h as i64);
-            let next = kb.b.ins().iadd_imm_s(base, h as i64);
-            let is_last = kb.b.ins().icmp_imm_s(IntCC::Equal, tt, 0);
-            let kend = kb.b.ins().select(is_last, zero, hv);
-            kb.for_range(zero, hv, |kb, j| {
-                let wrow = kb.b.ins().imul_imm_s(j, h as i64);
-                // Σ_k da[t+1, k]·w[j, k], f32x4 partial sums then lanes in order.
-                let z4 = kb.cst(F32X4, 0.0);
-                let acc4 = kb.var(F32X4, z4);
-                let z1 = kb.cst(types::F32, 0.0);
-                let acc1 = kb.var(types::F32, z1);
-                kb.vec_loop(zero, kend, |kb, k, lane| {
-                    let di = kb.b.ins().iadd(next, k);
-                    let d = kb.ld_rw(lane, o, di);
-                    let wi = kb.b.ins().iadd(wrow, k);
-                    let wv = kb.ld(lane, w, wi);
-                    let p = kb.b.ins().fmul(d, wv);
-                    let var = if lane == F32X4 { acc4 } else { acc1 };
-                    let a = kb.b.use_var(var);
-                    let a = kb.b.ins().fadd(a, p);
-                    kb.b.def_var(var, a);
-                });
-                let a4 = kb.b.use_var(acc4);
-                let s = kb.hsum(a4, F32X4);
-                let a1 = kb.b.use_var(acc1);
-                let s = kb.b.ins().fadd(s, a1);
-                let i = kb.b.ins().iadd(base, j);
-                let d = kb.ld(types::F32, dh, i);
-                let g = kb.b.ins().fadd(d, s);
-                let hval = kb.ld(types::F32, hp, i);
-                // act' through the output h (relu: h > 0 iff a > 0); for log, through a = exp(h).
-                let v = if act == UnaryOp::Log {
-                    math::emit_exp(&mut kb.b, hval)
+    kb.for_range(zero, kend, |kb, k| {
+        let mrow = kb.b.ins().imul_imm_s(k, r.h as i64);
+        let ms: Vec<Value> = (0..vecs)
+            .map(|v| {
+                let i = col(kb, mrow, v);
+                // wᵀ is written by this kernel (backward): no read-only flags for it.
+                if r.grad {
+                    kb.ld_rw(lane, r.m, i)
                 } else {
-                    hval
-                };
-                let r = unary_grad(kb, act, v, g, types::F32);
-                kb.st(r, o, i);
-            });
-        });
+                    kb.ld(lane, r.m, i)
+                }
+            })
+            .collect();
+        for (q, &(_, src)) in bases.iter().enumerate() {
+            let si = kb.b.ins().iadd(src, k);
+            let s = kb.ld_rw(types::F32, r.out, si);
+            let s = kb.splat(lane, s);
+            for (v, mv) in ms.iter().enumerate() {
+                let p = kb.b.ins().fmul(s, *mv);
+                let var = accs[q * vecs + v];
+                let a = kb.b.use_var(var);
+                let a = kb.b.ins().fadd(a, p);
+                kb.b.def_var(var, a);
+            }
+        }
     });
+    for (q, &(base, _)) in bases.iter().enumerate() {
+        for v in 0..vecs {
+            let i = col(kb, base, v);
+            let a = kb.b.use_var(accs[q * vecs + v]);
+            let y = match r.hv {
+                None => unary(kb, r.act, a, lane),
+                Some(hp) => {
+                    // act' through the output h (relu: h > 0 iff a > 0); for log, via a = exp(h).
+                    let hval = kb.ld(lane, hp, i);
+                    let dv = if r.act == UnaryOp::Log {
+                        math::emit_exp(&mut kb.b, hval)
+                    } else {
+                        hval
+                    };
+                    unary_grad(kb, r.act, dv, a, lane)
+                }
+            };
+            kb.st(y, r.out, i);
+        }
+    }
 }
 
 /// `out[b, t] = t == 0 ? 0 : h[b, t − 1]`.
