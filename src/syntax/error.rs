@@ -5,15 +5,13 @@
 //! when the file ends early), and add a fix where the mistake is a common one.
 
 use super::ast::Span;
-use super::lex::{self, Kind, Tok, MAX_DEPTH};
+use super::hints::{bracket_fix, closer, hint, open_brackets};
+use super::lex::{self, Kind, Tok, KEYWORDS, MAX_DEPTH};
 use super::parser::Rule;
 use crate::diag::Diag;
 use pest::error::{Error, ErrorVariant, InputLocation};
 
 const CODE: &str = "nnc::syntax";
-const KEYWORDS: [&str; 8] = [
-    "model", "data", "train", "on", "return", "as", "every", "from",
-];
 
 /// Refuses brackets nested deeper than [`MAX_DEPTH`] before pest (which recurses) sees them.
 pub fn check_nesting(src: &str) -> Result<(), Vec<Diag>> {
@@ -42,20 +40,17 @@ pub fn check_nesting(src: &str) -> Result<(), Vec<Diag>> {
 
 /// Converts pest's error into one diagnostic.
 pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
+    let toks = lex::tokens(src);
     let pos = match e.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     };
-    let last_tok = |toks: &[Tok]| toks.last().copied();
-    let positives = match &e.variant {
+    let rules = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => positives.clone(),
         ErrorVariant::CustomError { message } => {
-            let toks = lex::tokens(src);
-            let sp = toks
-                .iter()
-                .find(|t| t.span.end > pos)
-                .or(toks.last())
-                .map_or(Span::new(pos, pos), |t| t.span);
+            // pest's own call or stack limit.
+            let at = toks.iter().find(|t| t.span.end > pos).or(toks.last());
+            let sp = at.map_or(Span::new(pos, pos), |t| t.span);
             return Diag::new(
                 CODE,
                 format!("the file is too complex to parse ({message})"),
@@ -65,6 +60,68 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
             .help("split long or deeply nested expressions into several statements");
         }
     };
+    let (pos, expected) = expectation(e, pos, rules);
+    let found = toks.iter().copied().find(|t| t.span.end > pos);
+
+    // An unterminated string derails everything after it: report it first.
+    let upto = found.map_or(usize::MAX, |f| f.span.start);
+    if let Some(t) = toks
+        .iter()
+        .find(|t| t.kind == (Kind::Str { closed: false }) && t.span.start <= upto)
+    {
+        return Diag::new(
+            CODE,
+            "unterminated string",
+            t.span,
+            "this string is not closed",
+        )
+        .help("close it with `\"` on the same line");
+    }
+
+    let mut expected = expected;
+    in_block_context(src, &toks, pos, &mut expected);
+    let list = join_or(&expected);
+    let Some(tok) = found else {
+        // The file ended early: point at the last token.
+        let sp = toks.last().map_or(Span::new(pos, pos), |t| t.span);
+        let mut d = Diag::new(
+            CODE,
+            format!("unexpected end of file, expected {list}"),
+            sp,
+            format!("expected {list} after this"),
+        );
+        if let Some(open) = open_brackets(src, &toks, src.len()).last() {
+            d = d
+                .also(
+                    open.span,
+                    format!("this `{}` is never closed", lex::text(src, *open)),
+                )
+                .help(format!("add the missing `{}`", closer(src, *open)));
+        }
+        return d;
+    };
+    let what = describe(src, tok);
+    let mut d = Diag::new(
+        CODE,
+        format!("expected {list}, found {what}"),
+        tok.span,
+        format!("unexpected {what}"),
+    );
+    if let Some((related, fix)) = bracket_fix(src, &toks, tok, &expected) {
+        if let Some((sp, label)) = related {
+            d = d.also(sp, label);
+        }
+        d = d.help(fix);
+    } else if let Some(h) = hint(src, &toks, tok, &expected) {
+        d = d.help(h);
+    }
+    d
+}
+
+/// Where the parse failed and what could have come there, in words. pest's rule positives name
+/// rules; the literal tokens (`)`, `:`) come from its detailed parse attempts, which may reach
+/// further than any rule (then only the literals are right).
+fn expectation(e: &Error<Rule>, pos: usize, rules: Vec<Rule>) -> (usize, Vec<String>) {
     let attempts = e.parse_attempts();
     let mut literals: Vec<String> = attempts
         .as_ref()
@@ -73,78 +130,21 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
         .iter()
         .map(|t| t.to_string())
         .collect();
-    let mut pos = pos;
-    let mut rules = positives;
-    if let Some(a) = attempts.as_ref().filter(|a| a.max_position > pos) {
-        // A literal token was tried further than any rule: the rules are stale, the literals say it.
-        pos = a.max_position;
-        rules.clear();
-        literals.retain(|t| is_listed_punct(t) || KEYWORDS.contains(&t.as_str()));
+    let listed = |t: &String| is_listed_punct(t) || KEYWORDS.contains(&t.as_str());
+    let max = attempts.as_ref().map_or(pos, |a| a.max_position);
+    let (pos, rules) = if max > pos && literals.iter().any(listed) {
+        literals.retain(listed);
+        (max, Vec::new())
     } else {
-        literals.retain(|t| is_listed_punct(t));
-    }
-    let literals = literals.into_iter().map(|t| format!("`{t}`")).collect();
-    let toks = lex::tokens(src);
-    let found = toks.iter().copied().find(|t| t.span.end > pos);
-    let mut expected = expected_words(&rules, literals);
-    in_block_context(src, &toks, pos, &mut expected);
-    let list = join_or(&expected);
-
-    let Some(tok) = found else {
-        // The file ended early: point at the last token.
-        let sp = last_tok(&toks).map_or(Span::new(pos, pos), |t| t.span);
-        let mut d = Diag::new(
-            CODE,
-            format!("unexpected end of file, expected {list}"),
-            sp,
-            format!("expected {list} after this"),
-        );
-        if let Some((open, close)) = unclosed(src, &toks, src.len()) {
-            d = d
-                .also(
-                    open,
-                    format!("this `{}` is never closed", &src[open.start..open.end]),
-                )
-                .help(format!("add the missing `{close}`"));
+        if max == pos {
+            literals.retain(|t| is_listed_punct(t));
+        } else {
+            literals.clear();
         }
-        return d;
+        (pos, rules)
     };
-    let text = lex::text(src, tok);
-    if tok.kind == (Kind::Str { closed: false }) {
-        return Diag::new(
-            CODE,
-            "unterminated string",
-            tok.span,
-            "this string is not closed",
-        )
-        .help("close it with `\"` on the same line");
-    }
-    let what = describe(src, tok);
-    let mut d = Diag::new(
-        CODE,
-        format!("expected {list}, found {what}"),
-        tok.span,
-        format!("unexpected {what}"),
-    );
-    if let Some(h) = help(src, &toks, tok, &expected) {
-        d = d.help(h);
-    }
-    if let Some((open, close)) = unclosed(src, &toks, tok.span.start) {
-        if expected.contains(&format!("`{close}`"))
-            && (matches!(text, ")" | "]" | "}") || KEYWORDS[..3].contains(&text))
-        {
-            d = d
-                .also(
-                    open,
-                    format!(
-                        "the `{}` opened here is still open",
-                        &src[open.start..open.end]
-                    ),
-                )
-                .help(format!("add the missing `{close}`"));
-        }
-    }
-    d
+    let literals = literals.into_iter().map(|t| format!("`{t}`")).collect();
+    (pos, expected_words(&rules, literals))
 }
 
 /// Directly inside a model body or a `data`/`train` block, says "a statement" or "a setting"
@@ -203,6 +203,12 @@ fn is_listed_punct(t: &str) -> bool {
 fn expected_words(rules: &[Rule], literals: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = literals;
     let mut words: Vec<&str> = rules.iter().filter_map(|r| rule_word(*r)).collect();
+    if rules.contains(&Rule::file) {
+        words.extend(["`model`", "`data`", "`train`"]);
+    }
+    if words.contains(&"an argument") {
+        words.retain(|w| *w != "an expression");
+    }
     if words.contains(&"an expression") || words.contains(&"an argument") {
         // These all start an expression.
         words.retain(|w| !matches!(*w, "a number" | "a string" | "a name"));
@@ -286,77 +292,4 @@ fn describe(src: &str, t: Tok) -> String {
         Kind::Str { .. } => "a string".to_string(),
         Kind::Punct => format!("`{text}`"),
     }
-}
-
-/// A fix for common mistakes, judged from the offending token and its neighbours.
-fn help(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<String> {
-    let text = lex::text(src, tok);
-    let idx = toks.iter().position(|t| *t == tok)?;
-    let prev = idx.checked_sub(1).map(|i| toks[i]);
-    let prev_text = prev.map_or("", |p| lex::text(src, p));
-    let expects = |w: &str| expected.iter().any(|e| e == w);
-    match text {
-        ";" => {
-            return Some(
-                "no `;` is needed: newlines (or commas) separate statements and settings".into(),
-            )
-        }
-        "'" => return Some("strings are written with double quotes: \"...\"".into()),
-        "=" if prev.is_some_and(|p| p.kind == Kind::Word)
-            && unclosed(src, toks, tok.span.start).is_some() =>
-        {
-            return Some(format!(
-                "named arguments and entries use `:`: write `{prev_text}: ...`"
-            ));
-        }
-        "+" | "-" | "*" | "/" if pipe_before(src, toks, idx) => {
-            return Some(
-                "`|>` binds loosest: put the pipeline in parentheses, `(x |> f) + y`".into(),
-            );
-        }
-        _ => {}
-    }
-    if tok.kind == Kind::Word && KEYWORDS.contains(&text) && expects("a name") {
-        return Some(format!("`{text}` is a keyword; choose another name"));
-    }
-    if tok.kind != Kind::Punct
-        && expects("`,`")
-        && (prev_text == ")" || prev_text == "]" || prev.is_some_and(|p| p.kind != Kind::Punct))
-    {
-        return Some("separate items with `,`".into());
-    }
-    None
-}
-
-/// Whether a `|>` occurs among the tokens before `idx`, back to the start of the statement.
-fn pipe_before(src: &str, toks: &[Tok], idx: usize) -> bool {
-    for t in toks[..idx].iter().rev() {
-        match lex::text(src, *t) {
-            "|>" => return true,
-            "=" | ":" | "(" | "{" | "[" | "," | "return" => return false,
-            _ => {}
-        }
-    }
-    false
-}
-
-/// The innermost bracket still open before byte `pos`, with its closing character.
-fn unclosed(src: &str, toks: &[Tok], pos: usize) -> Option<(Span, char)> {
-    let mut stack: Vec<Tok> = Vec::new();
-    for t in toks.iter().take_while(|t| t.span.start < pos) {
-        match lex::text(src, *t) {
-            "(" | "[" | "{" => stack.push(*t),
-            ")" | "]" | "}" => {
-                stack.pop();
-            }
-            _ => {}
-        }
-    }
-    let open = stack.pop()?;
-    let close = match lex::text(src, open) {
-        "(" => ')',
-        "[" => ']',
-        _ => '}',
-    };
-    Some((open.span, close))
 }

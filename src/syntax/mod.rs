@@ -6,6 +6,8 @@
 
 pub mod ast;
 mod error;
+mod expr;
+mod hints;
 mod lex;
 mod parser;
 mod print;

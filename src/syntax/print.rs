@@ -1,6 +1,10 @@
 //! A stable, indented print of the AST, one node a line, each with its span as `@start..end`.
 //! Used by `nnc ir --stage ast` and by snapshot tests; the format is part of their expectations,
 //! so change it only on purpose.
+//!
+//! Each line is a node kind, its attributes, then the node's span; a name carries its own span
+//! glued to it: `let y@21..22 @21..57` is the binding of `y` (the name at 21..22, the statement
+//! at 21..57).
 
 use super::ast::*;
 use std::fmt::Write;
@@ -11,7 +15,10 @@ pub fn print_ast(file: &File) -> String {
         out: String::new(),
         indent: 0,
     };
-    p.line(format_args!("file ({} items)", file.items.len()));
+    p.line(format_args!(
+        "file ({})",
+        count(file.items.len(), "item", "items")
+    ));
     p.nested(|p| {
         for item in &file.items {
             match item {
@@ -33,8 +40,13 @@ fn at(s: Span) -> String {
     format!("@{}..{}", s.start, s.end)
 }
 
+/// A name with its own span attached (`x@8..9`), told apart from the node's span (` @0..9`).
 fn id(i: &Ident) -> String {
-    format!("{} {}", i.name, at(i.span))
+    format!("{}{}", i.name, at(i.span))
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 impl Printer {
@@ -116,11 +128,17 @@ impl Printer {
                 self.line(format_args!("path {} {sp}", names.join(".")));
             }
             ExprKind::List(items) => {
-                self.line(format_args!("list ({} items) {sp}", items.len()));
+                self.line(format_args!(
+                    "list ({}) {sp}",
+                    count(items.len(), "item", "items")
+                ));
                 self.nested(|p| items.iter().for_each(|i| p.expr(i)));
             }
             ExprKind::Map(entries) => {
-                self.line(format_args!("map ({} entries) {sp}", entries.len()));
+                self.line(format_args!(
+                    "map ({}) {sp}",
+                    count(entries.len(), "entry", "entries")
+                ));
                 self.nested(|p| {
                     for (k, v) in entries {
                         p.line(format_args!("entry {}", id(k)));
