@@ -352,7 +352,10 @@ fn rows(e: &Expr, what: &str) -> Result<Vec<Vec<f64>>, Diag> {
                     row.len()
                 ),
                 it.span,
-                format!("{} values; the first row has {first}", row.len()),
+                format!(
+                    "{}; the first row has {first}",
+                    super::names::plural(row.len(), "value")
+                ),
             ));
         }
         out.push(row);

@@ -129,7 +129,7 @@ pub fn layer(
     input_span: Span,
     alias: Option<&Ident>,
 ) -> V {
-    let inst = l.instance(stem(kind), alias);
+    let inst = l.instance(stem(kind), alias, span);
     let bound = match bind(callee, args, span, &sig(kind)) {
         Ok(b) => b,
         Err(ds) => {
@@ -226,10 +226,7 @@ pub fn layer(
             let (Some(n), V::T(x), true) = (n, v, r.ok) else {
                 return V::Bad;
             };
-            ids_input(r.l, &cx, "one_hot", x).and_then(|ids| {
-                r.l.note_vocab(n, cx.span);
-                node(r.l, Op::OneHot { n }, vec![ids], &cx)
-            })
+            one_hot(r.l, &cx, x, n)
         }
         "rnn" => {
             let h = r.size("hidden", "the hidden size");
@@ -575,16 +572,30 @@ fn embedding(l: &mut Lower, cx: &Site, x: ValueId, vocab: usize, dim: usize) -> 
     node(l, Op::Embedding, vec![ids, w], cx)
 }
 
+fn one_hot(l: &mut Lower, cx: &Site, x: ValueId, n: usize) -> Option<ValueId> {
+    let ids = ids_input(l, cx, "one_hot", x)?;
+    let mut dims = l.g.ty(ids).dims.clone();
+    dims.push(n);
+    check_size(l, cx, &dims)?;
+    l.note_vocab(n, cx.span);
+    node(l, Op::OneHot { n }, vec![ids], cx)
+}
+
 fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
     match e.as_name().map(|i| i.name.as_str()) {
         Some("tanh") => Ok(UnaryOp::Tanh),
         Some("relu") => Ok(UnaryOp::Relu),
-        Some("sigmoid") => Ok(UnaryOp::Sigmoid),
         _ => Err(Diag::new(
             "nnc::arg",
-            "unknown rnn activation",
+            format!(
+                "unknown rnn activation {}",
+                e.as_name().map_or_else(
+                    || consts::describe(e).to_string(),
+                    |n| format!("`{}`", n.name)
+                )
+            ),
             e.span,
-            "expected tanh, relu or sigmoid",
+            "expected tanh or relu",
         )
         .help("write `rnn(128, activation: tanh)`")),
     }

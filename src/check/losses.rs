@@ -304,9 +304,19 @@ fn l2(l: &mut Lower, path: Option<&Expr>, span: Span) -> V {
         .map(|(i, _)| i)
         .collect();
     if chosen.is_empty() {
-        let what = prefix.map_or("this model".to_string(), |p| format!("`{p}`"));
-        return l.err(Diag::new("nnc::train", format!("l2 finds no trainable weight under {what}"), path.map_or(span, |e| e.span), "matches no weight")
-            .help("l2 sums the squares of trainable weights; check the path (e.g. `encoder`, `dense1`)"));
+        let prefix_str = prefix.as_deref().unwrap_or("");
+        let what = prefix
+            .as_ref()
+            .map_or("this model".to_string(), |p| format!("`{p}`"));
+        return l.err(
+            Diag::new(
+                "nnc::train",
+                format!("l2 finds no trainable weight under {what}"),
+                path.map_or(span, |e| e.span),
+                "matches no weight",
+            )
+            .help(super::params::suggest_path(l.g, prefix_str)),
+        );
     }
     let mut total: Option<ValueId> = None;
     for i in chosen {

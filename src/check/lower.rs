@@ -84,40 +84,41 @@ impl<'a, 'g> Lower<'a, 'g> {
         }
     }
 
-    /// The name of a new layer instance: its alias, or kind + counter (`dense2`); duplicates of
-    /// an alias are reported.
-    pub fn instance(&mut self, kind: &'static str, alias: Option<&Ident>) -> String {
-        let name = match alias {
-            Some(a) => a.name.clone(),
+    /// The name of a new layer instance at `span`: its alias, or kind + the next free counter
+    /// (`dense2`). A repeated alias is reported.
+    pub fn instance(&mut self, kind: &'static str, alias: Option<&Ident>, span: Span) -> String {
+        match alias {
+            Some(a) => self.claim(a),
             None => {
                 let c = self.counters.entry(kind).or_insert(0);
+                let mut name = format!("{kind}{}", *c + 1);
+                while self.instances.contains_key(&name) {
+                    *c += 1;
+                    name = format!("{kind}{}", *c + 1);
+                }
                 *c += 1;
-                format!("{kind}{c}")
+                self.instances.insert(name.clone(), span);
+                name
             }
-        };
-        self.claim(name, alias)
+        }
     }
 
-    /// Records an instance name, reporting a clash with an earlier one.
-    fn claim(&mut self, name: String, alias: Option<&Ident>) -> String {
-        if let Some(a) = alias {
-            if let Some(first) = self.instances.get(&name) {
-                let d = Diag::new(
-                    "nnc::name",
-                    format!("the name `{name}` is already used in this model"),
-                    a.span,
-                    "used again here",
-                )
-                .also(*first, "first used here")
-                .help("give each layer a different name: parameters are addressed by these names");
-                self.diags.push(d);
-            } else {
-                self.instances.insert(name.clone(), a.span);
-            }
+    /// Records an alias, reporting a clash with an earlier instance name.
+    fn claim(&mut self, alias: &Ident) -> String {
+        if let Some(first) = self.instances.get(&alias.name) {
+            let d = Diag::new(
+                "nnc::name",
+                format!("the name `{}` is already used in this model", alias.name),
+                alias.span,
+                "used again here",
+            )
+            .also(*first, "first used here")
+            .help("give each layer a different name: parameters are addressed by these names");
+            self.diags.push(d);
         } else {
-            self.instances.entry(name.clone()).or_default();
+            self.instances.insert(alias.name.clone(), alias.span);
         }
-        name
+        alias.name.clone()
     }
 
     /// Lowers the statements of `model` with `input` bound to its input name.
@@ -482,7 +483,7 @@ impl<'a, 'g> Lower<'a, 'g> {
     fn submodel(&mut self, callee: &Ident, v: V, input_span: Span, alias: Option<&Ident>) -> V {
         let name = callee.name.as_str();
         let instance = match alias {
-            Some(_) => self.claim(alias.map(|a| a.name.clone()).unwrap_or_default(), alias),
+            Some(a) => self.claim(a),
             None => {
                 let base = snake_case(name);
                 let mut candidate = base.clone();
@@ -491,7 +492,8 @@ impl<'a, 'g> Lower<'a, 'g> {
                     n += 1;
                     candidate = format!("{base}{n}");
                 }
-                self.claim(candidate, None)
+                self.instances.insert(candidate.clone(), callee.span);
+                candidate
             }
         };
         let (Some(sig), V::T(x)) = (self.models.sigs.get(name), v) else {

@@ -9,6 +9,9 @@
 //! bodies), [`layers`], [`data`], [`settings`], [`optim`], [`losses`], [`params`] (freeze,
 //! lr_scale, init), [`runs`].
 
+// A `Diag` is large, but an `Err` here is the rare path that ends in a message to a person.
+#![allow(clippy::result_large_err)]
+
 mod args;
 mod consts;
 mod data;

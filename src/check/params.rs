@@ -27,17 +27,22 @@ fn prefixes(g: &Graph) -> Vec<String> {
     out
 }
 
-/// Reports a path that matches no parameter of `model`.
-pub fn no_match(g: &Graph, model: &str, path: &str, span: Span, setting: &str) -> Diag {
+/// "did you mean `encoder`?", or the list of top-level layers with parameters.
+pub fn suggest_path(g: &Graph, path: &str) -> String {
     let pre = prefixes(g);
-    let help = did_you_mean(path, pre.iter().map(String::as_str)).unwrap_or_else(|| {
+    did_you_mean(path, pre.iter().map(String::as_str)).unwrap_or_else(|| {
         let top: Vec<String> = pre
             .iter()
             .filter(|p| !p.contains('.'))
             .map(|p| format!("`{p}`"))
             .collect();
-        format!("the layers of {model} are {}", top.join(", "))
-    });
+        format!("the layers with parameters are {}", top.join(", "))
+    })
+}
+
+/// Reports a path that matches no parameter of `model`.
+pub fn no_match(g: &Graph, model: &str, path: &str, span: Span, setting: &str) -> Diag {
+    let help = suggest_path(g, path);
     Diag::new(
         "nnc::train",
         format!("`{setting}: {path}` matches no parameter of {model}"),
