@@ -760,3 +760,22 @@ fn gradcheck_catches_a_wrong_gradient_and_runs_executors() {
     let r = gradcheck(&g, &mut analytic, s.batch, &s.inputs, &s.params, CTX).unwrap();
     assert!(r.max_rel_err() < 1e-4, "{r}");
 }
+
+#[test]
+fn gradcheck_compares_one_sided_slopes_next_to_a_kink() {
+    let mut g = Graph::new("t", true);
+    let w = param(&mut g, "w", &[2]);
+    let y = op(&mut g, Op::Unary(UnaryOp::Relu), &[w]);
+    mse_loss(&mut g, y);
+    // w[0] = 3e-7 is within h = 1e-6 of relu's kink; the central difference would be off by ~half.
+    let s = Setup {
+        batch: 1,
+        inputs: vec![vec![1.0, -1.0]],
+        params: vec![vec![3e-7, 0.5]],
+    };
+    let gg = grad(&g).unwrap();
+    let mut analytic = interpreter_grads(&gg, s.batch, &s.inputs, CTX);
+    let r = gradcheck(&g, &mut analytic, s.batch, &s.inputs, &s.params, CTX).unwrap();
+    assert_eq!(r.params[0].kinks, 1, "{r}");
+    assert!(r.max_rel_err() < 1e-5, "{r}");
+}

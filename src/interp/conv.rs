@@ -4,18 +4,70 @@
 //! for `ki, kj` in `0..k`; positions outside the image are padding.
 
 use crate::ir::Window;
-
-/// The input coordinate seen by output index `o` at kernel offset `kk`, if inside `0..len`.
-fn src(w: &Window, o: usize, kk: usize, len: usize) -> Option<usize> {
-    (o * w.stride + kk).checked_sub(w.pad).filter(|&v| v < len)
-}
+use std::ops::Range;
 
 /// Dims of an NCHW shape.
 fn dims4(s: &[usize]) -> (usize, usize, usize, usize) {
     (s[0], s[1], s[2], s[3])
 }
 
+/// The output indices (along one axis of `out_len`) whose window, at kernel offset `kk`, sees a
+/// real input position (not padding): those `o` with `0 ≤ o·s + kk − p < len`.
+fn valid(w: &Window, kk: usize, len: usize, out_len: usize) -> Range<usize> {
+    let s = w.stride;
+    let lo = if w.pad > kk {
+        (w.pad - kk).div_ceil(s)
+    } else {
+        0
+    };
+    let hi = if len + w.pad > kk {
+        (len + w.pad - kk - 1) / s + 1
+    } else {
+        0
+    };
+    lo.min(out_len)..hi.min(out_len)
+}
+
+/// Visits every (weight, input, output) triple of a convolution that contributes a product
+/// (padding excluded), as flat indices `f(k_index, x_index, y_index)`: the gradient kernels are
+/// this loop nest with their multiply-accumulate. For each kernel offset the valid output ranges
+/// are computed once, so the inner loops do no bounds tests.
+fn for_each_tap(
+    w: &Window,
+    xs: &[usize],
+    ks: &[usize],
+    ys: &[usize],
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let (nb, c, h, wd) = dims4(xs);
+    let (o, _, kh, kw) = dims4(ks);
+    let (_, _, oh, ow) = dims4(ys);
+    let s = w.stride;
+    for b in 0..nb {
+        for oc in 0..o {
+            for ic in 0..c {
+                let (x0, y0) = ((b * c + ic) * h * wd, (b * o + oc) * oh * ow);
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        let kidx = ((oc * c + ic) * kh + ki) * kw + kj;
+                        for i in valid(w, ki, h, oh) {
+                            let r = i * s + ki - w.pad;
+                            for j in valid(w, kj, wd, ow) {
+                                let col = j * s + kj - w.pad;
+                                f(kidx, x0 + r * wd + col, y0 + i * ow + j);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// y[b,o,i,j] = Σ_{c,ki,kj} x[b,c,i·s−p+ki, j·s−p+kj] · w[o,c,ki,kj].
+///
+/// The same taps as [`for_each_tap`], written row by row: the forward convolution is what
+/// gradient checks evaluate thousands of times.
 pub fn conv2d(
     w: &Window,
     x: &[f64],
@@ -27,25 +79,29 @@ pub fn conv2d(
     let (nb, c, h, wd) = dims4(xs);
     let (o, _, kh, kw) = dims4(ks);
     let (_, _, oh, ow) = dims4(ys);
+    let s = w.stride;
     let mut y = vec![0.0; nb * o * oh * ow];
     for b in 0..nb {
         for oc in 0..o {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let mut s = 0.0;
-                    for ic in 0..c {
-                        for ki in 0..kh {
-                            let Some(r) = src(w, i, ki, h) else { continue };
-                            for kj in 0..kw {
-                                let Some(col) = src(w, j, kj, wd) else {
-                                    continue;
-                                };
-                                s += x[((b * c + ic) * h + r) * wd + col]
-                                    * k[((oc * c + ic) * kh + ki) * kw + kj];
+            let y0 = (b * o + oc) * oh * ow;
+            for ic in 0..c {
+                let x0 = (b * c + ic) * h * wd;
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        let kv = k[((oc * c + ic) * kh + ki) * kw + kj];
+                        let cols = valid(w, kj, wd, ow);
+                        if cols.is_empty() {
+                            continue;
+                        }
+                        for i in valid(w, ki, h, oh) {
+                            let r = i * s + ki - w.pad;
+                            let xrow = &x[x0 + r * wd + cols.start * s + kj - w.pad..];
+                            let yrow = &mut y[y0 + i * ow + cols.start..y0 + i * ow + cols.end];
+                            for (yv, xv) in yrow.iter_mut().zip(xrow.iter().step_by(s)) {
+                                *yv += xv * kv;
                             }
                         }
                     }
-                    y[((b * o + oc) * oh + i) * ow + j] = s;
                 }
             }
         }
@@ -76,36 +132,13 @@ pub fn conv2d_grad_input(
     xs: &[usize],
 ) -> Result<Vec<f64>, String> {
     check_conv_output(w, xs, ys)?;
-    let (nb, c, h, wd) = dims4(xs);
-    let (o, kc, kh, kw) = dims4(ks);
-    let (yb, yo, oh, ow) = dims4(ys);
-    if kc != c || yo != o || yb != nb {
+    if ks.len() != 4 || ks[1] != xs[1] || ys[1] != ks[0] || ys[0] != xs[0] {
         return Err(format!(
             "conv2d_grad_input: weight {ks:?} does not map {xs:?} to {ys:?}"
         ));
     }
-    let mut dx = vec![0.0; nb * c * h * wd];
-    for b in 0..nb {
-        for oc in 0..o {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let d = dy[((b * o + oc) * oh + i) * ow + j];
-                    for ic in 0..c {
-                        for ki in 0..kh {
-                            let Some(r) = src(w, i, ki, h) else { continue };
-                            for kj in 0..kw {
-                                let Some(col) = src(w, j, kj, wd) else {
-                                    continue;
-                                };
-                                dx[((b * c + ic) * h + r) * wd + col] +=
-                                    d * k[((oc * c + ic) * kh + ki) * kw + kj];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let mut dx = vec![0.0; xs.iter().product()];
+    for_each_tap(w, xs, ks, ys, |ki, xi, yi| dx[xi] += dy[yi] * k[ki]);
     Ok(dx)
 }
 
@@ -118,32 +151,14 @@ pub fn conv2d_grad_weight(
     ys: &[usize],
     ks: &[usize],
 ) -> Vec<f64> {
-    let (nb, c, h, wd) = dims4(xs);
-    let (_, o, oh, ow) = dims4(ys);
-    let (kh, kw) = (ks[2], ks[3]);
-    let mut dw = vec![0.0; o * c * kh * kw];
-    for b in 0..nb {
-        for oc in 0..o {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let d = dy[((b * o + oc) * oh + i) * ow + j];
-                    for ic in 0..c {
-                        for ki in 0..kh {
-                            let Some(r) = src(w, i, ki, h) else { continue };
-                            for kj in 0..kw {
-                                let Some(col) = src(w, j, kj, wd) else {
-                                    continue;
-                                };
-                                dw[((oc * c + ic) * kh + ki) * kw + kj] +=
-                                    x[((b * c + ic) * h + r) * wd + col] * d;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let mut dw = vec![0.0; ks.iter().product()];
+    for_each_tap(w, xs, ks, ys, |ki, xi, yi| dw[ki] += x[xi] * dy[yi]);
     dw
+}
+
+/// The input coordinate seen by output index `o` at kernel offset `kk`, if inside `0..len`.
+fn src(w: &Window, o: usize, kk: usize, len: usize) -> Option<usize> {
+    (o * w.stride + kk).checked_sub(w.pad).filter(|&v| v < len)
 }
 
 /// Calls `f(out_index, in_index)` for every (output position, real input position in its window)

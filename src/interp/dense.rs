@@ -29,17 +29,32 @@ pub fn matmul(
         return Ok(c);
     }
     let k = k_a;
-    let n = if tb { b_dims[0] } else { n };
     let rows = a.len() / k.max(1);
+    if tb {
+        // c[r, j] = a[r, :] · b[j, :]
+        let n = b_dims[0];
+        let mut c = vec![0.0; rows * n];
+        for r in 0..rows {
+            let ar = &a[r * k..(r + 1) * k];
+            for j in 0..n {
+                c[r * n + j] = ar
+                    .iter()
+                    .zip(&b[j * k..(j + 1) * k])
+                    .map(|(x, y)| x * y)
+                    .sum();
+            }
+        }
+        return Ok(c);
+    }
+    // c[r, :] = Σ_l a[r, l] · b[l, :]
     let mut c = vec![0.0; rows * n];
     for r in 0..rows {
-        for j in 0..n {
-            let mut s = 0.0;
-            for l in 0..k {
-                let bv = if tb { b[j * k + l] } else { b[l * n + j] };
-                s += a[r * k + l] * bv;
+        let cr = &mut c[r * n..(r + 1) * n];
+        for l in 0..k {
+            let av = a[r * k + l];
+            for (cv, bv) in cr.iter_mut().zip(&b[l * n..(l + 1) * n]) {
+                *cv += av * bv;
             }
-            c[r * n + j] = s;
         }
     }
     Ok(c)

@@ -128,3 +128,56 @@ pub fn tokens(src: &str) -> Vec<Tok> {
 pub fn text(src: &str, t: Tok) -> &str {
     &src[t.span.start..t.span.end]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(src: &str) -> Vec<(Kind, &str)> {
+        tokens(src)
+            .into_iter()
+            .map(|t| (t.kind, text(src, t)))
+            .collect()
+    }
+
+    #[test]
+    fn tokens_skip_whitespace_and_both_comment_styles() {
+        let src = "x |> dense(1e-4) // c\n# d\n-> \"a\\\"b\" 2.5E+3 1.x 1e é";
+        let got = kinds(src);
+        let want = [
+            (Kind::Word, "x"),
+            (Kind::Punct, "|>"),
+            (Kind::Word, "dense"),
+            (Kind::Punct, "("),
+            (Kind::Number, "1e-4"),
+            (Kind::Punct, ")"),
+            (Kind::Punct, "->"),
+            (Kind::Str { closed: true }, "\"a\\\"b\""),
+            (Kind::Number, "2.5E+3"),
+            (Kind::Number, "1"),
+            (Kind::Punct, "."),
+            (Kind::Word, "x"),
+            (Kind::Number, "1"),
+            (Kind::Word, "e"),
+            (Kind::Punct, "é"),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_unclosed_string_ends_at_the_line_end() {
+        let got = kinds("\"abc\nx");
+        assert_eq!(
+            got,
+            [(Kind::Str { closed: false }, "\"abc"), (Kind::Word, "x")]
+        );
+        assert_eq!(kinds("\"a\\"), [(Kind::Str { closed: false }, "\"a\\")]);
+    }
+
+    #[test]
+    fn token_at_past_the_end_is_none() {
+        assert_eq!(token_at("x  ", 1), None);
+        assert_eq!(token_at("x", 5), None);
+        assert_eq!(token_at("x // only a comment", 1), None);
+    }
+}

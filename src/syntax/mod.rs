@@ -6,6 +6,7 @@
 
 pub mod ast;
 mod error;
+mod expr;
 mod hints;
 mod lex;
 mod parser;

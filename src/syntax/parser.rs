@@ -5,10 +5,12 @@
 //! mistakes are reported at once.
 
 use super::ast::*;
-use super::lex::{self, MAX_DEPTH};
+use super::lex;
 use crate::diag::Diag;
 use pest::iterators::{Pair, Pairs};
 use pest::Parser;
+
+const CODE: &str = "nnc::syntax";
 
 #[derive(pest_derive::Parser)]
 #[grammar = "../grammar/nn.pest"]
@@ -44,12 +46,18 @@ pub(super) fn build_file(mut pairs: Pairs<'_, Rule>) -> Result<File, Vec<Diag>> 
     }
 }
 
-fn span(p: &Pair<'_, Rule>) -> Span {
+fn stmt_span(s: &Stmt) -> Span {
+    match s {
+        Stmt::Let { span, .. } | Stmt::Return { span, .. } => *span,
+    }
+}
+
+pub(super) fn span(p: &Pair<'_, Rule>) -> Span {
     let s = p.as_span();
     Span::new(s.start(), s.end())
 }
 
-fn ident(p: Pair<'_, Rule>) -> Ident {
+pub(super) fn ident(p: Pair<'_, Rule>) -> Ident {
     Ident {
         name: p.as_str().to_string(),
         span: span(&p),
@@ -57,7 +65,7 @@ fn ident(p: Pair<'_, Rule>) -> Ident {
 }
 
 /// The children of a pair without the keyword tokens, which carry no information.
-fn inner(p: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
+pub(super) fn inner(p: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
     p.into_inner().filter(|c| {
         !matches!(
             c.as_rule(),
@@ -74,24 +82,24 @@ fn inner(p: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
 
 /// An expression with the depth of its tree, so that over-deep trees are refused before anything
 /// recursive (checker, printer, even `Drop`) walks them.
-type Built = (Expr, usize);
+pub(super) type Built = (Expr, usize);
 
 /// The builder's failures are rare and end the item: boxed, to keep results small.
-type Res<T> = Result<T, Box<Diag>>;
+pub(super) type Res<T> = Result<T, Box<Diag>>;
 
-struct Builder {
-    diags: Vec<Diag>,
+pub(super) struct Builder {
+    pub(super) diags: Vec<Diag>,
 }
 
 impl Builder {
     /// A name being defined (model, input, binding, data source, run, alias): the boolean
     /// constants `true` and `false` are names in value position, so they cannot be defined.
-    fn binder(&mut self, p: Pair<'_, Rule>) -> Ident {
+    pub(super) fn binder(&mut self, p: Pair<'_, Rule>) -> Ident {
         let id = ident(p);
         if id.name == "true" || id.name == "false" {
             self.diags.push(
                 Diag::new(
-                    "nnc::syntax",
+                    CODE,
                     format!("`{}` is a constant and cannot be used as a name", id.name),
                     id.span,
                     "reserved name",
@@ -147,7 +155,7 @@ impl Builder {
                     let colon = char_after(n.get_input(), nsp.end, ':').unwrap_or(nsp);
                     self.diags.push(
                         Diag::new(
-                            "nnc::syntax",
+                            CODE,
                             "a model binds names with `=`, not `:`",
                             colon,
                             "expected `=`",
@@ -160,7 +168,7 @@ impl Builder {
                     match e.as_name().map(|n| n.name.as_str()) {
                         Some(w @ ("let" | "var" | "val" | "const")) => self.diags.push(
                             Diag::new(
-                                "nnc::syntax",
+                                CODE,
                                 format!("`{w}` is not needed"),
                                 e.span,
                                 "remove this word",
@@ -173,12 +181,25 @@ impl Builder {
                 _ => {}
             }
         }
-        let has_return = body.iter().any(|s| matches!(s, Stmt::Return { .. }));
+        self.body_rules(&name, sp, &body, &bad_exprs);
+        Ok(Model {
+            name,
+            inputs,
+            output,
+            body,
+            span: sp,
+        })
+    }
+
+    /// The structure of a model body, which the grammar leaves loose: exactly one `return`, last.
+    /// `bad_exprs` are expressions written as statements; the last of them, in a body without
+    /// `return`, is most likely the result with `return` forgotten.
+    fn body_rules(&mut self, name: &Ident, model: Span, body: &[Stmt], bad_exprs: &[Span]) {
+        let ret = body.iter().position(|s| matches!(s, Stmt::Return { .. }));
         for (i, s) in bad_exprs.iter().enumerate() {
-            let last = i + 1 == bad_exprs.len() && !has_return;
-            let d = if last {
+            let d = if i + 1 == bad_exprs.len() && ret.is_none() {
                 Diag::new(
-                    "nnc::syntax",
+                    CODE,
                     "missing `return` before the model's result",
                     *s,
                     "this value is not returned",
@@ -186,7 +207,7 @@ impl Builder {
                 .help("write `return` in front of the last expression")
             } else {
                 Diag::new(
-                    "nnc::syntax",
+                    CODE,
                     "an expression cannot stand alone in a model",
                     *s,
                     "expected `name = ...` or `return ...`",
@@ -195,44 +216,34 @@ impl Builder {
             };
             self.diags.push(d);
         }
-        if !has_return && bad_exprs.is_empty() {
-            let close = Span::new(sp.end.saturating_sub(1), sp.end);
-            self.diags.push(
-                Diag::new(
-                    "nnc::syntax",
-                    format!("model `{}` has no `return`", name.name),
-                    close,
-                    "expected `return <expr>` before this `}`",
-                )
-                .also(name.span, "model defined here")
-                .help("end the body with `return x`, the model's output"),
-            );
-        }
-        if let Some(pos) = body.iter().position(|s| matches!(s, Stmt::Return { .. })) {
-            if let Some(next) = body.get(pos + 1) {
-                let (Stmt::Let { span: nsp, .. } | Stmt::Return { span: nsp, .. }) = next;
-                let Stmt::Return { span: rsp, .. } = &body[pos] else {
-                    unreachable!()
-                };
+        let Some(ret) = ret else {
+            if bad_exprs.is_empty() {
+                let close = Span::new(model.end.saturating_sub(1), model.end);
                 self.diags.push(
                     Diag::new(
-                        "nnc::syntax",
-                        "statement after `return`",
-                        *nsp,
-                        "this comes after the model's `return`",
+                        CODE,
+                        format!("model `{}` has no `return`", name.name),
+                        close,
+                        "expected `return <expr>` before this `}`",
                     )
-                    .also(*rsp, "the model returns here")
-                    .help("`return` must be the last statement of a model, and there is only one"),
+                    .also(name.span, "model defined here")
+                    .help("end the body with `return x`, the model's output"),
                 );
             }
+            return;
+        };
+        if let Some(next) = body.get(ret + 1) {
+            self.diags.push(
+                Diag::new(
+                    CODE,
+                    "statement after `return`",
+                    stmt_span(next),
+                    "this comes after the model's `return`",
+                )
+                .also(stmt_span(&body[ret]), "the model returns here")
+                .help("`return` must be the last statement of a model, and there is only one"),
+            );
         }
-        Ok(Model {
-            name,
-            inputs,
-            output,
-            body,
-            span: sp,
-        })
     }
 
     fn type_expr(&mut self, p: Pair<'_, Rule>) -> Res<TypeExpr> {
@@ -303,7 +314,7 @@ impl Builder {
                 let eq = char_after(src, key.span.end, '=').unwrap_or(key.span);
                 self.diags.push(
                     Diag::new(
-                        "nnc::syntax",
+                        CODE,
                         "settings are written `key: value`, not `key = value`",
                         eq,
                         "expected `:`",
@@ -320,270 +331,6 @@ impl Builder {
         }
         Ok(out)
     }
-
-    fn expr(&mut self, p: Pair<'_, Rule>) -> Res<Built> {
-        match p.as_rule() {
-            Rule::expr => {
-                let mut it = p.into_inner().peekable();
-                let mut acc = self.expr(it.next().expect("grammar: pipeline head"))?;
-                while let Some(op) = it.next() {
-                    debug_assert_eq!(op.as_rule(), Rule::pipe_op);
-                    let stage = it.next().expect("grammar: stage");
-                    let stage =
-                        self.expr(stage.into_inner().next().expect("grammar: stage body"))?;
-                    let mut alias = None;
-                    if it.peek().map(|c| c.as_rule()) == Some(Rule::alias) {
-                        let a = it.next().expect("peeked");
-                        alias = Some(self.binder(inner(a).next().expect("grammar: alias name")));
-                    }
-                    let end = alias.as_ref().map_or(stage.0.span, |a: &Ident| a.span);
-                    let sp = acc.0.span.to(end);
-                    let depth = acc.1.max(stage.1) + 1;
-                    let kind = ExprKind::Pipe {
-                        input: Box::new(acc.0),
-                        stage: Box::new(stage.0),
-                        alias,
-                    };
-                    acc = deep_check((Expr { kind, span: sp }, depth))?;
-                }
-                Ok(acc)
-            }
-            Rule::sum | Rule::product => {
-                let mut it = p.into_inner();
-                let mut acc = self.expr(it.next().expect("grammar: operand"))?;
-                while let Some(op) = it.next() {
-                    let op = match op.as_str() {
-                        "+" => BinOp::Add,
-                        "-" => BinOp::Sub,
-                        "*" => BinOp::Mul,
-                        _ => BinOp::Div,
-                    };
-                    let rhs = self.expr(it.next().expect("grammar: operand"))?;
-                    let sp = acc.0.span.to(rhs.0.span);
-                    let depth = acc.1.max(rhs.1) + 1;
-                    let kind = ExprKind::Binary {
-                        op,
-                        lhs: Box::new(acc.0),
-                        rhs: Box::new(rhs.0),
-                    };
-                    acc = deep_check((Expr { kind, span: sp }, depth))?;
-                }
-                Ok(acc)
-            }
-            Rule::unary => {
-                let negs: Vec<Span> = p
-                    .clone()
-                    .into_inner()
-                    .filter(|c| c.as_rule() == Rule::neg)
-                    .map(|c| span(&c))
-                    .collect();
-                let operand = p
-                    .into_inner()
-                    .find(|c| c.as_rule() != Rule::neg)
-                    .expect("grammar: operand");
-                let mut acc = self.expr(operand)?;
-                for n in negs.into_iter().rev() {
-                    let sp = n.to(acc.0.span);
-                    let depth = acc.1 + 1;
-                    acc = deep_check((
-                        Expr {
-                            kind: ExprKind::Neg(Box::new(acc.0)),
-                            span: sp,
-                        },
-                        depth,
-                    ))?;
-                }
-                Ok(acc)
-            }
-            Rule::paren => {
-                let sp = span(&p);
-                let (mut e, d) =
-                    self.expr(p.into_inner().next().expect("grammar: parenthesized"))?;
-                e.span = sp;
-                Ok((e, d))
-            }
-            Rule::number => Ok((number(&p)?, 1)),
-            Rule::string => {
-                let sp = span(&p);
-                let body = p.into_inner().next().expect("grammar: string body");
-                let s = unescape(body.as_str(), body.as_span().start())?;
-                Ok((
-                    Expr {
-                        kind: ExprKind::Str(s),
-                        span: sp,
-                    },
-                    1,
-                ))
-            }
-            Rule::path => {
-                let sp = span(&p);
-                let segs = p.into_inner().map(ident).collect();
-                Ok((
-                    Expr {
-                        kind: ExprKind::Path(segs),
-                        span: sp,
-                    },
-                    1,
-                ))
-            }
-            Rule::call => {
-                let sp = span(&p);
-                let mut it = p.into_inner();
-                let callee = ident(it.next().expect("grammar: callee"));
-                let mut args = Vec::new();
-                let mut depth = 1;
-                for a in it {
-                    let mut ai = a.into_inner().peekable();
-                    let mut name = None;
-                    if ai.peek().map(|c| c.as_rule()) == Some(Rule::arg_name) {
-                        name = Some(ident(
-                            ai.next()
-                                .expect("peeked")
-                                .into_inner()
-                                .next()
-                                .expect("grammar: word"),
-                        ));
-                    }
-                    let (value, d) = self.expr(ai.next().expect("grammar: argument value"))?;
-                    depth = depth.max(d + 1);
-                    args.push(Arg { name, value });
-                }
-                Ok((
-                    Expr {
-                        kind: ExprKind::Call { callee, args },
-                        span: sp,
-                    },
-                    depth,
-                ))
-            }
-            Rule::list => {
-                let sp = span(&p);
-                let mut items = Vec::new();
-                let mut depth = 1;
-                for c in p.into_inner() {
-                    let (e, d) = self.expr(c)?;
-                    depth = depth.max(d + 1);
-                    items.push(e);
-                }
-                Ok((
-                    Expr {
-                        kind: ExprKind::List(items),
-                        span: sp,
-                    },
-                    depth,
-                ))
-            }
-            Rule::map => {
-                let sp = span(&p);
-                let mut entries = Vec::new();
-                let mut depth = 1;
-                for c in p.into_inner() {
-                    let mut ci = c.into_inner();
-                    let key = ident(ci.next().expect("grammar: map key"));
-                    let (e, d) = self.expr(ci.next().expect("grammar: map value"))?;
-                    depth = depth.max(d + 1);
-                    entries.push((key, e));
-                }
-                Ok((
-                    Expr {
-                        kind: ExprKind::Map(entries),
-                        span: sp,
-                    },
-                    depth,
-                ))
-            }
-            Rule::every => {
-                let mut sp = span(&p);
-                let mut it = inner(p);
-                let (count, d) = self.expr(it.next().expect("grammar: every count"))?;
-                let unit = ident(it.next().expect("grammar: every unit"));
-                sp.end = unit.span.end;
-                let metrics = it.next().map_or_else(Vec::new, |m| {
-                    sp.end = span(&m).end;
-                    m.into_inner().map(ident).collect()
-                });
-                let kind = ExprKind::Every {
-                    count: Box::new(count),
-                    unit,
-                    metrics,
-                };
-                Ok((Expr { kind, span: sp }, d + 1))
-            }
-            r => unreachable!("grammar: unexpected rule {r:?} in an expression"),
-        }
-    }
-}
-
-/// Refuses trees deeper than [`MAX_DEPTH`] (long operator chains or pipelines nest one level per
-/// operator).
-fn deep_check(b: Built) -> Res<Built> {
-    if b.1 > MAX_DEPTH {
-        return Err(Box::new(
-            Diag::new(
-                "nnc::syntax",
-                format!("expression is nested too deeply (more than {MAX_DEPTH} levels)"),
-                b.0.span,
-                "this expression is too deep",
-            )
-            .help("split it into several `name = ...` statements"),
-        ));
-    }
-    Ok(b)
-}
-
-fn number(p: &Pair<'_, Rule>) -> Res<Expr> {
-    let text = p.as_str();
-    let sp = span(p);
-    match text.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(Expr {
-            kind: ExprKind::Number {
-                value: v,
-                text: text.to_string(),
-            },
-            span: sp,
-        }),
-        _ => Err(Box::new(
-            Diag::new(
-                "nnc::syntax",
-                format!("number `{text}` is too large"),
-                sp,
-                "not a finite 64-bit float",
-            )
-            .help("numbers must be below about 1.8e308"),
-        )),
-    }
-}
-
-/// Resolves `\"`, `\\`, `\n` and `\t`; `start` is the byte offset of `body` in the file.
-fn unescape(body: &str, start: usize) -> Res<String> {
-    let mut out = String::with_capacity(body.len());
-    let mut chars = body.char_indices();
-    while let Some((i, c)) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some((_, '"')) => out.push('"'),
-            Some((_, '\\')) => out.push('\\'),
-            Some((_, 'n')) => out.push('\n'),
-            Some((_, 't')) => out.push('\t'),
-            Some((j, other)) => {
-                let sp = Span::new(start + i, start + j + other.len_utf8());
-                return Err(Box::new(
-                    Diag::new(
-                        "nnc::syntax",
-                        format!("unknown escape `\\{other}` in a string"),
-                        sp,
-                        "unknown escape",
-                    )
-                    .help("strings know the escapes `\\\"`, `\\\\`, `\\n` and `\\t`"),
-                ));
-            }
-            None => out.push('\\'),
-        }
-    }
-    Ok(out)
 }
 
 /// The span of the token after byte `from` (skipping whitespace and comments), when it is `ch`.
