@@ -104,7 +104,7 @@ pub fn size(e: &Expr, what: &str) -> Result<usize, Diag> {
             e.span,
             "must be ≥ 1",
         )
-        .help(format!("{what} counts something: it is 1 or more")));
+        .help("use a whole number of 1 or more"));
     }
     if v as u64 > MAX_ELEMENTS {
         return Err(Diag::new(

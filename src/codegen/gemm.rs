@@ -23,7 +23,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
 
-use super::jitmod::new_jit_module;
+use super::jitmod::new_jit_module_with_opt;
 
 /// The JIT macro-kernel: `C[mc×nc] (= or +=) Ã·B̃` over packed panels.
 ///
@@ -50,24 +50,30 @@ pub struct Tile {
     pub nr: usize,
 }
 
-/// The tile used by [`Gemm`]: 4×8 (8 accumulators). 6×8 fits 16 xmm registers on paper but
-/// Cranelift's tied-operand `vfmadd213` needs extra copies and it spilled; 4×8 measured faster.
-pub const TILE: Tile = Tile { mr: 4, nr: 8 };
-/// Depth of a cache block: a `KC×NR` sliver of B (8 KiB) stays in L1.
+/// The tile used by [`Gemm`]: 8×4, one f32x4 of B per k step and 8 accumulators. Cranelift
+/// only has the tied `vfmadd213`/`132` forms, so a broadcast of A used by one `fma` becomes a
+/// single `vbroadcastss mem` whose register then holds the new accumulator (no copies), while
+/// a broadcast used twice (nr = 8) costs a load, a shuffle and a register copy. Measured on the
+/// 2-core dev VM (Xeon, AVX-512 but 128-bit Cranelift vectors): 8×4 ≈ 26–31 GFLOP/s, 4×8 ≈
+/// 23–28, 10×4 / 12×4 / 14×4 slower on the model shapes (edge tiles at m = 64).
+pub const TILE: Tile = Tile { mr: 8, nr: 4 };
+/// Depth of a cache block: a `KC×NR` sliver of B (4 KiB) and of A (8 KiB) stay in L1.
 const KC: usize = 256;
-/// Rows of a cache block: the packed `MC×KC` block of A (≈96 KiB) stays in L2.
+/// Rows of a cache block: the packed `MC×KC` block of A (96 KiB) stays in L2.
 const MC: usize = 96;
 /// Columns of a cache block: the packed `KC×NC` block of B (2 MiB) stays in L3.
 const NC: usize = 2048;
+/// Cranelift opt level of the GEMM module.
+const GEMM_OPT: &str = "none";
 /// k steps per iteration of the unrolled micro-kernel loop.
-const UNROLL: usize = 2;
+const UNROLL: usize = 8;
 
 fn args(vals: &[Value]) -> Vec<BlockArg> {
     vals.iter().map(|&v| BlockArg::Value(v)).collect()
 }
 
-/// Flags of loads from packed panels: they never trap, nothing writes them while the kernel
-/// runs, and they may be moved (otherwise the scheduler hoists all loads and spills).
+/// Flags of loads from packed panels: they never trap and nothing writes them while the
+/// kernel runs.
 fn panel_flags() -> MemFlagsData {
     MemFlagsData::new()
         .with_notrap()
@@ -103,9 +109,11 @@ pub fn emit_tile_update(
             .collect();
         for i in 0..tile.mr {
             let off = ((s * tile.mr + i) * 4) as i32;
-            let x = b.ins().load(types::F32, flags, a, off);
-            let xs = b.ins().splat(types::F32X4, x);
             for (v, &bv) in bvec.iter().enumerate() {
+                // One broadcast per use: a single-use `splat(load)` becomes `vbroadcastss mem`
+                // and its register takes the result of the tied `vfmadd213` (no copies).
+                let x = b.ins().load(types::F32, flags, a, off);
+                let xs = b.ins().splat(types::F32X4, x);
                 let k = i * nv + v;
                 acc[k] = b.ins().fma(xs, bv, acc[k]);
             }
@@ -400,7 +408,7 @@ impl Gemm {
         if tile.mr == 0 || tile.nr == 0 || !tile.nr.is_multiple_of(4) {
             return Err(format!("invalid GEMM tile {tile:?}"));
         }
-        let mut module = new_jit_module()?;
+        let mut module = new_jit_module_with_opt(GEMM_OPT)?;
         let id = define_macro_kernel(&mut module, "nnc_gemm_macro", tile)?;
         module
             .finalize_definitions()
@@ -453,11 +461,14 @@ impl Gemm {
         }
         let (mr, nr) = (self.tile.mr, self.tile.nr);
         let mc_max = MC.div_ceil(mr) * mr;
+        // Equal depth blocks (784 = 4×196, not 3×256 + 16): a short last block would pay the
+        // C tile load/store for little work.
+        let kc_step = k.div_ceil(k.div_ceil(KC));
         PACK.with(|cell| {
             let mut bufs = cell.borrow_mut();
             let (pa, pb) = &mut *bufs;
-            let a_len = mc_max.min(m.div_ceil(mr) * mr) * KC.min(k);
-            let b_len = NC.min(n.div_ceil(nr) * nr) * KC.min(k);
+            let a_len = mc_max.min(m.div_ceil(mr) * mr) * kc_step;
+            let b_len = NC.min(n.div_ceil(nr) * nr) * kc_step;
             if pa.len() < a_len {
                 pa.resize(a_len, 0.0);
             }
@@ -466,8 +477,8 @@ impl Gemm {
             }
             for jc in (0..n).step_by(NC) {
                 let nc = NC.min(n - jc);
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
+                for pc in (0..k).step_by(kc_step) {
+                    let kc = kc_step.min(k - pc);
                     pack_b(tb, b, k, n, pc, kc, jc, nc, nr, pb);
                     let acc = accumulate || pc > 0;
                     for ic in (0..m).step_by(mc_max) {
