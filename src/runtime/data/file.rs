@@ -29,7 +29,12 @@ pub fn read(written: &str, dir: &Path) -> Result<(PathBuf, Vec<u8>), DataError> 
         Err(source) => return Err(DataError::Io { path, source }),
     };
     if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
+        // The gzip trailer's ISIZE is the uncompressed size (mod 2³²): reserve it to avoid
+        // re-copying tens of megabytes while the buffer grows (capped against corrupt trailers).
+        let isize = raw.len().checked_sub(4).map_or(0, |i| {
+            u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]) as usize
+        });
+        let mut out = Vec::with_capacity(isize.min(raw.len().saturating_mul(1032)));
         match flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {
             Ok(_) => Ok((path, out)),
             Err(e) => Err(DataError::Gzip {

@@ -7,7 +7,15 @@ use std::path::Path;
 /// A parsed IDX file: dims and the u8 payload.
 struct Idx {
     dims: Vec<usize>,
-    payload: Vec<u8>,
+    /// The whole file; the payload starts at `header`.
+    bytes: Vec<u8>,
+    header: usize,
+}
+
+impl Idx {
+    fn payload(&self) -> &[u8] {
+        &self.bytes[self.header..]
+    }
 }
 
 fn parse(path: &Path, bytes: Vec<u8>, magic: u32, what: &'static str) -> Result<Idx, DataError> {
@@ -61,9 +69,11 @@ fn parse(path: &Path, bytes: Vec<u8>, magic: u32, what: &'static str) -> Result<
             ),
         });
     }
-    let mut payload = bytes;
-    payload.drain(..header);
-    Ok(Idx { dims, payload })
+    Ok(Idx {
+        dims,
+        bytes,
+        header,
+    })
 }
 
 /// Reads one IDX image file (as f32) and its label file (as i32).
@@ -81,11 +91,11 @@ pub fn load(images: &str, labels: &str, dir: &Path) -> Result<RawSplit, DataErro
         });
     }
     let x = Column {
-        values: Values::F32(img.payload.iter().map(|&b| b as f32).collect()),
+        values: Values::F32(img.payload().iter().map(|&b| b as f32).collect()),
         shape: img.dims[1..].to_vec(),
     };
     let y = Column {
-        values: Values::I32(lab.payload.iter().map(|&b| b as i32).collect()),
+        values: Values::I32(lab.payload().iter().map(|&b| b as i32).collect()),
         shape: vec![],
     };
     Ok(RawSplit {
@@ -102,7 +112,7 @@ pub fn images_from_bytes(
 ) -> Result<(Vec<f32>, usize, Vec<usize>), DataError> {
     let img = parse(path, bytes, 0x0000_0803, "IDX u8 images, 3 dims")?;
     Ok((
-        img.payload.iter().map(|&b| b as f32).collect(),
+        img.payload().iter().map(|&b| b as f32).collect(),
         img.dims[0],
         img.dims[1..].to_vec(),
     ))

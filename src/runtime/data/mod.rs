@@ -210,11 +210,18 @@ fn inline(x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<Split, DataError> {
     })
 }
 
-/// Applies `normalize` to f32 inputs.
+/// Applies `normalize` to f32 inputs. Byte-valued inputs (IDX images, most CSV pixels) go
+/// through a 256-entry table: evaluating the expression tree per element would dominate loading.
 pub fn normalize(col: &mut Column, expr: &ScalarExpr) {
     if let Values::F32(v) = &mut col.values {
+        let table: Vec<f32> = (0..256).map(|b| expr.eval(b as f64) as f32).collect();
         for x in v.iter_mut() {
-            *x = expr.eval(*x as f64) as f32;
+            let b = *x as u8;
+            *x = if b as f32 == *x {
+                table[b as usize]
+            } else {
+                expr.eval(*x as f64) as f32
+            };
         }
     }
 }
@@ -328,4 +335,29 @@ fn conform_column(
         values,
         shape: t.dims.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syntax::ast::BinOp;
+
+    #[test]
+    fn normalize_table_matches_the_expression_on_every_kind_of_value() {
+        let num = |n| Box::new(ScalarExpr::Num(n));
+        let x_255 = ScalarExpr::Bin(BinOp::Div, Box::new(ScalarExpr::X), num(255.0));
+        let e = ScalarExpr::Bin(
+            BinOp::Div,
+            Box::new(ScalarExpr::Bin(BinOp::Sub, Box::new(x_255), num(0.5))),
+            num(0.5),
+        );
+        let raw = vec![0.0, 3.0, 255.0, 0.5, -1.0, 300.0, 254.9];
+        let mut col = Column {
+            values: Values::F32(raw.clone()),
+            shape: vec![7],
+        };
+        normalize(&mut col, &e);
+        let want: Vec<f32> = raw.iter().map(|&x| e.eval(x as f64) as f32).collect();
+        assert_eq!(col.values, Values::F32(want));
+    }
 }
