@@ -187,6 +187,8 @@ pub(super) fn train(
     let mut epoch = 0u64;
     let mut last: Option<(u64, EvalResult)> = None;
     let train_start = Instant::now();
+    // Time spent evaluating and checkpointing, left out of samples/s.
+    let mut paused = std::time::Duration::ZERO;
     let save =
         |values: &[Vec<f32>], trainable: &[Trainable], step: u64| -> Result<(), TrainError> {
             let Some(path) = &ckpt_path else {
@@ -327,8 +329,8 @@ pub(super) fn train(
             }
             recent[(step % 50) as usize] = loss as f64;
             step += 1;
-            let sps =
-                (step as usize * batch) as f64 / train_start.elapsed().as_secs_f64().max(1e-9);
+            let sps = (step as usize * batch) as f64
+                / (train_start.elapsed() - paused).as_secs_f64().max(1e-9);
             progress
                 .step(&StepInfo {
                     step,
@@ -343,10 +345,12 @@ pub(super) fn train(
                 .as_ref()
                 .is_some_and(|e| !e.per_epoch && step.is_multiple_of(e.every.max(1)))
             {
+                let t = Instant::now();
                 if let Some(r) = do_eval(&mut eval_exec, &values, step)? {
                     report(&mut progress, &mut last, r, step, epoch)?;
                 }
                 save(&values, &trainable, step)?;
+                paused += t.elapsed();
             }
         }
         if spec
@@ -355,13 +359,15 @@ pub(super) fn train(
             .is_some_and(|e| e.per_epoch && epoch.is_multiple_of(e.every.max(1)))
             && last.map(|l| l.0) != Some(step)
         {
+            let t = Instant::now();
             if let Some(r) = do_eval(&mut eval_exec, &values, step)? {
                 report(&mut progress, &mut last, r, step, epoch)?;
             }
             save(&values, &trainable, step)?;
+            paused += t.elapsed();
         }
     }
-    let train_secs = train_start.elapsed().as_secs_f64();
+    let train_secs = (train_start.elapsed() - paused).as_secs_f64();
     if last.map(|l| l.0) != Some(step) {
         if let Some(r) = do_eval(&mut eval_exec, &values, step)? {
             report(&mut progress, &mut last, r, step, epoch)?;
