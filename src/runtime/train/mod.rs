@@ -128,6 +128,8 @@ pub struct Session<'a> {
     backend: Backend,
     options: TrainOptions,
     trained: BTreeMap<String, Tensors>,
+    /// Runs on the same data with the same input types share one load.
+    data: run::DataCache,
     log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
 }
 
@@ -149,6 +151,7 @@ impl<'a> Session<'a> {
             backend,
             options,
             trained: BTreeMap::new(),
+            data: BTreeMap::new(),
             log,
         })
     }
@@ -172,6 +175,7 @@ impl<'a> Session<'a> {
             &self.backend,
             &self.options,
             &self.trained,
+            &mut self.data,
             log,
         )?;
         self.log = log;

@@ -16,9 +16,13 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Instant;
 
 type Log = Option<(PathBuf, BufWriter<File>)>;
+
+/// Data sets loaded by earlier runs of a session, by data block and expected types.
+pub(super) type DataCache = BTreeMap<String, Rc<Dataset>>;
 
 /// Empties a vector of borrowed slices so that its allocation can hold borrows of another
 /// lifetime (an in-place collect of an empty iterator keeps the buffer).
@@ -88,6 +92,7 @@ pub(super) fn train(
     backend: &Backend,
     opts: &TrainOptions,
     trained: &BTreeMap<String, Tensors>,
+    cache: &mut DataCache,
     log: Log,
 ) -> Result<(RunSummary, Tensors, Log), TrainError> {
     let run = spec.name.as_str();
@@ -101,12 +106,21 @@ pub(super) fn train(
     let dspec = program
         .data(&spec.data)
         .ok_or_else(|| setup(format!("no data block named `{}`", spec.data)))?;
-    let ds = data::load(dspec, &opts.data_dir, &expect(&spec.graph)).map_err(|source| {
-        TrainError::Data {
-            run: run.into(),
-            source,
+    let want = expect(&spec.graph);
+    let key = format!("{}|{:?}|{:?}", dspec.name, want.x, want.y);
+    let ds = match cache.get(&key) {
+        Some(ds) => ds.clone(),
+        None => {
+            let ds =
+                data::load(dspec, &opts.data_dir, &want).map_err(|source| TrainError::Data {
+                    run: run.into(),
+                    source,
+                })?;
+            let ds = Rc::new(ds);
+            cache.insert(key, ds.clone());
+            ds
         }
-    })?;
+    };
     check_labels(spec, &ds).map_err(setup)?;
 
     // Graphs, executors, parameters, optimizer.
