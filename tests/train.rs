@@ -225,6 +225,16 @@ impl Harness {
     }
     /// Runs every run of `p`; returns the session's result and the final params of the last run.
     fn train(&self, p: &Program, opts: TrainOptions) -> Result<Trained, TrainError> {
+        self.train_only(p, opts, None)
+    }
+
+    /// Runs every run of `p`, or only the one named `only`.
+    fn train_only(
+        &self,
+        p: &Program,
+        opts: TrainOptions,
+        only: Option<&str>,
+    ) -> Result<Trained, TrainError> {
         let nan_at = self.nan_at;
         let exec = move |g: &Graph| -> Result<Box<dyn Executor>, String> {
             Ok(Box::new(LinearExec {
@@ -246,7 +256,10 @@ impl Harness {
             updater: Box::new(upd),
         };
         let mut s = Session::new(p, backend, opts)?;
-        let sums = s.run_all()?;
+        let sums = match only {
+            Some(name) => vec![s.run(name)?],
+            None => s.run_all()?,
+        };
         let last = &p.runs.last().unwrap().name;
         let params = s
             .params(last)
@@ -354,12 +367,14 @@ fn a_non_finite_loss_stops_with_the_step_and_parameter() {
     );
 }
 
-#[test]
-fn checkpoint_holds_the_final_parameters_and_init_from_a_run_continues_from_them() {
-    let dir = std::env::temp_dir().join(format!("nnc-train-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A run writing a checkpoint, and one starting from it with a negligible lr.
+fn first_spec() -> RunSpec {
     let mut first = run_spec("first", Length::Steps(5));
     first.checkpoint = Some("first.safetensors".into());
+    first
+}
+
+fn second_spec() -> RunSpec {
     let mut second = run_spec("second", Length::Steps(1));
     second.init = Some(InitFrom::Run("first".into()));
     second.optimizer = OptimizerSpec::Sgd {
@@ -368,6 +383,14 @@ fn checkpoint_holds_the_final_parameters_and_init_from_a_run_continues_from_them
         nesterov: false,
         weight_decay: 0.0,
     };
+    second
+}
+
+#[test]
+fn checkpoint_holds_the_final_parameters_and_init_from_a_run_continues_from_them() {
+    let dir = std::env::temp_dir().join(format!("nnc-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first, second) = (first_spec(), second_spec());
     let opts = TrainOptions {
         base_dir: dir.clone(),
         log_json: Some(dir.join("log.jsonl")),
@@ -396,6 +419,18 @@ fn checkpoint_holds_the_final_parameters_and_init_from_a_run_continues_from_them
     assert!(log
         .lines()
         .any(|l| l.starts_with("{\"type\":\"step\",\"run\":\"second\",\"step\":1,")));
+    // A session that trains only `second` starts from the checkpoint `first` wrote.
+    let (_, alone) = Harness::new()
+        .train_only(
+            &program(vec![first_spec(), second_spec()], 1.0),
+            TrainOptions {
+                base_dir: dir.clone(),
+                ..quiet()
+            },
+            Some("second"),
+        )
+        .unwrap();
+    assert_eq!(alone, params);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -3,9 +3,10 @@
 //! run or its checkpoint. Also the per-parameter lr multipliers of `lr_scale`.
 
 use super::{TrainError, TrainOptions};
-use crate::ir::{Graph, InitFrom, Param, RunSpec};
+use crate::ir::{Graph, InitFrom, Param, Program, RunSpec};
 use crate::runtime::checkpoint::{Checkpoint, Tensor};
 use crate::runtime::init::init_param;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -29,8 +30,36 @@ pub fn lr_scale(path: &str, scales: &[(String, f64)]) -> f64 {
         .map_or(1.0, |(_, s)| *s)
 }
 
+/// The parameters run `r` ended with: from this session, or else from the checkpoint that run
+/// writes (so that a later run can be trained on its own).
+fn run_params<'t>(
+    r: &str,
+    setting: &str,
+    program: &Program,
+    trained: &'t BTreeMap<String, Tensors>,
+    opts: &TrainOptions,
+) -> Result<Cow<'t, Tensors>, String> {
+    if let Some(t) = trained.get(r) {
+        return Ok(Cow::Borrowed(t));
+    }
+    let written = program.run(r).and_then(|s| s.checkpoint.as_ref());
+    let Some(file) = written else {
+        return Err(format!(
+            "`{setting}: {r}` needs run `{r}` to have run first (it writes no checkpoint to start from)"
+        ));
+    };
+    let path = crate::runtime::data::resolve(file, &opts.base_dir);
+    match Checkpoint::load(&path) {
+        Ok(ck) => Ok(Cow::Owned(ck.tensors)),
+        Err(e) => Err(format!(
+            "`{setting}: {r}`: run `{r}` has not run in this session, and {e}"
+        )),
+    }
+}
+
 /// Starting values of every parameter of `graph`, in its order.
 pub fn initial(
+    program: &Program,
     spec: &RunSpec,
     graph: &Graph,
     opts: &TrainOptions,
@@ -48,6 +77,7 @@ pub fn initial(
 
     // The tensors the student starts from, if any.
     let init_ck;
+    let init_run;
     let init: Option<(&Tensors, String)> = match (&opts.init, &spec.init) {
         (Some(p), _) => {
             init_ck = Checkpoint::load(p).map_err(ck_err)?;
@@ -58,10 +88,8 @@ pub fn initial(
             Some((&init_ck.tensors, p.clone()))
         }
         (None, Some(InitFrom::Run(r))) => {
-            let t = trained
-                .get(r)
-                .ok_or_else(|| setup(format!("`init: {r}` needs run `{r}` to have run first")))?;
-            Some((t, format!("run `{r}`")))
+            init_run = run_params(r, "init", program, trained, opts).map_err(|m| setup(m))?;
+            Some((&*init_run, format!("run `{r}`")))
         }
         (None, None) => None,
     };
@@ -111,9 +139,7 @@ pub fn initial(
                 ck.params_for(&ps, TEACHER).map_err(ck_err)?
             }
             InitFrom::Run(r) => {
-                let src = trained.get(r).ok_or_else(|| {
-                    setup(format!("`teacher: {r}` needs run `{r}` to have run first"))
-                })?;
+                let src = run_params(r, "teacher", program, trained, opts).map_err(|m| setup(m))?;
                 teacher
                     .iter()
                     .map(|(_, p)| {

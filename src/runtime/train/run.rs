@@ -143,7 +143,7 @@ pub(super) fn train(
         .ok_or_else(|| {
             setup("the evaluation graph has parameters the training graph lacks".into())
         })?;
-    let mut values = params::initial(spec, &graph, opts, trained)?;
+    let mut values = params::initial(program, spec, &graph, opts, trained)?;
     let updater =
         (backend.updater)(&spec.optimizer).map_err(|e| setup(format!("optimizer: {e}")))?;
     let mut trainable = Vec::new();
