@@ -88,7 +88,7 @@ pub fn initial(
             Some((&init_ck.tensors, p.clone()))
         }
         (None, Some(InitFrom::Run(r))) => {
-            init_run = run_params(r, "init", program, trained, opts).map_err(|m| setup(m))?;
+            init_run = run_params(r, "init", program, trained, opts).map_err(&setup)?;
             Some((&*init_run, format!("run `{r}`")))
         }
         (None, None) => None,
@@ -139,7 +139,7 @@ pub fn initial(
                 ck.params_for(&ps, TEACHER).map_err(ck_err)?
             }
             InitFrom::Run(r) => {
-                let src = run_params(r, "teacher", program, trained, opts).map_err(|m| setup(m))?;
+                let src = run_params(r, "teacher", program, trained, opts).map_err(&setup)?;
                 teacher
                     .iter()
                     .map(|(_, p)| {
