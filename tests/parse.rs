@@ -794,3 +794,59 @@ fn other_languages_habits_get_a_hint() {
         Some("there is no power operator: multiply, `x * x`")
     );
 }
+
+#[test]
+fn errors_in_several_items_are_reported_together_in_source_order() {
+    let src = "model A(x: [2]) -> [1] {\n    h = x |> dense(4 |> relu\n    return h\n}\n\nmodel B(x: [2]) -> [1] {\n    return x |> dense(1)\n\ndata d {\n    train: csv(\"a.csv\")\n}\n\ntrain A on d {\n    optimizer: sgd(lr: 0.1\n}\n\ntrain B on d { batch = 3 }\n";
+    let ds = errs(src);
+    let got: Vec<(&str, &str)> = ds
+        .iter()
+        .map(|d| (d.message.as_str(), text(src, d.span)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("expected `(`, `)` or `,`, found keyword `return`", "return"),
+            ("expected `}` or a statement, found keyword `data`", "data"),
+            ("expected `)` or `,`, found `}`", "}"),
+            ("settings are written `key: value`, not `key = value`", "="),
+        ]
+    );
+    assert_eq!(ds[1].help.as_deref(), Some("add the missing `}`"));
+}
+
+#[test]
+fn a_missing_brace_does_not_cascade_into_the_following_items() {
+    let src = "model A(x: [2]) {\n  return x\n\nmodel B(x: [2]) { return x }\nmodel C(x: [2]) { return x }\n";
+    let ds = errs(src);
+    assert_eq!(ds.len(), 1, "{ds:?}");
+    assert_eq!(text(src, ds[0].span), "model");
+    assert_eq!(ds[0].span.start, src.find("model B").unwrap());
+}
+
+#[test]
+fn recovery_stops_after_ten_errors() {
+    let src = "model M(x: [2]) { return x |> }\n".repeat(30);
+    assert_eq!(errs(&src).len(), 10);
+}
+
+#[test]
+fn subtraction_after_a_pipeline_is_explained() {
+    let (d, at) = err("model M(x: [2]) {\n  return x |> relu - 1\n}");
+    assert_eq!(d.message, "arithmetic after a pipeline stage");
+    assert_eq!(at, "- 1");
+    assert!(d.help.unwrap().contains("`(x |> f) - y`"));
+}
+
+#[test]
+fn a_backslash_cannot_continue_a_string_on_the_next_line() {
+    let (d, at) = err("data d { train: csv(\"a\\\n.csv\") }");
+    assert_eq!(d.message, "unterminated string");
+    assert_eq!(at, "\"a\\");
+}
+
+#[test]
+fn a_byte_order_mark_is_whitespace() {
+    let f = ok("\u{FEFF}model M(x: [2]) { return x }");
+    assert_eq!(model(&f, 0).name.span, Span::new(9, 10));
+}

@@ -184,7 +184,9 @@ fn in_block_context(src: &str, toks: &[Tok], pos: usize, expected: &mut Vec<Stri
         _ => return,
     };
     if has(expected, trigger) || has(expected, word) {
-        expected.retain(|w| !drop.contains(&w.as_str()));
+        expected.retain(|w| !drop.contains(&w.as_str()) && w != "`}`");
+        // Closing the block is always possible where a statement or setting may start.
+        expected.push("`}`".to_string());
         expected.push(word.to_string());
     }
 }
