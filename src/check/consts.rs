@@ -61,7 +61,8 @@ pub fn number(e: &Expr) -> Result<f64, Diag> {
             format!("expected a number, found {}", describe(e)),
             e.span,
             "expected a number",
-        )),
+        )
+        .help("write a number such as `128` or `0.1`, or constant arithmetic such as `64*7*7`")),
     }
 }
 
@@ -74,7 +75,12 @@ pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
             format!("{what} must be a whole number, found {v}"),
             e.span,
             "not an integer",
-        ));
+        )
+        .help(format!(
+            "write a whole number, e.g. `{}` or `{}`",
+            v.floor().max(1.0),
+            v.ceil().max(1.0)
+        )));
     }
     if v.abs() > 9.0e15 {
         return Err(Diag::new(
@@ -82,7 +88,8 @@ pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
             format!("{what} is far too large: {v}"),
             e.span,
             "too large",
-        ));
+        )
+        .help("nnc supports tensors of up to 2^31 elements"));
     }
     Ok(v as i64)
 }
@@ -96,7 +103,8 @@ pub fn size(e: &Expr, what: &str) -> Result<usize, Diag> {
             format!("{what} must be at least 1, found {v}"),
             e.span,
             "must be ≥ 1",
-        ));
+        )
+        .help("use a whole number of 1 or more"));
     }
     if v as u64 > MAX_ELEMENTS {
         return Err(Diag::new(
@@ -119,7 +127,8 @@ pub fn count(e: &Expr, what: &str) -> Result<usize, Diag> {
             format!("{what} cannot be negative, found {v}"),
             e.span,
             "must be ≥ 0",
-        ));
+        )
+        .help("use 0 for none"));
     }
     if v as u64 > MAX_ELEMENTS {
         return Err(Diag::new(
@@ -127,7 +136,8 @@ pub fn count(e: &Expr, what: &str) -> Result<usize, Diag> {
             format!("{what} is absurdly large: {v}"),
             e.span,
             "larger than 2^31",
-        ));
+        )
+        .help("nnc supports tensors of up to 2^31 elements"));
     }
     Ok(v as usize)
 }
@@ -169,7 +179,12 @@ pub fn fraction(e: &Expr, what: &str, lo: f64, hi: f64, hi_inclusive: bool) -> R
             format!("{what} must be in [{lo}, {hi}{close}, found {v}"),
             e.span,
             "out of range",
-        ));
+        )
+        .help(if hi_inclusive {
+            format!("pick a value from {lo} to {hi}")
+        } else {
+            format!("pick a value from {lo} up to, but not including, {hi}")
+        }));
     }
     Ok(v)
 }

@@ -356,7 +356,10 @@ fn rows(e: &Expr, what: &str) -> Result<Vec<Vec<f64>>, Diag> {
                     "{}; the first row has {first}",
                     super::names::plural(row.len(), "value")
                 ),
-            ));
+            )
+            .help(format!(
+                "every row of `{what}` holds one sample: they need the same number of values"
+            )));
         }
         out.push(row);
     }

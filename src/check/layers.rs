@@ -41,7 +41,7 @@ fn sig(kind: &str) -> Sig {
         },
         "maxpool" | "avgpool" => Sig {
             forms: &[&["kernel"]],
-            named: &["stride", "padding"],
+            named: &["stride"],
             required: &["kernel"],
             usage: "`maxpool(k, stride: k)`",
         },
@@ -189,9 +189,6 @@ pub fn layer(
         "maxpool" | "avgpool" => {
             let k = r.size("kernel", "the window size");
             let s = r.get("stride", |e| consts::size(e, "the stride"));
-            let p = r
-                .get("padding", |e| consts::count(e, "the padding"))
-                .unwrap_or(0);
             let (Some(k), V::T(x), true) = (k, v, r.ok) else {
                 return V::Bad;
             };
@@ -204,7 +201,7 @@ pub fn layer(
                 Window {
                     kernel: k,
                     stride: s.unwrap_or(k),
-                    pad: p,
+                    pad: 0,
                 },
                 ks,
             )

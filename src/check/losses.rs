@@ -94,6 +94,18 @@ pub fn label_use(e: &Expr) -> (bool, bool) {
     }
 }
 
+/// Whether the name `name` appears anywhere in `e`.
+pub fn mentions(e: &Expr, name: &str) -> bool {
+    match &e.kind {
+        ExprKind::Path(p) => p.len() == 1 && p[0].name == name,
+        ExprKind::Call { args, .. } => args.iter().any(|a| mentions(&a.value, name)),
+        ExprKind::Binary { lhs, rhs, .. } => mentions(lhs, name) || mentions(rhs, name),
+        ExprKind::Neg(a) => mentions(a, name),
+        ExprKind::Pipe { input, .. } => mentions(input, name),
+        _ => false,
+    }
+}
+
 /// Lowers a call of a loss function.
 pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
     let name = callee.name.as_str();

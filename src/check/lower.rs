@@ -515,7 +515,12 @@ impl<'a, 'g> Lower<'a, 'g> {
                     callee.span,
                     format!("expects {}", show(&sig.input)),
                 )
-                .also(input_span, format!("this is {}", show(&got))),
+                .also(input_span, format!("this is {}", show(&got)))
+                .help(format!(
+                    "`{name}` is declared as `model {name}({}: {})`; its input must have that shape",
+                    sig.input_name,
+                    show(&sig.input)
+                )),
             );
         }
         let model = self.models.ast[name];

@@ -31,11 +31,19 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 /// The closest candidate to `name`, if it is close enough to be a plausible typo.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.chars().count() / 3).max(1);
+    let lower = name.to_lowercase();
     candidates
         .into_iter()
         .filter(|c| *c != name)
-        .map(|c| (edit_distance(&name.to_lowercase(), &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= limit)
+        .filter_map(|c| {
+            let cl = c.to_lowercase();
+            let d = edit_distance(&lower, &cl);
+            // `batch_size` for `batch`, `lr_scales` for `lr_scale`: a word around the right one.
+            let extends = cl.len() >= 3
+                && lower.len() >= 3
+                && (lower.starts_with(&cl) || cl.starts_with(&lower));
+            (d <= limit || extends).then_some((d, c))
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -114,6 +122,10 @@ mod tests {
         assert_eq!(closest("dense2d", ["dense", "conv2d"]), Some("dense"));
         assert_eq!(closest("rleu", ["relu", "tanh"]), Some("relu"));
         assert_eq!(closest("banana", ["relu", "tanh"]), None);
+        assert_eq!(
+            closest("batch_size", ["batch", "seed", "steps"]),
+            Some("batch")
+        );
     }
 
     #[test]

@@ -174,6 +174,16 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
     let (Some(sig), Some(data), Some(loss_expr)) = (sig, data, loss_expr) else {
         return None;
     };
+    if let (Some(st), Some(_)) = (s.setting("teacher"), &teacher) {
+        if !losses::mentions(loss_expr, "teacher") {
+            diags.push(
+                Diag::new("nnc::train", "the loss never uses the teacher", loss_expr.span, "no `teacher` here")
+                    .also(st.span, "a teacher is set here")
+                    .help("distill with `kd(output, teacher, label)` or `kl_div(teacher, output)`, or remove `teacher:`"),
+            );
+            return None;
+        }
+    }
     if s.get("teacher").is_some() && teacher.is_none() {
         // The loss would only add that `teacher` is unknown.
         return None;
