@@ -3,6 +3,7 @@
 //! 2 internal error).
 
 mod check;
+mod gradcheck;
 mod ir;
 mod source;
 mod train;
@@ -43,6 +44,8 @@ pub enum Command {
     },
     /// Train: run the file's `train` blocks in order (or one with `--run`).
     Train(train::TrainArgs),
+    /// Compare the JIT backward pass with finite differences for every trainable parameter.
+    Gradcheck(gradcheck::GradcheckArgs),
 }
 
 /// What went wrong, and therefore the exit code.
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Check { file, stats } => check::run(&file, stats),
         Command::Ir { file, stage, only } => ir::run(&file, stage, only.as_deref()),
         Command::Train(args) => train::run(&args),
+        Command::Gradcheck(args) => gradcheck::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,7 @@
 //! prints a summary; for small inline data sets it also prints the model's output per sample.
 
 use super::{source, CliError, CliResult};
-use crate::exec::{Executor, Feed, StepCtx};
+use crate::exec::{Feed, StepCtx};
 use crate::ir::{Program, RunSpec, Source};
 use crate::runtime::train::{Backend, RunSummary, Session, TrainError, TrainOptions};
 use std::path::PathBuf;
