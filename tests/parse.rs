@@ -829,3 +829,24 @@ fn recovery_stops_after_ten_errors() {
     let src = "model M(x: [2]) { return x |> }\n".repeat(30);
     assert_eq!(errs(&src).len(), 10);
 }
+
+#[test]
+fn subtraction_after_a_pipeline_is_explained() {
+    let (d, at) = err("model M(x: [2]) {\n  return x |> relu - 1\n}");
+    assert_eq!(d.message, "arithmetic after a pipeline stage");
+    assert_eq!(at, "- 1");
+    assert!(d.help.unwrap().contains("`(x |> f) - y`"));
+}
+
+#[test]
+fn a_backslash_cannot_continue_a_string_on_the_next_line() {
+    let (d, at) = err("data d { train: csv(\"a\\\n.csv\") }");
+    assert_eq!(d.message, "unterminated string");
+    assert_eq!(at, "\"a\\");
+}
+
+#[test]
+fn a_byte_order_mark_is_whitespace() {
+    let f = ok("\u{FEFF}model M(x: [2]) { return x }");
+    assert_eq!(model(&f, 0).name.span, Span::new(9, 10));
+}

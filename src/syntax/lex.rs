@@ -37,6 +37,8 @@ pub fn skip_trivia(src: &str, mut pos: usize) -> usize {
     while pos < b.len() {
         match b[pos] {
             b' ' | b'\t' | b'\r' | b'\n' => pos += 1,
+            // A byte-order mark, as some editors write at the start of a file.
+            0xEF if src[pos..].starts_with('\u{FEFF}') => pos += 3,
             b'#' => pos = line_end(src, pos),
             b'/' if b.get(pos + 1) == Some(&b'/') => pos = line_end(src, pos),
             _ => break,

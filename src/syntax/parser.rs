@@ -46,6 +46,14 @@ pub(super) fn build_file(mut pairs: Pairs<'_, Rule>) -> Result<File, Vec<Diag>> 
     }
 }
 
+/// Whether a statement's value is a pipeline, which binds loosest.
+fn ends_in_pipe(s: Option<&Stmt>) -> bool {
+    let (Some(Stmt::Let { value, .. }) | Some(Stmt::Return { value, .. })) = s else {
+        return false;
+    };
+    matches!(value.kind, ExprKind::Pipe { .. })
+}
+
 fn stmt_span(s: &Stmt) -> Span {
     match s {
         Stmt::Let { span, .. } | Stmt::Return { span, .. } => *span,
@@ -175,6 +183,18 @@ impl Builder {
                             )
                             .help("bind a name with `name = value`"),
                         ),
+                        _ if matches!(e.kind, ExprKind::Neg(_)) && ends_in_pipe(body.last()) => {
+                            // `x |> f - 1` is `x |> f` followed by the statement `-1`.
+                            self.diags.push(
+                                Diag::new(
+                                    CODE,
+                                    "arithmetic after a pipeline stage",
+                                    e.span,
+                                    "this is read as a new statement",
+                                )
+                                .help("`|>` binds loosest: put the pipeline in parentheses, `(x |> f) - y`"),
+                            );
+                        }
                         _ => bad_exprs.push(e.span),
                     }
                 }
