@@ -24,8 +24,20 @@ pub struct Diag {
 }
 
 impl Diag {
-    pub fn new(code: &'static str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Diag {
-        Diag { message: message.into(), span, label: label.into(), help: None, code, related: Vec::new() }
+    pub fn new(
+        code: &'static str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Diag {
+        Diag {
+            message: message.into(),
+            span,
+            label: label.into(),
+            help: None,
+            code,
+            related: Vec::new(),
+        }
     }
     pub fn help(mut self, help: impl Into<String>) -> Diag {
         self.help = Some(help.into());
@@ -50,11 +62,16 @@ impl Diagnostic for Diag {
         Some(Box::new(self.code))
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let main = LabeledSpan::new_primary_with_span(Some(self.label.clone()), self.span);
-        let rest = self.related.iter().map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
+        let rest = self
+            .related
+            .iter()
+            .map(|(s, l)| LabeledSpan::new_with_span(Some(l.clone()), *s));
         Some(Box::new(std::iter::once(main).chain(rest)))
     }
 }
@@ -68,7 +85,10 @@ pub struct Report {
 
 impl Report {
     pub fn new(file_name: &str, text: &str, diags: Vec<Diag>) -> Report {
-        Report { source: Arc::new(NamedSource::new(file_name, text.to_string())), diags }
+        Report {
+            source: Arc::new(NamedSource::new(file_name, text.to_string())),
+            diags,
+        }
     }
 }
 
@@ -116,15 +136,25 @@ impl Report {
     /// `color: false` gives plain text (used by the tests/ui expectations).
     pub fn render(&self, color: bool) -> String {
         use miette::{GraphicalReportHandler, GraphicalTheme};
-        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
         let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
         let mut out = String::new();
         for d in &self.diags {
-            let w = WithSource { diag: d, source: &self.source };
+            let w = WithSource {
+                diag: d,
+                source: &self.source,
+            };
             let _ = handler.render_report(&mut out, &w);
         }
         if self.diags.len() > 1 {
-            out.push_str(&format!("error: aborting due to {} errors\n", self.diags.len()));
+            out.push_str(&format!(
+                "error: aborting due to {} errors\n",
+                self.diags.len()
+            ));
         }
         out
     }

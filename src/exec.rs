@@ -32,9 +32,17 @@ pub struct StepCtx {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("input {index} has {found} elements, expected {expected}")]
-    InputSize { index: usize, expected: usize, found: usize },
+    InputSize {
+        index: usize,
+        expected: usize,
+        found: usize,
+    },
     #[error("parameter {path} has {found} elements, expected {expected}")]
-    ParamSize { path: String, expected: usize, found: usize },
+    ParamSize {
+        path: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -45,7 +53,13 @@ pub trait Executor {
     fn graph(&self) -> &Graph;
     /// Runs the whole graph on one batch. `inputs` follow [`Graph::inputs`], `params` follow
     /// [`Graph::params`] (each the parameter's elements, row-major).
-    fn run(&mut self, batch: usize, inputs: &[Feed<'_>], params: &[&[f32]], ctx: StepCtx) -> Result<(), ExecError>;
+    fn run(
+        &mut self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+        ctx: StepCtx,
+    ) -> Result<(), ExecError>;
     /// The value of the output named `name` after the last `run` (row-major, full shape for that
     /// run's batch size), or `None` if the graph has no such output.
     fn output(&self, name: &str) -> Option<&[f32]>;

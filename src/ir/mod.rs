@@ -51,10 +51,18 @@ pub struct Type {
 
 impl Type {
     pub fn f32(batched: bool, dims: impl Into<Vec<usize>>) -> Type {
-        Type { dtype: DType::F32, batched, dims: dims.into() }
+        Type {
+            dtype: DType::F32,
+            batched,
+            dims: dims.into(),
+        }
     }
     pub fn i32(batched: bool, dims: impl Into<Vec<usize>>) -> Type {
-        Type { dtype: DType::I32, batched, dims: dims.into() }
+        Type {
+            dtype: DType::I32,
+            batched,
+            dims: dims.into(),
+        }
     }
     pub fn scalar() -> Type {
         Type::f32(false, vec![])
@@ -445,7 +453,12 @@ impl Op {
     pub fn is_loss(&self) -> bool {
         matches!(
             self,
-            Op::CrossEntropy | Op::SoftCrossEntropy | Op::KlDiv | Op::Mse | Op::Bce | Op::SumSquares
+            Op::CrossEntropy
+                | Op::SoftCrossEntropy
+                | Op::KlDiv
+                | Op::Mse
+                | Op::Bce
+                | Op::SumSquares
         )
     }
 
@@ -488,7 +501,11 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>, training: bool) -> Graph {
-        Graph { name: name.into(), training, ..Default::default() }
+        Graph {
+            name: name.into(),
+            training,
+            ..Default::default()
+        }
     }
 
     pub fn node(&self, v: ValueId) -> &Node {
@@ -502,16 +519,32 @@ impl Graph {
     /// Appends a node whose type is inferred from its inputs ([`shape::infer`]).
     /// Sources (`Input`, `Param`, `Const`) and ops whose type cannot be inferred from their inputs
     /// (`Conv2dGradInput`, `AvgPoolGrad`, `EmbeddingGrad`, `Reshape`) need [`Graph::push_typed`].
-    pub fn push(&mut self, op: Op, inputs: Vec<ValueId>, label: impl Into<String>) -> Result<ValueId, String> {
+    pub fn push(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueId>,
+        label: impl Into<String>,
+    ) -> Result<ValueId, String> {
         let tys: Vec<&Type> = inputs.iter().map(|v| self.ty(*v)).collect();
         let ty = shape::infer(&op, &tys, &self.params)?;
         Ok(self.push_typed(op, inputs, ty, label))
     }
 
     /// Appends a node with a given type (checked later by [`verify`]).
-    pub fn push_typed(&mut self, op: Op, inputs: Vec<ValueId>, ty: Type, label: impl Into<String>) -> ValueId {
+    pub fn push_typed(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueId>,
+        ty: Type,
+        label: impl Into<String>,
+    ) -> ValueId {
         let id = ValueId(self.nodes.len() as u32);
-        self.nodes.push(Node { op, inputs, ty, label: label.into() });
+        self.nodes.push(Node {
+            op,
+            inputs,
+            ty,
+            label: label.into(),
+        });
         id
     }
 
@@ -534,14 +567,20 @@ impl Graph {
 
     /// The value of a named output.
     pub fn output(&self, name: &str) -> Option<ValueId> {
-        self.outputs.iter().find(|o| o.name == name).map(|o| o.value)
+        self.outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.value)
     }
 
     pub fn set_output(&mut self, name: &str, value: ValueId) {
         if let Some(o) = self.outputs.iter_mut().find(|o| o.name == name) {
             o.value = value;
         } else {
-            self.outputs.push(Output { name: name.into(), value });
+            self.outputs.push(Output {
+                name: name.into(),
+                value,
+            });
         }
     }
 
@@ -559,17 +598,28 @@ impl Graph {
 
     /// The node reading parameter `p`, if any.
     pub fn param_node(&self, p: ParamId) -> Option<ValueId> {
-        self.nodes.iter().position(|n| n.op == Op::Param(p)).map(|i| ValueId(i as u32))
+        self.nodes
+            .iter()
+            .position(|n| n.op == Op::Param(p))
+            .map(|i| ValueId(i as u32))
     }
 
     pub fn param_by_path(&self, path: &str) -> Option<ParamId> {
-        self.params.iter().position(|p| p.path == path).map(|i| ParamId(i as u32))
+        self.params
+            .iter()
+            .position(|p| p.path == path)
+            .map(|i| ParamId(i as u32))
     }
 
     /// Number of trainable (not frozen) scalar parameters, and of all.
     pub fn param_counts(&self) -> (usize, usize) {
         let all = self.params.iter().map(Param::numel).sum();
-        let trainable = self.params.iter().filter(|p| !p.frozen).map(Param::numel).sum();
+        let trainable = self
+            .params
+            .iter()
+            .filter(|p| !p.frozen)
+            .map(Param::numel)
+            .sum();
         (trainable, all)
     }
 
@@ -589,7 +639,8 @@ impl Graph {
 /// The interpreter and the JIT both implement exactly this hash (splitmix64 finalizer), so a
 /// `DropoutGrad` recomputes the forward mask and the two back ends agree bit for bit.
 pub fn dropout_keep(seed: u64, step: u64, index: u64, p: f32) -> bool {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ index;
+    let mut x =
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ index;
     x ^= x >> 30;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 27;

@@ -19,12 +19,25 @@ pub fn graph_to_string(g: &Graph) -> String {
     for p in &g.params {
         let dims: Vec<String> = p.dims.iter().map(|d| d.to_string()).collect();
         let frozen = if p.frozen { " frozen" } else { "" };
-        let _ = writeln!(s, "  param {} f32[{}] {}{frozen}", p.path, dims.join(","), p.init);
+        let _ = writeln!(
+            s,
+            "  param {} f32[{}] {}{frozen}",
+            p.path,
+            dims.join(","),
+            p.init
+        );
     }
     for (i, n) in g.nodes.iter().enumerate() {
         let mut line = format!("  %{i} = {}{}", n.op.name(), n.op.attrs());
         if let Op::Param(p) = n.op {
-            let _ = write!(line, " {}", g.params.get(p.index()).map(|p| p.path.as_str()).unwrap_or("?"));
+            let _ = write!(
+                line,
+                " {}",
+                g.params
+                    .get(p.index())
+                    .map(|p| p.path.as_str())
+                    .unwrap_or("?")
+            );
         }
         let args: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
         if !args.is_empty() {

@@ -74,7 +74,11 @@ pub enum Source {
     Idx { images: String, labels: String },
     /// `csv("file.csv", label: -1, header: true)`: one sample per row; the label column holds a
     /// class id (or a target value); every other column is an input feature.
-    Csv { path: String, label_column: i64, header: bool },
+    Csv {
+        path: String,
+        label_column: i64,
+        header: bool,
+    },
     /// `text("input.txt", seq: 64)`: characters; vocabulary = the sorted set of characters of
     /// the whole file; samples are windows of `seq` ids with the next characters as labels.
     Text { path: String, seq: usize },
@@ -96,16 +100,35 @@ pub struct DataSpec {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptimizerSpec {
-    Sgd { lr: f64, momentum: f64, nesterov: bool, weight_decay: f64 },
-    Adam { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        nesterov: bool,
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
     /// Adam with decoupled weight decay.
-    AdamW { lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
+    AdamW {
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
 }
 
 impl OptimizerSpec {
     pub fn lr(&self) -> f64 {
         match self {
-            OptimizerSpec::Sgd { lr, .. } | OptimizerSpec::Adam { lr, .. } | OptimizerSpec::AdamW { lr, .. } => *lr,
+            OptimizerSpec::Sgd { lr, .. }
+            | OptimizerSpec::Adam { lr, .. }
+            | OptimizerSpec::AdamW { lr, .. } => *lr,
         }
     }
 }
@@ -122,7 +145,10 @@ pub struct Schedule {
 pub enum ScheduleKind {
     Constant,
     /// Multiply by `gamma` every `every` steps.
-    Step { every: u64, gamma: f64 },
+    Step {
+        every: u64,
+        gamma: f64,
+    },
     /// Cosine decay to 0 over the whole run.
     Cosine,
     /// Linear decay to 0 over the whole run.
@@ -131,17 +157,26 @@ pub enum ScheduleKind {
 
 impl Schedule {
     pub fn constant() -> Schedule {
-        Schedule { kind: ScheduleKind::Constant, warmup: 0 }
+        Schedule {
+            kind: ScheduleKind::Constant,
+            warmup: 0,
+        }
     }
     /// The lr multiplier at `step` (0-based) of a run of `total` steps.
     pub fn factor(&self, step: u64, total: u64) -> f64 {
-        let warm = if self.warmup > 0 && step < self.warmup { (step + 1) as f64 / self.warmup as f64 } else { 1.0 };
+        let warm = if self.warmup > 0 && step < self.warmup {
+            (step + 1) as f64 / self.warmup as f64
+        } else {
+            1.0
+        };
         let after = step.saturating_sub(self.warmup) as f64;
         let span = total.saturating_sub(self.warmup).max(1) as f64;
         let decay = match self.kind {
             ScheduleKind::Constant => 1.0,
             ScheduleKind::Step { every, gamma } => gamma.powi((step / every.max(1)) as i32),
-            ScheduleKind::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * (after / span).min(1.0)).cos()),
+            ScheduleKind::Cosine => {
+                0.5 * (1.0 + (std::f64::consts::PI * (after / span).min(1.0)).cos())
+            }
             ScheduleKind::Linear => (1.0 - after / span).max(0.0),
         };
         warm * decay

@@ -16,23 +16,36 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
         if ins[i].dtype == DType::F32 {
             Ok(())
         } else {
-            Err(format!("input {i} of {} must be f32, found {}", op.name(), ins[i]))
+            Err(format!(
+                "input {i} of {} must be f32, found {}",
+                op.name(),
+                ins[i]
+            ))
         }
     };
     let same = |a: &Type, b: &Type| -> Result<(), String> {
         if a == b {
             Ok(())
         } else {
-            Err(format!("{} needs equal types, found {a} and {b}", op.name()))
+            Err(format!(
+                "{} needs equal types, found {a} and {b}",
+                op.name()
+            ))
         }
     };
     match op {
-        Op::Input { .. } | Op::Const(_) => Err(format!("{} has no inputs to infer from", op.name())),
+        Op::Input { .. } | Op::Const(_) => {
+            Err(format!("{} has no inputs to infer from", op.name()))
+        }
         Op::Param(p) => params
             .get(p.index())
             .map(Param::ty)
             .ok_or_else(|| format!("no parameter #{}", p.0)),
-        Op::Unary(_) | Op::Softmax | Op::LogSoftmax | Op::Dropout { .. } | Op::DropoutGrad { .. } => {
+        Op::Unary(_)
+        | Op::Softmax
+        | Op::LogSoftmax
+        | Op::Dropout { .. }
+        | Op::DropoutGrad { .. } => {
             arity(1)?;
             f32_in(0)?;
             Ok(ins[0].clone())
@@ -47,12 +60,15 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             } else if x.is_scalar() {
                 Ok(y.clone())
             } else {
-                Err(format!("cannot {} {x} and {y}: shapes differ", match b {
-                    BinaryOp::Add => "add",
-                    BinaryOp::Sub => "subtract",
-                    BinaryOp::Mul => "multiply",
-                    BinaryOp::Div => "divide",
-                }))
+                Err(format!(
+                    "cannot {} {x} and {y}: shapes differ",
+                    match b {
+                        BinaryOp::Add => "add",
+                        BinaryOp::Sub => "subtract",
+                        BinaryOp::Mul => "multiply",
+                        BinaryOp::Div => "divide",
+                    }
+                ))
             }
         }
         Op::UnaryGrad(_) | Op::SoftmaxGrad | Op::LogSoftmaxGrad => {
@@ -75,18 +91,31 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
                 if *tb {
                     return Err("matmul with both ta and tb is not supported".into());
                 }
-                if a.batched != b.batched || a.dims[..a.dims.len() - 1] != b.dims[..b.dims.len().saturating_sub(1)] {
-                    return Err(format!("matmul ta needs the same leading dims, found {a} and {b}"));
+                if a.batched != b.batched
+                    || a.dims[..a.dims.len() - 1] != b.dims[..b.dims.len().saturating_sub(1)]
+                {
+                    return Err(format!(
+                        "matmul ta needs the same leading dims, found {a} and {b}"
+                    ));
                 }
                 Ok(Type::f32(false, vec![m, b.last()]))
             } else {
                 let k = a.last();
                 if b.batched || b.dims.len() != 2 {
-                    return Err(format!("matmul needs an unbatched matrix on the right, found {b}"));
+                    return Err(format!(
+                        "matmul needs an unbatched matrix on the right, found {b}"
+                    ));
                 }
-                let (bk, n) = if *tb { (b.dims[1], b.dims[0]) } else { (b.dims[0], b.dims[1]) };
+                let (bk, n) = if *tb {
+                    (b.dims[1], b.dims[0])
+                } else {
+                    (b.dims[0], b.dims[1])
+                };
                 if bk != k {
-                    return Err(format!("matmul inner sizes differ: {a} · {b}{}", if *tb { "ᵀ" } else { "" }));
+                    return Err(format!(
+                        "matmul inner sizes differ: {a} · {b}{}",
+                        if *tb { "ᵀ" } else { "" }
+                    ));
                 }
                 let mut dims = a.dims.clone();
                 if let Some(last) = dims.last_mut() {
@@ -120,8 +149,16 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             arity(2)?;
             let (x, k) = (ins[0], ins[1]);
             let (c, h, wd) = nchw(x)?;
-            if k.batched || k.dims.len() != 4 || k.dims[1] != c || k.dims[2] != w.kernel || k.dims[3] != w.kernel {
-                return Err(format!("conv2d weight must be f32[O,{c},{},{}], found {k}", w.kernel, w.kernel));
+            if k.batched
+                || k.dims.len() != 4
+                || k.dims[1] != c
+                || k.dims[2] != w.kernel
+                || k.dims[3] != w.kernel
+            {
+                return Err(format!(
+                    "conv2d weight must be f32[O,{c},{},{}], found {k}",
+                    w.kernel, w.kernel
+                ));
             }
             let (oh, ow) = out_hw(w, h, wd)?;
             Ok(Type::f32(true, vec![k.dims[0], oh, ow]))
@@ -178,7 +215,9 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             btc(xp)?;
             let h = xp.last();
             if w.batched || w.dims != [h, h] {
-                return Err(format!("rnn recurrent weight must be f32[{h},{h}], found {w}"));
+                return Err(format!(
+                    "rnn recurrent weight must be f32[{h},{h}], found {w}"
+                ));
             }
             Ok(xp.clone())
         }
@@ -239,7 +278,9 @@ fn labels_for(logits: &Type, labels: &Type) -> Result<(), String> {
         || labels.batched != logits.batched
         || labels.dims.as_slice() != &logits.dims[..logits.dims.len().saturating_sub(1)]
     {
-        return Err(format!("labels for logits {logits} must be i32 of the leading dims, found {labels}"));
+        return Err(format!(
+            "labels for logits {logits} must be i32 of the leading dims, found {labels}"
+        ));
     }
     Ok(())
 }
@@ -292,6 +333,11 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
             let h = ins[0].last() as u64;
             2 * h * per(ins[0])
         }
-        _ => ins.iter().map(|t| if t.batched { per(t) } else { 0 }).max().unwrap_or(0).max(if out.batched { per(out) } else { 0 }),
+        _ => ins
+            .iter()
+            .map(|t| if t.batched { per(t) } else { 0 })
+            .max()
+            .unwrap_or(0)
+            .max(if out.batched { per(out) } else { 0 }),
     }
 }

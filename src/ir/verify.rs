@@ -12,15 +12,20 @@ pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
     for (i, n) in g.nodes.iter().enumerate() {
         for v in &n.inputs {
             if v.index() >= i {
-                errors.push(format!("%{i} ({}) uses {v}, which is not defined before it", n.op.name()));
+                errors.push(format!(
+                    "%{i} ({}) uses {v}, which is not defined before it",
+                    n.op.name()
+                ));
             }
         }
         if errors.is_empty() {
             let tys: Vec<_> = n.inputs.iter().map(|v| g.ty(*v)).collect();
             match shape::infer(&n.op, &tys, &g.params) {
-                Ok(t) if t != n.ty => {
-                    errors.push(format!("%{i} ({}) has type {}, but its inputs give {t}", n.op.name(), n.ty))
-                }
+                Ok(t) if t != n.ty => errors.push(format!(
+                    "%{i} ({}) has type {}, but its inputs give {t}",
+                    n.op.name(),
+                    n.ty
+                )),
                 Ok(_) => {}
                 Err(e) => {
                     let needs_given = matches!(
@@ -39,14 +44,22 @@ pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
                         && (g.ty(n.inputs[0]).per_sample() != n.ty.per_sample()
                             || g.ty(n.inputs[0]).batched != n.ty.batched)
                     {
-                        errors.push(format!("%{i} reshape changes the element count: {} -> {}", g.ty(n.inputs[0]), n.ty));
+                        errors.push(format!(
+                            "%{i} reshape changes the element count: {} -> {}",
+                            g.ty(n.inputs[0]),
+                            n.ty
+                        ));
                     }
                 }
             }
         }
         if let Op::Param(p) = n.op {
             if p.index() >= g.params.len() {
-                errors.push(format!("%{i} reads parameter #{} of {}", p.0, g.params.len()));
+                errors.push(format!(
+                    "%{i} reads parameter #{} of {}",
+                    p.0,
+                    g.params.len()
+                ));
             }
         }
     }

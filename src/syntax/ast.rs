@@ -16,7 +16,10 @@ impl Span {
     }
     /// The smallest span covering both.
     pub fn to(self, other: Span) -> Span {
-        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
     pub fn len(self) -> usize {
         self.end - self.start
@@ -81,7 +84,11 @@ pub struct TypeExpr {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// `name = expr`
-    Let { name: Ident, value: Expr, span: Span },
+    Let {
+        name: Ident,
+        value: Expr,
+        span: Span,
+    },
     /// `return expr`
     Return { value: Expr, span: Span },
 }
@@ -153,12 +160,24 @@ pub enum ExprKind {
     /// `dense(128)`, `sgd(lr: 0.1, momentum: 0.9)`, `idx("a", "b")`
     Call { callee: Ident, args: Vec<Arg> },
     /// `input |> stage [as alias]`; the stage is a `Path` (`relu`, `Encoder`) or a `Call` (`dense(10)`).
-    Pipe { input: Box<Expr>, stage: Box<Expr>, alias: Option<Ident> },
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Pipe {
+        input: Box<Expr>,
+        stage: Box<Expr>,
+        alias: Option<Ident>,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     /// `-x`
     Neg(Box<Expr>),
     /// `every 1 epoch [loss, accuracy]`; `unit` is `epoch`/`epochs`/`step`/`steps`, metrics may be empty.
-    Every { count: Box<Expr>, unit: Ident, metrics: Vec<Ident> },
+    Every {
+        count: Box<Expr>,
+        unit: Ident,
+        metrics: Vec<Ident>,
+    },
 }
 
 /// A call argument: positional (`128`) or named (`kernel: 3`).

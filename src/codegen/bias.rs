@@ -1,0 +1,111 @@
+//! `BiasAdd` and `BiasGrad`: a bias along one axis, and its gradient (a sum over every other
+//! axis, always in the same order so results are bit-identical run to run).
+//!
+//! A tensor is viewed as `[outer, C, inner]` around the bias axis.
+
+use cranelift_codegen::ir::{types, InstBuilder};
+
+use super::kernel::{Kb, F32X4};
+use crate::ir::Type;
+
+/// `(outer per batch or total, batched, C, inner)` of `ty` around full-shape `axis`.
+fn split(ty: &Type, axis: usize) -> (usize, bool, usize, usize) {
+    let shape = ty.shape(1);
+    let outer: usize = shape[..axis].iter().product();
+    (
+        outer,
+        ty.batched,
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
+}
+
+/// `out = x + b` along `axis`.
+pub fn bias_add(kb: &mut Kb, ty: &Type, axis: usize, out: usize, x: usize, bias: usize) {
+    let (outer, batched, c, inner) = split(ty, axis);
+    let outer = kb.rows(batched, outer);
+    let (o, xp, bp) = (kb.ptr(out), kb.ptr(x), kb.ptr(bias));
+    let zero = kb.int(0);
+    if inner == 1 {
+        let cv = kb.int(c as i64);
+        kb.for_range(zero, outer, |kb, r| {
+            let base = kb.b.ins().imul_imm_s(r, c as i64);
+            kb.vec_loop(zero, cv, |kb, j, lane| {
+                let idx = kb.b.ins().iadd(base, j);
+                let v = kb.ld(lane, xp, idx);
+                let bb = kb.ld(lane, bp, j);
+                let s = kb.b.ins().fadd(v, bb);
+                kb.st(s, o, idx);
+            });
+        });
+    } else {
+        let iv = kb.int(inner as i64);
+        kb.for_range(zero, outer, |kb, r| {
+            kb.for_n(c, |kb, ch| {
+                let bs = kb.ld(types::F32, bp, ch);
+                let row = kb.b.ins().imul_imm_s(r, c as i64);
+                let row = kb.b.ins().iadd(row, ch);
+                let base = kb.b.ins().imul_imm_s(row, inner as i64);
+                kb.vec_loop(zero, iv, |kb, j, lane| {
+                    let idx = kb.b.ins().iadd(base, j);
+                    let v = kb.ld(lane, xp, idx);
+                    let bb = kb.splat(lane, bs);
+                    let s = kb.b.ins().fadd(v, bb);
+                    kb.st(s, o, idx);
+                });
+            });
+        });
+    }
+}
+
+/// `out[c] = Σ dy[…, c, …]`, summed over rows in order (and, when `inner > 1`, each row's
+/// `inner` block in f32x4 partial sums then lanes in order).
+pub fn bias_grad(kb: &mut Kb, ty: &Type, axis: usize, out: usize, dy: usize) {
+    let (outer, batched, c, inner) = split(ty, axis);
+    let outer = kb.rows(batched, outer);
+    let (o, dp) = (kb.ptr(out), kb.ptr(dy));
+    let zero = kb.int(0);
+    let cv = kb.int(c as i64);
+    if inner == 1 {
+        kb.vec_loop(zero, cv, |kb, j, lane| {
+            let z = kb.cst(lane, 0.0);
+            kb.st(z, o, j);
+        });
+        kb.for_range(zero, outer, |kb, r| {
+            let base = kb.b.ins().imul_imm_s(r, c as i64);
+            kb.vec_loop(zero, cv, |kb, j, lane| {
+                let idx = kb.b.ins().iadd(base, j);
+                let v = kb.ld(lane, dp, idx);
+                let acc = kb.ld_rw(lane, o, j);
+                let s = kb.b.ins().fadd(acc, v);
+                kb.st(s, o, j);
+            });
+        });
+    } else {
+        let iv = kb.int(inner as i64);
+        kb.for_n(c, |kb, ch| {
+            let z4 = kb.cst(F32X4, 0.0);
+            let acc4 = kb.var(F32X4, z4);
+            let z1 = kb.cst(types::F32, 0.0);
+            let acc1 = kb.var(types::F32, z1);
+            kb.for_range(zero, outer, |kb, r| {
+                let row = kb.b.ins().imul_imm_s(r, c as i64);
+                let row = kb.b.ins().iadd(row, ch);
+                let base = kb.b.ins().imul_imm_s(row, inner as i64);
+                kb.vec_loop(zero, iv, |kb, j, lane| {
+                    let idx = kb.b.ins().iadd(base, j);
+                    let v = kb.ld(lane, dp, idx);
+                    let var = if lane == F32X4 { acc4 } else { acc1 };
+                    let a = kb.b.use_var(var);
+                    let s = kb.b.ins().fadd(a, v);
+                    kb.b.def_var(var, s);
+                });
+            });
+            let a4 = kb.b.use_var(acc4);
+            let h = kb.hsum(a4, F32X4);
+            let a1 = kb.b.use_var(acc1);
+            let s = kb.b.ins().fadd(h, a1);
+            kb.st(s, o, ch);
+        });
+    }
+}

@@ -1,0 +1,67 @@
+//! 2-D convolution (NCHW, square k×k windows) and its two gradients as im2col plus GEMM, per
+//! image (see [`super::glue::ConvStep`] for the products and how the work is split):
+//!
+//! - `Conv2d`:           `y[b] (O×P) = w (O×CKK) · cols(x[b]) (CKK×P)`
+//! - `Conv2dGradWeight`: `dw (O×CKK) = Σ_b dy[b] (O×P) · cols(x[b])ᵀ`, images added in order
+//! - `Conv2dGradInput`:  `dcols[b] (CKK×P) = wᵀ · dy[b]`, then col2im adds dcols into dx
+//!
+//! with `P = H'·W'` output positions and `CKK = C·k·k`. The columns live in a scratch buffer.
+
+use super::glue::{ConvKind, ConvStep};
+use super::im2col::ConvGeom;
+use super::lower::Scratch;
+use super::CodegenError;
+use crate::ir::{Op, Type, Window};
+
+/// The step of a convolution node; `t0`, `t1` are its input types, `ty` its own. Adds the
+/// column buffer to `scratch` (table slot `scratch_base + index`).
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    op: &Op,
+    win: &Window,
+    t0: &Type,
+    t1: &Type,
+    ty: &Type,
+    out: usize,
+    ins: &[usize],
+    scratch_base: usize,
+    scratch: &mut Vec<Scratch>,
+) -> Result<ConvStep, CodegenError> {
+    let (kind, x, y) = match op {
+        Op::Conv2d(_) => (ConvKind::Forward, t0, ty),
+        Op::Conv2dGradWeight(_) => (ConvKind::GradWeight, t0, t1),
+        _ => (ConvKind::GradInput, ty, t0),
+    };
+    if x.dims.len() != 3 || y.dims.len() != 3 || !x.batched || !y.batched {
+        return Err(CodegenError::Graph(format!(
+            "{} needs NCHW images, found {x} and {y}",
+            op.name()
+        )));
+    }
+    let geom = ConvGeom {
+        c: x.dims[0],
+        h: x.dims[1],
+        w: x.dims[2],
+        win: *win,
+    };
+    let (ckk, pos) = geom.cols_shape().map_err(CodegenError::Graph)?;
+    if pos != y.dims[1] * y.dims[2] {
+        return Err(CodegenError::Graph(format!(
+            "{}: {y} is not the output of {x}",
+            op.name()
+        )));
+    }
+    let cols = scratch_base + scratch.len();
+    scratch.push(Scratch {
+        per: ckk * pos,
+        batched: true,
+    });
+    Ok(ConvStep {
+        kind,
+        geom,
+        o: y.dims[0],
+        ins: [ins[0], ins[1]],
+        out,
+        cols,
+    })
+}

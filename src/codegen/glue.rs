@@ -1,0 +1,266 @@
+//! Steps built on the JIT'd GEMM and im2col/col2im (`super::gemm`, `super::im2col`): `MatMul`
+//! and the three convolution ops. The numeric loops are Cranelift code; this file only slices
+//! buffers and splits work across threads:
+//!
+//! - `MatMul` without `ta` splits the rows of C (each row is computed the same way whatever the
+//!   split, so results do not depend on the thread count);
+//! - `Conv2d` and `Conv2dGradInput` split the images;
+//! - `Conv2dGradWeight` builds the columns of all images in parallel, then sums the images'
+//!   products into dW in image order (bit-identical run to run and for any thread count).
+
+use std::sync::OnceLock;
+
+use super::gemm::Gemm;
+use super::im2col::{ConvGeom, Im2col};
+use super::CodegenError;
+
+/// The process-wide compiled GEMM and im2col kernels (compiled once, shared by every graph).
+pub struct Lib {
+    pub gemm: Gemm,
+    pub im2col: Im2col,
+}
+
+pub fn lib() -> Result<&'static Lib, CodegenError> {
+    static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
+    LIB.get_or_init(|| {
+        Ok(Lib {
+            gemm: Gemm::new()?,
+            im2col: Im2col::new()?,
+        })
+    })
+    .as_ref()
+    .map_err(|e| CodegenError::Cranelift(e.clone()))
+}
+
+/// A dimension that is `per · batch` when batched, else `per`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dim {
+    pub per: usize,
+    pub batched: bool,
+}
+
+impl Dim {
+    pub fn at(self, batch: usize) -> usize {
+        if self.batched {
+            self.per * batch
+        } else {
+            self.per
+        }
+    }
+}
+
+/// `c[m×n] = op(a)·op(b)` between table slots (see `Gemm::gemm` for `ta`/`tb`).
+#[derive(Clone, Debug)]
+pub struct MatMulStep {
+    pub m: Dim,
+    pub n: usize,
+    pub k: Dim,
+    pub ta: bool,
+    pub tb: bool,
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+/// Which convolution op a [`ConvStep`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKind {
+    Forward,
+    GradInput,
+    GradWeight,
+}
+
+/// A convolution: `x`/`dx` geometry `geom`, `o` output channels, slots of its two inputs and
+/// output (in the node's order), and the scratch slot for columns (`[B, C·k·k, OH·OW]`).
+#[derive(Clone, Debug)]
+pub struct ConvStep {
+    pub kind: ConvKind,
+    pub geom: ConvGeom,
+    pub o: usize,
+    pub ins: [usize; 2],
+    pub out: usize,
+    pub cols: usize,
+}
+
+/// Minimum multiply-adds before a product is split across threads.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// A table of raw buffer pointers shared with worker threads.
+#[derive(Clone, Copy)]
+pub struct Table<'t>(pub &'t [*mut u8]);
+
+// SAFETY: the workers write disjoint parts of distinct buffers (rows of C, images), and the
+// table outlives the scoped threads.
+unsafe impl Send for Table<'_> {}
+unsafe impl Sync for Table<'_> {}
+
+impl Table<'_> {
+    /// # Safety
+    /// Slot `s` must point at `start + len` live f32s.
+    unsafe fn slice(&self, s: usize, start: usize, len: usize) -> &[f32] {
+        unsafe { std::slice::from_raw_parts((self.0[s] as *const f32).add(start), len) }
+    }
+    /// # Safety
+    /// As [`Table::slice`], and no other live reference may overlap the range.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self, s: usize, start: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut((self.0[s] as *mut f32).add(start), len) }
+    }
+}
+
+/// Runs `f(lo, hi)` over `0..n` split into at most `threads` contiguous chunks, multiples of
+/// `align`; the first error wins.
+fn split(
+    n: usize,
+    threads: usize,
+    align: usize,
+    f: impl Fn(usize, usize) -> Result<(), String> + Sync,
+) -> Result<(), String> {
+    let chunk = n.div_ceil(threads.max(1)).div_ceil(align) * align;
+    if threads <= 1 || chunk >= n {
+        return f(0, n);
+    }
+    std::thread::scope(|s| {
+        // Chunks after the first go to workers; the calling thread does the first.
+        let handles: Vec<_> = (chunk..n)
+            .step_by(chunk)
+            .map(|lo| {
+                let f = &f;
+                s.spawn(move || f(lo, (lo + chunk).min(n)))
+            })
+            .collect();
+        let first = f(0, chunk);
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("worker thread panicked".into()))
+        })?;
+        first
+    })
+}
+
+impl MatMulStep {
+    /// # Safety
+    /// The slots must point at buffers of the sizes the node's types give for `batch`.
+    pub unsafe fn run(
+        &self,
+        t: Table,
+        batch: usize,
+        threads: usize,
+        lib: &Lib,
+    ) -> Result<(), String> {
+        let (m, n, k) = (self.m.at(batch), self.n, self.k.at(batch));
+        let threads = if m * n * k >= PARALLEL_WORK && !self.ta {
+            threads
+        } else {
+            1
+        };
+        split(m, threads, 8, |lo, hi| {
+            let rows = hi - lo;
+            // SAFETY: a has m·k, b k·n, c m·n elements; workers own disjoint row ranges of c.
+            let (a, b, c) = unsafe {
+                if self.ta {
+                    (
+                        t.slice(self.a, 0, m * k),
+                        t.slice(self.b, 0, k * n),
+                        t.slice_mut(self.c, 0, m * n),
+                    )
+                } else {
+                    (
+                        t.slice(self.a, lo * k, rows * k),
+                        t.slice(self.b, 0, k * n),
+                        t.slice_mut(self.c, lo * n, rows * n),
+                    )
+                }
+            };
+            lib.gemm.gemm(self.ta, self.tb, rows, n, k, a, b, c, false)
+        })
+    }
+}
+
+impl ConvStep {
+    /// # Safety
+    /// The slots must point at buffers of the sizes the node's types give for `batch`, and the
+    /// column scratch at `batch · C·k·k · OH·OW` floats.
+    pub unsafe fn run(
+        &self,
+        t: Table,
+        batch: usize,
+        threads: usize,
+        lib: &Lib,
+    ) -> Result<(), String> {
+        let g = &self.geom;
+        let (ckk, pos) = g.cols_shape()?;
+        let (img, cols, ylen) = (g.image_len(), ckk * pos, self.o * pos);
+        let wlen = self.o * ckk;
+        let threads = if batch * ylen * ckk >= PARALLEL_WORK {
+            threads
+        } else {
+            1
+        };
+        match self.kind {
+            ConvKind::Forward => split(batch, threads, 1, |lo, hi| {
+                for b in lo..hi {
+                    // SAFETY: image b of x, its columns and its output are disjoint per worker.
+                    let (x, w, col, y) = unsafe {
+                        (
+                            t.slice(self.ins[0], b * img, img),
+                            t.slice(self.ins[1], 0, wlen),
+                            t.slice_mut(self.cols, b * cols, cols),
+                            t.slice_mut(self.out, b * ylen, ylen),
+                        )
+                    };
+                    lib.im2col.im2col(g, x, col)?;
+                    lib.gemm
+                        .gemm(false, false, self.o, pos, ckk, w, col, y, false)?;
+                }
+                Ok(())
+            }),
+            ConvKind::GradInput => split(batch, threads, 1, |lo, hi| {
+                for b in lo..hi {
+                    // SAFETY: as above; ins = [dy, w], out = dx.
+                    let (dy, w, col, dx) = unsafe {
+                        (
+                            t.slice(self.ins[0], b * ylen, ylen),
+                            t.slice(self.ins[1], 0, wlen),
+                            t.slice_mut(self.cols, b * cols, cols),
+                            t.slice_mut(self.out, b * img, img),
+                        )
+                    };
+                    lib.gemm
+                        .gemm(true, false, ckk, pos, self.o, w, dy, col, false)?;
+                    dx.fill(0.0);
+                    lib.im2col.col2im(g, col, dx)?;
+                }
+                Ok(())
+            }),
+            ConvKind::GradWeight => {
+                split(batch, threads, 1, |lo, hi| {
+                    for b in lo..hi {
+                        // SAFETY: image b of x and its columns, disjoint per worker.
+                        let (x, col) = unsafe {
+                            (
+                                t.slice(self.ins[0], b * img, img),
+                                t.slice_mut(self.cols, b * cols, cols),
+                            )
+                        };
+                        lib.im2col.im2col(g, x, col)?;
+                    }
+                    Ok(())
+                })?;
+                // SAFETY: ins = [x, dy], out = dw (O×CKK); single-threaded from here.
+                let dw = unsafe { t.slice_mut(self.out, 0, wlen) };
+                for b in 0..batch {
+                    let (dy, col) = unsafe {
+                        (
+                            t.slice(self.ins[1], b * ylen, ylen),
+                            t.slice(self.cols, b * cols, cols),
+                        )
+                    };
+                    lib.gemm
+                        .gemm(false, true, self.o, ckk, pos, dy, col, dw, b > 0)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

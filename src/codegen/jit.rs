@@ -1,0 +1,272 @@
+//! [`Jit`]: runs a graph compiled to Cranelift kernels.
+//!
+//! Buffers are allocated for a batch size and reallocated only when it changes. Inputs and
+//! parameters are not copied: the pointer table points kernels straight at the caller's slices
+//! for the duration of one `run`. `Reshape` shares its input's buffer.
+
+use super::glue::{lib, Lib, Table};
+use super::kernel::{KernelFn, Listing};
+use super::lower::{ctx_slot, lower, Scratch, Step, Storage};
+use super::CodegenError;
+use crate::exec::{ExecError, Executor, Feed, StepCtx};
+use crate::ir::{DType, Graph, Op};
+
+/// Compilation options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JitOptions {
+    /// Worker threads for batch-parallel kernels (1 = run everything on the calling thread).
+    pub threads: usize,
+}
+
+impl Default for JitOptions {
+    fn default() -> Self {
+        JitOptions { threads: 1 }
+    }
+}
+
+/// A graph compiled to machine code, with its buffers.
+pub struct Jit {
+    graph: Graph,
+    threads: usize,
+    steps: Vec<Step>,
+    kernels: Vec<KernelFn>,
+    lib: &'static Lib,
+    storage: Vec<Storage>,
+    scratch: Vec<Scratch>,
+    /// Owned buffers, one per node (empty for nodes that own none).
+    bufs: Vec<Vec<f32>>,
+    scratch_bufs: Vec<Vec<f32>>,
+    /// The batch size the buffers are sized for (0: none yet).
+    batch: usize,
+    table: Vec<*mut u8>,
+    ctx: [u64; 2],
+    /// Input number → node index.
+    input_nodes: Vec<usize>,
+    /// (input number, class count): i32 inputs that index a table or select a class.
+    id_checks: Vec<(usize, usize)>,
+    /// Output name → node whose buffer holds it (copies for outputs that are inputs or params).
+    outputs: Vec<(String, usize)>,
+    copies: Vec<(usize, Vec<f32>)>,
+    /// Keeps the machine code alive.
+    _module: cranelift_jit::JITModule,
+}
+
+// SAFETY: the raw pointers in `table` are rebuilt from owned buffers and the caller's slices at
+// the start of every `run` and never dereferenced outside it; the kernels are immutable code.
+unsafe impl Send for Jit {}
+
+impl Jit {
+    pub fn compile(g: &Graph, opts: &JitOptions) -> Result<Jit, CodegenError> {
+        let lib = lib()?;
+        let lowered = lower(g, Listing::default())?;
+        let input_nodes: Vec<usize> = g.inputs().iter().map(|(v, _)| v.index()).collect();
+        let mut id_checks = Vec::new();
+        for n in &g.nodes {
+            let (ids, bound) = match &n.op {
+                Op::Embedding => (n.inputs[0], g.ty(n.inputs[1]).dims[0]),
+                Op::CrossEntropy | Op::CrossEntropyGrad => (n.inputs[1], g.ty(n.inputs[0]).last()),
+                _ => continue,
+            };
+            if let Some(k) = input_nodes.iter().position(|&i| i == ids.index()) {
+                id_checks.push((k, bound));
+            }
+        }
+        let outputs = g
+            .outputs
+            .iter()
+            .map(|o| {
+                if o.value.index() >= g.nodes.len() {
+                    return Err(CodegenError::Graph(format!(
+                        "output {} is not a value",
+                        o.name
+                    )));
+                }
+                Ok((o.name.clone(), o.value.index()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let slots = ctx_slot(g) + 1 + lowered.scratch.len();
+        Ok(Jit {
+            graph: g.clone(),
+            threads: opts.threads.max(1),
+            steps: lowered.steps,
+            kernels: lowered.kernels,
+            lib,
+            storage: lowered.storage,
+            scratch: lowered.scratch,
+            bufs: vec![Vec::new(); g.nodes.len()],
+            scratch_bufs: Vec::new(),
+            batch: 0,
+            table: vec![std::ptr::null_mut(); slots],
+            ctx: [0; 2],
+            input_nodes,
+            id_checks,
+            outputs,
+            copies: Vec::new(),
+            _module: lowered.module,
+        })
+    }
+
+    /// (Re)allocates every owned buffer for `batch`.
+    fn allocate(&mut self, batch: usize) {
+        for (i, n) in self.graph.nodes.iter().enumerate() {
+            if self.storage[i] == Storage::Owned {
+                let mut b = vec![0.0f32; n.ty.numel(batch)];
+                if let Op::Const(c) = n.op {
+                    b.fill(c);
+                }
+                self.bufs[i] = b;
+            }
+        }
+        self.scratch_bufs = self
+            .scratch
+            .iter()
+            .map(|s| vec![0.0f32; s.per * if s.batched { batch } else { 1 }])
+            .collect();
+        self.batch = batch;
+    }
+
+    fn validate(
+        &self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+    ) -> Result<(), ExecError> {
+        if batch == 0 {
+            return Err(ExecError::Other("the batch size must be at least 1".into()));
+        }
+        if inputs.len() != self.input_nodes.len() {
+            return Err(ExecError::Other(format!(
+                "expected {} inputs, got {}",
+                self.input_nodes.len(),
+                inputs.len()
+            )));
+        }
+        for (k, (feed, &node)) in inputs.iter().zip(&self.input_nodes).enumerate() {
+            let ty = &self.graph.nodes[node].ty;
+            let ok = matches!(
+                (feed, ty.dtype),
+                (Feed::F32(_), DType::F32) | (Feed::I32(_), DType::I32)
+            );
+            if !ok {
+                return Err(ExecError::Other(format!("input {k} must be {}", ty.dtype)));
+            }
+            if feed.len() != ty.numel(batch) {
+                return Err(ExecError::InputSize {
+                    index: k,
+                    expected: ty.numel(batch),
+                    found: feed.len(),
+                });
+            }
+        }
+        if params.len() != self.graph.params.len() {
+            return Err(ExecError::Other(format!(
+                "expected {} parameters, got {}",
+                self.graph.params.len(),
+                params.len()
+            )));
+        }
+        for (p, data) in self.graph.params.iter().zip(params) {
+            if data.len() != p.numel() {
+                return Err(ExecError::ParamSize {
+                    path: p.path.clone(),
+                    expected: p.numel(),
+                    found: data.len(),
+                });
+            }
+        }
+        for &(k, bound) in &self.id_checks {
+            if let Feed::I32(ids) = inputs[k] {
+                if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= bound) {
+                    return Err(ExecError::Other(format!(
+                        "input {k} holds id {bad}, outside 0..{bound}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Executor for Jit {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn run(
+        &mut self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+        ctx: StepCtx,
+    ) -> Result<(), ExecError> {
+        self.validate(batch, inputs, params)?;
+        if batch != self.batch {
+            self.allocate(batch);
+        }
+        self.ctx = [ctx.seed, ctx.step];
+        for i in 0..self.storage.len() {
+            self.table[i] = match self.storage[i] {
+                Storage::Input(k) => match inputs[k] {
+                    Feed::F32(x) => x.as_ptr() as *mut u8,
+                    Feed::I32(x) => x.as_ptr() as *mut u8,
+                },
+                Storage::Param(k) => params[k].as_ptr() as *mut u8,
+                Storage::Owned => self.bufs[i].as_mut_ptr() as *mut u8,
+                Storage::Alias(j) => self.table[j],
+            };
+        }
+        let c = ctx_slot(&self.graph);
+        self.table[c] = self.ctx.as_mut_ptr() as *mut u8;
+        for (k, s) in self.scratch_bufs.iter_mut().enumerate() {
+            self.table[c + 1 + k] = s.as_mut_ptr() as *mut u8;
+        }
+        let table = Table(&self.table);
+        for step in &self.steps {
+            // SAFETY: every slot a step reads or writes points at a live buffer of the size its
+            // type has for `batch` (validated above); steps write only owned buffers.
+            unsafe {
+                match step {
+                    Step::Kernel(k) => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
+                    Step::MatMul(m) => m
+                        .run(table, batch, self.threads, self.lib)
+                        .map_err(ExecError::Other)?,
+                    Step::Conv(c) => c
+                        .run(table, batch, self.threads, self.lib)
+                        .map_err(ExecError::Other)?,
+                }
+            }
+        }
+        // Outputs that are the caller's memory are copied: it may be gone after `run`.
+        self.copies.clear();
+        for (_, node) in &self.outputs {
+            let owned = match self.storage[*node] {
+                Storage::Alias(j) => j,
+                _ => *node,
+            };
+            if matches!(self.storage[owned], Storage::Input(_) | Storage::Param(_)) {
+                let n = self.graph.nodes[*node].ty.numel(batch);
+                // SAFETY: the slot points at the caller's slice of n elements, alive during run.
+                let data =
+                    unsafe { std::slice::from_raw_parts(self.table[*node] as *const f32, n) };
+                self.copies.push((*node, data.to_vec()));
+            }
+        }
+        Ok(())
+    }
+
+    fn output(&self, name: &str) -> Option<&[f32]> {
+        let (_, node) = self.outputs.iter().find(|(n, _)| n == name)?;
+        let ty = &self.graph.nodes[*node].ty;
+        if ty.dtype != DType::F32 || self.batch == 0 {
+            return None;
+        }
+        if let Some((_, data)) = self.copies.iter().find(|(n, _)| n == node) {
+            return Some(data);
+        }
+        let owner = match self.storage[*node] {
+            Storage::Alias(j) => j,
+            _ => *node,
+        };
+        Some(&self.bufs[owner][..ty.numel(self.batch)])
+    }
+}

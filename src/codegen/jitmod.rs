@@ -1,0 +1,71 @@
+//! The one place where a Cranelift [`JITModule`] is created, so that every kernel in nnc is
+//! compiled for the host CPU: `cranelift-native` detects SSE4.1/AVX/AVX2/FMA/… and the optimizer
+//! runs at `opt_level=speed`. Without the host flags `fma` silently becomes a libcall and
+//! `nearest`/`floor` lose their single-instruction lowering.
+
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+
+/// Builds the host target ISA (native feature flags, `opt_level=speed`, non-PIC).
+pub fn host_isa() -> Result<OwnedTargetIsa, String> {
+    host_isa_with_opt("speed")
+}
+
+/// The host ISA with a given Cranelift `opt_level` (`none`, `speed`, `speed_and_size`).
+pub fn host_isa_with_opt(opt_level: &str) -> Result<OwnedTargetIsa, String> {
+    let mut flags = settings::builder();
+    for (name, value) in [
+        ("opt_level", opt_level),
+        ("use_colocated_libcalls", "false"),
+        ("is_pic", "false"),
+        (
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        ),
+    ] {
+        flags
+            .set(name, value)
+            .map_err(|e| format!("cranelift setting {name}={value}: {e}"))?;
+    }
+    let isa_builder = cranelift_native::builder()
+        .map_err(|e| format!("host CPU not supported by Cranelift: {e}"))?;
+    isa_builder
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| format!("cannot build the host ISA: {e}"))
+}
+
+/// A fresh JIT module for the host CPU; see the module documentation.
+pub fn new_jit_module() -> Result<JITModule, String> {
+    new_jit_module_with_opt("speed")
+}
+
+/// A JIT module for the host CPU with a given `opt_level`. Hand-scheduled kernels (the GEMM
+/// micro-kernel) use `none`: the e-graph pass would re-elaborate their pure loads and `fma`s
+/// chain by chain, which keeps every loaded value live and spills.
+pub fn new_jit_module_with_opt(opt_level: &str) -> Result<JITModule, String> {
+    let isa = host_isa_with_opt(opt_level)?;
+    let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+    Ok(JITModule::new(builder))
+}
+
+/// One line naming the target and every enabled boolean ISA flag (e.g. `has_avx has_fma`),
+/// for `nnc bench` and diagnostics.
+pub fn host_isa_flags_summary() -> String {
+    match host_isa() {
+        Err(e) => e,
+        Ok(isa) => {
+            let enabled: Vec<String> = isa
+                .isa_flags()
+                .iter()
+                .filter(|v| v.as_bool() == Some(true))
+                .map(|v| v.name.to_string())
+                .collect();
+            format!("{} [{}] opt_level=speed", isa.triple(), enabled.join(" "))
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Building blocks of every kernel: the kernel ABI, a small loop-building layer over Cranelift's
+//! `FunctionBuilder`, and the JIT module that compiles kernels (keeping their CLIF and
+//! disassembly when asked, for `nnc ir --stage clif|asm`).
+//!
+//! Kernel ABI: `extern "C" fn(table: *const *mut u8, batch: i64)`. `table` holds one pointer per
+//! graph value (and per scratch buffer); a kernel knows at compile time which slots it reads and
+//! writes, and every dimension except the batch size is a compile-time constant.
+
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type as ClifType, Value};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::JITModule;
+use cranelift_module::{Linkage, Module};
+
+use super::jitmod::new_jit_module;
+use super::CodegenError;
+use crate::ir::Type;
+
+/// A compiled kernel.
+pub type KernelFn = unsafe extern "C" fn(table: *const *mut u8, batch: i64);
+
+/// f32 scalars and f32x4 vectors: the two lane types of every loop.
+pub const F32: ClifType = types::F32;
+pub const F32X4: ClifType = types::F32X4;
+pub const I64: ClifType = types::I64;
+
+/// Flags for loads of inputs inside hot loops: inputs are never written while a kernel runs.
+pub fn ro() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly().with_can_move()
+}
+
+/// Flags for loads and stores of the kernel's own output.
+pub fn rw() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// Text kept for each compiled kernel: its header (the node it implements), CLIF, disassembly.
+#[derive(Default)]
+pub struct Listing {
+    pub clif: bool,
+    pub asm: bool,
+    pub text: String,
+}
+
+/// The JIT module all kernels of one graph live in.
+pub struct KernelModule {
+    module: JITModule,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+    count: usize,
+    pending: Vec<cranelift_module::FuncId>,
+    pub listing: Listing,
+}
+
+impl KernelModule {
+    pub fn new(listing: Listing) -> Result<KernelModule, CodegenError> {
+        let module = new_jit_module().map_err(CodegenError::Cranelift)?;
+        let ctx = module.make_context();
+        Ok(KernelModule {
+            module,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            count: 0,
+            pending: Vec::new(),
+            listing,
+        })
+    }
+
+    /// Builds one kernel with `body` and declares it; returns a handle resolved by [`finish`].
+    /// `header` is the line naming the node the kernel implements.
+    ///
+    /// [`finish`]: KernelModule::finish
+    pub fn kernel(
+        &mut self,
+        header: &str,
+        body: impl FnOnce(&mut Kb),
+    ) -> Result<usize, CodegenError> {
+        self.module.clear_context(&mut self.ctx);
+        let ptr = self.module.target_config().pointer_type();
+        self.ctx.func.signature.params.push(AbiParam::new(ptr));
+        self.ctx.func.signature.params.push(AbiParam::new(I64));
+        let frontend = self.module.target_config();
+        {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let table = b.block_params(entry)[0];
+            let batch = b.block_params(entry)[1];
+            let mut kb = Kb { b, table, batch };
+            body(&mut kb);
+            kb.b.ins().return_(&[]);
+            kb.b.finalize(frontend);
+        }
+        if self.listing.clif {
+            self.listing
+                .text
+                .push_str(&format!("{header}\n{}\n", self.ctx.func.display()));
+        }
+        let name = format!("k{}", self.count);
+        self.count += 1;
+        let sig = self.ctx.func.signature.clone();
+        let id = self
+            .module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(cl)?;
+        self.ctx.set_disasm(self.listing.asm);
+        self.module.define_function(id, &mut self.ctx).map_err(cl)?;
+        if self.listing.asm {
+            let vcode = self
+                .ctx
+                .compiled_code()
+                .and_then(|c| c.vcode.clone())
+                .unwrap_or_default();
+            self.listing.text.push_str(&format!("{header}\n{vcode}\n"));
+        }
+        self.pending.push(id);
+        Ok(self.pending.len() - 1)
+    }
+
+    /// Adds a note to the listing (for steps that are not one kernel of this module).
+    pub fn note(&mut self, text: &str) {
+        if self.listing.clif || self.listing.asm {
+            self.listing.text.push_str(text);
+            self.listing.text.push('\n');
+        }
+    }
+
+    /// Finalizes every kernel; returns their entry points (indexed by the handles of
+    /// [`kernel`](KernelModule::kernel)) and the module that owns the code.
+    pub fn finish(mut self) -> Result<(Vec<KernelFn>, JITModule, String), CodegenError> {
+        self.module.finalize_definitions().map_err(cl)?;
+        let fns = self
+            .pending
+            .iter()
+            .map(|id| {
+                let p = self.module.get_finalized_function(*id);
+                // SAFETY: every function was declared with the kernel signature above.
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
+            })
+            .collect();
+        Ok((fns, self.module, self.listing.text))
+    }
+}
+
+fn cl(e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Cranelift(e.to_string())
+}
+
+/// A kernel under construction: the builder, the pointer table and the batch size.
+pub struct Kb<'a> {
+    pub b: FunctionBuilder<'a>,
+    table: Value,
+    pub batch: Value,
+}
+
+impl Kb<'_> {
+    /// The pointer in table slot `slot`.
+    pub fn ptr(&mut self, slot: usize) -> Value {
+        self.b.ins().load(I64, ro(), self.table, (slot * 8) as i32)
+    }
+
+    pub fn int(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(I64, v)
+    }
+
+    /// A float constant of lane type `ty` (scalar or splat).
+    pub fn cst(&mut self, ty: ClifType, v: f32) -> Value {
+        let s = self.b.ins().f32const(v);
+        if ty == F32X4 {
+            self.b.ins().splat(F32X4, s)
+        } else {
+            s
+        }
+    }
+
+    /// Broadcasts a scalar to lane type `ty`.
+    pub fn splat(&mut self, ty: ClifType, s: Value) -> Value {
+        if ty == F32X4 {
+            self.b.ins().splat(F32X4, s)
+        } else {
+            s
+        }
+    }
+
+    /// Number of elements of a value of type `t` for this run's batch size.
+    pub fn numel(&mut self, t: &Type) -> Value {
+        self.rows(t.batched, t.per_sample())
+    }
+
+    /// `per · batch` when `batched`, else `per`.
+    pub fn rows(&mut self, batched: bool, per: usize) -> Value {
+        if batched {
+            self.b.ins().imul_imm_s(self.batch, per as i64)
+        } else {
+            self.int(per as i64)
+        }
+    }
+
+    /// Address of element `idx` (an i64 element index) of a buffer of `bytes`-sized elements.
+    pub fn addr(&mut self, base: Value, idx: Value, bytes: i64) -> Value {
+        let off = self.b.ins().imul_imm_s(idx, bytes);
+        self.b.ins().iadd(base, off)
+    }
+
+    /// Loads a value of type `ty` at f32 element `idx` of `base`.
+    pub fn ld(&mut self, ty: ClifType, base: Value, idx: Value) -> Value {
+        let a = self.addr(base, idx, 4);
+        self.b.ins().load(ty, ro(), a, 0)
+    }
+
+    /// Loads from a buffer the kernel also writes.
+    pub fn ld_rw(&mut self, ty: ClifType, base: Value, idx: Value) -> Value {
+        let a = self.addr(base, idx, 4);
+        self.b.ins().load(ty, rw(), a, 0)
+    }
+
+    pub fn st(&mut self, v: Value, base: Value, idx: Value) {
+        let a = self.addr(base, idx, 4);
+        self.b.ins().store(rw(), v, a, 0);
+    }
+
+    /// `for i in (lo..hi).step_by(step) { body(i) }` (requires `(hi − lo) % step == 0` or the
+    /// loop runs while `i < hi`).
+    pub fn for_step(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        step: i64,
+        body: impl FnOnce(&mut Self, Value),
+    ) {
+        let head = self.b.create_block();
+        let inner = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(head, I64);
+        self.b.ins().jump(head, &[lo.into()]);
+        self.b.switch_to_block(head);
+        let i = self.b.block_params(head)[0];
+        let c = self.b.ins().icmp(
+            cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
+            i,
+            hi,
+        );
+        self.b.ins().brif(c, inner, &[], exit, &[]);
+        self.b.seal_block(inner);
+        self.b.switch_to_block(inner);
+        body(self, i);
+        let next = self.b.ins().iadd_imm_s(i, step);
+        self.b.ins().jump(head, &[next.into()]);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+    }
+
+    pub fn for_range(&mut self, lo: Value, hi: Value, body: impl FnOnce(&mut Self, Value)) {
+        self.for_step(lo, hi, 1, body)
+    }
+
+    /// `for i in 0..n` with a constant count.
+    pub fn for_n(&mut self, n: usize, body: impl FnOnce(&mut Self, Value)) {
+        let lo = self.int(0);
+        let hi = self.int(n as i64);
+        self.for_range(lo, hi, body)
+    }
+
+    /// A loop over `lo..hi` in f32x4 steps and a scalar tail: `body(i, lane type)`.
+    pub fn vec_loop(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        mut body: impl FnMut(&mut Self, Value, ClifType),
+    ) {
+        let len = self.b.ins().isub(hi, lo);
+        let len4 = self.b.ins().band_imm_s(len, !3);
+        let mid = self.b.ins().iadd(lo, len4);
+        self.for_step(lo, mid, 4, |k, i| body(k, i, F32X4));
+        self.for_step(mid, hi, 1, |k, i| body(k, i, F32));
+    }
+
+    /// Sum of the lanes of an f32x4 (fixed order: ((l0 + l1) + l2) + l3); a scalar is returned as is.
+    pub fn hsum(&mut self, v: Value, ty: ClifType) -> Value {
+        if ty != F32X4 {
+            return v;
+        }
+        let mut s = self.b.ins().extractlane(v, 0);
+        for l in 1..4u8 {
+            let x = self.b.ins().extractlane(v, l);
+            s = self.b.ins().fadd(s, x);
+        }
+        s
+    }
+
+    /// Max of the lanes of an f32x4.
+    pub fn hmax(&mut self, v: Value, ty: ClifType) -> Value {
+        if ty != F32X4 {
+            return v;
+        }
+        let mut s = self.b.ins().extractlane(v, 0);
+        for l in 1..4u8 {
+            let x = self.b.ins().extractlane(v, l);
+            s = self.b.ins().fmax(s, x);
+        }
+        s
+    }
+
+    /// `c ? x : y` for a float comparison result `c` of lane type `ty`.
+    pub fn select(&mut self, ty: ClifType, c: Value, x: Value, y: Value) -> Value {
+        if ty == F32X4 {
+            let m = self.b.ins().bitcast(
+                F32X4,
+                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
+                c,
+            );
+            self.b.ins().bitselect(m, x, y)
+        } else {
+            self.b.ins().select(c, x, y)
+        }
+    }
+
+    /// A fresh variable of type `ty` holding `init`.
+    pub fn var(&mut self, ty: ClifType, init: Value) -> cranelift_frontend::Variable {
+        let v = self.b.declare_var(ty);
+        self.b.def_var(v, init);
+        v
+    }
+}

@@ -1,0 +1,108 @@
+//! Elementwise losses (`Mse`, `Bce`, `SumSquares`) and their gradients.
+//!
+//! Reductions run in element order with an f64 accumulator: deterministic and accurate for
+//! large tensors. Gradients are f32x4 elementwise loops.
+
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+use super::elementwise::{map, Operand};
+use super::kernel::Kb;
+use super::math;
+use crate::ir::{Op, Type};
+
+const EPS: f32 = 1e-7;
+
+/// `p` clamped to `[1e-7, 1 − 1e-7]` (lanes of `lane`).
+fn clamp(kb: &mut Kb, p: Value, lane: types::Type) -> Value {
+    let lo = kb.cst(lane, EPS);
+    let hi = kb.cst(lane, 1.0 - EPS);
+    let p = kb.b.ins().fmax(p, lo);
+    kb.b.ins().fmin(p, hi)
+}
+
+/// `Mse`, `Bce` (`ins` = [a, b]) and `SumSquares` (`ins` = [x]): a scalar.
+pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
+    let n = kb.numel(x);
+    let o = kb.ptr(out);
+    let p: Vec<Value> = ins.iter().map(|s| kb.ptr(*s)).collect();
+    let zero = kb.int(0);
+    let z = kb.b.ins().f64const(0.0);
+    let total = kb.var(types::F64, z);
+    kb.for_range(zero, n, |kb, i| {
+        let a = kb.ld(types::F32, p[0], i);
+        let term = match op {
+            Op::Mse => {
+                let b = kb.ld(types::F32, p[1], i);
+                let d = kb.b.ins().fsub(a, b);
+                let d = kb.b.ins().fpromote(types::F64, d);
+                kb.b.ins().fmul(d, d)
+            }
+            Op::Bce => {
+                // −(y·log p + (1 − y)·log(1 − p))
+                let y = kb.ld(types::F32, p[1], i);
+                let pc = clamp(kb, a, types::F32);
+                let one = kb.b.ins().f32const(1.0);
+                let q = kb.b.ins().fsub(one, pc);
+                let lp = math::emit_log(&mut kb.b, pc);
+                let lq = math::emit_log(&mut kb.b, q);
+                let omy = kb.b.ins().fsub(one, y);
+                let t1 = kb.b.ins().fmul(y, lp);
+                let t2 = kb.b.ins().fmul(omy, lq);
+                let s = kb.b.ins().fadd(t1, t2);
+                let s = kb.b.ins().fneg(s);
+                kb.b.ins().fpromote(types::F64, s)
+            }
+            _ => {
+                let a = kb.b.ins().fpromote(types::F64, a);
+                kb.b.ins().fmul(a, a)
+            }
+        };
+        let cur = kb.b.use_var(total);
+        let cur = kb.b.ins().fadd(cur, term);
+        kb.b.def_var(total, cur);
+    });
+    let mut r = kb.b.use_var(total);
+    if !matches!(op, Op::SumSquares) {
+        let nf = kb.b.ins().fcvt_from_uint(types::F64, n);
+        r = kb.b.ins().fdiv(r, nf);
+    }
+    let r = kb.b.ins().fdemote(types::F32, r);
+    kb.st(r, o, zero);
+}
+
+/// `MseGrad` = 2(a − b)·dl/N and `BceGrad` = (p − y)/(p(1 − p))·dl/N; `ins` = [a, b, dl].
+pub fn loss_grad(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
+    let n = kb.numel(x);
+    let zero = kb.int(0);
+    let dl = kb.ptr(ins[2]);
+    let dlv = kb.ld(types::F32, dl, zero);
+    let nf = kb.b.ins().fcvt_from_uint(types::F32, n);
+    let scale = kb.b.ins().fdiv(dlv, nf);
+    let bce = matches!(op, Op::BceGrad);
+    let operands = [
+        Operand {
+            slot: ins[0],
+            scalar: false,
+        },
+        Operand {
+            slot: ins[1],
+            scalar: false,
+        },
+    ];
+    map(kb, x, out, &operands, &|kb: &mut Kb, v: &[Value], lane| {
+        let s = kb.splat(lane, scale);
+        if bce {
+            let p = clamp(kb, v[0], lane);
+            let one = kb.cst(lane, 1.0);
+            let d = kb.b.ins().fsub(p, v[1]);
+            let q = kb.b.ins().fsub(one, p);
+            let den = kb.b.ins().fmul(p, q);
+            let g = kb.b.ins().fdiv(d, den);
+            kb.b.ins().fmul(g, s)
+        } else {
+            let d = kb.b.ins().fsub(v[0], v[1]);
+            let d = kb.b.ins().fadd(d, d);
+            kb.b.ins().fmul(d, s)
+        }
+    });
+}

@@ -1,0 +1,443 @@
+//! Lowering a graph to kernels: one Cranelift function per node (fusion comes later), plus the
+//! storage plan of every value (caller's input or parameter slice, an owned buffer, or an alias
+//! of another value for `Reshape`).
+
+use super::glue::{ConvStep, Dim, MatMulStep};
+use super::kernel::{Kb, KernelFn, KernelModule, Listing};
+use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, CodegenError};
+use crate::ir::{DType, Graph, Node, Op};
+use elementwise::Operand;
+
+/// Where a value lives at run time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Storage {
+    /// Input number `k` of [`Graph::inputs`]: the caller's slice.
+    Input(usize),
+    /// Parameter `k`: the caller's slice.
+    Param(usize),
+    /// A buffer owned by the executor, sized for the batch.
+    Owned,
+    /// The same memory as an earlier value (`Reshape`).
+    Alias(usize),
+}
+
+/// Extra buffers some kernels need (im2col columns): `per_sample` floats per batch element
+/// when `batched`, else a fixed count.
+#[derive(Clone, Copy, Debug)]
+pub struct Scratch {
+    pub per: usize,
+    pub batched: bool,
+}
+
+/// One step of a compiled graph.
+pub enum Step {
+    /// A Cranelift kernel (index into [`Lowered::kernels`]).
+    Kernel(usize),
+    /// A matrix product on the JIT'd GEMM.
+    MatMul(MatMulStep),
+    /// A convolution on the JIT'd im2col/col2im and GEMM.
+    Conv(ConvStep),
+}
+
+/// The compiled graph: steps in execution order, storage of every value, scratch buffers.
+pub struct Lowered {
+    pub steps: Vec<Step>,
+    pub kernels: Vec<KernelFn>,
+    pub storage: Vec<Storage>,
+    pub scratch: Vec<Scratch>,
+    /// The code of every kernel; kept alive as long as the kernels are.
+    pub module: cranelift_jit::JITModule,
+    pub listing: String,
+}
+
+/// Table slot layout: one slot per node, then the step context, then the scratch buffers.
+pub fn ctx_slot(g: &Graph) -> usize {
+    g.nodes.len()
+}
+
+/// The header naming a node in listings: `; %7 = matmul %5, %6 : f32[B,10]  ; dense2`.
+fn header(g: &Graph, i: usize) -> String {
+    let n = &g.nodes[i];
+    let args: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
+    let label = if n.label.is_empty() {
+        String::new()
+    } else {
+        format!("  ; {}", n.label)
+    };
+    format!(
+        "; %{i} = {}{} {} : {}{label}",
+        n.op.name(),
+        n.op.attrs(),
+        args.join(", "),
+        n.ty
+    )
+}
+
+pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
+    let mut km = KernelModule::new(listing)?;
+    let mut storage = Vec::with_capacity(g.nodes.len());
+    let mut scratch = Vec::new();
+    let mut steps = Vec::new();
+    let inputs = g.inputs();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for v in &n.inputs {
+            if v.index() >= i {
+                return Err(CodegenError::Graph(format!(
+                    "%{i} uses %{} before it is defined",
+                    v.0
+                )));
+            }
+        }
+        let st = match &n.op {
+            Op::Input { .. } => {
+                Storage::Input(inputs.iter().position(|(v, _)| v.index() == i).unwrap_or(0))
+            }
+            Op::Param(p) => {
+                if p.index() >= g.params.len() {
+                    return Err(CodegenError::Graph(format!(
+                        "%{i} reads missing parameter #{}",
+                        p.0
+                    )));
+                }
+                Storage::Param(p.index())
+            }
+            Op::Reshape => match storage[n.inputs[0].index()] {
+                Storage::Alias(j) => Storage::Alias(j),
+                _ => Storage::Alias(n.inputs[0].index()),
+            },
+            _ => Storage::Owned,
+        };
+        if st == Storage::Owned && !matches!(n.op, Op::Const(_)) {
+            check_dtypes(g, i, n)?;
+            let ctx = ctx_slot(g);
+            let scratch_base = ctx + 1;
+            let h = header(g, i);
+            emit(
+                &mut km,
+                &mut steps,
+                g,
+                i,
+                n,
+                ctx,
+                scratch_base,
+                &mut scratch,
+                &h,
+            )?;
+        }
+        storage.push(st);
+    }
+    let (kernels, module, listing) = km.finish()?;
+    Ok(Lowered {
+        steps,
+        kernels,
+        storage,
+        scratch,
+        module,
+        listing,
+    })
+}
+
+/// Rejects graphs the verifier would reject where a kernel relies on it: f32 where f32 is read.
+fn check_dtypes(g: &Graph, i: usize, n: &Node) -> Result<(), CodegenError> {
+    let int_inputs: &[usize] = match n.op {
+        Op::Embedding | Op::EmbeddingGrad | Op::OneHot { .. } => &[0],
+        Op::CrossEntropy | Op::CrossEntropyGrad => &[1],
+        _ => &[],
+    };
+    for (k, v) in n.inputs.iter().enumerate() {
+        let want = if int_inputs.contains(&k) {
+            DType::I32
+        } else {
+            DType::F32
+        };
+        if g.ty(*v).dtype != want {
+            return Err(CodegenError::Graph(format!(
+                "input {k} of %{i} ({}) must be {want}",
+                n.op.name()
+            )));
+        }
+    }
+    if n.ty.dtype != DType::F32 {
+        return Err(CodegenError::Graph(format!(
+            "%{i} ({}) must produce f32",
+            n.op.name()
+        )));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    km: &mut KernelModule,
+    steps: &mut Vec<Step>,
+    g: &Graph,
+    i: usize,
+    n: &Node,
+    ctx: usize,
+    scratch_base: usize,
+    scratch: &mut Vec<Scratch>,
+    header: &str,
+) -> Result<(), CodegenError> {
+    let ins: Vec<usize> = n.inputs.iter().map(|v| v.index()).collect();
+    let ity = |k: usize| g.ty(n.inputs[k]).clone();
+    let ty = n.ty.clone();
+    let arity = |want: usize| -> Result<(), CodegenError> {
+        if ins.len() == want {
+            Ok(())
+        } else {
+            Err(CodegenError::Graph(format!(
+                "%{i} ({}) has {} inputs, expected {want}",
+                n.op.name(),
+                ins.len()
+            )))
+        }
+    };
+    let one = |km: &mut KernelModule, f: &mut dyn FnMut(&mut Kb)| -> Result<Step, CodegenError> {
+        Ok(Step::Kernel(km.kernel(header, |kb| f(kb))?))
+    };
+    let step = match &n.op {
+        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => return Ok(()),
+        Op::Unary(u) => {
+            arity(1)?;
+            let u = *u;
+            one(km, &mut |kb| {
+                elementwise::map(
+                    kb,
+                    &ty,
+                    i,
+                    &[Operand {
+                        slot: ins[0],
+                        scalar: false,
+                    }],
+                    &|kb, v, lane| elementwise::unary(kb, u, v[0], lane),
+                )
+            })
+        }
+        Op::UnaryGrad(u) => {
+            arity(2)?;
+            let u = *u;
+            let ops = [
+                Operand {
+                    slot: ins[0],
+                    scalar: false,
+                },
+                Operand {
+                    slot: ins[1],
+                    scalar: false,
+                },
+            ];
+            one(km, &mut |kb| {
+                elementwise::map(kb, &ty, i, &ops, &|kb, v, lane| {
+                    elementwise::unary_grad(kb, u, v[0], v[1], lane)
+                })
+            })
+        }
+        Op::Binary(b) => {
+            arity(2)?;
+            let b = *b;
+            let ops = [
+                Operand {
+                    slot: ins[0],
+                    scalar: ity(0).is_scalar() && !ty.is_scalar(),
+                },
+                Operand {
+                    slot: ins[1],
+                    scalar: ity(1).is_scalar() && !ty.is_scalar(),
+                },
+            ];
+            one(km, &mut |kb| {
+                elementwise::map(kb, &ty, i, &ops, &|kb, v, _| {
+                    elementwise::binary(kb, b, v[0], v[1])
+                })
+            })
+        }
+        Op::Dropout { p } | Op::DropoutGrad { p } => {
+            arity(1)?;
+            let p = *p;
+            one(km, &mut |kb| {
+                elementwise::dropout(kb, &ty, i, ins[0], ctx, p)
+            })
+        }
+        Op::MatMul { ta, tb } => {
+            arity(2)?;
+            let (m, n, k) = matmul_dims(*ta, *tb, &ity(0), &ity(1), &ty)?;
+            km.note(&format!(
+                "{header}\n; gemm m={m:?} n={n} k={k:?} ta={ta} tb={tb}\n"
+            ));
+            Ok(Step::MatMul(MatMulStep {
+                m,
+                n,
+                k,
+                ta: *ta,
+                tb: *tb,
+                a: ins[0],
+                b: ins[1],
+                c: i,
+            }))
+        }
+        Op::BiasAdd { axis } => {
+            arity(2)?;
+            one(km, &mut |kb| {
+                bias::bias_add(kb, &ty, *axis, i, ins[0], ins[1])
+            })
+        }
+        Op::BiasGrad { axis } => {
+            arity(1)?;
+            let x = ity(0);
+            one(km, &mut |kb| bias::bias_grad(kb, &x, *axis, i, ins[0]))
+        }
+        Op::Conv2d(w) | Op::Conv2dGradInput(w) | Op::Conv2dGradWeight(w) => {
+            arity(2)?;
+            let st = conv::step(
+                &n.op,
+                w,
+                &ity(0),
+                &ity(1),
+                &ty,
+                i,
+                &ins,
+                scratch_base,
+                scratch,
+            )?;
+            km.note(&format!(
+                "{header}\n; im2col/col2im + gemm per image: {:?}\n",
+                st.geom
+            ));
+            Ok(Step::Conv(st))
+        }
+        Op::MaxPool(w) | Op::MaxPoolGrad(w) => {
+            let grad = matches!(n.op, Op::MaxPoolGrad(_));
+            arity(1 + grad as usize)?;
+            let x = ity(0);
+            let y = if grad { ity(1) } else { ty.clone() };
+            one(km, &mut |kb| pool::max_pool(kb, w, &x, &y, i, &ins, grad))
+        }
+        Op::AvgPool(w) | Op::AvgPoolGrad(w) => {
+            arity(1)?;
+            let grad = matches!(n.op, Op::AvgPoolGrad(_));
+            let (x, y) = if grad {
+                (ty.clone(), ity(0))
+            } else {
+                (ity(0), ty.clone())
+            };
+            one(km, &mut |kb| pool::avg_pool(kb, w, &x, &y, i, &ins, grad))
+        }
+        Op::Embedding => {
+            arity(2)?;
+            let (ids, w) = (ity(0), ity(1));
+            let (v, e) = table_dims(&w.dims, i)?;
+            one(km, &mut |kb| embed::embedding(kb, &ids, v, e, i, &ins))
+        }
+        Op::EmbeddingGrad => {
+            arity(2)?;
+            let ids = ity(0);
+            let (v, e) = table_dims(&ty.dims, i)?;
+            one(km, &mut |kb| embed::embedding_grad(kb, &ids, v, e, i, &ins))
+        }
+        Op::OneHot { n: classes } => {
+            arity(1)?;
+            let ids = ity(0);
+            one(km, &mut |kb| embed::one_hot(kb, &ids, *classes, i, ins[0]))
+        }
+        Op::RnnScan { act } => {
+            arity(2)?;
+            one(km, &mut |kb| rnn::scan(kb, *act, &ty, i, &ins))
+        }
+        Op::RnnScanGrad { act } => {
+            arity(3)?;
+            one(km, &mut |kb| rnn::scan_grad(kb, *act, &ty, i, &ins))
+        }
+        Op::TimeShift => {
+            arity(1)?;
+            one(km, &mut |kb| rnn::time_shift(kb, &ty, i, ins[0]))
+        }
+        Op::Softmax | Op::LogSoftmax => {
+            arity(1)?;
+            one(km, &mut |kb| rowwise::normalize(kb, &n.op, &ty, i, &ins))
+        }
+        Op::SoftmaxGrad | Op::LogSoftmaxGrad => {
+            arity(2)?;
+            one(km, &mut |kb| rowwise::normalize(kb, &n.op, &ty, i, &ins))
+        }
+        Op::CrossEntropy | Op::SoftCrossEntropy | Op::KlDiv => {
+            arity(2)?;
+            let x = ity(0);
+            one(km, &mut |kb| rowwise::loss(kb, &n.op, &x, i, &ins))
+        }
+        Op::CrossEntropyGrad | Op::SoftCrossEntropyGrad | Op::KlDivGrad => {
+            arity(3)?;
+            one(km, &mut |kb| rowwise::loss_grad(kb, &n.op, &ty, i, &ins))
+        }
+        Op::Mse | Op::Bce => {
+            arity(2)?;
+            let x = ity(0);
+            one(km, &mut |kb| loss::loss(kb, &n.op, &x, i, &ins))
+        }
+        Op::SumSquares => {
+            arity(1)?;
+            let x = ity(0);
+            one(km, &mut |kb| loss::loss(kb, &n.op, &x, i, &ins))
+        }
+        Op::MseGrad | Op::BceGrad => {
+            arity(3)?;
+            one(km, &mut |kb| loss::loss_grad(kb, &n.op, &ty, i, &ins))
+        }
+    }?;
+    steps.push(step);
+    Ok(())
+}
+
+fn table_dims(dims: &[usize], i: usize) -> Result<(usize, usize), CodegenError> {
+    match dims {
+        [v, e] => Ok((*v, *e)),
+        _ => Err(CodegenError::Graph(format!(
+            "%{i}: an embedding table must be [V, E]"
+        ))),
+    }
+}
+
+/// The matrix view `(m, n, k)` of a `MatMul` node (see [`Op::MatMul`]).
+fn matmul_dims(
+    ta: bool,
+    tb: bool,
+    a: &crate::ir::Type,
+    b: &crate::ir::Type,
+    out: &crate::ir::Type,
+) -> Result<(Dim, usize, Dim), CodegenError> {
+    let bad = || CodegenError::Graph(format!("matmul of {a} and {b} is not a matrix product"));
+    if a.dims.is_empty() || b.dims.is_empty() || ta && tb {
+        return Err(bad());
+    }
+    let n = out.last();
+    let inner = a.last();
+    let rows = Dim {
+        per: a.per_sample() / inner.max(1),
+        batched: a.batched,
+    };
+    if ta {
+        // a: [R, M], b: [R, N], contracted over R.
+        if b.batched != a.batched || b.per_sample() != rows.per * n {
+            return Err(bad());
+        }
+        Ok((
+            Dim {
+                per: inner,
+                batched: false,
+            },
+            n,
+            rows,
+        ))
+    } else {
+        if b.batched || b.per_sample() != inner * n {
+            return Err(bad());
+        }
+        Ok((
+            rows,
+            n,
+            Dim {
+                per: inner,
+                batched: false,
+            },
+        ))
+    }
+}

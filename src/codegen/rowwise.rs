@@ -1,0 +1,292 @@
+//! Ops over the last axis, row by row: softmax, log-softmax, their gradients, and the
+//! softmax-based losses (cross-entropy with labels or soft targets, KL divergence) with theirs.
+//!
+//! Every row subtracts its maximum before `exp` (numerically stable). Losses sum the rows in
+//! order in f64 and divide by the row count, so they are deterministic and accurate.
+
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+
+use super::elementwise::clamp_index;
+use super::kernel::{Kb, F32X4};
+use super::math;
+use crate::ir::{Op, Type};
+
+/// Row geometry of a tensor: number of rows (batch-dependent) and row length.
+fn rows(kb: &mut Kb, ty: &Type) -> (Value, usize) {
+    let c = ty.last();
+    (kb.rows(ty.batched, ty.per_sample() / c.max(1)), c)
+}
+
+/// Reduces `f(j)` over `j < c` with f32x4 partial results then lanes in order (sum or max).
+fn reduce(
+    kb: &mut Kb,
+    c: usize,
+    max: bool,
+    mut f: impl FnMut(&mut Kb, Value, types::Type) -> Value,
+) -> Value {
+    let init = if max { f32::NEG_INFINITY } else { 0.0 };
+    let i4 = kb.cst(F32X4, init);
+    let acc4 = kb.var(F32X4, i4);
+    let i1 = kb.cst(types::F32, init);
+    let acc1 = kb.var(types::F32, i1);
+    let zero = kb.int(0);
+    let cv = kb.int(c as i64);
+    kb.vec_loop(zero, cv, |kb, j, lane| {
+        let v = f(kb, j, lane);
+        let var = if lane == F32X4 { acc4 } else { acc1 };
+        let a = kb.b.use_var(var);
+        let r = if max {
+            kb.b.ins().fmax(a, v)
+        } else {
+            kb.b.ins().fadd(a, v)
+        };
+        kb.b.def_var(var, r);
+    });
+    let a4 = kb.b.use_var(acc4);
+    let a1 = kb.b.use_var(acc1);
+    if max {
+        let h = kb.hmax(a4, F32X4);
+        kb.b.ins().fmax(h, a1)
+    } else {
+        let h = kb.hsum(a4, F32X4);
+        kb.b.ins().fadd(h, a1)
+    }
+}
+
+/// `(max, Σ exp(x − max))` of the row at element offset `base` of `p`.
+fn max_sumexp(kb: &mut Kb, p: Value, base: Value, c: usize) -> (Value, Value) {
+    let mx = reduce(kb, c, true, |kb, j, lane| {
+        let i = kb.b.ins().iadd(base, j);
+        kb.ld(lane, p, i)
+    });
+    let s = reduce(kb, c, false, |kb, j, lane| {
+        let i = kb.b.ins().iadd(base, j);
+        let x = kb.ld(lane, p, i);
+        let m = kb.splat(lane, mx);
+        let d = kb.b.ins().fsub(x, m);
+        math::emit_exp(&mut kb.b, d)
+    });
+    (mx, s)
+}
+
+/// log Σ exp(row) = max + log Σ exp(x − max).
+fn logsumexp(kb: &mut Kb, p: Value, base: Value, c: usize) -> Value {
+    let (mx, s) = max_sumexp(kb, p, base, c);
+    let l = math::emit_log(&mut kb.b, s);
+    kb.b.ins().fadd(mx, l)
+}
+
+/// `out[base + j] = f(j)` over the row.
+fn write_row(
+    kb: &mut Kb,
+    out: Value,
+    base: Value,
+    c: usize,
+    mut f: impl FnMut(&mut Kb, Value, Value, types::Type) -> Value,
+) {
+    let zero = kb.int(0);
+    let cv = kb.int(c as i64);
+    kb.vec_loop(zero, cv, |kb, j, lane| {
+        let i = kb.b.ins().iadd(base, j);
+        let v = f(kb, i, j, lane);
+        kb.st(v, out, i);
+    });
+}
+
+/// Softmax of the row of `p` at `base` (lanes of `lane`), given `(max, Σexp)`.
+fn softmax_at(kb: &mut Kb, p: Value, i: Value, lane: types::Type, mx: Value, inv: Value) -> Value {
+    let x = kb.ld(lane, p, i);
+    let m = kb.splat(lane, mx);
+    let d = kb.b.ins().fsub(x, m);
+    let e = math::emit_exp(&mut kb.b, d);
+    let s = kb.splat(lane, inv);
+    kb.b.ins().fmul(e, s)
+}
+
+fn recip(kb: &mut Kb, s: Value) -> Value {
+    let one = kb.b.ins().f32const(1.0);
+    kb.b.ins().fdiv(one, s)
+}
+
+/// Loads label `r` (i32) as an i64 clamped into `0..c` (the executor rejects bad labels first).
+fn label(kb: &mut Kb, ids: Value, r: Value, c: usize) -> Value {
+    let a = kb.addr(ids, r, 4);
+    let id =
+        kb.b.ins()
+            .sload32(MemFlagsData::trusted().with_readonly(), a, 0);
+    clamp_index(kb, id, c).0
+}
+
+/// `Softmax`, `LogSoftmax`, `SoftmaxGrad`, `LogSoftmaxGrad`: `ins` are the node's input slots.
+pub fn normalize(kb: &mut Kb, op: &Op, ty: &Type, out: usize, ins: &[usize]) {
+    let (r, c) = rows(kb, ty);
+    let o = kb.ptr(out);
+    let p: Vec<Value> = ins.iter().map(|s| kb.ptr(*s)).collect();
+    let zero = kb.int(0);
+    kb.for_range(zero, r, |kb, row| {
+        let base = kb.b.ins().imul_imm_s(row, c as i64);
+        match op {
+            Op::Softmax => {
+                let (mx, s) = max_sumexp(kb, p[0], base, c);
+                let inv = recip(kb, s);
+                write_row(kb, o, base, c, |kb, i, _, lane| {
+                    softmax_at(kb, p[0], i, lane, mx, inv)
+                });
+            }
+            Op::LogSoftmax => {
+                let lse = logsumexp(kb, p[0], base, c);
+                write_row(kb, o, base, c, |kb, i, _, lane| {
+                    let x = kb.ld(lane, p[0], i);
+                    let l = kb.splat(lane, lse);
+                    kb.b.ins().fsub(x, l)
+                });
+            }
+            Op::SoftmaxGrad => {
+                let s = reduce(kb, c, false, |kb, j, lane| {
+                    let i = kb.b.ins().iadd(base, j);
+                    let y = kb.ld(lane, p[0], i);
+                    let d = kb.ld(lane, p[1], i);
+                    kb.b.ins().fmul(y, d)
+                });
+                write_row(kb, o, base, c, |kb, i, _, lane| {
+                    let y = kb.ld(lane, p[0], i);
+                    let d = kb.ld(lane, p[1], i);
+                    let sv = kb.splat(lane, s);
+                    let t = kb.b.ins().fsub(d, sv);
+                    kb.b.ins().fmul(y, t)
+                });
+            }
+            _ => {
+                // LogSoftmaxGrad: dx = dy − exp(y)·Σdy
+                let s = reduce(kb, c, false, |kb, j, lane| {
+                    let i = kb.b.ins().iadd(base, j);
+                    kb.ld(lane, p[1], i)
+                });
+                write_row(kb, o, base, c, |kb, i, _, lane| {
+                    let y = kb.ld(lane, p[0], i);
+                    let d = kb.ld(lane, p[1], i);
+                    let e = math::emit_exp(&mut kb.b, y);
+                    let sv = kb.splat(lane, s);
+                    let t = kb.b.ins().fmul(e, sv);
+                    kb.b.ins().fsub(d, t)
+                });
+            }
+        }
+    });
+}
+
+/// `CrossEntropy`, `SoftCrossEntropy`, `KlDiv`: a scalar, the mean over rows.
+/// `x` is the logits' type; `ins` the node's two input slots.
+pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
+    let (r, c) = rows(kb, x);
+    let o = kb.ptr(out);
+    let (a, b) = (kb.ptr(ins[0]), kb.ptr(ins[1]));
+    let zero = kb.int(0);
+    let z = kb.b.ins().f64const(0.0);
+    let total = kb.var(types::F64, z);
+    kb.for_range(zero, r, |kb, row| {
+        let base = kb.b.ins().imul_imm_s(row, c as i64);
+        let term = match op {
+            Op::CrossEntropy => {
+                let lse = logsumexp(kb, a, base, c);
+                let l = label(kb, b, row, c);
+                let i = kb.b.ins().iadd(base, l);
+                let xl = kb.ld(types::F32, a, i);
+                kb.b.ins().fsub(lse, xl)
+            }
+            Op::SoftCrossEntropy => {
+                // Σ t_j·(lse − x_j)
+                let lse = logsumexp(kb, a, base, c);
+                reduce(kb, c, false, |kb, j, lane| {
+                    let i = kb.b.ins().iadd(base, j);
+                    let x = kb.ld(lane, a, i);
+                    let t = kb.ld(lane, b, i);
+                    let l = kb.splat(lane, lse);
+                    let d = kb.b.ins().fsub(l, x);
+                    kb.b.ins().fmul(t, d)
+                })
+            }
+            _ => {
+                // KL(P‖Q) = Σ P_j·((p_j − lse_p) − (q_j − lse_q))
+                let lp = logsumexp(kb, a, base, c);
+                let lq = logsumexp(kb, b, base, c);
+                reduce(kb, c, false, |kb, j, lane| {
+                    let i = kb.b.ins().iadd(base, j);
+                    let p = kb.ld(lane, a, i);
+                    let q = kb.ld(lane, b, i);
+                    let lpv = kb.splat(lane, lp);
+                    let lqv = kb.splat(lane, lq);
+                    let logp = kb.b.ins().fsub(p, lpv);
+                    let logq = kb.b.ins().fsub(q, lqv);
+                    let pp = math::emit_exp(&mut kb.b, logp);
+                    let d = kb.b.ins().fsub(logp, logq);
+                    kb.b.ins().fmul(pp, d)
+                })
+            }
+        };
+        let t = kb.b.ins().fpromote(types::F64, term);
+        let cur = kb.b.use_var(total);
+        let cur = kb.b.ins().fadd(cur, t);
+        kb.b.def_var(total, cur);
+    });
+    let sum = kb.b.use_var(total);
+    let rf = kb.b.ins().fcvt_from_uint(types::F64, r);
+    let mean = kb.b.ins().fdiv(sum, rf);
+    let m32 = kb.b.ins().fdemote(types::F32, mean);
+    kb.st(m32, o, zero);
+}
+
+/// `CrossEntropyGrad`, `SoftCrossEntropyGrad`, `KlDivGrad`: `(softmax(x) − target)·dl/R` where
+/// x is the logits (the second input for KL, whose first input gives the target distribution).
+pub fn loss_grad(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
+    let (r, c) = rows(kb, x);
+    let o = kb.ptr(out);
+    let (a, b, dl) = (kb.ptr(ins[0]), kb.ptr(ins[1]), kb.ptr(ins[2]));
+    let zero = kb.int(0);
+    let dlv = kb.ld(types::F32, dl, zero);
+    let rf = kb.b.ins().fcvt_from_uint(types::F32, r);
+    let scale = kb.b.ins().fdiv(dlv, rf);
+    kb.for_range(zero, r, |kb, row| {
+        let base = kb.b.ins().imul_imm_s(row, c as i64);
+        match op {
+            Op::CrossEntropyGrad => {
+                let (mx, s) = max_sumexp(kb, a, base, c);
+                let inv = recip(kb, s);
+                write_row(kb, o, base, c, |kb, i, _, lane| {
+                    let sm = softmax_at(kb, a, i, lane, mx, inv);
+                    let sc = kb.splat(lane, scale);
+                    kb.b.ins().fmul(sm, sc)
+                });
+                let l = label(kb, b, row, c);
+                let i = kb.b.ins().iadd(base, l);
+                let v = kb.ld_rw(types::F32, o, i);
+                let d = kb.b.ins().fsub(v, scale);
+                kb.st(d, o, i);
+            }
+            Op::SoftCrossEntropyGrad => {
+                let (mx, s) = max_sumexp(kb, a, base, c);
+                let inv = recip(kb, s);
+                write_row(kb, o, base, c, |kb, i, _, lane| {
+                    let sm = softmax_at(kb, a, i, lane, mx, inv);
+                    let t = kb.ld(lane, b, i);
+                    let d = kb.b.ins().fsub(sm, t);
+                    let sc = kb.splat(lane, scale);
+                    kb.b.ins().fmul(d, sc)
+                });
+            }
+            _ => {
+                let (mp, sp) = max_sumexp(kb, a, base, c);
+                let ip = recip(kb, sp);
+                let (mq, sq) = max_sumexp(kb, b, base, c);
+                let iq = recip(kb, sq);
+                write_row(kb, o, base, c, |kb, i, _, lane| {
+                    let p = softmax_at(kb, a, i, lane, mp, ip);
+                    let q = softmax_at(kb, b, i, lane, mq, iq);
+                    let d = kb.b.ins().fsub(q, p);
+                    let sc = kb.splat(lane, scale);
+                    kb.b.ins().fmul(d, sc)
+                });
+            }
+        }
+    });
+}

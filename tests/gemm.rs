@@ -1,0 +1,166 @@
+//! The JIT GEMM against a naive f64 triple loop: random and fixed shapes, all four
+//! transpose combinations, overwrite and accumulate, other tiles, threads, length checks.
+
+use nnc::codegen::gemm::{Gemm, Tile};
+
+/// Deterministic xorshift values in [-1, 1).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Checks one call of `g` against the f64 reference; C starts with random values.
+/// Error bound: 1e-5·k relative to Σ|terms| (the conditioning of the sum).
+#[allow(clippy::too_many_arguments)]
+fn check(g: &Gemm, rng: &mut Rng, ta: bool, tb: bool, m: usize, n: usize, k: usize, acc: bool) {
+    let a = rng.vec(m * k);
+    let b = rng.vec(k * n);
+    let c0 = rng.vec(m * n);
+    let mut c = c0.clone();
+    g.gemm(ta, tb, m, n, k, &a, &b, &mut c, acc).unwrap();
+    let tol = 1e-5 * (k.max(1) as f64);
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = if acc { c0[i * n + j] as f64 } else { 0.0 };
+            let mut mag = s.abs();
+            for p in 0..k {
+                let x = if ta { a[p * m + i] } else { a[i * k + p] } as f64;
+                let y = if tb { b[j * k + p] } else { b[p * n + j] } as f64;
+                s += x * y;
+                mag += (x * y).abs();
+            }
+            let got = c[i * n + j] as f64;
+            assert!(
+                (got - s).abs() <= tol * mag.max(1e-3),
+                "ta={ta} tb={tb} m={m} n={n} k={k} acc={acc}: C[{i}][{j}] = {got}, want {s}"
+            );
+        }
+    }
+}
+
+#[test]
+fn random_shapes_all_variants() {
+    let g = Gemm::new().unwrap();
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for _ in 0..150 {
+        let (m, n, k) = (rng.below(70), rng.below(70), rng.below(70));
+        for ta in [false, true] {
+            for tb in [false, true] {
+                for acc in [false, true] {
+                    check(&g, &mut rng, ta, tb, m, n, k, acc);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fixed_shapes() {
+    let g = Gemm::new().unwrap();
+    let mut rng = Rng(12345);
+    for (ta, tb, m, n, k) in [
+        (false, false, 1, 1, 1),
+        (false, false, 4, 4, 2),
+        (false, false, 4, 2, 4),
+        (true, false, 2, 4, 4),
+        (false, true, 4, 2, 4),
+        (false, false, 64, 128, 784),
+        (false, true, 64, 784, 128),
+        (true, false, 784, 128, 64),
+        (true, true, 33, 517, 300),
+        (false, false, 200, 2100, 9),
+        (false, false, 7, 9, 600),
+    ] {
+        for acc in [false, true] {
+            check(&g, &mut rng, ta, tb, m, n, k, acc);
+        }
+    }
+}
+
+#[test]
+fn other_tiles() {
+    let mut rng = Rng(777);
+    for tile in [
+        Tile { mr: 4, nr: 8 },
+        Tile { mr: 1, nr: 4 },
+        Tile { mr: 3, nr: 12 },
+    ] {
+        let g = Gemm::with_tile(tile).unwrap();
+        for _ in 0..20 {
+            let (m, n, k) = (rng.below(40), rng.below(40), rng.below(300));
+            let bits = rng.next();
+            check(
+                &g,
+                &mut rng,
+                bits & 1 == 0,
+                bits & 2 == 0,
+                m,
+                n,
+                k,
+                bits & 4 == 0,
+            );
+        }
+    }
+    assert!(Gemm::with_tile(Tile { mr: 4, nr: 6 }).is_err());
+}
+
+#[test]
+fn k_zero_and_empty() {
+    let g = Gemm::new().unwrap();
+    let mut c = vec![5.0f32; 6];
+    g.gemm(false, false, 2, 3, 0, &[], &[], &mut c, true)
+        .unwrap();
+    assert_eq!(c, vec![5.0; 6]);
+    g.gemm(false, false, 2, 3, 0, &[], &[], &mut c, false)
+        .unwrap();
+    assert_eq!(c, vec![0.0; 6]);
+    g.gemm(false, false, 0, 3, 4, &[], &[0.0; 12], &mut [], false)
+        .unwrap();
+}
+
+#[test]
+fn short_slices_are_errors() {
+    let g = Gemm::new().unwrap();
+    let mut c = vec![0.0f32; 4];
+    let err = g.gemm(false, false, 2, 2, 3, &[0.0; 5], &[0.0; 6], &mut c, false);
+    assert!(err.unwrap_err().contains("A has 5 elements"));
+    assert!(g
+        .gemm(false, false, 2, 2, 3, &[0.0; 6], &[0.0; 5], &mut c, false)
+        .is_err());
+    assert!(g
+        .gemm(false, false, 2, 3, 3, &[0.0; 6], &[0.0; 9], &mut c, false)
+        .is_err());
+    assert!(g
+        .gemm(false, false, usize::MAX, 2, 3, &[], &[], &mut c, false)
+        .is_err());
+}
+
+#[test]
+fn shared_between_threads() {
+    let g = Gemm::new().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let g = &g;
+            s.spawn(move || {
+                let mut rng = Rng(99 + t);
+                for _ in 0..10 {
+                    check(g, &mut rng, false, t == 1, 37, 45, 300, false);
+                }
+            });
+        }
+    });
+}

@@ -1,0 +1,1225 @@
+//! The JIT against the f64 reference interpreter: every op on random shapes and inputs, whole
+//! graphs (MLP, CNN, RNN forward and backward), batch sizes 1, 3 and 64, determinism.
+
+use nnc::codegen::{Jit, JitOptions};
+use nnc::exec::{Executor, Feed, StepCtx};
+use nnc::interp;
+use nnc::ir::{BinaryOp, DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
+
+/// A small deterministic generator (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+}
+
+/// How to draw the values of one graph input.
+#[derive(Clone, Copy)]
+enum Gen {
+    U(f32, f32),
+    /// Integer ids in `lo..hi`.
+    Int(i32, i32),
+}
+
+struct Data {
+    f: Vec<Vec<f32>>,
+    i: Vec<Vec<i32>>,
+    params: Vec<Vec<f32>>,
+}
+
+fn draw(g: &Graph, gens: &[Gen], batch: usize, rng: &mut Rng) -> Data {
+    let mut d = Data {
+        f: Vec::new(),
+        i: Vec::new(),
+        params: Vec::new(),
+    };
+    for ((v, _), gen) in g.inputs().iter().zip(gens) {
+        let n = g.ty(*v).numel(batch);
+        match *gen {
+            Gen::U(lo, hi) => d.f.push((0..n).map(|_| rng.uniform(lo, hi)).collect()),
+            Gen::Int(lo, hi) => d.i.push(
+                (0..n)
+                    .map(|_| lo + rng.below((hi - lo) as usize) as i32)
+                    .collect(),
+            ),
+        }
+    }
+    for p in &g.params {
+        d.params
+            .push((0..p.numel()).map(|_| rng.uniform(-0.5, 0.5)).collect());
+    }
+    d
+}
+
+fn feeds<'a>(g: &Graph, d: &'a Data) -> Vec<Feed<'a>> {
+    let (mut fi, mut ii) = (0, 0);
+    g.inputs()
+        .iter()
+        .map(|(v, _)| {
+            if g.ty(*v).dtype == DType::I32 {
+                ii += 1;
+                Feed::I32(&d.i[ii - 1])
+            } else {
+                fi += 1;
+                Feed::F32(&d.f[fi - 1])
+            }
+        })
+        .collect()
+}
+
+fn f64_inputs(g: &Graph, d: &Data) -> Vec<Vec<f64>> {
+    feeds(g, d)
+        .iter()
+        .map(|f| match f {
+            Feed::F32(x) => x.iter().map(|&v| v as f64).collect(),
+            Feed::I32(x) => x.iter().map(|&v| v as f64).collect(),
+        })
+        .collect()
+}
+
+/// Adds an output for every computed node, so every kernel is compared.
+fn expose_all(g: &mut Graph) {
+    for i in 0..g.nodes.len() {
+        let n = &g.nodes[i];
+        if !matches!(n.op, Op::Input { .. } | Op::Param(_) | Op::Const(_))
+            && n.ty.dtype == DType::F32
+        {
+            g.set_output(&format!("n{i}"), ValueId(i as u32));
+        }
+    }
+}
+
+/// Runs `g` through both back ends and compares every output: |jit − ref| ≤ tol·(1 + |ref|).
+fn compare(g: &Graph, gens: &[Gen], batch: usize, seed: u64, tol: f64) {
+    assert_eq!(
+        gens.len(),
+        g.inputs().len(),
+        "{}: one generator per input",
+        g.name
+    );
+    let mut rng = Rng(seed);
+    let d = draw(g, gens, batch, &mut rng);
+    let ctx = StepCtx { seed: 7, step: 3 };
+    let reference = interp::eval(
+        g,
+        batch,
+        &f64_inputs(g, &d),
+        &d.params
+            .iter()
+            .map(|p| p.iter().map(|&v| v as f64).collect())
+            .collect::<Vec<_>>(),
+        ctx,
+    )
+    .unwrap_or_else(|e| panic!("interpreter failed on {}: {e}", g.name));
+    let mut jit = Jit::compile(g, &JitOptions::default())
+        .unwrap_or_else(|e| panic!("compile {}: {e}", g.name));
+    let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
+    jit.run(batch, &feeds(g, &d), &params, ctx).unwrap();
+    for o in &g.outputs {
+        let got = jit.output(&o.name).unwrap();
+        let want = &reference[o.value.index()];
+        assert_eq!(got.len(), want.len(), "{}: output {} size", g.name, o.name);
+        for (k, (a, b)) in got.iter().zip(want).enumerate() {
+            let err = (*a as f64 - b).abs();
+            assert!(
+                err <= tol * (1.0 + b.abs()),
+                "{} (batch {batch}): output {} = {} element {k}: jit {a} vs interp {b}",
+                g.name,
+                o.name,
+                g.node(o.value).op.name()
+            );
+        }
+    }
+}
+
+/// A graph whose inputs have types `ins` and one node `op` (its type inferred, or `ty`).
+fn single(name: &str, op: Op, ins: &[Type], ty: Option<Type>) -> Graph {
+    let mut g = Graph::new(name, true);
+    let vs: Vec<ValueId> = ins
+        .iter()
+        .enumerate()
+        .map(|(k, t)| g.input(&format!("x{k}"), t.clone()))
+        .collect();
+    let out = match ty {
+        Some(t) => g.push_typed(op, vs, t, "op"),
+        None => g
+            .push(op, vs, "op")
+            .unwrap_or_else(|e| panic!("{name}: {e}")),
+    };
+    g.set_output("out", out);
+    g
+}
+
+const BATCHES: [usize; 3] = [1, 3, 64];
+const TOL: f64 = 1e-5;
+
+fn f(b: bool, dims: &[usize]) -> Type {
+    Type::f32(b, dims.to_vec())
+}
+
+#[test]
+fn unary_and_unary_grad() {
+    let ops = [
+        UnaryOp::Neg,
+        UnaryOp::Relu,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+    ];
+    let mut rng = Rng(1);
+    for op in ops {
+        for &batch in &BATCHES {
+            let n = rng.range(1, 37);
+            let t = f(true, &[n]);
+            let x = if op == UnaryOp::Log {
+                Gen::U(0.05, 6.0)
+            } else {
+                Gen::U(-6.0, 6.0)
+            };
+            compare(
+                &single(op.name(), Op::Unary(op), std::slice::from_ref(&t), None),
+                &[x],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            let v = match op {
+                UnaryOp::Sigmoid => Gen::U(0.0, 1.0),
+                UnaryOp::Tanh => Gen::U(-1.0, 1.0),
+                UnaryOp::Exp | UnaryOp::Log => Gen::U(0.05, 5.0),
+                _ => Gen::U(-2.0, 2.0),
+            };
+            let g = single(
+                &format!("{}_grad", op.name()),
+                Op::UnaryGrad(op),
+                &[t.clone(), t],
+                None,
+            );
+            compare(&g, &[v, Gen::U(-2.0, 2.0)], batch, rng.next(), TOL);
+        }
+    }
+}
+
+#[test]
+fn binary_with_broadcast() {
+    let mut rng = Rng(2);
+    for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+        for &batch in &BATCHES {
+            let t = f(true, &[rng.range(1, 9), rng.range(1, 9)]);
+            let s = Type::scalar();
+            let b = if op == BinaryOp::Div {
+                Gen::U(0.5, 2.0)
+            } else {
+                Gen::U(-2.0, 2.0)
+            };
+            for (x, y) in [
+                (t.clone(), t.clone()),
+                (s.clone(), t.clone()),
+                (t.clone(), s.clone()),
+            ] {
+                let g = single(op.name(), Op::Binary(op), &[x, y], None);
+                compare(&g, &[b, b], batch, rng.next(), TOL);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_all_layouts() {
+    let mut rng = Rng(3);
+    for &batch in &BATCHES {
+        for _ in 0..3 {
+            let (m, k, n) = (rng.range(1, 5), rng.range(1, 40), rng.range(1, 23));
+            let a = f(true, &[m, k]);
+            let u = Gen::U(-1.0, 1.0);
+            compare(
+                &single(
+                    "mm",
+                    Op::MatMul {
+                        ta: false,
+                        tb: false,
+                    },
+                    &[a.clone(), f(false, &[k, n])],
+                    None,
+                ),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            compare(
+                &single(
+                    "mm_tb",
+                    Op::MatMul {
+                        ta: false,
+                        tb: true,
+                    },
+                    &[a.clone(), f(false, &[n, k])],
+                    None,
+                ),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            compare(
+                &single(
+                    "mm_ta",
+                    Op::MatMul {
+                        ta: true,
+                        tb: false,
+                    },
+                    &[a, f(true, &[m, n])],
+                    None,
+                ),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn bias_add_and_grad() {
+    let mut rng = Rng(4);
+    for &batch in &BATCHES {
+        let shapes: [(Vec<usize>, usize); 3] = [
+            (vec![rng.range(1, 20)], 1),
+            (vec![rng.range(1, 5), rng.range(1, 6), rng.range(1, 6)], 1),
+            (vec![rng.range(1, 5), rng.range(1, 13)], 2),
+        ];
+        for (dims, axis) in shapes {
+            let t = f(true, &dims);
+            let c = t.dim(axis, batch);
+            let u = Gen::U(-1.0, 1.0);
+            compare(
+                &single(
+                    "bias_add",
+                    Op::BiasAdd { axis },
+                    &[t.clone(), f(false, &[c])],
+                    None,
+                ),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            compare(
+                &single("bias_grad", Op::BiasGrad { axis }, &[t], None),
+                &[u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn convolution_and_gradients() {
+    let mut rng = Rng(5);
+    for &batch in &[1, 3, 8] {
+        for _ in 0..3 {
+            let (c, o) = (rng.range(1, 4), rng.range(1, 5));
+            let k = rng.range(1, 3);
+            let w = Window {
+                kernel: k,
+                stride: rng.range(1, 2),
+                pad: rng.range(0, k - 1),
+            };
+            let (h, wd) = (rng.range(k, 9), rng.range(k, 9));
+            let x = f(true, &[c, h, wd]);
+            let wt = f(false, &[o, c, k, k]);
+            let u = Gen::U(-1.0, 1.0);
+            let g = single("conv2d", Op::Conv2d(w), &[x.clone(), wt.clone()], None);
+            let y = g.ty(g.output("out").unwrap()).clone();
+            compare(&g, &[u, u], batch, rng.next(), TOL);
+            compare(
+                &single(
+                    "conv_gw",
+                    Op::Conv2dGradWeight(w),
+                    &[x.clone(), y.clone()],
+                    None,
+                ),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            compare(
+                &single("conv_gi", Op::Conv2dGradInput(w), &[y, wt], Some(x)),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn pooling_and_gradients() {
+    let mut rng = Rng(6);
+    for &batch in &BATCHES {
+        for _ in 0..2 {
+            let k = rng.range(1, 3);
+            let w = Window {
+                kernel: k,
+                stride: rng.range(1, 3),
+                pad: rng.range(0, k / 2),
+            };
+            let x = f(true, &[rng.range(1, 3), rng.range(k, 8), rng.range(k, 8)]);
+            let u = Gen::U(-1.0, 1.0);
+            let g = single("maxpool", Op::MaxPool(w), std::slice::from_ref(&x), None);
+            let y = g.ty(g.output("out").unwrap()).clone();
+            compare(&g, &[u], batch, rng.next(), TOL);
+            compare(
+                &single("avgpool", Op::AvgPool(w), std::slice::from_ref(&x), None),
+                &[u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            compare(
+                &single(
+                    "maxpool_grad",
+                    Op::MaxPoolGrad(w),
+                    &[x.clone(), y.clone()],
+                    None,
+                ),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            compare(
+                &single("avgpool_grad", Op::AvgPoolGrad(w), &[y], Some(x)),
+                &[u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn ids_embedding_one_hot() {
+    let mut rng = Rng(7);
+    for &batch in &BATCHES {
+        let (t, v, e) = (rng.range(1, 6), rng.range(1, 12), rng.range(1, 9));
+        let ids = Type::i32(true, vec![t]);
+        let u = Gen::U(-1.0, 1.0);
+        let vi = Gen::Int(0, v as i32);
+        compare(
+            &single(
+                "embedding",
+                Op::Embedding,
+                &[ids.clone(), f(false, &[v, e])],
+                None,
+            ),
+            &[vi, u],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        let g = single(
+            "embedding_grad",
+            Op::EmbeddingGrad,
+            &[ids.clone(), f(true, &[t, e])],
+            Some(f(false, &[v, e])),
+        );
+        compare(&g, &[vi, u], batch, rng.next(), TOL);
+        // Out-of-range ids give zero rows.
+        compare(
+            &single("one_hot", Op::OneHot { n: v }, &[ids], None),
+            &[Gen::Int(-1, v as i32 + 1)],
+            batch,
+            rng.next(),
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn recurrences() {
+    let mut rng = Rng(8);
+    for act in [UnaryOp::Tanh, UnaryOp::Relu, UnaryOp::Sigmoid] {
+        for &batch in &BATCHES {
+            let (t, h) = (rng.range(1, 7), rng.range(1, 11));
+            let s = f(true, &[t, h]);
+            let w = f(false, &[h, h]);
+            let u = Gen::U(-1.0, 1.0);
+            compare(
+                &single(
+                    "rnn_scan",
+                    Op::RnnScan { act },
+                    &[s.clone(), w.clone()],
+                    None,
+                ),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            let hv = if act == UnaryOp::Sigmoid {
+                Gen::U(0.0, 1.0)
+            } else {
+                u
+            };
+            let g = single(
+                "rnn_scan_grad",
+                Op::RnnScanGrad { act },
+                &[s.clone(), w, s.clone()],
+                None,
+            );
+            compare(&g, &[hv, u, u], batch, rng.next(), TOL);
+            compare(
+                &single("time_shift", Op::TimeShift, &[s], None),
+                &[u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn dropout_matches_the_shared_mask() {
+    let mut rng = Rng(9);
+    for &batch in &BATCHES {
+        for p in [0.1f32, 0.5] {
+            let t = f(true, &[rng.range(1, 30)]);
+            let u = Gen::U(-1.0, 1.0);
+            compare(
+                &single("dropout", Op::Dropout { p }, std::slice::from_ref(&t), None),
+                &[u],
+                batch,
+                rng.next(),
+                1e-6,
+            );
+            compare(
+                &single("dropout_grad", Op::DropoutGrad { p }, &[t], None),
+                &[u],
+                batch,
+                rng.next(),
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
+fn softmax_family() {
+    let mut rng = Rng(10);
+    for &batch in &BATCHES {
+        let t = f(true, &[rng.range(1, 4), rng.range(1, 19)]);
+        let u = Gen::U(-8.0, 8.0);
+        compare(
+            &single("softmax", Op::Softmax, std::slice::from_ref(&t), None),
+            &[u],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        compare(
+            &single(
+                "log_softmax",
+                Op::LogSoftmax,
+                std::slice::from_ref(&t),
+                None,
+            ),
+            &[u],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        compare(
+            &single(
+                "softmax_grad",
+                Op::SoftmaxGrad,
+                &[t.clone(), t.clone()],
+                None,
+            ),
+            &[Gen::U(0.0, 1.0), u],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        let g = single(
+            "log_softmax_grad",
+            Op::LogSoftmaxGrad,
+            &[t.clone(), t],
+            None,
+        );
+        compare(
+            &g,
+            &[Gen::U(-5.0, 0.0), Gen::U(-1.0, 1.0)],
+            batch,
+            rng.next(),
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn losses_and_gradients() {
+    let mut rng = Rng(11);
+    let s = Type::scalar();
+    for &batch in &BATCHES {
+        let c = rng.range(1, 13);
+        let t = f(true, &[c]);
+        let labels = Type::i32(true, vec![]);
+        let (u, li, dl) = (Gen::U(-5.0, 5.0), Gen::Int(0, c as i32), Gen::U(0.5, 2.0));
+        let prob = Gen::U(0.0, 1.0);
+        compare(
+            &single("ce", Op::CrossEntropy, &[t.clone(), labels.clone()], None),
+            &[u, li],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        compare(
+            &single(
+                "ce_grad",
+                Op::CrossEntropyGrad,
+                &[t.clone(), labels, s.clone()],
+                None,
+            ),
+            &[u, li, dl],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        compare(
+            &single(
+                "soft_ce",
+                Op::SoftCrossEntropy,
+                &[t.clone(), t.clone()],
+                None,
+            ),
+            &[u, prob],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        let g = single(
+            "soft_ce_grad",
+            Op::SoftCrossEntropyGrad,
+            &[t.clone(), t.clone(), s.clone()],
+            None,
+        );
+        compare(&g, &[u, prob, dl], batch, rng.next(), TOL);
+        compare(
+            &single("kl", Op::KlDiv, &[t.clone(), t.clone()], None),
+            &[u, u],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        compare(
+            &single(
+                "kl_grad",
+                Op::KlDivGrad,
+                &[t.clone(), t.clone(), s.clone()],
+                None,
+            ),
+            &[u, u, dl],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        compare(
+            &single("mse", Op::Mse, &[t.clone(), t.clone()], None),
+            &[u, u],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        compare(
+            &single(
+                "mse_grad",
+                Op::MseGrad,
+                &[t.clone(), t.clone(), s.clone()],
+                None,
+            ),
+            &[u, u, dl],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        compare(
+            &single("bce", Op::Bce, &[t.clone(), t.clone()], None),
+            &[prob, prob],
+            batch,
+            rng.next(),
+            TOL,
+        );
+        let g = single(
+            "bce_grad",
+            Op::BceGrad,
+            &[t.clone(), t.clone(), s.clone()],
+            None,
+        );
+        compare(&g, &[Gen::U(0.05, 0.95), prob, dl], batch, rng.next(), TOL);
+        compare(
+            &single("sum_squares", Op::SumSquares, &[t], None),
+            &[u],
+            batch,
+            rng.next(),
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn reshape_aliases_its_input() {
+    let mut g = Graph::new("reshape", false);
+    let x = g.input("x", f(true, &[2, 3, 4]));
+    let y = g.push(Op::Unary(UnaryOp::Neg), vec![x], "neg").unwrap();
+    let r = g.push_typed(Op::Reshape, vec![y], f(true, &[24]), "flat");
+    let z = g.push(Op::Unary(UnaryOp::Relu), vec![r], "relu").unwrap();
+    g.set_output("flat", r);
+    g.set_output("out", z);
+    g.set_output("x", x);
+    for &batch in &BATCHES {
+        compare(&g, &[Gen::U(-1.0, 1.0)], batch, batch as u64, TOL);
+    }
+}
+
+fn param(g: &mut Graph, path: &str, dims: &[usize]) -> ValueId {
+    g.add_param(Param {
+        path: path.into(),
+        dims: dims.to_vec(),
+        init: Init::Zeros,
+        frozen: false,
+    })
+}
+
+/// An MLP 20-16-5 with softmax cross-entropy: forward and a hand-written backward pass.
+fn mlp() -> Graph {
+    let mut g = Graph::new("mlp", true);
+    let x = g.input("x", f(true, &[20]));
+    let y = g.input("y", Type::i32(true, vec![]));
+    let w1 = param(&mut g, "w1", &[20, 16]);
+    let b1 = param(&mut g, "b1", &[16]);
+    let w2 = param(&mut g, "w2", &[16, 5]);
+    let b2 = param(&mut g, "b2", &[5]);
+    let mm = |g: &mut Graph, ta, tb, a, b| g.push(Op::MatMul { ta, tb }, vec![a, b], "").unwrap();
+    let h = mm(&mut g, false, false, x, w1);
+    let h = g.push(Op::BiasAdd { axis: 1 }, vec![h, b1], "").unwrap();
+    let a = g.push(Op::Unary(UnaryOp::Tanh), vec![h], "").unwrap();
+    let o = mm(&mut g, false, false, a, w2);
+    let o = g.push(Op::BiasAdd { axis: 1 }, vec![o, b2], "").unwrap();
+    let l = g.push(Op::CrossEntropy, vec![o, y], "").unwrap();
+    let one = g.constant(1.0);
+    let d_o = g.push(Op::CrossEntropyGrad, vec![o, y, one], "").unwrap();
+    let d_b2 = g.push(Op::BiasGrad { axis: 1 }, vec![d_o], "").unwrap();
+    let d_w2 = mm(&mut g, true, false, a, d_o);
+    let d_a = mm(&mut g, false, true, d_o, w2);
+    let d_h = g
+        .push(Op::UnaryGrad(UnaryOp::Tanh), vec![a, d_a], "")
+        .unwrap();
+    let d_b1 = g.push(Op::BiasGrad { axis: 1 }, vec![d_h], "").unwrap();
+    let d_w1 = mm(&mut g, true, false, x, d_h);
+    g.set_output("loss", l);
+    for (n, v) in [
+        ("grad:w1", d_w1),
+        ("grad:b1", d_b1),
+        ("grad:w2", d_w2),
+        ("grad:b2", d_b2),
+    ] {
+        g.set_output(n, v);
+    }
+    g
+}
+
+#[test]
+fn mlp_forward_backward() {
+    let mut g = mlp();
+    expose_all(&mut g);
+    for &batch in &BATCHES {
+        compare(
+            &g,
+            &[Gen::U(-1.0, 1.0), Gen::Int(0, 5)],
+            batch,
+            100 + batch as u64,
+            TOL,
+        );
+    }
+}
+
+/// conv(3×3, pad 1) → relu → maxpool 2 → flatten → dense → cross-entropy, and its backward pass.
+#[test]
+fn cnn_forward_backward() {
+    let mut g = Graph::new("cnn", true);
+    let x = g.input("x", f(true, &[2, 8, 8]));
+    let y = g.input("y", Type::i32(true, vec![]));
+    let wc = param(&mut g, "conv.w", &[4, 2, 3, 3]);
+    let bc = param(&mut g, "conv.b", &[4]);
+    let wd = param(&mut g, "dense.w", &[64, 3]);
+    let win = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let pool = Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
+    };
+    let c = g.push(Op::Conv2d(win), vec![x, wc], "").unwrap();
+    let c = g.push(Op::BiasAdd { axis: 1 }, vec![c, bc], "").unwrap();
+    let r = g.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
+    let p = g.push(Op::MaxPool(pool), vec![r], "").unwrap();
+    let fl = g.push_typed(Op::Reshape, vec![p], f(true, &[64]), "");
+    let o = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![fl, wd],
+            "",
+        )
+        .unwrap();
+    let l = g.push(Op::CrossEntropy, vec![o, y], "").unwrap();
+    let one = g.constant(1.0);
+    let d_o = g.push(Op::CrossEntropyGrad, vec![o, y, one], "").unwrap();
+    let d_wd = g
+        .push(
+            Op::MatMul {
+                ta: true,
+                tb: false,
+            },
+            vec![fl, d_o],
+            "",
+        )
+        .unwrap();
+    let d_fl = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: true,
+            },
+            vec![d_o, wd],
+            "",
+        )
+        .unwrap();
+    let d_p = g.push_typed(Op::Reshape, vec![d_fl], g.ty(p).clone(), "");
+    let d_r = g.push(Op::MaxPoolGrad(pool), vec![r, d_p], "").unwrap();
+    let d_c = g
+        .push(Op::UnaryGrad(UnaryOp::Relu), vec![r, d_r], "")
+        .unwrap();
+    let d_bc = g.push(Op::BiasGrad { axis: 1 }, vec![d_c], "").unwrap();
+    let d_wc = g.push(Op::Conv2dGradWeight(win), vec![x, d_c], "").unwrap();
+    let d_x = g.push_typed(Op::Conv2dGradInput(win), vec![d_c, wc], g.ty(x).clone(), "");
+    g.set_output("loss", l);
+    for (n, v) in [
+        ("grad:conv.w", d_wc),
+        ("grad:conv.b", d_bc),
+        ("grad:dense.w", d_wd),
+        ("dx", d_x),
+    ] {
+        g.set_output(n, v);
+    }
+    expose_all(&mut g);
+    for &batch in &BATCHES {
+        compare(
+            &g,
+            &[Gen::U(-1.0, 1.0), Gen::Int(0, 3)],
+            batch,
+            200 + batch as u64,
+            TOL,
+        );
+    }
+}
+
+/// Embedding → x·w_xh + b → tanh scan → dense per step → cross-entropy, and its backward pass.
+#[test]
+fn rnn_forward_backward() {
+    let (t, v, h) = (6, 7, 8);
+    let mut g = Graph::new("rnn", true);
+    let ids = g.input("ids", Type::i32(true, vec![t]));
+    let tgt = g.input("tgt", Type::i32(true, vec![t]));
+    let emb = param(&mut g, "emb", &[v, 5]);
+    let wxh = param(&mut g, "wxh", &[5, h]);
+    let bh = param(&mut g, "bh", &[h]);
+    let whh = param(&mut g, "whh", &[h, h]);
+    let why = param(&mut g, "why", &[h, v]);
+    let e = g.push(Op::Embedding, vec![ids, emb], "").unwrap();
+    let xp = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![e, wxh],
+            "",
+        )
+        .unwrap();
+    let xp = g.push(Op::BiasAdd { axis: 2 }, vec![xp, bh], "").unwrap();
+    let hs = g
+        .push(Op::RnnScan { act: UnaryOp::Tanh }, vec![xp, whh], "")
+        .unwrap();
+    let o = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![hs, why],
+            "",
+        )
+        .unwrap();
+    let l = g.push(Op::CrossEntropy, vec![o, tgt], "").unwrap();
+    let one = g.constant(1.0);
+    let d_o = g.push(Op::CrossEntropyGrad, vec![o, tgt, one], "").unwrap();
+    let d_why = g
+        .push(
+            Op::MatMul {
+                ta: true,
+                tb: false,
+            },
+            vec![hs, d_o],
+            "",
+        )
+        .unwrap();
+    let d_h = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: true,
+            },
+            vec![d_o, why],
+            "",
+        )
+        .unwrap();
+    let d_a = g
+        .push(
+            Op::RnnScanGrad { act: UnaryOp::Tanh },
+            vec![hs, whh, d_h],
+            "",
+        )
+        .unwrap();
+    let hprev = g.push(Op::TimeShift, vec![hs], "").unwrap();
+    let d_whh = g
+        .push(
+            Op::MatMul {
+                ta: true,
+                tb: false,
+            },
+            vec![hprev, d_a],
+            "",
+        )
+        .unwrap();
+    let d_bh = g.push(Op::BiasGrad { axis: 2 }, vec![d_a], "").unwrap();
+    let d_wxh = g
+        .push(
+            Op::MatMul {
+                ta: true,
+                tb: false,
+            },
+            vec![e, d_a],
+            "",
+        )
+        .unwrap();
+    let d_e = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: true,
+            },
+            vec![d_a, wxh],
+            "",
+        )
+        .unwrap();
+    let d_emb = g.push_typed(Op::EmbeddingGrad, vec![ids, d_e], f(false, &[v, 5]), "");
+    g.set_output("loss", l);
+    for (n, val) in [
+        ("whh", d_whh),
+        ("bh", d_bh),
+        ("wxh", d_wxh),
+        ("emb", d_emb),
+        ("why", d_why),
+    ] {
+        g.set_output(n, val);
+    }
+    expose_all(&mut g);
+    for &batch in &BATCHES {
+        compare(
+            &g,
+            &[Gen::Int(0, v as i32), Gen::Int(0, v as i32)],
+            batch,
+            300 + batch as u64,
+            TOL,
+        );
+    }
+}
+
+/// Big enough that products and convolutions are split across threads: dense 256→128→10 and
+/// a 3×3 conv with 8 channels on 16×16 images, with weight and input gradients.
+fn wide() -> Graph {
+    let mut g = Graph::new("wide", true);
+    let x = g.input("x", f(true, &[256]));
+    let im = g.input("im", f(true, &[4, 16, 16]));
+    let w1 = param(&mut g, "w1", &[256, 128]);
+    let w2 = param(&mut g, "w2", &[128, 10]);
+    let wc = param(&mut g, "wc", &[8, 4, 3, 3]);
+    let win = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let h = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![x, w1],
+            "",
+        )
+        .unwrap();
+    let h = g.push(Op::Unary(UnaryOp::Relu), vec![h], "").unwrap();
+    let o = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![h, w2],
+            "",
+        )
+        .unwrap();
+    let dw1 = g
+        .push(
+            Op::MatMul {
+                ta: true,
+                tb: false,
+            },
+            vec![x, h],
+            "",
+        )
+        .unwrap();
+    let c = g.push(Op::Conv2d(win), vec![im, wc], "").unwrap();
+    let dwc = g.push(Op::Conv2dGradWeight(win), vec![im, c], "").unwrap();
+    let dim = g.push_typed(Op::Conv2dGradInput(win), vec![c, wc], g.ty(im).clone(), "");
+    for (n, v) in [("o", o), ("dw1", dw1), ("c", c), ("dwc", dwc), ("dim", dim)] {
+        g.set_output(n, v);
+    }
+    g
+}
+
+fn run_once(g: &Graph, gens: &[Gen], batch: usize, threads: usize) -> Vec<Vec<f32>> {
+    let mut rng = Rng(42);
+    let d = draw(g, gens, batch, &mut rng);
+    let mut jit = Jit::compile(g, &JitOptions { threads }).unwrap();
+    let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
+    jit.run(batch, &feeds(g, &d), &params, StepCtx::default())
+        .unwrap();
+    g.outputs
+        .iter()
+        .map(|o| jit.output(&o.name).unwrap().to_vec())
+        .collect()
+}
+
+#[test]
+fn runs_are_bit_identical_and_thread_count_does_not_matter() {
+    let g = mlp();
+    let gens = [Gen::U(-1.0, 1.0), Gen::Int(0, 5)];
+    let a = run_once(&g, &gens, 64, 1);
+    assert_eq!(a, run_once(&g, &gens, 64, 1));
+    assert_eq!(a, run_once(&g, &gens, 64, 2));
+    let g = wide();
+    let gens = [Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0)];
+    let a = run_once(&g, &gens, 64, 1);
+    assert_eq!(a, run_once(&g, &gens, 64, 1));
+    assert_eq!(a, run_once(&g, &gens, 64, 2));
+    assert_eq!(a, run_once(&g, &gens, 64, 3));
+    // Sums of 256 products of magnitude ~1 that cancel: f32 rounding reaches ~1e-5 absolute.
+    compare(&g, &gens, 64, 9, 1e-4);
+}
+
+#[test]
+fn bad_feeds_are_errors() {
+    let g = mlp();
+    let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
+    let x = vec![0.0f32; 20 * 4];
+    let y = vec![0i32; 4];
+    let params: Vec<Vec<f32>> = g.params.iter().map(|p| vec![0.0; p.numel()]).collect();
+    let ps: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
+    assert!(jit
+        .run(4, &[Feed::F32(&x), Feed::I32(&y)], &ps, StepCtx::default())
+        .is_ok());
+    assert!(jit
+        .run(5, &[Feed::F32(&x), Feed::I32(&y)], &ps, StepCtx::default())
+        .is_err());
+    assert!(jit
+        .run(4, &[Feed::F32(&x)], &ps, StepCtx::default())
+        .is_err());
+    assert!(jit
+        .run(
+            4,
+            &[Feed::F32(&x), Feed::I32(&y)],
+            &ps[1..],
+            StepCtx::default()
+        )
+        .is_err());
+    let bad = vec![0i32, 1, 9, 2];
+    assert!(jit
+        .run(
+            4,
+            &[Feed::F32(&x), Feed::I32(&bad)],
+            &ps,
+            StepCtx::default()
+        )
+        .is_err());
+    assert!(jit
+        .run(
+            0,
+            &[Feed::F32(&[]), Feed::I32(&[])],
+            &ps,
+            StepCtx::default()
+        )
+        .is_err());
+}
+
+fn dense(g: &mut Graph, x: ValueId, name: &str, out: usize) -> ValueId {
+    let k = g.ty(x).last();
+    let w = param(g, &format!("{name}.weight"), &[k, out]);
+    let b = param(g, &format!("{name}.bias"), &[out]);
+    let y = g
+        .push(
+            Op::MatMul {
+                ta: false,
+                tb: false,
+            },
+            vec![x, w],
+            name,
+        )
+        .unwrap();
+    let axis = g.ty(y).rank() - 1;
+    g.push(Op::BiasAdd { axis }, vec![y, b], name).unwrap()
+}
+
+/// Forward graphs differentiated by `autodiff::grad`, then every node compared.
+fn check_trained(g: Graph, gens: &[Gen]) {
+    let mut t = nnc::autodiff::grad(&g).unwrap_or_else(|e| panic!("grad {}: {e}", g.name));
+    assert!(
+        t.nodes.len() > g.nodes.len(),
+        "{}: no backward nodes",
+        g.name
+    );
+    expose_all(&mut t);
+    for &batch in &BATCHES {
+        compare(&t, gens, batch, 400 + batch as u64, TOL);
+    }
+}
+
+#[test]
+fn autodiff_mlp_with_dropout_soft_targets_and_l2() {
+    let mut g = Graph::new("mlp2", true);
+    let x = g.input("x", f(true, &[8]));
+    let target = g.input("target", f(true, &[3]));
+    let h = dense(&mut g, x, "l1", 16);
+    let h = g.push(Op::Unary(UnaryOp::Sigmoid), vec![h], "").unwrap();
+    let h = g.push(Op::Dropout { p: 0.25 }, vec![h], "").unwrap();
+    let o = dense(&mut g, h, "l2", 3);
+    let l = g.push(Op::SoftCrossEntropy, vec![o, target], "").unwrap();
+    let w1 = g.param_node(g.param_by_path("l1.weight").unwrap()).unwrap();
+    let l2 = g.push(Op::SumSquares, vec![w1], "").unwrap();
+    let c = g.constant(0.01);
+    let l2 = g.push(Op::Binary(BinaryOp::Mul), vec![c, l2], "").unwrap();
+    let l = g.push(Op::Binary(BinaryOp::Add), vec![l, l2], "").unwrap();
+    g.set_output("loss", l);
+    check_trained(g, &[Gen::U(-1.0, 1.0), Gen::U(0.0, 0.5)]);
+}
+
+#[test]
+fn autodiff_cnn_with_pools() {
+    let mut g = Graph::new("cnn2", true);
+    let x = g.input("x", f(true, &[2, 9, 9]));
+    let y = g.input("y", Type::i32(true, vec![]));
+    let wc = param(&mut g, "conv.weight", &[3, 2, 3, 3]);
+    let bc = param(&mut g, "conv.bias", &[3]);
+    let c = g
+        .push(
+            Op::Conv2d(Window {
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            }),
+            vec![x, wc],
+            "",
+        )
+        .unwrap();
+    let c = g.push(Op::BiasAdd { axis: 1 }, vec![c, bc], "").unwrap();
+    let r = g.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
+    let a = g
+        .push(
+            Op::AvgPool(Window {
+                kernel: 2,
+                stride: 1,
+                pad: 0,
+            }),
+            vec![r],
+            "",
+        )
+        .unwrap();
+    let m = g
+        .push(
+            Op::MaxPool(Window {
+                kernel: 2,
+                stride: 2,
+                pad: 1,
+            }),
+            vec![a],
+            "",
+        )
+        .unwrap();
+    let n = g.ty(m).per_sample();
+    let fl = g.push_typed(Op::Reshape, vec![m], f(true, &[n]), "");
+    let o = dense(&mut g, fl, "fc", 4);
+    let l = g.push(Op::CrossEntropy, vec![o, y], "").unwrap();
+    g.set_output("loss", l);
+    check_trained(g, &[Gen::U(-1.0, 1.0), Gen::Int(0, 4)]);
+}
+
+#[test]
+fn autodiff_rnn_distillation() {
+    let (t, v) = (5, 6);
+    let mut g = Graph::new("rnn2", true);
+    let ids = g.input("ids", Type::i32(true, vec![t]));
+    let teacher = g.input("teacher", f(true, &[t, v]));
+    let emb = param(&mut g, "emb.weight", &[v, 4]);
+    let whh = param(&mut g, "rnn.w_hh", &[7, 7]);
+    let e = g.push(Op::Embedding, vec![ids, emb], "").unwrap();
+    let xp = dense(&mut g, e, "rnn.xh", 7);
+    let h = g
+        .push(Op::RnnScan { act: UnaryOp::Tanh }, vec![xp, whh], "")
+        .unwrap();
+    let o = dense(&mut g, h, "out", v);
+    let l = g.push(Op::KlDiv, vec![teacher, o], "").unwrap();
+    g.set_output("loss", l);
+    check_trained(g, &[Gen::Int(0, v as i32), Gen::U(-2.0, 2.0)]);
+}

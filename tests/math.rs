@@ -1,0 +1,205 @@
+//! The JIT exp/log/tanh/sigmoid (scalar F32 and vector F32X4) against f64 `std` over dense
+//! sweeps, with max ulp / relative / absolute errors printed (`--nocapture`) and asserted, plus
+//! the edge cases (overflow, underflow, zero, negative, infinities, NaN).
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{Linkage, Module};
+use nnc::codegen::jitmod::new_jit_module;
+use nnc::codegen::math::{emit_exp, emit_log, emit_sigmoid, emit_tanh};
+
+type Emitter = fn(&mut FunctionBuilder, Value) -> Value;
+type ArrayFn = unsafe extern "C" fn(*const f32, *mut f32, usize);
+
+/// Compiles `out[i] = f(in[i])` for `i < n`, `lanes` (1 or 4) elements per step; with 4
+/// lanes `n` must be a multiple of 4.
+fn compile(f: Emitter, lanes: usize) -> (cranelift_jit::JITModule, ArrayFn) {
+    let mut module = new_jit_module().unwrap();
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params.extend([AbiParam::new(ptr); 3]);
+    let id = module
+        .declare_function("map", Linkage::Local, &sig)
+        .unwrap();
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    let mut fctx = FunctionBuilderContext::new();
+    let fe = module.target_config();
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        let head = b.create_block();
+        let body = b.create_block();
+        let exit = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.append_block_param(head, ptr);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let zero = b.ins().iconst(ptr, 0);
+        b.ins().jump(head, &[zero.into()]);
+        b.switch_to_block(head);
+        let i = b.block_params(head)[0];
+        let more = b.ins().icmp(IntCC::UnsignedLessThan, i, p[2]);
+        b.ins().brif(more, body, &[], exit, &[]);
+        b.switch_to_block(body);
+        let off = b.ins().ishl_imm_u(i, 2);
+        let src = b.ins().iadd(p[0], off);
+        let dst = b.ins().iadd(p[1], off);
+        let ty = if lanes == 4 { types::F32X4 } else { types::F32 };
+        let flags = MemFlagsData::new().with_notrap();
+        let x = b.ins().load(ty, flags, src, 0);
+        let y = f(&mut b, x);
+        b.ins().store(flags, y, dst, 0);
+        let next = b.ins().iadd_imm_s(i, lanes as i64);
+        b.ins().jump(head, &[next.into()]);
+        b.switch_to_block(exit);
+        b.ins().return_(&[]);
+        b.seal_all_blocks();
+        b.finalize(fe);
+    }
+    module.define_function(id, &mut ctx).unwrap();
+    module.finalize_definitions().unwrap();
+    let code = module.get_finalized_function(id);
+    // SAFETY: defined above with exactly this signature.
+    let func = unsafe { std::mem::transmute::<*const u8, ArrayFn>(code) };
+    (module, func)
+}
+
+fn run(f: Emitter, lanes: usize, xs: &[f32]) -> Vec<f32> {
+    let (_module, func) = compile(f, lanes);
+    let mut padded = xs.to_vec();
+    padded.resize(xs.len().div_ceil(4) * 4, 0.0);
+    let mut out = vec![0.0f32; padded.len()];
+    // SAFETY: both buffers hold `padded.len()` floats, a multiple of 4.
+    unsafe { func(padded.as_ptr(), out.as_mut_ptr(), padded.len()) };
+    out.truncate(xs.len());
+    out
+}
+
+/// Size of one f32 ulp at the magnitude of `r` (subnormal spacing below 2^-126).
+fn ulp(r: f64) -> f64 {
+    let e = if r == 0.0 {
+        -126.0
+    } else {
+        r.abs().log2().floor().max(-126.0)
+    };
+    2f64.powf(e - 23.0)
+}
+
+/// Max (ulp, relative, absolute) error of `f` over `xs` against `reference`, both lane widths.
+fn errors(f: Emitter, reference: fn(f64) -> f64, xs: &[f32]) -> (f64, f64, f64) {
+    let (mut mu, mut mr, mut ma) = (0.0f64, 0.0f64, 0.0f64);
+    for lanes in [1, 4] {
+        let ys = run(f, lanes, xs);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let r = reference(x as f64);
+            let d = (y as f64 - r).abs();
+            assert!(d.is_finite(), "f({x}) = {y}, want {r} (lanes {lanes})");
+            mu = mu.max(d / ulp(r));
+            if r != 0.0 {
+                mr = mr.max(d / r.abs());
+            }
+            ma = ma.max(d);
+        }
+    }
+    (mu, mr, ma)
+}
+
+fn linspace(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| lo + (hi - lo) * (i as f32 / (n - 1) as f32))
+        .collect()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[test]
+fn exp_accuracy() {
+    let (u, r, _) = errors(emit_exp, f64::exp, &linspace(-87.0, 88.0, 2_000_000));
+    println!("exp [-87, 88]: max {u:.3} ulp, rel {r:.3e}");
+    assert!(u <= 1.1 && r <= 1e-7, "exp: {u} ulp, rel {r}");
+    // Into the subnormal range: the scale is split, so the error stays within an ulp there too.
+    let (u, _, _) = errors(emit_exp, f64::exp, &linspace(-103.9, -87.0, 200_000));
+    println!("exp [-103.9, -87]: max {u:.3} ulp");
+    assert!(u <= 1.0, "exp subnormal: {u} ulp");
+}
+
+#[test]
+fn log_accuracy() {
+    // Every 37th f32 bit pattern between 1e-30 and 1e30: all mantissas, all exponents.
+    let xs: Vec<f32> = (1e-30f32.to_bits()..1e30f32.to_bits())
+        .step_by(37)
+        .map(f32::from_bits)
+        .collect();
+    let (u, r, _) = errors(emit_log, f64::ln, &xs);
+    println!("log [1e-30, 1e30]: max {u:.3} ulp, rel {r:.3e}");
+    assert!(u <= 0.8 && r <= 1e-7, "log: {u} ulp, rel {r}");
+    let subnormals: Vec<f32> = (1..0x0080_0000u32)
+        .step_by(101)
+        .map(f32::from_bits)
+        .collect();
+    let (u, _, _) = errors(emit_log, f64::ln, &subnormals);
+    println!("log subnormals: max {u:.3} ulp");
+    assert!(u <= 0.51, "log subnormal: {u} ulp");
+}
+
+#[test]
+fn tanh_accuracy() {
+    let mut xs = linspace(-20.0, 20.0, 2_000_000);
+    xs.extend(linspace(-1e-3, 1e-3, 10_001));
+    let (u, _, a) = errors(emit_tanh, f64::tanh, &xs);
+    println!("tanh [-20, 20]: max {u:.3} ulp, abs {a:.3e}");
+    assert!(u <= 1.5 && a <= 1e-7, "tanh: {u} ulp, abs {a}");
+}
+
+#[test]
+fn sigmoid_accuracy() {
+    let (u, _, a) = errors(emit_sigmoid, sigmoid, &linspace(-20.0, 20.0, 2_000_000));
+    println!("sigmoid [-20, 20]: max {u:.3} ulp, abs {a:.3e}");
+    assert!(u <= 2.5 && a <= 1e-7, "sigmoid: {u} ulp, abs {a}");
+}
+
+#[test]
+fn edge_cases() {
+    let inf = f32::INFINITY;
+    let xs = [
+        0.0,
+        -0.0,
+        1.0,
+        89.0,
+        100.0,
+        -104.0,
+        -200.0,
+        inf,
+        -inf,
+        f32::NAN,
+        -1.0,
+        1e-45,
+        1e38,
+    ];
+    for lanes in [1, 4] {
+        let e = run(emit_exp, lanes, &xs);
+        let l = run(emit_log, lanes, &xs);
+        let t = run(emit_tanh, lanes, &xs);
+        let s = run(emit_sigmoid, lanes, &xs);
+        assert_eq!(&e[..9], &[1.0, 1.0, e[2], inf, inf, 0.0, 0.0, inf, 0.0]);
+        assert!((e[2] - std::f32::consts::E).abs() <= 2.5e-7);
+        assert!(e[9].is_nan());
+        assert_eq!(l[0], -inf);
+        assert_eq!(l[1], -inf);
+        assert_eq!(l[2], 0.0);
+        assert_eq!(l[7], inf);
+        assert!(l[8].is_nan() && l[9].is_nan() && l[10].is_nan());
+        assert!((l[11] as f64 - (1e-45f32 as f64).ln()).abs() < 1e-5);
+        assert!((l[12] as f64 - 1e38f64.ln()).abs() < 1e-5);
+        assert_eq!(&t[3..9], &[1.0, 1.0, -1.0, -1.0, 1.0, -1.0]);
+        assert_eq!(t[0], 0.0);
+        assert!(t[9].is_nan());
+        assert_eq!(&s[3..9], &[1.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(s[0], 0.5);
+        assert!(s[9].is_nan());
+    }
+}
