@@ -850,3 +850,13 @@ fn a_byte_order_mark_is_whitespace() {
     let f = ok("\u{FEFF}model M(x: [2]) { return x }");
     assert_eq!(model(&f, 0).name.span, Span::new(9, 10));
 }
+
+#[test]
+fn a_misplaced_quote_is_suspected() {
+    let (d, at) = err("data d { train: idx(\"a.gz, \"b.gz\") }");
+    assert_eq!(at, "b");
+    assert_eq!(
+        d.help.as_deref(),
+        Some("the string \"a.gz, \" ends right before this: is a `\"` missing or extra?")
+    );
+}

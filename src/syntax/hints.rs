@@ -98,14 +98,21 @@ pub fn hint(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<St
             ));
         }
         "+" | "-" | "*" | "/" if pipe_before(src, toks, idx) => {
-            return Some(
-                "`|>` binds loosest: put the pipeline in parentheses, `(x |> f) + y`".into(),
-            );
+            return Some(format!(
+                "`|>` binds loosest: put the pipeline in parentheses, `(x |> f) {text} y`"
+            ));
         }
         _ => {}
     }
     if tok.kind == Kind::Word && KEYWORDS.contains(&text) && expects("a name") {
         return Some(format!("`{text}` is a keyword; choose another name"));
+    }
+    if prev.is_some_and(|p| p.kind == (Kind::Str { closed: true }) && p.span.end == tok.span.start)
+    {
+        // `"a.gz, "b.gz"`: the first string swallowed the comma and ended at the wrong quote.
+        return Some(format!(
+            "the string {prev_text} ends right before this: is a `\"` missing or extra?"
+        ));
     }
     let same_line = prev.is_some_and(|p| !src[p.span.end..tok.span.start].contains('\n'));
     if tok.kind != Kind::Punct

@@ -1,0 +1,288 @@
+//! What the checker hands to the runtime, setting by setting: names and paths of parameters,
+//! initializers, label types per data source, training-only dropout, optimizer and schedule
+//! values with their defaults, and the normalize expression.
+
+use nnc::ir::*;
+
+fn program(src: &str) -> Program {
+    let file = nnc::syntax::parse(src).unwrap_or_else(|d| panic!("{d:?}"));
+    nnc::check::check(&file)
+        .unwrap_or_else(|d| panic!("{}", nnc::diag::Report::new("t.nn", src, d).render(false)))
+}
+
+const MNIST: &str = r#"data mnist {
+    train: idx("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    normalize: (x / 255 - 0.5) / 0.5
+}"#;
+
+#[test]
+fn parameter_paths_and_initializers() {
+    let p = program(
+        "model Enc(x: [8]) -> [8] { return x |> dense(8) }
+         model Net(img: [3, 8, 8]) {
+             h = img |> conv2d(2, kernel: 3) |> relu |> conv2d(2, 5, kernel: 1) |> maxpool(2) |> flatten
+             e = h |> dense(8) |> Enc |> Enc as again
+             return e |> Enc |> dense(8, 3) as head
+         }",
+    );
+    let g = &p.model("Net").unwrap().graph;
+    let paths: Vec<&str> = g.params.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "conv1.weight",
+            "conv1.bias",
+            "conv2.weight",
+            "conv2.bias",
+            "dense1.weight",
+            "dense1.bias",
+            "enc.dense1.weight",
+            "enc.dense1.bias",
+            "again.dense1.weight",
+            "again.dense1.bias",
+            "enc2.dense1.weight",
+            "enc2.dense1.bias",
+            "head.weight",
+            "head.bias",
+        ]
+    );
+    let bound = |path: &str| match g.params[g.param_by_path(path).unwrap().index()].init {
+        Init::Uniform { bound } => bound,
+        other => panic!("{path}: {other}"),
+    };
+    assert_eq!(bound("conv1.weight"), 1.0 / 27f32.sqrt()); // fan_in 3·3·3
+    assert_eq!(bound("conv2.weight"), 1.0 / 2f32.sqrt()); // fan_in 2·1·1
+    assert_eq!(bound("dense1.bias"), 1.0 / 45f32.sqrt()); // [5, 3, 3] flattened: 45 inputs
+    assert_eq!(
+        g.params[g.param_by_path("conv2.weight").unwrap().index()].dims,
+        [5, 2, 1, 1]
+    );
+    let out = g.output("output").unwrap();
+    assert_eq!(*g.ty(out), Type::f32(true, [3]));
+}
+
+#[test]
+fn dropout_only_while_training_and_labels_of_idx() {
+    let p = program(&format!(
+        "model Net(x: [784]) -> [10] {{ return x |> dense(32) |> relu |> dropout(0.25) |> dense(10) }}
+         {MNIST}
+         train Net on mnist {{ loss: cross_entropy(output, label), optimizer: sgd(lr: 0.1) }}"
+    ));
+    let has_dropout = |g: &Graph| g.nodes.iter().any(|n| n.op == Op::Dropout { p: 0.25 });
+    let r = p.run("Net").unwrap();
+    assert!(has_dropout(&r.graph) && !has_dropout(&r.eval_graph));
+    assert!(!has_dropout(&p.model("Net").unwrap().graph));
+    let inputs: Vec<(&str, Type)> = r
+        .graph
+        .inputs()
+        .iter()
+        .map(|(v, n)| (*n, r.graph.ty(*v).clone()))
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            ("x", Type::f32(true, [784])),
+            ("label", Type::i32(true, []))
+        ]
+    );
+    assert!(r.classification);
+    assert_eq!(r.length, Length::Epochs(1));
+    assert_eq!((r.batch, r.shuffle, r.seed), (32, true, 0));
+    assert_eq!(
+        r.eval,
+        Some(EvalSpec {
+            every: 1,
+            per_epoch: true,
+            metrics: vec![Metric::Loss, Metric::Accuracy]
+        })
+    );
+    let norm = p.data("mnist").unwrap().normalize.as_ref().unwrap();
+    assert_eq!(norm.eval(255.0), 1.0);
+    assert_eq!(norm.eval(0.0), -1.0);
+    assert_eq!(p.data("mnist").unwrap().split, 0.9);
+}
+
+#[test]
+fn label_types_follow_data_and_loss() {
+    let p = program(
+        r#"model Reg(x: [2]) -> [1] { return x |> dense(1) }
+           model Cls(x: [2]) -> [3] { return x |> dense(3) }
+           model Lm(t: i32[5]) -> [5, 7] { return t |> one_hot(7) |> rnn(4, activation: relu) |> dense(7) }
+           data ints { train: inline(x: [[0, 1], [1, 0]], y: [[2], [0]]) }
+           data soft { train: inline(x: [[0, 1], [1, 0]], y: [[0.5, 0.5, 0], [1, 0, 0]]) }
+           data text { train: text("input.txt", seq: 5) }
+           train reg: Reg on ints { loss: mse(output, label), optimizer: sgd(lr: 0.1) }
+           train cls: Cls on ints { loss: cross_entropy(output, label), optimizer: sgd(lr: 0.1) }
+           train soft: Cls on soft { loss: cross_entropy(output, label), optimizer: sgd(lr: 0.1) }
+           train lm: Lm on text { loss: cross_entropy(output, label), optimizer: adam(lr: 0.01) }"#,
+    );
+    let label = |run: &str| {
+        let g = &p.run(run).unwrap().graph;
+        let (v, _) = g.inputs().into_iter().find(|(_, n)| *n == "label").unwrap();
+        g.ty(v).clone()
+    };
+    assert_eq!(label("reg"), Type::f32(true, [1]));
+    assert_eq!(label("cls"), Type::i32(true, []));
+    assert_eq!(label("soft"), Type::f32(true, [3]));
+    assert_eq!(label("lm"), Type::i32(true, [5]));
+    assert!(!p.run("reg").unwrap().classification && p.run("soft").unwrap().classification);
+    let lm = &p.run("lm").unwrap().graph;
+    assert!(lm
+        .nodes
+        .iter()
+        .any(|n| n.op == Op::RnnScan { act: UnaryOp::Relu }));
+    assert!(p
+        .run("soft")
+        .unwrap()
+        .graph
+        .nodes
+        .iter()
+        .any(|n| n.op == Op::SoftCrossEntropy));
+    assert_eq!(
+        p.data("text").unwrap().train,
+        Source::Text {
+            path: "input.txt".into(),
+            seq: 5
+        }
+    );
+}
+
+#[test]
+fn optimizers_schedules_and_references() {
+    let p = program(&format!(
+        r#"model Enc(x: [784]) -> [16] {{ return x |> dense(16) |> relu }}
+           model Ae(x: [784]) -> [784] {{ return x |> Enc |> dense(784) as dec |> sigmoid }}
+           model Cls(x: [784]) -> [10] {{ return x |> Enc |> dense(10) as head }}
+           {MNIST}
+           train pre: Ae on mnist {{
+               loss: mse(output, x) + 1e-4 * l2(enc)
+               optimizer: adamw(lr: 1e-3)
+               schedule: cosine(warmup: 10)
+               steps: 50, batch: 16, shuffle: false, seed: 7
+               eval: every 10 steps
+               checkpoint: "ae.safetensors"
+           }}
+           train fine: Cls on mnist {{
+               loss: cross_entropy(output, label)
+               optimizer: sgd(lr: 0.1, momentum: 0.9, nesterov: true)
+               schedule: step(every: 100, gamma: 0.5)
+               init: pre
+               freeze: [enc.dense1.bias]
+               lr_scale: {{ enc: 0.1, head: 2 }}
+               epochs: 3
+           }}"#
+    ));
+    let pre = p.run("pre").unwrap();
+    assert_eq!(
+        pre.optimizer,
+        OptimizerSpec::AdamW {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01
+        }
+    );
+    assert_eq!(
+        pre.schedule,
+        Schedule {
+            kind: ScheduleKind::Cosine,
+            warmup: 10
+        }
+    );
+    assert_eq!(
+        (pre.length, pre.batch, pre.shuffle, pre.seed),
+        (Length::Steps(50), 16, false, 7)
+    );
+    assert_eq!(
+        pre.eval,
+        Some(EvalSpec {
+            every: 10,
+            per_epoch: false,
+            metrics: vec![Metric::Loss]
+        })
+    );
+    assert_eq!(pre.checkpoint.as_deref(), Some("ae.safetensors"));
+    // l2(enc) squares exactly one weight: enc.dense1.weight.
+    assert_eq!(
+        pre.graph
+            .nodes
+            .iter()
+            .filter(|n| n.op == Op::SumSquares)
+            .count(),
+        1
+    );
+
+    let fine = p.run("fine").unwrap();
+    assert_eq!(
+        fine.optimizer,
+        OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.0
+        }
+    );
+    assert_eq!(
+        fine.schedule.kind,
+        ScheduleKind::Step {
+            every: 100,
+            gamma: 0.5
+        }
+    );
+    assert_eq!(fine.init, Some(InitFrom::Run("pre".into())));
+    assert_eq!(fine.freeze, ["enc.dense1.bias"]);
+    assert_eq!(
+        fine.lr_scale,
+        [("enc".to_string(), 0.1), ("head".to_string(), 2.0)]
+    );
+    let frozen: Vec<&str> = fine
+        .graph
+        .params
+        .iter()
+        .filter(|p| p.frozen)
+        .map(|p| p.path.as_str())
+        .collect();
+    assert_eq!(frozen, ["enc.dense1.bias"]);
+    assert_eq!(
+        fine.eval_graph.params.iter().filter(|p| p.frozen).count(),
+        1
+    );
+}
+
+#[test]
+fn teacher_from_a_checkpoint_sees_the_reshaped_input() {
+    let p = program(&format!(
+        r#"model T(img: [1, 28, 28]) -> [10] {{ return img |> conv2d(2, kernel: 3) |> flatten |> dense(10) }}
+           model S(x: [784]) -> [10] {{ return x |> dense(10) }}
+           {MNIST}
+           train S on mnist {{
+               loss: kd(output, teacher, label, alpha: 0.25, temperature: 2)
+               optimizer: sgd(lr: 0.1)
+               teacher: T(checkpoint: "t.safetensors")
+           }}"#
+    ));
+    let r = p.run("S").unwrap();
+    assert_eq!(
+        r.teacher,
+        Some(TeacherSpec {
+            model: "T".into(),
+            from: InitFrom::File("t.safetensors".into())
+        })
+    );
+    let g = &r.graph;
+    let reshape = g
+        .nodes
+        .iter()
+        .find(|n| n.op == Op::Reshape && n.label == "teacher.input")
+        .unwrap();
+    assert_eq!(reshape.ty, Type::f32(true, [1, 28, 28]));
+    assert!(g
+        .params
+        .iter()
+        .filter(|p| p.path.starts_with("teacher."))
+        .all(|p| p.frozen));
+    // α·CE + (1−α)·T²·KL: the constants 0.25 and 0.75·4 = 3.
+    assert!(g.nodes.iter().any(|n| n.op == Op::Const(0.25)));
+    assert!(g.nodes.iter().any(|n| n.op == Op::Const(3.0)));
+}
