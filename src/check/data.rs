@@ -5,7 +5,7 @@ use super::consts;
 use super::settings::Settings;
 use crate::diag::Diag;
 use crate::ir::{DataSpec, ScalarExpr, Source};
-use crate::syntax::ast::{Data, Expr, ExprKind};
+use crate::syntax::ast::{BinOp, Data, Expr, ExprKind};
 
 /// What the checker needs to know about a data source to match it with a model and a loss.
 #[derive(Clone, Debug, PartialEq)]
@@ -366,17 +366,34 @@ fn rows(e: &Expr, what: &str) -> Result<Vec<Vec<f64>>, Diag> {
     Ok(out)
 }
 
+fn mentions_x(e: &ScalarExpr) -> bool {
+    match e {
+        ScalarExpr::X => true,
+        ScalarExpr::Num(_) => false,
+        ScalarExpr::Neg(a) => mentions_x(a),
+        ScalarExpr::Bin(_, a, b) => mentions_x(a) || mentions_x(b),
+    }
+}
+
 /// `normalize:`: arithmetic on `x` and numbers.
 fn scalar_expr(e: &Expr) -> Result<ScalarExpr, Diag> {
     Ok(match &e.kind {
         ExprKind::Number { value, .. } => ScalarExpr::Num(*value),
         ExprKind::Path(p) if p.len() == 1 && p[0].name == "x" => ScalarExpr::X,
         ExprKind::Neg(a) => ScalarExpr::Neg(Box::new(scalar_expr(a)?)),
-        ExprKind::Binary { op, lhs, rhs } => ScalarExpr::Bin(
-            *op,
-            Box::new(scalar_expr(lhs)?),
-            Box::new(scalar_expr(rhs)?),
-        ),
+        ExprKind::Binary { op, lhs, rhs } => {
+            let (a, b) = (scalar_expr(lhs)?, scalar_expr(rhs)?);
+            if *op == BinOp::Div && !mentions_x(&b) && b.eval(0.0) == 0.0 {
+                return Err(Diag::new(
+                    "nnc::data",
+                    "normalize divides by zero",
+                    rhs.span,
+                    "this is 0",
+                )
+                .help("e.g. `normalize: x / 255` scales bytes to [0, 1]"));
+            }
+            ScalarExpr::Bin(*op, Box::new(a), Box::new(b))
+        }
         ExprKind::Path(p) => {
             return Err(Diag::new(
                 "nnc::data",

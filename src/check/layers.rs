@@ -3,8 +3,10 @@
 
 use super::args::{bind, Bound, Sig};
 use super::consts::{self, MAX_ELEMENTS};
+use super::images::{conv2d, pool};
 use super::lower::{Lower, V};
-use super::names::{plural, product, show};
+use super::names::{product, show};
+use super::sequences::{embedding, one_hot, rnn, rnn_activation};
 use crate::diag::Diag;
 use crate::ir::{DType, Init, Op, Param, Type, UnaryOp, ValueId, Window};
 use crate::syntax::ast::{Arg, Expr, Ident, Span};
@@ -254,13 +256,13 @@ pub fn layer(
 }
 
 /// Where a layer is, for messages and node labels.
-struct Site {
-    span: Span,
-    input_span: Span,
-    inst: String,
+pub(super) struct Site {
+    pub span: Span,
+    pub input_span: Span,
+    pub inst: String,
 }
 
-fn node(l: &mut Lower, op: Op, inputs: Vec<ValueId>, cx: &Site) -> Option<ValueId> {
+pub(super) fn node(l: &mut Lower, op: Op, inputs: Vec<ValueId>, cx: &Site) -> Option<ValueId> {
     match l.push(op, inputs, &cx.inst, cx.span) {
         V::T(v) => Some(v),
         _ => None,
@@ -268,7 +270,13 @@ fn node(l: &mut Lower, op: Op, inputs: Vec<ValueId>, cx: &Site) -> Option<ValueI
 }
 
 /// Adds parameter `name` of this layer (`conv1.weight`), refusing absurd sizes.
-fn param(l: &mut Lower, cx: &Site, name: &str, dims: Vec<usize>, init: Init) -> Option<ValueId> {
+pub(super) fn param(
+    l: &mut Lower,
+    cx: &Site,
+    name: &str,
+    dims: Vec<usize>,
+    init: Init,
+) -> Option<ValueId> {
     let n = dims
         .iter()
         .try_fold(1u64, |a, d| a.checked_mul(*d as u64))
@@ -295,14 +303,14 @@ fn param(l: &mut Lower, cx: &Site, name: &str, dims: Vec<usize>, init: Init) -> 
 }
 
 /// PyTorch's default for dense, conv and rnn parameters: U(±1/√fan_in).
-fn uniform(fan_in: usize) -> Init {
+pub(super) fn uniform(fan_in: usize) -> Init {
     Init::Uniform {
         bound: 1.0 / (fan_in as f32).sqrt(),
     }
 }
 
 /// Reports a per-sample output larger than nnc supports.
-fn check_size(l: &mut Lower, cx: &Site, dims: &[usize]) -> Option<()> {
+pub(super) fn check_size(l: &mut Lower, cx: &Site, dims: &[usize]) -> Option<()> {
     let n = dims
         .iter()
         .try_fold(1u64, |a, d| a.checked_mul(*d as u64))
@@ -322,7 +330,7 @@ fn check_size(l: &mut Lower, cx: &Site, dims: &[usize]) -> Option<()> {
     Some(())
 }
 
-fn f32_input(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<ValueId> {
+pub(super) fn f32_input(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<ValueId> {
     let t = l.g.ty(x).clone();
     if t.dtype == DType::F32 {
         return Some(x);
@@ -342,7 +350,7 @@ fn f32_input(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<ValueId
     None
 }
 
-fn ids_input(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<ValueId> {
+pub(super) fn ids_input(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<ValueId> {
     let t = l.g.ty(x).clone();
     if t.dtype == DType::I32 {
         return Some(x);
@@ -430,119 +438,6 @@ fn dense(
     node(l, Op::BiasAdd { axis: t.rank() - 1 }, vec![y, b], cx)
 }
 
-/// The image dims `[C, H, W]` of `x`, or a diagnostic saying what it is instead.
-fn image(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<(usize, usize, usize)> {
-    let x = f32_input(l, cx, what, x)?;
-    let t = l.g.ty(x).clone();
-    if let [c, h, w] = t.dims[..] {
-        return Some((c, h, w));
-    }
-    let mut d = Diag::new(
-        "nnc::shape",
-        format!("{what} needs an image [C, H, W], found {}", show(&t)),
-        cx.span,
-        "expects [channels, height, width]",
-    )
-    .also(cx.input_span, format!("this is {}", show(&t)));
-    let n = t.per_sample();
-    let side = (n as f64).sqrt().round() as usize;
-    d = d.help(match t.dims.len() {
-        1 if side * side == n => format!("declare the input as an image, e.g. `[1, {side}, {side}]` (one channel of {side}×{side}), not `[{n}]`"),
-        2 => format!("add a channel axis: declare the input as `[1, {}, {}]`", t.dims[0], t.dims[1]),
-        _ => format!("{what} works on images of shape [channels, height, width]"),
-    });
-    l.diags.push(d);
-    None
-}
-
-/// Explains a window that does not fit.
-fn no_fit(l: &mut Lower, what: &str, win: Window, h: usize, w: usize, kspan: Span) {
-    let small = h.min(w);
-    let pad = if win.pad > 0 {
-        format!(
-            " (with padding {} on each side: {})",
-            win.pad,
-            small + 2 * win.pad
-        )
-    } else {
-        String::new()
-    };
-    l.diags.push(
-        Diag::new(
-            "nnc::shape",
-            format!(
-                "the {what} window does not fit: {k}×{k} on a {h}×{w} image",
-                k = win.kernel
-            ),
-            kspan,
-            format!(
-                "{k}×{k} window, but the image is {h}×{w}{pad}",
-                k = win.kernel
-            ),
-        )
-        .help(format!(
-            "use a window of at most {}, or remove a pooling step earlier",
-            small + 2 * win.pad
-        )),
-    );
-}
-
-fn conv2d(
-    l: &mut Lower,
-    cx: &Site,
-    x: ValueId,
-    inn: Option<usize>,
-    out: usize,
-    win: Window,
-    spans: (Span, Span),
-) -> Option<ValueId> {
-    let (c, h, w) = image(l, cx, "conv2d", x)?;
-    if let Some(i) = inn.filter(|i| *i != c) {
-        l.diags.push(
-            Diag::new("nnc::shape", format!("conv2d expects {} here, found {i}", plural(c, "input channel")), spans.0, format!("expected {c}, found {i}"))
-                .help(format!("the image reaching this layer is [{c}, {h}, {w}]; write `conv2d({c}, {out}, …)` or leave the input channels out")),
-        );
-        return None;
-    }
-    let (Some(oh), Some(ow)) = (win.out_len(h), win.out_len(w)) else {
-        no_fit(l, "conv2d", win, h, w, spans.1);
-        return None;
-    };
-    check_size(l, cx, &[out, oh, ow])?;
-    let fan_in = c * win.kernel * win.kernel;
-    let k = param(
-        l,
-        cx,
-        "weight",
-        vec![out, c, win.kernel, win.kernel],
-        uniform(fan_in),
-    )?;
-    let b = param(l, cx, "bias", vec![out], uniform(fan_in))?;
-    let y = node(l, Op::Conv2d(win), vec![x, k], cx)?;
-    node(l, Op::BiasAdd { axis: 1 }, vec![y, b], cx)
-}
-
-fn pool(
-    l: &mut Lower,
-    cx: &Site,
-    kind: &str,
-    x: ValueId,
-    win: Window,
-    kspan: Span,
-) -> Option<ValueId> {
-    let (_, h, w) = image(l, cx, kind, x)?;
-    if win.out_len(h).is_none() || win.out_len(w).is_none() {
-        no_fit(l, kind, win, h, w, kspan);
-        return None;
-    }
-    let op = if kind == "maxpool" {
-        Op::MaxPool(win)
-    } else {
-        Op::AvgPool(win)
-    };
-    node(l, op, vec![x], cx)
-}
-
 fn flatten(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {
     let t = l.g.ty(x).clone();
     if t.dims.len() <= 1 {
@@ -557,84 +452,6 @@ fn flatten(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {
     let y = l.g.push_typed(Op::Reshape, vec![x], ty, label);
     l.flat_of.insert(y, t.dims);
     Some(y)
-}
-
-fn embedding(l: &mut Lower, cx: &Site, x: ValueId, vocab: usize, dim: usize) -> Option<ValueId> {
-    let ids = ids_input(l, cx, "embedding", x)?;
-    let mut dims = l.g.ty(ids).dims.clone();
-    dims.push(dim);
-    check_size(l, cx, &dims)?;
-    let w = param(l, cx, "weight", vec![vocab, dim], Init::Normal { std: 1.0 })?;
-    l.note_vocab(vocab, cx.span);
-    node(l, Op::Embedding, vec![ids, w], cx)
-}
-
-fn one_hot(l: &mut Lower, cx: &Site, x: ValueId, n: usize) -> Option<ValueId> {
-    let ids = ids_input(l, cx, "one_hot", x)?;
-    let mut dims = l.g.ty(ids).dims.clone();
-    dims.push(n);
-    check_size(l, cx, &dims)?;
-    l.note_vocab(n, cx.span);
-    node(l, Op::OneHot { n }, vec![ids], cx)
-}
-
-fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
-    match e.as_name().map(|i| i.name.as_str()) {
-        Some("tanh") => Ok(UnaryOp::Tanh),
-        Some("relu") => Ok(UnaryOp::Relu),
-        _ => Err(Diag::new(
-            "nnc::arg",
-            format!(
-                "unknown rnn activation {}",
-                e.as_name().map_or_else(
-                    || consts::describe(e).to_string(),
-                    |n| format!("`{}`", n.name)
-                )
-            ),
-            e.span,
-            "expected tanh or relu",
-        )
-        .help("write `rnn(128, activation: tanh)`")),
-    }
-}
-
-/// `rnn(h)`: xp = x·W_xh + b over all steps at once, then the recurrent scan.
-fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) -> Option<ValueId> {
-    let x = f32_input(l, cx, "rnn", x)?;
-    let t = l.g.ty(x).clone();
-    let [steps, inn] = t.dims[..] else {
-        let help = match t.dims.len() {
-            1 => format!("an rnn reads a sequence of vectors [T, features]; a [{}] sequence of numbers needs a feature axis (embed token ids with `embedding(vocab, dim)` or `one_hot(vocab)`)", t.dims[0]),
-            _ => "an rnn reads a sequence of vectors [T, features]".to_string(),
-        };
-        l.diags.push(
-            Diag::new(
-                "nnc::shape",
-                format!("rnn needs a sequence [T, features], found {}", show(&t)),
-                cx.span,
-                "expects [steps, features]",
-            )
-            .also(cx.input_span, format!("this is {}", show(&t)))
-            .help(help),
-        );
-        return None;
-    };
-    check_size(l, cx, &[steps, h])?;
-    // PyTorch initializes every RNN parameter with U(±1/√hidden).
-    let w_xh = param(l, cx, "w_xh", vec![inn, h], uniform(h))?;
-    let w_hh = param(l, cx, "w_hh", vec![h, h], uniform(h))?;
-    let b = param(l, cx, "bias", vec![h], uniform(h))?;
-    let xp = node(
-        l,
-        Op::MatMul {
-            ta: false,
-            tb: false,
-        },
-        vec![x, w_xh],
-        cx,
-    )?;
-    let xp = node(l, Op::BiasAdd { axis: 2 }, vec![xp, b], cx)?;
-    node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
 }
 
 /// `relu`, `sigmoid`, `tanh`, `softmax`, `log_softmax` applied to `v`.

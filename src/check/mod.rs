@@ -6,8 +6,9 @@
 //!
 //! One concept a file: [`names`] (suggestions, shapes in messages), [`consts`] (constant
 //! arithmetic), [`args`] (call arguments), [`models`] (model table, cycles), [`lower`] (model
-//! bodies), [`layers`], [`data`], [`settings`], [`optim`], [`losses`], [`params`] (freeze,
-//! lr_scale, init), [`runs`].
+//! bodies), [`layers`], [`images`] and [`sequences`] (the layers), [`data`], [`settings`],
+//! [`optim`], [`losses`], [`params`] (freeze, lr_scale, init), [`refs`] (init, teacher,
+//! checkpoint), [`fit`] (data against model and loss), [`runs`].
 
 // A `Diag` is large, but an `Err` here is the rare path that ends in a message to a person.
 #![allow(clippy::result_large_err)]
@@ -15,6 +16,8 @@
 mod args;
 mod consts;
 mod data;
+mod fit;
+mod images;
 mod layers;
 mod losses;
 mod lower;
@@ -22,7 +25,9 @@ mod models;
 mod names;
 mod optim;
 mod params;
+mod refs;
 mod runs;
+mod sequences;
 mod settings;
 
 use crate::diag::Diag;

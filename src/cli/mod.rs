@@ -1,5 +1,94 @@
-//! The `nnc` command line.
+//! The `nnc` command line: one file a subcommand, all sharing [`source::load`] (read, parse,
+//! check) and one error type whose variant decides the exit code (0 ok, 1 user error,
+//! 2 internal error).
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod check;
+mod gradcheck;
+mod ir;
+mod source;
+mod train;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nnc",
+    version,
+    about = "A compiler for neural networks: .nn files to native training and inference code"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and check a file; print each model's parameter count and forward FLOPs per sample.
+    Check {
+        file: PathBuf,
+        /// Also print per-graph statistics (nodes, kernels, planned bytes).
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Print the program after a stage of the pipeline.
+    Ir {
+        file: PathBuf,
+        /// ast | ir | grad | clif | asm
+        #[arg(long, default_value = "ir")]
+        stage: ir::Stage,
+        /// Only this model or run.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Train: run the file's `train` blocks in order (or one with `--run`).
+    Train(train::TrainArgs),
+    /// Compare the JIT backward pass with finite differences for every trainable parameter.
+    Gradcheck(gradcheck::GradcheckArgs),
+}
+
+/// What went wrong, and therefore the exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// The user's input is wrong (exit 1). Already rendered for the terminal.
+    User(String),
+    /// nnc itself failed (exit 2).
+    Internal(String),
+}
+
+impl CliError {
+    pub fn user(msg: impl std::fmt::Display) -> CliError {
+        CliError::User(format!("error: {msg}"))
+    }
+    pub fn internal(msg: impl std::fmt::Display) -> CliError {
+        CliError::Internal(format!("internal error: {msg}"))
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { file, stats } => check::run(&file, stats),
+        Command::Ir { file, stage, only } => ir::run(&file, stage, only.as_deref()),
+        Command::Train(args) => train::run(&args),
+        Command::Gradcheck(args) => gradcheck::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::User(msg)) => {
+            eprint!("{msg}");
+            if !msg.ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(1)
+        }
+        Err(CliError::Internal(msg)) => {
+            eprintln!("{msg}");
+            eprintln!("This is a bug in nnc; please report it with the file that caused it.");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -25,21 +25,50 @@ use cranelift_module::{FuncId, Linkage, Module};
 
 use super::jitmod::new_jit_module_with_opt;
 
-/// The JIT macro-kernel: `C[mc×nc] (= or +=) Ã·B̃` over packed panels.
+/// Arguments of the JIT macro-kernel `C[mc×nc] (= or +=) Ã·B̃` over panels of slivers.
 ///
-/// Arguments: packed A (`ceil(mc/MR)` slivers of `kc×MR`), packed B (`ceil(nc/NR)` slivers of
-/// `kc×NR`), `c` (row stride `ldc` elements), `ldc`, `mc`, `nc`, `kc` (must be ≥ 1) and
-/// `accumulate` (0: overwrite C, otherwise add to it).
-pub type MacroKernelFn = unsafe extern "C" fn(
-    a_packed: *const f32,
-    b_packed: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    mc: usize,
-    nc: usize,
-    kc: usize,
-    accumulate: usize,
-);
+/// A is `ceil(mc/MR)` slivers: sliver `s`, depth `p`, row `i` at `a[s·a_sliver + p·a_k + i]`
+/// (packed: `a_k = MR`, `a_sliver = kc·MR`; op(A) read in place when `ta`: `a_k = m`,
+/// `a_sliver = MR`). B likewise: column `j` of sliver `t` at `b[t·b_sliver + p·b_k + j]`.
+/// `c` has row stride `ldc` elements; `kc` must be ≥ 1; `accumulate` 0 overwrites C, anything
+/// else adds to it. All strides are in elements. Passed by pointer so that the kernel loads
+/// each value where it is used instead of keeping 12 registers live across its loops.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KernelArgs {
+    pub a: *const f32,
+    pub b: *const f32,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub mc: usize,
+    pub nc: usize,
+    pub kc: usize,
+    pub accumulate: usize,
+    pub a_k: usize,
+    pub a_sliver: usize,
+    pub b_k: usize,
+    pub b_sliver: usize,
+}
+
+/// Field numbers of [`KernelArgs`] (8-byte words).
+#[derive(Clone, Copy)]
+enum Arg {
+    A,
+    B,
+    C,
+    Ldc,
+    Mc,
+    Nc,
+    Kc,
+    Accumulate,
+    AK,
+    ASliver,
+    BK,
+    BSliver,
+}
+
+/// The compiled macro-kernel.
+pub type MacroKernelFn = unsafe extern "C" fn(args: *const KernelArgs);
 
 /// Register-tile shape of the micro-kernel: `mr` rows × `nr` columns of C (`nr` a multiple of 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +92,9 @@ const KC: usize = 256;
 const MC: usize = 96;
 /// Columns of a cache block: the packed `KC×NC` block of B (2 MiB) stays in L3.
 const NC: usize = 2048;
-/// Cranelift opt level of the GEMM module.
-const GEMM_OPT: &str = "none";
+/// Cranelift opt level of the GEMM module: the kernel is emitted in the order it should run;
+/// the e-graph pass would re-elaborate loads and `fma`s chain by chain and spill.
+pub const GEMM_OPT: &str = "none";
 /// k steps per iteration of the unrolled micro-kernel loop.
 const UNROLL: usize = 8;
 
@@ -81,34 +111,52 @@ fn panel_flags() -> MemFlagsData {
         .with_can_move()
 }
 
-/// Emits one micro-tile of work: `acc += Ã[kc×mr]ᵀ-sliver · B̃[kc×nr]-sliver` where `ap`/`bp`
-/// point at the packed slivers and `kc ≥ 1` (a pointer-typed value). `acc` holds `mr·nr/4`
-/// f32x4 accumulators, row-major (row `i`, vector `v` at `i*nr/4 + v`). Returns the updated
-/// accumulators; the builder is left in a fresh block after the loop.
+/// The operands of one micro-tile update (all pointer-typed values).
+#[derive(Clone, Copy, Debug)]
+pub struct TileOperands {
+    /// First depth step of the A sliver (`mr` contiguous floats per step).
+    pub a: Value,
+    /// First depth step of the B sliver (`nr` contiguous floats per step).
+    pub b: Value,
+    /// Bytes from one depth step of A to the next.
+    pub a_k: Value,
+    /// Bytes from one depth step of B to the next.
+    pub b_k: Value,
+    /// Number of depth steps, ≥ 1.
+    pub kc: Value,
+}
+
+/// Emits one micro-tile of work, `acc += Ã-sliver[kc×mr]ᵀ · B̃-sliver[kc×nr]`, reading the
+/// slivers described by `ops`. `acc` holds `mr·nr/4` f32x4 accumulators, row-major (row `i`,
+/// vector `v` at `i·nr/4 + v`); returns the updated ones, with the builder left in a fresh
+/// block after the loop, so a caller can emit its own epilogue (bias, activation, store). For
+/// good code compile with `opt_level=none` (see [`GEMM_OPT`]).
 pub fn emit_tile_update(
     b: &mut FunctionBuilder,
     ptr: Type,
     tile: Tile,
-    ap: Value,
-    bp: Value,
-    kc: Value,
+    ops: TileOperands,
     acc: &[Value],
 ) -> Vec<Value> {
     let nv = tile.nr / 4;
     let n_acc = tile.mr * nv;
     assert_eq!(acc.len(), n_acc, "accumulator count must be mr*nr/4");
     let flags = panel_flags();
+    let TileOperands {
+        a: ap,
+        b: bp,
+        a_k,
+        b_k,
+        kc,
+    } = ops;
 
-    // One k step reading A at `a + off_a` and B at `bb + off_b`.
-    let step = |b: &mut FunctionBuilder, a: Value, bb: Value, s: usize, acc: &mut [Value]| {
+    // One k step reading A at `a` and B at `bb`; returns the pointers of the next step.
+    let step = |b: &mut FunctionBuilder, a: Value, bb: Value, acc: &mut [Value]| {
         let bvec: Vec<Value> = (0..nv)
-            .map(|v| {
-                let off = ((s * tile.nr + 4 * v) * 4) as i32;
-                b.ins().load(types::F32X4, flags, bb, off)
-            })
+            .map(|v| b.ins().load(types::F32X4, flags, bb, (16 * v) as i32))
             .collect();
         for i in 0..tile.mr {
-            let off = ((s * tile.mr + i) * 4) as i32;
+            let off = (4 * i) as i32;
             for (v, &bv) in bvec.iter().enumerate() {
                 // One broadcast per use: a single-use `splat(load)` becomes `vbroadcastss mem`
                 // and its register takes the result of the tied `vfmadd213` (no copies).
@@ -118,6 +166,7 @@ pub fn emit_tile_update(
                 acc[k] = b.ins().fma(xs, bv, acc[k]);
             }
         }
+        (b.ins().iadd(a, a_k), b.ins().iadd(bb, b_k))
     };
 
     let head4 = b.create_block();
@@ -149,11 +198,10 @@ pub fn emit_tile_update(
     b.ins().brif(big, body4, &[], head1, &args(&p));
     b.switch_to_block(body4);
     let mut a4 = p[3..].to_vec();
-    for s in 0..UNROLL {
-        step(b, p[0], p[1], s, &mut a4);
+    let (mut na, mut nb) = (p[0], p[1]);
+    for _ in 0..UNROLL {
+        (na, nb) = step(b, na, nb, &mut a4);
     }
-    let na = b.ins().iadd_imm_s(p[0], (UNROLL * tile.mr * 4) as i64);
-    let nb = b.ins().iadd_imm_s(p[1], (UNROLL * tile.nr * 4) as i64);
     let nr = b.ins().iadd_imm_s(p[2], -(UNROLL as i64));
     let mut next = vec![na, nb, nr];
     next.extend_from_slice(&a4);
@@ -165,9 +213,7 @@ pub fn emit_tile_update(
     b.ins().brif(q[2], body1, &[], done, &args(&q[3..]));
     b.switch_to_block(body1);
     let mut a1 = q[3..].to_vec();
-    step(b, q[0], q[1], 0, &mut a1);
-    let na = b.ins().iadd_imm_s(q[0], (tile.mr * 4) as i64);
-    let nb = b.ins().iadd_imm_s(q[1], (tile.nr * 4) as i64);
+    let (na, nb) = step(b, q[0], q[1], &mut a1);
     let nr = b.ins().iadd_imm_s(q[2], -1);
     let mut next = vec![na, nb, nr];
     next.extend_from_slice(&a1);
@@ -177,8 +223,8 @@ pub fn emit_tile_update(
     b.block_params(done).to_vec()
 }
 
-/// Emits the body of a [`MacroKernelFn`] into `b`, whose function must have the 8
-/// pointer-sized parameters of that type and no results.
+/// Emits the body of a [`MacroKernelFn`] into `b`, whose function must take one
+/// pointer-sized parameter and return nothing.
 pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
     let (mr, nr) = (tile.mr as i64, tile.nr as i64);
     let nv = tile.nr / 4;
@@ -186,23 +232,19 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
-    let prm = b.block_params(entry).to_vec();
-    let (ap, bp, c, ldc, mc, nc, kc, accumulate) = (
-        prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7],
-    );
+    let params = b.block_params(entry)[0];
+    let arg = |b: &mut FunctionBuilder, f: Arg| {
+        let flags = MemFlagsData::new().with_notrap().with_readonly();
+        b.ins().load(ptr, flags, params, 8 * f as i32)
+    };
     let slot = b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
         (tile.mr * tile.nr * 4) as u32,
         4,
     ));
-    let scratch = b.ins().stack_addr(ptr, slot, 0);
-    let zero = b.ins().iconst(ptr, 0);
-    let a_sliver_bytes = b.ins().imul_imm_s(kc, mr * 4);
-    let b_sliver_bytes = b.ins().imul_imm_s(kc, nr * 4);
-    let acc_on = b.ins().icmp_imm_s(IntCC::NotEqual, accumulate, 0);
+    let cflags = MemFlagsData::new().with_notrap();
 
     let jhead = b.create_block();
-    let jbody = b.create_block();
     let ihead = b.create_block();
     let ibody = b.create_block();
     let init_load = b.create_block();
@@ -217,53 +259,71 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
     let jnext = b.create_block();
     let exit = b.create_block();
 
+    // Where tile (i0, j0) goes: C itself when it is a full tile, else the scratch tile
+    // (overwritten, then copied out by the edge loop). Recomputed after the k loop rather than
+    // kept live across it.
+    let target = |b: &mut FunctionBuilder, i0: Value, j0: Value| {
+        let mc = arg(b, Arg::Mc);
+        let nc = arg(b, Arg::Nc);
+        let mr_rem = b.ins().isub(mc, i0);
+        let nr_rem = b.ins().isub(nc, j0);
+        let full_r = b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, mr_rem, mr);
+        let full_c = b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, nr_rem, nr);
+        let full = b.ins().band(full_r, full_c);
+        let ldc = arg(b, Arg::Ldc);
+        let c = arg(b, Arg::C);
+        let row_off = b.ins().imul(i0, ldc);
+        let off = b.ins().iadd(row_off, j0);
+        let off_b = b.ins().ishl_imm_u(off, 2);
+        let c_tile = b.ins().iadd(c, off_b);
+        let scratch = b.ins().stack_addr(ptr, slot, 0);
+        let cptr = b.ins().select(full, c_tile, scratch);
+        let nr_v = b.ins().iconst(ptr, nr);
+        let ld = b.ins().select(full, ldc, nr_v);
+        let ld_bytes = b.ins().ishl_imm_u(ld, 2);
+        (full, cptr, ld_bytes)
+    };
+    let acc_on = |b: &mut FunctionBuilder| {
+        let acc = arg(b, Arg::Accumulate);
+        b.ins().icmp_imm_s(IntCC::NotEqual, acc, 0)
+    };
+
     // for (j0, bpp) in column slivers
+    let zero = b.ins().iconst(ptr, 0);
+    let bp = arg(b, Arg::B);
     b.append_block_param(jhead, ptr);
     b.append_block_param(jhead, ptr);
     b.ins().jump(jhead, &args(&[zero, bp]));
     b.switch_to_block(jhead);
     let (j0, bpp) = (b.block_params(jhead)[0], b.block_params(jhead)[1]);
+    let nc = arg(b, Arg::Nc);
     let more_j = b.ins().icmp(IntCC::UnsignedLessThan, j0, nc);
-    b.ins().brif(more_j, jbody, &[], exit, &[]);
-
-    b.switch_to_block(jbody);
-    let nr_rem = b.ins().isub(nc, j0);
-    b.ins().jump(ihead, &args(&[zero, ap]));
+    let ap = arg(b, Arg::A);
+    b.ins().brif(more_j, ihead, &args(&[zero, ap]), exit, &[]);
 
     // for (i0, app) in row slivers
     b.append_block_param(ihead, ptr);
     b.append_block_param(ihead, ptr);
     b.switch_to_block(ihead);
     let (i0, app) = (b.block_params(ihead)[0], b.block_params(ihead)[1]);
+    let mc = arg(b, Arg::Mc);
     let more_i = b.ins().icmp(IntCC::UnsignedLessThan, i0, mc);
     b.ins().brif(more_i, ibody, &[], jnext, &[]);
 
-    // Full tiles go straight to C; edge tiles to the scratch tile (overwrite), then copied.
     b.switch_to_block(ibody);
-    let mr_rem = b.ins().isub(mc, i0);
-    let full_r = b
-        .ins()
-        .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, mr_rem, mr);
-    let full_c = b
-        .ins()
-        .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, nr_rem, nr);
-    let full = b.ins().band(full_r, full_c);
-    let row_off = b.ins().imul(i0, ldc);
-    let off = b.ins().iadd(row_off, j0);
-    let off_b = b.ins().ishl_imm_u(off, 2);
-    let c_tile = b.ins().iadd(c, off_b);
-    let cptr = b.ins().select(full, c_tile, scratch);
-    let nr_v = b.ins().iconst(ptr, nr);
-    let ld = b.ins().select(full, ldc, nr_v);
-    let ld_bytes = b.ins().ishl_imm_u(ld, 2);
-    let load_c = b.ins().band(full, acc_on);
+    let (full, cptr, ld_bytes) = target(b, i0, j0);
+    let on = acc_on(b);
+    let load_c = b.ins().band(full, on);
     b.ins().brif(load_c, init_load, &[], init_zero, &[]);
 
     for _ in 0..n_acc {
         b.append_block_param(kernel, types::F32X4);
     }
     b.switch_to_block(init_load);
-    let cflags = MemFlagsData::new().with_notrap();
     let mut init = Vec::with_capacity(n_acc);
     let mut row = cptr;
     for i in 0..tile.mr {
@@ -282,7 +342,20 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
 
     b.switch_to_block(kernel);
     let acc0 = b.block_params(kernel).to_vec();
-    let acc = emit_tile_update(b, ptr, tile, app, bpp, kc, &acc0);
+    let a_k = arg(b, Arg::AK);
+    let a_k = b.ins().ishl_imm_u(a_k, 2);
+    let b_k = arg(b, Arg::BK);
+    let b_k = b.ins().ishl_imm_u(b_k, 2);
+    let kc = arg(b, Arg::Kc);
+    let ops = TileOperands {
+        a: app,
+        b: bpp,
+        a_k,
+        b_k,
+        kc,
+    };
+    let acc = emit_tile_update(b, ptr, tile, ops, &acc0);
+    let (full, cptr, ld_bytes) = target(b, i0, j0);
     let mut row = cptr;
     for i in 0..tile.mr {
         if i > 0 {
@@ -296,7 +369,12 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
 
     // Edge tile: C[i0+i][j0+j] (= or +=) scratch[i][j] for i < rows, j < cols.
     b.switch_to_block(edge);
+    let mc = arg(b, Arg::Mc);
+    let nc = arg(b, Arg::Nc);
+    let mr_rem = b.ins().isub(mc, i0);
+    let nr_rem = b.ins().isub(nc, j0);
     let mr_v = b.ins().iconst(ptr, mr);
+    let nr_v = b.ins().iconst(ptr, nr);
     let rows = b.ins().umin(mr_rem, mr_v);
     let cols = b.ins().umin(nr_rem, nr_v);
     b.ins().jump(erow, &args(&[zero]));
@@ -314,17 +392,21 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
     let s_idx = b.ins().imul_imm_s(ei, nr);
     let s_idx = b.ins().iadd(s_idx, ej);
     let s_off = b.ins().ishl_imm_u(s_idx, 2);
+    let scratch = b.ins().stack_addr(ptr, slot, 0);
     let s_addr = b.ins().iadd(scratch, s_off);
     let t = b.ins().load(types::F32, cflags, s_addr, 0);
     let gi = b.ins().iadd(i0, ei);
+    let ldc = arg(b, Arg::Ldc);
     let c_idx = b.ins().imul(gi, ldc);
     let c_idx = b.ins().iadd(c_idx, j0);
     let c_idx = b.ins().iadd(c_idx, ej);
     let c_off = b.ins().ishl_imm_u(c_idx, 2);
+    let c = arg(b, Arg::C);
     let c_addr = b.ins().iadd(c, c_off);
     let old = b.ins().load(types::F32, cflags, c_addr, 0);
     let sum = b.ins().fadd(old, t);
-    let val = b.ins().select(acc_on, sum, t);
+    let on = acc_on(b);
+    let val = b.ins().select(on, sum, t);
     b.ins().store(cflags, val, c_addr, 0);
     let ej1 = b.ins().iadd_imm_s(ej, 1);
     b.ins().jump(ecol_head, &args(&[ej1]));
@@ -334,12 +416,16 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
 
     b.switch_to_block(inext);
     let i1 = b.ins().iadd_imm_s(i0, mr);
-    let app1 = b.ins().iadd(app, a_sliver_bytes);
+    let a_s = arg(b, Arg::ASliver);
+    let a_s = b.ins().ishl_imm_u(a_s, 2);
+    let app1 = b.ins().iadd(app, a_s);
     b.ins().jump(ihead, &args(&[i1, app1]));
 
     b.switch_to_block(jnext);
     let j1 = b.ins().iadd_imm_s(j0, nr);
-    let bpp1 = b.ins().iadd(bpp, b_sliver_bytes);
+    let b_s = arg(b, Arg::BSliver);
+    let b_s = b.ins().ishl_imm_u(b_s, 2);
+    let bpp1 = b.ins().iadd(bpp, b_s);
     b.ins().jump(jhead, &args(&[j1, bpp1]));
 
     b.switch_to_block(exit);
@@ -354,9 +440,7 @@ pub fn define_macro_kernel(
 ) -> Result<FuncId, String> {
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
-    for _ in 0..8 {
-        sig.params.push(AbiParam::new(ptr));
-    }
+    sig.params.push(AbiParam::new(ptr));
     let id = module
         .declare_function(name, Linkage::Local, &sig)
         .map_err(|e| format!("declare {name}: {e}"))?;
@@ -479,27 +563,28 @@ impl Gemm {
                 let nc = NC.min(n - jc);
                 for pc in (0..k).step_by(kc_step) {
                     let kc = kc_step.min(k - pc);
-                    pack_b(tb, b, k, n, pc, kc, jc, nc, nr, pb);
-                    let acc = accumulate || pc > 0;
+                    pack(b, tb, if tb { k } else { n }, jc, nc, pc, kc, nr, pb);
                     for ic in (0..m).step_by(mc_max) {
                         let mc = mc_max.min(m - ic);
-                        pack_a(ta, a, m, k, ic, mc, pc, kc, mr, pa);
-                        let c_blk = &mut c[ic * n + jc..];
+                        pack(a, !ta, if ta { m } else { k }, ic, mc, pc, kc, mr, pa);
+                        let args = KernelArgs {
+                            a: pa.as_ptr(),
+                            b: pb.as_ptr(),
+                            c: c[ic * n + jc..].as_mut_ptr(),
+                            ldc: n,
+                            mc,
+                            nc,
+                            kc,
+                            accumulate: (accumulate || pc > 0) as usize,
+                            a_k: mr,
+                            a_sliver: kc * mr,
+                            b_k: nr,
+                            b_sliver: kc * nr,
+                        };
                         // SAFETY: the packed panels hold ceil(mc/mr)·kc·mr and
                         // ceil(nc/nr)·kc·nr floats; C rows ic..ic+mc, columns jc..jc+nc lie
-                        // inside `c` (checked above); kc ≥ 1.
-                        unsafe {
-                            (self.kernel)(
-                                pa.as_ptr(),
-                                pb.as_ptr(),
-                                c_blk.as_mut_ptr(),
-                                n,
-                                mc,
-                                nc,
-                                kc,
-                                acc as usize,
-                            )
-                        };
+                        // inside `c` (lengths checked above); kc ≥ 1.
+                        unsafe { (self.kernel)(&args) };
                     }
                 }
             }
@@ -508,92 +593,81 @@ impl Gemm {
     }
 }
 
-/// Packs rows `ic..ic+mc`, depth `pc..pc+kc` of `op(A)` into `mr`-row slivers:
-/// `dst[s·kc·mr + p·mr + i] = op(A)[ic + s·mr + i][pc + p]`, zero beyond row `mc`.
+/// Packs lines `r0..r0+count`, depth `p0..p0+kc` of a matrix whose element (line `r`, depth
+/// `p`) is `src[r·ld + p]` when `line_major`, else `src[p·ld + r]`, into `w`-line slivers:
+/// `dst[s·kc·w + p·w + i] = elem(r0 + s·w + i, p0 + p)`, zero past `count` lines. Lines are
+/// the rows of op(A) (line-major unless `ta`) or the columns of op(B) (line-major when `tb`).
+/// Full slivers of width 4 or 8 take [`pack_full`], whose sizes are compile-time constants.
 #[allow(clippy::too_many_arguments)]
-fn pack_a(
-    ta: bool,
-    a: &[f32],
-    m: usize,
-    k: usize,
-    ic: usize,
-    mc: usize,
-    pc: usize,
+fn pack(
+    src: &[f32],
+    line_major: bool,
+    ld: usize,
+    r0: usize,
+    count: usize,
+    p0: usize,
     kc: usize,
-    mr: usize,
+    w: usize,
     dst: &mut [f32],
 ) {
-    for (s, sliver) in dst[..mc.div_ceil(mr) * kc * mr]
-        .chunks_exact_mut(kc * mr)
+    for (s, sliver) in dst[..count.div_ceil(w) * kc * w]
+        .chunks_exact_mut(kc * w)
         .enumerate()
     {
-        let r0 = ic + s * mr;
-        let rows = mr.min(ic + mc - r0);
-        if ta {
-            // op(A)[r][p] = a[p*m + r]: each depth step is a contiguous run of rows.
-            for (p, out) in sliver.chunks_exact_mut(mr).enumerate() {
-                let src = &a[(pc + p) * m + r0..][..rows];
-                out[..rows].copy_from_slice(src);
-                out[rows..].fill(0.0);
+        let first = r0 + s * w;
+        let lines = w.min(r0 + count - first);
+        if lines == w && w == 4 {
+            pack_full::<4>(src, line_major, ld, first, p0, kc, sliver);
+        } else if lines == w && w == 8 {
+            pack_full::<8>(src, line_major, ld, first, p0, kc, sliver);
+        } else if line_major {
+            for i in 0..lines {
+                let run = &src[(first + i) * ld + p0..][..kc];
+                for (o, &x) in sliver[i..].iter_mut().step_by(w).zip(run) {
+                    *o = x;
+                }
+            }
+            if lines < w {
+                for out in sliver.chunks_exact_mut(w) {
+                    out[lines..].iter_mut().for_each(|o| *o = 0.0);
+                }
             }
         } else {
-            // op(A)[r][p] = a[r*k + p]: each row is a contiguous run of depth.
-            for i in 0..rows {
-                let src = &a[(r0 + i) * k + pc..][..kc];
-                for (p, &x) in src.iter().enumerate() {
-                    sliver[p * mr + i] = x;
+            for (p, out) in sliver.chunks_exact_mut(w).enumerate() {
+                let run = &src[(p0 + p) * ld + first..][..lines];
+                for (o, &x) in out.iter_mut().zip(run) {
+                    *o = x;
                 }
-            }
-            if rows < mr {
-                for out in sliver.chunks_exact_mut(mr) {
-                    out[rows..].fill(0.0);
-                }
+                out[lines..].iter_mut().for_each(|o| *o = 0.0);
             }
         }
     }
 }
 
-/// Packs depth `pc..pc+kc`, columns `jc..jc+nc` of `op(B)` into `nr`-column slivers:
-/// `dst[t·kc·nr + p·nr + j] = op(B)[pc + p][jc + t·nr + j]`, zero beyond column `nc`.
-#[allow(clippy::too_many_arguments)]
-fn pack_b(
-    tb: bool,
-    b: &[f32],
-    k: usize,
-    n: usize,
-    pc: usize,
+/// [`pack`] for one full sliver of `W` lines starting at line `first`: fixed-size copies
+/// instead of runtime-length loops (packing was a quarter of the time on the MLP shapes).
+fn pack_full<const W: usize>(
+    src: &[f32],
+    line_major: bool,
+    ld: usize,
+    first: usize,
+    p0: usize,
     kc: usize,
-    jc: usize,
-    nc: usize,
-    nr: usize,
-    dst: &mut [f32],
+    sliver: &mut [f32],
 ) {
-    for (t, sliver) in dst[..nc.div_ceil(nr) * kc * nr]
-        .chunks_exact_mut(kc * nr)
-        .enumerate()
-    {
-        let c0 = jc + t * nr;
-        let cols = nr.min(jc + nc - c0);
-        if tb {
-            // op(B)[p][j] = b[j*k + p]: each column is a contiguous run of depth.
-            for j in 0..cols {
-                let src = &b[(c0 + j) * k + pc..][..kc];
-                for (p, &x) in src.iter().enumerate() {
-                    sliver[p * nr + j] = x;
-                }
+    if line_major {
+        let runs: [&[f32]; W] = std::array::from_fn(|i| &src[(first + i) * ld + p0..][..kc]);
+        for (p, out) in sliver.chunks_exact_mut(W).enumerate() {
+            for (o, run) in out.iter_mut().zip(&runs) {
+                *o = run[p];
             }
-            if cols < nr {
-                for out in sliver.chunks_exact_mut(nr) {
-                    out[cols..].fill(0.0);
-                }
-            }
-        } else {
-            // op(B)[p][j] = b[p*n + j]: each depth step is a contiguous run of columns.
-            for (p, out) in sliver.chunks_exact_mut(nr).enumerate() {
-                let src = &b[(pc + p) * n + c0..][..cols];
-                out[..cols].copy_from_slice(src);
-                out[cols..].fill(0.0);
-            }
+        }
+    } else {
+        for (p, out) in sliver.chunks_exact_mut(W).enumerate() {
+            let start = (p0 + p) * ld + first;
+            let run: &[f32; W] = src[start..start + W].try_into().expect("W floats");
+            let out: &mut [f32; W] = out.try_into().expect("W floats");
+            *out = *run;
         }
     }
 }

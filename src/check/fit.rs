@@ -1,0 +1,102 @@
+//! Does a data source fit a model and a loss? The model's input against the samples, the type of
+//! `label`, and the vocabulary against the classes predicted.
+
+use super::data::Kind;
+use super::models::Signature;
+use super::names::show;
+use crate::diag::Diag;
+use crate::ir::{DType, Graph, Type, ValueId};
+use crate::syntax::ast::{Expr, Train};
+
+/// Does the data give what the model takes?
+pub(super) fn input_fits(sig: &Signature, kind: &Kind, t: &Train) -> Result<(), Diag> {
+    let inp = &sig.input;
+    let (want, ok) = match kind {
+        Kind::Text { seq } => (
+            format!("i32[{seq}]"),
+            inp.dtype == DType::I32 && inp.dims == [*seq],
+        ),
+        Kind::Inline { x_width, .. } => (
+            format!("[{x_width}]"),
+            inp.dtype == DType::F32 && inp.per_sample() == *x_width,
+        ),
+        Kind::Idx | Kind::Csv => ("f32 values".to_string(), inp.dtype == DType::F32),
+    };
+    if ok {
+        return Ok(());
+    }
+    let help = match kind {
+        Kind::Text { seq } if inp.dtype == DType::I32 => format!(
+            "set `seq: {}` in the text source, or declare the input as `i32[{seq}]`",
+            inp.per_sample()
+        ),
+        Kind::Text { seq } => format!(
+            "text samples are character ids: declare the input as `i32[{seq}]` and embed them"
+        ),
+        Kind::Inline { x_width, .. } => {
+            format!("each row of `x` has {x_width} values; declare the input as `[{x_width}]`")
+        }
+        _ => "images and csv features are f32 values; declare the input as `[dims]`".to_string(),
+    };
+    Err(Diag::new(
+        "nnc::data",
+        format!(
+            "model `{}` takes {}, but data `{}` gives {want}",
+            t.model.name,
+            show(inp),
+            t.data.name
+        ),
+        t.data.span,
+        format!("{} data", kind.describe()),
+    )
+    .help(help))
+}
+
+/// The type of `label` in the run's graphs, from the data and how the loss uses it.
+pub(super) fn label_type(
+    kind: &Kind,
+    class_use: bool,
+    t: &Train,
+    loss: &Expr,
+) -> Result<Type, Diag> {
+    Ok(match kind {
+        Kind::Text { seq } => Type::i32(true, vec![*seq]),
+        Kind::Idx => Type::i32(true, vec![]),
+        Kind::Csv if class_use => Type::i32(true, vec![]),
+        Kind::Csv => Type::f32(true, vec![1]),
+        Kind::Inline {
+            classes: Some(_), ..
+        } if class_use => Type::i32(true, vec![]),
+        Kind::Inline { y_width, .. } if class_use && *y_width == 1 => {
+            return Err(Diag::new("nnc::data", format!("cross_entropy needs class ids, but the targets of `{}` are not whole numbers ≥ 0", t.data.name), loss.span, "uses `label` as class ids")
+                .also(t.data.span, "the data")
+                .help("write class ids 0, 1, 2, … in `y`, or use `mse` for real-valued targets"));
+        }
+        Kind::Inline { y_width, .. } => Type::f32(true, vec![*y_width]),
+    })
+}
+
+/// With text data and class labels, the model's vocabulary must be the number of classes it predicts.
+pub(super) fn check_vocab(
+    sig: &Signature,
+    kind: &Kind,
+    g: &Graph,
+    out: ValueId,
+    class_use: bool,
+    t: &Train,
+    diags: &mut Vec<Diag>,
+) {
+    let classes = g.ty(out).last();
+    match (kind, sig.vocab) {
+        (Kind::Text { .. }, Some((v, span))) if class_use && v != classes => diags.push(
+            Diag::new("nnc::shape", format!("model `{}` reads {v} different tokens but predicts {classes} classes", t.model.name), span, format!("vocabulary of {v}"))
+                .also(t.model.span, format!("predicts {classes} classes"))
+                .help(format!("the labels are the next tokens: the last layer needs {v} outputs, e.g. `dense({v})`")),
+        ),
+        (Kind::Inline { classes: Some(n), .. }, _) if class_use && *n > classes => diags.push(
+            Diag::new("nnc::data", format!("the labels of `{}` go up to {}, but model `{}` predicts {classes} classes", t.data.name, n - 1, t.model.name), t.data.span, format!("{n} classes"))
+                .help(format!("the last layer needs at least {n} outputs")),
+        ),
+        _ => {}
+    }
+}

@@ -1,0 +1,93 @@
+//! Token and sequence layers: `embedding`, `one_hot` (integer ids in) and `rnn` (`[T, in]` in).
+
+use super::consts;
+use super::layers::{check_size, f32_input, ids_input, node, param, uniform, Site};
+use super::lower::Lower;
+use super::names::show;
+use crate::diag::Diag;
+use crate::ir::{Init, Op, UnaryOp, ValueId};
+use crate::syntax::ast::Expr;
+
+pub(super) fn embedding(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    vocab: usize,
+    dim: usize,
+) -> Option<ValueId> {
+    let ids = ids_input(l, cx, "embedding", x)?;
+    let mut dims = l.g.ty(ids).dims.clone();
+    dims.push(dim);
+    check_size(l, cx, &dims)?;
+    let w = param(l, cx, "weight", vec![vocab, dim], Init::Normal { std: 1.0 })?;
+    l.note_vocab(vocab, cx.span);
+    node(l, Op::Embedding, vec![ids, w], cx)
+}
+
+pub(super) fn one_hot(l: &mut Lower, cx: &Site, x: ValueId, n: usize) -> Option<ValueId> {
+    let ids = ids_input(l, cx, "one_hot", x)?;
+    let mut dims = l.g.ty(ids).dims.clone();
+    dims.push(n);
+    check_size(l, cx, &dims)?;
+    l.note_vocab(n, cx.span);
+    node(l, Op::OneHot { n }, vec![ids], cx)
+}
+
+pub(super) fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
+    match e.as_name().map(|i| i.name.as_str()) {
+        Some("tanh") => Ok(UnaryOp::Tanh),
+        Some("relu") => Ok(UnaryOp::Relu),
+        _ => Err(Diag::new(
+            "nnc::arg",
+            format!(
+                "unknown rnn activation {}",
+                e.as_name().map_or_else(
+                    || consts::describe(e).to_string(),
+                    |n| format!("`{}`", n.name)
+                )
+            ),
+            e.span,
+            "expected tanh or relu",
+        )
+        .help("write `rnn(128, activation: tanh)`")),
+    }
+}
+
+/// `rnn(h)`: xp = x·W_xh + b over all steps at once, then the recurrent scan.
+pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) -> Option<ValueId> {
+    let x = f32_input(l, cx, "rnn", x)?;
+    let t = l.g.ty(x).clone();
+    let [steps, inn] = t.dims[..] else {
+        let help = match t.dims.len() {
+            1 => format!("an rnn reads a sequence of vectors [T, features]; a [{}] sequence of numbers needs a feature axis (embed token ids with `embedding(vocab, dim)` or `one_hot(vocab)`)", t.dims[0]),
+            _ => "an rnn reads a sequence of vectors [T, features]".to_string(),
+        };
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("rnn needs a sequence [T, features], found {}", show(&t)),
+                cx.span,
+                "expects [steps, features]",
+            )
+            .also(cx.input_span, format!("this is {}", show(&t)))
+            .help(help),
+        );
+        return None;
+    };
+    check_size(l, cx, &[steps, h])?;
+    // PyTorch initializes every RNN parameter with U(±1/√hidden).
+    let w_xh = param(l, cx, "w_xh", vec![inn, h], uniform(h))?;
+    let w_hh = param(l, cx, "w_hh", vec![h, h], uniform(h))?;
+    let b = param(l, cx, "bias", vec![h], uniform(h))?;
+    let xp = node(
+        l,
+        Op::MatMul {
+            ta: false,
+            tb: false,
+        },
+        vec![x, w_xh],
+        cx,
+    )?;
+    let xp = node(l, Op::BiasAdd { axis: 2 }, vec![xp, b], cx)?;
+    node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+}

@@ -1,0 +1,39 @@
+//! `nnc check FILE`: one line per model with its parameter count and forward FLOPs per sample.
+
+use super::{source, CliResult};
+use std::path::Path;
+
+pub fn run(path: &Path, stats: bool) -> CliResult {
+    let loaded = source::load(path)?;
+    let p = &loaded.program;
+    let width = p.models.iter().map(|m| m.name.len()).max().unwrap_or(0);
+    for m in &p.models {
+        let s = crate::check::model_stats(&m.graph);
+        println!(
+            "model {:width$}  {:>10} parameters  {:>14} FLOPs/sample forward",
+            m.name,
+            group(s.params as u64),
+            group(s.flops_per_sample),
+        );
+        if stats {
+            println!("  {} nodes", m.graph.nodes.len());
+        }
+    }
+    for r in &p.runs {
+        println!("train {} ({} on {}): ok", r.name, r.model, r.data);
+    }
+    Ok(())
+}
+
+/// 1234567 → "1,234,567".
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

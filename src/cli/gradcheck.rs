@@ -1,0 +1,133 @@
+//! `nnc gradcheck FILE`: for every training run, the gradient of every trainable parameter as the
+//! JIT-compiled backward pass computes it, against central finite differences of the loss in f64
+//! (the reference interpreter), on a small batch of random inputs. Exits non-zero above `--tol`.
+
+use super::{source, CliError, CliResult};
+use crate::autodiff::gradcheck::{executor_grads, gradcheck};
+use crate::codegen::{Jit, JitOptions};
+use crate::exec::StepCtx;
+use crate::ir::{DType, Graph, Op, ValueId};
+use crate::runtime::init::init_param;
+use crate::runtime::rng::Rng;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct GradcheckArgs {
+    pub file: std::path::PathBuf,
+    /// Only this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Samples in the batch.
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// The largest relative error accepted.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tol: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(args: &GradcheckArgs) -> CliResult {
+    let loaded = source::load(&args.file)?;
+    let runs: Vec<_> = loaded
+        .program
+        .runs
+        .iter()
+        .filter(|r| args.run.as_ref().is_none_or(|n| *n == r.name))
+        .collect();
+    if runs.is_empty() {
+        return Err(CliError::user(match &args.run {
+            Some(n) => format!("no run named `{n}` in {}", args.file.display()),
+            None => format!("{} has no `train` block", args.file.display()),
+        }));
+    }
+    let batch = args.batch.max(1);
+    let mut worst = 0.0f64;
+    for spec in runs {
+        let worst_run = check_graph(&spec.name, &spec.graph, batch, args.seed, args.tol)?;
+        worst = worst.max(worst_run);
+    }
+    if worst > args.tol {
+        return Err(CliError::User(format!(
+            "error: gradient check failed: worst relative error {worst:.3e} is above the tolerance {:.1e}\n",
+            args.tol
+        )));
+    }
+    println!(
+        "gradient check passed: worst relative error {worst:.3e} (tolerance {:.1e})",
+        args.tol
+    );
+    Ok(())
+}
+
+fn check_graph(name: &str, g: &Graph, batch: usize, seed: u64, tol: f64) -> Result<f64, CliError> {
+    let grad = crate::autodiff::grad(g).map_err(CliError::internal)?;
+    let mut jit = Jit::compile(&grad, &JitOptions { threads: 1 }).map_err(CliError::internal)?;
+    let mut rng = Rng::new(seed);
+    let inputs: Vec<Vec<f64>> = g
+        .inputs()
+        .iter()
+        .map(|(v, _)| random_input(g, *v, batch, &mut rng))
+        .collect();
+    let params: Vec<Vec<f64>> = g
+        .params
+        .iter()
+        .map(|p| init_param(p, seed).into_iter().map(f64::from).collect())
+        .collect();
+    let ctx = StepCtx { seed, step: 0 };
+    let mut analytic = executor_grads(&mut jit, batch, &inputs, ctx);
+    let report =
+        gradcheck(g, &mut analytic, batch, &inputs, &params, ctx).map_err(CliError::internal)?;
+    let verdict = if report.max_rel_err() <= tol {
+        "ok"
+    } else {
+        "FAILED"
+    };
+    println!("run {name}: {verdict}, {report}");
+    Ok(report.max_rel_err())
+}
+
+/// Random values for one input: f32 in [-1, 1] (or [0, 1] for targets of a probability loss),
+/// i32 ids in the range their users accept (classes of a loss, rows of an embedding, one-hot width).
+fn random_input(g: &Graph, v: ValueId, batch: usize, rng: &mut Rng) -> Vec<f64> {
+    let ty = g.ty(v);
+    let n = ty.numel(batch);
+    if ty.dtype == DType::I32 {
+        let range = id_range(g, v).max(1) as u64;
+        return (0..n).map(|_| rng.below(range) as f64).collect();
+    }
+    let probability = g.users()[v.index()]
+        .iter()
+        .any(|u| matches!(g.node(*u).op, Op::Bce | Op::SoftCrossEntropy));
+    if probability {
+        let width = ty.last();
+        let mut out: Vec<f64> = (0..n).map(|_| rng.next_f64()).collect();
+        if g.users()[v.index()]
+            .iter()
+            .any(|u| matches!(g.node(*u).op, Op::SoftCrossEntropy))
+        {
+            for row in out.chunks_mut(width) {
+                let s: f64 = row.iter().sum();
+                row.iter_mut().for_each(|x| *x /= s);
+            }
+        }
+        return out;
+    }
+    (0..n).map(|_| rng.next_f64() * 2.0 - 1.0).collect()
+}
+
+fn id_range(g: &Graph, v: ValueId) -> usize {
+    let users = g.users();
+    users[v.index()]
+        .iter()
+        .filter_map(|u| {
+            let node = g.node(*u);
+            match node.op {
+                Op::OneHot { n } => Some(n),
+                Op::Embedding => Some(g.ty(node.inputs[1]).dims[0]),
+                Op::CrossEntropy => Some(g.ty(node.inputs[0]).last()),
+                _ => None,
+            }
+        })
+        .min()
+        .unwrap_or(1)
+}

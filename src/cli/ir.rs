@@ -1,0 +1,74 @@
+//! `nnc ir FILE --stage S`: the program after each stage of the pipeline.
+
+use super::{source, CliError, CliResult};
+use crate::ir::{print::graph_to_string, Graph};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// The syntax tree, as parsed.
+    Ast,
+    /// Each model's inference graph and each run's training graph (forward + loss).
+    Ir,
+    /// Training graphs with their backward pass (reverse-mode autodiff).
+    Grad,
+    /// The Cranelift IR of every kernel.
+    Clif,
+    /// The machine code of every kernel.
+    Asm,
+}
+
+pub fn run(path: &Path, stage: Stage, only: Option<&str>) -> CliResult {
+    if stage == Stage::Ast {
+        let (_, file) = source::parse(path)?;
+        print!("{}", crate::syntax::print_ast(&file));
+        return Ok(());
+    }
+    let loaded = source::load(path)?;
+    let p = &loaded.program;
+    let mut graphs: Vec<&Graph> = Vec::new();
+    if stage == Stage::Ir {
+        graphs.extend(
+            p.models
+                .iter()
+                .filter(|m| only.is_none_or(|o| o == m.name))
+                .map(|m| &m.graph),
+        );
+    }
+    graphs.extend(
+        p.runs
+            .iter()
+            .filter(|r| only.is_none_or(|o| o == r.name))
+            .map(|r| &r.graph),
+    );
+    if graphs.is_empty() {
+        if let Some(o) = only {
+            return Err(CliError::user(format!(
+                "no model or run named `{o}` in {}",
+                path.display()
+            )));
+        }
+    }
+    let mut first = true;
+    for g in graphs {
+        if !first {
+            println!();
+        }
+        first = false;
+        let text = match stage {
+            Stage::Ast | Stage::Ir => graph_to_string(g),
+            Stage::Grad => graph_to_string(&grad(g)?),
+            Stage::Clif => crate::codegen::clif_text(&grad(g)?).map_err(CliError::internal)?,
+            Stage::Asm => crate::codegen::asm_text(&grad(g)?).map_err(CliError::internal)?,
+        };
+        print!("{text}");
+    }
+    Ok(())
+}
+
+fn grad(g: &Graph) -> Result<Graph, CliError> {
+    if g.output("loss").is_none() {
+        return Ok(g.clone());
+    }
+    crate::autodiff::grad(g).map_err(CliError::internal)
+}

@@ -1,0 +1,63 @@
+//! Reading a `.nn` file and running the front end on it, with diagnostics rendered for the
+//! terminal (colour only when stderr is one).
+
+use super::CliError;
+use crate::diag::{Diag, Report};
+use crate::ir::Program;
+use crate::syntax::ast;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// A checked file and where it came from.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub text: String,
+    pub ast: ast::File,
+    pub program: Program,
+}
+
+impl Loaded {
+    /// The folder data paths are resolved against when `--data-dir` is not given.
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
+pub fn read(path: &Path) -> Result<String, CliError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::user(format!("cannot read {}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|e| {
+        CliError::user(format!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Parses only (for `--stage ast`).
+pub fn parse(path: &Path) -> Result<(String, ast::File), CliError> {
+    let text = read(path)?;
+    let file = crate::syntax::parse(&text).map_err(|d| render(path, &text, d))?;
+    Ok((text, file))
+}
+
+/// Reads, parses and checks.
+pub fn load(path: &Path) -> Result<Loaded, CliError> {
+    let (text, ast) = parse(path)?;
+    let program = crate::check::check(&ast).map_err(|d| render(path, &text, d))?;
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        text,
+        ast,
+        program,
+    })
+}
+
+pub fn render(path: &Path, text: &str, diags: Vec<Diag>) -> CliError {
+    let report = Report::new(&path.display().to_string(), text, diags);
+    CliError::User(report.render(std::io::stderr().is_terminal()))
+}

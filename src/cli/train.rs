@@ -1,0 +1,193 @@
+//! `nnc train FILE`: runs the file's `train` blocks in order (or the one named by `--run`), then
+//! prints a summary; for small inline data sets it also prints the model's output per sample.
+
+use super::{source, CliError, CliResult};
+use crate::exec::{Feed, StepCtx};
+use crate::ir::{Program, RunSpec, Source};
+use crate::runtime::train::{Backend, RunSummary, Session, TrainError, TrainOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    pub file: PathBuf,
+    /// Train only this run (its `init`/`teacher` runs must be loadable from checkpoints).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Where the data files named in the .nn file are looked for (default: the file's folder).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Replace every run's length by this many epochs.
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<u64>,
+    /// Replace every run's length by this many steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Write the trained parameters to this safetensors file.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Start from the parameters in this safetensors file.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write one JSON object per step and per evaluation to this file.
+    #[arg(long)]
+    pub log_json: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run on the f64 reference interpreter instead of the JIT (slow; for debugging).
+    #[arg(long)]
+    pub interp: bool,
+}
+
+pub fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+    .max(1)
+}
+
+pub fn backend(interp: bool, threads_opt: Option<usize>) -> Backend {
+    if interp {
+        Backend::interpreter()
+    } else {
+        Backend::jit(threads(threads_opt))
+    }
+}
+
+pub fn run(args: &TrainArgs) -> CliResult {
+    let loaded = source::load(&args.file)?;
+    let program = &loaded.program;
+    if program.runs.is_empty() {
+        return Err(CliError::user(format!(
+            "{} has no `train` block",
+            args.file.display()
+        )));
+    }
+    let options = TrainOptions {
+        data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
+        base_dir: loaded.dir(),
+        epochs: args.epochs,
+        steps: args.steps,
+        quiet: args.quiet,
+        log_json: args.log_json.clone(),
+        checkpoint: args.checkpoint.clone(),
+        init: args.init.clone(),
+        threads: args.threads,
+    };
+    let mut session =
+        Session::new(program, backend(args.interp, args.threads), options).map_err(train_error)?;
+    let summaries = match &args.run {
+        Some(name) => vec![session.run(name).map_err(train_error)?],
+        None => session.run_all().map_err(train_error)?,
+    };
+    print_summaries(&summaries);
+    for s in &summaries {
+        let spec = program.run(&s.run).expect("a run that just ran exists");
+        if let Some(params) = session.params(&s.run) {
+            print_inline_outputs(program, spec, params, args)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn train_error(e: TrainError) -> CliError {
+    match e {
+        TrainError::Exec { .. } => CliError::internal(e),
+        _ => CliError::user(e),
+    }
+}
+
+fn print_summaries(summaries: &[RunSummary]) {
+    println!();
+    println!(
+        "{:<16} {:>8} {:>11} {:>10} {:>10} {:>12} {:>9}",
+        "run", "steps", "train loss", "test loss", "accuracy", "samples/s", "time"
+    );
+    for s in summaries {
+        let opt = |v: Option<f64>, pct: bool| match v {
+            Some(v) if pct => format!("{:.2}%", 100.0 * v),
+            Some(v) => format!("{v:.4}"),
+            None => "–".into(),
+        };
+        println!(
+            "{:<16} {:>8} {:>11.4} {:>10} {:>10} {:>12.0} {:>8.2}s",
+            s.run,
+            s.steps,
+            s.final_loss,
+            opt(s.test_loss, false),
+            opt(s.test_accuracy, true),
+            s.samples_per_s,
+            s.wall_s
+        );
+        if let Some(c) = &s.checkpoint {
+            println!("{:<16} checkpoint written to {}", "", c.display());
+        }
+    }
+}
+
+/// For data written inline in the file (XOR), show what the trained model outputs per sample.
+fn print_inline_outputs(
+    program: &Program,
+    spec: &RunSpec,
+    params: &crate::runtime::train::Tensors,
+    args: &TrainArgs,
+) -> CliResult {
+    let Some(data) = program.data(&spec.data) else {
+        return Ok(());
+    };
+    let Source::Inline { x, y } = &data.train else {
+        return Ok(());
+    };
+    if x.len() > 32 {
+        return Ok(());
+    }
+    let model = program
+        .model(&spec.model)
+        .expect("checked runs name existing models");
+    let g = &model.graph;
+    let mut exec = (backend(args.interp, Some(1)).executor)(g).map_err(CliError::internal)?;
+    let mut param_data = Vec::new();
+    for p in &g.params {
+        let t = params
+            .get(&p.path)
+            .ok_or_else(|| CliError::internal(format!("no trained value for {}", p.path)))?;
+        param_data.push(t.data.as_slice());
+    }
+    let flat: Vec<f32> = x
+        .iter()
+        .flatten()
+        .map(|v| data.normalize.as_ref().map_or(*v, |n| n.eval(*v)) as f32)
+        .collect();
+    exec.run(
+        x.len(),
+        &[Feed::F32(&flat)],
+        &param_data,
+        StepCtx::default(),
+    )
+    .map_err(CliError::internal)?;
+    let out = exec
+        .output("output")
+        .ok_or_else(|| CliError::internal("the model graph has no output"))?;
+    let width = out.len() / x.len();
+    println!("\n{} after training ({}):", spec.model, spec.name);
+    for (i, (xi, yi)) in x.iter().zip(y).enumerate() {
+        let o: Vec<String> = out[i * width..(i + 1) * width]
+            .iter()
+            .map(|v| format!("{v:.4}"))
+            .collect();
+        let xi: Vec<String> = xi.iter().map(|v| format!("{v}")).collect();
+        let yi: Vec<String> = yi.iter().map(|v| format!("{v}")).collect();
+        println!(
+            "  input [{}] → output [{}]   target [{}]",
+            xi.join(", "),
+            o.join(", "),
+            yi.join(", ")
+        );
+    }
+    Ok(())
+}
