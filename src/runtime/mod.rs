@@ -2,6 +2,16 @@
 //! checkpoints, prediction and text sampling. Everything here works through the
 //! [`crate::exec::Executor`] and [`crate::exec::Updater`] traits, so the JIT and the reference
 //! interpreter are interchangeable.
+//!
+//! - [`train::Session`] runs a program's `train` blocks in order with a [`train::Backend`]
+//!   ([`train::Backend::jit`] or [`train::Backend::interpreter`]) and [`train::TrainOptions`];
+//!   each run gives a [`train::RunSummary`], and [`train::Session::params`] its final parameters.
+//! - [`data::load`] reads a `data` block into a [`data::Dataset`]; [`data::vocabulary`] gives a
+//!   text source's characters.
+//! - [`checkpoint::save`] / [`checkpoint::Checkpoint::load`] / [`checkpoint::load_params`]:
+//!   safetensors files named by parameter path.
+//! - [`predict::read_inputs`] + [`predict::predict`] for `nnc predict`; [`sample::sample`] for
+//!   `nnc sample`; [`train::evaluate`] for `nnc eval`.
 
 pub mod backend;
 pub mod batch;

@@ -16,6 +16,8 @@ pub struct Progress {
     log: Option<(PathBuf, BufWriter<File>)>,
     run: String,
     acc: Option<f64>,
+    /// Exponential moving average of the step losses (the bar shows it: step losses are noisy).
+    smooth: Option<f64>,
 }
 
 /// One training step as reported.
@@ -65,11 +67,14 @@ impl Progress {
             log,
             run: run.into(),
             acc: None,
+            smooth: None,
         }
     }
 
     /// Records a step: the bar is refreshed at most every 100 ms, the log line always written.
     pub fn step(&mut self, s: &StepInfo) -> std::io::Result<()> {
+        let smooth = self.smooth.map_or(s.loss, |m| 0.95 * m + 0.05 * s.loss);
+        self.smooth = Some(smooth);
         if !self.bar.is_hidden()
             && (self.last_draw.elapsed() >= Duration::from_millis(100) || s.step == 1)
         {
@@ -80,8 +85,8 @@ impl Progress {
                 .map(|a| format!(" acc {:.2}%", a * 100.0))
                 .unwrap_or_default();
             self.bar.set_message(format!(
-                "loss {:.4}{acc} {:.0} samples/s",
-                s.loss, s.samples_per_s
+                "loss {smooth:.4}{acc} {:.0} samples/s",
+                s.samples_per_s
             ));
         }
         if let Some((_, w)) = &mut self.log {
