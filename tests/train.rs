@@ -228,13 +228,8 @@ impl Harness {
         self.train_only(p, opts, None)
     }
 
-    /// Runs every run of `p`, or only the one named `only`.
-    fn train_only(
-        &self,
-        p: &Program,
-        opts: TrainOptions,
-        only: Option<&str>,
-    ) -> Result<Trained, TrainError> {
+    /// The linear executor, the recording SGD and the stand-in autodiff.
+    fn backend(&self) -> Backend {
         let nan_at = self.nan_at;
         let exec = move |g: &Graph| -> Result<Box<dyn Executor>, String> {
             Ok(Box::new(LinearExec {
@@ -250,11 +245,21 @@ impl Harness {
         let upd = move |_: &OptimizerSpec| -> Result<Box<dyn Updater>, String> {
             Ok(Box::new(Sgd(lrs.clone())))
         };
-        let backend = Backend {
+        Backend {
             grad: Box::new(mark_grads),
             executor: Box::new(exec),
             updater: Box::new(upd),
-        };
+        }
+    }
+
+    /// Runs every run of `p`, or only the one named `only`.
+    fn train_only(
+        &self,
+        p: &Program,
+        opts: TrainOptions,
+        only: Option<&str>,
+    ) -> Result<Trained, TrainError> {
+        let backend = self.backend();
         let mut s = Session::new(p, backend, opts)?;
         let sums = match only {
             Some(name) => vec![s.run(name)?],
@@ -292,6 +297,27 @@ fn linear_regression_converges_and_evaluates_the_held_out_split() {
         (w[0] - 2.0).abs() < 1e-3 && (w[1] + 3.0).abs() < 1e-3 && (b[0] - 0.5).abs() < 1e-3,
         "{w:?} {b:?}"
     );
+    // `evaluate_run` (as `nnc eval` uses it) agrees with the evaluation at the end of training.
+    let h = Harness::new();
+    let tensors = params
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                nnc::runtime::checkpoint::Tensor {
+                    dims: if k.ends_with("weight") {
+                        vec![2, 1]
+                    } else {
+                        vec![1]
+                    },
+                    data: v.clone(),
+                },
+            )
+        })
+        .collect();
+    let e = nnc::runtime::train::evaluate_run(&p, &p.runs[0], &h.backend(), &quiet(), &tensors)
+        .unwrap();
+    assert_eq!((e.samples, e.loss), (4, s.test_loss.unwrap()));
 }
 
 #[test]

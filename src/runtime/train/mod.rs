@@ -11,6 +11,7 @@ mod run;
 pub use eval::{evaluate, EvalResult};
 pub use params::{lr_scale, Tensors};
 pub use progress::{EvalInfo, StepInfo};
+pub use run::evaluate_run;
 
 use super::checkpoint::CheckpointError;
 use super::data::DataError;

@@ -428,3 +428,58 @@ pub(super) fn train(
         .collect();
     Ok((summary, params, log))
 }
+
+/// `nnc eval`: the loss (and accuracy, for a classifier) of `params` on the test split of
+/// `spec`'s data (the train split when there is none), with the run's evaluation graph.
+pub fn evaluate_run(
+    program: &Program,
+    spec: &RunSpec,
+    backend: &Backend,
+    opts: &TrainOptions,
+    params: &Tensors,
+) -> Result<EvalResult, TrainError> {
+    let run = spec.name.as_str();
+    let setup = |msg: String| TrainError::Setup {
+        run: run.into(),
+        msg,
+    };
+    let dspec = program
+        .data(&spec.data)
+        .ok_or_else(|| setup(format!("no data block named `{}`", spec.data)))?;
+    let ds = data::load(dspec, &opts.data_dir, &expect(&spec.eval_graph)).map_err(|source| {
+        TrainError::Data {
+            run: run.into(),
+            source,
+        }
+    })?;
+    check_labels(spec, &ds).map_err(setup)?;
+    let split = ds.test.as_ref().unwrap_or(&ds.train);
+    let g = &spec.eval_graph;
+    let views: Vec<&[f32]> = g
+        .params
+        .iter()
+        .map(|p| match params.get(&p.path) {
+            Some(t) if t.dims == p.dims => Ok(t.data.as_slice()),
+            Some(t) => Err(setup(format!(
+                "`{}` has shape {:?}, expected {:?}",
+                p.path, t.dims, p.dims
+            ))),
+            None => Err(setup(format!("no value for parameter `{}`", p.path))),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut exec =
+        (backend.executor)(g).map_err(|e| setup(format!("compiling the evaluation graph: {e}")))?;
+    evaluate(
+        exec.as_mut(),
+        &views,
+        split,
+        spec.batch.max(256),
+        spec.classification,
+        spec.seed,
+    )
+    .map_err(|source| TrainError::Exec {
+        run: run.into(),
+        step: 0,
+        source,
+    })
+}
