@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 /// A checked file and where it came from.
 pub struct Loaded {
     pub path: PathBuf,
-    pub text: String,
-    pub ast: ast::File,
     pub program: Program,
 }
 
