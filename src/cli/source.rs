@@ -49,8 +49,6 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
     let program = crate::check::check(&ast).map_err(|d| render(path, &text, d))?;
     Ok(Loaded {
         path: path.to_path_buf(),
-        text,
-        ast,
         program,
     })
 }
