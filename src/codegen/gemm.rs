@@ -14,6 +14,7 @@
 //! the plain store in [`emit_macro_kernel`].
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
@@ -95,6 +96,8 @@ const NC: usize = 2048;
 /// Cranelift opt level of the GEMM module: the kernel is emitted in the order it should run;
 /// the e-graph pass would re-elaborate loads and `fma`s chain by chain and spill.
 pub const GEMM_OPT: &str = "none";
+/// Below this many flops [`Gemm::gemm_threads`] stays on one thread.
+pub const PAR_MIN_FLOPS: usize = 4_000_000;
 /// k steps per iteration of the unrolled micro-kernel loop.
 const UNROLL: usize = 8;
 
@@ -523,26 +526,66 @@ impl Gemm {
         c: &mut [f32],
         accumulate: bool,
     ) -> Result<(), String> {
-        let need = |what: &str, have: usize, r: usize, cc: usize| -> Result<(), String> {
-            match r.checked_mul(cc) {
-                Some(len) if have >= len => Ok(()),
-                _ => Err(format!(
-                    "gemm: {what} has {have} elements, needs {r}×{cc} (m={m}, n={n}, k={k})"
-                )),
-            }
-        };
-        need("A", a.len(), m, k)?;
-        need("B", b.len(), k, n)?;
-        need("C", c.len(), m, n)?;
-        if m == 0 || n == 0 {
+        let p = Problem::checked(ta, tb, m, n, k, a, b, c, accumulate)?;
+        if p.trivial(c) {
             return Ok(());
         }
-        if k == 0 {
-            if !accumulate {
-                c[..m * n].fill(0.0);
-            }
+        self.rows(&p, a, b, 0..m, &mut c[..m * n]);
+        Ok(())
+    }
+
+    /// [`Gemm::gemm`] split over up to `threads` scoped threads by blocks of rows of C (each
+    /// thread packs its own panels). Problems under [`PAR_MIN_FLOPS`] run on the calling thread,
+    /// where spawning would cost more than it saves.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_threads(
+        &self,
+        threads: usize,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        accumulate: bool,
+    ) -> Result<(), String> {
+        let p = Problem::checked(ta, tb, m, n, k, a, b, c, accumulate)?;
+        if p.trivial(c) {
             return Ok(());
         }
+        let mr = self.tile.mr;
+        let chunk = m.div_ceil(threads.max(1)).div_ceil(mr) * mr;
+        if 2 * m * n * k < PAR_MIN_FLOPS || chunk >= m {
+            self.rows(&p, a, b, 0..m, &mut c[..m * n]);
+            return Ok(());
+        }
+        std::thread::scope(|scope| {
+            let mut parts = c[..m * n].chunks_mut(chunk * n).enumerate();
+            let first = parts.next();
+            for (t, c_part) in parts {
+                let p = &p;
+                scope.spawn(move || self.rows(p, a, b, t * chunk..m.min((t + 1) * chunk), c_part));
+            }
+            if let Some((_, c_part)) = first {
+                self.rows(&p, a, b, 0..chunk, c_part);
+            }
+        });
+        Ok(())
+    }
+
+    /// Computes rows `rows` of C into `c_rows` (which starts at row `rows.start`), for a
+    /// checked, non-trivial problem.
+    fn rows(&self, p: &Problem, a: &[f32], b: &[f32], rows: Range<usize>, c_rows: &mut [f32]) {
+        let Problem {
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            accumulate,
+        } = *p;
         let (mr, nr) = (self.tile.mr, self.tile.nr);
         let mc_max = MC.div_ceil(mr) * mr;
         // Equal depth blocks (784 = 4×196, not 3×256 + 16): a short last block would pay the
@@ -551,7 +594,7 @@ impl Gemm {
         PACK.with(|cell| {
             let mut bufs = cell.borrow_mut();
             let (pa, pb) = &mut *bufs;
-            let a_len = mc_max.min(m.div_ceil(mr) * mr) * kc_step;
+            let a_len = mc_max.min(rows.len().div_ceil(mr) * mr) * kc_step;
             let b_len = NC.min(n.div_ceil(nr) * nr) * kc_step;
             if pa.len() < a_len {
                 pa.resize(a_len, 0.0);
@@ -564,13 +607,13 @@ impl Gemm {
                 for pc in (0..k).step_by(kc_step) {
                     let kc = kc_step.min(k - pc);
                     pack(b, tb, if tb { k } else { n }, jc, nc, pc, kc, nr, pb);
-                    for ic in (0..m).step_by(mc_max) {
-                        let mc = mc_max.min(m - ic);
+                    for ic in rows.clone().step_by(mc_max) {
+                        let mc = mc_max.min(rows.end - ic);
                         pack(a, !ta, if ta { m } else { k }, ic, mc, pc, kc, mr, pa);
                         let args = KernelArgs {
                             a: pa.as_ptr(),
                             b: pb.as_ptr(),
-                            c: c[ic * n + jc..].as_mut_ptr(),
+                            c: c_rows[(ic - rows.start) * n + jc..].as_mut_ptr(),
                             ldc: n,
                             mc,
                             nc,
@@ -582,14 +625,73 @@ impl Gemm {
                             b_sliver: kc * nr,
                         };
                         // SAFETY: the packed panels hold ceil(mc/mr)·kc·mr and
-                        // ceil(nc/nr)·kc·nr floats; C rows ic..ic+mc, columns jc..jc+nc lie
-                        // inside `c` (lengths checked above); kc ≥ 1.
+                        // ceil(nc/nr)·kc·nr floats; C rows ic..ic+mc (of `rows`), columns
+                        // jc..jc+nc lie inside `c_rows` (lengths checked); kc ≥ 1.
                         unsafe { (self.kernel)(&args) };
                     }
                 }
             }
         });
-        Ok(())
+    }
+}
+
+/// The shape and flags of one GEMM call, with the slice lengths checked.
+#[derive(Clone, Copy)]
+struct Problem {
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+}
+
+impl Problem {
+    #[allow(clippy::too_many_arguments)]
+    fn checked(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+        accumulate: bool,
+    ) -> Result<Problem, String> {
+        let need = |what: &str, have: usize, r: usize, cc: usize| -> Result<(), String> {
+            match r.checked_mul(cc) {
+                Some(len) if have >= len => Ok(()),
+                _ => Err(format!(
+                    "gemm: {what} has {have} elements, needs {r}×{cc} (m={m}, n={n}, k={k})"
+                )),
+            }
+        };
+        need("A", a.len(), m, k)?;
+        need("B", b.len(), k, n)?;
+        need("C", c.len(), m, n)?;
+        Ok(Problem {
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            accumulate,
+        })
+    }
+
+    /// Handles the empty cases (`m`, `n` or `k` zero) on `c`; true when nothing is left to do.
+    fn trivial(&self, c: &mut [f32]) -> bool {
+        if self.m == 0 || self.n == 0 {
+            return true;
+        }
+        if self.k == 0 {
+            if !self.accumulate {
+                c[..self.m * self.n].fill(0.0);
+            }
+            return true;
+        }
+        false
     }
 }
 
