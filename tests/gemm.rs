@@ -105,6 +105,11 @@ fn fixed_shapes() {
         (true, true, 33, 517, 300),
         (false, false, 200, 2100, 9),
         (false, false, 7, 9, 600),
+        // One- to three-row C take the narrow kernel.
+        (false, false, 1, 128, 128),
+        (true, false, 2, 37, 300),
+        (false, true, 3, 17, 5),
+        (true, true, 1, 1000, 3),
     ] {
         for acc in [false, true] {
             check(&g, &mut rng, ta, tb, m, n, k, acc);

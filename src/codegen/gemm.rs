@@ -87,6 +87,8 @@ pub struct Tile {
 /// 2-core dev VM (Xeon, AVX-512 but 128-bit Cranelift vectors): 8×4 ≈ 26–31 GFLOP/s, 4×8 ≈
 /// 23–28, 10×4 / 12×4 / 14×4 slower on the model shapes (edge tiles at m = 64).
 pub const TILE: Tile = Tile { mr: 8, nr: 4 };
+/// The tile of the one-row kernel: 4 accumulators, 4 loads of B and 4 broadcasts per step.
+pub const NARROW: Tile = Tile { mr: 1, nr: 16 };
 /// Depth of a cache block: a `KC×NR` sliver of B (4 KiB) and of A (8 KiB) stay in L1.
 const KC: usize = 256;
 /// Rows of a cache block: the packed `MC×KC` block of A (96 KiB) stays in L2.
@@ -467,10 +469,14 @@ pub fn define_macro_kernel(
 /// A compiled GEMM. Cheap to share: `&Gemm` may be used from many threads at once (packing
 /// buffers are per thread).
 pub struct Gemm {
-    /// Owns the machine code `kernel` points into; never touched after construction.
+    /// Owns the machine code the kernels point into; never touched after construction.
     _module: JITModule,
+    /// The main kernel and its tile.
     kernel: MacroKernelFn,
     tile: Tile,
+    /// A one-row kernel ([`NARROW`]) for C with fewer than `tile.mr / 2` rows (GEMV-like
+    /// calls such as sampling one sequence), where the main tile would compute mostly padding.
+    narrow: MacroKernelFn,
 }
 
 // SAFETY: after `finalize_definitions` the module is immutable (it is only kept alive so the
@@ -496,17 +502,27 @@ impl Gemm {
             return Err(format!("invalid GEMM tile {tile:?}"));
         }
         let mut module = new_jit_module_with_opt(GEMM_OPT)?;
-        let id = define_macro_kernel(&mut module, "nnc_gemm_macro", tile)?;
+        let main = define_macro_kernel(&mut module, "nnc_gemm_macro", tile)?;
+        let narrow = define_macro_kernel(&mut module, "nnc_gemm_narrow", NARROW)?;
         module
             .finalize_definitions()
             .map_err(|e| format!("finalize GEMM: {e}"))?;
-        let code = module.get_finalized_function(id);
-        // SAFETY: the function was defined with exactly the `MacroKernelFn` signature.
-        let kernel = unsafe { std::mem::transmute::<*const u8, MacroKernelFn>(code) };
+        // SAFETY: both functions were defined with exactly the `MacroKernelFn` signature.
+        let (kernel, narrow) = unsafe {
+            (
+                std::mem::transmute::<*const u8, MacroKernelFn>(
+                    module.get_finalized_function(main),
+                ),
+                std::mem::transmute::<*const u8, MacroKernelFn>(
+                    module.get_finalized_function(narrow),
+                ),
+            )
+        };
         Ok(Gemm {
             _module: module,
             kernel,
             tile,
+            narrow,
         })
     }
 
@@ -586,7 +602,11 @@ impl Gemm {
             k,
             accumulate,
         } = *p;
-        let (mr, nr) = (self.tile.mr, self.tile.nr);
+        let (kernel, Tile { mr, nr }) = if 2 * rows.len() < self.tile.mr {
+            (self.narrow, NARROW)
+        } else {
+            (self.kernel, self.tile)
+        };
         let mc_max = MC.div_ceil(mr) * mr;
         // Equal depth blocks (784 = 4×196, not 3×256 + 16): a short last block would pay the
         // C tile load/store for little work.
@@ -627,7 +647,7 @@ impl Gemm {
                         // SAFETY: the packed panels hold ceil(mc/mr)·kc·mr and
                         // ceil(nc/nr)·kc·nr floats; C rows ic..ic+mc (of `rows`), columns
                         // jc..jc+nc lie inside `c_rows` (lengths checked); kc ≥ 1.
-                        unsafe { (self.kernel)(&args) };
+                        unsafe { kernel(&args) };
                     }
                 }
             }
@@ -699,7 +719,7 @@ impl Problem {
 /// `p`) is `src[r·ld + p]` when `line_major`, else `src[p·ld + r]`, into `w`-line slivers:
 /// `dst[s·kc·w + p·w + i] = elem(r0 + s·w + i, p0 + p)`, zero past `count` lines. Lines are
 /// the rows of op(A) (line-major unless `ta`) or the columns of op(B) (line-major when `tb`).
-/// Full slivers of width 4 or 8 take [`pack_full`], whose sizes are compile-time constants.
+/// Full slivers of width 4, 8 or 16 take [`pack_full`], whose sizes are compile-time constants.
 #[allow(clippy::too_many_arguments)]
 fn pack(
     src: &[f32],
@@ -722,6 +742,8 @@ fn pack(
             pack_full::<4>(src, line_major, ld, first, p0, kc, sliver);
         } else if lines == w && w == 8 {
             pack_full::<8>(src, line_major, ld, first, p0, kc, sliver);
+        } else if lines == w && w == 16 {
+            pack_full::<16>(src, line_major, ld, first, p0, kc, sliver);
         } else if line_major {
             for i in 0..lines {
                 let run = &src[(first + i) * ld + p0..][..kc];
