@@ -9,9 +9,14 @@ use cranelift_jit::{JITBuilder, JITModule};
 
 /// Builds the host target ISA (native feature flags, `opt_level=speed`, non-PIC).
 pub fn host_isa() -> Result<OwnedTargetIsa, String> {
+    host_isa_with_opt("speed")
+}
+
+/// The host ISA with a given Cranelift `opt_level` (`none`, `speed`, `speed_and_size`).
+pub fn host_isa_with_opt(opt_level: &str) -> Result<OwnedTargetIsa, String> {
     let mut flags = settings::builder();
     for (name, value) in [
-        ("opt_level", "speed"),
+        ("opt_level", opt_level),
         ("use_colocated_libcalls", "false"),
         ("is_pic", "false"),
         (
@@ -36,7 +41,14 @@ pub fn host_isa() -> Result<OwnedTargetIsa, String> {
 
 /// A fresh JIT module for the host CPU; see the module documentation.
 pub fn new_jit_module() -> Result<JITModule, String> {
-    let isa = host_isa()?;
+    new_jit_module_with_opt("speed")
+}
+
+/// A JIT module for the host CPU with a given `opt_level`. Hand-scheduled kernels (the GEMM
+/// micro-kernel) use `none`: the e-graph pass would re-elaborate their pure loads and `fma`s
+/// chain by chain, which keeps every loaded value live and spills.
+pub fn new_jit_module_with_opt(opt_level: &str) -> Result<JITModule, String> {
+    let isa = host_isa_with_opt(opt_level)?;
     let builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     Ok(JITModule::new(builder))
 }
