@@ -576,6 +576,18 @@ fn unused_parameter_gets_a_zero_gradient() {
 }
 
 #[test]
+fn a_loss_independent_of_every_parameter() {
+    let mut g = Graph::new("t", true);
+    let x = g.input("x", f(true, &[3]));
+    param(&mut g, "w", &[3]);
+    mse_loss(&mut g, x);
+    let gg = grad(&g).unwrap();
+    // No seed, no backward pass: only the zero gradient.
+    assert!(!gg.nodes.iter().any(|n| n.op == Op::Const(1.0)));
+    check(&g, 2);
+}
+
+#[test]
 fn forward_nodes_and_outputs_are_kept() {
     let (mut g, logits) = classifier(3);
     g.set_output("output", logits);

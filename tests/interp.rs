@@ -673,3 +673,29 @@ fn interpreter_executor_runs_and_reports_sizes() {
         .unwrap_err();
     assert!(matches!(err, ExecError::ParamSize { .. }));
 }
+
+#[test]
+fn eval_rejects_bad_feeds() {
+    let mut g = Graph::new("t", false);
+    let x = g.input("x", f(true, &[2]));
+    let y = g.push(Op::Unary(UnaryOp::Relu), vec![x], "").unwrap();
+    g.set_output("output", y);
+    let ctx = StepCtx::default();
+    assert!(eval(&g, 0, &[vec![]], &[], ctx)
+        .unwrap_err()
+        .contains("batch size"));
+    assert!(eval(&g, 1, &[], &[], ctx)
+        .unwrap_err()
+        .contains("1 inputs, 0 were given"));
+    assert!(eval(&g, 2, &[vec![1.0; 3]], &[], ctx)
+        .unwrap_err()
+        .contains("3 elements, expected 4"));
+    assert!(eval(&g, 1, &[vec![1.0; 2]], &[vec![]], ctx)
+        .unwrap_err()
+        .contains("parameters"));
+    // A graph that does not verify is refused, not run.
+    g.nodes[y.index()].ty = f(true, &[3]);
+    assert!(eval(&g, 1, &[vec![1.0; 2]], &[], ctx)
+        .unwrap_err()
+        .contains("invalid graph"));
+}

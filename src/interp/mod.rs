@@ -31,6 +31,9 @@ pub fn eval(
     ctx: StepCtx,
 ) -> Result<Vec<Vec<f64>>, String> {
     verify(g).map_err(|errs| format!("invalid graph: {}", errs.join("; ")))?;
+    if batch == 0 {
+        return Err("the batch size must be at least 1".into());
+    }
     let input_nodes = g.inputs();
     if inputs.len() != input_nodes.len() {
         return Err(format!(

@@ -1,0 +1,197 @@
+//! Constant values written in the file: dimension arithmetic (`64*7*7`), numbers, strings,
+//! booleans, lists. Every failure is a [`Diag`] pointing at the offending expression.
+
+use crate::diag::Diag;
+use crate::syntax::ast::{BinOp, Expr, ExprKind};
+
+/// The largest tensor, in elements, that nnc accepts (per sample or per parameter).
+pub const MAX_ELEMENTS: u64 = 1 << 31;
+
+/// Short description of an expression's kind, for "expected X, found Y" messages.
+pub fn describe(e: &Expr) -> &'static str {
+    match &e.kind {
+        ExprKind::Number { .. } => "a number",
+        ExprKind::Str(_) => "a string",
+        ExprKind::Path(_) => "a name",
+        ExprKind::List(_) => "a list",
+        ExprKind::Map(_) => "a map",
+        ExprKind::Call { .. } => "a call",
+        ExprKind::Pipe { .. } => "a pipeline",
+        ExprKind::Binary { .. } | ExprKind::Neg(_) => "an expression",
+        ExprKind::Every { .. } => "an `every` clause",
+    }
+}
+
+/// Evaluates constant arithmetic (`1e-4`, `64*7*7`, `-1`, `(0.5)`).
+pub fn number(e: &Expr) -> Result<f64, Diag> {
+    match &e.kind {
+        ExprKind::Number { value, .. } => Ok(*value),
+        ExprKind::Neg(a) => Ok(-number(a)?),
+        ExprKind::Binary { op, lhs, rhs } => {
+            let (a, b) = (number(lhs)?, number(rhs)?);
+            Ok(match op {
+                BinOp::Add => a + b,
+                BinOp::Sub => a - b,
+                BinOp::Mul => a * b,
+                BinOp::Div => {
+                    if b == 0.0 {
+                        return Err(Diag::new(
+                            "nnc::arg",
+                            "division by zero",
+                            rhs.span,
+                            "this is 0",
+                        ));
+                    }
+                    a / b
+                }
+            })
+        }
+        ExprKind::Path(p) => Err(Diag::new(
+            "nnc::arg",
+            format!(
+                "expected a constant number, found the name `{}`",
+                join_path(p)
+            ),
+            e.span,
+            "not a constant",
+        )
+        .help("sizes and settings are constant arithmetic such as `64*7*7` or `1e-3`")),
+        _ => Err(Diag::new(
+            "nnc::arg",
+            format!("expected a number, found {}", describe(e)),
+            e.span,
+            "expected a number",
+        )
+        .help("write a number such as `128` or `0.1`, or constant arithmetic such as `64*7*7`")),
+    }
+}
+
+/// A whole number (`3`, `64*7*7`); `what` names it in the message ("the kernel size").
+pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
+    let v = number(e)?;
+    if v.fract() != 0.0 || !v.is_finite() {
+        return Err(Diag::new(
+            "nnc::arg",
+            format!("{what} must be a whole number, found {v}"),
+            e.span,
+            "not an integer",
+        )
+        .help(format!(
+            "write a whole number, e.g. `{}` or `{}`",
+            v.floor().max(1.0),
+            v.ceil().max(1.0)
+        )));
+    }
+    if v.abs() > 9.0e15 {
+        return Err(Diag::new(
+            "nnc::arg",
+            format!("{what} is far too large: {v}"),
+            e.span,
+            "too large",
+        )
+        .help("nnc supports tensors of up to 2^31 elements"));
+    }
+    Ok(v as i64)
+}
+
+/// A size ≥ 1 (a dimension, a channel count, a batch), at most [`MAX_ELEMENTS`].
+pub fn size(e: &Expr, what: &str) -> Result<usize, Diag> {
+    let v = integer(e, what)?;
+    if v < 1 {
+        return Err(Diag::new(
+            "nnc::arg",
+            format!("{what} must be at least 1, found {v}"),
+            e.span,
+            "must be ≥ 1",
+        )
+        .help("use a whole number of 1 or more"));
+    }
+    if v as u64 > MAX_ELEMENTS {
+        return Err(Diag::new(
+            "nnc::arg",
+            format!("{what} is absurdly large: {v}"),
+            e.span,
+            "larger than 2^31",
+        )
+        .help("nnc supports tensors of up to 2^31 elements"));
+    }
+    Ok(v as usize)
+}
+
+/// A size that may be 0 (padding).
+pub fn count(e: &Expr, what: &str) -> Result<usize, Diag> {
+    let v = integer(e, what)?;
+    if v < 0 {
+        return Err(Diag::new(
+            "nnc::arg",
+            format!("{what} cannot be negative, found {v}"),
+            e.span,
+            "must be ≥ 0",
+        )
+        .help("use 0 for none"));
+    }
+    if v as u64 > MAX_ELEMENTS {
+        return Err(Diag::new(
+            "nnc::arg",
+            format!("{what} is absurdly large: {v}"),
+            e.span,
+            "larger than 2^31",
+        )
+        .help("nnc supports tensors of up to 2^31 elements"));
+    }
+    Ok(v as usize)
+}
+
+pub fn string(e: &Expr, what: &str) -> Result<String, Diag> {
+    match &e.kind {
+        ExprKind::Str(s) => Ok(s.clone()),
+        _ => Err(Diag::new(
+            "nnc::arg",
+            format!("{what} must be a string, found {}", describe(e)),
+            e.span,
+            "expected a string",
+        )
+        .help("write it in double quotes, e.g. \"file.safetensors\"")),
+    }
+}
+
+pub fn boolean(e: &Expr, what: &str) -> Result<bool, Diag> {
+    match e.as_name().map(|i| i.name.as_str()) {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        _ => Err(Diag::new(
+            "nnc::arg",
+            format!("{what} must be `true` or `false`, found {}", describe(e)),
+            e.span,
+            "expected true or false",
+        )),
+    }
+}
+
+/// A number in a range, with the range in the message: `in_range(e, "momentum", 0.0..1.0)`.
+pub fn fraction(e: &Expr, what: &str, lo: f64, hi: f64, hi_inclusive: bool) -> Result<f64, Diag> {
+    let v = number(e)?;
+    let ok = v >= lo && if hi_inclusive { v <= hi } else { v < hi };
+    if !ok {
+        let close = if hi_inclusive { "]" } else { ")" };
+        return Err(Diag::new(
+            "nnc::arg",
+            format!("{what} must be in [{lo}, {hi}{close}, found {v}"),
+            e.span,
+            "out of range",
+        )
+        .help(if hi_inclusive {
+            format!("pick a value from {lo} to {hi}")
+        } else {
+            format!("pick a value from {lo} up to, but not including, {hi}")
+        }));
+    }
+    Ok(v)
+}
+
+pub fn join_path(p: &[crate::syntax::ast::Ident]) -> String {
+    p.iter()
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(".")
+}

@@ -1,0 +1,659 @@
+//! Every layer and activation: argument checks, shape checks with messages that give the numbers,
+//! parameters (PyTorch's default initialization) and the IR nodes.
+
+use super::args::{bind, Bound, Sig};
+use super::consts::{self, MAX_ELEMENTS};
+use super::lower::{Lower, V};
+use super::names::{plural, product, show};
+use crate::diag::Diag;
+use crate::ir::{DType, Init, Op, Param, Type, UnaryOp, ValueId, Window};
+use crate::syntax::ast::{Arg, Expr, Ident, Span};
+
+/// Layer names usable as stages.
+pub const LAYERS: &[&str] = &[
+    "dense",
+    "conv2d",
+    "maxpool",
+    "avgpool",
+    "flatten",
+    "embedding",
+    "one_hot",
+    "rnn",
+    "dropout",
+];
+/// Parameter-free elementwise (or last-axis) functions.
+pub const ACTIVATIONS: &[&str] = &["relu", "sigmoid", "tanh", "softmax", "log_softmax"];
+
+fn sig(kind: &str) -> Sig {
+    match kind {
+        "dense" => Sig {
+            forms: &[&["out"], &["in", "out"]],
+            named: &[],
+            required: &["out"],
+            usage: "`dense(out)` or `dense(in, out)`",
+        },
+        "conv2d" => Sig {
+            forms: &[&["out"], &["in", "out"]],
+            named: &["kernel", "stride", "padding"],
+            required: &["out", "kernel"],
+            usage:
+                "`conv2d(out, kernel: k, stride: 1, padding: 0)` or `conv2d(in, out, kernel: k)`",
+        },
+        "maxpool" | "avgpool" => Sig {
+            forms: &[&["kernel"]],
+            named: &["stride"],
+            required: &["kernel"],
+            usage: "`maxpool(k, stride: k)`",
+        },
+        "embedding" => Sig {
+            forms: &[&["vocab", "dim"]],
+            named: &[],
+            required: &["vocab", "dim"],
+            usage: "`embedding(vocab, dim)`",
+        },
+        "one_hot" => Sig {
+            forms: &[&["n"]],
+            named: &[],
+            required: &["n"],
+            usage: "`one_hot(n)`",
+        },
+        "rnn" => Sig {
+            forms: &[&["hidden"]],
+            named: &["activation"],
+            required: &["hidden"],
+            usage: "`rnn(hidden, activation: tanh)`",
+        },
+        "dropout" => Sig {
+            forms: &[&["p"]],
+            named: &[],
+            required: &["p"],
+            usage: "`dropout(p)`",
+        },
+        _ => Sig {
+            forms: &[&[]],
+            named: &[],
+            required: &[],
+            usage: "`flatten`",
+        },
+    }
+}
+
+/// The instance-name stem of a layer kind (`conv2d` layers are `conv1`, `conv2`, …).
+fn stem(kind: &'static str) -> &'static str {
+    if kind == "conv2d" {
+        "conv"
+    } else {
+        kind
+    }
+}
+
+/// Collects argument errors while reading a bound call.
+struct Reader<'b, 'l, 'a, 'g> {
+    bound: &'b Bound<'b>,
+    l: &'l mut Lower<'a, 'g>,
+    ok: bool,
+}
+
+impl Reader<'_, '_, '_, '_> {
+    fn get<T>(&mut self, name: &str, f: impl FnOnce(&Expr) -> Result<T, Diag>) -> Option<T> {
+        let e = self.bound.get(name)?;
+        match f(e) {
+            Ok(v) => Some(v),
+            Err(d) => {
+                self.l.diags.push(d);
+                self.ok = false;
+                None
+            }
+        }
+    }
+    fn size(&mut self, name: &str, what: &str) -> Option<usize> {
+        self.get(name, |e| consts::size(e, what))
+    }
+    fn span(&self, name: &str) -> Span {
+        self.bound
+            .get(name)
+            .map(|e| e.span)
+            .unwrap_or(self.bound.span)
+    }
+}
+
+/// Applies layer `kind` (called as `callee(args)`, spanning `span`) to `v`.
+#[allow(clippy::too_many_arguments)]
+pub fn layer(
+    l: &mut Lower,
+    kind: &'static str,
+    callee: &Ident,
+    args: &[Arg],
+    span: Span,
+    v: V,
+    input_span: Span,
+    alias: Option<&Ident>,
+) -> V {
+    let inst = l.instance(stem(kind), alias, span);
+    let bound = match bind(callee, args, span, &sig(kind)) {
+        Ok(b) => b,
+        Err(ds) => {
+            l.diags.extend(ds);
+            return V::Bad;
+        }
+    };
+    let mut r = Reader {
+        bound: &bound,
+        l,
+        ok: true,
+    };
+    let cx = Site {
+        span,
+        input_span,
+        inst,
+    };
+    let out = match kind {
+        "dense" => {
+            let out = r.size("out", "the output size");
+            let inn = r.size("in", "the input size");
+            let (Some(out), V::T(x), true) = (out, v, r.ok) else {
+                return V::Bad;
+            };
+            let in_span = r.span("in");
+            dense(r.l, &cx, x, inn.map(|i| (i, in_span)), out)
+        }
+        "conv2d" => {
+            let out = r.size("out", "the number of output channels");
+            let inn = r.size("in", "the number of input channels");
+            let k = r.size("kernel", "the kernel size");
+            let s = r
+                .get("stride", |e| consts::size(e, "the stride"))
+                .or(Some(1));
+            let p = r
+                .get("padding", |e| consts::count(e, "the padding"))
+                .or(Some(0));
+            let (Some(out), Some(k), Some(s), Some(p), V::T(x), true) = (out, k, s, p, v, r.ok)
+            else {
+                return V::Bad;
+            };
+            let spans = (r.span("in"), r.span("kernel"));
+            conv2d(
+                r.l,
+                &cx,
+                x,
+                inn,
+                out,
+                Window {
+                    kernel: k,
+                    stride: s,
+                    pad: p,
+                },
+                spans,
+            )
+        }
+        "maxpool" | "avgpool" => {
+            let k = r.size("kernel", "the window size");
+            let s = r.get("stride", |e| consts::size(e, "the stride"));
+            let (Some(k), V::T(x), true) = (k, v, r.ok) else {
+                return V::Bad;
+            };
+            let ks = r.span("kernel");
+            pool(
+                r.l,
+                &cx,
+                kind,
+                x,
+                Window {
+                    kernel: k,
+                    stride: s.unwrap_or(k),
+                    pad: 0,
+                },
+                ks,
+            )
+        }
+        "flatten" => match v {
+            V::T(x) => flatten(r.l, &cx, x),
+            _ => None,
+        },
+        "embedding" => {
+            let vocab = r.size("vocab", "the vocabulary size");
+            let dim = r.size("dim", "the embedding size");
+            let (Some(vocab), Some(dim), V::T(x), true) = (vocab, dim, v, r.ok) else {
+                return V::Bad;
+            };
+            embedding(r.l, &cx, x, vocab, dim)
+        }
+        "one_hot" => {
+            let n = r.size("n", "the number of classes");
+            let (Some(n), V::T(x), true) = (n, v, r.ok) else {
+                return V::Bad;
+            };
+            one_hot(r.l, &cx, x, n)
+        }
+        "rnn" => {
+            let h = r.size("hidden", "the hidden size");
+            let act = r.get("activation", rnn_activation).or(Some(UnaryOp::Tanh));
+            let (Some(h), Some(act), V::T(x), true) = (h, act, v, r.ok) else {
+                return V::Bad;
+            };
+            rnn(r.l, &cx, x, h, act)
+        }
+        "dropout" => {
+            let p = r.get("p", |e| {
+                consts::fraction(e, "the dropout probability", 0.0, 1.0, false)
+            });
+            let (Some(p), V::T(x), true) = (p, v, r.ok) else {
+                return V::Bad;
+            };
+            f32_input(r.l, &cx, "dropout", x).and_then(|x| {
+                if r.l.training {
+                    node(r.l, Op::Dropout { p: p as f32 }, vec![x], &cx)
+                } else {
+                    Some(x)
+                }
+            })
+        }
+        _ => unreachable!("LAYERS lists only the kinds handled here"),
+    };
+    out.map_or(V::Bad, V::T)
+}
+
+/// Where a layer is, for messages and node labels.
+struct Site {
+    span: Span,
+    input_span: Span,
+    inst: String,
+}
+
+fn node(l: &mut Lower, op: Op, inputs: Vec<ValueId>, cx: &Site) -> Option<ValueId> {
+    match l.push(op, inputs, &cx.inst, cx.span) {
+        V::T(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Adds parameter `name` of this layer (`conv1.weight`), refusing absurd sizes.
+fn param(l: &mut Lower, cx: &Site, name: &str, dims: Vec<usize>, init: Init) -> Option<ValueId> {
+    let n = dims
+        .iter()
+        .try_fold(1u64, |a, d| a.checked_mul(*d as u64))
+        .unwrap_or(u64::MAX);
+    if n > MAX_ELEMENTS {
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("the {name} of this layer would have {n} elements"),
+                cx.span,
+                format!("{name} [{}]", product(&dims)),
+            )
+            .help("nnc supports tensors of up to 2^31 elements; check the sizes"),
+        );
+        return None;
+    }
+    let path = format!("{}{}.{name}", l.prefix, cx.inst);
+    Some(l.g.add_param(Param {
+        path,
+        dims,
+        init,
+        frozen: false,
+    }))
+}
+
+/// PyTorch's default for dense, conv and rnn parameters: U(±1/√fan_in).
+fn uniform(fan_in: usize) -> Init {
+    Init::Uniform {
+        bound: 1.0 / (fan_in as f32).sqrt(),
+    }
+}
+
+/// Reports a per-sample output larger than nnc supports.
+fn check_size(l: &mut Lower, cx: &Site, dims: &[usize]) -> Option<()> {
+    let n = dims
+        .iter()
+        .try_fold(1u64, |a, d| a.checked_mul(*d as u64))
+        .unwrap_or(u64::MAX);
+    if n > MAX_ELEMENTS {
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("this layer's output would have {n} elements per sample"),
+                cx.span,
+                format!("[{}]", product(dims)),
+            )
+            .help("nnc supports tensors of up to 2^31 elements; check the sizes"),
+        );
+        return None;
+    }
+    Some(())
+}
+
+fn f32_input(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<ValueId> {
+    let t = l.g.ty(x).clone();
+    if t.dtype == DType::F32 {
+        return Some(x);
+    }
+    l.diags.push(
+        Diag::new(
+            "nnc::shape",
+            format!("{what} needs f32 values, found integer ids {}", show(&t)),
+            cx.span,
+            format!("{what} needs f32 values"),
+        )
+        .also(cx.input_span, format!("this is {}", show(&t)))
+        .help(
+            "turn token ids into vectors first: `|> embedding(vocab, dim)` or `|> one_hot(vocab)`",
+        ),
+    );
+    None
+}
+
+fn ids_input(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<ValueId> {
+    let t = l.g.ty(x).clone();
+    if t.dtype == DType::I32 {
+        return Some(x);
+    }
+    l.diags.push(
+        Diag::new(
+            "nnc::shape",
+            format!("{what} needs integer ids, found f32 values {}", show(&t)),
+            cx.span,
+            "expects i32 ids",
+        )
+        .also(cx.input_span, format!("this is {}", show(&t)))
+        .help(format!(
+            "declare the model input as integer ids, e.g. `tokens: i32[{}]`",
+            t.dims.first().copied().unwrap_or(64)
+        )),
+    );
+    None
+}
+
+fn dense(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    written_in: Option<(usize, Span)>,
+    out: usize,
+) -> Option<ValueId> {
+    let x = f32_input(l, cx, "dense", x)?;
+    let t = l.g.ty(x).clone();
+    if t.dims.is_empty() {
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                "dense needs vectors, found one number per sample",
+                cx.span,
+                "expects [..., in]",
+            )
+            .also(cx.input_span, "this is one number per sample"),
+        );
+        return None;
+    }
+    let k = t.last();
+    if let Some((w, wspan)) = written_in.filter(|(w, _)| *w != k) {
+        let explain = match (t.dims.len(), l.flat_of.get(&x)) {
+            (1, Some(orig)) => format!("{k} = {}", product(orig)),
+            _ => k.to_string(),
+        };
+        let help = if t.dims.len() > 1 && w == t.per_sample() {
+            format!("dense applies to the last axis of {}; flatten first: `|> flatten |> dense({w}, {out})`", show(&t))
+        } else if let (1, Some(orig)) = (t.dims.len(), l.flat_of.get(&x)) {
+            let dims: Vec<String> = orig.iter().map(|d| d.to_string()).collect();
+            format!(
+                "the value reaching this layer is {} flattened to [{k}]; write `dense({}, {out})`, or `dense({out})` to take the size from the input",
+                show(&Type::f32(true, orig.clone())),
+                dims.join("*")
+            )
+        } else {
+            format!("the value reaching this layer is {}; write `dense({k}, {out})`, or `dense({out})` to take the size from the input", show(&t))
+        };
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("dense expects {k} inputs here, found {w}"),
+                wspan,
+                format!("expected {explain}, found {w}"),
+            )
+            .help(help),
+        );
+        return None;
+    }
+    let mut dims = t.dims.clone();
+    *dims.last_mut().expect("not empty") = out;
+    check_size(l, cx, &dims)?;
+    let w = param(l, cx, "weight", vec![k, out], uniform(k))?;
+    let b = param(l, cx, "bias", vec![out], uniform(k))?;
+    let y = node(
+        l,
+        Op::MatMul {
+            ta: false,
+            tb: false,
+        },
+        vec![x, w],
+        cx,
+    )?;
+    node(l, Op::BiasAdd { axis: t.rank() - 1 }, vec![y, b], cx)
+}
+
+/// The image dims `[C, H, W]` of `x`, or a diagnostic saying what it is instead.
+fn image(l: &mut Lower, cx: &Site, what: &str, x: ValueId) -> Option<(usize, usize, usize)> {
+    let x = f32_input(l, cx, what, x)?;
+    let t = l.g.ty(x).clone();
+    if let [c, h, w] = t.dims[..] {
+        return Some((c, h, w));
+    }
+    let mut d = Diag::new(
+        "nnc::shape",
+        format!("{what} needs an image [C, H, W], found {}", show(&t)),
+        cx.span,
+        "expects [channels, height, width]",
+    )
+    .also(cx.input_span, format!("this is {}", show(&t)));
+    let n = t.per_sample();
+    let side = (n as f64).sqrt().round() as usize;
+    d = d.help(match t.dims.len() {
+        1 if side * side == n => format!("declare the input as an image, e.g. `[1, {side}, {side}]` (one channel of {side}×{side}), not `[{n}]`"),
+        2 => format!("add a channel axis: declare the input as `[1, {}, {}]`", t.dims[0], t.dims[1]),
+        _ => format!("{what} works on images of shape [channels, height, width]"),
+    });
+    l.diags.push(d);
+    None
+}
+
+/// Explains a window that does not fit.
+fn no_fit(l: &mut Lower, what: &str, win: Window, h: usize, w: usize, kspan: Span) {
+    let small = h.min(w);
+    let pad = if win.pad > 0 {
+        format!(
+            " (with padding {} on each side: {})",
+            win.pad,
+            small + 2 * win.pad
+        )
+    } else {
+        String::new()
+    };
+    l.diags.push(
+        Diag::new(
+            "nnc::shape",
+            format!(
+                "the {what} window does not fit: {k}×{k} on a {h}×{w} image",
+                k = win.kernel
+            ),
+            kspan,
+            format!(
+                "{k}×{k} window, but the image is {h}×{w}{pad}",
+                k = win.kernel
+            ),
+        )
+        .help(format!(
+            "use a window of at most {}, or remove a pooling step earlier",
+            small + 2 * win.pad
+        )),
+    );
+}
+
+fn conv2d(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    inn: Option<usize>,
+    out: usize,
+    win: Window,
+    spans: (Span, Span),
+) -> Option<ValueId> {
+    let (c, h, w) = image(l, cx, "conv2d", x)?;
+    if let Some(i) = inn.filter(|i| *i != c) {
+        l.diags.push(
+            Diag::new("nnc::shape", format!("conv2d expects {} here, found {i}", plural(c, "input channel")), spans.0, format!("expected {c}, found {i}"))
+                .help(format!("the image reaching this layer is [{c}, {h}, {w}]; write `conv2d({c}, {out}, …)` or leave the input channels out")),
+        );
+        return None;
+    }
+    let (Some(oh), Some(ow)) = (win.out_len(h), win.out_len(w)) else {
+        no_fit(l, "conv2d", win, h, w, spans.1);
+        return None;
+    };
+    check_size(l, cx, &[out, oh, ow])?;
+    let fan_in = c * win.kernel * win.kernel;
+    let k = param(
+        l,
+        cx,
+        "weight",
+        vec![out, c, win.kernel, win.kernel],
+        uniform(fan_in),
+    )?;
+    let b = param(l, cx, "bias", vec![out], uniform(fan_in))?;
+    let y = node(l, Op::Conv2d(win), vec![x, k], cx)?;
+    node(l, Op::BiasAdd { axis: 1 }, vec![y, b], cx)
+}
+
+fn pool(
+    l: &mut Lower,
+    cx: &Site,
+    kind: &str,
+    x: ValueId,
+    win: Window,
+    kspan: Span,
+) -> Option<ValueId> {
+    let (_, h, w) = image(l, cx, kind, x)?;
+    if win.out_len(h).is_none() || win.out_len(w).is_none() {
+        no_fit(l, kind, win, h, w, kspan);
+        return None;
+    }
+    let op = if kind == "maxpool" {
+        Op::MaxPool(win)
+    } else {
+        Op::AvgPool(win)
+    };
+    node(l, op, vec![x], cx)
+}
+
+fn flatten(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {
+    let t = l.g.ty(x).clone();
+    if t.dims.len() <= 1 {
+        return Some(x);
+    }
+    let ty = Type {
+        dtype: t.dtype,
+        batched: t.batched,
+        dims: vec![t.per_sample()],
+    };
+    let label = format!("{}{}", l.prefix, cx.inst);
+    let y = l.g.push_typed(Op::Reshape, vec![x], ty, label);
+    l.flat_of.insert(y, t.dims);
+    Some(y)
+}
+
+fn embedding(l: &mut Lower, cx: &Site, x: ValueId, vocab: usize, dim: usize) -> Option<ValueId> {
+    let ids = ids_input(l, cx, "embedding", x)?;
+    let mut dims = l.g.ty(ids).dims.clone();
+    dims.push(dim);
+    check_size(l, cx, &dims)?;
+    let w = param(l, cx, "weight", vec![vocab, dim], Init::Normal { std: 1.0 })?;
+    l.note_vocab(vocab, cx.span);
+    node(l, Op::Embedding, vec![ids, w], cx)
+}
+
+fn one_hot(l: &mut Lower, cx: &Site, x: ValueId, n: usize) -> Option<ValueId> {
+    let ids = ids_input(l, cx, "one_hot", x)?;
+    let mut dims = l.g.ty(ids).dims.clone();
+    dims.push(n);
+    check_size(l, cx, &dims)?;
+    l.note_vocab(n, cx.span);
+    node(l, Op::OneHot { n }, vec![ids], cx)
+}
+
+fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
+    match e.as_name().map(|i| i.name.as_str()) {
+        Some("tanh") => Ok(UnaryOp::Tanh),
+        Some("relu") => Ok(UnaryOp::Relu),
+        _ => Err(Diag::new(
+            "nnc::arg",
+            format!(
+                "unknown rnn activation {}",
+                e.as_name().map_or_else(
+                    || consts::describe(e).to_string(),
+                    |n| format!("`{}`", n.name)
+                )
+            ),
+            e.span,
+            "expected tanh or relu",
+        )
+        .help("write `rnn(128, activation: tanh)`")),
+    }
+}
+
+/// `rnn(h)`: xp = x·W_xh + b over all steps at once, then the recurrent scan.
+fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) -> Option<ValueId> {
+    let x = f32_input(l, cx, "rnn", x)?;
+    let t = l.g.ty(x).clone();
+    let [steps, inn] = t.dims[..] else {
+        let help = match t.dims.len() {
+            1 => format!("an rnn reads a sequence of vectors [T, features]; a [{}] sequence of numbers needs a feature axis (embed token ids with `embedding(vocab, dim)` or `one_hot(vocab)`)", t.dims[0]),
+            _ => "an rnn reads a sequence of vectors [T, features]".to_string(),
+        };
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("rnn needs a sequence [T, features], found {}", show(&t)),
+                cx.span,
+                "expects [steps, features]",
+            )
+            .also(cx.input_span, format!("this is {}", show(&t)))
+            .help(help),
+        );
+        return None;
+    };
+    check_size(l, cx, &[steps, h])?;
+    // PyTorch initializes every RNN parameter with U(±1/√hidden).
+    let w_xh = param(l, cx, "w_xh", vec![inn, h], uniform(h))?;
+    let w_hh = param(l, cx, "w_hh", vec![h, h], uniform(h))?;
+    let b = param(l, cx, "bias", vec![h], uniform(h))?;
+    let xp = node(
+        l,
+        Op::MatMul {
+            ta: false,
+            tb: false,
+        },
+        vec![x, w_xh],
+        cx,
+    )?;
+    let xp = node(l, Op::BiasAdd { axis: 2 }, vec![xp, b], cx)?;
+    node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+}
+
+/// `relu`, `sigmoid`, `tanh`, `softmax`, `log_softmax` applied to `v`.
+pub fn activation(l: &mut Lower, name: &str, v: V, input_span: Span, span: Span) -> V {
+    let V::T(x) = v else { return V::Bad };
+    let cx = Site {
+        span,
+        input_span,
+        inst: name.to_string(),
+    };
+    let Some(x) = f32_input(l, &cx, name, x) else {
+        return V::Bad;
+    };
+    let op = match name {
+        "relu" => Op::Unary(UnaryOp::Relu),
+        "sigmoid" => Op::Unary(UnaryOp::Sigmoid),
+        "tanh" => Op::Unary(UnaryOp::Tanh),
+        "softmax" => Op::Softmax,
+        _ => Op::LogSoftmax,
+    };
+    l.push(op, vec![x], name, span)
+}

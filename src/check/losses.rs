@@ -1,0 +1,351 @@
+//! Loss expressions (`cross_entropy(output, label) + 1e-4 * l2()`): each term lowered to IR with
+//! its operands' shapes checked. Arithmetic and names are handled by [`Lower`].
+
+use super::args::{bind, Sig};
+use super::consts;
+use super::lower::{Lower, V};
+use super::names::show;
+use crate::diag::Diag;
+use crate::ir::{BinaryOp, DType, Op, Type, ValueId};
+use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
+
+/// The loss functions a `loss:` setting may call.
+pub const FUNCTIONS: &[&str] = &[
+    "mse",
+    "binary_cross_entropy",
+    "cross_entropy",
+    "kl_div",
+    "kd",
+    "l2",
+];
+
+fn sig(name: &str) -> Sig {
+    match name {
+        "cross_entropy" => Sig {
+            forms: &[&["logits", "target"]],
+            named: &[],
+            required: &["logits", "target"],
+            usage: "`cross_entropy(output, label)`",
+        },
+        "binary_cross_entropy" => Sig {
+            forms: &[&["p", "target"]],
+            named: &[],
+            required: &["p", "target"],
+            usage: "`binary_cross_entropy(output, label)`",
+        },
+        "kl_div" => Sig {
+            forms: &[&["p_logits", "q_logits"]],
+            named: &[],
+            required: &["p_logits", "q_logits"],
+            usage: "`kl_div(teacher, output)`",
+        },
+        "kd" => Sig {
+            forms: &[&["output", "teacher", "label"]],
+            named: &["alpha", "temperature"],
+            required: &["output", "teacher", "label"],
+            usage: "`kd(output, teacher, label, alpha: 0.5, temperature: 4)`",
+        },
+        "l2" => Sig {
+            forms: &[&[], &["path"]],
+            named: &[],
+            required: &[],
+            usage: "`l2()` or `l2(encoder)`",
+        },
+        _ => Sig {
+            forms: &[&["a", "b"]],
+            named: &[],
+            required: &["a", "b"],
+            usage: "`mse(output, label)`",
+        },
+    }
+}
+
+/// Whether `label` is used as class ids (`cross_entropy(_, label)`, `kd(_, _, label)`) and
+/// whether it is used as anything else (a regression target).
+pub fn label_use(e: &Expr) -> (bool, bool) {
+    let is_label = |e: &Expr| e.as_name().is_some_and(|n| n.name == "label");
+    match &e.kind {
+        ExprKind::Path(_) => (false, is_label(e)),
+        ExprKind::Call { callee, args } => {
+            let class_pos = match callee.name.as_str() {
+                "cross_entropy" => Some(1),
+                "kd" => Some(2),
+                _ => None,
+            };
+            let (mut class, mut target) = (false, false);
+            for (i, a) in args.iter().enumerate() {
+                if Some(i) == class_pos && a.name.is_none() && is_label(&a.value) {
+                    class = true;
+                } else {
+                    let (c, t) = label_use(&a.value);
+                    class |= c;
+                    target |= t;
+                }
+            }
+            (class, target)
+        }
+        ExprKind::Binary { lhs, rhs, .. } => {
+            let (a, b) = (label_use(lhs), label_use(rhs));
+            (a.0 || b.0, a.1 || b.1)
+        }
+        ExprKind::Neg(a) => label_use(a),
+        ExprKind::Pipe { input, .. } => label_use(input),
+        _ => (false, false),
+    }
+}
+
+/// Whether the name `name` appears anywhere in `e`.
+pub fn mentions(e: &Expr, name: &str) -> bool {
+    match &e.kind {
+        ExprKind::Path(p) => p.len() == 1 && p[0].name == name,
+        ExprKind::Call { args, .. } => args.iter().any(|a| mentions(&a.value, name)),
+        ExprKind::Binary { lhs, rhs, .. } => mentions(lhs, name) || mentions(rhs, name),
+        ExprKind::Neg(a) => mentions(a, name),
+        ExprKind::Pipe { input, .. } => mentions(input, name),
+        _ => false,
+    }
+}
+
+/// Lowers a call of a loss function.
+pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
+    let name = callee.name.as_str();
+    let b = match bind(callee, args, span, &sig(name)) {
+        Ok(b) => b,
+        Err(ds) => {
+            l.diags.extend(ds);
+            return V::Bad;
+        }
+    };
+    if name == "l2" {
+        return l2(l, b.get("path"), span);
+    }
+    let names: &[&str] = match name {
+        "kd" => &["output", "teacher", "label"],
+        "cross_entropy" => &["logits", "target"],
+        "binary_cross_entropy" => &["p", "target"],
+        "kl_div" => &["p_logits", "q_logits"],
+        _ => &["a", "b"],
+    };
+    let mut vals = Vec::new();
+    for n in names {
+        let e = b.get(n).expect("required arguments are bound");
+        match l.expr(e) {
+            V::T(v) => vals.push((v, e.span)),
+            V::N(x) => {
+                l.diags.push(
+                    Diag::new(
+                        "nnc::train",
+                        format!("{name} compares tensors, found the number {x}"),
+                        e.span,
+                        "a number",
+                    )
+                    .help(format!("write {}", sig(name).usage)),
+                );
+                return V::Bad;
+            }
+            V::Bad => return V::Bad,
+        }
+    }
+    match name {
+        "cross_entropy" => cross_entropy(l, vals[0], vals[1], span).map_or(V::Bad, V::T),
+        "kd" => {
+            let alpha = b
+                .get("alpha")
+                .map_or(Ok(0.5), |e| consts::fraction(e, "alpha", 0.0, 1.0, true));
+            let temp = b.get("temperature").map_or(Ok(4.0), |e| {
+                consts::number(e).and_then(|t| {
+                    if t > 0.0 {
+                        Ok(t)
+                    } else {
+                        Err(Diag::new(
+                            "nnc::train",
+                            format!("the temperature must be positive, found {t}"),
+                            e.span,
+                            "must be > 0",
+                        ))
+                    }
+                })
+            });
+            match (alpha, temp) {
+                (Ok(a), Ok(t)) => kd(l, &vals, a, t, span).map_or(V::Bad, V::T),
+                (a, t) => {
+                    l.diags.extend(a.err().into_iter().chain(t.err()));
+                    V::Bad
+                }
+            }
+        }
+        _ => {
+            let op = match name {
+                "mse" => Op::Mse,
+                "binary_cross_entropy" => Op::Bce,
+                _ => Op::KlDiv,
+            };
+            if same_shape(l, name, vals[0], vals[1]).is_none() {
+                return V::Bad;
+            }
+            l.push(op, vec![vals[0].0, vals[1].0], name, span)
+        }
+    }
+}
+
+/// Checks that two loss operands have one shape (and explains the class-ids case).
+fn same_shape(
+    l: &mut Lower,
+    name: &str,
+    (a, sa): (ValueId, Span),
+    (b, sb): (ValueId, Span),
+) -> Option<()> {
+    let (ta, tb) = (l.g.ty(a).clone(), l.g.ty(b).clone());
+    if ta == tb && ta.dtype == DType::F32 {
+        return Some(());
+    }
+    let mut d = Diag::new(
+        "nnc::train",
+        format!("{name} compares {} with {}", show(&ta), show(&tb)),
+        sb,
+        format!("this is {}", show(&tb)),
+    )
+    .also(sa, format!("this is {}", show(&ta)));
+    d = if tb.dtype == DType::I32 {
+        d.help(format!("these are class ids; compare logits with them using `cross_entropy(…)`, or give {name} f32 targets of shape {}", show(&ta)))
+    } else {
+        d.help(format!("{name} needs two tensors of the same shape"))
+    };
+    l.diags.push(d);
+    None
+}
+
+fn cross_entropy(
+    l: &mut Lower,
+    (a, sa): (ValueId, Span),
+    (b, sb): (ValueId, Span),
+    span: Span,
+) -> Option<ValueId> {
+    let (ta, tb) = (l.g.ty(a).clone(), l.g.ty(b).clone());
+    if ta.dtype != DType::F32 || ta.dims.is_empty() {
+        l.diags.push(Diag::new(
+            "nnc::train",
+            format!(
+                "cross_entropy needs logits [..., classes], found {}",
+                show(&ta)
+            ),
+            sa,
+            format!("this is {}", show(&ta)),
+        ));
+        return None;
+    }
+    let ids = Type {
+        dtype: DType::I32,
+        batched: ta.batched,
+        dims: ta.dims[..ta.dims.len() - 1].to_vec(),
+    };
+    let op = if tb == ids {
+        Op::CrossEntropy
+    } else if tb == ta {
+        Op::SoftCrossEntropy
+    } else {
+        let ids_shape = if ids.dims.is_empty() {
+            "one class id per sample".to_string()
+        } else {
+            format!("class ids {}", show(&ids))
+        };
+        l.diags.push(
+            Diag::new("nnc::train", format!("cross_entropy with logits {} needs {ids_shape} or probabilities {}, found {}", show(&ta), show(&ta), show(&tb)), sb, format!("this is {}", show(&tb)))
+                .also(sa, format!("logits {}", show(&ta)))
+                .help("the target is either integer class ids (one fewer axis than the logits) or a distribution of the logits' shape"),
+        );
+        return None;
+    };
+    match l.push(op, vec![a, b], "cross_entropy", span) {
+        V::T(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// α·CE(output, label) + (1−α)·T²·KL(softmax(teacher/T) ‖ softmax(output/T)).
+fn kd(l: &mut Lower, vals: &[(ValueId, Span)], alpha: f64, t: f64, span: Span) -> Option<ValueId> {
+    let (out, teacher, label) = (vals[0], vals[1], vals[2]);
+    let ce = cross_entropy(l, out, label, span)?;
+    same_shape(l, "kd", out, teacher)?;
+    let tc = l.g.constant(t as f32);
+    let soft_out = val(l.push(Op::Binary(BinaryOp::Div), vec![out.0, tc], "kd", span))?;
+    let soft_teacher = val(l.push(Op::Binary(BinaryOp::Div), vec![teacher.0, tc], "kd", span))?;
+    let kl = val(l.push(Op::KlDiv, vec![soft_teacher, soft_out], "kd", span))?;
+    let a = l.g.constant(alpha as f32);
+    let k = l.g.constant(((1.0 - alpha) * t * t) as f32);
+    let ce = val(l.push(Op::Binary(BinaryOp::Mul), vec![a, ce], "kd", span))?;
+    let kl = val(l.push(Op::Binary(BinaryOp::Mul), vec![k, kl], "kd", span))?;
+    val(l.push(Op::Binary(BinaryOp::Add), vec![ce, kl], "kd", span))
+}
+
+fn val(v: V) -> Option<ValueId> {
+    match v {
+        V::T(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// Σ w² over the trainable weights (not biases, not the teacher's) under an optional path prefix.
+fn l2(l: &mut Lower, path: Option<&Expr>, span: Span) -> V {
+    let prefix = match path.map(|e| (e, &e.kind)) {
+        None => None,
+        Some((_, ExprKind::Path(p))) => Some(consts::join_path(p)),
+        Some((e, _)) => {
+            return l.err(
+                Diag::new(
+                    "nnc::arg",
+                    "l2 takes a parameter path",
+                    e.span,
+                    "expected a path like `encoder`",
+                )
+                .help("write `l2()` or `l2(encoder)`"),
+            )
+        }
+    };
+    let chosen: Vec<usize> = l
+        .g
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.frozen && !p.path.ends_with(".bias") && !p.path.starts_with("teacher."))
+        .filter(|(_, p)| {
+            prefix
+                .as_ref()
+                .is_none_or(|pre| super::params::under(&p.path, pre))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if chosen.is_empty() {
+        let prefix_str = prefix.as_deref().unwrap_or("");
+        let what = prefix
+            .as_ref()
+            .map_or("this model".to_string(), |p| format!("`{p}`"));
+        return l.err(
+            Diag::new(
+                "nnc::train",
+                format!("l2 finds no trainable weight under {what}"),
+                path.map_or(span, |e| e.span),
+                "matches no weight",
+            )
+            .help(super::params::suggest_path(l.g, prefix_str)),
+        );
+    }
+    let mut total: Option<ValueId> = None;
+    for i in chosen {
+        let node =
+            l.g.param_node(crate::ir::ParamId(i as u32))
+                .expect("every parameter has a node");
+        let sq = match l.push(Op::SumSquares, vec![node], "l2", span) {
+            V::T(v) => v,
+            _ => return V::Bad,
+        };
+        total = Some(match total {
+            None => sq,
+            Some(t) => match l.push(Op::Binary(BinaryOp::Add), vec![t, sq], "l2", span) {
+                V::T(v) => v,
+                _ => return V::Bad,
+            },
+        });
+    }
+    total.map_or(V::Bad, V::T)
+}

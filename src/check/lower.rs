@@ -1,0 +1,532 @@
+//! Lowering a model body to IR: statements, names, arithmetic and `|>` stages. Layers themselves
+//! are in [`super::layers`]. Errors poison the value they concern ([`V::Bad`]) so that one mistake
+//! yields one diagnostic, not a cascade.
+
+use super::layers::{self, ACTIVATIONS, LAYERS};
+use super::models::Signature;
+use super::names::{did_you_mean, show, snake_case};
+use crate::diag::Diag;
+use crate::ir::{BinaryOp, Graph, Op, UnaryOp, ValueId};
+use crate::syntax::ast::{BinOp, Expr, ExprKind, Ident, Model, Span, Stmt};
+use std::collections::HashMap;
+
+/// A value during lowering: a tensor, a compile-time number, or poisoned by an earlier error.
+#[derive(Clone, Copy, Debug)]
+pub enum V {
+    T(ValueId),
+    N(f64),
+    Bad,
+}
+
+/// The models of the file: their syntax and, once checked, their signatures.
+pub struct Models<'a> {
+    pub ast: HashMap<&'a str, &'a Model>,
+    pub sigs: HashMap<String, Signature>,
+}
+
+/// State while lowering one model body into a graph (which may be a bigger model's graph).
+pub struct Lower<'a, 'g> {
+    pub models: &'a Models<'a>,
+    pub g: &'g mut Graph,
+    /// Parameter path prefix: `""` at the root, `encoder.` inside a sub-model.
+    pub prefix: String,
+    pub training: bool,
+    pub diags: Vec<Diag>,
+    /// The shape a flattened value had before `flatten`, to explain sizes (`3136 = 64×7×7`).
+    pub flat_of: HashMap<ValueId, Vec<usize>>,
+    counters: HashMap<&'static str, usize>,
+    /// Instance names taken in this model (layer and sub-model names), for duplicates.
+    instances: HashMap<String, Span>,
+    vars: HashMap<String, V>,
+    /// The first vocabulary size seen (`embedding(65, …)`, `one_hot(65)`), checked against classes.
+    pub vocab: Option<(usize, Span)>,
+    /// Whether loss functions (`mse`, `cross_entropy`, …) may be called: in a `loss:` setting.
+    pub loss_mode: bool,
+}
+
+impl<'a, 'g> Lower<'a, 'g> {
+    pub fn new(models: &'a Models<'a>, g: &'g mut Graph, prefix: &str, training: bool) -> Self {
+        Lower {
+            models,
+            g,
+            prefix: prefix.to_string(),
+            training,
+            diags: Vec::new(),
+            flat_of: HashMap::new(),
+            counters: HashMap::new(),
+            instances: HashMap::new(),
+            vars: HashMap::new(),
+            vocab: None,
+            loss_mode: false,
+        }
+    }
+
+    /// Makes `name` refer to `v` (the loss sees `output`, `label`, the input and `teacher`).
+    pub fn bind_var(&mut self, name: &str, v: V) {
+        self.vars.insert(name.to_string(), v);
+    }
+
+    pub fn note_vocab(&mut self, n: usize, span: Span) {
+        self.vocab.get_or_insert((n, span));
+    }
+
+    pub fn err(&mut self, d: Diag) -> V {
+        self.diags.push(d);
+        V::Bad
+    }
+
+    /// Appends a node whose type `ir::shape::infer` computes; its complaint becomes a diagnostic.
+    pub fn push(&mut self, op: Op, inputs: Vec<ValueId>, label: &str, span: Span) -> V {
+        let label = format!("{}{label}", self.prefix);
+        match self.g.push(op, inputs, label) {
+            Ok(v) => V::T(v),
+            Err(msg) => self.err(Diag::new("nnc::shape", msg, span, "here")),
+        }
+    }
+
+    /// The name of a new layer instance at `span`: its alias, or kind + the next free counter
+    /// (`dense2`). A repeated alias is reported.
+    pub fn instance(&mut self, kind: &'static str, alias: Option<&Ident>, span: Span) -> String {
+        match alias {
+            Some(a) => self.claim(a),
+            None => {
+                let c = self.counters.entry(kind).or_insert(0);
+                let mut name = format!("{kind}{}", *c + 1);
+                while self.instances.contains_key(&name) {
+                    *c += 1;
+                    name = format!("{kind}{}", *c + 1);
+                }
+                *c += 1;
+                self.instances.insert(name.clone(), span);
+                name
+            }
+        }
+    }
+
+    /// Records an alias, reporting a clash with an earlier instance name.
+    fn claim(&mut self, alias: &Ident) -> String {
+        if let Some(first) = self.instances.get(&alias.name) {
+            let d = Diag::new(
+                "nnc::name",
+                format!("the name `{}` is already used in this model", alias.name),
+                alias.span,
+                "used again here",
+            )
+            .also(*first, "first used here")
+            .help("give each layer a different name: parameters are addressed by these names");
+            self.diags.push(d);
+        } else {
+            self.instances.insert(alias.name.clone(), alias.span);
+        }
+        alias.name.clone()
+    }
+
+    /// Lowers the statements of `model` with `input` bound to its input name.
+    pub fn body(&mut self, model: &Model, input: ValueId) -> V {
+        if let Some(decl) = model.inputs.first() {
+            self.vars.insert(decl.name.name.clone(), V::T(input));
+        }
+        let mut ret: Option<(V, Span)> = None;
+        for s in &model.body {
+            if let Some((_, rspan)) = ret {
+                let span = match s {
+                    Stmt::Let { span, .. } | Stmt::Return { span, .. } => *span,
+                };
+                self.diags.push(
+                    Diag::new(
+                        "nnc::syntax",
+                        "statement after `return`",
+                        span,
+                        "this is never reached",
+                    )
+                    .also(rspan, "the model returns here")
+                    .help("`return` must be the last statement of a model"),
+                );
+                break;
+            }
+            match s {
+                Stmt::Let { name, value, .. } => {
+                    let v = self.expr(value);
+                    self.vars.insert(name.name.clone(), v);
+                }
+                Stmt::Return { value, span } => ret = Some((self.expr(value), *span)),
+            }
+        }
+        match ret {
+            Some((V::N(_), span)) => self.err(
+                Diag::new(
+                    "nnc::shape",
+                    format!("model `{}` returns a number", model.name.name),
+                    span,
+                    "not a tensor",
+                )
+                .help("a model returns a tensor computed from its input"),
+            ),
+            Some((v, _)) => v,
+            None => self.err(
+                Diag::new(
+                    "nnc::syntax",
+                    format!("model `{}` has no `return`", model.name.name),
+                    model.name.span,
+                    "this model returns nothing",
+                )
+                .help("end the body with `return <expression>`, e.g. `return x |> dense(10)`"),
+            ),
+        }
+    }
+
+    pub fn expr(&mut self, e: &Expr) -> V {
+        match &e.kind {
+            ExprKind::Number { value, .. } => V::N(*value),
+            ExprKind::Path(p) if p.len() == 1 => self.var(&p[0]),
+            ExprKind::Path(_) => self.err(
+                Diag::new(
+                    "nnc::name",
+                    "dotted paths are not values",
+                    e.span,
+                    "not a value",
+                )
+                .help("inside a model, use the names bound by `=` and the model's input"),
+            ),
+            ExprKind::Binary { op, lhs, rhs } => {
+                let (a, b) = (self.expr(lhs), self.expr(rhs));
+                self.binary(*op, a, b, lhs, rhs, e.span)
+            }
+            ExprKind::Neg(a) => match self.expr(a) {
+                V::N(n) => V::N(-n),
+                V::T(v) => self.push(Op::Unary(UnaryOp::Neg), vec![v], "neg", e.span),
+                V::Bad => V::Bad,
+            },
+            ExprKind::Call { callee, args } => self.call(callee, args, e.span),
+            ExprKind::Pipe {
+                input,
+                stage,
+                alias,
+            } => {
+                let v = self.expr(input);
+                self.stage(v, input.span, stage, alias.as_ref())
+            }
+            _ => self.err(Diag::new(
+                "nnc::shape",
+                format!(
+                    "expected a tensor expression, found {}",
+                    super::consts::describe(e)
+                ),
+                e.span,
+                "not a tensor",
+            )),
+        }
+    }
+
+    fn var(&mut self, id: &Ident) -> V {
+        if let Some(v) = self.vars.get(&id.name) {
+            return *v;
+        }
+        let mut d = Diag::new(
+            "nnc::name",
+            format!("unknown name `{}`", id.name),
+            id.span,
+            "not defined",
+        );
+        if self.loss_mode && id.name == "teacher" {
+            return self.err(d.help(
+                "`teacher` is the teacher's output: set `teacher: <run>` in this train block",
+            ));
+        }
+        let known: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        if let Some(h) = did_you_mean(&id.name, known) {
+            d = d.help(h);
+        } else if LAYERS.contains(&id.name.as_str())
+            || ACTIVATIONS.contains(&id.name.as_str())
+            || self.models.ast.contains_key(id.name.as_str())
+        {
+            d = d.help(format!(
+                "`{0}` is a stage: apply it with `|>`, as in `x |> {0}`",
+                id.name
+            ));
+        } else {
+            let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+            names.sort();
+            d = d.help(format!(
+                "the names defined here are {}",
+                names
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        self.err(d)
+    }
+
+    fn binary(&mut self, op: BinOp, a: V, b: V, lhs: &Expr, rhs: &Expr, span: Span) -> V {
+        let ir = match op {
+            BinOp::Add => BinaryOp::Add,
+            BinOp::Sub => BinaryOp::Sub,
+            BinOp::Mul => BinaryOp::Mul,
+            BinOp::Div => BinaryOp::Div,
+        };
+        let (x, y) = match (a, b) {
+            (V::Bad, _) | (_, V::Bad) => return V::Bad,
+            (V::N(x), V::N(y)) => {
+                return match op {
+                    BinOp::Add => V::N(x + y),
+                    BinOp::Sub => V::N(x - y),
+                    BinOp::Mul => V::N(x * y),
+                    BinOp::Div => V::N(x / y),
+                }
+            }
+            (V::T(x), V::N(n)) => (x, self.g.constant(n as f32)),
+            (V::N(n), V::T(y)) => (self.g.constant(n as f32), y),
+            (V::T(x), V::T(y)) => {
+                let (tx, ty) = (self.g.ty(x).clone(), self.g.ty(y).clone());
+                if tx != ty {
+                    let verb = match op {
+                        BinOp::Add => "add",
+                        BinOp::Sub => "subtract",
+                        BinOp::Mul => "multiply",
+                        BinOp::Div => "divide",
+                    };
+                    return self.err(
+                        Diag::new(
+                            "nnc::shape",
+                            format!(
+                                "cannot {verb} {} and {}: shapes differ",
+                                show(&tx),
+                                show(&ty)
+                            ),
+                            lhs.span,
+                            format!("this is {}", show(&tx)),
+                        )
+                        .also(rhs.span, format!("this is {}", show(&ty)))
+                        .help(format!(
+                            "`{}` works on tensors of the same shape, or a tensor and a number",
+                            op.symbol()
+                        )),
+                    );
+                }
+                (x, y)
+            }
+        };
+        for (v, e) in [(x, lhs), (y, rhs)] {
+            if self.g.ty(v).dtype != crate::ir::DType::F32 {
+                let t = show(self.g.ty(v));
+                return self.err(
+                    Diag::new(
+                        "nnc::shape",
+                        format!("arithmetic needs f32 values, found {t}"),
+                        e.span,
+                        "integer ids",
+                    )
+                    .help("token ids must go through `embedding` or `one_hot` first"),
+                );
+            }
+        }
+        self.push(Op::Binary(ir), vec![x, y], ir.name(), span)
+    }
+
+    /// `relu(x)`: an activation called on a value. Layers and models must be used with `|>`.
+    fn call(&mut self, callee: &Ident, args: &[crate::syntax::ast::Arg], span: Span) -> V {
+        let name = callee.name.as_str();
+        if self.loss_mode && super::losses::FUNCTIONS.contains(&name) {
+            return super::losses::call(self, callee, args, span);
+        }
+        if ACTIVATIONS.contains(&name) {
+            if args.len() != 1 || args[0].name.is_some() {
+                return self.err(
+                    Diag::new(
+                        "nnc::arg",
+                        format!("{name}(…) takes one tensor"),
+                        span,
+                        format!("found {} arguments", args.len()),
+                    )
+                    .help(format!("write `{name}(x)` or `x |> {name}`")),
+                );
+            }
+            let v = self.expr(&args[0].value);
+            return layers::activation(self, name, v, args[0].value.span, span);
+        }
+        let help = format!(
+            "apply it with `|>`: `x |> {}`",
+            &self.src_call(callee, args)
+        );
+        if LAYERS.contains(&name) || self.models.ast.contains_key(name) {
+            let what = if LAYERS.contains(&name) {
+                "a layer"
+            } else {
+                "a model"
+            };
+            return self.err(
+                Diag::new(
+                    "nnc::shape",
+                    format!("`{name}` is {what}, not a function of a value"),
+                    callee.span,
+                    "used as a function",
+                )
+                .help(help),
+            );
+        }
+        self.unknown_stage(callee)
+    }
+
+    fn src_call(&self, callee: &Ident, args: &[crate::syntax::ast::Arg]) -> String {
+        if args.is_empty() {
+            callee.name.clone()
+        } else {
+            format!("{}(…)", callee.name)
+        }
+    }
+
+    pub fn unknown_stage(&mut self, id: &Ident) -> V {
+        if self.loss_mode {
+            let cands = super::losses::FUNCTIONS.iter().chain(ACTIVATIONS).copied();
+            let help = did_you_mean(&id.name, cands).unwrap_or_else(|| {
+                format!(
+                    "the loss functions are {}",
+                    super::losses::FUNCTIONS.join(", ")
+                )
+            });
+            return self.err(
+                Diag::new(
+                    "nnc::name",
+                    format!("unknown loss function `{}`", id.name),
+                    id.span,
+                    "not a loss",
+                )
+                .help(help),
+            );
+        }
+        let mut cands: Vec<&str> = LAYERS.iter().chain(ACTIVATIONS).copied().collect();
+        cands.extend(self.models.ast.keys().copied());
+        let mut d = Diag::new(
+            "nnc::name",
+            format!("unknown layer `{}`", id.name),
+            id.span,
+            "not a layer, activation or model",
+        );
+        d = d.help(match did_you_mean(&id.name, cands) {
+            Some(h) => h,
+            None => format!(
+                "the layers are {}; activations: {}",
+                LAYERS.join(", "),
+                ACTIVATIONS.join(", ")
+            ),
+        });
+        self.err(d)
+    }
+
+    /// `v |> stage [as alias]`.
+    fn stage(&mut self, v: V, input_span: Span, stage: &Expr, alias: Option<&Ident>) -> V {
+        let (callee, args): (&Ident, &[crate::syntax::ast::Arg]) = match &stage.kind {
+            ExprKind::Call { callee, args } => (callee, args),
+            ExprKind::Path(p) if p.len() == 1 => (&p[0], &[]),
+            _ => {
+                return self.err(
+                    Diag::new(
+                        "nnc::syntax",
+                        "expected a layer, an activation or a model after `|>`",
+                        stage.span,
+                        "not a stage",
+                    )
+                    .help("for example `x |> dense(10)`, `x |> relu` or `x |> Encoder`"),
+                )
+            }
+        };
+        let v = match v {
+            V::N(n) => self.err(
+                Diag::new(
+                    "nnc::shape",
+                    format!("`{n}` is a number, not a tensor"),
+                    input_span,
+                    "a number",
+                )
+                .help("stages apply to tensors"),
+            ),
+            v => v,
+        };
+        let name = callee.name.as_str();
+        if ACTIVATIONS.contains(&name) {
+            if !args.is_empty() {
+                return self.err(
+                    Diag::new(
+                        "nnc::arg",
+                        format!("{name} takes no arguments"),
+                        stage.span,
+                        "unexpected arguments",
+                    )
+                    .help(format!("write `|> {name}`")),
+                );
+            }
+            return layers::activation(self, name, v, input_span, stage.span);
+        }
+        if let Some(&kind) = LAYERS.iter().find(|l| **l == name) {
+            return layers::layer(self, kind, callee, args, stage.span, v, input_span, alias);
+        }
+        if self.models.ast.contains_key(name) {
+            if !args.is_empty() {
+                return self.err(
+                    Diag::new(
+                        "nnc::arg",
+                        format!("model `{name}` takes no arguments"),
+                        stage.span,
+                        "unexpected arguments",
+                    )
+                    .help(format!("write `|> {name}`")),
+                );
+            }
+            return self.submodel(callee, v, input_span, alias);
+        }
+        self.unknown_stage(callee)
+    }
+
+    /// Inlines another model: its parameters go under its instance name.
+    fn submodel(&mut self, callee: &Ident, v: V, input_span: Span, alias: Option<&Ident>) -> V {
+        let name = callee.name.as_str();
+        let instance = match alias {
+            Some(a) => self.claim(a),
+            None => {
+                let base = snake_case(name);
+                let mut candidate = base.clone();
+                let mut n = 1;
+                while self.instances.contains_key(&candidate) {
+                    n += 1;
+                    candidate = format!("{base}{n}");
+                }
+                self.instances.insert(candidate.clone(), callee.span);
+                candidate
+            }
+        };
+        let (Some(sig), V::T(x)) = (self.models.sigs.get(name), v) else {
+            return V::Bad;
+        };
+        if sig.output.is_none() {
+            return V::Bad;
+        }
+        let got = self.g.ty(x).clone();
+        if got != sig.input {
+            return self.err(
+                Diag::new(
+                    "nnc::shape",
+                    format!(
+                        "model `{name}` takes {}, found {}",
+                        show(&sig.input),
+                        show(&got)
+                    ),
+                    callee.span,
+                    format!("expects {}", show(&sig.input)),
+                )
+                .also(input_span, format!("this is {}", show(&got)))
+                .help(format!(
+                    "`{name}` is declared as `model {name}({}: {})`; its input must have that shape",
+                    sig.input_name,
+                    show(&sig.input)
+                )),
+            );
+        }
+        let model = self.models.ast[name];
+        let prefix = format!("{}{instance}.", self.prefix);
+        let mut inner = Lower::new(self.models, self.g, &prefix, self.training);
+        // The sub-model was checked on its own; its diagnostics would only repeat.
+        inner.body(model, x)
+    }
+}

@@ -1,0 +1,332 @@
+//! Training settings that are plain values: optimizer, schedule, evaluation, lengths.
+
+use super::args::{bind, Sig};
+use super::consts;
+use crate::diag::Diag;
+use crate::ir::{EvalSpec, Metric, OptimizerSpec, Schedule, ScheduleKind};
+use crate::syntax::ast::{Expr, ExprKind, Ident};
+
+/// The callee and arguments of `name` or `name(args)`.
+fn call_parts(e: &Expr) -> Option<(&Ident, &[crate::syntax::ast::Arg])> {
+    match &e.kind {
+        ExprKind::Call { callee, args } => Some((callee, args.as_slice())),
+        _ => e.as_name().map(|n| (n, &[][..])),
+    }
+}
+
+const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw"];
+
+pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
+    let Some((callee, args)) = call_parts(e) else {
+        return Err(vec![Diag::new(
+            "nnc::train",
+            format!("expected an optimizer, found {}", consts::describe(e)),
+            e.span,
+            "not an optimizer",
+        )
+        .help(
+            "write e.g. `optimizer: sgd(lr: 0.1)` or `optimizer: adam(lr: 1e-3)`",
+        )]);
+    };
+    let sig = match callee.name.as_str() {
+        "sgd" => Sig {
+            forms: &[&[], &["lr"]],
+            named: &["momentum", "nesterov", "weight_decay"],
+            required: &["lr"],
+            usage: "`sgd(lr: 0.1, momentum: 0.9)`",
+        },
+        "adam" => Sig {
+            forms: &[&[], &["lr"]],
+            named: &["betas", "eps", "weight_decay"],
+            required: &["lr"],
+            usage: "`adam(lr: 1e-3, betas: [0.9, 0.999])`",
+        },
+        "adamw" => Sig {
+            forms: &[&[], &["lr"]],
+            named: &["betas", "eps", "weight_decay"],
+            required: &["lr"],
+            usage: "`adamw(lr: 1e-3, weight_decay: 0.01)`",
+        },
+        other => {
+            let help = super::names::did_you_mean(other, OPTIMIZERS.iter().copied())
+                .unwrap_or_else(|| "the optimizers are `sgd`, `adam` and `adamw`".into());
+            return Err(vec![Diag::new(
+                "nnc::train",
+                format!("unknown optimizer `{other}`"),
+                callee.span,
+                "not an optimizer",
+            )
+            .help(help)]);
+        }
+    };
+    let b = bind(callee, args, e.span, &sig)?;
+    let mut diags = Vec::new();
+    let mut num =
+        |name: &str, default: f64, check: &dyn Fn(&Expr, f64) -> Result<f64, Diag>| -> f64 {
+            match b
+                .get(name)
+                .map(|e| consts::number(e).and_then(|v| check(e, v)))
+            {
+                None => default,
+                Some(Ok(v)) => v,
+                Some(Err(d)) => {
+                    diags.push(d);
+                    default
+                }
+            }
+        };
+    let lr = num("lr", 0.0, &|e, v| {
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err(Diag::new(
+                "nnc::train",
+                format!("the learning rate must be positive, found {v}"),
+                e.span,
+                "must be > 0",
+            )
+            .help("typical values are 0.1 for sgd and 1e-3 for adam"))
+        }
+    });
+    let unit = |what: &'static str| {
+        move |e: &Expr, v: f64| consts::fraction(e, what, 0.0, 1.0, false).map(|_| v)
+    };
+    let nonneg = |what: &'static str| {
+        move |e: &Expr, v: f64| {
+            if v >= 0.0 {
+                Ok(v)
+            } else {
+                Err(Diag::new(
+                    "nnc::train",
+                    format!("{what} cannot be negative, found {v}"),
+                    e.span,
+                    "must be ≥ 0",
+                ))
+            }
+        }
+    };
+    let wd_default = if callee.name == "adamw" { 0.01 } else { 0.0 };
+    let weight_decay = num("weight_decay", wd_default, &nonneg("weight_decay"));
+    let spec = if callee.name == "sgd" {
+        let momentum = num("momentum", 0.0, &unit("momentum"));
+        let nesterov = match b.get("nesterov").map(|e| consts::boolean(e, "nesterov")) {
+            None => false,
+            Some(Ok(v)) => v,
+            Some(Err(d)) => {
+                diags.push(d);
+                false
+            }
+        };
+        OptimizerSpec::Sgd {
+            lr,
+            momentum,
+            nesterov,
+            weight_decay,
+        }
+    } else {
+        let eps = num("eps", 1e-8, &|e, v| {
+            if v > 0.0 {
+                Ok(v)
+            } else {
+                Err(Diag::new(
+                    "nnc::train",
+                    format!("eps must be positive, found {v}"),
+                    e.span,
+                    "must be > 0",
+                ))
+            }
+        });
+        let (beta1, beta2) = match b.get("betas").map(betas) {
+            None => (0.9, 0.999),
+            Some(Ok(v)) => v,
+            Some(Err(d)) => {
+                diags.push(d);
+                (0.9, 0.999)
+            }
+        };
+        if callee.name == "adam" {
+            OptimizerSpec::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            }
+        } else {
+            OptimizerSpec::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            }
+        }
+    };
+    if diags.is_empty() {
+        Ok(spec)
+    } else {
+        Err(diags)
+    }
+}
+
+fn betas(e: &Expr) -> Result<(f64, f64), Diag> {
+    match &e.kind {
+        ExprKind::List(items) if items.len() == 2 => Ok((
+            consts::fraction(&items[0], "beta1", 0.0, 1.0, false)?,
+            consts::fraction(&items[1], "beta2", 0.0, 1.0, false)?,
+        )),
+        _ => Err(Diag::new(
+            "nnc::train",
+            "betas must be a list of two numbers",
+            e.span,
+            "expected [beta1, beta2]",
+        )
+        .help("write `betas: [0.9, 0.999]`")),
+    }
+}
+
+const SCHEDULES: &[&str] = &["constant", "step", "cosine", "linear"];
+
+pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
+    let Some((callee, args)) = call_parts(e) else {
+        return Err(vec![Diag::new(
+            "nnc::train",
+            format!("expected a schedule, found {}", consts::describe(e)),
+            e.span,
+            "not a schedule",
+        )
+        .help(
+            "schedules are `constant`, `step(every: N, gamma: 0.1)`, `cosine` and `linear`",
+        )]);
+    };
+    let sig = match callee.name.as_str() {
+        "step" => Sig {
+            forms: &[&[]],
+            named: &["every", "gamma", "warmup"],
+            required: &["every"],
+            usage: "`step(every: 1000, gamma: 0.1, warmup: 0)`",
+        },
+        "constant" | "cosine" | "linear" => Sig {
+            forms: &[&[]],
+            named: &["warmup"],
+            required: &[],
+            usage: "`cosine(warmup: 100)`",
+        },
+        other => {
+            let help =
+                super::names::did_you_mean(other, SCHEDULES.iter().copied()).unwrap_or_else(|| {
+                    "schedules are `constant`, `step(every: N, gamma: 0.1)`, `cosine` and `linear`"
+                        .into()
+                });
+            return Err(vec![Diag::new(
+                "nnc::train",
+                format!("unknown schedule `{other}`"),
+                callee.span,
+                "not a schedule",
+            )
+            .help(help)]);
+        }
+    };
+    let b = bind(callee, args, e.span, &sig)?;
+    let mut diags = Vec::new();
+    let warmup = b
+        .get("warmup")
+        .map_or(Ok(0), |e| consts::count(e, "warmup"))
+        .unwrap_or_else(|d| {
+            diags.push(d);
+            0
+        }) as u64;
+    let kind = match callee.name.as_str() {
+        "step" => {
+            let every = b
+                .get("every")
+                .map_or(Ok(1), |e| consts::size(e, "every"))
+                .unwrap_or_else(|d| {
+                    diags.push(d);
+                    1
+                }) as u64;
+            let gamma = b
+                .get("gamma")
+                .map_or(Ok(0.1), |e| consts::fraction(e, "gamma", 0.0, 1.0, true))
+                .unwrap_or_else(|d| {
+                    diags.push(d);
+                    0.1
+                });
+            ScheduleKind::Step { every, gamma }
+        }
+        "cosine" => ScheduleKind::Cosine,
+        "linear" => ScheduleKind::Linear,
+        _ => ScheduleKind::Constant,
+    };
+    if diags.is_empty() {
+        Ok(Schedule { kind, warmup })
+    } else {
+        Err(diags)
+    }
+}
+
+/// `every N epoch[s]|step[s] [metrics]`; `classification` says whether accuracy is meaningful.
+pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
+    let ExprKind::Every {
+        count,
+        unit,
+        metrics,
+    } = &e.kind
+    else {
+        return Err(Diag::new(
+            "nnc::train",
+            format!(
+                "expected `every N epochs` or `every N steps`, found {}",
+                consts::describe(e)
+            ),
+            e.span,
+            "not an eval schedule",
+        )
+        .help("write e.g. `eval: every 1 epoch [loss, accuracy]`"));
+    };
+    let every = consts::size(count, "the evaluation interval")? as u64;
+    let per_epoch = match unit.name.as_str() {
+        "epoch" | "epochs" => true,
+        "step" | "steps" => false,
+        other => {
+            return Err(Diag::new(
+                "nnc::train",
+                format!("unknown unit `{other}`"),
+                unit.span,
+                "expected epoch(s) or step(s)",
+            )
+            .help("write `every 1 epoch` or `every 500 steps`"))
+        }
+    };
+    let mut out = Vec::new();
+    for m in metrics {
+        let metric = match m.name.as_str() {
+            "loss" => Metric::Loss,
+            "accuracy" if classification => Metric::Accuracy,
+            "accuracy" => {
+                return Err(Diag::new("nnc::train", "accuracy needs a classifier", m.span, "the loss of this run does not compare classes")
+                    .help("accuracy is measured for `cross_entropy` and `kd` losses against class labels; keep `[loss]`"))
+            }
+            other => {
+                return Err(Diag::new("nnc::train", format!("unknown metric `{other}`"), m.span, "not a metric").help("the metrics are `loss` and `accuracy`"))
+            }
+        };
+        out.push(metric);
+    }
+    if out.is_empty() {
+        out = default_metrics(classification);
+    }
+    Ok(EvalSpec {
+        every,
+        per_epoch,
+        metrics: out,
+    })
+}
+
+pub fn default_metrics(classification: bool) -> Vec<Metric> {
+    if classification {
+        vec![Metric::Loss, Metric::Accuracy]
+    } else {
+        vec![Metric::Loss]
+    }
+}

@@ -1,0 +1,134 @@
+//! Epoch order and batches: a Fisher–Yates shuffle per epoch from the run's seed (or the identity
+//! with `shuffle: false`), batches of `batch` samples with the last partial batch dropped (as the
+//! reference scripts do, so every training step sees the same shapes), and gathering samples
+//! into contiguous buffers that are reused from step to step.
+
+use super::data::{Column, Values};
+use super::rng::Rng;
+use crate::exec::Feed;
+
+/// A reusable batch buffer for one column.
+#[derive(Clone, Debug)]
+pub enum Buf {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+impl Buf {
+    /// An empty buffer of the column's dtype with room for `samples` samples.
+    pub fn for_column(col: &Column, samples: usize) -> Buf {
+        let cap = samples * col.per_sample();
+        match col.values {
+            Values::F32(_) => Buf::F32(Vec::with_capacity(cap)),
+            Values::I32(_) => Buf::I32(Vec::with_capacity(cap)),
+        }
+    }
+    pub fn feed(&self) -> Feed<'_> {
+        match self {
+            Buf::F32(v) => Feed::F32(v),
+            Buf::I32(v) => Feed::I32(v),
+        }
+    }
+}
+
+/// Copies samples `idx` of `col` into `out` (cleared first; no allocation once it has grown).
+pub fn gather(col: &Column, idx: &[usize], out: &mut Buf) {
+    let k = col.per_sample();
+    fn go<T: Copy>(src: &[T], k: usize, idx: &[usize], out: &mut Vec<T>) {
+        out.clear();
+        for &i in idx {
+            out.extend_from_slice(&src[i * k..(i + 1) * k]);
+        }
+    }
+    match (&col.values, out) {
+        (Values::F32(v), Buf::F32(o)) => go(v, k, idx, o),
+        (Values::I32(v), Buf::I32(o)) => go(v, k, idx, o),
+        (Values::F32(_), o) => {
+            *o = Buf::F32(Vec::new());
+            gather(col, idx, o)
+        }
+        (Values::I32(_), o) => {
+            *o = Buf::I32(Vec::new());
+            gather(col, idx, o)
+        }
+    }
+}
+
+/// The order of samples within each epoch and its cut into batches.
+#[derive(Clone, Debug)]
+pub struct Epochs {
+    order: Vec<usize>,
+    batch: usize,
+    shuffle: bool,
+    rng: Rng,
+}
+
+impl Epochs {
+    /// `n` samples in batches of `batch` (clamped to `n`, so a tiny data set still gives one
+    /// batch per epoch). The shuffle stream depends only on `seed`.
+    pub fn new(n: usize, batch: usize, shuffle: bool, seed: u64) -> Epochs {
+        Epochs {
+            order: (0..n).collect(),
+            batch: batch.clamp(1, n.max(1)),
+            shuffle,
+            rng: Rng::for_name(seed, "shuffle"),
+        }
+    }
+    /// The batch size actually used.
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+    /// Full batches per epoch (the remainder is dropped).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.order.len() / self.batch
+    }
+    /// Reshuffles for the next epoch (the first call gives the first epoch's order).
+    pub fn next_epoch(&mut self) {
+        if self.shuffle {
+            self.rng.shuffle(&mut self.order);
+        }
+    }
+    /// Sample indices of batch `i` of the current epoch.
+    pub fn batch(&self, i: usize) -> &[usize] {
+        &self.order[i * self.batch..(i + 1) * self.batch]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_drop_last_and_cover_each_sample_once() {
+        let mut e = Epochs::new(10, 3, true, 1);
+        e.next_epoch();
+        assert_eq!(e.batches_per_epoch(), 3);
+        let mut seen: Vec<usize> = (0..3).flat_map(|i| e.batch(i).to_vec()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 9);
+        let first: Vec<usize> = e.batch(0).to_vec();
+        e.next_epoch();
+        let mut again = Epochs::new(10, 3, true, 1);
+        again.next_epoch();
+        assert_eq!(again.batch(0), &first[..]);
+        assert_eq!(Epochs::new(2, 32, true, 0).batches_per_epoch(), 1);
+    }
+
+    #[test]
+    fn no_shuffle_is_identity_and_gather_copies_rows() {
+        let mut e = Epochs::new(4, 2, false, 9);
+        e.next_epoch();
+        assert_eq!(e.batch(1), &[2, 3]);
+        let col = Column {
+            values: Values::I32((0..8).collect()),
+            shape: vec![2],
+        };
+        let mut b = Buf::for_column(&col, 2);
+        gather(&col, &[3, 0], &mut b);
+        match b {
+            Buf::I32(v) => assert_eq!(v, vec![6, 7, 0, 1]),
+            Buf::F32(_) => panic!("dtype"),
+        }
+    }
+}

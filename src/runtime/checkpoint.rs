@@ -1,0 +1,287 @@
+//! Checkpoints as safetensors files: one F32 tensor per parameter, named by its path, shaped by
+//! its dims. Optimizer state rides along under reserved names (`__optim.<path>.<i>`, and the step
+//! count as I64 `__step`) so that training can be resumed. Writes are atomic (`<file>.tmp`, fsync,
+//! rename); reads validate names, shapes and dtypes and never panic on a corrupt file.
+
+use crate::ir::Param;
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Name of the step counter.
+pub const STEP: &str = "__step";
+
+/// Name of optimizer state buffer `i` of parameter `path`.
+pub fn optim_name(path: &str, i: usize) -> String {
+    format!("__optim.{path}.{i}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {} not found", .path.display())]
+    NotFound { path: PathBuf },
+    #[error("cannot read checkpoint {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write checkpoint {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint {} is not a valid safetensors file: {msg}", .path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    #[error("checkpoint {} has no tensor `{name}` (expected f32 {dims:?})", .path.display())]
+    Missing {
+        path: PathBuf,
+        name: String,
+        dims: Vec<usize>,
+    },
+    #[error("checkpoint {}: tensor `{name}` has shape {found:?}, expected {expected:?}", .path.display())]
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("checkpoint {}: tensor `{name}` has dtype {found}, expected {expected}", .path.display())]
+    DType {
+        path: PathBuf,
+        name: String,
+        expected: &'static str,
+        found: String,
+    },
+}
+
+/// A tensor to write: borrowed, so saving copies nothing but the bytes.
+pub struct Saved<'a> {
+    pub name: String,
+    pub dims: &'a [usize],
+    pub data: &'a [f32],
+}
+
+struct F32View<'a>(&'a [usize], &'a [f32]);
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.0
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.1.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.1.len() * 4
+    }
+}
+
+struct I64View([usize; 1], [u8; 8]);
+
+impl View for I64View {
+    fn dtype(&self) -> Dtype {
+        Dtype::I64
+    }
+    fn shape(&self) -> &[usize] {
+        &self.0
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.1)
+    }
+    fn data_len(&self) -> usize {
+        8
+    }
+}
+
+enum AnyView<'a> {
+    F32(F32View<'a>),
+    I64(I64View),
+}
+
+impl View for AnyView<'_> {
+    fn dtype(&self) -> Dtype {
+        match self {
+            AnyView::F32(v) => v.dtype(),
+            AnyView::I64(v) => v.dtype(),
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        match self {
+            AnyView::F32(v) => v.shape(),
+            AnyView::I64(v) => v.shape(),
+        }
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        match self {
+            AnyView::F32(v) => v.data(),
+            AnyView::I64(v) => v.data(),
+        }
+    }
+    fn data_len(&self) -> usize {
+        match self {
+            AnyView::F32(v) => v.data_len(),
+            AnyView::I64(v) => v.data_len(),
+        }
+    }
+}
+
+/// Writes `tensors` (and `step`, when given) to `path` atomically.
+pub fn save(path: &Path, tensors: &[Saved<'_>], step: Option<u64>) -> Result<(), CheckpointError> {
+    let werr = |source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut views: Vec<(String, AnyView<'_>)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), AnyView::F32(F32View(t.dims, t.data))))
+        .collect();
+    if let Some(s) = step {
+        views.push((
+            STEP.into(),
+            AnyView::I64(I64View([1], (s as i64).to_le_bytes())),
+        ));
+    }
+    let bytes = safetensors::serialize(views, None).map_err(|e| {
+        werr(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.to_string(),
+        ))
+    })?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(e));
+    }
+    // Make the rename itself durable; failing to open a directory is not an error worth reporting.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// An f32 tensor read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub dims: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A checkpoint read from disk.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    /// Every F32 tensor by name (parameters and optimizer state).
+    pub tensors: BTreeMap<String, Tensor>,
+    /// Tensors of other dtypes: name → dtype (reported when asked for as parameters).
+    pub other: BTreeMap<String, String>,
+    pub step: Option<u64>,
+}
+
+impl Checkpoint {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CheckpointError::NotFound {
+                path: path.to_path_buf(),
+            },
+            _ => CheckpointError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Corrupt {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let mut ck = Checkpoint {
+            path: path.to_path_buf(),
+            tensors: BTreeMap::new(),
+            other: BTreeMap::new(),
+            step: None,
+        };
+        for (name, view) in st.iter() {
+            match view.dtype() {
+                Dtype::F32 => {
+                    let data = view
+                        .data()
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    ck.tensors.insert(
+                        name.to_string(),
+                        Tensor {
+                            dims: view.shape().to_vec(),
+                            data,
+                        },
+                    );
+                }
+                Dtype::I64 if name == STEP && view.data().len() == 8 => {
+                    ck.step = Some(
+                        i64::from_le_bytes(view.data().try_into().unwrap_or([0; 8])).max(0) as u64,
+                    );
+                }
+                d => {
+                    ck.other.insert(name.to_string(), format!("{d:?}"));
+                }
+            }
+        }
+        Ok(ck)
+    }
+
+    /// Tensor `name`, which must be f32 with shape `dims`.
+    pub fn get(&self, name: &str, dims: &[usize]) -> Result<&Tensor, CheckpointError> {
+        let path = self.path.clone();
+        match self.tensors.get(name) {
+            Some(t) if t.dims == dims => Ok(t),
+            Some(t) => Err(CheckpointError::Shape {
+                path,
+                name: name.into(),
+                expected: dims.to_vec(),
+                found: t.dims.clone(),
+            }),
+            None => match self.other.get(name) {
+                Some(d) => Err(CheckpointError::DType {
+                    path,
+                    name: name.into(),
+                    expected: "F32",
+                    found: d.clone(),
+                }),
+                None => Err(CheckpointError::Missing {
+                    path,
+                    name: name.into(),
+                    dims: dims.to_vec(),
+                }),
+            },
+        }
+    }
+
+    /// Every parameter of `params` (looked up as `<strip>`-less paths: a param `teacher.x` with
+    /// `strip = "teacher."` reads tensor `x`), in order; any missing or misshapen one is an error.
+    pub fn params_for(
+        &self,
+        params: &[&Param],
+        strip: &str,
+    ) -> Result<Vec<Vec<f32>>, CheckpointError> {
+        params
+            .iter()
+            .map(|p| {
+                let name = p.path.strip_prefix(strip).unwrap_or(&p.path);
+                self.get(name, &p.dims).map(|t| t.data.clone())
+            })
+            .collect()
+    }
+}

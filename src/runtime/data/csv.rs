@@ -1,0 +1,127 @@
+//! CSV sources: one sample per row, every column a number; one column (index, negative from the
+//! end) is the label, the others the input features. Ragged rows and non-numbers are errors that
+//! name the line and column.
+
+use super::{file, Column, DataError, RawSplit, Values};
+use std::path::Path;
+
+/// Parses CSV text (already read) into rows of numbers; `path` only names the file in errors.
+pub fn parse_rows(
+    path: &Path,
+    text: &str,
+    header: bool,
+) -> Result<Vec<(usize, Vec<f64>)>, DataError> {
+    let err = |line, column, msg: String| DataError::Csv {
+        path: path.to_path_buf(),
+        line,
+        column,
+        msg,
+    };
+    let mut rows: Vec<(usize, Vec<f64>)> = Vec::new();
+    let mut width = None;
+    for (i, line) in text.lines().enumerate().skip(header as usize) {
+        let line_no = i + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut row = Vec::with_capacity(width.unwrap_or(8));
+        for (c, field) in line.split(',').enumerate() {
+            let f = field.trim();
+            match f.parse::<f64>() {
+                Ok(v) if v.is_finite() => row.push(v),
+                _ => {
+                    return Err(err(
+                        line_no,
+                        c + 1,
+                        format!("expected a number, found `{f}`"),
+                    ))
+                }
+            }
+        }
+        match width {
+            None => width = Some(row.len()),
+            Some(w) if w != row.len() => {
+                let first = rows[0].0;
+                return Err(err(
+                    line_no,
+                    row.len().min(w) + 1,
+                    format!("{} columns, but line {first} has {w}", row.len()),
+                ));
+            }
+            _ => {}
+        }
+        rows.push((line_no, row));
+    }
+    Ok(rows)
+}
+
+/// Loads a CSV file: features as f32 `[columns − 1]`, the label column as f32 `[]`.
+pub fn load(
+    written: &str,
+    label_column: i64,
+    header: bool,
+    dir: &Path,
+) -> Result<RawSplit, DataError> {
+    let (path, bytes) = file::read(written, dir)?;
+    let text = utf8(&path, bytes)?;
+    let rows = parse_rows(&path, &text, header)?;
+    let width = rows
+        .first()
+        .map(|r| r.1.len())
+        .ok_or_else(|| DataError::Format {
+            path: path.clone(),
+            msg: "no data rows".into(),
+        })?;
+    let label = if label_column < 0 {
+        width as i64 + label_column
+    } else {
+        label_column
+    };
+    if label < 0 || label >= width as i64 {
+        return Err(DataError::Format {
+            path,
+            msg: format!("label column {label_column} is outside the {width} columns"),
+        });
+    }
+    if width < 2 {
+        return Err(DataError::Format {
+            path,
+            msg: "a row needs a label and at least one feature".into(),
+        });
+    }
+    let label = label as usize;
+    let mut x = Vec::with_capacity(rows.len() * (width - 1));
+    let mut y = Vec::with_capacity(rows.len());
+    for (_, row) in &rows {
+        for (c, v) in row.iter().enumerate() {
+            if c == label {
+                y.push(*v as f32);
+            } else {
+                x.push(*v as f32);
+            }
+        }
+    }
+    Ok(RawSplit {
+        x: Column {
+            values: Values::F32(x),
+            shape: vec![width - 1],
+        },
+        y: Column {
+            values: Values::F32(y),
+            shape: vec![],
+        },
+        len: rows.len(),
+    })
+}
+
+/// The file's bytes as UTF-8 text, or an error naming the first bad byte.
+pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, DataError> {
+    String::from_utf8(bytes).map_err(|e| DataError::Format {
+        path: path.to_path_buf(),
+        msg: format!(
+            "not UTF-8 text (bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
+    })
+}

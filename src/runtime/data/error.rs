@@ -1,0 +1,77 @@
+//! What can go wrong while loading data: every message names the file and what was expected.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("data file `{written}` not found: looked for {} (data dir {})", .path.display(), .dir.display())]
+    NotFound {
+        written: String,
+        path: PathBuf,
+        dir: PathBuf,
+    },
+    #[error("cannot read {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: corrupt gzip stream: {msg}", .path.display())]
+    Gzip { path: PathBuf, msg: String },
+    #[error("{}: truncated: expected {expected} bytes of {what}, found {found}", .path.display())]
+    Truncated {
+        path: PathBuf,
+        what: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{}: wrong magic number {found:#010x}, expected {expected:#010x} ({what})", .path.display())]
+    Magic {
+        path: PathBuf,
+        what: &'static str,
+        expected: u32,
+        found: u32,
+    },
+    #[error("{}: {msg}", .path.display())]
+    Format { path: PathBuf, msg: String },
+    #[error("{} holds {images} images but {} holds {labels} labels", .images_path.display(), .labels_path.display())]
+    CountMismatch {
+        images_path: PathBuf,
+        images: usize,
+        labels_path: PathBuf,
+        labels: usize,
+    },
+    #[error("{}:{line}:{column}: {msg}", .path.display())]
+    Csv {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
+    #[error("{}: the text is empty", .path.display())]
+    EmptyText { path: PathBuf },
+    #[error("{}: {chars} characters is too short for one window of seq {seq} (+1 for the labels)", .path.display())]
+    TextTooShort {
+        path: PathBuf,
+        chars: usize,
+        seq: usize,
+    },
+    #[error("inline data: {0}")]
+    Inline(String),
+    #[error("data `{data}`: {what} have {found} per sample, but the model expects {expected}")]
+    Shape {
+        data: String,
+        what: &'static str,
+        expected: String,
+        found: String,
+    },
+    #[error("data `{data}`: {what} value {value} of sample {sample} is not {expected}")]
+    Value {
+        data: String,
+        what: &'static str,
+        sample: usize,
+        value: f64,
+        expected: String,
+    },
+    #[error("data `{data}`: the {split} split is empty")]
+    Empty { data: String, split: &'static str },
+}

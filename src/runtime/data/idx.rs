@@ -1,0 +1,108 @@
+//! IDX files (the MNIST format): a big-endian header `00 00 08 ndim`, `ndim` u32 dims, then u8
+//! elements. Images must be `0x00000803` (N×H×W), labels `0x00000801` (N).
+
+use super::{file, Column, DataError, RawSplit, Values};
+use std::path::Path;
+
+/// A parsed IDX file: dims and the u8 payload.
+struct Idx {
+    dims: Vec<usize>,
+    payload: Vec<u8>,
+}
+
+fn parse(path: &Path, bytes: Vec<u8>, magic: u32, what: &'static str) -> Result<Idx, DataError> {
+    let truncated = |what: String, expected, found| DataError::Truncated {
+        path: path.to_path_buf(),
+        what,
+        expected,
+        found,
+    };
+    if bytes.len() < 4 {
+        return Err(truncated("IDX header".into(), 4, bytes.len()));
+    }
+    let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if found != magic {
+        return Err(DataError::Magic {
+            path: path.to_path_buf(),
+            what,
+            expected: magic,
+            found,
+        });
+    }
+    let ndim = (magic & 0xff) as usize;
+    let header = 4 + 4 * ndim;
+    if bytes.len() < header {
+        return Err(truncated(
+            format!("IDX header with {ndim} dims"),
+            header,
+            bytes.len(),
+        ));
+    }
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| DataError::Format {
+            path: path.to_path_buf(),
+            msg: format!("dims {dims:?} overflow"),
+        })?;
+    let have = bytes.len() - header;
+    if have < n {
+        return Err(truncated(format!("payload for dims {dims:?}"), n, have));
+    }
+    if have > n {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            msg: format!(
+                "{} trailing bytes after the payload of dims {dims:?}",
+                have - n
+            ),
+        });
+    }
+    let mut payload = bytes;
+    payload.drain(..header);
+    Ok(Idx { dims, payload })
+}
+
+/// Reads one IDX image file (as f32) and its label file (as i32).
+pub fn load(images: &str, labels: &str, dir: &Path) -> Result<RawSplit, DataError> {
+    let (ipath, ibytes) = file::read(images, dir)?;
+    let img = parse(&ipath, ibytes, 0x0000_0803, "IDX u8 images, 3 dims")?;
+    let (lpath, lbytes) = file::read(labels, dir)?;
+    let lab = parse(&lpath, lbytes, 0x0000_0801, "IDX u8 labels, 1 dim")?;
+    if img.dims[0] != lab.dims[0] {
+        return Err(DataError::CountMismatch {
+            images_path: ipath,
+            images: img.dims[0],
+            labels_path: lpath,
+            labels: lab.dims[0],
+        });
+    }
+    let x = Column {
+        values: Values::F32(img.payload.iter().map(|&b| b as f32).collect()),
+        shape: img.dims[1..].to_vec(),
+    };
+    let y = Column {
+        values: Values::I32(lab.payload.iter().map(|&b| b as i32).collect()),
+        shape: vec![],
+    };
+    Ok(RawSplit {
+        x,
+        y,
+        len: img.dims[0],
+    })
+}
+
+/// The images of one IDX image file as f32 (for `nnc predict`): count and per-image dims.
+pub fn load_images(path: &Path) -> Result<(Vec<f32>, usize, Vec<usize>), DataError> {
+    let written = path.to_string_lossy();
+    let (path, bytes) = file::read(&written, Path::new("."))?;
+    let img = parse(&path, bytes, 0x0000_0803, "IDX u8 images, 3 dims")?;
+    Ok((
+        img.payload.iter().map(|&b| b as f32).collect(),
+        img.dims[0],
+        img.dims[1..].to_vec(),
+    ))
+}

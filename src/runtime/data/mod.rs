@@ -1,0 +1,322 @@
+//! Loading a `data` block into memory: every [`Source`] becomes a [`Split`] of input and label
+//! [`Column`]s, `normalize` is applied to f32 inputs, `split` holds out the end of the train
+//! source when there is no `test`, and both splits are conformed to the types the model expects
+//! (same element count per sample → reshaped; dtypes converted where exact; class ids one-hot
+//! encoded when the model wants a distribution).
+
+mod csv;
+mod error;
+mod file;
+pub mod idx;
+mod text;
+
+pub use csv::parse_rows as parse_csv_rows;
+pub use error::DataError;
+pub use file::resolve;
+pub use text::encode as encode_text;
+
+use crate::ir::{DType, DataSpec, ScalarExpr, Source, Type};
+use std::path::Path;
+
+/// The elements of a column, all samples back to back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+}
+
+impl Values {
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::I32(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn dtype(&self) -> DType {
+        match self {
+            Values::F32(_) => DType::F32,
+            Values::I32(_) => DType::I32,
+        }
+    }
+    /// Element `i` as f64 (for conversions and checks).
+    fn get(&self, i: usize) -> f64 {
+        match self {
+            Values::F32(v) => v[i] as f64,
+            Values::I32(v) => v[i] as f64,
+        }
+    }
+}
+
+/// One tensor per sample: `values` holds `len × shape.product()` elements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    pub values: Values,
+    /// Shape of one sample (no batch dimension); `[]` for a scalar label.
+    pub shape: Vec<usize>,
+}
+
+impl Column {
+    pub fn per_sample(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Samples `from..to` as a new column.
+    fn slice(&self, from: usize, to: usize) -> Column {
+        let k = self.per_sample();
+        let values = match &self.values {
+            Values::F32(v) => Values::F32(v[from * k..to * k].to_vec()),
+            Values::I32(v) => Values::I32(v[from * k..to * k].to_vec()),
+        };
+        Column {
+            values,
+            shape: self.shape.clone(),
+        }
+    }
+}
+
+/// Inputs and labels of `len` samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    pub x: Column,
+    pub y: Column,
+    pub len: usize,
+}
+
+/// Used by the source readers before conforming.
+pub(crate) type RawSplit = Split;
+
+/// A loaded `data` block.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: String,
+    pub train: Split,
+    pub test: Option<Split>,
+    /// The character vocabulary of a text source (id = index).
+    pub vocab: Option<Vec<char>>,
+}
+
+/// The per-sample types the model wants (`None`: keep what the source gives).
+#[derive(Clone, Debug, Default)]
+pub struct Expect {
+    pub x: Option<Type>,
+    pub y: Option<Type>,
+}
+
+/// Loads `spec` with paths resolved against `dir`.
+pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, DataError> {
+    let (mut train, vocab) = load_source(&spec.train, dir, None)?;
+    let mut test = match &spec.test {
+        Some((src, _)) => Some(load_source(src, dir, vocab.as_deref())?.0),
+        None => None,
+    };
+    if let Some(norm) = &spec.normalize {
+        normalize(&mut train.x, norm);
+        if let Some(t) = &mut test {
+            normalize(&mut t.x, norm);
+        }
+    }
+    if test.is_none() && spec.split < 1.0 {
+        let (a, b) = split(train, spec.split, &spec.train, dir, vocab.is_some())?;
+        train = a;
+        test = b;
+    }
+    let name = &spec.name;
+    if train.len == 0 {
+        return Err(DataError::Empty {
+            data: name.clone(),
+            split: "train",
+        });
+    }
+    let train = conform(train, expect, name)?;
+    let test = test
+        .filter(|t| t.len > 0)
+        .map(|t| conform(t, expect, name))
+        .transpose()?;
+    Ok(Dataset {
+        name: name.clone(),
+        train,
+        test,
+        vocab,
+    })
+}
+
+/// One source as it comes (inputs f32 or i32, labels as stored), plus a text vocabulary.
+/// `vocab`: the train text's vocabulary when loading a test text.
+fn load_source(
+    src: &Source,
+    dir: &Path,
+    vocab: Option<&[char]>,
+) -> Result<(Split, Option<Vec<char>>), DataError> {
+    match src {
+        Source::Inline { x, y } => Ok((inline(x, y)?, None)),
+        Source::Idx { images, labels } => Ok((idx::load(images, labels, dir)?, None)),
+        Source::Csv {
+            path,
+            label_column,
+            header,
+        } => Ok((csv::load(path, *label_column, *header, dir)?, None)),
+        Source::Text { path, seq } => match vocab {
+            None => {
+                let t = text::read(path, dir)?;
+                Ok((text::windows(&t.path, &t.ids, *seq)?, Some(t.vocab)))
+            }
+            Some(v) => {
+                let (p, bytes) = file::read(path, dir)?;
+                let s = csv::utf8(&p, bytes)?;
+                let ids = text::encode(&p, &s, v)?;
+                Ok((text::windows(&p, &ids, *seq)?, None))
+            }
+        },
+    }
+}
+
+fn inline(x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<Split, DataError> {
+    if x.len() != y.len() {
+        return Err(DataError::Inline(format!(
+            "{} input rows but {} label rows",
+            x.len(),
+            y.len()
+        )));
+    }
+    let flat = |rows: &[Vec<f64>], what: &str| -> Result<Column, DataError> {
+        let w = rows.first().map_or(0, Vec::len);
+        if let Some(i) = rows.iter().position(|r| r.len() != w) {
+            let n = rows[i].len();
+            return Err(DataError::Inline(format!(
+                "{what} row {} has {n} values, row 1 has {w}",
+                i + 1
+            )));
+        }
+        Ok(Column {
+            values: Values::F32(rows.iter().flatten().map(|&v| v as f32).collect()),
+            shape: vec![w],
+        })
+    };
+    Ok(Split {
+        x: flat(x, "input")?,
+        y: flat(y, "label")?,
+        len: x.len(),
+    })
+}
+
+/// Applies `normalize` to f32 inputs.
+pub fn normalize(col: &mut Column, expr: &ScalarExpr) {
+    if let Values::F32(v) = &mut col.values {
+        for x in v.iter_mut() {
+            *x = expr.eval(*x as f64) as f32;
+        }
+    }
+}
+
+/// The first `frac` of the samples for training, the rest for testing. A text source is split
+/// on characters (so no window straddles the two parts) by re-reading its ids.
+fn split(
+    all: Split,
+    frac: f64,
+    src: &Source,
+    dir: &Path,
+    is_text: bool,
+) -> Result<(Split, Option<Split>), DataError> {
+    if let (true, Source::Text { path, seq }) = (is_text, src) {
+        let t = text::read(path, dir)?;
+        let cut = ((t.ids.len() as f64) * frac).floor() as usize;
+        let train = text::windows(&t.path, &t.ids[..cut], *seq)?;
+        let test = text::windows(&t.path, &t.ids[cut..], *seq).ok();
+        return Ok((train, test));
+    }
+    let cut = ((all.len as f64) * frac).floor() as usize;
+    let train = Split {
+        x: all.x.slice(0, cut),
+        y: all.y.slice(0, cut),
+        len: cut,
+    };
+    let test = Split {
+        x: all.x.slice(cut, all.len),
+        y: all.y.slice(cut, all.len),
+        len: all.len - cut,
+    };
+    Ok((train, Some(test)))
+}
+
+/// Converts a split's columns to the expected per-sample types.
+fn conform(s: Split, expect: &Expect, data: &str) -> Result<Split, DataError> {
+    let x = match &expect.x {
+        Some(t) => conform_column(s.x, t, data, "inputs", false)?,
+        None => s.x,
+    };
+    let y = match &expect.y {
+        Some(t) => conform_column(s.y, t, data, "labels", true)?,
+        None => s.y,
+    };
+    Ok(Split { x, y, len: s.len })
+}
+
+fn conform_column(
+    col: Column,
+    t: &Type,
+    data: &str,
+    what: &'static str,
+    one_hot: bool,
+) -> Result<Column, DataError> {
+    let want = t.per_sample();
+    let have = col.per_sample();
+    let n = col.values.len().checked_div(have).unwrap_or(0);
+    let bad = |sample: usize, value: f64, expected: String| DataError::Value {
+        data: data.into(),
+        what,
+        sample,
+        value,
+        expected,
+    };
+    if one_hot && t.dtype == DType::F32 && have == 1 && want > 1 {
+        let classes = *t.dims.last().unwrap_or(&1);
+        let mut out = vec![0f32; n * want];
+        for i in 0..n {
+            let v = col.values.get(i);
+            if v.fract() != 0.0 || v < 0.0 || v >= classes as f64 {
+                return Err(bad(
+                    i,
+                    v,
+                    format!("a class id in 0..{classes} (labels are one-hot encoded)"),
+                ));
+            }
+            // The class id picks the position in the last axis; `want / classes` rows each.
+            let rows = want / classes;
+            for r in 0..rows {
+                out[i * want + r * classes + v as usize] = 1.0;
+            }
+        }
+        return Ok(Column {
+            values: Values::F32(out),
+            shape: t.dims.clone(),
+        });
+    }
+    if want != have {
+        return Err(DataError::Shape {
+            data: data.into(),
+            what,
+            expected: format!("{:?} ({want} elements)", t.dims),
+            found: format!("{:?} ({have} elements)", col.shape),
+        });
+    }
+    let values = match (col.values, t.dtype) {
+        (Values::F32(v), DType::I32) => {
+            let mut out = Vec::with_capacity(v.len());
+            for (i, &x) in v.iter().enumerate() {
+                if x.fract() != 0.0 || x.abs() > i32::MAX as f32 {
+                    return Err(bad(i / have.max(1), x as f64, "an integer".into()));
+                }
+                out.push(x as i32);
+            }
+            Values::I32(out)
+        }
+        (Values::I32(v), DType::F32) => Values::F32(v.iter().map(|&x| x as f32).collect()),
+        (v, _) => v,
+    };
+    Ok(Column {
+        values,
+        shape: t.dims.clone(),
+    })
+}

@@ -1,0 +1,132 @@
+//! Evaluation on a split with the evaluation graph: loss = mean over batches weighted by their
+//! size (the last partial batch included), accuracy = argmax of `output` against the labels
+//! (class ids, or the argmax of one-hot/probability labels).
+
+use crate::exec::{ExecError, Executor, Feed, StepCtx};
+use crate::ir::Graph;
+use crate::runtime::batch::{gather, Buf};
+use crate::runtime::data::Split;
+
+/// Loss and accuracy over a split.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalResult {
+    pub loss: f64,
+    pub accuracy: Option<f64>,
+    pub samples: usize,
+}
+
+/// Which column feeds each graph input: the input named `label` takes the labels, any other the
+/// samples' inputs.
+pub fn label_inputs(graph: &Graph) -> Vec<bool> {
+    graph.inputs().iter().map(|(_, n)| *n == "label").collect()
+}
+
+/// Index of the largest element (the first one on ties; NaN never wins).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// How many rows of `out` (`classes` wide) pick the labelled class; `None` if the shapes do not
+/// line up for a classification.
+pub fn correct(out: &[f32], classes: usize, labels: &Buf) -> Option<usize> {
+    if classes == 0 {
+        return None;
+    }
+    let rows = out.len() / classes;
+    match labels {
+        Buf::I32(l) if l.len() == rows => Some(
+            out.chunks_exact(classes)
+                .zip(l)
+                .filter(|(r, &y)| argmax(r) as i64 == y as i64)
+                .count(),
+        ),
+        Buf::F32(l) if l.len() == out.len() => Some(
+            out.chunks_exact(classes)
+                .zip(l.chunks_exact(classes))
+                .filter(|(r, y)| argmax(r) == argmax(y))
+                .count(),
+        ),
+        _ => None,
+    }
+}
+
+/// Runs `exec` (an evaluation graph with outputs `loss` and `output`) over all of `split` in
+/// batches of `batch`. Accuracy only when `classification`.
+pub fn evaluate(
+    exec: &mut dyn Executor,
+    params: &[&[f32]],
+    split: &Split,
+    batch: usize,
+    classification: bool,
+    seed: u64,
+) -> Result<EvalResult, ExecError> {
+    let roles = label_inputs(exec.graph());
+    let classes = exec
+        .graph()
+        .output("output")
+        .map(|v| exec.graph().ty(v).last());
+    let batch = batch.clamp(1, split.len.max(1));
+    let mut xb = Buf::for_column(&split.x, batch);
+    let mut yb = Buf::for_column(&split.y, batch);
+    let (mut loss_sum, mut right, mut acc_ok) = (0f64, 0usize, classification && classes.is_some());
+    let idx: Vec<usize> = (0..split.len).collect();
+    for chunk in idx.chunks(batch) {
+        gather(&split.x, chunk, &mut xb);
+        gather(&split.y, chunk, &mut yb);
+        let feeds: Vec<Feed<'_>> = roles
+            .iter()
+            .map(|&is_y| if is_y { yb.feed() } else { xb.feed() })
+            .collect();
+        exec.run(chunk.len(), &feeds, params, StepCtx { seed, step: 0 })?;
+        let loss = exec
+            .output("loss")
+            .and_then(|l| l.first().copied())
+            .ok_or_else(|| ExecError::Other("the evaluation graph has no `loss` output".into()))?;
+        loss_sum += loss as f64 * chunk.len() as f64;
+        if acc_ok {
+            match exec
+                .output("output")
+                .and_then(|o| correct(o, classes.unwrap_or(0), &yb))
+            {
+                Some(c) => right += c,
+                None => acc_ok = false,
+            }
+        }
+    }
+    let n = split.len.max(1);
+    // Accuracy counts rows: a sequence model has several per sample.
+    let rows_per_sample = match &split.y.values {
+        crate::runtime::data::Values::I32(_) => split.y.per_sample().max(1),
+        crate::runtime::data::Values::F32(_) => {
+            (split.y.per_sample() / classes.unwrap_or(1).max(1)).max(1)
+        }
+    };
+    Ok(EvalResult {
+        loss: loss_sum / n as f64,
+        accuracy: acc_ok.then(|| right as f64 / (n * rows_per_sample) as f64),
+        samples: split.len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_and_correct_count() {
+        assert_eq!(argmax(&[0.1, 3.0, 3.0, -1.0]), 1);
+        let out = [0.9, 0.1, 0.2, 0.8, 0.6, 0.4];
+        assert_eq!(correct(&out, 2, &Buf::I32(vec![0, 1, 1])), Some(2));
+        assert_eq!(
+            correct(&out, 2, &Buf::F32(vec![1.0, 0.0, 0.0, 1.0, 0.0, 1.0])),
+            Some(2)
+        );
+        assert_eq!(correct(&out, 2, &Buf::I32(vec![0, 1])), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! Training: a [`Session`] executes a program's `train` runs in order and keeps the parameters
+//! each run ends with (for `init: <run>` and `teacher: <run>`). The graph transformations and
+//! executors it needs come from a [`Backend`], so the same loop drives the JIT or the reference
+//! interpreter (or a test double).
+
+mod eval;
+mod params;
+mod progress;
+mod run;
+
+pub use eval::{evaluate, EvalResult};
+pub use params::{lr_scale, Tensors};
+pub use progress::{EvalInfo, StepInfo};
+
+use super::checkpoint::CheckpointError;
+use super::data::DataError;
+use crate::exec::{ExecError, Executor, Updater};
+use crate::ir::{Graph, OptimizerSpec, Program};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Builds the backward graph (adds outputs `grad:<path>` for every trainable parameter).
+pub type GradFn = Box<dyn Fn(&Graph) -> Result<Graph, String>>;
+/// Builds an executor for a graph.
+pub type ExecutorFactory = Box<dyn Fn(&Graph) -> Result<Box<dyn Executor>, String>>;
+/// Builds the update rule of an optimizer.
+pub type UpdaterFactory = Box<dyn Fn(&OptimizerSpec) -> Result<Box<dyn Updater>, String>>;
+
+/// What the training loop needs from the rest of the compiler: see [`crate::runtime::backend`]
+/// for the JIT and the interpreter.
+pub struct Backend {
+    pub grad: GradFn,
+    pub executor: ExecutorFactory,
+    pub updater: UpdaterFactory,
+}
+
+/// Command-line settings that apply to a session.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Where data paths resolve (`--data-dir`, default the `.nn` file's folder).
+    pub data_dir: PathBuf,
+    /// Where checkpoint, `init` and `teacher` paths written in the file resolve (the file's folder).
+    pub base_dir: PathBuf,
+    /// `--epochs` / `--steps`: replace each run's length.
+    pub epochs: Option<u64>,
+    pub steps: Option<u64>,
+    /// No progress bar.
+    pub quiet: bool,
+    /// A JSON-lines log: one object per step and one per evaluation.
+    pub log_json: Option<PathBuf>,
+    /// `--checkpoint`: where every run executed writes its checkpoint (as given, not resolved).
+    pub checkpoint: Option<PathBuf>,
+    /// `--init`: start every run executed from this safetensors file (as given).
+    pub init: Option<PathBuf>,
+    /// Worker threads for the executor (read by the caller's executor factory).
+    pub threads: Option<usize>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            data_dir: PathBuf::from("."),
+            base_dir: PathBuf::from("."),
+            epochs: None,
+            steps: None,
+            quiet: false,
+            log_json: None,
+            checkpoint: None,
+            init: None,
+            threads: None,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    pub run: String,
+    pub steps: u64,
+    pub epochs: f64,
+    /// Mean training loss over the last (up to) 50 steps.
+    pub final_loss: f64,
+    /// On the test split with the evaluation graph, after the last step (when there is one).
+    pub test_loss: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub samples_per_s: f64,
+    pub wall_s: f64,
+    /// Where the checkpoint was written.
+    pub checkpoint: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("no run named `{0}`")]
+    UnknownRun(String),
+    #[error("run `{run}`: {msg}")]
+    Setup { run: String, msg: String },
+    #[error("run `{run}`: {source}")]
+    Data { run: String, source: DataError },
+    #[error("run `{run}`: {source}")]
+    Checkpoint {
+        run: String,
+        source: CheckpointError,
+    },
+    #[error("run `{run}`, step {step}: {source}")]
+    Exec {
+        run: String,
+        step: u64,
+        source: ExecError,
+    },
+    #[error("run `{run}`, step {step}: the loss is {loss}{}", .param.as_ref().map(|p| format!("; the gradient of `{p}` is not finite")).unwrap_or_default())]
+    NonFinite {
+        run: String,
+        step: u64,
+        loss: f32,
+        param: Option<String>,
+    },
+    #[error("cannot write the log {}: {source}", .path.display())]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Executes the runs of one program, remembering each run's final parameters.
+pub struct Session<'a> {
+    program: &'a Program,
+    backend: Backend,
+    options: TrainOptions,
+    trained: BTreeMap<String, Tensors>,
+    log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(
+        program: &'a Program,
+        backend: Backend,
+        options: TrainOptions,
+    ) -> Result<Session<'a>, TrainError> {
+        let log = match &options.log_json {
+            Some(p) => Some(progress::open_log(p).map_err(|source| TrainError::Log {
+                path: p.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Session {
+            program,
+            backend,
+            options,
+            trained: BTreeMap::new(),
+            log,
+        })
+    }
+
+    /// Runs every `train` block in file order.
+    pub fn run_all(&mut self) -> Result<Vec<RunSummary>, TrainError> {
+        let names: Vec<String> = self.program.runs.iter().map(|r| r.name.clone()).collect();
+        names.iter().map(|n| self.run(n)).collect()
+    }
+
+    /// Runs the `train` block named `name` (its `init`/`teacher` runs must have run before).
+    pub fn run(&mut self, name: &str) -> Result<RunSummary, TrainError> {
+        let spec = self
+            .program
+            .run(name)
+            .ok_or_else(|| TrainError::UnknownRun(name.into()))?;
+        let log = self.log.take();
+        let (summary, params, log) = run::train(
+            self.program,
+            spec,
+            &self.backend,
+            &self.options,
+            &self.trained,
+            log,
+        )?;
+        self.log = log;
+        self.trained.insert(name.to_string(), params);
+        Ok(summary)
+    }
+
+    /// The parameters a finished run ended with (teacher parameters excluded), by path.
+    pub fn params(&self, run: &str) -> Option<&Tensors> {
+        self.trained.get(run)
+    }
+}

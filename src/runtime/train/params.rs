@@ -1,0 +1,155 @@
+//! A run's starting parameters: fresh from their initializers, or matched by path from an earlier
+//! run or a checkpoint (`init`, `--init`); teacher parameters (under `teacher.`) from the teacher
+//! run or its checkpoint. Also the per-parameter lr multipliers of `lr_scale`.
+
+use super::{TrainError, TrainOptions};
+use crate::ir::{Graph, InitFrom, Param, RunSpec};
+use crate::runtime::checkpoint::{Checkpoint, Tensor};
+use crate::runtime::init::init_param;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Named parameter tensors (paths → values).
+pub type Tensors = BTreeMap<String, Tensor>;
+
+/// Prefix of teacher parameters in a distillation run's graph.
+pub const TEACHER: &str = "teacher.";
+
+/// Whether `prefix` (`encoder`, `encoder.dense1`) names `path` or a group containing it.
+fn covers(prefix: &str, path: &str) -> bool {
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'.'))
+}
+
+/// The lr multiplier of `path`: the longest matching prefix of `scales` wins; 1 if none matches.
+pub fn lr_scale(path: &str, scales: &[(String, f64)]) -> f64 {
+    scales
+        .iter()
+        .filter(|(p, _)| covers(p, path))
+        .max_by_key(|(p, _)| p.len())
+        .map_or(1.0, |(_, s)| *s)
+}
+
+/// Starting values of every parameter of `graph`, in its order.
+pub fn initial(
+    spec: &RunSpec,
+    graph: &Graph,
+    opts: &TrainOptions,
+    trained: &BTreeMap<String, Tensors>,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let setup = |msg: String| TrainError::Setup {
+        run: spec.name.clone(),
+        msg,
+    };
+    let ck_err = |source| TrainError::Checkpoint {
+        run: spec.name.clone(),
+        source,
+    };
+    let resolve = |p: &str| -> PathBuf { crate::runtime::data::resolve(p, &opts.base_dir) };
+
+    // The tensors the student starts from, if any.
+    let init_ck;
+    let init: Option<(&Tensors, String)> = match (&opts.init, &spec.init) {
+        (Some(p), _) => {
+            init_ck = Checkpoint::load(p).map_err(ck_err)?;
+            Some((&init_ck.tensors, p.display().to_string()))
+        }
+        (None, Some(InitFrom::File(p))) => {
+            init_ck = Checkpoint::load(&resolve(p)).map_err(ck_err)?;
+            Some((&init_ck.tensors, p.clone()))
+        }
+        (None, Some(InitFrom::Run(r))) => {
+            let t = trained
+                .get(r)
+                .ok_or_else(|| setup(format!("`init: {r}` needs run `{r}` to have run first")))?;
+            Some((t, format!("run `{r}`")))
+        }
+        (None, None) => None,
+    };
+
+    let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.params.len()];
+    let mut matched = 0;
+    for (i, p) in graph.params.iter().enumerate() {
+        if p.path.starts_with(TEACHER) {
+            continue;
+        }
+        if let Some((src, what)) = &init {
+            if let Some(t) = src.get(&p.path) {
+                if t.dims != p.dims {
+                    return Err(setup(format!(
+                        "`{}` from {what} has shape {:?}, the model expects {:?}",
+                        p.path, t.dims, p.dims
+                    )));
+                }
+                values[i] = Some(t.data.clone());
+                matched += 1;
+                continue;
+            }
+        }
+        values[i] = Some(init_param(p, spec.seed));
+    }
+    if let Some((_, what)) = &init {
+        if matched == 0 {
+            return Err(setup(format!("{what} has none of the model's parameters")));
+        }
+    }
+
+    // Teacher parameters: every one must be found.
+    let teacher: Vec<(usize, &Param)> = graph
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.path.starts_with(TEACHER))
+        .collect();
+    if !teacher.is_empty() {
+        let t = spec.teacher.as_ref().ok_or_else(|| {
+            setup("the graph has teacher parameters but the run no teacher".into())
+        })?;
+        let loaded: Vec<Vec<f32>> = match &t.from {
+            InitFrom::File(f) => {
+                let ck = Checkpoint::load(&resolve(f)).map_err(ck_err)?;
+                let ps: Vec<&Param> = teacher.iter().map(|(_, p)| *p).collect();
+                ck.params_for(&ps, TEACHER).map_err(ck_err)?
+            }
+            InitFrom::Run(r) => {
+                let src = trained.get(r).ok_or_else(|| {
+                    setup(format!("`teacher: {r}` needs run `{r}` to have run first"))
+                })?;
+                teacher
+                    .iter()
+                    .map(|(_, p)| {
+                        let name = &p.path[TEACHER.len()..];
+                        match src.get(name) {
+                            Some(t) if t.dims == p.dims => Ok(t.data.clone()),
+                            Some(t) => Err(setup(format!(
+                                "teacher parameter `{name}` of run `{r}` has shape {:?}, expected {:?}",
+                                t.dims, p.dims
+                            ))),
+                            None => Err(setup(format!("run `{r}` has no parameter `{name}` for the teacher"))),
+                        }
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        for ((i, _), v) in teacher.iter().zip(loaded) {
+            values[*i] = Some(v);
+        }
+    }
+    Ok(values.into_iter().map(|v| v.unwrap_or_default()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins_on_dot_boundaries() {
+        let s = vec![
+            ("encoder".to_string(), 0.1),
+            ("encoder.dense1".to_string(), 0.5),
+        ];
+        assert_eq!(lr_scale("encoder.dense1.weight", &s), 0.5);
+        assert_eq!(lr_scale("encoder.dense2.weight", &s), 0.1);
+        assert_eq!(lr_scale("encoder2.weight", &s), 1.0);
+        assert_eq!(lr_scale("head.bias", &s), 1.0);
+    }
+}

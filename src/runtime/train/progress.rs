@@ -1,0 +1,192 @@
+//! What a run reports while it trains: an `indicatif` bar on stderr (loss, accuracy, samples/s,
+//! ETA; hidden when stderr is not a terminal or when quiet) and an optional JSON-lines log with one
+//! object per step and one per evaluation. JSON is written by hand (strings escaped, non-finite
+//! numbers as `null`) straight into a buffered file, so logging a step allocates nothing.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Progress display and log of one run.
+pub struct Progress {
+    bar: ProgressBar,
+    last_draw: Instant,
+    log: Option<(PathBuf, BufWriter<File>)>,
+    run: String,
+    acc: Option<f64>,
+}
+
+/// One training step as reported.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInfo {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub samples_per_s: f64,
+}
+
+/// One evaluation as reported.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalInfo {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss: f64,
+    pub accuracy: Option<f64>,
+    pub samples: usize,
+}
+
+impl Progress {
+    /// `log`: an open JSON-lines file shared by the runs of a session (appended to).
+    pub fn new(
+        run: &str,
+        total_steps: u64,
+        quiet: bool,
+        log: Option<(PathBuf, BufWriter<File>)>,
+    ) -> Progress {
+        let target = if quiet || !std::io::stderr().is_terminal() {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        let style = ProgressStyle::with_template(
+            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let bar = ProgressBar::with_draw_target(Some(total_steps), target)
+            .with_style(style)
+            .with_prefix(run.to_string());
+        Progress {
+            bar,
+            last_draw: Instant::now(),
+            log,
+            run: run.into(),
+            acc: None,
+        }
+    }
+
+    /// Records a step: the bar is refreshed at most every 100 ms, the log line always written.
+    pub fn step(&mut self, s: &StepInfo) -> std::io::Result<()> {
+        if !self.bar.is_hidden()
+            && (self.last_draw.elapsed() >= Duration::from_millis(100) || s.step == 1)
+        {
+            self.last_draw = Instant::now();
+            self.bar.set_position(s.step);
+            let acc = self
+                .acc
+                .map(|a| format!(" acc {:.2}%", a * 100.0))
+                .unwrap_or_default();
+            self.bar.set_message(format!(
+                "loss {:.4}{acc} {:.0} samples/s",
+                s.loss, s.samples_per_s
+            ));
+        }
+        if let Some((_, w)) = &mut self.log {
+            w.write_all(b"{\"type\":\"step\",\"run\":")?;
+            write_str(w, &self.run)?;
+            write!(w, ",\"step\":{},\"epoch\":{},\"loss\":", s.step, s.epoch)?;
+            write_num(w, s.loss)?;
+            w.write_all(b",\"lr\":")?;
+            write_num(w, s.lr)?;
+            w.write_all(b",\"samples_per_s\":")?;
+            write_num(w, s.samples_per_s)?;
+            w.write_all(b"}\n")?;
+        }
+        Ok(())
+    }
+
+    /// Records an evaluation (also printed above the bar when it is visible).
+    pub fn eval(&mut self, e: &EvalInfo) -> std::io::Result<()> {
+        self.acc = e.accuracy;
+        if !self.bar.is_hidden() {
+            let acc = e
+                .accuracy
+                .map(|a| format!(", accuracy {:.2}%", a * 100.0))
+                .unwrap_or_default();
+            self.bar.println(format!(
+                "{} epoch {} step {}: test loss {:.4}{acc}",
+                self.run, e.epoch, e.step, e.loss
+            ));
+        }
+        if let Some((_, w)) = &mut self.log {
+            w.write_all(b"{\"type\":\"eval\",\"run\":")?;
+            write_str(w, &self.run)?;
+            write!(
+                w,
+                ",\"step\":{},\"epoch\":{},\"samples\":{},\"loss\":",
+                e.step, e.epoch, e.samples
+            )?;
+            write_num(w, e.loss)?;
+            w.write_all(b",\"accuracy\":")?;
+            match e.accuracy {
+                Some(a) => write_num(w, a)?,
+                None => w.write_all(b"null")?,
+            }
+            w.write_all(b"}\n")?;
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Clears the bar and hands the log back (flushed) for the next run.
+    pub fn finish(mut self) -> std::io::Result<Option<(PathBuf, BufWriter<File>)>> {
+        self.bar.finish_and_clear();
+        if let Some((_, w)) = &mut self.log {
+            w.flush()?;
+        }
+        Ok(self.log.take())
+    }
+}
+
+/// Opens (creates or truncates) a JSON-lines log.
+pub fn open_log(path: &Path) -> std::io::Result<(PathBuf, BufWriter<File>)> {
+    Ok((path.to_path_buf(), BufWriter::new(File::create(path)?)))
+}
+
+/// A JSON number; NaN and infinities (which JSON lacks) as `null`.
+fn write_num(w: &mut impl Write, x: f64) -> std::io::Result<()> {
+    if x.is_finite() {
+        write!(w, "{x}")
+    } else {
+        w.write_all(b"null")
+    }
+}
+
+/// A JSON string with `"`, `\` and control characters escaped.
+pub fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    w.write_all(b"\"")?;
+    for c in s.chars() {
+        match c {
+            '"' => w.write_all(b"\\\"")?,
+            '\\' => w.write_all(b"\\\\")?,
+            '\n' => w.write_all(b"\\n")?,
+            '\r' => w.write_all(b"\\r")?,
+            '\t' => w.write_all(b"\\t")?,
+            c if (c as u32) < 0x20 => write!(w, "\\u{:04x}", c as u32)?,
+            c => write!(w, "{c}")?,
+        }
+    }
+    w.write_all(b"\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_numbers_are_valid_json() {
+        let mut out = Vec::new();
+        write_str(&mut out, "a\"b\\c\nd\u{1}é").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\nd\\u0001é\""
+        );
+        let mut out = Vec::new();
+        write_num(&mut out, f64::NAN).unwrap();
+        write_num(&mut out, 0.5).unwrap();
+        assert_eq!(out, b"null0.5");
+    }
+}

@@ -1,0 +1,410 @@
+//! One `train` block from start to end: data, graphs and executors, starting parameters, the
+//! step loop (batch → run → finite-loss check → update every trainable parameter), periodic
+//! evaluation and checkpoints. After setup a step allocates nothing: batch buffers, the feed and
+//! parameter views and the optimizer state are reused.
+
+use super::eval::{evaluate, label_inputs, EvalResult};
+use super::params::{self, lr_scale, Tensors, TEACHER};
+use super::progress::{EvalInfo, Progress, StepInfo};
+use super::{Backend, RunSummary, TrainError, TrainOptions};
+use crate::exec::{Executor, Feed, StepCtx, UpdateHyper};
+use crate::ir::{Graph, Length, Program, RunSpec};
+use crate::runtime::batch::{gather, Buf, Epochs};
+use crate::runtime::checkpoint::{self, optim_name, Saved, Tensor};
+use crate::runtime::data::{self, Dataset, Expect, Values};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::time::Instant;
+
+type Log = Option<(PathBuf, BufWriter<File>)>;
+
+/// Empties a vector of borrowed slices so that its allocation can hold borrows of another
+/// lifetime (an in-place collect of an empty iterator keeps the buffer).
+#[allow(clippy::unnecessary_filter_map)] // filter_map is what changes the item type
+fn recycle<'b>(mut v: Vec<&[f32]>) -> Vec<&'b [f32]> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+/// [`recycle`] for feeds.
+#[allow(clippy::unnecessary_filter_map)]
+fn recycle_feeds<'b>(mut v: Vec<Feed<'_>>) -> Vec<Feed<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
+/// The per-sample types of the graph's inputs: the model input and `label`.
+fn expect(graph: &Graph) -> Expect {
+    let mut e = Expect::default();
+    for (v, name) in graph.inputs() {
+        let ty = graph.ty(v).clone();
+        if name == "label" {
+            e.y = Some(ty);
+        } else {
+            e.x = Some(ty);
+        }
+    }
+    e
+}
+
+/// Class ids must index the logits: checked once at load time rather than trusted to a kernel.
+fn check_labels(spec: &RunSpec, ds: &Dataset) -> Result<(), String> {
+    let Some(out) = spec.graph.output("output") else {
+        return Ok(());
+    };
+    let classes = spec.graph.ty(out).last();
+    if !spec.classification {
+        return Ok(());
+    }
+    for (split, name) in [(Some(&ds.train), "train"), (ds.test.as_ref(), "test")] {
+        let Some(s) = split else { continue };
+        if let Values::I32(v) = &s.y.values {
+            if let Some(i) = v.iter().position(|&y| y < 0 || y as usize >= classes) {
+                let k = s.y.per_sample().max(1);
+                return Err(format!(
+                    "label {} of {name} sample {} is not a class id in 0..{classes} (the model has {classes} outputs)",
+                    v[i],
+                    i / k
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One trainable parameter: its index, its gradient's output name and its lr multiplier.
+struct Trainable {
+    index: usize,
+    grad: String,
+    scale: f64,
+    state: Vec<Vec<f32>>,
+}
+
+pub(super) fn train(
+    program: &Program,
+    spec: &RunSpec,
+    backend: &Backend,
+    opts: &TrainOptions,
+    trained: &BTreeMap<String, Tensors>,
+    log: Log,
+) -> Result<(RunSummary, Tensors, Log), TrainError> {
+    let run = spec.name.as_str();
+    let setup = |msg: String| TrainError::Setup {
+        run: run.into(),
+        msg,
+    };
+    let t0 = Instant::now();
+
+    // Data.
+    let dspec = program
+        .data(&spec.data)
+        .ok_or_else(|| setup(format!("no data block named `{}`", spec.data)))?;
+    let ds = data::load(dspec, &opts.data_dir, &expect(&spec.graph)).map_err(|source| {
+        TrainError::Data {
+            run: run.into(),
+            source,
+        }
+    })?;
+    check_labels(spec, &ds).map_err(setup)?;
+
+    // Graphs, executors, parameters, optimizer.
+    let graph = (backend.grad)(&spec.graph).map_err(|e| setup(format!("autodiff: {e}")))?;
+    let mut exec = (backend.executor)(&graph)
+        .map_err(|e| setup(format!("compiling the training graph: {e}")))?;
+    let mut eval_exec = match &ds.test {
+        Some(_) => Some(
+            (backend.executor)(&spec.eval_graph)
+                .map_err(|e| setup(format!("compiling the evaluation graph: {e}")))?,
+        ),
+        None => None,
+    };
+    let eval_map: Vec<usize> = spec
+        .eval_graph
+        .params
+        .iter()
+        .map(|p| graph.param_by_path(&p.path).map(|id| id.index()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            setup("the evaluation graph has parameters the training graph lacks".into())
+        })?;
+    let mut values = params::initial(spec, &graph, opts, trained)?;
+    let updater =
+        (backend.updater)(&spec.optimizer).map_err(|e| setup(format!("optimizer: {e}")))?;
+    let mut trainable = Vec::new();
+    for (i, p) in graph.params.iter().enumerate().filter(|(_, p)| !p.frozen) {
+        let grad = format!("grad:{}", p.path);
+        if graph.output(&grad).is_none() {
+            return Err(setup(format!(
+                "the training graph has no gradient for `{}`",
+                p.path
+            )));
+        }
+        let state = vec![vec![0f32; p.numel()]; updater.state_buffers()];
+        trainable.push(Trainable {
+            index: i,
+            grad,
+            scale: lr_scale(&p.path, &spec.lr_scale),
+            state,
+        });
+    }
+
+    // Length and order.
+    let length = match (opts.steps, opts.epochs) {
+        (Some(s), _) => Length::Steps(s),
+        (None, Some(e)) => Length::Epochs(e),
+        (None, None) => spec.length,
+    };
+    let mut order = Epochs::new(ds.train.len, spec.batch, spec.shuffle, spec.seed);
+    let per_epoch = order.batches_per_epoch() as u64;
+    let total = match length {
+        Length::Epochs(e) => e * per_epoch,
+        Length::Steps(s) => s,
+    };
+    let batch = order.batch_size();
+    let eval_batch = batch.max(256);
+    let base_lr = spec.optimizer.lr();
+    let ckpt_path = opts.checkpoint.clone().or_else(|| {
+        spec.checkpoint
+            .as_ref()
+            .map(|p| data::resolve(p, &opts.base_dir))
+    });
+
+    let roles = label_inputs(&graph);
+    let mut xb = Buf::for_column(&ds.train.x, batch);
+    let mut yb = Buf::for_column(&ds.train.y, batch);
+    let mut feed_spare: Vec<Feed<'_>> = Vec::with_capacity(roles.len());
+    let mut view_spare: Vec<&[f32]> = Vec::with_capacity(values.len());
+    let mut recent = [0f64; 50];
+    let mut progress = Progress::new(run, total, opts.quiet, log);
+    let log_err = |source| TrainError::Log {
+        path: opts.log_json.clone().unwrap_or_default(),
+        source,
+    };
+
+    let mut step = 0u64;
+    let mut epoch = 0u64;
+    let mut last: Option<(u64, EvalResult)> = None;
+    let train_start = Instant::now();
+    let save =
+        |values: &[Vec<f32>], trainable: &[Trainable], step: u64| -> Result<(), TrainError> {
+            let Some(path) = &ckpt_path else {
+                return Ok(());
+            };
+            let mut ts: Vec<Saved<'_>> = graph
+                .params
+                .iter()
+                .zip(values)
+                .filter(|(p, _)| !p.path.starts_with(TEACHER))
+                .map(|(p, v)| Saved {
+                    name: p.path.clone(),
+                    dims: &p.dims,
+                    data: v,
+                })
+                .collect();
+            for t in trainable {
+                let p = &graph.params[t.index];
+                for (i, s) in t.state.iter().enumerate() {
+                    ts.push(Saved {
+                        name: optim_name(&p.path, i),
+                        dims: &p.dims,
+                        data: s,
+                    });
+                }
+            }
+            checkpoint::save(path, &ts, Some(step)).map_err(|source| TrainError::Checkpoint {
+                run: run.into(),
+                source,
+            })
+        };
+    let report = |progress: &mut Progress,
+                  last: &mut Option<(u64, EvalResult)>,
+                  r: EvalResult,
+                  step,
+                  epoch| {
+        *last = Some((step, r));
+        progress
+            .eval(&EvalInfo {
+                step,
+                epoch,
+                loss: r.loss,
+                accuracy: r.accuracy,
+                samples: r.samples,
+            })
+            .map_err(log_err)
+    };
+    let do_eval = |exec: &mut Option<Box<dyn Executor>>,
+                   values: &[Vec<f32>],
+                   step: u64|
+     -> Result<Option<EvalResult>, TrainError> {
+        let (Some(e), Some(test)) = (exec.as_mut(), ds.test.as_ref()) else {
+            return Ok(None);
+        };
+        let views: Vec<&[f32]> = eval_map.iter().map(|&i| values[i].as_slice()).collect();
+        evaluate(
+            e.as_mut(),
+            &views,
+            test,
+            eval_batch,
+            spec.classification,
+            spec.seed,
+        )
+        .map(Some)
+        .map_err(|source| TrainError::Exec {
+            run: run.into(),
+            step,
+            source,
+        })
+    };
+
+    while step < total {
+        order.next_epoch();
+        epoch += 1;
+        for b in 0..per_epoch as usize {
+            if step >= total {
+                break;
+            }
+            let idx = order.batch(b);
+            gather(&ds.train.x, idx, &mut xb);
+            gather(&ds.train.y, idx, &mut yb);
+            {
+                let mut feeds: Vec<Feed<'_>> = recycle_feeds(std::mem::take(&mut feed_spare));
+                feeds.extend(
+                    roles
+                        .iter()
+                        .map(|&is_y| if is_y { yb.feed() } else { xb.feed() }),
+                );
+                let mut views: Vec<&[f32]> = recycle(std::mem::take(&mut view_spare));
+                views.extend(values.iter().map(Vec::as_slice));
+                exec.run(
+                    batch,
+                    &feeds,
+                    &views,
+                    StepCtx {
+                        seed: spec.seed,
+                        step,
+                    },
+                )
+                .map_err(|source| TrainError::Exec {
+                    run: run.into(),
+                    step: step + 1,
+                    source,
+                })?;
+                view_spare = recycle(views);
+                feed_spare = recycle_feeds(feeds);
+            }
+            let loss = exec
+                .output("loss")
+                .and_then(|l| l.first().copied())
+                .unwrap_or(f32::NAN);
+            if !loss.is_finite() {
+                let param = trainable
+                    .iter()
+                    .find(|t| {
+                        exec.output(&t.grad)
+                            .is_some_and(|g| g.iter().any(|x| !x.is_finite()))
+                    })
+                    .map(|t| graph.params[t.index].path.clone());
+                return Err(TrainError::NonFinite {
+                    run: run.into(),
+                    step: step + 1,
+                    loss,
+                    param,
+                });
+            }
+            let factor = spec.schedule.factor(step, total);
+            let hyper_step = step + 1;
+            for t in trainable.iter_mut() {
+                let grad = exec
+                    .output(&t.grad)
+                    .ok_or_else(|| setup(format!("no output `{}`", t.grad)))?;
+                let h = UpdateHyper {
+                    lr: (base_lr * factor * t.scale) as f32,
+                    step: hyper_step,
+                };
+                updater.update(&mut values[t.index], grad, &mut t.state, h);
+            }
+            recent[(step % 50) as usize] = loss as f64;
+            step += 1;
+            let sps =
+                (step as usize * batch) as f64 / train_start.elapsed().as_secs_f64().max(1e-9);
+            progress
+                .step(&StepInfo {
+                    step,
+                    epoch,
+                    loss: loss as f64,
+                    lr: base_lr * factor,
+                    samples_per_s: sps,
+                })
+                .map_err(log_err)?;
+            if spec
+                .eval
+                .as_ref()
+                .is_some_and(|e| !e.per_epoch && step.is_multiple_of(e.every.max(1)))
+            {
+                if let Some(r) = do_eval(&mut eval_exec, &values, step)? {
+                    report(&mut progress, &mut last, r, step, epoch)?;
+                }
+                save(&values, &trainable, step)?;
+            }
+        }
+        if spec
+            .eval
+            .as_ref()
+            .is_some_and(|e| e.per_epoch && epoch.is_multiple_of(e.every.max(1)))
+            && last.map(|l| l.0) != Some(step)
+        {
+            if let Some(r) = do_eval(&mut eval_exec, &values, step)? {
+                report(&mut progress, &mut last, r, step, epoch)?;
+            }
+            save(&values, &trainable, step)?;
+        }
+    }
+    let train_secs = train_start.elapsed().as_secs_f64();
+    if last.map(|l| l.0) != Some(step) {
+        if let Some(r) = do_eval(&mut eval_exec, &values, step)? {
+            report(&mut progress, &mut last, r, step, epoch)?;
+        }
+    }
+    save(&values, &trainable, step)?;
+    let log = progress.finish().map_err(log_err)?;
+
+    let kept = (step as usize).min(recent.len());
+    let final_loss = if kept == 0 {
+        f64::NAN
+    } else {
+        recent[..kept].iter().sum::<f64>() / kept as f64
+    };
+    let summary = RunSummary {
+        run: run.into(),
+        steps: step,
+        epochs: if per_epoch == 0 {
+            0.0
+        } else {
+            step as f64 / per_epoch as f64
+        },
+        final_loss,
+        test_loss: last.map(|l| l.1.loss),
+        test_accuracy: last.and_then(|l| l.1.accuracy),
+        samples_per_s: (step as usize * batch) as f64 / train_secs.max(1e-9),
+        wall_s: t0.elapsed().as_secs_f64(),
+        checkpoint: ckpt_path,
+    };
+    let params: Tensors = graph
+        .params
+        .iter()
+        .zip(values)
+        .filter(|(p, _)| !p.path.starts_with(TEACHER))
+        .map(|(p, v)| {
+            (
+                p.path.clone(),
+                Tensor {
+                    dims: p.dims.clone(),
+                    data: v,
+                },
+            )
+        })
+        .collect();
+    Ok((summary, params, log))
+}

@@ -1,0 +1,161 @@
+//! Fixes for common syntax mistakes, judged from the offending token and its neighbours: which
+//! bracket to close or remove, `=` for `:`, habits from other languages (`let`, `=>`, `**`, `;`).
+
+use super::ast::Span;
+use super::lex::{self, Kind, Tok, KEYWORDS};
+
+const PIPE_HINT: &str = "a pipeline is written `|>`: `x |> relu`";
+
+/// A fix when brackets are unbalanced at `tok`: a closer with no opener, a closer of the wrong
+/// kind, or a token that can only mean the innermost open bracket was never closed (a closer of
+/// an outer bracket, the next item, or an unexpected token on a later line).
+pub fn bracket_fix(
+    src: &str,
+    toks: &[Tok],
+    tok: Tok,
+    expected: &[String],
+) -> Option<(Option<(Span, String)>, String)> {
+    let text = lex::text(src, tok);
+    let stack = open_brackets(src, toks, tok.span.start);
+    let still_open = |o: &Tok| {
+        (
+            o.span,
+            format!("the `{}` opened here is still open", lex::text(src, *o)),
+        )
+    };
+    let top = stack.last();
+    if let Some(c) = text
+        .chars()
+        .next()
+        .filter(|_| matches!(text, ")" | "]" | "}"))
+    {
+        let Some(top) = top else {
+            return Some((
+                None,
+                format!("this `{text}` has no matching opening bracket"),
+            ));
+        };
+        if closer(src, *top) == c {
+            return None;
+        }
+        if stack.iter().any(|o| closer(src, *o) == c) {
+            return Some((
+                Some(still_open(top)),
+                format!("add the missing `{}`", closer(src, *top)),
+            ));
+        }
+        return Some((
+            None,
+            format!("remove this `{text}`: it closes no open bracket"),
+        ));
+    }
+    let top = top?;
+    let close = closer(src, *top);
+    let prev_line_end = toks
+        .iter()
+        .rev()
+        .find(|t| t.span.end <= tok.span.start)
+        .map_or(0, |p| p.span.end);
+    let new_line = src[prev_line_end..tok.span.start].contains('\n');
+    let item_start = (KEYWORDS[..3].contains(&text) && new_line) || text == "{";
+    if expected.contains(&format!("`{close}`"))
+        && (item_start || (new_line && tok.kind != Kind::Punct))
+    {
+        return Some((Some(still_open(top)), format!("add the missing `{close}`")));
+    }
+    None
+}
+
+/// A fix for common mistakes, judged from the offending token and its neighbours.
+pub fn hint(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<String> {
+    let text = lex::text(src, tok);
+    let idx = toks.iter().position(|t| *t == tok)?;
+    let prev = idx.checked_sub(1).map(|i| toks[i]);
+    let prev_text = prev.map_or("", |p| lex::text(src, p));
+    let expects = |w: &str| expected.iter().any(|e| e == w);
+    match text {
+        "." if prev.is_some_and(|p| p.kind == Kind::Number) => {
+            return Some(format!("write a digit after the point: `{prev_text}.0`"));
+        }
+        "." if src[tok.span.end..].starts_with(|c: char| c.is_ascii_digit()) => {
+            return Some("write a digit before the point: `0.5`".into());
+        }
+        ";" => {
+            return Some(
+                "no `;` is needed: newlines (or commas) separate statements and settings".into(),
+            )
+        }
+        "'" => return Some("strings are written with double quotes: \"...\"".into()),
+        "=" if src[tok.span.end..].starts_with('>') => return Some(PIPE_HINT.into()),
+        "|" | ">" => return Some(PIPE_HINT.into()),
+        "->" if !expects("`->`") => return Some(PIPE_HINT.into()),
+        "*" if prev_text == "*" && prev.is_some_and(|p| p.span.end == tok.span.start) => {
+            return Some("there is no power operator: multiply, `x * x`".into());
+        }
+        "=" if prev.is_some_and(|p| p.kind == Kind::Word) && in_call_or_map(src, toks, tok) => {
+            return Some(format!(
+                "named arguments and entries use `:`: write `{prev_text}: ...`"
+            ));
+        }
+        "+" | "-" | "*" | "/" if pipe_before(src, toks, idx) => {
+            return Some(
+                "`|>` binds loosest: put the pipeline in parentheses, `(x |> f) + y`".into(),
+            );
+        }
+        _ => {}
+    }
+    if tok.kind == Kind::Word && KEYWORDS.contains(&text) && expects("a name") {
+        return Some(format!("`{text}` is a keyword; choose another name"));
+    }
+    let same_line = prev.is_some_and(|p| !src[p.span.end..tok.span.start].contains('\n'));
+    if tok.kind != Kind::Punct
+        && same_line
+        && expects("`,`")
+        && (prev_text == ")" || prev_text == "]" || prev.is_some_and(|p| p.kind != Kind::Punct))
+    {
+        return Some("separate items with `,`".into());
+    }
+    None
+}
+
+/// Whether a `|>` occurs among the tokens before `idx`, back to the start of the statement.
+fn pipe_before(src: &str, toks: &[Tok], idx: usize) -> bool {
+    for t in toks[..idx].iter().rev() {
+        match lex::text(src, *t) {
+            "|>" => return true,
+            "=" | ":" | "(" | "{" | "[" | "," | "return" => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The brackets still open before byte `pos`, outermost first.
+pub fn open_brackets(src: &str, toks: &[Tok], pos: usize) -> Vec<Tok> {
+    let mut stack: Vec<Tok> = Vec::new();
+    for t in toks.iter().take_while(|t| t.span.start < pos) {
+        match lex::text(src, *t) {
+            "(" | "[" | "{" => stack.push(*t),
+            ")" | "]" | "}" => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    stack
+}
+
+/// Whether `tok` is inside call parentheses or a map (not directly in an item's body).
+fn in_call_or_map(src: &str, toks: &[Tok], tok: Tok) -> bool {
+    let stack = open_brackets(src, toks, tok.span.start);
+    stack.len() >= 2 || stack.last().is_some_and(|t| lex::text(src, *t) == "(")
+}
+
+/// The closing character of an opening bracket token.
+pub fn closer(src: &str, open: Tok) -> char {
+    match lex::text(src, open) {
+        "(" => ')',
+        "[" => ']',
+        _ => '}',
+    }
+}

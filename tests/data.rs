@@ -1,0 +1,580 @@
+//! Data loading: IDX (raw and gzipped), CSV, text and inline sources; splits; conforming to the
+//! model's input types; and every error case, on small files written to a temporary folder.
+
+use flate2::write::GzEncoder;
+use nnc::ir::{DataSpec, ScalarExpr, Source, Type};
+use nnc::runtime::data::{load, DataError, Dataset, Expect, Values};
+use nnc::syntax::ast::{BinOp, Span};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A fresh temporary folder per test.
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nnc-data-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn idx_bytes(magic: u32, dims: &[u32], payload: &[u8]) -> Vec<u8> {
+    let mut b = magic.to_be_bytes().to_vec();
+    for d in dims {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    b.extend_from_slice(payload);
+    b
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn spec(
+    train: Source,
+    test: Option<Source>,
+    split: f64,
+    normalize: Option<ScalarExpr>,
+) -> DataSpec {
+    DataSpec {
+        name: "d".into(),
+        train,
+        train_span: Span::default(),
+        test: test.map(|t| (t, Span::default())),
+        split,
+        normalize,
+        span: Span::default(),
+    }
+}
+
+fn idx_src(images: &str, labels: &str) -> Source {
+    Source::Idx {
+        images: images.into(),
+        labels: labels.into(),
+    }
+}
+
+/// x / 255
+fn div255() -> ScalarExpr {
+    ScalarExpr::Bin(
+        BinOp::Div,
+        Box::new(ScalarExpr::X),
+        Box::new(ScalarExpr::Num(255.0)),
+    )
+}
+
+/// Three 2×2 images with pixel values 0..12 and labels 7, 8, 9.
+fn write_small_idx(dir: &Path, gzipped: bool) {
+    let img = idx_bytes(
+        0x803,
+        &[3, 2, 2],
+        &(0u8..12).map(|v| v * 20).collect::<Vec<_>>(),
+    );
+    let lab = idx_bytes(0x801, &[3], &[7, 8, 9]);
+    let (img, lab) = if gzipped {
+        (gz(&img), gz(&lab))
+    } else {
+        (img, lab)
+    };
+    std::fs::write(dir.join("img"), img).unwrap();
+    std::fs::write(dir.join("lab"), lab).unwrap();
+}
+
+fn f32s(v: &Values) -> &[f32] {
+    match v {
+        Values::F32(x) => x,
+        Values::I32(_) => panic!("expected f32"),
+    }
+}
+
+fn i32s(v: &Values) -> &[i32] {
+    match v {
+        Values::I32(x) => x,
+        Values::F32(_) => panic!("expected i32"),
+    }
+}
+
+fn load_ok(s: &DataSpec, dir: &Path, e: Expect) -> Dataset {
+    load(s, dir, &e).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn idx_raw_and_gzipped_round_trip_with_normalize() {
+    for gzipped in [false, true] {
+        let dir = tmp(&format!("idx{gzipped}"));
+        write_small_idx(&dir, gzipped);
+        let s = spec(idx_src("img", "lab"), None, 1.0, Some(div255()));
+        let ds = load_ok(&s, &dir, Expect::default());
+        assert_eq!(ds.train.len, 3);
+        assert!(ds.test.is_none());
+        assert_eq!(ds.train.x.shape, vec![2, 2]);
+        let want: Vec<f32> = (0..12).map(|v| ((v * 20) as f64 / 255.0) as f32).collect();
+        assert_eq!(f32s(&ds.train.x.values), &want[..]);
+        assert_eq!(i32s(&ds.train.y.values), &[7, 8, 9]);
+    }
+}
+
+#[test]
+fn samples_reshape_to_the_model_input_and_labels_convert() {
+    let dir = tmp("reshape");
+    write_small_idx(&dir, false);
+    let s = spec(idx_src("img", "lab"), None, 1.0, None);
+    // 2×2 images into a [4] input; class ids one-hot into f32[10].
+    let ds = load_ok(
+        &s,
+        &dir,
+        Expect {
+            x: Some(Type::f32(true, [4])),
+            y: Some(Type::f32(true, [10])),
+        },
+    );
+    assert_eq!(ds.train.x.shape, vec![4]);
+    let y = f32s(&ds.train.y.values);
+    assert_eq!(y.len(), 30);
+    assert_eq!(y[7], 1.0);
+    assert_eq!(y[10 + 8], 1.0);
+    assert_eq!(y.iter().sum::<f32>(), 3.0);
+    // 4 elements do not fit a [5] input.
+    let e = load(
+        &s,
+        &dir,
+        &Expect {
+            x: Some(Type::f32(true, [5])),
+            y: None,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, DataError::Shape { .. }), "{e}");
+    assert!(e.to_string().contains("[5]"), "{e}");
+}
+
+#[test]
+fn split_holds_out_the_end_when_there_is_no_test_source() {
+    let x: Vec<Vec<f64>> = (0..10).map(|i| vec![i as f64]).collect();
+    let y: Vec<Vec<f64>> = (0..10).map(|i| vec![(i % 2) as f64]).collect();
+    let s = spec(Source::Inline { x, y }, None, 0.7, None);
+    let ds = load_ok(
+        &s,
+        Path::new("."),
+        Expect {
+            x: None,
+            y: Some(Type::i32(true, [])),
+        },
+    );
+    assert_eq!(ds.train.len, 7);
+    let t = ds.test.unwrap();
+    assert_eq!(t.len, 3);
+    assert_eq!(f32s(&t.x.values), &[7.0, 8.0, 9.0]);
+    assert_eq!(i32s(&t.y.values), &[1, 0, 1]);
+}
+
+#[test]
+fn inline_errors_ragged_rows_and_non_integer_class_ids() {
+    let s = spec(
+        Source::Inline {
+            x: vec![vec![0.0, 1.0], vec![1.0]],
+            y: vec![vec![0.0], vec![1.0]],
+        },
+        None,
+        1.0,
+        None,
+    );
+    let e = load(&s, Path::new("."), &Expect::default()).unwrap_err();
+    assert!(e.to_string().contains("row 2 has 1 values"), "{e}");
+    let s = spec(
+        Source::Inline {
+            x: vec![vec![0.0]],
+            y: vec![vec![0.5]],
+        },
+        None,
+        1.0,
+        None,
+    );
+    let e = load(
+        &s,
+        Path::new("."),
+        &Expect {
+            x: None,
+            y: Some(Type::i32(true, [])),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, DataError::Value { .. }) && e.to_string().contains("0.5"),
+        "{e}"
+    );
+}
+
+#[test]
+fn idx_truncated_payload_header_and_gzip_stream() {
+    let dir = tmp("trunc");
+    std::fs::write(dir.join("lab"), idx_bytes(0x801, &[3], &[1, 2, 3])).unwrap();
+    std::fs::write(dir.join("img"), idx_bytes(0x803, &[3, 2, 2], &[0; 11])).unwrap();
+    let e = load(
+        &spec(idx_src("img", "lab"), None, 1.0, None),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::Truncated {
+                expected: 12,
+                found: 11,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("img") && e.to_string().contains("truncated"),
+        "{e}"
+    );
+
+    std::fs::write(dir.join("img"), &idx_bytes(0x803, &[3, 2, 2], &[])[..9]).unwrap();
+    let e = load(
+        &spec(idx_src("img", "lab"), None, 1.0, None),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::Truncated {
+                expected: 16,
+                found: 9,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    let full = gz(&idx_bytes(0x803, &[3, 2, 2], &[0; 12]));
+    std::fs::write(dir.join("img"), &full[..full.len() / 2]).unwrap();
+    let e = load(
+        &spec(idx_src("img", "lab"), None, 1.0, None),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, DataError::Gzip { .. }), "{e}");
+}
+
+#[test]
+fn idx_wrong_magic_and_count_mismatch() {
+    let dir = tmp("magic");
+    std::fs::write(dir.join("img"), idx_bytes(0x801, &[3], &[0; 3])).unwrap();
+    std::fs::write(dir.join("lab"), idx_bytes(0x801, &[3], &[1, 2, 3])).unwrap();
+    let e = load(
+        &spec(idx_src("img", "lab"), None, 1.0, None),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::Magic {
+                expected: 0x803,
+                found: 0x801,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("0x00000803"), "{e}");
+
+    std::fs::write(dir.join("img"), idx_bytes(0x803, &[2, 1, 1], &[0; 2])).unwrap();
+    let e = load(
+        &spec(idx_src("img", "lab"), None, 1.0, None),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::CountMismatch {
+                images: 2,
+                labels: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_file_names_the_path_and_the_data_dir() {
+    let dir = tmp("missing");
+    let e = load(
+        &spec(idx_src("nope.gz", "lab"), None, 1.0, None),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, DataError::NotFound { .. }), "{msg}");
+    assert!(
+        msg.contains("nope.gz") && msg.contains(&dir.display().to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn csv_with_header_and_label_column_from_the_end() {
+    let dir = tmp("csv");
+    std::fs::write(
+        dir.join("a.csv"),
+        "f1,f2,class\n0.5, 1.5, 2\n-1,2e1,0\r\n\n3,4,1\n",
+    )
+    .unwrap();
+    let s = spec(
+        Source::Csv {
+            path: "a.csv".into(),
+            label_column: -1,
+            header: true,
+        },
+        None,
+        1.0,
+        None,
+    );
+    let ds = load_ok(
+        &s,
+        &dir,
+        Expect {
+            x: None,
+            y: Some(Type::i32(true, [])),
+        },
+    );
+    assert_eq!(ds.train.len, 3);
+    assert_eq!(f32s(&ds.train.x.values), &[0.5, 1.5, -1.0, 20.0, 3.0, 4.0]);
+    assert_eq!(i32s(&ds.train.y.values), &[2, 0, 1]);
+    // Label column 0: the rest are features.
+    let s = spec(
+        Source::Csv {
+            path: "a.csv".into(),
+            label_column: 0,
+            header: true,
+        },
+        None,
+        1.0,
+        None,
+    );
+    let ds = load_ok(&s, &dir, Expect::default());
+    assert_eq!(f32s(&ds.train.y.values), &[0.5, -1.0, 3.0]);
+    assert_eq!(f32s(&ds.train.x.values), &[1.5, 2.0, 20.0, 0.0, 4.0, 1.0]);
+}
+
+#[test]
+fn csv_ragged_rows_and_non_numbers_name_line_and_column() {
+    let dir = tmp("csvbad");
+    std::fs::write(dir.join("r.csv"), "1,2,3\n4,5\n").unwrap();
+    let e = load(
+        &spec(
+            Source::Csv {
+                path: "r.csv".into(),
+                label_column: -1,
+                header: false,
+            },
+            None,
+            1.0,
+            None,
+        ),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, DataError::Csv { line: 2, .. }), "{e}");
+    assert!(e.to_string().contains("r.csv:2:"), "{e}");
+    std::fs::write(dir.join("n.csv"), "h1,h2\n1,2\n3,x\n").unwrap();
+    let e = load(
+        &spec(
+            Source::Csv {
+                path: "n.csv".into(),
+                label_column: -1,
+                header: true,
+            },
+            None,
+            1.0,
+            None,
+        ),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::Csv {
+                line: 3,
+                column: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("`x`"), "{e}");
+    // Without `header: true` the header itself is not a number.
+    let e = load(
+        &spec(
+            Source::Csv {
+                path: "n.csv".into(),
+                label_column: -1,
+                header: false,
+            },
+            None,
+            1.0,
+            None,
+        ),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::Csv {
+                line: 1,
+                column: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn text_vocabulary_windows_and_split() {
+    let dir = tmp("text");
+    // 21 characters; vocabulary [' ', 'a', 'b', 'c'].
+    std::fs::write(dir.join("t.txt"), "abc abc abc abc abc a").unwrap();
+    let s = spec(
+        Source::Text {
+            path: "t.txt".into(),
+            seq: 4,
+        },
+        None,
+        1.0,
+        None,
+    );
+    let ds = load_ok(&s, &dir, Expect::default());
+    assert_eq!(ds.vocab.as_deref(), Some(&[' ', 'a', 'b', 'c'][..]));
+    assert_eq!(ds.train.len, 5, "(21 − 1) / 4 windows");
+    let x = i32s(&ds.train.x.values);
+    let y = i32s(&ds.train.y.values);
+    assert_eq!(&x[..8], &[1, 2, 3, 0, 1, 2, 3, 0]);
+    assert_eq!(&y[..4], &[2, 3, 0, 1]);
+    for w in 0..5 {
+        assert_eq!(
+            &x[w * 4 + 1..w * 4 + 4],
+            &y[w * 4..w * 4 + 3],
+            "labels are the inputs one later"
+        );
+    }
+    // split 0.5: the first 10 characters train (2 windows), the last 11 test (2 windows).
+    let s = spec(
+        Source::Text {
+            path: "t.txt".into(),
+            seq: 4,
+        },
+        None,
+        0.5,
+        None,
+    );
+    let ds = load_ok(&s, &dir, Expect::default());
+    assert_eq!(ds.train.len, 2);
+    let t = ds.test.unwrap();
+    assert_eq!(t.len, 2);
+    // Character 10 is 'c': the test windows start there.
+    assert_eq!(i32s(&t.x.values), &[3, 0, 1, 2, 3, 0, 1, 2]);
+}
+
+#[test]
+fn empty_and_too_short_text() {
+    let dir = tmp("empty");
+    std::fs::write(dir.join("e.txt"), "").unwrap();
+    let e = load(
+        &spec(
+            Source::Text {
+                path: "e.txt".into(),
+                seq: 4,
+            },
+            None,
+            1.0,
+            None,
+        ),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, DataError::EmptyText { .. }) && e.to_string().contains("e.txt"),
+        "{e}"
+    );
+    std::fs::write(dir.join("s.txt"), "abcd").unwrap();
+    let e = load(
+        &spec(
+            Source::Text {
+                path: "s.txt".into(),
+                seq: 4,
+            },
+            None,
+            1.0,
+            None,
+        ),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::TextTooShort {
+                chars: 4,
+                seq: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn real_mnist_headers_when_present() {
+    let dir = Path::new("/work/shared/data/mnist");
+    if !dir.join("train-images-idx3-ubyte.gz").exists() {
+        eprintln!("MNIST not found; skipped");
+        return;
+    }
+    let s = spec(
+        idx_src("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        Some(idx_src(
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        )),
+        1.0,
+        Some(div255()),
+    );
+    let ds = load_ok(
+        &s,
+        dir,
+        Expect {
+            x: Some(Type::f32(true, [784])),
+            y: Some(Type::i32(true, [])),
+        },
+    );
+    assert_eq!(ds.train.len, 60000);
+    assert_eq!(ds.test.as_ref().unwrap().len, 10000);
+    let y = i32s(&ds.train.y.values);
+    assert!(y.iter().all(|&c| (0..10).contains(&c)));
+    for c in 0..10 {
+        assert!(y.iter().filter(|&&v| v == c).count() > 5000, "class {c}");
+    }
+    let x = f32s(&ds.train.x.values);
+    assert_eq!(x.len(), 60000 * 784);
+    assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
+}

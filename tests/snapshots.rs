@@ -1,0 +1,139 @@
+//! Snapshots of every example at each stage: the AST as printed, and the IR of every model and of
+//! every run's training and evaluation graphs. Also: every example checks cleanly, every graph
+//! passes the verifier, and the parameter counts of the MNIST models are PyTorch's.
+
+use nnc::check::{check, model_stats};
+use nnc::ir::{print::graph_to_string, verify::verify, Program};
+use std::path::Path;
+
+const EXAMPLES: &[&str] = &[
+    "xor",
+    "mnist_mlp",
+    "mnist_cnn",
+    "char_rnn",
+    "autoencoder_finetune",
+    "distill",
+];
+
+fn source(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.nn"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn program(name: &str) -> Program {
+    let src = source(name);
+    let file = nnc::syntax::parse(&src).unwrap_or_else(|d| {
+        panic!(
+            "{}",
+            nnc::diag::Report::new(&format!("examples/{name}.nn"), &src, d).render(false)
+        )
+    });
+    check(&file).unwrap_or_else(|d| {
+        panic!(
+            "{}",
+            nnc::diag::Report::new(&format!("examples/{name}.nn"), &src, d).render(false)
+        )
+    })
+}
+
+#[test]
+fn ast_snapshots() {
+    for name in EXAMPLES {
+        let file = nnc::syntax::parse(&source(name)).expect("examples parse");
+        insta::assert_snapshot!(format!("ast_{name}"), nnc::syntax::print_ast(&file));
+    }
+}
+
+#[test]
+fn ir_snapshots() {
+    for name in EXAMPLES {
+        let p = program(name);
+        let mut text = String::new();
+        for m in &p.models {
+            text.push_str(&graph_to_string(&m.graph));
+            text.push('\n');
+        }
+        for r in &p.runs {
+            text.push_str(&graph_to_string(&r.graph));
+            text.push('\n');
+            text.push_str(&graph_to_string(&r.eval_graph));
+            text.push('\n');
+        }
+        insta::assert_snapshot!(format!("ir_{name}"), text);
+    }
+}
+
+#[test]
+fn every_example_checks_and_verifies() {
+    for name in EXAMPLES {
+        let p = program(name);
+        assert!(
+            !p.models.is_empty() && !p.runs.is_empty(),
+            "{name}: models and runs"
+        );
+        let graphs = p
+            .models
+            .iter()
+            .map(|m| &m.graph)
+            .chain(p.runs.iter().flat_map(|r| [&r.graph, &r.eval_graph]));
+        for g in graphs {
+            if let Err(errors) = verify(g) {
+                panic!("{name}: {} does not verify:\n{}", g.name, errors.join("\n"));
+            }
+        }
+        for r in &p.runs {
+            let loss = r.graph.output("loss").expect("a loss output");
+            assert!(
+                r.graph.ty(loss).is_scalar(),
+                "{name}: loss of {} is a scalar",
+                r.name
+            );
+            assert!(r.graph.output("output").is_some());
+            assert!(r.graph.training && !r.eval_graph.training);
+        }
+    }
+}
+
+#[test]
+fn mnist_parameter_counts_match_pytorch() {
+    let mlp = program("mnist_mlp");
+    let s = model_stats(&mlp.model("Mlp").unwrap().graph);
+    // 784·128 + 128 + 128·10 + 10
+    assert_eq!((s.params, s.trainable), (101_770, 101_770));
+    // Two matmuls (2·784·128 + 2·128·10) plus bias adds and the ReLU.
+    assert!(s.flops_per_sample >= 2 * 784 * 128 + 2 * 128 * 10);
+
+    let cnn = program("mnist_cnn");
+    let s = model_stats(&cnn.model("ConvNet").unwrap().graph);
+    // conv 1→32 (288 + 32), conv 32→64 (18432 + 64), dense 3136→128 (401408 + 128), dense 128→10 (1290)
+    assert_eq!(s.params, 421_642);
+    assert!(s.flops_per_sample > 2 * 9 * 32 * 64 * 14 * 14);
+}
+
+#[test]
+fn frozen_encoder_and_teacher() {
+    let p = program("autoencoder_finetune");
+    let frozen = p.run("frozen").unwrap();
+    for prm in &frozen.graph.params {
+        assert_eq!(prm.frozen, prm.path.starts_with("encoder."), "{}", prm.path);
+    }
+    let s = model_stats(&frozen.graph);
+    assert_eq!(s.trainable, 32 * 10 + 10);
+    let finetune = p.run("finetune").unwrap();
+    assert_eq!(finetune.lr_scale, vec![("encoder".to_string(), 0.1)]);
+    assert!(finetune.graph.params.iter().all(|p| !p.frozen));
+
+    let d = program("distill");
+    let run = d.run("distilled").unwrap();
+    let teacher: Vec<_> = run
+        .graph
+        .params
+        .iter()
+        .filter(|p| p.path.starts_with("teacher."))
+        .collect();
+    assert_eq!(teacher.len(), 8);
+    assert!(teacher.iter().all(|p| p.frozen));
+    assert!(run.classification);
+}
