@@ -19,7 +19,10 @@ fn program(name: &str) -> Program {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -33,7 +36,9 @@ fn params(g: &Graph, rng: &mut Lcg) -> Vec<Vec<f64>> {
                 .map(|_| match p.init {
                     Init::Zeros => 0.0,
                     Init::Uniform { bound } => (2.0 * rng.next() - 1.0) * bound as f64,
-                    Init::Normal { std } => (rng.next() + rng.next() + rng.next() - 1.5) * 2.0 * std as f64,
+                    Init::Normal { std } => {
+                        (rng.next() + rng.next() + rng.next() - 1.5) * 2.0 * std as f64
+                    }
                 })
                 .collect()
         })
@@ -69,12 +74,26 @@ fn check_run(p: &Program, run: &str, batch: usize, inputs: Vec<Vec<f64>>, rng: &
 
 #[test]
 fn every_run_differentiates() {
-    for name in ["xor", "mnist_mlp", "mnist_cnn", "char_rnn", "autoencoder_finetune", "distill"] {
+    for name in [
+        "xor",
+        "mnist_mlp",
+        "mnist_cnn",
+        "char_rnn",
+        "autoencoder_finetune",
+        "distill",
+    ] {
         for r in &program(name).runs {
-            let g = nnc::autodiff::grad(&r.graph).unwrap_or_else(|e| panic!("{name}/{}: {e}", r.name));
+            let g =
+                nnc::autodiff::grad(&r.graph).unwrap_or_else(|e| panic!("{name}/{}: {e}", r.name));
             for prm in &r.graph.params {
                 let out = g.output(&format!("grad:{}", prm.path));
-                assert_eq!(out.is_some(), !prm.frozen, "{name}/{}: gradient of {}", r.name, prm.path);
+                assert_eq!(
+                    out.is_some(),
+                    !prm.frozen,
+                    "{name}/{}: gradient of {}",
+                    r.name,
+                    prm.path
+                );
             }
         }
     }
