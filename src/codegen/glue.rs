@@ -40,6 +40,17 @@ pub struct Dim {
     pub batched: bool,
 }
 
+impl std::fmt::Display for Dim {
+    /// `B·per` (or `B`) when batched, else the number.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.batched, self.per) {
+            (true, 1) => f.write_str("B"),
+            (true, p) => write!(f, "B·{p}"),
+            (false, p) => write!(f, "{p}"),
+        }
+    }
+}
+
 impl Dim {
     pub fn at(self, batch: usize) -> usize {
         if self.batched {
