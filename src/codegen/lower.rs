@@ -283,7 +283,7 @@ fn emit(
             arity(2)?;
             let (m, n, k) = matmul_dims(*ta, *tb, &ity(0), &ity(1), &ty)?;
             km.note(&format!(
-                "{header}\n; gemm m={m:?} n={n} k={k:?} ta={ta} tb={tb}\n"
+                "{header}\n; gemm (packed f32x4 kernel) m={m} n={n} k={k} ta={ta} tb={tb}\n"
             ));
             Ok(Step::MatMul(MatMulStep {
                 m,
@@ -321,8 +321,13 @@ fn emit(
                 scratch,
             )?;
             km.note(&format!(
-                "{header}\n; im2col/col2im + gemm per image: {:?}\n",
-                st.geom
+                "{header}\n; per image: im2col/col2im on {}×{}×{} (k={} s={} p={}) and gemm\n",
+                st.geom.c,
+                st.geom.h,
+                st.geom.w,
+                st.geom.win.kernel,
+                st.geom.win.stride,
+                st.geom.win.pad
             ));
             Ok(Step::Conv(st))
         }
