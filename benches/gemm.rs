@@ -25,6 +25,18 @@ fn bench(c: &mut Criterion) {
             bch.iter(|| g.gemm(ta, tb, m, n, k, &a, &b, &mut out, false).unwrap())
         });
     }
+    // The MLP forward shape split over the 2 cores of the dev machine.
+    let (m, n, k) = (64, 128, 784);
+    let a = vec![0.1f32; m * k];
+    let b = vec![0.2f32; k * n];
+    let mut out = vec![0.0f32; m * n];
+    group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+    group.bench_function("mlp_fwd_64x784x128_2_threads", |bch| {
+        bch.iter(|| {
+            g.gemm_threads(2, false, false, m, n, k, &a, &b, &mut out, false)
+                .unwrap()
+        })
+    });
     group.finish();
 }
 

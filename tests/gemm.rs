@@ -27,11 +27,32 @@ impl Rng {
 /// Error bound: 1e-5·k relative to Σ|terms| (the conditioning of the sum).
 #[allow(clippy::too_many_arguments)]
 fn check(g: &Gemm, rng: &mut Rng, ta: bool, tb: bool, m: usize, n: usize, k: usize, acc: bool) {
+    check_threads(g, 0, rng, ta, tb, m, n, k, acc);
+}
+
+/// [`check`] through `gemm_threads(threads, …)`, or `gemm` when `threads` is 0.
+#[allow(clippy::too_many_arguments)]
+fn check_threads(
+    g: &Gemm,
+    threads: usize,
+    rng: &mut Rng,
+    ta: bool,
+    tb: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+) {
     let a = rng.vec(m * k);
     let b = rng.vec(k * n);
     let c0 = rng.vec(m * n);
     let mut c = c0.clone();
-    g.gemm(ta, tb, m, n, k, &a, &b, &mut c, acc).unwrap();
+    if threads == 0 {
+        g.gemm(ta, tb, m, n, k, &a, &b, &mut c, acc).unwrap();
+    } else {
+        g.gemm_threads(threads, ta, tb, m, n, k, &a, &b, &mut c, acc)
+            .unwrap();
+    }
     let tol = 1e-5 * (k.max(1) as f64);
     for i in 0..m {
         for j in 0..n {
@@ -84,6 +105,11 @@ fn fixed_shapes() {
         (true, true, 33, 517, 300),
         (false, false, 200, 2100, 9),
         (false, false, 7, 9, 600),
+        // One- to three-row C take the narrow kernel.
+        (false, false, 1, 128, 128),
+        (true, false, 2, 37, 300),
+        (false, true, 3, 17, 5),
+        (true, true, 1, 1000, 3),
     ] {
         for acc in [false, true] {
             check(&g, &mut rng, ta, tb, m, n, k, acc);
@@ -163,4 +189,36 @@ fn shared_between_threads() {
             });
         }
     });
+}
+
+#[test]
+fn split_over_threads() {
+    let g = Gemm::new().unwrap();
+    let mut rng = Rng(4242);
+    for (threads, ta, tb, m, n, k) in [
+        (2, false, false, 64, 128, 784),
+        (2, true, false, 784, 128, 64),
+        (3, false, true, 101, 77, 300),
+        (4, true, true, 37, 300, 400),
+        (2, false, false, 3, 5, 7),
+        (8, false, false, 9, 1000, 500),
+    ] {
+        for acc in [false, true] {
+            check_threads(&g, threads, &mut rng, ta, tb, m, n, k, acc);
+        }
+    }
+    assert!(g
+        .gemm_threads(
+            2,
+            false,
+            false,
+            2,
+            2,
+            3,
+            &[0.0; 5],
+            &[0.0; 6],
+            &mut [0.0; 4],
+            false
+        )
+        .is_err());
 }

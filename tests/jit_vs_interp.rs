@@ -979,19 +979,27 @@ fn rnn_forward_backward() {
     }
 }
 
-/// Big enough that products and convolutions are split across threads: dense 256→128→10 and
-/// a 3×3 conv with 8 channels on 16×16 images, with weight and input gradients.
+/// Big enough that products, convolutions and row-independent kernels are split across
+/// threads: dense 256→128→10, a 3×3 conv with 8 channels on 16×16 images, pools and softmax on
+/// its output, a tanh recurrence and their gradients.
 fn wide() -> Graph {
     let mut g = Graph::new("wide", true);
     let x = g.input("x", f(true, &[256]));
     let im = g.input("im", f(true, &[4, 16, 16]));
+    let xp = g.input("xp", f(true, &[5, 20]));
     let w1 = param(&mut g, "w1", &[256, 128]);
     let w2 = param(&mut g, "w2", &[128, 10]);
     let wc = param(&mut g, "wc", &[8, 4, 3, 3]);
+    let whh = param(&mut g, "whh", &[20, 20]);
     let win = Window {
         kernel: 3,
         stride: 1,
         pad: 1,
+    };
+    let pw = Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
     };
     let h = g
         .push(
@@ -1025,9 +1033,36 @@ fn wide() -> Graph {
         )
         .unwrap();
     let c = g.push(Op::Conv2d(win), vec![im, wc], "").unwrap();
+    let r = g.push(Op::Unary(UnaryOp::Tanh), vec![c], "").unwrap();
+    let m = g.push(Op::MaxPool(pw), vec![r], "").unwrap();
+    let dm = g.push(Op::MaxPoolGrad(pw), vec![r, m], "").unwrap();
+    let a = g.push(Op::AvgPool(pw), vec![r], "").unwrap();
+    let sm = g.push(Op::Softmax, vec![r], "").unwrap();
     let dwc = g.push(Op::Conv2dGradWeight(win), vec![im, c], "").unwrap();
     let dim = g.push_typed(Op::Conv2dGradInput(win), vec![c, wc], g.ty(im).clone(), "");
-    for (n, v) in [("o", o), ("dw1", dw1), ("c", c), ("dwc", dwc), ("dim", dim)] {
+    let hs = g
+        .push(Op::RnnScan { act: UnaryOp::Tanh }, vec![xp, whh], "")
+        .unwrap();
+    let da = g
+        .push(
+            Op::RnnScanGrad { act: UnaryOp::Tanh },
+            vec![hs, whh, xp],
+            "",
+        )
+        .unwrap();
+    let outs = [
+        ("o", o),
+        ("dw1", dw1),
+        ("c", c),
+        ("dm", dm),
+        ("a", a),
+        ("sm", sm),
+        ("dwc", dwc),
+        ("dim", dim),
+        ("hs", hs),
+        ("da", da),
+    ];
+    for (n, v) in outs {
         g.set_output(n, v);
     }
     g
@@ -1054,11 +1089,13 @@ fn runs_are_bit_identical_and_thread_count_does_not_matter() {
     assert_eq!(a, run_once(&g, &gens, 64, 1));
     assert_eq!(a, run_once(&g, &gens, 64, 2));
     let g = wide();
-    let gens = [Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0)];
-    let a = run_once(&g, &gens, 64, 1);
-    assert_eq!(a, run_once(&g, &gens, 64, 1));
-    assert_eq!(a, run_once(&g, &gens, 64, 2));
-    assert_eq!(a, run_once(&g, &gens, 64, 3));
+    let gens = [Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0)];
+    for batch in [64, 37] {
+        let a = run_once(&g, &gens, batch, 1);
+        assert_eq!(a, run_once(&g, &gens, batch, 1));
+        assert_eq!(a, run_once(&g, &gens, batch, 2), "threads 2, batch {batch}");
+        assert_eq!(a, run_once(&g, &gens, batch, 3), "threads 3, batch {batch}");
+    }
     // Sums of 256 products of magnitude ~1 that cancel: f32 rounding reaches ~1e-5 absolute.
     compare(&g, &gens, 64, 9, 1e-4);
 }

@@ -5,6 +5,8 @@
 mod check;
 mod gradcheck;
 mod ir;
+mod predict;
+mod sample;
 mod source;
 mod train;
 
@@ -46,6 +48,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Compare the JIT backward pass with finite differences for every trainable parameter.
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Classify inputs (IDX images, CSV rows, a PGM image) with a trained model.
+    Predict(predict::PredictArgs),
+    /// Generate text with a trained character-level model.
+    Sample(sample::SampleArgs),
 }
 
 /// What went wrong, and therefore the exit code.
@@ -75,6 +81,8 @@ pub fn main() -> ExitCode {
         Command::Ir { file, stage, only } => ir::run(&file, stage, only.as_deref()),
         Command::Train(args) => train::run(&args),
         Command::Gradcheck(args) => gradcheck::run(&args),
+        Command::Predict(args) => predict::run(&args),
+        Command::Sample(args) => sample::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

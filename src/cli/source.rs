@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 /// A checked file and where it came from.
 pub struct Loaded {
     pub path: PathBuf,
-    pub text: String,
-    pub ast: ast::File,
     pub program: Program,
 }
 
@@ -51,8 +49,6 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
     let program = crate::check::check(&ast).map_err(|d| render(path, &text, d))?;
     Ok(Loaded {
         path: path.to_path_buf(),
-        text,
-        ast,
         program,
     })
 }

@@ -57,6 +57,7 @@ pub fn step(
     scratch.push(Scratch {
         per: ckk * pos,
         batched: true,
+        per_thread: false,
     });
     Ok(ConvStep {
         kind,

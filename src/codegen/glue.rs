@@ -2,11 +2,12 @@
 //! and the three convolution ops. The numeric loops are Cranelift code; this file only slices
 //! buffers and splits work across threads:
 //!
-//! - `MatMul` without `ta` splits the rows of C (each row is computed the same way whatever the
-//!   split, so results do not depend on the thread count);
+//! - `MatMul` splits the rows of C (`Gemm::gemm_threads`: each element is summed in the same
+//!   order whatever the split, so results do not depend on the thread count);
 //! - `Conv2d` and `Conv2dGradInput` split the images;
 //! - `Conv2dGradWeight` builds the columns of all images in parallel, then sums the images'
-//!   products into dW in image order (bit-identical run to run and for any thread count).
+//!   products into dW in image order, each product split over rows of dW (bit-identical run
+//!   to run and for any thread count).
 
 use std::sync::OnceLock;
 
@@ -37,6 +38,17 @@ pub fn lib() -> Result<&'static Lib, CodegenError> {
 pub struct Dim {
     pub per: usize,
     pub batched: bool,
+}
+
+impl std::fmt::Display for Dim {
+    /// `B·per` (or `B`) when batched, else the number.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.batched, self.per) {
+            (true, 1) => f.write_str("B"),
+            (true, p) => write!(f, "B·{p}"),
+            (false, p) => write!(f, "{p}"),
+        }
+    }
 }
 
 impl Dim {
@@ -149,31 +161,16 @@ impl MatMulStep {
         lib: &Lib,
     ) -> Result<(), String> {
         let (m, n, k) = (self.m.at(batch), self.n, self.k.at(batch));
-        let threads = if m * n * k >= PARALLEL_WORK && !self.ta {
-            threads
-        } else {
-            1
+        // SAFETY: a has m·k, b k·n, c m·n elements, and c is no input of this node.
+        let (a, b, c) = unsafe {
+            (
+                t.slice(self.a, 0, m * k),
+                t.slice(self.b, 0, k * n),
+                t.slice_mut(self.c, 0, m * n),
+            )
         };
-        split(m, threads, 8, |lo, hi| {
-            let rows = hi - lo;
-            // SAFETY: a has m·k, b k·n, c m·n elements; workers own disjoint row ranges of c.
-            let (a, b, c) = unsafe {
-                if self.ta {
-                    (
-                        t.slice(self.a, 0, m * k),
-                        t.slice(self.b, 0, k * n),
-                        t.slice_mut(self.c, 0, m * n),
-                    )
-                } else {
-                    (
-                        t.slice(self.a, lo * k, rows * k),
-                        t.slice(self.b, 0, k * n),
-                        t.slice_mut(self.c, lo * n, rows * n),
-                    )
-                }
-            };
-            lib.gemm.gemm(self.ta, self.tb, rows, n, k, a, b, c, false)
-        })
+        lib.gemm
+            .gemm_threads(threads, self.ta, self.tb, m, n, k, a, b, c, false)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::glue::{lib, Lib, Table};
 use super::kernel::{KernelFn, Listing};
-use super::lower::{ctx_slot, lower, Scratch, Step, Storage};
+use super::lower::{ctx_slot, lower, RowSplit, Scratch, Step, Storage};
 use super::CodegenError;
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::{DType, Graph, Op};
@@ -120,7 +120,10 @@ impl Jit {
         self.scratch_bufs = self
             .scratch
             .iter()
-            .map(|s| vec![0.0f32; s.per * if s.batched { batch } else { 1 }])
+            .map(|s| {
+                let copies = if s.per_thread { self.threads } else { 1 };
+                vec![0.0f32; s.per * if s.batched { batch } else { 1 } * copies]
+            })
             .collect();
         self.batch = batch;
     }
@@ -187,6 +190,44 @@ impl Jit {
     }
 }
 
+/// Runs a row-independent kernel on `threads` slices of the batch, each with its own copy of
+/// the table whose batched slots point at the slice's first row.
+///
+/// # Safety
+/// As for running the kernel on the whole batch; the slices write disjoint rows and their own
+/// parts of per-thread scratch.
+unsafe fn run_split(
+    kernel: KernelFn,
+    table: &[*mut u8],
+    split: &RowSplit,
+    batch: usize,
+    threads: usize,
+) {
+    let chunk = batch.div_ceil(threads);
+    let sub_table = |t: usize| -> (Vec<usize>, usize) {
+        let lo = t * chunk;
+        let mut sub: Vec<usize> = table.iter().map(|p| *p as usize).collect();
+        for &(slot, per) in &split.batched {
+            sub[slot] += lo * per * 4;
+        }
+        for &(slot, len) in &split.per_thread {
+            sub[slot] += t * len * 4;
+        }
+        (sub, chunk.min(batch - lo))
+    };
+    std::thread::scope(|s| {
+        for t in 1..batch.div_ceil(chunk) {
+            let (sub, n) = sub_table(t);
+            // SAFETY: see the function's contract; `sub` holds addresses as integers to cross
+            // the thread boundary.
+            s.spawn(move || unsafe { kernel(sub.as_ptr() as *const *mut u8, n as i64) });
+        }
+        let (sub, n) = sub_table(0);
+        // SAFETY: as above.
+        unsafe { kernel(sub.as_ptr() as *const *mut u8, n as i64) };
+    });
+}
+
 impl Executor for Jit {
     fn graph(&self) -> &Graph {
         &self.graph
@@ -226,7 +267,12 @@ impl Executor for Jit {
             // type has for `batch` (validated above); steps write only owned buffers.
             unsafe {
                 match step {
-                    Step::Kernel(k) => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
+                    Step::Kernel { k, rows } => match rows {
+                        Some(split) if self.threads > 1 && batch >= split.min_batch => {
+                            run_split(self.kernels[*k], &self.table, split, batch, self.threads)
+                        }
+                        _ => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
+                    },
                     Step::MatMul(m) => m
                         .run(table, batch, self.threads, self.lib)
                         .map_err(ExecError::Other)?,

@@ -21,18 +21,35 @@ pub enum Storage {
     Alias(usize),
 }
 
-/// Extra buffers some kernels need (im2col columns): `per_sample` floats per batch element
-/// when `batched`, else a fixed count.
+/// Extra buffers some steps need (im2col columns, a transposed weight): `per` floats per batch
+/// element when `batched`, else `per` floats, times the thread count when `per_thread`.
 #[derive(Clone, Copy, Debug)]
 pub struct Scratch {
     pub per: usize,
     pub batched: bool,
+    pub per_thread: bool,
 }
+
+/// How a kernel whose rows (batch elements) are independent runs on a slice of the batch:
+/// the same code with the batch size of the slice and these slots moved to its first row.
+#[derive(Clone, Debug, Default)]
+pub struct RowSplit {
+    /// Batched slots and their elements (4 bytes each) per batch element.
+    pub batched: Vec<(usize, usize)>,
+    /// Scratch slots each thread needs its own part of, and the part's elements.
+    pub per_thread: Vec<(usize, usize)>,
+    /// The smallest batch worth splitting (thread start-up costs microseconds).
+    pub min_batch: usize,
+}
+
+/// Output elements below which a light kernel is not split across threads.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
 
 /// One step of a compiled graph.
 pub enum Step {
-    /// A Cranelift kernel (index into [`Lowered::kernels`]).
-    Kernel(usize),
+    /// A Cranelift kernel (index into [`Lowered::kernels`]), and how to split it over threads
+    /// if its rows are independent.
+    Kernel { k: usize, rows: Option<RowSplit> },
     /// A matrix product on the JIT'd GEMM.
     MatMul(MatMulStep),
     /// A convolution on the JIT'd im2col/col2im and GEMM.
@@ -194,7 +211,10 @@ fn emit(
         }
     };
     let one = |km: &mut KernelModule, f: &mut dyn FnMut(&mut Kb)| -> Result<Step, CodegenError> {
-        Ok(Step::Kernel(km.kernel(header, |kb| f(kb))?))
+        Ok(Step::Kernel {
+            k: km.kernel(header, |kb| f(kb))?,
+            rows: None,
+        })
     };
     let step = match &n.op {
         Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => return Ok(()),
@@ -263,7 +283,7 @@ fn emit(
             arity(2)?;
             let (m, n, k) = matmul_dims(*ta, *tb, &ity(0), &ity(1), &ty)?;
             km.note(&format!(
-                "{header}\n; gemm m={m:?} n={n} k={k:?} ta={ta} tb={tb}\n"
+                "{header}\n; gemm (packed f32x4 kernel) m={m} n={n} k={k} ta={ta} tb={tb}\n"
             ));
             Ok(Step::MatMul(MatMulStep {
                 m,
@@ -301,8 +321,13 @@ fn emit(
                 scratch,
             )?;
             km.note(&format!(
-                "{header}\n; im2col/col2im + gemm per image: {:?}\n",
-                st.geom
+                "{header}\n; per image: im2col/col2im on {}×{}×{} (k={} s={} p={}) and gemm\n",
+                st.geom.c,
+                st.geom.h,
+                st.geom.w,
+                st.geom.win.kernel,
+                st.geom.win.stride,
+                st.geom.win.pad
             ));
             Ok(Step::Conv(st))
         }
@@ -368,6 +393,7 @@ fn emit(
             scratch.push(Scratch {
                 per: ty.last() * ty.last(),
                 batched: false,
+                per_thread: true,
             });
             one(km, &mut |kb| rnn::scan_grad(kb, *act, &ty, i, &ins, wt))
         }
@@ -407,8 +433,63 @@ fn emit(
             one(km, &mut |kb| loss::loss_grad(kb, &n.op, &ty, i, &ins))
         }
     }?;
+    let step = match step {
+        Step::Kernel { k, rows: None } if row_parallel(&n.op) && ty.batched => {
+            let mut split = RowSplit::default();
+            for v in n
+                .inputs
+                .iter()
+                .chain(std::iter::once(&crate::ir::ValueId(i as u32)))
+            {
+                let t = g.ty(*v);
+                if t.batched {
+                    split.batched.push((v.index(), t.per_sample()));
+                }
+            }
+            if let Op::RnnScanGrad { .. } = n.op {
+                split
+                    .per_thread
+                    .push((scratch_base + scratch.len() - 1, ty.last() * ty.last()));
+            }
+            split.min_batch = match n.op {
+                Op::RnnScan { .. } | Op::RnnScanGrad { .. } => 2,
+                _ => PARALLEL_ELEMENTS.div_ceil(ty.per_sample().max(1)).max(2),
+            };
+            Step::Kernel {
+                k,
+                rows: Some(split),
+            }
+        }
+        other => other,
+    };
     steps.push(step);
     Ok(())
+}
+
+/// Ops whose kernels compute each batch element from that element alone (no reduction over
+/// the batch, no dependence on the batch size or the flat index), so a slice of the batch can
+/// run on its own thread with bit-identical results.
+fn row_parallel(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Unary(_)
+            | Op::Binary(_)
+            | Op::UnaryGrad(_)
+            | Op::BiasAdd { .. }
+            | Op::MaxPool(_)
+            | Op::MaxPoolGrad(_)
+            | Op::AvgPool(_)
+            | Op::AvgPoolGrad(_)
+            | Op::Embedding
+            | Op::OneHot { .. }
+            | Op::RnnScan { .. }
+            | Op::RnnScanGrad { .. }
+            | Op::TimeShift
+            | Op::Softmax
+            | Op::LogSoftmax
+            | Op::SoftmaxGrad
+            | Op::LogSoftmaxGrad
+    )
 }
 
 fn table_dims(dims: &[usize], i: usize) -> Result<(usize, usize), CodegenError> {

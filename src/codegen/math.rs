@@ -42,22 +42,29 @@ impl<'a, 'b> Emit<'a, 'b> {
 
     /// A float constant of the element type.
     fn f(&mut self, v: f32) -> Value {
-        let s = self.b.ins().f32const(v);
         if self.vector() {
-            self.b.ins().splat(self.fty, s)
+            self.pool(self.fty, v.to_bits())
         } else {
-            s
+            self.b.ins().f32const(v)
         }
     }
 
     /// An integer constant of the integer twin type.
     fn i(&mut self, v: i32) -> Value {
-        let s = self.b.ins().iconst(types::I32, i64::from(v));
         if self.vector() {
-            self.b.ins().splat(self.ity, s)
+            self.pool(self.ity, v as u32)
         } else {
-            s
+            self.b.ins().iconst(types::I32, i64::from(v))
         }
+    }
+
+    /// A vector constant from the constant pool: Cranelift re-materializes constants in every
+    /// block that uses them, and a `splat` of an immediate costs three instructions there,
+    /// while a pool constant folds into its user as a memory operand.
+    fn pool(&mut self, ty: Type, bits: u32) -> Value {
+        let bytes: Vec<u8> = bits.to_le_bytes().repeat(4);
+        let c = self.b.func.dfg.constants.insert(bytes.into());
+        self.b.ins().vconst(ty, c)
     }
 
     fn bits(&mut self, x: Value) -> Value {
@@ -107,11 +114,14 @@ impl<'a, 'b> Emit<'a, 'b> {
 /// scale `2^n` applied as two halves so that results down to the subnormal range are exact.
 pub fn emit_exp(b: &mut FunctionBuilder, x: Value) -> Value {
     let mut e = Emit::new(b, x);
-    // Clamp (fmin/fmax propagate NaN): beyond these the result is 0 or inf anyway.
+    // Clamp (compare + select keeps NaN, which fails both tests, and is cheaper than the
+    // NaN-exact fmin/fmax sequences): beyond these the result is 0 or inf anyway.
     let lo = e.f(-104.0);
     let hi = e.f(89.0);
-    let xc = e.b.ins().fmax(x, lo);
-    let xc = e.b.ins().fmin(xc, hi);
+    let below = e.cmp(FloatCC::LessThan, x, lo);
+    let xc = e.sel(below, lo, x);
+    let above = e.cmp(FloatCC::GreaterThan, xc, hi);
+    let xc = e.sel(above, hi, xc);
     // n = round(x / ln2) by the 1.5·2^23 trick: the low bits of t hold n.
     let magic = e.f(12_582_912.0);
     let log2e = e.f(std::f32::consts::LOG2_E);

@@ -1,0 +1,95 @@
+//! `nnc predict FILE --checkpoint PATH --input INPUT`: the top classes of a trained model for
+//! each sample of an IDX image file, a CSV file or a PGM image.
+
+use super::{source, train, CliError, CliResult};
+use crate::runtime::checkpoint::load_params;
+use crate::runtime::predict::{predict, read_inputs};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PredictArgs {
+    pub file: PathBuf,
+    /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// An IDX image file (raw or gzipped), a CSV file (one sample per row) or a PGM image.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Only the sample with this index (0-based) of a file holding several.
+    #[arg(long)]
+    pub index: Option<usize>,
+    /// The model to run (default: the model of the file's last run, or its only model).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// How many classes to show per sample.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+}
+
+pub fn run(args: &PredictArgs) -> CliResult {
+    let loaded = source::load(&args.file)?;
+    let p = &loaded.program;
+    let model = pick_model(p, args.model.as_deref(), &args.file)?;
+    let normalize = p
+        .runs
+        .iter()
+        .rev()
+        .find(|r| r.model == model.name)
+        .and_then(|r| p.data(&r.data))
+        .and_then(|d| d.normalize.clone());
+    let params = load_params(&args.checkpoint, &model.graph.params).map_err(CliError::user)?;
+    let param_refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+    let inputs = read_inputs(&args.input, args.index).map_err(CliError::user)?;
+    let mut exec =
+        (train::backend(false, Some(1)).executor)(&model.graph).map_err(CliError::internal)?;
+    let ranked = predict(
+        exec.as_mut(),
+        &param_refs,
+        &inputs,
+        normalize.as_ref(),
+        args.top.max(1),
+    )
+    .map_err(CliError::user)?;
+    let first = args.index.unwrap_or(0);
+    for (i, top) in ranked.iter().enumerate() {
+        let classes: Vec<String> = top
+            .iter()
+            .map(|(c, prob)| format!("{c} ({:.1}%)", 100.0 * prob))
+            .collect();
+        println!("sample {}: {}", first + i, classes.join("  "));
+    }
+    Ok(())
+}
+
+/// The model named, or the one the file's last run trains, or the file's only model.
+pub fn pick_model<'a>(
+    p: &'a crate::ir::Program,
+    name: Option<&str>,
+    file: &std::path::Path,
+) -> Result<&'a crate::ir::ModelIr, CliError> {
+    match name {
+        Some(n) => p.model(n).ok_or_else(|| {
+            let known: Vec<&str> = p.models.iter().map(|m| m.name.as_str()).collect();
+            CliError::user(format!(
+                "no model named `{n}` in {} (models: {})",
+                file.display(),
+                known.join(", ")
+            ))
+        }),
+        None => p
+            .runs
+            .last()
+            .and_then(|r| p.model(&r.model))
+            .or(if p.models.len() == 1 {
+                p.models.first()
+            } else {
+                None
+            })
+            .ok_or_else(|| {
+                CliError::user(format!(
+                    "{} has several models: choose one with --model",
+                    file.display()
+                ))
+            }),
+    }
+}

@@ -1,0 +1,229 @@
+//! The `nnc` binary as a user runs it: exit codes, what it prints, and that nothing panics.
+
+use assert_cmd::Command;
+use std::path::PathBuf;
+
+fn nnc() -> Command {
+    Command::cargo_bin("nnc").expect("the nnc binary is built")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_example_checks_and_reports_parameters_and_flops() {
+    assert_eq!(examples().len(), 6);
+    for ex in examples() {
+        let out = nnc().arg("check").arg(&ex).output().unwrap();
+        assert!(out.status.success(), "{}: {}", ex.display(), stderr(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains("parameters") && text.contains("FLOPs/sample"),
+            "{text}"
+        );
+    }
+    let out = nnc()
+        .args(["check", "examples/mnist_cnn.nn"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("421,642 parameters"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn every_ui_file_exits_1_with_its_diagnostic_and_no_panic() {
+    let dir = root().join("tests/ui");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|e| e != "nn") {
+            continue;
+        }
+        n += 1;
+        let out = nnc().arg("check").arg(&p).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {err}", p.display());
+        assert!(!err.contains("panicked"), "{}: {err}", p.display());
+        let expected = std::fs::read_to_string(p.with_extension("stderr")).unwrap();
+        // The headline of every expected diagnostic appears in what the binary printed.
+        for line in expected.lines().filter(|l| l.trim_start().starts_with('×')) {
+            let headline = line.trim_start().trim_start_matches('×').trim();
+            assert!(
+                err.contains(headline),
+                "{}: missing `{headline}` in\n{err}",
+                p.display()
+            );
+        }
+    }
+    assert!(n >= 25, "only {n} ui files");
+}
+
+#[test]
+fn a_missing_file_and_bad_utf8_are_user_errors() {
+    let out = nnc().args(["check", "no/such/file.nn"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot read no/such/file.nn"),
+        "{}",
+        stderr(&out)
+    );
+    let tmp = std::env::temp_dir().join(format!("nnc-cli-{}.nn", std::process::id()));
+    std::fs::write(&tmp, b"model M(x: [2]) { return x }\xff\xfe").unwrap();
+    let out = nnc().arg("check").arg(&tmp).output().unwrap();
+    std::fs::remove_file(&tmp).ok();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
+}
+
+#[test]
+fn xor_trains_from_the_cli_to_within_0_1_of_every_target() {
+    let out = nnc()
+        .args(["train", "examples/xor.nn", "--quiet"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.contains("→ output"))
+        .map(|l| {
+            let num = |key: &str| -> f64 {
+                let rest = &l[l.find(key).unwrap() + key.len()..];
+                rest[..rest.find(']').unwrap()].trim().parse().unwrap()
+            };
+            (num("output ["), num("target ["))
+        })
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    for (o, t) in rows {
+        assert!((o - t).abs() < 0.1, "output {o} for target {t}\n{text}");
+    }
+}
+
+#[test]
+fn gradcheck_passes_on_xor_and_the_mlp() {
+    for ex in [
+        "examples/xor.nn",
+        "examples/mnist_mlp.nn",
+        "examples/autoencoder_finetune.nn",
+    ] {
+        let out = nnc()
+            .args(["gradcheck", ex])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{ex}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(stdout(&out).contains("gradient check passed"));
+    }
+}
+
+#[test]
+fn ir_prints_every_stage() {
+    for (stage, marker) in [
+        ("ast", "model Xor"),
+        ("ir", "graph model Xor"),
+        ("grad", "output grad:dense1.weight"),
+        ("clif", "function "),
+        ("asm", "ret"),
+    ] {
+        let out = nnc()
+            .args(["ir", "examples/xor.nn", "--stage", stage])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{stage}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains(marker),
+            "{stage}: no `{marker}` in\n{}",
+            stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn missing_data_and_checkpoints_are_named_in_the_error() {
+    let out = nnc()
+        .args([
+            "train",
+            "examples/mnist_mlp.nn",
+            "--quiet",
+            "--data-dir",
+            "/nonexistent/dir",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/dir/train-images-idx3-ubyte.gz"),
+        "{}",
+        stderr(&out)
+    );
+    let out = nnc()
+        .args([
+            "predict",
+            "examples/mnist_cnn.nn",
+            "--checkpoint",
+            "/nonexistent/c.safetensors",
+            "--input",
+            "x",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/c.safetensors"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_a_user_error() {
+    let tmp = std::env::temp_dir().join(format!("nnc-corrupt-{}.safetensors", std::process::id()));
+    std::fs::write(&tmp, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    let out = nnc()
+        .args([
+            "predict",
+            "examples/mnist_mlp.nn",
+            "--input",
+            "examples/xor.nn",
+            "--checkpoint",
+        ])
+        .arg(&tmp)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    std::fs::remove_file(&tmp).ok();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+}
