@@ -3,6 +3,7 @@
 //! 2 internal error).
 
 mod check;
+mod eval;
 mod gradcheck;
 mod ir;
 mod predict;
@@ -48,6 +49,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Compare the JIT backward pass with finite differences for every trainable parameter.
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Loss and accuracy of trained parameters on the test split.
+    Eval(eval::EvalArgs),
     /// Classify inputs (IDX images, CSV rows, a PGM image) with a trained model.
     Predict(predict::PredictArgs),
     /// Generate text with a trained character-level model.
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Ir { file, stage, only } => ir::run(&file, stage, only.as_deref()),
         Command::Train(args) => train::run(&args),
         Command::Gradcheck(args) => gradcheck::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Predict(args) => predict::run(&args),
         Command::Sample(args) => sample::run(&args),
     };

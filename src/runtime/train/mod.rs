@@ -9,7 +9,7 @@ mod progress;
 mod run;
 
 pub use eval::{evaluate, EvalResult};
-pub use params::{lr_scale, Tensors};
+pub use params::{lr_scale, Tensors, TEACHER};
 pub use progress::{EvalInfo, StepInfo};
 pub use run::evaluate_run;
 

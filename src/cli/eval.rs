@@ -1,0 +1,80 @@
+//! `nnc eval FILE --checkpoint PATH`: loss and accuracy of trained parameters on the test split
+//! of a run's data, with the run's evaluation graph (no dropout).
+
+use super::{source, train, CliError, CliResult};
+use crate::ir::InitFrom;
+use crate::runtime::checkpoint::Checkpoint;
+use crate::runtime::train::{evaluate_run, TrainOptions, TEACHER};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    pub file: PathBuf,
+    /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The run whose data, loss and model to use (default: the file's last run).
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(args: &EvalArgs) -> CliResult {
+    let loaded = source::load(&args.file)?;
+    let p = &loaded.program;
+    let spec = match &args.run {
+        Some(n) => p.run(n).ok_or_else(|| {
+            CliError::user(format!("no run named `{n}` in {}", args.file.display()))
+        })?,
+        None => p.runs.last().ok_or_else(|| {
+            CliError::user(format!("{} has no `train` block", args.file.display()))
+        })?,
+    };
+    let mut params = Checkpoint::load(&args.checkpoint)
+        .map_err(CliError::user)?
+        .tensors;
+    if let Some(t) = &spec.teacher {
+        // A distillation loss needs the teacher's parameters too: from its checkpoint.
+        let path = match &t.from {
+            InitFrom::File(f) => Some(loaded.dir().join(f)),
+            InitFrom::Run(r) => p
+                .run(r)
+                .and_then(|r| r.checkpoint.as_ref())
+                .map(|c| loaded.dir().join(c)),
+        }
+        .ok_or_else(|| {
+            CliError::user(format!(
+                "run `{}` needs its teacher's checkpoint to compute its loss",
+                spec.name
+            ))
+        })?;
+        let teacher = Checkpoint::load(&path).map_err(CliError::user)?;
+        params.extend(
+            teacher
+                .tensors
+                .into_iter()
+                .map(|(k, v)| (format!("{TEACHER}{k}"), v)),
+        );
+    }
+    let options = TrainOptions {
+        data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
+        base_dir: loaded.dir(),
+        quiet: true,
+        threads: args.threads,
+        ..TrainOptions::default()
+    };
+    let backend = train::backend(false, args.threads);
+    let r = evaluate_run(p, spec, &backend, &options, &params).map_err(train::train_error)?;
+    print!(
+        "run {}: test loss {:.4} on {} samples",
+        spec.name, r.loss, r.samples
+    );
+    match r.accuracy {
+        Some(a) => println!(", accuracy {:.2}%", 100.0 * a),
+        None => println!(),
+    }
+    Ok(())
+}
