@@ -2,6 +2,7 @@
 //! check) and one error type whose variant decides the exit code (0 ok, 1 user error,
 //! 2 internal error).
 
+mod bench;
 mod check;
 mod eval;
 mod gradcheck;
@@ -51,6 +52,8 @@ pub enum Command {
     Gradcheck(gradcheck::GradcheckArgs),
     /// Loss and accuracy of trained parameters on the test split.
     Eval(eval::EvalArgs),
+    /// Measure compile time, training throughput and inference latency.
+    Bench(bench::BenchArgs),
     /// Classify inputs (IDX images, CSV rows, a PGM image) with a trained model.
     Predict(predict::PredictArgs),
     /// Generate text with a trained character-level model.
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Gradcheck(args) => gradcheck::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Predict(args) => predict::run(&args),
         Command::Sample(args) => sample::run(&args),
     };

@@ -1,0 +1,138 @@
+//! `nnc bench FILE`: what a run costs on this machine. For each run: compile time (parse, check,
+//! autodiff and JIT compilation of every kernel), the training loop's throughput over the run
+//! (or `--steps`), and for its model batch-1 latency and batch-1000 throughput of inference;
+//! finally the process's peak resident memory. Numbers, not a test: see BENCHMARKS.md.
+
+use super::{source, train, CliError, CliResult};
+use crate::codegen::{Jit, JitOptions};
+use crate::exec::{Executor, Feed, StepCtx};
+use crate::ir::{DType, Graph};
+use crate::runtime::init::init_param;
+use crate::runtime::train::{Session, TrainOptions};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    pub file: PathBuf,
+    /// Only this run.
+    #[arg(long)]
+    pub run: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Train this many steps instead of each run's own length.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Repetitions of the batch-1 inference measurement.
+    #[arg(long, default_value_t = 2000)]
+    pub reps: usize,
+}
+
+pub fn run(args: &BenchArgs) -> CliResult {
+    let t0 = Instant::now();
+    let loaded = source::load(&args.file)?;
+    let front_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let p = &loaded.program;
+    let threads = train::threads(args.threads);
+    println!(
+        "{}: parse + check {front_ms:.2} ms, {threads} thread(s)",
+        args.file.display()
+    );
+    let options = TrainOptions {
+        data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
+        base_dir: loaded.dir(),
+        steps: args.steps,
+        quiet: true,
+        threads: Some(threads),
+        ..TrainOptions::default()
+    };
+    let mut session = Session::new(p, train::backend(false, Some(threads)), options)
+        .map_err(train::train_error)?;
+    let mut seen_models = Vec::new();
+    for spec in p
+        .runs
+        .iter()
+        .filter(|r| args.run.as_ref().is_none_or(|n| *n == r.name))
+    {
+        let t = Instant::now();
+        let grad = crate::autodiff::grad(&spec.graph).map_err(CliError::internal)?;
+        let jit = Jit::compile(&grad, &JitOptions { threads }).map_err(CliError::internal)?;
+        let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+        drop(jit);
+        let s = session.run(&spec.name).map_err(train::train_error)?;
+        let samples = s.steps as f64 * spec.batch as f64;
+        let loop_ms = samples / s.samples_per_s.max(1e-9) * 1e3;
+        println!(
+            "run {:<12} compile {compile_ms:7.2} ms ({} kernels)  train {} steps × {}: loop {loop_ms:.1} ms, {:.0} samples/s, whole run {:.2} s",
+            spec.name,
+            grad.nodes.len(),
+            s.steps,
+            spec.batch,
+            s.samples_per_s,
+            s.wall_s
+        );
+        if !seen_models.contains(&spec.model) {
+            seen_models.push(spec.model.clone());
+            let m = p.model(&spec.model).expect("runs name checked models");
+            inference(&m.name, &m.graph, threads, args.reps)?;
+        }
+    }
+    if let Some(kb) = peak_rss_kb() {
+        println!("peak resident memory {:.1} MB", kb as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// Median batch-1 latency and batch-1000 throughput of a model's inference graph.
+fn inference(name: &str, g: &Graph, threads: usize, reps: usize) -> CliResult {
+    let params: Vec<Vec<f32>> = g.params.iter().map(|p| init_param(p, 0)).collect();
+    let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+    let (input, _) = *g
+        .inputs()
+        .first()
+        .ok_or_else(|| CliError::internal("a model without input"))?;
+    let ty = g.ty(input).clone();
+    let feeds = |batch: usize| -> (Vec<f32>, Vec<i32>) {
+        (vec![0.5; ty.numel(batch)], vec![1; ty.numel(batch)])
+    };
+    let measure = |exec: &mut Jit, batch: usize, reps: usize| -> Result<Vec<f64>, CliError> {
+        let (f, i) = feeds(batch);
+        let feed = if ty.dtype == DType::I32 {
+            Feed::I32(&i)
+        } else {
+            Feed::F32(&f)
+        };
+        let mut times = Vec::with_capacity(reps);
+        for r in 0..reps + reps / 10 + 1 {
+            let t = Instant::now();
+            exec.run(batch, &[feed], &refs, StepCtx::default())
+                .map_err(CliError::internal)?;
+            if r > reps / 10 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times)
+    };
+    let mut one = Jit::compile(g, &JitOptions { threads: 1 }).map_err(CliError::internal)?;
+    let t1 = measure(&mut one, 1, reps)?;
+    let mut many = Jit::compile(g, &JitOptions { threads }).map_err(CliError::internal)?;
+    let t1000 = measure(&mut many, 1000, (reps / 200).max(5))?;
+    println!(
+        "model {name:<10} inference: batch 1 median {:.1} µs (p90 {:.1} µs); batch 1000 {:.0} samples/s",
+        t1[t1.len() / 2] * 1e6,
+        t1[t1.len() * 9 / 10] * 1e6,
+        1000.0 / t1000[t1000.len() / 2]
+    );
+    Ok(())
+}
+
+/// The process's peak resident set (VmHWM), where /proc tells it.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
