@@ -1,7 +1,7 @@
 //! The interface between the runtime and whatever executes a graph: the JIT-compiled kernels
 //! (`crate::codegen::Jit`) or the reference interpreter (`crate::interp::Interpreter`).
 
-use crate::ir::Graph;
+use crate::ir::{DType, Graph};
 
 /// One batch of one graph input, in the order of [`Graph::inputs`].
 #[derive(Clone, Copy, Debug)]
@@ -81,4 +81,62 @@ pub trait Updater {
     fn state_buffers(&self) -> usize;
     /// param ← update(param, grad, state). `state` has `state_buffers()` zero-initialized buffers.
     fn update(&self, param: &mut [f32], grad: &[f32], state: &mut [Vec<f32>], h: UpdateHyper);
+}
+
+/// Checks what every executor must refuse before running: a zero batch, the wrong number of
+/// inputs or parameters, an input of the wrong dtype, and any tensor of the wrong size.
+pub fn check_feeds(
+    graph: &Graph,
+    batch: usize,
+    inputs: &[Feed<'_>],
+    params: &[&[f32]],
+) -> Result<(), ExecError> {
+    if batch == 0 {
+        return Err(ExecError::Other("the batch size must be at least 1".into()));
+    }
+    let input_nodes = graph.inputs();
+    if inputs.len() != input_nodes.len() {
+        return Err(ExecError::Other(format!(
+            "expected {} inputs, got {}",
+            input_nodes.len(),
+            inputs.len()
+        )));
+    }
+    for (index, (feed, (v, _))) in inputs.iter().zip(&input_nodes).enumerate() {
+        let ty = graph.ty(*v);
+        let dtype_ok = matches!(
+            (feed, ty.dtype),
+            (Feed::F32(_), DType::F32) | (Feed::I32(_), DType::I32)
+        );
+        if !dtype_ok {
+            return Err(ExecError::Other(format!(
+                "input {index} must be {}",
+                ty.dtype
+            )));
+        }
+        if feed.len() != ty.numel(batch) {
+            return Err(ExecError::InputSize {
+                index,
+                expected: ty.numel(batch),
+                found: feed.len(),
+            });
+        }
+    }
+    if params.len() != graph.params.len() {
+        return Err(ExecError::Other(format!(
+            "expected {} parameters, got {}",
+            graph.params.len(),
+            params.len()
+        )));
+    }
+    for (p, data) in graph.params.iter().zip(params) {
+        if data.len() != p.numel() {
+            return Err(ExecError::ParamSize {
+                path: p.path.clone(),
+                expected: p.numel(),
+                found: data.len(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -40,8 +40,6 @@ pub struct Jit {
     batch: usize,
     table: Vec<*mut u8>,
     ctx: [u64; 2],
-    /// Input number → node index.
-    input_nodes: Vec<usize>,
     /// (input number, class count): i32 inputs that index a table or select a class.
     id_checks: Vec<(usize, usize)>,
     /// Output name → node whose buffer holds it (copies for outputs that are inputs or params).
@@ -98,7 +96,6 @@ impl Jit {
             batch: 0,
             table: vec![std::ptr::null_mut(); slots],
             ctx: [0; 2],
-            input_nodes,
             id_checks,
             outputs,
             copies: Vec::new(),
@@ -134,49 +131,7 @@ impl Jit {
         inputs: &[Feed<'_>],
         params: &[&[f32]],
     ) -> Result<(), ExecError> {
-        if batch == 0 {
-            return Err(ExecError::Other("the batch size must be at least 1".into()));
-        }
-        if inputs.len() != self.input_nodes.len() {
-            return Err(ExecError::Other(format!(
-                "expected {} inputs, got {}",
-                self.input_nodes.len(),
-                inputs.len()
-            )));
-        }
-        for (k, (feed, &node)) in inputs.iter().zip(&self.input_nodes).enumerate() {
-            let ty = &self.graph.nodes[node].ty;
-            let ok = matches!(
-                (feed, ty.dtype),
-                (Feed::F32(_), DType::F32) | (Feed::I32(_), DType::I32)
-            );
-            if !ok {
-                return Err(ExecError::Other(format!("input {k} must be {}", ty.dtype)));
-            }
-            if feed.len() != ty.numel(batch) {
-                return Err(ExecError::InputSize {
-                    index: k,
-                    expected: ty.numel(batch),
-                    found: feed.len(),
-                });
-            }
-        }
-        if params.len() != self.graph.params.len() {
-            return Err(ExecError::Other(format!(
-                "expected {} parameters, got {}",
-                self.graph.params.len(),
-                params.len()
-            )));
-        }
-        for (p, data) in self.graph.params.iter().zip(params) {
-            if data.len() != p.numel() {
-                return Err(ExecError::ParamSize {
-                    path: p.path.clone(),
-                    expected: p.numel(),
-                    found: data.len(),
-                });
-            }
-        }
+        crate::exec::check_feeds(&self.graph, batch, inputs, params)?;
         for &(k, bound) in &self.id_checks {
             if let Feed::I32(ids) = inputs[k] {
                 if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= bound) {

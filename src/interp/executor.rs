@@ -31,45 +31,14 @@ impl Executor for Interpreter {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError> {
-        let input_nodes = self.graph.inputs();
-        if inputs.len() != input_nodes.len() {
-            return Err(ExecError::Other(format!(
-                "expected {} inputs, got {}",
-                input_nodes.len(),
-                inputs.len()
-            )));
-        }
-        let mut ins = Vec::with_capacity(inputs.len());
-        for (index, (feed, (v, _))) in inputs.iter().zip(&input_nodes).enumerate() {
-            let expected = self.graph.ty(*v).numel(batch);
-            if feed.len() != expected {
-                return Err(ExecError::InputSize {
-                    index,
-                    expected,
-                    found: feed.len(),
-                });
-            }
-            ins.push(match feed {
+        crate::exec::check_feeds(&self.graph, batch, inputs, params)?;
+        let ins: Vec<Vec<f64>> = inputs
+            .iter()
+            .map(|feed| match feed {
                 Feed::F32(x) => x.iter().map(|&v| v as f64).collect(),
                 Feed::I32(x) => x.iter().map(|&v| v as f64).collect(),
-            });
-        }
-        if params.len() != self.graph.params.len() {
-            return Err(ExecError::Other(format!(
-                "expected {} parameters, got {}",
-                self.graph.params.len(),
-                params.len()
-            )));
-        }
-        for (p, v) in self.graph.params.iter().zip(params) {
-            if v.len() != p.numel() {
-                return Err(ExecError::ParamSize {
-                    path: p.path.clone(),
-                    expected: p.numel(),
-                    found: v.len(),
-                });
-            }
-        }
+            })
+            .collect();
         let ps: Vec<Vec<f64>> = params
             .iter()
             .map(|p| p.iter().map(|&v| v as f64).collect())
