@@ -4,7 +4,7 @@
 use super::{source, train, CliError, CliResult};
 use crate::ir::InitFrom;
 use crate::runtime::checkpoint::Checkpoint;
-use crate::runtime::train::{evaluate_run, TrainOptions, TEACHER};
+use crate::runtime::train::{evaluate_run, TrainError, TrainOptions, TEACHER};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -67,7 +67,10 @@ pub fn run(args: &EvalArgs) -> CliResult {
         ..TrainOptions::default()
     };
     let backend = train::backend(false, args.threads);
-    let r = evaluate_run(p, spec, &backend, &options, &params).map_err(train::train_error)?;
+    let r = evaluate_run(p, spec, &backend, &options, &params).map_err(|e| match e {
+        TrainError::Data { run, source } => loaded.data_error(&run, source.to_string()),
+        e => train::train_error(e),
+    })?;
     print!(
         "run {}: test loss {:.4} on {} samples",
         spec.name, r.loss, r.samples

@@ -81,7 +81,18 @@ impl CliError {
 pub type CliResult = Result<(), CliError>;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; a bad command line is the user's (exit 1).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let result = match cli.command {
         Command::Check { file, stats } => check::run(&file, stats),
         Command::Ir { file, stage, only } => ir::run(&file, stage, only.as_deref()),

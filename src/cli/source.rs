@@ -3,7 +3,7 @@
 
 use super::CliError;
 use crate::diag::{Diag, Report};
-use crate::ir::Program;
+use crate::ir::{Program, Source};
 use crate::syntax::ast;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// A checked file and where it came from.
 pub struct Loaded {
     pub path: PathBuf,
+    pub text: String,
     pub program: Program,
 }
 
@@ -21,6 +22,41 @@ impl Loaded {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default()
+    }
+
+    /// A run-time error about one of the file's data sources, rendered under the source's span
+    /// (the `train:` or `test:` line whose file it names, else the whole `data` block).
+    pub fn data_error(&self, run: &str, message: String) -> CliError {
+        let Some(data) = self
+            .program
+            .run(run)
+            .and_then(|r| self.program.data(&r.data))
+        else {
+            return CliError::user(message);
+        };
+        let names = |s: &Source| -> Vec<String> {
+            match s {
+                Source::Inline { .. } => vec![],
+                Source::Idx { images, labels } => vec![images.clone(), labels.clone()],
+                Source::Csv { path, .. } | Source::Text { path, .. } => vec![path.clone()],
+            }
+        };
+        let mentions = |s: &Source| names(s).iter().any(|n| message.contains(n.as_str()));
+        let (span, label) = match &data.test {
+            Some((test, span)) if mentions(test) && !mentions(&data.train) => {
+                (*span, "the test split")
+            }
+            _ if mentions(&data.train) => (data.train_span, "the training split"),
+            _ => (data.span, "this data source"),
+        };
+        let diag = Diag::new(
+            "nnc::data",
+            message,
+            span,
+            format!("while loading {label} of `{}` for run `{run}`", data.name),
+        )
+        .help("data paths are relative to --data-dir (default: the .nn file's folder)");
+        render(&self.path, &self.text, vec![diag])
     }
 }
 
@@ -49,6 +85,7 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
     let program = crate::check::check(&ast).map_err(|d| render(path, &text, d))?;
     Ok(Loaded {
         path: path.to_path_buf(),
+        text,
         program,
     })
 }

@@ -17,10 +17,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Replace every run's length by this many epochs.
-    #[arg(long, conflicts_with = "steps")]
+    #[arg(long, conflicts_with = "steps", value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: Option<u64>,
     /// Replace every run's length by this many steps.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// Write the trained parameters to this safetensors file.
     #[arg(long)]
@@ -81,9 +81,13 @@ pub fn run(args: &TrainArgs) -> CliResult {
     };
     let mut session =
         Session::new(program, backend(args.interp, args.threads), options).map_err(train_error)?;
+    let fail = |e: TrainError| match e {
+        TrainError::Data { run, source } => loaded.data_error(&run, source.to_string()),
+        e => train_error(e),
+    };
     let summaries = match &args.run {
-        Some(name) => vec![session.run(name).map_err(train_error)?],
-        None => session.run_all().map_err(train_error)?,
+        Some(name) => vec![session.run(name).map_err(fail)?],
+        None => session.run_all().map_err(fail)?,
     };
     print_summaries(&summaries);
     for s in &summaries {
