@@ -141,7 +141,7 @@ impl Report {
         } else {
             GraphicalTheme::unicode_nocolor()
         };
-        let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+        let handler = GraphicalReportHandler::new_themed(theme).with_wrap_lines(false);
         let mut out = String::new();
         for d in &self.diags {
             let w = WithSource {

@@ -187,6 +187,13 @@ fn missing_data_and_checkpoints_are_named_in_the_error() {
         "{}",
         stderr(&out)
     );
+    // Rendered under the data source it comes from, in the .nn file.
+    assert!(
+        stderr(&out).contains("while loading the training split of `mnist`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("train: idx("), "{}", stderr(&out));
     let out = nnc()
         .args([
             "predict",
@@ -226,4 +233,18 @@ fn a_corrupt_checkpoint_is_a_user_error() {
     std::fs::remove_file(&tmp).ok();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"));
+}
+
+#[test]
+fn a_bad_command_line_is_a_user_error_and_help_is_not_an_error() {
+    let out = nnc()
+        .args(["train", "examples/xor.nn", "--steps", "0"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--steps"));
+    let out = nnc().args(["train", "--help"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("--log-json"));
 }
