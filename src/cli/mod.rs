@@ -67,6 +67,9 @@ pub enum CliError {
     User(String),
     /// nnc itself failed (exit 2).
     Internal(String),
+    /// Stopped by Ctrl-C after saving what is needed to go on (exit 130, the shell's code for
+    /// SIGINT). The message says how to resume.
+    Interrupted(String),
 }
 
 impl CliError {
@@ -116,6 +119,10 @@ pub fn main() -> ExitCode {
             eprintln!("{msg}");
             eprintln!("This is a bug in nnc; please report it with the file that caused it.");
             ExitCode::from(2)
+        }
+        Err(CliError::Interrupted(msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(130)
         }
     }
 }

@@ -1,10 +1,14 @@
 //! `nnc train FILE`: runs the file's `train` blocks in order (or the one named by `--run`), then
 //! prints a summary; for small inline data sets it also prints the model's output per sample.
+//! Ctrl-C stops training after the current step and saves a checkpoint to resume from
+//! (`--resume`); `--checkpoint-every` saves one periodically, for runs that are killed.
 
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
 use crate::ir::{Program, RunSpec, Source};
-use crate::runtime::train::{Backend, RunSummary, Session, TrainError, TrainOptions};
+use crate::runtime::checkpoint::Checkpoint;
+use crate::runtime::train::resume::Position;
+use crate::runtime::train::{interrupt, Backend, RunSummary, Session, TrainError, TrainOptions};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -26,8 +30,15 @@ pub struct TrainArgs {
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Start from the parameters in this safetensors file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
+    /// Continue a stopped run from the checkpoint it wrote (parameters, optimizer state, step and
+    /// data position); the run is the one named in the checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Also write the run's checkpoint every N steps (so that a killed run can be resumed).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: Option<u64>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -68,6 +79,21 @@ pub fn run(args: &TrainArgs) -> CliResult {
             args.file.display()
         )));
     }
+    // With `--resume`, the run to train is the one that wrote the checkpoint.
+    let run_name = match (&args.run, &args.resume) {
+        (Some(r), _) => Some(r.clone()),
+        (None, Some(p)) => {
+            let ck = Checkpoint::load(p).map_err(CliError::user)?;
+            let name = Position::run_of(&ck).ok_or_else(|| {
+                CliError::user(format!(
+                    "checkpoint {} names no run to resume (it was not written by `nnc train`)",
+                    p.display()
+                ))
+            })?;
+            Some(name.to_string())
+        }
+        (None, None) => None,
+    };
     let options = TrainOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
         base_dir: loaded.dir(),
@@ -78,14 +104,34 @@ pub fn run(args: &TrainArgs) -> CliResult {
         checkpoint: args.checkpoint.clone(),
         init: args.init.clone(),
         threads: args.threads,
+        resume: args.resume.clone(),
+        checkpoint_every: args.checkpoint_every,
     };
     let mut session =
         Session::new(program, backend(args.interp, args.threads), options).map_err(train_error)?;
     let fail = |e: TrainError| match e {
         TrainError::Data { run, source } => loaded.data_error(&run, source.to_string()),
+        TrainError::Interrupted {
+            run,
+            step,
+            checkpoint,
+        } => {
+            let data_dir = args
+                .data_dir
+                .as_ref()
+                .map(|d| format!(" --data-dir {}", d.display()))
+                .unwrap_or_default();
+            CliError::Interrupted(format!(
+                "interrupted: run `{run}` stopped after step {step}; its state is saved in {}\nresume with: nnc train {}{data_dir} --run {run} --resume {}",
+                checkpoint.display(),
+                args.file.display(),
+                checkpoint.display()
+            ))
+        }
         e => train_error(e),
     };
-    let summaries = match &args.run {
+    stop_on_sigint();
+    let summaries = match &run_name {
         Some(name) => vec![session.run(name).map_err(fail)?],
         None => session.run_all().map_err(fail)?,
     };
@@ -97,6 +143,25 @@ pub fn run(args: &TrainArgs) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Ctrl-C asks the training loop to stop after its current step ([`interrupt`]) instead of
+/// killing the process, so that the run's state is saved.
+fn stop_on_sigint() {
+    #[cfg(unix)]
+    {
+        extern "C" fn on_sigint(_signum: i32) {
+            interrupt::request();
+        }
+        extern "C" {
+            fn signal(signum: i32, handler: usize) -> usize;
+        }
+        const SIGINT: i32 = 2;
+        // SAFETY: the handler only performs an atomic store, which is async-signal-safe.
+        unsafe {
+            signal(SIGINT, on_sigint as *const () as usize);
+        }
+    }
 }
 
 pub fn train_error(e: TrainError) -> CliError {

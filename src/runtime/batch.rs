@@ -88,6 +88,13 @@ impl Epochs {
             self.rng.shuffle(&mut self.order);
         }
     }
+    /// Skips `epochs` epochs: the next [`Epochs::next_epoch`] gives the order of epoch `epochs`
+    /// (0-based), exactly as if the skipped ones had been trained (their shuffles are replayed).
+    pub fn skip(&mut self, epochs: u64) {
+        for _ in 0..epochs {
+            self.next_epoch();
+        }
+    }
     /// Sample indices of batch `i` of the current epoch.
     pub fn batch(&self, i: usize) -> &[usize] {
         &self.order[i * self.batch..(i + 1) * self.batch]
@@ -113,6 +120,10 @@ mod tests {
         again.next_epoch();
         assert_eq!(again.batch(0), &first[..]);
         assert_eq!(Epochs::new(2, 32, true, 0).batches_per_epoch(), 1);
+        let mut skipped = Epochs::new(10, 3, true, 1);
+        skipped.skip(1);
+        skipped.next_epoch();
+        assert_eq!(skipped.batch(2), e.batch(2));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Checkpoints as safetensors files: one F32 tensor per parameter, named by its path, shaped by
 //! its dims. Optimizer state rides along under reserved names (`__optim.<path>.<i>`, and the step
-//! count as I64 `__step`) so that training can be resumed. Writes are atomic (`<file>.tmp`, fsync,
-//! rename); reads validate names, shapes and dtypes and never panic on a corrupt file.
+//! count as I64 `__step`) so that training can be resumed; the rest of what resuming needs (run
+//! name, epoch, position in the epoch: see `runtime::train::resume`) is string metadata in the
+//! safetensors header. Writes are atomic (`<file>.tmp`, fsync of the file, rename, fsync of the
+//! folder); reads validate names, shapes and dtypes and never panic on a corrupt file.
 
 use crate::ir::Param;
 use safetensors::tensor::{Dtype, SafeTensors, View};
@@ -131,6 +133,16 @@ impl View for AnyView<'_> {
 
 /// Writes `tensors` (and `step`, when given) to `path` atomically.
 pub fn save(path: &Path, tensors: &[Saved<'_>], step: Option<u64>) -> Result<(), CheckpointError> {
+    save_with_meta(path, tensors, step, &BTreeMap::new())
+}
+
+/// [`save`], with string metadata (key → value) in the file's header (`__metadata__`).
+pub fn save_with_meta(
+    path: &Path,
+    tensors: &[Saved<'_>],
+    step: Option<u64>,
+    meta: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
     let werr = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
@@ -145,7 +157,8 @@ pub fn save(path: &Path, tensors: &[Saved<'_>], step: Option<u64>) -> Result<(),
             AnyView::I64(I64View([1], (s as i64).to_le_bytes())),
         ));
     }
-    let bytes = safetensors::serialize(views, None).map_err(|e| {
+    let info = (!meta.is_empty()).then(|| meta.clone().into_iter().collect());
+    let bytes = safetensors::serialize(views, info).map_err(|e| {
         werr(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             e.to_string(),
@@ -189,6 +202,8 @@ pub struct Checkpoint {
     /// Tensors of other dtypes: name → dtype (reported when asked for as parameters).
     pub other: BTreeMap<String, String>,
     pub step: Option<u64>,
+    /// The header's string metadata (empty when it has none).
+    pub meta: BTreeMap<String, String>,
 }
 
 impl Checkpoint {
@@ -212,7 +227,13 @@ impl Checkpoint {
             tensors: BTreeMap::new(),
             other: BTreeMap::new(),
             step: None,
+            meta: BTreeMap::new(),
         };
+        if let Ok((_, m)) = SafeTensors::read_metadata(&bytes) {
+            if let Some(m) = m.metadata() {
+                ck.meta = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            }
+        }
         for (name, view) in st.iter() {
             match view.dtype() {
                 Dtype::F32 => {

@@ -4,8 +4,10 @@
 //! interpreter (or a test double).
 
 mod eval;
+pub mod interrupt;
 mod params;
 mod progress;
+pub mod resume;
 mod run;
 
 pub use eval::{evaluate, EvalResult};
@@ -55,6 +57,11 @@ pub struct TrainOptions {
     pub init: Option<PathBuf>,
     /// Worker threads for the executor (read by the caller's executor factory).
     pub threads: Option<usize>,
+    /// `--resume`: continue the run named in this checkpoint from where it stopped (see
+    /// [`resume`]); only that run may be executed with this option.
+    pub resume: Option<PathBuf>,
+    /// `--checkpoint-every`: also write the run's checkpoint every this many steps.
+    pub checkpoint_every: Option<u64>,
 }
 
 impl Default for TrainOptions {
@@ -69,6 +76,8 @@ impl Default for TrainOptions {
             checkpoint: None,
             init: None,
             threads: None,
+            resume: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -115,6 +124,13 @@ pub enum TrainError {
         step: u64,
         loss: f32,
         param: Option<String>,
+    },
+    /// Stopped on request ([`interrupt`]) after `step` steps; the resumable state is in `checkpoint`.
+    #[error("run `{run}` interrupted after step {step}; its state is saved in {}", .checkpoint.display())]
+    Interrupted {
+        run: String,
+        step: u64,
+        checkpoint: PathBuf,
     },
     #[error("cannot write the log {}: {source}", .path.display())]
     Log {

@@ -1,21 +1,23 @@
 //! One `train` block from start to end: data, graphs and executors, starting parameters, the
 //! step loop (batch → run → finite-loss check → update every trainable parameter), periodic
-//! evaluation and checkpoints. After setup a step allocates nothing: batch buffers, the feed and
+//! evaluation and checkpoints, resuming from a checkpoint (see [`super::resume`]) and stopping
+//! on request ([`super::interrupt`]). After setup a step allocates nothing: batch buffers, the feed and
 //! parameter views and the optimizer state are reused.
 
 use super::eval::{evaluate, label_inputs, EvalResult};
 use super::params::{self, lr_scale, Tensors, TEACHER};
 use super::progress::{EvalInfo, Progress, StepInfo};
-use super::{Backend, RunSummary, TrainError, TrainOptions};
+use super::resume::Position;
+use super::{interrupt, Backend, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, UpdateHyper};
 use crate::ir::{Graph, Length, Program, RunSpec};
 use crate::runtime::batch::{gather, Buf, Epochs};
-use crate::runtime::checkpoint::{self, optim_name, Saved, Tensor};
+use crate::runtime::checkpoint::{self, optim_name, Checkpoint, Saved, Tensor};
 use crate::runtime::data::{self, Dataset, Expect, Values};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -165,17 +167,33 @@ pub(super) fn train(
     }
 
     // Length and order.
-    let length = match (opts.steps, opts.epochs) {
-        (Some(s), _) => Length::Steps(s),
-        (None, Some(e)) => Length::Epochs(e),
-        (None, None) => spec.length,
-    };
     let mut order = Epochs::new(ds.train.len, spec.batch, spec.shuffle, spec.seed);
     let per_epoch = order.batches_per_epoch() as u64;
+    let resumed = match &opts.resume {
+        Some(p) => Some(restore(
+            p,
+            run,
+            &graph,
+            &mut values,
+            &mut trainable,
+            per_epoch,
+        )?),
+        None => None,
+    };
+    let length = match (opts.steps, opts.epochs, &resumed) {
+        (Some(s), _, _) => Length::Steps(s),
+        (None, Some(e), _) => Length::Epochs(e),
+        // The resumed run keeps the length it was started with (its lr schedule depends on it).
+        (None, None, Some(r)) => Length::Steps(r.total),
+        (None, None, None) => spec.length,
+    };
     let total = match length {
         Length::Epochs(e) => e * per_epoch,
         Length::Steps(s) => s,
     };
+    if opts.checkpoint_every == Some(0) {
+        return Err(setup("`--checkpoint-every` must be at least 1".into()));
+    }
     let batch = order.batch_size();
     let eval_batch = batch.max(256);
     let base_lr = spec.optimizer.lr();
@@ -184,6 +202,11 @@ pub(super) fn train(
             .as_ref()
             .map(|p| data::resolve(p, &opts.base_dir))
     });
+    if opts.checkpoint_every.is_some() && ckpt_path.is_none() {
+        return Err(setup(
+            "`--checkpoint-every` needs a checkpoint to write: give `--checkpoint FILE` or `checkpoint:` in the run".into(),
+        ));
+    }
 
     let roles = label_inputs(&graph);
     let mut xb = Buf::for_column(&ds.train.x, batch);
@@ -197,43 +220,59 @@ pub(super) fn train(
         source,
     };
 
-    let mut step = 0u64;
-    let mut epoch = 0u64;
+    // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
+    let start = resumed.as_ref().map_or(0, |r| r.step);
+    let mut step = start;
+    let mut epoch = step / per_epoch.max(1);
+    let mut first_batch = (step % per_epoch.max(1)) as usize;
+    order.skip(epoch);
     let mut last: Option<(u64, EvalResult)> = None;
     let train_start = Instant::now();
     // Time spent evaluating and checkpointing, left out of samples/s.
     let mut paused = std::time::Duration::ZERO;
-    let save =
-        |values: &[Vec<f32>], trainable: &[Trainable], step: u64| -> Result<(), TrainError> {
-            let Some(path) = &ckpt_path else {
-                return Ok(());
-            };
-            let mut ts: Vec<Saved<'_>> = graph
-                .params
-                .iter()
-                .zip(values)
-                .filter(|(p, _)| !p.path.starts_with(TEACHER))
-                .map(|(p, v)| Saved {
-                    name: p.path.clone(),
+    let save_to = |path: &Path,
+                   values: &[Vec<f32>],
+                   trainable: &[Trainable],
+                   step: u64|
+     -> Result<(), TrainError> {
+        let mut ts: Vec<Saved<'_>> = graph
+            .params
+            .iter()
+            .zip(values)
+            .filter(|(p, _)| !p.path.starts_with(TEACHER))
+            .map(|(p, v)| Saved {
+                name: p.path.clone(),
+                dims: &p.dims,
+                data: v,
+            })
+            .collect();
+        for t in trainable {
+            let p = &graph.params[t.index];
+            for (i, s) in t.state.iter().enumerate() {
+                ts.push(Saved {
+                    name: optim_name(&p.path, i),
                     dims: &p.dims,
-                    data: v,
-                })
-                .collect();
-            for t in trainable {
-                let p = &graph.params[t.index];
-                for (i, s) in t.state.iter().enumerate() {
-                    ts.push(Saved {
-                        name: optim_name(&p.path, i),
-                        dims: &p.dims,
-                        data: s,
-                    });
-                }
+                    data: s,
+                });
             }
-            checkpoint::save(path, &ts, Some(step)).map_err(|source| TrainError::Checkpoint {
+        }
+        let pos = Position {
+            run: run.into(),
+            step,
+            total,
+            batches_per_epoch: per_epoch,
+        };
+        checkpoint::save_with_meta(path, &ts, Some(step), &pos.to_meta()).map_err(|source| {
+            TrainError::Checkpoint {
                 run: run.into(),
                 source,
-            })
-        };
+            }
+        })
+    };
+    let save = |values: &[Vec<f32>], trainable: &[Trainable], step: u64| match &ckpt_path {
+        Some(path) => save_to(path, values, trainable, step),
+        None => Ok(()),
+    };
     let report = |progress: &mut Progress,
                   last: &mut Option<(u64, EvalResult)>,
                   r: EvalResult,
@@ -277,7 +316,7 @@ pub(super) fn train(
     while step < total {
         order.next_epoch();
         epoch += 1;
-        for b in 0..per_epoch as usize {
+        for b in std::mem::take(&mut first_batch)..per_epoch as usize {
             if step >= total {
                 break;
             }
@@ -343,7 +382,7 @@ pub(super) fn train(
             }
             recent[(step % 50) as usize] = loss as f64;
             step += 1;
-            let sps = (step as usize * batch) as f64
+            let sps = ((step - start) as usize * batch) as f64
                 / (train_start.elapsed() - paused).as_secs_f64().max(1e-9);
             progress
                 .step(&StepInfo {
@@ -365,6 +404,25 @@ pub(super) fn train(
                 }
                 save(&values, &trainable, step)?;
                 paused += t.elapsed();
+            } else if opts
+                .checkpoint_every
+                .is_some_and(|n| step.is_multiple_of(n) && step < total)
+            {
+                let t = Instant::now();
+                save(&values, &trainable, step)?;
+                paused += t.elapsed();
+            }
+            if step < total && interrupt::requested() {
+                let path = ckpt_path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(format!("{run}.interrupted.safetensors")));
+                save_to(&path, &values, &trainable, step)?;
+                progress.finish().map_err(log_err)?;
+                return Err(TrainError::Interrupted {
+                    run: run.into(),
+                    step,
+                    checkpoint: path,
+                });
             }
         }
         if spec
@@ -390,7 +448,7 @@ pub(super) fn train(
     save(&values, &trainable, step)?;
     let log = progress.finish().map_err(log_err)?;
 
-    let kept = (step as usize).min(recent.len());
+    let kept = ((step - start) as usize).min(recent.len());
     let final_loss = if kept == 0 {
         f64::NAN
     } else {
@@ -407,7 +465,7 @@ pub(super) fn train(
         final_loss,
         test_loss: last.map(|l| l.1.loss),
         test_accuracy: last.and_then(|l| l.1.accuracy),
-        samples_per_s: (step as usize * batch) as f64 / train_secs.max(1e-9),
+        samples_per_s: ((step - start) as usize * batch) as f64 / train_secs.max(1e-9),
         wall_s: t0.elapsed().as_secs_f64(),
         checkpoint: ckpt_path,
     };
@@ -427,6 +485,59 @@ pub(super) fn train(
         })
         .collect();
     Ok((summary, params, log))
+}
+
+/// Loads the checkpoint `path` of run `run` into `values` (non-teacher parameters) and the
+/// optimizer state of `trainable`, and returns the position it records.
+fn restore(
+    path: &Path,
+    run: &str,
+    graph: &Graph,
+    values: &mut [Vec<f32>],
+    trainable: &mut [Trainable],
+    per_epoch: u64,
+) -> Result<Position, TrainError> {
+    let setup = |msg: String| TrainError::Setup {
+        run: run.into(),
+        msg,
+    };
+    let ck_err = |source| TrainError::Checkpoint {
+        run: run.into(),
+        source,
+    };
+    let ck = Checkpoint::load(path).map_err(ck_err)?;
+    let pos = Position::from_checkpoint(&ck).map_err(&setup)?;
+    if pos.run != run {
+        return Err(setup(format!(
+            "checkpoint {} was written by run `{}`, not by this run (resume it with `--run {}`)",
+            path.display(),
+            pos.run,
+            pos.run
+        )));
+    }
+    if pos.batches_per_epoch != per_epoch {
+        return Err(setup(format!(
+            "checkpoint {} was written with {} batches per epoch, this run has {per_epoch} (the data or the batch size changed)",
+            path.display(),
+            pos.batches_per_epoch
+        )));
+    }
+    for (p, v) in graph.params.iter().zip(values.iter_mut()) {
+        if !p.path.starts_with(TEACHER) {
+            v.copy_from_slice(&ck.get(&p.path, &p.dims).map_err(ck_err)?.data);
+        }
+    }
+    for t in trainable.iter_mut() {
+        let p = &graph.params[t.index];
+        for (i, s) in t.state.iter_mut().enumerate() {
+            s.copy_from_slice(
+                &ck.get(&optim_name(&p.path, i), &p.dims)
+                    .map_err(ck_err)?
+                    .data,
+            );
+        }
+    }
+    Ok(pos)
 }
 
 /// `nnc eval`: the loss (and accuracy, for a classifier) of `params` on the test split of
