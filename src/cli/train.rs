@@ -106,6 +106,7 @@ pub fn run(args: &TrainArgs) -> CliResult {
         threads: args.threads,
         resume: args.resume.clone(),
         checkpoint_every: args.checkpoint_every,
+        stop_after: None,
     };
     let mut session =
         Session::new(program, backend(args.interp, args.threads), options).map_err(train_error)?;

@@ -62,6 +62,10 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// `--checkpoint-every`: also write the run's checkpoint every this many steps.
     pub checkpoint_every: Option<u64>,
+    /// Stop after this many steps (counted from the run's start) as an [`interrupt`] would: the
+    /// checkpoint is written and the run returns [`TrainError::Interrupted`]. For training in
+    /// time-boxed pieces, and for tests.
+    pub stop_after: Option<u64>,
 }
 
 impl Default for TrainOptions {
@@ -78,6 +82,7 @@ impl Default for TrainOptions {
             threads: None,
             resume: None,
             checkpoint_every: None,
+            stop_after: None,
         }
     }
 }

@@ -412,7 +412,9 @@ pub(super) fn train(
                 save(&values, &trainable, step)?;
                 paused += t.elapsed();
             }
-            if step < total && interrupt::requested() {
+            if step < total
+                && (interrupt::requested() || opts.stop_after.is_some_and(|s| step >= s))
+            {
                 let path = ckpt_path
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(format!("{run}.interrupted.safetensors")));

@@ -1,0 +1,273 @@
+//! Stopping and resuming training: a run stopped at any step and resumed from its checkpoint ends
+//! with weights bit-identical to the uninterrupted run — through the library (`Session`), through
+//! `nnc train --checkpoint-every` killed with SIGKILL then `--resume`d, and through Ctrl-C
+//! (SIGINT: exit 130, a message saying how to resume, a checkpoint that resumes).
+//!
+//! The MNIST test reads `../shared/data/mnist` (or `$NNC_SHARED_DATA/mnist`); when it is missing
+//! the test is skipped with a note on stderr, unless `CI` is set, in which case it fails.
+
+use nnc::runtime::checkpoint::Checkpoint;
+use nnc::runtime::train::{Backend, Session, Tensors, TrainError, TrainOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch folder unique to this process and test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("nnc_resume_{}_{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A 2-8-1 MLP with dropout on 10 inline samples in shuffled batches of 3 (3 batches per epoch,
+/// one sample dropped), a cosine schedule with warm-up: every piece of state a resume must
+/// restore (parameters, optimizer state, step, epoch order, position in the epoch) matters.
+fn mlp_source(optimizer: &str) -> String {
+    format!(
+        r#"
+model Net(x: [2]) -> [1] {{
+    return x |> dense(8) |> tanh |> dropout(0.2) |> dense(1)
+}}
+
+data pts {{
+    train: inline(
+        x: [[0, 0], [0, 1], [1, 0], [1, 1], [0.5, 0.2], [0.3, 0.9], [0.8, 0.1], [0.2, 0.4], [0.9, 0.9], [0.1, 0.7]],
+        y: [[0], [1], [1], [0], [0.6], [1.2], [0.9], [0.5], [0.1], [0.8]]
+    )
+}}
+
+train Net on pts {{
+    loss: mse(output, label)
+    optimizer: {optimizer}
+    batch: 3
+    steps: 40
+    seed: 7
+    schedule: cosine(warmup: 5)
+}}
+"#
+    )
+}
+
+fn program(src: &str) -> nnc::ir::Program {
+    let ast = nnc::syntax::parse(src).unwrap_or_else(|d| panic!("{d:?}"));
+    nnc::check::check(&ast).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+fn session_train(program: &nnc::ir::Program, options: TrainOptions) -> Result<Tensors, TrainError> {
+    let mut s = Session::new(program, Backend::jit(1), options)?;
+    s.run("Net")?;
+    Ok(s.params("Net").unwrap().clone())
+}
+
+fn assert_bit_identical(a: &Tensors, b: &Tensors) {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, ta) in a {
+        let tb = &b[name];
+        assert_eq!(ta.dims, tb.dims, "{name}");
+        let bits = |t: &[f32]| t.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&ta.data), bits(&tb.data), "`{name}` differs");
+    }
+}
+
+/// Trains 40 steps straight, and stops after k steps then resumes to 40 in a new session, for
+/// several k (after the first step, mid-epoch, at an epoch boundary): the weights agree bit for
+/// bit. A run cut short by `--steps` has another lr schedule, so resuming its checkpoint to 40
+/// steps must give other weights: the restored length and position are used, not ignored.
+fn stop_and_resume_is_bit_identical(optimizer: &str) {
+    let p = program(&mlp_source(optimizer));
+    let dir = Scratch::new(&optimizer.replace(|c: char| !c.is_alphanumeric(), "_"));
+    let quiet = TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    };
+    let straight = session_train(&p, quiet.clone()).unwrap();
+    for k in [1u64, 7, 9, 23] {
+        let ck = dir.join(&format!("k{k}.safetensors"));
+        let stopped = session_train(
+            &p,
+            TrainOptions {
+                stop_after: Some(k),
+                checkpoint: Some(ck.clone()),
+                ..quiet.clone()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&stopped, TrainError::Interrupted { step, checkpoint, .. } if *step == k && *checkpoint == ck),
+            "{stopped}"
+        );
+        let loaded = Checkpoint::load(&ck).unwrap();
+        assert_eq!(loaded.step, Some(k));
+        assert_eq!(loaded.meta["nnc.run"], "Net");
+        assert_eq!(loaded.meta["nnc.epoch"], (k / 3).to_string());
+        assert_eq!(loaded.meta["nnc.batch"], (k % 3).to_string());
+        let resumed = session_train(
+            &p,
+            TrainOptions {
+                resume: Some(ck.clone()),
+                ..quiet.clone()
+            },
+        )
+        .unwrap();
+        assert_bit_identical(&straight, &resumed);
+    }
+    // A checkpoint that records its own length resumes to it without being told.
+    let ck = dir.join("periodic.safetensors");
+    let every = session_train(
+        &p,
+        TrainOptions {
+            checkpoint: Some(ck.clone()),
+            checkpoint_every: Some(10),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    assert_bit_identical(&straight, &every);
+    let short = dir.join("short.safetensors");
+    session_train(
+        &p,
+        TrainOptions {
+            steps: Some(10),
+            checkpoint: Some(short.clone()),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    let ck10 = Checkpoint::load(&short).unwrap();
+    assert_eq!(ck10.meta["nnc.total_steps"], "10");
+    let finished = session_train(
+        &p,
+        TrainOptions {
+            resume: Some(short.clone()),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    // Resuming a finished run trains no further.
+    assert_eq!(finished["dense1.weight"].data, ck10.tensors["dense1.weight"].data);
+    let longer = session_train(
+        &p,
+        TrainOptions {
+            steps: Some(40),
+            resume: Some(short),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    assert_ne!(longer["dense1.weight"].data, straight["dense1.weight"].data);
+}
+
+/// Writes `ck` (tensors, step, metadata) to `path`.
+fn rewrite(ck: &Checkpoint, path: &Path) -> PathBuf {
+    let saved: Vec<nnc::runtime::checkpoint::Saved<'_>> = ck
+        .tensors
+        .iter()
+        .map(|(n, t)| nnc::runtime::checkpoint::Saved {
+            name: n.clone(),
+            dims: &t.dims,
+            data: &t.data,
+        })
+        .collect();
+    nnc::runtime::checkpoint::save_with_meta(path, &saved, ck.step, &ck.meta).unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn sgd_momentum_stop_and_resume_is_bit_identical() {
+    stop_and_resume_is_bit_identical("sgd(lr: 0.1, momentum: 0.9)");
+}
+
+#[test]
+fn adam_stop_and_resume_is_bit_identical() {
+    stop_and_resume_is_bit_identical("adam(lr: 0.01)");
+}
+
+#[test]
+fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
+    let p = program(&mlp_source("adam(lr: 0.01)"));
+    let dir = Scratch::new("errors");
+    let quiet = TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    };
+    let ck = dir.join("ck.safetensors");
+    session_train(
+        &p,
+        TrainOptions {
+            steps: Some(4),
+            checkpoint: Some(ck.clone()),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    let resume = |path: &Path| {
+        session_train(
+            &p,
+            TrainOptions {
+                resume: Some(path.to_path_buf()),
+                ..quiet.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let good = Checkpoint::load(&ck).unwrap();
+
+    let mut other = good.clone();
+    other.meta.insert("nnc.run".into(), "Other".into());
+    let e = resume(&rewrite(&other, &dir.join("other.safetensors")));
+    assert!(e.contains("written by run `Other`"), "{e}");
+
+    let mut no_meta = good.clone();
+    no_meta.meta.clear();
+    let e = resume(&rewrite(&no_meta, &dir.join("plain.safetensors")));
+    assert!(e.contains("cannot be resumed from"), "{e}");
+
+    let mut bad_shape = good.clone();
+    bad_shape.tensors.insert(
+        "dense1.weight".into(),
+        nnc::runtime::checkpoint::Tensor {
+            dims: vec![3, 8],
+            data: vec![0.0; 24],
+        },
+    );
+    let e = resume(&rewrite(&bad_shape, &dir.join("shape.safetensors")));
+    assert!(e.contains("dense1.weight") && e.contains("[3, 8]"), "{e}");
+
+    let mut no_state = good.clone();
+    no_state.tensors.retain(|n, _| !n.starts_with("__optim"));
+    let e = resume(&rewrite(&no_state, &dir.join("nostate.safetensors")));
+    assert!(e.contains("__optim.dense1"), "{e}");
+
+    let e = resume(&dir.join("missing.safetensors"));
+    assert!(e.contains("not found"), "{e}");
+
+    let e = session_train(
+        &p,
+        TrainOptions {
+            checkpoint_every: Some(2),
+            ..quiet.clone()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--checkpoint-every"), "{e}");
+}
