@@ -363,7 +363,7 @@ fn a_killed_cli_run_resumes_from_its_periodic_checkpoint_bit_identically() {
     child.kill().unwrap();
     child.wait().unwrap();
     let at = Checkpoint::load(&ck).unwrap().step.unwrap();
-    assert!(at % 50 == 0 && at < 200, "killed after step {at}");
+    assert!(at.is_multiple_of(50) && at < 200, "killed after step {at}");
 
     // Neither the length nor the run is repeated: the checkpoint records them.
     let out = mnist_train(&data, &dir.0, &["--resume"])

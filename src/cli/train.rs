@@ -90,6 +90,13 @@ pub fn run(args: &TrainArgs) -> CliResult {
                     p.display()
                 ))
             })?;
+            if program.run(name).is_none() {
+                return Err(CliError::user(format!(
+                    "checkpoint {} was written by run `{name}`, which {} does not have",
+                    p.display(),
+                    args.file.display()
+                )));
+            }
             Some(name.to_string())
         }
         (None, None) => None,
