@@ -423,3 +423,58 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
     assert!(out.status.success(), "{out:?}");
     assert_same_checkpoint(&straight, &ck);
 }
+
+#[test]
+fn a_run_that_starts_from_another_resumes_without_it() {
+    // `second` starts from `first`, which writes no checkpoint: on its own, `second` cannot start,
+    // but resumed it needs nothing but its own checkpoint. (`first`, 8 steps, is not stopped by
+    // `stop_after: 11`.)
+    let src = mlp_source("sgd(lr: 0.1, momentum: 0.9)").replace("train Net on pts", "train first: Net on pts")
+        .replace("steps: 40", "steps: 8")
+        + "\ntrain second: Net on pts {\n    loss: mse(output, label)\n    optimizer: adam(lr: 0.01)\n    batch: 3\n    steps: 20\n    init: first\n}\n";
+    let p = program(&src);
+    let dir = Scratch::new("init");
+    let quiet = TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    };
+    let ck = dir.join("second.safetensors");
+    let mut s = Session::new(&p, Backend::jit(1), quiet.clone()).unwrap();
+    s.run("first").unwrap();
+    let straight = s
+        .run("second")
+        .map(|_| s.params("second").unwrap().clone())
+        .unwrap();
+    let mut s = Session::new(
+        &p,
+        Backend::jit(1),
+        TrainOptions {
+            checkpoint: Some(ck.clone()),
+            stop_after: Some(11),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    s.run("first").unwrap();
+    assert!(matches!(
+        s.run("second"),
+        Err(TrainError::Interrupted { step: 11, .. })
+    ));
+    let alone = Session::new(&p, Backend::jit(1), quiet.clone())
+        .unwrap()
+        .run("second")
+        .unwrap_err()
+        .to_string();
+    assert!(alone.contains("needs run `first`"), "{alone}");
+    let mut s = Session::new(
+        &p,
+        Backend::jit(1),
+        TrainOptions {
+            resume: Some(ck),
+            ..quiet
+        },
+    )
+    .unwrap();
+    s.run("second").unwrap();
+    assert_bit_identical(&straight, s.params("second").unwrap());
+}

@@ -145,7 +145,22 @@ pub(super) fn train(
         .ok_or_else(|| {
             setup("the evaluation graph has parameters the training graph lacks".into())
         })?;
-    let mut values = params::initial(program, spec, &graph, opts, trained)?;
+    // A resumed run takes its parameters from the checkpoint: it needs no `init` to start from
+    // (only its teacher, which checkpoints do not hold).
+    let mut values = match &opts.resume {
+        Some(_) => {
+            let fresh = RunSpec {
+                init: None,
+                ..spec.clone()
+            };
+            let opts = TrainOptions {
+                init: None,
+                ..opts.clone()
+            };
+            params::initial(program, &fresh, &graph, &opts, trained)?
+        }
+        None => params::initial(program, spec, &graph, opts, trained)?,
+    };
     let updater =
         (backend.updater)(&spec.optimizer).map_err(|e| setup(format!("optimizer: {e}")))?;
     let mut trainable = Vec::new();
