@@ -7,6 +7,7 @@
 //! the test is skipped with a note on stderr, unless `CI` is set, in which case it fails.
 
 use nnc::runtime::checkpoint::Checkpoint;
+use nnc::runtime::train::resume::Position;
 use nnc::runtime::train::{Backend, Session, Tensors, TrainError, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -116,9 +117,10 @@ fn stop_and_resume_is_bit_identical(optimizer: &str) {
         );
         let loaded = Checkpoint::load(&ck).unwrap();
         assert_eq!(loaded.step, Some(k));
-        assert_eq!(loaded.meta["nnc.run"], "Net");
-        assert_eq!(loaded.meta["nnc.epoch"], (k / 3).to_string());
-        assert_eq!(loaded.meta["nnc.batch"], (k % 3).to_string());
+        let pos = Position::from_checkpoint(&loaded).unwrap();
+        assert_eq!((pos.run.as_str(), pos.total), ("Net", 40));
+        assert_eq!((pos.epoch(), pos.batch()), (k / 3, k % 3));
+        assert!(loaded.meta["nnc.resume"].contains(&format!("epoch={};batch={}", k / 3, k % 3)));
         let resumed = session_train(
             &p,
             TrainOptions {
@@ -152,7 +154,7 @@ fn stop_and_resume_is_bit_identical(optimizer: &str) {
     )
     .unwrap();
     let ck10 = Checkpoint::load(&short).unwrap();
-    assert_eq!(ck10.meta["nnc.total_steps"], "10");
+    assert_eq!(Position::from_checkpoint(&ck10).unwrap().total, 10);
     let finished = session_train(
         &p,
         TrainOptions {
@@ -235,7 +237,9 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
     let good = Checkpoint::load(&ck).unwrap();
 
     let mut other = good.clone();
-    other.meta.insert("nnc.run".into(), "Other".into());
+    let mut pos = Position::from_checkpoint(&good).unwrap();
+    pos.run = "Other".into();
+    other.meta = pos.to_meta();
     let e = resume(&rewrite(&other, &dir.join("other.safetensors")));
     assert!(e.contains("written by run `Other`"), "{e}");
 

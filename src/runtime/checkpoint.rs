@@ -136,7 +136,9 @@ pub fn save(path: &Path, tensors: &[Saved<'_>], step: Option<u64>) -> Result<(),
     save_with_meta(path, tensors, step, &BTreeMap::new())
 }
 
-/// [`save`], with string metadata (key → value) in the file's header (`__metadata__`).
+/// [`save`], with string metadata (key → value) in the file's header (`__metadata__`). With more
+/// than one key the file's bytes vary from one write to the next (safetensors writes the map in
+/// hash order); one key keeps them reproducible.
 pub fn save_with_meta(
     path: &Path,
     tensors: &[Saved<'_>],

@@ -4,7 +4,10 @@
 //! A checkpoint written by the training loop holds every (non-teacher) parameter, every optimizer
 //! state buffer (`__optim.<path>.<i>`), the number of steps done (`__step`), and in the header's
 //! metadata the run's name, its length in steps, the number of batches per epoch, the number of
-//! whole epochs done and the index of the next batch within the current epoch.
+//! whole epochs done and the index of the next batch within the current epoch — all under one
+//! key, `nnc.resume`, as `run=Mlp;total_steps=200;batches_per_epoch=937;epoch=0;batch=200`
+//! (safetensors writes header metadata in hash order, so a single key keeps the file's bytes the
+//! same from one identical training to the next).
 //!
 //! No generator state is stored: the data position is derived from the step. With `P` batches per
 //! epoch, step `s` is batch `s % P` of epoch `s / P` (0-based); the order of that epoch is
@@ -18,11 +21,18 @@
 use crate::runtime::checkpoint::Checkpoint;
 use std::collections::BTreeMap;
 
-const RUN: &str = "nnc.run";
-const TOTAL: &str = "nnc.total_steps";
-const PER_EPOCH: &str = "nnc.batches_per_epoch";
-const EPOCH: &str = "nnc.epoch";
-const BATCH: &str = "nnc.batch";
+/// The metadata key.
+pub const KEY: &str = "nnc.resume";
+const RUN: &str = "run";
+const TOTAL: &str = "total_steps";
+const PER_EPOCH: &str = "batches_per_epoch";
+const EPOCH: &str = "epoch";
+const BATCH: &str = "batch";
+
+/// The `key=value` fields of the metadata value (run names are identifiers: no `;` or `=`).
+fn fields(value: &str) -> BTreeMap<&str, &str> {
+    value.split(';').filter_map(|f| f.split_once('=')).collect()
+}
 
 /// Where a run stands after `step` steps.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,39 +58,44 @@ impl Position {
 
     /// The header metadata recording this position.
     pub fn to_meta(&self) -> BTreeMap<String, String> {
-        [
-            (RUN, self.run.clone()),
-            (TOTAL, self.total.to_string()),
-            (PER_EPOCH, self.batches_per_epoch.to_string()),
-            (EPOCH, self.epoch().to_string()),
-            (BATCH, self.batch().to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        let value = format!(
+            "{RUN}={};{TOTAL}={};{PER_EPOCH}={};{EPOCH}={};{BATCH}={}",
+            self.run,
+            self.total,
+            self.batches_per_epoch,
+            self.epoch(),
+            self.batch()
+        );
+        BTreeMap::from([(KEY.to_string(), value)])
     }
 
     /// The position recorded in `ck`; an error names what is missing or inconsistent.
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Position, String> {
         let what = || format!("checkpoint {}", ck.path.display());
-        let get = |k: &str| -> Result<&String, String> {
-            ck.meta.get(k).ok_or_else(|| {
-                format!(
-                    "{} cannot be resumed from: it has no `{k}` (it was not written by `nnc train`, or by an older nnc)",
-                    what()
-                )
-            })
+        let unresumable = |what_lacks: &str| {
+            format!(
+                "{} cannot be resumed from: it has no {what_lacks} (it was not written by `nnc train`, or by an older nnc)",
+                what()
+            )
+        };
+        let value = ck
+            .meta
+            .get(KEY)
+            .ok_or_else(|| unresumable(&format!("`{KEY}` metadata")))?;
+        let f = fields(value);
+        let get = |k: &str| -> Result<&str, String> {
+            f.get(k)
+                .copied()
+                .ok_or_else(|| unresumable(&format!("`{k}` in its `{KEY}` metadata")))
         };
         let num = |k: &str| -> Result<u64, String> {
             get(k)?
                 .parse()
                 .map_err(|_| format!("{}: `{k}` is not a number", what()))
         };
-        let step = ck
-            .step
-            .ok_or_else(|| format!("{} cannot be resumed from: it has no `__step`", what()))?;
+        let step = ck.step.ok_or_else(|| unresumable("`__step`"))?;
         let p = Position {
-            run: get(RUN)?.clone(),
+            run: get(RUN)?.to_string(),
             step,
             total: num(TOTAL)?,
             batches_per_epoch: num(PER_EPOCH)?,
@@ -96,7 +111,7 @@ impl Position {
 
     /// The run's name as recorded in a checkpoint's header, if any.
     pub fn run_of(ck: &Checkpoint) -> Option<&str> {
-        ck.meta.get(RUN).map(String::as_str)
+        ck.meta.get(KEY).and_then(|v| fields(v).get(RUN).copied())
     }
 }
 
@@ -125,9 +140,14 @@ mod tests {
         assert!(Position::from_checkpoint(&ck)
             .unwrap_err()
             .contains("do not match"));
-        ck.meta.remove(RUN);
+        assert_eq!(Position::run_of(&ck), Some("Mlp"));
+        ck.meta.insert(KEY.into(), "total_steps=5000".into());
         assert!(Position::from_checkpoint(&ck)
             .unwrap_err()
-            .contains("nnc.run"));
+            .contains("no `run`"));
+        ck.meta.clear();
+        assert!(Position::from_checkpoint(&ck)
+            .unwrap_err()
+            .contains("nnc.resume"));
     }
 }
