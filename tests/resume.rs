@@ -414,7 +414,11 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
     assert!(at > 0 && at < 200, "stopped after step {at}");
     assert!(
         err.contains(&format!("stopped after step {at}"))
-            && err.contains(&format!("--run Mlp --resume {}", ck.display())),
+            && err.contains(&format!(
+                "--run Mlp --resume {} --checkpoint {} --interp",
+                ck.display(),
+                ck.display()
+            )),
         "{err}"
     );
 

@@ -124,13 +124,21 @@ pub fn run(args: &TrainArgs) -> CliResult {
             step,
             checkpoint,
         } => {
-            let data_dir = args
-                .data_dir
-                .as_ref()
-                .map(|d| format!(" --data-dir {}", d.display()))
-                .unwrap_or_default();
+            // The settings that change where the run reads and writes, or its numbers; the length
+            // and the position come from the checkpoint.
+            let mut same = String::new();
+            if let Some(d) = &args.data_dir {
+                same += &format!(" --data-dir {}", d.display());
+            }
+            let mut after = String::new();
+            if let Some(c) = &args.checkpoint {
+                after += &format!(" --checkpoint {}", c.display());
+            }
+            if args.interp {
+                after += " --interp";
+            }
             CliError::Interrupted(format!(
-                "interrupted: run `{run}` stopped after step {step}; its state is saved in {}\nresume with: nnc train {}{data_dir} --run {run} --resume {}",
+                "interrupted: run `{run}` stopped after step {step}; its state is saved in {}\nresume with: nnc train {}{same} --run {run} --resume {}{after}",
                 checkpoint.display(),
                 args.file.display(),
                 checkpoint.display()
