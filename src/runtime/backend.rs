@@ -1,5 +1,7 @@
 //! The two back ends the training loop can drive: the Cranelift JIT (the default) and the
-//! reference interpreter. Both take their backward graph from [`crate::autodiff::grad`].
+//! reference interpreter. Both take their backward graph from [`crate::autodiff::grad`]; the JIT
+//! compiles it after [`crate::opt::optimize`] at level 1 (same inputs, parameters and output
+//! names, fewer nodes).
 
 use super::optim::ReferenceUpdater;
 use super::train::Backend;
@@ -14,7 +16,7 @@ impl Backend {
             threads: threads.max(1),
         };
         Backend {
-            grad: Box::new(crate::autodiff::grad),
+            grad: Box::new(|g| crate::opt::optimize(&crate::autodiff::grad(g)?, 1)),
             executor: Box::new(move |g| {
                 Jit::compile(g, &opts)
                     .map(|j| Box::new(j) as Box<dyn Executor>)
