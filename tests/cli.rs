@@ -151,6 +151,7 @@ fn ir_prints_every_stage() {
         ("ast", "model Xor"),
         ("ir", "graph model Xor"),
         ("grad", "output grad:dense1.weight"),
+        ("opt", "output grad:dense1.weight"),
         ("clif", "function "),
         ("asm", "ret"),
     ] {
