@@ -400,3 +400,97 @@ fn examples_optimize_to_the_same_loss_and_gradients() {
         }
     }
 }
+
+#[test]
+fn the_jit_gives_the_same_results_on_optimized_example_graphs() {
+    use nnc::codegen::{Jit, JitOptions};
+    use nnc::exec::{Executor, Feed};
+    for name in [
+        "xor",
+        "mnist_mlp",
+        "mnist_cnn",
+        "char_rnn",
+        "autoencoder_finetune",
+        "distill",
+    ] {
+        for r in &program(name).runs {
+            let grad = nnc::autodiff::grad(&r.graph).unwrap();
+            let opt = optimize(&grad, 1).unwrap();
+            let mut rng = Lcg(13);
+            let (ins, ps) = random_args(&grad, 3, 2, &mut rng);
+            let f32s: Vec<Vec<f32>> = ins
+                .iter()
+                .map(|v| v.iter().map(|&x| x as f32).collect())
+                .collect();
+            let i32s: Vec<Vec<i32>> = ins
+                .iter()
+                .map(|v| v.iter().map(|&x| x as i32).collect())
+                .collect();
+            let feeds: Vec<Feed> = grad
+                .inputs()
+                .iter()
+                .enumerate()
+                .map(|(k, (v, _))| match grad.ty(*v).dtype {
+                    DType::F32 => Feed::F32(&f32s[k]),
+                    DType::I32 => Feed::I32(&i32s[k]),
+                })
+                .collect();
+            let ps: Vec<Vec<f32>> = ps
+                .iter()
+                .map(|v| v.iter().map(|&x| x as f32).collect())
+                .collect();
+            let ps: Vec<&[f32]> = ps.iter().map(|v| v.as_slice()).collect();
+            let mut results = Vec::new();
+            for g in [&grad, &opt] {
+                let mut jit = Jit::compile(g, &JitOptions { threads: 1 }).unwrap();
+                jit.run(3, &feeds, &ps, CTX).unwrap();
+                let outs: Vec<Vec<f32>> = g
+                    .outputs
+                    .iter()
+                    .map(|o| jit.output(&o.name).unwrap().to_vec())
+                    .collect();
+                results.push(outs);
+            }
+            for (o, (a, b)) in grad.outputs.iter().zip(results[0].iter().zip(&results[1])) {
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                        "{name}/{}: {}: {x} unoptimized, {y} optimized",
+                        r.name,
+                        o.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An identity can leave an output naming an input or another output's value: the JIT must still
+/// produce every output.
+#[test]
+fn the_jit_runs_graphs_whose_outputs_alias_inputs_and_each_other() {
+    use nnc::codegen::{Jit, JitOptions};
+    use nnc::exec::{Executor, Feed};
+    let mut g = Graph::new("alias", false);
+    let x = g.input("x", Type::f32(true, vec![2]));
+    let one = g.constant(1.0);
+    let a = bin(&mut g, BinaryOp::Mul, x, one);
+    let b = un(&mut g, UnaryOp::Tanh, x);
+    let c = un(&mut g, UnaryOp::Tanh, x);
+    g.set_output("same", a);
+    g.set_output("b", b);
+    g.set_output("c", c);
+    let o = optimize(&g, 1).unwrap();
+    assert_eq!(o.output("same"), Some(x));
+    assert_eq!(o.output("b"), o.output("c"));
+    let xs = [0.5f32, -0.0, 2.0, -3.0];
+    let mut jit = Jit::compile(&o, &JitOptions { threads: 1 }).unwrap();
+    jit.run(2, &[Feed::F32(&xs)], &[], CTX).unwrap();
+    assert_eq!(jit.output("same").unwrap(), xs);
+    for name in ["b", "c"] {
+        let t = jit.output(name).unwrap();
+        for (v, x) in t.iter().zip(xs) {
+            assert!((v - x.tanh()).abs() < 1e-6, "{name}: {v} vs tanh({x})");
+        }
+    }
+}

@@ -40,6 +40,10 @@ pub struct TrainArgs {
     /// Run on the f64 reference interpreter instead of the JIT (slow; for debugging).
     #[arg(long)]
     pub interp: bool,
+    /// Optimization level of the training graphs the JIT compiles: 0 = none, 1 = constant
+    /// folding, common-subexpression and dead-code elimination.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub opt: u8,
 }
 
 pub fn threads(n: Option<usize>) -> usize {
@@ -79,8 +83,12 @@ pub fn run(args: &TrainArgs) -> CliResult {
         init: args.init.clone(),
         threads: args.threads,
     };
-    let mut session =
-        Session::new(program, backend(args.interp, args.threads), options).map_err(train_error)?;
+    let backend = if args.interp {
+        Backend::interpreter()
+    } else {
+        Backend::jit_opt(threads(args.threads), args.opt)
+    };
+    let mut session = Session::new(program, backend, options).map_err(train_error)?;
     let fail = |e: TrainError| match e {
         TrainError::Data { run, source } => loaded.data_error(&run, source.to_string()),
         e => train_error(e),
