@@ -30,15 +30,16 @@ pub fn const_fold(g: &Graph) -> Graph {
     let mut r = Rewriter::new(g);
     for i in 0..g.nodes.len() {
         let node = r.mapped(i);
-        let v = if let Some(c) = fold(&r.new, &node) {
+        // Identities first: they reuse an existing value rather than add a constant.
+        let v = if let Some(x) = identity(&r.new, &node) {
+            x
+        } else if let Some(c) = fold(&r.new, &node) {
             r.push(Node {
                 op: Op::Const(c),
                 inputs: vec![],
                 ty: Type::scalar(),
                 label: node.label,
             })
-        } else if let Some(x) = identity(&r.new, &node) {
-            x
         } else {
             r.push(node)
         };
