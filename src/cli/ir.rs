@@ -14,9 +14,9 @@ pub enum Stage {
     Grad,
     /// Training graphs with their backward pass after the optimization passes (`crate::opt`).
     Opt,
-    /// The Cranelift IR of every kernel.
+    /// The Cranelift IR of every kernel (of the optimized graph, as the JIT compiles it).
     Clif,
-    /// The machine code of every kernel.
+    /// The machine code of every kernel (of the optimized graph).
     Asm,
 }
 
