@@ -151,6 +151,7 @@ fn ir_prints_every_stage() {
         ("ast", "model Xor"),
         ("ir", "graph model Xor"),
         ("grad", "output grad:dense1.weight"),
+        ("opt", "output grad:dense1.weight"),
         ("clif", "function "),
         ("asm", "ret"),
     ] {
@@ -247,4 +248,110 @@ fn a_bad_command_line_is_a_user_error_and_help_is_not_an_error() {
     let out = nnc().args(["train", "--help"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("--log-json"));
+}
+
+/// The MNIST folder beside the repository, or `None` (then the test is skipped, except in CI).
+fn mnist() -> Option<PathBuf> {
+    let dir = root().join("../shared/data/mnist");
+    if dir.join("t10k-images-idx3-ubyte.gz").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs the MNIST data at {}",
+        dir.display()
+    );
+    eprintln!("skipped: no MNIST data at {}", dir.display());
+    None
+}
+
+#[test]
+fn eval_and_predict_agree_with_training() {
+    let Some(data) = mnist() else { return };
+    let ckpt =
+        std::env::temp_dir().join(format!("nnc-cli-eval-{}.safetensors", std::process::id()));
+    let out = nnc()
+        .args([
+            "train",
+            "examples/mnist_mlp.nn",
+            "--quiet",
+            "--steps",
+            "100",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = stdout(&out);
+    let trained = summary
+        .lines()
+        .find(|l| l.starts_with("Mlp"))
+        .expect("a summary line");
+    let acc: Vec<&str> = trained
+        .split_whitespace()
+        .filter(|w| w.ends_with('%'))
+        .collect();
+    assert_eq!(acc.len(), 1, "{trained}");
+
+    let out = nnc()
+        .args(["eval", "examples/mnist_mlp.nn", "--data-dir"])
+        .arg(&data)
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let eval = stdout(&out);
+    assert!(
+        eval.contains("on 10000 samples") && eval.contains(&format!("accuracy {}", acc[0])),
+        "{eval} vs {trained}"
+    );
+
+    let out = nnc()
+        .args([
+            "predict",
+            "examples/mnist_mlp.nn",
+            "--index",
+            "0",
+            "--top",
+            "2",
+            "--input",
+        ])
+        .arg(data.join("t10k-images-idx3-ubyte.gz"))
+        .arg("--checkpoint")
+        .arg(&ckpt)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    std::fs::remove_file(&ckpt).ok();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The first test image is a 7; 100 steps are enough to rank it first.
+    let line = stdout(&out);
+    assert!(line.starts_with("sample 0: 7 ("), "{line}");
+    assert_eq!(line.matches('%').count(), 2, "{line}");
+}
+
+#[test]
+fn bench_reports_compile_time_throughput_and_latency() {
+    let out = nnc()
+        .args(["bench", "examples/xor.nn", "--steps", "100", "--reps", "50"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "parse + check",
+        "compile",
+        "samples/s",
+        "batch 1 median",
+        "peak resident memory",
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in\n{text}");
+    }
 }

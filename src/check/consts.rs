@@ -96,39 +96,24 @@ pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
 
 /// A size ≥ 1 (a dimension, a channel count, a batch), at most [`MAX_ELEMENTS`].
 pub fn size(e: &Expr, what: &str) -> Result<usize, Diag> {
-    let v = integer(e, what)?;
-    if v < 1 {
-        return Err(Diag::new(
-            "nnc::arg",
-            format!("{what} must be at least 1, found {v}"),
-            e.span,
-            "must be ≥ 1",
-        )
-        .help("use a whole number of 1 or more"));
-    }
-    if v as u64 > MAX_ELEMENTS {
-        return Err(Diag::new(
-            "nnc::arg",
-            format!("{what} is absurdly large: {v}"),
-            e.span,
-            "larger than 2^31",
-        )
-        .help("nnc supports tensors of up to 2^31 elements"));
-    }
-    Ok(v as usize)
+    at_least(e, what, 1, "use a whole number of 1 or more")
 }
 
 /// A size that may be 0 (padding).
 pub fn count(e: &Expr, what: &str) -> Result<usize, Diag> {
+    at_least(e, what, 0, "use 0 for none")
+}
+
+/// An integer in `min..=MAX_ELEMENTS`.
+fn at_least(e: &Expr, what: &str, min: i64, help: &str) -> Result<usize, Diag> {
     let v = integer(e, what)?;
-    if v < 0 {
-        return Err(Diag::new(
-            "nnc::arg",
-            format!("{what} cannot be negative, found {v}"),
-            e.span,
-            "must be ≥ 0",
-        )
-        .help("use 0 for none"));
+    if v < min {
+        let message = if min == 0 {
+            format!("{what} cannot be negative, found {v}")
+        } else {
+            format!("{what} must be at least {min}, found {v}")
+        };
+        return Err(Diag::new("nnc::arg", message, e.span, format!("must be ≥ {min}")).help(help));
     }
     if v as u64 > MAX_ELEMENTS {
         return Err(Diag::new(

@@ -12,9 +12,11 @@ pub enum Stage {
     Ir,
     /// Training graphs with their backward pass (reverse-mode autodiff).
     Grad,
-    /// The Cranelift IR of every kernel.
+    /// Training graphs with their backward pass after the optimization passes (`crate::opt`).
+    Opt,
+    /// The Cranelift IR of every kernel (of the optimized graph, as the JIT compiles it).
     Clif,
-    /// The machine code of every kernel.
+    /// The machine code of every kernel (of the optimized graph).
     Asm,
 }
 
@@ -58,8 +60,9 @@ pub fn run(path: &Path, stage: Stage, only: Option<&str>) -> CliResult {
         let text = match stage {
             Stage::Ast | Stage::Ir => graph_to_string(g),
             Stage::Grad => graph_to_string(&grad(g)?),
-            Stage::Clif => crate::codegen::clif_text(&grad(g)?).map_err(CliError::internal)?,
-            Stage::Asm => crate::codegen::asm_text(&grad(g)?).map_err(CliError::internal)?,
+            Stage::Opt => graph_to_string(&optimized(g)?),
+            Stage::Clif => crate::codegen::clif_text(&optimized(g)?).map_err(CliError::internal)?,
+            Stage::Asm => crate::codegen::asm_text(&optimized(g)?).map_err(CliError::internal)?,
         };
         print!("{text}");
     }
@@ -71,4 +74,9 @@ fn grad(g: &Graph) -> Result<Graph, CliError> {
         return Ok(g.clone());
     }
     crate::autodiff::grad(g).map_err(CliError::internal)
+}
+
+/// The graph the JIT compiles: the training graph after autodiff and `optimize(…, 1)`.
+fn optimized(g: &Graph) -> Result<Graph, CliError> {
+    crate::opt::optimize(&grad(g)?, 1).map_err(CliError::internal)
 }

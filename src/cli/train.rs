@@ -51,6 +51,10 @@ pub struct TrainArgs {
     /// Run on the f64 reference interpreter instead of the JIT (slow; for debugging).
     #[arg(long)]
     pub interp: bool,
+    /// Optimization level of the training graphs the JIT compiles: 0 = none, 1 = constant
+    /// folding, common-subexpression and dead-code elimination.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub opt: u8,
 }
 
 pub fn threads(n: Option<usize>) -> usize {
@@ -115,8 +119,12 @@ pub fn run(args: &TrainArgs) -> CliResult {
         checkpoint_every: args.checkpoint_every,
         stop_after: None,
     };
-    let mut session =
-        Session::new(program, backend(args.interp, args.threads), options).map_err(train_error)?;
+    let backend = if args.interp {
+        Backend::interpreter()
+    } else {
+        Backend::jit_opt(threads(args.threads), args.opt)
+    };
+    let mut session = Session::new(program, backend, options).map_err(train_error)?;
     let fail = |e: TrainError| match e {
         TrainError::Data { run, source } => loaded.data_error(&run, source.to_string()),
         TrainError::Interrupted {
@@ -136,6 +144,8 @@ pub fn run(args: &TrainArgs) -> CliResult {
             }
             if args.interp {
                 after += " --interp";
+            } else if args.opt != 1 {
+                after += &format!(" --opt {}", args.opt);
             }
             CliError::Interrupted(format!(
                 "interrupted: run `{run}` stopped after step {step}; its state is saved in {}\nresume with: nnc train {}{same} --run {run} --resume {}{after}",

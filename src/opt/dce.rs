@@ -3,7 +3,20 @@
 //! `Input` nodes are always kept (they are the graph's interface: executors are fed in the order
 //! of [`Graph::inputs`]), and so is the parameter list (a `Param` node may go, its parameter stays).
 
+use super::Pass;
 use crate::ir::{Graph, Op, Output, ValueId};
+
+/// The dead-code-elimination pass ([`dce`]).
+pub struct Dce;
+
+impl Pass for Dce {
+    fn name(&self) -> &'static str {
+        "dce"
+    }
+    fn run(&self, g: &Graph) -> Graph {
+        dce(g)
+    }
+}
 
 /// `g` without the nodes that no output depends on.
 pub fn dce(g: &Graph) -> Graph {

@@ -1,5 +1,7 @@
 //! The two back ends the training loop can drive: the Cranelift JIT (the default) and the
-//! reference interpreter. Both take their backward graph from [`crate::autodiff::grad`].
+//! reference interpreter. Both take their backward graph from [`crate::autodiff::grad`]; the JIT
+//! compiles it after [`crate::opt::optimize`] (level 1 by default) (same inputs, parameters and output
+//! names, fewer nodes).
 
 use super::optim::ReferenceUpdater;
 use super::train::Backend;
@@ -8,13 +10,20 @@ use crate::exec::Executor;
 use crate::interp::Interpreter;
 
 impl Backend {
-    /// JIT-compiled kernels and updates, with `threads` worker threads.
+    /// JIT-compiled kernels and updates, with `threads` worker threads, on training graphs
+    /// optimized at level 1.
     pub fn jit(threads: usize) -> Backend {
+        Backend::jit_opt(threads, 1)
+    }
+
+    /// Like [`Backend::jit`], with the training graphs optimized at `opt_level`
+    /// ([`crate::opt::passes`]; 0 compiles the backward graph as autodiff built it).
+    pub fn jit_opt(threads: usize, opt_level: u8) -> Backend {
         let opts = JitOptions {
             threads: threads.max(1),
         };
         Backend {
-            grad: Box::new(crate::autodiff::grad),
+            grad: Box::new(move |g| crate::opt::optimize(&crate::autodiff::grad(g)?, opt_level)),
             executor: Box::new(move |g| {
                 Jit::compile(g, &opts)
                     .map(|j| Box::new(j) as Box<dyn Executor>)

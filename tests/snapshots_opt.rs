@@ -1,0 +1,31 @@
+//! Snapshots of every example's training graphs after autodiff and the level-1 optimization
+//! pipeline (what `nnc ir FILE --stage opt` prints and what the JIT compiles).
+
+use nnc::ir::print::graph_to_string;
+use std::path::Path;
+
+const EXAMPLES: &[&str] = &[
+    "xor",
+    "mnist_mlp",
+    "mnist_cnn",
+    "char_rnn",
+    "autoencoder_finetune",
+    "distill",
+];
+
+#[test]
+fn opt_snapshots() {
+    for name in EXAMPLES {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.nn"));
+        let src = std::fs::read_to_string(path).unwrap();
+        let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+        let mut text = String::new();
+        for r in &p.runs {
+            let grad = nnc::autodiff::grad(&r.graph).unwrap();
+            let opt = nnc::opt::optimize(&grad, 1).unwrap();
+            text.push_str(&graph_to_string(&opt));
+            text.push('\n');
+        }
+        insta::assert_snapshot!(format!("opt_{name}"), text);
+    }
+}
