@@ -1100,6 +1100,33 @@ fn runs_are_bit_identical_and_thread_count_does_not_matter() {
     compare(&g, &gens, 64, 9, 1e-4);
 }
 
+/// The weight gradient splits the rows of dW (O) over threads in blocks of the GEMM tile:
+/// O = 20 splits 16 + 4 or 8 + 8 + 4, and O = 18 would leave a 2-row tail (the narrow GEMM
+/// kernel, another summation order), which the split must avoid. Every thread count must give
+/// the same bits as one thread and match the f64 interpreter.
+#[test]
+fn conv_weight_gradient_row_split_is_thread_independent() {
+    let w = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    for o in [18, 20] {
+        let x = f(true, &[4, 16, 16]);
+        let y = f(true, &[o, 16, 16]);
+        let g = single("conv_gw", Op::Conv2dGradWeight(w), &[x, y], None);
+        let gens = [Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0)];
+        for batch in [1, 5] {
+            let a = run_once(&g, &gens, batch, 1);
+            for threads in [2, 3] {
+                let b = run_once(&g, &gens, batch, threads);
+                assert_eq!(a, b, "O {o}, threads {threads}, batch {batch}");
+            }
+        }
+        compare(&g, &gens, 5, 3, 1e-4);
+    }
+}
+
 #[test]
 fn bad_feeds_are_errors() {
     let g = mlp();

@@ -532,6 +532,19 @@ impl Gemm {
         })
     }
 
+    /// Rows of C per thread when `m` rows are split over up to `threads` threads: a multiple
+    /// of `MR`, grown until the last part is no narrower than `MR / 2` rows, so that every
+    /// part runs the main kernel exactly as one thread would (the narrow kernel sums in a
+    /// different order, so a narrow tail would change the bits with the thread count).
+    pub fn row_chunk(&self, m: usize, threads: usize) -> usize {
+        let mr = self.tile.mr;
+        let mut chunk = m.div_ceil(threads.max(1)).div_ceil(mr).max(1) * mr;
+        while chunk < m && 2 * (m - chunk * ((m - 1) / chunk)) < mr {
+            chunk += mr;
+        }
+        chunk
+    }
+
     /// `C[m×n] = op(A)·op(B)` (or `+=` when `accumulate`), all row-major and contiguous.
     /// `op(A)` is `A[m×k]`, or `A` stored `[k×m]` when `ta`; `op(B)` is `B[k×n]`, or `B` stored
     /// `[n×k]` when `tb`. Slices may be longer than needed; shorter ones are an error.
@@ -577,8 +590,7 @@ impl Gemm {
         if p.trivial(c) {
             return Ok(());
         }
-        let mr = self.tile.mr;
-        let chunk = m.div_ceil(threads.max(1)).div_ceil(mr) * mr;
+        let chunk = self.row_chunk(m, threads);
         if 2 * m * n * k < PAR_MIN_FLOPS || chunk >= m {
             self.rows(&p, a, b, 0..m, &mut c[..m * n]);
             return Ok(());

@@ -4,10 +4,11 @@
 //!
 //! - `MatMul` splits the rows of C (`Gemm::gemm_threads`: each element is summed in the same
 //!   order whatever the split, so results do not depend on the thread count);
-//! - `Conv2d` and `Conv2dGradInput` split the images;
-//! - `Conv2dGradWeight` builds the columns of all images in parallel, then sums the images'
-//!   products into dW in image order, each product split over rows of dW (bit-identical run
-//!   to run and for any thread count).
+//! - `Conv2d` and `Conv2dGradInput` split the images (each worker reuses one column buffer,
+//!   which stays in cache);
+//! - `Conv2dGradWeight` builds the columns of all images in parallel, then splits the rows of
+//!   dW, each worker summing the images' products into its rows in image order (bit-identical
+//!   run to run and for any thread count, as for `MatMul`).
 
 use std::sync::OnceLock;
 
@@ -129,7 +130,17 @@ fn split(
     f: impl Fn(usize, usize) -> Result<(), String> + Sync,
 ) -> Result<(), String> {
     let chunk = n.div_ceil(threads.max(1)).div_ceil(align) * align;
-    if threads <= 1 || chunk >= n {
+    split_by(n, if threads <= 1 { n } else { chunk }, f)
+}
+
+/// Runs `f(lo, hi)` over `0..n` in contiguous chunks of `chunk` (the last may be shorter), one
+/// thread each; the first error wins.
+fn split_by(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize, usize) -> Result<(), String> + Sync,
+) -> Result<(), String> {
+    if chunk == 0 || chunk >= n {
         return f(0, n);
     }
     std::thread::scope(|s| {
@@ -197,12 +208,13 @@ impl ConvStep {
         match self.kind {
             ConvKind::Forward => split(batch, threads, 1, |lo, hi| {
                 for b in lo..hi {
-                    // SAFETY: image b of x, its columns and its output are disjoint per worker.
+                    // SAFETY: image b of x and its output are disjoint per worker; each
+                    // worker reuses the columns of its first image (kept hot in cache).
                     let (x, w, col, y) = unsafe {
                         (
                             t.slice(self.ins[0], b * img, img),
                             t.slice(self.ins[1], 0, wlen),
-                            t.slice_mut(self.cols, b * cols, cols),
+                            t.slice_mut(self.cols, lo * cols, cols),
                             t.slice_mut(self.out, b * ylen, ylen),
                         )
                     };
@@ -219,7 +231,7 @@ impl ConvStep {
                         (
                             t.slice(self.ins[0], b * ylen, ylen),
                             t.slice(self.ins[1], 0, wlen),
-                            t.slice_mut(self.cols, b * cols, cols),
+                            t.slice_mut(self.cols, lo * cols, cols),
                             t.slice_mut(self.out, b * img, img),
                         )
                     };
@@ -244,19 +256,23 @@ impl ConvStep {
                     }
                     Ok(())
                 })?;
-                // SAFETY: ins = [x, dy], out = dw (O×CKK); single-threaded from here.
-                let dw = unsafe { t.slice_mut(self.out, 0, wlen) };
-                for b in 0..batch {
-                    let (dy, col) = unsafe {
-                        (
-                            t.slice(self.ins[1], b * ylen, ylen),
-                            t.slice(self.cols, b * cols, cols),
-                        )
-                    };
-                    lib.gemm
-                        .gemm(false, true, self.o, ckk, pos, dy, col, dw, b > 0)?;
-                }
-                Ok(())
+                // Rows lo..hi of dW (O×CKK) per worker, each summing the images in order.
+                split_by(self.o, lib.gemm.row_chunk(self.o, threads), |lo, hi| {
+                    // SAFETY: ins = [x, dy], out = dw; rows lo..hi of dw are this worker's,
+                    // the columns are only read from here.
+                    let dw = unsafe { t.slice_mut(self.out, lo * ckk, (hi - lo) * ckk) };
+                    for b in 0..batch {
+                        let (dy, col) = unsafe {
+                            (
+                                t.slice(self.ins[1], b * ylen + lo * pos, (hi - lo) * pos),
+                                t.slice(self.cols, b * cols, cols),
+                            )
+                        };
+                        lib.gemm
+                            .gemm(false, true, hi - lo, ckk, pos, dy, col, dw, b > 0)?;
+                    }
+                    Ok(())
+                })
             }
         }
     }

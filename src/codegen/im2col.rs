@@ -330,7 +330,47 @@ fn emit(b: &mut FunctionBuilder, col2im: bool) {
                 } else {
                     // Rows outside [oy_lo, oy_hi) read only padding: all zeros.
                     for_range(b, zero, oy_lo, 1, |b, oy| zero_row(b, crow, oy, ow, zf));
+                    // Stride 1 with OW = W ("same" width): the valid rows of this plane read
+                    // the image at (column index + a fixed offset), so they are one contiguous
+                    // copy; the edge columns it wraps into are zeroed afterwards.
+                    let same_w = b.ins().icmp(IntCC::Equal, ow, w);
+                    let fast = b.ins().band(unit, same_w);
+                    let fast_blk = b.create_block();
+                    let slow_blk = b.create_block();
+                    let join = b.create_block();
+                    b.ins().brif(fast, fast_blk, &[], slow_blk, &[]);
+                    b.switch_to_block(slow_blk);
                     for_range(b, oy_lo, oy_hi, 1, row);
+                    b.ins().jump(join, &[]);
+                    b.switch_to_block(fast_blk);
+                    let rows_ok = b.ins().icmp(IntCC::SignedLessThan, oy_lo, oy_hi);
+                    let cols_ok = b.ins().icmp(IntCC::SignedLessThan, ox_lo, ox_hi);
+                    let any = b.ins().band(rows_ok, cols_ok);
+                    let copy_blk = b.create_block();
+                    let edge_blk = b.create_block();
+                    b.ins().brif(any, copy_blk, &[], edge_blk, &[]);
+                    b.switch_to_block(copy_blk);
+                    // (ci·H + ki − p)·W + kj − p: the image index of column index 0.
+                    let off = b.ins().imul(ci, h);
+                    let off = b.ins().iadd(off, ki);
+                    let off = b.ins().isub(off, pad);
+                    let off = b.ins().imul(off, w);
+                    let off = b.ins().iadd(off, kj);
+                    let src_off = b.ins().isub(off, pad);
+                    let plane = Plane {
+                        crow,
+                        img,
+                        oy: (oy_lo, oy_hi),
+                        ox: (ox_lo, ox_hi),
+                        ow,
+                        src_off,
+                    };
+                    emit_same_width_copy(b, &plane);
+                    b.ins().jump(edge_blk, &[]);
+                    b.switch_to_block(edge_blk);
+                    emit_same_width_edges(b, &plane);
+                    b.ins().jump(join, &[]);
+                    b.switch_to_block(join);
                     let hi = b.ins().smax(oy_hi, oy_lo);
                     for_range(b, hi, oh, 1, |b, oy| zero_row(b, crow, oy, ow, zf));
                 }
@@ -338,6 +378,67 @@ fn emit(b: &mut FunctionBuilder, col2im: bool) {
         });
     });
     b.ins().return_(&[]);
+}
+
+/// One `(c, ki, kj)` plane of the columns on the stride-1, `OW = W` path: column row start
+/// `crow`, image `img`, valid output ranges `oy`, `ox`, and `src_off` such that column index
+/// `d = oy·OW + ox` reads image index `d + src_off`.
+struct Plane {
+    crow: Value,
+    img: Value,
+    oy: (Value, Value),
+    ox: (Value, Value),
+    ow: Value,
+    src_off: Value,
+}
+
+/// Copies the valid span of a [`Plane`] whose ranges are both non-empty, from `(oy_lo, ox_lo)`
+/// to `(oy_hi − 1, ox_hi − 1)`, with f32x4 then scalars. Every index of the span reads inside
+/// the image; entries outside the valid columns get wrapped neighbours, which
+/// [`emit_same_width_edges`] then zeroes.
+fn emit_same_width_copy(b: &mut FunctionBuilder, p: &Plane) {
+    let mf = MemFlagsData::new().with_notrap();
+    let ((oy_lo, oy_hi), (ox_lo, ox_hi)) = (p.oy, p.ox);
+    let d0 = b.ins().imul(oy_lo, p.ow);
+    let d0 = b.ins().iadd(d0, ox_lo);
+    let last = b.ins().iadd_imm_s(oy_hi, -1);
+    let d1 = b.ins().imul(last, p.ow);
+    let d1 = b.ins().iadd(d1, ox_hi);
+    let src = elem(b, p.img, p.src_off);
+    let hi4 = b.ins().iadd_imm_s(d1, -3);
+    let end = for_range(b, d0, hi4, 4, |b, d| {
+        let sa = elem(b, src, d);
+        let v = b.ins().load(types::F32X4, mf, sa, 0);
+        let da = elem(b, p.crow, d);
+        b.ins().store(mf, v, da, 0);
+    });
+    for_range(b, end, d1, 1, |b, d| {
+        let sa = elem(b, src, d);
+        let v = b.ins().load(types::F32, mf, sa, 0);
+        let da = elem(b, p.crow, d);
+        b.ins().store(mf, v, da, 0);
+    });
+}
+
+/// Zeroes the columns `ox < ox_lo` and `ox ≥ ox_hi` of the valid rows of a [`Plane`] (all of
+/// them when the column range is empty).
+fn emit_same_width_edges(b: &mut FunctionBuilder, p: &Plane) {
+    let mf = MemFlagsData::new().with_notrap();
+    let zero = b.ins().iconst(types::I64, 0);
+    let zf = b.ins().f32const(0.0);
+    let ((oy_lo, oy_hi), (ox_lo, ox_hi)) = (p.oy, p.ox);
+    for_range(b, oy_lo, oy_hi, 1, |b, oy| {
+        let o0 = b.ins().imul(oy, p.ow);
+        let row = elem(b, p.crow, o0);
+        for_range(b, zero, ox_lo, 1, |b, ox| {
+            let a = elem(b, row, ox);
+            b.ins().store(mf, zf, a, 0);
+        });
+        for_range(b, ox_hi, p.ow, 1, |b, ox| {
+            let a = elem(b, row, ox);
+            b.ins().store(mf, zf, a, 0);
+        });
+    });
 }
 
 /// Stores `ow` zeros at row `oy` of the column-matrix row starting at `crow`.
@@ -399,6 +500,9 @@ mod tests {
                 (2, 2, 0),
                 (4, 3, 3),
                 (5, 1, 4),
+                // Stride 1 with OW = W: the contiguous-copy path.
+                (5, 1, 2),
+                (7, 1, 3),
             ] {
                 let g = ConvGeom {
                     c,
