@@ -561,12 +561,7 @@ impl Gemm {
         c: &mut [f32],
         accumulate: bool,
     ) -> Result<(), String> {
-        let p = Problem::checked(ta, tb, m, n, k, a, b, c, accumulate)?;
-        if p.trivial(c) {
-            return Ok(());
-        }
-        self.rows(&p, a, b, 0..m, &mut c[..m * n]);
-        Ok(())
+        self.gemm_threads(1, ta, tb, m, n, k, a, b, c, accumulate)
     }
 
     /// [`Gemm::gemm`] split over up to `threads` scoped threads by blocks of rows of C (each
