@@ -24,11 +24,11 @@ use std::ops::Range;
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, BlockArg, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, Value,
+    types, BlockArg, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, Value,
 };
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilder;
 use cranelift_jit::JITModule;
-use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_module::FuncId;
 
 use super::jitmod::new_jit_module_with_opt;
 
@@ -449,27 +449,7 @@ pub fn define_macro_kernel(
     name: &str,
     tile: Tile,
 ) -> Result<FuncId, String> {
-    let ptr = module.target_config().pointer_type();
-    let mut sig = module.make_signature();
-    sig.params.push(AbiParam::new(ptr));
-    let id = module
-        .declare_function(name, Linkage::Local, &sig)
-        .map_err(|e| format!("declare {name}: {e}"))?;
-    let mut ctx = module.make_context();
-    ctx.func.signature = sig;
-    let mut fctx = FunctionBuilderContext::new();
-    let frontend = module.target_config();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        emit_macro_kernel(&mut b, ptr, tile);
-        b.seal_all_blocks();
-        b.finalize(frontend);
-    }
-    module
-        .define_function(id, &mut ctx)
-        .map_err(|e| format!("compile {name}: {e:?}"))?;
-    module.clear_context(&mut ctx);
-    Ok(id)
+    super::jitmod::define_function(module, name, 1, |b, ptr| emit_macro_kernel(b, ptr, tile))
 }
 
 /// A compiled GEMM. Cheap to share: `&Gemm` may be used from many threads at once (packing

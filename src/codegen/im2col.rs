@@ -10,10 +10,10 @@
 //! loops have no per-element bounds checks; stride 1 copies with f32x4.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type, Value};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::FunctionBuilder;
 use cranelift_jit::JITModule;
-use cranelift_module::{Linkage, Module};
+use cranelift_module::Module;
 
 use super::jitmod::new_jit_module;
 use crate::ir::Window;
@@ -195,26 +195,7 @@ fn define(
     if ptr != types::I64 {
         return Err("im2col needs a 64-bit target".into());
     }
-    let mut sig = module.make_signature();
-    sig.params.extend([AbiParam::new(ptr); 3]);
-    let id = module
-        .declare_function(name, Linkage::Local, &sig)
-        .map_err(|e| format!("declare {name}: {e}"))?;
-    let mut ctx = module.make_context();
-    ctx.func.signature = sig;
-    let mut fctx = FunctionBuilderContext::new();
-    let fe = module.target_config();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        emit(&mut b, col2im);
-        b.seal_all_blocks();
-        b.finalize(fe);
-    }
-    module
-        .define_function(id, &mut ctx)
-        .map_err(|e| format!("compile {name}: {e:?}"))?;
-    module.clear_context(&mut ctx);
-    Ok(id)
+    super::jitmod::define_function(module, name, 3, |b, _| emit(b, col2im))
 }
 
 fn emit(b: &mut FunctionBuilder, col2im: bool) {

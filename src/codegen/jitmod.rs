@@ -69,3 +69,37 @@ pub fn host_isa_flags_summary() -> String {
         }
     }
 }
+
+/// Declares, builds and defines (not yet finalizes) a local function of `pointer_params`
+/// pointer arguments and no result in `module`; `emit` writes its body, given the pointer type.
+pub fn define_function(
+    module: &mut JITModule,
+    name: &str,
+    pointer_params: usize,
+    emit: impl FnOnce(&mut cranelift_frontend::FunctionBuilder, cranelift_codegen::ir::Type),
+) -> Result<cranelift_module::FuncId, String> {
+    use cranelift_codegen::ir::AbiParam;
+    use cranelift_module::{Linkage, Module};
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    sig.params
+        .extend(std::iter::repeat_n(AbiParam::new(ptr), pointer_params));
+    let id = module
+        .declare_function(name, Linkage::Local, &sig)
+        .map_err(|e| format!("declare {name}: {e}"))?;
+    let mut ctx = module.make_context();
+    ctx.func.signature = sig;
+    let mut fctx = cranelift_frontend::FunctionBuilderContext::new();
+    let frontend = module.target_config();
+    {
+        let mut b = cranelift_frontend::FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        emit(&mut b, ptr);
+        b.seal_all_blocks();
+        b.finalize(frontend);
+    }
+    module
+        .define_function(id, &mut ctx)
+        .map_err(|e| format!("compile {name}: {e:?}"))?;
+    module.clear_context(&mut ctx);
+    Ok(id)
+}
