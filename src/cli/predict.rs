@@ -2,6 +2,7 @@
 //! each sample of an IDX image file, a CSV file or a PGM image.
 
 use super::{source, train, CliError, CliResult};
+use crate::ir::{ModelIr, Program};
 use crate::runtime::checkpoint::load_params;
 use crate::runtime::predict::{predict, read_inputs};
 use std::path::PathBuf;
@@ -30,18 +31,10 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
     let model = pick_model(p, args.model.as_deref(), &args.file)?;
-    let normalize = p
-        .runs
-        .iter()
-        .rev()
-        .find(|r| r.model == model.name)
-        .and_then(|r| p.data(&r.data))
-        .and_then(|d| d.normalize.clone());
-    let params = load_params(&args.checkpoint, &model.graph.params).map_err(CliError::user)?;
+    let normalize = training_data(p, model).and_then(|d| d.normalize.clone());
+    let (mut exec, params) = with_checkpoint(model, &args.checkpoint)?;
     let param_refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
     let inputs = read_inputs(&args.input, args.index).map_err(CliError::user)?;
-    let mut exec =
-        (train::backend(false, Some(1)).executor)(&model.graph).map_err(CliError::internal)?;
     let ranked = predict(
         exec.as_mut(),
         &param_refs,
@@ -63,10 +56,10 @@ pub fn run(args: &PredictArgs) -> CliResult {
 
 /// The model named, or the one the file's last run trains, or the file's only model.
 pub fn pick_model<'a>(
-    p: &'a crate::ir::Program,
+    p: &'a Program,
     name: Option<&str>,
     file: &std::path::Path,
-) -> Result<&'a crate::ir::ModelIr, CliError> {
+) -> Result<&'a ModelIr, CliError> {
     match name {
         Some(n) => p.model(n).ok_or_else(|| {
             let known: Vec<&str> = p.models.iter().map(|m| m.name.as_str()).collect();
@@ -92,4 +85,24 @@ pub fn pick_model<'a>(
                 ))
             }),
     }
+}
+
+/// The data block of the last run that trains `model` (its vocabulary, its `normalize`).
+pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::ir::DataSpec> {
+    p.runs
+        .iter()
+        .rev()
+        .find(|r| r.model == model.name)
+        .and_then(|r| p.data(&r.data))
+}
+
+/// A JIT executor for the model's inference graph and its parameters read from `checkpoint`.
+pub fn with_checkpoint(
+    model: &ModelIr,
+    checkpoint: &std::path::Path,
+) -> Result<(Box<dyn crate::exec::Executor>, Vec<Vec<f32>>), CliError> {
+    let params = load_params(checkpoint, &model.graph.params).map_err(CliError::user)?;
+    let exec =
+        (train::backend(false, Some(1)).executor)(&model.graph).map_err(CliError::internal)?;
+    Ok((exec, params))
 }
