@@ -96,11 +96,14 @@ pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::i
         .and_then(|r| p.data(&r.data))
 }
 
+/// An executor of a model's inference graph, with the parameters it runs on.
+pub type ModelWithParams = (Box<dyn crate::exec::Executor>, Vec<Vec<f32>>);
+
 /// A JIT executor for the model's inference graph and its parameters read from `checkpoint`.
 pub fn with_checkpoint(
     model: &ModelIr,
     checkpoint: &std::path::Path,
-) -> Result<(Box<dyn crate::exec::Executor>, Vec<Vec<f32>>), CliError> {
+) -> Result<ModelWithParams, CliError> {
     let params = load_params(checkpoint, &model.graph.params).map_err(CliError::user)?;
     let exec =
         (train::backend(false, Some(1)).executor)(&model.graph).map_err(CliError::internal)?;
