@@ -1,7 +1,7 @@
 //! The interface between the runtime and whatever executes a graph: the JIT-compiled kernels
 //! (`crate::codegen::Jit`) or the reference interpreter (`crate::interp::Interpreter`).
 
-use crate::ir::{DType, Graph};
+use crate::ir::{DType, Graph, ValueId};
 
 /// One batch of one graph input, in the order of [`Graph::inputs`].
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +63,10 @@ pub trait Executor {
     /// The value of the output named `name` after the last `run` (row-major, full shape for that
     /// run's batch size), or `None` if the graph has no such output.
     fn output(&self, name: &str) -> Option<&[f32]>;
+    /// The value of any f32 node after the last `run`, when the executor kept it (`None` for
+    /// i32 values and for inputs and parameters, which are the caller's memory). For finding
+    /// where a NaN first appeared ([`crate::runtime::train`]'s anomaly detection) and debugging.
+    fn value(&self, v: ValueId) -> Option<&[f32]>;
 }
 
 /// What changes from one optimizer step to the next (the rest of the optimizer's settings are

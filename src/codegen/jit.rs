@@ -9,7 +9,7 @@ use super::kernel::{KernelFn, Listing};
 use super::lower::{ctx_slot, lower, RowSplit, Scratch, Step, Storage};
 use super::CodegenError;
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
-use crate::ir::{DType, Graph, Op};
+use crate::ir::{DType, Graph, Op, ValueId};
 
 /// Compilation options.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,17 +257,24 @@ impl Executor for Jit {
 
     fn output(&self, name: &str) -> Option<&[f32]> {
         let (_, node) = self.outputs.iter().find(|(n, _)| n == name)?;
-        let ty = &self.graph.nodes[*node].ty;
-        if ty.dtype != DType::F32 || self.batch == 0 {
-            return None;
-        }
         if let Some((_, data)) = self.copies.iter().find(|(n, _)| n == node) {
             return Some(data);
         }
-        let owner = match self.storage[*node] {
+        self.value(ValueId(*node as u32))
+    }
+
+    fn value(&self, v: ValueId) -> Option<&[f32]> {
+        let ty = &self.graph.nodes.get(v.index())?.ty;
+        if ty.dtype != DType::F32 || self.batch == 0 {
+            return None;
+        }
+        let owner = match self.storage[v.index()] {
             Storage::Alias(j) => j,
-            _ => *node,
+            _ => v.index(),
         };
-        Some(&self.bufs[owner][..ty.numel(self.batch)])
+        match self.storage[owner] {
+            Storage::Owned => Some(&self.bufs[owner][..ty.numel(self.batch)]),
+            _ => None,
+        }
     }
 }

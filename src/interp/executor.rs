@@ -2,19 +2,19 @@
 //! f64 inside), so the runtime and the tests can swap it for the JIT.
 
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
-use crate::ir::Graph;
+use crate::ir::{Graph, Op, ValueId};
 
 pub struct Interpreter {
     graph: Graph,
-    /// Each output's value after the last run, in the order of `graph.outputs`.
-    outputs: Vec<Vec<f32>>,
+    /// Every node's value after the last run.
+    values: Vec<Vec<f32>>,
 }
 
 impl Interpreter {
     pub fn new(graph: Graph) -> Interpreter {
         Interpreter {
             graph,
-            outputs: Vec::new(),
+            values: Vec::new(),
         }
     }
 }
@@ -44,17 +44,22 @@ impl Executor for Interpreter {
             .map(|p| p.iter().map(|&v| v as f64).collect())
             .collect();
         let vals = super::eval(&self.graph, batch, &ins, &ps, ctx).map_err(ExecError::Other)?;
-        self.outputs = self
-            .graph
-            .outputs
+        self.values = vals
             .iter()
-            .map(|o| vals[o.value.index()].iter().map(|&v| v as f32).collect())
+            .map(|v| v.iter().map(|&x| x as f32).collect())
             .collect();
         Ok(())
     }
 
     fn output(&self, name: &str) -> Option<&[f32]> {
-        let i = self.graph.outputs.iter().position(|o| o.name == name)?;
-        self.outputs.get(i).map(Vec::as_slice)
+        let o = self.graph.outputs.iter().find(|o| o.name == name)?;
+        self.values.get(o.value.index()).map(Vec::as_slice)
+    }
+
+    fn value(&self, v: ValueId) -> Option<&[f32]> {
+        match self.graph.nodes.get(v.index())?.op {
+            Op::Input { .. } | Op::Param(_) => None,
+            _ => self.values.get(v.index()).map(Vec::as_slice),
+        }
     }
 }

@@ -512,6 +512,11 @@ impl Graph {
         &self.nodes[v.index()]
     }
 
+    /// Every value, in order (a topological order: inputs come before their users).
+    pub fn values(&self) -> impl Iterator<Item = ValueId> {
+        (0..self.nodes.len() as u32).map(ValueId)
+    }
+
     pub fn ty(&self, v: ValueId) -> &Type {
         &self.nodes[v.index()].ty
     }

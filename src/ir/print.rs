@@ -9,7 +9,7 @@
 //!   output output = %2
 //! ```
 
-use super::{Graph, Op};
+use super::{Graph, Op, ValueId};
 use std::fmt::Write;
 
 pub fn graph_to_string(g: &Graph) -> String {
@@ -27,31 +27,37 @@ pub fn graph_to_string(g: &Graph) -> String {
             p.init
         );
     }
-    for (i, n) in g.nodes.iter().enumerate() {
-        let mut line = format!("  %{i} = {}{}", n.op.name(), n.op.attrs());
-        if let Op::Param(p) = n.op {
-            let _ = write!(
-                line,
-                " {}",
-                g.params
-                    .get(p.index())
-                    .map(|p| p.path.as_str())
-                    .unwrap_or("?")
-            );
-        }
-        let args: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
-        if !args.is_empty() {
-            let _ = write!(line, " {}", args.join(", "));
-        }
-        let _ = write!(line, " : {}", n.ty);
-        if !n.label.is_empty() && !matches!(n.op, Op::Param(_) | Op::Input { .. }) {
-            let _ = write!(line, "  ; {}", n.label);
-        }
-        s.push_str(&line);
-        s.push('\n');
+    for v in g.values() {
+        let _ = writeln!(s, "  {}", node_to_string(g, v));
     }
     for o in &g.outputs {
         let _ = writeln!(s, "  output {} = {}", o.name, o.value);
     }
     s
+}
+
+/// One node as `graph_to_string` prints it, without the indent: `%4 = relu %3 : f32[B,32]  ; conv1`
+/// (for diagnostics that point at a node).
+pub fn node_to_string(g: &Graph, v: ValueId) -> String {
+    let n = &g.nodes[v.index()];
+    let mut line = format!("{v} = {}{}", n.op.name(), n.op.attrs());
+    if let Op::Param(p) = n.op {
+        let _ = write!(
+            line,
+            " {}",
+            g.params
+                .get(p.index())
+                .map(|p| p.path.as_str())
+                .unwrap_or("?")
+        );
+    }
+    let args: Vec<String> = n.inputs.iter().map(|v| v.to_string()).collect();
+    if !args.is_empty() {
+        let _ = write!(line, " {}", args.join(", "));
+    }
+    let _ = write!(line, " : {}", n.ty);
+    if !n.label.is_empty() && !matches!(n.op, Op::Param(_) | Op::Input { .. }) {
+        let _ = write!(line, "  ; {}", n.label);
+    }
+    line
 }

@@ -3,6 +3,7 @@
 //! executors it needs come from a [`Backend`], so the same loop drives the JIT or the reference
 //! interpreter (or a test double).
 
+pub mod anomaly;
 mod eval;
 pub mod interrupt;
 mod params;
@@ -66,6 +67,9 @@ pub struct TrainOptions {
     /// checkpoint is written and the run returns [`TrainError::Interrupted`]. For training in
     /// time-boxed pieces, and for tests.
     pub stop_after: Option<u64>,
+    /// `--detect-anomaly`: check every intermediate value of every step, and stop at the first
+    /// NaN or infinity even when it does not reach the loss.
+    pub detect_anomaly: bool,
 }
 
 impl Default for TrainOptions {
@@ -83,6 +87,7 @@ impl Default for TrainOptions {
             resume: None,
             checkpoint_every: None,
             stop_after: None,
+            detect_anomaly: false,
         }
     }
 }
@@ -123,12 +128,18 @@ pub enum TrainError {
         step: u64,
         source: ExecError,
     },
-    #[error("run `{run}`, step {step}: the loss is {loss}{}", .param.as_ref().map(|p| format!("; the gradient of `{p}` is not finite")).unwrap_or_default())]
+    /// A non-finite loss or gradient (or, under `--detect-anomaly`, any intermediate value):
+    /// training stopped before the update, so the parameters and checkpoints are those of the
+    /// last good step.
+    #[error("run `{run}`, step {step}: {}", non_finite_message(*.loss, .param.as_deref(), .anomaly.as_ref()))]
     NonFinite {
         run: String,
         step: u64,
         loss: f32,
+        /// The first trainable parameter whose gradient is not finite.
         param: Option<String>,
+        /// Where the first non-finite value appeared.
+        anomaly: Option<anomaly::Anomaly>,
     },
     /// Stopped on request ([`interrupt`]) after `step` steps; the resumable state is in `checkpoint`.
     #[error("run `{run}` interrupted after step {step}; its state is saved in {}", .checkpoint.display())]
@@ -142,6 +153,27 @@ pub enum TrainError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+fn non_finite_message(
+    loss: f32,
+    param: Option<&str>,
+    anomaly: Option<&anomaly::Anomaly>,
+) -> String {
+    let mut parts = Vec::new();
+    if !loss.is_finite() {
+        parts.push(format!("the loss is {loss}"));
+    }
+    if let Some(p) = param {
+        parts.push(format!("the gradient of `{p}` is not finite"));
+    }
+    match anomaly {
+        Some(a) => parts.push(a.to_string()),
+        None if parts.is_empty() => parts.push("a value is not finite".into()),
+        None => {}
+    }
+    parts.push("training stopped before this step's update".into());
+    parts.join("; ")
 }
 
 /// Executes the runs of one program, remembering each run's final parameters.

@@ -8,7 +8,7 @@ use super::eval::{evaluate, label_inputs, EvalResult};
 use super::params::{self, lr_scale, Tensors, TEACHER};
 use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::Position;
-use super::{interrupt, Backend, RunSummary, TrainError, TrainOptions};
+use super::{anomaly, interrupt, Backend, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, UpdateHyper};
 use crate::ir::{Graph, Length, Program, RunSpec};
 use crate::runtime::batch::{gather, Buf, Epochs};
@@ -338,7 +338,7 @@ pub(super) fn train(
             let idx = order.batch(b);
             gather(&ds.train.x, idx, &mut xb);
             gather(&ds.train.y, idx, &mut yb);
-            {
+            let loss = {
                 let mut feeds: Vec<Feed<'_>> = recycle_feeds(std::mem::take(&mut feed_spare));
                 feeds.extend(
                     roles
@@ -361,28 +361,34 @@ pub(super) fn train(
                     step: step + 1,
                     source,
                 })?;
-                view_spare = recycle(views);
-                feed_spare = recycle_feeds(feeds);
-            }
-            let loss = exec
-                .output("loss")
-                .and_then(|l| l.first().copied())
-                .unwrap_or(f32::NAN);
-            if !loss.is_finite() {
+                let loss = exec
+                    .output("loss")
+                    .and_then(|l| l.first().copied())
+                    .unwrap_or(f32::NAN);
                 let param = trainable
                     .iter()
                     .find(|t| {
                         exec.output(&t.grad)
-                            .is_some_and(|g| g.iter().any(|x| !x.is_finite()))
+                            .is_some_and(|g| !anomaly::all_finite(g))
                     })
                     .map(|t| graph.params[t.index].path.clone());
-                return Err(TrainError::NonFinite {
-                    run: run.into(),
-                    step: step + 1,
-                    loss,
-                    param,
-                });
-            }
+                if !loss.is_finite() || param.is_some() || opts.detect_anomaly {
+                    let anomaly =
+                        anomaly::first_non_finite(exec.graph(), exec.as_ref(), &feeds, &views);
+                    if !loss.is_finite() || param.is_some() || anomaly.is_some() {
+                        return Err(TrainError::NonFinite {
+                            run: run.into(),
+                            step: step + 1,
+                            loss,
+                            param,
+                            anomaly,
+                        });
+                    }
+                }
+                view_spare = recycle(views);
+                feed_spare = recycle_feeds(feeds);
+                loss
+            };
             let factor = spec.schedule.factor(step, total);
             let hyper_step = step + 1;
             for t in trainable.iter_mut() {
