@@ -1,10 +1,12 @@
-//! `nnc check FILE`: one line per model with its parameter count and forward FLOPs per sample.
+//! `nnc check FILE`: one line per model with its parameter count and forward FLOPs per sample,
+//! one per run; runs too large for the memory are refused ([`memory`]).
 
-use super::{source, CliResult};
+use super::{memory, source, CliResult};
 use std::path::Path;
 
-pub fn run(path: &Path, stats: bool) -> CliResult {
+pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
     let loaded = source::load(path)?;
+    memory::check(&loaded, None, max_memory)?;
     let p = &loaded.program;
     let width = p.models.iter().map(|m| m.name.len()).max().unwrap_or(0);
     for m in &p.models {
@@ -21,6 +23,11 @@ pub fn run(path: &Path, stats: bool) -> CliResult {
     }
     for r in &p.runs {
         println!("train {} ({} on {}): ok", r.name, r.model, r.data);
+        if stats {
+            if let Ok(f) = crate::runtime::memory::of_run(r) {
+                println!("  memory at batch {}: {}", r.batch, f.describe());
+            }
+        }
     }
     Ok(())
 }

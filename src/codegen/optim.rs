@@ -147,10 +147,7 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
 
 impl Updater for JitUpdater {
     fn state_buffers(&self) -> usize {
-        match self.spec {
-            OptimizerSpec::Sgd { momentum, .. } => (momentum != 0.0) as usize,
-            _ => 2,
-        }
+        self.spec.state_buffers()
     }
 
     fn update(&self, param: &mut [f32], grad: &[f32], state: &mut [Vec<f32>], h: UpdateHyper) {

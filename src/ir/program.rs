@@ -124,6 +124,14 @@ pub enum OptimizerSpec {
 }
 
 impl OptimizerSpec {
+    /// Per-parameter state tensors, each the parameter's size: SGD none (one with momentum),
+    /// Adam and AdamW two (the moments).
+    pub fn state_buffers(&self) -> usize {
+        match self {
+            OptimizerSpec::Sgd { momentum, .. } => (*momentum != 0.0) as usize,
+            _ => 2,
+        }
+    }
     pub fn lr(&self) -> f64 {
         match self {
             OptimizerSpec::Sgd { lr, .. }

@@ -13,11 +13,13 @@
 //! - [`predict::read_inputs`] + [`predict::predict`] for `nnc predict`; [`sample::sample`] for
 //!   `nnc sample`; [`train::evaluate`] for `nnc eval`.
 
+pub mod atomic;
 pub mod backend;
 pub mod batch;
 pub mod checkpoint;
 pub mod data;
 pub mod init;
+pub mod memory;
 pub mod optim;
 pub mod predict;
 pub mod rng;

@@ -15,10 +15,7 @@ pub struct ReferenceUpdater(pub OptimizerSpec);
 
 impl Updater for ReferenceUpdater {
     fn state_buffers(&self) -> usize {
-        match self.0 {
-            OptimizerSpec::Sgd { momentum, .. } => (momentum != 0.0) as usize,
-            _ => 2,
-        }
+        self.0.state_buffers()
     }
 
     fn update(&self, param: &mut [f32], grad: &[f32], state: &mut [Vec<f32>], h: UpdateHyper) {
