@@ -7,6 +7,8 @@ mod check;
 mod eval;
 mod gradcheck;
 mod ir;
+mod memory;
+mod plot;
 mod predict;
 mod sample;
 mod source;
@@ -35,6 +37,10 @@ pub enum Command {
         /// Also print per-graph statistics (nodes, kernels, planned bytes).
         #[arg(long)]
         stats: bool,
+        /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is
+        /// available).
+        #[arg(long, value_name = "SIZE", value_parser = memory::parse_limit)]
+        max_memory: Option<u64>,
     },
     /// Print the program after a stage of the pipeline.
     Ir {
@@ -58,6 +64,8 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Generate text with a trained character-level model.
     Sample(sample::SampleArgs),
+    /// Draw the loss and accuracy curves of a `--log-json` log as an SVG.
+    Plot(plot::PlotArgs),
 }
 
 /// What went wrong, and therefore the exit code.
@@ -97,7 +105,11 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Check { file, stats } => check::run(&file, stats),
+        Command::Check {
+            file,
+            stats,
+            max_memory,
+        } => check::run(&file, stats, max_memory),
         Command::Ir { file, stage, only } => ir::run(&file, stage, only.as_deref()),
         Command::Train(args) => train::run(&args),
         Command::Gradcheck(args) => gradcheck::run(&args),
@@ -105,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Predict(args) => predict::run(&args),
         Command::Sample(args) => sample::run(&args),
+        Command::Plot(args) => plot::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

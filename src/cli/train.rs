@@ -55,6 +55,13 @@ pub struct TrainArgs {
     /// folding, common-subexpression and dead-code elimination.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub opt: u8,
+    /// Check every intermediate value of every step and stop at the first NaN or infinity,
+    /// naming the op that produced it (slower; the loss and gradients are always checked).
+    #[arg(long)]
+    pub detect_anomaly: bool,
+    /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
+    #[arg(long, value_name = "SIZE", value_parser = super::memory::parse_limit)]
+    pub max_memory: Option<u64>,
 }
 
 pub fn threads(n: Option<usize>) -> usize {
@@ -105,6 +112,7 @@ pub fn run(args: &TrainArgs) -> CliResult {
         }
         (None, None) => None,
     };
+    super::memory::check(&loaded, run_name.as_deref(), args.max_memory)?;
     let options = TrainOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
         base_dir: loaded.dir(),
@@ -118,6 +126,7 @@ pub fn run(args: &TrainArgs) -> CliResult {
         resume: args.resume.clone(),
         checkpoint_every: args.checkpoint_every,
         stop_after: None,
+        detect_anomaly: args.detect_anomaly,
     };
     let backend = if args.interp {
         Backend::interpreter()

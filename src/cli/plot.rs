@@ -1,0 +1,241 @@
+//! `nnc plot LOG --out curve.svg`: the training curves of a `--log-json` log as an SVG: the
+//! training loss (each step, and its moving average) and the test loss against steps, and the
+//! test accuracy when the runs measured it, one colour per run.
+
+use super::{CliError, CliResult};
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// A log written by `nnc train --log-json`.
+    pub log: PathBuf,
+    /// The SVG file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Only this run (default: every run in the log).
+    #[arg(long)]
+    pub run: Option<String>,
+}
+
+/// The curves of one run.
+#[derive(Default, Debug)]
+struct Curves {
+    name: String,
+    /// (step, loss) of every training step.
+    train: Vec<(f64, f64)>,
+    /// (step, loss, accuracy) of every evaluation.
+    eval: Vec<(f64, f64, Option<f64>)>,
+}
+
+/// Reads the log, one JSON object a line; a line that is not one is an error naming it.
+fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::user(format!("cannot read {}: {e}", path.display())))?;
+    let mut runs: Vec<Curves> = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |why: &str| {
+            CliError::user(format!(
+                "{}:{}: {why} (expected a log written by `nnc train --log-json`)",
+                path.display(),
+                i + 1
+            ))
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(&format!("not JSON: {e}")))?;
+        let field = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        let name = v
+            .get("run")
+            .and_then(|r| r.as_str())
+            .ok_or_else(|| bad("no `run`"))?;
+        let step = field("step").ok_or_else(|| bad("no `step`"))?;
+        let at = match runs.iter().position(|r| r.name == name) {
+            Some(k) => k,
+            None => {
+                runs.push(Curves {
+                    name: name.into(),
+                    ..Curves::default()
+                });
+                runs.len() - 1
+            }
+        };
+        // Non-finite losses are logged as null: such a point is left out.
+        match v.get("type").and_then(|t| t.as_str()) {
+            Some("step") => {
+                if let Some(l) = field("loss") {
+                    runs[at].train.push((step, l));
+                }
+            }
+            Some("eval") => {
+                if let Some(l) = field("loss") {
+                    runs[at].eval.push((step, l, field("accuracy")));
+                }
+            }
+            _ => return Err(bad("`type` is neither \"step\" nor \"eval\"")),
+        }
+    }
+    Ok(runs)
+}
+
+/// The moving average of `points` over `window` steps (the step losses of a minibatch run are
+/// too noisy to read on their own).
+fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    let mut sum = 0.0;
+    points
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, y))| {
+            sum += y;
+            if i >= window {
+                sum -= points[i - window].1;
+            }
+            (x, sum / (i + 1).min(window) as f64)
+        })
+        .collect()
+}
+
+/// [lo, hi] of `values` with a margin, never empty.
+fn range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.05).max(hi.abs().max(1.0) * 0.01);
+    (lo - pad)..(hi + pad)
+}
+
+fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Error>> {
+    let has_acc = runs.iter().any(|r| r.eval.iter().any(|e| e.2.is_some()));
+    let height = if has_acc { 720 } else { 420 };
+    let root = SVGBackend::with_string(svg, (900, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, bottom) = if has_acc {
+        root.split_vertically(400)
+    } else {
+        (root.clone(), root.clone())
+    };
+    let max_step = runs
+        .iter()
+        .flat_map(|r| {
+            r.train
+                .iter()
+                .map(|p| p.0)
+                .chain(r.eval.iter().map(|e| e.0))
+        })
+        .fold(1.0f64, f64::max);
+    let losses = runs.iter().flat_map(|r| {
+        r.train
+            .iter()
+            .map(|p| p.1)
+            .chain(r.eval.iter().map(|e| e.1))
+    });
+    let mut chart = ChartBuilder::on(&top)
+        .caption("loss", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..max_step, range(losses))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("loss")
+        .draw()?;
+    for (k, r) in runs.iter().enumerate() {
+        let colour = Palette99::pick(k).to_rgba();
+        let window = (r.train.len() / 50).clamp(1, 100);
+        chart.draw_series(LineSeries::new(r.train.iter().copied(), colour.mix(0.25)))?;
+        chart
+            .draw_series(LineSeries::new(
+                smooth(&r.train, window),
+                colour.stroke_width(2),
+            ))?
+            .label(format!("{} train (mean of {window})", r.name))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
+        if !r.eval.is_empty() {
+            let pts = r.eval.iter().map(|e| (e.0, e.1));
+            chart
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(1)))?
+                .label(format!("{} test", r.name))
+                .legend(move |(x, y)| Circle::new((x + 9, y), 4, colour.filled()));
+            chart.draw_series(pts.map(|p| Circle::new(p, 4, colour.filled())))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    if has_acc {
+        let accs = runs
+            .iter()
+            .flat_map(|r| r.eval.iter().filter_map(|e| e.2.map(|a| 100.0 * a)));
+        let mut chart = ChartBuilder::on(&bottom)
+            .caption("test accuracy", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..max_step, range(accs))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc("accuracy %")
+            .draw()?;
+        for (k, r) in runs.iter().enumerate() {
+            let colour = Palette99::pick(k).to_rgba();
+            let pts: Vec<(f64, f64)> = r
+                .eval
+                .iter()
+                .filter_map(|e| e.2.map(|a| (e.0, 100.0 * a)))
+                .collect();
+            chart.draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))?;
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
+pub fn run(args: &PlotArgs) -> CliResult {
+    let mut runs = read_log(&args.log)?;
+    if let Some(only) = &args.run {
+        runs.retain(|r| &r.name == only);
+        if runs.is_empty() {
+            return Err(CliError::user(format!(
+                "{} has no records of run `{only}`",
+                args.log.display()
+            )));
+        }
+    }
+    if runs.iter().all(|r| r.train.is_empty() && r.eval.is_empty()) {
+        return Err(CliError::user(format!(
+            "{} holds no finite losses to plot",
+            args.log.display()
+        )));
+    }
+    let mut svg = String::new();
+    draw(&runs, &mut svg).map_err(|e| CliError::internal(format!("drawing the plot: {e}")))?;
+    crate::runtime::atomic::write(&args.out, svg.as_bytes())
+        .map_err(|e| CliError::user(format!("cannot write {}: {e}", args.out.display())))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_moving_average_covers_the_last_window_steps() {
+        let pts: Vec<(f64, f64)> = (0..5).map(|i| (i as f64, i as f64)).collect();
+        let s: Vec<f64> = smooth(&pts, 2).iter().map(|p| p.1).collect();
+        assert_eq!(s, [0.0, 0.5, 1.5, 2.5, 3.5]);
+    }
+}
