@@ -33,9 +33,14 @@ pub fn run(args: &EvalArgs) -> CliResult {
             CliError::user(format!("{} has no `train` block", args.file.display()))
         })?,
     };
-    let mut params = Checkpoint::load(&args.checkpoint)
-        .map_err(CliError::user)?
-        .tensors;
+    let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
+    // Every parameter the student needs, named with the file and the shape expected.
+    for p in spec.eval_graph.params.iter() {
+        if !p.path.starts_with(TEACHER) {
+            ck.get(&p.path, &p.dims).map_err(CliError::user)?;
+        }
+    }
+    let mut params = ck.tensors;
     if let Some(t) = &spec.teacher {
         // A distillation loss needs the teacher's parameters too: from its checkpoint.
         let path = match &t.from {

@@ -1,32 +1,6 @@
-//! The `nnc` binary as a user runs it: exit codes, what it prints, and that nothing panics.
+//! The commands as a user runs them: check, ir, train, eval, predict, gradcheck, bench.
 
-use assert_cmd::Command;
-use std::path::PathBuf;
-
-fn nnc() -> Command {
-    Command::cargo_bin("nnc").expect("the nnc binary is built")
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn examples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use super::common::*;
 
 #[test]
 fn every_example_checks_and_reports_parameters_and_flops() {
@@ -248,21 +222,6 @@ fn a_bad_command_line_is_a_user_error_and_help_is_not_an_error() {
     let out = nnc().args(["train", "--help"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("--log-json"));
-}
-
-/// The MNIST folder beside the repository, or `None` (then the test is skipped, except in CI).
-fn mnist() -> Option<PathBuf> {
-    let dir = root().join("../shared/data/mnist");
-    if dir.join("t10k-images-idx3-ubyte.gz").exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI needs the MNIST data at {}",
-        dir.display()
-    );
-    eprintln!("skipped: no MNIST data at {}", dir.display());
-    None
 }
 
 #[test]

@@ -1,0 +1,134 @@
+//! NaN and infinities: training stops at the first non-finite loss or gradient naming the step,
+//! the tensor and the op; the last good checkpoint stays intact; `--detect-anomaly` also stops
+//! at non-finite intermediate values that never reach the loss.
+
+use super::common::*;
+use nnc::runtime::checkpoint::Checkpoint;
+
+/// A linear model with a learning rate so large that the weights overflow within a few steps.
+const DIVERGES: &str = r#"
+model M(x: [2]) -> [1] {
+    return x |> dense(8) |> dense(1)
+}
+data d {
+    train: inline(x: [[1, 2], [3, 4], [5, 6], [7, 8]], y: [[1], [2], [3], [4]])
+    test: inline(x: [[1, 2]], y: [[1]])
+}
+train M on d {
+    loss: mse(output, label)
+    optimizer: sgd(lr: 10)
+    batch: 4
+    steps: 200
+    shuffle: false
+}
+"#;
+
+/// Inputs of 3e38 overflow the first layer's matmul to ±inf; the sigmoid saturates them to 0 and
+/// 1, so the loss and the gradients stay finite and plain training goes on.
+const HIDDEN_OVERFLOW: &str = r#"
+model M(x: [4]) -> [1] {
+    return x |> dense(64) |> sigmoid |> dense(1)
+}
+data d {
+    train: inline(x: [[3e38, 3e38, 3e38, 3e38], [-3e38, -3e38, -3e38, -3e38]], y: [[1], [0]])
+    test: inline(x: [[1, 1, 1, 1]], y: [[1]])
+}
+train M on d {
+    loss: mse(output, label)
+    optimizer: sgd(lr: 0.1)
+    batch: 2
+    steps: 5
+    shuffle: false
+}
+"#;
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_tensor_and_op() {
+    let s = Scratch::new("anomaly-diverge");
+    let file = s.write("diverge.nn", DIVERGES);
+    for backend in [&[][..], &["--interp"][..]] {
+        let out = nnc()
+            .arg("train")
+            .arg(&file)
+            .arg("--quiet")
+            .args(backend)
+            .output()
+            .unwrap();
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        // Step 4 is the first whose forward pass overflows (both backends agree).
+        for part in [
+            "step 4",
+            "the loss is inf",
+            "the gradient of `dense1.weight` is not finite",
+            "first appears in `%8 = matmul %5, %6 : f32[B,1]  ; dense2`",
+            "training stopped before this step's update",
+        ] {
+            assert!(err.contains(part), "{backend:?}: no `{part}` in\n{err}");
+        }
+    }
+}
+
+#[test]
+fn the_last_good_checkpoint_survives_a_nan() {
+    let s = Scratch::new("anomaly-checkpoint");
+    let file = s.write("diverge.nn", DIVERGES);
+    let ckpt = s.path("m.safetensors");
+    let out = nnc()
+        .arg("train")
+        .arg(&file)
+        .args(["--quiet", "--checkpoint-every", "2", "--checkpoint"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("step 4"), "{}", stderr(&out));
+    // An epoch is one batch here and every epoch evaluates and saves: the checkpoint holds the
+    // state after step 3, the last good one, and the failing step 4 wrote nothing.
+    let ck = Checkpoint::load(&ckpt).expect("the checkpoint loads");
+    assert_eq!(ck.step, Some(3));
+    let w = ck.get("dense1.weight", &[2, 8]).unwrap();
+    assert!(w.data.iter().all(|x| x.is_finite()));
+    assert!(!s.path("m.safetensors.tmp").exists());
+    // And training resumes from it (to the same failure: the data and lr are the same).
+    let out = nnc()
+        .arg("train")
+        .arg(&file)
+        .args(["--quiet", "--resume"])
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("step 4"), "{}", stderr(&out));
+}
+
+#[test]
+fn detect_anomaly_stops_at_an_intermediate_the_loss_never_sees() {
+    let s = Scratch::new("anomaly-detect");
+    let file = s.write("hidden.nn", HIDDEN_OVERFLOW);
+    let plain = nnc()
+        .arg("train")
+        .arg(&file)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert_code(&plain, 0);
+    for backend in [&[][..], &["--interp"][..]] {
+        let out = nnc()
+            .arg("train")
+            .arg(&file)
+            .args(["--quiet", "--detect-anomaly"])
+            .args(backend)
+            .output()
+            .unwrap();
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "step 1: an infinity first appears in `%4 = matmul %0, %2 : f32[B,64]  ; dense1`"
+            ),
+            "{backend:?}:\n{err}"
+        );
+        assert!(!err.contains("the loss is"), "{err}");
+    }
+}

@@ -1,0 +1,232 @@
+//! Bad data and checkpoint files through the CLI: each is a user error (exit 1) that names the
+//! file and says what is wrong, rendered under the data source of the `.nn` file; never a panic
+//! or a partial result.
+
+use super::common::*;
+use nnc::runtime::checkpoint::{save, Saved};
+use std::io::Write;
+
+/// An IDX file: magic (0x0000 08 ndim), big-endian dims, payload.
+fn idx(ndim: u8, dims: &[u32], payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, ndim];
+    for d in dims {
+        b.extend(d.to_be_bytes());
+    }
+    b.extend(payload);
+    b
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+const IMAGES_NN: &str = r#"
+model M(image: [1, 2, 2]) -> [3] {
+    return image |> flatten |> dense(3)
+}
+data d {
+    train: idx("images.idx", "labels.idx")
+    normalize: x / 255
+}
+train M on d {
+    loss: cross_entropy(output, label)
+    optimizer: sgd(lr: 0.1)
+    batch: 2
+    steps: 2
+}
+"#;
+
+const CSV_NN: &str = r#"
+model M(x: [2]) -> [1] {
+    return x |> dense(1)
+}
+data d {
+    train: csv("rows.csv", label: -1)
+}
+train M on d {
+    loss: mse(output, label)
+    optimizer: sgd(lr: 0.1)
+    batch: 2
+    steps: 2
+}
+"#;
+
+const TEXT_NN: &str = r#"
+model M(ids: i32[8]) -> [8, 4] {
+    return ids |> embedding(4, 8) |> rnn(16) |> dense(4)
+}
+data d {
+    train: text("corpus.txt", seq: 8)
+}
+train M on d {
+    loss: cross_entropy(output, label)
+    optimizer: adam(lr: 0.01)
+    batch: 1
+    steps: 1
+}
+"#;
+
+/// Trains `nn` with `files` beside it; expects exit 1 and every part in stderr.
+fn refused(test: &str, nn: &str, files: &[(&str, Vec<u8>)], parts: &[&str]) {
+    let s = Scratch::new(test);
+    let file = s.write("m.nn", nn);
+    for (name, bytes) in files {
+        s.write(name, bytes);
+    }
+    let out = nnc()
+        .arg("train")
+        .arg(&file)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    for p in parts {
+        assert!(err.contains(p), "{test}: no `{p}` in\n{err}");
+    }
+}
+
+#[test]
+fn bad_idx_files_are_named_with_what_is_wrong() {
+    let labels = idx(1, &[4], &[0, 1, 2, 0]);
+    let images = idx(3, &[4, 2, 2], &[7; 16]);
+    refused(
+        "idx-truncated",
+        IMAGES_NN,
+        &[
+            ("images.idx", images[..20].to_vec()),
+            ("labels.idx", labels.clone()),
+        ],
+        &[
+            "images.idx",
+            "truncated",
+            "while loading the training split",
+        ],
+    );
+    let mut wrong_magic = images.clone();
+    wrong_magic[2] = 0x0d;
+    refused(
+        "idx-magic",
+        IMAGES_NN,
+        &[("images.idx", wrong_magic), ("labels.idx", labels.clone())],
+        &["images.idx", "wrong magic number 0x00000d03"],
+    );
+    refused(
+        "idx-count",
+        IMAGES_NN,
+        &[
+            ("images.idx", images.clone()),
+            ("labels.idx", idx(1, &[3], &[0, 1, 2])),
+        ],
+        &["4 images", "3 labels"],
+    );
+    let mut bad_gz = gz(&images);
+    let n = bad_gz.len();
+    bad_gz.truncate(n / 2);
+    refused(
+        "idx-gzip",
+        &IMAGES_NN.replace("images.idx", "images.idx.gz"),
+        &[("images.idx.gz", bad_gz), ("labels.idx", labels.clone())],
+        &["images.idx.gz"],
+    );
+    refused(
+        "idx-missing",
+        IMAGES_NN,
+        &[("labels.idx", labels)],
+        &["images.idx", "--data-dir"],
+    );
+}
+
+#[test]
+fn bad_csv_and_text_files_say_where() {
+    refused(
+        "csv-ragged",
+        CSV_NN,
+        &[("rows.csv", b"1,2,3\n4,5\n".to_vec())],
+        &["rows.csv:2", "2 columns, but line 1 has 3"],
+    );
+    refused(
+        "csv-number",
+        CSV_NN,
+        &[("rows.csv", b"1,2,3\n4,five,6\n".to_vec())],
+        &["rows.csv:2", "five"],
+    );
+    refused(
+        "text-empty",
+        TEXT_NN,
+        &[("corpus.txt", Vec::new())],
+        &["corpus.txt", "empty"],
+    );
+}
+
+#[test]
+fn bad_checkpoints_name_the_tensor_and_what_was_expected() {
+    let s = Scratch::new("bad-checkpoints");
+    let xor = root().join("examples/xor.nn");
+    let w = vec![0.5f32; 8];
+    let cases: [(&str, Vec<Saved<'_>>, &[&str]); 3] = [
+        ("none", vec![], &["none.safetensors", "dense1.weight"]),
+        (
+            "missing",
+            vec![Saved {
+                name: "dense1.weight".into(),
+                dims: &[2, 4],
+                data: &w,
+            }],
+            &["dense1.bias"],
+        ),
+        (
+            "shape",
+            vec![Saved {
+                name: "dense1.weight".into(),
+                dims: &[4, 2],
+                data: &w,
+            }],
+            &["dense1.weight", "[4, 2]", "[2, 4]"],
+        ),
+    ];
+    for (name, tensors, parts) in cases {
+        let ck = s.path(&format!("{name}.safetensors"));
+        save(&ck, &tensors, None).unwrap();
+        let out = nnc()
+            .arg("eval")
+            .arg(&xor)
+            .arg("--checkpoint")
+            .arg(&ck)
+            .output()
+            .unwrap();
+        assert_code(&out, 1);
+        for p in parts {
+            assert!(
+                stderr(&out).contains(p),
+                "{name}: no `{p}` in\n{}",
+                stderr(&out)
+            );
+        }
+    }
+    // A truncated file (as a crash mid-write would leave, were writes not atomic).
+    let good = s.path("good.safetensors");
+    save(
+        &good,
+        &[Saved {
+            name: "dense1.weight".into(),
+            dims: &[2, 4],
+            data: &w,
+        }],
+        None,
+    )
+    .unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = s.write("cut.safetensors", &bytes[..bytes.len() - 5]);
+    let out = nnc()
+        .arg("train")
+        .arg(&xor)
+        .args(["--quiet", "--steps", "1", "--init"])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("cut.safetensors"), "{}", stderr(&out));
+}

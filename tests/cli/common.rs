@@ -1,0 +1,81 @@
+//! What every CLI test needs: the binary, the repository, temporary folders and output text.
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+
+pub fn nnc() -> Command {
+    Command::cargo_bin("nnc").expect("the nnc binary is built")
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn examples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nn"))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing stderr when it differs, and that nothing panicked.
+pub fn assert_code(out: &std::process::Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "stderr:\n{}", stderr(out));
+    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
+}
+
+/// A temporary folder of one test, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(test: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("nnc-cli-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    /// Writes `name` in the folder and returns its path.
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The MNIST folder beside the repository, or `None` (then the test is skipped, except in CI).
+pub fn mnist() -> Option<PathBuf> {
+    let dir = root().join("../shared/data/mnist");
+    if dir.join("t10k-images-idx3-ubyte.gz").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs the MNIST data at {}",
+        dir.display()
+    );
+    eprintln!("skipped: no MNIST data at {}", dir.display());
+    None
+}

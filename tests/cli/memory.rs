@@ -1,0 +1,91 @@
+//! Resource limits: a run whose parameters, gradients, optimizer state and activations exceed
+//! the memory available (or `--max-memory`) is refused at check time, before any data is read,
+//! with the bytes it needs.
+
+use super::common::*;
+
+/// 784-40000-40000-10 with Adam: 6.1 GiB of parameters, 30.5 GiB in all (no data is needed:
+/// the refusal comes first).
+const HUGE: &str = r#"
+model Big(x: [784]) -> [10] {
+    return x |> dense(40000) |> relu |> dense(40000) |> relu |> dense(10)
+}
+data mnist {
+    train: idx("missing-images.gz", "missing-labels.gz")
+}
+train Big on mnist {
+    loss: cross_entropy(output, label)
+    optimizer: adam(lr: 0.001)
+    batch: 64
+}
+"#;
+
+#[test]
+fn a_model_too_large_for_the_limit_is_refused_with_the_bytes_needed() {
+    let s = Scratch::new("memory-huge");
+    let file = s.write("big.nn", HUGE);
+    for cmd in ["check", "train"] {
+        // 1 TiB is above this machine's memory, so the limit is what is available; 8G forces it
+        // below the need on any machine.
+        for limit in ["8G", "1T"] {
+            let out = nnc()
+                .arg(cmd)
+                .arg(&file)
+                .args(["--max-memory", limit])
+                .output()
+                .unwrap();
+            assert_code(&out, 1);
+            let err = stderr(&out);
+            for part in [
+                "nnc::memory",
+                "training `Big` with batch 64 needs about 30.5 GiB",
+                "parameters 6.08 GiB",
+                "optimizer state 12.2 GiB",
+                "train Big on mnist",
+            ] {
+                assert!(err.contains(part), "{cmd} {limit}: no `{part}` in\n{err}");
+            }
+            assert!(!err.contains("missing-images"), "data was read:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn max_memory_lowers_the_limit_below_what_fits() {
+    let cnn = root().join("examples/mnist_cnn.nn");
+    let ok = nnc().arg("check").arg(&cnn).output().unwrap();
+    assert_code(&ok, 0);
+    // The CNN at batch 64 needs about 59 MiB before its data.
+    let out = nnc()
+        .arg("check")
+        .arg(&cnn)
+        .args(["--max-memory", "32M"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("32.0 MiB allowed by --max-memory"),
+        "{}",
+        stderr(&out)
+    );
+    let stats = nnc()
+        .arg("check")
+        .arg(&cnn)
+        .args(["--stats", "--max-memory", "100M"])
+        .output()
+        .unwrap();
+    assert_code(&stats, 0);
+    assert!(
+        stdout(&stats).contains("memory at batch 64: 58.9 MiB"),
+        "{}",
+        stdout(&stats)
+    );
+    let bad = nnc()
+        .arg("check")
+        .arg(&cnn)
+        .args(["--max-memory", "lots"])
+        .output()
+        .unwrap();
+    assert_code(&bad, 1);
+    assert!(stderr(&bad).contains("not a size"), "{}", stderr(&bad));
+}
