@@ -81,9 +81,11 @@ fn write_small_idx(dir: &Path, gzipped: bool) {
     std::fs::write(dir.join("lab"), lab).unwrap();
 }
 
-fn f32s(v: &Values) -> &[f32] {
+/// The f32 values of a column (byte columns through their table).
+fn f32s(v: &Values) -> Vec<f32> {
     match v {
-        Values::F32(x) => x,
+        Values::F32(x) => x.clone(),
+        Values::Bytes { bytes, table } => bytes.iter().map(|&b| table[b as usize]).collect(),
         Values::I32(_) => panic!("expected f32"),
     }
 }
@@ -91,7 +93,7 @@ fn f32s(v: &Values) -> &[f32] {
 fn i32s(v: &Values) -> &[i32] {
     match v {
         Values::I32(x) => x,
-        Values::F32(_) => panic!("expected i32"),
+        _ => panic!("expected i32"),
     }
 }
 

@@ -19,7 +19,7 @@ impl Buf {
     pub fn for_column(col: &Column, samples: usize) -> Buf {
         let cap = samples * col.per_sample();
         match col.values {
-            Values::F32(_) => Buf::F32(Vec::with_capacity(cap)),
+            Values::F32(_) | Values::Bytes { .. } => Buf::F32(Vec::with_capacity(cap)),
             Values::I32(_) => Buf::I32(Vec::with_capacity(cap)),
         }
     }
@@ -43,7 +43,13 @@ pub fn gather(col: &Column, idx: &[usize], out: &mut Buf) {
     match (&col.values, out) {
         (Values::F32(v), Buf::F32(o)) => go(v, k, idx, o),
         (Values::I32(v), Buf::I32(o)) => go(v, k, idx, o),
-        (Values::F32(_), o) => {
+        (Values::Bytes { bytes, table }, Buf::F32(o)) => {
+            o.clear();
+            for &i in idx {
+                o.extend(bytes[i * k..(i + 1) * k].iter().map(|&b| table[b as usize]));
+            }
+        }
+        (Values::F32(_) | Values::Bytes { .. }, o) => {
             *o = Buf::F32(Vec::new());
             gather(col, idx, o)
         }

@@ -91,7 +91,7 @@ pub fn load(images: &str, labels: &str, dir: &Path) -> Result<RawSplit, DataErro
         });
     }
     let x = Column {
-        values: Values::F32(img.payload().iter().map(|&b| b as f32).collect()),
+        values: Values::bytes(img.payload().to_vec()),
         shape: img.dims[1..].to_vec(),
     };
     let y = Column {

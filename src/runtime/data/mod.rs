@@ -23,13 +23,29 @@ use std::path::Path;
 pub enum Values {
     F32(Vec<f32>),
     I32(Vec<i32>),
+    /// f32 values stored as bytes, byte `b` standing for `table[b]`: IDX images keep their
+    /// pixels at a quarter of the memory (60,000 MNIST images: 47 MB rather than 188 MB), and
+    /// `normalize` rewrites 256 table entries instead of every pixel. Batches are gathered
+    /// through the table, so the values fed to the model are exactly those of an f32 column.
+    Bytes {
+        bytes: Vec<u8>,
+        table: Box<[f32; 256]>,
+    },
 }
 
 impl Values {
+    /// Bytes standing for their own values (0.0 to 255.0).
+    pub fn bytes(bytes: Vec<u8>) -> Values {
+        Values::Bytes {
+            bytes,
+            table: Box::new(std::array::from_fn(|b| b as f32)),
+        }
+    }
     pub fn len(&self) -> usize {
         match self {
             Values::F32(v) => v.len(),
             Values::I32(v) => v.len(),
+            Values::Bytes { bytes, .. } => bytes.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -37,7 +53,7 @@ impl Values {
     }
     pub fn dtype(&self) -> DType {
         match self {
-            Values::F32(_) => DType::F32,
+            Values::F32(_) | Values::Bytes { .. } => DType::F32,
             Values::I32(_) => DType::I32,
         }
     }
@@ -46,6 +62,7 @@ impl Values {
         match self {
             Values::F32(v) => v[i] as f64,
             Values::I32(v) => v[i] as f64,
+            Values::Bytes { bytes, table } => table[bytes[i] as usize] as f64,
         }
     }
 }
@@ -68,6 +85,10 @@ impl Column {
         let values = match &self.values {
             Values::F32(v) => Values::F32(v[from * k..to * k].to_vec()),
             Values::I32(v) => Values::I32(v[from * k..to * k].to_vec()),
+            Values::Bytes { bytes, table } => Values::Bytes {
+                bytes: bytes[from * k..to * k].to_vec(),
+                table: table.clone(),
+            },
         };
         Column {
             values,
@@ -213,6 +234,11 @@ fn inline(x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<Split, DataError> {
 /// Applies `normalize` to f32 inputs. Byte-valued inputs (IDX images, most CSV pixels) go
 /// through a 256-entry table: evaluating the expression tree per element would dominate loading.
 pub fn normalize(col: &mut Column, expr: &ScalarExpr) {
+    if let Values::Bytes { table, .. } = &mut col.values {
+        for t in table.iter_mut() {
+            *t = expr.eval(*t as f64) as f32;
+        }
+    }
     if let Values::F32(v) = &mut col.values {
         let table: Vec<f32> = (0..256).map(|b| expr.eval(b as f64) as f32).collect();
         for x in v.iter_mut() {
@@ -329,6 +355,18 @@ fn conform_column(
             Values::I32(out)
         }
         (Values::I32(v), DType::F32) => Values::F32(v.iter().map(|&x| x as f32).collect()),
+        (v @ Values::Bytes { .. }, DType::I32) => {
+            let n = v.len();
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let x = v.get(i);
+                if x.fract() != 0.0 || x.abs() > i32::MAX as f64 {
+                    return Err(bad(i / have.max(1), x, "an integer".into()));
+                }
+                out.push(x as i32);
+            }
+            Values::I32(out)
+        }
         (v, _) => v,
     };
     Ok(Column {
@@ -359,5 +397,63 @@ mod tests {
         normalize(&mut col, &e);
         let want: Vec<f32> = raw.iter().map(|&x| e.eval(x as f64) as f32).collect();
         assert_eq!(col.values, Values::F32(want));
+    }
+
+    #[test]
+    fn byte_columns_normalize_slice_and_convert_like_f32_ones() {
+        let e = ScalarExpr::Bin(
+            BinOp::Div,
+            Box::new(ScalarExpr::X),
+            Box::new(ScalarExpr::Num(255.0)),
+        );
+        let raw: Vec<u8> = vec![0, 3, 255, 128, 7, 9];
+        let mut bytes = Column {
+            values: Values::bytes(raw.clone()),
+            shape: vec![2],
+        };
+        let mut floats = Column {
+            values: Values::F32(raw.iter().map(|&b| b as f32).collect()),
+            shape: vec![2],
+        };
+        normalize(&mut bytes, &e);
+        normalize(&mut floats, &e);
+        assert_eq!(bytes.values.dtype(), DType::F32);
+        let part = bytes.slice(1, 3);
+        assert_eq!(part.values.len(), 4);
+        for i in 0..4 {
+            assert_eq!(part.values.get(i), floats.values.get(i + 2));
+        }
+        // Whole bytes convert to integer ids; normalized fractions are refused.
+        let ids = conform_column(
+            Column {
+                values: Values::bytes(raw.clone()),
+                shape: vec![2],
+            },
+            &Type {
+                dtype: DType::I32,
+                dims: vec![2],
+                batched: true,
+            },
+            "d",
+            "inputs",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            ids.values,
+            Values::I32(raw.iter().map(|&b| b as i32).collect())
+        );
+        assert!(conform_column(
+            bytes,
+            &Type {
+                dtype: DType::I32,
+                dims: vec![2],
+                batched: true,
+            },
+            "d",
+            "inputs",
+            false
+        )
+        .is_err());
     }
 }

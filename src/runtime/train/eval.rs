@@ -103,7 +103,7 @@ pub fn evaluate(
     // Accuracy counts rows: a sequence model has several per sample.
     let rows_per_sample = match &split.y.values {
         crate::runtime::data::Values::I32(_) => split.y.per_sample().max(1),
-        crate::runtime::data::Values::F32(_) => {
+        crate::runtime::data::Values::F32(_) | crate::runtime::data::Values::Bytes { .. } => {
             (split.y.per_sample() / classes.unwrap_or(1).max(1)).max(1)
         }
     };

@@ -210,7 +210,9 @@ pub(super) fn train(
         return Err(setup("`--checkpoint-every` must be at least 1".into()));
     }
     let batch = order.batch_size();
-    let eval_batch = batch.max(256);
+    // Evaluating in batches of the training batch size keeps the evaluation executor's buffers
+    // no larger than the training ones (at 256 they were most of the CNN's memory).
+    let eval_batch = batch;
     let base_lr = spec.optimizer.lr();
     let ckpt_path = opts.checkpoint.clone().or_else(|| {
         spec.checkpoint
@@ -607,7 +609,7 @@ pub fn evaluate_run(
         exec.as_mut(),
         &views,
         split,
-        spec.batch.max(256),
+        spec.batch,
         spec.classification,
         spec.seed,
     )
