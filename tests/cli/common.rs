@@ -1,7 +1,7 @@
 //! What every CLI test needs: the binary, the repository, temporary folders and output text.
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub fn nnc() -> Command {
     Command::cargo_bin("nnc").expect("the nnc binary is built")
@@ -53,9 +53,6 @@ impl Scratch {
         let p = self.path(name);
         std::fs::write(&p, bytes).unwrap();
         p
-    }
-    pub fn dir(&self) -> &Path {
-        &self.0
     }
 }
 
