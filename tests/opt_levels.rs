@@ -1,0 +1,136 @@
+//! `--opt 0` against `--opt 1`: every example trains 20 steps per run on its real data with the
+//! unoptimized and the optimized backward graph, and the per-step losses and final parameters
+//! agree within 1e-5 relative; two optimized runs agree bit for bit.
+
+use nnc::runtime::train::{Backend, Session, Tensors, TrainOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The data folder an example reads, `None` for inline data; `Err` when it is missing (skipped,
+/// except in CI).
+fn data_dir(example: &str) -> Result<Option<PathBuf>, ()> {
+    let name = match example {
+        "xor" => return Ok(None),
+        "char_rnn" => "tinyshakespeare",
+        _ => "mnist",
+    };
+    let dir = root().join("../shared/data").join(name);
+    if dir.is_dir() {
+        return Ok(Some(dir));
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs the data at {}",
+        dir.display()
+    );
+    eprintln!("note: skipping {example}: no data at {}", dir.display());
+    Err(())
+}
+
+/// Per-step losses by run, and every run's final parameters.
+type Trained = (BTreeMap<String, Vec<f64>>, BTreeMap<String, Tensors>);
+
+fn train(example: &str, data: &Path, opt: u8) -> Trained {
+    let src = std::fs::read_to_string(root().join(format!("examples/{example}.nn"))).unwrap();
+    let mut program = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+    // Training only: without a test split there is no evaluation to spend time on.
+    for d in &mut program.data {
+        d.test = None;
+        d.split = 1.0;
+    }
+    let log = std::env::temp_dir().join(format!(
+        "nnc-opt-levels-{}-{example}-{opt}.jsonl",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&log);
+    let options = TrainOptions {
+        data_dir: data.to_path_buf(),
+        base_dir: std::env::temp_dir(),
+        steps: Some(20),
+        quiet: true,
+        log_json: Some(log.clone()),
+        threads: Some(2),
+        ..TrainOptions::default()
+    };
+    let mut session = Session::new(&program, Backend::jit_opt(2, opt), options).unwrap();
+    session
+        .run_all()
+        .unwrap_or_else(|e| panic!("{example} --opt {opt}: {e}"));
+    let params = program
+        .runs
+        .iter()
+        .map(|r| (r.name.clone(), session.params(&r.name).unwrap().clone()))
+        .collect();
+    drop(session);
+    let mut losses: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["type"] == "step" {
+            let run = v["run"].as_str().unwrap().to_string();
+            losses
+                .entry(run)
+                .or_default()
+                .push(v["loss"].as_f64().unwrap());
+        }
+    }
+    std::fs::remove_file(&log).ok();
+    (losses, params)
+}
+
+fn close(a: f64, b: f64, scale: f64) -> bool {
+    (a - b).abs() <= 1e-5 * scale.max(1e-30)
+}
+
+#[test]
+fn every_example_trains_the_same_with_and_without_optimization() {
+    for example in [
+        "xor",
+        "mnist_mlp",
+        "mnist_cnn",
+        "char_rnn",
+        "autoencoder_finetune",
+        "distill",
+    ] {
+        let Ok(dir) = data_dir(example) else { continue };
+        let dir = dir.unwrap_or_else(|| root().join("examples"));
+        let (l0, p0) = train(example, &dir, 0);
+        let (l1, p1) = train(example, &dir, 1);
+        let (l1b, p1b) = train(example, &dir, 1);
+        assert_eq!(
+            l1, l1b,
+            "{example}: two optimized runs differ in their losses"
+        );
+        assert_eq!(
+            p1, p1b,
+            "{example}: two optimized runs differ in their parameters"
+        );
+        assert_eq!(l0.keys().collect::<Vec<_>>(), l1.keys().collect::<Vec<_>>());
+        for (run, a) in &l0 {
+            let b = &l1[run];
+            assert_eq!(a.len(), 20, "{example}/{run}");
+            for (s, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    close(*x, *y, x.abs()),
+                    "{example}/{run} step {}: loss {x} at --opt 0, {y} at --opt 1",
+                    s + 1
+                );
+            }
+        }
+        for (run, tensors) in &p0 {
+            for (path, t) in tensors {
+                let u = &p1[run][path];
+                let scale = t.data.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+                for (x, y) in t.data.iter().zip(&u.data) {
+                    assert!(
+                        close(*x as f64, *y as f64, scale),
+                        "{example}/{run} {path}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}
