@@ -1071,7 +1071,14 @@ fn wide() -> Graph {
 fn run_once(g: &Graph, gens: &[Gen], batch: usize, threads: usize) -> Vec<Vec<f32>> {
     let mut rng = Rng(42);
     let d = draw(g, gens, batch, &mut rng);
-    let mut jit = Jit::compile(g, &JitOptions { threads }).unwrap();
+    let mut jit = Jit::compile(
+        g,
+        &JitOptions {
+            threads,
+            ..JitOptions::default()
+        },
+    )
+    .unwrap();
     let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
     jit.run(batch, &feeds(g, &d), &params, StepCtx::default())
         .unwrap();

@@ -459,7 +459,14 @@ fn the_jit_gives_the_same_results_on_optimized_example_graphs() {
             let ps: Vec<&[f32]> = ps.iter().map(|v| v.as_slice()).collect();
             let mut results = Vec::new();
             for g in [&grad, &opt] {
-                let mut jit = Jit::compile(g, &JitOptions { threads: 1 }).unwrap();
+                let mut jit = Jit::compile(
+                    g,
+                    &JitOptions {
+                        threads: 1,
+                        ..JitOptions::default()
+                    },
+                )
+                .unwrap();
                 jit.run(3, &feeds, &ps, CTX).unwrap();
                 let outs: Vec<Vec<f32>> = g
                     .outputs
@@ -501,7 +508,14 @@ fn the_jit_runs_graphs_whose_outputs_alias_inputs_and_each_other() {
     assert_eq!(o.output("same"), Some(x));
     assert_eq!(o.output("b"), o.output("c"));
     let xs = [0.5f32, -0.0, 2.0, -3.0];
-    let mut jit = Jit::compile(&o, &JitOptions { threads: 1 }).unwrap();
+    let mut jit = Jit::compile(
+        &o,
+        &JitOptions {
+            threads: 1,
+            ..JitOptions::default()
+        },
+    )
+    .unwrap();
     jit.run(2, &[Feed::F32(&xs)], &[], CTX).unwrap();
     assert_eq!(jit.output("same").unwrap(), xs);
     for name in ["b", "c"] {

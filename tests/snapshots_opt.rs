@@ -1,5 +1,6 @@
 //! Snapshots of every example's training graphs after autodiff and the level-1 optimization
-//! pipeline (what `nnc ir FILE --stage opt` prints and what the JIT compiles).
+//! pipeline (what `nnc ir FILE --stage opt` prints and what the JIT compiles), and of their
+//! memory plans (`--stage plan`).
 
 use nnc::ir::print::graph_to_string;
 use std::path::Path;
@@ -27,5 +28,23 @@ fn opt_snapshots() {
             text.push('\n');
         }
         insta::assert_snapshot!(format!("opt_{name}"), text);
+    }
+}
+
+/// The memory plan of every example's optimized training graphs (`nnc ir --stage plan`).
+#[test]
+fn plan_snapshots() {
+    use nnc::opt::memplan::{plan, plan_to_string};
+    for name in EXAMPLES {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.nn"));
+        let src = std::fs::read_to_string(path).unwrap();
+        let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+        let mut text = String::new();
+        for r in &p.runs {
+            let opt = nnc::opt::optimize(&nnc::autodiff::grad(&r.graph).unwrap(), 1).unwrap();
+            text.push_str(&plan_to_string(&opt, &plan(&opt), r.batch));
+            text.push('\n');
+        }
+        insta::assert_snapshot!(format!("plan_{name}"), text);
     }
 }

@@ -251,6 +251,7 @@ impl Harness {
         Backend {
             grad: Box::new(mark_grads),
             executor: Box::new(exec),
+            inspector: Box::new(exec),
             updater: Box::new(upd),
         }
     }

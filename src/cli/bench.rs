@@ -59,8 +59,16 @@ pub fn run(args: &BenchArgs) -> CliResult {
     {
         let t = Instant::now();
         let grad = crate::autodiff::grad(&spec.graph).map_err(CliError::internal)?;
-        let jit = Jit::compile(&grad, &JitOptions { threads }).map_err(CliError::internal)?;
+        let jit = Jit::compile(
+            &grad,
+            &JitOptions {
+                threads,
+                ..JitOptions::default()
+            },
+        )
+        .map_err(CliError::internal)?;
         let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+        let kernels = jit.kernel_count();
         drop(jit);
         let s = session.run(&spec.name).map_err(train::train_error)?;
         let samples = s.steps as f64 * spec.batch as f64;
@@ -68,7 +76,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
         println!(
             "run {:<12} compile {compile_ms:7.2} ms ({} kernels)  train {} steps × {}: loop {loop_ms:.1} ms, {:.0} samples/s, whole run {:.2} s",
             spec.name,
-            grad.nodes.len(),
+            kernels,
             s.steps,
             spec.batch,
             s.samples_per_s,
@@ -117,9 +125,23 @@ fn inference(name: &str, g: &Graph, threads: usize, reps: usize) -> CliResult {
         times.sort_by(f64::total_cmp);
         Ok(times)
     };
-    let mut one = Jit::compile(g, &JitOptions { threads: 1 }).map_err(CliError::internal)?;
+    let mut one = Jit::compile(
+        g,
+        &JitOptions {
+            threads: 1,
+            ..JitOptions::default()
+        },
+    )
+    .map_err(CliError::internal)?;
     let t1 = measure(&mut one, 1, reps)?;
-    let mut many = Jit::compile(g, &JitOptions { threads }).map_err(CliError::internal)?;
+    let mut many = Jit::compile(
+        g,
+        &JitOptions {
+            threads,
+            ..JitOptions::default()
+        },
+    )
+    .map_err(CliError::internal)?;
     let t1000 = measure(&mut many, 1000, (reps / 200).max(5))?;
     println!(
         "model {name:<10} inference: batch 1 median {:.1} µs (p90 {:.1} µs); batch 1000 {:.0} samples/s",

@@ -1,7 +1,10 @@
 //! `nnc check FILE`: one line per model with its parameter count and forward FLOPs per sample,
 //! one per run; runs too large for the memory are refused ([`memory`]).
 
-use super::{memory, source, CliResult};
+use super::{memory, source, CliError, CliResult};
+use crate::codegen::{Jit, JitOptions};
+use crate::ir::RunSpec;
+use crate::opt::memplan;
 use std::path::Path;
 
 pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
@@ -24,10 +27,32 @@ pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
     for r in &p.runs {
         println!("train {} ({} on {}): ok", r.name, r.model, r.data);
         if stats {
-            if let Ok(f) = crate::runtime::memory::of_run(r) {
-                println!("  memory at batch {}: {}", r.batch, f.describe());
-            }
+            run_stats(r)?;
         }
+    }
+    Ok(())
+}
+
+/// What training `r` compiles to: kernels per step, the activation bytes with and without the
+/// memory plan, and the whole footprint.
+fn run_stats(r: &RunSpec) -> CliResult {
+    use crate::runtime::memory::human;
+    let grad = crate::autodiff::grad(&r.graph).map_err(CliError::internal)?;
+    let graph = crate::opt::optimize(&grad, 1).map_err(CliError::internal)?;
+    let jit = Jit::compile(&graph, &JitOptions::default()).map_err(CliError::internal)?;
+    let planned = jit.plan().bytes(r.batch);
+    let unplanned = memplan::unplanned(&graph).bytes(r.batch);
+    println!(
+        "  {} nodes, {} kernels; activations at batch {}: {} planned in {} buffers ({} with one buffer per value)",
+        graph.nodes.len(),
+        jit.kernel_count(),
+        r.batch,
+        human(planned),
+        jit.plan().buffers.len(),
+        human(unplanned)
+    );
+    if let Ok(f) = crate::runtime::memory::of_run(r) {
+        println!("  memory at batch {}: {}", r.batch, f.describe());
     }
     Ok(())
 }

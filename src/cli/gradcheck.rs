@@ -61,7 +61,14 @@ pub fn run(args: &GradcheckArgs) -> CliResult {
 
 fn check_graph(name: &str, g: &Graph, batch: usize, seed: u64, tol: f64) -> Result<f64, CliError> {
     let grad = crate::autodiff::grad(g).map_err(CliError::internal)?;
-    let mut jit = Jit::compile(&grad, &JitOptions { threads: 1 }).map_err(CliError::internal)?;
+    let mut jit = Jit::compile(
+        &grad,
+        &JitOptions {
+            threads: 1,
+            ..JitOptions::default()
+        },
+    )
+    .map_err(CliError::internal)?;
     let mut rng = Rng::new(seed);
     let inputs: Vec<Vec<f64>> = g
         .inputs()

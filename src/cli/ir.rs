@@ -2,6 +2,7 @@
 
 use super::{source, CliError, CliResult};
 use crate::ir::{print::graph_to_string, Graph};
+use crate::opt::memplan::{plan, plan_to_string};
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -14,6 +15,9 @@ pub enum Stage {
     Grad,
     /// Training graphs with their backward pass after the optimization passes (`crate::opt`).
     Opt,
+    /// The optimized graphs with the buffer of every value (`crate::opt::memplan`) and the
+    /// bytes at the run's batch size with and without sharing.
+    Plan,
     /// The Cranelift IR of every kernel (of the optimized graph, as the JIT compiles it).
     Clif,
     /// The machine code of every kernel (of the optimized graph).
@@ -61,6 +65,15 @@ pub fn run(path: &Path, stage: Stage, only: Option<&str>) -> CliResult {
             Stage::Ast | Stage::Ir => graph_to_string(g),
             Stage::Grad => graph_to_string(&grad(g)?),
             Stage::Opt => graph_to_string(&optimized(g)?),
+            Stage::Plan => {
+                let opt = optimized(g)?;
+                let batch = p
+                    .runs
+                    .iter()
+                    .find(|r| std::ptr::eq(&r.graph, g))
+                    .map_or(1, |r| r.batch);
+                plan_to_string(&opt, &plan(&opt), batch)
+            }
             Stage::Clif => crate::codegen::clif_text(&optimized(g)?).map_err(CliError::internal)?,
             Stage::Asm => crate::codegen::asm_text(&optimized(g)?).map_err(CliError::internal)?,
         };

@@ -10,17 +10,25 @@ use super::lower::{ctx_slot, lower, RowSplit, Scratch, Step, Storage};
 use super::CodegenError;
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::{DType, Graph, Op, ValueId};
+use crate::opt::memplan::{self, Home, Plan};
 
 /// Compilation options.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JitOptions {
     /// Worker threads for batch-parallel kernels (1 = run everything on the calling thread).
     pub threads: usize,
+    /// One buffer per value, so that every value can be read after a run ([`Executor::value`]),
+    /// instead of buffers shared by liveness ([`crate::opt::memplan`]). For finding where a NaN
+    /// appeared.
+    pub keep_values: bool,
 }
 
 impl Default for JitOptions {
     fn default() -> Self {
-        JitOptions { threads: 1 }
+        JitOptions {
+            threads: 1,
+            keep_values: false,
+        }
     }
 }
 
@@ -33,7 +41,9 @@ pub struct Jit {
     lib: &'static Lib,
     storage: Vec<Storage>,
     scratch: Vec<Scratch>,
-    /// Owned buffers, one per node (empty for nodes that own none).
+    /// Where each value lives: the buffers of `bufs` shared by liveness, or one per value.
+    plan: Plan,
+    /// The plan's buffers.
     bufs: Vec<Vec<f32>>,
     scratch_bufs: Vec<Vec<f32>>,
     /// The batch size the buffers are sized for (0: none yet).
@@ -83,6 +93,25 @@ impl Jit {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let slots = ctx_slot(g) + 1 + lowered.scratch.len();
+        let plan = if opts.keep_values {
+            memplan::unplanned(g)
+        } else {
+            memplan::plan(g)
+        };
+        for (i, st) in lowered.storage.iter().enumerate() {
+            let agrees = matches!(
+                (st, plan.home[i]),
+                (Storage::Owned, Home::Buffer(_))
+                    | (Storage::Input(_) | Storage::Param(_), Home::Caller)
+                    | (Storage::Alias(_), Home::Alias(_))
+            );
+            if !agrees {
+                return Err(CodegenError::Graph(format!(
+                    "%{i}: the memory plan ({:?}) disagrees with the lowering ({st:?})",
+                    plan.home[i]
+                )));
+            }
+        }
         Ok(Jit {
             graph: g.clone(),
             threads: opts.threads.max(1),
@@ -91,7 +120,8 @@ impl Jit {
             lib,
             storage: lowered.storage,
             scratch: lowered.scratch,
-            bufs: vec![Vec::new(); g.nodes.len()],
+            bufs: vec![Vec::new(); plan.buffers.len()],
+            plan,
             scratch_bufs: Vec::new(),
             batch: 0,
             table: vec![std::ptr::null_mut(); slots],
@@ -103,15 +133,36 @@ impl Jit {
         })
     }
 
-    /// (Re)allocates every owned buffer for `batch`.
+    /// Steps run per batch: Cranelift kernels, GEMMs and convolutions.
+    pub fn kernel_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Where each value lives.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The buffer of an owned value.
+    fn buffer(&self, i: usize) -> usize {
+        match self.plan.home[i] {
+            Home::Buffer(k) => k,
+            _ => unreachable!("%{i} owns no buffer"),
+        }
+    }
+
+    /// (Re)allocates every buffer for `batch`.
     fn allocate(&mut self, batch: usize) {
+        self.bufs = self
+            .plan
+            .buffers
+            .iter()
+            .map(|b| vec![0.0f32; b.per * if b.batched { batch } else { 1 }])
+            .collect();
         for (i, n) in self.graph.nodes.iter().enumerate() {
-            if self.storage[i] == Storage::Owned {
-                let mut b = vec![0.0f32; n.ty.numel(batch)];
-                if let Op::Const(c) = n.op {
-                    b.fill(c);
-                }
-                self.bufs[i] = b;
+            if let Op::Const(c) = n.op {
+                let k = self.buffer(i);
+                self.bufs[k].fill(c);
             }
         }
         self.scratch_bufs = self
@@ -207,7 +258,10 @@ impl Executor for Jit {
                     Feed::I32(x) => x.as_ptr() as *mut u8,
                 },
                 Storage::Param(k) => params[k].as_ptr() as *mut u8,
-                Storage::Owned => self.bufs[i].as_mut_ptr() as *mut u8,
+                Storage::Owned => {
+                    let k = self.buffer(i);
+                    self.bufs[k].as_mut_ptr() as *mut u8
+                }
                 Storage::Alias(j) => self.table[j],
             };
         }
@@ -273,7 +327,9 @@ impl Executor for Jit {
             _ => v.index(),
         };
         match self.storage[owner] {
-            Storage::Owned => Some(&self.bufs[owner][..ty.numel(self.batch)]),
+            Storage::Owned if self.plan.kept(owner) => {
+                Some(&self.bufs[self.buffer(owner)][..ty.numel(self.batch)])
+            }
             _ => None,
         }
     }

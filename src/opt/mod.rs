@@ -10,6 +10,7 @@
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod memplan;
 mod rewrite;
 
 use crate::ir::verify::verify;

@@ -4,7 +4,7 @@
 //! names, fewer nodes).
 
 use super::optim::ReferenceUpdater;
-use super::train::Backend;
+use super::train::{Backend, ExecutorFactory};
 use crate::codegen::{compile_updater, Jit, JitOptions};
 use crate::exec::Executor;
 use crate::interp::Interpreter;
@@ -19,16 +19,21 @@ impl Backend {
     /// Like [`Backend::jit`], with the training graphs optimized at `opt_level`
     /// ([`crate::opt::passes`]; 0 compiles the backward graph as autodiff built it).
     pub fn jit_opt(threads: usize, opt_level: u8) -> Backend {
-        let opts = JitOptions {
-            threads: threads.max(1),
-        };
-        Backend {
-            grad: Box::new(move |g| crate::opt::optimize(&crate::autodiff::grad(g)?, opt_level)),
-            executor: Box::new(move |g| {
+        let jit = |keep_values: bool| -> ExecutorFactory {
+            let opts = JitOptions {
+                threads: threads.max(1),
+                keep_values,
+            };
+            Box::new(move |g| {
                 Jit::compile(g, &opts)
                     .map(|j| Box::new(j) as Box<dyn Executor>)
                     .map_err(|e| e.to_string())
-            }),
+            })
+        };
+        Backend {
+            grad: Box::new(move |g| crate::opt::optimize(&crate::autodiff::grad(g)?, opt_level)),
+            executor: jit(false),
+            inspector: jit(true),
             updater: Box::new(|spec| compile_updater(spec).map_err(|e| e.to_string())),
         }
     }
@@ -38,6 +43,7 @@ impl Backend {
         Backend {
             grad: Box::new(crate::autodiff::grad),
             executor: Box::new(|g| Ok(Box::new(Interpreter::new(g.clone())) as Box<dyn Executor>)),
+            inspector: Box::new(|g| Ok(Box::new(Interpreter::new(g.clone())) as Box<dyn Executor>)),
             updater: Box::new(|spec| Ok(Box::new(ReferenceUpdater(spec.clone())))),
         }
     }

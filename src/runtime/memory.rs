@@ -3,21 +3,23 @@
 //! bytes it needs, instead of being killed by the kernel mid-run.
 //!
 //! The estimate is what the JIT allocates: every parameter, its gradient and its optimizer
-//! state, and one buffer per value of the training graph (forward and backward) at the run's
-//! batch size. The data set itself comes on top (its size is known only once it is read).
+//! state, and the buffers of the training graph (forward and backward) at the run's batch size
+//! as the memory plan shares them. The data set itself comes on top (its size is known only
+//! once it is read).
 
-use crate::ir::{Op, RunSpec};
+use crate::ir::RunSpec;
 
 /// The bytes one training run needs, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Footprint {
     /// All parameters (a teacher's included).
     pub params: u64,
-    /// The gradients of the trainable parameters.
+    /// The gradients of the trainable parameters (outputs of the training graph, in its buffers).
     pub grads: u64,
     /// The optimizer's state (momentum, Adam's moments).
     pub optimizer: u64,
-    /// The values of the training graph at the run's batch size.
+    /// The other values of the training graph at the run's batch size, as the memory plan lays
+    /// them out, and the batch of inputs.
     pub activations: u64,
 }
 
@@ -42,9 +44,10 @@ impl Footprint {
     }
 }
 
-/// The footprint of training `spec` (its backward graph is derived to count its values).
+/// The footprint of training `spec`: its backward graph is derived and optimized as for the
+/// JIT, and its values counted as the JIT's memory plan lays them out, plus the batch of inputs.
 pub fn of_run(spec: &RunSpec) -> Result<Footprint, String> {
-    let g = crate::autodiff::grad(&spec.graph)?;
+    let g = crate::opt::optimize(&crate::autodiff::grad(&spec.graph)?, 1)?;
     let bytes = |n: usize| (n as u64).saturating_mul(4);
     let mut f = Footprint::default();
     for p in &g.params {
@@ -56,12 +59,17 @@ pub fn of_run(spec: &RunSpec) -> Result<Footprint, String> {
             );
         }
     }
-    for n in &g.nodes {
-        if !matches!(n.op, Op::Param(_)) {
-            let per = bytes(n.ty.per_sample());
-            let count = if n.ty.batched { spec.batch as u64 } else { 1 };
-            f.activations = f.activations.saturating_add(per.saturating_mul(count));
-        }
+    // The gradients are outputs of the graph, so the plan's buffers hold them: the rest is
+    // what the forward and backward passes keep.
+    f.activations = crate::opt::memplan::plan(&g)
+        .bytes(spec.batch)
+        .saturating_sub(f.grads);
+    for (v, _) in g.inputs() {
+        let ty = g.ty(v);
+        let count = if ty.batched { spec.batch as u64 } else { 1 };
+        f.activations = f
+            .activations
+            .saturating_add(bytes(ty.per_sample()).saturating_mul(count));
     }
     Ok(f)
 }

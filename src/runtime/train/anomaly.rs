@@ -1,13 +1,15 @@
 //! Where a NaN or an infinity first appeared in a training step.
 //!
-//! Every value of a step is kept by the executor until the next step, and the graph's node
-//! order is topological, so the first node (inputs and parameters included) holding a
-//! non-finite element is where the trouble started: every value it reads is finite. The
-//! training loop asks this after a non-finite loss or gradient, to name the op that produced
-//! it, and after every step under `--detect-anomaly`, to stop at the first non-finite
+//! An executor that keeps every value of a step (the backend's `inspector`) shows it, and the
+//! graph's node order is topological, so the first node (inputs and parameters included)
+//! holding a non-finite element is where the trouble started: every value it reads is finite.
+//! The training loop asks this after a non-finite loss or gradient, replaying the step (the
+//! training executor reuses buffers), to name the op that produced it; and after every step
+//! under `--detect-anomaly`, where it trains on the inspector, to stop at the first non-finite
 //! intermediate even when it never reaches the loss.
 
-use crate::exec::{Executor, Feed};
+use super::ExecutorFactory;
+use crate::exec::{Executor, Feed, StepCtx};
 use crate::ir::print::node_to_string;
 use crate::ir::{Graph, Op};
 use std::fmt;
@@ -90,6 +92,21 @@ pub fn first_non_finite(
             len: data.len(),
         })
     })
+}
+
+/// Runs one step of `graph` again on an executor from `inspector` (one that keeps every
+/// value) and finds its first non-finite value; `None` also when the replay cannot run.
+pub fn replay(
+    inspector: &ExecutorFactory,
+    graph: &Graph,
+    batch: usize,
+    inputs: &[Feed<'_>],
+    params: &[&[f32]],
+    ctx: StepCtx,
+) -> Option<Anomaly> {
+    let mut exec = inspector(graph).ok()?;
+    exec.run(batch, inputs, params, ctx).ok()?;
+    first_non_finite(exec.graph(), exec.as_ref(), inputs, params)
 }
 
 #[cfg(test)]

@@ -35,6 +35,9 @@ pub type UpdaterFactory = Box<dyn Fn(&OptimizerSpec) -> Result<Box<dyn Updater>,
 pub struct Backend {
     pub grad: GradFn,
     pub executor: ExecutorFactory,
+    /// An executor that keeps every value after a run ([`Executor::value`]), for naming where a
+    /// NaN appeared; `executor` may share buffers between values.
+    pub inspector: ExecutorFactory,
     pub updater: UpdaterFactory,
 }
 

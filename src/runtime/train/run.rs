@@ -127,8 +127,14 @@ pub(super) fn train(
 
     // Graphs, executors, parameters, optimizer.
     let graph = (backend.grad)(&spec.graph).map_err(|e| setup(format!("autodiff: {e}")))?;
-    let mut exec = (backend.executor)(&graph)
-        .map_err(|e| setup(format!("compiling the training graph: {e}")))?;
+    // Under --detect-anomaly every value is checked after every step: they must all be kept.
+    let factory = if opts.detect_anomaly {
+        &backend.inspector
+    } else {
+        &backend.executor
+    };
+    let mut exec =
+        factory(&graph).map_err(|e| setup(format!("compiling the training graph: {e}")))?;
     let mut eval_exec = match &ds.test {
         Some(_) => Some(
             (backend.executor)(&spec.eval_graph)
@@ -375,8 +381,17 @@ pub(super) fn train(
                     })
                     .map(|t| graph.params[t.index].path.clone());
                 if !loss.is_finite() || param.is_some() || opts.detect_anomaly {
-                    let anomaly =
-                        anomaly::first_non_finite(exec.graph(), exec.as_ref(), &feeds, &views);
+                    let anomaly = if opts.detect_anomaly {
+                        anomaly::first_non_finite(exec.graph(), exec.as_ref(), &feeds, &views)
+                    } else {
+                        // The executor shares buffers between values: the step is replayed on
+                        // one that keeps them all (same inputs, parameters and kernels).
+                        let ctx = StepCtx {
+                            seed: spec.seed,
+                            step,
+                        };
+                        anomaly::replay(&backend.inspector, &graph, batch, &feeds, &views, ctx)
+                    };
                     if !loss.is_finite() || param.is_some() || anomaly.is_some() {
                         return Err(TrainError::NonFinite {
                             run: run.into(),
