@@ -105,8 +105,13 @@ fn fixed_shapes() {
         (true, true, 33, 517, 300),
         (false, false, 200, 2100, 9),
         (false, false, 7, 9, 600),
-        // One- to three-row C take the narrow kernel.
+        // One- to three-row C take the narrow kernel, reading A in place (not `ta`) and B too
+        // when n is a multiple of its 16 columns (not `tb`), across depth and column blocks.
         (false, false, 1, 128, 128),
+        (false, false, 1, 128, 784),
+        (false, false, 3, 4096, 600),
+        (false, false, 2, 48, 1000),
+        (false, false, 2, 50, 1000),
         (true, false, 2, 37, 300),
         (false, true, 3, 17, 5),
         (true, true, 1, 1000, 3),

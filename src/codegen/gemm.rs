@@ -595,11 +595,17 @@ impl Gemm {
             k,
             accumulate,
         } = *p;
-        let (kernel, Tile { mr, nr }) = if 2 * rows.len() < self.tile.mr {
+        let narrow = 2 * rows.len() < self.tile.mr;
+        let (kernel, Tile { mr, nr }) = if narrow {
             (self.narrow, NARROW)
         } else {
             (self.kernel, self.tile)
         };
+        // The one-row kernel reads A where it lies (a sliver is a row) and B too when its columns
+        // come in whole slivers: for a batch of one, packing the weights cost more than the
+        // product. Same sums in the same order, so the same bits.
+        let a_in_place = narrow && !ta;
+        let b_in_place = narrow && !tb && n.is_multiple_of(nr);
         let mc_max = MC.div_ceil(mr) * mr;
         // Equal depth blocks (784 = 4×196, not 3×256 + 16): a short last block would pay the
         // C tile load/store for little work.
@@ -619,27 +625,40 @@ impl Gemm {
                 let nc = NC.min(n - jc);
                 for pc in (0..k).step_by(kc_step) {
                     let kc = kc_step.min(k - pc);
-                    pack(b, tb, if tb { k } else { n }, jc, nc, pc, kc, nr, pb);
+                    let (bp, b_k, b_sliver) = if b_in_place {
+                        (b[pc * n + jc..].as_ptr(), n, nr)
+                    } else {
+                        pack(b, tb, if tb { k } else { n }, jc, nc, pc, kc, nr, pb);
+                        (pb.as_ptr(), nr, kc * nr)
+                    };
                     for ic in rows.clone().step_by(mc_max) {
                         let mc = mc_max.min(rows.end - ic);
-                        pack(a, !ta, if ta { m } else { k }, ic, mc, pc, kc, mr, pa);
+                        let (ap, a_k, a_sliver) = if a_in_place {
+                            (a[ic * k + pc..].as_ptr(), 1, k)
+                        } else {
+                            pack(a, !ta, if ta { m } else { k }, ic, mc, pc, kc, mr, pa);
+                            (pa.as_ptr(), mr, kc * mr)
+                        };
                         let args = KernelArgs {
-                            a: pa.as_ptr(),
-                            b: pb.as_ptr(),
+                            a: ap,
+                            b: bp,
                             c: c_rows[(ic - rows.start) * n + jc..].as_mut_ptr(),
                             ldc: n,
                             mc,
                             nc,
                             kc,
                             accumulate: (accumulate || pc > 0) as usize,
-                            a_k: mr,
-                            a_sliver: kc * mr,
-                            b_k: nr,
-                            b_sliver: kc * nr,
+                            a_k,
+                            a_sliver,
+                            b_k,
+                            b_sliver,
                         };
                         // SAFETY: the packed panels hold ceil(mc/mr)·kc·mr and
-                        // ceil(nc/nr)·kc·nr floats; C rows ic..ic+mc (of `rows`), columns
-                        // jc..jc+nc lie inside `c_rows` (lengths checked); kc ≥ 1.
+                        // ceil(nc/nr)·kc·nr floats; read in place, A's slivers are its rows
+                        // ic..ic+mc (mr = 1) from depth pc, and B's are whole nr-column groups
+                        // of rows pc..pc+kc (n a multiple of nr), all inside the checked
+                        // slices; C rows ic..ic+mc (of `rows`), columns jc..jc+nc lie inside
+                        // `c_rows`; kc ≥ 1.
                         unsafe { kernel(&args) };
                     }
                 }
