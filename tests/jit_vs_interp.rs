@@ -294,6 +294,24 @@ fn matmul_all_layouts() {
                 TOL,
             );
         }
+        // One row a sample and small weights: the scalar small-matmul kernel (XOR's layers).
+        for _ in 0..4 {
+            let (k, n) = (rng.range(1, 8), rng.range(1, 8));
+            let u = Gen::U(-1.0, 1.0);
+            for (name, ta, tb, a, b) in [
+                ("small", false, false, f(true, &[k]), f(false, &[k, n])),
+                ("small_tb", false, true, f(true, &[k]), f(false, &[n, k])),
+                ("small_ta", true, false, f(true, &[k]), f(true, &[n])),
+            ] {
+                compare(
+                    &single(name, Op::MatMul { ta, tb }, &[a, b], None),
+                    &[u, u],
+                    batch,
+                    rng.next(),
+                    TOL,
+                );
+            }
+        }
     }
 }
 

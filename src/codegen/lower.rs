@@ -4,7 +4,7 @@
 
 use super::glue::{ConvStep, Dim, MatMulStep};
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
-use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, CodegenError};
+use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul, CodegenError};
 use crate::ir::{DType, Graph, Node, Op};
 use elementwise::Operand;
 
@@ -282,19 +282,26 @@ fn emit(
         Op::MatMul { ta, tb } => {
             arity(2)?;
             let (m, n, k) = matmul_dims(*ta, *tb, &ity(0), &ity(1), &ty)?;
-            km.note(&format!(
-                "{header}\n; gemm (packed f32x4 kernel) m={m} n={n} k={k} ta={ta} tb={tb}\n"
-            ));
-            Ok(Step::MatMul(MatMulStep {
-                m,
-                n,
-                k,
-                ta: *ta,
-                tb: *tb,
-                a: ins[0],
-                b: ins[1],
-                c: i,
-            }))
+            let (ta, tb) = (*ta, *tb);
+            if small_matmul::is_small(m, n, k) {
+                one(km, &mut |kb| {
+                    small_matmul::small_matmul(kb, ta, tb, m, n, k, i, ins[0], ins[1])
+                })
+            } else {
+                km.note(&format!(
+                    "{header}\n; gemm (packed f32x4 kernel) m={m} n={n} k={k} ta={ta} tb={tb}\n"
+                ));
+                Ok(Step::MatMul(MatMulStep {
+                    m,
+                    n,
+                    k,
+                    ta,
+                    tb,
+                    a: ins[0],
+                    b: ins[1],
+                    c: i,
+                }))
+            }
         }
         Op::BiasAdd { axis } => {
             arity(2)?;

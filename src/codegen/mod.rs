@@ -22,6 +22,7 @@ pub mod optim;
 mod pool;
 mod rnn;
 mod rowwise;
+mod small_matmul;
 
 pub use jit::{Jit, JitOptions};
 pub use optim::compile_updater;
