@@ -4,7 +4,7 @@
 use nnc::codegen::{Jit, JitOptions};
 use nnc::exec::{Executor, Feed, StepCtx};
 use nnc::interp;
-use nnc::ir::{BinaryOp, DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
+use nnc::ir::{BinaryOp, Chain, DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
 
 /// A small deterministic generator (splitmix64).
 struct Rng(u64);
@@ -311,6 +311,42 @@ fn matmul_all_layouts() {
                     TOL,
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn fused_chains() {
+    let mut rng = Rng(14);
+    let u = Gen::U(-3.0, 3.0);
+    for &batch in &BATCHES {
+        let dims = vec![rng.range(1, 5), rng.range(1, 9), rng.range(1, 9)];
+        let t = f(true, &dims);
+        let c = t.dim(1, batch);
+        for acts in [
+            vec![UnaryOp::Relu],
+            vec![UnaryOp::Sigmoid],
+            vec![UnaryOp::Tanh, UnaryOp::Neg, UnaryOp::Exp],
+        ] {
+            let chain = Chain {
+                bias: Some(1),
+                acts: acts.clone(),
+            };
+            let g = single(
+                "fused",
+                Op::Fused(chain),
+                &[t.clone(), f(false, &[c])],
+                None,
+            );
+            compare(&g, &[u, u], batch, rng.next(), TOL);
+            let chain = Chain { bias: None, acts };
+            compare(
+                &single("fused_unary", Op::Fused(chain), &[t.clone()], None),
+                &[u],
+                batch,
+                rng.next(),
+                TOL,
+            );
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Snapshots of every example's training graphs after autodiff and the level-1 optimization
-//! pipeline (what `nnc ir FILE --stage opt` prints and what the JIT compiles), and of their
-//! memory plans (`--stage plan`).
+//! pipeline (what `nnc ir FILE --stage opt` prints and what the JIT compiles), of their fusion
+//! groups (`--stage fused`) and of their memory plans (`--stage plan`).
 
 use nnc::ir::print::graph_to_string;
 use std::path::Path;
@@ -21,13 +21,16 @@ fn opt_snapshots() {
         let src = std::fs::read_to_string(path).unwrap();
         let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
         let mut text = String::new();
+        let mut groups = String::new();
         for r in &p.runs {
             let grad = nnc::autodiff::grad(&r.graph).unwrap();
             let opt = nnc::opt::optimize(&grad, 1).unwrap();
             text.push_str(&graph_to_string(&opt));
             text.push('\n');
+            groups.push_str(&nnc::opt::fuse::groups_to_string(&opt));
         }
         insta::assert_snapshot!(format!("opt_{name}"), text);
+        insta::assert_snapshot!(format!("fused_{name}"), groups);
     }
 }
 

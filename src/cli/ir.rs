@@ -2,6 +2,7 @@
 
 use super::{source, CliError, CliResult};
 use crate::ir::{print::graph_to_string, Graph};
+use crate::opt::fuse::groups_to_string;
 use crate::opt::memplan::{plan, plan_to_string};
 use std::path::Path;
 
@@ -13,8 +14,11 @@ pub enum Stage {
     Ir,
     /// Training graphs with their backward pass (reverse-mode autodiff).
     Grad,
-    /// Training graphs with their backward pass after the optimization passes (`crate::opt`).
+    /// Training graphs with their backward pass after the optimization passes (`crate::opt`),
+    /// fusion included.
     Opt,
+    /// The fusion groups of the optimized graphs: each fused node and the chain it computes.
+    Fused,
     /// The optimized graphs with the buffer of every value (`crate::opt::memplan`) and the
     /// bytes at the run's batch size with and without sharing.
     Plan,
@@ -65,6 +69,7 @@ pub fn run(path: &Path, stage: Stage, only: Option<&str>) -> CliResult {
             Stage::Ast | Stage::Ir => graph_to_string(g),
             Stage::Grad => graph_to_string(&grad(g)?),
             Stage::Opt => graph_to_string(&optimized(g)?),
+            Stage::Fused => groups_to_string(&optimized(g)?),
             Stage::Plan => {
                 let opt = optimized(g)?;
                 let batch = p

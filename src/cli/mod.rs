@@ -45,7 +45,7 @@ pub enum Command {
     /// Print the program after a stage of the pipeline.
     Ir {
         file: PathBuf,
-        /// ast | ir | grad | opt | plan | clif | asm
+        /// ast | ir | grad | opt | fused | plan | clif | asm
         #[arg(long, default_value = "ir")]
         stage: ir::Stage,
         /// Only this model or run.

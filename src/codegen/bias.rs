@@ -3,7 +3,7 @@
 //!
 //! A tensor is viewed as `[outer, C, inner]` around the bias axis.
 
-use cranelift_codegen::ir::{types, InstBuilder};
+use cranelift_codegen::ir::{types, InstBuilder, Type as ClifType, Value};
 
 use super::kernel::{Kb, F32X4};
 use crate::ir::Type;
@@ -20,8 +20,20 @@ fn split(ty: &Type, axis: usize) -> (usize, bool, usize, usize) {
     )
 }
 
-/// `out = x + b` along `axis`.
-pub fn bias_add(kb: &mut Kb, ty: &Type, axis: usize, out: usize, x: usize, bias: usize) {
+/// What is applied to each sum before it is stored: the identity for a plain `BiasAdd`, the
+/// activations of an `Op::Fused` chain (lane value and lane type in, lane value out).
+pub type Epilogue<'e> = dyn Fn(&mut Kb, Value, ClifType) -> Value + 'e;
+
+/// `out = then(x + b)` along `axis`.
+pub fn bias_add(
+    kb: &mut Kb,
+    ty: &Type,
+    axis: usize,
+    out: usize,
+    x: usize,
+    bias: usize,
+    then: &Epilogue,
+) {
     let (outer, batched, c, inner) = split(ty, axis);
     let outer = kb.rows(batched, outer);
     let (o, xp, bp) = (kb.ptr(out), kb.ptr(x), kb.ptr(bias));
@@ -35,6 +47,7 @@ pub fn bias_add(kb: &mut Kb, ty: &Type, axis: usize, out: usize, x: usize, bias:
                 let v = kb.ld(lane, xp, idx);
                 let bb = kb.ld(lane, bp, j);
                 let s = kb.b.ins().fadd(v, bb);
+                let s = then(kb, s, lane);
                 kb.st(s, o, idx);
             });
         });
@@ -51,6 +64,7 @@ pub fn bias_add(kb: &mut Kb, ty: &Type, axis: usize, out: usize, x: usize, bias:
                     let v = kb.ld(lane, xp, idx);
                     let bb = kb.splat(lane, bs);
                     let s = kb.b.ins().fadd(v, bb);
+                    let s = then(kb, s, lane);
                     kb.st(s, o, idx);
                 });
             });

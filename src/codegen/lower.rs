@@ -306,8 +306,30 @@ fn emit(
         Op::BiasAdd { axis } => {
             arity(2)?;
             one(km, &mut |kb| {
-                bias::bias_add(kb, &ty, *axis, i, ins[0], ins[1])
+                bias::bias_add(kb, &ty, *axis, i, ins[0], ins[1], &|_, v, _| v)
             })
+        }
+        Op::Fused(chain) => {
+            arity(if chain.bias.is_some() { 2 } else { 1 })?;
+            let acts = chain.acts.clone();
+            let then = move |kb: &mut Kb, mut v: cranelift_codegen::ir::Value, lane| {
+                for &u in &acts {
+                    v = elementwise::unary(kb, u, v, lane);
+                }
+                v
+            };
+            match chain.bias {
+                Some(axis) => one(km, &mut |kb| {
+                    bias::bias_add(kb, &ty, axis, i, ins[0], ins[1], &then)
+                }),
+                None => one(km, &mut |kb| {
+                    let x = Operand {
+                        slot: ins[0],
+                        scalar: false,
+                    };
+                    elementwise::map(kb, &ty, i, &[x], &|kb, v, lane| then(kb, v[0], lane))
+                }),
+            }
         }
         Op::BiasGrad { axis } => {
             arity(1)?;

@@ -123,6 +123,16 @@ fn eval_node(
             dense::matmul(*ta, *tb, x(0), last(0), x(1), &g.ty(n.inputs[1]).dims)?
         }
         Op::BiasAdd { axis } => dense::bias_add(x(0), &shape(0), *axis, x(1)),
+        Op::Fused(c) => {
+            let mut v = match c.bias {
+                Some(axis) => dense::bias_add(x(0), &shape(0), axis, x(1)),
+                None => x(0).to_vec(),
+            };
+            for &u in &c.acts {
+                v = elementwise::unary(u, &v);
+            }
+            v
+        }
         Op::BiasGrad { axis } => dense::bias_grad(x(0), &shape(0), *axis),
         Op::Conv2d(w) => conv::conv2d(w, x(0), &shape(0), x(1), &shape(1), &out_shape),
         Op::Conv2dGradInput(w) => {

@@ -217,7 +217,12 @@ impl UnaryOp {
     }
     /// Whether [`Op::UnaryGrad`] of this op reads the forward *output* (else the forward input).
     pub fn grad_uses_output(self) -> bool {
-        matches!(self, UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Exp)
+        // Relu's derivative is [x > 0] = [relu(x) > 0]: reading the output lets the forward
+        // pass keep only the activation, so a bias add before it can fuse ([`Op::Fused`]).
+        matches!(
+            self,
+            UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Exp | UnaryOp::Relu
+        )
     }
 }
 
@@ -263,6 +268,13 @@ impl Window {
     }
 }
 
+/// What an [`Op::Fused`] computes: an optional bias along one axis, then unary ops in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Chain {
+    pub bias: Option<usize>,
+    pub acts: Vec<UnaryOp>,
+}
+
 /// The operations of the IR. Inputs are listed in [`Node::inputs`]; the comment of each variant
 /// gives their order and shapes (`B…` = any leading dims including the batch; `[R, K]` = a
 /// tensor viewed as a matrix whose rows are all leading dims flattened).
@@ -281,9 +293,13 @@ pub enum Op {
     Unary(UnaryOp),
     /// `[a, b] -> same`: same types, or one of the two a scalar `f32[]` broadcast to the other.
     Binary(BinaryOp),
-    /// `[v, dy] -> dx`: gradient of `Unary(op)`. `v` is the forward output for sigmoid, tanh and exp
-    /// ([`UnaryOp::grad_uses_output`]), the forward input otherwise.
+    /// `[v, dy] -> dx`: gradient of `Unary(op)`. `v` is the forward output for relu, sigmoid, tanh
+    /// and exp ([`UnaryOp::grad_uses_output`]), the forward input otherwise.
     UnaryGrad(UnaryOp),
+    /// `[x]` or `[x, b] -> x`: a chain of elementwise ops in one pass (made by
+    /// [`crate::opt::fuse`] after autodiff, so it has no gradient rule): `b: f32[C]` added along
+    /// full-shape axis `bias` when given, then `acts` applied in order.
+    Fused(Chain),
 
     // ----- dense algebra
     /// `[a, b] -> c`, c = op(a)·op(b) over matrices.
@@ -386,6 +402,7 @@ impl Op {
             Op::Unary(u) => u.name().into(),
             Op::Binary(b) => b.name().into(),
             Op::UnaryGrad(u) => format!("{}_grad", u.name()),
+            Op::Fused(_) => "fused".into(),
             Op::MatMul { .. } => "matmul".into(),
             Op::BiasAdd { .. } => "bias_add".into(),
             Op::BiasGrad { .. } => "bias_grad".into(),
@@ -435,6 +452,15 @@ impl Op {
                 (true, true) => " ta tb".into(),
             },
             Op::BiasAdd { axis } | Op::BiasGrad { axis } => format!(" axis={axis}"),
+            Op::Fused(c) => {
+                let mut parts: Vec<String> = c
+                    .bias
+                    .iter()
+                    .map(|a| format!("bias_add axis={a}"))
+                    .collect();
+                parts.extend(c.acts.iter().map(|u| u.name().to_string()));
+                format!("[{}]", parts.join(" → "))
+            }
             Op::Conv2d(w)
             | Op::Conv2dGradInput(w)
             | Op::Conv2dGradWeight(w)
@@ -464,7 +490,10 @@ impl Op {
 
     /// True for elementwise ops (candidates for fusion).
     pub fn is_elementwise(&self) -> bool {
-        matches!(self, Op::Unary(_) | Op::Binary(_) | Op::UnaryGrad(_))
+        matches!(
+            self,
+            Op::Unary(_) | Op::Binary(_) | Op::UnaryGrad(_) | Op::Fused(_)
+        )
     }
 }
 

@@ -124,6 +124,14 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
                 Ok(Type::f32(a.batched, dims))
             }
         }
+        Op::Fused(c) => {
+            arity(if c.bias.is_some() { 2 } else { 1 })?;
+            f32_in(0)?;
+            match c.bias {
+                Some(axis) => infer(&Op::BiasAdd { axis }, ins, params),
+                None => Ok(ins[0].clone()),
+            }
+        }
         Op::BiasAdd { axis } => {
             arity(2)?;
             f32_in(0)?;

@@ -10,6 +10,7 @@
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod fuse;
 pub mod memplan;
 mod rewrite;
 
@@ -26,7 +27,8 @@ pub trait Pass {
 
 /// The passes of optimization level `level`, in order: none at level 0; at level 1 (and above)
 /// constant folding, then common-subexpression elimination, then dead-code elimination of what
-/// the first two left unused.
+/// the first two left unused, then fusion of elementwise chains (last: the others see the
+/// separate ops).
 pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
     if level == 0 {
         return Vec::new();
@@ -35,6 +37,7 @@ pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
         Box::new(const_fold::ConstFold),
         Box::new(cse::Cse),
         Box::new(dce::Dce),
+        Box::new(fuse::Fuse),
     ]
 }
 

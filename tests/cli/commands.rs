@@ -126,6 +126,8 @@ fn ir_prints_every_stage() {
         ("ir", "graph model Xor"),
         ("grad", "output grad:dense1.weight"),
         ("opt", "output grad:dense1.weight"),
+        ("fused", "fused[bias_add axis=1 → sigmoid]"),
+        ("plan", "buffers for"),
         ("clif", "function "),
         ("asm", "ret"),
     ] {
