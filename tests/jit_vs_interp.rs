@@ -341,7 +341,12 @@ fn fused_chains() {
             compare(&g, &[u, u], batch, rng.next(), TOL);
             let chain = Chain { bias: None, acts };
             compare(
-                &single("fused_unary", Op::Fused(chain), &[t.clone()], None),
+                &single(
+                    "fused_unary",
+                    Op::Fused(chain),
+                    std::slice::from_ref(&t),
+                    None,
+                ),
                 &[u],
                 batch,
                 rng.next(),
