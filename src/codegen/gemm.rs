@@ -471,6 +471,17 @@ unsafe impl Send for Gemm {}
 // SAFETY: see `Send`; `gemm` takes `&self` and touches only per-call / per-thread memory.
 unsafe impl Sync for Gemm {}
 
+/// C's address, shared by the tasks that write its disjoint row blocks.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: see `gemm_threads`: each task writes only its own rows.
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 thread_local! {
     /// Per-thread packing buffers (A block, B block), grown on demand.
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -544,8 +555,8 @@ impl Gemm {
         self.gemm_threads(1, ta, tb, m, n, k, a, b, c, accumulate)
     }
 
-    /// [`Gemm::gemm`] split over up to `threads` scoped threads by blocks of rows of C (each
-    /// thread packs its own panels). Problems under [`PAR_MIN_FLOPS`] run on the calling thread,
+    /// [`Gemm::gemm`] split over up to `threads` tasks on the [`super::workers`] by blocks of
+    /// rows of C (each thread packs its own panels). Problems under [`PAR_MIN_FLOPS`] run on the calling thread,
     /// where spawning would cost more than it saves.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_threads(
@@ -570,16 +581,14 @@ impl Gemm {
             self.rows(&p, a, b, 0..m, &mut c[..m * n]);
             return Ok(());
         }
-        std::thread::scope(|scope| {
-            let mut parts = c[..m * n].chunks_mut(chunk * n).enumerate();
-            let first = parts.next();
-            for (t, c_part) in parts {
-                let p = &p;
-                scope.spawn(move || self.rows(p, a, b, t * chunk..m.min((t + 1) * chunk), c_part));
-            }
-            if let Some((_, c_part)) = first {
-                self.rows(&p, a, b, 0..chunk, c_part);
-            }
+        let c_ptr = SendPtr(c.as_mut_ptr());
+        super::workers::run(m.div_ceil(chunk), &|t| {
+            let rows = t * chunk..m.min((t + 1) * chunk);
+            // SAFETY: the tasks write disjoint row blocks of C, which outlives `run`.
+            let c_part = unsafe {
+                std::slice::from_raw_parts_mut(c_ptr.get().add(rows.start * n), rows.len() * n)
+            };
+            self.rows(&p, a, b, rows, c_part);
         });
         Ok(())
     }

@@ -134,7 +134,7 @@ fn split(
 }
 
 /// Runs `f(lo, hi)` over `0..n` in contiguous chunks of `chunk` (the last may be shorter), one
-/// thread each; the first error wins.
+/// task each on the [`super::workers`]; an error of one of them is returned.
 fn split_by(
     n: usize,
     chunk: usize,
@@ -143,22 +143,20 @@ fn split_by(
     if chunk == 0 || chunk >= n {
         return f(0, n);
     }
-    std::thread::scope(|s| {
-        // Chunks after the first go to workers; the calling thread does the first.
-        let handles: Vec<_> = (chunk..n)
-            .step_by(chunk)
-            .map(|lo| {
-                let f = &f;
-                s.spawn(move || f(lo, (lo + chunk).min(n)))
-            })
-            .collect();
-        let first = f(0, chunk);
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err("worker thread panicked".into()))
-        })?;
-        first
-    })
+    let first_error = std::sync::Mutex::new(None);
+    super::workers::run(n.div_ceil(chunk), &|t| {
+        let lo = t * chunk;
+        if let Err(e) = f(lo, (lo + chunk).min(n)) {
+            first_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e);
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 impl MatMulStep {

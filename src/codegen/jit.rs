@@ -210,9 +210,11 @@ unsafe fn run_split(
     threads: usize,
 ) {
     let chunk = batch.div_ceil(threads);
+    // Addresses as integers, to cross the thread boundary.
+    let table: Vec<usize> = table.iter().map(|p| *p as usize).collect();
     let sub_table = |t: usize| -> (Vec<usize>, usize) {
         let lo = t * chunk;
-        let mut sub: Vec<usize> = table.iter().map(|p| *p as usize).collect();
+        let mut sub = table.clone();
         for &(slot, per) in &split.batched {
             sub[slot] += lo * per * 4;
         }
@@ -221,15 +223,9 @@ unsafe fn run_split(
         }
         (sub, chunk.min(batch - lo))
     };
-    std::thread::scope(|s| {
-        for t in 1..batch.div_ceil(chunk) {
-            let (sub, n) = sub_table(t);
-            // SAFETY: see the function's contract; `sub` holds addresses as integers to cross
-            // the thread boundary.
-            s.spawn(move || unsafe { kernel(sub.as_ptr() as *const *mut u8, n as i64) });
-        }
-        let (sub, n) = sub_table(0);
-        // SAFETY: as above.
+    super::workers::run(batch.div_ceil(chunk), &|t| {
+        let (sub, n) = sub_table(t);
+        // SAFETY: see the function's contract.
         unsafe { kernel(sub.as_ptr() as *const *mut u8, n as i64) };
     });
 }

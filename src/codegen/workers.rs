@@ -1,0 +1,181 @@
+//! Worker threads kept for the life of the process, for the kernels that split their work
+//! (GEMM row blocks, row-independent kernels, convolutions over the batch). Spawning scoped
+//! threads for every call cost tens of microseconds each (a stack to map, a thread to start
+//! and join), several times per training step; a worker waiting on a condition variable is
+//! woken in a few.
+//!
+//! [`run`] hands `tasks` numbered tasks to the workers and the calling thread, and returns when
+//! all are done, so a task may borrow from the caller's stack as with `std::thread::scope`. One
+//! job runs at a time: a call made while another is running (from a task, or from another
+//! thread) runs its tasks itself, in order.
+
+use std::cell::Cell;
+use std::sync::{Condvar, Mutex, OnceLock};
+
+type Task = dyn Fn(usize) + Sync;
+
+/// The job being run: its tasks, handed out in order, and how many are not finished.
+struct Job {
+    /// Valid until `pending` reaches 0: [`run`] does not return before.
+    f: *const Task,
+    tasks: usize,
+    next: usize,
+    pending: usize,
+    panicked: bool,
+}
+
+// SAFETY: `f` points at a `Sync` closure that outlives the job (see `Job::f`).
+unsafe impl Send for Job {}
+
+struct Pool {
+    job: Mutex<Option<Job>>,
+    /// Workers wait here for a job with tasks left.
+    wake: Condvar,
+    /// The caller waits here for the last task to finish.
+    done: Condvar,
+    /// Held by the call whose job is running.
+    busy: Mutex<()>,
+    workers: usize,
+}
+
+thread_local! {
+    static IS_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<&'static Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .saturating_sub(1);
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            busy: Mutex::new(()),
+            workers,
+        }));
+        for i in 0..workers {
+            let spawned = std::thread::Builder::new()
+                .name(format!("nnc-worker-{i}"))
+                .spawn(move || {
+                    IS_WORKER.with(|w| w.set(true));
+                    work(pool, true)
+                });
+            if spawned.is_err() {
+                // Fewer workers: the callers do the rest of the tasks themselves.
+                break;
+            }
+        }
+        pool
+    })
+}
+
+/// Takes and runs tasks of the current job until none is left; a worker then waits for the
+/// next job, the caller returns.
+fn work(pool: &Pool, forever: bool) {
+    let mut guard = pool.job.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let task = guard.as_mut().filter(|j| j.next < j.tasks).map(|j| {
+            j.next += 1;
+            (j.f, j.next - 1)
+        });
+        match task {
+            Some((f, i)) => {
+                drop(guard);
+                // SAFETY: the job's closure lives until its last task has finished.
+                let ok =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*f)(i) }))
+                        .is_ok();
+                guard = pool.job.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(j) = guard.as_mut() {
+                    j.panicked |= !ok;
+                    j.pending -= 1;
+                    if j.pending == 0 {
+                        pool.done.notify_all();
+                    }
+                }
+            }
+            None if forever => {
+                guard = pool.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+            None => return,
+        }
+    }
+}
+
+/// Runs `f(0)`, …, `f(tasks − 1)` on the workers and the calling thread; returns when all have
+/// finished. A task that panics makes `run` panic after the others have finished.
+pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    let sequential = || (0..tasks).for_each(f);
+    if tasks <= 1 || IS_WORKER.with(|w| w.get()) {
+        return sequential();
+    }
+    let pool = pool();
+    if pool.workers == 0 {
+        return sequential();
+    }
+    let Ok(_busy) = pool.busy.try_lock() else {
+        return sequential();
+    };
+    // SAFETY: the lifetime is erased only for the duration of this call, which waits below
+    // until every task has finished with `f`.
+    let short: *const (dyn Fn(usize) + Sync + '_) = f;
+    let erased =
+        unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const Task>(short) };
+    *pool.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job {
+        f: erased,
+        tasks,
+        next: 0,
+        pending: tasks,
+        panicked: false,
+    });
+    pool.wake.notify_all();
+    work(pool, false);
+    let mut guard = pool.job.lock().unwrap_or_else(|e| e.into_inner());
+    while guard.as_ref().is_some_and(|j| j.pending > 0) {
+        guard = pool.done.wait(guard).unwrap_or_else(|e| e.into_inner());
+    }
+    let panicked = guard.take().is_some_and(|j| j.panicked);
+    drop(guard);
+    assert!(!panicked, "a worker task panicked");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn every_task_runs_once_and_borrows_work() {
+        for tasks in [0, 1, 2, 3, 17] {
+            let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+            run(tasks, &|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "{tasks}"
+            );
+        }
+    }
+
+    #[test]
+    fn nested_and_concurrent_calls_complete() {
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        run(3, &|_| {
+                            run(2, &|_| {
+                                total.fetch_add(1, Ordering::Relaxed);
+                            })
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 4 * 50 * 3 * 2);
+    }
+}
