@@ -7,6 +7,8 @@ mod check;
 mod eval;
 mod gradcheck;
 mod ir;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod predict;
 mod sample;
 mod source;

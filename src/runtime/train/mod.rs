@@ -9,6 +9,7 @@ mod params;
 mod progress;
 pub mod resume;
 mod run;
+mod shard;
 
 pub use eval::{evaluate, EvalResult};
 pub use params::{lr_scale, Tensors, TEACHER};
@@ -19,8 +20,10 @@ use super::checkpoint::CheckpointError;
 use super::data::DataError;
 use crate::exec::{ExecError, Executor, Updater};
 use crate::ir::{Graph, OptimizerSpec, Program};
+use crate::runtime::dist::{Comm, CommError, Single};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 /// Builds the backward graph (adds outputs `grad:<path>` for every trainable parameter).
 pub type GradFn = Box<dyn Fn(&Graph) -> Result<Graph, String>>;
@@ -66,6 +69,10 @@ pub struct TrainOptions {
     /// checkpoint is written and the run returns [`TrainError::Interrupted`]. For training in
     /// time-boxed pieces, and for tests.
     pub stop_after: Option<u64>,
+    /// The processes training together: [`Single`], or the ranks of an MPI job, each of which
+    /// trains on its part of every batch (see [`crate::runtime::dist`]). Only rank 0 writes
+    /// checkpoints; the caller gives the other ranks no log and no progress bar.
+    pub comm: Rc<dyn Comm>,
 }
 
 impl Default for TrainOptions {
@@ -83,6 +90,7 @@ impl Default for TrainOptions {
             resume: None,
             checkpoint_every: None,
             stop_after: None,
+            comm: Rc::new(Single),
         }
     }
 }
@@ -129,6 +137,15 @@ pub enum TrainError {
         step: u64,
         loss: f32,
         param: Option<String>,
+    },
+    /// A collective operation of a data-parallel run failed: another rank died, hangs or
+    /// cannot be reached.
+    #[error("run `{run}`, step {step}: exchanging {what} with the other processes: {source}")]
+    Comm {
+        run: String,
+        step: u64,
+        what: String,
+        source: CommError,
     },
     /// Stopped on request ([`interrupt`]) after `step` steps; the resumable state is in `checkpoint`.
     #[error("run `{run}` interrupted after step {step}; its state is saved in {}", .checkpoint.display())]

@@ -1,14 +1,17 @@
 //! One `train` block from start to end: data, graphs and executors, starting parameters, the
 //! step loop (batch → run → finite-loss check → update every trainable parameter), periodic
 //! evaluation and checkpoints, resuming from a checkpoint (see [`super::resume`]) and stopping
-//! on request ([`super::interrupt`]). After setup a step allocates nothing: batch buffers, the feed and
+//! on request ([`super::interrupt`]). With several processes ([`TrainOptions::comm`]) each runs
+//! its part of every batch and they average their gradients ([`super::shard`]). After setup a
+//! step allocates nothing: batch buffers, the feed and
 //! parameter views and the optimizer state are reused.
 
 use super::eval::{evaluate, label_inputs, EvalResult};
 use super::params::{self, lr_scale, Tensors, TEACHER};
 use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::Position;
-use super::{interrupt, Backend, RunSummary, TrainError, TrainOptions};
+use super::shard::{broadcast_start, evaluate_sharded, Shard};
+use super::{Backend, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, UpdateHyper};
 use crate::ir::{Graph, Length, Program, RunSpec};
 use crate::runtime::batch::{gather, Buf, Epochs};
@@ -195,6 +198,14 @@ pub(super) fn train(
         )?),
         None => None,
     };
+    let comm = opts.comm.as_ref();
+    broadcast_start(
+        comm,
+        run,
+        values
+            .iter_mut()
+            .chain(trainable.iter_mut().flat_map(|t| t.state.iter_mut())),
+    )?;
     let length = match (opts.steps, opts.epochs, &resumed) {
         (Some(s), _, _) => Length::Steps(s),
         (None, Some(e), _) => Length::Epochs(e),
@@ -210,6 +221,14 @@ pub(super) fn train(
         return Err(setup("`--checkpoint-every` must be at least 1".into()));
     }
     let batch = order.batch_size();
+    let mut shard = Shard::new(
+        comm,
+        run,
+        batch,
+        trainable
+            .iter()
+            .map(|t| (t.grad.clone(), graph.params[t.index].numel())),
+    )?;
     let eval_batch = batch.max(256);
     let base_lr = spec.optimizer.lr();
     let ckpt_path = opts.checkpoint.clone().or_else(|| {
@@ -250,6 +269,9 @@ pub(super) fn train(
                    trainable: &[Trainable],
                    step: u64|
      -> Result<(), TrainError> {
+        if comm.rank() != 0 {
+            return Ok(());
+        }
         let mut ts: Vec<Saved<'_>> = graph
             .params
             .iter()
@@ -312,20 +334,18 @@ pub(super) fn train(
             return Ok(None);
         };
         let views: Vec<&[f32]> = eval_map.iter().map(|&i| values[i].as_slice()).collect();
-        evaluate(
+        evaluate_sharded(
+            comm,
             e.as_mut(),
             &views,
             test,
             eval_batch,
             spec.classification,
             spec.seed,
+            run,
+            step,
         )
         .map(Some)
-        .map_err(|source| TrainError::Exec {
-            run: run.into(),
-            step,
-            source,
-        })
     };
 
     while step < total {
@@ -335,7 +355,7 @@ pub(super) fn train(
             if step >= total {
                 break;
             }
-            let idx = order.batch(b);
+            let idx = shard.part(order.batch(b));
             gather(&ds.train.x, idx, &mut xb);
             gather(&ds.train.y, idx, &mut yb);
             {
@@ -348,7 +368,7 @@ pub(super) fn train(
                 let mut views: Vec<&[f32]> = recycle(std::mem::take(&mut view_spare));
                 views.extend(values.iter().map(Vec::as_slice));
                 exec.run(
-                    batch,
+                    idx.len(),
                     &feeds,
                     &views,
                     StepCtx {
@@ -368,6 +388,7 @@ pub(super) fn train(
                 .output("loss")
                 .and_then(|l| l.first().copied())
                 .unwrap_or(f32::NAN);
+            let loss = shard.reduce(exec.as_ref(), loss, step + 1)?;
             if !loss.is_finite() {
                 let param = trainable
                     .iter()
@@ -385,9 +406,9 @@ pub(super) fn train(
             }
             let factor = spec.schedule.factor(step, total);
             let hyper_step = step + 1;
-            for t in trainable.iter_mut() {
-                let grad = exec
-                    .output(&t.grad)
+            for (k, t) in trainable.iter_mut().enumerate() {
+                let grad = shard
+                    .grad(exec.as_ref(), k, &t.grad)
                     .ok_or_else(|| setup(format!("no output `{}`", t.grad)))?;
                 let h = UpdateHyper {
                     lr: (base_lr * factor * t.scale) as f32,
@@ -428,7 +449,7 @@ pub(super) fn train(
                 paused += t.elapsed();
             }
             if step < total
-                && (interrupt::requested() || opts.stop_after.is_some_and(|s| step >= s))
+                && (shard.stop_requested() || opts.stop_after.is_some_and(|s| step >= s))
             {
                 let path = ckpt_path
                     .clone()
