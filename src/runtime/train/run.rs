@@ -3,8 +3,8 @@
 //! evaluation and checkpoints, resuming from a checkpoint (see [`super::resume`]) and stopping
 //! on request ([`super::interrupt`]). With several processes ([`TrainOptions::comm`]) each runs
 //! its part of every batch and they average their gradients ([`super::shard`]). After setup a
-//! step allocates nothing: batch buffers, the feed and
-//! parameter views and the optimizer state are reused.
+//! step allocates nothing: batch buffers, the feed and parameter views and the optimizer state
+//! are reused.
 
 use super::eval::{evaluate, label_inputs, EvalResult};
 use super::params::{self, lr_scale, Tensors, TEACHER};
