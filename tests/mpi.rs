@@ -1,6 +1,6 @@
 //! Data-parallel training under `mpirun` (cargo feature `mpi`; needs OpenMPI's `mpirun`):
 //! two ranks end with the weights, optimizer state, losses and evaluations of one process
-//! training on the same global batches; a batch that does not split over the ranks is refused;
+//! training on the same global batches (with SGD and momentum, with Adam, with dropout); a batch that does not split over the ranks is refused;
 //! a rank killed with SIGKILL, or one that stops answering (SIGSTOP), ends the job with an error
 //! within a bounded time; the last checkpoint of a killed job resumes with one process and with
 //! two; a stop request (SIGINT) to one rank stops every rank after the same step.
@@ -71,9 +71,12 @@ fn samples(n: usize, seed: u64) -> String {
     out
 }
 
-/// An 8-32-4 MLP classifier on 640 training and 200 test samples, shuffled batches of `batch`,
+/// The layers of an 8-32-4 MLP classifier.
+const MLP: &str = "dense(32) |> relu |> dense(4)";
+
+/// A classifier (`layers`) on 640 training and 200 test samples, shuffled batches of `batch`,
 /// `steps` steps with an evaluation every 20; returns the `.nn` file.
-fn problem(dir: &Scratch, optimizer: &str, batch: usize, steps: u64) -> PathBuf {
+fn problem(dir: &Scratch, layers: &str, optimizer: &str, batch: usize, steps: u64) -> PathBuf {
     std::fs::write(dir.join("train.csv"), samples(640, 1)).unwrap();
     std::fs::write(dir.join("test.csv"), samples(200, 2)).unwrap();
     let nn = dir.join("net.nn");
@@ -82,7 +85,7 @@ fn problem(dir: &Scratch, optimizer: &str, batch: usize, steps: u64) -> PathBuf 
         format!(
             r#"
 model Net(x: [8]) -> [4] {{
-    return x |> dense(32) |> relu |> dense(4)
+    return x |> {layers}
 }}
 
 data toy {{
@@ -191,10 +194,10 @@ fn log(path: &Path) -> (Vec<(u64, f64)>, Vec<(u64, f64, f64)>) {
     (steps, evals)
 }
 
-fn two_ranks_match_one_process(test: &str, optimizer: &str) {
+fn two_ranks_match_one_process(test: &str, layers: &str, optimizer: &str) {
     let _turn = serial();
     let dir = Scratch::new(test);
-    let nn = problem(&dir, optimizer, 64, 40);
+    let nn = problem(&dir, layers, optimizer, 64, 40);
     let (one, two) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
     let (log1, log2) = (dir.join("one.jsonl"), dir.join("two.jsonl"));
     ok(nnc(&["train", s(&nn), "-q", "--checkpoint", s(&one)]).args(["--log-json", s(&log1)]));
@@ -227,19 +230,26 @@ fn two_ranks_match_one_process(test: &str, optimizer: &str) {
 
 #[test]
 fn two_ranks_end_with_the_weights_of_one_process_sgd_momentum() {
-    two_ranks_match_one_process("sgd", "sgd(lr: 0.05, momentum: 0.9)");
+    two_ranks_match_one_process("sgd", MLP, "sgd(lr: 0.05, momentum: 0.9)");
 }
 
 #[test]
 fn two_ranks_end_with_the_weights_of_one_process_adam() {
-    two_ranks_match_one_process("adam", "adam(lr: 0.01)");
+    two_ranks_match_one_process("adam", MLP, "adam(lr: 0.01)");
+}
+
+/// Each rank's dropout masks are those its samples have in the whole batch.
+#[test]
+fn two_ranks_end_with_the_weights_of_one_process_with_dropout() {
+    let layers = "dense(32) |> relu |> dropout(0.3) |> dense(4)";
+    two_ranks_match_one_process("dropout", layers, "adam(lr: 0.01)");
 }
 
 #[test]
 fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
     let _turn = serial();
     let dir = Scratch::new("uneven");
-    let nn = problem(&dir, "sgd(lr: 0.1)", 63, 5);
+    let nn = problem(&dir, MLP, "sgd(lr: 0.1)", 63, 5);
     let out = mpirun(2, &["train", s(&nn), "-q"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -310,7 +320,7 @@ fn ends_within(job: &mut Child, limit: Duration) -> ExitStatus {
 fn a_killed_rank_ends_the_job_and_its_last_checkpoint_resumes_with_one_or_two_processes() {
     let _turn = serial();
     let dir = Scratch::new("kill");
-    let nn = problem(&dir, "sgd(lr: 0.05, momentum: 0.9)", 64, 40);
+    let nn = problem(&dir, MLP, "sgd(lr: 0.05, momentum: 0.9)", 64, 40);
     let ck = dir.join("ck.safetensors");
     let mut job = start_long_job(&dir, &nn, &ck, &[]);
     let rank1 = rank_1_once_training(&job, &ck);
@@ -363,7 +373,7 @@ fn a_killed_rank_ends_the_job_and_its_last_checkpoint_resumes_with_one_or_two_pr
 fn a_rank_that_stops_answering_makes_the_others_stop_at_the_timeout() {
     let _turn = serial();
     let dir = Scratch::new("stop");
-    let nn = problem(&dir, "sgd(lr: 0.05)", 64, 40);
+    let nn = problem(&dir, MLP, "sgd(lr: 0.05)", 64, 40);
     let ck = dir.join("ck.safetensors");
     let mut job = start_long_job(&dir, &nn, &ck, &["--mpi-timeout", "2"]);
     let rank1 = rank_1_once_training(&job, &ck);
@@ -387,7 +397,7 @@ fn a_rank_that_stops_answering_makes_the_others_stop_at_the_timeout() {
 fn a_stop_request_to_one_rank_stops_every_rank_after_the_same_step() {
     let _turn = serial();
     let dir = Scratch::new("sigint");
-    let nn = problem(&dir, "sgd(lr: 0.05)", 64, 40);
+    let nn = problem(&dir, MLP, "sgd(lr: 0.05)", 64, 40);
     let ck = dir.join("ck.safetensors");
     let mut job = start_long_job(&dir, &nn, &ck, &[]);
     let rank1 = rank_1_once_training(&job, &ck);

@@ -121,7 +121,15 @@ pub fn evaluate_part(
             .iter()
             .map(|&is_y| if is_y { yb.feed() } else { xb.feed() })
             .collect();
-        exec.run(chunk.len(), &feeds, params, StepCtx { seed, step: 0 })?;
+        exec.run(
+            chunk.len(),
+            &feeds,
+            params,
+            StepCtx {
+                seed,
+                ..StepCtx::default()
+            },
+        )?;
         let loss = exec
             .output("loss")
             .and_then(|l| l.first().copied())

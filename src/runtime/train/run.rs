@@ -374,6 +374,7 @@ pub(super) fn train(
                     StepCtx {
                         seed: spec.seed,
                         step,
+                        first: shard.first(idx.len()),
                     },
                 )
                 .map_err(|source| TrainError::Exec {

@@ -9,7 +9,8 @@
 //! along in the buffer: the loss, so that every rank sees (and checks, and logs) the global
 //! batch's mean, and whether any rank was asked to stop, so that all stop after the same step.
 //! Evaluation splits the test set the same way and adds up the ranks' sums
-//! ([`evaluate_sharded`]).
+//! ([`evaluate_sharded`]). Dropout draws each sample's mask from its place in the global batch
+//! ([`Shard::first`] → [`crate::exec::StepCtx::first`]), so masks do not depend on N either.
 //!
 //! With one process none of this copies anything: the gradients are read straight from the
 //! executor, as before.
@@ -76,6 +77,11 @@ impl<'c> Shard<'c> {
         let k = idx.len() / self.comm.size();
         let r = self.comm.rank();
         &idx[r * k..(r + 1) * k]
+    }
+
+    /// Where this rank's part of `part_len` samples starts in the global batch.
+    pub fn first(&self, part_len: usize) -> u64 {
+        (self.comm.rank() * part_len) as u64
     }
 
     /// After the step's forward and backward pass on this rank's part (`loss` its mean loss):
