@@ -259,6 +259,25 @@ fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
     );
 }
 
+#[test]
+fn a_timeout_that_is_not_a_positive_number_of_seconds_is_refused() {
+    let dir = Scratch::new("timeout");
+    let nn = problem(&dir, MLP, "sgd(lr: 0.1)", 64, 5);
+    for bad in ["0", "-1", "NaN"] {
+        let out = nnc(&["train", s(&nn), "-q", &format!("--mpi-timeout={bad}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "--mpi-timeout must be a positive number of seconds, not {bad}"
+            )),
+            "{err}"
+        );
+    }
+}
+
 /// A long 2-rank job writing a checkpoint every 50 steps to `ck`, with its output in files.
 fn start_long_job(dir: &Scratch, nn: &Path, ck: &Path, extra: &[&str]) -> Child {
     mpirun(2, &["train", s(nn), "-q", "--steps", "100000000"])

@@ -25,9 +25,6 @@ pub struct Job {
 /// Joins the MPI job this process was started in, if it was started by an MPI launcher;
 /// collectives give up after `timeout_s` seconds.
 pub fn join(timeout_s: f64) -> Result<Option<Job>, CliError> {
-    if !LAUNCHED.iter().any(|v| std::env::var_os(v).is_some()) {
-        return Ok(None);
-    }
     let timeout = Duration::try_from_secs_f64(timeout_s)
         .ok()
         .filter(|t| !t.is_zero())
@@ -36,6 +33,9 @@ pub fn join(timeout_s: f64) -> Result<Option<Job>, CliError> {
                 "--mpi-timeout must be a positive number of seconds, not {timeout_s}"
             ))
         })?;
+    if !LAUNCHED.iter().any(|v| std::env::var_os(v).is_some()) {
+        return Ok(None);
+    }
     let universe =
         mpi::initialize().ok_or_else(|| CliError::internal("MPI was initialized twice"))?;
     let comm = Rc::new(Mpi::new(universe.world(), timeout));

@@ -1,6 +1,7 @@
 //! Evaluation on a split with the evaluation graph: loss = mean over batches weighted by their
 //! size (the last partial batch included), accuracy = argmax of `output` against the labels
-//! (class ids, or the argmax of one-hot/probability labels).
+//! (class ids, or the argmax of one-hot/probability labels). A split can also be evaluated in
+//! parts whose [`EvalSums`] add up (the ranks of a data-parallel run each take one).
 
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::Graph;
