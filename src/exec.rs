@@ -27,6 +27,10 @@ impl Feed<'_> {
 pub struct StepCtx {
     pub seed: u64,
     pub step: u64,
+    /// Where this batch's first sample sits in the step's whole batch: a rank of a data-parallel
+    /// run feeds only its part, and dropout masks follow each sample's place in the whole batch,
+    /// so that they do not depend on how the batch is split (0 for a whole batch).
+    pub first: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,11 @@ use nnc::exec::StepCtx;
 use nnc::ir::{DType, Graph, Init, Program};
 use std::path::Path;
 
-const CTX: StepCtx = StepCtx { seed: 3, step: 1 };
+const CTX: StepCtx = StepCtx {
+    seed: 3,
+    step: 1,
+    first: 0,
+};
 
 fn program(name: &str) -> Program {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.nn"));

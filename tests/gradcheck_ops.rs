@@ -8,7 +8,11 @@ use nnc::exec::StepCtx;
 use nnc::ir::verify::verify;
 use nnc::ir::{BinaryOp, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
 
-const CTX: StepCtx = StepCtx { seed: 11, step: 5 };
+const CTX: StepCtx = StepCtx {
+    seed: 11,
+    step: 5,
+    first: 0,
+};
 const TOL: f64 = 1e-6;
 
 /// Deterministic values uniform in [lo, hi) (a splitmix64 stream).

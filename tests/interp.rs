@@ -33,7 +33,18 @@ fn apply_typed(
     };
     g.set_output("out", v);
     let vals: Vec<Vec<f64>> = args.iter().map(|a| a.1.clone()).collect();
-    Ok(eval(&g, batch, &vals, &[], StepCtx { seed: 7, step: 3 })?[v.index()].clone())
+    Ok(eval(
+        &g,
+        batch,
+        &vals,
+        &[],
+        StepCtx {
+            seed: 7,
+            step: 3,
+            first: 0,
+        },
+    )?[v.index()]
+    .clone())
 }
 
 fn apply(op: Op, args: &[(Type, Vec<f64>)], batch: usize) -> Vec<f64> {

@@ -114,7 +114,11 @@ fn compare(g: &Graph, gens: &[Gen], batch: usize, seed: u64, tol: f64) {
     );
     let mut rng = Rng(seed);
     let d = draw(g, gens, batch, &mut rng);
-    let ctx = StepCtx { seed: 7, step: 3 };
+    let ctx = StepCtx {
+        seed: 7,
+        step: 3,
+        first: 0,
+    };
     let reference = interp::eval(
         g,
         batch,
@@ -563,6 +567,42 @@ fn recurrences() {
             );
         }
     }
+}
+
+/// A data-parallel rank runs samples `first..` of the step's batch: with `StepCtx::first` set,
+/// both back ends give those rows the masks they have in the whole batch.
+#[test]
+fn dropout_of_part_of_a_batch_takes_the_whole_batch_masks() {
+    let (batch, width, first) = (6, 5, 2);
+    let g = single(
+        "dropout",
+        Op::Dropout { p: 0.5 },
+        &[f(true, &[width])],
+        None,
+    );
+    let x: Vec<f32> = (0..batch * width).map(|i| 1.0 + i as f32).collect();
+    let whole = StepCtx {
+        seed: 7,
+        step: 3,
+        first: 0,
+    };
+    let part = StepCtx {
+        first: first as u64,
+        ..whole
+    };
+    let rows = first * width..(first + 3) * width;
+    let x64 = |x: &[f32]| vec![x.iter().map(|&v| v as f64).collect::<Vec<_>>()];
+    let all = interp::eval(&g, batch, &x64(&x), &[], whole).unwrap();
+    let some = interp::eval(&g, 3, &x64(&x[rows.clone()]), &[], part).unwrap();
+    let out = g.outputs[0].value.index();
+    assert_eq!(some[out], all[out][rows.clone()]);
+    assert!(some[out].contains(&0.0) && some[out].iter().any(|&v| v != 0.0));
+    let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
+    jit.run(batch, &[Feed::F32(&x)], &[], whole).unwrap();
+    let all = jit.output("out").unwrap().to_vec();
+    jit.run(3, &[Feed::F32(&x[rows.clone()])], &[], part)
+        .unwrap();
+    assert_eq!(jit.output("out").unwrap(), &all[rows]);
 }
 
 #[test]

@@ -9,7 +9,11 @@ use nnc::ir::{BinaryOp, DType, Graph, Init, Op, Param, ParamId, Type, UnaryOp, V
 use nnc::opt::{const_fold::ConstFold, cse::Cse, dce::Dce, optimize, passes, Pass};
 use std::path::Path;
 
-const CTX: StepCtx = StepCtx { seed: 5, step: 2 };
+const CTX: StepCtx = StepCtx {
+    seed: 5,
+    step: 2,
+    first: 0,
+};
 
 /// Deterministic pseudo-random numbers in [0, 1) (a 64-bit LCG).
 struct Lcg(u64);

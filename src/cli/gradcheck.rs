@@ -80,7 +80,10 @@ fn check_graph(name: &str, g: &Graph, batch: usize, seed: u64, tol: f64) -> Resu
         .iter()
         .map(|p| init_param(p, seed).into_iter().map(f64::from).collect())
         .collect();
-    let ctx = StepCtx { seed, step: 0 };
+    let ctx = StepCtx {
+        seed,
+        ..StepCtx::default()
+    };
     let mut analytic = executor_grads(&mut jit, batch, &inputs, ctx);
     let report =
         gradcheck(g, &mut analytic, batch, &inputs, &params, ctx).map_err(CliError::internal)?;

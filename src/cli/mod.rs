@@ -8,6 +8,8 @@ mod eval;
 mod gradcheck;
 mod ir;
 mod memory;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod plot;
 mod predict;
 mod sample;

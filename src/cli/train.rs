@@ -7,9 +7,11 @@ use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
 use crate::ir::{Program, RunSpec, Source};
 use crate::runtime::checkpoint::Checkpoint;
+use crate::runtime::dist::{Comm, Single};
 use crate::runtime::train::resume::Position;
 use crate::runtime::train::{interrupt, Backend, RunSummary, Session, TrainError, TrainOptions};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -62,6 +64,11 @@ pub struct TrainArgs {
     /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
     #[arg(long, value_name = "SIZE", value_parser = super::memory::parse_limit)]
     pub max_memory: Option<u64>,
+    /// Under `mpirun`: how long a rank waits for the others in an exchange (gradients,
+    /// evaluation, starting parameters) before it stops with an error, in seconds.
+    #[cfg(feature = "mpi")]
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub mpi_timeout: f64,
 }
 
 pub fn threads(n: Option<usize>) -> usize {
@@ -82,6 +89,22 @@ pub fn backend(interp: bool, threads_opt: Option<usize>) -> Backend {
 }
 
 pub fn run(args: &TrainArgs) -> CliResult {
+    #[cfg(feature = "mpi")]
+    if let Some(job) = super::mpi::join(args.mpi_timeout)? {
+        let args = TrainArgs {
+            threads: args.threads.or(job.threads()),
+            ..args.clone()
+        };
+        let result = train(&args, job.comm()).map_err(|e| job.label(e));
+        job.end(result.is_ok());
+        return result;
+    }
+    train(args, Rc::new(Single))
+}
+
+/// `nnc train` as one of the processes of `comm`: rank 0 alone logs, shows progress and prints.
+fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
+    let root = comm.rank() == 0;
     let loaded = source::load(&args.file)?;
     let program = &loaded.program;
     if program.runs.is_empty() {
@@ -118,8 +141,8 @@ pub fn run(args: &TrainArgs) -> CliResult {
         base_dir: loaded.dir(),
         epochs: args.epochs,
         steps: args.steps,
-        quiet: args.quiet,
-        log_json: args.log_json.clone(),
+        quiet: args.quiet || !root,
+        log_json: args.log_json.clone().filter(|_| root),
         checkpoint: args.checkpoint.clone(),
         init: args.init.clone(),
         threads: args.threads,
@@ -127,6 +150,7 @@ pub fn run(args: &TrainArgs) -> CliResult {
         checkpoint_every: args.checkpoint_every,
         stop_after: None,
         detect_anomaly: args.detect_anomaly,
+        comm,
     };
     let backend = if args.interp {
         Backend::interpreter()
@@ -170,6 +194,9 @@ pub fn run(args: &TrainArgs) -> CliResult {
         Some(name) => vec![session.run(name).map_err(fail)?],
         None => session.run_all().map_err(fail)?,
     };
+    if !root {
+        return Ok(());
+    }
     print_summaries(&summaries);
     for s in &summaries {
         let spec = program.run(&s.run).expect("a run that just ran exists");

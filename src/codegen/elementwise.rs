@@ -122,8 +122,10 @@ fn keep(kb: &mut Kb, seed_mix: Value, idx: Value, p: f32) -> Value {
     b.ins().fcmp(FloatCC::GreaterThanOrEqual, u, pc)
 }
 
-/// `Dropout`/`DropoutGrad`: `out[i] = keep(i) ? x[i] / (1 − p) : 0` with the step context in
-/// table slot `ctx` (`[seed, step]` as u64). Scalar loop: the hash works on 64-bit integers.
+/// `Dropout`/`DropoutGrad`: `out[i] = keep(first + i) ? x[i] / (1 − p) : 0` with the step
+/// context in table slot `ctx` (`[seed, step, first sample]` as u64; `first` is that sample's
+/// first element when the tensor is batched, else 0). Scalar loop: the hash works on 64-bit
+/// integers.
 pub fn dropout(kb: &mut Kb, ty: &Type, out: usize, x: usize, ctx: usize, p: f32) {
     let n = kb.numel(ty);
     let o = kb.ptr(out);
@@ -131,13 +133,20 @@ pub fn dropout(kb: &mut Kb, ty: &Type, out: usize, x: usize, ctx: usize, p: f32)
     let c = kb.ptr(ctx);
     let seed = kb.b.ins().load(I64, super::kernel::ro(), c, 0);
     let step = kb.b.ins().load(I64, super::kernel::ro(), c, 8);
+    let first = if ty.batched {
+        let sample = kb.b.ins().load(I64, super::kernel::ro(), c, 16);
+        kb.b.ins().imul_imm_s(sample, ty.per_sample() as i64)
+    } else {
+        kb.int(0)
+    };
     let s1 = kb.b.ins().imul_imm_s(seed, 0x9E37_79B9_7F4A_7C15u64 as i64);
     let s2 = kb.b.ins().imul_imm_s(step, 0xBF58_476D_1CE4_E5B9u64 as i64);
     let mix = kb.b.ins().bxor(s1, s2);
     let zero = kb.int(0);
     let scale = 1.0 / (1.0 - p);
     kb.for_range(zero, n, |kb, i| {
-        let k = keep(kb, mix, i, p);
+        let at = kb.b.ins().iadd(first, i);
+        let k = keep(kb, mix, at, p);
         let v = kb.ld(types::F32, xp, i);
         let sc = kb.b.ins().f32const(scale);
         let y = kb.b.ins().fmul(v, sc);

@@ -49,7 +49,7 @@ pub struct Jit {
     /// The batch size the buffers are sized for (0: none yet).
     batch: usize,
     table: Vec<*mut u8>,
-    ctx: [u64; 2],
+    ctx: [u64; 3],
     /// (input number, class count): i32 inputs that index a table or select a class.
     id_checks: Vec<(usize, usize)>,
     /// Output name → node whose buffer holds it (copies for outputs that are inputs or params).
@@ -125,7 +125,7 @@ impl Jit {
             scratch_bufs: Vec::new(),
             batch: 0,
             table: vec![std::ptr::null_mut(); slots],
-            ctx: [0; 2],
+            ctx: [0; 3],
             id_checks,
             outputs,
             copies: Vec::new(),
@@ -246,7 +246,7 @@ impl Executor for Jit {
         if batch != self.batch {
             self.allocate(batch);
         }
-        self.ctx = [ctx.seed, ctx.step];
+        self.ctx = [ctx.seed, ctx.step, ctx.first];
         for i in 0..self.storage.len() {
             self.table[i] = match self.storage[i] {
                 Storage::Input(k) => match inputs[k] {

@@ -669,7 +669,8 @@ impl Graph {
     }
 }
 
-/// Whether dropout keeps element `index` (flat index into the full batched tensor) at `step`.
+/// Whether dropout keeps element `index` (flat index into the step's whole batched tensor:
+/// element `i` of a part that starts at sample `first` is `first · per_sample + i`) at `step`.
 /// The interpreter and the JIT both implement exactly this hash (splitmix64 finalizer), so a
 /// `DropoutGrad` recomputes the forward mask and the two back ends agree bit for bit.
 pub fn dropout_keep(seed: u64, step: u64, index: u64, p: f32) -> bool {

@@ -12,12 +12,14 @@
 //!   safetensors files named by parameter path.
 //! - [`predict::read_inputs`] + [`predict::predict`] for `nnc predict`; [`sample::sample`] for
 //!   `nnc sample`; [`train::evaluate`] for `nnc eval`.
+//! - [`dist::Comm`]: the processes of a data-parallel run (one, or an MPI job's ranks).
 
 pub mod atomic;
 pub mod backend;
 pub mod batch;
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod init;
 pub mod memory;
 pub mod optim;

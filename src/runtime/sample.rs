@@ -104,7 +104,7 @@ pub fn sample(
             params,
             StepCtx {
                 seed: opts.seed,
-                step: 0,
+                ..StepCtx::default()
             },
         )?;
         let o = exec

@@ -1,6 +1,7 @@
 //! Evaluation on a split with the evaluation graph: loss = mean over batches weighted by their
 //! size (the last partial batch included), accuracy = argmax of `output` against the labels
-//! (class ids, or the argmax of one-hot/probability labels).
+//! (class ids, or the argmax of one-hot/probability labels). A split can also be evaluated in
+//! parts whose [`EvalSums`] add up (the ranks of a data-parallel run each take one).
 
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::Graph;
@@ -56,6 +57,21 @@ pub fn correct(out: &[f32], classes: usize, labels: &Buf) -> Option<usize> {
     }
 }
 
+/// What an evaluation adds up over (part of) a split: the loss summed over samples, the rows
+/// classified right, and whether accuracy could be counted at all. Parts evaluated separately
+/// (the shards of a data-parallel run) give the whole split's sums when added.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EvalSums {
+    pub loss: f64,
+    pub right: usize,
+    pub accuracy: bool,
+}
+
+/// The number of classes of an evaluation graph (the width of its `output`).
+fn classes(graph: &Graph) -> Option<usize> {
+    graph.output("output").map(|v| graph.ty(v).last())
+}
+
 /// Runs `exec` (an evaluation graph with outputs `loss` and `output`) over all of `split` in
 /// batches of `batch`. Accuracy only when `classification`.
 pub fn evaluate(
@@ -66,16 +82,39 @@ pub fn evaluate(
     classification: bool,
     seed: u64,
 ) -> Result<EvalResult, ExecError> {
+    let sums = evaluate_part(
+        exec,
+        params,
+        split,
+        0..split.len,
+        batch,
+        classification,
+        seed,
+    )?;
+    Ok(finish(exec.graph(), split, sums))
+}
+
+/// The sums of [`evaluate`] over the samples `part` of `split` only.
+pub fn evaluate_part(
+    exec: &mut dyn Executor,
+    params: &[&[f32]],
+    split: &Split,
+    part: std::ops::Range<usize>,
+    batch: usize,
+    classification: bool,
+    seed: u64,
+) -> Result<EvalSums, ExecError> {
     let roles = label_inputs(exec.graph());
-    let classes = exec
-        .graph()
-        .output("output")
-        .map(|v| exec.graph().ty(v).last());
-    let batch = batch.clamp(1, split.len.max(1));
+    let classes = classes(exec.graph());
+    let batch = batch.clamp(1, part.len().max(1));
     let mut xb = Buf::for_column(&split.x, batch);
     let mut yb = Buf::for_column(&split.y, batch);
-    let (mut loss_sum, mut right, mut acc_ok) = (0f64, 0usize, classification && classes.is_some());
-    let idx: Vec<usize> = (0..split.len).collect();
+    let mut sums = EvalSums {
+        loss: 0.0,
+        right: 0,
+        accuracy: classification && classes.is_some(),
+    };
+    let idx: Vec<usize> = part.collect();
     for chunk in idx.chunks(batch) {
         gather(&split.x, chunk, &mut xb);
         gather(&split.y, chunk, &mut yb);
@@ -83,22 +122,37 @@ pub fn evaluate(
             .iter()
             .map(|&is_y| if is_y { yb.feed() } else { xb.feed() })
             .collect();
-        exec.run(chunk.len(), &feeds, params, StepCtx { seed, step: 0 })?;
+        exec.run(
+            chunk.len(),
+            &feeds,
+            params,
+            StepCtx {
+                seed,
+                ..StepCtx::default()
+            },
+        )?;
         let loss = exec
             .output("loss")
             .and_then(|l| l.first().copied())
             .ok_or_else(|| ExecError::Other("the evaluation graph has no `loss` output".into()))?;
-        loss_sum += loss as f64 * chunk.len() as f64;
-        if acc_ok {
+        sums.loss += loss as f64 * chunk.len() as f64;
+        if sums.accuracy {
             match exec
                 .output("output")
                 .and_then(|o| correct(o, classes.unwrap_or(0), &yb))
             {
-                Some(c) => right += c,
-                None => acc_ok = false,
+                Some(c) => sums.right += c,
+                None => sums.accuracy = false,
             }
         }
     }
+    Ok(sums)
+}
+
+/// The mean loss and the accuracy over all of `split` from the sums over all of it, for the
+/// evaluation graph `graph`.
+pub fn finish(graph: &Graph, split: &Split, sums: EvalSums) -> EvalResult {
+    let classes = classes(graph);
     let n = split.len.max(1);
     // Accuracy counts rows: a sequence model has several per sample.
     let rows_per_sample = match &split.y.values {
@@ -107,11 +161,13 @@ pub fn evaluate(
             (split.y.per_sample() / classes.unwrap_or(1).max(1)).max(1)
         }
     };
-    Ok(EvalResult {
-        loss: loss_sum / n as f64,
-        accuracy: acc_ok.then(|| right as f64 / (n * rows_per_sample) as f64),
+    EvalResult {
+        loss: sums.loss / n as f64,
+        accuracy: sums
+            .accuracy
+            .then(|| sums.right as f64 / (n * rows_per_sample) as f64),
         samples: split.len,
-    })
+    }
 }
 
 #[cfg(test)]

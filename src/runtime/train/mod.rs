@@ -10,6 +10,7 @@ mod params;
 mod progress;
 pub mod resume;
 mod run;
+mod shard;
 
 pub use eval::{evaluate, EvalResult};
 pub use params::{lr_scale, Tensors, TEACHER};
@@ -20,8 +21,10 @@ use super::checkpoint::CheckpointError;
 use super::data::DataError;
 use crate::exec::{ExecError, Executor, Updater};
 use crate::ir::{Graph, OptimizerSpec, Program};
+use crate::runtime::dist::{Comm, CommError, Single};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 /// Builds the backward graph (adds outputs `grad:<path>` for every trainable parameter).
 pub type GradFn = Box<dyn Fn(&Graph) -> Result<Graph, String>>;
@@ -73,6 +76,10 @@ pub struct TrainOptions {
     /// `--detect-anomaly`: check every intermediate value of every step, and stop at the first
     /// NaN or infinity even when it does not reach the loss.
     pub detect_anomaly: bool,
+    /// The processes training together: [`Single`], or the ranks of an MPI job, each of which
+    /// trains on its part of every batch (see [`crate::runtime::dist`]). Only rank 0 writes
+    /// checkpoints; the caller gives the other ranks no log and no progress bar.
+    pub comm: Rc<dyn Comm>,
 }
 
 impl Default for TrainOptions {
@@ -91,6 +98,7 @@ impl Default for TrainOptions {
             checkpoint_every: None,
             stop_after: None,
             detect_anomaly: false,
+            comm: Rc::new(Single),
         }
     }
 }
@@ -143,6 +151,15 @@ pub enum TrainError {
         param: Option<String>,
         /// Where the first non-finite value appeared.
         anomaly: Option<anomaly::Anomaly>,
+    },
+    /// A collective operation of a data-parallel run failed: another rank died, hangs or
+    /// cannot be reached.
+    #[error("run `{run}`, step {step}: exchanging {what} with the other processes: {source}")]
+    Comm {
+        run: String,
+        step: u64,
+        what: String,
+        source: CommError,
     },
     /// Stopped on request ([`interrupt`]) after `step` steps; the resumable state is in `checkpoint`.
     #[error("run `{run}` interrupted after step {step}; its state is saved in {}", .checkpoint.display())]

@@ -14,7 +14,7 @@
 //! re-derived by replaying the `s / P + 1` per-epoch shuffles of `Rng::for_name(seed, "shuffle")`
 //! from the start (an O(samples) permutation per epoch, cheap next to one epoch of training).
 //! Everything else a step draws on is a function of (seed, step): dropout masks come from
-//! `StepCtx { seed, step }`, the lr schedule from (step, length), Adam's bias correction from the
+//! `StepCtx { seed, step, first }`, the lr schedule from (step, length), Adam's bias correction from the
 //! step. The stored epoch and batch index are redundant with `__step`; they are checked against it
 //! and make the file readable.
 

@@ -1,14 +1,17 @@
 //! One `train` block from start to end: data, graphs and executors, starting parameters, the
 //! step loop (batch → run → finite-loss check → update every trainable parameter), periodic
 //! evaluation and checkpoints, resuming from a checkpoint (see [`super::resume`]) and stopping
-//! on request ([`super::interrupt`]). After setup a step allocates nothing: batch buffers, the feed and
-//! parameter views and the optimizer state are reused.
+//! on request ([`super::interrupt`]). With several processes ([`TrainOptions::comm`]) each runs
+//! its part of every batch and they average their gradients ([`super::shard`]). After setup a
+//! step allocates nothing: batch buffers, the feed and parameter views and the optimizer state
+//! are reused.
 
 use super::eval::{evaluate, label_inputs, EvalResult};
 use super::params::{self, lr_scale, Tensors, TEACHER};
 use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::Position;
-use super::{anomaly, interrupt, Backend, RunSummary, TrainError, TrainOptions};
+use super::shard::{broadcast_start, evaluate_sharded, Shard};
+use super::{anomaly, Backend, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, UpdateHyper};
 use crate::ir::{Graph, Length, Program, RunSpec};
 use crate::runtime::batch::{gather, Buf, Epochs};
@@ -201,6 +204,14 @@ pub(super) fn train(
         )?),
         None => None,
     };
+    let comm = opts.comm.as_ref();
+    broadcast_start(
+        comm,
+        run,
+        values
+            .iter_mut()
+            .chain(trainable.iter_mut().flat_map(|t| t.state.iter_mut())),
+    )?;
     let length = match (opts.steps, opts.epochs, &resumed) {
         (Some(s), _, _) => Length::Steps(s),
         (None, Some(e), _) => Length::Epochs(e),
@@ -216,6 +227,14 @@ pub(super) fn train(
         return Err(setup("`--checkpoint-every` must be at least 1".into()));
     }
     let batch = order.batch_size();
+    let mut shard = Shard::new(
+        comm,
+        run,
+        batch,
+        trainable
+            .iter()
+            .map(|t| (t.grad.clone(), graph.params[t.index].numel())),
+    )?;
     // Evaluating in batches of the training batch size keeps the evaluation executor's buffers
     // no larger than the training ones (at 256 they were most of the CNN's memory).
     let eval_batch = batch;
@@ -258,6 +277,9 @@ pub(super) fn train(
                    trainable: &[Trainable],
                    step: u64|
      -> Result<(), TrainError> {
+        if comm.rank() != 0 {
+            return Ok(());
+        }
         let mut ts: Vec<Saved<'_>> = graph
             .params
             .iter()
@@ -320,20 +342,18 @@ pub(super) fn train(
             return Ok(None);
         };
         let views: Vec<&[f32]> = eval_map.iter().map(|&i| values[i].as_slice()).collect();
-        evaluate(
+        evaluate_sharded(
+            comm,
             e.as_mut(),
             &views,
             test,
             eval_batch,
             spec.classification,
             spec.seed,
+            run,
+            step,
         )
         .map(Some)
-        .map_err(|source| TrainError::Exec {
-            run: run.into(),
-            step,
-            source,
-        })
     };
 
     while step < total {
@@ -343,7 +363,7 @@ pub(super) fn train(
             if step >= total {
                 break;
             }
-            let idx = order.batch(b);
+            let idx = shard.part(order.batch(b));
             gather(&ds.train.x, idx, &mut xb);
             gather(&ds.train.y, idx, &mut yb);
             let loss = {
@@ -356,12 +376,13 @@ pub(super) fn train(
                 let mut views: Vec<&[f32]> = recycle(std::mem::take(&mut view_spare));
                 views.extend(values.iter().map(Vec::as_slice));
                 exec.run(
-                    batch,
+                    idx.len(),
                     &feeds,
                     &views,
                     StepCtx {
                         seed: spec.seed,
                         step,
+                        first: shard.first(idx.len()),
                     },
                 )
                 .map_err(|source| TrainError::Exec {
@@ -373,24 +394,30 @@ pub(super) fn train(
                     .output("loss")
                     .and_then(|l| l.first().copied())
                     .unwrap_or(f32::NAN);
+                // Under MPI, the mean loss and the summed gradients of every rank.
+                let loss = shard.reduce(exec.as_ref(), loss, step + 1)?;
                 let param = trainable
                     .iter()
-                    .find(|t| {
-                        exec.output(&t.grad)
+                    .enumerate()
+                    .find(|(k, t)| {
+                        shard
+                            .grad(exec.as_ref(), *k, &t.grad)
                             .is_some_and(|g| !anomaly::all_finite(g))
                     })
-                    .map(|t| graph.params[t.index].path.clone());
+                    .map(|(_, t)| graph.params[t.index].path.clone());
                 if !loss.is_finite() || param.is_some() || opts.detect_anomaly {
+                    let ctx = StepCtx {
+                        seed: spec.seed,
+                        step,
+                        first: shard.first(idx.len()),
+                    };
                     let anomaly = if opts.detect_anomaly {
                         anomaly::first_non_finite(exec.graph(), exec.as_ref(), &feeds, &views)
                     } else {
                         // The executor shares buffers between values: the step is replayed on
-                        // one that keeps them all (same inputs, parameters and kernels).
-                        let ctx = StepCtx {
-                            seed: spec.seed,
-                            step,
-                        };
-                        anomaly::replay(&backend.inspector, &graph, batch, &feeds, &views, ctx)
+                        // one that keeps them all (same inputs, parameters and kernels). Under
+                        // MPI it finds this rank's part of the trouble, if any.
+                        anomaly::replay(&backend.inspector, &graph, idx.len(), &feeds, &views, ctx)
                     };
                     if !loss.is_finite() || param.is_some() || anomaly.is_some() {
                         return Err(TrainError::NonFinite {
@@ -408,9 +435,9 @@ pub(super) fn train(
             };
             let factor = spec.schedule.factor(step, total);
             let hyper_step = step + 1;
-            for t in trainable.iter_mut() {
-                let grad = exec
-                    .output(&t.grad)
+            for (k, t) in trainable.iter_mut().enumerate() {
+                let grad = shard
+                    .grad(exec.as_ref(), k, &t.grad)
                     .ok_or_else(|| setup(format!("no output `{}`", t.grad)))?;
                 let h = UpdateHyper {
                     lr: (base_lr * factor * t.scale) as f32,
@@ -451,7 +478,7 @@ pub(super) fn train(
                 paused += t.elapsed();
             }
             if step < total
-                && (interrupt::requested() || opts.stop_after.is_some_and(|s| step >= s))
+                && (shard.stop_requested() || opts.stop_after.is_some_and(|s| step >= s))
             {
                 let path = ckpt_path
                     .clone()

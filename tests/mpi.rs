@@ -1,0 +1,432 @@
+//! Data-parallel training under `mpirun` (cargo feature `mpi`; needs OpenMPI's `mpirun`):
+//! two ranks end with the weights, optimizer state, losses and evaluations of one process
+//! training on the same global batches (with SGD and momentum, with Adam, with dropout); a batch that does not split over the ranks is refused;
+//! a rank killed with SIGKILL, or one that stops answering (SIGSTOP), ends the job with an error
+//! within a bounded time; the last checkpoint of a killed job resumes with one process and with
+//! two; a stop request (SIGINT) to one rank stops every rank after the same step.
+//!
+//! "Within 1e-5 relative" is measured per tensor: |a − b| ≤ 1e-5 · max|a| for every element
+//! (the ranks sum their gradients in another order than one process does; an element-wise
+//! relative error is meaningless for the elements near zero that cancellation leaves).
+//!
+//! Each test launches `mpirun --allow-run-as-root --oversubscribe -np 2` on this machine; the
+//! tests take turns ([`serial`]) so that their timing bounds hold on a small machine.
+#![cfg(feature = "mpi")]
+
+use nnc::runtime::checkpoint::Checkpoint;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const NNC: &str = env!("CARGO_BIN_EXE_nnc");
+
+/// One `mpirun` job at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A scratch folder unique to this process and test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("nnc_mpi_{}_{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `n` samples of 8 features in [-1, 1) from a fixed generator, each labelled with one of 4
+/// classes by the signs of x0 + x1 and x2·x3, as CSV rows.
+fn samples(n: usize, seed: u64) -> String {
+    let mut s = seed;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 40) as f64 / (1u64 << 24) as f64) * 2.0 - 1.0
+    };
+    let mut out = String::new();
+    for _ in 0..n {
+        let x: Vec<f64> = (0..8).map(|_| next()).collect();
+        let class = usize::from(x[0] + x[1] > 0.0) + 2 * usize::from(x[2] * x[3] > 0.0);
+        for v in &x {
+            out += &format!("{v:.6},");
+        }
+        out += &format!("{class}\n");
+    }
+    out
+}
+
+/// The layers of an 8-32-4 MLP classifier.
+const MLP: &str = "dense(32) |> relu |> dense(4)";
+
+/// A classifier (`layers`) on 640 training and 200 test samples, shuffled batches of `batch`,
+/// `steps` steps with an evaluation every 20; returns the `.nn` file.
+fn problem(dir: &Scratch, layers: &str, optimizer: &str, batch: usize, steps: u64) -> PathBuf {
+    std::fs::write(dir.join("train.csv"), samples(640, 1)).unwrap();
+    std::fs::write(dir.join("test.csv"), samples(200, 2)).unwrap();
+    let nn = dir.join("net.nn");
+    std::fs::write(
+        &nn,
+        format!(
+            r#"
+model Net(x: [8]) -> [4] {{
+    return x |> {layers}
+}}
+
+data toy {{
+    train: csv("train.csv")
+    test: csv("test.csv")
+}}
+
+train Net on toy {{
+    loss: cross_entropy(output, label)
+    optimizer: {optimizer}
+    batch: {batch}
+    steps: {steps}
+    seed: 5
+    eval: every 20 steps [loss, accuracy]
+}}
+"#
+        ),
+    )
+    .unwrap();
+    nn
+}
+
+/// `nnc ARGS` in one process.
+fn nnc(args: &[&str]) -> Command {
+    let mut c = Command::new(NNC);
+    c.args(args);
+    c
+}
+
+/// `nnc ARGS` in `np` processes started by `mpirun` on this machine.
+fn mpirun(np: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(np.to_string())
+        .arg(NNC)
+        .args(args);
+    c
+}
+
+/// Runs `c` to the end; panics with its output unless it succeeds. Returns its stdout.
+fn ok(c: &mut Command) -> String {
+    let out = c.output().expect("cannot start mpirun or nnc");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Asserts that every tensor of checkpoint `a` (parameters and optimizer state) is within
+/// `tol` of the same tensor in `b`, relative to its largest magnitude, and that both hold the
+/// same tensors and step.
+fn assert_close(a: &Path, b: &Path, tol: f32) {
+    let (a, b) = (Checkpoint::load(a).unwrap(), Checkpoint::load(b).unwrap());
+    assert_eq!(a.step, b.step);
+    assert_eq!(
+        a.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, ta) in &a.tensors {
+        let tb = &b.tensors[name];
+        assert_eq!(ta.dims, tb.dims, "{name}");
+        let scale = ta.data.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(scale > 0.0, "{name} is all zeros: nothing was trained");
+        for (i, (x, y)) in ta.data.iter().zip(&tb.data).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * scale,
+                "{name}[{i}]: {x} vs {y} (largest magnitude {scale})"
+            );
+        }
+    }
+}
+
+/// The numbers of a JSON-lines log's records, by type: (step, loss) per step and (step, loss,
+/// accuracy) per evaluation.
+#[allow(clippy::type_complexity)]
+fn log(path: &Path) -> (Vec<(u64, f64)>, Vec<(u64, f64, f64)>) {
+    let num = |line: &str, key: &str| -> f64 {
+        let at = line.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+        let rest = &line[at..];
+        let end = rest.find([',', '}']).unwrap();
+        rest[..end].parse().unwrap()
+    };
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut steps = Vec::new();
+    let mut evals = Vec::new();
+    for line in text.lines() {
+        if line.contains("\"type\":\"step\"") {
+            steps.push((num(line, "step") as u64, num(line, "loss")));
+        } else if line.contains("\"type\":\"eval\"") {
+            evals.push((
+                num(line, "step") as u64,
+                num(line, "loss"),
+                num(line, "accuracy"),
+            ));
+        }
+    }
+    (steps, evals)
+}
+
+fn two_ranks_match_one_process(test: &str, layers: &str, optimizer: &str) {
+    let _turn = serial();
+    let dir = Scratch::new(test);
+    let nn = problem(&dir, layers, optimizer, 64, 40);
+    let (one, two) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
+    let (log1, log2) = (dir.join("one.jsonl"), dir.join("two.jsonl"));
+    ok(nnc(&["train", s(&nn), "-q", "--checkpoint", s(&one)]).args(["--log-json", s(&log1)]));
+    let out =
+        ok(mpirun(2, &["train", s(&nn), "-q", "--checkpoint", s(&two)])
+            .args(["--log-json", s(&log2)]));
+    assert_close(&one, &two, 1e-5);
+    assert_eq!(Checkpoint::load(&two).unwrap().step, Some(40));
+    // Rank 0 alone prints the summary and writes the log: one line per step, not two.
+    assert_eq!(out.matches("checkpoint written to").count(), 1, "{out}");
+    let ((s1, e1), (s2, e2)) = (log(&log1), log(&log2));
+    assert_eq!(s2.len(), 40);
+    assert_eq!(e2.len(), 2);
+    // The logged loss is the global batch's mean; the evaluation covers the whole test split.
+    for ((a, la), (b, lb)) in s1.iter().zip(&s2) {
+        assert_eq!(a, b);
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs(),
+            "step {a}: loss {la} vs {lb}"
+        );
+    }
+    for ((a, la, aa), (b, lb, ab)) in e1.iter().zip(&e2) {
+        assert_eq!((a, aa), (b, ab));
+        assert!(
+            (la - lb).abs() <= 1e-5 * la.abs(),
+            "eval at {a}: {la} vs {lb}"
+        );
+    }
+}
+
+#[test]
+fn two_ranks_end_with_the_weights_of_one_process_sgd_momentum() {
+    two_ranks_match_one_process("sgd", MLP, "sgd(lr: 0.05, momentum: 0.9)");
+}
+
+#[test]
+fn two_ranks_end_with_the_weights_of_one_process_adam() {
+    two_ranks_match_one_process("adam", MLP, "adam(lr: 0.01)");
+}
+
+/// Each rank's dropout masks are those its samples have in the whole batch.
+#[test]
+fn two_ranks_end_with_the_weights_of_one_process_with_dropout() {
+    let layers = "dense(32) |> relu |> dropout(0.3) |> dense(4)";
+    two_ranks_match_one_process("dropout", layers, "adam(lr: 0.01)");
+}
+
+#[test]
+fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
+    let _turn = serial();
+    let dir = Scratch::new("uneven");
+    let nn = problem(&dir, MLP, "sgd(lr: 0.1)", 63, 5);
+    let out = mpirun(2, &["train", s(&nn), "-q"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("the batch of 63 samples does not split evenly over 2 processes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_timeout_that_is_not_a_positive_number_of_seconds_is_refused() {
+    let dir = Scratch::new("timeout");
+    let nn = problem(&dir, MLP, "sgd(lr: 0.1)", 64, 5);
+    for bad in ["0", "-1", "NaN"] {
+        let out = nnc(&["train", s(&nn), "-q", &format!("--mpi-timeout={bad}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "--mpi-timeout must be a positive number of seconds, not {bad}"
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// A long 2-rank job writing a checkpoint every 50 steps to `ck`, with its output in files.
+fn start_long_job(dir: &Scratch, nn: &Path, ck: &Path, extra: &[&str]) -> Child {
+    mpirun(2, &["train", s(nn), "-q", "--steps", "100000000"])
+        .args(["--checkpoint-every", "50", "--checkpoint", s(ck)])
+        .args(extra)
+        .stdout(File::create(dir.join("job.out")).unwrap())
+        .stderr(File::create(dir.join("job.err")).unwrap())
+        .spawn()
+        .expect("cannot start mpirun")
+}
+
+/// Waits until `ck` exists (the job is training), then returns the pid of rank 1.
+fn rank_1_once_training(job: &Child, ck: &Path) -> u32 {
+    let t = Instant::now();
+    while !ck.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no checkpoint after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // mpirun starts the ranks of a one-machine job as its own children.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", job.id()))
+        .expect("cannot list mpirun's children");
+    children
+        .split_whitespace()
+        .map(|p| p.parse::<u32>().unwrap())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/environ"))
+                .is_ok_and(|e| e.split(|&b| b == 0).any(|v| v == b"OMPI_COMM_WORLD_RANK=1"))
+        })
+        .expect("no process of rank 1 among mpirun's children")
+}
+
+fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+/// Waits for `job` to end within `limit` (killing it and failing otherwise).
+fn ends_within(job: &mut Child, limit: Duration) -> ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = job.try_wait().unwrap() {
+            return st;
+        }
+        if t.elapsed() > limit {
+            let _ = job.kill();
+            panic!("the job still runs {limit:?} after the failure");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_its_last_checkpoint_resumes_with_one_or_two_processes() {
+    let _turn = serial();
+    let dir = Scratch::new("kill");
+    let nn = problem(&dir, MLP, "sgd(lr: 0.05, momentum: 0.9)", 64, 40);
+    let ck = dir.join("ck.safetensors");
+    let mut job = start_long_job(&dir, &nn, &ck, &[]);
+    let rank1 = rank_1_once_training(&job, &ck);
+    signal(rank1, "-KILL");
+    let st = ends_within(&mut job, Duration::from_secs(30));
+    assert!(!st.success(), "mpirun succeeded although a rank was killed");
+    let step = Checkpoint::load(&ck).unwrap().step.unwrap();
+    // Checkpoints come every 50 steps and with every evaluation (every 20).
+    assert!(
+        step > 0 && (step.is_multiple_of(50) || step.is_multiple_of(20)),
+        "step {step}"
+    );
+
+    // Resume for 30 more steps with 1 and with 2 processes; both end as a single process that
+    // never stopped.
+    let more = (step + 30).to_string();
+    let reference = dir.join("ref.safetensors");
+    ok(&mut nnc(&[
+        "train",
+        s(&nn),
+        "-q",
+        "--steps",
+        &more,
+        "--checkpoint",
+        s(&reference),
+    ]));
+    for np in [1, 2] {
+        let out = dir.join(&format!("resumed{np}.safetensors"));
+        let args = [
+            "train",
+            s(&nn),
+            "-q",
+            "--resume",
+            s(&ck),
+            "--steps",
+            &more,
+            "--checkpoint",
+            s(&out),
+        ];
+        ok(&mut if np == 1 {
+            nnc(&args)
+        } else {
+            mpirun(np, &args)
+        });
+        assert_close(&reference, &out, 1e-5);
+    }
+}
+
+#[test]
+fn a_rank_that_stops_answering_makes_the_others_stop_at_the_timeout() {
+    let _turn = serial();
+    let dir = Scratch::new("stop");
+    let nn = problem(&dir, MLP, "sgd(lr: 0.05)", 64, 40);
+    let ck = dir.join("ck.safetensors");
+    let mut job = start_long_job(&dir, &nn, &ck, &["--mpi-timeout", "2"]);
+    let rank1 = rank_1_once_training(&job, &ck);
+    signal(rank1, "-STOP");
+    let st = ends_within(&mut job, Duration::from_secs(30));
+    let _ = Command::new("kill")
+        .args(["-KILL", &rank1.to_string()])
+        .status();
+    assert!(!st.success());
+    let err = std::fs::read_to_string(dir.join("job.err")).unwrap();
+    assert!(
+        err.contains("[rank 0 of 2] error: run `Net`, step ")
+            && err.contains(
+                "exchanging the gradients with the other processes: all-reduce: no answer from the other ranks within 2.0 s"
+            ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stop_request_to_one_rank_stops_every_rank_after_the_same_step() {
+    let _turn = serial();
+    let dir = Scratch::new("sigint");
+    let nn = problem(&dir, MLP, "sgd(lr: 0.05)", 64, 40);
+    let ck = dir.join("ck.safetensors");
+    let mut job = start_long_job(&dir, &nn, &ck, &[]);
+    let rank1 = rank_1_once_training(&job, &ck);
+    signal(rank1, "-INT");
+    let st = ends_within(&mut job, Duration::from_secs(30));
+    assert_eq!(st.code(), Some(130));
+    let err = std::fs::read_to_string(dir.join("job.err")).unwrap();
+    let step = Checkpoint::load(&ck).unwrap().step.unwrap();
+    for r in 0..2 {
+        let said = format!("[rank {r} of 2] interrupted: run `Net` stopped after step {step};");
+        assert!(err.contains(&said), "{said}\n{err}");
+    }
+}
