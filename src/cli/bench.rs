@@ -59,6 +59,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
     {
         let t = Instant::now();
         let grad = crate::autodiff::grad(&spec.graph).map_err(CliError::internal)?;
+        let grad = crate::opt::optimize(&grad, 1).map_err(CliError::internal)?;
         let jit = Jit::compile(
             &grad,
             &JitOptions {
@@ -70,16 +71,19 @@ pub fn run(args: &BenchArgs) -> CliResult {
         let compile_ms = t.elapsed().as_secs_f64() * 1e3;
         let kernels = jit.kernel_count();
         drop(jit);
+        // Every op of the training graph (forward, backward) per sample.
+        let flops = crate::check::model_stats(&grad).flops_per_sample as f64;
         let s = session.run(&spec.name).map_err(train::train_error)?;
         let samples = s.steps as f64 * spec.batch as f64;
         let loop_ms = samples / s.samples_per_s.max(1e-9) * 1e3;
         println!(
-            "run {:<12} compile {compile_ms:7.2} ms ({} kernels)  train {} steps × {}: loop {loop_ms:.1} ms, {:.0} samples/s, whole run {:.2} s",
+            "run {:<12} compile {compile_ms:7.2} ms ({} kernels)  train {} steps × {}: loop {loop_ms:.1} ms, {:.0} samples/s ({:.1} GFLOP/s), whole run {:.2} s",
             spec.name,
             kernels,
             s.steps,
             spec.batch,
             s.samples_per_s,
+            flops * s.samples_per_s / 1e9,
             s.wall_s
         );
         if !seen_models.contains(&spec.model) {
@@ -143,11 +147,13 @@ fn inference(name: &str, g: &Graph, threads: usize, reps: usize) -> CliResult {
     )
     .map_err(CliError::internal)?;
     let t1000 = measure(&mut many, 1000, (reps / 200).max(5))?;
+    let flops = crate::check::model_stats(g).flops_per_sample as f64;
+    let per_s = 1000.0 / t1000[t1000.len() / 2];
     println!(
-        "model {name:<10} inference: batch 1 median {:.1} µs (p90 {:.1} µs); batch 1000 {:.0} samples/s",
+        "model {name:<10} inference: batch 1 median {:.1} µs (p90 {:.1} µs); batch 1000 {per_s:.0} samples/s ({:.1} GFLOP/s)",
         t1[t1.len() / 2] * 1e6,
         t1[t1.len() * 9 / 10] * 1e6,
-        1000.0 / t1000[t1000.len() / 2]
+        flops * per_s / 1e9
     );
     Ok(())
 }
