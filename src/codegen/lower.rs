@@ -505,6 +505,7 @@ fn row_parallel(op: &Op) -> bool {
             | Op::Binary(_)
             | Op::UnaryGrad(_)
             | Op::BiasAdd { .. }
+            | Op::Fused(_)
             | Op::MaxPool(_)
             | Op::MaxPoolGrad(_)
             | Op::AvgPool(_)
