@@ -1,21 +1,11 @@
-//! Stopping and resuming training: a run stopped at any step and resumed from its checkpoint ends
-//! with weights bit-identical to the uninterrupted run — through the library (`Session`), through
-//! `nnc train --checkpoint-every` killed with SIGKILL then `--resume`d, and through Ctrl-C
-//! (SIGINT: exit 130, a message saying how to resume, a checkpoint that resumes).
-//!
-//! The MNIST test reads `../shared/data/mnist` (or `$NNC_SHARED_DATA/mnist`); when it is missing
-//! the test is skipped with a note on stderr, unless `CI` is set, in which case it fails.
+//! Stopping and resuming training through the library (`Session`): a run stopped at any step
+//! and resumed from its checkpoint ends with weights bit-identical to the uninterrupted run.
+//! The same through the `nnc` binary (SIGKILL, Ctrl-C) is in `tests/cli/resume.rs`.
 
 use nnc::runtime::checkpoint::Checkpoint;
 use nnc::runtime::train::resume::Position;
 use nnc::runtime::train::{Backend, Session, Tensors, TrainError, TrainOptions};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A scratch folder unique to this process and test, removed when dropped.
 struct Scratch(PathBuf);
@@ -277,159 +267,6 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("--checkpoint-every"), "{e}");
-}
-
-/// `../shared/data/mnist` (or `$NNC_SHARED_DATA/mnist`), or `None` (after a note on stderr) when
-/// it is missing outside CI.
-fn mnist() -> Option<PathBuf> {
-    let base = std::env::var_os("NNC_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/data"));
-    let dir = base.join("mnist");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "MNIST is missing: expected it at {} (CI is set, so this test may not be skipped)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "note: skipping this test: MNIST is not at {}",
-        dir.display()
-    );
-    None
-}
-
-/// `nnc train examples/mnist_mlp.nn --steps 200` on `data` with `extra` arguments, run in `dir`.
-/// The f64 reference interpreter (`--interp`) makes a step take milliseconds, so that a signal
-/// sent after the first periodic checkpoint surely lands mid-run.
-fn mnist_train(data: &Path, dir: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_nnc"));
-    c.arg("train")
-        .arg(root().join("examples/mnist_mlp.nn"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--quiet", "--interp", "--threads", "1"])
-        .args(extra)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// Waits (up to a minute) until `path` exists, then returns the step it records.
-fn wait_for_checkpoint(path: &Path, child: &mut std::process::Child) -> u64 {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no checkpoint after a minute"
-        );
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("nnc ended ({status}) before writing a checkpoint");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Checkpoint::load(path).unwrap().step.unwrap()
-}
-
-/// Every tensor of two checkpoints, bit for bit.
-fn assert_same_checkpoint(a: &Path, b: &Path) {
-    let (a, b) = (Checkpoint::load(a).unwrap(), Checkpoint::load(b).unwrap());
-    assert_eq!(a.step, b.step);
-    assert_bit_identical(&a.tensors, &b.tensors);
-}
-
-#[test]
-fn a_killed_cli_run_resumes_from_its_periodic_checkpoint_bit_identically() {
-    let Some(data) = mnist() else { return };
-    let dir = Scratch::new("sigkill");
-    let straight = dir.join("straight.safetensors");
-    let out = mnist_train(&data, &dir.0, &["--steps", "200", "--checkpoint"])
-        .arg(&straight)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-
-    let ck = dir.join("killed.safetensors");
-    let mut child = mnist_train(
-        &data,
-        &dir.0,
-        &["--steps", "200", "--checkpoint-every", "50"],
-    )
-    .arg("--checkpoint")
-    .arg(&ck)
-    .spawn()
-    .unwrap();
-    wait_for_checkpoint(&ck, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let at = Checkpoint::load(&ck).unwrap().step.unwrap();
-    assert!(at.is_multiple_of(50) && at < 200, "killed after step {at}");
-
-    // Neither the length nor the run is repeated: the checkpoint records them.
-    let out = mnist_train(&data, &dir.0, &["--resume"])
-        .arg(&ck)
-        .arg("--checkpoint")
-        .arg(&ck)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_same_checkpoint(&straight, &ck);
-}
-
-#[test]
-fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
-    let Some(data) = mnist() else { return };
-    let dir = Scratch::new("sigint");
-    let straight = dir.join("straight.safetensors");
-    let out = mnist_train(&data, &dir.0, &["--steps", "200", "--checkpoint"])
-        .arg(&straight)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-
-    let ck = dir.join("stopped.safetensors");
-    let mut child = mnist_train(
-        &data,
-        &dir.0,
-        &["--steps", "200", "--checkpoint-every", "10"],
-    )
-    .arg("--checkpoint")
-    .arg(&ck)
-    .spawn()
-    .unwrap();
-    wait_for_checkpoint(&ck, &mut child);
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    let at = Checkpoint::load(&ck).unwrap().step.unwrap();
-    assert!(at > 0 && at < 200, "stopped after step {at}");
-    assert!(
-        err.contains(&format!("stopped after step {at}"))
-            && err.contains(&format!(
-                "--run Mlp --resume {} --checkpoint {} --interp",
-                ck.display(),
-                ck.display()
-            )),
-        "{err}"
-    );
-
-    let out = mnist_train(&data, &dir.0, &["--run", "Mlp", "--resume"])
-        .arg(&ck)
-        .arg("--checkpoint")
-        .arg(&ck)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_same_checkpoint(&straight, &ck);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! What every CLI test needs: the binary, the repository, temporary folders and output text.
 
 use assert_cmd::Command;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub fn nnc() -> Command {
     Command::cargo_bin("nnc").expect("the nnc binary is built")
@@ -47,6 +47,9 @@ impl Scratch {
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
+    }
+    pub fn dir(&self) -> &Path {
+        &self.0
     }
     /// Writes `name` in the folder and returns its path.
     pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {

@@ -1,6 +1,7 @@
-//! The `nnc` binary as a user runs it (assert_cmd): one module per behaviour, each test failing
-//! without the behaviour it names. Exit codes: 0 ok, 1 user error, 2 internal error, 130
-//! interrupted; nothing may panic.
+//! The `nnc` binary as a user runs it: one module per behaviour, each test failing without the
+//! behaviour it names (NaN and anomaly detection, bad data and checkpoint files, memory limits,
+//! logging and plotting, resuming after SIGKILL and Ctrl-C, and the commands themselves). Exit
+//! codes: 0 ok, 1 user error, 2 internal error, 130 interrupted; nothing may panic.
 
 mod anomaly;
 mod bad_files;
@@ -9,3 +10,4 @@ mod common;
 mod logging;
 mod memory;
 mod plot;
+mod resume;

@@ -1,0 +1,169 @@
+//! Runs that end badly keep the user's work: `nnc train --checkpoint-every` killed with SIGKILL
+//! resumes (`--resume`) to weights bit-identical to an uninterrupted run, and Ctrl-C (SIGINT)
+//! saves a checkpoint, exits 130 and says how to resume.
+//!
+//! These read `../shared/data/mnist` (or `$NNC_SHARED_DATA/mnist`); when it is missing they are
+//! skipped with a note on stderr, unless `CI` is set, in which case they fail.
+
+use super::common::*;
+use nnc::runtime::checkpoint::Checkpoint;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `$NNC_SHARED_DATA/mnist` when set, else the MNIST folder beside the repository.
+fn mnist_data() -> Option<PathBuf> {
+    match std::env::var_os("NNC_SHARED_DATA") {
+        Some(base) => {
+            let dir = PathBuf::from(base).join("mnist");
+            assert!(
+                dir.is_dir() || std::env::var_os("CI").is_none(),
+                "CI needs MNIST at {}",
+                dir.display()
+            );
+            dir.is_dir().then_some(dir)
+        }
+        None => mnist(),
+    }
+}
+
+/// `nnc train examples/mnist_mlp.nn --steps 200` on `data` with `extra` arguments, run in `dir`.
+/// The f64 reference interpreter (`--interp`) makes a step take milliseconds, so that a signal
+/// sent after the first periodic checkpoint surely lands mid-run.
+fn mnist_train(data: &Path, dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nnc"));
+    c.arg("train")
+        .arg(root().join("examples/mnist_mlp.nn"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--quiet", "--interp", "--threads", "1"])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Waits (up to a minute) until `path` exists, then returns the step it records.
+fn wait_for_checkpoint(path: &Path, child: &mut std::process::Child) -> u64 {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no checkpoint after a minute"
+        );
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("nnc ended ({status}) before writing a checkpoint");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Checkpoint::load(path).unwrap().step.unwrap()
+}
+
+/// Every tensor of two checkpoints, bit for bit.
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (a, b) = (Checkpoint::load(a).unwrap(), Checkpoint::load(b).unwrap());
+    assert_eq!(a.step, b.step);
+    assert_eq!(
+        a.tensors.keys().collect::<Vec<_>>(),
+        b.tensors.keys().collect::<Vec<_>>()
+    );
+    for (name, ta) in &a.tensors {
+        let bits = |t: &[f32]| t.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&ta.data),
+            bits(&b.tensors[name].data),
+            "`{name}` differs"
+        );
+    }
+}
+
+#[test]
+fn a_killed_cli_run_resumes_from_its_periodic_checkpoint_bit_identically() {
+    let Some(data) = mnist_data() else { return };
+    let dir = Scratch::new("resume-sigkill");
+    let straight = dir.path("straight.safetensors");
+    let out = mnist_train(&data, dir.dir(), &["--steps", "200", "--checkpoint"])
+        .arg(&straight)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let ck = dir.path("killed.safetensors");
+    let mut child = mnist_train(
+        &data,
+        dir.dir(),
+        &["--steps", "200", "--checkpoint-every", "50"],
+    )
+    .arg("--checkpoint")
+    .arg(&ck)
+    .spawn()
+    .unwrap();
+    wait_for_checkpoint(&ck, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at = Checkpoint::load(&ck).unwrap().step.unwrap();
+    assert!(at.is_multiple_of(50) && at < 200, "killed after step {at}");
+
+    // Neither the length nor the run is repeated: the checkpoint records them.
+    let out = mnist_train(&data, dir.dir(), &["--resume"])
+        .arg(&ck)
+        .arg("--checkpoint")
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_same_checkpoint(&straight, &ck);
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
+    let Some(data) = mnist_data() else { return };
+    let dir = Scratch::new("resume-sigint");
+    let straight = dir.path("straight.safetensors");
+    let out = mnist_train(&data, dir.dir(), &["--steps", "200", "--checkpoint"])
+        .arg(&straight)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let ck = dir.path("stopped.safetensors");
+    let mut child = mnist_train(
+        &data,
+        dir.dir(),
+        &["--steps", "200", "--checkpoint-every", "10"],
+    )
+    .arg("--checkpoint")
+    .arg(&ck)
+    .spawn()
+    .unwrap();
+    wait_for_checkpoint(&ck, &mut child);
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let at = Checkpoint::load(&ck).unwrap().step.unwrap();
+    assert!(at > 0 && at < 200, "stopped after step {at}");
+    assert!(
+        err.contains(&format!("stopped after step {at}"))
+            && err.contains(&format!(
+                "--run Mlp --resume {} --checkpoint {} --interp",
+                ck.display(),
+                ck.display()
+            )),
+        "{err}"
+    );
+
+    let out = mnist_train(&data, dir.dir(), &["--run", "Mlp", "--resume"])
+        .arg(&ck)
+        .arg("--checkpoint")
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_same_checkpoint(&straight, &ck);
+}
