@@ -102,16 +102,19 @@ pub fn check_feeds(
     if batch == 0 {
         return Err(ExecError::Other("the batch size must be at least 1".into()));
     }
-    let input_nodes = graph.inputs();
-    if inputs.len() != input_nodes.len() {
+    // No allocation: this runs before every step.
+    let input_nodes = graph.nodes.iter().filter_map(|n| match &n.op {
+        crate::ir::Op::Input { .. } => Some(&n.ty),
+        _ => None,
+    });
+    let count = input_nodes.clone().count();
+    if inputs.len() != count {
         return Err(ExecError::Other(format!(
-            "expected {} inputs, got {}",
-            input_nodes.len(),
+            "expected {count} inputs, got {}",
             inputs.len()
         )));
     }
-    for (index, (feed, (v, _))) in inputs.iter().zip(&input_nodes).enumerate() {
-        let ty = graph.ty(*v);
+    for (index, (feed, ty)) in inputs.iter().zip(input_nodes).enumerate() {
         let dtype_ok = matches!(
             (feed, ty.dtype),
             (Feed::F32(_), DType::F32) | (Feed::I32(_), DType::I32)
