@@ -9,9 +9,10 @@
 //! after it in training graphs too. The fused kernel does the same arithmetic in the same
 //! order as the separate ones, so results are bit-identical.
 
+use super::rewrite::Rewriter;
 use super::Pass;
 use crate::ir::print::node_to_string;
-use crate::ir::{Chain, Graph, Node, Op, Output, ValueId};
+use crate::ir::{Chain, Graph, Node, Op, ValueId};
 use std::fmt::Write;
 
 /// The elementwise-fusion pass ([`fuse`]).
@@ -93,44 +94,26 @@ pub fn fuse(g: &Graph) -> Graph {
             _ => None,
         };
     }
-    let mut new_id = vec![ValueId(u32::MAX); n];
-    let mut out = Graph {
-        name: g.name.clone(),
-        training: g.training,
-        params: g.params.clone(),
-        ..Default::default()
-    };
+    let mut r = Rewriter::new(g);
     for (i, node) in g.nodes.iter().enumerate() {
         if absorbed[i] {
+            // Read only by the node that absorbed it, which is rebuilt from the chain's inputs.
+            r.define(ValueId(u32::MAX));
             continue;
         }
         let node = match &chains[i] {
             Some(p) if p.ops() >= 2 => Node {
                 op: Op::Fused(p.chain.clone()),
-                inputs: p.inputs.iter().map(|v| new_id[v.index()]).collect(),
+                inputs: p.inputs.iter().map(|v| r.get(*v)).collect(),
                 ty: node.ty.clone(),
                 label: p.labels.join(", "),
             },
-            _ => {
-                let mut node = node.clone();
-                for v in &mut node.inputs {
-                    *v = new_id[v.index()];
-                }
-                node
-            }
+            _ => r.mapped(i),
         };
-        new_id[i] = ValueId(out.nodes.len() as u32);
-        out.nodes.push(node);
+        let v = r.push(node);
+        r.define(v);
     }
-    out.outputs = g
-        .outputs
-        .iter()
-        .map(|o| Output {
-            name: o.name.clone(),
-            value: new_id[o.value.index()],
-        })
-        .collect();
-    out
+    r.finish()
 }
 
 /// The fusion groups of a fused graph, one line each (`nnc ir --stage fused`).
