@@ -2,22 +2,18 @@
 //! (both computed by the f64 reference interpreter) for the XOR, frozen-encoder and distillation
 //! runs: the loss lowering (mse, cross_entropy, kd with the teacher's reshaped input) is correct.
 
+mod common;
+
+use common::{program, EXAMPLES};
 use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads};
 use nnc::exec::StepCtx;
 use nnc::ir::{DType, Graph, Init, Program};
-use std::path::Path;
 
 const CTX: StepCtx = StepCtx {
     seed: 3,
     step: 1,
     first: 0,
 };
-
-fn program(name: &str) -> Program {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.nn"));
-    let src = std::fs::read_to_string(path).unwrap();
-    nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap()
-}
 
 /// Deterministic pseudo-random numbers in [0, 1) (a 64-bit LCG).
 struct Lcg(u64);
@@ -78,14 +74,7 @@ fn check_run(p: &Program, run: &str, batch: usize, inputs: Vec<Vec<f64>>, rng: &
 
 #[test]
 fn every_run_differentiates() {
-    for name in [
-        "xor",
-        "mnist_mlp",
-        "mnist_cnn",
-        "char_rnn",
-        "autoencoder_finetune",
-        "distill",
-    ] {
+    for name in EXAMPLES {
         for r in &program(name).runs {
             let g =
                 nnc::autodiff::grad(&r.graph).unwrap_or_else(|e| panic!("{name}/{}: {e}", r.name));

@@ -2,12 +2,14 @@
 //! level-1 pipeline on every example's training graphs, checked against the unoptimized graph
 //! under the f64 reference interpreter.
 
+mod common;
+
+use common::{program, EXAMPLES};
 use nnc::exec::StepCtx;
 use nnc::interp::eval;
 use nnc::ir::verify::verify;
 use nnc::ir::{BinaryOp, DType, Graph, Init, Op, Param, ParamId, Type, UnaryOp, ValueId};
 use nnc::opt::{const_fold::ConstFold, cse::Cse, dce::Dce, optimize, passes, Pass};
-use std::path::Path;
 
 const CTX: StepCtx = StepCtx {
     seed: 5,
@@ -362,23 +364,10 @@ fn optimize_rejects_an_invalid_graph() {
     assert!(err.contains("before optimization"), "{err}");
 }
 
-fn program(name: &str) -> nnc::ir::Program {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.nn"));
-    let src = std::fs::read_to_string(path).unwrap();
-    nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap()
-}
-
 #[test]
 fn examples_optimize_to_the_same_loss_and_gradients() {
     let mut removed = 0;
-    for name in [
-        "xor",
-        "mnist_mlp",
-        "mnist_cnn",
-        "char_rnn",
-        "autoencoder_finetune",
-        "distill",
-    ] {
+    for name in EXAMPLES {
         for r in &program(name).runs {
             let grad = nnc::autodiff::grad(&r.graph).unwrap();
             let opt = optimize(&grad, 1).unwrap_or_else(|e| panic!("{name}/{}: {e}", r.name));
@@ -426,14 +415,7 @@ fn examples_optimize_to_the_same_loss_and_gradients() {
 fn the_jit_gives_the_same_results_on_optimized_example_graphs() {
     use nnc::codegen::{Jit, JitOptions};
     use nnc::exec::{Executor, Feed};
-    for name in [
-        "xor",
-        "mnist_mlp",
-        "mnist_cnn",
-        "char_rnn",
-        "autoencoder_finetune",
-        "distill",
-    ] {
+    for name in EXAMPLES {
         for r in &program(name).runs {
             let grad = nnc::autodiff::grad(&r.graph).unwrap();
             let opt = optimize(&grad, 1).unwrap();

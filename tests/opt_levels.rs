@@ -2,13 +2,12 @@
 //! unoptimized and the optimized backward graph, and the per-step losses and final parameters
 //! agree within 1e-5 relative; two optimized runs agree bit for bit.
 
+mod common;
+
+use common::{program, root, EXAMPLES};
 use nnc::runtime::train::{Backend, Session, Tensors, TrainOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The data folder an example reads, `None` for inline data; `Err` when it is missing (skipped,
 /// except in CI).
@@ -35,8 +34,7 @@ fn data_dir(example: &str) -> Result<Option<PathBuf>, ()> {
 type Trained = (BTreeMap<String, Vec<f64>>, BTreeMap<String, Tensors>);
 
 fn train(example: &str, data: &Path, opt: u8) -> Trained {
-    let src = std::fs::read_to_string(root().join(format!("examples/{example}.nn"))).unwrap();
-    let mut program = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+    let mut program = program(example);
     // Training only: without a test split there is no evaluation to spend time on.
     for d in &mut program.data {
         d.test = None;
@@ -87,14 +85,7 @@ fn close(a: f64, b: f64, scale: f64) -> bool {
 
 #[test]
 fn every_example_trains_the_same_with_and_without_optimization() {
-    for example in [
-        "xor",
-        "mnist_mlp",
-        "mnist_cnn",
-        "char_rnn",
-        "autoencoder_finetune",
-        "distill",
-    ] {
+    for example in EXAMPLES {
         let Ok(dir) = data_dir(example) else { continue };
         let dir = dir.unwrap_or_else(|| root().join("examples"));
         let (l0, p0) = train(example, &dir, 0);

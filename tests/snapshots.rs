@@ -2,41 +2,11 @@
 //! every run's training and evaluation graphs. Also: every example checks cleanly, every graph
 //! passes the verifier, and the parameter counts of the MNIST models are PyTorch's.
 
-use nnc::check::{check, model_stats};
-use nnc::ir::{print::graph_to_string, verify::verify, Program};
-use std::path::Path;
+mod common;
 
-const EXAMPLES: &[&str] = &[
-    "xor",
-    "mnist_mlp",
-    "mnist_cnn",
-    "char_rnn",
-    "autoencoder_finetune",
-    "distill",
-];
-
-fn source(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.nn"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn program(name: &str) -> Program {
-    let src = source(name);
-    let file = nnc::syntax::parse(&src).unwrap_or_else(|d| {
-        panic!(
-            "{}",
-            nnc::diag::Report::new(&format!("examples/{name}.nn"), &src, d).render(false)
-        )
-    });
-    check(&file).unwrap_or_else(|d| {
-        panic!(
-            "{}",
-            nnc::diag::Report::new(&format!("examples/{name}.nn"), &src, d).render(false)
-        )
-    })
-}
+use common::{program, source, EXAMPLES};
+use nnc::check::model_stats;
+use nnc::ir::{print::graph_to_string, verify::verify};
 
 #[test]
 fn ast_snapshots() {

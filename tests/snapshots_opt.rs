@@ -2,24 +2,15 @@
 //! pipeline (what `nnc ir FILE --stage opt` prints and what the JIT compiles), of their fusion
 //! groups (`--stage fused`) and of their memory plans (`--stage plan`).
 
-use nnc::ir::print::graph_to_string;
-use std::path::Path;
+mod common;
 
-const EXAMPLES: &[&str] = &[
-    "xor",
-    "mnist_mlp",
-    "mnist_cnn",
-    "char_rnn",
-    "autoencoder_finetune",
-    "distill",
-];
+use common::{program, EXAMPLES};
+use nnc::ir::print::graph_to_string;
 
 #[test]
 fn opt_snapshots() {
     for name in EXAMPLES {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.nn"));
-        let src = std::fs::read_to_string(path).unwrap();
-        let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+        let p = program(name);
         let mut text = String::new();
         let mut groups = String::new();
         for r in &p.runs {
@@ -39,9 +30,7 @@ fn opt_snapshots() {
 fn plan_snapshots() {
     use nnc::opt::memplan::{plan, plan_to_string};
     for name in EXAMPLES {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.nn"));
-        let src = std::fs::read_to_string(path).unwrap();
-        let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+        let p = program(name);
         let mut text = String::new();
         for r in &p.runs {
             let opt = nnc::opt::optimize(&nnc::autodiff::grad(&r.graph).unwrap(), 1).unwrap();
