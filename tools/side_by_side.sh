@@ -19,7 +19,7 @@ M=$PWD/../shared/data/mnist
 T=$PWD/../shared/data/tinyshakespeare
 REF=$PWD/../shared/bench
 export BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-20} BENCH_QUIET_THRESHOLD=${BENCH_QUIET_THRESHOLD:-0.3}
-ref() { (cd "$REF" && "$PY" "$@" 2>/dev/null | tail -1) >> "$OUT/reference.jsonl"; }
+ref() { (cd "$REF" && "$PY" "$@" 2>/dev/null | grep "^{") >> "$OUT/reference.jsonl"; }
 nnc() { echo "\$ nnc $*" >> "$OUT/nnc.txt"; "$B" "$@" >> "$OUT/nnc.txt" 2>&1; }
 
 ref bench_torch.py --workload xor
