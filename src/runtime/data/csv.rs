@@ -3,7 +3,7 @@
 //! name the line and column.
 
 use super::{file, Column, DataError, RawSplit, Values};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Parses CSV text (already read) into rows of numbers; `path` only names the file in errors.
 pub fn parse_rows(
@@ -64,6 +64,16 @@ pub fn load(
     dir: &Path,
 ) -> Result<RawSplit, DataError> {
     let (path, bytes) = file::read(written, dir)?;
+    split_from_bytes(path, bytes, label_column, header)
+}
+
+/// A CSV file already read (`path` names it in errors) as a split, as [`load`] describes.
+pub fn split_from_bytes(
+    path: PathBuf,
+    bytes: Vec<u8>,
+    label_column: i64,
+    header: bool,
+) -> Result<RawSplit, DataError> {
     let text = utf8(&path, bytes)?;
     let rows = parse_rows(&path, &text, header)?;
     let width = rows
