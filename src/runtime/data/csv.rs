@@ -1,6 +1,6 @@
 //! CSV sources: one sample per row, every column a number; one column (index, negative from the
-//! end) is the label, the others the input features. Ragged rows and non-numbers are errors that
-//! name the line and column.
+//! end) is the label, the others the input features. Ragged rows, non-numbers and numbers beyond
+//! f32 are errors that name the line and column.
 
 use super::{file, Column, DataError, RawSplit, Values};
 use std::path::{Path, PathBuf};
@@ -29,7 +29,15 @@ pub fn parse_rows(
         for (c, field) in line.split(',').enumerate() {
             let f = field.trim();
             match f.parse::<f64>() {
-                Ok(v) if v.is_finite() => row.push(v),
+                // Samples are f32: a value finite only as f64 would load as infinity.
+                Ok(v) if (v as f32).is_finite() => row.push(v),
+                Ok(v) if v.is_finite() => {
+                    return Err(err(
+                        line_no,
+                        c + 1,
+                        format!("`{f}` is outside the range of f32 (±3.4e38)"),
+                    ))
+                }
                 _ => {
                     return Err(err(
                         line_no,
