@@ -419,7 +419,6 @@ pub fn generate(bytes: &[u8]) -> Result<Case, String> {
         src: Bytes(bytes),
         side: Vec::new(),
     };
-    let seed = u64::from_le_bytes(std::array::from_fn(|_| b.src.byte()));
     let batch = b.src.pick(&[1, 2, 3, 5, 8, 17]);
     let threads = b.src.range(1, 2);
     let optimize = b.src.below(2) == 1;
@@ -432,6 +431,8 @@ pub fn generate(bytes: &[u8]) -> Result<Case, String> {
     }
     let loss = b.loss(x)?;
     b.g.set_output("loss", loss);
+    // Last, so that the bytes a fuzzer mutates first shape the graph.
+    let seed = u64::from_le_bytes(std::array::from_fn(|_| b.src.byte()));
     let mut graph = if differentiate {
         nnc::autodiff::grad(&b.g).map_err(|e| format!("autodiff: {e}"))?
     } else {
