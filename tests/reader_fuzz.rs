@@ -26,7 +26,7 @@ fn every_seed_file_is_read() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(10000))]
 
     #[test]
     fn random_bytes_never_panic(sel in any::<u8>(), bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
