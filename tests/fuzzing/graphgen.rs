@@ -15,6 +15,7 @@ use nnc::exec::{Executor, Feed, StepCtx};
 use nnc::interp::Interpreter;
 use nnc::ir::verify::verify;
 use nnc::ir::{BinaryOp, DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
+use nnc::runtime::rng::Rng;
 
 /// Relative and absolute tolerance of the comparison: the JIT computes in f32, the interpreter
 /// in f64, through up to a few dozen ops.
@@ -67,25 +68,6 @@ impl Bytes<'_> {
     }
     fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.below(xs.len())]
-    }
-}
-
-/// Values (splitmix64), seeded from the bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 
@@ -469,9 +451,14 @@ struct Draw {
     params: Vec<Vec<f32>>,
 }
 
+/// Uniform in [lo, hi).
+fn uniform(rng: &mut Rng, lo: f32, hi: f32) -> f32 {
+    lo + (hi - lo) * rng.next_f64() as f32
+}
+
 fn draw(case: &Case, seed: u64) -> Draw {
     let g = &case.graph;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let inputs = g
         .inputs()
         .iter()
@@ -479,10 +466,10 @@ fn draw(case: &Case, seed: u64) -> Draw {
         .map(|((v, _), gen)| {
             let n = g.ty(*v).numel(case.batch);
             match *gen {
-                Gen::U(lo, hi) => Values::F32((0..n).map(|_| rng.uniform(lo, hi)).collect()),
+                Gen::U(lo, hi) => Values::F32((0..n).map(|_| uniform(&mut rng, lo, hi)).collect()),
                 Gen::Int(lo, hi) => Values::I32(
                     (0..n)
-                        .map(|_| lo + rng.below((hi - lo) as usize) as i32)
+                        .map(|_| lo + rng.below((hi - lo) as u64) as i32)
                         .collect(),
                 ),
             }
@@ -491,7 +478,11 @@ fn draw(case: &Case, seed: u64) -> Draw {
     let params = g
         .params
         .iter()
-        .map(|p| (0..p.numel()).map(|_| rng.uniform(-0.5, 0.5)).collect())
+        .map(|p| {
+            (0..p.numel())
+                .map(|_| uniform(&mut rng, -0.5, 0.5))
+                .collect()
+        })
         .collect();
     Draw { inputs, params }
 }
