@@ -1,5 +1,9 @@
-//! The checker never panics: every example, cut and spliced at random places, either checks or
-//! yields diagnostics whose spans lie inside the file and render.
+//! The checker never panics: every example, cut and spliced at random places, either checks (to
+//! graphs that verify and differentiate) or yields diagnostics whose spans lie inside the file and
+//! render; `fuzzing/source.rs` has the invariants.
+
+#[path = "fuzzing/source.rs"]
+mod source;
 
 use proptest::prelude::*;
 
@@ -55,19 +59,6 @@ proptest! {
             end += 1;
         }
         let text = format!("{}{}{}", &src[..start], SPLICES[piece], &src[end..]);
-        let diags = match nnc::syntax::parse(&text) {
-            Err(d) => d,
-            Ok(file) => match nnc::check::check(&file) {
-                Ok(_) => Vec::new(),
-                Err(d) => d,
-            },
-        };
-        for d in &diags {
-            prop_assert!(d.span.end <= text.len() && d.span.start <= d.span.end, "{d:?}");
-        }
-        if !diags.is_empty() {
-            let out = nnc::diag::Report::new("t.nn", &text, diags).render(false);
-            prop_assert!(!out.is_empty());
-        }
+        source::check_source(&text);
     }
 }

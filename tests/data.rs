@@ -449,6 +449,44 @@ fn csv_ragged_rows_and_non_numbers_name_line_and_column() {
     );
 }
 
+/// Found by the `readers` fuzz target: 6e148 is a finite f64 but loaded as f32 infinity.
+#[test]
+fn csv_numbers_beyond_f32_name_line_and_column() {
+    let dir = tmp("csvbig");
+    std::fs::write(dir.join("b.csv"), "1,2\n3,6e148\n").unwrap();
+    let e = load(
+        &spec(
+            Source::Csv {
+                path: "b.csv".into(),
+                label_column: -1,
+                header: false,
+            },
+            None,
+            1.0,
+            None,
+        ),
+        &dir,
+        &Expect::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::Csv {
+                line: 2,
+                column: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("`6e148` is outside the range of f32"),
+        "{e}"
+    );
+}
+
 #[test]
 fn text_vocabulary_windows_and_split() {
     let dir = tmp("text");

@@ -793,6 +793,27 @@ fn losses_and_gradients() {
     }
 }
 
+/// Found by the `jit_vs_interp` fuzz target: a saturated sigmoid before `bce` hits the clamp,
+/// and the two back ends must clamp to the same (f32) bounds.
+#[test]
+fn bce_clamps_saturated_probabilities_alike() {
+    let s = Type::scalar();
+    let t = f(true, &[4]);
+    let dl = Gen::U(0.5, 2.0);
+    for (lo, hi) in [(0.99999994, 1.0), (0.0, 1e-9)] {
+        let p = Gen::U(lo, hi);
+        let g = single("bce", Op::Bce, &[t.clone(), t.clone()], None);
+        compare(&g, &[p, Gen::U(0.0, 1.0)], 3, 5, TOL);
+        let g = single(
+            "bce_grad",
+            Op::BceGrad,
+            &[t.clone(), t.clone(), s.clone()],
+            None,
+        );
+        compare(&g, &[p, Gen::U(0.0, 1.0), dl], 3, 6, TOL);
+    }
+}
+
 #[test]
 fn reshape_aliases_its_input() {
     let mut g = Graph::new("reshape", false);

@@ -1,9 +1,13 @@
-//! `parse` never panics: random bytes, random sequences of the language's tokens, and valid files
-//! with one random edit all come back as an AST or as diagnostics whose spans lie inside the text
-//! (on character boundaries, so that miette can render them).
+//! `parse` and `check` never panic: random bytes, random sequences of the language's tokens, and
+//! valid files (the examples among them) with one random edit all come back as a program or as
+//! diagnostics whose spans lie inside the text (on character boundaries, so that miette can
+//! render them). The invariants are `fuzzing/source.rs`, shared with the `parse_check` fuzz
+//! target; this is its short run.
 
-use nnc::diag::Report;
-use nnc::syntax::{parse, print_ast};
+#[path = "fuzzing/source.rs"]
+mod source;
+
+use nnc::syntax::parse;
 use proptest::prelude::*;
 
 const TOKENS: &[&str] = &[
@@ -75,31 +79,9 @@ train run: Net on mnist {
 }
 "#;
 
-/// Parses, and checks that whatever comes back can be printed or rendered.
+/// Parses and checks; see `fuzzing/source.rs` for what must hold.
 fn check(src: &str) {
-    match parse(src) {
-        Ok(file) => {
-            let _ = print_ast(&file);
-        }
-        Err(diags) => {
-            assert!(!diags.is_empty());
-            for d in &diags {
-                for s in std::iter::once(d.span).chain(d.related.iter().map(|r| r.0)) {
-                    assert!(
-                        s.start <= s.end && s.end <= src.len(),
-                        "span {s:?} outside {} bytes",
-                        src.len()
-                    );
-                    assert!(
-                        src.is_char_boundary(s.start) && src.is_char_boundary(s.end),
-                        "span {s:?} splits a char"
-                    );
-                }
-                assert!(!d.message.is_empty() && !d.label.is_empty());
-            }
-            let _ = Report::new("fuzz.nn", src, diags).render(false);
-        }
-    }
+    source::check_source(src);
 }
 
 proptest! {

@@ -55,8 +55,19 @@ pub struct Jit {
     /// Output name → node whose buffer holds it (copies for outputs that are inputs or params).
     outputs: Vec<(String, usize)>,
     copies: Vec<(usize, Vec<f32>)>,
-    /// Keeps the machine code alive.
-    _module: cranelift_jit::JITModule,
+    /// Owns the machine code, which a `JITModule` only unmaps when asked: see `Drop`.
+    module: Option<cranelift_jit::JITModule>,
+}
+
+impl Drop for Jit {
+    /// Frees the kernels' code (otherwise every compiled graph leaks it, tens of KB each).
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the only pointers into this module's code are `self.kernels`, dropped with
+            // `self`; no kernel is running, since `run` borrows `self` for its whole duration.
+            unsafe { module.free_memory() };
+        }
+    }
 }
 
 // SAFETY: the raw pointers in `table` are rebuilt from owned buffers and the caller's slices at
@@ -129,7 +140,7 @@ impl Jit {
             id_checks,
             outputs,
             copies: Vec::new(),
-            _module: lowered.module,
+            module: Some(lowered.module),
         })
     }
 

@@ -97,10 +97,13 @@ pub fn mse_grad(a: &[f64], b: &[f64], dl: f64) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| (x - y) * scale).collect()
 }
 
-const BCE_EPS: f64 = 1e-7;
+/// The clamp bounds of `bce` as the f32 numbers a compiled kernel uses: 1 − 1e-7 is not an f32,
+/// and clamping to the f64 value instead makes log(1 − p) of a saturated p differ by 1%.
+const BCE_LO: f64 = 1e-7f32 as f64;
+const BCE_HI: f64 = (1.0f32 - 1e-7f32) as f64;
 
 fn clamp_p(p: f64) -> f64 {
-    p.clamp(BCE_EPS, 1.0 - BCE_EPS)
+    p.clamp(BCE_LO, BCE_HI)
 }
 
 /// mean of −(y·log p + (1−y)·log(1−p)), p clamped to [1e-7, 1−1e-7].

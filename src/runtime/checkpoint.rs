@@ -201,7 +201,12 @@ impl Checkpoint {
                 source: e,
             },
         })?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Corrupt {
+        Checkpoint::from_bytes(path, &bytes)
+    }
+
+    /// Parses the bytes of a safetensors file; `path` names it in errors and in the result.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Corrupt {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
@@ -212,7 +217,7 @@ impl Checkpoint {
             step: None,
             meta: BTreeMap::new(),
         };
-        if let Ok((_, m)) = SafeTensors::read_metadata(&bytes) {
+        if let Ok((_, m)) = SafeTensors::read_metadata(bytes) {
             if let Some(m) = m.metadata() {
                 ck.meta = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             }

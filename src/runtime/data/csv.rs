@@ -1,9 +1,9 @@
 //! CSV sources: one sample per row, every column a number; one column (index, negative from the
-//! end) is the label, the others the input features. Ragged rows and non-numbers are errors that
-//! name the line and column.
+//! end) is the label, the others the input features. Ragged rows, non-numbers and numbers beyond
+//! f32 are errors that name the line and column.
 
 use super::{file, Column, DataError, RawSplit, Values};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Parses CSV text (already read) into rows of numbers; `path` only names the file in errors.
 pub fn parse_rows(
@@ -29,7 +29,15 @@ pub fn parse_rows(
         for (c, field) in line.split(',').enumerate() {
             let f = field.trim();
             match f.parse::<f64>() {
-                Ok(v) if v.is_finite() => row.push(v),
+                // Samples are f32: a value finite only as f64 would load as infinity.
+                Ok(v) if (v as f32).is_finite() => row.push(v),
+                Ok(v) if v.is_finite() => {
+                    return Err(err(
+                        line_no,
+                        c + 1,
+                        format!("`{f}` is outside the range of f32 (±3.4e38)"),
+                    ))
+                }
                 _ => {
                     return Err(err(
                         line_no,
@@ -64,6 +72,16 @@ pub fn load(
     dir: &Path,
 ) -> Result<RawSplit, DataError> {
     let (path, bytes) = file::read(written, dir)?;
+    split_from_bytes(path, bytes, label_column, header)
+}
+
+/// A CSV file already read (`path` names it in errors) as a split, as [`load`] describes.
+pub fn split_from_bytes(
+    path: PathBuf,
+    bytes: Vec<u8>,
+    label_column: i64,
+    header: bool,
+) -> Result<RawSplit, DataError> {
     let text = utf8(&path, bytes)?;
     let rows = parse_rows(&path, &text, header)?;
     let width = rows

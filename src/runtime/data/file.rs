@@ -28,6 +28,14 @@ pub fn read(written: &str, dir: &Path) -> Result<(PathBuf, Vec<u8>), DataError> 
         }
         Err(source) => return Err(DataError::Io { path, source }),
     };
+    let bytes = decompress(&path, raw)?;
+    Ok((path, bytes))
+}
+
+/// `raw` gunzipped when it starts with the gzip magic (1f 8b), else as it is; `path` only names
+/// the file in errors. Separate from [`read`] so that bytes from anywhere (a fuzzer) take the
+/// same road as a file's.
+pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         // The gzip trailer's ISIZE is the uncompressed size (mod 2³²): reserve it to avoid
         // re-copying tens of megabytes while the buffer grows (capped against corrupt trailers).
@@ -36,13 +44,13 @@ pub fn read(written: &str, dir: &Path) -> Result<(PathBuf, Vec<u8>), DataError> 
         });
         let mut out = Vec::with_capacity(isize.min(raw.len().saturating_mul(1032)));
         match flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {
-            Ok(_) => Ok((path, out)),
+            Ok(_) => Ok(out),
             Err(e) => Err(DataError::Gzip {
-                path,
+                path: path.to_path_buf(),
                 msg: e.to_string(),
             }),
         }
     } else {
-        Ok((path, raw))
+        Ok(raw)
     }
 }

@@ -2,7 +2,7 @@
 //! elements. Images must be `0x00000803` (N×H×W), labels `0x00000801` (N).
 
 use super::{file, Column, DataError, RawSplit, Values};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A parsed IDX file: dims and the u8 payload.
 struct Idx {
@@ -78,9 +78,16 @@ fn parse(path: &Path, bytes: Vec<u8>, magic: u32, what: &'static str) -> Result<
 
 /// Reads one IDX image file (as f32) and its label file (as i32).
 pub fn load(images: &str, labels: &str, dir: &Path) -> Result<RawSplit, DataError> {
-    let (ipath, ibytes) = file::read(images, dir)?;
+    split_from_bytes(file::read(images, dir)?, file::read(labels, dir)?)
+}
+
+/// An image file and a label file already read (path, bytes) as one split: images as f32,
+/// labels as i32, the two counts equal.
+pub fn split_from_bytes(
+    (ipath, ibytes): (PathBuf, Vec<u8>),
+    (lpath, lbytes): (PathBuf, Vec<u8>),
+) -> Result<RawSplit, DataError> {
     let img = parse(&ipath, ibytes, 0x0000_0803, "IDX u8 images, 3 dims")?;
-    let (lpath, lbytes) = file::read(labels, dir)?;
     let lab = parse(&lpath, lbytes, 0x0000_0801, "IDX u8 labels, 1 dim")?;
     if img.dims[0] != lab.dims[0] {
         return Err(DataError::CountMismatch {

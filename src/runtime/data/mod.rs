@@ -10,10 +10,12 @@ mod file;
 pub mod idx;
 mod text;
 
-pub use csv::parse_rows as parse_csv_rows;
+pub use csv::{parse_rows as parse_csv_rows, split_from_bytes as csv_from_bytes};
 pub use error::DataError;
-pub use file::{read as read_file, resolve};
-pub use text::encode as encode_text;
+pub use file::{decompress, read as read_file, resolve};
+pub use text::{
+    encode as encode_text, from_bytes as text_from_bytes, windows as text_windows, Text,
+};
 
 use crate::ir::{DType, DataSpec, ScalarExpr, Source, Type};
 use std::path::Path;

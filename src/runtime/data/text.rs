@@ -15,6 +15,11 @@ pub struct Text {
 /// Reads a text file and builds its vocabulary.
 pub fn read(written: &str, dir: &Path) -> Result<Text, DataError> {
     let (path, bytes) = file::read(written, dir)?;
+    from_bytes(path, bytes)
+}
+
+/// A text file already read (`path` names it in errors) as ids and vocabulary.
+pub fn from_bytes(path: PathBuf, bytes: Vec<u8>) -> Result<Text, DataError> {
     let text = utf8(&path, bytes)?;
     if text.is_empty() {
         return Err(DataError::EmptyText { path });
