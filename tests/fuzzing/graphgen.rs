@@ -501,6 +501,7 @@ fn run(ex: &mut dyn Executor, case: &Case, d: &Draw) -> Result<(), String> {
     let ctx = StepCtx {
         seed: case.seed,
         step: case.seed >> 32,
+        first: (case.seed >> 8) & 63,
     };
     ex.run(case.batch, &feeds, &params, ctx)
         .map_err(|e| e.to_string())
@@ -564,6 +565,7 @@ pub fn check_case(case: &Case) -> Result<bool, String> {
     };
     let opts = JitOptions {
         threads: case.threads,
+        ..JitOptions::default()
     };
     let mut jit = Jit::compile(&jit_graph, &opts).map_err(|e| format!("jit compile: {e}"))?;
     let mut first = None;

@@ -80,6 +80,7 @@ fn csv(path: &Path, file: Vec<u8>, sel: u8) -> bool {
     assert_eq!(s.y.values.len(), s.len);
     let finite = |v: &Values| match v {
         Values::F32(v) => v.iter().all(|x| x.is_finite()),
+        Values::Bytes { table, .. } => table.iter().all(|x| x.is_finite()),
         Values::I32(_) => true,
     };
     assert!(
