@@ -8,11 +8,6 @@ use super::CliResult;
 use crate::diag::Diag;
 use crate::runtime::memory::{self, human};
 
-/// clap's parser for `--max-memory` (`512M`, `2G`, …).
-pub fn parse_limit(s: &str) -> Result<u64, String> {
-    memory::parse_size(s)
-}
-
 /// Refuses every run of `loaded` (or only `only`) that needs more than the limit: the smaller
 /// of `max_memory` and the memory available.
 pub fn check(loaded: &Loaded, only: Option<&str>, max_memory: Option<u64>) -> CliResult {

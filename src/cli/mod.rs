@@ -41,7 +41,7 @@ pub enum Command {
         stats: bool,
         /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is
         /// available).
-        #[arg(long, value_name = "SIZE", value_parser = memory::parse_limit)]
+        #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
         max_memory: Option<u64>,
     },
     /// Print the program after a stage of the pipeline.

@@ -62,7 +62,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub detect_anomaly: bool,
     /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
-    #[arg(long, value_name = "SIZE", value_parser = super::memory::parse_limit)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
     pub max_memory: Option<u64>,
     /// Under `mpirun`: how long a rank waits for the others in an exchange (gradients,
     /// evaluation, starting parameters) before it stops with an error, in seconds.

@@ -40,10 +40,14 @@ impl Backend {
 
     /// The f64 reference interpreter with plain-Rust updates: slow, but the oracle.
     pub fn interpreter() -> Backend {
+        // The interpreter keeps every value anyway: it is its own inspector.
+        fn interpreter(g: &crate::ir::Graph) -> Result<Box<dyn Executor>, String> {
+            Ok(Box::new(Interpreter::new(g.clone())))
+        }
         Backend {
             grad: Box::new(crate::autodiff::grad),
-            executor: Box::new(|g| Ok(Box::new(Interpreter::new(g.clone())) as Box<dyn Executor>)),
-            inspector: Box::new(|g| Ok(Box::new(Interpreter::new(g.clone())) as Box<dyn Executor>)),
+            executor: Box::new(interpreter),
+            inspector: Box::new(interpreter),
             updater: Box::new(|spec| Ok(Box::new(ReferenceUpdater(spec.clone())))),
         }
     }
