@@ -318,6 +318,9 @@ impl Executor for Jit {
 
     fn output(&self, name: &str) -> Option<&[f32]> {
         let (_, node) = self.outputs.iter().find(|(n, _)| n == name)?;
+        if self.graph.nodes[*node].ty.dtype != DType::F32 {
+            return None;
+        }
         if let Some((_, data)) = self.copies.iter().find(|(n, _)| n == node) {
             return Some(data);
         }
