@@ -375,21 +375,17 @@ pub(super) fn train(
                 );
                 let mut views: Vec<&[f32]> = recycle(std::mem::take(&mut view_spare));
                 views.extend(values.iter().map(Vec::as_slice));
-                exec.run(
-                    idx.len(),
-                    &feeds,
-                    &views,
-                    StepCtx {
-                        seed: spec.seed,
-                        step,
-                        first: shard.first(idx.len()),
-                    },
-                )
-                .map_err(|source| TrainError::Exec {
-                    run: run.into(),
-                    step: step + 1,
-                    source,
-                })?;
+                let ctx = StepCtx {
+                    seed: spec.seed,
+                    step,
+                    first: shard.first(idx.len()),
+                };
+                exec.run(idx.len(), &feeds, &views, ctx)
+                    .map_err(|source| TrainError::Exec {
+                        run: run.into(),
+                        step: step + 1,
+                        source,
+                    })?;
                 let loss = exec
                     .output("loss")
                     .and_then(|l| l.first().copied())
@@ -406,11 +402,6 @@ pub(super) fn train(
                     })
                     .map(|(_, t)| graph.params[t.index].path.clone());
                 if !loss.is_finite() || param.is_some() || opts.detect_anomaly {
-                    let ctx = StepCtx {
-                        seed: spec.seed,
-                        step,
-                        first: shard.first(idx.len()),
-                    };
                     let anomaly = if opts.detect_anomaly {
                         anomaly::first_non_finite(exec.graph(), exec.as_ref(), &feeds, &views)
                     } else {
