@@ -2,8 +2,8 @@
 //! has: so that a model declared too large for the machine is refused at check time with the
 //! bytes it needs, instead of being killed by the kernel mid-run.
 //!
-//! The estimate is what the JIT allocates: every parameter, its gradient and its optimizer
-//! state, and the buffers of the training graph (forward and backward) at the run's batch size
+//! The estimate is what the JIT allocates: every parameter, its gradient, its optimizer state
+//! and the buffer its update is written to during a step, and the buffers of the training graph (forward and backward) at the run's batch size
 //! as the memory plan shares them. The data set itself comes on top (its size is known only
 //! once it is read).
 
@@ -18,6 +18,9 @@ pub struct Footprint {
     pub grads: u64,
     /// The optimizer's state (momentum, Adam's moments).
     pub optimizer: u64,
+    /// The updated copy of every trainable parameter, written during the step and swapped in
+    /// when the step is finite ([`crate::exec::Executor::run_updating`]).
+    pub updates: u64,
     /// The other values of the training graph at the run's batch size, as the memory plan lays
     /// them out, and the batch of inputs.
     pub activations: u64,
@@ -28,17 +31,20 @@ impl Footprint {
         self.params
             .saturating_add(self.grads)
             .saturating_add(self.optimizer)
+            .saturating_add(self.updates)
             .saturating_add(self.activations)
     }
 
-    /// `1.2 GB (parameters 400 MB, gradients 400 MB, optimizer state 0 B, activations 400 MB)`.
+    /// `1.56 GB (parameters 400 MB, gradients 400 MB, optimizer state 0 B, updated parameters
+    /// 400 MB, activations 400 MB)`.
     pub fn describe(&self) -> String {
         format!(
-            "{} (parameters {}, gradients {}, optimizer state {}, activations {})",
+            "{} (parameters {}, gradients {}, optimizer state {}, updated parameters {}, activations {})",
             human(self.total()),
             human(self.params),
             human(self.grads),
             human(self.optimizer),
+            human(self.updates),
             human(self.activations)
         )
     }
@@ -54,6 +60,7 @@ pub fn of_run(spec: &RunSpec) -> Result<Footprint, String> {
         f.params = f.params.saturating_add(bytes(p.numel()));
         if !p.frozen {
             f.grads = f.grads.saturating_add(bytes(p.numel()));
+            f.updates = f.updates.saturating_add(bytes(p.numel()));
             f.optimizer = f.optimizer.saturating_add(
                 bytes(p.numel()).saturating_mul(spec.optimizer.state_buffers() as u64),
             );
@@ -175,7 +182,10 @@ mod tests {
     fn the_footprint_counts_parameters_state_and_batch_sized_values() {
         // 2-4-1: 2·4 + 4 + 4·1 + 1 = 17 parameters.
         let f = of_run(&xor_run(4, "adam(lr: 0.1)")).unwrap();
-        assert_eq!((f.params, f.grads, f.optimizer), (68, 68, 136));
+        assert_eq!(
+            (f.params, f.grads, f.optimizer, f.updates),
+            (68, 68, 136, 68)
+        );
         assert_eq!(of_run(&xor_run(4, "sgd(lr: 1.0)")).unwrap().optimizer, 0);
         let sgdm = of_run(&xor_run(4, "sgd(lr: 1.0, momentum: 0.9)")).unwrap();
         assert_eq!(sgdm.optimizer, 68);
@@ -186,6 +196,6 @@ mod tests {
             .collect();
         assert!(a[1] > a[0] && a[2] - a[1] == a[1] - a[0], "{a:?}");
         assert!(a[0] >= a[1] - a[0], "{a:?}");
-        assert_eq!(f.total(), 68 + 68 + 136 + f.activations);
+        assert_eq!(f.total(), 68 + 68 + 136 + 68 + f.activations);
     }
 }
