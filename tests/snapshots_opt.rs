@@ -1,6 +1,6 @@
 //! Snapshots of every example's training graphs after autodiff and the level-1 optimization
 //! pipeline (what `nnc ir FILE --stage opt` prints and what the JIT compiles), of their fusion
-//! groups (`--stage fused`) and of their memory plans (`--stage plan`).
+//! groups and optimizer update points (`--stage fused`) and of their memory plans (`--stage plan`).
 
 mod common;
 
@@ -19,6 +19,7 @@ fn opt_snapshots() {
             text.push_str(&graph_to_string(&opt));
             text.push('\n');
             groups.push_str(&nnc::opt::fuse::groups_to_string(&opt));
+            groups.push_str(&nnc::opt::update_points::updates_to_string(&opt));
         }
         insta::assert_snapshot!(format!("opt_{name}"), text);
         insta::assert_snapshot!(format!("fused_{name}"), groups);

@@ -4,6 +4,7 @@ use super::{source, CliError, CliResult};
 use crate::ir::{print::graph_to_string, Graph};
 use crate::opt::fuse::groups_to_string;
 use crate::opt::memplan::{plan, plan_to_string};
+use crate::opt::update_points::updates_to_string;
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -17,7 +18,8 @@ pub enum Stage {
     /// Training graphs with their backward pass after the optimization passes (`crate::opt`),
     /// fusion included.
     Opt,
-    /// The fusion groups of the optimized graphs: each fused node and the chain it computes.
+    /// The fusion groups of the optimized graphs: each fused node and the chain it computes;
+    /// for training graphs, the node after which each parameter's optimizer update runs.
     Fused,
     /// The optimized graphs with the buffer of every value (`crate::opt::memplan`) and the
     /// bytes at the run's batch size with and without sharing.
@@ -69,7 +71,14 @@ pub fn run(path: &Path, stage: Stage, only: Option<&str>) -> CliResult {
             Stage::Ast | Stage::Ir => graph_to_string(g),
             Stage::Grad => graph_to_string(&grad(g)?),
             Stage::Opt => graph_to_string(&optimized(g)?),
-            Stage::Fused => groups_to_string(&optimized(g)?),
+            Stage::Fused => {
+                let opt = optimized(g)?;
+                let mut text = groups_to_string(&opt);
+                if opt.output("loss").is_some() {
+                    text += &updates_to_string(&opt);
+                }
+                text
+            }
             Stage::Plan => {
                 let opt = optimized(g)?;
                 let batch = p

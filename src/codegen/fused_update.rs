@@ -1,5 +1,5 @@
 //! Optimizer updates fused into a training step: each trainable parameter is updated right
-//! after the step that computes its gradient, while the gradient is still in cache, instead of
+//! after the step that computes its gradient ([`update_points`]), while the gradient is still in cache, instead of
 //! in a second sweep over every gradient once the whole graph has run. The update kernel
 //! ([`UpdateKernel`]) also folds in the finiteness check of the gradient, which otherwise is a
 //! pass of its own, and the runtime no longer looks gradients up by name each step.
@@ -14,6 +14,7 @@ use super::optim::UpdateKernel;
 use super::CodegenError;
 use crate::exec::{Update, Updater};
 use crate::ir::{Graph, OptimizerSpec};
+use crate::opt::update_points::update_points;
 
 /// The prepared updates of one compiled graph.
 pub struct FusedUpdates {
@@ -38,6 +39,10 @@ impl FusedUpdates {
         spec: &OptimizerSpec,
         params: &[usize],
     ) -> Result<FusedUpdates, CodegenError> {
+        if step_nodes.is_empty() {
+            return Err(CodegenError::Graph("a training graph without steps".into()));
+        }
+        let points = update_points(g);
         let mut after_step = vec![Vec::new(); step_nodes.len()];
         let mut targets = Vec::new();
         let mut grad_slots = Vec::new();
@@ -47,27 +52,29 @@ impl FusedUpdates {
                 .get(p)
                 .ok_or_else(|| CodegenError::Graph(format!("no parameter #{p}")))?;
             let name = format!("grad:{}", param.path);
-            let v = g
-                .output(&name)
-                .ok_or_else(|| CodegenError::Graph(format!("no output `{name}`")))?;
+            let (Some(v), Some(&(_, point))) =
+                (g.output(&name), points.iter().find(|(q, _)| *q == p))
+            else {
+                return Err(CodegenError::Graph(format!(
+                    "`{}` has no gradient to update it with",
+                    param.path
+                )));
+            };
             let ty = g.ty(v);
-            if ty.batched || ty.numel(1) != param.numel() {
+            if ty.batched
+                || ty.numel(1) != param.numel()
+                || storage[point.index()] != Storage::Owned
+            {
                 return Err(CodegenError::Graph(format!(
                     "`{name}` ({ty}) does not match its parameter"
                 )));
             }
-            let owner = match storage[v.index()] {
-                Storage::Alias(j) => j,
-                _ => v.index(),
-            };
-            if storage[owner] != Storage::Owned || step_nodes.is_empty() {
-                return Err(CodegenError::Graph(format!(
-                    "`{name}` is not computed by the graph"
-                )));
-            }
             // A constant gradient (of a parameter the loss does not depend on) is computed by
             // no step: it is there from the start.
-            let last = step_nodes.iter().rposition(|&n| n == owner).unwrap_or(0);
+            let last = step_nodes
+                .iter()
+                .rposition(|&n| n == point.index())
+                .unwrap_or(0);
             after_step[last].push(k);
             targets.push((p, param.numel()));
             grad_slots.push(v.index());

@@ -13,6 +13,7 @@ pub mod dce;
 pub mod fuse;
 pub mod memplan;
 mod rewrite;
+pub mod update_points;
 
 use crate::ir::verify::verify;
 use crate::ir::Graph;
