@@ -13,6 +13,9 @@
 //! tests take turns ([`serial`]) so that their timing bounds hold on a small machine.
 #![cfg(feature = "mpi")]
 
+mod common;
+
+use common::Scratch;
 use nnc::runtime::checkpoint::Checkpoint;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -26,27 +29,6 @@ const NNC: &str = env!("CARGO_BIN_EXE_nnc");
 fn serial() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A scratch folder unique to this process and test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("nnc_mpi_{}_{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// `n` samples of 8 features in [-1, 1) from a fixed generator, each labelled with one of 4
@@ -77,9 +59,9 @@ const MLP: &str = "dense(32) |> relu |> dense(4)";
 /// A classifier (`layers`) on 640 training and 200 test samples, shuffled batches of `batch`,
 /// `steps` steps with an evaluation every 20; returns the `.nn` file.
 fn problem(dir: &Scratch, layers: &str, optimizer: &str, batch: usize, steps: u64) -> PathBuf {
-    std::fs::write(dir.join("train.csv"), samples(640, 1)).unwrap();
-    std::fs::write(dir.join("test.csv"), samples(200, 2)).unwrap();
-    let nn = dir.join("net.nn");
+    std::fs::write(dir.path("train.csv"), samples(640, 1)).unwrap();
+    std::fs::write(dir.path("test.csv"), samples(200, 2)).unwrap();
+    let nn = dir.path("net.nn");
     std::fs::write(
         &nn,
         format!(
@@ -198,8 +180,8 @@ fn two_ranks_match_one_process(test: &str, layers: &str, optimizer: &str) {
     let _turn = serial();
     let dir = Scratch::new(test);
     let nn = problem(&dir, layers, optimizer, 64, 40);
-    let (one, two) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
-    let (log1, log2) = (dir.join("one.jsonl"), dir.join("two.jsonl"));
+    let (one, two) = (dir.path("one.safetensors"), dir.path("two.safetensors"));
+    let (log1, log2) = (dir.path("one.jsonl"), dir.path("two.jsonl"));
     ok(nnc(&["train", s(&nn), "-q", "--checkpoint", s(&one)]).args(["--log-json", s(&log1)]));
     let out =
         ok(mpirun(2, &["train", s(&nn), "-q", "--checkpoint", s(&two)])
@@ -283,8 +265,8 @@ fn start_long_job(dir: &Scratch, nn: &Path, ck: &Path, extra: &[&str]) -> Child 
     mpirun(2, &["train", s(nn), "-q", "--steps", "100000000"])
         .args(["--checkpoint-every", "50", "--checkpoint", s(ck)])
         .args(extra)
-        .stdout(File::create(dir.join("job.out")).unwrap())
-        .stderr(File::create(dir.join("job.err")).unwrap())
+        .stdout(File::create(dir.path("job.out")).unwrap())
+        .stderr(File::create(dir.path("job.err")).unwrap())
         .spawn()
         .expect("cannot start mpirun")
 }
@@ -340,7 +322,7 @@ fn a_killed_rank_ends_the_job_and_its_last_checkpoint_resumes_with_one_or_two_pr
     let _turn = serial();
     let dir = Scratch::new("kill");
     let nn = problem(&dir, MLP, "sgd(lr: 0.05, momentum: 0.9)", 64, 40);
-    let ck = dir.join("ck.safetensors");
+    let ck = dir.path("ck.safetensors");
     let mut job = start_long_job(&dir, &nn, &ck, &[]);
     let rank1 = rank_1_once_training(&job, &ck);
     signal(rank1, "-KILL");
@@ -356,7 +338,7 @@ fn a_killed_rank_ends_the_job_and_its_last_checkpoint_resumes_with_one_or_two_pr
     // Resume for 30 more steps with 1 and with 2 processes; both end as a single process that
     // never stopped.
     let more = (step + 30).to_string();
-    let reference = dir.join("ref.safetensors");
+    let reference = dir.path("ref.safetensors");
     ok(&mut nnc(&[
         "train",
         s(&nn),
@@ -367,7 +349,7 @@ fn a_killed_rank_ends_the_job_and_its_last_checkpoint_resumes_with_one_or_two_pr
         s(&reference),
     ]));
     for np in [1, 2] {
-        let out = dir.join(&format!("resumed{np}.safetensors"));
+        let out = dir.path(&format!("resumed{np}.safetensors"));
         let args = [
             "train",
             s(&nn),
@@ -393,7 +375,7 @@ fn a_rank_that_stops_answering_makes_the_others_stop_at_the_timeout() {
     let _turn = serial();
     let dir = Scratch::new("stop");
     let nn = problem(&dir, MLP, "sgd(lr: 0.05)", 64, 40);
-    let ck = dir.join("ck.safetensors");
+    let ck = dir.path("ck.safetensors");
     let mut job = start_long_job(&dir, &nn, &ck, &["--mpi-timeout", "2"]);
     let rank1 = rank_1_once_training(&job, &ck);
     signal(rank1, "-STOP");
@@ -402,7 +384,7 @@ fn a_rank_that_stops_answering_makes_the_others_stop_at_the_timeout() {
         .args(["-KILL", &rank1.to_string()])
         .status();
     assert!(!st.success());
-    let err = std::fs::read_to_string(dir.join("job.err")).unwrap();
+    let err = std::fs::read_to_string(dir.path("job.err")).unwrap();
     assert!(
         err.contains("[rank 0 of 2] error: run `Net`, step ")
             && err.contains(
@@ -417,13 +399,13 @@ fn a_stop_request_to_one_rank_stops_every_rank_after_the_same_step() {
     let _turn = serial();
     let dir = Scratch::new("sigint");
     let nn = problem(&dir, MLP, "sgd(lr: 0.05)", 64, 40);
-    let ck = dir.join("ck.safetensors");
+    let ck = dir.path("ck.safetensors");
     let mut job = start_long_job(&dir, &nn, &ck, &[]);
     let rank1 = rank_1_once_training(&job, &ck);
     signal(rank1, "-INT");
     let st = ends_within(&mut job, Duration::from_secs(30));
     assert_eq!(st.code(), Some(130));
-    let err = std::fs::read_to_string(dir.join("job.err")).unwrap();
+    let err = std::fs::read_to_string(dir.path("job.err")).unwrap();
     let step = Checkpoint::load(&ck).unwrap().step.unwrap();
     for r in 0..2 {
         let said = format!("[rank {r} of 2] interrupted: run `Net` stopped after step {step};");

@@ -2,31 +2,13 @@
 //! and resumed from its checkpoint ends with weights bit-identical to the uninterrupted run.
 //! The same through the `nnc` binary (SIGKILL, Ctrl-C) is in `tests/cli/resume.rs`.
 
+mod common;
+
+use common::Scratch;
 use nnc::runtime::checkpoint::Checkpoint;
 use nnc::runtime::train::resume::Position;
 use nnc::runtime::train::{Backend, Session, Tensors, TrainError, TrainOptions};
 use std::path::{Path, PathBuf};
-
-/// A scratch folder unique to this process and test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("nnc_resume_{}_{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A 2-8-1 MLP with dropout on 10 inline samples in shuffled batches of 3 (3 batches per epoch,
 /// one sample dropped), a cosine schedule with warm-up: every piece of state a resume must
@@ -91,7 +73,7 @@ fn stop_and_resume_is_bit_identical(optimizer: &str) {
     };
     let straight = session_train(&p, quiet.clone()).unwrap();
     for k in [1u64, 7, 9, 23] {
-        let ck = dir.join(&format!("k{k}.safetensors"));
+        let ck = dir.path(&format!("k{k}.safetensors"));
         let stopped = session_train(
             &p,
             TrainOptions {
@@ -122,7 +104,7 @@ fn stop_and_resume_is_bit_identical(optimizer: &str) {
         assert_bit_identical(&straight, &resumed);
     }
     // A checkpoint that records its own length resumes to it without being told.
-    let ck = dir.join("periodic.safetensors");
+    let ck = dir.path("periodic.safetensors");
     let every = session_train(
         &p,
         TrainOptions {
@@ -133,7 +115,7 @@ fn stop_and_resume_is_bit_identical(optimizer: &str) {
     )
     .unwrap();
     assert_bit_identical(&straight, &every);
-    let short = dir.join("short.safetensors");
+    let short = dir.path("short.safetensors");
     session_train(
         &p,
         TrainOptions {
@@ -203,7 +185,7 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
         quiet: true,
         ..TrainOptions::default()
     };
-    let ck = dir.join("ck.safetensors");
+    let ck = dir.path("ck.safetensors");
     session_train(
         &p,
         TrainOptions {
@@ -230,12 +212,12 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
     let mut pos = Position::from_checkpoint(&good).unwrap();
     pos.run = "Other".into();
     other.meta = pos.to_meta();
-    let e = resume(&rewrite(&other, &dir.join("other.safetensors")));
+    let e = resume(&rewrite(&other, &dir.path("other.safetensors")));
     assert!(e.contains("written by run `Other`"), "{e}");
 
     let mut no_meta = good.clone();
     no_meta.meta.clear();
-    let e = resume(&rewrite(&no_meta, &dir.join("plain.safetensors")));
+    let e = resume(&rewrite(&no_meta, &dir.path("plain.safetensors")));
     assert!(e.contains("cannot be resumed from"), "{e}");
 
     let mut bad_shape = good.clone();
@@ -246,15 +228,15 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
             data: vec![0.0; 24],
         },
     );
-    let e = resume(&rewrite(&bad_shape, &dir.join("shape.safetensors")));
+    let e = resume(&rewrite(&bad_shape, &dir.path("shape.safetensors")));
     assert!(e.contains("dense1.weight") && e.contains("[3, 8]"), "{e}");
 
     let mut no_state = good.clone();
     no_state.tensors.retain(|n, _| !n.starts_with("__optim"));
-    let e = resume(&rewrite(&no_state, &dir.join("nostate.safetensors")));
+    let e = resume(&rewrite(&no_state, &dir.path("nostate.safetensors")));
     assert!(e.contains("__optim.dense1"), "{e}");
 
-    let e = resume(&dir.join("missing.safetensors"));
+    let e = resume(&dir.path("missing.safetensors"));
     assert!(e.contains("not found"), "{e}");
 
     let e = session_train(
@@ -283,7 +265,7 @@ fn a_run_that_starts_from_another_resumes_without_it() {
         quiet: true,
         ..TrainOptions::default()
     };
-    let ck = dir.join("second.safetensors");
+    let ck = dir.path("second.safetensors");
     let mut s = Session::new(&p, Backend::jit(1), quiet.clone()).unwrap();
     s.run("first").unwrap();
     let straight = s

@@ -1,15 +1,15 @@
 //! What every CLI test needs: the binary, the repository, temporary folders and output text.
 
 use assert_cmd::Command;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub fn nnc() -> Command {
     Command::cargo_bin("nnc").expect("the nnc binary is built")
 }
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "../common/mod.rs"]
+mod shared;
+pub use shared::{root, Scratch};
 
 pub fn examples() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
@@ -33,36 +33,6 @@ pub fn stderr(out: &std::process::Output) -> String {
 pub fn assert_code(out: &std::process::Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "stderr:\n{}", stderr(out));
     assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
-}
-
-/// A temporary folder of one test, removed when dropped.
-pub struct Scratch(PathBuf);
-
-impl Scratch {
-    pub fn new(test: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("nnc-cli-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    pub fn dir(&self) -> &Path {
-        &self.0
-    }
-    /// Writes `name` in the folder and returns its path.
-    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The MNIST folder beside the repository, or `None` (then the test is skipped, except in CI).

@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use nnc::ir::Program;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Every example of the curriculum, by file stem.
 pub const EXAMPLES: &[&str] = &[
@@ -30,4 +30,38 @@ pub fn program(name: &str) -> Program {
     let render = |d| nnc::diag::Report::new(&format!("examples/{name}.nn"), &src, d).render(false);
     let file = nnc::syntax::parse(&src).unwrap_or_else(|d| panic!("{}", render(d)));
     nnc::check::check(&file).unwrap_or_else(|d| panic!("{}", render(d)))
+}
+
+/// A temporary folder of one test (`nnc-<binary>-<pid>-<test>`), removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(test: &str) -> Scratch {
+        let bin = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let d = std::env::temp_dir().join(format!("nnc-{bin}-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    pub fn dir(&self) -> &Path {
+        &self.0
+    }
+    /// Writes `name` in the folder and returns its path.
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
