@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Repetitions of the batch-1 inference measurement.
     #[arg(long, default_value_t = 2000)]
     pub reps: usize,
+    /// Also print where each run's time goes: every compiled step (kernel, GEMM, convolution)
+    /// with its share, total and time per call, named by the IR node it computes.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(args: &BenchArgs) -> CliResult {
@@ -49,6 +53,9 @@ pub fn run(args: &BenchArgs) -> CliResult {
         threads: Some(threads),
         ..TrainOptions::default()
     };
+    if args.profile {
+        crate::codegen::profile::enable();
+    }
     let mut session = Session::new(p, train::backend(false, Some(threads)), options)
         .map_err(train::train_error)?;
     let mut seen_models = Vec::new();
@@ -86,6 +93,9 @@ pub fn run(args: &BenchArgs) -> CliResult {
             flops * s.samples_per_s / 1e9,
             s.wall_s
         );
+        if args.profile {
+            print_profile(&crate::codegen::profile::take());
+        }
         if !seen_models.contains(&spec.model) {
             seen_models.push(spec.model.clone());
             let m = p.model(&spec.model).expect("runs name checked models");
@@ -96,6 +106,38 @@ pub fn run(args: &BenchArgs) -> CliResult {
         println!("peak resident memory {:.1} MB", kb as f64 / 1024.0);
     }
     Ok(())
+}
+
+/// The steps of a run (training and evaluation graphs) by time: the ten largest, then the rest
+/// in one line.
+fn print_profile(steps: &[(String, crate::codegen::profile::Entry)]) {
+    let total: f64 = steps.iter().map(|(_, e)| e.time.as_secs_f64()).sum();
+    println!(
+        "  where the time goes ({:.1} ms in compiled steps):",
+        total * 1e3
+    );
+    const SHOWN: usize = 10;
+    for (label, e) in steps.iter().take(SHOWN) {
+        let t = e.time.as_secs_f64();
+        println!(
+            "  {:5.1}% {:9.1} ms {:9.1} µs/call  {label}",
+            100.0 * t / total.max(1e-12),
+            t * 1e3,
+            t * 1e6 / e.calls.max(1) as f64
+        );
+    }
+    if steps.len() > SHOWN {
+        let rest: f64 = steps[SHOWN..]
+            .iter()
+            .map(|(_, e)| e.time.as_secs_f64())
+            .sum();
+        println!(
+            "  {:5.1}% {:9.1} ms  in the other {} steps",
+            100.0 * rest / total.max(1e-12),
+            rest * 1e3,
+            steps.len() - SHOWN
+        );
+    }
 }
 
 /// Median batch-1 latency and batch-1000 throughput of a model's inference graph.

@@ -137,8 +137,11 @@ pub struct TileOperands {
     pub a_k: Value,
     /// Bytes from one depth step of B to the next.
     pub b_k: Value,
-    /// Number of depth steps, ≥ 1.
+    /// Number of depth steps (0 leaves the accumulators as they are).
     pub kc: Value,
+    /// Whether the kernel itself writes the slivers (a recurrence packs its state and
+    /// transposes its matrix): then their loads may not be moved across the kernel's stores.
+    pub written: bool,
 }
 
 /// Emits one micro-tile of work, `acc += Ã-sliver[kc×mr]ᵀ · B̃-sliver[kc×nr]`, reading the
@@ -156,13 +159,18 @@ pub fn emit_tile_update(
     let nv = tile.nr / 4;
     let n_acc = tile.mr * nv;
     assert_eq!(acc.len(), n_acc, "accumulator count must be mr*nr/4");
-    let flags = panel_flags();
+    let flags = if ops.written {
+        MemFlagsData::new().with_notrap()
+    } else {
+        panel_flags()
+    };
     let TileOperands {
         a: ap,
         b: bp,
         a_k,
         b_k,
         kc,
+        ..
     } = ops;
 
     // One k step reading A at `a` and B at `bb`; returns the pointers of the next step.
@@ -368,6 +376,7 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
         a_k,
         b_k,
         kc,
+        written: false,
     };
     let acc = emit_tile_update(b, ptr, tile, ops, &acc0);
     let (full, cptr, ld_bytes) = target(b, i0, j0);

@@ -8,10 +8,13 @@ use super::fused_update::FusedUpdates;
 use super::glue::{lib, Lib, Table};
 use super::kernel::{KernelFn, Listing};
 use super::lower::{ctx_slot, lower, RowSplit, Scratch, Step, Storage};
+use super::profile;
 use super::CodegenError;
 use crate::exec::{ExecError, Executor, Feed, Signature, StepCtx, Update};
+use crate::ir::print::node_to_string;
 use crate::ir::{DType, Graph, Op, OptimizerSpec, ValueId};
 use crate::opt::memplan::{self, Home, Plan};
+use std::time::Instant;
 
 /// Compilation options.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,14 +72,27 @@ pub struct Jit {
     /// Output name → node whose buffer holds it (copies for outputs that are inputs or params).
     outputs: Vec<(String, usize)>,
     copies: Vec<(usize, Vec<f32>)>,
+    /// Time per step when profiling ([`super::profile`]), reported when dropped.
+    times: Option<Vec<profile::Entry>>,
     /// Owns the machine code, which a `JITModule` only unmaps when asked: see `Drop`.
-    module: Option<cranelift_jit::JITModule>,
+    modules: Vec<cranelift_jit::JITModule>,
 }
 
 impl Drop for Jit {
     /// Frees the kernels' code (otherwise every compiled graph leaks it, tens of KB each).
     fn drop(&mut self) {
-        if let Some(module) = self.module.take() {
+        if let Some(times) = self.times.take() {
+            let g = &self.graph;
+            profile::record(times.into_iter().enumerate().map(|(i, e)| {
+                let node = node_to_string(g, ValueId(self.step_nodes[i] as u32));
+                let updates = match &self.updates {
+                    Some(u) if u.completes(i) => " (+ optimizer updates)",
+                    _ => "",
+                };
+                (format!("{}: {}{updates}", g.name, node.trim()), e)
+            }));
+        }
+        for module in std::mem::take(&mut self.modules) {
             // SAFETY: the only pointers into this module's code are `self.kernels`, dropped with
             // `self`; no kernel is running, since `run` borrows `self` for its whole duration.
             unsafe { module.free_memory() };
@@ -137,6 +153,7 @@ impl Jit {
                 )));
             }
         }
+        let lowered_steps = lowered.steps.len();
         Ok(Jit {
             signature: Signature::of(g),
             graph: g.clone(),
@@ -161,7 +178,8 @@ impl Jit {
             id_checks,
             outputs,
             copies: Vec::new(),
-            module: Some(lowered.module),
+            times: profile::enabled().then(|| vec![profile::Entry::default(); lowered_steps]),
+            modules: lowered.modules,
         })
     }
 
@@ -305,6 +323,7 @@ impl Jit {
         let table = Table(&self.table);
         let mut finite = true;
         for (i, step) in self.steps.iter().enumerate() {
+            let start = self.times.is_some().then(Instant::now);
             // SAFETY: every slot a step reads or writes points at a live buffer of the size its
             // type has for `batch` (validated above); steps write only owned buffers.
             unsafe {
@@ -324,13 +343,16 @@ impl Jit {
                 }
             }
             if let (Some(fused), Some(u)) = (&self.updates, updates.as_deref_mut()) {
-                if !fused.completes(i) {
-                    continue;
+                if fused.completes(i) {
+                    // SAFETY: step i has completed the gradients it is listed for; the table
+                    // holds this run's buffers.
+                    finite &= unsafe { fused.after(i, &self.table, params, u) }
+                        .map_err(ExecError::Other)?;
                 }
-                // SAFETY: step i has completed the gradients it is listed for; the table holds
-                // this run's buffers.
-                finite &=
-                    unsafe { fused.after(i, &self.table, params, u) }.map_err(ExecError::Other)?;
+            }
+            if let (Some(start), Some(times)) = (start, self.times.as_mut()) {
+                times[i].calls += 1;
+                times[i].time += start.elapsed();
             }
         }
         // Outputs that are the caller's memory are copied: it may be gone after `run`.

@@ -12,7 +12,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
 use cranelift_module::{Linkage, Module};
 
-use super::jitmod::new_jit_module;
+use super::jitmod::{new_jit_module, new_jit_module_with_opt};
 use super::CodegenError;
 use crate::ir::Type;
 
@@ -42,13 +42,19 @@ pub struct Listing {
     pub text: String,
 }
 
-/// The JIT module all kernels of one graph live in.
+/// The JIT modules the kernels of one graph live in: most are compiled with Cranelift's
+/// optimizer; kernels built around the GEMM micro-kernel ([`KernelModule::plain_kernel`]) in a
+/// second module without it, since the e-graph pass re-elaborates the register-blocked loop
+/// chain by chain and spills its accumulators (see [`super::gemm::GEMM_OPT`]).
 pub struct KernelModule {
     module: JITModule,
+    /// Created for the first plain kernel.
+    plain: Option<JITModule>,
     ctx: Context,
     fctx: FunctionBuilderContext,
     count: usize,
-    pending: Vec<cranelift_module::FuncId>,
+    /// Each kernel's module (plain or not) and id.
+    pending: Vec<(bool, cranelift_module::FuncId)>,
     pub listing: Listing,
 }
 
@@ -58,6 +64,7 @@ impl KernelModule {
         let ctx = module.make_context();
         Ok(KernelModule {
             module,
+            plain: None,
             ctx,
             fctx: FunctionBuilderContext::new(),
             count: 0,
@@ -75,11 +82,39 @@ impl KernelModule {
         header: &str,
         body: impl FnOnce(&mut Kb),
     ) -> Result<usize, CodegenError> {
-        self.module.clear_context(&mut self.ctx);
-        let ptr = self.module.target_config().pointer_type();
+        self.build(false, header, body)
+    }
+
+    /// [`KernelModule::kernel`] compiled without Cranelift's optimizer, for kernels whose loops
+    /// are laid out instruction by instruction (the GEMM micro-kernel).
+    pub fn plain_kernel(
+        &mut self,
+        header: &str,
+        body: impl FnOnce(&mut Kb),
+    ) -> Result<usize, CodegenError> {
+        if self.plain.is_none() {
+            self.plain = Some(
+                new_jit_module_with_opt(super::gemm::GEMM_OPT).map_err(CodegenError::Cranelift)?,
+            );
+        }
+        self.build(true, header, body)
+    }
+
+    fn build(
+        &mut self,
+        plain: bool,
+        header: &str,
+        body: impl FnOnce(&mut Kb),
+    ) -> Result<usize, CodegenError> {
+        let module = match (plain, self.plain.as_mut()) {
+            (true, Some(m)) => m,
+            _ => &mut self.module,
+        };
+        module.clear_context(&mut self.ctx);
+        let ptr = module.target_config().pointer_type();
         self.ctx.func.signature.params.push(AbiParam::new(ptr));
         self.ctx.func.signature.params.push(AbiParam::new(I64));
-        let frontend = self.module.target_config();
+        let frontend = module.target_config();
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
             let entry = b.create_block();
@@ -101,12 +136,11 @@ impl KernelModule {
         let name = format!("k{}", self.count);
         self.count += 1;
         let sig = self.ctx.func.signature.clone();
-        let id = self
-            .module
+        let id = module
             .declare_function(&name, Linkage::Local, &sig)
             .map_err(cl)?;
         self.ctx.set_disasm(self.listing.asm);
-        self.module.define_function(id, &mut self.ctx).map_err(cl)?;
+        module.define_function(id, &mut self.ctx).map_err(cl)?;
         if self.listing.asm {
             let vcode = self
                 .ctx
@@ -115,7 +149,7 @@ impl KernelModule {
                 .unwrap_or_default();
             self.listing.text.push_str(&format!("{header}\n{vcode}\n"));
         }
-        self.pending.push(id);
+        self.pending.push((plain, id));
         Ok(self.pending.len() - 1)
     }
 
@@ -128,19 +162,27 @@ impl KernelModule {
     }
 
     /// Finalizes every kernel; returns their entry points (indexed by the handles of
-    /// [`kernel`](KernelModule::kernel)) and the module that owns the code.
-    pub fn finish(mut self) -> Result<(Vec<KernelFn>, JITModule, String), CodegenError> {
+    /// [`kernel`](KernelModule::kernel)) and the modules that own the code.
+    pub fn finish(mut self) -> Result<(Vec<KernelFn>, Vec<JITModule>, String), CodegenError> {
         self.module.finalize_definitions().map_err(cl)?;
+        if let Some(m) = self.plain.as_mut() {
+            m.finalize_definitions().map_err(cl)?;
+        }
         let fns = self
             .pending
             .iter()
-            .map(|id| {
-                let p = self.module.get_finalized_function(*id);
+            .map(|&(plain, id)| {
+                let m = match (plain, &self.plain) {
+                    (true, Some(m)) => m,
+                    _ => &self.module,
+                };
+                let p = m.get_finalized_function(id);
                 // SAFETY: every function was declared with the kernel signature above.
                 unsafe { std::mem::transmute::<*const u8, KernelFn>(p) }
             })
             .collect();
-        Ok((fns, self.module, self.listing.text))
+        let modules = std::iter::once(self.module).chain(self.plain).collect();
+        Ok((fns, modules, self.listing.text))
     }
 }
 

@@ -65,7 +65,7 @@ pub struct Lowered {
     pub storage: Vec<Storage>,
     pub scratch: Vec<Scratch>,
     /// The code of every kernel; kept alive as long as the kernels are.
-    pub module: cranelift_jit::JITModule,
+    pub modules: Vec<cranelift_jit::JITModule>,
     pub listing: String,
 }
 
@@ -148,14 +148,14 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
         }
         storage.push(st);
     }
-    let (kernels, module, listing) = km.finish()?;
+    let (kernels, modules, listing) = km.finish()?;
     Ok(Lowered {
         steps,
         step_nodes,
         kernels,
         storage,
         scratch,
-        module,
+        modules,
         listing,
     })
 }
@@ -419,17 +419,21 @@ fn emit(
         }
         Op::RnnScan { act } => {
             arity(2)?;
-            one(km, &mut |kb| rnn::scan(kb, *act, &ty, i, &ins))
+            let s = scratch_base + scratch.len();
+            scratch.push(rnn::scratch(&n.op, &ty));
+            Ok(Step::Kernel {
+                k: km.plain_kernel(header, |kb| rnn::scan(kb, *act, &ty, i, &ins, s))?,
+                rows: None,
+            })
         }
         Op::RnnScanGrad { act } => {
             arity(3)?;
-            let wt = scratch_base + scratch.len();
-            scratch.push(Scratch {
-                per: ty.last() * ty.last(),
-                batched: false,
-                per_thread: true,
-            });
-            one(km, &mut |kb| rnn::scan_grad(kb, *act, &ty, i, &ins, wt))
+            let s = scratch_base + scratch.len();
+            scratch.push(rnn::scratch(&n.op, &ty));
+            Ok(Step::Kernel {
+                k: km.plain_kernel(header, |kb| rnn::scan_grad(kb, *act, &ty, i, &ins, s))?,
+                rows: None,
+            })
         }
         Op::TimeShift => {
             arity(1)?;
@@ -480,10 +484,11 @@ fn emit(
                     split.batched.push((v.index(), t.per_sample()));
                 }
             }
-            if let Op::RnnScanGrad { .. } = n.op {
+            if let (Op::RnnScan { .. } | Op::RnnScanGrad { .. }, Some(s)) = (&n.op, scratch.last())
+            {
                 split
                     .per_thread
-                    .push((scratch_base + scratch.len() - 1, ty.last() * ty.last()));
+                    .push((scratch_base + scratch.len() - 1, s.per));
             }
             split.min_batch = match n.op {
                 Op::RnnScan { .. } | Op::RnnScanGrad { .. } => 2,

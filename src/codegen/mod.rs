@@ -21,6 +21,7 @@ mod lower;
 pub mod math;
 pub mod optim;
 mod pool;
+pub mod profile;
 mod rnn;
 mod rowwise;
 mod small_matmul;

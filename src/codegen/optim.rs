@@ -32,7 +32,7 @@ const FLAG: usize = 6;
 pub struct UpdateKernel {
     spec: OptimizerSpec,
     kernel: KernelFn,
-    _module: cranelift_jit::JITModule,
+    _modules: Vec<cranelift_jit::JITModule>,
 }
 
 /// Compiles the update loop of `spec` as an in-place [`Updater`].
@@ -46,11 +46,11 @@ impl UpdateKernel {
         let mut km = KernelModule::new(Listing::default())?;
         let s = spec.clone();
         km.kernel("; optimizer update", |kb| emit(kb, &s))?;
-        let (fns, module, _) = km.finish()?;
+        let (fns, modules, _) = km.finish()?;
         Ok(UpdateKernel {
             spec: spec.clone(),
             kernel: fns[0],
-            _module: module,
+            _modules: modules,
         })
     }
 

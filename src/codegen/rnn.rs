@@ -7,21 +7,44 @@
 //! - backward: `init = dh`, `v = da` (the output itself, one step ahead), `M = w_hhᵀ` (transposed
 //!   once per call into a scratch buffer), `f = act'(h) ⊙ ·`.
 //!
-//! Each step's vector–matrix product is register-blocked: two sequences of the batch at once
-//! and four f32x4 vectors of output units (8 accumulators), so every loaded weight vector
-//! serves two rows and every broadcast state value serves 16 units.
+//! Each step's product for a block of [`ROWS`] sequences is the GEMM's 8×4 micro-kernel
+//! ([`emit_tile_update`]): the block's states of the step before are packed into an `H×8`
+//! panel (per-thread scratch), and each 4-unit block of the output runs the tile loop over the
+//! panel and the matrix, so that every loaded weight vector serves 8 sequences and every
+//! broadcast state one `fma`, with nothing but the 8 accumulators and two pointers live in the
+//! loop (reading each sequence's state where it lies kept 8 row pointers live and spilled). A
+//! remainder of fewer than 8 sequences (batch-1 sampling) runs a one-row loop.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Type as ClifType, Value};
 
 use super::elementwise::{unary, unary_grad};
+use super::gemm::{emit_tile_update, Tile, TileOperands};
 use super::kernel::{Kb, F32X4};
+use super::lower::Scratch;
 use super::math;
-use crate::ir::{Type, UnaryOp};
+use crate::ir::{Op, Type, UnaryOp};
 
-/// Sequences per block and f32x4 vectors of units per block.
-const ROWS: i64 = 2;
+/// Sequences per block: the GEMM tile's rows.
+const ROWS: usize = 8;
+/// f32x4 vectors of units per block in the one-row loop.
 const VECS: usize = 4;
+
+/// The per-thread scratch of a scan: for the gradient `Wᵀ` (`H×H`), then the packed state
+/// panel (`H×ROWS`).
+pub fn scratch(op: &Op, ty: &Type) -> Scratch {
+    let h = ty.last();
+    let wt = if matches!(op, Op::RnnScanGrad { .. }) {
+        h * h
+    } else {
+        0
+    };
+    Scratch {
+        per: wt + h * ROWS,
+        batched: false,
+        per_thread: true,
+    }
+}
 
 /// One recurrence: sizes, buffers (as pointers) and the direction.
 struct Recur {
@@ -35,16 +58,19 @@ struct Recur {
     m: Value,
     /// The forward output h (backward only).
     hv: Option<Value>,
+    /// The packed state panel.
+    pack: Value,
 }
 
 fn dims(ty: &Type) -> (usize, usize) {
     (ty.dims[0], ty.dims[1])
 }
 
-/// `h_t = act(xp_t + h_{t−1}·w)`, `ins` = [xp, w].
-pub fn scan(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]) {
+/// `h_t = act(xp_t + h_{t−1}·w)`, `ins` = [xp, w]; `scratch` as [`scratch`] gives.
+pub fn scan(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize], scratch: usize) {
     let (t_len, h) = dims(ty);
     let (out, init, m) = (kb.ptr(out), kb.ptr(ins[0]), kb.ptr(ins[1]));
+    let pack = kb.ptr(scratch);
     recur(
         kb,
         &Recur {
@@ -56,12 +82,13 @@ pub fn scan(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]) {
             init,
             m,
             hv: None,
+            pack,
         },
     );
 }
 
-/// `da_t = act'(h_t) ⊙ (dh_t + da_{t+1}·wᵀ)`, `ins` = [h, w, dh]; `scratch` holds `H×H` floats
-/// for `wᵀ`.
+/// `da_t = act'(h_t) ⊙ (dh_t + da_{t+1}·wᵀ)`, `ins` = [h, w, dh]; `scratch` as [`scratch`]
+/// gives (`wᵀ`, then the panel).
 pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize], scratch: usize) {
     let (t_len, h) = dims(ty);
     let (out, hv, w, init, wt) = (
@@ -71,6 +98,7 @@ pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]
         kb.ptr(ins[2]),
         kb.ptr(scratch),
     );
+    let pack = kb.b.ins().iadd_imm_s(wt, (4 * h * h) as i64);
     // wt[k, j] = w[j, k]
     kb.for_n(h, |kb, j| {
         kb.for_n(h, |kb, k| {
@@ -93,6 +121,7 @@ pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]
             init,
             m: wt,
             hv: Some(hv),
+            pack,
         },
     );
 }
@@ -100,8 +129,8 @@ pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]
 fn recur(kb: &mut Kb, r: &Recur) {
     let batch = kb.batch;
     let zero = kb.int(0);
-    let full = kb.b.ins().band_imm_s(batch, !(ROWS - 1));
-    kb.for_step(zero, full, ROWS, |kb, b| steps(kb, r, b, ROWS as usize));
+    let full = kb.b.ins().band_imm_s(batch, !(ROWS as i64 - 1));
+    kb.for_step(zero, full, ROWS as i64, |kb, b| steps(kb, r, b, ROWS));
     kb.for_step(full, batch, 1, |kb, b| steps(kb, r, b, 1));
 }
 
@@ -132,18 +161,67 @@ fn steps(kb: &mut Kb, r: &Recur, b: Value, rows: usize) {
                 (base, src)
             })
             .collect();
-        // Units in blocks of VECS vectors, then single vectors, then scalars.
-        let blk = (VECS * 4) as i64;
-        let (h16, h4) = ((h as i64 / blk) * blk, (h as i64 / 4) * 4);
-        let (a, c, d) = (kb.int(h16), kb.int(h4), kb.int(h as i64));
-        kb.for_step(zero, a, blk, |kb, j| {
-            units(kb, r, &bases, kend, j, F32X4, VECS)
-        });
+        let (a, c, d) = if rows == ROWS {
+            // The panel: pack[k·ROWS + q] = state of sequence q at step `src`, unit k.
+            kb.for_range(zero, kend, |kb, k| {
+                let at = kb.b.ins().imul_imm_s(k, ROWS as i64);
+                for (q, &(_, src)) in bases.iter().enumerate() {
+                    let si = kb.b.ins().iadd(src, k);
+                    let s = kb.ld_rw(types::F32, r.out, si);
+                    let di = kb.b.ins().iadd_imm_s(at, q as i64);
+                    kb.st(s, r.pack, di);
+                }
+            });
+            let h4 = (h as i64 / 4) * 4;
+            let (c, d) = (kb.int(h4), kb.int(h as i64));
+            kb.for_step(zero, c, 4, |kb, j| tile_units(kb, r, &bases, kend, j));
+            (c, c, d)
+        } else {
+            // Units in blocks of VECS vectors, then single vectors, then scalars.
+            let blk = (VECS * 4) as i64;
+            let (h16, h4) = ((h as i64 / blk) * blk, (h as i64 / 4) * 4);
+            let (a, c, d) = (kb.int(h16), kb.int(h4), kb.int(h as i64));
+            kb.for_step(zero, a, blk, |kb, j| {
+                units(kb, r, &bases, kend, j, F32X4, VECS)
+            });
+            (a, c, d)
+        };
         kb.for_step(a, c, 4, |kb, j| units(kb, r, &bases, kend, j, F32X4, 1));
         kb.for_step(c, d, 1, |kb, j| {
             units(kb, r, &bases, kend, j, types::F32, 1)
         });
     });
+}
+
+/// Units `j .. j + 4` of a block of [`ROWS`] sequences on the GEMM micro-kernel: the
+/// accumulators start at `init`, take the product of the panel (`kend` rows) and the matrix's
+/// columns `j .. j + 4`, then `f` and the store.
+fn tile_units(kb: &mut Kb, r: &Recur, bases: &[(Value, Value)], kend: Value, j: Value) {
+    let accs: Vec<Value> = bases
+        .iter()
+        .map(|&(base, _)| {
+            let i = kb.b.ins().iadd(base, j);
+            kb.ld(F32X4, r.init, i)
+        })
+        .collect();
+    let b = kb.addr(r.m, j, 4);
+    let a_k = kb.int((4 * ROWS) as i64);
+    let b_k = kb.int((4 * r.h) as i64);
+    let ops = TileOperands {
+        a: r.pack,
+        b,
+        a_k,
+        b_k,
+        kc: kend,
+        written: true,
+    };
+    let tile = Tile { mr: ROWS, nr: 4 };
+    let accs = emit_tile_update(&mut kb.b, types::I64, tile, ops, &accs);
+    for (&(base, _), a) in bases.iter().zip(accs) {
+        let i = kb.b.ins().iadd(base, j);
+        let y = finish(kb, r, a, i, F32X4);
+        kb.st(y, r.out, i);
+    }
 }
 
 /// Units `j .. j + vecs·lanes` of every row block: accumulate, then apply f and store.
@@ -188,10 +266,9 @@ fn units(
             let s = kb.ld_rw(types::F32, r.out, si);
             let s = kb.splat(lane, s);
             for (v, mv) in ms.iter().enumerate() {
-                let p = kb.b.ins().fmul(s, *mv);
                 let var = accs[q * vecs + v];
                 let a = kb.b.use_var(var);
-                let a = kb.b.ins().fadd(a, p);
+                let a = kb.b.ins().fma(s, *mv, a);
                 kb.b.def_var(var, a);
             }
         }
@@ -200,20 +277,25 @@ fn units(
         for v in 0..vecs {
             let i = col(kb, base, v);
             let a = kb.b.use_var(accs[q * vecs + v]);
-            let y = match r.hv {
-                None => unary(kb, r.act, a, lane),
-                Some(hp) => {
-                    // act' through the output h (relu: h > 0 iff a > 0); for log, via a = exp(h).
-                    let hval = kb.ld(lane, hp, i);
-                    let dv = if r.act == UnaryOp::Log {
-                        math::emit_exp(&mut kb.b, hval)
-                    } else {
-                        hval
-                    };
-                    unary_grad(kb, r.act, dv, a, lane)
-                }
-            };
+            let y = finish(kb, r, a, i, lane);
             kb.st(y, r.out, i);
+        }
+    }
+}
+
+/// `f` of the accumulated `a` at element `i`: the activation, or backward `act'(h) ⊙ a`.
+fn finish(kb: &mut Kb, r: &Recur, a: Value, i: Value, lane: ClifType) -> Value {
+    match r.hv {
+        None => unary(kb, r.act, a, lane),
+        Some(hp) => {
+            // act' through the output h (relu: h > 0 iff a > 0); for log, via a = exp(h).
+            let hval = kb.ld(lane, hp, i);
+            let dv = if r.act == UnaryOp::Log {
+                math::emit_exp(&mut kb.b, hval)
+            } else {
+                hval
+            };
+            unary_grad(kb, r.act, dv, a, lane)
         }
     }
 }
