@@ -11,9 +11,11 @@
 //! with 1–3 rows). Edge tiles are computed into a stack tile and copied out, so any
 //! `m, n, k ≥ 0` works. [`Gemm::gemm_threads`] splits the rows of C over scoped threads.
 //!
-//! Fusion hook: [`emit_tile_update`] is the micro-kernel alone (accumulators in, accumulators
-//! out); a code generator can call it and emit its own epilogue (bias, activation) instead of
-//! the plain store in [`emit_macro_kernel`].
+//! Fusion hooks: [`Gemm::gemm_with`] hands each block of C to an epilogue (bias, activation,
+//! see `super::epilogue`) as soon as its last depth block is stored, while it is in cache; and
+//! [`emit_tile_update`] is the micro-kernel alone (accumulators in, accumulators out), for a
+//! code generator that would rather emit its epilogue instead of the plain store in
+//! [`emit_macro_kernel`].
 //!
 //! Measured single-thread throughput (CPU time, 2-vCPU Xeon dev VM shared with other jobs, so
 //! lower bounds): 64×128×784 ≈ 30 GFLOP/s, 784×128×64 (ta) ≈ 32, 64×784×128 (tb) ≈ 31,
@@ -73,6 +75,17 @@ enum Arg {
     BK,
     BSliver,
 }
+
+/// A block of C that a [`Gemm::gemm_with`] epilogue may transform: its rows and columns of C,
+/// and the address of its first element (C's row stride is `n`).
+pub struct Block {
+    pub rows: Range<usize>,
+    pub cols: Range<usize>,
+    pub c: *mut f32,
+}
+
+/// An epilogue of [`Gemm::gemm_with`], called from the threads computing the blocks.
+pub type BlockFn<'e> = dyn Fn(Block) + Sync + 'e;
 
 /// The compiled macro-kernel.
 pub type MacroKernelFn = unsafe extern "C" fn(args: *const KernelArgs);
@@ -572,13 +585,41 @@ impl Gemm {
         c: &mut [f32],
         accumulate: bool,
     ) -> Result<(), String> {
+        self.gemm_with(threads, ta, tb, m, n, k, a, b, c, accumulate, None)
+    }
+
+    /// [`Gemm::gemm_threads`] calling `epi` on every block of C as soon as it is final (after
+    /// its last depth block, while it is in cache; on all of C when `k` is 0). Each element is
+    /// in exactly one block, on the thread that computed it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_with(
+        &self,
+        threads: usize,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        accumulate: bool,
+        epi: Option<&BlockFn>,
+    ) -> Result<(), String> {
         let p = Problem::checked(ta, tb, m, n, k, a, b, c, accumulate)?;
         if p.trivial(c) {
+            if let (Some(epi), true) = (epi, m > 0 && n > 0) {
+                epi(Block {
+                    rows: 0..m,
+                    cols: 0..n,
+                    c: c.as_mut_ptr(),
+                });
+            }
             return Ok(());
         }
         let chunk = self.row_chunk(m, threads);
         if 2 * m * n * k < PAR_MIN_FLOPS || chunk >= m {
-            self.rows(&p, a, b, 0..m, &mut c[..m * n]);
+            self.rows(&p, a, b, 0..m, &mut c[..m * n], epi);
             return Ok(());
         }
         let c_ptr = SendPtr(c.as_mut_ptr());
@@ -588,14 +629,22 @@ impl Gemm {
             let c_part = unsafe {
                 std::slice::from_raw_parts_mut(c_ptr.get().add(rows.start * n), rows.len() * n)
             };
-            self.rows(&p, a, b, rows, c_part);
+            self.rows(&p, a, b, rows, c_part, epi);
         });
         Ok(())
     }
 
     /// Computes rows `rows` of C into `c_rows` (which starts at row `rows.start`), for a
-    /// checked, non-trivial problem.
-    fn rows(&self, p: &Problem, a: &[f32], b: &[f32], rows: Range<usize>, c_rows: &mut [f32]) {
+    /// checked, non-trivial problem, handing each finished block to `epi`.
+    fn rows(
+        &self,
+        p: &Problem,
+        a: &[f32],
+        b: &[f32],
+        rows: Range<usize>,
+        c_rows: &mut [f32],
+        epi: Option<&BlockFn>,
+    ) {
         let Problem {
             ta,
             tb,
@@ -669,6 +718,13 @@ impl Gemm {
                         // slices; C rows ic..ic+mc (of `rows`), columns jc..jc+nc lie inside
                         // `c_rows`; kc ≥ 1.
                         unsafe { kernel(&args) };
+                        if let (Some(epi), true) = (epi, pc + kc == k) {
+                            epi(Block {
+                                rows: ic..ic + mc,
+                                cols: jc..jc + nc,
+                                c: args.c,
+                            });
+                        }
                     }
                 }
             }

@@ -2,10 +2,11 @@
 //! storage plan of every value (caller's input or parameter slice, an owned buffer, or an alias
 //! of another value for `Reshape`).
 
+use super::epilogue::{self, EpiStep};
 use super::glue::{ConvStep, Dim, MatMulStep};
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
 use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul, CodegenError};
-use crate::ir::{DType, Graph, Node, Op};
+use crate::ir::{DType, Graph, Node, Op, Producer};
 use elementwise::Operand;
 
 /// Where a value lives at run time.
@@ -145,6 +146,13 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
         storage.push(st);
     }
     let (kernels, module, listing) = km.finish()?;
+    for step in &mut steps {
+        if let Step::MatMul(MatMulStep { epi: Some(e), .. })
+        | Step::Conv(ConvStep { epi: Some(e), .. }) = step
+        {
+            e.resolve(&kernels);
+        }
+    }
     Ok(Lowered {
         steps,
         kernels,
@@ -300,8 +308,70 @@ fn emit(
                     a: ins[0],
                     b: ins[1],
                     c: i,
+                    epi: None,
                 }))
             }
+        }
+        Op::WithEpilogue { producer, epi } => {
+            arity(2 + epi.extra_inputs())?;
+            let extra = &n.inputs[2..];
+            if let Producer::MatMul { ta, tb } = *producer {
+                let (m, nn, k) = matmul_dims(ta, tb, &ity(0), &ity(1), &ty)?;
+                if small_matmul::is_small(m, nn, k) {
+                    // One kernel: the product's loops, then the epilogue over all of C.
+                    let (bias, aux) = epilogue::extra_slots(epi, extra);
+                    return push_step(
+                        steps,
+                        one(km, &mut |kb| {
+                            small_matmul::small_matmul(kb, ta, tb, m, nn, k, i, ins[0], ins[1]);
+                            let mut slot = |s: Option<usize>| match s {
+                                Some(s) => kb.ptr(s),
+                                None => kb.int(0),
+                            };
+                            let (bias, aux) = (slot(bias), slot(aux));
+                            let at = epilogue::Rect {
+                                c: kb.ptr(i),
+                                bias,
+                                aux,
+                                ldc: kb.int(nn as i64),
+                                rows: kb.rows(m.batched, m.per),
+                                cols: kb.int(nn as i64),
+                            };
+                            epilogue::emit_rect(kb, epi, false, at);
+                        })?,
+                    );
+                }
+            }
+            // The product's step, with the epilogue attached.
+            let product = Node {
+                op: producer.op(),
+                inputs: n.inputs[..2].to_vec(),
+                ty: ty.clone(),
+                label: n.label.clone(),
+            };
+            emit(
+                km,
+                steps,
+                g,
+                i,
+                &product,
+                ctx,
+                scratch_base,
+                scratch,
+                header,
+            )?;
+            let e = EpiStep::compile(km, header, *producer, epi, extra)?;
+            match steps.last_mut() {
+                Some(Step::MatMul(s)) => s.epi = Some(e),
+                Some(Step::Conv(s)) => s.epi = Some(e),
+                _ => {
+                    return Err(CodegenError::Graph(format!(
+                        "%{i}: {} did not compile to a GEMM step",
+                        n.op.name()
+                    )))
+                }
+            }
+            return Ok(());
         }
         Op::BiasAdd { axis } => {
             arity(2)?;
@@ -491,6 +561,10 @@ fn emit(
         }
         other => other,
     };
+    push_step(steps, step)
+}
+
+fn push_step(steps: &mut Vec<Step>, step: Step) -> Result<(), CodegenError> {
     steps.push(step);
     Ok(())
 }

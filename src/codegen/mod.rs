@@ -9,6 +9,7 @@ mod bias;
 mod conv;
 mod elementwise;
 mod embed;
+mod epilogue;
 pub mod gemm;
 mod glue;
 pub mod im2col;
