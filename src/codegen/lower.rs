@@ -1,6 +1,7 @@
-//! Lowering a graph to kernels: one Cranelift function per node (fusion comes later), plus the
-//! storage plan of every value (caller's input or parameter slice, an owned buffer, or an alias
-//! of another value for `Reshape`).
+//! Lowering a graph to kernels: one step per node (a Cranelift function, or a GEMM or
+//! convolution step, whose epilogue, when the node has one, is a second function of the module
+//! called per block of the product), plus the storage plan of every value (caller's input or
+//! parameter slice, an owned buffer, or an alias of another value for `Reshape`).
 
 use super::epilogue::{self, EpiStep};
 use super::glue::{ConvStep, Dim, MatMulStep};
