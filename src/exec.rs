@@ -1,7 +1,7 @@
 //! The interface between the runtime and whatever executes a graph: the JIT-compiled kernels
 //! (`crate::codegen::Jit`) or the reference interpreter (`crate::interp::Interpreter`).
 
-use crate::ir::{DType, Graph, ValueId};
+use crate::ir::{DType, Graph, OptimizerSpec, Type, ValueId};
 
 /// One batch of one graph input, in the order of [`Graph::inputs`].
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +71,42 @@ pub trait Executor {
     /// i32 values and for inputs and parameters, which are the caller's memory). For finding
     /// where a NaN first appeared ([`crate::runtime::train`]'s anomaly detection) and debugging.
     fn value(&self, v: ValueId) -> Option<&[f32]>;
+    /// Prepares [`Executor::run_updating`]: optimizer `spec` for the parameters `params`
+    /// (indices into [`Graph::params`], each with its gradient output `grad:<path>`). `false`
+    /// when this executor cannot apply updates inside a step; the caller then applies them
+    /// itself from the gradient outputs after `run`.
+    fn fuse_updates(
+        &mut self,
+        _spec: &OptimizerSpec,
+        _params: &[usize],
+    ) -> Result<bool, ExecError> {
+        Ok(false)
+    }
+    /// [`Executor::run`], applying each prepared update as soon as its gradient is computed
+    /// (while it is still in cache): parameter `k` of the preparation is read from `params`, and
+    /// its new value written to `updates[k].next`, so that the caller still holds the step's
+    /// parameters when the step turns out not finite. Returns whether every gradient was finite.
+    fn run_updating(
+        &mut self,
+        _batch: usize,
+        _inputs: &[Feed<'_>],
+        _params: &[&[f32]],
+        _ctx: StepCtx,
+        _updates: &mut [Update<'_>],
+    ) -> Result<bool, ExecError> {
+        Err(ExecError::Other(
+            "this executor does not apply optimizer updates".into(),
+        ))
+    }
+}
+
+/// One parameter's update during a step ([`Executor::run_updating`]).
+pub struct Update<'a> {
+    /// Receives the updated parameter.
+    pub next: &'a mut [f32],
+    /// The optimizer's state buffers for the parameter, updated in place.
+    pub state: &'a mut [Vec<f32>],
+    pub hyper: UpdateHyper,
 }
 
 /// What changes from one optimizer step to the next (the rest of the optimizer's settings are
@@ -91,63 +127,84 @@ pub trait Updater {
     fn update(&self, param: &mut [f32], grad: &[f32], state: &mut [Vec<f32>], h: UpdateHyper);
 }
 
-/// Checks what every executor must refuse before running: a zero batch, the wrong number of
-/// inputs or parameters, an input of the wrong dtype, and any tensor of the wrong size.
-pub fn check_feeds(
-    graph: &Graph,
-    batch: usize,
-    inputs: &[Feed<'_>],
-    params: &[&[f32]],
-) -> Result<(), ExecError> {
-    if batch == 0 {
-        return Err(ExecError::Other("the batch size must be at least 1".into()));
+/// What every executor must refuse before running, gathered once per graph: a zero batch, the
+/// wrong number of inputs or parameters, an input of the wrong dtype, and any tensor of the
+/// wrong size ([`Signature::check`] runs before every step and allocates nothing).
+#[derive(Clone, Debug)]
+pub struct Signature {
+    inputs: Vec<Type>,
+    /// Path and element count of every parameter.
+    params: Vec<(String, usize)>,
+}
+
+impl Signature {
+    pub fn of(graph: &Graph) -> Signature {
+        Signature {
+            inputs: graph
+                .inputs()
+                .iter()
+                .map(|(v, _)| graph.ty(*v).clone())
+                .collect(),
+            params: graph
+                .params
+                .iter()
+                .map(|p| (p.path.clone(), p.numel()))
+                .collect(),
+        }
     }
-    // No allocation: this runs before every step.
-    let input_nodes = graph.nodes.iter().filter_map(|n| match &n.op {
-        crate::ir::Op::Input { .. } => Some(&n.ty),
-        _ => None,
-    });
-    let count = input_nodes.clone().count();
-    if inputs.len() != count {
-        return Err(ExecError::Other(format!(
-            "expected {count} inputs, got {}",
-            inputs.len()
-        )));
-    }
-    for (index, (feed, ty)) in inputs.iter().zip(input_nodes).enumerate() {
-        let dtype_ok = matches!(
-            (feed, ty.dtype),
-            (Feed::F32(_), DType::F32) | (Feed::I32(_), DType::I32)
-        );
-        if !dtype_ok {
+
+    /// Whether `inputs` and `params` fit the graph for `batch`.
+    pub fn check(
+        &self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+    ) -> Result<(), ExecError> {
+        if batch == 0 {
+            return Err(ExecError::Other("the batch size must be at least 1".into()));
+        }
+        if inputs.len() != self.inputs.len() {
             return Err(ExecError::Other(format!(
-                "input {index} must be {}",
-                ty.dtype
+                "expected {} inputs, got {}",
+                self.inputs.len(),
+                inputs.len()
             )));
         }
-        if feed.len() != ty.numel(batch) {
-            return Err(ExecError::InputSize {
-                index,
-                expected: ty.numel(batch),
-                found: feed.len(),
-            });
+        for (index, (feed, ty)) in inputs.iter().zip(&self.inputs).enumerate() {
+            let dtype_ok = matches!(
+                (feed, ty.dtype),
+                (Feed::F32(_), DType::F32) | (Feed::I32(_), DType::I32)
+            );
+            if !dtype_ok {
+                return Err(ExecError::Other(format!(
+                    "input {index} must be {}",
+                    ty.dtype
+                )));
+            }
+            if feed.len() != ty.numel(batch) {
+                return Err(ExecError::InputSize {
+                    index,
+                    expected: ty.numel(batch),
+                    found: feed.len(),
+                });
+            }
         }
-    }
-    if params.len() != graph.params.len() {
-        return Err(ExecError::Other(format!(
-            "expected {} parameters, got {}",
-            graph.params.len(),
-            params.len()
-        )));
-    }
-    for (p, data) in graph.params.iter().zip(params) {
-        if data.len() != p.numel() {
-            return Err(ExecError::ParamSize {
-                path: p.path.clone(),
-                expected: p.numel(),
-                found: data.len(),
-            });
+        if params.len() != self.params.len() {
+            return Err(ExecError::Other(format!(
+                "expected {} parameters, got {}",
+                self.params.len(),
+                params.len()
+            )));
         }
+        for ((path, n), data) in self.params.iter().zip(params) {
+            if data.len() != *n {
+                return Err(ExecError::ParamSize {
+                    path: path.clone(),
+                    expected: *n,
+                    found: data.len(),
+                });
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -227,3 +227,31 @@ fn split_over_threads() {
         )
         .is_err());
 }
+
+/// Products of 1–3 rows (batch-1 inference) are split by columns: each column is summed as by
+/// one thread, so the bits do not depend on the thread count.
+#[test]
+fn narrow_products_split_by_columns_keep_their_bits() {
+    let g = Gemm::new().unwrap();
+    let mut rng = Rng(77);
+    for (m, n, k, ta, tb) in [
+        (1, 128, 784, false, false),
+        (1, 100, 300, false, true),
+        (2, 200, 500, true, false),
+        (3, 40, 3000, false, false),
+        (1, 10, 20000, true, true),
+        (1, 1000, 128, false, false),
+    ] {
+        for threads in [2, 3] {
+            check_threads(&g, threads, &mut rng, ta, tb, m, n, k, false);
+        }
+        let (a, b) = (rng.vec(m * k), rng.vec(k * n));
+        let mut one = vec![0.0; m * n];
+        let mut two = vec![0.0; m * n];
+        g.gemm(ta, tb, m, n, k, &a, &b, &mut one, false).unwrap();
+        g.gemm_threads(2, ta, tb, m, n, k, &a, &b, &mut two, false)
+            .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one), bits(&two), "m={m} n={n} k={k}");
+    }
+}

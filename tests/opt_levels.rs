@@ -1,10 +1,14 @@
 //! `--opt 0` against `--opt 1`: every example trains 20 steps per run on its real data with the
 //! unoptimized and the optimized backward graph, and the per-step losses and final parameters
-//! agree within 1e-5 relative; two optimized runs agree bit for bit.
+//! agree within 1e-5 relative; two optimized runs agree bit for bit, and so does an optimized
+//! run whose optimizer updates are applied after the step instead of inside it
+//! (`nnc::codegen::JitOptions::fuse_updates`).
 
 mod common;
 
 use common::{program, root, EXAMPLES};
+use nnc::codegen::{Jit, JitOptions};
+use nnc::exec::Executor;
 use nnc::runtime::train::{Backend, Session, Tensors, TrainOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +37,27 @@ fn data_dir(example: &str) -> Result<Option<PathBuf>, ()> {
 /// Per-step losses by run, and every run's final parameters.
 type Trained = (BTreeMap<String, Vec<f64>>, BTreeMap<String, Tensors>);
 
+/// The JIT back end at level 1 with the optimizer updates applied after each step.
+fn unfused() -> Backend {
+    let mut b = Backend::jit_opt(2, 1);
+    b.executor = Box::new(|g| {
+        let opts = JitOptions {
+            threads: 2,
+            fuse_updates: false,
+            ..JitOptions::default()
+        };
+        Jit::compile(g, &opts)
+            .map(|j| Box::new(j) as Box<dyn Executor>)
+            .map_err(|e| e.to_string())
+    });
+    b
+}
+
 fn train(example: &str, data: &Path, opt: u8) -> Trained {
+    train_with(example, data, Backend::jit_opt(2, opt), &opt.to_string())
+}
+
+fn train_with(example: &str, data: &Path, backend: Backend, tag: &str) -> Trained {
     let mut program = program(example);
     // Training only: without a test split there is no evaluation to spend time on.
     for d in &mut program.data {
@@ -41,7 +65,7 @@ fn train(example: &str, data: &Path, opt: u8) -> Trained {
         d.split = 1.0;
     }
     let log = std::env::temp_dir().join(format!(
-        "nnc-opt-levels-{}-{example}-{opt}.jsonl",
+        "nnc-opt-levels-{}-{example}-{tag}.jsonl",
         std::process::id()
     ));
     let _ = std::fs::remove_file(&log);
@@ -54,10 +78,10 @@ fn train(example: &str, data: &Path, opt: u8) -> Trained {
         threads: Some(2),
         ..TrainOptions::default()
     };
-    let mut session = Session::new(&program, Backend::jit_opt(2, opt), options).unwrap();
+    let mut session = Session::new(&program, backend, options).unwrap();
     session
         .run_all()
-        .unwrap_or_else(|e| panic!("{example} --opt {opt}: {e}"));
+        .unwrap_or_else(|e| panic!("{example} ({tag}): {e}"));
     let params = program
         .runs
         .iter()
@@ -98,6 +122,15 @@ fn every_example_trains_the_same_with_and_without_optimization() {
         assert_eq!(
             p1, p1b,
             "{example}: two optimized runs differ in their parameters"
+        );
+        let (lu, pu) = train_with(example, &dir, unfused(), "unfused");
+        assert_eq!(
+            l1, lu,
+            "{example}: fused and separate optimizer updates give other losses"
+        );
+        assert_eq!(
+            p1, pu,
+            "{example}: fused and separate optimizer updates give other parameters"
         );
         assert_eq!(l0.keys().collect::<Vec<_>>(), l1.keys().collect::<Vec<_>>());
         for (run, a) in &l0 {

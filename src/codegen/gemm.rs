@@ -119,6 +119,10 @@ const NC: usize = 2048;
 pub const GEMM_OPT: &str = "none";
 /// Below this many flops [`Gemm::gemm_threads`] stays on one thread.
 pub const PAR_MIN_FLOPS: usize = 4_000_000;
+
+/// Flops from which a one-row product is split by columns: a batch-1 dense layer of 784×128
+/// takes ~5 µs on one core, and handing half of it to a spinning worker well under one.
+const NARROW_PAR_MIN_FLOPS: usize = 100_000;
 /// k steps per iteration of the unrolled micro-kernel loop.
 const UNROLL: usize = 8;
 
@@ -617,32 +621,48 @@ impl Gemm {
             }
             return Ok(());
         }
-        let chunk = self.row_chunk(m, threads);
-        if 2 * m * n * k < PAR_MIN_FLOPS || chunk >= m {
-            self.rows(&p, a, b, 0..m, &mut c[..m * n], epi);
+        let c_ptr = SendPtr(c.as_mut_ptr());
+        let nr = NARROW.nr;
+        if 2 * m < self.tile.mr && threads > 1 && 2 * m * n * k >= NARROW_PAR_MIN_FLOPS {
+            // A matrix-vector-like product (batch 1): the rows cannot be split, the columns
+            // can, in whole slivers; each column is summed as by one thread.
+            let chunk = n.div_ceil(threads).div_ceil(nr) * nr;
+            super::workers::run(n.div_ceil(chunk), &|t| {
+                let cols = t * chunk..n.min((t + 1) * chunk);
+                // SAFETY: the tasks write disjoint column blocks of C's rows, which outlive
+                // `run`.
+                unsafe { self.block(&p, a, b, 0..m, cols, c_ptr.get(), epi) };
+            });
             return Ok(());
         }
-        let c_ptr = SendPtr(c.as_mut_ptr());
+        let chunk = self.row_chunk(m, threads);
+        if 2 * m * n * k < PAR_MIN_FLOPS || chunk >= m {
+            // SAFETY: C holds m×n elements (checked).
+            unsafe { self.block(&p, a, b, 0..m, 0..n, c_ptr.get(), epi) };
+            return Ok(());
+        }
         super::workers::run(m.div_ceil(chunk), &|t| {
             let rows = t * chunk..m.min((t + 1) * chunk);
             // SAFETY: the tasks write disjoint row blocks of C, which outlives `run`.
-            let c_part = unsafe {
-                std::slice::from_raw_parts_mut(c_ptr.get().add(rows.start * n), rows.len() * n)
-            };
-            self.rows(&p, a, b, rows, c_part, epi);
+            unsafe { self.block(&p, a, b, rows.clone(), 0..n, c_ptr.get(), epi) };
         });
         Ok(())
     }
 
-    /// Computes rows `rows` of C into `c_rows` (which starts at row `rows.start`), for a
-    /// checked, non-trivial problem, handing each finished block to `epi`.
-    fn rows(
+    /// Computes the block `rows × cols` of C (row-major, `n` columns, at `c`), for a checked,
+    /// non-trivial problem, handing each finished cache block to `epi`.
+    ///
+    /// # Safety
+    /// `c` points at the problem's m×n C, and no other thread touches this block meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(
         &self,
         p: &Problem,
         a: &[f32],
         b: &[f32],
         rows: Range<usize>,
-        c_rows: &mut [f32],
+        cols: Range<usize>,
+        c: *mut f32,
         epi: Option<&BlockFn>,
     ) {
         let Problem {
@@ -679,8 +699,8 @@ impl Gemm {
             if pb.len() < b_len {
                 pb.resize(b_len, 0.0);
             }
-            for jc in (0..n).step_by(NC) {
-                let nc = NC.min(n - jc);
+            for jc in cols.clone().step_by(NC) {
+                let nc = NC.min(cols.end - jc);
                 for pc in (0..k).step_by(kc_step) {
                     let kc = kc_step.min(k - pc);
                     let (bp, b_k, b_sliver) = if b_in_place {
@@ -700,7 +720,8 @@ impl Gemm {
                         let args = KernelArgs {
                             a: ap,
                             b: bp,
-                            c: c_rows[(ic - rows.start) * n + jc..].as_mut_ptr(),
+                            // SAFETY: row ic, column jc of C (inside the m×n C).
+                            c: unsafe { c.add(ic * n + jc) },
                             ldc: n,
                             mc,
                             nc,
@@ -715,8 +736,8 @@ impl Gemm {
                         // ceil(nc/nr)·kc·nr floats; read in place, A's slivers are its rows
                         // ic..ic+mc (mr = 1) from depth pc, and B's are whole nr-column groups
                         // of rows pc..pc+kc (n a multiple of nr), all inside the checked
-                        // slices; C rows ic..ic+mc (of `rows`), columns jc..jc+nc lie inside
-                        // `c_rows`; kc ≥ 1.
+                        // slices; C rows ic..ic+mc, columns jc..jc+nc lie inside this
+                        // call's block; kc ≥ 1.
                         unsafe { kernel(&args) };
                         if let (Some(epi), true) = (epi, pc + kc == k) {
                             epi(Block {

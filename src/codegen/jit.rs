@@ -4,12 +4,13 @@
 //! parameters are not copied: the pointer table points kernels straight at the caller's slices
 //! for the duration of one `run`. `Reshape` shares its input's buffer.
 
+use super::fused_update::FusedUpdates;
 use super::glue::{lib, Lib, Table};
 use super::kernel::{KernelFn, Listing};
 use super::lower::{ctx_slot, lower, RowSplit, Scratch, Step, Storage};
 use super::CodegenError;
-use crate::exec::{ExecError, Executor, Feed, StepCtx};
-use crate::ir::{DType, Graph, Op, ValueId};
+use crate::exec::{ExecError, Executor, Feed, Signature, StepCtx, Update};
+use crate::ir::{DType, Graph, Op, OptimizerSpec, ValueId};
 use crate::opt::memplan::{self, Home, Plan};
 
 /// Compilation options.
@@ -18,9 +19,12 @@ pub struct JitOptions {
     /// Worker threads for batch-parallel kernels (1 = run everything on the calling thread).
     pub threads: usize,
     /// One buffer per value, so that every value can be read after a run ([`Executor::value`]),
-    /// instead of buffers shared by liveness ([`crate::opt::memplan`]). For finding where a NaN
-    /// appeared.
+    /// instead of buffers shared by liveness ([`crate::opt::memplan`]), and the products of
+    /// epilogue-fused nodes computed as values of their own. For finding where a NaN appeared.
     pub keep_values: bool,
+    /// Apply optimizer updates inside the training step when asked
+    /// ([`Executor::fuse_updates`]; see [`super::fused_update`]).
+    pub fuse_updates: bool,
 }
 
 impl Default for JitOptions {
@@ -28,6 +32,7 @@ impl Default for JitOptions {
         JitOptions {
             threads: 1,
             keep_values: false,
+            fuse_updates: true,
         }
     }
 }
@@ -35,11 +40,20 @@ impl Default for JitOptions {
 /// A graph compiled to machine code, with its buffers.
 pub struct Jit {
     graph: Graph,
+    signature: Signature,
     threads: usize,
     steps: Vec<Step>,
+    /// The node each step computes.
+    step_nodes: Vec<usize>,
     kernels: Vec<KernelFn>,
     lib: &'static Lib,
+    /// Whether [`Executor::fuse_updates`] may prepare `updates`.
+    fuse: bool,
+    /// Optimizer updates applied inside the step ([`Executor::fuse_updates`]).
+    updates: Option<FusedUpdates>,
     storage: Vec<Storage>,
+    /// The slots that are not owned buffers (inputs, parameters, aliases), in order.
+    caller_slots: Vec<usize>,
     scratch: Vec<Scratch>,
     /// Where each value lives: the buffers of `bufs` shared by liveness, or one per value.
     plan: Plan,
@@ -76,6 +90,15 @@ unsafe impl Send for Jit {}
 
 impl Jit {
     pub fn compile(g: &Graph, opts: &JitOptions) -> Result<Jit, CodegenError> {
+        // Every value kept includes the products that epilogues would transform before storing
+        // them (where `--detect-anomaly` may find the first infinity): compile those unfused.
+        let unfused;
+        let g = if opts.keep_values {
+            unfused = crate::opt::epilogue::unfuse_epilogues(g);
+            &unfused
+        } else {
+            g
+        };
         let lib = lib()?;
         let lowered = lower(g, Listing::default())?;
         let input_nodes: Vec<usize> = g.inputs().iter().map(|(v, _)| v.index()).collect();
@@ -124,11 +147,18 @@ impl Jit {
             }
         }
         Ok(Jit {
+            signature: Signature::of(g),
             graph: g.clone(),
             threads: opts.threads.max(1),
             steps: lowered.steps,
+            step_nodes: lowered.step_nodes,
             kernels: lowered.kernels,
+            fuse: opts.fuse_updates,
+            updates: None,
             lib,
+            caller_slots: (0..lowered.storage.len())
+                .filter(|&i| lowered.storage[i] != Storage::Owned)
+                .collect(),
             storage: lowered.storage,
             scratch: lowered.scratch,
             bufs: vec![Vec::new(); plan.buffers.len()],
@@ -184,6 +214,16 @@ impl Jit {
                 vec![0.0f32; s.per * if s.batched { batch } else { 1 } * copies]
             })
             .collect();
+        for i in 0..self.storage.len() {
+            if self.storage[i] == Storage::Owned {
+                let k = self.buffer(i);
+                self.table[i] = self.bufs[k].as_mut_ptr() as *mut u8;
+            }
+        }
+        let c = ctx_slot(&self.graph);
+        for (k, s) in self.scratch_bufs.iter_mut().enumerate() {
+            self.table[c + 1 + k] = s.as_mut_ptr() as *mut u8;
+        }
         self.batch = batch;
     }
 
@@ -193,7 +233,7 @@ impl Jit {
         inputs: &[Feed<'_>],
         params: &[&[f32]],
     ) -> Result<(), ExecError> {
-        crate::exec::check_feeds(&self.graph, batch, inputs, params)?;
+        self.signature.check(batch, inputs, params)?;
         for &(k, bound) in &self.id_checks {
             if let Feed::I32(ids) = inputs[k] {
                 if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= bound) {
@@ -241,44 +281,39 @@ unsafe fn run_split(
     });
 }
 
-impl Executor for Jit {
-    fn graph(&self) -> &Graph {
-        &self.graph
-    }
-
-    fn run(
+impl Jit {
+    /// Runs every step; with `updates`, the prepared optimizer updates after the steps that
+    /// complete their gradients. Whether those gradients were finite.
+    fn execute(
         &mut self,
         batch: usize,
         inputs: &[Feed<'_>],
         params: &[&[f32]],
         ctx: StepCtx,
-    ) -> Result<(), ExecError> {
+        mut updates: Option<&mut [Update<'_>]>,
+    ) -> Result<bool, ExecError> {
         self.validate(batch, inputs, params)?;
         if batch != self.batch {
             self.allocate(batch);
         }
         self.ctx = [ctx.seed, ctx.step, ctx.first];
-        for i in 0..self.storage.len() {
+        // Owned buffers and scratch were placed in the table by `allocate`; the caller's slices
+        // (and what aliases them) may move from one run to the next.
+        for &i in &self.caller_slots {
             self.table[i] = match self.storage[i] {
                 Storage::Input(k) => match inputs[k] {
                     Feed::F32(x) => x.as_ptr() as *mut u8,
                     Feed::I32(x) => x.as_ptr() as *mut u8,
                 },
                 Storage::Param(k) => params[k].as_ptr() as *mut u8,
-                Storage::Owned => {
-                    let k = self.buffer(i);
-                    self.bufs[k].as_mut_ptr() as *mut u8
-                }
                 Storage::Alias(j) => self.table[j],
+                Storage::Owned => continue,
             };
         }
-        let c = ctx_slot(&self.graph);
-        self.table[c] = self.ctx.as_mut_ptr() as *mut u8;
-        for (k, s) in self.scratch_bufs.iter_mut().enumerate() {
-            self.table[c + 1 + k] = s.as_mut_ptr() as *mut u8;
-        }
+        self.table[ctx_slot(&self.graph)] = self.ctx.as_mut_ptr() as *mut u8;
         let table = Table(&self.table);
-        for step in &self.steps {
+        let mut finite = true;
+        for (i, step) in self.steps.iter().enumerate() {
             // SAFETY: every slot a step reads or writes points at a live buffer of the size its
             // type has for `batch` (validated above); steps write only owned buffers.
             unsafe {
@@ -297,6 +332,15 @@ impl Executor for Jit {
                         .map_err(ExecError::Other)?,
                 }
             }
+            if let (Some(fused), Some(u)) = (&self.updates, updates.as_deref_mut()) {
+                if !fused.completes(i) {
+                    continue;
+                }
+                // SAFETY: step i has completed the gradients it is listed for; the table holds
+                // this run's buffers.
+                finite &=
+                    unsafe { fused.after(i, &self.table, params, u) }.map_err(ExecError::Other)?;
+            }
         }
         // Outputs that are the caller's memory are copied: it may be gone after `run`.
         self.copies.clear();
@@ -313,7 +357,53 @@ impl Executor for Jit {
                 self.copies.push((*node, data.to_vec()));
             }
         }
-        Ok(())
+        Ok(finite)
+    }
+}
+
+impl Executor for Jit {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn run(
+        &mut self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+        ctx: StepCtx,
+    ) -> Result<(), ExecError> {
+        self.execute(batch, inputs, params, ctx, None).map(|_| ())
+    }
+
+    fn fuse_updates(&mut self, spec: &OptimizerSpec, params: &[usize]) -> Result<bool, ExecError> {
+        if !self.fuse {
+            return Ok(false);
+        }
+        let storage = &self.storage;
+        let fused = FusedUpdates::new(&self.graph, storage, &self.step_nodes, spec, params)
+            .map_err(|e| ExecError::Other(e.to_string()))?;
+        self.updates = Some(fused);
+        Ok(true)
+    }
+
+    fn run_updating(
+        &mut self,
+        batch: usize,
+        inputs: &[Feed<'_>],
+        params: &[&[f32]],
+        ctx: StepCtx,
+        updates: &mut [Update<'_>],
+    ) -> Result<bool, ExecError> {
+        match &self.updates {
+            Some(f) if f.len() == updates.len() => {}
+            _ => {
+                return Err(ExecError::Other(
+                    "run_updating needs one update per parameter given to fuse_updates".into(),
+                ))
+            }
+        }
+        self.execute(batch, inputs, params, ctx, Some(updates))
     }
 
     fn output(&self, name: &str) -> Option<&[f32]> {

@@ -61,6 +61,8 @@ pub enum Step {
 /// The compiled graph: steps in execution order, storage of every value, scratch buffers.
 pub struct Lowered {
     pub steps: Vec<Step>,
+    /// The node each step computes.
+    pub step_nodes: Vec<usize>,
     pub kernels: Vec<KernelFn>,
     pub storage: Vec<Storage>,
     pub scratch: Vec<Scratch>,
@@ -98,6 +100,7 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
     let mut storage = Vec::with_capacity(g.nodes.len());
     let mut scratch = Vec::new();
     let mut steps = Vec::new();
+    let mut step_nodes = Vec::new();
     let inputs = g.inputs();
     for (i, n) in g.nodes.iter().enumerate() {
         for v in &n.inputs {
@@ -143,6 +146,7 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
                 &mut scratch,
                 &h,
             )?;
+            step_nodes.resize(steps.len(), i);
         }
         storage.push(st);
     }
@@ -156,6 +160,7 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
     }
     Ok(Lowered {
         steps,
+        step_nodes,
         kernels,
         storage,
         scratch,

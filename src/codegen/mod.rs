@@ -11,6 +11,7 @@ mod conv;
 mod elementwise;
 mod embed;
 mod epilogue;
+mod fused_update;
 pub mod gemm;
 mod glue;
 pub mod im2col;

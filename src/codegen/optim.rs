@@ -5,9 +5,13 @@
 //!   p −= (lr/bc1)·m / (√v/√bc2 + ε)` with `bc_i = 1 − β_i^step`;
 //! - AdamW: `p −= lr·wd·p`, then Adam without weight decay in the gradient.
 //!
-//! The kernels use the graph kernels' ABI: table `[param, grad, state0, state1, hyper]` and the
-//! element count in place of the batch size. `hyper` holds the per-step scalars
-//! `[lr, lr/bc1, 1/√bc2]`, computed once per call.
+//! The kernels use the graph kernels' ABI: table `[param, grad, state0, state1, hyper, out,
+//! flag]` and the element count in place of the batch size. `hyper` holds the per-step scalars
+//! `[lr, lr/bc1, 1/√bc2]`, computed once per call. The updated parameter goes to `out`, which is
+//! `param` itself for an in-place update ([`Updater`]) or another buffer when the update runs
+//! inside a training step before the step is known to be finite ([`crate::codegen::Jit`]'s fused
+//! updates). The same loop sums `0·g` into `flag`: NaN exactly when a gradient element is
+//! infinite or NaN, so the finiteness check costs no pass of its own.
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
@@ -21,29 +25,79 @@ const G: usize = 1;
 const S0: usize = 2;
 const S1: usize = 3;
 const HYPER: usize = 4;
+const OUT: usize = 5;
+const FLAG: usize = 6;
 
-struct JitUpdater {
+/// The compiled update loop of one optimizer.
+pub struct UpdateKernel {
     spec: OptimizerSpec,
     kernel: KernelFn,
     _module: cranelift_jit::JITModule,
 }
 
-/// Compiles the update loop of `spec`.
+/// Compiles the update loop of `spec` as an in-place [`Updater`].
 pub fn compile_updater(spec: &OptimizerSpec) -> Result<Box<dyn Updater>, CodegenError> {
-    let mut km = KernelModule::new(Listing::default())?;
-    let s = spec.clone();
-    km.kernel("; optimizer update", |kb| emit(kb, &s))?;
-    let (fns, module, _) = km.finish()?;
-    Ok(Box::new(JitUpdater {
-        spec: spec.clone(),
-        kernel: fns[0],
-        _module: module,
-    }))
+    Ok(Box::new(UpdateKernel::compile(spec)?))
+}
+
+impl UpdateKernel {
+    /// Compiles the update loop of `spec`.
+    pub fn compile(spec: &OptimizerSpec) -> Result<UpdateKernel, CodegenError> {
+        let mut km = KernelModule::new(Listing::default())?;
+        let s = spec.clone();
+        km.kernel("; optimizer update", |kb| emit(kb, &s))?;
+        let (fns, module, _) = km.finish()?;
+        Ok(UpdateKernel {
+            spec: spec.clone(),
+            kernel: fns[0],
+            _module: module,
+        })
+    }
+
+    /// `out ← update(param, grad, state)` over `n` elements; whether every gradient element was
+    /// finite.
+    ///
+    /// # Safety
+    /// `param`, `grad` and `out` point at `n` floats (`out` may be `param`, no other overlap)
+    /// and `state` has [`Updater::state_buffers`] buffers of at least `n` floats.
+    pub unsafe fn apply(
+        &self,
+        param: *const f32,
+        grad: *const f32,
+        out: *mut f32,
+        n: usize,
+        state: &mut [Vec<f32>],
+        h: UpdateHyper,
+    ) -> bool {
+        let (bc1, bc2) = match self.spec {
+            OptimizerSpec::Adam { beta1, beta2, .. }
+            | OptimizerSpec::AdamW { beta1, beta2, .. } => {
+                let t = h.step.max(1) as i32;
+                (1.0 - beta1.powi(t), 1.0 - beta2.powi(t))
+            }
+            OptimizerSpec::Sgd { .. } => (1.0, 1.0),
+        };
+        let mut hyper = [h.lr, (h.lr as f64 / bc1) as f32, (1.0 / bc2.sqrt()) as f32];
+        let mut flag = 0f32;
+        let mut table = [std::ptr::null_mut::<u8>(); 7];
+        table[P] = param as *mut u8;
+        table[G] = grad as *mut u8;
+        for (k, s) in state.iter_mut().take(self.state_buffers()).enumerate() {
+            table[S0 + k] = s.as_mut_ptr() as *mut u8;
+        }
+        table[HYPER] = hyper.as_mut_ptr() as *mut u8;
+        table[OUT] = out as *mut u8;
+        table[FLAG] = (&mut flag as *mut f32) as *mut u8;
+        // SAFETY: the caller's contract; the kernel touches only the state buffers its
+        // optimizer uses.
+        unsafe { (self.kernel)(table.as_ptr(), n as i64) };
+        !flag.is_nan()
+    }
 }
 
 fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
     let n = kb.batch;
-    let ptrs: Vec<Value> = (0..5).map(|s| kb.ptr(s)).collect();
+    let ptrs: Vec<Value> = (0..7).map(|s| kb.ptr(s)).collect();
     let hp = ptrs[HYPER];
     let zero = kb.int(0);
     let one_i = kb.int(1);
@@ -52,9 +106,19 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
     let step_size = kb.ld(types::F32, hp, one_i);
     let inv_sqrt_bc2 = kb.ld(types::F32, hp, two_i);
     let spec = spec.clone();
+    let z4 = kb.cst(types::F32X4, 0.0);
+    let z1 = kb.cst(types::F32, 0.0);
+    let acc4 = kb.var(types::F32X4, z4);
+    let acc1 = kb.var(types::F32, z1);
     kb.vec_loop(zero, n, |kb, i, lane| {
         let p = kb.ld_rw(lane, ptrs[P], i);
         let g = kb.ld(lane, ptrs[G], i);
+        let acc = if lane == types::F32X4 { acc4 } else { acc1 };
+        let zero = kb.cst(lane, 0.0);
+        let z = kb.b.ins().fmul(g, zero);
+        let sum = kb.b.use_var(acc);
+        let sum = kb.b.ins().fadd(sum, z);
+        kb.b.def_var(acc, sum);
         let lrv = kb.splat(lane, lr);
         let newp = match spec {
             OptimizerSpec::Sgd {
@@ -141,11 +205,16 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
                 kb.b.ins().fsub(p, upd)
             }
         };
-        kb.st(newp, ptrs[P], i);
+        kb.st(newp, ptrs[OUT], i);
     });
+    let v4 = kb.b.use_var(acc4);
+    let s4 = kb.hsum(v4, types::F32X4);
+    let s1 = kb.b.use_var(acc1);
+    let flag = kb.b.ins().fadd(s4, s1);
+    kb.st(flag, ptrs[FLAG], zero);
 }
 
-impl Updater for JitUpdater {
+impl Updater for UpdateKernel {
     fn state_buffers(&self) -> usize {
         self.spec.state_buffers()
     }
@@ -158,24 +227,9 @@ impl Updater for JitUpdater {
             // and updating without state would write out of bounds, so the step is skipped.
             return;
         }
-        let (bc1, bc2) = match self.spec {
-            OptimizerSpec::Adam { beta1, beta2, .. }
-            | OptimizerSpec::AdamW { beta1, beta2, .. } => {
-                let t = h.step.max(1) as i32;
-                (1.0 - beta1.powi(t), 1.0 - beta2.powi(t))
-            }
-            OptimizerSpec::Sgd { .. } => (1.0, 1.0),
-        };
-        let mut hyper = [h.lr, (h.lr as f64 / bc1) as f32, (1.0 / bc2.sqrt()) as f32];
-        let mut table = [std::ptr::null_mut::<u8>(); 5];
-        table[P] = param.as_mut_ptr() as *mut u8;
-        table[G] = grad.as_ptr() as *mut u8;
-        for (k, s) in state.iter_mut().take(need).enumerate() {
-            table[S0 + k] = s.as_mut_ptr() as *mut u8;
-        }
-        table[HYPER] = hyper.as_mut_ptr() as *mut u8;
-        // SAFETY: param, grad and the used state buffers hold at least n elements; the kernel
-        // touches only the state buffers its optimizer uses.
-        unsafe { (self.kernel)(table.as_ptr(), n as i64) };
+        let p = param.as_mut_ptr();
+        // SAFETY: param and grad hold at least n elements, the state was checked above, and the
+        // update is in place (out = param).
+        unsafe { self.apply(p, grad.as_ptr(), p, n, state, h) };
     }
 }

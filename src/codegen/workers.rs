@@ -4,13 +4,41 @@
 //! and join), several times per training step; a worker waiting on a condition variable is
 //! woken in a few.
 //!
+//! A worker that runs out of tasks, and a caller waiting for the last task, first spin for up
+//! to [`SPIN`] watching for the next job (or the end of this one) before sleeping: on a
+//! virtual machine a futex wake-up costs 10–50 µs, longer than a batch-1 matrix-vector product
+//! split over two cores takes. Back-to-back calls (the kernels of one step, a loop of
+//! inferences) so hand over work in well under a microsecond; an idle process sleeps after the
+//! spin.
+//!
 //! [`run`] hands `tasks` numbered tasks to the workers and the calling thread, and returns when
 //! all are done, so a task may borrow from the caller's stack as with `std::thread::scope`. One
 //! job runs at a time: a call made while another is running (from a task, or from another
 //! thread) runs its tasks itself, in order.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long an idle worker or a waiting caller spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// Spins until `done()` or [`SPIN`] has passed; whether `done()` became true.
+fn spin_until(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return done();
+        }
+    }
+}
 
 type Task = dyn Fn(usize) + Sync;
 
@@ -36,6 +64,14 @@ struct Pool {
     /// Held by the call whose job is running.
     busy: Mutex<()>,
     workers: usize,
+    /// Counts the jobs posted: an idle worker spins until it changes.
+    posted: AtomicUsize,
+    /// Workers asleep on `wake` (changed under the `job` lock): without any, posting a job needs
+    /// no wake-up call.
+    sleeping: AtomicUsize,
+    /// Tasks of the current job not yet finished (mirrors `Job::pending`, readable without the
+    /// lock by a spinning caller).
+    pending: AtomicUsize,
 }
 
 thread_local! {
@@ -54,6 +90,9 @@ fn pool() -> &'static Pool {
             done: Condvar::new(),
             busy: Mutex::new(()),
             workers,
+            posted: AtomicUsize::new(0),
+            sleeping: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
         }));
         for i in 0..workers {
             let spawned = std::thread::Builder::new()
@@ -75,6 +114,7 @@ fn pool() -> &'static Pool {
 /// next job, the caller returns.
 fn work(pool: &Pool, forever: bool) {
     let mut guard = pool.job.lock().unwrap_or_else(|e| e.into_inner());
+    let mut spun = false;
     loop {
         let task = guard.as_mut().filter(|j| j.next < j.tasks).map(|j| {
             j.next += 1;
@@ -91,13 +131,26 @@ fn work(pool: &Pool, forever: bool) {
                 if let Some(j) = guard.as_mut() {
                     j.panicked |= !ok;
                     j.pending -= 1;
+                    pool.pending.store(j.pending, Ordering::Release);
                     if j.pending == 0 {
                         pool.done.notify_all();
                     }
                 }
+                spun = false;
+            }
+            None if forever && !spun => {
+                // Read under the lock: a job posted from here on changes it.
+                let seen = pool.posted.load(Ordering::Acquire);
+                drop(guard);
+                spin_until(|| pool.posted.load(Ordering::Acquire) != seen);
+                spun = true;
+                guard = pool.job.lock().unwrap_or_else(|e| e.into_inner());
             }
             None if forever => {
+                pool.sleeping.fetch_add(1, Ordering::AcqRel);
                 guard = pool.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                pool.sleeping.fetch_sub(1, Ordering::AcqRel);
+                spun = false;
             }
             None => return,
         }
@@ -123,15 +176,24 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     let short: *const (dyn Fn(usize) + Sync + '_) = f;
     let erased =
         unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const Task>(short) };
-    *pool.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(Job {
-        f: erased,
-        tasks,
-        next: 0,
-        pending: tasks,
-        panicked: false,
-    });
-    pool.wake.notify_all();
+    let wake = {
+        let mut job = pool.job.lock().unwrap_or_else(|e| e.into_inner());
+        *job = Some(Job {
+            f: erased,
+            tasks,
+            next: 0,
+            pending: tasks,
+            panicked: false,
+        });
+        pool.pending.store(tasks, Ordering::Release);
+        pool.posted.fetch_add(1, Ordering::AcqRel);
+        pool.sleeping.load(Ordering::Acquire) > 0
+    };
+    if wake {
+        pool.wake.notify_all();
+    }
     work(pool, false);
+    spin_until(|| pool.pending.load(Ordering::Acquire) == 0);
     let mut guard = pool.job.lock().unwrap_or_else(|e| e.into_inner());
     while guard.as_ref().is_some_and(|j| j.pending > 0) {
         guard = pool.done.wait(guard).unwrap_or_else(|e| e.into_inner());

@@ -1,11 +1,12 @@
 //! [`Interpreter`]: the reference interpreter behind the [`Executor`] interface (f32 in and out,
 //! f64 inside), so the runtime and the tests can swap it for the JIT.
 
-use crate::exec::{ExecError, Executor, Feed, StepCtx};
+use crate::exec::{ExecError, Executor, Feed, Signature, StepCtx};
 use crate::ir::{Graph, Op, ValueId};
 
 pub struct Interpreter {
     graph: Graph,
+    signature: Signature,
     /// Every node's value after the last run.
     values: Vec<Vec<f32>>,
 }
@@ -13,6 +14,7 @@ pub struct Interpreter {
 impl Interpreter {
     pub fn new(graph: Graph) -> Interpreter {
         Interpreter {
+            signature: Signature::of(&graph),
             graph,
             values: Vec::new(),
         }
@@ -31,7 +33,7 @@ impl Executor for Interpreter {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError> {
-        crate::exec::check_feeds(&self.graph, batch, inputs, params)?;
+        self.signature.check(batch, inputs, params)?;
         let ins: Vec<Vec<f64>> = inputs
             .iter()
             .map(|feed| match feed {

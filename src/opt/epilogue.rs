@@ -140,6 +140,50 @@ pub fn fuse_epilogues(g: &Graph) -> Graph {
     r.finish()
 }
 
+/// `g` with every [`Op::WithEpilogue`] split back into its product and its elementwise op, so
+/// that the product is a value again: for executors that keep every value to show where a NaN
+/// first appeared (`--detect-anomaly`). The product comes right before its epilogue, labelled
+/// with the first part of the node's label ([`fuse_epilogues`] puts the producer's first).
+pub fn unfuse_epilogues(g: &Graph) -> Graph {
+    let mut r = Rewriter::new(g);
+    for (i, node) in g.nodes.iter().enumerate() {
+        let Op::WithEpilogue { producer, epi } = &node.op else {
+            let v = r.push(r.mapped(i));
+            r.define(v);
+            continue;
+        };
+        let ins: Vec<ValueId> = node.inputs.iter().map(|v| r.get(*v)).collect();
+        let first = node.label.split(", ").next().unwrap_or_default();
+        let p = r.push(Node {
+            op: producer.op(),
+            inputs: ins[..2].to_vec(),
+            ty: node.ty.clone(),
+            label: first.to_string(),
+        });
+        let (op, inputs) = match epi {
+            Epilogue::Chain(c) => {
+                let op = match (c.bias, c.acts.as_slice()) {
+                    (Some(axis), []) => Op::BiasAdd { axis },
+                    (None, [u]) => Op::Unary(*u),
+                    _ => Op::Fused(c.clone()),
+                };
+                let mut inputs = vec![p];
+                inputs.extend_from_slice(&ins[2..]);
+                (op, inputs)
+            }
+            Epilogue::Grad(u) => (Op::UnaryGrad(*u), vec![ins[2], p]),
+        };
+        let v = r.push(Node {
+            op,
+            inputs,
+            ty: node.ty.clone(),
+            label: node.label.clone(),
+        });
+        r.define(v);
+    }
+    r.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,8 +286,25 @@ mod tests {
                 "{o}"
             );
         }
-        // Fusing again changes nothing.
+        // Fusing again changes nothing; unfusing gives the products back as values, and
+        // fusing that gives the same graph.
         assert_eq!(fuse_epilogues(&e), e);
+        let u = unfuse_epilogues(&e);
+        crate::ir::verify::verify(&u).unwrap();
+        assert_eq!(u.nodes.len(), g.nodes.len());
+        assert!(!u
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::WithEpilogue { .. })));
+        assert_eq!(fuse_epilogues(&u), e);
+        let unfused = eval(&u, 2, &ins, &[], Default::default()).unwrap();
+        for o in ["f", "dp", "cr"] {
+            assert_eq!(
+                before[g.output(o).unwrap().index()],
+                unfused[u.output(o).unwrap().index()],
+                "{o}"
+            );
+        }
         assert!(super::super::fuse::groups_to_string(&e).contains("3 groups"));
     }
 

@@ -4,7 +4,7 @@
 
 use super::common::*;
 
-/// 784-40000-40000-10 with Adam: 6.1 GiB of parameters, 24.4 GiB in all (no data is needed:
+/// 784-40000-40000-10 with Adam: 6.1 GiB of parameters, 24.3 GiB in all (no data is needed:
 /// the refusal comes first).
 const HUGE: &str = r#"
 model Big(x: [784]) -> [10] {
@@ -38,7 +38,7 @@ fn a_model_too_large_for_the_limit_is_refused_with_the_bytes_needed() {
             let err = stderr(&out);
             for part in [
                 "nnc::memory",
-                "training `Big` with batch 64 needs about 24.4 GiB",
+                "training `Big` with batch 64 needs about 24.3 GiB",
                 "parameters 6.08 GiB",
                 "optimizer state 12.2 GiB",
                 "train Big on mnist",

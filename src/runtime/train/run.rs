@@ -12,7 +12,7 @@ use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::Position;
 use super::shard::{broadcast_start, evaluate_sharded, Shard};
 use super::{anomaly, Backend, RunSummary, TrainError, TrainOptions};
-use crate::exec::{Executor, Feed, StepCtx, UpdateHyper};
+use crate::exec::{Executor, Feed, StepCtx, Update, UpdateHyper};
 use crate::ir::{Graph, Length, Program, RunSpec};
 use crate::runtime::batch::{gather, Buf, Epochs};
 use crate::runtime::checkpoint::{self, optim_name, Checkpoint, Saved, Tensor};
@@ -29,17 +29,10 @@ type Log = Option<(PathBuf, BufWriter<File>)>;
 /// Data sets loaded by earlier runs of a session, by data block and expected types.
 pub(super) type DataCache = BTreeMap<String, Rc<Dataset>>;
 
-/// Empties a vector of borrowed slices so that its allocation can hold borrows of another
-/// lifetime (an in-place collect of an empty iterator keeps the buffer).
+/// Empties a vector of borrows so that its allocation can hold borrows of another lifetime (an
+/// in-place collect of an empty iterator keeps the buffer when the layouts agree).
 #[allow(clippy::unnecessary_filter_map)] // filter_map is what changes the item type
-fn recycle<'b>(mut v: Vec<&[f32]>) -> Vec<&'b [f32]> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
-}
-
-/// [`recycle`] for feeds.
-#[allow(clippy::unnecessary_filter_map)]
-fn recycle_feeds<'b>(mut v: Vec<Feed<'_>>) -> Vec<Feed<'b>> {
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
 }
@@ -235,6 +228,21 @@ pub(super) fn train(
             .iter()
             .map(|t| (t.grad.clone(), graph.params[t.index].numel())),
     )?;
+    // One process, no per-value checks: the executor applies each update as soon as the
+    // step has computed its gradient, into `next` (swapped in once the step proves finite).
+    let targets: Vec<usize> = trainable.iter().map(|t| t.index).collect();
+    let fused = comm.size() == 1
+        && !opts.detect_anomaly
+        && exec
+            .fuse_updates(&spec.optimizer, &targets)
+            .map_err(|e| setup(format!("fusing the optimizer updates: {e}")))?;
+    let mut next: Vec<Vec<f32>> = if fused {
+        targets.iter().map(|&i| values[i].clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut update_spare: Vec<Update<'_>> = Vec::with_capacity(targets.len());
+    let mut grad_spare: Vec<&[f32]> = Vec::with_capacity(targets.len());
     // Evaluating in batches of the training batch size keeps the evaluation executor's buffers
     // no larger than the training ones (at 256 they were most of the CNN's memory).
     let eval_batch = batch;
@@ -366,8 +374,8 @@ pub(super) fn train(
             let idx = shard.part(order.batch(b));
             gather(&ds.train.x, idx, &mut xb);
             gather(&ds.train.y, idx, &mut yb);
-            let loss = {
-                let mut feeds: Vec<Feed<'_>> = recycle_feeds(std::mem::take(&mut feed_spare));
+            let (loss, factor) = {
+                let mut feeds: Vec<Feed<'_>> = recycle(std::mem::take(&mut feed_spare));
                 feeds.extend(
                     roles
                         .iter()
@@ -380,28 +388,61 @@ pub(super) fn train(
                     step,
                     first: shard.first(idx.len()),
                 };
-                exec.run(idx.len(), &feeds, &views, ctx)
-                    .map_err(|source| TrainError::Exec {
-                        run: run.into(),
-                        step: step + 1,
-                        source,
-                    })?;
+                let factor = spec.schedule.factor(step, total);
+                let hyper = |t: &Trainable| UpdateHyper {
+                    lr: (base_lr * factor * t.scale) as f32,
+                    step: step + 1,
+                };
+                let exec_err = |source| TrainError::Exec {
+                    run: run.into(),
+                    step: step + 1,
+                    source,
+                };
+                let grads_finite = if fused {
+                    let mut updates: Vec<Update<'_>> = recycle(std::mem::take(&mut update_spare));
+                    updates.extend(trainable.iter_mut().zip(next.iter_mut()).map(|(t, n)| {
+                        Update {
+                            hyper: hyper(t),
+                            next: n,
+                            state: &mut t.state,
+                        }
+                    }));
+                    let finite = exec
+                        .run_updating(idx.len(), &feeds, &views, ctx, &mut updates)
+                        .map_err(exec_err)?;
+                    update_spare = recycle(updates);
+                    finite
+                } else {
+                    exec.run(idx.len(), &feeds, &views, ctx).map_err(exec_err)?;
+                    true
+                };
                 let loss = exec
                     .output("loss")
                     .and_then(|l| l.first().copied())
                     .unwrap_or(f32::NAN);
                 // Under MPI, the mean loss and the summed gradients of every rank.
                 let loss = shard.reduce(exec.as_ref(), loss, step + 1)?;
-                let param = trainable
-                    .iter()
-                    .enumerate()
-                    .find(|(k, t)| {
-                        shard
-                            .grad(exec.as_ref(), *k, &t.grad)
-                            .is_some_and(|g| !anomaly::all_finite(g))
-                    })
-                    .map(|(_, t)| graph.params[t.index].path.clone());
-                if !loss.is_finite() || param.is_some() || opts.detect_anomaly {
+                let mut grads: Vec<&[f32]> = recycle(std::mem::take(&mut grad_spare));
+                if !fused {
+                    for (k, t) in trainable.iter().enumerate() {
+                        grads.push(
+                            shard
+                                .grad(exec.as_ref(), k, &t.grad)
+                                .ok_or_else(|| setup(format!("no output `{}`", t.grad)))?,
+                        );
+                    }
+                }
+                let bad_grad = !grads_finite || !grads.iter().all(|g| anomaly::all_finite(g));
+                if !loss.is_finite() || bad_grad || opts.detect_anomaly {
+                    let param = trainable
+                        .iter()
+                        .enumerate()
+                        .find(|(k, t)| {
+                            shard
+                                .grad(exec.as_ref(), *k, &t.grad)
+                                .is_some_and(|g| !anomaly::all_finite(g))
+                        })
+                        .map(|(_, t)| graph.params[t.index].path.clone());
                     let anomaly = if opts.detect_anomaly {
                         anomaly::first_non_finite(exec.graph(), exec.as_ref(), &feeds, &views)
                     } else {
@@ -421,21 +462,20 @@ pub(super) fn train(
                     }
                 }
                 view_spare = recycle(views);
-                feed_spare = recycle_feeds(feeds);
-                loss
+                feed_spare = recycle(feeds);
+                if fused {
+                    for (t, n) in trainable.iter().zip(next.iter_mut()) {
+                        std::mem::swap(&mut values[t.index], n);
+                    }
+                } else {
+                    for (t, g) in trainable.iter_mut().zip(&grads) {
+                        let h = hyper(t);
+                        updater.update(&mut values[t.index], g, &mut t.state, h);
+                    }
+                }
+                grad_spare = recycle(grads);
+                (loss, factor)
             };
-            let factor = spec.schedule.factor(step, total);
-            let hyper_step = step + 1;
-            for (k, t) in trainable.iter_mut().enumerate() {
-                let grad = shard
-                    .grad(exec.as_ref(), k, &t.grad)
-                    .ok_or_else(|| setup(format!("no output `{}`", t.grad)))?;
-                let h = UpdateHyper {
-                    lr: (base_lr * factor * t.scale) as f32,
-                    step: hyper_step,
-                };
-                updater.update(&mut values[t.index], grad, &mut t.state, h);
-            }
             recent[(step % 50) as usize] = loss as f64;
             step += 1;
             let sps = ((step - start) as usize * batch) as f64

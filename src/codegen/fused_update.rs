@@ -1,0 +1,244 @@
+//! Optimizer updates fused into a training step: each trainable parameter is updated right
+//! after the step that computes its gradient, while the gradient is still in cache, instead of
+//! in a second sweep over every gradient once the whole graph has run. The update kernel
+//! ([`UpdateKernel`]) also folds in the finiteness check of the gradient, which otherwise is a
+//! pass of its own, and the runtime no longer looks gradients up by name each step.
+//!
+//! The update writes the new parameter into a buffer of the caller ([`Update::next`]) rather
+//! than over the parameter, which later steps of the same graph may still read (a layer's input
+//! gradient reads its weights after its weight gradient is known) and which must stay as it was
+//! if the step turns out not finite (the anomaly replay runs the step again from it).
+
+use super::lower::Storage;
+use super::optim::UpdateKernel;
+use super::CodegenError;
+use crate::exec::{Update, Updater};
+use crate::ir::{Graph, OptimizerSpec};
+
+/// The prepared updates of one compiled graph.
+pub struct FusedUpdates {
+    kernel: UpdateKernel,
+    /// Per prepared parameter: its index in [`Graph::params`] and element count.
+    targets: Vec<(usize, usize)>,
+    /// Per step: the prepared parameters whose gradient that step completes.
+    after_step: Vec<Vec<usize>>,
+    /// Optimizer state buffers per parameter.
+    state: usize,
+    /// Slot (node) of each prepared parameter's gradient.
+    grad_slots: Vec<usize>,
+}
+
+impl FusedUpdates {
+    /// Plans the updates of `params` (indices into `g.params`): the step after which each
+    /// gradient `grad:<path>` is complete. `storage` and `step_nodes` are the lowering's.
+    pub fn new(
+        g: &Graph,
+        storage: &[Storage],
+        step_nodes: &[usize],
+        spec: &OptimizerSpec,
+        params: &[usize],
+    ) -> Result<FusedUpdates, CodegenError> {
+        let mut after_step = vec![Vec::new(); step_nodes.len()];
+        let mut targets = Vec::new();
+        let mut grad_slots = Vec::new();
+        for (k, &p) in params.iter().enumerate() {
+            let param = g
+                .params
+                .get(p)
+                .ok_or_else(|| CodegenError::Graph(format!("no parameter #{p}")))?;
+            let name = format!("grad:{}", param.path);
+            let v = g
+                .output(&name)
+                .ok_or_else(|| CodegenError::Graph(format!("no output `{name}`")))?;
+            let ty = g.ty(v);
+            if ty.batched || ty.numel(1) != param.numel() {
+                return Err(CodegenError::Graph(format!(
+                    "`{name}` ({ty}) does not match its parameter"
+                )));
+            }
+            let owner = match storage[v.index()] {
+                Storage::Alias(j) => j,
+                _ => v.index(),
+            };
+            if storage[owner] != Storage::Owned || step_nodes.is_empty() {
+                return Err(CodegenError::Graph(format!(
+                    "`{name}` is not computed by the graph"
+                )));
+            }
+            // A constant gradient (of a parameter the loss does not depend on) is computed by
+            // no step: it is there from the start.
+            let last = step_nodes.iter().rposition(|&n| n == owner).unwrap_or(0);
+            after_step[last].push(k);
+            targets.push((p, param.numel()));
+            grad_slots.push(v.index());
+        }
+        let kernel = UpdateKernel::compile(spec)?;
+        Ok(FusedUpdates {
+            state: kernel.state_buffers(),
+            kernel,
+            targets,
+            after_step,
+            grad_slots,
+        })
+    }
+
+    /// Number of prepared parameters.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether step `step` completes a gradient.
+    pub fn completes(&self, step: usize) -> bool {
+        !self.after_step[step].is_empty()
+    }
+
+    /// Applies the updates that step `step` completes; whether their gradients were finite.
+    ///
+    /// # Safety
+    /// `table` holds the run's buffers (the gradient slots point at computed gradients of the
+    /// sizes the graph gives); `updates` has one entry per prepared parameter.
+    pub unsafe fn after(
+        &self,
+        step: usize,
+        table: &[*mut u8],
+        params: &[&[f32]],
+        updates: &mut [Update<'_>],
+    ) -> Result<bool, String> {
+        let mut finite = true;
+        for &k in &self.after_step[step] {
+            let (p, n) = self.targets[k];
+            let u = &mut updates[k];
+            let need = self.state;
+            if u.next.len() != n || params[p].len() != n || u.state.len() < need {
+                return Err(format!("the update of parameter #{p} has the wrong size"));
+            }
+            if u.state[..need].iter().any(|s| s.len() < n) {
+                return Err(format!(
+                    "the optimizer state of parameter #{p} is too small"
+                ));
+            }
+            let grad = table[self.grad_slots[k]] as *const f32;
+            // SAFETY: parameter, gradient and next hold n floats (checked above, and by the
+            // caller's contract for the gradient); next is the caller's own buffer.
+            finite &= unsafe {
+                self.kernel.apply(
+                    params[p].as_ptr(),
+                    grad,
+                    u.next.as_mut_ptr(),
+                    n,
+                    u.state,
+                    u.hyper,
+                )
+            };
+        }
+        Ok(finite)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::codegen::{compile_updater, Jit, JitOptions};
+    use crate::exec::{Executor, Feed, StepCtx, Update, UpdateHyper};
+    use crate::ir::{Graph, Init, Op, OptimizerSpec, Param, Type};
+
+    /// `loss = mse(x·w, y)` with w a 3×2 parameter, differentiated.
+    fn training_graph() -> Graph {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", Type::f32(true, vec![3]));
+        let y = g.input("label", Type::f32(true, vec![2]));
+        let w = g.add_param(Param {
+            path: "w".into(),
+            dims: vec![3, 2],
+            init: Init::Zeros,
+            frozen: false,
+        });
+        let p = g
+            .push(
+                Op::MatMul {
+                    ta: false,
+                    tb: false,
+                },
+                vec![x, w],
+                "dense",
+            )
+            .unwrap();
+        let l = g.push(Op::Mse, vec![p, y], "loss").unwrap();
+        g.set_output("loss", l);
+        crate::autodiff::grad(&g).unwrap()
+    }
+
+    #[test]
+    fn fused_update_matches_the_separate_one_and_keeps_the_parameter_on_nan() {
+        let spec = OptimizerSpec::Adam {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        };
+        let g = training_graph();
+        let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
+        assert!(jit.fuse_updates(&spec, &[0]).unwrap());
+        let w = vec![0.5, -0.25, 1.0, 0.75, -1.5, 0.125];
+        let x = [1.0, 2.0, -1.0, 0.5, 0.25, 3.0];
+        let y = [0.0, 1.0, 1.0, 0.0];
+        let h = UpdateHyper { lr: 0.1, step: 1 };
+        let feeds = [Feed::F32(&x), Feed::F32(&y)];
+        let (mut next, mut state) = (vec![0.0; 6], vec![vec![0.0; 6]; 2]);
+        let mut ups = [Update {
+            next: &mut next,
+            state: &mut state,
+            hyper: h,
+        }];
+        let finite = jit
+            .run_updating(2, &feeds, &[&w], StepCtx::default(), &mut ups)
+            .unwrap();
+        assert!(finite);
+        let grad = jit.output("grad:w").unwrap().to_vec();
+        assert!(grad.iter().any(|&g| g != 0.0));
+        let (mut expect, mut st) = (w.clone(), vec![vec![0.0; 6]; 2]);
+        compile_updater(&spec)
+            .unwrap()
+            .update(&mut expect, &grad, &mut st, h);
+        assert_eq!(
+            next, expect,
+            "the fused update differs from the separate one"
+        );
+        assert_eq!(state, st, "the optimizer state differs");
+
+        // A NaN input makes the gradient NaN: reported, and the parameter is left as it was.
+        let bad = [f32::NAN, 2.0, -1.0, 0.5, 0.25, 3.0];
+        let feeds = [Feed::F32(&bad), Feed::F32(&y)];
+        let mut ups = [Update {
+            next: &mut next,
+            state: &mut state,
+            hyper: h,
+        }];
+        let finite = jit
+            .run_updating(2, &feeds, &[&w], StepCtx::default(), &mut ups)
+            .unwrap();
+        assert!(!finite, "a NaN gradient went unnoticed");
+        assert_eq!(w, vec![0.5, -0.25, 1.0, 0.75, -1.5, 0.125]);
+    }
+
+    #[test]
+    fn updates_are_refused_when_not_prepared_or_miscounted() {
+        let g = training_graph();
+        let opts = JitOptions {
+            fuse_updates: false,
+            ..JitOptions::default()
+        };
+        let spec = OptimizerSpec::Sgd {
+            lr: 0.1,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        let mut jit = Jit::compile(&g, &opts).unwrap();
+        assert!(!jit.fuse_updates(&spec, &[0]).unwrap());
+        let (x, y, w) = ([0.0; 3], [0.0; 2], [0.0; 6]);
+        let feeds = [Feed::F32(&x), Feed::F32(&y)];
+        let err = jit.run_updating(1, &feeds, &[&w], StepCtx::default(), &mut []);
+        assert!(err.is_err());
+    }
+}
