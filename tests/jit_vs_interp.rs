@@ -1506,7 +1506,8 @@ fn with_epilogue(product: Op, ins: &[Type], epi: &Epilogue) -> Graph {
 /// Matrix products and convolutions with a fused epilogue (bias and activations, or an
 /// activation's gradient) against the interpreter, and bit for bit against the same product
 /// and epilogue as two kernels, for 1 and 3 threads: small products (one inlined kernel),
-/// products split in depth (k > 256) and in row blocks, all three layouts.
+/// products split in depth (k > 256), in row blocks and (one row) in column blocks, all three
+/// layouts.
 #[test]
 fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
     use nnc::opt::epilogue::fuse_epilogues;
@@ -1550,6 +1551,12 @@ fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
             mm(true, false),
             [f(true, &[100]), f(true, &[30])],
             vec![5, 300],
+        ),
+        // One row: the one-row kernel, its columns split over threads.
+        (
+            mm(false, false),
+            [f(true, &[784]), f(false, &[784, 128])],
+            vec![1],
         ),
         (
             Op::Conv2d(win),
