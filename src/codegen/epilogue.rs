@@ -39,9 +39,13 @@ enum RectArgs {
 /// The values an epilogue needs, as Cranelift values (see [`RectArgs`]).
 #[derive(Clone, Copy)]
 pub struct Rect {
+    /// The rectangle's first element of C.
     pub c: Value,
+    /// The bias entry of its first row (a convolution) or column (a matrix product).
     pub bias: Value,
+    /// The auxiliary input's element at the same place as `c`.
     pub aux: Value,
+    /// Row stride of C and of the auxiliary input, in elements.
     pub ldc: Value,
     pub rows: Value,
     pub cols: Value,

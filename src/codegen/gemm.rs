@@ -79,8 +79,11 @@ enum Arg {
 /// A block of C that a [`Gemm::gemm_with`] epilogue may transform: its rows and columns of C,
 /// and the address of its first element (C's row stride is `n`).
 pub struct Block {
+    /// Rows of C in the block.
     pub rows: Range<usize>,
+    /// Columns of C in the block.
     pub cols: Range<usize>,
+    /// Element `(rows.start, cols.start)` of C.
     pub c: *mut f32,
 }
 

@@ -87,8 +87,8 @@ pub fn fuse_epilogues(g: &Graph) -> Graph {
         let Some(producer) = producer(&prod.op) else {
             continue;
         };
-        // The product is read once (by this node, and not also as its `v`) and is no output.
-        if uses[p.index()] != 1 || extra.contains(&p) {
+        // The product is read once (by this node, as the product only) and is no output.
+        if uses[p.index()] != 1 {
             continue;
         }
         if let Epilogue::Chain(Chain {
