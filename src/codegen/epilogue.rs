@@ -7,7 +7,7 @@
 //! add's `x + b`), so each element gets the same f32 operations in the same order and the
 //! results are bit-identical to the unfused ops. It works on a rectangle of C, so the GEMM
 //! calls it per cache block ([`super::gemm::Gemm::gemm_with`]), a convolution per image, and a
-//! small product ([`super::small_matmul`]) inlines it after its loops. Each element is
+//! small product ([`small_matmul`]) inlines it after its loops. Each element is
 //! transformed once and alone, so results do not depend on how the work is split over threads.
 //!
 //! Kernel ABI: the usual [`KernelFn`], whose table is the [`RectArgs`] of one rectangle.
@@ -17,7 +17,7 @@ use std::ops::Range;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use super::elementwise::{unary, unary_grad};
-use super::glue::Table;
+use super::glue::{Dim, Table};
 use super::kernel::{Kb, KernelFn, KernelModule};
 use super::CodegenError;
 use crate::ir::{Epilogue, Producer, ValueId};
@@ -88,6 +88,38 @@ pub fn emit_rect(kb: &mut Kb, epi: &Epilogue, bias_rows: bool, at: Rect) {
     });
 }
 
+/// A small product ([`super::small_matmul`]) of shape `(m, n, k)` from slots `ab` into slot
+/// `out`, then its epilogue over all of C, as one kernel body; `extra` are the node's inputs
+/// after the product's two.
+#[allow(clippy::too_many_arguments)]
+pub fn small_matmul(
+    kb: &mut Kb,
+    ta: bool,
+    tb: bool,
+    (m, n, k): (Dim, usize, Dim),
+    out: usize,
+    ab: (usize, usize),
+    epi: &Epilogue,
+    extra: &[ValueId],
+) {
+    super::small_matmul::small_matmul(kb, ta, tb, m, n, k, out, ab.0, ab.1);
+    let (bias, aux) = extra_slots(epi, extra);
+    let mut slot = |s: Option<usize>| match s {
+        Some(s) => kb.ptr(s),
+        None => kb.int(0),
+    };
+    let (bias, aux) = (slot(bias), slot(aux));
+    let at = Rect {
+        c: kb.ptr(out),
+        bias,
+        aux,
+        ldc: kb.int(n as i64),
+        rows: kb.rows(m.batched, m.per),
+        cols: kb.int(n as i64),
+    };
+    emit_rect(kb, epi, false, at);
+}
+
 /// The epilogue of a `MatMul` or `Conv2d` step: its compiled kernel and the table slots of its
 /// extra inputs.
 #[derive(Clone, Debug)]
@@ -103,7 +135,7 @@ pub struct EpiStep {
 }
 
 /// Table slots of an epilogue's extra inputs (the node's inputs after the product's two).
-pub fn extra_slots(epi: &Epilogue, extra: &[ValueId]) -> (Option<usize>, Option<usize>) {
+fn extra_slots(epi: &Epilogue, extra: &[ValueId]) -> (Option<usize>, Option<usize>) {
     let slot = extra.first().map(|v| v.index());
     match epi {
         Epilogue::Chain(_) => (slot, None),

@@ -324,28 +324,11 @@ fn emit(
             if let Producer::MatMul { ta, tb } = *producer {
                 let (m, nn, k) = matmul_dims(ta, tb, &ity(0), &ity(1), &ty)?;
                 if small_matmul::is_small(m, nn, k) {
-                    // One kernel: the product's loops, then the epilogue over all of C.
-                    let (bias, aux) = epilogue::extra_slots(epi, extra);
-                    return push_step(
-                        steps,
-                        one(km, &mut |kb| {
-                            small_matmul::small_matmul(kb, ta, tb, m, nn, k, i, ins[0], ins[1]);
-                            let mut slot = |s: Option<usize>| match s {
-                                Some(s) => kb.ptr(s),
-                                None => kb.int(0),
-                            };
-                            let (bias, aux) = (slot(bias), slot(aux));
-                            let at = epilogue::Rect {
-                                c: kb.ptr(i),
-                                bias,
-                                aux,
-                                ldc: kb.int(nn as i64),
-                                rows: kb.rows(m.batched, m.per),
-                                cols: kb.int(nn as i64),
-                            };
-                            epilogue::emit_rect(kb, epi, false, at);
-                        })?,
-                    );
+                    let body = &mut |kb: &mut Kb| {
+                        let ab = (ins[0], ins[1]);
+                        epilogue::small_matmul(kb, ta, tb, (m, nn, k), i, ab, epi, extra)
+                    };
+                    return push_step(steps, one(km, body)?);
                 }
             }
             // The product's step, with the epilogue attached.
