@@ -255,3 +255,57 @@ fn narrow_products_split_by_columns_keep_their_bits() {
         assert_eq!(bits(&one), bits(&two), "m={m} n={n} k={k}");
     }
 }
+
+/// `gemm_with` hands every element of C to the epilogue exactly once, and only when it is final
+/// (equal, bit for bit, to the product without an epilogue): across depth blocks (k > 256),
+/// row blocks (m > 96), column blocks (n > 2048), row and column splits over threads, and
+/// k = 0 (a zero C).
+#[test]
+fn the_epilogue_sees_each_finished_element_once() {
+    use nnc::codegen::gemm::Block;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let g = Gemm::new().unwrap();
+    let mut rng = Rng(99);
+    for (m, n, k, threads) in [
+        (200, 2100, 300, 1),
+        (200, 2100, 300, 3),
+        (1, 128, 784, 3),
+        (37, 70, 0, 2),
+    ] {
+        let a = rng.vec(m * k);
+        let b = rng.vec(k * n);
+        let mut want = vec![0.0; m * n];
+        g.gemm_threads(1, false, false, m, n, k, &a, &b, &mut want, false)
+            .unwrap();
+        let seen: Vec<AtomicU8> = (0..m * n).map(|_| AtomicU8::new(0)).collect();
+        let epi = |blk: Block| {
+            for (r, i) in blk.rows.clone().enumerate() {
+                for (c, j) in blk.cols.clone().enumerate() {
+                    // SAFETY: the block's elements lie in C, row stride n.
+                    let v = unsafe { *blk.c.add(r * n + c) };
+                    assert_eq!(v.to_bits(), want[i * n + j].to_bits(), "({i}, {j})");
+                    seen[i * n + j].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        };
+        let mut c = rng.vec(m * n);
+        g.gemm_with(
+            threads,
+            false,
+            false,
+            m,
+            n,
+            k,
+            &a,
+            &b,
+            &mut c,
+            false,
+            Some(&epi),
+        )
+        .unwrap();
+        assert!(
+            seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
+            "m={m} n={n} k={k} threads={threads}"
+        );
+    }
+}

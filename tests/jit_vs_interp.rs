@@ -4,7 +4,9 @@
 use nnc::codegen::{Jit, JitOptions};
 use nnc::exec::{Executor, Feed, StepCtx};
 use nnc::interp;
-use nnc::ir::{BinaryOp, Chain, DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
+use nnc::ir::{
+    BinaryOp, Chain, DType, Epilogue, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window,
+};
 
 /// A small deterministic generator (splitmix64).
 struct Rng(u64);
@@ -1462,4 +1464,123 @@ fn malformed_graphs_are_errors() {
     g.push_typed(Op::Unary(UnaryOp::Neg), vec![ValueId(5)], f(true, &[2]), "");
     g.set_output("out", x);
     assert!(Jit::compile(&g, &opts).is_err());
+}
+
+/// `product → epilogue` as separate nodes: inputs `a`, `b` of types `ins`, then the
+/// epilogue's extra input when it has one: a bias along the product's bias axis (a chain's
+/// `bias` only says whether there is one), or a forward value shaped like the product.
+fn with_epilogue(product: Op, ins: &[Type], epi: &Epilogue) -> Graph {
+    let mut g = Graph::new("", true);
+    let a = g.input("a", ins[0].clone());
+    let b = g.input("b", ins[1].clone());
+    let p = g.push(product.clone(), vec![a, b], "p").unwrap();
+    let pt = g.ty(p).clone();
+    let out = match epi {
+        Epilogue::Chain(c) => match c.bias {
+            Some(_) => {
+                let axis = match product {
+                    Op::Conv2d(_) => 1,
+                    _ => pt.rank() - 1,
+                };
+                let bias = g.input("bias", f(false, &[pt.dim(axis, 1)]));
+                let chain = Chain {
+                    bias: Some(axis),
+                    acts: c.acts.clone(),
+                };
+                g.push(Op::Fused(chain), vec![p, bias], "e")
+            }
+            None => g.push(Op::Fused(c.clone()), vec![p], "e"),
+        },
+        Epilogue::Grad(u) => {
+            let v = g.input("v", pt);
+            g.push(Op::UnaryGrad(*u), vec![v, p], "e")
+        }
+    }
+    .unwrap();
+    let e = &g.node(out).op;
+    g.name = format!("{} then {}{}", product.name(), e.name(), e.attrs());
+    g.set_output("out", out);
+    g
+}
+
+/// Matrix products and convolutions with a fused epilogue (bias and activations, or an
+/// activation's gradient) against the interpreter, and bit for bit against the same product
+/// and epilogue as two kernels, for 1 and 3 threads: small products (one inlined kernel),
+/// products split in depth (k > 256), in row blocks and (one row) in column blocks, all three
+/// layouts.
+#[test]
+fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
+    use nnc::opt::epilogue::fuse_epilogues;
+    let chain = |bias: bool, acts: Vec<UnaryOp>| {
+        Epilogue::Chain(Chain {
+            bias: bias.then_some(0),
+            acts,
+        })
+    };
+    let epis = [
+        chain(true, vec![UnaryOp::Relu]),
+        chain(true, vec![]),
+        chain(false, vec![UnaryOp::Sigmoid, UnaryOp::Tanh]),
+        Epilogue::Grad(UnaryOp::Relu),
+        Epilogue::Grad(UnaryOp::Sigmoid),
+    ];
+    let mm = |ta, tb| Op::MatMul { ta, tb };
+    let win = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    // (product, input types, batch sizes)
+    let cases: Vec<(Op, [Type; 2], Vec<usize>)> = vec![
+        (
+            mm(false, false),
+            [f(true, &[4]), f(false, &[4, 3])],
+            vec![3],
+        ),
+        (
+            mm(false, false),
+            [f(true, &[300]), f(false, &[300, 70])],
+            vec![1, 37, 130],
+        ),
+        (
+            mm(false, true),
+            [f(true, &[2, 40]), f(false, &[129, 40])],
+            vec![2, 64],
+        ),
+        (
+            mm(true, false),
+            [f(true, &[100]), f(true, &[30])],
+            vec![5, 300],
+        ),
+        // One row: the one-row kernel, its columns split over threads.
+        (
+            mm(false, false),
+            [f(true, &[784]), f(false, &[784, 128])],
+            vec![1],
+        ),
+        (
+            Op::Conv2d(win),
+            [f(true, &[3, 9, 9]), f(false, &[10, 3, 3, 3])],
+            vec![1, 4],
+        ),
+    ];
+    for (product, ins, batches) in cases {
+        for epi in &epis {
+            let g = with_epilogue(product.clone(), &ins, epi);
+            let fused = fuse_epilogues(&g);
+            assert_eq!(fused.nodes.len(), g.nodes.len() - 1, "{}", g.name);
+            let gens = vec![Gen::U(-1.0, 1.0); g.inputs().len()];
+            for &batch in &batches {
+                compare(&fused, &gens, batch, 11, 1e-4);
+                let unfused = run_once(&g, &gens, batch, 1);
+                let what = format!("{} batch {batch}", g.name);
+                assert_eq!(unfused, run_once(&fused, &gens, batch, 1), "{what}");
+                assert_eq!(
+                    unfused,
+                    run_once(&fused, &gens, batch, 3),
+                    "{what}, 3 threads"
+                );
+            }
+        }
+    }
 }

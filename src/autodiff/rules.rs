@@ -141,6 +141,7 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         Op::OneHot { .. } => {} // its input is integer ids
         Op::UnaryGrad(_)
         | Op::Fused(_)
+        | Op::WithEpilogue { .. }
         | Op::BiasGrad { .. }
         | Op::Conv2dGradInput(_)
         | Op::Conv2dGradWeight(_)

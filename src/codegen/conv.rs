@@ -66,5 +66,6 @@ pub fn step(
         ins: [ins[0], ins[1]],
         out,
         cols,
+        epi: None,
     })
 }

@@ -11,9 +11,11 @@
 //! with 1–3 rows). Edge tiles are computed into a stack tile and copied out, so any
 //! `m, n, k ≥ 0` works. [`Gemm::gemm_threads`] splits the rows of C over scoped threads.
 //!
-//! Fusion hook: [`emit_tile_update`] is the micro-kernel alone (accumulators in, accumulators
-//! out); a code generator can call it and emit its own epilogue (bias, activation) instead of
-//! the plain store in [`emit_macro_kernel`].
+//! Fusion hooks: [`Gemm::gemm_with`] hands each block of C to an epilogue (bias, activation,
+//! see `super::epilogue`) as soon as its last depth block is stored, while it is in cache; and
+//! [`emit_tile_update`] is the micro-kernel alone (accumulators in, accumulators out), for a
+//! code generator that would rather emit its epilogue instead of the plain store in
+//! [`emit_macro_kernel`].
 //!
 //! Measured single-thread throughput (CPU time, 2-vCPU Xeon dev VM shared with other jobs, so
 //! lower bounds): 64×128×784 ≈ 30 GFLOP/s, 784×128×64 (ta) ≈ 32, 64×784×128 (tb) ≈ 31,
@@ -73,6 +75,20 @@ enum Arg {
     BK,
     BSliver,
 }
+
+/// A block of C that a [`Gemm::gemm_with`] epilogue may transform: its rows and columns of C,
+/// and the address of its first element (C's row stride is `n`).
+pub struct Block {
+    /// Rows of C in the block.
+    pub rows: Range<usize>,
+    /// Columns of C in the block.
+    pub cols: Range<usize>,
+    /// Element `(rows.start, cols.start)` of C.
+    pub c: *mut f32,
+}
+
+/// An epilogue of [`Gemm::gemm_with`], called from the threads computing the blocks.
+pub type BlockFn<'e> = dyn Fn(Block) + Sync + 'e;
 
 /// The compiled macro-kernel.
 pub type MacroKernelFn = unsafe extern "C" fn(args: *const KernelArgs);
@@ -585,8 +601,36 @@ impl Gemm {
         c: &mut [f32],
         accumulate: bool,
     ) -> Result<(), String> {
+        self.gemm_with(threads, ta, tb, m, n, k, a, b, c, accumulate, None)
+    }
+
+    /// [`Gemm::gemm_threads`] calling `epi` on every block of C as soon as it is final (after
+    /// its last depth block, while it is in cache; on all of C when `k` is 0). Each element is
+    /// in exactly one block, on the thread that computed it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_with(
+        &self,
+        threads: usize,
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        accumulate: bool,
+        epi: Option<&BlockFn>,
+    ) -> Result<(), String> {
         let p = Problem::checked(ta, tb, m, n, k, a, b, c, accumulate)?;
         if p.trivial(c) {
+            if let (Some(epi), true) = (epi, m > 0 && n > 0) {
+                epi(Block {
+                    rows: 0..m,
+                    cols: 0..n,
+                    c: c.as_mut_ptr(),
+                });
+            }
             return Ok(());
         }
         let c_ptr = SendPtr(c.as_mut_ptr());
@@ -599,29 +643,30 @@ impl Gemm {
                 let cols = t * chunk..n.min((t + 1) * chunk);
                 // SAFETY: the tasks write disjoint column blocks of C's rows, which outlive
                 // `run`.
-                unsafe { self.block(&p, a, b, 0..m, cols, c_ptr.get()) };
+                unsafe { self.block(&p, a, b, 0..m, cols, c_ptr.get(), epi) };
             });
             return Ok(());
         }
         let chunk = self.row_chunk(m, threads);
         if 2 * m * n * k < PAR_MIN_FLOPS || chunk >= m {
             // SAFETY: C holds m×n elements (checked).
-            unsafe { self.block(&p, a, b, 0..m, 0..n, c_ptr.get()) };
+            unsafe { self.block(&p, a, b, 0..m, 0..n, c_ptr.get(), epi) };
             return Ok(());
         }
         super::workers::run(m.div_ceil(chunk), &|t| {
             let rows = t * chunk..m.min((t + 1) * chunk);
             // SAFETY: the tasks write disjoint row blocks of C, which outlives `run`.
-            unsafe { self.block(&p, a, b, rows.clone(), 0..n, c_ptr.get()) };
+            unsafe { self.block(&p, a, b, rows.clone(), 0..n, c_ptr.get(), epi) };
         });
         Ok(())
     }
 
     /// Computes the block `rows × cols` of C (row-major, `n` columns, at `c`), for a checked,
-    /// non-trivial problem.
+    /// non-trivial problem, handing each finished cache block to `epi`.
     ///
     /// # Safety
     /// `c` points at the problem's m×n C, and no other thread touches this block meanwhile.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn block(
         &self,
         p: &Problem,
@@ -630,6 +675,7 @@ impl Gemm {
         rows: Range<usize>,
         cols: Range<usize>,
         c: *mut f32,
+        epi: Option<&BlockFn>,
     ) {
         let Problem {
             ta,
@@ -705,6 +751,13 @@ impl Gemm {
                         // slices; C rows ic..ic+mc, columns jc..jc+nc lie inside this
                         // call's block; kc ≥ 1.
                         unsafe { kernel(&args) };
+                        if let (Some(epi), true) = (epi, pc + kc == k) {
+                            epi(Block {
+                                rows: ic..ic + mc,
+                                cols: jc..jc + nc,
+                                c: args.c,
+                            });
+                        }
                     }
                 }
             }

@@ -12,7 +12,8 @@
 
 use std::sync::OnceLock;
 
-use super::gemm::Gemm;
+use super::epilogue::EpiStep;
+use super::gemm::{Block, Gemm};
 use super::im2col::{ConvGeom, Im2col};
 use super::CodegenError;
 
@@ -73,6 +74,8 @@ pub struct MatMulStep {
     pub a: usize,
     pub b: usize,
     pub c: usize,
+    /// Applied to each block of C as the GEMM finishes it.
+    pub epi: Option<EpiStep>,
 }
 
 /// Which convolution op a [`ConvStep`] computes.
@@ -93,6 +96,8 @@ pub struct ConvStep {
     pub ins: [usize; 2],
     pub out: usize,
     pub cols: usize,
+    /// Applied to each image's output right after its product (forward only).
+    pub epi: Option<EpiStep>,
 }
 
 /// Minimum multiply-adds before a product is split across threads.
@@ -178,8 +183,30 @@ impl MatMulStep {
                 t.slice_mut(self.c, 0, m * n),
             )
         };
-        lib.gemm
-            .gemm_threads(threads, self.ta, self.tb, m, n, k, a, b, c, false)
+        let Some(e) = &self.epi else {
+            return lib
+                .gemm
+                .gemm_threads(threads, self.ta, self.tb, m, n, k, a, b, c, false);
+        };
+        let run = e.kernel_fn()?;
+        // SAFETY: each block is a rectangle of C handed over by the GEMM once final.
+        let epi = |blk: Block| unsafe {
+            let offset = blk.rows.start * n + blk.cols.start;
+            e.apply(run, t, blk.c, n, blk.rows, blk.cols, offset)
+        };
+        lib.gemm.gemm_with(
+            threads,
+            self.ta,
+            self.tb,
+            m,
+            n,
+            k,
+            a,
+            b,
+            c,
+            false,
+            Some(&epi),
+        )
     }
 }
 
@@ -203,6 +230,10 @@ impl ConvStep {
         } else {
             1
         };
+        let epi = match &self.epi {
+            Some(e) => Some((e, e.kernel_fn()?)),
+            None => None,
+        };
         match self.kind {
             ConvKind::Forward => split(batch, threads, 1, |lo, hi| {
                 for b in lo..hi {
@@ -219,6 +250,12 @@ impl ConvStep {
                     lib.im2col.im2col(g, x, col)?;
                     lib.gemm
                         .gemm(false, false, self.o, pos, ckk, w, col, y, false)?;
+                    if let Some((e, run)) = epi {
+                        // SAFETY: y is image b's output, o×pos at offset b·ylen of the value.
+                        unsafe {
+                            e.apply(run, t, y.as_mut_ptr(), pos, 0..self.o, 0..pos, b * ylen)
+                        };
+                    }
                 }
                 Ok(())
             }),

@@ -22,8 +22,8 @@ pub struct JitOptions {
     /// Worker threads for batch-parallel kernels (1 = run everything on the calling thread).
     pub threads: usize,
     /// One buffer per value, so that every value can be read after a run ([`Executor::value`]),
-    /// instead of buffers shared by liveness ([`crate::opt::memplan`]). For finding where a NaN
-    /// appeared.
+    /// instead of buffers shared by liveness ([`crate::opt::memplan`]), and the products of
+    /// epilogue-fused nodes computed as values of their own. For finding where a NaN appeared.
     pub keep_values: bool,
     /// Apply optimizer updates inside the training step when asked
     /// ([`Executor::fuse_updates`]; see [`super::fused_update`]).
@@ -106,6 +106,15 @@ unsafe impl Send for Jit {}
 
 impl Jit {
     pub fn compile(g: &Graph, opts: &JitOptions) -> Result<Jit, CodegenError> {
+        // Every value kept includes the products that epilogues would transform before storing
+        // them (where `--detect-anomaly` may find the first infinity): compile those unfused.
+        let unfused;
+        let g = if opts.keep_values {
+            unfused = crate::opt::epilogue::unfuse_epilogues(g);
+            &unfused
+        } else {
+            g
+        };
         let lib = lib()?;
         let lowered = lower(g, Listing::default())?;
         let input_nodes: Vec<usize> = g.inputs().iter().map(|(v, _)| v.index()).collect();

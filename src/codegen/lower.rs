@@ -1,11 +1,13 @@
-//! Lowering a graph to kernels: one Cranelift function per node (fusion comes later), plus the
-//! storage plan of every value (caller's input or parameter slice, an owned buffer, or an alias
-//! of another value for `Reshape`).
+//! Lowering a graph to kernels: one step per node (a Cranelift function, or a GEMM or
+//! convolution step, whose epilogue, when the node has one, is a second function of the module
+//! called per block of the product), plus the storage plan of every value (caller's input or
+//! parameter slice, an owned buffer, or an alias of another value for `Reshape`).
 
+use super::epilogue::{self, EpiStep};
 use super::glue::{ConvStep, Dim, MatMulStep};
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
 use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul, CodegenError};
-use crate::ir::{DType, Graph, Node, Op};
+use crate::ir::{DType, Graph, Node, Op, Producer};
 use elementwise::Operand;
 
 /// Where a value lives at run time.
@@ -149,6 +151,13 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
         storage.push(st);
     }
     let (kernels, modules, listing) = km.finish()?;
+    for step in &mut steps {
+        if let Step::MatMul(MatMulStep { epi: Some(e), .. })
+        | Step::Conv(ConvStep { epi: Some(e), .. }) = step
+        {
+            e.resolve(&kernels);
+        }
+    }
     Ok(Lowered {
         steps,
         step_nodes,
@@ -305,8 +314,53 @@ fn emit(
                     a: ins[0],
                     b: ins[1],
                     c: i,
+                    epi: None,
                 }))
             }
+        }
+        Op::WithEpilogue { producer, epi } => {
+            arity(2 + epi.extra_inputs())?;
+            let extra = &n.inputs[2..];
+            if let Producer::MatMul { ta, tb } = *producer {
+                let (m, nn, k) = matmul_dims(ta, tb, &ity(0), &ity(1), &ty)?;
+                if small_matmul::is_small(m, nn, k) {
+                    let body = &mut |kb: &mut Kb| {
+                        let ab = (ins[0], ins[1]);
+                        epilogue::small_matmul(kb, ta, tb, (m, nn, k), i, ab, epi, extra)
+                    };
+                    return push_step(steps, one(km, body)?);
+                }
+            }
+            // The product's step, with the epilogue attached.
+            let product = Node {
+                op: producer.op(),
+                inputs: n.inputs[..2].to_vec(),
+                ty: ty.clone(),
+                label: n.label.clone(),
+            };
+            emit(
+                km,
+                steps,
+                g,
+                i,
+                &product,
+                ctx,
+                scratch_base,
+                scratch,
+                header,
+            )?;
+            let e = EpiStep::compile(km, header, *producer, epi, extra)?;
+            match steps.last_mut() {
+                Some(Step::MatMul(s)) => s.epi = Some(e),
+                Some(Step::Conv(s)) => s.epi = Some(e),
+                _ => {
+                    return Err(CodegenError::Graph(format!(
+                        "%{i}: {} did not compile to a GEMM step",
+                        n.op.name()
+                    )))
+                }
+            }
+            return Ok(());
         }
         Op::BiasAdd { axis } => {
             arity(2)?;
@@ -501,6 +555,10 @@ fn emit(
         }
         other => other,
     };
+    push_step(steps, step)
+}
+
+fn push_step(steps: &mut Vec<Step>, step: Step) -> Result<(), CodegenError> {
     steps.push(step);
     Ok(())
 }

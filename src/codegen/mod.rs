@@ -2,13 +2,15 @@
 //! compiled graph ([`Jit`]), the JIT-compiled optimizer updates ([`optim`]), and the listings
 //! behind `nnc ir --stage clif|asm` ([`clif_text`], [`asm_text`]).
 //!
-//! One Cranelift function per node for now ([`lower`]); elementwise ops are written as
-//! expressions over lanes ([`elementwise::ElemExpr`]) so that a fused chain can become one loop.
+//! One step per node ([`lower`]); elementwise ops are written as expressions over lanes
+//! ([`elementwise::ElemExpr`]), so that a fused chain is one loop and a GEMM's epilogue
+//! ([`epilogue`]) applies the same expressions to each block of its product.
 
 mod bias;
 mod conv;
 mod elementwise;
 mod embed;
+mod epilogue;
 mod fused_update;
 pub mod gemm;
 mod glue;

@@ -16,7 +16,7 @@ pub use executor::Interpreter;
 
 use crate::exec::StepCtx;
 use crate::ir::verify::verify;
-use crate::ir::{Graph, Node, Op};
+use crate::ir::{Chain, Epilogue, Graph, Node, Op};
 
 /// Evaluates every node of `g` for one batch and returns all values, indexed by node.
 ///
@@ -123,15 +123,19 @@ fn eval_node(
             dense::matmul(*ta, *tb, x(0), last(0), x(1), &g.ty(n.inputs[1]).dims)?
         }
         Op::BiasAdd { axis } => dense::bias_add(x(0), &shape(0), *axis, x(1)),
-        Op::Fused(c) => {
-            let mut v = match c.bias {
-                Some(axis) => dense::bias_add(x(0), &shape(0), axis, x(1)),
-                None => x(0).to_vec(),
+        Op::Fused(c) => chain(c, x(0).to_vec(), &shape(0), || x(1)),
+        Op::WithEpilogue { producer, epi } => {
+            let product = Node {
+                op: producer.op(),
+                inputs: n.inputs[..2].to_vec(),
+                ty: n.ty.clone(),
+                label: n.label.clone(),
             };
-            for &u in &c.acts {
-                v = elementwise::unary(u, &v);
+            let p = eval_node(g, &product, batch, vals, ctx)?;
+            match epi {
+                Epilogue::Chain(c) => chain(c, p, &out_shape, || x(2)),
+                Epilogue::Grad(u) => elementwise::unary_grad(*u, x(2), &p),
             }
-            v
         }
         Op::BiasGrad { axis } => dense::bias_grad(x(0), &shape(0), *axis),
         Op::Conv2d(w) => conv::conv2d(w, x(0), &shape(0), x(1), &shape(1), &out_shape),
@@ -176,4 +180,21 @@ fn eval_node(
         Op::BceGrad => loss::bce_grad(x(0), x(1), x(2)[0]),
         Op::SumSquares => vec![x(0).iter().map(|v| v * v).sum()],
     })
+}
+
+/// An [`Op::Fused`] chain on `x` (of full shape `shape`); `bias` gives the bias when it has one.
+fn chain<'a>(
+    c: &Chain,
+    x: Vec<f64>,
+    shape: &[usize],
+    bias: impl FnOnce() -> &'a [f64],
+) -> Vec<f64> {
+    let mut v = match c.bias {
+        Some(axis) => dense::bias_add(&x, shape, axis, bias()),
+        None => x,
+    };
+    for &u in &c.acts {
+        v = elementwise::unary(u, &v);
+    }
+    v
 }

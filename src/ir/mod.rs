@@ -275,6 +275,79 @@ pub struct Chain {
     pub acts: Vec<UnaryOp>,
 }
 
+impl fmt::Display for Chain {
+    /// `[bias_add axis=1 → relu]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = self
+            .bias
+            .iter()
+            .map(|a| format!("bias_add axis={a}"))
+            .collect();
+        parts.extend(self.acts.iter().map(|u| u.name().to_string()));
+        write!(f, "[{}]", parts.join(" → "))
+    }
+}
+
+/// The product an [`Op::WithEpilogue`] computes before its epilogue: the ops whose kernels are
+/// GEMMs, which can apply an elementwise function to each result before it leaves the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Producer {
+    /// [`Op::MatMul`].
+    MatMul { ta: bool, tb: bool },
+    /// [`Op::Conv2d`].
+    Conv2d(Window),
+}
+
+impl Producer {
+    /// The op computing the product alone.
+    pub fn op(self) -> Op {
+        match self {
+            Producer::MatMul { ta, tb } => Op::MatMul { ta, tb },
+            Producer::Conv2d(w) => Op::Conv2d(w),
+        }
+    }
+
+    /// The full-shape axis along which a bias of the epilogue must lie: the columns of C for a
+    /// matrix product (the last axis), the rows of each image's C (channels, axis 1) for a
+    /// convolution. `rank` is the rank of the product.
+    pub fn bias_axis(self, rank: usize) -> usize {
+        match self {
+            Producer::MatMul { .. } => rank.saturating_sub(1),
+            Producer::Conv2d(_) => 1,
+        }
+    }
+}
+
+/// What an [`Op::WithEpilogue`] applies to each element `p` of its product, with the extra
+/// inputs it reads (after the product's two).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `[]` or `[b]`: the [`Op::Fused`] chain (or a lone `BiasAdd`/`Unary`) of `p`.
+    Chain(Chain),
+    /// `[v]`: `UnaryGrad(op)` of `[v, p]`, the product being the upstream gradient (relu's mask
+    /// applied to `dy · Wᵀ` as it is computed).
+    Grad(UnaryOp),
+}
+
+impl Epilogue {
+    /// Inputs read after the product's.
+    pub fn extra_inputs(&self) -> usize {
+        match self {
+            Epilogue::Chain(c) => c.bias.is_some() as usize,
+            Epilogue::Grad(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Epilogue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Epilogue::Chain(c) => c.fmt(f),
+            Epilogue::Grad(u) => write!(f, "[{}_grad]", u.name()),
+        }
+    }
+}
+
 /// The operations of the IR. Inputs are listed in [`Node::inputs`]; the comment of each variant
 /// gives their order and shapes (`B…` = any leading dims including the batch; `[R, K]` = a
 /// tensor viewed as a matrix whose rows are all leading dims flattened).
@@ -300,6 +373,10 @@ pub enum Op {
     /// [`crate::opt::fuse`] after autodiff, so it has no gradient rule): `b: f32[C]` added along
     /// full-shape axis `bias` when given, then `acts` applied in order.
     Fused(Chain),
+    /// `[a, b, extra…] -> product`: the product of `producer` on `[a, b]` with `epi` applied to
+    /// every element before it is stored (made by [`crate::opt::epilogue`] after autodiff; no
+    /// gradient rule). A bias of `epi` lies along [`Producer::bias_axis`].
+    WithEpilogue { producer: Producer, epi: Epilogue },
 
     // ----- dense algebra
     /// `[a, b] -> c`, c = op(a)·op(b) over matrices.
@@ -403,6 +480,7 @@ impl Op {
             Op::Binary(b) => b.name().into(),
             Op::UnaryGrad(u) => format!("{}_grad", u.name()),
             Op::Fused(_) => "fused".into(),
+            Op::WithEpilogue { producer, .. } => format!("{}_epi", producer.op().name()),
             Op::MatMul { .. } => "matmul".into(),
             Op::BiasAdd { .. } => "bias_add".into(),
             Op::BiasGrad { .. } => "bias_grad".into(),
@@ -452,15 +530,8 @@ impl Op {
                 (true, true) => " ta tb".into(),
             },
             Op::BiasAdd { axis } | Op::BiasGrad { axis } => format!(" axis={axis}"),
-            Op::Fused(c) => {
-                let mut parts: Vec<String> = c
-                    .bias
-                    .iter()
-                    .map(|a| format!("bias_add axis={a}"))
-                    .collect();
-                parts.extend(c.acts.iter().map(|u| u.name().to_string()));
-                format!("[{}]", parts.join(" → "))
-            }
+            Op::Fused(c) => c.to_string(),
+            Op::WithEpilogue { producer, epi } => format!("{} {epi}", producer.op().attrs()),
             Op::Conv2d(w)
             | Op::Conv2dGradInput(w)
             | Op::Conv2dGradWeight(w)

@@ -1,7 +1,7 @@
 //! Type inference for every op: the single source of truth for shapes, used when nodes are built
 //! (by the checker, autodiff and passes) and again by the verifier.
 
-use super::{BinaryOp, DType, Op, Param, Type, Window};
+use super::{BinaryOp, Chain, DType, Epilogue, Op, Param, Type, Window};
 
 /// The result type of `op` applied to inputs of types `ins`, or a message saying what is wrong.
 pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
@@ -130,6 +130,30 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             match c.bias {
                 Some(axis) => infer(&Op::BiasAdd { axis }, ins, params),
                 None => Ok(ins[0].clone()),
+            }
+        }
+        Op::WithEpilogue { producer, epi } => {
+            arity(2 + epi.extra_inputs())?;
+            let p = infer(&producer.op(), &ins[..2], params)?;
+            match epi {
+                Epilogue::Chain(Chain {
+                    bias: Some(axis), ..
+                }) => {
+                    let want = producer.bias_axis(p.rank());
+                    if *axis != want {
+                        return Err(format!(
+                            "the bias of a {} epilogue lies along axis {want}, not {axis}",
+                            producer.op().name()
+                        ));
+                    }
+                    infer(&Op::BiasAdd { axis: *axis }, &[&p, ins[2]], params)
+                }
+                Epilogue::Chain(_) => Ok(p),
+                Epilogue::Grad(_) => {
+                    f32_in(2)?;
+                    same(ins[2], &p)?;
+                    Ok(p)
+                }
             }
         }
         Op::BiasAdd { axis } => {
@@ -334,6 +358,9 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         }
         Op::MatMul { ta: true, .. } => 2 * per(ins[0]) * ins[1].last() as u64,
         Op::Conv2d(w) => 2 * (ins[1].dims[1] * w.kernel * w.kernel) as u64 * per(out),
+        Op::WithEpilogue { producer, .. } => {
+            flops_per_sample(&producer.op(), &ins[..2], out) + per(out)
+        }
         Op::Conv2dGradInput(w) => 2 * (ins[1].dims[0] * w.kernel * w.kernel) as u64 * per(ins[0]),
         Op::Conv2dGradWeight(w) => 2 * (ins[0].dims[0] * w.kernel * w.kernel) as u64 * per(ins[1]),
         Op::MaxPool(w) | Op::AvgPool(w) => (w.kernel * w.kernel) as u64 * per(out),

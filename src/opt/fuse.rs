@@ -116,11 +116,12 @@ pub fn fuse(g: &Graph) -> Graph {
     r.finish()
 }
 
-/// The fusion groups of a fused graph, one line each (`nnc ir --stage fused`).
+/// The fusion groups of a fused graph, one line each (`nnc ir --stage fused`): the elementwise
+/// chains, and the products with an epilogue ([`super::epilogue`]).
 pub fn groups_to_string(g: &Graph) -> String {
     let fused: Vec<ValueId> = g
         .values()
-        .filter(|v| matches!(g.node(*v).op, Op::Fused(_)))
+        .filter(|v| matches!(g.node(*v).op, Op::Fused(_) | Op::WithEpilogue { .. }))
         .collect();
     let mut s = String::new();
     let _ = writeln!(

@@ -10,6 +10,7 @@
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod epilogue;
 pub mod fuse;
 pub mod memplan;
 mod rewrite;
@@ -28,8 +29,9 @@ pub trait Pass {
 
 /// The passes of optimization level `level`, in order: none at level 0; at level 1 (and above)
 /// constant folding, then common-subexpression elimination, then dead-code elimination of what
-/// the first two left unused, then fusion of elementwise chains (last: the others see the
-/// separate ops).
+/// the first two left unused, then fusion of elementwise chains (after the others, which see the
+/// separate ops), then fusion of those chains and of activation gradients into the matrix
+/// products and convolutions that produce their inputs.
 pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
     if level == 0 {
         return Vec::new();
@@ -39,6 +41,7 @@ pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
         Box::new(cse::Cse),
         Box::new(dce::Dce),
         Box::new(fuse::Fuse),
+        Box::new(epilogue::EpilogueFusion),
     ]
 }
 

@@ -119,6 +119,26 @@ fn gradcheck_passes_on_xor_and_the_mlp() {
     }
 }
 
+/// `check --stats` counts the kernels of one training step. The MLP's 9: three GEMMs with
+/// epilogues (dense1 with its bias and relu, dense2 with its bias, the gradient into dense1
+/// masked by relu'), the loss and its gradient, two bias gradients, two weight gradients.
+/// Without epilogue fusion the two forward chains and the relu gradient are 3 kernels more.
+#[test]
+fn check_stats_counts_the_kernels_with_fused_epilogues() {
+    for (example, line) in [
+        ("examples/mnist_mlp.nn", "16 nodes, 9 kernels"),
+        ("examples/mnist_cnn.nn", "36 nodes, 23 kernels"),
+    ] {
+        let out = nnc()
+            .args(["check", "--stats", example])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        assert!(stdout(&out).contains(line), "{example}: {}", stdout(&out));
+    }
+}
+
 #[test]
 fn ir_prints_every_stage() {
     for (stage, marker) in [
@@ -126,7 +146,7 @@ fn ir_prints_every_stage() {
         ("ir", "graph model Xor"),
         ("grad", "output grad:dense1.weight"),
         ("opt", "output grad:dense1.weight"),
-        ("fused", "fused[bias_add axis=1 → sigmoid]"),
+        ("fused", "matmul_epi [bias_add axis=1 → sigmoid]"),
         ("plan", "buffers for"),
         ("clif", "function "),
         ("asm", "ret"),
