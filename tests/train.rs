@@ -250,6 +250,7 @@ impl Harness {
         };
         Backend {
             grad: Box::new(mark_grads),
+            forward: Box::new(|g| Ok(g.clone())),
             executor: Box::new(exec),
             inspector: Box::new(exec),
             updater: Box::new(upd),

@@ -171,10 +171,12 @@ fn inference(name: &str, g: &Graph, threads: usize, reps: usize) -> CliResult {
         times.sort_by(f64::total_cmp);
         Ok(times)
     };
+    // The graph as `nnc predict` compiles it (optimized: fusion, epilogues).
+    let g = &crate::opt::optimize(g, 1).map_err(CliError::internal)?;
     let mut one = Jit::compile(
         g,
         &JitOptions {
-            threads: 1,
+            threads,
             ..JitOptions::default()
         },
     )

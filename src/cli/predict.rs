@@ -105,7 +105,8 @@ pub fn with_checkpoint(
     checkpoint: &std::path::Path,
 ) -> Result<ModelWithParams, CliError> {
     let params = load_params(checkpoint, &model.graph.params).map_err(CliError::user)?;
-    let exec =
-        (train::backend(false, Some(1)).executor)(&model.graph).map_err(CliError::internal)?;
+    let exec = train::backend(false, Some(1))
+        .forward_executor(&model.graph)
+        .map_err(CliError::internal)?;
     Ok((exec, params))
 }

@@ -281,7 +281,9 @@ fn print_inline_outputs(
         .model(&spec.model)
         .expect("checked runs name existing models");
     let g = &model.graph;
-    let mut exec = (backend(args.interp, Some(1)).executor)(g).map_err(CliError::internal)?;
+    let mut exec = backend(args.interp, Some(1))
+        .forward_executor(g)
+        .map_err(CliError::internal)?;
     let mut param_data = Vec::new();
     for p in &g.params {
         let t = params

@@ -4,25 +4,53 @@
 //! ([`UpdateKernel`]) also folds in the finiteness check of the gradient, which otherwise is a
 //! pass of its own, and the runtime no longer looks gradients up by name each step.
 //!
+//! Where the gradient is a matrix product (a weight gradient), the update goes one step
+//! further into the GEMM itself: it runs on each block of the gradient as the GEMM finishes
+//! it ([`super::gemm::Gemm::gemm_with`]), on the thread that computed it, while the block is
+//! in L1/L2 ([`FusedUpdates::gemm_hook`]). The same arithmetic on the same elements, so the
+//! results are those of the update after the step, bit for bit.
+//!
 //! The update writes the new parameter into a buffer of the caller ([`Update::next`]) rather
 //! than over the parameter, which later steps of the same graph may still read (a layer's input
 //! gradient reads its weights after its weight gradient is known) and which must stay as it was
 //! if the step turns out not finite (the anomaly replay runs the step again from it).
 
-use super::lower::Storage;
+use super::gemm::Block;
+use super::lower::{Step, Storage};
 use super::optim::UpdateKernel;
 use super::CodegenError;
 use crate::exec::{Update, Updater};
 use crate::ir::{Graph, OptimizerSpec};
 use crate::opt::update_points::update_points;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The slot whose buffer a value lives in (a reshape shares its input's).
+fn owner(storage: &[Storage], slot: usize) -> usize {
+    match storage[slot] {
+        Storage::Alias(j) => j,
+        _ => slot,
+    }
+}
+
+/// The caller's buffers of one update, shared by the threads updating disjoint blocks.
+struct RawUpdate {
+    param: *const f32,
+    next: *mut f32,
+    state: [*mut f32; 2],
+}
+
+// SAFETY: each thread writes only the elements of the blocks it is handed (disjoint).
+unsafe impl Sync for RawUpdate {}
 
 /// The prepared updates of one compiled graph.
 pub struct FusedUpdates {
     kernel: UpdateKernel,
     /// Per prepared parameter: its index in [`Graph::params`] and element count.
     targets: Vec<(usize, usize)>,
-    /// Per step: the prepared parameters whose gradient that step completes.
+    /// Per step: the prepared parameters whose gradient that step completes, updated after it.
     after_step: Vec<Vec<usize>>,
+    /// Per step: the prepared parameter updated inside the step's GEMM, block by block.
+    in_gemm: Vec<Option<usize>>,
     /// Optimizer state buffers per parameter.
     state: usize,
     /// Slot (node) of each prepared parameter's gradient.
@@ -31,10 +59,12 @@ pub struct FusedUpdates {
 
 impl FusedUpdates {
     /// Plans the updates of `params` (indices into `g.params`): the step after which each
-    /// gradient `grad:<path>` is complete. `storage` and `step_nodes` are the lowering's.
+    /// gradient `grad:<path>` is complete. `storage`, `steps` and `step_nodes` are the
+    /// lowering's.
     pub fn new(
         g: &Graph,
         storage: &[Storage],
+        steps: &[Step],
         step_nodes: &[usize],
         spec: &OptimizerSpec,
         params: &[usize],
@@ -79,12 +109,23 @@ impl FusedUpdates {
             targets.push((p, param.numel()));
             grad_slots.push(v.index());
         }
+        // A product that completes one gradient, as its own output, updates it block by block.
+        let mut in_gemm = vec![None; step_nodes.len()];
+        for (i, step) in steps.iter().enumerate() {
+            if let (Step::MatMul(m), [k]) = (step, after_step[i].as_slice()) {
+                if m.c == step_nodes[i] && m.c == owner(storage, grad_slots[*k]) {
+                    in_gemm[i] = Some(*k);
+                    after_step[i].clear();
+                }
+            }
+        }
         let kernel = UpdateKernel::compile(spec)?;
         Ok(FusedUpdates {
             state: kernel.state_buffers(),
             kernel,
             targets,
             after_step,
+            in_gemm,
             grad_slots,
         })
     }
@@ -94,16 +135,97 @@ impl FusedUpdates {
         self.targets.len()
     }
 
-    /// Whether step `step` completes a gradient.
+    /// Whether step `step` completes a gradient updated after the step.
     pub fn completes(&self, step: usize) -> bool {
         !self.after_step[step].is_empty()
+    }
+
+    /// Whether step `step` updates a parameter, after it or inside its GEMM.
+    pub fn updates_at(&self, step: usize) -> bool {
+        self.completes(step) || self.in_gemm[step].is_some()
+    }
+
+    /// For a GEMM step that completes a weight gradient: the epilogue that updates the
+    /// parameter on each finished block of it (C has `cols` columns), clearing `finite` when a
+    /// gradient element is not finite; `None` for other steps.
+    ///
+    /// # Safety
+    /// `updates` has one entry per prepared parameter, of the sizes checked by
+    /// [`FusedUpdates::check`]; the hook may only be called by that step's GEMM, on blocks of
+    /// its output.
+    pub unsafe fn gemm_hook<'h>(
+        &'h self,
+        step: usize,
+        cols: usize,
+        params: &[&[f32]],
+        updates: &mut [Update<'_>],
+        finite: &'h AtomicBool,
+    ) -> Option<impl Fn(Block) + Sync + 'h> {
+        let k = self.in_gemm[step]?;
+        let (p, _) = self.targets[k];
+        let u = &mut updates[k];
+        let mut state = [std::ptr::null_mut(); 2];
+        for (s, v) in state.iter_mut().zip(u.state.iter_mut().take(self.state)) {
+            *s = v.as_mut_ptr();
+        }
+        let raw = RawUpdate {
+            param: params[p].as_ptr(),
+            next: u.next.as_mut_ptr(),
+            state,
+        };
+        let update = self.kernel.at(u.hyper);
+        Some(move |b: Block| {
+            let raw = &raw;
+            for r in b.rows.clone() {
+                let off = r * cols + b.cols.start;
+                let len = b.cols.len();
+                // SAFETY: row r, columns b.cols of the gradient (at b.c, row stride `cols`)
+                // and the same elements of the parameter, its next value and its state; the
+                // blocks are disjoint, so no two threads touch the same elements.
+                let ok = unsafe {
+                    update.apply(
+                        raw.param.add(off),
+                        b.c.add((r - b.rows.start) * cols),
+                        raw.next.add(off),
+                        raw.state.map(|s| if s.is_null() { s } else { s.add(off) }),
+                        len,
+                    )
+                };
+                if !ok {
+                    finite.store(false, Ordering::Relaxed);
+                }
+            }
+        })
+    }
+
+    /// Checks that `updates` fit the prepared parameters and `params` (sizes of the next
+    /// values and of the optimizer state).
+    pub fn check(&self, params: &[&[f32]], updates: &[Update<'_>]) -> Result<(), String> {
+        if updates.len() != self.targets.len() {
+            return Err("one update per parameter given to fuse_updates is needed".into());
+        }
+        for (&(p, n), u) in self.targets.iter().zip(updates) {
+            let need = self.state;
+            if u.next.len() != n
+                || params.get(p).is_none_or(|x| x.len() != n)
+                || u.state.len() < need
+            {
+                return Err(format!("the update of parameter #{p} has the wrong size"));
+            }
+            if u.state[..need].iter().any(|s| s.len() < n) {
+                return Err(format!(
+                    "the optimizer state of parameter #{p} is too small"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Applies the updates that step `step` completes; whether their gradients were finite.
     ///
     /// # Safety
     /// `table` holds the run's buffers (the gradient slots point at computed gradients of the
-    /// sizes the graph gives); `updates` has one entry per prepared parameter.
+    /// sizes the graph gives); `updates` passed [`FusedUpdates::check`].
     pub unsafe fn after(
         &self,
         step: usize,
@@ -115,18 +237,9 @@ impl FusedUpdates {
         for &k in &self.after_step[step] {
             let (p, n) = self.targets[k];
             let u = &mut updates[k];
-            let need = self.state;
-            if u.next.len() != n || params[p].len() != n || u.state.len() < need {
-                return Err(format!("the update of parameter #{p} has the wrong size"));
-            }
-            if u.state[..need].iter().any(|s| s.len() < n) {
-                return Err(format!(
-                    "the optimizer state of parameter #{p} is too small"
-                ));
-            }
             let grad = table[self.grad_slots[k]] as *const f32;
-            // SAFETY: parameter, gradient and next hold n floats (checked above, and by the
-            // caller's contract for the gradient); next is the caller's own buffer.
+            // SAFETY: parameter, gradient and next hold n floats (checked by `check`, and by
+            // the caller's contract for the gradient); next is the caller's own buffer.
             finite &= unsafe {
                 self.kernel.apply(
                     params[p].as_ptr(),

@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 
 use super::epilogue::EpiStep;
-use super::gemm::{Block, Gemm};
+use super::gemm::{Block, BlockFn, Gemm};
 use super::im2col::{ConvGeom, Im2col};
 use super::CodegenError;
 
@@ -165,6 +165,9 @@ fn split_by(
 }
 
 impl MatMulStep {
+    /// Runs the product; `after`, when given, is called on each block of C once final, after
+    /// the step's own epilogue (an optimizer update fused into a weight gradient).
+    ///
     /// # Safety
     /// The slots must point at buffers of the sizes the node's types give for `batch`.
     pub unsafe fn run(
@@ -173,6 +176,7 @@ impl MatMulStep {
         batch: usize,
         threads: usize,
         lib: &Lib,
+        after: Option<&BlockFn>,
     ) -> Result<(), String> {
         let (m, n, k) = (self.m.at(batch), self.n, self.k.at(batch));
         // SAFETY: a has m·k, b k·n, c m·n elements, and c is no input of this node.
@@ -183,16 +187,24 @@ impl MatMulStep {
                 t.slice_mut(self.c, 0, m * n),
             )
         };
-        let Some(e) = &self.epi else {
+        let run = match &self.epi {
+            Some(e) => Some((e, e.kernel_fn()?)),
+            None => None,
+        };
+        if run.is_none() && after.is_none() {
             return lib
                 .gemm
                 .gemm_threads(threads, self.ta, self.tb, m, n, k, a, b, c, false);
-        };
-        let run = e.kernel_fn()?;
-        // SAFETY: each block is a rectangle of C handed over by the GEMM once final.
-        let epi = |blk: Block| unsafe {
-            let offset = blk.rows.start * n + blk.cols.start;
-            e.apply(run, t, blk.c, n, blk.rows, blk.cols, offset)
+        }
+        let epi = |blk: Block| {
+            if let Some((e, run)) = run {
+                let offset = blk.rows.start * n + blk.cols.start;
+                // SAFETY: each block is a rectangle of C handed over by the GEMM once final.
+                unsafe { e.apply(run, t, blk.c, n, blk.rows.clone(), blk.cols.clone(), offset) };
+            }
+            if let Some(after) = after {
+                after(blk);
+            }
         };
         lib.gemm.gemm_with(
             threads,

@@ -5,6 +5,7 @@
 //! for the duration of one `run`. `Reshape` shares its input's buffer.
 
 use super::fused_update::FusedUpdates;
+use super::gemm::BlockFn;
 use super::glue::{lib, Lib, Table};
 use super::kernel::{KernelFn, Listing};
 use super::lower::{ctx_slot, lower, RowSplit, Scratch, Step, Storage};
@@ -14,6 +15,7 @@ use crate::exec::{ExecError, Executor, Feed, Signature, StepCtx, Update};
 use crate::ir::print::node_to_string;
 use crate::ir::{DType, Graph, Op, OptimizerSpec, ValueId};
 use crate::opt::memplan::{self, Home, Plan};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// Compilation options.
@@ -86,7 +88,7 @@ impl Drop for Jit {
             profile::record(times.into_iter().enumerate().map(|(i, e)| {
                 let node = node_to_string(g, ValueId(self.step_nodes[i] as u32));
                 let updates = match &self.updates {
-                    Some(u) if u.completes(i) => " (+ optimizer updates)",
+                    Some(u) if u.updates_at(i) => " (+ optimizer updates)",
                     _ => "",
                 };
                 (format!("{}: {}{updates}", g.name, node.trim()), e)
@@ -330,7 +332,15 @@ impl Jit {
         }
         self.table[ctx_slot(&self.graph)] = self.ctx.as_mut_ptr() as *mut u8;
         let table = Table(&self.table);
+        let fused = match (&self.updates, updates.as_deref()) {
+            (Some(f), Some(u)) => {
+                f.check(params, u).map_err(ExecError::Other)?;
+                Some(f)
+            }
+            _ => None,
+        };
         let mut finite = true;
+        let gemm_finite = AtomicBool::new(true);
         for (i, step) in self.steps.iter().enumerate() {
             let start = self.times.is_some().then(Instant::now);
             // SAFETY: every slot a step reads or writes points at a live buffer of the size its
@@ -343,20 +353,27 @@ impl Jit {
                         }
                         _ => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
                     },
-                    Step::MatMul(m) => m
-                        .run(table, batch, self.threads, self.lib)
-                        .map_err(ExecError::Other)?,
+                    Step::MatMul(m) => {
+                        // A weight gradient's update runs on each block the GEMM finishes.
+                        let hook = match (fused, updates.as_deref_mut()) {
+                            (Some(f), Some(u)) => f.gemm_hook(i, m.n, params, u, &gemm_finite),
+                            _ => None,
+                        };
+                        let hook = hook.as_ref().map(|h| h as &BlockFn);
+                        m.run(table, batch, self.threads, self.lib, hook)
+                            .map_err(ExecError::Other)?
+                    }
                     Step::Conv(c) => c
                         .run(table, batch, self.threads, self.lib)
                         .map_err(ExecError::Other)?,
                 }
             }
-            if let (Some(fused), Some(u)) = (&self.updates, updates.as_deref_mut()) {
-                if fused.completes(i) {
+            if let (Some(f), Some(u)) = (fused, updates.as_deref_mut()) {
+                if f.completes(i) {
                     // SAFETY: step i has completed the gradients it is listed for; the table
-                    // holds this run's buffers.
-                    finite &= unsafe { fused.after(i, &self.table, params, u) }
-                        .map_err(ExecError::Other)?;
+                    // holds this run's buffers; `check` passed.
+                    finite &=
+                        unsafe { f.after(i, &self.table, params, u) }.map_err(ExecError::Other)?;
                 }
             }
             if let (Some(start), Some(times)) = (start, self.times.as_mut()) {
@@ -364,6 +381,7 @@ impl Jit {
                 times[i].time += start.elapsed();
             }
         }
+        finite &= gemm_finite.into_inner();
         // Outputs that are the caller's memory are copied: it may be gone after `run`.
         self.copies.clear();
         for (_, node) in &self.outputs {
@@ -403,8 +421,15 @@ impl Executor for Jit {
             return Ok(false);
         }
         let storage = &self.storage;
-        let fused = FusedUpdates::new(&self.graph, storage, &self.step_nodes, spec, params)
-            .map_err(|e| ExecError::Other(e.to_string()))?;
+        let fused = FusedUpdates::new(
+            &self.graph,
+            storage,
+            &self.steps,
+            &self.step_nodes,
+            spec,
+            params,
+        )
+        .map_err(|e| ExecError::Other(e.to_string()))?;
         self.updates = Some(fused);
         Ok(true)
     }

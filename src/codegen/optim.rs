@@ -69,6 +69,19 @@ impl UpdateKernel {
         state: &mut [Vec<f32>],
         h: UpdateHyper,
     ) -> bool {
+        let mut s = [std::ptr::null_mut(); 2];
+        for (p, v) in s
+            .iter_mut()
+            .zip(state.iter_mut().take(self.state_buffers()))
+        {
+            *p = v.as_mut_ptr();
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.at(h).apply(param, grad, out, s, n) }
+    }
+
+    /// The kernel with the scalars of one step, to apply to raw parts of a tensor.
+    pub fn at(&self, h: UpdateHyper) -> StepUpdate {
         let (bc1, bc2) = match self.spec {
             OptimizerSpec::Adam { beta1, beta2, .. }
             | OptimizerSpec::AdamW { beta1, beta2, .. } => {
@@ -77,14 +90,43 @@ impl UpdateKernel {
             }
             OptimizerSpec::Sgd { .. } => (1.0, 1.0),
         };
-        let mut hyper = [h.lr, (h.lr as f64 / bc1) as f32, (1.0 / bc2.sqrt()) as f32];
+        StepUpdate {
+            kernel: self.kernel,
+            hyper: [h.lr, (h.lr as f64 / bc1) as f32, (1.0 / bc2.sqrt()) as f32],
+        }
+    }
+}
+
+/// An update kernel with one step's scalars (`[lr, lr/bc1, 1/√bc2]`): plain data, shared by
+/// the threads that update the blocks of one gradient.
+#[derive(Clone, Copy)]
+pub struct StepUpdate {
+    kernel: KernelFn,
+    hyper: [f32; 3],
+}
+
+impl StepUpdate {
+    /// `out ← update(param, grad, state)` over `n` elements; whether every gradient element
+    /// was finite.
+    ///
+    /// # Safety
+    /// `param`, `grad`, `out` and the state pointers the optimizer uses point at `n` floats
+    /// (`out` may be `param`, no other overlap).
+    pub unsafe fn apply(
+        &self,
+        param: *const f32,
+        grad: *const f32,
+        out: *mut f32,
+        state: [*mut f32; 2],
+        n: usize,
+    ) -> bool {
+        let mut hyper = self.hyper;
         let mut flag = 0f32;
         let mut table = [std::ptr::null_mut::<u8>(); 7];
         table[P] = param as *mut u8;
         table[G] = grad as *mut u8;
-        for (k, s) in state.iter_mut().take(self.state_buffers()).enumerate() {
-            table[S0 + k] = s.as_mut_ptr() as *mut u8;
-        }
+        table[S0] = state[0] as *mut u8;
+        table[S1] = state[1] as *mut u8;
         table[HYPER] = hyper.as_mut_ptr() as *mut u8;
         table[OUT] = out as *mut u8;
         table[FLAG] = (&mut flag as *mut f32) as *mut u8;

@@ -34,6 +34,7 @@ impl Backend {
         };
         Backend {
             grad: Box::new(move |g| crate::opt::optimize(&crate::autodiff::grad(g)?, opt_level)),
+            forward: Box::new(move |g| crate::opt::optimize(g, opt_level)),
             executor: jit(false),
             inspector: jit(true),
             updater: Box::new(|spec| compile_updater(spec).map_err(|e| e.to_string())),
@@ -48,6 +49,7 @@ impl Backend {
         }
         Backend {
             grad: Box::new(crate::autodiff::grad),
+            forward: Box::new(|g| Ok(g.clone())),
             executor: Box::new(interpreter),
             inspector: Box::new(interpreter),
             updater: Box::new(|spec| Ok(Box::new(ReferenceUpdater(spec.clone())))),

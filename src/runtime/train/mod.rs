@@ -26,7 +26,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-/// Builds the backward graph (adds outputs `grad:<path>` for every trainable parameter).
+/// A graph-to-graph step of a back end: the backward graph (outputs `grad:<path>` added for
+/// every trainable parameter), or the preparation of an inference graph.
 pub type GradFn = Box<dyn Fn(&Graph) -> Result<Graph, String>>;
 /// Builds an executor for a graph.
 pub type ExecutorFactory = Box<dyn Fn(&Graph) -> Result<Box<dyn Executor>, String>>;
@@ -37,11 +38,21 @@ pub type UpdaterFactory = Box<dyn Fn(&OptimizerSpec) -> Result<Box<dyn Updater>,
 /// for the JIT and the interpreter.
 pub struct Backend {
     pub grad: GradFn,
+    /// Prepares an inference or evaluation graph for `executor` (the JIT optimizes it as it
+    /// does training graphs: fusion, epilogues).
+    pub forward: GradFn,
     pub executor: ExecutorFactory,
     /// An executor that keeps every value after a run ([`Executor::value`]), for naming where a
     /// NaN appeared; `executor` may share buffers between values.
     pub inspector: ExecutorFactory,
     pub updater: UpdaterFactory,
+}
+
+impl Backend {
+    /// An executor for the inference or evaluation graph `g`, prepared by `forward`.
+    pub fn forward_executor(&self, g: &Graph) -> Result<Box<dyn Executor>, String> {
+        (self.executor)(&(self.forward)(g)?)
+    }
 }
 
 /// Command-line settings that apply to a session.

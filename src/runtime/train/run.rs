@@ -133,7 +133,8 @@ pub(super) fn train(
         factory(&graph).map_err(|e| setup(format!("compiling the training graph: {e}")))?;
     let mut eval_exec = match &ds.test {
         Some(_) => Some(
-            (backend.executor)(&spec.eval_graph)
+            backend
+                .forward_executor(&spec.eval_graph)
                 .map_err(|e| setup(format!("compiling the evaluation graph: {e}")))?,
         ),
         None => None,
@@ -676,8 +677,9 @@ pub fn evaluate_run(
             None => Err(setup(format!("no value for parameter `{}`", p.path))),
         })
         .collect::<Result<_, _>>()?;
-    let mut exec =
-        (backend.executor)(g).map_err(|e| setup(format!("compiling the evaluation graph: {e}")))?;
+    let mut exec = backend
+        .forward_executor(g)
+        .map_err(|e| setup(format!("compiling the evaluation graph: {e}")))?;
     evaluate(
         exec.as_mut(),
         &views,
