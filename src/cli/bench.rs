@@ -100,6 +100,9 @@ pub fn run(args: &BenchArgs) -> CliResult {
             seen_models.push(spec.model.clone());
             let m = p.model(&spec.model).expect("runs name checked models");
             inference(&m.name, &m.graph, threads, args.reps)?;
+            if args.profile {
+                print_profile(&crate::codegen::profile::take());
+            }
         }
     }
     if let Some(kb) = peak_rss_kb() {
@@ -108,7 +111,8 @@ pub fn run(args: &BenchArgs) -> CliResult {
     Ok(())
 }
 
-/// The steps of a run (training and evaluation graphs) by time: the ten largest, then the rest
+/// The steps of a run (training and evaluation graphs) or of inference (batch 1 and 1000) by
+/// time: the ten largest, then the rest
 /// in one line.
 fn print_profile(steps: &[(String, crate::codegen::profile::Entry)]) {
     let total: f64 = steps.iter().map(|(_, e)| e.time.as_secs_f64()).sum();

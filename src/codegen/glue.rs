@@ -5,7 +5,8 @@
 //! - `MatMul` splits the rows of C (`Gemm::gemm_threads`: each element is summed in the same
 //!   order whatever the split, so results do not depend on the thread count);
 //! - `Conv2d` and `Conv2dGradInput` split the images (each worker reuses one column buffer,
-//!   which stays in cache);
+//!   which stays in cache); with fewer images than threads, `Conv2d` splits each image's
+//!   product by rows instead (batch-1 inference);
 //! - `Conv2dGradWeight` builds the columns of all images in parallel, then splits the rows of
 //!   dW, each worker summing the images' products into its rows in image order (bit-identical
 //!   run to run and for any thread count, as for `MatMul`).
@@ -248,6 +249,9 @@ impl ConvStep {
         };
         match self.kind {
             ConvKind::Forward => split(batch, threads, 1, |lo, hi| {
+                // Fewer images than threads (batch-1 inference): each image's product is
+                // split instead, by rows (output channels), with the same sums.
+                let inner = if batch < threads { threads } else { 1 };
                 for b in lo..hi {
                     // SAFETY: image b of x and its output are disjoint per worker; each
                     // worker reuses the columns of its first image (kept hot in cache).
@@ -261,7 +265,7 @@ impl ConvStep {
                     };
                     lib.im2col.im2col(g, x, col)?;
                     lib.gemm
-                        .gemm(false, false, self.o, pos, ckk, w, col, y, false)?;
+                        .gemm_threads(inner, false, false, self.o, pos, ckk, w, col, y, false)?;
                     if let Some((e, run)) = epi {
                         // SAFETY: y is image b's output, o×pos at offset b·ylen of the value.
                         unsafe {
