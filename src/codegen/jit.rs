@@ -14,7 +14,7 @@ use super::CodegenError;
 use crate::exec::{ExecError, Executor, Feed, Signature, StepCtx, Update};
 use crate::ir::print::node_to_string;
 use crate::ir::{DType, Graph, Op, OptimizerSpec, ValueId};
-use crate::opt::memplan::{self, Home, Plan};
+use crate::opt::memplan::{Home, Plan};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -118,7 +118,7 @@ impl Jit {
             g
         };
         let lib = lib()?;
-        let lowered = lower(g, Listing::default())?;
+        let lowered = lower(g, opts.keep_values, Listing::default())?;
         let input_nodes: Vec<usize> = g.inputs().iter().map(|(v, _)| v.index()).collect();
         let mut id_checks = Vec::new();
         for n in &g.nodes {
@@ -145,25 +145,6 @@ impl Jit {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let slots = ctx_slot(g) + 1 + lowered.scratch.len();
-        let plan = if opts.keep_values {
-            memplan::unplanned(g)
-        } else {
-            memplan::plan(g)
-        };
-        for (i, st) in lowered.storage.iter().enumerate() {
-            let agrees = matches!(
-                (st, plan.home[i]),
-                (Storage::Owned, Home::Buffer(_))
-                    | (Storage::Input(_) | Storage::Param(_), Home::Caller)
-                    | (Storage::Alias(_), Home::Alias(_))
-            );
-            if !agrees {
-                return Err(CodegenError::Graph(format!(
-                    "%{i}: the memory plan ({:?}) disagrees with the lowering ({st:?})",
-                    plan.home[i]
-                )));
-            }
-        }
         let lowered_steps = lowered.steps.len();
         Ok(Jit {
             signature: Signature::of(g),
@@ -180,8 +161,8 @@ impl Jit {
                 .collect(),
             storage: lowered.storage,
             scratch: lowered.scratch,
-            bufs: vec![Vec::new(); plan.buffers.len()],
-            plan,
+            bufs: vec![Vec::new(); lowered.plan.buffers.len()],
+            plan: lowered.plan,
             scratch_bufs: Vec::new(),
             batch: 0,
             table: vec![std::ptr::null_mut(); slots],

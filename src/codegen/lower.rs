@@ -8,6 +8,7 @@ use super::glue::{ConvStep, Dim, MatMulStep};
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
 use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul, CodegenError};
 use crate::ir::{DType, Graph, Node, Op, Producer};
+use crate::opt::memplan::{self, Home, Plan};
 use elementwise::Operand;
 
 /// Where a value lives at run time.
@@ -68,6 +69,8 @@ pub struct Lowered {
     pub scratch: Vec<Scratch>,
     /// The code of every kernel; kept alive as long as the kernels are.
     pub modules: Vec<cranelift_jit::JITModule>,
+    /// Where each value lives ([`memplan`]); `storage` follows it.
+    pub plan: Plan,
     pub listing: String,
 }
 
@@ -94,8 +97,15 @@ fn header(g: &Graph, i: usize) -> String {
     )
 }
 
-pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
+/// Compiles every node of `g` to its step, with each value where the memory plan puts it
+/// (shared buffers, or one buffer per value when `keep_values`).
+pub fn lower(g: &Graph, keep_values: bool, listing: Listing) -> Result<Lowered, CodegenError> {
     crate::ir::verify::verify(g).map_err(|errs| CodegenError::Graph(errs.join("; ")))?;
+    let plan = if keep_values {
+        memplan::unplanned(g)
+    } else {
+        memplan::plan(g)
+    };
     let mut km = KernelModule::new(listing)?;
     let mut storage = Vec::with_capacity(g.nodes.len());
     let mut scratch = Vec::new();
@@ -111,24 +121,19 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
                 )));
             }
         }
-        let st = match &n.op {
-            Op::Input { .. } => {
+        let st = match (plan.home[i], &n.op) {
+            (Home::Caller, Op::Input { .. }) => {
                 Storage::Input(inputs.iter().position(|(v, _)| v.index() == i).unwrap_or(0))
             }
-            Op::Param(p) => {
-                if p.index() >= g.params.len() {
-                    return Err(CodegenError::Graph(format!(
-                        "%{i} reads missing parameter #{}",
-                        p.0
-                    )));
-                }
-                Storage::Param(p.index())
+            (Home::Caller, Op::Param(p)) if p.index() < g.params.len() => Storage::Param(p.index()),
+            (Home::Caller, _) => {
+                return Err(CodegenError::Graph(format!(
+                    "%{i} ({}) is neither an input nor a parameter of the graph",
+                    n.op.name()
+                )))
             }
-            Op::Reshape => match storage[n.inputs[0].index()] {
-                Storage::Alias(j) => Storage::Alias(j),
-                _ => Storage::Alias(n.inputs[0].index()),
-            },
-            _ => Storage::Owned,
+            (Home::Alias(j), _) => Storage::Alias(j),
+            (Home::Buffer(_), _) => Storage::Owned,
         };
         if st == Storage::Owned && !matches!(n.op, Op::Const(_)) {
             check_dtypes(g, i, n)?;
@@ -165,6 +170,7 @@ pub fn lower(g: &Graph, listing: Listing) -> Result<Lowered, CodegenError> {
         storage,
         scratch,
         modules,
+        plan,
         listing,
     })
 }

@@ -48,6 +48,7 @@ pub enum CodegenError {
 pub fn clif_text(g: &Graph) -> Result<String, CodegenError> {
     Ok(lower::lower(
         g,
+        false,
         kernel::Listing {
             clif: true,
             ..Default::default()
@@ -60,6 +61,7 @@ pub fn clif_text(g: &Graph) -> Result<String, CodegenError> {
 pub fn asm_text(g: &Graph) -> Result<String, CodegenError> {
     Ok(lower::lower(
         g,
+        false,
         kernel::Listing {
             asm: true,
             ..Default::default()
