@@ -295,6 +295,9 @@ impl Executor for Jit {
                     Step::Conv(c) => c
                         .run(table, batch, self.threads, self.lib)
                         .map_err(ExecError::Other)?,
+                    Step::Winograd(w) => w
+                        .run(table, batch, self.threads, self.lib, &self.kernels)
+                        .map_err(ExecError::Other)?,
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 use super::glue::{ConvStep, Dim, MatMulStep};
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
+use super::winograd::WinogradStep;
 use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul, CodegenError};
 use crate::ir::{DType, Graph, Node, Op};
 use elementwise::Operand;
@@ -54,6 +55,8 @@ pub enum Step {
     MatMul(MatMulStep),
     /// A convolution on the JIT'd im2col/col2im and GEMM.
     Conv(ConvStep),
+    /// A 3×3 stride-1 convolution on Winograd transforms (kernels of this module) and GEMM.
+    Winograd(WinogradStep),
 }
 
 /// The compiled graph: steps in execution order, storage of every value, scratch buffers.
@@ -338,7 +341,9 @@ fn emit(
         }
         Op::Conv2d(w) | Op::Conv2dGradInput(w) | Op::Conv2dGradWeight(w) => {
             arity(2)?;
-            let st = conv::step(
+            conv::step(
+                km,
+                header,
                 &n.op,
                 w,
                 &ity(0),
@@ -348,17 +353,7 @@ fn emit(
                 &ins,
                 scratch_base,
                 scratch,
-            )?;
-            km.note(&format!(
-                "{header}\n; per image: im2col/col2im on {}×{}×{} (k={} s={} p={}) and gemm\n",
-                st.geom.c,
-                st.geom.h,
-                st.geom.w,
-                st.geom.win.kernel,
-                st.geom.win.stride,
-                st.geom.win.pad
-            ));
-            Ok(Step::Conv(st))
+            )
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => {
             let grad = matches!(n.op, Op::MaxPoolGrad(_));

@@ -23,6 +23,7 @@ mod pool;
 mod rnn;
 mod rowwise;
 mod small_matmul;
+mod winograd;
 pub mod workers;
 
 pub use jit::{Jit, JitOptions};

@@ -1,0 +1,525 @@
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: `Conv2d`, and `Conv2dGradInput`, which
+//! is the same correlation of `dy` (padded by `2 − p`) with the kernel rotated by 180° and its
+//! channels swapped. Each 2×2 block of outputs costs 16 multiplications per channel pair
+//! instead of 36 (2.25× fewer), at the price of three cheap linear transforms:
+//!
+//! - weights, once per run: `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g` (16 × O×C);
+//! - inputs: `V[ξ][c][t] = (Bᵀ d B)[ξ]` for every overlapping 4×4 tile `d` (stride 2) of every
+//!   channel, tiles `t` of several images side by side so the products are wide;
+//! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`;
+//! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges).
+//!
+//! The three transforms are Cranelift kernels of the graph's module with every dimension but
+//! the image count known at compile time; the input and output transforms work on f32x4 across
+//! four horizontally adjacent tiles (`shufps` splits a row into the tiles' columns, `unpck`
+//! joins them back), with a scalar tail. The input transform first copies each channel into a
+//! zero-bordered buffer, so its loads need no bounds checks. Images are split over the worker
+//! threads; a worker runs groups of about [`GROUP_TILES`] tiles through the three stages, so
+//! its `V` and `M` stay in L2. Each output element is a fixed sum whatever the split, so
+//! results do not depend on the thread count.
+//!
+//! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
+
+use cranelift_codegen::ir::{
+    types, ConstantData, Endianness, InstBuilder, MemFlagsData, Type as ClifType, Value,
+};
+
+use super::glue::{split, ConvKind, Lib, Table};
+use super::im2col::ConvGeom;
+use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4};
+use super::lower::Scratch;
+use super::CodegenError;
+
+/// Input channels (the GEMMs' depth) below which im2col is kept: with few channels the
+/// transforms cost about as much as the multiplications they save.
+pub const MIN_CHANNELS: usize = 8;
+/// Tiles per group of images a worker transforms and multiplies at once: `V` and `M` of a
+/// group (16·(C + O)·tiles floats, 1.5 MiB for C = 32, O = 64) stay in L2.
+const GROUP_TILES: usize = 256;
+/// Multiply-adds (of the im2col form) below which the images are not split across threads.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// A 3×3 stride-1 correlation as Winograd computes it: `cin` input channels of `h×w` with
+/// `pad` zeros around, `cout` output channels of `oh×ow` (`oh = h + 2·pad − 2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WinoGeom {
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub pad: usize,
+    pub cout: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl WinoGeom {
+    /// Tile rows and columns: one tile per 2×2 block of outputs.
+    fn tiles_hw(&self) -> (usize, usize) {
+        (self.oh.div_ceil(2), self.ow.div_ceil(2))
+    }
+    /// Tiles per image.
+    fn tiles(&self) -> usize {
+        let (th, tw) = self.tiles_hw();
+        th * tw
+    }
+    /// The zero-bordered copy of one channel: every tile's 4×4 window lies inside it.
+    fn padded_hw(&self) -> (usize, usize) {
+        let (th, tw) = self.tiles_hw();
+        (2 * th + 2, 2 * tw + 2)
+    }
+}
+
+/// The Winograd form of a convolution when it applies (3×3, stride 1, padding ≤ 2 so that the
+/// input gradient is a correlation too) and pays ([`MIN_CHANNELS`] input channels or more);
+/// `None` keeps im2col. `g` is the geometry of `x` (or `dx`), `o` the channels of `y` (`dy`).
+pub fn plan(kind: ConvKind, g: &ConvGeom, o: usize) -> Option<WinoGeom> {
+    let win = g.win;
+    if win.kernel != 3 || win.stride != 1 || win.pad > 2 {
+        return None;
+    }
+    let (oh, ow) = g.out_hw().ok()?;
+    let wg = match kind {
+        ConvKind::Forward => WinoGeom {
+            cin: g.c,
+            h: g.h,
+            w: g.w,
+            pad: win.pad,
+            cout: o,
+            oh,
+            ow,
+        },
+        ConvKind::GradInput => WinoGeom {
+            cin: o,
+            h: oh,
+            w: ow,
+            pad: 2 - win.pad,
+            cout: g.c,
+            oh: g.h,
+            ow: g.w,
+        },
+        ConvKind::GradWeight => return None,
+    };
+    (wg.cin >= MIN_CHANNELS).then_some(wg)
+}
+
+/// A convolution on Winograd transforms and the GEMM: the node's input slots (`x` or `dy`,
+/// then `w`) and output, the scratch slots of `U`, `V`, `M` and the padded channel, and the
+/// handles of its three kernels (weights, inputs, outputs).
+#[derive(Clone, Debug)]
+pub struct WinogradStep {
+    pub geom: WinoGeom,
+    pub ins: [usize; 2],
+    pub out: usize,
+    u: usize,
+    v: usize,
+    m: usize,
+    pad: usize,
+    kernels: [usize; 3],
+}
+
+/// Compiles the step of a Winograd convolution into `km` and adds its scratch buffers.
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    km: &mut KernelModule,
+    header: &str,
+    kind: ConvKind,
+    geom: WinoGeom,
+    ins: [usize; 2],
+    out: usize,
+    scratch_base: usize,
+    scratch: &mut Vec<Scratch>,
+) -> Result<WinogradStep, CodegenError> {
+    let g = geom;
+    let tiles = g.tiles();
+    let (ph, pw) = g.padded_hw();
+    let mut add = |per: usize, batched: bool| {
+        scratch.push(Scratch {
+            per,
+            batched,
+            per_thread: false,
+        });
+        scratch_base + scratch.len() - 1
+    };
+    let u = add(16 * g.cout * g.cin, false);
+    let v = add(16 * g.cin * tiles, true);
+    let m = add(16 * g.cout * tiles, true);
+    let pad = add(ph * pw, true);
+    let rotate = kind == ConvKind::GradInput;
+    km.note(&format!(
+        "{header}\n; winograd F(2x2,3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
+        g.cin, g.h, g.w, g.pad, g.cout, g.oh, g.ow
+    ));
+    let kernels = [
+        km.kernel(&format!("{header}  ; winograd weights"), |kb| {
+            weights(kb, &g, rotate, ins[1], u)
+        })?,
+        km.kernel(&format!("{header}  ; winograd inputs"), |kb| inputs(kb, &g))?,
+        km.kernel(&format!("{header}  ; winograd outputs"), |kb| {
+            outputs(kb, &g)
+        })?,
+    ];
+    Ok(WinogradStep {
+        geom,
+        ins,
+        out,
+        u,
+        v,
+        m,
+        pad,
+        kernels,
+    })
+}
+
+impl WinogradStep {
+    /// # Safety
+    /// The slots must point at buffers of the sizes the node's types give for `batch`, the
+    /// scratch slots at the sizes [`step`] asked for, and `kernels` must be the module's.
+    pub unsafe fn run(
+        &self,
+        t: Table,
+        batch: usize,
+        threads: usize,
+        lib: &Lib,
+        kernels: &[KernelFn],
+    ) -> Result<(), String> {
+        let g = &self.geom;
+        let [k_weights, k_in, k_out] = self.kernels.map(|k| kernels[k]);
+        // SAFETY: the weight kernel reads slot ins[1] and writes the U scratch.
+        unsafe { k_weights(t.0.as_ptr(), batch as i64) };
+        let tiles = g.tiles();
+        let (ph, pw) = g.padded_hw();
+        let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
+        let (per_v, per_m) = (16 * g.cin * tiles, 16 * g.cout * tiles);
+        let group = (GROUP_TILES / tiles).max(1);
+        let work = batch * g.cout * g.cin * 9 * g.oh * g.ow;
+        let threads = if work >= PARALLEL_WORK { threads } else { 1 };
+        split(batch, threads, 1, |lo, hi| {
+            let mut b0 = lo;
+            while b0 < hi {
+                let n = group.min(hi - b0);
+                let tn = n * tiles;
+                // SAFETY: images b0..b0+n of the input and output are this worker's; its
+                // scratch starts at its first image `lo` and is reused by every group.
+                let (x, u, v, m, pad, y) = unsafe {
+                    (
+                        t.slice(self.ins[0], b0 * img_in, n * img_in),
+                        t.slice(self.u, 0, 16 * g.cout * g.cin),
+                        t.slice_mut(self.v, lo * per_v, n * per_v),
+                        t.slice_mut(self.m, lo * per_m, n * per_m),
+                        t.slice_mut(self.pad, lo * ph * pw, ph * pw),
+                        t.slice_mut(self.out, b0 * img_out, n * img_out),
+                    )
+                };
+                let table = [
+                    x.as_ptr() as *mut u8,
+                    v.as_mut_ptr() as *mut u8,
+                    pad.as_mut_ptr() as *mut u8,
+                ];
+                // SAFETY: the input kernel reads n images at table[0] and writes V and the
+                // padded channel, sized above.
+                unsafe { k_in(table.as_ptr(), n as i64) };
+                let (uu, vv, mm) = (g.cout * g.cin, g.cin * tn, g.cout * tn);
+                for xi in 0..16 {
+                    lib.gemm.gemm(
+                        false,
+                        false,
+                        g.cout,
+                        tn,
+                        g.cin,
+                        &u[xi * uu..],
+                        &v[xi * vv..],
+                        &mut m[xi * mm..(xi + 1) * mm],
+                        false,
+                    )?;
+                }
+                let table = [m.as_ptr() as *mut u8, y.as_mut_ptr() as *mut u8];
+                // SAFETY: the output kernel reads M and writes the n output images.
+                unsafe { k_out(table.as_ptr(), n as i64) };
+                b0 += n;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `v` times an i64 constant, plus `add`.
+fn mul_add(kb: &mut Kb, v: Value, k: usize, add: Value) -> Value {
+    let p = kb.b.ins().imul_imm_s(v, k as i64);
+    kb.b.ins().iadd(p, add)
+}
+
+/// The f32x4 whose lanes are `lanes` of the eight lanes of `a` (0–3) and `b` (4–7).
+fn shuffle(kb: &mut Kb, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let ab = kb.b.ins().bitcast(types::I8X16, le, a);
+    let bb = kb.b.ins().bitcast(types::I8X16, le, b);
+    let bytes: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
+        .collect();
+    let mask = kb.b.func.dfg.immediates.push(ConstantData::from(bytes));
+    let r = kb.b.ins().shuffle(ab, bb, mask);
+    kb.b.ins().bitcast(F32X4, le, r)
+}
+
+/// The weight transform: `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every kernel of `w` (slot `w_slot`,
+/// `[O, C, 3, 3]`), into slot `u_slot`. With `rotate` (the input gradient) `w` is
+/// `[cin, cout, 3, 3]` and `g` is its kernel rotated by 180°.
+fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize) {
+    let (wp, up) = (kb.ptr(w_slot), kb.ptr(u_slot));
+    let (rows, cols) = if rotate {
+        (g.cin, g.cout)
+    } else {
+        (g.cout, g.cin)
+    };
+    let (cin, plane) = (g.cin, g.cout * g.cin);
+    kb.for_n(rows, |kb, a| {
+        kb.for_n(cols, |kb, c| {
+            let base = mul_add(kb, a, cols, c);
+            let base = kb.b.ins().imul_imm_s(base, 9);
+            let k: Vec<Value> = (0..9)
+                .map(|e| {
+                    let e = if rotate { 8 - e } else { e };
+                    let i = kb.b.ins().iadd_imm_s(base, e as i64);
+                    kb.ld(F32, wp, i)
+                })
+                .collect();
+            let half = kb.cst(F32, 0.5);
+            // G·x for a 3-vector: (x0, (x0 + x1 + x2)/2, (x0 − x1 + x2)/2, x2).
+            let gx = |kb: &mut Kb, x: [Value; 3]| -> [Value; 4] {
+                let s = kb.b.ins().fadd(x[0], x[2]);
+                let p = kb.b.ins().fadd(s, x[1]);
+                let m = kb.b.ins().fsub(s, x[1]);
+                [
+                    x[0],
+                    kb.b.ins().fmul(p, half),
+                    kb.b.ins().fmul(m, half),
+                    x[2],
+                ]
+            };
+            // Columns of G g, then G applied to each of its rows.
+            let cols3: Vec<[Value; 4]> =
+                (0..3).map(|j| gx(kb, [k[j], k[3 + j], k[6 + j]])).collect();
+            let (o_idx, c_idx) = if rotate { (c, a) } else { (a, c) };
+            let uidx = mul_add(kb, o_idx, cin, c_idx);
+            for i in 0..4 {
+                let row = gx(kb, [cols3[0][i], cols3[1][i], cols3[2][i]]);
+                for (j, &val) in row.iter().enumerate() {
+                    let idx = kb.b.ins().iadd_imm_s(uidx, ((i * 4 + j) * plane) as i64);
+                    kb.st(val, up, idx);
+                }
+            }
+        })
+    });
+}
+
+/// `Bᵀ x` for a 4-vector: (x0 − x2, x1 + x2, x2 − x1, x1 − x3).
+fn bt(kb: &mut Kb, x: [Value; 4]) -> [Value; 4] {
+    [
+        kb.b.ins().fsub(x[0], x[2]),
+        kb.b.ins().fadd(x[1], x[2]),
+        kb.b.ins().fsub(x[2], x[1]),
+        kb.b.ins().fsub(x[1], x[3]),
+    ]
+}
+
+/// `Aᵀ x` for a 4-vector: (x0 + x1 + x2, x1 − x2 − x3).
+fn at(kb: &mut Kb, x: [Value; 4]) -> [Value; 2] {
+    let s = kb.b.ins().fadd(x[0], x[1]);
+    let d = kb.b.ins().fsub(x[1], x[2]);
+    [kb.b.ins().fadd(s, x[2]), kb.b.ins().fsub(d, x[3])]
+}
+
+/// The input transform of `batch` images (table: images, `V`, padded-channel buffer):
+/// `V[ξ][c][t] = (Bᵀ d B)[ξ]`, `t = image·tiles + ty·TW + tx`, `ξ` planes `C·T` apart.
+fn inputs(kb: &mut Kb, g: &WinoGeom) {
+    let (src, vb, pb) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
+    let tiles = g.tiles();
+    let (th, tw) = g.tiles_hw();
+    let (ph, pw) = g.padded_hw();
+    let (h, w, pad) = (g.h, g.w, g.pad);
+    let t_all = kb.b.ins().imul_imm_s(kb.batch, tiles as i64);
+    let plane = kb.b.ins().imul_imm_s(t_all, g.cin as i64);
+    let zero = kb.int(0);
+    let batch = kb.batch;
+    kb.for_range(zero, batch, |kb, img| {
+        let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
+        kb.for_n(g.cin, |kb, c| {
+            // Zero the padded channel (ph, pw even: a whole number of f32x4), copy the image in.
+            let z = kb.cst(F32X4, 0.0);
+            let lo = kb.int(0);
+            let end = kb.int((ph * pw) as i64);
+            kb.for_step(lo, end, 4, |kb, i| kb.st(z, pb, i));
+            let ch = mul_add(kb, img, g.cin, c);
+            let ch = kb.b.ins().imul_imm_s(ch, (h * w) as i64);
+            kb.for_n(h, |kb, r| {
+                let s0 = mul_add(kb, r, w, ch);
+                let d0 = kb.b.ins().iadd_imm_s(r, pad as i64);
+                let d0 = kb.b.ins().imul_imm_s(d0, pw as i64);
+                let d0 = kb.b.ins().iadd_imm_s(d0, pad as i64);
+                let lo = kb.int(0);
+                let hi = kb.int(w as i64);
+                kb.vec_loop(lo, hi, |kb, j, lane| {
+                    let si = kb.b.ins().iadd(s0, j);
+                    let v = kb.ld(lane, src, si);
+                    let di = kb.b.ins().iadd(d0, j);
+                    kb.st(v, pb, di);
+                });
+            });
+            // V row of this channel and image.
+            let vc = kb.b.ins().imul(c, t_all);
+            let vc = kb.b.ins().iadd(vc, first_tile);
+            kb.for_n(th, |kb, ty| {
+                let vrow = mul_add(kb, ty, tw, vc);
+                let prow = kb.b.ins().imul_imm_s(ty, (2 * pw) as i64);
+                let lo = kb.int(0);
+                let hi = kb.int(tw as i64);
+                kb.vec_loop(lo, hi, |kb, tx, lane| {
+                    let tx2 = kb.b.ins().iadd(tx, tx);
+                    let base = kb.b.ins().iadd(prow, tx2);
+                    // d B for each of the 4 rows of the tile(s).
+                    let rows: Vec<[Value; 4]> = (0..4)
+                        .map(|r| {
+                            let px = |kb: &mut Kb, k: usize| {
+                                let i = kb.b.ins().iadd_imm_s(base, (r * pw + k) as i64);
+                                kb.ld_rw(lane, pb, i)
+                            };
+                            let d = if lane == F32X4 {
+                                // Columns 2t+j of tiles t..t+4: even/odd lanes of two rows.
+                                let (l0, l1, l2, l3) = (px(kb, 0), px(kb, 4), px(kb, 2), px(kb, 6));
+                                [
+                                    shuffle(kb, l0, l1, [0, 2, 4, 6]),
+                                    shuffle(kb, l0, l1, [1, 3, 5, 7]),
+                                    shuffle(kb, l2, l3, [0, 2, 4, 6]),
+                                    shuffle(kb, l2, l3, [1, 3, 5, 7]),
+                                ]
+                            } else {
+                                [px(kb, 0), px(kb, 1), px(kb, 2), px(kb, 3)]
+                            };
+                            bt(kb, d)
+                        })
+                        .collect();
+                    let vt = kb.b.ins().iadd(vrow, tx);
+                    for j in 0..4 {
+                        let col = bt(kb, [rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+                        for (i, &val) in col.iter().enumerate() {
+                            let off = kb.b.ins().imul_imm_s(plane, (i * 4 + j) as i64);
+                            let idx = kb.b.ins().iadd(off, vt);
+                            kb.st(val, vb, idx);
+                        }
+                    }
+                });
+            });
+        });
+    });
+}
+
+/// The output transform of `batch` images (table: `M`, output images): `y = Aᵀ m A` per
+/// tile, the last tile row / column clipped to one output row / column when `oh` / `ow` is odd.
+fn outputs(kb: &mut Kb, g: &WinoGeom) {
+    let (mb, yb) = (kb.ptr(0), kb.ptr(1));
+    let tiles = g.tiles();
+    let (th, _) = g.tiles_hw();
+    let t_all = kb.b.ins().imul_imm_s(kb.batch, tiles as i64);
+    let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
+    let zero = kb.int(0);
+    let batch = kb.batch;
+    let g = *g;
+    kb.for_range(zero, batch, |kb, img| {
+        let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
+        kb.for_n(g.cout, |kb, o| {
+            let mo = kb.b.ins().imul(o, t_all);
+            let mo = kb.b.ins().iadd(mo, first_tile);
+            let yo = mul_add(kb, img, g.cout, o);
+            let yo = kb.b.ins().imul_imm_s(yo, (g.oh * g.ow) as i64);
+            let at_row = Row {
+                mb,
+                yb,
+                plane,
+                mo,
+                yo,
+            };
+            kb.for_n(g.oh / 2, |kb, ty| output_row(kb, &g, &at_row, ty, 2));
+            if g.oh % 2 == 1 {
+                let ty = kb.int((th - 1) as i64);
+                output_row(kb, &g, &at_row, ty, 1);
+            }
+        });
+    });
+}
+
+/// Where one output channel of one image lives: `M` and `y` bases, the `ξ` plane stride of
+/// `M`, and the element offsets of the channel's first tile in `M` and first output in `y`.
+struct Row {
+    mb: Value,
+    yb: Value,
+    plane: Value,
+    mo: Value,
+    yo: Value,
+}
+
+/// One tile row `ty` of an output channel, writing `rows` (1 or 2) output rows.
+fn output_row(kb: &mut Kb, g: &WinoGeom, r: &Row, ty: Value, rows: usize) {
+    let (_, tw) = g.tiles_hw();
+    let mrow = mul_add(kb, ty, tw, r.mo);
+    let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
+    let yrow = kb.b.ins().iadd(yrow, r.yo);
+    let lo = kb.int(0);
+    let hi = kb.int((g.ow / 2) as i64);
+    kb.vec_loop(lo, hi, |kb, tx, lane| {
+        output_tile(kb, g, r, mrow, yrow, tx, lane, rows, 2)
+    });
+    if g.ow % 2 == 1 {
+        let tx = kb.int((tw - 1) as i64);
+        output_tile(kb, g, r, mrow, yrow, tx, F32, rows, 1);
+    }
+}
+
+/// The tile(s) at `tx` of a tile row (four with f32x4 lanes), `rows × cols` outputs each.
+#[allow(clippy::too_many_arguments)]
+fn output_tile(
+    kb: &mut Kb,
+    g: &WinoGeom,
+    r: &Row,
+    mrow: Value,
+    yrow: Value,
+    tx: Value,
+    lane: ClifType,
+    rows: usize,
+    cols: usize,
+) {
+    let mt = kb.b.ins().iadd(mrow, tx);
+    let m: Vec<Value> = (0..16)
+        .map(|xi| {
+            let off = kb.b.ins().imul_imm_s(r.plane, xi as i64);
+            let idx = kb.b.ins().iadd(off, mt);
+            kb.ld(lane, r.mb, idx)
+        })
+        .collect();
+    // m A for each row, then Aᵀ of each of the two columns.
+    let ma: Vec<[Value; 2]> = (0..4)
+        .map(|i| at(kb, [m[4 * i], m[4 * i + 1], m[4 * i + 2], m[4 * i + 3]]))
+        .collect();
+    let y: Vec<[Value; 2]> = (0..2)
+        .map(|j| at(kb, [ma[0][j], ma[1][j], ma[2][j], ma[3][j]]))
+        .collect();
+    let tx2 = kb.b.ins().iadd(tx, tx);
+    for i in 0..rows {
+        let yi = kb.b.ins().iadd_imm_s(yrow, (i * g.ow) as i64);
+        let yi = kb.b.ins().iadd(yi, tx2);
+        // y[j][i]: column j, row i of the tile(s).
+        if lane == F32X4 {
+            let lo = shuffle(kb, y[0][i], y[1][i], [0, 4, 1, 5]);
+            let hi = shuffle(kb, y[0][i], y[1][i], [2, 6, 3, 7]);
+            kb.st(lo, r.yb, yi);
+            let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
+            kb.st(hi, r.yb, yi4);
+        } else {
+            kb.st(y[0][i], r.yb, yi);
+            if cols == 2 {
+                let yi1 = kb.b.ins().iadd_imm_s(yi, 1);
+                kb.st(y[1][i], r.yb, yi1);
+            }
+        }
+    }
+}
