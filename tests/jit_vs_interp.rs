@@ -1465,7 +1465,8 @@ fn malformed_graphs_are_errors() {
 }
 
 /// 3×3 stride-1 convolutions with 8 or more input channels run on Winograd F(2×2, 3×3) (the
-/// forward pass and the input gradient, whose input channels are the output's): odd and even
+/// forward pass, the weight gradient, and the input gradient, whose input channels are the
+/// output's): odd and even
 /// sizes (clipped edge tiles), paddings 0–2, channel counts that are not multiples of 4, one
 /// image or several groups of images, against the f64 interpreter (Winograd rounds
 /// differently from the direct sum, hence 1e-4) and bit-identical for 1, 2 and 3 threads.
@@ -1494,7 +1495,13 @@ fn winograd_convolutions() {
             &[yt, f(false, &[c, o, 3, 3])],
             Some(f(true, &[o, h, wd])),
         );
-        for g in [&fwd, &gi] {
+        let gw = single(
+            "wino_gw",
+            Op::Conv2dGradWeight(w),
+            &[x.clone(), y.clone()],
+            None,
+        );
+        for g in [&fwd, &gi, &gw] {
             let clif = nnc::codegen::clif_text(g).unwrap();
             assert!(clif.contains("winograd inputs"), "{}: not Winograd", g.name);
             for batch in [1, 3, 11] {

@@ -1,7 +1,7 @@
-//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: `Conv2d`, and `Conv2dGradInput`, which
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: `Conv2d`; `Conv2dGradInput`, which
 //! is the same correlation of `dy` (padded by `2 − p`) with the kernel rotated by 180° and its
-//! channels swapped. Each 2×2 block of outputs costs 16 multiplications per channel pair
-//! instead of 36 (2.25× fewer), at the price of three cheap linear transforms:
+//! channels swapped; and `Conv2dGradWeight`. Each 2×2 block of outputs costs 16 multiplications
+//! per channel pair instead of 36 (2.25× fewer), at the price of cheap linear transforms:
 //!
 //! - weights, once per run: `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g` (16 × O×C);
 //! - inputs: `V[ξ][c][t] = (Bᵀ d B)[ξ]` for every overlapping 4×4 tile `d` (stride 2) of every
@@ -9,14 +9,17 @@
 //! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`;
 //! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges).
 //!
-//! The three transforms are Cranelift kernels of the graph's module with every dimension but
-//! the image count known at compile time; the input and output transforms work on f32x4 across
-//! four horizontally adjacent tiles (`shufps` splits a row into the tiles' columns, `unpck`
-//! joins them back), with a scalar tail. The input transform first copies each channel into a
-//! zero-bordered buffer, so its loads need no bounds checks. Images are split over the worker
-//! threads; a worker runs groups of about [`GROUP_TILES`] tiles through the three stages, so
-//! its `V` and `M` stay in L2. Each output element is a fixed sum whatever the split, so
-//! results do not depend on the thread count.
+//! The weight gradient is the adjoint: `dy` blocks `e` become `E = A e Aᵀ`, the 16 GEMMs are
+//! `dU[ξ] = E[ξ] · V[ξ]ᵀ` over all tiles of the batch, and `dw = Gᵀ dU G`.
+//!
+//! The transforms are Cranelift kernels of the graph's module with every dimension but the
+//! image count known at compile time; the input, output and `dy` transforms work on f32x4
+//! across four horizontally adjacent tiles (`shufps` splits a row into the tiles' columns,
+//! `unpck` joins them back), with a scalar tail. The input transform first copies each channel
+//! into a zero-bordered buffer, so its loads need no bounds checks. Images are split over the
+//! worker threads; in the forward pass and input gradient a worker runs groups of about
+//! [`GROUP_TILES`] tiles through the three stages, so its `V` and `M` stay in L2. Each output
+//! element is a fixed sum whatever the split, so results do not depend on the thread count.
 //!
 //! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
 
@@ -72,6 +75,7 @@ impl WinoGeom {
 /// The Winograd form of a convolution when it applies (3×3, stride 1, padding ≤ 2 so that the
 /// input gradient is a correlation too) and pays ([`MIN_CHANNELS`] input channels or more);
 /// `None` keeps im2col. `g` is the geometry of `x` (or `dx`), `o` the channels of `y` (`dy`).
+/// The weight gradient has the geometry of the forward pass.
 pub fn plan(kind: ConvKind, g: &ConvGeom, o: usize) -> Option<WinoGeom> {
     let win = g.win;
     if win.kernel != 3 || win.stride != 1 || win.pad > 2 {
@@ -79,7 +83,7 @@ pub fn plan(kind: ConvKind, g: &ConvGeom, o: usize) -> Option<WinoGeom> {
     }
     let (oh, ow) = g.out_hw().ok()?;
     let wg = match kind {
-        ConvKind::Forward => WinoGeom {
+        ConvKind::Forward | ConvKind::GradWeight => WinoGeom {
             cin: g.c,
             h: g.h,
             w: g.w,
@@ -97,16 +101,17 @@ pub fn plan(kind: ConvKind, g: &ConvGeom, o: usize) -> Option<WinoGeom> {
             oh: g.h,
             ow: g.w,
         },
-        ConvKind::GradWeight => return None,
     };
     (wg.cin >= MIN_CHANNELS).then_some(wg)
 }
 
-/// A convolution on Winograd transforms and the GEMM: the node's input slots (`x` or `dy`,
-/// then `w`) and output, the scratch slots of `U`, `V`, `M` and the padded channel, and the
-/// handles of its three kernels (weights, inputs, outputs).
+/// A convolution on Winograd transforms and the GEMM: the node's input slots (in the node's
+/// order: `x` or `dy`, then `w` or `dy`) and output, the scratch slots of the transformed
+/// weights (or weight gradient) `U`, inputs `V`, products (or transformed `dy`) `M` and the
+/// padded channel, and the handles of its three kernels.
 #[derive(Clone, Debug)]
 pub struct WinogradStep {
+    pub kind: ConvKind,
     pub geom: WinoGeom,
     pub ins: [usize; 2],
     pub out: usize,
@@ -114,6 +119,8 @@ pub struct WinogradStep {
     v: usize,
     m: usize,
     pad: usize,
+    /// Forward and input gradient: weights, inputs, outputs; weight gradient: inputs,
+    /// `dy` tiles, weight gradient.
     kernels: [usize; 3],
 }
 
@@ -144,21 +151,29 @@ pub fn step(
     let v = add(16 * g.cin * tiles, true);
     let m = add(16 * g.cout * tiles, true);
     let pad = add(ph * pw, true);
-    let rotate = kind == ConvKind::GradInput;
     km.note(&format!(
         "{header}\n; winograd F(2x2,3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
         g.cin, g.h, g.w, g.pad, g.cout, g.oh, g.ow
     ));
-    let kernels = [
-        km.kernel(&format!("{header}  ; winograd weights"), |kb| {
-            weights(kb, &g, rotate, ins[1], u)
-        })?,
-        km.kernel(&format!("{header}  ; winograd inputs"), |kb| inputs(kb, &g))?,
-        km.kernel(&format!("{header}  ; winograd outputs"), |kb| {
-            outputs(kb, &g)
-        })?,
-    ];
+    let mut kernel = |name: &str, f: &dyn Fn(&mut Kb)| {
+        km.kernel(&format!("{header}  ; winograd {name}"), |kb| f(kb))
+    };
+    let kernels = match kind {
+        ConvKind::GradWeight => [
+            kernel("inputs", &|kb| inputs(kb, &g))?,
+            kernel("dy tiles", &|kb| dy_tiles(kb, &g))?,
+            kernel("weight gradient", &|kb| weight_grads(kb, &g, u, out))?,
+        ],
+        _ => [
+            kernel("weights", &|kb| {
+                weights(kb, &g, kind == ConvKind::GradInput, ins[1], u)
+            })?,
+            kernel("inputs", &|kb| inputs(kb, &g))?,
+            kernel("outputs", &|kb| outputs(kb, &g))?,
+        ],
+    };
     Ok(WinogradStep {
+        kind,
         geom,
         ins,
         out,
@@ -168,6 +183,11 @@ pub fn step(
         pad,
         kernels,
     })
+}
+
+/// A kernel table entry that is a number (a row length), not a pointer.
+fn count(n: usize) -> *mut u8 {
+    n as *mut u8
 }
 
 impl WinogradStep {
@@ -183,16 +203,20 @@ impl WinogradStep {
         kernels: &[KernelFn],
     ) -> Result<(), String> {
         let g = &self.geom;
-        let [k_weights, k_in, k_out] = self.kernels.map(|k| kernels[k]);
+        let work = batch * g.cout * g.cin * 9 * g.oh * g.ow;
+        let threads = if work >= PARALLEL_WORK { threads } else { 1 };
+        let [k0, k1, k2] = self.kernels.map(|k| kernels[k]);
+        if self.kind == ConvKind::GradWeight {
+            // SAFETY: passed on.
+            return unsafe { self.weight_grad(t, batch, threads, lib, [k0, k1, k2]) };
+        }
         // SAFETY: the weight kernel reads slot ins[1] and writes the U scratch.
-        unsafe { k_weights(t.0.as_ptr(), batch as i64) };
+        unsafe { k0(t.0.as_ptr(), batch as i64) };
         let tiles = g.tiles();
         let (ph, pw) = g.padded_hw();
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
         let (per_v, per_m) = (16 * g.cin * tiles, 16 * g.cout * tiles);
         let group = (GROUP_TILES / tiles).max(1);
-        let work = batch * g.cout * g.cin * 9 * g.oh * g.ow;
-        let threads = if work >= PARALLEL_WORK { threads } else { 1 };
         split(batch, threads, 1, |lo, hi| {
             let mut b0 = lo;
             while b0 < hi {
@@ -214,10 +238,11 @@ impl WinogradStep {
                     x.as_ptr() as *mut u8,
                     v.as_mut_ptr() as *mut u8,
                     pad.as_mut_ptr() as *mut u8,
+                    count(tn),
                 ];
-                // SAFETY: the input kernel reads n images at table[0] and writes V and the
-                // padded channel, sized above.
-                unsafe { k_in(table.as_ptr(), n as i64) };
+                // SAFETY: the input kernel reads n images at table[0] and writes V (rows of
+                // tn tiles) and the padded channel, sized above.
+                unsafe { k1(table.as_ptr(), n as i64) };
                 let (uu, vv, mm) = (g.cout * g.cin, g.cin * tn, g.cout * tn);
                 for xi in 0..16 {
                     lib.gemm.gemm(
@@ -232,13 +257,82 @@ impl WinogradStep {
                         false,
                     )?;
                 }
-                let table = [m.as_ptr() as *mut u8, y.as_mut_ptr() as *mut u8];
+                let table = [m.as_ptr() as *mut u8, y.as_mut_ptr() as *mut u8, count(tn)];
                 // SAFETY: the output kernel reads M and writes the n output images.
-                unsafe { k_out(table.as_ptr(), n as i64) };
+                unsafe { k2(table.as_ptr(), n as i64) };
                 b0 += n;
             }
             Ok(())
         })
+    }
+
+    /// The weight gradient `dw = Σ_tiles Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G` (`e` the 2×2 blocks of
+    /// `dy`, `d` the 4×4 tiles of `x`): the images' `V` and `dy` tiles in parallel, then the
+    /// 16 products `dU[ξ] (O×C) = E[ξ] (O×T) · V[ξ]ᵀ` over all `T` tiles of the batch, one
+    /// GEMM each (so the sums do not depend on the thread count), then `dw` from `dU`.
+    ///
+    /// # Safety
+    /// As [`WinogradStep::run`].
+    unsafe fn weight_grad(
+        &self,
+        t: Table,
+        batch: usize,
+        threads: usize,
+        lib: &Lib,
+        [k_in, k_dy, k_dw]: [KernelFn; 3],
+    ) -> Result<(), String> {
+        let g = &self.geom;
+        let tiles = g.tiles();
+        let t_all = batch * tiles;
+        let (ph, pw) = g.padded_hw();
+        let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
+        split(batch, threads, 1, |lo, hi| {
+            let n = hi - lo;
+            // SAFETY: images lo..hi of x and dy are only read; this worker's padded channel
+            // is its own.
+            let (x, dy, pad) = unsafe {
+                (
+                    t.slice(self.ins[0], lo * img_in, n * img_in),
+                    t.slice(self.ins[1], lo * img_out, n * img_out),
+                    t.slice_mut(self.pad, lo * ph * pw, ph * pw),
+                )
+            };
+            // The kernels write tiles lo·tiles..hi·tiles of every row of V and E (rows of
+            // t_all tiles): disjoint parts of buffers the other workers write too, so they
+            // get raw pointers, not slices.
+            let tile0 = |slot: usize| (t.0[slot] as *mut f32).wrapping_add(lo * tiles) as *mut u8;
+            let table = [
+                x.as_ptr() as *mut u8,
+                tile0(self.v),
+                pad.as_mut_ptr() as *mut u8,
+                count(t_all),
+            ];
+            // SAFETY: see above; rows of V are t_all tiles long.
+            unsafe { k_in(table.as_ptr(), n as i64) };
+            let table = [dy.as_ptr() as *mut u8, tile0(self.m), count(t_all)];
+            // SAFETY: as for V.
+            unsafe { k_dy(table.as_ptr(), n as i64) };
+            Ok(())
+        })?;
+        let (uu, vv, ee) = (g.cout * g.cin, g.cin * t_all, g.cout * t_all);
+        split(16, threads, 1, |lo, hi| {
+            for xi in lo..hi {
+                // SAFETY: plane ξ of dU is this worker's; V and E are only read now.
+                let (v, e, du) = unsafe {
+                    (
+                        t.slice(self.v, xi * vv, vv),
+                        t.slice(self.m, xi * ee, ee),
+                        t.slice_mut(self.u, xi * uu, uu),
+                    )
+                };
+                lib.gemm
+                    .gemm(false, true, g.cout, g.cin, t_all, e, v, du, false)?;
+            }
+            Ok(())
+        })?;
+        // SAFETY: the kernel reads the dU scratch and writes slot `out` (O×C×3×3).
+        unsafe { k_dw(t.0.as_ptr(), batch as i64) };
+        Ok(())
     }
 }
 
@@ -330,15 +424,14 @@ fn at(kb: &mut Kb, x: [Value; 4]) -> [Value; 2] {
     [kb.b.ins().fadd(s, x[2]), kb.b.ins().fsub(d, x[3])]
 }
 
-/// The input transform of `batch` images (table: images, `V`, padded-channel buffer):
-/// `V[ξ][c][t] = (Bᵀ d B)[ξ]`, `t = image·tiles + ty·TW + tx`, `ξ` planes `C·T` apart.
+/// The input transform of `batch` images (table: images, `V`, padded-channel buffer, row
+/// length `T` of `V`): `V[ξ][c][t] = (Bᵀ d B)[ξ]`, `t = image·tiles + ty·TW + tx`.
 fn inputs(kb: &mut Kb, g: &WinoGeom) {
-    let (src, vb, pb) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
+    let (src, vb, pb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2), kb.ptr(3));
     let tiles = g.tiles();
     let (th, tw) = g.tiles_hw();
     let (ph, pw) = g.padded_hw();
     let (h, w, pad) = (g.h, g.w, g.pad);
-    let t_all = kb.b.ins().imul_imm_s(kb.batch, tiles as i64);
     let plane = kb.b.ins().imul_imm_s(t_all, g.cin as i64);
     let zero = kb.int(0);
     let batch = kb.batch;
@@ -414,13 +507,13 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
     });
 }
 
-/// The output transform of `batch` images (table: `M`, output images): `y = Aᵀ m A` per
-/// tile, the last tile row / column clipped to one output row / column when `oh` / `ow` is odd.
+/// The output transform of `batch` images (table: `M`, output images, row length `T` of
+/// `M`): `y = Aᵀ m A` per tile, the last tile row / column clipped to one output row / column
+/// when `oh` / `ow` is odd.
 fn outputs(kb: &mut Kb, g: &WinoGeom) {
-    let (mb, yb) = (kb.ptr(0), kb.ptr(1));
+    let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let tiles = g.tiles();
     let (th, _) = g.tiles_hw();
-    let t_all = kb.b.ins().imul_imm_s(kb.batch, tiles as i64);
     let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
     let zero = kb.int(0);
     let batch = kb.batch;
@@ -521,5 +614,201 @@ fn output_tile(
                 kb.st(y[1][i], r.yb, yi1);
             }
         }
+    }
+}
+
+/// The `dy` transform of `batch` images for the weight gradient (table: `dy`, `E`, row length
+/// `T` of `E`): `E[ξ][o][t] = (A e Aᵀ)[ξ]` for the 2×2 block `e` of `dy` under tile `t`, zero
+/// beyond an odd edge.
+fn dy_tiles(kb: &mut Kb, g: &WinoGeom) {
+    let (yb, eb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
+    let tiles = g.tiles();
+    let (th, tw) = g.tiles_hw();
+    let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
+    let zero = kb.int(0);
+    let batch = kb.batch;
+    let g = *g;
+    kb.for_range(zero, batch, |kb, img| {
+        let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
+        kb.for_n(g.cout, |kb, o| {
+            let mo = kb.b.ins().imul(o, t_all);
+            let mo = kb.b.ins().iadd(mo, first_tile);
+            let yo = mul_add(kb, img, g.cout, o);
+            let yo = kb.b.ins().imul_imm_s(yo, (g.oh * g.ow) as i64);
+            let r = Row {
+                mb: eb,
+                yb,
+                plane,
+                mo,
+                yo,
+            };
+            let row = |kb: &mut Kb, ty: Value, rows: usize| {
+                let mrow = mul_add(kb, ty, tw, r.mo);
+                let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
+                let yrow = kb.b.ins().iadd(yrow, r.yo);
+                let lo = kb.int(0);
+                let hi = kb.int((g.ow / 2) as i64);
+                kb.vec_loop(lo, hi, |kb, tx, lane| {
+                    dy_tile(kb, &g, &r, mrow, yrow, tx, lane, rows, 2)
+                });
+                if g.ow % 2 == 1 {
+                    let tx = kb.int((tw - 1) as i64);
+                    dy_tile(kb, &g, &r, mrow, yrow, tx, F32, rows, 1);
+                }
+            };
+            kb.for_n(g.oh / 2, |kb, ty| row(kb, ty, 2));
+            if g.oh % 2 == 1 {
+                let ty = kb.int((th - 1) as i64);
+                row(kb, ty, 1);
+            }
+        });
+    });
+}
+
+/// The `dy` tile(s) at `tx` of a tile row (four with f32x4 lanes) from `rows × cols` values of
+/// `dy` at `r.yb` (the rest zero), into `E` at `r.mb`.
+#[allow(clippy::too_many_arguments)]
+fn dy_tile(
+    kb: &mut Kb,
+    g: &WinoGeom,
+    r: &Row,
+    mrow: Value,
+    yrow: Value,
+    tx: Value,
+    lane: ClifType,
+    rows: usize,
+    cols: usize,
+) {
+    let tx2 = kb.b.ins().iadd(tx, tx);
+    let z = kb.cst(lane, 0.0);
+    // e[i] = (e[i][0], e[i][1]).
+    let e: Vec<[Value; 2]> = (0..2)
+        .map(|i| {
+            if i >= rows {
+                return [z, z];
+            }
+            let yi = kb.b.ins().iadd_imm_s(yrow, (i * g.ow) as i64);
+            let yi = kb.b.ins().iadd(yi, tx2);
+            if lane == F32X4 {
+                let l0 = kb.ld(F32X4, r.yb, yi);
+                let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
+                let l1 = kb.ld(F32X4, r.yb, yi4);
+                [
+                    shuffle(kb, l0, l1, [0, 2, 4, 6]),
+                    shuffle(kb, l0, l1, [1, 3, 5, 7]),
+                ]
+            } else {
+                let e0 = kb.ld(F32, r.yb, yi);
+                let e1 = if cols == 2 {
+                    let yi1 = kb.b.ins().iadd_imm_s(yi, 1);
+                    kb.ld(F32, r.yb, yi1)
+                } else {
+                    z
+                };
+                [e0, e1]
+            }
+        })
+        .collect();
+    // A·x for a 2-vector: (x0, x0 + x1, x0 − x1, −x1); rows, then columns.
+    let a = |kb: &mut Kb, x: [Value; 2]| -> [Value; 4] {
+        [
+            x[0],
+            kb.b.ins().fadd(x[0], x[1]),
+            kb.b.ins().fsub(x[0], x[1]),
+            kb.b.ins().fneg(x[1]),
+        ]
+    };
+    let er: Vec<[Value; 4]> = e.iter().map(|&x| a(kb, x)).collect();
+    let mt = kb.b.ins().iadd(mrow, tx);
+    for q in 0..4 {
+        let col = a(kb, [er[0][q], er[1][q]]);
+        for (p, &val) in col.iter().enumerate() {
+            let off = kb.b.ins().imul_imm_s(r.plane, (p * 4 + q) as i64);
+            let idx = kb.b.ins().iadd(off, mt);
+            kb.st(val, r.mb, idx);
+        }
+    }
+}
+
+/// The weight gradient from its transform: `dw[o][c] = Gᵀ dU[·][o][c] G` (3×3), `dU` in slot
+/// `du_slot` (`ξ` planes of `O×C`), `dw` (`[O, C, 3, 3]`) in `dw_slot`.
+fn weight_grads(kb: &mut Kb, g: &WinoGeom, du_slot: usize, dw_slot: usize) {
+    let (dp, wp) = (kb.ptr(du_slot), kb.ptr(dw_slot));
+    let plane = g.cout * g.cin;
+    kb.for_n(plane, |kb, oc| {
+        let x: Vec<Value> = (0..16)
+            .map(|xi| {
+                let i = kb.b.ins().iadd_imm_s(oc, (xi * plane) as i64);
+                kb.ld(F32, dp, i)
+            })
+            .collect();
+        let half = kb.cst(F32, 0.5);
+        // Gᵀ·x for a 4-vector: (x0 + (x1 + x2)/2, (x1 − x2)/2, (x1 + x2)/2 + x3).
+        let gt = |kb: &mut Kb, x: [Value; 4]| -> [Value; 3] {
+            let s = kb.b.ins().fadd(x[1], x[2]);
+            let s = kb.b.ins().fmul(s, half);
+            let d = kb.b.ins().fsub(x[1], x[2]);
+            [
+                kb.b.ins().fadd(x[0], s),
+                kb.b.ins().fmul(d, half),
+                kb.b.ins().fadd(s, x[3]),
+            ]
+        };
+        let rows: Vec<[Value; 3]> = (0..4)
+            .map(|p| gt(kb, [x[4 * p], x[4 * p + 1], x[4 * p + 2], x[4 * p + 3]]))
+            .collect();
+        let base = kb.b.ins().imul_imm_s(oc, 9);
+        for v in 0..3 {
+            let col = gt(kb, [rows[0][v], rows[1][v], rows[2][v], rows[3][v]]);
+            for (u, &val) in col.iter().enumerate() {
+                let i = kb.b.ins().iadd_imm_s(base, (3 * u + v) as i64);
+                kb.st(val, wp, i);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Window;
+
+    fn conv(c: usize, hw: usize, kernel: usize, stride: usize, pad: usize) -> ConvGeom {
+        ConvGeom {
+            c,
+            h: hw,
+            w: hw,
+            win: Window {
+                kernel,
+                stride,
+                pad,
+            },
+        }
+    }
+
+    #[test]
+    fn plan_picks_3x3_stride_1_with_enough_channels() {
+        let g = conv(32, 14, 3, 1, 1);
+        let fwd = plan(ConvKind::Forward, &g, 64).unwrap();
+        assert_eq!(
+            (fwd.cin, fwd.cout, fwd.oh, fwd.ow, fwd.pad),
+            (32, 64, 14, 14, 1)
+        );
+        assert_eq!(plan(ConvKind::GradWeight, &g, 64), Some(fwd));
+        // dx = dy (64 channels, padded by 2 − p) correlated with the rotated kernel.
+        let gi = plan(ConvKind::GradInput, &conv(32, 9, 3, 1, 0), 64).unwrap();
+        assert_eq!((gi.cin, gi.h, gi.pad, gi.cout, gi.oh), (64, 7, 2, 32, 9));
+        assert_eq!(fwd.tiles(), 49);
+        assert_eq!(gi.padded_hw(), (12, 12));
+        for (g, o) in [
+            (conv(7, 14, 3, 1, 1), 64),
+            (conv(32, 14, 5, 1, 2), 64),
+            (conv(32, 14, 3, 2, 1), 64),
+            (conv(32, 14, 3, 1, 3), 64),
+        ] {
+            assert_eq!(plan(ConvKind::Forward, &g, o), None, "{g:?}");
+        }
+        // The input gradient reads dy: few output channels keep im2col.
+        assert_eq!(plan(ConvKind::GradInput, &conv(32, 14, 3, 1, 1), 4), None);
     }
 }
