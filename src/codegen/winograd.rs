@@ -336,6 +336,11 @@ impl WinogradStep {
     }
 }
 
+/// Column `j` of a small matrix of values kept as rows.
+fn column<const R: usize, const N: usize>(m: &[[Value; N]], j: usize) -> [Value; R] {
+    std::array::from_fn(|r| m[r][j])
+}
+
 /// `v` times an i64 constant, plus `add`.
 fn mul_add(kb: &mut Kb, v: Value, k: usize, add: Value) -> Value {
     let p = kb.b.ins().imul_imm_s(v, k as i64);
@@ -397,7 +402,7 @@ fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize
             let (o_idx, c_idx) = if rotate { (c, a) } else { (a, c) };
             let uidx = mul_add(kb, o_idx, cin, c_idx);
             for i in 0..4 {
-                let row = gx(kb, [cols3[0][i], cols3[1][i], cols3[2][i]]);
+                let row = gx(kb, column(&cols3, i));
                 for (j, &val) in row.iter().enumerate() {
                     let idx = kb.b.ins().iadd_imm_s(uidx, ((i * 4 + j) * plane) as i64);
                     kb.st(val, up, idx);
@@ -494,7 +499,7 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
                         .collect();
                     let vt = kb.b.ins().iadd(vrow, tx);
                     for j in 0..4 {
-                        let col = bt(kb, [rows[0][j], rows[1][j], rows[2][j], rows[3][j]]);
+                        let col = bt(kb, column(&rows, j));
                         for (i, &val) in col.iter().enumerate() {
                             let off = kb.b.ins().imul_imm_s(plane, (i * 4 + j) as i64);
                             let idx = kb.b.ins().iadd(off, vt);
@@ -601,17 +606,18 @@ fn output_tile(
         let yi = kb.b.ins().iadd_imm_s(yrow, (i * g.ow) as i64);
         let yi = kb.b.ins().iadd(yi, tx2);
         // y[j][i]: column j, row i of the tile(s).
+        let [y0, y1]: [Value; 2] = column(&y, i);
         if lane == F32X4 {
-            let lo = shuffle(kb, y[0][i], y[1][i], [0, 4, 1, 5]);
-            let hi = shuffle(kb, y[0][i], y[1][i], [2, 6, 3, 7]);
+            let lo = shuffle(kb, y0, y1, [0, 4, 1, 5]);
+            let hi = shuffle(kb, y0, y1, [2, 6, 3, 7]);
             kb.st(lo, r.yb, yi);
             let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
             kb.st(hi, r.yb, yi4);
         } else {
-            kb.st(y[0][i], r.yb, yi);
+            kb.st(y0, r.yb, yi);
             if cols == 2 {
                 let yi1 = kb.b.ins().iadd_imm_s(yi, 1);
-                kb.st(y[1][i], r.yb, yi1);
+                kb.st(y1, r.yb, yi1);
             }
         }
     }
@@ -721,7 +727,7 @@ fn dy_tile(
     let er: Vec<[Value; 4]> = e.iter().map(|&x| a(kb, x)).collect();
     let mt = kb.b.ins().iadd(mrow, tx);
     for q in 0..4 {
-        let col = a(kb, [er[0][q], er[1][q]]);
+        let col = a(kb, column(&er, q));
         for (p, &val) in col.iter().enumerate() {
             let off = kb.b.ins().imul_imm_s(r.plane, (p * 4 + q) as i64);
             let idx = kb.b.ins().iadd(off, mt);
@@ -759,7 +765,7 @@ fn weight_grads(kb: &mut Kb, g: &WinoGeom, du_slot: usize, dw_slot: usize) {
             .collect();
         let base = kb.b.ins().imul_imm_s(oc, 9);
         for v in 0..3 {
-            let col = gt(kb, [rows[0][v], rows[1][v], rows[2][v], rows[3][v]]);
+            let col = gt(kb, column(&rows, v));
             for (u, &val) in col.iter().enumerate() {
                 let i = kb.b.ins().iadd_imm_s(base, (3 * u + v) as i64);
                 kb.st(val, wp, i);
