@@ -41,6 +41,11 @@ pub const MIN_CHANNELS: usize = 8;
 /// L2 next to the GEMM's packed panels. On the MNIST CNN (`nnc bench examples/mnist_cnn.nn
 /// --steps 60 --threads 1`, 2-core shared VM) 100–128 tiles ran ~5–15% faster than 256–1000.
 const GROUP_TILES: usize = 128;
+/// Floats added to the stride between the 16 `ξ` planes of `U`, `V` and `M`: without it the
+/// planes are often a multiple of 4 KiB apart (64 × 32 weights, 64 images of 49 tiles), so
+/// the 16 stores of one tile hit one L1 set and evict each other (the weight transform took
+/// 85 µs instead of a few).
+const SKEW: usize = 16;
 /// Multiply-adds (of the im2col form) below which the images are not split across threads.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -149,9 +154,9 @@ pub fn step(
         });
         scratch_base + scratch.len() - 1
     };
-    let u = add(16 * g.cout * g.cin, false);
-    let v = add(16 * g.cin * tiles, true);
-    let m = add(16 * g.cout * tiles, true);
+    let u = add(16 * (g.cout * g.cin + SKEW), false);
+    let v = add(16 * (g.cin * tiles + SKEW), true);
+    let m = add(16 * (g.cout * tiles + SKEW), true);
     let pad = add(ph * pw, true);
     km.note(&format!(
         "{header}\n; winograd F(2x2,3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
@@ -217,7 +222,7 @@ impl WinogradStep {
         let tiles = g.tiles();
         let (ph, pw) = g.padded_hw();
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
-        let (per_v, per_m) = (16 * g.cin * tiles, 16 * g.cout * tiles);
+        let (per_v, per_m) = (16 * (g.cin * tiles + SKEW), 16 * (g.cout * tiles + SKEW));
         let group = (GROUP_TILES / tiles).max(1);
         split(batch, threads, 1, |lo, hi| {
             let mut b0 = lo;
@@ -229,7 +234,7 @@ impl WinogradStep {
                 let (x, u, v, m, pad, y) = unsafe {
                     (
                         t.slice(self.ins[0], b0 * img_in, n * img_in),
-                        t.slice(self.u, 0, 16 * g.cout * g.cin),
+                        t.slice(self.u, 0, 16 * (g.cout * g.cin + SKEW)),
                         t.slice_mut(self.v, lo * per_v, n * per_v),
                         t.slice_mut(self.m, lo * per_m, n * per_m),
                         t.slice_mut(self.pad, lo * ph * pw, ph * pw),
@@ -245,7 +250,7 @@ impl WinogradStep {
                 // SAFETY: the input kernel reads n images at table[0] and writes V (rows of
                 // tn tiles) and the padded channel, sized above.
                 unsafe { k1(table.as_ptr(), n as i64) };
-                let (uu, vv, mm) = (g.cout * g.cin, g.cin * tn, g.cout * tn);
+                let (uu, vv, mm) = (g.cout * g.cin + SKEW, g.cin * tn + SKEW, g.cout * tn + SKEW);
                 for xi in 0..16 {
                     lib.gemm.gemm(
                         false,
@@ -255,7 +260,7 @@ impl WinogradStep {
                         g.cin,
                         &u[xi * uu..],
                         &v[xi * vv..],
-                        &mut m[xi * mm..(xi + 1) * mm],
+                        &mut m[xi * mm..xi * mm + g.cout * tn],
                         false,
                     )?;
                 }
@@ -316,15 +321,19 @@ impl WinogradStep {
             unsafe { k_dy(table.as_ptr(), n as i64) };
             Ok(())
         })?;
-        let (uu, vv, ee) = (g.cout * g.cin, g.cin * t_all, g.cout * t_all);
+        let (uu, vv, ee) = (
+            g.cout * g.cin + SKEW,
+            g.cin * t_all + SKEW,
+            g.cout * t_all + SKEW,
+        );
         split(16, threads, 1, |lo, hi| {
             for xi in lo..hi {
                 // SAFETY: plane ξ of dU is this worker's; V and E are only read now.
                 let (v, e, du) = unsafe {
                     (
-                        t.slice(self.v, xi * vv, vv),
-                        t.slice(self.m, xi * ee, ee),
-                        t.slice_mut(self.u, xi * uu, uu),
+                        t.slice(self.v, xi * vv, vv - SKEW),
+                        t.slice(self.m, xi * ee, ee - SKEW),
+                        t.slice_mut(self.u, xi * uu, uu - SKEW),
                     )
                 };
                 lib.gemm
@@ -373,7 +382,7 @@ fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize
     } else {
         (g.cout, g.cin)
     };
-    let (cin, plane) = (g.cin, g.cout * g.cin);
+    let (cin, plane) = (g.cin, g.cout * g.cin + SKEW);
     kb.for_n(rows, |kb, a| {
         kb.for_n(cols, |kb, c| {
             let base = mul_add(kb, a, cols, c);
@@ -440,6 +449,7 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
     let (ph, pw) = g.padded_hw();
     let (h, w, pad) = (g.h, g.w, g.pad);
     let plane = kb.b.ins().imul_imm_s(t_all, g.cin as i64);
+    let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
     let zero = kb.int(0);
     let batch = kb.batch;
     kb.for_range(zero, batch, |kb, img| {
@@ -522,6 +532,7 @@ fn outputs(kb: &mut Kb, g: &WinoGeom) {
     let tiles = g.tiles();
     let (th, _) = g.tiles_hw();
     let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
+    let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
     let zero = kb.int(0);
     let batch = kb.batch;
     let g = *g;
@@ -633,6 +644,7 @@ fn dy_tiles(kb: &mut Kb, g: &WinoGeom) {
     let tiles = g.tiles();
     let (th, tw) = g.tiles_hw();
     let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
+    let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
     let zero = kb.int(0);
     let batch = kb.batch;
     let g = *g;
@@ -739,11 +751,11 @@ fn dy_tile(
 }
 
 /// The weight gradient from its transform: `dw[o][c] = Gᵀ dU[·][o][c] G` (3×3), `dU` in slot
-/// `du_slot` (`ξ` planes of `O×C`), `dw` (`[O, C, 3, 3]`) in `dw_slot`.
+/// `du_slot` (`ξ` planes of `O×C`, [`SKEW`] apart), `dw` (`[O, C, 3, 3]`) in `dw_slot`.
 fn weight_grads(kb: &mut Kb, g: &WinoGeom, du_slot: usize, dw_slot: usize) {
     let (dp, wp) = (kb.ptr(du_slot), kb.ptr(dw_slot));
-    let plane = g.cout * g.cin;
-    kb.for_n(plane, |kb, oc| {
+    let plane = g.cout * g.cin + SKEW;
+    kb.for_n(g.cout * g.cin, |kb, oc| {
         let x: Vec<Value> = (0..16)
             .map(|xi| {
                 let i = kb.b.ins().iadd_imm_s(oc, (xi * plane) as i64);
