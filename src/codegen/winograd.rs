@@ -33,8 +33,10 @@ use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4};
 use super::lower::Scratch;
 use super::CodegenError;
 
-/// Input channels (the GEMMs' depth) below which im2col is kept: with few channels the
-/// transforms cost about as much as the multiplications they save.
+/// Input channels (the GEMMs' depth) below which im2col is kept: the transforms cost per
+/// channel what a few channels' multiplications do, and GEMMs of depth < 8 run far below the
+/// kernel's peak. A judgement, not a measured crossover: the examples' convolutions have 1
+/// (im2col) or 32 (Winograd, measured faster: BENCHMARKS.md) input channels.
 pub const MIN_CHANNELS: usize = 8;
 /// Tiles per group of images a worker transforms and multiplies at once: `V` and `M` of a
 /// group (16·(C + O)·tiles floats, 600 KiB for two 14×14 images with C = 32, O = 64) stay in
@@ -43,8 +45,8 @@ pub const MIN_CHANNELS: usize = 8;
 const GROUP_TILES: usize = 128;
 /// Floats added to the stride between the 16 `ξ` planes of `U`, `V` and `M`: without it the
 /// planes are often a multiple of 4 KiB apart (64 × 32 weights, 64 images of 49 tiles), so
-/// the 16 stores of one tile hit one L1 set and evict each other (the weight transform took
-/// 85 µs instead of a few).
+/// the 16 stores of one tile hit one L1 set and evict each other (conv2's weight transform
+/// took ~85 µs instead of ~7).
 const SKEW: usize = 16;
 /// Multiply-adds (of the im2col form) below which the images are not split across threads.
 const PARALLEL_WORK: usize = 1 << 18;
