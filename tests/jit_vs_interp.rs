@@ -1466,18 +1466,24 @@ fn malformed_graphs_are_errors() {
 
 /// 3×3 stride-1 convolutions with 8 or more input channels run on Winograd F(2×2, 3×3) (the
 /// forward pass, the weight gradient, and the input gradient, whose input channels are the
-/// output's): odd and even
-/// sizes (clipped edge tiles), paddings 0–2, channel counts that are not multiples of 4, one
-/// image or several groups of images, against the f64 interpreter (Winograd rounds
-/// differently from the direct sum, hence 1e-4) and bit-identical for 1, 2 and 3 threads.
+/// output's): odd and even sizes (clipped edge tiles), paddings 0–2, channel counts that are
+/// not multiples of 4, one image or several groups of images, and conv2 of the MNIST CNN,
+/// against the f64 interpreter (Winograd rounds differently from the direct sum, hence 1e-4)
+/// and bit-identical for 1, 2 and 3 threads.
 #[test]
 fn winograd_convolutions() {
     let mut rng = Rng(11);
     let u = Gen::U(-1.0, 1.0);
-    for case in 0..12 {
+    for case in 0..13 {
         let pad = case % 3;
         let (c, o) = (rng.range(8, 19), rng.range(1, 13));
         let (h, wd) = (rng.range(3, 17), rng.range(3, 17));
+        // The last case is the MNIST CNN's conv2 (deep sums: 288 and 576 products).
+        let (c, o, h, wd) = if case == 12 {
+            (32, 64, 14, 14)
+        } else {
+            (c, o, h, wd)
+        };
         let w = Window {
             kernel: 3,
             stride: 1,
