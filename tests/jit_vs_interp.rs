@@ -1508,7 +1508,7 @@ fn with_epilogue(product: Op, ins: &[Type], epi: &Epilogue) -> Graph {
 /// activation's gradient) against the interpreter, and bit for bit against the same product
 /// and epilogue as two kernels, for 1 and 3 threads: small products (one inlined kernel),
 /// products split in depth (k > 256), in row blocks and (one row) in column blocks, all three
-/// layouts.
+/// layouts; convolutions on im2col and on Winograd.
 #[test]
 fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
     use nnc::opt::epilogue::fuse_epilogues;
@@ -1564,6 +1564,12 @@ fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
             [f(true, &[3, 9, 9]), f(false, &[10, 3, 3, 3])],
             vec![1, 4],
         ),
+        // 9 input channels: Winograd, the epilogue after each image's output transform.
+        (
+            Op::Conv2d(win),
+            [f(true, &[9, 7, 7]), f(false, &[6, 9, 3, 3])],
+            vec![1, 3],
+        ),
     ];
     for (product, ins, batches) in cases {
         for epi in &epis {
@@ -1583,5 +1589,85 @@ fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
                 );
             }
         }
+    }
+}
+
+/// 3×3 stride-1 convolutions with 8 or more input channels run on Winograd F(2×2, 3×3) (the
+/// forward pass, the weight gradient, and the input gradient, whose input channels are the
+/// output's): odd and even sizes (clipped edge tiles), paddings 0–2, channel counts that are
+/// not multiples of 4, one image or several groups of images, and conv2 of the MNIST CNN,
+/// against the f64 interpreter (Winograd rounds differently from the direct sum, hence 1e-4)
+/// and bit-identical for 1, 2 and 3 threads.
+#[test]
+fn winograd_convolutions() {
+    let mut rng = Rng(11);
+    let u = Gen::U(-1.0, 1.0);
+    for case in 0..13 {
+        let pad = case % 3;
+        let (c, o) = (rng.range(8, 19), rng.range(1, 13));
+        let (h, wd) = (rng.range(3, 17), rng.range(3, 17));
+        // The last case is the MNIST CNN's conv2 (deep sums: 288 and 576 products).
+        let (c, o, h, wd) = if case == 12 {
+            (32, 64, 14, 14)
+        } else {
+            (c, o, h, wd)
+        };
+        let w = Window {
+            kernel: 3,
+            stride: 1,
+            pad,
+        };
+        let x = f(true, &[c, h, wd]);
+        let wt = f(false, &[o, c, 3, 3]);
+        let fwd = single("wino_fwd", Op::Conv2d(w), &[x.clone(), wt.clone()], None);
+        let y = fwd.ty(fwd.output("out").unwrap()).clone();
+        // The input gradient of a conv from o channels to c: its correlation reads c ≥ 8.
+        let yt = f(true, &[c, y.dims[1], y.dims[2]]);
+        let gi = single(
+            "wino_gi",
+            Op::Conv2dGradInput(w),
+            &[yt, f(false, &[c, o, 3, 3])],
+            Some(f(true, &[o, h, wd])),
+        );
+        let gw = single(
+            "wino_gw",
+            Op::Conv2dGradWeight(w),
+            &[x.clone(), y.clone()],
+            None,
+        );
+        for g in [&fwd, &gi, &gw] {
+            let clif = nnc::codegen::clif_text(g).unwrap();
+            assert!(clif.contains("winograd inputs"), "{}: not Winograd", g.name);
+            for batch in [1, 3, 11] {
+                compare(g, &[u, u], batch, rng.next(), 1e-4);
+            }
+            let a = run_once(g, &[u, u], 11, 1);
+            assert_eq!(a, run_once(g, &[u, u], 11, 2), "{} case {case}", g.name);
+            assert_eq!(a, run_once(g, &[u, u], 11, 3), "{} case {case}", g.name);
+        }
+    }
+}
+
+/// Convolutions Winograd does not pay or apply for keep im2col: one input channel, a 5×5 or
+/// strided window, padding 3.
+#[test]
+fn winograd_is_only_used_where_it_applies() {
+    let cases = [(1, 3, 1, 1), (16, 5, 1, 2), (16, 3, 2, 1), (16, 3, 1, 3)];
+    for (c, kernel, stride, pad) in cases {
+        let w = Window {
+            kernel,
+            stride,
+            pad,
+        };
+        let g = single(
+            "conv",
+            Op::Conv2d(w),
+            &[f(true, &[c, 12, 12]), f(false, &[8, c, kernel, kernel])],
+            None,
+        );
+        let clif = nnc::codegen::clif_text(&g).unwrap();
+        assert!(!clif.contains("winograd"), "{c} {w:?}");
+        assert!(clif.contains("im2col"), "{c} {w:?}");
+        compare(&g, &[Gen::U(-1.0, 1.0); 2], 2, 5, TOL);
     }
 }

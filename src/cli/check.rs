@@ -34,7 +34,7 @@ pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
 }
 
 /// What training `r` compiles to: kernels per step, the activation bytes with and without the
-/// memory plan, and the whole footprint.
+/// memory plan, the algorithm of each convolution, and the whole footprint.
 fn run_stats(r: &RunSpec) -> CliResult {
     use crate::runtime::memory::human;
     let grad = crate::autodiff::grad(&r.graph).map_err(CliError::internal)?;
@@ -51,6 +51,17 @@ fn run_stats(r: &RunSpec) -> CliResult {
         jit.plan().buffers.len(),
         human(unplanned)
     );
+    let convs: Vec<String> = jit
+        .conv_algorithms()
+        .iter()
+        .map(|&(i, algo)| {
+            let n = &graph.nodes[i];
+            format!("{} {}: {algo}", n.op.name(), n.label)
+        })
+        .collect();
+    if !convs.is_empty() {
+        println!("  convolutions: {}", convs.join(", "));
+    }
     if let Ok(f) = crate::runtime::memory::of_run(r) {
         println!("  memory at batch {}: {}", r.batch, f.describe());
     }

@@ -6,17 +6,24 @@
 //! - `Conv2dGradInput`:  `dcols[b] (CKK×P) = wᵀ · dy[b]`, then col2im adds dcols into dx
 //!
 //! with `P = H'·W'` output positions and `CKK = C·k·k`. The columns live in a scratch buffer.
+//!
+//! 3×3 stride-1 convolutions (all three ops) with enough input channels use Winograd
+//! F(2×2, 3×3) instead ([`super::winograd`], chosen by [`super::winograd::plan`]).
 
 use super::glue::{ConvKind, ConvStep};
 use super::im2col::ConvGeom;
-use super::lower::Scratch;
-use super::CodegenError;
+use super::kernel::KernelModule;
+use super::lower::{Scratch, Step};
+use super::{winograd, CodegenError};
 use crate::ir::{Op, Type, Window};
 
-/// The step of a convolution node; `t0`, `t1` are its input types, `ty` its own. Adds the
-/// column buffer to `scratch` (table slot `scratch_base + index`).
+/// The step of a convolution node (Winograd or im2col); `t0`, `t1` are its input types, `ty`
+/// its own. Adds its scratch buffers to `scratch` (table slot `scratch_base + index`), its
+/// kernels (Winograd) or a note (im2col) to `km` under `header`.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
+    km: &mut KernelModule,
+    header: &str,
     op: &Op,
     win: &Window,
     t0: &Type,
@@ -26,7 +33,7 @@ pub fn step(
     ins: &[usize],
     scratch_base: usize,
     scratch: &mut Vec<Scratch>,
-) -> Result<ConvStep, CodegenError> {
+) -> Result<Step, CodegenError> {
     let (kind, x, y) = match op {
         Op::Conv2d(_) => (ConvKind::Forward, t0, ty),
         Op::Conv2dGradWeight(_) => (ConvKind::GradWeight, t0, t1),
@@ -53,13 +60,30 @@ pub fn step(
             op.name()
         )));
     }
+    if let Some(wg) = winograd::plan(kind, &geom, y.dims[0]) {
+        let st = winograd::step(
+            km,
+            header,
+            kind,
+            wg,
+            [ins[0], ins[1]],
+            out,
+            scratch_base,
+            scratch,
+        )?;
+        return Ok(Step::Winograd(st));
+    }
+    km.note(&format!(
+        "{header}\n; per image: im2col/col2im on {}×{}×{} (k={} s={} p={}) and gemm\n",
+        geom.c, geom.h, geom.w, win.kernel, win.stride, win.pad
+    ));
     let cols = scratch_base + scratch.len();
     scratch.push(Scratch {
         per: ckk * pos,
         batched: true,
         per_thread: false,
     });
-    Ok(ConvStep {
+    Ok(Step::Conv(ConvStep {
         kind,
         geom,
         o: y.dims[0],
@@ -67,5 +91,5 @@ pub fn step(
         out,
         cols,
         epi: None,
-    })
+    }))
 }

@@ -116,20 +116,20 @@ unsafe impl Sync for Table<'_> {}
 impl Table<'_> {
     /// # Safety
     /// Slot `s` must point at `start + len` live f32s.
-    unsafe fn slice(&self, s: usize, start: usize, len: usize) -> &[f32] {
+    pub(super) unsafe fn slice(&self, s: usize, start: usize, len: usize) -> &[f32] {
         unsafe { std::slice::from_raw_parts((self.0[s] as *const f32).add(start), len) }
     }
     /// # Safety
     /// As [`Table::slice`], and no other live reference may overlap the range.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut(&self, s: usize, start: usize, len: usize) -> &mut [f32] {
+    pub(super) unsafe fn slice_mut(&self, s: usize, start: usize, len: usize) -> &mut [f32] {
         unsafe { std::slice::from_raw_parts_mut((self.0[s] as *mut f32).add(start), len) }
     }
 }
 
 /// Runs `f(lo, hi)` over `0..n` split into at most `threads` contiguous chunks, multiples of
 /// `align`; the first error wins.
-fn split(
+pub(super) fn split(
     n: usize,
     threads: usize,
     align: usize,

@@ -180,6 +180,19 @@ impl Jit {
         self.steps.len()
     }
 
+    /// The algorithm of each convolution step, by node: `"im2col"` or `"winograd"` (chosen
+    /// by `codegen::winograd::plan`), for `nnc check --stats`.
+    pub fn conv_algorithms(&self) -> Vec<(usize, &'static str)> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Conv(c) => Some((c.out, "im2col")),
+                Step::Winograd(w) => Some((w.out, "winograd")),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Where each value lives.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -346,6 +359,9 @@ impl Jit {
                     }
                     Step::Conv(c) => c
                         .run(table, batch, self.threads, self.lib)
+                        .map_err(ExecError::Other)?,
+                    Step::Winograd(w) => w
+                        .run(table, batch, self.threads, self.lib, &self.kernels)
                         .map_err(ExecError::Other)?,
                 }
             }

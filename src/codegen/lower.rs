@@ -4,8 +4,9 @@
 //! parameter slice, an owned buffer, or an alias of another value for `Reshape`).
 
 use super::epilogue::{self, EpiStep};
-use super::glue::{ConvStep, Dim, MatMulStep};
+use super::glue::{ConvKind, ConvStep, Dim, MatMulStep};
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
+use super::winograd::WinogradStep;
 use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul, CodegenError};
 use crate::ir::{DType, Graph, Node, Op, Producer};
 use crate::opt::memplan::{self, Home, Plan};
@@ -57,6 +58,8 @@ pub enum Step {
     MatMul(MatMulStep),
     /// A convolution on the JIT'd im2col/col2im and GEMM.
     Conv(ConvStep),
+    /// A 3×3 stride-1 convolution on Winograd transforms (kernels of this module) and GEMM.
+    Winograd(WinogradStep),
 }
 
 /// The compiled graph: steps in execution order, storage of every value, scratch buffers.
@@ -158,7 +161,8 @@ pub fn lower(g: &Graph, keep_values: bool, listing: Listing) -> Result<Lowered, 
     let (kernels, modules, listing) = km.finish()?;
     for step in &mut steps {
         if let Step::MatMul(MatMulStep { epi: Some(e), .. })
-        | Step::Conv(ConvStep { epi: Some(e), .. }) = step
+        | Step::Conv(ConvStep { epi: Some(e), .. })
+        | Step::Winograd(WinogradStep { epi: Some(e), .. }) = step
         {
             e.resolve(&kernels);
         }
@@ -359,6 +363,7 @@ fn emit(
             match steps.last_mut() {
                 Some(Step::MatMul(s)) => s.epi = Some(e),
                 Some(Step::Conv(s)) => s.epi = Some(e),
+                Some(Step::Winograd(s)) if s.kind == ConvKind::Forward => s.epi = Some(e),
                 _ => {
                     return Err(CodegenError::Graph(format!(
                         "%{i}: {} did not compile to a GEMM step",
@@ -403,7 +408,9 @@ fn emit(
         }
         Op::Conv2d(w) | Op::Conv2dGradInput(w) | Op::Conv2dGradWeight(w) => {
             arity(2)?;
-            let st = conv::step(
+            conv::step(
+                km,
+                header,
                 &n.op,
                 w,
                 &ity(0),
@@ -413,17 +420,7 @@ fn emit(
                 &ins,
                 scratch_base,
                 scratch,
-            )?;
-            km.note(&format!(
-                "{header}\n; per image: im2col/col2im on {}×{}×{} (k={} s={} p={}) and gemm\n",
-                st.geom.c,
-                st.geom.h,
-                st.geom.w,
-                st.geom.win.kernel,
-                st.geom.win.stride,
-                st.geom.win.pad
-            ));
-            Ok(Step::Conv(st))
+            )
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => {
             let grad = matches!(n.op, Op::MaxPoolGrad(_));

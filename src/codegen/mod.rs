@@ -27,6 +27,7 @@ pub mod profile;
 mod rnn;
 mod rowwise;
 mod small_matmul;
+mod winograd;
 pub mod workers;
 
 pub use jit::{Jit, JitOptions};

@@ -81,6 +81,16 @@ fn max_memory_lowers_the_limit_below_what_fits() {
         "{}",
         stdout(&stats)
     );
+    // conv2 and its gradients (32 and 64 channels) on Winograd, conv1 (1 channel) on im2col.
+    for algo in [
+        "conv2d_epi conv1, relu: im2col",
+        "conv2d_epi conv2, relu: winograd",
+        "conv2d_grad_input d maxpool1: winograd",
+        "conv2d_grad_weight grad conv2.weight: winograd",
+        "conv2d_grad_weight grad conv1.weight: im2col",
+    ] {
+        assert!(stdout(&stats).contains(algo), "{algo}: {}", stdout(&stats));
+    }
     let bad = nnc()
         .arg("check")
         .arg(&cnn)

@@ -1,0 +1,864 @@
+//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: `Conv2d`; `Conv2dGradInput`, which
+//! is the same correlation of `dy` (padded by `2 − p`) with the kernel rotated by 180° and its
+//! channels swapped; and `Conv2dGradWeight`. Each 2×2 block of outputs costs 16 multiplications
+//! per channel pair instead of 36 (2.25× fewer), at the price of cheap linear transforms:
+//!
+//! - weights, once per run: `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g` (16 × O×C);
+//! - inputs: `V[ξ][c][t] = (Bᵀ d B)[ξ]` for every overlapping 4×4 tile `d` (stride 2) of every
+//!   channel, tiles `t` of several images side by side so the products are wide;
+//! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`;
+//! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges).
+//!
+//! The weight gradient is the adjoint: `dy` blocks `e` become `E = A e Aᵀ`, the 16 GEMMs are
+//! `dU[ξ] = E[ξ] · V[ξ]ᵀ` over all tiles of the batch, and `dw = Gᵀ dU G`.
+//!
+//! The transforms are Cranelift kernels of the graph's module with every dimension but the
+//! image count known at compile time; the input, output and `dy` transforms work on f32x4
+//! across four horizontally adjacent tiles (`shufps` splits a row into the tiles' columns,
+//! `unpck` joins them back), with a scalar tail. The input transform first copies each channel
+//! into a zero-bordered buffer, so its loads need no bounds checks. Images are split over the
+//! worker threads; in the forward pass and input gradient a worker runs groups of about
+//! [`GROUP_TILES`] tiles through the three stages, so its `V` and `M` stay in L2. Each output
+//! element is a fixed sum whatever the split, so results do not depend on the thread count.
+//!
+//! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
+
+use cranelift_codegen::ir::{
+    types, ConstantData, Endianness, InstBuilder, MemFlagsData, Type as ClifType, Value,
+};
+
+use super::epilogue::EpiStep;
+use super::glue::{split, ConvKind, Lib, Table};
+use super::im2col::ConvGeom;
+use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4};
+use super::lower::Scratch;
+use super::CodegenError;
+
+/// Input channels (the GEMMs' depth) below which im2col is kept: the transforms cost per
+/// channel what a few channels' multiplications do, and GEMMs of depth < 8 run far below the
+/// kernel's peak. A judgement, not a measured crossover: the examples' convolutions have 1
+/// (im2col) or 32 (Winograd, measured faster: BENCHMARKS.md) input channels.
+pub const MIN_CHANNELS: usize = 8;
+/// Tiles per group of images a worker transforms and multiplies at once: `V` and `M` of a
+/// group (16·(C + O)·tiles floats, 600 KiB for two 14×14 images with C = 32, O = 64) stay in
+/// L2 next to the GEMM's packed panels. On the MNIST CNN (`nnc bench examples/mnist_cnn.nn
+/// --steps 60 --threads 1`, 2-core shared VM) 100–128 tiles ran ~5–15% faster than 256–1000.
+const GROUP_TILES: usize = 128;
+/// Floats added to the stride between the 16 `ξ` planes of `U`, `V` and `M`: without it the
+/// planes are often a multiple of 4 KiB apart (64 × 32 weights, 64 images of 49 tiles), so
+/// the 16 stores of one tile hit one L1 set and evict each other (conv2's weight transform
+/// took ~85 µs instead of ~7).
+const SKEW: usize = 16;
+/// Multiply-adds (of the im2col form) below which the images are not split across threads.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// A 3×3 stride-1 correlation as Winograd computes it: `cin` input channels of `h×w` with
+/// `pad` zeros around, `cout` output channels of `oh×ow` (`oh = h + 2·pad − 2`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WinoGeom {
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub pad: usize,
+    pub cout: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl WinoGeom {
+    /// Tile rows and columns: one tile per 2×2 block of outputs.
+    fn tiles_hw(&self) -> (usize, usize) {
+        (self.oh.div_ceil(2), self.ow.div_ceil(2))
+    }
+    /// Tiles per image.
+    fn tiles(&self) -> usize {
+        let (th, tw) = self.tiles_hw();
+        th * tw
+    }
+    /// The zero-bordered copy of one channel: every tile's 4×4 window lies inside it.
+    fn padded_hw(&self) -> (usize, usize) {
+        let (th, tw) = self.tiles_hw();
+        (2 * th + 2, 2 * tw + 2)
+    }
+}
+
+/// The Winograd form of a convolution when it applies (3×3, stride 1, padding ≤ 2 so that the
+/// input gradient is a correlation too) and pays ([`MIN_CHANNELS`] input channels or more);
+/// `None` keeps im2col. `g` is the geometry of `x` (or `dx`), `o` the channels of `y` (`dy`).
+/// The weight gradient has the geometry of the forward pass.
+pub fn plan(kind: ConvKind, g: &ConvGeom, o: usize) -> Option<WinoGeom> {
+    let win = g.win;
+    if win.kernel != 3 || win.stride != 1 || win.pad > 2 {
+        return None;
+    }
+    let (oh, ow) = g.out_hw().ok()?;
+    let wg = match kind {
+        ConvKind::Forward | ConvKind::GradWeight => WinoGeom {
+            cin: g.c,
+            h: g.h,
+            w: g.w,
+            pad: win.pad,
+            cout: o,
+            oh,
+            ow,
+        },
+        ConvKind::GradInput => WinoGeom {
+            cin: o,
+            h: oh,
+            w: ow,
+            pad: 2 - win.pad,
+            cout: g.c,
+            oh: g.h,
+            ow: g.w,
+        },
+    };
+    (wg.cin >= MIN_CHANNELS).then_some(wg)
+}
+
+/// A convolution on Winograd transforms and the GEMM: the node's input slots (in the node's
+/// order: `x` or `dy`, then `w` or `dy`) and output, the scratch slots of the transformed
+/// weights (or weight gradient) `U`, inputs `V`, products (or transformed `dy`) `M` and the
+/// padded channel, and the handles of its three kernels.
+#[derive(Clone, Debug)]
+pub struct WinogradStep {
+    pub kind: ConvKind,
+    pub geom: WinoGeom,
+    pub ins: [usize; 2],
+    pub out: usize,
+    u: usize,
+    v: usize,
+    m: usize,
+    pad: usize,
+    /// Forward and input gradient: weights, inputs, outputs; weight gradient: inputs,
+    /// `dy` tiles, weight gradient.
+    kernels: [usize; 3],
+    /// Forward: the fused epilogue (bias, activation), applied to each image once its output
+    /// transform has written it.
+    pub epi: Option<EpiStep>,
+}
+
+/// Compiles the step of a Winograd convolution into `km` and adds its scratch buffers.
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    km: &mut KernelModule,
+    header: &str,
+    kind: ConvKind,
+    geom: WinoGeom,
+    ins: [usize; 2],
+    out: usize,
+    scratch_base: usize,
+    scratch: &mut Vec<Scratch>,
+) -> Result<WinogradStep, CodegenError> {
+    let g = geom;
+    let tiles = g.tiles();
+    let (ph, pw) = g.padded_hw();
+    let mut add = |per: usize, batched: bool| {
+        scratch.push(Scratch {
+            per,
+            batched,
+            per_thread: false,
+        });
+        scratch_base + scratch.len() - 1
+    };
+    let u = add(16 * (g.cout * g.cin + SKEW), false);
+    let v = add(16 * (g.cin * tiles + SKEW), true);
+    let m = add(16 * (g.cout * tiles + SKEW), true);
+    let pad = add(ph * pw, true);
+    km.note(&format!(
+        "{header}\n; winograd F(2x2,3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
+        g.cin, g.h, g.w, g.pad, g.cout, g.oh, g.ow
+    ));
+    let mut kernel = |name: &str, f: &dyn Fn(&mut Kb)| {
+        km.kernel(&format!("{header}  ; winograd {name}"), |kb| f(kb))
+    };
+    let kernels = match kind {
+        ConvKind::GradWeight => [
+            kernel("inputs", &|kb| inputs(kb, &g))?,
+            kernel("dy tiles", &|kb| dy_tiles(kb, &g))?,
+            kernel("weight gradient", &|kb| weight_grads(kb, &g, u, out))?,
+        ],
+        _ => [
+            kernel("weights", &|kb| {
+                weights(kb, &g, kind == ConvKind::GradInput, ins[1], u)
+            })?,
+            kernel("inputs", &|kb| inputs(kb, &g))?,
+            kernel("outputs", &|kb| outputs(kb, &g))?,
+        ],
+    };
+    Ok(WinogradStep {
+        kind,
+        geom,
+        ins,
+        out,
+        u,
+        v,
+        m,
+        pad,
+        kernels,
+        epi: None,
+    })
+}
+
+/// A kernel table entry that is a number (a row length), not a pointer.
+fn count(n: usize) -> *mut u8 {
+    n as *mut u8
+}
+
+impl WinogradStep {
+    /// # Safety
+    /// The slots must point at buffers of the sizes the node's types give for `batch`, the
+    /// scratch slots at the sizes [`step`] asked for, and `kernels` must be the module's.
+    pub unsafe fn run(
+        &self,
+        t: Table,
+        batch: usize,
+        threads: usize,
+        lib: &Lib,
+        kernels: &[KernelFn],
+    ) -> Result<(), String> {
+        let g = &self.geom;
+        let work = batch * g.cout * g.cin * 9 * g.oh * g.ow;
+        let threads = if work >= PARALLEL_WORK { threads } else { 1 };
+        let [k0, k1, k2] = self.kernels.map(|k| kernels[k]);
+        if self.kind == ConvKind::GradWeight {
+            // SAFETY: passed on.
+            return unsafe { self.weight_grad(t, batch, threads, lib, [k0, k1, k2]) };
+        }
+        let epi = match &self.epi {
+            Some(e) => Some((e, e.kernel_fn()?)),
+            None => None,
+        };
+        // SAFETY: the weight kernel reads slot ins[1] and writes the U scratch.
+        unsafe { k0(t.0.as_ptr(), batch as i64) };
+        let tiles = g.tiles();
+        let (ph, pw) = g.padded_hw();
+        let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
+        let (per_v, per_m) = (16 * (g.cin * tiles + SKEW), 16 * (g.cout * tiles + SKEW));
+        let group = (GROUP_TILES / tiles).max(1);
+        split(batch, threads, 1, |lo, hi| {
+            let mut b0 = lo;
+            while b0 < hi {
+                let n = group.min(hi - b0);
+                let tn = n * tiles;
+                // SAFETY: images b0..b0+n of the input and output are this worker's; its
+                // scratch starts at its first image `lo` and is reused by every group.
+                let (x, u, v, m, pad, y) = unsafe {
+                    (
+                        t.slice(self.ins[0], b0 * img_in, n * img_in),
+                        t.slice(self.u, 0, 16 * (g.cout * g.cin + SKEW)),
+                        t.slice_mut(self.v, lo * per_v, n * per_v),
+                        t.slice_mut(self.m, lo * per_m, n * per_m),
+                        t.slice_mut(self.pad, lo * ph * pw, ph * pw),
+                        t.slice_mut(self.out, b0 * img_out, n * img_out),
+                    )
+                };
+                let table = [
+                    x.as_ptr() as *mut u8,
+                    v.as_mut_ptr() as *mut u8,
+                    pad.as_mut_ptr() as *mut u8,
+                    count(tn),
+                ];
+                // SAFETY: the input kernel reads n images at table[0] and writes V (rows of
+                // tn tiles) and the padded channel, sized above.
+                unsafe { k1(table.as_ptr(), n as i64) };
+                let (uu, vv, mm) = (g.cout * g.cin + SKEW, g.cin * tn + SKEW, g.cout * tn + SKEW);
+                for xi in 0..16 {
+                    lib.gemm.gemm(
+                        false,
+                        false,
+                        g.cout,
+                        tn,
+                        g.cin,
+                        &u[xi * uu..],
+                        &v[xi * vv..],
+                        &mut m[xi * mm..xi * mm + g.cout * tn],
+                        false,
+                    )?;
+                }
+                let table = [m.as_ptr() as *mut u8, y.as_mut_ptr() as *mut u8, count(tn)];
+                // SAFETY: the output kernel reads M and writes the n output images.
+                unsafe { k2(table.as_ptr(), n as i64) };
+                if let Some((e, run)) = epi {
+                    let pos = g.oh * g.ow;
+                    for i in 0..n {
+                        let at = i * img_out;
+                        // SAFETY: image b0 + i of the output, cout×pos at offset
+                        // (b0 + i)·img_out of the value, written just above.
+                        unsafe {
+                            e.apply(
+                                run,
+                                t,
+                                y[at..].as_mut_ptr(),
+                                pos,
+                                0..g.cout,
+                                0..pos,
+                                b0 * img_out + at,
+                            )
+                        };
+                    }
+                }
+                b0 += n;
+            }
+            Ok(())
+        })
+    }
+
+    /// The weight gradient `dw = Σ_tiles Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G` (`e` the 2×2 blocks of
+    /// `dy`, `d` the 4×4 tiles of `x`): the images' `V` and `dy` tiles in parallel, then the
+    /// 16 products `dU[ξ] (O×C) = E[ξ] (O×T) · V[ξ]ᵀ` over all `T` tiles of the batch, one
+    /// GEMM each (so the sums do not depend on the thread count), then `dw` from `dU`.
+    ///
+    /// # Safety
+    /// As [`WinogradStep::run`].
+    unsafe fn weight_grad(
+        &self,
+        t: Table,
+        batch: usize,
+        threads: usize,
+        lib: &Lib,
+        [k_in, k_dy, k_dw]: [KernelFn; 3],
+    ) -> Result<(), String> {
+        let g = &self.geom;
+        let tiles = g.tiles();
+        let t_all = batch * tiles;
+        let (ph, pw) = g.padded_hw();
+        let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
+        split(batch, threads, 1, |lo, hi| {
+            let n = hi - lo;
+            // SAFETY: images lo..hi of x and dy are only read; this worker's padded channel
+            // is its own.
+            let (x, dy, pad) = unsafe {
+                (
+                    t.slice(self.ins[0], lo * img_in, n * img_in),
+                    t.slice(self.ins[1], lo * img_out, n * img_out),
+                    t.slice_mut(self.pad, lo * ph * pw, ph * pw),
+                )
+            };
+            // The kernels write tiles lo·tiles..hi·tiles of every row of V and E (rows of
+            // t_all tiles): disjoint parts of buffers the other workers write too, so they
+            // get raw pointers, not slices.
+            let tile0 = |slot: usize| (t.0[slot] as *mut f32).wrapping_add(lo * tiles) as *mut u8;
+            let table = [
+                x.as_ptr() as *mut u8,
+                tile0(self.v),
+                pad.as_mut_ptr() as *mut u8,
+                count(t_all),
+            ];
+            // SAFETY: see above; rows of V are t_all tiles long.
+            unsafe { k_in(table.as_ptr(), n as i64) };
+            let table = [dy.as_ptr() as *mut u8, tile0(self.m), count(t_all)];
+            // SAFETY: as for V.
+            unsafe { k_dy(table.as_ptr(), n as i64) };
+            Ok(())
+        })?;
+        let (uu, vv, ee) = (
+            g.cout * g.cin + SKEW,
+            g.cin * t_all + SKEW,
+            g.cout * t_all + SKEW,
+        );
+        split(16, threads, 1, |lo, hi| {
+            for xi in lo..hi {
+                // SAFETY: plane ξ of dU is this worker's; V and E are only read now.
+                let (v, e, du) = unsafe {
+                    (
+                        t.slice(self.v, xi * vv, vv - SKEW),
+                        t.slice(self.m, xi * ee, ee - SKEW),
+                        t.slice_mut(self.u, xi * uu, uu - SKEW),
+                    )
+                };
+                lib.gemm
+                    .gemm(false, true, g.cout, g.cin, t_all, e, v, du, false)?;
+            }
+            Ok(())
+        })?;
+        // SAFETY: the kernel reads the dU scratch and writes slot `out` (O×C×3×3).
+        unsafe { k_dw(t.0.as_ptr(), batch as i64) };
+        Ok(())
+    }
+}
+
+/// Column `j` of a small matrix of values kept as rows.
+fn column<const R: usize, const N: usize>(m: &[[Value; N]], j: usize) -> [Value; R] {
+    std::array::from_fn(|r| m[r][j])
+}
+
+/// `v` times an i64 constant, plus `add`.
+fn mul_add(kb: &mut Kb, v: Value, k: usize, add: Value) -> Value {
+    let p = kb.b.ins().imul_imm_s(v, k as i64);
+    kb.b.ins().iadd(p, add)
+}
+
+/// The f32x4 whose lanes are `lanes` of the eight lanes of `a` (0–3) and `b` (4–7).
+fn shuffle(kb: &mut Kb, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let ab = kb.b.ins().bitcast(types::I8X16, le, a);
+    let bb = kb.b.ins().bitcast(types::I8X16, le, b);
+    let bytes: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
+        .collect();
+    let mask = kb.b.func.dfg.immediates.push(ConstantData::from(bytes));
+    let r = kb.b.ins().shuffle(ab, bb, mask);
+    kb.b.ins().bitcast(F32X4, le, r)
+}
+
+/// The weight transform: `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every kernel of `w` (slot `w_slot`,
+/// `[O, C, 3, 3]`), into slot `u_slot`. With `rotate` (the input gradient) `w` is
+/// `[cin, cout, 3, 3]` and `g` is its kernel rotated by 180°.
+fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize) {
+    let (wp, up) = (kb.ptr(w_slot), kb.ptr(u_slot));
+    let (rows, cols) = if rotate {
+        (g.cin, g.cout)
+    } else {
+        (g.cout, g.cin)
+    };
+    let (cin, plane) = (g.cin, g.cout * g.cin + SKEW);
+    kb.for_n(rows, |kb, a| {
+        kb.for_n(cols, |kb, c| {
+            let base = mul_add(kb, a, cols, c);
+            let base = kb.b.ins().imul_imm_s(base, 9);
+            let k: Vec<Value> = (0..9)
+                .map(|e| {
+                    let e = if rotate { 8 - e } else { e };
+                    let i = kb.b.ins().iadd_imm_s(base, e as i64);
+                    kb.ld(F32, wp, i)
+                })
+                .collect();
+            let half = kb.cst(F32, 0.5);
+            // G·x for a 3-vector: (x0, (x0 + x1 + x2)/2, (x0 − x1 + x2)/2, x2).
+            let gx = |kb: &mut Kb, x: [Value; 3]| -> [Value; 4] {
+                let s = kb.b.ins().fadd(x[0], x[2]);
+                let p = kb.b.ins().fadd(s, x[1]);
+                let m = kb.b.ins().fsub(s, x[1]);
+                [
+                    x[0],
+                    kb.b.ins().fmul(p, half),
+                    kb.b.ins().fmul(m, half),
+                    x[2],
+                ]
+            };
+            // Columns of G g, then G applied to each of its rows.
+            let cols3: Vec<[Value; 4]> =
+                (0..3).map(|j| gx(kb, [k[j], k[3 + j], k[6 + j]])).collect();
+            let (o_idx, c_idx) = if rotate { (c, a) } else { (a, c) };
+            let uidx = mul_add(kb, o_idx, cin, c_idx);
+            for i in 0..4 {
+                let row = gx(kb, column(&cols3, i));
+                for (j, &val) in row.iter().enumerate() {
+                    let idx = kb.b.ins().iadd_imm_s(uidx, ((i * 4 + j) * plane) as i64);
+                    kb.st(val, up, idx);
+                }
+            }
+        })
+    });
+}
+
+/// `Bᵀ x` for a 4-vector: (x0 − x2, x1 + x2, x2 − x1, x1 − x3).
+fn bt(kb: &mut Kb, x: [Value; 4]) -> [Value; 4] {
+    [
+        kb.b.ins().fsub(x[0], x[2]),
+        kb.b.ins().fadd(x[1], x[2]),
+        kb.b.ins().fsub(x[2], x[1]),
+        kb.b.ins().fsub(x[1], x[3]),
+    ]
+}
+
+/// `Aᵀ x` for a 4-vector: (x0 + x1 + x2, x1 − x2 − x3).
+fn at(kb: &mut Kb, x: [Value; 4]) -> [Value; 2] {
+    let s = kb.b.ins().fadd(x[0], x[1]);
+    let d = kb.b.ins().fsub(x[1], x[2]);
+    [kb.b.ins().fadd(s, x[2]), kb.b.ins().fsub(d, x[3])]
+}
+
+/// The input transform of `batch` images (table: images, `V`, padded-channel buffer, row
+/// length `T` of `V`): `V[ξ][c][t] = (Bᵀ d B)[ξ]`, `t = image·tiles + ty·TW + tx`.
+fn inputs(kb: &mut Kb, g: &WinoGeom) {
+    let (src, vb, pb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2), kb.ptr(3));
+    let tiles = g.tiles();
+    let (th, tw) = g.tiles_hw();
+    let (ph, pw) = g.padded_hw();
+    let (h, w, pad) = (g.h, g.w, g.pad);
+    let plane = kb.b.ins().imul_imm_s(t_all, g.cin as i64);
+    let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
+    let zero = kb.int(0);
+    let batch = kb.batch;
+    kb.for_range(zero, batch, |kb, img| {
+        let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
+        kb.for_n(g.cin, |kb, c| {
+            // Zero the padded channel (ph, pw even: a whole number of f32x4), copy the image in.
+            let z = kb.cst(F32X4, 0.0);
+            let lo = kb.int(0);
+            let end = kb.int((ph * pw) as i64);
+            kb.for_step(lo, end, 4, |kb, i| kb.st(z, pb, i));
+            let ch = mul_add(kb, img, g.cin, c);
+            let ch = kb.b.ins().imul_imm_s(ch, (h * w) as i64);
+            kb.for_n(h, |kb, r| {
+                let s0 = mul_add(kb, r, w, ch);
+                let d0 = kb.b.ins().iadd_imm_s(r, pad as i64);
+                let d0 = kb.b.ins().imul_imm_s(d0, pw as i64);
+                let d0 = kb.b.ins().iadd_imm_s(d0, pad as i64);
+                let lo = kb.int(0);
+                let hi = kb.int(w as i64);
+                kb.vec_loop(lo, hi, |kb, j, lane| {
+                    let si = kb.b.ins().iadd(s0, j);
+                    let v = kb.ld(lane, src, si);
+                    let di = kb.b.ins().iadd(d0, j);
+                    kb.st(v, pb, di);
+                });
+            });
+            // V row of this channel and image.
+            let vc = kb.b.ins().imul(c, t_all);
+            let vc = kb.b.ins().iadd(vc, first_tile);
+            kb.for_n(th, |kb, ty| {
+                let vrow = mul_add(kb, ty, tw, vc);
+                let prow = kb.b.ins().imul_imm_s(ty, (2 * pw) as i64);
+                let lo = kb.int(0);
+                let hi = kb.int(tw as i64);
+                kb.vec_loop(lo, hi, |kb, tx, lane| {
+                    let tx2 = kb.b.ins().iadd(tx, tx);
+                    let base = kb.b.ins().iadd(prow, tx2);
+                    // d B for each of the 4 rows of the tile(s).
+                    let rows: Vec<[Value; 4]> = (0..4)
+                        .map(|r| {
+                            let px = |kb: &mut Kb, k: usize| {
+                                let i = kb.b.ins().iadd_imm_s(base, (r * pw + k) as i64);
+                                kb.ld_rw(lane, pb, i)
+                            };
+                            let d = if lane == F32X4 {
+                                // Columns 2t+j of tiles t..t+4: even/odd lanes of two rows.
+                                let (l0, l1, l2, l3) = (px(kb, 0), px(kb, 4), px(kb, 2), px(kb, 6));
+                                [
+                                    shuffle(kb, l0, l1, [0, 2, 4, 6]),
+                                    shuffle(kb, l0, l1, [1, 3, 5, 7]),
+                                    shuffle(kb, l2, l3, [0, 2, 4, 6]),
+                                    shuffle(kb, l2, l3, [1, 3, 5, 7]),
+                                ]
+                            } else {
+                                [px(kb, 0), px(kb, 1), px(kb, 2), px(kb, 3)]
+                            };
+                            bt(kb, d)
+                        })
+                        .collect();
+                    let vt = kb.b.ins().iadd(vrow, tx);
+                    for j in 0..4 {
+                        let col = bt(kb, column(&rows, j));
+                        for (i, &val) in col.iter().enumerate() {
+                            let off = kb.b.ins().imul_imm_s(plane, (i * 4 + j) as i64);
+                            let idx = kb.b.ins().iadd(off, vt);
+                            kb.st(val, vb, idx);
+                        }
+                    }
+                });
+            });
+        });
+    });
+}
+
+/// The output transform of `batch` images (table: `M`, output images, row length `T` of
+/// `M`): `y = Aᵀ m A` per tile, the last tile row / column clipped to one output row / column
+/// when `oh` / `ow` is odd.
+fn outputs(kb: &mut Kb, g: &WinoGeom) {
+    let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
+    let tiles = g.tiles();
+    let (th, _) = g.tiles_hw();
+    let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
+    let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
+    let zero = kb.int(0);
+    let batch = kb.batch;
+    let g = *g;
+    kb.for_range(zero, batch, |kb, img| {
+        let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
+        kb.for_n(g.cout, |kb, o| {
+            let mo = kb.b.ins().imul(o, t_all);
+            let mo = kb.b.ins().iadd(mo, first_tile);
+            let yo = mul_add(kb, img, g.cout, o);
+            let yo = kb.b.ins().imul_imm_s(yo, (g.oh * g.ow) as i64);
+            let at_row = Row {
+                mb,
+                yb,
+                plane,
+                mo,
+                yo,
+            };
+            kb.for_n(g.oh / 2, |kb, ty| output_row(kb, &g, &at_row, ty, 2));
+            if g.oh % 2 == 1 {
+                let ty = kb.int((th - 1) as i64);
+                output_row(kb, &g, &at_row, ty, 1);
+            }
+        });
+    });
+}
+
+/// Where one output channel of one image lives: `M` and `y` bases, the `ξ` plane stride of
+/// `M`, and the element offsets of the channel's first tile in `M` and first output in `y`.
+struct Row {
+    mb: Value,
+    yb: Value,
+    plane: Value,
+    mo: Value,
+    yo: Value,
+}
+
+/// One tile row `ty` of an output channel, writing `rows` (1 or 2) output rows.
+fn output_row(kb: &mut Kb, g: &WinoGeom, r: &Row, ty: Value, rows: usize) {
+    let (_, tw) = g.tiles_hw();
+    let mrow = mul_add(kb, ty, tw, r.mo);
+    let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
+    let yrow = kb.b.ins().iadd(yrow, r.yo);
+    let lo = kb.int(0);
+    let hi = kb.int((g.ow / 2) as i64);
+    kb.vec_loop(lo, hi, |kb, tx, lane| {
+        output_tile(kb, g, r, mrow, yrow, tx, lane, rows, 2)
+    });
+    if g.ow % 2 == 1 {
+        let tx = kb.int((tw - 1) as i64);
+        output_tile(kb, g, r, mrow, yrow, tx, F32, rows, 1);
+    }
+}
+
+/// The tile(s) at `tx` of a tile row (four with f32x4 lanes), `rows × cols` outputs each.
+#[allow(clippy::too_many_arguments)]
+fn output_tile(
+    kb: &mut Kb,
+    g: &WinoGeom,
+    r: &Row,
+    mrow: Value,
+    yrow: Value,
+    tx: Value,
+    lane: ClifType,
+    rows: usize,
+    cols: usize,
+) {
+    let mt = kb.b.ins().iadd(mrow, tx);
+    let m: Vec<Value> = (0..16)
+        .map(|xi| {
+            let off = kb.b.ins().imul_imm_s(r.plane, xi as i64);
+            let idx = kb.b.ins().iadd(off, mt);
+            kb.ld(lane, r.mb, idx)
+        })
+        .collect();
+    // m A for each row, then Aᵀ of each of the two columns.
+    let ma: Vec<[Value; 2]> = (0..4)
+        .map(|i| at(kb, [m[4 * i], m[4 * i + 1], m[4 * i + 2], m[4 * i + 3]]))
+        .collect();
+    let y: Vec<[Value; 2]> = (0..2)
+        .map(|j| at(kb, [ma[0][j], ma[1][j], ma[2][j], ma[3][j]]))
+        .collect();
+    let tx2 = kb.b.ins().iadd(tx, tx);
+    for i in 0..rows {
+        let yi = kb.b.ins().iadd_imm_s(yrow, (i * g.ow) as i64);
+        let yi = kb.b.ins().iadd(yi, tx2);
+        // y[j][i]: column j, row i of the tile(s).
+        let [y0, y1]: [Value; 2] = column(&y, i);
+        if lane == F32X4 {
+            let lo = shuffle(kb, y0, y1, [0, 4, 1, 5]);
+            let hi = shuffle(kb, y0, y1, [2, 6, 3, 7]);
+            kb.st(lo, r.yb, yi);
+            let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
+            kb.st(hi, r.yb, yi4);
+        } else {
+            kb.st(y0, r.yb, yi);
+            if cols == 2 {
+                let yi1 = kb.b.ins().iadd_imm_s(yi, 1);
+                kb.st(y1, r.yb, yi1);
+            }
+        }
+    }
+}
+
+/// The `dy` transform of `batch` images for the weight gradient (table: `dy`, `E`, row length
+/// `T` of `E`): `E[ξ][o][t] = (A e Aᵀ)[ξ]` for the 2×2 block `e` of `dy` under tile `t`, zero
+/// beyond an odd edge.
+fn dy_tiles(kb: &mut Kb, g: &WinoGeom) {
+    let (yb, eb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
+    let tiles = g.tiles();
+    let (th, tw) = g.tiles_hw();
+    let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
+    let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
+    let zero = kb.int(0);
+    let batch = kb.batch;
+    let g = *g;
+    kb.for_range(zero, batch, |kb, img| {
+        let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
+        kb.for_n(g.cout, |kb, o| {
+            let mo = kb.b.ins().imul(o, t_all);
+            let mo = kb.b.ins().iadd(mo, first_tile);
+            let yo = mul_add(kb, img, g.cout, o);
+            let yo = kb.b.ins().imul_imm_s(yo, (g.oh * g.ow) as i64);
+            let r = Row {
+                mb: eb,
+                yb,
+                plane,
+                mo,
+                yo,
+            };
+            let row = |kb: &mut Kb, ty: Value, rows: usize| {
+                let mrow = mul_add(kb, ty, tw, r.mo);
+                let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
+                let yrow = kb.b.ins().iadd(yrow, r.yo);
+                let lo = kb.int(0);
+                let hi = kb.int((g.ow / 2) as i64);
+                kb.vec_loop(lo, hi, |kb, tx, lane| {
+                    dy_tile(kb, &g, &r, mrow, yrow, tx, lane, rows, 2)
+                });
+                if g.ow % 2 == 1 {
+                    let tx = kb.int((tw - 1) as i64);
+                    dy_tile(kb, &g, &r, mrow, yrow, tx, F32, rows, 1);
+                }
+            };
+            kb.for_n(g.oh / 2, |kb, ty| row(kb, ty, 2));
+            if g.oh % 2 == 1 {
+                let ty = kb.int((th - 1) as i64);
+                row(kb, ty, 1);
+            }
+        });
+    });
+}
+
+/// The `dy` tile(s) at `tx` of a tile row (four with f32x4 lanes) from `rows × cols` values of
+/// `dy` at `r.yb` (the rest zero), into `E` at `r.mb`.
+#[allow(clippy::too_many_arguments)]
+fn dy_tile(
+    kb: &mut Kb,
+    g: &WinoGeom,
+    r: &Row,
+    mrow: Value,
+    yrow: Value,
+    tx: Value,
+    lane: ClifType,
+    rows: usize,
+    cols: usize,
+) {
+    let tx2 = kb.b.ins().iadd(tx, tx);
+    let z = kb.cst(lane, 0.0);
+    // e[i] = (e[i][0], e[i][1]).
+    let e: Vec<[Value; 2]> = (0..2)
+        .map(|i| {
+            if i >= rows {
+                return [z, z];
+            }
+            let yi = kb.b.ins().iadd_imm_s(yrow, (i * g.ow) as i64);
+            let yi = kb.b.ins().iadd(yi, tx2);
+            if lane == F32X4 {
+                let l0 = kb.ld(F32X4, r.yb, yi);
+                let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
+                let l1 = kb.ld(F32X4, r.yb, yi4);
+                [
+                    shuffle(kb, l0, l1, [0, 2, 4, 6]),
+                    shuffle(kb, l0, l1, [1, 3, 5, 7]),
+                ]
+            } else {
+                let e0 = kb.ld(F32, r.yb, yi);
+                let e1 = if cols == 2 {
+                    let yi1 = kb.b.ins().iadd_imm_s(yi, 1);
+                    kb.ld(F32, r.yb, yi1)
+                } else {
+                    z
+                };
+                [e0, e1]
+            }
+        })
+        .collect();
+    // A·x for a 2-vector: (x0, x0 + x1, x0 − x1, −x1); rows, then columns.
+    let a = |kb: &mut Kb, x: [Value; 2]| -> [Value; 4] {
+        [
+            x[0],
+            kb.b.ins().fadd(x[0], x[1]),
+            kb.b.ins().fsub(x[0], x[1]),
+            kb.b.ins().fneg(x[1]),
+        ]
+    };
+    let er: Vec<[Value; 4]> = e.iter().map(|&x| a(kb, x)).collect();
+    let mt = kb.b.ins().iadd(mrow, tx);
+    for q in 0..4 {
+        let col = a(kb, column(&er, q));
+        for (p, &val) in col.iter().enumerate() {
+            let off = kb.b.ins().imul_imm_s(r.plane, (p * 4 + q) as i64);
+            let idx = kb.b.ins().iadd(off, mt);
+            kb.st(val, r.mb, idx);
+        }
+    }
+}
+
+/// The weight gradient from its transform: `dw[o][c] = Gᵀ dU[·][o][c] G` (3×3), `dU` in slot
+/// `du_slot` (`ξ` planes of `O×C`, [`SKEW`] apart), `dw` (`[O, C, 3, 3]`) in `dw_slot`.
+fn weight_grads(kb: &mut Kb, g: &WinoGeom, du_slot: usize, dw_slot: usize) {
+    let (dp, wp) = (kb.ptr(du_slot), kb.ptr(dw_slot));
+    let plane = g.cout * g.cin + SKEW;
+    kb.for_n(g.cout * g.cin, |kb, oc| {
+        let x: Vec<Value> = (0..16)
+            .map(|xi| {
+                let i = kb.b.ins().iadd_imm_s(oc, (xi * plane) as i64);
+                kb.ld(F32, dp, i)
+            })
+            .collect();
+        let half = kb.cst(F32, 0.5);
+        // Gᵀ·x for a 4-vector: (x0 + (x1 + x2)/2, (x1 − x2)/2, (x1 + x2)/2 + x3).
+        let gt = |kb: &mut Kb, x: [Value; 4]| -> [Value; 3] {
+            let s = kb.b.ins().fadd(x[1], x[2]);
+            let s = kb.b.ins().fmul(s, half);
+            let d = kb.b.ins().fsub(x[1], x[2]);
+            [
+                kb.b.ins().fadd(x[0], s),
+                kb.b.ins().fmul(d, half),
+                kb.b.ins().fadd(s, x[3]),
+            ]
+        };
+        let rows: Vec<[Value; 3]> = (0..4)
+            .map(|p| gt(kb, [x[4 * p], x[4 * p + 1], x[4 * p + 2], x[4 * p + 3]]))
+            .collect();
+        let base = kb.b.ins().imul_imm_s(oc, 9);
+        for v in 0..3 {
+            let col = gt(kb, column(&rows, v));
+            for (u, &val) in col.iter().enumerate() {
+                let i = kb.b.ins().iadd_imm_s(base, (3 * u + v) as i64);
+                kb.st(val, wp, i);
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Window;
+
+    fn conv(c: usize, hw: usize, kernel: usize, stride: usize, pad: usize) -> ConvGeom {
+        ConvGeom {
+            c,
+            h: hw,
+            w: hw,
+            win: Window {
+                kernel,
+                stride,
+                pad,
+            },
+        }
+    }
+
+    #[test]
+    fn plan_picks_3x3_stride_1_with_enough_channels() {
+        let g = conv(32, 14, 3, 1, 1);
+        let fwd = plan(ConvKind::Forward, &g, 64).unwrap();
+        assert_eq!(
+            (fwd.cin, fwd.cout, fwd.oh, fwd.ow, fwd.pad),
+            (32, 64, 14, 14, 1)
+        );
+        assert_eq!(plan(ConvKind::GradWeight, &g, 64), Some(fwd));
+        // dx = dy (64 channels, padded by 2 − p) correlated with the rotated kernel.
+        let gi = plan(ConvKind::GradInput, &conv(32, 9, 3, 1, 0), 64).unwrap();
+        assert_eq!((gi.cin, gi.h, gi.pad, gi.cout, gi.oh), (64, 7, 2, 32, 9));
+        assert_eq!(fwd.tiles(), 49);
+        assert_eq!(gi.padded_hw(), (12, 12));
+        for (g, o) in [
+            (conv(7, 14, 3, 1, 1), 64),
+            (conv(32, 14, 5, 1, 2), 64),
+            (conv(32, 14, 3, 2, 1), 64),
+            (conv(32, 14, 3, 1, 3), 64),
+        ] {
+            assert_eq!(plan(ConvKind::Forward, &g, o), None, "{g:?}");
+        }
+        // The input gradient reads dy: few output channels keep im2col.
+        assert_eq!(plan(ConvKind::GradInput, &conv(32, 14, 3, 1, 1), 4), None);
+    }
+}
