@@ -1671,3 +1671,61 @@ fn winograd_is_only_used_where_it_applies() {
         compare(&g, &[Gen::U(-1.0, 1.0); 2], 2, 5, TOL);
     }
 }
+
+/// Max pooling over 2×2 windows with stride 2 (the vectorized kernel: four windows of a row at
+/// a time, the rest of the row scalar) against the interpreter, on rows of 4 to 14 windows and
+/// odd sizes, and on inputs full of ties, where the gradient must go to the first maximum of
+/// each window as the interpreter routes it.
+#[test]
+fn max_pool_2x2_stride_2() {
+    let w = Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
+    };
+    let mut rng = Rng(21);
+    for dims in [[3, 28, 28], [2, 9, 11], [1, 8, 16], [4, 14, 14]] {
+        let x = f(true, &dims);
+        let fwd = single("maxpool", Op::MaxPool(w), std::slice::from_ref(&x), None);
+        let y = fwd.ty(fwd.output("out").unwrap()).clone();
+        let grad = single(
+            "maxpool_grad",
+            Op::MaxPoolGrad(w),
+            &[x.clone(), y.clone()],
+            None,
+        );
+        let u = Gen::U(-1.0, 1.0);
+        for batch in [1, 3] {
+            compare(&fwd, &[u], batch, rng.next(), TOL);
+            compare(&grad, &[u, u], batch, rng.next(), TOL);
+            // Ties: three distinct values, so most windows hold a repeated maximum.
+            let n = x.numel(batch);
+            let xs: Vec<f32> = (0..n).map(|i| ((i * 7 + i / 5) % 3) as f32).collect();
+            let dy: Vec<f32> = (0..y.numel(batch)).map(|i| 1.0 + i as f32).collect();
+            let want = interp::eval(
+                &grad,
+                batch,
+                &[
+                    xs.iter().map(|&v| v as f64).collect(),
+                    dy.iter().map(|&v| v as f64).collect(),
+                ],
+                &[],
+                StepCtx::default(),
+            )
+            .unwrap();
+            let mut jit = Jit::compile(&grad, &JitOptions::default()).unwrap();
+            jit.run(
+                batch,
+                &[Feed::F32(&xs), Feed::F32(&dy)],
+                &[],
+                StepCtx::default(),
+            )
+            .unwrap();
+            let got = jit.output("out").unwrap();
+            let out = grad.output("out").unwrap().index();
+            for (i, (g, e)) in got.iter().zip(&want[out]).enumerate() {
+                assert_eq!(*g as f64, *e, "{dims:?} batch {batch}: dx[{i}]");
+            }
+        }
+    }
+}

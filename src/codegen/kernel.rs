@@ -360,6 +360,25 @@ impl Kb<'_> {
         }
     }
 
+    /// The f32x4 whose lanes are `lanes` of the eight lanes of `a` (0–3) and `b` (4–7).
+    pub fn shuffle(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        let ab = self.b.ins().bitcast(types::I8X16, le, a);
+        let bb = self.b.ins().bitcast(types::I8X16, le, b);
+        let bytes: Vec<u8> = lanes
+            .iter()
+            .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
+            .collect();
+        let mask = self
+            .b
+            .func
+            .dfg
+            .immediates
+            .push(cranelift_codegen::ir::ConstantData::from(bytes));
+        let r = self.b.ins().shuffle(ab, bb, mask);
+        self.b.ins().bitcast(F32X4, le, r)
+    }
+
     /// A fresh variable of type `ty` holding `init`.
     pub fn var(&mut self, ty: ClifType, init: Value) -> cranelift_frontend::Variable {
         let v = self.b.declare_var(ty);

@@ -4,11 +4,17 @@
 //! at compile time. Padded positions are skipped (max pooling) or count as zeros (average
 //! pooling: the divisor is always k·k). Gradients zero `dx` first, then add window by window
 //! in a fixed order.
+//!
+//! Max pooling over 2×2 windows with stride 2 and no padding (the CNN's) takes four outputs of
+//! a row at a time in f32x4 ([`max_pool_pairs`]): two rows of eight inputs, split by shuffles
+//! into the four taps of four windows; the gradient routes dy with the same comparisons and
+//! interleaves it back. Same comparisons in the same order as the scalar loop, so the same
+//! bits.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
-use super::kernel::Kb;
+use super::kernel::{Kb, F32X4};
 use crate::ir::{Type, Window};
 
 /// Geometry: planes per sample (C), input H×W, output OH×OW.
@@ -112,46 +118,158 @@ pub fn max_pool(
     if grad {
         zero_fill(kb, x, o);
     }
-    let k = win.kernel;
+    if win.kernel == 2 && win.stride == 2 && win.pad == 0 {
+        return max_pool_pairs(kb, &g, x.batched, o, xp, dyp);
+    }
     each_output(kb, &g, x.batched, |kb, ib, oi, oy, ox| {
-        let ninf = kb.b.ins().f32const(f32::NEG_INFINITY);
-        let mut best = ninf;
-        let mut arg = kb.int(-1);
-        for ky in 0..k {
-            for kx in 0..k {
-                let (t, ok) = tap(kb, &g, win, oy, ox, ky, kx);
-                let idx = kb.b.ins().iadd(ib, t);
-                let v = kb.ld(types::F32, xp, idx);
-                let mut better = kb.b.ins().fcmp(FloatCC::GreaterThan, v, best);
-                if let Some(ok) = ok {
-                    better = kb.b.ins().band(better, ok);
+        max_window(kb, &g, win, ib, oi, oy, ox, [o, xp], dyp)
+    });
+}
+
+/// One window of max pooling at output `(oy, ox)` (element `oi`), plane base `ib`: the max into
+/// `o`, or (with `dyp`) `dx[arg] += dy` for the first maximum `arg`. `ox` is the output column.
+#[allow(clippy::too_many_arguments)]
+fn max_window(
+    kb: &mut Kb,
+    g: &Geo,
+    win: &Window,
+    ib: Value,
+    oi: Value,
+    oy: Value,
+    ox: Value,
+    [o, xp]: [Value; 2],
+    dyp: Option<Value>,
+) {
+    let k = win.kernel;
+    let ninf = kb.b.ins().f32const(f32::NEG_INFINITY);
+    let mut best = ninf;
+    let mut arg = kb.int(-1);
+    for ky in 0..k {
+        for kx in 0..k {
+            let (t, ok) = tap(kb, g, win, oy, ox, ky, kx);
+            let idx = kb.b.ins().iadd(ib, t);
+            let v = kb.ld(types::F32, xp, idx);
+            let mut better = kb.b.ins().fcmp(FloatCC::GreaterThan, v, best);
+            if let Some(ok) = ok {
+                better = kb.b.ins().band(better, ok);
+            }
+            // Without padding every tap counts: fmax avoids a (badly predicted) branch.
+            best = if ok.is_none() {
+                kb.b.ins().fmax(best, v)
+            } else {
+                kb.b.ins().select(better, v, best)
+            };
+            arg = kb.b.ins().select(better, idx, arg);
+        }
+    }
+    match dyp {
+        None => kb.st(best, o, oi),
+        Some(dyp) => {
+            // dx[arg] += dy (skipped when the window saw no element, arg = −1).
+            let has =
+                kb.b.ins()
+                    .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, arg, 0);
+            let zero = kb.int(0);
+            let at = kb.b.ins().select(has, arg, zero);
+            let d = kb.ld(types::F32, dyp, oi);
+            let z = kb.b.ins().f32const(0.0);
+            let d = kb.b.ins().select(has, d, z);
+            let cur = kb.ld_rw(types::F32, o, at);
+            let s = kb.b.ins().fadd(cur, d);
+            kb.st(s, o, at);
+        }
+    }
+}
+
+/// Max pooling (or its gradient, `dyp`) over 2×2 windows with stride 2 and no padding: four
+/// outputs of a row per step in f32x4, the last `ow mod 4` of each row by [`max_window`].
+fn max_pool_pairs(kb: &mut Kb, g: &Geo, batched: bool, o: Value, xp: Value, dyp: Option<Value>) {
+    let win = Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
+    };
+    let planes = kb.rows(batched, g.c);
+    let zero = kb.int(0);
+    let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
+    let ow4 = (ow / 4 * 4) as i64;
+    kb.for_range(zero, planes, |kb, pl| {
+        let ib = kb.b.ins().imul_imm_s(pl, (h * w) as i64);
+        let ob = kb.b.ins().imul_imm_s(pl, (oh * ow) as i64);
+        kb.for_n(oh, |kb, oy| {
+            let r0 = kb.b.ins().imul_imm_s(oy, (2 * w) as i64);
+            let r0 = kb.b.ins().iadd(ib, r0);
+            let r1 = kb.b.ins().iadd_imm_s(r0, w as i64);
+            let orow = kb.b.ins().imul_imm_s(oy, ow as i64);
+            let orow = kb.b.ins().iadd(ob, orow);
+            let (lo, hi) = (kb.int(0), kb.int(ow4));
+            kb.for_step(lo, hi, 4, |kb, ox| {
+                let c = kb.b.ins().imul_imm_s(ox, 2);
+                let (i0, i1) = (kb.b.ins().iadd(r0, c), kb.b.ins().iadd(r1, c));
+                let (i0b, i1b) = (kb.b.ins().iadd_imm_s(i0, 4), kb.b.ins().iadd_imm_s(i1, 4));
+                let a0 = kb.ld(F32X4, xp, i0);
+                let a1 = kb.ld(F32X4, xp, i0b);
+                let b0 = kb.ld(F32X4, xp, i1);
+                let b1 = kb.ld(F32X4, xp, i1b);
+                // The taps (0,0), (0,1), (1,0), (1,1) of the four windows, in the scalar order.
+                let taps = [
+                    kb.shuffle(a0, a1, [0, 2, 4, 6]),
+                    kb.shuffle(a0, a1, [1, 3, 5, 7]),
+                    kb.shuffle(b0, b1, [0, 2, 4, 6]),
+                    kb.shuffle(b0, b1, [1, 3, 5, 7]),
+                ];
+                let oi = kb.b.ins().iadd(orow, ox);
+                let mut best = kb.cst(F32X4, f32::NEG_INFINITY);
+                let mut better = Vec::with_capacity(4);
+                for &t in &taps {
+                    better.push(kb.b.ins().fcmp(FloatCC::GreaterThan, t, best));
+                    best = kb.b.ins().fmax(best, t);
                 }
-                // Without padding every tap counts: fmax avoids a (badly predicted) branch.
-                best = if ok.is_none() {
-                    kb.b.ins().fmax(best, v)
-                } else {
-                    kb.b.ins().select(better, v, best)
+                let Some(dyp) = dyp else {
+                    kb.st(best, o, oi);
+                    return;
                 };
-                arg = kb.b.ins().select(better, idx, arg);
-            }
-        }
-        match dyp {
-            None => kb.st(best, o, oi),
-            Some(dyp) => {
-                // dx[arg] += dy (skipped when the window saw no element, arg = −1).
-                let has =
-                    kb.b.ins()
-                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, arg, 0);
-                let zero = kb.int(0);
-                let at = kb.b.ins().select(has, arg, zero);
-                let d = kb.ld(types::F32, dyp, oi);
-                let z = kb.b.ins().f32const(0.0);
-                let d = kb.b.ins().select(has, d, z);
-                let cur = kb.ld_rw(types::F32, o, at);
-                let s = kb.b.ins().fadd(cur, d);
-                kb.st(s, o, at);
-            }
-        }
+                // The first maximum wins: tap k when it beat the taps before it and no later
+                // tap beat it.
+                let dy = kb.ld(F32X4, dyp, oi);
+                let z = kb.cst(F32X4, 0.0);
+                let mut later = None;
+                let mut d = [z; 4];
+                for k in (0..4).rev() {
+                    let wins = match later {
+                        None => better[k],
+                        Some(l) => {
+                            let not = kb.b.ins().bnot(l);
+                            kb.b.ins().band(better[k], not)
+                        }
+                    };
+                    later = Some(match later {
+                        None => better[k],
+                        Some(l) => kb.b.ins().bor(l, better[k]),
+                    });
+                    let v = kb.select(F32X4, wins, dy, z);
+                    // 0 + dy, as the scalar loop adds into a zeroed dx (−0 becomes +0).
+                    d[k] = kb.b.ins().fadd(z, v);
+                }
+                let row0 = [
+                    kb.shuffle(d[0], d[1], [0, 4, 1, 5]),
+                    kb.shuffle(d[0], d[1], [2, 6, 3, 7]),
+                ];
+                let row1 = [
+                    kb.shuffle(d[2], d[3], [0, 4, 1, 5]),
+                    kb.shuffle(d[2], d[3], [2, 6, 3, 7]),
+                ];
+                kb.st(row0[0], o, i0);
+                kb.st(row0[1], o, i0b);
+                kb.st(row1[0], o, i1);
+                kb.st(row1[1], o, i1b);
+            });
+            let (lo, hi) = (kb.int(ow4), kb.int(ow as i64));
+            kb.for_range(lo, hi, |kb, ox| {
+                let oi = kb.b.ins().iadd(orow, ox);
+                max_window(kb, g, &win, ib, oi, oy, ox, [o, xp], dyp);
+            });
+        });
     });
 }
 

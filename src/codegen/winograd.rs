@@ -23,9 +23,7 @@
 //!
 //! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
 
-use cranelift_codegen::ir::{
-    types, ConstantData, Endianness, InstBuilder, MemFlagsData, Type as ClifType, Value,
-};
+use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
 
 use super::epilogue::EpiStep;
 use super::glue::{split, ConvKind, Lib, Table};
@@ -388,20 +386,6 @@ fn mul_add(kb: &mut Kb, v: Value, k: usize, add: Value) -> Value {
     kb.b.ins().iadd(p, add)
 }
 
-/// The f32x4 whose lanes are `lanes` of the eight lanes of `a` (0–3) and `b` (4–7).
-fn shuffle(kb: &mut Kb, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-    let le = MemFlagsData::new().with_endianness(Endianness::Little);
-    let ab = kb.b.ins().bitcast(types::I8X16, le, a);
-    let bb = kb.b.ins().bitcast(types::I8X16, le, b);
-    let bytes: Vec<u8> = lanes
-        .iter()
-        .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
-        .collect();
-    let mask = kb.b.func.dfg.immediates.push(ConstantData::from(bytes));
-    let r = kb.b.ins().shuffle(ab, bb, mask);
-    kb.b.ins().bitcast(F32X4, le, r)
-}
-
 /// The weight transform: `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every kernel of `w` (slot `w_slot`,
 /// `[O, C, 3, 3]`), into slot `u_slot`. With `rotate` (the input gradient) `w` is
 /// `[cin, cout, 3, 3]` and `g` is its kernel rotated by 180°.
@@ -528,10 +512,10 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
                                 // Columns 2t+j of tiles t..t+4: even/odd lanes of two rows.
                                 let (l0, l1, l2, l3) = (px(kb, 0), px(kb, 4), px(kb, 2), px(kb, 6));
                                 [
-                                    shuffle(kb, l0, l1, [0, 2, 4, 6]),
-                                    shuffle(kb, l0, l1, [1, 3, 5, 7]),
-                                    shuffle(kb, l2, l3, [0, 2, 4, 6]),
-                                    shuffle(kb, l2, l3, [1, 3, 5, 7]),
+                                    kb.shuffle(l0, l1, [0, 2, 4, 6]),
+                                    kb.shuffle(l0, l1, [1, 3, 5, 7]),
+                                    kb.shuffle(l2, l3, [0, 2, 4, 6]),
+                                    kb.shuffle(l2, l3, [1, 3, 5, 7]),
                                 ]
                             } else {
                                 [px(kb, 0), px(kb, 1), px(kb, 2), px(kb, 3)]
@@ -651,8 +635,8 @@ fn output_tile(
         // y[j][i]: column j, row i of the tile(s).
         let [y0, y1]: [Value; 2] = column(&y, i);
         if lane == F32X4 {
-            let lo = shuffle(kb, y0, y1, [0, 4, 1, 5]);
-            let hi = shuffle(kb, y0, y1, [2, 6, 3, 7]);
+            let lo = kb.shuffle(y0, y1, [0, 4, 1, 5]);
+            let hi = kb.shuffle(y0, y1, [2, 6, 3, 7]);
             kb.st(lo, r.yb, yi);
             let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
             kb.st(hi, r.yb, yi4);
@@ -744,8 +728,8 @@ fn dy_tile(
                 let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
                 let l1 = kb.ld(F32X4, r.yb, yi4);
                 [
-                    shuffle(kb, l0, l1, [0, 2, 4, 6]),
-                    shuffle(kb, l0, l1, [1, 3, 5, 7]),
+                    kb.shuffle(l0, l1, [0, 2, 4, 6]),
+                    kb.shuffle(l0, l1, [1, 3, 5, 7]),
                 ]
             } else {
                 let e0 = kb.ld(F32, r.yb, yi);
