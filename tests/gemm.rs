@@ -228,10 +228,11 @@ fn split_over_threads() {
         .is_err());
 }
 
-/// Products of 1–3 rows (batch-1 inference) are split by columns: each column is summed as by
-/// one thread, so the bits do not depend on the thread count.
+/// Split over threads, products keep their bits: by columns for 1–3 rows (batch-1 inference)
+/// and when A is the smaller operand to copy (fewer rows than columns), by rows otherwise; every
+/// element is summed in the same order whatever part it falls in.
 #[test]
-fn narrow_products_split_by_columns_keep_their_bits() {
+fn splits_over_threads_keep_the_bits() {
     let g = Gemm::new().unwrap();
     let mut rng = Rng(77);
     for (m, n, k, ta, tb) in [
@@ -241,18 +242,30 @@ fn narrow_products_split_by_columns_keep_their_bits() {
         (3, 40, 3000, false, false),
         (1, 10, 20000, true, true),
         (1, 1000, 128, false, false),
+        // Wider than tall: by columns (the MLP's forward product, the decoder's).
+        (64, 128, 784, false, false),
+        (128, 784, 128, false, true),
+        (37, 301, 290, true, false),
+        // Taller than wide: by rows (weight gradients).
+        (784, 128, 64, true, false),
     ] {
         for threads in [2, 3] {
             check_threads(&g, threads, &mut rng, ta, tb, m, n, k, false);
         }
         let (a, b) = (rng.vec(m * k), rng.vec(k * n));
         let mut one = vec![0.0; m * n];
-        let mut two = vec![0.0; m * n];
         g.gemm(ta, tb, m, n, k, &a, &b, &mut one, false).unwrap();
-        g.gemm_threads(2, ta, tb, m, n, k, &a, &b, &mut two, false)
-            .unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&one), bits(&two), "m={m} n={n} k={k}");
+        for threads in [2, 3] {
+            let mut many = vec![0.0; m * n];
+            g.gemm_threads(threads, ta, tb, m, n, k, &a, &b, &mut many, false)
+                .unwrap();
+            assert_eq!(
+                bits(&one),
+                bits(&many),
+                "m={m} n={n} k={k} threads={threads}"
+            );
+        }
     }
 }
 

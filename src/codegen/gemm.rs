@@ -9,7 +9,8 @@
 //! [`KernelArgs`]) that loops over slivers and runs an `MR×NR` register-blocked f32x4 `fma`
 //! micro-kernel streaming contiguous memory ([`TILE`] = 8×4; a 1×16 [`NARROW`] kernel serves C
 //! with 1–3 rows). Edge tiles are computed into a stack tile and copied out, so any
-//! `m, n, k ≥ 0` works. [`Gemm::gemm_threads`] splits the rows of C over scoped threads.
+//! `m, n, k ≥ 0` works. [`Gemm::gemm_threads`] splits C over the worker threads, by rows or by
+//! columns (whichever makes each worker copy the smaller shared operand).
 //!
 //! Fusion hooks: [`Gemm::gemm_with`] hands each block of C to an epilogue (bias, activation,
 //! see `super::epilogue`) as soon as its last depth block is stored, while it is in cache; and
@@ -585,8 +586,10 @@ impl Gemm {
     }
 
     /// [`Gemm::gemm`] split over up to `threads` tasks on the [`super::workers`] by blocks of
-    /// rows of C (each thread packs its own panels). Problems under [`PAR_MIN_FLOPS`] run on the calling thread,
-    /// where spawning would cost more than it saves.
+    /// rows of C, or of columns when C has fewer rows than columns (each task packs its own
+    /// panels, so a row split copies all of B per task, a column split all of A). Problems under
+    /// [`PAR_MIN_FLOPS`] run on the calling thread, where handing work over would cost more than
+    /// it saves (one-row products from [`NARROW_PAR_MIN_FLOPS`]).
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_threads(
         &self,
@@ -634,10 +637,19 @@ impl Gemm {
             return Ok(());
         }
         let c_ptr = SendPtr(c.as_mut_ptr());
-        let nr = NARROW.nr;
-        if 2 * m < self.tile.mr && threads > 1 && 2 * m * n * k >= NARROW_PAR_MIN_FLOPS {
-            // A matrix-vector-like product (batch 1): the rows cannot be split, the columns
-            // can, in whole slivers; each column is summed as by one thread.
+        let narrow = 2 * m < self.tile.mr;
+        let by_columns = if narrow {
+            // A matrix-vector-like product (batch 1): the rows cannot be split.
+            threads > 1 && 2 * m * n * k >= NARROW_PAR_MIN_FLOPS
+        } else {
+            // Each task packs all of the operand it shares with the others: B when the rows
+            // are split, A when the columns are. Split the side that makes the smaller copy
+            // (the MLP's 64×784 batch by its 784×128 weights: by columns).
+            threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS && m < n
+        };
+        if by_columns {
+            // Each column is summed as by one thread, whichever part it falls in.
+            let nr = if narrow { NARROW.nr } else { 4 * self.tile.nr };
             let chunk = n.div_ceil(threads).div_ceil(nr) * nr;
             super::workers::run(n.div_ceil(chunk), &|t| {
                 let cols = t * chunk..n.min((t + 1) * chunk);

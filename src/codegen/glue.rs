@@ -2,8 +2,8 @@
 //! and the three convolution ops. The numeric loops are Cranelift code; this file only slices
 //! buffers and splits work across threads:
 //!
-//! - `MatMul` splits the rows of C (`Gemm::gemm_threads`: each element is summed in the same
-//!   order whatever the split, so results do not depend on the thread count);
+//! - `MatMul` splits C by rows or columns (`Gemm::gemm_threads`: each element is summed in the
+//!   same order whatever the split, so results do not depend on the thread count);
 //! - `Conv2d` and `Conv2dGradInput` split the images (each worker reuses one column buffer,
 //!   which stays in cache); with fewer images than threads, `Conv2d` splits each image's
 //!   product by rows instead (batch-1 inference);
