@@ -1,6 +1,6 @@
 //! Optimizer updates fused into a training step: each trainable parameter is updated right
-//! after the step that computes its gradient ([`update_points`]), while the gradient is still in cache, instead of
-//! in a second sweep over every gradient once the whole graph has run. The update kernel
+//! after the step that computes its gradient ([`update_points`]), while the gradient is still
+//! in cache, instead of in a second sweep over every gradient once the whole graph has run. The update kernel
 //! ([`UpdateKernel`]) also folds in the finiteness check of the gradient, which otherwise is a
 //! pass of its own, and the runtime no longer looks gradients up by name each step.
 //!
@@ -16,21 +16,13 @@
 //! if the step turns out not finite (the anomaly replay runs the step again from it).
 
 use super::gemm::Block;
-use super::lower::{Step, Storage};
+use super::lower::{owner, Step, Storage};
 use super::optim::UpdateKernel;
 use super::CodegenError;
 use crate::exec::{Update, Updater};
 use crate::ir::{Graph, OptimizerSpec};
 use crate::opt::update_points::update_points;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// The slot whose buffer a value lives in (a reshape shares its input's).
-fn owner(storage: &[Storage], slot: usize) -> usize {
-    match storage[slot] {
-        Storage::Alias(j) => j,
-        _ => slot,
-    }
-}
 
 /// The caller's buffers of one update, shared by the threads updating disjoint blocks.
 struct RawUpdate {

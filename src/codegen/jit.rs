@@ -8,7 +8,7 @@ use super::fused_update::FusedUpdates;
 use super::gemm::BlockFn;
 use super::glue::{lib, Lib, Table};
 use super::kernel::{KernelFn, Listing};
-use super::lower::{ctx_slot, lower, RowSplit, Scratch, Step, Storage};
+use super::lower::{ctx_slot, lower, owner, RowSplit, Scratch, Step, Storage};
 use super::profile;
 use super::CodegenError;
 use crate::exec::{ExecError, Executor, Feed, Signature, StepCtx, Update};
@@ -382,10 +382,7 @@ impl Jit {
         // Outputs that are the caller's memory are copied: it may be gone after `run`.
         self.copies.clear();
         for (_, node) in &self.outputs {
-            let owned = match self.storage[*node] {
-                Storage::Alias(j) => j,
-                _ => *node,
-            };
+            let owned = owner(&self.storage, *node);
             if matches!(self.storage[owned], Storage::Input(_) | Storage::Param(_)) {
                 let n = self.graph.nodes[*node].ty.numel(batch);
                 // SAFETY: the slot points at the caller's slice of n elements, alive during run.
@@ -466,13 +463,10 @@ impl Executor for Jit {
         if ty.dtype != DType::F32 || self.batch == 0 {
             return None;
         }
-        let owner = match self.storage[v.index()] {
-            Storage::Alias(j) => j,
-            _ => v.index(),
-        };
-        match self.storage[owner] {
-            Storage::Owned if self.plan.kept(owner) => {
-                Some(&self.bufs[self.buffer(owner)][..ty.numel(self.batch)])
+        let slot = owner(&self.storage, v.index());
+        match self.storage[slot] {
+            Storage::Owned if self.plan.kept(slot) => {
+                Some(&self.bufs[self.buffer(slot)][..ty.numel(self.batch)])
             }
             _ => None,
         }

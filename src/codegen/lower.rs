@@ -25,6 +25,14 @@ pub enum Storage {
     Alias(usize),
 }
 
+/// The slot whose memory value `slot` lives in: its own, or what a reshape shares.
+pub fn owner(storage: &[Storage], slot: usize) -> usize {
+    match storage[slot] {
+        Storage::Alias(j) => j,
+        _ => slot,
+    }
+}
+
 /// Extra buffers some steps need (im2col columns, a transposed weight): `per` floats per batch
 /// element when `batched`, else `per` floats, times the thread count when `per_thread`.
 #[derive(Clone, Copy, Debug)]
