@@ -48,6 +48,16 @@ fn spec(
     }
 }
 
+/// The error of loading CSV file `path` of `dir` (features only, no test split).
+fn csv_error(dir: &Path, path: &str, header: bool) -> DataError {
+    let src = Source::Csv {
+        path: path.into(),
+        label_column: -1,
+        header,
+    };
+    load(&spec(src, None, 1.0, None), dir, &Expect::default()).unwrap_err()
+}
+
 fn idx_src(images: &str, labels: &str) -> Source {
     Source::Idx {
         images: images.into(),
@@ -375,39 +385,11 @@ fn csv_with_header_and_label_column_from_the_end() {
 fn csv_ragged_rows_and_non_numbers_name_line_and_column() {
     let dir = tmp("csvbad");
     std::fs::write(dir.join("r.csv"), "1,2,3\n4,5\n").unwrap();
-    let e = load(
-        &spec(
-            Source::Csv {
-                path: "r.csv".into(),
-                label_column: -1,
-                header: false,
-            },
-            None,
-            1.0,
-            None,
-        ),
-        &dir,
-        &Expect::default(),
-    )
-    .unwrap_err();
+    let e = csv_error(&dir, "r.csv", false);
     assert!(matches!(e, DataError::Csv { line: 2, .. }), "{e}");
     assert!(e.to_string().contains("r.csv:2:"), "{e}");
     std::fs::write(dir.join("n.csv"), "h1,h2\n1,2\n3,x\n").unwrap();
-    let e = load(
-        &spec(
-            Source::Csv {
-                path: "n.csv".into(),
-                label_column: -1,
-                header: true,
-            },
-            None,
-            1.0,
-            None,
-        ),
-        &dir,
-        &Expect::default(),
-    )
-    .unwrap_err();
+    let e = csv_error(&dir, "n.csv", true);
     assert!(
         matches!(
             e,
@@ -421,21 +403,7 @@ fn csv_ragged_rows_and_non_numbers_name_line_and_column() {
     );
     assert!(e.to_string().contains("`x`"), "{e}");
     // Without `header: true` the header itself is not a number.
-    let e = load(
-        &spec(
-            Source::Csv {
-                path: "n.csv".into(),
-                label_column: -1,
-                header: false,
-            },
-            None,
-            1.0,
-            None,
-        ),
-        &dir,
-        &Expect::default(),
-    )
-    .unwrap_err();
+    let e = csv_error(&dir, "n.csv", false);
     assert!(
         matches!(
             e,
@@ -454,21 +422,7 @@ fn csv_ragged_rows_and_non_numbers_name_line_and_column() {
 fn csv_numbers_beyond_f32_name_line_and_column() {
     let dir = tmp("csvbig");
     std::fs::write(dir.join("b.csv"), "1,2\n3,6e148\n").unwrap();
-    let e = load(
-        &spec(
-            Source::Csv {
-                path: "b.csv".into(),
-                label_column: -1,
-                header: false,
-            },
-            None,
-            1.0,
-            None,
-        ),
-        &dir,
-        &Expect::default(),
-    )
-    .unwrap_err();
+    let e = csv_error(&dir, "b.csv", false);
     assert!(
         matches!(
             e,
