@@ -122,11 +122,6 @@ impl FusedUpdates {
         })
     }
 
-    /// Number of prepared parameters.
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
-
     /// Whether step `step` completes a gradient updated after the step.
     pub fn completes(&self, step: usize) -> bool {
         !self.after_step[step].is_empty()
@@ -351,6 +346,19 @@ mod tests {
         let (x, y, w) = ([0.0; 3], [0.0; 2], [0.0; 6]);
         let feeds = [Feed::F32(&x), Feed::F32(&y)];
         let err = jit.run_updating(1, &feeds, &[&w], StepCtx::default(), &mut []);
+        assert!(err.is_err());
+        // Prepared for one parameter, given none, or a next buffer of the wrong size.
+        let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
+        assert!(jit.fuse_updates(&spec, &[0]).unwrap());
+        let err = jit.run_updating(1, &feeds, &[&w], StepCtx::default(), &mut []);
+        assert!(err.is_err());
+        let mut short = vec![0.0; 5];
+        let mut ups = [Update {
+            next: &mut short,
+            state: &mut [],
+            hyper: UpdateHyper { lr: 0.1, step: 1 },
+        }];
+        let err = jit.run_updating(1, &feeds, &[&w], StepCtx::default(), &mut ups);
         assert!(err.is_err());
     }
 }
