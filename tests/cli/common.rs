@@ -35,9 +35,13 @@ pub fn assert_code(out: &std::process::Output, code: i32) {
     assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
 }
 
-/// The MNIST folder beside the repository, or `None` (then the test is skipped, except in CI).
+/// `$NNC_SHARED_DATA/mnist` when set, else the MNIST folder beside the repository; `None` when
+/// it is missing (then the test is skipped, except in CI).
 pub fn mnist() -> Option<PathBuf> {
-    let dir = root().join("../shared/data/mnist");
+    let dir = match std::env::var_os("NNC_SHARED_DATA") {
+        Some(base) => PathBuf::from(base).join("mnist"),
+        None => root().join("../shared/data/mnist"),
+    };
     if dir.join("t10k-images-idx3-ubyte.gz").exists() {
         return Some(dir);
     }

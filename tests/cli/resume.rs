@@ -11,22 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `$NNC_SHARED_DATA/mnist` when set, else the MNIST folder beside the repository.
-fn mnist_data() -> Option<PathBuf> {
-    match std::env::var_os("NNC_SHARED_DATA") {
-        Some(base) => {
-            let dir = PathBuf::from(base).join("mnist");
-            assert!(
-                dir.is_dir() || std::env::var_os("CI").is_none(),
-                "CI needs MNIST at {}",
-                dir.display()
-            );
-            dir.is_dir().then_some(dir)
-        }
-        None => mnist(),
-    }
-}
-
 /// `nnc train examples/mnist_mlp.nn --steps 200` on `data` with `extra` arguments, run in `dir`.
 /// The f64 reference interpreter (`--interp`) makes a step take milliseconds, so that a signal
 /// sent after the first periodic checkpoint surely lands mid-run.
@@ -78,28 +62,41 @@ fn assert_same_checkpoint(a: &Path, b: &Path) {
     }
 }
 
-#[test]
-fn a_killed_cli_run_resumes_from_its_periodic_checkpoint_bit_identically() {
-    let Some(data) = mnist_data() else { return };
-    let dir = Scratch::new("resume-sigkill");
+/// The uninterrupted 200-step run the interrupted ones must end equal to: its checkpoint.
+fn straight_run(data: &Path, dir: &Scratch) -> PathBuf {
     let straight = dir.path("straight.safetensors");
-    let out = mnist_train(&data, dir.dir(), &["--steps", "200", "--checkpoint"])
+    let out = mnist_train(data, dir.dir(), &["--steps", "200", "--checkpoint"])
         .arg(&straight)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    straight
+}
 
-    let ck = dir.path("killed.safetensors");
+/// The same run started in the background, checkpointing to `ck` every `every` steps; returns
+/// once the first checkpoint is there.
+fn spawn_checkpointing(data: &Path, dir: &Scratch, every: u32, ck: &Path) -> std::process::Child {
     let mut child = mnist_train(
-        &data,
+        data,
         dir.dir(),
-        &["--steps", "200", "--checkpoint-every", "50"],
+        &["--steps", "200", "--checkpoint-every", &every.to_string()],
     )
     .arg("--checkpoint")
-    .arg(&ck)
+    .arg(ck)
     .spawn()
     .unwrap();
-    wait_for_checkpoint(&ck, &mut child);
+    wait_for_checkpoint(ck, &mut child);
+    child
+}
+
+#[test]
+fn a_killed_cli_run_resumes_from_its_periodic_checkpoint_bit_identically() {
+    let Some(data) = mnist() else { return };
+    let dir = Scratch::new("resume-sigkill");
+    let straight = straight_run(&data, &dir);
+
+    let ck = dir.path("killed.safetensors");
+    let mut child = spawn_checkpointing(&data, &dir, 50, &ck);
     child.kill().unwrap();
     child.wait().unwrap();
     let at = Checkpoint::load(&ck).unwrap().step.unwrap();
@@ -118,26 +115,12 @@ fn a_killed_cli_run_resumes_from_its_periodic_checkpoint_bit_identically() {
 
 #[test]
 fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
-    let Some(data) = mnist_data() else { return };
+    let Some(data) = mnist() else { return };
     let dir = Scratch::new("resume-sigint");
-    let straight = dir.path("straight.safetensors");
-    let out = mnist_train(&data, dir.dir(), &["--steps", "200", "--checkpoint"])
-        .arg(&straight)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let straight = straight_run(&data, &dir);
 
     let ck = dir.path("stopped.safetensors");
-    let mut child = mnist_train(
-        &data,
-        dir.dir(),
-        &["--steps", "200", "--checkpoint-every", "10"],
-    )
-    .arg("--checkpoint")
-    .arg(&ck)
-    .spawn()
-    .unwrap();
-    wait_for_checkpoint(&ck, &mut child);
+    let child = spawn_checkpointing(&data, &dir, 10, &ck);
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
