@@ -2,6 +2,11 @@
 
 use super::common::*;
 
+/// `nnc ARGS` run in the repository (example paths as written in the README).
+fn in_root(args: &[&str]) -> std::process::Output {
+    nnc().args(args).current_dir(root()).output().unwrap()
+}
+
 #[test]
 fn every_example_checks_and_reports_parameters_and_flops() {
     assert_eq!(examples().len(), 6);
@@ -14,11 +19,7 @@ fn every_example_checks_and_reports_parameters_and_flops() {
             "{text}"
         );
     }
-    let out = nnc()
-        .args(["check", "examples/mnist_cnn.nn"])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let out = in_root(&["check", "examples/mnist_cnn.nn"]);
     assert!(
         stdout(&out).contains("421,642 parameters"),
         "{}",
@@ -57,7 +58,7 @@ fn every_ui_file_exits_1_with_its_diagnostic_and_no_panic() {
 #[test]
 fn a_missing_file_and_bad_utf8_are_user_errors() {
     let out = nnc().args(["check", "no/such/file.nn"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_code(&out, 1);
     assert!(
         stderr(&out).contains("cannot read no/such/file.nn"),
         "{}",
@@ -67,17 +68,13 @@ fn a_missing_file_and_bad_utf8_are_user_errors() {
     std::fs::write(&tmp, b"model M(x: [2]) { return x }\xff\xfe").unwrap();
     let out = nnc().arg("check").arg(&tmp).output().unwrap();
     std::fs::remove_file(&tmp).ok();
-    assert_eq!(out.status.code(), Some(1));
+    assert_code(&out, 1);
     assert!(stderr(&out).contains("not UTF-8"), "{}", stderr(&out));
 }
 
 #[test]
 fn xor_trains_from_the_cli_to_within_0_1_of_every_target() {
-    let out = nnc()
-        .args(["train", "examples/xor.nn", "--quiet"])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let out = in_root(&["train", "examples/xor.nn", "--quiet"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let rows: Vec<(f64, f64)> = text
@@ -104,11 +101,7 @@ fn gradcheck_passes_on_xor_and_the_mlp() {
         "examples/mnist_mlp.nn",
         "examples/autoencoder_finetune.nn",
     ] {
-        let out = nnc()
-            .args(["gradcheck", ex])
-            .current_dir(root())
-            .output()
-            .unwrap();
+        let out = in_root(&["gradcheck", ex]);
         assert!(
             out.status.success(),
             "{ex}: {}{}",
@@ -129,11 +122,7 @@ fn check_stats_counts_the_kernels_with_fused_epilogues() {
         ("examples/mnist_mlp.nn", "16 nodes, 9 kernels"),
         ("examples/mnist_cnn.nn", "36 nodes, 23 kernels"),
     ] {
-        let out = nnc()
-            .args(["check", "--stats", example])
-            .current_dir(root())
-            .output()
-            .unwrap();
+        let out = in_root(&["check", "--stats", example]);
         assert_code(&out, 0);
         assert!(stdout(&out).contains(line), "{example}: {}", stdout(&out));
     }
@@ -151,11 +140,7 @@ fn ir_prints_every_stage() {
         ("clif", "function "),
         ("asm", "ret"),
     ] {
-        let out = nnc()
-            .args(["ir", "examples/xor.nn", "--stage", stage])
-            .current_dir(root())
-            .output()
-            .unwrap();
+        let out = in_root(&["ir", "examples/xor.nn", "--stage", stage]);
         assert!(out.status.success(), "{stage}: {}", stderr(&out));
         assert!(
             stdout(&out).contains(marker),
@@ -167,18 +152,14 @@ fn ir_prints_every_stage() {
 
 #[test]
 fn missing_data_and_checkpoints_are_named_in_the_error() {
-    let out = nnc()
-        .args([
-            "train",
-            "examples/mnist_mlp.nn",
-            "--quiet",
-            "--data-dir",
-            "/nonexistent/dir",
-        ])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let out = in_root(&[
+        "train",
+        "examples/mnist_mlp.nn",
+        "--quiet",
+        "--data-dir",
+        "/nonexistent/dir",
+    ]);
+    assert_code(&out, 1);
     assert!(
         stderr(&out).contains("/nonexistent/dir/train-images-idx3-ubyte.gz"),
         "{}",
@@ -191,19 +172,15 @@ fn missing_data_and_checkpoints_are_named_in_the_error() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("train: idx("), "{}", stderr(&out));
-    let out = nnc()
-        .args([
-            "predict",
-            "examples/mnist_cnn.nn",
-            "--checkpoint",
-            "/nonexistent/c.safetensors",
-            "--input",
-            "x",
-        ])
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    let out = in_root(&[
+        "predict",
+        "examples/mnist_cnn.nn",
+        "--checkpoint",
+        "/nonexistent/c.safetensors",
+        "--input",
+        "x",
+    ]);
+    assert_code(&out, 1);
     assert!(
         stderr(&out).contains("/nonexistent/c.safetensors"),
         "{}",
@@ -234,11 +211,7 @@ fn a_corrupt_checkpoint_is_a_user_error() {
 
 #[test]
 fn a_bad_command_line_is_a_user_error_and_help_is_not_an_error() {
-    let out = nnc()
-        .args(["train", "examples/xor.nn", "--steps", "0"])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let out = in_root(&["train", "examples/xor.nn", "--steps", "0"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--steps"));
     let out = nnc().args(["train", "--help"]).output().unwrap();
@@ -319,11 +292,7 @@ fn eval_and_predict_agree_with_training() {
 
 #[test]
 fn bench_reports_compile_time_throughput_and_latency() {
-    let out = nnc()
-        .args(["bench", "examples/xor.nn", "--steps", "100", "--reps", "50"])
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let out = in_root(&["bench", "examples/xor.nn", "--steps", "100", "--reps", "50"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     for needle in [
