@@ -543,8 +543,21 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
 /// when `oh` / `ow` is odd.
 fn outputs(kb: &mut Kb, g: &WinoGeom) {
     let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
+    each_output_tile(kb, g, mb, yb, t_all, output_tile);
+}
+
+/// One tile function of [`each_output_tile`]: the tile(s) at `tx` of a tile row (four with
+/// f32x4 lanes), covering `rows × cols` outputs.
+type TileFn = fn(&mut Kb, &WinoGeom, &Row, Value, Value, Value, ClifType, usize, usize);
+
+/// Walks the output-shaped side of `batch` images, tile by tile: for every image, output
+/// channel and 2×2 output tile (clipped to 1 row / column at an odd edge), `tile` with the
+/// channel's `Row` (the `M`-like buffer at `mb` with rows of `t_all` tiles, the images at
+/// `yb`). The output transform reads `M` and writes `y`; the `dy` transform reads `dy` and
+/// writes `E`.
+fn each_output_tile(kb: &mut Kb, g: &WinoGeom, mb: Value, yb: Value, t_all: Value, tile: TileFn) {
     let tiles = g.tiles();
-    let (th, _) = g.tiles_hw();
+    let (th, tw) = g.tiles_hw();
     let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
     let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
     let zero = kb.int(0);
@@ -557,17 +570,31 @@ fn outputs(kb: &mut Kb, g: &WinoGeom) {
             let mo = kb.b.ins().iadd(mo, first_tile);
             let yo = mul_add(kb, img, g.cout, o);
             let yo = kb.b.ins().imul_imm_s(yo, (g.oh * g.ow) as i64);
-            let at_row = Row {
+            let r = Row {
                 mb,
                 yb,
                 plane,
                 mo,
                 yo,
             };
-            kb.for_n(g.oh / 2, |kb, ty| output_row(kb, &g, &at_row, ty, 2));
+            let row = |kb: &mut Kb, ty: Value, rows: usize| {
+                let mrow = mul_add(kb, ty, tw, r.mo);
+                let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
+                let yrow = kb.b.ins().iadd(yrow, r.yo);
+                let lo = kb.int(0);
+                let hi = kb.int((g.ow / 2) as i64);
+                kb.vec_loop(lo, hi, |kb, tx, lane| {
+                    tile(kb, &g, &r, mrow, yrow, tx, lane, rows, 2)
+                });
+                if g.ow % 2 == 1 {
+                    let tx = kb.int((tw - 1) as i64);
+                    tile(kb, &g, &r, mrow, yrow, tx, F32, rows, 1);
+                }
+            };
+            kb.for_n(g.oh / 2, |kb, ty| row(kb, ty, 2));
             if g.oh % 2 == 1 {
                 let ty = kb.int((th - 1) as i64);
-                output_row(kb, &g, &at_row, ty, 1);
+                row(kb, ty, 1);
             }
         });
     });
@@ -581,23 +608,6 @@ struct Row {
     plane: Value,
     mo: Value,
     yo: Value,
-}
-
-/// One tile row `ty` of an output channel, writing `rows` (1 or 2) output rows.
-fn output_row(kb: &mut Kb, g: &WinoGeom, r: &Row, ty: Value, rows: usize) {
-    let (_, tw) = g.tiles_hw();
-    let mrow = mul_add(kb, ty, tw, r.mo);
-    let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
-    let yrow = kb.b.ins().iadd(yrow, r.yo);
-    let lo = kb.int(0);
-    let hi = kb.int((g.ow / 2) as i64);
-    kb.vec_loop(lo, hi, |kb, tx, lane| {
-        output_tile(kb, g, r, mrow, yrow, tx, lane, rows, 2)
-    });
-    if g.ow % 2 == 1 {
-        let tx = kb.int((tw - 1) as i64);
-        output_tile(kb, g, r, mrow, yrow, tx, F32, rows, 1);
-    }
 }
 
 /// The tile(s) at `tx` of a tile row (four with f32x4 lanes), `rows × cols` outputs each.
@@ -655,48 +665,7 @@ fn output_tile(
 /// beyond an odd edge.
 fn dy_tiles(kb: &mut Kb, g: &WinoGeom) {
     let (yb, eb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
-    let tiles = g.tiles();
-    let (th, tw) = g.tiles_hw();
-    let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
-    let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
-    let zero = kb.int(0);
-    let batch = kb.batch;
-    let g = *g;
-    kb.for_range(zero, batch, |kb, img| {
-        let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
-        kb.for_n(g.cout, |kb, o| {
-            let mo = kb.b.ins().imul(o, t_all);
-            let mo = kb.b.ins().iadd(mo, first_tile);
-            let yo = mul_add(kb, img, g.cout, o);
-            let yo = kb.b.ins().imul_imm_s(yo, (g.oh * g.ow) as i64);
-            let r = Row {
-                mb: eb,
-                yb,
-                plane,
-                mo,
-                yo,
-            };
-            let row = |kb: &mut Kb, ty: Value, rows: usize| {
-                let mrow = mul_add(kb, ty, tw, r.mo);
-                let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
-                let yrow = kb.b.ins().iadd(yrow, r.yo);
-                let lo = kb.int(0);
-                let hi = kb.int((g.ow / 2) as i64);
-                kb.vec_loop(lo, hi, |kb, tx, lane| {
-                    dy_tile(kb, &g, &r, mrow, yrow, tx, lane, rows, 2)
-                });
-                if g.ow % 2 == 1 {
-                    let tx = kb.int((tw - 1) as i64);
-                    dy_tile(kb, &g, &r, mrow, yrow, tx, F32, rows, 1);
-                }
-            };
-            kb.for_n(g.oh / 2, |kb, ty| row(kb, ty, 2));
-            if g.oh % 2 == 1 {
-                let ty = kb.int((th - 1) as i64);
-                row(kb, ty, 1);
-            }
-        });
-    });
+    each_output_tile(kb, g, eb, yb, t_all, dy_tile);
 }
 
 /// The `dy` tile(s) at `tx` of a tile row (four with f32x4 lanes) from `rows × cols` values of
