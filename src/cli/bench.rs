@@ -156,45 +156,32 @@ fn inference(name: &str, g: &Graph, threads: usize, reps: usize) -> CliResult {
     let feeds = |batch: usize| -> (Vec<f32>, Vec<i32>) {
         (vec![0.5; ty.numel(batch)], vec![1; ty.numel(batch)])
     };
-    let measure = |exec: &mut Jit, batch: usize, reps: usize| -> Result<Vec<f64>, CliError> {
-        let (f, i) = feeds(batch);
-        let feed = if ty.dtype == DType::I32 {
-            Feed::I32(&i)
-        } else {
-            Feed::F32(&f)
-        };
-        let mut times = Vec::with_capacity(reps);
-        for r in 0..reps + reps / 10 + 1 {
-            let t = Instant::now();
-            exec.run(batch, &[feed], &refs, StepCtx::default())
-                .map_err(CliError::internal)?;
-            if r > reps / 10 {
-                times.push(t.elapsed().as_secs_f64());
+    let measure =
+        |exec: &mut dyn Executor, batch: usize, reps: usize| -> Result<Vec<f64>, CliError> {
+            let (f, i) = feeds(batch);
+            let feed = if ty.dtype == DType::I32 {
+                Feed::I32(&i)
+            } else {
+                Feed::F32(&f)
+            };
+            let mut times = Vec::with_capacity(reps);
+            for r in 0..reps + reps / 10 + 1 {
+                let t = Instant::now();
+                exec.run(batch, &[feed], &refs, StepCtx::default())
+                    .map_err(CliError::internal)?;
+                if r > reps / 10 {
+                    times.push(t.elapsed().as_secs_f64());
+                }
             }
-        }
-        times.sort_by(f64::total_cmp);
-        Ok(times)
-    };
-    // The graph as `nnc predict` compiles it (optimized: fusion, epilogues).
-    let g = &crate::opt::optimize(g, 1).map_err(CliError::internal)?;
-    let mut one = Jit::compile(
-        g,
-        &JitOptions {
-            threads,
-            ..JitOptions::default()
-        },
-    )
-    .map_err(CliError::internal)?;
-    let t1 = measure(&mut one, 1, reps)?;
-    let mut many = Jit::compile(
-        g,
-        &JitOptions {
-            threads,
-            ..JitOptions::default()
-        },
-    )
-    .map_err(CliError::internal)?;
-    let t1000 = measure(&mut many, 1000, (reps / 200).max(5))?;
+            times.sort_by(f64::total_cmp);
+            Ok(times)
+        };
+    // Compiled as `nnc predict` compiles it (optimized: fusion, epilogues), at `threads`.
+    let mut exec = train::backend(false, Some(threads))
+        .forward_executor(g)
+        .map_err(CliError::internal)?;
+    let t1 = measure(exec.as_mut(), 1, reps)?;
+    let t1000 = measure(exec.as_mut(), 1000, (reps / 200).max(5))?;
     let flops = crate::check::model_stats(g).flops_per_sample as f64;
     let per_s = 1000.0 / t1000[t1000.len() / 2];
     println!(
