@@ -305,3 +305,40 @@ fn bench_reports_compile_time_throughput_and_latency() {
         assert!(text.contains(needle), "no `{needle}` in\n{text}");
     }
 }
+
+/// `nnc bench --profile`: every compiled step of the run by its share of the time, named by its
+/// IR node (weight gradients with the optimizer update fused into them), the shares adding up
+/// to the whole; nothing of the kind without the flag.
+#[test]
+fn bench_profile_names_each_step_and_its_share() {
+    let args = ["bench", "examples/xor.nn", "--steps", "200", "--reps", "50"];
+    let plain = stdout(&in_root(&args));
+    assert!(!plain.contains("where the time goes"), "{plain}");
+    let out = in_root(&[&args[..], &["--profile"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let training: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("where the time goes"))
+        .skip(1)
+        .take_while(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .collect();
+    assert!(
+        training.iter().any(|l| l.contains("train Xor: %")
+            && l.contains("grad dense1.weight (+ optimizer updates)")),
+        "{text}"
+    );
+    let shares: f64 = training
+        .iter()
+        .map(|l| l.split('%').next().unwrap().trim().parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (shares - 100.0).abs() < 0.6,
+        "shares add up to {shares}:\n{text}"
+    );
+}
