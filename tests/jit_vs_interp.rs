@@ -1496,6 +1496,7 @@ fn with_epilogue(product: Op, ins: &[Type], epi: &Epilogue) -> Graph {
             let v = g.input("v", pt);
             g.push(Op::UnaryGrad(*u), vec![v, p], "e")
         }
+        Epilogue::Loss(_) => panic!("a loss epilogue's graph is built by with_loss"),
     }
     .unwrap();
     let e = &g.node(out).op;
@@ -1587,6 +1588,125 @@ fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
                     run_once(&fused, &gens, batch, 3),
                     "{what}, 3 threads"
                 );
+            }
+        }
+    }
+}
+
+/// A matrix product `a·w` (`w` stored `[N, K]` when `tb`), the chain `chain` (a bias when it
+/// has one), and a cross-entropy (`ce`) or mean-squared-error loss of the result with its
+/// gradient, scaled by a constant 0.5, carried back through the chain's last activation when
+/// there is one (as autodiff writes it): outputs the value, the loss and the gradient.
+fn with_loss(a: &Type, w: &Type, tb: bool, chain: &Chain, ce: bool) -> Graph {
+    let mut g = Graph::new("", true);
+    let x = g.input("a", a.clone());
+    let wv = g.input("w", w.clone());
+    // The product's type, for the inputs, which come first (as in a model's graph).
+    let n = if tb { w.dims[0] } else { w.dims[1] };
+    let rows = &a.dims[..a.dims.len() - 1];
+    let pt = f(true, &[rows, &[n]].concat());
+    let bias = chain.bias.map(|_| g.input("bias", f(false, &[n])));
+    let target = if ce {
+        g.input("labels", Type::i32(true, rows.to_vec()))
+    } else {
+        g.input("target", pt.clone())
+    };
+    let p = g
+        .push(Op::MatMul { ta: false, tb }, vec![x, wv], "p")
+        .unwrap();
+    let mut y = p;
+    if let Some(bias) = bias {
+        y = g
+            .push(Op::Fused(chain.clone()), vec![p, bias], "y")
+            .unwrap();
+    } else if !chain.acts.is_empty() {
+        y = g.push(Op::Fused(chain.clone()), vec![p], "y").unwrap();
+    }
+    let (loss, grad) = if ce {
+        (Op::CrossEntropy, Op::CrossEntropyGrad)
+    } else {
+        (Op::Mse, Op::MseGrad)
+    };
+    let l = g.push(loss, vec![y, target], "loss").unwrap();
+    let half = g.constant(0.5);
+    let mut d = g.push(grad, vec![y, target, half], "d").unwrap();
+    if let Some(&u) = chain.acts.last() {
+        d = g.push(Op::UnaryGrad(u), vec![y, d], "d act").unwrap();
+    }
+    g.name = format!(
+        "{} {a}·{w}{} then {chain}",
+        if ce { "cross_entropy" } else { "mse" },
+        if tb { "ᵀ" } else { "" }
+    );
+    for (name, v) in [("y", y), ("loss", l), ("d", d)] {
+        g.set_output(name, v);
+    }
+    g
+}
+
+/// Loss epilogues (`opt::loss_epilogue`): the gradient of a cross-entropy or mean squared error
+/// computed by the product that predicts, against the interpreter, and bit-identical to the
+/// separate kernels at 1 and 3 threads: a small product (one kernel), single-block and
+/// row-split GEMMs, a product split by columns and one wider than a column block (where a
+/// cross-entropy's whole rows come after the product), rows of a 3-D value, with and without a
+/// bias and an activation to carry the gradient through.
+#[test]
+fn loss_epilogues_match_the_interpreter_and_the_unfused_kernels() {
+    use nnc::opt::{dce::dce, epilogue::fuse_epilogues, loss_epilogue::fuse_loss_epilogues};
+    let chain = |bias: Option<usize>, acts: Vec<UnaryOp>| Chain { bias, acts };
+    // (a, w, tb, batches)
+    let cases: Vec<(Type, Type, bool, Vec<usize>)> = vec![
+        (f(true, &[4]), f(false, &[4, 3]), false, vec![1, 5]),
+        (
+            f(true, &[128]),
+            f(false, &[128, 10]),
+            false,
+            vec![1, 37, 64],
+        ),
+        (f(true, &[40]), f(false, &[10, 40]), true, vec![9]),
+        // Rows split over threads.
+        (f(true, &[300]), f(false, &[300, 70]), false, vec![130]),
+        // Columns split over threads (8 rows, 200 columns, 9.6 Mflop).
+        (f(true, &[3000]), f(false, &[3000, 200]), false, vec![8]),
+        // Wider than a column block of the GEMM.
+        (f(true, &[16]), f(false, &[16, 2100]), false, vec![3]),
+        // Rows of a sequence: B×5 rows of 7.
+        (f(true, &[5, 12]), f(false, &[12, 7]), false, vec![1, 6]),
+    ];
+    for (a, w, tb, batches) in cases {
+        let last = a.rank() - 1;
+        for c in [
+            chain(Some(last), vec![]),
+            chain(None, vec![]),
+            chain(Some(last), vec![UnaryOp::Sigmoid]),
+            chain(None, vec![UnaryOp::Tanh]),
+        ] {
+            for ce in [true, false] {
+                let g = with_loss(&a, &w, tb, &c, ce);
+                let fused = dce(&fuse_loss_epilogues(&fuse_epilogues(&g)));
+                nnc::ir::verify::verify(&fused).unwrap();
+                let grads = fused
+                    .nodes
+                    .iter()
+                    .filter(|n| matches!(n.op, Op::EpilogueGrad))
+                    .count();
+                assert_eq!(grads, 1, "{}: one loss epilogue", g.name);
+                let n = g.ty(g.output("y").unwrap()).last() as i32;
+                let mut gens = vec![Gen::U(-1.0, 1.0); g.inputs().len()];
+                if ce {
+                    *gens.last_mut().unwrap() = Gen::Int(0, n);
+                }
+                for &batch in &batches {
+                    compare(&fused, &gens, batch, 13, 1e-4);
+                    let unfused = run_once(&g, &gens, batch, 1);
+                    let what = format!("{} batch {batch}", g.name);
+                    assert_eq!(unfused, run_once(&fused, &gens, batch, 1), "{what}");
+                    assert_eq!(
+                        unfused,
+                        run_once(&fused, &gens, batch, 3),
+                        "{what}, 3 threads"
+                    );
+                }
             }
         }
     }

@@ -132,7 +132,18 @@ fn un(g: &mut Graph, op: UnaryOp, a: ValueId) -> ValueId {
 fn levels() {
     assert!(passes(0).is_empty());
     let names: Vec<_> = passes(1).iter().map(|p| p.name()).collect();
-    assert_eq!(names, ["const_fold", "cse", "dce", "fuse", "epilogue"]);
+    assert_eq!(
+        names,
+        [
+            "const_fold",
+            "cse",
+            "dce",
+            "fuse",
+            "epilogue",
+            "loss-epilogue",
+            "dce"
+        ]
+    );
 }
 
 #[test]

@@ -142,6 +142,7 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         Op::UnaryGrad(_)
         | Op::Fused(_)
         | Op::WithEpilogue { .. }
+        | Op::EpilogueGrad
         | Op::BiasGrad { .. }
         | Op::Conv2dGradInput(_)
         | Op::Conv2dGradWeight(_)

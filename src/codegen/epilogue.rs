@@ -10,6 +10,10 @@
 //! small product ([`small_matmul`]) inlines it after its loops. Each element is
 //! transformed once and alone, so results do not depend on how the work is split over threads.
 //!
+//! A loss epilogue ([`crate::opt::loss_epilogue`]) also writes the loss gradient beside C, with
+//! the lane expressions of the separate gradient kernels (`loss::mse_grad`, and
+//! `rowwise::cross_entropy_grad_row` on each whole row).
+//!
 //! Kernel ABI: the usual [`KernelFn`], whose table is the [`RectArgs`] of one rectangle.
 
 use std::ops::Range;
@@ -19,8 +23,10 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 use super::elementwise::{unary, unary_grad};
 use super::glue::{Dim, Table};
 use super::kernel::{Kb, KernelFn, KernelModule};
+use super::loss::mse_grad;
+use super::rowwise::cross_entropy_grad_row;
 use super::CodegenError;
-use crate::ir::{Epilogue, Producer, ValueId};
+use crate::ir::{Epilogue, EpilogueLoss, LossEpilogue, Producer, Type, ValueId};
 
 /// Table slots of an epilogue kernel: pointers to the rectangle's first element of C, of the
 /// bias (at the rectangle's first row or column) and of the auxiliary input (same layout as
@@ -34,6 +40,8 @@ enum RectArgs {
     Ldc,
     Rows,
     Cols,
+    Target,
+    Grad,
 }
 
 /// The values an epilogue needs, as Cranelift values (see [`RectArgs`]).
@@ -49,13 +57,28 @@ pub struct Rect {
     pub ldc: Value,
     pub rows: Value,
     pub cols: Value,
+    /// A loss epilogue's target at the same place as `c` (mean squared error), or its labels
+    /// from the rectangle's first row (cross-entropy).
+    pub target: Value,
+    /// A loss epilogue's gradient buffer at the same place as `c`.
+    pub grad: Value,
 }
 
 /// Emits `c[r·ldc + j] = epi(c[r·ldc + j])` for `r < rows`, `j < cols` (f32x4 lanes along the
 /// row, a scalar tail). The bias is indexed by `r` when `bias_rows`, else by `j`; the auxiliary
 /// input (the forward value of a gradient epilogue) like C.
-pub fn emit_rect(kb: &mut Kb, epi: &Epilogue, bias_rows: bool, at: Rect) {
-    let has_bias = matches!(epi, Epilogue::Chain(c) if c.bias.is_some());
+///
+/// A loss epilogue also writes the loss gradient into `grad` (laid out like C): element by
+/// element for mean squared error, row by row after the row's values for cross-entropy (whose
+/// rectangles are whole rows of C). `ty` is the node's type, which with the kernel's batch
+/// gives the mean's divisor, as in the separate gradient kernels.
+pub fn emit_rect(kb: &mut Kb, epi: &Epilogue, ty: &Type, bias_rows: bool, at: Rect) {
+    let chain = epi.chain();
+    let has_bias = chain.is_some_and(|c| c.bias.is_some());
+    let loss = match epi {
+        Epilogue::Loss(l) => Some((l, loss_scale(kb, l, ty))),
+        _ => None,
+    };
     let zero = kb.int(0);
     kb.for_range(zero, at.rows, |kb, r| {
         let base = kb.b.ins().imul(r, at.ldc);
@@ -63,8 +86,8 @@ pub fn emit_rect(kb: &mut Kb, epi: &Epilogue, bias_rows: bool, at: Rect) {
         kb.vec_loop(zero, at.cols, |kb, j, lane| {
             let idx = kb.b.ins().iadd(base, j);
             let p = kb.ld_rw(lane, at.c, idx);
-            let out = match epi {
-                Epilogue::Chain(chain) => {
+            let out = match chain {
+                Some(chain) => {
                     let mut v = p;
                     if chain.bias.is_some() {
                         let b = match row_bias {
@@ -78,19 +101,58 @@ pub fn emit_rect(kb: &mut Kb, epi: &Epilogue, bias_rows: bool, at: Rect) {
                     }
                     v
                 }
-                Epilogue::Grad(u) => {
+                None => {
+                    let Epilogue::Grad(u) = epi else {
+                        unreachable!("only a gradient epilogue has no chain")
+                    };
                     let v = kb.ld(lane, at.aux, idx);
                     unary_grad(kb, *u, v, p, lane)
                 }
             };
             kb.st(out, at.c, idx);
+            if let Some((l, scale)) = loss.filter(|(l, _)| l.loss == EpilogueLoss::Mse) {
+                let t = kb.ld(lane, at.target, idx);
+                let s = kb.splat(lane, scale);
+                let mut d = mse_grad(kb, out, t, s);
+                if let Some(u) = l.through {
+                    d = unary_grad(kb, u, out, d, lane);
+                }
+                kb.st(d, at.grad, idx);
+            }
         });
+        if let Some((l, scale)) = loss.filter(|(l, _)| l.loss == EpilogueLoss::CrossEntropy) {
+            // The row is whole and final in C: its softmax gradient.
+            let c = ty.last();
+            cross_entropy_grad_row(kb, at.c, at.grad, base, c, (at.target, r), scale);
+            if let Some(u) = l.through {
+                let cv = kb.int(c as i64);
+                kb.vec_loop(zero, cv, |kb, j, lane| {
+                    let idx = kb.b.ins().iadd(base, j);
+                    let v = kb.ld(lane, at.c, idx);
+                    let d = kb.ld_rw(lane, at.grad, idx);
+                    let d = unary_grad(kb, u, v, d, lane);
+                    kb.st(d, at.grad, idx);
+                });
+            }
+        }
     });
+}
+
+/// `dl / N`, the loss gradient's scale: N the element count (mean squared error) or the row
+/// count (cross-entropy) of the node's value at the kernel's batch.
+fn loss_scale(kb: &mut Kb, l: &LossEpilogue, ty: &Type) -> Value {
+    let n = match l.loss {
+        EpilogueLoss::Mse => kb.numel(ty),
+        EpilogueLoss::CrossEntropy => kb.rows(ty.batched, ty.per_sample() / ty.last().max(1)),
+    };
+    let dl = kb.b.ins().f32const(l.dl());
+    let nf = kb.b.ins().fcvt_from_uint(types::F32, n);
+    kb.b.ins().fdiv(dl, nf)
 }
 
 /// A small product ([`super::small_matmul`]) of shape `(m, n, k)` from slots `ab` into slot
 /// `out`, then its epilogue over all of C, as one kernel body; `extra` are the node's inputs
-/// after the product's two.
+/// after the product's two, `ty` its type and `grad` the slot of a loss epilogue's gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn small_matmul(
     kb: &mut Kb,
@@ -101,23 +163,25 @@ pub fn small_matmul(
     ab: (usize, usize),
     epi: &Epilogue,
     extra: &[ValueId],
+    (ty, grad): (&Type, Option<usize>),
 ) {
     super::small_matmul::small_matmul(kb, ta, tb, m, n, k, out, ab.0, ab.1);
-    let (bias, aux) = extra_slots(epi, extra);
-    let mut slot = |s: Option<usize>| match s {
+    let slots = extra_slots(epi, extra);
+    let slot = |kb: &mut Kb, s: Option<usize>| match s {
         Some(s) => kb.ptr(s),
         None => kb.int(0),
     };
-    let (bias, aux) = (slot(bias), slot(aux));
     let at = Rect {
         c: kb.ptr(out),
-        bias,
-        aux,
+        bias: slot(kb, slots.bias),
+        aux: slot(kb, slots.aux),
         ldc: kb.int(n as i64),
         rows: kb.rows(m.batched, m.per),
         cols: kb.int(n as i64),
+        target: slot(kb, slots.target),
+        grad: slot(kb, grad),
     };
-    emit_rect(kb, epi, false, at);
+    emit_rect(kb, epi, ty, false, at);
 }
 
 /// The epilogue of a `MatMul` or `Conv2d` step: its compiled kernel and the table slots of its
@@ -128,29 +192,55 @@ pub struct EpiStep {
     pub kernel: usize,
     /// The kernel, once the module is finished ([`EpiStep::resolve`]).
     run: Option<KernelFn>,
-    bias: Option<usize>,
-    aux: Option<usize>,
+    slots: ExtraSlots,
+    /// The slot of a loss epilogue's gradient (its [`crate::ir::Op::EpilogueGrad`]).
+    grad: Option<usize>,
     /// Whether the bias is one number per row of C (a convolution's channels) or per column.
     bias_rows: bool,
+    /// Whether each rectangle must hold whole rows of C (a cross-entropy gradient).
+    pub whole_rows: bool,
 }
 
 /// Table slots of an epilogue's extra inputs (the node's inputs after the product's two).
-fn extra_slots(epi: &Epilogue, extra: &[ValueId]) -> (Option<usize>, Option<usize>) {
-    let slot = extra.first().map(|v| v.index());
+#[derive(Clone, Copy, Debug, Default)]
+struct ExtraSlots {
+    bias: Option<usize>,
+    aux: Option<usize>,
+    target: Option<usize>,
+}
+
+fn extra_slots(epi: &Epilogue, extra: &[ValueId]) -> ExtraSlots {
+    let slot = |k: usize| extra.get(k).map(|v| v.index());
     match epi {
-        Epilogue::Chain(_) => (slot, None),
-        Epilogue::Grad(_) => (None, slot),
+        Epilogue::Chain(_) => ExtraSlots {
+            bias: slot(0),
+            ..Default::default()
+        },
+        Epilogue::Grad(_) => ExtraSlots {
+            aux: slot(0),
+            ..Default::default()
+        },
+        Epilogue::Loss(l) => {
+            let has_bias = l.chain.bias.is_some() as usize;
+            ExtraSlots {
+                bias: slot(0).filter(|_| has_bias == 1),
+                target: slot(has_bias),
+                aux: None,
+            }
+        }
     }
 }
 
 impl EpiStep {
-    /// Compiles the epilogue of a node whose extra inputs are `extra`.
+    /// Compiles the epilogue of a node of type `ty` whose extra inputs are `extra`; `grad` is
+    /// the slot of a loss epilogue's gradient.
     pub fn compile(
         km: &mut KernelModule,
         header: &str,
         producer: Producer,
         epi: &Epilogue,
         extra: &[ValueId],
+        (ty, grad): (&Type, Option<usize>),
     ) -> Result<EpiStep, CodegenError> {
         let bias_rows = matches!(producer, Producer::Conv2d(_));
         let kernel = km.kernel(&format!("{header}\n; epilogue per block of C"), |kb| {
@@ -162,16 +252,22 @@ impl EpiStep {
                 ldc: slot(RectArgs::Ldc),
                 rows: slot(RectArgs::Rows),
                 cols: slot(RectArgs::Cols),
+                target: slot(RectArgs::Target),
+                grad: slot(RectArgs::Grad),
             };
-            emit_rect(kb, epi, bias_rows, at)
+            emit_rect(kb, epi, ty, bias_rows, at)
         })?;
-        let (bias, aux) = extra_slots(epi, extra);
+        let whole_rows = matches!(
+            epi,
+            Epilogue::Loss(l) if l.loss == EpilogueLoss::CrossEntropy
+        );
         Ok(EpiStep {
             kernel,
             run: None,
-            bias,
-            aux,
+            slots: extra_slots(epi, extra),
+            grad,
             bias_rows,
+            whole_rows,
         })
     }
 
@@ -188,16 +284,20 @@ impl EpiStep {
 
     /// Applies the epilogue (`run`, its [`EpiStep::kernel_fn`]) to rows `rows`, columns `cols`
     /// of a C with row stride `ldc`, whose element `(rows.start, cols.start)` is at `c` and is
-    /// element `offset` of the node's value (the auxiliary input is read at the same offset).
+    /// element `offset` of the node's value (the auxiliary input, a target and a gradient are at
+    /// the same offset; labels at the row's). `batch` is the run's batch size.
     ///
     /// # Safety
     /// `c` must point at the rectangle inside the node's output buffer, which nothing else
-    /// accesses meanwhile; the table's slots must point at live buffers of the node's types.
+    /// accesses meanwhile (nor the same rectangle of the gradient); the table's slots must
+    /// point at live buffers of the node's types; when [`EpiStep::whole_rows`], `cols` must be
+    /// all of C's `ldc` columns and `rows` rows of the matrix product.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn apply(
         &self,
         run: KernelFn,
         t: Table,
+        batch: usize,
         c: *mut f32,
         ldc: usize,
         rows: Range<usize>,
@@ -214,16 +314,27 @@ impl EpiStep {
         } else {
             cols.start
         };
-        let args: [*mut u8; 6] = [
+        // The kernel reads and writes c whole rows of ldc from there: never let it run past
+        // the rectangle it was given.
+        assert!(
+            !self.whole_rows || cols.len() == ldc,
+            "a row-wise epilogue was handed part of a row"
+        );
+        // Labels are i32, one per row of a matrix product: the same element size as f32.
+        let target_at = if self.whole_rows { rows.start } else { offset };
+        let args: [*mut u8; 8] = [
             c as *mut u8,
-            at(self.bias, bias_at),
-            at(self.aux, offset),
+            at(self.slots.bias, bias_at),
+            at(self.slots.aux, offset),
             ldc as *mut u8,
             rows.len() as *mut u8,
             cols.len() as *mut u8,
+            at(self.slots.target, target_at),
+            at(self.grad, offset),
         ];
-        // SAFETY: the kernel reads the slots of `RectArgs` and touches only the rectangle of C,
-        // bias entries of its rows or columns and the same rectangle of the auxiliary input.
-        unsafe { run(args.as_ptr(), 0) };
+        // SAFETY: the kernel reads the slots of `RectArgs` and touches only the rectangle of C
+        // (and of the gradient), bias entries of its rows or columns, the same rectangle of the
+        // auxiliary input or target, or the labels of its rows.
+        unsafe { run(args.as_ptr(), batch as i64) };
     }
 }

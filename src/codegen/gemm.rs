@@ -607,6 +607,24 @@ impl Gemm {
         self.gemm_with(threads, ta, tb, m, n, k, a, b, c, accumulate, None)
     }
 
+    /// Whether [`Gemm::gemm_threads`] splits this product over threads by columns.
+    fn splits_columns(&self, threads: usize, m: usize, n: usize, k: usize) -> bool {
+        if 2 * m < self.tile.mr {
+            // A matrix-vector-like product (batch 1): the rows cannot be split.
+            threads > 1 && 2 * m * n * k >= NARROW_PAR_MIN_FLOPS
+        } else {
+            // Each task packs all of the operand it shares with the others: B when the rows
+            // are split, A when the columns are. Split the side that makes the smaller copy
+            // (the MLP's 64×784 batch by its 784×128 weights: by columns).
+            threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS && m < n
+        }
+    }
+
+    /// Whether every block [`Gemm::gemm_with`] hands to its epilogue holds whole rows of C.
+    pub fn blocks_hold_whole_rows(&self, threads: usize, m: usize, n: usize, k: usize) -> bool {
+        n <= NC && !self.splits_columns(threads, m, n, k)
+    }
+
     /// [`Gemm::gemm_threads`] calling `epi` on every block of C as soon as it is final (after
     /// its last depth block, while it is in cache; on all of C when `k` is 0). Each element is
     /// in exactly one block, on the thread that computed it.
@@ -638,16 +656,7 @@ impl Gemm {
         }
         let c_ptr = SendPtr(c.as_mut_ptr());
         let narrow = 2 * m < self.tile.mr;
-        let by_columns = if narrow {
-            // A matrix-vector-like product (batch 1): the rows cannot be split.
-            threads > 1 && 2 * m * n * k >= NARROW_PAR_MIN_FLOPS
-        } else {
-            // Each task packs all of the operand it shares with the others: B when the rows
-            // are split, A when the columns are. Split the side that makes the smaller copy
-            // (the MLP's 64×784 batch by its 784×128 weights: by columns).
-            threads > 1 && 2 * m * n * k >= PAR_MIN_FLOPS && m < n
-        };
-        if by_columns {
+        if self.splits_columns(threads, m, n, k) {
             // Each column is summed as by one thread, whichever part it falls in.
             let nr = if narrow { NARROW.nr } else { 4 * self.tile.nr };
             let chunk = n.div_ceil(threads).div_ceil(nr) * nr;

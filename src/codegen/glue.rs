@@ -192,6 +192,31 @@ impl MatMulStep {
             Some(e) => Some((e, e.kernel_fn()?)),
             None => None,
         };
+        if let Some((e, run)) =
+            run.filter(|(e, _)| e.whole_rows && !lib.gemm.blocks_hold_whole_rows(threads, m, n, k))
+        {
+            // An epilogue over whole rows (a cross-entropy gradient) on a product whose blocks
+            // are not: after the product, over C's rows split between the threads.
+            lib.gemm
+                .gemm_threads(threads, self.ta, self.tb, m, n, k, a, b, c, false)?;
+            let c_ptr = c.as_mut_ptr() as usize;
+            return split(m, threads, 1, |lo, hi| {
+                // SAFETY: rows lo..hi of C, final, each in one task.
+                unsafe {
+                    e.apply(
+                        run,
+                        t,
+                        batch,
+                        (c_ptr as *mut f32).add(lo * n),
+                        n,
+                        lo..hi,
+                        0..n,
+                        lo * n,
+                    )
+                };
+                Ok(())
+            });
+        }
         if run.is_none() && after.is_none() {
             return lib
                 .gemm
@@ -200,8 +225,10 @@ impl MatMulStep {
         let epi = |blk: Block| {
             if let Some((e, run)) = run {
                 let offset = blk.rows.start * n + blk.cols.start;
-                // SAFETY: each block is a rectangle of C handed over by the GEMM once final.
-                unsafe { e.apply(run, t, blk.c, n, blk.rows.clone(), blk.cols.clone(), offset) };
+                let (rows, cols) = (blk.rows.clone(), blk.cols.clone());
+                // SAFETY: each block is a rectangle of C handed over by the GEMM once final,
+                // of whole rows when the epilogue needs them (checked above).
+                unsafe { e.apply(run, t, batch, blk.c, n, rows, cols, offset) };
             }
             if let Some(after) = after {
                 after(blk);
@@ -269,7 +296,16 @@ impl ConvStep {
                     if let Some((e, run)) = epi {
                         // SAFETY: y is image b's output, o×pos at offset b·ylen of the value.
                         unsafe {
-                            e.apply(run, t, y.as_mut_ptr(), pos, 0..self.o, 0..pos, b * ylen)
+                            e.apply(
+                                run,
+                                t,
+                                batch,
+                                y.as_mut_ptr(),
+                                pos,
+                                0..self.o,
+                                0..pos,
+                                b * ylen,
+                            )
                         };
                     }
                 }

@@ -100,9 +100,15 @@ pub fn loss_grad(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
             let g = kb.b.ins().fdiv(d, den);
             kb.b.ins().fmul(g, s)
         } else {
-            let d = kb.b.ins().fsub(v[0], v[1]);
-            let d = kb.b.ins().fadd(d, d);
-            kb.b.ins().fmul(d, s)
+            mse_grad(kb, v[0], v[1], s)
         }
     });
+}
+
+/// `MseGrad` of one lane group: `2(a − b)·scale`, `scale` = dl/N splatted (also the loss
+/// epilogue of a regressor's product, [`super::epilogue`]).
+pub fn mse_grad(kb: &mut Kb, a: Value, b: Value, scale: Value) -> Value {
+    let d = kb.b.ins().fsub(a, b);
+    let d = kb.b.ins().fadd(d, d);
+    kb.b.ins().fmul(d, scale)
 }

@@ -8,7 +8,7 @@ use super::glue::{ConvKind, ConvStep, Dim, MatMulStep};
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
 use super::winograd::WinogradStep;
 use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul, CodegenError};
-use crate::ir::{DType, Graph, Node, Op, Producer};
+use crate::ir::{DType, Epilogue, EpilogueLoss, Graph, Node, Op, Producer};
 use crate::opt::memplan::{self, Home, Plan};
 use elementwise::Operand;
 
@@ -189,9 +189,14 @@ pub fn lower(g: &Graph, keep_values: bool, listing: Listing) -> Result<Lowered, 
 
 /// Rejects graphs the verifier would reject where a kernel relies on it: f32 where f32 is read.
 fn check_dtypes(g: &Graph, i: usize, n: &Node) -> Result<(), CodegenError> {
-    let int_inputs: &[usize] = match n.op {
+    let labels = n.inputs.len().saturating_sub(1);
+    let int_inputs: &[usize] = match &n.op {
         Op::Embedding | Op::EmbeddingGrad | Op::OneHot { .. } => &[0],
         Op::CrossEntropy | Op::CrossEntropyGrad => &[1],
+        Op::WithEpilogue {
+            epi: Epilogue::Loss(l),
+            ..
+        } if l.loss == EpilogueLoss::CrossEntropy => std::slice::from_ref(&labels),
         _ => &[],
     };
     for (k, v) in n.inputs.iter().enumerate() {
@@ -249,7 +254,10 @@ fn emit(
         })
     };
     let step = match &n.op {
-        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => return Ok(()),
+        // An epilogue gradient is written by the step of the node it reads.
+        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape | Op::EpilogueGrad => {
+            return Ok(())
+        }
         Op::Unary(u) => {
             arity(1)?;
             let u = *u;
@@ -339,12 +347,17 @@ fn emit(
         Op::WithEpilogue { producer, epi } => {
             arity(2 + epi.extra_inputs())?;
             let extra = &n.inputs[2..];
+            // A loss epilogue's second result, if anything reads it.
+            let grad = g.nodes.iter().position(|m| {
+                matches!(m.op, Op::EpilogueGrad) && m.inputs.first().is_some_and(|v| v.index() == i)
+            });
             if let Producer::MatMul { ta, tb } = *producer {
                 let (m, nn, k) = matmul_dims(ta, tb, &ity(0), &ity(1), &ty)?;
                 if small_matmul::is_small(m, nn, k) {
                     let body = &mut |kb: &mut Kb| {
                         let ab = (ins[0], ins[1]);
-                        epilogue::small_matmul(kb, ta, tb, (m, nn, k), i, ab, epi, extra)
+                        let out = (&ty, grad);
+                        epilogue::small_matmul(kb, ta, tb, (m, nn, k), i, ab, epi, extra, out)
                     };
                     return push_step(steps, one(km, body)?);
                 }
@@ -367,7 +380,7 @@ fn emit(
                 scratch,
                 header,
             )?;
-            let e = EpiStep::compile(km, header, *producer, epi, extra)?;
+            let e = EpiStep::compile(km, header, *producer, epi, extra, (&ty, grad))?;
             match steps.last_mut() {
                 Some(Step::MatMul(s)) => s.epi = Some(e),
                 Some(Step::Conv(s)) => s.epi = Some(e),

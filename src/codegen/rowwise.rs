@@ -236,6 +236,32 @@ pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     kb.st(m32, o, zero);
 }
 
+/// One row of `CrossEntropyGrad`: `out[base + j] = softmax(x[base..base + c])_j · scale`, less
+/// `scale` at the row's label, `label.0[label.1]` (also the loss epilogue of a classifier's
+/// product, [`super::epilogue`], on each row of C as the GEMM finishes it).
+pub fn cross_entropy_grad_row(
+    kb: &mut Kb,
+    x: Value,
+    out: Value,
+    base: Value,
+    c: usize,
+    label_at: (Value, Value),
+    scale: Value,
+) {
+    let (mx, s) = max_sumexp(kb, x, base, c);
+    let inv = recip(kb, s);
+    write_row(kb, out, base, c, |kb, i, _, lane| {
+        let sm = softmax_at(kb, x, i, lane, mx, inv);
+        let sc = kb.splat(lane, scale);
+        kb.b.ins().fmul(sm, sc)
+    });
+    let l = label(kb, label_at.0, label_at.1, c);
+    let i = kb.b.ins().iadd(base, l);
+    let v = kb.ld_rw(types::F32, out, i);
+    let d = kb.b.ins().fsub(v, scale);
+    kb.st(d, out, i);
+}
+
 /// `CrossEntropyGrad`, `SoftCrossEntropyGrad`, `KlDivGrad`: `(softmax(x) − target)·dl/R` where
 /// x is the logits (the second input for KL, whose first input gives the target distribution).
 pub fn loss_grad(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
@@ -249,20 +275,7 @@ pub fn loss_grad(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     kb.for_range(zero, r, |kb, row| {
         let base = kb.b.ins().imul_imm_s(row, c as i64);
         match op {
-            Op::CrossEntropyGrad => {
-                let (mx, s) = max_sumexp(kb, a, base, c);
-                let inv = recip(kb, s);
-                write_row(kb, o, base, c, |kb, i, _, lane| {
-                    let sm = softmax_at(kb, a, i, lane, mx, inv);
-                    let sc = kb.splat(lane, scale);
-                    kb.b.ins().fmul(sm, sc)
-                });
-                let l = label(kb, b, row, c);
-                let i = kb.b.ins().iadd(base, l);
-                let v = kb.ld_rw(types::F32, o, i);
-                let d = kb.b.ins().fsub(v, scale);
-                kb.st(d, o, i);
-            }
+            Op::CrossEntropyGrad => cross_entropy_grad_row(kb, a, o, base, c, (b, row), scale),
             Op::SoftCrossEntropyGrad => {
                 let (mx, s) = max_sumexp(kb, a, base, c);
                 let inv = recip(kb, s);

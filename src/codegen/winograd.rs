@@ -286,6 +286,7 @@ impl WinogradStep {
                             e.apply(
                                 run,
                                 t,
+                                batch,
                                 y[at..].as_mut_ptr(),
                                 pos,
                                 0..g.cout,

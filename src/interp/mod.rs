@@ -16,7 +16,7 @@ pub use executor::Interpreter;
 
 use crate::exec::StepCtx;
 use crate::ir::verify::verify;
-use crate::ir::{Chain, Epilogue, Graph, Node, Op};
+use crate::ir::{Chain, Epilogue, EpilogueLoss, Graph, Node, Op};
 
 /// Evaluates every node of `g` for one batch and returns all values, indexed by node.
 ///
@@ -135,6 +135,30 @@ fn eval_node(
             match epi {
                 Epilogue::Chain(c) => chain(c, p, &out_shape, || x(2)),
                 Epilogue::Grad(u) => elementwise::unary_grad(*u, x(2), &p),
+                Epilogue::Loss(l) => chain(&l.chain, p, &out_shape, || x(2)),
+            }
+        }
+        Op::EpilogueGrad => {
+            // The loss gradient of the node read, from its value and target, as the separate
+            // ops would compute it.
+            let fused = g.node(n.inputs[0]);
+            let Op::WithEpilogue {
+                epi: Epilogue::Loss(l),
+                ..
+            } = &fused.op
+            else {
+                return Err("epilogue_grad reads a node without a loss epilogue".into());
+            };
+            let v = x(0);
+            let target = fused.inputs.last().map_or(&[][..], |t| &vals[t.index()]);
+            let dl = l.dl() as f64;
+            let d = match l.loss {
+                EpilogueLoss::CrossEntropy => loss::cross_entropy_grad(v, target, last(0), dl)?,
+                EpilogueLoss::Mse => loss::mse_grad(v, target, dl),
+            };
+            match l.through {
+                Some(u) => elementwise::unary_grad(u, v, &d),
+                None => d,
             }
         }
         Op::BiasGrad { axis } => dense::bias_grad(x(0), &shape(0), *axis),

@@ -327,6 +327,10 @@ pub enum Epilogue {
     /// `[v]`: `UnaryGrad(op)` of `[v, p]`, the product being the upstream gradient (relu's mask
     /// applied to `dy · Wᵀ` as it is computed).
     Grad(UnaryOp),
+    /// `[target]` or `[b, target]`: the chain, whose result is the node's value, then the
+    /// gradient of a loss of that value against `target`, written as the node's second result
+    /// ([`Op::EpilogueGrad`]).
+    Loss(LossEpilogue),
 }
 
 impl Epilogue {
@@ -335,6 +339,16 @@ impl Epilogue {
         match self {
             Epilogue::Chain(c) => c.bias.is_some() as usize,
             Epilogue::Grad(_) => 1,
+            Epilogue::Loss(l) => l.chain.bias.is_some() as usize + 1,
+        }
+    }
+
+    /// The chain computing the node's value from the product (none for a gradient epilogue).
+    pub fn chain(&self) -> Option<&Chain> {
+        match self {
+            Epilogue::Chain(c) => Some(c),
+            Epilogue::Grad(_) => None,
+            Epilogue::Loss(l) => Some(&l.chain),
         }
     }
 }
@@ -344,7 +358,75 @@ impl fmt::Display for Epilogue {
         match self {
             Epilogue::Chain(c) => c.fmt(f),
             Epilogue::Grad(u) => write!(f, "[{}_grad]", u.name()),
+            Epilogue::Loss(l) => l.fmt(f),
         }
+    }
+}
+
+/// The loss whose gradient an [`Epilogue::Loss`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EpilogueLoss {
+    /// [`Op::CrossEntropyGrad`] against `i32` labels: whole rows of C at a time.
+    CrossEntropy,
+    /// [`Op::MseGrad`] against a target of the value's type: element by element.
+    Mse,
+}
+
+impl EpilogueLoss {
+    /// The op computing the same gradient on its own: `[value, target, dl]`.
+    pub fn grad_op(self) -> Op {
+        match self {
+            EpilogueLoss::CrossEntropy => Op::CrossEntropyGrad,
+            EpilogueLoss::Mse => Op::MseGrad,
+        }
+    }
+}
+
+/// An epilogue that also differentiates a loss ([`Epilogue::Loss`]): the value `v = chain(p)`
+/// is stored as usual, and `grad_op(v, target, dl)`, then `UnaryGrad(through)(v, ·)` when
+/// `through` is given (the gradient carried back through the chain's last activation), is
+/// stored in the buffer of the node's [`Op::EpilogueGrad`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LossEpilogue {
+    pub chain: Chain,
+    pub loss: EpilogueLoss,
+    /// The upstream gradient `dl` of the loss, a constant (its f32 bits, so the op stays `Eq`).
+    dl_bits: u32,
+    pub through: Option<UnaryOp>,
+}
+
+impl LossEpilogue {
+    pub fn new(chain: Chain, loss: EpilogueLoss, dl: f32, through: Option<UnaryOp>) -> Self {
+        LossEpilogue {
+            chain,
+            loss,
+            dl_bits: dl.to_bits(),
+            through,
+        }
+    }
+
+    /// The constant upstream gradient of the loss.
+    pub fn dl(&self) -> f32 {
+        f32::from_bits(self.dl_bits)
+    }
+}
+
+impl fmt::Display for LossEpilogue {
+    /// `[bias_add axis=1 → sigmoid | mse_grad dl=1.0 → sigmoid_grad]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let chain = self.chain.to_string();
+        let chain = chain.trim_end_matches(']');
+        let sep = if chain.len() > 1 { " | " } else { "" };
+        write!(
+            f,
+            "{chain}{sep}{} dl={:?}",
+            self.loss.grad_op().name(),
+            self.dl()
+        )?;
+        if let Some(u) = self.through {
+            write!(f, " → {}_grad", u.name())?;
+        }
+        write!(f, "]")
     }
 }
 
@@ -377,6 +459,10 @@ pub enum Op {
     /// every element before it is stored (made by [`crate::opt::epilogue`] after autodiff; no
     /// gradient rule). A bias of `epi` lies along [`Producer::bias_axis`].
     WithEpilogue { producer: Producer, epi: Epilogue },
+    /// `[n] -> n's type`: the loss gradient that node `n`, an [`Op::WithEpilogue`] with an
+    /// [`Epilogue::Loss`], writes beside its value: its second result. It has no kernel of its
+    /// own (its buffer is written when `n` runs, so the memory plan gives it one from there).
+    EpilogueGrad,
 
     // ----- dense algebra
     /// `[a, b] -> c`, c = op(a)·op(b) over matrices.
@@ -481,6 +567,7 @@ impl Op {
             Op::UnaryGrad(u) => format!("{}_grad", u.name()),
             Op::Fused(_) => "fused".into(),
             Op::WithEpilogue { producer, .. } => format!("{}_epi", producer.op().name()),
+            Op::EpilogueGrad => "epilogue_grad".into(),
             Op::MatMul { .. } => "matmul".into(),
             Op::BiasAdd { .. } => "bias_add".into(),
             Op::BiasGrad { .. } => "bias_grad".into(),

@@ -1,7 +1,7 @@
 //! Type inference for every op: the single source of truth for shapes, used when nodes are built
 //! (by the checker, autodiff and passes) and again by the verifier.
 
-use super::{BinaryOp, Chain, DType, Epilogue, Op, Param, Type, Window};
+use super::{BinaryOp, DType, Epilogue, EpilogueLoss, Op, Param, Producer, Type, Window};
 
 /// The result type of `op` applied to inputs of types `ins`, or a message saying what is wrong.
 pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
@@ -135,26 +135,40 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
         Op::WithEpilogue { producer, epi } => {
             arity(2 + epi.extra_inputs())?;
             let p = infer(&producer.op(), &ins[..2], params)?;
-            match epi {
-                Epilogue::Chain(Chain {
-                    bias: Some(axis), ..
-                }) => {
+            let Some(chain) = epi.chain() else {
+                f32_in(2)?;
+                same(ins[2], &p)?;
+                return Ok(p);
+            };
+            let v = match chain.bias {
+                Some(axis) => {
                     let want = producer.bias_axis(p.rank());
-                    if *axis != want {
+                    if axis != want {
                         return Err(format!(
                             "the bias of a {} epilogue lies along axis {want}, not {axis}",
                             producer.op().name()
                         ));
                     }
-                    infer(&Op::BiasAdd { axis: *axis }, &[&p, ins[2]], params)
+                    infer(&Op::BiasAdd { axis }, &[&p, ins[2]], params)?
                 }
-                Epilogue::Chain(_) => Ok(p),
-                Epilogue::Grad(_) => {
-                    f32_in(2)?;
-                    same(ins[2], &p)?;
-                    Ok(p)
+                None => p,
+            };
+            if let Epilogue::Loss(l) = epi {
+                if !matches!(producer, Producer::MatMul { .. }) {
+                    return Err("a loss epilogue needs a matrix product".into());
+                }
+                let target = ins[ins.len() - 1];
+                match l.loss {
+                    EpilogueLoss::CrossEntropy => labels_for(&v, target)?,
+                    EpilogueLoss::Mse => same(&v, target)?,
                 }
             }
+            Ok(v)
+        }
+        Op::EpilogueGrad => {
+            // That the input is a loss epilogue is checked by the verifier, which sees nodes.
+            arity(1)?;
+            Ok(ins[0].clone())
         }
         Op::BiasAdd { axis } => {
             arity(2)?;
@@ -350,7 +364,7 @@ fn out_hw(w: &Window, h: usize, wd: usize) -> Result<(usize, usize), String> {
 pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
     let per = |t: &Type| t.per_sample() as u64;
     match op {
-        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => 0,
+        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape | Op::EpilogueGrad => 0,
         Op::MatMul { ta: false, tb } => {
             let k = ins[0].last() as u64;
             let _ = tb;

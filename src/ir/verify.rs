@@ -2,9 +2,10 @@
 //!
 //! - every input of a node is defined earlier (topological order, SSA);
 //! - every node's type is what [`super::shape::infer`] says (where it can say);
-//! - `Param` nodes name existing parameters; outputs name existing values.
+//! - `Param` nodes name existing parameters; outputs name existing values;
+//! - an `EpilogueGrad` reads a node with a loss epilogue, and is its only one.
 
-use super::{shape, Graph, Op};
+use super::{shape, Epilogue, Graph, Op};
 
 /// All violations found, as messages naming the node.
 pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
@@ -51,6 +52,31 @@ pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
                         ));
                     }
                 }
+            }
+        }
+        if let Op::EpilogueGrad = n.op {
+            let loss_node = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
+            let is_loss = |m: &crate::ir::Node| {
+                matches!(
+                    m.op,
+                    Op::WithEpilogue {
+                        epi: Epilogue::Loss(_),
+                        ..
+                    }
+                )
+            };
+            if !loss_node.is_some_and(is_loss) {
+                errors.push(format!(
+                    "%{i} (epilogue_grad) must read a node with a loss epilogue"
+                ));
+            } else if g.nodes[..i]
+                .iter()
+                .any(|m| matches!(m.op, Op::EpilogueGrad) && m.inputs == n.inputs)
+            {
+                errors.push(format!(
+                    "%{i} (epilogue_grad) is the second for {}",
+                    n.inputs[0]
+                ));
             }
         }
         if let Op::Param(p) = n.op {

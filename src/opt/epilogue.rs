@@ -28,7 +28,7 @@
 
 use super::rewrite::Rewriter;
 use super::Pass;
-use crate::ir::{Chain, Epilogue, Graph, Node, Op, Producer, ValueId};
+use crate::ir::{Chain, Epilogue, Graph, LossEpilogue, Node, Op, Producer, ValueId};
 
 /// The epilogue-fusion pass ([`fuse_epilogues`]).
 pub struct EpilogueFusion;
@@ -144,41 +144,83 @@ pub fn fuse_epilogues(g: &Graph) -> Graph {
 /// that the product is a value again: for executors that keep every value to show where a NaN
 /// first appeared (`--detect-anomaly`). The product comes right before its epilogue, labelled
 /// with the first part of the node's label ([`fuse_epilogues`] puts the producer's first).
+///
+/// A loss epilogue ([`super::loss_epilogue`]) becomes its product and chain, and its
+/// [`Op::EpilogueGrad`] the loss gradient (and the activation gradient it was carried through).
 pub fn unfuse_epilogues(g: &Graph) -> Graph {
     let mut r = Rewriter::new(g);
     for (i, node) in g.nodes.iter().enumerate() {
-        let Op::WithEpilogue { producer, epi } = &node.op else {
-            let v = r.push(r.mapped(i));
-            r.define(v);
-            continue;
-        };
-        let ins: Vec<ValueId> = node.inputs.iter().map(|v| r.get(*v)).collect();
-        let first = node.label.split(", ").next().unwrap_or_default();
-        let p = r.push(Node {
-            op: producer.op(),
-            inputs: ins[..2].to_vec(),
-            ty: node.ty.clone(),
-            label: first.to_string(),
-        });
-        let (op, inputs) = match epi {
-            Epilogue::Chain(c) => {
-                let op = match (c.bias, c.acts.as_slice()) {
-                    (Some(axis), []) => Op::BiasAdd { axis },
-                    (None, [u]) => Op::Unary(*u),
-                    _ => Op::Fused(c.clone()),
+        let v = match &node.op {
+            Op::WithEpilogue { producer, epi } => {
+                let ins: Vec<ValueId> = node.inputs.iter().map(|v| r.get(*v)).collect();
+                let first = node.label.split(", ").next().unwrap_or_default();
+                let p = r.push(Node {
+                    op: producer.op(),
+                    inputs: ins[..2].to_vec(),
+                    ty: node.ty.clone(),
+                    label: first.to_string(),
+                });
+                let (op, inputs) = match epi {
+                    Epilogue::Grad(u) => (Op::UnaryGrad(*u), vec![ins[2], p]),
+                    Epilogue::Chain(c) | Epilogue::Loss(LossEpilogue { chain: c, .. }) => {
+                        let op = match (c.bias, c.acts.as_slice()) {
+                            (None, []) => {
+                                // A bare product: the product is the value.
+                                r.define(p);
+                                continue;
+                            }
+                            (Some(axis), []) => Op::BiasAdd { axis },
+                            (None, [u]) => Op::Unary(*u),
+                            _ => Op::Fused(c.clone()),
+                        };
+                        let mut inputs = vec![p];
+                        inputs.extend_from_slice(&ins[2..2 + c.bias.is_some() as usize]);
+                        (op, inputs)
+                    }
                 };
-                let mut inputs = vec![p];
-                inputs.extend_from_slice(&ins[2..]);
-                (op, inputs)
+                r.push(Node {
+                    op,
+                    inputs,
+                    ty: node.ty.clone(),
+                    label: node.label.clone(),
+                })
             }
-            Epilogue::Grad(u) => (Op::UnaryGrad(*u), vec![ins[2], p]),
+            Op::EpilogueGrad => {
+                let fused = g.node(node.inputs[0]);
+                let Op::WithEpilogue {
+                    epi: Epilogue::Loss(l),
+                    ..
+                } = &fused.op
+                else {
+                    unreachable!("the verifier checks that epilogue_grad reads a loss epilogue")
+                };
+                let y = r.get(node.inputs[0]);
+                let target = r.get(fused.inputs[fused.inputs.len() - 1]);
+                let dl = r.push(Node {
+                    op: Op::Const(l.dl()),
+                    inputs: vec![],
+                    ty: crate::ir::Type::scalar(),
+                    label: String::new(),
+                });
+                let grad = |inputs| Node {
+                    op: l.loss.grad_op(),
+                    inputs,
+                    ty: node.ty.clone(),
+                    label: node.label.clone(),
+                };
+                let d = r.push(grad(vec![y, target, dl]));
+                match l.through {
+                    Some(u) => r.push(Node {
+                        op: Op::UnaryGrad(u),
+                        inputs: vec![y, d],
+                        ty: node.ty.clone(),
+                        label: node.label.clone(),
+                    }),
+                    None => d,
+                }
+            }
+            _ => r.push(r.mapped(i)),
         };
-        let v = r.push(Node {
-            op,
-            inputs,
-            ty: node.ty.clone(),
-            label: node.label.clone(),
-        });
         r.define(v);
     }
     r.finish()

@@ -117,11 +117,16 @@ pub fn fuse(g: &Graph) -> Graph {
 }
 
 /// The fusion groups of a fused graph, one line each (`nnc ir --stage fused`): the elementwise
-/// chains, and the products with an epilogue ([`super::epilogue`]).
+/// chains, and the products with an epilogue ([`super::epilogue`]) and their second results.
 pub fn groups_to_string(g: &Graph) -> String {
     let fused: Vec<ValueId> = g
         .values()
-        .filter(|v| matches!(g.node(*v).op, Op::Fused(_) | Op::WithEpilogue { .. }))
+        .filter(|v| {
+            matches!(
+                g.node(*v).op,
+                Op::Fused(_) | Op::WithEpilogue { .. } | Op::EpilogueGrad
+            )
+        })
         .collect();
     let mut s = String::new();
     let _ = writeln!(

@@ -119,9 +119,20 @@ fn plan_with(g: &Graph, share: bool) -> Plan {
     // Free buffers, and the buffers whose value dies after node `i`.
     let mut free: Vec<usize> = Vec::new();
     let mut dies: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
-    for (i, node) in g.nodes.iter().enumerate() {
-        if i > 0 {
-            free.append(&mut dies[i - 1]);
+    let mut freed = 0;
+    // A second result is written by the node it reads, so it takes its buffer there, right
+    // after that node's own (none freed by the node's inputs, which it may still be reading).
+    let written_at = |i: usize| match g.nodes[i].op {
+        Op::EpilogueGrad => g.nodes[i].inputs[0].index(),
+        _ => i,
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (written_at(i), i));
+    for i in order {
+        let node = &g.nodes[i];
+        while freed < written_at(i) {
+            free.append(&mut dies[freed]);
+            freed += 1;
         }
         if !needs_buffer(&node.op) {
             continue;

@@ -12,6 +12,7 @@ pub mod cse;
 pub mod dce;
 pub mod epilogue;
 pub mod fuse;
+pub mod loss_epilogue;
 pub mod memplan;
 mod rewrite;
 pub mod update_points;
@@ -31,7 +32,8 @@ pub trait Pass {
 /// constant folding, then common-subexpression elimination, then dead-code elimination of what
 /// the first two left unused, then fusion of elementwise chains (after the others, which see the
 /// separate ops), then fusion of those chains and of activation gradients into the matrix
-/// products and convolutions that produce their inputs.
+/// products and convolutions that produce their inputs, then of the loss gradients into the
+/// products that predict (and dead-code elimination of the constants they absorbed).
 pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
     if level == 0 {
         return Vec::new();
@@ -42,6 +44,8 @@ pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
         Box::new(dce::Dce),
         Box::new(fuse::Fuse),
         Box::new(epilogue::EpilogueFusion),
+        Box::new(loss_epilogue::LossEpilogueFusion),
+        Box::new(dce::Dce),
     ]
 }
 
