@@ -137,6 +137,7 @@ fn levels() {
         [
             "const_fold",
             "cse",
+            "embed-matmul",
             "dce",
             "fuse",
             "epilogue",
@@ -473,9 +474,14 @@ fn the_jit_gives_the_same_results_on_optimized_example_graphs() {
                 results.push(outs);
             }
             for (o, (a, b)) in grad.outputs.iter().zip(results[0].iter().zip(&results[1])) {
+                // Within 1e-4 of the output's scale: sums the passes reassociate (the
+                // embedding–product pass sums gradients per token first) round differently,
+                // and these random weights make the char-RNN's gradients large (~1e5) sums of
+                // terms that cancel.
+                let scale = a.iter().fold(1f32, |m, x| m.max(x.abs()));
                 for (x, y) in a.iter().zip(b) {
                     assert!(
-                        (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                        (x - y).abs() <= 1e-4 * scale,
                         "{name}/{}: {}: {x} unoptimized, {y} optimized",
                         r.name,
                         o.name

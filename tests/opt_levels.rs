@@ -1,6 +1,6 @@
 //! `--opt 0` against `--opt 1`: every example trains 20 steps per run on its real data with the
-//! unoptimized and the optimized backward graph, and the per-step losses and final parameters
-//! agree within 1e-5 relative; two optimized runs agree bit for bit, and so does an optimized
+//! unoptimized and the optimized backward graph, and the per-step losses agree within 1e-5
+//! relative and the final parameters within 1e-4 of each tensor's scale; two optimized runs agree bit for bit, and so does an optimized
 //! run whose optimizer updates are applied after the step instead of inside it
 //! (`nnc::codegen::JitOptions::fuse_updates`).
 
@@ -144,13 +144,18 @@ fn every_example_trains_the_same_with_and_without_optimization() {
                 );
             }
         }
+        // Parameters within 1e-4 of their tensor's largest value: reassociated sums (the
+        // embedding–product pass sums the char-RNN's gradients per token first) round
+        // differently, and Adam, whose step m/√v does not shrink with the gradient, turns the
+        // rounding of a near-zero gradient into a step of up to lr (2.98e-5 of w_xh's scale
+        // after 20 steps; every other example is bit-identical).
         for (run, tensors) in &p0 {
             for (path, t) in tensors {
                 let u = &p1[run][path];
                 let scale = t.data.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
                 for (x, y) in t.data.iter().zip(&u.data) {
                     assert!(
-                        close(*x as f64, *y as f64, scale),
+                        (x - y).abs() as f64 <= 1e-4 * scale.max(1e-30),
                         "{example}/{run} {path}: {x} vs {y}"
                     );
                 }

@@ -10,6 +10,7 @@
 pub mod const_fold;
 pub mod cse;
 pub mod dce;
+pub mod embed_matmul;
 pub mod epilogue;
 pub mod fuse;
 pub mod loss_epilogue;
@@ -29,8 +30,8 @@ pub trait Pass {
 }
 
 /// The passes of optimization level `level`, in order: none at level 0; at level 1 (and above)
-/// constant folding, then common-subexpression elimination, then dead-code elimination of what
-/// the first two left unused, then fusion of elementwise chains (after the others, which see the
+/// constant folding, then common-subexpression elimination, then the products of embedding
+/// look-ups moved to their tables, then dead-code elimination of what those left unused, then fusion of elementwise chains (after the others, which see the
 /// separate ops), then fusion of those chains and of activation gradients into the matrix
 /// products and convolutions that produce their inputs, then of the loss gradients into the
 /// products that predict (and dead-code elimination of the constants they absorbed).
@@ -41,6 +42,7 @@ pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
     vec![
         Box::new(const_fold::ConstFold),
         Box::new(cse::Cse),
+        Box::new(embed_matmul::EmbedMatmul),
         Box::new(dce::Dce),
         Box::new(fuse::Fuse),
         Box::new(epilogue::EpilogueFusion),
