@@ -99,10 +99,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
         if !seen_models.contains(&spec.model) {
             seen_models.push(spec.model.clone());
             let m = p.model(&spec.model).expect("runs name checked models");
-            inference(&m.name, &m.graph, threads, args.reps)?;
-            if args.profile {
-                print_profile(&crate::codegen::profile::take());
-            }
+            inference(&m.name, &m.graph, threads, args.reps, args.profile)?;
         }
     }
     if let Some(kb) = peak_rss_kb() {
@@ -144,8 +141,9 @@ fn print_profile(steps: &[(String, crate::codegen::profile::Entry)]) {
     }
 }
 
-/// Median batch-1 latency and batch-1000 throughput of a model's inference graph.
-fn inference(name: &str, g: &Graph, threads: usize, reps: usize) -> CliResult {
+/// Median batch-1 latency and batch-1000 throughput of a model's inference graph, and with
+/// `profile` where the time of each goes.
+fn inference(name: &str, g: &Graph, threads: usize, reps: usize, profile: bool) -> CliResult {
     let params: Vec<Vec<f32>> = g.params.iter().map(|p| init_param(p, 0)).collect();
     let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
     let (input, _) = *g
@@ -176,12 +174,16 @@ fn inference(name: &str, g: &Graph, threads: usize, reps: usize) -> CliResult {
             times.sort_by(f64::total_cmp);
             Ok(times)
         };
-    // Compiled as `nnc predict` compiles it (optimized: fusion, epilogues), at `threads`.
-    let mut exec = train::backend(false, Some(threads))
-        .forward_executor(g)
-        .map_err(CliError::internal)?;
-    let t1 = measure(exec.as_mut(), 1, reps)?;
-    let t1000 = measure(exec.as_mut(), 1000, (reps / 200).max(5))?;
+    // Compiled as `nnc predict` compiles it (optimized: fusion, epilogues), at `threads`; one
+    // executor per batch size, so that each has its own profile (taken when it is dropped).
+    let executor = || {
+        train::backend(false, Some(threads))
+            .forward_executor(g)
+            .map_err(CliError::internal)
+    };
+    let t1 = measure(executor()?.as_mut(), 1, reps)?;
+    let batch1 = profile.then(crate::codegen::profile::take);
+    let t1000 = measure(executor()?.as_mut(), 1000, (reps / 200).max(5))?;
     let flops = crate::check::model_stats(g).flops_per_sample as f64;
     let per_s = 1000.0 / t1000[t1000.len() / 2];
     println!(
@@ -190,6 +192,12 @@ fn inference(name: &str, g: &Graph, threads: usize, reps: usize) -> CliResult {
         t1[t1.len() * 9 / 10] * 1e6,
         flops * per_s / 1e9
     );
+    if let Some(batch1) = batch1 {
+        println!("  batch 1:");
+        print_profile(&batch1);
+        println!("  batch 1000:");
+        print_profile(&crate::codegen::profile::take());
+    }
     Ok(())
 }
 

@@ -309,7 +309,8 @@ fn bench_reports_compile_time_throughput_and_latency() {
 
 /// `nnc bench --profile`: every compiled step of the run by its share of the time, named by its
 /// IR node (weight gradients with the optimizer update fused into them), the shares adding up
-/// to the whole; nothing of the kind without the flag.
+/// to the whole, and inference's steps at batch 1 and at batch 1000 apart; nothing of the kind
+/// without the flag.
 #[test]
 fn bench_profile_names_each_step_and_its_share() {
     let args = ["bench", "examples/xor.nn", "--steps", "200", "--reps", "50"];
@@ -342,4 +343,10 @@ fn bench_profile_names_each_step_and_its_share() {
         (shares - 100.0).abs() < 0.6,
         "shares add up to {shares}:\n{text}"
     );
+    // Inference: batch 1 and batch 1000 each with its own table.
+    let inference = text.split("inference: batch 1 median").nth(1).unwrap_or("");
+    let (b1, b1000) = inference.split_once("  batch 1000:").unwrap_or(("", ""));
+    for part in [b1, b1000] {
+        assert!(part.contains("model Xor: %"), "{text}");
+    }
 }
