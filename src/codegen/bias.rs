@@ -73,7 +73,8 @@ pub fn bias_add(
 }
 
 /// `out[c] = Σ dy[…, c, …]`, summed over rows in order (and, when `inner > 1`, each row's
-/// `inner` block in f32x4 partial sums then lanes in order).
+/// `inner` block into four f32x4 partial sums by 16-value groups, the tail into the first,
+/// then the four pairwise and the lanes in order).
 pub fn bias_grad(kb: &mut Kb, ty: &Type, axis: usize, out: usize, dy: usize) {
     let (outer, batched, c, inner) = split(ty, axis);
     let outer = kb.rows(batched, outer);
@@ -96,26 +97,42 @@ pub fn bias_grad(kb: &mut Kb, ty: &Type, axis: usize, out: usize, dy: usize) {
             });
         });
     } else {
+        // Four f32x4 partial sums, so that four additions are in flight instead of one
+        // waiting for the last (a convolution's bias gradient sums ~10⁶ values per step).
         let iv = kb.int(inner as i64);
+        let by16 = kb.int((inner / 16 * 16) as i64);
         kb.for_n(c, |kb, ch| {
             let z4 = kb.cst(F32X4, 0.0);
-            let acc4 = kb.var(F32X4, z4);
+            let acc4: [_; 4] = std::array::from_fn(|_| kb.var(F32X4, z4));
             let z1 = kb.cst(types::F32, 0.0);
             let acc1 = kb.var(types::F32, z1);
+            let add = |kb: &mut Kb, var, v| {
+                let a = kb.b.use_var(var);
+                let s = kb.b.ins().fadd(a, v);
+                kb.b.def_var(var, s);
+            };
             kb.for_range(zero, outer, |kb, r| {
                 let row = kb.b.ins().imul_imm_s(r, c as i64);
                 let row = kb.b.ins().iadd(row, ch);
                 let base = kb.b.ins().imul_imm_s(row, inner as i64);
-                kb.vec_loop(zero, iv, |kb, j, lane| {
+                kb.for_step(zero, by16, 16, |kb, j| {
+                    for (q, &var) in acc4.iter().enumerate() {
+                        let idx = kb.b.ins().iadd(base, j);
+                        let idx = kb.b.ins().iadd_imm_s(idx, 4 * q as i64);
+                        let v = kb.ld(F32X4, dp, idx);
+                        add(kb, var, v);
+                    }
+                });
+                kb.vec_loop(by16, iv, |kb, j, lane| {
                     let idx = kb.b.ins().iadd(base, j);
                     let v = kb.ld(lane, dp, idx);
-                    let var = if lane == F32X4 { acc4 } else { acc1 };
-                    let a = kb.b.use_var(var);
-                    let s = kb.b.ins().fadd(a, v);
-                    kb.b.def_var(var, s);
+                    add(kb, if lane == F32X4 { acc4[0] } else { acc1 }, v);
                 });
             });
-            let a4 = kb.b.use_var(acc4);
+            let [a, b, c4, d] = acc4.map(|v| kb.b.use_var(v));
+            let ab = kb.b.ins().fadd(a, b);
+            let cd = kb.b.ins().fadd(c4, d);
+            let a4 = kb.b.ins().fadd(ab, cd);
             let h = kb.hsum(a4, F32X4);
             let a1 = kb.b.use_var(acc1);
             let s = kb.b.ins().fadd(h, a1);
