@@ -351,48 +351,61 @@ fn emit(
             let grad = g.nodes.iter().position(|m| {
                 matches!(m.op, Op::EpilogueGrad) && m.inputs.first().is_some_and(|v| v.index() == i)
             });
-            if let Producer::MatMul { ta, tb } = *producer {
-                let (m, nn, k) = matmul_dims(ta, tb, &ity(0), &ity(1), &ty)?;
-                if small_matmul::is_small(m, nn, k) {
-                    let body = &mut |kb: &mut Kb| {
-                        let ab = (ins[0], ins[1]);
-                        let out = (&ty, grad);
-                        epilogue::small_matmul(kb, ta, tb, (m, nn, k), i, ab, epi, extra, out)
-                    };
-                    return push_step(steps, one(km, body)?);
+            if let (Producer::MaxPoolGrad(w), Epilogue::Grad(op)) = (*producer, epi) {
+                // One kernel: the gradient routed and the activation's gradient applied to
+                // each element as it is written.
+                let (x, y) = (ity(0), ity(1));
+                let epi = pool::PoolEpi {
+                    op: *op,
+                    aux: ins[2],
+                };
+                one(km, &mut |kb| {
+                    pool::max_pool(kb, &w, &x, &y, i, &ins, true, Some(epi))
+                })
+            } else {
+                if let Producer::MatMul { ta, tb } = *producer {
+                    let (m, nn, k) = matmul_dims(ta, tb, &ity(0), &ity(1), &ty)?;
+                    if small_matmul::is_small(m, nn, k) {
+                        let body = &mut |kb: &mut Kb| {
+                            let ab = (ins[0], ins[1]);
+                            let out = (&ty, grad);
+                            epilogue::small_matmul(kb, ta, tb, (m, nn, k), i, ab, epi, extra, out)
+                        };
+                        return push_step(steps, one(km, body)?);
+                    }
                 }
-            }
-            // The product's step, with the epilogue attached.
-            let product = Node {
-                op: producer.op(),
-                inputs: n.inputs[..2].to_vec(),
-                ty: ty.clone(),
-                label: n.label.clone(),
-            };
-            emit(
-                km,
-                steps,
-                g,
-                i,
-                &product,
-                ctx,
-                scratch_base,
-                scratch,
-                header,
-            )?;
-            let e = EpiStep::compile(km, header, *producer, epi, extra, (&ty, grad))?;
-            match steps.last_mut() {
-                Some(Step::MatMul(s)) => s.epi = Some(e),
-                Some(Step::Conv(s)) => s.epi = Some(e),
-                Some(Step::Winograd(s)) if s.kind == ConvKind::Forward => s.epi = Some(e),
-                _ => {
-                    return Err(CodegenError::Graph(format!(
-                        "%{i}: {} did not compile to a GEMM step",
-                        n.op.name()
-                    )))
+                // The product's step, with the epilogue attached.
+                let product = Node {
+                    op: producer.op(),
+                    inputs: n.inputs[..2].to_vec(),
+                    ty: ty.clone(),
+                    label: n.label.clone(),
+                };
+                emit(
+                    km,
+                    steps,
+                    g,
+                    i,
+                    &product,
+                    ctx,
+                    scratch_base,
+                    scratch,
+                    header,
+                )?;
+                let e = EpiStep::compile(km, header, *producer, epi, extra, (&ty, grad))?;
+                match steps.last_mut() {
+                    Some(Step::MatMul(s)) => s.epi = Some(e),
+                    Some(Step::Conv(s)) => s.epi = Some(e),
+                    Some(Step::Winograd(s)) if s.kind == ConvKind::Forward => s.epi = Some(e),
+                    _ => {
+                        return Err(CodegenError::Graph(format!(
+                            "%{i}: {} did not compile to a GEMM step",
+                            n.op.name()
+                        )))
+                    }
                 }
+                return Ok(());
             }
-            return Ok(());
         }
         Op::BiasAdd { axis } => {
             arity(2)?;
@@ -448,7 +461,9 @@ fn emit(
             arity(1 + grad as usize)?;
             let x = ity(0);
             let y = if grad { ity(1) } else { ty.clone() };
-            one(km, &mut |kb| pool::max_pool(kb, w, &x, &y, i, &ins, grad))
+            one(km, &mut |kb| {
+                pool::max_pool(kb, w, &x, &y, i, &ins, grad, None)
+            })
         }
         Op::AvgPool(w) | Op::AvgPoolGrad(w) => {
             arity(1)?;
@@ -558,7 +573,8 @@ fn emit(
                 .chain(std::iter::once(&crate::ir::ValueId(i as u32)))
             {
                 let t = g.ty(*v);
-                if t.batched {
+                // Each slot once: a value read twice (`x · x`) is moved to the slice once.
+                if t.batched && !split.batched.iter().any(|&(s, _)| s == v.index()) {
                     split.batched.push((v.index(), t.per_sample()));
                 }
             }
@@ -593,7 +609,10 @@ fn push_step(steps: &mut Vec<Step>, step: Step) -> Result<(), CodegenError> {
 fn row_parallel(op: &Op) -> bool {
     matches!(
         op,
-        Op::Unary(_)
+        Op::WithEpilogue {
+            producer: Producer::MaxPoolGrad(_),
+            ..
+        } | Op::Unary(_)
             | Op::Binary(_)
             | Op::UnaryGrad(_)
             | Op::BiasAdd { .. }

@@ -14,8 +14,9 @@
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
+use super::elementwise::unary_grad;
 use super::kernel::{Kb, F32X4};
-use crate::ir::{Type, Window};
+use crate::ir::{Type, UnaryOp, Window};
 
 /// Geometry: planes per sample (C), input H×W, output OH×OW.
 struct Geo {
@@ -100,8 +101,18 @@ fn zero_fill(kb: &mut Kb, ty: &Type, slot: Value) {
     });
 }
 
+/// The gradient of an activation that a max-pool gradient applies to `dx` as it writes it:
+/// `dx[i] = unary_grad(op, aux[i], dx[i])` ([`crate::ir::Producer::MaxPoolGrad`]), `aux` the
+/// table slot of the activation's value (the pool's input).
+#[derive(Clone, Copy)]
+pub struct PoolEpi {
+    pub op: UnaryOp,
+    pub aux: usize,
+}
+
 /// `MaxPool` (`grad = false`: `ins` = [x]) or `MaxPoolGrad` (`ins` = [x, dy], routing each dy to
-/// the first maximum of its window). `x`/`y` are the input and pooled types.
+/// the first maximum of its window, then `epi`). `x`/`y` are the input and pooled types.
+#[allow(clippy::too_many_arguments)]
 pub fn max_pool(
     kb: &mut Kb,
     win: &Window,
@@ -110,20 +121,38 @@ pub fn max_pool(
     out: usize,
     ins: &[usize],
     grad: bool,
+    epi: Option<PoolEpi>,
 ) {
     let g = geo(x, y);
     let o = kb.ptr(out);
     let xp = kb.ptr(ins[0]);
     let dyp = if grad { Some(kb.ptr(ins[1])) } else { None };
-    if grad {
+    let epi = epi.map(|e| (e.op, kb.ptr(e.aux)));
+    let pairs = win.kernel == 2 && win.stride == 2 && win.pad == 0;
+    // 2×2 windows of stride 2 tiling the image write every element of dx once, in its final
+    // value: no zeroing first, and the epilogue applied as they are written.
+    let tiled = pairs && g.h == 2 * g.oh && g.w == 2 * g.ow;
+    if grad && !tiled {
         zero_fill(kb, x, o);
     }
-    if win.kernel == 2 && win.stride == 2 && win.pad == 0 {
-        return max_pool_pairs(kb, &g, x.batched, o, xp, dyp);
+    if pairs {
+        max_pool_pairs(kb, &g, x.batched, o, xp, dyp, tiled, epi.filter(|_| tiled));
+    } else {
+        each_output(kb, &g, x.batched, |kb, ib, oi, oy, ox| {
+            max_window(kb, &g, win, ib, oi, oy, ox, [o, xp], dyp)
+        });
     }
-    each_output(kb, &g, x.batched, |kb, ib, oi, oy, ox| {
-        max_window(kb, &g, win, ib, oi, oy, ox, [o, xp], dyp)
-    });
+    if let (Some((u, aux)), false) = (epi, tiled) {
+        // Windows that overlap or leave elements out accumulate into dx: the epilogue after.
+        let n = kb.numel(x);
+        let zero = kb.int(0);
+        kb.vec_loop(zero, n, |kb, i, lane| {
+            let v = kb.ld(lane, aux, i);
+            let d = kb.ld_rw(lane, o, i);
+            let d = unary_grad(kb, u, v, d, lane);
+            kb.st(d, o, i);
+        });
+    }
 }
 
 /// One window of max pooling at output `(oy, ox)` (element `oi`), plane base `ib`: the max into
@@ -182,8 +211,21 @@ fn max_window(
 }
 
 /// Max pooling (or its gradient, `dyp`) over 2×2 windows with stride 2 and no padding: four
-/// outputs of a row per step in f32x4, the last `ow mod 4` of each row by [`max_window`].
-fn max_pool_pairs(kb: &mut Kb, g: &Geo, batched: bool, o: Value, xp: Value, dyp: Option<Value>) {
+/// outputs of a row per step in f32x4, the last `ow mod 4` of each row by [`max_window`], or,
+/// for a gradient whose windows tile the image (`tiled`: dx is not zeroed first), by
+/// [`tail_window_grad`], which writes the whole window like the f32x4 steps. `epi` is applied
+/// to each element of dx as it is written.
+#[allow(clippy::too_many_arguments)]
+fn max_pool_pairs(
+    kb: &mut Kb,
+    g: &Geo,
+    batched: bool,
+    o: Value,
+    xp: Value,
+    dyp: Option<Value>,
+    tiled: bool,
+    epi: Option<(UnaryOp, Value)>,
+) {
     let win = Window {
         kernel: 2,
         stride: 2,
@@ -259,18 +301,81 @@ fn max_pool_pairs(kb: &mut Kb, g: &Geo, batched: bool, o: Value, xp: Value, dyp:
                     kb.shuffle(d[2], d[3], [0, 4, 1, 5]),
                     kb.shuffle(d[2], d[3], [2, 6, 3, 7]),
                 ];
-                kb.st(row0[0], o, i0);
-                kb.st(row0[1], o, i0b);
-                kb.st(row1[0], o, i1);
-                kb.st(row1[1], o, i1b);
+                for (v, at) in [(row0[0], i0), (row0[1], i0b), (row1[0], i1), (row1[1], i1b)] {
+                    let v = match epi {
+                        Some((u, aux)) => {
+                            let a = kb.ld(F32X4, aux, at);
+                            unary_grad(kb, u, a, v, F32X4)
+                        }
+                        None => v,
+                    };
+                    kb.st(v, o, at);
+                }
             });
             let (lo, hi) = (kb.int(ow4), kb.int(ow as i64));
             kb.for_range(lo, hi, |kb, ox| {
                 let oi = kb.b.ins().iadd(orow, ox);
-                max_window(kb, g, &win, ib, oi, oy, ox, [o, xp], dyp);
+                match dyp {
+                    Some(dyp) if tiled => tail_window_grad(kb, [r0, r1], ox, oi, [o, xp, dyp], epi),
+                    _ => max_window(kb, g, &win, ib, oi, oy, ox, [o, xp], dyp),
+                }
             });
         });
     });
+}
+
+/// The gradient of one 2×2 window of stride 2 (rows starting at `r0`, `r1` of the plane,
+/// output column `ox`, element `oi`), written whole as the f32x4 steps write theirs: `0 + dy`
+/// at the first maximum, `0` elsewhere (the same comparisons in the same order as
+/// [`max_window`], so the same bits), each through the epilogue when there is one.
+fn tail_window_grad(
+    kb: &mut Kb,
+    [r0, r1]: [Value; 2],
+    ox: Value,
+    oi: Value,
+    [o, xp, dyp]: [Value; 3],
+    epi: Option<(UnaryOp, Value)>,
+) {
+    let c = kb.b.ins().imul_imm_s(ox, 2);
+    let i0 = kb.b.ins().iadd(r0, c);
+    let i1 = kb.b.ins().iadd(r1, c);
+    let at = [
+        i0,
+        kb.b.ins().iadd_imm_s(i0, 1),
+        i1,
+        kb.b.ins().iadd_imm_s(i1, 1),
+    ];
+    let mut best = kb.b.ins().f32const(f32::NEG_INFINITY);
+    let mut better = Vec::with_capacity(4);
+    for &i in &at {
+        let v = kb.ld(types::F32, xp, i);
+        better.push(kb.b.ins().fcmp(FloatCC::GreaterThan, v, best));
+        best = kb.b.ins().fmax(best, v);
+    }
+    let dy = kb.ld(types::F32, dyp, oi);
+    let z = kb.b.ins().f32const(0.0);
+    let mut later: Option<Value> = None;
+    for k in (0..4).rev() {
+        // Comparisons are 0 or 1 here: "no later tap won" is `later xor 1`.
+        let wins = match later {
+            None => better[k],
+            Some(l) => {
+                let not = kb.b.ins().bxor_imm_u(l, 1);
+                kb.b.ins().band(better[k], not)
+            }
+        };
+        later = Some(match later {
+            None => better[k],
+            Some(l) => kb.b.ins().bor(l, better[k]),
+        });
+        let v = kb.b.ins().select(wins, dy, z);
+        let mut d = kb.b.ins().fadd(z, v);
+        if let Some((u, aux)) = epi {
+            let a = kb.ld(types::F32, aux, at[k]);
+            d = unary_grad(kb, u, a, d, types::F32);
+        }
+        kb.st(d, o, at[k]);
+    }
 }
 
 /// `AvgPool` (`grad = false`: `ins` = [x]) or `AvgPoolGrad` (`ins` = [dy]): padding counts as

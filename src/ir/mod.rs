@@ -289,13 +289,17 @@ impl fmt::Display for Chain {
 }
 
 /// The product an [`Op::WithEpilogue`] computes before its epilogue: the ops whose kernels are
-/// GEMMs, which can apply an elementwise function to each result before it leaves the cache.
+/// GEMMs, which can apply an elementwise function to each result before it leaves the cache,
+/// and the max-pool gradient, whose kernel writes each element of `dx` once (2×2 windows of
+/// stride 2), which can apply the gradient of the activation before the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Producer {
     /// [`Op::MatMul`].
     MatMul { ta: bool, tb: bool },
     /// [`Op::Conv2d`].
     Conv2d(Window),
+    /// [`Op::MaxPoolGrad`]: with an [`Epilogue::Grad`] only.
+    MaxPoolGrad(Window),
 }
 
 impl Producer {
@@ -304,6 +308,7 @@ impl Producer {
         match self {
             Producer::MatMul { ta, tb } => Op::MatMul { ta, tb },
             Producer::Conv2d(w) => Op::Conv2d(w),
+            Producer::MaxPoolGrad(w) => Op::MaxPoolGrad(w),
         }
     }
 
@@ -313,7 +318,7 @@ impl Producer {
     pub fn bias_axis(self, rank: usize) -> usize {
         match self {
             Producer::MatMul { .. } => rank.saturating_sub(1),
-            Producer::Conv2d(_) => 1,
+            Producer::Conv2d(_) | Producer::MaxPoolGrad(_) => 1,
         }
     }
 }

@@ -135,6 +135,9 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
         Op::WithEpilogue { producer, epi } => {
             arity(2 + epi.extra_inputs())?;
             let p = infer(&producer.op(), &ins[..2], params)?;
+            if matches!(producer, Producer::MaxPoolGrad(_)) && !matches!(epi, Epilogue::Grad(_)) {
+                return Err("a max-pool gradient takes an activation gradient only".into());
+            }
             let Some(chain) = epi.chain() else {
                 f32_in(2)?;
                 same(ins[2], &p)?;

@@ -8,6 +8,10 @@
 //! convolution ([`crate::ir::Producer::bias_axis`]), the axes on which a bias is one number per
 //! row or column of the GEMM's C.
 //!
+//! A max-pool gradient takes the gradient of the activation before the pool the same way
+//! (`relu_grad(h, maxpool_grad(h, dy))`, where the pooled `h` is the relu's output): its kernel
+//! writes each element of `dx` once, so it applies relu's mask as it writes.
+//!
 //! Backward, the absorbed op is the `UnaryGrad` whose upstream gradient is the product: for a
 //! dense layer before a relu, `d relu = dy · Wᵀ` is a `MatMul` and `relu_grad(h, d relu)` masks
 //! it. Fusing the mask into that GEMM's epilogue (it reads the forward activation `h` tile by
@@ -47,6 +51,7 @@ fn producer(op: &Op) -> Option<Producer> {
     match *op {
         Op::MatMul { ta, tb } => Some(Producer::MatMul { ta, tb }),
         Op::Conv2d(w) => Some(Producer::Conv2d(w)),
+        Op::MaxPoolGrad(w) => Some(Producer::MaxPoolGrad(w)),
         _ => None,
     }
 }
@@ -89,6 +94,10 @@ pub fn fuse_epilogues(g: &Graph) -> Graph {
         };
         // The product is read once (by this node, as the product only) and is no output.
         if uses[p.index()] != 1 {
+            continue;
+        }
+        // A max-pool gradient takes the gradient of the activation before the pool only.
+        if matches!(producer, Producer::MaxPoolGrad(_)) && !matches!(epi, Epilogue::Grad(_)) {
             continue;
         }
         if let Epilogue::Chain(Chain {

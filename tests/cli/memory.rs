@@ -77,7 +77,7 @@ fn max_memory_lowers_the_limit_below_what_fits() {
         .unwrap();
     assert_code(&stats, 0);
     assert!(
-        stdout(&stats).contains("memory at batch 64: 29.6 MiB"),
+        stdout(&stats).contains("memory at batch 64: 24.3 MiB"),
         "{}",
         stdout(&stats)
     );
