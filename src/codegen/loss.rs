@@ -1,7 +1,7 @@
 //! Elementwise losses (`Mse`, `Bce`, `SumSquares`) and their gradients.
 //!
-//! Reductions run in element order with an f64 accumulator: deterministic and accurate for
-//! large tensors. Gradients are f32x4 elementwise loops.
+//! Reductions run in a fixed order (four interleaved f64 partial sums, see [`loss`]):
+//! deterministic and accurate for large tensors. Gradients are f32x4 elementwise loops.
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
@@ -20,17 +20,19 @@ fn clamp(kb: &mut Kb, p: Value, lane: types::Type) -> Value {
     kb.b.ins().fmin(p, hi)
 }
 
-/// `Mse`, `Bce` (`ins` = [a, b]) and `SumSquares` (`ins` = [x]): a scalar.
+/// `Mse`, `Bce` (`ins` = [a, b]) and `SumSquares` (`ins` = [x]): a scalar. Four f64 partial
+/// sums take the elements in turn (so that four additions are in flight, not one waiting for
+/// the last), the tail goes to the first, and they are added pairwise at the end.
 pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     let n = kb.numel(x);
     let o = kb.ptr(out);
     let p: Vec<Value> = ins.iter().map(|s| kb.ptr(*s)).collect();
     let zero = kb.int(0);
     let z = kb.b.ins().f64const(0.0);
-    let total = kb.var(types::F64, z);
-    kb.for_range(zero, n, |kb, i| {
+    let totals: [_; 4] = std::array::from_fn(|_| kb.var(types::F64, z));
+    let term = |kb: &mut Kb, i: Value| -> Value {
         let a = kb.ld(types::F32, p[0], i);
-        let term = match op {
+        match op {
             Op::Mse => {
                 let b = kb.ld(types::F32, p[1], i);
                 let d = kb.b.ins().fsub(a, b);
@@ -56,12 +58,29 @@ pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
                 let a = kb.b.ins().fpromote(types::F64, a);
                 kb.b.ins().fmul(a, a)
             }
-        };
-        let cur = kb.b.use_var(total);
-        let cur = kb.b.ins().fadd(cur, term);
-        kb.b.def_var(total, cur);
+        }
+    };
+    let add = |kb: &mut Kb, var, t| {
+        let cur = kb.b.use_var(var);
+        let cur = kb.b.ins().fadd(cur, t);
+        kb.b.def_var(var, cur);
+    };
+    let n4 = kb.b.ins().band_imm_s(n, !3);
+    kb.for_step(zero, n4, 4, |kb, i| {
+        for (q, &var) in totals.iter().enumerate() {
+            let iq = kb.b.ins().iadd_imm_s(i, q as i64);
+            let t = term(kb, iq);
+            add(kb, var, t);
+        }
     });
-    let mut r = kb.b.use_var(total);
+    kb.for_range(n4, n, |kb, i| {
+        let t = term(kb, i);
+        add(kb, totals[0], t);
+    });
+    let [t0, t1, t2, t3] = totals.map(|v| kb.b.use_var(v));
+    let t01 = kb.b.ins().fadd(t0, t1);
+    let t23 = kb.b.ins().fadd(t2, t3);
+    let mut r = kb.b.ins().fadd(t01, t23);
     if !matches!(op, Op::SumSquares) {
         let nf = kb.b.ins().fcvt_from_uint(types::F64, n);
         r = kb.b.ins().fdiv(r, nf);
