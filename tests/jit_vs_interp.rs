@@ -1796,6 +1796,51 @@ fn loss_epilogues_match_the_interpreter_and_the_unfused_kernels() {
     }
 }
 
+/// Stride-1 convolutions of at most 9 taps (one channel 3×3, two channels 2×2) run directly on
+/// the image ([`nnc::codegen`]'s `direct_conv`): paddings 0–2, widths that are not multiples of
+/// 4 (the last positions one by one), output channels in tiles of 8 and a remainder, with and
+/// without a fused bias and relu — against the interpreter, bit-identical for 1 and 3 threads.
+#[test]
+fn direct_convolutions() {
+    use nnc::opt::epilogue::fuse_epilogues;
+    let cases = [
+        // (c, h, w, o, k, pad)
+        (1, 28, 28, 32, 3, 1),
+        (1, 9, 11, 5, 3, 0),
+        (1, 7, 6, 12, 3, 2),
+        (2, 8, 13, 9, 2, 1),
+    ];
+    for (c, h, wd, o, k, pad) in cases {
+        let win = Window {
+            kernel: k,
+            stride: 1,
+            pad,
+        };
+        let ins = [f(true, &[c, h, wd]), f(false, &[o, c, k, k])];
+        let plain = single("direct", Op::Conv2d(win), &ins, None);
+        let chain = Epilogue::Chain(Chain {
+            bias: Some(1),
+            acts: vec![UnaryOp::Relu],
+        });
+        let fused = fuse_epilogues(&with_epilogue(Op::Conv2d(win), &ins, &chain));
+        for g in [&plain, &fused] {
+            let jit = Jit::compile(g, &JitOptions::default()).unwrap();
+            let algos: Vec<&str> = jit.conv_algorithms().iter().map(|a| a.1).collect();
+            assert_eq!(algos, ["direct"], "{}", g.name);
+            let gens = vec![Gen::U(-1.0, 1.0); g.inputs().len()];
+            for batch in [1, 5] {
+                compare(g, &gens, batch, 23, TOL);
+                let what = format!("{} {c}×{h}×{wd} k={k} p={pad} batch {batch}", g.name);
+                assert_eq!(
+                    run_once(g, &gens, batch, 1),
+                    run_once(g, &gens, batch, 3),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
 /// 3×3 stride-1 convolutions with 8 or more input channels run on Winograd F(2×2, 3×3) (the
 /// forward pass, the weight gradient, and the input gradient, whose input channels are the
 /// output's): odd and even sizes (clipped edge tiles), paddings 0–2, channel counts that are
@@ -1852,8 +1897,8 @@ fn winograd_convolutions() {
     }
 }
 
-/// Convolutions Winograd does not pay or apply for keep im2col: one input channel, a 5×5 or
-/// strided window, padding 3.
+/// Convolutions Winograd does not pay or apply for keep im2col (a 5×5 or strided window,
+/// padding 3), or run directly (one input channel: 9 taps).
 #[test]
 fn winograd_is_only_used_where_it_applies() {
     let cases = [(1, 3, 1, 1), (16, 5, 1, 2), (16, 3, 2, 1), (16, 3, 1, 3)];
@@ -1871,7 +1916,12 @@ fn winograd_is_only_used_where_it_applies() {
         );
         let clif = nnc::codegen::clif_text(&g).unwrap();
         assert!(!clif.contains("winograd"), "{c} {w:?}");
-        assert!(clif.contains("im2col"), "{c} {w:?}");
+        let algo = if c == 1 {
+            "direct convolution"
+        } else {
+            "im2col"
+        };
+        assert!(clif.contains(algo), "{c} {w:?}: not {algo}");
         compare(&g, &[Gen::U(-1.0, 1.0); 2], 2, 5, TOL);
     }
 }

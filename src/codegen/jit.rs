@@ -180,14 +180,27 @@ impl Jit {
         self.steps.len()
     }
 
-    /// The algorithm of each convolution step, by node: `"im2col"` or `"winograd"` (chosen
-    /// by `codegen::winograd::plan`), for `nnc check --stats`.
+    /// The algorithm of each convolution step, by node: `"im2col"`, `"winograd"` (chosen by
+    /// `codegen::winograd::plan`) or `"direct"` (`codegen::direct_conv`), for `nnc check
+    /// --stats`.
     pub fn conv_algorithms(&self) -> Vec<(usize, &'static str)> {
+        let is_conv = |i: usize| {
+            matches!(
+                self.graph.nodes[i].op,
+                Op::Conv2d(_)
+                    | Op::WithEpilogue {
+                        producer: crate::ir::Producer::Conv2d(_),
+                        ..
+                    }
+            )
+        };
         self.steps
             .iter()
-            .filter_map(|s| match s {
+            .zip(&self.step_nodes)
+            .filter_map(|(s, &i)| match s {
                 Step::Conv(c) => Some((c.out, "im2col")),
                 Step::Winograd(w) => Some((w.out, "winograd")),
+                Step::Kernel { .. } if is_conv(i) => Some((i, "direct")),
                 _ => None,
             })
             .collect()

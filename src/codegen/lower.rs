@@ -5,9 +5,13 @@
 
 use super::epilogue::{self, EpiStep};
 use super::glue::{ConvKind, ConvStep, Dim, MatMulStep};
+use super::im2col::ConvGeom;
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
 use super::winograd::WinogradStep;
-use super::{bias, conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul, CodegenError};
+use super::{
+    bias, conv, direct_conv, elementwise, embed, loss, pool, rnn, rowwise, small_matmul,
+    CodegenError,
+};
 use crate::ir::{DType, Epilogue, EpilogueLoss, Graph, Node, Op, Producer};
 use crate::opt::memplan::{self, Home, Plan};
 use elementwise::Operand;
@@ -374,6 +378,17 @@ fn emit(
                         return push_step(steps, one(km, body)?);
                     }
                 }
+                if let (Producer::Conv2d(w), Epilogue::Chain(chain)) = (*producer, epi) {
+                    if let Some(geom) = direct_geom(&ity(0), &w) {
+                        let at = DirectAt {
+                            slots: [ins[0], ins[1], i],
+                            scratch_base,
+                        };
+                        let epi = Some((chain, ins.get(2).copied()));
+                        let step = direct_step(km, header, &geom, &ty, at, epi, scratch)?;
+                        return push_step(steps, step);
+                    }
+                }
                 // The product's step, with the epilogue attached.
                 let product = Node {
                     op: producer.op(),
@@ -442,6 +457,16 @@ fn emit(
         }
         Op::Conv2d(w) | Op::Conv2dGradInput(w) | Op::Conv2dGradWeight(w) => {
             arity(2)?;
+            if let (Op::Conv2d(_), Some(geom)) = (&n.op, direct_geom(&ity(0), w)) {
+                let at = DirectAt {
+                    slots: [ins[0], ins[1], i],
+                    scratch_base,
+                };
+                return push_step(
+                    steps,
+                    direct_step(km, header, &geom, &ty, at, None, scratch)?,
+                );
+            }
             conv::step(
                 km,
                 header,
@@ -596,6 +621,52 @@ fn emit(
         other => other,
     };
     push_step(steps, step)
+}
+
+/// The geometry of a forward convolution of images `x` that runs directly
+/// ([`direct_conv::applies`]), or `None`.
+fn direct_geom(x: &crate::ir::Type, win: &crate::ir::Window) -> Option<ConvGeom> {
+    let [c, h, w] = x.dims[..] else { return None };
+    let geom = ConvGeom { c, h, w, win: *win };
+    (x.batched && direct_conv::applies(&geom)).then_some(geom)
+}
+
+/// Table slots of a direct convolution: `x`, `w`, the output, and where scratch slots start.
+struct DirectAt {
+    slots: [usize; 3],
+    scratch_base: usize,
+}
+
+/// A direct convolution ([`direct_conv`]) of output type `ty` with its epilogue (the chain and
+/// the slot of its bias): one kernel, its images split over the threads, each with its own
+/// bordered image.
+fn direct_step(
+    km: &mut KernelModule,
+    header: &str,
+    geom: &ConvGeom,
+    ty: &crate::ir::Type,
+    at: DirectAt,
+    epi: Option<(&crate::ir::Chain, Option<usize>)>,
+    scratch: &mut Vec<Scratch>,
+) -> Result<Step, CodegenError> {
+    let [x, w, out] = at.slots;
+    let pad = at.scratch_base + scratch.len();
+    let s = direct_conv::scratch(geom);
+    scratch.push(s);
+    let o = ty.dims[0];
+    // Without the e-graph pass, which would re-load and splat the weights at every use in
+    // the innermost loop (as emitted, they are loaded once per output channel).
+    let k = km.plain_kernel(&format!("{header}\n; direct convolution"), |kb| {
+        direct_conv::emit(kb, geom, o, [x, w, out, pad], epi)
+    })?;
+    Ok(Step::Kernel {
+        k,
+        rows: Some(RowSplit {
+            batched: vec![(x, geom.image_len()), (out, ty.per_sample())],
+            per_thread: vec![(pad, s.per)],
+            min_batch: 2,
+        }),
+    })
 }
 
 fn push_step(steps: &mut Vec<Step>, step: Step) -> Result<(), CodegenError> {

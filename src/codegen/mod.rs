@@ -8,6 +8,7 @@
 
 mod bias;
 mod conv;
+mod direct_conv;
 mod elementwise;
 mod embed;
 mod epilogue;

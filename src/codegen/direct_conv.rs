@@ -1,0 +1,193 @@
+//! Direct convolution for few input taps (the first layer of an image model: one channel,
+//! 3×3): each output row is `Σ_taps w[o, tap] · x[row + tap]`, four positions per f32x4, with
+//! the taps' weights held in registers.
+//!
+//! As im2col plus GEMM, such a convolution is a product of depth 9: the GEMM's micro-kernel
+//! loads and stores its tile of C for nine multiply-adds, and the columns (9× the image) are
+//! written and packed first. Here the image is copied once into a zero-bordered buffer (so no
+//! tap needs a bounds check) and read in place. The sum of each output is the GEMM's: zero,
+//! then one `fma` per tap in (channel, row, column) order, so the results are bit-identical to
+//! im2col, and the node's epilogue (bias, activations) is applied before the store as the
+//! GEMM's would be.
+//!
+//! Kernel ABI: a row-parallel kernel (images are independent) whose per-thread scratch is the
+//! bordered image.
+
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+use super::elementwise::unary;
+use super::im2col::ConvGeom;
+use super::kernel::{ro, rw, Kb, F32X4};
+use super::lower::Scratch;
+use crate::ir::Chain;
+
+/// The most taps (`C·k·k`) whose weights stay in registers.
+pub const MAX_TAPS: usize = 9;
+
+/// Whether a forward convolution of `g` runs directly: stride 1 and at most [`MAX_TAPS`] taps.
+pub fn applies(g: &ConvGeom) -> bool {
+    g.win.stride == 1 && g.c * g.win.kernel * g.win.kernel <= MAX_TAPS && g.out_hw().is_ok()
+}
+
+/// Height and row length of the bordered image.
+fn bordered(g: &ConvGeom) -> (usize, usize) {
+    (g.h + 2 * g.win.pad, g.w + 2 * g.win.pad)
+}
+
+/// The per-thread scratch: one bordered image.
+pub fn scratch(g: &ConvGeom) -> Scratch {
+    let (hp, wp) = bordered(g);
+    Scratch {
+        per: g.c * hp * wp,
+        batched: false,
+        per_thread: true,
+    }
+}
+
+/// `y = conv(x, w)` then `epi` (the chain, with the slot of its bias) for every image of the
+/// kernel's batch: `o` output channels, slots `x`, `w`, `out` and the scratch `pad`.
+pub fn emit(
+    kb: &mut Kb,
+    g: &ConvGeom,
+    o: usize,
+    [x, w, out, pad]: [usize; 4],
+    epi: Option<(&Chain, Option<usize>)>,
+) {
+    let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    let (hp, wp) = bordered(g);
+    let (c, p) = (g.c, g.win.pad);
+    let (xp, wt, yp, pp) = (kb.ptr(x), kb.ptr(w), kb.ptr(out), kb.ptr(pad));
+    let bias = epi.and_then(|(_, b)| b).map(|s| kb.ptr(s));
+    let epi_at: EpiAt = epi.map(|(chain, _)| (chain, bias));
+    let zero = kb.int(0);
+    // The border stays zero: only the interior is written, image after image.
+    let padded = kb.int((c * hp * wp) as i64);
+    kb.vec_loop(zero, padded, |kb, i, lane| {
+        let z = kb.cst(lane, 0.0);
+        kb.st(z, pp, i);
+    });
+    let images = kb.rows(true, 1);
+    let wv = kb.int(g.w as i64);
+    kb.for_range(zero, images, |kb, b| {
+        let img = kb.b.ins().imul_imm_s(b, (c * g.h * g.w) as i64);
+        kb.for_n(c, |kb, ch| {
+            kb.for_n(g.h, |kb, line| {
+                // Line `line` of channel `ch` into the bordered image.
+                let row = kb.b.ins().imul_imm_s(ch, g.h as i64);
+                let row = kb.b.ins().iadd(row, line);
+                let src = kb.b.ins().imul_imm_s(row, g.w as i64);
+                let src = kb.b.ins().iadd(img, src);
+                let dst = kb.b.ins().imul_imm_s(ch, (hp * wp) as i64);
+                let l = kb.b.ins().iadd_imm_s(line, p as i64);
+                let l = kb.b.ins().imul_imm_s(l, wp as i64);
+                let dst = kb.b.ins().iadd(dst, l);
+                let dst = kb.b.ins().iadd_imm_s(dst, p as i64);
+                kb.vec_loop(zero, wv, |kb, j, lane| {
+                    let s = kb.b.ins().iadd(src, j);
+                    let v = kb.ld(lane, xp, s);
+                    let d = kb.b.ins().iadd(dst, j);
+                    kb.st(v, pp, d);
+                });
+            });
+        });
+        let out_img = kb.b.ins().imul_imm_s(b, (o * oh * ow) as i64);
+        // Tiles of TILE output channels (and one of the rest).
+        let full = o / TILE;
+        let tiles = [(full, TILE), (usize::from(!o.is_multiple_of(TILE)), o % TILE)];
+        let mut first = 0;
+        for (count, rows) in tiles {
+            if count == 0 {
+                continue;
+            }
+            let at = Tile {
+                rows,
+                first,
+                out_img,
+            };
+            kb.for_n(count, |kb, t| conv_tile(kb, g, at, t, [pp, wt, yp], epi_at));
+            first += count * rows;
+        }
+    });
+}
+
+/// Output channels computed together: each tap's four inputs are loaded once for all of them.
+const TILE: usize = 8;
+
+/// A group of `rows` output channels, the `t`-th of those starting at channel `first`, of the
+/// image whose output starts at element `out_img`.
+#[derive(Clone, Copy)]
+struct Tile {
+    rows: usize,
+    first: usize,
+    out_img: Value,
+}
+
+/// The epilogue as the kernel applies it: the chain and its bias pointer.
+type EpiAt<'a> = Option<(&'a Chain, Option<Value>)>;
+
+/// One tile of output channels over the whole image: per output row, four positions at a time
+/// (one f32x4 accumulator per channel, the taps' inputs loaded once and multiplied by each
+/// channel's weight), the last `ow mod 4` positions one by one.
+fn conv_tile(kb: &mut Kb, g: &ConvGeom, at: Tile, t: Value, [pp, wt, yp]: [Value; 3], epi: EpiAt) {
+    let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    let (hp, wp) = bordered(g);
+    let (c, k) = (g.c, g.win.kernel);
+    let taps = c * k * k;
+    let oc0 = kb.b.ins().imul_imm_s(t, at.rows as i64);
+    let oc0 = kb.b.ins().iadd_imm_s(oc0, at.first as i64);
+    // The tile's weights start at w[oc0]; its output planes at y[oc0].
+    let wbase = kb.b.ins().imul_imm_s(oc0, (taps * 4) as i64);
+    let wbase = kb.b.ins().iadd(wt, wbase);
+    let plane = kb.b.ins().imul_imm_s(oc0, (oh * ow) as i64);
+    let plane = kb.b.ins().iadd(at.out_img, plane);
+    let ow4 = ow / 4 * 4;
+    kb.for_n(oh, |kb, oy| {
+        let irow = kb.b.ins().imul_imm_s(oy, (wp * 4) as i64);
+        let irow = kb.b.ins().iadd(pp, irow);
+        let orow = kb.b.ins().imul_imm_s(oy, ow as i64);
+        let orow = kb.b.ins().iadd(plane, orow);
+        let positions = |kb: &mut Kb, ox: Value, lane| {
+            let xrow = kb.b.ins().imul_imm_s(ox, 4);
+            let xrow = kb.b.ins().iadd(irow, xrow);
+            let mut acc: Vec<Value> = (0..at.rows).map(|_| kb.cst(lane, 0.0)).collect();
+            for ci in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let tap = (ci * k + ky) * k + kx;
+                        let off = 4 * (ci * hp * wp + ky * wp + kx);
+                        // The bordered image is written by this kernel: plain loads.
+                        let v = kb.b.ins().load(lane, rw(), xrow, off as i32);
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let woff = 4 * (r * taps + tap);
+                            let w = kb.b.ins().load(types::F32, ro(), wbase, woff as i32);
+                            // A fresh broadcast per use: the register the tied `vfmadd213`
+                            // overwrites, as in the GEMM's micro-kernel.
+                            let w = kb.splat(lane, w);
+                            *a = kb.b.ins().fma(w, v, *a);
+                        }
+                    }
+                }
+            }
+            for (r, mut a) in acc.into_iter().enumerate() {
+                let rr = kb.b.ins().iadd_imm_s(oc0, r as i64);
+                if let Some((chain, bias)) = epi {
+                    if let Some(bp) = bias {
+                        let b = kb.ld(types::F32, bp, rr);
+                        let b = kb.splat(lane, b);
+                        a = kb.b.ins().fadd(a, b);
+                    }
+                    for &u in &chain.acts {
+                        a = unary(kb, u, a, lane);
+                    }
+                }
+                let i = kb.b.ins().iadd_imm_s(orow, (r * oh * ow) as i64);
+                let i = kb.b.ins().iadd(i, ox);
+                kb.st(a, yp, i);
+            }
+        };
+        let (lo, hi) = (kb.int(0), kb.int(ow4 as i64));
+        kb.for_step(lo, hi, 4, |kb, ox| positions(kb, ox, F32X4));
+        let (lo, hi) = (kb.int(ow4 as i64), kb.int(ow as i64));
+        kb.for_range(lo, hi, |kb, ox| positions(kb, ox, types::F32));
+    });
+}
