@@ -93,7 +93,10 @@ pub fn emit(
         let out_img = kb.b.ins().imul_imm_s(b, (o * oh * ow) as i64);
         // Tiles of TILE output channels (and one of the rest).
         let full = o / TILE;
-        let tiles = [(full, TILE), (usize::from(!o.is_multiple_of(TILE)), o % TILE)];
+        let tiles = [
+            (full, TILE),
+            (usize::from(!o.is_multiple_of(TILE)), o % TILE),
+        ];
         let mut first = 0;
         for (count, rows) in tiles {
             if count == 0 {
