@@ -1505,6 +1505,25 @@ fn malformed_graphs_are_errors() {
     assert!(Jit::compile(&g, &opts).is_err());
 }
 
+/// `fused` against the interpreter (within `tol`), and bit-identical to `unfused` (the same
+/// ops as separate kernels) at 1 and 3 threads, at each batch size.
+fn matches_unfused(
+    unfused: &Graph,
+    fused: &Graph,
+    gens: &[Gen],
+    batches: &[usize],
+    seed: u64,
+    tol: f64,
+) {
+    for &batch in batches {
+        compare(fused, gens, batch, seed, tol);
+        let want = run_once(unfused, gens, batch, 1);
+        let what = format!("{} batch {batch}", unfused.name);
+        assert_eq!(want, run_once(fused, gens, batch, 1), "{what}");
+        assert_eq!(want, run_once(fused, gens, batch, 3), "{what}, 3 threads");
+    }
+}
+
 /// `product → epilogue` as separate nodes: inputs `a`, `b` of types `ins`, then the
 /// epilogue's extra input when it has one: a bias along the product's bias axis (a chain's
 /// `bias` only says whether there is one), or a forward value shaped like the product.
@@ -1616,17 +1635,7 @@ fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
             let fused = fuse_epilogues(&g);
             assert_eq!(fused.nodes.len(), g.nodes.len() - 1, "{}", g.name);
             let gens = vec![Gen::U(-1.0, 1.0); g.inputs().len()];
-            for &batch in &batches {
-                compare(&fused, &gens, batch, 11, 1e-4);
-                let unfused = run_once(&g, &gens, batch, 1);
-                let what = format!("{} batch {batch}", g.name);
-                assert_eq!(unfused, run_once(&fused, &gens, batch, 1), "{what}");
-                assert_eq!(
-                    unfused,
-                    run_once(&fused, &gens, batch, 3),
-                    "{what}, 3 threads"
-                );
-            }
+            matches_unfused(&g, &fused, &gens, &batches, 11, 1e-4);
         }
     }
 }
@@ -1662,17 +1671,7 @@ fn max_pool_gradient_epilogues() {
             let fused = fuse_epilogues(&g);
             assert_eq!(fused.nodes.len(), g.nodes.len() - 1, "{}", g.name);
             let gens = vec![Gen::U(-1.0, 1.0); g.inputs().len()];
-            for batch in [1, 5, 64] {
-                compare(&fused, &gens, batch, 17, 1e-6);
-                let unfused = run_once(&g, &gens, batch, 1);
-                let what = format!("{} {x} batch {batch}", g.name);
-                assert_eq!(unfused, run_once(&fused, &gens, batch, 1), "{what}");
-                assert_eq!(
-                    unfused,
-                    run_once(&fused, &gens, batch, 3),
-                    "{what}, 3 threads"
-                );
-            }
+            matches_unfused(&g, &fused, &gens, &[1, 5, 64], 17, 1e-6);
         }
     }
 }
@@ -1780,17 +1779,7 @@ fn loss_epilogues_match_the_interpreter_and_the_unfused_kernels() {
                 if ce {
                     *gens.last_mut().unwrap() = Gen::Int(0, n);
                 }
-                for &batch in &batches {
-                    compare(&fused, &gens, batch, 13, 1e-4);
-                    let unfused = run_once(&g, &gens, batch, 1);
-                    let what = format!("{} batch {batch}", g.name);
-                    assert_eq!(unfused, run_once(&fused, &gens, batch, 1), "{what}");
-                    assert_eq!(
-                        unfused,
-                        run_once(&fused, &gens, batch, 3),
-                        "{what}, 3 threads"
-                    );
-                }
+                matches_unfused(&g, &fused, &gens, &batches, 13, 1e-4);
             }
         }
     }
