@@ -1789,6 +1789,7 @@ fn loss_epilogues_match_the_interpreter_and_the_unfused_kernels() {
 /// the image ([`nnc::codegen`]'s `direct_conv`): paddings 0–2, widths that are not multiples of
 /// 4 (the last positions one by one), output channels in tiles of 8 and a remainder, with and
 /// without a fused bias and relu — against the interpreter, bit-identical for 1 and 3 threads.
+/// Their weight gradients too, where the output rows are whole f32x4 groups (else im2col).
 #[test]
 fn direct_convolutions() {
     use nnc::opt::epilogue::fuse_epilogues;
@@ -1812,6 +1813,21 @@ fn direct_convolutions() {
             acts: vec![UnaryOp::Relu],
         });
         let fused = fuse_epilogues(&with_epilogue(Op::Conv2d(win), &ins, &chain));
+        let y = plain.ty(plain.output("out").unwrap()).clone();
+        let gw = single(
+            "direct_gw",
+            Op::Conv2dGradWeight(win),
+            &[ins[0].clone(), y.clone()],
+            None,
+        );
+        let jit = Jit::compile(&gw, &JitOptions::default()).unwrap();
+        let algos: Vec<&str> = jit.conv_algorithms().iter().map(|a| a.1).collect();
+        let whole = y.dims[2].is_multiple_of(4);
+        assert_eq!(algos, [if whole { "direct" } else { "im2col" }], "{y}");
+        // Sums of up to 3,920 products of numbers in ±1, one f32 partial per lane: 1e-4.
+        for batch in [1, 5] {
+            compare(&gw, &[Gen::U(-1.0, 1.0); 2], batch, 29, 1e-4);
+        }
         for g in [&plain, &fused] {
             let jit = Jit::compile(g, &JitOptions::default()).unwrap();
             let algos: Vec<&str> = jit.conv_algorithms().iter().map(|a| a.1).collect();

@@ -10,8 +10,15 @@
 //! im2col, and the node's epilogue (bias, activations) is applied before the store as the
 //! GEMM's would be.
 //!
-//! Kernel ABI: a row-parallel kernel (images are independent) whose per-thread scratch is the
-//! bordered image.
+//! The weight gradient of such a convolution, `dw[o, tap] = Σ_images Σ_positions dy[o, p] ·
+//! x[p + tap]`, runs the same way ([`emit_grad_weight`]): all images bordered once, then per
+//! output channel one f32x4 partial sum per tap, in registers over every image and position,
+//! added across its lanes at the end. That order differs from im2col's GEMM (not bit-identical
+//! to it) and does not depend on the thread count (the kernel runs on one).
+//!
+//! Kernel ABI: the forward pass is a row-parallel kernel (images are independent) whose
+//! per-thread scratch is the bordered image; the weight gradient a single call whose scratch
+//! holds every bordered image of the batch.
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
@@ -29,19 +36,130 @@ pub fn applies(g: &ConvGeom) -> bool {
     g.win.stride == 1 && g.c * g.win.kernel * g.win.kernel <= MAX_TAPS && g.out_hw().is_ok()
 }
 
+/// Whether the weight gradient of a convolution of `g` runs directly: as [`applies`], and rows
+/// of output positions in whole f32x4 groups.
+pub fn grad_weight_applies(g: &ConvGeom) -> bool {
+    applies(g) && g.out_hw().is_ok_and(|(_, ow)| ow.is_multiple_of(4))
+}
+
 /// Height and row length of the bordered image.
 fn bordered(g: &ConvGeom) -> (usize, usize) {
     (g.h + 2 * g.win.pad, g.w + 2 * g.win.pad)
 }
 
-/// The per-thread scratch: one bordered image.
-pub fn scratch(g: &ConvGeom) -> Scratch {
+/// The scratch of the forward pass, one bordered image per thread, or (`all_images`, the
+/// weight gradient) every image of the batch bordered.
+pub fn scratch(g: &ConvGeom, all_images: bool) -> Scratch {
     let (hp, wp) = bordered(g);
     Scratch {
         per: g.c * hp * wp,
-        batched: false,
-        per_thread: true,
+        batched: all_images,
+        per_thread: !all_images,
     }
+}
+
+/// Zeroes `n` floats at `pp` (the border of every bordered image, once per call).
+fn zero(kb: &mut Kb, pp: Value, n: Value) {
+    let lo = kb.int(0);
+    kb.vec_loop(lo, n, |kb, i, lane| {
+        let z = kb.cst(lane, 0.0);
+        kb.st(z, pp, i);
+    });
+}
+
+/// Copies image `b` of `xp` into the bordered image at element `dst0` of `pp`.
+fn border_image(kb: &mut Kb, g: &ConvGeom, xp: Value, b: Value, pp: Value, dst0: Value) {
+    let (hp, wp) = bordered(g);
+    let p = g.win.pad;
+    let zero = kb.int(0);
+    let wv = kb.int(g.w as i64);
+    let img = kb.b.ins().imul_imm_s(b, (g.c * g.h * g.w) as i64);
+    kb.for_n(g.c, |kb, ch| {
+        kb.for_n(g.h, |kb, line| {
+            // Line `line` of channel `ch` into the bordered image.
+            let row = kb.b.ins().imul_imm_s(ch, g.h as i64);
+            let row = kb.b.ins().iadd(row, line);
+            let src = kb.b.ins().imul_imm_s(row, g.w as i64);
+            let src = kb.b.ins().iadd(img, src);
+            let dst = kb.b.ins().imul_imm_s(ch, (hp * wp) as i64);
+            let l = kb.b.ins().iadd_imm_s(line, p as i64);
+            let l = kb.b.ins().imul_imm_s(l, wp as i64);
+            let dst = kb.b.ins().iadd(dst, l);
+            let dst = kb.b.ins().iadd_imm_s(dst, p as i64);
+            let dst = kb.b.ins().iadd(dst, dst0);
+            kb.vec_loop(zero, wv, |kb, j, lane| {
+                let s = kb.b.ins().iadd(src, j);
+                let v = kb.ld(lane, xp, s);
+                let d = kb.b.ins().iadd(dst, j);
+                kb.st(v, pp, d);
+            });
+        });
+    });
+}
+
+/// `dw = Σ dy ⋆ x` for the kernel's batch: `o` output channels, slots `x`, `dy`, `out` (the
+/// `O×C×k×k` gradient) and the scratch `pad` (every image bordered; see the module's comment).
+pub fn emit_grad_weight(kb: &mut Kb, g: &ConvGeom, o: usize, [x, dy, out, pad]: [usize; 4]) {
+    let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    let (hp, wp) = bordered(g);
+    let (c, k) = (g.c, g.win.kernel);
+    let taps = c * k * k;
+    let per = c * hp * wp;
+    let (xp, dyp, dwp, pp) = (kb.ptr(x), kb.ptr(dy), kb.ptr(out), kb.ptr(pad));
+    let images = kb.rows(true, 1);
+    let all = kb.rows(true, per);
+    zero(kb, pp, all);
+    let zero_i = kb.int(0);
+    kb.for_range(zero_i, images, |kb, b| {
+        let dst0 = kb.b.ins().imul_imm_s(b, per as i64);
+        border_image(kb, g, xp, b, pp, dst0);
+    });
+    kb.for_n(o, |kb, oc| {
+        let z = kb.cst(F32X4, 0.0);
+        let acc: Vec<_> = (0..taps).map(|_| kb.var(F32X4, z)).collect();
+        kb.for_range(zero_i, images, |kb, b| {
+            // Image b's bordered copy and its gradient plane of channel oc.
+            let xb = kb.b.ins().imul_imm_s(b, (per * 4) as i64);
+            let xb = kb.b.ins().iadd(pp, xb);
+            let plane = kb.b.ins().imul_imm_s(b, o as i64);
+            let plane = kb.b.ins().iadd(plane, oc);
+            let plane = kb.b.ins().imul_imm_s(plane, (oh * ow * 4) as i64);
+            let plane = kb.b.ins().iadd(dyp, plane);
+            kb.for_n(oh, |kb, oy| {
+                let xrow = kb.b.ins().imul_imm_s(oy, (wp * 4) as i64);
+                let xrow = kb.b.ins().iadd(xb, xrow);
+                let drow = kb.b.ins().imul_imm_s(oy, (ow * 4) as i64);
+                let drow = kb.b.ins().iadd(plane, drow);
+                let (lo, hi) = (kb.int(0), kb.int(ow as i64));
+                kb.for_step(lo, hi, 4, |kb, ox| {
+                    let off = kb.b.ins().imul_imm_s(ox, 4);
+                    let xa = kb.b.ins().iadd(xrow, off);
+                    let da = kb.b.ins().iadd(drow, off);
+                    let d = kb.b.ins().load(F32X4, ro(), da, 0);
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let t = (ci * k + ky) * k + kx;
+                                let xo = 4 * (ci * hp * wp + ky * wp + kx);
+                                // Written by this kernel (the borders): plain loads.
+                                let v = kb.b.ins().load(F32X4, rw(), xa, xo as i32);
+                                let a = kb.b.use_var(acc[t]);
+                                let a = kb.b.ins().fma(v, d, a);
+                                kb.b.def_var(acc[t], a);
+                            }
+                        }
+                    }
+                });
+            });
+        });
+        let base = kb.b.ins().imul_imm_s(oc, taps as i64);
+        for (t, &var) in acc.iter().enumerate() {
+            let a = kb.b.use_var(var);
+            let s = kb.hsum(a, F32X4);
+            let i = kb.b.ins().iadd_imm_s(base, t as i64);
+            kb.st(s, dwp, i);
+        }
+    });
 }
 
 /// `y = conv(x, w)` then `epi` (the chain, with the slot of its bias) for every image of the
@@ -55,41 +173,17 @@ pub fn emit(
 ) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
     let (hp, wp) = bordered(g);
-    let (c, p) = (g.c, g.win.pad);
+    let c = g.c;
     let (xp, wt, yp, pp) = (kb.ptr(x), kb.ptr(w), kb.ptr(out), kb.ptr(pad));
     let bias = epi.and_then(|(_, b)| b).map(|s| kb.ptr(s));
     let epi_at: EpiAt = epi.map(|(chain, _)| (chain, bias));
-    let zero = kb.int(0);
     // The border stays zero: only the interior is written, image after image.
     let padded = kb.int((c * hp * wp) as i64);
-    kb.vec_loop(zero, padded, |kb, i, lane| {
-        let z = kb.cst(lane, 0.0);
-        kb.st(z, pp, i);
-    });
+    zero(kb, pp, padded);
     let images = kb.rows(true, 1);
-    let wv = kb.int(g.w as i64);
-    kb.for_range(zero, images, |kb, b| {
-        let img = kb.b.ins().imul_imm_s(b, (c * g.h * g.w) as i64);
-        kb.for_n(c, |kb, ch| {
-            kb.for_n(g.h, |kb, line| {
-                // Line `line` of channel `ch` into the bordered image.
-                let row = kb.b.ins().imul_imm_s(ch, g.h as i64);
-                let row = kb.b.ins().iadd(row, line);
-                let src = kb.b.ins().imul_imm_s(row, g.w as i64);
-                let src = kb.b.ins().iadd(img, src);
-                let dst = kb.b.ins().imul_imm_s(ch, (hp * wp) as i64);
-                let l = kb.b.ins().iadd_imm_s(line, p as i64);
-                let l = kb.b.ins().imul_imm_s(l, wp as i64);
-                let dst = kb.b.ins().iadd(dst, l);
-                let dst = kb.b.ins().iadd_imm_s(dst, p as i64);
-                kb.vec_loop(zero, wv, |kb, j, lane| {
-                    let s = kb.b.ins().iadd(src, j);
-                    let v = kb.ld(lane, xp, s);
-                    let d = kb.b.ins().iadd(dst, j);
-                    kb.st(v, pp, d);
-                });
-            });
-        });
+    let start = kb.int(0);
+    kb.for_range(start, images, |kb, b| {
+        border_image(kb, g, xp, b, pp, start);
         let out_img = kb.b.ins().imul_imm_s(b, (o * oh * ow) as i64);
         // Tiles of TILE output channels (and one of the rest).
         let full = o / TILE;

@@ -188,6 +188,7 @@ impl Jit {
             matches!(
                 self.graph.nodes[i].op,
                 Op::Conv2d(_)
+                    | Op::Conv2dGradWeight(_)
                     | Op::WithEpilogue {
                         producer: crate::ir::Producer::Conv2d(_),
                         ..

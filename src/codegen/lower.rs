@@ -467,6 +467,22 @@ fn emit(
                     direct_step(km, header, &geom, &ty, at, None, scratch)?,
                 );
             }
+            if let (Op::Conv2dGradWeight(_), Some(geom)) = (&n.op, direct_geom(&ity(0), w)) {
+                let (o, dy) = (ty.dims.first().copied().unwrap_or(0), ity(1));
+                let (oh, ow) = geom.out_hw().map_err(CodegenError::Graph)?;
+                let fits = dy.batched
+                    && dy.dims == [o, oh, ow]
+                    && ty.dims == [o, geom.c, w.kernel, w.kernel];
+                if fits && direct_conv::grad_weight_applies(&geom) {
+                    let pad = scratch_base + scratch.len();
+                    scratch.push(direct_conv::scratch(&geom, true));
+                    let title = format!("{header}\n; direct convolution weight gradient");
+                    let k = km.plain_kernel(&title, |kb| {
+                        direct_conv::emit_grad_weight(kb, &geom, o, [ins[0], ins[1], i, pad])
+                    })?;
+                    return push_step(steps, Step::Kernel { k, rows: None });
+                }
+            }
             conv::step(
                 km,
                 header,
@@ -651,7 +667,7 @@ fn direct_step(
 ) -> Result<Step, CodegenError> {
     let [x, w, out] = at.slots;
     let pad = at.scratch_base + scratch.len();
-    let s = direct_conv::scratch(geom);
+    let s = direct_conv::scratch(geom, false);
     scratch.push(s);
     let o = ty.dims[0];
     // Without the e-graph pass, which would re-load and splat the weights at every use in
