@@ -1,6 +1,7 @@
 //! Direct convolution for few input taps (the first layer of an image model: one channel,
-//! 3×3): each output row is `Σ_taps w[o, tap] · x[row + tap]`, four positions per f32x4, with
-//! the taps' weights held in registers.
+//! 3×3): each output row is `Σ_taps w[o, tap] · x[row + tap]`, computed for 8 output channels ×
+//! 4 positions per step: each tap's four inputs are loaded once and multiplied by each
+//! channel's weight (broadcast at each use, as in the GEMM's micro-kernel), the taps unrolled.
 //!
 //! As im2col plus GEMM, such a convolution is a product of depth 9: the GEMM's micro-kernel
 //! loads and stores its tile of C for nine multiply-adds, and the columns (9× the image) are
@@ -28,7 +29,8 @@ use super::kernel::{ro, rw, Kb, F32X4};
 use super::lower::Scratch;
 use crate::ir::Chain;
 
-/// The most taps (`C·k·k`) whose weights stay in registers.
+/// The most taps (`C·k·k`): the forward pass unrolls them, and the weight gradient keeps one
+/// f32x4 partial sum per tap in a register.
 pub const MAX_TAPS: usize = 9;
 
 /// Whether a forward convolution of `g` runs directly: stride 1 and at most [`MAX_TAPS`] taps.
