@@ -670,8 +670,8 @@ fn direct_step(
     let s = direct_conv::scratch(geom, false);
     scratch.push(s);
     let o = ty.dims[0];
-    // Without the e-graph pass, which would re-load and splat the weights at every use in
-    // the innermost loop (as emitted, they are loaded once per output channel).
+    // Without the e-graph pass, like the GEMM's micro-kernel: it would re-elaborate the loads
+    // and `fma`s of the unrolled taps chain by chain and spill the accumulators.
     let k = km.plain_kernel(&format!("{header}\n; direct convolution"), |kb| {
         direct_conv::emit(kb, geom, o, [x, w, out, pad], epi)
     })?;
