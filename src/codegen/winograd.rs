@@ -23,8 +23,6 @@
 //!
 //! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
 
-use std::sync::Mutex;
-
 use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
 
 use super::epilogue::EpiStep;
@@ -262,31 +260,24 @@ impl WinogradStep {
                 // tn tiles) and the padded channel, sized above.
                 unsafe { k1(table.as_ptr(), n as i64) };
                 let (uu, vv, mm) = (g.cout * g.cin + SKEW, g.cin * tn + SKEW, g.cout * tn + SKEW);
-                let product = |xi: usize, m: &mut [f32]| {
-                    let (u, v) = (&u[xi * uu..], &v[xi * vv..]);
-                    let m = &mut m[..g.cout * tn];
-                    lib.gemm
-                        .gemm(false, false, g.cout, tn, g.cin, u, v, m, false)
-                };
-                if batch >= threads {
-                    for (xi, m) in m.chunks_mut(mm).take(16).enumerate() {
-                        product(xi, m)?;
+                // With fewer images than threads (batch-1 inference) the 16 products, which are
+                // independent, are split over the threads instead.
+                let inner = if batch < threads { threads } else { 1 };
+                let m_ptr = m.as_mut_ptr() as usize;
+                split(16, inner, 1, |lo, hi| {
+                    for xi in lo..hi {
+                        // SAFETY: plane ξ of this group's M (cout·tn floats at ξ·mm, inside m),
+                        // written by this task alone.
+                        let m = unsafe {
+                            let at = (m_ptr as *mut f32).add(xi * mm);
+                            std::slice::from_raw_parts_mut(at, g.cout * tn)
+                        };
+                        let (u, v) = (&u[xi * uu..], &v[xi * vv..]);
+                        lib.gemm
+                            .gemm(false, false, g.cout, tn, g.cin, u, v, m, false)?;
                     }
-                } else {
-                    // Fewer images than threads (batch-1 inference): the 16 products, which
-                    // are independent, are split instead.
-                    let parts: Vec<_> = m.chunks_mut(mm).take(16).map(Mutex::new).collect();
-                    let first_error = Mutex::new(Ok(()));
-                    super::workers::run(16, &|xi| {
-                        let mut m = parts[xi].lock().unwrap_or_else(|e| e.into_inner());
-                        if let Err(e) = product(xi, &mut m) {
-                            *first_error.lock().unwrap_or_else(|e| e.into_inner()) = Err(e);
-                        }
-                    });
-                    first_error
-                        .into_inner()
-                        .unwrap_or_else(|e| e.into_inner())?;
-                }
+                    Ok(())
+                })?;
                 let table = [m.as_ptr() as *mut u8, y.as_mut_ptr() as *mut u8, count(tn)];
                 // SAFETY: the output kernel reads M and writes the n output images.
                 unsafe { k2(table.as_ptr(), n as i64) };
