@@ -49,6 +49,17 @@ fn bordered(g: &ConvGeom) -> (usize, usize) {
     (g.h + 2 * g.win.pad, g.w + 2 * g.win.pad)
 }
 
+/// The taps in the weights' (channel, row, column) order, each with its byte offset in the
+/// bordered image from the window's first element.
+fn taps(g: &ConvGeom) -> impl Iterator<Item = (usize, i32)> {
+    let (hp, wp) = bordered(g);
+    let k = g.win.kernel;
+    (0..g.c * k * k).map(move |t| {
+        let (ci, ky, kx) = (t / (k * k), t / k % k, t % k);
+        (t, (4 * (ci * hp * wp + ky * wp + kx)) as i32)
+    })
+}
+
 /// The scratch of the forward pass, one bordered image per thread, or (`all_images`, the
 /// weight gradient) every image of the batch bordered.
 pub fn scratch(g: &ConvGeom, all_images: bool) -> Scratch {
@@ -105,7 +116,7 @@ pub fn emit_grad_weight(kb: &mut Kb, g: &ConvGeom, o: usize, [x, dy, out, pad]: 
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
     let (hp, wp) = bordered(g);
     let (c, k) = (g.c, g.win.kernel);
-    let taps = c * k * k;
+    let n_taps = c * k * k;
     let per = c * hp * wp;
     let (xp, dyp, dwp, pp) = (kb.ptr(x), kb.ptr(dy), kb.ptr(out), kb.ptr(pad));
     let images = kb.rows(true, 1);
@@ -118,7 +129,7 @@ pub fn emit_grad_weight(kb: &mut Kb, g: &ConvGeom, o: usize, [x, dy, out, pad]: 
     });
     kb.for_n(o, |kb, oc| {
         let z = kb.cst(F32X4, 0.0);
-        let acc: Vec<_> = (0..taps).map(|_| kb.var(F32X4, z)).collect();
+        let acc: Vec<_> = (0..n_taps).map(|_| kb.var(F32X4, z)).collect();
         kb.for_range(zero_i, images, |kb, b| {
             // Image b's bordered copy and its gradient plane of channel oc.
             let xb = kb.b.ins().imul_imm_s(b, (per * 4) as i64);
@@ -138,23 +149,17 @@ pub fn emit_grad_weight(kb: &mut Kb, g: &ConvGeom, o: usize, [x, dy, out, pad]: 
                     let xa = kb.b.ins().iadd(xrow, off);
                     let da = kb.b.ins().iadd(drow, off);
                     let d = kb.b.ins().load(F32X4, ro(), da, 0);
-                    for ci in 0..c {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let t = (ci * k + ky) * k + kx;
-                                let xo = 4 * (ci * hp * wp + ky * wp + kx);
-                                // Written by this kernel (the borders): plain loads.
-                                let v = kb.b.ins().load(F32X4, rw(), xa, xo as i32);
-                                let a = kb.b.use_var(acc[t]);
-                                let a = kb.b.ins().fma(v, d, a);
-                                kb.b.def_var(acc[t], a);
-                            }
-                        }
+                    for (t, off) in taps(g) {
+                        // Written by this kernel (the borders): plain loads.
+                        let v = kb.b.ins().load(F32X4, rw(), xa, off);
+                        let a = kb.b.use_var(acc[t]);
+                        let a = kb.b.ins().fma(v, d, a);
+                        kb.b.def_var(acc[t], a);
                     }
                 });
             });
         });
-        let base = kb.b.ins().imul_imm_s(oc, taps as i64);
+        let base = kb.b.ins().imul_imm_s(oc, n_taps as i64);
         for (t, &var) in acc.iter().enumerate() {
             let a = kb.b.use_var(var);
             let s = kb.hsum(a, F32X4);
@@ -229,13 +234,13 @@ type EpiAt<'a> = Option<(&'a Chain, Option<Value>)>;
 /// channel's weight), the last `ow mod 4` positions one by one.
 fn conv_tile(kb: &mut Kb, g: &ConvGeom, at: Tile, t: Value, [pp, wt, yp]: [Value; 3], epi: EpiAt) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
-    let (hp, wp) = bordered(g);
+    let wp = bordered(g).1;
     let (c, k) = (g.c, g.win.kernel);
-    let taps = c * k * k;
+    let n_taps = c * k * k;
     let oc0 = kb.b.ins().imul_imm_s(t, at.rows as i64);
     let oc0 = kb.b.ins().iadd_imm_s(oc0, at.first as i64);
     // The tile's weights start at w[oc0]; its output planes at y[oc0].
-    let wbase = kb.b.ins().imul_imm_s(oc0, (taps * 4) as i64);
+    let wbase = kb.b.ins().imul_imm_s(oc0, (n_taps * 4) as i64);
     let wbase = kb.b.ins().iadd(wt, wbase);
     let plane = kb.b.ins().imul_imm_s(oc0, (oh * ow) as i64);
     let plane = kb.b.ins().iadd(at.out_img, plane);
@@ -249,22 +254,16 @@ fn conv_tile(kb: &mut Kb, g: &ConvGeom, at: Tile, t: Value, [pp, wt, yp]: [Value
             let xrow = kb.b.ins().imul_imm_s(ox, 4);
             let xrow = kb.b.ins().iadd(irow, xrow);
             let mut acc: Vec<Value> = (0..at.rows).map(|_| kb.cst(lane, 0.0)).collect();
-            for ci in 0..c {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let tap = (ci * k + ky) * k + kx;
-                        let off = 4 * (ci * hp * wp + ky * wp + kx);
-                        // The bordered image is written by this kernel: plain loads.
-                        let v = kb.b.ins().load(lane, rw(), xrow, off as i32);
-                        for (r, a) in acc.iter_mut().enumerate() {
-                            let woff = 4 * (r * taps + tap);
-                            let w = kb.b.ins().load(types::F32, ro(), wbase, woff as i32);
-                            // A fresh broadcast per use: the register the tied `vfmadd213`
-                            // overwrites, as in the GEMM's micro-kernel.
-                            let w = kb.splat(lane, w);
-                            *a = kb.b.ins().fma(w, v, *a);
-                        }
-                    }
+            for (tap, off) in taps(g) {
+                // The bordered image is written by this kernel: plain loads.
+                let v = kb.b.ins().load(lane, rw(), xrow, off);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let woff = 4 * (r * n_taps + tap);
+                    let w = kb.b.ins().load(types::F32, ro(), wbase, woff as i32);
+                    // A fresh broadcast per use: the register the tied `vfmadd213`
+                    // overwrites, as in the GEMM's micro-kernel.
+                    let w = kb.splat(lane, w);
+                    *a = kb.b.ins().fma(w, v, *a);
                 }
             }
             for (r, mut a) in acc.into_iter().enumerate() {
