@@ -10,16 +10,17 @@
 //! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges).
 //!
 //! The weight gradient is the adjoint: `dy` blocks `e` become `E = A e Aᵀ`, the 16 GEMMs are
-//! `dU[ξ] = E[ξ] · V[ξ]ᵀ` over all tiles of the batch, and `dw = Gᵀ dU G`.
+//! `dU[ξ] += E[ξ] · V[ξ]ᵀ` over the tiles of each group of images, and `dw = Gᵀ dU G`.
 //!
 //! The transforms are Cranelift kernels of the graph's module with every dimension but the
 //! image count known at compile time; the input, output and `dy` transforms work on f32x4
 //! across four horizontally adjacent tiles (`shufps` splits a row into the tiles' columns,
 //! `unpck` joins them back), with a scalar tail. The input transform first copies each channel
 //! into a zero-bordered buffer, so its loads need no bounds checks. Images are split over the
-//! worker threads; in the forward pass and input gradient a worker runs groups of about
-//! [`GROUP_TILES`] tiles through the three stages, so its `V` and `M` stay in L2. Each output
-//! element is a fixed sum whatever the split, so results do not depend on the thread count.
+//! worker threads, and a worker runs groups of about [`GROUP_TILES`] tiles through the stages
+//! (transforms, products, output transform or the products' sum), so its `V` and `M` stay in
+//! L2. Each output element is a fixed sum whatever the split (the weight gradient sums fixed
+//! runs of images, then the runs in order), so results do not depend on the thread count.
 //!
 //! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
 
@@ -47,6 +48,10 @@ const GROUP_TILES: usize = 128;
 /// the 16 stores of one tile hit one L1 set and evict each other (conv2's weight transform
 /// took ~85 µs instead of ~7).
 const SKEW: usize = 16;
+/// Runs of images whose weight gradients are summed separately (each in its own `dU`, 128 KiB
+/// for 64×32 channels) and then in order: units of work for the threads that do not depend on
+/// their number.
+const CHUNKS: usize = 8;
 /// Multiply-adds (of the im2col form) below which the images are not split across threads.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -158,7 +163,13 @@ pub fn step(
         });
         scratch_base + scratch.len() - 1
     };
-    let u = add(16 * (g.cout * g.cin + SKEW), false);
+    // U, or for the weight gradient one dU per run of images.
+    let runs = if kind == ConvKind::GradWeight {
+        CHUNKS
+    } else {
+        1
+    };
+    let u = add(runs * 16 * (g.cout * g.cin + SKEW), false);
     let v = add(16 * (g.cin * tiles + SKEW), true);
     let m = add(16 * (g.cout * tiles + SKEW), true);
     let pad = add(ph * pw, true);
@@ -308,9 +319,12 @@ impl WinogradStep {
     }
 
     /// The weight gradient `dw = Σ_tiles Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G` (`e` the 2×2 blocks of
-    /// `dy`, `d` the 4×4 tiles of `x`): the images' `V` and `dy` tiles in parallel, then the
-    /// 16 products `dU[ξ] (O×C) = E[ξ] (O×T) · V[ξ]ᵀ` over all `T` tiles of the batch, one
-    /// GEMM each (so the sums do not depend on the thread count), then `dw` from `dU`.
+    /// `dy`, `d` the 4×4 tiles of `x`). The batch is cut into [`CHUNKS`] runs of images (fewer
+    /// for a smaller batch), split over the threads; for each run a worker transforms groups of
+    /// about [`GROUP_TILES`] tiles (so `V` and `E` stay in L2) and adds their 16 products
+    /// `dU[ξ] (O×C) += E[ξ] (O×T) · V[ξ]ᵀ` into the run's own `dU`. The weight kernel then sums
+    /// the runs' `dU` in order and computes `dw` from it. Where the runs begin depends on the
+    /// batch alone, so the sums do not depend on the thread count.
     ///
     /// # Safety
     /// As [`WinogradStep::run`].
@@ -324,59 +338,61 @@ impl WinogradStep {
     ) -> Result<(), String> {
         let g = &self.geom;
         let tiles = g.tiles();
-        let t_all = batch * tiles;
         let (ph, pw) = g.padded_hw();
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
-        split(batch, threads, 1, |lo, hi| {
-            let n = hi - lo;
-            // SAFETY: images lo..hi of x and dy are only read; this worker's padded channel
-            // is its own.
-            let (x, dy, pad) = unsafe {
-                (
-                    t.slice(self.ins[0], lo * img_in, n * img_in),
-                    t.slice(self.ins[1], lo * img_out, n * img_out),
-                    t.slice_mut(self.pad, lo * ph * pw, ph * pw),
-                )
-            };
-            // The kernels write tiles lo·tiles..hi·tiles of every row of V and E (rows of
-            // t_all tiles): disjoint parts of buffers the other workers write too, so they
-            // get raw pointers, not slices.
-            let tile0 = |slot: usize| (t.0[slot] as *mut f32).wrapping_add(lo * tiles) as *mut u8;
-            let table = [
-                x.as_ptr() as *mut u8,
-                tile0(self.v),
-                pad.as_mut_ptr() as *mut u8,
-                count(t_all),
-            ];
-            // SAFETY: see above; rows of V are t_all tiles long.
-            unsafe { k_in(table.as_ptr(), n as i64) };
-            let table = [dy.as_ptr() as *mut u8, tile0(self.m), count(t_all)];
-            // SAFETY: as for V.
-            unsafe { k_dy(table.as_ptr(), n as i64) };
-            Ok(())
-        })?;
-        let (uu, vv, ee) = (
-            g.cout * g.cin + SKEW,
-            g.cin * t_all + SKEW,
-            g.cout * t_all + SKEW,
-        );
-        split(16, threads, 1, |lo, hi| {
-            for xi in lo..hi {
-                // SAFETY: plane ξ of dU is this worker's; V and E are only read now.
-                let (v, e, du) = unsafe {
-                    (
-                        t.slice(self.v, xi * vv, vv - SKEW),
-                        t.slice(self.m, xi * ee, ee - SKEW),
-                        t.slice_mut(self.u, xi * uu, uu - SKEW),
-                    )
-                };
-                lib.gemm
-                    .gemm(false, true, g.cout, g.cin, t_all, e, v, du, false)?;
+        let (per_v, per_e) = (16 * (g.cin * tiles + SKEW), 16 * (g.cout * tiles + SKEW));
+        let uu = g.cout * g.cin + SKEW;
+        let runs = batch.min(CHUNKS);
+        let first = |r: usize| r * batch / runs;
+        let group = (GROUP_TILES / tiles).max(1);
+        split(runs, threads, 1, |lo, hi| {
+            // This worker's scratch: the V, E and padded channel of its first image onwards
+            // (a group never spans runs, so it holds at most the worker's own images).
+            let img0 = first(lo);
+            for r in lo..hi {
+                // SAFETY: run r's dU is this worker's alone.
+                let du = unsafe { t.slice_mut(self.u, r * 16 * uu, 16 * uu) };
+                let (mut b0, end) = (first(r), first(r + 1));
+                while b0 < end {
+                    let n = group.min(end - b0);
+                    let tn = n * tiles;
+                    // SAFETY: images b0..b0+n of x and dy are only read; the scratch from
+                    // image img0 on is this worker's (see above).
+                    let (x, dy, v, e, pad) = unsafe {
+                        (
+                            t.slice(self.ins[0], b0 * img_in, n * img_in),
+                            t.slice(self.ins[1], b0 * img_out, n * img_out),
+                            t.slice_mut(self.v, img0 * per_v, n * per_v),
+                            t.slice_mut(self.m, img0 * per_e, n * per_e),
+                            t.slice_mut(self.pad, img0 * ph * pw, ph * pw),
+                        )
+                    };
+                    let table = [
+                        x.as_ptr() as *mut u8,
+                        v.as_mut_ptr() as *mut u8,
+                        pad.as_mut_ptr() as *mut u8,
+                        count(tn),
+                    ];
+                    // SAFETY: the kernel reads n images and writes V (rows of tn tiles) and
+                    // the padded channel, sized above.
+                    unsafe { k_in(table.as_ptr(), n as i64) };
+                    let table = [dy.as_ptr() as *mut u8, e.as_mut_ptr() as *mut u8, count(tn)];
+                    // SAFETY: as for V.
+                    unsafe { k_dy(table.as_ptr(), n as i64) };
+                    let (vv, ee) = (g.cin * tn + SKEW, g.cout * tn + SKEW);
+                    for xi in 0..16 {
+                        let (e, v) = (&e[xi * ee..][..g.cout * tn], &v[xi * vv..][..g.cin * tn]);
+                        let du = &mut du[xi * uu..][..g.cout * g.cin];
+                        lib.gemm
+                            .gemm(false, true, g.cout, g.cin, tn, e, v, du, b0 > first(r))?;
+                    }
+                    b0 += n;
+                }
             }
             Ok(())
         })?;
-        // SAFETY: the kernel reads the dU scratch and writes slot `out` (O×C×3×3).
-        unsafe { k_dw(t.0.as_ptr(), batch as i64) };
+        // SAFETY: the kernel sums the runs' dU (in the scratch) and writes slot `out`.
+        unsafe { k_dw(t.0.as_ptr(), runs as i64) };
         Ok(())
     }
 }
@@ -744,6 +760,19 @@ fn dy_tile(
 fn weight_grads(kb: &mut Kb, g: &WinoGeom, du_slot: usize, dw_slot: usize) {
     let (dp, wp) = (kb.ptr(du_slot), kb.ptr(dw_slot));
     let plane = g.cout * g.cin + SKEW;
+    // dU of the first run += that of each other run, in order (the kernel's batch argument
+    // is the number of runs).
+    let (one, runs) = (kb.int(1), kb.batch);
+    kb.for_range(one, runs, |kb, r| {
+        let at = kb.b.ins().imul_imm_s(r, (16 * plane) as i64);
+        let (lo, hi) = (kb.int(0), kb.int((16 * plane) as i64));
+        kb.vec_loop(lo, hi, |kb, i, lane| {
+            let j = kb.b.ins().iadd(at, i);
+            let (sum, part) = (kb.ld_rw(lane, dp, i), kb.ld_rw(lane, dp, j));
+            let sum = kb.b.ins().fadd(sum, part);
+            kb.st(sum, dp, i);
+        });
+    });
     kb.for_n(g.cout * g.cin, |kb, oc| {
         let x: Vec<Value> = (0..16)
             .map(|xi| {
