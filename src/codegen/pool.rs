@@ -211,10 +211,12 @@ fn max_window(
 }
 
 /// Max pooling (or its gradient, `dyp`) over 2×2 windows with stride 2 and no padding: four
-/// outputs of a row per step in f32x4, the last `ow mod 4` of each row by [`max_window`], or,
-/// for a gradient whose windows tile the image (`tiled`: dx is not zeroed first), by
-/// [`tail_window_grad`], which writes the whole window like the f32x4 steps. `epi` is applied
-/// to each element of dx as it is written.
+/// outputs of a row per step in f32x4. The last `ow mod 4` of a row at least four long take one
+/// more f32x4 step over its last four outputs, where writing an output twice is harmless (the
+/// forward pass, and a gradient whose windows tile the image, `tiled`, which writes dx without
+/// zeroing it first). Otherwise they go through [`max_window`], or, tiled rows shorter than
+/// four, [`tail_window_grad`], which writes the whole window like the f32x4 steps. `epi` is
+/// applied to each element of dx as it is written.
 #[allow(clippy::too_many_arguments)]
 fn max_pool_pairs(
     kb: &mut Kb,
@@ -244,8 +246,7 @@ fn max_pool_pairs(
             let r1 = kb.b.ins().iadd_imm_s(r0, w as i64);
             let orow = kb.b.ins().imul_imm_s(oy, ow as i64);
             let orow = kb.b.ins().iadd(ob, orow);
-            let (lo, hi) = (kb.int(0), kb.int(ow4));
-            kb.for_step(lo, hi, 4, |kb, ox| {
+            let step = |kb: &mut Kb, ox: Value| {
                 let c = kb.b.ins().imul_imm_s(ox, 2);
                 let (i0, i1) = (kb.b.ins().iadd(r0, c), kb.b.ins().iadd(r1, c));
                 let (i0b, i1b) = (kb.b.ins().iadd_imm_s(i0, 4), kb.b.ins().iadd_imm_s(i1, 4));
@@ -311,7 +312,18 @@ fn max_pool_pairs(
                     };
                     kb.st(v, o, at);
                 }
-            });
+            };
+            let (lo, hi) = (kb.int(0), kb.int(ow4));
+            kb.for_step(lo, hi, 4, step);
+            if ow4 > 0 && ow4 < ow as i64 && (dyp.is_none() || tiled) {
+                // The last four outputs of the row again, overlapping the steps before: each
+                // is written with the value it already has (the max of its window, or its
+                // window's dx, which overwrites dx), so a row of 7 or 14 takes one f32x4 step
+                // more instead of three or two scalar windows.
+                let last = kb.int(ow as i64 - 4);
+                step(kb, last);
+                return;
+            }
             let (lo, hi) = (kb.int(ow4), kb.int(ow as i64));
             kb.for_range(lo, hi, |kb, ox| {
                 let oi = kb.b.ins().iadd(orow, ox);
