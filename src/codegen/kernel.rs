@@ -320,6 +320,28 @@ impl Kb<'_> {
         self.for_step(mid, hi, 1, |k, i| body(k, i, F32));
     }
 
+    /// `for i in 0..n` in f32x4 steps for a body that may run twice on the same elements (what
+    /// it writes depends only on what it reads, and it reads nothing it writes): the last
+    /// `n mod 4` by one more f32x4 step over the last four, overlapping the step before, instead
+    /// of a scalar tail (which costs as much per element as a step per four); scalar steps only
+    /// when `n < 4`. `body(i, lane type)` as in [`Kb::vec_loop`].
+    pub fn vec_loop_overlapping(
+        &mut self,
+        n: usize,
+        mut body: impl FnMut(&mut Self, Value, ClifType),
+    ) {
+        if n < 4 {
+            let (lo, hi) = (self.int(0), self.int(n as i64));
+            return self.for_step(lo, hi, 1, |k, i| body(k, i, F32));
+        }
+        let (lo, hi) = (self.int(0), self.int((n / 4 * 4) as i64));
+        self.for_step(lo, hi, 4, |k, i| body(k, i, F32X4));
+        if !n.is_multiple_of(4) {
+            let last = self.int(n as i64 - 4);
+            body(self, last, F32X4);
+        }
+    }
+
     /// Sum of the lanes of an f32x4 (fixed order: ((l0 + l1) + l2) + l3); a scalar is returned as is.
     pub fn hsum(&mut self, v: Value, ty: ClifType) -> Value {
         if ty != F32X4 {

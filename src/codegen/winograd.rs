@@ -15,7 +15,9 @@
 //! The transforms are Cranelift kernels of the graph's module with every dimension but the
 //! image count known at compile time; the input, output and `dy` transforms work on f32x4
 //! across four horizontally adjacent tiles (`shufps` splits a row into the tiles' columns,
-//! `unpck` joins them back), with a scalar tail. The input transform first copies each channel
+//! `unpck` joins them back); a row that is not a whole number of fours ends with one more step
+//! over its last four tiles (transforms write each tile twice harmlessly), scalar only when it
+//! has fewer than four. The input transform first copies each channel
 //! into a zero-bordered buffer, so its loads need no bounds checks. Images are split over the
 //! worker threads, and a worker runs groups of about [`GROUP_TILES`] tiles through the stages
 //! (transforms, products, output transform or the products' sum), so its `V` and `M` stay in
@@ -503,9 +505,7 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
                 let d0 = kb.b.ins().iadd_imm_s(r, pad as i64);
                 let d0 = kb.b.ins().imul_imm_s(d0, pw as i64);
                 let d0 = kb.b.ins().iadd_imm_s(d0, pad as i64);
-                let lo = kb.int(0);
-                let hi = kb.int(w as i64);
-                kb.vec_loop(lo, hi, |kb, j, lane| {
+                kb.vec_loop_overlapping(w, |kb, j, lane| {
                     let si = kb.b.ins().iadd(s0, j);
                     let v = kb.ld(lane, src, si);
                     let di = kb.b.ins().iadd(d0, j);
@@ -518,9 +518,7 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
             kb.for_n(th, |kb, ty| {
                 let vrow = mul_add(kb, ty, tw, vc);
                 let prow = kb.b.ins().imul_imm_s(ty, (2 * pw) as i64);
-                let lo = kb.int(0);
-                let hi = kb.int(tw as i64);
-                kb.vec_loop(lo, hi, |kb, tx, lane| {
+                kb.vec_loop_overlapping(tw, |kb, tx, lane| {
                     let tx2 = kb.b.ins().iadd(tx, tx);
                     let base = kb.b.ins().iadd(prow, tx2);
                     // d B for each of the 4 rows of the tile(s).
@@ -603,9 +601,7 @@ fn each_output_tile(kb: &mut Kb, g: &WinoGeom, mb: Value, yb: Value, t_all: Valu
                 let mrow = mul_add(kb, ty, tw, r.mo);
                 let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
                 let yrow = kb.b.ins().iadd(yrow, r.yo);
-                let lo = kb.int(0);
-                let hi = kb.int((g.ow / 2) as i64);
-                kb.vec_loop(lo, hi, |kb, tx, lane| {
+                kb.vec_loop_overlapping(g.ow / 2, |kb, tx, lane| {
                     tile(kb, &g, &r, mrow, yrow, tx, lane, rows, 2)
                 });
                 if g.ow % 2 == 1 {
