@@ -17,8 +17,8 @@
 //! across four horizontally adjacent tiles (`shufps` splits a row into the tiles' columns,
 //! `unpck` joins them back); a row that is not a whole number of fours ends with one more step
 //! over its last four tiles (transforms write each tile twice harmlessly), scalar only when it
-//! has fewer than four. The input transform first copies each channel
-//! into a zero-bordered buffer, so its loads need no bounds checks. Images are split over the
+//! has fewer than four. The input transform first copies each channel into a zero-bordered
+//! buffer, so its loads need no bounds checks. Images are split over the
 //! worker threads, and a worker runs groups of about [`GROUP_TILES`] tiles through the stages
 //! (transforms, products, output transform or the products' sum), so its `V` and `M` stay in
 //! L2. Each output element is a fixed sum whatever the split (the weight gradient sums fixed
@@ -53,7 +53,7 @@ const SKEW: usize = 16;
 /// Runs of images whose weight gradients are summed separately (each in its own `dU`, 128 KiB
 /// for 64×32 channels) and then in order: units of work for the threads that do not depend on
 /// their number.
-const CHUNKS: usize = 8;
+const RUNS: usize = 8;
 /// Multiply-adds (of the im2col form) below which the images are not split across threads.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -166,12 +166,12 @@ pub fn step(
         scratch_base + scratch.len() - 1
     };
     // U, or for the weight gradient one dU per run of images.
-    let runs = if kind == ConvKind::GradWeight {
-        CHUNKS
+    let copies = if kind == ConvKind::GradWeight {
+        RUNS
     } else {
         1
     };
-    let u = add(runs * 16 * (g.cout * g.cin + SKEW), false);
+    let u = add(copies * 16 * (g.cout * g.cin + SKEW), false);
     let v = add(16 * (g.cin * tiles + SKEW), true);
     let m = add(16 * (g.cout * tiles + SKEW), true);
     let pad = add(ph * pw, true);
@@ -213,6 +213,24 @@ pub fn step(
 /// A kernel table entry that is a number (a row length), not a pointer.
 fn count(n: usize) -> *mut u8 {
     n as *mut u8
+}
+
+/// Runs the input transform `k` ([`inputs`]) on the `n` images of `x`: their `tn` tiles into
+/// `V` (`v`, rows of `tn` tiles), each channel bordered in `pad` first.
+///
+/// # Safety
+/// `k` must be the input transform of the step's geometry; the slices must hold `n` images,
+/// 16 planes of `V` for `tn` tiles, and one bordered channel.
+unsafe fn input_tiles(k: KernelFn, x: &[f32], v: &mut [f32], pad: &mut [f32], n: usize, tn: usize) {
+    let table = [
+        x.as_ptr() as *mut u8,
+        v.as_mut_ptr() as *mut u8,
+        pad.as_mut_ptr() as *mut u8,
+        count(tn),
+    ];
+    // SAFETY: the kernel reads n images at table[0] and writes V and the padded channel,
+    // which the caller sized.
+    unsafe { k(table.as_ptr(), n as i64) };
 }
 
 impl WinogradStep {
@@ -263,15 +281,8 @@ impl WinogradStep {
                         t.slice_mut(self.out, b0 * img_out, n * img_out),
                     )
                 };
-                let table = [
-                    x.as_ptr() as *mut u8,
-                    v.as_mut_ptr() as *mut u8,
-                    pad.as_mut_ptr() as *mut u8,
-                    count(tn),
-                ];
-                // SAFETY: the input kernel reads n images at table[0] and writes V (rows of
-                // tn tiles) and the padded channel, sized above.
-                unsafe { k1(table.as_ptr(), n as i64) };
+                // SAFETY: k1 is this step's input transform.
+                unsafe { input_tiles(k1, x, v, pad, n, tn) };
                 let (uu, vv, mm) = (g.cout * g.cin + SKEW, g.cin * tn + SKEW, g.cout * tn + SKEW);
                 // With fewer images than threads (batch-1 inference) the 16 products, which are
                 // independent, are split over the threads instead.
@@ -321,7 +332,7 @@ impl WinogradStep {
     }
 
     /// The weight gradient `dw = Σ_tiles Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G` (`e` the 2×2 blocks of
-    /// `dy`, `d` the 4×4 tiles of `x`). The batch is cut into [`CHUNKS`] runs of images (fewer
+    /// `dy`, `d` the 4×4 tiles of `x`). The batch is cut into [`RUNS`] runs of images (fewer
     /// for a smaller batch), split over the threads; for each run a worker transforms groups of
     /// about [`GROUP_TILES`] tiles (so `V` and `E` stay in L2) and adds their 16 products
     /// `dU[ξ] (O×C) += E[ξ] (O×T) · V[ξ]ᵀ` into the run's own `dU`. The weight kernel then sums
@@ -344,7 +355,7 @@ impl WinogradStep {
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
         let (per_v, per_e) = (16 * (g.cin * tiles + SKEW), 16 * (g.cout * tiles + SKEW));
         let uu = g.cout * g.cin + SKEW;
-        let runs = batch.min(CHUNKS);
+        let runs = batch.min(RUNS);
         let first = |r: usize| r * batch / runs;
         let group = (GROUP_TILES / tiles).max(1);
         split(runs, threads, 1, |lo, hi| {
@@ -369,15 +380,8 @@ impl WinogradStep {
                             t.slice_mut(self.pad, img0 * ph * pw, ph * pw),
                         )
                     };
-                    let table = [
-                        x.as_ptr() as *mut u8,
-                        v.as_mut_ptr() as *mut u8,
-                        pad.as_mut_ptr() as *mut u8,
-                        count(tn),
-                    ];
-                    // SAFETY: the kernel reads n images and writes V (rows of tn tiles) and
-                    // the padded channel, sized above.
-                    unsafe { k_in(table.as_ptr(), n as i64) };
+                    // SAFETY: k_in is this step's input transform.
+                    unsafe { input_tiles(k_in, x, v, pad, n, tn) };
                     let table = [dy.as_ptr() as *mut u8, e.as_mut_ptr() as *mut u8, count(tn)];
                     // SAFETY: as for V.
                     unsafe { k_dy(table.as_ptr(), n as i64) };
