@@ -115,6 +115,12 @@ fn fixed_shapes() {
         (true, false, 2, 37, 300),
         (false, true, 3, 17, 5),
         (true, true, 1, 1000, 3),
+        // A shallow B (k ≤ 64, not `tb`, n a multiple of 4) is read in place by every kernel:
+        // Winograd's products, one and more row and column blocks, and k just past the bound.
+        (false, false, 64, 100, 32),
+        (false, false, 200, 2052, 64),
+        (false, false, 9, 8, 1),
+        (false, false, 20, 96, 65),
     ] {
         for acc in [false, true] {
             check(&g, &mut rng, ta, tb, m, n, k, acc);

@@ -127,6 +127,11 @@ pub const PAR_MIN_FLOPS: usize = 4_000_000;
 /// Flops from which a one-row product is split by columns: a batch-1 dense layer of 784×128
 /// takes ~5 µs on one core, and handing half of it to a spinning worker well under one.
 const NARROW_PAR_MIN_FLOPS: usize = 100_000;
+/// Depth up to which B (not transposed, whole slivers of columns) is read where it lies instead
+/// of packed: a sliver then spans at most this many cache lines, which stay in L1 while every
+/// row sliver of A passes over it, so packing would only copy. Winograd's products (depth =
+/// channels, 32–64, B a plane of transformed tiles read once per product) are the case.
+const IN_PLACE_MAX_K: usize = 64;
 /// k steps per iteration of the unrolled micro-kernel loop.
 const UNROLL: usize = 8;
 
@@ -714,9 +719,10 @@ impl Gemm {
         };
         // The one-row kernel reads A where it lies (a sliver is a row) and B too when its columns
         // come in whole slivers: for a batch of one, packing the weights cost more than the
-        // product. Same sums in the same order, so the same bits.
+        // product. So does every kernel for a shallow B (see [`IN_PLACE_MAX_K`]). Same sums in
+        // the same order, so the same bits.
         let a_in_place = narrow && !ta;
-        let b_in_place = narrow && !tb && n.is_multiple_of(nr);
+        let b_in_place = !tb && n.is_multiple_of(nr) && (narrow || k <= IN_PLACE_MAX_K);
         let mc_max = MC.div_ceil(mr) * mr;
         // Equal depth blocks (784 = 4×196, not 3×256 + 16): a short last block would pay the
         // C tile load/store for little work.

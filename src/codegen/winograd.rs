@@ -6,7 +6,8 @@
 //! - weights, once per run: `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g` (16 × O×C);
 //! - inputs: `V[ξ][c][t] = (Bᵀ d B)[ξ]` for every overlapping 4×4 tile `d` (stride 2) of every
 //!   channel, tiles `t` of several images side by side so the products are wide;
-//! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`;
+//! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`, reading `V` where it
+//!   lies (its rows padded to whole f32x4 groups);
 //! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges).
 //!
 //! The weight gradient is the adjoint: `dy` blocks `e` become `E = A e Aᵀ`, the 16 GEMMs are
@@ -54,6 +55,9 @@ const SKEW: usize = 16;
 /// for 64×32 channels) and then in order: units of work for the threads that do not depend on
 /// their number.
 const RUNS: usize = 8;
+/// Tiles a row of `V` or `M` may have beyond its group's: the forward products read `V` in
+/// place (no packing, see `gemm::IN_PLACE_MAX_K`), which needs rows of whole f32x4 groups.
+const ROW_PAD: usize = 3;
 /// Multiply-adds (of the im2col form) below which the images are not split across threads.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -172,8 +176,8 @@ pub fn step(
         1
     };
     let u = add(copies * 16 * (g.cout * g.cin + SKEW), false);
-    let v = add(16 * (g.cin * tiles + SKEW), true);
-    let m = add(16 * (g.cout * tiles + SKEW), true);
+    let v = add(16 * (g.cin * (tiles + ROW_PAD) + SKEW), true);
+    let m = add(16 * (g.cout * (tiles + ROW_PAD) + SKEW), true);
     let pad = add(ph * pw, true);
     km.note(&format!(
         "{header}\n; winograd F(2x2,3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
@@ -215,18 +219,25 @@ fn count(n: usize) -> *mut u8 {
     n as *mut u8
 }
 
-/// Runs the input transform `k` ([`inputs`]) on the `n` images of `x`: their `tn` tiles into
-/// `V` (`v`, rows of `tn` tiles), each channel bordered in `pad` first.
+/// Runs the input transform `k` ([`inputs`]) on the `n` images of `x`: their tiles into `V`
+/// (`v`, rows of `row` ≥ `n`·tiles tiles), each channel bordered in `pad` first.
 ///
 /// # Safety
 /// `k` must be the input transform of the step's geometry; the slices must hold `n` images,
-/// 16 planes of `V` for `tn` tiles, and one bordered channel.
-unsafe fn input_tiles(k: KernelFn, x: &[f32], v: &mut [f32], pad: &mut [f32], n: usize, tn: usize) {
+/// 16 planes of `V` with rows of `row` tiles, and one bordered channel.
+unsafe fn input_tiles(
+    k: KernelFn,
+    x: &[f32],
+    v: &mut [f32],
+    pad: &mut [f32],
+    n: usize,
+    row: usize,
+) {
     let table = [
         x.as_ptr() as *mut u8,
         v.as_mut_ptr() as *mut u8,
         pad.as_mut_ptr() as *mut u8,
-        count(tn),
+        count(row),
     ];
     // SAFETY: the kernel reads n images at table[0] and writes V and the padded channel,
     // which the caller sized.
@@ -262,13 +273,18 @@ impl WinogradStep {
         let tiles = g.tiles();
         let (ph, pw) = g.padded_hw();
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
-        let (per_v, per_m) = (16 * (g.cin * tiles + SKEW), 16 * (g.cout * tiles + SKEW));
+        let per_v = 16 * (g.cin * (tiles + ROW_PAD) + SKEW);
+        let per_m = 16 * (g.cout * (tiles + ROW_PAD) + SKEW);
         let group = (GROUP_TILES / tiles).max(1);
         split(batch, threads, 1, |lo, hi| {
             let mut b0 = lo;
             while b0 < hi {
                 let n = group.min(hi - b0);
                 let tn = n * tiles;
+                // Rows of V and M padded to whole f32x4 groups: the products read V where it
+                // lies; the padding columns of V hold stale values, which only reach the
+                // padding columns of M, which the output transform does not read.
+                let tp = tn.next_multiple_of(4);
                 // SAFETY: images b0..b0+n of the input and output are this worker's; its
                 // scratch starts at its first image `lo` and is reused by every group.
                 let (x, u, v, m, pad, y) = unsafe {
@@ -282,27 +298,27 @@ impl WinogradStep {
                     )
                 };
                 // SAFETY: k1 is this step's input transform.
-                unsafe { input_tiles(k1, x, v, pad, n, tn) };
-                let (uu, vv, mm) = (g.cout * g.cin + SKEW, g.cin * tn + SKEW, g.cout * tn + SKEW);
+                unsafe { input_tiles(k1, x, v, pad, n, tp) };
+                let (uu, vv, mm) = (g.cout * g.cin + SKEW, g.cin * tp + SKEW, g.cout * tp + SKEW);
                 // With fewer images than threads (batch-1 inference) the 16 products, which are
                 // independent, are split over the threads instead.
                 let inner = if batch < threads { threads } else { 1 };
                 let m_ptr = m.as_mut_ptr() as usize;
                 split(16, inner, 1, |lo, hi| {
                     for xi in lo..hi {
-                        // SAFETY: plane ξ of this group's M (cout·tn floats at ξ·mm, inside m),
+                        // SAFETY: plane ξ of this group's M (cout·tp floats at ξ·mm, inside m),
                         // written by this task alone.
                         let m = unsafe {
                             let at = (m_ptr as *mut f32).add(xi * mm);
-                            std::slice::from_raw_parts_mut(at, g.cout * tn)
+                            std::slice::from_raw_parts_mut(at, g.cout * tp)
                         };
                         let (u, v) = (&u[xi * uu..], &v[xi * vv..]);
                         lib.gemm
-                            .gemm(false, false, g.cout, tn, g.cin, u, v, m, false)?;
+                            .gemm(false, false, g.cout, tp, g.cin, u, v, m, false)?;
                     }
                     Ok(())
                 })?;
-                let table = [m.as_ptr() as *mut u8, y.as_mut_ptr() as *mut u8, count(tn)];
+                let table = [m.as_ptr() as *mut u8, y.as_mut_ptr() as *mut u8, count(tp)];
                 // SAFETY: the output kernel reads M and writes the n output images.
                 unsafe { k2(table.as_ptr(), n as i64) };
                 if let Some((e, run)) = epi {
@@ -353,7 +369,8 @@ impl WinogradStep {
         let tiles = g.tiles();
         let (ph, pw) = g.padded_hw();
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
-        let (per_v, per_e) = (16 * (g.cin * tiles + SKEW), 16 * (g.cout * tiles + SKEW));
+        let per_v = 16 * (g.cin * (tiles + ROW_PAD) + SKEW);
+        let per_e = 16 * (g.cout * (tiles + ROW_PAD) + SKEW);
         let uu = g.cout * g.cin + SKEW;
         let runs = batch.min(RUNS);
         let first = |r: usize| r * batch / runs;
