@@ -121,6 +121,12 @@ fn fixed_shapes() {
         (false, false, 200, 2052, 64),
         (false, false, 9, 8, 1),
         (false, false, 20, 96, 65),
+        // Shallow weight gradients `Xᵀ·dY`; B in rows of 512 bytes, which is packed.
+        (true, false, 784, 128, 64),
+        (false, false, 64, 128, 64),
+        (true, true, 3136, 20, 64),
+        (true, false, 13, 20, 40),
+        (true, false, 100, 8, 3),
     ] {
         for acc in [false, true] {
             check(&g, &mut rng, ta, tb, m, n, k, acc);

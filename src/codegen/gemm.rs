@@ -129,9 +129,17 @@ pub const PAR_MIN_FLOPS: usize = 4_000_000;
 const NARROW_PAR_MIN_FLOPS: usize = 100_000;
 /// Depth up to which B (not transposed, whole slivers of columns) is read where it lies instead
 /// of packed: a sliver then spans at most this many cache lines, which stay in L1 while every
-/// row sliver of A passes over it, so packing would only copy. Winograd's products (depth =
+/// row sliver of A passes over it (when they spread over L1's sets, see [`spreads_over_l1`]),
+/// so packing would only copy. Winograd's products (depth =
 /// channels, 32–64, B a plane of transformed tiles read once per product) are the case.
 const IN_PLACE_MAX_K: usize = 64;
+/// Whether the rows of a matrix of `ld` floats a row, read a few floats each, fall in at least
+/// half of L1's 64 sets (of 64-byte lines): not with rows of a multiple of 256 bytes (the MLP's
+/// 128 columns, 512 bytes, land in 8 sets and evict each other and the packed A).
+fn spreads_over_l1(ld: usize) -> bool {
+    !(4 * ld).is_multiple_of(256)
+}
+
 /// k steps per iteration of the unrolled micro-kernel loop.
 const UNROLL: usize = 8;
 
@@ -722,7 +730,8 @@ impl Gemm {
         // product. So does every kernel for a shallow B (see [`IN_PLACE_MAX_K`]). Same sums in
         // the same order, so the same bits.
         let a_in_place = narrow && !ta;
-        let b_in_place = !tb && n.is_multiple_of(nr) && (narrow || k <= IN_PLACE_MAX_K);
+        let b_in_place =
+            !tb && n.is_multiple_of(nr) && (narrow || (k <= IN_PLACE_MAX_K && spreads_over_l1(n)));
         let mc_max = MC.div_ceil(mr) * mr;
         // Equal depth blocks (784 = 4×196, not 3×256 + 16): a short last block would pay the
         // C tile load/store for little work.
