@@ -401,6 +401,24 @@ fn bias_add_and_grad() {
             );
         }
     }
+    // A convolution's bias gradient (channels of several values) is summed by parts of the
+    // channels on the threads: 12 channels in 6 parts, 7 in 7, 16 in 8; bit-identical.
+    for dims in [[12, 5, 9], [7, 3, 3], [16, 14, 14]] {
+        let g = single(
+            "bias_grad",
+            Op::BiasGrad { axis: 1 },
+            &[f(true, &dims)],
+            None,
+        );
+        for batch in [1, 6] {
+            compare(&g, &[Gen::U(-1.0, 1.0)], batch, 8, TOL);
+            let one = run_once(&g, &[Gen::U(-1.0, 1.0)], batch, 1);
+            for threads in [2, 3] {
+                let many = run_once(&g, &[Gen::U(-1.0, 1.0)], batch, threads);
+                assert_eq!(one, many, "{dims:?} batch {batch} threads {threads}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -1826,8 +1844,18 @@ fn direct_convolutions() {
         let whole = y.dims[2].is_multiple_of(4);
         assert_eq!(algos, [if whole { "direct" } else { "im2col" }], "{y}");
         // Sums of up to 3,920 products of numbers in ±1, one f32 partial per lane: 1e-4.
+        // The direct sums run by parts of the output channels: the same at any thread count.
         for batch in [1, 5] {
             compare(&gw, &[Gen::U(-1.0, 1.0); 2], batch, 29, 1e-4);
+            let gens = [Gen::U(-1.0, 1.0); 2];
+            let one = run_once(&gw, &gens, batch, 1);
+            for threads in [2, 3] {
+                assert_eq!(
+                    one,
+                    run_once(&gw, &gens, batch, threads),
+                    "{y} batch {batch}"
+                );
+            }
         }
         for g in [&plain, &fused] {
             let jit = Jit::compile(g, &JitOptions::default()).unwrap();

@@ -72,10 +72,24 @@ pub fn bias_add(
     }
 }
 
+/// Whether [`bias_grad`] of `dy` along `axis` sums channels of more than one value a row
+/// (`inner > 1`, a convolution's bias): then each channel is summed alone, and the kernel can
+/// compute a part of the channels ([`channels`]).
+pub fn by_channel(ty: &Type, axis: usize) -> bool {
+    split(ty, axis).3 > 1
+}
+
+/// The channels along `axis` and the values of one channel a row.
+pub fn channels(ty: &Type, axis: usize) -> (usize, usize) {
+    let (_, _, c, inner) = split(ty, axis);
+    (c, inner)
+}
+
 /// `out[c] = Σ dy[…, c, …]`, summed over rows in order (and, when `inner > 1`, each row's
 /// `inner` block into four f32x4 partial sums by 16-value groups, the tail into the first,
-/// then the four pairwise and the lanes in order).
-pub fn bias_grad(kb: &mut Kb, ty: &Type, axis: usize, out: usize, dy: usize) {
+/// then the four pairwise and the lanes in order). With `inner > 1` the kernel sums the first
+/// `part` channels (of the slots as given: moved to a later part by [`super::lower::Step::Parts`]).
+pub fn bias_grad(kb: &mut Kb, ty: &Type, axis: usize, part: usize, out: usize, dy: usize) {
     let (outer, batched, c, inner) = split(ty, axis);
     let outer = kb.rows(batched, outer);
     let (o, dp) = (kb.ptr(out), kb.ptr(dy));
@@ -101,7 +115,7 @@ pub fn bias_grad(kb: &mut Kb, ty: &Type, axis: usize, out: usize, dy: usize) {
         // waiting for the last (a convolution's bias gradient sums ~10⁶ values per step).
         let iv = kb.int(inner as i64);
         let by16 = kb.int((inner / 16 * 16) as i64);
-        kb.for_n(c, |kb, ch| {
+        kb.for_n(part, |kb, ch| {
             let z4 = kb.cst(F32X4, 0.0);
             let acc4: [_; 4] = std::array::from_fn(|_| kb.var(F32X4, z4));
             let z1 = kb.cst(types::F32, 0.0);

@@ -12,14 +12,15 @@
 //! GEMM's would be.
 //!
 //! The weight gradient of such a convolution, `dw[o, tap] = Σ_images Σ_positions dy[o, p] ·
-//! x[p + tap]`, runs the same way ([`emit_grad_weight`]): all images bordered once, then per
-//! output channel one f32x4 partial sum per tap, in registers over every image and position,
-//! added across its lanes at the end. That order differs from im2col's GEMM (not bit-identical
-//! to it) and does not depend on the thread count (the kernel runs on one).
+//! x[p + tap]`, runs the same way ([`emit_grad_weight`]): all images bordered once
+//! ([`emit_border_all`]), then per output channel one f32x4 partial sum per tap, in registers
+//! over every image and position, added across its lanes at the end. That order differs from
+//! im2col's GEMM (not bit-identical to it) and does not depend on the thread count.
 //!
 //! Kernel ABI: the forward pass is a row-parallel kernel (images are independent) whose
-//! per-thread scratch is the bordered image; the weight gradient a single call whose scratch
-//! holds every bordered image of the batch.
+//! per-thread scratch is the bordered image; the weight gradient two steps, the bordering of
+//! every image of the batch into one scratch (row-parallel) and the sums, split over the threads
+//! by parts of the output channels ([`super::lower::channel_parts`]), each part reading every image.
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
@@ -110,24 +111,38 @@ fn border_image(kb: &mut Kb, g: &ConvGeom, xp: Value, b: Value, pp: Value, dst0:
     });
 }
 
-/// `dw = Σ dy ⋆ x` for the kernel's batch: `o` output channels, slots `x`, `dy`, `out` (the
-/// `O×C×k×k` gradient) and the scratch `pad` (every image bordered; see the module's comment).
-pub fn emit_grad_weight(kb: &mut Kb, g: &ConvGeom, o: usize, [x, dy, out, pad]: [usize; 4]) {
+/// Borders every image of the kernel's batch (slot `x`) into the scratch `pad`, one bordered
+/// image after the other: the weight gradient's first step, split over the threads by images.
+pub fn emit_border_all(kb: &mut Kb, g: &ConvGeom, [x, pad]: [usize; 2]) {
+    let per = scratch(g, true).per;
+    let (xp, pp) = (kb.ptr(x), kb.ptr(pad));
+    let all = kb.rows(true, per);
+    zero(kb, pp, all);
+    let (zero_i, images) = (kb.int(0), kb.rows(true, 1));
+    kb.for_range(zero_i, images, |kb, b| {
+        let dst0 = kb.b.ins().imul_imm_s(b, per as i64);
+        border_image(kb, g, xp, b, pp, dst0);
+    });
+}
+
+/// `dw = Σ dy ⋆ x` over the kernel's batch for `part` output channels (of `o`; slots `dy` and
+/// `out` moved to the part's first): slots `dy`, `out` (the `O×C×k×k` gradient) and the
+/// scratch `pad` (every image bordered by [`emit_border_all`]; see the module's comment).
+pub fn emit_grad_weight(
+    kb: &mut Kb,
+    g: &ConvGeom,
+    (o, part): (usize, usize),
+    [dy, out, pad]: [usize; 3],
+) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
     let (hp, wp) = bordered(g);
     let (c, k) = (g.c, g.win.kernel);
     let n_taps = c * k * k;
     let per = c * hp * wp;
-    let (xp, dyp, dwp, pp) = (kb.ptr(x), kb.ptr(dy), kb.ptr(out), kb.ptr(pad));
+    let (dyp, dwp, pp) = (kb.ptr(dy), kb.ptr(out), kb.ptr(pad));
     let images = kb.rows(true, 1);
-    let all = kb.rows(true, per);
-    zero(kb, pp, all);
     let zero_i = kb.int(0);
-    kb.for_range(zero_i, images, |kb, b| {
-        let dst0 = kb.b.ins().imul_imm_s(b, per as i64);
-        border_image(kb, g, xp, b, pp, dst0);
-    });
-    kb.for_n(o, |kb, oc| {
+    kb.for_n(part, |kb, oc| {
         let z = kb.cst(F32X4, 0.0);
         let acc: Vec<_> = (0..n_taps).map(|_| kb.var(F32X4, z)).collect();
         kb.for_range(zero_i, images, |kb, b| {
@@ -150,8 +165,8 @@ pub fn emit_grad_weight(kb: &mut Kb, g: &ConvGeom, o: usize, [x, dy, out, pad]: 
                     let da = kb.b.ins().iadd(drow, off);
                     let d = kb.b.ins().load(F32X4, ro(), da, 0);
                     for (t, off) in taps(g) {
-                        // Written by this kernel (the borders): plain loads.
-                        let v = kb.b.ins().load(F32X4, rw(), xa, off);
+                        // Written by the step before, which this kernel does not overlap.
+                        let v = kb.b.ins().load(F32X4, ro(), xa, off);
                         let a = kb.b.use_var(acc[t]);
                         let a = kb.b.ins().fma(v, d, a);
                         kb.b.def_var(acc[t], a);

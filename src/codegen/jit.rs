@@ -195,16 +195,20 @@ impl Jit {
                     }
             )
         };
-        self.steps
+        let mut algorithms: Vec<_> = self
+            .steps
             .iter()
             .zip(&self.step_nodes)
             .filter_map(|(s, &i)| match s {
                 Step::Conv(c) => Some((c.out, "im2col")),
                 Step::Winograd(w) => Some((w.out, "winograd")),
-                Step::Kernel { .. } if is_conv(i) => Some((i, "direct")),
+                Step::Kernel { .. } | Step::Parts { .. } if is_conv(i) => Some((i, "direct")),
                 _ => None,
             })
-            .collect()
+            .collect();
+        // The direct weight gradient is two steps (borders, sums).
+        algorithms.dedup();
+        algorithms
     }
 
     /// Where each value lives.
@@ -309,6 +313,36 @@ unsafe fn run_split(
     });
 }
 
+/// Runs `kernel` once per part (see [`Step::Parts`]), on the workers when `threads` > 1.
+///
+/// # Safety
+/// As [`run_split`]: the table holds the buffers of a validated `batch`, and each part's moved
+/// slots stay inside their buffers and are written by that part alone.
+unsafe fn run_parts(
+    kernel: KernelFn,
+    table: &[*mut u8],
+    parts: usize,
+    moves: &[(usize, usize)],
+    batch: usize,
+    threads: usize,
+) {
+    // Addresses as integers, to cross the thread boundary.
+    let table: Vec<usize> = table.iter().map(|p| *p as usize).collect();
+    let part = |t: usize| {
+        let mut sub = table.clone();
+        for &(slot, bytes) in moves {
+            sub[slot] += t * bytes;
+        }
+        // SAFETY: see the function's contract.
+        unsafe { kernel(sub.as_ptr() as *const *mut u8, batch as i64) };
+    };
+    if threads > 1 {
+        super::workers::run(parts, &part);
+    } else {
+        (0..parts).for_each(part);
+    }
+}
+
 impl Jit {
     /// Runs every step; with `updates`, the prepared optimizer updates after the steps that
     /// complete their gradients. Whether those gradients were finite.
@@ -361,6 +395,14 @@ impl Jit {
                         }
                         _ => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
                     },
+                    Step::Parts { k, parts, moves } => run_parts(
+                        self.kernels[*k],
+                        &self.table,
+                        *parts,
+                        moves,
+                        batch,
+                        self.threads,
+                    ),
                     Step::MatMul(m) => {
                         // A weight gradient's update runs on each block the GEMM finishes.
                         let hook = match (fused, updates.as_deref_mut()) {

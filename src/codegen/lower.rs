@@ -66,6 +66,14 @@ pub enum Step {
     /// A Cranelift kernel (index into [`Lowered::kernels`]), and how to split it over threads
     /// if its rows are independent.
     Kernel { k: usize, rows: Option<RowSplit> },
+    /// A kernel whose work is cut into `parts` independent parts (output channels), each run
+    /// with the whole batch and the `moves` slots advanced by its index times their bytes: the
+    /// parts go to the threads, and the results do not depend on how.
+    Parts {
+        k: usize,
+        parts: usize,
+        moves: Vec<(usize, usize)>,
+    },
     /// A matrix product on the JIT'd GEMM.
     MatMul(MatMulStep),
     /// A convolution on the JIT'd im2col/col2im and GEMM.
@@ -453,7 +461,23 @@ fn emit(
         Op::BiasGrad { axis } => {
             arity(1)?;
             let x = ity(0);
-            one(km, &mut |kb| bias::bias_grad(kb, &x, *axis, i, ins[0]))
+            let (c, inner) = bias::channels(&x, *axis);
+            if bias::by_channel(&x, *axis) && x.batched {
+                // A convolution's bias gradient (a pass over all of dy): parts of the channels
+                // on the threads.
+                let parts = channel_parts(c);
+                let part = c / parts;
+                let k = km.kernel(header, |kb| bias::bias_grad(kb, &x, *axis, part, i, ins[0]))?;
+                return push_step(
+                    steps,
+                    Step::Parts {
+                        k,
+                        parts,
+                        moves: vec![(ins[0], 4 * part * inner), (i, 4 * part)],
+                    },
+                );
+            }
+            one(km, &mut |kb| bias::bias_grad(kb, &x, *axis, c, i, ins[0]))
         }
         Op::Conv2d(w) | Op::Conv2dGradInput(w) | Op::Conv2dGradWeight(w) => {
             arity(2)?;
@@ -475,12 +499,37 @@ fn emit(
                     && ty.dims == [o, geom.c, w.kernel, w.kernel];
                 if fits && direct_conv::grad_weight_applies(&geom) {
                     let pad = scratch_base + scratch.len();
-                    scratch.push(direct_conv::scratch(&geom, true));
-                    let title = format!("{header}\n; direct convolution weight gradient");
-                    let k = km.plain_kernel(&title, |kb| {
-                        direct_conv::emit_grad_weight(kb, &geom, o, [ins[0], ins[1], i, pad])
+                    let s = direct_conv::scratch(&geom, true);
+                    scratch.push(s);
+                    let title = format!("{header}\n; direct convolution weight gradient: borders");
+                    let border = km.kernel(&title, |kb| {
+                        direct_conv::emit_border_all(kb, &geom, [ins[0], pad])
                     })?;
-                    return push_step(steps, Step::Kernel { k, rows: None });
+                    push_step(
+                        steps,
+                        Step::Kernel {
+                            k: border,
+                            rows: Some(RowSplit {
+                                batched: vec![(ins[0], geom.image_len()), (pad, s.per)],
+                                per_thread: Vec::new(),
+                                min_batch: 2,
+                            }),
+                        },
+                    )?;
+                    let part = o / channel_parts(o);
+                    let title = format!("{header}\n; direct convolution weight gradient: sums");
+                    let k = km.plain_kernel(&title, |kb| {
+                        direct_conv::emit_grad_weight(kb, &geom, (o, part), [ins[1], i, pad])
+                    })?;
+                    let taps = geom.c * w.kernel * w.kernel;
+                    return push_step(
+                        steps,
+                        Step::Parts {
+                            k,
+                            parts: o / part,
+                            moves: vec![(ins[1], 4 * part * oh * ow), (i, 4 * part * taps)],
+                        },
+                    );
                 }
             }
             conv::step(
@@ -683,6 +732,13 @@ fn direct_step(
             min_batch: 2,
         }),
     })
+}
+
+/// Parts a kernel over `c` independent channels is cut into for the threads ([`Step::Parts`]):
+/// the most, up to 8, that divide them. Each channel is computed alone, so the cut changes no
+/// bits.
+pub fn channel_parts(c: usize) -> usize {
+    (1..=8).rev().find(|p| c.is_multiple_of(*p)).unwrap_or(1)
 }
 
 fn push_step(steps: &mut Vec<Step>, step: Step) -> Result<(), CodegenError> {
