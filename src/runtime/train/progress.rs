@@ -71,6 +71,12 @@ impl Progress {
         }
     }
 
+    /// Whether [`Progress::step`] shows or logs anything: if not, its rate need not be
+    /// measured (a clock read per step is 5% of a 600 ns XOR step).
+    pub fn shows_steps(&self) -> bool {
+        !self.bar.is_hidden() || self.log.is_some()
+    }
+
     /// Records a step: the bar is refreshed at most every 100 ms, the log line always written.
     pub fn step(&mut self, s: &StepInfo) -> std::io::Result<()> {
         let smooth = self.smooth.map_or(s.loss, |m| 0.95 * m + 0.05 * s.loss);

@@ -479,8 +479,12 @@ pub(super) fn train(
             };
             recent[(step % 50) as usize] = loss as f64;
             step += 1;
-            let sps = ((step - start) as usize * batch) as f64
-                / (train_start.elapsed() - paused).as_secs_f64().max(1e-9);
+            let sps = if progress.shows_steps() {
+                ((step - start) as usize * batch) as f64
+                    / (train_start.elapsed() - paused).as_secs_f64().max(1e-9)
+            } else {
+                0.0
+            };
             progress
                 .step(&StepInfo {
                     step,
