@@ -72,14 +72,9 @@ pub fn bias_add(
     }
 }
 
-/// Whether [`bias_grad`] of `dy` along `axis` sums channels of more than one value a row
-/// (`inner > 1`, a convolution's bias): then each channel is summed alone, and the kernel can
-/// compute a part of the channels ([`channels`]).
-pub fn by_channel(ty: &Type, axis: usize) -> bool {
-    split(ty, axis).3 > 1
-}
-
-/// The channels along `axis` and the values of one channel a row.
+/// The channels along `axis` and the values of one channel a row (`inner`). When `inner > 1`
+/// (a convolution's bias), [`bias_grad`] sums each channel alone and can compute a part of
+/// them.
 pub fn channels(ty: &Type, axis: usize) -> (usize, usize) {
     let (_, _, c, inner) = split(ty, axis);
     (c, inner)

@@ -462,7 +462,7 @@ fn emit(
             arity(1)?;
             let x = ity(0);
             let (c, inner) = bias::channels(&x, *axis);
-            if bias::by_channel(&x, *axis) && x.batched {
+            if inner > 1 && x.batched {
                 // A convolution's bias gradient (a pass over all of dy): parts of the channels
                 // on the threads.
                 let parts = channel_parts(c);
