@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The issue's ratio targets measured as alternated pairs: a reference run, then nnc's, N times,
+# so that both sides of each pair see the same phase of a noisy shared machine. Prints one line
+# per pair (reference, nnc, ratio) and the median ratio per workload.
+#
+# Usage (needs the venv of ../shared/bench/README.md and a release build):
+#   PY=~/.venvs/nnc-bench/bin/python [N=4] [THREADS=2] bash tools/pairs.sh
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+N=${N:-4}
+THREADS=${THREADS:-2}
+B=$PWD/target/release/nnc
+M=$PWD/../shared/data/mnist
+REF=$PWD/../shared/bench
+export BENCH_QUIET_WAIT=${BENCH_QUIET_WAIT:-5} BENCH_QUIET_THRESHOLD=${BENCH_QUIET_THRESHOLD:-0.3}
+
+# samples/s of a reference script's JSON line
+ref() { (cd "$REF" && "$PY" "$@" 2>/dev/null | grep "^{" | tail -1 |
+  "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read())["samples_per_s"])'); }
+# samples/s of nnc's summary line (the number before "samples/s" in `bench`, or the column of `train`)
+nnc_bench() { "$B" bench "$@" 2>&1 | awk '/^run /{for(i=1;i<=NF;i++) if($i=="samples/s") {print $(i-1); exit}}'; }
+nnc_train() { "$B" train "$@" 2>&1 | awk 'NR>2 && NF>=7 {v=$(NF-1)} END{print v}'; }
+
+pairs() {
+  local name=$1; shift
+  local ratios=()
+  for _ in $(seq "$N"); do
+    r=$(eval "$REFCMD")
+    n=$(eval "$NNCCMD")
+    q=$(awk -v a="$n" -v b="$r" 'BEGIN{printf "%.2f", a/b}')
+    ratios+=("$q")
+    echo "$name: reference $r  nnc $n  ratio $q"
+  done
+  printf '%s\n' "${ratios[@]}" | sort -n | awk -v n="$name" '{a[NR]=$1} END{m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%s: median ratio %.2f (%s pairs, %s–%s)\n", n, m, NR, a[1], a[NR]}'
+}
+
+REFCMD='ref bench_torch.py --workload cnn --threads $THREADS --momentum --channels-last' \
+NNCCMD='nnc_bench examples/mnist_cnn.nn --data-dir $M --threads $THREADS --steps 150 --reps 10' \
+  pairs "CNN, nnc / PyTorch channels-last"
+REFCMD='ref bench_jax.py --workload mlp --threads $THREADS' \
+NNCCMD='nnc_train examples/mnist_mlp.nn --data-dir $M -q --threads $THREADS' \
+  pairs "MLP, nnc / JAX"
+REFCMD='ref bench_jax.py --workload ae --threads $THREADS' \
+NNCCMD='nnc_train examples/autoencoder_finetune.nn --data-dir $M -q --threads $THREADS --run pretrain --epochs 1' \
+  pairs "autoencoder, nnc / JAX"
