@@ -467,7 +467,8 @@ fn emit(
                 // on the threads.
                 let parts = channel_parts(c);
                 let part = c / parts;
-                let k = km.kernel(header, |kb| bias::bias_grad(kb, &x, *axis, part, i, ins[0]))?;
+                let title = format!("{header}\n; by parts of {part} channels");
+                let k = km.kernel(&title, |kb| bias::bias_grad(kb, &x, *axis, part, i, ins[0]))?;
                 return push_step(
                     steps,
                     Step::Parts {
@@ -517,7 +518,9 @@ fn emit(
                         },
                     )?;
                     let part = o / channel_parts(o);
-                    let title = format!("{header}\n; direct convolution weight gradient: sums");
+                    let title = format!(
+                        "{header}\n; direct convolution weight gradient: sums, by parts of {part} channels"
+                    );
                     let k = km.plain_kernel(&title, |kb| {
                         direct_conv::emit_grad_weight(kb, &geom, (o, part), [ins[1], i, pad])
                     })?;
