@@ -1931,6 +1931,63 @@ fn winograd_convolutions() {
     }
 }
 
+/// A Winograd step keeps its transformed weights `U` from one run to the next while the
+/// weights keep their bits, and transforms them again when they change (here only their last
+/// element, or only the batch and with it every buffer): every run of one compiled graph equals
+/// a fresh compile's, forward and input gradient.
+#[test]
+fn winograd_reuses_its_transformed_weights_only_for_the_same_weights() {
+    let w = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let u = Gen::U(-1.0, 1.0);
+    let fwd = single(
+        "wino_fwd",
+        Op::Conv2d(w),
+        &[f(true, &[8, 6, 6]), f(false, &[5, 8, 3, 3])],
+        None,
+    );
+    let gi = single(
+        "wino_gi",
+        Op::Conv2dGradInput(w),
+        &[f(true, &[8, 6, 6]), f(false, &[8, 5, 3, 3])],
+        Some(f(true, &[5, 6, 6])),
+    );
+    let out = |jit: &mut Jit, g: &Graph, d: &Data, batch: usize| -> Vec<f32> {
+        let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
+        jit.run(batch, &feeds(g, d), &params, StepCtx::default())
+            .unwrap();
+        jit.output("out").unwrap().to_vec()
+    };
+    for g in [&fwd, &gi] {
+        let clif = nnc::codegen::clif_text(g).unwrap();
+        assert!(clif.contains("winograd inputs"), "{}: not Winograd", g.name);
+        let mut rng = Rng(5);
+        let d1 = draw(g, &[u, u], 2, &mut rng);
+        let mut d2 = draw(g, &[u, u], 2, &mut rng);
+        d2.f[0] = d1.f[0].clone();
+        d2.f[1] = d1.f[1].clone();
+        *d2.f[1].last_mut().unwrap() += 0.25;
+        let d3 = draw(g, &[u, u], 3, &mut rng);
+        let mut jit = Jit::compile(g, &JitOptions::default()).unwrap();
+        let runs = [(&d1, 2), (&d1, 2), (&d2, 2), (&d1, 2), (&d3, 3), (&d1, 2)];
+        let mut seen = Vec::new();
+        for (i, &(d, batch)) in runs.iter().enumerate() {
+            let mut fresh = Jit::compile(g, &JitOptions::default()).unwrap();
+            let want = out(&mut fresh, g, d, batch);
+            assert_eq!(out(&mut jit, g, d, batch), want, "{} run {i}", g.name);
+            seen.push(want);
+        }
+        assert_ne!(
+            seen[1], seen[2],
+            "{}: the changed weight changes the output",
+            g.name
+        );
+    }
+}
+
 /// Convolutions Winograd does not pay or apply for keep im2col (a 5×5 or strided window,
 /// padding 3), or run directly (one input channel: 9 taps).
 #[test]
