@@ -8,18 +8,23 @@ mod graphgen;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::cell::Cell;
 use std::collections::BTreeSet;
 
+/// The same 1,500 graphs on every run, so that a failure reproduces and CI does not turn red on
+/// a draw unrelated to the change it tests; the fuzz target (`fuzz/`) explores further.
 #[test]
 fn jit_matches_interpreter_on_random_graphs() {
     let (cases, compared) = (Cell::new(0), Cell::new(0));
-    let mut runner = TestRunner::new(Config {
-        cases: 1500,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 1500,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     let bytes = proptest::collection::vec(any::<u8>(), 0..64);
     let result = runner.run(&bytes, |bytes| {
         let c = graphgen::check_bytes(&bytes).map_err(TestCaseError::fail)?;
@@ -37,6 +42,19 @@ fn jit_matches_interpreter_on_random_graphs() {
         compared.get(),
         cases.get()
     );
+}
+
+/// Found by a random run of the test above: the bias gradient of a log-softmax gradient (rows
+/// that sum to exactly 0) came out of the JIT at -2.3e-4 for terms up to 503, against the f64
+/// 5e-13. f32 rounding on the scale of the terms, which the comparison now allows
+/// (`graphgen::CANCEL_TOL`).
+#[test]
+fn a_sum_that_cancels_is_compared_on_the_scale_of_its_terms() {
+    let bytes = [
+        104, 0, 0, 1, 188, 226, 95, 13, 41, 247, 32, 85, 0, 1, 49, 71, 212, 62, 43, 0, 9, 0, 159,
+        13, 98, 95, 155, 14, 0, 7, 208, 69, 184, 53, 100, 11, 42, 158,
+    ];
+    assert_eq!(graphgen::check_bytes(&bytes), Ok(true));
 }
 
 /// The generator reaches every op of the IR (forward ones directly, backward ones through
