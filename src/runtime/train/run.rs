@@ -262,6 +262,8 @@ pub(super) fn train(
     let roles = label_inputs(&graph);
     let mut xb = Buf::for_column(&ds.train.x, batch);
     let mut yb = Buf::for_column(&ds.train.y, batch);
+    // The samples in `xb` and `yb`: a step with the same ones does not gather them again.
+    let mut last_idx: Vec<usize> = Vec::new();
     let mut feed_spare: Vec<Feed<'_>> = Vec::with_capacity(roles.len());
     let mut view_spare: Vec<&[f32]> = Vec::with_capacity(values.len());
     let mut recent = [0f64; 50];
@@ -373,8 +375,13 @@ pub(super) fn train(
                 break;
             }
             let idx = shard.part(order.batch(b));
-            gather(&ds.train.x, idx, &mut xb);
-            gather(&ds.train.y, idx, &mut yb);
+            // Full-batch training without shuffling (XOR) feeds the same samples every step.
+            if idx != last_idx.as_slice() {
+                gather(&ds.train.x, idx, &mut xb);
+                gather(&ds.train.y, idx, &mut yb);
+                last_idx.clear();
+                last_idx.extend_from_slice(idx);
+            }
             let (loss, factor) = {
                 let mut feeds: Vec<Feed<'_>> = recycle(std::mem::take(&mut feed_spare));
                 feeds.extend(
