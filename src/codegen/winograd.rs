@@ -304,21 +304,21 @@ impl WinogradStep {
             Some(e) => Some((e, e.kernel_fn()?)),
             None => None,
         };
-        let u_len = 16 * (g.cout * g.cin + SKEW);
+        let uu = g.cout * g.cin + SKEW;
         let mut cache = self.u_cache.0.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: slot ins[1] holds the O×C×3×3 weights.
         let w = unsafe { t.slice(self.ins[1], 0, g.cout * g.cin * 9) };
         if !cache.as_ref().is_some_and(|(cw, _)| same_bits(cw, w)) {
             let (cw, cu) = cache.get_or_insert_with(Default::default);
-            cu.resize(u_len, 0.0);
+            cu.resize(16 * uu, 0.0);
             let mut table = t.0.to_vec();
             table[self.u] = cu.as_mut_ptr() as *mut u8;
-            // SAFETY: the weight kernel reads slot ins[1] and writes u_len floats of U.
+            // SAFETY: the weight kernel reads slot ins[1] and writes the 16 planes of U.
             unsafe { k0(table.as_ptr(), batch as i64) };
             cw.clear();
             cw.extend_from_slice(w);
         }
-        let u_all: &[f32] = cache.as_ref().map_or(&[], |(_, u)| u.as_slice());
+        let u: &[f32] = cache.as_ref().map_or(&[], |(_, u)| u.as_slice());
         let tiles = g.tiles();
         let (ph, pw) = g.padded_hw();
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
@@ -336,7 +336,6 @@ impl WinogradStep {
                 let tp = tn.next_multiple_of(4);
                 // SAFETY: images b0..b0+n of the input and output are this worker's; its
                 // scratch starts at its first image `lo` and is reused by every group.
-                let u = u_all;
                 let (x, v, m, pad, y) = unsafe {
                     (
                         t.slice(self.ins[0], b0 * img_in, n * img_in),
@@ -348,7 +347,7 @@ impl WinogradStep {
                 };
                 // SAFETY: k1 is this step's input transform.
                 unsafe { input_tiles(k1, x, v, pad, n, tp) };
-                let (uu, vv, mm) = (g.cout * g.cin + SKEW, g.cin * tp + SKEW, g.cout * tp + SKEW);
+                let (vv, mm) = (g.cin * tp + SKEW, g.cout * tp + SKEW);
                 // With fewer images than threads (batch-1 inference) the 16 products, which are
                 // independent, are split over the threads instead.
                 let inner = if batch < threads { threads } else { 1 };

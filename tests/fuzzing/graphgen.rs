@@ -515,8 +515,13 @@ fn run(ex: &mut dyn Executor, case: &Case, d: &Draw) -> Result<(), String> {
 
 /// The largest magnitude among the values node `v` reads: the interpreter's for computed
 /// nodes, the draw's for inputs and parameters.
-fn input_scale(g: &Graph, interp: &Interpreter, d: &Draw, v: ValueId) -> f64 {
-    let inputs = g.inputs();
+fn input_scale(
+    g: &Graph,
+    inputs: &[(ValueId, &str)],
+    interp: &Interpreter,
+    d: &Draw,
+    v: ValueId,
+) -> f64 {
     let values = |u: ValueId| -> Option<&[f32]> {
         match g.node(u).op {
             Op::Param(p) => d.params.get(p.index()).map(Vec::as_slice),
@@ -551,8 +556,9 @@ fn compare_once(case: &Case, jit: &mut Jit, seed: u64) -> Result<bool, String> {
         want.push(w);
     }
     run(jit, case, &d).map_err(|e| format!("jit: {e}"))?;
+    let inputs = g.inputs();
     for (o, want) in g.outputs.iter().zip(want) {
-        let scale = input_scale(g, &interp, &d, o.value);
+        let scale = input_scale(g, &inputs, &interp, &d, o.value);
         let got = jit
             .output(&o.name)
             .ok_or_else(|| format!("jit has no output {}", o.name))?;
