@@ -1,8 +1,67 @@
-//! GEMM throughput (single thread) on the shapes nnc's models use, plus 1024³.
-//! Criterion reports time per call; GFLOP/s = 2·m·n·k / time (shown as "elements" = flops).
+//! GEMM throughput (single thread) on the shapes nnc's models use, plus 1024³; then the MLP's
+//! first layer and its weight gradient on MNIST-like images (a disc of ink on a background, 19%
+//! of the pixels) with the compacted product (`nnc::codegen::sparse`) beside the dense GEMM.
+//! Criterion reports time per call; GFLOP/s = 2·m·n·k / time (shown as "elements" = flops of
+//! the dense product, also for the compacted one).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nnc::codegen::gemm::Gemm;
+use nnc::codegen::sparse::{Problem, Sparse};
+
+/// `batch` 28×28 images: a disc of about 150 pixels of ink (0.1–1.0), off-centre by up to 3
+/// pixels, on a background of `bg`.
+fn images(batch: usize, bg: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(batch * 784);
+    for i in 0..batch {
+        let (cx, cy) = (12.0 + (i % 7) as f32, 12.0 + (i % 5) as f32);
+        for y in 0..28 {
+            for x in 0..28 {
+                let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
+                out.push(if d2 < 48.0 {
+                    0.1 + ((x * 7 + y * 3 + i) % 10) as f32 * 0.1
+                } else {
+                    bg
+                });
+            }
+        }
+    }
+    out
+}
+
+fn sparse(c: &mut Criterion) {
+    let g = Gemm::new().unwrap();
+    let s = Sparse::new().unwrap();
+    let mut group = c.benchmark_group("sparse");
+    group.sample_size(10);
+    group.warm_up_time(std::time::Duration::from_millis(300));
+    group.measurement_time(std::time::Duration::from_secs(1));
+    for (name, ta, m, n, k) in [
+        ("mlp_fwd_64x784x128", false, 64, 128, 784),
+        ("mlp_wgrad_ta_784x128x64", true, 784, 128, 64),
+    ] {
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut out = vec![0.0f32; m * n];
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        for bg in [0.0f32, -1.0] {
+            let a = images(if ta { k } else { m }, bg);
+            let p = Problem { ta, m, n, k };
+            for threads in [1, 2] {
+                group.bench_function(format!("{name}_bg{bg}_{threads}_threads"), |bch| {
+                    bch.iter(|| s.product(threads, p, bg, &a, &b, &mut out, None).unwrap())
+                });
+            }
+            if bg == 0.0 {
+                group.bench_function(format!("{name}_dense_gemm_2_threads"), |bch| {
+                    bch.iter(|| {
+                        g.gemm_threads(2, ta, false, m, n, k, &a, &b, &mut out, false)
+                            .unwrap()
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
 
 fn bench(c: &mut Criterion) {
     let g = Gemm::new().unwrap();
@@ -40,5 +99,5 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, sparse);
 criterion_main!(benches);

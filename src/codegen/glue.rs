@@ -3,7 +3,9 @@
 //! buffers and splits work across threads:
 //!
 //! - `MatMul` splits C by rows or columns (`Gemm::gemm_threads`: each element is summed in the
-//!   same order whatever the split, so results do not depend on the thread count);
+//!   same order whatever the split, so results do not depend on the thread count); a left
+//!   operand that a sample shows to be mostly one value (images' background) goes to the
+//!   compacted product of `super::sparse` instead, split the same way;
 //! - `Conv2d` and `Conv2dGradInput` split the images (each worker reuses one column buffer,
 //!   which stays in cache); with fewer images than threads, `Conv2d` splits each image's
 //!   product by rows instead (batch-1 inference);
@@ -16,12 +18,14 @@ use std::sync::OnceLock;
 use super::epilogue::EpiStep;
 use super::gemm::{Block, BlockFn, Gemm};
 use super::im2col::{ConvGeom, Im2col};
+use super::sparse::{self, Sparse};
 use super::CodegenError;
 
 /// The process-wide compiled GEMM and im2col kernels (compiled once, shared by every graph).
 pub struct Lib {
     pub gemm: Gemm,
     pub im2col: Im2col,
+    pub sparse: Sparse,
 }
 
 pub fn lib() -> Result<&'static Lib, CodegenError> {
@@ -30,6 +34,7 @@ pub fn lib() -> Result<&'static Lib, CodegenError> {
         Ok(Lib {
             gemm: Gemm::new()?,
             im2col: Im2col::new()?,
+            sparse: Sparse::new()?,
         })
     })
     .as_ref()
@@ -77,6 +82,9 @@ pub struct MatMulStep {
     pub c: usize,
     /// Applied to each block of C as the GEMM finishes it.
     pub epi: Option<EpiStep>,
+    /// Whether a left operand that is mostly one value is compacted ([`super::sparse`]) when
+    /// a sample of it says so, rather than multiplied densely.
+    pub sparse: bool,
 }
 
 /// Which convolution op a [`ConvStep`] computes.
@@ -217,36 +225,42 @@ impl MatMulStep {
                 Ok(())
             });
         }
-        if run.is_none() && after.is_none() {
-            return lib
-                .gemm
-                .gemm_threads(threads, self.ta, self.tb, m, n, k, a, b, c, false);
-        }
         let epi = |blk: Block| {
             if let Some((e, run)) = run {
                 let offset = blk.rows.start * n + blk.cols.start;
                 let (rows, cols) = (blk.rows.clone(), blk.cols.clone());
-                // SAFETY: each block is a rectangle of C handed over by the GEMM once final,
-                // of whole rows when the epilogue needs them (checked above).
+                // SAFETY: each block is a rectangle of C handed over by the product once
+                // final, of whole rows when the epilogue needs them (checked).
                 unsafe { e.apply(run, t, batch, blk.c, n, rows, cols, offset) };
             }
             if let Some(after) = after {
                 after(blk);
             }
         };
-        lib.gemm.gemm_with(
-            threads,
-            self.ta,
-            self.tb,
+        let epi: Option<&BlockFn> = if run.is_none() && after.is_none() {
+            None
+        } else {
+            Some(&epi)
+        };
+        // A left operand that is mostly one value (images' background) is compacted.
+        let p = sparse::Problem {
+            ta: self.ta,
             m,
             n,
             k,
-            a,
-            b,
-            c,
-            false,
-            Some(&epi),
-        )
+        };
+        let whole_rows = run.is_some_and(|(e, _)| e.whole_rows);
+        if self.sparse
+            && !self.tb
+            && p.fits()
+            && !(whole_rows && Sparse::splits_columns(threads, m))
+        {
+            if let Some(bg) = sparse::background(a).filter(|&bg| p.pays(bg)) {
+                return lib.sparse.product(threads, p, bg, a, b, c, epi);
+            }
+        }
+        lib.gemm
+            .gemm_with(threads, self.ta, self.tb, m, n, k, a, b, c, false, epi)
     }
 }
 

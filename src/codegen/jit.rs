@@ -30,6 +30,9 @@ pub struct JitOptions {
     /// Apply optimizer updates inside the training step when asked
     /// ([`Executor::fuse_updates`]; see [`super::fused_update`]).
     pub fuse_updates: bool,
+    /// Products whose left operand is mostly one value (images' background) skip it
+    /// ([`super::sparse`]); off, every product runs on the dense GEMM.
+    pub sparse: bool,
 }
 
 impl Default for JitOptions {
@@ -38,6 +41,7 @@ impl Default for JitOptions {
             threads: 1,
             keep_values: false,
             fuse_updates: true,
+            sparse: true,
         }
     }
 }
@@ -118,7 +122,12 @@ impl Jit {
             g
         };
         let lib = lib()?;
-        let lowered = lower(g, opts.keep_values, Listing::default())?;
+        let mut lowered = lower(g, opts.keep_values, Listing::default())?;
+        for step in &mut lowered.steps {
+            if let Step::MatMul(m) = step {
+                m.sparse = opts.sparse;
+            }
+        }
         let input_nodes: Vec<usize> = g.inputs().iter().map(|(v, _)| v.index()).collect();
         let mut id_checks = Vec::new();
         for n in &g.nodes {

@@ -353,6 +353,7 @@ fn emit(
                     b: ins[1],
                     c: i,
                     epi: None,
+                    sparse: false,
                 }))
             }
         }

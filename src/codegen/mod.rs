@@ -28,6 +28,7 @@ pub mod profile;
 mod rnn;
 mod rowwise;
 mod small_matmul;
+pub mod sparse;
 mod winograd;
 pub mod workers;
 

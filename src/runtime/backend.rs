@@ -17,14 +17,16 @@ impl Backend {
     }
 
     /// Like [`Backend::jit`], with the training graphs optimized at `opt_level`
-    /// ([`crate::opt::passes`]; 0 compiles the backward graph as autodiff built it and applies
-    /// the optimizer's updates after the step rather than inside it).
+    /// ([`crate::opt::passes`]; 0 compiles the backward graph as autodiff built it, applies
+    /// the optimizer's updates after the step rather than inside it, and runs every matrix
+    /// product on the dense GEMM).
     pub fn jit_opt(threads: usize, opt_level: u8) -> Backend {
         let jit = |keep_values: bool| -> ExecutorFactory {
             let opts = JitOptions {
                 threads: threads.max(1),
                 keep_values,
                 fuse_updates: opt_level >= 1,
+                sparse: opt_level >= 1,
             };
             Box::new(move |g| {
                 Jit::compile(g, &opts)

@@ -1,0 +1,851 @@
+//! Matrix products whose left operand is mostly one value: MNIST's images are 81% background
+//! pixels (0, or −1 once normalized to [−1, 1]), so a dense layer reading them multiplies most
+//! of its weights by the same number. Here each row of `op(A)` is first compacted into the
+//! list of its other entries (`A[r,e] − bg` and the offset of row `e` of B), and C is
+//!
+//! ```text
+//! C[r, :] = bg · Σ_e B[e, :]  +  Σ_{e: A[r,e] ≠ bg} (A[r,e] − bg) · B[e, :]
+//! ```
+//!
+//! the first term (`init`, one row for all of C) computed once per product, the second by a
+//! one-row f32x4 kernel whose accumulators stay in registers over the list, by blocks of B's
+//! rows that stay in L1 while every row of C passes over them: a fifth of the multiply-adds of
+//! the dense product for MNIST's first layer and its weight gradient, which `op(A) = Xᵀ` turns
+//! into the same shape. Whether a product is sparse enough is decided per call from a sample
+//! of A ([`background`]); otherwise the dense GEMM runs.
+//!
+//! An entry equal to the background is skipped even where B holds an infinity or a NaN (which
+//! a dense product would spread as `0 · ∞ = NaN`); a non-finite entry of A is always kept.
+//!
+//! Each element of C is summed in list order (the entries' order in A), the same whatever rows
+//! or columns a thread is given, so results do not depend on the thread count. With `bg = 0`
+//! they are those of a dense product summed in order; with `bg ≠ 0` the product is regrouped,
+//! which rounds differently (within f32's rounding of the sums).
+
+use std::cell::RefCell;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, BlockArg, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::FunctionBuilder;
+use cranelift_jit::JITModule;
+
+use super::gemm::{Block, BlockFn, GEMM_OPT};
+use super::jitmod::new_jit_module_with_opt;
+
+/// Densities (share of A's entries that differ from the background) up to which the compacted
+/// product is used. Measured with `benches/gemm.rs` on the MLP's shapes: a multiply-add of the
+/// compacted product costs about 1.5 of the packed GEMM's (one load of B per multiply-add
+/// where the GEMM's 8×4 tile has one per eight), and compacting costs a sixth of a dense
+/// product, so it wins below about half; ReLU outputs (42–70% in the examples) stay dense.
+pub const MAX_DENSITY: f32 = 0.35;
+/// Rows of C from which a background other than 0 is worth its dense row (see
+/// [`Problem::pays`]).
+const MIN_ROWS_OFF_ZERO: usize = 8;
+/// Contraction length below which a product is never compacted (nothing to skip).
+const MIN_K: usize = 32;
+/// Rows of C per call of the kernel, handed to the epilogue together: their lists are built,
+/// then each depth block of B is used by all of them while in L1.
+const ROWS_PER_CALL: usize = 64;
+/// Multiply-adds below which a product stays on the calling thread.
+const PAR_MIN_MACS: usize = 1 << 17;
+
+/// Depth (rows of B) of a block of the product: 32 columns of that many rows of B (8 KiB) stay
+/// in L1 while every row of the call passes over them (128 rows thrashed: B's rows of 512
+/// bytes fall in 16 of L1's 64 sets).
+const KB: usize = 64;
+
+/// How the kernel reads `op(A)` while compacting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Any strides, one entry at a time.
+    Scalar = 0,
+    /// A row's entries are contiguous (`a_step` = 4, `k` a multiple of 4): four at a time.
+    AlongRow = 1,
+    /// Four rows' entries are contiguous (`a_row` = 4, `rows` a multiple of 4, op(A) = Xᵀ):
+    /// one step of four rows at a time.
+    AcrossRows = 2,
+}
+
+/// The arguments of one call of the kernel: `rows` rows of C, `n` columns (a block of them).
+/// Strides are in bytes. Passed by pointer, as the GEMM's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Args {
+    /// Element `(0, 0)` of `op(A)` for the first row.
+    a: *const f32,
+    /// Bytes from row `r` of `op(A)` to row `r + 1`.
+    a_row: usize,
+    /// Bytes from entry `e` of a row of `op(A)` to entry `e + 1`.
+    a_step: usize,
+    /// Contraction length.
+    k: usize,
+    /// The background value's bits (f32, zero-extended).
+    bg: usize,
+    /// Element `(0, first column)` of B.
+    b: *const f32,
+    /// Bytes from one row of B to the next.
+    ldb: usize,
+    /// Columns of the block.
+    n: usize,
+    /// `n` floats every row of C starts from.
+    init: *const f32,
+    /// Element `(first row, first column)` of C.
+    c: *mut f32,
+    /// Bytes from one row of C to the next.
+    ldc: usize,
+    rows: usize,
+    /// `rows · k` list entries of 8 bytes, row `r`'s from entry `r·k`: B's row offset in
+    /// bytes (i32) and `A[r,e] − bg` (f32).
+    list: *mut u8,
+    /// `rows · (blocks + 1)` pointers: where row `r`'s entries of depth block `kb` start (and
+    /// the last one where they end), `blocks = ⌈k / KB⌉`.
+    seg: *mut u8,
+    /// A [`Mode`].
+    mode: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Arg {
+    A,
+    ARow,
+    AStep,
+    K,
+    Bg,
+    B,
+    Ldb,
+    N,
+    Init,
+    C,
+    Ldc,
+    Rows,
+    List,
+    Seg,
+    Mode,
+}
+
+type KernelFn = unsafe extern "C" fn(args: *const Args);
+
+/// The compiled kernel, shared by every graph and thread (the lists are per thread).
+pub struct Sparse {
+    _module: JITModule,
+    kernel: KernelFn,
+}
+
+// SAFETY: the module is immutable once finalized and only kept so the code stays mapped; the
+// kernel touches nothing but its arguments.
+unsafe impl Send for Sparse {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Sparse {}
+
+thread_local! {
+    /// Per-thread lists and their segment pointers, grown on demand.
+    static LISTS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn args(vals: &[Value]) -> Vec<BlockArg> {
+    vals.iter().map(|&v| BlockArg::Value(v)).collect()
+}
+
+/// Loads of operands nothing writes while the kernel runs.
+fn ro() -> MemFlagsData {
+    MemFlagsData::new()
+        .with_notrap()
+        .with_readonly()
+        .with_can_move()
+}
+
+/// Stores (and loads of what the kernel itself writes).
+fn rw() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Emits `for (i = start; i < end; i += step) vars = body(i, vars)` and returns the final
+/// `vars`, with the builder in the block after the loop. The test is at the bottom (one taken
+/// branch per iteration).
+fn for_range(
+    b: &mut FunctionBuilder,
+    (start, end, step): (Value, Value, i64),
+    vars: &[Value],
+    body: impl FnOnce(&mut FunctionBuilder, Value, &[Value]) -> Vec<Value>,
+) -> Vec<Value> {
+    let blk = b.create_block();
+    let after = b.create_block();
+    let ity = b.func.dfg.value_type(start);
+    b.append_block_param(blk, ity);
+    for &v in vars {
+        let t = b.func.dfg.value_type(v);
+        b.append_block_param(blk, t);
+        b.append_block_param(after, t);
+    }
+    let mut init = vec![start];
+    init.extend_from_slice(vars);
+    let any = b.ins().icmp(IntCC::UnsignedLessThan, start, end);
+    b.ins().brif(any, blk, &args(&init), after, &args(vars));
+    b.switch_to_block(blk);
+    let p = b.block_params(blk).to_vec();
+    let out = body(b, p[0], &p[1..]);
+    let next_i = b.ins().iadd_imm_s(p[0], step);
+    let more = b.ins().icmp(IntCC::UnsignedLessThan, next_i, end);
+    let mut next = vec![next_i];
+    next.extend_from_slice(&out);
+    b.ins().brif(more, blk, &args(&next), after, &args(&out));
+    b.switch_to_block(after);
+    b.block_params(after).to_vec()
+}
+
+/// The kernel's arguments and the values derived from them once, at entry.
+struct Ctx {
+    ptr: Type,
+    a: Value,
+    a_row: Value,
+    a_step: Value,
+    k: Value,
+    bg: Value,
+    /// `bg` in all four lanes.
+    bg4: Value,
+    ldb: Value,
+    rows: Value,
+    list: Value,
+    seg: Value,
+    /// Bytes of one row's list region (`k · 8`).
+    region: Value,
+    /// Depth blocks, and bytes of one row's segment pointers (`(blocks + 1) · 8`).
+    blocks: Value,
+    seg_row: Value,
+}
+
+/// Appends `(off, v − bg)` at `p` and returns `p` advanced past it when `keep` (an i8 0/1).
+fn append(b: &mut FunctionBuilder, cx: &Ctx, p: Value, off: Value, v: Value, keep: Value) -> Value {
+    let x = b.ins().fsub(v, cx.bg);
+    let off32 = b.ins().ireduce(types::I32, off);
+    b.ins().store(rw(), off32, p, 0);
+    b.ins().store(rw(), x, p, 4);
+    let keep = b.ins().uextend(cx.ptr, keep);
+    let step = b.ins().ishl_imm_u(keep, 3);
+    b.ins().iadd(p, step)
+}
+
+/// Compacts rows `r0 .. r0 + lanes` (`lanes` 1, or 4 in [`Mode::AcrossRows`]): for each depth
+/// block records where each row's entries start, then appends the block's entries that are
+/// not the background: one f32 at a time, or an f32x4 of four consecutive entries of one row
+/// ([`Mode::AlongRow`]) or of one entry of four rows ([`Mode::AcrossRows`]), whose lanes are
+/// looked at only when one of them is not the background.
+fn emit_compact(b: &mut FunctionBuilder, cx: &Ctx, r0: Value, mode: Mode) {
+    let ptr = cx.ptr;
+    let lanes = if mode == Mode::AcrossRows { 4 } else { 1 };
+    let mut ps = Vec::new();
+    let mut segs = Vec::new();
+    for l in 0..lanes {
+        let r = b.ins().iadd_imm_s(r0, l);
+        let reg = b.ins().imul(r, cx.region);
+        ps.push(b.ins().iadd(cx.list, reg));
+        let so = b.ins().imul(r, cx.seg_row);
+        segs.push(b.ins().iadd(cx.seg, so));
+    }
+    let arow = match mode {
+        Mode::AcrossRows => {
+            let o = b.ins().ishl_imm_u(r0, 2);
+            b.ins().iadd(cx.a, o)
+        }
+        _ => {
+            let o = b.ins().imul(r0, cx.a_row);
+            b.ins().iadd(cx.a, o)
+        }
+    };
+    let zero = b.ins().iconst(ptr, 0);
+    let ps = for_range(b, (zero, cx.blocks, 1), &ps, |b, kb, ps| {
+        let kb8 = b.ins().ishl_imm_u(kb, 3);
+        for (l, &p) in ps.iter().enumerate() {
+            let at = b.ins().iadd(segs[l], kb8);
+            b.ins().store(rw(), p, at, 0);
+        }
+        let lo = b.ins().imul_imm_s(kb, KB as i64);
+        let hi = b.ins().iadd_imm_s(lo, KB as i64);
+        let hi = b.ins().umin(hi, cx.k);
+        let step = if mode == Mode::AlongRow { 4 } else { 1 };
+        // The entry's address in A and its row's offset in B, advanced by the step.
+        let ea = b.ins().imul(lo, cx.a_step);
+        let at0 = b.ins().iadd(arow, ea);
+        let off0 = b.ins().imul(lo, cx.ldb);
+        let at_step = b.ins().imul_imm_s(cx.a_step, step);
+        let off_step = b.ins().imul_imm_s(cx.ldb, step);
+        let mut vars = vec![at0, off0];
+        vars.extend_from_slice(ps);
+        let out = for_range(b, (lo, hi, step), &vars, |b, _, vars| {
+            let (at, off, ps) = (vars[0], vars[1], &vars[2..]);
+            let mut next = vec![b.ins().iadd(at, at_step), b.ins().iadd(off, off_step)];
+            if mode == Mode::Scalar {
+                let v = b.ins().load(types::F32, ro(), at, 0);
+                let keep = b.ins().fcmp(FloatCC::NotEqual, v, cx.bg);
+                next.push(append(b, cx, ps[0], off, v, keep));
+                return next;
+            }
+            // Four entries at once; nothing to append (the common case) when all are bg.
+            let v = b.ins().load(types::F32X4, ro(), at, 0);
+            let ne = b.ins().fcmp(FloatCC::NotEqual, v, cx.bg4);
+            let mask = b.ins().vhigh_bits(types::I32, ne);
+            let some = b.create_block();
+            let join = b.create_block();
+            for _ in ps {
+                b.append_block_param(join, ptr);
+            }
+            b.ins().brif(mask, some, &[], join, &args(ps));
+            b.switch_to_block(some);
+            let mut out = ps.to_vec();
+            for l in 0..4u8 {
+                let x = b.ins().extractlane(v, l);
+                let bit = b.ins().ushr_imm_u(mask, l as i64);
+                let bit = b.ins().band_imm_u(bit, 1);
+                let keep = b.ins().ireduce(types::I8, bit);
+                if mode == Mode::AlongRow {
+                    // Entry e + l sits l rows of B further.
+                    let o_l = if l == 0 {
+                        off
+                    } else {
+                        let extra = b.ins().imul_imm_s(cx.ldb, l as i64);
+                        b.ins().iadd(off, extra)
+                    };
+                    out[0] = append(b, cx, out[0], o_l, x, keep);
+                } else {
+                    out[l as usize] = append(b, cx, out[l as usize], off, x, keep);
+                }
+            }
+            b.ins().jump(join, &args(&out));
+            b.switch_to_block(join);
+            next.extend_from_slice(b.block_params(join));
+            next
+        });
+        out[2..].to_vec()
+    });
+    let last = b.ins().ishl_imm_u(cx.blocks, 3);
+    for (l, &p) in ps.iter().enumerate() {
+        let at = b.ins().iadd(segs[l], last);
+        b.ins().store(rw(), p, at, 0);
+    }
+}
+
+/// Emits the sum over entries `s0 .. s1` of a list for columns `j .. j + 4·width` (`width`
+/// f32x4 accumulators; 0 means one scalar column) starting from the values at `src`, stored
+/// to `dst`.
+fn emit_columns(
+    b: &mut FunctionBuilder,
+    width: usize,
+    (s0, s1): (Value, Value),
+    bcol: Value,
+    src: Value,
+    dst: Value,
+) {
+    let vty = if width == 0 { types::F32 } else { types::F32X4 };
+    let nacc = width.max(1);
+    let mut acc = Vec::with_capacity(nacc);
+    for t in 0..nacc {
+        // C may be src: it is read before this row's stores.
+        acc.push(b.ins().load(vty, rw(), src, (16 * t) as i32));
+    }
+    // One entry at `p`: its value times B's row, added to the accumulators. B's vectors are
+    // loaded into registers of their own, four at a time, then the value is broadcast: the
+    // `fma` then writes each sum over its B vector (Cranelift's x64 `fma` is tied to a
+    // multiplicand's register; a B vector folded in as a memory operand would tie it to the
+    // shared broadcast and copy that before every `fma`).
+    let entry = |b: &mut FunctionBuilder, p: Value, at: i32, acc: &[Value]| {
+        let flags = rw();
+        let off = b.ins().sload32(flags, p, at);
+        let row = b.ins().iadd(bcol, off);
+        let mut next = Vec::with_capacity(nacc);
+        for group in acc.chunks(4).enumerate() {
+            let (g, accs) = group;
+            let bv: Vec<Value> = (0..accs.len())
+                .map(|t| b.ins().load(vty, ro(), row, (16 * (4 * g + t)) as i32))
+                .collect();
+            let v = b.ins().load(types::F32, flags, p, at + 4);
+            let x = if width == 0 {
+                v
+            } else {
+                b.ins().splat(types::F32X4, v)
+            };
+            for (&bt, &a) in bv.iter().zip(accs) {
+                next.push(b.ins().fma(bt, x, a));
+            }
+        }
+        next
+    };
+    // Two entries per iteration while two are left, then the last one if any.
+    let pair_end = b.ins().iadd_imm_s(s1, -8);
+    let mut vars = vec![s0];
+    vars.extend_from_slice(&acc);
+    let vars = for_range(b, (s0, pair_end, 16), &vars, |b, p, vars| {
+        let mid = entry(b, p, 0, &vars[1..]);
+        let mut out = vec![b.ins().iadd_imm_s(p, 16)];
+        out.extend(entry(b, p, 8, &mid));
+        out
+    });
+    let last = b.create_block();
+    let done = b.create_block();
+    for _ in 0..nacc {
+        b.append_block_param(done, vty);
+    }
+    let one_left = b.ins().icmp(IntCC::UnsignedLessThan, vars[0], s1);
+    b.ins().brif(one_left, last, &[], done, &args(&vars[1..]));
+    b.switch_to_block(last);
+    let fin = entry(b, vars[0], 0, &vars[1..]);
+    b.ins().jump(done, &args(&fin));
+    b.switch_to_block(done);
+    let out = b.block_params(done).to_vec();
+    for (t, &v) in out.iter().enumerate() {
+        b.ins().store(rw(), v, dst, (16 * t) as i32);
+    }
+}
+
+/// Emits the kernel: compact every row of the call, then for each block of columns and depth
+/// block, run every row's entries of that depth block.
+fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry)[0];
+    let arg = |b: &mut FunctionBuilder, f: Arg| {
+        let flags = MemFlagsData::new().with_notrap().with_readonly();
+        b.ins().load(ptr, flags, params, 8 * f as i32)
+    };
+    let k = arg(b, Arg::K);
+    let bg_bits = arg(b, Arg::Bg);
+    let bg_bits = b.ins().ireduce(types::I32, bg_bits);
+    let bg = b.ins().bitcast(types::F32, MemFlagsData::new(), bg_bits);
+    let blocks = b.ins().iadd_imm_s(k, KB as i64 - 1);
+    let blocks = b.ins().udiv_imm_u(blocks, KB as i64);
+    let seg_row = b.ins().iadd_imm_s(blocks, 1);
+    let seg_row = b.ins().ishl_imm_u(seg_row, 3);
+    let region = b.ins().ishl_imm_u(k, 3);
+    let cx = Ctx {
+        ptr,
+        a: arg(b, Arg::A),
+        a_row: arg(b, Arg::ARow),
+        a_step: arg(b, Arg::AStep),
+        k,
+        bg,
+        bg4: b.ins().splat(types::F32X4, bg),
+        ldb: arg(b, Arg::Ldb),
+        rows: arg(b, Arg::Rows),
+        list: arg(b, Arg::List),
+        seg: arg(b, Arg::Seg),
+        region,
+        blocks,
+        seg_row,
+    };
+    let zero = b.ins().iconst(ptr, 0);
+
+    // Compaction, by the mode's loop.
+    let mode = arg(b, Arg::Mode);
+    let modes = [Mode::Scalar, Mode::AlongRow, Mode::AcrossRows];
+    let blocks_of: Vec<_> = modes.iter().map(|_| b.create_block()).collect();
+    let product = b.create_block();
+    let is_along = b
+        .ins()
+        .icmp_imm_s(IntCC::Equal, mode, Mode::AlongRow as i64);
+    let not_along = b.create_block();
+    b.ins().brif(is_along, blocks_of[1], &[], not_along, &[]);
+    b.switch_to_block(not_along);
+    let is_across = b
+        .ins()
+        .icmp_imm_s(IntCC::Equal, mode, Mode::AcrossRows as i64);
+    b.ins()
+        .brif(is_across, blocks_of[2], &[], blocks_of[0], &[]);
+    for (&m, &blk) in modes.iter().zip(&blocks_of) {
+        b.switch_to_block(blk);
+        let step = if m == Mode::AcrossRows { 4 } else { 1 };
+        for_range(b, (zero, cx.rows, step), &[], |b, r, _| {
+            emit_compact(b, &cx, r, m);
+            vec![]
+        });
+        b.ins().jump(product, &[]);
+    }
+
+    // The product: column blocks of 8 vectors, at most one of 4, vectors, scalars.
+    b.switch_to_block(product);
+    let n = arg(b, Arg::N);
+    let bp = arg(b, Arg::B);
+    let init = arg(b, Arg::Init);
+    let c = arg(b, Arg::C);
+    let ldc = arg(b, Arg::Ldc);
+    let mut j = zero;
+    for width in [8usize, 4, 1, 0] {
+        let cols = (4 * width).max(1) as i64;
+        let head = b.create_block();
+        let body = b.create_block();
+        let after = b.create_block();
+        b.append_block_param(head, ptr);
+        b.append_block_param(after, ptr);
+        b.ins().jump(head, &args(&[j]));
+        b.switch_to_block(head);
+        let jj = b.block_params(head)[0];
+        let jend = b.ins().iadd_imm_s(jj, cols);
+        let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, jend, n);
+        b.ins().brif(fits, body, &[], after, &args(&[jj]));
+        b.switch_to_block(body);
+        let jb = b.ins().ishl_imm_u(jj, 2);
+        let bcol = b.ins().iadd(bp, jb);
+        let icol = b.ins().iadd(init, jb);
+        let ccol = b.ins().iadd(c, jb);
+        for_range(b, (zero, cx.blocks, 1), &[], |b, kb, _| {
+            let first = b.ins().icmp_imm_s(IntCC::Equal, kb, 0);
+            let kb8 = b.ins().ishl_imm_u(kb, 3);
+            for_range(b, (zero, cx.rows, 1), &[], |b, r, _| {
+                let so = b.ins().imul(r, cx.seg_row);
+                let so = b.ins().iadd(so, kb8);
+                let at = b.ins().iadd(cx.seg, so);
+                let s0 = b.ins().load(ptr, rw(), at, 0);
+                let s1 = b.ins().load(ptr, rw(), at, 8);
+                let co = b.ins().imul(r, ldc);
+                let crow = b.ins().iadd(ccol, co);
+                let src = b.ins().select(first, icol, crow);
+                emit_columns(b, width, (s0, s1), bcol, src, crow);
+                vec![]
+            });
+            vec![]
+        });
+        let jnext = b.ins().iadd_imm_s(jj, cols);
+        // Blocks of 8 and single vectors or scalars repeat; one block of 4 at most.
+        if width == 4 {
+            b.ins().jump(after, &args(&[jnext]));
+        } else {
+            b.ins().jump(head, &args(&[jnext]));
+        }
+        b.switch_to_block(after);
+        j = b.block_params(after)[0];
+    }
+    b.ins().return_(&[]);
+}
+
+/// The background value of `a` if its entries mostly equal it: 0 or `a[0]`, whichever more
+/// entries of a sample equal, when at most [`MAX_DENSITY`] of them differ. The sample is about
+/// a thousand entries at an odd stride (images' rows and borders do not line up with it), so
+/// the check costs about a microsecond.
+pub fn background(a: &[f32]) -> Option<f32> {
+    const SAMPLE: usize = 1024;
+    let first = *a.first()?;
+    if !first.is_finite() {
+        return None;
+    }
+    let stride = (a.len() / SAMPLE) | 1;
+    let (mut zero, mut same, mut seen) = (0usize, 0usize, 0usize);
+    for &v in a.iter().step_by(stride) {
+        zero += (v == 0.0) as usize;
+        same += (v == first) as usize;
+        seen += 1;
+    }
+    let (bg, hits) = if zero >= same {
+        (0.0, zero)
+    } else {
+        (first, same)
+    };
+    let density = 1.0 - hits as f32 / seen as f32;
+    (density <= MAX_DENSITY).then_some(bg)
+}
+
+/// A product `C[m×n] = op(A)·B` as [`Sparse::product`] computes it.
+#[derive(Clone, Copy, Debug)]
+pub struct Problem {
+    /// `op(A)` is `A[m×k]`, or `A` stored `[k×m]` when `ta`.
+    pub ta: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+impl Problem {
+    /// Whether the kernel can compute this product at all (B's row offsets fit its i32s).
+    pub fn fits(&self) -> bool {
+        self.k >= MIN_K && self.n > 0 && self.m > 0 && self.k * self.n * 4 < i32::MAX as usize
+    }
+
+    /// Whether compacting around `bg` pays: a background other than 0 costs a dense row of the
+    /// product (`bg · Σ_e B[e, :]`), too much for fewer than [`MIN_ROWS_OFF_ZERO`] rows.
+    pub fn pays(&self, bg: f32) -> bool {
+        bg == 0.0 || self.m >= MIN_ROWS_OFF_ZERO
+    }
+}
+
+/// C's address, shared by tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: each task writes only its own rows or columns.
+unsafe impl Sync for SendPtr {}
+
+impl Sparse {
+    pub fn new() -> Result<Sparse, String> {
+        let mut module = new_jit_module_with_opt(GEMM_OPT)?;
+        let id = super::jitmod::define_function(&mut module, "nnc_sparse_rows", 1, emit_kernel)?;
+        module
+            .finalize_definitions()
+            .map_err(|e| format!("finalize the sparse kernel: {e}"))?;
+        // SAFETY: defined with exactly the `KernelFn` signature.
+        let kernel = unsafe {
+            std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(id))
+        };
+        Ok(Sparse {
+            _module: module,
+            kernel,
+        })
+    }
+
+    /// Rows `rows` and columns `cols` of C (row stride `n`), [`ROWS_PER_CALL`] at a time, each
+    /// handed to `epi` when final.
+    ///
+    /// # Safety
+    /// `a`, `b`, `c` and `init` hold the problem's operands (`init` n floats), and no other
+    /// thread touches this block of C.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(
+        &self,
+        p: &Problem,
+        bg: f32,
+        a: &[f32],
+        b: &[f32],
+        init: &[f32],
+        c: SendPtr,
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        epi: Option<&BlockFn>,
+    ) {
+        let (a_row, a_step) = if p.ta { (4, 4 * p.m) } else { (4 * p.k, 4) };
+        let blocks = p.k.div_ceil(KB);
+        LISTS.with_borrow_mut(|(list, seg)| {
+            let group = ROWS_PER_CALL.min(rows.len());
+            if list.len() < group * p.k {
+                list.resize(group * p.k, 0);
+            }
+            if seg.len() < group * (blocks + 1) {
+                seg.resize(group * (blocks + 1), 0);
+            }
+            let mut r = rows.start;
+            while r < rows.end {
+                let hi = (r + group).min(rows.end);
+                // Four rows at a time where they lie side by side, the rest one by one.
+                let calls = if p.ta {
+                    let quads = (hi - r) / 4 * 4;
+                    [
+                        (r, r + quads, Mode::AcrossRows),
+                        (r + quads, hi, Mode::Scalar),
+                    ]
+                } else if p.k.is_multiple_of(4) {
+                    [(r, hi, Mode::AlongRow), (hi, hi, Mode::Scalar)]
+                } else {
+                    [(r, hi, Mode::Scalar), (hi, hi, Mode::Scalar)]
+                };
+                for (lo, hi, mode) in calls.into_iter().filter(|(lo, hi, _)| lo < hi) {
+                    // SAFETY: every pointer stays inside its operand: rows lo..hi of op(A),
+                    // B's k rows from column cols.start, n-wide rows of C; the lists hold
+                    // (hi − lo)·k entries and their segments.
+                    unsafe {
+                        let args = Args {
+                            a: a.as_ptr().byte_add(lo * a_row),
+                            a_row,
+                            a_step,
+                            k: p.k,
+                            bg: bg.to_bits() as usize,
+                            b: b.as_ptr().add(cols.start),
+                            ldb: 4 * p.n,
+                            n: cols.len(),
+                            init: init.as_ptr().add(cols.start),
+                            c: c.0.add(lo * p.n + cols.start),
+                            ldc: 4 * p.n,
+                            rows: hi - lo,
+                            list: list.as_mut_ptr() as *mut u8,
+                            seg: seg.as_mut_ptr() as *mut u8,
+                            mode: mode as usize,
+                        };
+                        (self.kernel)(&args);
+                    }
+                }
+                if let Some(epi) = epi {
+                    epi(Block {
+                        rows: r..hi,
+                        cols: cols.clone(),
+                        // SAFETY: inside C.
+                        c: unsafe { c.0.add(r * p.n + cols.start) },
+                    });
+                }
+                r = hi;
+            }
+        });
+    }
+
+    /// `C = op(A)·B` with `op(A)` compacted around `bg` (see the module documentation), over
+    /// up to `threads` tasks: blocks of C's rows, or of its columns when it has fewer rows than
+    /// threads (batch 1). `epi` is called on every block of C once final, on the thread that
+    /// computed it; blocks hold whole rows unless [`Sparse::splits_columns`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn product(
+        &self,
+        threads: usize,
+        p: Problem,
+        bg: f32,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        epi: Option<&BlockFn>,
+    ) -> Result<(), String> {
+        let Problem { m, n, k, .. } = p;
+        if !p.fits() || a.len() < m * k || b.len() < k * n || c.len() < m * n {
+            return Err(format!(
+                "sparse product {m}×{k}·{k}×{n}: operands of {}, {}, {} elements",
+                a.len(),
+                b.len(),
+                c.len()
+            ));
+        }
+        let threads = if m * n * k / 4 < PAR_MIN_MACS {
+            1
+        } else {
+            threads.max(1)
+        };
+        // bg · Σ_e B[e, :]: the same kernel on one row of k entries all equal to bg, its
+        // columns split between the threads.
+        let mut init = vec![0.0f32; n];
+        if bg != 0.0 {
+            let row = vec![bg; k];
+            let sum = Problem {
+                ta: false,
+                m: 1,
+                n,
+                k,
+            };
+            let zeros = vec![0.0f32; n];
+            let out = SendPtr(init.as_mut_ptr());
+            let chunk = n.div_ceil(threads).div_ceil(32) * 32;
+            super::workers::run(n.div_ceil(chunk), &|t| {
+                let cols = t * chunk..n.min((t + 1) * chunk);
+                // SAFETY: one row of k entries, B as given, disjoint columns of init.
+                unsafe { self.block(&sum, 0.0, &row, b, &zeros, out, 0..1, cols, None) };
+            });
+        }
+        let c_ptr = SendPtr(c.as_mut_ptr());
+        let init = &init[..];
+        if Self::splits_columns(threads, m) {
+            let chunk = n.div_ceil(threads).div_ceil(32) * 32;
+            super::workers::run(n.div_ceil(chunk), &|t| {
+                let cols = t * chunk..n.min((t + 1) * chunk);
+                // SAFETY: disjoint column blocks of C.
+                unsafe { self.block(&p, bg, a, b, init, c_ptr, 0..m, cols, epi) };
+            });
+        } else {
+            let chunk = m.div_ceil(threads);
+            super::workers::run(m.div_ceil(chunk), &|t| {
+                let rows = t * chunk..m.min((t + 1) * chunk);
+                // SAFETY: disjoint row blocks of C.
+                unsafe { self.block(&p, bg, a, b, init, c_ptr, rows, 0..n, epi) };
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether [`Sparse::product`] splits C by columns (fewer rows than threads).
+    pub fn splits_columns(threads: usize, m: usize) -> bool {
+        threads > 1 && m < threads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic matrix of `len` entries, `density` of them not `bg`.
+    /// Its first entry is `bg`, as an image's corner is.
+    fn sparse(len: usize, density: f32, bg: f32, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+                if u < density {
+                    ((s >> 16) & 0xffff) as f32 / 65536.0 * 2.0 - 1.0
+                } else {
+                    bg
+                }
+            })
+            .enumerate()
+            .map(|(i, x)| if i == 0 { bg } else { x })
+            .collect()
+    }
+
+    /// op(A)·B in f64, the reference.
+    fn reference(p: Problem, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut c = vec![0.0f64; p.m * p.n];
+        for r in 0..p.m {
+            for e in 0..p.k {
+                let x = if p.ta { a[e * p.m + r] } else { a[r * p.k + e] } as f64;
+                for j in 0..p.n {
+                    c[r * p.n + j] += x * b[e * p.n + j] as f64;
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn products_match_the_reference_and_do_not_depend_on_the_threads() {
+        let s = Sparse::new().unwrap();
+        let shapes = [
+            (false, 64, 128, 784),
+            (true, 784, 128, 64),
+            (false, 1, 128, 784),
+            (false, 5, 45, 100),
+            (true, 33, 13, 40),
+            (false, 3, 3, 300),
+        ];
+        for (seed, &(ta, m, n, k)) in shapes.iter().enumerate() {
+            for bg in [0.0f32, -1.0] {
+                let p = Problem { ta, m, n, k };
+                let a = sparse(m * k, 0.2, bg, seed as u64);
+                let b = sparse(k * n, 1.0, 0.0, 100 + seed as u64);
+                let want = reference(p, &a, &b);
+                let mut first: Option<Vec<f32>> = None;
+                for threads in 1..=3 {
+                    let mut c = vec![f32::NAN; m * n];
+                    let seen = std::sync::Mutex::new(vec![0u8; m * n]);
+                    let epi = |blk: Block| {
+                        let mut seen = seen.lock().unwrap();
+                        for r in blk.rows.clone() {
+                            for j in blk.cols.clone() {
+                                seen[r * n + j] += 1;
+                            }
+                        }
+                    };
+                    s.product(threads, p, bg, &a, &b, &mut c, Some(&epi))
+                        .unwrap();
+                    assert!(
+                        seen.into_inner().unwrap().iter().all(|&x| x == 1),
+                        "{p:?}: every element handed to the epilogue once"
+                    );
+                    let scale: f64 = b.iter().map(|x| x.abs() as f64).sum::<f64>() / n as f64;
+                    for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                        assert!(
+                            (got as f64 - w).abs() <= 1e-5 * (1.0 + scale),
+                            "{p:?} bg {bg} threads {threads}: C[{i}] = {got}, want {w}"
+                        );
+                    }
+                    match &first {
+                        None => first = Some(c),
+                        Some(f) => assert!(
+                            f.iter().zip(&c).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{p:?}: {threads} threads changed the bits"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_background_is_found_only_in_sparse_matrices() {
+        assert_eq!(background(&sparse(4096, 0.2, 0.0, 1)), Some(0.0));
+        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2)), Some(-1.0));
+        assert_eq!(background(&sparse(4096, 0.6, 0.0, 3)), None);
+        assert_eq!(background(&[f32::NAN; 64]), None);
+        assert_eq!(background(&[]), None);
+    }
+}
