@@ -45,8 +45,9 @@ pub fn run(args: &BenchArgs) -> CliResult {
         "{}: parse + check {front_ms:.2} ms, {threads} thread(s)",
         args.file.display()
     );
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
     let options = TrainOptions {
-        data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
+        data_dir: data_dir.clone(),
         base_dir: loaded.dir(),
         steps: args.steps,
         quiet: true,
@@ -99,7 +100,14 @@ pub fn run(args: &BenchArgs) -> CliResult {
         if !seen_models.contains(&spec.model) {
             seen_models.push(spec.model.clone());
             let m = p.model(&spec.model).expect("runs name checked models");
-            inference(&m.name, &m.graph, threads, args.reps, args.profile)?;
+            let images = test_inputs(p, spec, &m.graph, &data_dir);
+            let at = Inference {
+                threads,
+                reps: args.reps,
+                profile: args.profile,
+                inputs: images.as_deref(),
+            };
+            inference(&m.name, &m.graph, &at)?;
         }
     }
     if let Some(kb) = peak_rss_kb() {
@@ -141,9 +149,57 @@ fn print_profile(steps: &[(String, crate::codegen::profile::Entry)]) {
     }
 }
 
+/// The first test samples of a run's data (its training samples if it has no test split), as
+/// the model's f32 inputs, or `None` (no data where the run looks, or integer inputs): batch-1
+/// latency and batch-1000 throughput are measured on them, as the reference scripts measure
+/// on MNIST's first test images, since what an input holds can change what a product costs
+/// (`codegen::sparse`).
+fn test_inputs(
+    p: &crate::ir::Program,
+    spec: &crate::ir::RunSpec,
+    model: &Graph,
+    dir: &std::path::Path,
+) -> Option<Vec<f32>> {
+    use crate::runtime::data::{self, Expect, Values};
+    let (input, _) = *model.inputs().first()?;
+    let ty = model.ty(input).clone();
+    if ty.dtype != DType::F32 {
+        return None;
+    }
+    let want = Expect {
+        x: Some(ty.clone()),
+        y: None,
+    };
+    let ds = data::load(p.data(&spec.data)?, dir, &want).ok()?;
+    let split = ds.test.as_ref().unwrap_or(&ds.train);
+    let n = split.len.min(1000) * ty.numel(1);
+    match &split.x.values {
+        Values::F32(v) => v.get(..n).map(<[f32]>::to_vec),
+        Values::Bytes { bytes, table } => {
+            Some(bytes.get(..n)?.iter().map(|&b| table[b as usize]).collect())
+        }
+        Values::I32(_) => None,
+    }
+}
+
+/// How [`inference`] measures: threads, batch-1 repetitions, whether to profile, and the
+/// samples to feed (cycled to fill a batch; constant 0.5 when `None`).
+struct Inference<'a> {
+    threads: usize,
+    reps: usize,
+    profile: bool,
+    inputs: Option<&'a [f32]>,
+}
+
 /// Median batch-1 latency and batch-1000 throughput of a model's inference graph, and with
 /// `profile` where the time of each goes.
-fn inference(name: &str, g: &Graph, threads: usize, reps: usize, profile: bool) -> CliResult {
+fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
+    let Inference {
+        threads,
+        reps,
+        profile,
+        inputs,
+    } = *at;
     let params: Vec<Vec<f32>> = g.params.iter().map(|p| init_param(p, 0)).collect();
     let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
     let (input, _) = *g
@@ -152,7 +208,12 @@ fn inference(name: &str, g: &Graph, threads: usize, reps: usize, profile: bool) 
         .ok_or_else(|| CliError::internal("a model without input"))?;
     let ty = g.ty(input).clone();
     let feeds = |batch: usize| -> (Vec<f32>, Vec<i32>) {
-        (vec![0.5; ty.numel(batch)], vec![1; ty.numel(batch)])
+        let n = ty.numel(batch);
+        let f = match inputs.filter(|x| !x.is_empty()) {
+            Some(x) => x.iter().copied().cycle().take(n).collect(),
+            None => vec![0.5; n],
+        };
+        (f, vec![1; n])
     };
     let measure =
         |exec: &mut dyn Executor, batch: usize, reps: usize| -> Result<Vec<f64>, CliError> {
@@ -187,7 +248,12 @@ fn inference(name: &str, g: &Graph, threads: usize, reps: usize, profile: bool) 
     let flops = crate::check::model_stats(g).flops_per_sample as f64;
     let per_s = 1000.0 / t1000[t1000.len() / 2];
     println!(
-        "model {name:<10} inference: batch 1 median {:.1} µs (p90 {:.1} µs); batch 1000 {per_s:.0} samples/s ({:.1} GFLOP/s)",
+        "model {name:<10} inference{}: batch 1 median {:.1} µs (p90 {:.1} µs); batch 1000 {per_s:.0} samples/s ({:.1} GFLOP/s)",
+        if inputs.is_some() {
+            " on test samples"
+        } else {
+            ""
+        },
         t1[t1.len() / 2] * 1e6,
         t1[t1.len() * 9 / 10] * 1e6,
         flops * per_s / 1e9

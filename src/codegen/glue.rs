@@ -255,7 +255,7 @@ impl MatMulStep {
             && p.fits()
             && !(whole_rows && Sparse::splits_columns(threads, m))
         {
-            if let Some(bg) = sparse::background(a).filter(|&bg| p.pays(bg)) {
+            if let Some(bg) = p.background(a) {
                 return lib.sparse.product(threads, p, bg, a, b, c, epi);
             }
         }

@@ -39,7 +39,7 @@ use super::jitmod::new_jit_module_with_opt;
 /// product, so it wins below about half; ReLU outputs (42–70% in the examples) stay dense.
 pub const MAX_DENSITY: f32 = 0.35;
 /// Rows of C from which a background other than 0 is worth its dense row (see
-/// [`Problem::pays`]).
+/// [`Problem::background`]).
 const MIN_ROWS_OFF_ZERO: usize = 8;
 /// Contraction length below which a product is never compacted (nothing to skip).
 const MIN_K: usize = 32;
@@ -516,30 +516,30 @@ fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
     b.ins().return_(&[]);
 }
 
-/// The background value of `a` if its entries mostly equal it: 0 or `a[0]`, whichever more
-/// entries of a sample equal, when at most [`MAX_DENSITY`] of them differ. The sample is about
-/// a thousand entries at an odd stride (images' rows and borders do not line up with it), so
-/// the check costs about a microsecond.
-pub fn background(a: &[f32]) -> Option<f32> {
-    const SAMPLE: usize = 1024;
+/// The background value of `a` if its entries mostly equal it: 0 or `a[0]` (only 0 when
+/// `zero_only`), whichever more entries of a sample equal, when at most [`MAX_DENSITY`] of them
+/// differ. The sample is 256 entries at an odd stride (images' rows and borders do not line up
+/// with it), and stops as soon as both candidates have missed too often: a fraction of a
+/// microsecond, which a batch-1 product would notice.
+pub fn background(a: &[f32], zero_only: bool) -> Option<f32> {
+    const SAMPLE: usize = 256;
     let first = *a.first()?;
-    if !first.is_finite() {
-        return None;
-    }
-    let stride = (a.len() / SAMPLE) | 1;
-    let (mut zero, mut same, mut seen) = (0usize, 0usize, 0usize);
-    for &v in a.iter().step_by(stride) {
-        zero += (v == 0.0) as usize;
-        same += (v == first) as usize;
-        seen += 1;
-    }
-    let (bg, hits) = if zero >= same {
-        (0.0, zero)
+    let first = if zero_only || !first.is_finite() {
+        0.0
     } else {
-        (first, same)
+        first
     };
-    let density = 1.0 - hits as f32 / seen as f32;
-    (density <= MAX_DENSITY).then_some(bg)
+    let stride = (a.len() / SAMPLE) | 1;
+    let limit = (MAX_DENSITY * a.len().div_ceil(stride) as f32) as usize;
+    let (mut off_zero, mut off_first) = (0usize, 0usize);
+    for &v in a.iter().step_by(stride) {
+        off_zero += (v != 0.0) as usize;
+        off_first += (v != first) as usize;
+        if off_zero.min(off_first) > limit {
+            return None;
+        }
+    }
+    Some(if off_zero <= off_first { 0.0 } else { first })
 }
 
 /// A product `C[m×n] = op(A)·B` as [`Sparse::product`] computes it.
@@ -558,10 +558,11 @@ impl Problem {
         self.k >= MIN_K && self.n > 0 && self.m > 0 && self.k * self.n * 4 < i32::MAX as usize
     }
 
-    /// Whether compacting around `bg` pays: a background other than 0 costs a dense row of the
-    /// product (`bg · Σ_e B[e, :]`), too much for fewer than [`MIN_ROWS_OFF_ZERO`] rows.
-    pub fn pays(&self, bg: f32) -> bool {
-        bg == 0.0 || self.m >= MIN_ROWS_OFF_ZERO
+    /// The background to compact `a` (this product's A) around, if it pays ([`background`]):
+    /// one other than 0 costs a dense row of the product (`bg · Σ_e B[e, :]`), too much for
+    /// fewer than [`MIN_ROWS_OFF_ZERO`] rows.
+    pub fn background(&self, a: &[f32]) -> Option<f32> {
+        background(a, self.m < MIN_ROWS_OFF_ZERO)
     }
 }
 
@@ -842,10 +843,20 @@ mod tests {
 
     #[test]
     fn the_background_is_found_only_in_sparse_matrices() {
-        assert_eq!(background(&sparse(4096, 0.2, 0.0, 1)), Some(0.0));
-        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2)), Some(-1.0));
-        assert_eq!(background(&sparse(4096, 0.6, 0.0, 3)), None);
-        assert_eq!(background(&[f32::NAN; 64]), None);
-        assert_eq!(background(&[]), None);
+        assert_eq!(background(&sparse(4096, 0.2, 0.0, 1), false), Some(0.0));
+        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2), false), Some(-1.0));
+        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2), true), None);
+        assert_eq!(background(&sparse(4096, 0.6, 0.0, 3), false), None);
+        assert_eq!(background(&[f32::NAN; 64], false), None);
+        assert_eq!(background(&[], false), None);
+        // A batch-1 product compacts only around 0.
+        let one = Problem {
+            ta: false,
+            m: 1,
+            n: 8,
+            k: 784,
+        };
+        assert_eq!(one.background(&sparse(784, 0.2, -1.0, 4)), None);
+        assert_eq!(one.background(&sparse(784, 0.2, 0.0, 5)), Some(0.0));
     }
 }

@@ -303,6 +303,9 @@ fn bench_reports_compile_time_throughput_and_latency() {
         "samples/s",
         "batch 1 median",
         "peak resident memory",
+        // Inference runs on the run's test samples (XOR's inline ones), as the reference
+        // scripts run on MNIST's first test images.
+        "inference on test samples",
     ] {
         assert!(text.contains(needle), "no `{needle}` in\n{text}");
     }
@@ -345,7 +348,7 @@ fn bench_profile_names_each_step_and_its_share() {
         "shares add up to {shares}:\n{text}"
     );
     // Inference: batch 1 and batch 1000 each with its own table.
-    let inference = text.split("inference: batch 1 median").nth(1).unwrap_or("");
+    let inference = text.split("batch 1 median").nth(1).unwrap_or("");
     let (b1, b1000) = inference.split_once("  batch 1000:").unwrap_or(("", ""));
     for part in [b1, b1000] {
         assert!(part.contains("model Xor: %"), "{text}");
