@@ -96,6 +96,38 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    // The autoencoder's decoder reads ReLU outputs, about half zeros: the compacted product
+    // is faster here in isolation, but the decoder's outputs hold 52–62% non-zeros from step to
+    // step in training, and a threshold of 0.55 made no difference there (BENCHMARKS.md), so
+    // `sparse::MAX_DENSITY` keeps them dense.
+    let s = Sparse::new().unwrap();
+    for (name, ta, m, n, k) in [
+        ("ae_dec2_fwd_128x784x128", false, 128, 784, 128),
+        ("ae_dec2_wgrad_ta_128x784x128", true, 128, 784, 128),
+    ] {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| {
+                if (i * 2654435761usize) % 97 < 50 {
+                    0.0
+                } else {
+                    0.5
+                }
+            })
+            .collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut out = vec![0.0f32; m * n];
+        let p = Problem { ta, m, n, k };
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        group.bench_function(format!("{name}_half_zeros_2_threads"), |bch| {
+            bch.iter(|| s.product(2, p, 0.0, &a, &b, &mut out, None).unwrap())
+        });
+        group.bench_function(format!("{name}_dense_gemm_2_threads"), |bch| {
+            bch.iter(|| {
+                g.gemm_threads(2, ta, false, m, n, k, &a, &b, &mut out, false)
+                    .unwrap()
+            })
+        });
+    }
     group.finish();
 }
 
