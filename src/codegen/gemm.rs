@@ -143,13 +143,14 @@ fn spreads_over_l1(ld: usize) -> bool {
 /// k steps per iteration of the unrolled micro-kernel loop.
 const UNROLL: usize = 8;
 
-fn args(vals: &[Value]) -> Vec<BlockArg> {
+/// Values as the arguments of a jump or branch.
+pub(super) fn args(vals: &[Value]) -> Vec<BlockArg> {
     vals.iter().map(|&v| BlockArg::Value(v)).collect()
 }
 
 /// Flags of loads from packed panels: they never trap and nothing writes them while the
 /// kernel runs.
-fn panel_flags() -> MemFlagsData {
+pub(super) fn panel_flags() -> MemFlagsData {
     MemFlagsData::new()
         .with_notrap()
         .with_readonly()
@@ -282,14 +283,8 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
     let (mr, nr) = (tile.mr as i64, tile.nr as i64);
     let nv = tile.nr / 4;
     let n_acc = tile.mr * nv;
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let params = b.block_params(entry)[0];
-    let arg = |b: &mut FunctionBuilder, f: Arg| {
-        let flags = MemFlagsData::new().with_notrap().with_readonly();
-        b.ins().load(ptr, flags, params, 8 * f as i32)
-    };
+    let word = super::jitmod::args_struct(b, ptr);
+    let arg = |b: &mut FunctionBuilder, f: Arg| word(b, f as usize);
     let slot = b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
         (tile.mr * tile.nr * 4) as u32,

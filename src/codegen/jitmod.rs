@@ -103,3 +103,21 @@ pub fn define_function(
     module.clear_context(&mut ctx);
     Ok(id)
 }
+
+/// Starts a function of one pointer parameter (a `#[repr(C)]` struct of 8-byte words, as the
+/// GEMM's and the sparse product's arguments): creates and enters its entry block, and returns
+/// a reader of word `i` of the struct.
+pub fn args_struct(
+    b: &mut cranelift_frontend::FunctionBuilder,
+    ptr: cranelift_codegen::ir::Type,
+) -> impl Fn(&mut cranelift_frontend::FunctionBuilder, usize) -> cranelift_codegen::ir::Value {
+    use cranelift_codegen::ir::{InstBuilder, MemFlagsData};
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry)[0];
+    move |b, i| {
+        let flags = MemFlagsData::new().with_notrap().with_readonly();
+        b.ins().load(ptr, flags, params, 8 * i as i32)
+    }
+}

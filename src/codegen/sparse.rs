@@ -25,11 +25,11 @@
 use std::cell::RefCell;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, BlockArg, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 use cranelift_jit::JITModule;
 
-use super::gemm::{Block, BlockFn, GEMM_OPT};
+use super::gemm::{args, panel_flags, Block, BlockFn, GEMM_OPT};
 use super::jitmod::new_jit_module_with_opt;
 
 /// Densities (share of A's entries that differ from the background) up to which the compacted
@@ -142,16 +142,9 @@ thread_local! {
     static LISTS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-fn args(vals: &[Value]) -> Vec<BlockArg> {
-    vals.iter().map(|&v| BlockArg::Value(v)).collect()
-}
-
-/// Loads of operands nothing writes while the kernel runs.
+/// Loads of operands nothing writes while the kernel runs (as the GEMM's of its panels).
 fn ro() -> MemFlagsData {
-    MemFlagsData::new()
-        .with_notrap()
-        .with_readonly()
-        .with_can_move()
+    panel_flags()
 }
 
 /// Stores (and loads of what the kernel itself writes).
@@ -399,14 +392,8 @@ fn emit_columns(
 /// Emits the kernel: compact every row of the call, then for each block of columns and depth
 /// block, run every row's entries of that depth block.
 fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let params = b.block_params(entry)[0];
-    let arg = |b: &mut FunctionBuilder, f: Arg| {
-        let flags = MemFlagsData::new().with_notrap().with_readonly();
-        b.ins().load(ptr, flags, params, 8 * f as i32)
-    };
+    let word = super::jitmod::args_struct(b, ptr);
+    let arg = |b: &mut FunctionBuilder, f: Arg| word(b, f as usize);
     let k = arg(b, Arg::K);
     let bg_bits = arg(b, Arg::Bg);
     let bg_bits = b.ins().ireduce(types::I32, bg_bits);
