@@ -53,8 +53,9 @@ pub struct TrainArgs {
     /// Run on the f64 reference interpreter instead of the JIT (slow; for debugging).
     #[arg(long)]
     pub interp: bool,
-    /// Optimization level of the training graphs the JIT compiles: 0 = none, 1 = constant
-    /// folding, common-subexpression and dead-code elimination.
+    /// Optimization level of the training graphs the JIT compiles: 0 = none (the backward
+    /// graph as autodiff built it, updates after the step, every product dense), 1 = the IR
+    /// passes (folding, CSE, DCE, fusion), updates inside the step and compacted products.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub opt: u8,
     /// Check every intermediate value of every step and stop at the first NaN or infinity,
