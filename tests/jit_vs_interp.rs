@@ -36,6 +36,12 @@ enum Gen {
     U(f32, f32),
     /// Integer ids in `lo..hi`.
     Int(i32, i32),
+    /// Mostly `bg` (an image's background): a share `density` of the values uniform in
+    /// −1..1, as in runs, so that products take the compacted path (`codegen::sparse`).
+    Sparse {
+        bg: f32,
+        density: f32,
+    },
 }
 
 struct Data {
@@ -54,6 +60,23 @@ fn draw(g: &Graph, gens: &[Gen], batch: usize, rng: &mut Rng) -> Data {
         let n = g.ty(*v).numel(batch);
         match *gen {
             Gen::U(lo, hi) => d.f.push((0..n).map(|_| rng.uniform(lo, hi)).collect()),
+            Gen::Sparse { bg, density } => {
+                let per = g.ty(*v).numel(1);
+                d.f.push(
+                    (0..n)
+                        .map(|i| {
+                            // Half of the ink in columns every ten features (a stroke),
+                            // half scattered.
+                            let ink = (i % per) % 10 == 5 || rng.uniform(0.0, 1.0) < density - 0.1;
+                            if ink && i % per != 0 {
+                                rng.uniform(-1.0, 1.0)
+                            } else {
+                                bg
+                            }
+                        })
+                        .collect(),
+                )
+            }
             Gen::Int(lo, hi) => d.i.push(
                 (0..n)
                     .map(|_| lo + rng.below((hi - lo) as usize) as i32)
@@ -866,10 +889,15 @@ fn param(g: &mut Graph, path: &str, dims: &[usize]) -> ValueId {
 
 /// An MLP 20-16-5 with softmax cross-entropy: forward and a hand-written backward pass.
 fn mlp() -> Graph {
+    mlp_of(20)
+}
+
+/// The MLP of [`mlp_forward_backward`] on `inputs` features.
+fn mlp_of(inputs: usize) -> Graph {
     let mut g = Graph::new("mlp", true);
-    let x = g.input("x", f(true, &[20]));
+    let x = g.input("x", f(true, &[inputs]));
     let y = g.input("y", Type::i32(true, vec![]));
-    let w1 = param(&mut g, "w1", &[20, 16]);
+    let w1 = param(&mut g, "w1", &[inputs, 16]);
     let b1 = param(&mut g, "b1", &[16]);
     let w2 = param(&mut g, "w2", &[16, 5]);
     let b2 = param(&mut g, "b2", &[5]);
@@ -914,6 +942,26 @@ fn mlp_forward_backward() {
             100 + batch as u64,
             TOL,
         );
+    }
+}
+
+/// The MLP on inputs that are mostly one value, 0 or −1 (MNIST's background before and after
+/// normalizing to [−1, 1]): its first layer and weight gradient run on the compacted product,
+/// with the bias and tanh fused into it once optimized, and agree with the interpreter.
+#[test]
+fn mlp_on_mostly_background_inputs() {
+    for optimized in [false, true] {
+        let mut g = mlp_of(200);
+        expose_all(&mut g);
+        if optimized {
+            g = nnc::opt::optimize(&g, 1).unwrap();
+        }
+        for bg in [0.0, -1.0] {
+            for &batch in &BATCHES {
+                let x = Gen::Sparse { bg, density: 0.2 };
+                compare(&g, &[x, Gen::Int(0, 5)], batch, 300 + batch as u64, TOL);
+            }
+        }
     }
 }
 
