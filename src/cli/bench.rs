@@ -160,7 +160,8 @@ fn test_inputs(
     model: &Graph,
     dir: &std::path::Path,
 ) -> Option<Vec<f32>> {
-    use crate::runtime::data::{self, Expect, Values};
+    use crate::runtime::batch::{gather, Buf};
+    use crate::runtime::data::{self, Expect};
     let (input, _) = *model.inputs().first()?;
     let ty = model.ty(input).clone();
     if ty.dtype != DType::F32 {
@@ -172,13 +173,12 @@ fn test_inputs(
     };
     let ds = data::load(p.data(&spec.data)?, dir, &want).ok()?;
     let split = ds.test.as_ref().unwrap_or(&ds.train);
-    let n = split.len.min(1000) * ty.numel(1);
-    match &split.x.values {
-        Values::F32(v) => v.get(..n).map(<[f32]>::to_vec),
-        Values::Bytes { bytes, table } => {
-            Some(bytes.get(..n)?.iter().map(|&b| table[b as usize]).collect())
-        }
-        Values::I32(_) => None,
+    let first: Vec<usize> = (0..split.len.min(1000)).collect();
+    let mut x = Buf::for_column(&split.x, first.len());
+    gather(&split.x, &first, &mut x);
+    match x {
+        Buf::F32(v) => Some(v),
+        Buf::I32(_) => None,
     }
 }
 

@@ -82,9 +82,6 @@ pub struct MatMulStep {
     pub c: usize,
     /// Applied to each block of C as the GEMM finishes it.
     pub epi: Option<EpiStep>,
-    /// Whether a left operand that is mostly one value is compacted ([`super::sparse`]) when
-    /// a sample of it says so, rather than multiplied densely.
-    pub sparse: bool,
 }
 
 /// Which convolution op a [`ConvStep`] computes.
@@ -175,7 +172,9 @@ fn split_by(
 
 impl MatMulStep {
     /// Runs the product; `after`, when given, is called on each block of C once final, after
-    /// the step's own epilogue (an optimizer update fused into a weight gradient).
+    /// the step's own epilogue (an optimizer update fused into a weight gradient). With
+    /// `sparse`, a left operand that a sample shows to be mostly one value is compacted
+    /// ([`super::sparse`]) rather than multiplied densely.
     ///
     /// # Safety
     /// The slots must point at buffers of the sizes the node's types give for `batch`.
@@ -184,6 +183,7 @@ impl MatMulStep {
         t: Table,
         batch: usize,
         threads: usize,
+        sparse: bool,
         lib: &Lib,
         after: Option<&BlockFn>,
     ) -> Result<(), String> {
@@ -250,11 +250,7 @@ impl MatMulStep {
             k,
         };
         let whole_rows = run.is_some_and(|(e, _)| e.whole_rows);
-        if self.sparse
-            && !self.tb
-            && p.fits()
-            && !(whole_rows && Sparse::splits_columns(threads, m))
-        {
+        if sparse && !self.tb && p.fits() && !(whole_rows && Sparse::splits_columns(threads, m)) {
             if let Some(bg) = p.background(a) {
                 return lib.sparse.product(threads, p, bg, a, b, c, epi);
             }

@@ -58,6 +58,8 @@ pub struct Jit {
     lib: &'static Lib,
     /// Whether [`Executor::fuse_updates`] may prepare `updates`.
     fuse: bool,
+    /// [`JitOptions::sparse`].
+    sparse: bool,
     /// Optimizer updates applied inside the step ([`Executor::fuse_updates`]).
     updates: Option<FusedUpdates>,
     storage: Vec<Storage>,
@@ -122,12 +124,7 @@ impl Jit {
             g
         };
         let lib = lib()?;
-        let mut lowered = lower(g, opts.keep_values, Listing::default())?;
-        for step in &mut lowered.steps {
-            if let Step::MatMul(m) = step {
-                m.sparse = opts.sparse;
-            }
-        }
+        let lowered = lower(g, opts.keep_values, Listing::default())?;
         let input_nodes: Vec<usize> = g.inputs().iter().map(|(v, _)| v.index()).collect();
         let mut id_checks = Vec::new();
         for n in &g.nodes {
@@ -163,6 +160,7 @@ impl Jit {
             step_nodes: lowered.step_nodes,
             kernels: lowered.kernels,
             fuse: opts.fuse_updates,
+            sparse: opts.sparse,
             updates: None,
             lib,
             caller_slots: (0..lowered.storage.len())
@@ -419,7 +417,7 @@ impl Jit {
                             _ => None,
                         };
                         let hook = hook.as_ref().map(|h| h as &BlockFn);
-                        m.run(table, batch, self.threads, self.lib, hook)
+                        m.run(table, batch, self.threads, self.sparse, self.lib, hook)
                             .map_err(ExecError::Other)?
                     }
                     Step::Conv(c) => c

@@ -353,7 +353,6 @@ fn emit(
                     b: ins[1],
                     c: i,
                     epi: None,
-                    sparse: false,
                 }))
             }
         }

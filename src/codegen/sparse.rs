@@ -46,7 +46,7 @@ const MIN_K: usize = 32;
 /// Rows of C per call of the kernel, handed to the epilogue together: their lists are built,
 /// then each depth block of B is used by all of them while in L1.
 const ROWS_PER_CALL: usize = 64;
-/// Multiply-adds below which a product stays on the calling thread.
+/// f32x4 multiply-adds of the dense product below which a product stays on the calling thread.
 const PAR_MIN_MACS: usize = 1 << 17;
 
 /// Depth (rows of B) of a block of the product: 32 columns of that many rows of B (8 KiB) stay
