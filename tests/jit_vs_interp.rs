@@ -36,8 +36,10 @@ enum Gen {
     U(f32, f32),
     /// Integer ids in `lo..hi`.
     Int(i32, i32),
-    /// Mostly `bg` (an image's background): a share `density` of the values uniform in
-    /// −1..1, as in runs, so that products take the compacted path (`codegen::sparse`).
+    /// Mostly `bg` (an image's background), about a share `density` (≥ 0.1) of the values
+    /// uniform in −1..1: every tenth feature (a stroke) and scattered ones, each sample's first
+    /// feature background (as an image's corner), so that products take the compacted path
+    /// (`codegen::sparse`).
     Sparse {
         bg: f32,
         density: f32,

@@ -177,8 +177,8 @@ fn test_inputs(
     let mut x = Buf::for_column(&split.x, first.len());
     gather(&split.x, &first, &mut x);
     match x {
-        Buf::F32(v) => Some(v),
-        Buf::I32(_) => None,
+        Buf::F32(v) if !v.is_empty() => Some(v),
+        _ => None,
     }
 }
 
@@ -209,7 +209,7 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
     let ty = g.ty(input).clone();
     let feeds = |batch: usize| -> (Vec<f32>, Vec<i32>) {
         let n = ty.numel(batch);
-        let f = match inputs.filter(|x| !x.is_empty()) {
+        let f = match inputs {
             Some(x) => x.iter().copied().cycle().take(n).collect(),
             None => vec![0.5; n],
         };

@@ -235,16 +235,8 @@ fn emit_compact(b: &mut FunctionBuilder, cx: &Ctx, r0: Value, mode: Mode) {
         let so = b.ins().imul(r, cx.seg_row);
         segs.push(b.ins().iadd(cx.seg, so));
     }
-    let arow = match mode {
-        Mode::AcrossRows => {
-            let o = b.ins().ishl_imm_u(r0, 2);
-            b.ins().iadd(cx.a, o)
-        }
-        _ => {
-            let o = b.ins().imul(r0, cx.a_row);
-            b.ins().iadd(cx.a, o)
-        }
-    };
+    let arow = b.ins().imul(r0, cx.a_row);
+    let arow = b.ins().iadd(cx.a, arow);
     let zero = b.ins().iconst(ptr, 0);
     let ps = for_range(b, (zero, cx.blocks, 1), &ps, |b, kb, ps| {
         let kb8 = b.ins().ishl_imm_u(kb, 3);
