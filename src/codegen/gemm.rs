@@ -121,8 +121,11 @@ const NC: usize = 2048;
 /// Cranelift opt level of the GEMM module: the kernel is emitted in the order it should run;
 /// the e-graph pass would re-elaborate loads and `fma`s chain by chain and spill.
 pub const GEMM_OPT: &str = "none";
-/// Below this many flops [`Gemm::gemm_threads`] stays on one thread.
-pub const PAR_MIN_FLOPS: usize = 4_000_000;
+/// Below this many flops [`Gemm::gemm_threads`] stays on one thread. The workers spin between
+/// the kernels of a step, so a hand-over costs about a microsecond: the autoencoder's 1-MFLOP
+/// products (128×32 by 128, 128×128 by 32) took 50–65 µs on one thread and 30–45 µs on two
+/// (`nnc bench --profile`, alternated binaries; 4 MFLOP was the limit before).
+pub const PAR_MIN_FLOPS: usize = 500_000;
 
 /// Flops from which a one-row product is split by columns: a batch-1 dense layer of 784×128
 /// takes ~5 µs on one core, and handing half of it to a spinning worker well under one.
