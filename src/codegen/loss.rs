@@ -1,12 +1,13 @@
 //! Elementwise losses (`Mse`, `Bce`, `SumSquares`) and their gradients.
 //!
-//! Reductions run in a fixed order (four interleaved f64 partial sums, see [`loss`]):
-//! deterministic and accurate for large tensors. Gradients are f32x4 elementwise loops.
+//! Reductions run in a fixed order (interleaved f64 partial sums, see [`loss`]): deterministic
+//! and accurate for large tensors. Gradients are f32x4 elementwise loops.
 
-use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_codegen::ir::types::{self, F64X2};
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::elementwise::{map, Operand};
-use super::kernel::Kb;
+use super::kernel::{Kb, F32X4};
 use super::math;
 use crate::ir::{Op, Type};
 
@@ -20,45 +21,104 @@ fn clamp(kb: &mut Kb, p: Value, lane: types::Type) -> Value {
     kb.b.ins().fmin(p, hi)
 }
 
-/// `Mse`, `Bce` (`ins` = [a, b]) and `SumSquares` (`ins` = [x]): a scalar. Four f64 partial
-/// sums take the elements in turn (so that four additions are in flight, not one waiting for
-/// the last), the tail goes to the first, and they are added pairwise at the end.
+/// `Mse`, `Bce` (`ins` = [a, b]) and `SumSquares` (`ins` = [x]): a scalar, summed in f64 in a
+/// fixed order. `Mse` and `SumSquares` square f32x4 groups of differences (or values) in two
+/// f64x2 halves ([`sum_squares`]); `Bce`, which needs a logarithm per element, is summed by
+/// [`sum_scalar`].
 pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     let n = kb.numel(x);
     let o = kb.ptr(out);
     let p: Vec<Value> = ins.iter().map(|s| kb.ptr(*s)).collect();
+    let mut r = match op {
+        Op::Bce => sum_scalar(kb, n, &p),
+        _ => sum_squares(kb, n, p[0], p.get(1).copied()),
+    };
+    if !matches!(op, Op::SumSquares) {
+        let nf = kb.b.ins().fcvt_from_uint(types::F64, n);
+        r = kb.b.ins().fdiv(r, nf);
+    }
+    let r = kb.b.ins().fdemote(types::F32, r);
+    let zero = kb.int(0);
+    kb.st(r, o, zero);
+}
+
+/// `Σ (a − b)²` over `n` elements (`Σ a²` without `b`), in f64: each difference is taken in f32,
+/// as `Mse`'s reference does, and its square is exact in f64. Eight partial sums (four f64x2
+/// accumulators over groups of eight elements, so that four additions are in flight) take
+/// the elements `i ≡ r (mod 8)`; a scalar sum takes the last `n mod 8`; then
+/// `((s0 + s1) + (s2 + s3))` lane by lane, the two lanes, and the tail.
+fn sum_squares(kb: &mut Kb, n: Value, a: Value, b: Option<Value>) -> Value {
+    let zero = kb.int(0);
+    let z2 = kb.b.ins().f64const(0.0);
+    let z2 = kb.b.ins().splat(F64X2, z2);
+    let acc: [_; 4] = std::array::from_fn(|_| kb.var(F64X2, z2));
+    let z1 = kb.b.ins().f64const(0.0);
+    let tail = kb.var(types::F64, z1);
+    let diff = |kb: &mut Kb, lane, i| {
+        let x = kb.ld(lane, a, i);
+        match b {
+            Some(b) => {
+                let y = kb.ld(lane, b, i);
+                kb.b.ins().fsub(x, y)
+            }
+            None => x,
+        }
+    };
+    let add = |kb: &mut Kb, var, v: Value| {
+        let sq = kb.b.ins().fmul(v, v);
+        let cur = kb.b.use_var(var);
+        let cur = kb.b.ins().fadd(cur, sq);
+        kb.b.def_var(var, cur);
+    };
+    let n8 = kb.b.ins().band_imm_s(n, !7);
+    kb.for_step(zero, n8, 8, |kb, i| {
+        for g in 0..2 {
+            let ig = kb.b.ins().iadd_imm_s(i, 4 * g);
+            let d = diff(kb, F32X4, ig);
+            let lo = kb.b.ins().fvpromote_low(d);
+            let hi = kb.shuffle(d, d, [2, 3, 2, 3]);
+            let hi = kb.b.ins().fvpromote_low(hi);
+            add(kb, acc[2 * g as usize], lo);
+            add(kb, acc[2 * g as usize + 1], hi);
+        }
+    });
+    kb.for_range(n8, n, |kb, i| {
+        let d = diff(kb, types::F32, i);
+        let d = kb.b.ins().fpromote(types::F64, d);
+        add(kb, tail, d);
+    });
+    let [s0, s1, s2, s3] = acc.map(|v| kb.b.use_var(v));
+    let s01 = kb.b.ins().fadd(s0, s1);
+    let s23 = kb.b.ins().fadd(s2, s3);
+    let s = kb.b.ins().fadd(s01, s23);
+    let l0 = kb.b.ins().extractlane(s, 0);
+    let l1 = kb.b.ins().extractlane(s, 1);
+    let s = kb.b.ins().fadd(l0, l1);
+    let t = kb.b.use_var(tail);
+    kb.b.ins().fadd(s, t)
+}
+
+/// `Σ −(y·log p + (1 − y)·log(1 − p))` over `n` elements (`p`, `y` = `ins`), in f64: four
+/// partial sums take the elements in turn (so that four additions are in flight, not one
+/// waiting for the last), the tail goes to the first, and they are added pairwise at the end.
+fn sum_scalar(kb: &mut Kb, n: Value, p: &[Value]) -> Value {
     let zero = kb.int(0);
     let z = kb.b.ins().f64const(0.0);
     let totals: [_; 4] = std::array::from_fn(|_| kb.var(types::F64, z));
     let term = |kb: &mut Kb, i: Value| -> Value {
         let a = kb.ld(types::F32, p[0], i);
-        match op {
-            Op::Mse => {
-                let b = kb.ld(types::F32, p[1], i);
-                let d = kb.b.ins().fsub(a, b);
-                let d = kb.b.ins().fpromote(types::F64, d);
-                kb.b.ins().fmul(d, d)
-            }
-            Op::Bce => {
-                // −(y·log p + (1 − y)·log(1 − p))
-                let y = kb.ld(types::F32, p[1], i);
-                let pc = clamp(kb, a, types::F32);
-                let one = kb.b.ins().f32const(1.0);
-                let q = kb.b.ins().fsub(one, pc);
-                let lp = math::emit_log(&mut kb.b, pc);
-                let lq = math::emit_log(&mut kb.b, q);
-                let omy = kb.b.ins().fsub(one, y);
-                let t1 = kb.b.ins().fmul(y, lp);
-                let t2 = kb.b.ins().fmul(omy, lq);
-                let s = kb.b.ins().fadd(t1, t2);
-                let s = kb.b.ins().fneg(s);
-                kb.b.ins().fpromote(types::F64, s)
-            }
-            _ => {
-                let a = kb.b.ins().fpromote(types::F64, a);
-                kb.b.ins().fmul(a, a)
-            }
-        }
+        let y = kb.ld(types::F32, p[1], i);
+        let pc = clamp(kb, a, types::F32);
+        let one = kb.b.ins().f32const(1.0);
+        let q = kb.b.ins().fsub(one, pc);
+        let lp = math::emit_log(&mut kb.b, pc);
+        let lq = math::emit_log(&mut kb.b, q);
+        let omy = kb.b.ins().fsub(one, y);
+        let t1 = kb.b.ins().fmul(y, lp);
+        let t2 = kb.b.ins().fmul(omy, lq);
+        let s = kb.b.ins().fadd(t1, t2);
+        let s = kb.b.ins().fneg(s);
+        kb.b.ins().fpromote(types::F64, s)
     };
     let add = |kb: &mut Kb, var, t| {
         let cur = kb.b.use_var(var);
@@ -80,13 +140,7 @@ pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     let [t0, t1, t2, t3] = totals.map(|v| kb.b.use_var(v));
     let t01 = kb.b.ins().fadd(t0, t1);
     let t23 = kb.b.ins().fadd(t2, t3);
-    let mut r = kb.b.ins().fadd(t01, t23);
-    if !matches!(op, Op::SumSquares) {
-        let nf = kb.b.ins().fcvt_from_uint(types::F64, n);
-        r = kb.b.ins().fdiv(r, nf);
-    }
-    let r = kb.b.ins().fdemote(types::F32, r);
-    kb.st(r, o, zero);
+    kb.b.ins().fadd(t01, t23)
 }
 
 /// `MseGrad` = 2(a − b)·dl/N and `BceGrad` = (p − y)/(p(1 − p))·dl/N; `ins` = [a, b, dl].
