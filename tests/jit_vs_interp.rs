@@ -426,13 +426,23 @@ fn bias_add_and_grad() {
             );
         }
     }
-    // A convolution's bias gradient (channels of several values) is summed by parts of the
-    // channels on the threads: 12 channels in 6 parts, 7 in 7, 16 in 8; bit-identical.
-    for dims in [[12, 5, 9], [7, 3, 3], [16, 14, 14]] {
+    // A convolution's bias gradient (channels of several values) and a wide layer's are summed
+    // by parts of the channels on the threads: 12 channels in 6 parts, 7 in 7, 16 in 8, 784
+    // columns in 8 parts of 98 (f32x4 groups and a tail each), 300 in 6, 263 (prime) in one;
+    // bit-identical.
+    let shapes: [&[usize]; 6] = [
+        &[12, 5, 9],
+        &[7, 3, 3],
+        &[16, 14, 14],
+        &[784],
+        &[300],
+        &[263],
+    ];
+    for dims in shapes {
         let g = single(
             "bias_grad",
             Op::BiasGrad { axis: 1 },
-            &[f(true, &dims)],
+            &[f(true, dims)],
             None,
         );
         for batch in [1, 6] {

@@ -72,9 +72,8 @@ pub fn bias_add(
     }
 }
 
-/// The channels along `axis` and the values of one channel a row (`inner`). When `inner > 1`
-/// (a convolution's bias), [`bias_grad`] sums each channel alone and can compute a part of
-/// them.
+/// The channels along `axis` and the values of one channel a row (`inner`). [`bias_grad`]
+/// sums each channel alone and can compute a part of them.
 pub fn channels(ty: &Type, axis: usize) -> (usize, usize) {
     let (_, _, c, inner) = split(ty, axis);
     (c, inner)
@@ -82,22 +81,47 @@ pub fn channels(ty: &Type, axis: usize) -> (usize, usize) {
 
 /// `out[c] = Σ dy[…, c, …]`, summed over rows in order (and, when `inner > 1`, each row's
 /// `inner` block into four f32x4 partial sums by 16-value groups, the tail into the first,
-/// then the four pairwise and the lanes in order). With `inner > 1` the kernel sums the first
-/// `part` channels (of the slots as given: moved to a later part by [`super::lower::Step::Parts`]).
+/// then the four pairwise and the lanes in order). The kernel sums the first `part` channels
+/// (of the slots as given: moved to a later part by [`super::lower::Step::Parts`]).
 pub fn bias_grad(kb: &mut Kb, ty: &Type, axis: usize, part: usize, out: usize, dy: usize) {
     let (outer, batched, c, inner) = split(ty, axis);
     let outer = kb.rows(batched, outer);
     let (o, dp) = (kb.ptr(out), kb.ptr(dy));
     let zero = kb.int(0);
-    let cv = kb.int(c as i64);
     if inner == 1 {
-        kb.vec_loop(zero, cv, |kb, j, lane| {
+        // Columns by 16, their sums held in four f32x4 registers down the rows; the last
+        // `part mod 16` summed in `out` row by row. Either way each column is `0 + dy[0] +
+        // dy[1] + …` in row order.
+        let by16 = part / 16 * 16;
+        let end16 = kb.int(by16 as i64);
+        kb.for_step(zero, end16, 16, |kb, j| {
+            let z4 = kb.cst(F32X4, 0.0);
+            let acc: [_; 4] = std::array::from_fn(|_| kb.var(F32X4, z4));
+            kb.for_range(zero, outer, |kb, r| {
+                let base = kb.b.ins().imul_imm_s(r, c as i64);
+                let base = kb.b.ins().iadd(base, j);
+                for (q, &var) in acc.iter().enumerate() {
+                    let idx = kb.b.ins().iadd_imm_s(base, 4 * q as i64);
+                    let v = kb.ld(F32X4, dp, idx);
+                    let a = kb.b.use_var(var);
+                    let s = kb.b.ins().fadd(a, v);
+                    kb.b.def_var(var, s);
+                }
+            });
+            for (q, &var) in acc.iter().enumerate() {
+                let a = kb.b.use_var(var);
+                let idx = kb.b.ins().iadd_imm_s(j, 4 * q as i64);
+                kb.st(a, o, idx);
+            }
+        });
+        let pv = kb.int(part as i64);
+        kb.vec_loop(end16, pv, |kb, j, lane| {
             let z = kb.cst(lane, 0.0);
             kb.st(z, o, j);
         });
         kb.for_range(zero, outer, |kb, r| {
             let base = kb.b.ins().imul_imm_s(r, c as i64);
-            kb.vec_loop(zero, cv, |kb, j, lane| {
+            kb.vec_loop(end16, pv, |kb, j, lane| {
                 let idx = kb.b.ins().iadd(base, j);
                 let v = kb.ld(lane, dp, idx);
                 let acc = kb.ld_rw(lane, o, j);
