@@ -498,6 +498,53 @@ fn convolution_and_gradients() {
     }
 }
 
+/// 2×2 max pooling of stride 2 (the CNN's) runs four windows per f32x4 step, rows of 7 or
+/// 15 outputs ending with a step over their last four: against the interpreter for rows of 3
+/// (scalar), 4, 7 and 15 outputs; and a NaN in any one of a window's four taps makes that
+/// output NaN, and no other.
+#[test]
+fn max_pooling_2x2_by_fours_and_its_nans() {
+    let w = Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
+    };
+    for dims in [[1, 6, 6], [2, 8, 8], [3, 14, 14], [2, 4, 30]] {
+        let g = single("maxpool", Op::MaxPool(w), &[f(true, &dims)], None);
+        let gg = single(
+            "maxpool_grad",
+            Op::MaxPoolGrad(w),
+            &[
+                f(true, &dims),
+                f(true, &[dims[0], dims[1] / 2, dims[2] / 2]),
+            ],
+            None,
+        );
+        for batch in [1, 3] {
+            compare(&g, &[Gen::U(-1.0, 1.0)], batch, 11, TOL);
+            compare(&gg, &[Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0)], batch, 12, TOL);
+        }
+    }
+    let (h, wd) = (4, 16);
+    let g = single("maxpool", Op::MaxPool(w), &[f(true, &[1, h, wd])], None);
+    let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
+    for tap in 0..4 {
+        let mut x: Vec<f32> = (0..h * wd).map(|i| (i % 5) as f32 - 2.0).collect();
+        // Window (0, ox) for ox = tap and ox = tap + 4 gets its NaN at tap `tap`.
+        for ox in [tap, tap + 4] {
+            let (dy, dx) = (tap / 2, tap % 2);
+            x[dy * wd + 2 * ox + dx] = f32::NAN;
+        }
+        jit.run(1, &[Feed::F32(&x)], &[], StepCtx::default())
+            .unwrap();
+        let y = jit.output("out").unwrap();
+        for (i, v) in y.iter().enumerate() {
+            let nan = i == tap || i == tap + 4;
+            assert_eq!(v.is_nan(), nan, "tap {tap}: output {i} is {v}");
+        }
+    }
+}
+
 #[test]
 fn pooling_and_gradients() {
     let mut rng = Rng(6);
