@@ -127,6 +127,13 @@ fn fixed_shapes() {
         (true, true, 3136, 20, 64),
         (true, false, 13, 20, 40),
         (true, false, 100, 8, 3),
+        // A stored transposed with whole slivers of rows, up to 4096 elements, is read in
+        // place (Winograd's transformed weights): one and two depth blocks, and just past it.
+        (true, false, 64, 52, 32),
+        (true, false, 32, 100, 64),
+        (true, false, 8, 40, 512),
+        (true, true, 16, 20, 256),
+        (true, false, 64, 52, 65),
     ] {
         for acc in [false, true] {
             check(&g, &mut rng, ta, tb, m, n, k, acc);

@@ -4,11 +4,12 @@
 //! per channel pair instead of 36 (2.25× fewer), at the price of cheap linear transforms:
 //!
 //! - weights, once per run, and not again while they keep their bits (inference):
-//!   `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g` (16 × O×C);
+//!   `U[ξ][c][o] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g` (16 × C×O, stored transposed so that
+//!   the products read it in place);
 //! - inputs: `V[ξ][c][t] = (Bᵀ d B)[ξ]` for every overlapping 4×4 tile `d` (stride 2) of every
 //!   channel, tiles `t` of several images side by side so the products are wide;
-//! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ] (O×C) · V[ξ] (C×T)`, reading `V` where it
-//!   lies (its rows padded to whole f32x4 groups);
+//! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ]ᵀ (O×C) · V[ξ] (C×T)`, reading `U` and `V`
+//!   where they lie (the rows of `V` padded to whole f32x4 groups);
 //! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges).
 //!
 //! The weight gradient is the adjoint: `dy` blocks `e` become `E = A e Aᵀ`, the 16 GEMMs are
@@ -362,7 +363,7 @@ impl WinogradStep {
                         };
                         let (u, v) = (&u[xi * uu..], &v[xi * vv..]);
                         lib.gemm
-                            .gemm(false, false, g.cout, tp, g.cin, u, v, m, false)?;
+                            .gemm(true, false, g.cout, tp, g.cin, u, v, m, false)?;
                     }
                     Ok(())
                 })?;
@@ -479,7 +480,7 @@ fn mul_add(kb: &mut Kb, v: Value, k: usize, add: Value) -> Value {
     kb.b.ins().iadd(p, add)
 }
 
-/// The weight transform: `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every kernel of `w` (slot `w_slot`,
+/// The weight transform: `U[ξ][c][o] = (G g Gᵀ)[ξ]` for every kernel of `w` (slot `w_slot`,
 /// `[O, C, 3, 3]`), into slot `u_slot`. With `rotate` (the input gradient) `w` is
 /// `[cin, cout, 3, 3]` and `g` is its kernel rotated by 180°.
 fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize) {
@@ -489,7 +490,7 @@ fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize
     } else {
         (g.cout, g.cin)
     };
-    let (cin, plane) = (g.cin, g.cout * g.cin + SKEW);
+    let plane = g.cout * g.cin + SKEW;
     kb.for_n(rows, |kb, a| {
         kb.for_n(cols, |kb, c| {
             let base = mul_add(kb, a, cols, c);
@@ -518,7 +519,7 @@ fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize
             let cols3: Vec<[Value; 4]> =
                 (0..3).map(|j| gx(kb, [k[j], k[3 + j], k[6 + j]])).collect();
             let (o_idx, c_idx) = if rotate { (c, a) } else { (a, c) };
-            let uidx = mul_add(kb, o_idx, cin, c_idx);
+            let uidx = mul_add(kb, c_idx, g.cout, o_idx);
             for i in 0..4 {
                 let row = gx(kb, column(&cols3, i));
                 for (j, &val) in row.iter().enumerate() {
