@@ -1,7 +1,7 @@
 //! The JIT GEMM against a naive f64 triple loop: random and fixed shapes, all four
 //! transpose combinations, overwrite and accumulate, other tiles, threads, length checks.
 
-use nnc::codegen::gemm::{Gemm, Tile};
+use nnc::codegen::gemm::{Gemm, Tile, TILE};
 
 /// Deterministic xorshift values in [-1, 1).
 struct Rng(u64);
@@ -339,5 +339,38 @@ fn the_epilogue_sees_each_finished_element_once() {
             seen.iter().all(|s| s.load(Ordering::Relaxed) == 1),
             "m={m} n={n} k={k} threads={threads}"
         );
+    }
+}
+
+/// Products whose A is packed run on the 4×8 kernel reading A broadcast, the others on the 8×4
+/// one. Both sum each element of C in depth order with one `fma` a step, so over one depth
+/// block a product has the same bits whichever runs it: against a GEMM with the 8×4 kernel
+/// alone, over edge slivers (rows not a multiple of 4, columns not of 8) and threads. (Over
+/// several depth blocks an edge tile adds its block's sum to C where a full tile carries the
+/// `fma` chain on, so an element in an edge tile of one kernel and not the other rounds
+/// differently; the kernel depends on the shape alone, so the bits still do not depend on
+/// the thread count: `splits_over_threads_keep_the_bits`.)
+#[test]
+fn the_wide_kernel_keeps_the_bits_of_the_main_one() {
+    let (g, main) = (Gemm::new().unwrap(), Gemm::with_tile(TILE).unwrap());
+    let mut rng = Rng(4242);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (m, n, k, ta, tb) in [
+        (128, 784, 128, false, false),
+        (64, 784, 128, false, true),
+        (784, 128, 64, true, false),
+        (13, 21, 200, false, false),
+        (37, 301, 250, true, true),
+        (6, 9, 70, false, false),
+    ] {
+        let (a, b) = (rng.vec(m * k), rng.vec(k * n));
+        for threads in [1, 2, 3] {
+            let (mut x, mut y) = (vec![0.0; m * n], vec![0.0; m * n]);
+            g.gemm_threads(threads, ta, tb, m, n, k, &a, &b, &mut x, false)
+                .unwrap();
+            main.gemm_threads(threads, ta, tb, m, n, k, &a, &b, &mut y, false)
+                .unwrap();
+            assert_eq!(bits(&x), bits(&y), "m={m} n={n} k={k} threads={threads}");
+        }
     }
 }

@@ -5,10 +5,11 @@
 //! split into equal blocks) and `MC` (rows of C), and packs the blocks of `op(A)` into `MR`-row
 //! slivers (`kc×MR`, column after column) and of `op(B)` into `NR`-column slivers (`kc×NR`, row
 //! after row), zero-padded to full slivers. Packing is where the transposes are absorbed, so all
-//! four `(ta, tb)` variants share one JIT macro-kernel ([`MacroKernelFn`], arguments in
-//! [`KernelArgs`]) that loops over slivers and runs an `MR×NR` register-blocked f32x4 `fma`
-//! micro-kernel streaming contiguous memory ([`TILE`] = 8×4; a 1×16 [`NARROW`] kernel serves C
-//! with 1–3 rows). Edge tiles are computed into a stack tile and copied out, so any
+//! four `(ta, tb)` variants share the JIT macro-kernels ([`MacroKernelFn`], arguments in
+//! [`KernelArgs`]) that loop over slivers and run an `MR×NR` register-blocked f32x4 `fma`
+//! micro-kernel streaming contiguous memory: [`WIDE`] = 4×8 on A packed broadcast for products
+//! of 128 columns or more, [`TILE`] = 8×4 for the others and those that read an operand in
+//! place, and a 1×16 [`NARROW`] kernel for C with 1–3 rows. Edge tiles are computed into a stack tile and copied out, so any
 //! `m, n, k ≥ 0` works. [`Gemm::gemm_threads`] splits C over the worker threads, by rows or by
 //! columns (whichever makes each worker copy the smaller shared operand).
 //!
@@ -110,6 +111,19 @@ pub struct Tile {
 /// 2-core dev VM (Xeon, AVX-512 but 128-bit Cranelift vectors): 8×4 ≈ 26–31 GFLOP/s, 4×8 ≈
 /// 23–28, 10×4 / 12×4 / 14×4 slower on the model shapes (edge tiles at m = 64).
 pub const TILE: Tile = Tile { mr: 8, nr: 4 };
+/// The tile of products whose A is packed: 4×8, A packed broadcast (each value four times, see
+/// [`TileOperands::a_bcast`]) so that a depth step loads two f32x4 of B and four of A for eight
+/// `fma`s, against nine loads for [`TILE`]'s eight (the loads, not the `fma`s, bound that
+/// kernel). Cranelift has no `vfmadd231`, so each value of A used twice costs a register copy,
+/// which renaming absorbs. On the 2-vCPU Zen 3 VM, in one process: 128×784×128 38.1 → 43.4
+/// GFLOP/s, 64×784×128 (`tb`) 36.8 → 42.6, 784×128×64 (`ta`) 36.8 → 40.2, 512³ 38.3 → 41.9;
+/// hand-written loops of the two step bodies reach 42–43 and 48–49 (the 128-bit peak, 49).
+pub const WIDE: Tile = Tile { mr: 4, nr: 8 };
+/// Columns of C from which a product whose A is packed runs on [`WIDE`]: each value of A is
+/// written four times, and pays for it over `n / 8` slivers of B. In one process: 128×784×128
+/// 1.14× faster, 128×128×128 1.08×, 64×96×256 1.03×, 128×64×128 0.98×, 64×32×100 (`tb`,
+/// Winograd's weight gradient) 0.91×, 64×10×128 0.59×.
+const WIDE_MIN_N: usize = 128;
 /// The tile of the one-row kernel: 4 accumulators, 4 loads of B and 4 broadcasts per step.
 pub const NARROW: Tile = Tile { mr: 1, nr: 16 };
 /// Depth of a cache block: a `KC×NR` sliver of B (4 KiB) and of A (8 KiB) stay in L1.
@@ -181,6 +195,10 @@ pub struct TileOperands {
     /// Whether the kernel itself writes the slivers (a recurrence packs its state and
     /// transposes its matrix): then their loads may not be moved across the kernel's stores.
     pub written: bool,
+    /// Whether A's slivers hold each value four times ([`WIDE`]'s layout: an f32x4 per row and
+    /// depth step, `4·mr` floats a step), so that a row's value is loaded once for all its
+    /// `nr / 4` multiply-adds.
+    pub a_bcast: bool,
 }
 
 /// Emits one micro-tile of work, `acc += Ã-sliver[kc×mr]ᵀ · B̃-sliver[kc×nr]`, reading the
@@ -218,6 +236,16 @@ pub fn emit_tile_update(
             .map(|v| b.ins().load(types::F32X4, flags, bb, (16 * v) as i32))
             .collect();
         for i in 0..tile.mr {
+            if ops.a_bcast {
+                // One load for the row; each use but the last costs a register copy (the tied
+                // `vfmadd213` overwrites it), which renaming absorbs.
+                let xs = b.ins().load(types::F32X4, flags, a, (16 * i) as i32);
+                for (v, &bv) in bvec.iter().enumerate() {
+                    let k = i * nv + v;
+                    acc[k] = b.ins().fma(xs, bv, acc[k]);
+                }
+                continue;
+            }
             let off = (4 * i) as i32;
             for (v, &bv) in bvec.iter().enumerate() {
                 // One broadcast per use: a single-use `splat(load)` becomes `vbroadcastss mem`
@@ -286,8 +314,8 @@ pub fn emit_tile_update(
 }
 
 /// Emits the body of a [`MacroKernelFn`] into `b`, whose function must take one
-/// pointer-sized parameter and return nothing.
-pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
+/// pointer-sized parameter and return nothing; `a_bcast` as in [`TileOperands`].
+pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile, a_bcast: bool) {
     let (mr, nr) = (tile.mr as i64, tile.nr as i64);
     let nv = tile.nr / 4;
     let n_acc = tile.mr * nv;
@@ -410,6 +438,7 @@ pub fn emit_macro_kernel(b: &mut FunctionBuilder, ptr: Type, tile: Tile) {
         b_k,
         kc,
         written: false,
+        a_bcast,
     };
     let acc = emit_tile_update(b, ptr, tile, ops, &acc0);
     let (full, cptr, ld_bytes) = target(b, i0, j0);
@@ -494,8 +523,19 @@ pub fn define_macro_kernel(
     module: &mut JITModule,
     name: &str,
     tile: Tile,
+    a_bcast: bool,
 ) -> Result<FuncId, String> {
-    super::jitmod::define_function(module, name, 1, |b, ptr| emit_macro_kernel(b, ptr, tile))
+    super::jitmod::define_function(module, name, 1, |b, ptr| {
+        emit_macro_kernel(b, ptr, tile, a_bcast)
+    })
+}
+
+/// A compiled macro-kernel, its tile, and whether it reads A's slivers broadcast.
+#[derive(Clone, Copy)]
+struct Kernel {
+    f: MacroKernelFn,
+    tile: Tile,
+    a_bcast: bool,
 }
 
 /// A compiled GEMM. Cheap to share: `&Gemm` may be used from many threads at once (packing
@@ -506,6 +546,9 @@ pub struct Gemm {
     /// The main kernel and its tile.
     kernel: MacroKernelFn,
     tile: Tile,
+    /// The kernel of products whose A is packed ([`WIDE`], reading A broadcast), when there is
+    /// one; else the main kernel serves them too.
+    wide: Option<Kernel>,
     /// A one-row kernel ([`NARROW`]) for C with fewer than `tile.mr / 2` rows (GEMV-like
     /// calls such as sampling one sequence), where the main tile would compute mostly padding.
     narrow: MacroKernelFn,
@@ -534,37 +577,52 @@ thread_local! {
 }
 
 impl Gemm {
-    /// Compiles the GEMM kernel for the host CPU.
+    /// Compiles the GEMM kernels for the host CPU: [`TILE`] for products that read A in place
+    /// or B shallow in place, [`WIDE`] for the others.
     pub fn new() -> Result<Gemm, String> {
-        Self::with_tile(TILE)
+        Self::build(TILE, Some(WIDE))
     }
 
-    /// Compiles with a given register tile (for measuring alternatives).
+    /// Compiles with a given register tile for every product that is not one-row (for measuring
+    /// alternatives).
     pub fn with_tile(tile: Tile) -> Result<Gemm, String> {
-        if tile.mr == 0 || tile.nr == 0 || !tile.nr.is_multiple_of(4) {
-            return Err(format!("invalid GEMM tile {tile:?}"));
+        Self::build(tile, None)
+    }
+
+    fn build(tile: Tile, wide: Option<Tile>) -> Result<Gemm, String> {
+        for t in std::iter::once(tile).chain(wide) {
+            if t.mr == 0 || t.nr == 0 || !t.nr.is_multiple_of(4) {
+                return Err(format!("invalid GEMM tile {t:?}"));
+            }
         }
         let mut module = new_jit_module_with_opt(GEMM_OPT)?;
-        let main = define_macro_kernel(&mut module, "nnc_gemm_macro", tile)?;
-        let narrow = define_macro_kernel(&mut module, "nnc_gemm_narrow", NARROW)?;
+        let main = define_macro_kernel(&mut module, "nnc_gemm_macro", tile, false)?;
+        let narrow = define_macro_kernel(&mut module, "nnc_gemm_narrow", NARROW, false)?;
+        let wide_id = match wide {
+            Some(t) => Some((
+                define_macro_kernel(&mut module, "nnc_gemm_wide", t, true)?,
+                t,
+            )),
+            None => None,
+        };
         module
             .finalize_definitions()
             .map_err(|e| format!("finalize GEMM: {e}"))?;
-        // SAFETY: both functions were defined with exactly the `MacroKernelFn` signature.
-        let (kernel, narrow) = unsafe {
-            (
-                std::mem::transmute::<*const u8, MacroKernelFn>(
-                    module.get_finalized_function(main),
-                ),
-                std::mem::transmute::<*const u8, MacroKernelFn>(
-                    module.get_finalized_function(narrow),
-                ),
-            )
+        // SAFETY: every function was defined with exactly the `MacroKernelFn` signature.
+        let get = |id| unsafe {
+            std::mem::transmute::<*const u8, MacroKernelFn>(module.get_finalized_function(id))
         };
+        let (kernel, narrow) = (get(main), get(narrow));
+        let wide = wide_id.map(|(id, tile)| Kernel {
+            f: get(id),
+            tile,
+            a_bcast: true,
+        });
         Ok(Gemm {
             _module: module,
             kernel,
             tile,
+            wide,
             narrow,
         })
     }
@@ -723,11 +781,6 @@ impl Gemm {
             accumulate,
         } = *p;
         let narrow = 2 * rows.len() < self.tile.mr;
-        let (kernel, Tile { mr, nr }) = if narrow {
-            (self.narrow, NARROW)
-        } else {
-            (self.kernel, self.tile)
-        };
         // The one-row kernel reads A where it lies (a sliver is a row) and B too when its columns
         // come in whole slivers: for a batch of one, packing the weights cost more than the
         // product. So does every kernel for a shallow B (see [`IN_PLACE_MAX_K`]). Same sums in
@@ -736,17 +789,45 @@ impl Gemm {
         // A stored transposed, small enough to stay in L1 whole, its rows of whole slivers
         // (Winograd's transformed weights, `[C×O]` planes of 64×32): a sliver is `mr` adjacent
         // floats of each of the `k` rows of A, read where they lie.
-        let at_in_place = ta && !narrow && m.is_multiple_of(mr) && m * k <= IN_PLACE_MAX_A;
-        let b_in_place =
-            !tb && n.is_multiple_of(nr) && (narrow || (k <= IN_PLACE_MAX_K && spreads_over_l1(n)));
-        let mc_max = MC.div_ceil(mr) * mr;
+        let at_in_place =
+            ta && !narrow && m.is_multiple_of(self.tile.mr) && m * k <= IN_PLACE_MAX_A;
+        let shallow_b =
+            |nr: usize| !tb && n.is_multiple_of(nr) && k <= IN_PLACE_MAX_K && spreads_over_l1(n);
+        // Products that read an operand in place, or too narrow to repay packing A four times
+        // over, keep the main kernel; the others pack A broadcast for the wide one. Both sum each element of C in depth order with one `fma`
+        // a step (over several depth blocks an edge tile adds its block's sum to C, so which
+        // elements are in edge tiles matters); the choice depends on the shape alone, so the
+        // bits do not depend on the thread count.
+        let Kernel {
+            f: kernel,
+            tile: Tile { mr, nr },
+            a_bcast,
+        } = match self.wide {
+            _ if narrow => Kernel {
+                f: self.narrow,
+                tile: NARROW,
+                a_bcast: false,
+            },
+            Some(wide) if n >= WIDE_MIN_N && !at_in_place && !shallow_b(self.tile.nr) => wide,
+            _ => Kernel {
+                f: self.kernel,
+                tile: self.tile,
+                a_bcast: false,
+            },
+        };
+        let b_in_place = !tb && n.is_multiple_of(nr) && (narrow || shallow_b(nr));
+        let rep = if a_bcast { 4 } else { 1 };
+        // The packed block of A stays the same size in L2: a quarter of the rows when broadcast
+        // (512³ and a 3136×64 weight gradient ran 0.96–0.98× the main kernel with 96 rows,
+        // 1.10–1.16× with 24).
+        let mc_max = (MC / rep).div_ceil(mr) * mr;
         // Equal depth blocks (784 = 4×196, not 3×256 + 16): a short last block would pay the
         // C tile load/store for little work.
         let kc_step = k.div_ceil(k.div_ceil(KC));
         PACK.with(|cell| {
             let mut bufs = cell.borrow_mut();
             let (pa, pb) = &mut *bufs;
-            let a_len = mc_max.min(rows.len().div_ceil(mr) * mr) * kc_step;
+            let a_len = mc_max.min(rows.len().div_ceil(mr) * mr) * kc_step * rep;
             let b_len = NC.min(n.div_ceil(nr) * nr) * kc_step;
             if pa.len() < a_len {
                 pa.resize(a_len, 0.0);
@@ -761,7 +842,7 @@ impl Gemm {
                     let (bp, b_k, b_sliver) = if b_in_place {
                         (b[pc * n + jc..].as_ptr(), n, nr)
                     } else {
-                        pack(b, tb, if tb { k } else { n }, jc, nc, pc, kc, nr, pb);
+                        pack::<1>(b, tb, if tb { k } else { n }, jc, nc, pc, kc, nr, pb);
                         (pb.as_ptr(), nr, kc * nr)
                     };
                     for ic in rows.clone().step_by(mc_max) {
@@ -770,8 +851,11 @@ impl Gemm {
                             (a[ic * k + pc..].as_ptr(), 1, k)
                         } else if at_in_place {
                             (a[pc * m + ic..].as_ptr(), m, mr)
+                        } else if a_bcast {
+                            pack::<4>(a, !ta, if ta { m } else { k }, ic, mc, pc, kc, mr, pa);
+                            (pa.as_ptr(), 4 * mr, 4 * kc * mr)
                         } else {
-                            pack(a, !ta, if ta { m } else { k }, ic, mc, pc, kc, mr, pa);
+                            pack::<1>(a, !ta, if ta { m } else { k }, ic, mc, pc, kc, mr, pa);
                             (pa.as_ptr(), mr, kc * mr)
                         };
                         let args = KernelArgs {
@@ -871,12 +955,13 @@ impl Problem {
 }
 
 /// Packs lines `r0..r0+count`, depth `p0..p0+kc` of a matrix whose element (line `r`, depth
-/// `p`) is `src[r·ld + p]` when `line_major`, else `src[p·ld + r]`, into `w`-line slivers:
-/// `dst[s·kc·w + p·w + i] = elem(r0 + s·w + i, p0 + p)`, zero past `count` lines. Lines are
-/// the rows of op(A) (line-major unless `ta`) or the columns of op(B) (line-major when `tb`).
-/// Full slivers of width 4, 8 or 16 take [`pack_full`], whose sizes are compile-time constants.
+/// `p`) is `src[r·ld + p]` when `line_major`, else `src[p·ld + r]`, into `w`-line slivers,
+/// each element `R` times: `dst[(s·kc·w + p·w + i)·R + l] = elem(r0 + s·w + i, p0 + p)` for
+/// `l < R`, zero past `count` lines. Lines are the rows of op(A) (line-major unless `ta`) or
+/// the columns of op(B) (line-major when `tb`); `R` is 4 for [`WIDE`]'s A, else 1. Full
+/// slivers of width 4, 8 or 16 take [`pack_full`], whose sizes are compile-time constants.
 #[allow(clippy::too_many_arguments)]
-fn pack(
+fn pack<const R: usize>(
     src: &[f32],
     line_major: bool,
     ld: usize,
@@ -887,37 +972,28 @@ fn pack(
     w: usize,
     dst: &mut [f32],
 ) {
-    for (s, sliver) in dst[..count.div_ceil(w) * kc * w]
-        .chunks_exact_mut(kc * w)
+    for (s, sliver) in dst[..count.div_ceil(w) * kc * w * R]
+        .chunks_exact_mut(kc * w * R)
         .enumerate()
     {
         let first = r0 + s * w;
         let lines = w.min(r0 + count - first);
         if lines == w && w == 4 {
-            pack_full::<4>(src, line_major, ld, first, p0, kc, sliver);
+            pack_full::<4, R>(src, line_major, ld, first, p0, kc, sliver);
         } else if lines == w && w == 8 {
-            pack_full::<8>(src, line_major, ld, first, p0, kc, sliver);
+            pack_full::<8, R>(src, line_major, ld, first, p0, kc, sliver);
         } else if lines == w && w == 16 {
-            pack_full::<16>(src, line_major, ld, first, p0, kc, sliver);
-        } else if line_major {
-            for i in 0..lines {
-                let run = &src[(first + i) * ld + p0..][..kc];
-                for (o, &x) in sliver[i..].iter_mut().step_by(w).zip(run) {
-                    *o = x;
-                }
-            }
-            if lines < w {
-                for out in sliver.chunks_exact_mut(w) {
-                    out[lines..].iter_mut().for_each(|o| *o = 0.0);
-                }
-            }
+            pack_full::<16, R>(src, line_major, ld, first, p0, kc, sliver);
         } else {
-            for (p, out) in sliver.chunks_exact_mut(w).enumerate() {
-                let run = &src[(p0 + p) * ld + first..][..lines];
-                for (o, &x) in out.iter_mut().zip(run) {
-                    *o = x;
+            for (p, out) in sliver.chunks_exact_mut(w * R).enumerate() {
+                for (i, o) in out.chunks_exact_mut(R).enumerate() {
+                    let x = match (i < lines, line_major) {
+                        (false, _) => 0.0,
+                        (true, true) => src[(first + i) * ld + p0 + p],
+                        (true, false) => src[(p0 + p) * ld + first + i],
+                    };
+                    o.fill(x);
                 }
-                out[lines..].iter_mut().for_each(|o| *o = 0.0);
             }
         }
     }
@@ -925,7 +1001,7 @@ fn pack(
 
 /// [`pack`] for one full sliver of `W` lines starting at line `first`: fixed-size copies
 /// instead of runtime-length loops (packing was a quarter of the time on the MLP shapes).
-fn pack_full<const W: usize>(
+fn pack_full<const W: usize, const R: usize>(
     src: &[f32],
     line_major: bool,
     ld: usize,
@@ -934,19 +1010,21 @@ fn pack_full<const W: usize>(
     kc: usize,
     sliver: &mut [f32],
 ) {
+    let steps = sliver[..kc * W * R].chunks_exact_mut(W * R);
     if line_major {
         let runs: [&[f32]; W] = std::array::from_fn(|i| &src[(first + i) * ld + p0..][..kc]);
-        for (p, out) in sliver.chunks_exact_mut(W).enumerate() {
-            for (o, run) in out.iter_mut().zip(&runs) {
-                *o = run[p];
+        for (p, out) in steps.enumerate() {
+            for (o, run) in out.chunks_exact_mut(R).zip(&runs) {
+                o.fill(run[p]);
             }
         }
     } else {
-        for (p, out) in sliver.chunks_exact_mut(W).enumerate() {
+        for (p, out) in steps.enumerate() {
             let start = (p0 + p) * ld + first;
             let run: &[f32; W] = src[start..start + W].try_into().expect("W floats");
-            let out: &mut [f32; W] = out.try_into().expect("W floats");
-            *out = *run;
+            for (o, &x) in out.chunks_exact_mut(R).zip(run) {
+                o.fill(x);
+            }
         }
     }
 }

@@ -214,6 +214,7 @@ fn tile_units(kb: &mut Kb, r: &Recur, bases: &[(Value, Value)], kend: Value, j: 
         b_k,
         kc: kend,
         written: true,
+        a_bcast: false,
     };
     let tile = Tile { mr: ROWS, nr: 4 };
     let accs = emit_tile_update(&mut kb.b, types::I64, tile, ops, &accs);
