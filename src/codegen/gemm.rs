@@ -9,9 +9,10 @@
 //! [`KernelArgs`]) that loop over slivers and run an `MR×NR` register-blocked f32x4 `fma`
 //! micro-kernel streaming contiguous memory: [`WIDE`] = 4×8 on A packed broadcast for products
 //! of 128 columns or more, [`TILE`] = 8×4 for the others and those that read an operand in
-//! place, and a 1×16 [`NARROW`] kernel for C with 1–3 rows. Edge tiles are computed into a stack tile and copied out, so any
-//! `m, n, k ≥ 0` works. [`Gemm::gemm_threads`] splits C over the worker threads, by rows or by
-//! columns (whichever makes each worker copy the smaller shared operand).
+//! place, and a 1×16 [`NARROW`] kernel for C with 1–3 rows. Edge tiles are computed into a
+//! stack tile and copied out, so any `m, n, k ≥ 0` works. [`Gemm::gemm_threads`] splits C over
+//! the worker threads, by rows or by columns (whichever makes each worker copy the smaller
+//! shared operand).
 //!
 //! Fusion hooks: [`Gemm::gemm_with`] hands each block of C to an epilogue (bias, activation,
 //! see `super::epilogue`) as soon as its last depth block is stored, while it is in cache; and
@@ -794,10 +795,10 @@ impl Gemm {
         let shallow_b =
             |nr: usize| !tb && n.is_multiple_of(nr) && k <= IN_PLACE_MAX_K && spreads_over_l1(n);
         // Products that read an operand in place, or too narrow to repay packing A four times
-        // over, keep the main kernel; the others pack A broadcast for the wide one. Both sum each element of C in depth order with one `fma`
-        // a step (over several depth blocks an edge tile adds its block's sum to C, so which
-        // elements are in edge tiles matters); the choice depends on the shape alone, so the
-        // bits do not depend on the thread count.
+        // over, keep the main kernel; the others pack A broadcast for the wide one. Both sum
+        // each element of C in depth order with one `fma` a step (over several depth blocks an
+        // edge tile adds its block's sum to C, so which elements are in edge tiles matters);
+        // the choice depends on the shape alone, so the bits do not depend on the thread count.
         let Kernel {
             f: kernel,
             tile: Tile { mr, nr },

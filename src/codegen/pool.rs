@@ -7,9 +7,10 @@
 //!
 //! Max pooling over 2×2 windows with stride 2 and no padding (the CNN's) takes four outputs of
 //! a row at a time in f32x4 ([`max_pool_pairs`]): two rows of eight inputs, split by shuffles
-//! into the four taps of four windows; the gradient routes dy with the same comparisons and
-//! interleaves it back. Same comparisons in the same order as the scalar loop, so the same
-//! bits.
+//! into the four taps of four windows. The forward pass takes their max as a tree of `maxps`
+//! ([`max4`]: the scalar loop's value, NaN included, up to the sign of a zero); the gradient
+//! routes dy with the scalar loop's comparisons in its order (so the same bits) and
+//! interleaves it back.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
