@@ -1990,6 +1990,7 @@ fn direct_convolutions() {
 /// and bit-identical for 1, 2 and 3 threads.
 #[test]
 fn winograd_convolutions() {
+    use nnc::opt::epilogue::fuse_epilogues;
     let mut rng = Rng(11);
     let u = Gen::U(-1.0, 1.0);
     for case in 0..13 {
@@ -2025,15 +2026,33 @@ fn winograd_convolutions() {
             &[x.clone(), y.clone()],
             None,
         );
-        for g in [&fwd, &gi, &gw] {
+        // With a bias and ReLU fused, as the CNN's conv2 runs.
+        let chain = Epilogue::Chain(Chain {
+            bias: Some(1),
+            acts: vec![UnaryOp::Relu],
+        });
+        let ins = [x.clone(), wt.clone()];
+        let fused = fuse_epilogues(&with_epilogue(Op::Conv2d(w), &ins, &chain));
+        for g in [&fwd, &gi, &gw, &fused] {
             let clif = nnc::codegen::clif_text(g).unwrap();
             assert!(clif.contains("winograd inputs"), "{}: not Winograd", g.name);
+            let gens = vec![u; g.inputs().len()];
             for batch in [1, 3, 11] {
-                compare(g, &[u, u], batch, rng.next(), 1e-4);
+                compare(g, &gens, batch, rng.next(), 1e-4);
             }
-            let a = run_once(g, &[u, u], 11, 1);
-            assert_eq!(a, run_once(g, &[u, u], 11, 2), "{} case {case}", g.name);
-            assert_eq!(a, run_once(g, &[u, u], 11, 3), "{} case {case}", g.name);
+            // Batches of 11 are split by images; of 1 and 2, with fewer images than threads,
+            // the transforms by channels and the products by ξ.
+            for batch in [11, 1, 2] {
+                let a = run_once(g, &gens, batch, 1);
+                for threads in [2, 3] {
+                    let b = run_once(g, &gens, batch, threads);
+                    assert_eq!(
+                        a, b,
+                        "{} case {case} batch {batch} threads {threads}",
+                        g.name
+                    );
+                }
+            }
         }
     }
 }

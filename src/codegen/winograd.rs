@@ -37,6 +37,7 @@ use super::im2col::ConvGeom;
 use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4};
 use super::lower::Scratch;
 use super::CodegenError;
+use std::ops::Range;
 use std::sync::Mutex;
 
 /// Input channels (the GEMMs' depth) below which im2col is kept: the transforms cost per
@@ -214,7 +215,15 @@ pub fn step(
     );
     let v = add(16 * (g.cin * (tiles + ROW_PAD) + SKEW), true);
     let m = add(16 * (g.cout * (tiles + ROW_PAD) + SKEW), true);
-    let pad = add(ph * pw, true);
+    // One bordered channel per image, and per thread: at batch 1 the threads transform parts of
+    // the channels, each bordering its own.
+    let pad = scratch.len();
+    scratch.push(Scratch {
+        per: ph * pw,
+        batched: true,
+        per_thread: true,
+    });
+    let pad = scratch_base + pad;
     km.note(&format!(
         "{header}\n; winograd F(2x2,3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
         g.cin, g.h, g.w, g.pad, g.cout, g.oh, g.ow
@@ -256,28 +265,33 @@ fn count(n: usize) -> *mut u8 {
     n as *mut u8
 }
 
-/// Runs the input transform `k` ([`inputs`]) on the `n` images of `x`: their tiles into `V`
-/// (`v`, rows of `row` ≥ `n`·tiles tiles), each channel bordered in `pad` first.
+/// Runs the input transform `k` ([`inputs`]) on channels `chans` of the `n` images at `x`:
+/// their tiles into `V` (at `v`, rows of `row` ≥ `n`·tiles tiles), each channel bordered in
+/// `pad` first.
 ///
 /// # Safety
-/// `k` must be the input transform of the step's geometry; the slices must hold `n` images,
-/// 16 planes of `V` with rows of `row` tiles, and one bordered channel.
+/// `k` must be the input transform of the step's geometry; `x` must hold `n` images, `v` 16
+/// planes of `V` with rows of `row` tiles whose rows `chans` nothing else accesses meanwhile,
+/// and `pad` one bordered channel of this call's own.
 unsafe fn input_tiles(
     k: KernelFn,
-    x: &[f32],
-    v: &mut [f32],
+    x: *const f32,
+    v: *mut f32,
     pad: &mut [f32],
     n: usize,
     row: usize,
+    chans: Range<usize>,
 ) {
     let table = [
-        x.as_ptr() as *mut u8,
-        v.as_mut_ptr() as *mut u8,
+        x as *mut u8,
+        v as *mut u8,
         pad.as_mut_ptr() as *mut u8,
         count(row),
+        count(chans.start),
+        count(chans.end),
     ];
-    // SAFETY: the kernel reads n images at table[0] and writes V and the padded channel,
-    // which the caller sized.
+    // SAFETY: the kernel reads n images at table[0] and writes rows `chans` of V and the
+    // padded channel, which the caller sized.
     unsafe { k(table.as_ptr(), n as i64) };
 }
 
@@ -337,21 +351,34 @@ impl WinogradStep {
                 let tp = tn.next_multiple_of(4);
                 // SAFETY: images b0..b0+n of the input and output are this worker's; its
                 // scratch starts at its first image `lo` and is reused by every group.
-                let (x, v, m, pad, y) = unsafe {
+                let (x, v, m, y) = unsafe {
                     (
                         t.slice(self.ins[0], b0 * img_in, n * img_in),
                         t.slice_mut(self.v, lo * per_v, n * per_v),
                         t.slice_mut(self.m, lo * per_m, n * per_m),
-                        t.slice_mut(self.pad, lo * ph * pw, ph * pw),
                         t.slice_mut(self.out, b0 * img_out, n * img_out),
                     )
                 };
-                // SAFETY: k1 is this step's input transform.
-                unsafe { input_tiles(k1, x, v, pad, n, tp) };
-                let (vv, mm) = (g.cin * tp + SKEW, g.cout * tp + SKEW);
-                // With fewer images than threads (batch-1 inference) the 16 products, which are
-                // independent, are split over the threads instead.
+                // With fewer images than threads (batch-1 inference) the work of the one image
+                // is split instead: the transforms by channels (each part bordering its channels
+                // in a pad of its own), the 16 products, which are independent, by ξ.
                 let inner = if batch < threads { threads } else { 1 };
+                let (x_ptr, v_ptr) = (x.as_ptr() as usize, v.as_mut_ptr() as usize);
+                let chunk = g.cin.div_ceil(inner);
+                split(g.cin, inner, 1, |c0, c1| {
+                    // SAFETY: the pads (batch × threads of them) are indexed by this worker's
+                    // first image and the part, `lo·inner + c0/chunk` with c0/chunk < inner ≤
+                    // threads, which no other task uses; the parts write disjoint channel rows
+                    // of V; k1 is this step's input transform.
+                    unsafe {
+                        let at = (lo * inner + c0 / chunk) * ph * pw;
+                        let pad = t.slice_mut(self.pad, at, ph * pw);
+                        let (x, v) = (x_ptr as *const f32, v_ptr as *mut f32);
+                        input_tiles(k1, x, v, pad, n, tp, c0..c1)
+                    };
+                    Ok(())
+                })?;
+                let (vv, mm) = (g.cin * tp + SKEW, g.cout * tp + SKEW);
                 let m_ptr = m.as_mut_ptr() as usize;
                 split(16, inner, 1, |lo, hi| {
                     for xi in lo..hi {
@@ -367,29 +394,42 @@ impl WinogradStep {
                     }
                     Ok(())
                 })?;
-                let table = [m.as_ptr() as *mut u8, y.as_mut_ptr() as *mut u8, count(tp)];
-                // SAFETY: the output kernel reads M and writes the n output images.
-                unsafe { k2(table.as_ptr(), n as i64) };
-                if let Some((e, run)) = epi {
-                    let pos = g.oh * g.ow;
-                    for i in 0..n {
-                        let at = i * img_out;
-                        // SAFETY: image b0 + i of the output, cout×pos at offset
-                        // (b0 + i)·img_out of the value, written just above.
-                        unsafe {
-                            e.apply(
-                                run,
-                                t,
-                                batch,
-                                y[at..].as_mut_ptr(),
-                                pos,
-                                0..g.cout,
-                                0..pos,
-                                b0 * img_out + at,
-                            )
-                        };
+                let y_ptr = y.as_mut_ptr() as usize;
+                split(g.cout, inner, 1, |o0, o1| {
+                    let y = y_ptr as *mut f32;
+                    let table = [
+                        m_ptr as *mut u8,
+                        y as *mut u8,
+                        count(tp),
+                        count(o0),
+                        count(o1),
+                    ];
+                    // SAFETY: the output kernel reads M and writes channels o0..o1 of the n
+                    // output images, this part's alone.
+                    unsafe { k2(table.as_ptr(), n as i64) };
+                    if let Some((e, run)) = epi {
+                        let pos = g.oh * g.ow;
+                        for i in 0..n {
+                            let at = i * img_out + o0 * pos;
+                            // SAFETY: channels o0..o1 of image b0 + i of the output, at offset
+                            // (b0 + i)·img_out + o0·pos of the value, written just above by
+                            // this part.
+                            unsafe {
+                                e.apply(
+                                    run,
+                                    t,
+                                    batch,
+                                    y.add(at),
+                                    pos,
+                                    o0..o1,
+                                    0..pos,
+                                    b0 * img_out + at,
+                                )
+                            };
+                        }
                     }
-                }
+                    Ok(())
+                })?;
                 b0 += n;
             }
             Ok(())
@@ -447,7 +487,7 @@ impl WinogradStep {
                         )
                     };
                     // SAFETY: k_in is this step's input transform.
-                    unsafe { input_tiles(k_in, x, v, pad, n, tn) };
+                    unsafe { input_tiles(k_in, x.as_ptr(), v.as_mut_ptr(), pad, n, tn, 0..g.cin) };
                     let table = [dy.as_ptr() as *mut u8, e.as_mut_ptr() as *mut u8, count(tn)];
                     // SAFETY: as for V.
                     unsafe { k_dy(table.as_ptr(), n as i64) };
@@ -552,6 +592,7 @@ fn at(kb: &mut Kb, x: [Value; 4]) -> [Value; 2] {
 /// length `T` of `V`): `V[ξ][c][t] = (Bᵀ d B)[ξ]`, `t = image·tiles + ty·TW + tx`.
 fn inputs(kb: &mut Kb, g: &WinoGeom) {
     let (src, vb, pb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2), kb.ptr(3));
+    let (c_lo, c_hi) = (kb.ptr(4), kb.ptr(5));
     let tiles = g.tiles();
     let (th, tw) = g.tiles_hw();
     let (ph, pw) = g.padded_hw();
@@ -562,7 +603,7 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
     let batch = kb.batch;
     kb.for_range(zero, batch, |kb, img| {
         let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
-        kb.for_n(g.cin, |kb, c| {
+        kb.for_range(c_lo, c_hi, |kb, c| {
             // Zero the padded channel (ph, pw even: a whole number of f32x4), copy the image in.
             let z = kb.cst(F32X4, 0.0);
             let lo = kb.int(0);
@@ -633,7 +674,8 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
 /// when `oh` / `ow` is odd.
 fn outputs(kb: &mut Kb, g: &WinoGeom) {
     let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
-    each_output_tile(kb, g, mb, yb, t_all, output_tile);
+    let chans = (kb.ptr(3), kb.ptr(4));
+    each_output_tile(kb, g, mb, yb, t_all, chans, output_tile);
 }
 
 /// One tile function of [`each_output_tile`]: the tile(s) at `tx` of a tile row (four with
@@ -645,7 +687,15 @@ type TileFn = fn(&mut Kb, &WinoGeom, &Row, Value, Value, Value, ClifType, usize,
 /// channel's `Row` (the `M`-like buffer at `mb` with rows of `t_all` tiles, the images at
 /// `yb`). The output transform reads `M` and writes `y`; the `dy` transform reads `dy` and
 /// writes `E`.
-fn each_output_tile(kb: &mut Kb, g: &WinoGeom, mb: Value, yb: Value, t_all: Value, tile: TileFn) {
+fn each_output_tile(
+    kb: &mut Kb,
+    g: &WinoGeom,
+    mb: Value,
+    yb: Value,
+    t_all: Value,
+    (o_lo, o_hi): (Value, Value),
+    tile: TileFn,
+) {
     let tiles = g.tiles();
     let (th, tw) = g.tiles_hw();
     let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
@@ -655,7 +705,7 @@ fn each_output_tile(kb: &mut Kb, g: &WinoGeom, mb: Value, yb: Value, t_all: Valu
     let g = *g;
     kb.for_range(zero, batch, |kb, img| {
         let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
-        kb.for_n(g.cout, |kb, o| {
+        kb.for_range(o_lo, o_hi, |kb, o| {
             let mo = kb.b.ins().imul(o, t_all);
             let mo = kb.b.ins().iadd(mo, first_tile);
             let yo = mul_add(kb, img, g.cout, o);
@@ -753,7 +803,8 @@ fn output_tile(
 /// beyond an odd edge.
 fn dy_tiles(kb: &mut Kb, g: &WinoGeom) {
     let (yb, eb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
-    each_output_tile(kb, g, eb, yb, t_all, dy_tile);
+    let chans = (kb.int(0), kb.int(g.cout as i64));
+    each_output_tile(kb, g, eb, yb, t_all, chans, dy_tile);
 }
 
 /// The `dy` tile(s) at `tx` of a tile row (four with f32x4 lanes) from `rows × cols` values of
