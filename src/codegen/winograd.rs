@@ -21,11 +21,13 @@
 //! `unpck` joins them back); a row that is not a whole number of fours ends with one more step
 //! over its last four tiles (transforms write each tile twice harmlessly), scalar only when it
 //! has fewer than four. The input transform first copies each channel into a zero-bordered
-//! buffer, so its loads need no bounds checks. Images are split over the
-//! worker threads, and a worker runs groups of about [`GROUP_TILES`] tiles through the stages
-//! (transforms, products, output transform or the products' sum), so its `V` and `M` stay in
-//! L2. Each output element is a fixed sum whatever the split (the weight gradient sums fixed
-//! runs of images, then the runs in order), so results do not depend on the thread count.
+//! buffer, so its loads need no bounds checks. Images are split over the worker threads, and a
+//! worker runs groups of about [`GROUP_TILES`] tiles through the stages (transforms, products,
+//! output transform or the products' sum), so its `V` and `M` stay in L2. With fewer images
+//! than threads (batch-1 inference) each stage of the forward passes is split instead: the
+//! transforms by channels (the kernels take a channel range), the products by ξ. Each output
+//! element is a fixed sum whatever the split (the weight gradient sums fixed runs of images,
+//! then the runs in order), so results do not depend on the thread count.
 //!
 //! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
 
