@@ -590,8 +590,9 @@ fn at(kb: &mut Kb, x: [Value; 4]) -> [Value; 2] {
     [kb.b.ins().fadd(s, x[2]), kb.b.ins().fsub(d, x[3])]
 }
 
-/// The input transform of `batch` images (table: images, `V`, padded-channel buffer, row
-/// length `T` of `V`): `V[ξ][c][t] = (Bᵀ d B)[ξ]`, `t = image·tiles + ty·TW + tx`.
+/// The input transform of channels `c0..c1` of `batch` images (table: images, `V`,
+/// padded-channel buffer, row length `T` of `V`, `c0`, `c1`): `V[ξ][c][t] = (Bᵀ d B)[ξ]`,
+/// `t = image·tiles + ty·TW + tx`.
 fn inputs(kb: &mut Kb, g: &WinoGeom) {
     let (src, vb, pb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2), kb.ptr(3));
     let (c_lo, c_hi) = (kb.ptr(4), kb.ptr(5));
@@ -671,9 +672,9 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
     });
 }
 
-/// The output transform of `batch` images (table: `M`, output images, row length `T` of
-/// `M`): `y = Aᵀ m A` per tile, the last tile row / column clipped to one output row / column
-/// when `oh` / `ow` is odd.
+/// The output transform of channels `o0..o1` of `batch` images (table: `M`, output images, row
+/// length `T` of `M`, `o0`, `o1`): `y = Aᵀ m A` per tile, the last tile row / column clipped to
+/// one output row / column when `oh` / `ow` is odd.
 fn outputs(kb: &mut Kb, g: &WinoGeom) {
     let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let chans = (kb.ptr(3), kb.ptr(4));
@@ -685,7 +686,7 @@ fn outputs(kb: &mut Kb, g: &WinoGeom) {
 type TileFn = fn(&mut Kb, &WinoGeom, &Row, Value, Value, Value, ClifType, usize, usize);
 
 /// Walks the output-shaped side of `batch` images, tile by tile: for every image, output
-/// channel and 2×2 output tile (clipped to 1 row / column at an odd edge), `tile` with the
+/// channel of `o_lo..o_hi` and 2×2 output tile (clipped to 1 row / column at an odd edge), `tile` with the
 /// channel's `Row` (the `M`-like buffer at `mb` with rows of `t_all` tiles, the images at
 /// `yb`). The output transform reads `M` and writes `y`; the `dy` transform reads `dy` and
 /// writes `E`.
