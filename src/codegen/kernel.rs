@@ -371,22 +371,24 @@ impl Kb<'_> {
     /// `c ? x : y` for a float comparison result `c` of lane type `ty`.
     pub fn select(&mut self, ty: ClifType, c: Value, x: Value, y: Value) -> Value {
         if ty == F32X4 {
-            let m = self.b.ins().bitcast(
-                F32X4,
-                MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little),
-                c,
-            );
+            let m = self.reinterpret(F32X4, c);
             self.b.ins().bitselect(m, x, y)
         } else {
             self.b.ins().select(c, x, y)
         }
     }
 
+    /// The 128 bits of vector `v` as a vector of type `ty` (a lane mask as f32x4, f32x4 as
+    /// bytes).
+    pub fn reinterpret(&mut self, ty: ClifType, v: Value) -> Value {
+        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+        self.b.ins().bitcast(ty, le, v)
+    }
+
     /// The f32x4 whose lanes are `lanes` of the eight lanes of `a` (0–3) and `b` (4–7).
     pub fn shuffle(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-        let ab = self.b.ins().bitcast(types::I8X16, le, a);
-        let bb = self.b.ins().bitcast(types::I8X16, le, b);
+        let ab = self.reinterpret(types::I8X16, a);
+        let bb = self.reinterpret(types::I8X16, b);
         let bytes: Vec<u8> = lanes
             .iter()
             .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
@@ -398,7 +400,7 @@ impl Kb<'_> {
             .immediates
             .push(cranelift_codegen::ir::ConstantData::from(bytes));
         let r = self.b.ins().shuffle(ab, bb, mask);
-        self.b.ins().bitcast(F32X4, le, r)
+        self.reinterpret(F32X4, r)
     }
 
     /// A fresh variable of type `ty` holding `init`.

@@ -354,9 +354,7 @@ fn max4(kb: &mut Kb, [t0, t1, t2, t3]: [Value; 4]) -> Value {
     let n01 = kb.b.ins().fcmp(FloatCC::Unordered, t0, t1);
     let n23 = kb.b.ins().fcmp(FloatCC::Unordered, t2, t3);
     let nan = kb.b.ins().bor(n01, n23);
-    let le = cranelift_codegen::ir::MemFlagsData::new()
-        .with_endianness(cranelift_codegen::ir::Endianness::Little);
-    let nan = kb.b.ins().bitcast(F32X4, le, nan);
+    let nan = kb.reinterpret(F32X4, nan);
     kb.b.ins().bor(m, nan)
 }
 
