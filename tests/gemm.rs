@@ -247,6 +247,11 @@ fn split_over_threads() {
         .is_err());
 }
 
+/// The bit patterns of `v`, to compare results exactly.
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Split over threads, products keep their bits: by columns for 1–3 rows (batch-1 inference)
 /// and when A is the smaller operand to copy (fewer rows than columns), by rows otherwise; every
 /// element is summed in the same order whatever part it falls in.
@@ -274,7 +279,6 @@ fn splits_over_threads_keep_the_bits() {
         let (a, b) = (rng.vec(m * k), rng.vec(k * n));
         let mut one = vec![0.0; m * n];
         g.gemm(ta, tb, m, n, k, &a, &b, &mut one, false).unwrap();
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for threads in [2, 3] {
             let mut many = vec![0.0; m * n];
             g.gemm_threads(threads, ta, tb, m, n, k, &a, &b, &mut many, false)
@@ -354,7 +358,6 @@ fn the_epilogue_sees_each_finished_element_once() {
 fn the_wide_kernel_keeps_the_bits_of_the_main_one() {
     let (g, main) = (Gemm::new().unwrap(), Gemm::with_tile(TILE).unwrap());
     let mut rng = Rng(4242);
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (m, n, k, ta, tb) in [
         (128, 784, 128, false, false),
         (64, 784, 128, false, true),

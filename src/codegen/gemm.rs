@@ -544,15 +544,14 @@ struct Kernel {
 pub struct Gemm {
     /// Owns the machine code the kernels point into; never touched after construction.
     _module: JITModule,
-    /// The main kernel and its tile.
-    kernel: MacroKernelFn,
-    tile: Tile,
+    /// The main kernel ([`TILE`], or the tile given to [`Gemm::with_tile`]).
+    main: Kernel,
     /// The kernel of products whose A is packed ([`WIDE`], reading A broadcast), when there is
     /// one; else the main kernel serves them too.
     wide: Option<Kernel>,
-    /// A one-row kernel ([`NARROW`]) for C with fewer than `tile.mr / 2` rows (GEMV-like
+    /// A one-row kernel ([`NARROW`]) for C with fewer than `main.tile.mr / 2` rows (GEMV-like
     /// calls such as sampling one sequence), where the main tile would compute mostly padding.
-    narrow: MacroKernelFn,
+    narrow: Kernel,
 }
 
 // SAFETY: after `finalize_definitions` the module is immutable (it is only kept alive so the
@@ -613,18 +612,16 @@ impl Gemm {
         let get = |id| unsafe {
             std::mem::transmute::<*const u8, MacroKernelFn>(module.get_finalized_function(id))
         };
-        let (kernel, narrow) = (get(main), get(narrow));
-        let wide = wide_id.map(|(id, tile)| Kernel {
+        let kernel = |id, tile, a_bcast| Kernel {
             f: get(id),
             tile,
-            a_bcast: true,
-        });
+            a_bcast,
+        };
         Ok(Gemm {
+            main: kernel(main, tile, false),
+            wide: wide_id.map(|(id, t)| kernel(id, t, true)),
+            narrow: kernel(narrow, NARROW, false),
             _module: module,
-            kernel,
-            tile,
-            wide,
-            narrow,
         })
     }
 
@@ -633,7 +630,7 @@ impl Gemm {
     /// part runs the main kernel exactly as one thread would (the narrow kernel sums in a
     /// different order, so a narrow tail would change the bits with the thread count).
     pub fn row_chunk(&self, m: usize, threads: usize) -> usize {
-        let mr = self.tile.mr;
+        let mr = self.main.tile.mr;
         let mut chunk = m.div_ceil(threads.max(1)).div_ceil(mr).max(1) * mr;
         while chunk < m && 2 * (m - chunk * ((m - 1) / chunk)) < mr {
             chunk += mr;
@@ -684,7 +681,7 @@ impl Gemm {
 
     /// Whether [`Gemm::gemm_threads`] splits this product over threads by columns.
     fn splits_columns(&self, threads: usize, m: usize, n: usize, k: usize) -> bool {
-        if 2 * m < self.tile.mr {
+        if 2 * m < self.main.tile.mr {
             // A matrix-vector-like product (batch 1): the rows cannot be split.
             threads > 1 && 2 * m * n * k >= NARROW_PAR_MIN_FLOPS
         } else {
@@ -730,10 +727,14 @@ impl Gemm {
             return Ok(());
         }
         let c_ptr = SendPtr(c.as_mut_ptr());
-        let narrow = 2 * m < self.tile.mr;
+        let narrow = 2 * m < self.main.tile.mr;
         if self.splits_columns(threads, m, n, k) {
             // Each column is summed as by one thread, whichever part it falls in.
-            let nr = if narrow { NARROW.nr } else { 4 * self.tile.nr };
+            let nr = if narrow {
+                NARROW.nr
+            } else {
+                4 * self.main.tile.nr
+            };
             let chunk = n.div_ceil(threads).div_ceil(nr) * nr;
             super::workers::run(n.div_ceil(chunk), &|t| {
                 let cols = t * chunk..n.min((t + 1) * chunk);
@@ -781,7 +782,7 @@ impl Gemm {
             k,
             accumulate,
         } = *p;
-        let narrow = 2 * rows.len() < self.tile.mr;
+        let narrow = 2 * rows.len() < self.main.tile.mr;
         // The one-row kernel reads A where it lies (a sliver is a row) and B too when its columns
         // come in whole slivers: for a batch of one, packing the weights cost more than the
         // product. So does every kernel for a shallow B (see [`IN_PLACE_MAX_K`]). Same sums in
@@ -791,7 +792,7 @@ impl Gemm {
         // (Winograd's transformed weights, `[C×O]` planes of 64×32): a sliver is `mr` adjacent
         // floats of each of the `k` rows of A, read where they lie.
         let at_in_place =
-            ta && !narrow && m.is_multiple_of(self.tile.mr) && m * k <= IN_PLACE_MAX_A;
+            ta && !narrow && m.is_multiple_of(self.main.tile.mr) && m * k <= IN_PLACE_MAX_A;
         let shallow_b =
             |nr: usize| !tb && n.is_multiple_of(nr) && k <= IN_PLACE_MAX_K && spreads_over_l1(n);
         // Products that read an operand in place, or too narrow to repay packing A four times
@@ -804,17 +805,9 @@ impl Gemm {
             tile: Tile { mr, nr },
             a_bcast,
         } = match self.wide {
-            _ if narrow => Kernel {
-                f: self.narrow,
-                tile: NARROW,
-                a_bcast: false,
-            },
-            Some(wide) if n >= WIDE_MIN_N && !at_in_place && !shallow_b(self.tile.nr) => wide,
-            _ => Kernel {
-                f: self.kernel,
-                tile: self.tile,
-                a_bcast: false,
-            },
+            _ if narrow => self.narrow,
+            Some(wide) if n >= WIDE_MIN_N && !at_in_place && !shallow_b(self.main.tile.nr) => wide,
+            _ => self.main,
         };
         let b_in_place = !tb && n.is_multiple_of(nr) && (narrow || shallow_b(nr));
         let rep = if a_bcast { 4 } else { 1 };

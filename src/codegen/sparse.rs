@@ -142,11 +142,6 @@ thread_local! {
     static LISTS: RefCell<(Vec<u64>, Vec<u64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Loads of operands nothing writes while the kernel runs (as the GEMM's of its panels).
-fn ro() -> MemFlagsData {
-    panel_flags()
-}
-
 /// Stores (and loads of what the kernel itself writes).
 fn rw() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
@@ -260,13 +255,13 @@ fn emit_compact(b: &mut FunctionBuilder, cx: &Ctx, r0: Value, mode: Mode) {
             let (at, off, ps) = (vars[0], vars[1], &vars[2..]);
             let mut next = vec![b.ins().iadd(at, at_step), b.ins().iadd(off, off_step)];
             if mode == Mode::Scalar {
-                let v = b.ins().load(types::F32, ro(), at, 0);
+                let v = b.ins().load(types::F32, panel_flags(), at, 0);
                 let keep = b.ins().fcmp(FloatCC::NotEqual, v, cx.bg);
                 next.push(append(b, cx, ps[0], off, v, keep));
                 return next;
             }
             // Four entries at once; nothing to append (the common case) when all are bg.
-            let v = b.ins().load(types::F32X4, ro(), at, 0);
+            let v = b.ins().load(types::F32X4, panel_flags(), at, 0);
             let ne = b.ins().fcmp(FloatCC::NotEqual, v, cx.bg4);
             let mask = b.ins().vhigh_bits(types::I32, ne);
             let some = b.create_block();
@@ -340,7 +335,10 @@ fn emit_columns(
         for group in acc.chunks(4).enumerate() {
             let (g, accs) = group;
             let bv: Vec<Value> = (0..accs.len())
-                .map(|t| b.ins().load(vty, ro(), row, (16 * (4 * g + t)) as i32))
+                .map(|t| {
+                    b.ins()
+                        .load(vty, panel_flags(), row, (16 * (4 * g + t)) as i32)
+                })
                 .collect();
             let v = b.ins().load(types::F32, flags, p, at + 4);
             let x = if width == 0 {
