@@ -38,6 +38,18 @@ use super::jitmod::new_jit_module_with_opt;
 /// where the GEMM's 8×4 tile has one per eight), and compacting costs a sixth of a dense
 /// product, so it wins below about half; ReLU outputs (42–70% in the examples) stay dense.
 pub const MAX_DENSITY: f32 = 0.35;
+/// [`MAX_DENSITY`] of a product with fewer than [`FEW_ROWS`] rows (batch 1), which the GEMM
+/// runs on its one-row kernel: both then wait on B's rows more than on the multiply-adds, and
+/// the compacted product reads only those its entries pick. Measured with a temporary
+/// in-process harness, one row, entries 0 or 0.5, dense GEMM on two threads against the
+/// compacted product on one: 1×784·784×128 at density 0.6, 8.0 against 6.5 µs (best of 2000),
+/// at 0.8, 7.7 against 9.2; 1×3136·3136×128 (the CNN's first dense layer, whose ReLU-and-pool
+/// input is 62% non-zero) 35 against 47 at 0.6 on one thread, hence the split by columns
+/// from [`PAR_MIN_FLOPS_FEW_ROWS`].
+pub const MAX_DENSITY_FEW_ROWS: f32 = 0.65;
+/// Rows below which [`MAX_DENSITY_FEW_ROWS`] applies: the GEMM's one-row kernel serves C with
+/// 1–3 rows.
+pub const FEW_ROWS: usize = 4;
 /// Rows of C from which a background other than 0 is worth its dense row (see
 /// [`Problem::background`]).
 const MIN_ROWS_OFF_ZERO: usize = 8;
@@ -48,6 +60,10 @@ const MIN_K: usize = 32;
 const ROWS_PER_CALL: usize = 64;
 /// f32x4 multiply-adds of the dense product below which a product stays on the calling thread.
 const PAR_MIN_MACS: usize = 1 << 17;
+/// Flops of the dense product from which one with fewer rows than threads is split by columns,
+/// as the GEMM's one-row products are: the workers spin between a step's kernels, so a
+/// hand-over costs about a microsecond.
+const PAR_MIN_FLOPS_FEW_ROWS: usize = 100_000;
 
 /// Depth (rows of B) of a block of the product: 32 columns of that many rows of B (8 KiB) stay
 /// in L1 while every row of the call passes over them (128 rows thrashed: B's rows of 512
@@ -494,11 +510,11 @@ fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
 }
 
 /// The background value of `a` if its entries mostly equal it: 0 or `a[0]` (only 0 when
-/// `zero_only`), whichever more entries of a sample equal, when at most [`MAX_DENSITY`] of them
+/// `zero_only`), whichever more entries of a sample equal, when at most `max_density` of them
 /// differ. The sample is 256 entries at an odd stride (images' rows and borders do not line up
 /// with it), and stops as soon as both candidates have missed too often: a fraction of a
 /// microsecond, which a batch-1 product would notice.
-pub fn background(a: &[f32], zero_only: bool) -> Option<f32> {
+pub fn background(a: &[f32], zero_only: bool, max_density: f32) -> Option<f32> {
     const SAMPLE: usize = 256;
     let first = *a.first()?;
     let first = if zero_only || !first.is_finite() {
@@ -507,7 +523,7 @@ pub fn background(a: &[f32], zero_only: bool) -> Option<f32> {
         first
     };
     let stride = (a.len() / SAMPLE) | 1;
-    let limit = (MAX_DENSITY * a.len().div_ceil(stride) as f32) as usize;
+    let limit = (max_density * a.len().div_ceil(stride) as f32) as usize;
     let (mut off_zero, mut off_first) = (0usize, 0usize);
     for &v in a.iter().step_by(stride) {
         off_zero += (v != 0.0) as usize;
@@ -539,7 +555,12 @@ impl Problem {
     /// one other than 0 costs a dense row of the product (`bg · Σ_e B[e, :]`), too much for
     /// fewer than [`MIN_ROWS_OFF_ZERO`] rows.
     pub fn background(&self, a: &[f32]) -> Option<f32> {
-        background(a, self.m < MIN_ROWS_OFF_ZERO)
+        let max_density = if self.m < FEW_ROWS {
+            MAX_DENSITY_FEW_ROWS
+        } else {
+            MAX_DENSITY
+        };
+        background(a, self.m < MIN_ROWS_OFF_ZERO, max_density)
     }
 }
 
@@ -672,7 +693,12 @@ impl Sparse {
                 c.len()
             ));
         }
-        let threads = if m * n * k / 4 < PAR_MIN_MACS {
+        let min_macs = if Self::splits_columns(threads, m) {
+            PAR_MIN_FLOPS_FEW_ROWS / 8
+        } else {
+            PAR_MIN_MACS
+        };
+        let threads = if m * n * k / 4 < min_macs {
             1
         } else {
             threads.max(1)
@@ -820,12 +846,12 @@ mod tests {
 
     #[test]
     fn the_background_is_found_only_in_sparse_matrices() {
-        assert_eq!(background(&sparse(4096, 0.2, 0.0, 1), false), Some(0.0));
-        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2), false), Some(-1.0));
-        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2), true), None);
-        assert_eq!(background(&sparse(4096, 0.6, 0.0, 3), false), None);
-        assert_eq!(background(&[f32::NAN; 64], false), None);
-        assert_eq!(background(&[], false), None);
+        assert_eq!(background(&sparse(4096, 0.2, 0.0, 1), false, MAX_DENSITY), Some(0.0));
+        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2), false, MAX_DENSITY), Some(-1.0));
+        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2), true, MAX_DENSITY), None);
+        assert_eq!(background(&sparse(4096, 0.6, 0.0, 3), false, MAX_DENSITY), None);
+        assert_eq!(background(&[f32::NAN; 64], false, MAX_DENSITY), None);
+        assert_eq!(background(&[], false, MAX_DENSITY), None);
         // A batch-1 product compacts only around 0.
         let one = Problem {
             ta: false,
@@ -835,5 +861,10 @@ mod tests {
         };
         assert_eq!(one.background(&sparse(784, 0.2, -1.0, 4)), None);
         assert_eq!(one.background(&sparse(784, 0.2, 0.0, 5)), Some(0.0));
+        // ... and up to a higher density than a batch does (a ReLU's output).
+        assert_eq!(one.background(&sparse(784, 0.55, 0.0, 6)), Some(0.0));
+        assert_eq!(one.background(&sparse(784, 0.8, 0.0, 7)), None);
+        let batch = Problem { m: 8, ..one };
+        assert_eq!(batch.background(&sparse(8 * 784, 0.55, 0.0, 8)), None);
     }
 }
