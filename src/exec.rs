@@ -64,6 +64,17 @@ pub trait Executor {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError>;
+    /// Takes `params` (following [`Graph::params`]) as the parameters of every later `run`
+    /// that is passed none (`&[]`): inference with fixed weights (`nnc predict`, `nnc sample`,
+    /// `nnc bench`'s latency). An executor may keep what it derives from parameters it owns:
+    /// the JIT keeps the first row of each batch-1 product compacted around a background other
+    /// than 0 (`codegen::sparse`), which would otherwise cost a dense product per call. A `run`
+    /// passed parameters still runs on those. An executor that cannot hold them says so.
+    fn freeze(&mut self, _params: Vec<Vec<f32>>) -> Result<(), ExecError> {
+        Err(ExecError::Other(
+            "this executor does not hold parameters: pass them to each run".into(),
+        ))
+    }
     /// The value of the output named `name` after the last `run` (row-major, full shape for that
     /// run's batch size), or `None` if the graph has no such output.
     fn output(&self, name: &str) -> Option<&[f32]>;
@@ -189,6 +200,11 @@ impl Signature {
                 });
             }
         }
+        self.check_params(params)
+    }
+
+    /// Whether `params` fit the graph's parameters.
+    pub fn check_params(&self, params: &[&[f32]]) -> Result<(), ExecError> {
         if params.len() != self.params.len() {
             return Err(ExecError::Other(format!(
                 "expected {} parameters, got {}",

@@ -201,7 +201,6 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
         inputs,
     } = *at;
     let params: Vec<Vec<f32>> = g.params.iter().map(|p| init_param(p, 0)).collect();
-    let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
     let (input, _) = *g
         .inputs()
         .first()
@@ -226,7 +225,7 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
             let mut times = Vec::with_capacity(reps);
             for r in 0..reps + reps / 10 + 1 {
                 let t = Instant::now();
-                exec.run(batch, &[feed], &refs, StepCtx::default())
+                exec.run(batch, &[feed], &[], StepCtx::default())
                     .map_err(CliError::internal)?;
                 if r > reps / 10 {
                     times.push(t.elapsed().as_secs_f64());
@@ -235,12 +234,15 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
             times.sort_by(f64::total_cmp);
             Ok(times)
         };
-    // Compiled as `nnc predict` compiles it (optimized: fusion, epilogues), at `threads`; one
-    // executor per batch size, so that each has its own profile (taken when it is dropped).
-    let executor = || {
-        train::backend(false, Some(threads))
+    // Compiled as `nnc predict` compiles it (optimized: fusion, epilogues; the weights held
+    // by the executor), at `threads`; one executor per batch size, so that each has its own
+    // profile (taken when it is dropped).
+    let executor = || -> Result<Box<dyn Executor>, CliError> {
+        let mut exec = train::backend(false, Some(threads))
             .forward_executor(g)
-            .map_err(CliError::internal)
+            .map_err(CliError::internal)?;
+        exec.freeze(params.clone()).map_err(CliError::internal)?;
+        Ok(exec)
     };
     let t1 = measure(executor()?.as_mut(), 1, reps)?;
     let batch1 = profile.then(crate::codegen::profile::take);

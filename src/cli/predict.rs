@@ -32,12 +32,11 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let p = &loaded.program;
     let model = pick_model(p, args.model.as_deref(), &args.file)?;
     let normalize = training_data(p, model).and_then(|d| d.normalize.clone());
-    let (mut exec, params) = with_checkpoint(model, &args.checkpoint)?;
-    let param_refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+    let mut exec = with_checkpoint(model, &args.checkpoint)?;
     let inputs = read_inputs(&args.input, args.index).map_err(CliError::user)?;
     let ranked = predict(
         exec.as_mut(),
-        &param_refs,
+        &[],
         &inputs,
         normalize.as_ref(),
         args.top.max(1),
@@ -96,17 +95,16 @@ pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::i
         .and_then(|r| p.data(&r.data))
 }
 
-/// An executor of a model's inference graph, with the parameters it runs on.
-pub type ModelWithParams = (Box<dyn crate::exec::Executor>, Vec<Vec<f32>>);
-
-/// A JIT executor for the model's inference graph and its parameters read from `checkpoint`.
+/// A JIT executor for the model's inference graph, holding its parameters read from
+/// `checkpoint` ([`crate::exec::Executor::freeze`]: runs are passed no parameters).
 pub fn with_checkpoint(
     model: &ModelIr,
     checkpoint: &std::path::Path,
-) -> Result<ModelWithParams, CliError> {
+) -> Result<Box<dyn crate::exec::Executor>, CliError> {
     let params = load_params(checkpoint, &model.graph.params).map_err(CliError::user)?;
-    let exec = train::backend(false, Some(1))
+    let mut exec = train::backend(false, Some(1))
         .forward_executor(&model.graph)
         .map_err(CliError::internal)?;
-    Ok((exec, params))
+    exec.freeze(params).map_err(CliError::internal)?;
+    Ok(exec)
 }

@@ -48,15 +48,14 @@ pub fn run(args: &SampleArgs) -> CliResult {
                 data.name
             ))
         })?;
-    let (mut exec, params) = with_checkpoint(model, &args.checkpoint)?;
-    let param_refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+    let mut exec = with_checkpoint(model, &args.checkpoint)?;
     let opts = SampleOptions {
         prompt: args.prompt.clone(),
         length: args.length,
         temperature: args.temperature,
         seed: args.seed,
     };
-    let text = sample(exec.as_mut(), &param_refs, &vocab, &opts).map_err(CliError::user)?;
+    let text = sample(exec.as_mut(), &[], &vocab, &opts).map_err(CliError::user)?;
     println!("{text}");
     Ok(())
 }

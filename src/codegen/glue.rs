@@ -170,20 +170,29 @@ fn split_by(
     }
 }
 
+/// The first row of a compacted product ([`Sparse::background_row`]) kept from one run to the
+/// next, with the bits of the background it is for: only for a product whose B is fixed
+/// (a parameter the executor owns, [`crate::exec::Executor::freeze`]).
+pub type KeptRow = std::sync::Mutex<Option<(u32, Vec<f32>)>>;
+
 impl MatMulStep {
     /// Runs the product; `after`, when given, is called on each block of C once final, after
     /// the step's own epilogue (an optimizer update fused into a weight gradient). With
     /// `sparse`, a left operand that a sample shows to be mostly one value is compacted
-    /// ([`super::sparse`]) rather than multiplied densely.
+    /// ([`super::sparse`]) rather than multiplied densely; `kept`, given when B does not change
+    /// from one run to the next, holds the compacted product's first row, so that a batch of
+    /// one may be compacted around a background other than 0 (MNIST's −1 once normalized).
     ///
     /// # Safety
     /// The slots must point at buffers of the sizes the node's types give for `batch`.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn run(
         &self,
         t: Table,
         batch: usize,
         threads: usize,
         sparse: bool,
+        kept: Option<&KeptRow>,
         lib: &Lib,
         after: Option<&BlockFn>,
     ) -> Result<(), String> {
@@ -251,8 +260,19 @@ impl MatMulStep {
         };
         let whole_rows = run.is_some_and(|(e, _)| e.whole_rows);
         if sparse && !self.tb && p.fits() && !(whole_rows && Sparse::splits_columns(threads, m)) {
-            if let Some(bg) = p.background(a) {
-                return lib.sparse.product(threads, p, bg, a, b, c, epi);
+            if let Some(bg) = p.background(a, kept.is_some()) {
+                let Some(kept) = kept else {
+                    return lib.sparse.product(threads, p, bg, a, b, c, epi);
+                };
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.as_ref().is_none_or(|(bits, _)| *bits != bg.to_bits()) {
+                    let row = lib.sparse.background_row(threads, p, bg, b)?;
+                    *kept = Some((bg.to_bits(), row));
+                }
+                let row = kept.as_ref().map_or(&[][..], |(_, row)| row);
+                return lib
+                    .sparse
+                    .product_from_row(threads, p, bg, row, a, b, c, epi);
             }
         }
         lib.gemm

@@ -6,7 +6,7 @@
 
 use super::fused_update::FusedUpdates;
 use super::gemm::BlockFn;
-use super::glue::{lib, Lib, Table};
+use super::glue::{lib, KeptRow, Lib, Table};
 use super::kernel::{KernelFn, Listing};
 use super::lower::{ctx_slot, lower, owner, RowSplit, Scratch, Step, Storage};
 use super::profile;
@@ -60,6 +60,11 @@ pub struct Jit {
     fuse: bool,
     /// [`JitOptions::sparse`].
     sparse: bool,
+    /// The parameters [`Executor::freeze`] gave, used by every `run` passed none.
+    frozen: Option<Vec<Vec<f32>>>,
+    /// Per step: whether it is a product whose B is a parameter, and the first row its
+    /// compacted product keeps while the parameters are frozen.
+    kept: Vec<Option<KeptRow>>,
     /// Optimizer updates applied inside the step ([`Executor::fuse_updates`]).
     updates: Option<FusedUpdates>,
     storage: Vec<Storage>,
@@ -151,6 +156,17 @@ impl Jit {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let slots = ctx_slot(g) + 1 + lowered.scratch.len();
+        let kept = lowered
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::MatMul(m) if !m.tb => {
+                    let b = owner(&lowered.storage, m.b);
+                    matches!(lowered.storage[b], Storage::Param(_)).then(KeptRow::default)
+                }
+                _ => None,
+            })
+            .collect();
         let lowered_steps = lowered.steps.len();
         Ok(Jit {
             signature: Signature::of(g),
@@ -161,6 +177,8 @@ impl Jit {
             kernels: lowered.kernels,
             fuse: opts.fuse_updates,
             sparse: opts.sparse,
+            frozen: None,
+            kept,
             updates: None,
             lib,
             caller_slots: (0..lowered.storage.len())
@@ -352,12 +370,15 @@ unsafe fn run_parts(
 
 impl Jit {
     /// Runs every step; with `updates`, the prepared optimizer updates after the steps that
-    /// complete their gradients. Whether those gradients were finite.
+    /// complete their gradients. Whether those gradients were finite. `params` are the frozen
+    /// ones when `frozen`, so products by them may keep what they derive from them.
+    #[allow(clippy::too_many_arguments)]
     fn execute(
         &mut self,
         batch: usize,
         inputs: &[Feed<'_>],
         params: &[&[f32]],
+        frozen: bool,
         ctx: StepCtx,
         mut updates: Option<&mut [Update<'_>]>,
     ) -> Result<bool, ExecError> {
@@ -417,8 +438,17 @@ impl Jit {
                             _ => None,
                         };
                         let hook = hook.as_ref().map(|h| h as &BlockFn);
-                        m.run(table, batch, self.threads, self.sparse, self.lib, hook)
-                            .map_err(ExecError::Other)?
+                        let kept = self.kept[i].as_ref().filter(|_| frozen);
+                        m.run(
+                            table,
+                            batch,
+                            self.threads,
+                            self.sparse,
+                            kept,
+                            self.lib,
+                            hook,
+                        )
+                        .map_err(ExecError::Other)?
                     }
                     Step::Conv(c) => c
                         .run(table, batch, self.threads, self.lib)
@@ -470,7 +500,31 @@ impl Executor for Jit {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError> {
-        self.execute(batch, inputs, params, ctx, None).map(|_| ())
+        let frozen = if params.is_empty() {
+            self.frozen.take()
+        } else {
+            None
+        };
+        let Some(frozen) = frozen else {
+            return self
+                .execute(batch, inputs, params, false, ctx, None)
+                .map(|_| ());
+        };
+        let refs: Vec<&[f32]> = frozen.iter().map(Vec::as_slice).collect();
+        let result = self.execute(batch, inputs, &refs, true, ctx, None);
+        drop(refs);
+        self.frozen = Some(frozen);
+        result.map(|_| ())
+    }
+
+    fn freeze(&mut self, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
+        let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+        self.signature.check_params(&refs)?;
+        for kept in self.kept.iter_mut().flatten() {
+            *kept = KeptRow::default();
+        }
+        self.frozen = Some(params);
+        Ok(())
     }
 
     fn fuse_updates(&mut self, spec: &OptimizerSpec, params: &[usize]) -> Result<bool, ExecError> {
@@ -504,7 +558,7 @@ impl Executor for Jit {
                 "run_updating needs the updates prepared by fuse_updates".into(),
             ));
         }
-        self.execute(batch, inputs, params, ctx, Some(updates))
+        self.execute(batch, inputs, params, false, ctx, Some(updates))
     }
 
     fn output(&self, name: &str) -> Option<&[f32]> {

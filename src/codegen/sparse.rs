@@ -7,7 +7,11 @@
 //! C[r, :] = bg · Σ_e B[e, :]  +  Σ_{e: A[r,e] ≠ bg} (A[r,e] − bg) · B[e, :]
 //! ```
 //!
-//! the first term (`init`, one row for all of C) computed once per product, the second by a
+//! the first term (`init`, one row for all of C, [`Sparse::background_row`]) computed once per
+//! product, or kept from one call to the next where B is fixed (the JIT keeps it for
+//! parameters it holds, [`crate::exec::Executor::freeze`]: only then is a batch of one
+//! compacted around a background other than 0, whose row costs what the dense product does),
+//! the second by a
 //! one-row f32x4 kernel whose accumulators stay in registers over the list, by blocks of B's
 //! rows that stay in L1 while every row of C passes over them: a fifth of the multiply-adds of
 //! the dense product for MNIST's first layer and its weight gradient, which `op(A) = Xᵀ` turns
@@ -553,14 +557,15 @@ impl Problem {
 
     /// The background to compact `a` (this product's A) around, if it pays ([`background`]):
     /// one other than 0 costs a dense row of the product (`bg · Σ_e B[e, :]`), too much for
-    /// fewer than [`MIN_ROWS_OFF_ZERO`] rows.
-    pub fn background(&self, a: &[f32]) -> Option<f32> {
+    /// fewer than [`MIN_ROWS_OFF_ZERO`] rows unless `row_kept`: the caller keeps that row
+    /// from one call to the next (B is fixed, see [`Sparse::background_row`]).
+    pub fn background(&self, a: &[f32], row_kept: bool) -> Option<f32> {
         let max_density = if self.m < FEW_ROWS {
             MAX_DENSITY_FEW_ROWS
         } else {
             MAX_DENSITY
         };
-        background(a, self.m < MIN_ROWS_OFF_ZERO, max_density)
+        background(a, self.m < MIN_ROWS_OFF_ZERO && !row_kept, max_density)
     }
 }
 
@@ -684,63 +689,110 @@ impl Sparse {
         c: &mut [f32],
         epi: Option<&BlockFn>,
     ) -> Result<(), String> {
-        let Problem { m, n, k, .. } = p;
-        if !p.fits() || a.len() < m * k || b.len() < k * n || c.len() < m * n {
+        let row = self.background_row(threads, p, bg, b)?;
+        self.product_from_row(threads, p, bg, &row, a, b, c, epi)
+    }
+
+    /// The first term of [`Sparse::product`], `bg · Σ_e B[e, :]` (the `n` floats every row of
+    /// C starts from), computed as the kernel computes any row: the same for a given `bg` and
+    /// B whatever the threads, so a caller whose B does not change may keep it
+    /// ([`Sparse::product_from_row`]).
+    pub fn background_row(
+        &self,
+        threads: usize,
+        p: Problem,
+        bg: f32,
+        b: &[f32],
+    ) -> Result<Vec<f32>, String> {
+        let Problem { n, k, .. } = p;
+        if !p.fits() || b.len() < k * n {
             return Err(format!(
-                "sparse product {m}×{k}·{k}×{n}: operands of {}, {}, {} elements",
-                a.len(),
-                b.len(),
-                c.len()
+                "sparse product by {k}×{n}: B of {} elements",
+                b.len()
             ));
         }
-        let min_macs = if Self::splits_columns(threads, m) {
-            PAR_MIN_FLOPS_FEW_ROWS / 8
-        } else {
-            PAR_MIN_MACS
-        };
-        let threads = if m * n * k / 4 < min_macs {
-            1
-        } else {
-            threads.max(1)
-        };
-        // bg · Σ_e B[e, :]: the same kernel on one row of k entries all equal to bg, its
-        // columns split between the threads.
         let mut init = vec![0.0f32; n];
-        if bg != 0.0 {
-            let row = vec![bg; k];
-            let sum = Problem {
-                ta: false,
-                m: 1,
-                n,
-                k,
-            };
-            let zeros = vec![0.0f32; n];
-            let out = SendPtr(init.as_mut_ptr());
-            let chunk = n.div_ceil(threads).div_ceil(32) * 32;
-            super::workers::run(n.div_ceil(chunk), &|t| {
-                let cols = t * chunk..n.min((t + 1) * chunk);
-                // SAFETY: one row of k entries, B as given, disjoint columns of init.
-                unsafe { self.block(&sum, 0.0, &row, b, &zeros, out, 0..1, cols, None) };
-            });
+        if bg == 0.0 {
+            return Ok(init);
         }
+        // The kernel on one row of k entries all equal to bg, its columns split between the
+        // threads.
+        let threads = self.threads_for(threads, 1, n, k);
+        let row = vec![bg; k];
+        let sum = Problem {
+            ta: false,
+            m: 1,
+            n,
+            k,
+        };
+        let zeros = vec![0.0f32; n];
+        let out = SendPtr(init.as_mut_ptr());
+        let chunk = n.div_ceil(threads).div_ceil(32) * 32;
+        super::workers::run(n.div_ceil(chunk), &|t| {
+            let cols = t * chunk..n.min((t + 1) * chunk);
+            // SAFETY: one row of k entries, B as given, disjoint columns of init.
+            unsafe { self.block(&sum, 0.0, &row, b, &zeros, out, 0..1, cols, None) };
+        });
+        Ok(init)
+    }
+
+    /// [`Sparse::product`] from its first term `row` ([`Sparse::background_row`] of the same
+    /// `bg` and B).
+    #[allow(clippy::too_many_arguments)]
+    pub fn product_from_row(
+        &self,
+        threads: usize,
+        p: Problem,
+        bg: f32,
+        row: &[f32],
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        epi: Option<&BlockFn>,
+    ) -> Result<(), String> {
+        let Problem { m, n, k, .. } = p;
+        if !p.fits() || a.len() < m * k || b.len() < k * n || c.len() < m * n || row.len() < n {
+            return Err(format!(
+                "sparse product {m}×{k}·{k}×{n}: operands of {}, {}, {} elements, first row of {}",
+                a.len(),
+                b.len(),
+                c.len(),
+                row.len()
+            ));
+        }
+        let threads = self.threads_for(threads, m, n, k);
         let c_ptr = SendPtr(c.as_mut_ptr());
-        let init = &init[..];
         if Self::splits_columns(threads, m) {
             let chunk = n.div_ceil(threads).div_ceil(32) * 32;
             super::workers::run(n.div_ceil(chunk), &|t| {
                 let cols = t * chunk..n.min((t + 1) * chunk);
                 // SAFETY: disjoint column blocks of C.
-                unsafe { self.block(&p, bg, a, b, init, c_ptr, 0..m, cols, epi) };
+                unsafe { self.block(&p, bg, a, b, row, c_ptr, 0..m, cols, epi) };
             });
         } else {
             let chunk = m.div_ceil(threads);
             super::workers::run(m.div_ceil(chunk), &|t| {
                 let rows = t * chunk..m.min((t + 1) * chunk);
                 // SAFETY: disjoint row blocks of C.
-                unsafe { self.block(&p, bg, a, b, init, c_ptr, rows, 0..n, epi) };
+                unsafe { self.block(&p, bg, a, b, row, c_ptr, rows, 0..n, epi) };
             });
         }
         Ok(())
+    }
+
+    /// The tasks an `m×k·k×n` product is split into: one below [`PAR_MIN_MACS`] (from
+    /// [`PAR_MIN_FLOPS_FEW_ROWS`] when it splits by columns), else `threads`.
+    fn threads_for(&self, threads: usize, m: usize, n: usize, k: usize) -> usize {
+        let min_macs = if Self::splits_columns(threads, m) {
+            PAR_MIN_FLOPS_FEW_ROWS / 8
+        } else {
+            PAR_MIN_MACS
+        };
+        if m * n * k / 4 < min_macs {
+            1
+        } else {
+            threads.max(1)
+        }
     }
 
     /// Whether [`Sparse::product`] splits C by columns (fewer rows than threads).
@@ -845,26 +897,89 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_background_row_gives_the_bits_of_a_product_that_computes_it() {
+        let s = Sparse::new().unwrap();
+        for (seed, (m, n, k)) in [(1, 128, 784), (3, 45, 100), (64, 128, 784)]
+            .into_iter()
+            .enumerate()
+        {
+            let p = Problem { ta: false, m, n, k };
+            let b = sparse(k * n, 1.0, 0.0, 200 + seed as u64);
+            for bg in [-1.0f32, 0.5, 0.0] {
+                let a = sparse(m * k, 0.2, bg, 300 + seed as u64);
+                let mut want = vec![0.0f32; m * n];
+                s.product(2, p, bg, &a, &b, &mut want, None).unwrap();
+                let row = s.background_row(1, p, bg, &b).unwrap();
+                for threads in [1, 2] {
+                    let mut got = vec![f32::NAN; m * n];
+                    s.product_from_row(threads, p, bg, &row, &a, &b, &mut got, None)
+                        .unwrap();
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{p:?} bg {bg} threads {threads}"
+                    );
+                }
+            }
+        }
+        let p = Problem {
+            ta: false,
+            m: 1,
+            n: 8,
+            k: 64,
+        };
+        let short = s.product_from_row(
+            1,
+            p,
+            -1.0,
+            &[0.0; 7],
+            &[0.0; 64],
+            &[0.0; 512],
+            &mut [0.0; 8],
+            None,
+        );
+        assert!(short.is_err());
+    }
+
+    #[test]
     fn the_background_is_found_only_in_sparse_matrices() {
-        assert_eq!(background(&sparse(4096, 0.2, 0.0, 1), false, MAX_DENSITY), Some(0.0));
-        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2), false, MAX_DENSITY), Some(-1.0));
-        assert_eq!(background(&sparse(4096, 0.2, -1.0, 2), true, MAX_DENSITY), None);
-        assert_eq!(background(&sparse(4096, 0.6, 0.0, 3), false, MAX_DENSITY), None);
+        assert_eq!(
+            background(&sparse(4096, 0.2, 0.0, 1), false, MAX_DENSITY),
+            Some(0.0)
+        );
+        assert_eq!(
+            background(&sparse(4096, 0.2, -1.0, 2), false, MAX_DENSITY),
+            Some(-1.0)
+        );
+        assert_eq!(
+            background(&sparse(4096, 0.2, -1.0, 2), true, MAX_DENSITY),
+            None
+        );
+        assert_eq!(
+            background(&sparse(4096, 0.6, 0.0, 3), false, MAX_DENSITY),
+            None
+        );
         assert_eq!(background(&[f32::NAN; 64], false, MAX_DENSITY), None);
         assert_eq!(background(&[], false, MAX_DENSITY), None);
-        // A batch-1 product compacts only around 0.
+        // A batch-1 product compacts only around 0 ...
         let one = Problem {
             ta: false,
             m: 1,
             n: 8,
             k: 784,
         };
-        assert_eq!(one.background(&sparse(784, 0.2, -1.0, 4)), None);
-        assert_eq!(one.background(&sparse(784, 0.2, 0.0, 5)), Some(0.0));
+        assert_eq!(one.background(&sparse(784, 0.2, -1.0, 4), false), None);
+        assert_eq!(one.background(&sparse(784, 0.2, 0.0, 5), false), Some(0.0));
+        // ... unless the caller keeps the background's row of the product.
+        assert_eq!(one.background(&sparse(784, 0.2, -1.0, 4), true), Some(-1.0));
         // ... and up to a higher density than a batch does (a ReLU's output).
-        assert_eq!(one.background(&sparse(784, 0.55, 0.0, 6)), Some(0.0));
-        assert_eq!(one.background(&sparse(784, 0.8, 0.0, 7)), None);
+        assert_eq!(one.background(&sparse(784, 0.55, 0.0, 6), false), Some(0.0));
+        assert_eq!(one.background(&sparse(784, 0.8, 0.0, 7), false), None);
         let batch = Problem { m: 8, ..one };
-        assert_eq!(batch.background(&sparse(8 * 784, 0.55, 0.0, 8)), None);
+        assert_eq!(
+            batch.background(&sparse(8 * 784, 0.55, 0.0, 8), false),
+            None
+        );
     }
 }

@@ -9,6 +9,8 @@ pub struct Interpreter {
     signature: Signature,
     /// Every node's value after the last run.
     values: Vec<Vec<f32>>,
+    /// The parameters [`Executor::freeze`] gave, used by every `run` passed none.
+    frozen: Option<Vec<Vec<f32>>>,
 }
 
 impl Interpreter {
@@ -17,6 +19,7 @@ impl Interpreter {
             signature: Signature::of(&graph),
             graph,
             values: Vec::new(),
+            frozen: None,
         }
     }
 }
@@ -33,6 +36,14 @@ impl Executor for Interpreter {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError> {
+        let frozen: Vec<&[f32]>;
+        let params = match &self.frozen {
+            Some(p) if params.is_empty() => {
+                frozen = p.iter().map(Vec::as_slice).collect();
+                &frozen[..]
+            }
+            _ => params,
+        };
         self.signature.check(batch, inputs, params)?;
         let ins: Vec<Vec<f64>> = inputs
             .iter()
@@ -50,6 +61,13 @@ impl Executor for Interpreter {
             .iter()
             .map(|v| v.iter().map(|&x| x as f32).collect())
             .collect();
+        Ok(())
+    }
+
+    fn freeze(&mut self, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
+        let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+        self.signature.check_params(&refs)?;
+        self.frozen = Some(params);
         Ok(())
     }
 
