@@ -70,7 +70,7 @@ pub trait Executor {
     /// the JIT keeps the first row of each batch-1 product compacted around a background other
     /// than 0 (`codegen::sparse`), which would otherwise cost a dense product per call. A `run`
     /// passed parameters still runs on those. An executor that cannot hold them says so.
-    fn freeze(&mut self, _params: Vec<Vec<f32>>) -> Result<(), ExecError> {
+    fn hold_params(&mut self, _params: Vec<Vec<f32>>) -> Result<(), ExecError> {
         Err(ExecError::Other(
             "this executor does not hold parameters: pass them to each run".into(),
         ))

@@ -2201,14 +2201,14 @@ fn max_pool_2x2_stride_2() {
     }
 }
 
-/// Parameters handed to the executor once ([`Executor::freeze`]) give what the same parameters
+/// Parameters handed to the executor once ([`Executor::hold_params`]) give what the same parameters
 /// passed to every run give: the MLP at batch 1 and 3 on mostly-background inputs, where the
 /// JIT keeps each product's background row from one run to the next (and must recompute it
 /// when the background changes: −1, then −0.5, then 0), against the interpreter; the
-/// interpreter frozen against itself, bit for bit; and a run passed parameters after `freeze`
+/// interpreter holding them against itself, bit for bit; and a run passed parameters after `hold_params`
 /// runs on those.
 #[test]
-fn frozen_parameters_give_the_results_of_parameters_passed_to_each_run() {
+fn held_parameters_give_the_results_of_parameters_passed_to_each_run() {
     for optimized in [false, true] {
         let mut g = mlp_of(200);
         expose_all(&mut g);
@@ -2219,10 +2219,10 @@ fn frozen_parameters_give_the_results_of_parameters_passed_to_each_run() {
             let weights = draw(&g, &[Gen::U(-1.0, 1.0), Gen::Int(0, 5)], batch, &mut Rng(9));
             let params: Vec<&[f32]> = weights.params.iter().map(Vec::as_slice).collect();
             let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
-            jit.freeze(weights.params.clone()).unwrap();
+            jit.hold_params(weights.params.clone()).unwrap();
             let mut interp = interp::Interpreter::new(g.clone());
-            let mut frozen_interp = interp::Interpreter::new(g.clone());
-            frozen_interp.freeze(weights.params.clone()).unwrap();
+            let mut held_interp = interp::Interpreter::new(g.clone());
+            held_interp.hold_params(weights.params.clone()).unwrap();
             for (round, bg) in [-1.0f32, -0.5, 0.0, -1.0].into_iter().enumerate() {
                 let x = Gen::Sparse { bg, density: 0.2 };
                 let mut rng = Rng(500 + round as u64);
@@ -2230,7 +2230,7 @@ fn frozen_parameters_give_the_results_of_parameters_passed_to_each_run() {
                 let ctx = StepCtx::default();
                 jit.run(batch, &feeds(&g, &d), &[], ctx).unwrap();
                 interp.run(batch, &feeds(&g, &d), &params, ctx).unwrap();
-                frozen_interp.run(batch, &feeds(&g, &d), &[], ctx).unwrap();
+                held_interp.run(batch, &feeds(&g, &d), &[], ctx).unwrap();
                 for o in &g.outputs {
                     let (got, want) = (
                         jit.output(&o.name).unwrap(),
@@ -2239,26 +2239,26 @@ fn frozen_parameters_give_the_results_of_parameters_passed_to_each_run() {
                     for (k, (a, b)) in got.iter().zip(want).enumerate() {
                         assert!(
                             (a - b).abs() <= TOL as f32 * (1.0 + b.abs()),
-                            "batch {batch}, background {bg}: {} element {k}: frozen jit {a}, interp {b}",
+                            "batch {batch}, background {bg}: {} element {k}: jit holding them {a}, interp {b}",
                             o.name
                         );
                     }
-                    let same = frozen_interp.output(&o.name).unwrap();
+                    let same = held_interp.output(&o.name).unwrap();
                     assert!(
                         same.iter()
                             .zip(want)
                             .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "the frozen interpreter's {} differs",
+                        "the interpreter holding them: {} differs",
                         o.name
                     );
                 }
             }
-            // Parameters passed to a run win over the frozen ones: all zero, every class is
+            // Parameters passed to a run win over the held ones: all zero, every class is
             // equally likely, a loss of ln 5.
             let zeros: Vec<Vec<f32>> = weights.params.iter().map(|p| vec![0.0; p.len()]).collect();
             let zero_refs: Vec<&[f32]> = zeros.iter().map(Vec::as_slice).collect();
             let d = draw(&g, &[Gen::U(-1.0, 1.0), Gen::Int(0, 5)], batch, &mut Rng(3));
-            for exec in [&mut jit as &mut dyn Executor, &mut frozen_interp] {
+            for exec in [&mut jit as &mut dyn Executor, &mut held_interp] {
                 exec.run(batch, &feeds(&g, &d), &zero_refs, StepCtx::default())
                     .unwrap();
                 let loss = exec.output("loss").unwrap()[0];
@@ -2269,6 +2269,6 @@ fn frozen_parameters_give_the_results_of_parameters_passed_to_each_run() {
     // Parameters of the wrong sizes are refused.
     let g = mlp_of(20);
     let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
-    assert!(jit.freeze(vec![vec![0.0; 3]; 4]).is_err());
-    assert!(interp::Interpreter::new(g).freeze(vec![]).is_err());
+    assert!(jit.hold_params(vec![vec![0.0; 3]; 4]).is_err());
+    assert!(interp::Interpreter::new(g).hold_params(vec![]).is_err());
 }

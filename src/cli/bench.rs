@@ -241,7 +241,8 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
         let mut exec = train::backend(false, Some(threads))
             .forward_executor(g)
             .map_err(CliError::internal)?;
-        exec.freeze(params.clone()).map_err(CliError::internal)?;
+        exec.hold_params(params.clone())
+            .map_err(CliError::internal)?;
         Ok(exec)
     };
     let t1 = measure(executor()?.as_mut(), 1, reps)?;

@@ -96,7 +96,7 @@ pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::i
 }
 
 /// A JIT executor for the model's inference graph, holding its parameters read from
-/// `checkpoint` ([`crate::exec::Executor::freeze`]: runs are passed no parameters).
+/// `checkpoint` ([`crate::exec::Executor::hold_params`]: runs are passed no parameters).
 pub fn with_checkpoint(
     model: &ModelIr,
     checkpoint: &std::path::Path,
@@ -105,6 +105,6 @@ pub fn with_checkpoint(
     let mut exec = train::backend(false, Some(1))
         .forward_executor(&model.graph)
         .map_err(CliError::internal)?;
-    exec.freeze(params).map_err(CliError::internal)?;
+    exec.hold_params(params).map_err(CliError::internal)?;
     Ok(exec)
 }

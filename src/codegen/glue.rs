@@ -172,7 +172,7 @@ fn split_by(
 
 /// The first row of a compacted product ([`Sparse::background_row`]) kept from one run to the
 /// next, with the bits of the background it is for: only for a product whose B is fixed
-/// (a parameter the executor owns, [`crate::exec::Executor::freeze`]).
+/// (a parameter the executor owns, [`crate::exec::Executor::hold_params`]).
 pub type KeptRow = std::sync::Mutex<Option<(u32, Vec<f32>)>>;
 
 impl MatMulStep {

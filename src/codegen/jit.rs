@@ -60,10 +60,10 @@ pub struct Jit {
     fuse: bool,
     /// [`JitOptions::sparse`].
     sparse: bool,
-    /// The parameters [`Executor::freeze`] gave, used by every `run` passed none.
-    frozen: Option<Vec<Vec<f32>>>,
+    /// The parameters [`Executor::hold_params`] gave, used by every `run` passed none.
+    held: Option<Vec<Vec<f32>>>,
     /// Per step: whether it is a product whose B is a parameter, and the first row its
-    /// compacted product keeps while the parameters are frozen.
+    /// compacted product keeps while it holds the parameters.
     kept: Vec<Option<KeptRow>>,
     /// Optimizer updates applied inside the step ([`Executor::fuse_updates`]).
     updates: Option<FusedUpdates>,
@@ -177,7 +177,7 @@ impl Jit {
             kernels: lowered.kernels,
             fuse: opts.fuse_updates,
             sparse: opts.sparse,
-            frozen: None,
+            held: None,
             kept,
             updates: None,
             lib,
@@ -370,15 +370,15 @@ unsafe fn run_parts(
 
 impl Jit {
     /// Runs every step; with `updates`, the prepared optimizer updates after the steps that
-    /// complete their gradients. Whether those gradients were finite. `params` are the frozen
-    /// ones when `frozen`, so products by them may keep what they derive from them.
+    /// complete their gradients. Whether those gradients were finite. `params` are the held
+    /// ones when `held`, so products by them may keep what they derive from them.
     #[allow(clippy::too_many_arguments)]
     fn execute(
         &mut self,
         batch: usize,
         inputs: &[Feed<'_>],
         params: &[&[f32]],
-        frozen: bool,
+        held: bool,
         ctx: StepCtx,
         mut updates: Option<&mut [Update<'_>]>,
     ) -> Result<bool, ExecError> {
@@ -438,7 +438,7 @@ impl Jit {
                             _ => None,
                         };
                         let hook = hook.as_ref().map(|h| h as &BlockFn);
-                        let kept = self.kept[i].as_ref().filter(|_| frozen);
+                        let kept = self.kept[i].as_ref().filter(|_| held);
                         m.run(
                             table,
                             batch,
@@ -500,30 +500,30 @@ impl Executor for Jit {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError> {
-        let frozen = if params.is_empty() {
-            self.frozen.take()
+        let held = if params.is_empty() {
+            self.held.take()
         } else {
             None
         };
-        let Some(frozen) = frozen else {
+        let Some(held) = held else {
             return self
                 .execute(batch, inputs, params, false, ctx, None)
                 .map(|_| ());
         };
-        let refs: Vec<&[f32]> = frozen.iter().map(Vec::as_slice).collect();
+        let refs: Vec<&[f32]> = held.iter().map(Vec::as_slice).collect();
         let result = self.execute(batch, inputs, &refs, true, ctx, None);
         drop(refs);
-        self.frozen = Some(frozen);
+        self.held = Some(held);
         result.map(|_| ())
     }
 
-    fn freeze(&mut self, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
+    fn hold_params(&mut self, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
         let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
         self.signature.check_params(&refs)?;
         for kept in self.kept.iter_mut().flatten() {
             *kept = KeptRow::default();
         }
-        self.frozen = Some(params);
+        self.held = Some(params);
         Ok(())
     }
 

@@ -8,15 +8,16 @@
 //! ```
 //!
 //! the first term (`init`, one row for all of C, [`Sparse::background_row`]) computed once per
-//! product, or kept from one call to the next where B is fixed (the JIT keeps it for
-//! parameters it holds, [`crate::exec::Executor::freeze`]: only then is a batch of one
-//! compacted around a background other than 0, whose row costs what the dense product does),
-//! the second by a
-//! one-row f32x4 kernel whose accumulators stay in registers over the list, by blocks of B's
-//! rows that stay in L1 while every row of C passes over them: a fifth of the multiply-adds of
-//! the dense product for MNIST's first layer and its weight gradient, which `op(A) = Xᵀ` turns
-//! into the same shape. Whether a product is sparse enough is decided per call from a sample
-//! of A ([`background`]); otherwise the dense GEMM runs.
+//! product, the second by a one-row f32x4 kernel whose accumulators stay in registers over the
+//! list, by blocks of B's rows that stay in L1 while every row of C passes over them: a fifth
+//! of the multiply-adds of the dense product for MNIST's first layer and its weight gradient,
+//! which `op(A) = Xᵀ` turns into the same shape. Whether a product is sparse enough is decided
+//! per call from a sample of A ([`background`]); otherwise the dense GEMM runs.
+//!
+//! The first term costs what a dense product of one row does. Where B does not change from one
+//! call to the next (parameters the JIT holds, [`crate::exec::Executor::hold_params`]) it is
+//! kept ([`Sparse::product_from_row`]); only then is a batch of one compacted around a
+//! background other than 0.
 //!
 //! An entry equal to the background is skipped even where B holds an infinity or a NaN (which
 //! a dense product would spread as `0 · ∞ = NaN`); a non-finite entry of A is always kept.

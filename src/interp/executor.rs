@@ -9,8 +9,8 @@ pub struct Interpreter {
     signature: Signature,
     /// Every node's value after the last run.
     values: Vec<Vec<f32>>,
-    /// The parameters [`Executor::freeze`] gave, used by every `run` passed none.
-    frozen: Option<Vec<Vec<f32>>>,
+    /// The parameters [`Executor::hold_params`] gave, used by every `run` passed none.
+    held: Option<Vec<Vec<f32>>>,
 }
 
 impl Interpreter {
@@ -19,7 +19,7 @@ impl Interpreter {
             signature: Signature::of(&graph),
             graph,
             values: Vec::new(),
-            frozen: None,
+            held: None,
         }
     }
 }
@@ -36,11 +36,11 @@ impl Executor for Interpreter {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError> {
-        let frozen: Vec<&[f32]>;
-        let params = match &self.frozen {
+        let held: Vec<&[f32]>;
+        let params = match &self.held {
             Some(p) if params.is_empty() => {
-                frozen = p.iter().map(Vec::as_slice).collect();
-                &frozen[..]
+                held = p.iter().map(Vec::as_slice).collect();
+                &held[..]
             }
             _ => params,
         };
@@ -64,10 +64,10 @@ impl Executor for Interpreter {
         Ok(())
     }
 
-    fn freeze(&mut self, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
+    fn hold_params(&mut self, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
         let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
         self.signature.check_params(&refs)?;
-        self.frozen = Some(params);
+        self.held = Some(params);
         Ok(())
     }
 

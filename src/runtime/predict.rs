@@ -217,7 +217,7 @@ pub fn top_k(logits: &[f32], k: usize) -> TopK {
 /// Runs the model (`exec` runs its inference graph, output `output`) on every sample, after
 /// `normalize`, and returns each sample's top `k` classes. A sequence output (several rows per
 /// sample) is ranked on its last row. `params` as [`Executor::run`] takes them (none when
-/// `exec` holds them, [`Executor::freeze`]).
+/// `exec` holds them, [`Executor::hold_params`]).
 pub fn predict(
     exec: &mut dyn Executor,
     params: &[&[f32]],

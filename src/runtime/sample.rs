@@ -47,7 +47,7 @@ pub fn draw(logits: &[f32], temperature: f32, rng: &mut Rng) -> usize {
 /// The prompt followed by `length` generated characters. The model (`exec` runs its inference
 /// graph) sees the last `T` characters; a shorter context is padded after its end, which a causal
 /// model ignores at the positions read. `params` as [`Executor::run`] takes them (none when
-/// `exec` holds them, [`Executor::freeze`]).
+/// `exec` holds them, [`Executor::hold_params`]).
 pub fn sample(
     exec: &mut dyn Executor,
     params: &[&[f32]],
