@@ -147,7 +147,8 @@ fn loss_scale(kb: &mut Kb, l: &LossEpilogue, ty: &Type) -> Value {
     };
     let dl = kb.b.ins().f32const(l.dl());
     let nf = kb.b.ins().fcvt_from_uint(types::F32, n);
-    kb.b.ins().fdiv(dl, nf)
+    let scale = kb.b.ins().fdiv(dl, nf);
+    kb.materialize(scale)
 }
 
 /// A small product ([`super::small_matmul`]) of shape `(m, n, k)` from slots `ab` into slot

@@ -6,7 +6,10 @@
 //! graph value (and per scratch buffer); a kernel knows at compile time which slots it reads and
 //! writes, and every dimension except the batch size is a compile-time constant.
 
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Type as ClifType, Value};
+use cranelift_codegen::ir::{
+    types, AbiParam, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type as ClifType,
+    Value,
+};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
@@ -401,6 +404,21 @@ impl Kb<'_> {
             .push(cranelift_codegen::ir::ConstantData::from(bytes));
         let r = self.b.ins().shuffle(ab, bb, mask);
         self.reinterpret(F32X4, r)
+    }
+
+    /// `v` (an f32) computed here, where the code stands, rather than where it is used.
+    /// Cranelift's e-graph pass elaborates a pure value at its use, and hoists it out of a
+    /// loop only when its operands are defined outside; constants are rematerialized at each
+    /// use, so `1 / s` or `dl / n` stayed in the innermost loop and cost a division (and an
+    /// integer conversion) per f32x4. A store to a stack slot and a load back are not moved.
+    pub fn materialize(&mut self, v: Value) -> Value {
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            4,
+            2,
+        ));
+        self.b.ins().stack_store(I64, v, slot, 0);
+        self.b.ins().stack_load(I64, F32, slot, 0)
     }
 
     /// A fresh variable of type `ty` holding `init`.

@@ -105,7 +105,8 @@ fn softmax_at(kb: &mut Kb, p: Value, i: Value, lane: types::Type, mx: Value, inv
 
 fn recip(kb: &mut Kb, s: Value) -> Value {
     let one = kb.b.ins().f32const(1.0);
-    kb.b.ins().fdiv(one, s)
+    let r = kb.b.ins().fdiv(one, s);
+    kb.materialize(r)
 }
 
 /// Loads label `r` (i32) as an i64 clamped into `0..c` (the executor rejects bad labels first).
@@ -272,6 +273,7 @@ pub fn loss_grad(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     let dlv = kb.ld(types::F32, dl, zero);
     let rf = kb.b.ins().fcvt_from_uint(types::F32, r);
     let scale = kb.b.ins().fdiv(dlv, rf);
+    let scale = kb.materialize(scale);
     kb.for_range(zero, r, |kb, row| {
         let base = kb.b.ins().imul_imm_s(row, c as i64);
         match op {
