@@ -412,11 +412,9 @@ impl Kb<'_> {
     /// use, so `1 / s` or `dl / n` stayed in the innermost loop and cost a division (and an
     /// integer conversion) per f32x4. A store to a stack slot and a load back are not moved.
     pub fn materialize(&mut self, v: Value) -> Value {
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            4,
-            2,
-        ));
+        let slot =
+            self.b
+                .create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 4, 2));
         self.b.ins().stack_store(I64, v, slot, 0);
         self.b.ins().stack_load(I64, F32, slot, 0)
     }

@@ -21,7 +21,7 @@ fn clamp(kb: &mut Kb, p: Value, lane: types::Type) -> Value {
     kb.b.ins().fmin(p, hi)
 }
 
-/// `Mse`, `Bce` (`ins` = [a, b]) and `SumSquares` (`ins` = [x]): a scalar, summed in f64 in a
+/// `Mse`, `Bce` (`ins = [a, b]`) and `SumSquares` (`ins = [x]`): a scalar, summed in f64 in a
 /// fixed order. `Mse` and `SumSquares` square f32x4 groups of differences (or values) in two
 /// f64x2 halves ([`sum_squares`]); `Bce`, which needs a logarithm per element, is summed by
 /// [`sum_scalar`].

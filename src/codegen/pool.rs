@@ -111,7 +111,7 @@ pub struct PoolEpi {
     pub aux: usize,
 }
 
-/// `MaxPool` (`grad = false`: `ins` = [x]) or `MaxPoolGrad` (`ins` = [x, dy], routing each dy to
+/// `MaxPool` (`grad = false`: `ins = [x]`) or `MaxPoolGrad` (`ins = [x, dy]`, routing each dy to
 /// the first maximum of its window, then `epi`). `x`/`y` are the input and pooled types.
 #[allow(clippy::too_many_arguments)]
 pub fn max_pool(
@@ -412,7 +412,7 @@ fn tail_window_grad(
     }
 }
 
-/// `AvgPool` (`grad = false`: `ins` = [x]) or `AvgPoolGrad` (`ins` = [dy]): padding counts as
+/// `AvgPool` (`grad = false`: `ins = [x]`) or `AvgPoolGrad` (`ins = [dy]`): padding counts as
 /// zeros in the k·k divisor. `x`/`y` are the image and pooled types.
 pub fn avg_pool(
     kb: &mut Kb,

@@ -64,7 +64,7 @@ fn for_each_tap(
     }
 }
 
-/// y[b,o,i,j] = Σ_{c,ki,kj} x[b,c,i·s−p+ki, j·s−p+kj] · w[o,c,ki,kj].
+/// `y[b,o,i,j] = Σ_{c,ki,kj} x[b,c,i·s−p+ki, j·s−p+kj] · w[o,c,ki,kj]`.
 ///
 /// The same taps as [`for_each_tap`], written row by row: the forward convolution is what
 /// gradient checks evaluate thousands of times.
@@ -122,7 +122,7 @@ fn check_conv_output(w: &Window, xs: &[usize], ys: &[usize]) -> Result<(), Strin
     Ok(())
 }
 
-/// dx[b,c,r,col] = Σ dy[b,o,i,j] · w[o,c,ki,kj] over the windows that saw (r, col).
+/// `dx[b,c,r,col] = Σ dy[b,o,i,j] · w[o,c,ki,kj]` over the windows that saw (r, col).
 pub fn conv2d_grad_input(
     w: &Window,
     dy: &[f64],
@@ -142,7 +142,7 @@ pub fn conv2d_grad_input(
     Ok(dx)
 }
 
-/// dw[o,c,ki,kj] = Σ_{b,i,j} x[b,c,i·s−p+ki, j·s−p+kj] · dy[b,o,i,j].
+/// `dw[o,c,ki,kj] = Σ_{b,i,j} x[b,c,i·s−p+ki, j·s−p+kj] · dy[b,o,i,j]`.
 pub fn conv2d_grad_weight(
     w: &Window,
     x: &[f64],

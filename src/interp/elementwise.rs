@@ -14,7 +14,7 @@ pub fn unary_fn(op: UnaryOp, x: f64) -> f64 {
 }
 
 /// The derivative of `op` expressed in terms of its forward *output* `y` (what the recurrent
-/// gradient has at hand): tanh 1−y², sigmoid y(1−y), exp y, relu [y>0], neg −1, log e^(−y).
+/// gradient has at hand): tanh 1−y², sigmoid y(1−y), exp y, relu `[y > 0]`, neg −1, log e^(−y).
 pub fn derivative_from_output(op: UnaryOp, y: f64) -> f64 {
     match op {
         UnaryOp::Neg => -1.0,

@@ -23,7 +23,7 @@ fn rows(x: &[f64], c: usize) -> f64 {
     (x.len() / c.max(1)) as f64
 }
 
-/// mean over rows of −log softmax(logits)[label].
+/// mean over rows of `−log softmax(logits)[label]`.
 pub fn cross_entropy(logits: &[f64], lab: &[f64], c: usize) -> Result<f64, String> {
     let lab = labels(lab, c)?;
     let ls = log_softmax(logits, c);

@@ -22,7 +22,7 @@ fn row(v: f64, rows: usize) -> Result<usize, String> {
     Ok(id as usize)
 }
 
-/// out[i, :] = w[ids[i], :]; an id outside the table is an error.
+/// `out[i, :] = w[ids[i], :]`; an id outside the table is an error.
 pub fn embedding(ids: &[f64], w: &[f64], ws: &[usize]) -> Result<Vec<f64>, String> {
     let (v, e) = (ws[0], ws[1]);
     let mut out = Vec::with_capacity(ids.len() * e);
@@ -33,7 +33,7 @@ pub fn embedding(ids: &[f64], w: &[f64], ws: &[usize]) -> Result<Vec<f64>, Strin
     Ok(out)
 }
 
-/// dw[ids[i], :] += dy[i, :]; `ws` (the node's type) gives `[V, E]`.
+/// `dw[ids[i], :] += dy[i, :]`; `ws` (the node's type) gives `[V, E]`.
 pub fn embedding_grad(ids: &[f64], dy: &[f64], ws: &[usize]) -> Result<Vec<f64>, String> {
     if ws.len() != 2 || dy.len() != ids.len() * ws[1] {
         return Err(format!(

@@ -9,7 +9,7 @@
 //! (`encoder.dense1.weight`), shape, initializer and whether it is frozen. A `Param` node reads one.
 //!
 //! The same IR carries the forward graph, the loss, and (after `crate::autodiff`) the backward
-//! graph; later passes (`crate::opt`) rewrite it into fused ops. Printing: [`print`]; checking the
+//! graph; later passes (`crate::opt`) rewrite it into fused ops. Printing: [`mod@print`]; checking the
 //! invariants: [`verify`].
 
 pub mod print;
@@ -535,7 +535,7 @@ pub enum Op {
     LogSoftmaxGrad,
 
     // ----- losses: all reduce to a scalar f32[]
-    /// `[logits: B…×C, labels: i32 B…] -> f32[]`: mean over rows of −log softmax(logits)[label].
+    /// `[logits: B…×C, labels: i32 B…] -> f32[]`: mean over rows of −log softmax(logits)\[label\].
     CrossEntropy,
     /// `[logits, labels, dl: f32[]] -> dlogits` = (softmax − onehot)·dl/R.
     CrossEntropyGrad,

@@ -18,7 +18,7 @@
 //! threads, and summing it in the one fixed order of the separate kernel keeps it bit-identical
 //! for any thread count. The gradient is elementwise (mean squared error) or a function of one
 //! row (cross-entropy, whose softmax needs the row's maximum and sum: the code generator hands
-//! such an epilogue whole rows, see [`crate::codegen::glue::MatMulStep`]), so it is computed by
+//! such an epilogue whole rows, see `codegen::glue::MatMulStep`), so it is computed by
 //! the same f32 operations as the separate kernels, and the results are bit-identical.
 //!
 //! Runs after [`super::epilogue`]; the constants absorbed are left for dead-code elimination.

@@ -1,4 +1,4 @@
-//! The pest parser and the conversion of its parse tree into the [`ast`].
+//! The pest parser and the conversion of its parse tree into the [`ast`](super::ast).
 //!
 //! The grammar accepts a few common mistakes on purpose (the `bad_*` rules); the builder turns them
 //! into precise diagnostics while still building the rest of the file, so that several such

@@ -3,7 +3,7 @@
 //! we ([`Comm::size`]), sum these numbers over everyone ([`Comm::all_reduce_sum`],
 //! [`Comm::all_reduce_sum_f64`]) and take rank 0's copy ([`Comm::broadcast`]). [`Single`], one
 //! process on its own, is always compiled and is what a plain `nnc train` uses; the MPI
-//! communicator ([`mpi::Mpi`]) exists only with the cargo feature `mpi`, so that nothing else
+//! communicator (`mpi::Mpi`) exists only with the cargo feature `mpi`, so that nothing else
 //! needs an MPI library.
 //!
 //! Every collective takes a deadline: a rank that died or hangs makes the others return
