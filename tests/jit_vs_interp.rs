@@ -2272,3 +2272,62 @@ fn held_parameters_give_the_results_of_parameters_passed_to_each_run() {
     assert!(jit.hold_params(vec![vec![0.0; 3]; 4]).is_err());
     assert!(interp::Interpreter::new(g).hold_params(vec![]).is_err());
 }
+
+/// A direct convolution (one input channel, the CNN's first layer) on two threads cuts a batch
+/// of one image by output channels (32 channels: four parts of 8; 12: four parts of 3): the
+/// same bits as one thread, with the bias and ReLU fused into it, against the interpreter; a
+/// batch of three splits by images, as before.
+#[test]
+fn a_direct_convolution_of_one_image_splits_its_output_channels_over_the_threads() {
+    for o in [32, 12] {
+        let mut g = Graph::new("conv1", false);
+        let x = g.input("x", f(true, &[1, 9, 10]));
+        let w = param(&mut g, "w", &[o, 1, 3, 3]);
+        let b = param(&mut g, "b", &[o]);
+        let win = Window {
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+        };
+        let c = g.push(Op::Conv2d(win), vec![x, w], "").unwrap();
+        let c = g.push(Op::BiasAdd { axis: 1 }, vec![c, b], "").unwrap();
+        let r = g.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
+        g.set_output("out", r);
+        let g = nnc::opt::optimize(&g, 1).unwrap();
+        let clif = nnc::codegen::clif_text(&g).unwrap();
+        assert!(
+            clif.contains(&format!(
+                "direct convolution, {} of {o} output channels",
+                o / 4
+            )),
+            "{clif}"
+        );
+        for batch in [1, 3] {
+            compare(&g, &[Gen::U(-1.0, 1.0)], batch, 40 + o as u64, TOL);
+            let d = draw(&g, &[Gen::U(-1.0, 1.0)], batch, &mut Rng(o as u64));
+            let params: Vec<&[f32]> = d.params.iter().map(Vec::as_slice).collect();
+            let outs: Vec<Vec<f32>> = [1, 2, 3]
+                .iter()
+                .map(|&threads| {
+                    let opts = JitOptions {
+                        threads,
+                        ..JitOptions::default()
+                    };
+                    let mut jit = Jit::compile(&g, &opts).unwrap();
+                    jit.run(batch, &feeds(&g, &d), &params, StepCtx::default())
+                        .unwrap();
+                    jit.output("out").unwrap().to_vec()
+                })
+                .collect();
+            for (t, out) in outs.iter().enumerate().skip(1) {
+                assert!(
+                    out.iter()
+                        .zip(&outs[0])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{o} channels, batch {batch}: {} threads changed the bits",
+                    t + 1
+                );
+            }
+        }
+    }
+}

@@ -185,11 +185,13 @@ pub fn emit_grad_weight(
 }
 
 /// `y = conv(x, w)` then `epi` (the chain, with the slot of its bias) for every image of the
-/// kernel's batch: `o` output channels, slots `x`, `w`, `out` and the scratch `pad`.
+/// kernel's batch: `o` output channels of the `o_image` an image of the output has (all of
+/// them, or a part whose weights, bias and output the caller's table points at), slots `x`,
+/// `w`, `out` and the scratch `pad`.
 pub fn emit(
     kb: &mut Kb,
     g: &ConvGeom,
-    o: usize,
+    (o, o_image): (usize, usize),
     [x, w, out, pad]: [usize; 4],
     epi: Option<(&Chain, Option<usize>)>,
 ) {
@@ -206,7 +208,7 @@ pub fn emit(
     let start = kb.int(0);
     kb.for_range(start, images, |kb, b| {
         border_image(kb, g, xp, b, pp, start);
-        let out_img = kb.b.ins().imul_imm_s(b, (o * oh * ow) as i64);
+        let out_img = kb.b.ins().imul_imm_s(b, (o_image * oh * ow) as i64);
         // Tiles of TILE output channels (and one of the rest).
         let full = o / TILE;
         let tiles = [
@@ -230,7 +232,7 @@ pub fn emit(
 }
 
 /// Output channels computed together: each tap's four inputs are loaded once for all of them.
-const TILE: usize = 8;
+pub const TILE: usize = 8;
 
 /// A group of `rows` output channels, the `t`-th of those starting at channel `first`, of the
 /// image whose output starts at element `out_img`.

@@ -421,6 +421,16 @@ impl Jit {
                         Some(split) if self.threads > 1 && batch >= split.min_batch => {
                             run_split(self.kernels[*k], &self.table, split, batch, self.threads)
                         }
+                        Some(RowSplit {
+                            channels: Some(c), ..
+                        }) if self.threads > 1 => run_parts(
+                            self.kernels[c.k],
+                            &self.table,
+                            c.parts,
+                            &c.moves,
+                            batch,
+                            self.threads,
+                        ),
                         _ => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
                     },
                     Step::Parts { k, parts, moves } => run_parts(

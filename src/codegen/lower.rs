@@ -56,6 +56,18 @@ pub struct RowSplit {
     pub per_thread: Vec<(usize, usize)>,
     /// The smallest batch worth splitting (thread start-up costs microseconds).
     pub min_batch: usize,
+    /// Below `min_batch`, the same op cut by output channels instead, when it has such a
+    /// variant: a batch of one image still runs on the threads.
+    pub channels: Option<ChannelSplit>,
+}
+
+/// A kernel computing a part of the output channels, run once per part with these slots
+/// moved by the part's index times their bytes (as [`Step::Parts`]).
+#[derive(Clone, Debug)]
+pub struct ChannelSplit {
+    pub k: usize,
+    pub parts: usize,
+    pub moves: Vec<(usize, usize)>,
 }
 
 /// Output elements below which a light kernel is not split across threads.
@@ -518,6 +530,7 @@ fn emit(
                                 batched: vec![(ins[0], geom.image_len()), (pad, s.per)],
                                 per_thread: Vec::new(),
                                 min_batch: 2,
+                                channels: None,
                             }),
                         },
                     )?;
@@ -711,7 +724,10 @@ struct DirectAt {
 
 /// A direct convolution ([`direct_conv`]) of output type `ty` with its epilogue (the chain and
 /// the slot of its bias): one kernel, its images split over the threads, each with its own
-/// bordered image.
+/// bordered image; and for a batch smaller than the threads (one image) a second kernel that
+/// computes a part of the output channels ([`direct_parts`]), each part with its own
+/// bordered image. Every output channel is summed the same way in both, so the bits are the
+/// same.
 fn direct_step(
     km: &mut KernelModule,
     header: &str,
@@ -729,16 +745,58 @@ fn direct_step(
     // Without the e-graph pass, like the GEMM's micro-kernel: it would re-elaborate the loads
     // and `fma`s of the unrolled taps chain by chain and spill the accumulators.
     let k = km.plain_kernel(&format!("{header}\n; direct convolution"), |kb| {
-        direct_conv::emit(kb, geom, o, [x, w, out, pad], epi)
+        direct_conv::emit(kb, geom, (o, o), [x, w, out, pad], epi)
     })?;
+    let parts = direct_parts(o);
+    let channels = if parts > 1 {
+        let part = o / parts;
+        let pads = at.scratch_base + scratch.len();
+        scratch.push(Scratch {
+            per: s.per * parts,
+            batched: false,
+            per_thread: false,
+        });
+        let header = format!("{header}\n; direct convolution, {part} of {o} output channels");
+        let k = km.plain_kernel(&header, |kb| {
+            direct_conv::emit(kb, geom, (part, o), [x, w, out, pads], epi)
+        })?;
+        let (oh, ow) = geom.out_hw().unwrap_or((0, 0));
+        let taps = geom.c * geom.win.kernel * geom.win.kernel;
+        let mut moves = vec![
+            (w, 4 * part * taps),
+            (out, 4 * part * oh * ow),
+            (pads, 4 * s.per),
+        ];
+        if let Some((_, Some(bias))) = epi {
+            moves.push((bias, 4 * part));
+        }
+        Some(ChannelSplit { k, parts, moves })
+    } else {
+        None
+    };
     Ok(Step::Kernel {
         k,
         rows: Some(RowSplit {
             batched: vec![(x, geom.image_len()), (out, ty.per_sample())],
             per_thread: vec![(pad, s.per)],
             min_batch: 2,
+            channels,
         }),
     })
+}
+
+/// Parts a direct convolution of `o` output channels is cut into at batch 1: up to 4, of whole
+/// tiles of the kernel's 8 channels where they divide (32 channels: 4 parts of 8), else the
+/// most up to 4 that divide `o`. On the MNIST CNN's first layer (one input channel, 32
+/// outputs) at batch 1 the image split left one thread idle.
+fn direct_parts(o: usize) -> usize {
+    let divides = |p: &usize| o.is_multiple_of(*p);
+    (2..=4)
+        .rev()
+        .filter(divides)
+        .find(|p| (o / p).is_multiple_of(direct_conv::TILE))
+        .or_else(|| (2..=4).rev().find(divides))
+        .unwrap_or(1)
 }
 
 /// Parts a kernel over `c` independent channels is cut into for the threads ([`Step::Parts`]):
