@@ -77,12 +77,12 @@ pub fn step(
         "{header}\n; per image: im2col/col2im on {}×{}×{} (k={} s={} p={}) and gemm\n",
         geom.c, geom.h, geom.w, win.kernel, win.stride, win.pad
     ));
-    let cols = scratch_base + scratch.len();
-    scratch.push(Scratch {
+    let cols = Scratch {
         per: ckk * pos,
         batched: true,
         per_thread: false,
-    });
+    };
+    let cols = super::lower::add_scratch(scratch, scratch_base, cols);
     Ok(Step::Conv(ConvStep {
         kind,
         geom,

@@ -515,9 +515,8 @@ fn emit(
                     && dy.dims == [o, oh, ow]
                     && ty.dims == [o, geom.c, w.kernel, w.kernel];
                 if fits && direct_conv::grad_weight_applies(&geom) {
-                    let pad = scratch_base + scratch.len();
                     let s = direct_conv::scratch(&geom, true);
-                    scratch.push(s);
+                    let pad = add_scratch(scratch, scratch_base, s);
                     let title = format!("{header}\n; direct convolution weight gradient: borders");
                     let border = km.kernel(&title, |kb| {
                         direct_conv::emit_border_all(kb, &geom, [ins[0], pad])
@@ -622,8 +621,7 @@ fn emit(
         }
         Op::RnnScan { act } => {
             arity(2)?;
-            let s = scratch_base + scratch.len();
-            scratch.push(rnn::scratch(&n.op, &ty));
+            let s = add_scratch(scratch, scratch_base, rnn::scratch(&n.op, &ty));
             Ok(Step::Kernel {
                 k: km.plain_kernel(header, |kb| rnn::scan(kb, *act, &ty, i, &ins, s))?,
                 rows: None,
@@ -631,8 +629,7 @@ fn emit(
         }
         Op::RnnScanGrad { act } => {
             arity(3)?;
-            let s = scratch_base + scratch.len();
-            scratch.push(rnn::scratch(&n.op, &ty));
+            let s = add_scratch(scratch, scratch_base, rnn::scratch(&n.op, &ty));
             Ok(Step::Kernel {
                 k: km.plain_kernel(header, |kb| rnn::scan_grad(kb, *act, &ty, i, &ins, s))?,
                 rows: None,
@@ -738,9 +735,8 @@ fn direct_step(
     scratch: &mut Vec<Scratch>,
 ) -> Result<Step, CodegenError> {
     let [x, w, out] = at.slots;
-    let pad = at.scratch_base + scratch.len();
     let s = direct_conv::scratch(geom, false);
-    scratch.push(s);
+    let pad = add_scratch(scratch, at.scratch_base, s);
     let o = ty.dims[0];
     // Without the e-graph pass, like the GEMM's micro-kernel: it would re-elaborate the loads
     // and `fma`s of the unrolled taps chain by chain and spill the accumulators.
@@ -750,12 +746,12 @@ fn direct_step(
     let parts = direct_parts(o);
     let channels = if parts > 1 {
         let part = o / parts;
-        let pads = at.scratch_base + scratch.len();
-        scratch.push(Scratch {
+        let all = Scratch {
             per: s.per * parts,
             batched: false,
             per_thread: false,
-        });
+        };
+        let pads = add_scratch(scratch, at.scratch_base, all);
         let header = format!("{header}\n; direct convolution, {part} of {o} output channels");
         let k = km.plain_kernel(&header, |kb| {
             direct_conv::emit(kb, geom, (part, o), [x, w, out, pads], epi)
@@ -804,6 +800,13 @@ fn direct_parts(o: usize) -> usize {
 /// bits.
 pub fn channel_parts(c: usize) -> usize {
     (1..=8).rev().find(|p| c.is_multiple_of(*p)).unwrap_or(1)
+}
+
+/// Appends `s` to the graph's scratch buffers, whose table slots start at `scratch_base`;
+/// returns its slot.
+pub fn add_scratch(scratch: &mut Vec<Scratch>, scratch_base: usize, s: Scratch) -> usize {
+    scratch.push(s);
+    scratch_base + scratch.len() - 1
 }
 
 fn push_step(steps: &mut Vec<Step>, step: Step) -> Result<(), CodegenError> {

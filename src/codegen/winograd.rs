@@ -37,7 +37,7 @@ use super::epilogue::EpiStep;
 use super::glue::{split, ConvKind, Lib, Table};
 use super::im2col::ConvGeom;
 use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4};
-use super::lower::Scratch;
+use super::lower::{add_scratch, Scratch};
 use super::CodegenError;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -192,13 +192,13 @@ pub fn step(
     let g = geom;
     let tiles = g.tiles();
     let (ph, pw) = g.padded_hw();
-    let mut add = |per: usize, batched: bool| {
-        scratch.push(Scratch {
+    let mut add = |per: usize, batched: bool, per_thread: bool| {
+        let s = Scratch {
             per,
             batched,
-            per_thread: false,
-        });
-        scratch_base + scratch.len() - 1
+            per_thread,
+        };
+        add_scratch(scratch, scratch_base, s)
     };
     // U, or for the weight gradient one dU per run of images.
     let copies = if kind == ConvKind::GradWeight {
@@ -214,18 +214,13 @@ pub fn step(
             0
         },
         false,
+        false,
     );
-    let v = add(16 * (g.cin * (tiles + ROW_PAD) + SKEW), true);
-    let m = add(16 * (g.cout * (tiles + ROW_PAD) + SKEW), true);
+    let v = add(16 * (g.cin * (tiles + ROW_PAD) + SKEW), true, false);
+    let m = add(16 * (g.cout * (tiles + ROW_PAD) + SKEW), true, false);
     // One bordered channel per image, and per thread: at batch 1 the threads transform parts of
     // the channels, each bordering its own.
-    let pad = scratch.len();
-    scratch.push(Scratch {
-        per: ph * pw,
-        batched: true,
-        per_thread: true,
-    });
-    let pad = scratch_base + pad;
+    let pad = add(ph * pw, true, true);
     km.note(&format!(
         "{header}\n; winograd F(2x2,3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
         g.cin, g.h, g.w, g.pad, g.cout, g.oh, g.ow
