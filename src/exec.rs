@@ -111,6 +111,27 @@ pub trait Executor {
     }
 }
 
+/// The parameters an executor holds ([`Executor::hold_params`]).
+#[derive(Debug, Default)]
+pub struct HeldParams(Option<Vec<Vec<f32>>>);
+
+impl HeldParams {
+    /// Holds `params`, once they fit `signature`.
+    pub fn hold(&mut self, signature: &Signature, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
+        let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+        signature.check_params(&refs)?;
+        self.0 = Some(params);
+        Ok(())
+    }
+
+    /// What a run passed `params` runs on instead: the held parameters when it was passed none
+    /// and some are held, else `None` (the run's own).
+    pub fn for_run(&self, params: &[&[f32]]) -> Option<Vec<&[f32]>> {
+        let held = self.0.as_ref().filter(|_| params.is_empty())?;
+        Some(held.iter().map(Vec::as_slice).collect())
+    }
+}
+
 /// One parameter's update during a step ([`Executor::run_updating`]).
 pub struct Update<'a> {
     /// Receives the updated parameter.

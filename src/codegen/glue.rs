@@ -265,14 +265,15 @@ impl MatMulStep {
                     return lib.sparse.product(threads, p, bg, a, b, c, epi);
                 };
                 let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                if kept.as_ref().is_none_or(|(bits, _)| *bits != bg.to_bits()) {
-                    let row = lib.sparse.background_row(threads, p, bg, b)?;
-                    *kept = Some((bg.to_bits(), row));
-                }
-                let row = kept.as_ref().map_or(&[][..], |(_, row)| row);
-                return lib
+                let row = match kept.take() {
+                    Some((bits, row)) if bits == bg.to_bits() => row,
+                    _ => lib.sparse.background_row(threads, p, bg, b)?,
+                };
+                let done = lib
                     .sparse
-                    .product_from_row(threads, p, bg, row, a, b, c, epi);
+                    .product_from_row(threads, p, bg, &row, a, b, c, epi);
+                *kept = Some((bg.to_bits(), row));
+                return done;
             }
         }
         lib.gemm

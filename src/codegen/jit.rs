@@ -11,7 +11,7 @@ use super::kernel::{KernelFn, Listing};
 use super::lower::{ctx_slot, lower, owner, RowSplit, Scratch, Step, Storage};
 use super::profile;
 use super::CodegenError;
-use crate::exec::{ExecError, Executor, Feed, Signature, StepCtx, Update};
+use crate::exec::{ExecError, Executor, Feed, HeldParams, Signature, StepCtx, Update};
 use crate::ir::print::node_to_string;
 use crate::ir::{DType, Graph, Op, OptimizerSpec, ValueId};
 use crate::opt::memplan::{Home, Plan};
@@ -61,7 +61,7 @@ pub struct Jit {
     /// [`JitOptions::sparse`].
     sparse: bool,
     /// The parameters [`Executor::hold_params`] gave, used by every `run` passed none.
-    held: Option<Vec<Vec<f32>>>,
+    held: HeldParams,
     /// Per step: whether it is a product whose B is a parameter, and the first row its
     /// compacted product keeps while it holds the parameters.
     kept: Vec<Option<KeptRow>>,
@@ -177,7 +177,7 @@ impl Jit {
             kernels: lowered.kernels,
             fuse: opts.fuse_updates,
             sparse: opts.sparse,
-            held: None,
+            held: HeldParams::default(),
             kept,
             updates: None,
             lib,
@@ -510,30 +510,23 @@ impl Executor for Jit {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError> {
-        let held = if params.is_empty() {
-            self.held.take()
-        } else {
-            None
+        // Out of `self` while `execute` borrows it; the held vectors themselves do not move.
+        let held = std::mem::take(&mut self.held);
+        let refs = held.for_run(params);
+        let result = match &refs {
+            Some(refs) => self.execute(batch, inputs, refs, true, ctx, None),
+            None => self.execute(batch, inputs, params, false, ctx, None),
         };
-        let Some(held) = held else {
-            return self
-                .execute(batch, inputs, params, false, ctx, None)
-                .map(|_| ());
-        };
-        let refs: Vec<&[f32]> = held.iter().map(Vec::as_slice).collect();
-        let result = self.execute(batch, inputs, &refs, true, ctx, None);
         drop(refs);
-        self.held = Some(held);
+        self.held = held;
         result.map(|_| ())
     }
 
     fn hold_params(&mut self, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
-        let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
-        self.signature.check_params(&refs)?;
+        self.held.hold(&self.signature, params)?;
         for kept in self.kept.iter_mut().flatten() {
             *kept = KeptRow::default();
         }
-        self.held = Some(params);
         Ok(())
     }
 

@@ -28,6 +28,7 @@
 //! which rounds differently (within f32's rounding of the sums).
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
@@ -570,6 +571,13 @@ impl Problem {
     }
 }
 
+/// Runs `f` on up to `threads` blocks of the `n` columns, on the workers: each but the last a
+/// whole number of 32 columns, the kernel's widest step (8 f32x4 accumulators).
+fn by_columns(threads: usize, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    let chunk = n.div_ceil(threads.max(1)).div_ceil(32) * 32;
+    super::workers::run(n.div_ceil(chunk), &|t| f(t * chunk..n.min((t + 1) * chunk)));
+}
+
 /// C's address, shared by tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -608,8 +616,8 @@ impl Sparse {
         b: &[f32],
         init: &[f32],
         c: SendPtr,
-        rows: std::ops::Range<usize>,
-        cols: std::ops::Range<usize>,
+        rows: Range<usize>,
+        cols: Range<usize>,
         epi: Option<&BlockFn>,
     ) {
         let (a_row, a_step) = if p.ta { (4, 4 * p.m) } else { (4 * p.k, 4) };
@@ -728,9 +736,7 @@ impl Sparse {
         };
         let zeros = vec![0.0f32; n];
         let out = SendPtr(init.as_mut_ptr());
-        let chunk = n.div_ceil(threads).div_ceil(32) * 32;
-        super::workers::run(n.div_ceil(chunk), &|t| {
-            let cols = t * chunk..n.min((t + 1) * chunk);
+        by_columns(threads, n, &|cols| {
             // SAFETY: one row of k entries, B as given, disjoint columns of init.
             unsafe { self.block(&sum, 0.0, &row, b, &zeros, out, 0..1, cols, None) };
         });
@@ -764,9 +770,7 @@ impl Sparse {
         let threads = self.threads_for(threads, m, n, k);
         let c_ptr = SendPtr(c.as_mut_ptr());
         if Self::splits_columns(threads, m) {
-            let chunk = n.div_ceil(threads).div_ceil(32) * 32;
-            super::workers::run(n.div_ceil(chunk), &|t| {
-                let cols = t * chunk..n.min((t + 1) * chunk);
+            by_columns(threads, n, &|cols| {
                 // SAFETY: disjoint column blocks of C.
                 unsafe { self.block(&p, bg, a, b, row, c_ptr, 0..m, cols, epi) };
             });

@@ -1,7 +1,7 @@
 //! [`Interpreter`]: the reference interpreter behind the [`Executor`] interface (f32 in and out,
 //! f64 inside), so the runtime and the tests can swap it for the JIT.
 
-use crate::exec::{ExecError, Executor, Feed, Signature, StepCtx};
+use crate::exec::{ExecError, Executor, Feed, HeldParams, Signature, StepCtx};
 use crate::ir::{Graph, Op, ValueId};
 
 pub struct Interpreter {
@@ -10,7 +10,7 @@ pub struct Interpreter {
     /// Every node's value after the last run.
     values: Vec<Vec<f32>>,
     /// The parameters [`Executor::hold_params`] gave, used by every `run` passed none.
-    held: Option<Vec<Vec<f32>>>,
+    held: HeldParams,
 }
 
 impl Interpreter {
@@ -19,7 +19,7 @@ impl Interpreter {
             signature: Signature::of(&graph),
             graph,
             values: Vec::new(),
-            held: None,
+            held: HeldParams::default(),
         }
     }
 }
@@ -36,14 +36,8 @@ impl Executor for Interpreter {
         params: &[&[f32]],
         ctx: StepCtx,
     ) -> Result<(), ExecError> {
-        let held: Vec<&[f32]>;
-        let params = match &self.held {
-            Some(p) if params.is_empty() => {
-                held = p.iter().map(Vec::as_slice).collect();
-                &held[..]
-            }
-            _ => params,
-        };
+        let held = self.held.for_run(params);
+        let params = held.as_deref().unwrap_or(params);
         self.signature.check(batch, inputs, params)?;
         let ins: Vec<Vec<f64>> = inputs
             .iter()
@@ -65,10 +59,7 @@ impl Executor for Interpreter {
     }
 
     fn hold_params(&mut self, params: Vec<Vec<f32>>) -> Result<(), ExecError> {
-        let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
-        self.signature.check_params(&refs)?;
-        self.held = Some(params);
-        Ok(())
+        self.held.hold(&self.signature, params)
     }
 
     fn output(&self, name: &str) -> Option<&[f32]> {
