@@ -2331,3 +2331,49 @@ fn a_direct_convolution_of_one_image_splits_its_output_channels_over_the_threads
         }
     }
 }
+
+/// Max pooling of one image on two or more threads is cut into parts of its channels (32
+/// channels: four parts of 8; 6: three parts of 2; 7 channels cannot be cut), each part pooled
+/// alone: the interpreter's values and the bits of one thread; NaNs and odd sizes included.
+/// Batches of 2 and 3 split by images.
+#[test]
+fn max_pooling_of_one_image_splits_its_channels_over_the_threads() {
+    for (c, h, w, parts) in [(32, 12, 12, 4), (6, 7, 9, 3), (7, 8, 8, 1)] {
+        let win = Window {
+            kernel: 2,
+            stride: 2,
+            pad: 0,
+        };
+        let g = single("pool", Op::MaxPool(win), &[f(true, &[c, h, w])], None);
+        let clif = nnc::codegen::clif_text(&g).unwrap();
+        let cut = format!("max pooling, {} of {c} channels", c / parts);
+        assert_eq!(clif.contains(&cut), parts > 1, "{clif}");
+        for batch in [1, 2, 3] {
+            compare(&g, &[Gen::U(-1.0, 1.0)], batch, 60 + c as u64, TOL);
+            let mut d = draw(&g, &[Gen::U(-1.0, 1.0)], batch, &mut Rng(c as u64));
+            d.f[0][5] = f32::NAN;
+            let outs: Vec<Vec<f32>> = [1, 2, 3]
+                .iter()
+                .map(|&threads| {
+                    let opts = JitOptions {
+                        threads,
+                        ..JitOptions::default()
+                    };
+                    let mut jit = Jit::compile(&g, &opts).unwrap();
+                    jit.run(batch, &feeds(&g, &d), &[], StepCtx::default())
+                        .unwrap();
+                    jit.output("out").unwrap().to_vec()
+                })
+                .collect();
+            for (t, out) in outs.iter().enumerate().skip(1) {
+                assert!(
+                    out.iter()
+                        .zip(&outs[0])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{c} channels, batch {batch}: {} threads changed the bits",
+                    t + 1
+                );
+            }
+        }
+    }
+}
