@@ -1747,7 +1747,8 @@ fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
             [f(true, &[3, 9, 9]), f(false, &[10, 3, 3, 3])],
             vec![1, 4],
         ),
-        // 9 input channels: Winograd, the epilogue after each image's output transform.
+        // 9 input channels: Winograd, a chain applied in the output transform, an activation's
+        // gradient after it.
         (
             Op::Conv2d(win),
             [f(true, &[9, 7, 7]), f(false, &[6, 9, 3, 3])],

@@ -15,11 +15,13 @@ use super::im2col::ConvGeom;
 use super::kernel::KernelModule;
 use super::lower::{Scratch, Step};
 use super::{winograd, CodegenError};
-use crate::ir::{Op, Type, Window};
+use crate::ir::{Chain, Op, Type, Window};
 
 /// The step of a convolution node (Winograd or im2col); `t0`, `t1` are its input types, `ty`
 /// its own. Adds its scratch buffers to `scratch` (table slot `scratch_base + index`), its
-/// kernels (Winograd) or a note (im2col) to `km` under `header`.
+/// kernels (Winograd) or a note (im2col) to `km` under `header`. A forward convolution on
+/// Winograd applies `chain` (with the slot of its bias) in its output transform; the im2col
+/// step leaves it to the caller.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     km: &mut KernelModule,
@@ -33,6 +35,7 @@ pub fn step(
     ins: &[usize],
     scratch_base: usize,
     scratch: &mut Vec<Scratch>,
+    chain: Option<(&Chain, Option<usize>)>,
 ) -> Result<Step, CodegenError> {
     let (kind, x, y) = match op {
         Op::Conv2d(_) => (ConvKind::Forward, t0, ty),
@@ -68,8 +71,8 @@ pub fn step(
             wg,
             [ins[0], ins[1]],
             out,
-            scratch_base,
-            scratch,
+            (scratch_base, scratch),
+            chain.filter(|_| kind == ConvKind::Forward),
         )?;
         return Ok(Step::Winograd(st));
     }

@@ -415,24 +415,49 @@ fn emit(
                         return push_step(steps, step);
                     }
                 }
-                // The product's step, with the epilogue attached.
-                let product = Node {
-                    op: producer.op(),
-                    inputs: n.inputs[..2].to_vec(),
-                    ty: ty.clone(),
-                    label: n.label.clone(),
-                };
-                emit(
-                    km,
-                    steps,
-                    g,
-                    i,
-                    &product,
-                    ctx,
-                    scratch_base,
-                    scratch,
-                    header,
-                )?;
+                if let (Producer::Conv2d(w), Epilogue::Chain(chain)) = (*producer, epi) {
+                    // On Winograd, the output transform applies the chain before it stores.
+                    let chain = Some((chain, ins.get(2).copied()));
+                    let (op, (t0, t1)) = (producer.op(), (ity(0), ity(1)));
+                    let step = conv::step(
+                        km,
+                        header,
+                        &op,
+                        &w,
+                        &t0,
+                        &t1,
+                        &ty,
+                        i,
+                        &ins,
+                        scratch_base,
+                        scratch,
+                        chain,
+                    )?;
+                    let applied = matches!(step, Step::Winograd(_));
+                    push_step(steps, step)?;
+                    if applied {
+                        return Ok(());
+                    }
+                } else {
+                    // The product's step, with the epilogue attached.
+                    let product = Node {
+                        op: producer.op(),
+                        inputs: n.inputs[..2].to_vec(),
+                        ty: ty.clone(),
+                        label: n.label.clone(),
+                    };
+                    emit(
+                        km,
+                        steps,
+                        g,
+                        i,
+                        &product,
+                        ctx,
+                        scratch_base,
+                        scratch,
+                        header,
+                    )?;
+                }
                 let e = EpiStep::compile(km, header, *producer, epi, extra, (&ty, grad))?;
                 match steps.last_mut() {
                     Some(Step::MatMul(s)) => s.epi = Some(e),
@@ -565,6 +590,7 @@ fn emit(
                 &ins,
                 scratch_base,
                 scratch,
+                None,
             )
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => {

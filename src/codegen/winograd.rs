@@ -10,7 +10,9 @@
 //!   channel, tiles `t` of several images side by side so the products are wide;
 //! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ]ᵀ (O×C) · V[ξ] (C×T)`, reading `U` and `V`
 //!   where they lie (the rows of `V` padded to whole f32x4 groups);
-//! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges).
+//! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges), and the forward pass's fused
+//!   chain (bias, activations) on each value before it is stored, so that the output is
+//!   written once.
 //!
 //! The weight gradient is the adjoint: `dy` blocks `e` become `E = A e Aᵀ`, the 16 GEMMs are
 //! `dU[ξ] += E[ξ] · V[ξ]ᵀ` over the tiles of each group of images, and `dw = Gᵀ dU G`.
@@ -33,12 +35,14 @@
 
 use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
 
+use super::elementwise::unary;
 use super::epilogue::EpiStep;
 use super::glue::{split, ConvKind, Lib, Table};
 use super::im2col::ConvGeom;
 use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4};
 use super::lower::{add_scratch, Scratch};
 use super::CodegenError;
+use crate::ir::{Chain, UnaryOp};
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -148,7 +152,9 @@ pub struct WinogradStep {
     /// Forward and input gradient: weights, inputs, outputs; weight gradient: inputs,
     /// `dy` tiles, weight gradient.
     kernels: [usize; 3],
-    /// Forward: the fused epilogue (bias, activation), applied to each image once its output
+    /// Forward: the slot of the bias of the chain its output transform applies.
+    bias: Option<usize>,
+    /// Forward: an epilogue other than a chain, applied to each image once its output
     /// transform has written it.
     pub epi: Option<EpiStep>,
     /// Forward and input gradient: `U` of the weights last transformed.
@@ -186,8 +192,8 @@ pub fn step(
     geom: WinoGeom,
     ins: [usize; 2],
     out: usize,
-    scratch_base: usize,
-    scratch: &mut Vec<Scratch>,
+    (scratch_base, scratch): (usize, &mut Vec<Scratch>),
+    chain: Option<(&Chain, Option<usize>)>,
 ) -> Result<WinogradStep, CodegenError> {
     let g = geom;
     let tiles = g.tiles();
@@ -239,7 +245,7 @@ pub fn step(
                 weights(kb, &g, kind == ConvKind::GradInput, ins[1], u)
             })?,
             kernel("inputs", &|kb| inputs(kb, &g))?,
-            kernel("outputs", &|kb| outputs(kb, &g))?,
+            kernel("outputs", &|kb| outputs(kb, &g, chain))?,
         ],
     };
     Ok(WinogradStep {
@@ -252,6 +258,7 @@ pub fn step(
         m,
         pad,
         kernels,
+        bias: chain.and_then(|(_, b)| b),
         epi: None,
         u_cache: UCache::default(),
     })
@@ -394,12 +401,14 @@ impl WinogradStep {
                 let y_ptr = y.as_mut_ptr() as usize;
                 split(g.cout, inner, 1, |o0, o1| {
                     let y = y_ptr as *mut f32;
+                    let bias = self.bias.map_or(std::ptr::null_mut(), |b| t.0[b]);
                     let table = [
                         m_ptr as *mut u8,
                         y as *mut u8,
                         count(tp),
                         count(o0),
                         count(o1),
+                        bias,
                     ];
                     // SAFETY: the output kernel reads M and writes channels o0..o1 of the n
                     // output images, this part's alone.
@@ -668,12 +677,14 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
 }
 
 /// The output transform of channels `o0..o1` of `batch` images (table: `M`, output images, row
-/// length `T` of `M`, `o0`, `o1`): `y = Aᵀ m A` per tile, the last tile row / column clipped to
-/// one output row / column when `oh` / `ow` is odd.
-fn outputs(kb: &mut Kb, g: &WinoGeom) {
+/// length `T` of `M`, `o0`, `o1`, the chain's bias): `y = Aᵀ m A` per tile, the last tile row / column clipped to
+/// one output row / column when `oh` / `ow` is odd; then `chain` (bias from its slot, the
+/// activations) on each value before it is stored, as the separate epilogue would compute it.
+fn outputs(kb: &mut Kb, g: &WinoGeom, chain: Option<(&Chain, Option<usize>)>) {
     let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let chans = (kb.ptr(3), kb.ptr(4));
-    each_output_tile(kb, g, mb, yb, t_all, chans, output_tile);
+    let epi = chain.map(|(c, bias)| (c.acts.as_slice(), bias.map(|_| kb.ptr(5))));
+    each_output_tile(kb, g, (mb, yb, t_all), chans, epi, output_tile);
 }
 
 /// One tile function of [`each_output_tile`]: the tile(s) at `tx` of a tile row (four with
@@ -688,10 +699,9 @@ type TileFn = fn(&mut Kb, &WinoGeom, &Row, Value, Value, Value, ClifType, usize,
 fn each_output_tile(
     kb: &mut Kb,
     g: &WinoGeom,
-    mb: Value,
-    yb: Value,
-    t_all: Value,
+    (mb, yb, t_all): (Value, Value, Value),
     (o_lo, o_hi): (Value, Value),
+    epi: Option<(&[UnaryOp], Option<Value>)>,
     tile: TileFn,
 ) {
     let tiles = g.tiles();
@@ -708,12 +718,17 @@ fn each_output_tile(
             let mo = kb.b.ins().iadd(mo, first_tile);
             let yo = mul_add(kb, img, g.cout, o);
             let yo = kb.b.ins().imul_imm_s(yo, (g.oh * g.ow) as i64);
+            let epi = epi.map(|(acts, bias)| Epi {
+                acts,
+                bias: bias.map(|bp| kb.ld(F32, bp, o)),
+            });
             let r = Row {
                 mb,
                 yb,
                 plane,
                 mo,
                 yo,
+                epi,
             };
             let row = |kb: &mut Kb, ty: Value, rows: usize| {
                 let mrow = mul_add(kb, ty, tw, r.mo);
@@ -738,12 +753,36 @@ fn each_output_tile(
 
 /// Where one output channel of one image lives: `M` and `y` bases, the `ξ` plane stride of
 /// `M`, and the element offsets of the channel's first tile in `M` and first output in `y`.
-struct Row {
+struct Row<'a> {
     mb: Value,
     yb: Value,
     plane: Value,
     mo: Value,
     yo: Value,
+    /// The output transform's epilogue, with the channel's bias.
+    epi: Option<Epi<'a>>,
+}
+
+/// A forward convolution's chain applied in its output transform: the channel's bias (an f32)
+/// and the activations.
+#[derive(Clone, Copy)]
+struct Epi<'a> {
+    acts: &'a [UnaryOp],
+    bias: Option<Value>,
+}
+
+impl Epi<'_> {
+    /// `v + bias`, then the activations, on lanes of type `lane`.
+    fn apply(self, kb: &mut Kb, mut v: Value, lane: ClifType) -> Value {
+        if let Some(b) = self.bias {
+            let b = kb.splat(lane, b);
+            v = kb.b.ins().fadd(v, b);
+        }
+        for &u in self.acts {
+            v = unary(kb, u, v, lane);
+        }
+        v
+    }
 }
 
 /// The tile(s) at `tx` of a tile row (four with f32x4 lanes), `rows × cols` outputs each.
@@ -779,7 +818,13 @@ fn output_tile(
         let yi = kb.b.ins().iadd_imm_s(yrow, (i * g.ow) as i64);
         let yi = kb.b.ins().iadd(yi, tx2);
         // y[j][i]: column j, row i of the tile(s).
-        let [y0, y1]: [Value; 2] = column(&y, i);
+        let [mut y0, mut y1]: [Value; 2] = column(&y, i);
+        if let Some(e) = r.epi {
+            y0 = e.apply(kb, y0, lane);
+            if cols == 2 || lane == F32X4 {
+                y1 = e.apply(kb, y1, lane);
+            }
+        }
         if lane == F32X4 {
             let lo = kb.shuffle(y0, y1, [0, 4, 1, 5]);
             let hi = kb.shuffle(y0, y1, [2, 6, 3, 7]);
@@ -802,7 +847,7 @@ fn output_tile(
 fn dy_tiles(kb: &mut Kb, g: &WinoGeom) {
     let (yb, eb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let chans = (kb.int(0), kb.int(g.cout as i64));
-    each_output_tile(kb, g, eb, yb, t_all, chans, dy_tile);
+    each_output_tile(kb, g, (eb, yb, t_all), chans, None, dy_tile);
 }
 
 /// The `dy` tile(s) at `tx` of a tile row (four with f32x4 lanes) from `rows × cols` values of
