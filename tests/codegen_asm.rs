@@ -49,3 +49,22 @@ fn a_loss_epilogue_computes_its_scale_once_before_its_loops() {
     // (`vdivps` in the f32x4 loop, `vdivss` in the scalar tail).
     assert_eq!((in_first, scalar_divisions), (1, 2), "{epi}");
 }
+
+/// The char-RNN's cross-entropy loss takes each row's max once, then sums `exp(x − max)` over
+/// the row: the horizontal max of the f32x4 accumulator (three NaN-aware maxes of its lanes and
+/// one with the scalar tail's) lies in no block that also computes an `exp` (the f32x4 loop's
+/// `vfmadd213ps` or the scalar tail's `vfmadd213ss`). Cranelift's e-graph pass placed it in
+/// both (`Kb::materialize` in the row reductions).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_row_max_is_taken_once_per_row_not_in_the_exp_loop() {
+    let asm = asm_of("char_rnn");
+    let loss = kernel(&asm, "= cross_entropy %", "cross_entropy");
+    let blocks: Vec<&str> = loss.split("\nblock").collect();
+    let horizontal = |b: &str| b.matches("max seq").count() >= 4;
+    let exp = |b: &str| b.contains("vfmadd213ps") || b.contains("vfmadd213ss");
+    let with_max: Vec<&str> = blocks.iter().copied().filter(|b| horizontal(b)).collect();
+    assert_eq!(with_max.len(), 1, "{loss}");
+    assert!(!exp(with_max[0]), "{loss}");
+    assert!(blocks.iter().any(|b| exp(b)), "{loss}");
+}

@@ -44,13 +44,17 @@ fn reduce(
     });
     let a4 = kb.b.use_var(acc4);
     let a1 = kb.b.use_var(acc1);
-    if max {
+    let r = if max {
         let h = kb.hmax(a4, F32X4);
         kb.b.ins().fmax(h, a1)
     } else {
         let h = kb.hsum(a4, F32X4);
         kb.b.ins().fadd(h, a1)
-    }
+    };
+    // Computed once per row: the shuffles of the horizontal max or sum take constant masks,
+    // so the e-graph pass would place them in the loops that use the result (the row's max
+    // in the `exp` loop that follows: four NaN-aware maxes per f32x4 of the row).
+    kb.materialize(r)
 }
 
 /// `(max, Σ exp(x − max))` of the row at element offset `base` of `p`.
