@@ -2378,3 +2378,44 @@ fn max_pooling_of_one_image_splits_its_channels_over_the_threads() {
         }
     }
 }
+
+/// The cross-entropy family's losses sum each sample's rows on the threads (sequences of 64
+/// rows of 65 logits, as the char-RNN's: from 8 samples a batch is split), then the samples in
+/// order: the interpreter's value, and the same bits on 1–3 threads.
+#[test]
+fn sequence_losses_sum_their_samples_on_the_threads_with_the_same_bits() {
+    let (t, c) = (64, 65);
+    let logits = f(true, &[t, c]);
+    let labels = Type::i32(true, vec![t]);
+    let cases = [
+        (Op::CrossEntropy, labels, Gen::Int(0, c as i32)),
+        (Op::SoftCrossEntropy, logits.clone(), Gen::U(0.0, 0.05)),
+        (Op::KlDiv, logits.clone(), Gen::U(-3.0, 3.0)),
+    ];
+    for (op, target, gen) in cases {
+        let g = single("loss", op, &[logits.clone(), target], None);
+        for batch in [3, 9, 17] {
+            let gens = [Gen::U(-5.0, 5.0), gen];
+            compare(&g, &gens, batch, 70 + batch as u64, TOL);
+            let d = draw(&g, &gens, batch, &mut Rng(batch as u64));
+            let losses: Vec<u32> = [1, 2, 3]
+                .iter()
+                .map(|&threads| {
+                    let opts = JitOptions {
+                        threads,
+                        ..JitOptions::default()
+                    };
+                    let mut jit = Jit::compile(&g, &opts).unwrap();
+                    jit.run(batch, &feeds(&g, &d), &[], StepCtx::default())
+                        .unwrap();
+                    jit.output("out").unwrap()[0].to_bits()
+                })
+                .collect();
+            assert!(
+                losses.iter().all(|&l| l == losses[0]),
+                "{}, batch {batch}: {losses:?}",
+                g.name
+            );
+        }
+    }
+}

@@ -699,8 +699,31 @@ fn emit(
         }
         Op::CrossEntropy | Op::SoftCrossEntropy | Op::KlDiv => {
             arity(2)?;
-            let x = ity(0);
-            one(km, &mut |kb| rowwise::loss(kb, &n.op, &x, i, &ins))
+            let (x, y) = (ity(0), ity(1));
+            // Each sample's sum (on the threads), then the samples' sums in order: the same
+            // bits for any thread count. On one thread the char-RNN's loss (2,048 rows of 65
+            // logits) took 320 µs of a 5 ms step.
+            let s = Scratch {
+                per: 2,
+                batched: x.batched,
+                per_thread: false,
+            };
+            let partial = add_scratch(scratch, scratch_base, s);
+            let title = format!("{header}\n; each sample's sum");
+            let k = km.kernel(&title, |kb| {
+                rowwise::loss_per_sample(kb, &n.op, &x, partial, &ins)
+            })?;
+            let rows = (x.batched && y.batched).then(|| RowSplit {
+                batched: vec![
+                    (ins[0], x.per_sample()),
+                    (ins[1], y.per_sample()),
+                    (partial, 2),
+                ],
+                min_batch: PARALLEL_ELEMENTS.div_ceil(x.per_sample().max(1)).max(2),
+                ..RowSplit::default()
+            });
+            push_step(steps, Step::Kernel { k, rows })?;
+            one(km, &mut |kb| rowwise::loss_mean(kb, &x, partial, i))
         }
         Op::CrossEntropyGrad | Op::SoftCrossEntropyGrad | Op::KlDivGrad => {
             arity(3)?;

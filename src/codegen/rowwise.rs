@@ -180,58 +180,50 @@ pub fn normalize(kb: &mut Kb, op: &Op, ty: &Type, out: usize, ins: &[usize]) {
     });
 }
 
-/// `CrossEntropy`, `SoftCrossEntropy`, `KlDiv`: a scalar, the mean over rows.
-/// `x` is the logits' type; `ins` the node's two input slots.
-pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
-    let (r, c) = rows(kb, x);
-    let o = kb.ptr(out);
+/// `CrossEntropy`, `SoftCrossEntropy`, `KlDiv`, first kernel: each sample's sum of its rows'
+/// terms, in f64 in row order, into `partial` (one f64 a sample). Samples are independent, so
+/// the kernel runs on slices of the batch; [`loss_mean`] then adds them up in order. `x` is the
+/// logits' type; `ins` the node's two input slots.
+pub fn loss_per_sample(kb: &mut Kb, op: &Op, x: &Type, partial: usize, ins: &[usize]) {
+    let c = x.last();
+    let per = x.per_sample() / c.max(1);
+    let samples = kb.rows(x.batched, 1);
+    let o = kb.ptr(partial);
     let (a, b) = (kb.ptr(ins[0]), kb.ptr(ins[1]));
+    let zero = kb.int(0);
+    kb.for_range(zero, samples, |kb, sample| {
+        let z = kb.b.ins().f64const(0.0);
+        let total = kb.var(types::F64, z);
+        let first = kb.b.ins().imul_imm_s(sample, per as i64);
+        let end = kb.b.ins().iadd_imm_s(first, per as i64);
+        kb.for_range(first, end, |kb, row| {
+            let t = term(kb, op, (a, b), row, c);
+            let t = kb.b.ins().fpromote(types::F64, t);
+            let cur = kb.b.use_var(total);
+            let cur = kb.b.ins().fadd(cur, t);
+            kb.b.def_var(total, cur);
+        });
+        let sum = kb.b.use_var(total);
+        // An f64 is two f32 slots of `partial`.
+        let at = kb.b.ins().iadd(sample, sample);
+        kb.st(sum, o, at);
+    });
+}
+
+/// The loss's second kernel: the samples' sums of [`loss_per_sample`] added in order, over the
+/// number of rows, into `out`.
+pub fn loss_mean(kb: &mut Kb, x: &Type, partial: usize, out: usize) {
+    let (r, _) = rows(kb, x);
+    let samples = kb.rows(x.batched, 1);
+    let (p, o) = (kb.ptr(partial), kb.ptr(out));
     let zero = kb.int(0);
     let z = kb.b.ins().f64const(0.0);
     let total = kb.var(types::F64, z);
-    kb.for_range(zero, r, |kb, row| {
-        let base = kb.b.ins().imul_imm_s(row, c as i64);
-        let term = match op {
-            Op::CrossEntropy => {
-                let lse = logsumexp(kb, a, base, c);
-                let l = label(kb, b, row, c);
-                let i = kb.b.ins().iadd(base, l);
-                let xl = kb.ld(types::F32, a, i);
-                kb.b.ins().fsub(lse, xl)
-            }
-            Op::SoftCrossEntropy => {
-                // Σ t_j·(lse − x_j)
-                let lse = logsumexp(kb, a, base, c);
-                reduce(kb, c, false, |kb, j, lane| {
-                    let i = kb.b.ins().iadd(base, j);
-                    let x = kb.ld(lane, a, i);
-                    let t = kb.ld(lane, b, i);
-                    let l = kb.splat(lane, lse);
-                    let d = kb.b.ins().fsub(l, x);
-                    kb.b.ins().fmul(t, d)
-                })
-            }
-            _ => {
-                // KL(P‖Q) = Σ P_j·((p_j − lse_p) − (q_j − lse_q))
-                let lp = logsumexp(kb, a, base, c);
-                let lq = logsumexp(kb, b, base, c);
-                reduce(kb, c, false, |kb, j, lane| {
-                    let i = kb.b.ins().iadd(base, j);
-                    let p = kb.ld(lane, a, i);
-                    let q = kb.ld(lane, b, i);
-                    let lpv = kb.splat(lane, lp);
-                    let lqv = kb.splat(lane, lq);
-                    let logp = kb.b.ins().fsub(p, lpv);
-                    let logq = kb.b.ins().fsub(q, lqv);
-                    let pp = math::emit_exp(&mut kb.b, logp);
-                    let d = kb.b.ins().fsub(logp, logq);
-                    kb.b.ins().fmul(pp, d)
-                })
-            }
-        };
-        let t = kb.b.ins().fpromote(types::F64, term);
+    kb.for_range(zero, samples, |kb, sample| {
+        let at = kb.b.ins().iadd(sample, sample);
+        let v = kb.ld(types::F64, p, at);
         let cur = kb.b.use_var(total);
-        let cur = kb.b.ins().fadd(cur, t);
+        let cur = kb.b.ins().fadd(cur, v);
         kb.b.def_var(total, cur);
     });
     let sum = kb.b.use_var(total);
@@ -239,6 +231,49 @@ pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     let mean = kb.b.ins().fdiv(sum, rf);
     let m32 = kb.b.ins().fdemote(types::F32, mean);
     kb.st(m32, o, zero);
+}
+
+/// The loss term of row `row` (of `c` logits at `a`; labels or targets at `b`).
+fn term(kb: &mut Kb, op: &Op, (a, b): (Value, Value), row: Value, c: usize) -> Value {
+    let base = kb.b.ins().imul_imm_s(row, c as i64);
+    match op {
+        Op::CrossEntropy => {
+            let lse = logsumexp(kb, a, base, c);
+            let l = label(kb, b, row, c);
+            let i = kb.b.ins().iadd(base, l);
+            let xl = kb.ld(types::F32, a, i);
+            kb.b.ins().fsub(lse, xl)
+        }
+        Op::SoftCrossEntropy => {
+            // Σ t_j·(lse − x_j)
+            let lse = logsumexp(kb, a, base, c);
+            reduce(kb, c, false, |kb, j, lane| {
+                let i = kb.b.ins().iadd(base, j);
+                let x = kb.ld(lane, a, i);
+                let t = kb.ld(lane, b, i);
+                let l = kb.splat(lane, lse);
+                let d = kb.b.ins().fsub(l, x);
+                kb.b.ins().fmul(t, d)
+            })
+        }
+        _ => {
+            // KL(P‖Q) = Σ P_j·((p_j − lse_p) − (q_j − lse_q))
+            let lp = logsumexp(kb, a, base, c);
+            let lq = logsumexp(kb, b, base, c);
+            reduce(kb, c, false, |kb, j, lane| {
+                let i = kb.b.ins().iadd(base, j);
+                let p = kb.ld(lane, a, i);
+                let q = kb.ld(lane, b, i);
+                let lpv = kb.splat(lane, lp);
+                let lqv = kb.splat(lane, lq);
+                let logp = kb.b.ins().fsub(p, lpv);
+                let logq = kb.b.ins().fsub(q, lqv);
+                let pp = math::emit_exp(&mut kb.b, logp);
+                let d = kb.b.ins().fsub(logp, logq);
+                kb.b.ins().fmul(pp, d)
+            })
+        }
+    }
 }
 
 /// One row of `CrossEntropyGrad`: `out[base + j] = softmax(x[base..base + c])_j · scale`, less
