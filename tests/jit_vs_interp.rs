@@ -1322,23 +1322,39 @@ fn wide() -> Graph {
 }
 
 fn run_once(g: &Graph, gens: &[Gen], batch: usize, threads: usize) -> Vec<Vec<f32>> {
-    let mut rng = Rng(42);
-    let d = draw(g, gens, batch, &mut rng);
-    let mut jit = Jit::compile(
-        g,
-        &JitOptions {
-            threads,
-            ..JitOptions::default()
-        },
-    )
-    .unwrap();
+    let d = draw(g, gens, batch, &mut Rng(42));
+    run_with(g, &d, batch, threads)
+}
+
+/// The outputs of `g` on the inputs and parameters `d`, compiled for `threads` threads.
+fn run_with(g: &Graph, d: &Data, batch: usize, threads: usize) -> Vec<Vec<f32>> {
+    let opts = JitOptions {
+        threads,
+        ..JitOptions::default()
+    };
+    let mut jit = Jit::compile(g, &opts).unwrap();
     let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
-    jit.run(batch, &feeds(g, &d), &params, StepCtx::default())
+    jit.run(batch, &feeds(g, d), &params, StepCtx::default())
         .unwrap();
     g.outputs
         .iter()
         .map(|o| jit.output(&o.name).unwrap().to_vec())
         .collect()
+}
+
+/// Asserts that `g` on `d` gives on 2 and 3 threads the bits it gives on one (NaNs included).
+fn assert_same_bits_on_threads(g: &Graph, d: &Data, batch: usize, what: &str) {
+    let bits = |threads| -> Vec<u32> {
+        let outs = run_with(g, d, batch, threads);
+        outs.iter().flatten().map(|v| v.to_bits()).collect()
+    };
+    let one = bits(1);
+    for threads in [2, 3] {
+        assert!(
+            one == bits(threads),
+            "{what}: {threads} threads changed the bits"
+        );
+    }
 }
 
 /// A row-parallel kernel reading one value twice (`x · x`, relu's gradient masked by the value
@@ -2306,29 +2322,7 @@ fn a_direct_convolution_of_one_image_splits_its_output_channels_over_the_threads
         for batch in [1, 3] {
             compare(&g, &[Gen::U(-1.0, 1.0)], batch, 40 + o as u64, TOL);
             let d = draw(&g, &[Gen::U(-1.0, 1.0)], batch, &mut Rng(o as u64));
-            let params: Vec<&[f32]> = d.params.iter().map(Vec::as_slice).collect();
-            let outs: Vec<Vec<f32>> = [1, 2, 3]
-                .iter()
-                .map(|&threads| {
-                    let opts = JitOptions {
-                        threads,
-                        ..JitOptions::default()
-                    };
-                    let mut jit = Jit::compile(&g, &opts).unwrap();
-                    jit.run(batch, &feeds(&g, &d), &params, StepCtx::default())
-                        .unwrap();
-                    jit.output("out").unwrap().to_vec()
-                })
-                .collect();
-            for (t, out) in outs.iter().enumerate().skip(1) {
-                assert!(
-                    out.iter()
-                        .zip(&outs[0])
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{o} channels, batch {batch}: {} threads changed the bits",
-                    t + 1
-                );
-            }
+            assert_same_bits_on_threads(&g, &d, batch, &format!("{o} channels, batch {batch}"));
         }
     }
 }
@@ -2353,28 +2347,7 @@ fn max_pooling_of_one_image_splits_its_channels_over_the_threads() {
             compare(&g, &[Gen::U(-1.0, 1.0)], batch, 60 + c as u64, TOL);
             let mut d = draw(&g, &[Gen::U(-1.0, 1.0)], batch, &mut Rng(c as u64));
             d.f[0][5] = f32::NAN;
-            let outs: Vec<Vec<f32>> = [1, 2, 3]
-                .iter()
-                .map(|&threads| {
-                    let opts = JitOptions {
-                        threads,
-                        ..JitOptions::default()
-                    };
-                    let mut jit = Jit::compile(&g, &opts).unwrap();
-                    jit.run(batch, &feeds(&g, &d), &[], StepCtx::default())
-                        .unwrap();
-                    jit.output("out").unwrap().to_vec()
-                })
-                .collect();
-            for (t, out) in outs.iter().enumerate().skip(1) {
-                assert!(
-                    out.iter()
-                        .zip(&outs[0])
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{c} channels, batch {batch}: {} threads changed the bits",
-                    t + 1
-                );
-            }
+            assert_same_bits_on_threads(&g, &d, batch, &format!("{c} channels, batch {batch}"));
         }
     }
 }
@@ -2398,24 +2371,7 @@ fn sequence_losses_sum_their_samples_on_the_threads_with_the_same_bits() {
             let gens = [Gen::U(-5.0, 5.0), gen];
             compare(&g, &gens, batch, 70 + batch as u64, TOL);
             let d = draw(&g, &gens, batch, &mut Rng(batch as u64));
-            let losses: Vec<u32> = [1, 2, 3]
-                .iter()
-                .map(|&threads| {
-                    let opts = JitOptions {
-                        threads,
-                        ..JitOptions::default()
-                    };
-                    let mut jit = Jit::compile(&g, &opts).unwrap();
-                    jit.run(batch, &feeds(&g, &d), &[], StepCtx::default())
-                        .unwrap();
-                    jit.output("out").unwrap()[0].to_bits()
-                })
-                .collect();
-            assert!(
-                losses.iter().all(|&l| l == losses[0]),
-                "{}, batch {batch}: {losses:?}",
-                g.name
-            );
+            assert_same_bits_on_threads(&g, &d, batch, &format!("{}, batch {batch}", g.name));
         }
     }
 }
