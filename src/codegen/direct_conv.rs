@@ -24,7 +24,7 @@
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
-use super::elementwise::unary;
+use super::elementwise::chain;
 use super::im2col::ConvGeom;
 use super::kernel::{ro, rw, Kb, F32X4};
 use super::lower::Scratch;
@@ -285,15 +285,9 @@ fn conv_tile(kb: &mut Kb, g: &ConvGeom, at: Tile, t: Value, [pp, wt, yp]: [Value
             }
             for (r, mut a) in acc.into_iter().enumerate() {
                 let rr = kb.b.ins().iadd_imm_s(oc0, r as i64);
-                if let Some((chain, bias)) = epi {
-                    if let Some(bp) = bias {
-                        let b = kb.ld(types::F32, bp, rr);
-                        let b = kb.splat(lane, b);
-                        a = kb.b.ins().fadd(a, b);
-                    }
-                    for &u in &chain.acts {
-                        a = unary(kb, u, a, lane);
-                    }
+                if let Some((c, bias)) = epi {
+                    let b = bias.map(|bp| kb.ld(types::F32, bp, rr));
+                    a = chain(kb, &c.acts, b, a, lane);
                 }
                 let i = kb.b.ins().iadd_imm_s(orow, (r * oh * ow) as i64);
                 let i = kb.b.ins().iadd(i, ox);

@@ -18,6 +18,26 @@ pub struct Operand {
     pub scalar: bool,
 }
 
+/// A fused chain on `v` (lanes of `ty`): `+ bias` (one f32 for all lanes, when given), then the
+/// activations in order, as the separate `Fused` kernel computes it (a convolution's epilogue
+/// applied before the store).
+pub fn chain(
+    kb: &mut Kb,
+    acts: &[UnaryOp],
+    bias: Option<Value>,
+    mut v: Value,
+    ty: ClifType,
+) -> Value {
+    if let Some(b) = bias {
+        let b = kb.splat(ty, b);
+        v = kb.b.ins().fadd(v, b);
+    }
+    for &u in acts {
+        v = unary(kb, u, v, ty);
+    }
+    v
+}
+
 /// `f(x)` for a unary op on lanes of type `ty`.
 pub fn unary(kb: &mut Kb, op: UnaryOp, x: Value, ty: ClifType) -> Value {
     match op {

@@ -35,7 +35,7 @@
 
 use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
 
-use super::elementwise::unary;
+use super::elementwise::chain;
 use super::epilogue::EpiStep;
 use super::glue::{split, ConvKind, Lib, Table};
 use super::im2col::ConvGeom;
@@ -773,15 +773,8 @@ struct Epi<'a> {
 
 impl Epi<'_> {
     /// `v + bias`, then the activations, on lanes of type `lane`.
-    fn apply(self, kb: &mut Kb, mut v: Value, lane: ClifType) -> Value {
-        if let Some(b) = self.bias {
-            let b = kb.splat(lane, b);
-            v = kb.b.ins().fadd(v, b);
-        }
-        for &u in self.acts {
-            v = unary(kb, u, v, lane);
-        }
-        v
+    fn apply(self, kb: &mut Kb, v: Value, lane: ClifType) -> Value {
+        chain(kb, self.acts, self.bias, v, lane)
     }
 }
 
