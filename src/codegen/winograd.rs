@@ -26,8 +26,10 @@
 //! buffer, so its loads need no bounds checks. Images are split over the worker threads, and a
 //! worker runs groups of about [`GROUP_TILES`] tiles through the stages (transforms, products,
 //! output transform or the products' sum), so its `V` and `M` stay in L2. With fewer images
-//! than threads (batch-1 inference) each stage of the forward passes is split instead: the
-//! transforms by channels (the kernels take a channel range), the products by ξ. Each output
+//! than threads (batch-1 inference) the forward passes split each image instead: two tasks each
+//! transform it into half of the 16 planes of `V` and compute those planes' products (so a
+//! plane is read by the core that wrote it), then the output transform is split by channels
+//! (the kernel takes a channel range). Each output
 //! element is a fixed sum whatever the split (the weight gradient sums fixed runs of images,
 //! then the runs in order), so results do not depend on the thread count.
 //!
@@ -152,6 +154,8 @@ pub struct WinogradStep {
     /// Forward and input gradient: weights, inputs, outputs; weight gradient: inputs,
     /// `dy` tiles, weight gradient.
     kernels: [usize; 3],
+    /// Forward and input gradient: the input transform into planes 0–7 and 8–15 of `V` only.
+    halves: Option<[usize; 2]>,
     /// Forward: the slot of the bias of the chain its output transform applies.
     bias: Option<usize>,
     /// Forward: an epilogue other than a chain, applied to each image once its output
@@ -236,7 +240,7 @@ pub fn step(
     };
     let kernels = match kind {
         ConvKind::GradWeight => [
-            kernel("inputs", &|kb| inputs(kb, &g))?,
+            kernel("inputs", &|kb| inputs(kb, &g, 0..16))?,
             kernel("dy tiles", &|kb| dy_tiles(kb, &g))?,
             kernel("weight gradient", &|kb| weight_grads(kb, &g, u, out))?,
         ],
@@ -244,9 +248,19 @@ pub fn step(
             kernel("weights", &|kb| {
                 weights(kb, &g, kind == ConvKind::GradInput, ins[1], u)
             })?,
-            kernel("inputs", &|kb| inputs(kb, &g))?,
+            kernel("inputs", &|kb| inputs(kb, &g, 0..16))?,
             kernel("outputs", &|kb| outputs(kb, &g, chain))?,
         ],
+    };
+    // One image (inference): two tasks each transform it into the half of V's planes that its
+    // products read (see `WinogradStep::run`).
+    let halves = if kind == ConvKind::GradWeight {
+        None
+    } else {
+        Some([
+            kernel("inputs, planes 0–7", &|kb| inputs(kb, &g, 0..8))?,
+            kernel("inputs, planes 8–15", &|kb| inputs(kb, &g, 8..16))?,
+        ])
     };
     Ok(WinogradStep {
         kind,
@@ -258,6 +272,7 @@ pub fn step(
         m,
         pad,
         kernels,
+        halves,
         bias: chain.and_then(|(_, b)| b),
         epi: None,
         u_cache: UCache::default(),
@@ -364,40 +379,42 @@ impl WinogradStep {
                     )
                 };
                 // With fewer images than threads (batch-1 inference) the work of the one image
-                // is split instead: the transforms by channels (each part bordering its channels
-                // in a pad of its own), the 16 products, which are independent, by ξ.
+                // is split instead: two tasks each transform the image into half of V's planes
+                // and compute those planes' products (the planes stay in the cache of the core
+                // that reads them), then the output transform is split by channels.
                 let inner = if batch < threads { threads } else { 1 };
                 let (x_ptr, v_ptr) = (x.as_ptr() as usize, v.as_mut_ptr() as usize);
-                let chunk = g.cin.div_ceil(inner);
-                split(g.cin, inner, 1, |c0, c1| {
-                    // SAFETY: the pads (batch × threads of them) are indexed by this worker's
-                    // first image and the part, `lo·inner + c0/chunk` with c0/chunk < inner ≤
-                    // threads, which no other task uses; the parts write disjoint channel rows
-                    // of V; k1 is this step's input transform.
-                    unsafe {
-                        let at = (lo * inner + c0 / chunk) * ph * pw;
-                        let pad = t.slice_mut(self.pad, at, ph * pw);
-                        let (x, v) = (x_ptr as *const f32, v_ptr as *mut f32);
-                        input_tiles(k1, x, v, pad, n, tp, c0..c1)
-                    };
-                    Ok(())
-                })?;
                 let (vv, mm) = (g.cin * tp + SKEW, g.cout * tp + SKEW);
                 let m_ptr = m.as_mut_ptr() as usize;
-                split(16, inner, 1, |lo, hi| {
-                    for xi in lo..hi {
-                        // SAFETY: plane ξ of this group's M (cout·tp floats at ξ·mm, inside m),
-                        // written by this task alone.
-                        let m = unsafe {
+                let first_pad = lo * inner;
+                // The input transform `k` into V with the pad `part`, then planes `lo..hi` of M.
+                let transform_and_multiply = |k: KernelFn, part: usize, lo: usize, hi: usize| {
+                    let (x, v) = (x_ptr as *const f32, v_ptr as *mut f32);
+                    // SAFETY: the pads (batch × threads of them) are indexed by this worker's
+                    // first image and the part, `first·inner + part` with part < 2 ≤ threads,
+                    // which no other task uses; each task's transform writes, and its products
+                    // read, only planes lo..hi of this group's V and M (cin·tp and cout·tp
+                    // floats at ξ·vv and ξ·mm); k is one of this step's input transforms.
+                    unsafe {
+                        let pad = t.slice_mut(self.pad, (first_pad + part) * ph * pw, ph * pw);
+                        input_tiles(k, x, v, pad, n, tp, 0..g.cin);
+                        for xi in lo..hi {
+                            let vx = std::slice::from_raw_parts(v.add(xi * vv), g.cin * tp);
                             let at = (m_ptr as *mut f32).add(xi * mm);
-                            std::slice::from_raw_parts_mut(at, g.cout * tp)
-                        };
-                        let (u, v) = (&u[xi * uu..], &v[xi * vv..]);
-                        lib.gemm
-                            .gemm(true, false, g.cout, tp, g.cin, u, v, m, false)?;
+                            let m = std::slice::from_raw_parts_mut(at, g.cout * tp);
+                            let u = &u[xi * uu..];
+                            lib.gemm
+                                .gemm(true, false, g.cout, tp, g.cin, u, vx, m, false)?;
+                        }
                     }
                     Ok(())
-                })?;
+                };
+                match self.halves.filter(|_| inner > 1) {
+                    Some(halves) => split(16, 2, 8, |lo, hi| {
+                        transform_and_multiply(kernels[halves[lo / 8]], lo / 8, lo, hi)
+                    })?,
+                    None => transform_and_multiply(k1, 0, 0, 16)?,
+                }
                 let y_ptr = y.as_mut_ptr() as usize;
                 split(g.cout, inner, 1, |o0, o1| {
                     let y = y_ptr as *mut f32;
@@ -597,7 +614,7 @@ fn at(kb: &mut Kb, x: [Value; 4]) -> [Value; 2] {
 /// The input transform of channels `c0..c1` of `batch` images (table: images, `V`,
 /// padded-channel buffer, row length `T` of `V`, `c0`, `c1`): `V[ξ][c][t] = (Bᵀ d B)[ξ]`,
 /// `t = image·tiles + ty·TW + tx`.
-fn inputs(kb: &mut Kb, g: &WinoGeom) {
+fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
     let (src, vb, pb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2), kb.ptr(3));
     let (c_lo, c_hi) = (kb.ptr(4), kb.ptr(5));
     let tiles = g.tiles();
@@ -665,6 +682,9 @@ fn inputs(kb: &mut Kb, g: &WinoGeom) {
                     for j in 0..4 {
                         let col = bt(kb, column(&rows, j));
                         for (i, &val) in col.iter().enumerate() {
+                            if !planes.contains(&(i * 4 + j)) {
+                                continue;
+                            }
                             let off = kb.b.ins().imul_imm_s(plane, (i * 4 + j) as i64);
                             let idx = kb.b.ins().iadd(off, vt);
                             kb.st(val, vb, idx);
