@@ -2058,8 +2058,8 @@ fn winograd_convolutions() {
                 compare(g, &gens, batch, rng.next(), 1e-4);
             }
             // Batches of 11 are split by images; of 1 and 2, with fewer images than threads,
-            // the forward and input-gradient passes by halves of ξ (each half's input
-            // transform and products), then the output transform by channels.
+            // the forward pass by halves of ξ (each half's input transform and products),
+            // then the output transform by channels (the input gradient: that alone).
             for batch in [11, 1, 2] {
                 let a = run_once(g, &gens, batch, 1);
                 for threads in [2, 3] {

@@ -26,12 +26,12 @@
 //! buffer, so its loads need no bounds checks. Images are split over the worker threads, and a
 //! worker runs groups of about [`GROUP_TILES`] tiles through the stages (transforms, products,
 //! output transform or the products' sum), so its `V` and `M` stay in L2. With fewer images
-//! than threads (batch-1 inference) the forward passes split each image instead: two tasks each
+//! than threads (batch-1 inference) the forward pass splits each image instead: two tasks each
 //! transform it into half of the 16 planes of `V` and compute those planes' products (so a
 //! plane is read by the core that wrote it), then the output transform is split by channels
-//! (the kernel takes a channel range). Each output
-//! element is a fixed sum whatever the split (the weight gradient sums fixed runs of images,
-//! then the runs in order), so results do not depend on the thread count.
+//! (the kernel takes a channel range); the input gradient splits only its output transform.
+//! Each output element is a fixed sum whatever the split (the weight gradient sums fixed runs
+//! of images, then the runs in order), so results do not depend on the thread count.
 //!
 //! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
 
@@ -154,7 +154,9 @@ pub struct WinogradStep {
     /// Forward and input gradient: weights, inputs, outputs; weight gradient: inputs,
     /// `dy` tiles, weight gradient.
     kernels: [usize; 3],
-    /// Forward and input gradient: the input transform into planes 0–7 and 8–15 of `V` only.
+    /// Forward: the input transform into planes 0–7 and 8–15 of `V` only (the input gradient,
+    /// which runs at batch 1 only when training on one image, transforms it on one task: the
+    /// two kernels cost 1.5 ms of the CNN's 17–20 ms compile).
     halves: Option<[usize; 2]>,
     /// Forward: the slot of the bias of the chain its output transform applies.
     bias: Option<usize>,
@@ -254,7 +256,7 @@ pub fn step(
     };
     // One image (inference): two tasks each transform it into the half of V's planes that its
     // products read (see `WinogradStep::run`).
-    let halves = if kind == ConvKind::GradWeight {
+    let halves = if kind != ConvKind::Forward {
         None
     } else {
         Some([
@@ -381,7 +383,8 @@ impl WinogradStep {
                 // With fewer images than threads (batch-1 inference) the work of the one image
                 // is split instead: two tasks each transform the image into half of V's planes
                 // and compute those planes' products (the planes stay in the cache of the core
-                // that reads them), then the output transform is split by channels.
+                // that reads them; forward only, see `halves`), then the output transform is
+                // split by channels.
                 let inner = if batch < threads { threads } else { 1 };
                 let (x_ptr, v_ptr) = (x.as_ptr() as usize, v.as_mut_ptr() as usize);
                 let (vv, mm) = (g.cin * tp + SKEW, g.cout * tp + SKEW);
