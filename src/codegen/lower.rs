@@ -508,7 +508,7 @@ fn emit(
             if x.batched && (inner > 1 || c >= PARALLEL_BIAS_COLUMNS) {
                 // A convolution's bias gradient or a wide layer's (a pass over all of dy):
                 // parts of the channels on the threads.
-                let parts = channel_parts(c);
+                let parts = channel_parts(c, 8);
                 let part = c / parts;
                 let title = format!("{header}\n; by parts of {part} channels");
                 let k = km.kernel(&title, |kb| bias::bias_grad(kb, &x, *axis, part, i, ins[0]))?;
@@ -560,7 +560,7 @@ fn emit(
                             }),
                         },
                     )?;
-                    let part = o / channel_parts(o);
+                    let part = o / channel_parts(o, 8);
                     let title = format!(
                         "{header}\n; direct convolution weight gradient: sums, by parts of {part} channels"
                     );
@@ -598,12 +598,12 @@ fn emit(
             arity(1 + grad as usize)?;
             let x = ity(0);
             let y = if grad { ity(1) } else { ty.clone() };
-            let cut = match x.dims[..] {
-                // Up to 4 parts (on 2 threads the CNN's first pooling took 3.6 µs, not 6.4).
-                [c, _, _] if !grad => (2..=4).rev().find(|p| c.is_multiple_of(*p)),
-                _ => None,
+            // Up to 4 parts (on 2 threads the CNN's first pooling took 3.6 µs, not 6.4).
+            let parts = match x.dims[..] {
+                [c, _, _] if !grad => channel_parts(c, 4),
+                _ => 1,
             };
-            if let (Some(parts), &[c, _, _]) = (cut, &x.dims[..]) {
+            if let (true, &[c, _, _]) = (parts > 1, &x.dims[..]) {
                 // One image (inference) in parts of its channels, each pooled on its own: the
                 // convolution before it ran on the threads, and one core would read its
                 // output, half of it from the other's cache.
@@ -862,20 +862,17 @@ fn direct_step(
 /// most up to 4 that divide `o`. On the MNIST CNN's first layer (one input channel, 32
 /// outputs) at batch 1 the image split left one thread idle.
 fn direct_parts(o: usize) -> usize {
-    let divides = |p: &usize| o.is_multiple_of(*p);
     (2..=4)
         .rev()
-        .filter(divides)
-        .find(|p| (o / p).is_multiple_of(direct_conv::TILE))
-        .or_else(|| (2..=4).rev().find(divides))
-        .unwrap_or(1)
+        .find(|p| o.is_multiple_of(*p) && (o / p).is_multiple_of(direct_conv::TILE))
+        .unwrap_or_else(|| channel_parts(o, 4))
 }
 
 /// Parts a kernel over `c` independent channels is cut into for the threads ([`Step::Parts`]):
-/// the most, up to 8, that divide them. Each channel is computed alone, so the cut changes no
-/// bits.
-pub fn channel_parts(c: usize) -> usize {
-    (1..=8).rev().find(|p| c.is_multiple_of(*p)).unwrap_or(1)
+/// the most, up to `most`, that divide them. Each channel is computed alone, so the cut changes
+/// no bits.
+pub fn channel_parts(c: usize, most: usize) -> usize {
+    (1..=most).rev().find(|p| c.is_multiple_of(*p)).unwrap_or(1)
 }
 
 /// Appends `s` to the graph's scratch buffers, whose table slots start at `scratch_base`;

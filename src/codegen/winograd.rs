@@ -700,9 +700,10 @@ fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
 }
 
 /// The output transform of channels `o0..o1` of `batch` images (table: `M`, output images, row
-/// length `T` of `M`, `o0`, `o1`, the chain's bias): `y = Aᵀ m A` per tile, the last tile row / column clipped to
-/// one output row / column when `oh` / `ow` is odd; then `chain` (bias from its slot, the
-/// activations) on each value before it is stored, as the separate epilogue would compute it.
+/// length `T` of `M`, `o0`, `o1`, the chain's bias): `y = Aᵀ m A` per tile, the last tile row /
+/// column clipped to one output row / column when `oh` / `ow` is odd; then `chain` (bias from
+/// its slot, the activations) on each value before it is stored, as the separate epilogue would
+/// compute it.
 fn outputs(kb: &mut Kb, g: &WinoGeom, chain: Option<(&Chain, Option<usize>)>) {
     let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let chans = (kb.ptr(3), kb.ptr(4));
@@ -794,13 +795,6 @@ struct Epi<'a> {
     bias: Option<Value>,
 }
 
-impl Epi<'_> {
-    /// `v + bias`, then the activations, on lanes of type `lane`.
-    fn apply(self, kb: &mut Kb, v: Value, lane: ClifType) -> Value {
-        chain(kb, self.acts, self.bias, v, lane)
-    }
-}
-
 /// The tile(s) at `tx` of a tile row (four with f32x4 lanes), `rows × cols` outputs each.
 #[allow(clippy::too_many_arguments)]
 fn output_tile(
@@ -836,9 +830,9 @@ fn output_tile(
         // y[j][i]: column j, row i of the tile(s).
         let [mut y0, mut y1]: [Value; 2] = column(&y, i);
         if let Some(e) = r.epi {
-            y0 = e.apply(kb, y0, lane);
+            y0 = chain(kb, e.acts, e.bias, y0, lane);
             if cols == 2 || lane == F32X4 {
-                y1 = e.apply(kb, y1, lane);
+                y1 = chain(kb, e.acts, e.bias, y1, lane);
             }
         }
         if lane == F32X4 {
