@@ -1999,26 +1999,35 @@ fn direct_convolutions() {
     }
 }
 
-/// 3×3 stride-1 convolutions with 8 or more input channels run on Winograd F(2×2, 3×3) (the
-/// forward pass, the weight gradient, and the input gradient, whose input channels are the
-/// output's): odd and even sizes (clipped edge tiles), paddings 0–2, channel counts that are
-/// not multiples of 4, one image or several groups of images, and conv2 of the MNIST CNN,
-/// against the f64 interpreter (Winograd rounds differently from the direct sum, hence 1e-4)
-/// and bit-identical for 1, 2 and 3 threads.
+/// 3×3 stride-1 convolutions with 8 or more input channels run on Winograd F(2×2, 3×3) or
+/// F(4×4, 3×3) (the forward pass, the weight gradient, and the input gradient, whose input
+/// channels are the output's): odd and even sizes (clipped edge tiles), paddings 0–2, channel
+/// counts that are not multiples of 4, one image or several groups of images, and conv2 of the
+/// MNIST CNN, against the f64 interpreter (Winograd rounds differently from the direct sum,
+/// hence 1e-4) and bit-identical for 1, 2 and 3 threads.
 #[test]
 fn winograd_convolutions() {
     use nnc::opt::epilogue::fuse_epilogues;
     let mut rng = Rng(11);
     let u = Gen::U(-1.0, 1.0);
-    for case in 0..13 {
+    // Rows of 13 or more run on F(4×4, 3×3) (four tiles side by side, the row's last clipped
+    // to 1–4 columns, the last tile row to 1–4 rows, or the only one), shorter ones on
+    // F(2×2, 3×3): (c, o, h, w, pad) after the random cases.
+    let f4 = [
+        (9, 5, 13, 13, 1),
+        (8, 3, 5, 15, 0),
+        (10, 7, 16, 17, 2),
+        (8, 4, 16, 16, 1),
+    ];
+    for case in 0..13 + f4.len() {
         let pad = case % 3;
         let (c, o) = (rng.range(8, 19), rng.range(1, 13));
         let (h, wd) = (rng.range(3, 17), rng.range(3, 17));
-        // The last case is the MNIST CNN's conv2 (deep sums: 288 and 576 products).
-        let (c, o, h, wd) = if case == 12 {
-            (32, 64, 14, 14)
-        } else {
-            (c, o, h, wd)
+        // Case 12 is the MNIST CNN's conv2 (deep sums: 288 and 576 products).
+        let (c, o, h, wd, pad) = match case {
+            12 => (32, 64, 14, 14, 1),
+            13.. => f4[case - 13],
+            _ => (c, o, h, wd, pad),
         };
         let w = Window {
             kernel: 3,
@@ -2053,6 +2062,9 @@ fn winograd_convolutions() {
         for g in [&fwd, &gi, &gw, &fused] {
             let clif = nnc::codegen::clif_text(g).unwrap();
             assert!(clif.contains("winograd inputs"), "{}: not Winograd", g.name);
+            if case >= 12 {
+                assert!(clif.contains("winograd F(4x4"), "{} case {case}", g.name);
+            }
             let gens = vec![u; g.inputs().len()];
             for batch in [1, 3, 11] {
                 compare(g, &gens, batch, rng.next(), 1e-4);

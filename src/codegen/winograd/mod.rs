@@ -1,41 +1,48 @@
-//! Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions: `Conv2d`; `Conv2dGradInput`, which
-//! is the same correlation of `dy` (padded by `2 − p`) with the kernel rotated by 180° and its
-//! channels swapped; and `Conv2dGradWeight`. Each 2×2 block of outputs costs 16 multiplications
-//! per channel pair instead of 36 (2.25× fewer), at the price of cheap linear transforms:
+//! Winograd F(m×m, 3×3), m = 2 or 4, for 3×3 stride-1 convolutions: `Conv2d`;
+//! `Conv2dGradInput`, which is the same correlation of `dy` (padded by `2 − p`) with the kernel
+//! rotated by 180° and its channels swapped; and `Conv2dGradWeight`. Each m×m block of outputs
+//! costs (m + 2)² multiplications per channel pair instead of 9m²: 2.25× fewer with F(2×2),
+//! 4× with F(4×4) (on 14×14, whose tiles do not fit exactly, 1.36× fewer than F(2×2)), at the
+//! price of linear transforms ([`transforms`]). [`tile_side`] picks m per geometry.
 //!
 //! - weights, once per run, and not again while they keep their bits (inference):
-//!   `U[ξ][c][o] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g` (16 × C×O, stored transposed so that
-//!   the products read it in place);
-//! - inputs: `V[ξ][c][t] = (Bᵀ d B)[ξ]` for every overlapping 4×4 tile `d` (stride 2) of every
-//!   channel, tiles `t` of several images side by side so the products are wide;
-//! - 16 GEMMs on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ]ᵀ (O×C) · V[ξ] (C×T)`, reading `U` and `V`
-//!   where they lie (the rows of `V` padded to whole f32x4 groups);
-//! - outputs: `y = Aᵀ m A` per tile (2×2, clipped at odd edges), and the forward pass's fused
-//!   chain (bias, activations) on each value before it is stored, so that the output is
-//!   written once.
+//!   `U[ξ][c][o] = (G g Gᵀ)[ξ]` for every 3×3 kernel `g` ((m + 2)² planes of C×O, stored
+//!   transposed so that the products read it in place);
+//! - inputs: `V[ξ][c][t] = (Bᵀ d B)[ξ]` for every overlapping (m + 2)² tile `d` (stride m) of
+//!   every channel, tiles `t` of several images side by side so the products are wide;
+//! - one GEMM per plane on the JIT'd GEMM, `M[ξ] (O×T) = U[ξ]ᵀ (O×C) · V[ξ] (C×T)`, reading
+//!   `U` and `V` where they lie (the rows of `V` padded to whole f32x4 groups);
+//! - outputs: `y = Aᵀ m A` per tile (m×m, clipped at the last row and column), and the forward
+//!   pass's fused chain (bias, activations) on each value before it is stored, so that the
+//!   output is written once.
 //!
-//! The weight gradient is the adjoint: `dy` blocks `e` become `E = A e Aᵀ`, the 16 GEMMs are
+//! The weight gradient is the adjoint: `dy` blocks `e` become `E = A e Aᵀ`, the GEMMs are
 //! `dU[ξ] += E[ξ] · V[ξ]ᵀ` over the tiles of each group of images, and `dw = Gᵀ dU G`.
 //!
 //! The transforms are Cranelift kernels of the graph's module with every dimension but the
 //! image count known at compile time; the input, output and `dy` transforms work on f32x4
-//! across four horizontally adjacent tiles (`shufps` splits a row into the tiles' columns,
-//! `unpck` joins them back); a row that is not a whole number of fours ends with one more step
-//! over its last four tiles (transforms write each tile twice harmlessly), scalar only when it
-//! has fewer than four. The input transform first copies each channel into a zero-bordered
-//! buffer, so its loads need no bounds checks. Images are split over the worker threads, and a
-//! worker runs groups of about [`GROUP_TILES`] tiles through the stages (transforms, products,
-//! output transform or the products' sum), so its `V` and `M` stay in L2. With fewer images
-//! than threads (batch-1 inference) the forward pass splits each image instead: two tasks each
-//! transform it into half of the 16 planes of `V` and compute those planes' products (so a
-//! plane is read by the core that wrote it), then the output transform is split by channels
-//! (the kernel takes a channel range); the input gradient splits only its output transform.
-//! Each output element is a fixed sum whatever the split (the weight gradient sums fixed runs
-//! of images, then the runs in order), so results do not depend on the thread count.
+//! across four horizontally adjacent tiles. F(2×2): `shufps` splits a row into the tiles'
+//! columns, `unpck` joins them back; a row that is not a whole number of fours ends with one
+//! more step over its last four tiles (transforms write each tile twice harmlessly), scalar
+//! only when it has fewer than four. F(4×4): 4×4 transposes, and the row's clipped last tile
+//! stored (or loaded) as the four values ending the row. The input transform first copies
+//! each channel into a zero-bordered buffer, so its loads need no bounds checks. Images are
+//! split over the worker threads, and a worker runs groups of about [`GROUP_TILES`] tiles
+//! through the stages (transforms, products, output transform or the products' sum), so its
+//! `V` and `M` stay in L2. With fewer images than threads (batch-1 inference) the forward pass
+//! splits each image instead: two tasks each transform it into half of the planes of `V` and
+//! compute those planes' products (so a plane is read by the core that wrote it), then the
+//! output transform is split by channels (the kernel takes a channel range); the input
+//! gradient splits only its output transform. Each output element is a fixed sum whatever the
+//! split (the weight gradient sums fixed runs of images, then the runs in order), so results
+//! do not depend on the thread count.
 //!
 //! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
 
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
+
+mod transforms;
 
 use super::elementwise::chain;
 use super::epilogue::EpiStep;
@@ -47,18 +54,21 @@ use super::CodegenError;
 use crate::ir::{Chain, UnaryOp};
 use std::ops::Range;
 use std::sync::Mutex;
+use transforms as tf;
 
 /// Input channels (the GEMMs' depth) below which im2col is kept: the transforms cost per
 /// channel what a few channels' multiplications do, and GEMMs of depth < 8 run far below the
 /// kernel's peak. A judgement, not a measured crossover: the examples' convolutions have 1
 /// (im2col) or 32 (Winograd, measured faster: BENCHMARKS.md) input channels.
 pub const MIN_CHANNELS: usize = 8;
-/// Tiles per group of images a worker transforms and multiplies at once: `V` and `M` of a
-/// group (16·(C + O)·tiles floats, 600 KiB for two 14×14 images with C = 32, O = 64) stay in
-/// L2 next to the GEMM's packed panels. On the MNIST CNN (`nnc bench examples/mnist_cnn.nn
-/// --steps 60 --threads 1`, 2-core shared VM) 100–128 tiles ran ~5–15% faster than 256–1000.
+/// Tiles of F(2×2) per group of images a worker transforms and multiplies at once (F(4×4):
+/// as many floats, [`WinoGeom::group_tiles`]): `V` and `M` of a group (16·(C + O)·tiles
+/// floats, 600 KiB for two 14×14 images with C = 32, O = 64) stay in L2 next to the GEMM's
+/// packed panels. On the MNIST CNN (`nnc bench examples/mnist_cnn.nn --steps 60 --threads 1`,
+/// 2-core shared VM) 100–128 tiles ran ~5–15% faster than 256–1000; with F(4×4) (2 threads,
+/// Xeon) groups of 32–80 tiles ran alike, 128 5–10% slower, 200 15% slower.
 const GROUP_TILES: usize = 128;
-/// Floats added to the stride between the 16 `ξ` planes of `U`, `V` and `M`: without it the
+/// Floats added to the stride between the `ξ` planes of `U`, `V` and `M`: without it the
 /// planes are often a multiple of 4 KiB apart (64 × 32 weights, 64 images of 49 tiles), so
 /// the 16 stores of one tile hit one L1 set and evict each other (conv2's weight transform
 /// took ~85 µs instead of ~7).
@@ -72,6 +82,12 @@ const RUNS: usize = 8;
 const ROW_PAD: usize = 3;
 /// Multiply-adds (of the im2col form) below which the images are not split across threads.
 const PARALLEL_WORK: usize = 1 << 18;
+/// Floats after a bordered channel: F(4×4, 3×3)'s input transform loads the six columns of
+/// four tiles as five f32x4, whose last two lanes lie past the last tile's window.
+const PAD_SLACK: usize = 4;
+/// How many times fewer multiplications F(4×4, 3×3) must need to be chosen: its transforms
+/// cost more per tile (6×6 instead of 4×4) and round more.
+const F4_GAIN: f64 = 1.2;
 
 /// A 3×3 stride-1 correlation as Winograd computes it: `cin` input channels of `h×w` with
 /// `pad` zeros around, `cout` output channels of `oh×ow` (`oh = h + 2·pad − 2`).
@@ -84,22 +100,65 @@ pub struct WinoGeom {
     pub cout: usize,
     pub oh: usize,
     pub ow: usize,
+    /// Outputs per tile side: F(m×m, 3×3), 2 or 4 ([`tile_side`]).
+    pub m: usize,
 }
 
 impl WinoGeom {
-    /// Tile rows and columns: one tile per 2×2 block of outputs.
+    /// Input values per tile side (`m + 2`: a tile's window).
+    fn a(&self) -> usize {
+        self.m + 2
+    }
+    /// The `ξ` planes of `U`, `V` and `M`: one per element of a transformed tile.
+    fn planes(&self) -> usize {
+        self.a() * self.a()
+    }
+    /// Tile rows and columns: one tile per m×m block of outputs.
     fn tiles_hw(&self) -> (usize, usize) {
-        (self.oh.div_ceil(2), self.ow.div_ceil(2))
+        (self.oh.div_ceil(self.m), self.ow.div_ceil(self.m))
     }
     /// Tiles per image.
     fn tiles(&self) -> usize {
         let (th, tw) = self.tiles_hw();
         th * tw
     }
-    /// The zero-bordered copy of one channel: every tile's 4×4 window lies inside it.
+    /// The zero-bordered copy of one channel: every tile's window lies inside it.
     fn padded_hw(&self) -> (usize, usize) {
         let (th, tw) = self.tiles_hw();
-        (2 * th + 2, 2 * tw + 2)
+        (self.m * th + 2, self.m * tw + 2)
+    }
+    /// Floats of one bordered channel's buffer: [`WinoGeom::padded_hw`] and [`PAD_SLACK`].
+    fn pad_len(&self) -> usize {
+        let (ph, pw) = self.padded_hw();
+        ph * pw + PAD_SLACK
+    }
+    /// Floats of `V` (`rows` = C), `M` or `E` (`rows` = O) for one image of `tiles` tiles:
+    /// rows padded by [`ROW_PAD`], planes [`SKEW`] apart.
+    fn plane_floats(&self, rows: usize, tiles: usize) -> usize {
+        self.planes() * (rows * (tiles + ROW_PAD) + SKEW)
+    }
+    /// [`GROUP_TILES`] for this tile size: as many floats of `V` and `M` per group.
+    fn group_tiles(&self) -> usize {
+        GROUP_TILES * 16 / self.planes()
+    }
+}
+
+/// Multiplications per channel pair of one image with tiles of side `m` (`m` = 2 or 4), a
+/// clipped edge tile counting whole.
+fn multiplications(oh: usize, ow: usize, m: usize) -> usize {
+    oh.div_ceil(m) * ow.div_ceil(m) * (m + 2) * (m + 2)
+}
+
+/// F(4×4, 3×3) where it needs at least [`F4_GAIN`] fewer multiplications than F(2×2, 3×3)
+/// and a row holds at least four tiles (its transforms work on four side by side, the last
+/// one clipped by a shifted store); F(2×2, 3×3) otherwise. conv2 of the MNIST CNN (14×14):
+/// 16 tiles of 36 products per channel pair instead of 49 of 16, 1.36× fewer.
+fn tile_side(oh: usize, ow: usize) -> usize {
+    let f4 = multiplications(oh, ow, 4) as f64;
+    if ow >= 13 && f4 * F4_GAIN <= multiplications(oh, ow, 2) as f64 {
+        4
+    } else {
+        2
     }
 }
 
@@ -122,6 +181,7 @@ pub fn plan(kind: ConvKind, g: &ConvGeom, o: usize) -> Option<WinoGeom> {
             cout: o,
             oh,
             ow,
+            m: tile_side(oh, ow),
         },
         ConvKind::GradInput => WinoGeom {
             cin: o,
@@ -131,6 +191,7 @@ pub fn plan(kind: ConvKind, g: &ConvGeom, o: usize) -> Option<WinoGeom> {
             cout: g.c,
             oh: g.h,
             ow: g.w,
+            m: tile_side(g.h, g.w),
         },
     };
     (wg.cin >= MIN_CHANNELS).then_some(wg)
@@ -167,9 +228,9 @@ pub struct WinogradStep {
     u_cache: UCache,
 }
 
-/// `U` (16 planes of `O×C + SKEW` floats) and the weights it was transformed from: inference
+/// `U` (its planes of `O×C + SKEW` floats) and the weights it was transformed from: inference
 /// runs a step with the same weights call after call, and the transform, whose stores scatter
-/// over the 16 planes, took 34 µs of a 170 µs batch-1 CNN. A call whose weights have the same
+/// over the planes, took 34 µs of a 170 µs batch-1 CNN. A call whose weights have the same
 /// bits reuses it; any other transforms them again (a compare that stops at the first change
 /// and a copy of the weights, 2–5 µs, on a training step of milliseconds).
 #[derive(Debug, Default)]
@@ -202,8 +263,7 @@ pub fn step(
     chain: Option<(&Chain, Option<usize>)>,
 ) -> Result<WinogradStep, CodegenError> {
     let g = geom;
-    let tiles = g.tiles();
-    let (ph, pw) = g.padded_hw();
+    let (tiles, planes) = (g.tiles(), g.planes());
     let mut add = |per: usize, batched: bool, per_thread: bool| {
         let s = Scratch {
             per,
@@ -221,28 +281,35 @@ pub fn step(
     // The forward and input-gradient passes keep U in their cache instead.
     let u = add(
         if kind == ConvKind::GradWeight {
-            copies * 16 * (g.cout * g.cin + SKEW)
+            copies * planes * (g.cout * g.cin + SKEW)
         } else {
             0
         },
         false,
         false,
     );
-    let v = add(16 * (g.cin * (tiles + ROW_PAD) + SKEW), true, false);
-    let m = add(16 * (g.cout * (tiles + ROW_PAD) + SKEW), true, false);
+    let v = add(g.plane_floats(g.cin, tiles), true, false);
+    let m = add(g.plane_floats(g.cout, tiles), true, false);
     // One bordered channel per image, and per thread: at batch 1 the threads transform parts of
     // the channels, each bordering its own.
-    let pad = add(ph * pw, true, true);
+    let pad = add(g.pad_len(), true, true);
     km.note(&format!(
-        "{header}\n; winograd F(2x2,3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
-        g.cin, g.h, g.w, g.pad, g.cout, g.oh, g.ow
+        "{header}\n; winograd F({m}x{m},3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
+        g.cin,
+        g.h,
+        g.w,
+        g.pad,
+        g.cout,
+        g.oh,
+        g.ow,
+        m = g.m
     ));
     let mut kernel = |name: &str, f: &dyn Fn(&mut Kb)| {
         km.kernel(&format!("{header}  ; winograd {name}"), |kb| f(kb))
     };
     let kernels = match kind {
         ConvKind::GradWeight => [
-            kernel("inputs", &|kb| inputs(kb, &g, 0..16))?,
+            kernel("inputs", &|kb| inputs(kb, &g, 0..planes))?,
             kernel("dy tiles", &|kb| dy_tiles(kb, &g))?,
             kernel("weight gradient", &|kb| weight_grads(kb, &g, u, out))?,
         ],
@@ -250,7 +317,7 @@ pub fn step(
             kernel("weights", &|kb| {
                 weights(kb, &g, kind == ConvKind::GradInput, ins[1], u)
             })?,
-            kernel("inputs", &|kb| inputs(kb, &g, 0..16))?,
+            kernel("inputs", &|kb| inputs(kb, &g, 0..planes))?,
             kernel("outputs", &|kb| outputs(kb, &g, chain))?,
         ],
     };
@@ -259,9 +326,14 @@ pub fn step(
     let halves = if kind != ConvKind::Forward {
         None
     } else {
+        let half = planes / 2;
         Some([
-            kernel("inputs, planes 0–7", &|kb| inputs(kb, &g, 0..8))?,
-            kernel("inputs, planes 8–15", &|kb| inputs(kb, &g, 8..16))?,
+            kernel(&format!("inputs, planes 0–{}", half - 1), &|kb| {
+                inputs(kb, &g, 0..half)
+            })?,
+            kernel(&format!("inputs, planes {half}–{}", planes - 1), &|kb| {
+                inputs(kb, &g, half..planes)
+            })?,
         ])
     };
     Ok(WinogradStep {
@@ -291,7 +363,7 @@ fn count(n: usize) -> *mut u8 {
 /// `pad` first.
 ///
 /// # Safety
-/// `k` must be the input transform of the step's geometry; `x` must hold `n` images, `v` 16
+/// `k` must be the input transform of the step's geometry; `x` must hold `n` images, `v` the
 /// planes of `V` with rows of `row` tiles whose rows `chans` nothing else accesses meanwhile,
 /// and `pad` one bordered channel of this call's own.
 unsafe fn input_tiles(
@@ -346,21 +418,20 @@ impl WinogradStep {
         let w = unsafe { t.slice(self.ins[1], 0, g.cout * g.cin * 9) };
         if !cache.as_ref().is_some_and(|(cw, _)| same_bits(cw, w)) {
             let (cw, cu) = cache.get_or_insert_with(Default::default);
-            cu.resize(16 * uu, 0.0);
+            cu.resize(g.planes() * uu, 0.0);
             let mut table = t.0.to_vec();
             table[self.u] = cu.as_mut_ptr() as *mut u8;
-            // SAFETY: the weight kernel reads slot ins[1] and writes the 16 planes of U.
+            // SAFETY: the weight kernel reads slot ins[1] and writes the planes of U.
             unsafe { k0(table.as_ptr(), batch as i64) };
             cw.clear();
             cw.extend_from_slice(w);
         }
         let u: &[f32] = cache.as_ref().map_or(&[], |(_, u)| u.as_slice());
-        let tiles = g.tiles();
-        let (ph, pw) = g.padded_hw();
+        let (tiles, planes) = (g.tiles(), g.planes());
+        let pad_len = g.pad_len();
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
-        let per_v = 16 * (g.cin * (tiles + ROW_PAD) + SKEW);
-        let per_m = 16 * (g.cout * (tiles + ROW_PAD) + SKEW);
-        let group = (GROUP_TILES / tiles).max(1);
+        let (per_v, per_m) = (g.plane_floats(g.cin, tiles), g.plane_floats(g.cout, tiles));
+        let group = (g.group_tiles() / tiles).max(1);
         split(batch, threads, 1, |lo, hi| {
             let mut b0 = lo;
             while b0 < hi {
@@ -399,7 +470,7 @@ impl WinogradStep {
                     // read, only planes lo..hi of this group's V and M (cin·tp and cout·tp
                     // floats at ξ·vv and ξ·mm); k is one of this step's input transforms.
                     unsafe {
-                        let pad = t.slice_mut(self.pad, (first_pad + part) * ph * pw, ph * pw);
+                        let pad = t.slice_mut(self.pad, (first_pad + part) * pad_len, pad_len);
                         input_tiles(k, x, v, pad, n, tp, 0..g.cin);
                         for xi in lo..hi {
                             let vx = std::slice::from_raw_parts(v.add(xi * vv), g.cin * tp);
@@ -413,10 +484,11 @@ impl WinogradStep {
                     Ok(())
                 };
                 match self.halves.filter(|_| inner > 1) {
-                    Some(halves) => split(16, 2, 8, |lo, hi| {
-                        transform_and_multiply(kernels[halves[lo / 8]], lo / 8, lo, hi)
+                    Some(halves) => split(planes, 2, planes / 2, |lo, hi| {
+                        let part = lo / (planes / 2);
+                        transform_and_multiply(kernels[halves[part]], part, lo, hi)
                     })?,
-                    None => transform_and_multiply(k1, 0, 0, 16)?,
+                    None => transform_and_multiply(k1, 0, 0, planes)?,
                 }
                 let y_ptr = y.as_mut_ptr() as usize;
                 split(g.cout, inner, 1, |o0, o1| {
@@ -462,11 +534,11 @@ impl WinogradStep {
         })
     }
 
-    /// The weight gradient `dw = Σ_tiles Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G` (`e` the 2×2 blocks of
-    /// `dy`, `d` the 4×4 tiles of `x`). The batch is cut into [`RUNS`] runs of images (fewer
-    /// for a smaller batch), split over the threads; for each run a worker transforms groups of
-    /// about [`GROUP_TILES`] tiles (so `V` and `E` stay in L2) and adds their 16 products
-    /// `dU[ξ] (O×C) += E[ξ] (O×T) · V[ξ]ᵀ` into the run's own `dU`. The weight kernel then sums
+    /// The weight gradient `dw = Σ_tiles Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G` (`e` the m×m blocks of
+    /// `dy`, `d` the (m + 2)² tiles of `x`). The batch is cut into [`RUNS`] runs of images
+    /// (fewer for a smaller batch), split over the threads; for each run a worker transforms
+    /// groups of about [`GROUP_TILES`] tiles (so `V` and `E` stay in L2) and adds their
+    /// products, one per plane, `dU[ξ] (O×C) += E[ξ] (O×T) · V[ξ]ᵀ`, into the run's own `dU`. The weight kernel then sums
     /// the runs' `dU` in order and computes `dw` from it. Where the runs begin depends on the
     /// batch alone, so the sums do not depend on the thread count.
     ///
@@ -481,22 +553,20 @@ impl WinogradStep {
         [k_in, k_dy, k_dw]: [KernelFn; 3],
     ) -> Result<(), String> {
         let g = &self.geom;
-        let tiles = g.tiles();
-        let (ph, pw) = g.padded_hw();
+        let (tiles, planes) = (g.tiles(), g.planes());
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
-        let per_v = 16 * (g.cin * (tiles + ROW_PAD) + SKEW);
-        let per_e = 16 * (g.cout * (tiles + ROW_PAD) + SKEW);
+        let (per_v, per_e) = (g.plane_floats(g.cin, tiles), g.plane_floats(g.cout, tiles));
         let uu = g.cout * g.cin + SKEW;
         let runs = batch.min(RUNS);
         let first = |r: usize| r * batch / runs;
-        let group = (GROUP_TILES / tiles).max(1);
+        let group = (g.group_tiles() / tiles).max(1);
         split(runs, threads, 1, |lo, hi| {
             // This worker's scratch: the V, E and padded channel of its first image onwards
             // (a group never spans runs, so it holds at most the worker's own images).
             let img0 = first(lo);
             for r in lo..hi {
                 // SAFETY: run r's dU is this worker's alone.
-                let du = unsafe { t.slice_mut(self.u, r * 16 * uu, 16 * uu) };
+                let du = unsafe { t.slice_mut(self.u, r * planes * uu, planes * uu) };
                 let (mut b0, end) = (first(r), first(r + 1));
                 while b0 < end {
                     let n = group.min(end - b0);
@@ -509,7 +579,7 @@ impl WinogradStep {
                             t.slice(self.ins[1], b0 * img_out, n * img_out),
                             t.slice_mut(self.v, img0 * per_v, n * per_v),
                             t.slice_mut(self.m, img0 * per_e, n * per_e),
-                            t.slice_mut(self.pad, img0 * ph * pw, ph * pw),
+                            t.slice_mut(self.pad, img0 * g.pad_len(), g.pad_len()),
                         )
                     };
                     // SAFETY: k_in is this step's input transform.
@@ -518,7 +588,7 @@ impl WinogradStep {
                     // SAFETY: as for V.
                     unsafe { k_dy(table.as_ptr(), n as i64) };
                     let (vv, ee) = (g.cin * tn + SKEW, g.cout * tn + SKEW);
-                    for xi in 0..16 {
+                    for xi in 0..planes {
                         let (e, v) = (&e[xi * ee..][..g.cout * tn], &v[xi * vv..][..g.cin * tn]);
                         let du = &mut du[xi * uu..][..g.cout * g.cin];
                         lib.gemm
@@ -533,11 +603,6 @@ impl WinogradStep {
         unsafe { k_dw(t.0.as_ptr(), runs as i64) };
         Ok(())
     }
-}
-
-/// Column `j` of a small matrix of values kept as rows.
-fn column<const R: usize, const N: usize>(m: &[[Value; N]], j: usize) -> [Value; R] {
-    std::array::from_fn(|r| m[r][j])
 }
 
 /// `v` times an i64 constant, plus `add`.
@@ -556,10 +621,10 @@ fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize
     } else {
         (g.cout, g.cin)
     };
-    let plane = g.cout * g.cin + SKEW;
-    kb.for_n(rows, |kb, a| {
+    let (side, plane) = (g.a(), g.cout * g.cin + SKEW);
+    kb.for_n(rows, |kb, r| {
         kb.for_n(cols, |kb, c| {
-            let base = mul_add(kb, a, cols, c);
+            let base = mul_add(kb, r, cols, c);
             let base = kb.b.ins().imul_imm_s(base, 9);
             let k: Vec<Value> = (0..9)
                 .map(|e| {
@@ -568,28 +633,17 @@ fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize
                     kb.ld(F32, wp, i)
                 })
                 .collect();
-            let half = kb.cst(F32, 0.5);
-            // G·x for a 3-vector: (x0, (x0 + x1 + x2)/2, (x0 − x1 + x2)/2, x2).
-            let gx = |kb: &mut Kb, x: [Value; 3]| -> [Value; 4] {
-                let s = kb.b.ins().fadd(x[0], x[2]);
-                let p = kb.b.ins().fadd(s, x[1]);
-                let m = kb.b.ins().fsub(s, x[1]);
-                [
-                    x[0],
-                    kb.b.ins().fmul(p, half),
-                    kb.b.ins().fmul(m, half),
-                    x[2],
-                ]
-            };
             // Columns of G g, then G applied to each of its rows.
-            let cols3: Vec<[Value; 4]> =
-                (0..3).map(|j| gx(kb, [k[j], k[3 + j], k[6 + j]])).collect();
-            let (o_idx, c_idx) = if rotate { (c, a) } else { (a, c) };
+            let cols3: Vec<Vec<Value>> = (0..3)
+                .map(|j| tf::g(kb, g.m, [k[j], k[3 + j], k[6 + j]]))
+                .collect();
+            let (o_idx, c_idx) = if rotate { (c, r) } else { (r, c) };
             let uidx = mul_add(kb, c_idx, g.cout, o_idx);
-            for i in 0..4 {
-                let row = gx(kb, column(&cols3, i));
+            for i in 0..side {
+                let col = tf::column(&cols3, i);
+                let row = tf::g(kb, g.m, [col[0], col[1], col[2]]);
                 for (j, &val) in row.iter().enumerate() {
-                    let idx = kb.b.ins().iadd_imm_s(uidx, ((i * 4 + j) * plane) as i64);
+                    let idx = kb.b.ins().iadd_imm_s(uidx, ((i * side + j) * plane) as i64);
                     kb.st(val, up, idx);
                 }
             }
@@ -597,33 +651,39 @@ fn weights(kb: &mut Kb, g: &WinoGeom, rotate: bool, w_slot: usize, u_slot: usize
     });
 }
 
-/// `Bᵀ x` for a 4-vector: (x0 − x2, x1 + x2, x2 − x1, x1 − x3).
-fn bt(kb: &mut Kb, x: [Value; 4]) -> [Value; 4] {
-    [
-        kb.b.ins().fsub(x[0], x[2]),
-        kb.b.ins().fadd(x[1], x[2]),
-        kb.b.ins().fsub(x[2], x[1]),
-        kb.b.ins().fsub(x[1], x[3]),
-    ]
-}
-
-/// `Aᵀ x` for a 4-vector: (x0 + x1 + x2, x1 − x2 − x3).
-fn at(kb: &mut Kb, x: [Value; 4]) -> [Value; 2] {
-    let s = kb.b.ins().fadd(x[0], x[1]);
-    let d = kb.b.ins().fsub(x[1], x[2]);
-    [kb.b.ins().fadd(s, x[2]), kb.b.ins().fsub(d, x[3])]
+/// Column `j` (`0 ≤ j < m + 2`) of the windows of four horizontally adjacent tiles, as one
+/// f32x4 per column, from a row of the bordered channel: `px(k)` loads its four values from
+/// `k` on (the first tile's window starts at 0, the next one's at `m`).
+fn tile_columns(kb: &mut Kb, m: usize, px: &mut dyn FnMut(&mut Kb, usize) -> Value) -> Vec<Value> {
+    if m == 2 {
+        // Columns 2t + j of tiles t..t+4: even and odd lanes of two rows.
+        let (l0, l1, l2, l3) = (px(kb, 0), px(kb, 4), px(kb, 2), px(kb, 6));
+        return vec![
+            kb.shuffle(l0, l1, [0, 2, 4, 6]),
+            kb.shuffle(l0, l1, [1, 3, 5, 7]),
+            kb.shuffle(l2, l3, [0, 2, 4, 6]),
+            kb.shuffle(l2, l3, [1, 3, 5, 7]),
+        ];
+    }
+    // Columns 4t + j: a 4×4 transpose of the values from 0, and columns 4 and 5 (columns 0 and
+    // 1 of the next tiles) from that of the values from 4.
+    let q: Vec<Value> = (0..5).map(|k| px(kb, 4 * k)).collect();
+    let [c0, c1, c2, c3] = tf::transpose(kb, [q[0], q[1], q[2], q[3]]);
+    let [c4, c5, _, _] = tf::transpose(kb, [q[1], q[2], q[3], q[4]]);
+    vec![c0, c1, c2, c3, c4, c5]
 }
 
 /// The input transform of channels `c0..c1` of `batch` images (table: images, `V`,
 /// padded-channel buffer, row length `T` of `V`, `c0`, `c1`): `V[ξ][c][t] = (Bᵀ d B)[ξ]`,
-/// `t = image·tiles + ty·TW + tx`.
+/// `t = image·tiles + ty·TW + tx`, for the planes `planes` only.
 fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
     let (src, vb, pb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2), kb.ptr(3));
     let (c_lo, c_hi) = (kb.ptr(4), kb.ptr(5));
+    let (m, side) = (g.m, g.a());
     let tiles = g.tiles();
     let (th, tw) = g.tiles_hw();
-    let (ph, pw) = g.padded_hw();
     let (h, w, pad) = (g.h, g.w, g.pad);
+    let pw = g.padded_hw().1;
     let plane = kb.b.ins().imul_imm_s(t_all, g.cin as i64);
     let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
     let zero = kb.int(0);
@@ -631,10 +691,11 @@ fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
     kb.for_range(zero, batch, |kb, img| {
         let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
         kb.for_range(c_lo, c_hi, |kb, c| {
-            // Zero the padded channel (ph, pw even: a whole number of f32x4), copy the image in.
+            // Zero the padded channel and its slack (a whole number of f32x4: the bordered
+            // sides are even), copy the image in.
             let z = kb.cst(F32X4, 0.0);
             let lo = kb.int(0);
-            let end = kb.int((ph * pw) as i64);
+            let end = kb.int(g.pad_len() as i64);
             kb.for_step(lo, end, 4, |kb, i| kb.st(z, pb, i));
             let ch = mul_add(kb, img, g.cin, c);
             let ch = kb.b.ins().imul_imm_s(ch, (h * w) as i64);
@@ -655,40 +716,34 @@ fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
             let vc = kb.b.ins().iadd(vc, first_tile);
             kb.for_n(th, |kb, ty| {
                 let vrow = mul_add(kb, ty, tw, vc);
-                let prow = kb.b.ins().imul_imm_s(ty, (2 * pw) as i64);
+                let prow = kb.b.ins().imul_imm_s(ty, (m * pw) as i64);
                 kb.vec_loop_overlapping(tw, |kb, tx, lane| {
-                    let tx2 = kb.b.ins().iadd(tx, tx);
-                    let base = kb.b.ins().iadd(prow, tx2);
-                    // d B for each of the 4 rows of the tile(s).
-                    let rows: Vec<[Value; 4]> = (0..4)
+                    let txm = kb.b.ins().imul_imm_s(tx, m as i64);
+                    let base = kb.b.ins().iadd(prow, txm);
+                    // d B for each row of the tile(s).
+                    let rows: Vec<Vec<Value>> = (0..side)
                         .map(|r| {
-                            let px = |kb: &mut Kb, k: usize| {
+                            let mut px = |kb: &mut Kb, k: usize| {
                                 let i = kb.b.ins().iadd_imm_s(base, (r * pw + k) as i64);
                                 kb.ld_rw(lane, pb, i)
                             };
                             let d = if lane == F32X4 {
-                                // Columns 2t+j of tiles t..t+4: even/odd lanes of two rows.
-                                let (l0, l1, l2, l3) = (px(kb, 0), px(kb, 4), px(kb, 2), px(kb, 6));
-                                [
-                                    kb.shuffle(l0, l1, [0, 2, 4, 6]),
-                                    kb.shuffle(l0, l1, [1, 3, 5, 7]),
-                                    kb.shuffle(l2, l3, [0, 2, 4, 6]),
-                                    kb.shuffle(l2, l3, [1, 3, 5, 7]),
-                                ]
+                                tile_columns(kb, m, &mut px)
                             } else {
-                                [px(kb, 0), px(kb, 1), px(kb, 2), px(kb, 3)]
+                                (0..side).map(|k| px(kb, k)).collect()
                             };
-                            bt(kb, d)
+                            tf::bt(kb, &d)
                         })
                         .collect();
                     let vt = kb.b.ins().iadd(vrow, tx);
-                    for j in 0..4 {
-                        let col = bt(kb, column(&rows, j));
+                    for j in 0..side {
+                        let col = tf::bt(kb, &tf::column(&rows, j));
                         for (i, &val) in col.iter().enumerate() {
-                            if !planes.contains(&(i * 4 + j)) {
+                            let xi = i * side + j;
+                            if !planes.contains(&xi) {
                                 continue;
                             }
-                            let off = kb.b.ins().imul_imm_s(plane, (i * 4 + j) as i64);
+                            let off = kb.b.ins().imul_imm_s(plane, xi as i64);
                             let idx = kb.b.ins().iadd(off, vt);
                             kb.st(val, vb, idx);
                         }
@@ -701,25 +756,50 @@ fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
 
 /// The output transform of channels `o0..o1` of `batch` images (table: `M`, output images, row
 /// length `T` of `M`, `o0`, `o1`, the chain's bias): `y = Aᵀ m A` per tile, the last tile row /
-/// column clipped to one output row / column when `oh` / `ow` is odd; then `chain` (bias from
-/// its slot, the activations) on each value before it is stored, as the separate epilogue would
-/// compute it.
+/// column clipped to the outputs there are; then `chain` (bias from its slot, the activations)
+/// on each value before it is stored, as the separate epilogue would compute it.
 fn outputs(kb: &mut Kb, g: &WinoGeom, chain: Option<(&Chain, Option<usize>)>) {
     let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let chans = (kb.ptr(3), kb.ptr(4));
     let epi = chain.map(|(c, bias)| (c.acts.as_slice(), bias.map(|_| kb.ptr(5))));
-    each_output_tile(kb, g, (mb, yb, t_all), chans, epi, output_tile);
+    let tile: TileFn = if g.m == 2 { output_tile } else { output_tile4 };
+    each_output_tile(kb, g, (mb, yb, t_all), chans, epi, tile);
 }
 
-/// One tile function of [`each_output_tile`]: the tile(s) at `tx` of a tile row (four with
-/// f32x4 lanes), covering `rows × cols` outputs.
-type TileFn = fn(&mut Kb, &WinoGeom, &Row, Value, Value, Value, ClifType, usize, usize);
+/// One tile function of [`each_output_tile`]: a step of one tile or four side by side.
+type TileFn = fn(&mut Kb, &WinoGeom, &Row, &Step);
+
+/// A step of [`each_output_tile`]: the tile(s) at `tx` of a tile row, which starts at `mrow`
+/// in `M` (or `E`) and at `yrow` in the images.
+struct Step {
+    mrow: Value,
+    yrow: Value,
+    tx: Value,
+    /// F32X4 for four tiles side by side, F32 for one.
+    lane: ClifType,
+    /// Output rows of the tile(s) that exist in every tile row.
+    rows: usize,
+    /// Output columns of the last tile of the step.
+    cols: usize,
+    /// F(4×4): how many rows exist in this tile row (an i64), where the last one has fewer
+    /// than `m`.
+    rows_here: Option<Value>,
+    /// F(4×4): whether the last tile of this step is the row's last and has `cols` columns
+    /// only (an i8), where the row's last tile has fewer than 4.
+    clipped: Option<Value>,
+}
 
 /// Walks the output-shaped side of `batch` images, tile by tile: for every image, output
-/// channel of `o_lo..o_hi` and 2×2 output tile (clipped to 1 row / column at an odd edge), `tile` with the
-/// channel's `Row` (the `M`-like buffer at `mb` with rows of `t_all` tiles, the images at
-/// `yb`). The output transform reads `M` and writes `y`; the `dy` transform reads `dy` and
+/// channel of `o_lo..o_hi` and m×m output tile (clipped at the last row and column), `tile`
+/// with the channel's `Row` (the `M`-like buffer at `mb` with rows of `t_all` tiles, the images
+/// at `yb`). The output transform reads `M` and writes `y`; the `dy` transform reads `dy` and
 /// writes `E`.
+///
+/// With F(2×2, 3×3) four whole tiles go at once (the last four again when a row's count is not
+/// a multiple of four), and a clipped last row and column take code of their own. With
+/// F(4×4, 3×3) (at least four tiles a row) every step takes four, the step ending a row the last
+/// four; the tile code, whose 36 values make it long to compile, is emitted once, and the
+/// clipped row and column are told apart at run time ([`Step::rows_here`], [`Step::clipped`]).
 fn each_output_tile(
     kb: &mut Kb,
     g: &WinoGeom,
@@ -728,6 +808,7 @@ fn each_output_tile(
     epi: Option<(&[UnaryOp], Option<Value>)>,
     tile: TileFn,
 ) {
+    let m = g.m;
     let tiles = g.tiles();
     let (th, tw) = g.tiles_hw();
     let plane = kb.b.ins().imul_imm_s(t_all, g.cout as i64);
@@ -754,16 +835,57 @@ fn each_output_tile(
                 yo,
                 epi,
             };
-            let row = |kb: &mut Kb, ty: Value, rows: usize| {
+            let starts = |kb: &mut Kb, ty: Value| {
                 let mrow = mul_add(kb, ty, tw, r.mo);
-                let yrow = kb.b.ins().imul_imm_s(ty, (2 * g.ow) as i64);
-                let yrow = kb.b.ins().iadd(yrow, r.yo);
+                let yrow = kb.b.ins().imul_imm_s(ty, (m * g.ow) as i64);
+                (mrow, kb.b.ins().iadd(yrow, r.yo))
+            };
+            if m == 4 {
+                let (last_rows, cols) = (g.oh - 4 * (th - 1), g.ow - 4 * (tw - 1));
+                let steps = tw.div_ceil(4);
+                kb.for_n(th, |kb, ty| {
+                    let (mrow, yrow) = starts(kb, ty);
+                    let rows_here = (last_rows < 4).then(|| {
+                        let last = kb.b.ins().icmp_imm_s(IntCC::Equal, ty, th as i64 - 1);
+                        let (few, all) = (kb.int(last_rows as i64), kb.int(4));
+                        kb.b.ins().select(last, few, all)
+                    });
+                    kb.for_n(steps, |kb, s| {
+                        let last = kb.b.ins().icmp_imm_s(IntCC::Equal, s, steps as i64 - 1);
+                        let (s4, end) = (kb.b.ins().imul_imm_s(s, 4), kb.int(tw as i64 - 4));
+                        let step = Step {
+                            mrow,
+                            yrow,
+                            tx: kb.b.ins().select(last, end, s4),
+                            lane: F32X4,
+                            rows: last_rows,
+                            cols,
+                            rows_here,
+                            clipped: (cols < 4).then_some(last),
+                        };
+                        tile(kb, &g, &r, &step)
+                    });
+                });
+                return;
+            }
+            let row = |kb: &mut Kb, ty: Value, rows: usize| {
+                let (mrow, yrow) = starts(kb, ty);
+                let step = |tx, lane, cols| Step {
+                    mrow,
+                    yrow,
+                    tx,
+                    lane,
+                    rows,
+                    cols,
+                    rows_here: None,
+                    clipped: None,
+                };
                 kb.vec_loop_overlapping(g.ow / 2, |kb, tx, lane| {
-                    tile(kb, &g, &r, mrow, yrow, tx, lane, rows, 2)
+                    tile(kb, &g, &r, &step(tx, lane, 2))
                 });
                 if g.ow % 2 == 1 {
                     let tx = kb.int((tw - 1) as i64);
-                    tile(kb, &g, &r, mrow, yrow, tx, F32, rows, 1);
+                    tile(kb, &g, &r, &step(tx, F32, 1));
                 }
             };
             kb.for_n(g.oh / 2, |kb, ty| row(kb, ty, 2));
@@ -795,43 +917,35 @@ struct Epi<'a> {
     bias: Option<Value>,
 }
 
-/// The tile(s) at `tx` of a tile row (four with f32x4 lanes), `rows × cols` outputs each.
-#[allow(clippy::too_many_arguments)]
-fn output_tile(
-    kb: &mut Kb,
-    g: &WinoGeom,
-    r: &Row,
-    mrow: Value,
-    yrow: Value,
-    tx: Value,
-    lane: ClifType,
-    rows: usize,
-    cols: usize,
-) {
-    let mt = kb.b.ins().iadd(mrow, tx);
-    let m: Vec<Value> = (0..16)
+/// `Aᵀ m A` of the tile(s) of `s`: `y[i][j]`, row `i` and column `j` of the outputs.
+fn untransform(kb: &mut Kb, g: &WinoGeom, r: &Row, s: &Step) -> Vec<Vec<Value>> {
+    let side = g.a();
+    let mt = kb.b.ins().iadd(s.mrow, s.tx);
+    let m: Vec<Value> = (0..side * side)
         .map(|xi| {
             let off = kb.b.ins().imul_imm_s(r.plane, xi as i64);
             let idx = kb.b.ins().iadd(off, mt);
-            kb.ld(lane, r.mb, idx)
+            kb.ld(s.lane, r.mb, idx)
         })
         .collect();
-    // m A for each row, then Aᵀ of each of the two columns.
-    let ma: Vec<[Value; 2]> = (0..4)
-        .map(|i| at(kb, [m[4 * i], m[4 * i + 1], m[4 * i + 2], m[4 * i + 3]]))
-        .collect();
-    let y: Vec<[Value; 2]> = (0..2)
-        .map(|j| at(kb, [ma[0][j], ma[1][j], ma[2][j], ma[3][j]]))
-        .collect();
-    let tx2 = kb.b.ins().iadd(tx, tx);
-    for i in 0..rows {
-        let yi = kb.b.ins().iadd_imm_s(yrow, (i * g.ow) as i64);
+    // m A for each row, then Aᵀ of each of its columns.
+    let ma: Vec<Vec<Value>> = m.chunks(side).map(|row| tf::at(kb, row)).collect();
+    let cols: Vec<Vec<Value>> = (0..g.m).map(|j| tf::at(kb, &tf::column(&ma, j))).collect();
+    (0..g.m).map(|i| tf::column(&cols, i)).collect()
+}
+
+/// The F(2×2, 3×3) tile(s) of `s` (four with f32x4 lanes, whole), `rows × cols` outputs each.
+fn output_tile(kb: &mut Kb, g: &WinoGeom, r: &Row, s: &Step) {
+    let y = untransform(kb, g, r, s);
+    let lane = s.lane;
+    let tx2 = kb.b.ins().iadd(s.tx, s.tx);
+    for (i, row) in y.iter().enumerate().take(s.rows) {
+        let yi = kb.b.ins().iadd_imm_s(s.yrow, (i * g.ow) as i64);
         let yi = kb.b.ins().iadd(yi, tx2);
-        // y[j][i]: column j, row i of the tile(s).
-        let [mut y0, mut y1]: [Value; 2] = column(&y, i);
+        let (mut y0, mut y1) = (row[0], row[1]);
         if let Some(e) = r.epi {
             y0 = chain(kb, e.acts, e.bias, y0, lane);
-            if cols == 2 || lane == F32X4 {
+            if s.cols == 2 || lane == F32X4 {
                 y1 = chain(kb, e.acts, e.bias, y1, lane);
             }
         }
@@ -843,7 +957,7 @@ fn output_tile(
             kb.st(hi, r.yb, yi4);
         } else {
             kb.st(y0, r.yb, yi);
-            if cols == 2 {
+            if s.cols == 2 {
                 let yi1 = kb.b.ins().iadd_imm_s(yi, 1);
                 kb.st(y1, r.yb, yi1);
             }
@@ -851,91 +965,228 @@ fn output_tile(
     }
 }
 
+/// `body` where `c` (an i8) holds, its values (of `types`) there, `otherwise` elsewhere.
+fn when(
+    kb: &mut Kb,
+    c: Value,
+    types: &[ClifType],
+    body: impl FnOnce(&mut Kb) -> Vec<Value>,
+    otherwise: impl FnOnce(&mut Kb) -> Vec<Value>,
+) -> Vec<Value> {
+    let (then, other, join) = (
+        kb.b.create_block(),
+        kb.b.create_block(),
+        kb.b.create_block(),
+    );
+    for &t in types {
+        kb.b.append_block_param(join, t);
+    }
+    kb.b.ins().brif(c, then, &[], other, &[]);
+    for (block, f) in [
+        (
+            then,
+            Box::new(body) as Box<dyn FnOnce(&mut Kb) -> Vec<Value>>,
+        ),
+        (other, Box::new(otherwise)),
+    ] {
+        kb.b.seal_block(block);
+        kb.b.switch_to_block(block);
+        let vals: Vec<_> = f(kb).into_iter().map(|v| v.into()).collect();
+        kb.b.ins().jump(join, &vals);
+    }
+    kb.b.seal_block(join);
+    kb.b.switch_to_block(join);
+    kb.b.block_params(join).to_vec()
+}
+
+/// Whether row `i` of the step's tiles exists (an i8), or `None` where it always does.
+fn row_exists(kb: &mut Kb, s: &Step, i: usize) -> Option<Value> {
+    let here = s.rows_here.filter(|_| i >= s.rows)?;
+    Some(
+        kb.b.ins()
+            .icmp_imm_s(IntCC::SignedGreaterThan, here, i as i64),
+    )
+}
+
+/// The lanes that join the last `4 − cols` values of one f32x4 with the first `cols` of the
+/// next (`1 ≤ cols < 4`).
+fn joined(cols: usize) -> [u8; 4] {
+    std::array::from_fn(|l| (cols + l) as u8)
+}
+
+/// The four F(4×4, 3×3) tiles of `s`: each output row is the transpose of the four tiles'
+/// columns, one f32x4 per tile. The row's clipped last tile is stored joined to the values
+/// before it, as the four values ending the row (the ones before are those the tile before
+/// stores).
+fn output_tile4(kb: &mut Kb, g: &WinoGeom, r: &Row, s: &Step) {
+    let y = untransform(kb, g, r, s);
+    let tx4 = kb.b.ins().imul_imm_s(s.tx, 4);
+    for (i, row) in y.iter().enumerate() {
+        let yi = kb.b.ins().iadd_imm_s(s.yrow, (i * g.ow) as i64);
+        let yi = kb.b.ins().iadd(yi, tx4);
+        let mut v: [Value; 4] = [row[0], row[1], row[2], row[3]];
+        if let Some(e) = r.epi {
+            for x in &mut v {
+                *x = chain(kb, e.acts, e.bias, *x, F32X4);
+            }
+        }
+        let store_row = |kb: &mut Kb| {
+            let t = tf::transpose(kb, v);
+            for (k, &row) in t.iter().enumerate().take(3) {
+                let at = kb.b.ins().iadd_imm_s(yi, 4 * k as i64);
+                kb.st(row, r.yb, at);
+            }
+            let whole = |kb: &mut Kb| {
+                let at = kb.b.ins().iadd_imm_s(yi, 12);
+                kb.st(t[3], r.yb, at);
+                vec![]
+            };
+            match s.clipped {
+                Some(c) => {
+                    let ending = |kb: &mut Kb| {
+                        let last = kb.shuffle(t[2], t[3], joined(s.cols));
+                        let at = kb.b.ins().iadd_imm_s(yi, 8 + s.cols as i64);
+                        kb.st(last, r.yb, at);
+                        vec![]
+                    };
+                    when(kb, c, &[], ending, whole);
+                }
+                None => {
+                    whole(kb);
+                }
+            }
+            vec![]
+        };
+        match row_exists(kb, s, i) {
+            Some(c) => {
+                when(kb, c, &[], store_row, |_| vec![]);
+            }
+            None => {
+                store_row(kb);
+            }
+        }
+    }
+}
+
 /// The `dy` transform of `batch` images for the weight gradient (table: `dy`, `E`, row length
-/// `T` of `E`): `E[ξ][o][t] = (A e Aᵀ)[ξ]` for the 2×2 block `e` of `dy` under tile `t`, zero
-/// beyond an odd edge.
+/// `T` of `E`): `E[ξ][o][t] = (A e Aᵀ)[ξ]` for the m×m block `e` of `dy` under tile `t`, zero
+/// beyond the last row and column.
 fn dy_tiles(kb: &mut Kb, g: &WinoGeom) {
     let (yb, eb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let chans = (kb.int(0), kb.int(g.cout as i64));
-    each_output_tile(kb, g, (eb, yb, t_all), chans, None, dy_tile);
+    let tile: TileFn = if g.m == 2 { dy_tile } else { dy_tile4 };
+    each_output_tile(kb, g, (eb, yb, t_all), chans, None, tile);
 }
 
-/// The `dy` tile(s) at `tx` of a tile row (four with f32x4 lanes) from `rows × cols` values of
-/// `dy` at `r.yb` (the rest zero), into `E` at `r.mb`.
-#[allow(clippy::too_many_arguments)]
-fn dy_tile(
-    kb: &mut Kb,
-    g: &WinoGeom,
-    r: &Row,
-    mrow: Value,
-    yrow: Value,
-    tx: Value,
-    lane: ClifType,
-    rows: usize,
-    cols: usize,
-) {
-    let tx2 = kb.b.ins().iadd(tx, tx);
-    let z = kb.cst(lane, 0.0);
-    // e[i] = (e[i][0], e[i][1]).
-    let e: Vec<[Value; 2]> = (0..2)
-        .map(|i| {
-            if i >= rows {
-                return [z, z];
-            }
-            let yi = kb.b.ins().iadd_imm_s(yrow, (i * g.ow) as i64);
-            let yi = kb.b.ins().iadd(yi, tx2);
-            if lane == F32X4 {
-                let l0 = kb.ld(F32X4, r.yb, yi);
-                let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
-                let l1 = kb.ld(F32X4, r.yb, yi4);
-                [
-                    kb.shuffle(l0, l1, [0, 2, 4, 6]),
-                    kb.shuffle(l0, l1, [1, 3, 5, 7]),
-                ]
-            } else {
-                let e0 = kb.ld(F32, r.yb, yi);
-                let e1 = if cols == 2 {
-                    let yi1 = kb.b.ins().iadd_imm_s(yi, 1);
-                    kb.ld(F32, r.yb, yi1)
-                } else {
-                    z
-                };
-                [e0, e1]
-            }
-        })
-        .collect();
-    // A·x for a 2-vector: (x0, x0 + x1, x0 − x1, −x1); rows, then columns.
-    let a = |kb: &mut Kb, x: [Value; 2]| -> [Value; 4] {
-        [
-            x[0],
-            kb.b.ins().fadd(x[0], x[1]),
-            kb.b.ins().fsub(x[0], x[1]),
-            kb.b.ins().fneg(x[1]),
-        ]
-    };
-    let er: Vec<[Value; 4]> = e.iter().map(|&x| a(kb, x)).collect();
-    let mt = kb.b.ins().iadd(mrow, tx);
-    for q in 0..4 {
-        let col = a(kb, column(&er, q));
+/// `E = A e Aᵀ` of the block(s) `e` (rows of columns) of `s`, stored into `E` at `r.mb`.
+fn transform_dy(kb: &mut Kb, g: &WinoGeom, r: &Row, s: &Step, e: &[Vec<Value>]) {
+    let side = g.a();
+    let er: Vec<Vec<Value>> = e.iter().map(|x| tf::a(kb, x)).collect();
+    let mt = kb.b.ins().iadd(s.mrow, s.tx);
+    for q in 0..side {
+        let col = tf::a(kb, &tf::column(&er, q));
         for (p, &val) in col.iter().enumerate() {
-            let off = kb.b.ins().imul_imm_s(r.plane, (p * 4 + q) as i64);
+            let off = kb.b.ins().imul_imm_s(r.plane, (p * side + q) as i64);
             let idx = kb.b.ins().iadd(off, mt);
             kb.st(val, r.mb, idx);
         }
     }
 }
 
+/// The F(2×2, 3×3) `dy` tile(s) of `s` (four with f32x4 lanes) from `rows × cols` values of
+/// `dy` at `r.yb` (the rest zero), into `E` at `r.mb`.
+fn dy_tile(kb: &mut Kb, g: &WinoGeom, r: &Row, s: &Step) {
+    let lane = s.lane;
+    let tx2 = kb.b.ins().iadd(s.tx, s.tx);
+    let z = kb.cst(lane, 0.0);
+    // e[i] = (e[i][0], e[i][1]).
+    let e: Vec<Vec<Value>> = (0..2)
+        .map(|i| {
+            if i >= s.rows {
+                return vec![z, z];
+            }
+            let yi = kb.b.ins().iadd_imm_s(s.yrow, (i * g.ow) as i64);
+            let yi = kb.b.ins().iadd(yi, tx2);
+            if lane == F32X4 {
+                let l0 = kb.ld(F32X4, r.yb, yi);
+                let yi4 = kb.b.ins().iadd_imm_s(yi, 4);
+                let l1 = kb.ld(F32X4, r.yb, yi4);
+                vec![
+                    kb.shuffle(l0, l1, [0, 2, 4, 6]),
+                    kb.shuffle(l0, l1, [1, 3, 5, 7]),
+                ]
+            } else {
+                let e0 = kb.ld(F32, r.yb, yi);
+                let e1 = if s.cols == 2 {
+                    let yi1 = kb.b.ins().iadd_imm_s(yi, 1);
+                    kb.ld(F32, r.yb, yi1)
+                } else {
+                    z
+                };
+                vec![e0, e1]
+            }
+        })
+        .collect();
+    transform_dy(kb, g, r, s, &e);
+}
+
+/// The four F(4×4, 3×3) `dy` tiles of `s` (zero in the rows that do not exist): each row of the
+/// tiles is the transpose of one f32x4 per tile. The row's clipped last tile is loaded as the
+/// four values ending the row, moved to the front, zeros after them.
+fn dy_tile4(kb: &mut Kb, g: &WinoGeom, r: &Row, s: &Step) {
+    let tx4 = kb.b.ins().imul_imm_s(s.tx, 4);
+    let z = kb.cst(F32X4, 0.0);
+    let cols = s.cols;
+    let e: Vec<Vec<Value>> = (0..4)
+        .map(|i| {
+            let yi = kb.b.ins().iadd_imm_s(s.yrow, (i * g.ow) as i64);
+            let yi = kb.b.ins().iadd(yi, tx4);
+            let ld = |kb: &mut Kb, at: i64| {
+                let at = kb.b.ins().iadd_imm_s(yi, at);
+                kb.ld(F32X4, r.yb, at)
+            };
+            let load_row = |kb: &mut Kb| {
+                let q: Vec<Value> = (0..3).map(|k| ld(kb, 4 * k)).collect();
+                let q3 = match s.clipped {
+                    Some(c) => {
+                        let ending = |kb: &mut Kb| {
+                            let v = ld(kb, 8 + cols as i64);
+                            let lanes = std::array::from_fn(|l| {
+                                if l < cols {
+                                    (4 - cols + l) as u8
+                                } else {
+                                    4
+                                }
+                            });
+                            vec![kb.shuffle(v, z, lanes)]
+                        };
+                        when(kb, c, &[F32X4], ending, |kb| vec![ld(kb, 12)])[0]
+                    }
+                    None => ld(kb, 12),
+                };
+                tf::transpose(kb, [q[0], q[1], q[2], q3]).to_vec()
+            };
+            match row_exists(kb, s, i) {
+                Some(c) => when(kb, c, &[F32X4; 4], load_row, |_| vec![z; 4]),
+                None => load_row(kb),
+            }
+        })
+        .collect();
+    transform_dy(kb, g, r, s, &e);
+}
+
 /// The weight gradient from its transform: `dw[o][c] = Gᵀ dU[·][o][c] G` (3×3), `dU` in slot
 /// `du_slot` (`ξ` planes of `O×C`, [`SKEW`] apart), `dw` (`[O, C, 3, 3]`) in `dw_slot`.
 fn weight_grads(kb: &mut Kb, g: &WinoGeom, du_slot: usize, dw_slot: usize) {
     let (dp, wp) = (kb.ptr(du_slot), kb.ptr(dw_slot));
-    let plane = g.cout * g.cin + SKEW;
+    let (side, plane) = (g.a(), g.cout * g.cin + SKEW);
+    let all = g.planes() * plane;
     // dU of the first run += that of each other run, in order (the kernel's batch argument
     // is the number of runs).
     let (one, runs) = (kb.int(1), kb.batch);
     kb.for_range(one, runs, |kb, r| {
-        let at = kb.b.ins().imul_imm_s(r, (16 * plane) as i64);
-        let (lo, hi) = (kb.int(0), kb.int((16 * plane) as i64));
+        let at = kb.b.ins().imul_imm_s(r, all as i64);
+        let (lo, hi) = (kb.int(0), kb.int(all as i64));
         kb.vec_loop(lo, hi, |kb, i, lane| {
             let j = kb.b.ins().iadd(at, i);
             let (sum, part) = (kb.ld_rw(lane, dp, i), kb.ld_rw(lane, dp, j));
@@ -944,30 +1195,16 @@ fn weight_grads(kb: &mut Kb, g: &WinoGeom, du_slot: usize, dw_slot: usize) {
         });
     });
     kb.for_n(g.cout * g.cin, |kb, oc| {
-        let x: Vec<Value> = (0..16)
+        let x: Vec<Value> = (0..g.planes())
             .map(|xi| {
                 let i = kb.b.ins().iadd_imm_s(oc, (xi * plane) as i64);
                 kb.ld(F32, dp, i)
             })
             .collect();
-        let half = kb.cst(F32, 0.5);
-        // Gᵀ·x for a 4-vector: (x0 + (x1 + x2)/2, (x1 − x2)/2, (x1 + x2)/2 + x3).
-        let gt = |kb: &mut Kb, x: [Value; 4]| -> [Value; 3] {
-            let s = kb.b.ins().fadd(x[1], x[2]);
-            let s = kb.b.ins().fmul(s, half);
-            let d = kb.b.ins().fsub(x[1], x[2]);
-            [
-                kb.b.ins().fadd(x[0], s),
-                kb.b.ins().fmul(d, half),
-                kb.b.ins().fadd(s, x[3]),
-            ]
-        };
-        let rows: Vec<[Value; 3]> = (0..4)
-            .map(|p| gt(kb, [x[4 * p], x[4 * p + 1], x[4 * p + 2], x[4 * p + 3]]))
-            .collect();
+        let rows: Vec<Vec<Value>> = x.chunks(side).map(|p| tf::gt(kb, p).to_vec()).collect();
         let base = kb.b.ins().imul_imm_s(oc, 9);
         for v in 0..3 {
-            let col = gt(kb, column(&rows, v));
+            let col = tf::gt(kb, &tf::column(&rows, v));
             for (u, &val) in col.iter().enumerate() {
                 let i = kb.b.ins().iadd_imm_s(base, (3 * u + v) as i64);
                 kb.st(val, wp, i);
@@ -1006,8 +1243,16 @@ mod tests {
         // dx = dy (64 channels, padded by 2 − p) correlated with the rotated kernel.
         let gi = plan(ConvKind::GradInput, &conv(32, 9, 3, 1, 0), 64).unwrap();
         assert_eq!((gi.cin, gi.h, gi.pad, gi.cout, gi.oh), (64, 7, 2, 32, 9));
-        assert_eq!(fwd.tiles(), 49);
+        // 14×14: F(4×4) (16 tiles of 36 products per channel pair, not 49 of 16); 9×9:
+        // F(2×2) (3 tiles a row; F(4×4) would save 1.23× on 25 tiles of 16 against 9 of 36).
+        assert_eq!((fwd.m, fwd.tiles(), fwd.planes()), (4, 16, 36));
+        assert_eq!(fwd.padded_hw(), (18, 18));
+        assert_eq!((gi.m, gi.tiles()), (2, 25));
         assert_eq!(gi.padded_hw(), (12, 12));
+        // Rows of 13 or more (four tiles of F(4×4)) where F(4×4) saves 1.2× or more.
+        for (hw, m) in [(12, 2), (13, 4), (16, 4), (17, 4), (28, 4)] {
+            assert_eq!(tile_side(hw, hw), m, "{hw}×{hw}");
+        }
         for (g, o) in [
             (conv(7, 14, 3, 1, 1), 64),
             (conv(32, 14, 5, 1, 2), 64),
