@@ -1,7 +1,8 @@
 //! Direct convolution for few input taps (the first layer of an image model: one channel,
 //! 3×3): each output row is `Σ_taps w[o, tap] · x[row + tap]`, computed for 8 output channels ×
 //! 4 positions per step: each tap's four inputs are loaded once and multiplied by each
-//! channel's weight (broadcast at each use, as in the GEMM's micro-kernel), the taps unrolled.
+//! channel's weight (written four times into the thread's scratch once per call, and loaded as
+//! an f32x4 at each use), the taps unrolled.
 //!
 //! As im2col plus GEMM, such a convolution is a product of depth 9: the GEMM's micro-kernel
 //! loads and stores its tile of C for nine multiply-adds, and the columns (9× the image) are
@@ -18,7 +19,7 @@
 //! im2col's GEMM (not bit-identical to it) and does not depend on the thread count.
 //!
 //! Kernel ABI: the forward pass is a row-parallel kernel (images are independent) whose
-//! per-thread scratch is the bordered image; the weight gradient two steps, the bordering of
+//! per-thread scratch is the bordered image and the broadcast weights; the weight gradient two steps, the bordering of
 //! every image of the batch into one scratch (row-parallel) and the sums, split over the threads
 //! by parts of the output channels ([`super::lower::channel_parts`]), each part reading every image.
 
@@ -61,15 +62,38 @@ fn taps(g: &ConvGeom) -> impl Iterator<Item = (usize, i32)> {
     })
 }
 
-/// The scratch of the forward pass, one bordered image per thread, or (`all_images`, the
-/// weight gradient) every image of the batch bordered.
-pub fn scratch(g: &ConvGeom, all_images: bool) -> Scratch {
+/// The scratch of the weight gradient: every image of the batch bordered.
+pub fn scratch(g: &ConvGeom) -> Scratch {
     let (hp, wp) = bordered(g);
     Scratch {
         per: g.c * hp * wp,
-        batched: all_images,
-        per_thread: !all_images,
+        batched: true,
+        per_thread: false,
     }
+}
+
+/// The scratch of a forward pass of `o` output channels, per thread: one bordered image, then
+/// the weights broadcast (each four times, [`broadcast_weights`]).
+pub fn forward_scratch(g: &ConvGeom, o: usize) -> Scratch {
+    let (hp, wp) = bordered(g);
+    Scratch {
+        per: g.c * hp * wp + 4 * o * g.c * g.win.kernel * g.win.kernel,
+        batched: false,
+        per_thread: true,
+    }
+}
+
+/// Writes each of the `n` weights at `wt` four times, as an f32x4, at `wb`: the products then
+/// read them with a vector load. A broadcast at each use (`vmovss` and `vbroadcastss`, which
+/// Cranelift did not merge into one `vbroadcastss mem` here) put a shuffle beside every
+/// `fma`, and shuffles have one port: the kernel ran at half the `fma` rate.
+fn broadcast_weights(kb: &mut Kb, wt: Value, wb: Value, n: usize) {
+    kb.for_n(n, |kb, i| {
+        let w = kb.ld(types::F32, wt, i);
+        let w = kb.splat(F32X4, w);
+        let at = kb.b.ins().imul_imm_s(i, 4);
+        kb.st(w, wb, at);
+    });
 }
 
 /// Zeroes `n` floats at `pp` (the border of every bordered image, once per call).
@@ -114,7 +138,7 @@ fn border_image(kb: &mut Kb, g: &ConvGeom, xp: Value, b: Value, pp: Value, dst0:
 /// Borders every image of the kernel's batch (slot `x`) into the scratch `pad`, one bordered
 /// image after the other: the weight gradient's first step, split over the threads by images.
 pub fn emit_border_all(kb: &mut Kb, g: &ConvGeom, [x, pad]: [usize; 2]) {
-    let per = scratch(g, true).per;
+    let per = scratch(g).per;
     let (xp, pp) = (kb.ptr(x), kb.ptr(pad));
     let all = kb.rows(true, per);
     zero(kb, pp, all);
@@ -204,6 +228,8 @@ pub fn emit(
     // The border stays zero: only the interior is written, image after image.
     let padded = kb.int((c * hp * wp) as i64);
     zero(kb, pp, padded);
+    let wb = kb.b.ins().iadd_imm_s(pp, (4 * c * hp * wp) as i64);
+    broadcast_weights(kb, wt, wb, o * c * g.win.kernel * g.win.kernel);
     let images = kb.rows(true, 1);
     let start = kb.int(0);
     kb.for_range(start, images, |kb, b| {
@@ -225,7 +251,9 @@ pub fn emit(
                 first,
                 out_img,
             };
-            kb.for_n(count, |kb, t| conv_tile(kb, g, at, t, [pp, wt, yp], epi_at));
+            kb.for_n(count, |kb, t| {
+                conv_tile(kb, g, at, t, [pp, wt, wb, yp], epi_at)
+            });
             first += count * rows;
         }
     });
@@ -249,7 +277,14 @@ type EpiAt<'a> = Option<(&'a Chain, Option<Value>)>;
 /// One tile of output channels over the whole image: per output row, four positions at a time
 /// (one f32x4 accumulator per channel, the taps' inputs loaded once and multiplied by each
 /// channel's weight), the last `ow mod 4` positions one by one.
-fn conv_tile(kb: &mut Kb, g: &ConvGeom, at: Tile, t: Value, [pp, wt, yp]: [Value; 3], epi: EpiAt) {
+fn conv_tile(
+    kb: &mut Kb,
+    g: &ConvGeom,
+    at: Tile,
+    t: Value,
+    [pp, wt, wb, yp]: [Value; 4],
+    epi: EpiAt,
+) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
     let wp = bordered(g).1;
     let (c, k) = (g.c, g.win.kernel);
@@ -258,6 +293,8 @@ fn conv_tile(kb: &mut Kb, g: &ConvGeom, at: Tile, t: Value, [pp, wt, yp]: [Value
     let oc0 = kb.b.ins().iadd_imm_s(oc0, at.first as i64);
     // The tile's weights start at w[oc0]; its output planes at y[oc0].
     let wbase = kb.b.ins().imul_imm_s(oc0, (n_taps * 4) as i64);
+    let wvecs = kb.b.ins().imul_imm_s(wbase, 4);
+    let wvecs = kb.b.ins().iadd(wb, wvecs);
     let wbase = kb.b.ins().iadd(wt, wbase);
     let plane = kb.b.ins().imul_imm_s(oc0, (oh * ow) as i64);
     let plane = kb.b.ins().iadd(at.out_img, plane);
@@ -276,10 +313,13 @@ fn conv_tile(kb: &mut Kb, g: &ConvGeom, at: Tile, t: Value, [pp, wt, yp]: [Value
                 let v = kb.b.ins().load(lane, rw(), xrow, off);
                 for (r, a) in acc.iter_mut().enumerate() {
                     let woff = 4 * (r * n_taps + tap);
-                    let w = kb.b.ins().load(types::F32, ro(), wbase, woff as i32);
-                    // A fresh broadcast per use: the register the tied `vfmadd213`
-                    // overwrites, as in the GEMM's micro-kernel.
-                    let w = kb.splat(lane, w);
+                    // The weight broadcast, loaded at each use: the register the tied
+                    // `vfmadd213` overwrites.
+                    let w = if lane == F32X4 {
+                        kb.b.ins().load(F32X4, ro(), wvecs, 4 * woff as i32)
+                    } else {
+                        kb.b.ins().load(types::F32, ro(), wbase, woff as i32)
+                    };
                     *a = kb.b.ins().fma(w, v, *a);
                 }
             }

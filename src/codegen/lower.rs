@@ -542,7 +542,7 @@ fn emit(
                     && dy.dims == [o, oh, ow]
                     && ty.dims == [o, geom.c, w.kernel, w.kernel];
                 if fits && direct_conv::grad_weight_applies(&geom) {
-                    let s = direct_conv::scratch(&geom, true);
+                    let s = direct_conv::scratch(&geom);
                     let pad = add_scratch(scratch, scratch_base, s);
                     let title = format!("{header}\n; direct convolution weight gradient: borders");
                     let border = km.kernel(&title, |kb| {
@@ -811,9 +811,9 @@ fn direct_step(
     scratch: &mut Vec<Scratch>,
 ) -> Result<Step, CodegenError> {
     let [x, w, out] = at.slots;
-    let s = direct_conv::scratch(geom, false);
-    let pad = add_scratch(scratch, at.scratch_base, s);
     let o = ty.dims[0];
+    let s = direct_conv::forward_scratch(geom, o);
+    let pad = add_scratch(scratch, at.scratch_base, s);
     // Without the e-graph pass, like the GEMM's micro-kernel: it would re-elaborate the loads
     // and `fma`s of the unrolled taps chain by chain and spill the accumulators.
     let k = km.plain_kernel(&format!("{header}\n; direct convolution"), |kb| {
