@@ -19,9 +19,10 @@
 //! im2col's GEMM (not bit-identical to it) and does not depend on the thread count.
 //!
 //! Kernel ABI: the forward pass is a row-parallel kernel (images are independent) whose
-//! per-thread scratch is the bordered image and the broadcast weights; the weight gradient two steps, the bordering of
-//! every image of the batch into one scratch (row-parallel) and the sums, split over the threads
-//! by parts of the output channels ([`super::lower::channel_parts`]), each part reading every image.
+//! per-thread scratch is the bordered image and the broadcast weights; the weight gradient two
+//! steps, the bordering of every image of the batch into one scratch (row-parallel) and the
+//! sums, split over the threads by parts of the output channels
+//! ([`super::lower::channel_parts`]), each part reading every image.
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
