@@ -2003,8 +2003,9 @@ fn direct_convolutions() {
 /// F(4×4, 3×3) (the forward pass, the weight gradient, and the input gradient, whose input
 /// channels are the output's): odd and even sizes (clipped edge tiles), paddings 0–2, channel
 /// counts that are not multiples of 4, one image or several groups of images, and conv2 of the
-/// MNIST CNN, against the f64 interpreter (Winograd rounds differently from the direct sum,
-/// hence 1e-4) and bit-identical for 1, 2 and 3 threads.
+/// MNIST CNN, against the f64 interpreter and bit-identical for 1, 2 and 3 threads. Winograd
+/// rounds differently from the direct sum, hence 1e-4; F(4×4) more (its transforms multiply by
+/// up to 8 and 5, not 1; errors up to 1.1e-4 were seen), hence 4e-4.
 #[test]
 fn winograd_convolutions() {
     use nnc::opt::epilogue::fuse_epilogues;
@@ -2062,12 +2063,14 @@ fn winograd_convolutions() {
         for g in [&fwd, &gi, &gw, &fused] {
             let clif = nnc::codegen::clif_text(g).unwrap();
             assert!(clif.contains("winograd inputs"), "{}: not Winograd", g.name);
+            let f4 = clif.contains("winograd F(4x4");
             if case >= 12 {
-                assert!(clif.contains("winograd F(4x4"), "{} case {case}", g.name);
+                assert!(f4, "{} case {case}", g.name);
             }
             let gens = vec![u; g.inputs().len()];
+            let tol = if f4 { 4e-4 } else { 1e-4 };
             for batch in [1, 3, 11] {
-                compare(g, &gens, batch, rng.next(), 1e-4);
+                compare(g, &gens, batch, rng.next(), tol);
             }
             // Batches of 11 are split by images; of 1 and 2, with fewer images than threads,
             // the forward pass by halves of ξ (each half's input transform and products),

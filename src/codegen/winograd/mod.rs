@@ -40,7 +40,9 @@
 //! [`plan`] is the one place that decides between this and im2col (see [`super::conv`]).
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
+use cranelift_codegen::ir::{
+    InstBuilder, StackSlot, StackSlotData, StackSlotKind, Type as ClifType, Value,
+};
 
 mod transforms;
 
@@ -48,7 +50,7 @@ use super::elementwise::chain;
 use super::epilogue::EpiStep;
 use super::glue::{split, ConvKind, Lib, Table};
 use super::im2col::ConvGeom;
-use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4};
+use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4, I64};
 use super::lower::{add_scratch, Scratch};
 use super::CodegenError;
 use crate::ir::{Chain, UnaryOp};
@@ -673,6 +675,68 @@ fn tile_columns(kb: &mut Kb, m: usize, px: &mut dyn FnMut(&mut Kb, usize) -> Val
     vec![c0, c1, c2, c3, c4, c5]
 }
 
+/// A `rows × cols` array of f32x4 in a stack slot, between the two passes of F(4×4)'s input
+/// transform (the second reads by rows what the first wrote by columns). Kept in registers,
+/// the 36 values of the transform's middle were all live at once, and Cranelift spilled most
+/// of them, in its own order. (Staging the output and `dy` transforms' 24 the same way made
+/// them slower: 2–5% on each convolution step of the CNN's training, over two alternated
+/// profiles.)
+struct Stage {
+    slot: StackSlot,
+    cols: usize,
+}
+
+impl Stage {
+    fn new(kb: &mut Kb, rows: usize, cols: usize) -> Stage {
+        let bytes = (rows * cols * 16) as u32;
+        let data = StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 4);
+        Stage {
+            slot: kb.b.create_sized_stack_slot(data),
+            cols,
+        }
+    }
+
+    fn at(&self, i: usize, j: usize) -> i32 {
+        ((i * self.cols + j) * 16) as i32
+    }
+
+    fn put(&self, kb: &mut Kb, i: usize, j: usize, v: Value) {
+        kb.b.ins().stack_store(I64, v, self.slot, self.at(i, j));
+    }
+
+    fn get(&self, kb: &mut Kb, i: usize, j: usize) -> Value {
+        kb.b.ins().stack_load(I64, F32X4, self.slot, self.at(i, j))
+    }
+}
+
+/// `Bᵀ d B` of four F(4×4, 3×3) tiles side by side, whose windows start at element `base` of
+/// the bordered channel at `pb` (rows of `pw`), as rows of f32x4 (`t[i][j]`, plane `i·6 + j`):
+/// `Bᵀ d` first, down each of the five f32x4 columns the four windows span (no shuffles), into
+/// a [`Stage`]; then `· B` along each of its rows, whose tiles' columns come from 4×4
+/// transposes.
+fn inputs4(kb: &mut Kb, pb: Value, base: Value, pw: usize) -> Vec<Vec<Value>> {
+    const Q: usize = 5;
+    let st = Stage::new(kb, 6, Q);
+    for q in 0..Q {
+        let d: Vec<Value> = (0..6)
+            .map(|r| {
+                let i = kb.b.ins().iadd_imm_s(base, (r * pw + 4 * q) as i64);
+                kb.ld_rw(F32X4, pb, i)
+            })
+            .collect();
+        for (i, &e) in tf::bt(kb, &d).iter().enumerate() {
+            st.put(kb, i, q, e);
+        }
+    }
+    (0..6)
+        .map(|i| {
+            let q: Vec<Value> = (0..Q).map(|q| st.get(kb, i, q)).collect();
+            let cols = tile_columns(kb, 4, &mut |_, k| q[k / 4]);
+            tf::bt(kb, &cols)
+        })
+        .collect()
+}
+
 /// The input transform of channels `c0..c1` of `batch` images (table: images, `V`,
 /// padded-channel buffer, row length `T` of `V`, `c0`, `c1`): `V[ξ][c][t] = (Bᵀ d B)[ξ]`,
 /// `t = image·tiles + ty·TW + tx`, for the planes `planes` only.
@@ -720,25 +784,33 @@ fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
                 kb.vec_loop_overlapping(tw, |kb, tx, lane| {
                     let txm = kb.b.ins().imul_imm_s(tx, m as i64);
                     let base = kb.b.ins().iadd(prow, txm);
-                    // d B for each row of the tile(s).
-                    let rows: Vec<Vec<Value>> = (0..side)
-                        .map(|r| {
-                            let mut px = |kb: &mut Kb, k: usize| {
-                                let i = kb.b.ins().iadd_imm_s(base, (r * pw + k) as i64);
-                                kb.ld_rw(lane, pb, i)
-                            };
-                            let d = if lane == F32X4 {
-                                tile_columns(kb, m, &mut px)
-                            } else {
-                                (0..side).map(|k| px(kb, k)).collect()
-                            };
-                            tf::bt(kb, &d)
-                        })
-                        .collect();
+                    // Bᵀ d B, row by row (t[i][j] for plane i·side + j).
+                    let t = if m == 4 && lane == F32X4 {
+                        inputs4(kb, pb, base, pw)
+                    } else {
+                        // d B for each row of the tile(s), then Bᵀ down each column.
+                        let rows: Vec<Vec<Value>> = (0..side)
+                            .map(|r| {
+                                let mut px = |kb: &mut Kb, k: usize| {
+                                    let i = kb.b.ins().iadd_imm_s(base, (r * pw + k) as i64);
+                                    kb.ld_rw(lane, pb, i)
+                                };
+                                let d = if lane == F32X4 {
+                                    tile_columns(kb, m, &mut px)
+                                } else {
+                                    (0..side).map(|k| px(kb, k)).collect()
+                                };
+                                tf::bt(kb, &d)
+                            })
+                            .collect();
+                        let cols: Vec<Vec<Value>> = (0..side)
+                            .map(|j| tf::bt(kb, &tf::column(&rows, j)))
+                            .collect();
+                        (0..side).map(|i| tf::column(&cols, i)).collect()
+                    };
                     let vt = kb.b.ins().iadd(vrow, tx);
-                    for j in 0..side {
-                        let col = tf::bt(kb, &tf::column(&rows, j));
-                        for (i, &val) in col.iter().enumerate() {
+                    for (i, row) in t.iter().enumerate() {
+                        for (j, &val) in row.iter().enumerate() {
                             let xi = i * side + j;
                             if !planes.contains(&xi) {
                                 continue;
