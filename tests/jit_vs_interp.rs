@@ -1695,6 +1695,7 @@ fn with_epilogue(product: Op, ins: &[Type], epi: &Epilogue) -> Graph {
             g.push(Op::UnaryGrad(*u), vec![v, p], "e")
         }
         Epilogue::Loss(_) => panic!("a loss epilogue's graph is built by with_loss"),
+        Epilogue::Pool(..) => panic!("a pooling epilogue's graph is built by its test"),
     }
     .unwrap();
     let e = &g.node(out).op;
@@ -2085,6 +2086,99 @@ fn winograd_convolutions() {
                         g.name
                     );
                 }
+            }
+        }
+    }
+}
+
+/// A max pooling that alone reads a convolution is computed in the convolution's kernel
+/// ([`Epilogue::Pool`]): on the direct convolution (one input channel) and on F(4×4) Winograd
+/// (rows of 13 or more), for 2×2 windows of stride 2, on even and odd sizes (the pooling drops
+/// an odd last row or column), with and without a bias and ReLU; the code generator splits the
+/// others back (F(2×2) Winograd, other windows). Each case against the f64 interpreter, with
+/// the same bits as the graph whose pooling is not fused, and on 1–3 threads, at batch 1 (the
+/// channel parts and plane halves of one image), 3 and 11.
+#[test]
+fn poolings_fused_into_convolutions() {
+    use nnc::opt::{epilogue::fuse_epilogues, pool_epilogue::fuse_pools};
+    let direct = "direct convolution, max pooling 2×2 fused";
+    let winograd = "max pooling 2×2 in the output transform";
+    // (c, o, h, w, pad, pooling window, bias and relu, the fused kernel's note)
+    let cases = [
+        (1, 32, 28, 28, 1, (2, 2, 0), true, Some(direct)),
+        (1, 8, 13, 11, 1, (2, 2, 0), false, Some(direct)),
+        (1, 10, 9, 7, 0, (2, 2, 0), true, Some(direct)),
+        (9, 5, 14, 14, 1, (2, 2, 0), true, Some(winograd)),
+        (10, 7, 15, 13, 1, (2, 2, 0), false, Some(winograd)),
+        (8, 4, 17, 16, 0, (2, 2, 0), true, Some(winograd)),
+        (8, 12, 16, 18, 1, (2, 2, 0), true, Some(winograd)),
+        (8, 4, 9, 9, 1, (2, 2, 0), true, None),
+        (9, 4, 14, 14, 1, (3, 2, 1), true, None),
+    ];
+    let u = Gen::U(-1.0, 1.0);
+    for (case, (c, o, h, wd, pad, (k, s, p), chained, note)) in cases.into_iter().enumerate() {
+        let mut g = Graph::new("conv_pool", false);
+        let x = g.input("x", f(true, &[c, h, wd]));
+        let w = g.input("w", f(false, &[o, c, 3, 3]));
+        let win = Window {
+            kernel: 3,
+            stride: 1,
+            pad,
+        };
+        let y = g.push(Op::Conv2d(win), vec![x, w], "conv").unwrap();
+        let y = if chained {
+            let b = g.input("b", f(false, &[o]));
+            let chain = Chain {
+                bias: Some(1),
+                acts: vec![UnaryOp::Relu],
+            };
+            g.push(Op::Fused(chain), vec![y, b], "relu").unwrap()
+        } else {
+            y
+        };
+        let pool = Window {
+            kernel: k,
+            stride: s,
+            pad: p,
+        };
+        let y = g.push(Op::MaxPool(pool), vec![y], "pool").unwrap();
+        g.set_output("out", y);
+        let unfused = fuse_epilogues(&g);
+        let fused = fuse_pools(&unfused);
+        let pooled = |g: &Graph| {
+            g.nodes.iter().any(|n| {
+                matches!(
+                    n.op,
+                    Op::WithEpilogue {
+                        epi: Epilogue::Pool(..),
+                        ..
+                    }
+                )
+            })
+        };
+        assert!(pooled(&fused) && !pooled(&unfused), "case {case}");
+        let clif = nnc::codegen::clif_text(&fused).unwrap();
+        match note {
+            Some(n) => assert!(clif.contains(n), "case {case}: not fused ({n})"),
+            None => assert!(clif.contains("= maxpool k="), "case {case}: no pooling kernel"),
+        }
+        let gens = vec![u; fused.inputs().len()];
+        let tol = if c >= 8 { 4e-4 } else { 1e-5 };
+        for batch in [1, 3, 11] {
+            compare(&fused, &gens, batch, 100 + case as u64, tol);
+        }
+        for batch in [1, 3] {
+            let want = run_once(&unfused, &gens, batch, 1);
+            let bits = |v: &Vec<Vec<f32>>| -> Vec<u32> {
+                v.iter().flatten().map(|x| x.to_bits()).collect()
+            };
+            for threads in [1, 2, 3] {
+                let got = run_once(&fused, &gens, batch, threads);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "case {case} batch {batch} threads {threads}"
+                );
             }
         }
     }

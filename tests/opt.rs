@@ -141,6 +141,7 @@ fn levels() {
             "dce",
             "fuse",
             "epilogue",
+            "pool-epilogue",
             "loss-epilogue",
             "dce"
         ]

@@ -18,10 +18,11 @@ use super::{winograd, CodegenError};
 use crate::ir::{Chain, Op, Type, Window};
 
 /// The step of a convolution node (Winograd or im2col); `t0`, `t1` are its input types, `ty`
-/// its own. Adds its scratch buffers to `scratch` (table slot `scratch_base + index`), its
-/// kernels (Winograd) or a note (im2col) to `km` under `header`. A forward convolution on
-/// Winograd applies `chain` (with the slot of its bias) in its output transform; the im2col
-/// step leaves it to the caller.
+/// its output's (before a pooling). Adds its scratch buffers to `scratch` (table slot
+/// `scratch_base + index`), its kernels (Winograd) or a note (im2col) to `km` under `header`.
+/// A forward convolution on Winograd applies `chain` (with the slot of its bias) in its output
+/// transform, and with `pool` a 2×2 max pooling ([`winograd::fuses_pool`]); the im2col step
+/// leaves the chain to the caller.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     km: &mut KernelModule,
@@ -36,6 +37,7 @@ pub fn step(
     scratch_base: usize,
     scratch: &mut Vec<Scratch>,
     chain: Option<(&Chain, Option<usize>)>,
+    pool: bool,
 ) -> Result<Step, CodegenError> {
     let (kind, x, y) = match op {
         Op::Conv2d(_) => (ConvKind::Forward, t0, ty),
@@ -73,8 +75,15 @@ pub fn step(
             out,
             (scratch_base, scratch),
             chain.filter(|_| kind == ConvKind::Forward),
+            pool,
         )?;
         return Ok(Step::Winograd(st));
+    }
+    if pool {
+        return Err(CodegenError::Graph(format!(
+            "{}: no pooling on im2col",
+            op.name()
+        )));
     }
     km.note(&format!(
         "{header}\n; per image: im2col/col2im on {}×{}×{} (k={} s={} p={}) and gemm\n",

@@ -30,6 +30,7 @@ use super::elementwise::chain;
 use super::im2col::ConvGeom;
 use super::kernel::{ro, rw, Kb, F32X4};
 use super::lower::Scratch;
+use super::pool;
 use crate::ir::Chain;
 
 /// The most taps (`C·k·k`): the forward pass unrolls them, and the weight gradient keeps one
@@ -73,15 +74,23 @@ pub fn scratch(g: &ConvGeom) -> Scratch {
     }
 }
 
-/// The scratch of a forward pass of `o` output channels, per thread: one bordered image, then
-/// the weights broadcast (each four times, [`broadcast_weights`]).
-pub fn forward_scratch(g: &ConvGeom, o: usize) -> Scratch {
-    let (hp, wp) = bordered(g);
+/// The scratch of a forward pass of `o` output channels, per thread: one bordered image, the
+/// weights broadcast (each four times, [`broadcast_weights`]), and with `pooled` two output
+/// rows of a tile's channels (the pooling's input, [`Tile::stage`]).
+pub fn forward_scratch(g: &ConvGeom, o: usize, pooled: bool) -> Scratch {
+    let ow = g.out_hw().map_or(0, |(_, ow)| ow);
     Scratch {
-        per: g.c * hp * wp + 4 * o * g.c * g.win.kernel * g.win.kernel,
+        per: forward_stage_at(g, o) + if pooled { 2 * TILE * ow } else { 0 },
         batched: false,
         per_thread: true,
     }
+}
+
+/// Where the stage starts in the forward scratch (floats): after the bordered image and the
+/// broadcast weights.
+fn forward_stage_at(g: &ConvGeom, o: usize) -> usize {
+    let (hp, wp) = bordered(g);
+    g.c * hp * wp + 4 * o * g.c * g.win.kernel * g.win.kernel
 }
 
 /// Writes each of the `n` weights at `wt` four times, as an f32x4, at `wb`: the products then
@@ -209,18 +218,22 @@ pub fn emit_grad_weight(
     });
 }
 
-/// `y = conv(x, w)` then `epi` (the chain, with the slot of its bias) for every image of the
-/// kernel's batch: `o` output channels of the `o_image` an image of the output has (all of
-/// them, or a part whose weights, bias and output the caller's table points at), slots `x`,
-/// `w`, `out` and the scratch `pad`.
+/// `y = conv(x, w)` then `epi` (the chain, with the slot of its bias), then with `pooled` a
+/// 2×2 max pooling of stride 2, for every image of the kernel's batch: `o` output channels of
+/// the `o_image` an image of the output has (all of them, or a part whose weights, bias and
+/// output the caller's table points at), slots `x`, `w`, `out` and the scratch `pad`
+/// ([`forward_scratch`]).
 pub fn emit(
     kb: &mut Kb,
     g: &ConvGeom,
     (o, o_image): (usize, usize),
     [x, w, out, pad]: [usize; 4],
     epi: Option<(&Chain, Option<usize>)>,
+    pooled: bool,
 ) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    // Outputs per channel of an image: pooled or not.
+    let plane = if pooled { (oh / 2) * (ow / 2) } else { oh * ow };
     let (hp, wp) = bordered(g);
     let c = g.c;
     let (xp, wt, yp, pp) = (kb.ptr(x), kb.ptr(w), kb.ptr(out), kb.ptr(pad));
@@ -231,11 +244,15 @@ pub fn emit(
     zero(kb, pp, padded);
     let wb = kb.b.ins().iadd_imm_s(pp, (4 * c * hp * wp) as i64);
     broadcast_weights(kb, wt, wb, o * c * g.win.kernel * g.win.kernel);
+    let stage = pooled.then(|| {
+        kb.b.ins()
+            .iadd_imm_s(pp, (4 * forward_stage_at(g, o)) as i64)
+    });
     let images = kb.rows(true, 1);
     let start = kb.int(0);
     kb.for_range(start, images, |kb, b| {
         border_image(kb, g, xp, b, pp, start);
-        let out_img = kb.b.ins().imul_imm_s(b, (o_image * oh * ow) as i64);
+        let out_img = kb.b.ins().imul_imm_s(b, (o_image * plane) as i64);
         // Tiles of TILE output channels (and one of the rest).
         let full = o / TILE;
         let tiles = [
@@ -251,6 +268,7 @@ pub fn emit(
                 rows,
                 first,
                 out_img,
+                stage,
             };
             kb.for_n(count, |kb, t| {
                 conv_tile(kb, g, at, t, [pp, wt, wb, yp], epi_at)
@@ -264,12 +282,14 @@ pub fn emit(
 pub const TILE: usize = 8;
 
 /// A group of `rows` output channels, the `t`-th of those starting at channel `first`, of the
-/// image whose output starts at element `out_img`.
+/// image whose output starts at element `out_img`; with a `stage` (the two rows of each
+/// channel, [`forward_scratch`]) when the output is pooled.
 #[derive(Clone, Copy)]
 struct Tile {
     rows: usize,
     first: usize,
     out_img: Value,
+    stage: Option<Value>,
 }
 
 /// The epilogue as the kernel applies it: the chain and its bias pointer.
@@ -297,14 +317,12 @@ fn conv_tile(
     let wvecs = kb.b.ins().imul_imm_s(wbase, 4);
     let wvecs = kb.b.ins().iadd(wb, wvecs);
     let wbase = kb.b.ins().iadd(wt, wbase);
-    let plane = kb.b.ins().imul_imm_s(oc0, (oh * ow) as i64);
-    let plane = kb.b.ins().iadd(at.out_img, plane);
     let ow4 = ow / 4 * 4;
-    kb.for_n(oh, |kb, oy| {
+    // Output row `oy` of the tile's channels: channel r's at element `first + r·stride` of
+    // `dst`.
+    let row = |kb: &mut Kb, oy: Value, (dst, first, stride): (Value, Value, usize)| {
         let irow = kb.b.ins().imul_imm_s(oy, (wp * 4) as i64);
         let irow = kb.b.ins().iadd(pp, irow);
-        let orow = kb.b.ins().imul_imm_s(oy, ow as i64);
-        let orow = kb.b.ins().iadd(plane, orow);
         let positions = |kb: &mut Kb, ox: Value, lane| {
             let xrow = kb.b.ins().imul_imm_s(ox, 4);
             let xrow = kb.b.ins().iadd(irow, xrow);
@@ -330,14 +348,45 @@ fn conv_tile(
                     let b = bias.map(|bp| kb.ld(types::F32, bp, rr));
                     a = chain(kb, &c.acts, b, a, lane);
                 }
-                let i = kb.b.ins().iadd_imm_s(orow, (r * oh * ow) as i64);
+                let i = kb.b.ins().iadd_imm_s(first, (r * stride) as i64);
                 let i = kb.b.ins().iadd(i, ox);
-                kb.st(a, yp, i);
+                kb.st(a, dst, i);
             }
         };
         let (lo, hi) = (kb.int(0), kb.int(ow4 as i64));
         kb.for_step(lo, hi, 4, |kb, ox| positions(kb, ox, F32X4));
         let (lo, hi) = (kb.int(ow4 as i64), kb.int(ow as i64));
         kb.for_range(lo, hi, |kb, ox| positions(kb, ox, types::F32));
+    };
+    let Some(stage) = at.stage else {
+        let plane = kb.b.ins().imul_imm_s(oc0, (oh * ow) as i64);
+        let plane = kb.b.ins().iadd(at.out_img, plane);
+        kb.for_n(oh, |kb, oy| {
+            let orow = kb.b.ins().imul_imm_s(oy, ow as i64);
+            let orow = kb.b.ins().iadd(plane, orow);
+            row(kb, oy, (yp, orow, oh * ow));
+        });
+        return;
+    };
+    // Pooled (2×2, stride 2): each pair of output rows into the stage (channel r's two rows
+    // at 2r·ow), then pooled into the output's row.
+    let (ph, pw) = (oh / 2, ow / 2);
+    let plane = kb.b.ins().imul_imm_s(oc0, (ph * pw) as i64);
+    let plane = kb.b.ins().iadd(at.out_img, plane);
+    kb.for_n(ph, |kb, py| {
+        for half in 0..2 {
+            let oy = kb.b.ins().imul_imm_s(py, 2);
+            let oy = kb.b.ins().iadd_imm_s(oy, half);
+            let first = kb.int(half * ow as i64);
+            row(kb, oy, (stage, first, 2 * ow));
+        }
+        let orow = kb.b.ins().imul_imm_s(py, pw as i64);
+        let orow = kb.b.ins().iadd(plane, orow);
+        for r in 0..at.rows {
+            let r0 = kb.int((2 * r * ow) as i64);
+            let r1 = kb.int(((2 * r + 1) * ow) as i64);
+            let out = kb.b.ins().iadd_imm_s(orow, (r * ph * pw) as i64);
+            pool::max_pool_row(kb, stage, [r0, r1], (yp, out), pw);
+        }
     });
 }

@@ -213,7 +213,7 @@ struct ExtraSlots {
 fn extra_slots(epi: &Epilogue, extra: &[ValueId]) -> ExtraSlots {
     let slot = |k: usize| extra.get(k).map(|v| v.index());
     match epi {
-        Epilogue::Chain(_) => ExtraSlots {
+        Epilogue::Chain(_) | Epilogue::Pool(..) => ExtraSlots {
             bias: slot(0),
             ..Default::default()
         },

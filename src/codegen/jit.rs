@@ -128,6 +128,8 @@ impl Jit {
         } else {
             g
         };
+        let kernels = super::lower::kernel_graph(g);
+        let g = kernels.as_ref();
         let lib = lib()?;
         let lowered = lower(g, opts.keep_values, Listing::default())?;
         let input_nodes: Vec<usize> = g.inputs().iter().map(|(v, _)| v.index()).collect();

@@ -136,6 +136,40 @@ fn header(g: &Graph, i: usize) -> String {
     )
 }
 
+/// `g` as the kernels compute it: with the pooling epilogues ([`crate::ir::Epilogue::Pool`])
+/// they have no fused kernel for split back into a convolution and a max pooling. The fused
+/// ones: 2×2 windows of stride 2 after a direct convolution or one on F(4×4, 3×3) Winograd.
+pub fn kernel_graph(g: &Graph) -> std::borrow::Cow<'_, Graph> {
+    let fused = |n: &crate::ir::Node| match &n.op {
+        Op::WithEpilogue {
+            producer: Producer::Conv2d(w),
+            epi: Epilogue::Pool(_, p),
+        } => {
+            let x = g.ty(n.inputs[0]);
+            let pairs = p.kernel == 2 && p.stride == 2 && p.pad == 0;
+            let winograd = match x.dims[..] {
+                [c, h, wd] if x.batched => {
+                    let geom = ConvGeom {
+                        c,
+                        h,
+                        w: wd,
+                        win: *w,
+                    };
+                    super::winograd::fuses_pool(&geom, g.ty(n.inputs[1]).dims[0])
+                }
+                _ => false,
+            };
+            pairs && (winograd || direct_geom(x, w).is_some())
+        }
+        _ => true,
+    };
+    if g.nodes.iter().all(fused) {
+        std::borrow::Cow::Borrowed(g)
+    } else {
+        std::borrow::Cow::Owned(crate::opt::pool_epilogue::unfuse_pools(g, fused))
+    }
+}
+
 /// Compiles every node of `g` to its step, with each value where the memory plan puts it
 /// (shared buffers, or one buffer per value when `keep_values`).
 pub fn lower(g: &Graph, keep_values: bool, listing: Listing) -> Result<Lowered, CodegenError> {
@@ -404,21 +438,33 @@ fn emit(
                         return push_step(steps, one(km, body)?);
                     }
                 }
-                if let (Producer::Conv2d(w), Epilogue::Chain(chain)) = (*producer, epi) {
+                let conv_chain = match (*producer, epi) {
+                    (Producer::Conv2d(w), Epilogue::Chain(c)) => Some((w, c, false)),
+                    (Producer::Conv2d(w), Epilogue::Pool(c, _)) => Some((w, c, true)),
+                    _ => None,
+                };
+                if let Some((w, chain, pooled)) = conv_chain {
                     if let Some(geom) = direct_geom(&ity(0), &w) {
                         let at = DirectAt {
                             slots: [ins[0], ins[1], i],
                             scratch_base,
                         };
                         let epi = Some((chain, ins.get(2).copied()));
-                        let step = direct_step(km, header, &geom, &ty, at, epi, scratch)?;
+                        let step = direct_step(km, header, &geom, &ty, at, (epi, pooled), scratch)?;
                         return push_step(steps, step);
                     }
                 }
-                if let (Producer::Conv2d(w), Epilogue::Chain(chain)) = (*producer, epi) {
-                    // On Winograd, the output transform applies the chain before it stores.
+                if let Some((w, chain, pooled)) = conv_chain {
+                    // On Winograd, the output transform applies the chain (and the pooling)
+                    // before it stores.
                     let chain = Some((chain, ins.get(2).copied()));
                     let (op, (t0, t1)) = (producer.op(), (ity(0), ity(1)));
+                    let conv_ty = if pooled {
+                        crate::ir::shape::infer(&op, &[&t0, &t1], &g.params)
+                            .map_err(CodegenError::Graph)?
+                    } else {
+                        ty.clone()
+                    };
                     let step = conv::step(
                         km,
                         header,
@@ -426,12 +472,13 @@ fn emit(
                         &w,
                         &t0,
                         &t1,
-                        &ty,
+                        &conv_ty,
                         i,
                         &ins,
                         scratch_base,
                         scratch,
                         chain,
+                        pooled,
                     )?;
                     let applied = matches!(step, Step::Winograd(_));
                     push_step(steps, step)?;
@@ -532,7 +579,7 @@ fn emit(
                 };
                 return push_step(
                     steps,
-                    direct_step(km, header, &geom, &ty, at, None, scratch)?,
+                    direct_step(km, header, &geom, &ty, at, (None, false), scratch)?,
                 );
             }
             if let (Op::Conv2dGradWeight(_), Some(geom)) = (&n.op, direct_geom(&ity(0), w)) {
@@ -591,6 +638,7 @@ fn emit(
                 scratch_base,
                 scratch,
                 None,
+                false,
             )
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => {
@@ -796,29 +844,35 @@ struct DirectAt {
 }
 
 /// A direct convolution ([`direct_conv`]) of output type `ty` with its epilogue (the chain and
-/// the slot of its bias): one kernel, its images split over the threads, each with its own
-/// bordered image; and for a batch smaller than the threads (one image) a second kernel that
-/// computes a part of the output channels ([`direct_parts`]), each part with its own
-/// bordered image. Every output channel is summed the same way in both, so the bits are the
-/// same.
+/// the slot of its bias, and whether a 2×2 max pooling follows): one kernel, its images split
+/// over the threads, each with its own bordered image; and for a batch smaller than the
+/// threads (one image) a second kernel that computes a part of the output channels
+/// ([`direct_parts`]), each part with its own bordered image. Every output channel is summed
+/// the same way in both, so the bits are the same.
 fn direct_step(
     km: &mut KernelModule,
     header: &str,
     geom: &ConvGeom,
     ty: &crate::ir::Type,
     at: DirectAt,
-    epi: Option<(&crate::ir::Chain, Option<usize>)>,
+    (epi, pooled): (Option<(&crate::ir::Chain, Option<usize>)>, bool),
     scratch: &mut Vec<Scratch>,
 ) -> Result<Step, CodegenError> {
     let [x, w, out] = at.slots;
     let o = ty.dims[0];
-    let s = direct_conv::forward_scratch(geom, o);
+    let s = direct_conv::forward_scratch(geom, o, pooled);
     let pad = add_scratch(scratch, at.scratch_base, s);
+    let pool_note = if pooled {
+        ", max pooling 2×2 fused"
+    } else {
+        ""
+    };
     // Without the e-graph pass, like the GEMM's micro-kernel: it would re-elaborate the loads
     // and `fma`s of the unrolled taps chain by chain and spill the accumulators.
-    let k = km.plain_kernel(&format!("{header}\n; direct convolution"), |kb| {
-        direct_conv::emit(kb, geom, (o, o), [x, w, out, pad], epi)
-    })?;
+    let k = km.plain_kernel(
+        &format!("{header}\n; direct convolution{pool_note}"),
+        |kb| direct_conv::emit(kb, geom, (o, o), [x, w, out, pad], epi, pooled),
+    )?;
     let parts = direct_parts(o);
     let channels = if parts > 1 {
         let part = o / parts;
@@ -828,15 +882,15 @@ fn direct_step(
             per_thread: false,
         };
         let pads = add_scratch(scratch, at.scratch_base, all);
-        let header = format!("{header}\n; direct convolution, {part} of {o} output channels");
+        let header =
+            format!("{header}\n; direct convolution{pool_note}, {part} of {o} output channels");
         let k = km.plain_kernel(&header, |kb| {
-            direct_conv::emit(kb, geom, (part, o), [x, w, out, pads], epi)
+            direct_conv::emit(kb, geom, (part, o), [x, w, out, pads], epi, pooled)
         })?;
-        let (oh, ow) = geom.out_hw().unwrap_or((0, 0));
         let taps = geom.c * geom.win.kernel * geom.win.kernel;
         let mut moves = vec![
             (w, 4 * part * taps),
-            (out, 4 * part * oh * ow),
+            (out, 4 * part * ty.dims[1] * ty.dims[2]),
             (pads, 4 * s.per),
         ];
         if let Some((_, Some(bias))) = epi {

@@ -50,7 +50,7 @@ pub enum CodegenError {
 /// The Cranelift IR of every kernel of `g`, each headed by the node it implements.
 pub fn clif_text(g: &Graph) -> Result<String, CodegenError> {
     Ok(lower::lower(
-        g,
+        &lower::kernel_graph(g),
         false,
         kernel::Listing {
             clif: true,
@@ -63,7 +63,7 @@ pub fn clif_text(g: &Graph) -> Result<String, CodegenError> {
 /// The disassembly (Cranelift's VCode after register allocation) of every kernel of `g`.
 pub fn asm_text(g: &Graph) -> Result<String, CodegenError> {
     Ok(lower::lower(
-        g,
+        &lower::kernel_graph(g),
         false,
         kernel::Listing {
             asm: true,

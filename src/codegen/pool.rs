@@ -247,6 +247,9 @@ fn max_pool_pairs(
             let r1 = kb.b.ins().iadd_imm_s(r0, w as i64);
             let orow = kb.b.ins().imul_imm_s(oy, ow as i64);
             let orow = kb.b.ins().iadd(ob, orow);
+            let Some(dyp) = dyp else {
+                return max_pool_row(kb, xp, [r0, r1], (o, orow), ow);
+            };
             let step = |kb: &mut Kb, ox: Value| {
                 let c = kb.b.ins().imul_imm_s(ox, 2);
                 let (i0, i1) = (kb.b.ins().iadd(r0, c), kb.b.ins().iadd(r1, c));
@@ -263,11 +266,6 @@ fn max_pool_pairs(
                     kb.shuffle(b0, b1, [1, 3, 5, 7]),
                 ];
                 let oi = kb.b.ins().iadd(orow, ox);
-                let Some(dyp) = dyp else {
-                    let best = max4(kb, taps);
-                    kb.st(best, o, oi);
-                    return;
-                };
                 let mut best = kb.cst(F32X4, f32::NEG_INFINITY);
                 let mut better = Vec::with_capacity(4);
                 for &t in &taps {
@@ -317,11 +315,9 @@ fn max_pool_pairs(
             };
             let (lo, hi) = (kb.int(0), kb.int(ow4));
             kb.for_step(lo, hi, 4, step);
-            if ow4 > 0 && ow4 < ow as i64 && (dyp.is_none() || tiled) {
+            if ow4 > 0 && ow4 < ow as i64 && tiled {
                 // The last four outputs of the row again, overlapping the steps before: each
-                // is written with the value it already has (the max of its window, or its
-                // window's dx, which overwrites dx), so a row of 7 or 14 takes one f32x4 step
-                // more instead of three or two scalar windows.
+                // window's dx is written again, overwriting dx.
                 let last = kb.int(ow as i64 - 4);
                 step(kb, last);
                 return;
@@ -329,12 +325,70 @@ fn max_pool_pairs(
             let (lo, hi) = (kb.int(ow4), kb.int(ow as i64));
             kb.for_range(lo, hi, |kb, ox| {
                 let oi = kb.b.ins().iadd(orow, ox);
-                match dyp {
-                    Some(dyp) if tiled => tail_window_grad(kb, [r0, r1], ox, oi, [o, xp, dyp], epi),
-                    _ => max_window(kb, g, &win, ib, oi, oy, ox, [o, xp], dyp),
+                if tiled {
+                    tail_window_grad(kb, [r0, r1], ox, oi, [o, xp, dyp], epi)
+                } else {
+                    max_window(kb, g, &win, ib, oi, oy, ox, [o, xp], Some(dyp))
                 }
             });
         });
+    });
+}
+
+/// One output row of a 2×2 stride-2 max pooling without padding: `ow` maxima into `o` from
+/// element `orow` on, of the windows on the two input rows at elements `r0` and `r1` of `xp`.
+/// Four outputs per f32x4 step ([`max4`] of the windows' taps, split from two rows of eight
+/// inputs by shuffles); the last `ow mod 4` of a row at least four long by one more step over
+/// its last four (each written again with the value it has), of a shorter row one window at a
+/// time, as [`max_window`] computes it. Pooling fused into a convolution
+/// ([`crate::ir::Epilogue::Pool`]) calls it on the rows it has just computed: the same bits.
+pub fn max_pool_row(
+    kb: &mut Kb,
+    xp: Value,
+    [r0, r1]: [Value; 2],
+    (o, orow): (Value, Value),
+    ow: usize,
+) {
+    let step = |kb: &mut Kb, ox: Value| {
+        let c = kb.b.ins().imul_imm_s(ox, 2);
+        let (i0, i1) = (kb.b.ins().iadd(r0, c), kb.b.ins().iadd(r1, c));
+        let (i0b, i1b) = (kb.b.ins().iadd_imm_s(i0, 4), kb.b.ins().iadd_imm_s(i1, 4));
+        let (a0, a1) = (kb.ld(F32X4, xp, i0), kb.ld(F32X4, xp, i0b));
+        let (b0, b1) = (kb.ld(F32X4, xp, i1), kb.ld(F32X4, xp, i1b));
+        // The taps (0,0), (0,1), (1,0), (1,1) of the four windows, in the scalar order.
+        let taps = [
+            kb.shuffle(a0, a1, [0, 2, 4, 6]),
+            kb.shuffle(a0, a1, [1, 3, 5, 7]),
+            kb.shuffle(b0, b1, [0, 2, 4, 6]),
+            kb.shuffle(b0, b1, [1, 3, 5, 7]),
+        ];
+        let best = max4(kb, taps);
+        let oi = kb.b.ins().iadd(orow, ox);
+        kb.st(best, o, oi);
+    };
+    if ow >= 4 {
+        let (lo, hi) = (kb.int(0), kb.int((ow / 4 * 4) as i64));
+        kb.for_step(lo, hi, 4, step);
+        if !ow.is_multiple_of(4) {
+            let last = kb.int(ow as i64 - 4);
+            step(kb, last);
+        }
+        return;
+    }
+    kb.for_n(ow, |kb, ox| {
+        // max_window's sum for a window without padding: fmax from −∞, taps in order.
+        let c = kb.b.ins().imul_imm_s(ox, 2);
+        let mut best = kb.b.ins().f32const(f32::NEG_INFINITY);
+        for r in [r0, r1] {
+            let at = kb.b.ins().iadd(r, c);
+            for kx in 0..2 {
+                let i = kb.b.ins().iadd_imm_s(at, kx);
+                let v = kb.ld(types::F32, xp, i);
+                best = kb.b.ins().fmax(best, v);
+            }
+        }
+        let oi = kb.b.ins().iadd(orow, ox);
+        kb.st(best, o, oi);
     });
 }
 
@@ -343,7 +397,7 @@ fn max_pool_pairs(
 /// orders −0 below +0) and an unordered-compare mask or-ed in (all ones, a NaN). The one
 /// difference from `fmax`: a window whose largest values are zeros of both signs may give
 /// either zero.
-fn max4(kb: &mut Kb, [t0, t1, t2, t3]: [Value; 4]) -> Value {
+pub(super) fn max4(kb: &mut Kb, [t0, t1, t2, t3]: [Value; 4]) -> Value {
     let maxps = |kb: &mut Kb, x: Value, y: Value| {
         let c = kb.b.ins().fcmp(FloatCC::LessThan, y, x);
         kb.select(F32X4, c, x, y)

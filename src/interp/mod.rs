@@ -125,10 +125,19 @@ fn eval_node(
         Op::BiasAdd { axis } => dense::bias_add(x(0), &shape(0), *axis, x(1)),
         Op::Fused(c) => chain(c, x(0).to_vec(), &shape(0), || x(1)),
         Op::WithEpilogue { producer, epi } => {
+            // The product's type: the node's, but for a pooling epilogue's, before the pooling.
+            let ty = match epi {
+                Epilogue::Pool(..) => {
+                    let ins = [g.ty(n.inputs[0]), g.ty(n.inputs[1])];
+                    crate::ir::shape::infer(&producer.op(), &ins, &g.params)?
+                }
+                _ => n.ty.clone(),
+            };
+            let p_shape = ty.shape(batch);
             let product = Node {
                 op: producer.op(),
                 inputs: n.inputs[..2].to_vec(),
-                ty: n.ty.clone(),
+                ty,
                 label: n.label.clone(),
             };
             let p = eval_node(g, &product, batch, vals, ctx)?;
@@ -136,6 +145,10 @@ fn eval_node(
                 Epilogue::Chain(c) => chain(c, p, &out_shape, || x(2)),
                 Epilogue::Grad(u) => elementwise::unary_grad(*u, x(2), &p),
                 Epilogue::Loss(l) => chain(&l.chain, p, &out_shape, || x(2)),
+                Epilogue::Pool(c, w) => {
+                    let v = chain(c, p, &p_shape, || x(2));
+                    conv::max_pool(w, &v, &p_shape, &out_shape)
+                }
             }
         }
         Op::EpilogueGrad => {

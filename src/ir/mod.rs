@@ -269,7 +269,7 @@ impl Window {
 }
 
 /// What an [`Op::Fused`] computes: an optional bias along one axis, then unary ops in order.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Chain {
     pub bias: Option<usize>,
     pub acts: Vec<UnaryOp>,
@@ -336,13 +336,17 @@ pub enum Epilogue {
     /// gradient of a loss of that value against `target`, written as the node's second result
     /// ([`Op::EpilogueGrad`]).
     Loss(LossEpilogue),
+    /// `[]` or `[b]`: the chain, then a max pooling of its result with this window, whose
+    /// output is the node's value ([`Producer::Conv2d`] only): a convolution whose output only
+    /// the pooling read (inference), so that it is never stored whole.
+    Pool(Chain, Window),
 }
 
 impl Epilogue {
     /// Inputs read after the product's.
     pub fn extra_inputs(&self) -> usize {
         match self {
-            Epilogue::Chain(c) => c.bias.is_some() as usize,
+            Epilogue::Chain(c) | Epilogue::Pool(c, _) => c.bias.is_some() as usize,
             Epilogue::Grad(_) => 1,
             Epilogue::Loss(l) => l.chain.bias.is_some() as usize + 1,
         }
@@ -351,7 +355,7 @@ impl Epilogue {
     /// The chain computing the node's value from the product (none for a gradient epilogue).
     pub fn chain(&self) -> Option<&Chain> {
         match self {
-            Epilogue::Chain(c) => Some(c),
+            Epilogue::Chain(c) | Epilogue::Pool(c, _) => Some(c),
             Epilogue::Grad(_) => None,
             Epilogue::Loss(l) => Some(&l.chain),
         }
@@ -364,6 +368,16 @@ impl fmt::Display for Epilogue {
             Epilogue::Chain(c) => c.fmt(f),
             Epilogue::Grad(u) => write!(f, "[{}_grad]", u.name()),
             Epilogue::Loss(l) => l.fmt(f),
+            Epilogue::Pool(c, w) => {
+                let chain = c.to_string();
+                let sep = if chain == "[]" { "" } else { " → " };
+                let (k, s, p) = (w.kernel, w.stride, w.pad);
+                write!(
+                    f,
+                    "{}{sep}maxpool k={k} s={s} p={p}]",
+                    &chain[..chain.len() - 1]
+                )
+            }
         }
     }
 }

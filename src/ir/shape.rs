@@ -156,6 +156,12 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
                 }
                 None => p,
             };
+            if let Epilogue::Pool(_, w) = epi {
+                if !matches!(producer, Producer::Conv2d(_)) {
+                    return Err("a pooling epilogue needs a convolution".into());
+                }
+                return infer(&Op::MaxPool(*w), &[&v], params);
+            }
             if let Epilogue::Loss(l) = epi {
                 if !matches!(producer, Producer::MatMul { .. }) {
                     return Err("a loss epilogue needs a matrix product".into());

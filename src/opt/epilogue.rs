@@ -70,8 +70,20 @@ fn as_epilogue(node: &Node) -> Option<(Epilogue, ValueId, Vec<ValueId>)> {
     })
 }
 
-/// `g` with every single-reader elementwise epilogue of a `MatMul` or `Conv2d` fused into it.
-pub fn fuse_epilogues(g: &Graph) -> Graph {
+/// The label of a node fused from nodes labelled `a` and `b`: both labels' parts, each once
+/// (`dense1` and `dense1, relu` give `dense1, relu`).
+pub(super) fn merged_label(a: &str, b: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in a.split(", ").chain(b.split(", ")) {
+        if !part.is_empty() && !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(", ")
+}
+
+/// How many times each value of `g` is read, by its nodes and as an output.
+pub(super) fn use_counts(g: &Graph) -> Vec<usize> {
     let mut uses = vec![0usize; g.nodes.len()];
     for node in &g.nodes {
         for v in &node.inputs {
@@ -81,6 +93,12 @@ pub fn fuse_epilogues(g: &Graph) -> Graph {
     for o in &g.outputs {
         uses[o.value.index()] += 1;
     }
+    uses
+}
+
+/// `g` with every single-reader elementwise epilogue of a `MatMul` or `Conv2d` fused into it.
+pub fn fuse_epilogues(g: &Graph) -> Graph {
+    let uses = use_counts(g);
     // The fused node replacing each epilogue node, and the products it absorbs.
     let mut fused: Vec<Option<Node>> = vec![None; g.nodes.len()];
     let mut absorbed = vec![false; g.nodes.len()];
@@ -111,14 +129,7 @@ pub fn fuse_epilogues(g: &Graph) -> Graph {
         absorbed[p.index()] = true;
         let mut inputs = prod.inputs.clone();
         inputs.extend(extra);
-        // Both labels' parts, each once (`dense1` and `dense1, relu` give `dense1, relu`).
-        let mut parts: Vec<&str> = Vec::new();
-        for part in prod.label.split(", ").chain(node.label.split(", ")) {
-            if !part.is_empty() && !parts.contains(&part) {
-                parts.push(part);
-            }
-        }
-        let label = parts.join(", ");
+        let label = merged_label(&prod.label, &node.label);
         fused[i] = Some(Node {
             op: Op::WithEpilogue { producer, epi },
             inputs,
@@ -161,6 +172,11 @@ pub fn unfuse_epilogues(g: &Graph) -> Graph {
     for (i, node) in g.nodes.iter().enumerate() {
         let v = match &node.op {
             Op::WithEpilogue { producer, epi } => {
+                if let Epilogue::Pool(..) = epi {
+                    let v = super::pool_epilogue::split(&mut r, node, false);
+                    r.define(v);
+                    continue;
+                }
                 let ins: Vec<ValueId> = node.inputs.iter().map(|v| r.get(*v)).collect();
                 let first = node.label.split(", ").next().unwrap_or_default();
                 let p = r.push(Node {
@@ -171,6 +187,7 @@ pub fn unfuse_epilogues(g: &Graph) -> Graph {
                 });
                 let (op, inputs) = match epi {
                     Epilogue::Grad(u) => (Op::UnaryGrad(*u), vec![ins[2], p]),
+                    Epilogue::Pool(..) => unreachable!("split above"),
                     Epilogue::Chain(c) | Epilogue::Loss(LossEpilogue { chain: c, .. }) => {
                         let op = match (c.bias, c.acts.as_slice()) {
                             (None, []) => {

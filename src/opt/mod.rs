@@ -15,6 +15,7 @@ pub mod epilogue;
 pub mod fuse;
 pub mod loss_epilogue;
 pub mod memplan;
+pub mod pool_epilogue;
 mod rewrite;
 pub mod update_points;
 
@@ -33,8 +34,9 @@ pub trait Pass {
 /// constant folding, then common-subexpression elimination, then the products of embedding
 /// look-ups moved to their tables, then dead-code elimination of what those left unused, then fusion of elementwise chains (after the others, which see the
 /// separate ops), then fusion of those chains and of activation gradients into the matrix
-/// products and convolutions that produce their inputs, then of the loss gradients into the
-/// products that predict (and dead-code elimination of the constants they absorbed).
+/// products and convolutions that produce their inputs, then of max poolings into the
+/// convolutions they alone read, then of the loss gradients into the products that predict
+/// (and dead-code elimination of the constants they absorbed).
 pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
     if level == 0 {
         return Vec::new();
@@ -46,6 +48,7 @@ pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
         Box::new(dce::Dce),
         Box::new(fuse::Fuse),
         Box::new(epilogue::EpilogueFusion),
+        Box::new(pool_epilogue::PoolEpilogueFusion),
         Box::new(loss_epilogue::LossEpilogueFusion),
         Box::new(dce::Dce),
     ]

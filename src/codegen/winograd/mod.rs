@@ -52,6 +52,7 @@ use super::glue::{split, ConvKind, Lib, Table};
 use super::im2col::ConvGeom;
 use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4, I64};
 use super::lower::{add_scratch, Scratch};
+use super::pool;
 use super::CodegenError;
 use crate::ir::{Chain, UnaryOp};
 use std::ops::Range;
@@ -139,6 +140,14 @@ impl WinoGeom {
     fn plane_floats(&self, rows: usize, tiles: usize) -> usize {
         self.planes() * (rows * (tiles + ROW_PAD) + SKEW)
     }
+    /// Outputs per channel of an image: `oh × ow`, or pooled (2×2, stride 2) `⌊oh/2⌋ × ⌊ow/2⌋`.
+    fn out_plane(&self, pooled: bool) -> usize {
+        if pooled {
+            (self.oh / 2) * (self.ow / 2)
+        } else {
+            self.oh * self.ow
+        }
+    }
     /// [`GROUP_TILES`] for this tile size: as many floats of `V` and `M` per group.
     fn group_tiles(&self) -> usize {
         GROUP_TILES * 16 / self.planes()
@@ -223,6 +232,10 @@ pub struct WinogradStep {
     halves: Option<[usize; 2]>,
     /// Forward: the slot of the bias of the chain its output transform applies.
     bias: Option<usize>,
+    /// Forward: whether the output transform also max-pools 2×2 windows of stride 2
+    /// ([`crate::ir::Epilogue::Pool`], F(4×4) only: [`fuses_pool`]), writing the pooled
+    /// output.
+    pool: bool,
     /// Forward: an epilogue other than a chain, applied to each image once its output
     /// transform has written it.
     pub epi: Option<EpiStep>,
@@ -263,8 +276,15 @@ pub fn step(
     out: usize,
     (scratch_base, scratch): (usize, &mut Vec<Scratch>),
     chain: Option<(&Chain, Option<usize>)>,
+    pool: bool,
 ) -> Result<WinogradStep, CodegenError> {
     let g = geom;
+    if pool && !(kind == ConvKind::Forward && g.m == 4) {
+        return Err(CodegenError::Graph(format!(
+            "winograd F({m}x{m}): no pooling in the output transform of a {kind:?} step",
+            m = g.m
+        )));
+    }
     let (tiles, planes) = (g.tiles(), g.planes());
     let mut add = |per: usize, batched: bool, per_thread: bool| {
         let s = Scratch {
@@ -296,7 +316,7 @@ pub fn step(
     // the channels, each bordering its own.
     let pad = add(g.pad_len(), true, true);
     km.note(&format!(
-        "{header}\n; winograd F({m}x{m},3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image",
+        "{header}\n; winograd F({m}x{m},3x3): {}×{}×{} pad {} → {}×{}×{}, {tiles} tiles per image{}",
         g.cin,
         g.h,
         g.w,
@@ -304,6 +324,7 @@ pub fn step(
         g.cout,
         g.oh,
         g.ow,
+        if pool { ", max pooling 2×2 in the output transform" } else { "" },
         m = g.m
     ));
     let mut kernel = |name: &str, f: &dyn Fn(&mut Kb)| {
@@ -320,7 +341,7 @@ pub fn step(
                 weights(kb, &g, kind == ConvKind::GradInput, ins[1], u)
             })?,
             kernel("inputs", &|kb| inputs(kb, &g, 0..planes))?,
-            kernel("outputs", &|kb| outputs(kb, &g, chain))?,
+            kernel("outputs", &|kb| outputs(kb, &g, chain, pool))?,
         ],
     };
     // One image (inference): two tasks each transform it into the half of V's planes that its
@@ -350,6 +371,7 @@ pub fn step(
         kernels,
         halves,
         bias: chain.and_then(|(_, b)| b),
+        pool,
         epi: None,
         u_cache: UCache::default(),
     })
@@ -431,7 +453,7 @@ impl WinogradStep {
         let u: &[f32] = cache.as_ref().map_or(&[], |(_, u)| u.as_slice());
         let (tiles, planes) = (g.tiles(), g.planes());
         let pad_len = g.pad_len();
-        let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.oh * g.ow);
+        let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.out_plane(self.pool));
         let (per_v, per_m) = (g.plane_floats(g.cin, tiles), g.plane_floats(g.cout, tiles));
         let group = (g.group_tiles() / tiles).max(1);
         split(batch, threads, 1, |lo, hi| {
@@ -830,13 +852,27 @@ fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
 /// length `T` of `M`, `o0`, `o1`, the chain's bias): `y = Aᵀ m A` per tile, the last tile row /
 /// column clipped to the outputs there are; then `chain` (bias from its slot, the activations)
 /// on each value before it is stored, as the separate epilogue would compute it.
-fn outputs(kb: &mut Kb, g: &WinoGeom, chain: Option<(&Chain, Option<usize>)>) {
+fn outputs(kb: &mut Kb, g: &WinoGeom, chain: Option<(&Chain, Option<usize>)>, pool: bool) {
     let (mb, yb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let chans = (kb.ptr(3), kb.ptr(4));
     let epi = chain.map(|(c, bias)| (c.acts.as_slice(), bias.map(|_| kb.ptr(5))));
-    let tile: TileFn = if g.m == 2 { output_tile } else { output_tile4 };
-    each_output_tile(kb, g, (mb, yb, t_all), chans, epi, tile);
+    let tile: TileFn = match (g.m, pool) {
+        (2, _) => output_tile,
+        (_, false) => output_tile4,
+        (_, true) => pooled_tile4,
+    };
+    each_output_tile(kb, g, (mb, yb, t_all), chans, (epi, pool), tile);
 }
+
+/// Whether a forward convolution of `geom` with `o` output channels, followed by a 2×2 max
+/// pooling of stride 2, has its pooling done in the output transform: on F(4×4), whose tiles
+/// hold whole windows.
+pub fn fuses_pool(geom: &ConvGeom, o: usize) -> bool {
+    plan(ConvKind::Forward, geom, o).is_some_and(|g| g.m == 4)
+}
+
+/// The output transform's chain: its activations and the pointer to its bias.
+type OutEpi<'a> = (&'a [UnaryOp], Option<Value>);
 
 /// One tile function of [`each_output_tile`]: a step of one tile or four side by side.
 type TileFn = fn(&mut Kb, &WinoGeom, &Row, &Step);
@@ -877,7 +913,7 @@ fn each_output_tile(
     g: &WinoGeom,
     (mb, yb, t_all): (Value, Value, Value),
     (o_lo, o_hi): (Value, Value),
-    epi: Option<(&[UnaryOp], Option<Value>)>,
+    (epi, pooled): (Option<OutEpi>, bool),
     tile: TileFn,
 ) {
     let m = g.m;
@@ -894,7 +930,7 @@ fn each_output_tile(
             let mo = kb.b.ins().imul(o, t_all);
             let mo = kb.b.ins().iadd(mo, first_tile);
             let yo = mul_add(kb, img, g.cout, o);
-            let yo = kb.b.ins().imul_imm_s(yo, (g.oh * g.ow) as i64);
+            let yo = kb.b.ins().imul_imm_s(yo, g.out_plane(pooled) as i64);
             let epi = epi.map(|(acts, bias)| Epi {
                 acts,
                 bias: bias.map(|bp| kb.ld(F32, bp, o)),
@@ -907,9 +943,11 @@ fn each_output_tile(
                 yo,
                 epi,
             };
+            // Outputs of a tile row: m rows, or pooled, m/2 rows of ⌊ow/2⌋.
+            let tile_row = if pooled { m / 2 * (g.ow / 2) } else { m * g.ow };
             let starts = |kb: &mut Kb, ty: Value| {
                 let mrow = mul_add(kb, ty, tw, r.mo);
-                let yrow = kb.b.ins().imul_imm_s(ty, (m * g.ow) as i64);
+                let yrow = kb.b.ins().imul_imm_s(ty, tile_row as i64);
                 (mrow, kb.b.ins().iadd(yrow, r.yo))
             };
             if m == 4 {
@@ -1140,6 +1178,75 @@ fn output_tile4(kb: &mut Kb, g: &WinoGeom, r: &Row, s: &Step) {
     }
 }
 
+/// [`output_tile4`], then the 2×2 max pooling of stride 2 of each tile's outputs: row `pi` of
+/// a tile's 2×2 pooled values where its rows `2pi`, `2pi + 1` exist, column `pj` where its
+/// columns `2pj`, `2pj + 1` do (the pooling drops an odd last row or column). Each maximum is
+/// [`pool::max4`] of the window's taps in the pooling kernel's order, as that kernel computes
+/// it on rows of four or more (F(4×4) rows have at least 13 outputs, 6 pooled): the same bits.
+/// A pooled row of the four tiles is the interleave of their two pooled columns, stored as two
+/// f32x4 (the row's last ones joined to end at the row's end, as [`output_tile4`] does).
+fn pooled_tile4(kb: &mut Kb, g: &WinoGeom, r: &Row, s: &Step) {
+    let y = untransform(kb, g, r, s);
+    let pw = g.ow / 2;
+    let y: Vec<Vec<Value>> = y
+        .into_iter()
+        .map(|row| match r.epi {
+            Some(e) => row
+                .into_iter()
+                .map(|x| chain(kb, e.acts, e.bias, x, F32X4))
+                .collect(),
+            None => row,
+        })
+        .collect();
+    let tx2 = kb.b.ins().imul_imm_s(s.tx, 2);
+    // Pooled values in the group's last tile, and in the whole group of four.
+    let last = s.cols / 2;
+    for pi in 0..2 {
+        let p: Vec<Value> = (0..2)
+            .map(|pj| {
+                let (a, b) = (&y[2 * pi], &y[2 * pi + 1]);
+                pool::max4(kb, [a[2 * pj], a[2 * pj + 1], b[2 * pj], b[2 * pj + 1]])
+            })
+            .collect();
+        let yi = kb.b.ins().iadd_imm_s(s.yrow, (pi * pw) as i64);
+        let yi = kb.b.ins().iadd(yi, tx2);
+        let store_row = |kb: &mut Kb| {
+            let lo = kb.shuffle(p[0], p[1], [0, 4, 1, 5]);
+            let hi = kb.shuffle(p[0], p[1], [2, 6, 3, 7]);
+            kb.st(lo, r.yb, yi);
+            let whole = |kb: &mut Kb| {
+                let at = kb.b.ins().iadd_imm_s(yi, 4);
+                kb.st(hi, r.yb, at);
+                vec![]
+            };
+            match s.clipped.filter(|_| last < 2) {
+                Some(c) => {
+                    // 6 + last pooled values: the last four end at 2 + last.
+                    let ending = |kb: &mut Kb| {
+                        let v = kb.shuffle(lo, hi, joined(2 + last));
+                        let at = kb.b.ins().iadd_imm_s(yi, 2 + last as i64);
+                        kb.st(v, r.yb, at);
+                        vec![]
+                    };
+                    when(kb, c, &[], ending, whole);
+                }
+                None => {
+                    whole(kb);
+                }
+            }
+            vec![]
+        };
+        match row_exists(kb, s, 2 * pi + 1) {
+            Some(c) => {
+                when(kb, c, &[], store_row, |_| vec![]);
+            }
+            None => {
+                store_row(kb);
+            }
+        }
+    }
+}
+
 /// The `dy` transform of `batch` images for the weight gradient (table: `dy`, `E`, row length
 /// `T` of `E`): `E[ξ][o][t] = (A e Aᵀ)[ξ]` for the m×m block `e` of `dy` under tile `t`, zero
 /// beyond the last row and column.
@@ -1147,7 +1254,7 @@ fn dy_tiles(kb: &mut Kb, g: &WinoGeom) {
     let (yb, eb, t_all) = (kb.ptr(0), kb.ptr(1), kb.ptr(2));
     let chans = (kb.int(0), kb.int(g.cout as i64));
     let tile: TileFn = if g.m == 2 { dy_tile } else { dy_tile4 };
-    each_output_tile(kb, g, (eb, yb, t_all), chans, None, tile);
+    each_output_tile(kb, g, (eb, yb, t_all), chans, (None, false), tile);
 }
 
 /// `E = A e Aᵀ` of the block(s) `e` (rows of columns) of `s`, stored into `E` at `r.mb`.
