@@ -8,7 +8,8 @@
 //! with `P = H'·W'` output positions and `CKK = C·k·k`. The columns live in a scratch buffer.
 //!
 //! 3×3 stride-1 convolutions (all three ops) with enough input channels use Winograd
-//! F(2×2, 3×3) instead ([`super::winograd`], chosen by [`super::winograd::plan`]).
+//! F(2×2, 3×3) or F(4×4, 3×3) instead ([`super::winograd`], chosen by
+//! [`super::winograd::plan`]).
 
 use super::glue::{ConvKind, ConvStep};
 use super::im2col::ConvGeom;
