@@ -2160,7 +2160,10 @@ fn poolings_fused_into_convolutions() {
         let clif = nnc::codegen::clif_text(&fused).unwrap();
         match note {
             Some(n) => assert!(clif.contains(n), "case {case}: not fused ({n})"),
-            None => assert!(clif.contains("= maxpool k="), "case {case}: no pooling kernel"),
+            None => assert!(
+                clif.contains("= maxpool k="),
+                "case {case}: no pooling kernel"
+            ),
         }
         let gens = vec![u; fused.inputs().len()];
         let tol = if c >= 8 { 4e-4 } else { 1e-5 };

@@ -15,14 +15,14 @@ pub enum Stage {
     Ir,
     /// Training graphs with their backward pass (reverse-mode autodiff).
     Grad,
-    /// Training graphs with their backward pass after the optimization passes (`crate::opt`),
-    /// fusion included.
+    /// Each model's inference graph and each run's training graph with its backward pass,
+    /// after the optimization passes (`crate::opt`), fusion included.
     Opt,
     /// The fusion groups of the optimized graphs: each fused node and the chain it computes;
     /// for training graphs, the node after which each parameter's optimizer update runs.
     Fused,
     /// The optimized graphs with the buffer of every value (`crate::opt::memplan`) and the
-    /// bytes at the run's batch size with and without sharing.
+    /// bytes with and without sharing, at the run's batch size (inference graphs: batch 1).
     Plan,
     /// The Cranelift IR of every kernel (of the optimized graph, as the JIT compiles it).
     Clif,
@@ -39,7 +39,7 @@ pub fn run(path: &Path, stage: Stage, only: Option<&str>) -> CliResult {
     let loaded = source::load(path)?;
     let p = &loaded.program;
     let mut graphs: Vec<&Graph> = Vec::new();
-    if stage == Stage::Ir {
+    if matches!(stage, Stage::Ir | Stage::Opt | Stage::Fused | Stage::Plan) {
         graphs.extend(
             p.models
                 .iter()
