@@ -900,8 +900,8 @@ struct Step {
 /// Walks the output-shaped side of `batch` images, tile by tile: for every image, output
 /// channel of `o_lo..o_hi` and m×m output tile (clipped at the last row and column), `tile`
 /// with the channel's `Row` (the `M`-like buffer at `mb` with rows of `t_all` tiles, the images
-/// at `yb`). The output transform reads `M` and writes `y`; the `dy` transform reads `dy` and
-/// writes `E`.
+/// at `yb`). The output transform reads `M` and writes `y` (`pooled`: its 2×2 max pooling,
+/// `⌊oh/2⌋ × ⌊ow/2⌋` a channel); the `dy` transform reads `dy` and writes `E`.
 ///
 /// With F(2×2, 3×3) four whole tiles go at once (the last four again when a row's count is not
 /// a multiple of four), and a clipped last row and column take code of their own. With
