@@ -480,7 +480,7 @@ fn autoencoder_pretrain_frozen_finetune() {
 // ----- distill
 
 #[test]
-fn distill_three_runs_20_steps() {
+fn distill_full_epoch_beats_labels_alone() {
     let Some(mnist) = data_dir("mnist") else {
         return;
     };
@@ -494,8 +494,6 @@ fn distill_three_runs_20_steps() {
         file.as_os_str(),
         "--data-dir".as_ref(),
         mnist.as_os_str(),
-        "--steps".as_ref(),
-        "20".as_ref(),
         "--quiet".as_ref(),
     ]);
     let summary = stdout(&out);
@@ -503,7 +501,7 @@ fn distill_three_runs_20_steps() {
         dir.path().join("teacher.safetensors").is_file(),
         "run `big` wrote no teacher.safetensors next to the file"
     );
-    for run in ["big", "distilled", "baseline"] {
+    let accuracy = |run: &str| -> f64 {
         let line = summary
             .lines()
             .find(|l| l.split_whitespace().next() == Some(run))
@@ -511,15 +509,22 @@ fn distill_three_runs_20_steps() {
         // run, steps, train loss, test loss, accuracy, samples/s, time
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cols.len(), 7, "{line}");
-        assert_eq!(cols[1], "20", "steps of `{run}`: {line}");
-        let acc: f64 = cols[4]
+        assert_eq!(cols[1], "937", "one epoch of batch 64 for `{run}`: {line}");
+        cols[4]
             .strip_suffix('%')
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no accuracy for `{run}` in {line}"));
-        assert!((0.0..=100.0).contains(&acc), "{line}");
-        if run != "big" {
-            // The students learn quickly at lr 0.1: well above chance after 20 steps.
-            assert!(acc > 20.0, "`{run}` at {acc}% after 20 steps: {line}");
-        }
-    }
+            .unwrap_or_else(|| panic!("no accuracy for `{run}` in {line}"))
+    };
+    let (teacher, distilled, baseline) =
+        (accuracy("big"), accuracy("distilled"), accuracy("baseline"));
+    // Measured: 98.14%, 93.71% and 92.15% (the same bits on 1 and 2 threads).
+    assert!(teacher >= 97.5, "the CNN teacher at {teacher}%:\n{summary}");
+    assert!(
+        distilled >= 93.0,
+        "the distilled student at {distilled}%:\n{summary}"
+    );
+    assert!(
+        distilled > baseline,
+        "distillation ({distilled}%) did no better than labels alone ({baseline}%):\n{summary}"
+    );
 }

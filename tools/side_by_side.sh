@@ -46,8 +46,8 @@ ref bench_torch.py --workload ae --threads "$THREADS"
 ref bench_jax.py --workload ae --threads "$THREADS"
 nnc train examples/autoencoder_finetune.nn --data-dir "$M" -q --threads "$THREADS" --run pretrain --epochs 1
 
-ref bench_torch.py --workload kd --threads "$THREADS"
-ref bench_jax.py --workload kd --threads "$THREADS"
+ref bench_torch.py --workload kd --threads "$THREADS" --student-lr 0.05
+ref bench_jax.py --workload kd --threads "$THREADS" --student-lr 0.05
 nnc train examples/distill.nn --data-dir "$M" -q --threads "$THREADS"
 
 ref bench_torch.py --workload infer --threads "$THREADS"
