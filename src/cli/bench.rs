@@ -18,6 +18,7 @@ pub struct BenchArgs {
     /// Only this run.
     #[arg(long)]
     pub run: Option<String>,
+    /// Where the data files named in the .nn file are looked for (default: the file's folder).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Train this many steps instead of each run's own length.

@@ -16,8 +16,10 @@ pub struct EvalArgs {
     /// The run whose data, loss and model to use (default: the file's last run).
     #[arg(long)]
     pub run: Option<String>,
+    /// Where the data files named in the .nn file are looked for (default: the file's folder).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug, Clone)]
 pub struct SampleArgs {
     pub file: PathBuf,
+    /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// The text to continue.
@@ -20,11 +21,13 @@ pub struct SampleArgs {
     /// Softmax temperature: lower is more conservative.
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f32,
+    /// Seed of the sampling (the same seed and prompt give the same text).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where the training text is (its vocabulary maps characters to ids; default: the file's folder).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The model to run (default: the model of the file's last run, or its only model).
     #[arg(long)]
     pub model: Option<String>,
 }
