@@ -21,7 +21,7 @@ pub struct SampleArgs {
     /// Softmax temperature: lower is more conservative.
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f32,
-    /// Seed of the sampling (the same seed and prompt give the same text).
+    /// Seed of the sampling: the same seed, checkpoint, prompt and temperature give the same text.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Where the training text is (its vocabulary maps characters to ids; default: the file's folder).
