@@ -2488,3 +2488,72 @@ fn sequence_losses_sum_their_samples_on_the_threads_with_the_same_bits() {
         }
     }
 }
+
+/// Compiled steps run with subnormals flushed to zero (`codegen::fpenv`), on whichever thread
+/// computes them, and leave the caller's mode as they found it: a product of two 1e-20 is 0,
+/// not 1e-40, and a product reading 1e-39 and 3e-39 (subnormal inputs) reads 0, where the
+/// f64 interpreter gets 1e-40 and 1.28e-37.
+#[test]
+fn subnormals_flush_to_zero_on_every_thread() {
+    // Workers start with the mode of the thread that spawns them: this spawns them in IEEE
+    // mode (unless another test got there first), so that the JIT's runs must hand theirs over.
+    ieee_on_every_thread();
+    let batch = 4096;
+    let t = f(true, &[64]);
+    let mul = single(
+        "mul",
+        Op::Binary(BinaryOp::Mul),
+        &[t.clone(), t.clone()],
+        None,
+    );
+    let mm = single(
+        "mm",
+        Op::MatMul {
+            ta: false,
+            tb: false,
+        },
+        &[t, f(false, &[64, 64])],
+        None,
+    );
+    let tiny = vec![1e-20f32; batch * 64];
+    // Two values, so that the product is not compacted around one (`codegen::sparse`).
+    let sub: Vec<f32> = (0..batch * 64).map(|i| [1e-39, 3e-39][i % 2]).collect();
+    let ones = vec![1f32; 64 * 64];
+    for (g, x, y, ieee) in [(&mul, &tiny, &tiny, 1e-40), (&mm, &sub, &ones, 128e-39)] {
+        let feeds = [Feed::F32(x), Feed::F32(y)];
+        let x64 = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<_>>();
+        let reference = interp::eval(g, batch, &[x64(x), x64(y)], &[], StepCtx::default());
+        // Subnormals keep few bits: 1e-40 is 71,362 times the smallest.
+        let close = |v: f64| ((v - ieee) / ieee).abs() < 1e-4;
+        let reference = &reference.unwrap()[g.outputs[0].value.index()];
+        assert!(reference.iter().all(|&v| close(v)), "{}", g.name);
+        for threads in [1, 2, 3] {
+            let opts = JitOptions {
+                threads,
+                ..JitOptions::default()
+            };
+            let mut jit = Jit::compile(g, &opts).unwrap();
+            jit.run(batch, &feeds, &[], StepCtx::default()).unwrap();
+            let out = jit.output("out").unwrap();
+            let kept = out.iter().filter(|&&v| v != 0.0).count();
+            assert_eq!(kept, 0, "{}, {threads} threads: {kept} subnormals", g.name);
+        }
+    }
+    ieee_on_every_thread();
+}
+
+/// Asserts that tasks run from this thread, on it and on the workers, keep subnormals.
+fn ieee_on_every_thread() {
+    let kept: Vec<std::sync::atomic::AtomicBool> = (0..64).map(|_| false.into()).collect();
+    nnc::codegen::workers::run(kept.len(), &|i| {
+        let mut p = 1e-20f32;
+        for _ in 0..1000 {
+            p = std::hint::black_box(p);
+        }
+        let sub = std::hint::black_box(p) * std::hint::black_box(1e-20f32);
+        kept[i].store(sub > 0.0, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(kept
+        .iter()
+        .all(|k| k.load(std::sync::atomic::Ordering::Relaxed)));
+}

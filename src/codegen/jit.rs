@@ -4,6 +4,7 @@
 //! parameters are not copied: the pointer table points kernels straight at the caller's slices
 //! for the duration of one `run`. `Reshape` shares its input's buffer.
 
+use super::fpenv::Flush;
 use super::fused_update::FusedUpdates;
 use super::gemm::BlockFn;
 use super::glue::{lib, KeptRow, Lib, Table};
@@ -385,6 +386,7 @@ impl Jit {
         mut updates: Option<&mut [Update<'_>]>,
     ) -> Result<bool, ExecError> {
         self.validate(batch, inputs, params)?;
+        let _flush = Flush::on();
         if batch != self.batch {
             self.allocate(batch);
         }

@@ -12,6 +12,7 @@ mod direct_conv;
 mod elementwise;
 mod embed;
 mod epilogue;
+pub mod fpenv;
 mod fused_update;
 pub mod gemm;
 mod glue;

@@ -15,6 +15,7 @@
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
+use super::fpenv::Flush;
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
 use super::CodegenError;
 use crate::exec::{UpdateHyper, Updater};
@@ -133,6 +134,7 @@ impl StepUpdate {
         table[HYPER] = hyper.as_mut_ptr() as *mut u8;
         table[OUT] = out as *mut u8;
         table[FLAG] = (&mut flag as *mut f32) as *mut u8;
+        let _flush = Flush::on();
         // SAFETY: the caller's contract; the kernel touches only the state buffers its
         // optimizer uses.
         unsafe { (self.kernel)(table.as_ptr(), n as i64) };

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::fpenv::Mode;
+
 /// How long an idle worker or a waiting caller spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
 
@@ -50,6 +52,9 @@ struct Job {
     next: usize,
     pending: usize,
     panicked: bool,
+    /// The caller's floating-point mode, which the workers take for its tasks
+    /// ([`super::fpenv`]: whether subnormals are flushed must not depend on the thread).
+    mode: Mode,
 }
 
 // SAFETY: `f` points at a `Sync` closure that outlives the job (see `Job::f`).
@@ -115,14 +120,19 @@ fn pool() -> &'static Pool {
 fn work(pool: &Pool, forever: bool) {
     let mut guard = pool.job.lock().unwrap_or_else(|e| e.into_inner());
     let mut spun = false;
+    let mut mode = Mode::current();
     loop {
         let task = guard.as_mut().filter(|j| j.next < j.tasks).map(|j| {
             j.next += 1;
-            (j.f, j.next - 1)
+            (j.f, j.next - 1, j.mode)
         });
         match task {
-            Some((f, i)) => {
+            Some((f, i, job_mode)) => {
                 drop(guard);
+                if job_mode != mode {
+                    job_mode.set();
+                    mode = job_mode;
+                }
                 // SAFETY: the job's closure lives until its last task has finished.
                 let ok =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*f)(i) }))
@@ -184,6 +194,7 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
             next: 0,
             pending: tasks,
             panicked: false,
+            mode: Mode::current(),
         });
         pool.pending.store(tasks, Ordering::Release);
         pool.posted.fetch_add(1, Ordering::AcqRel);
