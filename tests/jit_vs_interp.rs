@@ -2557,3 +2557,44 @@ fn ieee_on_every_thread() {
         .iter()
         .all(|k| k.load(std::sync::atomic::Ordering::Relaxed)));
 }
+
+/// The weight gradient of a first convolution read from its max pooling's gradient
+/// (`conv2d_grad_weight_unpool`, made by `opt::unpool_grad`): against the interpreter, which
+/// routes the pooled gradient and then takes the weight gradient, with and without the
+/// activation's gradient, on rows of 4·k pooled windows and of 4·k + 2 (the CNN's 14), and the
+/// same bits on 1–3 threads.
+#[test]
+fn convolution_weight_gradient_from_the_pooling_gradient() {
+    let conv = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let pool = Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
+    };
+    for (o, hw) in [(8, 8), (32, 28), (4, 12)] {
+        for act in [Some(UnaryOp::Relu), Some(UnaryOp::Sigmoid), None] {
+            let op = Op::Conv2dGradWeightUnpool { conv, pool, act };
+            let ins = [
+                f(true, &[1, hw, hw]),
+                f(true, &[o, hw, hw]),
+                f(true, &[o, hw / 2, hw / 2]),
+            ];
+            let g = single("unpool", op, &ins, None);
+            // y with ties (zeros, as after a ReLU) and a negative part.
+            let y = Gen::Sparse {
+                bg: 0.0,
+                density: 0.6,
+            };
+            let gens = [Gen::U(-1.0, 1.0), y, Gen::U(-1.0, 1.0)];
+            for batch in [1, 3, 5] {
+                compare(&g, &gens, batch, 17, TOL);
+            }
+            let d = draw(&g, &gens, 5, &mut Rng(9));
+            assert_same_bits_on_threads(&g, &d, 5, &format!("unpool {o}×{hw}² {act:?}"));
+        }
+    }
+}

@@ -143,6 +143,7 @@ fn levels() {
             "epilogue",
             "pool-epilogue",
             "loss-epilogue",
+            "unpool-grad",
             "dce"
         ]
     );
@@ -528,4 +529,60 @@ fn the_jit_runs_graphs_whose_outputs_alias_inputs_and_each_other() {
             assert!((v - x.tanh()).abs() < 1e-6, "{name}: {v} vs tanh({x})");
         }
     }
+}
+
+/// The MNIST CNN's first convolution takes its weight gradient from its pooling's gradient
+/// (`opt::unpool_grad`): no value of the convolution's output size is left in the backward
+/// pass, its bias gradient sums the pooled gradient through relu's mask at the pooled output,
+/// and the second convolution, whose output gradient also flows to its input, keeps it.
+#[test]
+fn the_first_convolution_reads_its_pooling_gradient() {
+    let p = program("mnist_cnn");
+    let g = nnc::autodiff::grad(&p.runs[0].graph).unwrap();
+    let opt = optimize(&g, 1).unwrap();
+    let unpool: Vec<_> = opt
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv2dGradWeightUnpool { .. }))
+        .collect();
+    assert_eq!(unpool.len(), 1);
+    assert_eq!(
+        unpool[0].op,
+        Op::Conv2dGradWeightUnpool {
+            conv: nnc::ir::Window {
+                kernel: 3,
+                stride: 1,
+                pad: 1
+            },
+            pool: nnc::ir::Window {
+                kernel: 2,
+                stride: 2,
+                pad: 0
+            },
+            act: Some(UnaryOp::Relu)
+        }
+    );
+    // conv1's output (B×32×28×28) is read by the pooling and the fused gradient only.
+    let y = unpool[0].inputs[1];
+    assert_eq!(opt.ty(y).dims, [32, 28, 28]);
+    let readers = opt.nodes.iter().filter(|n| n.inputs.contains(&y)).count();
+    assert_eq!(readers, 2);
+    let big_grads = opt
+        .nodes
+        .iter()
+        .filter(|n| n.ty.dims == [32, 28, 28])
+        .filter(|n| {
+            !matches!(
+                n.op,
+                Op::WithEpilogue {
+                    producer: nnc::ir::Producer::Conv2d(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(big_grads, 0, "{}", nnc::ir::print::graph_to_string(&opt));
+    assert_eq!(count(&opt, |op| *op == Op::UnaryGrad(UnaryOp::Relu)), 1);
+    // conv2's pooling gradient also feeds its input gradient: unchanged.
+    assert_eq!(count(&opt, |op| matches!(op, Op::Conv2dGradWeight(_))), 1);
 }

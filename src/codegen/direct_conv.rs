@@ -16,7 +16,11 @@
 //! x[p + tap]`, runs the same way ([`emit_grad_weight`]): all images bordered once
 //! ([`emit_border_all`]), then per output channel one f32x4 partial sum per tap, in registers
 //! over every image and position, added across its lanes at the end. That order differs from
-//! im2col's GEMM (not bit-identical to it) and does not depend on the thread count.
+//! im2col's GEMM (not bit-identical to it) and does not depend on the thread count. When the
+//! convolution's output is max-pooled and nothing else needs its gradient
+//! ([`crate::ir::Op::Conv2dGradWeightUnpool`]), each image's gradient plane is routed from the
+//! pooling's gradient into an L1-sized scratch just before it is summed
+//! ([`emit_grad_weight_unpool`]), instead of being read from a tensor the size of the output.
 //!
 //! Kernel ABI: the forward pass is a row-parallel kernel (images are independent) whose
 //! per-thread scratch is the bordered image and the broadcast weights; the weight gradient two
@@ -24,14 +28,14 @@
 //! sums, split over the threads by parts of the output channels
 //! ([`super::lower::channel_parts`]), each part reading every image.
 
-use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
 
 use super::elementwise::chain;
 use super::im2col::ConvGeom;
 use super::kernel::{ro, rw, Kb, F32X4};
 use super::lower::Scratch;
 use super::pool;
-use crate::ir::Chain;
+use crate::ir::{Chain, UnaryOp};
 
 /// The most taps (`C·k·k`): the forward pass unrolls them, and the weight gradient keeps one
 /// f32x4 partial sum per tap in a register.
@@ -169,24 +173,78 @@ pub fn emit_grad_weight(
     [dy, out, pad]: [usize; 3],
 ) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
-    let (hp, wp) = bordered(g);
-    let (c, k) = (g.c, g.win.kernel);
-    let n_taps = c * k * k;
-    let per = c * hp * wp;
-    let (dyp, dwp, pp) = (kb.ptr(dy), kb.ptr(out), kb.ptr(pad));
+    let dyp = kb.ptr(dy);
+    grad_weight_sums(kb, g, part, [out, pad], &mut |kb, b, oc| {
+        // Image b's gradient plane of channel oc.
+        let plane = kb.b.ins().imul_imm_s(b, o as i64);
+        let plane = kb.b.ins().iadd(plane, oc);
+        let plane = kb.b.ins().imul_imm_s(plane, (oh * ow * 4) as i64);
+        (kb.b.ins().iadd(dyp, plane), ro())
+    });
+}
+
+/// [`emit_grad_weight`] of a convolution whose output `y` (through the activation `act`) is
+/// max-pooled by 2×2 windows of stride 2 that tile it, from the pooling's gradient `dp`
+/// ([`crate::ir::Op::Conv2dGradWeightUnpool`]): each image's gradient plane of a channel is
+/// first routed from `dp` through `y` into the part's plane of the scratch `dz`, by the pooling
+/// gradient's own code ([`pool::max_pool_grad_row`], so the same values), and summed from
+/// there while it is in L1. Slots `y`, `dp`, `out` and `dz` moved to the part's first channel
+/// (`dz` holds one plane a part).
+pub fn emit_grad_weight_unpool(
+    kb: &mut Kb,
+    g: &ConvGeom,
+    (o, part): (usize, usize),
+    act: Option<UnaryOp>,
+    [y, dp, out, pad, dz]: [usize; 5],
+) {
+    let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    let (ph, pw) = (oh / 2, ow / 2);
+    let (yp, dpp, dzp) = (kb.ptr(y), kb.ptr(dp), kb.ptr(dz));
+    grad_weight_sums(kb, g, part, [out, pad], &mut |kb, b, oc| {
+        let plane = kb.b.ins().imul_imm_s(b, o as i64);
+        let plane = kb.b.ins().iadd(plane, oc);
+        let at = kb.b.ins().imul_imm_s(plane, (oh * ow * 4) as i64);
+        let yb = kb.b.ins().iadd(yp, at);
+        let at = kb.b.ins().imul_imm_s(plane, (ph * pw * 4) as i64);
+        let db = kb.b.ins().iadd(dpp, at);
+        kb.for_n(ph, |kb, qy| {
+            let r0 = kb.b.ins().imul_imm_s(qy, (2 * ow) as i64);
+            let r1 = kb.b.ins().iadd_imm_s(r0, ow as i64);
+            let orow = kb.b.ins().imul_imm_s(qy, pw as i64);
+            let epi = act.map(|a| (a, yb));
+            pool::max_pool_grad_row(kb, yb, [r0, r1], (db, orow), (dzp, [r0, r1]), pw, epi);
+        });
+        // Written just above: loads that must stay after those stores.
+        (dzp, rw())
+    });
+}
+
+/// The sums of the weight gradient for `part` output channels: per channel one f32x4 partial
+/// sum per tap, in registers over every image of the batch and position, added across its
+/// lanes at the end into slot `out`. `plane(kb, b, oc)` emits what makes image `b`'s gradient
+/// plane of channel `oc` readable and returns its address and the flags to load it with.
+fn grad_weight_sums(
+    kb: &mut Kb,
+    g: &ConvGeom,
+    part: usize,
+    [out, pad]: [usize; 2],
+    plane: &mut dyn FnMut(&mut Kb, Value, Value) -> (Value, MemFlagsData),
+) {
+    let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    let (_, wp) = bordered(g);
+    let n_taps = g.c * g.win.kernel * g.win.kernel;
+    let per = scratch(g).per;
+    let (dwp, pp) = (kb.ptr(out), kb.ptr(pad));
     let images = kb.rows(true, 1);
     let zero_i = kb.int(0);
     kb.for_n(part, |kb, oc| {
         let z = kb.cst(F32X4, 0.0);
         let acc: Vec<_> = (0..n_taps).map(|_| kb.var(F32X4, z)).collect();
         kb.for_range(zero_i, images, |kb, b| {
-            // Image b's bordered copy and its gradient plane of channel oc.
+            let (plane, flags) = plane(kb, b, oc);
+            // Image b's bordered copy.
             let xb = kb.b.ins().imul_imm_s(b, (per * 4) as i64);
             let xb = kb.b.ins().iadd(pp, xb);
-            let plane = kb.b.ins().imul_imm_s(b, o as i64);
-            let plane = kb.b.ins().iadd(plane, oc);
-            let plane = kb.b.ins().imul_imm_s(plane, (oh * ow * 4) as i64);
-            let plane = kb.b.ins().iadd(dyp, plane);
             kb.for_n(oh, |kb, oy| {
                 let xrow = kb.b.ins().imul_imm_s(oy, (wp * 4) as i64);
                 let xrow = kb.b.ins().iadd(xb, xrow);
@@ -197,7 +255,7 @@ pub fn emit_grad_weight(
                     let off = kb.b.ins().imul_imm_s(ox, 4);
                     let xa = kb.b.ins().iadd(xrow, off);
                     let da = kb.b.ins().iadd(drow, off);
-                    let d = kb.b.ins().load(F32X4, ro(), da, 0);
+                    let d = kb.b.ins().load(F32X4, flags, da, 0);
                     for (t, off) in taps(g) {
                         // Written by the step before, which this kernel does not overlap.
                         let v = kb.b.ins().load(F32X4, ro(), xa, off);

@@ -217,6 +217,7 @@ impl Jit {
                 self.graph.nodes[i].op,
                 Op::Conv2d(_)
                     | Op::Conv2dGradWeight(_)
+                    | Op::Conv2dGradWeightUnpool { .. }
                     | Op::WithEpilogue {
                         producer: crate::ir::Producer::Conv2d(_),
                         ..

@@ -589,24 +589,8 @@ fn emit(
                     && dy.dims == [o, oh, ow]
                     && ty.dims == [o, geom.c, w.kernel, w.kernel];
                 if fits && direct_conv::grad_weight_applies(&geom) {
-                    let s = direct_conv::scratch(&geom);
-                    let pad = add_scratch(scratch, scratch_base, s);
-                    let title = format!("{header}\n; direct convolution weight gradient: borders");
-                    let border = km.kernel(&title, |kb| {
-                        direct_conv::emit_border_all(kb, &geom, [ins[0], pad])
-                    })?;
-                    push_step(
-                        steps,
-                        Step::Kernel {
-                            k: border,
-                            rows: Some(RowSplit {
-                                batched: vec![(ins[0], geom.image_len()), (pad, s.per)],
-                                per_thread: Vec::new(),
-                                min_batch: 2,
-                                channels: None,
-                            }),
-                        },
-                    )?;
+                    let pad =
+                        border_all(km, header, &geom, ins[0], (scratch_base, scratch), steps)?;
                     let part = o / channel_parts(o, 8);
                     let title = format!(
                         "{header}\n; direct convolution weight gradient: sums, by parts of {part} channels"
@@ -640,6 +624,57 @@ fn emit(
                 None,
                 false,
             )
+        }
+        Op::Conv2dGradWeightUnpool { conv, pool: _, act } => {
+            arity(3)?;
+            let (x, y) = (ity(0), ity(1));
+            let geom = direct_geom(&x, conv)
+                .filter(|g| unpool_grad_weight_applies(g, &y, &ity(2), &ty))
+                .ok_or_else(|| {
+                    CodegenError::Graph(format!(
+                        "{}: no kernel for {x} with {y} (see unpool_grad_weight_applies)",
+                        n.op.name()
+                    ))
+                })?;
+            let (o, oh, ow) = (y.dims[0], y.dims[1], y.dims[2]);
+            let pad = border_all(km, header, &geom, ins[0], (scratch_base, scratch), steps)?;
+            let part = o / channel_parts(o, 8);
+            let parts = o / part;
+            let dz = add_scratch(
+                scratch,
+                scratch_base,
+                Scratch {
+                    per: parts * oh * ow,
+                    batched: false,
+                    per_thread: false,
+                },
+            );
+            let title = format!(
+                "{header}\n; direct convolution weight gradient from the pooling's gradient: sums, by parts of {part} channels"
+            );
+            let k = km.plain_kernel(&title, |kb| {
+                direct_conv::emit_grad_weight_unpool(
+                    kb,
+                    &geom,
+                    (o, part),
+                    *act,
+                    [ins[1], ins[2], i, pad, dz],
+                )
+            })?;
+            let taps = geom.c * conv.kernel * conv.kernel;
+            return push_step(
+                steps,
+                Step::Parts {
+                    k,
+                    parts,
+                    moves: vec![
+                        (ins[1], 4 * part * oh * ow),
+                        (ins[2], 4 * part * (oh / 2) * (ow / 2)),
+                        (i, 4 * part * taps),
+                        (dz, 4 * oh * ow),
+                    ],
+                },
+            );
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => {
             let grad = matches!(n.op, Op::MaxPoolGrad(_));
@@ -831,10 +866,64 @@ fn emit(
 
 /// The geometry of a forward convolution of images `x` that runs directly
 /// ([`direct_conv::applies`]), or `None`.
-fn direct_geom(x: &crate::ir::Type, win: &crate::ir::Window) -> Option<ConvGeom> {
+pub fn direct_geom(x: &crate::ir::Type, win: &crate::ir::Window) -> Option<ConvGeom> {
     let [c, h, w] = x.dims[..] else { return None };
     let geom = ConvGeom { c, h, w, win: *win };
     (x.batched && direct_conv::applies(&geom)).then_some(geom)
+}
+
+/// Whether [`crate::ir::Op::Conv2dGradWeightUnpool`] has a kernel for a convolution of `geom`
+/// (run directly, [`direct_conv::grad_weight_applies`]) whose output `y` is max-pooled into
+/// `dp` by 2×2 windows of stride 2 that tile it, with the weight gradient `dw`.
+pub fn unpool_grad_weight_applies(
+    geom: &ConvGeom,
+    y: &crate::ir::Type,
+    dp: &crate::ir::Type,
+    dw: &crate::ir::Type,
+) -> bool {
+    let Ok((oh, ow)) = geom.out_hw() else {
+        return false;
+    };
+    let o = y.dims.first().copied().unwrap_or(0);
+    direct_conv::grad_weight_applies(geom)
+        && y.batched
+        && dp.batched
+        && y.dims == [o, oh, ow]
+        && dp.dims == [o, oh / 2, ow / 2]
+        && oh % 2 == 0
+        && ow % 2 == 0
+        && dw.dims == [o, geom.c, geom.win.kernel, geom.win.kernel]
+}
+
+/// The first step of a direct weight gradient: every image of the batch (slot `x`) bordered
+/// into a scratch of its own, split over the threads by images; that scratch's slot.
+fn border_all(
+    km: &mut KernelModule,
+    header: &str,
+    geom: &ConvGeom,
+    x: usize,
+    (scratch_base, scratch): (usize, &mut Vec<Scratch>),
+    steps: &mut Vec<Step>,
+) -> Result<usize, CodegenError> {
+    let s = direct_conv::scratch(geom);
+    let pad = add_scratch(scratch, scratch_base, s);
+    let title = format!("{header}\n; direct convolution weight gradient: borders");
+    let border = km.kernel(&title, |kb| {
+        direct_conv::emit_border_all(kb, geom, [x, pad])
+    })?;
+    push_step(
+        steps,
+        Step::Kernel {
+            k: border,
+            rows: Some(RowSplit {
+                batched: vec![(x, geom.image_len()), (pad, s.per)],
+                per_thread: Vec::new(),
+                min_batch: 2,
+                channels: None,
+            }),
+        },
+    )?;
+    Ok(pad)
 }
 
 /// Table slots of a direct convolution: `x`, `w`, the output, and where scratch slots start.

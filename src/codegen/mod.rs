@@ -34,6 +34,19 @@ mod winograd;
 pub mod workers;
 
 pub use jit::{Jit, JitOptions};
+
+/// Whether the code generator has a kernel for [`crate::ir::Op::Conv2dGradWeightUnpool`] with
+/// these types (images `x`, convolution window `conv`, its activated output `y`, the pooled
+/// gradient `dp` and the weight gradient `dw`); [`crate::opt::unpool_grad`] fuses only those.
+pub fn unpool_grad_weight_applies(
+    x: &crate::ir::Type,
+    conv: &crate::ir::Window,
+    y: &crate::ir::Type,
+    dp: &crate::ir::Type,
+    dw: &crate::ir::Type,
+) -> bool {
+    lower::direct_geom(x, conv).is_some_and(|g| lower::unpool_grad_weight_applies(&g, y, dp, dw))
+}
 pub use optim::compile_updater;
 
 use crate::ir::Graph;

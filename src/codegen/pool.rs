@@ -9,8 +9,9 @@
 //! a row at a time in f32x4 ([`max_pool_pairs`]): two rows of eight inputs, split by shuffles
 //! into the four taps of four windows. The forward pass takes their max as a tree of `maxps`
 //! ([`max4`]: the scalar loop's value, NaN included, up to the sign of a zero); the gradient
-//! routes dy with the scalar loop's comparisons in its order (so the same bits) and
-//! interleaves it back.
+//! routes dy to the first tap greater than those before it and not less than those after (the
+//! scalar loop's routing, so the same bits, but for windows holding a NaN: a NaN tap never
+//! takes dy, and does not keep a later maximum from it) and interleaves it back.
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
@@ -250,89 +251,136 @@ fn max_pool_pairs(
             let Some(dyp) = dyp else {
                 return max_pool_row(kb, xp, [r0, r1], (o, orow), ow);
             };
-            let step = |kb: &mut Kb, ox: Value| {
-                let c = kb.b.ins().imul_imm_s(ox, 2);
-                let (i0, i1) = (kb.b.ins().iadd(r0, c), kb.b.ins().iadd(r1, c));
-                let (i0b, i1b) = (kb.b.ins().iadd_imm_s(i0, 4), kb.b.ins().iadd_imm_s(i1, 4));
-                let a0 = kb.ld(F32X4, xp, i0);
-                let a1 = kb.ld(F32X4, xp, i0b);
-                let b0 = kb.ld(F32X4, xp, i1);
-                let b1 = kb.ld(F32X4, xp, i1b);
-                // The taps (0,0), (0,1), (1,0), (1,1) of the four windows, in the scalar order.
-                let taps = [
-                    kb.shuffle(a0, a1, [0, 2, 4, 6]),
-                    kb.shuffle(a0, a1, [1, 3, 5, 7]),
-                    kb.shuffle(b0, b1, [0, 2, 4, 6]),
-                    kb.shuffle(b0, b1, [1, 3, 5, 7]),
-                ];
-                let oi = kb.b.ins().iadd(orow, ox);
-                let mut best = kb.cst(F32X4, f32::NEG_INFINITY);
-                let mut better = Vec::with_capacity(4);
-                for &t in &taps {
-                    better.push(kb.b.ins().fcmp(FloatCC::GreaterThan, t, best));
-                    best = kb.b.ins().fmax(best, t);
-                }
-                // The first maximum wins: tap k when it beat the taps before it and no later
-                // tap beat it.
-                let dy = kb.ld(F32X4, dyp, oi);
-                let z = kb.cst(F32X4, 0.0);
-                let mut later = None;
-                let mut d = [z; 4];
-                for k in (0..4).rev() {
-                    let wins = match later {
-                        None => better[k],
-                        Some(l) => {
-                            let not = kb.b.ins().bnot(l);
-                            kb.b.ins().band(better[k], not)
-                        }
-                    };
-                    later = Some(match later {
-                        None => better[k],
-                        Some(l) => kb.b.ins().bor(l, better[k]),
-                    });
-                    let v = kb.select(F32X4, wins, dy, z);
-                    // 0 + dy, as the scalar loop adds into a zeroed dx (−0 becomes +0).
-                    d[k] = kb.b.ins().fadd(z, v);
-                }
-                let row0 = [
-                    kb.shuffle(d[0], d[1], [0, 4, 1, 5]),
-                    kb.shuffle(d[0], d[1], [2, 6, 3, 7]),
-                ];
-                let row1 = [
-                    kb.shuffle(d[2], d[3], [0, 4, 1, 5]),
-                    kb.shuffle(d[2], d[3], [2, 6, 3, 7]),
-                ];
-                for (v, at) in [(row0[0], i0), (row0[1], i0b), (row1[0], i1), (row1[1], i1b)] {
-                    let v = match epi {
-                        Some((u, aux)) => {
-                            let a = kb.ld(F32X4, aux, at);
-                            unary_grad(kb, u, a, v, F32X4)
-                        }
-                        None => v,
-                    };
-                    kb.st(v, o, at);
-                }
-            };
-            let (lo, hi) = (kb.int(0), kb.int(ow4));
-            kb.for_step(lo, hi, 4, step);
-            if ow4 > 0 && ow4 < ow as i64 && tiled {
-                // The last four outputs of the row again, overlapping the steps before: each
-                // window's dx is written again, overwriting dx.
-                let last = kb.int(ow as i64 - 4);
-                step(kb, last);
-                return;
+            if tiled {
+                return max_pool_grad_row(kb, xp, [r0, r1], (dyp, orow), (o, [r0, r1]), ow, epi);
             }
+            let (lo, hi) = (kb.int(0), kb.int(ow4));
+            kb.for_step(lo, hi, 4, |kb, ox| {
+                grad_step(kb, xp, [r0, r1], (dyp, orow), (o, [r0, r1]), ox, epi)
+            });
             let (lo, hi) = (kb.int(ow4), kb.int(ow as i64));
             kb.for_range(lo, hi, |kb, ox| {
                 let oi = kb.b.ins().iadd(orow, ox);
-                if tiled {
-                    tail_window_grad(kb, [r0, r1], ox, oi, [o, xp, dyp], epi)
-                } else {
-                    max_window(kb, g, &win, ib, oi, oy, ox, [o, xp], Some(dyp))
-                }
+                max_window(kb, g, &win, ib, oi, oy, ox, [o, xp], Some(dyp))
             });
         });
     });
+}
+
+/// One output row of the gradient of a 2×2 stride-2 max pooling whose windows tile the image:
+/// the `ow` windows on the input rows at elements `r0`, `r1` of `xp` route `dy` (from element
+/// `orow` of `dyp`) to their first maximum, and write their four elements of dx (`0 + dy` there,
+/// 0 elsewhere, each through `epi`'s gradient when given) at the rows starting at elements
+/// `d0`, `d1` of `o`. Four windows per f32x4 step; the last `ow mod 4` of a row at least four
+/// long by one more step over its last four (writing their elements again, with the same
+/// values), a shorter row window by window ([`tail_window_grad`], the same comparisons).
+pub(super) fn max_pool_grad_row(
+    kb: &mut Kb,
+    xp: Value,
+    [r0, r1]: [Value; 2],
+    (dyp, orow): (Value, Value),
+    (o, [d0, d1]): (Value, [Value; 2]),
+    ow: usize,
+    epi: Option<(UnaryOp, Value)>,
+) {
+    let ow4 = (ow / 4 * 4) as i64;
+    let (lo, hi) = (kb.int(0), kb.int(ow4));
+    kb.for_step(lo, hi, 4, |kb, ox| {
+        grad_step(kb, xp, [r0, r1], (dyp, orow), (o, [d0, d1]), ox, epi)
+    });
+    if ow4 > 0 && ow4 < ow as i64 {
+        // The last four outputs of the row again, overlapping the steps before: each
+        // window's dx is written again, with the same values.
+        let last = kb.int(ow as i64 - 4);
+        grad_step(kb, xp, [r0, r1], (dyp, orow), (o, [d0, d1]), last, epi);
+        return;
+    }
+    let (lo, hi) = (kb.int(ow4), kb.int(ow as i64));
+    kb.for_range(lo, hi, |kb, ox| {
+        let oi = kb.b.ins().iadd(orow, ox);
+        tail_window_grad(kb, [r0, r1], ox, oi, [xp, dyp], (o, [d0, d1]), epi)
+    });
+}
+
+/// Four windows of the gradient of a 2×2 stride-2 max pooling, from output column `ox` (see
+/// [`max_pool_grad_row`]).
+fn grad_step(
+    kb: &mut Kb,
+    xp: Value,
+    [r0, r1]: [Value; 2],
+    (dyp, orow): (Value, Value),
+    (o, [d0, d1]): (Value, [Value; 2]),
+    ox: Value,
+    epi: Option<(UnaryOp, Value)>,
+) {
+    let c = kb.b.ins().imul_imm_s(ox, 2);
+    let (i0, i1) = (kb.b.ins().iadd(r0, c), kb.b.ins().iadd(r1, c));
+    let (i0b, i1b) = (kb.b.ins().iadd_imm_s(i0, 4), kb.b.ins().iadd_imm_s(i1, 4));
+    let (j0, j1) = (kb.b.ins().iadd(d0, c), kb.b.ins().iadd(d1, c));
+    let (j0b, j1b) = (kb.b.ins().iadd_imm_s(j0, 4), kb.b.ins().iadd_imm_s(j1, 4));
+    let a0 = kb.ld(F32X4, xp, i0);
+    let a1 = kb.ld(F32X4, xp, i0b);
+    let b0 = kb.ld(F32X4, xp, i1);
+    let b1 = kb.ld(F32X4, xp, i1b);
+    // The taps (0,0), (0,1), (1,0), (1,1) of the four windows, in the scalar order.
+    let taps = [
+        kb.shuffle(a0, a1, [0, 2, 4, 6]),
+        kb.shuffle(a0, a1, [1, 3, 5, 7]),
+        kb.shuffle(b0, b1, [0, 2, 4, 6]),
+        kb.shuffle(b0, b1, [1, 3, 5, 7]),
+    ];
+    let oi = kb.b.ins().iadd(orow, ox);
+    let mut best = kb.cst(F32X4, f32::NEG_INFINITY);
+    let mut better = Vec::with_capacity(4);
+    for &t in &taps {
+        let b = kb.b.ins().fcmp(FloatCC::GreaterThan, t, best);
+        better.push(b);
+        best = kb.select(F32X4, b, t, best);
+    }
+    // The first maximum wins: tap k when it beat the taps before it and no later tap beat it.
+    let dy = kb.ld(F32X4, dyp, oi);
+    let z = kb.cst(F32X4, 0.0);
+    let mut later = None;
+    let mut d = [z; 4];
+    for k in (0..4).rev() {
+        let wins = match later {
+            None => better[k],
+            Some(l) => {
+                let not = kb.b.ins().bnot(l);
+                kb.b.ins().band(better[k], not)
+            }
+        };
+        later = Some(match later {
+            None => better[k],
+            Some(l) => kb.b.ins().bor(l, better[k]),
+        });
+        let v = kb.select(F32X4, wins, dy, z);
+        // 0 + dy, as the scalar loop adds into a zeroed dx (−0 becomes +0).
+        d[k] = kb.b.ins().fadd(z, v);
+    }
+    let row0 = [
+        kb.shuffle(d[0], d[1], [0, 4, 1, 5]),
+        kb.shuffle(d[0], d[1], [2, 6, 3, 7]),
+    ];
+    let row1 = [
+        kb.shuffle(d[2], d[3], [0, 4, 1, 5]),
+        kb.shuffle(d[2], d[3], [2, 6, 3, 7]),
+    ];
+    for (v, at, to) in [
+        (row0[0], i0, j0),
+        (row0[1], i0b, j0b),
+        (row1[0], i1, j1),
+        (row1[1], i1b, j1b),
+    ] {
+        let v = match epi {
+            Some((u, aux)) => {
+                let a = kb.ld(F32X4, aux, at);
+                unary_grad(kb, u, a, v, F32X4)
+            }
+            None => v,
+        };
+        kb.st(v, o, to);
+    }
 }
 
 /// One output row of a 2×2 stride-2 max pooling without padding: `ow` maxima into `o` from
@@ -421,7 +469,8 @@ fn tail_window_grad(
     [r0, r1]: [Value; 2],
     ox: Value,
     oi: Value,
-    [o, xp, dyp]: [Value; 3],
+    [xp, dyp]: [Value; 2],
+    (o, [d0, d1]): (Value, [Value; 2]),
     epi: Option<(UnaryOp, Value)>,
 ) {
     let c = kb.b.ins().imul_imm_s(ox, 2);
@@ -433,12 +482,21 @@ fn tail_window_grad(
         i1,
         kb.b.ins().iadd_imm_s(i1, 1),
     ];
+    let j0 = kb.b.ins().iadd(d0, c);
+    let j1 = kb.b.ins().iadd(d1, c);
+    let to = [
+        j0,
+        kb.b.ins().iadd_imm_s(j0, 1),
+        j1,
+        kb.b.ins().iadd_imm_s(j1, 1),
+    ];
     let mut best = kb.b.ins().f32const(f32::NEG_INFINITY);
     let mut better = Vec::with_capacity(4);
     for &i in &at {
         let v = kb.ld(types::F32, xp, i);
-        better.push(kb.b.ins().fcmp(FloatCC::GreaterThan, v, best));
-        best = kb.b.ins().fmax(best, v);
+        let b = kb.b.ins().fcmp(FloatCC::GreaterThan, v, best);
+        better.push(b);
+        best = kb.b.ins().select(b, v, best);
     }
     let dy = kb.ld(types::F32, dyp, oi);
     let z = kb.b.ins().f32const(0.0);
@@ -462,7 +520,7 @@ fn tail_window_grad(
             let a = kb.ld(types::F32, aux, at[k]);
             d = unary_grad(kb, u, a, d, types::F32);
         }
-        kb.st(d, o, at[k]);
+        kb.st(d, o, to[k]);
     }
 }
 

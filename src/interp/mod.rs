@@ -182,6 +182,14 @@ fn eval_node(
         Op::Conv2dGradWeight(w) => {
             conv::conv2d_grad_weight(w, x(0), &shape(0), x(1), &shape(1), &out_shape)
         }
+        Op::Conv2dGradWeightUnpool { conv, pool, act } => {
+            let dz = conv::max_pool_grad(pool, x(1), &shape(1), x(2), &shape(2));
+            let dz = match act {
+                Some(a) => elementwise::unary_grad(*a, x(1), &dz),
+                None => dz,
+            };
+            conv::conv2d_grad_weight(conv, x(0), &shape(0), &dz, &shape(1), &out_shape)
+        }
         Op::MaxPool(w) => conv::max_pool(w, x(0), &shape(0), &out_shape),
         Op::MaxPoolGrad(w) => conv::max_pool_grad(w, x(0), &shape(0), x(1), &shape(1)),
         Op::AvgPool(w) => conv::avg_pool(w, x(0), &shape(0), &out_shape),

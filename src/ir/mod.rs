@@ -502,6 +502,18 @@ pub enum Op {
     Conv2dGradInput(Window),
     /// `[x: B×C×H×W, dy: B×O×H'×W'] -> dw: O×C×k×k`.
     Conv2dGradWeight(Window),
+    /// `[x: B×C×H×W, y: B×O×H'×W', dp: B×O×H''×W''] -> dw: O×C×k×k`: the weight gradient of a
+    /// convolution (window `conv`) whose output, through an activation `act` (or none), is
+    /// max-pooled (window `pool`) into `p`, given `y` (the activation's output) and `dp` (the
+    /// gradient of `p`): `conv2d_grad_weight(x, dz)` with `dz` the max-pool gradient of `dp`
+    /// routed through `y`, times `act`'s gradient at `y`. Made by [`crate::opt::unpool_grad`]
+    /// after autodiff (no gradient rule), so that `dz`, as large as the convolution's output, is
+    /// never stored.
+    Conv2dGradWeightUnpool {
+        conv: Window,
+        pool: Window,
+        act: Option<UnaryOp>,
+    },
     /// `[x: B×C×H×W] -> B×C×H'×W'`.
     MaxPool(Window),
     /// `[x, dy] -> dx`: routes dy to the (first) maximum of each window.
@@ -593,6 +605,7 @@ impl Op {
             Op::Conv2d(_) => "conv2d".into(),
             Op::Conv2dGradInput(_) => "conv2d_grad_input".into(),
             Op::Conv2dGradWeight(_) => "conv2d_grad_weight".into(),
+            Op::Conv2dGradWeightUnpool { .. } => "conv2d_grad_weight_unpool".into(),
             Op::MaxPool(_) => "maxpool".into(),
             Op::MaxPoolGrad(_) => "maxpool_grad".into(),
             Op::AvgPool(_) => "avgpool".into(),
@@ -645,6 +658,16 @@ impl Op {
             | Op::MaxPoolGrad(w)
             | Op::AvgPool(w)
             | Op::AvgPoolGrad(w) => format!(" k={} s={} p={}", w.kernel, w.stride, w.pad),
+            Op::Conv2dGradWeightUnpool { conv, pool, act } => format!(
+                " k={} s={} p={} [maxpool_grad k={} s={} p={}{}]",
+                conv.kernel,
+                conv.stride,
+                conv.pad,
+                pool.kernel,
+                pool.stride,
+                pool.pad,
+                act.map_or(String::new(), |a| format!(" → {}_grad", a.name()))
+            ),
             Op::OneHot { n } => format!(" n={n}"),
             Op::RnnScan { act } | Op::RnnScanGrad { act } => format!(" {}", act.name()),
             Op::Dropout { p } | Op::DropoutGrad { p } => format!(" p={p}"),

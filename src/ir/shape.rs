@@ -228,6 +228,27 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             }
             Ok(Type::f32(false, vec![o, c, w.kernel, w.kernel]))
         }
+        Op::Conv2dGradWeightUnpool { conv, pool, act } => {
+            arity(3)?;
+            let (x, y, dp) = (ins[0], ins[1], ins[2]);
+            let (c, h, wd) = nchw(x)?;
+            let (o, oh, ow) = nchw(y)?;
+            if out_hw(conv, h, wd)? != (oh, ow) {
+                return Err(format!("{}: {y} is not the output of {x}", op.name()));
+            }
+            if act.is_some_and(|a| !a.grad_uses_output()) {
+                return Err(format!(
+                    "{}: the gradient of {} needs its input",
+                    op.name(),
+                    act.map_or("", |a| a.name())
+                ));
+            }
+            let (po, ph, pw) = nchw(dp)?;
+            if po != o || out_hw(pool, oh, ow)? != (ph, pw) {
+                return Err(format!("{}: {dp} is not the pooling of {y}", op.name()));
+            }
+            Ok(Type::f32(false, vec![o, c, conv.kernel, conv.kernel]))
+        }
         Op::MaxPool(w) | Op::AvgPool(w) => {
             arity(1)?;
             let (c, h, wd) = nchw(ins[0])?;
@@ -386,6 +407,9 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         }
         Op::Conv2dGradInput(w) => 2 * (ins[1].dims[0] * w.kernel * w.kernel) as u64 * per(ins[0]),
         Op::Conv2dGradWeight(w) => 2 * (ins[0].dims[0] * w.kernel * w.kernel) as u64 * per(ins[1]),
+        Op::Conv2dGradWeightUnpool { conv, .. } => {
+            2 * (ins[0].dims[0] * conv.kernel * conv.kernel) as u64 * per(ins[1])
+        }
         Op::MaxPool(w) | Op::AvgPool(w) => (w.kernel * w.kernel) as u64 * per(out),
         Op::RnnScan { .. } | Op::RnnScanGrad { .. } => {
             let h = ins[0].last() as u64;

@@ -124,7 +124,10 @@ pub fn groups_to_string(g: &Graph) -> String {
         .filter(|v| {
             matches!(
                 g.node(*v).op,
-                Op::Fused(_) | Op::WithEpilogue { .. } | Op::EpilogueGrad
+                Op::Fused(_)
+                    | Op::WithEpilogue { .. }
+                    | Op::EpilogueGrad
+                    | Op::Conv2dGradWeightUnpool { .. }
             )
         })
         .collect();

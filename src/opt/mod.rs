@@ -17,6 +17,7 @@ pub mod loss_epilogue;
 pub mod memplan;
 pub mod pool_epilogue;
 mod rewrite;
+pub mod unpool_grad;
 pub mod update_points;
 
 use crate::ir::verify::verify;
@@ -35,8 +36,9 @@ pub trait Pass {
 /// look-ups moved to their tables, then dead-code elimination of what those left unused, then fusion of elementwise chains (after the others, which see the
 /// separate ops), then fusion of those chains and of activation gradients into the matrix
 /// products and convolutions that produce their inputs, then of max poolings into the
-/// convolutions they alone read, then of the loss gradients into the products that predict
-/// (and dead-code elimination of the constants they absorbed).
+/// convolutions they alone read, then of the loss gradients into the products that predict, then
+/// of max-pool gradients into the weight gradients of the first convolutions that alone read them
+/// (and dead-code elimination of what those absorbed).
 pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
     if level == 0 {
         return Vec::new();
@@ -50,6 +52,7 @@ pub fn passes(level: u8) -> Vec<Box<dyn Pass>> {
         Box::new(epilogue::EpilogueFusion),
         Box::new(pool_epilogue::PoolEpilogueFusion),
         Box::new(loss_epilogue::LossEpilogueFusion),
+        Box::new(unpool_grad::UnpoolGradFusion),
         Box::new(dce::Dce),
     ]
 }
