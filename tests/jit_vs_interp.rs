@@ -2561,8 +2561,9 @@ fn ieee_on_every_thread() {
 /// The weight gradient of a first convolution read from its max pooling's gradient
 /// (`conv2d_grad_weight_unpool`, made by `opt::unpool_grad`): against the interpreter, which
 /// routes the pooled gradient and then takes the weight gradient, with and without the
-/// activation's gradient, on rows of 4·k pooled windows and of 4·k + 2 (the CNN's 14), and the
-/// same bits on 1–3 threads.
+/// activation's gradient, on rows of 4·k pooled windows and of 4·k + 2 (the CNN's 14), with its
+/// bias gradient (`unpool_bias_grad`, the kernel's second result), and the same bits on 1–3
+/// threads.
 #[test]
 fn convolution_weight_gradient_from_the_pooling_gradient() {
     let conv = Window {
@@ -2583,7 +2584,10 @@ fn convolution_weight_gradient_from_the_pooling_gradient() {
                 f(true, &[o, hw, hw]),
                 f(true, &[o, hw / 2, hw / 2]),
             ];
-            let g = single("unpool", op, &ins, None);
+            let mut g = single("unpool", op, &ins, None);
+            let dw = g.output("out").unwrap();
+            let db = g.push(Op::UnpoolBiasGrad, vec![dw], "bias").unwrap();
+            g.set_output("bias", db);
             // y with ties (zeros, as after a ReLU) and a negative part.
             let y = Gen::Sparse {
                 bg: 0.0,

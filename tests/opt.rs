@@ -533,8 +533,8 @@ fn the_jit_runs_graphs_whose_outputs_alias_inputs_and_each_other() {
 
 /// The MNIST CNN's first convolution takes its weight gradient from its pooling's gradient
 /// (`opt::unpool_grad`): no value of the convolution's output size is left in the backward
-/// pass, its bias gradient sums the pooled gradient through relu's mask at the pooled output,
-/// and the second convolution, whose output gradient also flows to its input, keeps it.
+/// pass, its bias gradient is the fused kernel's second result, and the second convolution,
+/// whose output gradient also flows to its input, keeps it.
 #[test]
 fn the_first_convolution_reads_its_pooling_gradient() {
     let p = program("mnist_cnn");
@@ -582,7 +582,13 @@ fn the_first_convolution_reads_its_pooling_gradient() {
         })
         .count();
     assert_eq!(big_grads, 0, "{}", nnc::ir::print::graph_to_string(&opt));
-    assert_eq!(count(&opt, |op| *op == Op::UnaryGrad(UnaryOp::Relu)), 1);
+    // conv1's bias gradient is the fused node's second result.
+    let bias = opt.output("grad:conv1.bias").unwrap();
+    assert_eq!(opt.node(bias).op, Op::UnpoolBiasGrad);
+    assert!(matches!(
+        opt.node(opt.node(bias).inputs[0]).op,
+        Op::Conv2dGradWeightUnpool { .. }
+    ));
     // conv2's pooling gradient also feeds its input gradient: unchanged.
     assert_eq!(count(&opt, |op| matches!(op, Op::Conv2dGradWeight(_))), 1);
 }

@@ -147,6 +147,7 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::Conv2dGradInput(_)
         | Op::Conv2dGradWeight(_)
         | Op::Conv2dGradWeightUnpool { .. }
+        | Op::UnpoolBiasGrad
         | Op::MaxPoolGrad(_)
         | Op::AvgPoolGrad(_)
         | Op::EmbeddingGrad

@@ -174,7 +174,7 @@ pub fn emit_grad_weight(
 ) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
     let dyp = kb.ptr(dy);
-    grad_weight_sums(kb, g, part, [out, pad], &mut |kb, b, oc| {
+    grad_weight_sums(kb, g, part, [out, pad], None, &mut |kb, b, oc| {
         // Image b's gradient plane of channel oc.
         let plane = kb.b.ins().imul_imm_s(b, o as i64);
         let plane = kb.b.ins().iadd(plane, oc);
@@ -188,19 +188,21 @@ pub fn emit_grad_weight(
 /// ([`crate::ir::Op::Conv2dGradWeightUnpool`]): each image's gradient plane of a channel is
 /// first routed from `dp` through `y` into the part's plane of the scratch `dz`, by the pooling
 /// gradient's own code ([`pool::max_pool_grad_row`], so the same values), and summed from
-/// there while it is in L1. Slots `y`, `dp`, `out` and `dz` moved to the part's first channel
-/// (`dz` holds one plane a part).
+/// there while it is in L1; with `bias`, also summed into that slot
+/// ([`crate::ir::Op::UnpoolBiasGrad`]). Slots `y`, `dp`, `out`, `bias` and `dz` moved to the
+/// part's first channel (`dz` holds one plane a part).
 pub fn emit_grad_weight_unpool(
     kb: &mut Kb,
     g: &ConvGeom,
     (o, part): (usize, usize),
     act: Option<UnaryOp>,
     [y, dp, out, pad, dz]: [usize; 5],
+    bias: Option<usize>,
 ) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
     let (ph, pw) = (oh / 2, ow / 2);
     let (yp, dpp, dzp) = (kb.ptr(y), kb.ptr(dp), kb.ptr(dz));
-    grad_weight_sums(kb, g, part, [out, pad], &mut |kb, b, oc| {
+    grad_weight_sums(kb, g, part, [out, pad], bias, &mut |kb, b, oc| {
         let plane = kb.b.ins().imul_imm_s(b, o as i64);
         let plane = kb.b.ins().iadd(plane, oc);
         let at = kb.b.ins().imul_imm_s(plane, (oh * ow * 4) as i64);
@@ -221,13 +223,15 @@ pub fn emit_grad_weight_unpool(
 
 /// The sums of the weight gradient for `part` output channels: per channel one f32x4 partial
 /// sum per tap, in registers over every image of the batch and position, added across its
-/// lanes at the end into slot `out`. `plane(kb, b, oc)` emits what makes image `b`'s gradient
-/// plane of channel `oc` readable and returns its address and the flags to load it with.
+/// lanes at the end into slot `out`; with `bias`, the plane's own sum too (one more f32x4
+/// partial sum), into that slot. `plane(kb, b, oc)` emits what makes image `b`'s gradient plane
+/// of channel `oc` readable and returns its address and the flags to load it with.
 fn grad_weight_sums(
     kb: &mut Kb,
     g: &ConvGeom,
     part: usize,
     [out, pad]: [usize; 2],
+    bias: Option<usize>,
     plane: &mut dyn FnMut(&mut Kb, Value, Value) -> (Value, MemFlagsData),
 ) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
@@ -235,11 +239,13 @@ fn grad_weight_sums(
     let n_taps = g.c * g.win.kernel * g.win.kernel;
     let per = scratch(g).per;
     let (dwp, pp) = (kb.ptr(out), kb.ptr(pad));
+    let bp = bias.map(|b| kb.ptr(b));
     let images = kb.rows(true, 1);
     let zero_i = kb.int(0);
     kb.for_n(part, |kb, oc| {
         let z = kb.cst(F32X4, 0.0);
         let acc: Vec<_> = (0..n_taps).map(|_| kb.var(F32X4, z)).collect();
+        let acc_b = bp.map(|_| kb.var(F32X4, z));
         kb.for_range(zero_i, images, |kb, b| {
             let (plane, flags) = plane(kb, b, oc);
             // Image b's bordered copy.
@@ -256,6 +262,11 @@ fn grad_weight_sums(
                     let xa = kb.b.ins().iadd(xrow, off);
                     let da = kb.b.ins().iadd(drow, off);
                     let d = kb.b.ins().load(F32X4, flags, da, 0);
+                    if let Some(var) = acc_b {
+                        let a = kb.b.use_var(var);
+                        let a = kb.b.ins().fadd(a, d);
+                        kb.b.def_var(var, a);
+                    }
                     for (t, off) in taps(g) {
                         // Written by the step before, which this kernel does not overlap.
                         let v = kb.b.ins().load(F32X4, ro(), xa, off);
@@ -272,6 +283,11 @@ fn grad_weight_sums(
             let s = kb.hsum(a, F32X4);
             let i = kb.b.ins().iadd_imm_s(base, t as i64);
             kb.st(s, dwp, i);
+        }
+        if let (Some(var), Some(bp)) = (acc_b, bp) {
+            let a = kb.b.use_var(var);
+            let s = kb.hsum(a, F32X4);
+            kb.st(s, bp, oc);
         }
     });
 }

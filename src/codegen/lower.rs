@@ -319,9 +319,12 @@ fn emit(
     let mut channels = None;
     let step = match &n.op {
         // An epilogue gradient is written by the step of the node it reads.
-        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape | Op::EpilogueGrad => {
-            return Ok(())
-        }
+        Op::Input { .. }
+        | Op::Param(_)
+        | Op::Const(_)
+        | Op::Reshape
+        | Op::EpilogueGrad
+        | Op::UnpoolBiasGrad => return Ok(()),
         Op::Unary(u) => {
             arity(1)?;
             let u = *u;
@@ -649,6 +652,11 @@ fn emit(
                     per_thread: false,
                 },
             );
+            // Its bias gradient, if anything reads it: a second result.
+            let bias = g.nodes.iter().position(|m| {
+                matches!(m.op, Op::UnpoolBiasGrad)
+                    && m.inputs.first().is_some_and(|v| v.index() == i)
+            });
             let title = format!(
                 "{header}\n; direct convolution weight gradient from the pooling's gradient: sums, by parts of {part} channels"
             );
@@ -659,22 +667,18 @@ fn emit(
                     (o, part),
                     *act,
                     [ins[1], ins[2], i, pad, dz],
+                    bias,
                 )
             })?;
             let taps = geom.c * conv.kernel * conv.kernel;
-            return push_step(
-                steps,
-                Step::Parts {
-                    k,
-                    parts,
-                    moves: vec![
-                        (ins[1], 4 * part * oh * ow),
-                        (ins[2], 4 * part * (oh / 2) * (ow / 2)),
-                        (i, 4 * part * taps),
-                        (dz, 4 * oh * ow),
-                    ],
-                },
-            );
+            let mut moves = vec![
+                (ins[1], 4 * part * oh * ow),
+                (ins[2], 4 * part * (oh / 2) * (ow / 2)),
+                (i, 4 * part * taps),
+                (dz, 4 * oh * ow),
+            ];
+            moves.extend(bias.map(|b| (b, 4 * part)));
+            return push_step(steps, Step::Parts { k, parts, moves });
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => {
             let grad = matches!(n.op, Op::MaxPoolGrad(_));

@@ -151,6 +151,26 @@ fn eval_node(
                 }
             }
         }
+        Op::UnpoolBiasGrad => {
+            // dz of the node read, from its inputs, summed as a bias gradient.
+            let fused = g.node(n.inputs[0]);
+            let Op::Conv2dGradWeightUnpool { pool, act, .. } = &fused.op else {
+                return Err(
+                    "unpool_bias_grad reads a node that is no conv2d_grad_weight_unpool".into(),
+                );
+            };
+            let [_, y, dp] = fused.inputs[..] else {
+                return Err("conv2d_grad_weight_unpool takes three inputs".into());
+            };
+            let (ys, ps) = (g.ty(y).shape(batch), g.ty(dp).shape(batch));
+            let (y, dp) = (&vals[y.index()], &vals[dp.index()]);
+            let dz = conv::max_pool_grad(pool, y, &ys, dp, &ps);
+            let dz = match act {
+                Some(a) => elementwise::unary_grad(*a, y, &dz),
+                None => dz,
+            };
+            dense::bias_grad(&dz, &ys, 1)
+        }
         Op::EpilogueGrad => {
             // The loss gradient of the node read, from its value and target, as the separate
             // ops would compute it.

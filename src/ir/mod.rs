@@ -514,6 +514,10 @@ pub enum Op {
         pool: Window,
         act: Option<UnaryOp>,
     },
+    /// `[n] -> f32[O]`: the bias gradient (`dz` summed over all but its channel axis) that
+    /// [`Op::Conv2dGradWeightUnpool`] node `n` writes beside its value: its second result, with
+    /// no kernel of its own (as [`Op::EpilogueGrad`]).
+    UnpoolBiasGrad,
     /// `[x: B×C×H×W] -> B×C×H'×W'`.
     MaxPool(Window),
     /// `[x, dy] -> dx`: routes dy to the (first) maximum of each window.
@@ -606,6 +610,7 @@ impl Op {
             Op::Conv2dGradInput(_) => "conv2d_grad_input".into(),
             Op::Conv2dGradWeight(_) => "conv2d_grad_weight".into(),
             Op::Conv2dGradWeightUnpool { .. } => "conv2d_grad_weight_unpool".into(),
+            Op::UnpoolBiasGrad => "unpool_bias_grad".into(),
             Op::MaxPool(_) => "maxpool".into(),
             Op::MaxPoolGrad(_) => "maxpool_grad".into(),
             Op::AvgPool(_) => "avgpool".into(),

@@ -179,6 +179,17 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             arity(1)?;
             Ok(ins[0].clone())
         }
+        Op::UnpoolBiasGrad => {
+            // That the input is a conv2d_grad_weight_unpool is checked by the verifier.
+            arity(1)?;
+            if ins[0].batched || ins[0].dims.len() != 4 {
+                return Err(format!(
+                    "unpool_bias_grad reads a weight gradient, found {}",
+                    ins[0]
+                ));
+            }
+            Ok(Type::f32(false, vec![ins[0].dims[0]]))
+        }
         Op::BiasAdd { axis } => {
             arity(2)?;
             f32_in(0)?;
@@ -394,7 +405,12 @@ fn out_hw(w: &Window, h: usize, wd: usize) -> Result<(usize, usize), String> {
 pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
     let per = |t: &Type| t.per_sample() as u64;
     match op {
-        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape | Op::EpilogueGrad => 0,
+        Op::Input { .. }
+        | Op::Param(_)
+        | Op::Const(_)
+        | Op::Reshape
+        | Op::EpilogueGrad
+        | Op::UnpoolBiasGrad => 0,
         Op::MatMul { ta: false, tb } => {
             let k = ins[0].last() as u64;
             let _ = tb;

@@ -54,6 +54,22 @@ pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
                 }
             }
         }
+        if let Op::UnpoolBiasGrad = n.op {
+            let read = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
+            if !read.is_some_and(|m| matches!(m.op, Op::Conv2dGradWeightUnpool { .. })) {
+                errors.push(format!(
+                    "%{i} (unpool_bias_grad) must read a conv2d_grad_weight_unpool"
+                ));
+            } else if g.nodes[..i]
+                .iter()
+                .any(|m| matches!(m.op, Op::UnpoolBiasGrad) && m.inputs == n.inputs)
+            {
+                errors.push(format!(
+                    "%{i} (unpool_bias_grad) is the second for {}",
+                    n.inputs[0]
+                ));
+            }
+        }
         if let Op::EpilogueGrad = n.op {
             let loss_node = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
             let is_loss = |m: &crate::ir::Node| {

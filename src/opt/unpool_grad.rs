@@ -15,15 +15,14 @@
 //!
 //! ```text
 //! dw = conv2d_grad_weight_unpool [maxpool_grad → relu_grad] x, y, dp
-//! db = bias_grad axis=1 (relu_grad p, dp)
+//! db = unpool_bias_grad dw
 //! ```
 //!
 //! whose kernel routes each image's gradient plane into L1 and sums it there
 //! ([`crate::codegen`]'s direct weight gradient, the same values in the same order, so `dw`
-//! keeps its bits). The bias gradient needs no routing: each window sends its `dp` to one
-//! element, where the activation's output is the window's maximum `p` (the pooling's own
-//! output, which the forward pass keeps), so `Σ dz = Σ act'(p)·dp` over the pooled plane, a
-//! quarter of the elements, summed in another order (within f32 rounding of the old sum).
+//! keeps its bits), and sums the plane into the bias gradient too, its second result
+//! (in another order than `bias_grad`'s, within f32 rounding of the old sum). The new node
+//! takes the place of `dz`, after which its inputs are all computed.
 //!
 //! Applies where the code generator has the kernel
 //! ([`crate::codegen::unpool_grad_weight_applies`]: few input channels, stride 1, 2×2 windows of
@@ -76,15 +75,18 @@ fn pool_grad(node: &Node) -> Option<PoolGrad> {
 /// What the pass does to each node of the old graph.
 enum Plan {
     Keep,
-    /// The weight gradient, reading the pooled gradient.
-    Unpool(Node),
-    /// A bias gradient of `dz`: `act'(p)·dp` (or `dp`) summed instead.
-    Bias {
-        p: Option<ValueId>,
-        dz: usize,
+    /// `dz`: replaced by the weight gradient reading the pooled gradient (whose inputs all come
+    /// before `dz`), followed by its bias gradient when something reads that.
+    Unpool {
+        node: Node,
+        bias: bool,
     },
-    /// `dz`, read by nothing once the others are rewritten.
-    Drop,
+    /// The old weight gradient, or a bias gradient: the new node made at old node `dz`, or its
+    /// bias gradient.
+    Made {
+        dz: usize,
+        bias: bool,
+    },
 }
 
 /// `g` with every eligible convolution weight gradient reading its pooling's gradient (see the
@@ -112,14 +114,8 @@ pub fn fuse_unpool_grads(g: &Graph) -> Graph {
         if !all_bias
             || uses[d.index()] != readers.len()
             || outputs.contains(&d)
-            || matches!(plan[d.index()], Plan::Drop)
+            || !matches!(plan[d.index()], Plan::Keep)
         {
-            continue;
-        }
-        // The pooling's output, for the bias gradient through an activation.
-        let p = (0..g.nodes.len())
-            .find(|&j| g.nodes[j].op == Op::MaxPool(pg.pool) && g.nodes[j].inputs == [pg.y]);
-        if pg.act.is_some() && !biases.is_empty() && p.is_none() {
             continue;
         }
         let op = Op::Conv2dGradWeightUnpool {
@@ -136,59 +132,60 @@ pub fn fuse_unpool_grads(g: &Graph) -> Graph {
         {
             continue;
         }
-        plan[i] = Plan::Unpool(Node {
-            op,
-            inputs: vec![x, pg.y, pg.dp],
-            ty: node.ty.clone(),
-            label: node.label.clone(),
-        });
+        plan[d.index()] = Plan::Unpool {
+            node: Node {
+                op,
+                inputs: vec![x, pg.y, pg.dp],
+                ty: node.ty.clone(),
+                label: node.label.clone(),
+            },
+            bias: !biases.is_empty(),
+        };
+        plan[i] = Plan::Made {
+            dz: d.index(),
+            bias: false,
+        };
         for &j in &biases {
-            plan[j] = Plan::Bias {
-                p: p.filter(|_| pg.act.is_some()).map(|j| ValueId(j as u32)),
+            plan[j] = Plan::Made {
                 dz: d.index(),
+                bias: true,
             };
         }
-        plan[d.index()] = Plan::Drop;
     }
     let mut r = Rewriter::new(g);
-    // The pooled gradient through the activation, once per dz (several bias gradients of one
-    // dz share it).
-    let mut masked: Vec<Option<ValueId>> = vec![None; g.nodes.len()];
+    // The new nodes made at each old dz: the weight gradient and its bias gradient.
+    let mut made: Vec<(ValueId, Option<ValueId>)> = vec![(ValueId(u32::MAX), None); g.nodes.len()];
     for (i, step) in plan.iter().enumerate() {
         let v = match step {
             Plan::Keep => r.push(r.mapped(i)),
-            // Never read: the value of an old node that no new node refers to.
-            Plan::Drop => ValueId(u32::MAX),
-            Plan::Unpool(node) => {
+            Plan::Unpool { node, bias } => {
                 let mut node = node.clone();
                 for v in &mut node.inputs {
                     *v = r.get(*v);
                 }
-                r.push(node)
+                let w = r.push(node);
+                let b = bias.then(|| {
+                    let c = g.ty(g.nodes[i].inputs[1]).dims[0];
+                    r.push(Node {
+                        op: Op::UnpoolBiasGrad,
+                        inputs: vec![w],
+                        ty: crate::ir::Type::f32(false, vec![c]),
+                        label: g
+                            .nodes
+                            .iter()
+                            .find(|n| {
+                                matches!(n.op, Op::BiasGrad { .. })
+                                    && n.inputs == [ValueId(i as u32)]
+                            })
+                            .map_or_else(String::new, |n| n.label.clone()),
+                    })
+                });
+                made[i] = (w, b);
+                // dz itself: read by nothing in the new graph.
+                w
             }
-            Plan::Bias { p, dz } => {
-                let pg = pool_grad(&g.nodes[*dz]).expect("planned on a pooling gradient");
-                let dp = r.get(pg.dp);
-                let summed = match (p, pg.act) {
-                    (Some(p), Some(act)) => match masked[*dz] {
-                        Some(v) => v,
-                        None => {
-                            let v = r.push(Node {
-                                op: Op::UnaryGrad(act),
-                                inputs: vec![r.get(*p), dp],
-                                ty: g.ty(pg.dp).clone(),
-                                label: g.nodes[*dz].label.clone(),
-                            });
-                            masked[*dz] = Some(v);
-                            v
-                        }
-                    },
-                    _ => dp,
-                };
-                let mut node = g.nodes[i].clone();
-                node.inputs = vec![summed];
-                r.push(node)
-            }
+            Plan::Made { dz, bias: false } => made[*dz].0,
+            Plan::Made { dz, bias: true } => made[*dz].1.expect("made with its bias gradient"),
         };
         r.define(v);
     }

@@ -1,6 +1,6 @@
 //! Where each optimizer update runs in a training step: right after the node that completes
 //! the parameter's gradient (`grad:<path>`, through any reshapes, which share their input's
-//! memory), so that the update reads the gradient while it is still in cache and the training
+//! memory, and second results, which the node they read writes), so that the update reads the gradient while it is still in cache and the training
 //! loop needs no second sweep over the gradients ([`crate::codegen::Jit`] applies them there;
 //! `nnc ir --stage fused` lists them).
 
@@ -17,7 +17,8 @@ pub fn update_points(g: &Graph) -> Vec<(usize, ValueId)> {
         .filter(|(_, p)| !p.frozen)
         .filter_map(|(i, p)| {
             let mut v = g.output(&format!("grad:{}", p.path))?;
-            while matches!(g.node(v).op, Op::Reshape) {
+            // A second result is complete with the node that writes it.
+            while matches!(g.node(v).op, Op::Reshape | Op::UnpoolBiasGrad) {
                 v = g.node(v).inputs[0];
             }
             Some((i, v))
