@@ -2602,3 +2602,53 @@ fn convolution_weight_gradient_from_the_pooling_gradient() {
         }
     }
 }
+
+/// A direct convolution whose output is also max-pooled by its own kernel (`maxpool_beside`,
+/// made by `opt::pool_epilogue` where the gradient needs the unpooled value too): both results
+/// against the interpreter, plain and with its bias and relu, at batch 1 (split by channels),
+/// 3 and 5, and the same bits on 1–3 threads.
+#[test]
+fn convolution_pooled_beside_its_output() {
+    let conv = Window {
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    let pool = Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
+    };
+    for (o, hw) in [(32, 28), (8, 6), (12, 12)] {
+        for chained in [false, true] {
+            let x = f(true, &[1, hw, hw]);
+            let w = f(false, &[o, 1, 3, 3]);
+            let (op, ins) = if chained {
+                let op = Op::WithEpilogue {
+                    producer: nnc::ir::Producer::Conv2d(conv),
+                    epi: Epilogue::Chain(Chain {
+                        bias: Some(1),
+                        acts: vec![UnaryOp::Relu],
+                    }),
+                };
+                (op, vec![x, w, f(false, &[o])])
+            } else {
+                (Op::Conv2d(conv), vec![x, w])
+            };
+            let ty = f(true, &[o, hw, hw]);
+            let mut g = single("conv", op, &ins, Some(ty));
+            let y = g.output("out").unwrap();
+            let p = g.push(Op::PoolBeside(pool), vec![y], "pool").unwrap();
+            g.set_output("pooled", p);
+            let gens = vec![Gen::U(-1.0, 1.0); ins.len()];
+            for batch in [1, 3, 5] {
+                compare(&g, &gens, batch, 23, TOL);
+            }
+            for batch in [1, 5] {
+                let d = draw(&g, &gens, batch, &mut Rng(5));
+                let what = format!("conv {o}×{hw}² chained {chained}, batch {batch}");
+                assert_same_bits_on_threads(&g, &d, batch, &what);
+            }
+        }
+    }
+}

@@ -562,6 +562,9 @@ fn the_first_convolution_reads_its_pooling_gradient() {
             act: Some(UnaryOp::Relu)
         }
     );
+    // conv1's kernel pools its output besides; conv2's (on Winograd) is pooled by a kernel.
+    assert_eq!(count(&opt, |op| matches!(op, Op::PoolBeside(_))), 1);
+    assert_eq!(count(&opt, |op| matches!(op, Op::MaxPool(_))), 1);
     // conv1's output (B×32×28×28) is read by the pooling and the fused gradient only.
     let y = unpool[0].inputs[1];
     assert_eq!(opt.ty(y).dims, [32, 28, 28]);

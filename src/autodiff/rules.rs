@@ -148,6 +148,7 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::Conv2dGradWeight(_)
         | Op::Conv2dGradWeightUnpool { .. }
         | Op::UnpoolBiasGrad
+        | Op::PoolBeside(_)
         | Op::MaxPoolGrad(_)
         | Op::AvgPoolGrad(_)
         | Op::EmbeddingGrad

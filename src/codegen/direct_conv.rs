@@ -296,7 +296,8 @@ fn grad_weight_sums(
 /// 2×2 max pooling of stride 2, for every image of the kernel's batch: `o` output channels of
 /// the `o_image` an image of the output has (all of them, or a part whose weights, bias and
 /// output the caller's table points at), slots `x`, `w`, `out` and the scratch `pad`
-/// ([`forward_scratch`]).
+/// ([`forward_scratch`]). With `beside` (not `pooled`), the output is also max-pooled into that
+/// slot, each pair of rows as soon as it is written ([`crate::ir::Op::PoolBeside`]).
 pub fn emit(
     kb: &mut Kb,
     g: &ConvGeom,
@@ -304,6 +305,7 @@ pub fn emit(
     [x, w, out, pad]: [usize; 4],
     epi: Option<(&Chain, Option<usize>)>,
     pooled: bool,
+    beside: Option<usize>,
 ) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
     // Outputs per channel of an image: pooled or not.
@@ -322,6 +324,7 @@ pub fn emit(
         kb.b.ins()
             .iadd_imm_s(pp, (4 * forward_stage_at(g, o)) as i64)
     });
+    let beside = beside.filter(|_| !pooled).map(|s| kb.ptr(s));
     let images = kb.rows(true, 1);
     let start = kb.int(0);
     kb.for_range(start, images, |kb, b| {
@@ -338,11 +341,18 @@ pub fn emit(
             if count == 0 {
                 continue;
             }
+            let beside = beside.map(|bp| {
+                let img =
+                    kb.b.ins()
+                        .imul_imm_s(b, (o_image * (oh / 2) * (ow / 2)) as i64);
+                (bp, img)
+            });
             let at = Tile {
                 rows,
                 first,
                 out_img,
                 stage,
+                beside,
             };
             kb.for_n(count, |kb, t| {
                 conv_tile(kb, g, at, t, [pp, wt, wb, yp], epi_at)
@@ -364,6 +374,8 @@ struct Tile {
     first: usize,
     out_img: Value,
     stage: Option<Value>,
+    /// Where the pooled output goes besides, and where its image starts.
+    beside: Option<(Value, Value)>,
 }
 
 /// The epilogue as the kernel applies it: the chain and its bias pointer.
@@ -435,10 +447,37 @@ fn conv_tile(
     let Some(stage) = at.stage else {
         let plane = kb.b.ins().imul_imm_s(oc0, (oh * ow) as i64);
         let plane = kb.b.ins().iadd(at.out_img, plane);
-        kb.for_n(oh, |kb, oy| {
-            let orow = kb.b.ins().imul_imm_s(oy, ow as i64);
-            let orow = kb.b.ins().iadd(plane, orow);
-            row(kb, oy, (yp, orow, oh * ow));
+        let Some((bp, bimg)) = at.beside else {
+            kb.for_n(oh, |kb, oy| {
+                let orow = kb.b.ins().imul_imm_s(oy, ow as i64);
+                let orow = kb.b.ins().iadd(plane, orow);
+                row(kb, oy, (yp, orow, oh * ow));
+            });
+            return;
+        };
+        // Each pair of rows written, then pooled from the output while in L1.
+        let (ph, pw) = (oh / 2, ow / 2);
+        let pplane = kb.b.ins().imul_imm_s(oc0, (ph * pw) as i64);
+        let pplane = kb.b.ins().iadd(bimg, pplane);
+        kb.for_n(ph, |kb, py| {
+            let oy0 = kb.b.ins().imul_imm_s(py, 2);
+            let r0 = kb.b.ins().imul_imm_s(oy0, ow as i64);
+            let r0 = kb.b.ins().iadd(plane, r0);
+            let r1 = kb.b.ins().iadd_imm_s(r0, ow as i64);
+            let oy1 = kb.b.ins().iadd_imm_s(oy0, 1);
+            row(kb, oy0, (yp, r0, oh * ow));
+            row(kb, oy1, (yp, r1, oh * ow));
+            let prow = kb.b.ins().imul_imm_s(py, pw as i64);
+            let prow = kb.b.ins().iadd(pplane, prow);
+            for r in 0..at.rows {
+                let off = (r * oh * ow) as i64;
+                let (c0, c1) = (
+                    kb.b.ins().iadd_imm_s(r0, off),
+                    kb.b.ins().iadd_imm_s(r1, off),
+                );
+                let out = kb.b.ins().iadd_imm_s(prow, (r * ph * pw) as i64);
+                pool::max_pool_row(kb, yp, [c0, c1], (bp, out), pw);
+            }
         });
         return;
     };

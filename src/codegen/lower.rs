@@ -324,7 +324,8 @@ fn emit(
         | Op::Const(_)
         | Op::Reshape
         | Op::EpilogueGrad
-        | Op::UnpoolBiasGrad => return Ok(()),
+        | Op::UnpoolBiasGrad
+        | Op::PoolBeside(_) => return Ok(()),
         Op::Unary(u) => {
             arity(1)?;
             let u = *u;
@@ -453,7 +454,17 @@ fn emit(
                             scratch_base,
                         };
                         let epi = Some((chain, ins.get(2).copied()));
-                        let step = direct_step(km, header, &geom, &ty, at, (epi, pooled), scratch)?;
+                        let beside = pool_beside(g, i);
+                        let step = direct_step(
+                            km,
+                            header,
+                            &geom,
+                            &ty,
+                            at,
+                            (epi, pooled),
+                            beside,
+                            scratch,
+                        )?;
                         return push_step(steps, step);
                     }
                 }
@@ -580,9 +591,10 @@ fn emit(
                     slots: [ins[0], ins[1], i],
                     scratch_base,
                 };
+                let beside = pool_beside(g, i);
                 return push_step(
                     steps,
-                    direct_step(km, header, &geom, &ty, at, (None, false), scratch)?,
+                    direct_step(km, header, &geom, &ty, at, (None, false), beside, scratch)?,
                 );
             }
             if let (Op::Conv2dGradWeight(_), Some(geom)) = (&n.op, direct_geom(&ity(0), w)) {
@@ -876,6 +888,35 @@ pub fn direct_geom(x: &crate::ir::Type, win: &crate::ir::Window) -> Option<ConvG
     (x.batched && direct_conv::applies(&geom)).then_some(geom)
 }
 
+/// The [`crate::ir::Op::PoolBeside`] reading node `i` (written by `i`'s kernel), if any.
+fn pool_beside(g: &Graph, i: usize) -> Option<usize> {
+    g.nodes.iter().position(|m| {
+        matches!(m.op, Op::PoolBeside(_)) && m.inputs.first().is_some_and(|v| v.index() == i)
+    })
+}
+
+/// Whether a convolution of images `x` with window `conv` and output `y` runs directly and can
+/// pool its output by `pool` besides ([`crate::ir::Op::PoolBeside`]): 2×2 windows of stride 2
+/// tiling the output.
+pub fn pool_beside_applies(
+    x: &crate::ir::Type,
+    conv: &crate::ir::Window,
+    y: &crate::ir::Type,
+    pool: &crate::ir::Window,
+) -> bool {
+    let tiles = |d: usize| d >= 2 && d.is_multiple_of(2);
+    direct_geom(x, conv).is_some()
+        && *pool
+            == (crate::ir::Window {
+                kernel: 2,
+                stride: 2,
+                pad: 0,
+            })
+        && y.dims.len() == 3
+        && tiles(y.dims[1])
+        && tiles(y.dims[2])
+}
+
 /// Whether [`crate::ir::Op::Conv2dGradWeightUnpool`] has a kernel for a convolution of `geom`
 /// (run directly, [`direct_conv::grad_weight_applies`]) whose output `y` is max-pooled into
 /// `dp` by 2×2 windows of stride 2 that tile it, with the weight gradient `dw`.
@@ -942,6 +983,7 @@ struct DirectAt {
 /// threads (one image) a second kernel that computes a part of the output channels
 /// ([`direct_parts`]), each part with its own bordered image. Every output channel is summed
 /// the same way in both, so the bits are the same.
+#[allow(clippy::too_many_arguments)]
 fn direct_step(
     km: &mut KernelModule,
     header: &str,
@@ -949,14 +991,18 @@ fn direct_step(
     ty: &crate::ir::Type,
     at: DirectAt,
     (epi, pooled): (Option<(&crate::ir::Chain, Option<usize>)>, bool),
+    beside: Option<usize>,
     scratch: &mut Vec<Scratch>,
 ) -> Result<Step, CodegenError> {
     let [x, w, out] = at.slots;
     let o = ty.dims[0];
+    let pooled_plane = (ty.dims[1] / 2) * (ty.dims[2] / 2);
     let s = direct_conv::forward_scratch(geom, o, pooled);
     let pad = add_scratch(scratch, at.scratch_base, s);
     let pool_note = if pooled {
         ", max pooling 2×2 fused"
+    } else if beside.is_some() {
+        ", max pooled 2×2 besides"
     } else {
         ""
     };
@@ -964,7 +1010,7 @@ fn direct_step(
     // and `fma`s of the unrolled taps chain by chain and spill the accumulators.
     let k = km.plain_kernel(
         &format!("{header}\n; direct convolution{pool_note}"),
-        |kb| direct_conv::emit(kb, geom, (o, o), [x, w, out, pad], epi, pooled),
+        |kb| direct_conv::emit(kb, geom, (o, o), [x, w, out, pad], epi, pooled, beside),
     )?;
     let parts = direct_parts(o);
     let channels = if parts > 1 {
@@ -978,7 +1024,7 @@ fn direct_step(
         let header =
             format!("{header}\n; direct convolution{pool_note}, {part} of {o} output channels");
         let k = km.plain_kernel(&header, |kb| {
-            direct_conv::emit(kb, geom, (part, o), [x, w, out, pads], epi, pooled)
+            direct_conv::emit(kb, geom, (part, o), [x, w, out, pads], epi, pooled, beside)
         })?;
         let taps = geom.c * geom.win.kernel * geom.win.kernel;
         let mut moves = vec![
@@ -989,6 +1035,7 @@ fn direct_step(
         if let Some((_, Some(bias))) = epi {
             moves.push((bias, 4 * part));
         }
+        moves.extend(beside.map(|b| (b, 4 * part * pooled_plane)));
         Some(ChannelSplit { k, parts, moves })
     } else {
         None
@@ -996,7 +1043,10 @@ fn direct_step(
     Ok(Step::Kernel {
         k,
         rows: Some(RowSplit {
-            batched: vec![(x, geom.image_len()), (out, ty.per_sample())],
+            batched: [(x, geom.image_len()), (out, ty.per_sample())]
+                .into_iter()
+                .chain(beside.map(|b| (b, o * pooled_plane)))
+                .collect(),
             per_thread: vec![(pad, s.per)],
             min_batch: 2,
             channels,

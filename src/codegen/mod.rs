@@ -35,6 +35,8 @@ pub mod workers;
 
 pub use jit::{Jit, JitOptions};
 
+pub use lower::pool_beside_applies;
+
 /// Whether the code generator has a kernel for [`crate::ir::Op::Conv2dGradWeightUnpool`] with
 /// these types (images `x`, convolution window `conv`, its activated output `y`, the pooled
 /// gradient `dp` and the weight gradient `dw`); [`crate::opt::unpool_grad`] fuses only those.

@@ -210,7 +210,7 @@ fn eval_node(
             };
             conv::conv2d_grad_weight(conv, x(0), &shape(0), &dz, &shape(1), &out_shape)
         }
-        Op::MaxPool(w) => conv::max_pool(w, x(0), &shape(0), &out_shape),
+        Op::MaxPool(w) | Op::PoolBeside(w) => conv::max_pool(w, x(0), &shape(0), &out_shape),
         Op::MaxPoolGrad(w) => conv::max_pool_grad(w, x(0), &shape(0), x(1), &shape(1)),
         Op::AvgPool(w) => conv::avg_pool(w, x(0), &shape(0), &out_shape),
         Op::AvgPoolGrad(w) => conv::avg_pool_grad(w, x(0), &shape(0), &out_shape)?,

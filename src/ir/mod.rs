@@ -522,6 +522,12 @@ pub enum Op {
     MaxPool(Window),
     /// `[x, dy] -> dx`: routes dy to the (first) maximum of each window.
     MaxPoolGrad(Window),
+    /// `[n] -> B×C×H'×W'`: the max pooling of node `n`'s value (a convolution, with or without
+    /// its chain), which `n`'s kernel writes beside that value, rows pooled while in cache: a
+    /// second result with no kernel of its own (as [`Op::EpilogueGrad`]). Made by
+    /// [`crate::opt::pool_epilogue`] where the value is needed whole too (in training, by the
+    /// pooling's gradient).
+    PoolBeside(Window),
     /// `[x] -> B×C×H'×W'`; padding counts in the divisor (k·k).
     AvgPool(Window),
     /// `[dy] -> dx` (the node's type gives the input shape).
@@ -612,6 +618,7 @@ impl Op {
             Op::Conv2dGradWeightUnpool { .. } => "conv2d_grad_weight_unpool".into(),
             Op::UnpoolBiasGrad => "unpool_bias_grad".into(),
             Op::MaxPool(_) => "maxpool".into(),
+            Op::PoolBeside(_) => "maxpool_beside".into(),
             Op::MaxPoolGrad(_) => "maxpool_grad".into(),
             Op::AvgPool(_) => "avgpool".into(),
             Op::AvgPoolGrad(_) => "avgpool_grad".into(),
@@ -660,6 +667,7 @@ impl Op {
             | Op::Conv2dGradInput(w)
             | Op::Conv2dGradWeight(w)
             | Op::MaxPool(w)
+            | Op::PoolBeside(w)
             | Op::MaxPoolGrad(w)
             | Op::AvgPool(w)
             | Op::AvgPoolGrad(w) => format!(" k={} s={} p={}", w.kernel, w.stride, w.pad),

@@ -260,7 +260,7 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             }
             Ok(Type::f32(false, vec![o, c, conv.kernel, conv.kernel]))
         }
-        Op::MaxPool(w) | Op::AvgPool(w) => {
+        Op::MaxPool(w) | Op::AvgPool(w) | Op::PoolBeside(w) => {
             arity(1)?;
             let (c, h, wd) = nchw(ins[0])?;
             let (oh, ow) = out_hw(w, h, wd)?;
@@ -426,7 +426,9 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         Op::Conv2dGradWeightUnpool { conv, .. } => {
             2 * (ins[0].dims[0] * conv.kernel * conv.kernel) as u64 * per(ins[1])
         }
-        Op::MaxPool(w) | Op::AvgPool(w) => (w.kernel * w.kernel) as u64 * per(out),
+        Op::MaxPool(w) | Op::AvgPool(w) | Op::PoolBeside(w) => {
+            (w.kernel * w.kernel) as u64 * per(out)
+        }
         Op::RnnScan { .. } | Op::RnnScanGrad { .. } => {
             let h = ins[0].last() as u64;
             2 * h * per(ins[0])

@@ -54,6 +54,30 @@ pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
                 }
             }
         }
+        if let Op::PoolBeside(_) = n.op {
+            let read = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
+            let conv = |m: &crate::ir::Node| {
+                matches!(
+                    m.op,
+                    Op::Conv2d(_)
+                        | Op::WithEpilogue {
+                            producer: crate::ir::Producer::Conv2d(_),
+                            epi: Epilogue::Chain(_),
+                        }
+                )
+            };
+            if !read.is_some_and(conv) {
+                errors.push(format!("%{i} (maxpool_beside) must read a convolution"));
+            } else if g.nodes[..i]
+                .iter()
+                .any(|m| matches!(m.op, Op::PoolBeside(_)) && m.inputs == n.inputs)
+            {
+                errors.push(format!(
+                    "%{i} (maxpool_beside) is the second for {}",
+                    n.inputs[0]
+                ));
+            }
+        }
         if let Op::UnpoolBiasGrad = n.op {
             let read = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
             if !read.is_some_and(|m| matches!(m.op, Op::Conv2dGradWeightUnpool { .. })) {

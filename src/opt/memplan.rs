@@ -123,7 +123,7 @@ fn plan_with(g: &Graph, share: bool) -> Plan {
     // A second result is written by the node it reads, so it takes its buffer there, right
     // after that node's own (none freed by the node's inputs, which it may still be reading).
     let written_at = |i: usize| match g.nodes[i].op {
-        Op::EpilogueGrad | Op::UnpoolBiasGrad => g.nodes[i].inputs[0].index(),
+        Op::EpilogueGrad | Op::UnpoolBiasGrad | Op::PoolBeside(_) => g.nodes[i].inputs[0].index(),
         _ => i,
     };
     let mut order: Vec<usize> = (0..n).collect();

@@ -3,11 +3,15 @@
 //! ([`Epilogue::Pool`]), so that the convolution's kernel writes the pooled value and the
 //! activation before the pooling is never stored whole, nor read back by a pooling kernel.
 //!
-//! That happens in inference graphs (`conv → relu → maxpool`, the classic block); in training
-//! the max-pool gradient reads the activation too, and it stays a value. The kernels compute
-//! each output as the separate ones do (the convolution's sums and chain, then the maximum of
-//! the window in the pooling's order), so results are bit-identical. Runs after
-//! [`super::epilogue`], whose chains it carries into the pooling epilogue.
+//! That happens in inference graphs (`conv → relu → maxpool`, the classic block). In training
+//! the max-pool gradient reads the activation too, which stays a value; where the code
+//! generator can ([`crate::codegen::pool_beside_applies`]: a direct convolution, 2×2 windows of
+//! stride 2 tiling its output), the pooling becomes [`Op::PoolBeside`], which the convolution's
+//! kernel writes besides its value, pooling each pair of rows while they are in L1 instead of
+//! reading the whole activation again. The kernels compute each output as the separate ones do
+//! (the convolution's sums and chain, then the maximum of the window in the pooling's order),
+//! so results are bit-identical. Runs after [`super::epilogue`], whose chains it carries into
+//! the pooling epilogue.
 
 use super::epilogue::{merged_label, use_counts};
 use super::rewrite::Rewriter;
@@ -23,6 +27,14 @@ impl Pass for PoolEpilogueFusion {
     }
     fn run(&self, g: &Graph) -> Graph {
         fuse_pools(g)
+    }
+}
+
+/// The window of a convolution producer.
+fn producer_window(p: Producer) -> Option<crate::ir::Window> {
+    match p {
+        Producer::Conv2d(w) => Some(w),
+        _ => None,
     }
 }
 
@@ -53,6 +65,16 @@ pub fn fuse_pools(g: &Graph) -> Graph {
             continue;
         };
         if uses[p.index()] != 1 {
+            let x = g.ty(conv.inputs[0]);
+            let Some(cw) = producer_window(producer) else {
+                continue;
+            };
+            if crate::codegen::pool_beside_applies(x, &cw, &conv.ty, &w) {
+                fused[i] = Some(Node {
+                    op: Op::PoolBeside(w),
+                    ..node.clone()
+                });
+            }
             continue;
         }
         absorbed[p.index()] = true;
