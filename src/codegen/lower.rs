@@ -318,14 +318,9 @@ fn emit(
     // A kernel over the channels of one image, for batch 1 (see [`RowSplit::channels`]).
     let mut channels = None;
     let step = match &n.op {
-        // An epilogue gradient is written by the step of the node it reads.
-        Op::Input { .. }
-        | Op::Param(_)
-        | Op::Const(_)
-        | Op::Reshape
-        | Op::EpilogueGrad
-        | Op::UnpoolBiasGrad
-        | Op::PoolBeside(_) => return Ok(()),
+        Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => return Ok(()),
+        // A second result (`Op::second_result_of`) is written by the step of the node it reads.
+        Op::EpilogueGrad | Op::UnpoolBiasGrad | Op::PoolBeside(_) => return Ok(()),
         Op::Unary(u) => {
             arity(1)?;
             let u = *u;
@@ -416,9 +411,7 @@ fn emit(
             arity(2 + epi.extra_inputs())?;
             let extra = &n.inputs[2..];
             // A loss epilogue's second result, if anything reads it.
-            let grad = g.nodes.iter().position(|m| {
-                matches!(m.op, Op::EpilogueGrad) && m.inputs.first().is_some_and(|v| v.index() == i)
-            });
+            let grad = second_result(g, i, |op| matches!(op, Op::EpilogueGrad));
             if let (Producer::MaxPoolGrad(w), Epilogue::Grad(op)) = (*producer, epi) {
                 // One kernel: the gradient routed and the activation's gradient applied to
                 // each element as it is written.
@@ -665,10 +658,7 @@ fn emit(
                 },
             );
             // Its bias gradient, if anything reads it: a second result.
-            let bias = g.nodes.iter().position(|m| {
-                matches!(m.op, Op::UnpoolBiasGrad)
-                    && m.inputs.first().is_some_and(|v| v.index() == i)
-            });
+            let bias = second_result(g, i, |op| matches!(op, Op::UnpoolBiasGrad));
             let title = format!(
                 "{header}\n; direct convolution weight gradient from the pooling's gradient: sums, by parts of {part} channels"
             );
@@ -888,11 +878,17 @@ pub fn direct_geom(x: &crate::ir::Type, win: &crate::ir::Window) -> Option<ConvG
     (x.batched && direct_conv::applies(&geom)).then_some(geom)
 }
 
-/// The [`crate::ir::Op::PoolBeside`] reading node `i` (written by `i`'s kernel), if any.
+/// The second result of node `i` of the kind `is` ([`Op::second_result_of`]), which `i`'s step
+/// writes, if the graph has one.
+fn second_result(g: &Graph, i: usize, is: fn(&Op) -> bool) -> Option<usize> {
+    g.nodes
+        .iter()
+        .position(|m| is(&m.op) && m.inputs.first().is_some_and(|v| v.index() == i))
+}
+
+/// The [`crate::ir::Op::PoolBeside`] of node `i`, if any.
 fn pool_beside(g: &Graph, i: usize) -> Option<usize> {
-    g.nodes.iter().position(|m| {
-        matches!(m.op, Op::PoolBeside(_)) && m.inputs.first().is_some_and(|v| v.index() == i)
-    })
+    second_result(g, i, |op| matches!(op, Op::PoolBeside(_)))
 }
 
 /// Whether a convolution of images `x` with window `conv` and output `y` runs directly and can

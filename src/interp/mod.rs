@@ -164,12 +164,7 @@ fn eval_node(
             };
             let (ys, ps) = (g.ty(y).shape(batch), g.ty(dp).shape(batch));
             let (y, dp) = (&vals[y.index()], &vals[dp.index()]);
-            let dz = conv::max_pool_grad(pool, y, &ys, dp, &ps);
-            let dz = match act {
-                Some(a) => elementwise::unary_grad(*a, y, &dz),
-                None => dz,
-            };
-            dense::bias_grad(&dz, &ys, 1)
+            dense::bias_grad(&unpool_grad(pool, *act, (y, &ys), (dp, &ps)), &ys, 1)
         }
         Op::EpilogueGrad => {
             // The loss gradient of the node read, from its value and target, as the separate
@@ -203,11 +198,7 @@ fn eval_node(
             conv::conv2d_grad_weight(w, x(0), &shape(0), x(1), &shape(1), &out_shape)
         }
         Op::Conv2dGradWeightUnpool { conv, pool, act } => {
-            let dz = conv::max_pool_grad(pool, x(1), &shape(1), x(2), &shape(2));
-            let dz = match act {
-                Some(a) => elementwise::unary_grad(*a, x(1), &dz),
-                None => dz,
-            };
+            let dz = unpool_grad(pool, *act, (x(1), &shape(1)), (x(2), &shape(2)));
             conv::conv2d_grad_weight(conv, x(0), &shape(0), &dz, &shape(1), &out_shape)
         }
         Op::MaxPool(w) | Op::PoolBeside(w) => conv::max_pool(w, x(0), &shape(0), &out_shape),
@@ -262,4 +253,20 @@ fn chain<'a>(
         v = elementwise::unary(u, &v);
     }
     v
+}
+
+/// The gradient `dz` of a convolution's output that [`Op::Conv2dGradWeightUnpool`] and its
+/// [`Op::UnpoolBiasGrad`] sum: the pooled gradient `dp` routed through the activation `y` by
+/// max pooling `pool`, times the gradient of `act` at `y`.
+fn unpool_grad(
+    pool: &crate::ir::Window,
+    act: Option<crate::ir::UnaryOp>,
+    (y, ys): (&[f64], &[usize]),
+    (dp, ps): (&[f64], &[usize]),
+) -> Vec<f64> {
+    let dz = conv::max_pool_grad(pool, y, ys, dp, ps);
+    match act {
+        Some(a) => elementwise::unary_grad(a, y, &dz),
+        None => dz,
+    }
 }

@@ -249,6 +249,10 @@ impl BinaryOp {
 /// Activation of a recurrent layer.
 pub type RnnAct = UnaryOp;
 
+/// What a second result's node must read ([`Op::second_result_of`]): its description, for
+/// the verifier's messages, and the test of the op that writes it.
+pub type Writer = (&'static str, fn(&Op) -> bool);
+
 /// 2-D window geometry shared by convolution and pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Window {
@@ -685,6 +689,40 @@ impl Op {
             Op::RnnScan { act } | Op::RnnScanGrad { act } => format!(" {}", act.name()),
             Op::Dropout { p } | Op::DropoutGrad { p } => format!(" p={p}"),
             _ => String::new(),
+        }
+    }
+
+    /// For a second result ([`Op::EpilogueGrad`], [`Op::UnpoolBiasGrad`], [`Op::PoolBeside`]):
+    /// what the node it reads must be, which writes it beside its own value in the same kernel
+    /// (no kernel of its own); `None` for every other op.
+    pub fn second_result_of(&self) -> Option<Writer> {
+        fn loss(op: &Op) -> bool {
+            matches!(
+                op,
+                Op::WithEpilogue {
+                    epi: Epilogue::Loss(_),
+                    ..
+                }
+            )
+        }
+        fn unpool(op: &Op) -> bool {
+            matches!(op, Op::Conv2dGradWeightUnpool { .. })
+        }
+        fn conv(op: &Op) -> bool {
+            matches!(
+                op,
+                Op::Conv2d(_)
+                    | Op::WithEpilogue {
+                        producer: Producer::Conv2d(_),
+                        epi: Epilogue::Chain(_),
+                    }
+            )
+        }
+        match self {
+            Op::EpilogueGrad => Some(("a node with a loss epilogue", loss)),
+            Op::UnpoolBiasGrad => Some(("a conv2d_grad_weight_unpool", unpool)),
+            Op::PoolBeside(_) => Some(("a convolution", conv)),
+            _ => None,
         }
     }
 

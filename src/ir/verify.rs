@@ -3,9 +3,10 @@
 //! - every input of a node is defined earlier (topological order, SSA);
 //! - every node's type is what [`super::shape::infer`] says (where it can say);
 //! - `Param` nodes name existing parameters; outputs name existing values;
-//! - an `EpilogueGrad` reads a node with a loss epilogue, and is its only one.
+//! - a second result (`EpilogueGrad`, `UnpoolBiasGrad`, `PoolBeside`) reads a node that writes
+//!   it ([`Op::second_result_of`]), and is its only one of its kind.
 
-use super::{shape, Epilogue, Graph, Op};
+use super::{shape, Graph, Op};
 
 /// All violations found, as messages naming the node.
 pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
@@ -54,67 +55,18 @@ pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
                 }
             }
         }
-        if let Op::PoolBeside(_) = n.op {
-            let read = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
-            let conv = |m: &crate::ir::Node| {
-                matches!(
-                    m.op,
-                    Op::Conv2d(_)
-                        | Op::WithEpilogue {
-                            producer: crate::ir::Producer::Conv2d(_),
-                            epi: Epilogue::Chain(_),
-                        }
-                )
-            };
-            if !read.is_some_and(conv) {
-                errors.push(format!("%{i} (maxpool_beside) must read a convolution"));
+        if let Some((what, writes)) = n.op.second_result_of() {
+            let writer = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
+            let kind = std::mem::discriminant(&n.op);
+            if !writer.is_some_and(|m| writes(&m.op)) {
+                errors.push(format!("%{i} ({}) must read {what}", n.op.name()));
             } else if g.nodes[..i]
                 .iter()
-                .any(|m| matches!(m.op, Op::PoolBeside(_)) && m.inputs == n.inputs)
+                .any(|m| std::mem::discriminant(&m.op) == kind && m.inputs == n.inputs)
             {
                 errors.push(format!(
-                    "%{i} (maxpool_beside) is the second for {}",
-                    n.inputs[0]
-                ));
-            }
-        }
-        if let Op::UnpoolBiasGrad = n.op {
-            let read = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
-            if !read.is_some_and(|m| matches!(m.op, Op::Conv2dGradWeightUnpool { .. })) {
-                errors.push(format!(
-                    "%{i} (unpool_bias_grad) must read a conv2d_grad_weight_unpool"
-                ));
-            } else if g.nodes[..i]
-                .iter()
-                .any(|m| matches!(m.op, Op::UnpoolBiasGrad) && m.inputs == n.inputs)
-            {
-                errors.push(format!(
-                    "%{i} (unpool_bias_grad) is the second for {}",
-                    n.inputs[0]
-                ));
-            }
-        }
-        if let Op::EpilogueGrad = n.op {
-            let loss_node = n.inputs.first().and_then(|v| g.nodes.get(v.index()));
-            let is_loss = |m: &crate::ir::Node| {
-                matches!(
-                    m.op,
-                    Op::WithEpilogue {
-                        epi: Epilogue::Loss(_),
-                        ..
-                    }
-                )
-            };
-            if !loss_node.is_some_and(is_loss) {
-                errors.push(format!(
-                    "%{i} (epilogue_grad) must read a node with a loss epilogue"
-                ));
-            } else if g.nodes[..i]
-                .iter()
-                .any(|m| matches!(m.op, Op::EpilogueGrad) && m.inputs == n.inputs)
-            {
-                errors.push(format!(
-                    "%{i} (epilogue_grad) is the second for {}",
+                    "%{i} ({}) is the second for {}",
+                    n.op.name(),
                     n.inputs[0]
                 ));
             }

@@ -122,9 +122,9 @@ fn plan_with(g: &Graph, share: bool) -> Plan {
     let mut freed = 0;
     // A second result is written by the node it reads, so it takes its buffer there, right
     // after that node's own (none freed by the node's inputs, which it may still be reading).
-    let written_at = |i: usize| match g.nodes[i].op {
-        Op::EpilogueGrad | Op::UnpoolBiasGrad | Op::PoolBeside(_) => g.nodes[i].inputs[0].index(),
-        _ => i,
+    let written_at = |i: usize| match g.nodes[i].op.second_result_of() {
+        Some(_) => g.nodes[i].inputs[0].index(),
+        None => i,
     };
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&i| (written_at(i), i));

@@ -30,14 +30,6 @@ impl Pass for PoolEpilogueFusion {
     }
 }
 
-/// The window of a convolution producer.
-fn producer_window(p: Producer) -> Option<crate::ir::Window> {
-    match p {
-        Producer::Conv2d(w) => Some(w),
-        _ => None,
-    }
-}
-
 /// The convolution `node` computes and the chain applied to it, if it is one.
 fn conv_and_chain(node: &Node) -> Option<(Producer, Chain)> {
     match &node.op {
@@ -65,11 +57,10 @@ pub fn fuse_pools(g: &Graph) -> Graph {
             continue;
         };
         if uses[p.index()] != 1 {
-            let x = g.ty(conv.inputs[0]);
-            let Some(cw) = producer_window(producer) else {
+            let Producer::Conv2d(cw) = producer else {
                 continue;
             };
-            if crate::codegen::pool_beside_applies(x, &cw, &conv.ty, &w) {
+            if crate::codegen::pool_beside_applies(g.ty(conv.inputs[0]), &cw, &conv.ty, &w) {
                 fused[i] = Some(Node {
                     op: Op::PoolBeside(w),
                     ..node.clone()

@@ -1,8 +1,8 @@
 //! Where each optimizer update runs in a training step: right after the node that completes
 //! the parameter's gradient (`grad:<path>`, through any reshapes, which share their input's
-//! memory, and second results, which the node they read writes), so that the update reads the gradient while it is still in cache and the training
-//! loop needs no second sweep over the gradients ([`crate::codegen::Jit`] applies them there;
-//! `nnc ir --stage fused` lists them).
+//! memory, and second results, which the node they read writes), so that the update reads the
+//! gradient while it is still in cache and the training loop needs no second sweep over the
+//! gradients ([`crate::codegen::Jit`] applies them there; `nnc ir --stage fused` lists them).
 
 use crate::ir::print::node_to_string;
 use crate::ir::{Graph, Op, ValueId};
@@ -18,7 +18,7 @@ pub fn update_points(g: &Graph) -> Vec<(usize, ValueId)> {
         .filter_map(|(i, p)| {
             let mut v = g.output(&format!("grad:{}", p.path))?;
             // A second result is complete with the node that writes it.
-            while matches!(g.node(v).op, Op::Reshape | Op::UnpoolBiasGrad) {
+            while matches!(g.node(v).op, Op::Reshape) || g.node(v).op.second_result_of().is_some() {
                 v = g.node(v).inputs[0];
             }
             Some((i, v))
