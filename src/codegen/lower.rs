@@ -633,11 +633,11 @@ fn emit(
                 false,
             )
         }
-        Op::Conv2dGradWeightUnpool { conv, pool: _, act } => {
+        Op::Conv2dGradWeightUnpool { conv, pool, act } => {
             arity(3)?;
             let (x, y) = (ity(0), ity(1));
             let geom = direct_geom(&x, conv)
-                .filter(|g| unpool_grad_weight_applies(g, &y, &ity(2), &ty))
+                .filter(|g| unpool_grad_weight_applies(g, pool, &y, &ity(2), &ty))
                 .ok_or_else(|| {
                     CodegenError::Graph(format!(
                         "{}: no kernel for {x} with {y} (see unpool_grad_weight_applies)",
@@ -900,24 +900,29 @@ pub fn pool_beside_applies(
     y: &crate::ir::Type,
     pool: &crate::ir::Window,
 ) -> bool {
+    direct_geom(x, conv).is_some() && pools_in_pairs(pool, y)
+}
+
+/// Whether `pool` is the 2×2 max pooling of stride 2, without padding, whose windows tile the
+/// planes of `y` (`B×C×H×W` with even `H` and `W`): the one the direct convolution's kernels
+/// pool and route by pairs of rows ([`pool::max_pool_row`], [`pool::max_pool_grad_row`]).
+fn pools_in_pairs(pool: &crate::ir::Window, y: &crate::ir::Type) -> bool {
+    let pairs = crate::ir::Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
+    };
     let tiles = |d: usize| d >= 2 && d.is_multiple_of(2);
-    direct_geom(x, conv).is_some()
-        && *pool
-            == (crate::ir::Window {
-                kernel: 2,
-                stride: 2,
-                pad: 0,
-            })
-        && y.dims.len() == 3
-        && tiles(y.dims[1])
-        && tiles(y.dims[2])
+    *pool == pairs && y.dims.len() == 3 && tiles(y.dims[1]) && tiles(y.dims[2])
 }
 
 /// Whether [`crate::ir::Op::Conv2dGradWeightUnpool`] has a kernel for a convolution of `geom`
-/// (run directly, [`direct_conv::grad_weight_applies`]) whose output `y` is max-pooled into
-/// `dp` by 2×2 windows of stride 2 that tile it, with the weight gradient `dw`.
+/// (run directly, [`direct_conv::grad_weight_applies`]) whose output `y` is max-pooled by
+/// `pool` into `dp`, 2×2 windows of stride 2 that tile it ([`pools_in_pairs`]), with the weight
+/// gradient `dw`.
 pub fn unpool_grad_weight_applies(
     geom: &ConvGeom,
+    pool: &crate::ir::Window,
     y: &crate::ir::Type,
     dp: &crate::ir::Type,
     dw: &crate::ir::Type,
@@ -927,12 +932,11 @@ pub fn unpool_grad_weight_applies(
     };
     let o = y.dims.first().copied().unwrap_or(0);
     direct_conv::grad_weight_applies(geom)
+        && pools_in_pairs(pool, y)
         && y.batched
         && dp.batched
         && y.dims == [o, oh, ow]
         && dp.dims == [o, oh / 2, ow / 2]
-        && oh % 2 == 0
-        && ow % 2 == 0
         && dw.dims == [o, geom.c, geom.win.kernel, geom.win.kernel]
 }
 

@@ -38,16 +38,18 @@ pub use jit::{Jit, JitOptions};
 pub use lower::pool_beside_applies;
 
 /// Whether the code generator has a kernel for [`crate::ir::Op::Conv2dGradWeightUnpool`] with
-/// these types (images `x`, convolution window `conv`, its activated output `y`, the pooled
-/// gradient `dp` and the weight gradient `dw`); [`crate::opt::unpool_grad`] fuses only those.
+/// these types (images `x`, convolution window `conv`, its activated output `y`, max-pooled by
+/// `pool`, the pooled gradient `dp` and the weight gradient `dw`); [`crate::opt::unpool_grad`]
+/// fuses only those.
 pub fn unpool_grad_weight_applies(
     x: &crate::ir::Type,
-    conv: &crate::ir::Window,
+    (conv, pool): (&crate::ir::Window, &crate::ir::Window),
     y: &crate::ir::Type,
     dp: &crate::ir::Type,
     dw: &crate::ir::Type,
 ) -> bool {
-    lower::direct_geom(x, conv).is_some_and(|g| lower::unpool_grad_weight_applies(&g, y, dp, dw))
+    lower::direct_geom(x, conv)
+        .is_some_and(|g| lower::unpool_grad_weight_applies(&g, pool, y, dp, dw))
 }
 pub use optim::compile_updater;
 

@@ -128,7 +128,7 @@ pub fn fuse_unpool_grads(g: &Graph) -> Graph {
             .ok()
             .as_ref()
             != Some(&node.ty)
-            || !crate::codegen::unpool_grad_weight_applies(tx, &conv, ty, tp, &node.ty)
+            || !crate::codegen::unpool_grad_weight_applies(tx, (&conv, &pg.pool), ty, tp, &node.ty)
         {
             continue;
         }
@@ -190,4 +190,55 @@ pub fn fuse_unpool_grads(g: &Graph) -> Graph {
         r.define(v);
     }
     r.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Type;
+
+    /// `dw = conv2d_grad_weight x, maxpool_grad(y, dp)` for a 3×3 convolution of 28×28 images
+    /// with 8 channels, its output pooled by `pool` into 14×14.
+    fn weight_grad_through(pool: Window) -> Graph {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", Type::f32(true, vec![1, 28, 28]));
+        let y = g.input("y", Type::f32(true, vec![8, 28, 28]));
+        let dp = g.input("dp", Type::f32(true, vec![8, 14, 14]));
+        let dz = g.push(Op::MaxPoolGrad(pool), vec![y, dp], "dz").unwrap();
+        let conv = Window {
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+        };
+        let dw = g
+            .push(Op::Conv2dGradWeight(conv), vec![x, dz], "dw")
+            .unwrap();
+        g.set_output("dw", dw);
+        g
+    }
+
+    fn fused(g: &Graph) -> usize {
+        let out = fuse_unpool_grads(g);
+        crate::ir::verify::verify(&out).unwrap();
+        let unpool = |n: &&Node| matches!(n.op, Op::Conv2dGradWeightUnpool { .. });
+        out.nodes.iter().filter(unpool).count()
+    }
+
+    /// Only the pooling the kernel routes by pairs of rows is fused: a 3×3 window of stride 2
+    /// with padding 1 also halves 28×28, and must keep its own gradient.
+    #[test]
+    fn fuses_only_two_by_two_windows_of_stride_two() {
+        let pairs = Window {
+            kernel: 2,
+            stride: 2,
+            pad: 0,
+        };
+        assert_eq!(fused(&weight_grad_through(pairs)), 1);
+        let overlapping = Window {
+            kernel: 3,
+            stride: 2,
+            pad: 1,
+        };
+        assert_eq!(fused(&weight_grad_through(overlapping)), 0);
+    }
 }
