@@ -2652,3 +2652,50 @@ fn convolution_pooled_beside_its_output() {
         }
     }
 }
+
+/// The 2×2 stride-2 max-pool gradient routes dy to the first tap greater than the taps before
+/// it and not less than those after: a NaN tap never takes it, and does not keep a later
+/// maximum from it (so a leading NaN routes as the interpreter does). Windows of four taps,
+/// four windows to a row (the f32x4 steps) and one (the window-by-window tail).
+#[test]
+fn max_pool_gradient_routes_around_nans() {
+    let w = Window {
+        kernel: 2,
+        stride: 2,
+        pad: 0,
+    };
+    let nan = f32::NAN;
+    // Each window's taps (0,0), (0,1), (1,0), (1,1), and the tap that takes dy.
+    let windows: [([f32; 4], usize); 4] = [
+        ([nan, 1.0, 0.0, 0.0], 1),
+        ([1.0, nan, 2.0, 0.0], 2),
+        ([0.5, 0.5, nan, 0.25], 0),
+        ([nan, nan, nan, -3.0], 3),
+    ];
+    for (ow, picked) in [(4, &windows[..]), (1, &windows[..1]), (1, &windows[1..2])] {
+        let g = single(
+            "maxpool_grad",
+            Op::MaxPoolGrad(w),
+            &[f(true, &[1, 2, 2 * ow]), f(true, &[1, 1, ow])],
+            None,
+        );
+        let mut x = vec![0.0f32; 4 * ow];
+        for (k, (taps, _)) in picked.iter().enumerate() {
+            for (t, &v) in taps.iter().enumerate() {
+                x[(t / 2) * 2 * ow + 2 * k + t % 2] = v;
+            }
+        }
+        let dy: Vec<f32> = (0..ow).map(|k| 10.0 + k as f32).collect();
+        let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
+        jit.run(1, &[Feed::F32(&x), Feed::F32(&dy)], &[], StepCtx::default())
+            .unwrap();
+        let dx = jit.output("out").unwrap();
+        for (k, &(_, tap)) in picked.iter().enumerate() {
+            for t in 0..4 {
+                let v = dx[(t / 2) * 2 * ow + 2 * k + t % 2];
+                let want = if t == tap { dy[k] } else { 0.0 };
+                assert_eq!(v, want, "row of {ow}, window {k}, tap {t}: {dx:?}");
+            }
+        }
+    }
+}
