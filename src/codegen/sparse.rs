@@ -42,8 +42,20 @@ use super::jitmod::new_jit_module_with_opt;
 /// product is used. Measured with `benches/gemm.rs` on the MLP's shapes: a multiply-add of the
 /// compacted product costs about 1.5 of the packed GEMM's (one load of B per multiply-add
 /// where the GEMM's 8×4 tile has one per eight), and compacting costs a sixth of a dense
-/// product, so it wins below about half; ReLU outputs (42–70% in the examples) stay dense.
+/// product, so it wins below about half; ReLU outputs (42–70% in the examples) stay dense,
+/// unless C is wide ([`MAX_DENSITY_WIDE`]).
 pub const MAX_DENSITY: f32 = 0.35;
+/// [`MAX_DENSITY`] of a product of at least [`WIDE_N`] columns. Each compacted entry then
+/// feeds that many multiply-adds from registers, and a multiply-add costs about 1.1 of the
+/// packed GEMM's. Measured with `benches/gemm.rs` on the autoencoder's decoder (128×784×128,
+/// plain and `ta`, two threads, Intel Xeon): at density 0.7, 260 against 320–322 µs for the
+/// dense GEMM; at 0.8, 288; at 0.9, 331–339. In training its ReLU outputs are 38–62% non-zero.
+/// With 10 columns the compacted product loses at any density (64×10×128: 16 µs at 0.5, 6 µs
+/// dense).
+pub const MAX_DENSITY_WIDE: f32 = 0.75;
+/// Columns of C from which [`MAX_DENSITY_WIDE`] applies. At 128 columns the CNN's dense layer
+/// (62% non-zero) ran as fast compacted as dense.
+pub const WIDE_N: usize = 256;
 /// [`MAX_DENSITY`] of a product with fewer than [`FEW_ROWS`] rows (batch 1), which the GEMM
 /// runs on its one-row kernel: both then wait on B's rows more than on the multiply-adds, and
 /// the compacted product reads only those its entries pick. Measured with a temporary
@@ -564,6 +576,8 @@ impl Problem {
     pub fn background(&self, a: &[f32], row_kept: bool) -> Option<f32> {
         let max_density = if self.m < FEW_ROWS {
             MAX_DENSITY_FEW_ROWS
+        } else if self.n >= WIDE_N {
+            MAX_DENSITY_WIDE
         } else {
             MAX_DENSITY
         };
