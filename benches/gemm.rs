@@ -6,6 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nnc::codegen::gemm::Gemm;
+use nnc::codegen::masked::{self, Masked};
 use nnc::codegen::sparse::{Problem, Sparse};
 
 /// `batch` 28×28 images: a disc of about 150 pixels of ink (0.1–1.0), off-centre by up to 3
@@ -96,38 +97,75 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    // The autoencoder's decoder reads ReLU outputs, about half zeros: the compacted product
-    // is faster here in isolation, but the decoder's outputs hold 52–62% non-zeros from step to
-    // step in training, and a threshold of 0.55 made no difference there (BENCHMARKS.md), so
-    // `sparse::MAX_DENSITY` keeps them dense.
+    // The autoencoder's decoder reads ReLU outputs, 38–62% zeros from step to step in
+    // training: the compacted product beside the dense GEMM at densities around
+    // `sparse::MAX_DENSITY_WIDE`, on those shapes (784 columns) and on the MLP's second layer
+    // (10 columns), where compacting loses at any density the ReLU leaves.
     let s = Sparse::new().unwrap();
     for (name, ta, m, n, k) in [
         ("ae_dec2_fwd_128x784x128", false, 128, 784, 128),
         ("ae_dec2_wgrad_ta_128x784x128", true, 128, 784, 128),
+        ("ae_dec1_wgrad_ta_32x128x128", true, 32, 128, 128),
+        ("mlp_dense2_fwd_64x10x128", false, 64, 10, 128),
     ] {
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| {
-                if (i * 2654435761usize) % 97 < 50 {
-                    0.0
-                } else {
-                    0.5
-                }
-            })
-            .collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
         let mut out = vec![0.0f32; m * n];
         let p = Problem { ta, m, n, k };
         group.throughput(Throughput::Elements((2 * m * n * k) as u64));
-        group.bench_function(format!("{name}_half_zeros_2_threads"), |bch| {
-            bch.iter(|| s.product(2, p, 0.0, &a, &b, &mut out, None).unwrap())
-        });
+        for density in [0.5, 0.6, 0.7, 0.8, 0.9] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| {
+                    let u = (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0;
+                    if u < density {
+                        0.5
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            group.bench_function(format!("{name}_density{density}_2_threads"), |bch| {
+                bch.iter(|| s.product(2, p, 0.0, &a, &b, &mut out, None).unwrap())
+            });
+        }
         group.bench_function(format!("{name}_dense_gemm_2_threads"), |bch| {
+            let a = vec![0.5f32; m * k];
             bch.iter(|| {
                 g.gemm_threads(2, ta, false, m, n, k, &a, &b, &mut out, false)
                     .unwrap()
             })
         });
     }
+    // The autoencoder's decoder gradient `dH = (dY·W2ᵀ) ⊙ [H > 0]`: the masked product
+    // (`nnc::codegen::masked`) at densities around its `MAX_DENSITY`, beside the dense GEMM.
+    let mk = Masked::new().unwrap();
+    let (m, n, k) = (128, 128, 784);
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut out = vec![0.0f32; m * n];
+    group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+    for density in [0.4, 0.5, 0.6, 0.65] {
+        let h: Vec<f32> = (0..m * n)
+            .map(|i| {
+                let u = (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0;
+                if u < density {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let p = masked::Problem { m, n, k };
+        group.bench_function(
+            format!("ae_dec1_dgrad_tb_128x128x784_density{density}_2_threads"),
+            |bch| bch.iter(|| assert!(mk.product(2, p, &a, &b, &h, &mut out).unwrap())),
+        );
+    }
+    group.bench_function("ae_dec1_dgrad_tb_128x128x784_dense_gemm_2_threads", |bch| {
+        bch.iter(|| {
+            g.gemm_threads(2, false, true, m, n, k, &a, &b, &mut out, false)
+                .unwrap()
+        })
+    });
     group.finish();
 }
 

@@ -1783,6 +1783,47 @@ fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
     }
 }
 
+/// A product whose epilogue is relu's gradient, with a contraction long enough for the masked
+/// product (`codegen::masked`: only the entries where the ReLU's output is positive, about half
+/// here, each as a dot product): against the interpreter, the same bits on 1–3 threads, and
+/// summed in another order than the dense GEMM's (so the masked product did run).
+#[test]
+fn relu_masked_products() {
+    use nnc::opt::epilogue::fuse_epilogues;
+    let mm = Op::MatMul {
+        ta: false,
+        tb: true,
+    };
+    for (k, n, batches) in [(784, 128, vec![1, 5, 64]), (67, 33, vec![9])] {
+        let ins = [f(true, &[k]), f(false, &[n, k])];
+        let g = with_epilogue(mm.clone(), &ins, &Epilogue::Grad(UnaryOp::Relu));
+        let fused = fuse_epilogues(&g);
+        assert_eq!(fused.nodes.len(), g.nodes.len() - 1, "{}", g.name);
+        let gens = vec![Gen::U(-1.0, 1.0); g.inputs().len()];
+        for batch in batches {
+            compare(&fused, &gens, batch, 5, 1e-4);
+            let d = draw(&fused, &gens, batch, &mut Rng(8));
+            let what = format!("{k}×{n}, batch {batch}");
+            assert_same_bits_on_threads(&fused, &d, batch, &what);
+            let dense = JitOptions {
+                sparse: false,
+                ..JitOptions::default()
+            };
+            let mut jit = Jit::compile(&fused, &dense).unwrap();
+            let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
+            jit.run(batch, &feeds(&fused, &d), &params, StepCtx::default())
+                .unwrap();
+            let masked = run_with(&fused, &d, batch, 1);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_ne!(
+                bits(jit.output("out").unwrap()),
+                bits(&masked[0]),
+                "{what}: the masked product did not run"
+            );
+        }
+    }
+}
+
 /// The gradient of a max pool with an activation's gradient as its epilogue (relu's mask
 /// applied as dx is written): 2×2 windows of stride 2 tiling the image (each element written
 /// once, f32x4 steps and the last windows of a row), odd sizes that leave a row and a column

@@ -26,7 +26,7 @@ use super::kernel::{Kb, KernelFn, KernelModule};
 use super::loss::mse_grad;
 use super::rowwise::cross_entropy_grad_row;
 use super::CodegenError;
-use crate::ir::{Epilogue, EpilogueLoss, LossEpilogue, Producer, Type, ValueId};
+use crate::ir::{Epilogue, EpilogueLoss, LossEpilogue, Producer, Type, UnaryOp, ValueId};
 
 /// Table slots of an epilogue kernel: pointers to the rectangle's first element of C, of the
 /// bias (at the rectangle's first row or column) and of the auxiliary input (same layout as
@@ -200,6 +200,8 @@ pub struct EpiStep {
     bias_rows: bool,
     /// Whether each rectangle must hold whole rows of C (a cross-entropy gradient).
     pub whole_rows: bool,
+    /// Whether the epilogue is a ReLU's gradient alone (see [`EpiStep::relu_mask`]).
+    relu_grad: bool,
 }
 
 /// Table slots of an epilogue's extra inputs (the node's inputs after the product's two).
@@ -269,7 +271,15 @@ impl EpiStep {
             grad,
             bias_rows,
             whole_rows,
+            relu_grad: matches!(epi, Epilogue::Grad(UnaryOp::Relu)),
         })
+    }
+
+    /// The slot of `H` when the epilogue is `relu_grad` with the ReLU's output `H` (laid out
+    /// like C): it keeps the entries of C where `H > 0` and zeroes the others, so only those
+    /// need computing ([`super::masked`]).
+    pub fn relu_mask(&self) -> Option<usize> {
+        self.slots.aux.filter(|_| self.relu_grad)
     }
 
     /// Points at the compiled kernel (`kernels` as returned by [`KernelModule::finish`]).

@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use super::epilogue::EpiStep;
 use super::gemm::{Block, BlockFn, Gemm};
 use super::im2col::{ConvGeom, Im2col};
+use super::masked::{self, Masked};
 use super::sparse::{self, Sparse};
 use super::CodegenError;
 
@@ -26,6 +27,7 @@ pub struct Lib {
     pub gemm: Gemm,
     pub im2col: Im2col,
     pub sparse: Sparse,
+    pub masked: Masked,
 }
 
 pub fn lib() -> Result<&'static Lib, CodegenError> {
@@ -35,6 +37,7 @@ pub fn lib() -> Result<&'static Lib, CodegenError> {
             gemm: Gemm::new()?,
             im2col: Im2col::new()?,
             sparse: Sparse::new()?,
+            masked: Masked::new()?,
         })
     })
     .as_ref()
@@ -251,6 +254,21 @@ impl MatMulStep {
         } else {
             Some(&epi)
         };
+        // A gradient masked by a ReLU's mostly computes entries the epilogue would zero.
+        if let (true, true, false, None, Some(mask)) = (
+            sparse,
+            self.tb,
+            self.ta,
+            after,
+            self.epi.as_ref().and_then(EpiStep::relu_mask),
+        ) {
+            let p = masked::Problem { m, n, k };
+            // SAFETY: the epilogue's auxiliary input is laid out like C.
+            let h = unsafe { t.slice(mask, 0, m * n) };
+            if lib.masked.product(threads, p, a, b, h, c)? {
+                return Ok(());
+            }
+        }
         // A left operand that is mostly one value (images' background) is compacted.
         let p = sparse::Problem {
             ta: self.ta,

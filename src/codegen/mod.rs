@@ -22,6 +22,7 @@ pub mod jitmod;
 mod kernel;
 mod loss;
 mod lower;
+pub mod masked;
 pub mod math;
 pub mod optim;
 mod pool;
