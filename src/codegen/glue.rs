@@ -182,7 +182,8 @@ impl MatMulStep {
     /// Runs the product; `after`, when given, is called on each block of C once final, after
     /// the step's own epilogue (an optimizer update fused into a weight gradient). With
     /// `sparse`, a left operand that a sample shows to be mostly one value is compacted
-    /// ([`super::sparse`]) rather than multiplied densely; `kept`, given when B does not change
+    /// ([`super::sparse`]) rather than multiplied densely, and a product whose epilogue is
+    /// relu's gradient computes only the entries the ReLU let through ([`super::masked`]); `kept`, given when B does not change
     /// from one run to the next, holds the compacted product's first row, so that a batch of
     /// one may be compacted around a background other than 0 (MNIST's −1 once normalized).
     ///
@@ -254,14 +255,9 @@ impl MatMulStep {
         } else {
             Some(&epi)
         };
-        // A gradient masked by a ReLU's mostly computes entries the epilogue would zero.
-        if let (true, true, false, None, Some(mask)) = (
-            sparse,
-            self.tb,
-            self.ta,
-            after,
-            self.epi.as_ref().and_then(EpiStep::relu_mask),
-        ) {
+        // A gradient masked by a ReLU: only the entries its epilogue keeps are computed.
+        let relu_mask = self.epi.as_ref().and_then(EpiStep::relu_mask);
+        if let Some(mask) = relu_mask.filter(|_| sparse && self.tb && !self.ta && after.is_none()) {
             let p = masked::Problem { m, n, k };
             // SAFETY: the epilogue's auxiliary input is laid out like C.
             let h = unsafe { t.slice(mask, 0, m * n) };

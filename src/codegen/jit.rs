@@ -32,7 +32,8 @@ pub struct JitOptions {
     /// ([`Executor::fuse_updates`]; see [`super::fused_update`]).
     pub fuse_updates: bool,
     /// Products whose left operand is mostly one value (images' background) skip it
-    /// ([`super::sparse`]); off, every product runs on the dense GEMM.
+    /// ([`super::sparse`]), and gradients masked by a ReLU skip the entries it zeroes
+    /// ([`super::masked`]); off, every product runs on the dense GEMM.
     pub sparse: bool,
 }
 

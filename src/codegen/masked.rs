@@ -1,7 +1,7 @@
 //! Matrix products masked by a ReLU's gradient: `C = (A·Bᵀ) ⊙ [H > 0]`, the gradient of a
 //! dense layer's input when a ReLU made that input (`matmul_epi tb [relu_grad] dY, W, H`). The
 //! dense GEMM computes every entry of the product and the epilogue then zeroes those where the
-//! ReLU's output `H` was 0: 38–62% of them in the autoencoder's decoder.
+//! ReLU's output `H` was 0: a quarter to a half of them in the autoencoder's decoder.
 //!
 //! Here each row `r` of C gets the list of its live columns (`H[r, j] > 0`, false for a NaN as
 //! in the epilogue's `select`), and a kernel computes only those, each as the dot product of
