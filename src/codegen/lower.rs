@@ -513,6 +513,15 @@ fn emit(
                     )?;
                 }
                 let e = EpiStep::compile(km, header, *producer, epi, extra, (&ty, grad))?;
+                if let (Some(Step::MatMul(s)), Some(_)) = (steps.last(), e.relu_mask()) {
+                    if s.tb && !s.ta && !s.k.batched && s.k.per >= super::masked::MIN_K {
+                        km.note(&format!(
+                            "{header}\n; or, when at most {}% of relu's output is positive, only \
+                             those entries (masked product)\n",
+                            (super::masked::MAX_DENSITY * 100.0).round()
+                        ));
+                    }
+                }
                 match steps.last_mut() {
                     Some(Step::MatMul(s)) => s.epi = Some(e),
                     Some(Step::Conv(s)) => s.epi = Some(e),
