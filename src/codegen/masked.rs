@@ -34,7 +34,7 @@ use super::jitmod::new_jit_module_with_opt;
 /// costs about 1.2–1.3 of the dense GEMM's share: one load of B per multiply-add, where the
 /// GEMM's tile loads one per eight. Measured with `benches/gemm.rs` on the autoencoder's
 /// decoder gradient (128×128 by 784, two threads, Intel Xeon): 170, 207, 247 and 279 µs at
-/// densities 0.4, 0.5, 0.6 and 0.65, against 348 µs for the dense GEMM; even near 0.8. In
+/// densities 0.4, 0.5, 0.6 and 0.65, against 348 µs for the dense GEMM, about even near 0.8. In
 /// training, where the ReLU's output runs 50–75% live, a limit of 0.8 rather than 0.7 took the
 /// step's decoder gradient from 301–312 to 276–290 µs (four alternated pairs).
 pub const MAX_DENSITY: f32 = 0.8;
@@ -325,9 +325,16 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// Whether the masked product may pay for this shape at all.
+    /// Whether the masked product may pay for this shape at all (and its lists, u32 column
+    /// numbers and offsets, can hold it).
     pub fn fits(&self) -> bool {
-        self.k >= MIN_K && self.m > 0 && self.n > 0 && self.n <= u32::MAX as usize
+        self.k >= MIN_K
+            && self.m > 0
+            && self.n > 0
+            && self
+                .m
+                .checked_mul(self.n)
+                .is_some_and(|mn| mn <= u32::MAX as usize)
     }
 }
 
