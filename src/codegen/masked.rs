@@ -29,6 +29,7 @@ use cranelift_jit::JITModule;
 
 use super::gemm::{args, panel_flags, GEMM_OPT};
 use super::jitmod::new_jit_module_with_opt;
+use super::sparse::{for_range, SendPtr};
 
 /// Shares of live entries (`H > 0`) up to which the masked product runs. Each live entry
 /// costs about 1.2–1.3 of the dense GEMM's share: one load of B per multiply-add, where the
@@ -104,29 +105,6 @@ thread_local! {
 /// Stores, and loads that must stay where they are (see [`emit_dots`]).
 fn rw() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
-}
-
-/// Emits `for (i = start; i < end; i += step) body(i)`.
-fn for_range(
-    b: &mut FunctionBuilder,
-    ptr: Type,
-    (start, end, step): (Value, Value, i64),
-    body: impl FnOnce(&mut FunctionBuilder, Value),
-) {
-    let head = b.create_block();
-    let blk = b.create_block();
-    let after = b.create_block();
-    b.append_block_param(head, ptr);
-    b.ins().jump(head, &args(&[start]));
-    b.switch_to_block(head);
-    let i = b.block_params(head)[0];
-    let more = b.ins().icmp(IntCC::UnsignedLessThan, i, end);
-    b.ins().brif(more, blk, &[], after, &[]);
-    b.switch_to_block(blk);
-    body(b, i);
-    let next = b.ins().iadd_imm_s(i, step);
-    b.ins().jump(head, &args(&[next]));
-    b.switch_to_block(after);
 }
 
 /// The dot products of row `a` of A with the rows of B at `rows` (byte addresses), over `len`
@@ -257,7 +235,7 @@ fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
     let n = arg(b, Arg::N);
     let ldb = b.ins().ishl_imm_u(k, 2);
     let zero = b.ins().iconst(ptr, 0);
-    for_range(b, ptr, (zero, rows, 1), |b, r| {
+    for_range(b, (zero, rows, 1), &[], |b, r, _| {
         let ao = b.ins().imul(r, ldb);
         let arow = b.ins().iadd(a, ao);
         let co = b.ins().imul(r, n);
@@ -270,48 +248,37 @@ fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
         let span = b.ins().isub(s1, s0);
         let quads = b.ins().band_imm_u(span, !3);
         let quads = b.ins().iadd(s0, quads);
-        let mut from = s0;
-        for (width, end) in [(4usize, quads), (1, s1)] {
-            let head = b.create_block();
-            let body = b.create_block();
-            let after = b.create_block();
-            b.append_block_param(head, ptr);
-            b.append_block_param(after, ptr);
-            b.ins().jump(head, &args(&[from]));
-            b.switch_to_block(head);
-            let i = b.block_params(head)[0];
-            let more = b.ins().icmp(IntCC::UnsignedLessThan, i, end);
-            b.ins().brif(more, body, &[], after, &args(&[i]));
-            b.switch_to_block(body);
-            let lo = b.ins().ishl_imm_u(i, 2);
-            let at = b.ins().iadd(list, lo);
-            let brows: Vec<Value> = (0..width)
-                .map(|q| {
+        // The quadruples, then the rest one by one (from `quads`, where the first loop ends).
+        for (width, from, end) in [(4usize, s0, quads), (1, quads, s1)] {
+            for_range(b, (from, end, width as i64), &[], |b, i, _| {
+                let lo = b.ins().ishl_imm_u(i, 2);
+                let at = b.ins().iadd(list, lo);
+                let brows: Vec<Value> = (0..width)
+                    .map(|q| {
+                        let j = b.ins().uload32(panel_flags(), at, (4 * q) as i32);
+                        let off = b.ins().imul(j, ldb);
+                        b.ins().iadd(bp, off)
+                    })
+                    .collect();
+                let (acc, tail) = emit_dots(b, ptr, (arow, &brows, k));
+                for q in 0..width {
+                    // The lanes in a fixed order, then the scalar tail. The column is read
+                    // again from the list rather than kept in a register over the loop.
+                    let v = b.ins().fadd(acc[2 * q], acc[2 * q + 1]);
+                    let l: Vec<Value> = (0..4u8).map(|i| b.ins().extractlane(v, i)).collect();
+                    let lo = b.ins().fadd(l[0], l[1]);
+                    let hi = b.ins().fadd(l[2], l[3]);
+                    let s = b.ins().fadd(lo, hi);
+                    let s = b.ins().fadd(s, tail[q]);
                     let j = b.ins().uload32(panel_flags(), at, (4 * q) as i32);
-                    let off = b.ins().imul(j, ldb);
-                    b.ins().iadd(bp, off)
-                })
-                .collect();
-            let (acc, tail) = emit_dots(b, ptr, (arow, &brows, k));
-            for q in 0..width {
-                // The lanes in a fixed order, then the scalar tail. The column is read again
-                // from the list rather than kept in a register over the loop.
-                let v = b.ins().fadd(acc[2 * q], acc[2 * q + 1]);
-                let l: Vec<Value> = (0..4u8).map(|i| b.ins().extractlane(v, i)).collect();
-                let lo = b.ins().fadd(l[0], l[1]);
-                let hi = b.ins().fadd(l[2], l[3]);
-                let s = b.ins().fadd(lo, hi);
-                let s = b.ins().fadd(s, tail[q]);
-                let j = b.ins().uload32(panel_flags(), at, (4 * q) as i32);
-                let jb = b.ins().ishl_imm_u(j, 2);
-                let at = b.ins().iadd(crow, jb);
-                b.ins().store(rw(), s, at, 0);
-            }
-            let next = b.ins().iadd_imm_s(i, width as i64);
-            b.ins().jump(head, &args(&[next]));
-            b.switch_to_block(after);
-            from = b.block_params(after)[0];
+                    let jb = b.ins().ishl_imm_u(j, 2);
+                    let at = b.ins().iadd(crow, jb);
+                    b.ins().store(rw(), s, at, 0);
+                }
+                vec![]
+            });
         }
+        vec![]
     });
     b.ins().return_(&[]);
 }
@@ -363,22 +330,6 @@ fn push_live(list: &mut Vec<u32>, hr: &[f32]) {
         len += (v > 0.0) as usize;
     }
     list.truncate(start + len);
-}
-
-/// C's address, shared by tasks that write disjoint rows of it.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: each task writes only its own rows.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// Element `i`.
-    ///
-    /// # Safety
-    /// `i` is inside the buffer.
-    unsafe fn at(&self, i: usize) -> *mut f32 {
-        unsafe { self.0.add(i) }
-    }
 }
 
 impl Masked {

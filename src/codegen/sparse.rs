@@ -184,7 +184,7 @@ fn rw() -> MemFlagsData {
 /// Emits `for (i = start; i < end; i += step) vars = body(i, vars)` and returns the final
 /// `vars`, with the builder in the block after the loop. The test is at the bottom (one taken
 /// branch per iteration).
-fn for_range(
+pub(super) fn for_range(
     b: &mut FunctionBuilder,
     (start, end, step): (Value, Value, i64),
     vars: &[Value],
@@ -594,9 +594,19 @@ fn by_columns(threads: usize, n: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
 
 /// C's address, shared by tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 // SAFETY: each task writes only its own rows or columns.
 unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Element `i` (a method, so that a closure captures the whole `SendPtr`, not its field).
+    ///
+    /// # Safety
+    /// `i` is inside the buffer.
+    pub(super) unsafe fn at(&self, i: usize) -> *mut f32 {
+        unsafe { self.0.add(i) }
+    }
+}
 
 impl Sparse {
     pub fn new() -> Result<Sparse, String> {
