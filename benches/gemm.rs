@@ -29,6 +29,21 @@ fn images(batch: usize, bg: f32) -> Vec<f32> {
     out
 }
 
+/// `len` values, a share of about `density` of them `live` and the rest 0, scattered by a
+/// multiplicative hash of the index.
+fn scattered(len: usize, density: f32, live: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let u = (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0;
+            if u < density {
+                live
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 fn sparse(c: &mut Criterion) {
     let g = Gemm::new().unwrap();
     let s = Sparse::new().unwrap();
@@ -113,16 +128,7 @@ fn bench(c: &mut Criterion) {
         let p = Problem { ta, m, n, k };
         group.throughput(Throughput::Elements((2 * m * n * k) as u64));
         for density in [0.5, 0.6, 0.7, 0.8, 0.9] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| {
-                    let u = (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0;
-                    if u < density {
-                        0.5
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
+            let a = scattered(m * k, density, 0.5);
             group.bench_function(format!("{name}_density{density}_2_threads"), |bch| {
                 bch.iter(|| s.product(2, p, 0.0, &a, &b, &mut out, None).unwrap())
             });
@@ -144,16 +150,7 @@ fn bench(c: &mut Criterion) {
     let mut out = vec![0.0f32; m * n];
     group.throughput(Throughput::Elements((2 * m * n * k) as u64));
     for density in [0.4, 0.5, 0.6, 0.65] {
-        let h: Vec<f32> = (0..m * n)
-            .map(|i| {
-                let u = (i.wrapping_mul(2654435761) % 1000) as f32 / 1000.0;
-                if u < density {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let h = scattered(m * n, density, 1.0);
         let p = masked::Problem { m, n, k };
         group.bench_function(
             format!("ae_dec1_dgrad_tb_128x128x784_density{density}_2_threads"),

@@ -203,6 +203,18 @@ fn single(name: &str, op: Op, ins: &[Type], ty: Option<Type>) -> Graph {
 
 const BATCHES: [usize; 3] = [1, 3, 64];
 const TOL: f64 = 1e-5;
+/// The 2×2 max pooling of stride 2 the examples use.
+const POOL_2X2: Window = Window {
+    kernel: 2,
+    stride: 2,
+    pad: 0,
+};
+/// A 3×3 convolution of stride 1 that keeps the image's size.
+const CONV_3X3: Window = Window {
+    kernel: 3,
+    stride: 1,
+    pad: 1,
+};
 
 fn f(b: bool, dims: &[usize]) -> Type {
     Type::f32(b, dims.to_vec())
@@ -504,11 +516,7 @@ fn convolution_and_gradients() {
 /// output NaN, and no other.
 #[test]
 fn max_pooling_2x2_by_fours_and_its_nans() {
-    let w = Window {
-        kernel: 2,
-        stride: 2,
-        pad: 0,
-    };
+    let w = POOL_2X2;
     for dims in [[1, 6, 6], [2, 8, 8], [3, 14, 14], [2, 4, 30]] {
         let g = single("maxpool", Op::MaxPool(w), &[f(true, &dims)], None);
         let gg = single(
@@ -1033,16 +1041,8 @@ fn cnn_forward_backward() {
     let wc = param(&mut g, "conv.w", &[4, 2, 3, 3]);
     let bc = param(&mut g, "conv.b", &[4]);
     let wd = param(&mut g, "dense.w", &[64, 3]);
-    let win = Window {
-        kernel: 3,
-        stride: 1,
-        pad: 1,
-    };
-    let pool = Window {
-        kernel: 2,
-        stride: 2,
-        pad: 0,
-    };
+    let win = CONV_3X3;
+    let pool = POOL_2X2;
     let c = g.push(Op::Conv2d(win), vec![x, wc], "").unwrap();
     let c = g.push(Op::BiasAdd { axis: 1 }, vec![c, bc], "").unwrap();
     let r = g.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
@@ -1244,16 +1244,8 @@ fn wide() -> Graph {
     let w2 = param(&mut g, "w2", &[128, 10]);
     let wc = param(&mut g, "wc", &[8, 4, 3, 3]);
     let whh = param(&mut g, "whh", &[20, 20]);
-    let win = Window {
-        kernel: 3,
-        stride: 1,
-        pad: 1,
-    };
-    let pw = Window {
-        kernel: 2,
-        stride: 2,
-        pad: 0,
-    };
+    let win = CONV_3X3;
+    let pw = POOL_2X2;
     let h = g
         .push(
             Op::MatMul {
@@ -1415,11 +1407,7 @@ fn runs_are_bit_identical_and_thread_count_does_not_matter() {
 /// the same bits as one thread and match the f64 interpreter.
 #[test]
 fn conv_weight_gradient_row_split_is_thread_independent() {
-    let w = Window {
-        kernel: 3,
-        stride: 1,
-        pad: 1,
-    };
+    let w = CONV_3X3;
     for o in [18, 20] {
         let x = f(true, &[4, 16, 16]);
         let y = f(true, &[o, 16, 16]);
@@ -1612,11 +1600,7 @@ fn malformed_graphs_are_errors() {
     );
     assert!(Jit::compile(&g, &opts).is_err());
     // Given types that do not match the op.
-    let w = Window {
-        kernel: 3,
-        stride: 1,
-        pad: 1,
-    };
+    let w = CONV_3X3;
     let g = single(
         "bad_conv_grad_input",
         Op::Conv2dGradInput(w),
@@ -1726,11 +1710,7 @@ fn epilogues_match_the_interpreter_and_the_unfused_kernels() {
         Epilogue::Grad(UnaryOp::Sigmoid),
     ];
     let mm = |ta, tb| Op::MatMul { ta, tb };
-    let win = Window {
-        kernel: 3,
-        stride: 1,
-        pad: 1,
-    };
+    let win = CONV_3X3;
     // (product, input types, batch sizes)
     let cases: Vec<(Op, [Type; 2], Vec<usize>)> = vec![
         (
@@ -2234,11 +2214,7 @@ fn poolings_fused_into_convolutions() {
 /// a fresh compile's, forward and input gradient.
 #[test]
 fn winograd_reuses_its_transformed_weights_only_for_the_same_weights() {
-    let w = Window {
-        kernel: 3,
-        stride: 1,
-        pad: 1,
-    };
+    let w = CONV_3X3;
     let u = Gen::U(-1.0, 1.0);
     let fwd = single(
         "wino_fwd",
@@ -2320,11 +2296,7 @@ fn winograd_is_only_used_where_it_applies() {
 /// the gradient must go to the first maximum of each window as the interpreter routes it.
 #[test]
 fn max_pool_2x2_stride_2() {
-    let w = Window {
-        kernel: 2,
-        stride: 2,
-        pad: 0,
-    };
+    let w = POOL_2X2;
     let mut rng = Rng(21);
     for dims in [[3, 28, 28], [2, 9, 11], [1, 8, 16], [4, 14, 14], [2, 6, 6]] {
         let x = f(true, &dims);
@@ -2455,11 +2427,7 @@ fn a_direct_convolution_of_one_image_splits_its_output_channels_over_the_threads
         let x = g.input("x", f(true, &[1, 9, 10]));
         let w = param(&mut g, "w", &[o, 1, 3, 3]);
         let b = param(&mut g, "b", &[o]);
-        let win = Window {
-            kernel: 3,
-            stride: 1,
-            pad: 1,
-        };
+        let win = CONV_3X3;
         let c = g.push(Op::Conv2d(win), vec![x, w], "").unwrap();
         let c = g.push(Op::BiasAdd { axis: 1 }, vec![c, b], "").unwrap();
         let r = g.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
@@ -2488,11 +2456,7 @@ fn a_direct_convolution_of_one_image_splits_its_output_channels_over_the_threads
 #[test]
 fn max_pooling_of_one_image_splits_its_channels_over_the_threads() {
     for (c, h, w, parts) in [(32, 12, 12, 4), (6, 7, 9, 3), (7, 8, 8, 1)] {
-        let win = Window {
-            kernel: 2,
-            stride: 2,
-            pad: 0,
-        };
+        let win = POOL_2X2;
         let g = single("pool", Op::MaxPool(win), &[f(true, &[c, h, w])], None);
         let clif = nnc::codegen::clif_text(&g).unwrap();
         let cut = format!("max pooling, {} of {c} channels", c / parts);
@@ -2607,16 +2571,8 @@ fn ieee_on_every_thread() {
 /// threads.
 #[test]
 fn convolution_weight_gradient_from_the_pooling_gradient() {
-    let conv = Window {
-        kernel: 3,
-        stride: 1,
-        pad: 1,
-    };
-    let pool = Window {
-        kernel: 2,
-        stride: 2,
-        pad: 0,
-    };
+    let conv = CONV_3X3;
+    let pool = POOL_2X2;
     for (o, hw) in [(8, 8), (32, 28), (4, 12)] {
         for act in [Some(UnaryOp::Relu), Some(UnaryOp::Sigmoid), None] {
             let op = Op::Conv2dGradWeightUnpool { conv, pool, act };
@@ -2650,16 +2606,8 @@ fn convolution_weight_gradient_from_the_pooling_gradient() {
 /// 3 and 5, and the same bits on 1–3 threads.
 #[test]
 fn convolution_pooled_beside_its_output() {
-    let conv = Window {
-        kernel: 3,
-        stride: 1,
-        pad: 1,
-    };
-    let pool = Window {
-        kernel: 2,
-        stride: 2,
-        pad: 0,
-    };
+    let conv = CONV_3X3;
+    let pool = POOL_2X2;
     for (o, hw) in [(32, 28), (8, 6), (12, 12)] {
         for chained in [false, true] {
             let x = f(true, &[1, hw, hw]);
@@ -2700,11 +2648,7 @@ fn convolution_pooled_beside_its_output() {
 /// four windows to a row (the f32x4 steps) and one (the window-by-window tail).
 #[test]
 fn max_pool_gradient_routes_around_nans() {
-    let w = Window {
-        kernel: 2,
-        stride: 2,
-        pad: 0,
-    };
+    let w = POOL_2X2;
     let nan = f32::NAN;
     // Each window's taps (0,0), (0,1), (1,0), (1,1), and the tap that takes dy.
     let windows: [([f32; 4], usize); 4] = [
