@@ -2573,7 +2573,7 @@ fn ieee_on_every_thread() {
 fn convolution_weight_gradient_from_the_pooling_gradient() {
     let conv = CONV_3X3;
     let pool = POOL_2X2;
-    for (o, hw) in [(8, 8), (32, 28), (4, 12)] {
+    for (o, hw) in [(8, 8), (32, 28), (4, 12), (4, 4)] {
         for act in [Some(UnaryOp::Relu), Some(UnaryOp::Sigmoid), None] {
             let op = Op::Conv2dGradWeightUnpool { conv, pool, act };
             let ins = [

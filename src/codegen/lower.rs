@@ -606,8 +606,15 @@ fn emit(
                     && dy.dims == [o, oh, ow]
                     && ty.dims == [o, geom.c, w.kernel, w.kernel];
                 if fits && direct_conv::grad_weight_applies(&geom) {
-                    let pad =
-                        border_all(km, header, &geom, ins[0], (scratch_base, scratch), steps)?;
+                    let pad = border_all(
+                        km,
+                        header,
+                        &geom,
+                        ins[0],
+                        (scratch_base, scratch),
+                        steps,
+                        false,
+                    )?;
                     let part = o / channel_parts(o, 8);
                     let title = format!(
                         "{header}\n; direct convolution weight gradient: sums, by parts of {part} channels"
@@ -654,18 +661,32 @@ fn emit(
                     ))
                 })?;
             let (o, oh, ow) = (y.dims[0], y.dims[1], y.dims[2]);
-            let pad = border_all(km, header, &geom, ins[0], (scratch_base, scratch), steps)?;
+            // Rows of four pooled windows or more are summed as they are routed, from images
+            // whose rows are split by column parity; shorter ones are routed into a plane of
+            // `dz` per part first.
+            let split = direct_conv::split_row(&geom).1;
+            let pad = border_all(
+                km,
+                header,
+                &geom,
+                ins[0],
+                (scratch_base, scratch),
+                steps,
+                split,
+            )?;
             let part = o / channel_parts(o, 8);
             let parts = o / part;
-            let dz = add_scratch(
-                scratch,
-                scratch_base,
-                Scratch {
-                    per: parts * oh * ow,
-                    batched: false,
-                    per_thread: false,
-                },
-            );
+            let dz = (!split).then(|| {
+                add_scratch(
+                    scratch,
+                    scratch_base,
+                    Scratch {
+                        per: parts * oh * ow,
+                        batched: false,
+                        per_thread: false,
+                    },
+                )
+            });
             // Its bias gradient, if anything reads it: a second result.
             let bias = second_result(g, i, |op| matches!(op, Op::UnpoolBiasGrad));
             let title = format!(
@@ -677,7 +698,7 @@ fn emit(
                     &geom,
                     (o, part),
                     *act,
-                    [ins[1], ins[2], i, pad, dz],
+                    [ins[1], ins[2], i, pad, dz.unwrap_or(pad)],
                     bias,
                 )
             })?;
@@ -686,8 +707,8 @@ fn emit(
                 (ins[1], 4 * part * oh * ow),
                 (ins[2], 4 * part * (oh / 2) * (ow / 2)),
                 (i, 4 * part * taps),
-                (dz, 4 * oh * ow),
             ];
+            moves.extend(dz.map(|dz| (dz, 4 * oh * ow)));
             moves.extend(bias.map(|b| (b, 4 * part)));
             return push_step(steps, Step::Parts { k, parts, moves });
         }
@@ -958,12 +979,13 @@ fn border_all(
     x: usize,
     (scratch_base, scratch): (usize, &mut Vec<Scratch>),
     steps: &mut Vec<Step>,
+    split: bool,
 ) -> Result<usize, CodegenError> {
-    let s = direct_conv::scratch(geom);
+    let s = direct_conv::scratch(geom, split);
     let pad = add_scratch(scratch, scratch_base, s);
     let title = format!("{header}\n; direct convolution weight gradient: borders");
     let border = km.kernel(&title, |kb| {
-        direct_conv::emit_border_all(kb, geom, [x, pad])
+        direct_conv::emit_border_all(kb, geom, [x, pad], split)
     })?;
     push_step(
         steps,

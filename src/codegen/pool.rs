@@ -318,46 +318,7 @@ fn grad_step(
     let (i0b, i1b) = (kb.b.ins().iadd_imm_s(i0, 4), kb.b.ins().iadd_imm_s(i1, 4));
     let (j0, j1) = (kb.b.ins().iadd(d0, c), kb.b.ins().iadd(d1, c));
     let (j0b, j1b) = (kb.b.ins().iadd_imm_s(j0, 4), kb.b.ins().iadd_imm_s(j1, 4));
-    let a0 = kb.ld(F32X4, xp, i0);
-    let a1 = kb.ld(F32X4, xp, i0b);
-    let b0 = kb.ld(F32X4, xp, i1);
-    let b1 = kb.ld(F32X4, xp, i1b);
-    // The taps (0,0), (0,1), (1,0), (1,1) of the four windows, in the scalar order.
-    let taps = [
-        kb.shuffle(a0, a1, [0, 2, 4, 6]),
-        kb.shuffle(a0, a1, [1, 3, 5, 7]),
-        kb.shuffle(b0, b1, [0, 2, 4, 6]),
-        kb.shuffle(b0, b1, [1, 3, 5, 7]),
-    ];
-    let oi = kb.b.ins().iadd(orow, ox);
-    let mut best = kb.cst(F32X4, f32::NEG_INFINITY);
-    let mut better = Vec::with_capacity(4);
-    for &t in &taps {
-        let b = kb.b.ins().fcmp(FloatCC::GreaterThan, t, best);
-        better.push(b);
-        best = kb.select(F32X4, b, t, best);
-    }
-    // The first maximum wins: tap k when it beat the taps before it and no later tap beat it.
-    let dy = kb.ld(F32X4, dyp, oi);
-    let z = kb.cst(F32X4, 0.0);
-    let mut later = None;
-    let mut d = [z; 4];
-    for k in (0..4).rev() {
-        let wins = match later {
-            None => better[k],
-            Some(l) => {
-                let not = kb.b.ins().bnot(l);
-                kb.b.ins().band(better[k], not)
-            }
-        };
-        later = Some(match later {
-            None => better[k],
-            Some(l) => kb.b.ins().bor(l, better[k]),
-        });
-        let v = kb.select(F32X4, wins, dy, z);
-        // 0 + dy, as the scalar loop adds into a zeroed dx (−0 becomes +0).
-        d[k] = kb.b.ins().fadd(z, v);
-    }
+    let (_, d) = route_pairs(kb, xp, [r0, r1], (dyp, orow), ox, &|_, dy, _| dy);
     let row0 = [
         kb.shuffle(d[0], d[1], [0, 4, 1, 5]),
         kb.shuffle(d[0], d[1], [2, 6, 3, 7]),
@@ -381,6 +342,67 @@ fn grad_step(
         };
         kb.st(v, o, to);
     }
+}
+
+/// The routing of [`grad_step`]: for the four windows from output column `ox` on the input
+/// rows at elements `r0`, `r1` of `xp`, their taps (0,0), (0,1), (1,0), (1,1), each an f32x4 of
+/// the four windows' values, and the share of `dy` (from element `orow + ox` of `dyp`) each tap
+/// gets: `0 + dy` at the window's first maximum, 0 elsewhere. The windows' eight inputs of each
+/// row are loaded as two f32x4. `dy` first goes through `dy_at(kb, dy, max)`, given the
+/// windows' maxima (where a window's gradient goes, the input is its maximum).
+pub(super) fn route_pairs(
+    kb: &mut Kb,
+    xp: Value,
+    [r0, r1]: [Value; 2],
+    (dyp, orow): (Value, Value),
+    ox: Value,
+    dy_at: &dyn Fn(&mut Kb, Value, Value) -> Value,
+) -> ([Value; 4], [Value; 4]) {
+    let c = kb.b.ins().imul_imm_s(ox, 2);
+    let (i0, i1) = (kb.b.ins().iadd(r0, c), kb.b.ins().iadd(r1, c));
+    let (i0b, i1b) = (kb.b.ins().iadd_imm_s(i0, 4), kb.b.ins().iadd_imm_s(i1, 4));
+    let a0 = kb.ld(F32X4, xp, i0);
+    let a1 = kb.ld(F32X4, xp, i0b);
+    let b0 = kb.ld(F32X4, xp, i1);
+    let b1 = kb.ld(F32X4, xp, i1b);
+    // The taps (0,0), (0,1), (1,0), (1,1) of the four windows, in the scalar order.
+    let taps = [
+        kb.shuffle(a0, a1, [0, 2, 4, 6]),
+        kb.shuffle(a0, a1, [1, 3, 5, 7]),
+        kb.shuffle(b0, b1, [0, 2, 4, 6]),
+        kb.shuffle(b0, b1, [1, 3, 5, 7]),
+    ];
+    let oi = kb.b.ins().iadd(orow, ox);
+    let mut best = kb.cst(F32X4, f32::NEG_INFINITY);
+    let mut better = Vec::with_capacity(4);
+    for &t in &taps {
+        let b = kb.b.ins().fcmp(FloatCC::GreaterThan, t, best);
+        better.push(b);
+        best = kb.select(F32X4, b, t, best);
+    }
+    // The first maximum wins: tap k when it beat the taps before it and no later tap beat it.
+    let dy = kb.ld(F32X4, dyp, oi);
+    let dy = dy_at(kb, dy, best);
+    let z = kb.cst(F32X4, 0.0);
+    let mut later = None;
+    let mut d = [z; 4];
+    for k in (0..4).rev() {
+        let wins = match later {
+            None => better[k],
+            Some(l) => {
+                let not = kb.b.ins().bnot(l);
+                kb.b.ins().band(better[k], not)
+            }
+        };
+        later = Some(match later {
+            None => better[k],
+            Some(l) => kb.b.ins().bor(l, better[k]),
+        });
+        let v = kb.select(F32X4, wins, dy, z);
+        // 0 + dy, as the scalar loop adds into a zeroed dx (−0 becomes +0).
+        d[k] = kb.b.ins().fadd(z, v);
+    }
+    (taps, d)
 }
 
 /// One output row of a 2×2 stride-2 max pooling without padding: `ow` maxima into `o` from
