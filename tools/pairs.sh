@@ -4,7 +4,8 @@
 # per pair (reference, nnc, ratio) and the median ratio per workload.
 #
 # Usage (needs the venv of ../shared/bench/README.md and a release build):
-#   PY=~/.venvs/nnc-bench/bin/python [N=4] [THREADS=2] bash tools/pairs.sh
+#   PY=~/.venvs/nnc-bench/bin/python [N=4] [THREADS=2] [ONLY=CNN] bash tools/pairs.sh
+# ONLY keeps the workloads whose name contains it.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -32,6 +33,7 @@ nnc_latency() { "$B" bench "$@" 2>&1 | awk '/batch 1 median/ {for(i=1;i<=NF;i++)
 
 pairs() {
   local name=$1; shift
+  [[ "$name" == *"${ONLY:-}"* ]] || return 0
   local ratios=()
   for _ in $(seq "$N"); do
     r=$(eval "$REFCMD")
