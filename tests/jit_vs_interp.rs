@@ -2566,20 +2566,34 @@ fn ieee_on_every_thread() {
 /// The weight gradient of a first convolution read from its max pooling's gradient
 /// (`conv2d_grad_weight_unpool`, made by `opt::unpool_grad`): against the interpreter, which
 /// routes the pooled gradient and then takes the weight gradient, with and without the
-/// activation's gradient, on rows of 4·k pooled windows and of 4·k + 2 (the CNN's 14), with its
-/// bias gradient (`unpool_bias_grad`, the kernel's second result), and the same bits on 1–3
-/// threads.
+/// activation's gradient, on rows of 4·k pooled windows and of 4·k + 2 (the CNN's 14), summed
+/// as routed, and of 2, routed into a plane first; for 3×3 kernels on one channel, 2×2 on two
+/// and 1×1 on three; with its bias gradient (`unpool_bias_grad`, the kernel's second result),
+/// and the same bits on 1–3 threads.
 #[test]
 fn convolution_weight_gradient_from_the_pooling_gradient() {
-    let conv = CONV_3X3;
     let pool = POOL_2X2;
-    for (o, hw) in [(8, 8), (32, 28), (4, 12), (4, 4)] {
+    let window = |kernel, pad| Window {
+        kernel,
+        stride: 1,
+        pad,
+    };
+    let cases = [
+        (CONV_3X3, 1, 8, 8),
+        (CONV_3X3, 1, 32, 28),
+        (CONV_3X3, 1, 4, 12),
+        (CONV_3X3, 1, 4, 4),
+        (window(2, 0), 2, 4, 9),
+        (window(1, 0), 3, 4, 12),
+    ];
+    for (conv, c, o, hw) in cases {
+        let out = hw + 2 * conv.pad + 1 - conv.kernel;
         for act in [Some(UnaryOp::Relu), Some(UnaryOp::Sigmoid), None] {
             let op = Op::Conv2dGradWeightUnpool { conv, pool, act };
             let ins = [
-                f(true, &[1, hw, hw]),
-                f(true, &[o, hw, hw]),
-                f(true, &[o, hw / 2, hw / 2]),
+                f(true, &[c, hw, hw]),
+                f(true, &[o, out, out]),
+                f(true, &[o, out / 2, out / 2]),
             ];
             let mut g = single("unpool", op, &ins, None);
             let dw = g.output("out").unwrap();
@@ -2595,7 +2609,8 @@ fn convolution_weight_gradient_from_the_pooling_gradient() {
                 compare(&g, &gens, batch, 17, TOL);
             }
             let d = draw(&g, &gens, 5, &mut Rng(9));
-            assert_same_bits_on_threads(&g, &d, 5, &format!("unpool {o}×{hw}² {act:?}"));
+            let what = format!("unpool {c}×{hw}² k{} → {o} {act:?}", conv.kernel);
+            assert_same_bits_on_threads(&g, &d, 5, &what);
         }
     }
 }

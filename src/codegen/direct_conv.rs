@@ -247,7 +247,8 @@ pub fn emit_grad_weight(
 /// gets its gradient, and the routed gradient never goes to memory. The images are bordered
 /// with each row split by the parity of its columns, so that the inputs under a tap of four
 /// windows (every other column) are one f32x4 load. The sum of tap `t` adds, per step, the
-/// window taps in (row, column) order of the inputs they meet. Otherwise each image's plane is
+/// window taps in (row, column) order of the inputs they meet, over one image, and each
+/// image's sum is added to the total after it. Otherwise each image's plane is
 /// routed into the part's plane of the scratch `dz` (one plane a part, slot moved likewise)
 /// and summed from there ([`grad_weight_sums`]).
 pub fn emit_grad_weight_unpool(
