@@ -91,6 +91,10 @@ fn bench(c: &mut Criterion) {
         ("mlp_dgrad_tb_64x784x128", false, true, 64, 784, 128),
         ("square_1024", false, false, 1024, 1024, 1024),
         ("xor_4x2x4", false, false, 4, 4, 2),
+        // One Winograd plane of the CNN's conv2 (`M = Uᵀ·V`, U read in place): at batch 1
+        // (16 tiles) and in training (a group of three images, 48 tiles).
+        ("wino_plane_ta_64x16x32", true, false, 64, 16, 32),
+        ("wino_plane_ta_64x48x32", true, false, 64, 48, 32),
     ] {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
