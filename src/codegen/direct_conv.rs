@@ -241,29 +241,30 @@ pub fn emit_grad_weight(
 /// routed gradient) into that slot ([`crate::ir::Op::UnpoolBiasGrad`]). Slots `y`, `dp`, `out`
 /// and `bias` moved to the part's first channel, `pad` the bordered images.
 ///
-/// Where the rows hold at least four pooled windows ([`split_row`]), four windows at a time are
-/// routed by the pooling gradient's own code ([`pool::route_pairs`], so the same values) and
-/// multiplied at once by the inputs under each of their four taps: only one tap of a window
-/// gets its gradient, and the routed gradient never goes to memory. The images are bordered
-/// with each row split by the parity of its columns, so that the inputs under a tap of four
-/// windows (every other column) are one f32x4 load. The sum of tap `t` adds, per step, the
-/// window taps in (row, column) order of the inputs they meet, over one image, and each
-/// image's sum is added to the total after it. Otherwise each image's plane is
-/// routed into the part's plane of the scratch `dz` (one plane a part, slot moved likewise)
-/// and summed from there ([`grad_weight_sums`]).
+/// Where the rows hold at least four pooled windows ([`split_row`]), `dz` is `None` and the
+/// images are bordered with each row split by the parity of its columns. Four windows at a
+/// time are routed by the pooling gradient's own code ([`pool::route_pairs`], so the same
+/// values) and multiplied at once by the inputs under each of their four taps: only one tap of
+/// a window gets its gradient, and the routed gradient never goes to memory. The inputs under
+/// a tap of four windows (every other column) are one f32x4 load. The sum of tap `t` adds, per
+/// step, the window taps in (row, column) order of the inputs they meet, over one image, and
+/// each image's sum is added to the total after it. Otherwise each image's plane is routed
+/// into the part's plane of the scratch `dz` (one plane a part, slot moved likewise) and
+/// summed from there ([`grad_weight_sums`]).
 pub fn emit_grad_weight_unpool(
     kb: &mut Kb,
     g: &ConvGeom,
     (o, part): (usize, usize),
     act: Option<UnaryOp>,
-    [y, dp, out, pad, dz]: [usize; 5],
+    [y, dp, out, pad]: [usize; 4],
+    dz: Option<usize>,
     bias: Option<usize>,
 ) {
     let (oh, ow) = g.out_hw().unwrap_or((0, 0));
     let (ph, pw) = (oh / 2, ow / 2);
-    if split_row(g).1 {
+    let Some(dz) = dz else {
         return unpool_sums(kb, g, (o, part), act, [y, dp, out, pad], bias);
-    }
+    };
     let (yp, dpp, dzp) = (kb.ptr(y), kb.ptr(dp), kb.ptr(dz));
     grad_weight_sums(kb, g, part, [out, pad], bias, &mut |kb, b, oc| {
         let plane = kb.b.ins().imul_imm_s(b, o as i64);

@@ -698,7 +698,8 @@ fn emit(
                     &geom,
                     (o, part),
                     *act,
-                    [ins[1], ins[2], i, pad, dz.unwrap_or(pad)],
+                    [ins[1], ins[2], i, pad],
+                    dz,
                     bias,
                 )
             })?;
