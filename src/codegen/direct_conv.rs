@@ -33,6 +33,7 @@
 //! ([`super::lower::channel_parts`]), each part reading every image.
 
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Value};
+use cranelift_frontend::Variable;
 
 use super::elementwise::{chain, unary_grad};
 use super::im2col::ConvGeom;
@@ -267,12 +268,7 @@ pub fn emit_grad_weight_unpool(
     };
     let (yp, dpp, dzp) = (kb.ptr(y), kb.ptr(dp), kb.ptr(dz));
     grad_weight_sums(kb, g, part, [out, pad], bias, &mut |kb, b, oc| {
-        let plane = kb.b.ins().imul_imm_s(b, o as i64);
-        let plane = kb.b.ins().iadd(plane, oc);
-        let at = kb.b.ins().imul_imm_s(plane, (oh * ow * 4) as i64);
-        let yb = kb.b.ins().iadd(yp, at);
-        let at = kb.b.ins().imul_imm_s(plane, (ph * pw * 4) as i64);
-        let db = kb.b.ins().iadd(dpp, at);
+        let (yb, db) = pool_planes(kb, g, o, [yp, dpp], b, oc);
         kb.for_n(ph, |kb, qy| {
             let r0 = kb.b.ins().imul_imm_s(qy, (2 * ow) as i64);
             let r1 = kb.b.ins().iadd_imm_s(r0, ow as i64);
@@ -350,12 +346,7 @@ fn unpool_sums(
             for &v in acc.iter().chain(&acc_b) {
                 kb.b.def_var(v, z);
             }
-            let plane = kb.b.ins().imul_imm_s(b, o as i64);
-            let plane = kb.b.ins().iadd(plane, oc);
-            let at = kb.b.ins().imul_imm_s(plane, (oh * ow * 4) as i64);
-            let yb = kb.b.ins().iadd(yp, at);
-            let at = kb.b.ins().imul_imm_s(plane, (ph * pw * 4) as i64);
-            let db = kb.b.ins().iadd(dpp, at);
+            let (yb, db) = pool_planes(kb, g, o, [yp, dpp], b, oc);
             let xb = kb.b.ins().imul_imm_s(b, (per * 4) as i64);
             let xb = kb.b.ins().iadd(pp, xb);
             kb.for_n(ph, |kb, qy| {
@@ -411,18 +402,7 @@ fn unpool_sums(
                 kb.b.def_var(t, a);
             }
         });
-        let base = kb.b.ins().imul_imm_s(oc, n_taps as i64);
-        for (t, &var) in total.iter().enumerate() {
-            let a = kb.b.use_var(var);
-            let s = kb.hsum(a, F32X4);
-            let i = kb.b.ins().iadd_imm_s(base, t as i64);
-            kb.st(s, dwp, i);
-        }
-        if let (Some(var), Some(bp)) = (total_b, bp) {
-            let a = kb.b.use_var(var);
-            let s = kb.hsum(a, F32X4);
-            kb.st(s, bp, oc);
-        }
+        store_sums(kb, oc, (dwp, &total), total_b.zip(bp));
     });
 }
 
@@ -482,19 +462,52 @@ fn grad_weight_sums(
                 });
             });
         });
-        let base = kb.b.ins().imul_imm_s(oc, n_taps as i64);
-        for (t, &var) in acc.iter().enumerate() {
-            let a = kb.b.use_var(var);
-            let s = kb.hsum(a, F32X4);
-            let i = kb.b.ins().iadd_imm_s(base, t as i64);
-            kb.st(s, dwp, i);
-        }
-        if let (Some(var), Some(bp)) = (acc_b, bp) {
-            let a = kb.b.use_var(var);
-            let s = kb.hsum(a, F32X4);
-            kb.st(s, bp, oc);
-        }
+        store_sums(kb, oc, (dwp, &acc), acc_b.zip(bp));
     });
+}
+
+/// Image `b`'s planes of channel `oc` (of `o`) in the pooling's input `y` and its pooled
+/// gradient `dp` (at `yp` and `dpp`): their addresses.
+fn pool_planes(
+    kb: &mut Kb,
+    g: &ConvGeom,
+    o: usize,
+    [yp, dpp]: [Value; 2],
+    b: Value,
+    oc: Value,
+) -> (Value, Value) {
+    let (oh, ow) = g.out_hw().unwrap_or((0, 0));
+    let plane = kb.b.ins().imul_imm_s(b, o as i64);
+    let plane = kb.b.ins().iadd(plane, oc);
+    let at = kb.b.ins().imul_imm_s(plane, (oh * ow * 4) as i64);
+    let yb = kb.b.ins().iadd(yp, at);
+    let at =
+        kb.b.ins()
+            .imul_imm_s(plane, ((oh / 2) * (ow / 2) * 4) as i64);
+    (yb, kb.b.ins().iadd(dpp, at))
+}
+
+/// Channel `oc`'s weight gradient from its per-tap f32x4 sums `sums`, each added across its
+/// lanes into the channel's taps at `dwp`; with `bias`, its sum and the slot's address, into
+/// element `oc` there.
+fn store_sums(
+    kb: &mut Kb,
+    oc: Value,
+    (dwp, sums): (Value, &[Variable]),
+    bias: Option<(Variable, Value)>,
+) {
+    let base = kb.b.ins().imul_imm_s(oc, sums.len() as i64);
+    for (t, &var) in sums.iter().enumerate() {
+        let a = kb.b.use_var(var);
+        let s = kb.hsum(a, F32X4);
+        let i = kb.b.ins().iadd_imm_s(base, t as i64);
+        kb.st(s, dwp, i);
+    }
+    if let Some((var, bp)) = bias {
+        let a = kb.b.use_var(var);
+        let s = kb.hsum(a, F32X4);
+        kb.st(s, bp, oc);
+    }
 }
 
 /// `y = conv(x, w)` then `epi` (the chain, with the slot of its bias), then with `pooled` a

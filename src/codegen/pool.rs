@@ -313,12 +313,10 @@ fn grad_step(
     ox: Value,
     epi: Option<(UnaryOp, Value)>,
 ) {
+    let ([i0, i0b, i1, i1b], d) = route_pairs(kb, xp, [r0, r1], (dyp, orow), ox, &|_, dy, _| dy);
     let c = kb.b.ins().imul_imm_s(ox, 2);
-    let (i0, i1) = (kb.b.ins().iadd(r0, c), kb.b.ins().iadd(r1, c));
-    let (i0b, i1b) = (kb.b.ins().iadd_imm_s(i0, 4), kb.b.ins().iadd_imm_s(i1, 4));
     let (j0, j1) = (kb.b.ins().iadd(d0, c), kb.b.ins().iadd(d1, c));
     let (j0b, j1b) = (kb.b.ins().iadd_imm_s(j0, 4), kb.b.ins().iadd_imm_s(j1, 4));
-    let (_, d) = route_pairs(kb, xp, [r0, r1], (dyp, orow), ox, &|_, dy, _| dy);
     let row0 = [
         kb.shuffle(d[0], d[1], [0, 4, 1, 5]),
         kb.shuffle(d[0], d[1], [2, 6, 3, 7]),
@@ -345,10 +343,11 @@ fn grad_step(
 }
 
 /// The routing of [`grad_step`]: for the four windows from output column `ox` on the input
-/// rows at elements `r0`, `r1` of `xp`, their taps (0,0), (0,1), (1,0), (1,1), each an f32x4 of
-/// the four windows' values, and the share of `dy` (from element `orow + ox` of `dyp`) each tap
-/// gets: `0 + dy` at the window's first maximum, 0 elsewhere. The windows' eight inputs of each
-/// row are loaded as two f32x4. `dy` first goes through `dy_at(kb, dy, max)`, given the
+/// rows at elements `r0`, `r1` of `xp`, the elements of `xp` where their inputs lie (each
+/// row's eight, loaded as two f32x4: row 0's first four, its next four, then row 1's), and the
+/// share of `dy` (from element `orow + ox` of `dyp`) each of their taps (0,0), (0,1), (1,0),
+/// (1,1) gets, an f32x4 of the four windows' each: `0 + dy` at the window's first maximum, 0
+/// elsewhere. `dy` first goes through `dy_at(kb, dy, max)`, given the
 /// windows' maxima (where a window's gradient goes, the input is its maximum).
 pub(super) fn route_pairs(
     kb: &mut Kb,
@@ -402,7 +401,7 @@ pub(super) fn route_pairs(
         // 0 + dy, as the scalar loop adds into a zeroed dx (−0 becomes +0).
         d[k] = kb.b.ins().fadd(z, v);
     }
-    (taps, d)
+    ([i0, i0b, i1, i1b], d)
 }
 
 /// One output row of a 2×2 stride-2 max pooling without padding: `ow` maxima into `o` from
