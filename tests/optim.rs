@@ -66,7 +66,7 @@ fn reference(
 }
 
 fn check(spec: OptimizerSpec) {
-    let n = 37; // f32x4 body and a scalar tail
+    let n = 37; // the two-f32x4 body (32), one f32x4 step and a scalar tail
     let upd = compile_updater(&spec).unwrap();
     let mut p: Vec<f32> = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0).collect();
     let mut p64: Vec<f64> = p.iter().map(|&v| v as f64).collect();
