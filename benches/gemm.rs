@@ -1,6 +1,7 @@
 //! GEMM throughput (single thread) on the shapes nnc's models use, plus 1024³; then the MLP's
 //! first layer and its weight gradient on MNIST-like images (a disc of ink on a background, 19%
-//! of the pixels) with the compacted product (`nnc::codegen::sparse`) beside the dense GEMM.
+//! of the pixels) with the compacted product (`nnc::codegen::sparse`) beside the dense GEMM,
+//! and the CNN's first dense layer at batch 1.
 //! Criterion reports time per call; GFLOP/s = 2·m·n·k / time (shown as "elements" = flops of
 //! the dense product, also for the compacted one).
 
@@ -76,6 +77,26 @@ fn sparse(c: &mut Criterion) {
             }
         }
     }
+    // The CNN's first dense layer at batch 1: 3136 inputs, 62% of them non-zero after ReLU
+    // and pooling, 1.6 MB of weights, which decide the time more than the multiply-adds do.
+    let (m, n, k) = (1, 128, 3136);
+    let a = scattered(k, 0.62, 0.5);
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut out = vec![0.0f32; n];
+    let p = Problem { ta: false, m, n, k };
+    group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+    for threads in [1, 2] {
+        let name = format!("cnn_dense1_b1_1x128x3136_density0.62_{threads}_threads");
+        group.bench_function(name, |bch| {
+            bch.iter(|| s.product(threads, p, 0.0, &a, &b, &mut out, None).unwrap())
+        });
+    }
+    group.bench_function("cnn_dense1_b1_1x128x3136_dense_gemm_2_threads", |bch| {
+        bch.iter(|| {
+            g.gemm_threads(2, false, false, m, n, k, &a, &b, &mut out, false)
+                .unwrap()
+        })
+    });
     group.finish();
 }
 
