@@ -2261,6 +2261,69 @@ fn winograd_reuses_its_transformed_weights_only_for_the_same_weights() {
     }
 }
 
+/// Weights the executor holds ([`Executor::hold_params`]) are transformed once and not compared
+/// again on later runs; holding others, or passing weights to a run, transforms those. The
+/// weights are a parameter here (weights fed as an input are compared on every run, above).
+/// Every run against a fresh compile passed the same weights, bit for bit, at batch 1 (the
+/// image split over two threads) and 2.
+#[test]
+fn winograd_held_weights_are_transformed_again_only_when_others_are_held_or_passed() {
+    let mut g = Graph::new("wino_held", true);
+    let x = g.input("x", f(true, &[8, 6, 6]));
+    let w = param(&mut g, "conv.w", &[5, 8, 3, 3]);
+    let c = g.push(Op::Conv2d(CONV_3X3), vec![x, w], "").unwrap();
+    g.set_output("out", c);
+    assert!(nnc::codegen::clif_text(&g)
+        .unwrap()
+        .contains("winograd inputs"));
+    let u = Gen::U(-1.0, 1.0);
+    for batch in [1, 2] {
+        let mut rng = Rng(11);
+        let d = draw(&g, &[u], batch, &mut rng);
+        let mut other = d.params.clone();
+        *other[0].last_mut().unwrap() += 0.25;
+        let want = |params: &[Vec<f32>]| {
+            let refs: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+            let mut fresh = Jit::compile(&g, &JitOptions::default()).unwrap();
+            fresh
+                .run(batch, &feeds(&g, &d), &refs, StepCtx::default())
+                .unwrap();
+            fresh.output("out").unwrap().to_vec()
+        };
+        let (first, second) = (want(&d.params), want(&other));
+        assert_ne!(first, second, "the changed weight changes the output");
+        let mut jit = Jit::compile(
+            &g,
+            &JitOptions {
+                threads: 2,
+                ..JitOptions::default()
+            },
+        )
+        .unwrap();
+        let run = |jit: &mut Jit, passed: Option<&[Vec<f32>]>| {
+            let refs: Vec<&[f32]> = passed.unwrap_or(&[]).iter().map(Vec::as_slice).collect();
+            jit.run(batch, &feeds(&g, &d), &refs, StepCtx::default())
+                .unwrap();
+            jit.output("out").unwrap().to_vec()
+        };
+        jit.hold_params(d.params.clone()).unwrap();
+        assert_eq!(run(&mut jit, None), first, "batch {batch}: held");
+        assert_eq!(run(&mut jit, None), first, "batch {batch}: held again");
+        jit.hold_params(other.clone()).unwrap();
+        assert_eq!(run(&mut jit, None), second, "batch {batch}: others held");
+        assert_eq!(
+            run(&mut jit, Some(&d.params)),
+            first,
+            "batch {batch}: passed"
+        );
+        assert_eq!(
+            run(&mut jit, None),
+            second,
+            "batch {batch}: held after passed"
+        );
+    }
+}
+
 /// Convolutions Winograd does not pay or apply for keep im2col (a 5×5 or strided window,
 /// padding 3), or run directly (one input channel: 9 taps).
 #[test]

@@ -469,9 +469,13 @@ impl Jit {
                     Step::Conv(c) => c
                         .run(table, batch, self.threads, self.lib)
                         .map_err(ExecError::Other)?,
-                    Step::Winograd(w) => w
-                        .run(table, batch, self.threads, self.lib, &self.kernels)
-                        .map_err(ExecError::Other)?,
+                    Step::Winograd(w) => {
+                        // Weights held only where they are a parameter (not a graph input).
+                        let weights = owner(&self.storage, w.ins[1]);
+                        let held = held && matches!(self.storage[weights], Storage::Param(_));
+                        w.run(table, batch, self.threads, self.lib, &self.kernels, held)
+                            .map_err(ExecError::Other)?
+                    }
                 }
             }
             if let (Some(f), Some(u)) = (fused, updates.as_deref_mut()) {
@@ -532,6 +536,11 @@ impl Executor for Jit {
         self.held.hold(&self.signature, params)?;
         for kept in self.kept.iter_mut().flatten() {
             *kept = KeptRow::default();
+        }
+        for step in &self.steps {
+            if let Step::Winograd(w) = step {
+                w.forget_held();
+            }
         }
         Ok(())
     }

@@ -247,9 +247,19 @@ pub struct WinogradStep {
 /// runs a step with the same weights call after call, and the transform, whose stores scatter
 /// over the planes, took 34 µs of a 170 µs batch-1 CNN. A call whose weights have the same
 /// bits reuses it; any other transforms them again (a compare that stops at the first change
-/// and a copy of the weights, 2–5 µs, on a training step of milliseconds).
+/// and a copy of the weights, 2–5 µs, on a training step of milliseconds). A call on the
+/// weights the executor holds ([`crate::exec::Executor::hold_params`], which forgets `held`)
+/// reuses a `U` made from them without comparing (1–2 µs of a 70 µs batch-1 CNN).
 #[derive(Debug, Default)]
-struct UCache(Mutex<Option<(Vec<f32>, Vec<f32>)>>);
+struct UCache(Mutex<Option<Transformed>>);
+
+#[derive(Debug, Default)]
+struct Transformed {
+    weights: Vec<f32>,
+    u: Vec<f32>,
+    /// Whether `weights` are the held ones.
+    held: bool,
+}
 
 impl Clone for UCache {
     /// A copy starts empty: the first run fills it.
@@ -413,9 +423,20 @@ unsafe fn input_tiles(
 }
 
 impl WinogradStep {
+    /// Forgets that `U` was made from held weights: the executor holds others.
+    pub fn forget_held(&self) {
+        let mut cache = self.u_cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = cache.as_mut() {
+            t.held = false;
+        }
+    }
+
+    /// `held`: the weights are the ones the executor holds (see [`UCache`]).
+    ///
     /// # Safety
     /// The slots must point at buffers of the sizes the node's types give for `batch`, the
     /// scratch slots at the sizes [`step`] asked for, and `kernels` must be the module's.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn run(
         &self,
         t: Table,
@@ -423,6 +444,7 @@ impl WinogradStep {
         threads: usize,
         lib: &Lib,
         kernels: &[KernelFn],
+        held: bool,
     ) -> Result<(), String> {
         let g = &self.geom;
         let work = batch * g.cout * g.cin * 9 * g.oh * g.ow;
@@ -440,17 +462,21 @@ impl WinogradStep {
         let mut cache = self.u_cache.0.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: slot ins[1] holds the O×C×3×3 weights.
         let w = unsafe { t.slice(self.ins[1], 0, g.cout * g.cin * 9) };
-        if !cache.as_ref().is_some_and(|(cw, _)| same_bits(cw, w)) {
-            let (cw, cu) = cache.get_or_insert_with(Default::default);
-            cu.resize(g.planes() * uu, 0.0);
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|c| (held && c.held) || same_bits(&c.weights, w));
+        let c = cache.get_or_insert_with(Default::default);
+        if !fresh {
+            c.u.resize(g.planes() * uu, 0.0);
             let mut table = t.0.to_vec();
-            table[self.u] = cu.as_mut_ptr() as *mut u8;
+            table[self.u] = c.u.as_mut_ptr() as *mut u8;
             // SAFETY: the weight kernel reads slot ins[1] and writes the planes of U.
             unsafe { k0(table.as_ptr(), batch as i64) };
-            cw.clear();
-            cw.extend_from_slice(w);
+            c.weights.clear();
+            c.weights.extend_from_slice(w);
         }
-        let u: &[f32] = cache.as_ref().map_or(&[], |(_, u)| u.as_slice());
+        c.held = held;
+        let u: &[f32] = &c.u;
         let (tiles, planes) = (g.tiles(), g.planes());
         let pad_len = g.pad_len();
         let (img_in, img_out) = (g.cin * g.h * g.w, g.cout * g.out_plane(self.pool));
