@@ -761,8 +761,9 @@ impl Stage {
 /// the bordered channel at `pb` (rows of `pw`), as rows of f32x4 (`t[i][j]`, plane `i·6 + j`):
 /// `Bᵀ d` first, down each of the five f32x4 columns the four windows span (no shuffles), into
 /// a [`Stage`]; then `· B` along each of its rows, whose tiles' columns come from 4×4
-/// transposes.
-fn inputs4(kb: &mut Kb, pb: Value, base: Value, pw: usize) -> Vec<Vec<Value>> {
+/// transposes. Only rows `rows` (of the planes a task computes) are staged and transformed:
+/// the others are empty.
+fn inputs4(kb: &mut Kb, pb: Value, base: Value, pw: usize, rows: Range<usize>) -> Vec<Vec<Value>> {
     const Q: usize = 5;
     let st = Stage::new(kb, 6, Q);
     for q in 0..Q {
@@ -773,11 +774,16 @@ fn inputs4(kb: &mut Kb, pb: Value, base: Value, pw: usize) -> Vec<Vec<Value>> {
             })
             .collect();
         for (i, &e) in tf::bt(kb, &d).iter().enumerate() {
-            st.put(kb, i, q, e);
+            if rows.contains(&i) {
+                st.put(kb, i, q, e);
+            }
         }
     }
     (0..6)
         .map(|i| {
+            if !rows.contains(&i) {
+                return Vec::new();
+            }
             let q: Vec<Value> = (0..Q).map(|q| st.get(kb, i, q)).collect();
             let cols = tile_columns(kb, 4, &mut |_, k| q[k / 4]);
             tf::bt(kb, &cols)
@@ -834,7 +840,8 @@ fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
                     let base = kb.b.ins().iadd(prow, txm);
                     // Bᵀ d B, row by row (t[i][j] for plane i·side + j).
                     let t = if m == 4 && lane == F32X4 {
-                        inputs4(kb, pb, base, pw)
+                        let rows = planes.start / side..planes.end.div_ceil(side);
+                        inputs4(kb, pb, base, pw, rows)
                     } else {
                         // d B for each row of the tile(s), then Bᵀ down each column.
                         let rows: Vec<Vec<Value>> = (0..side)
