@@ -473,7 +473,8 @@ impl Jit {
                         // Weights held only where they are a parameter (not a graph input).
                         let weights = owner(&self.storage, w.ins[1]);
                         let held = held && matches!(self.storage[weights], Storage::Param(_));
-                        w.run(table, batch, self.threads, self.lib, &self.kernels, held)
+                        let flags = (held, self.sparse);
+                        w.run(table, batch, self.threads, self.lib, &self.kernels, flags)
                             .map_err(ExecError::Other)?
                     }
                 }

@@ -31,6 +31,7 @@ mod rnn;
 mod rowwise;
 mod small_matmul;
 pub mod sparse;
+pub mod sparse_conv;
 mod winograd;
 pub mod workers;
 

@@ -174,7 +174,10 @@ type KernelFn = unsafe extern "C" fn(args: *const Args);
 pub struct Sparse {
     _module: JITModule,
     kernel: KernelFn,
+    segments: SegmentsFn,
 }
+
+type SegmentsFn = unsafe extern "C" fn(args: *const SegArgs);
 
 // SAFETY: the module is immutable once finalized and only kept so the code stays mapped; the
 // kernel touches nothing but its arguments.
@@ -361,12 +364,27 @@ fn emit_columns(
     dst: Value,
 ) {
     let vty = if width == 0 { types::F32 } else { types::F32X4 };
-    let nacc = width.max(1);
-    let mut acc = Vec::with_capacity(nacc);
-    for t in 0..nacc {
+    let acc: Vec<Value> = (0..width.max(1))
         // C may be src: it is read before this row's stores.
-        acc.push(b.ins().load(vty, rw(), src, (16 * t) as i32));
+        .map(|t| b.ins().load(vty, rw(), src, (16 * t) as i32))
+        .collect();
+    let out = emit_entries(b, width, (s0, s1), bcol, &acc);
+    for (t, &v) in out.iter().enumerate() {
+        b.ins().store(rw(), v, dst, (16 * t) as i32);
     }
+}
+
+/// Emits the sum over entries `s0 .. s1` of a list (B's row offset from `bcol` and a value)
+/// into the accumulators `acc` (`width` f32x4, or one f32 when `width` is 0); returns them.
+fn emit_entries(
+    b: &mut FunctionBuilder,
+    width: usize,
+    (s0, s1): (Value, Value),
+    bcol: Value,
+    acc: &[Value],
+) -> Vec<Value> {
+    let vty = if width == 0 { types::F32 } else { types::F32X4 };
+    let nacc = width.max(1);
     // One entry at `p`: its value times B's row, added to the accumulators. B's vectors are
     // loaded into registers of their own, four at a time, then the value is broadcast: the
     // `fma` then writes each sum over its B vector (Cranelift's x64 `fma` is tied to a
@@ -400,7 +418,7 @@ fn emit_columns(
     // Two entries per iteration while two are left, then the last one if any.
     let pair_end = b.ins().iadd_imm_s(s1, -8);
     let mut vars = vec![s0];
-    vars.extend_from_slice(&acc);
+    vars.extend_from_slice(acc);
     let vars = for_range(b, (s0, pair_end, 16), &vars, |b, p, vars| {
         let mid = entry(b, p, 0, &vars[1..]);
         let mut out = vec![b.ins().iadd_imm_s(p, 16)];
@@ -418,10 +436,165 @@ fn emit_columns(
     let fin = entry(b, vars[0], 0, &vars[1..]);
     b.ins().jump(done, &args(&fin));
     b.switch_to_block(done);
-    let out = b.block_params(done).to_vec();
-    for (t, &v) in out.iter().enumerate() {
-        b.ins().store(rw(), v, dst, (16 * t) as i32);
+    b.block_params(done).to_vec()
+}
+
+/// One run of a list of entries ([`Sparse::segments`]): entries `first .. end` of the list
+/// (each B's row offset in bytes from `b_off`, and a value: [`entry`]), multiplied by B from
+/// its byte `b_off`. A convolution's gradient uses one list per position, each run against the
+/// rows of B of every tap of the window ([`super::sparse_conv`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Segment {
+    pub first: u64,
+    pub end: u64,
+    pub b_off: u64,
+}
+
+/// A list entry: B's row offset in bytes (from its segment's `b_off`) and the value that
+/// multiplies that row.
+#[inline]
+pub fn entry(off: i32, v: f32) -> u64 {
+    (off as u32 as u64) | ((v.to_bits() as u64) << 32)
+}
+
+/// The arguments of the segments kernel: rows `0 .. rows` of C, each the sum over its
+/// `per_row` segments. Strides in bytes. Passed by pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct SegArgs {
+    b: *const f32,
+    /// Columns of C.
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    list: *const u64,
+    /// `rows · per_row` segments, row after row.
+    segs: *const Segment,
+    per_row: usize,
+    /// 0: C starts from zero; otherwise from what it holds.
+    accumulate: usize,
+}
+
+#[derive(Clone, Copy)]
+enum SegArg {
+    B,
+    N,
+    C,
+    Ldc,
+    Rows,
+    List,
+    Segs,
+    PerRow,
+    Accumulate,
+}
+
+/// Emits the loop over C's columns `0 .. n` by blocks of 8 f32x4 (repeated), at most one of
+/// 4, single f32x4 (repeated), then single floats: `body(width, jb)` for each block, `width`
+/// its f32x4 count (0 for one float) and `jb` the byte offset of its first column.
+fn for_column_blocks(
+    b: &mut FunctionBuilder,
+    ptr: Type,
+    n: Value,
+    mut body: impl FnMut(&mut FunctionBuilder, usize, Value),
+) {
+    let mut j = b.ins().iconst(ptr, 0);
+    for width in [8usize, 4, 1, 0] {
+        let cols = (4 * width).max(1) as i64;
+        let head = b.create_block();
+        let block = b.create_block();
+        let after = b.create_block();
+        b.append_block_param(head, ptr);
+        b.append_block_param(after, ptr);
+        b.ins().jump(head, &args(&[j]));
+        b.switch_to_block(head);
+        let jj = b.block_params(head)[0];
+        let jend = b.ins().iadd_imm_s(jj, cols);
+        let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, jend, n);
+        b.ins().brif(fits, block, &[], after, &args(&[jj]));
+        b.switch_to_block(block);
+        let jb = b.ins().ishl_imm_u(jj, 2);
+        body(b, width, jb);
+        let jnext = b.ins().iadd_imm_s(jj, cols);
+        // Blocks of 8 and single vectors or scalars repeat; one block of 4 at most.
+        if width == 4 {
+            b.ins().jump(after, &args(&[jnext]));
+        } else {
+            b.ins().jump(head, &args(&[jnext]));
+        }
+        b.switch_to_block(after);
+        j = b.block_params(after)[0];
     }
+}
+
+/// Emits the segments kernel: for each block of columns (8, 4, 1 f32x4, then scalars) and
+/// each row, the accumulators (zero or C's) run through the row's segments in order, then
+/// are stored.
+fn emit_segments_kernel(b: &mut FunctionBuilder, ptr: Type) {
+    let word = super::jitmod::args_struct(b, ptr);
+    let arg = |b: &mut FunctionBuilder, f: SegArg| word(b, f as usize);
+    let (bp, n, c, ldc) = (
+        arg(b, SegArg::B),
+        arg(b, SegArg::N),
+        arg(b, SegArg::C),
+        arg(b, SegArg::Ldc),
+    );
+    let (rows, list, segs, per_row) = (
+        arg(b, SegArg::Rows),
+        arg(b, SegArg::List),
+        arg(b, SegArg::Segs),
+        arg(b, SegArg::PerRow),
+    );
+    let accumulate = arg(b, SegArg::Accumulate);
+    let keep = b.ins().icmp_imm_s(IntCC::NotEqual, accumulate, 0);
+    let seg_row = b.ins().imul_imm_s(per_row, size_of::<Segment>() as i64);
+    let zero = b.ins().iconst(ptr, 0);
+    for_column_blocks(b, ptr, n, |b, width, jb| {
+        let (vty, nacc) = if width == 0 {
+            (types::F32, 1)
+        } else {
+            (types::F32X4, width)
+        };
+        let bcol = b.ins().iadd(bp, jb);
+        let ccol = b.ins().iadd(c, jb);
+        for_range(b, (zero, rows, 1), &[], |b, r, _| {
+            let co = b.ins().imul(r, ldc);
+            let crow = b.ins().iadd(ccol, co);
+            let nought = if width == 0 {
+                b.ins().f32const(0.0)
+            } else {
+                let z = b.ins().f32const(0.0);
+                b.ins().splat(types::F32X4, z)
+            };
+            let acc: Vec<Value> = (0..nacc)
+                .map(|t| {
+                    let v = b.ins().load(vty, rw(), crow, (16 * t) as i32);
+                    b.ins().select(keep, v, nought)
+                })
+                .collect();
+            let so = b.ins().imul(r, seg_row);
+            let row_segs = b.ins().iadd(segs, so);
+            let out = for_range(b, (zero, per_row, 1), &acc, |b, k, acc| {
+                let at = b.ins().imul_imm_s(k, size_of::<Segment>() as i64);
+                let at = b.ins().iadd(row_segs, at);
+                let first = b.ins().load(ptr, rw(), at, 0);
+                let end = b.ins().load(ptr, rw(), at, 8);
+                let b_off = b.ins().load(ptr, rw(), at, 16);
+                let s0 = b.ins().ishl_imm_u(first, 3);
+                let s0 = b.ins().iadd(list, s0);
+                let s1 = b.ins().ishl_imm_u(end, 3);
+                let s1 = b.ins().iadd(list, s1);
+                let bseg = b.ins().iadd(bcol, b_off);
+                emit_entries(b, width, (s0, s1), bseg, acc)
+            });
+            for (t, &v) in out.iter().enumerate() {
+                b.ins().store(rw(), v, crow, (16 * t) as i32);
+            }
+            vec![]
+        });
+    });
+    b.ins().return_(&[]);
 }
 
 /// Emits the kernel: compact every row of the call, then for each block of columns and depth
@@ -489,22 +662,7 @@ fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
     let init = arg(b, Arg::Init);
     let c = arg(b, Arg::C);
     let ldc = arg(b, Arg::Ldc);
-    let mut j = zero;
-    for width in [8usize, 4, 1, 0] {
-        let cols = (4 * width).max(1) as i64;
-        let head = b.create_block();
-        let body = b.create_block();
-        let after = b.create_block();
-        b.append_block_param(head, ptr);
-        b.append_block_param(after, ptr);
-        b.ins().jump(head, &args(&[j]));
-        b.switch_to_block(head);
-        let jj = b.block_params(head)[0];
-        let jend = b.ins().iadd_imm_s(jj, cols);
-        let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, jend, n);
-        b.ins().brif(fits, body, &[], after, &args(&[jj]));
-        b.switch_to_block(body);
-        let jb = b.ins().ishl_imm_u(jj, 2);
+    for_column_blocks(b, ptr, n, |b, width, jb| {
         let bcol = b.ins().iadd(bp, jb);
         let icol = b.ins().iadd(init, jb);
         let ccol = b.ins().iadd(c, jb);
@@ -525,16 +683,7 @@ fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
             });
             vec![]
         });
-        let jnext = b.ins().iadd_imm_s(jj, cols);
-        // Blocks of 8 and single vectors or scalars repeat; one block of 4 at most.
-        if width == 4 {
-            b.ins().jump(after, &args(&[jnext]));
-        } else {
-            b.ins().jump(head, &args(&[jnext]));
-        }
-        b.switch_to_block(after);
-        j = b.block_params(after)[0];
-    }
+    });
     b.ins().return_(&[]);
 }
 
@@ -623,17 +772,63 @@ impl Sparse {
     pub fn new() -> Result<Sparse, String> {
         let mut module = new_jit_module_with_opt(GEMM_OPT)?;
         let id = super::jitmod::define_function(&mut module, "nnc_sparse_rows", 1, emit_kernel)?;
+        let seg_id = super::jitmod::define_function(
+            &mut module,
+            "nnc_sparse_segments",
+            1,
+            emit_segments_kernel,
+        )?;
         module
             .finalize_definitions()
             .map_err(|e| format!("finalize the sparse kernel: {e}"))?;
-        // SAFETY: defined with exactly the `KernelFn` signature.
-        let kernel = unsafe {
-            std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(id))
+        // SAFETY: defined with exactly the `KernelFn` and `SegmentsFn` signatures.
+        let (kernel, segments) = unsafe {
+            (
+                std::mem::transmute::<*const u8, KernelFn>(module.get_finalized_function(id)),
+                std::mem::transmute::<*const u8, SegmentsFn>(module.get_finalized_function(seg_id)),
+            )
         };
         Ok(Sparse {
             _module: module,
             kernel,
+            segments,
         })
+    }
+
+    /// `C[r, :] (= or +=) Σ_s Σ_{e in segment (r, s)} value_e · B[b_off_s + off_e, :]` for
+    /// `rows` rows of C (`n` columns, `ldc` floats apart), each over its `per_row` segments
+    /// of `segs` in order, then its entries in order: each element of C is summed in that
+    /// order whatever the caller's split.
+    ///
+    /// # Safety
+    /// Every segment's entries lie in `list`, and every row of B they pick (from `b`, plus the
+    /// segment's `b_off` and the entry's offset, in bytes) holds `n` floats; C holds `rows`
+    /// rows of `ldc ≥ n` floats that no other thread touches meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn segments(
+        &self,
+        b: *const f32,
+        list: &[u64],
+        segs: &[Segment],
+        per_row: usize,
+        (c, ldc, n): (*mut f32, usize, usize),
+        accumulate: bool,
+    ) {
+        debug_assert!(segs.len().is_multiple_of(per_row.max(1)));
+        let rows = segs.len().checked_div(per_row).unwrap_or(0);
+        let args = SegArgs {
+            b,
+            n,
+            c,
+            ldc: 4 * ldc,
+            rows,
+            list: list.as_ptr(),
+            segs: segs.as_ptr(),
+            per_row,
+            accumulate: accumulate as usize,
+        };
+        // SAFETY: as the caller promises.
+        unsafe { (self.segments)(&args) };
     }
 
     /// Rows `rows` and columns `cols` of C (row stride `n`), summed over the entries `depth`

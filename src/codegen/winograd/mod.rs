@@ -423,6 +423,80 @@ unsafe fn input_tiles(
 }
 
 impl WinogradStep {
+    /// The input or weight gradient on [`super::sparse_conv`] when `dy` is sparse enough;
+    /// whether it ran.
+    ///
+    /// # Safety
+    /// As [`WinogradStep::run`].
+    unsafe fn sparse_gradient(&self, t: Table, batch: usize, threads: usize, lib: &Lib) -> bool {
+        use super::sparse_conv::{self as sc, Geom};
+        let g = &self.geom;
+        let (sg, dy_slot) = match self.kind {
+            ConvKind::Forward => return false,
+            // Winograd's geometry is the correlation it computes: of dy, into dx.
+            ConvKind::GradInput => (
+                Geom {
+                    c: g.cout,
+                    h: g.oh,
+                    w: g.ow,
+                    o: g.cin,
+                    k: 3,
+                    pad: 2 - g.pad,
+                },
+                self.ins[0],
+            ),
+            ConvKind::GradWeight => (
+                Geom {
+                    c: g.cin,
+                    h: g.h,
+                    w: g.w,
+                    o: g.cout,
+                    k: 3,
+                    pad: g.pad,
+                },
+                self.ins[1],
+            ),
+        };
+        let (oh, ow) = sg.out_hw();
+        let (img_x, img_dy) = (sg.c * sg.h * sg.w, sg.o * oh * ow);
+        if !sc::fits(&sg) {
+            return false;
+        }
+        // SAFETY: the slots hold the node's operands and output for `batch`.
+        let dy = unsafe { t.slice(dy_slot, 0, batch * img_dy) };
+        let limit = if self.kind == ConvKind::GradInput {
+            sc::MAX_DENSITY_INPUT
+        } else {
+            sc::MAX_DENSITY_WEIGHT
+        };
+        if !sc::sparse_enough(dy, limit) {
+            return false;
+        }
+        match self.kind {
+            ConvKind::GradInput => {
+                // SAFETY: as above; the weights are o × c × 3 × 3.
+                let (w, dx) = unsafe {
+                    (
+                        t.slice(self.ins[1], 0, sg.o * sg.c * 9),
+                        t.slice_mut(self.out, 0, batch * img_x),
+                    )
+                };
+                sc::grad_input(&lib.sparse, threads, batch, &sg, (dy, w), dx);
+            }
+            _ => {
+                // SAFETY: as above.
+                let (x, dw) = unsafe {
+                    (
+                        t.slice(self.ins[0], 0, batch * img_x),
+                        t.slice_mut(self.out, 0, sg.o * sg.c * 9),
+                    )
+                };
+                sc::grad_weight(&lib.sparse, threads, batch, &sg, (x, dy), dw);
+            }
+        }
+        true
+    }
+
     /// Forgets that `U` was made from held weights: the executor holds others.
     pub fn forget_held(&self) {
         let mut cache = self.u_cache.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -431,7 +505,8 @@ impl WinogradStep {
         }
     }
 
-    /// `held`: the weights are the ones the executor holds (see [`UCache`]).
+    /// `held`: the weights are the ones the executor holds (see [`UCache`]). `sparse`: the
+    /// gradients may skip the zeros of `dy` ([`super::sparse_conv`]).
     ///
     /// # Safety
     /// The slots must point at buffers of the sizes the node's types give for `batch`, the
@@ -444,9 +519,13 @@ impl WinogradStep {
         threads: usize,
         lib: &Lib,
         kernels: &[KernelFn],
-        held: bool,
+        (held, sparse): (bool, bool),
     ) -> Result<(), String> {
         let g = &self.geom;
+        // SAFETY: as for this function.
+        if sparse && unsafe { self.sparse_gradient(t, batch, threads, lib) } {
+            return Ok(());
+        }
         let work = batch * g.cout * g.cin * 9 * g.oh * g.ow;
         let threads = if work >= PARALLEL_WORK { threads } else { 1 };
         let [k0, k1, k2] = self.kernels.map(|k| kernels[k]);
