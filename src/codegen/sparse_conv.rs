@@ -381,8 +381,16 @@ pub fn grad_weight(
                         let row = &mut bi[(y + g.pad) * wp * g.c..(y + g.pad + 1) * wp * g.c];
                         row[..g.pad * g.c].fill(0.0);
                         row[(g.pad + g.w) * g.c..].fill(0.0);
-                        let inner = &mut row[g.pad * g.c..(g.pad + g.w) * g.c];
-                        transpose(&xi[y * g.w..], (g.c, g.w, g.h * g.w), inner, g.c);
+                    }
+                    // Four channels at a time over the whole image: four streams of x.
+                    let hw = g.h * g.w;
+                    for c0 in (0..g.c).step_by(4) {
+                        let rows = 4.min(g.c - c0);
+                        for y in 0..g.h {
+                            let at = ((y + g.pad) * wp + g.pad) * g.c + c0;
+                            let dst = &mut bi[at..at + (g.w - 1) * g.c + rows];
+                            transpose(&xi[c0 * hw + y * g.w..], (rows, g.w, hw), dst, g.c);
+                        }
                     }
                 }
                 // One list per channel of dy over the run's positions, in order; channel o's
