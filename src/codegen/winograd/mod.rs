@@ -275,6 +275,39 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
     bits(a) == bits(b)
 }
 
+/// The geometry of a gradient step's convolution for [`super::sparse_conv`] and the density of
+/// `dy` up to which it runs there; `None` for the forward pass or a geometry it cannot take.
+fn sparse_geom(kind: ConvKind, g: &WinoGeom) -> Option<(super::sparse_conv::Geom, f32)> {
+    use super::sparse_conv::{self as sc, Geom};
+    let (geom, limit) = match kind {
+        ConvKind::Forward => return None,
+        // Winograd's geometry is the correlation it computes: of dy, into dx.
+        ConvKind::GradInput => (
+            Geom {
+                c: g.cout,
+                h: g.oh,
+                w: g.ow,
+                o: g.cin,
+                k: 3,
+                pad: 2 - g.pad,
+            },
+            sc::MAX_DENSITY_INPUT,
+        ),
+        ConvKind::GradWeight => (
+            Geom {
+                c: g.cin,
+                h: g.h,
+                w: g.w,
+                o: g.cout,
+                k: 3,
+                pad: g.pad,
+            },
+            sc::MAX_DENSITY_WEIGHT,
+        ),
+    };
+    sc::fits(&geom).then_some((geom, limit))
+}
+
 /// Compiles the step of a Winograd convolution into `km` and adds its scratch buffers.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
@@ -337,6 +370,13 @@ pub fn step(
         if pool { ", max pooling 2×2 in the output transform" } else { "" },
         m = g.m
     ));
+    if let Some((_, limit)) = sparse_geom(kind, &g) {
+        km.note(&format!(
+            "; or, when at most {}% of dy is non-zero, only its non-zero entries (sparse \
+             convolution gradient)",
+            (limit * 100.0).round()
+        ));
+    }
     let mut kernel = |name: &str, f: &dyn Fn(&mut Kb)| {
         km.kernel(&format!("{header}  ; winograd {name}"), |kb| f(kb))
     };
@@ -429,46 +469,18 @@ impl WinogradStep {
     /// # Safety
     /// As [`WinogradStep::run`].
     unsafe fn sparse_gradient(&self, t: Table, batch: usize, threads: usize, lib: &Lib) -> bool {
-        use super::sparse_conv::{self as sc, Geom};
-        let g = &self.geom;
-        let (sg, dy_slot) = match self.kind {
-            ConvKind::Forward => return false,
-            // Winograd's geometry is the correlation it computes: of dy, into dx.
-            ConvKind::GradInput => (
-                Geom {
-                    c: g.cout,
-                    h: g.oh,
-                    w: g.ow,
-                    o: g.cin,
-                    k: 3,
-                    pad: 2 - g.pad,
-                },
-                self.ins[0],
-            ),
-            ConvKind::GradWeight => (
-                Geom {
-                    c: g.cin,
-                    h: g.h,
-                    w: g.w,
-                    o: g.cout,
-                    k: 3,
-                    pad: g.pad,
-                },
-                self.ins[1],
-            ),
+        use super::sparse_conv as sc;
+        let Some((sg, limit)) = sparse_geom(self.kind, &self.geom) else {
+            return false;
+        };
+        let dy_slot = match self.kind {
+            ConvKind::GradInput => self.ins[0],
+            _ => self.ins[1],
         };
         let (oh, ow) = sg.out_hw();
         let (img_x, img_dy) = (sg.c * sg.h * sg.w, sg.o * oh * ow);
-        if !sc::fits(&sg) {
-            return false;
-        }
         // SAFETY: the slots hold the node's operands and output for `batch`.
         let dy = unsafe { t.slice(dy_slot, 0, batch * img_dy) };
-        let limit = if self.kind == ConvKind::GradInput {
-            sc::MAX_DENSITY_INPUT
-        } else {
-            sc::MAX_DENSITY_WEIGHT
-        };
         if !sc::sparse_enough(dy, limit) {
             return false;
         }
