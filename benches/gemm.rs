@@ -125,6 +125,23 @@ fn bench(c: &mut Criterion) {
             bch.iter(|| g.gemm(ta, tb, m, n, k, &a, &b, &mut out, false).unwrap())
         });
     }
+    // The CNN's first dense layer in training (b64), its three products on two threads.
+    for (name, ta, tb, m, n, k) in [
+        ("fwd_64x128x3136", false, false, 64, 128, 3136),
+        ("wgrad_ta_3136x128x64", true, false, 3136, 128, 64),
+        ("dgrad_tb_64x3136x128", false, true, 64, 3136, 128),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut out = vec![0.0f32; m * n];
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        group.bench_function(format!("cnn_dense1_{name}_2_threads"), |bch| {
+            bch.iter(|| {
+                g.gemm_threads(2, ta, tb, m, n, k, &a, &b, &mut out, false)
+                    .unwrap()
+            })
+        });
+    }
     // The MLP forward shape split over the 2 cores of the dev machine.
     let (m, n, k) = (64, 128, 784);
     let a = vec![0.1f32; m * k];
