@@ -17,8 +17,8 @@
 //!   `[image][y][x][c]`), shifted by the tap. A row per `(o, tap)`.
 //!
 //! Each element is a sum in a fixed order (taps, then channels; or positions within a run of
-//! [`RUN_IMAGES`] images, then the runs in order), whatever the threads, so results do not
-//! depend on the thread count. They differ from Winograd's and the interpreter's in rounding,
+//! [`RUN_IMAGES`] images, the runs of a group, then the groups in order), whatever the
+//! threads, so results do not depend on the thread count. They differ from Winograd's and the interpreter's in rounding,
 //! and skip `0 · w` where `w` is infinite or NaN (as [`super::sparse`] does).
 //!
 //! Whether `dy` is sparse enough is decided per call from a sample ([`sparse_enough`]).
@@ -46,7 +46,12 @@ pub const MAX_DENSITY_WEIGHT: f32 = 0.33;
 
 /// Images per run of the weight gradient: the bordered images of a run (8 × 16 × 16 × 32
 /// floats for the CNN, 256 KiB) stay in L2 while every row of the run's result reads them.
+/// Consecutive runs are summed in groups ([`GROUPS`]).
 pub const RUN_IMAGES: usize = 8;
+
+/// Groups of runs of the weight gradient, each with its own `o·k²·c` result: the tasks for the
+/// threads, and a bound on that memory whatever the batch.
+const GROUPS: usize = 8;
 
 /// A stride-1 convolution: `x` is `c × h × w`, `dy` `o × oh × ow`, the window `k × k` with
 /// padding `pad`.
@@ -371,8 +376,12 @@ pub fn grad_weight(
     assert!(dw.len() >= g.o * g.c * taps);
     let rows = g.o * taps;
     let runs = batch.div_ceil(RUN_IMAGES);
-    // One result per run, summed in order after.
-    let mut sums = vec![0.0f32; runs * rows * g.c];
+    // Consecutive runs in at most GROUPS groups, each summed into its own result by one task,
+    // the groups' results added in order after: the grouping depends on the batch alone.
+    let groups = runs.min(GROUPS);
+    let per_group = runs.div_ceil(groups.max(1));
+    let groups = runs.div_ceil(per_group.max(1));
+    let mut sums = vec![0.0f32; groups * rows * g.c];
     let row_bytes = 4 * g.c;
     // Each position of dy's offset in a bordered image of B, in bytes.
     let qoff: Vec<i32> = (0..q_len)
@@ -380,7 +389,8 @@ pub fn grad_weight(
         .collect();
     let qoff = &qoff;
     let out = Out(sums.as_mut_ptr());
-    parts(threads, runs, 1, &|r0, r1| {
+    parts(threads, groups, 1, &|g0, _| {
+        let (r0, r1) = (g0 * per_group, runs.min((g0 + 1) * per_group));
         SCRATCH.with_borrow_mut(|s| {
             for run in r0..r1 {
                 let (lo, hi) = (run * RUN_IMAGES, batch.min((run + 1) * RUN_IMAGES));
@@ -457,22 +467,22 @@ pub fn grad_weight(
                             &s.list,
                             &s.segs,
                             1,
-                            (out.at(run * rows * g.c), g.c, g.c),
-                            i > 0,
+                            (out.at(g0 * rows * g.c), g.c, g.c),
+                            run > r0 || i > 0,
                         )
                     };
                 }
             }
         })
     });
-    // The runs in order, then from [o][tap][c] to [o][c][tap].
+    // The groups in order, then from [o][tap][c] to [o][c][tap].
     for o in 0..g.o {
         for t in 0..taps {
             for c in 0..g.c {
                 let i = (o * taps + t) * g.c + c;
                 let mut v = 0.0f32;
-                for run in 0..runs {
-                    v += sums[run * rows * g.c + i];
+                for group in 0..groups {
+                    v += sums[group * rows * g.c + i];
                 }
                 dw[(o * g.c + c) * taps + t] = v;
             }
@@ -542,62 +552,16 @@ mod tests {
     #[test]
     fn gradients_match_the_reference_and_do_not_depend_on_the_threads() {
         let sparse = Sparse::new().unwrap();
+        // (c, h, w, o, k, pad) and the batch.
+        let geom = |c, h, w, o, k, pad| Geom { c, h, w, o, k, pad };
         let geoms = [
-            (
-                Geom {
-                    c: 32,
-                    h: 14,
-                    w: 14,
-                    o: 64,
-                    k: 3,
-                    pad: 1,
-                },
-                9,
-            ),
-            (
-                Geom {
-                    c: 5,
-                    h: 7,
-                    w: 6,
-                    o: 3,
-                    k: 3,
-                    pad: 1,
-                },
-                3,
-            ),
-            (
-                Geom {
-                    c: 4,
-                    h: 6,
-                    w: 9,
-                    o: 6,
-                    k: 3,
-                    pad: 0,
-                },
-                17,
-            ),
-            (
-                Geom {
-                    c: 3,
-                    h: 5,
-                    w: 5,
-                    o: 2,
-                    k: 3,
-                    pad: 2,
-                },
-                1,
-            ),
-            (
-                Geom {
-                    c: 9,
-                    h: 4,
-                    w: 4,
-                    o: 4,
-                    k: 1,
-                    pad: 0,
-                },
-                2,
-            ),
+            (geom(32, 14, 14, 64, 3, 1), 9),
+            (geom(5, 7, 6, 3, 3, 1), 3),
+            (geom(4, 6, 9, 6, 3, 0), 17),
+            (geom(3, 5, 5, 2, 3, 2), 1),
+            (geom(9, 4, 4, 4, 1, 0), 2),
+            // Ten runs of the weight gradient, in five groups of two.
+            (geom(4, 5, 5, 3, 3, 1), 80),
         ];
         for (seed, &(g, batch)) in geoms.iter().enumerate() {
             let (oh, ow) = g.out_hw();
