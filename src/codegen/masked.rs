@@ -308,14 +308,22 @@ impl Problem {
 /// Whether at most [`MAX_DENSITY`] of `h` is live (`> 0`), judged from about a thousand
 /// entries at an odd stride (every entry of a smaller `h`).
 fn sparse_enough(h: &[f32]) -> bool {
-    const SAMPLE: usize = 1024;
-    let stride = (h.len() / SAMPLE) | 1;
-    let (mut seen, mut live) = (0usize, 0usize);
-    for &v in h.iter().step_by(stride) {
-        seen += 1;
-        live += (v > 0.0) as usize;
-    }
+    let (live, seen) = sample(h, |v| v > 0.0);
     (live as f32) <= MAX_DENSITY * seen as f32
+}
+
+/// How many of about a thousand entries of `v` at an odd stride (every entry of a smaller `v`)
+/// are `live`, and how many were seen: whether a product is sparse enough to skip entries is
+/// judged from it, here and for a convolution's `dy` ([`super::sparse_conv`]).
+pub(super) fn sample(v: &[f32], live: impl Fn(f32) -> bool) -> (usize, usize) {
+    const SAMPLE: usize = 1024;
+    let stride = (v.len() / SAMPLE) | 1;
+    let (mut seen, mut n) = (0usize, 0usize);
+    for &x in v.iter().step_by(stride) {
+        seen += 1;
+        n += live(x) as usize;
+    }
+    (n, seen)
 }
 
 /// Appends to `list` the columns `j` where `hr[j] > 0`, without a branch per entry.

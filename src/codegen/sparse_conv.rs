@@ -97,13 +97,7 @@ pub fn fits(g: &Geom) -> bool {
 /// Whether at most `max_density` of `dy` is non-zero, judged from about a thousand entries at
 /// an odd stride.
 pub fn sparse_enough(dy: &[f32], max_density: f32) -> bool {
-    const SAMPLE: usize = 1024;
-    let stride = (dy.len() / SAMPLE) | 1;
-    let (mut seen, mut live) = (0usize, 0usize);
-    for &v in dy.iter().step_by(stride) {
-        seen += 1;
-        live += (v != 0.0) as usize;
-    }
+    let (live, seen) = super::masked::sample(dy, |v| v != 0.0);
     seen > 0 && (live as f32) <= max_density * seen as f32
 }
 
@@ -178,12 +172,17 @@ fn transpose(
             }
         }
     }
-    let done = |r: usize, c: usize| cfg!(target_arch = "x86_64") && r < r4 && c < c4;
+    // The edges: the columns right of the blocks in their rows, then whole rows below them
+    // (every element where there are no SSE blocks).
+    let (r4, c4) = if cfg!(target_arch = "x86_64") {
+        (r4, c4)
+    } else {
+        (0, 0)
+    };
     for r in 0..rows {
-        for c in 0..cols {
-            if !done(r, c) {
-                dst[c * dst_stride + r] = src[r * src_stride + c];
-            }
+        let from = if r < r4 { c4 } else { 0 };
+        for c in from..cols {
+            dst[c * dst_stride + r] = src[r * src_stride + c];
         }
     }
 }
@@ -245,7 +244,6 @@ fn parts(threads: usize, n: usize, chunk: usize, f: &(dyn Fn(usize, usize) + Syn
 
 /// `dx` (`batch × c × h × w`) from `dy` (`batch × o × oh × ow`) and the weights `w`
 /// (`o × c × k × k`). See the module documentation.
-///
 pub fn grad_input(
     sparse: &Sparse,
     threads: usize,
@@ -358,8 +356,7 @@ pub fn grad_input(
 }
 
 /// `dw` (`o × c × k × k`) from the inputs `x` (`batch × c × h × w`) and `dy`
-/// (`batch × o × oh × ow`). See the module documentation.
-///
+/// (`batch × o × oh × ow`). See the module documentation. With no image, `dw` is 0.
 pub fn grad_weight(
     sparse: &Sparse,
     threads: usize,
@@ -488,9 +485,6 @@ pub fn grad_weight(
             }
         }
     }
-    if runs == 0 {
-        dw[..g.o * g.c * taps].fill(0.0);
-    }
 }
 
 #[cfg(test)]
@@ -597,6 +591,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn no_image_gives_a_zero_weight_gradient() {
+        let g = Geom {
+            c: 2,
+            h: 4,
+            w: 4,
+            o: 3,
+            k: 3,
+            pad: 1,
+        };
+        let mut dw = vec![f32::NAN; 2 * 3 * 9];
+        grad_weight(&Sparse::new().unwrap(), 2, 0, &g, (&[], &[]), &mut dw);
+        assert!(dw.iter().all(|&v| v == 0.0));
     }
 
     #[test]

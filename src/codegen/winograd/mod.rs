@@ -523,7 +523,6 @@ impl WinogradStep {
     /// # Safety
     /// The slots must point at buffers of the sizes the node's types give for `batch`, the
     /// scratch slots at the sizes [`step`] asked for, and `kernels` must be the module's.
-    #[allow(clippy::too_many_arguments)]
     pub unsafe fn run(
         &self,
         t: Table,
