@@ -2,8 +2,8 @@
 //! sweeps, with max ulp / relative / absolute errors printed (`--nocapture`) and asserted, plus
 //! the edge cases (overflow, underflow, zero, negative, infinities, NaN).
 
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, AbiParam, Endianness, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{Linkage, Module};
 use nnc::codegen::jitmod::new_jit_module;
@@ -201,5 +201,119 @@ fn edge_cases() {
         assert_eq!(&s[3..9], &[1.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
         assert_eq!(s[0], 0.5);
         assert!(s[9].is_nan());
+    }
+}
+
+/// The sigmoid as `1 / (1 + e^{−x})` on the full-range `exp`.
+fn sigmoid_on_full_exp(b: &mut FunctionBuilder, x: Value) -> Value {
+    let nx = b.ins().fneg(x);
+    let ex = emit_exp(b, nx);
+    let ty = b.func.dfg.value_type(x);
+    let one = splat_one(b, ty);
+    let den = b.ins().fadd(ex, one);
+    b.ins().fdiv(one, den)
+}
+
+/// The tanh as `nnc::codegen::math` builds it, `±(1 − 2/(e^{2|x|} + 1))` from |x| = 0.625,
+/// but on the full-range `exp`; below 0.625 the library's own tanh (its polynomial does not
+/// use the exponential), so that only the exponential's branch is compared.
+fn tanh_on_full_exp(b: &mut FunctionBuilder, x: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let a = b.ins().fabs(x);
+    let two_a = b.ins().fadd(a, a);
+    let ex = emit_exp(b, two_a);
+    let one = splat_one(b, ty);
+    let two = b.ins().fadd(one, one);
+    let den = b.ins().fadd(ex, one);
+    let q = b.ins().fdiv(two, den);
+    let big = b.ins().fsub(one, q);
+    let small = emit_tanh(b, x);
+    let thr = b.ins().f32const(0.625);
+    let thr = if ty.is_vector() {
+        b.ins().splat(ty, thr)
+    } else {
+        thr
+    };
+    let is_small = b.ins().fcmp(FloatCC::LessThan, a, thr);
+    // copysign of x onto `big` (≥ 0).
+    let sign_ty = if ty.is_vector() {
+        types::I32X4
+    } else {
+        types::I32
+    };
+    let le = MemFlagsData::new().with_endianness(Endianness::Little);
+    let xb = b.ins().bitcast(sign_ty, le, x);
+    let mask = b.ins().iconst(types::I32, i64::from(i32::MIN));
+    let mask = if ty.is_vector() {
+        b.ins().splat(sign_ty, mask)
+    } else {
+        mask
+    };
+    let sign = b.ins().band(xb, mask);
+    let bb = b.ins().bitcast(sign_ty, le, big);
+    let bb = b.ins().bor(bb, sign);
+    let big = b.ins().bitcast(ty, le, bb);
+    if ty.is_vector() {
+        let m = b.ins().bitcast(ty, le, is_small);
+        b.ins().bitselect(m, small, big)
+    } else {
+        b.ins().select(is_small, small, big)
+    }
+}
+
+fn splat_one(b: &mut FunctionBuilder, ty: types::Type) -> Value {
+    let one = b.ins().f32const(1.0);
+    if ty.is_vector() {
+        b.ins().splat(ty, one)
+    } else {
+        one
+    }
+}
+
+/// The sigmoid and the tanh take their exponential on a narrower range than `exp` (no scaling
+/// down to the subnormals, which `1 + e` or `2|x| ≥ 0` never needs): the results keep the bits
+/// of the same functions built on the full `exp`, over a sweep that crosses every clamp and
+/// the values around them.
+#[test]
+fn sigmoid_and_tanh_have_the_bits_of_their_forms_on_the_full_exp() {
+    let mut xs = linspace(-120.0, 120.0, 400_001);
+    for c in [
+        -104.0f32, -89.0, -88.72, -87.0, -44.36, 0.625, 44.36, 87.0, 88.72, 89.0, 104.0,
+    ] {
+        let mut v = c;
+        for _ in 0..64 {
+            xs.extend([v, -v]);
+            v = v.next_up();
+        }
+    }
+    xs.extend([
+        0.0,
+        -0.0,
+        1e-45,
+        -1e-45,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        f32::MIN,
+    ]);
+    for lanes in [1, 4] {
+        for (name, f, full) in [
+            (
+                "sigmoid",
+                emit_sigmoid as Emitter,
+                sigmoid_on_full_exp as Emitter,
+            ),
+            ("tanh", emit_tanh, tanh_on_full_exp),
+        ] {
+            let got = run(f, lanes, &xs);
+            let want = run(full, lanes, &xs);
+            for ((&x, g), w) in xs.iter().zip(&got).zip(&want) {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{name}({x}) with {lanes} lanes: {g} against {w}"
+                );
+            }
+        }
     }
 }

@@ -110,17 +110,45 @@ impl<'a, 'b> Emit<'a, 'b> {
     }
 }
 
+/// What an `exp` must get right beyond the normal range of its results, which decides the
+/// clamps and the scaling it needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Range {
+    /// Every argument: results down through the subnormals, 0 below, +inf above.
+    Full,
+    /// Results only ever added to 1 (the sigmoid's `1 + e^{−x}`): below 2^−24 any tiny value
+    /// serves, so arguments are clamped at −86 and the scale `2^n` needs no subnormal factor.
+    AddedToOne,
+    /// Arguments ≥ 0 or NaN (the tanh's `e^{2|x|}`): no lower clamp, no subnormal factor.
+    NonNegative,
+}
+
 /// `e^x`: Cody–Waite reduction `x = n·ln2 + r`, |r| ≤ ln2/2, degree-7 polynomial, and the
 /// scale `2^n` applied as two halves so that results down to the subnormal range are exact.
 pub fn emit_exp(b: &mut FunctionBuilder, x: Value) -> Value {
+    exp_in(b, x, Range::Full)
+}
+
+/// `e^x` for the arguments of `range`. Where the range needs less than [`Range::Full`], each
+/// result it serves has the bits the full `exp` gives (a result scaled by powers of two that
+/// are normal is the same product however they are split); `tests/math.rs` checks the sigmoid
+/// and the tanh against their forms on the full `exp`.
+fn exp_in(b: &mut FunctionBuilder, x: Value, range: Range) -> Value {
     let mut e = Emit::new(b, x);
-    // Clamp (compare + select keeps NaN, which fails both tests, and is cheaper than the
-    // NaN-exact fmin/fmax sequences): beyond these the result is 0 or inf anyway.
-    let lo = e.f(-104.0);
+    // Clamps (compare + select keeps NaN, which fails both tests, and is cheaper than the
+    // NaN-exact fmin/fmax sequences; written so that Cranelift lowers them to `maxps` and
+    // `minps`): beyond these the result is 0 or inf anyway. Above 88.72 `n` is 128, whose
+    // `2^n` is +inf.
+    let xc = match range {
+        Range::Full | Range::AddedToOne => {
+            let lo = e.f(if range == Range::Full { -104.0 } else { -86.0 });
+            let below = e.cmp(FloatCC::LessThan, x, lo);
+            e.sel(below, lo, x)
+        }
+        Range::NonNegative => x,
+    };
     let hi = e.f(89.0);
-    let below = e.cmp(FloatCC::LessThan, x, lo);
-    let xc = e.sel(below, lo, x);
-    let above = e.cmp(FloatCC::GreaterThan, xc, hi);
+    let above = e.cmp(FloatCC::LessThan, hi, xc);
     let xc = e.sel(above, hi, xc);
     // n = round(x / ln2) by the 1.5·2^23 trick: the low bits of t hold n.
     let magic = e.f(12_582_912.0);
@@ -146,16 +174,26 @@ pub fn emit_exp(b: &mut FunctionBuilder, x: Value) -> Value {
     let y = e.b.ins().fma(p, r2, r);
     let one = e.f(1.0);
     let y = e.b.ins().fadd(y, one);
-    // n ∈ [−151, 129] → 2^n = 2^(n>>1) · 2^(n − n>>1), both factors normal.
     let tb = e.bits(t);
-    let mb = e.i(0x4B40_0000);
-    let n = e.b.ins().isub(tb, mb);
-    let n1 = e.b.ins().sshr_imm_u(n, 1);
-    let n2 = e.b.ins().isub(n, n1);
-    let s1 = e.pow2(n1);
-    let s2 = e.pow2(n2);
-    let y = e.b.ins().fmul(y, s1);
-    e.b.ins().fmul(y, s2)
+    if range == Range::Full {
+        let mb = e.i(0x4B40_0000);
+        let n = e.b.ins().isub(tb, mb);
+        // n ∈ [−151, 129] → 2^n = 2^(n>>1) · 2^(n − n>>1), both factors normal.
+        let n1 = e.b.ins().sshr_imm_u(n, 1);
+        let n2 = e.b.ins().isub(n, n1);
+        let s1 = e.pow2(n1);
+        let s2 = e.pow2(n2);
+        let y = e.b.ins().fmul(y, s1);
+        e.b.ins().fmul(y, s2)
+    } else {
+        // n ∈ [−124, 128] → 2^n = 2^(n−1) · 2, the first factor normal: a result above
+        // f32::MAX / 2 with n = 128 stays finite, as with the full scaling.
+        let mb = e.i(0x4B40_0001);
+        let n1 = e.b.ins().isub(tb, mb);
+        let s = e.pow2(n1);
+        let y = e.b.ins().fmul(y, s);
+        e.b.ins().fadd(y, y)
+    }
 }
 
 /// Natural logarithm: `x = m·2^e` with m ∈ [√½, √2), `log(1+f)` by a degree-9 polynomial,
@@ -232,7 +270,7 @@ pub fn emit_log(b: &mut FunctionBuilder, x: Value) -> Value {
 pub fn emit_tanh(b: &mut FunctionBuilder, x: Value) -> Value {
     let a = b.ins().fabs(x);
     let two_a = b.ins().fadd(a, a);
-    let ex = emit_exp(b, two_a);
+    let ex = exp_in(b, two_a, Range::NonNegative);
     let mut e = Emit::new(b, x);
     let one = e.f(1.0);
     let two = e.f(2.0);
@@ -269,7 +307,7 @@ pub fn emit_tanh(b: &mut FunctionBuilder, x: Value) -> Value {
 /// x ≫ 0.
 pub fn emit_sigmoid(b: &mut FunctionBuilder, x: Value) -> Value {
     let nx = b.ins().fneg(x);
-    let ex = emit_exp(b, nx);
+    let ex = exp_in(b, nx, Range::AddedToOne);
     let mut e = Emit::new(b, x);
     let one = e.f(1.0);
     let den = e.b.ins().fadd(ex, one);
