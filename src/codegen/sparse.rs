@@ -87,6 +87,15 @@ const MIN_K: usize = 32;
 /// Rows of C per call of the kernel, handed to the epilogue together: their lists are built,
 /// then each depth block of B is used by all of them while in L1.
 const ROWS_PER_CALL: usize = 64;
+/// Rows of C per thread from which a product split by rows is cut into tasks of
+/// [`ROWS_PER_CALL`] rows that the threads take as they come free, rather than into one block
+/// per thread. The rows of `Xᵀ` (pixels) are far from equally dense, and a core of this shared
+/// machine may run slower than the other for a while: with one block each, the faster thread
+/// then waits. The autoencoder's first weight gradient (784×128·128 rows, MNIST-like images,
+/// two threads, AMD Zen 4, alternated in one process): 99–142 µs in one block per thread,
+/// 92–110 µs in tasks of 64 rows. Smaller products keep one block per thread (a task of fewer
+/// rows would reload B's blocks into L1 more often).
+const DEALT_MIN_ROWS: usize = 4 * ROWS_PER_CALL;
 /// f32x4 multiply-adds of the dense product below which a product stays on the calling thread.
 const PAR_MIN_MACS: usize = 1 << 17;
 /// Flops of the dense product from which one with fewer rows than threads is split by columns,
@@ -915,8 +924,8 @@ impl Sparse {
     }
 
     /// `C = op(A)·B` with `op(A)` compacted around `bg` (see the module documentation), over
-    /// up to `threads` tasks: blocks of C's rows, or of its columns when it has fewer rows than
-    /// threads (batch 1). `epi` is called on every block of C once final, on the thread that
+    /// `threads` threads: a block of C's rows each (tasks of 64 rows from [`DEALT_MIN_ROWS`]
+    /// rows a thread), or of its columns when it has fewer rows than threads (batch 1). `epi` is called on every block of C once final, on the thread that
     /// computed it; blocks hold whole rows unless [`Sparse::splits_columns`].
     #[allow(clippy::too_many_arguments)]
     pub fn product(
@@ -1010,7 +1019,11 @@ impl Sparse {
                 unsafe { self.block(&p, bg, a, b, row, c_ptr, (0..m, cols, 0..k), epi) };
             });
         } else {
-            let chunk = m.div_ceil(threads);
+            let chunk = if threads > 1 && m >= DEALT_MIN_ROWS * threads {
+                ROWS_PER_CALL
+            } else {
+                m.div_ceil(threads)
+            };
             super::workers::run(m.div_ceil(chunk), &|t| {
                 let rows = t * chunk..m.min((t + 1) * chunk);
                 // SAFETY: disjoint row blocks of C.
