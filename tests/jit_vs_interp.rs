@@ -2830,3 +2830,34 @@ fn max_pool_gradient_routes_around_nans() {
         }
     }
 }
+
+/// ReLU is `0 < x ? x : 0` on both the f32x4 loop and the scalar tail (Cranelift lowers it to
+/// `maxps`): NaN and −0 give +0, as the interpreter gives.
+#[test]
+fn relu_of_nan_and_signed_zeros_is_plus_zero() {
+    let xs = [
+        f32::NAN,
+        -0.0,
+        0.0,
+        -1.0,
+        2.5,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    let want = [0.0f32, 0.0, 0.0, 0.0, 2.5, f32::INFINITY, 0.0];
+    // 7 values: one f32x4 step and a scalar tail of three, then all of them in the tail.
+    for n in [7, 3] {
+        let g = single("relu", Op::Unary(UnaryOp::Relu), &[f(true, &[n])], None);
+        let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
+        for shift in 0..n {
+            let x: Vec<f32> = (0..n).map(|i| xs[(i + shift) % 7]).collect();
+            jit.run(1, &[Feed::F32(&x)], &[], StepCtx::default())
+                .unwrap();
+            let y = jit.output("out").unwrap();
+            for (i, &v) in y.iter().enumerate() {
+                let w = want[(i + shift) % 7];
+                assert_eq!(v.to_bits(), w.to_bits(), "relu({}) = {v}", x[i]);
+            }
+        }
+    }
+}

@@ -43,8 +43,9 @@ pub fn unary(kb: &mut Kb, op: UnaryOp, x: Value, ty: ClifType) -> Value {
     match op {
         UnaryOp::Neg => kb.b.ins().fneg(x),
         UnaryOp::Relu => {
+            // `0 < x ? x : 0` (0 for NaN and −0), in the form Cranelift lowers to `maxps`.
             let z = kb.cst(ty, 0.0);
-            let c = kb.b.ins().fcmp(FloatCC::GreaterThan, x, z);
+            let c = kb.b.ins().fcmp(FloatCC::LessThan, z, x);
             kb.select(ty, c, x, z)
         }
         UnaryOp::Sigmoid => math::emit_sigmoid(&mut kb.b, x),

@@ -244,8 +244,13 @@ impl Kb<'_> {
     }
 
     /// Address of element `idx` (an i64 element index) of a buffer of `bytes`-sized elements.
+    /// For 2, 4 or 8 bytes the index is shifted rather than multiplied, which x64 folds into
+    /// the load's or store's scaled-index address (`(base, idx, 4)`): no `imul` and no `lea`.
     pub fn addr(&mut self, base: Value, idx: Value, bytes: i64) -> Value {
-        let off = self.b.ins().imul_imm_s(idx, bytes);
+        let off = match bytes {
+            2 | 4 | 8 => self.b.ins().ishl_imm_u(idx, bytes.trailing_zeros() as i64),
+            _ => self.b.ins().imul_imm_s(idx, bytes),
+        };
         self.b.ins().iadd(base, off)
     }
 
