@@ -137,8 +137,7 @@ fn exp_in(b: &mut FunctionBuilder, x: Value, range: Range) -> Value {
     let mut e = Emit::new(b, x);
     // Clamps (compare + select keeps NaN, which fails both tests, and is cheaper than the
     // NaN-exact fmin/fmax sequences; written so that Cranelift lowers them to `maxps` and
-    // `minps`): beyond these the result is 0 or inf anyway. Above 88.72 `n` is 128, whose
-    // `2^n` is +inf.
+    // `minps`): beyond these the result is 0 or inf anyway.
     let xc = match range {
         Range::Full | Range::AddedToOne => {
             let lo = e.f(if range == Range::Full { -104.0 } else { -86.0 });

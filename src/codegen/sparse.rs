@@ -925,8 +925,9 @@ impl Sparse {
 
     /// `C = op(A)·B` with `op(A)` compacted around `bg` (see the module documentation), over
     /// `threads` threads: a block of C's rows each (tasks of 64 rows from [`DEALT_MIN_ROWS`]
-    /// rows a thread), or of its columns when it has fewer rows than threads (batch 1). `epi` is called on every block of C once final, on the thread that
-    /// computed it; blocks hold whole rows unless [`Sparse::splits_columns`].
+    /// rows a thread), or of its columns when it has fewer rows than threads (batch 1). `epi`
+    /// is called on every block of C once final, on the thread that computed it; blocks hold
+    /// whole rows unless [`Sparse::splits_columns`].
     #[allow(clippy::too_many_arguments)]
     pub fn product(
         &self,
