@@ -54,9 +54,7 @@ pub fn gather(col: &Column, idx: &[usize], out: &mut Buf) {
             o.resize(idx.len() * k, 0.0);
             let convert = |rows: &[usize], out: &mut [f32]| {
                 for (&i, dst) in rows.iter().zip(out.chunks_exact_mut(k)) {
-                    for (d, &b) in dst.iter_mut().zip(&bytes[i * k..(i + 1) * k]) {
-                        *d = table[b as usize];
-                    }
+                    convert_row(&bytes[i * k..(i + 1) * k], table, dst);
                 }
             };
             let rows_per_task = idx
@@ -86,6 +84,54 @@ pub fn gather(col: &Column, idx: &[usize], out: &mut Buf) {
             gather(col, idx, o)
         }
     }
+}
+
+/// `dst[i] = table[src[i]]`. Sixteen zero bytes at a time (an image's background) are one
+/// fill of `table[0]`: MNIST's images are 81% background, and a batch's conversion took a
+/// sixth less time on its rows (one thread, rows already in cache).
+fn convert_row(src: &[u8], table: &[f32; 256], dst: &mut [f32]) {
+    let mut d16 = dst.chunks_exact_mut(16);
+    let mut s16 = src.chunks_exact(16);
+    for (d, s) in (&mut d16).zip(&mut s16) {
+        if u128::from_ne_bytes(s.try_into().expect("16 bytes")) == 0 {
+            d.fill(table[0]);
+        } else {
+            for (d, &b) in d.iter_mut().zip(s) {
+                *d = table[b as usize];
+            }
+        }
+    }
+    for (d, &b) in d16.into_remainder().iter_mut().zip(s16.remainder()) {
+        *d = table[b as usize];
+    }
+}
+
+/// Asks the caches for samples `idx` of `col` ahead of their [`gather`]. Issued for the next
+/// batch once this one is gathered, the samples, scattered over the data set, arrive while
+/// the step runs: gathering 128 random MNIST images on one thread took 35 instead of 81 µs
+/// with 4 MB of other traffic in between (the gather of the autoencoder's step, two
+/// threads, 60 → 43 µs with the zero runs of [`convert_row`]).
+pub fn prefetch(col: &Column, idx: &[usize]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        let (base, row) = match &col.values {
+            Values::F32(v) => (v.as_ptr() as *const i8, 4 * col.per_sample()),
+            Values::I32(v) => (v.as_ptr() as *const i8, 4 * col.per_sample()),
+            Values::Bytes { bytes, .. } => (bytes.as_ptr() as *const i8, col.per_sample()),
+        };
+        for &i in idx {
+            // Every 64-byte line the sample touches, from the one holding its first byte.
+            let first = base.wrapping_add(i * row);
+            let skew = first as usize % 64;
+            for line in (0..row + skew).step_by(64) {
+                // SAFETY: a prefetch reads nothing and never faults, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(first.wrapping_sub(skew).wrapping_add(line)) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (col, idx);
 }
 
 /// The order of samples within each epoch and its cut into batches.
@@ -178,12 +224,15 @@ mod tests {
     }
 
     /// Bytes go through their table, row by row in the batch's order, whether the batch is
-    /// converted on one thread (3 rows) or split between two (64 rows of 784, uneven: 33).
+    /// converted on one thread (3 rows) or split between two (64 rows of 784, uneven: 33),
+    /// and whether sixteen of them are all 0 (a fill), some or none.
     #[test]
     fn gather_converts_bytes_through_their_table() {
         let k = 784;
         let n = 100;
-        let bytes: Vec<u8> = (0..n * k).map(|i| (i * 7 % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..n * k)
+            .map(|i| if i % 100 < 60 { 0 } else { (i * 7 % 251) as u8 })
+            .collect();
         let table: Box<[f32; 256]> = Box::new(std::array::from_fn(|b| b as f32 / 255.0 - 0.5));
         let col = Column {
             values: Values::Bytes {
@@ -194,6 +243,7 @@ mod tests {
         };
         for idx in [vec![5, 0, 99], (0..64).rev().collect(), (0..33).collect()] {
             let mut b = Buf::for_column(&col, idx.len());
+            prefetch(&col, &idx);
             gather(&col, &idx, &mut b);
             let want: Vec<f32> = idx
                 .iter()

@@ -381,6 +381,13 @@ pub(super) fn train(
                 gather(&ds.train.y, idx, &mut yb);
                 last_idx.clear();
                 last_idx.extend_from_slice(idx);
+                // The next batch's samples are far apart in memory: asked for now, they arrive
+                // while this step runs.
+                if b + 1 < per_epoch as usize {
+                    let next = shard.part(order.batch(b + 1));
+                    crate::runtime::batch::prefetch(&ds.train.x, next);
+                    crate::runtime::batch::prefetch(&ds.train.y, next);
+                }
             }
             let (loss, factor) = {
                 let mut feeds: Vec<Feed<'_>> = recycle(std::mem::take(&mut feed_spare));
