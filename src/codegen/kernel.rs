@@ -328,6 +328,26 @@ impl Kb<'_> {
         self.for_step(mid, hi, 1, |k, i| body(k, i, F32));
     }
 
+    /// [`Kb::vec_loop`] with two f32x4 steps an iteration while eight elements remain, for a
+    /// long body with a long chain of dependent operations (an exponential, a division): the
+    /// two chains overlap, and constants are materialized once for both.
+    pub fn vec_loop_x2(
+        &mut self,
+        lo: Value,
+        hi: Value,
+        mut body: impl FnMut(&mut Self, Value, ClifType),
+    ) {
+        let len = self.b.ins().isub(hi, lo);
+        let len8 = self.b.ins().band_imm_s(len, !7);
+        let mid = self.b.ins().iadd(lo, len8);
+        self.for_step(lo, mid, 8, |k, i| {
+            body(k, i, F32X4);
+            let j = k.b.ins().iadd_imm_s(i, 4);
+            body(k, j, F32X4);
+        });
+        self.vec_loop(mid, hi, body);
+    }
+
     /// `for i in 0..n` in f32x4 steps for a body that may run twice on the same elements (what
     /// it writes depends only on what it reads, and it reads nothing it writes): the last
     /// `n mod 4` by one more f32x4 step over the last four, overlapping the step before, instead
