@@ -314,6 +314,13 @@ impl Kb<'_> {
         self.for_range(lo, hi, body)
     }
 
+    /// The end of the whole steps of `step` elements (a power of two) from `lo` towards `hi`.
+    fn whole_steps(&mut self, lo: Value, hi: Value, step: i64) -> Value {
+        let len = self.b.ins().isub(hi, lo);
+        let whole = self.b.ins().band_imm_s(len, !(step - 1));
+        self.b.ins().iadd(lo, whole)
+    }
+
     /// A loop over `lo..hi` in f32x4 steps and a scalar tail: `body(i, lane type)`.
     pub fn vec_loop(
         &mut self,
@@ -321,25 +328,21 @@ impl Kb<'_> {
         hi: Value,
         mut body: impl FnMut(&mut Self, Value, ClifType),
     ) {
-        let len = self.b.ins().isub(hi, lo);
-        let len4 = self.b.ins().band_imm_s(len, !3);
-        let mid = self.b.ins().iadd(lo, len4);
+        let mid = self.whole_steps(lo, hi, 4);
         self.for_step(lo, mid, 4, |k, i| body(k, i, F32X4));
         self.for_step(mid, hi, 1, |k, i| body(k, i, F32));
     }
 
     /// [`Kb::vec_loop`] with two f32x4 steps an iteration while eight elements remain, for a
     /// long body with a long chain of dependent operations (an exponential, a division): the
-    /// two chains overlap, and constants are materialized once for both.
+    /// two chains overlap.
     pub fn vec_loop_x2(
         &mut self,
         lo: Value,
         hi: Value,
         mut body: impl FnMut(&mut Self, Value, ClifType),
     ) {
-        let len = self.b.ins().isub(hi, lo);
-        let len8 = self.b.ins().band_imm_s(len, !7);
-        let mid = self.b.ins().iadd(lo, len8);
+        let mid = self.whole_steps(lo, hi, 8);
         self.for_step(lo, mid, 8, |k, i| {
             body(k, i, F32X4);
             let j = k.b.ins().iadd_imm_s(i, 4);

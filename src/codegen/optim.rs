@@ -157,7 +157,7 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
     let z1 = kb.cst(types::F32, 0.0);
     let acc4 = kb.var(types::F32X4, z4);
     let acc1 = kb.var(types::F32, z1);
-    let mut step = |kb: &mut Kb, i: Value, lane: Type| {
+    let step = |kb: &mut Kb, i: Value, lane: Type| {
         let p = kb.ld_rw(lane, ptrs[P], i);
         let g = kb.ld(lane, ptrs[G], i);
         let acc = if lane == types::F32X4 { acc4 } else { acc1 };
@@ -256,13 +256,7 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
     };
     // Two vectors a step: Adam's square root and division wait on one unit, and the second
     // vector's loads and products fill its latency.
-    let n8 = kb.b.ins().band_imm_s(n, !7);
-    kb.for_step(zero, n8, 8, |kb, i| {
-        step(kb, i, types::F32X4);
-        let j = kb.b.ins().iadd_imm_s(i, 4);
-        step(kb, j, types::F32X4);
-    });
-    kb.vec_loop(n8, n, &mut step);
+    kb.vec_loop_x2(zero, n, step);
     let v4 = kb.b.use_var(acc4);
     let s4 = kb.hsum(v4, types::F32X4);
     let s1 = kb.b.use_var(acc1);
