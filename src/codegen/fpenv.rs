@@ -99,6 +99,16 @@ impl Mode {
         }
     }
 
+    /// The control word, to pass through an atomic ([`Mode::from_bits`] takes it back).
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// The mode whose [`Mode::bits`] are `bits`.
+    pub fn from_bits(bits: u64) -> Mode {
+        Mode(bits)
+    }
+
     /// This mode with subnormals flushed.
     pub fn flushing(self) -> Mode {
         Mode(self.0 | FLUSH_BITS)
