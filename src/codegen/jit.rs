@@ -11,6 +11,7 @@ use super::glue::{lib, KeptRow, Lib, Table};
 use super::kernel::{KernelFn, Listing};
 use super::lower::{ctx_slot, lower, owner, RowSplit, Scratch, Step, Storage};
 use super::profile;
+use super::tuner::Tuner;
 use super::CodegenError;
 use crate::exec::{ExecError, Executor, Feed, HeldParams, Signature, StepCtx, Update};
 use crate::ir::print::node_to_string;
@@ -53,6 +54,8 @@ pub struct Jit {
     graph: Graph,
     signature: Signature,
     threads: usize,
+    /// One thread or all for calls of a few rows ([`super::tuner`]).
+    tuner: Tuner,
     steps: Vec<Step>,
     /// The node each step computes.
     step_nodes: Vec<usize>,
@@ -176,6 +179,7 @@ impl Jit {
             signature: Signature::of(g),
             graph: g.clone(),
             threads: opts.threads.max(1),
+            tuner: Tuner::default(),
             steps: lowered.steps,
             step_nodes: lowered.step_nodes,
             kernels: lowered.kernels,
@@ -415,6 +419,12 @@ impl Jit {
             }
             _ => None,
         };
+        // Inference of a few rows: one thread or all, whichever the tuner found faster here.
+        let (threads, timed) = match updates {
+            None => self.tuner.threads(batch, self.threads),
+            Some(_) => (self.threads, false),
+        };
+        let began = timed.then(Instant::now);
         let mut finite = true;
         let gemm_finite = AtomicBool::new(true);
         for (i, step) in self.steps.iter().enumerate() {
@@ -424,29 +434,24 @@ impl Jit {
             unsafe {
                 match step {
                     Step::Kernel { k, rows } => match rows {
-                        Some(split) if self.threads > 1 && batch >= split.min_batch => {
-                            run_split(self.kernels[*k], &self.table, split, batch, self.threads)
+                        Some(split) if threads > 1 && batch >= split.min_batch => {
+                            run_split(self.kernels[*k], &self.table, split, batch, threads)
                         }
                         Some(RowSplit {
                             channels: Some(c), ..
-                        }) if self.threads > 1 => run_parts(
+                        }) if threads > 1 => run_parts(
                             self.kernels[c.k],
                             &self.table,
                             c.parts,
                             &c.moves,
                             batch,
-                            self.threads,
+                            threads,
                         ),
                         _ => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
                     },
-                    Step::Parts { k, parts, moves } => run_parts(
-                        self.kernels[*k],
-                        &self.table,
-                        *parts,
-                        moves,
-                        batch,
-                        self.threads,
-                    ),
+                    Step::Parts { k, parts, moves } => {
+                        run_parts(self.kernels[*k], &self.table, *parts, moves, batch, threads)
+                    }
                     Step::MatMul(m) => {
                         // A weight gradient's update runs on each block the GEMM finishes.
                         let hook = match (fused, updates.as_deref_mut()) {
@@ -455,26 +460,18 @@ impl Jit {
                         };
                         let hook = hook.as_ref().map(|h| h as &BlockFn);
                         let kept = self.kept[i].as_ref().filter(|_| held);
-                        m.run(
-                            table,
-                            batch,
-                            self.threads,
-                            self.sparse,
-                            kept,
-                            self.lib,
-                            hook,
-                        )
-                        .map_err(ExecError::Other)?
+                        m.run(table, batch, threads, self.sparse, kept, self.lib, hook)
+                            .map_err(ExecError::Other)?
                     }
                     Step::Conv(c) => c
-                        .run(table, batch, self.threads, self.lib)
+                        .run(table, batch, threads, self.lib)
                         .map_err(ExecError::Other)?,
                     Step::Winograd(w) => {
                         // Weights held only where they are a parameter (not a graph input).
                         let weights = owner(&self.storage, w.ins[1]);
                         let held = held && matches!(self.storage[weights], Storage::Param(_));
                         let flags = (held, self.sparse);
-                        w.run(table, batch, self.threads, self.lib, &self.kernels, flags)
+                        w.run(table, batch, threads, self.lib, &self.kernels, flags)
                             .map_err(ExecError::Other)?
                     }
                 }
@@ -493,6 +490,9 @@ impl Jit {
             }
         }
         finite &= gemm_finite.into_inner();
+        if let Some(began) = began {
+            self.tuner.record(batch, threads, began.elapsed());
+        }
         // Outputs that are the caller's memory are copied: it may be gone after `run`.
         self.copies.clear();
         for (_, node) in &self.outputs {

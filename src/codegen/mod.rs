@@ -32,6 +32,7 @@ mod rowwise;
 mod small_matmul;
 pub mod sparse;
 pub mod sparse_conv;
+mod tuner;
 mod winograd;
 pub mod workers;
 
