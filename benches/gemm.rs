@@ -125,6 +125,24 @@ fn bench(c: &mut Criterion) {
             bch.iter(|| g.gemm(ta, tb, m, n, k, &a, &b, &mut out, false).unwrap())
         });
     }
+    // The char-RNN's recurrent weight gradient (h128, T64, b32: `hᵀ·dh` over 2048 rows), on
+    // one thread and two.
+    let (m, n, k) = (128, 128, 2048);
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut out = vec![0.0f32; m * n];
+    group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+    for threads in [1, 2] {
+        group.bench_function(
+            format!("rnn_whh_wgrad_ta_128x128x2048_{threads}_threads"),
+            |bch| {
+                bch.iter(|| {
+                    g.gemm_threads(threads, true, false, m, n, k, &a, &b, &mut out, false)
+                        .unwrap()
+                })
+            },
+        );
+    }
     // The CNN's first dense layer in training (b64), its three products on two threads.
     for (name, ta, tb, m, n, k) in [
         ("fwd_64x128x3136", false, false, 64, 128, 3136),

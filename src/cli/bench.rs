@@ -24,7 +24,8 @@ pub struct BenchArgs {
     /// Train this many steps instead of each run's own length.
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores). Inference of up to 4 rows runs on one of them
+    /// where its first calls showed that to be faster.
     #[arg(long)]
     pub threads: Option<usize>,
     /// Repetitions of the batch-1 inference measurement.
