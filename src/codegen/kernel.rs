@@ -136,7 +136,7 @@ impl KernelModule {
                 .text
                 .push_str(&format!("{header}\n{}\n", self.ctx.func.display()));
         }
-        let name = format!("k{}", self.count);
+        let name = symbol(self.count, header);
         self.count += 1;
         let sig = self.ctx.func.signature.clone();
         let id = module
@@ -187,6 +187,20 @@ impl KernelModule {
         let modules = std::iter::once(self.module).chain(self.plain).collect();
         Ok((fns, modules, self.listing.text))
     }
+}
+
+/// The name kernel `n` is declared under: `k<n>` and the node it implements, as the first line
+/// of its listing header has it (`k3 %8 = mse %7, %1 : f32[]  ; mse`). Profilers show it:
+/// Cranelift's JIT lists every function it defines in `/tmp/perf-<pid>.map` when
+/// `PERF_BUILDID_DIR` is set, which `perf report` reads (see BENCHMARKS.md).
+fn symbol(n: usize, header: &str) -> String {
+    let node = header.lines().next().unwrap_or("");
+    let node = node.trim_start_matches(';').trim();
+    let mut name = format!("k{n} {node}");
+    if let Some((cut, _)) = name.char_indices().nth(160) {
+        name.truncate(cut);
+    }
+    name
 }
 
 fn cl(e: impl std::fmt::Display) -> CodegenError {
@@ -452,5 +466,19 @@ impl Kb<'_> {
         let v = self.b.declare_var(ty);
         self.b.def_var(v, init);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::symbol;
+
+    #[test]
+    fn a_kernel_is_named_by_its_number_and_node() {
+        let header = "; %8 = mse %7, %1 : f32[]  ; mse\n; each sample's sum";
+        assert_eq!(symbol(3, header), "k3 %8 = mse %7, %1 : f32[]  ; mse");
+        assert_eq!(symbol(0, ""), "k0 ");
+        let long = format!("; %1 = {}", "é".repeat(300));
+        assert_eq!(symbol(12, &long).chars().count(), 160);
     }
 }
