@@ -2861,3 +2861,50 @@ fn relu_of_nan_and_signed_zeros_is_plus_zero() {
         }
     }
 }
+
+/// Calls of one row switch between one thread and all of them while the executor times both
+/// (`codegen/tuner.rs`), then keep the faster: every call gives the bits of a one-thread
+/// executor, whichever it ran on.
+#[test]
+fn batch_one_calls_keep_their_bits_while_the_thread_count_is_tuned() {
+    let mut conv = Graph::new("conv", false);
+    let x = conv.input("x", f(true, &[1, 9, 10]));
+    let w = param(&mut conv, "w", &[32, 1, 3, 3]);
+    let c = conv.push(Op::Conv2d(CONV_3X3), vec![x, w], "").unwrap();
+    let r = conv.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
+    conv.set_output("out", r);
+    let conv = nnc::opt::optimize(&conv, 1).unwrap();
+    let cases = [
+        (mlp(), vec![Gen::U(-1.0, 1.0), Gen::Int(0, 5)]),
+        (wide(), vec![Gen::U(-1.0, 1.0); 3]),
+        (conv, vec![Gen::U(-1.0, 1.0)]),
+    ];
+    for (g, gens) in cases {
+        let d = draw(&g, &gens, 1, &mut Rng(7));
+        let one: Vec<u32> = run_with(&g, &d, 1, 1)
+            .iter()
+            .flatten()
+            .map(|v| v.to_bits())
+            .collect();
+        let mut jit = Jit::compile(
+            &g,
+            &JitOptions {
+                threads: 2,
+                ..JitOptions::default()
+            },
+        )
+        .unwrap();
+        let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
+        for call in 0..40 {
+            jit.run(1, &feeds(&g, &d), &params, StepCtx::default())
+                .unwrap();
+            let bits: Vec<u32> = g
+                .outputs
+                .iter()
+                .flat_map(|o| jit.output(&o.name).unwrap().to_vec())
+                .map(|v| v.to_bits())
+                .collect();
+            assert!(bits == one, "{}: call {call} changed the bits", g.name);
+        }
+    }
+}
