@@ -2,11 +2,12 @@
 //! split over the worker threads, decided by timing both on the machine at hand.
 //!
 //! At batch 1 a kernel takes a few microseconds, and splitting it saves at most half of that,
-//! while handing the other half to a worker costs a transfer or two of cache lines between the
-//! cores, from about 0.5 µs to several where the cores are far apart. No fixed threshold fits
+//! while handing the other half to a worker costs transfers of cache lines between the cores:
+//! about 0.7 µs for the hand-off itself on an Intel Xeon (`cargo bench --bench workers`), and
+//! then the transfer of what each core wrote and the other reads. No fixed threshold fits
 //! every machine: the MLP's batch-1 inference (784-128-10) ran in 3.1–3.5 µs split over two
 //! cores of an AMD Zen 4, but on an AMD Zen 1 and on an Intel Xeon (Emerald Rapids) took
-//! 4.8–6.4 µs split against 2.8–5.0 µs on one thread. So the executor times its first calls of
+//! 4.0–6.4 µs split against 2.8–5.0 µs on one thread. So the executor times its first calls of
 //! each small batch size, alternating one thread and all of them, keeps the faster, and looks
 //! again every [`RETUNE`] calls, since a shared machine's phases change.
 //!
