@@ -214,7 +214,7 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     if pool.workers == 0 {
         return sequential();
     }
-    let Ok(_busy) = pool.busy.try_lock() else {
+    let Ok(busy) = pool.busy.try_lock() else {
         return sequential();
     };
     // SAFETY: the lifetime is erased only for the duration of this call, which waits below
@@ -246,7 +246,10 @@ pub fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         }
         pool.waiting.store(false, SeqCst);
     }
-    assert!(!pool.panicked.load(SeqCst), "a worker task panicked");
+    let panicked = pool.panicked.load(SeqCst);
+    // Released before panicking, which would poison it and leave every later call sequential.
+    drop(busy);
+    assert!(!panicked, "a worker task panicked");
 }
 
 #[cfg(test)]
@@ -310,6 +313,29 @@ mod tests {
             total.fetch_add(i, Ordering::Relaxed);
         });
         assert_eq!(total.load(Ordering::Relaxed), 10);
+        if pool().workers > 0 {
+            // Still shared with a worker: task 0 sees task 1 start while it runs, which a
+            // sequential run (the fallback of a poisoned pool) never lets happen. Other tests
+            // may hold the pool meanwhile, so a few tries.
+            let shared = (0..50).any(|_| {
+                let started = AtomicUsize::new(0);
+                let saw = AtomicUsize::new(0);
+                run(2, &|_| {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let t = Instant::now();
+                    while started.load(Ordering::SeqCst) < 2
+                        && t.elapsed() < Duration::from_millis(100)
+                    {
+                        std::hint::spin_loop();
+                    }
+                    if started.load(Ordering::SeqCst) == 2 {
+                        saw.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+                saw.load(Ordering::SeqCst) == 2
+            });
+            assert!(shared, "the pool ran every job sequentially");
+        }
     }
 
     #[test]
