@@ -1318,13 +1318,23 @@ fn run_once(g: &Graph, gens: &[Gen], batch: usize, threads: usize) -> Vec<Vec<f3
     run_with(g, &d, batch, threads)
 }
 
-/// The outputs of `g` on the inputs and parameters `d`, compiled for `threads` threads.
-fn run_with(g: &Graph, d: &Data, batch: usize, threads: usize) -> Vec<Vec<f32>> {
+/// `g` compiled for `threads` threads.
+fn compile_on(g: &Graph, threads: usize) -> Jit {
     let opts = JitOptions {
         threads,
         ..JitOptions::default()
     };
-    let mut jit = Jit::compile(g, &opts).unwrap();
+    Jit::compile(g, &opts).unwrap()
+}
+
+/// The bits of outputs, one after the other (NaNs compare by their bits).
+fn bits(outs: &[Vec<f32>]) -> Vec<u32> {
+    outs.iter().flatten().map(|v| v.to_bits()).collect()
+}
+
+/// The outputs of `g` on the inputs and parameters `d`, compiled for `threads` threads.
+fn run_with(g: &Graph, d: &Data, batch: usize, threads: usize) -> Vec<Vec<f32>> {
+    let mut jit = compile_on(g, threads);
     let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
     jit.run(batch, &feeds(g, d), &params, StepCtx::default())
         .unwrap();
@@ -1336,14 +1346,10 @@ fn run_with(g: &Graph, d: &Data, batch: usize, threads: usize) -> Vec<Vec<f32>> 
 
 /// Asserts that `g` on `d` gives on 2 and 3 threads the bits it gives on one (NaNs included).
 fn assert_same_bits_on_threads(g: &Graph, d: &Data, batch: usize, what: &str) {
-    let bits = |threads| -> Vec<u32> {
-        let outs = run_with(g, d, batch, threads);
-        outs.iter().flatten().map(|v| v.to_bits()).collect()
-    };
-    let one = bits(1);
+    let one = bits(&run_with(g, d, batch, 1));
     for threads in [2, 3] {
         assert!(
-            one == bits(threads),
+            one == bits(&run_with(g, d, batch, threads)),
             "{what}: {threads} threads changed the bits"
         );
     }
@@ -2261,9 +2267,6 @@ fn poolings_fused_into_convolutions() {
         }
         for batch in [1, 3] {
             let want = run_once(&unfused, &gens, batch, 1);
-            let bits = |v: &Vec<Vec<f32>>| -> Vec<u32> {
-                v.iter().flatten().map(|x| x.to_bits()).collect()
-            };
             for threads in [1, 2, 3] {
                 let got = run_once(&fused, &gens, batch, threads);
                 assert_eq!(
@@ -2360,14 +2363,7 @@ fn winograd_held_weights_are_transformed_again_only_when_others_are_held_or_pass
         };
         let (first, second) = (want(&d.params), want(&other));
         assert_ne!(first, second, "the changed weight changes the output");
-        let mut jit = Jit::compile(
-            &g,
-            &JitOptions {
-                threads: 2,
-                ..JitOptions::default()
-            },
-        )
-        .unwrap();
+        let mut jit = compile_on(&g, 2);
         let run = |jit: &mut Jit, passed: Option<&[Vec<f32>]>| {
             let refs: Vec<&[f32]> = passed.unwrap_or(&[]).iter().map(Vec::as_slice).collect();
             jit.run(batch, &feeds(&g, &d), &refs, StepCtx::default())
@@ -2664,11 +2660,7 @@ fn subnormals_flush_to_zero_on_every_thread() {
         let reference = &reference.unwrap()[g.outputs[0].value.index()];
         assert!(reference.iter().all(|&v| close(v)), "{}", g.name);
         for threads in [1, 2, 3] {
-            let opts = JitOptions {
-                threads,
-                ..JitOptions::default()
-            };
-            let mut jit = Jit::compile(g, &opts).unwrap();
+            let mut jit = compile_on(g, threads);
             jit.run(batch, &feeds, &[], StepCtx::default()).unwrap();
             let out = jit.output("out").unwrap();
             let kept = out.iter().filter(|&&v| v != 0.0).count();
@@ -2881,30 +2873,22 @@ fn batch_one_calls_keep_their_bits_while_the_thread_count_is_tuned() {
     ];
     for (g, gens) in cases {
         let d = draw(&g, &gens, 1, &mut Rng(7));
-        let one: Vec<u32> = run_with(&g, &d, 1, 1)
-            .iter()
-            .flatten()
-            .map(|v| v.to_bits())
-            .collect();
-        let mut jit = Jit::compile(
-            &g,
-            &JitOptions {
-                threads: 2,
-                ..JitOptions::default()
-            },
-        )
-        .unwrap();
+        let one = bits(&run_with(&g, &d, 1, 1));
+        let mut jit = compile_on(&g, 2);
         let params: Vec<&[f32]> = d.params.iter().map(|p| p.as_slice()).collect();
         for call in 0..40 {
             jit.run(1, &feeds(&g, &d), &params, StepCtx::default())
                 .unwrap();
-            let bits: Vec<u32> = g
+            let outs: Vec<Vec<f32>> = g
                 .outputs
                 .iter()
-                .flat_map(|o| jit.output(&o.name).unwrap().to_vec())
-                .map(|v| v.to_bits())
+                .map(|o| jit.output(&o.name).unwrap().to_vec())
                 .collect();
-            assert!(bits == one, "{}: call {call} changed the bits", g.name);
+            assert!(
+                bits(&outs) == one,
+                "{}: call {call} changed the bits",
+                g.name
+            );
         }
     }
 }
