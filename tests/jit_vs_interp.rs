@@ -2544,12 +2544,13 @@ fn held_parameters_give_the_results_of_parameters_passed_to_each_run() {
 }
 
 /// A direct convolution (one input channel, the CNN's first layer) on two threads cuts a batch
-/// of one image by output channels (32 channels: four parts of 8; 12: four parts of 3): the
+/// of one image by output channels (32 channels: four parts of 8; 12: three parts of 4, whole
+/// tiles of the kernel's four channels): the
 /// same bits as one thread, with the bias and ReLU fused into it, against the interpreter; a
 /// batch of three splits by images, as before.
 #[test]
 fn a_direct_convolution_of_one_image_splits_its_output_channels_over_the_threads() {
-    for o in [32, 12] {
+    for (o, part) in [(32, 8), (12, 4)] {
         let mut g = Graph::new("conv1", false);
         let x = g.input("x", f(true, &[1, 9, 10]));
         let w = param(&mut g, "w", &[o, 1, 3, 3]);
@@ -2563,8 +2564,7 @@ fn a_direct_convolution_of_one_image_splits_its_output_channels_over_the_threads
         let clif = nnc::codegen::clif_text(&g).unwrap();
         assert!(
             clif.contains(&format!(
-                "direct convolution, {} of {o} output channels",
-                o / 4
+                "direct convolution, {part} of {o} output channels"
             )),
             "{clif}"
         );

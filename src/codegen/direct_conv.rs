@@ -1,8 +1,12 @@
 //! Direct convolution for few input taps (the first layer of an image model: one channel,
-//! 3×3): each output row is `Σ_taps w[o, tap] · x[row + tap]`, computed for 8 output channels ×
-//! 4 positions per step: each tap's four inputs are loaded once and multiplied by each
-//! channel's weight (written four times into the thread's scratch once per call, and loaded as
-//! an f32x4 at each use), the taps unrolled.
+//! 3×3): each output row is `Σ_taps w[o, tap] · x[row + tap]`, computed for 4 output channels ×
+//! 8 positions per step: each tap's two groups of four inputs are loaded once and multiplied
+//! by each channel's weight (written four times into the thread's scratch once per call, and
+//! loaded as an f32x4 once per tap for both groups), the taps unrolled. A step loads six
+//! vectors for eight `fma`s: with 8 channels × 4 positions it loaded nine, and the kernel ran
+//! about 10% slower (the MNIST CNN's first layer, one thread, AMD Zen 4: 15.7–16.1 against
+//! 14.2–14.7 µs an image at batch 1, 980–1,078 against 886–990 µs a training step of 64,
+//! three alternated runs of `nnc bench --profile`).
 //!
 //! As im2col plus GEMM, such a convolution is a product of depth 9: the GEMM's micro-kernel
 //! loads and stores its tile of C for nine multiply-adds, and the columns (9× the image) are
@@ -580,8 +584,12 @@ pub fn emit(
     });
 }
 
-/// Output channels computed together: each tap's four inputs are loaded once for all of them.
-pub const TILE: usize = 8;
+/// Output channels computed together: each tap's inputs are loaded once for all of them.
+pub const TILE: usize = 4;
+/// Groups of four positions computed together: each channel's weight is loaded once for them
+/// (a row's last group, when their count is odd, alone). Eight accumulators, as many as two
+/// `fma` units of four cycles' latency keep busy.
+const VECS: usize = 2;
 
 /// A group of `rows` output channels, the `t`-th of those starting at channel `first`, of the
 /// image whose output starts at element `out_img`; with a `stage` (the two rows of each
@@ -599,9 +607,10 @@ struct Tile {
 /// The epilogue as the kernel applies it: the chain and its bias pointer.
 type EpiAt<'a> = Option<(&'a Chain, Option<Value>)>;
 
-/// One tile of output channels over the whole image: per output row, four positions at a time
-/// (one f32x4 accumulator per channel, the taps' inputs loaded once and multiplied by each
-/// channel's weight), the last `ow mod 4` positions one by one.
+/// One tile of output channels over the whole image: per output row, [`VECS`] × 4 positions
+/// at a time (one f32x4 accumulator per channel and group of four, the taps' inputs loaded
+/// once and multiplied by each channel's weight), then four at a time, the last `ow mod 4`
+/// positions one by one.
 fn conv_tile(
     kb: &mut Kb,
     g: &ConvGeom,
@@ -627,40 +636,58 @@ fn conv_tile(
     let row = |kb: &mut Kb, oy: Value, (dst, first, stride): (Value, Value, usize)| {
         let irow = kb.b.ins().imul_imm_s(oy, (wp * 4) as i64);
         let irow = kb.b.ins().iadd(pp, irow);
-        let positions = |kb: &mut Kb, ox: Value, lane| {
+        // `vecs` groups of four positions (or one position, `lane` F32) from `ox`.
+        let positions = |kb: &mut Kb, ox: Value, lane, vecs: usize| {
             let xrow = kb.b.ins().imul_imm_s(ox, 4);
             let xrow = kb.b.ins().iadd(irow, xrow);
-            let mut acc: Vec<Value> = (0..at.rows).map(|_| kb.cst(lane, 0.0)).collect();
+            let width = if lane == F32X4 { 16 } else { 4 };
+            let mut acc: Vec<Value> = (0..at.rows * vecs).map(|_| kb.cst(lane, 0.0)).collect();
             for (tap, off) in taps(g) {
                 // The bordered image is written by this kernel: plain loads.
-                let v = kb.b.ins().load(lane, rw(), xrow, off);
-                for (r, a) in acc.iter_mut().enumerate() {
+                let v: Vec<Value> = (0..vecs)
+                    .map(|q| kb.b.ins().load(lane, rw(), xrow, off + (q * width) as i32))
+                    .collect();
+                for r in 0..at.rows {
                     let woff = 4 * (r * n_taps + tap);
-                    // The weight broadcast, loaded at each use: the register the tied
-                    // `vfmadd213` overwrites.
                     let w = if lane == F32X4 {
                         kb.b.ins().load(F32X4, ro(), wvecs, 4 * woff as i32)
                     } else {
                         kb.b.ins().load(types::F32, ro(), wbase, woff as i32)
                     };
-                    *a = kb.b.ins().fma(w, v, *a);
+                    for (q, &v) in v.iter().enumerate() {
+                        let a = &mut acc[r * vecs + q];
+                        *a = kb.b.ins().fma(w, v, *a);
+                    }
                 }
             }
-            for (r, mut a) in acc.into_iter().enumerate() {
-                let rr = kb.b.ins().iadd_imm_s(oc0, r as i64);
-                if let Some((c, bias)) = epi {
-                    let b = bias.map(|bp| kb.ld(types::F32, bp, rr));
+            let mut bias = vec![None; at.rows];
+            for (j, mut a) in acc.into_iter().enumerate() {
+                let (r, q) = (j / vecs, j % vecs);
+                if let Some((c, bp)) = epi {
+                    let b = *bias[r].get_or_insert_with(|| {
+                        bp.map(|bp| {
+                            let rr = kb.b.ins().iadd_imm_s(oc0, r as i64);
+                            kb.ld(types::F32, bp, rr)
+                        })
+                    });
                     a = chain(kb, &c.acts, b, a, lane);
                 }
-                let i = kb.b.ins().iadd_imm_s(first, (r * stride) as i64);
+                let i =
+                    kb.b.ins()
+                        .iadd_imm_s(first, (r * stride + q * width / 4) as i64);
                 let i = kb.b.ins().iadd(i, ox);
                 kb.st(a, dst, i);
             }
         };
-        let (lo, hi) = (kb.int(0), kb.int(ow4 as i64));
-        kb.for_step(lo, hi, 4, |kb, ox| positions(kb, ox, F32X4));
+        let ow8 = ow / (4 * VECS) * (4 * VECS);
+        let (lo, hi) = (kb.int(0), kb.int(ow8 as i64));
+        kb.for_step(lo, hi, (4 * VECS) as i64, |kb, ox| {
+            positions(kb, ox, F32X4, VECS)
+        });
+        let (lo, hi) = (kb.int(ow8 as i64), kb.int(ow4 as i64));
+        kb.for_step(lo, hi, 4, |kb, ox| positions(kb, ox, F32X4, 1));
         let (lo, hi) = (kb.int(ow4 as i64), kb.int(ow as i64));
-        kb.for_range(lo, hi, |kb, ox| positions(kb, ox, types::F32));
+        kb.for_range(lo, hi, |kb, ox| positions(kb, ox, types::F32, 1));
     };
     let Some(stage) = at.stage else {
         let plane = kb.b.ins().imul_imm_s(oc0, (oh * ow) as i64);

@@ -1087,7 +1087,7 @@ fn direct_step(
 }
 
 /// Parts a direct convolution of `o` output channels is cut into at batch 1: up to 4, of whole
-/// tiles of the kernel's 8 channels where they divide (32 channels: 4 parts of 8), else the
+/// tiles of the kernel's 4 channels where they divide (32 channels: 4 parts of 8), else the
 /// most up to 4 that divide `o`. On the MNIST CNN's first layer (one input channel, 32
 /// outputs) at batch 1 the image split left one thread idle.
 fn direct_parts(o: usize) -> usize {
