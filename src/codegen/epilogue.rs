@@ -122,17 +122,8 @@ pub fn emit_rect(kb: &mut Kb, epi: &Epilogue, ty: &Type, bias_rows: bool, at: Re
         };
         // Two vectors an iteration: a sigmoid's or tanh's exponential and division make a
         // long chain (the autoencoder's decoder step 337–356 → 332–344 µs, four alternated
-        // runs). Not with a mean squared error's gradient computed beside: two such vectors
-        // need more than x64's 16 registers, and the spills cost more than the overlap gains.
-        // The autoencoder's decoder step (sigmoid, MSE gradient, sigmoid's gradient) went from
-        // 370–412 to 348–389 µs a call with one vector an iteration (AMD Zen 4, four
-        // alternated runs; 59 instructions per four elements, eight of them spills, against
-        // 66 without spills).
-        if loss.is_some_and(|(l, _)| l.loss == EpilogueLoss::Mse) {
-            kb.vec_loop(zero, at.cols, body);
-        } else {
-            kb.vec_loop_x2(zero, at.cols, body);
-        }
+        // runs; its loss epilogue 66 → 60 instructions per four elements).
+        kb.vec_loop_x2(zero, at.cols, body);
         if let Some((l, scale)) = loss.filter(|(l, _)| l.loss == EpilogueLoss::CrossEntropy) {
             // The row is whole and final in C: its softmax gradient.
             let c = ty.last();
