@@ -955,6 +955,11 @@ fn param(g: &mut Graph, path: &str, dims: &[usize]) -> ValueId {
 }
 
 /// An MLP 20-16-5 with softmax cross-entropy: forward and a hand-written backward pass.
+/// `op(a)·op(b)` pushed onto `g` (`ta`, `tb`: the operands read transposed).
+fn matmul(g: &mut Graph, ta: bool, tb: bool, a: ValueId, b: ValueId) -> ValueId {
+    g.push(Op::MatMul { ta, tb }, vec![a, b], "").unwrap()
+}
+
 fn mlp() -> Graph {
     mlp_of(20)
 }
@@ -968,23 +973,22 @@ fn mlp_of(inputs: usize) -> Graph {
     let b1 = param(&mut g, "b1", &[16]);
     let w2 = param(&mut g, "w2", &[16, 5]);
     let b2 = param(&mut g, "b2", &[5]);
-    let mm = |g: &mut Graph, ta, tb, a, b| g.push(Op::MatMul { ta, tb }, vec![a, b], "").unwrap();
-    let h = mm(&mut g, false, false, x, w1);
+    let h = matmul(&mut g, false, false, x, w1);
     let h = g.push(Op::BiasAdd { axis: 1 }, vec![h, b1], "").unwrap();
     let a = g.push(Op::Unary(UnaryOp::Tanh), vec![h], "").unwrap();
-    let o = mm(&mut g, false, false, a, w2);
+    let o = matmul(&mut g, false, false, a, w2);
     let o = g.push(Op::BiasAdd { axis: 1 }, vec![o, b2], "").unwrap();
     let l = g.push(Op::CrossEntropy, vec![o, y], "").unwrap();
     let one = g.constant(1.0);
     let d_o = g.push(Op::CrossEntropyGrad, vec![o, y, one], "").unwrap();
     let d_b2 = g.push(Op::BiasGrad { axis: 1 }, vec![d_o], "").unwrap();
-    let d_w2 = mm(&mut g, true, false, a, d_o);
-    let d_a = mm(&mut g, false, true, d_o, w2);
+    let d_w2 = matmul(&mut g, true, false, a, d_o);
+    let d_a = matmul(&mut g, false, true, d_o, w2);
     let d_h = g
         .push(Op::UnaryGrad(UnaryOp::Tanh), vec![a, d_a], "")
         .unwrap();
     let d_b1 = g.push(Op::BiasGrad { axis: 1 }, vec![d_h], "").unwrap();
-    let d_w1 = mm(&mut g, true, false, x, d_h);
+    let d_w1 = matmul(&mut g, true, false, x, d_h);
     g.set_output("loss", l);
     for (n, v) in [
         ("grad:w1", d_w1),
@@ -1048,39 +1052,12 @@ fn cnn_forward_backward() {
     let r = g.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
     let p = g.push(Op::MaxPool(pool), vec![r], "").unwrap();
     let fl = g.push_typed(Op::Reshape, vec![p], f(true, &[64]), "");
-    let o = g
-        .push(
-            Op::MatMul {
-                ta: false,
-                tb: false,
-            },
-            vec![fl, wd],
-            "",
-        )
-        .unwrap();
+    let o = matmul(&mut g, false, false, fl, wd);
     let l = g.push(Op::CrossEntropy, vec![o, y], "").unwrap();
     let one = g.constant(1.0);
     let d_o = g.push(Op::CrossEntropyGrad, vec![o, y, one], "").unwrap();
-    let d_wd = g
-        .push(
-            Op::MatMul {
-                ta: true,
-                tb: false,
-            },
-            vec![fl, d_o],
-            "",
-        )
-        .unwrap();
-    let d_fl = g
-        .push(
-            Op::MatMul {
-                ta: false,
-                tb: true,
-            },
-            vec![d_o, wd],
-            "",
-        )
-        .unwrap();
+    let d_wd = matmul(&mut g, true, false, fl, d_o);
+    let d_fl = matmul(&mut g, false, true, d_o, wd);
     let d_p = g.push_typed(Op::Reshape, vec![d_fl], g.ty(p).clone(), "");
     let d_r = g.push(Op::MaxPoolGrad(pool), vec![r, d_p], "").unwrap();
     let d_c = g
@@ -1123,53 +1100,17 @@ fn rnn_forward_backward() {
     let whh = param(&mut g, "whh", &[h, h]);
     let why = param(&mut g, "why", &[h, v]);
     let e = g.push(Op::Embedding, vec![ids, emb], "").unwrap();
-    let xp = g
-        .push(
-            Op::MatMul {
-                ta: false,
-                tb: false,
-            },
-            vec![e, wxh],
-            "",
-        )
-        .unwrap();
+    let xp = matmul(&mut g, false, false, e, wxh);
     let xp = g.push(Op::BiasAdd { axis: 2 }, vec![xp, bh], "").unwrap();
     let hs = g
         .push(Op::RnnScan { act: UnaryOp::Tanh }, vec![xp, whh], "")
         .unwrap();
-    let o = g
-        .push(
-            Op::MatMul {
-                ta: false,
-                tb: false,
-            },
-            vec![hs, why],
-            "",
-        )
-        .unwrap();
+    let o = matmul(&mut g, false, false, hs, why);
     let l = g.push(Op::CrossEntropy, vec![o, tgt], "").unwrap();
     let one = g.constant(1.0);
     let d_o = g.push(Op::CrossEntropyGrad, vec![o, tgt, one], "").unwrap();
-    let d_why = g
-        .push(
-            Op::MatMul {
-                ta: true,
-                tb: false,
-            },
-            vec![hs, d_o],
-            "",
-        )
-        .unwrap();
-    let d_h = g
-        .push(
-            Op::MatMul {
-                ta: false,
-                tb: true,
-            },
-            vec![d_o, why],
-            "",
-        )
-        .unwrap();
+    let d_why = matmul(&mut g, true, false, hs, d_o);
+    let d_h = matmul(&mut g, false, true, d_o, why);
     let d_a = g
         .push(
             Op::RnnScanGrad { act: UnaryOp::Tanh },
@@ -1178,37 +1119,10 @@ fn rnn_forward_backward() {
         )
         .unwrap();
     let hprev = g.push(Op::TimeShift, vec![hs], "").unwrap();
-    let d_whh = g
-        .push(
-            Op::MatMul {
-                ta: true,
-                tb: false,
-            },
-            vec![hprev, d_a],
-            "",
-        )
-        .unwrap();
+    let d_whh = matmul(&mut g, true, false, hprev, d_a);
     let d_bh = g.push(Op::BiasGrad { axis: 2 }, vec![d_a], "").unwrap();
-    let d_wxh = g
-        .push(
-            Op::MatMul {
-                ta: true,
-                tb: false,
-            },
-            vec![e, d_a],
-            "",
-        )
-        .unwrap();
-    let d_e = g
-        .push(
-            Op::MatMul {
-                ta: false,
-                tb: true,
-            },
-            vec![d_a, wxh],
-            "",
-        )
-        .unwrap();
+    let d_wxh = matmul(&mut g, true, false, e, d_a);
+    let d_e = matmul(&mut g, false, true, d_a, wxh);
     let d_emb = g.push_typed(Op::EmbeddingGrad, vec![ids, d_e], f(false, &[v, 5]), "");
     g.set_output("loss", l);
     for (n, val) in [
@@ -1246,37 +1160,10 @@ fn wide() -> Graph {
     let whh = param(&mut g, "whh", &[20, 20]);
     let win = CONV_3X3;
     let pw = POOL_2X2;
-    let h = g
-        .push(
-            Op::MatMul {
-                ta: false,
-                tb: false,
-            },
-            vec![x, w1],
-            "",
-        )
-        .unwrap();
+    let h = matmul(&mut g, false, false, x, w1);
     let h = g.push(Op::Unary(UnaryOp::Relu), vec![h], "").unwrap();
-    let o = g
-        .push(
-            Op::MatMul {
-                ta: false,
-                tb: false,
-            },
-            vec![h, w2],
-            "",
-        )
-        .unwrap();
-    let dw1 = g
-        .push(
-            Op::MatMul {
-                ta: true,
-                tb: false,
-            },
-            vec![x, h],
-            "",
-        )
-        .unwrap();
+    let o = matmul(&mut g, false, false, h, w2);
+    let dw1 = matmul(&mut g, true, false, x, h);
     let c = g.push(Op::Conv2d(win), vec![im, wc], "").unwrap();
     let r = g.push(Op::Unary(UnaryOp::Tanh), vec![c], "").unwrap();
     let m = g.push(Op::MaxPool(pw), vec![r], "").unwrap();
