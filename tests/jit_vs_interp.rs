@@ -1231,10 +1231,11 @@ fn run_with(g: &Graph, d: &Data, batch: usize, threads: usize) -> Vec<Vec<f32>> 
         .collect()
 }
 
-/// Asserts that `g` on `d` gives on 2 and 3 threads the bits it gives on one (NaNs included).
+/// Asserts that `g` on `d` gives on 2, 3 and 4 threads the bits it gives on one (NaNs
+/// included).
 fn assert_same_bits_on_threads(g: &Graph, d: &Data, batch: usize, what: &str) {
     let one = bits(&run_with(g, d, batch, 1));
-    for threads in [2, 3] {
+    for threads in [2, 3, 4] {
         assert!(
             one == bits(&run_with(g, d, batch, threads)),
             "{what}: {threads} threads changed the bits"
@@ -2431,8 +2432,8 @@ fn held_parameters_give_the_results_of_parameters_passed_to_each_run() {
 }
 
 /// A direct convolution (one input channel, the CNN's first layer) on two threads cuts a batch
-/// of one image by output channels (32 channels: four parts of 8; 12: three parts of 4, whole
-/// tiles of the kernel's four channels): the
+/// of one image by output channels (32 channels: kernels for two parts of 16 and four of 8, as
+/// many as the threads taken; 12: three parts of 4, whole tiles of the kernel's four channels): the
 /// same bits as one thread, with the bias and ReLU fused into it, against the interpreter; a
 /// batch of three splits by images, as before.
 #[test]

@@ -433,22 +433,23 @@ impl Jit {
             // type has for `batch` (validated above); steps write only owned buffers.
             unsafe {
                 match step {
-                    Step::Kernel { k, rows } => match rows {
-                        Some(split) if threads > 1 && batch >= split.min_batch => {
-                            run_split(self.kernels[*k], &self.table, split, batch, threads)
+                    Step::Kernel { k, rows } => {
+                        let rows = rows.as_ref().filter(|_| threads > 1);
+                        match (rows, rows.and_then(|s| s.channels_for(threads))) {
+                            (Some(split), _) if batch >= split.min_batch => {
+                                run_split(self.kernels[*k], &self.table, split, batch, threads)
+                            }
+                            (_, Some(c)) => run_parts(
+                                self.kernels[c.k],
+                                &self.table,
+                                c.parts,
+                                &c.moves,
+                                batch,
+                                threads,
+                            ),
+                            _ => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
                         }
-                        Some(RowSplit {
-                            channels: Some(c), ..
-                        }) if threads > 1 => run_parts(
-                            self.kernels[c.k],
-                            &self.table,
-                            c.parts,
-                            &c.moves,
-                            batch,
-                            threads,
-                        ),
-                        _ => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
-                    },
+                    }
                     Step::Parts { k, parts, moves } => {
                         run_parts(self.kernels[*k], &self.table, *parts, moves, batch, threads)
                     }

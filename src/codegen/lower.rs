@@ -56,9 +56,21 @@ pub struct RowSplit {
     pub per_thread: Vec<(usize, usize)>,
     /// The smallest batch worth splitting (thread start-up costs microseconds).
     pub min_batch: usize,
-    /// Below `min_batch`, the same op cut by output channels instead, when it has such a
-    /// variant: a batch of one image still runs on the threads.
-    pub channels: Option<ChannelSplit>,
+    /// Below `min_batch`, the same op cut by output channels instead, when it has such
+    /// variants (by increasing part count; [`RowSplit::channels_for`] picks one): a batch of
+    /// one image still runs on the threads.
+    pub channels: Vec<ChannelSplit>,
+}
+
+impl RowSplit {
+    /// The channel split for `threads` threads: the one of the most parts that are not more
+    /// than the threads, else the one of the fewest. Each part costs a call and, for a direct
+    /// convolution, a bordered copy of the image of its own, so parts beyond the threads only
+    /// add those.
+    pub fn channels_for(&self, threads: usize) -> Option<&ChannelSplit> {
+        let fit = self.channels.iter().rev().find(|c| c.parts <= threads);
+        fit.or(self.channels.first())
+    }
 }
 
 /// A kernel computing a part of the output channels, run once per part with these slots
@@ -315,8 +327,8 @@ fn emit(
             rows: None,
         })
     };
-    // A kernel over the channels of one image, for batch 1 (see [`RowSplit::channels`]).
-    let mut channels = None;
+    // Kernels over the channels of one image, for batch 1 (see [`RowSplit::channels`]).
+    let mut channels = Vec::new();
     let step = match &n.op {
         Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => return Ok(()),
         // A second result (`Op::second_result_of`) is written by the step of the node it reads.
@@ -738,7 +750,7 @@ fn emit(
                     pool::max_pool(kb, w, &xp, &yp, i, &ins, false, None)
                 })?;
                 let moves = vec![(ins[0], 4 * xp.per_sample()), (i, 4 * yp.per_sample())];
-                channels = Some(ChannelSplit { k, parts, moves });
+                channels.push(ChannelSplit { k, parts, moves });
             }
             one(km, &mut |kb| {
                 pool::max_pool(kb, w, &x, &y, i, &ins, grad, None)
@@ -887,7 +899,7 @@ fn emit(
             split.min_batch = match n.op {
                 Op::RnnScan { .. } | Op::RnnScanGrad { .. } => 2,
                 // The parts of one image are contiguous channels of the batch's only image.
-                _ if channels.is_some() => 2,
+                _ if !channels.is_empty() => 2,
                 _ => PARALLEL_ELEMENTS.div_ceil(ty.per_sample().max(1)).max(2),
             };
             split.channels = channels;
@@ -996,7 +1008,7 @@ fn border_all(
                 batched: vec![(x, geom.image_len()), (pad, s.per)],
                 per_thread: Vec::new(),
                 min_batch: 2,
-                channels: None,
+                channels: Vec::new(),
             }),
         },
     )?;
@@ -1012,9 +1024,9 @@ struct DirectAt {
 /// A direct convolution ([`direct_conv`]) of output type `ty` with its epilogue (the chain and
 /// the slot of its bias, and whether a 2×2 max pooling follows): one kernel, its images split
 /// over the threads, each with its own bordered image; and for a batch smaller than the
-/// threads (one image) a second kernel that computes a part of the output channels
+/// threads (one image) kernels that compute a part of the output channels, one per part count
 /// ([`direct_parts`]), each part with its own bordered image. Every output channel is summed
-/// the same way in both, so the bits are the same.
+/// the same way in all, so the bits are the same.
 #[allow(clippy::too_many_arguments)]
 fn direct_step(
     km: &mut KernelModule,
@@ -1044,8 +1056,8 @@ fn direct_step(
         &format!("{header}\n; direct convolution{pool_note}"),
         |kb| direct_conv::emit(kb, geom, (o, o), [x, w, out, pad], epi, pooled, beside),
     )?;
-    let parts = direct_parts(o);
-    let channels = if parts > 1 {
+    let mut channels = Vec::new();
+    for parts in direct_parts(o) {
         let part = o / parts;
         let all = Scratch {
             per: s.per * parts,
@@ -1068,10 +1080,8 @@ fn direct_step(
             moves.push((bias, 4 * part));
         }
         moves.extend(beside.map(|b| (b, 4 * part * pooled_plane)));
-        Some(ChannelSplit { k, parts, moves })
-    } else {
-        None
-    };
+        channels.push(ChannelSplit { k, parts, moves });
+    }
     Ok(Step::Kernel {
         k,
         rows: Some(RowSplit {
@@ -1086,15 +1096,26 @@ fn direct_step(
     })
 }
 
-/// Parts a direct convolution of `o` output channels is cut into at batch 1: up to 4, of whole
-/// tiles of the kernel's 4 channels where they divide (32 channels: 4 parts of 8), else the
-/// most up to 4 that divide `o`. On the MNIST CNN's first layer (one input channel, 32
-/// outputs) at batch 1 the image split left one thread idle.
-fn direct_parts(o: usize) -> usize {
-    (2..=4)
-        .rev()
-        .find(|p| o.is_multiple_of(*p) && (o / p).is_multiple_of(direct_conv::TILE))
-        .unwrap_or_else(|| channel_parts(o, 4))
+/// The part counts a direct convolution of `o` output channels is cut into at batch 1, one
+/// kernel each, increasing: 2, 3 and 4 where the parts are whole tiles of the kernel's 4
+/// channels (32 channels: 2 parts of 16 and 4 of 8), else the most up to 4 that divide `o`
+/// (none when that is 1). On the MNIST CNN's first layer (one input channel, 32 outputs) at
+/// batch 1 the image split left one thread idle. On two threads, 2 parts rather than 4 take
+/// the whole batch-1 inference to about 0.99 of its time (0.95–1.00 in ten runs, 0.98–1.00
+/// with the two orders swapped in four; AMD Zen 4, both compiled in one process and run
+/// alternately in rounds of 250 calls): each part borders its own copy of the image.
+fn direct_parts(o: usize) -> Vec<usize> {
+    let whole: Vec<usize> = (2..=4)
+        .filter(|p| o.is_multiple_of(*p) && (o / p).is_multiple_of(direct_conv::TILE))
+        .collect();
+    if whole.is_empty() {
+        Some(channel_parts(o, 4))
+            .filter(|&p| p > 1)
+            .into_iter()
+            .collect()
+    } else {
+        whole
+    }
 }
 
 /// Parts a kernel over `c` independent channels is cut into for the threads ([`Step::Parts`]):
