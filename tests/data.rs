@@ -58,6 +58,15 @@ fn csv_error(dir: &Path, path: &str, header: bool) -> DataError {
     load(&spec(src, None, 1.0, None), dir, &Expect::default()).unwrap_err()
 }
 
+/// The error of loading text file `path` of `dir` in windows of `seq` characters.
+fn text_error(dir: &Path, path: &str, seq: usize) -> DataError {
+    let src = Source::Text {
+        path: path.into(),
+        seq,
+    };
+    load(&spec(src, None, 1.0, None), dir, &Expect::default()).unwrap_err()
+}
+
 fn idx_src(images: &str, labels: &str) -> Source {
     Source::Idx {
         images: images.into(),
@@ -491,39 +500,13 @@ fn text_vocabulary_windows_and_split() {
 fn empty_and_too_short_text() {
     let dir = tmp("empty");
     std::fs::write(dir.join("e.txt"), "").unwrap();
-    let e = load(
-        &spec(
-            Source::Text {
-                path: "e.txt".into(),
-                seq: 4,
-            },
-            None,
-            1.0,
-            None,
-        ),
-        &dir,
-        &Expect::default(),
-    )
-    .unwrap_err();
+    let e = text_error(&dir, "e.txt", 4);
     assert!(
         matches!(e, DataError::EmptyText { .. }) && e.to_string().contains("e.txt"),
         "{e}"
     );
     std::fs::write(dir.join("s.txt"), "abcd").unwrap();
-    let e = load(
-        &spec(
-            Source::Text {
-                path: "s.txt".into(),
-                seq: 4,
-            },
-            None,
-            1.0,
-            None,
-        ),
-        &dir,
-        &Expect::default(),
-    )
-    .unwrap_err();
+    let e = text_error(&dir, "s.txt", 4);
     assert!(
         matches!(
             e,
