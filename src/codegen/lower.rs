@@ -1221,3 +1221,45 @@ fn matmul_dims(
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(parts: &[usize]) -> RowSplit {
+        RowSplit {
+            channels: parts
+                .iter()
+                .map(|&parts| ChannelSplit {
+                    k: parts,
+                    parts,
+                    moves: Vec::new(),
+                })
+                .collect(),
+            ..RowSplit::default()
+        }
+    }
+
+    #[test]
+    fn the_channel_split_has_as_many_parts_as_threads_allow() {
+        let s = split(&[2, 4]);
+        let parts = |threads| s.channels_for(threads).map(|c| c.parts);
+        assert_eq!(parts(2), Some(2));
+        assert_eq!(parts(3), Some(2));
+        assert_eq!(parts(4), Some(4));
+        assert_eq!(parts(16), Some(4));
+        // Fewer threads than any split: the fewest parts.
+        assert_eq!(split(&[3]).channels_for(2).map(|c| c.parts), Some(3));
+        assert!(split(&[]).channels_for(2).is_none());
+    }
+
+    #[test]
+    fn direct_convolutions_are_cut_into_whole_tiles_where_they_can() {
+        assert_eq!(direct_parts(32), [2, 4]);
+        assert_eq!(direct_parts(48), [2, 3, 4]);
+        assert_eq!(direct_parts(12), [3]);
+        // No whole tiles: the most parts up to 4 that divide the channels, or none.
+        assert_eq!(direct_parts(6), [3]);
+        assert_eq!(direct_parts(5), Vec::<usize>::new());
+    }
+}
