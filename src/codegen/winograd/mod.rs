@@ -896,15 +896,17 @@ fn inputs(kb: &mut Kb, g: &WinoGeom, planes: Range<usize>) {
     let plane = kb.b.ins().iadd_imm_s(plane, SKEW as i64);
     let zero = kb.int(0);
     let batch = kb.batch;
+    // Zero the bordered channel and its slack (a whole number of f32x4: the bordered sides are
+    // even) once: each channel copied in below writes its inside only, so the border stays 0.
+    // (Zeroing it for every channel took 1.5–5.5% of the CNN's batch-1 inference.)
+    let z = kb.cst(F32X4, 0.0);
+    let lo = kb.int(0);
+    let end = kb.int(g.pad_len() as i64);
+    kb.for_step(lo, end, 4, |kb, i| kb.st(z, pb, i));
     kb.for_range(zero, batch, |kb, img| {
         let first_tile = kb.b.ins().imul_imm_s(img, tiles as i64);
         kb.for_range(c_lo, c_hi, |kb, c| {
-            // Zero the padded channel and its slack (a whole number of f32x4: the bordered
-            // sides are even), copy the image in.
-            let z = kb.cst(F32X4, 0.0);
-            let lo = kb.int(0);
-            let end = kb.int(g.pad_len() as i64);
-            kb.for_step(lo, end, 4, |kb, i| kb.st(z, pb, i));
+            // Copy the channel in.
             let ch = mul_add(kb, img, g.cin, c);
             let ch = kb.b.ins().imul_imm_s(ch, (h * w) as i64);
             kb.for_n(h, |kb, r| {
