@@ -112,6 +112,15 @@ const PAR_MIN_FLOPS_FEW_ROWS: usize = 100_000;
 /// in L1 while every row of the call passes over them (128 rows thrashed: B's rows of 512
 /// bytes fall in 16 of L1's 64 sets).
 const KB: usize = 64;
+/// [`KB`] of a product of fewer than [`WIDE_N`] columns whose `op(A)` is not transposed. Those
+/// are compacted at densities up to [`MAX_DENSITY`] (or [`MAX_DENSITY_FEW_ROWS`], a row or
+/// three), so a row holds a dozen entries in 64 rows of B, and loading and storing its eight
+/// accumulators around them costs more than B's rows reloaded from L2 in a deeper block. MNIST's
+/// first layer (128×784·784×128 on 128 training images, two threads, AMD Zen 3, the two depths
+/// alternated in one process): 0.93–0.95 of the time with 128. Not for its weight gradient
+/// (`Xᵀ`, 128 deep in all), where 128 took 1.06–1.10× the time of 64, nor for the wide
+/// products of the autoencoder's decoder (73% dense), 1.08–1.09×.
+const KB_NARROW: usize = 128;
 
 /// How the kernel reads `op(A)` while compacting it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,10 +166,12 @@ struct Args {
     /// bytes (i32) and `A[r,e] − bg` (f32).
     list: *mut u8,
     /// `rows · (blocks + 1)` pointers: where row `r`'s entries of depth block `kb` start (and
-    /// the last one where they end), `blocks = ⌈k / KB⌉`.
+    /// the last one where they end), `blocks = ⌈k / kb⌉`.
     seg: *mut u8,
     /// A [`Mode`].
     mode: usize,
+    /// Depth block (rows of B).
+    kb: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -180,6 +191,7 @@ enum Arg {
     List,
     Seg,
     Mode,
+    Kb,
 }
 
 type KernelFn = unsafe extern "C" fn(args: *const Args);
@@ -253,6 +265,8 @@ struct Ctx {
     bg: Value,
     /// `bg` in all four lanes.
     bg4: Value,
+    /// `[0, ldb, 2·ldb, 3·ldb]` (i32x4): the offsets of four consecutive rows of B.
+    row_steps: Value,
     ldb: Value,
     rows: Value,
     list: Value,
@@ -262,6 +276,8 @@ struct Ctx {
     /// Depth blocks, and bytes of one row's segment pointers (`(blocks + 1) · 8`).
     blocks: Value,
     seg_row: Value,
+    /// Rows of B in a depth block.
+    kbv: Value,
 }
 
 /// Appends `(off, v − bg)` at `p` and returns `p` advanced past it when `keep` (an i8 0/1).
@@ -275,11 +291,77 @@ fn append(b: &mut FunctionBuilder, cx: &Ctx, p: Value, off: Value, v: Value, kee
     b.ins().iadd(p, step)
 }
 
+/// `v` (any 128-bit vector) as a vector of type `ty`, bit for bit.
+fn reinterpret(b: &mut FunctionBuilder, ty: Type, v: Value) -> Value {
+    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    b.ins().bitcast(ty, le, v)
+}
+
+/// The 32-bit lanes `lanes` of `x` (0–3) and `y` (4–7), as an i64x2.
+fn interleave(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
+    let xb = reinterpret(b, types::I8X16, x);
+    let yb = reinterpret(b, types::I8X16, y);
+    let bytes: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
+        .collect();
+    let mask = b
+        .func
+        .dfg
+        .immediates
+        .push(cranelift_codegen::ir::ConstantData::from(bytes));
+    let r = b.ins().shuffle(xb, yb, mask);
+    reinterpret(b, types::I64X2, r)
+}
+
+/// Appends the entries of the f32x4 `v` that differ from the background (bit `l` of `mask`
+/// set), all four written at once: each entry `(offset, v − bg)` is built in a vector lane
+/// and stored whole, and its list's pointer advances past it only when kept. Along a row the
+/// four go to one list, B's rows `off .. off + 3·ldb`; across rows, lane `l` to list `l`, all
+/// at B's row `off`. Returns the lists' pointers.
+fn append4(
+    b: &mut FunctionBuilder,
+    cx: &Ctx,
+    ps: &[Value],
+    off: Value,
+    v: Value,
+    mask: Value,
+    mode: Mode,
+) -> Vec<Value> {
+    let x = b.ins().fsub(v, cx.bg4);
+    let off32 = b.ins().ireduce(types::I32, off);
+    let mut offs = b.ins().splat(types::I32X4, off32);
+    if mode == Mode::AlongRow {
+        offs = b.ins().iadd(offs, cx.row_steps);
+    }
+    let offs = reinterpret(b, types::F32X4, offs);
+    let pairs = [
+        interleave(b, offs, x, [0, 4, 1, 5]),
+        interleave(b, offs, x, [2, 6, 3, 7]),
+    ];
+    let mask = b.ins().uextend(cx.ptr, mask);
+    let mut out = ps.to_vec();
+    for l in 0..4usize {
+        let i = if mode == Mode::AlongRow { 0 } else { l };
+        let e = b.ins().extractlane(pairs[l / 2], (l % 2) as u8);
+        b.ins().store(rw(), e, out[i], 0);
+        // 8 bytes when bit l of the mask is set.
+        let step = if l < 3 {
+            b.ins().ishl_imm_u(mask, 3 - l as i64)
+        } else {
+            mask
+        };
+        let step = b.ins().band_imm_u(step, 8);
+        out[i] = b.ins().iadd(out[i], step);
+    }
+    out
+}
+
 /// Compacts rows `r0 .. r0 + lanes` (`lanes` 1, or 4 in [`Mode::AcrossRows`]): for each depth
 /// block records where each row's entries start, then appends the block's entries that are
 /// not the background: one f32 at a time, or an f32x4 of four consecutive entries of one row
-/// ([`Mode::AlongRow`]) or of one entry of four rows ([`Mode::AcrossRows`]), whose lanes are
-/// looked at only when one of them is not the background.
+/// ([`Mode::AlongRow`], appended only when one of them is not the background) or of one entry
+/// of four rows ([`Mode::AcrossRows`], always appended: [`append4`]).
 fn emit_compact(b: &mut FunctionBuilder, cx: &Ctx, r0: Value, mode: Mode) {
     let ptr = cx.ptr;
     let lanes = if mode == Mode::AcrossRows { 4 } else { 1 };
@@ -301,8 +383,8 @@ fn emit_compact(b: &mut FunctionBuilder, cx: &Ctx, r0: Value, mode: Mode) {
             let at = b.ins().iadd(segs[l], kb8);
             b.ins().store(rw(), p, at, 0);
         }
-        let lo = b.ins().imul_imm_s(kb, KB as i64);
-        let hi = b.ins().iadd_imm_s(lo, KB as i64);
+        let lo = b.ins().imul(kb, cx.kbv);
+        let hi = b.ins().iadd(lo, cx.kbv);
         let hi = b.ins().umin(hi, cx.k);
         let step = if mode == Mode::AlongRow { 4 } else { 1 };
         // The entry's address in A and its row's offset in B, advanced by the step.
@@ -322,10 +404,17 @@ fn emit_compact(b: &mut FunctionBuilder, cx: &Ctx, r0: Value, mode: Mode) {
                 next.push(append(b, cx, ps[0], off, v, keep));
                 return next;
             }
-            // Four entries at once; nothing to append (the common case) when all are bg.
+            // Four entries at once. Along a row, nothing to append (the common case: runs of
+            // background pixels) when all are bg. Across rows, whether lane l of one group is
+            // kept says little about the next group (another image), and a branch on it was
+            // mispredicted often enough to cost more than the appends.
             let v = b.ins().load(types::F32X4, panel_flags(), at, 0);
             let ne = b.ins().fcmp(FloatCC::NotEqual, v, cx.bg4);
             let mask = b.ins().vhigh_bits(types::I32, ne);
+            if mode == Mode::AcrossRows {
+                next.extend(append4(b, cx, ps, off, v, mask, mode));
+                return next;
+            }
             let some = b.create_block();
             let join = b.create_block();
             for _ in ps {
@@ -333,25 +422,7 @@ fn emit_compact(b: &mut FunctionBuilder, cx: &Ctx, r0: Value, mode: Mode) {
             }
             b.ins().brif(mask, some, &[], join, &args(ps));
             b.switch_to_block(some);
-            let mut out = ps.to_vec();
-            for l in 0..4u8 {
-                let x = b.ins().extractlane(v, l);
-                let bit = b.ins().ushr_imm_u(mask, l as i64);
-                let bit = b.ins().band_imm_u(bit, 1);
-                let keep = b.ins().ireduce(types::I8, bit);
-                if mode == Mode::AlongRow {
-                    // Entry e + l sits l rows of B further.
-                    let o_l = if l == 0 {
-                        off
-                    } else {
-                        let extra = b.ins().imul_imm_s(cx.ldb, l as i64);
-                        b.ins().iadd(off, extra)
-                    };
-                    out[0] = append(b, cx, out[0], o_l, x, keep);
-                } else {
-                    out[l as usize] = append(b, cx, out[l as usize], off, x, keep);
-                }
-            }
+            let out = append4(b, cx, ps, off, v, mask, mode);
             b.ins().jump(join, &args(&out));
             b.switch_to_block(join);
             next.extend_from_slice(b.block_params(join));
@@ -620,11 +691,24 @@ fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
     let bg_bits = arg(b, Arg::Bg);
     let bg_bits = b.ins().ireduce(types::I32, bg_bits);
     let bg = b.ins().bitcast(types::F32, MemFlagsData::new(), bg_bits);
-    let blocks = b.ins().iadd_imm_s(k, KB as i64 - 1);
-    let blocks = b.ins().udiv_imm_u(blocks, KB as i64);
+    let kbv = arg(b, Arg::Kb);
+    let blocks = b.ins().iadd(k, kbv);
+    let blocks = b.ins().iadd_imm_s(blocks, -1);
+    let blocks = b.ins().udiv(blocks, kbv);
     let seg_row = b.ins().iadd_imm_s(blocks, 1);
     let seg_row = b.ins().ishl_imm_u(seg_row, 3);
     let region = b.ins().ishl_imm_u(k, 3);
+    let ldb = arg(b, Arg::Ldb);
+    let ldb32 = b.ins().ireduce(types::I32, ldb);
+    let ldb4 = b.ins().splat(types::I32X4, ldb32);
+    let iota: Vec<u8> = (0..4u32).flat_map(|i| i.to_le_bytes()).collect();
+    let iota = b
+        .func
+        .dfg
+        .constants
+        .insert(cranelift_codegen::ir::ConstantData::from(iota));
+    let iota = b.ins().vconst(types::I32X4, iota);
+    let row_steps = b.ins().imul(ldb4, iota);
     let cx = Ctx {
         ptr,
         a: arg(b, Arg::A),
@@ -633,13 +717,15 @@ fn emit_kernel(b: &mut FunctionBuilder, ptr: Type) {
         k,
         bg,
         bg4: b.ins().splat(types::F32X4, bg),
-        ldb: arg(b, Arg::Ldb),
+        ldb,
+        row_steps,
         rows: arg(b, Arg::Rows),
         list: arg(b, Arg::List),
         seg: arg(b, Arg::Seg),
         region,
         blocks,
         seg_row,
+        kbv,
     };
     let zero = b.ins().iconst(ptr, 0);
 
@@ -741,6 +827,15 @@ impl Problem {
     /// Whether the kernel can compute this product at all (B's row offsets fit its i32s).
     pub fn fits(&self) -> bool {
         self.k >= MIN_K && self.n > 0 && self.m > 0 && self.k * self.n * 4 < i32::MAX as usize
+    }
+
+    /// Rows of B in a depth block ([`KB`], [`KB_NARROW`]).
+    fn depth_block(&self) -> usize {
+        if !self.ta && self.n < WIDE_N {
+            KB_NARROW
+        } else {
+            KB
+        }
     }
 
     /// The background to compact `a` (this product's A) around, if it pays ([`background`]):
@@ -866,7 +961,8 @@ impl Sparse {
     ) {
         let (a_row, a_step) = if p.ta { (4, 4 * p.m) } else { (4 * p.k, 4) };
         let k = depth.len();
-        let blocks = p.k.div_ceil(KB);
+        let kb = p.depth_block();
+        let blocks = p.k.div_ceil(kb);
         LISTS.with_borrow_mut(|(list, seg)| {
             let group = ROWS_PER_CALL.min(rows.len());
             if list.len() < group * p.k {
@@ -911,6 +1007,7 @@ impl Sparse {
                             list: list.as_mut_ptr() as *mut u8,
                             seg: seg.as_mut_ptr() as *mut u8,
                             mode: mode as usize,
+                            kb,
                         };
                         (self.kernel)(&args);
                     }
