@@ -426,25 +426,12 @@ impl Kb<'_> {
     /// The 128 bits of vector `v` as a vector of type `ty` (a lane mask as f32x4, f32x4 as
     /// bytes).
     pub fn reinterpret(&mut self, ty: ClifType, v: Value) -> Value {
-        let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-        self.b.ins().bitcast(ty, le, v)
+        reinterpret(&mut self.b, ty, v)
     }
 
     /// The f32x4 whose lanes are `lanes` of the eight lanes of `a` (0–3) and `b` (4–7).
     pub fn shuffle(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-        let ab = self.reinterpret(types::I8X16, a);
-        let bb = self.reinterpret(types::I8X16, b);
-        let bytes: Vec<u8> = lanes
-            .iter()
-            .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
-            .collect();
-        let mask = self
-            .b
-            .func
-            .dfg
-            .immediates
-            .push(cranelift_codegen::ir::ConstantData::from(bytes));
-        let r = self.b.ins().shuffle(ab, bb, mask);
+        let r = shuffle32(&mut self.b, a, b, lanes);
         self.reinterpret(F32X4, r)
     }
 
@@ -467,6 +454,30 @@ impl Kb<'_> {
         self.b.def_var(v, init);
         v
     }
+}
+
+/// The 128 bits of vector `v` as a vector of type `ty`.
+pub fn reinterpret(b: &mut FunctionBuilder, ty: ClifType, v: Value) -> Value {
+    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
+    b.ins().bitcast(ty, le, v)
+}
+
+/// The 32-bit lanes `lanes` of the 128-bit vectors `x` (0–3) and `y` (4–7), as an i8x16
+/// (Cranelift's x64 backend lowers `[0, 4, 1, 5]` to `punpckldq`, `[2, 6, 3, 7]` to
+/// `punpckhdq`).
+pub fn shuffle32(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
+    let xb = reinterpret(b, types::I8X16, x);
+    let yb = reinterpret(b, types::I8X16, y);
+    let bytes: Vec<u8> = lanes
+        .iter()
+        .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
+        .collect();
+    let mask = b
+        .func
+        .dfg
+        .immediates
+        .push(cranelift_codegen::ir::ConstantData::from(bytes));
+    b.ins().shuffle(xb, yb, mask)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use cranelift_jit::JITModule;
 
 use super::gemm::{args, panel_flags, Block, BlockFn, GEMM_OPT};
 use super::jitmod::new_jit_module_with_opt;
+use super::kernel::{reinterpret, shuffle32};
 
 /// Densities (share of A's entries that differ from the background) up to which the compacted
 /// product is used. Measured with `benches/gemm.rs` on the MLP's shapes: a multiply-add of the
@@ -291,29 +292,6 @@ fn append(b: &mut FunctionBuilder, cx: &Ctx, p: Value, off: Value, v: Value, kee
     b.ins().iadd(p, step)
 }
 
-/// `v` (any 128-bit vector) as a vector of type `ty`, bit for bit.
-fn reinterpret(b: &mut FunctionBuilder, ty: Type, v: Value) -> Value {
-    let le = MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little);
-    b.ins().bitcast(ty, le, v)
-}
-
-/// The 32-bit lanes `lanes` of `x` (0–3) and `y` (4–7), as an i64x2.
-fn interleave(b: &mut FunctionBuilder, x: Value, y: Value, lanes: [u8; 4]) -> Value {
-    let xb = reinterpret(b, types::I8X16, x);
-    let yb = reinterpret(b, types::I8X16, y);
-    let bytes: Vec<u8> = lanes
-        .iter()
-        .flat_map(|&l| (0..4).map(move |k| 4 * l + k))
-        .collect();
-    let mask = b
-        .func
-        .dfg
-        .immediates
-        .push(cranelift_codegen::ir::ConstantData::from(bytes));
-    let r = b.ins().shuffle(xb, yb, mask);
-    reinterpret(b, types::I64X2, r)
-}
-
 /// Appends the entries of the f32x4 `v` that differ from the background (bit `l` of `mask`
 /// set), all four written at once: each entry `(offset, v − bg)` is built in a vector lane
 /// and stored whole, and its list's pointer advances past it only when kept. Along a row the
@@ -334,11 +312,11 @@ fn append4(
     if mode == Mode::AlongRow {
         offs = b.ins().iadd(offs, cx.row_steps);
     }
-    let offs = reinterpret(b, types::F32X4, offs);
-    let pairs = [
-        interleave(b, offs, x, [0, 4, 1, 5]),
-        interleave(b, offs, x, [2, 6, 3, 7]),
-    ];
+    // Entries 0 and 1, then 2 and 3: (offset, value) pairs, as i64s.
+    let pairs = [[0, 4, 1, 5], [2, 6, 3, 7]].map(|lanes| {
+        let p = shuffle32(b, offs, x, lanes);
+        reinterpret(b, types::I64X2, p)
+    });
     let mask = b.ins().uextend(cx.ptr, mask);
     let mut out = ps.to_vec();
     for l in 0..4usize {
