@@ -1130,7 +1130,7 @@ impl Sparse {
         epi: Option<&BlockFn>,
     ) {
         let Problem { m, n, k, .. } = p;
-        let half = (k / 2).next_multiple_of(KB);
+        let half = (k / 2).next_multiple_of(p.depth_block());
         let mut second = vec![0.0f32; m * n];
         let outs = [SendPtr(c.as_mut_ptr()), SendPtr(second.as_mut_ptr())];
         let zeros = vec![0.0f32; n];
