@@ -286,3 +286,23 @@ fn teacher_from_a_checkpoint_sees_the_reshaped_input() {
     assert!(g.nodes.iter().any(|n| n.op == Op::Const(0.25)));
     assert!(g.nodes.iter().any(|n| n.op == Op::Const(3.0)));
 }
+
+/// The language reference's examples pass the checker, not only the parser: its first example
+/// (XOR) alone, and those of sections 4 to 7 as one file, since the runs of section 7 train the
+/// models of sections 4 and 5 on the data of section 6.
+#[test]
+fn the_language_references_examples_check() {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec.md")).unwrap();
+    let blocks: Vec<&str> = spec
+        .split("```nn\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    let xor = program(blocks[0]);
+    assert!(xor.model("Xor").is_some());
+    let rest = program(&blocks[1..].concat());
+    for model in ["ConvNet", "Autoencoder", "Classifier", "CharRnn", "OneHotRnn", "Small"] {
+        assert!(rest.model(model).is_some(), "{model}");
+    }
+    assert_eq!(rest.runs.len(), 5);
+}
