@@ -103,16 +103,27 @@ impl fmt::Display for Report {
 
 impl std::error::Error for Report {}
 
-/// A single diagnostic attached to its source, so that it renders with the code snippet.
+/// Columns beyond which a diagnostic is printed with its line and column instead of a snippet.
+/// miette pads a label with a formatting width, which Rust caps at 65,535 (a label further right
+/// panics); no line a person writes comes near this, and a snippet that wide would not be read.
+const MAX_SNIPPET_COLUMN: usize = 10_000;
+
+/// A single diagnostic attached to its source, so that it renders with the code snippet, or,
+/// where a span reaches past [`MAX_SNIPPET_COLUMN`], with its position (`at`) in the headline.
 #[derive(Debug)]
 struct WithSource<'a> {
     diag: &'a Diag,
     source: &'a NamedSource<String>,
+    at: Option<(usize, usize)>,
 }
 
 impl fmt::Display for WithSource<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.diag.fmt(f)
+        self.diag.fmt(f)?;
+        match self.at {
+            Some((line, col)) => write!(f, " (at {}:{line}:{col})", self.source.name()),
+            None => Ok(()),
+        }
     }
 }
 impl std::error::Error for WithSource<'_> {}
@@ -124,11 +135,29 @@ impl Diagnostic for WithSource<'_> {
         self.diag.help()
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        self.diag.labels()
+        self.at.is_none().then(|| self.diag.labels()).flatten()
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(self.source)
+        self.at.is_none().then_some(self.source as &dyn SourceCode)
     }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Where `d` is to be shown without a snippet: the position of its main span, if any of its
+/// spans ends past [`MAX_SNIPPET_COLUMN`].
+fn too_wide(d: &Diag, text: &str) -> Option<(usize, usize)> {
+    let spans = std::iter::once(d.span).chain(d.related.iter().map(|(s, _)| *s));
+    spans
+        .map(|s| line_col(text, s.end).1)
+        .any(|col| col > MAX_SNIPPET_COLUMN)
+        .then(|| line_col(text, d.span.start))
 }
 
 impl Report {
@@ -147,6 +176,7 @@ impl Report {
             let w = WithSource {
                 diag: d,
                 source: &self.source,
+                at: too_wide(d, self.source.inner()),
             };
             let _ = handler.render_report(&mut out, &w);
         }
@@ -157,5 +187,41 @@ impl Report {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_far_right_on_its_line_is_shown_by_position() {
+        let text = format!(
+            "model A(x: [2]) -> [2] {{\n  return {}y\n}}\n",
+            " ".repeat(70_000)
+        );
+        let at = text.find('y').unwrap();
+        let d = Diag::new(
+            "nnc::name",
+            "unknown name `y`",
+            Span::new(at, at + 1),
+            "here",
+        );
+        let out = Report::new("t.nn", &text, vec![d.clone()]).render(false);
+        assert!(out.contains("unknown name `y` (at t.nn:2:70010)"), "{out}");
+        assert!(!out.contains("here"), "no snippet: {out}");
+        // Near the start of a line the snippet and its label are drawn as usual.
+        let text = "model A(x: [2]) -> [2] {\n  return y\n}\n";
+        let at = text.find('y').unwrap();
+        let d = Diag {
+            span: Span::new(at, at + 1),
+            ..d
+        };
+        let out = Report::new("t.nn", text, vec![d]).render(false);
+        assert!(
+            out.contains("unknown name `y`\n") && out.contains("here"),
+            "{out}"
+        );
+        assert!(out.contains("t.nn:2:10"), "{out}");
     }
 }

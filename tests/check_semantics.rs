@@ -301,7 +301,14 @@ fn the_language_references_examples_check() {
     let xor = program(blocks[0]);
     assert!(xor.model("Xor").is_some());
     let rest = program(&blocks[1..].concat());
-    for model in ["ConvNet", "Autoencoder", "Classifier", "CharRnn", "OneHotRnn", "Small"] {
+    for model in [
+        "ConvNet",
+        "Autoencoder",
+        "Classifier",
+        "CharRnn",
+        "OneHotRnn",
+        "Small",
+    ] {
         assert!(rest.model(model).is_some(), "{model}");
     }
     assert_eq!(rest.runs.len(), 5);
