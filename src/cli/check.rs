@@ -11,6 +11,10 @@ pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
     let loaded = source::load(path)?;
     memory::check(&loaded, None, max_memory)?;
     let p = &loaded.program;
+    if p.models.is_empty() && p.runs.is_empty() {
+        // Valid, but most likely not the file meant: say so rather than print nothing.
+        println!("{}: no model and no run", path.display());
+    }
     let width = p.models.iter().map(|m| m.name.len()).max().unwrap_or(0);
     for m in &p.models {
         let s = crate::check::model_stats(&m.graph);
@@ -33,8 +37,9 @@ pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
     Ok(())
 }
 
-/// What training `r` compiles to: kernels per step, the activation bytes with and without the
-/// memory plan, the algorithm of each convolution, and the whole footprint.
+/// What training `r` compiles to: kernels per step, the bytes of a step's values (activations
+/// and gradients) with and without the memory plan, the algorithm of each convolution, and the
+/// whole footprint.
 fn run_stats(r: &RunSpec) -> CliResult {
     use crate::runtime::memory::human;
     let grad = crate::autodiff::grad(&r.graph).map_err(CliError::internal)?;
@@ -43,7 +48,7 @@ fn run_stats(r: &RunSpec) -> CliResult {
     let planned = jit.plan().bytes(r.batch);
     let unplanned = memplan::unplanned(&graph).bytes(r.batch);
     println!(
-        "  {} nodes, {} kernels; activations at batch {}: {} planned in {} buffers ({} with one buffer per value)",
+        "  {} nodes, {} kernels; a step's values (activations and gradients) at batch {}: {} planned in {} buffers ({} with one buffer per value)",
         graph.nodes.len(),
         jit.kernel_count(),
         r.batch,

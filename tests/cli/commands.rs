@@ -129,7 +129,29 @@ fn check_stats_counts_the_kernels_with_fused_epilogues() {
         let out = in_root(&["check", "--stats", example]);
         assert_code(&out, 0);
         assert!(stdout(&out).contains(line), "{example}: {}", stdout(&out));
+        // The plan holds the gradients too; the footprint line counts them apart.
+        assert!(
+            stdout(&out).contains("a step's values (activations and gradients) at batch"),
+            "{}",
+            stdout(&out)
+        );
     }
+}
+
+#[test]
+fn checking_a_file_with_no_model_and_no_run_says_so() {
+    let dir = std::env::temp_dir().join(format!("nnc-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("empty.nn");
+    std::fs::write(&path, "// nothing yet\n").unwrap();
+    let out = nnc().arg("check").arg(&path).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("no model and no run"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
