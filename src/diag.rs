@@ -190,6 +190,33 @@ impl Report {
     }
 }
 
+/// An error that points at no place in a `.nn` file (a data file, a checkpoint, a step that
+/// went non-finite), rendered like the diagnostics: `× message`, one line per line of the
+/// message.
+pub fn render_message(message: &str, color: bool) -> String {
+    #[derive(Debug)]
+    struct Message<'a>(&'a str);
+    impl fmt::Display for Message<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Message<'_> {}
+    impl Diagnostic for Message<'_> {}
+    use miette::{GraphicalReportHandler, GraphicalTheme};
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let mut out = String::new();
+    let handler = GraphicalReportHandler::new_themed(theme).with_wrap_lines(false);
+    match handler.render_report(&mut out, &Message(message)) {
+        Ok(()) => out,
+        Err(_) => format!("error: {message}\n"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +250,17 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("t.nn:2:10"), "{out}");
+    }
+
+    #[test]
+    fn a_message_without_a_place_renders_line_by_line() {
+        let out = render_message(
+            "run `M`, step 3: the loss is NaN\nthe gradient of `w` is not finite",
+            false,
+        );
+        assert_eq!(
+            out.trim_end(),
+            "  × run `M`, step 3: the loss is NaN\n  │ the gradient of `w` is not finite"
+        );
     }
 }

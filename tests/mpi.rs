@@ -393,7 +393,7 @@ fn a_rank_that_stops_answering_makes_the_others_stop_at_the_timeout() {
         ))
     });
     assert!(
-        err.contains("[rank 0 of 2] error: run `Net`, step ") && exchange,
+        err.contains("[rank 0 of 2]   × run `Net`, step ") && exchange,
         "{err}"
     );
 }

@@ -83,8 +83,11 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// A user error with no place in the `.nn` file to point at, rendered as miette renders
+    /// the file's diagnostics (in colour when stderr is a terminal).
     pub fn user(msg: impl std::fmt::Display) -> CliError {
-        CliError::User(format!("error: {msg}"))
+        let color = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        CliError::User(crate::diag::render_message(&msg.to_string(), color))
     }
     pub fn internal(msg: impl std::fmt::Display) -> CliError {
         CliError::Internal(format!("internal error: {msg}"))

@@ -204,7 +204,8 @@ fn non_finite_message(
         None => {}
     }
     parts.push("training stopped before this step's update".into());
-    parts.join("; ")
+    // One finding a line (a terminal renders them under the headline).
+    parts.join("\n")
 }
 
 /// Executes the runs of one program, remembering each run's final parameters.
