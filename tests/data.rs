@@ -284,6 +284,37 @@ fn idx_truncated_payload_header_and_gzip_stream() {
     assert!(matches!(e, DataError::Gzip { .. }), "{e}");
 }
 
+/// A gzip bomb: a small file whose header declares two 2×2 images and which inflates to
+/// megabytes of zeros after them. It is refused for its trailing bytes, and only the declared
+/// payload plus one byte is decompressed: past that, a stream that would fail to inflate (a
+/// second gzip member that is garbage) is never reached.
+#[test]
+fn idx_gzip_bomb_is_refused_without_inflating_the_rest() {
+    let dir = tmp("bomb");
+    std::fs::write(dir.join("lab"), idx_bytes(0x801, &[2], &[1, 2])).unwrap();
+    let mut bomb = idx_bytes(0x803, &[2, 2, 2], &[0; 8]);
+    bomb.resize(bomb.len() + (8 << 20), 0);
+    let compressed = gz(&bomb);
+    assert!(compressed.len() < 64 << 10, "{}", compressed.len());
+    let mut with_garbage = compressed.clone();
+    with_garbage.extend_from_slice(b"\x1f\x8b not a gzip member");
+    for file in [compressed, with_garbage] {
+        std::fs::write(dir.join("img.gz"), file).unwrap();
+        let e = load(
+            &spec(idx_src("img.gz", "lab"), None, 1.0, None),
+            &dir,
+            &Expect::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, DataError::Format { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("img.gz") && msg.contains("trailing bytes after the payload"),
+            "{msg}"
+        );
+    }
+}
+
 #[test]
 fn idx_wrong_magic_and_count_mismatch() {
     let dir = tmp("magic");

@@ -1,37 +1,38 @@
 //! IDX files (the MNIST format): a big-endian header `00 00 08 ndim`, `ndim` u32 dims, then u8
 //! elements. Images must be `0x00000803` (N×H×W), labels `0x00000801` (N).
 
-use super::{file, Column, DataError, RawSplit, Values};
+use super::file::DataFile;
+use super::{Column, DataError, RawSplit, Values};
 use std::path::{Path, PathBuf};
+
+const IMAGES: (u32, &str) = (0x0000_0803, "IDX u8 images, 3 dims");
+const LABELS: (u32, &str) = (0x0000_0801, "IDX u8 labels, 1 dim");
 
 /// A parsed IDX file: dims and the u8 payload.
 struct Idx {
     dims: Vec<usize>,
-    /// The whole file; the payload starts at `header`.
-    bytes: Vec<u8>,
-    header: usize,
+    payload: Vec<u8>,
 }
 
-impl Idx {
-    fn payload(&self) -> &[u8] {
-        &self.bytes[self.header..]
-    }
-}
-
-fn parse(path: &Path, bytes: Vec<u8>, magic: u32, what: &'static str) -> Result<Idx, DataError> {
+/// Reads the header, then exactly the payload it declares: one byte more is asked for only to
+/// tell that the file goes on, so trailing data (say, gigabytes inflated from a small gzip
+/// file) is refused without being read.
+fn parse(file: &mut DataFile, (magic, what): (u32, &'static str)) -> Result<Idx, DataError> {
+    let path = file.path.clone();
     let truncated = |what: String, expected, found| DataError::Truncated {
-        path: path.to_path_buf(),
+        path: path.clone(),
         what,
         expected,
         found,
     };
-    if bytes.len() < 4 {
-        return Err(truncated("IDX header".into(), 4, bytes.len()));
+    let head = file.read_up_to(4)?;
+    if head.len() < 4 {
+        return Err(truncated("IDX header".into(), 4, head.len()));
     }
-    let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let found = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     if found != magic {
         return Err(DataError::Magic {
-            path: path.to_path_buf(),
+            path,
             what,
             expected: magic,
             found,
@@ -39,70 +40,82 @@ fn parse(path: &Path, bytes: Vec<u8>, magic: u32, what: &'static str) -> Result<
     }
     let ndim = (magic & 0xff) as usize;
     let header = 4 + 4 * ndim;
-    if bytes.len() < header {
+    let raw_dims = file.read_up_to(4 * ndim)?;
+    if raw_dims.len() < 4 * ndim {
         return Err(truncated(
             format!("IDX header with {ndim} dims"),
             header,
-            bytes.len(),
+            4 + raw_dims.len(),
         ));
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+    let dims: Vec<usize> = raw_dims
+        .chunks_exact(4)
+        .map(|d| u32::from_be_bytes(d.try_into().unwrap()) as usize)
         .collect();
     let n = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| DataError::Format {
-            path: path.to_path_buf(),
+            path: path.clone(),
             msg: format!("dims {dims:?} overflow"),
         })?;
-    let have = bytes.len() - header;
-    if have < n {
-        return Err(truncated(format!("payload for dims {dims:?}"), n, have));
+    let payload = file.read_up_to(n.saturating_add(1))?;
+    if payload.len() < n {
+        return Err(truncated(
+            format!("payload for dims {dims:?}"),
+            n,
+            payload.len(),
+        ));
     }
-    if have > n {
+    if payload.len() > n {
         return Err(DataError::Format {
-            path: path.to_path_buf(),
+            path,
             msg: format!(
-                "{} trailing bytes after the payload of dims {dims:?}",
-                have - n
+                "trailing bytes after the payload of dims {dims:?} ({n} bytes): the file holds more than its header declares"
             ),
         });
     }
-    Ok(Idx {
-        dims,
-        bytes,
-        header,
-    })
+    Ok(Idx { dims, payload })
 }
 
 /// Reads one IDX image file (as f32) and its label file (as i32).
 pub fn load(images: &str, labels: &str, dir: &Path) -> Result<RawSplit, DataError> {
-    split_from_bytes(file::read(images, dir)?, file::read(labels, dir)?)
+    split_from_files(
+        &mut DataFile::open(images, dir)?,
+        &mut DataFile::open(labels, dir)?,
+    )
 }
 
-/// An image file and a label file already read (path, bytes) as one split: images as f32,
-/// labels as i32, the two counts equal.
+/// An image file and a label file already read (path, bytes, decompressed) as one split, as
+/// [`load`] gives it.
 pub fn split_from_bytes(
     (ipath, ibytes): (PathBuf, Vec<u8>),
     (lpath, lbytes): (PathBuf, Vec<u8>),
 ) -> Result<RawSplit, DataError> {
-    let img = parse(&ipath, ibytes, 0x0000_0803, "IDX u8 images, 3 dims")?;
-    let lab = parse(&lpath, lbytes, 0x0000_0801, "IDX u8 labels, 1 dim")?;
+    split_from_files(
+        &mut DataFile::plain(&ipath, ibytes),
+        &mut DataFile::plain(&lpath, lbytes),
+    )
+}
+
+/// Images as f32, labels as i32, the two counts equal.
+fn split_from_files(images: &mut DataFile, labels: &mut DataFile) -> Result<RawSplit, DataError> {
+    let img = parse(images, IMAGES)?;
+    let lab = parse(labels, LABELS)?;
     if img.dims[0] != lab.dims[0] {
         return Err(DataError::CountMismatch {
-            images_path: ipath,
+            images_path: images.path.clone(),
             images: img.dims[0],
-            labels_path: lpath,
+            labels_path: labels.path.clone(),
             labels: lab.dims[0],
         });
     }
     let x = Column {
-        values: Values::bytes(img.payload().to_vec()),
+        values: Values::bytes(img.payload),
         shape: img.dims[1..].to_vec(),
     };
     let y = Column {
-        values: Values::I32(lab.payload().iter().map(|&b| b as i32).collect()),
+        values: Values::I32(lab.payload.iter().map(|&b| b as i32).collect()),
         shape: vec![],
     };
     Ok(RawSplit {
@@ -112,14 +125,20 @@ pub fn split_from_bytes(
     })
 }
 
-/// The images of an IDX image file already read (for `nnc predict`): values, count, per-image dims.
+/// The images of an IDX image file already read and decompressed (for `nnc predict`): values,
+/// count, per-image dims.
 pub fn images_from_bytes(
     path: &Path,
     bytes: Vec<u8>,
 ) -> Result<(Vec<f32>, usize, Vec<usize>), DataError> {
-    let img = parse(path, bytes, 0x0000_0803, "IDX u8 images, 3 dims")?;
+    images_from_file(&mut DataFile::plain(path, bytes))
+}
+
+/// The images of an open IDX image file, as [`images_from_bytes`] gives them.
+pub fn images_from_file(file: &mut DataFile) -> Result<(Vec<f32>, usize, Vec<usize>), DataError> {
+    let img = parse(file, IMAGES)?;
     Ok((
-        img.payload().iter().map(|&b| b as f32).collect(),
+        img.payload.iter().map(|&b| b as f32).collect(),
         img.dims[0],
         img.dims[1..].to_vec(),
     ))

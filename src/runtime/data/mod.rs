@@ -12,7 +12,7 @@ mod text;
 
 pub use csv::{parse_rows as parse_csv_rows, split_from_bytes as csv_from_bytes};
 pub use error::DataError;
-pub use file::{decompress, read as read_file, resolve};
+pub use file::{decompress, read as read_file, resolve, DataFile};
 pub use text::{
     encode as encode_text, from_bytes as text_from_bytes, windows as text_windows, Text,
 };
