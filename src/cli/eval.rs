@@ -75,7 +75,7 @@ pub fn run(args: &EvalArgs) -> CliResult {
     };
     let backend = train::backend(false, args.threads);
     let r = evaluate_run(p, spec, &backend, &options, &params).map_err(|e| match e {
-        TrainError::Data { run, source } => loaded.data_error(&run, source.to_string()),
+        TrainError::Data { run, source } => loaded.data_error(&run, &source),
         e => train::train_error(e),
     })?;
     print!(

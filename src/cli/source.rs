@@ -4,6 +4,7 @@
 use super::CliError;
 use crate::diag::{Diag, Report};
 use crate::ir::{Program, Source};
+use crate::runtime::data::DataError;
 use crate::syntax::ast;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -25,8 +26,11 @@ impl Loaded {
     }
 
     /// A run-time error about one of the file's data sources, rendered under the source's span
-    /// (the `train:` or `test:` line whose file it names, else the whole `data` block).
-    pub fn data_error(&self, run: &str, message: String) -> CliError {
+    /// (the `train:` or `test:` line whose file it names, else the whole `data` block). Where
+    /// data paths are looked for is said only when a file could not be found or opened: for
+    /// what is wrong inside a file that was found, it would point the wrong way.
+    pub fn data_error(&self, run: &str, error: &DataError) -> CliError {
+        let message = error.to_string();
         let Some(data) = self
             .program
             .run(run)
@@ -49,13 +53,16 @@ impl Loaded {
             _ if mentions(&data.train) => (data.train_span, "the training split"),
             _ => (data.span, "this data source"),
         };
-        let diag = Diag::new(
+        let mut diag = Diag::new(
             "nnc::data",
             message,
             span,
             format!("while loading {label} of `{}` for run `{run}`", data.name),
-        )
-        .help("data paths are relative to --data-dir (default: the .nn file's folder)");
+        );
+        if error.is_unreadable_file() {
+            diag =
+                diag.help("data paths are relative to --data-dir (default: the .nn file's folder)");
+        }
         render(&self.path, &self.text, vec![diag])
     }
 }

@@ -160,7 +160,7 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
     };
     let mut session = Session::new(program, backend, options).map_err(train_error)?;
     let fail = |e: TrainError| match e {
-        TrainError::Data { run, source } => loaded.data_error(&run, source.to_string()),
+        TrainError::Data { run, source } => loaded.data_error(&run, &source),
         TrainError::Interrupted {
             run,
             step,

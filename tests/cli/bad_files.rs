@@ -68,8 +68,8 @@ train M on d {
 }
 "#;
 
-/// Trains `nn` with `files` beside it; expects exit 1 and every part in stderr.
-fn refused(test: &str, nn: &str, files: &[(&str, Vec<u8>)], parts: &[&str]) {
+/// Trains `nn` with `files` beside it; expects exit 1 and every part in stderr, which it returns.
+fn refused(test: &str, nn: &str, files: &[(&str, Vec<u8>)], parts: &[&str]) -> String {
     let s = Scratch::new(test);
     let file = s.write("m.nn", nn);
     for (name, bytes) in files {
@@ -86,6 +86,13 @@ fn refused(test: &str, nn: &str, files: &[(&str, Vec<u8>)], parts: &[&str]) {
     for p in parts {
         assert!(err.contains(p), "{test}: no `{p}` in\n{err}");
     }
+    err
+}
+
+/// Where data paths are looked for is said only when a file is missing: a file that was found
+/// but is wrong inside is not fixed by looking elsewhere.
+fn no_data_dir_help(err: &str) {
+    assert!(!err.contains("--data-dir"), "{err}");
 }
 
 #[test]
@@ -113,7 +120,7 @@ fn bad_idx_files_are_named_with_what_is_wrong() {
         &[("images.idx", wrong_magic), ("labels.idx", labels.clone())],
         &["images.idx", "wrong magic number 0x00000d03"],
     );
-    refused(
+    let err = refused(
         "idx-count",
         IMAGES_NN,
         &[
@@ -122,15 +129,17 @@ fn bad_idx_files_are_named_with_what_is_wrong() {
         ],
         &["4 images", "3 labels"],
     );
+    no_data_dir_help(&err);
     let mut bad_gz = gz(&images);
     let n = bad_gz.len();
     bad_gz.truncate(n / 2);
-    refused(
+    let err = refused(
         "idx-gzip",
         &IMAGES_NN.replace("images.idx", "images.idx.gz"),
         &[("images.idx.gz", bad_gz), ("labels.idx", labels.clone())],
-        &["images.idx.gz"],
+        &["images.idx.gz", "corrupt gzip stream"],
     );
+    no_data_dir_help(&err);
     refused(
         "idx-missing",
         IMAGES_NN,
@@ -147,12 +156,13 @@ fn bad_csv_and_text_files_say_where() {
         &[("rows.csv", b"1,2,3\n4,5\n".to_vec())],
         &["rows.csv:2", "2 columns, but line 1 has 3"],
     );
-    refused(
+    let err = refused(
         "csv-number",
         CSV_NN,
         &[("rows.csv", b"1,2,3\n4,five,6\n".to_vec())],
         &["rows.csv:2", "five"],
     );
+    no_data_dir_help(&err);
     refused(
         "text-empty",
         TEXT_NN,

@@ -75,3 +75,11 @@ pub enum DataError {
     #[error("data `{data}`: the {split} split is empty")]
     Empty { data: String, split: &'static str },
 }
+
+impl DataError {
+    /// Whether the file could not be found, opened or read (rather than holding something
+    /// wrong): then the likely mistake is where it was looked for.
+    pub fn is_unreadable_file(&self) -> bool {
+        matches!(self, DataError::NotFound { .. } | DataError::Io { .. })
+    }
+}
