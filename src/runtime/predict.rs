@@ -2,7 +2,7 @@
 //! block's `normalize`, running a model's inference graph and ranking classes by softmax
 //! probability.
 
-use super::data::{self, idx, DataError};
+use super::data::{self, idx, DataError, DataFile};
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::{DType, ScalarExpr};
 use std::path::{Path, PathBuf};
@@ -19,11 +19,13 @@ pub enum PredictError {
         index: usize,
         count: usize,
     },
-    #[error("a sample has {found} values, but the model input {input} expects {expected}")]
+    #[error("a sample has {found} values, but the model input {input} expects {expected}{hint}")]
     Shape {
         input: String,
         expected: usize,
         found: usize,
+        /// What the mismatch suggests, or empty.
+        hint: &'static str,
     },
     #[error("running the model: {0}")]
     Exec(#[from] ExecError),
@@ -65,20 +67,34 @@ impl Inputs {
 
 /// Reads `path` by its content: an IDX image file (raw or gzipped), a PGM image (`P5` binary or
 /// `P2` ASCII), or else CSV text with one sample per row (a non-numeric first line is a header).
-/// `index` picks one sample.
+/// `index` picks one sample. Files are read by the readers of `train`'s data, so that what is
+/// wrong with one is named as precisely.
 pub fn read_inputs(path: &Path, index: Option<usize>) -> Result<Inputs, PredictError> {
-    let (full, bytes) = data::read_file(&path.to_string_lossy(), Path::new("."))?;
-    let inputs = if bytes.starts_with(&[0, 0, 8, 3]) {
-        let (values, count, shape) = idx::images_from_bytes(&full, bytes)?;
+    // The path as given (no data dir to resolve it against, none to name when it is missing).
+    let mut file = DataFile::open(&path.to_string_lossy(), Path::new("")).map_err(|e| match e {
+        DataError::NotFound { path, .. } => PredictError::Format {
+            path,
+            msg: "no such file".into(),
+        },
+        e => e.into(),
+    })?;
+    // IDX magic numbers start with two zero bytes (`00 00 08 ndim`), which neither PGM nor CSV
+    // text does: any such file is read as IDX images, so that a wrong magic number (a label
+    // file, a wrong type) is reported as such rather than as text that holds no numbers.
+    let inputs = if file.peek(2)? == [0, 0] {
+        let (values, count, shape) = idx::images_from_file(&mut file)?;
         Inputs {
             values,
             count,
             shape,
         }
-    } else if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
-        pgm(&full, &bytes)?
     } else {
-        csv_rows(&full, bytes)?
+        let (full, bytes) = file.read_to_end()?;
+        if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
+            pgm(&full, &bytes)?
+        } else {
+            csv_rows(&full, bytes)?
+        }
     };
     inputs.select(index, path)
 }
@@ -88,9 +104,17 @@ fn csv_rows(path: &Path, bytes: Vec<u8>) -> Result<Inputs, PredictError> {
         path: path.into(),
         msg: "not an IDX file, a PGM image or CSV text".into(),
     })?;
+    // A first line that is not numbers is taken for a header, unless nothing follows it: then
+    // it was meant as a sample, and what is wrong with it is the error.
     let rows = match data::parse_csv_rows(path, &text, false) {
         Ok(r) => r,
-        Err(DataError::Csv { line: 1, .. }) => data::parse_csv_rows(path, &text, true)?,
+        Err(first @ DataError::Csv { line: 1, .. }) => {
+            let rows = data::parse_csv_rows(path, &text, true)?;
+            if rows.is_empty() {
+                return Err(first.into());
+            }
+            rows
+        }
         Err(e) => return Err(e.into()),
     };
     let width = rows
@@ -98,7 +122,7 @@ fn csv_rows(path: &Path, bytes: Vec<u8>) -> Result<Inputs, PredictError> {
         .map(|r| r.1.len())
         .ok_or_else(|| PredictError::Format {
             path: path.into(),
-            msg: "no rows".into(),
+            msg: "no data rows".into(),
         })?;
     let values = rows
         .iter()
@@ -240,10 +264,18 @@ pub fn predict(
     let classes = g.ty(out).last().max(1);
     let per = ty.per_sample();
     if per != inputs.per_sample() {
+        // A CSV row (the only 1-D samples) one value too long most likely still holds the
+        // label column of the training data.
+        let label_column = inputs.shape.len() == 1 && inputs.per_sample() == per + 1;
         return Err(PredictError::Shape {
             input: format!("{name}: {ty}"),
             expected: per,
             found: inputs.per_sample(),
+            hint: if label_column {
+                ": if each CSV row still holds its label, drop that column (predict reads features only)"
+            } else {
+                ""
+            },
         });
     }
     let mut values = inputs.values.clone();

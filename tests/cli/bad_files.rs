@@ -240,3 +240,98 @@ fn bad_checkpoints_name_the_tensor_and_what_was_expected() {
     assert_code(&out, 1);
     assert!(stderr(&out).contains("cut.safetensors"), "{}", stderr(&out));
 }
+
+/// `nnc predict` reads its input with the readers of `train`'s data, so that what is wrong is
+/// named as precisely: a wrong magic number, a label file given for images, a CSV that holds no
+/// numbers. A CSV row one value longer than the model's input most likely still holds its label.
+#[test]
+fn bad_predict_inputs_say_what_is_wrong() {
+    let s = Scratch::new("bad-predict-inputs");
+    let nn = s.write("m.nn", IMAGES_NN);
+    let images = idx(3, &[4, 2, 2], &[7; 16]);
+    let labels = idx(1, &[4], &[0, 1, 2, 0]);
+    s.write("images.idx", &images);
+    s.write("labels.idx", &labels);
+    let ck = s.path("m.safetensors");
+    let out = nnc()
+        .arg("train")
+        .arg(&nn)
+        .args(["--quiet", "--checkpoint"])
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let predict = |name: &str, bytes: &[u8]| {
+        let input = s.write(name, bytes);
+        nnc()
+            .arg("predict")
+            .arg(&nn)
+            .arg("--checkpoint")
+            .arg(&ck)
+            .arg("--input")
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let out = nnc()
+        .arg("predict")
+        .arg(&nn)
+        .arg("--checkpoint")
+        .arg(&ck)
+        .args(["--input", "missing.csv"])
+        .current_dir(s.dir())
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("missing.csv: no such file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = predict("good.idx.gz", &gz(&images));
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("sample 3: "), "{}", stdout(&out));
+
+    let mut wrong_magic = images.clone();
+    wrong_magic[2] = 0x12;
+    let cases: [(&str, Vec<u8>, &[&str]); 5] = [
+        (
+            "magic.idx",
+            wrong_magic,
+            &[
+                "magic.idx",
+                "wrong magic number 0x00001203, expected 0x00000803",
+            ],
+        ),
+        (
+            "labels.idx.gz",
+            gz(&labels),
+            &[
+                "labels.idx.gz",
+                "wrong magic number 0x00000801 (IDX u8, 1 dim), expected 0x00000803",
+            ],
+        ),
+        (
+            "words.csv",
+            b"x,y,z,w\n".to_vec(),
+            &["words.csv:1:1", "expected a number, found `x`"],
+        ),
+        ("empty.csv", Vec::new(), &["empty.csv", "no data rows"]),
+        (
+            "labelled.csv",
+            b"a,b,c,d,class\n1,2,3,4,0\n".to_vec(),
+            &["5 values", "expects 4", "drop that column"],
+        ),
+    ];
+    for (name, bytes, parts) in cases {
+        let out = predict(name, &bytes);
+        assert_code(&out, 1);
+        for p in parts {
+            assert!(
+                stderr(&out).contains(p),
+                "{name}: no `{p}` in\n{}",
+                stderr(&out)
+            );
+        }
+    }
+}

@@ -24,7 +24,7 @@ pub enum DataError {
         expected: usize,
         found: usize,
     },
-    #[error("{}: wrong magic number {found:#010x}, expected {expected:#010x} ({what})", .path.display())]
+    #[error("{}: wrong magic number {found:#010x}{}, expected {expected:#010x} ({what})", .path.display(), idx_kind(*.found))]
     Magic {
         path: PathBuf,
         what: &'static str,
@@ -74,6 +74,24 @@ pub enum DataError {
     },
     #[error("data `{data}`: the {split} split is empty")]
     Empty { data: String, split: &'static str },
+}
+
+/// What an IDX magic number stands for (` (IDX u8, 1 dim)`), or nothing when it is not one:
+/// a label file given for images, or images of another type, is then named as such.
+fn idx_kind(magic: u32) -> String {
+    let ty = match magic >> 8 {
+        0x08 => "u8",
+        0x09 => "i8",
+        0x0b => "i16",
+        0x0c => "i32",
+        0x0d => "f32",
+        0x0e => "f64",
+        _ => return String::new(),
+    };
+    match magic & 0xff {
+        1 => format!(" (IDX {ty}, 1 dim)"),
+        n => format!(" (IDX {ty}, {n} dims)"),
+    }
 }
 
 impl DataError {
