@@ -1,10 +1,11 @@
 //! `nnc predict FILE --checkpoint PATH --input INPUT`: the top classes of a trained model for
-//! each sample of an IDX image file, a CSV file or a PGM image.
+//! each sample of an IDX image file, a CSV file or a PGM image, or the model's output values
+//! when it does not classify.
 
 use super::{source, train, CliError, CliResult};
 use crate::ir::{ModelIr, Program};
 use crate::runtime::checkpoint::load_params;
-use crate::runtime::predict::{predict, read_inputs};
+use crate::runtime::predict::{outputs, predict, read_inputs};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -22,8 +23,9 @@ pub struct PredictArgs {
     /// The model to run (default: the model of the file's last run, or its only model).
     #[arg(long)]
     pub model: Option<String>,
-    /// How many classes to show per sample.
-    #[arg(long, default_value_t = 3)]
+    /// How many classes to show per sample (a model that does not classify shows its output
+    /// values instead).
+    #[arg(long, default_value_t = 3, value_parser = top_count)]
     pub top: usize,
 }
 
@@ -34,15 +36,17 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let normalize = training_data(p, model).and_then(|d| d.normalize.clone());
     let mut exec = with_checkpoint(model, &args.checkpoint)?;
     let inputs = read_inputs(&args.input, args.index).map_err(CliError::user)?;
-    let ranked = predict(
-        exec.as_mut(),
-        &[],
-        &inputs,
-        normalize.as_ref(),
-        args.top.max(1),
-    )
-    .map_err(CliError::user)?;
     let first = args.index.unwrap_or(0);
+    if !ranks_classes(p, model) {
+        let outs =
+            outputs(exec.as_mut(), &[], &inputs, normalize.as_ref()).map_err(CliError::user)?;
+        for (i, o) in outs.iter().enumerate() {
+            println!("sample {}: {}", first + i, show_values(o));
+        }
+        return Ok(());
+    }
+    let ranked = predict(exec.as_mut(), &[], &inputs, normalize.as_ref(), args.top)
+        .map_err(CliError::user)?;
     for (i, top) in ranked.iter().enumerate() {
         let classes: Vec<String> = top
             .iter()
@@ -51,6 +55,40 @@ pub fn run(args: &PredictArgs) -> CliResult {
         println!("sample {}: {}", first + i, classes.join("  "));
     }
     Ok(())
+}
+
+/// Whether the model's output is class scores, to rank by softmax probability: more than one
+/// per row, and the run that trains the model (if any) compares classes. A single value (a
+/// sigmoid's probability, a regression's estimate) ranked as a "class" would always be class 0
+/// at 100%; neither do a regression's or a reconstruction's values mean classes.
+fn ranks_classes(p: &Program, model: &ModelIr) -> bool {
+    let g = &model.graph;
+    let per_row = g.output("output").map_or(1, |o| g.ty(o).last());
+    per_row > 1
+        && p.runs
+            .iter()
+            .rev()
+            .find(|r| r.model == model.name)
+            .is_none_or(|r| r.classification)
+}
+
+/// An output's values, the first few of a long one.
+fn show_values(o: &[f32]) -> String {
+    const SHOWN: usize = 10;
+    let mut shown: Vec<String> = o.iter().take(SHOWN).map(|v| format!("{v:.4}")).collect();
+    if o.len() > SHOWN {
+        shown.push(format!("… ({} values)", o.len()));
+    }
+    shown.join("  ")
+}
+
+/// `--top`: a number of classes, at least 1 (0 would show nothing).
+fn top_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (the number of classes shown per sample)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The model named, or the one the file's last run trains, or the file's only model.

@@ -1,6 +1,6 @@
 //! `nnc predict`: reading inputs (IDX image files, CSV rows, PGM images), applying the data
 //! block's `normalize`, running a model's inference graph and ranking classes by softmax
-//! probability.
+//! probability (or giving the outputs as they are, for a model that does not classify).
 
 use super::data::{self, idx, DataError, DataFile};
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
@@ -250,6 +250,26 @@ pub fn predict(
     k: usize,
 ) -> Result<Vec<TopK>, PredictError> {
     let g = exec.graph();
+    let out = g
+        .output("output")
+        .ok_or_else(|| PredictError::Model("the model has no output `output`".into()))?;
+    let classes = g.ty(out).last().max(1);
+    Ok(outputs(exec, params, inputs, normalize)?
+        .iter()
+        .map(|o| top_k(&o[o.len().saturating_sub(classes)..], k))
+        .collect())
+}
+
+/// The model's output `output` for every sample (all its values, every row of a sequence),
+/// after `normalize`: what [`predict`] ranks, and what is shown as it is for a model whose
+/// output is not class scores (a single probability, a regression, a reconstruction).
+pub fn outputs(
+    exec: &mut dyn Executor,
+    params: &[&[f32]],
+    inputs: &Inputs,
+    normalize: Option<&ScalarExpr>,
+) -> Result<Vec<Vec<f32>>, PredictError> {
+    let g = exec.graph();
     let inputs_of = g.inputs();
     let [(input, name)] = inputs_of[..] else {
         return Err(PredictError::Model(
@@ -258,10 +278,11 @@ pub fn predict(
     };
     let ty = g.ty(input).clone();
     let name = name.to_string();
-    let out = g
-        .output("output")
-        .ok_or_else(|| PredictError::Model("the model has no output `output`".into()))?;
-    let classes = g.ty(out).last().max(1);
+    if g.output("output").is_none() {
+        return Err(PredictError::Model(
+            "the model has no output `output`".into(),
+        ));
+    }
     let per = ty.per_sample();
     if per != inputs.per_sample() {
         // A CSV row (the only 1-D samples) one value too long most likely still holds the
@@ -301,11 +322,8 @@ pub fn predict(
         let o = exec
             .output("output")
             .ok_or_else(|| PredictError::Model("no output after running".into()))?;
-        let rows_per = o.len() / b / classes;
-        for s in 0..b {
-            let last = (s * rows_per + rows_per.max(1) - 1) * classes;
-            result.push(top_k(&o[last..last + classes], k));
-        }
+        let per_out = o.len() / b;
+        result.extend((0..b).map(|s| o[s * per_out..(s + 1) * per_out].to_vec()));
     }
     Ok(result)
 }

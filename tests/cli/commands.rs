@@ -316,6 +316,83 @@ fn eval_and_predict_agree_with_training() {
     assert_eq!(line.matches('%').count(), 2, "{line}");
 }
 
+/// A model that does not classify shows its output values: XOR's single sigmoid output (ranked
+/// as a class it was "0 (100.0%)" for every input), and the two values of a regression. `--top`
+/// must be at least 1.
+#[test]
+fn predict_shows_the_values_of_a_model_that_does_not_classify() {
+    let s = Scratch::new("predict-values");
+    let ck = s.path("xor.safetensors");
+    let out = nnc()
+        .args(["train", "examples/xor.nn", "--quiet", "--checkpoint"])
+        .arg(&ck)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let csv = s.write("xor.csv", "0,0\n0,1\n1,0\n1,1\n");
+    let predict = |nn: &str, ck: &std::path::Path, extra: &[&str]| {
+        nnc()
+            .args(["predict", nn, "--input"])
+            .arg(&csv)
+            .arg("--checkpoint")
+            .arg(ck)
+            .args(extra)
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    let out = predict("examples/xor.nn", &ck, &[]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    let values: Vec<f32> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let v = l.strip_prefix(&format!("sample {i}: ")).expect(l);
+            v.parse().unwrap_or_else(|_| panic!("{l}"))
+        })
+        .collect();
+    assert_eq!(values.len(), 4, "{text}");
+    for (v, want) in values.iter().zip([false, true, true, false]) {
+        assert!((0.0..=1.0).contains(v) && (*v > 0.5) == want, "{text}");
+    }
+
+    let nn = s.write(
+        "regression.nn",
+        "model R(x: [2]) -> [2] {\n    return x |> dense(2)\n}\n\
+         data d {\n    train: inline(x: [[0, 1], [1, 0]], y: [[1, 0], [0, 1]])\n}\n\
+         train R on d {\n    loss: mse(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
+    );
+    let rck = s.path("r.safetensors");
+    let out = nnc()
+        .arg("train")
+        .arg(&nn)
+        .args(["--quiet", "--checkpoint"])
+        .arg(&rck)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let out = predict(&nn.to_string_lossy(), &rck, &["--index", "3"]);
+    assert_code(&out, 0);
+    let line = stdout(&out);
+    let values: Vec<&str> = line
+        .strip_prefix("sample 3: ")
+        .expect(&line)
+        .split_whitespace()
+        .collect();
+    assert_eq!(values.len(), 2, "{line}");
+    assert!(values.iter().all(|v| v.parse::<f32>().is_ok()), "{line}");
+
+    let out = predict("examples/xor.nn", &ck, &["--top", "0"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("--top") && stderr(&out).contains("at least 1"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn bench_reports_compile_time_throughput_and_latency() {
     let out = in_root(&["bench", "examples/xor.nn", "--steps", "100", "--reps", "50"]);
