@@ -3,7 +3,7 @@
 
 use super::data::Kind;
 use super::models::Signature;
-use super::names::show;
+use super::names::{plural, show};
 use crate::diag::Diag;
 use crate::ir::{DType, Graph, Type, ValueId};
 use crate::syntax::ast::{Expr, Train};
@@ -76,6 +76,15 @@ pub(super) fn label_type(
     })
 }
 
+/// "1 class" / "10 classes" (a model may well have one output: a sigmoid's probability).
+fn classes_word(n: usize) -> String {
+    if n == 1 {
+        "1 class".into()
+    } else {
+        format!("{n} classes")
+    }
+}
+
 /// With text data and class labels, the model's vocabulary must be the number of classes it predicts.
 pub(super) fn check_vocab(
     sig: &Signature,
@@ -89,12 +98,12 @@ pub(super) fn check_vocab(
     let classes = g.ty(out).last();
     match (kind, sig.vocab) {
         (Kind::Text { .. }, Some((v, span))) if class_use && v != classes => diags.push(
-            Diag::new("nnc::shape", format!("model `{}` reads {v} different tokens but predicts {classes} classes", t.model.name), span, format!("vocabulary of {v}"))
-                .also(t.model.span, format!("predicts {classes} classes"))
+            Diag::new("nnc::shape", format!("model `{}` reads {} but predicts {}", t.model.name, plural(v, "different token"), classes_word(classes)), span, format!("vocabulary of {v}"))
+                .also(t.model.span, format!("predicts {}", classes_word(classes)))
                 .help(format!("the labels are the next tokens: the last layer needs {v} outputs, e.g. `dense({v})`")),
         ),
         (Kind::Inline { classes: Some(n), .. }, _) if class_use && *n > classes => diags.push(
-            Diag::new("nnc::data", format!("the labels of `{}` go up to {}, but model `{}` predicts {classes} classes", t.data.name, n - 1, t.model.name), t.data.span, format!("{n} classes"))
+            Diag::new("nnc::data", format!("the labels of `{}` go up to {}, but model `{}` predicts {}", t.data.name, n - 1, t.model.name, classes_word(classes)), t.data.span, format!("{n} classes"))
                 .help(format!("the last layer needs at least {n} outputs")),
         ),
         _ => {}
