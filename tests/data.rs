@@ -3,7 +3,7 @@
 
 use flate2::write::GzEncoder;
 use nnc::ir::{DataSpec, ScalarExpr, Source, Type};
-use nnc::runtime::data::{load, DataError, Dataset, Expect, Values};
+use nnc::runtime::data::{load, load_eval, DataError, Dataset, Expect, Values};
 use nnc::syntax::ast::{BinOp, Span};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -357,6 +357,46 @@ fn idx_wrong_magic_and_count_mismatch() {
         ),
         "{e}"
     );
+}
+
+/// What `nnc eval` measures: a `test` source, loaded alone (the train files need not be there),
+/// else what `split` holds out of train, else train itself; an empty test source is an error
+/// rather than a silent switch to the train files.
+#[test]
+fn eval_loads_a_test_source_alone() {
+    let dir = tmp("eval");
+    write_small_idx(&dir, false);
+    let s = spec(
+        idx_src("gone-img", "gone-lab"),
+        Some(idx_src("img", "lab")),
+        1.0,
+        Some(div255()),
+    );
+    let (t, name) = load_eval(&s, &dir, &Expect::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((t.len, name), (3, "test"));
+    assert_eq!(f32s(&t.x.values)[1], (20.0 / 255.0) as f32);
+    assert_eq!(i32s(&t.y.values), &[7, 8, 9]);
+    let e = load(&s, &dir, &Expect::default()).unwrap_err();
+    assert!(matches!(e, DataError::NotFound { .. }), "{e}");
+
+    let held_out = spec(idx_src("img", "lab"), None, 0.5, None);
+    let (t, name) = load_eval(&held_out, &dir, &Expect::default()).unwrap();
+    assert_eq!((t.len, name), (2, "test"));
+    assert_eq!(i32s(&t.y.values), &[8, 9]);
+    let whole = spec(idx_src("img", "lab"), None, 1.0, None);
+    let (t, name) = load_eval(&whole, &dir, &Expect::default()).unwrap();
+    assert_eq!((t.len, name), (3, "train"));
+
+    std::fs::write(dir.join("img0"), idx_bytes(0x803, &[0, 2, 2], &[])).unwrap();
+    std::fs::write(dir.join("lab0"), idx_bytes(0x801, &[0], &[])).unwrap();
+    let empty = spec(
+        idx_src("img", "lab"),
+        Some(idx_src("img0", "lab0")),
+        1.0,
+        None,
+    );
+    let e = load_eval(&empty, &dir, &Expect::default()).unwrap_err();
+    assert!(matches!(e, DataError::Empty { split: "test", .. }), "{e}");
 }
 
 #[test]

@@ -173,8 +173,9 @@ fn test_inputs(
         x: Some(ty.clone()),
         y: None,
     };
-    let ds = data::load(p.data(&spec.data)?, dir, &want).ok()?;
-    let split = ds.test.as_ref().unwrap_or(&ds.train);
+    // Only the split wanted is loaded: not the whole train set again, for a run that has a test
+    // source, after training has loaded it.
+    let (split, _) = data::load_eval(p.data(&spec.data)?, dir, &want).ok()?;
     let first: Vec<usize> = (0..split.len.min(1000)).collect();
     let mut x = Buf::for_column(&split.x, first.len());
     gather(&split.x, &first, &mut x);

@@ -6,12 +6,12 @@
 //! - [`train::Session`] runs a program's `train` blocks in order with a [`train::Backend`]
 //!   ([`train::Backend::jit`] or [`train::Backend::interpreter`]) and [`train::TrainOptions`];
 //!   each run gives a [`train::RunSummary`], and [`train::Session::params`] its final parameters.
-//! - [`data::load`] reads a `data` block into a [`data::Dataset`]; [`data::vocabulary`] gives a
-//!   text source's characters.
+//! - [`data::load`] reads a `data` block into a [`data::Dataset`]; [`data::load_eval`] only the
+//!   split `nnc eval` measures; [`data::vocabulary`] gives a text source's characters.
 //! - [`checkpoint::save`] / [`checkpoint::Checkpoint::load`] / [`checkpoint::load_params`]:
 //!   safetensors files named by parameter path.
-//! - [`predict::read_inputs`] + [`predict::predict`] for `nnc predict`; [`sample::sample`] for
-//!   `nnc sample`; [`train::evaluate`] for `nnc eval`.
+//! - [`predict::read_inputs`] + [`predict::predict`] (or [`predict::outputs`]) for
+//!   `nnc predict`; [`sample::sample`] for `nnc sample`; [`train::evaluate`] for `nnc eval`.
 //! - [`dist::Comm`]: the processes of a data-parallel run (one, or an MPI job's ranks).
 
 pub mod atomic;

@@ -316,6 +316,63 @@ fn eval_and_predict_agree_with_training() {
     assert_eq!(line.matches('%').count(), 2, "{line}");
 }
 
+/// With a `test` source, `nnc eval` needs only the test files (here the train file is gone); a
+/// missing test file is named under the `test:` line.
+#[test]
+fn eval_needs_only_the_files_of_a_test_source() {
+    let s = Scratch::new("eval-only-test");
+    let nn = s.write(
+        "m.nn",
+        r#"
+model M(x: [2]) -> [2] {
+    return x |> dense(2)
+}
+data d {
+    train: csv("train.csv", label: -1)
+    test: csv("test.csv", label: -1)
+}
+train M on d {
+    loss: cross_entropy(output, label)
+    optimizer: sgd(lr: 0.1)
+    batch: 2
+    steps: 2
+}
+"#,
+    );
+    let train = s.write("train.csv", "0,1,1\n1,0,0\n1,1,0\n0,0,1\n");
+    let test = s.write("test.csv", "0,1,1\n1,0,0\n1,1,0\n");
+    let ck = s.path("m.safetensors");
+    let out = nnc()
+        .arg("train")
+        .arg(&nn)
+        .args(["--quiet", "--checkpoint"])
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    std::fs::remove_file(train).unwrap();
+    let eval = || {
+        nnc()
+            .arg("eval")
+            .arg(&nn)
+            .arg("--checkpoint")
+            .arg(&ck)
+            .output()
+            .unwrap()
+    };
+    let out = eval();
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("on 3 samples"), "{}", stdout(&out));
+    std::fs::remove_file(test).unwrap();
+    let out = eval();
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("test.csv") && err.contains("while loading the test split"),
+        "{err}"
+    );
+}
+
 /// A model that does not classify shows its output values: XOR's single sigmoid output (ranked
 /// as a class it was "0 (100.0%)" for every input), and the two values of a regression. `--top`
 /// must be at least 1.

@@ -165,6 +165,37 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
     })
 }
 
+/// The split `nnc eval` measures, and its name (`"test"` or `"train"`). A `test` source is
+/// loaded alone, so that its files are all that must be there (but for a text source, whose
+/// test text takes its ids from the vocabulary of the train text); it must not be empty, since
+/// there is nothing else to fall back on. Without one, what `split` holds out of `train` is
+/// measured, or `train` itself when nothing is held out.
+pub fn load_eval(
+    spec: &DataSpec,
+    dir: &Path,
+    expect: &Expect,
+) -> Result<(Split, &'static str), DataError> {
+    let Some((src, _)) = &spec.test else {
+        let ds = load(spec, dir, expect)?;
+        return Ok(match ds.test {
+            Some(t) => (t, "test"),
+            None => (ds.train, "train"),
+        });
+    };
+    let vocab = vocabulary(spec, dir)?;
+    let (mut test, _) = load_source(src, dir, vocab.as_deref())?;
+    if let Some(norm) = &spec.normalize {
+        normalize(&mut test.x, norm);
+    }
+    if test.len == 0 {
+        return Err(DataError::Empty {
+            data: spec.name.clone(),
+            split: "test",
+        });
+    }
+    Ok((conform(test, expect, &spec.name)?, "test"))
+}
+
 /// The character vocabulary of a text `train` source (for sampling without loading the windows);
 /// `None` for other sources.
 pub fn vocabulary(spec: &DataSpec, dir: &Path) -> Result<Option<Vec<char>>, DataError> {

@@ -16,7 +16,7 @@ use crate::exec::{Executor, Feed, StepCtx, Update, UpdateHyper};
 use crate::ir::{Graph, Length, Program, RunSpec};
 use crate::runtime::batch::{gather, Buf, Epochs};
 use crate::runtime::checkpoint::{self, optim_name, Checkpoint, Saved, Tensor};
-use crate::runtime::data::{self, Dataset, Expect, Values};
+use crate::runtime::data::{self, Dataset, Expect, Split, Values};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -53,6 +53,15 @@ fn expect(graph: &Graph) -> Expect {
 
 /// Class ids must index the logits: checked once at load time rather than trusted to a kernel.
 fn check_labels(spec: &RunSpec, ds: &Dataset) -> Result<(), String> {
+    check_split_labels(spec, &ds.train, "train")?;
+    match &ds.test {
+        Some(t) => check_split_labels(spec, t, "test"),
+        None => Ok(()),
+    }
+}
+
+/// [`check_labels`] for one split, named `name` in the error.
+fn check_split_labels(spec: &RunSpec, s: &Split, name: &str) -> Result<(), String> {
     let Some(out) = spec.graph.output("output") else {
         return Ok(());
     };
@@ -60,17 +69,14 @@ fn check_labels(spec: &RunSpec, ds: &Dataset) -> Result<(), String> {
     if !spec.classification {
         return Ok(());
     }
-    for (split, name) in [(Some(&ds.train), "train"), (ds.test.as_ref(), "test")] {
-        let Some(s) = split else { continue };
-        if let Values::I32(v) = &s.y.values {
-            if let Some(i) = v.iter().position(|&y| y < 0 || y as usize >= classes) {
-                let k = s.y.per_sample().max(1);
-                return Err(format!(
-                    "label {} of {name} sample {} is not a class id in 0..{classes} (the model has {classes} outputs)",
-                    v[i],
-                    i / k
-                ));
-            }
+    if let Values::I32(v) = &s.y.values {
+        if let Some(i) = v.iter().position(|&y| y < 0 || y as usize >= classes) {
+            let k = s.y.per_sample().max(1);
+            return Err(format!(
+                "label {} of {name} sample {} is not a class id in 0..{classes} (the model has {classes} outputs)",
+                v[i],
+                i / k
+            ));
         }
     }
     Ok(())
@@ -674,14 +680,16 @@ pub fn evaluate_run(
     let dspec = program
         .data(&spec.data)
         .ok_or_else(|| setup(format!("no data block named `{}`", spec.data)))?;
-    let ds = data::load(dspec, &opts.data_dir, &expect(&spec.eval_graph)).map_err(|source| {
-        TrainError::Data {
-            run: run.into(),
-            source,
-        }
-    })?;
-    check_labels(spec, &ds).map_err(setup)?;
-    let split = ds.test.as_ref().unwrap_or(&ds.train);
+    // Only the split measured is loaded (and its labels checked): with a `test` source, the
+    // train files need not be there.
+    let (split, name) =
+        data::load_eval(dspec, &opts.data_dir, &expect(&spec.eval_graph)).map_err(|source| {
+            TrainError::Data {
+                run: run.into(),
+                source,
+            }
+        })?;
+    check_split_labels(spec, &split, name).map_err(setup)?;
     let g = &spec.eval_graph;
     let views: Vec<&[f32]> = g
         .params
@@ -701,7 +709,7 @@ pub fn evaluate_run(
     evaluate(
         exec.as_mut(),
         &views,
-        split,
+        &split,
         spec.batch,
         spec.classification,
         spec.seed,
