@@ -22,14 +22,15 @@ pub struct BenchArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Train this many steps instead of each run's own length.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// Worker threads (default: all cores). Inference of up to 4 rows runs on one of them
     /// where its first calls showed that to be faster.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Repetitions of the batch-1 inference measurement.
-    #[arg(long, default_value_t = 2000)]
+    /// Repetitions of the batch-1 inference measurement (at least 1).
+    // 0 would leave no time to take the median of.
+    #[arg(long, default_value_t = 2000, value_parser = super::positive_count())]
     pub reps: usize,
     /// Also print where each run's time goes: every compiled step (kernel, GEMM, convolution)
     /// with its share, total and time per call, named by the IR node it computes.

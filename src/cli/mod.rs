@@ -70,6 +70,12 @@ pub enum Command {
     Plot(plot::PlotArgs),
 }
 
+/// The value parser of a count that must be at least 1 (`bench --reps`, `gradcheck --batch`):
+/// 0 is refused with the command line, as `train --steps 0` is, rather than run on nothing.
+fn positive_count() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 /// What went wrong, and therefore the exit code.
 #[derive(Debug)]
 pub enum CliError {

@@ -1,9 +1,10 @@
 //! The `nnc` binary as a user runs it: one module per behaviour, each test failing without the
-//! behaviour it names (NaN and anomaly detection, bad data and checkpoint files, memory limits,
-//! logging and plotting, resuming after SIGKILL and Ctrl-C, and the commands themselves). Exit
+//! behaviour it names (command-line values refused, NaN and anomaly detection, bad data and
+//! checkpoint files, memory limits, logging and plotting, resuming after SIGKILL and Ctrl-C, and the commands themselves). Exit
 //! codes: 0 ok, 1 user error, 2 internal error, 130 interrupted; nothing may panic.
 
 mod anomaly;
+mod arguments;
 mod bad_files;
 mod commands;
 mod common;

@@ -1,0 +1,31 @@
+//! Values no command can use are refused when the command line is parsed (exit 1, clap's
+//! message naming the option), before any file is read: nothing may panic, run on nonsense or
+//! report a result it did not reach.
+
+use super::common::*;
+
+/// Runs `nnc ARGS` in the repository and asserts that clap refused `option`'s value.
+fn refused(args: &[&str], option: &str) {
+    let out = nnc().args(args).current_dir(root()).output().unwrap();
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("invalid value") && err.contains(option),
+        "{args:?}: no refusal of {option} in\n{err}"
+    );
+}
+
+/// `--reps 0` left the batch-1 latency without a measurement to take the median of (an index
+/// out of bounds); `--steps 0` "trained" 0 steps at 0 samples/s, where `train` refuses it.
+#[test]
+fn bench_refuses_zero_reps_and_zero_steps() {
+    refused(&["bench", "examples/xor.nn", "--reps", "0"], "--reps");
+    refused(&["bench", "examples/xor.nn", "--steps", "0"], "--steps");
+    let out = nnc()
+        .args(["bench", "examples/xor.nn", "--steps", "1", "--reps", "1"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(stdout(&out).contains("train 1 steps"), "{}", stdout(&out));
+}
