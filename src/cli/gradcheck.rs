@@ -16,14 +16,30 @@ pub struct GradcheckArgs {
     /// Only this run.
     #[arg(long)]
     pub run: Option<String>,
-    /// Samples in the batch.
-    #[arg(long, default_value_t = 2)]
+    /// Samples in the batch (at least 1).
+    #[arg(long, default_value_t = 2, value_parser = super::positive_count())]
     pub batch: usize,
-    /// The largest relative error accepted.
-    #[arg(long, default_value_t = 1e-3)]
+    /// The largest relative error accepted (a finite number above 0).
+    #[arg(long, default_value_t = 1e-3, value_parser = tolerance)]
     pub tol: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// Parses `--tol`. NaN compares false with every error, so a run reported as FAILED was
+/// followed by "gradient check passed"; infinity would pass any gradient and 0 or less none.
+fn tolerance(s: &str) -> Result<f64, String> {
+    let t: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if t.is_finite() && t > 0.0 {
+        Ok(t)
+    } else {
+        Err(format!(
+            "the tolerance must be a finite number above 0, not {s}"
+        ))
+    }
 }
 
 pub fn run(args: &GradcheckArgs) -> CliResult {
@@ -40,15 +56,22 @@ pub fn run(args: &GradcheckArgs) -> CliResult {
             None => format!("{} has no `train` block", args.file.display()),
         }));
     }
-    let batch = args.batch.max(1);
     let mut worst = 0.0f64;
+    let mut failed = Vec::new();
     for spec in runs {
-        let worst_run = check_graph(&spec.name, &spec.graph, batch, args.seed, args.tol)?;
-        worst = worst.max(worst_run);
+        let (worst_run, ok) =
+            check_graph(&spec.name, &spec.graph, args.batch, args.seed, args.tol)?;
+        worst = worse(worst, worst_run);
+        if !ok {
+            failed.push(format!("`{}`", spec.name));
+        }
     }
-    if worst > args.tol {
+    // The verdict is the runs' own: "passed" only when no run printed FAILED.
+    if !failed.is_empty() {
         return Err(CliError::User(format!(
-            "error: gradient check failed: worst relative error {worst:.3e} is above the tolerance {:.1e}\n",
+            "error: gradient check failed for {} {}: worst relative error {worst:.3e} is above the tolerance {:.1e}\n",
+            if failed.len() == 1 { "run" } else { "runs" },
+            failed.join(", "),
             args.tol
         )));
     }
@@ -59,7 +82,25 @@ pub fn run(args: &GradcheckArgs) -> CliResult {
     Ok(())
 }
 
-fn check_graph(name: &str, g: &Graph, batch: usize, seed: u64, tol: f64) -> Result<f64, CliError> {
+/// The larger of two relative errors, NaN (a gradient or loss that is not a number) above all:
+/// `f64::max` would drop it.
+fn worse(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b <= a {
+        a
+    } else {
+        b
+    }
+}
+
+/// Checks one run's gradients and prints its report: its worst relative error, and whether
+/// every parameter's is within `tol` (not so when one is NaN).
+fn check_graph(
+    name: &str,
+    g: &Graph,
+    batch: usize,
+    seed: u64,
+    tol: f64,
+) -> Result<(f64, bool), CliError> {
     let grad = crate::autodiff::grad(g).map_err(CliError::internal)?;
     let mut jit = Jit::compile(
         &grad,
@@ -87,13 +128,11 @@ fn check_graph(name: &str, g: &Graph, batch: usize, seed: u64, tol: f64) -> Resu
     let mut analytic = executor_grads(&mut jit, batch, &inputs, ctx);
     let report =
         gradcheck(g, &mut analytic, batch, &inputs, &params, ctx).map_err(CliError::internal)?;
-    let verdict = if report.max_rel_err() <= tol {
-        "ok"
-    } else {
-        "FAILED"
-    };
+    let ok = report.params.iter().all(|p| p.max_rel_err <= tol);
+    let verdict = if ok { "ok" } else { "FAILED" };
     println!("run {name}: {verdict}, {report}");
-    Ok(report.max_rel_err())
+    let worst = report.params.iter().map(|p| p.max_rel_err).fold(0.0, worse);
+    Ok((worst, ok))
 }
 
 /// Random values for one input: f32 in [-1, 1] (or [0, 1] for targets of a probability loss),

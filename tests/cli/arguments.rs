@@ -29,3 +29,29 @@ fn bench_refuses_zero_reps_and_zero_steps() {
     assert_code(&out, 0);
     assert!(stdout(&out).contains("train 1 steps"), "{}", stdout(&out));
 }
+
+/// A NaN tolerance printed FAILED for a run and then "gradient check passed" with exit 0; a
+/// batch of 0 ran (as 1). A run above the tolerance fails the whole check, by name.
+#[test]
+fn gradcheck_refuses_unusable_tolerances_and_batch_0() {
+    for tol in ["nan", "inf", "-inf", "0", "-1e-3", "lots"] {
+        refused(
+            &["gradcheck", "examples/xor.nn", &format!("--tol={tol}")],
+            "--tol",
+        );
+    }
+    refused(&["gradcheck", "examples/xor.nn", "--batch", "0"], "--batch");
+    let out = nnc()
+        .args(["gradcheck", "examples/xor.nn", "--tol", "1e-300"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(stdout(&out).contains("run Xor: FAILED"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("passed"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("gradient check failed for run `Xor`"),
+        "{}",
+        stderr(&out)
+    );
+}
