@@ -24,9 +24,10 @@ pub struct BenchArgs {
     /// Train this many steps instead of each run's own length.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
-    /// Worker threads (default: all cores). Inference of up to 4 rows runs on one of them
-    /// where its first calls showed that to be faster.
-    #[arg(long)]
+    /// Worker threads (default: all cores; a larger number is capped at the core count).
+    /// Inference of up to 4 rows runs on one of them where its first calls showed that to be
+    /// faster.
+    #[arg(long, value_parser = super::thread_count)]
     pub threads: Option<usize>,
     /// Repetitions of the batch-1 inference measurement (at least 1).
     // 0 would leave no time to take the median of.

@@ -19,8 +19,8 @@ pub struct EvalArgs {
     /// Where the data files named in the .nn file are looked for (default: the file's folder).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; a larger number is capped at the core count).
+    #[arg(long, value_parser = super::thread_count)]
     pub threads: Option<usize>,
 }
 

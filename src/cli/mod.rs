@@ -76,6 +76,21 @@ fn positive_count() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
+/// Parses `--threads` (`train`, `eval`, `bench`): at least 1, and a count above the machine's
+/// cores lowered to it. The worker pool has a thread a core (`codegen::workers`), so more
+/// would not run at once: they would only cut the work finer and multiply the per-thread
+/// scratch buffers (the character RNN asked for 7 GB of them at `--threads 100000`).
+fn thread_count(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of threads"))?;
+    if n == 0 {
+        return Err("at least 1 thread is needed".into());
+    }
+    Ok(n.min(train::threads(None)))
+}
+
 /// What went wrong, and therefore the exit code.
 #[derive(Debug)]
 pub enum CliError {

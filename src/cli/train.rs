@@ -47,8 +47,8 @@ pub struct TrainArgs {
     /// Write one JSON object per step and per evaluation to this file.
     #[arg(long)]
     pub log_json: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; a larger number is capped at the core count).
+    #[arg(long, value_parser = super::thread_count)]
     pub threads: Option<usize>,
     /// Run on the f64 reference interpreter instead of the JIT (slow; for debugging).
     #[arg(long)]

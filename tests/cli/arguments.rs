@@ -55,3 +55,55 @@ fn gradcheck_refuses_unusable_tolerances_and_batch_0() {
         stderr(&out)
     );
 }
+
+/// `--threads 0` was accepted by every command that takes it; a count above the cores is
+/// lowered to them (bench prints the count it runs with), since the worker pool has no more.
+#[test]
+fn threads_must_be_at_least_1_and_are_capped_at_the_cores() {
+    refused(&["train", "examples/xor.nn", "--threads", "0"], "--threads");
+    refused(
+        &[
+            "eval",
+            "examples/xor.nn",
+            "--checkpoint",
+            "x.st",
+            "--threads",
+            "0",
+        ],
+        "--threads",
+    );
+    refused(&["bench", "examples/xor.nn", "--threads", "0"], "--threads");
+    refused(
+        &["bench", "examples/xor.nn", "--threads", "many"],
+        "--threads",
+    );
+    let bench = |threads: &[&str]| {
+        let out = nnc()
+            .args(["bench", "examples/xor.nn", "--steps", "1", "--reps", "1"])
+            .args(threads)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        let text = stdout(&out);
+        let first = text.lines().next().unwrap_or_default().to_string();
+        first
+            .split(", ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no thread count in {first}"))
+            .to_string()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(bench(&[]), format!("{cores} thread(s)"));
+    assert_eq!(
+        bench(&["--threads", "100000"]),
+        format!("{cores} thread(s)")
+    );
+    assert_eq!(bench(&["--threads", "1"]), "1 thread(s)");
+    let help = nnc().args(["train", "--help"]).output().unwrap();
+    assert!(
+        stdout(&help).contains("capped at the core count"),
+        "{}",
+        stdout(&help)
+    );
+}
