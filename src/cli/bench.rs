@@ -37,12 +37,17 @@ pub struct BenchArgs {
     /// with its share, total and time per call, named by the IR node it computes.
     #[arg(long)]
     pub profile: bool,
+    /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
+    #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 pub fn run(args: &BenchArgs) -> CliResult {
     let t0 = Instant::now();
     let loaded = source::load(&args.file)?;
     let front_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // As `nnc train` does: a run too large is refused here, not aborted by its allocation.
+    super::memory::check(&loaded, args.run.as_deref(), args.max_memory)?;
     let p = &loaded.program;
     let threads = train::threads(args.threads);
     println!(

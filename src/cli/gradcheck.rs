@@ -24,6 +24,10 @@ pub struct GradcheckArgs {
     pub tol: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Refuse runs that need more memory than this at `--batch` (e.g. 512M, 2G; default: what
+    /// is available).
+    #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
+    pub max_memory: Option<u64>,
 }
 
 /// Parses `--tol`. NaN compares false with every error, so a run reported as FAILED was
@@ -56,6 +60,14 @@ pub fn run(args: &GradcheckArgs) -> CliResult {
             None => format!("{} has no `train` block", args.file.display()),
         }));
     }
+    // Before any parameter is allocated: a run too large for the machine is refused, with the
+    // bytes it needs, instead of aborting the process.
+    super::memory::check_for(
+        &loaded,
+        args.run.as_deref(),
+        args.max_memory,
+        super::memory::Use::Gradcheck { batch: args.batch },
+    )?;
     let mut worst = 0.0f64;
     let mut failed = Vec::new();
     for spec in runs {

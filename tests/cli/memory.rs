@@ -1,6 +1,7 @@
 //! Resource limits: a run whose parameters, gradients, optimizer state, updated parameters and
 //! activations exceed the memory available (or `--max-memory`) is refused at check time, before
-//! any data is read, with the bytes it needs.
+//! any data is read, with the bytes it needs; by `check`, `train`, `bench`, and by `gradcheck`
+//! at its own batch.
 
 use super::common::*;
 
@@ -24,7 +25,7 @@ train Big on mnist {
 fn a_model_too_large_for_the_limit_is_refused_with_the_bytes_needed() {
     let s = Scratch::new("memory-huge");
     let file = s.write("big.nn", HUGE);
-    for cmd in ["check", "train"] {
+    for cmd in ["check", "train", "bench"] {
         // 1 TiB is above this machine's memory, so the limit is what is available; 8G puts it
         // below the need on any machine.
         for limit in ["8G", "1T"] {
@@ -100,4 +101,53 @@ fn max_memory_lowers_the_limit_below_what_fits() {
         .unwrap();
     assert_code(&bad, 1);
     assert!(stderr(&bad).contains("not a size"), "{}", stderr(&bad));
+}
+
+/// `gradcheck` allocated the parameters (in f32 and f64) without a check and aborted on a model
+/// `train` refuses; its need is counted at `--batch`, with the f64 copies of the interpreter.
+#[test]
+fn gradcheck_is_refused_by_the_memory_it_needs_at_its_batch() {
+    let s = Scratch::new("memory-gradcheck");
+    let file = s.write("big.nn", HUGE);
+    let out = nnc()
+        .arg("gradcheck")
+        .arg(&file)
+        .args(["--max-memory", "8G"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    for part in [
+        "nnc::memory",
+        "checking the gradients of `Big` with batch 2 needs about",
+        "parameters 42.6 GiB",
+        "8.00 GiB allowed by --max-memory",
+        "lower --batch",
+    ] {
+        assert!(err.contains(part), "no `{part}` in\n{err}");
+    }
+    let mlp = root().join("examples/mnist_mlp.nn");
+    let gradcheck = |batch: &str| {
+        nnc()
+            .arg("gradcheck")
+            .arg(&mlp)
+            .args(["--batch", batch, "--max-memory", "1G"])
+            .output()
+            .unwrap()
+    };
+    // The inputs and activations of 100000 MNIST images, in f32 and f64: about 2 GiB.
+    let big = gradcheck("100000");
+    assert_code(&big, 1);
+    assert!(
+        stderr(&big).contains("checking the gradients of `Mlp` with batch 100000 needs about"),
+        "{}",
+        stderr(&big)
+    );
+    let small = gradcheck("2");
+    assert_code(&small, 0);
+    assert!(
+        stdout(&small).contains("gradient check passed"),
+        "{}",
+        stdout(&small)
+    );
 }
