@@ -3,12 +3,13 @@
 //! (the reference interpreter), on a small batch of random inputs. Exits non-zero above `--tol`.
 
 use super::{source, CliError, CliResult};
-use crate::autodiff::gradcheck::{executor_grads, gradcheck};
+use crate::autodiff::gradcheck::{executor_grads, gradcheck, GradReport};
 use crate::codegen::{Jit, JitOptions};
 use crate::exec::StepCtx;
 use crate::ir::{DType, Graph, Op, ValueId};
 use crate::runtime::init::init_param;
 use crate::runtime::rng::Rng;
+use crate::runtime::train::spinner;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GradcheckArgs {
@@ -105,7 +106,8 @@ fn worse(a: f64, b: f64) -> f64 {
 }
 
 /// Checks one run's gradients and prints its report: its worst relative error, and whether
-/// every parameter's is within `tol` (not so when one is NaN).
+/// every parameter's is within `tol` (not so when one is NaN). A spinner on a terminal shows
+/// that it works: at a large batch the interpreter's finite differences take minutes.
 fn check_graph(
     name: &str,
     g: &Graph,
@@ -113,6 +115,21 @@ fn check_graph(
     seed: u64,
     tol: f64,
 ) -> Result<(f64, bool), CliError> {
+    let spinner = spinner(format!(
+        "run {name}: checking the gradients at batch {batch}"
+    ));
+    let report = report(g, batch, seed);
+    spinner.finish_and_clear();
+    let report = report?;
+    let ok = report.params.iter().all(|p| p.max_rel_err <= tol);
+    let verdict = if ok { "ok" } else { "FAILED" };
+    println!("run {name}: {verdict}, {report}");
+    let worst = report.params.iter().map(|p| p.max_rel_err).fold(0.0, worse);
+    Ok((worst, ok))
+}
+
+/// The JIT's gradients of `g` against finite differences, on `batch` random samples.
+fn report(g: &Graph, batch: usize, seed: u64) -> Result<GradReport, CliError> {
     let grad = crate::autodiff::grad(g).map_err(CliError::internal)?;
     let mut jit = Jit::compile(
         &grad,
@@ -138,13 +155,7 @@ fn check_graph(
         ..StepCtx::default()
     };
     let mut analytic = executor_grads(&mut jit, batch, &inputs, ctx);
-    let report =
-        gradcheck(g, &mut analytic, batch, &inputs, &params, ctx).map_err(CliError::internal)?;
-    let ok = report.params.iter().all(|p| p.max_rel_err <= tol);
-    let verdict = if ok { "ok" } else { "FAILED" };
-    println!("run {name}: {verdict}, {report}");
-    let worst = report.params.iter().map(|p| p.max_rel_err).fold(0.0, worse);
-    Ok((worst, ok))
+    gradcheck(g, &mut analytic, batch, &inputs, &params, ctx).map_err(CliError::internal)
 }
 
 /// Random values for one input: f32 in [-1, 1] (or [0, 1] for targets of a probability loss),

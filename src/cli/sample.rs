@@ -4,6 +4,7 @@ use super::predict::{pick_model, training_data, with_checkpoint};
 use super::{source, CliError, CliResult};
 use crate::runtime::data::vocabulary;
 use crate::runtime::sample::{sample, SampleOptions};
+use crate::runtime::train::spinner;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -58,7 +59,11 @@ pub fn run(args: &SampleArgs) -> CliResult {
         temperature: args.temperature,
         seed: args.seed,
     };
-    let text = sample(exec.as_mut(), &[], &vocab, &opts).map_err(CliError::user)?;
+    // One model run a character: at `--length 200000`, most of a minute.
+    let spinner = spinner(format!("generating {} characters", args.length));
+    let text = sample(exec.as_mut(), &[], &vocab, &opts);
+    spinner.finish_and_clear();
+    let text = text.map_err(CliError::user)?;
     println!("{text}");
     Ok(())
 }

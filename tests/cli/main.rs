@@ -1,7 +1,8 @@
 //! The `nnc` binary as a user runs it: one module per behaviour, each test failing without the
 //! behaviour it names (command-line values refused, NaN and anomaly detection, bad data and
-//! checkpoint files, memory limits, logging and plotting, resuming after SIGKILL and Ctrl-C, and the commands themselves). Exit
-//! codes: 0 ok, 1 user error, 2 internal error, 130 interrupted; nothing may panic.
+//! checkpoint files, memory limits, logging and plotting, progress of long commands, resuming
+//! after SIGKILL and Ctrl-C, and the commands themselves). Exit codes: 0 ok, 1 user error,
+//! 2 internal error, 130 interrupted; nothing may panic.
 
 mod anomaly;
 mod arguments;
@@ -11,4 +12,5 @@ mod common;
 mod logging;
 mod memory;
 mod plot;
+mod progress;
 mod resume;

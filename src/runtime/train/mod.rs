@@ -14,7 +14,7 @@ mod shard;
 
 pub use eval::{evaluate, EvalResult};
 pub use params::{lr_scale, Tensors, TEACHER};
-pub use progress::{EvalInfo, StepInfo};
+pub use progress::{spinner, EvalInfo, StepInfo};
 pub use run::evaluate_run;
 
 use super::checkpoint::CheckpointError;

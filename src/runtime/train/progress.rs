@@ -1,7 +1,8 @@
 //! What a run reports while it trains: an `indicatif` bar on stderr (loss, accuracy, samples/s,
-//! ETA; hidden when stderr is not a terminal or when quiet) and an optional JSON-lines log with one
-//! object per step and one per evaluation. JSON is written by hand (strings escaped, non-finite
-//! numbers as `null`) straight into a buffered file, so logging a step allocates nothing.
+//! ETA; hidden when stderr is not a terminal or when quiet; [`spinner`] for other commands' long
+//! work) and an optional JSON-lines log with one object per step and one per evaluation. JSON is
+//! written by hand (strings escaped, non-finite numbers as `null`) straight into a buffered file,
+//! so logging a step allocates nothing.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fs::File;
@@ -50,7 +51,7 @@ impl Progress {
         quiet: bool,
         log: Option<(PathBuf, BufWriter<File>)>,
     ) -> Progress {
-        let shown = !quiet && std::io::stderr().is_terminal();
+        let shown = drawn(quiet);
         let target = if shown {
             ProgressDrawTarget::stderr()
         } else {
@@ -152,6 +153,30 @@ impl Progress {
         }
         Ok(self.log.take())
     }
+}
+
+/// Whether progress is drawn on stderr: not when quiet, nor when stderr is not a terminal (a
+/// file or a pipe, which would fill with redraws).
+fn drawn(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// A spinner with `message` and the time elapsed, for long work that counts no steps
+/// (`nnc gradcheck`'s finite differences, `nnc sample`'s generation): drawn where a run's bar
+/// is, ticking on its own thread until `finish_and_clear`.
+pub fn spinner(message: String) -> ProgressBar {
+    if !drawn(false) {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        .with_style(style)
+        .with_message(message);
+    // Drawn at once: short work is cleared before the first tick.
+    bar.tick();
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
 }
 
 /// Opens (creates or truncates) a JSON-lines log.
