@@ -62,7 +62,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Measure compile time, training throughput and inference latency.
     Bench(bench::BenchArgs),
-    /// Classify inputs (IDX images, CSV rows, a PGM image) with a trained model.
+    /// Run a trained model on inputs (IDX images, CSV rows, a PGM image): its most probable
+    /// classes, or its output values for a model that does not classify.
     Predict(predict::PredictArgs),
     /// Generate text with a trained character-level model.
     Sample(sample::SampleArgs),
