@@ -18,17 +18,35 @@ pub struct PlotArgs {
     pub run: Option<String>,
 }
 
-/// The curves of one run.
+/// The curves of one run: of one training of it, when the log holds several (`--log-json`
+/// appends, so training the same file twice logs the run twice).
 #[derive(Default, Debug)]
 struct Curves {
     name: String,
+    /// 1 for the run's first training in the log, 2 for the next, …
+    attempt: usize,
     /// (step, loss) of every training step.
     train: Vec<(f64, f64)>,
     /// (step, loss, accuracy) of every evaluation.
     eval: Vec<(f64, f64, Option<f64>)>,
+    /// The step of the last step record, null losses included.
+    last_step: Option<f64>,
 }
 
-/// Reads the log, one JSON object a line; a line that is not one is an error naming it.
+impl Curves {
+    /// The run's name, numbered from its second training on.
+    fn label(&self) -> String {
+        match self.attempt {
+            0 | 1 => self.name.clone(),
+            n => format!("{} ({n})", self.name),
+        }
+    }
+}
+
+/// Reads the log, one JSON object a line; a line that is not one is an error naming it, except a
+/// line cut off mid-object, which a killed `nnc train` leaves behind: it is skipped with a note.
+/// A run resumed with the same log continues its step numbers and so its curves; a step number
+/// that does not exceed the run's last one starts a new training of that run.
 fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::user(format!("cannot read {}: {e}", path.display())))?;
@@ -45,27 +63,45 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
                 i + 1
             ))
         };
-        let v: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| bad(&format!("not JSON: {e}")))?;
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) if e.is_eof() && line.trim_start().starts_with('{') => {
+                eprintln!(
+                    "note: {}:{}: skipped a record cut off mid-line (a training that was killed)",
+                    path.display(),
+                    i + 1
+                );
+                continue;
+            }
+            Err(e) => return Err(bad(&format!("not JSON: {e}"))),
+        };
         let field = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
         let name = v
             .get("run")
             .and_then(|r| r.as_str())
             .ok_or_else(|| bad("no `run`"))?;
         let step = field("step").ok_or_else(|| bad("no `step`"))?;
-        let at = match runs.iter().position(|r| r.name == name) {
-            Some(k) => k,
-            None => {
+        let kind = v.get("type").and_then(|t| t.as_str());
+        let latest = runs.iter().rposition(|r| r.name == name);
+        // The step records of a run's training go up; one that does not starts another.
+        let again = |k: usize| {
+            kind == Some("step") && runs[k].last_step.is_some_and(|last: f64| step <= last)
+        };
+        let at = match latest {
+            Some(k) if !again(k) => k,
+            _ => {
                 runs.push(Curves {
                     name: name.into(),
+                    attempt: latest.map_or(1, |k| runs[k].attempt + 1),
                     ..Curves::default()
                 });
                 runs.len() - 1
             }
         };
         // Non-finite losses are logged as null: such a point is left out.
-        match v.get("type").and_then(|t| t.as_str()) {
+        match kind {
             Some("step") => {
+                runs[at].last_step = Some(step);
                 if let Some(l) = field("loss") {
                     runs[at].train.push((step, l));
                 }
@@ -156,13 +192,13 @@ fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Err
                 smooth(&r.train, window),
                 colour.stroke_width(2),
             ))?
-            .label(format!("{} train (mean of {window})", r.name))
+            .label(format!("{} train (mean of {window})", r.label()))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
         if !r.eval.is_empty() {
             let pts = r.eval.iter().map(|e| (e.0, e.1));
             chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(1)))?
-                .label(format!("{} test", r.name))
+                .label(format!("{} test", r.label()))
                 .legend(move |(x, y)| Circle::new((x + 9, y), 4, colour.filled()));
             chart.draw_series(pts.map(|p| Circle::new(p, 4, colour.filled())))?;
         }
@@ -237,5 +273,56 @@ mod tests {
         let pts: Vec<(f64, f64)> = (0..5).map(|i| (i as f64, i as f64)).collect();
         let s: Vec<f64> = smooth(&pts, 2).iter().map(|p| p.1).collect();
         assert_eq!(s, [0.0, 0.5, 1.5, 2.5, 3.5]);
+    }
+
+    #[test]
+    fn a_resumed_run_continues_its_curve_and_a_new_training_starts_another() {
+        let dir = std::env::temp_dir().join(format!("nnc-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log.jsonl");
+        let step = |run: &str, s: u32| {
+            format!(
+                r#"{{"type":"step","run":"{run}","step":{s},"epoch":1,"loss":0.5,"lr":0.1,"samples_per_s":1}}"#
+            )
+        };
+        let eval = |s: u32| {
+            format!(
+                r#"{{"type":"eval","run":"A","step":{s},"epoch":1,"samples":4,"loss":0.5,"accuracy":null}}"#
+            )
+        };
+        // A trained to step 2, resumed to 4, a killed write, then B, then A trained afresh.
+        let lines = [
+            step("A", 1),
+            step("A", 2),
+            eval(2),
+            step("A", 3),
+            step("A", 4),
+            r#"{"type":"step","run":"A","st"#.into(),
+            step("B", 1),
+            step("A", 1),
+            step("A", 2),
+            eval(2),
+        ];
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let runs = read_log(&log).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let got: Vec<(String, Vec<f64>, usize)> = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.label(),
+                    r.train.iter().map(|p| p.0).collect(),
+                    r.eval.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("A".into(), vec![1.0, 2.0, 3.0, 4.0], 1),
+                ("B".into(), vec![1.0], 0),
+                ("A (2)".into(), vec![1.0, 2.0], 1),
+            ]
+        );
     }
 }

@@ -44,7 +44,8 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Write one JSON object per step and per evaluation to this file.
+    /// Append one JSON object per step and per evaluation to this file (created if missing), so
+    /// that a resumed run continues the log of the run it resumes.
     #[arg(long)]
     pub log_json: Option<PathBuf>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).

@@ -57,3 +57,58 @@ fn an_unwritable_log_is_a_user_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_resumed_run_appends_to_its_log_and_plots_as_one_curve() {
+    let s = Scratch::new("log-append");
+    let (log, ck) = (s.path("run.jsonl"), s.path("xor.safetensors"));
+    let train = |extra: &[&str]| {
+        let out = nnc()
+            .arg("train")
+            .arg(root().join("examples/xor.nn"))
+            .args(["--quiet", "--log-json"])
+            .arg(&log)
+            .arg("--checkpoint")
+            .arg(&ck)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+    };
+    train(&["--steps", "5"]);
+    // The same run continued to step 8 with the same log.
+    train(&["--steps", "8", "--resume", ck.to_str().unwrap()]);
+    let steps = |text: &str| -> Vec<u64> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["type"] == "step")
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        steps(&std::fs::read_to_string(&log).unwrap()),
+        (1..=8).collect::<Vec<_>>()
+    );
+    let svg = s.path("curve.svg");
+    let plot = || {
+        let out = nnc()
+            .arg("plot")
+            .arg(&log)
+            .arg("--out")
+            .arg(&svg)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        std::fs::read_to_string(&svg).unwrap()
+    };
+    let text = plot();
+    assert!(text.contains("Xor train") && !text.contains("Xor (2)"));
+
+    // Training it again from scratch appends a second training of the run: its own curve.
+    train(&["--steps", "3"]);
+    assert_eq!(
+        steps(&std::fs::read_to_string(&log).unwrap()),
+        [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3]
+    );
+    assert!(plot().contains("Xor (2) train"));
+}

@@ -5,7 +5,7 @@
 //! so logging a step allocates nothing.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -179,9 +179,31 @@ pub fn spinner(message: String) -> ProgressBar {
     bar
 }
 
-/// Opens (creates or truncates) a JSON-lines log.
+/// Opens a JSON-lines log for appending, creating it if missing: a run resumed with the same
+/// `--log-json` adds its steps after those of the run it continues instead of wiping them. A log
+/// whose last line was cut off (a killed process loses the tail of its buffer) first gets the
+/// newline it lacks, so that the records appended after it stay one a line.
 pub fn open_log(path: &Path) -> std::io::Result<(PathBuf, BufWriter<File>)> {
-    Ok((path.to_path_buf(), BufWriter::new(File::create(path)?)))
+    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+    if ends_unterminated(path)? {
+        f.write_all(b"\n")?;
+    }
+    Ok((path.to_path_buf(), BufWriter::new(f)))
+}
+
+/// Whether the file at `path` is non-empty and its last byte is not a newline (a FIFO or other
+/// non-seekable file is taken as terminated).
+fn ends_unterminated(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(false);
+    }
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8];
+    f.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// A JSON number; NaN and infinities (which JSON lacks) as `null`.
@@ -226,5 +248,25 @@ mod tests {
         write_num(&mut out, f64::NAN).unwrap();
         write_num(&mut out, 0.5).unwrap();
         assert_eq!(out, b"null0.5");
+    }
+
+    #[test]
+    fn the_log_is_appended_to_and_a_cut_off_line_is_ended_first() {
+        let dir = std::env::temp_dir().join(format!("nnc-progress-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("log.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"b\"").unwrap();
+        let (_, mut w) = open_log(&p).unwrap();
+        w.write_all(b"{\"c\":3}\n").unwrap();
+        drop(w);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"a\":1}\n{\"b\"\n{\"c\":3}\n"
+        );
+        // Missing: created.
+        std::fs::remove_file(&p).unwrap();
+        drop(open_log(&p).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
