@@ -11,6 +11,7 @@ mod commands;
 mod common;
 mod logging;
 mod memory;
+mod outputs;
 mod plot;
 mod progress;
 mod resume;

@@ -1,0 +1,64 @@
+//! Where `nnc train` and `nnc plot` write: a checkpoint or plot goes through a symbolic link to
+//! the file it names and never replaces a FIFO or a device.
+
+use super::common::*;
+
+/// `nnc train examples/xor.nn --quiet --steps 5` with `extra` arguments.
+fn xor(extra: &[&std::ffi::OsStr]) -> std::process::Output {
+    nnc()
+        .arg("train")
+        .arg(root().join("examples/xor.nn"))
+        .args(["--quiet", "--steps", "5"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_checkpoint_is_written_through_a_link_and_never_onto_a_fifo() {
+    use std::os::unix::fs::FileTypeExt;
+    let s = Scratch::new("outputs-special");
+    let real = s.path("real.safetensors");
+    std::os::unix::fs::symlink("real.safetensors", s.path("link.safetensors")).unwrap();
+    let out = xor(&[
+        "--checkpoint".as_ref(),
+        s.path("link.safetensors").as_os_str(),
+    ]);
+    assert_code(&out, 0);
+    let link = std::fs::symlink_metadata(s.path("link.safetensors")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    let ck = nnc::runtime::checkpoint::Checkpoint::load(&real).unwrap();
+    assert_eq!(ck.step, Some(5));
+
+    let fifo = s.path("fifo.safetensors");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = xor(&["--checkpoint".as_ref(), fifo.as_os_str()]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("fifo.safetensors") && stderr(&out).contains("a FIFO"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+
+    // `nnc plot --out` writes the same way.
+    let log = s.path("log.jsonl");
+    assert_code(&xor(&["--log-json".as_ref(), log.as_os_str()]), 0);
+    let out = nnc()
+        .arg("plot")
+        .arg(&log)
+        .arg("--out")
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("a FIFO"), "{}", stderr(&out));
+}
