@@ -28,7 +28,8 @@ pub struct TrainArgs {
     /// Replace every run's length by this many steps.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
-    /// Write the trained parameters to this safetensors file.
+    /// Write the trained parameters to this safetensors file; when several runs are trained, each
+    /// writes its own, `<stem>.<run>.<ext>` (`ae.st` → `ae.pretrain.st`, `ae.frozen.st`, …).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Start from the parameters in this safetensors file.
@@ -173,9 +174,11 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
             if let Some(d) = &args.data_dir {
                 same += &format!(" --data-dir {}", d.display());
             }
+            // With `--checkpoint`, the interrupted run saved to it (to its own file when several
+            // runs were trained), and the resumed one must go on writing there.
             let mut after = String::new();
-            if let Some(c) = &args.checkpoint {
-                after += &format!(" --checkpoint {}", c.display());
+            if args.checkpoint.is_some() {
+                after += &format!(" --checkpoint {}", checkpoint.display());
             }
             if args.interp {
                 after += " --interp";

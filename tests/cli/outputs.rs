@@ -62,3 +62,50 @@ fn a_checkpoint_is_written_through_a_link_and_never_onto_a_fifo() {
     assert_code(&out, 1);
     assert!(stderr(&out).contains("a FIFO"), "{}", stderr(&out));
 }
+
+/// A file of two small runs, the second starting from the first.
+const TWO_RUNS: &str = r#"
+model M(x: [2]) -> [1] { return x |> dense(4) |> tanh |> dense(1) }
+data d { train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]]) }
+train first: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) batch: 4 steps: 3 }
+train second: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) batch: 4 steps: 4 init: first }
+"#;
+
+#[test]
+fn several_runs_write_one_checkpoint_each() {
+    let s = Scratch::new("outputs-per-run");
+    let nn = s.write("two.nn", TWO_RUNS);
+    let ck = s.path("out.safetensors");
+    let train = |extra: &[&str]| {
+        nnc()
+            .arg("train")
+            .arg(&nn)
+            .arg("--quiet")
+            .arg("--checkpoint")
+            .arg(&ck)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = train(&[]);
+    assert_code(&out, 0);
+    let step = |name: &str| {
+        nnc::runtime::checkpoint::Checkpoint::load(&s.path(name))
+            .unwrap()
+            .step
+    };
+    // Each run's own parameters, at its own length; nothing at the path as given.
+    assert_eq!(step("out.first.safetensors"), Some(3));
+    assert_eq!(step("out.second.safetensors"), Some(4));
+    assert!(!ck.exists());
+    for name in ["out.first.safetensors", "out.second.safetensors"] {
+        assert!(
+            stdout(&out).contains(&format!("checkpoint written to {}", s.path(name).display())),
+            "{}",
+            stdout(&out)
+        );
+    }
+    // One run: the path as given.
+    assert_code(&train(&["--run", "first"]), 0);
+    assert_eq!(step("out.safetensors"), Some(3));
+}

@@ -23,7 +23,7 @@ use crate::exec::{ExecError, Executor, Updater};
 use crate::ir::{Graph, OptimizerSpec, Program};
 use crate::runtime::dist::{Comm, CommError, Single};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 /// A graph-to-graph step of a back end: the backward graph (outputs `grad:<path>` added for
@@ -69,7 +69,8 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// A JSON-lines log: one object per step and one per evaluation.
     pub log_json: Option<PathBuf>,
-    /// `--checkpoint`: where every run executed writes its checkpoint (as given, not resolved).
+    /// `--checkpoint`: where the run executed writes its checkpoint (as given, not resolved);
+    /// when [`Session::run_all`] trains several, each writes its own file ([`run_checkpoint`]).
     pub checkpoint: Option<PathBuf>,
     /// `--init`: start every run executed from this safetensors file (as given).
     pub init: Option<PathBuf>,
@@ -208,6 +209,23 @@ fn non_finite_message(
     parts.join("\n")
 }
 
+/// Where run `run` writes the `--checkpoint` file `given` when `runs` runs are trained: `given`
+/// itself for one, else `<stem>.<run>.<ext>` beside it (`ae.st` → `ae.pretrain.st`), so that each
+/// run's parameters survive the next run instead of being overwritten by them.
+pub fn run_checkpoint(given: &Path, run: &str, runs: usize) -> PathBuf {
+    if runs <= 1 {
+        return given.to_path_buf();
+    }
+    let mut name = given.file_stem().unwrap_or_default().to_owned();
+    name.push(".");
+    name.push(run);
+    if let Some(ext) = given.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    given.with_file_name(name)
+}
+
 /// Executes the runs of one program, remembering each run's final parameters.
 pub struct Session<'a> {
     program: &'a Program,
@@ -242,24 +260,44 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// Runs every `train` block in file order.
+    /// Runs every `train` block in file order. With a `--checkpoint` and several runs, each run
+    /// writes its own file ([`run_checkpoint`]).
     pub fn run_all(&mut self) -> Result<Vec<RunSummary>, TrainError> {
         let names: Vec<String> = self.program.runs.iter().map(|r| r.name.clone()).collect();
-        names.iter().map(|n| self.run(n)).collect()
+        names
+            .iter()
+            .map(|n| {
+                let checkpoint = self
+                    .options
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| run_checkpoint(c, n, names.len()));
+                self.train(n, checkpoint)
+            })
+            .collect()
     }
 
     /// Runs the `train` block named `name` (its `init`/`teacher` runs must have run before).
     pub fn run(&mut self, name: &str) -> Result<RunSummary, TrainError> {
+        self.train(name, self.options.checkpoint.clone())
+    }
+
+    /// Runs `name`, writing the checkpoint `--checkpoint` gives it to `checkpoint`.
+    fn train(&mut self, name: &str, checkpoint: Option<PathBuf>) -> Result<RunSummary, TrainError> {
         let spec = self
             .program
             .run(name)
             .ok_or_else(|| TrainError::UnknownRun(name.into()))?;
+        let options = TrainOptions {
+            checkpoint,
+            ..self.options.clone()
+        };
         let log = self.log.take();
         let (summary, params, log) = run::train(
             self.program,
             spec,
             &self.backend,
-            &self.options,
+            &options,
             &self.trained,
             &mut self.data,
             log,
@@ -272,5 +310,32 @@ impl<'a> Session<'a> {
     /// The parameters a finished run ended with (teacher parameters excluded), by path.
     pub fn params(&self, run: &str) -> Option<&Tensors> {
         self.trained.get(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_checkpoint;
+    use std::path::Path;
+
+    #[test]
+    fn several_runs_each_get_a_checkpoint_named_after_them() {
+        let p = |s: &str| Path::new(s).to_path_buf();
+        assert_eq!(
+            run_checkpoint(Path::new("out/ae.st"), "frozen", 1),
+            p("out/ae.st")
+        );
+        assert_eq!(
+            run_checkpoint(Path::new("out/ae.st"), "frozen", 3),
+            p("out/ae.frozen.st")
+        );
+        assert_eq!(
+            run_checkpoint(Path::new("ae.v2.safetensors"), "pretrain", 2),
+            p("ae.v2.pretrain.safetensors")
+        );
+        assert_eq!(
+            run_checkpoint(Path::new("ae"), "pretrain", 2),
+            p("ae.pretrain")
+        );
     }
 }
