@@ -10,6 +10,7 @@ mod ir;
 mod memory;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod outputs;
 mod plot;
 mod predict;
 mod sample;

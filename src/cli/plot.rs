@@ -2,6 +2,7 @@
 //! training loss (each step, and its moving average) and the test loss against steps, and the
 //! test accuracy when the runs measured it, one colour per run.
 
+use super::outputs::Named;
 use super::{CliError, CliResult};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -240,6 +241,10 @@ fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Err
 }
 
 pub fn run(args: &PlotArgs) -> CliResult {
+    super::outputs::refuse_overwrite(
+        &[Named::new("`--out`", &args.out)],
+        &[Named::new("the log to plot", &args.log)],
+    )?;
     let mut runs = read_log(&args.log)?;
     if let Some(only) = &args.run {
         runs.retain(|r| &r.name == only);

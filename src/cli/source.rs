@@ -9,6 +9,15 @@ use crate::syntax::ast;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+/// The files a data source reads, as written in the `.nn` file (relative to `--data-dir`).
+pub fn files(s: &Source) -> Vec<&str> {
+    match s {
+        Source::Inline { .. } => vec![],
+        Source::Idx { images, labels } => vec![images, labels],
+        Source::Csv { path, .. } | Source::Text { path, .. } => vec![path],
+    }
+}
+
 /// A checked file and where it came from.
 pub struct Loaded {
     pub path: PathBuf,
@@ -38,14 +47,7 @@ impl Loaded {
         else {
             return CliError::user(message);
         };
-        let names = |s: &Source| -> Vec<String> {
-            match s {
-                Source::Inline { .. } => vec![],
-                Source::Idx { images, labels } => vec![images.clone(), labels.clone()],
-                Source::Csv { path, .. } | Source::Text { path, .. } => vec![path.clone()],
-            }
-        };
-        let mentions = |s: &Source| names(s).iter().any(|n| message.contains(n.as_str()));
+        let mentions = |s: &Source| files(s).iter().any(|n| message.contains(n));
         let (span, label) = match &data.test {
             Some((test, span)) if mentions(test) && !mentions(&data.train) => {
                 (*span, "the test split")

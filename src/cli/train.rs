@@ -3,13 +3,17 @@
 //! Ctrl-C stops training after the current step and saves a checkpoint to resume from
 //! (`--resume`); `--checkpoint-every` saves one periodically, for runs that are killed.
 
+use super::outputs::{refuse_overwrite, Named};
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
-use crate::ir::{Program, RunSpec, Source};
+use crate::ir::{InitFrom, Program, RunSpec, Source};
 use crate::runtime::checkpoint::Checkpoint;
+use crate::runtime::data::resolve;
 use crate::runtime::dist::{Comm, Single};
 use crate::runtime::train::resume::Position;
-use crate::runtime::train::{interrupt, Backend, RunSummary, Session, TrainError, TrainOptions};
+use crate::runtime::train::{
+    interrupt, run_checkpoint, Backend, RunSummary, Session, TrainError, TrainOptions,
+};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -138,6 +142,7 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         }
         (None, None) => None,
     };
+    check_outputs(args, &loaded, run_name.as_deref())?;
     super::memory::check(&loaded, run_name.as_deref(), args.max_memory)?;
     let options = TrainOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
@@ -208,6 +213,83 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         if let Some(params) = session.params(&s.run) {
             print_inline_outputs(program, spec, params, args)?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses, before anything is trained or written, an output that would replace one of the
+/// run's inputs: a checkpoint or log onto the `.nn` file or a data file, a log onto a checkpoint
+/// (written or read); and a checkpoint path that cannot be replaced (a FIFO, a folder), which
+/// would otherwise fail only once training is over. A checkpoint may replace the `--resume` or
+/// `--init` one: they are read before training, and resuming into the same file is the usual way
+/// to continue a run.
+fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&str>) -> CliResult {
+    let program = &loaded.program;
+    let runs: Vec<&RunSpec> = match run_name {
+        Some(n) => program.run(n).into_iter().collect(),
+        None => program.runs.iter().collect(),
+    };
+    let base = loaded.dir();
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
+    let mut sources = vec![Named::new("the .nn file being trained", &args.file)];
+    let mut read = Vec::new();
+    let mut written = Vec::new();
+    for r in &runs {
+        if let Some(d) = program.data(&r.data) {
+            let splits = std::iter::once(&d.train).chain(d.test.as_ref().map(|t| &t.0));
+            for f in splits.flat_map(source::files) {
+                sources.push(Named::new(
+                    format!("a data file of `{}`", d.name),
+                    resolve(f, &data_dir),
+                ));
+            }
+        }
+        let file_of = |from: &InitFrom| match from {
+            InitFrom::File(f) => Some(resolve(f, &base)),
+            InitFrom::Run(r) => program
+                .run(r)
+                .and_then(|s| s.checkpoint.as_ref())
+                .map(|c| resolve(c, &base)),
+        };
+        if let Some(p) = r.init.as_ref().and_then(file_of) {
+            read.push(Named::new(format!("the `init` of run `{}`", r.name), p));
+        }
+        if let Some(p) = r.teacher.as_ref().and_then(|t| file_of(&t.from)) {
+            read.push(Named::new(format!("the `teacher` of run `{}`", r.name), p));
+        }
+        match (&args.checkpoint, &r.checkpoint) {
+            (Some(c), _) => {
+                let p = run_checkpoint(c, &r.name, runs.len());
+                let what = if &p == c {
+                    "`--checkpoint`".to_string()
+                } else {
+                    format!("the `--checkpoint` of run `{}`", r.name)
+                };
+                written.push(Named::new(what, p));
+            }
+            (None, Some(c)) => written.push(Named::new(
+                format!("the `checkpoint:` of run `{}`", r.name),
+                resolve(c, &base),
+            )),
+            (None, None) => {}
+        }
+    }
+    for (what, p) in [("`--init`", &args.init), ("`--resume`", &args.resume)] {
+        if let Some(p) = p {
+            read.push(Named::new(format!("the {what} checkpoint"), p));
+        }
+    }
+    refuse_overwrite(&written, &sources)?;
+    if let Some(log) = &args.log_json {
+        let log = [Named::new("`--log-json`", log)];
+        refuse_overwrite(&log, &sources)?;
+        refuse_overwrite(&log, &read)?;
+        refuse_overwrite(&log, &written)?;
+    }
+    for c in &written {
+        crate::runtime::atomic::target(&c.path).map_err(|e| {
+            CliError::user(format!("cannot write {} {}: {e}", c.what, c.path.display()))
+        })?;
     }
     Ok(())
 }

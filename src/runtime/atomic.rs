@@ -42,30 +42,36 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The file a write to `path` replaces: `path`, or where its chain of symbolic links ends (which
-/// may not exist yet). An error when that exists and is not a regular file.
-fn target(path: &Path) -> std::io::Result<PathBuf> {
-    let mut p = path.to_path_buf();
-    for _ in 0..MAX_LINKS {
-        let meta = match std::fs::symlink_metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(p),
-            Err(e) => return Err(e),
-        };
-        let ty = meta.file_type();
-        if ty.is_file() {
-            return Ok(p);
-        }
-        if !ty.is_symlink() {
+/// The file [`write()`] to `path` replaces: `path`, or where its chain of symbolic links ends
+/// (which may not exist yet). An error when that exists and is not a regular file, so that a
+/// caller can refuse such a path before doing the work whose result it would hold.
+pub fn target(path: &Path) -> std::io::Result<PathBuf> {
+    let p = follow_links(path)?;
+    match std::fs::metadata(&p) {
+        Ok(m) if !m.is_file() => {
             let via = if p == path {
                 String::new()
             } else {
                 format!(" (where the link leads: {})", p.display())
             };
-            return Err(std::io::Error::other(format!(
+            Err(std::io::Error::other(format!(
                 "it is {}{via}, not a regular file, and is left as it is",
-                kind(&ty)
-            )));
+                kind(&m.file_type())
+            )))
+        }
+        _ => Ok(p),
+    }
+}
+
+/// `path` with its chain of symbolic links followed to the end (which may not exist).
+pub fn follow_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..MAX_LINKS {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {}
+            Ok(_) => return Ok(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => return Err(e),
         }
         // A relative link is relative to the folder holding it (`join` keeps an absolute one).
         let link = std::fs::read_link(&p)?;

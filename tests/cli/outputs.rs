@@ -1,5 +1,6 @@
 //! Where `nnc train` and `nnc plot` write: a checkpoint or plot goes through a symbolic link to
-//! the file it names and never replaces a FIFO or a device.
+//! the file it names and never replaces a FIFO or a device; several runs write one checkpoint
+//! each; no output replaces the command's own inputs.
 
 use super::common::*;
 
@@ -108,4 +109,110 @@ fn several_runs_write_one_checkpoint_each() {
     // One run: the path as given.
     assert_code(&train(&["--run", "first"]), 0);
     assert_eq!(step("out.safetensors"), Some(3));
+}
+
+#[test]
+fn an_output_onto_an_input_is_refused_before_training_and_the_input_kept() {
+    let s = Scratch::new("outputs-inputs");
+    let source = std::fs::read_to_string(root().join("examples/xor.nn")).unwrap();
+    let nn = s.write("x.nn", &source);
+    let ck = s.path("x.safetensors");
+    let log = s.path("x.jsonl");
+    let train = |extra: &[&std::ffi::OsStr]| {
+        nnc()
+            .arg("train")
+            .arg(&nn)
+            .args(["--quiet", "--steps", "5"])
+            .args(extra)
+            .current_dir(s.dir())
+            .output()
+            .unwrap()
+    };
+    let dotted = s.dir().join(".").join("x.nn");
+    for (args, part) in [
+        (
+            vec!["--checkpoint".as_ref(), dotted.as_os_str()],
+            "`--checkpoint`",
+        ),
+        (vec!["--log-json".as_ref(), "x.nn".as_ref()], "`--log-json`"),
+        (
+            vec![
+                "--checkpoint".as_ref(),
+                ck.as_os_str(),
+                "--log-json".as_ref(),
+                ck.as_os_str(),
+            ],
+            "names the same file as `--checkpoint`",
+        ),
+    ] {
+        let out = train(&args);
+        assert_code(&out, 1);
+        assert!(stderr(&out).contains(part), "{}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "trained: {}", stdout(&out));
+    }
+    assert_eq!(std::fs::read_to_string(&nn).unwrap(), source);
+    assert!(!ck.exists());
+
+    // A checkpoint may replace the one the run starts from; a log may not.
+    assert_code(&train(&["--checkpoint".as_ref(), ck.as_os_str()]), 0);
+    let resumed = train(&[
+        "--init".as_ref(),
+        ck.as_os_str(),
+        "--checkpoint".as_ref(),
+        ck.as_os_str(),
+    ]);
+    assert_code(&resumed, 0);
+    let before = std::fs::read(&ck).unwrap();
+    let out = train(&[
+        "--init".as_ref(),
+        ck.as_os_str(),
+        "--log-json".as_ref(),
+        ck.as_os_str(),
+    ]);
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("`--init`"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+
+    // A data file.
+    let csv = s.write("d.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let csv_nn = s.write(
+        "c.nn",
+        r#"
+model M(x: [2]) -> [2] { return x |> dense(2) }
+data d { train: csv("d.csv", label: -1) }
+train R: M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) batch: 2 steps: 2 }
+"#,
+    );
+    let out = nnc()
+        .arg("train")
+        .arg(&csv_nn)
+        .arg("--quiet")
+        .arg("--checkpoint")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("a data file of `d`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "0,0,0\n0,1,1\n1,0,1\n1,1,0\n"
+    );
+
+    // `nnc plot` onto its own log.
+    assert_code(&train(&["--log-json".as_ref(), log.as_os_str()]), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let out = nnc()
+        .arg("plot")
+        .arg(&log)
+        .arg("--out")
+        .arg(s.dir().join(".").join("x.jsonl"))
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("the log to plot"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
 }
