@@ -138,6 +138,50 @@ fn missing_name_wrong_shape_and_wrong_dtype_name_the_tensor() {
 }
 
 #[test]
+fn a_non_finite_value_is_an_error_naming_the_tensor_and_its_first_bad_index() {
+    let dir = tmp("nonfinite");
+    let p = dir.join("n.safetensors");
+    // dense1.weight is [4, 2]: flat index 3 is [1, 1]; the NaN after it is not the first.
+    let mut w: Vec<f32> = (0..8).map(|i| i as f32).collect();
+    w[3] = f32::NEG_INFINITY;
+    w[5] = f32::NAN;
+    let b = [0.5f32, 0.25];
+    save(
+        &p,
+        &[
+            Saved {
+                name: "dense1.weight".into(),
+                dims: &[4, 2],
+                data: &w,
+            },
+            Saved {
+                name: "dense1.bias".into(),
+                dims: &[2],
+                data: &b,
+            },
+        ],
+        None,
+    )
+    .unwrap();
+    let ck = Checkpoint::load(&p).unwrap();
+    let e = ck.get("dense1.weight", &[4, 2]).unwrap_err();
+    assert!(
+        matches!(e, CheckpointError::NonFinite { .. })
+            && e.to_string()
+                .contains("`dense1.weight` holds -inf at index [1, 1]"),
+        "{e}"
+    );
+    let e = nnc::runtime::checkpoint::load_params(
+        &p,
+        &[param("dense1.bias", &[2]), param("dense1.weight", &[4, 2])],
+    )
+    .unwrap_err();
+    assert!(matches!(e, CheckpointError::NonFinite { .. }), "{e}");
+    // The finite tensor beside it reads.
+    assert!(ck.get("dense1.bias", &[2]).is_ok());
+}
+
+#[test]
 fn an_i32_tensor_where_f32_is_expected_is_a_dtype_error() {
     let dir = tmp("dtype");
     let p = dir.join("i.safetensors");

@@ -59,6 +59,11 @@ pub fn run(args: &EvalArgs) -> CliResult {
             ))
         })?;
         let teacher = Checkpoint::load(&path).map_err(CliError::user)?;
+        for p in spec.eval_graph.params.iter() {
+            if let Some(name) = p.path.strip_prefix(TEACHER) {
+                teacher.get(name, &p.dims).map_err(CliError::user)?;
+            }
+        }
         params.extend(
             teacher
                 .tensors

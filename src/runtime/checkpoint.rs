@@ -55,6 +55,35 @@ pub enum CheckpointError {
         expected: &'static str,
         found: String,
     },
+    /// A NaN or infinity where a parameter or optimizer state is read: training from it would
+    /// carry it into every later value (or, with a NaN that the loss does not reach, hide it).
+    #[error("checkpoint {}: tensor `{name}` holds {value} at index {index}; parameters and optimizer state must be finite", .path.display())]
+    NonFinite {
+        path: PathBuf,
+        name: String,
+        /// The first bad element, as `[i, j, …]`.
+        index: String,
+        value: f32,
+    },
+}
+
+/// The first NaN or infinity of `data`, laid out row-major in `dims`: its index, written
+/// `[i, j, …]`, and its value.
+pub fn first_non_finite(dims: &[usize], data: &[f32]) -> Option<(String, f32)> {
+    let k = data.iter().position(|v| !v.is_finite())?;
+    let mut index = Vec::with_capacity(dims.len());
+    if dims.iter().product::<usize>() == data.len() {
+        let mut rest = k;
+        for &d in dims.iter().rev() {
+            index.push(rest % d.max(1));
+            rest /= d.max(1);
+        }
+        index.reverse();
+    } else {
+        index.push(k);
+    }
+    let index: Vec<String> = index.iter().map(usize::to_string).collect();
+    Some((format!("[{}]", index.join(", ")), data[k]))
 }
 
 /// A tensor to write: borrowed, so saving copies nothing but the bytes.
@@ -251,11 +280,19 @@ impl Checkpoint {
         Ok(ck)
     }
 
-    /// Tensor `name`, which must be f32 with shape `dims`.
+    /// Tensor `name`, which must be f32 with shape `dims` and hold only finite values.
     pub fn get(&self, name: &str, dims: &[usize]) -> Result<&Tensor, CheckpointError> {
         let path = self.path.clone();
         match self.tensors.get(name) {
-            Some(t) if t.dims == dims => Ok(t),
+            Some(t) if t.dims == dims => match first_non_finite(&t.dims, &t.data) {
+                Some((index, value)) => Err(CheckpointError::NonFinite {
+                    path,
+                    name: name.into(),
+                    index,
+                    value,
+                }),
+                None => Ok(t),
+            },
             Some(t) => Err(CheckpointError::Shape {
                 path,
                 name: name.into(),

@@ -335,3 +335,102 @@ fn bad_predict_inputs_say_what_is_wrong() {
         }
     }
 }
+
+/// `src` with element `k` of tensor `name` replaced by `value`, written to `dst` (step and
+/// metadata kept, so that it still resumes).
+fn with_value(src: &std::path::Path, dst: &std::path::Path, name: &str, k: usize, value: f32) {
+    use nnc::runtime::checkpoint::{save_with_meta, Checkpoint};
+    let mut ck = Checkpoint::load(src).unwrap();
+    ck.tensors.get_mut(name).unwrap().data[k] = value;
+    let saved: Vec<Saved<'_>> = ck
+        .tensors
+        .iter()
+        .map(|(n, t)| Saved {
+            name: n.clone(),
+            dims: &t.dims,
+            data: &t.data,
+        })
+        .collect();
+    save_with_meta(dst, &saved, ck.step, &ck.meta).unwrap();
+}
+
+#[test]
+fn non_finite_parameters_and_optimizer_state_are_refused_wherever_they_are_read() {
+    let s = Scratch::new("bad-checkpoints-nan");
+    let nn = s.write(
+        "m.nn",
+        r#"
+model M(x: [2]) -> [1] { return x |> dense(4) |> tanh |> dense(1) }
+data d { train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]]) }
+train R: M on d { loss: mse(output, label) optimizer: adam(lr: 0.01) batch: 4 steps: 3 }
+"#,
+    );
+    let good = s.path("good.safetensors");
+    let out = nnc()
+        .arg("train")
+        .arg(&nn)
+        .arg("--quiet")
+        .arg("--checkpoint")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let nan = s.path("nan.safetensors");
+    with_value(&good, &nan, "dense1.bias", 2, f32::NAN);
+    let inf = s.path("inf.safetensors");
+    with_value(&good, &inf, "__optim.dense1.weight.1", 7, f32::INFINITY);
+    let written = s.path("out.safetensors");
+    let run = |args: &[&std::ffi::OsStr]| {
+        nnc()
+            .args(args)
+            .arg("--checkpoint")
+            .arg(&nan)
+            .output()
+            .unwrap()
+    };
+    let nn = nn.as_os_str();
+    let train = |extra: &[&std::ffi::OsStr]| {
+        nnc()
+            .arg("train")
+            .arg(nn)
+            .args(["--quiet", "--steps", "6"])
+            .args(extra)
+            .arg("--checkpoint")
+            .arg(&written)
+            .output()
+            .unwrap()
+    };
+    for (what, out, parts) in [
+        (
+            "eval",
+            run(&["eval".as_ref(), nn]),
+            &["nan.safetensors", "`dense1.bias` holds NaN at index [2]"][..],
+        ),
+        (
+            "--init",
+            train(&["--init".as_ref(), nan.as_os_str()]),
+            &["nan.safetensors", "`dense1.bias`", "NaN at index [2]"],
+        ),
+        (
+            "--resume",
+            train(&["--resume".as_ref(), nan.as_os_str()]),
+            &["nan.safetensors", "`dense1.bias` holds NaN at index [2]"],
+        ),
+        // Adam's second moment of dense1.weight ([2, 4]): flat index 7 is [1, 3].
+        (
+            "--resume, optimizer state",
+            train(&["--resume".as_ref(), inf.as_os_str()]),
+            &["`__optim.dense1.weight.1` holds inf at index [1, 3]"],
+        ),
+    ] {
+        assert_code(&out, 1);
+        for p in parts {
+            assert!(
+                stderr(&out).contains(p),
+                "{what}: no `{p}` in\n{}",
+                stderr(&out)
+            );
+        }
+        assert!(!written.exists(), "{what}: trained and saved");
+    }
+}

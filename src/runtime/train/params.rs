@@ -4,7 +4,7 @@
 
 use super::{TrainError, TrainOptions};
 use crate::ir::{Graph, InitFrom, Param, Program, RunSpec};
-use crate::runtime::checkpoint::{Checkpoint, Tensor};
+use crate::runtime::checkpoint::{first_non_finite, Checkpoint, Tensor};
 use crate::runtime::init::init_param;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -55,6 +55,11 @@ fn run_params<'t>(
             "`{setting}: {r}`: run `{r}` has not run in this session, and {e}"
         )),
     }
+}
+
+/// Why a run cannot start from the non-finite element `index` of tensor `name` of `what`.
+fn non_finite(name: &str, index: &str, value: f32, what: &str) -> String {
+    format!("`{name}` from {what} holds {value} at index {index}; a run cannot start from values that are not finite")
 }
 
 /// Starting values of every parameter of `graph`, in its order.
@@ -108,6 +113,9 @@ pub fn initial(
                         p.path, t.dims, p.dims
                     )));
                 }
+                if let Some((index, value)) = first_non_finite(&t.dims, &t.data) {
+                    return Err(setup(non_finite(&p.path, &index, value, what)));
+                }
                 values[i] = Some(t.data.clone());
                 matched += 1;
                 continue;
@@ -145,7 +153,10 @@ pub fn initial(
                     .map(|(_, p)| {
                         let name = &p.path[TEACHER.len()..];
                         match src.get(name) {
-                            Some(t) if t.dims == p.dims => Ok(t.data.clone()),
+                            Some(t) if t.dims == p.dims => match first_non_finite(&t.dims, &t.data) {
+                                Some((index, value)) => Err(setup(non_finite(name, &index, value, &format!("run `{r}`")))),
+                                None => Ok(t.data.clone()),
+                            },
                             Some(t) => Err(setup(format!(
                                 "teacher parameter `{name}` of run `{r}` has shape {:?}, expected {:?}",
                                 t.dims, p.dims
