@@ -203,6 +203,25 @@ fn an_i32_tensor_where_f32_is_expected_is_a_dtype_error() {
 }
 
 #[test]
+fn a_negative_step_count_is_reported_as_written() {
+    let dir = tmp("negstep");
+    let p = dir.join("s.safetensors");
+    let data = (-5i64).to_le_bytes();
+    let view = safetensors::tensor::TensorView::new(Dtype::I64, vec![1], &data).unwrap();
+    std::fs::write(
+        &p,
+        safetensors::serialize([("__step", view)], None).unwrap(),
+    )
+    .unwrap();
+    let e = Checkpoint::load(&p).unwrap_err();
+    assert!(
+        matches!(e, CheckpointError::NegativeStep { step: -5, .. })
+            && e.to_string().contains("`__step` is -5"),
+        "{e}"
+    );
+}
+
+#[test]
 fn truncated_garbage_and_missing_files_are_errors() {
     let dir = tmp("trunc");
     let p = dir.join("m.safetensors");

@@ -55,6 +55,8 @@ pub enum CheckpointError {
         expected: &'static str,
         found: String,
     },
+    #[error("checkpoint {}: its step count `{STEP}` is {step}, and a number of steps cannot be negative", .path.display())]
+    NegativeStep { path: PathBuf, step: i64 },
     /// A NaN or infinity where a parameter or optimizer state is read: training from it would
     /// carry it into every later value (or, with a NaN that the loss does not reach, hide it).
     #[error("checkpoint {}: tensor `{name}` holds {value} at index {index}; parameters and optimizer state must be finite", .path.display())]
@@ -268,9 +270,14 @@ impl Checkpoint {
                     );
                 }
                 Dtype::I64 if name == STEP && view.data().len() == 8 => {
-                    ck.step = Some(
-                        i64::from_le_bytes(view.data().try_into().unwrap_or([0; 8])).max(0) as u64,
-                    );
+                    let step = i64::from_le_bytes(view.data().try_into().unwrap_or([0; 8]));
+                    // Taken as 0, a negative count would be reported as a mismatch with a step
+                    // the file does not hold.
+                    let step = u64::try_from(step).map_err(|_| CheckpointError::NegativeStep {
+                        path: path.to_path_buf(),
+                        step,
+                    })?;
+                    ck.step = Some(step);
                 }
                 d => {
                     ck.other.insert(name.to_string(), format!("{d:?}"));
