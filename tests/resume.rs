@@ -305,3 +305,95 @@ fn a_run_that_starts_from_another_resumes_without_it() {
     s.run("second").unwrap();
     assert_bit_identical(&straight, s.params("second").unwrap());
 }
+
+/// The step losses `log` records, in order.
+fn logged_losses(log: &Path) -> Vec<f64> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["type"] == "step")
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_resumed_runs_summary_averages_the_steps_it_ran_and_a_finished_one_trains_nothing() {
+    let p = program(&mlp_source("adam(lr: 0.01)"));
+    let dir = Scratch::new("summary");
+    let quiet = TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    };
+    // Stopped after step k, resumed to `steps`: 1 step run, 32, and 63 (past the 50 averaged).
+    for (k, steps) in [(1u64, 2u64), (8, 40), (7, 70)] {
+        let ck = dir.path(&format!("k{k}.safetensors"));
+        let stopped = Session::new(
+            &p,
+            Backend::jit(1),
+            TrainOptions {
+                stop_after: Some(k),
+                checkpoint: Some(ck.clone()),
+                steps: Some(steps),
+                ..quiet.clone()
+            },
+        )
+        .unwrap()
+        .run("Net");
+        assert!(matches!(stopped, Err(TrainError::Interrupted { .. })));
+        let log = dir.path(&format!("k{k}.jsonl"));
+        let at_end = dir.path(&format!("end{k}.safetensors"));
+        let summary = Session::new(
+            &p,
+            Backend::jit(1),
+            TrainOptions {
+                resume: Some(ck.clone()),
+                steps: Some(steps),
+                log_json: Some(log.clone()),
+                checkpoint: Some(at_end.clone()),
+                ..quiet.clone()
+            },
+        )
+        .unwrap()
+        .run("Net")
+        .unwrap();
+        let losses = logged_losses(&log);
+        assert_eq!(losses.len() as u64, steps - k);
+        let last = &losses[losses.len().saturating_sub(50)..];
+        let mean = last.iter().sum::<f64>() / last.len() as f64;
+        assert!(
+            (summary.final_loss - mean).abs() <= 1e-9 * mean.abs(),
+            "k = {k}: summary {} against the mean {mean} of the losses logged",
+            summary.final_loss
+        );
+        assert_eq!((summary.steps, summary.steps_run), (steps, steps - k));
+
+        // The checkpoint the resumed run wrote is at its end: resuming it trains nothing,
+        // writes nothing and says so (steps_run 0), instead of a summary of no steps.
+        let before = std::fs::read(&at_end).unwrap();
+        let out = dir.path("not-written.safetensors");
+        let done = Session::new(
+            &p,
+            Backend::jit(1),
+            TrainOptions {
+                resume: Some(at_end.clone()),
+                checkpoint: Some(out.clone()),
+                ..quiet.clone()
+            },
+        )
+        .unwrap()
+        .run("Net")
+        .unwrap();
+        assert_eq!(
+            (
+                done.steps,
+                done.steps_run,
+                done.total_steps,
+                done.checkpoint
+            ),
+            (steps, 0, steps, None)
+        );
+        assert!(!out.exists());
+        assert_eq!(std::fs::read(&at_end).unwrap(), before);
+    }
+}

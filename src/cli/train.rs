@@ -321,6 +321,26 @@ pub fn train_error(e: TrainError) -> CliError {
 }
 
 fn print_summaries(summaries: &[RunSummary]) {
+    // A run resumed from a checkpoint at its end trained nothing: it has no row of numbers.
+    let (done, summaries): (Vec<&RunSummary>, Vec<&RunSummary>) =
+        summaries.iter().partition(|s| s.steps_run == 0);
+    for s in done {
+        let at = if s.steps == s.total_steps {
+            format!("step {} of {}", s.steps, s.total_steps)
+        } else {
+            format!(
+                "step {}, past its length of {} steps",
+                s.steps, s.total_steps
+            )
+        };
+        println!(
+            "run `{}` is already complete: its checkpoint is at {at}; nothing to train",
+            s.run
+        );
+    }
+    if summaries.is_empty() {
+        return;
+    }
     println!();
     println!(
         "{:<16} {:>8} {:>11} {:>10} {:>10} {:>12} {:>9}",

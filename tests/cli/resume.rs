@@ -150,3 +150,30 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
     assert!(out.status.success(), "{out:?}");
     assert_same_checkpoint(&straight, &ck);
 }
+
+#[test]
+fn resuming_a_finished_run_says_it_is_complete() {
+    let s = Scratch::new("resume-finished");
+    let ck = s.path("xor.safetensors");
+    let train = |extra: &[&str]| {
+        nnc()
+            .arg("train")
+            .arg(root().join("examples/xor.nn"))
+            .args(["--quiet", "--checkpoint"])
+            .arg(&ck)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert_code(&train(&["--steps", "5"]), 0);
+    let out = train(&["--resume", ck.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains(
+            "run `Xor` is already complete: its checkpoint is at step 5 of 5; nothing to train"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("NaN"), "{}", stdout(&out));
+}

@@ -119,9 +119,17 @@ impl Default for TrainOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunSummary {
     pub run: String,
+    /// Steps done, counted from the run's start (a resumed run's earlier steps included).
     pub steps: u64,
+    /// The steps this process trained: `steps` less the step a resumed run started from. 0
+    /// when the checkpoint resumed from was already at the run's end: nothing was trained,
+    /// evaluated or written.
+    pub steps_run: u64,
+    /// The run's length in steps.
+    pub total_steps: u64,
     pub epochs: f64,
-    /// Mean training loss over the last (up to) 50 steps.
+    /// Mean training loss over the last (up to) 50 steps this process trained (the losses of a
+    /// resumed run's earlier steps are not known); NaN when it trained none.
     pub final_loss: f64,
     /// On the test split with the evaluation graph, after the last step (when there is one).
     pub test_loss: Option<f64>,

@@ -223,6 +223,23 @@ pub(super) fn train(
         Length::Epochs(e) => e * per_epoch,
         Length::Steps(s) => s,
     };
+    // A checkpoint of a finished run has nothing left to train: its parameters are the result.
+    if let Some(r) = resumed.as_ref().filter(|r| r.step >= total) {
+        let summary = RunSummary {
+            run: run.into(),
+            steps: r.step,
+            steps_run: 0,
+            total_steps: total,
+            epochs: r.step as f64 / per_epoch.max(1) as f64,
+            final_loss: f64::NAN,
+            test_loss: None,
+            test_accuracy: None,
+            samples_per_s: 0.0,
+            wall_s: t0.elapsed().as_secs_f64(),
+            checkpoint: None,
+        };
+        return Ok((summary, final_params(&graph, values), log));
+    }
     if opts.checkpoint_every == Some(0) {
         return Err(setup("`--checkpoint-every` must be at least 1".into()));
     }
@@ -497,7 +514,9 @@ pub(super) fn train(
                 grad_spare = recycle(grads);
                 (loss, factor)
             };
-            recent[(step % 50) as usize] = loss as f64;
+            // Indexed from this process's first step: `recent[..kept]` below is then exactly
+            // the steps it ran, also when a resumed run starts mid-way.
+            recent[((step - start) % 50) as usize] = loss as f64;
             step += 1;
             let sps = if progress.shows_steps() {
                 ((step - start) as usize * batch) as f64
@@ -580,6 +599,8 @@ pub(super) fn train(
     let summary = RunSummary {
         run: run.into(),
         steps: step,
+        steps_run: step - start,
+        total_steps: total,
         epochs: if per_epoch == 0 {
             0.0
         } else {
@@ -592,7 +613,12 @@ pub(super) fn train(
         wall_s: t0.elapsed().as_secs_f64(),
         checkpoint: ckpt_path,
     };
-    let params: Tensors = graph
+    Ok((summary, final_params(&graph, values), log))
+}
+
+/// The parameters a run ends with, by path (teacher parameters left out).
+fn final_params(graph: &Graph, values: Vec<Vec<f32>>) -> Tensors {
+    graph
         .params
         .iter()
         .zip(values)
@@ -606,8 +632,7 @@ pub(super) fn train(
                 },
             )
         })
-        .collect();
-    Ok((summary, params, log))
+        .collect()
 }
 
 /// Loads the checkpoint `path` of run `run` into `values` (non-teacher parameters) and the
