@@ -414,7 +414,12 @@ fn print_inline_outputs(
         .output("output")
         .ok_or_else(|| CliError::internal("the model graph has no output"))?;
     let width = out.len() / x.len();
-    println!("\n{} after training ({}):", spec.model, spec.name);
+    // Runs are usually named after their model (`train Xor on xor`): then the name once.
+    if spec.name == spec.model {
+        println!("\n{} after training:", spec.model);
+    } else {
+        println!("\n{} after run `{}`:", spec.model, spec.name);
+    }
     for (i, (xi, yi)) in x.iter().zip(y).enumerate() {
         let o: Vec<String> = out[i * width..(i + 1) * width]
             .iter()

@@ -77,6 +77,8 @@ fn xor_trains_from_the_cli_to_within_0_1_of_every_target() {
     let out = in_root(&["train", "examples/xor.nn", "--quiet"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
+    // The run is named after its model: the name once.
+    assert!(text.contains("\nXor after training:\n"), "{text}");
     let rows: Vec<(f64, f64)> = text
         .lines()
         .filter(|l| l.contains("→ output"))

@@ -106,6 +106,12 @@ fn several_runs_write_one_checkpoint_each() {
             stdout(&out)
         );
     }
+    // A run named otherwise than its model is named beside it.
+    assert!(
+        stdout(&out).contains("\nM after run `first`:\n"),
+        "{}",
+        stdout(&out)
+    );
     // One run: the path as given.
     assert_code(&train(&["--run", "first"]), 0);
     assert_eq!(step("out.safetensors"), Some(3));
