@@ -770,6 +770,15 @@ fn gradcheck_catches_a_wrong_gradient_and_runs_executors() {
     let r = gradcheck(&g, &mut wrong, s.batch, &s.inputs, &s.params, CTX).unwrap();
     assert_eq!(r.params[0].checked, 50);
     assert!(r.max_rel_err() > 5e-3, "{r}");
+    // A NaN in the gradient, past the first coordinate checked, is the worst error.
+    let mut nan = |p: &[Vec<f64>]| -> Result<Vec<Vec<f64>>, String> {
+        let mut g = exact(p)?;
+        g[0][7] = f64::NAN;
+        Ok(g)
+    };
+    let r = gradcheck(&g, &mut nan, s.batch, &s.inputs, &s.params, CTX).unwrap();
+    assert!(r.max_rel_err().is_nan(), "{r}");
+    assert_eq!(r.params[0].worst.as_ref().unwrap().index, 7, "{r}");
     // An executor (f32) on the gradient graph: right to f32 precision.
     let mut it = nnc::interp::Interpreter::new(gg.clone());
     let mut analytic = nnc::autodiff::gradcheck::executor_grads(&mut it, s.batch, &s.inputs, CTX);

@@ -55,10 +55,22 @@ pub struct GradReport {
 impl GradReport {
     /// The worst relative error over all parameters (0 when there are none).
     pub fn max_rel_err(&self) -> f64 {
-        self.params
-            .iter()
-            .map(|p| p.max_rel_err)
-            .fold(0.0, f64::max)
+        self.params.iter().map(|p| p.max_rel_err).fold(0.0, worse)
+    }
+}
+
+/// Whether relative error `e` is worse than `m`: larger, or the first NaN (a gradient or loss
+/// that is not a number), which `>` and `f64::max` would pass over.
+fn is_worse(e: f64, m: f64) -> bool {
+    e > m || (e.is_nan() && !m.is_nan())
+}
+
+/// The worse of two relative errors, NaN above all.
+pub fn worse(a: f64, b: f64) -> f64 {
+    if is_worse(b, a) {
+        b
+    } else {
+        a
     }
 }
 
@@ -181,7 +193,7 @@ pub fn gradcheck(
             };
             let e = rel_err(g[i], numeric);
             check.checked += 1;
-            if check.worst.is_none() || e > check.max_rel_err {
+            if check.worst.is_none() || is_worse(e, check.max_rel_err) {
                 check.max_rel_err = e;
                 check.worst = Some(Worst {
                     index: i,

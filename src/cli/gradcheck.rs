@@ -3,7 +3,7 @@
 //! (the reference interpreter), on a small batch of random inputs. Exits non-zero above `--tol`.
 
 use super::{source, CliError, CliResult};
-use crate::autodiff::gradcheck::{executor_grads, gradcheck, GradReport};
+use crate::autodiff::gradcheck::{executor_grads, gradcheck, worse, GradReport};
 use crate::codegen::{Jit, JitOptions};
 use crate::exec::StepCtx;
 use crate::ir::{DType, Graph, Op, ValueId};
@@ -81,8 +81,8 @@ pub fn run(args: &GradcheckArgs) -> CliResult {
     }
     // The verdict is the runs' own: "passed" only when no run printed FAILED.
     if !failed.is_empty() {
-        return Err(CliError::User(format!(
-            "error: gradient check failed for {} {}: worst relative error {worst:.3e} is above the tolerance {:.1e}\n",
+        return Err(CliError::user(format!(
+            "gradient check failed for {} {}: worst relative error {worst:.3e} is above the tolerance {:.1e}",
             if failed.len() == 1 { "run" } else { "runs" },
             failed.join(", "),
             args.tol
@@ -93,16 +93,6 @@ pub fn run(args: &GradcheckArgs) -> CliResult {
         args.tol
     );
     Ok(())
-}
-
-/// The larger of two relative errors, NaN (a gradient or loss that is not a number) above all:
-/// `f64::max` would drop it.
-fn worse(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b <= a {
-        a
-    } else {
-        b
-    }
 }
 
 /// Checks one run's gradients and prints its report: its worst relative error, and whether
@@ -124,8 +114,7 @@ fn check_graph(
     let ok = report.params.iter().all(|p| p.max_rel_err <= tol);
     let verdict = if ok { "ok" } else { "FAILED" };
     println!("run {name}: {verdict}, {report}");
-    let worst = report.params.iter().map(|p| p.max_rel_err).fold(0.0, worse);
-    Ok((worst, ok))
+    Ok((report.max_rel_err(), ok))
 }
 
 /// The JIT's gradients of `g` against finite differences, on `batch` random samples.
