@@ -253,14 +253,7 @@ fn bad_predict_inputs_say_what_is_wrong() {
     s.write("images.idx", &images);
     s.write("labels.idx", &labels);
     let ck = s.path("m.safetensors");
-    let out = nnc()
-        .arg("train")
-        .arg(&nn)
-        .args(["--quiet", "--checkpoint"])
-        .arg(&ck)
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
+    train_to(&nn, &ck);
     let predict = |name: &str, bytes: &[u8]| {
         let input = s.write(name, bytes);
         nnc()
@@ -366,15 +359,7 @@ train R: M on d { loss: mse(output, label) optimizer: adam(lr: 0.01) batch: 4 st
 "#,
     );
     let good = s.path("good.safetensors");
-    let out = nnc()
-        .arg("train")
-        .arg(&nn)
-        .arg("--quiet")
-        .arg("--checkpoint")
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
+    train_to(&nn, &good);
     let nan = s.path("nan.safetensors");
     with_value(&good, &nan, "dense1.bias", 2, f32::NAN);
     let inf = s.path("inf.safetensors");

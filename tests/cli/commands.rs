@@ -344,14 +344,7 @@ train M on d {
     let train = s.write("train.csv", "0,1,1\n1,0,0\n1,1,0\n0,0,1\n");
     let test = s.write("test.csv", "0,1,1\n1,0,0\n1,1,0\n");
     let ck = s.path("m.safetensors");
-    let out = nnc()
-        .arg("train")
-        .arg(&nn)
-        .args(["--quiet", "--checkpoint"])
-        .arg(&ck)
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
+    train_to(&nn, &ck);
     std::fs::remove_file(train).unwrap();
     let eval = || {
         nnc()
@@ -424,14 +417,7 @@ fn predict_shows_the_values_of_a_model_that_does_not_classify() {
          train R on d {\n    loss: mse(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
     );
     let rck = s.path("r.safetensors");
-    let out = nnc()
-        .arg("train")
-        .arg(&nn)
-        .args(["--quiet", "--checkpoint"])
-        .arg(&rck)
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
+    train_to(&nn, &rck);
     let out = predict(&nn.to_string_lossy(), &rck, &["--index", "3"]);
     assert_code(&out, 0);
     let line = stdout(&out);

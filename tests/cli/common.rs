@@ -35,6 +35,18 @@ pub fn assert_code(out: &std::process::Output, code: i32) {
     assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
 }
 
+/// Trains `nn` quietly into the checkpoint `ck`, asserting that it succeeds.
+pub fn train_to(nn: &std::path::Path, ck: &std::path::Path) {
+    let out = nnc()
+        .arg("train")
+        .arg(nn)
+        .args(["--quiet", "--checkpoint"])
+        .arg(ck)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+}
+
 /// `$NNC_SHARED_DATA/mnist` when set, else the MNIST folder beside the repository; `None` when
 /// it is missing (then the test is skipped, except in CI).
 pub fn mnist() -> Option<PathBuf> {
