@@ -245,6 +245,23 @@ fn truncated_garbage_and_missing_files_are_errors() {
         matches!(e, CheckpointError::NotFound { .. }) && e.to_string().contains("none.safetensors"),
         "{e}"
     );
+    assert!(!e.to_string().contains("beside it"), "{e}");
+    // Where `--checkpoint m.st` wrote one file a run, the error names them.
+    for f in [
+        "m.pretrain.st",
+        "m.finetune.st",
+        "m.st.tmp",
+        "m.a.b.st",
+        "other.st",
+    ] {
+        std::fs::write(dir.join(f), b"").unwrap();
+    }
+    let e = Checkpoint::load(&dir.join("m.st")).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("m.st not found; beside it: m.finetune.st, m.pretrain.st (one file a run, as `nnc train --checkpoint` writes them when it trains several runs)"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -21,8 +21,13 @@ pub fn optim_name(path: &str, i: usize) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("checkpoint {} not found", .path.display())]
-    NotFound { path: PathBuf },
+    #[error("checkpoint {} not found{}", .path.display(), per_run_hint(.per_run))]
+    NotFound {
+        path: PathBuf,
+        /// Files beside it named `<stem>.<run>.<ext>`, which `nnc train --checkpoint PATH`
+        /// writes instead of PATH when it trains several runs.
+        per_run: Vec<String>,
+    },
     #[error("cannot read checkpoint {}: {source}", .path.display())]
     Read {
         path: PathBuf,
@@ -220,12 +225,54 @@ pub struct Checkpoint {
     pub meta: BTreeMap<String, String>,
 }
 
+/// The names of the files beside `path` that `nnc train --checkpoint path` writes when it
+/// trains several runs (`ae.st` → `ae.pretrain.st`, …), sorted.
+fn per_run_siblings(path: &Path) -> Vec<String> {
+    let (Some(stem), Some(name)) = (path.file_stem(), path.file_name()) else {
+        return Vec::new();
+    };
+    let (stem, name) = (stem.to_string_lossy(), name.to_string_lossy());
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| {
+            f != &*name
+                && f.strip_prefix(&format!("{stem}."))
+                    .and_then(|rest| rest.strip_suffix(&ext))
+                    .is_some_and(|run| !run.is_empty() && !run.contains('.'))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn per_run_hint(per_run: &[String]) -> String {
+    if per_run.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; beside it: {} (one file a run, as `nnc train --checkpoint` writes them when it trains several runs)",
+        per_run.join(", ")
+    )
+}
+
 impl Checkpoint {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => CheckpointError::NotFound {
                 path: path.to_path_buf(),
+                per_run: per_run_siblings(path),
             },
             _ => CheckpointError::Read {
                 path: path.to_path_buf(),
