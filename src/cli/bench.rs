@@ -14,6 +14,7 @@ use std::time::Instant;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// The `.nn` file.
     pub file: PathBuf,
     /// Only this run.
     #[arg(long)]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct EvalArgs {
+    /// The `.nn` file.
     pub file: PathBuf,
     /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
     #[arg(long)]

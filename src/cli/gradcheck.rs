@@ -13,6 +13,7 @@ use crate::runtime::train::spinner;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct GradcheckArgs {
+    /// The `.nn` file.
     pub file: std::path::PathBuf,
     /// Only this run.
     #[arg(long)]

@@ -36,6 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Parse and check a file; print each model's parameter count and forward FLOPs per sample.
     Check {
+        /// The `.nn` file.
         file: PathBuf,
         /// Also print per-graph statistics (nodes, kernels, planned bytes).
         #[arg(long)]
@@ -47,6 +48,7 @@ pub enum Command {
     },
     /// Print the program after a stage of the pipeline.
     Ir {
+        /// The `.nn` file.
         file: PathBuf,
         /// ast | ir | grad | opt | fused | plan | clif | asm
         #[arg(long, default_value = "ir")]

@@ -19,6 +19,7 @@ use std::rc::Rc;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
+    /// The `.nn` file.
     pub file: PathBuf,
     /// Train only this run (its `init`/`teacher` runs must be loadable from checkpoints).
     #[arg(long)]
