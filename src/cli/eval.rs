@@ -2,7 +2,6 @@
 //! of a run's data, with the run's evaluation graph (no dropout).
 
 use super::{source, train, CliError, CliResult};
-use crate::ir::InitFrom;
 use crate::runtime::checkpoint::Checkpoint;
 use crate::runtime::train::{evaluate_run, TrainError, TrainOptions, TEACHER};
 use std::path::PathBuf;
@@ -46,14 +45,7 @@ pub fn run(args: &EvalArgs) -> CliResult {
     let mut params = ck.tensors;
     if let Some(t) = &spec.teacher {
         // A distillation loss needs the teacher's parameters too: from its checkpoint.
-        let path = match &t.from {
-            InitFrom::File(f) => Some(loaded.dir().join(f)),
-            InitFrom::Run(r) => p
-                .run(r)
-                .and_then(|r| r.checkpoint.as_ref())
-                .map(|c| loaded.dir().join(c)),
-        }
-        .ok_or_else(|| {
+        let path = loaded.checkpoint_of(&t.from).ok_or_else(|| {
             CliError::user(format!(
                 "run `{}` needs its teacher's checkpoint to compute its loss",
                 spec.name

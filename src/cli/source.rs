@@ -3,8 +3,8 @@
 
 use super::CliError;
 use crate::diag::{Diag, Report};
-use crate::ir::{Program, Source};
-use crate::runtime::data::DataError;
+use crate::ir::{InitFrom, Program, Source};
+use crate::runtime::data::{resolve, DataError};
 use crate::syntax::ast;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,17 @@ impl Loaded {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default()
+    }
+
+    /// The checkpoint file an `init` or `teacher` setting reads: the file it names, or the
+    /// `checkpoint:` of the run it names (`None` when that run writes none), relative to the
+    /// `.nn` file's folder.
+    pub fn checkpoint_of(&self, from: &InitFrom) -> Option<PathBuf> {
+        let file = match from {
+            InitFrom::File(f) => f,
+            InitFrom::Run(r) => self.program.run(r)?.checkpoint.as_ref()?,
+        };
+        Some(resolve(file, &self.dir()))
     }
 
     /// A run-time error about one of the file's data sources, rendered under the source's span

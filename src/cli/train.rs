@@ -6,7 +6,7 @@
 use super::outputs::{refuse_overwrite, Named};
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
-use crate::ir::{InitFrom, Program, RunSpec, Source};
+use crate::ir::{Program, RunSpec, Source};
 use crate::runtime::checkpoint::Checkpoint;
 use crate::runtime::data::resolve;
 use crate::runtime::dist::{Comm, Single};
@@ -245,17 +245,14 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
                 ));
             }
         }
-        let file_of = |from: &InitFrom| match from {
-            InitFrom::File(f) => Some(resolve(f, &base)),
-            InitFrom::Run(r) => program
-                .run(r)
-                .and_then(|s| s.checkpoint.as_ref())
-                .map(|c| resolve(c, &base)),
-        };
-        if let Some(p) = r.init.as_ref().and_then(file_of) {
+        if let Some(p) = r.init.as_ref().and_then(|i| loaded.checkpoint_of(i)) {
             read.push(Named::new(format!("the `init` of run `{}`", r.name), p));
         }
-        if let Some(p) = r.teacher.as_ref().and_then(|t| file_of(&t.from)) {
+        if let Some(p) = r
+            .teacher
+            .as_ref()
+            .and_then(|t| loaded.checkpoint_of(&t.from))
+        {
             read.push(Named::new(format!("the `teacher` of run `{}`", r.name), p));
         }
         match (&args.checkpoint, &r.checkpoint) {

@@ -225,8 +225,20 @@ pub struct Checkpoint {
     pub meta: BTreeMap<String, String>,
 }
 
-/// The names of the files beside `path` that `nnc train --checkpoint path` writes when it
-/// trains several runs (`ae.st` → `ae.pretrain.st`, …), sorted.
+/// The file of run `run` for a checkpoint path `given` shared by several runs:
+/// `<stem>.<run>.<ext>` beside it (`ae.st` → `ae.pretrain.st`). [`per_run_siblings`] finds them.
+pub fn per_run_path(given: &Path, run: &str) -> PathBuf {
+    let mut name = given.file_stem().unwrap_or_default().to_owned();
+    name.push(".");
+    name.push(run);
+    if let Some(ext) = given.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    given.with_file_name(name)
+}
+
+/// The names of the files beside `path` that [`per_run_path`] gives it for some run, sorted.
 fn per_run_siblings(path: &Path) -> Vec<String> {
     let (Some(stem), Some(name)) = (path.file_stem(), path.file_name()) else {
         return Vec::new();

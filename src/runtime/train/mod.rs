@@ -224,14 +224,7 @@ pub fn run_checkpoint(given: &Path, run: &str, runs: usize) -> PathBuf {
     if runs <= 1 {
         return given.to_path_buf();
     }
-    let mut name = given.file_stem().unwrap_or_default().to_owned();
-    name.push(".");
-    name.push(run);
-    if let Some(ext) = given.extension() {
-        name.push(".");
-        name.push(ext);
-    }
-    given.with_file_name(name)
+    crate::runtime::checkpoint::per_run_path(given, run)
 }
 
 /// Executes the runs of one program, remembering each run's final parameters.
