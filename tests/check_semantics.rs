@@ -2,6 +2,8 @@
 //! initializers, label types per data source, training-only dropout, optimizer and schedule
 //! values with their defaults, and the normalize expression.
 
+mod common;
+
 use nnc::ir::*;
 
 fn program(src: &str) -> Program {
@@ -292,13 +294,8 @@ fn teacher_from_a_checkpoint_sees_the_reshaped_input() {
 /// models of sections 4 and 5 on the data of section 6.
 #[test]
 fn the_language_references_examples_check() {
-    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec.md")).unwrap();
-    let blocks: Vec<&str> = spec
-        .split("```nn\n")
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap())
-        .collect();
-    let xor = program(blocks[0]);
+    let blocks = common::spec_examples();
+    let xor = program(&blocks[0]);
     assert!(xor.model("Xor").is_some());
     let rest = program(&blocks[1..].concat());
     for model in [

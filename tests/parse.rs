@@ -1,6 +1,8 @@
 //! The parser: every construct to the expected AST, operator precedence, spans, and the syntax
 //! errors people typically make (message, span and fix).
 
+mod common;
+
 use nnc::diag::Diag;
 use nnc::syntax::ast::*;
 use nnc::syntax::{parse, print_ast};
@@ -739,14 +741,9 @@ fn numbers_need_digits_on_both_sides_of_the_point() {
 
 #[test]
 fn every_example_in_the_language_reference_parses() {
-    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec.md")).unwrap();
-    let blocks: Vec<&str> = spec
-        .split("```nn\n")
-        .skip(1)
-        .map(|b| b.split("```").next().unwrap())
-        .collect();
+    let blocks = common::spec_examples();
     assert!(blocks.len() >= 5, "found {} examples", blocks.len());
-    for b in blocks {
+    for b in &blocks {
         ok(b);
     }
 }

@@ -32,6 +32,15 @@ pub fn program(name: &str) -> Program {
     nnc::check::check(&file).unwrap_or_else(|d| panic!("{}", render(d)))
 }
 
+/// The ```` ```nn ```` code blocks of spec.md, in order.
+pub fn spec_examples() -> Vec<String> {
+    let spec = std::fs::read_to_string(root().join("spec.md")).unwrap();
+    spec.split("```nn\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect()
+}
+
 /// A temporary folder of one test (`nnc-<binary>-<pid>-<test>`), removed when dropped.
 pub struct Scratch(PathBuf);
 
