@@ -115,6 +115,20 @@ fn several_runs_write_one_checkpoint_each() {
     // One run: the path as given.
     assert_code(&train(&["--run", "first"]), 0);
     assert_eq!(step("out.safetensors"), Some(3));
+    // A later run trained on its own starts from the file the earlier run was given.
+    let params = |p: &std::path::Path| {
+        nnc::runtime::checkpoint::Checkpoint::load(p)
+            .unwrap()
+            .tensors
+    };
+    assert_code(&train(&["--run", "second"]), 0);
+    assert_eq!(params(&ck), params(&s.path("out.second.safetensors")));
+    let first = s.path("out.first.safetensors");
+    std::fs::remove_file(&first).unwrap();
+    let out = train(&["--run", "second"]);
+    assert_code(&out, 1);
+    let missing = format!("there is no {} from `--checkpoint`", first.display());
+    assert!(stderr(&out).contains(&missing), "{}", stderr(&out));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use super::{TrainError, TrainOptions};
 use crate::ir::{Graph, InitFrom, Param, Program, RunSpec};
-use crate::runtime::checkpoint::{first_non_finite, Checkpoint, Tensor};
+use crate::runtime::checkpoint::{first_non_finite, per_run_path, Checkpoint, Tensor};
 use crate::runtime::init::init_param;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -30,8 +30,10 @@ pub fn lr_scale(path: &str, scales: &[(String, f64)]) -> f64 {
         .map_or(1.0, |(_, s)| *s)
 }
 
-/// The parameters run `r` ended with: from this session, or else from the checkpoint that run
-/// writes (so that a later run can be trained on its own).
+/// The parameters run `r` ended with: from this session, or else from a checkpoint it wrote,
+/// so that a later run can be trained on its own. With `--checkpoint C`, that is first the file
+/// an earlier training of the whole file gave run `r` ([`per_run_path`]: `C`'s stem, then the
+/// run's name), then the run's own `checkpoint:`.
 fn run_params<'t>(
     r: &str,
     setting: &str,
@@ -42,13 +44,22 @@ fn run_params<'t>(
     if let Some(t) = trained.get(r) {
         return Ok(Cow::Borrowed(t));
     }
-    let written = program.run(r).and_then(|s| s.checkpoint.as_ref());
-    let Some(file) = written else {
-        return Err(format!(
-            "`{setting}: {r}` needs run `{r}` to have run first (it writes no checkpoint to start from)"
-        ));
+    let per_run = opts.checkpoint.as_ref().map(|c| per_run_path(c, r));
+    let own = program.run(r).and_then(|s| s.checkpoint.as_ref());
+    let own = own.map(|f| crate::runtime::data::resolve(f, &opts.base_dir));
+    let path = match (per_run, own) {
+        (Some(p), _) if p.is_file() => p,
+        (_, Some(p)) => p,
+        (per_run, None) => {
+            let looked = per_run.map_or(String::new(), |p| {
+                format!(", and there is no {} from `--checkpoint`", p.display())
+            });
+            return Err(format!(
+                "`{setting}: {r}` needs run `{r}` to have run first (it writes no `checkpoint:` \
+                 to start from{looked})"
+            ));
+        }
     };
-    let path = crate::runtime::data::resolve(file, &opts.base_dir);
     match Checkpoint::load(&path) {
         Ok(ck) => Ok(Cow::Owned(ck.tensors)),
         Err(e) => Err(format!(
@@ -57,9 +68,22 @@ fn run_params<'t>(
     }
 }
 
-/// Why a run cannot start from the non-finite element `index` of tensor `name` of `what`.
-fn non_finite(name: &str, index: &str, value: f32, what: &str) -> String {
-    format!("`{name}` from {what} holds {value} at index {index}; a run cannot start from values that are not finite")
+/// The values of tensor `t`, taken for a parameter of shape `dims`: `name` (as a message says
+/// it) from `what`, refused when its shape differs or it holds a value that is not finite.
+fn take(t: &Tensor, name: &str, dims: &[usize], what: &str) -> Result<Vec<f32>, String> {
+    if t.dims != dims {
+        return Err(format!(
+            "{name} from {what} has shape {:?}, the model expects {dims:?}",
+            t.dims
+        ));
+    }
+    if let Some((index, value)) = first_non_finite(&t.dims, &t.data) {
+        return Err(format!(
+            "{name} from {what} holds {value} at index {index}; a run cannot start from values \
+             that are not finite"
+        ));
+    }
+    Ok(t.data.clone())
 }
 
 /// Starting values of every parameter of `graph`, in its order.
@@ -107,16 +131,8 @@ pub fn initial(
         }
         if let Some((src, what)) = &init {
             if let Some(t) = src.get(&p.path) {
-                if t.dims != p.dims {
-                    return Err(setup(format!(
-                        "`{}` from {what} has shape {:?}, the model expects {:?}",
-                        p.path, t.dims, p.dims
-                    )));
-                }
-                if let Some((index, value)) = first_non_finite(&t.dims, &t.data) {
-                    return Err(setup(non_finite(&p.path, &index, value, what)));
-                }
-                values[i] = Some(t.data.clone());
+                let name = format!("`{}`", p.path);
+                values[i] = Some(take(t, &name, &p.dims, what).map_err(setup)?);
                 matched += 1;
                 continue;
             }
@@ -148,23 +164,16 @@ pub fn initial(
             }
             InitFrom::Run(r) => {
                 let src = run_params(r, "teacher", program, trained, opts).map_err(&setup)?;
-                teacher
-                    .iter()
-                    .map(|(_, p)| {
-                        let name = &p.path[TEACHER.len()..];
-                        match src.get(name) {
-                            Some(t) if t.dims == p.dims => match first_non_finite(&t.dims, &t.data) {
-                                Some((index, value)) => Err(setup(non_finite(name, &index, value, &format!("run `{r}`")))),
-                                None => Ok(t.data.clone()),
-                            },
-                            Some(t) => Err(setup(format!(
-                                "teacher parameter `{name}` of run `{r}` has shape {:?}, expected {:?}",
-                                t.dims, p.dims
-                            ))),
-                            None => Err(setup(format!("run `{r}` has no parameter `{name}` for the teacher"))),
-                        }
-                    })
-                    .collect::<Result<_, _>>()?
+                let what = format!("run `{r}`");
+                let value = |p: &Param| {
+                    let name = &p.path[TEACHER.len()..];
+                    let t = src.get(name).ok_or_else(|| {
+                        format!("{what} has no parameter `{name}` for the teacher")
+                    })?;
+                    take(t, &format!("teacher parameter `{name}`"), &p.dims, &what)
+                };
+                let values = teacher.iter().map(|(_, p)| value(p));
+                values.collect::<Result<_, _>>().map_err(setup)?
             }
         };
         for ((i, _), v) in teacher.iter().zip(loaded) {
