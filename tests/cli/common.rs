@@ -29,6 +29,37 @@ pub fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `nnc` with the given arguments (each anything `Command::arg` takes: `"--quiet"`, a path),
+/// then those of a slice after a `;`, and returns its output.
+macro_rules! run {
+    ($($arg:expr),+ $(,)? $(; $rest:expr)?) => {{
+        let mut command = $crate::common::nnc();
+        $(command.arg($arg);)+
+        $(command.args($rest);)?
+        command.output().unwrap()
+    }};
+}
+pub(crate) use run;
+
+/// Asserts that `out` succeeded and returns its stdout.
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert_code(out, 0);
+    stdout(out)
+}
+
+/// Asserts that `out` failed as a user error (exit 1, no panic) and returns its stderr.
+pub fn user_error(out: &std::process::Output) -> String {
+    assert_code(out, 1);
+    stderr(out)
+}
+
+/// Asserts that `text` holds each of `parts`, showing `text` whole when one is missing.
+pub fn assert_has(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "no `{part}` in\n{text}");
+    }
+}
+
 /// Asserts the exit code, showing stderr when it differs, and that nothing panicked.
 pub fn assert_code(out: &std::process::Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "stderr:\n{}", stderr(out));

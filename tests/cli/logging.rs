@@ -7,13 +7,8 @@ use super::common::*;
 fn log_json_has_one_object_per_step_and_per_evaluation() {
     let s = Scratch::new("log-json");
     let log = s.path("run.jsonl");
-    let out = nnc()
-        .arg("train")
-        .arg(root().join("examples/xor.nn"))
-        .args(["--steps", "2500", "--log-json"])
-        .arg(&log)
-        .output()
-        .unwrap();
+    let xor = root().join("examples/xor.nn");
+    let out = run!("train", &xor, "--steps", "2500", "--log-json", &log);
     assert_code(&out, 0);
     let text = std::fs::read_to_string(&log).unwrap();
     let records: Vec<serde_json::Value> = text
@@ -38,41 +33,27 @@ fn log_json_has_one_object_per_step_and_per_evaluation() {
 
 #[test]
 fn an_unwritable_log_is_a_user_error() {
-    let out = nnc()
-        .arg("train")
-        .arg(root().join("examples/xor.nn"))
-        .args([
-            "--quiet",
-            "--steps",
-            "10",
-            "--log-json",
-            "/nonexistent/dir/log.jsonl",
-        ])
-        .output()
-        .unwrap();
-    assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("/nonexistent/dir/log.jsonl"),
-        "{}",
-        stderr(&out)
-    );
+    let xor = root().join("examples/xor.nn");
+    let log = "/nonexistent/dir/log.jsonl";
+    let err = user_error(&run!(
+        "train",
+        &xor,
+        "--quiet",
+        "--steps",
+        "10",
+        "--log-json",
+        log
+    ));
+    assert_has(&err, &[log]);
 }
 
 #[test]
 fn a_resumed_run_appends_to_its_log_and_plots_as_one_curve() {
     let s = Scratch::new("log-append");
     let (log, ck) = (s.path("run.jsonl"), s.path("xor.safetensors"));
+    let xor = root().join("examples/xor.nn");
     let train = |extra: &[&str]| {
-        let out = nnc()
-            .arg("train")
-            .arg(root().join("examples/xor.nn"))
-            .args(["--quiet", "--log-json"])
-            .arg(&log)
-            .arg("--checkpoint")
-            .arg(&ck)
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = run!("train", &xor, "--quiet", "--log-json", &log, "--checkpoint", &ck; extra);
         assert_code(&out, 0);
     };
     train(&["--steps", "5"]);
@@ -91,14 +72,7 @@ fn a_resumed_run_appends_to_its_log_and_plots_as_one_curve() {
     );
     let svg = s.path("curve.svg");
     let plot = || {
-        let out = nnc()
-            .arg("plot")
-            .arg(&log)
-            .arg("--out")
-            .arg(&svg)
-            .output()
-            .unwrap();
-        assert_code(&out, 0);
+        succeeded(&run!("plot", &log, "--out", &svg));
         std::fs::read_to_string(&svg).unwrap()
     };
     let text = plot();

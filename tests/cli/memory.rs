@@ -29,24 +29,18 @@ fn a_model_too_large_for_the_limit_is_refused_with_the_bytes_needed() {
         // 1 TiB is above this machine's memory, so the limit is what is available; 8G puts it
         // below the need on any machine.
         for limit in ["8G", "1T"] {
-            let out = nnc()
-                .arg(cmd)
-                .arg(&file)
-                .args(["--max-memory", limit])
-                .output()
-                .unwrap();
-            assert_code(&out, 1);
-            let err = stderr(&out);
-            for part in [
-                "nnc::memory",
-                "training `Big` with batch 64 needs about 30.4 GiB",
-                "parameters 6.08 GiB",
-                "optimizer state 12.2 GiB",
-                "updated parameters 6.08 GiB",
-                "train Big on mnist",
-            ] {
-                assert!(err.contains(part), "{cmd} {limit}: no `{part}` in\n{err}");
-            }
+            let err = user_error(&run!(cmd, &file, "--max-memory", limit));
+            assert_has(
+                &err,
+                &[
+                    "nnc::memory",
+                    "training `Big` with batch 64 needs about 30.4 GiB",
+                    "parameters 6.08 GiB",
+                    "optimizer state 12.2 GiB",
+                    "updated parameters 6.08 GiB",
+                    "train Big on mnist",
+                ],
+            );
             assert!(!err.contains("missing-images"), "data was read:\n{err}");
         }
     }
@@ -55,52 +49,26 @@ fn a_model_too_large_for_the_limit_is_refused_with_the_bytes_needed() {
 #[test]
 fn max_memory_lowers_the_limit_below_what_fits() {
     let cnn = root().join("examples/mnist_cnn.nn");
-    let ok = nnc().arg("check").arg(&cnn).output().unwrap();
-    assert_code(&ok, 0);
+    succeeded(&run!("check", &cnn));
     // The CNN at batch 64 needs about 21 MiB before its data.
-    let out = nnc()
-        .arg("check")
-        .arg(&cnn)
-        .args(["--max-memory", "16M"])
-        .output()
-        .unwrap();
-    assert_code(&out, 1);
-    assert!(
-        stderr(&out).contains("16.0 MiB allowed by --max-memory"),
-        "{}",
-        stderr(&out)
-    );
-    let stats = nnc()
-        .arg("check")
-        .arg(&cnn)
-        .args(["--stats", "--max-memory", "100M"])
-        .output()
-        .unwrap();
-    assert_code(&stats, 0);
-    assert!(
-        stdout(&stats).contains("memory at batch 64: 21.2 MiB"),
-        "{}",
-        stdout(&stats)
-    );
+    let err = user_error(&run!("check", &cnn, "--max-memory", "16M"));
+    assert_has(&err, &["16.0 MiB allowed by --max-memory"]);
+    let stats = succeeded(&run!("check", &cnn, "--stats", "--max-memory", "100M"));
     // conv2 and its gradients (32 and 64 channels) on Winograd; conv1 (1 channel, 9 taps) and
     // its weight gradient (from its pooling's gradient) directly.
-    for algo in [
-        "conv2d_epi conv1, relu: direct",
-        "conv2d_epi conv2, relu: winograd",
-        "conv2d_grad_input d maxpool1: winograd",
-        "conv2d_grad_weight grad conv2.weight: winograd",
-        "conv2d_grad_weight_unpool grad conv1.weight: direct",
-    ] {
-        assert!(stdout(&stats).contains(algo), "{algo}: {}", stdout(&stats));
-    }
-    let bad = nnc()
-        .arg("check")
-        .arg(&cnn)
-        .args(["--max-memory", "lots"])
-        .output()
-        .unwrap();
-    assert_code(&bad, 1);
-    assert!(stderr(&bad).contains("not a size"), "{}", stderr(&bad));
+    assert_has(
+        &stats,
+        &[
+            "memory at batch 64: 21.2 MiB",
+            "conv2d_epi conv1, relu: direct",
+            "conv2d_epi conv2, relu: winograd",
+            "conv2d_grad_input d maxpool1: winograd",
+            "conv2d_grad_weight grad conv2.weight: winograd",
+            "conv2d_grad_weight_unpool grad conv1.weight: direct",
+        ],
+    );
+    let err = user_error(&run!("check", &cnn, "--max-memory", "lots"));
+    assert_has(&err, &["not a size"]);
 }
 
 /// `gradcheck` allocated the parameters (in f32 and f64) without a check and aborted on a model
@@ -109,45 +77,24 @@ fn max_memory_lowers_the_limit_below_what_fits() {
 fn gradcheck_is_refused_by_the_memory_it_needs_at_its_batch() {
     let s = Scratch::new("memory-gradcheck");
     let file = s.write("big.nn", HUGE);
-    let out = nnc()
-        .arg("gradcheck")
-        .arg(&file)
-        .args(["--max-memory", "8G"])
-        .output()
-        .unwrap();
-    assert_code(&out, 1);
-    let err = stderr(&out);
-    for part in [
-        "nnc::memory",
-        "checking the gradients of `Big` with batch 2 needs about",
-        "parameters 42.6 GiB",
-        "8.00 GiB allowed by --max-memory",
-        "lower --batch",
-    ] {
-        assert!(err.contains(part), "no `{part}` in\n{err}");
-    }
+    let err = user_error(&run!("gradcheck", &file, "--max-memory", "8G"));
+    assert_has(
+        &err,
+        &[
+            "nnc::memory",
+            "checking the gradients of `Big` with batch 2 needs about",
+            "parameters 42.6 GiB",
+            "8.00 GiB allowed by --max-memory",
+            "lower --batch",
+        ],
+    );
     let mlp = root().join("examples/mnist_mlp.nn");
-    let gradcheck = |batch: &str| {
-        nnc()
-            .arg("gradcheck")
-            .arg(&mlp)
-            .args(["--batch", batch, "--max-memory", "1G"])
-            .output()
-            .unwrap()
-    };
+    let gradcheck = |batch: &str| run!("gradcheck", &mlp, "--batch", batch, "--max-memory", "1G");
     // The inputs and activations of 100000 MNIST images, in f32 and f64: about 2 GiB.
-    let big = gradcheck("100000");
-    assert_code(&big, 1);
-    assert!(
-        stderr(&big).contains("checking the gradients of `Mlp` with batch 100000 needs about"),
-        "{}",
-        stderr(&big)
+    let err = user_error(&gradcheck("100000"));
+    assert_has(
+        &err,
+        &["checking the gradients of `Mlp` with batch 100000 needs about"],
     );
-    let small = gradcheck("2");
-    assert_code(&small, 0);
-    assert!(
-        stdout(&small).contains("gradient check passed"),
-        "{}",
-        stdout(&small)
-    );
+    assert_has(&succeeded(&gradcheck("2")), &["gradient check passed"]);
 }

@@ -6,23 +6,18 @@ use super::common::*;
 fn a_training_log_becomes_an_svg_with_both_panels() {
     let s = Scratch::new("plot");
     let log = s.path("xor.jsonl");
-    let out = nnc()
-        .arg("train")
-        .arg(root().join("examples/xor.nn"))
-        .args(["--quiet", "--steps", "2000", "--log-json"])
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
+    let xor = root().join("examples/xor.nn");
+    succeeded(&run!(
+        "train",
+        &xor,
+        "--quiet",
+        "--steps",
+        "2000",
+        "--log-json",
+        &log
+    ));
     let svg = s.path("curve.svg");
-    let out = nnc()
-        .arg("plot")
-        .arg(&log)
-        .arg("--out")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
+    succeeded(&run!("plot", &log, "--out", &svg));
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
     assert!(text.contains("Xor train") && text.contains("Xor test"));
@@ -36,17 +31,8 @@ fn a_training_log_becomes_an_svg_with_both_panels() {
         r#"{"type":"eval","run":"Xor","step":2000,"epoch":2000,"samples":4,"loss":0.01,"accuracy":0.75}"#,
     );
     let log2 = s.write("acc.jsonl", with_acc);
-    let out = nnc()
-        .arg("plot")
-        .arg(&log2)
-        .arg("-o")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert_code(&out, 0);
-    assert!(std::fs::read_to_string(&svg)
-        .unwrap()
-        .contains("test accuracy"));
+    succeeded(&run!("plot", &log2, "-o", &svg));
+    assert_has(&std::fs::read_to_string(&svg).unwrap(), &["test accuracy"]);
 }
 
 #[test]
@@ -67,22 +53,9 @@ fn a_bad_log_is_a_user_error_and_the_old_plot_is_kept() {
         ),
     ] {
         let log = s.write(name, text);
-        let out = nnc()
-            .arg("plot")
-            .arg(&log)
-            .arg("--out")
-            .arg(&svg)
-            .output()
-            .unwrap();
-        assert_code(&out, 1);
-        assert!(stderr(&out).contains(part), "{name}: {}", stderr(&out));
+        assert_has(&user_error(&run!("plot", &log, "--out", &svg)), &[part]);
         assert_eq!(std::fs::read_to_string(&svg).unwrap(), "<svg>old</svg>");
     }
-    let out = nnc()
-        .args(["plot", "/nonexistent/log.jsonl", "--out"])
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert_code(&out, 1);
-    assert!(stderr(&out).contains("/nonexistent/log.jsonl"));
+    let err = user_error(&run!("plot", "/nonexistent/log.jsonl", "--out", &svg));
+    assert_has(&err, &["/nonexistent/log.jsonl"]);
 }
