@@ -2,8 +2,9 @@
 //! its dims. Optimizer state rides along under reserved names (`__optim.<path>.<i>`, and the step
 //! count as I64 `__step`) so that training can be resumed; the rest of what resuming needs (run
 //! name, epoch, position in the epoch: see `runtime::train::resume`) is string metadata in the
-//! safetensors header. Writes are atomic (`<file>.tmp`, fsync of the file, rename, fsync of the
-//! folder); reads validate names, shapes and dtypes and never panic on a corrupt file.
+//! safetensors header. Writes are atomic (a new temporary file `.<file>.<pid>.<n>.tmp` beside it,
+//! fsync of the file, rename, fsync of the folder: see `runtime::atomic`); reads validate names,
+//! shapes and dtypes and never panic on a corrupt file.
 
 use crate::ir::Param;
 use safetensors::tensor::{Dtype, SafeTensors, View};
