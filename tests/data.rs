@@ -3,7 +3,9 @@
 
 use flate2::write::GzEncoder;
 use nnc::ir::{DataSpec, ScalarExpr, Source, Type};
-use nnc::runtime::data::{load, load_eval, DataError, Dataset, Expect, Values};
+use nnc::runtime::data::{
+    load, load_eval, max_file_bytes, read_file, DataError, Dataset, Expect, Values,
+};
 use nnc::syntax::ast::{BinOp, Span};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -313,6 +315,64 @@ fn idx_gzip_bomb_is_refused_without_inflating_the_rest() {
             "{msg}"
         );
     }
+}
+
+/// Files read whole (CSV, text, PGM) hold at most [`max_file_bytes`] of the memory available, given
+/// here as 1 MiB so that the limit is small. A gzip bomb is refused once one byte past the limit
+/// is inflated (the garbage member after it is never reached); a plain file past it from its
+/// size; a file at the limit reads as it is, gzipped or not.
+#[test]
+fn whole_files_past_the_memory_limit_are_refused() {
+    let dir = tmp("whole");
+    let available = Some(1 << 20);
+    let limit = max_file_bytes(available);
+    assert_eq!(limit, 64 << 10);
+    let read = |name: &str| read_file(name, &dir, available);
+
+    let mut bomb = gz(&vec![b'0'; 8 << 20]);
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    bomb.extend_from_slice(b"\x1f\x8b not a gzip member");
+    std::fs::write(dir.join("bomb.csv.gz"), bomb).unwrap();
+    // Whether `e` refuses a file at the limit, with its size where known before reading it.
+    let refused = |e: &DataError, size: Option<u64>| match e {
+        DataError::TooLarge {
+            size: s, limit: l, ..
+        } => *s == size && *l == limit,
+        _ => false,
+    };
+    let e = read("bomb.csv.gz").unwrap_err();
+    assert!(refused(&e, None), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("bomb.csv.gz: holds more than 64.0 KiB once inflated")
+            && msg.contains("with 1.00 MiB of memory available")
+            && msg.contains("use a smaller file"),
+        "{msg}"
+    );
+
+    let at_limit: Vec<u8> = (0..limit as usize)
+        .map(|i| b"0123456789,\n"[i % 12])
+        .collect();
+    let mut past = at_limit.clone();
+    past.push(b'\n');
+    for (name, bytes) in [("at.gz", gz(&at_limit)), ("at.txt", at_limit.clone())] {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        assert_eq!(read(name).unwrap().1, at_limit, "{name}");
+    }
+    std::fs::write(dir.join("past.gz"), gz(&past)).unwrap();
+    let e = read("past.gz").unwrap_err();
+    assert!(refused(&e, None), "{e:?}");
+    // Refused from its size: reading stops one byte past the limit, so only the file's
+    // metadata can give its size.
+    std::fs::write(dir.join("past.txt"), &past).unwrap();
+    let e = read("past.txt").unwrap_err();
+    assert!(refused(&e, Some(limit + 1)), "{e:?}");
+    std::fs::write(dir.join("big.txt"), at_limit.repeat(3)).unwrap();
+    let msg = read("big.txt").unwrap_err().to_string();
+    assert!(
+        msg.contains("big.txt: holds 192 KiB, more than the 64.0 KiB a CSV, text or PGM file may"),
+        "{msg}"
+    );
 }
 
 #[test]

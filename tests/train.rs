@@ -644,6 +644,7 @@ fn predict_agrees_with_evaluation_and_reads_idx_and_pgm() {
     let labels = nnc::runtime::data::read_file(
         &mnist.join("t10k-labels-idx1-ubyte.gz").to_string_lossy(),
         &dir,
+        None,
     )
     .unwrap()
     .1;

@@ -3,6 +3,7 @@
 //! probability (or giving the outputs as they are, for a model that does not classify).
 
 use super::data::{self, idx, DataError, DataFile};
+use super::memory;
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::{DType, ScalarExpr};
 use std::path::{Path, PathBuf};
@@ -89,7 +90,7 @@ pub fn read_inputs(path: &Path, index: Option<usize>) -> Result<Inputs, PredictE
             shape,
         }
     } else {
-        let (full, bytes) = file.read_to_end()?;
+        let (full, bytes) = file.read_to_end(memory::available())?;
         if bytes.starts_with(b"P5") || bytes.starts_with(b"P2") {
             pgm(&full, &bytes)?
         } else {

@@ -64,14 +64,16 @@ pub fn parse_rows(
     Ok(rows)
 }
 
-/// Loads a CSV file: features as f32 `[columns − 1]`, the label column as f32 `[]`.
+/// Loads a CSV file: features as f32 `[columns − 1]`, the label column as f32 `[]`. A file
+/// larger than the memory `available` allows ([`file::max_file_bytes`]) is refused.
 pub fn load(
     written: &str,
     label_column: i64,
     header: bool,
     dir: &Path,
+    available: Option<u64>,
 ) -> Result<RawSplit, DataError> {
-    let (path, bytes) = file::read(written, dir)?;
+    let (path, bytes) = file::read(written, dir, available)?;
     split_from_bytes(path, bytes, label_column, header)
 }
 

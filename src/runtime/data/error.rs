@@ -1,5 +1,7 @@
 //! What can go wrong while loading data: every message names the file and what was expected.
 
+use super::file::EXPANSION;
+use crate::runtime::memory::human;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,16 @@ pub enum DataError {
         chars: usize,
         seq: usize,
     },
+    #[error("{}: {}", .path.display(), too_large(*.size, *.gzip, *.limit, *.available))]
+    TooLarge {
+        path: PathBuf,
+        /// The file's size where known before reading it (a plain file).
+        size: Option<u64>,
+        gzip: bool,
+        /// [`super::file::max_file_bytes`] of `available`.
+        limit: u64,
+        available: Option<u64>,
+    },
     #[error("inline data: {0}")]
     Inline(String),
     #[error("data `{data}`: {what} have {found} per sample, but the model expects {expected}")]
@@ -91,6 +103,32 @@ fn idx_kind(magic: u32) -> String {
     match magic & 0xff {
         1 => format!(" (IDX {ty}, 1 dim)"),
         n => format!(" (IDX {ty}, {n} dims)"),
+    }
+}
+
+/// Why a file read whole is refused, and what to do: its size (or that it holds more than the
+/// limit, once inflated when gzipped), the limit and the memory it follows.
+fn too_large(size: Option<u64>, gzip: bool, limit: u64, available: Option<u64>) -> String {
+    let what = "a CSV, text or PGM file";
+    let holds = match size {
+        Some(s) => format!(
+            "holds {}, more than the {} {what} may hold",
+            human(s),
+            human(limit)
+        ),
+        None => format!(
+            "holds more than {}{}, the most {what} may hold",
+            human(limit),
+            if gzip { " once inflated" } else { "" }
+        ),
+    };
+    match available {
+        Some(a) => format!(
+            "{holds} with {} of memory available (parsing one can take {EXPANSION} times \
+             its size); use a smaller file, or free memory",
+            human(a)
+        ),
+        None => format!("{holds} where the memory available is unknown; use a smaller file"),
     }
 }
 

@@ -3,9 +3,13 @@
 //! Readers take bytes through [`DataFile::read_up_to`] rather than inflating whole files: an IDX
 //! reader asks for the payload its header declares plus one byte (to see that nothing follows),
 //! so a small gzip file that inflates to gigabytes (a gzip bomb) costs no more memory than the
-//! payload it claims to hold, and is refused for its trailing bytes.
+//! payload it claims to hold, and is refused for its trailing bytes. The formats whose size no
+//! header declares (CSV, text, PGM) are read whole, but no further than [`max_file_bytes`]: a
+//! plain file past it is refused from its size before anything is read, a gzip file once
+//! inflating it has given one byte more.
 
 use super::DataError;
+use crate::runtime::memory;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -15,6 +19,31 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Deflate's best ratio (about 1032:1): a gzip trailer claiming more than this many bytes per
 /// compressed byte is corrupt, and must not make a reader reserve gigabytes.
 const MAX_RATIO: u64 = 1032;
+
+/// About how many times its size in memory a file read whole takes while it is parsed. A text
+/// file's ids are i32, 4 bytes per character of ASCII text, and the windows of inputs and labels
+/// cut from them (8 bytes more per character) are built while the ids are held: 12 bytes per
+/// byte. A CSV file's numbers are parsed as f64 into a vector per row, beside the text, before
+/// the f32 columns are built: a few bytes per byte for rows of many values (pixels), up to about
+/// 25 for rows of two one-digit values (`0,1`), where the vectors' own overhead dominates.
+pub const EXPANSION: u64 = 16;
+
+/// The limit of [`max_file_bytes`] where the memory available is unknown (not Linux): at
+/// [`EXPANSION`] times, what a machine with 16 GiB can parse.
+const UNKNOWN_MEMORY_LIMIT: u64 = 1 << 30;
+
+/// The most bytes a file read whole (CSV, text, PGM) may hold, given the memory `available`
+/// (`None`: unknown). These formats declare no size, so without a limit a small gzip file that
+/// inflates to gigabytes, or a plain file of gigabytes, would be read into memory before
+/// anything failed, and the process killed when parsing it took [`EXPANSION`] times more. The
+/// limit follows the budget `nnc check` and `nnc train` refuse a model against, the memory
+/// available: a file whose parsing could take all of it is refused with its size, and reading a
+/// gzip bomb stops after a sixteenth of it. `--max-memory` is not passed down: it bounds the
+/// model's footprint, checked before any data is read with the data coming on top (README), and
+/// lowering this limit with it would only refuse files the machine can hold.
+pub fn max_file_bytes(available: Option<u64>) -> u64 {
+    available.map_or(UNKNOWN_MEMORY_LIMIT, |a| a / EXPANSION)
+}
 
 /// `written` resolved against `dir` (absolute paths stay as they are).
 pub fn resolve(written: &str, dir: &Path) -> PathBuf {
@@ -137,9 +166,29 @@ impl DataFile {
         Ok(out)
     }
 
-    /// Everything left (for the formats whose size no header declares: CSV, text, PGM).
-    pub fn read_to_end(mut self) -> Result<(PathBuf, Vec<u8>), DataError> {
-        let bytes = self.read_up_to(usize::MAX)?;
+    /// Everything left (for the formats whose size no header declares: CSV, text, PGM), given
+    /// the memory `available` (`None`: unknown). Past [`max_file_bytes`] it is refused with
+    /// [`DataError::TooLarge`]: a plain file from its size, before anything is read; a gzip file
+    /// (or a pipe) once one byte more than the limit has been read, so that a gzip bomb is
+    /// inflated no further.
+    pub fn read_to_end(mut self, available: Option<u64>) -> Result<(PathBuf, Vec<u8>), DataError> {
+        let (limit, gzip) = (max_file_bytes(available), self.gzip);
+        let too_large = |path, size| DataError::TooLarge {
+            path,
+            size,
+            gzip,
+            limit,
+            available,
+        };
+        // A plain file's size hint is its size (0 for a pipe, which has none).
+        let size = self.size_hint as u64;
+        if !gzip && size > limit {
+            return Err(too_large(self.path, Some(size)));
+        }
+        let bytes = self.read_up_to(usize::try_from(limit).map_or(usize::MAX, |l| l + 1))?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(self.path, None));
+        }
         Ok((self.path, bytes))
     }
 
@@ -160,13 +209,20 @@ fn isize_hint(isize: [u8; 4], len: u64) -> u64 {
     (u32::from_le_bytes(isize) as u64).min(len.saturating_mul(MAX_RATIO))
 }
 
-/// Reads the file named `written` (relative to `dir`) whole, decompressed if gzipped.
-pub fn read(written: &str, dir: &Path) -> Result<(PathBuf, Vec<u8>), DataError> {
-    DataFile::open(written, dir)?.read_to_end()
+/// Reads the file named `written` (relative to `dir`) whole, decompressed if gzipped, given the
+/// memory `available` ([`DataFile::read_to_end`]).
+pub fn read(
+    written: &str,
+    dir: &Path,
+    available: Option<u64>,
+) -> Result<(PathBuf, Vec<u8>), DataError> {
+    DataFile::open(written, dir)?.read_to_end(available)
 }
 
 /// `raw` gunzipped when it starts with the gzip magic (1f 8b), else as it is; `path` only names
-/// the file in errors (as [`DataFile::from_bytes`], read whole).
+/// the file in errors (as [`DataFile::from_bytes`], read whole within the memory available).
 pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
-    Ok(DataFile::from_bytes(path, raw).read_to_end()?.1)
+    Ok(DataFile::from_bytes(path, raw)
+        .read_to_end(memory::available())?
+        .1)
 }

@@ -12,12 +12,13 @@ mod text;
 
 pub use csv::{parse_rows as parse_csv_rows, split_from_bytes as csv_from_bytes};
 pub use error::DataError;
-pub use file::{decompress, read as read_file, resolve, DataFile};
+pub use file::{decompress, max_file_bytes, read as read_file, resolve, DataFile};
 pub use text::{
     encode as encode_text, from_bytes as text_from_bytes, windows as text_windows, Text,
 };
 
 use crate::ir::{DType, DataSpec, ScalarExpr, Source, Type};
+use crate::runtime::memory;
 use std::path::Path;
 
 /// The elements of a column, all samples back to back.
@@ -127,11 +128,13 @@ pub struct Expect {
     pub y: Option<Type>,
 }
 
-/// Loads `spec` with paths resolved against `dir`.
+/// Loads `spec` with paths resolved against `dir`. CSV and text files larger than the memory
+/// available allows are refused ([`file::max_file_bytes`]).
 pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, DataError> {
-    let (mut train, vocab) = load_source(&spec.train, dir, None)?;
+    let available = memory::available();
+    let (mut train, vocab) = load_source(&spec.train, dir, None, available)?;
     let mut test = match &spec.test {
-        Some((src, _)) => Some(load_source(src, dir, vocab.as_deref())?.0),
+        Some((src, _)) => Some(load_source(src, dir, vocab.as_deref(), available)?.0),
         None => None,
     };
     if let Some(norm) = &spec.normalize {
@@ -141,7 +144,14 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
         }
     }
     if test.is_none() && spec.split < 1.0 {
-        let (a, b) = split(train, spec.split, &spec.train, dir, vocab.is_some())?;
+        let (a, b) = split(
+            train,
+            spec.split,
+            &spec.train,
+            dir,
+            vocab.is_some(),
+            available,
+        )?;
         train = a;
         test = b;
     }
@@ -183,7 +193,7 @@ pub fn load_eval(
         });
     };
     let vocab = vocabulary(spec, dir)?;
-    let (mut test, _) = load_source(src, dir, vocab.as_deref())?;
+    let (mut test, _) = load_source(src, dir, vocab.as_deref(), memory::available())?;
     if let Some(norm) = &spec.normalize {
         normalize(&mut test.x, norm);
     }
@@ -200,17 +210,19 @@ pub fn load_eval(
 /// `None` for other sources.
 pub fn vocabulary(spec: &DataSpec, dir: &Path) -> Result<Option<Vec<char>>, DataError> {
     match &spec.train {
-        Source::Text { path, .. } => Ok(Some(text::read(path, dir)?.vocab)),
+        Source::Text { path, .. } => Ok(Some(text::read(path, dir, memory::available())?.vocab)),
         _ => Ok(None),
     }
 }
 
 /// One source as it comes (inputs f32 or i32, labels as stored), plus a text vocabulary.
-/// `vocab`: the train text's vocabulary when loading a test text.
+/// `vocab`: the train text's vocabulary when loading a test text; `available`: the memory
+/// available, which bounds the CSV and text files read ([`file::max_file_bytes`]).
 fn load_source(
     src: &Source,
     dir: &Path,
     vocab: Option<&[char]>,
+    available: Option<u64>,
 ) -> Result<(Split, Option<Vec<char>>), DataError> {
     match src {
         Source::Inline { x, y } => Ok((inline(x, y)?, None)),
@@ -219,14 +231,17 @@ fn load_source(
             path,
             label_column,
             header,
-        } => Ok((csv::load(path, *label_column, *header, dir)?, None)),
+        } => Ok((
+            csv::load(path, *label_column, *header, dir, available)?,
+            None,
+        )),
         Source::Text { path, seq } => match vocab {
             None => {
-                let t = text::read(path, dir)?;
+                let t = text::read(path, dir, available)?;
                 Ok((text::windows(&t.path, &t.ids, *seq)?, Some(t.vocab)))
             }
             Some(v) => {
-                let (p, bytes) = file::read(path, dir)?;
+                let (p, bytes) = file::read(path, dir, available)?;
                 let s = csv::utf8(&p, bytes)?;
                 let ids = text::encode(&p, &s, v)?;
                 Ok((text::windows(&p, &ids, *seq)?, None))
@@ -286,16 +301,21 @@ pub fn normalize(col: &mut Column, expr: &ScalarExpr) {
 }
 
 /// The first `frac` of the samples for training, the rest for testing. A text source is split
-/// on characters (so no window straddles the two parts) by re-reading its ids.
+/// on characters (so no window straddles the two parts) by re-reading its ids (within the
+/// memory `available`).
 fn split(
     all: Split,
     frac: f64,
     src: &Source,
     dir: &Path,
     is_text: bool,
+    available: Option<u64>,
 ) -> Result<(Split, Option<Split>), DataError> {
     if let (true, Source::Text { path, seq }) = (is_text, src) {
-        let t = text::read(path, dir)?;
+        // The windows of the whole text are freed first: the text's ids (4 bytes per character)
+        // and the two splits' windows (8 more) are then all that is held, as when it was read.
+        drop(all);
+        let t = text::read(path, dir, available)?;
         let cut = ((t.ids.len() as f64) * frac).floor() as usize;
         let train = text::windows(&t.path, &t.ids[..cut], *seq)?;
         let test = text::windows(&t.path, &t.ids[cut..], *seq).ok();
@@ -412,6 +432,54 @@ fn conform_column(
 mod tests {
     use super::*;
     use crate::syntax::ast::BinOp;
+    use std::io::Write;
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// CSV and text sources gzipped: with just the memory available that allows them, they load
+    /// as where it is unknown (a limit of 1 GiB); with a byte less, they are refused naming the
+    /// file, and so is a gzip bomb of them, after inflating no more than the limit (the garbage
+    /// member after the bomb is never reached).
+    #[test]
+    fn csv_and_text_sources_past_the_memory_limit_are_refused() {
+        let dir = std::env::temp_dir().join(format!("nnc-data-unit-{}-cap", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = |path: &str| Source::Csv {
+            path: path.into(),
+            label_column: -1,
+            header: false,
+        };
+        let text = |path: &str| Source::Text {
+            path: path.into(),
+            seq: 4,
+        };
+        let rows = b"1,2,0\n3,4,1\n".repeat(100);
+        let chars = b"to be or not to be\n".repeat(60);
+        for (name, bytes, source) in [
+            ("t.csv.gz", rows, csv as fn(&str) -> Source),
+            ("t.txt.gz", chars, text),
+        ] {
+            let bomb_name = format!("bomb-{name}");
+            let mut bomb = gz(&bytes.repeat(10_000));
+            bomb.extend_from_slice(b"\x1f\x8b not a gzip member");
+            std::fs::write(dir.join(&bomb_name), bomb).unwrap();
+            std::fs::write(dir.join(name), gz(&bytes)).unwrap();
+            let load = |name: &str, available| load_source(&source(name), &dir, None, available);
+
+            let enough = file::EXPANSION * bytes.len() as u64;
+            assert_eq!(load(name, Some(enough)).unwrap(), load(name, None).unwrap());
+            for (name, available) in [(name, enough - 1), (&bomb_name, 16 << 10)] {
+                let e = load(name, Some(available)).unwrap_err();
+                assert!(matches!(e, DataError::TooLarge { gzip: true, .. }), "{e:?}");
+                let msg = e.to_string();
+                assert!(msg.contains(&format!("{name}: holds more than")), "{msg}");
+            }
+        }
+    }
 
     #[test]
     fn normalize_table_matches_the_expression_on_every_kind_of_value() {

@@ -12,9 +12,10 @@ pub struct Text {
     pub vocab: Vec<char>,
 }
 
-/// Reads a text file and builds its vocabulary.
-pub fn read(written: &str, dir: &Path) -> Result<Text, DataError> {
-    let (path, bytes) = file::read(written, dir)?;
+/// Reads a text file and builds its vocabulary. A file larger than the memory `available`
+/// allows ([`file::max_file_bytes`]) is refused.
+pub fn read(written: &str, dir: &Path, available: Option<u64>) -> Result<Text, DataError> {
+    let (path, bytes) = file::read(written, dir, available)?;
     from_bytes(path, bytes)
 }
 
@@ -27,6 +28,9 @@ pub fn from_bytes(path: PathBuf, bytes: Vec<u8>) -> Result<Text, DataError> {
     let mut vocab: Vec<char> = text.chars().collect();
     vocab.sort_unstable();
     vocab.dedup();
+    // Collected from every character: without this, 4 bytes per character of the text would
+    // stay reserved for as long as the vocabulary is kept (the whole training).
+    vocab.shrink_to_fit();
     let ids = encode(&path, &text, &vocab)?;
     Ok(Text { path, ids, vocab })
 }
