@@ -149,6 +149,30 @@ fn label_types_follow_data_and_loss() {
     );
 }
 
+/// `label` passed by name (`target: label`, `label: label`) is read as class ids, as it is
+/// when passed by position; a positional argument after a named one counts by position.
+#[test]
+fn class_labels_given_by_name() {
+    let p = program(
+        r#"model Cls(x: [2]) -> [3] { return x |> dense(3) }
+           data ints { train: inline(x: [[0, 1], [1, 0]], y: [[2], [0]]) }
+           train t: Cls on ints { loss: cross_entropy(target: label, logits: output), optimizer: sgd(lr: 0.1) }
+           train k: Cls on ints { loss: kd(output, teacher, label: label), optimizer: sgd(lr: 0.1), teacher: t }
+           train m: Cls on ints { loss: kd(output, alpha: 0.25, teacher, label), optimizer: sgd(lr: 0.1), teacher: t }"#,
+    );
+    for run in ["t", "k", "m"] {
+        let r = p.run(run).unwrap();
+        let (v, _) = r
+            .graph
+            .inputs()
+            .into_iter()
+            .find(|(_, n)| *n == "label")
+            .unwrap();
+        assert_eq!(*r.graph.ty(v), Type::i32(true, []), "{run}");
+        assert!(r.classification, "{run}");
+    }
+}
+
 #[test]
 fn optimizers_schedules_and_references() {
     let p = program(&format!(

@@ -67,14 +67,23 @@ pub fn label_use(e: &Expr) -> (bool, bool) {
     match &e.kind {
         ExprKind::Path(_) => (false, is_label(e)),
         ExprKind::Call { callee, args } => {
-            let class_pos = match callee.name.as_str() {
-                "cross_entropy" => Some(1),
-                "kd" => Some(2),
+            // The class-id parameter, by position among the positional arguments and by name.
+            let class_param = match callee.name.as_str() {
+                "cross_entropy" => Some((1, "target")),
+                "kd" => Some((2, "label")),
                 _ => None,
             };
             let (mut class, mut target) = (false, false);
-            for (i, a) in args.iter().enumerate() {
-                if Some(i) == class_pos && a.name.is_none() && is_label(&a.value) {
+            let mut position = 0;
+            for a in args {
+                let class_slot = class_param.is_some_and(|(pos, name)| match &a.name {
+                    None => position == pos,
+                    Some(n) => n.name == name,
+                });
+                if a.name.is_none() {
+                    position += 1;
+                }
+                if class_slot && is_label(&a.value) {
                     class = true;
                 } else {
                     let (c, t) = label_use(&a.value);
