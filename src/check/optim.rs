@@ -247,7 +247,22 @@ pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
                 }) as u64;
             let gamma = b
                 .get("gamma")
-                .map_or(Ok(0.1), |e| consts::fraction(e, "gamma", 0.0, 1.0, true))
+                .map_or(Ok(0.1), |e| {
+                    // (0, 1]: a factor of 0 would stop training after the first `every` steps.
+                    consts::number(e).and_then(|g| {
+                        if g > 0.0 && g <= 1.0 {
+                            Ok(g)
+                        } else {
+                            Err(Diag::new(
+                                "nnc::arg",
+                                format!("gamma must be in (0, 1], found {g}"),
+                                e.span,
+                                "out of range",
+                            )
+                            .help("gamma multiplies the learning rate every `every` steps: pick a value above 0 and at most 1, e.g. `gamma: 0.1`"))
+                        }
+                    })
+                })
                 .unwrap_or_else(|d| {
                     diags.push(d);
                     0.1
