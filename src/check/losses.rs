@@ -6,7 +6,7 @@ use super::consts;
 use super::lower::{Lower, V};
 use super::names::show;
 use crate::diag::Diag;
-use crate::ir::{BinaryOp, DType, Op, Type, ValueId};
+use crate::ir::{BinaryOp, DType, Graph, Op, Type, ValueId};
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
 
 /// The loss functions a `loss:` setting may call.
@@ -251,6 +251,21 @@ fn cross_entropy(
     let op = if tb == ids {
         Op::CrossEntropy
     } else if tb == ta {
+        if depends_on_trainable(l.g, b) {
+            // Autodiff sends no gradient into a target; refuse it here, with its span, rather
+            // than when the run's backward pass is built.
+            l.diags.push(
+                Diag::new(
+                    "nnc::train",
+                    "the target of cross_entropy depends on the model's trainable parameters",
+                    sb,
+                    "this target depends on trainable parameters",
+                )
+                .also(sa, "the logits")
+                .help("no gradient flows into a target: the logits come first, then the labels or probabilities, e.g. `cross_entropy(output, label)`"),
+            );
+            return None;
+        }
         Op::SoftCrossEntropy
     } else {
         let ids_shape = if ids.dims.is_empty() {
@@ -269,6 +284,23 @@ fn cross_entropy(
         V::T(v) => Some(v),
         _ => None,
     }
+}
+
+/// Whether `v` depends on a parameter that is not frozen (the teacher's are).
+fn depends_on_trainable(g: &Graph, v: ValueId) -> bool {
+    let mut seen = vec![false; g.nodes.len()];
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        if std::mem::replace(&mut seen[v.index()], true) {
+            continue;
+        }
+        let n = g.node(v);
+        match n.op {
+            Op::Param(p) if !g.params[p.index()].frozen => return true,
+            _ => stack.extend(n.inputs.iter().copied()),
+        }
+    }
+    false
 }
 
 /// α·CE(output, label) + (1−α)·T²·KL(softmax(teacher/T) ‖ softmax(output/T)).
