@@ -192,6 +192,14 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
             if same_shape(l, name, vals[0], vals[1]).is_none() {
                 return V::Bad;
             }
+            if op == Op::KlDiv && depends_on_trainable(l.g, vals[0].0) {
+                let help = "the target distribution comes first, then the logits trained \
+                            toward it, e.g. `kl_div(teacher, output)` (PyTorch's \
+                            `F.kl_div(input, target)` puts them the other way round)";
+                l.diags
+                    .push(target_from_parameters("kl_div", vals[0].1, vals[1].1, help));
+                return V::Bad;
+            }
             l.push(op, vec![vals[0].0, vals[1].0], name, span)
         }
     }
@@ -252,18 +260,10 @@ fn cross_entropy(
         Op::CrossEntropy
     } else if tb == ta {
         if depends_on_trainable(l.g, b) {
-            // Autodiff sends no gradient into a target; refuse it here, with its span, rather
-            // than when the run's backward pass is built.
-            l.diags.push(
-                Diag::new(
-                    "nnc::train",
-                    "the target of cross_entropy depends on the model's trainable parameters",
-                    sb,
-                    "this target depends on trainable parameters",
-                )
-                .also(sa, "the logits")
-                .help("no gradient flows into a target: the logits come first, then the labels or probabilities, e.g. `cross_entropy(output, label)`"),
-            );
+            let help = "the logits come first, then the labels or probabilities, e.g. \
+                        `cross_entropy(output, label)`";
+            l.diags
+                .push(target_from_parameters("cross_entropy", sb, sa, help));
             return None;
         }
         Op::SoftCrossEntropy
@@ -284,6 +284,21 @@ fn cross_entropy(
         V::T(v) => Some(v),
         _ => None,
     }
+}
+
+/// The error for a `loss` whose target (at span `target`) depends on trainable parameters:
+/// autodiff sends no gradient into a target, so the model would not learn what the file says
+/// (the arguments are most likely swapped). Reported here, under the target, rather than when
+/// the run's backward pass is built.
+fn target_from_parameters(loss: &str, target: Span, logits: Span, help: &str) -> Diag {
+    Diag::new(
+        "nnc::train",
+        format!("the target of {loss} depends on the model's trainable parameters"),
+        target,
+        "this target depends on trainable parameters",
+    )
+    .also(logits, "the logits")
+    .help(format!("no gradient flows into a target: {help}"))
 }
 
 /// Whether `v` depends on a parameter that is not frozen (the teacher's are).
