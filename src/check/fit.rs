@@ -33,6 +33,11 @@ pub(super) fn input_fits(sig: &Signature, kind: &Kind, t: &Train) -> Result<(), 
         Kind::Text { seq } => format!(
             "text samples are character ids: declare the input as `i32[{seq}]` and embed them"
         ),
+        Kind::Inline { .. } if inp.dtype == DType::I32 => {
+            "inline `x` rows are f32 values; a model that takes token ids reads them from a \
+             `text` source"
+                .to_string()
+        }
         Kind::Inline { x_width, .. } => {
             format!("each row of `x` has {x_width} values; declare the input as `[{x_width}]`")
         }
