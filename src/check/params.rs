@@ -164,6 +164,29 @@ pub fn lr_scale(e: &Expr, model: &str, g: &Graph, diags: &mut Vec<Diag>) -> Vec<
         }
         out.push((key.name.clone(), factor));
     }
+    // As in training: the longest path that covers a parameter gives its multiplier.
+    let scale = |path: &str| {
+        out.iter()
+            .filter(|(p, _)| under(path, p))
+            .max_by_key(|(p, _)| p.len())
+            .map_or(1.0, |(_, s)| *s)
+    };
+    let mut trained = g
+        .params
+        .iter()
+        .filter(|p| !p.frozen && !p.path.starts_with("teacher."))
+        .peekable();
+    if trained.peek().is_some() && trained.all(|p| scale(&p.path) == 0.0) {
+        diags.push(
+            Diag::new(
+                "nnc::train",
+                format!("`lr_scale` leaves nothing of {model} to train"),
+                e.span,
+                "every trainable parameter's multiplier is 0",
+            )
+            .help("to keep part of the model as it is, freeze it, e.g. `freeze: encoder`"),
+        );
+    }
     out
 }
 
