@@ -454,8 +454,9 @@ fn flatten(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {
     Some(y)
 }
 
-/// `relu`, `sigmoid`, `tanh`, `softmax`, `log_softmax` applied to `v`.
-pub fn activation(l: &mut Lower, name: &str, v: V, input_span: Span, span: Span) -> V {
+/// `relu`, `sigmoid`, `tanh`, `softmax` or `log_softmax` (`name`) applied to `v`; its node is
+/// labelled `label` (the name given by `as`, else the activation's own).
+pub fn activation(l: &mut Lower, name: &str, label: &str, v: V, input_span: Span, span: Span) -> V {
     let V::T(x) = v else { return V::Bad };
     let cx = Site {
         span,
@@ -472,5 +473,5 @@ pub fn activation(l: &mut Lower, name: &str, v: V, input_span: Span, span: Span)
         "softmax" => Op::Softmax,
         _ => Op::LogSoftmax,
     };
-    l.push(op, vec![x], name, span)
+    l.push(op, vec![x], label, span)
 }

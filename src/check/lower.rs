@@ -344,7 +344,7 @@ impl<'a, 'g> Lower<'a, 'g> {
                 );
             }
             let v = self.expr(&args[0].value);
-            return layers::activation(self, name, v, args[0].value.span, span);
+            return layers::activation(self, name, name, v, args[0].value.span, span);
         }
         let help = format!(
             "apply it with `|>`: `x |> {}`",
@@ -457,7 +457,10 @@ impl<'a, 'g> Lower<'a, 'g> {
                     .help(format!("write `|> {name}`")),
                 );
             }
-            return layers::activation(self, name, v, input_span, stage.span);
+            // Activations have no parameters; a name given to one labels its node (`nnc ir`)
+            // and may not be given to another stage of the model too.
+            let label = alias.map_or_else(|| name.to_string(), |a| self.claim(a));
+            return layers::activation(self, name, &label, v, input_span, stage.span);
         }
         if let Some(&kind) = LAYERS.iter().find(|l| **l == name) {
             return layers::layer(self, kind, callee, args, stage.span, v, input_span, alias);
