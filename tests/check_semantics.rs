@@ -173,6 +173,23 @@ fn class_labels_given_by_name() {
     }
 }
 
+/// Inline rows may be nested as `torch.tensor` takes an image (channels of rows); they are
+/// flattened row-major, into what the flat rows give.
+#[test]
+fn nested_inline_rows_are_flattened_row_major() {
+    let src = |x: &str| {
+        format!(
+            "model M(x: [1, 2, 2]) -> [2] {{ return x |> flatten |> dense(2) }}
+             data d {{ train: inline(x: {x}, y: [[0], [1]]) }}
+             train M on d {{ loss: cross_entropy(output, label) optimizer: sgd(0.1) }}"
+        )
+    };
+    let nested = program(&src("[[[[0, 1], [2, 3]]], [[[4, 5], [6, 7]]]]"));
+    let flat = program(&src("[[0, 1, 2, 3], [4, 5, 6, 7]]"));
+    let train = |p: &Program| p.data("d").unwrap().train.clone();
+    assert_eq!(train(&nested), train(&flat));
+}
+
 #[test]
 fn optimizers_schedules_and_references() {
     let p = program(&format!(

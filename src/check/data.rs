@@ -305,7 +305,42 @@ fn source(e: &Expr, diags: &mut Vec<Diag>) -> Option<(Source, Kind)> {
     Some((src, kind))
 }
 
-/// `[[0, 0], [0, 1]]` (rows of numbers) or `[0, 1, 1, 0]` (one number per row), all rows equally wide.
+/// The numbers of `e`, a number or a list of them nested to any depth (an image's channels of
+/// rows, as `torch.tensor` takes them), appended to `out` in row-major order. Nested lists must
+/// be rectangular: the lists side by side in one list have one shape.
+fn flatten(e: &Expr, what: &str, out: &mut Vec<f64>) -> Result<Vec<usize>, Diag> {
+    let ExprKind::List(items) = &e.kind else {
+        out.push(consts::number(e)?);
+        return Ok(Vec::new());
+    };
+    let mut shape = None;
+    for it in items {
+        let inner = flatten(it, what, out)?;
+        match &shape {
+            None => shape = Some(inner),
+            Some(first) if *first != inner => {
+                let show = |s: &[usize]| match s {
+                    [] => "a number".to_string(),
+                    s => format!("a list of shape {s:?}"),
+                };
+                return Err(Diag::new(
+                    "nnc::data",
+                    format!("a row of `{what}` is not rectangular"),
+                    it.span,
+                    format!("{}, after {}", show(&inner), show(first)),
+                )
+                .help("the lists side by side in a row must have one shape"));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut shape_out = vec![items.len()];
+    shape_out.extend(shape.unwrap_or_default());
+    Ok(shape_out)
+}
+
+/// `[[0, 0], [0, 1]]` (rows of numbers, each possibly nested: `[[[0, 1], [1, 0]]]`, flattened
+/// row-major) or `[0, 1, 1, 0]` (one number per row), all rows equally wide.
 fn rows(e: &Expr, what: &str) -> Result<Vec<Vec<f64>>, Diag> {
     let ExprKind::List(items) = &e.kind else {
         return Err(Diag::new(
@@ -329,13 +364,8 @@ fn rows(e: &Expr, what: &str) -> Result<Vec<Vec<f64>>, Diag> {
     }
     let mut out = Vec::new();
     for it in items {
-        let row = match &it.kind {
-            ExprKind::List(cells) => cells
-                .iter()
-                .map(consts::number)
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => vec![consts::number(it)?],
-        };
+        let mut row = Vec::new();
+        flatten(it, what, &mut row)?;
         if row.is_empty() {
             return Err(Diag::new(
                 "nnc::data",
