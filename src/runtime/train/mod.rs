@@ -11,6 +11,7 @@ mod progress;
 pub mod resume;
 mod run;
 mod shard;
+mod trainer;
 
 pub use eval::{evaluate, EvalResult};
 pub use params::{lr_scale, Tensors, TEACHER};

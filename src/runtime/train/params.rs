@@ -1,14 +1,20 @@
-//! A run's starting parameters: fresh from their initializers, or matched by path from an earlier
-//! run or a checkpoint (`init`, `--init`); teacher parameters (under `teacher.`) from the teacher
-//! run or its checkpoint. Also the per-parameter lr multipliers of `lr_scale`.
+//! A run's parameters. Their starting values: fresh from their initializers, or matched by path
+//! from an earlier run or a checkpoint (`init`, `--init`); teacher parameters (under `teacher.`)
+//! from the teacher run or its checkpoint. Then [`Params`], what the step loop trains: the values,
+//! the optimizer state of the trainable ones and their update, and the tensors a checkpoint saves
+//! and restores. Also the per-parameter lr multipliers of `lr_scale`.
 
-use super::{TrainError, TrainOptions};
-use crate::ir::{Graph, InitFrom, Param, Program, RunSpec};
-use crate::runtime::checkpoint::{first_non_finite, per_run_path, Checkpoint, Tensor};
+use super::resume::Position;
+use super::{Backend, TrainError, TrainOptions};
+use crate::exec::{ExecError, Executor, UpdateHyper, Updater};
+use crate::ir::{Graph, InitFrom, OptimizerSpec, Param, Program, RunSpec};
+use crate::runtime::checkpoint::{
+    first_non_finite, optim_name, per_run_path, Checkpoint, Saved, Tensor,
+};
 use crate::runtime::init::init_param;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Named parameter tensors (paths → values).
 pub type Tensors = BTreeMap<String, Tensor>;
@@ -181,6 +187,244 @@ pub fn initial(
         }
     }
     Ok(values.into_iter().map(|v| v.unwrap_or_default()).collect())
+}
+
+/// One trainable parameter: its index, its gradient's output name, its lr multiplier and its
+/// optimizer state.
+pub(super) struct Trainable {
+    pub index: usize,
+    pub grad: String,
+    pub scale: f64,
+    pub state: Vec<Vec<f32>>,
+}
+
+impl Trainable {
+    /// This parameter's update settings for the 0-based step `step`, at the learning rate `lr`
+    /// (the schedule applied, this parameter's multiplier not yet).
+    pub fn hyper(&self, lr: f64, step: u64) -> UpdateHyper {
+        UpdateHyper {
+            lr: (lr * self.scale) as f32,
+            step: step + 1,
+        }
+    }
+}
+
+/// What a run trains: the value of every parameter of its training graph and, for the trainable
+/// ones, the optimizer state and the rule that updates them. The step loop borrows the values
+/// and the state separately (the executor reads one and writes the other), hence public fields.
+pub(super) struct Params {
+    /// In the training graph's order.
+    pub values: Vec<Vec<f32>>,
+    /// The parameters that are not frozen, in update order.
+    pub trainable: Vec<Trainable>,
+    pub updater: Box<dyn Updater>,
+    /// Whether the executor applies the updates itself ([`Params::fuse`]).
+    pub fused: bool,
+    /// Where a fused step writes the trainable parameters' new values (in update order): they
+    /// are swapped into `values` once the step proves finite, so that a step that does not
+    /// leaves the parameters as they were.
+    pub next: Vec<Vec<f32>>,
+}
+
+impl Params {
+    /// The starting values of the parameters of `graph`, the training graph of `spec`
+    /// ([`initial`]), and a zero optimizer state. A resumed run takes its parameters from the
+    /// checkpoint later ([`Params::restore`]): it needs no `init` to start from (only its
+    /// teacher, which checkpoints do not hold).
+    pub fn new(
+        program: &Program,
+        spec: &RunSpec,
+        backend: &Backend,
+        opts: &TrainOptions,
+        graph: &Graph,
+        trained: &BTreeMap<String, Tensors>,
+    ) -> Result<Params, TrainError> {
+        let setup = |msg: String| TrainError::Setup {
+            run: spec.name.clone(),
+            msg,
+        };
+        let values = match &opts.resume {
+            Some(_) => {
+                let fresh = RunSpec {
+                    init: None,
+                    ..spec.clone()
+                };
+                let opts = TrainOptions {
+                    init: None,
+                    ..opts.clone()
+                };
+                initial(program, &fresh, graph, &opts, trained)?
+            }
+            None => initial(program, spec, graph, opts, trained)?,
+        };
+        let updater =
+            (backend.updater)(&spec.optimizer).map_err(|e| setup(format!("optimizer: {e}")))?;
+        let mut trainable = Vec::new();
+        for (i, p) in graph.params.iter().enumerate().filter(|(_, p)| !p.frozen) {
+            let grad = format!("grad:{}", p.path);
+            if graph.output(&grad).is_none() {
+                return Err(setup(format!(
+                    "the training graph has no gradient for `{}`",
+                    p.path
+                )));
+            }
+            let state = vec![vec![0f32; p.numel()]; updater.state_buffers()];
+            trainable.push(Trainable {
+                index: i,
+                grad,
+                scale: lr_scale(&p.path, &spec.lr_scale),
+                state,
+            });
+        }
+        Ok(Params {
+            values,
+            trainable,
+            updater,
+            fused: false,
+            next: Vec::new(),
+        })
+    }
+
+    /// Every tensor of the run's state, the parameters then the optimizer's buffers: what the
+    /// ranks of a data-parallel run must agree on before the first step.
+    pub fn tensors_mut(&mut self) -> impl Iterator<Item = &mut Vec<f32>> {
+        self.values
+            .iter_mut()
+            .chain(self.trainable.iter_mut().flat_map(|t| t.state.iter_mut()))
+    }
+
+    /// Lets `exec` apply each update as soon as the step has computed its gradient (while it is
+    /// still in cache), into `next`, when it can ([`Executor::fuse_updates`]).
+    pub fn fuse(
+        &mut self,
+        exec: &mut dyn Executor,
+        optimizer: &OptimizerSpec,
+    ) -> Result<(), ExecError> {
+        let targets: Vec<usize> = self.trainable.iter().map(|t| t.index).collect();
+        self.fused = exec.fuse_updates(optimizer, &targets)?;
+        if self.fused {
+            self.next = targets.iter().map(|&i| self.values[i].clone()).collect();
+        }
+        Ok(())
+    }
+
+    /// Applies a step's update once the step has proved finite: swaps in the values a fused step
+    /// computed, or updates each trainable parameter from its gradient in `grads` (in update
+    /// order) at the learning rate `lr` ([`Trainable::hyper`]).
+    pub fn update(&mut self, grads: &[&[f32]], lr: f64, step: u64) {
+        if self.fused {
+            for (t, n) in self.trainable.iter().zip(self.next.iter_mut()) {
+                std::mem::swap(&mut self.values[t.index], n);
+            }
+        } else {
+            for (t, g) in self.trainable.iter_mut().zip(grads) {
+                let h = t.hyper(lr, step);
+                self.updater
+                    .update(&mut self.values[t.index], g, &mut t.state, h);
+            }
+        }
+    }
+
+    /// What a checkpoint holds of the run's state: every parameter but the teacher's, and the
+    /// optimizer state (`__optim.<path>.<i>`). [`Params::restore`] reads them back.
+    pub fn saved<'p>(&'p self, graph: &'p Graph) -> Vec<Saved<'p>> {
+        let mut ts: Vec<Saved<'_>> = graph
+            .params
+            .iter()
+            .zip(&self.values)
+            .filter(|(p, _)| !p.path.starts_with(TEACHER))
+            .map(|(p, v)| Saved {
+                name: p.path.clone(),
+                dims: &p.dims,
+                data: v,
+            })
+            .collect();
+        for t in &self.trainable {
+            let p = &graph.params[t.index];
+            for (i, s) in t.state.iter().enumerate() {
+                ts.push(Saved {
+                    name: optim_name(&p.path, i),
+                    dims: &p.dims,
+                    data: s,
+                });
+            }
+        }
+        ts
+    }
+
+    /// Loads the checkpoint `path` of run `run` into the (non-teacher) parameters and the
+    /// optimizer state, and returns the position it records, refused when it is another run's
+    /// or was written with another number of batches per epoch than this run's `per_epoch`.
+    pub fn restore(
+        &mut self,
+        path: &Path,
+        run: &str,
+        graph: &Graph,
+        per_epoch: u64,
+    ) -> Result<Position, TrainError> {
+        let setup = |msg: String| TrainError::Setup {
+            run: run.into(),
+            msg,
+        };
+        let ck_err = |source| TrainError::Checkpoint {
+            run: run.into(),
+            source,
+        };
+        let ck = Checkpoint::load(path).map_err(ck_err)?;
+        let pos = Position::from_checkpoint(&ck).map_err(&setup)?;
+        if pos.run != run {
+            return Err(setup(format!(
+                "checkpoint {} was written by run `{}`, not by this run (resume it with \
+                 `--run {}`)",
+                path.display(),
+                pos.run,
+                pos.run
+            )));
+        }
+        if pos.batches_per_epoch != per_epoch {
+            return Err(setup(format!(
+                "checkpoint {} was written with {} batches per epoch, this run has {per_epoch} \
+                 (the data or the batch size changed)",
+                path.display(),
+                pos.batches_per_epoch
+            )));
+        }
+        for (p, v) in graph.params.iter().zip(self.values.iter_mut()) {
+            if !p.path.starts_with(TEACHER) {
+                v.copy_from_slice(&ck.get(&p.path, &p.dims).map_err(ck_err)?.data);
+            }
+        }
+        for t in self.trainable.iter_mut() {
+            let p = &graph.params[t.index];
+            for (i, s) in t.state.iter_mut().enumerate() {
+                s.copy_from_slice(
+                    &ck.get(&optim_name(&p.path, i), &p.dims)
+                        .map_err(ck_err)?
+                        .data,
+                );
+            }
+        }
+        Ok(pos)
+    }
+
+    /// The parameters the run ends with, by path (teacher parameters left out).
+    pub fn into_tensors(self, graph: &Graph) -> Tensors {
+        graph
+            .params
+            .iter()
+            .zip(self.values)
+            .filter(|(p, _)| !p.path.starts_with(TEACHER))
+            .map(|(p, v)| {
+                (
+                    p.path.clone(),
+                    Tensor {
+                        dims: p.dims.clone(),
+                        data: v,
+                    },
+                )
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

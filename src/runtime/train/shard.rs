@@ -1,4 +1,4 @@
-//! The data-parallel side of a training step, so that the loop in [`super::run`] reads the same
+//! The data-parallel side of a training step, so that the loop in [`super::trainer`] reads the same
 //! for one process and for the N ranks of an `mpirun` job ([`crate::runtime::dist`]).
 //!
 //! Each rank trains on its contiguous 1/N of every global batch ([`Shard::part`]). Its loss is

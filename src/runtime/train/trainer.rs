@@ -1,0 +1,657 @@
+//! The step loop of a run: a [`Trainer`] holds what a step reads and updates, and its methods are
+//! the loop's parts — one step ([`Trainer::train_step`]), what follows a step or an epoch
+//! (evaluation, checkpoints, a stop request), and the end of the run.
+//!
+//! After [`Trainer::new`] a step allocates nothing: the batch buffers, the vectors of feeds,
+//! parameter views, updates and gradients ([`Spare`]) and the optimizer state are reused.
+
+use super::anomaly;
+use super::eval::{label_inputs, EvalResult};
+use super::params::{Params, Tensors};
+use super::progress::{EvalInfo, Progress, StepInfo};
+use super::resume::Position;
+use super::run::{Log, Model, Run};
+use super::shard::{evaluate_sharded, Shard};
+use super::{RunSummary, TrainError, TrainOptions};
+use crate::exec::{Executor, Feed, StepCtx, Update};
+use crate::ir::{Graph, RunSpec};
+use crate::runtime::batch::{gather, prefetch, Buf, Epochs};
+use crate::runtime::checkpoint;
+use crate::runtime::data::{Dataset, Split};
+use std::mem::take;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The final loss is the mean over this many last steps.
+const RECENT: usize = 50;
+
+/// How the step loop ended.
+pub(super) enum Ended {
+    /// At the run's last step.
+    Done,
+    /// Stopped on request ([`super::interrupt`], `--stop-after`); the run's state is saved in
+    /// this checkpoint.
+    Interrupted(PathBuf),
+}
+
+/// A run past its setup: its data, graphs, parameters and position, and the buffers its steps
+/// reuse. The fields are separate so that a step can borrow the batch, the parameters, the
+/// executor and the reduced gradients at once.
+pub(super) struct Trainer<'a> {
+    run: Run<'a>,
+    data: Rc<Dataset>,
+    /// The training graph.
+    graph: Graph,
+    exec: Box<dyn Executor>,
+    params: Params,
+    /// This process's part of each batch, and the gradients averaged over the processes.
+    shard: Shard<'a>,
+    batch: Batch,
+    spare: Spare,
+    /// Evaluates on the test split (see [`super::run::Model`]).
+    eval: Option<Box<dyn Executor>>,
+    eval_map: Vec<usize>,
+    /// The step and the evaluation after it of the last evaluation.
+    last_eval: Option<(u64, EvalResult)>,
+    order: Epochs,
+    batch_size: usize,
+    per_epoch: u64,
+    /// The run's length, and the step this process started from (0, or a resumed run's).
+    total: u64,
+    start: u64,
+    /// Steps done.
+    step: u64,
+    /// Epochs begun.
+    epoch: u64,
+    /// The batch of the current epoch to start from: a resumed run's position at first, then 0.
+    first_batch: usize,
+    base_lr: f64,
+    /// Where the run's checkpoint is written, if anywhere.
+    checkpoint: Option<PathBuf>,
+    progress: Progress,
+    /// The losses of the last [`RECENT`] steps, indexed from this process's first step.
+    recent: [f64; RECENT],
+    started: Instant,
+    /// Time spent evaluating and checkpointing, left out of samples/s.
+    paused: Duration,
+}
+
+impl<'a> Trainer<'a> {
+    /// Readies `model` to train with the data `data` in the order `order` from step `start` to
+    /// step `total`: the gradient exchange between processes, the fused optimizer updates when
+    /// the executor can apply them, the checkpoint path, the batch buffers and the progress
+    /// display (given the session's `log`). Refuses a `--checkpoint-every` of 0 or with nothing
+    /// to write.
+    pub fn new(
+        run: Run<'a>,
+        data: Rc<Dataset>,
+        model: Model,
+        mut order: Epochs,
+        total: u64,
+        start: u64,
+        log: Log,
+    ) -> Result<Trainer<'a>, TrainError> {
+        let Run {
+            name, spec, opts, ..
+        } = run;
+        let setup = |msg| run.setup_error(msg);
+        let Model {
+            graph,
+            mut exec,
+            eval,
+            eval_map,
+            mut params,
+        } = model;
+        if opts.checkpoint_every == Some(0) {
+            return Err(setup("`--checkpoint-every` must be at least 1".into()));
+        }
+        let comm = opts.comm.as_ref();
+        let batch_size = order.batch_size();
+        let shard = Shard::new(
+            comm,
+            name,
+            batch_size,
+            params
+                .trainable
+                .iter()
+                .map(|t| (t.grad.clone(), graph.params[t.index].numel())),
+        )?;
+        // One process, no per-value checks: the executor applies each update as soon as the
+        // step has computed its gradient, into `next` (swapped in once the step proves finite).
+        if comm.size() == 1 && !opts.detect_anomaly {
+            params
+                .fuse(exec.as_mut(), &spec.optimizer)
+                .map_err(|e| setup(format!("fusing the optimizer updates: {e}")))?;
+        }
+        let checkpoint = checkpoint_path(spec, opts);
+        if opts.checkpoint_every.is_some() && checkpoint.is_none() {
+            return Err(setup(
+                "`--checkpoint-every` needs a checkpoint to write: give `--checkpoint FILE` or \
+                 `checkpoint:` in the run"
+                    .into(),
+            ));
+        }
+        let batch = Batch::new(&graph, &data.train, batch_size);
+        let spare = Spare {
+            feeds: Vec::with_capacity(batch.roles.len()),
+            views: Vec::with_capacity(params.values.len()),
+            updates: Vec::with_capacity(params.trainable.len()),
+            grads: Vec::with_capacity(params.trainable.len()),
+        };
+        let progress = Progress::new(name, total, opts.quiet, log);
+        // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
+        let per_epoch = order.batches_per_epoch() as u64;
+        let epoch = start / per_epoch.max(1);
+        order.skip(epoch);
+        Ok(Trainer {
+            run,
+            data,
+            graph,
+            exec,
+            params,
+            shard,
+            batch,
+            spare,
+            eval,
+            eval_map,
+            last_eval: None,
+            order,
+            batch_size,
+            per_epoch,
+            total,
+            start,
+            step: start,
+            epoch,
+            first_batch: (start % per_epoch.max(1)) as usize,
+            base_lr: spec.optimizer.lr(),
+            checkpoint,
+            progress,
+            recent: [0.0; RECENT],
+            started: Instant::now(),
+            paused: Duration::ZERO,
+        })
+    }
+
+    /// Trains to the run's end, epoch by epoch from the current position, or until a stop is
+    /// requested.
+    pub fn train(&mut self) -> Result<Ended, TrainError> {
+        while self.step < self.total {
+            self.order.next_epoch();
+            self.epoch += 1;
+            for b in take(&mut self.first_batch)..self.per_epoch as usize {
+                if self.step >= self.total {
+                    break;
+                }
+                self.train_step(b)?;
+                self.after_step()?;
+                if self.stop_requested() {
+                    return Ok(Ended::Interrupted(self.save_interrupted()?));
+                }
+            }
+            self.after_epoch()?;
+        }
+        Ok(Ended::Done)
+    }
+
+    /// One step on batch `b` of the current epoch: gathers it, runs the training graph, updates
+    /// the parameters and reports the loss.
+    fn train_step(&mut self, b: usize) -> Result<(), TrainError> {
+        let samples = self.load_batch(b);
+        let factor = self.run.spec.schedule.factor(self.step, self.total);
+        let loss = self.optimize(samples, factor)?;
+        self.record(loss, factor)
+    }
+
+    /// Gathers this process's part of batch `b` into the batch buffers, and returns its size.
+    fn load_batch(&mut self, b: usize) -> usize {
+        let idx = self.shard.part(self.order.batch(b));
+        // Full-batch training without shuffling (XOR) feeds the same samples every step.
+        if self.batch.gather(&self.data.train, idx) && b + 1 < self.per_epoch as usize {
+            // The next batch's samples are far apart in memory: asked for now, they arrive
+            // while this step runs.
+            let next = self.shard.part(self.order.batch(b + 1));
+            prefetch(&self.data.train.x, next);
+            prefetch(&self.data.train.y, next);
+        }
+        idx.len()
+    }
+
+    /// Runs the training graph on the gathered batch (`samples` samples on this process),
+    /// checks that the loss and the gradients are finite and updates the trainable parameters
+    /// at the learning rate's schedule `factor`. Returns the batch's mean loss (over all
+    /// processes). A step that is not finite fails before its update ([`Trainer::check_finite`]).
+    fn optimize(&mut self, samples: usize, factor: f64) -> Result<f32, TrainError> {
+        let (run, step) = (self.run.name, self.step);
+        let feeds = self.batch.feeds(recycle(take(&mut self.spare.feeds)));
+        let mut views: Vec<&[f32]> = recycle(take(&mut self.spare.views));
+        views.extend(self.params.values.iter().map(Vec::as_slice));
+        let ctx = StepCtx {
+            seed: self.run.spec.seed,
+            step,
+            first: self.shard.first(samples),
+        };
+        let lr = self.base_lr * factor;
+        let exec_err = |source| TrainError::Exec {
+            run: run.into(),
+            step: step + 1,
+            source,
+        };
+        let grads_finite = if self.params.fused {
+            let mut updates: Vec<Update<'_>> = recycle(take(&mut self.spare.updates));
+            let trainable = self.params.trainable.iter_mut();
+            updates.extend(
+                trainable
+                    .zip(self.params.next.iter_mut())
+                    .map(|(t, n)| Update {
+                        hyper: t.hyper(lr, step),
+                        next: n,
+                        state: &mut t.state,
+                    }),
+            );
+            let finite = self
+                .exec
+                .run_updating(samples, &feeds, &views, ctx, &mut updates)
+                .map_err(exec_err)?;
+            self.spare.updates = recycle(updates);
+            finite
+        } else {
+            self.exec
+                .run(samples, &feeds, &views, ctx)
+                .map_err(exec_err)?;
+            true
+        };
+        let loss = self
+            .exec
+            .output("loss")
+            .and_then(|l| l.first().copied())
+            .unwrap_or(f32::NAN);
+        // Under MPI, the mean loss and the summed gradients of every rank.
+        let loss = self.shard.reduce(self.exec.as_ref(), loss, step + 1)?;
+        let mut grads: Vec<&[f32]> = recycle(take(&mut self.spare.grads));
+        if !self.params.fused {
+            for (k, t) in self.params.trainable.iter().enumerate() {
+                grads.push(
+                    self.shard
+                        .grad(self.exec.as_ref(), k, &t.grad)
+                        .ok_or_else(|| self.run.setup_error(format!("no output `{}`", t.grad)))?,
+                );
+            }
+        }
+        let ran = Ran {
+            samples,
+            feeds: &feeds,
+            views: &views,
+            ctx,
+        };
+        self.check_finite(loss, grads_finite, &grads, &ran)?;
+        self.spare.views = recycle(views);
+        self.spare.feeds = recycle(feeds);
+        self.params.update(&grads, lr, step);
+        self.spare.grads = recycle(grads);
+        Ok(loss)
+    }
+
+    /// Fails the step `ran` unless its loss and its gradients (`grads`, or as the fused update
+    /// found them: `grads_finite`) are finite, naming the first parameter whose gradient is not
+    /// and where the first non-finite value appeared. Under `--detect-anomaly` every value of
+    /// the step is checked, also when the loss and gradients are finite.
+    fn check_finite(
+        &self,
+        loss: f32,
+        grads_finite: bool,
+        grads: &[&[f32]],
+        ran: &Ran<'_>,
+    ) -> Result<(), TrainError> {
+        let detect = self.run.opts.detect_anomaly;
+        let bad_grad = !grads_finite || !grads.iter().all(|g| anomaly::all_finite(g));
+        if loss.is_finite() && !bad_grad && !detect {
+            return Ok(());
+        }
+        let exec = self.exec.as_ref();
+        let param = self
+            .params
+            .trainable
+            .iter()
+            .enumerate()
+            .find(|(k, t)| {
+                self.shard
+                    .grad(exec, *k, &t.grad)
+                    .is_some_and(|g| !anomaly::all_finite(g))
+            })
+            .map(|(_, t)| self.graph.params[t.index].path.clone());
+        let anomaly = if detect {
+            anomaly::first_non_finite(exec.graph(), exec, ran.feeds, ran.views)
+        } else {
+            // The executor shares buffers between values: the step is replayed on one that
+            // keeps them all (same inputs, parameters and kernels). Under MPI it finds this
+            // rank's part of the trouble, if any.
+            let inspector = &self.run.backend.inspector;
+            anomaly::replay(
+                inspector,
+                &self.graph,
+                ran.samples,
+                ran.feeds,
+                ran.views,
+                ran.ctx,
+            )
+        };
+        if !loss.is_finite() || param.is_some() || anomaly.is_some() {
+            return Err(TrainError::NonFinite {
+                run: self.run.name.into(),
+                step: self.step + 1,
+                loss,
+                param,
+                anomaly,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts the step just done, whose loss was `loss` at the schedule's `factor`, and
+    /// reports it (the bar, the log's `step` line).
+    fn record(&mut self, loss: f32, factor: f64) -> Result<(), TrainError> {
+        // Indexed from this process's first step: `recent[..kept]` in `finish` is then exactly
+        // the steps it ran, also when a resumed run starts mid-way.
+        self.recent[((self.step - self.start) % RECENT as u64) as usize] = loss as f64;
+        self.step += 1;
+        let sps = if self.progress.shows_steps() {
+            ((self.step - self.start) as usize * self.batch_size) as f64
+                / (self.started.elapsed() - self.paused)
+                    .as_secs_f64()
+                    .max(1e-9)
+        } else {
+            0.0
+        };
+        self.progress
+            .step(&StepInfo {
+                step: self.step,
+                epoch: self.epoch,
+                loss: loss as f64,
+                lr: self.base_lr * factor,
+                samples_per_s: sps,
+            })
+            .map_err(log_error(self.run.opts))
+    }
+
+    /// What follows a step: an evaluation and a checkpoint every `every` steps of the run's
+    /// `eval` (when it counts steps), else a checkpoint every `--checkpoint-every` steps (the
+    /// last step's is written by [`Trainer::finish`]).
+    fn after_step(&mut self) -> Result<(), TrainError> {
+        let step = self.step;
+        let eval = self.run.spec.eval.as_ref();
+        if eval.is_some_and(|e| !e.per_epoch && step.is_multiple_of(e.every.max(1))) {
+            self.off_the_clock(Self::evaluate_and_save)
+        } else if self
+            .run
+            .opts
+            .checkpoint_every
+            .is_some_and(|n| step.is_multiple_of(n) && step < self.total)
+        {
+            self.off_the_clock(|t| t.save())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// What follows an epoch: an evaluation and a checkpoint every `every` epochs of the run's
+    /// `eval` (when it counts epochs), unless the epoch's last step was just evaluated.
+    fn after_epoch(&mut self) -> Result<(), TrainError> {
+        let eval = self.run.spec.eval.as_ref();
+        if eval.is_some_and(|e| e.per_epoch && self.epoch.is_multiple_of(e.every.max(1)))
+            && !self.evaluated_last_step()
+        {
+            self.off_the_clock(Self::evaluate_and_save)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether training should stop before the run's end: on a request ([`super::interrupt`],
+    /// to any of the processes) or once `--stop-after` steps are done.
+    fn stop_requested(&self) -> bool {
+        self.step < self.total
+            && (self.shard.stop_requested()
+                || self.run.opts.stop_after.is_some_and(|s| self.step >= s))
+    }
+
+    /// Does `work` (an evaluation, a checkpoint) with its time left out of samples/s.
+    fn off_the_clock(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        let t = Instant::now();
+        work(self)?;
+        self.paused += t.elapsed();
+        Ok(())
+    }
+
+    /// [`Trainer::evaluate`], then [`Trainer::save`]: the periodic evaluation.
+    fn evaluate_and_save(&mut self) -> Result<(), TrainError> {
+        self.evaluate()?;
+        self.save()
+    }
+
+    /// Whether the last evaluation was after the current step.
+    fn evaluated_last_step(&self) -> bool {
+        self.last_eval.map(|l| l.0) == Some(self.step)
+    }
+
+    /// Evaluates the parameters on the test split, when there is one, in batches of the
+    /// training batch's size, and reports the result (above the bar, the log's `eval` line).
+    /// The summary's test figures are those of the last evaluation.
+    fn evaluate(&mut self) -> Result<(), TrainError> {
+        let (Some(exec), Some(test)) = (self.eval.as_mut(), self.data.test.as_ref()) else {
+            return Ok(());
+        };
+        let values = &self.params.values;
+        let views: Vec<&[f32]> = self
+            .eval_map
+            .iter()
+            .map(|&i| values[i].as_slice())
+            .collect();
+        let spec = self.run.spec;
+        // Evaluating in batches of the training batch size keeps the evaluation executor's
+        // buffers no larger than the training ones (at 256 they were most of the CNN's memory).
+        let r = evaluate_sharded(
+            self.run.opts.comm.as_ref(),
+            exec.as_mut(),
+            &views,
+            test,
+            self.batch_size,
+            spec.classification,
+            spec.seed,
+            self.run.name,
+            self.step,
+        )?;
+        self.last_eval = Some((self.step, r));
+        self.progress
+            .eval(&EvalInfo {
+                step: self.step,
+                epoch: self.epoch,
+                loss: r.loss,
+                accuracy: r.accuracy,
+                samples: r.samples,
+            })
+            .map_err(log_error(self.run.opts))
+    }
+
+    /// Writes the run's checkpoint, when it has one: its state after the current step.
+    fn save(&self) -> Result<(), TrainError> {
+        match &self.checkpoint {
+            Some(path) => self.save_to(path),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the run's checkpoint for a stopped run to resume from: the run's own file, else
+    /// `<run>.interrupted.safetensors`. Returns where.
+    fn save_interrupted(&self) -> Result<PathBuf, TrainError> {
+        let run = self.run.name;
+        let path = self
+            .checkpoint
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{run}.interrupted.safetensors")));
+        self.save_to(&path)?;
+        Ok(path)
+    }
+
+    /// Writes the run's state after the current step to `path`: the parameters, the optimizer
+    /// state ([`Params::saved`]) and the position a resumed run continues from. Only rank 0
+    /// writes (the ranks hold the same state).
+    fn save_to(&self, path: &Path) -> Result<(), TrainError> {
+        if self.run.opts.comm.rank() != 0 {
+            return Ok(());
+        }
+        let ts = self.params.saved(&self.graph);
+        let pos = Position {
+            run: self.run.name.into(),
+            step: self.step,
+            total: self.total,
+            batches_per_epoch: self.per_epoch,
+        };
+        checkpoint::save_with_meta(path, &ts, Some(self.step), &pos.to_meta()).map_err(|source| {
+            TrainError::Checkpoint {
+                run: self.run.name.into(),
+                source,
+            }
+        })
+    }
+
+    /// Ends a run trained to its last step: evaluates the final parameters (unless that step
+    /// was), writes the checkpoint, and returns the summary (`t0`: when the run's setup began),
+    /// the final parameters and the session's log.
+    pub fn finish(mut self, t0: Instant) -> Result<(RunSummary, Tensors, Log), TrainError> {
+        let train_secs = (self.started.elapsed() - self.paused).as_secs_f64();
+        if !self.evaluated_last_step() {
+            self.evaluate()?;
+        }
+        self.save()?;
+        let log = self.progress.finish().map_err(log_error(self.run.opts))?;
+        let (step, start, per_epoch) = (self.step, self.start, self.per_epoch);
+        let kept = ((step - start) as usize).min(RECENT);
+        let final_loss = if kept == 0 {
+            f64::NAN
+        } else {
+            self.recent[..kept].iter().sum::<f64>() / kept as f64
+        };
+        let summary = RunSummary {
+            run: self.run.name.into(),
+            steps: step,
+            steps_run: step - start,
+            total_steps: self.total,
+            epochs: if per_epoch == 0 {
+                0.0
+            } else {
+                step as f64 / per_epoch as f64
+            },
+            final_loss,
+            test_loss: self.last_eval.map(|l| l.1.loss),
+            test_accuracy: self.last_eval.and_then(|l| l.1.accuracy),
+            samples_per_s: ((step - start) as usize * self.batch_size) as f64
+                / train_secs.max(1e-9),
+            wall_s: t0.elapsed().as_secs_f64(),
+            checkpoint: self.checkpoint,
+        };
+        Ok((summary, self.params.into_tensors(&self.graph), log))
+    }
+
+    /// Ends a run stopped on request, its state saved in `checkpoint`: the error that says so
+    /// (or the log's, if it cannot be flushed).
+    pub fn interrupted(self, checkpoint: PathBuf) -> TrainError {
+        if let Err(e) = self.progress.finish() {
+            return log_error(self.run.opts)(e);
+        }
+        TrainError::Interrupted {
+            run: self.run.name.into(),
+            step: self.step,
+            checkpoint,
+        }
+    }
+}
+
+/// Where run `spec` writes its checkpoint: `--checkpoint`, else its own `checkpoint:` (resolved
+/// against the file's folder), else nowhere.
+fn checkpoint_path(spec: &RunSpec, opts: &TrainOptions) -> Option<PathBuf> {
+    opts.checkpoint.clone().or_else(|| {
+        spec.checkpoint
+            .as_ref()
+            .map(|p| crate::runtime::data::resolve(p, &opts.base_dir))
+    })
+}
+
+/// A [`TrainError::Log`] for the log `--log-json` names.
+fn log_error(opts: &TrainOptions) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    |source| TrainError::Log {
+        path: opts.log_json.clone().unwrap_or_default(),
+        source,
+    }
+}
+
+/// What a step ran on, for finding where a value stopped being finite (by running it again).
+struct Ran<'s> {
+    samples: usize,
+    feeds: &'s [Feed<'s>],
+    views: &'s [&'s [f32]],
+    ctx: StepCtx,
+}
+
+/// The batch buffers: the samples of the current batch gathered from the training split, fed
+/// to the graph's inputs.
+struct Batch {
+    /// For each graph input, whether it takes the labels ([`label_inputs`]).
+    roles: Vec<bool>,
+    x: Buf,
+    y: Buf,
+    /// The samples in `x` and `y`.
+    samples: Vec<usize>,
+}
+
+impl Batch {
+    /// Buffers for batches of `size` samples of `split`, fed to `graph`'s inputs.
+    fn new(graph: &Graph, split: &Split, size: usize) -> Batch {
+        Batch {
+            roles: label_inputs(graph),
+            x: Buf::for_column(&split.x, size),
+            y: Buf::for_column(&split.y, size),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Gathers the samples `idx` of `split`, unless they are already there (a step with the
+    /// same samples does not gather them again); returns whether it did.
+    fn gather(&mut self, split: &Split, idx: &[usize]) -> bool {
+        if idx == self.samples.as_slice() {
+            return false;
+        }
+        gather(&split.x, idx, &mut self.x);
+        gather(&split.y, idx, &mut self.y);
+        self.samples.clear();
+        self.samples.extend_from_slice(idx);
+        true
+    }
+
+    /// The graph's inputs, fed from the buffers, in the allocation of `feeds` (empty).
+    fn feeds<'b>(&'b self, mut feeds: Vec<Feed<'b>>) -> Vec<Feed<'b>> {
+        let feed = |&is_y: &bool| if is_y { self.y.feed() } else { self.x.feed() };
+        feeds.extend(self.roles.iter().map(feed));
+        feeds
+    }
+}
+
+/// The allocations a step borrows into and hands back ([`recycle`]). Empty between steps, they
+/// hold borrows of no lifetime in particular: `'static` stands for any.
+struct Spare {
+    feeds: Vec<Feed<'static>>,
+    views: Vec<&'static [f32]>,
+    updates: Vec<Update<'static>>,
+    grads: Vec<&'static [f32]>,
+}
+
+/// Empties a vector of borrows so that its allocation can hold borrows of another lifetime (an
+/// in-place collect of an empty iterator keeps the buffer when the layouts agree).
+#[allow(clippy::unnecessary_filter_map)] // filter_map is what changes the item type
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
