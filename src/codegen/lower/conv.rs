@@ -10,29 +10,14 @@ use super::{Built, ChannelSplit, Cx, RowSplit, Scratch, Step};
 use crate::codegen::im2col::ConvGeom;
 use crate::codegen::kernel::KernelModule;
 use crate::codegen::{conv, direct_conv, CodegenError};
-use crate::ir::{Graph, Op, UnaryOp, Window};
+use crate::ir::{Chain, Graph, Op, UnaryOp, Window};
 
 /// `Conv2d`, `Conv2dGradInput` and `Conv2dGradWeight` by window `w`.
 pub(super) fn conv2d(cx: &Cx, out: &mut Built, w: &Window) -> Result<Step, CodegenError> {
     cx.arity(2)?;
     let (op, x) = (&cx.n.op, cx.ity(0));
     if let (Op::Conv2d(_), Some(geom)) = (op, direct_geom(&x, w)) {
-        let at = DirectAt {
-            slots: [cx.ins[0], cx.ins[1], cx.i],
-            scratch_base: cx.scratch_base,
-        };
-        let beside = pool_beside(cx.g, cx.i);
-        let (km, scratch) = (&mut out.km, &mut out.scratch);
-        return direct_step(
-            km,
-            cx.header,
-            &geom,
-            cx.ty,
-            at,
-            (None, false),
-            beside,
-            scratch,
-        );
+        return direct_forward(cx, out, &geom, (None, false));
     }
     if let (Op::Conv2dGradWeight(_), Some(geom)) = (op, direct_geom(&x, w)) {
         if let Some(step) = direct_grad_weight(cx, out, &geom)? {
@@ -56,6 +41,24 @@ pub(super) fn conv2d(cx: &Cx, out: &mut Built, w: &Window) -> Result<Step, Codeg
     )
 }
 
+/// The forward convolution of node `cx`, of images of `geom`, run directly ([`direct_step`])
+/// with its epilogue (the chain and the slot of its bias, and whether a 2×2 max pooling
+/// follows), and pooled besides when the graph reads that ([`crate::ir::Op::PoolBeside`]).
+pub(super) fn direct_forward(
+    cx: &Cx,
+    out: &mut Built,
+    geom: &ConvGeom,
+    epi: (Option<(&Chain, Option<usize>)>, bool),
+) -> Result<Step, CodegenError> {
+    let at = DirectAt {
+        slots: [cx.ins[0], cx.ins[1], cx.i],
+        scratch_base: cx.scratch_base,
+    };
+    let beside = pool_beside(cx.g, cx.i);
+    let (km, scratch) = (&mut out.km, &mut out.scratch);
+    direct_step(km, cx.header, geom, cx.ty, at, epi, beside, scratch)
+}
+
 /// `Conv2dGradWeight` of images of `geom` run directly, when its types fit and
 /// [`direct_conv::grad_weight_applies`]: the images bordered ([`border_all`]), then the sums by
 /// parts of the output channels; `None` otherwise.
@@ -71,16 +74,7 @@ fn direct_grad_weight(
     if !(fits && direct_conv::grad_weight_applies(geom)) {
         return Ok(None);
     }
-    let scratch = (cx.scratch_base, &mut out.scratch);
-    let pad = border_all(
-        &mut out.km,
-        header,
-        geom,
-        ins[0],
-        scratch,
-        &mut out.steps,
-        false,
-    )?;
+    let pad = border_all(cx, out, geom, false)?;
     let part = o / channel_parts(o, 8);
     let title = format!(
         "{header}\n; direct convolution weight gradient: sums, by parts of {part} channels"
@@ -116,16 +110,7 @@ pub(super) fn grad_weight_unpool(
     // whose rows are split by column parity; shorter ones are routed into a plane of
     // `dz` per part first.
     let split = direct_conv::split_row(&geom).1;
-    let scratch = (cx.scratch_base, &mut out.scratch);
-    let pad = border_all(
-        &mut out.km,
-        header,
-        &geom,
-        ins[0],
-        scratch,
-        &mut out.steps,
-        split,
-    )?;
+    let pad = border_all(cx, out, &geom, split)?;
     let part = o / channel_parts(o, 8);
     let parts = o / part;
     let dz = (!split).then(|| {
@@ -190,7 +175,7 @@ pub fn direct_geom(x: &crate::ir::Type, win: &crate::ir::Window) -> Option<ConvG
 }
 
 /// The [`crate::ir::Op::PoolBeside`] of node `i`, if any.
-pub(super) fn pool_beside(g: &Graph, i: usize) -> Option<usize> {
+fn pool_beside(g: &Graph, i: usize) -> Option<usize> {
     second_result(g, i, |op| matches!(op, Op::PoolBeside(_)))
 }
 
@@ -246,24 +231,26 @@ pub fn unpool_grad_weight_applies(
         && dw.dims == [o, geom.c, geom.win.kernel, geom.win.kernel]
 }
 
-/// The first step of a direct weight gradient: every image of the batch (slot `x`) bordered
-/// into a scratch of its own, split over the threads by images; that scratch's slot.
+/// The first step of a direct weight gradient: every image of the batch (the node's first
+/// input) bordered into a scratch of its own, split over the threads by images; that scratch's
+/// slot.
 fn border_all(
-    km: &mut KernelModule,
-    header: &str,
+    cx: &Cx,
+    out: &mut Built,
     geom: &ConvGeom,
-    x: usize,
-    (scratch_base, scratch): (usize, &mut Vec<Scratch>),
-    steps: &mut Vec<Step>,
     split: bool,
 ) -> Result<usize, CodegenError> {
+    let x = cx.ins[0];
     let s = direct_conv::scratch(geom, split);
-    let pad = add_scratch(scratch, scratch_base, s);
-    let title = format!("{header}\n; direct convolution weight gradient: borders");
-    let border = km.kernel(&title, |kb| {
+    let pad = add_scratch(&mut out.scratch, cx.scratch_base, s);
+    let title = format!(
+        "{}\n; direct convolution weight gradient: borders",
+        cx.header
+    );
+    let border = out.km.kernel(&title, |kb| {
         direct_conv::emit_border_all(kb, geom, [x, pad], split)
     })?;
-    steps.push(Step::Kernel {
+    out.steps.push(Step::Kernel {
         k: border,
         rows: Some(RowSplit {
             batched: vec![(x, geom.image_len()), (pad, s.per)],
@@ -276,9 +263,9 @@ fn border_all(
 }
 
 /// Table slots of a direct convolution: `x`, `w`, the output, and where scratch slots start.
-pub(super) struct DirectAt {
-    pub(super) slots: [usize; 3],
-    pub(super) scratch_base: usize,
+struct DirectAt {
+    slots: [usize; 3],
+    scratch_base: usize,
 }
 
 /// A direct convolution ([`direct_conv`]) of output type `ty` with its epilogue (the chain and
@@ -288,7 +275,7 @@ pub(super) struct DirectAt {
 /// ([`direct_parts`]), each part with its own bordered image. Every output channel is summed
 /// the same way in all, so the bits are the same.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn direct_step(
+fn direct_step(
     km: &mut KernelModule,
     header: &str,
     geom: &ConvGeom,

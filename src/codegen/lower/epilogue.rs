@@ -3,7 +3,7 @@
 //! direct or Winograd convolution applying its chain as it stores, or else the product's step
 //! with the epilogue as a second function called per block of the product ([`EpiStep`]).
 
-use super::conv::{direct_geom, direct_step, pool_beside, DirectAt};
+use super::conv::{direct_forward, direct_geom};
 use super::matmul::matmul_dims;
 use super::{emit, second_result, Built, Cx, Step};
 use crate::codegen::epilogue::{self, EpiStep};
@@ -37,37 +37,14 @@ pub(super) fn with_epilogue(
     };
     if let Some((w, chain, pooled)) = conv_chain {
         if let Some(geom) = direct_geom(&cx.ity(0), &w) {
-            let at = DirectAt {
-                slots: [cx.ins[0], cx.ins[1], cx.i],
-                scratch_base: cx.scratch_base,
-            };
             let epi = Some((chain, cx.ins.get(2).copied()));
-            let beside = pool_beside(cx.g, cx.i);
-            let (km, scratch) = (&mut out.km, &mut out.scratch);
-            let step = direct_step(
-                km,
-                cx.header,
-                &geom,
-                cx.ty,
-                at,
-                (epi, pooled),
-                beside,
-                scratch,
-            )?;
-            return Ok(Some(step));
+            return direct_forward(cx, out, &geom, (epi, pooled)).map(Some);
         }
         if convolve_applying(cx, out, producer, &w, chain, pooled)? {
             return Ok(None);
         }
     } else {
-        // The product's step, with the epilogue attached.
-        let product = Node {
-            op: producer.op(),
-            inputs: cx.n.inputs[..2].to_vec(),
-            ty: cx.ty.clone(),
-            label: cx.n.label.clone(),
-        };
-        emit(&Cx::new(cx.g, cx.i, &product, cx.header), out)?;
+        emit_product(cx, out, producer)?;
     }
     attach(cx, out, producer, epi, grad)?;
     Ok(None)
@@ -142,6 +119,18 @@ fn convolve_applying(
     let applied = matches!(step, Step::Winograd(_));
     out.steps.push(step);
     Ok(applied)
+}
+
+/// Pushes the step of the product alone (its first two inputs), as [`emit`] lowers it, for
+/// [`attach`] to attach the epilogue to.
+fn emit_product(cx: &Cx, out: &mut Built, producer: Producer) -> Result<(), CodegenError> {
+    let product = Node {
+        op: producer.op(),
+        inputs: cx.n.inputs[..2].to_vec(),
+        ty: cx.ty.clone(),
+        label: cx.n.label.clone(),
+    };
+    emit(&Cx::new(cx.g, cx.i, &product, cx.header), out)
 }
 
 /// Compiles `epi` (writing a loss's gradient to `grad` when it has one) and attaches it to the

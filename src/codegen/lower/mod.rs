@@ -219,20 +219,7 @@ pub fn lower(g: &Graph, keep_values: bool, listing: Listing) -> Result<Lowered, 
                 )));
             }
         }
-        let st = match (plan.home[i], &n.op) {
-            (Home::Caller, Op::Input { .. }) => {
-                Storage::Input(inputs.iter().position(|(v, _)| v.index() == i).unwrap_or(0))
-            }
-            (Home::Caller, Op::Param(p)) if p.index() < g.params.len() => Storage::Param(p.index()),
-            (Home::Caller, _) => {
-                return Err(CodegenError::Graph(format!(
-                    "%{i} ({}) is neither an input nor a parameter of the graph",
-                    n.op.name()
-                )))
-            }
-            (Home::Alias(j), _) => Storage::Alias(j),
-            (Home::Buffer(_), _) => Storage::Owned,
-        };
+        let st = storage_of(g, &inputs, plan.home[i], i)?;
         if st == Storage::Owned && !matches!(n.op, Op::Const(_)) {
             check_dtypes(g, i, n)?;
             let h = header(g, i);
@@ -264,6 +251,31 @@ pub fn lower(g: &Graph, keep_values: bool, listing: Listing) -> Result<Lowered, 
         modules,
         plan,
         listing,
+    })
+}
+
+/// Where the value of node `i` lives, from its home in the memory plan: the caller's slice of
+/// the input or parameter it is (`inputs` being [`Graph::inputs`]), an alias, or a buffer.
+fn storage_of(
+    g: &Graph,
+    inputs: &[(crate::ir::ValueId, &str)],
+    home: Home,
+    i: usize,
+) -> Result<Storage, CodegenError> {
+    let n = &g.nodes[i];
+    Ok(match (home, &n.op) {
+        (Home::Caller, Op::Input { .. }) => {
+            Storage::Input(inputs.iter().position(|(v, _)| v.index() == i).unwrap_or(0))
+        }
+        (Home::Caller, Op::Param(p)) if p.index() < g.params.len() => Storage::Param(p.index()),
+        (Home::Caller, _) => {
+            return Err(CodegenError::Graph(format!(
+                "%{i} ({}) is neither an input nor a parameter of the graph",
+                n.op.name()
+            )))
+        }
+        (Home::Alias(j), _) => Storage::Alias(j),
+        (Home::Buffer(_), _) => Storage::Owned,
     })
 }
 
