@@ -1,6 +1,8 @@
 //! Data loading: IDX (raw and gzipped), CSV, text and inline sources; splits; conforming to the
 //! model's input types; and every error case, on small files written to a temporary folder.
 
+mod common;
+
 use flate2::write::GzEncoder;
 use nnc::ir::{DataSpec, ScalarExpr, Source, Type};
 use nnc::runtime::data::{
@@ -653,11 +655,10 @@ fn empty_and_too_short_text() {
 
 #[test]
 fn real_mnist_headers_when_present() {
-    let dir = Path::new("/work/shared/data/mnist");
-    if !dir.join("train-images-idx3-ubyte.gz").exists() {
-        eprintln!("MNIST not found; skipped");
+    let Some(dir) = common::shared_data("mnist") else {
         return;
-    }
+    };
+    let dir = dir.as_path();
     let s = spec(
         idx_src("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
         Some(idx_src(

@@ -5,7 +5,10 @@
 //! tests that need them are skipped with a note on stderr, unless the environment variable `CI` is
 //! set, in which case they fail.
 
+mod common;
+
 use assert_cmd::Command;
+use common::{root, shared_data};
 use nnc::runtime::train::{Backend, Session, Tensors, TrainOptions};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,31 +17,8 @@ fn nnc() -> Command {
     Command::cargo_bin("nnc").expect("the nnc binary is built")
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn example(name: &str) -> PathBuf {
     root().join("examples").join(name)
-}
-
-/// `../shared/data/<name>`, or `None` (after a note on stderr) when it is missing outside CI.
-fn data_dir(name: &str) -> Option<PathBuf> {
-    let dir = root().join("../shared/data").join(name);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "the data set `{name}` is missing: expected it at {} (CI is set, so this test may not be skipped)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "note: skipping this test: the data set `{name}` is not at {}",
-        dir.display()
-    );
-    None
 }
 
 /// A scratch path unique to this process and test, removed (file or folder) when dropped.
@@ -220,7 +200,7 @@ fn xor_learns_and_trains_deterministically() {
 
 #[test]
 fn mnist_mlp_full_epoch_reaches_94_percent() {
-    let Some(mnist) = data_dir("mnist") else {
+    let Some(mnist) = shared_data("mnist") else {
         return;
     };
     let log = Scratch::new("mlp", "log.jsonl");
@@ -260,7 +240,7 @@ fn mnist_mlp_full_epoch_reaches_94_percent() {
 
 #[test]
 fn mnist_cnn_40_steps_loss_falls() {
-    let Some(mnist) = data_dir("mnist") else {
+    let Some(mnist) = shared_data("mnist") else {
         return;
     };
     let log = Scratch::new("cnn", "log.jsonl");
@@ -291,7 +271,7 @@ fn mnist_cnn_40_steps_loss_falls() {
 
 #[test]
 fn char_rnn_40_steps_then_sample() {
-    let Some(text_dir) = data_dir("tinyshakespeare") else {
+    let Some(text_dir) = shared_data("tinyshakespeare") else {
         return;
     };
     let log = Scratch::new("rnn", "log.jsonl");
@@ -366,7 +346,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn autoencoder_pretrain_frozen_finetune() {
-    let Some(mnist) = data_dir("mnist") else {
+    let Some(mnist) = shared_data("mnist") else {
         return;
     };
     let file = example("autoencoder_finetune.nn");
@@ -481,7 +461,7 @@ fn autoencoder_pretrain_frozen_finetune() {
 
 #[test]
 fn distill_full_epoch_beats_labels_alone() {
-    let Some(mnist) = data_dir("mnist") else {
+    let Some(mnist) = shared_data("mnist") else {
         return;
     };
     // The file writes its teacher's checkpoint next to itself: train a copy in a scratch folder.

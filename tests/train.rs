@@ -4,6 +4,8 @@
 //! The executor here is a plain-Rust linear model (output = x·w + b, MSE) with hand-written
 //! gradients: an independent implementation that needs neither autodiff nor a back end.
 
+mod common;
+
 use nnc::exec::{ExecError, Executor, Feed, StepCtx, UpdateHyper, Updater};
 use nnc::ir::*;
 use nnc::runtime::checkpoint::Checkpoint;
@@ -535,13 +537,10 @@ fn xor_trains_with_the_jit_and_is_deterministic() {
 
 // ----- the real examples on the real data (slow: run with `--ignored`)
 
-/// Checks and trains `examples/<name>.nn` on /work/shared/data with the JIT, `steps` per run.
+/// Checks and trains `examples/<name>.nn` on the shared data set `data` with the JIT, `steps`
+/// per run.
 fn train_example(name: &str, data: &str, steps: Option<u64>) -> Option<Vec<RunSummary>> {
-    let dir = std::path::Path::new("/work/shared/data").join(data);
-    if !dir.exists() {
-        eprintln!("{} not found; skipped", dir.display());
-        return None;
-    }
+    let dir = common::shared_data(data)?;
     let src = std::fs::read_to_string(format!("{}/examples/{name}.nn", env!("CARGO_MANIFEST_DIR")))
         .unwrap();
     let p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
@@ -610,10 +609,10 @@ fn mnist_cnn_trains_a_few_steps() {
 
 #[test]
 fn predict_agrees_with_evaluation_and_reads_idx_and_pgm() {
-    let mnist = std::path::Path::new("/work/shared/data/mnist");
-    if !mnist.exists() {
+    let Some(mnist) = common::shared_data("mnist") else {
         return;
-    }
+    };
+    let mnist = mnist.as_path();
     use nnc::runtime::predict::{predict, read_inputs};
     let src = std::fs::read_to_string(format!(
         "{}/examples/mnist_mlp.nn",
@@ -686,10 +685,10 @@ fn predict_agrees_with_evaluation_and_reads_idx_and_pgm() {
 
 #[test]
 fn sampling_is_seeded_and_cold_sampling_is_the_interpreters_argmax() {
-    let text = std::path::Path::new("/work/shared/data/tinyshakespeare");
-    if !text.exists() {
+    let Some(text) = common::shared_data("tinyshakespeare") else {
         return;
-    }
+    };
+    let text = text.as_path();
     use nnc::runtime::sample::{sample, SampleOptions};
     let src = std::fs::read_to_string(format!(
         "{}/examples/char_rnn.nn",

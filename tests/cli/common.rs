@@ -78,21 +78,8 @@ pub fn train_to(nn: &std::path::Path, ck: &std::path::Path) {
     assert_code(&out, 0);
 }
 
-/// `$NNC_SHARED_DATA/mnist` when set, else the MNIST folder beside the repository; `None` when
-/// it is missing (then the test is skipped, except in CI).
+/// The MNIST folder ([`shared::shared_data`]); `None` when it is missing (then the test is
+/// skipped, except in CI).
 pub fn mnist() -> Option<PathBuf> {
-    let dir = match std::env::var_os("NNC_SHARED_DATA") {
-        Some(base) => PathBuf::from(base).join("mnist"),
-        None => root().join("../shared/data/mnist"),
-    };
-    if dir.join("t10k-images-idx3-ubyte.gz").exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI needs the MNIST data at {}",
-        dir.display()
-    );
-    eprintln!("skipped: no MNIST data at {}", dir.display());
-    None
+    shared::shared_data("mnist")
 }

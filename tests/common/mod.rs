@@ -18,6 +18,29 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The data set `name` (`mnist`, `tinyshakespeare`) of `$NNC_SHARED_DATA` when set, else of
+/// `../shared/data` beside the repository. `None`, with a note, when it is missing: the test is
+/// then skipped, except in CI, where a missing data set fails it.
+pub fn shared_data(name: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("NNC_SHARED_DATA") {
+        Some(base) => PathBuf::from(base).join(name),
+        None => root().join("../shared/data").join(name),
+    };
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs the data set `{name}` at {}",
+        dir.display()
+    );
+    eprintln!(
+        "note: skipped: the data set `{name}` is not at {}",
+        dir.display()
+    );
+    None
+}
+
 /// The text of `examples/<name>.nn`.
 pub fn source(name: &str) -> String {
     let path = root().join("examples").join(format!("{name}.nn"));
