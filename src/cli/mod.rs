@@ -121,6 +121,19 @@ impl CliError {
 
 pub type CliResult = Result<(), CliError>;
 
+/// Runs `command`, turning a panic (a bug in nnc: bad input has errors of its own) into an
+/// internal error, so that the process exits with 2 as README says, after the panic's message,
+/// rather than with Rust's 101.
+fn guarded(command: impl FnOnce() -> CliResult) -> CliResult {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(command)).unwrap_or_else(|payload| {
+        let what = match payload.downcast::<String>() {
+            Ok(s) => *s,
+            Err(payload) => payload.downcast_ref::<&str>().unwrap_or(&"").to_string(),
+        };
+        Err(CliError::internal(format!("nnc panicked: {what}")))
+    })
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -134,7 +147,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let result = match cli.command {
+    let result = guarded(|| match cli.command {
         Command::Check {
             file,
             stats,
@@ -148,7 +161,7 @@ pub fn main() -> ExitCode {
         Command::Predict(args) => predict::run(&args),
         Command::Sample(args) => sample::run(&args),
         Command::Plot(args) => plot::run(&args),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::User(msg)) => {
@@ -167,5 +180,24 @@ pub fn main() -> ExitCode {
             eprintln!("{msg}");
             ExitCode::from(130)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{guarded, CliError};
+
+    #[test]
+    fn a_panic_is_an_internal_error_that_names_it() {
+        let message = |r| match r {
+            Err(CliError::Internal(m)) => m,
+            other => panic!("not an internal error: {other:?}"),
+        };
+        let n = 3;
+        let formatted = message(guarded(|| panic!("kernel {n} failed")));
+        assert_eq!(formatted, "internal error: nnc panicked: kernel 3 failed");
+        let literal = message(guarded(|| panic!("no kernel")));
+        assert_eq!(literal, "internal error: nnc panicked: no kernel");
+        assert!(guarded(|| Ok(())).is_ok());
     }
 }
