@@ -181,9 +181,12 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
                 same += &format!(" --data-dir {}", d.display());
             }
             // With `--checkpoint`, the interrupted run saved to it (to its own file when several
-            // runs were trained), and the resumed one must go on writing there.
+            // runs were trained), and the resumed one must go on writing there. So must a run
+            // that has no checkpoint of its own (saved to `<run>.interrupted.safetensors`):
+            // resumed without one, it would end writing nothing, its training lost.
+            let has_own = program.run(&run).is_some_and(|r| r.checkpoint.is_some());
             let mut after = String::new();
-            if args.checkpoint.is_some() {
+            if args.checkpoint.is_some() || !has_own {
                 after += &format!(" --checkpoint {}", checkpoint.display());
             }
             if args.interp {

@@ -151,6 +151,51 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
     assert_same_checkpoint(&straight, &ck);
 }
 
+/// A run with no checkpoint path saves `<run>.interrupted.safetensors`, and the command it prints
+/// resumes into that file: without `--checkpoint`, the resumed run would end writing nothing.
+#[test]
+fn an_interrupted_run_without_a_checkpoint_resumes_into_the_file_it_saved() {
+    let s = Scratch::new("resume-no-checkpoint");
+    let log = s.path("log.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .arg("train")
+        .arg(root().join("examples/xor.nn"))
+        .args(["--quiet", "--steps", "100000000", "--log-json"])
+        .arg(&log)
+        .current_dir(s.dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Steps are logged once the handler of Ctrl-C is in place.
+    let t0 = Instant::now();
+    while std::fs::metadata(&log).map_or(true, |m| m.len() == 0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no step after a minute"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "nnc ended before a step"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let ck = "Xor.interrupted.safetensors";
+    assert!(s.path(ck).exists(), "{err}");
+    assert_has(
+        &err,
+        &[&format!("--run Xor --resume {ck} --checkpoint {ck}")],
+    );
+}
+
 #[test]
 fn resuming_a_finished_run_says_it_is_complete() {
     let s = Scratch::new("resume-finished");
