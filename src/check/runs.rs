@@ -4,12 +4,15 @@
 use super::data::Checked;
 use super::fit::{check_vocab, input_fits, label_type};
 use super::lower::{Lower, Models, V};
+use super::models::Signature;
 use super::names::{did_you_mean, show};
 use super::refs::{checkpoint_file, run_ref, teacher_forward, teacher_ref};
 use super::settings::Settings;
 use super::{consts, losses, optim, params};
 use crate::diag::Diag;
-use crate::ir::{Graph, InitFrom, Length, RunSpec, Schedule};
+use crate::ir::{
+    EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule, TeacherSpec, Type, ValueId,
+};
 use crate::syntax::ast::{Expr, ExprKind, Span, Train};
 use std::collections::HashMap;
 
@@ -54,28 +57,138 @@ fn take_all<T>(r: Result<T, Vec<Diag>>, diags: &mut Vec<Diag>) -> Option<T> {
     r.map_err(|d| diags.extend(d)).ok()
 }
 
+/// Checks a `train` block and returns its run, or `None` when anything is wrong with it (reported
+/// here, or with the model or data block it uses). In stages: read the settings
+/// ([`RunSettings::read`]), check that the model, data and loss fit together ([`Basis::of`]),
+/// build the graphs ([`build_graphs`]), read `eval:`, then [`assemble`] the run.
 pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
     let before = diags.len();
-    let name = t.name.as_ref().unwrap_or(&t.model).name.clone();
-    let s = Settings::new(&t.settings, KEYS, "a train block", diags);
-    let model_ok = match cx.models.ast.contains_key(t.model.name.as_str()) {
-        true => true,
-        false => {
-            let help = did_you_mean(&t.model.name, cx.models.ast.keys().copied())
-                .unwrap_or_else(|| "declare it with `model Name(x: [dims]) { ... }`".into());
-            diags.push(
-                Diag::new(
-                    "nnc::name",
-                    format!("unknown model `{}`", t.model.name),
-                    t.model.span,
-                    "no such model",
-                )
-                .help(help),
-            );
-            false
+    let s = RunSettings::read(cx, t, diags);
+    let basis = Basis::of(cx, t, &s, diags)?;
+    let built = build_graphs(cx, t, &s, &basis, diags)?;
+    let classification = basis.class_use || loss_is_classification(basis.loss);
+    let eval = eval_setting(&s.keys, classification, diags);
+    if diags.len() > before {
+        return None;
+    }
+    assemble(t, s, built, eval, classification)
+}
+
+/// The settings of a `train` block as read, before any graph exists: each is `None` where it was
+/// bad or missing (and reported), and holds its default where it was left out. Those that need
+/// the graphs (`freeze`, `lr_scale`, whether `init` fits) or the loss (`eval`) are read later,
+/// from `keys`.
+struct RunSettings<'a> {
+    /// The run's name: its own, or its model's.
+    name: String,
+    /// The settings by key, each known key at most once.
+    keys: Settings<'a>,
+    /// Whether the model is declared.
+    model_ok: bool,
+    /// The data block, when it is declared and checked cleanly.
+    data: Option<&'a Checked>,
+    optimizer: Option<OptimizerSpec>,
+    schedule: Option<Schedule>,
+    batch: Option<usize>,
+    length: Option<Length>,
+    shuffle: Option<bool>,
+    seed: Option<usize>,
+    checkpoint: Option<String>,
+    init: Option<InitFrom>,
+    /// The teacher, with the span of its setting.
+    teacher: Option<(TeacherSpec, Span)>,
+    loss: Option<&'a Expr>,
+}
+
+impl<'a> RunSettings<'a> {
+    /// Reads every setting that needs no graph, reporting every bad or missing one (not only the
+    /// first: they are independent), in this order: unknown or repeated keys, the model, the
+    /// data, then the settings one by one, the loss last.
+    fn read(cx: &Ctx<'a>, t: &'a Train, diags: &mut Vec<Diag>) -> RunSettings<'a> {
+        let name = t.name.as_ref().unwrap_or(&t.model).name.clone();
+        let s = Settings::new(&t.settings, KEYS, "a train block", diags);
+        let model_ok = model_known(cx, t, diags);
+        let data = data_of(cx, t, diags);
+        let optimizer = match s.get("optimizer") {
+            Some(e) => take_all(optim::optimizer(e), diags),
+            None => {
+                diags.push(missing(&name, "optimizer", t, "optimizer: sgd(lr: 0.1)"));
+                None
+            }
+        };
+        let schedule = s.get("schedule").map_or(Some(Schedule::constant()), |e| {
+            take_all(optim::schedule(e), diags)
+        });
+        let batch = s
+            .get("batch")
+            .map_or(Some(32), |e| take(consts::size(e, "the batch size"), diags));
+        let length = length(&s, diags);
+        let shuffle = s
+            .get("shuffle")
+            .map_or(Some(true), |e| take(consts::boolean(e, "shuffle"), diags));
+        let seed = s
+            .get("seed")
+            .map_or(Some(0), |e| take(consts::count(e, "the seed"), diags));
+        let checkpoint = s
+            .get("checkpoint")
+            .and_then(|e| take(checkpoint_file(e), diags));
+        let init = s
+            .get("init")
+            .and_then(|e| take(run_ref(cx, e, &name, "init"), diags));
+        let teacher = s
+            .get("teacher")
+            .and_then(|e| take(teacher_ref(cx, e, &name), diags));
+        let loss = s.get("loss");
+        if loss.is_none() {
+            diags.push(missing(
+                &name,
+                "loss",
+                t,
+                "loss: cross_entropy(output, label)",
+            ));
         }
-    };
-    let data = match cx.data.get(&t.data.name) {
+        RunSettings {
+            name,
+            keys: s,
+            model_ok,
+            data,
+            optimizer,
+            schedule,
+            batch,
+            length,
+            shuffle,
+            seed,
+            checkpoint,
+            init,
+            teacher,
+            loss,
+        }
+    }
+}
+
+/// Whether the run's model is declared; reports it when not.
+fn model_known(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> bool {
+    if cx.models.ast.contains_key(t.model.name.as_str()) {
+        return true;
+    }
+    let help = did_you_mean(&t.model.name, cx.models.ast.keys().copied())
+        .unwrap_or_else(|| "declare it with `model Name(x: [dims]) { ... }`".into());
+    diags.push(
+        Diag::new(
+            "nnc::name",
+            format!("unknown model `{}`", t.model.name),
+            t.model.span,
+            "no such model",
+        )
+        .help(help),
+    );
+    false
+}
+
+/// The run's data block: `None` when it is unknown (reported here) or has errors (reported with
+/// the block).
+fn data_of<'a>(cx: &Ctx<'a>, t: &Train, diags: &mut Vec<Diag>) -> Option<&'a Checked> {
+    match cx.data.get(&t.data.name) {
         Some(d) => d.as_ref(),
         None => {
             let help = did_you_mean(&t.data.name, cx.data.keys().map(String::as_str))
@@ -91,29 +204,23 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
             );
             None
         }
-    };
-    let optimizer = match s.get("optimizer") {
-        Some(e) => take_all(optim::optimizer(e), diags),
-        None => {
-            diags.push(
-                Diag::new(
-                    "nnc::train",
-                    format!("run `{name}` has no optimizer"),
-                    t.model.span.to(t.data.span),
-                    "no `optimizer:`",
-                )
-                .help("add e.g. `optimizer: sgd(lr: 0.1)`"),
-            );
-            None
-        }
-    };
-    let schedule = s.get("schedule").map_or(Some(Schedule::constant()), |e| {
-        take_all(optim::schedule(e), diags)
-    });
-    let batch = s
-        .get("batch")
-        .map_or(Some(32), |e| take(consts::size(e, "the batch size"), diags));
-    let length = match (s.setting("epochs"), s.setting("steps")) {
+    }
+}
+
+/// A required setting (`optimizer`, `loss`) that is missing, with an `example` of it.
+fn missing(name: &str, key: &str, t: &Train, example: &str) -> Diag {
+    Diag::new(
+        "nnc::train",
+        format!("run `{name}` has no {key}"),
+        t.model.span.to(t.data.span),
+        format!("no `{key}:`"),
+    )
+    .help(format!("add e.g. `{example}`"))
+}
+
+/// `epochs: N` or `steps: N` (not both); one epoch when neither is set.
+fn length(s: &Settings, diags: &mut Vec<Diag>) -> Option<Length> {
+    match (s.setting("epochs"), s.setting("steps")) {
         (Some(a), Some(b)) => {
             let later = if a.span.start > b.span.start { a } else { b };
             let first = if a.span.start > b.span.start { b } else { a };
@@ -134,196 +241,300 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
         (None, Some(b)) => take(consts::size(&b.value, "the number of steps"), diags)
             .map(|n| Length::Steps(n as u64)),
         (None, None) => Some(Length::Epochs(1)),
-    };
-    let shuffle = s
-        .get("shuffle")
-        .map_or(Some(true), |e| take(consts::boolean(e, "shuffle"), diags));
-    let seed = s
-        .get("seed")
-        .map_or(Some(0), |e| take(consts::count(e, "the seed"), diags));
-    let checkpoint = s
-        .get("checkpoint")
-        .and_then(|e| take(checkpoint_file(e), diags));
-    let init = s
-        .get("init")
-        .and_then(|e| take(run_ref(cx, e, &name, "init"), diags));
-    let teacher = s
-        .get("teacher")
-        .and_then(|e| take(teacher_ref(cx, e, &name), diags));
-
-    let loss_expr = s.get("loss");
-    if loss_expr.is_none() {
-        diags.push(
-            Diag::new(
-                "nnc::train",
-                format!("run `{name}` has no loss"),
-                t.model.span.to(t.data.span),
-                "no `loss:`",
-            )
-            .help("add e.g. `loss: cross_entropy(output, label)`"),
-        );
     }
-    let (class_use, _) = loss_expr.map_or((false, false), losses::label_use);
+}
 
-    // The graphs need a model that checked cleanly and a data block that did.
-    let sig = cx
-        .models
-        .sigs
-        .get(&t.model.name)
-        .filter(|s| s.output.is_some() && model_ok);
-    let (Some(sig), Some(data), Some(loss_expr)) = (sig, data, loss_expr) else {
-        return None;
-    };
-    if let (Some(st), Some(_)) = (s.setting("teacher"), &teacher) {
-        if !losses::mentions(loss_expr, "teacher") {
-            diags.push(
-                Diag::new("nnc::train", "the loss never uses the teacher", loss_expr.span, "no `teacher` here")
-                    .also(st.span, "a teacher is set here")
-                    .help("distill with `kd(output, teacher, label)` or `kl_div(teacher, output)`, or remove `teacher:`"),
-            );
+/// What the graphs are built from: a model that checked cleanly, data that did and fits it, and
+/// the loss.
+struct Basis<'a> {
+    sig: &'a Signature,
+    data: &'a Checked,
+    loss: &'a Expr,
+    /// Whether the loss uses `label` as class ids.
+    class_use: bool,
+    /// The type of `label` in the graphs.
+    label: Type,
+}
+
+impl<'a> Basis<'a> {
+    /// `None` when the model, the data or the loss is missing or has errors (reported already),
+    /// when a valid teacher goes unused by the loss, or when the data does not fit the model or
+    /// the loss (reported here): building graphs from them would only repeat those errors.
+    fn of(
+        cx: &Ctx<'a>,
+        t: &Train,
+        s: &RunSettings<'a>,
+        diags: &mut Vec<Diag>,
+    ) -> Option<Basis<'a>> {
+        let sig = cx
+            .models
+            .sigs
+            .get(&t.model.name)
+            .filter(|sig| sig.output.is_some() && s.model_ok);
+        let (Some(sig), Some(data), Some(loss)) = (sig, s.data, s.loss) else {
+            return None;
+        };
+        if let (Some(st), Some(_)) = (s.keys.setting("teacher"), &s.teacher) {
+            if !losses::mentions(loss, "teacher") {
+                diags.push(teacher_unused(loss, st.span));
+                return None;
+            }
+        }
+        if s.keys.get("teacher").is_some() && s.teacher.is_none() {
+            // The loss would only add that `teacher` is unknown.
             return None;
         }
-    }
-    if s.get("teacher").is_some() && teacher.is_none() {
-        // The loss would only add that `teacher` is unknown.
-        return None;
-    }
-    take(input_fits(sig, &data.kind, t), diags)?;
-    let label = take(label_type(&data.kind, class_use, t, loss_expr), diags)?;
-    let mut graphs = Vec::new();
-    for training in [true, false] {
-        let gname = if training {
-            format!("train {name}")
-        } else {
-            format!("eval {name}")
-        };
-        let mut g = Graph::new(gname, training);
-        let x = g.input(&sig.input_name, sig.input.clone());
-        let y = g.input("label", label.clone());
-        let model = cx.models.ast[t.model.name.as_str()];
-        let out = Lower::new(cx.models, &mut g, "", training).body(model, x);
-        let V::T(out) = out else { return None };
-        let t_out = match &teacher {
-            Some((spec, span)) => Some(take(
-                teacher_forward(cx, &mut g, spec, x, out, *span),
-                diags,
-            )?),
-            None => None,
-        };
-        graphs.push((g, x, y, out, t_out));
-    }
-    let model_name = t.model.name.as_str();
-    let freeze = {
-        let [(g1, ..), (g2, ..)] = &mut graphs[..] else {
-            unreachable!("two graphs")
-        };
-        s.get("freeze").map_or(Vec::new(), |e| {
-            params::freeze(e, model_name, &mut [g1, g2], diags)
+        let (class_use, _) = losses::label_use(loss);
+        take(input_fits(sig, &data.kind, t), diags)?;
+        let label = take(label_type(&data.kind, class_use, t, loss), diags)?;
+        Some(Basis {
+            sig,
+            data,
+            loss,
+            class_use,
+            label,
         })
-    };
-    let lr_scale = s.get("lr_scale").map_or(Vec::new(), |e| {
-        params::lr_scale(e, model_name, &graphs[0].0, diags)
-    });
-    if let (Some(InitFrom::Run(r)), Some(e)) = (&init, s.get("init")) {
-        if let Some(from) = cx.earlier.get(r).and_then(|e| e.params.as_ref()) {
-            take(
-                params::init_compatible(&graphs[0].0, from, r, e.span),
-                diags,
-            );
-        }
     }
+}
+
+/// A teacher set at `setting` that the loss never mentions.
+fn teacher_unused(loss: &Expr, setting: Span) -> Diag {
+    Diag::new(
+        "nnc::train",
+        "the loss never uses the teacher",
+        loss.span,
+        "no `teacher` here",
+    )
+    .also(setting, "a teacher is set here")
+    .help(
+        "distill with `kd(output, teacher, label)` or `kl_div(teacher, output)`, \
+         or remove `teacher:`",
+    )
+}
+
+/// One graph's forward pass: the model's output on input `x`, and the teacher's when there is
+/// one; `y` is the `label` input.
+struct Forward {
+    g: Graph,
+    x: ValueId,
+    y: ValueId,
+    out: ValueId,
+    teacher: Option<ValueId>,
+}
+
+/// The run's two graphs, each ending in its loss, and the parameter settings applied to them.
+struct Built {
+    graph: Graph,
+    eval_graph: Graph,
+    freeze: Vec<String>,
+    lr_scale: Vec<(String, f64)>,
+}
+
+/// Builds the training and evaluation graphs: first their forward passes, against whose
+/// parameters `freeze`, `lr_scale` and `init` are checked (and the vocabulary against the
+/// output), then the loss on each.
+fn build_graphs(
+    cx: &Ctx,
+    t: &Train,
+    s: &RunSettings,
+    b: &Basis,
+    diags: &mut Vec<Diag>,
+) -> Option<Built> {
+    let mut train = forward(cx, t, s, b, true, diags)?;
+    let mut eval = forward(cx, t, s, b, false, diags)?;
+    let model = t.model.name.as_str();
+    let freeze = s.keys.get("freeze").map_or(Vec::new(), |e| {
+        params::freeze(e, model, &mut [&mut train.g, &mut eval.g], diags)
+    });
+    let lr_scale = s
+        .keys
+        .get("lr_scale")
+        .map_or(Vec::new(), |e| params::lr_scale(e, model, &train.g, diags));
+    init_fits(cx, s, &train.g, diags);
     check_vocab(
-        sig,
-        &data.kind,
-        &graphs[0].0,
-        graphs[0].3,
-        class_use,
+        b.sig,
+        &b.data.kind,
+        &train.g,
+        train.out,
+        b.class_use,
         t,
         diags,
     );
-    let mut built = Vec::new();
-    for (i, (mut g, x, y, out, t_out)) in graphs.into_iter().enumerate() {
-        let mut l = Lower::new(cx.models, &mut g, "", i == 0);
-        l.loss_mode = true;
-        l.bind_var("output", V::T(out));
-        l.bind_var("label", V::T(y));
-        l.bind_var(&sig.input_name, V::T(x));
-        if let Some(t) = t_out {
-            l.bind_var("teacher", V::T(t));
+    let graph = with_loss(cx, b, train, true, diags)?;
+    let eval_graph = with_loss(cx, b, eval, false, diags)?;
+    Some(Built {
+        graph,
+        eval_graph,
+        freeze,
+        lr_scale,
+    })
+}
+
+/// The forward pass of the training or the evaluation graph. The teacher runs in both, so that
+/// the loss means the same in each.
+fn forward(
+    cx: &Ctx,
+    t: &Train,
+    s: &RunSettings,
+    b: &Basis,
+    training: bool,
+    diags: &mut Vec<Diag>,
+) -> Option<Forward> {
+    let name = &s.name;
+    let gname = if training {
+        format!("train {name}")
+    } else {
+        format!("eval {name}")
+    };
+    let mut g = Graph::new(gname, training);
+    let x = g.input(&b.sig.input_name, b.sig.input.clone());
+    let y = g.input("label", b.label.clone());
+    let model = cx.models.ast[t.model.name.as_str()];
+    let out = Lower::new(cx.models, &mut g, "", training).body(model, x);
+    let V::T(out) = out else { return None };
+    let teacher = match &s.teacher {
+        Some((spec, span)) => Some(take(
+            teacher_forward(cx, &mut g, spec, x, out, *span),
+            diags,
+        )?),
+        None => None,
+    };
+    Some(Forward {
+        g,
+        x,
+        y,
+        out,
+        teacher,
+    })
+}
+
+/// `init:` from an earlier run that checked cleanly: its parameters must fit this run's.
+fn init_fits(cx: &Ctx, s: &RunSettings, g: &Graph, diags: &mut Vec<Diag>) {
+    if let (Some(InitFrom::Run(r)), Some(e)) = (&s.init, s.keys.get("init")) {
+        if let Some(from) = cx.earlier.get(r).and_then(|e| e.params.as_ref()) {
+            take(params::init_compatible(g, from, r, e.span), diags);
         }
-        let loss = l.expr(loss_expr);
-        let ldiags = std::mem::take(&mut l.diags);
-        let loss = match loss {
-            V::T(v) if l.g.ty(v).is_scalar() => Some(v),
-            V::T(v) => {
-                let ty = show(l.g.ty(v));
-                if ldiags.is_empty() {
-                    diags.push(
-                        Diag::new(
-                            "nnc::train",
-                            format!("the loss must be a single number, found {ty}"),
-                            loss_expr.span,
-                            format!("this is {ty} per sample"),
-                        )
-                        .help("wrap it in a loss function such as `mse(output, label)`"),
-                    );
-                }
-                None
-            }
-            V::N(_) => {
+    }
+}
+
+/// Lowers the loss on a forward pass (with `output`, `label`, the model's input and `teacher`
+/// bound) and makes `loss` and `output` the graph's outputs. The loss's own errors are reported
+/// from the training graph only: the evaluation graph would repeat them.
+fn with_loss(
+    cx: &Ctx,
+    b: &Basis,
+    f: Forward,
+    training: bool,
+    diags: &mut Vec<Diag>,
+) -> Option<Graph> {
+    let Forward {
+        mut g,
+        x,
+        y,
+        out,
+        teacher,
+    } = f;
+    let mut l = Lower::new(cx.models, &mut g, "", training);
+    l.loss_mode = true;
+    l.bind_var("output", V::T(out));
+    l.bind_var("label", V::T(y));
+    l.bind_var(&b.sig.input_name, V::T(x));
+    if let Some(t) = teacher {
+        l.bind_var("teacher", V::T(t));
+    }
+    let loss = l.expr(b.loss);
+    let ldiags = std::mem::take(&mut l.diags);
+    let loss = single_number(l.g, loss, b.loss, ldiags.is_empty(), diags);
+    if training {
+        diags.extend(ldiags);
+    }
+    let loss = loss?;
+    g.set_output("loss", loss);
+    g.set_output("output", out);
+    Some(g)
+}
+
+/// The loss's value, which must be a single number that depends on the model. A value per sample
+/// is reported only when lowering the loss reported nothing (`clean`).
+fn single_number(
+    g: &Graph,
+    loss: V,
+    e: &Expr,
+    clean: bool,
+    diags: &mut Vec<Diag>,
+) -> Option<ValueId> {
+    match loss {
+        V::T(v) if g.ty(v).is_scalar() => Some(v),
+        V::T(v) => {
+            let ty = show(g.ty(v));
+            if clean {
                 diags.push(
                     Diag::new(
                         "nnc::train",
-                        "the loss is a constant",
-                        loss_expr.span,
-                        "does not depend on the model",
+                        format!("the loss must be a single number, found {ty}"),
+                        e.span,
+                        format!("this is {ty} per sample"),
                     )
-                    .help("write e.g. `loss: cross_entropy(output, label)`"),
+                    .help("wrap it in a loss function such as `mse(output, label)`"),
                 );
-                None
             }
-            V::Bad => None,
-        };
-        if i == 0 {
-            diags.extend(ldiags);
+            None
         }
-        let loss = loss?;
-        g.set_output("loss", loss);
-        g.set_output("output", out);
-        built.push(g);
+        V::N(_) => {
+            diags.push(
+                Diag::new(
+                    "nnc::train",
+                    "the loss is a constant",
+                    e.span,
+                    "does not depend on the model",
+                )
+                .help("write e.g. `loss: cross_entropy(output, label)`"),
+            );
+            None
+        }
+        V::Bad => None,
     }
-    let classification = class_use || loss_is_classification(loss_expr);
-    let eval = match s.get("eval") {
+}
+
+/// `eval:`, read once the graphs are built: its default metrics depend on whether the output is
+/// class logits.
+fn eval_setting(s: &Settings, classification: bool, diags: &mut Vec<Diag>) -> Option<EvalSpec> {
+    match s.get("eval") {
         Some(e) => take(optim::eval(e, classification), diags),
-        None => Some(crate::ir::EvalSpec {
+        None => Some(EvalSpec {
             every: 1,
             per_epoch: true,
             metrics: optim::default_metrics(classification),
         }),
-    };
-    if diags.len() > before {
-        return None;
     }
-    let eval_graph = built.pop()?;
-    let graph = built.pop()?;
+}
+
+/// The run, from settings that all read cleanly (`check` has returned otherwise).
+fn assemble(
+    t: &Train,
+    s: RunSettings,
+    built: Built,
+    eval: Option<EvalSpec>,
+    classification: bool,
+) -> Option<RunSpec> {
     Some(RunSpec {
-        name,
+        name: s.name,
         model: t.model.name.clone(),
         data: t.data.name.clone(),
-        graph,
-        eval_graph,
-        optimizer: optimizer?,
-        schedule: schedule?,
-        batch: batch?,
-        length: length?,
-        shuffle: shuffle?,
-        seed: seed? as u64,
+        graph: built.graph,
+        eval_graph: built.eval_graph,
+        optimizer: s.optimizer?,
+        schedule: s.schedule?,
+        batch: s.batch?,
+        length: s.length?,
+        shuffle: s.shuffle?,
+        seed: s.seed? as u64,
         eval,
-        checkpoint,
-        init,
-        teacher: teacher.map(|(t, _)| t),
-        lr_scale,
-        freeze,
+        checkpoint: s.checkpoint,
+        init: s.init,
+        teacher: s.teacher.map(|(t, _)| t),
+        lr_scale: built.lr_scale,
+        freeze: built.freeze,
         classification,
         span: t.span,
     })
