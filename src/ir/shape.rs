@@ -5,34 +5,9 @@ use super::{BinaryOp, DType, Epilogue, EpilogueLoss, Op, Param, Producer, Type, 
 
 /// The result type of `op` applied to inputs of types `ins`, or a message saying what is wrong.
 pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
-    let arity = |n: usize| -> Result<(), String> {
-        if ins.len() == n {
-            Ok(())
-        } else {
-            Err(format!("{} takes {n} inputs, got {}", op.name(), ins.len()))
-        }
-    };
-    let f32_in = |i: usize| -> Result<(), String> {
-        if ins[i].dtype == DType::F32 {
-            Ok(())
-        } else {
-            Err(format!(
-                "input {i} of {} must be f32, found {}",
-                op.name(),
-                ins[i]
-            ))
-        }
-    };
-    let same = |a: &Type, b: &Type| -> Result<(), String> {
-        if a == b {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} needs equal types, found {a} and {b}",
-                op.name()
-            ))
-        }
-    };
+    let arity = |n: usize| takes(op, ins, n);
+    let f32_in = |i: usize| f32_input(op, ins, i);
+    let same = |a: &Type, b: &Type| same_types(op, a, b);
     match op {
         Op::Input { .. } | Op::Const(_) => {
             Err(format!("{} has no inputs to infer from", op.name()))
@@ -81,48 +56,7 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             arity(2)?;
             f32_in(0)?;
             f32_in(1)?;
-            let (a, b) = (ins[0], ins[1]);
-            if a.dims.is_empty() || b.dims.is_empty() {
-                return Err(format!("matmul needs a matrix, found {a}"));
-            }
-            if *ta {
-                // a: [R, M], b: [R, N] (same leading dims) unless tb.
-                let m = a.last();
-                if *tb {
-                    return Err("matmul with both ta and tb is not supported".into());
-                }
-                if a.batched != b.batched
-                    || a.dims[..a.dims.len() - 1] != b.dims[..b.dims.len().saturating_sub(1)]
-                {
-                    return Err(format!(
-                        "matmul ta needs the same leading dims, found {a} and {b}"
-                    ));
-                }
-                Ok(Type::f32(false, vec![m, b.last()]))
-            } else {
-                let k = a.last();
-                if b.batched || b.dims.len() != 2 {
-                    return Err(format!(
-                        "matmul needs an unbatched matrix on the right, found {b}"
-                    ));
-                }
-                let (bk, n) = if *tb {
-                    (b.dims[1], b.dims[0])
-                } else {
-                    (b.dims[0], b.dims[1])
-                };
-                if bk != k {
-                    return Err(format!(
-                        "matmul inner sizes differ: {a} · {b}{}",
-                        if *tb { "ᵀ" } else { "" }
-                    ));
-                }
-                let mut dims = a.dims.clone();
-                if let Some(last) = dims.last_mut() {
-                    *last = n;
-                }
-                Ok(Type::f32(a.batched, dims))
-            }
+            matmul(ins[0], ins[1], *ta, *tb)
         }
         Op::Fused(c) => {
             arity(if c.bias.is_some() { 2 } else { 1 })?;
@@ -132,48 +66,7 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
                 None => Ok(ins[0].clone()),
             }
         }
-        Op::WithEpilogue { producer, epi } => {
-            arity(2 + epi.extra_inputs())?;
-            let p = infer(&producer.op(), &ins[..2], params)?;
-            if matches!(producer, Producer::MaxPoolGrad(_)) && !matches!(epi, Epilogue::Grad(_)) {
-                return Err("a max-pool gradient takes an activation gradient only".into());
-            }
-            let Some(chain) = epi.chain() else {
-                f32_in(2)?;
-                same(ins[2], &p)?;
-                return Ok(p);
-            };
-            let v = match chain.bias {
-                Some(axis) => {
-                    let want = producer.bias_axis(p.rank());
-                    if axis != want {
-                        return Err(format!(
-                            "the bias of a {} epilogue lies along axis {want}, not {axis}",
-                            producer.op().name()
-                        ));
-                    }
-                    infer(&Op::BiasAdd { axis }, &[&p, ins[2]], params)?
-                }
-                None => p,
-            };
-            if let Epilogue::Pool(_, w) = epi {
-                if !matches!(producer, Producer::Conv2d(_)) {
-                    return Err("a pooling epilogue needs a convolution".into());
-                }
-                return infer(&Op::MaxPool(*w), &[&v], params);
-            }
-            if let Epilogue::Loss(l) = epi {
-                if !matches!(producer, Producer::MatMul { .. }) {
-                    return Err("a loss epilogue needs a matrix product".into());
-                }
-                let target = ins[ins.len() - 1];
-                match l.loss {
-                    EpilogueLoss::CrossEntropy => labels_for(&v, target)?,
-                    EpilogueLoss::Mse => same(&v, target)?,
-                }
-            }
-            Ok(v)
-        }
+        Op::WithEpilogue { producer, epi } => with_epilogue(op, producer, epi, ins, params),
         Op::EpilogueGrad => {
             // That the input is a loss epilogue is checked by the verifier, which sees nodes.
             arity(1)?;
@@ -349,6 +242,141 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             f32_in(0)?;
             Ok(Type::scalar())
         }
+    }
+}
+
+/// The type of `a · b`, or `aᵀ · b` with `ta`, or `a · bᵀ` with `tb` (not both). Without `ta`, `b`
+/// is an unbatched matrix and the result keeps the leading dims of `a`, the last becoming the
+/// columns of `b` (of `bᵀ`). With `ta` (a weight gradient) `a: [R, M]` and `b: [R, N]` share
+/// their leading dims `R`, which are summed over: the result is the unbatched `[M, N]`.
+fn matmul(a: &Type, b: &Type, ta: bool, tb: bool) -> Result<Type, String> {
+    if a.dims.is_empty() || b.dims.is_empty() {
+        return Err(format!("matmul needs a matrix, found {a}"));
+    }
+    if ta {
+        // a: [R, M], b: [R, N] (same leading dims) unless tb.
+        let m = a.last();
+        if tb {
+            return Err("matmul with both ta and tb is not supported".into());
+        }
+        if a.batched != b.batched
+            || a.dims[..a.dims.len() - 1] != b.dims[..b.dims.len().saturating_sub(1)]
+        {
+            return Err(format!(
+                "matmul ta needs the same leading dims, found {a} and {b}"
+            ));
+        }
+        Ok(Type::f32(false, vec![m, b.last()]))
+    } else {
+        let k = a.last();
+        if b.batched || b.dims.len() != 2 {
+            return Err(format!(
+                "matmul needs an unbatched matrix on the right, found {b}"
+            ));
+        }
+        let (bk, n) = if tb {
+            (b.dims[1], b.dims[0])
+        } else {
+            (b.dims[0], b.dims[1])
+        };
+        if bk != k {
+            return Err(format!(
+                "matmul inner sizes differ: {a} · {b}{}",
+                if tb { "ᵀ" } else { "" }
+            ));
+        }
+        let mut dims = a.dims.clone();
+        if let Some(last) = dims.last_mut() {
+            *last = n;
+        }
+        Ok(Type::f32(a.batched, dims))
+    }
+}
+
+/// The type of a product with its epilogue applied (`op`): the producer's type on the first two
+/// inputs, then, checked against the extra inputs, the epilogue's chain, gradient, pooling or
+/// loss. Each epilogue must suit its producer: a max-pool gradient takes only an activation
+/// gradient, a pooling epilogue only follows a convolution, a loss only a matrix product.
+fn with_epilogue(
+    op: &Op,
+    producer: &Producer,
+    epi: &Epilogue,
+    ins: &[&Type],
+    params: &[Param],
+) -> Result<Type, String> {
+    takes(op, ins, 2 + epi.extra_inputs())?;
+    let p = infer(&producer.op(), &ins[..2], params)?;
+    if matches!(producer, Producer::MaxPoolGrad(_)) && !matches!(epi, Epilogue::Grad(_)) {
+        return Err("a max-pool gradient takes an activation gradient only".into());
+    }
+    let Some(chain) = epi.chain() else {
+        f32_input(op, ins, 2)?;
+        same_types(op, ins[2], &p)?;
+        return Ok(p);
+    };
+    let v = match chain.bias {
+        Some(axis) => {
+            let want = producer.bias_axis(p.rank());
+            if axis != want {
+                return Err(format!(
+                    "the bias of a {} epilogue lies along axis {want}, not {axis}",
+                    producer.op().name()
+                ));
+            }
+            infer(&Op::BiasAdd { axis }, &[&p, ins[2]], params)?
+        }
+        None => p,
+    };
+    if let Epilogue::Pool(_, w) = epi {
+        if !matches!(producer, Producer::Conv2d(_)) {
+            return Err("a pooling epilogue needs a convolution".into());
+        }
+        return infer(&Op::MaxPool(*w), &[&v], params);
+    }
+    if let Epilogue::Loss(l) = epi {
+        if !matches!(producer, Producer::MatMul { .. }) {
+            return Err("a loss epilogue needs a matrix product".into());
+        }
+        let target = ins[ins.len() - 1];
+        match l.loss {
+            EpilogueLoss::CrossEntropy => labels_for(&v, target)?,
+            EpilogueLoss::Mse => same_types(op, &v, target)?,
+        }
+    }
+    Ok(v)
+}
+
+/// That `op` has `n` inputs.
+fn takes(op: &Op, ins: &[&Type], n: usize) -> Result<(), String> {
+    if ins.len() == n {
+        Ok(())
+    } else {
+        Err(format!("{} takes {n} inputs, got {}", op.name(), ins.len()))
+    }
+}
+
+/// That input `i` of `op` is f32.
+fn f32_input(op: &Op, ins: &[&Type], i: usize) -> Result<(), String> {
+    if ins[i].dtype == DType::F32 {
+        Ok(())
+    } else {
+        Err(format!(
+            "input {i} of {} must be f32, found {}",
+            op.name(),
+            ins[i]
+        ))
+    }
+}
+
+/// That two types `op` relates are equal.
+fn same_types(op: &Op, a: &Type, b: &Type) -> Result<(), String> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} needs equal types, found {a} and {b}",
+            op.name()
+        ))
     }
 }
 
