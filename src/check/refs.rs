@@ -63,9 +63,17 @@ pub(super) fn run_ref(cx: &Ctx, e: &Expr, this: &str, setting: &str) -> Result<I
         .help("runs execute in the order written: move this run below it"));
     }
     let help = did_you_mean(r, cx.all_runs.iter().map(|(n, _)| n.as_str())).unwrap_or_else(|| {
-        let names: Vec<String> = cx.earlier.keys().map(|n| format!("`{n}`")).collect();
+        // In file order (`earlier` is a hash map: its order changes from one run to the next).
+        let names: Vec<String> = cx
+            .all_runs
+            .iter()
+            .filter(|(n, _)| cx.earlier.contains_key(n))
+            .map(|(n, _)| format!("`{n}`"))
+            .collect();
         if names.is_empty() {
-            "there is no earlier run in this file; a checkpoint file is written in quotes: \"file.safetensors\"".into()
+            "there is no earlier run in this file; a checkpoint file is written in quotes: \
+             \"file.safetensors\""
+                .into()
         } else {
             format!("the earlier runs are {}", names.join(", "))
         }
