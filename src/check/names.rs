@@ -44,7 +44,9 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
                 && (lower.starts_with(&cl) || cl.starts_with(&lower));
             (d <= limit || extends).then_some((d, c))
         })
-        .min_by_key(|(d, _)| *d)
+        // Ties go to the first name in alphabetical order, whatever order (a hash map's) the
+        // candidates come in, so that a message does not change from one run to the next.
+        .min_by_key(|&(d, c)| (d, c))
         .map(|(_, c)| c)
 }
 
@@ -112,6 +114,12 @@ pub fn plural(n: usize, word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tie_goes_to_the_same_name_in_any_order() {
+        assert_eq!(closest("dense", ["tense", "dens"]), Some("dens"));
+        assert_eq!(closest("dense", ["dens", "tense"]), Some("dens"));
+    }
 
     #[test]
     fn distances_and_suggestions() {
