@@ -1,12 +1,27 @@
-//! Snapshots of every example's inference graphs, and training graphs after autodiff, after the
-//! level-1 optimization pipeline (what `nnc ir FILE --stage opt` prints and what the JIT
-//! compiles), of their fusion groups and optimizer update points (`--stage fused`) and of their
-//! memory plans (`--stage plan`).
+//! Snapshots of every example's training graphs after autodiff (what `nnc ir FILE --stage grad`
+//! prints); of its inference and training graphs after the level-1 optimization pipeline (what
+//! `nnc ir FILE --stage opt` prints and what the JIT compiles); of their fusion groups and
+//! optimizer update points (`--stage fused`); and of their memory plans (`--stage plan`).
 
 mod common;
 
 use common::{program, EXAMPLES};
 use nnc::ir::print::graph_to_string;
+
+/// Every run's training graph with its backward pass, as autodiff derives it (before any
+/// optimization): a change to a gradient rule shows here first.
+#[test]
+fn grad_snapshots() {
+    for name in EXAMPLES {
+        let p = program(name);
+        let mut text = String::new();
+        for r in &p.runs {
+            text.push_str(&graph_to_string(&nnc::autodiff::grad(&r.graph).unwrap()));
+            text.push('\n');
+        }
+        insta::assert_snapshot!(format!("grad_{name}"), text);
+    }
+}
 
 #[test]
 fn opt_snapshots() {
