@@ -112,6 +112,7 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         }
         Op::KlDiv => {
             // The first argument is a target by definition: no gradient flows into it.
+            no_gradient_into(b, &node.op, x(0), "its target p")?;
             if b.wants(x(1)) {
                 let d = b.push(x(1), Op::KlDivGrad, vec![x(0), x(1), dy])?;
                 b.accumulate(x(1), d)?;

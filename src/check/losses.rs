@@ -196,8 +196,17 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
                 let help = "the target distribution comes first, then the logits trained \
                             toward it, e.g. `kl_div(teacher, output)` (PyTorch's \
                             `F.kl_div(input, target)` puts them the other way round)";
+                let logits = (vals[1].1, "the logits");
                 l.diags
-                    .push(target_from_parameters("kl_div", vals[0].1, vals[1].1, help));
+                    .push(target_from_parameters(name, vals[0].1, logits, help));
+                return V::Bad;
+            }
+            if op == Op::Bce && depends_on_trainable(l.g, vals[1].0) {
+                let help = "the probabilities come first, then the targets, e.g. \
+                            `binary_cross_entropy(output, label)`";
+                let p = (vals[0].1, "the probabilities");
+                l.diags
+                    .push(target_from_parameters(name, vals[1].1, p, help));
                 return V::Bad;
             }
             l.push(op, vec![vals[0].0, vals[1].0], name, span)
@@ -262,8 +271,12 @@ fn cross_entropy(
         if depends_on_trainable(l.g, b) {
             let help = "the logits come first, then the labels or probabilities, e.g. \
                         `cross_entropy(output, label)`";
-            l.diags
-                .push(target_from_parameters("cross_entropy", sb, sa, help));
+            l.diags.push(target_from_parameters(
+                "cross_entropy",
+                sb,
+                (sa, "the logits"),
+                help,
+            ));
             return None;
         }
         Op::SoftCrossEntropy
@@ -286,18 +299,19 @@ fn cross_entropy(
     }
 }
 
-/// The error for a `loss` whose target (at span `target`) depends on trainable parameters:
+/// The error for a `loss` whose target (at span `target`) depends on trainable parameters (the
+/// argument that is trained toward it at `trained`, with its label):
 /// autodiff sends no gradient into a target, so the model would not learn what the file says
 /// (the arguments are most likely swapped). Reported here, under the target, rather than when
 /// the run's backward pass is built.
-fn target_from_parameters(loss: &str, target: Span, logits: Span, help: &str) -> Diag {
+fn target_from_parameters(loss: &str, target: Span, trained: (Span, &str), help: &str) -> Diag {
     Diag::new(
         "nnc::train",
         format!("the target of {loss} depends on the model's trainable parameters"),
         target,
         "this target depends on trainable parameters",
     )
-    .also(logits, "the logits")
+    .also(trained.0, trained.1)
     .help(format!("no gradient flows into a target: {help}"))
 }
 
