@@ -337,6 +337,13 @@ fn kd(l: &mut Lower, vals: &[(ValueId, Span)], alpha: f64, t: f64, span: Span) -
     let (out, teacher, label) = (vals[0], vals[1], vals[2]);
     let ce = cross_entropy(l, out, label, span)?;
     same_shape(l, "kd", out, teacher)?;
+    if depends_on_trainable(l.g, teacher.0) {
+        let help = "the student's output comes first, then the teacher's, then the labels: \
+                    `kd(output, teacher, label)`";
+        let student = (out.1, "the student's output");
+        l.diags.push(target_from_parameters("kd", teacher.1, student, help));
+        return None;
+    }
     let tc = l.g.constant(t as f32);
     let soft_out = val(l.push(Op::Binary(BinaryOp::Div), vec![out.0, tc], "kd", span))?;
     let soft_teacher = val(l.push(Op::Binary(BinaryOp::Div), vec![teacher.0, tc], "kd", span))?;
