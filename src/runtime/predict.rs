@@ -184,13 +184,20 @@ pub fn pgm(path: &Path, bytes: &[u8]) -> Result<Inputs, PredictError> {
     let values: Vec<f32> = if binary {
         pos += 1; // the single whitespace after maxval
         let wide = maxval > 255;
-        let need = n * if wide { 2 } else { 1 };
-        let px = bytes.get(pos..pos + need).ok_or_else(|| {
-            err(format!(
-                "truncated: expected {need} bytes of pixels, found {}",
-                bytes.len().saturating_sub(pos)
-            ))
-        })?;
+        // Checked: a header's width and height are the file's word, and a product that wrapped
+        // would pass for a few pixels (an image whose sample size is not its pixel count).
+        let need = n
+            .checked_mul(if wide { 2 } else { 1 })
+            .ok_or_else(|| err("PGM size overflows".into()))?;
+        let px = pos
+            .checked_add(need)
+            .and_then(|end| bytes.get(pos..end))
+            .ok_or_else(|| {
+                err(format!(
+                    "truncated: expected {need} bytes of pixels, found {}",
+                    bytes.len().saturating_sub(pos)
+                ))
+            })?;
         if wide {
             px.chunks_exact(2)
                 .map(|c| u16::from_be_bytes([c[0], c[1]]) as f32 * scale)
@@ -356,5 +363,17 @@ mod tests {
             .to_string()
             .contains("truncated"));
         assert!(pgm(p, b"P2 2 1\n").is_err());
+    }
+
+    /// A 16-bit image whose byte count wraps to 0 was read as an image of no pixels, and
+    /// picking its sample (`--index 0`) then sliced past the end.
+    #[test]
+    fn pgm_sizes_that_overflow_are_errors() {
+        let p = Path::new("x.pgm");
+        let huge = b"P5 4294967296 2147483648 65535\n";
+        let e = pgm(p, huge).unwrap_err().to_string();
+        assert!(e.contains("overflows"), "{e}");
+        let e = pgm(p, b"P5 4294967296 4294967295 255\n").unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
     }
 }
