@@ -135,7 +135,10 @@ fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// [lo, hi] of `values` with a margin, never empty.
+/// [lo, hi] of `values` with a margin, never empty and always of finite width: the bounds are
+/// kept within a quarter of f64's range, so that a loss of 1e308 beside one of -1e308 (or an
+/// accuracy of 1e307, 1e309 %) does not make an infinite axis, on which plotters never ends
+/// placing its labels. Points beyond the bounds are clipped.
 fn range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
@@ -143,6 +146,7 @@ fn range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     if !lo.is_finite() {
         return 0.0..1.0;
     }
+    let (lo, hi) = (lo.max(f64::MIN / 4.0), hi.min(f64::MAX / 4.0));
     let pad = ((hi - lo) * 0.05).max(hi.abs().max(1.0) * 0.01);
     (lo - pad)..(hi + pad)
 }
@@ -278,6 +282,25 @@ mod tests {
         let pts: Vec<(f64, f64)> = (0..5).map(|i| (i as f64, i as f64)).collect();
         let s: Vec<f64> = smooth(&pts, 2).iter().map(|p| p.1).collect();
         assert_eq!(s, [0.0, 0.5, 1.5, 2.5, 3.5]);
+    }
+
+    /// Losses of ±1e308 made the loss axis infinite, and drawing it never ended.
+    #[test]
+    fn huge_values_give_a_finite_axis() {
+        let r = range([1e308, -1e308].into_iter());
+        assert!(r.start.is_finite() && r.end.is_finite(), "{r:?}");
+        assert!((r.end - r.start).is_finite() && r.start < -1e307 && r.end > 1e307);
+        let r = range([1.0, f64::INFINITY].into_iter());
+        assert!((r.end - r.start).is_finite() && r.start < 1.0, "{r:?}");
+        let runs = [Curves {
+            name: "a".into(),
+            train: vec![(1.0, 1e308), (2.0, -1e308), (3.0, 1e308), (4.0, 1e308)],
+            eval: vec![(2.0, 1e308, Some(1e307)), (4.0, 0.5, Some(0.5))],
+            ..Curves::default()
+        }];
+        let mut svg = String::new();
+        draw(&runs, &mut svg).unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
     }
 
     #[test]
