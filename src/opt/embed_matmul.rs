@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 
-use super::rewrite::Rewriter;
+use super::rewrite::{use_counts, Rewriter};
 use super::Pass;
 use crate::ir::{shape, Graph, Op, Type, ValueId};
 
@@ -100,15 +100,7 @@ fn sums_fit(g: &Graph, ids: ValueId, dy: ValueId) -> bool {
 }
 
 fn find(g: &Graph) -> Vec<Option<Rewrite>> {
-    let mut readers = vec![0usize; g.nodes.len()];
-    for node in &g.nodes {
-        for v in &node.inputs {
-            readers[v.index()] += 1;
-        }
-    }
-    for o in &g.outputs {
-        readers[o.value.index()] += 1;
-    }
+    let readers = use_counts(g);
     let mut rw: Vec<Option<Rewrite>> = vec![None; g.nodes.len()];
     for (i, n) in g.nodes.iter().enumerate() {
         match n.op {

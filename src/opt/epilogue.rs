@@ -30,7 +30,7 @@
 //! separate kernels (one rounding per op), so results are bit-identical. Runs after
 //! [`super::fuse`], which builds the chains.
 
-use super::rewrite::Rewriter;
+use super::rewrite::{use_counts, Rewriter};
 use super::Pass;
 use crate::ir::{Chain, Epilogue, Graph, LossEpilogue, Node, Op, Producer, ValueId};
 
@@ -80,20 +80,6 @@ pub(super) fn merged_label(a: &str, b: &str) -> String {
         }
     }
     parts.join(", ")
-}
-
-/// How many times each value of `g` is read, by its nodes and as an output.
-pub(super) fn use_counts(g: &Graph) -> Vec<usize> {
-    let mut uses = vec![0usize; g.nodes.len()];
-    for node in &g.nodes {
-        for v in &node.inputs {
-            uses[v.index()] += 1;
-        }
-    }
-    for o in &g.outputs {
-        uses[o.value.index()] += 1;
-    }
-    uses
 }
 
 /// `g` with every single-reader elementwise epilogue of a `MatMul` or `Conv2d` fused into it.

@@ -9,7 +9,7 @@
 //! after it in training graphs too. The fused kernel does the same arithmetic in the same
 //! order as the separate ones, so results are bit-identical.
 
-use super::rewrite::Rewriter;
+use super::rewrite::{use_counts, Rewriter};
 use super::Pass;
 use crate::ir::print::node_to_string;
 use crate::ir::{Chain, Graph, Node, Op, ValueId};
@@ -44,15 +44,7 @@ impl Pending {
 /// `g` with its elementwise chains fused.
 pub fn fuse(g: &Graph) -> Graph {
     let n = g.nodes.len();
-    let mut uses = vec![0usize; n];
-    for node in &g.nodes {
-        for v in &node.inputs {
-            uses[v.index()] += 1;
-        }
-    }
-    for o in &g.outputs {
-        uses[o.value.index()] += 1;
-    }
+    let uses = use_counts(g);
     // The chain ending at each node, and whether the node is absorbed by its reader's chain.
     let mut chains: Vec<Option<Pending>> = vec![None; n];
     let mut absorbed = vec![false; n];

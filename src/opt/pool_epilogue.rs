@@ -13,8 +13,8 @@
 //! so results are bit-identical. Runs after [`super::epilogue`], whose chains it carries into
 //! the pooling epilogue.
 
-use super::epilogue::{merged_label, use_counts};
-use super::rewrite::Rewriter;
+use super::epilogue::merged_label;
+use super::rewrite::{use_counts, Rewriter};
 use super::Pass;
 use crate::ir::{Chain, Epilogue, Graph, Node, Op, Producer, ValueId};
 

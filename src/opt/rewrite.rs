@@ -1,5 +1,6 @@
 //! The shared skeleton of the rewriting passes: a new graph built node by node in the old order,
-//! with a map from old values to new ones, and the outputs remapped at the end.
+//! with a map from old values to new ones, and the outputs remapped at the end; and the count of
+//! each value's readers, by which the fusion passes tell a value they may absorb.
 
 use crate::ir::{Graph, Node, Output, ValueId};
 
@@ -64,4 +65,18 @@ impl<'a> Rewriter<'a> {
             .collect();
         self.new
     }
+}
+
+/// How many times each value of `g` is read, by its nodes and as an output.
+pub(super) fn use_counts(g: &Graph) -> Vec<usize> {
+    let mut uses = vec![0usize; g.nodes.len()];
+    for node in &g.nodes {
+        for v in &node.inputs {
+            uses[v.index()] += 1;
+        }
+    }
+    for o in &g.outputs {
+        uses[o.value.index()] += 1;
+    }
+    uses
 }

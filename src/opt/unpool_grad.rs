@@ -29,8 +29,7 @@
 //! stride 2 tiling the output) and the activation's gradient reads its output (relu, sigmoid,
 //! tanh, exp). Runs after [`super::epilogue`], whose pooling-gradient epilogues it matches.
 
-use super::epilogue::use_counts;
-use super::rewrite::Rewriter;
+use super::rewrite::{use_counts, Rewriter};
 use super::Pass;
 use crate::ir::{Epilogue, Graph, Node, Op, Producer, UnaryOp, ValueId, Window};
 
