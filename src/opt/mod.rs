@@ -33,8 +33,8 @@ pub trait Pass {
 
 /// The passes of optimization level `level`, in order: none at level 0; at level 1 (and above)
 /// constant folding, then common-subexpression elimination, then the products of embedding
-/// look-ups moved to their tables, then dead-code elimination of what those left unused, then fusion of elementwise chains (after the others, which see the
-/// separate ops), then fusion of those chains and of activation gradients into the matrix
+/// look-ups moved to their tables, then dead-code elimination of what those left unused, then
+/// fusion of elementwise chains (after the others, which see the separate ops), then fusion of those chains and of activation gradients into the matrix
 /// products and convolutions that produce their inputs, then of max poolings into the
 /// convolutions they alone read, then of the loss gradients into the products that predict, then
 /// of max-pool gradients into the weight gradients of the first convolutions that alone read them

@@ -26,7 +26,7 @@ pub fn update_points(g: &Graph) -> Vec<(usize, ValueId)> {
         .collect()
 }
 
-/// `optimizer updates of <graph>:` and one line per parameter: its path and the node after
+/// `updates <graph>: <n> parameters` and one line per parameter: its path and the node after
 /// which its update runs.
 pub fn updates_to_string(g: &Graph) -> String {
     let points = update_points(g);

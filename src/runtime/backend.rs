@@ -1,7 +1,7 @@
 //! The two back ends the training loop can drive: the Cranelift JIT (the default) and the
 //! reference interpreter. Both take their backward graph from [`crate::autodiff::grad`]; the JIT
-//! compiles it after [`crate::opt::optimize`] (level 1 by default) (same inputs, parameters and output
-//! names, fewer nodes).
+//! compiles it after [`crate::opt::optimize`] (level 1 by default: same inputs, parameters and
+//! output names, fewer nodes).
 
 use super::optim::ReferenceUpdater;
 use super::train::{Backend, ExecutorFactory};

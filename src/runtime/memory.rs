@@ -3,8 +3,8 @@
 //! bytes it needs, instead of being killed by the kernel mid-run.
 //!
 //! The estimate is what the JIT allocates: every parameter, its gradient, its optimizer state
-//! and the buffer its update is written to during a step, and the buffers of the training graph (forward and backward) at the run's batch size
-//! as the memory plan shares them. The data set itself comes on top (its size is known only
+//! and the buffer its update is written to during a step, and the buffers of the training graph
+//! (forward and backward) at the run's batch size as the memory plan shares them. The data set itself comes on top (its size is known only
 //! once it is read).
 
 use crate::ir::RunSpec;
@@ -35,8 +35,8 @@ impl Footprint {
             .saturating_add(self.activations)
     }
 
-    /// `1.56 GB (parameters 400 MB, gradients 400 MB, optimizer state 0 B, updated parameters
-    /// 400 MB, activations 400 MB)`.
+    /// `1.56 GiB (parameters 400 MiB, gradients 400 MiB, optimizer state 0 B, updated
+    /// parameters 400 MiB, activations 400 MiB)`.
     pub fn describe(&self) -> String {
         format!(
             "{} (parameters {}, gradients {}, optimizer state {}, updated parameters {}, activations {})",
@@ -127,7 +127,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// 1536 → "1.5 KiB": three significant figures, binary units.
+/// 1536 → "1.50 KiB": three significant figures, binary units.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = bytes as f64;
