@@ -341,7 +341,8 @@ fn kd(l: &mut Lower, vals: &[(ValueId, Span)], alpha: f64, t: f64, span: Span) -
         let help = "the student's output comes first, then the teacher's, then the labels: \
                     `kd(output, teacher, label)`";
         let student = (out.1, "the student's output");
-        l.diags.push(target_from_parameters("kd", teacher.1, student, help));
+        l.diags
+            .push(target_from_parameters("kd", teacher.1, student, help));
         return None;
     }
     let tc = l.g.constant(t as f32);
