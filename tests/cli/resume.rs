@@ -44,6 +44,19 @@ fn wait_for_checkpoint(path: &Path, child: &mut std::process::Child) -> u64 {
     Checkpoint::load(path).unwrap().step.unwrap()
 }
 
+/// Sends Ctrl-C (SIGINT) to `child` and returns its stderr, asserting that it exited with 130.
+fn ctrl_c(child: std::process::Child) -> String {
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    err
+}
+
 /// Every tensor of two checkpoints, bit for bit.
 fn assert_same_checkpoint(a: &Path, b: &Path) {
     let (a, b) = (Checkpoint::load(a).unwrap(), Checkpoint::load(b).unwrap());
@@ -121,14 +134,7 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
 
     let ck = dir.path("stopped.safetensors");
     let child = spawn_checkpointing(&data, &dir, 10, &ck);
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    let err = ctrl_c(child);
     let at = Checkpoint::load(&ck).unwrap().step.unwrap();
     assert!(at > 0 && at < 200, "stopped after step {at}");
     assert!(
@@ -180,14 +186,7 @@ fn an_interrupted_run_without_a_checkpoint_resumes_into_the_file_it_saved() {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
+    let err = ctrl_c(child);
     let ck = "Xor.interrupted.safetensors";
     assert!(s.path(ck).exists(), "{err}");
     assert_has(
