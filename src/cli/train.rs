@@ -14,7 +14,7 @@ use crate::runtime::train::resume::Position;
 use crate::runtime::train::{
     interrupt, run_checkpoint, Backend, RunSummary, Session, TrainError, TrainOptions,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -121,28 +121,7 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
             args.file.display()
         )));
     }
-    // With `--resume`, the run to train is the one that wrote the checkpoint.
-    let run_name = match (&args.run, &args.resume) {
-        (Some(r), _) => Some(r.clone()),
-        (None, Some(p)) => {
-            let ck = Checkpoint::load(p).map_err(CliError::user)?;
-            let name = Position::run_of(&ck).ok_or_else(|| {
-                CliError::user(format!(
-                    "checkpoint {} names no run to resume (it was not written by `nnc train`)",
-                    p.display()
-                ))
-            })?;
-            if program.run(name).is_none() {
-                return Err(CliError::user(format!(
-                    "checkpoint {} was written by run `{name}`, which {} does not have",
-                    p.display(),
-                    args.file.display()
-                )));
-            }
-            Some(name.to_string())
-        }
-        (None, None) => None,
-    };
+    let run_name = run_to_train(args, program)?;
     check_outputs(args, &loaded, run_name.as_deref())?;
     super::memory::check(&loaded, run_name.as_deref(), args.max_memory)?;
     let options = TrainOptions {
@@ -173,34 +152,7 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
             run,
             step,
             checkpoint,
-        } => {
-            // The settings that change where the run reads and writes, or its numbers; the length
-            // and the position come from the checkpoint.
-            let mut same = String::new();
-            if let Some(d) = &args.data_dir {
-                same += &format!(" --data-dir {}", d.display());
-            }
-            // With `--checkpoint`, the interrupted run saved to it (to its own file when several
-            // runs were trained), and the resumed one must go on writing there. So must a run
-            // that has no checkpoint of its own (saved to `<run>.interrupted.safetensors`):
-            // resumed without one, it would end writing nothing, its training lost.
-            let has_own = program.run(&run).is_some_and(|r| r.checkpoint.is_some());
-            let mut after = String::new();
-            if args.checkpoint.is_some() || !has_own {
-                after += &format!(" --checkpoint {}", checkpoint.display());
-            }
-            if args.interp {
-                after += " --interp";
-            } else if args.opt != 1 {
-                after += &format!(" --opt {}", args.opt);
-            }
-            CliError::Interrupted(format!(
-                "interrupted: run `{run}` stopped after step {step}; its state is saved in {}\nresume with: nnc train {}{same} --run {run} --resume {}{after}",
-                checkpoint.display(),
-                args.file.display(),
-                checkpoint.display()
-            ))
-        }
+        } => interrupted(args, program, &run, step, &checkpoint),
         e => train_error(e),
     };
     stop_on_sigint();
@@ -219,6 +171,68 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// The run `nnc train` trains: `--run`'s; with `--resume`, the one that wrote the checkpoint;
+/// else `None`, every run of the file.
+fn run_to_train(args: &TrainArgs, program: &Program) -> Result<Option<String>, CliError> {
+    let p = match (&args.run, &args.resume) {
+        (Some(r), _) => return Ok(Some(r.clone())),
+        (None, None) => return Ok(None),
+        (None, Some(p)) => p,
+    };
+    let ck = Checkpoint::load(p).map_err(CliError::user)?;
+    let name = Position::run_of(&ck).ok_or_else(|| {
+        CliError::user(format!(
+            "checkpoint {} names no run to resume (it was not written by `nnc train`)",
+            p.display()
+        ))
+    })?;
+    if program.run(name).is_none() {
+        return Err(CliError::user(format!(
+            "checkpoint {} was written by run `{name}`, which {} does not have",
+            p.display(),
+            args.file.display()
+        )));
+    }
+    Ok(Some(name.to_string()))
+}
+
+/// The error of a run stopped by Ctrl-C after `step` steps, its state saved in `checkpoint`:
+/// where that is, and the command that resumes it.
+fn interrupted(
+    args: &TrainArgs,
+    program: &Program,
+    run: &str,
+    step: u64,
+    checkpoint: &Path,
+) -> CliError {
+    // The settings that change where the run reads and writes, or its numbers; the length and
+    // the position come from the checkpoint.
+    let mut same = String::new();
+    if let Some(d) = &args.data_dir {
+        same += &format!(" --data-dir {}", d.display());
+    }
+    // With `--checkpoint`, the interrupted run saved to it (to its own file when several runs
+    // were trained), and the resumed one must go on writing there. So must a run that has no
+    // checkpoint of its own (saved to `<run>.interrupted.safetensors`): resumed without one,
+    // it would end writing nothing, its training lost.
+    let has_own = program.run(run).is_some_and(|r| r.checkpoint.is_some());
+    let mut after = String::new();
+    if args.checkpoint.is_some() || !has_own {
+        after += &format!(" --checkpoint {}", checkpoint.display());
+    }
+    if args.interp {
+        after += " --interp";
+    } else if args.opt != 1 {
+        after += &format!(" --opt {}", args.opt);
+    }
+    let ck = checkpoint.display();
+    CliError::Interrupted(format!(
+        "interrupted: run `{run}` stopped after step {step}; its state is saved in {ck}\n\
+         resume with: nnc train {}{same} --run {run} --resume {ck}{after}",
+        args.file.display(),
+    ))
 }
 
 /// Refuses, before anything is trained or written, an output that would replace one of the
