@@ -397,29 +397,23 @@ fn conform_column(
         });
     }
     let values = match (col.values, t.dtype) {
-        (Values::F32(v), DType::I32) => {
+        (v @ (Values::F32(_) | Values::Bytes { .. }), DType::I32) => {
             let mut out = Vec::with_capacity(v.len());
-            for (i, &x) in v.iter().enumerate() {
-                if x.fract() != 0.0 || x.abs() > i32::MAX as f32 {
-                    return Err(bad(i / have.max(1), x as f64, "an integer".into()));
+            for i in 0..v.len() {
+                // In f64, where every f32 and both ends of i32 are exact: an f32 compared with
+                // `i32::MAX as f32` (2^31) would let 2^31 through, saturated to 2^31 - 1.
+                let x = v.get(i);
+                if x.fract() != 0.0 {
+                    return Err(bad(i / have.max(1), x, "an integer".into()));
+                }
+                if x < i32::MIN as f64 || x > i32::MAX as f64 {
+                    return Err(bad(i / have.max(1), x, "within the range of i32".into()));
                 }
                 out.push(x as i32);
             }
             Values::I32(out)
         }
         (Values::I32(v), DType::F32) => Values::F32(v.iter().map(|&x| x as f32).collect()),
-        (v @ Values::Bytes { .. }, DType::I32) => {
-            let n = v.len();
-            let mut out = Vec::with_capacity(n);
-            for i in 0..n {
-                let x = v.get(i);
-                if x.fract() != 0.0 || x.abs() > i32::MAX as f64 {
-                    return Err(bad(i / have.max(1), x, "an integer".into()));
-                }
-                out.push(x as i32);
-            }
-            Values::I32(out)
-        }
         (v, _) => v,
     };
     Ok(Column {
@@ -498,6 +492,36 @@ mod tests {
         normalize(&mut col, &e);
         let want: Vec<f32> = raw.iter().map(|&x| e.eval(x as f64) as f32).collect();
         assert_eq!(col.values, Values::F32(want));
+    }
+
+    /// Labels converted to i32 class ids: both ends of i32 load as they are; 2^31 (an f32 that
+    /// `as i32` would saturate to 2^31 - 1) and fractions are refused, naming the value.
+    #[test]
+    fn f32_labels_outside_i32_are_refused_not_saturated() {
+        let ids = Type {
+            dtype: DType::I32,
+            dims: vec![],
+            batched: true,
+        };
+        let labels = |v: Vec<f32>| Column {
+            values: Values::F32(v),
+            shape: vec![],
+        };
+        let ends = vec![-2147483648.0, 0.0, 2147483520.0];
+        let ok = conform_column(labels(ends), &ids, "d", "labels", true).unwrap();
+        assert_eq!(ok.values, Values::I32(vec![i32::MIN, 0, 2147483520]));
+        for (v, expected) in [
+            (2147483648.0f32, "within the range of i32"),
+            (-3e9, "within the range of i32"),
+            (1.5, "an integer"),
+        ] {
+            let e = conform_column(labels(vec![0.0, v]), &ids, "d", "labels", true).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("value {} of sample 1 is not {expected}", v as f64)),
+                "{msg}"
+            );
+        }
     }
 
     #[test]
