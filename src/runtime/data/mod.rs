@@ -317,7 +317,15 @@ fn split(
         drop(all);
         let t = text::read(path, dir, available)?;
         let cut = ((t.ids.len() as f64) * frac).floor() as usize;
-        let train = text::windows(&t.path, &t.ids[..cut], *seq)?;
+        // Named as the part `split` keeps: the file itself holds more than `cut` characters.
+        let train = text::windows(&t.path, &t.ids[..cut], *seq).map_err(|_| DataError::Format {
+            path: t.path.clone(),
+            msg: format!(
+                "`split: {frac}` keeps {cut} of its {} characters for training, too short for \
+                 one window of seq {seq} (+1 for the labels)",
+                t.ids.len()
+            ),
+        })?;
         let test = text::windows(&t.path, &t.ids[cut..], *seq).ok();
         return Ok((train, test));
     }
@@ -473,6 +481,27 @@ mod tests {
                 assert!(msg.contains(&format!("{name}: holds more than")), "{msg}");
             }
         }
+    }
+
+    /// A text whose training part is too short for a window is refused naming the part that
+    /// `split` keeps, not as if the file held only that many characters.
+    #[test]
+    fn a_text_split_too_short_to_train_on_names_the_split() {
+        let dir = std::env::temp_dir().join(format!("nnc-data-unit-{}-split", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("t.txt"), "abcde".repeat(5)).unwrap();
+        let src = Source::Text {
+            path: "t.txt".into(),
+            seq: 8,
+        };
+        let (all, _) = load_source(&src, &dir, None, None).unwrap();
+        let e = split(all, 0.3, &src, &dir, true, None).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("t.txt: `split: 0.3` keeps 7 of its 25 characters for training"),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
