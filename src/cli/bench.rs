@@ -30,9 +30,10 @@ pub struct BenchArgs {
     /// faster.
     #[arg(long, value_parser = super::thread_count)]
     pub threads: Option<usize>,
-    /// Repetitions of the batch-1 inference measurement (at least 1).
-    // 0 would leave no time to take the median of.
-    #[arg(long, default_value_t = 2000, value_parser = super::positive_count())]
+    /// Repetitions of the batch-1 inference measurement (1 to 1,000,000).
+    // 0 would leave no time to take the median of; every repetition's time is kept (for the
+    // median), so a count near usize::MAX overflowed reserving them, and panicked.
+    #[arg(long, default_value_t = 2000, value_parser = reps())]
     pub reps: usize,
     /// Also print where each run's time goes: every compiled step (kernel, GEMM, convolution)
     /// with its share, total and time per call, named by the IR node it computes.
@@ -41,6 +42,14 @@ pub struct BenchArgs {
     /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
     #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
     pub max_memory: Option<u64>,
+}
+
+/// The most `--reps`: at a few microseconds each, seconds of measuring.
+const MAX_REPS: u64 = 1_000_000;
+
+/// The value parser of `--reps`: 1 to [`MAX_REPS`].
+fn reps() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=MAX_REPS)
 }
 
 pub fn run(args: &BenchArgs) -> CliResult {

@@ -74,7 +74,7 @@ pub enum Command {
     Plot(plot::PlotArgs),
 }
 
-/// The value parser of a count that must be at least 1 (`bench --reps`, `gradcheck --batch`):
+/// The value parser of a count that must be at least 1 (`gradcheck --batch`):
 /// 0 is refused with the command line, as `train --steps 0` is, rather than run on nothing.
 fn positive_count() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..)

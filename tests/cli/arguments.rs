@@ -16,10 +16,13 @@ fn refused(args: &[&str], option: &str) {
 }
 
 /// `--reps 0` left the batch-1 latency without a measurement to take the median of (an index
-/// out of bounds); `--steps 0` "trained" 0 steps at 0 samples/s, where `train` refuses it.
+/// out of bounds), and `--reps 18446744073709551615` panicked reserving room for its times;
+/// `--steps 0` "trained" 0 steps at 0 samples/s, where `train` refuses it.
 #[test]
-fn bench_refuses_zero_reps_and_zero_steps() {
-    refused(&["bench", "examples/xor.nn", "--reps", "0"], "--reps");
+fn bench_refuses_zero_or_absurd_reps_and_zero_steps() {
+    for reps in ["0", "1000001", "18446744073709551615"] {
+        refused(&["bench", "examples/xor.nn", "--reps", reps], "--reps");
+    }
     refused(&["bench", "examples/xor.nn", "--steps", "0"], "--steps");
     let out = nnc()
         .args(["bench", "examples/xor.nn", "--steps", "1", "--reps", "1"])
