@@ -102,11 +102,25 @@ impl Mpi {
                 req.as_mut_ptr(),
             )
         };
-        check(OP, rc)?;
-        // SAFETY: MPI_Iallreduce returned success, so it wrote the request handle.
+        self.finish(OP, rc, req, &mut s, buf)
+    }
+
+    /// Waits for the collective that a call returning `rc` started on `s`'s buffers, with
+    /// `req` the request handle that call was to write, then copies `s.recv` into `buf`. After
+    /// a timeout both buffers are leaked: MPI may still write into them.
+    fn finish<T: Copy + Default>(
+        &self,
+        op: &'static str,
+        rc: c_int,
+        req: MaybeUninit<ffi::MPI_Request>,
+        s: &mut Scratch<T>,
+        buf: &mut [T],
+    ) -> Result<(), CommError> {
+        check(op, rc)?;
+        // SAFETY: the call returned success, so it wrote the request handle.
         let req = unsafe { req.assume_init() };
-        if let Err(e) = self.wait(OP, req) {
-            std::mem::forget(std::mem::take(&mut *s));
+        if let Err(e) = self.wait(op, req) {
+            std::mem::forget(std::mem::take(s));
             return Err(e);
         }
         buf.copy_from_slice(&s.recv);
@@ -168,15 +182,7 @@ impl Comm for Mpi {
                 req.as_mut_ptr(),
             )
         };
-        check(OP, rc)?;
-        // SAFETY: MPI_Ibcast returned success, so it wrote the request handle.
-        let req = unsafe { req.assume_init() };
-        if let Err(e) = self.wait(OP, req) {
-            std::mem::forget(std::mem::take(&mut *s));
-            return Err(e);
-        }
-        buf.copy_from_slice(&s.recv);
-        Ok(())
+        self.finish(OP, rc, req, &mut s, buf)
     }
 }
 
