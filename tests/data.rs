@@ -559,6 +559,22 @@ fn csv_ragged_rows_and_non_numbers_name_line_and_column() {
     );
 }
 
+/// A CSV file saved by a spreadsheet starts with a UTF-8 byte order mark: it loads as without
+/// one, where its first field was refused as `\u{feff}1`, shown as `1`, "not a number".
+#[test]
+fn csv_with_a_byte_order_mark_loads() {
+    let dir = tmp("csvbom");
+    std::fs::write(dir.join("b.csv"), "\u{feff}1,2,0\n3,4,1\n").unwrap();
+    let src = Source::Csv {
+        path: "b.csv".into(),
+        label_column: -1,
+        header: false,
+    };
+    let ds = load_ok(&spec(src, None, 1.0, None), &dir, Expect::default());
+    assert_eq!(f32s(&ds.train.x.values), &[1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(f32s(&ds.train.y.values), &[0.0, 1.0]);
+}
+
 /// Found by the `readers` fuzz target: 6e148 is a finite f64 but loaded as f32 infinity.
 #[test]
 fn csv_numbers_beyond_f32_name_line_and_column() {

@@ -17,6 +17,9 @@ pub fn parse_rows(
         column,
         msg,
     };
+    // The byte order mark that spreadsheets put before UTF-8 text is not part of the first field
+    // (it made `\u{feff}1` "not a number", shown as `1`).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows: Vec<(usize, Vec<f64>)> = Vec::new();
     let mut width = None;
     for (i, line) in text.lines().enumerate().skip(header as usize) {
