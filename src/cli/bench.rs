@@ -136,8 +136,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
 }
 
 /// The steps of a run (training and evaluation graphs) or of inference (batch 1 and 1000) by
-/// time: the ten largest, then the rest
-/// in one line.
+/// time: the ten largest, then the rest in one line.
 fn print_profile(steps: &[(String, crate::codegen::profile::Entry)]) {
     let total: f64 = steps.iter().map(|(_, e)| e.time.as_secs_f64()).sum();
     println!(

@@ -79,6 +79,7 @@ pub struct TrainArgs {
     pub mpi_timeout: f64,
 }
 
+/// The worker threads of `--threads n` (already capped at the cores), else one per core.
 pub fn threads(n: Option<usize>) -> usize {
     n.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -88,6 +89,7 @@ pub fn threads(n: Option<usize>) -> usize {
     .max(1)
 }
 
+/// The JIT at [`threads`] of `threads_opt`, or with `interp` the f64 reference interpreter.
 pub fn backend(interp: bool, threads_opt: Option<usize>) -> Backend {
     if interp {
         Backend::interpreter()
