@@ -144,14 +144,7 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
         }
     }
     if test.is_none() && spec.split < 1.0 {
-        let (a, b) = split(
-            train,
-            spec.split,
-            &spec.train,
-            dir,
-            vocab.is_some(),
-            available,
-        )?;
+        let (a, b) = split(train, spec.split, &spec.train, dir, available)?;
         train = a;
         test = b;
     }
@@ -308,10 +301,9 @@ fn split(
     frac: f64,
     src: &Source,
     dir: &Path,
-    is_text: bool,
     available: Option<u64>,
 ) -> Result<(Split, Option<Split>), DataError> {
-    if let (true, Source::Text { path, seq }) = (is_text, src) {
+    if let Source::Text { path, seq } = src {
         // The windows of the whole text are freed first: the text's ids (4 bytes per character)
         // and the two splits' windows (8 more) are then all that is held, as when it was read.
         drop(all);
@@ -495,7 +487,7 @@ mod tests {
             seq: 8,
         };
         let (all, _) = load_source(&src, &dir, None, None).unwrap();
-        let e = split(all, 0.3, &src, &dir, true, None).unwrap_err();
+        let e = split(all, 0.3, &src, &dir, None).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("t.txt: `split: 0.3` keeps 7 of its 25 characters for training"),
