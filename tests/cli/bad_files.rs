@@ -169,6 +169,17 @@ fn bad_csv_and_text_files_say_where() {
         &[("corpus.txt", Vec::new())],
         &["corpus.txt", "empty"],
     );
+    // A `normalize` that is NaN at a value the data holds (4 here), not only a loss that is.
+    let nn = CSV_NN.replace("label: -1)", "label: -1)\n    normalize: (x - 4) / (x - 4)");
+    refused(
+        "csv-normalize-nan",
+        &nn,
+        &[("rows.csv", b"1,2,3\n4,5,6\n".to_vec())],
+        &[
+            "`normalize` turns the input value 4 into NaN",
+            "of `d` for run `M`",
+        ],
+    );
 }
 
 #[test]

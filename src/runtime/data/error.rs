@@ -67,6 +67,11 @@ pub enum DataError {
         limit: u64,
         available: Option<u64>,
     },
+    #[error(
+        "`normalize` turns the input value {input} into {output}: it must give a finite number \
+         for every input the data holds"
+    )]
+    Normalize { input: f64, output: f32 },
     #[error("inline data: {0}")]
     Inline(String),
     #[error("data `{data}`: {what} have {found} per sample, but the model expects {expected}")]

@@ -138,9 +138,9 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
         None => None,
     };
     if let Some(norm) = &spec.normalize {
-        normalize(&mut train.x, norm);
+        normalize(&mut train.x, norm)?;
         if let Some(t) = &mut test {
-            normalize(&mut t.x, norm);
+            normalize(&mut t.x, norm)?;
         }
     }
     if test.is_none() && spec.split < 1.0 {
@@ -188,7 +188,7 @@ pub fn load_eval(
     let vocab = vocabulary(spec, dir)?;
     let (mut test, _) = load_source(src, dir, vocab.as_deref(), memory::available())?;
     if let Some(norm) = &spec.normalize {
-        normalize(&mut test.x, norm);
+        normalize(&mut test.x, norm)?;
     }
     if test.len == 0 {
         return Err(DataError::Empty {
@@ -274,23 +274,38 @@ fn inline(x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<Split, DataError> {
 
 /// Applies `normalize` to f32 inputs. Byte-valued inputs (IDX images, most CSV pixels) go
 /// through a 256-entry table: evaluating the expression tree per element would dominate loading.
-pub fn normalize(col: &mut Column, expr: &ScalarExpr) {
-    if let Values::Bytes { table, .. } = &mut col.values {
+/// An expression that maps an input value the column holds to NaN or ±∞ (as `(x - 1) / (x - 1)`
+/// does 1) is refused with that value: it would otherwise show only later, as a loss that is
+/// not finite, far from its cause.
+pub fn normalize(col: &mut Column, expr: &ScalarExpr) -> Result<(), DataError> {
+    let bad = |input: f64, output: f32| DataError::Normalize { input, output };
+    if let Values::Bytes { bytes, table } = &mut col.values {
         for t in table.iter_mut() {
             *t = expr.eval(*t as f64) as f32;
+        }
+        // A non-finite entry matters only for a byte the column holds.
+        if table.iter().any(|t| !t.is_finite()) {
+            if let Some(&b) = bytes.iter().find(|&&b| !table[b as usize].is_finite()) {
+                return Err(bad(b as f64, table[b as usize]));
+            }
         }
     }
     if let Values::F32(v) = &mut col.values {
         let table: Vec<f32> = (0..256).map(|b| expr.eval(b as f64) as f32).collect();
         for x in v.iter_mut() {
             let b = *x as u8;
-            *x = if b as f32 == *x {
+            let y = if b as f32 == *x {
                 table[b as usize]
             } else {
                 expr.eval(*x as f64) as f32
             };
+            if !y.is_finite() {
+                return Err(bad(*x as f64, y));
+            }
+            *x = y;
         }
     }
+    Ok(())
 }
 
 /// The first `frac` of the samples for training, the rest for testing. A text source is split
@@ -510,7 +525,7 @@ mod tests {
             values: Values::F32(raw.clone()),
             shape: vec![7],
         };
-        normalize(&mut col, &e);
+        normalize(&mut col, &e).unwrap();
         let want: Vec<f32> = raw.iter().map(|&x| e.eval(x as f64) as f32).collect();
         assert_eq!(col.values, Values::F32(want));
     }
@@ -545,6 +560,37 @@ mod tests {
         }
     }
 
+    /// `(x - 1) / (x - 1)` is NaN at 1 only: refused for a column that holds a 1, bytes or f32,
+    /// naming it; accepted for one that does not.
+    #[test]
+    fn a_normalize_that_is_not_finite_on_the_data_is_refused() {
+        let x_minus_1 = || {
+            ScalarExpr::Bin(
+                BinOp::Sub,
+                Box::new(ScalarExpr::X),
+                Box::new(ScalarExpr::Num(1.0)),
+            )
+        };
+        let e = ScalarExpr::Bin(BinOp::Div, Box::new(x_minus_1()), Box::new(x_minus_1()));
+        let column = |values| Column {
+            values,
+            shape: vec![3],
+        };
+        for values in [
+            Values::bytes(vec![0, 1, 2]),
+            Values::F32(vec![0.0, 1.0, 2.5]),
+        ] {
+            let e = normalize(&mut column(values), &e).unwrap_err().to_string();
+            assert!(e.contains("turns the input value 1 into NaN"), "{e}");
+        }
+        for values in [
+            Values::bytes(vec![0, 2, 3]),
+            Values::F32(vec![0.0, 2.0, 2.5]),
+        ] {
+            normalize(&mut column(values), &e).unwrap();
+        }
+    }
+
     #[test]
     fn byte_columns_normalize_slice_and_convert_like_f32_ones() {
         let e = ScalarExpr::Bin(
@@ -561,8 +607,8 @@ mod tests {
             values: Values::F32(raw.iter().map(|&b| b as f32).collect()),
             shape: vec![2],
         };
-        normalize(&mut bytes, &e);
-        normalize(&mut floats, &e);
+        normalize(&mut bytes, &e).unwrap();
+        normalize(&mut floats, &e).unwrap();
         assert_eq!(bytes.values.dtype(), DType::F32);
         let part = bytes.slice(1, 3);
         assert_eq!(part.values.len(), 4);
