@@ -258,6 +258,14 @@ fn a_timeout_that_is_not_a_positive_number_of_seconds_is_refused() {
             "{err}"
         );
     }
+    // More seconds than a timer holds is no limit, not an error.
+    for long in ["1e300", "inf"] {
+        let out = nnc(&["train", s(&nn), "-q", &format!("--mpi-timeout={long}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{long}: {err}");
+    }
 }
 
 /// A long 2-rank job writing a checkpoint every 50 steps to `ck`, with its output in files.

@@ -25,14 +25,17 @@ pub struct Job {
 /// Joins the MPI job this process was started in, if it was started by an MPI launcher;
 /// collectives give up after `timeout_s` seconds.
 pub fn join(timeout_s: f64) -> Result<Option<Job>, CliError> {
-    let timeout = Duration::try_from_secs_f64(timeout_s)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .ok_or_else(|| {
-            CliError::user(format!(
+    let timeout = match Duration::try_from_secs_f64(timeout_s) {
+        Ok(t) if !t.is_zero() => t,
+        // More seconds than a timer holds (or `inf`): no limit in practice. The limit is only
+        // compared with the time waited, never added to an instant.
+        Err(_) if timeout_s > 0.0 => Duration::MAX,
+        _ => {
+            return Err(CliError::user(format!(
                 "--mpi-timeout must be a positive number of seconds, not {timeout_s}"
-            ))
-        })?;
+            )))
+        }
+    };
     if !LAUNCHED.iter().any(|v| std::env::var_os(v).is_some()) {
         return Ok(None);
     }
