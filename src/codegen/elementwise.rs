@@ -18,6 +18,16 @@ pub struct Operand {
     pub scalar: bool,
 }
 
+impl Operand {
+    /// The buffer in `slot`, read element by element.
+    pub fn each(slot: usize) -> Operand {
+        Operand {
+            slot,
+            scalar: false,
+        }
+    }
+}
+
 /// A fused chain on `v` (lanes of `ty`): `+ bias` (one f32 for all lanes, when given), then the
 /// activations in order, as the separate `Fused` kernel computes it (a convolution's epilogue
 /// applied before the store).

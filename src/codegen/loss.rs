@@ -152,16 +152,7 @@ pub fn loss_grad(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     let nf = kb.b.ins().fcvt_from_uint(types::F32, n);
     let scale = kb.b.ins().fdiv(dlv, nf);
     let bce = matches!(op, Op::BceGrad);
-    let operands = [
-        Operand {
-            slot: ins[0],
-            scalar: false,
-        },
-        Operand {
-            slot: ins[1],
-            scalar: false,
-        },
-    ];
+    let operands = [Operand::each(ins[0]), Operand::each(ins[1])];
     map(kb, x, out, &operands, &|kb: &mut Kb, v: &[Value], lane| {
         let s = kb.splat(lane, scale);
         if bce {

@@ -12,16 +12,9 @@ pub(super) fn unary(cx: &Cx, out: &mut Built, u: UnaryOp) -> Result<Step, Codege
     cx.arity(1)?;
     let (i, ins, ty) = (cx.i, &cx.ins, cx.ty);
     out.kernel(cx.header, |kb| {
-        elementwise::map(
-            kb,
-            ty,
-            i,
-            &[Operand {
-                slot: ins[0],
-                scalar: false,
-            }],
-            &|kb, v, lane| elementwise::unary(kb, u, v[0], lane),
-        )
+        elementwise::map(kb, ty, i, &[Operand::each(ins[0])], &|kb, v, lane| {
+            elementwise::unary(kb, u, v[0], lane)
+        })
     })
 }
 
@@ -29,16 +22,7 @@ pub(super) fn unary(cx: &Cx, out: &mut Built, u: UnaryOp) -> Result<Step, Codege
 pub(super) fn unary_grad(cx: &Cx, out: &mut Built, u: UnaryOp) -> Result<Step, CodegenError> {
     cx.arity(2)?;
     let (i, ins, ty) = (cx.i, &cx.ins, cx.ty);
-    let ops = [
-        Operand {
-            slot: ins[0],
-            scalar: false,
-        },
-        Operand {
-            slot: ins[1],
-            scalar: false,
-        },
-    ];
+    let ops = [Operand::each(ins[0]), Operand::each(ins[1])];
     out.kernel(cx.header, |kb| {
         elementwise::map(kb, ty, i, &ops, &|kb, v, lane| {
             elementwise::unary_grad(kb, u, v[0], v[1], lane)
@@ -101,10 +85,7 @@ pub(super) fn fused(cx: &Cx, out: &mut Built, chain: &Chain) -> Result<Step, Cod
             bias::bias_add(kb, ty, axis, i, ins[0], ins[1], &then)
         }),
         None => out.kernel(cx.header, |kb| {
-            let x = Operand {
-                slot: ins[0],
-                scalar: false,
-            };
+            let x = Operand::each(ins[0]);
             elementwise::map(kb, ty, i, &[x], &|kb, v, lane| then(kb, v[0], lane))
         }),
     }

@@ -1,6 +1,7 @@
 //! Recurrent scans over time, their gradient, and the shift by one time step.
 
 use super::{add_scratch, Built, Cx, Step};
+use crate::codegen::kernel::Kb;
 use crate::codegen::{rnn, CodegenError};
 use crate::ir::RnnAct;
 
@@ -8,34 +9,31 @@ use crate::ir::RnnAct;
 /// are split, see [`super::split_rows`]).
 pub(super) fn scan(cx: &Cx, out: &mut Built, act: RnnAct) -> Result<Step, CodegenError> {
     cx.arity(2)?;
-    let (i, ins, ty) = (cx.i, &cx.ins, cx.ty);
-    let s = add_scratch(
-        &mut out.scratch,
-        cx.scratch_base,
-        rnn::scratch(&cx.n.op, ty),
-    );
-    Ok(Step::Kernel {
-        k: out
-            .km
-            .plain_kernel(cx.header, |kb| rnn::scan(kb, act, ty, i, ins, s))?,
-        rows: None,
-    })
+    scan_kernel(cx, out, |kb, s| rnn::scan(kb, act, cx.ty, cx.i, &cx.ins, s))
 }
 
 /// `RnnScanGrad` with activation `act`, backwards through time, with a scratch buffer as
 /// [`scan`].
 pub(super) fn scan_grad(cx: &Cx, out: &mut Built, act: RnnAct) -> Result<Step, CodegenError> {
     cx.arity(3)?;
-    let (i, ins, ty) = (cx.i, &cx.ins, cx.ty);
+    scan_kernel(cx, out, |kb, s| {
+        rnn::scan_grad(kb, act, cx.ty, cx.i, &cx.ins, s)
+    })
+}
+
+/// The kernel `body` emits for a scan (or its gradient), given the slot of its scratch buffer.
+fn scan_kernel(
+    cx: &Cx,
+    out: &mut Built,
+    body: impl FnOnce(&mut Kb, usize),
+) -> Result<Step, CodegenError> {
     let s = add_scratch(
         &mut out.scratch,
         cx.scratch_base,
-        rnn::scratch(&cx.n.op, ty),
+        rnn::scratch(&cx.n.op, cx.ty),
     );
     Ok(Step::Kernel {
-        k: out
-            .km
-            .plain_kernel(cx.header, |kb| rnn::scan_grad(kb, act, ty, i, ins, s))?,
+        k: out.km.plain_kernel(cx.header, |kb| body(kb, s))?,
         rows: None,
     })
 }
