@@ -680,6 +680,17 @@ fn predict_agrees_with_evaluation_and_reads_idx_and_pgm() {
     }
     let e = read_inputs(&mnist.join("t10k-images-idx3-ubyte.gz"), Some(10000)).unwrap_err();
     assert!(e.to_string().contains("index 10000"), "{e}");
+    // A `normalize` that is not finite at a pixel the image holds (0, surely) is refused.
+    let at_zero = ScalarExpr::Bin(
+        nnc::syntax::ast::BinOp::Div,
+        Box::new(ScalarExpr::Num(1.0)),
+        Box::new(ScalarExpr::X),
+    );
+    let e = predict(exec.as_mut(), &views, &from_pgm, Some(&at_zero), 3).unwrap_err();
+    assert!(
+        e.to_string().contains("turns the input value 0 into inf"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

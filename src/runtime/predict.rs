@@ -309,14 +309,7 @@ pub fn outputs(
     }
     let mut values = inputs.values.clone();
     if let Some(n) = normalize {
-        for v in values.iter_mut() {
-            let y = n.eval(*v as f64) as f32;
-            if !y.is_finite() {
-                let (input, output) = (*v as f64, y);
-                return Err(DataError::Normalize { input, output }.into());
-            }
-            *v = y;
-        }
+        data::normalize_values(&mut values, n)?;
     }
     let ids: Vec<i32> = if ty.dtype == DType::I32 {
         values.iter().map(|&v| v as i32).collect()

@@ -278,7 +278,6 @@ fn inline(x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<Split, DataError> {
 /// does 1) is refused with that value: it would otherwise show only later, as a loss that is
 /// not finite, far from its cause.
 pub fn normalize(col: &mut Column, expr: &ScalarExpr) -> Result<(), DataError> {
-    let bad = |input: f64, output: f32| DataError::Normalize { input, output };
     if let Values::Bytes { bytes, table } = &mut col.values {
         for t in table.iter_mut() {
             *t = expr.eval(*t as f64) as f32;
@@ -286,24 +285,33 @@ pub fn normalize(col: &mut Column, expr: &ScalarExpr) -> Result<(), DataError> {
         // A non-finite entry matters only for a byte the column holds.
         if table.iter().any(|t| !t.is_finite()) {
             if let Some(&b) = bytes.iter().find(|&&b| !table[b as usize].is_finite()) {
-                return Err(bad(b as f64, table[b as usize]));
+                let (input, output) = (b as f64, table[b as usize]);
+                return Err(DataError::Normalize { input, output });
             }
         }
     }
     if let Values::F32(v) = &mut col.values {
-        let table: Vec<f32> = (0..256).map(|b| expr.eval(b as f64) as f32).collect();
-        for x in v.iter_mut() {
-            let b = *x as u8;
-            let y = if b as f32 == *x {
-                table[b as usize]
-            } else {
-                expr.eval(*x as f64) as f32
-            };
-            if !y.is_finite() {
-                return Err(bad(*x as f64, y));
-            }
-            *x = y;
+        normalize_values(v, expr)?;
+    }
+    Ok(())
+}
+
+/// [`normalize`] on f32 values (`predict`'s inputs too): whole bytes through a table computed
+/// once, other values through the expression; refused at the first value it makes NaN or ±∞.
+pub fn normalize_values(v: &mut [f32], expr: &ScalarExpr) -> Result<(), DataError> {
+    let table: Vec<f32> = (0..256).map(|b| expr.eval(b as f64) as f32).collect();
+    for x in v.iter_mut() {
+        let b = *x as u8;
+        let y = if b as f32 == *x {
+            table[b as usize]
+        } else {
+            expr.eval(*x as f64) as f32
+        };
+        if !y.is_finite() {
+            let (input, output) = (*x as f64, y);
+            return Err(DataError::Normalize { input, output });
         }
+        *x = y;
     }
     Ok(())
 }
