@@ -9,6 +9,9 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
     let node = b.g.node(v).clone();
     let ins = node.inputs.clone();
     let x = |k: usize| ins[k];
+    if let Some(target) = node.op.loss_target() {
+        no_gradient_into(b, &node.op, x(target))?;
+    }
     match node.op {
         Op::Input { .. } | Op::Param(_) | Op::Const(_) => {}
         Op::Unary(u) => {
@@ -106,13 +109,10 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             b.accumulate(x(0), d)?;
         }
         Op::SoftCrossEntropy => {
-            no_gradient_into(b, &node.op, x(1), "its target")?;
             let d = b.push(x(0), Op::SoftCrossEntropyGrad, vec![x(0), x(1), dy])?;
             b.accumulate(x(0), d)?;
         }
         Op::KlDiv => {
-            // The first argument is a target by definition: no gradient flows into it.
-            no_gradient_into(b, &node.op, x(0), "its target p")?;
             if b.wants(x(1)) {
                 let d = b.push(x(1), Op::KlDivGrad, vec![x(0), x(1), dy])?;
                 b.accumulate(x(1), d)?;
@@ -128,7 +128,6 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             }
         }
         Op::Bce => {
-            no_gradient_into(b, &node.op, x(1), "its target")?;
             let d = b.push(x(0), Op::BceGrad, vec![x(0), x(1), dy])?;
             b.accumulate(x(0), d)?;
         }
@@ -173,10 +172,10 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
     Ok(())
 }
 
-fn no_gradient_into(b: &Backward, op: &Op, target: ValueId, what: &str) -> Result<(), String> {
+fn no_gradient_into(b: &Backward, op: &Op, target: ValueId) -> Result<(), String> {
     if b.wants(target) {
         return Err(format!(
-            "{}: no gradient flows into {what}, which depends on a trainable parameter",
+            "{}: no gradient flows into its target, which depends on a trainable parameter",
             op.name()
         ));
     }

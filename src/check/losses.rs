@@ -189,24 +189,9 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
                 "binary_cross_entropy" => Op::Bce,
                 _ => Op::KlDiv,
             };
-            if same_shape(l, name, vals[0], vals[1]).is_none() {
-                return V::Bad;
-            }
-            if op == Op::KlDiv && depends_on_trainable(l.g, vals[0].0) {
-                let help = "the target distribution comes first, then the logits trained \
-                            toward it, e.g. `kl_div(teacher, output)` (PyTorch's \
-                            `F.kl_div(input, target)` puts them the other way round)";
-                let logits = (vals[1].1, "the logits");
-                l.diags
-                    .push(target_from_parameters(name, vals[0].1, logits, help));
-                return V::Bad;
-            }
-            if op == Op::Bce && depends_on_trainable(l.g, vals[1].0) {
-                let help = "the probabilities come first, then the targets, e.g. \
-                            `binary_cross_entropy(output, label)`";
-                let p = (vals[0].1, "the probabilities");
-                l.diags
-                    .push(target_from_parameters(name, vals[1].1, p, help));
+            if same_shape(l, name, vals[0], vals[1]).is_none()
+                || target_not_trained(l, name, &op, [vals[0], vals[1]]).is_none()
+            {
                 return V::Bad;
             }
             l.push(op, vec![vals[0].0, vals[1].0], name, span)
@@ -268,17 +253,12 @@ fn cross_entropy(
     let op = if tb == ids {
         Op::CrossEntropy
     } else if tb == ta {
-        if depends_on_trainable(l.g, b) {
-            let help = "the logits come first, then the labels or probabilities, e.g. \
-                        `cross_entropy(output, label)`";
-            l.diags.push(target_from_parameters(
-                "cross_entropy",
-                sb,
-                (sa, "the logits"),
-                help,
-            ));
-            return None;
-        }
+        target_not_trained(
+            l,
+            "cross_entropy",
+            &Op::SoftCrossEntropy,
+            [(a, sa), (b, sb)],
+        )?;
         Op::SoftCrossEntropy
     } else {
         let ids_shape = if ids.dims.is_empty() {
@@ -299,20 +279,58 @@ fn cross_entropy(
     }
 }
 
-/// The error for a `loss` whose target (at span `target`) depends on trainable parameters (the
-/// argument that is trained toward it at `trained`, with its label):
-/// autodiff sends no gradient into a target, so the model would not learn what the file says
-/// (the arguments are most likely swapped). Reported here, under the target, rather than when
-/// the run's backward pass is built.
-fn target_from_parameters(loss: &str, target: Span, trained: (Span, &str), help: &str) -> Diag {
-    Diag::new(
-        "nnc::train",
-        format!("the target of {loss} depends on the model's trainable parameters"),
-        target,
-        "this target depends on trainable parameters",
-    )
-    .also(trained.0, trained.1)
-    .help(format!("no gradient flows into a target: {help}"))
+/// Refuses loss `op`'s operands `args` (with their spans in the file) when its target
+/// ([`Op::loss_target`]) depends on trainable parameters: autodiff sends no gradient into a
+/// target, so the model would not learn what the file says (most likely the arguments are
+/// swapped). Reported under the target, with the argument order of the file's `loss`, rather
+/// than as an internal error when the run's backward pass is built.
+fn target_not_trained(
+    l: &mut Lower,
+    loss: &str,
+    op: &Op,
+    args: [(ValueId, Span); 2],
+) -> Option<()> {
+    let Some(t) = op.loss_target() else {
+        return Some(());
+    };
+    let (target, trained) = (args[t], args[1 - t]);
+    if !depends_on_trainable(l.g, target.0) {
+        return Some(());
+    }
+    let (what, order) = match loss {
+        "cross_entropy" => (
+            "the logits",
+            "the logits come first, then the labels or probabilities, e.g. \
+             `cross_entropy(output, label)`",
+        ),
+        "binary_cross_entropy" => (
+            "the probabilities",
+            "the probabilities come first, then the targets, e.g. \
+             `binary_cross_entropy(output, label)`",
+        ),
+        "kd" => (
+            "the student's output",
+            "the student's output comes first, then the teacher's, then the labels: \
+             `kd(output, teacher, label)`",
+        ),
+        _ => (
+            "the logits",
+            "the target distribution comes first, then the logits trained toward it, e.g. \
+             `kl_div(teacher, output)` (PyTorch's `F.kl_div(input, target)` puts them the \
+             other way round)",
+        ),
+    };
+    l.diags.push(
+        Diag::new(
+            "nnc::train",
+            format!("the target of {loss} depends on the model's trainable parameters"),
+            target.1,
+            "this target depends on trainable parameters",
+        )
+        .also(trained.1, what)
+        .help(format!("no gradient flows into a target: {order}")),
+    );
+    None
 }
 
 /// Whether `v` depends on a parameter that is not frozen (the teacher's are).
@@ -337,14 +355,7 @@ fn kd(l: &mut Lower, vals: &[(ValueId, Span)], alpha: f64, t: f64, span: Span) -
     let (out, teacher, label) = (vals[0], vals[1], vals[2]);
     let ce = cross_entropy(l, out, label, span)?;
     same_shape(l, "kd", out, teacher)?;
-    if depends_on_trainable(l.g, teacher.0) {
-        let help = "the student's output comes first, then the teacher's, then the labels: \
-                    `kd(output, teacher, label)`";
-        let student = (out.1, "the student's output");
-        l.diags
-            .push(target_from_parameters("kd", teacher.1, student, help));
-        return None;
-    }
+    target_not_trained(l, "kd", &Op::KlDiv, [teacher, out])?;
     let tc = l.g.constant(t as f32);
     let soft_out = val(l.push(Op::Binary(BinaryOp::Div), vec![out.0, tc], "kd", span))?;
     let soft_teacher = val(l.push(Op::Binary(BinaryOp::Div), vec![teacher.0, tc], "kd", span))?;

@@ -739,6 +739,18 @@ impl Op {
         )
     }
 
+    /// For a loss that trains one input toward another, the index of that other input, its
+    /// target: no gradient flows into it. Autodiff refuses a target that depends on a
+    /// trainable parameter, and the checker reports one under the file's argument before
+    /// that (most likely the arguments are swapped). `mse` is symmetric and has none.
+    pub fn loss_target(&self) -> Option<usize> {
+        match self {
+            Op::CrossEntropy | Op::SoftCrossEntropy | Op::Bce => Some(1),
+            Op::KlDiv => Some(0),
+            _ => None,
+        }
+    }
+
     /// True for elementwise ops (candidates for fusion).
     pub fn is_elementwise(&self) -> bool {
         matches!(
