@@ -98,7 +98,7 @@ fn dropout_only_while_training_and_labels_of_idx() {
             metrics: vec![Metric::Loss, Metric::Accuracy]
         })
     );
-    let norm = p.data("mnist").unwrap().normalize.as_ref().unwrap();
+    let (norm, _) = p.data("mnist").unwrap().normalize.as_ref().unwrap();
     assert_eq!(norm.eval(255.0), 1.0);
     assert_eq!(norm.eval(0.0), -1.0);
     assert_eq!(p.data("mnist").unwrap().split, 0.9);

@@ -47,7 +47,7 @@ fn spec(
         train_span: Span::default(),
         test: test.map(|t| (t, Span::default())),
         split,
-        normalize,
+        normalize: normalize.map(|n| (n, Span::default())),
         span: Span::default(),
     }
 }

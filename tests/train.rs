@@ -636,7 +636,7 @@ fn predict_agrees_with_evaluation_and_reads_idx_and_pgm() {
     let params = nnc::runtime::checkpoint::load_params(&ck, &model.params).unwrap();
     let views: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
     let mut exec = (Backend::jit(1).executor)(model).unwrap();
-    let norm = p.data[0].normalize.as_ref();
+    let norm = p.data[0].normalize.as_ref().map(|(n, _)| n);
     let images = read_inputs(&mnist.join("t10k-images-idx3-ubyte.gz"), None).unwrap();
     assert_eq!((images.count, images.shape.clone()), (10000, vec![28, 28]));
     let preds = predict(exec.as_mut(), &views, &images, norm, 3).unwrap();

@@ -113,7 +113,7 @@ pub fn check(d: &Data, diags: &mut Vec<Diag>) -> Option<Checked> {
         (None, None) => 0.9,
     };
     let normalize = s.get("normalize").and_then(|e| match scalar_expr(e) {
-        Ok(x) => Some(x),
+        Ok(x) => Some((x, e.span)),
         Err(d) => {
             diags.push(d);
             None

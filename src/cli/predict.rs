@@ -3,9 +3,11 @@
 //! when it does not classify.
 
 use super::{source, train, CliError, CliResult};
+use crate::diag::Diag;
 use crate::ir::{ModelIr, Program};
 use crate::runtime::checkpoint::load_params;
-use crate::runtime::predict::{outputs, predict, read_inputs};
+use crate::runtime::data::DataError;
+use crate::runtime::predict::{outputs, predict, read_inputs, PredictError};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -34,20 +36,28 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
     let model = pick_model(p, args.model.as_deref(), &args.file)?;
-    let normalize = training_data(p, model).and_then(|d| d.normalize.clone());
+    let normalize = training_data(p, model).and_then(|d| d.normalize.as_ref());
     let mut exec = with_checkpoint(model, &args.checkpoint)?;
     let inputs = read_inputs(&args.input, args.index).map_err(CliError::user)?;
     let first = args.index.unwrap_or(0);
+    // What `normalize` made of an input value is shown under its line in the file.
+    let fail = |e: PredictError| match (&e, normalize) {
+        (PredictError::Data(DataError::Normalize { .. }), Some((_, span))) => {
+            let label = format!("while normalizing {}", args.input.display());
+            let diag = Diag::new("nnc::data", e.to_string(), *span, label);
+            source::render(&loaded.path, &loaded.text, vec![diag])
+        }
+        _ => CliError::user(e),
+    };
+    let normalize = normalize.map(|(n, _)| n);
     if !ranks_classes(p, model) {
-        let outs =
-            outputs(exec.as_mut(), &[], &inputs, normalize.as_ref()).map_err(CliError::user)?;
+        let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
         for (i, o) in outs.iter().enumerate() {
             println!("sample {}: {}", first + i, show_values(o));
         }
         return Ok(());
     }
-    let ranked = predict(exec.as_mut(), &[], &inputs, normalize.as_ref(), args.top)
-        .map_err(CliError::user)?;
+    let ranked = predict(exec.as_mut(), &[], &inputs, normalize, args.top).map_err(fail)?;
     for (i, top) in ranked.iter().enumerate() {
         let classes: Vec<String> = top
             .iter()

@@ -46,7 +46,8 @@ impl Loaded {
     }
 
     /// A run-time error about one of the file's data sources, rendered under the source's span
-    /// (the `train:` or `test:` line whose file it names, else the whole `data` block). Where
+    /// (the `normalize:` line for what it made of a value, else the `train:` or `test:` line
+    /// whose file it names, else the whole `data` block). Where
     /// data paths are looked for is said only when a file could not be found or opened: for
     /// what is wrong inside a file that was found, it would point the wrong way.
     pub fn data_error(&self, run: &str, error: &DataError) -> CliError {
@@ -59,18 +60,21 @@ impl Loaded {
             return CliError::user(message);
         };
         let mentions = |s: &Source| files(s).iter().any(|n| message.contains(n));
-        let (span, label) = match &data.test {
-            Some((test, span)) if mentions(test) && !mentions(&data.train) => {
-                (*span, "the test split")
+        let (span, label) = match (&data.test, &data.normalize) {
+            (_, Some((_, span))) if matches!(error, DataError::Normalize { .. }) => {
+                (*span, "normalizing")
             }
-            _ if mentions(&data.train) => (data.train_span, "the training split"),
-            _ => (data.span, "this data source"),
+            (Some((test, span)), _) if mentions(test) && !mentions(&data.train) => {
+                (*span, "loading the test split of")
+            }
+            _ if mentions(&data.train) => (data.train_span, "loading the training split of"),
+            _ => (data.span, "loading"),
         };
         let mut diag = Diag::new(
             "nnc::data",
             message,
             span,
-            format!("while loading {label} of `{}` for run `{run}`", data.name),
+            format!("while {label} `{}` for run `{run}`", data.name),
         );
         if error.is_unreadable_file() {
             diag =

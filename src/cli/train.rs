@@ -418,7 +418,7 @@ fn print_inline_outputs(
     let flat: Vec<f32> = x
         .iter()
         .flatten()
-        .map(|v| data.normalize.as_ref().map_or(*v, |n| n.eval(*v)) as f32)
+        .map(|v| data.normalize.as_ref().map_or(*v, |(n, _)| n.eval(*v)) as f32)
         .collect();
     exec.run(
         x.len(),

@@ -93,7 +93,8 @@ pub struct DataSpec {
     pub test: Option<(Source, Span)>,
     /// Fraction of the train source used for training (default 1.0 with a test source, else 0.9).
     pub split: f64,
-    pub normalize: Option<ScalarExpr>,
+    /// The `normalize:` expression, and its span in the file.
+    pub normalize: Option<(ScalarExpr, Span)>,
     /// Declared shape of one input sample (from the model that uses it) is checked at load time.
     pub span: Span,
 }

@@ -177,7 +177,7 @@ fn bad_csv_and_text_files_say_where() {
         &[("rows.csv", b"1,2,3\n4,5,6\n".to_vec())],
         &[
             "`normalize` turns the input value 4 into NaN",
-            "of `d` for run `M`",
+            "while normalizing `d` for run `M`",
         ],
     );
 }

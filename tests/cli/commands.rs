@@ -428,6 +428,25 @@ fn predict_shows_the_values_of_a_model_that_does_not_classify() {
         .collect();
     assert_eq!(values.len(), 2, "{line}");
     assert!(values.iter().all(|v| v.parse::<f32>().is_ok()), "{line}");
+    // A `normalize` that is not finite at an input value is shown under its line in the file.
+    let text = std::fs::read_to_string(&nn).unwrap();
+    let at_zero = s.write(
+        "at_zero.nn",
+        text.replace(
+            "y: [[1, 0], [0, 1]])",
+            "y: [[1, 0], [0, 1]])\n    normalize: 1 / x",
+        ),
+    );
+    let err = user_error(&predict(&at_zero.to_string_lossy(), &rck, &[]));
+    assert_has(
+        &err,
+        &[
+            "turns the input value 0 into inf",
+            "normalize: 1 / x",
+            "while normalizing",
+            "xor.csv",
+        ],
+    );
 
     let out = predict("examples/xor.nn", &ck, &["--top", "0"]);
     assert_code(&out, 1);

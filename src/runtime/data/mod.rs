@@ -137,7 +137,7 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
         Some((src, _)) => Some(load_source(src, dir, vocab.as_deref(), available)?.0),
         None => None,
     };
-    if let Some(norm) = &spec.normalize {
+    if let Some((norm, _)) = &spec.normalize {
         normalize(&mut train.x, norm)?;
         if let Some(t) = &mut test {
             normalize(&mut t.x, norm)?;
@@ -187,7 +187,7 @@ pub fn load_eval(
     };
     let vocab = vocabulary(spec, dir)?;
     let (mut test, _) = load_source(src, dir, vocab.as_deref(), memory::available())?;
-    if let Some(norm) = &spec.normalize {
+    if let Some((norm, _)) = &spec.normalize {
         normalize(&mut test.x, norm)?;
     }
     if test.len == 0 {
