@@ -572,7 +572,40 @@ fn csv_with_a_byte_order_mark_loads() {
     };
     let ds = load_ok(&spec(src, None, 1.0, None), &dir, Expect::default());
     assert_eq!(f32s(&ds.train.x.values), &[1.0, 2.0, 3.0, 4.0]);
-    assert_eq!(f32s(&ds.train.y.values), &[0.0, 1.0]);
+    assert_eq!(i32s(&ds.train.y.values), &[0, 1]);
+}
+
+/// Integer labels are read exactly, not through f32 (where 16,777,217 is 16,777,216); a label
+/// column holding a fraction is f32, and f32 for a model that regresses.
+#[test]
+fn csv_integer_labels_are_exact() {
+    let dir = tmp("csvlabels");
+    let csv = |name: &str, text: &str| {
+        std::fs::write(dir.join(name), text).unwrap();
+        Source::Csv {
+            path: name.into(),
+            label_column: 0,
+            header: false,
+        }
+    };
+    let ids = csv("ids.csv", "16777217,1\n-2147483648,2\n2147483647,3\n");
+    let ds = load_ok(&spec(ids.clone(), None, 1.0, None), &dir, Expect::default());
+    assert_eq!(i32s(&ds.train.y.values), &[16_777_217, i32::MIN, i32::MAX]);
+    let as_targets = Expect {
+        x: None,
+        y: Some(Type::f32(true, [])),
+    };
+    let ds = load_ok(&spec(ids, None, 1.0, None), &dir, as_targets);
+    assert_eq!(
+        f32s(&ds.train.y.values),
+        &[16_777_216.0, -2_147_483_648.0, 2_147_483_648.0]
+    );
+    let halves = csv("halves.csv", "0.5,1\n2,2\n");
+    let ds = load_ok(&spec(halves, None, 1.0, None), &dir, Expect::default());
+    assert_eq!(f32s(&ds.train.y.values), &[0.5, 2.0]);
+    let beyond = csv("beyond.csv", "2147483648,1\n0,2\n");
+    let ds = load_ok(&spec(beyond, None, 1.0, None), &dir, Expect::default());
+    assert_eq!(f32s(&ds.train.y.values), &[2_147_483_648.0, 0.0]);
 }
 
 /// Found by the `readers` fuzz target: 6e148 is a finite f64 but loaded as f32 infinity.

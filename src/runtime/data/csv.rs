@@ -67,7 +67,8 @@ pub fn parse_rows(
     Ok(rows)
 }
 
-/// Loads a CSV file: features as f32 `[columns − 1]`, the label column as f32 `[]`. A file
+/// Loads a CSV file: features as f32 `[columns − 1]`, the label column as `[]`: i32 when every
+/// label is an integer that fits, else f32. A file
 /// larger than the memory `available` allows ([`file::max_file_bytes`]) is refused.
 pub fn load(
     written: &str,
@@ -118,20 +119,29 @@ pub fn split_from_bytes(
     let mut y = Vec::with_capacity(rows.len());
     for (_, row) in &rows {
         for (c, v) in row.iter().enumerate() {
-            if c == label {
-                y.push(*v as f32);
-            } else {
+            if c != label {
                 x.push(*v as f32);
             }
         }
+        y.push(row[label]);
     }
+    // Integer labels are kept exact (as class ids above 2^24 would not be in f32); the model's
+    // label type decides later what they become.
+    let y = if y
+        .iter()
+        .all(|v| v.fract() == 0.0 && (i32::MIN as f64..=i32::MAX as f64).contains(v))
+    {
+        Values::I32(y.iter().map(|&v| v as i32).collect())
+    } else {
+        Values::F32(y.iter().map(|&v| v as f32).collect())
+    };
     Ok(RawSplit {
         x: Column {
             values: Values::F32(x),
             shape: vec![width - 1],
         },
         y: Column {
-            values: Values::F32(y),
+            values: y,
             shape: vec![],
         },
         len: rows.len(),
