@@ -150,6 +150,13 @@ pub fn check(file: &ast::File) -> Result<Program, Vec<Diag>> {
             all_runs: &all_runs,
         };
         let spec = runs::check(&cx, t, &mut diags);
+        let files = spec.as_ref().map_or_else(runs::Files::default, |r| {
+            runs::Files::of(
+                r.checkpoint.as_ref(),
+                r.init.as_ref(),
+                r.teacher.as_ref().map(|t| &t.from),
+            )
+        });
         let params = spec.as_ref().map(|r| {
             r.graph
                 .params
@@ -163,6 +170,7 @@ pub fn check(file: &ast::File) -> Result<Program, Vec<Diag>> {
             runs::Earlier {
                 model: t.model.name.clone(),
                 params,
+                files,
             },
         );
         run_specs.extend(spec);

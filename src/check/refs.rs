@@ -4,7 +4,7 @@
 use super::consts;
 use super::lower::{Lower, V};
 use super::names::{did_you_mean, show};
-use super::runs::Ctx;
+use super::runs::{Ctx, Files};
 use crate::diag::Diag;
 use crate::ir::{Graph, InitFrom, Op, TeacherSpec, ValueId};
 use crate::syntax::ast::{Expr, ExprKind, Span};
@@ -24,6 +24,58 @@ pub(super) fn checkpoint_file(e: &Expr) -> Result<String, Diag> {
         )));
     }
     Ok(f)
+}
+
+/// Refuses a run's `checkpoint:` (at `span`) that names a file the run reads (its `init` or
+/// `teacher` file: training would replace what it starts from), or one that an earlier run
+/// writes or reads (a later `init` of that run would find this run's weights, or the teacher a
+/// file holds would be lost).
+pub(super) fn checkpoint_clash(cx: &Ctx, run: &Files, span: Span) -> Option<Diag> {
+    let file = run.writes.as_deref()?;
+    let same = |f: &str| same_path(f, file);
+    let clash = |msg: String, label: &str| {
+        Diag::new("nnc::train", msg, span, label.to_string())
+            .help("give each run's checkpoint a file of its own")
+    };
+    if let Some((what, _)) = run.reads.iter().find(|(_, f)| same(f)) {
+        return Some(clash(
+            format!("this run writes its checkpoint over the file its `{what}` reads"),
+            &format!("also read by this run's `{what}`"),
+        ));
+    }
+    // In file order: `earlier` is a hash map.
+    for (name, _) in cx.all_runs {
+        let Some(e) = cx.earlier.get(name) else {
+            continue;
+        };
+        if e.files.writes.as_deref().is_some_and(same) {
+            return Some(clash(
+                format!("run `{name}` writes its checkpoint to this file too"),
+                &format!("run `{name}`'s checkpoint"),
+            ));
+        }
+        if let Some((what, _)) = e.files.reads.iter().find(|(_, f)| same(f)) {
+            return Some(clash(
+                format!(
+                    "run `{name}` reads this file as its `{what}`: writing it would replace it"
+                ),
+                &format!("read by run `{name}`'s `{what}`"),
+            ));
+        }
+    }
+    None
+}
+
+/// Whether two paths of the `.nn` file name the same file (`./a.st` and `a.st` do).
+fn same_path(a: &str, b: &str) -> bool {
+    let parts = |p: &str| -> Vec<String> {
+        std::path::Path::new(p)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect()
+    };
+    parts(a) == parts(b)
 }
 
 /// `init: pretrain` (an earlier run) or `init: "weights.safetensors"`.

@@ -6,7 +6,7 @@ use super::fit::{check_vocab, input_fits, label_type};
 use super::lower::{Lower, Models, V};
 use super::models::Signature;
 use super::names::{did_you_mean, show};
-use super::refs::{checkpoint_file, run_ref, teacher_forward, teacher_ref};
+use super::refs::{checkpoint_clash, checkpoint_file, run_ref, teacher_forward, teacher_ref};
 use super::settings::Settings;
 use super::{consts, losses, optim, params};
 use crate::diag::Diag;
@@ -21,6 +21,39 @@ pub struct Earlier {
     pub model: String,
     /// Parameter paths and shapes, when the run checked cleanly.
     pub params: Option<Vec<(String, Vec<usize>)>>,
+    /// The `checkpoint:` file it writes, and the files its `init:` and `teacher:` read as
+    /// written (with the setting's name), when it checked cleanly: a later run may not write
+    /// over them.
+    pub files: Files,
+}
+
+/// The checkpoint files a run's settings name, as written in the `.nn` file.
+#[derive(Clone, Debug, Default)]
+pub struct Files {
+    pub writes: Option<String>,
+    pub reads: Vec<(&'static str, String)>,
+}
+
+impl Files {
+    /// The files of a run's `checkpoint`, `init` and `teacher` settings (an `init` or `teacher`
+    /// naming a run reads that run's checkpoint, which the run itself names).
+    pub fn of(
+        checkpoint: Option<&String>,
+        init: Option<&InitFrom>,
+        teacher: Option<&InitFrom>,
+    ) -> Files {
+        let reads = [("init", init), ("teacher", teacher)]
+            .into_iter()
+            .filter_map(|(what, from)| match from? {
+                InitFrom::File(f) => Some((what, f.clone())),
+                InitFrom::Run(_) => None,
+            })
+            .collect();
+        Files {
+            writes: checkpoint.cloned(),
+            reads,
+        }
+    }
 }
 
 /// Everything a run refers to.
@@ -138,6 +171,10 @@ impl<'a> RunSettings<'a> {
         let teacher = s
             .get("teacher")
             .and_then(|e| take(teacher_ref(cx, e, &name), diags));
+        if let (Some(e), Some(c)) = (s.get("checkpoint"), &checkpoint) {
+            let files = Files::of(Some(c), init.as_ref(), teacher.as_ref().map(|t| &t.0.from));
+            diags.extend(checkpoint_clash(cx, &files, e.span));
+        }
         let loss = s.get("loss");
         if loss.is_none() {
             diags.push(missing(

@@ -239,10 +239,10 @@ fn interrupted(
 
 /// Refuses, before anything is trained or written, an output that would replace one of the
 /// run's inputs: a checkpoint or log onto the `.nn` file or a data file, a log onto a checkpoint
-/// (written or read); and a checkpoint path that cannot be replaced (a FIFO, a folder), which
-/// would otherwise fail only once training is over. A checkpoint may replace the `--resume` or
-/// `--init` one: they are read before training, and resuming into the same file is the usual way
-/// to continue a run.
+/// (written or read), a run's checkpoint onto the file its own `init` or `teacher` reads; and a
+/// checkpoint path that cannot be replaced (a FIFO, a folder), which would otherwise fail only
+/// once training is over. A checkpoint may replace the `--resume` or `--init` one: they are read
+/// before training, and resuming into the same file is the usual way to continue a run.
 fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&str>) -> CliResult {
     let program = &loaded.program;
     let runs: Vec<&RunSpec> = match run_name {
@@ -264,16 +264,18 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
                 ));
             }
         }
+        let mut own = Vec::new();
         if let Some(p) = r.init.as_ref().and_then(|i| loaded.checkpoint_of(i)) {
-            read.push(Named::new(format!("the `init` of run `{}`", r.name), p));
+            own.push(Named::new(format!("the `init` of run `{}`", r.name), p));
         }
         if let Some(p) = r
             .teacher
             .as_ref()
             .and_then(|t| loaded.checkpoint_of(&t.from))
         {
-            read.push(Named::new(format!("the `teacher` of run `{}`", r.name), p));
+            own.push(Named::new(format!("the `teacher` of run `{}`", r.name), p));
         }
+        let before = written.len();
         match (&args.checkpoint, &r.checkpoint) {
             (Some(c), _) => {
                 let p = run_checkpoint(c, &r.name, runs.len());
@@ -290,6 +292,10 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
             )),
             (None, None) => {}
         }
+        // Not over what the run itself starts from or distills: `nnc check` refuses that for
+        // `checkpoint:`, and `--checkpoint` may name such a file too.
+        refuse_overwrite(&written[before..], &own)?;
+        read.extend(own);
     }
     for (what, p) in [("`--init`", &args.init), ("`--resume`", &args.resume)] {
         if let Some(p) = p {

@@ -222,6 +222,30 @@ train R: M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) bat
         "0,0,0\n0,1,1\n1,0,1\n1,1,0\n"
     );
 
+    // A run's checkpoint onto the teacher it distills (`nnc check` refuses it in the file).
+    let kd_nn = s.write(
+        "kd.nn",
+        r#"
+model M(x: [2]) -> [2] { return x |> dense(2) }
+data d { train: csv("d.csv", label: -1) }
+train T: M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) batch: 2 steps: 2 checkpoint: "t.safetensors" }
+train S: M on d { loss: kd(output, teacher, label) optimizer: sgd(lr: 0.1) batch: 2 steps: 2 teacher: T }
+"#,
+    );
+    assert_code(&run!("train", &kd_nn, "--quiet"), 0);
+    let teacher = std::fs::read(s.path("t.safetensors")).unwrap();
+    let err = user_error(&run!(
+        "train",
+        &kd_nn,
+        "--quiet",
+        "--run",
+        "S",
+        "--checkpoint",
+        s.path("t.safetensors")
+    ));
+    assert_has(&err, &["`--checkpoint`", "the `teacher` of run `S`"]);
+    assert_eq!(std::fs::read(s.path("t.safetensors")).unwrap(), teacher);
+
     // `nnc plot` onto its own log.
     assert_code(&train(&["--log-json".as_ref(), log.as_os_str()]), 0);
     let text = std::fs::read_to_string(&log).unwrap();
