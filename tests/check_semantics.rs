@@ -66,13 +66,28 @@ fn parameter_paths_and_initializers() {
 #[test]
 fn dropout_only_while_training_and_labels_of_idx() {
     let p = program(&format!(
-        "model Net(x: [784]) -> [10] {{ return x |> dense(32) |> relu |> dropout(0.25) |> dense(10) }}
+        "model Net(x: [784]) -> [10] {{ return x |> dense(32) |> relu |> dropout(0.25) |> dropout(0.25) |> dense(10) }}
          {MNIST}
          train Net on mnist {{ loss: cross_entropy(output, label), optimizer: sgd(lr: 0.1) }}"
     ));
-    let has_dropout = |g: &Graph| g.nodes.iter().any(|n| n.op == Op::Dropout { p: 0.25 });
+    let has_dropout = |g: &Graph| {
+        g.nodes
+            .iter()
+            .any(|n| n.op == Op::Dropout { p: 0.25, salt: 0 })
+    };
     let r = p.run("Net").unwrap();
     assert!(has_dropout(&r.graph) && !has_dropout(&r.eval_graph));
+    // Each layer is numbered, to draw its own mask.
+    let salts: Vec<u32> = r
+        .graph
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::Dropout { salt, .. } => Some(salt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(salts, [0, 1]);
     assert!(!has_dropout(&p.model("Net").unwrap().graph));
     let inputs: Vec<(&str, Type)> = r
         .graph

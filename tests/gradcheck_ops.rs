@@ -392,7 +392,7 @@ fn rnn_scan_every_activation() {
 fn dropout_uses_the_same_mask_backward() {
     let mut g = Graph::new("t", true);
     let w = param(&mut g, "w", &[40]);
-    let y = op(&mut g, Op::Dropout { p: 0.3 }, &[w]);
+    let y = op(&mut g, Op::Dropout { p: 0.3, salt: 0 }, &[w]);
     mse_loss(&mut g, y);
     let r = check(&g, 1);
     assert!(r.params[0].max_rel_err < TOL);
@@ -699,7 +699,7 @@ fn char_rnn_end_to_end() {
     let xp = dense(&mut g, x, 4, "rnn1");
     let w = param(&mut g, "rnn1.w_hh", &[4, 4]);
     let h = op(&mut g, Op::RnnScan { act: UnaryOp::Tanh }, &[xp, w]);
-    let h = op(&mut g, Op::Dropout { p: 0.2 }, &[h]);
+    let h = op(&mut g, Op::Dropout { p: 0.2, salt: 0 }, &[h]);
     let y = dense(&mut g, h, 5, "dense1");
     let labels = g.input("label", Type::i32(true, vec![4]));
     let l = op(&mut g, Op::CrossEntropy, &[y, labels]);

@@ -513,16 +513,51 @@ fn rnn_scan_grad_by_hand() {
 fn dropout_uses_the_shared_mask() {
     let n = 64;
     let x = vec![1.5; n];
-    let y = apply(Op::Dropout { p: 0.25 }, &[(f(true, &[n]), x.clone())], 1);
-    let dy = apply(Op::DropoutGrad { p: 0.25 }, &[(f(true, &[n]), x)], 1);
+    let y = apply(
+        Op::Dropout { p: 0.25, salt: 0 },
+        &[(f(true, &[n]), x.clone())],
+        1,
+    );
+    let dy = apply(
+        Op::DropoutGrad { p: 0.25, salt: 0 },
+        &[(f(true, &[n]), x)],
+        1,
+    );
     let mut kept = 0;
     for (i, &v) in y.iter().enumerate() {
-        let keep = dropout_keep(7, 3, i as u64, 0.25);
+        let keep = dropout_keep(7, 3, 0, i as u64, 0.25);
         kept += keep as usize;
         assert_eq!(v, if keep { 2.0 } else { 0.0 });
     }
     assert!(kept > 0 && kept < n);
     close(&dy, &y);
+}
+
+/// Two dropout layers in a row drop 1 − (1−p)² of the elements: each layer has its own mask
+/// (numbered by `salt`), where one shared mask would drop only p of them and scale the rest
+/// twice.
+#[test]
+fn dropout_layers_draw_their_own_masks() {
+    let n = 4000;
+    let t = f(true, &[n]);
+    let once = |salt| {
+        apply(
+            Op::Dropout { p: 0.5, salt },
+            &[(t.clone(), vec![1.0; n])],
+            1,
+        )
+    };
+    let (a, b) = (once(0), once(1));
+    let twice = apply(
+        Op::Dropout { p: 0.5, salt: 1 },
+        &[(t.clone(), a.clone())],
+        1,
+    );
+    let zeros = |v: &[f64]| v.iter().filter(|&&x| x == 0.0).count() as f64 / n as f64;
+    assert!((zeros(&a) - 0.5).abs() < 0.03 && (zeros(&b) - 0.5).abs() < 0.03);
+    assert!((zeros(&twice) - 0.75).abs() < 0.03, "{}", zeros(&twice));
+    let mean = twice.iter().sum::<f64>() / n as f64;
+    assert!((mean - 1.0).abs() < 0.1, "{mean}");
 }
 
 #[test]

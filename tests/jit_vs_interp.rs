@@ -692,7 +692,7 @@ fn dropout_of_part_of_a_batch_takes_the_whole_batch_masks() {
     let (batch, width, first) = (6, 5, 2);
     let g = single(
         "dropout",
-        Op::Dropout { p: 0.5 },
+        Op::Dropout { p: 0.5, salt: 0 },
         &[f(true, &[width])],
         None,
     );
@@ -725,18 +725,23 @@ fn dropout_of_part_of_a_batch_takes_the_whole_batch_masks() {
 fn dropout_matches_the_shared_mask() {
     let mut rng = Rng(9);
     for &batch in &BATCHES {
-        for p in [0.1f32, 0.5] {
+        for (p, salt) in [(0.1f32, 0), (0.5, 3)] {
             let t = f(true, &[rng.range(1, 30)]);
             let u = Gen::U(-1.0, 1.0);
             compare(
-                &single("dropout", Op::Dropout { p }, std::slice::from_ref(&t), None),
+                &single(
+                    "dropout",
+                    Op::Dropout { p, salt },
+                    std::slice::from_ref(&t),
+                    None,
+                ),
                 &[u],
                 batch,
                 rng.next(),
                 1e-6,
             );
             compare(
-                &single("dropout_grad", Op::DropoutGrad { p }, &[t], None),
+                &single("dropout_grad", Op::DropoutGrad { p, salt }, &[t], None),
                 &[u],
                 batch,
                 rng.next(),
@@ -1401,7 +1406,9 @@ fn autodiff_mlp_with_dropout_soft_targets_and_l2() {
     let target = g.input("target", f(true, &[3]));
     let h = dense(&mut g, x, "l1", 16);
     let h = g.push(Op::Unary(UnaryOp::Sigmoid), vec![h], "").unwrap();
-    let h = g.push(Op::Dropout { p: 0.25 }, vec![h], "").unwrap();
+    let h = g
+        .push(Op::Dropout { p: 0.25, salt: 0 }, vec![h], "")
+        .unwrap();
     let o = dense(&mut g, h, "l2", 3);
     let l = g.push(Op::SoftCrossEntropy, vec![o, target], "").unwrap();
     let w1 = g.param_node(g.param_by_path("l1.weight").unwrap()).unwrap();

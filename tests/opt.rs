@@ -330,11 +330,19 @@ fn cse_keeps_inputs_and_dropouts_apart() {
     let mut g = Graph::new("drop", true);
     let x = g.input("x", Type::f32(true, vec![8]));
     let x2 = g.input("x", Type::f32(true, vec![8]));
-    let d1 = g.push(Op::Dropout { p: 0.5 }, vec![x], "d1").unwrap();
-    let d2 = g.push(Op::Dropout { p: 0.5 }, vec![x], "d2").unwrap();
+    let d1 = g
+        .push(Op::Dropout { p: 0.5, salt: 1 }, vec![x], "d1")
+        .unwrap();
+    let d2 = g
+        .push(Op::Dropout { p: 0.5, salt: 0 }, vec![x], "d2")
+        .unwrap();
     let s = bin(&mut g, BinaryOp::Add, d1, d2);
-    let g1 = g.push(Op::DropoutGrad { p: 0.5 }, vec![s], "g1").unwrap();
-    let g2 = g.push(Op::DropoutGrad { p: 0.5 }, vec![s], "g2").unwrap();
+    let g1 = g
+        .push(Op::DropoutGrad { p: 0.5, salt: 1 }, vec![s], "g1")
+        .unwrap();
+    let g2 = g
+        .push(Op::DropoutGrad { p: 0.5, salt: 0 }, vec![s], "g2")
+        .unwrap();
     let t = bin(&mut g, BinaryOp::Mul, g1, g2);
     let t = bin(&mut g, BinaryOp::Add, t, x2);
     g.set_output("output", t);
@@ -343,6 +351,15 @@ fn cse_keeps_inputs_and_dropouts_apart() {
     assert_eq!(o.inputs().len(), 2);
     assert_eq!(count(&o, |op| matches!(op, Op::Dropout { .. })), 2);
     assert_eq!(count(&o, |op| matches!(op, Op::DropoutGrad { .. })), 2);
+    // One salt is one mask: the same value.
+    let mut g = Graph::new("drop", true);
+    let x = g.input("x", Type::f32(true, vec![8]));
+    let d1 = g.push(Op::Dropout { p: 0.5, salt: 2 }, vec![x], "d1");
+    let d2 = g.push(Op::Dropout { p: 0.5, salt: 2 }, vec![x], "d2");
+    let s = bin(&mut g, BinaryOp::Add, d1.unwrap(), d2.unwrap());
+    g.set_output("output", s);
+    let o = optimize(&g, 1).unwrap();
+    assert_eq!(count(&o, |op| matches!(op, Op::Dropout { .. })), 1);
 }
 
 #[test]

@@ -92,8 +92,8 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
                 b.accumulate(x(1), d)?;
             }
         }
-        Op::Dropout { p } => {
-            let d = b.push(x(0), Op::DropoutGrad { p }, vec![dy])?;
+        Op::Dropout { p, salt } => {
+            let d = b.push(x(0), Op::DropoutGrad { p, salt }, vec![dy])?;
             b.accumulate(x(0), d)?;
         }
         Op::Softmax => {

@@ -244,7 +244,14 @@ pub fn layer(
             };
             f32_input(r.l, &cx, "dropout", x).and_then(|x| {
                 if r.l.training {
-                    node(r.l, Op::Dropout { p: p as f32 }, vec![x], &cx)
+                    // Numbered in the graph, so that each dropout layer draws its own mask.
+                    let salt =
+                        r.l.g
+                            .nodes
+                            .iter()
+                            .filter(|n| matches!(n.op, Op::Dropout { .. }));
+                    let salt = salt.count() as u32;
+                    node(r.l, Op::Dropout { p: p as f32, salt }, vec![x], &cx)
                 } else {
                     Some(x)
                 }

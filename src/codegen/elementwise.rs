@@ -130,7 +130,7 @@ pub fn map(kb: &mut Kb, ty: &Type, out: usize, ins: &[Operand], f: &ElemExpr) {
 }
 
 /// `ir::dropout_keep` in CLIF: whether flat element `idx` survives, as an i8 truth value.
-/// `seed_mix` is `seed·0x9E37… ^ step·0xBF58…`, computed once per kernel.
+/// `seed_mix` is [`crate::ir::dropout_mix`], computed once per kernel.
 fn keep(kb: &mut Kb, seed_mix: Value, idx: Value, p: f32) -> Value {
     let b = &mut kb.b;
     let mut x = b.ins().bxor(seed_mix, idx);
@@ -156,8 +156,8 @@ fn keep(kb: &mut Kb, seed_mix: Value, idx: Value, p: f32) -> Value {
 /// `Dropout`/`DropoutGrad`: `out[i] = keep(first + i) ? x[i] / (1 − p) : 0` with the step
 /// context in table slot `ctx` (`[seed, step, first sample]` as u64; `first` is that sample's
 /// first element when the tensor is batched, else 0). Scalar loop: the hash works on 64-bit
-/// integers.
-pub fn dropout(kb: &mut Kb, ty: &Type, out: usize, x: usize, ctx: usize, p: f32) {
+/// integers. `salt` numbers the dropout layer ([`crate::ir::Op::Dropout`]).
+pub fn dropout(kb: &mut Kb, ty: &Type, out: usize, x: usize, ctx: usize, p: f32, salt: u32) {
     let n = kb.numel(ty);
     let o = kb.ptr(out);
     let xp = kb.ptr(x);
@@ -173,6 +173,8 @@ pub fn dropout(kb: &mut Kb, ty: &Type, out: usize, x: usize, ctx: usize, p: f32)
     let s1 = kb.b.ins().imul_imm_s(seed, 0x9E37_79B9_7F4A_7C15u64 as i64);
     let s2 = kb.b.ins().imul_imm_s(step, 0xBF58_476D_1CE4_E5B9u64 as i64);
     let mix = kb.b.ins().bxor(s1, s2);
+    let salted = (salt as u64).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let mix = kb.b.ins().bxor_imm_s(mix, salted as i64);
     let zero = kb.int(0);
     let scale = 1.0 / (1.0 - p);
     kb.for_range(zero, n, |kb, i| {

@@ -212,13 +212,13 @@ fn eval_node(
         Op::RnnScan { act } => seq::rnn_scan(*act, x(0), &shape(0), x(1)),
         Op::RnnScanGrad { act } => seq::rnn_scan_grad(*act, x(0), &shape(0), x(1), x(2)),
         Op::TimeShift => seq::time_shift(x(0), &shape(0)),
-        Op::Dropout { p } | Op::DropoutGrad { p } => {
+        Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {
             let first = if n.ty.batched {
                 ctx.first * n.ty.per_sample() as u64
             } else {
                 0
             };
-            norm::dropout(x(0), *p, ctx, first)
+            norm::dropout(x(0), *p, *salt, ctx, first)
         }
         Op::Softmax => norm::softmax(x(0), last(0)),
         Op::LogSoftmax => norm::log_softmax(x(0), last(0)),

@@ -47,12 +47,12 @@ pub fn log_softmax_grad(y: &[f64], dy: &[f64], c: usize) -> Vec<f64> {
 
 /// Keeps element i when [`dropout_keep`] says so for flat index `first + i`, scaled by 1/(1−p);
 /// zero otherwise. The forward op and its gradient are the same map, applied to x or to dy.
-pub fn dropout(x: &[f64], p: f32, ctx: StepCtx, first: u64) -> Vec<f64> {
+pub fn dropout(x: &[f64], p: f32, salt: u32, ctx: StepCtx, first: u64) -> Vec<f64> {
     let scale = if p < 1.0 { 1.0 / (1.0 - p as f64) } else { 0.0 };
     x.iter()
         .enumerate()
         .map(|(i, &v)| {
-            if dropout_keep(ctx.seed, ctx.step, first + i as u64, p) {
+            if dropout_keep(ctx.seed, ctx.step, salt, first + i as u64, p) {
                 v * scale
             } else {
                 0.0

@@ -558,11 +558,12 @@ pub enum Op {
 
     // ----- regularization
     /// `[x] -> same`: zeroes each element with probability p and scales the rest by 1/(1−p).
-    /// The mask is a hash of (seed, step, element index), so `DropoutGrad` recomputes it.
-    /// In a graph with `training == false` the checker emits no dropout at all.
-    Dropout { p: f32 },
-    /// `[dy] -> dx` with the same mask as the forward `Dropout`.
-    DropoutGrad { p: f32 },
+    /// The mask is a hash of (seed, step, salt, element index), so `DropoutGrad` recomputes it;
+    /// the checker numbers the graph's dropout layers in `salt`, so that each draws its own
+    /// mask. In a graph with `training == false` the checker emits no dropout at all.
+    Dropout { p: f32, salt: u32 },
+    /// `[dy] -> dx` with the same mask as the forward `Dropout` of that salt.
+    DropoutGrad { p: f32, salt: u32 },
 
     // ----- normalization over the last axis
     /// `[x] -> same`.
@@ -687,7 +688,10 @@ impl Op {
             ),
             Op::OneHot { n } => format!(" n={n}"),
             Op::RnnScan { act } | Op::RnnScanGrad { act } => format!(" {}", act.name()),
-            Op::Dropout { p } | Op::DropoutGrad { p } => format!(" p={p}"),
+            Op::Dropout { p, salt: 0 } | Op::DropoutGrad { p, salt: 0 } => format!(" p={p}"),
+            Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {
+                format!(" p={p} salt={salt}")
+            }
             _ => String::new(),
         }
     }
@@ -932,13 +936,13 @@ impl Graph {
     }
 }
 
-/// Whether dropout keeps element `index` (flat index into the step's whole batched tensor:
-/// element `i` of a part that starts at sample `first` is `first · per_sample + i`) at `step`.
-/// The interpreter and the JIT both implement exactly this hash (splitmix64 finalizer), so a
-/// `DropoutGrad` recomputes the forward mask and the two back ends agree bit for bit.
-pub fn dropout_keep(seed: u64, step: u64, index: u64, p: f32) -> bool {
-    let mut x =
-        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ index;
+/// Whether the dropout layer numbered `salt` keeps element `index` (flat index into the step's
+/// whole batched tensor: element `i` of a part that starts at sample `first` is
+/// `first · per_sample + i`) at `step`. The interpreter and the JIT both implement exactly this
+/// hash (splitmix64 finalizer), so a `DropoutGrad` recomputes the forward mask and the two back
+/// ends agree bit for bit.
+pub fn dropout_keep(seed: u64, step: u64, salt: u32, index: u64, p: f32) -> bool {
+    let mut x = dropout_mix(seed, step, salt) ^ index;
     x ^= x >> 30;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^= x >> 27;
@@ -946,4 +950,11 @@ pub fn dropout_keep(seed: u64, step: u64, index: u64, p: f32) -> bool {
     x ^= x >> 31;
     let u = (x >> 40) as f32 / (1u32 << 24) as f32;
     u >= p
+}
+
+/// The part of [`dropout_keep`]'s hash that is the same for every element of a step.
+pub fn dropout_mix(seed: u64, step: u64, salt: u32) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9)
+        ^ (salt as u64).wrapping_mul(0x94D0_49BB_1331_11EB)
 }

@@ -4,8 +4,8 @@
 //! inputs and the same type compute the same value, so the later one is replaced by the earlier
 //! (whose label it keeps). `Add` and `Mul` are commutative in IEEE f32, so `a+b` and `b+a` merge.
 //! `Param` nodes reading the same parameter merge. Never merged: `Input` nodes (each is a
-//! separate argument of the graph) and `Dropout`/`DropoutGrad` (users expect independent masks,
-//! even though today's mask depends only on the element index and the step).
+//! separate argument of the graph). Two `Dropout`s merge only with the same `salt`, that is the
+//! same mask (the checker numbers each dropout layer: two layers on one input stay apart).
 //!
 //! The replaced nodes are dropped as the graph is rebuilt, so the result is densely numbered and
 //! stays in topological order.
@@ -54,7 +54,7 @@ pub fn cse(g: &Graph) -> Graph {
 fn key(op: &Op, inputs: &[ValueId]) -> Option<String> {
     let mut inputs = inputs.to_vec();
     match op {
-        Op::Input { .. } | Op::Dropout { .. } | Op::DropoutGrad { .. } => return None,
+        Op::Input { .. } => return None,
         Op::Binary(BinaryOp::Add | BinaryOp::Mul) => inputs.sort(),
         _ => {}
     }

@@ -258,7 +258,7 @@ impl Builder<'_> {
             }
             6 => {
                 let p = self.src.pick(&[0.0, 0.1, 0.5, 0.9]);
-                self.push(Op::Dropout { p }, vec![x])?
+                self.push(Op::Dropout { p, salt: 0 }, vec![x])?
             }
             7 => {
                 // Flatten, or regroup the flat elements into two axes.

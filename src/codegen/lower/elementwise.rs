@@ -52,11 +52,11 @@ pub(super) fn binary(cx: &Cx, out: &mut Built, b: BinaryOp) -> Result<Step, Code
 }
 
 /// `Dropout` and its gradient: the mask hashed from the seed and step in the step context.
-pub(super) fn dropout(cx: &Cx, out: &mut Built, p: f32) -> Result<Step, CodegenError> {
+pub(super) fn dropout(cx: &Cx, out: &mut Built, p: f32, salt: u32) -> Result<Step, CodegenError> {
     cx.arity(1)?;
     let (i, ins, ty) = (cx.i, &cx.ins, cx.ty);
     out.kernel(cx.header, |kb| {
-        elementwise::dropout(kb, ty, i, ins[0], cx.ctx, p)
+        elementwise::dropout(kb, ty, i, ins[0], cx.ctx, p, salt)
     })
 }
 

@@ -396,7 +396,9 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::Unary(u) => elementwise::unary(cx, out, *u),
         Op::UnaryGrad(u) => elementwise::unary_grad(cx, out, *u),
         Op::Binary(b) => elementwise::binary(cx, out, *b),
-        Op::Dropout { p } | Op::DropoutGrad { p } => elementwise::dropout(cx, out, *p),
+        Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {
+            elementwise::dropout(cx, out, *p, *salt)
+        }
         Op::BiasAdd { axis } => elementwise::bias_add(cx, out, *axis),
         Op::Fused(chain) => elementwise::fused(cx, out, chain),
         Op::BiasGrad { axis } => elementwise::bias_grad(cx, out, *axis),
