@@ -2761,10 +2761,32 @@ fn batch_one_calls_keep_their_bits_while_the_thread_count_is_tuned() {
     let r = conv.push(Op::Unary(UnaryOp::Relu), vec![c], "").unwrap();
     conv.set_output("out", r);
     let conv = nnc::opt::optimize(&conv, 1).unwrap();
+    // A cross-entropy computed by the product of a mostly-zero input: compacted on one thread
+    // and on two (its epilogue takes whole rows, which a split by columns does not give), where
+    // two threads used to send it to the dense GEMM, which sums in another order.
+    let chain = Chain {
+        bias: Some(1),
+        acts: vec![],
+    };
+    let ce = with_loss(
+        &f(true, &[1100]),
+        &f(false, &[1100, 4]),
+        false,
+        &chain,
+        true,
+    );
+    let ce = nnc::opt::optimize(&ce, 1).unwrap();
+    // (Its ink every ten columns is half of what a sample of every fifth entry sees.)
+    let sparse = Gen::Sparse {
+        bg: 0.0,
+        density: 0.15,
+    };
+    let u = Gen::U(-1.0, 1.0);
     let cases = [
         (mlp(), vec![Gen::U(-1.0, 1.0), Gen::Int(0, 5)]),
         (wide(), vec![Gen::U(-1.0, 1.0); 3]),
         (conv, vec![Gen::U(-1.0, 1.0)]),
+        (ce, vec![sparse, u, u, Gen::Int(0, 4)]),
     ];
     for (g, gens) in cases {
         let d = draw(&g, &gens, 1, &mut Rng(7));

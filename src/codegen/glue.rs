@@ -213,31 +213,6 @@ impl MatMulStep {
             Some(e) => Some((e, e.kernel_fn()?)),
             None => None,
         };
-        if let Some((e, run)) =
-            run.filter(|(e, _)| e.whole_rows && !lib.gemm.blocks_hold_whole_rows(threads, m, n, k))
-        {
-            // An epilogue over whole rows (a cross-entropy gradient) on a product whose blocks
-            // are not: after the product, over C's rows split between the threads.
-            lib.gemm
-                .gemm_threads(threads, self.ta, self.tb, m, n, k, a, b, c, false)?;
-            let c_ptr = c.as_mut_ptr() as usize;
-            return split(m, threads, 1, |lo, hi| {
-                // SAFETY: rows lo..hi of C, final, each in one task.
-                unsafe {
-                    e.apply(
-                        run,
-                        t,
-                        batch,
-                        (c_ptr as *mut f32).add(lo * n),
-                        n,
-                        lo..hi,
-                        0..n,
-                        lo * n,
-                    )
-                };
-                Ok(())
-            });
-        }
         let epi = |blk: Block| {
             if let Some((e, run)) = run {
                 let offset = blk.rows.start * n + blk.cols.start;
@@ -272,9 +247,19 @@ impl MatMulStep {
             n,
             k,
         };
+        // Whether to compact depends on A alone, never on `threads`: the compacted and the
+        // dense product sum in different orders where the depth is split or `bg ≠ 0`, and
+        // results are the same whatever `--threads` is. An epilogue over whole rows (a
+        // cross-entropy gradient) cannot follow a split by columns: such a product runs on
+        // one thread.
         let whole_rows = run.is_some_and(|(e, _)| e.whole_rows);
-        if sparse && !self.tb && p.fits() && !(whole_rows && Sparse::splits_columns(threads, m)) {
+        if sparse && !self.tb && p.fits() {
             if let Some(bg) = p.background(a, kept.is_some()) {
+                let threads = if whole_rows && !Sparse::hands_whole_rows(threads, m, k) {
+                    1
+                } else {
+                    threads
+                };
                 let Some(kept) = kept else {
                     return lib.sparse.product(threads, p, bg, a, b, c, epi);
                 };
@@ -289,6 +274,31 @@ impl MatMulStep {
                 *kept = Some((bg.to_bits(), row));
                 return done;
             }
+        }
+        if let Some((e, run)) =
+            run.filter(|(e, _)| e.whole_rows && !lib.gemm.blocks_hold_whole_rows(threads, m, n, k))
+        {
+            // An epilogue over whole rows (a cross-entropy gradient) on a product whose blocks
+            // are not: after the product, over C's rows split between the threads.
+            lib.gemm
+                .gemm_threads(threads, self.ta, self.tb, m, n, k, a, b, c, false)?;
+            let c_ptr = c.as_mut_ptr() as usize;
+            return split(m, threads, 1, |lo, hi| {
+                // SAFETY: rows lo..hi of C, final, each in one task.
+                unsafe {
+                    e.apply(
+                        run,
+                        t,
+                        batch,
+                        (c_ptr as *mut f32).add(lo * n),
+                        n,
+                        lo..hi,
+                        0..n,
+                        lo * n,
+                    )
+                };
+                Ok(())
+            });
         }
         lib.gemm
             .gemm_with(threads, self.ta, self.tb, m, n, k, a, b, c, false, epi)

@@ -1179,6 +1179,13 @@ impl Sparse {
     pub fn splits_columns(threads: usize, m: usize) -> bool {
         threads > 1 && m < threads
     }
+
+    /// Whether every block [`Sparse::product`] hands to its epilogue holds whole rows of C on
+    /// `threads` threads: unless it splits C by columns (a product split by depth hands C
+    /// whole).
+    pub fn hands_whole_rows(threads: usize, m: usize, k: usize) -> bool {
+        (m < FEW_ROWS && k >= SPLIT_DEPTH_MIN) || !Self::splits_columns(threads, m)
+    }
 }
 
 #[cfg(test)]
