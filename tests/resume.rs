@@ -234,10 +234,32 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
     let mut no_state = good.clone();
     no_state.tensors.retain(|n, _| !n.starts_with("__optim"));
     let e = resume(&rewrite(&no_state, &dir.path("nostate.safetensors")));
-    assert!(e.contains("__optim.dense1"), "{e}");
+    assert!(
+        e.contains("holds 0 optimizer state buffer(s) for `dense1.weight`"),
+        "{e}"
+    );
 
     let e = resume(&dir.path("missing.safetensors"));
     assert!(e.contains("not found"), "{e}");
+
+    // Adam's two moments are not SGD's velocity, nor nothing.
+    for optimizer in ["sgd(lr: 0.1, momentum: 0.9)", "sgd(lr: 0.1)"] {
+        let sgd = program(&mlp_source(optimizer));
+        let e = session_train(
+            &sgd,
+            TrainOptions {
+                resume: Some(ck.clone()),
+                ..quiet.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("holds 2 optimizer state buffer(s) for `dense1.weight`")
+                && e.contains("another optimizer"),
+            "{e}"
+        );
+    }
 
     let e = session_train(
         &p,

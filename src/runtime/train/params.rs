@@ -396,6 +396,28 @@ impl Params {
         }
         for t in self.trainable.iter_mut() {
             let p = &graph.params[t.index];
+            // As many state buffers as this run's optimizer keeps: SGD with momentum keeps one,
+            // Adam two (a velocity read as Adam's first moment would train on silently).
+            let prefix = optim_name(&p.path, 0);
+            let prefix = &prefix[..prefix.len() - 1];
+            let held = ck
+                .tensors
+                .keys()
+                .filter(|k| {
+                    k.strip_prefix(prefix)
+                        .is_some_and(|i| i.parse::<usize>().is_ok())
+                })
+                .count();
+            if held != t.state.len() {
+                return Err(setup(format!(
+                    "checkpoint {} holds {held} optimizer state buffer(s) for `{}`, this run's \
+                     optimizer keeps {}: it was written with another optimizer (resume with \
+                     the one it was trained with, or start from its weights with `--init`)",
+                    path.display(),
+                    p.path,
+                    t.state.len()
+                )));
+            }
             for (i, s) in t.state.iter_mut().enumerate() {
                 s.copy_from_slice(
                     &ck.get(&optim_name(&p.path, i), &p.dims)
