@@ -41,7 +41,8 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
     /// Continue a stopped run from the checkpoint it wrote (parameters, optimizer state, step and
-    /// data position); the run is the one named in the checkpoint.
+    /// data position); the run is the one named in the checkpoint. Saved to the run's checkpoint
+    /// path, else back into this file.
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Also write the run's checkpoint every N steps (so that a killed run can be resumed).
@@ -124,6 +125,7 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         )));
     }
     let run_name = run_to_train(args, program)?;
+    let args = &resumed_in_place(args, program, run_name.as_deref());
     check_outputs(args, &loaded, run_name.as_deref())?;
     super::memory::check(&loaded, run_name.as_deref(), args.max_memory)?;
     let options = TrainOptions {
@@ -173,6 +175,20 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// `args`, where a run is resumed that has no checkpoint path (no `--checkpoint`, no
+/// `checkpoint:`), with `--checkpoint` the resumed file: continued in place, rather than trained
+/// to its end and then written nowhere.
+fn resumed_in_place(args: &TrainArgs, program: &Program, run: Option<&str>) -> TrainArgs {
+    let mut args = args.clone();
+    let declared = run
+        .and_then(|r| program.run(r))
+        .is_some_and(|r| r.checkpoint.is_some());
+    if args.checkpoint.is_none() && !declared {
+        args.checkpoint = args.resume.clone();
+    }
+    args
 }
 
 /// The run `nnc train` trains: `--run`'s; with `--resume`, the one that wrote the checkpoint;

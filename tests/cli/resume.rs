@@ -195,6 +195,55 @@ fn an_interrupted_run_without_a_checkpoint_resumes_into_the_file_it_saved() {
     );
 }
 
+/// A run resumed with no checkpoint path (no `--checkpoint`, no `checkpoint:`) goes on in the
+/// file it resumes: trained to its end and then written nowhere, its work would be lost.
+#[test]
+fn a_run_resumed_without_a_checkpoint_path_is_saved_where_it_was() {
+    let s = Scratch::new("resume-in-place");
+    let ck = s.path("xor.safetensors");
+    let steps = |p: &Path| Checkpoint::load(p).unwrap().step;
+    assert_code(
+        &run!(
+            "train",
+            root().join("examples/xor.nn"),
+            "--quiet",
+            "--steps",
+            "5",
+            "--checkpoint",
+            &ck
+        ),
+        0,
+    );
+    // As if stopped at step 5 of 8.
+    let mut stopped = Checkpoint::load(&ck).unwrap();
+    let mut pos = nnc::runtime::train::resume::Position::from_checkpoint(&stopped).unwrap();
+    pos.total = 8;
+    stopped.meta = pos.to_meta();
+    let saved: Vec<nnc::runtime::checkpoint::Saved<'_>> = stopped
+        .tensors
+        .iter()
+        .map(|(n, t)| nnc::runtime::checkpoint::Saved {
+            name: n.clone(),
+            dims: &t.dims,
+            data: &t.data,
+        })
+        .collect();
+    nnc::runtime::checkpoint::save_with_meta(&ck, &saved, stopped.step, &stopped.meta).unwrap();
+    let out = run!(
+        "train",
+        root().join("examples/xor.nn"),
+        "--quiet",
+        "--resume",
+        &ck
+    );
+    assert_code(&out, 0);
+    assert_eq!(steps(&ck), Some(8), "{}", stdout(&out));
+    assert_has(
+        &stdout(&out),
+        &[&format!("checkpoint written to {}", ck.display())],
+    );
+}
+
 #[test]
 fn resuming_a_finished_run_says_it_is_complete() {
     let s = Scratch::new("resume-finished");
