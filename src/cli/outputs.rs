@@ -38,6 +38,63 @@ pub fn refuse_overwrite(outputs: &[Named], inputs: &[Named]) -> CliResult {
     Ok(())
 }
 
+/// What a command writes, to tell a file it may replace from one it would destroy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A safetensors file: an 8-byte little-endian header length, then a JSON header.
+    Safetensors,
+    /// An SVG image (`nnc plot`).
+    Svg,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Safetensors => "a safetensors checkpoint",
+            Kind::Svg => "an SVG image",
+        }
+    }
+
+    /// Whether `head`, the first bytes of a file, look like this kind (an empty file does).
+    fn holds(self, head: &[u8]) -> bool {
+        match self {
+            Kind::Safetensors => {
+                head.is_empty()
+                    || (head.len() > 8 && head[..8].iter().any(|&b| b != 0) && head[8] == b'{')
+            }
+            Kind::Svg => {
+                let text = String::from_utf8_lossy(head);
+                let t = text.trim_start_matches('\u{feff}').trim_start();
+                t.is_empty() || t.starts_with("<svg") || t.starts_with("<?xml")
+            }
+        }
+    }
+}
+
+/// An error when `out` names an existing file that is not of the `kind` the command writes:
+/// `nnc plot log.jsonl --out model.safetensors` would replace a trained model by a picture.
+pub fn refuse_replacing_another_kind(out: &Named, kind: Kind) -> CliResult {
+    use std::io::Read;
+    // A folder or a FIFO (which opening would wait on) is for the atomic writer to refuse.
+    if !std::fs::metadata(&out.path).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let Ok(file) = std::fs::File::open(&out.path) else {
+        return Ok(()); // unreadable: writing it will say why
+    };
+    let mut head = Vec::new();
+    if file.take(512).read_to_end(&mut head).is_err() || kind.holds(&head) {
+        return Ok(());
+    }
+    Err(CliError::user(format!(
+        "{} {} exists and is not {}: writing it would replace it; give another path, or remove \
+         the file first",
+        out.what,
+        out.path.display(),
+        kind.name()
+    )))
+}
+
 /// Whether `a` and `b` name the same file, existing or not.
 pub fn same_file(a: &Path, b: &Path) -> bool {
     #[cfg(unix)]

@@ -2,7 +2,7 @@
 //! training loss (each step, and its moving average) and the test loss against steps, and the
 //! test accuracy when the runs measured it, one colour per run.
 
-use super::outputs::Named;
+use super::outputs::{Kind, Named};
 use super::{CliError, CliResult};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -245,10 +245,12 @@ fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Err
 }
 
 pub fn run(args: &PlotArgs) -> CliResult {
+    let out = Named::new("`--out`", &args.out);
     super::outputs::refuse_overwrite(
-        &[Named::new("`--out`", &args.out)],
+        std::slice::from_ref(&out),
         &[Named::new("the log to plot", &args.log)],
     )?;
+    super::outputs::refuse_replacing_another_kind(&out, Kind::Svg)?;
     let mut runs = read_log(&args.log)?;
     if let Some(only) = &args.run {
         runs.retain(|r| &r.name == only);

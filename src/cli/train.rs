@@ -3,7 +3,7 @@
 //! Ctrl-C stops training after the current step and saves a checkpoint to resume from
 //! (`--resume`); `--checkpoint-every` saves one periodically, for runs that are killed.
 
-use super::outputs::{refuse_overwrite, Named};
+use super::outputs::{refuse_overwrite, refuse_replacing_another_kind, Kind, Named};
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
 use crate::ir::{Program, RunSpec, Source};
@@ -326,6 +326,7 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
         refuse_overwrite(&log, &written)?;
     }
     for c in &written {
+        refuse_replacing_another_kind(c, Kind::Safetensors)?;
         crate::runtime::atomic::target(&c.path).map_err(|e| {
             CliError::user(format!("cannot write {} {}: {e}", c.what, c.path.display()))
         })?;

@@ -259,4 +259,22 @@ train S: M on d { loss: kd(output, teacher, label) optimizer: sgd(lr: 0.1) batch
     assert_code(&out, 1);
     assert!(stderr(&out).contains("the log to plot"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
+
+    // Nor over a file of another kind: a trained model by a plot, notes by a checkpoint. A plot
+    // replaces a plot, and a checkpoint a checkpoint.
+    let teacher = std::fs::read(s.path("t.safetensors")).unwrap();
+    let err = user_error(&run!("plot", &log, "--out", s.path("t.safetensors")));
+    assert_has(&err, &["`--out`", "is not an SVG image"]);
+    assert_eq!(std::fs::read(s.path("t.safetensors")).unwrap(), teacher);
+    let svg = s.path("curve.svg");
+    for _ in 0..2 {
+        assert_code(&run!("plot", &log, "--out", &svg), 0);
+    }
+    let notes = s.write("notes.txt", "not a checkpoint\n");
+    let err = user_error(&train(&["--checkpoint".as_ref(), notes.as_os_str()]));
+    assert_has(&err, &["`--checkpoint`", "is not a safetensors checkpoint"]);
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "not a checkpoint\n"
+    );
 }
