@@ -28,6 +28,17 @@ pub enum PredictError {
         /// What the mismatch suggests, or empty.
         hint: &'static str,
     },
+    #[error(
+        "input value {value} of sample {sample} is not {expected}: the model input {input} \
+         takes integer ids"
+    )]
+    Id {
+        input: String,
+        sample: usize,
+        value: f32,
+        /// `an integer` or `within the range of i32`.
+        expected: &'static str,
+    },
     #[error("running the model: {0}")]
     Exec(#[from] ExecError),
     #[error("{0}")]
@@ -39,6 +50,8 @@ pub enum PredictError {
 pub struct Inputs {
     pub values: Vec<f32>,
     pub count: usize,
+    /// The index in the file of the first sample (`--index`), to name a sample by.
+    pub first: usize,
     /// Shape of one sample as read (`[28, 28]` for an image, `[n]` for a CSV row).
     pub shape: Vec<usize>,
 }
@@ -61,6 +74,7 @@ impl Inputs {
         Ok(Inputs {
             values: self.values[i * k..(i + 1) * k].to_vec(),
             count: 1,
+            first: i,
             shape: self.shape,
         })
     }
@@ -87,6 +101,7 @@ pub fn read_inputs(path: &Path, index: Option<usize>) -> Result<Inputs, PredictE
         Inputs {
             values,
             count,
+            first: 0,
             shape,
         }
     } else {
@@ -132,6 +147,7 @@ fn csv_rows(path: &Path, bytes: Vec<u8>) -> Result<Inputs, PredictError> {
     Ok(Inputs {
         values,
         count: rows.len(),
+        first: 0,
         shape: vec![width],
     })
 }
@@ -228,6 +244,7 @@ pub fn pgm(path: &Path, bytes: &[u8]) -> Result<Inputs, PredictError> {
     Ok(Inputs {
         values,
         count: 1,
+        first: 0,
         shape: vec![h, w],
     })
 }
@@ -311,8 +328,30 @@ pub fn outputs(
     if let Some(n) = normalize {
         data::normalize_values(&mut values, n)?;
     }
+    // Ids as the training data's are read: a fraction, or a value beyond i32, is refused
+    // rather than truncated or saturated into some other id.
     let ids: Vec<i32> = if ty.dtype == DType::I32 {
-        values.iter().map(|&v| v as i32).collect()
+        let bad = |i: usize, value: f32, expected| PredictError::Id {
+            input: format!("{name}: {ty}"),
+            sample: inputs.first + i / per.max(1),
+            value,
+            expected,
+        };
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                // In f64, where both ends of i32 are exact (`i32::MAX as f32` is 2^31).
+                let x = v as f64;
+                if !(i32::MIN as f64..=i32::MAX as f64).contains(&x) {
+                    Err(bad(i, v, "within the range of i32"))
+                } else if x.fract() != 0.0 {
+                    Err(bad(i, v, "an integer"))
+                } else {
+                    Ok(v as i32)
+                }
+            })
+            .collect::<Result<_, _>>()?
     } else {
         Vec::new()
     };

@@ -457,6 +457,47 @@ fn predict_shows_the_values_of_a_model_that_does_not_classify() {
     );
 }
 
+/// The ids fed to an `i32` input are refused as the training data's are when they are not
+/// integers (`0.5` was truncated to id 0) or beyond i32, naming the value and its sample.
+#[test]
+fn predict_refuses_ids_that_are_not_integers() {
+    let s = Scratch::new("predict-ids");
+    s.write("corpus.txt", "abcabcabcabcabc");
+    let nn = s.write(
+        "ids.nn",
+        "model E(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
+         data d {\n    train: text(\"corpus.txt\", seq: 4)\n}\n\
+         train E on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
+    );
+    let ck = s.path("e.safetensors");
+    train_to(&nn, &ck);
+    let predict = |csv: &str, extra: &[&str]| {
+        let input = s.write("in.csv", csv);
+        run!("predict", &nn, "--checkpoint", &ck, "--input", &input; extra)
+    };
+    let out = predict("0,1,2,0\n2,1,0,2\n", &[]);
+    assert_has(&succeeded(&out), &["sample 0: ", "sample 1: "]);
+    let err = user_error(&predict("0,1,2,3\n0.5,1.5,2,3\n", &[]));
+    assert_has(
+        &err,
+        &[
+            "input value 0.5 of sample 1 is not an integer",
+            "x: i32[B,4]",
+            "integer ids",
+        ],
+    );
+    let err = user_error(&predict(
+        "0,1,2,3\n0,1,2,3\n4,3,2.25,1\n",
+        &["--index", "2"],
+    ));
+    assert_has(&err, &["input value 2.25 of sample 2 is not an integer"]);
+    let err = user_error(&predict("0,1,2,3000000000\n", &[]));
+    assert_has(
+        &err,
+        &["input value 3000000000 of sample 0 is not within the range of i32"],
+    );
+}
+
 #[test]
 fn bench_reports_compile_time_throughput_and_latency() {
     let out = in_root(&["bench", "examples/xor.nn", "--steps", "100", "--reps", "50"]);
