@@ -3,7 +3,7 @@
 
 use super::names::did_you_mean;
 use crate::diag::Diag;
-use crate::syntax::ast::{Arg, Expr, Ident, Span};
+use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
 
 /// What a callee accepts.
 pub struct Sig {
@@ -76,7 +76,10 @@ pub fn bind<'a>(
                     "unexpected arguments"
                 },
             )
-            .help(format!("write it as {}", sig.usage)),
+            .help(match name_surplus(callee, args, sig, max) {
+                Some(call) => format!("write it as `{call}`"),
+                None => format!("write it as {}", sig.usage),
+            }),
         );
     } else {
         let names: &[&'static str] = sig
@@ -104,7 +107,8 @@ pub fn bind<'a>(
                 name.span,
                 "unknown argument",
             );
-            let hint = did_you_mean(&name.name, all.iter().copied());
+            let hint = did_you_mean(&name.name, all.iter().copied())
+                .or_else(|| as_first_argument(callee, args, a, sig));
             d = d.help(match hint {
                 Some(h) => format!("{h} ({} is written {})", callee.name, sig.usage),
                 None => format!("{} is written {}", callee.name, sig.usage),
@@ -155,4 +159,83 @@ pub fn bind<'a>(
     } else {
         Err(diags)
     }
+}
+
+/// A call's argument as written, when it is short enough to show: a number, a name or a path,
+/// a string, negated or not.
+fn written(e: &Expr) -> Option<String> {
+    Some(match &e.kind {
+        ExprKind::Number { text, .. } => text.clone(),
+        ExprKind::Str(s) => format!("{s:?}"),
+        ExprKind::Path(segments) => segments
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join("."),
+        ExprKind::Neg(inner) => format!("-{}", written(inner)?),
+        _ => return None,
+    })
+}
+
+/// `callee(items)` as written, each item `value` or `name: value`; `None` when a value is
+/// not [`written`] simply.
+fn call_text(callee: &Ident, items: &[(Option<&str>, &Expr)]) -> Option<String> {
+    let items = items
+        .iter()
+        .map(|(name, e)| {
+            let v = written(e)?;
+            Some(match name {
+                Some(n) => format!("{n}: {v}"),
+                None => v,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(format!("{}({})", callee.name, items.join(", ")))
+}
+
+/// The call with its surplus positional arguments (those after the `max` a form takes) named,
+/// in order, after the named-only arguments not already given: `avgpool(2, 2)` →
+/// `avgpool(2, stride: 2)`, `conv2d(1, 32, 3)` → `conv2d(1, 32, kernel: 3)`.
+fn name_surplus(callee: &Ident, args: &[Arg], sig: &Sig, max: usize) -> Option<String> {
+    let given = |n: &str| {
+        args.iter()
+            .any(|a| a.name.as_ref().is_some_and(|i| i.name == n))
+    };
+    let mut free = sig.named.iter().copied().filter(|n| !given(n));
+    let mut seen = 0;
+    let mut items = Vec::new();
+    for a in args {
+        match &a.name {
+            Some(n) => items.push((Some(n.name.as_str()), &a.value)),
+            None => {
+                seen += 1;
+                let name = if seen > max { Some(free.next()?) } else { None };
+                items.push((name, &a.value));
+            }
+        }
+    }
+    call_text(callee, &items)
+}
+
+/// For an unknown argument `unknown` of a call given no positional argument and lacking the
+/// required first parameter of its forms: that it is most likely that parameter, written first
+/// (`avgpool(size: 2)` → `avgpool(2)`).
+fn as_first_argument(callee: &Ident, args: &[Arg], unknown: &Arg, sig: &Sig) -> Option<String> {
+    let first = *sig.forms.iter().find_map(|f| f.first())?;
+    let given = args.iter().any(|a| match &a.name {
+        None => true,
+        Some(n) => n.name == first,
+    });
+    if given || !sig.required.contains(&first) {
+        return None;
+    }
+    let mut items = vec![(None, &unknown.value)];
+    items.extend(
+        args.iter()
+            .filter(|a| !std::ptr::eq(*a, unknown))
+            .map(|a| (a.name.as_ref().map(|n| n.name.as_str()), &a.value)),
+    );
+    let call = call_text(callee, &items)?;
+    let name = &unknown.name.as_ref()?.name;
+    Some(format!("if `{name}` is the `{first}`, write `{call}`"))
 }

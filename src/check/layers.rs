@@ -41,11 +41,17 @@ fn sig(kind: &str) -> Sig {
             usage:
                 "`conv2d(out, kernel: k, stride: 1, padding: 0)` or `conv2d(in, out, kernel: k)`",
         },
-        "maxpool" | "avgpool" => Sig {
+        "maxpool" => Sig {
             forms: &[&["kernel"]],
             named: &["stride"],
             required: &["kernel"],
             usage: "`maxpool(k, stride: k)`",
+        },
+        "avgpool" => Sig {
+            forms: &[&["kernel"]],
+            named: &["stride"],
+            required: &["kernel"],
+            usage: "`avgpool(k, stride: k)`",
         },
         "embedding" => Sig {
             forms: &[&["vocab", "dim"]],
