@@ -194,7 +194,10 @@ impl<'a, 'g> Lower<'a, 'g> {
             }
             ExprKind::Neg(a) => match self.expr(a) {
                 V::N(n) => V::N(-n),
-                V::T(v) => self.push(Op::Unary(UnaryOp::Neg), vec![v], "neg", e.span),
+                V::T(v) => match self.not_f32(v, a) {
+                    Some(d) => self.err(d),
+                    None => self.push(Op::Unary(UnaryOp::Neg), vec![v], "neg", e.span),
+                },
                 V::Bad => V::Bad,
             },
             ExprKind::Call { callee, args } => self.call(callee, args, e.span),
@@ -309,20 +312,25 @@ impl<'a, 'g> Lower<'a, 'g> {
             }
         };
         for (v, e) in [(x, lhs), (y, rhs)] {
-            if self.g.ty(v).dtype != crate::ir::DType::F32 {
-                let t = show(self.g.ty(v));
-                return self.err(
-                    Diag::new(
-                        "nnc::shape",
-                        format!("arithmetic needs f32 values, found {t}"),
-                        e.span,
-                        "integer ids",
-                    )
-                    .help("token ids must go through `embedding` or `one_hot` first"),
-                );
+            if let Some(d) = self.not_f32(v, e) {
+                return self.err(d);
             }
         }
         self.push(Op::Binary(ir), vec![x, y], ir.name(), span)
+    }
+
+    /// Why the value `v` of `e` cannot take part in arithmetic (`x * 2`, `-x`): it holds ids.
+    fn not_f32(&self, v: ValueId, e: &Expr) -> Option<Diag> {
+        let ty = self.g.ty(v);
+        (ty.dtype != crate::ir::DType::F32).then(|| {
+            Diag::new(
+                "nnc::shape",
+                format!("arithmetic needs f32 values, found {}", show(ty)),
+                e.span,
+                "integer ids",
+            )
+            .help("token ids must go through `embedding` or `one_hot` first")
+        })
     }
 
     /// `relu(x)`: an activation called on a value. Layers and models must be used with `|>`.
