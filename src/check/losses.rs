@@ -233,6 +233,25 @@ fn cross_entropy(
     span: Span,
 ) -> Option<ValueId> {
     let (ta, tb) = (l.g.ty(a).clone(), l.g.ty(b).clone());
+    // Class ids first (i32, or the data's labels, which are f32 unless the loss uses them as
+    // class ids in second place), then logits: the arguments are swapped.
+    let labels = ta.dtype == DType::I32 || l.g.inputs().contains(&(a, "label"));
+    if labels && ta != tb && tb.dtype == DType::F32 && !tb.dims.is_empty() {
+        l.diags.push(
+            Diag::new(
+                "nnc::train",
+                "cross_entropy takes the logits first, found the labels first",
+                sa,
+                format!("the labels, {}", show(&ta)),
+            )
+            .also(sb, format!("the logits, {}", show(&tb)))
+            .help(
+                "swap the arguments: the logits come first, then the labels, e.g. \
+                 `cross_entropy(output, label)`",
+            ),
+        );
+        return None;
+    }
     if ta.dtype != DType::F32 || ta.dims.is_empty() {
         l.diags.push(Diag::new(
             "nnc::train",
