@@ -2,8 +2,8 @@
 //! of a run's data, with the run's evaluation graph (no dropout).
 
 use super::{source, train, CliError, CliResult};
-use crate::runtime::checkpoint::Checkpoint;
-use crate::runtime::train::{evaluate_run, TrainError, TrainOptions, TEACHER};
+use crate::runtime::checkpoint::{Checkpoint, Tensor};
+use crate::runtime::train::{evaluate_run, teacher_params, TrainError, TrainOptions, TEACHER};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -43,27 +43,6 @@ pub fn run(args: &EvalArgs) -> CliResult {
         }
     }
     let mut params = ck.tensors;
-    if let Some(t) = &spec.teacher {
-        // A distillation loss needs the teacher's parameters too: from its checkpoint.
-        let path = loaded.checkpoint_of(&t.from).ok_or_else(|| {
-            CliError::user(format!(
-                "run `{}` needs its teacher's checkpoint to compute its loss",
-                spec.name
-            ))
-        })?;
-        let teacher = Checkpoint::load(&path).map_err(CliError::user)?;
-        for p in spec.eval_graph.params.iter() {
-            if let Some(name) = p.path.strip_prefix(TEACHER) {
-                teacher.get(name, &p.dims).map_err(CliError::user)?;
-            }
-        }
-        params.extend(
-            teacher
-                .tensors
-                .into_iter()
-                .map(|(k, v)| (format!("{TEACHER}{k}"), v)),
-        );
-    }
     let options = TrainOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
         base_dir: loaded.dir(),
@@ -71,6 +50,15 @@ pub fn run(args: &EvalArgs) -> CliResult {
         threads: args.threads,
         ..TrainOptions::default()
     };
+    // A distillation loss needs the teacher's parameters too: read as `train` reads them (from
+    // the teacher run's `checkpoint:` here, no run having trained in this command).
+    let g = &spec.eval_graph;
+    for (i, data) in
+        teacher_params(p, spec, g, &options, &Default::default()).map_err(train::train_error)?
+    {
+        let dims = g.params[i].dims.clone();
+        params.insert(g.params[i].path.clone(), Tensor { dims, data });
+    }
     let backend = train::backend(false, args.threads);
     let r = evaluate_run(p, spec, &backend, &options, &params).map_err(|e| match e {
         TrainError::Data { run, source } => loaded.data_error(&run, &source),

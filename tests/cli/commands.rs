@@ -498,6 +498,66 @@ fn predict_refuses_ids_that_are_not_integers() {
     );
 }
 
+/// A distillation run's teacher read from a checkpoint file that is missing: `eval`, as `train`,
+/// says it is the teacher's (it said only "checkpoint t.safetensors not found"); with the file
+/// there, both read the teacher the same way.
+#[test]
+fn a_missing_teacher_checkpoint_is_named_as_the_teacher_s() {
+    let s = Scratch::new("teacher-missing");
+    let nn = s.write(
+        "kd.nn",
+        "model T(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }\n\
+         model S(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0], [0, 0], [1, 1]], y: [0, 1, 0, 1]) }\n\
+         train big: T on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    steps: 2, batch: 2\n}\n\
+         train small: S on d {\n    loss: kd(output, teacher, label)\n    optimizer: sgd(lr: 0.1)\n    teacher: T(checkpoint: \"t.safetensors\")\n    steps: 2, batch: 2\n}\n",
+    );
+    let student = s.path("s.safetensors");
+    let teacher_missing = "`teacher: T(checkpoint: \"t.safetensors\")`: checkpoint";
+    let err = user_error(&run!(
+        "train",
+        &nn,
+        "--run",
+        "small",
+        "--quiet",
+        "--checkpoint",
+        &student
+    ));
+    assert_has(&err, &["run `small`", teacher_missing, "not found"]);
+    // A student checkpoint to evaluate: trained from the teacher's file, once it is there.
+    let out = run!(
+        "train",
+        &nn,
+        "--run",
+        "big",
+        "--quiet",
+        "--checkpoint",
+        s.path("t.safetensors")
+    );
+    succeeded(&out);
+    succeeded(&run!(
+        "train",
+        &nn,
+        "--run",
+        "small",
+        "--quiet",
+        "--checkpoint",
+        &student
+    ));
+    let out = run!("eval", &nn, "--run", "small", "--checkpoint", &student);
+    assert_has(&succeeded(&out), &["run small: test loss"]);
+    std::fs::remove_file(s.path("t.safetensors")).unwrap();
+    let err = user_error(&run!(
+        "eval",
+        &nn,
+        "--run",
+        "small",
+        "--checkpoint",
+        &student
+    ));
+    assert_has(&err, &["run `small`", teacher_missing, "not found"]);
+}
+
 #[test]
 fn bench_reports_compile_time_throughput_and_latency() {
     let out = in_root(&["bench", "examples/xor.nn", "--steps", "100", "--reps", "50"]);

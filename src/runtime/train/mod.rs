@@ -14,7 +14,7 @@ mod shard;
 mod trainer;
 
 pub use eval::{evaluate, EvalResult};
-pub use params::{lr_scale, Tensors, TEACHER};
+pub use params::{lr_scale, teacher_params, Tensors, TEACHER};
 pub use progress::{spinner, EvalInfo, StepInfo};
 pub use run::evaluate_run;
 

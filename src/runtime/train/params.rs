@@ -151,42 +151,63 @@ pub fn initial(
         }
     }
 
-    // Teacher parameters: every one must be found.
+    for (i, v) in teacher_params(program, spec, graph, opts, trained)? {
+        values[i] = Some(v);
+    }
+    Ok(values.into_iter().map(|v| v.unwrap_or_default()).collect())
+}
+
+/// The teacher's parameters in `graph` (those under [`TEACHER`]), each with its index in
+/// `graph.params`: from the teacher run (trained in this session, in `trained`, else its
+/// checkpoint) or the checkpoint file its `teacher:` names; every one must be found. A file
+/// that cannot be read is named as the teacher's, as `train` and `eval` both report it.
+pub fn teacher_params(
+    program: &Program,
+    spec: &RunSpec,
+    graph: &Graph,
+    opts: &TrainOptions,
+    trained: &BTreeMap<String, Tensors>,
+) -> Result<Vec<(usize, Vec<f32>)>, TrainError> {
+    let setup = |msg: String| TrainError::Setup {
+        run: spec.name.clone(),
+        msg,
+    };
     let teacher: Vec<(usize, &Param)> = graph
         .params
         .iter()
         .enumerate()
         .filter(|(_, p)| p.path.starts_with(TEACHER))
         .collect();
-    if !teacher.is_empty() {
-        let t = spec.teacher.as_ref().ok_or_else(|| {
-            setup("the graph has teacher parameters but the run no teacher".into())
-        })?;
-        let loaded: Vec<Vec<f32>> = match &t.from {
-            InitFrom::File(f) => {
-                let ck = Checkpoint::load(&resolve(f)).map_err(ck_err)?;
-                let ps: Vec<&Param> = teacher.iter().map(|(_, p)| *p).collect();
-                ck.params_for(&ps, TEACHER).map_err(ck_err)?
-            }
-            InitFrom::Run(r) => {
-                let src = run_params(r, "teacher", program, trained, opts).map_err(&setup)?;
-                let what = format!("run `{r}`");
-                let value = |p: &Param| {
-                    let name = &p.path[TEACHER.len()..];
-                    let t = src.get(name).ok_or_else(|| {
-                        format!("{what} has no parameter `{name}` for the teacher")
-                    })?;
-                    take(t, &format!("teacher parameter `{name}`"), &p.dims, &what)
-                };
-                let values = teacher.iter().map(|(_, p)| value(p));
-                values.collect::<Result<_, _>>().map_err(setup)?
-            }
-        };
-        for ((i, _), v) in teacher.iter().zip(loaded) {
-            values[*i] = Some(v);
-        }
+    if teacher.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(values.into_iter().map(|v| v.unwrap_or_default()).collect())
+    let t = spec
+        .teacher
+        .as_ref()
+        .ok_or_else(|| setup("the graph has teacher parameters but the run no teacher".into()))?;
+    let loaded: Vec<Vec<f32>> = match &t.from {
+        InitFrom::File(f) => {
+            let path = crate::runtime::data::resolve(f, &opts.base_dir);
+            let ps: Vec<&Param> = teacher.iter().map(|(_, p)| *p).collect();
+            Checkpoint::load(&path)
+                .and_then(|ck| ck.params_for(&ps, TEACHER))
+                .map_err(|e| setup(format!("`teacher: {}(checkpoint: {f:?})`: {e}", t.model)))?
+        }
+        InitFrom::Run(r) => {
+            let src = run_params(r, "teacher", program, trained, opts).map_err(&setup)?;
+            let what = format!("run `{r}`");
+            let value = |p: &Param| {
+                let name = &p.path[TEACHER.len()..];
+                let t = src
+                    .get(name)
+                    .ok_or_else(|| format!("{what} has no parameter `{name}` for the teacher"))?;
+                take(t, &format!("teacher parameter `{name}`"), &p.dims, &what)
+            };
+            let values = teacher.iter().map(|(_, p)| value(p));
+            values.collect::<Result<_, _>>().map_err(setup)?
+        }
+    };
+    Ok(teacher.iter().map(|(i, _)| *i).zip(loaded).collect())
 }
 
 /// One trainable parameter: its index, its gradient's output name, its lr multiplier and its
