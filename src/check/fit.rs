@@ -105,7 +105,7 @@ pub(super) fn check_vocab(
         (Kind::Text { .. }, Some((v, span))) if class_use && v != classes => diags.push(
             Diag::new("nnc::shape", format!("model `{}` reads {} but predicts {}", t.model.name, plural(v, "different token"), classes_word(classes)), span, format!("vocabulary of {v}"))
                 .also(t.model.span, format!("predicts {}", classes_word(classes)))
-                .help(format!("the labels are the next tokens: the last layer needs {v} outputs, e.g. `dense({v})`")),
+                .help(format!("the labels are the next characters: the vocabulary and the last layer's outputs must both be the number of different characters in the text (known when it is read), e.g. `dense({v})` if it has {v}")),
         ),
         (Kind::Inline { classes: Some(n), .. }, _) if class_use && *n > classes => diags.push(
             Diag::new("nnc::data", format!("the labels of `{}` go up to {}, but model `{}` predicts {}", t.data.name, n - 1, t.model.name, classes_word(classes)), t.data.span, format!("{n} classes"))
