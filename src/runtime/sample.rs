@@ -10,7 +10,7 @@ use crate::ir::DType;
 pub enum SampleError {
     #[error("the prompt's character {0:?} is not in the training text's vocabulary")]
     UnknownChar(char),
-    #[error("the model must take one i32[T] input of character ids and output [T, {vocab}] logits: {msg}")]
+    #[error("the model must take one i32[T] input of character ids and output [T, {vocab}] logits, one for each different character of the training text: {msg}")]
     Model { vocab: usize, msg: String },
     #[error("temperature must be > 0, got {0}")]
     Temperature(f32),

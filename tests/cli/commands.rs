@@ -558,6 +558,57 @@ fn a_missing_teacher_checkpoint_is_named_as_the_teacher_s() {
     assert_has(&err, &["run `small`", teacher_missing, "not found"]);
 }
 
+/// A character model predicts exactly its text's characters: fewer classes were refused only
+/// at the first label past them ("label 2 ... not a class id in 0..2"), more trained and then
+/// `nnc sample` refused the model. Both are refused when the text is read, by `train` and by
+/// `eval`, saying how many outputs the text needs.
+#[test]
+fn a_char_model_predicts_exactly_its_text_s_characters() {
+    let s = Scratch::new("text-vocab");
+    s.write("corpus.txt", "abcabcabcabcabcabcabc");
+    let nn = |n: usize| {
+        s.write(
+            format!("m{n}.nn").as_str(),
+            format!(
+                "model M(x: i32[4]) -> [4, {n}] {{\n    return x |> embedding({n}, 2) |> dense({n})\n}}\n\
+                 data d {{\n    train: text(\"corpus.txt\", seq: 4)\n}}\n\
+                 train M on d {{\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}}\n"
+            ),
+        )
+    };
+    for n in [2, 5] {
+        let err = user_error(&run!("train", nn(n), "--quiet"));
+        assert_has(
+            &err,
+            &[
+                &format!("has 3 different characters, but model `M` predicts {n} classes"),
+                "the last layer needs 3 outputs, e.g. `dense(3)`",
+                "a vocabulary of 3",
+            ],
+        );
+    }
+    let ck = s.path("m.safetensors");
+    train_to(&nn(3), &ck);
+    let out = run!("sample", nn(3), "--checkpoint", &ck, "--length", "5");
+    assert_eq!(succeeded(&out).trim().chars().count(), 5);
+    assert_has(
+        &succeeded(&run!("eval", nn(3), "--checkpoint", &ck)),
+        &["test loss"],
+    );
+    // The text has changed since: eval refuses the model as train would, and so does sample.
+    s.write("corpus.txt", "abcdabcdabcdabcdabcd");
+    let err = user_error(&run!("eval", nn(3), "--checkpoint", &ck));
+    assert_has(
+        &err,
+        &["has 4 different characters, but model `M` predicts 3 classes"],
+    );
+    let err = user_error(&run!("sample", nn(3), "--checkpoint", &ck));
+    assert_has(
+        &err,
+        &["output [T, 4] logits, one for each different character"],
+    );
+}
+
 #[test]
 fn bench_reports_compile_time_throughput_and_latency() {
     let out = in_root(&["bench", "examples/xor.nn", "--steps", "100", "--reps", "50"]);

@@ -243,6 +243,8 @@ fn expect(graph: &Graph) -> Expect {
 
 /// Class ids must index the logits: checked once at load time rather than trusted to a kernel.
 fn check_labels(spec: &RunSpec, ds: &Dataset) -> Result<(), String> {
+    let vocab = ds.vocab.as_ref().map(Vec::len);
+    check_vocab(spec, vocab)?;
     check_split_labels(spec, &ds.train, "train")?;
     match &ds.test {
         Some(t) => check_split_labels(spec, t, "test"),
@@ -250,15 +252,37 @@ fn check_labels(spec: &RunSpec, ds: &Dataset) -> Result<(), String> {
     }
 }
 
-/// [`check_labels`] for one split, named `name` in the error.
-fn check_split_labels(spec: &RunSpec, s: &Split, name: &str) -> Result<(), String> {
-    let Some(out) = spec.graph.output("output") else {
+/// The logits' class count of a classifier: their last axis.
+fn classes(spec: &RunSpec) -> Option<usize> {
+    let out = spec.graph.output("output")?;
+    spec.classification.then(|| spec.graph.ty(out).last())
+}
+
+/// A classifier of a text (its labels the next characters) predicts exactly the text's
+/// `vocab` characters: fewer, and some labels are not classes; more, and `nnc sample` could
+/// not tell which characters the extra classes stand for (it refuses such a model).
+fn check_vocab(spec: &RunSpec, vocab: Option<usize>) -> Result<(), String> {
+    let (Some(classes), Some(vocab)) = (classes(spec), vocab) else {
         return Ok(());
     };
-    let classes = spec.graph.ty(out).last();
-    if !spec.classification {
+    if classes == vocab {
         return Ok(());
     }
+    Err(format!(
+        "the text of data `{}` has {vocab} different characters, but model `{}` predicts \
+         {classes} classes: the labels are the next characters, so the last layer needs {vocab} \
+         outputs, e.g. `dense({vocab})`, and the model's `embedding` or `one_hot` a vocabulary \
+         of {vocab}",
+        spec.data, spec.model
+    ))
+}
+
+/// [`check_labels`] for one split, named `name` in the error (a text's labels are in range
+/// once [`check_vocab`] has passed).
+fn check_split_labels(spec: &RunSpec, s: &Split, name: &str) -> Result<(), String> {
+    let Some(classes) = classes(spec) else {
+        return Ok(());
+    };
     if let Values::I32(v) = &s.y.values {
         if let Some(i) = v.iter().position(|&y| y < 0 || y as usize >= classes) {
             let k = s.y.per_sample().max(1);
@@ -299,6 +323,17 @@ pub fn evaluate_run(
                 source,
             }
         })?;
+    // A text's vocabulary is its train text's (a test text is encoded with it).
+    let vocab = match (&dspec.train, classes(spec)) {
+        (crate::ir::Source::Text { .. }, Some(_)) => data::vocabulary(dspec, &opts.data_dir)
+            .map_err(|source| TrainError::Data {
+                run: run.into(),
+                source,
+            })?
+            .map(|v| v.len()),
+        _ => None,
+    };
+    check_vocab(spec, vocab).map_err(setup)?;
     check_split_labels(spec, &split, name).map_err(setup)?;
     let g = &spec.eval_graph;
     let views: Vec<&[f32]> = g
