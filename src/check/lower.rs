@@ -269,6 +269,26 @@ impl<'a, 'g> Lower<'a, 'g> {
             BinOp::Mul => BinaryOp::Mul,
             BinOp::Div => BinaryOp::Div,
         };
+        if let (BinOp::Div, V::T(_) | V::N(_), V::N(d)) = (op, a, b) {
+            if d == 0.0 {
+                let (code, what, help) = if self.loss_mode {
+                    (
+                        "nnc::train",
+                        "the loss is divided by zero",
+                        "a loss divided by 0 is infinite from the first step; weigh a term by a \
+                         positive number instead, e.g. `0.5 * mse(output, label)`",
+                    )
+                } else {
+                    (
+                        "nnc::shape",
+                        "division by zero",
+                        "a value divided by 0 is infinite (or NaN); divide by a number other \
+                         than 0",
+                    )
+                };
+                return self.err(Diag::new(code, what, rhs.span, "this is 0").help(help));
+            }
+        }
         let (x, y) = match (a, b) {
             (V::Bad, _) | (_, V::Bad) => return V::Bad,
             (V::N(x), V::N(y)) => {
