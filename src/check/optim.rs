@@ -117,6 +117,20 @@ pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
                 false
             }
         };
+        // As PyTorch's SGD refuses it: without momentum, Nesterov's look-ahead is plain SGD.
+        if let (true, 0.0, Some(e)) = (nesterov, momentum, b.get("nesterov")) {
+            let mut d = Diag::new(
+                "nnc::train",
+                "Nesterov momentum needs a momentum",
+                e.span,
+                "nesterov without momentum",
+            )
+            .help("give sgd a momentum above 0, e.g. `momentum: 0.9`, or remove `nesterov: true`");
+            if let Some(m) = b.get("momentum") {
+                d = d.also(m.span, "the momentum is 0");
+            }
+            diags.push(d);
+        }
         OptimizerSpec::Sgd {
             lr,
             momentum,
