@@ -327,8 +327,32 @@ pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
             .help("write `every 1 epoch` or `every 500 steps`"))
         }
     };
+    let Some(metrics) = metrics else {
+        return Ok(EvalSpec {
+            every,
+            per_epoch,
+            metrics: default_metrics(classification),
+        });
+    };
+    if metrics.is_empty() {
+        let example = if classification {
+            "[loss, accuracy]"
+        } else {
+            "[loss]"
+        };
+        return Err(Diag::new(
+            "nnc::train",
+            "no metrics are listed",
+            e.span,
+            "an empty list of metrics",
+        )
+        .help(format!(
+            "the list is what each evaluation reports: name at least one, e.g. `{example}`, or \
+             leave the list out for the default"
+        )));
+    };
     let mut out = Vec::new();
-    for m in metrics {
+    for (i, m) in metrics.iter().enumerate() {
         let metric = match m.name.as_str() {
             "loss" => Metric::Loss,
             "accuracy" if classification => Metric::Accuracy,
@@ -340,10 +364,17 @@ pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
                 return Err(Diag::new("nnc::train", format!("unknown metric `{other}`"), m.span, "not a metric").help("the metrics are `loss` and `accuracy`"))
             }
         };
+        if let Some(first) = metrics[..i].iter().find(|f| f.name == m.name) {
+            return Err(Diag::new(
+                "nnc::train",
+                format!("the metric `{}` is listed twice", m.name),
+                m.span,
+                "listed again here",
+            )
+            .also(first.span, "first listed here")
+            .help("list each metric once"));
+        }
         out.push(metric);
-    }
-    if out.is_empty() {
-        out = default_metrics(classification);
     }
     Ok(EvalSpec {
         every,

@@ -28,8 +28,9 @@ struct Curves {
     attempt: usize,
     /// (step, loss) of every training step.
     train: Vec<(f64, f64)>,
-    /// (step, loss, accuracy) of every evaluation.
-    eval: Vec<(f64, f64, Option<f64>)>,
+    /// (step, loss, accuracy) of every evaluation (either missing where it was null: not
+    /// finite, or not among the metrics the run's `eval:` lists).
+    eval: Vec<(f64, Option<f64>, Option<f64>)>,
     /// The step of the last step record, null losses included.
     last_step: Option<f64>,
 }
@@ -107,11 +108,7 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
                     runs[at].train.push((step, l));
                 }
             }
-            Some("eval") => {
-                if let Some(l) = field("loss") {
-                    runs[at].eval.push((step, l, field("accuracy")));
-                }
-            }
+            Some("eval") => runs[at].eval.push((step, field("loss"), field("accuracy"))),
             _ => return Err(bad("`type` is neither \"step\" nor \"eval\"")),
         }
     }
@@ -174,7 +171,7 @@ fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Err
         r.train
             .iter()
             .map(|p| p.1)
-            .chain(r.eval.iter().map(|e| e.1))
+            .chain(r.eval.iter().filter_map(|e| e.1))
     });
     let mut chart = ChartBuilder::on(&top)
         .caption("loss", ("sans-serif", 22))
@@ -199,8 +196,8 @@ fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Err
             ))?
             .label(format!("{} train (mean of {window})", r.label()))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
-        if !r.eval.is_empty() {
-            let pts = r.eval.iter().map(|e| (e.0, e.1));
+        if r.eval.iter().any(|e| e.1.is_some()) {
+            let pts = r.eval.iter().filter_map(|e| Some((e.0, e.1?)));
             chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(1)))?
                 .label(format!("{} test", r.label()))
@@ -297,12 +294,34 @@ mod tests {
         let runs = [Curves {
             name: "a".into(),
             train: vec![(1.0, 1e308), (2.0, -1e308), (3.0, 1e308), (4.0, 1e308)],
-            eval: vec![(2.0, 1e308, Some(1e307)), (4.0, 0.5, Some(0.5))],
+            eval: vec![
+                (2.0, Some(1e308), Some(1e307)),
+                (4.0, Some(0.5), Some(0.5)),
+                // An evaluation that lists accuracy only.
+                (6.0, None, Some(0.6)),
+            ],
             ..Curves::default()
         }];
         let mut svg = String::new();
         draw(&runs, &mut svg).unwrap();
         assert!(svg.starts_with("<svg"), "{svg}");
+    }
+
+    /// An evaluation whose loss is null (not listed in the run's `eval:`, or not finite) keeps
+    /// its accuracy: such records were dropped whole.
+    #[test]
+    fn an_evaluation_without_a_loss_keeps_its_accuracy() {
+        let dir = std::env::temp_dir().join(format!("nnc-plot-acc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log.jsonl");
+        std::fs::write(
+            &log,
+            r#"{"type":"eval","run":"A","step":2,"epoch":1,"samples":4,"loss":null,"accuracy":0.75}"#,
+        )
+        .unwrap();
+        let runs = read_log(&log).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(runs[0].eval, [(2.0, None, Some(0.75))]);
     }
 
     #[test]

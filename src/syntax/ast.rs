@@ -172,11 +172,12 @@ pub enum ExprKind {
     },
     /// `-x`
     Neg(Box<Expr>),
-    /// `every 1 epoch [loss, accuracy]`; `unit` is `epoch`/`epochs`/`step`/`steps`, metrics may be empty.
+    /// `every 1 epoch [loss, accuracy]`; `unit` is `epoch`/`epochs`/`step`/`steps`; `metrics` is
+    /// `None` without a list, and may be an empty one (`[]`).
     Every {
         count: Box<Expr>,
         unit: Ident,
-        metrics: Vec<Ident>,
+        metrics: Option<Vec<Ident>>,
     },
 }
 

@@ -185,7 +185,7 @@ impl Builder {
                 let (count, d) = self.expr(it.next().expect("grammar: every count"))?;
                 let unit = ident(it.next().expect("grammar: every unit"));
                 sp.end = unit.span.end;
-                let metrics = it.next().map_or_else(Vec::new, |m| {
+                let metrics = it.next().map(|m| {
                     sp.end = span(&m).end;
                     m.into_inner().map(ident).collect()
                 });

@@ -190,8 +190,14 @@ impl Printer {
                 unit,
                 metrics,
             } => {
-                let ms: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
-                self.line(format_args!("every {} [{}] {sp}", id(unit), ms.join(", ")));
+                let ms = match metrics {
+                    Some(ms) => {
+                        let ms: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+                        format!(" [{}]", ms.join(", "))
+                    }
+                    None => String::new(),
+                };
+                self.line(format_args!("every {}{ms} {sp}", id(unit)));
                 self.nested(|p| p.expr(count));
             }
         }

@@ -86,3 +86,48 @@ fn a_resumed_run_appends_to_its_log_and_plots_as_one_curve() {
     );
     assert!(plot().contains("Xor (2) train"));
 }
+
+/// An evaluation reports the metrics its run's `eval:` lists, in the log and in the summary:
+/// `[accuracy]` and `[loss]` on a classifier reported both.
+#[test]
+fn an_evaluation_reports_the_metrics_listed() {
+    let s = Scratch::new("log-metrics");
+    let log = s.path("run.jsonl");
+    let nn = s.write(
+        "m.nn",
+        "model M(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0], [1, 1], [0, 0]], y: [0, 1, 1, 0]), split: 0.5 }\n\
+         train acc: M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2, steps: 2\n    eval: every 1 step [accuracy]\n}\n\
+         train loss: M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2, steps: 2\n    eval: every 1 step [loss]\n}\n\
+         train both: M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2, steps: 2\n}\n",
+    );
+    let summary = succeeded(&run!("train", &nn, "--quiet", "--log-json", &log));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let evals: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["type"] == "eval")
+        .collect();
+    let of = |run: &str| -> Vec<(bool, bool)> {
+        evals
+            .iter()
+            .filter(|r| r["run"] == run)
+            .map(|r| (r["loss"].is_f64(), r["accuracy"].is_f64()))
+            .collect()
+    };
+    assert_eq!(of("acc"), [(false, true), (false, true)], "{text}");
+    assert_eq!(of("loss"), [(true, false), (true, false)], "{text}");
+    assert!(of("both").iter().all(|&m| m == (true, true)), "{text}");
+    // The summary's test loss and accuracy columns: "–" for what is not listed.
+    let row = |run: &str| -> Vec<String> {
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(run))
+            .expect(&summary);
+        line.split_whitespace().map(String::from).collect()
+    };
+    assert_eq!(row("acc")[3], "–", "{summary}");
+    assert!(row("acc")[4].ends_with('%'), "{summary}");
+    assert_eq!(row("loss")[4], "–", "{summary}");
+    assert!(row("both")[4].ends_with('%'), "{summary}");
+}

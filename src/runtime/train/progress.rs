@@ -38,7 +38,8 @@ pub struct StepInfo {
 pub struct EvalInfo {
     pub step: u64,
     pub epoch: u64,
-    pub loss: f64,
+    /// `None` for a metric the run's `eval:` does not list.
+    pub loss: Option<f64>,
     pub accuracy: Option<f64>,
     pub samples: usize,
 }
@@ -116,13 +117,15 @@ impl Progress {
     pub fn eval(&mut self, e: &EvalInfo) -> std::io::Result<()> {
         self.acc = e.accuracy;
         if self.shown {
-            let acc = e
-                .accuracy
-                .map(|a| format!(", accuracy {:.2}%", a * 100.0))
-                .unwrap_or_default();
+            let loss = e.loss.map(|l| format!("loss {l:.4}"));
+            let acc = e.accuracy.map(|a| format!("accuracy {:.2}%", a * 100.0));
+            let shown: Vec<String> = loss.into_iter().chain(acc).collect();
             self.bar.println(format!(
-                "{} epoch {} step {}: test loss {:.4}{acc}",
-                self.run, e.epoch, e.step, e.loss
+                "{} epoch {} step {}: test {}",
+                self.run,
+                e.epoch,
+                e.step,
+                shown.join(", ")
             ));
         }
         if let Some((_, w)) = &mut self.log {
@@ -133,7 +136,10 @@ impl Progress {
                 ",\"step\":{},\"epoch\":{},\"samples\":{},\"loss\":",
                 e.step, e.epoch, e.samples
             )?;
-            write_num(w, e.loss)?;
+            match e.loss {
+                Some(l) => write_num(w, l)?,
+                None => w.write_all(b"null")?,
+            }
             w.write_all(b",\"accuracy\":")?;
             match e.accuracy {
                 Some(a) => write_num(w, a)?,

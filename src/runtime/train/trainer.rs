@@ -6,7 +6,7 @@
 //! parameter views, updates and gradients ([`Spare`]) and the optimizer state are reused.
 
 use super::anomaly;
-use super::eval::{label_inputs, EvalResult};
+use super::eval::label_inputs;
 use super::params::{Params, Tensors};
 use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::Position;
@@ -14,7 +14,7 @@ use super::run::{Log, Model, Run};
 use super::shard::{evaluate_sharded, Shard};
 use super::{RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, Update};
-use crate::ir::{Graph, RunSpec};
+use crate::ir::{Graph, Metric, RunSpec};
 use crate::runtime::batch::{gather, prefetch, Buf, Epochs};
 use crate::runtime::checkpoint;
 use crate::runtime::data::{Dataset, Split};
@@ -52,8 +52,8 @@ pub(super) struct Trainer<'a> {
     /// Evaluates on the test split (see [`super::run::Model`]).
     eval: Option<Box<dyn Executor>>,
     eval_map: Vec<usize>,
-    /// The step and the evaluation after it of the last evaluation.
-    last_eval: Option<(u64, EvalResult)>,
+    /// The last evaluation, as reported (the metrics `eval:` lists).
+    last_eval: Option<EvalInfo>,
     order: Epochs,
     batch_size: usize,
     per_epoch: u64,
@@ -434,7 +434,7 @@ impl<'a> Trainer<'a> {
 
     /// Whether the last evaluation was after the current step.
     fn evaluated_last_step(&self) -> bool {
-        self.last_eval.map(|l| l.0) == Some(self.step)
+        self.last_eval.map(|l| l.step) == Some(self.step)
     }
 
     /// Evaluates the parameters on the test split, when there is one, in batches of the
@@ -464,16 +464,17 @@ impl<'a> Trainer<'a> {
             self.run.name,
             self.step,
         )?;
-        self.last_eval = Some((self.step, r));
-        self.progress
-            .eval(&EvalInfo {
-                step: self.step,
-                epoch: self.epoch,
-                loss: r.loss,
-                accuracy: r.accuracy,
-                samples: r.samples,
-            })
-            .map_err(log_error(self.run.opts))
+        // What is reported is what the run's `eval:` lists.
+        let listed = |m| spec.eval.as_ref().is_none_or(|e| e.metrics.contains(&m));
+        let info = EvalInfo {
+            step: self.step,
+            epoch: self.epoch,
+            loss: Some(r.loss).filter(|_| listed(Metric::Loss)),
+            accuracy: r.accuracy.filter(|_| listed(Metric::Accuracy)),
+            samples: r.samples,
+        };
+        self.last_eval = Some(info);
+        self.progress.eval(&info).map_err(log_error(self.run.opts))
     }
 
     /// Writes the run's checkpoint, when it has one: its state after the current step.
@@ -546,8 +547,8 @@ impl<'a> Trainer<'a> {
                 step as f64 / per_epoch as f64
             },
             final_loss,
-            test_loss: self.last_eval.map(|l| l.1.loss),
-            test_accuracy: self.last_eval.and_then(|l| l.1.accuracy),
+            test_loss: self.last_eval.and_then(|l| l.loss),
+            test_accuracy: self.last_eval.and_then(|l| l.accuracy),
             samples_per_s: ((step - start) as usize * self.batch_size) as f64
                 / train_secs.max(1e-9),
             wall_s: t0.elapsed().as_secs_f64(),
