@@ -122,8 +122,15 @@ pub fn freeze(
     out
 }
 
-/// `lr_scale: { encoder: 0.1 }`.
-pub fn lr_scale(e: &Expr, model: &str, g: &Graph, diags: &mut Vec<Diag>) -> Vec<(String, f64)> {
+/// `lr_scale: { encoder: 0.1 }`, on `g` whose parameters `freeze` (the setting, when the run
+/// has one) has frozen.
+pub fn lr_scale(
+    e: &Expr,
+    model: &str,
+    g: &Graph,
+    freeze: Option<&Expr>,
+    diags: &mut Vec<Diag>,
+) -> Vec<(String, f64)> {
     let ExprKind::Map(entries) = &e.kind else {
         diags.push(
             Diag::new(
@@ -136,7 +143,9 @@ pub fn lr_scale(e: &Expr, model: &str, g: &Graph, diags: &mut Vec<Diag>) -> Vec<
         );
         return Vec::new();
     };
-    let mut out = Vec::new();
+    let mut out: Vec<(String, f64)> = Vec::new();
+    // Each key's span and value's, for the entries kept in `out`.
+    let mut spans = Vec::new();
     for (key, value) in entries {
         let factor = match consts::number(value) {
             Ok(v) if v >= 0.0 => v,
@@ -163,14 +172,42 @@ pub fn lr_scale(e: &Expr, model: &str, g: &Graph, diags: &mut Vec<Diag>) -> Vec<
             continue;
         }
         out.push((key.name.clone(), factor));
+        spans.push((key.span, value.span));
     }
     // As in training: the longest path that covers a parameter gives its multiplier.
-    let scale = |path: &str| {
+    let governing = |path: &str| {
         out.iter()
-            .filter(|(p, _)| under(path, p))
-            .max_by_key(|(p, _)| p.len())
-            .map_or(1.0, |(_, s)| *s)
+            .enumerate()
+            .filter(|(_, (p, _))| under(path, p))
+            .max_by_key(|(_, (p, _))| p.len())
+            .map(|(i, _)| i)
     };
+    let scale = |path: &str| governing(path).map_or(1.0, |i| out[i].1);
+    // A multiplier other than 0 for parameters that are all frozen contradicts `freeze`.
+    for (i, (path, factor)) in out.iter().enumerate() {
+        let mut governed = g
+            .params
+            .iter()
+            .filter(|p| !p.path.starts_with("teacher.") && governing(&p.path) == Some(i))
+            .peekable();
+        if *factor == 0.0 || governed.peek().is_none() || !governed.all(|p| p.frozen) {
+            continue;
+        }
+        let (key, value) = spans[i];
+        let mut d = Diag::new(
+            "nnc::train",
+            format!("`lr_scale` of `{path}` applies only to frozen parameters"),
+            key.to(value),
+            format!("a multiplier of {factor} for frozen parameters"),
+        );
+        if let Some(f) = freeze {
+            d = d.also(f.span, "frozen here");
+        }
+        diags.push(d.help(format!(
+            "a frozen parameter is not trained: remove `{path}` from `lr_scale`, or unfreeze \
+             what it covers to train it at {factor} × lr"
+        )));
+    }
     let mut trained = g
         .params
         .iter()

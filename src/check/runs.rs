@@ -383,10 +383,9 @@ fn build_graphs(
     let freeze = s.keys.get("freeze").map_or(Vec::new(), |e| {
         params::freeze(e, model, &mut [&mut train.g, &mut eval.g], diags)
     });
-    let lr_scale = s
-        .keys
-        .get("lr_scale")
-        .map_or(Vec::new(), |e| params::lr_scale(e, model, &train.g, diags));
+    let lr_scale = s.keys.get("lr_scale").map_or(Vec::new(), |e| {
+        params::lr_scale(e, model, &train.g, s.keys.get("freeze"), diags)
+    });
     init_fits(cx, s, &train.g, diags);
     check_vocab(
         b.sig,
