@@ -468,11 +468,46 @@ fn print_inline_outputs(
         let xi: Vec<String> = xi.iter().map(|v| format!("{v}")).collect();
         let yi: Vec<String> = yi.iter().map(|v| format!("{v}")).collect();
         println!(
-            "  input [{}] → output [{}]   target [{}]",
-            xi.join(", "),
-            o.join(", "),
-            yi.join(", ")
+            "  input {} → output {}   target {}",
+            abbreviated(&xi),
+            abbreviated(&o),
+            abbreviated(&yi)
         );
     }
     Ok(())
+}
+
+/// `[a, b, c]`, or for more than 8 values the first and last three around `…`,
+/// and how many there are (`[0, 0, 0.5, …, 1, 0, 0] (784 values)`), as numpy abbreviates.
+fn abbreviated(values: &[String]) -> String {
+    const SHOWN_IN_FULL: usize = 8;
+    const ENDS: usize = 3;
+    if values.len() <= SHOWN_IN_FULL {
+        return format!("[{}]", values.join(", "));
+    }
+    let (head, tail) = (&values[..ENDS], &values[values.len() - ENDS..]);
+    format!(
+        "[{}, …, {}] ({} values)",
+        head.join(", "),
+        tail.join(", "),
+        values.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::abbreviated;
+
+    /// XOR's two inputs are shown as they are; a small image's 297 values by their ends.
+    #[test]
+    fn long_rows_are_abbreviated_and_short_ones_shown_whole() {
+        let row = |n: usize| -> Vec<String> { (0..n).map(|v| v.to_string()).collect() };
+        assert_eq!(abbreviated(&row(2)), "[0, 1]");
+        assert_eq!(abbreviated(&row(8)), "[0, 1, 2, 3, 4, 5, 6, 7]");
+        assert_eq!(abbreviated(&row(9)), "[0, 1, 2, …, 6, 7, 8] (9 values)");
+        assert_eq!(
+            abbreviated(&row(297)),
+            "[0, 1, 2, …, 294, 295, 296] (297 values)"
+        );
+    }
 }

@@ -96,6 +96,37 @@ fn xor_trains_from_the_cli_to_within_0_1_of_every_target() {
     }
 }
 
+/// After training on inline data, a long input (a small image's 16 values) is shown by its
+/// ends and its length, not whole, while XOR's two values stay as they are (above).
+#[test]
+fn long_inline_inputs_are_abbreviated_after_training() {
+    let s = Scratch::new("inline-abbreviated");
+    let image = |v: u32| {
+        let rows: Vec<String> = (0..4)
+            .map(|r| format!("[{}]", [r * 4 + v; 4].map(|x| x.to_string()).join(", ")))
+            .collect();
+        format!("[[{}]]", rows.join(", "))
+    };
+    let nn = s.write(
+        "c.nn",
+        format!(
+            "model C(x: [1, 4, 4]) -> [2] {{\n    return x |> conv2d(2, kernel: 3) |> flatten |> dense(2)\n}}\n\
+             data d {{ train: inline(x: [{}, {}], y: [0, 1]) }}\n\
+             train C on d {{\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2, steps: 1\n}}\n",
+            image(0),
+            image(1)
+        ),
+    );
+    let text = succeeded(&run!("train", &nn, "--quiet"));
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("→ output")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].starts_with("  input [0, 0, 0, …, 12, 12, 12] (16 values) → output ["),
+        "{text}"
+    );
+    assert!(rows[1].ends_with("target [1]"), "{text}");
+}
+
 #[test]
 fn gradcheck_passes_on_xor_and_the_mlp() {
     for ex in [
