@@ -59,6 +59,12 @@ pub fn run(args: &BenchArgs) -> CliResult {
     // As `nnc train` does: a run too large is refused here, not aborted by its allocation.
     super::memory::check(&loaded, args.run.as_deref(), args.max_memory)?;
     let p = &loaded.program;
+    if let Some(n) = args.run.as_ref().filter(|n| p.run(n).is_none()) {
+        return Err(CliError::user(format!(
+            "no run named `{n}` in {}",
+            args.file.display()
+        )));
+    }
     let threads = train::threads(args.threads);
     println!(
         "{}: parse + check {front_ms:.2} ms, {threads} thread(s)",
@@ -125,6 +131,18 @@ pub fn run(args: &BenchArgs) -> CliResult {
                 reps: args.reps,
                 profile: args.profile,
                 inputs: images.as_deref(),
+            };
+            inference(&m.name, &m.graph, &at)?;
+        }
+    }
+    // The models no run trains (a file of models only, a sub-model), on constant inputs.
+    for m in p.models.iter().filter(|_| args.run.is_none()) {
+        if !seen_models.contains(&m.name) {
+            let at = Inference {
+                threads,
+                reps: args.reps,
+                profile: args.profile,
+                inputs: None,
             };
             inference(&m.name, &m.graph, &at)?;
         }

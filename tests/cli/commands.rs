@@ -659,6 +659,20 @@ fn bench_reports_compile_time_throughput_and_latency() {
     }
 }
 
+/// A model no run trains is measured on constant inputs; an unknown `--run` is refused.
+#[test]
+fn bench_measures_models_no_run_trains_and_refuses_an_unknown_run() {
+    let s = Scratch::new("bench-models");
+    let nn = s.write(
+        "conv.nn",
+        "model C(x: [1, 8, 8]) -> [4] {\n    return x |> conv2d(4, kernel: 3) |> relu |> flatten |> dense(4)\n}\n",
+    );
+    let text = succeeded(&run!("bench", &nn, "--reps", "20"));
+    assert_has(&text, &["model C          inference: batch 1 median"]);
+    let err = user_error(&run!("bench", "examples/xor.nn", "--run", "nope"; ["--reps", "5"]));
+    assert_has(&err, &["no run named `nope`"]);
+}
+
 /// `nnc bench --profile`: every compiled step of the run by its share of the time, named by its
 /// IR node (weight gradients with the optimizer update fused into them), the shares adding up
 /// to the whole, and inference's steps at batch 1 and at batch 1000 apart; nothing of the kind
