@@ -154,16 +154,7 @@ fn stop_and_resume_is_bit_identical(optimizer: &str) {
 
 /// Writes `ck` (tensors, step, metadata) to `path`.
 fn rewrite(ck: &Checkpoint, path: &Path) -> PathBuf {
-    let saved: Vec<nnc::runtime::checkpoint::Saved<'_>> = ck
-        .tensors
-        .iter()
-        .map(|(n, t)| nnc::runtime::checkpoint::Saved {
-            name: n.clone(),
-            dims: &t.dims,
-            data: &t.data,
-        })
-        .collect();
-    nnc::runtime::checkpoint::save_with_meta(path, &saved, ck.step, &ck.meta).unwrap();
+    ck.save_to(path).unwrap();
     path.to_path_buf()
 }
 

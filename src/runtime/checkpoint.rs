@@ -280,6 +280,21 @@ fn per_run_hint(per_run: &[String]) -> String {
 }
 
 impl Checkpoint {
+    /// Writes its f32 tensors, step and metadata to `path` (atomically, as training does): a
+    /// checkpoint read, changed and written back.
+    pub fn save_to(&self, path: &Path) -> Result<(), CheckpointError> {
+        let saved: Vec<Saved<'_>> = self
+            .tensors
+            .iter()
+            .map(|(name, t)| Saved {
+                name: name.clone(),
+                dims: &t.dims,
+                data: &t.data,
+            })
+            .collect();
+        save_with_meta(path, &saved, self.step, &self.meta)
+    }
+
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {

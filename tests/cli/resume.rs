@@ -219,16 +219,7 @@ fn a_run_resumed_without_a_checkpoint_path_is_saved_where_it_was() {
     let mut pos = nnc::runtime::train::resume::Position::from_checkpoint(&stopped).unwrap();
     pos.total = 8;
     stopped.meta = pos.to_meta();
-    let saved: Vec<nnc::runtime::checkpoint::Saved<'_>> = stopped
-        .tensors
-        .iter()
-        .map(|(n, t)| nnc::runtime::checkpoint::Saved {
-            name: n.clone(),
-            dims: &t.dims,
-            data: &t.data,
-        })
-        .collect();
-    nnc::runtime::checkpoint::save_with_meta(&ck, &saved, stopped.step, &stopped.meta).unwrap();
+    stopped.save_to(&ck).unwrap();
     let out = run!(
         "train",
         root().join("examples/xor.nn"),
