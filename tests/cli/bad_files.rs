@@ -343,19 +343,9 @@ fn bad_predict_inputs_say_what_is_wrong() {
 /// `src` with element `k` of tensor `name` replaced by `value`, written to `dst` (step and
 /// metadata kept, so that it still resumes).
 fn with_value(src: &std::path::Path, dst: &std::path::Path, name: &str, k: usize, value: f32) {
-    use nnc::runtime::checkpoint::{save_with_meta, Checkpoint};
-    let mut ck = Checkpoint::load(src).unwrap();
+    let mut ck = nnc::runtime::checkpoint::Checkpoint::load(src).unwrap();
     ck.tensors.get_mut(name).unwrap().data[k] = value;
-    let saved: Vec<Saved<'_>> = ck
-        .tensors
-        .iter()
-        .map(|(n, t)| Saved {
-            name: n.clone(),
-            dims: &t.dims,
-            data: &t.data,
-        })
-        .collect();
-    save_with_meta(dst, &saved, ck.step, &ck.meta).unwrap();
+    ck.save_to(dst).unwrap();
 }
 
 #[test]
