@@ -311,6 +311,10 @@ impl<'a> Basis<'a> {
         let (Some(sig), Some(data), Some(loss)) = (sig, s.data, s.loss) else {
             return None;
         };
+        if let Some(d) = reserved_input(cx, t, sig) {
+            diags.push(d);
+            return None;
+        }
         if let (Some(st), Some(_)) = (s.keys.setting("teacher"), &s.teacher) {
             if !losses::mentions(loss, "teacher") {
                 diags.push(teacher_unused(loss, st.span));
@@ -332,6 +336,35 @@ impl<'a> Basis<'a> {
             label,
         })
     }
+}
+
+/// The names a loss gives to the data's labels, the model's output and the teacher's: a model
+/// trained by a run may not call its input so, or the loss (and the data fed by name) would
+/// take one for the other.
+const LOSS_NAMES: [&str; 3] = ["label", "output", "teacher"];
+
+/// An error when the input of the run's model has one of the [`LOSS_NAMES`].
+fn reserved_input(cx: &Ctx, t: &Train, sig: &Signature) -> Option<Diag> {
+    let name = LOSS_NAMES.into_iter().find(|n| *n == sig.input_name)?;
+    let input = &cx.models.ast[t.model.name.as_str()].inputs.first()?.name;
+    Some(
+        Diag::new(
+            "nnc::name",
+            format!(
+                "the input of model `{}` is named `{name}`, which a loss gives to the {}",
+                t.model.name,
+                match name {
+                    "label" => "data's labels",
+                    "output" => "model's output",
+                    _ => "teacher's output",
+                }
+            ),
+            input.span,
+            "the model's input",
+        )
+        .also(t.model.span, "trained by this run")
+        .help("rename the input, e.g. `x`"),
+    )
 }
 
 /// A teacher set at `setting` that the loss never mentions.
