@@ -239,6 +239,22 @@ pub fn per_run_path(given: &Path, run: &str) -> PathBuf {
     given.with_file_name(name)
 }
 
+/// The path `given` that [`per_run_path`] turned into `file` for run `run`, if `file` is named
+/// so (`ae.pretrain.st` of run `pretrain` → `ae.st`).
+pub fn shared_path(file: &Path, run: &str) -> Option<PathBuf> {
+    let stem = file.file_stem()?.to_str()?;
+    let base = stem.strip_suffix(run)?.strip_suffix('.')?;
+    if base.is_empty() {
+        return None;
+    }
+    let mut name = base.to_owned();
+    if let Some(ext) = file.extension() {
+        name.push('.');
+        name.push_str(ext.to_str()?);
+    }
+    Some(file.with_file_name(name))
+}
+
 /// The names of the files beside `path` that [`per_run_path`] gives it for some run, sorted.
 fn per_run_siblings(path: &Path) -> Vec<String> {
     let (Some(stem), Some(name)) = (path.file_stem(), path.file_name()) else {

@@ -589,6 +589,48 @@ fn a_missing_teacher_checkpoint_is_named_as_the_teacher_s() {
     assert_has(&err, &["run `small`", teacher_missing, "not found"]);
 }
 
+/// `nnc eval` of a student trained with every run under `--checkpoint d.st` distills from the
+/// teacher that training used, `d.big.st`, not from a stale file at the teacher run's own
+/// `checkpoint:`.
+#[test]
+fn eval_of_a_student_reads_the_teacher_it_was_trained_with() {
+    let s = Scratch::new("eval-teacher");
+    let nn = s.write(
+        "kd.nn",
+        "model T(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }\n\
+         model S(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0], [0, 0], [1, 1]], y: [0, 1, 0, 1]) }\n\
+         train big: T on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.5)\n    steps: 20, batch: 2\n    checkpoint: \"tb.safetensors\"\n}\n\
+         train small: S on d {\n    loss: kd(output, teacher, label)\n    optimizer: sgd(lr: 0.1)\n    teacher: big\n    steps: 2, batch: 2\n}\n",
+    );
+    let tb = s.path("tb.safetensors");
+    // A stale teacher at the run's own path: one step of training.
+    succeeded(&run!(
+        "train", &nn, "--quiet", "--run", "big", "--steps", "1"
+    ));
+    succeeded(&run!(
+        "train",
+        &nn,
+        "--quiet",
+        "--checkpoint",
+        s.path("d.safetensors")
+    ));
+    let student = s.path("d.small.safetensors");
+    let eval = || {
+        succeeded(&run!(
+            "eval",
+            &nn,
+            "--run",
+            "small",
+            "--checkpoint",
+            &student
+        ))
+    };
+    let read = eval();
+    std::fs::copy(s.path("d.big.safetensors"), &tb).unwrap();
+    assert_eq!(read, eval());
+}
+
 /// A character model predicts exactly its text's characters: fewer classes were refused only
 /// at the first label past them ("label 2 ... not a class id in 0..2"), more trained and then
 /// `nnc sample` refused the model. Both are refused when the text is read, by `train` and by
