@@ -330,6 +330,73 @@ fn logged_losses(log: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// A run stopped after the last step of an epoch evaluates that epoch before it stops: a
+/// resumed run starts with the next epoch, so the two log every evaluation of an uninterrupted
+/// run, with the same numbers.
+#[test]
+fn a_run_stopped_at_the_end_of_an_epoch_evaluates_it_first() {
+    let src = mlp_source("sgd(lr: 0.1, momentum: 0.9)").replace(
+        "    seed: 7\n",
+        "    seed: 7\n    eval: every 1 epoch [loss]\n",
+    );
+    let p = program(&src);
+    let dir = Scratch::new("epoch-end");
+    let quiet = TrainOptions {
+        quiet: true,
+        steps: Some(12),
+        ..TrainOptions::default()
+    };
+    let evals = |log: &Path| -> Vec<(u64, u64)> {
+        std::fs::read_to_string(log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["type"] == "eval")
+            .map(|r| {
+                (
+                    r["step"].as_u64().unwrap(),
+                    r["loss"].as_f64().unwrap().to_bits(),
+                )
+            })
+            .collect()
+    };
+    let straight = dir.path("straight.jsonl");
+    session_train(
+        &p,
+        TrainOptions {
+            log_json: Some(straight.clone()),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    // 9 training samples in batches of 3: epochs end at steps 3, 6, 9 and 12.
+    assert_eq!(
+        evals(&straight).iter().map(|e| e.0).collect::<Vec<_>>(),
+        [3, 6, 9, 12]
+    );
+    let (ck, log) = (dir.path("ck.safetensors"), dir.path("stopped.jsonl"));
+    let stopped = session_train(
+        &p,
+        TrainOptions {
+            stop_after: Some(6),
+            checkpoint: Some(ck.clone()),
+            log_json: Some(log.clone()),
+            ..quiet.clone()
+        },
+    );
+    assert!(matches!(stopped, Err(TrainError::Interrupted { .. })));
+    session_train(
+        &p,
+        TrainOptions {
+            resume: Some(ck),
+            log_json: Some(log.clone()),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(evals(&log), evals(&straight));
+}
+
 #[test]
 fn a_resumed_runs_summary_averages_the_steps_it_ran_and_a_finished_one_trains_nothing() {
     let p = program(&mlp_source("adam(lr: 0.01)"));

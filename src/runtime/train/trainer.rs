@@ -186,6 +186,11 @@ impl<'a> Trainer<'a> {
                 self.train_step(b)?;
                 self.after_step()?;
                 if self.stop_requested() {
+                    if b + 1 == self.per_epoch as usize {
+                        // The epoch is done: its evaluation is due now, as a resumed run starts
+                        // with the next epoch.
+                        self.after_epoch()?;
+                    }
                     return Ok(Ended::Interrupted(self.save_interrupted()?));
                 }
             }
