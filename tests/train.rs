@@ -322,8 +322,10 @@ fn linear_regression_converges_and_evaluates_the_held_out_split() {
             )
         })
         .collect();
-    let e = nnc::runtime::train::evaluate_run(&p, &p.runs[0], &h.backend(), &quiet(), &tensors)
-        .unwrap();
+    let (e, split) =
+        nnc::runtime::train::evaluate_run(&p, &p.runs[0], &h.backend(), &quiet(), &tensors)
+            .unwrap();
+    assert_eq!(split, "test");
     assert_eq!((e.samples, e.loss), (4, s.test_loss.unwrap()));
 }
 

@@ -64,17 +64,19 @@ pub fn run(args: &EvalArgs) -> CliResult {
         params.insert(g.params[i].path.clone(), Tensor { dims, data });
     }
     let backend = train::backend(false, args.threads);
-    let r = evaluate_run(p, spec, &backend, &options, &params).map_err(|e| match e {
+    let (r, split) = evaluate_run(p, spec, &backend, &options, &params).map_err(|e| match e {
         TrainError::Data { run, source } => loaded.data_error(&run, &source),
         e => train::train_error(e),
     })?;
-    print!(
-        "run {}: test loss {:.4} on {} samples",
+    let accuracy = r
+        .accuracy
+        .map_or(String::new(), |a| format!(", accuracy {:.2}%", 100.0 * a));
+    println!(
+        "run {}: {split} loss {:.4} on {} samples{accuracy}",
         spec.name, r.loss, r.samples
     );
-    match r.accuracy {
-        Some(a) => println!(", accuracy {:.2}%", 100.0 * a),
-        None => println!(),
+    if split == "train" {
+        println!("(the data holds no test samples: this is the training split)");
     }
     Ok(())
 }

@@ -631,6 +631,25 @@ fn eval_of_a_student_reads_the_teacher_it_was_trained_with() {
     assert_eq!(read, eval());
 }
 
+/// `nnc eval` of a run whose `split` holds out too little text for one window measures the
+/// training split, and says so rather than calling it the test loss.
+#[test]
+fn eval_says_when_it_measures_the_training_split() {
+    let s = Scratch::new("eval-train-split");
+    s.write("t.txt", "abc".repeat(67));
+    let nn = s.write(
+        "m.nn",
+        "model M(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
+         data d {\n    train: text(\"t.txt\", seq: 4)\n    split: 0.99\n}\n\
+         train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
+    );
+    let ck = s.path("m.safetensors");
+    succeeded(&run!("train", &nn, "--quiet", "--checkpoint", &ck));
+    let text = succeeded(&run!("eval", &nn, "--checkpoint", &ck));
+    assert_has(&text, &["run M: train loss", "no test samples"]);
+    assert!(!text.contains("test loss"), "{text}");
+}
+
 /// A character model predicts exactly its text's characters: fewer classes were refused only
 /// at the first label past them ("label 2 ... not a class id in 0..2"), more trained and then
 /// `nnc sample` refused the model. Both are refused when the text is read, by `train` and by
@@ -666,7 +685,8 @@ fn a_char_model_predicts_exactly_its_text_s_characters() {
     assert_eq!(succeeded(&out).trim().chars().count(), 5);
     assert_has(
         &succeeded(&run!("eval", nn(3), "--checkpoint", &ck)),
-        &["test loss"],
+        // 21 characters hold out too few for a test window of 4.
+        &["train loss", "no test samples"],
     );
     // The text has changed since: eval refuses the model as train would, and so does sample.
     s.write("corpus.txt", "abcdabcdabcdabcdabcd");

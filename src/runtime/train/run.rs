@@ -298,14 +298,15 @@ fn check_split_labels(spec: &RunSpec, s: &Split, name: &str) -> Result<(), Strin
 }
 
 /// `nnc eval`: the loss (and accuracy, for a classifier) of `params` on the test split of
-/// `spec`'s data (the train split when there is none), with the run's evaluation graph.
+/// `spec`'s data (the train split when there is none), with the run's evaluation graph, and
+/// the split's name (`"test"` or `"train"`).
 pub fn evaluate_run(
     program: &Program,
     spec: &RunSpec,
     backend: &Backend,
     opts: &TrainOptions,
     params: &Tensors,
-) -> Result<EvalResult, TrainError> {
+) -> Result<(EvalResult, &'static str), TrainError> {
     let run = spec.name.as_str();
     let setup = |msg: String| TrainError::Setup {
         run: run.into(),
@@ -359,6 +360,7 @@ pub fn evaluate_run(
         spec.classification,
         spec.seed,
     )
+    .map(|r| (r, name))
     .map_err(|source| TrainError::Exec {
         run: run.into(),
         step: 0,
