@@ -45,6 +45,8 @@ pub enum Kind {
     Safetensors,
     /// An SVG image (`nnc plot`).
     Svg,
+    /// A log of JSON lines (`--log-json`, which appends to it).
+    JsonLines,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
         match self {
             Kind::Safetensors => "a safetensors checkpoint",
             Kind::Svg => "an SVG image",
+            Kind::JsonLines => "a log of JSON lines",
         }
     }
 
@@ -67,12 +70,14 @@ impl Kind {
                 let t = text.trim_start_matches('\u{feff}').trim_start();
                 t.is_empty() || t.starts_with("<svg") || t.starts_with("<?xml")
             }
+            Kind::JsonLines => head.trim_ascii_start().first().is_none_or(|&b| b == b'{'),
         }
     }
 }
 
 /// An error when `out` names an existing file that is not of the `kind` the command writes:
-/// `nnc plot log.jsonl --out model.safetensors` would replace a trained model by a picture.
+/// `nnc plot log.jsonl --out model.safetensors` would replace a trained model by a picture, and
+/// `--log-json model.safetensors` append lines of text to it.
 pub fn refuse_replacing_another_kind(out: &Named, kind: Kind) -> CliResult {
     use std::io::Read;
     // A folder or a FIFO (which opening would wait on) is for the atomic writer to refuse.
@@ -87,7 +92,7 @@ pub fn refuse_replacing_another_kind(out: &Named, kind: Kind) -> CliResult {
         return Ok(());
     }
     Err(CliError::user(format!(
-        "{} {} exists and is not {}: writing it would replace it; give another path, or remove \
+        "{} {} exists and is not {}: writing it would spoil it; give another path, or remove \
          the file first",
         out.what,
         out.path.display(),

@@ -308,9 +308,12 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
             )),
             (None, None) => {}
         }
-        // Not over what the run itself starts from or distills: `nnc check` refuses that for
-        // `checkpoint:`, and `--checkpoint` may name such a file too.
+        // Not over what the run itself starts from or distills, nor over a file an earlier run
+        // writes or reads: `nnc check` refuses that for `checkpoint:` as written, and paths
+        // spelled otherwise (`../ae/x.st` from `ae/`) or `--checkpoint` may name such a file.
         refuse_overwrite(&written[before..], &own)?;
+        refuse_overwrite(&written[before..], &written[..before])?;
+        refuse_overwrite(&written[before..], &read)?;
         read.extend(own);
     }
     for (what, p) in [("`--init`", &args.init), ("`--resume`", &args.resume)] {
@@ -324,6 +327,7 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
         refuse_overwrite(&log, &sources)?;
         refuse_overwrite(&log, &read)?;
         refuse_overwrite(&log, &written)?;
+        refuse_replacing_another_kind(&log[0], Kind::JsonLines)?;
     }
     for c in &written {
         refuse_replacing_another_kind(c, Kind::Safetensors)?;

@@ -270,11 +270,44 @@ train S: M on d { loss: kd(output, teacher, label) optimizer: sgd(lr: 0.1) batch
     for _ in 0..2 {
         assert_code(&run!("plot", &log, "--out", &svg), 0);
     }
+    let err = user_error(&train(&[
+        "--log-json".as_ref(),
+        s.path("t.safetensors").as_os_str(),
+    ]));
+    assert_has(&err, &["`--log-json`", "is not a log of JSON lines"]);
+    assert_eq!(std::fs::read(s.path("t.safetensors")).unwrap(), teacher);
     let notes = s.write("notes.txt", "not a checkpoint\n");
     let err = user_error(&train(&["--checkpoint".as_ref(), notes.as_os_str()]));
     assert_has(&err, &["`--checkpoint`", "is not a safetensors checkpoint"]);
     assert_eq!(
         std::fs::read_to_string(&notes).unwrap(),
         "not a checkpoint\n"
+    );
+
+    // A later run's checkpoint onto the file an earlier run starts from, spelled otherwise than
+    // `nnc check` can compare (`../sub/x.safetensors` from `sub/`).
+    std::fs::create_dir_all(s.dir().join("sub")).unwrap();
+    std::fs::copy(s.path("t.safetensors"), s.dir().join("sub/x.safetensors")).unwrap();
+    std::fs::copy(&csv, s.dir().join("sub/d.csv")).unwrap();
+    let nn = s.dir().join("sub/two.nn");
+    std::fs::write(
+        &nn,
+        r#"
+model M(x: [2]) -> [2] { return x |> dense(2) }
+data d { train: csv("d.csv", label: -1) }
+train a: M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) batch: 2 steps: 2 init: "../sub/x.safetensors" }
+train b: M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) batch: 2 steps: 2 checkpoint: "x.safetensors" }
+"#,
+    )
+    .unwrap();
+    succeeded(&run!("check", &nn));
+    let err = user_error(&run!("train", &nn, "--quiet"));
+    assert_has(
+        &err,
+        &["the `checkpoint:` of run `b`", "the `init` of run `a`"],
+    );
+    assert_eq!(
+        std::fs::read(s.dir().join("sub/x.safetensors")).unwrap(),
+        teacher
     );
 }
