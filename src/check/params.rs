@@ -146,7 +146,20 @@ pub fn lr_scale(
     let mut out: Vec<(String, f64)> = Vec::new();
     // Each key's span and value's, for the entries kept in `out`.
     let mut spans = Vec::new();
-    for (key, value) in entries {
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if let Some((first, _)) = entries[..i].iter().find(|(k, _)| k.name == key.name) {
+            diags.push(
+                Diag::new(
+                    "nnc::arg",
+                    format!("`{}` is given two lr multipliers", key.name),
+                    key.span,
+                    "given again here",
+                )
+                .also(first.span, "first given here")
+                .help("keep one of the two"),
+            );
+            continue;
+        }
         let factor = match consts::number(value) {
             Ok(v) if v >= 0.0 => v,
             Ok(v) => {
