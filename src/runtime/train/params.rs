@@ -4,7 +4,7 @@
 //! the optimizer state of the trainable ones and their update, and the tensors a checkpoint saves
 //! and restores. Also the per-parameter lr multipliers of `lr_scale`.
 
-use super::resume::Position;
+use super::resume::{Order, Position};
 use super::{Backend, TrainError, TrainOptions};
 use crate::exec::{ExecError, Executor, UpdateHyper, Updater};
 use crate::ir::{Graph, InitFrom, OptimizerSpec, Param, Program, RunSpec};
@@ -375,13 +375,15 @@ impl Params {
 
     /// Loads the checkpoint `path` of run `run` into the (non-teacher) parameters and the
     /// optimizer state, and returns the position it records, refused when it is another run's
-    /// or was written with another number of batches per epoch than this run's `per_epoch`.
+    /// or was written with another number of batches per epoch than this run's `per_epoch`, or
+    /// another `order` of batches.
     pub fn restore(
         &mut self,
         path: &Path,
         run: &str,
         graph: &Graph,
         per_epoch: u64,
+        order: &Order,
     ) -> Result<Position, TrainError> {
         let setup = |msg: String| TrainError::Setup {
             run: run.into(),
@@ -408,6 +410,14 @@ impl Params {
                  (the data or the batch size changed)",
                 path.display(),
                 pos.batches_per_epoch
+            )));
+        }
+        if let Some(then) = pos.order.filter(|then| then != order) {
+            return Err(setup(format!(
+                "checkpoint {} was written with {then}, this run has {order}: it would not go on \
+                 with the batches the run had left (resume with the settings it was trained \
+                 with, or start from its weights with `--init`)",
+                path.display()
             )));
         }
         for (p, v) in graph.params.iter().zip(self.values.iter_mut()) {

@@ -4,8 +4,9 @@
 //! A checkpoint written by the training loop holds every (non-teacher) parameter, every optimizer
 //! state buffer (`__optim.<path>.<i>`), the number of steps done (`__step`), and in the header's
 //! metadata the run's name, its length in steps, the number of batches per epoch, the number of
-//! whole epochs done and the index of the next batch within the current epoch — all under one
-//! key, `nnc.resume`, as `run=Mlp;total_steps=200;batches_per_epoch=937;epoch=0;batch=200`
+//! whole epochs done, the index of the next batch within the current epoch and what orders the
+//! batches (batch size, seed, shuffling) — all under one key, `nnc.resume`, as
+//! `run=Mlp;total_steps=200;batches_per_epoch=937;epoch=0;batch=200;batch_size=64;seed=0;shuffle=true`
 //! (safetensors writes header metadata in hash order, so a single key keeps the file's bytes the
 //! same from one identical training to the next).
 //!
@@ -28,6 +29,9 @@ const TOTAL: &str = "total_steps";
 const PER_EPOCH: &str = "batches_per_epoch";
 const EPOCH: &str = "epoch";
 const BATCH: &str = "batch";
+const BATCH_SIZE: &str = "batch_size";
+const SEED: &str = "seed";
+const SHUFFLE: &str = "shuffle";
 
 /// The `key=value` fields of the metadata value (run names are identifiers: no `;` or `=`).
 fn fields(value: &str) -> BTreeMap<&str, &str> {
@@ -43,6 +47,40 @@ pub struct Position {
     /// The run's length in steps.
     pub total: u64,
     pub batches_per_epoch: u64,
+    /// The settings that order its batches (`None` in a checkpoint of an nnc that did not
+    /// record them).
+    pub order: Option<Order>,
+}
+
+/// What orders a run's batches besides the step: a resumed run goes on in the same order only
+/// with the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub batch: u64,
+    pub seed: u64,
+    pub shuffle: bool,
+}
+
+impl Order {
+    /// The order of `spec`'s batches.
+    pub fn of(spec: &crate::ir::RunSpec) -> Order {
+        Order {
+            batch: spec.batch as u64,
+            seed: spec.seed,
+            shuffle: spec.shuffle,
+        }
+    }
+}
+
+impl std::fmt::Display for Order {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shuffle = if self.shuffle {
+            "shuffled"
+        } else {
+            "not shuffled"
+        };
+        write!(f, "batch {}, seed {}, {shuffle}", self.batch, self.seed)
+    }
 }
 
 impl Position {
@@ -58,7 +96,7 @@ impl Position {
 
     /// The header metadata recording this position.
     pub fn to_meta(&self) -> BTreeMap<String, String> {
-        let value = format!(
+        let mut value = format!(
             "{RUN}={};{TOTAL}={};{PER_EPOCH}={};{EPOCH}={};{BATCH}={}",
             self.run,
             self.total,
@@ -66,6 +104,12 @@ impl Position {
             self.epoch(),
             self.batch()
         );
+        if let Some(o) = self.order {
+            value += &format!(
+                ";{BATCH_SIZE}={};{SEED}={};{SHUFFLE}={}",
+                o.batch, o.seed, o.shuffle
+            );
+        }
         BTreeMap::from([(KEY.to_string(), value)])
     }
 
@@ -94,11 +138,23 @@ impl Position {
                 .map_err(|_| format!("{}: `{k}` is not a number", what()))
         };
         let step = ck.step.ok_or_else(|| unresumable("`__step`"))?;
+        let order = match (f.get(BATCH_SIZE), f.get(SEED), f.get(SHUFFLE)) {
+            (None, None, None) => None,
+            (_, _, Some(s)) => Some(Order {
+                batch: num(BATCH_SIZE)?,
+                seed: num(SEED)?,
+                shuffle: s
+                    .parse()
+                    .map_err(|_| format!("{}: `{SHUFFLE}` is not true or false", what()))?,
+            }),
+            _ => return Err(unresumable(&format!("`{SHUFFLE}` in its `{KEY}` metadata"))),
+        };
         let p = Position {
             run: get(RUN)?.to_string(),
             step,
             total: num(TOTAL)?,
             batches_per_epoch: num(PER_EPOCH)?,
+            order,
         };
         if p.batches_per_epoch == 0 || num(EPOCH)? != p.epoch() || num(BATCH)? != p.batch() {
             return Err(format!(
@@ -126,6 +182,11 @@ mod tests {
             step: 2345,
             total: 5000,
             batches_per_epoch: 937,
+            order: Some(Order {
+                batch: 64,
+                seed: 7,
+                shuffle: true,
+            }),
         };
         assert_eq!((p.epoch(), p.batch()), (2, 471));
         let mut ck = Checkpoint {
@@ -135,7 +196,11 @@ mod tests {
             step: Some(2345),
             meta: p.to_meta(),
         };
-        assert_eq!(Position::from_checkpoint(&ck), Ok(p));
+        assert_eq!(Position::from_checkpoint(&ck), Ok(p.clone()));
+        // Written by an nnc that did not record the order.
+        let old = Position { order: None, ..p };
+        ck.meta = old.to_meta();
+        assert_eq!(Position::from_checkpoint(&ck), Ok(old));
         ck.step = Some(2346);
         assert!(Position::from_checkpoint(&ck)
             .unwrap_err()

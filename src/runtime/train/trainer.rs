@@ -9,7 +9,7 @@ use super::anomaly;
 use super::eval::label_inputs;
 use super::params::{Params, Tensors};
 use super::progress::{EvalInfo, Progress, StepInfo};
-use super::resume::Position;
+use super::resume::{Order, Position};
 use super::run::{Log, Model, Run};
 use super::shard::{evaluate_sharded, Shard};
 use super::{RunSummary, TrainError, TrainOptions};
@@ -515,6 +515,7 @@ impl<'a> Trainer<'a> {
             step: self.step,
             total: self.total,
             batches_per_epoch: self.per_epoch,
+            order: Some(Order::of(self.run.spec)),
         };
         checkpoint::save_with_meta(path, &ts, Some(self.step), &pos.to_meta()).map_err(|source| {
             TrainError::Checkpoint {
