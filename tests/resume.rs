@@ -236,7 +236,11 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
     // Another seed or no shuffling: as many batches an epoch, but other ones.
     for (from, to, said) in [
         ("seed: 7", "seed: 8", "seed 8, shuffled"),
-        ("seed: 7", "seed: 7\n    shuffle: false", "seed 7, not shuffled"),
+        (
+            "seed: 7",
+            "seed: 7\n    shuffle: false",
+            "seed 7, not shuffled",
+        ),
     ] {
         let other = program(&mlp_source("adam(lr: 0.01)").replace(from, to));
         let e = session_train(

@@ -76,9 +76,16 @@ pub fn bind<'a>(
                     "unexpected arguments"
                 },
             )
-            .help(match name_surplus(callee, args, sig, max) {
-                Some(call) => format!("write it as `{call}`"),
-                None => format!("write it as {}", sig.usage),
+            .help(if positional.iter().any(|e| passes_parameters(e)) {
+                format!(
+                    "nnc trains the run's parameters itself: write {} without them",
+                    sig.usage
+                )
+            } else {
+                match name_surplus(callee, args, sig, max) {
+                    Some(call) => format!("write it as `{call}`"),
+                    None => format!("write it as {}", sig.usage),
+                }
             }),
         );
     } else {
@@ -107,7 +114,8 @@ pub fn bind<'a>(
                 name.span,
                 "unknown argument",
             );
-            let hint = did_you_mean(&name.name, all.iter().copied())
+            let hint = foreign_argument(&name.name, &all)
+                .or_else(|| did_you_mean(&name.name, all.iter().copied()))
                 .or_else(|| as_first_argument(callee, args, a, sig));
             d = d.help(match hint {
                 Some(h) => format!("{h} ({} is written {})", callee.name, sig.usage),
@@ -159,6 +167,43 @@ pub fn bind<'a>(
     } else {
         Err(diags)
     }
+}
+
+/// Whether `e` is PyTorch's `params` (or `parameters`) handed to an optimizer.
+fn passes_parameters(e: &Expr) -> bool {
+    written(e).is_some_and(|w| w == "params" || w == "parameters")
+}
+
+/// What nnc calls an argument named as PyTorch or Keras name it, among `all` (the call's), or
+/// why it takes none: guessing from the spelling would map `in_channels` to `out`, or
+/// `keep_prob` to `p` (the probability of dropping).
+fn foreign_argument(name: &str, all: &[&str]) -> Option<String> {
+    let nnc = match name {
+        "in_channels" | "in_features" | "input_dim" | "input_size" => "in",
+        "out_channels" | "out_features" | "units" | "filters" | "output_dim" => "out",
+        "num_embeddings" => "vocab",
+        "embedding_dim" => "dim",
+        "hidden_size" => "hidden",
+        "step_size" => "every",
+        "keep_prob" => {
+            return Some(
+                "nnc's `p` is the probability of dropping, as PyTorch's: `keep_prob: 0.8` is \
+                 `dropout(0.2)`"
+                    .into(),
+            )
+        }
+        "T_max" => {
+            return Some(
+                "cosine decays over the whole run (its `steps` or `epochs`): remove `T_max`".into(),
+            )
+        }
+        "params" | "parameters" => {
+            return Some("nnc trains the run's parameters itself: remove this argument".into())
+        }
+        _ => return None,
+    };
+    all.contains(&nnc)
+        .then(|| format!("nnc calls `{name}` `{nnc}`"))
 }
 
 /// A call's argument as written, when it is short enough to show: a number, a name or a path,
