@@ -6,7 +6,7 @@ use super::consts;
 use super::lower::{Lower, V};
 use super::names::show;
 use crate::diag::Diag;
-use crate::ir::{BinaryOp, DType, Graph, Op, Type, ValueId};
+use crate::ir::{BinaryOp, DType, Graph, Op, Type, UnaryOp, ValueId};
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
 
 /// The loss functions a `loss:` setting may call.
@@ -194,6 +194,23 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
             {
                 return V::Bad;
             }
+            if let Some(layer) = (op == Op::Bce).then(|| unbounded(l.g, vals[0].0)).flatten() {
+                l.diags.push(
+                    Diag::new(
+                        "nnc::train",
+                        format!(
+                            "binary_cross_entropy takes probabilities, found the output of {layer}"
+                        ),
+                        vals[0].1,
+                        "not in (0, 1)",
+                    )
+                    .help(
+                        "end the model with `|> sigmoid` (PyTorch's `F.binary_cross_entropy` \
+                         takes probabilities too)",
+                    ),
+                );
+                return V::Bad;
+            }
             l.push(op, vec![vals[0].0, vals[1].0], name, span)
         }
     }
@@ -249,6 +266,21 @@ fn cross_entropy(
                 "swap the arguments: the logits come first, then the labels, e.g. \
                  `cross_entropy(output, label)`",
             ),
+        );
+        return None;
+    }
+    if let Some(squashed) = squashing(l.g, a) {
+        l.diags.push(
+            Diag::new(
+                "nnc::train",
+                format!("cross_entropy takes logits, found the output of {squashed}"),
+                sa,
+                format!("already through {squashed}"),
+            )
+            .help(format!(
+                "cross_entropy applies softmax itself, as PyTorch's `F.cross_entropy` does: \
+                 remove `|> {squashed}` from the model (`nnc predict` shows probabilities)"
+            )),
         );
         return None;
     }
@@ -350,6 +382,29 @@ fn target_not_trained(
         .help(format!("no gradient flows into a target: {order}")),
     );
     None
+}
+
+/// The squashing function (`softmax`, `sigmoid`) that produced `v`, if one did: cross_entropy
+/// on its output would apply softmax a second time, and train, slowly, something else.
+fn squashing(g: &Graph, v: ValueId) -> Option<&'static str> {
+    match g.node(v).op {
+        Op::Softmax => Some("softmax"),
+        Op::Unary(UnaryOp::Sigmoid) => Some("sigmoid"),
+        _ => None,
+    }
+}
+
+/// The layer that produced `v` when its values are not probabilities (a linear layer, relu,
+/// tanh): binary_cross_entropy needs p in (0, 1).
+fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
+    match g.node(v).op {
+        Op::MatMul { .. } | Op::BiasAdd { .. } => Some("a dense layer"),
+        Op::Conv2d(_) => Some("a convolution"),
+        Op::RnnScan { .. } => Some("an rnn"),
+        Op::Unary(UnaryOp::Relu) => Some("relu"),
+        Op::Unary(UnaryOp::Tanh) => Some("tanh"),
+        _ => None,
+    }
 }
 
 /// Whether `v` depends on a parameter that is not frozen (the teacher's are).
