@@ -5,6 +5,25 @@ use super::names::did_you_mean;
 use crate::diag::Diag;
 use crate::syntax::ast::{Expr, Setting};
 
+/// Where a setting of Keras or PyTorch (or of the other block) goes in nnc, for a key unknown
+/// to `block`: listing the block's keys would not say.
+fn elsewhere(key: &str, block: &str) -> Option<String> {
+    let train = block == "a train block";
+    Some(match key {
+        "metrics" if train => "the metrics are those of `eval`, e.g. `eval: every 1 epoch [loss, accuracy]`".into(),
+        "validation_split" | "val_split" => "the part held out for testing is set in the data block: `split: 0.9` trains on 90% and tests on the rest".into(),
+        "lr" | "learning_rate" | "momentum" | "weight_decay" | "betas" | "eps" if train => {
+            format!("`{key}` is an argument of the optimizer, e.g. `optimizer: adam({key}: …)`")
+        }
+        "batch_size" if !train => "the batch size is set in the train block: `batch: 64`".into(),
+        "batch" | "shuffle" | "epochs" | "steps" | "seed" if !train => {
+            format!("`{key}` belongs in the train block")
+        }
+        "split" | "normalize" if train => format!("`{key}` belongs in the data block"),
+        _ => return None,
+    })
+}
+
 /// The settings of one block, validated against the keys it may contain.
 pub struct Settings<'a> {
     items: Vec<&'a Setting>,
@@ -22,7 +41,9 @@ impl<'a> Settings<'a> {
         for s in settings {
             let key = s.key.name.as_str();
             if !allowed.contains(&key) {
-                let help = match did_you_mean(key, allowed.iter().copied()) {
+                let help = match elsewhere(key, block)
+                    .or_else(|| did_you_mean(key, allowed.iter().copied()))
+                {
                     Some(h) => h,
                     None => format!(
                         "{block} accepts {}",
