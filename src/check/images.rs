@@ -79,6 +79,25 @@ pub(super) fn conv2d(
     spans: (Span, Span),
 ) -> Option<ValueId> {
     let (c, h, w) = image(l, cx, "conv2d", x)?;
+    // The model's input declared as TensorFlow and PIL lay images out: [H, W, C] with C = 1, 3
+    // or 4. Read channels first it convolves over the width and colours.
+    if matches!(l.g.node(x).op, Op::Input { .. }) && w <= 4 && c >= 8 && h >= 8 {
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("conv2d reads [{c}, {h}, {w}] as {c} channels of {h}×{w}"),
+                cx.input_span,
+                format!("the model's input, [{c}, {h}, {w}]"),
+            )
+            .also(cx.span, plural(c, "input channel"))
+            .help(format!(
+                "images are channels first, as in PyTorch: declare the input as `[{w}, {c}, {h}]` \
+                 (an image of {c}×{h} in {}), and feed its data so",
+                plural(w, "channel")
+            )),
+        );
+        return None;
+    }
     if let Some(i) = inn.filter(|i| *i != c) {
         l.diags.push(
             Diag::new("nnc::shape", format!("conv2d expects {} here, found {i}", plural(c, "input channel")), spans.0, format!("expected {c}, found {i}"))
