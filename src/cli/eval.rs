@@ -2,7 +2,7 @@
 //! of a run's data, with the run's evaluation graph (no dropout).
 
 use super::{source, train, CliError, CliResult};
-use crate::runtime::checkpoint::{shared_path, Checkpoint, Tensor};
+use crate::runtime::checkpoint::{Checkpoint, Tensor};
 use crate::runtime::train::{evaluate_run, teacher_params, TrainError, TrainOptions, TEACHER};
 use std::path::PathBuf;
 
@@ -43,17 +43,15 @@ pub fn run(args: &EvalArgs) -> CliResult {
         }
     }
     let mut params = ck.tensors;
-    // A distillation loss needs the teacher's parameters too: read as `train --checkpoint C`
-    // reads them, from the teacher run's file beside C (`d.big.st` beside `d.st`, which is also
-    // what `d.small.st`, the student's file from a training of every run, was written for),
-    // else from the teacher run's `checkpoint:`.
-    let shared = shared_path(&args.checkpoint, &spec.name).unwrap_or(args.checkpoint.clone());
+    // A distillation loss needs the teacher's parameters too: read as `train --checkpoint`
+    // reads them, from the teacher run's file beside this one (`d.big.st` beside `d.small.st`
+    // or `d.st`), else from the teacher run's `checkpoint:`.
     let options = TrainOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
         base_dir: loaded.dir(),
         quiet: true,
         threads: args.threads,
-        checkpoint: Some(shared),
+        checkpoint: Some(args.checkpoint.clone()),
         ..TrainOptions::default()
     };
     let g = &spec.eval_graph;

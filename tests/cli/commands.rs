@@ -631,6 +631,54 @@ fn eval_of_a_student_reads_the_teacher_it_was_trained_with() {
     assert_eq!(read, eval());
 }
 
+/// A distilled run resumed from the file a training of every run gave it (`d.small.st`, as the
+/// command printed after Ctrl-C says) reads the teacher that training gave the teacher run
+/// (`d.big.st`), not the teacher run's own `checkpoint:` (missing here, or another teacher).
+#[test]
+fn a_resumed_student_reads_the_teacher_it_was_trained_with() {
+    let s = Scratch::new("resume-teacher");
+    let nn = s.write(
+        "kd.nn",
+        "model T(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }\n\
+         model S(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0], [0, 0], [1, 1]], y: [0, 1, 0, 1]) }\n\
+         train big: T on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.5)\n    steps: 20, batch: 2\n    checkpoint: \"tb.safetensors\"\n}\n\
+         train small: S on d {\n    loss: kd(output, teacher, label)\n    optimizer: sgd(lr: 0.1)\n    teacher: big\n    steps: 2, batch: 2\n}\n",
+    );
+    succeeded(&run!(
+        "train",
+        &nn,
+        "--quiet",
+        "--checkpoint",
+        s.path("d.safetensors")
+    ));
+    // As if stopped at step 2 of 4.
+    let student = s.path("d.small.safetensors");
+    let mut ck = nnc::runtime::checkpoint::Checkpoint::load(&student).unwrap();
+    let mut pos = nnc::runtime::train::resume::Position::from_checkpoint(&ck).unwrap();
+    pos.total = 4;
+    ck.meta = pos.to_meta();
+    ck.save_to(&student).unwrap();
+    let out = run!(
+        "train",
+        &nn,
+        "--quiet",
+        "--run",
+        "small",
+        "--resume",
+        &student,
+        "--checkpoint",
+        &student
+    );
+    succeeded(&out);
+    assert_eq!(
+        nnc::runtime::checkpoint::Checkpoint::load(&student)
+            .unwrap()
+            .step,
+        Some(4)
+    );
+}
+
 /// `nnc eval` of a run whose `split` holds out too little text for one window measures the
 /// training split, and says so rather than calling it the test loss.
 #[test]

@@ -9,7 +9,7 @@ use super::{Backend, TrainError, TrainOptions};
 use crate::exec::{ExecError, Executor, UpdateHyper, Updater};
 use crate::ir::{Graph, InitFrom, OptimizerSpec, Param, Program, RunSpec};
 use crate::runtime::checkpoint::{
-    first_non_finite, optim_name, per_run_path, Checkpoint, Saved, Tensor,
+    first_non_finite, optim_name, per_run_path, shared_path, Checkpoint, Saved, Tensor,
 };
 use crate::runtime::init::init_param;
 use std::borrow::Cow;
@@ -39,9 +39,12 @@ pub fn lr_scale(path: &str, scales: &[(String, f64)]) -> f64 {
 /// The parameters run `r` ended with: from this session, or else from a checkpoint it wrote,
 /// so that a later run can be trained on its own. With `--checkpoint C`, that is first the file
 /// an earlier training of the whole file gave run `r` ([`per_run_path`]: `C`'s stem, then the
-/// run's name), then the run's own `checkpoint:`.
+/// run's name), then the run's own `checkpoint:`. `C` may also be the file that training gave
+/// run `this`, the one that reads `r` (`d.small.st`, resumed or evaluated): `r`'s is beside it
+/// (`d.big.st`).
 fn run_params<'t>(
     r: &str,
+    this: &str,
     setting: &str,
     program: &Program,
     trained: &'t BTreeMap<String, Tensors>,
@@ -50,7 +53,10 @@ fn run_params<'t>(
     if let Some(t) = trained.get(r) {
         return Ok(Cow::Borrowed(t));
     }
-    let per_run = opts.checkpoint.as_ref().map(|c| per_run_path(c, r));
+    let per_run = opts.checkpoint.as_ref().map(|c| {
+        let shared = shared_path(c, this).unwrap_or_else(|| c.clone());
+        per_run_path(&shared, r)
+    });
     let own = program.run(r).and_then(|s| s.checkpoint.as_ref());
     let own = own.map(|f| crate::runtime::data::resolve(f, &opts.base_dir));
     let path = match (per_run, own) {
@@ -123,7 +129,7 @@ pub fn initial(
             Some((&init_ck.tensors, p.clone()))
         }
         (None, Some(InitFrom::Run(r))) => {
-            init_run = run_params(r, "init", program, trained, opts).map_err(&setup)?;
+            init_run = run_params(r, &spec.name, "init", program, trained, opts).map_err(&setup)?;
             Some((&*init_run, format!("run `{r}`")))
         }
         (None, None) => None,
@@ -194,7 +200,8 @@ pub fn teacher_params(
                 .map_err(|e| setup(format!("`teacher: {}(checkpoint: {f:?})`: {e}", t.model)))?
         }
         InitFrom::Run(r) => {
-            let src = run_params(r, "teacher", program, trained, opts).map_err(&setup)?;
+            let src =
+                run_params(r, &spec.name, "teacher", program, trained, opts).map_err(&setup)?;
             let what = format!("run `{r}`");
             let value = |p: &Param| {
                 let name = &p.path[TEACHER.len()..];
