@@ -144,12 +144,20 @@ pub fn boolean(e: &Expr, what: &str) -> Result<bool, Diag> {
     match e.as_name().map(|i| i.name.as_str()) {
         Some("true") => Ok(true),
         Some("false") => Ok(false),
-        _ => Err(Diag::new(
-            "nnc::arg",
-            format!("{what} must be `true` or `false`, found {}", describe(e)),
-            e.span,
-            "expected true or false",
-        )),
+        other => {
+            let d = Diag::new(
+                "nnc::arg",
+                format!("{what} must be `true` or `false`, found {}", describe(e)),
+                e.span,
+                "expected true or false",
+            );
+            Err(match other {
+                Some(n @ ("True" | "False")) => {
+                    d.help(format!("write `{}` (lowercase)", n.to_lowercase()))
+                }
+                _ => d,
+            })
+        }
     }
 }
 

@@ -19,6 +19,11 @@ pub const FUNCTIONS: &[&str] = &[
     "l2",
 ];
 
+/// How loss `name` is called, e.g. `` `cross_entropy(output, label)` ``.
+pub fn usage(name: &str) -> &'static str {
+    sig(name).usage
+}
+
 fn sig(name: &str) -> Sig {
     match name {
         "cross_entropy" => Sig {

@@ -209,6 +209,15 @@ impl<'a, 'g> Lower<'a, 'g> {
                 let v = self.expr(input);
                 self.stage(v, input.span, stage, alias.as_ref())
             }
+            ExprKind::Str(_) if self.loss_mode => self.err(
+                Diag::new(
+                    "nnc::train",
+                    "a loss is an expression, found a string",
+                    e.span,
+                    "not a loss",
+                )
+                .help("call the loss on the output and the labels, e.g. `cross_entropy(output, label)` (Keras' \"sparse_categorical_crossentropy\")"),
+            ),
             _ => self.err(Diag::new(
                 "nnc::shape",
                 format!(
@@ -235,6 +244,10 @@ impl<'a, 'g> Lower<'a, 'g> {
             return self.err(d.help(
                 "`teacher` is the teacher's output: set `teacher: <run>` in this train block",
             ));
+        }
+        if self.loss_mode && super::losses::FUNCTIONS.contains(&id.name.as_str()) {
+            let usage = super::losses::usage(&id.name);
+            return self.err(d.help(format!("a loss is called on its arguments: {usage}")));
         }
         let known: Vec<&str> = self.vars.keys().map(String::as_str).collect();
         if let Some(h) = did_you_mean(&id.name, known) {
