@@ -208,7 +208,7 @@ fn foreign_argument(name: &str, all: &[&str]) -> Option<String> {
 
 /// A call's argument as written, when it is short enough to show: a number, a name or a path,
 /// a string, negated or not.
-fn written(e: &Expr) -> Option<String> {
+pub(super) fn written(e: &Expr) -> Option<String> {
     Some(match &e.kind {
         ExprKind::Number { text, .. } => text.clone(),
         ExprKind::Str(s) => format!("{s:?}"),

@@ -18,6 +18,15 @@ pub struct Signature {
     pub vocab: Option<(usize, Span)>,
 }
 
+/// Whether `e`, first in a declared shape, is a batch axis written as Keras (`None`), as a
+/// letter (`B`, `N`, `batch`) or as PyTorch's `-1`.
+fn batch_axis(e: &Expr) -> bool {
+    match e.as_name().map(|i| i.name.as_str()) {
+        Some(n) => matches!(n, "None" | "B" | "N" | "batch" | "batch_size"),
+        None => consts::number(e).is_ok_and(|v| v == -1.0),
+    }
+}
+
 /// A declared tensor type, batched: `[1, 28, 28]` → `f32[B,1,28,28]`.
 pub fn tensor_type(t: &TypeExpr) -> Result<Type, Vec<Diag>> {
     let mut diags = Vec::new();
@@ -35,11 +44,22 @@ pub fn tensor_type(t: &TypeExpr) -> Result<Type, Vec<Diag>> {
     };
     let mut dims = Vec::new();
     let mut total: u64 = 1;
-    for e in &t.dims {
+    for (i, e) in t.dims.iter().enumerate() {
         match consts::size(e, "a dimension") {
             Ok(d) => {
                 total = total.saturating_mul(d as u64);
                 dims.push(d);
+            }
+            // `[None, 784]`, `[B, 784]`, `[-1, 784]`: a batch axis written out.
+            Err(d) if i == 0 && t.dims.len() > 1 && batch_axis(e) => {
+                let rest: Vec<String> = t.dims[1..]
+                    .iter()
+                    .filter_map(super::args::written)
+                    .collect();
+                diags.push(d.help(format!(
+                    "the batch axis is implicit: declare one sample, `[{}]`",
+                    rest.join(", ")
+                )))
             }
             Err(d) => diags.push(d),
         }
