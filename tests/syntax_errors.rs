@@ -63,6 +63,18 @@ const CASES: &[(&str, &str)] = &[
         "model Net(x: [784]) {\n    h = x |> relu;\n    return h\n}\n",
     ),
     (
+        "a module's function called",
+        "model Net(x: [784]) {\n    h = F.relu(x |> dense(128))\n    return h\n}\n",
+    ),
+    (
+        "indexing",
+        "model Net(t: i32[8]) {\n    h = t |> embedding(65, 16) |> rnn(32)\n    return h[-1]\n}\n",
+    ),
+    (
+        "two results",
+        "model Net(x: [784]) {\n    h = x |> dense(10)\n    return h, x\n}\n",
+    ),
+    (
         "two broken items",
         "model A(x: [2]) {\n    return x |> dense(1\n}\n\ntrain A on d {\n    batch = 4\n}\n",
     ),

@@ -172,7 +172,12 @@ impl Builder {
                     );
                 }
                 Rule::bad_expr_stmt => {
+                    let src = c.get_input();
                     let e = self.expr(c.into_inner().next().expect("grammar: expr"))?.0;
+                    if let Some(d) = foreign_syntax(src, e.span) {
+                        self.diags.push(d);
+                        continue;
+                    }
                     match e.as_name().map(|n| n.name.as_str()) {
                         Some(w @ ("let" | "var" | "val" | "const")) => self.diags.push(
                             Diag::new(
@@ -354,6 +359,34 @@ impl Builder {
 }
 
 /// The span of the token after byte `from` (skipping whitespace and comments), when it is `ch`.
+/// A statement that the grammar split off the end of the one before, because Python wrote it
+/// there: `F.relu(x)` or `x.view(-1)` (a call on a method or module: `(x)` stands alone),
+/// `h[-1]` (indexing), `return a, b` (two results). `at` is the stray expression.
+fn foreign_syntax(src: &str, at: Span) -> Option<Diag> {
+    let before = src[..at.start].chars().next_back()?;
+    let opens = src[at.start..].chars().next()?;
+    let glued = before.is_alphanumeric() || before == '_' || before == ')';
+    let (msg, label, help) = match (glued, opens) {
+        (true, '(') => (
+            "nnc has no method or module calls",
+            "a call on what comes before",
+            "apply layers and activations with `|>`: `x |> dense(128) |> relu`, `x |> flatten`",
+        ),
+        (true, '[') => (
+            "nnc has no indexing",
+            "an index",
+            "a model maps a whole sample to a whole output; an rnn's output holds every step",
+        ),
+        _ if src[..at.start].trim_end().ends_with(',') => (
+            "a model returns one value",
+            "a second value",
+            "return one tensor; a run's loss may use the model's input and output",
+        ),
+        _ => return None,
+    };
+    Some(Diag::new(CODE, msg, at, label).help(help))
+}
+
 fn char_after(src: &str, from: usize, ch: char) -> Option<Span> {
     let t = lex::token_at(src, from)?;
     (src.get(t.span.start..t.span.end) == Some(ch.encode_utf8(&mut [0; 4]))).then_some(t.span)
