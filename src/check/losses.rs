@@ -199,6 +199,11 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
             {
                 return V::Bad;
             }
+            if op == Op::KlDiv
+                && (logits(l, name, vals[0]).is_none() || logits(l, name, vals[1]).is_none())
+            {
+                return V::Bad;
+            }
             if let Some(layer) = (op == Op::Bce).then(|| unbounded(l.g, vals[0].0)).flatten() {
                 l.diags.push(
                     Diag::new(
@@ -274,21 +279,7 @@ fn cross_entropy(
         );
         return None;
     }
-    if let Some(squashed) = squashing(l.g, a) {
-        l.diags.push(
-            Diag::new(
-                "nnc::train",
-                format!("cross_entropy takes logits, found the output of {squashed}"),
-                sa,
-                format!("already through {squashed}"),
-            )
-            .help(format!(
-                "cross_entropy applies softmax itself, as PyTorch's `F.cross_entropy` does: \
-                 remove `|> {squashed}` from the model (`nnc predict` shows probabilities)"
-            )),
-        );
-        return None;
-    }
+    logits(l, "cross_entropy", (a, sa))?;
     if ta.dtype != DType::F32 || ta.dims.is_empty() {
         l.diags.push(Diag::new(
             "nnc::train",
@@ -389,14 +380,33 @@ fn target_not_trained(
     None
 }
 
-/// The squashing function (`softmax`, `sigmoid`) that produced `v`, if one did: cross_entropy
-/// on its output would apply softmax a second time, and train, slowly, something else.
-fn squashing(g: &Graph, v: ValueId) -> Option<&'static str> {
-    match g.node(v).op {
-        Op::Softmax => Some("softmax"),
-        Op::Unary(UnaryOp::Sigmoid) => Some("sigmoid"),
-        _ => None,
-    }
+/// Refuses `v` (at `span`) as the logits of `loss` when a squashing function (`softmax`,
+/// `sigmoid`) produced it: the loss would apply softmax a second time, and train, slowly,
+/// something else.
+fn logits(l: &mut Lower, loss: &str, (v, span): (ValueId, Span)) -> Option<()> {
+    let squashed = match l.g.node(v).op {
+        Op::Softmax => "softmax",
+        Op::Unary(UnaryOp::Sigmoid) => "sigmoid",
+        _ => return Some(()),
+    };
+    l.diags.push(
+        Diag::new(
+            "nnc::train",
+            format!("{loss} takes logits, found the output of {squashed}"),
+            span,
+            format!("already through {squashed}"),
+        )
+        .help(format!(
+            "{loss} applies softmax itself{}: remove `|> {squashed}` from the model that \
+             computes it (`nnc predict` shows probabilities)",
+            if loss == "cross_entropy" {
+                ", as PyTorch's `F.cross_entropy` does"
+            } else {
+                ""
+            }
+        )),
+    );
+    None
 }
 
 /// The layer that produced `v` when its values are not probabilities (a linear layer, relu,
@@ -435,6 +445,7 @@ fn kd(l: &mut Lower, vals: &[(ValueId, Span)], alpha: f64, t: f64, span: Span) -
     let ce = cross_entropy(l, out, label, span)?;
     same_shape(l, "kd", out, teacher)?;
     target_not_trained(l, "kd", &Op::KlDiv, [teacher, out])?;
+    logits(l, "kd", teacher)?;
     let tc = l.g.constant(t as f32);
     let soft_out = val(l.push(Op::Binary(BinaryOp::Div), vec![out.0, tc], "kd", span))?;
     let soft_teacher = val(l.push(Op::Binary(BinaryOp::Div), vec![teacher.0, tc], "kd", span))?;
