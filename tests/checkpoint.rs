@@ -296,3 +296,24 @@ fn writes_are_atomic_and_leave_no_temporary_file() {
     assert_ne!(before, after);
     assert_eq!(Checkpoint::load(&p).unwrap().step, Some(2));
 }
+
+/// The path `--checkpoint` was given, back from the file it gave one run: with an extension,
+/// without one, a stem holding dots; `None` for a file not named for that run.
+#[test]
+fn shared_path_inverts_per_run_path() {
+    use nnc::runtime::checkpoint::{per_run_path, shared_path};
+    use std::path::Path;
+    for given in ["d.safetensors", "dir/ck", "v1.0.st"] {
+        let given = Path::new(given);
+        for run in ["small", "big"] {
+            assert_eq!(
+                shared_path(&per_run_path(given, run), run).as_deref(),
+                Some(given),
+                "{given:?} {run}"
+            );
+        }
+    }
+    assert_eq!(shared_path(Path::new("d.bigger.st"), "big"), None);
+    assert_eq!(shared_path(Path::new("d.st"), "small"), None);
+    assert_eq!(shared_path(Path::new("small"), "small"), None);
+}

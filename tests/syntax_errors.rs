@@ -75,6 +75,10 @@ const CASES: &[(&str, &str)] = &[
         "model Net(x: [784]) {\n    h = x |> dense(10)\n    return h, x\n}\n",
     ),
     (
+        "a trailing comma, then a result without return",
+        "model Net(x: [784]) {\n    h = x |> dense(10),\n    h |> relu\n}\n",
+    ),
+    (
         "two broken items",
         "model A(x: [2]) {\n    return x |> dense(1\n}\n\ntrain A on d {\n    batch = 4\n}\n",
     ),

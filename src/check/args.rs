@@ -114,7 +114,7 @@ pub fn bind<'a>(
                 name.span,
                 "unknown argument",
             );
-            let hint = foreign_argument(&name.name, &all)
+            let hint = foreign_argument(&callee.name, &name.name, &all)
                 .or_else(|| did_you_mean(&name.name, all.iter().copied()))
                 .or_else(|| as_first_argument(callee, args, a, sig));
             d = d.help(match hint {
@@ -177,7 +177,7 @@ fn passes_parameters(e: &Expr) -> bool {
 /// What nnc calls an argument named as PyTorch or Keras name it, among `all` (the call's), or
 /// why it takes none: guessing from the spelling would map `in_channels` to `out`, or
 /// `keep_prob` to `p` (the probability of dropping).
-fn foreign_argument(name: &str, all: &[&str]) -> Option<String> {
+fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
     let nnc = match name {
         "in_channels" | "in_features" | "input_dim" | "input_size" => "in",
         "out_channels" | "out_features" | "units" | "filters" | "output_dim" => "out",
@@ -185,19 +185,19 @@ fn foreign_argument(name: &str, all: &[&str]) -> Option<String> {
         "embedding_dim" => "dim",
         "hidden_size" => "hidden",
         "step_size" => "every",
-        "keep_prob" => {
+        "keep_prob" if callee == "dropout" => {
             return Some(
                 "nnc's `p` is the probability of dropping, as PyTorch's: `keep_prob: 0.8` is \
                  `dropout(0.2)`"
                     .into(),
             )
         }
-        "T_max" => {
+        "T_max" if callee == "cosine" => {
             return Some(
                 "cosine decays over the whole run (its `steps` or `epochs`): remove `T_max`".into(),
             )
         }
-        "params" | "parameters" => {
+        "params" | "parameters" if ["sgd", "adam", "adamw"].contains(&callee) => {
             return Some("nnc trains the run's parameters itself: remove this argument".into())
         }
         _ => return None,
@@ -208,7 +208,7 @@ fn foreign_argument(name: &str, all: &[&str]) -> Option<String> {
 
 /// A call's argument as written, when it is short enough to show: a number, a name or a path,
 /// a string, negated or not.
-pub(super) fn written(e: &Expr) -> Option<String> {
+fn written(e: &Expr) -> Option<String> {
     Some(match &e.kind {
         ExprKind::Number { text, .. } => text.clone(),
         ExprKind::Str(s) => format!("{s:?}"),

@@ -79,9 +79,10 @@ pub(super) fn conv2d(
     spans: (Span, Span),
 ) -> Option<ValueId> {
     let (c, h, w) = image(l, cx, "conv2d", x)?;
-    // The model's input declared as TensorFlow and PIL lay images out: [H, W, C] with C = 1, 3
-    // or 4. Read channels first it convolves over the width and colours.
-    if matches!(l.g.node(x).op, Op::Input { .. }) && w <= 4 && c >= 8 && h >= 8 {
+    // The model's input declared as TensorFlow and PIL lay images out: a square image of one or
+    // three colours, [H, H, 1] or [H, H, 3]. Read channels first it convolves over the width and
+    // the colours. (Other shapes, a signal [64, 100, 2] or planes [16, 8, 4], are left alone.)
+    if matches!(l.g.node(x).op, Op::Input { .. }) && matches!(w, 1 | 3) && c == h && c >= 8 {
         l.diags.push(
             Diag::new(
                 "nnc::shape",

@@ -389,6 +389,19 @@ fn logits(l: &mut Lower, loss: &str, (v, span): (ValueId, Span)) -> Option<()> {
         Op::Unary(UnaryOp::Sigmoid) => "sigmoid",
         _ => return Some(()),
     };
+    // One sigmoid output: a binary classifier, for binary_cross_entropy.
+    if squashed == "sigmoid" && l.g.ty(v).dims.last() == Some(&1) {
+        l.diags.push(
+            Diag::new(
+                "nnc::train",
+                format!("{loss} takes logits of several classes, found one sigmoid output"),
+                span,
+                "one probability",
+            )
+            .help("a sigmoid output is trained with `binary_cross_entropy(output, label)`"),
+        );
+        return None;
+    }
     l.diags.push(
         Diag::new(
             "nnc::train",
@@ -412,8 +425,10 @@ fn logits(l: &mut Lower, loss: &str, (v, span): (ValueId, Span)) -> Option<()> {
 /// The layer that produced `v` when its values are not probabilities (a linear layer, relu,
 /// tanh): binary_cross_entropy needs p in (0, 1).
 fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
-    match g.node(v).op {
-        Op::MatMul { .. } | Op::BiasAdd { .. } => Some("a dense layer"),
+    let n = g.node(v);
+    match n.op {
+        Op::BiasAdd { .. } => unbounded(g, n.inputs[0]),
+        Op::MatMul { .. } => Some("a dense layer"),
         Op::Conv2d(_) => Some("a convolution"),
         Op::RnnScan { .. } => Some("an rnn"),
         Op::Unary(UnaryOp::Relu) => Some("relu"),

@@ -209,15 +209,25 @@ impl<'a, 'g> Lower<'a, 'g> {
                 let v = self.expr(input);
                 self.stage(v, input.span, stage, alias.as_ref())
             }
-            ExprKind::Str(_) if self.loss_mode => self.err(
-                Diag::new(
-                    "nnc::train",
-                    "a loss is an expression, found a string",
-                    e.span,
-                    "not a loss",
+            ExprKind::Str(s) if self.loss_mode => {
+                let help = if super::losses::FUNCTIONS.contains(&s.as_str()) {
+                    format!("call it: {}", super::losses::usage(s))
+                } else {
+                    "a loss calls a loss function on tensors, e.g. \
+                     `cross_entropy(output, label)` (Keras' \"sparse_categorical_crossentropy\") \
+                     or `mse(output, label)`"
+                        .into()
+                };
+                self.err(
+                    Diag::new(
+                        "nnc::train",
+                        "expected a tensor, found a string",
+                        e.span,
+                        "a string",
+                    )
+                    .help(help),
                 )
-                .help("call the loss on the output and the labels, e.g. `cross_entropy(output, label)` (Keras' \"sparse_categorical_crossentropy\")"),
-            ),
+            }
             _ => self.err(Diag::new(
                 "nnc::shape",
                 format!(

@@ -52,14 +52,17 @@ pub fn tensor_type(t: &TypeExpr) -> Result<Type, Vec<Diag>> {
             }
             // `[None, 784]`, `[B, 784]`, `[-1, 784]`: a batch axis written out.
             Err(d) if i == 0 && t.dims.len() > 1 && batch_axis(e) => {
-                let rest: Vec<String> = t.dims[1..]
+                let rest: Result<Vec<String>, _> = t.dims[1..]
                     .iter()
-                    .filter_map(super::args::written)
+                    .map(|e| consts::size(e, "a dimension").map(|n| n.to_string()))
                     .collect();
-                diags.push(d.help(format!(
-                    "the batch axis is implicit: declare one sample, `[{}]`",
-                    rest.join(", ")
-                )))
+                diags.push(d.help(match rest {
+                    Ok(rest) => format!(
+                        "the batch axis is implicit: declare one sample, `[{}]`",
+                        rest.join(", ")
+                    ),
+                    Err(_) => "the batch axis is implicit: declare the shape of one sample".into(),
+                }))
             }
             Err(d) => diags.push(d),
         }

@@ -12,8 +12,15 @@ fn elsewhere(key: &str, block: &str) -> Option<String> {
     Some(match key {
         "metrics" if train => "the metrics are those of `eval`, e.g. `eval: every 1 epoch [loss, accuracy]`".into(),
         "validation_split" | "val_split" => "the part held out for testing is set in the data block: `split: 0.9` trains on 90% and tests on the rest".into(),
-        "lr" | "learning_rate" | "momentum" | "weight_decay" | "betas" | "eps" if train => {
-            format!("`{key}` is an argument of the optimizer, e.g. `optimizer: adam({key}: …)`")
+        "lr" | "learning_rate" | "weight_decay" if train => {
+            let arg = if key == "weight_decay" { key } else { "lr" };
+            format!("`{key}` is an argument of the optimizer: `optimizer: sgd({arg}: …)` or `adam({arg}: …)`")
+        }
+        "momentum" | "nesterov" if train => {
+            format!("`{key}` is an argument of sgd: `optimizer: sgd(lr: 0.01, {key}: …)`")
+        }
+        "betas" | "eps" if train => {
+            format!("`{key}` is an argument of adam and adamw: `optimizer: adam(lr: 1e-3, {key}: …)`")
         }
         "batch_size" if !train => "the batch size is set in the train block: `batch: 64`".into(),
         "batch" | "shuffle" | "epochs" | "steps" | "seed" if !train => {

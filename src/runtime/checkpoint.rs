@@ -242,6 +242,11 @@ pub fn per_run_path(given: &Path, run: &str) -> PathBuf {
 /// The path `given` that [`per_run_path`] turned into `file` for run `run`, if `file` is named
 /// so (`ae.pretrain.st` of run `pretrain` → `ae.st`).
 pub fn shared_path(file: &Path, run: &str) -> Option<PathBuf> {
+    // `ck.small` (given `ck`, no extension): the run's name is the extension.
+    if file.extension().and_then(|e| e.to_str()) == Some(run) {
+        let stem = file.file_stem()?;
+        return (!stem.is_empty()).then(|| file.with_file_name(stem));
+    }
     let stem = file.file_stem()?.to_str()?;
     let base = stem.strip_suffix(run)?.strip_suffix('.')?;
     if base.is_empty() {

@@ -359,6 +359,11 @@ impl Builder {
 }
 
 /// The span of the token after byte `from` (skipping whitespace and comments), when it is `ch`.
+fn char_after(src: &str, from: usize, ch: char) -> Option<Span> {
+    let t = lex::token_at(src, from)?;
+    (src.get(t.span.start..t.span.end) == Some(ch.encode_utf8(&mut [0; 4]))).then_some(t.span)
+}
+
 /// A statement that the grammar split off the end of the one before, because Python wrote it
 /// there: `F.relu(x)` or `x.view(-1)` (a call on a method or module: `(x)` stands alone),
 /// `h[-1]` (indexing), `return a, b` (two results). `at` is the stray expression.
@@ -377,7 +382,9 @@ fn foreign_syntax(src: &str, at: Span) -> Option<Diag> {
             "an index",
             "a model maps a whole sample to a whole output; an rnn's output holds every step",
         ),
-        _ if src[..at.start].trim_end().ends_with(',') => (
+        // `return a, b`: the comma on the line of a `return` (a trailing comma after a
+        // statement, or in a comment, is no second value).
+        _ if returns_on_line(src, at.start) => (
             "a model returns one value",
             "a second value",
             "return one tensor; a run's loss may use the model's input and output",
@@ -387,7 +394,9 @@ fn foreign_syntax(src: &str, at: Span) -> Option<Diag> {
     Some(Diag::new(CODE, msg, at, label).help(help))
 }
 
-fn char_after(src: &str, from: usize, ch: char) -> Option<Span> {
-    let t = lex::token_at(src, from)?;
-    (src.get(t.span.start..t.span.end) == Some(ch.encode_utf8(&mut [0; 4]))).then_some(t.span)
+/// Whether the line up to byte `at` is `return <value>,`.
+fn returns_on_line(src: &str, at: usize) -> bool {
+    let line = &src[src[..at].rfind('\n').map_or(0, |n| n + 1)..at];
+    let line = line.trim();
+    line.starts_with("return") && line.ends_with(',') && !line.contains("//")
 }
