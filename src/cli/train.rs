@@ -240,17 +240,50 @@ fn interrupted(
     if args.checkpoint.is_some() || !has_own {
         after += &format!(" --checkpoint {}", checkpoint.display());
     }
+    // And what it was run with that the file does not say: its log goes on in the same file.
+    let mut with = String::new();
     if args.interp {
-        after += " --interp";
+        with += " --interp";
     } else if args.opt != 1 {
-        after += &format!(" --opt {}", args.opt);
+        with += &format!(" --opt {}", args.opt);
+    }
+    if let Some(n) = args.checkpoint_every {
+        with += &format!(" --checkpoint-every {n}");
+    }
+    if let Some(log) = &args.log_json {
+        with += &format!(" --log-json {}", log.display());
+    }
+    if let Some(n) = args.threads {
+        with += &format!(" --threads {n}");
+    }
+    if let Some(m) = args.max_memory {
+        with += &format!(" --max-memory {m}");
+    }
+    if args.detect_anomaly {
+        with += " --detect-anomaly";
     }
     let ck = checkpoint.display();
-    CliError::Interrupted(format!(
+    let file = args.file.display();
+    let mut msg = format!(
         "interrupted: run `{run}` stopped after step {step}; its state is saved in {ck}\n\
-         resume with: nnc train {}{same} --run {run} --resume {ck}{after}",
-        args.file.display(),
-    ))
+         resume with: nnc train {file}{same} --run {run} --resume {ck}{after}{with}"
+    );
+    // A training of every run stopped before the runs after this one: each is then trained on
+    // its own, into the file it would have written (where later runs look for it).
+    if args.run.is_none() && args.resume.is_none() {
+        let later = program.runs.iter().skip_while(|r| r.name != run).skip(1);
+        for r in later {
+            let out = match &args.checkpoint {
+                Some(c) => format!(
+                    " --checkpoint {}",
+                    run_checkpoint(c, &r.name, program.runs.len()).display()
+                ),
+                None => String::new(),
+            };
+            msg += &format!("\nthen: nnc train {file}{same} --run {}{out}{with}", r.name);
+        }
+    }
+    CliError::Interrupted(msg)
 }
 
 /// Refuses, before anything is trained or written, an output that would replace one of the

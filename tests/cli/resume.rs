@@ -143,7 +143,8 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
                 "--run Mlp --resume {} --checkpoint {} --interp",
                 ck.display(),
                 ck.display()
-            )),
+            ))
+            && err.contains("--threads 1"),
         "{err}"
     );
 
@@ -232,6 +233,66 @@ fn a_run_resumed_without_a_checkpoint_path_is_saved_where_it_was() {
     assert_has(
         &stdout(&out),
         &[&format!("checkpoint written to {}", ck.display())],
+    );
+}
+
+/// Ctrl-C during the first of several runs: the message says how to resume it and how to
+/// train each run after it on its own, into the file it would have written, and the log goes on
+/// in the same file.
+#[test]
+fn an_interrupted_run_of_several_says_how_to_train_the_rest() {
+    let s = Scratch::new("resume-rest");
+    let xor = std::fs::read_to_string(root().join("examples/xor.nn")).unwrap();
+    let nn = s.write(
+        "two.nn",
+        format!(
+            "{xor}\ntrain again: Xor on xor {{\n    loss: mse(output, label)\n    optimizer: sgd(lr: 1)\n    batch: 4\n    steps: 2\n    init: Xor\n}}\n"
+        ),
+    );
+    let log = s.path("log.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .arg("train")
+        .arg(&nn)
+        .args([
+            "--quiet",
+            "--steps",
+            "100000000",
+            "--checkpoint",
+            "x.safetensors",
+            "--log-json",
+        ])
+        .arg(&log)
+        .current_dir(s.dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::metadata(&log).map_or(true, |m| m.len() == 0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no step after a minute"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "nnc ended before a step"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let err = ctrl_c(child);
+    let nn = nn.display();
+    assert_has(
+        &err,
+        &[
+            &format!(
+                "--run Xor --resume x.Xor.safetensors --checkpoint x.Xor.safetensors --log-json {}",
+                log.display()
+            ),
+            &format!(
+                "then: nnc train {nn} --run again --checkpoint x.again.safetensors --log-json {}",
+                log.display()
+            ),
+        ],
     );
 }
 
