@@ -104,10 +104,19 @@ fn create_temporary(target: &Path) -> std::io::Result<(PathBuf, File)> {
 }
 
 /// The file [`write()`] to `path` replaces: `path`, or where its chain of symbolic links ends
-/// (which may not exist yet). An error when that exists and is not a regular file, so that a
-/// caller can refuse such a path before doing the work whose result it would hold.
+/// (which may not exist yet). An error when that exists and is not a regular file, or when the
+/// folder it would be written in does not exist, so that a caller can refuse such a path before
+/// doing the work whose result it would hold.
 pub fn target(path: &Path) -> std::io::Result<PathBuf> {
     let p = follow_links(path)?;
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("there is no folder {}", dir.display()),
+            ));
+        }
+    }
     match std::fs::metadata(&p) {
         Ok(m) if !m.is_file() => {
             let via = if p == path {

@@ -276,6 +276,13 @@ train S: M on d { loss: kd(output, teacher, label) optimizer: sgd(lr: 0.1) batch
     ]));
     assert_has(&err, &["`--log-json`", "is not a log of JSON lines"]);
     assert_eq!(std::fs::read(s.path("t.safetensors")).unwrap(), teacher);
+    // Into a folder that does not exist: refused before training, not after it.
+    let out = train(&[
+        "--checkpoint".as_ref(),
+        s.dir().join("no/such/x.safetensors").as_os_str(),
+    ]);
+    assert_has(&user_error(&out), &["there is no folder"]);
+    assert!(stdout(&out).is_empty(), "trained: {}", stdout(&out));
     let notes = s.write("notes.txt", "not a checkpoint\n");
     let err = user_error(&train(&["--checkpoint".as_ref(), notes.as_os_str()]));
     assert_has(&err, &["`--checkpoint`", "is not a safetensors checkpoint"]);
