@@ -108,8 +108,19 @@ fn a_killed_cli_run_resumes_from_its_periodic_checkpoint_bit_identically() {
     let dir = Scratch::new("resume-sigkill");
     let straight = straight_run(&data, &dir);
 
-    let ck = dir.path("killed.safetensors");
-    let mut child = spawn_checkpointing(&data, &dir, 50, &ck);
+    let (ck, log) = (dir.path("killed.safetensors"), dir.path("killed.jsonl"));
+    let mut child = mnist_train(
+        &data,
+        dir.dir(),
+        &["--steps", "200", "--checkpoint-every", "50"],
+    )
+    .arg("--checkpoint")
+    .arg(&ck)
+    .arg("--log-json")
+    .arg(&log)
+    .spawn()
+    .unwrap();
+    wait_for_checkpoint(&ck, &mut child);
     child.kill().unwrap();
     child.wait().unwrap();
     let at = Checkpoint::load(&ck).unwrap().step.unwrap();
@@ -120,10 +131,22 @@ fn a_killed_cli_run_resumes_from_its_periodic_checkpoint_bit_identically() {
         .arg(&ck)
         .arg("--checkpoint")
         .arg(&ck)
+        .arg("--log-json")
+        .arg(&log)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_same_checkpoint(&straight, &ck);
+    // The log was written out with each checkpoint: every step is in it once the run resumed
+    // (a step the killed run logged after its checkpoint, twice).
+    let steps: std::collections::BTreeSet<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "step")
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=200).collect(), "killed after step {at}");
 }
 
 #[test]

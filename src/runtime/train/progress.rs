@@ -151,6 +151,14 @@ impl Progress {
         Ok(())
     }
 
+    /// Writes out what the log holds so far.
+    pub fn flush_log(&mut self) -> std::io::Result<()> {
+        match &mut self.log {
+            Some((_, w)) => w.flush(),
+            None => Ok(()),
+        }
+    }
+
     /// Clears the bar and hands the log back (flushed) for the next run.
     pub fn finish(mut self) -> std::io::Result<Option<(PathBuf, BufWriter<File>)>> {
         self.bar.finish_and_clear();

@@ -483,16 +483,16 @@ impl<'a> Trainer<'a> {
     }
 
     /// Writes the run's checkpoint, when it has one: its state after the current step.
-    fn save(&self) -> Result<(), TrainError> {
-        match &self.checkpoint {
-            Some(path) => self.save_to(path),
+    fn save(&mut self) -> Result<(), TrainError> {
+        match self.checkpoint.clone() {
+            Some(path) => self.save_to(&path),
             None => Ok(()),
         }
     }
 
     /// Writes the run's checkpoint for a stopped run to resume from: the run's own file, else
     /// `<run>.interrupted.safetensors`. Returns where.
-    fn save_interrupted(&self) -> Result<PathBuf, TrainError> {
+    fn save_interrupted(&mut self) -> Result<PathBuf, TrainError> {
         let run = self.run.name;
         let path = self
             .checkpoint
@@ -505,10 +505,15 @@ impl<'a> Trainer<'a> {
     /// Writes the run's state after the current step to `path`: the parameters, the optimizer
     /// state ([`Params::saved`]) and the position a resumed run continues from. Only rank 0
     /// writes (the ranks hold the same state).
-    fn save_to(&self, path: &Path) -> Result<(), TrainError> {
+    fn save_to(&mut self, path: &Path) -> Result<(), TrainError> {
         if self.run.opts.comm.rank() != 0 {
             return Ok(());
         }
+        // The log holds every step the checkpoint does: a run killed after it and resumed
+        // from it goes on with the next step's line.
+        self.progress
+            .flush_log()
+            .map_err(log_error(self.run.opts))?;
         let ts = self.params.saved(&self.graph);
         let pos = Position {
             run: self.run.name.into(),
