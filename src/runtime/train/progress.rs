@@ -15,6 +15,8 @@ pub struct Progress {
     bar: ProgressBar,
     /// Whether the bar is drawn (decided once: asking the bar costs a lock a step).
     shown: bool,
+    /// `--quiet` (or a rank other than 0): no evaluation lines either.
+    quiet: bool,
     last_draw: Instant,
     log: Option<(PathBuf, BufWriter<File>)>,
     run: String,
@@ -69,6 +71,7 @@ impl Progress {
         Progress {
             bar,
             shown,
+            quiet,
             last_draw: Instant::now(),
             log,
             run: run.into(),
@@ -113,20 +116,26 @@ impl Progress {
         Ok(())
     }
 
-    /// Records an evaluation (also printed above the bar when it is visible).
+    /// Records an evaluation: printed on stderr unless quiet (above the bar when it is drawn;
+    /// a line of its own in a file or a pipe, which gets no bar).
     pub fn eval(&mut self, e: &EvalInfo) -> std::io::Result<()> {
         self.acc = e.accuracy;
-        if self.shown {
+        if !self.quiet {
             let loss = e.loss.map(|l| format!("loss {l:.4}"));
             let acc = e.accuracy.map(|a| format!("accuracy {:.2}%", a * 100.0));
             let shown: Vec<String> = loss.into_iter().chain(acc).collect();
-            self.bar.println(format!(
+            let line = format!(
                 "{} epoch {} step {}: test {}",
                 self.run,
                 e.epoch,
                 e.step,
                 shown.join(", ")
-            ));
+            );
+            if self.shown {
+                self.bar.println(line);
+            } else {
+                eprintln!("{line}");
+            }
         }
         if let Some((_, w)) = &mut self.log {
             w.write_all(b"{\"type\":\"eval\",\"run\":")?;
