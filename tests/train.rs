@@ -772,6 +772,18 @@ fn sampling_is_seeded_and_cold_sampling_is_the_interpreters_argmax() {
     }
     let want: String = ctx.iter().map(|&i| vocab[i as usize]).collect();
     assert_eq!(got, want);
+    // Temperature 0 is greedy decoding itself; below 0 is refused.
+    let greedy = SampleOptions {
+        temperature: 0.0,
+        ..cold.clone()
+    };
+    assert_eq!(sample(jit.as_mut(), &views, &vocab, &greedy).unwrap(), want);
+    let below = SampleOptions {
+        temperature: -1.0,
+        ..cold
+    };
+    let e = sample(jit.as_mut(), &views, &vocab, &below).unwrap_err();
+    assert!(e.to_string().contains("≥ 0"), "{e}");
     let e = sample(
         jit.as_mut(),
         &views,

@@ -24,6 +24,8 @@ pub struct GradcheckArgs {
     /// The largest relative error accepted (a finite number above 0).
     #[arg(long, default_value_t = 1e-3, value_parser = tolerance)]
     pub tol: f64,
+    /// Seed of the parameters, inputs and coordinates checked: the same seed checks the same
+    /// values.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Refuse runs that need more memory than this at `--batch` (e.g. 512M, 2G; default: what

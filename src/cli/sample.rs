@@ -20,7 +20,7 @@ pub struct SampleArgs {
     /// Characters to generate.
     #[arg(long, default_value_t = 300)]
     pub length: usize,
-    /// Softmax temperature: lower is more conservative.
+    /// Softmax temperature: lower is more conservative; 0 takes the likeliest character each time.
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f32,
     /// Seed of the sampling: the same seed, checkpoint, prompt and temperature give the same text.

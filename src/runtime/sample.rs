@@ -12,7 +12,7 @@ pub enum SampleError {
     UnknownChar(char),
     #[error("the model must take one i32[T] input of character ids and output [T, {vocab}] logits, one for each different character of the training text: {msg}")]
     Model { vocab: usize, msg: String },
-    #[error("temperature must be > 0, got {0}")]
+    #[error("temperature must be ≥ 0 (0: the likeliest character each time), got {0}")]
     Temperature(f32),
     #[error("running the model: {0}")]
     Exec(#[from] ExecError),
@@ -27,9 +27,13 @@ pub struct SampleOptions {
     pub seed: u64,
 }
 
-/// Draws an index from softmax(logits / temperature).
+/// Draws an index from softmax(logits / temperature); at temperature 0, the first largest logit
+/// (greedy decoding).
 pub fn draw(logits: &[f32], temperature: f32, rng: &mut Rng) -> usize {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if temperature == 0.0 {
+        return logits.iter().position(|&l| l == max).unwrap_or(0);
+    }
     let w: Vec<f64> = logits
         .iter()
         .map(|&l| (((l - max) / temperature) as f64).exp())
@@ -54,7 +58,7 @@ pub fn sample(
     vocab: &[char],
     opts: &SampleOptions,
 ) -> Result<String, SampleError> {
-    if opts.temperature.is_nan() || opts.temperature <= 0.0 {
+    if opts.temperature.is_nan() || opts.temperature < 0.0 {
         return Err(SampleError::Temperature(opts.temperature));
     }
     let model = |msg: &str| SampleError::Model {
