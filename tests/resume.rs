@@ -233,6 +233,18 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
     let e = resume(&dir.path("missing.safetensors"));
     assert!(e.contains("not found"), "{e}");
 
+    // The error of resuming `ck` with the run as `src` writes it.
+    let resume_as = |src: &str| {
+        session_train(
+            &program(src),
+            TrainOptions {
+                resume: Some(ck.clone()),
+                ..quiet.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string()
+    };
     // Another seed or no shuffling: as many batches an epoch, but other ones.
     for (from, to, said) in [
         ("seed: 7", "seed: 8", "seed 8, shuffled"),
@@ -242,16 +254,7 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
             "seed 7, not shuffled",
         ),
     ] {
-        let other = program(&mlp_source("adam(lr: 0.01)").replace(from, to));
-        let e = session_train(
-            &other,
-            TrainOptions {
-                resume: Some(ck.clone()),
-                ..quiet.clone()
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = resume_as(&mlp_source("adam(lr: 0.01)").replace(from, to));
         assert!(
             e.contains("was written with batch 3, seed 7, shuffled") && e.contains(said),
             "{e}"
@@ -260,16 +263,7 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
 
     // Adam's two moments are not SGD's velocity, nor nothing.
     for optimizer in ["sgd(lr: 0.1, momentum: 0.9)", "sgd(lr: 0.1)"] {
-        let sgd = program(&mlp_source(optimizer));
-        let e = session_train(
-            &sgd,
-            TrainOptions {
-                resume: Some(ck.clone()),
-                ..quiet.clone()
-            },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = resume_as(&mlp_source(optimizer));
         assert!(
             e.contains("holds 2 optimizer state buffer(s) for `dense1.weight`")
                 && e.contains("another optimizer"),

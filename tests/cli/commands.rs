@@ -589,20 +589,32 @@ fn a_missing_teacher_checkpoint_is_named_as_the_teacher_s() {
     assert_has(&err, &["run `small`", teacher_missing, "not found"]);
 }
 
+/// A teacher run `big` that writes `tb.safetensors`, and a student run `small` distilled from it.
+const TEACHER_AND_STUDENT: &str =
+    "model T(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }
+model S(x: [2]) -> [2] { return x |> dense(2) }
+data d { train: inline(x: [[0, 1], [1, 0], [0, 0], [1, 1]], y: [0, 1, 0, 1]) }
+train big: T on d {
+    loss: cross_entropy(output, label)
+    optimizer: sgd(lr: 0.5)
+    steps: 20, batch: 2
+    checkpoint: \"tb.safetensors\"
+}
+train small: S on d {
+    loss: kd(output, teacher, label)
+    optimizer: sgd(lr: 0.1)
+    teacher: big
+    steps: 2, batch: 2
+}
+";
+
 /// `nnc eval` of a student trained with every run under `--checkpoint d.st` distills from the
 /// teacher that training used, `d.big.st`, not from a stale file at the teacher run's own
 /// `checkpoint:`.
 #[test]
 fn eval_of_a_student_reads_the_teacher_it_was_trained_with() {
     let s = Scratch::new("eval-teacher");
-    let nn = s.write(
-        "kd.nn",
-        "model T(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }\n\
-         model S(x: [2]) -> [2] { return x |> dense(2) }\n\
-         data d { train: inline(x: [[0, 1], [1, 0], [0, 0], [1, 1]], y: [0, 1, 0, 1]) }\n\
-         train big: T on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.5)\n    steps: 20, batch: 2\n    checkpoint: \"tb.safetensors\"\n}\n\
-         train small: S on d {\n    loss: kd(output, teacher, label)\n    optimizer: sgd(lr: 0.1)\n    teacher: big\n    steps: 2, batch: 2\n}\n",
-    );
+    let nn = s.write("kd.nn", TEACHER_AND_STUDENT);
     let tb = s.path("tb.safetensors");
     // A stale teacher at the run's own path: one step of training.
     succeeded(&run!(
@@ -637,14 +649,7 @@ fn eval_of_a_student_reads_the_teacher_it_was_trained_with() {
 #[test]
 fn a_resumed_student_reads_the_teacher_it_was_trained_with() {
     let s = Scratch::new("resume-teacher");
-    let nn = s.write(
-        "kd.nn",
-        "model T(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }\n\
-         model S(x: [2]) -> [2] { return x |> dense(2) }\n\
-         data d { train: inline(x: [[0, 1], [1, 0], [0, 0], [1, 1]], y: [0, 1, 0, 1]) }\n\
-         train big: T on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.5)\n    steps: 20, batch: 2\n    checkpoint: \"tb.safetensors\"\n}\n\
-         train small: S on d {\n    loss: kd(output, teacher, label)\n    optimizer: sgd(lr: 0.1)\n    teacher: big\n    steps: 2, batch: 2\n}\n",
-    );
+    let nn = s.write("kd.nn", TEACHER_AND_STUDENT);
     succeeded(&run!(
         "train",
         &nn,
@@ -652,13 +657,8 @@ fn a_resumed_student_reads_the_teacher_it_was_trained_with() {
         "--checkpoint",
         s.path("d.safetensors")
     ));
-    // As if stopped at step 2 of 4.
     let student = s.path("d.small.safetensors");
-    let mut ck = nnc::runtime::checkpoint::Checkpoint::load(&student).unwrap();
-    let mut pos = nnc::runtime::train::resume::Position::from_checkpoint(&ck).unwrap();
-    pos.total = 4;
-    ck.meta = pos.to_meta();
-    ck.save_to(&student).unwrap();
+    as_if_stopped(&student, 4);
     let out = run!(
         "train",
         &nn,

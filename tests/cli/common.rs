@@ -67,6 +67,17 @@ pub fn assert_code(out: &std::process::Output, code: i32) {
 }
 
 /// Trains `nn` quietly into the checkpoint `ck`, asserting that it succeeds.
+/// Rewrites checkpoint `ck` of a finished run as if the run had been `total` steps long and
+/// stopped where it ended, so that `--resume` goes on with it.
+pub fn as_if_stopped(ck: &std::path::Path, total: u64) {
+    use nnc::runtime::{checkpoint::Checkpoint, train::resume::Position};
+    let mut stopped = Checkpoint::load(ck).unwrap();
+    let mut pos = Position::from_checkpoint(&stopped).unwrap();
+    pos.total = total;
+    stopped.meta = pos.to_meta();
+    stopped.save_to(ck).unwrap();
+}
+
 pub fn train_to(nn: &std::path::Path, ck: &std::path::Path) {
     let out = nnc()
         .arg("train")

@@ -44,6 +44,36 @@ fn wait_for_checkpoint(path: &Path, child: &mut std::process::Child) -> u64 {
     Checkpoint::load(path).unwrap().step.unwrap()
 }
 
+/// `nnc train NN` for a run of 10^8 steps in `dir`, with `extra` arguments and a log at `log`,
+/// returned once its first step is logged (by then Ctrl-C is handled).
+fn training_until_logged(nn: &Path, dir: &Path, extra: &[&str], log: &Path) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .arg("train")
+        .arg(nn)
+        .args(["--quiet", "--steps", "100000000"])
+        .args(extra)
+        .arg("--log-json")
+        .arg(log)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::metadata(log).map_or(true, |m| m.len() == 0) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no step after a minute"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "nnc ended before a step"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
 /// Sends Ctrl-C (SIGINT) to `child` and returns its stderr, asserting that it exited with 130.
 fn ctrl_c(child: std::process::Child) -> String {
     let kill = Command::new("kill")
@@ -187,29 +217,7 @@ fn ctrl_c_saves_a_checkpoint_exits_130_and_says_how_to_resume() {
 fn an_interrupted_run_without_a_checkpoint_resumes_into_the_file_it_saved() {
     let s = Scratch::new("resume-no-checkpoint");
     let log = s.path("log.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .arg("train")
-        .arg(root().join("examples/xor.nn"))
-        .args(["--quiet", "--steps", "100000000", "--log-json"])
-        .arg(&log)
-        .current_dir(s.dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Steps are logged once the handler of Ctrl-C is in place.
-    let t0 = Instant::now();
-    while std::fs::metadata(&log).map_or(true, |m| m.len() == 0) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no step after a minute"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "nnc ended before a step"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let child = training_until_logged(&root().join("examples/xor.nn"), s.dir(), &[], &log);
     let err = ctrl_c(child);
     let ck = "Xor.interrupted.safetensors";
     assert!(s.path(ck).exists(), "{err}");
@@ -238,12 +246,7 @@ fn a_run_resumed_without_a_checkpoint_path_is_saved_where_it_was() {
         ),
         0,
     );
-    // As if stopped at step 5 of 8.
-    let mut stopped = Checkpoint::load(&ck).unwrap();
-    let mut pos = nnc::runtime::train::resume::Position::from_checkpoint(&stopped).unwrap();
-    pos.total = 8;
-    stopped.meta = pos.to_meta();
-    stopped.save_to(&ck).unwrap();
+    as_if_stopped(&ck, 8);
     let out = run!(
         "train",
         root().join("examples/xor.nn"),
@@ -273,35 +276,7 @@ fn an_interrupted_run_of_several_says_how_to_train_the_rest() {
         ),
     );
     let log = s.path("log.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .arg("train")
-        .arg(&nn)
-        .args([
-            "--quiet",
-            "--steps",
-            "100000000",
-            "--checkpoint",
-            "x.safetensors",
-            "--log-json",
-        ])
-        .arg(&log)
-        .current_dir(s.dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::fs::metadata(&log).map_or(true, |m| m.len() == 0) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no step after a minute"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "nnc ended before a step"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let child = training_until_logged(&nn, s.dir(), &["--checkpoint", "x.safetensors"], &log);
     let err = ctrl_c(child);
     let nn = nn.display();
     assert_has(
