@@ -288,9 +288,10 @@ fn interrupted(
 
 /// Refuses, before anything is trained or written, an output that would replace one of the
 /// run's inputs: a checkpoint or log onto the `.nn` file or a data file, a log onto a checkpoint
-/// (written or read), a run's checkpoint onto the file its own `init` or `teacher` reads; and a
-/// checkpoint path that cannot be replaced (a FIFO, a folder), which would otherwise fail only
-/// once training is over. A checkpoint may replace the `--resume` or `--init` one: they are read
+/// (written or read), a run's checkpoint onto a file that it or an earlier run of the command
+/// reads (`init`, `teacher`) or writes, or onto an existing file of another kind; and a
+/// checkpoint path that cannot be replaced (a FIFO, a folder, a missing folder), which would
+/// otherwise fail only once training is over. A checkpoint may replace the `--resume` or `--init` one: they are read
 /// before training, and resuming into the same file is the usual way to continue a run.
 fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&str>) -> CliResult {
     let program = &loaded.program;
