@@ -3,7 +3,7 @@
 //! renders them together, each pointing into the source.
 
 use crate::syntax::ast::Span;
-use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
+use miette::{Diagnostic, LabeledSpan, NamedSource, Severity, SourceCode};
 use std::fmt;
 use std::sync::Arc;
 
@@ -21,6 +21,8 @@ pub struct Diag {
     pub code: &'static str,
     /// Further spans with their labels (e.g. "first defined here").
     pub related: Vec<(Span, String)>,
+    /// Whether this is only a warning (the file still checks, e.g. a value never used).
+    pub warning: bool,
 }
 
 impl Diag {
@@ -37,7 +39,13 @@ impl Diag {
             help: None,
             code,
             related: Vec::new(),
+            warning: false,
         }
+    }
+    /// This diagnostic as a warning: shown, but the file still checks.
+    pub fn warning(mut self) -> Diag {
+        self.warning = true;
+        self
     }
     pub fn help(mut self, help: impl Into<String>) -> Diag {
         self.help = Some(help.into());
@@ -65,6 +73,13 @@ impl Diagnostic for Diag {
         self.help
             .as_ref()
             .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+    fn severity(&self) -> Option<Severity> {
+        Some(if self.warning {
+            Severity::Warning
+        } else {
+            Severity::Error
+        })
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let main = LabeledSpan::new_primary_with_span(Some(self.label.clone()), self.span);
@@ -134,6 +149,9 @@ impl Diagnostic for WithSource<'_> {
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
         self.diag.help()
     }
+    fn severity(&self) -> Option<Severity> {
+        self.diag.severity()
+    }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         self.at.is_none().then(|| self.diag.labels()).flatten()
     }
@@ -180,11 +198,9 @@ impl Report {
             };
             let _ = handler.render_report(&mut out, &w);
         }
-        if self.diags.len() > 1 {
-            out.push_str(&format!(
-                "error: aborting due to {} errors\n",
-                self.diags.len()
-            ));
+        let errors = self.diags.iter().filter(|d| !d.warning).count();
+        if errors > 1 {
+            out.push_str(&format!("error: aborting due to {errors} errors\n"));
         }
         out
     }

@@ -29,6 +29,7 @@ mod refs;
 mod runs;
 mod sequences;
 mod settings;
+mod unused;
 
 use crate::diag::Diag;
 use crate::ir::{self, Graph, ModelIr, Program};
@@ -66,6 +67,13 @@ pub fn model_stats(g: &Graph) -> ModelStats {
 
 /// Checks a parsed file and lowers it to IR, or returns all its errors in source order.
 pub fn check(file: &ast::File) -> Result<Program, Vec<Diag>> {
+    check_with_warnings(file).map(|(program, _)| program)
+}
+
+/// [`check`], with the warnings of a file that checks (e.g. a value computed and never used).
+/// A file with errors gets only those: a warning then is often their echo (`hidden` unused
+/// where `hiden` was misspelled).
+pub fn check_with_warnings(file: &ast::File) -> Result<(Program, Vec<Diag>), Vec<Diag>> {
     let mut diags = Vec::new();
     let mut models = Models {
         ast: HashMap::new(),
@@ -190,11 +198,21 @@ pub fn check(file: &ast::File) -> Result<Program, Vec<Diag>> {
             })
         })
         .collect();
-    Ok(Program {
+    let warnings = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            Item::Model(m) => Some(unused::unused(m)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let program = Program {
         models: models_ir,
         data: data_specs,
         runs: run_specs,
-    })
+    };
+    Ok((program, warnings))
 }
 
 fn run_name(t: &ast::Train) -> &ast::Ident {

@@ -103,10 +103,15 @@ pub fn parse(path: &Path) -> Result<(String, ast::File), CliError> {
     Ok((text, file))
 }
 
-/// Reads, parses and checks.
+/// Reads, parses and checks; prints the file's warnings (on stderr) where it checks.
 pub fn load(path: &Path) -> Result<Loaded, CliError> {
     let (text, ast) = parse(path)?;
-    let program = crate::check::check(&ast).map_err(|d| render(path, &text, d))?;
+    let (program, warnings) =
+        crate::check::check_with_warnings(&ast).map_err(|d| render(path, &text, d))?;
+    if !warnings.is_empty() {
+        let report = Report::new(&path.display().to_string(), &text, warnings);
+        eprint!("{}", report.render(std::io::stderr().is_terminal()));
+    }
     Ok(Loaded {
         path: path.to_path_buf(),
         text,
