@@ -110,7 +110,8 @@ pub fn check(d: &Data, diags: &mut Vec<Diag>) -> Option<Checked> {
             }
         },
         (None, Some(_)) => 1.0,
-        (None, None) => 0.9,
+        // As Keras' `validation_split` and PyTorch: nothing is held out unless asked.
+        (None, None) => 1.0,
     };
     let normalize = s.get("normalize").and_then(|e| match scalar_expr(e) {
         Ok(x) => Some((x, e.span)),

@@ -91,7 +91,7 @@ pub struct DataSpec {
     pub train_span: Span,
     /// A separate test source; when absent, `split` holds out the end of the train source.
     pub test: Option<(Source, Span)>,
-    /// Fraction of the train source used for training (default 1.0 with a test source, else 0.9).
+    /// Fraction of the train source used for training (1.0, all of it, unless `split` is set).
     pub split: f64,
     /// The `normalize:` expression, and its span in the file.
     pub normalize: Option<(ScalarExpr, Span)>,

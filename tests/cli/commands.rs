@@ -581,7 +581,7 @@ fn a_missing_teacher_checkpoint_is_named_as_the_teacher_s() {
         &student
     ));
     let out = run!("eval", &nn, "--run", "small", "--checkpoint", &student);
-    assert_has(&succeeded(&out), &["run small: test loss"]);
+    assert_has(&succeeded(&out), &["run small: train loss"]);
     std::fs::remove_file(s.path("t.safetensors")).unwrap();
     let err = user_error(&run!(
         "eval",
