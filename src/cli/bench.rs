@@ -7,6 +7,7 @@ use super::{source, train, CliError, CliResult};
 use crate::codegen::{Jit, JitOptions};
 use crate::exec::{Executor, Feed, StepCtx};
 use crate::ir::{DType, Graph};
+use crate::runtime::batch::Buf;
 use crate::runtime::init::init_param;
 use crate::runtime::train::{Session, TrainOptions};
 use std::path::PathBuf;
@@ -125,12 +126,12 @@ pub fn run(args: &BenchArgs) -> CliResult {
         if !seen_models.contains(&spec.model) {
             seen_models.push(spec.model.clone());
             let m = p.model(&spec.model).expect("runs name checked models");
-            let images = test_inputs(p, spec, &m.graph, &data_dir);
+            let samples = test_inputs(p, spec, &m.graph, &data_dir);
             let at = Inference {
                 threads,
                 reps: args.reps,
                 profile: args.profile,
-                inputs: images.as_deref(),
+                inputs: samples.as_ref(),
             };
             inference(&m.name, &m.graph, &at)?;
         }
@@ -186,23 +187,20 @@ fn print_profile(steps: &[(String, crate::codegen::profile::Entry)]) {
 }
 
 /// The first test samples of a run's data (its training samples if it has no test split), as
-/// the model's f32 inputs, or `None` (no data where the run looks, or integer inputs): batch-1
-/// latency and batch-1000 throughput are measured on them, as the reference scripts measure
-/// on MNIST's first test images, since what an input holds can change what a product costs
-/// (`codegen::sparse`).
+/// the model's inputs (images, or a text's token ids), or `None` (no data where the run
+/// looks): batch-1 latency and batch-1000 throughput are measured on them, as the reference
+/// scripts measure on MNIST's first test images, since what an input holds can change what a
+/// product costs (`codegen::sparse`) or which rows an embedding reads.
 fn test_inputs(
     p: &crate::ir::Program,
     spec: &crate::ir::RunSpec,
     model: &Graph,
     dir: &std::path::Path,
-) -> Option<Vec<f32>> {
-    use crate::runtime::batch::{gather, Buf};
+) -> Option<Buf> {
+    use crate::runtime::batch::gather;
     use crate::runtime::data::{self, Expect};
     let (input, _) = *model.inputs().first()?;
     let ty = model.ty(input).clone();
-    if ty.dtype != DType::F32 {
-        return None;
-    }
     let want = Expect {
         x: Some(ty.clone()),
         y: None,
@@ -213,19 +211,20 @@ fn test_inputs(
     let first: Vec<usize> = (0..split.len.min(1000)).collect();
     let mut x = Buf::for_column(&split.x, first.len());
     gather(&split.x, &first, &mut x);
-    match x {
-        Buf::F32(v) if !v.is_empty() => Some(v),
-        _ => None,
-    }
+    let empty = match &x {
+        Buf::F32(v) => v.is_empty(),
+        Buf::I32(v) => v.is_empty(),
+    };
+    (!empty).then_some(x)
 }
 
 /// How [`inference`] measures: threads, batch-1 repetitions, whether to profile, and the
-/// samples to feed (cycled to fill a batch; constant 0.5 when `None`).
+/// samples to feed (cycled to fill a batch; constant 0.5, or token id 1, when `None`).
 struct Inference<'a> {
     threads: usize,
     reps: usize,
     profile: bool,
-    inputs: Option<&'a [f32]>,
+    inputs: Option<&'a Buf>,
 }
 
 /// Median batch-1 latency and batch-1000 throughput of a model's inference graph, and with
@@ -243,21 +242,21 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
         .first()
         .ok_or_else(|| CliError::internal("a model without input"))?;
     let ty = g.ty(input).clone();
-    let feeds = |batch: usize| -> (Vec<f32>, Vec<i32>) {
+    let feeds = |batch: usize| -> Buf {
         let n = ty.numel(batch);
-        let f = match inputs {
-            Some(x) => x.iter().copied().cycle().take(n).collect(),
-            None => vec![0.5; n],
-        };
-        (f, vec![1; n])
+        match inputs {
+            Some(Buf::F32(x)) => Buf::F32(x.iter().copied().cycle().take(n).collect()),
+            Some(Buf::I32(x)) => Buf::I32(x.iter().copied().cycle().take(n).collect()),
+            None if ty.dtype == DType::I32 => Buf::I32(vec![1; n]),
+            None => Buf::F32(vec![0.5; n]),
+        }
     };
     let measure =
         |exec: &mut dyn Executor, batch: usize, reps: usize| -> Result<Vec<f64>, CliError> {
-            let (f, i) = feeds(batch);
-            let feed = if ty.dtype == DType::I32 {
-                Feed::I32(&i)
-            } else {
-                Feed::F32(&f)
+            let samples = feeds(batch);
+            let feed = match &samples {
+                Buf::I32(i) => Feed::I32(i),
+                Buf::F32(f) => Feed::F32(f),
             };
             let mut times = Vec::with_capacity(reps);
             for r in 0..reps + reps / 10 + 1 {

@@ -774,6 +774,22 @@ fn bench_reports_compile_time_throughput_and_latency() {
     }
 }
 
+/// A character model's inference is measured on its text's token ids, as an image model's on
+/// its images (it was fed token id 1 everywhere, one embedding row).
+#[test]
+fn bench_feeds_a_character_model_its_text() {
+    let s = Scratch::new("bench-text");
+    s.write("t.txt", "abcab".repeat(40));
+    let nn = s.write(
+        "m.nn",
+        "model M(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
+         data d {\n    train: text(\"t.txt\", seq: 4)\n}\n\
+         train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
+    );
+    let text = succeeded(&run!("bench", &nn, "--steps", "2", "--reps", "20"));
+    assert_has(&text, &["model M          inference on test samples"]);
+}
+
 /// A model no run trains is measured on constant inputs; an unknown `--run` is refused.
 #[test]
 fn bench_measures_models_no_run_trains_and_refuses_an_unknown_run() {
