@@ -132,10 +132,21 @@ pub struct Expect {
 /// available allows are refused ([`file::max_file_bytes`]).
 pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, DataError> {
     let available = memory::available();
-    let (mut train, vocab) = load_source(&spec.train, dir, None, available)?;
-    let mut test = match &spec.test {
-        Some((src, _)) => Some(load_source(src, dir, vocab.as_deref(), available)?.0),
-        None => None,
+    let (mut train, mut test, vocab) = match (&spec.train, &spec.test) {
+        // A text is split on characters, so that no window straddles the two parts.
+        (Source::Text { path, seq }, None) if spec.split < 1.0 => {
+            let t = text::read(path, dir, available)?;
+            let (train, test) = split_text(&t, spec.split, *seq)?;
+            (train, test, Some(t.vocab))
+        }
+        _ => {
+            let (train, vocab) = load_source(&spec.train, dir, None, available)?;
+            let test = match &spec.test {
+                Some((src, _)) => Some(load_source(src, dir, vocab.as_deref(), available)?.0),
+                None => None,
+            };
+            (train, test, vocab)
+        }
     };
     if let Some((norm, _)) = &spec.normalize {
         normalize(&mut train.x, norm)?;
@@ -143,10 +154,10 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
             normalize(&mut t.x, norm)?;
         }
     }
-    if test.is_none() && spec.split < 1.0 {
-        let (a, b) = split(train, spec.split, &spec.train, dir, available)?;
+    if test.is_none() && spec.split < 1.0 && !matches!(spec.train, Source::Text { .. }) {
+        let (a, b) = split(train, spec.split);
         train = a;
-        test = b;
+        test = Some(b);
     }
     let name = &spec.name;
     if train.len == 0 {
@@ -316,34 +327,25 @@ pub fn normalize_values(v: &mut [f32], expr: &ScalarExpr) -> Result<(), DataErro
     Ok(())
 }
 
-/// The first `frac` of the samples for training, the rest for testing. A text source is split
-/// on characters (so no window straddles the two parts) by re-reading its ids (within the
-/// memory `available`).
-fn split(
-    all: Split,
-    frac: f64,
-    src: &Source,
-    dir: &Path,
-    available: Option<u64>,
-) -> Result<(Split, Option<Split>), DataError> {
-    if let Source::Text { path, seq } = src {
-        // The windows of the whole text are freed first: the text's ids (4 bytes per character)
-        // and the two splits' windows (8 more) are then all that is held, as when it was read.
-        drop(all);
-        let t = text::read(path, dir, available)?;
-        let cut = ((t.ids.len() as f64) * frac).floor() as usize;
-        // Named as the part `split` keeps: the file itself holds more than `cut` characters.
-        let train = text::windows(&t.path, &t.ids[..cut], *seq).map_err(|_| DataError::Format {
-            path: t.path.clone(),
-            msg: format!(
-                "`split: {frac}` keeps {cut} of its {} characters for training, too short for \
-                 one window of seq {seq} (+1 for the labels)",
-                t.ids.len()
-            ),
-        })?;
-        let test = text::windows(&t.path, &t.ids[cut..], *seq).ok();
-        return Ok((train, test));
-    }
+/// The windows of the first `frac` of a text's characters for training, and of the rest (if it
+/// holds one window) for testing.
+fn split_text(t: &text::Text, frac: f64, seq: usize) -> Result<(Split, Option<Split>), DataError> {
+    let cut = ((t.ids.len() as f64) * frac).floor() as usize;
+    // Named as the part `split` keeps: the file itself holds more than `cut` characters.
+    let train = text::windows(&t.path, &t.ids[..cut], seq).map_err(|_| DataError::Format {
+        path: t.path.clone(),
+        msg: format!(
+            "`split: {frac}` keeps {cut} of its {} characters for training, too short for one \
+             window of seq {seq} (+1 for the labels)",
+            t.ids.len()
+        ),
+    })?;
+    let test = text::windows(&t.path, &t.ids[cut..], seq).ok();
+    Ok((train, test))
+}
+
+/// The first `frac` of the samples for training, the rest for testing.
+fn split(all: Split, frac: f64) -> (Split, Split) {
     let cut = ((all.len as f64) * frac).floor() as usize;
     let train = Split {
         x: all.x.slice(0, cut),
@@ -355,7 +357,7 @@ fn split(
         y: all.y.slice(cut, all.len),
         len: all.len - cut,
     };
-    Ok((train, Some(test)))
+    (train, test)
 }
 
 /// Converts a split's columns to the expected per-sample types.
@@ -505,12 +507,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nnc-data-unit-{}-split", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("t.txt"), "abcde".repeat(5)).unwrap();
-        let src = Source::Text {
-            path: "t.txt".into(),
-            seq: 8,
-        };
-        let (all, _) = load_source(&src, &dir, None, None).unwrap();
-        let e = split(all, 0.3, &src, &dir, None).unwrap_err();
+        let t = text::read("t.txt", &dir, None).unwrap();
+        let e = split_text(&t, 0.3, 8).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("t.txt: `split: 0.3` keeps 7 of its 25 characters for training"),
