@@ -241,6 +241,25 @@ fn a_batch_that_does_not_split_over_the_ranks_is_refused() {
     );
 }
 
+/// A warning about the file is printed once, by rank 0, not once by every rank.
+#[test]
+fn the_file_s_warnings_are_printed_once() {
+    let _turn = serial();
+    let dir = Scratch::new("warnings");
+    let nn = problem(&dir, MLP, "sgd(lr: 0.1)", 64, 2);
+    let text = std::fs::read_to_string(&nn).unwrap();
+    let text = text.replace("    return x", "    spare = x |> dense(3)\n    return x");
+    std::fs::write(&nn, text).unwrap();
+    let out = mpirun(2, &["train", s(&nn), "-q"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("`spare` is computed but never used").count(),
+        1,
+        "{err}"
+    );
+}
+
 #[test]
 fn a_timeout_that_is_not_a_positive_number_of_seconds_is_refused() {
     let dir = Scratch::new("timeout");

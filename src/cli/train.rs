@@ -116,7 +116,7 @@ pub fn run(args: &TrainArgs) -> CliResult {
 /// `nnc train` as one of the processes of `comm`: rank 0 alone logs, shows progress and prints.
 fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
     let root = comm.rank() == 0;
-    let loaded = source::load(&args.file)?;
+    let loaded = source::load_warning(&args.file, root)?;
     let program = &loaded.program;
     if program.runs.is_empty() {
         return Err(CliError::user(format!(
