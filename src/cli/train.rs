@@ -290,9 +290,10 @@ fn interrupted(
 /// run's inputs: a checkpoint or log onto the `.nn` file or a data file, a log onto a checkpoint
 /// (written or read), a run's checkpoint onto a file that it or an earlier run of the command
 /// reads (`init`, `teacher`) or writes, or onto an existing file of another kind; and a
-/// checkpoint path that cannot be replaced (a FIFO, a folder, a missing folder), which would
-/// otherwise fail only once training is over. A checkpoint may replace the `--resume` or `--init` one: they are read
-/// before training, and resuming into the same file is the usual way to continue a run.
+/// checkpoint path that cannot be replaced (a FIFO, a folder, a missing folder or one it may not
+/// write in), which would otherwise fail only once training is over. A checkpoint may replace
+/// the `--resume` or `--init` one: they are read before training, and resuming into the same
+/// file is the usual way to continue a run.
 fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&str>) -> CliResult {
     let program = &loaded.program;
     let runs: Vec<&RunSpec> = match run_name {
@@ -365,7 +366,7 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
     }
     for c in &written {
         refuse_replacing_another_kind(c, Kind::Safetensors)?;
-        crate::runtime::atomic::target(&c.path).map_err(|e| {
+        crate::runtime::atomic::probe(&c.path).map_err(|e| {
             CliError::user(format!("cannot write {} {}: {e}", c.what, c.path.display()))
         })?;
     }

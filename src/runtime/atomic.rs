@@ -133,6 +133,18 @@ pub fn target(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// [`target()`], and whether a file can be created in the folder [`write()`] would write in (a
+/// temporary file is created there and removed at once): a folder the process may not write
+/// in, or on a read-only file system, is refused before the work whose result it would hold,
+/// not only when that result is written.
+pub fn probe(path: &Path) -> std::io::Result<PathBuf> {
+    let target = target(path)?;
+    let (tmp, f) = create_temporary(&target)?;
+    drop(f);
+    let _ = std::fs::remove_file(&tmp);
+    Ok(target)
+}
+
 /// `path` with its chain of symbolic links followed to the end (which may not exist).
 pub fn follow_links(path: &Path) -> std::io::Result<PathBuf> {
     let mut p = path.to_path_buf();

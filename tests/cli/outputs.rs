@@ -64,6 +64,40 @@ fn a_checkpoint_is_written_through_a_link_and_never_onto_a_fifo() {
     assert!(stderr(&out).contains("a FIFO"), "{}", stderr(&out));
 }
 
+/// A checkpoint in a folder the process may not write in is refused before training, not once
+/// training is over (which lost the trained weights). Root may write in any folder of mode
+/// 0555; it may not create files in `/sys`, which stands in for one then.
+#[cfg(unix)]
+#[test]
+fn a_checkpoint_in_a_folder_that_cannot_be_written_is_refused_before_training() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("outputs-read-only");
+    let ro = s.path("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let writable = |dir: &std::path::Path| {
+        let f = dir.join(".nnc-probe");
+        let made = std::fs::File::create(&f).is_ok();
+        let _ = std::fs::remove_file(&f);
+        made
+    };
+    let dir = [ro.as_path(), "/sys".as_ref()]
+        .into_iter()
+        .find(|d| d.is_dir() && !writable(d));
+    let Some(dir) = dir else {
+        eprintln!("note: no folder this process cannot write in; test skipped");
+        return;
+    };
+    let ck = dir.join("x.safetensors");
+    let out = xor(&["--checkpoint".as_ref(), ck.as_os_str()]);
+    let err = user_error(&out);
+    assert_has(&err, &["cannot write `--checkpoint`", "x.safetensors"]);
+    assert!(!err.contains("step"), "trained first: {err}");
+    assert!(stdout(&out).is_empty(), "trained: {}", stdout(&out));
+    assert!(!ck.exists());
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A file of two small runs, the second starting from the first.
 const TWO_RUNS: &str = r#"
 model M(x: [2]) -> [1] { return x |> dense(4) |> tanh |> dense(1) }
