@@ -914,6 +914,45 @@ fn losses_and_gradients() {
     }
 }
 
+/// Logits far from 0 (a diverging run's): `x − logsumexp` is `(x − max) − log Σ…`, so the
+/// logarithm is not absorbed by a large max (logits near 1e6 lost up to 0.03 of it, near 1e8
+/// all of it: a cross-entropy of 0 for equal logits).
+#[test]
+fn softmax_losses_of_large_logits_keep_their_logarithm() {
+    let t = f(true, &[2, 5]);
+    let labels = Type::i32(true, vec![2]);
+    let prob = Gen::U(0.0, 1.0);
+    for (k, u) in [Gen::U(1e6, 1e6 + 8.0), Gen::U(-1e6 - 8.0, -1e6)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 20 + k as u64;
+        let ce = single("ce", Op::CrossEntropy, &[t.clone(), labels.clone()], None);
+        compare(&ce, &[u, Gen::Int(0, 5)], 3, seed, TOL);
+        let soft = single(
+            "soft_ce",
+            Op::SoftCrossEntropy,
+            &[t.clone(), t.clone()],
+            None,
+        );
+        compare(&soft, &[u, prob], 3, seed, TOL);
+        compare(
+            &single("kl", Op::KlDiv, &[t.clone(), t.clone()], None),
+            &[u, u],
+            3,
+            seed,
+            TOL,
+        );
+        let ls = single(
+            "log_softmax",
+            Op::LogSoftmax,
+            std::slice::from_ref(&t),
+            None,
+        );
+        compare(&ls, &[u], 3, seed, TOL);
+    }
+}
+
 /// Found by the `jit_vs_interp` fuzz target: a saturated sigmoid before `bce` hits the clamp,
 /// and the two back ends must clamp to the same (f32) bounds.
 #[test]

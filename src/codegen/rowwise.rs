@@ -73,11 +73,21 @@ fn max_sumexp(kb: &mut Kb, p: Value, base: Value, c: usize) -> (Value, Value) {
     (mx, s)
 }
 
-/// log Σ exp(row) = max + log Σ exp(x − max).
-fn logsumexp(kb: &mut Kb, p: Value, base: Value, c: usize) -> Value {
+/// log Σ exp(row) = max + log Σ exp(x − max), as its two terms `(max, log Σ exp(x − max))`.
+/// They are kept apart: `x − lse` is computed as `(x − max) − log Σ…`, exact where `x` is the
+/// maximum; with `(x − (max + log Σ…))` a large max absorbs the logarithm (logits of 1e8 gave a
+/// cross-entropy of 0 for a uniform row of 3 classes instead of ln 3).
+fn logsumexp(kb: &mut Kb, p: Value, base: Value, c: usize) -> (Value, Value) {
     let (mx, s) = max_sumexp(kb, p, base, c);
-    let l = math::emit_log(&mut kb.b, s);
-    kb.b.ins().fadd(mx, l)
+    (mx, math::emit_log(&mut kb.b, s))
+}
+
+/// `x − logsumexp` (lanes of `x`) from the two terms of [`logsumexp`]: `(x − max) − log Σ…`.
+fn minus_lse(kb: &mut Kb, x: Value, lane: types::Type, (mx, l): (Value, Value)) -> Value {
+    let m = kb.splat(lane, mx);
+    let d = kb.b.ins().fsub(x, m);
+    let l = kb.splat(lane, l);
+    kb.b.ins().fsub(d, l)
 }
 
 /// `out[base + j] = f(j)` over the row.
@@ -142,8 +152,7 @@ pub fn normalize(kb: &mut Kb, op: &Op, ty: &Type, out: usize, ins: &[usize]) {
                 let lse = logsumexp(kb, p[0], base, c);
                 write_row(kb, o, base, c, |kb, i, _, lane| {
                     let x = kb.ld(lane, p[0], i);
-                    let l = kb.splat(lane, lse);
-                    kb.b.ins().fsub(x, l)
+                    minus_lse(kb, x, lane, lse)
                 });
             }
             Op::SoftmaxGrad => {
@@ -242,7 +251,8 @@ fn term(kb: &mut Kb, op: &Op, (a, b): (Value, Value), row: Value, c: usize) -> V
             let l = label(kb, b, row, c);
             let i = kb.b.ins().iadd(base, l);
             let xl = kb.ld(types::F32, a, i);
-            kb.b.ins().fsub(lse, xl)
+            let d = minus_lse(kb, xl, types::F32, lse);
+            kb.b.ins().fneg(d)
         }
         Op::SoftCrossEntropy => {
             // Σ t_j·(lse − x_j)
@@ -251,8 +261,8 @@ fn term(kb: &mut Kb, op: &Op, (a, b): (Value, Value), row: Value, c: usize) -> V
                 let i = kb.b.ins().iadd(base, j);
                 let x = kb.ld(lane, a, i);
                 let t = kb.ld(lane, b, i);
-                let l = kb.splat(lane, lse);
-                let d = kb.b.ins().fsub(l, x);
+                let d = minus_lse(kb, x, lane, lse);
+                let d = kb.b.ins().fneg(d);
                 kb.b.ins().fmul(t, d)
             })
         }
@@ -264,10 +274,8 @@ fn term(kb: &mut Kb, op: &Op, (a, b): (Value, Value), row: Value, c: usize) -> V
                 let i = kb.b.ins().iadd(base, j);
                 let p = kb.ld(lane, a, i);
                 let q = kb.ld(lane, b, i);
-                let lpv = kb.splat(lane, lp);
-                let lqv = kb.splat(lane, lq);
-                let logp = kb.b.ins().fsub(p, lpv);
-                let logq = kb.b.ins().fsub(q, lqv);
+                let logp = minus_lse(kb, p, lane, lp);
+                let logq = minus_lse(kb, q, lane, lq);
                 let pp = math::emit_exp(&mut kb.b, logp);
                 let d = kb.b.ins().fsub(logp, logq);
                 kb.b.ins().fmul(pp, d)
