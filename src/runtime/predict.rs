@@ -43,6 +43,15 @@ pub enum PredictError {
     Exec(#[from] ExecError),
     #[error("{0}")]
     Model(String),
+    #[error(
+        "the model's output for sample {sample} is {value} for class {class}: classes cannot be \
+         ranked by values that are not finite (the parameters overflow on this input)"
+    )]
+    NotFinite {
+        sample: usize,
+        class: usize,
+        value: f32,
+    },
 }
 
 /// Raw samples (before `normalize`), back to back.
@@ -279,10 +288,23 @@ pub fn predict(
         .output("output")
         .ok_or_else(|| PredictError::Model("the model has no output `output`".into()))?;
     let classes = g.ty(out).last().max(1);
-    Ok(outputs(exec, params, inputs, normalize)?
+    outputs(exec, params, inputs, normalize)?
         .iter()
-        .map(|o| top_k(&o[o.len().saturating_sub(classes)..], k))
-        .collect())
+        .enumerate()
+        .map(|(i, o)| {
+            let row = &o[o.len().saturating_sub(classes)..];
+            // A softmax over an infinity or a NaN ranks nothing (an infinite logit came out
+            // at 0% behind two classes at 50%).
+            match row.iter().position(|v| !v.is_finite()) {
+                Some(class) => Err(PredictError::NotFinite {
+                    sample: inputs.first + i,
+                    class,
+                    value: row[class],
+                }),
+                None => Ok(top_k(row, k)),
+            }
+        })
+        .collect()
 }
 
 /// The model's output `output` for every sample (all its values, every row of a sequence),

@@ -16,6 +16,11 @@ pub enum SampleError {
     Temperature(f32),
     #[error("running the model: {0}")]
     Exec(#[from] ExecError),
+    #[error(
+        "the model's output for character {at} is {value} for character id {id}: nothing can be \
+         drawn from values that are not finite (the parameters overflow on this text)"
+    )]
+    NotFinite { at: usize, id: usize, value: f32 },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -116,11 +121,16 @@ pub fn sample(
             .output("output")
             .ok_or_else(|| model("no output after running"))?;
         let pos = ctx.len() - 1;
-        let next = draw(
-            &o[pos * vocab.len()..(pos + 1) * vocab.len()],
-            opts.temperature,
-            &mut rng,
-        );
+        let row = &o[pos * vocab.len()..(pos + 1) * vocab.len()];
+        // NaN weights draw nothing: every `u < w` is false and the last character came out.
+        if let Some(id) = row.iter().position(|v| !v.is_finite()) {
+            return Err(SampleError::NotFinite {
+                at: ids.len(),
+                id,
+                value: row[id],
+            });
+        }
+        let next = draw(row, opts.temperature, &mut rng);
         ids.push(next as i32);
         text.push(vocab[next]);
     }

@@ -420,3 +420,74 @@ train R: M on d { loss: mse(output, label) optimizer: adam(lr: 0.01) batch: 4 st
         assert!(!written.exists(), "{what}: trained and saved");
     }
 }
+
+/// `src` with every element of the tensors `names` set to `value`, written to `dst`.
+fn filled(src: &std::path::Path, dst: &std::path::Path, names: &[&str], value: f32) {
+    let mut ck = nnc::runtime::checkpoint::Checkpoint::load(src).unwrap();
+    for name in names {
+        ck.tensors.get_mut(*name).unwrap().data.fill(value);
+    }
+    ck.save_to(dst).unwrap();
+}
+
+/// Finite parameters whose outputs overflow: `predict` and `sample` say so, naming the sample
+/// and the class, rather than rank a softmax of infinities (an infinite logit came out at 0%
+/// behind two classes at 50%) or draw from NaN weights (always the last character).
+#[test]
+fn outputs_that_are_not_finite_are_not_ranked_or_drawn() {
+    let s = Scratch::new("bad-checkpoints-overflow");
+    let nn = s.write(
+        "c.nn",
+        r#"
+model M(x: [2]) -> [3] { return x |> dense(3) }
+data d { train: inline(x: [[1, 1], [1, 2], [2, 1]], y: [[0], [1], [2]]) }
+train M on d { loss: cross_entropy(output, label) optimizer: sgd(0.1) batch: 3 steps: 2 }
+"#,
+    );
+    let good = s.path("good.safetensors");
+    train_to(&nn, &good);
+    let big = s.path("big.safetensors");
+    filled(&good, &big, &["dense1.weight"], 3e38);
+    let input = s.write("in.csv", "0.5,0.5\n1,1\n");
+    let out = nnc()
+        .arg("predict")
+        .arg(&nn)
+        .arg("--checkpoint")
+        .arg(&big)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_has(
+        &user_error(&out),
+        &["output for sample 1 is inf for class 0", "not finite"],
+    );
+
+    let nn = s.write(
+        "t.nn",
+        r#"
+model C(t: i32[4]) -> [4, 3] { return t |> embedding(3, 4) |> dense(3) }
+data text { train: text("t.txt", seq: 4) }
+train C on text { loss: cross_entropy(output, label) optimizer: sgd(0.1) batch: 2 steps: 2 }
+"#,
+    );
+    s.write("t.txt", "abcabcabcabcabcabcabcabcabcabc");
+    let good = s.path("text.safetensors");
+    train_to(&nn, &good);
+    filled(&good, &big, &["embedding1.weight", "dense1.weight"], 3e38);
+    let out = nnc()
+        .arg("sample")
+        .arg(&nn)
+        .arg("--checkpoint")
+        .arg(&big)
+        .args(["--prompt", "ab", "--length", "3"])
+        .output()
+        .unwrap();
+    assert_has(
+        &user_error(&out),
+        &[
+            "output for character 2 is inf for character id 0",
+            "not finite",
+        ],
+    );
+}
