@@ -43,11 +43,12 @@ pub fn tensor_type(t: &TypeExpr) -> Result<Type, Vec<Diag>> {
         }
     };
     let mut dims = Vec::new();
-    let mut total: u64 = 1;
+    // `None` past u128 (a few dimensions near 2^31 overflow u64: the sum said 2^64 − 1).
+    let mut total: Option<u128> = Some(1);
     for (i, e) in t.dims.iter().enumerate() {
         match consts::size(e, "a dimension") {
             Ok(d) => {
-                total = total.saturating_mul(d as u64);
+                total = total.and_then(|t| t.checked_mul(d as u128));
                 dims.push(d);
             }
             // `[None, 784]`, `[B, 784]`, `[-1, 784]`: a batch axis written out.
@@ -67,7 +68,8 @@ pub fn tensor_type(t: &TypeExpr) -> Result<Type, Vec<Diag>> {
             Err(d) => diags.push(d),
         }
     }
-    if diags.is_empty() && total > consts::MAX_ELEMENTS {
+    if diags.is_empty() && total.is_none_or(|t| t > consts::MAX_ELEMENTS as u128) {
+        let total = total.map_or("more than 2^128".into(), |t| t.to_string());
         diags.push(
             Diag::new(
                 "nnc::shape",
