@@ -599,6 +599,67 @@ fn pooling_and_gradients() {
     }
 }
 
+/// Windows wider than `codegen::pool`'s unrolling limit (8 taps a side) are looped over: the
+/// same values and gradients, padding, strides and overlapping windows included.
+#[test]
+fn pooling_over_wide_windows() {
+    let u = Gen::U(-1.0, 1.0);
+    for (k, stride, pad, hw) in [
+        (9, 3, 4, 20),
+        (12, 12, 0, 12),
+        (10, 1, 2, 13),
+        (16, 5, 7, 23),
+    ] {
+        let w = Window {
+            kernel: k,
+            stride,
+            pad,
+        };
+        let x = f(true, &[2, hw, hw]);
+        let g = single("maxpool", Op::MaxPool(w), std::slice::from_ref(&x), None);
+        let y = g.ty(g.output("out").unwrap()).clone();
+        compare(&g, &[u], 3, k as u64, TOL);
+        let avg = single("avgpool", Op::AvgPool(w), std::slice::from_ref(&x), None);
+        compare(&avg, &[u], 3, k as u64 + 1, TOL);
+        let grad = single(
+            "maxpool_grad",
+            Op::MaxPoolGrad(w),
+            &[x.clone(), y.clone()],
+            None,
+        );
+        compare(&grad, &[u, u], 3, k as u64 + 2, TOL);
+        let avg_grad = single("avgpool_grad", Op::AvgPoolGrad(w), &[y], Some(x));
+        compare(&avg_grad, &[u], 3, k as u64 + 3, TOL);
+    }
+}
+
+/// ... and their kernels stay small: unrolled, the 4,096 taps of a 64×64 window made kernels
+/// of about 80,000 lines of Cranelift IR each (a 128×128 one took minutes to compile).
+#[test]
+fn wide_pooling_windows_are_not_unrolled() {
+    let w = Window {
+        kernel: 64,
+        stride: 64,
+        pad: 0,
+    };
+    let (x, y) = (f(true, &[1, 64, 64]), f(true, &[1, 1, 1]));
+    for g in [
+        single("maxpool", Op::MaxPool(w), std::slice::from_ref(&x), None),
+        single(
+            "maxpool_grad",
+            Op::MaxPoolGrad(w),
+            &[x.clone(), y.clone()],
+            None,
+        ),
+        single("avgpool", Op::AvgPool(w), std::slice::from_ref(&x), None),
+        single("avgpool_grad", Op::AvgPoolGrad(w), &[y], Some(x)),
+    ] {
+        let clif = nnc::codegen::clif_text(&g).unwrap();
+        let lines = clif.lines().count();
+        assert!(lines < 2_000, "{}: {lines} lines of Cranelift IR", g.name);
+    }
+}
+
 #[test]
 fn ids_embedding_one_hot() {
     let mut rng = Rng(7);

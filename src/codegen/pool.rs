@@ -39,6 +39,47 @@ fn geo(x: &Type, y: &Type) -> Geo {
     }
 }
 
+/// Windows wider than this are looped over, not unrolled: unrolled, the k·k taps of a global
+/// pooling (`maxpool(128)` after a convolution on a 128×128 map, 16,384 taps in each of the
+/// forward and gradient kernels) took minutes to compile.
+const UNROLL: usize = 8;
+
+/// Calls `body` with the index and in-image flag ([`tap`]) of every tap of the window at output
+/// `(oy, ox)`, row by row (ky outer, kx inner): unrolled at compile time up to [`UNROLL`] taps a
+/// side, else in two loops. The taps come in the same order either way.
+fn each_tap(
+    kb: &mut Kb,
+    g: &Geo,
+    win: &Window,
+    (oy, ox): (Value, Value),
+    mut body: impl FnMut(&mut Kb, Value, Option<Value>),
+) {
+    let k = win.kernel;
+    if k <= UNROLL {
+        for ky in 0..k {
+            for kx in 0..k {
+                let (t, ok) = tap(kb, g, win, oy, ox, ky, kx);
+                body(kb, t, ok);
+            }
+        }
+        return;
+    }
+    let s = win.stride as i64;
+    let pad = -(win.pad as i64);
+    kb.for_n(k, |kb, ky| {
+        let iy = kb.b.ins().imul_imm_s(oy, s);
+        let iy = kb.b.ins().iadd(iy, ky);
+        let iy = kb.b.ins().iadd_imm_s(iy, pad);
+        kb.for_n(k, |kb, kx| {
+            let ix = kb.b.ins().imul_imm_s(ox, s);
+            let ix = kb.b.ins().iadd(ix, kx);
+            let ix = kb.b.ins().iadd_imm_s(ix, pad);
+            let (t, ok) = tap_at(kb, g, win, iy, ix);
+            body(kb, t, ok);
+        });
+    });
+}
+
 /// Index within the input plane of window tap (ky, kx) at output (oy, ox), and whether it lies
 /// inside the image (`None` when there is no padding: always inside). Out-of-image indices are
 /// replaced by 0 so that loads stay in bounds.
@@ -56,6 +97,11 @@ fn tap(
     let iy = kb.b.ins().iadd_imm_s(iy, ky as i64 - win.pad as i64);
     let ix = kb.b.ins().imul_imm_s(ox, s);
     let ix = kb.b.ins().iadd_imm_s(ix, kx as i64 - win.pad as i64);
+    tap_at(kb, g, win, iy, ix)
+}
+
+/// [`tap`] of the input row `iy` and column `ix` (either may be outside the image).
+fn tap_at(kb: &mut Kb, g: &Geo, win: &Window, iy: Value, ix: Value) -> (Value, Option<Value>) {
     let row = kb.b.ins().imul_imm_s(iy, g.w as i64);
     let idx = kb.b.ins().iadd(row, ix);
     if win.pad == 0 {
@@ -171,28 +217,29 @@ fn max_window(
     [o, xp]: [Value; 2],
     dyp: Option<Value>,
 ) {
-    let k = win.kernel;
     let ninf = kb.b.ins().f32const(f32::NEG_INFINITY);
-    let mut best = ninf;
-    let mut arg = kb.int(-1);
-    for ky in 0..k {
-        for kx in 0..k {
-            let (t, ok) = tap(kb, g, win, oy, ox, ky, kx);
-            let idx = kb.b.ins().iadd(ib, t);
-            let v = kb.ld(types::F32, xp, idx);
-            let mut better = kb.b.ins().fcmp(FloatCC::GreaterThan, v, best);
-            if let Some(ok) = ok {
-                better = kb.b.ins().band(better, ok);
-            }
-            // Without padding every tap counts: fmax avoids a (badly predicted) branch.
-            best = if ok.is_none() {
-                kb.b.ins().fmax(best, v)
-            } else {
-                kb.b.ins().select(better, v, best)
-            };
-            arg = kb.b.ins().select(better, idx, arg);
+    let best_var = kb.var(types::F32, ninf);
+    let minus_one = kb.int(-1);
+    let arg_var = kb.var(types::I64, minus_one);
+    each_tap(kb, g, win, (oy, ox), |kb, t, ok| {
+        let (best, arg) = (kb.b.use_var(best_var), kb.b.use_var(arg_var));
+        let idx = kb.b.ins().iadd(ib, t);
+        let v = kb.ld(types::F32, xp, idx);
+        let mut better = kb.b.ins().fcmp(FloatCC::GreaterThan, v, best);
+        if let Some(ok) = ok {
+            better = kb.b.ins().band(better, ok);
         }
-    }
+        // Without padding every tap counts: fmax avoids a (badly predicted) branch.
+        let best = if ok.is_none() {
+            kb.b.ins().fmax(best, v)
+        } else {
+            kb.b.ins().select(better, v, best)
+        };
+        let arg = kb.b.ins().select(better, idx, arg);
+        kb.b.def_var(best_var, best);
+        kb.b.def_var(arg_var, arg);
+    });
+    let (best, arg) = (kb.b.use_var(best_var), kb.b.use_var(arg_var));
     match dyp {
         None => kb.st(best, o, oi),
         Some(dyp) => {
@@ -570,33 +617,30 @@ pub fn avg_pool(
         if grad {
             let d = kb.ld(types::F32, ip, oi);
             let d = kb.b.ins().fmul(d, invv);
-            for ky in 0..k {
-                for kx in 0..k {
-                    let (t, ok) = tap(kb, &g, win, oy, ox, ky, kx);
-                    let idx = kb.b.ins().iadd(ib, t);
-                    let add = match ok {
-                        Some(ok) => kb.b.ins().select(ok, d, zero),
-                        None => d,
-                    };
-                    let cur = kb.ld_rw(types::F32, o, idx);
-                    let s = kb.b.ins().fadd(cur, add);
-                    kb.st(s, o, idx);
-                }
-            }
+            each_tap(kb, &g, win, (oy, ox), |kb, t, ok| {
+                let idx = kb.b.ins().iadd(ib, t);
+                let add = match ok {
+                    Some(ok) => kb.b.ins().select(ok, d, zero),
+                    None => d,
+                };
+                let cur = kb.ld_rw(types::F32, o, idx);
+                let s = kb.b.ins().fadd(cur, add);
+                kb.st(s, o, idx);
+            });
         } else {
-            let mut sum = zero;
-            for ky in 0..k {
-                for kx in 0..k {
-                    let (t, ok) = tap(kb, &g, win, oy, ox, ky, kx);
-                    let idx = kb.b.ins().iadd(ib, t);
-                    let v = kb.ld(types::F32, ip, idx);
-                    let v = match ok {
-                        Some(ok) => kb.b.ins().select(ok, v, zero),
-                        None => v,
-                    };
-                    sum = kb.b.ins().fadd(sum, v);
-                }
-            }
+            let sum_var = kb.var(types::F32, zero);
+            each_tap(kb, &g, win, (oy, ox), |kb, t, ok| {
+                let idx = kb.b.ins().iadd(ib, t);
+                let v = kb.ld(types::F32, ip, idx);
+                let v = match ok {
+                    Some(ok) => kb.b.ins().select(ok, v, zero),
+                    None => v,
+                };
+                let sum = kb.b.use_var(sum_var);
+                let sum = kb.b.ins().fadd(sum, v);
+                kb.b.def_var(sum_var, sum);
+            });
+            let sum = kb.b.use_var(sum_var);
             let r = kb.b.ins().fmul(sum, invv);
             kb.st(r, o, oi);
         }
