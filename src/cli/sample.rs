@@ -3,8 +3,8 @@
 use super::predict::{pick_model, training_data, with_checkpoint};
 use super::{source, CliError, CliResult};
 use crate::runtime::data::vocabulary;
-use crate::runtime::sample::{sample, SampleOptions};
-use crate::runtime::train::spinner;
+use crate::runtime::sample::{generate, SampleOptions};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -60,11 +60,26 @@ pub fn run(args: &SampleArgs) -> CliResult {
         temperature: args.temperature,
         seed: args.seed,
     };
-    // One model run a character: at `--length 200000`, most of a minute.
-    let spinner = spinner(format!("generating {} characters", args.length));
-    let text = sample(exec.as_mut(), &[], &vocab, &opts);
-    spinner.finish_and_clear();
-    let text = text.map_err(CliError::user)?;
-    println!("{text}");
-    Ok(())
+    // One model run a character (at `--length 200000`, most of a minute): the text is printed
+    // as it grows, each character at once on a terminal. A closed pipe (`| head`) ends the
+    // process quietly (SIGPIPE), as any filter.
+    let mut out = std::io::stdout().lock();
+    let live = std::io::stdout().is_terminal();
+    let mut buf = [0u8; 4];
+    let mut began = false;
+    let mut emit = |c: char| {
+        began = true;
+        out.write_all(c.encode_utf8(&mut buf).as_bytes())?;
+        if live {
+            out.flush()?;
+        }
+        Ok(())
+    };
+    let done = generate(exec.as_mut(), &[], &vocab, &opts, &mut emit);
+    // The text ends with a newline, also when the model's error cut it short.
+    let ended = match began {
+        true => writeln!(out).and_then(|()| out.flush()),
+        false => Ok(()),
+    };
+    done.and(ended.map_err(Into::into)).map_err(CliError::user)
 }

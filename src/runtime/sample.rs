@@ -21,6 +21,8 @@ pub enum SampleError {
          drawn from values that are not finite (the parameters overflow on this text)"
     )]
     NotFinite { at: usize, id: usize, value: f32 },
+    #[error("writing the text: {0}")]
+    Write(#[from] std::io::Error),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +65,25 @@ pub fn sample(
     vocab: &[char],
     opts: &SampleOptions,
 ) -> Result<String, SampleError> {
+    let mut text = String::new();
+    let mut push = |c| {
+        text.push(c);
+        Ok(())
+    };
+    generate(exec, params, vocab, opts, &mut push)?;
+    Ok(text)
+}
+
+/// [`sample`], handing each character to `emit` as soon as it is known (the prompt's once it is
+/// encoded, then each drawn one): `nnc sample` prints the text as it grows, and holds only the
+/// context window, however long the text. An error of `emit` ends the generation.
+pub fn generate(
+    exec: &mut dyn Executor,
+    params: &[&[f32]],
+    vocab: &[char],
+    opts: &SampleOptions,
+    emit: &mut dyn FnMut(char) -> std::io::Result<()>,
+) -> Result<(), SampleError> {
     if opts.temperature.is_nan() || opts.temperature < 0.0 {
         return Err(SampleError::Temperature(opts.temperature));
     }
@@ -97,14 +118,21 @@ pub fn sample(
                 .map_err(|_| SampleError::UnknownChar(c))
         })
         .collect::<Result<_, _>>()?;
+    for c in opts.prompt.chars() {
+        emit(c)?;
+    }
+    // The position in the text of the first character drawn.
+    let start = ids.len();
     if ids.is_empty() {
         // No prompt: start from a newline when the text has one, else from the first character.
         ids.push(vocab.binary_search(&'\n').unwrap_or(0) as i32);
     }
     let mut rng = Rng::for_name(opts.seed, "sample");
     let mut feed = vec![0i32; window];
-    let mut text = opts.prompt.clone();
-    for _ in 0..opts.length {
+    for at in (start..).take(opts.length) {
+        if ids.len() >= 2 * window {
+            ids.drain(..ids.len() - window);
+        }
         let ctx = &ids[ids.len().saturating_sub(window)..];
         feed[..ctx.len()].copy_from_slice(ctx);
         feed[ctx.len()..].fill(0);
@@ -125,16 +153,16 @@ pub fn sample(
         // NaN weights draw nothing: every `u < w` is false and the last character came out.
         if let Some(id) = row.iter().position(|v| !v.is_finite()) {
             return Err(SampleError::NotFinite {
-                at: ids.len(),
+                at,
                 id,
                 value: row[id],
             });
         }
         let next = draw(row, opts.temperature, &mut rng);
         ids.push(next as i32);
-        text.push(vocab[next]);
+        emit(vocab[next])?;
     }
-    Ok(text)
+    Ok(())
 }
 
 #[cfg(test)]
