@@ -68,6 +68,21 @@ pub fn number(e: &Expr) -> Result<f64, Diag> {
 
 /// A whole number (`3`, `64*7*7`); `what` names it in the message ("the kernel size").
 pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
+    let v = whole(e, what)?;
+    if v.abs() > 9.0e15 {
+        return Err(Diag::new(
+            "nnc::arg",
+            format!("{what} is far too large: {v}"),
+            e.span,
+            "too large",
+        )
+        .help("a whole number is exact up to 2^53 (about 9.0e15), and no setting needs more"));
+    }
+    Ok(v as i64)
+}
+
+/// A number without a fractional part, of any size.
+fn whole(e: &Expr, what: &str) -> Result<f64, Diag> {
     let v = number(e)?;
     if v.fract() != 0.0 || !v.is_finite() {
         return Err(Diag::new(
@@ -82,32 +97,58 @@ pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
             v.ceil().max(1.0)
         )));
     }
-    if v.abs() > 9.0e15 {
-        return Err(Diag::new(
-            "nnc::arg",
-            format!("{what} is far too large: {v}"),
-            e.span,
-            "too large",
-        )
-        .help("nnc supports tensors of up to 2^31 elements"));
-    }
-    Ok(v as i64)
+    Ok(v)
 }
 
 /// A size ≥ 1 (a dimension, a channel count, a batch), at most [`MAX_ELEMENTS`].
 pub fn size(e: &Expr, what: &str) -> Result<usize, Diag> {
-    at_least(e, what, 1, "use a whole number of 1 or more")
+    at_least(e, what, 1, "use a whole number of 1 or more", TENSORS)
 }
 
 /// A size that may be 0 (padding).
 pub fn count(e: &Expr, what: &str) -> Result<usize, Diag> {
-    at_least(e, what, 0, "use 0 for none")
+    at_least(e, what, 0, "use 0 for none", TENSORS)
 }
 
-/// An integer in `min..=MAX_ELEMENTS`.
-fn at_least(e: &Expr, what: &str, min: i64, help: &str) -> Result<usize, Diag> {
-    let v = integer(e, what)?;
-    if v < min {
+/// A number of steps, epochs or samples (≥ `min`), at most [`MAX_ELEMENTS`] too: a run counts
+/// its samples seen in 64 bits, so that steps × batch cannot overflow.
+pub fn steps(e: &Expr, what: &str, min: i64) -> Result<usize, Diag> {
+    let help = if min == 0 {
+        "use 0 for none"
+    } else {
+        "use a whole number of 1 or more"
+    };
+    at_least(
+        e,
+        what,
+        min,
+        help,
+        "a count of steps or epochs is at most 2^31 (2,147,483,648)",
+    )
+}
+
+/// A seed: any whole number from 0 up to 2^53, the largest the file holds exactly.
+pub fn seed(e: &Expr) -> Result<u64, Diag> {
+    let v = integer(e, "the seed")?;
+    if v < 0 {
+        let d = Diag::new(
+            "nnc::arg",
+            format!("the seed cannot be negative, found {v}"),
+            e.span,
+            "must be ≥ 0",
+        );
+        return Err(d.help("use a whole number of 0 or more, e.g. `seed: 42`"));
+    }
+    Ok(v as u64)
+}
+
+/// What [`size`] and [`count`] say of a number past [`MAX_ELEMENTS`].
+const TENSORS: &str = "nnc supports tensors of up to 2^31 elements";
+
+/// An integer in `min..=MAX_ELEMENTS`; `limit` says why past it.
+fn at_least(e: &Expr, what: &str, min: i64, help: &str, limit: &str) -> Result<usize, Diag> {
+    let v = whole(e, what)?;
+    if v < min as f64 {
         let message = if min == 0 {
             format!("{what} cannot be negative, found {v}")
         } else {
@@ -115,14 +156,14 @@ fn at_least(e: &Expr, what: &str, min: i64, help: &str) -> Result<usize, Diag> {
         };
         return Err(Diag::new("nnc::arg", message, e.span, format!("must be ≥ {min}")).help(help));
     }
-    if v as u64 > MAX_ELEMENTS {
+    if v > MAX_ELEMENTS as f64 {
         return Err(Diag::new(
             "nnc::arg",
             format!("{what} is absurdly large: {v}"),
             e.span,
             "larger than 2^31",
         )
-        .help("nnc supports tensors of up to 2^31 elements"));
+        .help(limit));
     }
     Ok(v as usize)
 }

@@ -245,7 +245,7 @@ pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
     let mut diags = Vec::new();
     let warmup = b
         .get("warmup")
-        .map_or(Ok(0), |e| consts::count(e, "warmup"))
+        .map_or(Ok(0), |e| consts::steps(e, "warmup", 0))
         .unwrap_or_else(|d| {
             diags.push(d);
             0
@@ -254,7 +254,7 @@ pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
         "step" => {
             let every = b
                 .get("every")
-                .map_or(Ok(1), |e| consts::size(e, "every"))
+                .map_or(Ok(1), |e| consts::steps(e, "every", 1))
                 .unwrap_or_else(|d| {
                     diags.push(d);
                     1
@@ -313,7 +313,7 @@ pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
         )
         .help("write e.g. `eval: every 1 epoch [loss, accuracy]`"));
     };
-    let every = consts::size(count, "the evaluation interval")? as u64;
+    let every = consts::steps(count, "the evaluation interval", 1)? as u64;
     let per_epoch = match unit.name.as_str() {
         "epoch" | "epochs" => true,
         "step" | "steps" => false,

@@ -125,7 +125,7 @@ struct RunSettings<'a> {
     batch: Option<usize>,
     length: Option<Length>,
     shuffle: Option<bool>,
-    seed: Option<usize>,
+    seed: Option<u64>,
     checkpoint: Option<String>,
     init: Option<InitFrom>,
     /// The teacher, with the span of its setting.
@@ -161,7 +161,7 @@ impl<'a> RunSettings<'a> {
             .map_or(Some(true), |e| take(consts::boolean(e, "shuffle"), diags));
         let seed = s
             .get("seed")
-            .map_or(Some(0), |e| take(consts::count(e, "the seed"), diags));
+            .map_or(Some(0), |e| take(consts::seed(e), diags));
         let checkpoint = s
             .get("checkpoint")
             .and_then(|e| take(checkpoint_file(e), diags));
@@ -273,9 +273,9 @@ fn length(s: &Settings, diags: &mut Vec<Diag>) -> Option<Length> {
             );
             None
         }
-        (Some(a), None) => take(consts::size(&a.value, "the number of epochs"), diags)
+        (Some(a), None) => take(consts::steps(&a.value, "the number of epochs", 1), diags)
             .map(|n| Length::Epochs(n as u64)),
-        (None, Some(b)) => take(consts::size(&b.value, "the number of steps"), diags)
+        (None, Some(b)) => take(consts::steps(&b.value, "the number of steps", 1), diags)
             .map(|n| Length::Steps(n as u64)),
         (None, None) => Some(Length::Epochs(1)),
     }
@@ -597,7 +597,7 @@ fn assemble(
         batch: s.batch?,
         length: s.length?,
         shuffle: s.shuffle?,
-        seed: s.seed? as u64,
+        seed: s.seed?,
         eval,
         checkpoint: s.checkpoint,
         init: s.init,
