@@ -684,23 +684,38 @@ fn a_resumed_student_reads_the_teacher_it_was_trained_with() {
     );
 }
 
-/// `nnc eval` of a run whose `split` holds out too little text for one window measures the
-/// training split, and says so rather than calling it the test loss.
+/// `nnc eval` of a run whose data has no test split measures the training split, and says so
+/// rather than calling it the test loss. A `split` that holds out too little text for one
+/// window is refused, by `train` and by `eval` (training showed no test loss, and evaluation
+/// measured the training split, without a word).
 #[test]
 fn eval_says_when_it_measures_the_training_split() {
     let s = Scratch::new("eval-train-split");
     s.write("t.txt", "abc".repeat(67));
-    let nn = s.write(
-        "m.nn",
-        "model M(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
-         data d {\n    train: text(\"t.txt\", seq: 4)\n    split: 0.99\n}\n\
-         train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
-    );
+    let nn = |split: &str| {
+        s.write(
+            "m.nn",
+            format!(
+                "model M(x: i32[4]) -> [4, 3] {{\n    return x |> embedding(3, 2) |> dense(3)\n}}\n\
+                 data d {{\n    train: text(\"t.txt\", seq: 4)\n{split}}}\n\
+                 train M on d {{\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}}\n"
+            ),
+        )
+    };
     let ck = s.path("m.safetensors");
-    succeeded(&run!("train", &nn, "--quiet", "--checkpoint", &ck));
-    let text = succeeded(&run!("eval", &nn, "--checkpoint", &ck));
+    succeeded(&run!("train", nn(""), "--quiet", "--checkpoint", &ck));
+    let text = succeeded(&run!("eval", nn(""), "--checkpoint", &ck));
     assert_has(&text, &["run M: train loss", "no test samples"]);
     assert!(!text.contains("test loss"), "{text}");
+
+    let short = nn("    split: 0.99\n");
+    let refusal = "`split: 0.99` holds out 3 of its 201 characters for testing, too short for one \
+                   window of seq 4 (+1 for the labels); hold out more (`split: 0.97` or less)";
+    assert_has(&user_error(&run!("train", &short, "--quiet")), &[refusal]);
+    assert_has(
+        &user_error(&run!("eval", &short, "--checkpoint", &ck)),
+        &[refusal],
+    );
 }
 
 /// A character model predicts exactly its text's characters: fewer classes were refused only

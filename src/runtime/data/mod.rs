@@ -137,7 +137,7 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
         (Source::Text { path, seq }, None) if spec.split < 1.0 => {
             let t = text::read(path, dir, available)?;
             let (train, test) = split_text(&t, spec.split, *seq)?;
-            (train, test, Some(t.vocab))
+            (train, Some(test), Some(t.vocab))
         }
         _ => {
             let (train, vocab) = load_source(&spec.train, dir, None, available)?;
@@ -327,9 +327,10 @@ pub fn normalize_values(v: &mut [f32], expr: &ScalarExpr) -> Result<(), DataErro
     Ok(())
 }
 
-/// The windows of the first `frac` of a text's characters for training, and of the rest (if it
-/// holds one window) for testing.
-fn split_text(t: &text::Text, frac: f64, seq: usize) -> Result<(Split, Option<Split>), DataError> {
+/// The windows of the first `frac` of a text's characters for training, and of the rest for
+/// testing: each part must hold a window (a test split asked for and left empty would show
+/// nothing in training, and `nnc eval` would measure the training split instead).
+fn split_text(t: &text::Text, frac: f64, seq: usize) -> Result<(Split, Split), DataError> {
     let cut = ((t.ids.len() as f64) * frac).floor() as usize;
     // Named as the part `split` keeps: the file itself holds more than `cut` characters.
     let train = text::windows(&t.path, &t.ids[..cut], seq).map_err(|_| DataError::Format {
@@ -340,7 +341,25 @@ fn split_text(t: &text::Text, frac: f64, seq: usize) -> Result<(Split, Option<Sp
             t.ids.len()
         ),
     })?;
-    let test = text::windows(&t.path, &t.ids[cut..], seq).ok();
+    let n = t.ids.len();
+    let test = text::windows(&t.path, &t.ids[cut..], seq).map_err(|_| {
+        // The largest split, in hundredths, that leaves the test part one window.
+        let most = ((1.0 - (seq + 1) as f64 / n as f64) * 100.0).floor() / 100.0;
+        let fix = if most > 0.0 {
+            format!("hold out more (`split: {most}` or less)")
+        } else {
+            "use a shorter `seq`".to_string()
+        };
+        DataError::Format {
+            path: t.path.clone(),
+            msg: format!(
+                "`split: {frac}` holds out {} of its {n} characters for testing, too short for \
+                 one window of seq {seq} (+1 for the labels); {fix}, or remove `split` to train \
+                 on the whole text",
+                n - cut
+            ),
+        }
+    })?;
     Ok((train, test))
 }
 
