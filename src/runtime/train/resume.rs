@@ -33,9 +33,19 @@ const BATCH_SIZE: &str = "batch_size";
 const SEED: &str = "seed";
 const SHUFFLE: &str = "shuffle";
 
-/// The `key=value` fields of the metadata value (run names are identifiers: no `;` or `=`).
-fn fields(value: &str) -> BTreeMap<&str, &str> {
-    value.split(';').filter_map(|f| f.split_once('=')).collect()
+/// The `key=value` fields of the metadata value (run names are identifiers: no `;` or `=`), or
+/// what is wrong with them: a field without `=`, or a key given twice (which value would hold?).
+fn fields(value: &str) -> Result<BTreeMap<&str, &str>, String> {
+    let mut fields = BTreeMap::new();
+    for f in value.split(';') {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| format!("`{f}` is not a `key=value` field"))?;
+        if fields.insert(k, v).is_some() {
+            return Err(format!("`{k}` is given twice"));
+        }
+    }
+    Ok(fields)
 }
 
 /// Where a run stands after `step` steps.
@@ -126,7 +136,8 @@ impl Position {
             .meta
             .get(KEY)
             .ok_or_else(|| unresumable(&format!("`{KEY}` metadata")))?;
-        let f = fields(value);
+        let f = fields(value)
+            .map_err(|e| format!("{}: its `{KEY}` metadata is corrupt: {e}", what()))?;
         let get = |k: &str| -> Result<&str, String> {
             f.get(k)
                 .copied()
@@ -167,7 +178,8 @@ impl Position {
 
     /// The run's name as recorded in a checkpoint's header, if any.
     pub fn run_of(ck: &Checkpoint) -> Option<&str> {
-        ck.meta.get(KEY).and_then(|v| fields(v).get(RUN).copied())
+        let fields = fields(ck.meta.get(KEY)?).ok()?;
+        fields.get(RUN).copied()
     }
 }
 
@@ -198,7 +210,10 @@ mod tests {
         };
         assert_eq!(Position::from_checkpoint(&ck), Ok(p.clone()));
         // Written by an nnc that did not record the order.
-        let old = Position { order: None, ..p };
+        let old = Position {
+            order: None,
+            ..p.clone()
+        };
         ck.meta = old.to_meta();
         assert_eq!(Position::from_checkpoint(&ck), Ok(old));
         ck.step = Some(2346);
@@ -210,6 +225,21 @@ mod tests {
         assert!(Position::from_checkpoint(&ck)
             .unwrap_err()
             .contains("no `run`"));
+        // A field given twice (the last one read won: 30 steps where 3 were written).
+        ck.step = Some(2345);
+        let twice = p.to_meta()[KEY].replace("total_steps=5000", "total_steps=5000;total_steps=30");
+        ck.meta.insert(KEY.into(), twice);
+        let e = Position::from_checkpoint(&ck).unwrap_err();
+        assert!(
+            e.contains("metadata is corrupt: `total_steps` is given twice"),
+            "{e}"
+        );
+        ck.meta.insert(KEY.into(), "run=Mlp;total_steps".into());
+        let e = Position::from_checkpoint(&ck).unwrap_err();
+        assert!(
+            e.contains("`total_steps` is not a `key=value` field"),
+            "{e}"
+        );
         ck.meta.clear();
         assert!(Position::from_checkpoint(&ck)
             .unwrap_err()
