@@ -2,6 +2,8 @@
 //! graphs that verify and differentiate) or yields diagnostics whose spans lie inside the file and
 //! render; `fuzzing/source.rs` has the invariants.
 
+#[path = "fuzzing/config.rs"]
+mod config;
 #[path = "fuzzing/source.rs"]
 mod source;
 
@@ -46,7 +48,7 @@ const SPLICES: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(config::deterministic(400))]
     #[test]
     fn splices_never_panic(ex in 0..EXAMPLES.len(), at in 0.0f64..1.0, cut in 0usize..12, piece in 0..SPLICES.len()) {
         let src = EXAMPLES[ex];

@@ -4,6 +4,8 @@
 //! render them). The invariants are `fuzzing/source.rs`, shared with the `parse_check` fuzz
 //! target; this is its short run.
 
+#[path = "fuzzing/config.rs"]
+mod config;
 #[path = "fuzzing/source.rs"]
 mod source;
 
@@ -85,7 +87,7 @@ fn check(src: &str) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+    #![proptest_config(config::deterministic(500))]
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
