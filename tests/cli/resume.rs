@@ -45,9 +45,11 @@ fn wait_for_checkpoint(path: &Path, child: &mut std::process::Child) -> u64 {
 }
 
 /// `nnc train NN` for a run of 10^8 steps in `dir`, with `extra` arguments and a log at `log`,
-/// returned once its first step is logged (by then Ctrl-C is handled).
+/// returned once its first step is logged (by then Ctrl-C is handled). Its temporary folder
+/// (`TMPDIR`) is the log's.
 fn training_until_logged(nn: &Path, dir: &Path, extra: &[&str], log: &Path) -> std::process::Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .env("TMPDIR", log.parent().unwrap())
         .arg("train")
         .arg(nn)
         .args(["--quiet", "--steps", "100000000"])
@@ -225,6 +227,25 @@ fn an_interrupted_run_without_a_checkpoint_resumes_into_the_file_it_saved() {
         &err,
         &[&format!("--run Xor --resume {ck} --checkpoint {ck}")],
     );
+}
+
+/// Where the current folder cannot be written (`/sys` stands in for one, as root may write in
+/// any other), the state of an interrupted run without a checkpoint path is saved in the
+/// temporary folder, and the message says where (it failed, and the run's work was lost).
+#[test]
+fn an_interrupted_run_saves_in_the_temporary_folder_where_its_own_cannot_be_written() {
+    let here = Path::new("/sys");
+    if !here.is_dir() || std::fs::File::create(here.join(".nnc-probe")).is_ok() {
+        eprintln!("note: /sys can be written in here; test skipped");
+        return;
+    }
+    let s = Scratch::new("resume-read-only-folder");
+    let log = s.path("log.jsonl");
+    let child = training_until_logged(&root().join("examples/xor.nn"), here, &[], &log);
+    let err = ctrl_c(child);
+    let ck = s.path("Xor.interrupted.safetensors");
+    assert!(ck.exists(), "{err}");
+    assert_has(&err, &[&format!("its state is saved in {}", ck.display())]);
 }
 
 /// A run resumed with no checkpoint path (no `--checkpoint`, no `checkpoint:`) goes on in the

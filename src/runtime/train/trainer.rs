@@ -491,15 +491,24 @@ impl<'a> Trainer<'a> {
     }
 
     /// Writes the run's checkpoint for a stopped run to resume from: the run's own file, else
-    /// `<run>.interrupted.safetensors`. Returns where.
+    /// `<run>.interrupted.safetensors` in the current folder, or where that cannot be written
+    /// (a folder the user may read but not write in), in the temporary folder: the work of the
+    /// run is not lost for want of a place. Returns where.
     fn save_interrupted(&mut self) -> Result<PathBuf, TrainError> {
-        let run = self.run.name;
-        let path = self
-            .checkpoint
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("{run}.interrupted.safetensors")));
-        self.save_to(&path)?;
-        Ok(path)
+        if let Some(path) = self.checkpoint.clone() {
+            self.save_to(&path)?;
+            return Ok(path);
+        }
+        let name = format!("{}.interrupted.safetensors", self.run.name);
+        let here = PathBuf::from(&name);
+        match self.save_to(&here) {
+            Ok(()) => Ok(here),
+            Err(e) => {
+                let tmp = std::env::temp_dir().join(&name);
+                self.save_to(&tmp).map_err(|_| e)?;
+                Ok(tmp)
+            }
+        }
     }
 
     /// Writes the run's state after the current step to `path`: the parameters, the optimizer
