@@ -91,11 +91,15 @@ fn whole(e: &Expr, what: &str) -> Result<f64, Diag> {
             e.span,
             "not an integer",
         )
-        .help(format!(
-            "write a whole number, e.g. `{}` or `{}`",
-            v.floor().max(1.0),
-            v.ceil().max(1.0)
-        )));
+        .help({
+            // Below 1 both neighbours clamp to 1: name it once, not "`1` or `1`".
+            let (lo, hi) = (v.floor().max(1.0), v.ceil().max(1.0));
+            if lo == hi {
+                format!("write a whole number, e.g. `{lo}`")
+            } else {
+                format!("write a whole number, e.g. `{lo}` or `{hi}`")
+            }
+        }));
     }
     Ok(v)
 }
