@@ -6,7 +6,7 @@ use super::lower::Lower;
 use super::names::show;
 use crate::diag::Diag;
 use crate::ir::{Init, Op, UnaryOp, ValueId};
-use crate::syntax::ast::Expr;
+use crate::syntax::ast::{Expr, ExprKind};
 
 pub(super) fn embedding(
     l: &mut Lower,
@@ -37,19 +37,32 @@ pub(super) fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
     match e.as_name().map(|i| i.name.as_str()) {
         Some("tanh") => Ok(UnaryOp::Tanh),
         Some("relu") => Ok(UnaryOp::Relu),
-        _ => Err(Diag::new(
+        Some(name) => Err(Diag::new(
             "nnc::arg",
-            format!(
-                "unknown rnn activation {}",
-                e.as_name().map_or_else(
-                    || consts::describe(e).to_string(),
-                    |n| format!("`{}`", n.name)
-                )
-            ),
+            format!("unknown rnn activation `{name}`"),
             e.span,
             "expected tanh or relu",
         )
         .help("write `rnn(128, activation: tanh)`")),
+        // `activation: "relu"`, as PyTorch's `nonlinearity="relu"` is written.
+        None => {
+            let help = match &e.kind {
+                ExprKind::Str(s) if s == "tanh" || s == "relu" => {
+                    format!("the activation is a name, not a string: write `activation: {s}`")
+                }
+                _ => "write `rnn(128, activation: tanh)`".to_string(),
+            };
+            Err(Diag::new(
+                "nnc::arg",
+                format!(
+                    "the rnn activation must be `tanh` or `relu`, found {}",
+                    consts::describe(e)
+                ),
+                e.span,
+                "expected tanh or relu",
+            )
+            .help(help))
+        }
     }
 }
 
