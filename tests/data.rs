@@ -736,3 +736,18 @@ fn real_mnist_headers_when_present() {
     assert_eq!(x.len(), 60000 * 784);
     assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
 }
+
+/// A `.nn` file named without a folder (`nnc train net.nn`) has the empty path as its data dir;
+/// the message names it `.` (it printed "(data dir )").
+#[test]
+fn missing_file_in_the_current_folder_names_it_dot() {
+    let e = load(
+        &spec(idx_src("nnc-no-such-file.gz", "lab"), None, 1.0, None),
+        Path::new(""),
+        &Expect::default(),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, DataError::NotFound { .. }), "{msg}");
+    assert!(msg.ends_with("(data dir .)"), "{msg}");
+}

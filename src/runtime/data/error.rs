@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("data file `{written}` not found: looked for {} (data dir {})", .path.display(), .dir.display())]
+    #[error("data file `{written}` not found: looked for {} (data dir {})", .path.display(), shown_dir(.dir))]
     NotFound {
         written: String,
         path: PathBuf,
@@ -91,6 +91,16 @@ pub enum DataError {
     },
     #[error("data `{data}`: the {split} split is empty")]
     Empty { data: String, split: &'static str },
+}
+
+/// A data folder as the user would type it: `.` for the current folder (the folder of a `.nn`
+/// file named without one is the empty path, which would print as nothing).
+fn shown_dir(dir: &std::path::Path) -> String {
+    if dir.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        dir.display().to_string()
+    }
 }
 
 /// What an IDX magic number stands for (` (IDX u8, 1 dim)`), or nothing when it is not one:
