@@ -3,7 +3,9 @@
 
 use super::{source, train, CliError, CliResult};
 use crate::runtime::checkpoint::{Checkpoint, Tensor};
-use crate::runtime::train::{evaluate_run, teacher_params, TrainError, TrainOptions, TEACHER};
+use crate::runtime::train::{
+    evaluate_run, resume, teacher_params, TrainError, TrainOptions, TEACHER,
+};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -36,10 +38,20 @@ pub fn run(args: &EvalArgs) -> CliResult {
         })?,
     };
     let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
+    // Without `--run`, the file's last run may not be the one that wrote the checkpoint (the
+    // teacher's file of a distillation): its header names that run.
+    let other_run =
+        resume::run_of(&ck).filter(|r| args.run.is_none() && *r != spec.name && p.run(r).is_some());
     // Every parameter the student needs, named with the file and the shape expected.
     for p in spec.eval_graph.params.iter() {
         if !p.path.starts_with(TEACHER) {
-            ck.get(&p.path, &p.dims).map_err(CliError::user)?;
+            ck.get(&p.path, &p.dims).map_err(|e| match other_run {
+                Some(r) => CliError::user(format!(
+                    "{e}, as run `{}` (the file's last run) needs it; the checkpoint was written by run `{r}`: add `--run {r}`",
+                    spec.name
+                )),
+                None => CliError::user(e),
+            })?;
         }
     }
     let mut params = ck.tensors;

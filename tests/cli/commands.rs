@@ -648,6 +648,34 @@ fn eval_of_a_student_reads_the_teacher_it_was_trained_with() {
     assert_eq!(read, eval());
 }
 
+/// `nnc eval` without `--run` evaluates the file's last run; given the teacher's checkpoint
+/// (`d.big.st`), whose header names run `big`, the refusal says to add `--run big` (it said only
+/// that a tensor had the wrong shape).
+#[test]
+fn eval_of_another_run_s_checkpoint_names_the_run_that_wrote_it() {
+    let s = Scratch::new("eval-other-run");
+    let nn = s.write("kd.nn", TEACHER_AND_STUDENT);
+    succeeded(&run!(
+        "train",
+        &nn,
+        "--quiet",
+        "--checkpoint",
+        s.path("d.safetensors")
+    ));
+    let teacher = s.path("d.big.safetensors");
+    let err = user_error(&run!("eval", &nn, "--checkpoint", &teacher));
+    assert_has(
+        &err,
+        &[
+            "run `small` (the file's last run)",
+            "written by run `big`",
+            "add `--run big`",
+        ],
+    );
+    let out = run!("eval", &nn, "--run", "big", "--checkpoint", &teacher);
+    assert_has(&succeeded(&out), &["run big: test loss"]);
+}
+
 /// A distilled run resumed from the file a training of every run gave it (`d.small.st`, as the
 /// command printed after Ctrl-C says) reads the teacher that training gave the teacher run
 /// (`d.big.st`), not the teacher run's own `checkpoint:` (missing here, or another teacher).
