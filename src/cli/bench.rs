@@ -108,14 +108,15 @@ pub fn run(args: &BenchArgs) -> CliResult {
         // Every op of the training graph (forward, backward) per sample.
         let flops = crate::check::model_stats(&grad).flops_per_sample as f64;
         let s = session.run(&spec.name).map_err(train::train_error)?;
-        let samples = s.steps as f64 * spec.batch as f64;
+        // The batch trained: `batch:`, or the training split when that is smaller.
+        let samples = s.steps as f64 * s.batch as f64;
         let loop_ms = samples / s.samples_per_s.max(1e-9) * 1e3;
         println!(
             "run {:<12} compile {compile_ms:7.2} ms ({} kernels)  train {} steps × {}: loop {loop_ms:.1} ms, {:.0} samples/s ({:.1} GFLOP/s), whole run {:.2} s",
             spec.name,
             kernels,
             s.steps,
-            spec.batch,
+            s.batch,
             s.samples_per_s,
             flops * s.samples_per_s / 1e9,
             s.wall_s

@@ -833,6 +833,27 @@ fn bench_feeds_a_character_model_its_text() {
     assert_has(&text, &["model M          inference on test samples"]);
 }
 
+/// A `batch:` larger than the training split trains on the whole split (XOR's 4 samples here);
+/// bench reports that batch, and the loop time from it (it said "× 8", and a loop twice as long
+/// as measured).
+#[test]
+fn bench_reports_the_batch_trained_when_the_split_is_smaller() {
+    let s = Scratch::new("bench-batch");
+    let nn = s.write(
+        "xor.nn",
+        "model X(x: [2]) -> [1] { return x |> dense(4) |> tanh |> dense(1) }
+         data d { train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]]) }
+         train X on d {
+    loss: mse(output, label)
+    optimizer: sgd(lr: 0.1)
+    batch: 8
+}
+",
+    );
+    let text = succeeded(&run!("bench", &nn, "--steps", "10", "--reps", "5"));
+    assert_has(&text, &["train 10 steps × 4:"]);
+}
+
 /// A model no run trains is measured on constant inputs; an unknown `--run` is refused.
 #[test]
 fn bench_measures_models_no_run_trains_and_refuses_an_unknown_run() {

@@ -136,6 +136,9 @@ pub struct RunSummary {
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub samples_per_s: f64,
+    /// Samples a step trained on: the run's `batch`, or the training split's size when that is
+    /// smaller.
+    pub batch: usize,
     pub wall_s: f64,
     /// Where the checkpoint was written.
     pub checkpoint: Option<PathBuf>,

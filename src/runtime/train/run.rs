@@ -68,7 +68,8 @@ pub(super) fn train(
     let total = total_steps(spec, opts, resumed.as_ref(), per_epoch);
     // A checkpoint of a finished run has nothing left to train: its parameters are the result.
     if let Some(r) = resumed.as_ref().filter(|r| r.step >= total) {
-        let summary = nothing_left(run.name, r.step, total, per_epoch, t0);
+        let batch = order.batch_size();
+        let summary = nothing_left(run.name, r.step, total, per_epoch, batch, t0);
         return Ok((summary, model.params.into_tensors(&model.graph), log));
     }
     let start = resumed.map_or(0, |r| r.step);
@@ -219,7 +220,14 @@ fn total_steps(
 
 /// The summary of a run resumed from a checkpoint written after `step` of its `total` steps
 /// were done, when that is all of them: nothing trained, evaluated or written.
-fn nothing_left(run: &str, step: u64, total: u64, per_epoch: u64, t0: Instant) -> RunSummary {
+fn nothing_left(
+    run: &str,
+    step: u64,
+    total: u64,
+    per_epoch: u64,
+    batch: usize,
+    t0: Instant,
+) -> RunSummary {
     RunSummary {
         run: run.into(),
         steps: step,
@@ -230,6 +238,7 @@ fn nothing_left(run: &str, step: u64, total: u64, per_epoch: u64, t0: Instant) -
         test_loss: None,
         test_accuracy: None,
         samples_per_s: 0.0,
+        batch,
         wall_s: t0.elapsed().as_secs_f64(),
         checkpoint: None,
     }

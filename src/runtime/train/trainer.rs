@@ -571,6 +571,7 @@ impl<'a> Trainer<'a> {
             test_accuracy: self.last_eval.and_then(|l| l.accuracy),
             samples_per_s: ((step - start) as usize * self.batch_size) as f64
                 / train_secs.max(1e-9),
+            batch: self.batch_size,
             wall_s: t0.elapsed().as_secs_f64(),
             checkpoint: self.checkpoint,
         };
