@@ -4,7 +4,7 @@
 use super::{source, train, CliError, CliResult};
 use crate::runtime::checkpoint::{Checkpoint, Tensor};
 use crate::runtime::train::{
-    evaluate_run, resume, teacher_params, TrainError, TrainOptions, TEACHER,
+    evaluate_run, loss_text, resume, teacher_params, TrainError, TrainOptions, TEACHER,
 };
 use std::path::PathBuf;
 
@@ -82,8 +82,10 @@ pub fn run(args: &EvalArgs) -> CliResult {
         .accuracy
         .map_or(String::new(), |a| format!(", accuracy {:.2}%", 100.0 * a));
     println!(
-        "run {}: {split} loss {:.4} on {} samples{accuracy}",
-        spec.name, r.loss, r.samples
+        "run {}: {split} loss {} on {} samples{accuracy}",
+        spec.name,
+        loss_text(r.loss),
+        r.samples
     );
     if split == "train" {
         println!("(the data holds no test samples: this is the training split)");

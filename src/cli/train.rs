@@ -12,7 +12,7 @@ use crate::runtime::data::resolve;
 use crate::runtime::dist::{Comm, Single};
 use crate::runtime::train::resume::Position;
 use crate::runtime::train::{
-    interrupt, run_checkpoint, Backend, RunSummary, Session, TrainError, TrainOptions,
+    interrupt, loss_text, run_checkpoint, Backend, RunSummary, Session, TrainError, TrainOptions,
 };
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -428,14 +428,14 @@ fn print_summaries(summaries: &[RunSummary]) {
     for s in summaries {
         let opt = |v: Option<f64>, pct: bool| match v {
             Some(v) if pct => format!("{:.2}%", 100.0 * v),
-            Some(v) => format!("{v:.4}"),
+            Some(v) => loss_text(v),
             None => "–".into(),
         };
         println!(
-            "{:<16} {:>8} {:>11.4} {:>10} {:>10} {:>12.0} {:>8.2}s",
+            "{:<16} {:>8} {:>11} {:>10} {:>10} {:>12.0} {:>8.2}s",
             s.run,
             s.steps,
-            s.final_loss,
+            loss_text(s.final_loss),
             opt(s.test_loss, false),
             opt(s.test_accuracy, true),
             s.samples_per_s,

@@ -69,6 +69,29 @@ fn a_diverging_run_stops_naming_the_step_tensor_and_op() {
     }
 }
 
+/// The evaluations before a diverging run stops print its growing loss in scientific notation
+/// (`1.234e24`), not as 25 digits and four decimals.
+#[test]
+fn a_huge_test_loss_prints_in_scientific_notation() {
+    let s = Scratch::new("anomaly-huge-loss");
+    let file = s.write(
+        "diverge.nn",
+        DIVERGES.replace(
+            "shuffle: false",
+            "shuffle: false\n    eval: every 1 step [loss]",
+        ),
+    );
+    let err = user_error(&run!("train", &file));
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("test loss")).collect();
+    assert!(lines.len() >= 2, "{err}");
+    for l in lines {
+        let loss = l.rsplit("test loss ").next().unwrap();
+        assert!(loss.len() <= 10, "`{loss}` in\n{err}");
+    }
+    assert_eq!(nnc::runtime::train::loss_text(0.5), "0.5000");
+    assert_eq!(nnc::runtime::train::loss_text(1.26e24), "1.260e24");
+}
+
 #[test]
 fn the_last_good_checkpoint_survives_a_nan() {
     let s = Scratch::new("anomaly-checkpoint");

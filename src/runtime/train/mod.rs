@@ -15,7 +15,7 @@ mod trainer;
 
 pub use eval::{evaluate, EvalResult};
 pub use params::{lr_scale, teacher_params, Tensors, TEACHER};
-pub use progress::{spinner, EvalInfo, StepInfo};
+pub use progress::{loss_text, spinner, EvalInfo, StepInfo};
 pub use run::evaluate_run;
 
 use super::checkpoint::CheckpointError;

@@ -98,7 +98,8 @@ impl Progress {
                 .map(|a| format!(" acc {:.2}%", a * 100.0))
                 .unwrap_or_default();
             self.bar.set_message(format!(
-                "loss {smooth:.4}{acc} {:.0} samples/s",
+                "loss {}{acc} {:.0} samples/s",
+                loss_text(smooth),
                 s.samples_per_s
             ));
         }
@@ -121,7 +122,7 @@ impl Progress {
     pub fn eval(&mut self, e: &EvalInfo) -> std::io::Result<()> {
         self.acc = e.accuracy;
         if !self.quiet {
-            let loss = e.loss.map(|l| format!("loss {l:.4}"));
+            let loss = e.loss.map(|l| format!("loss {}", loss_text(l)));
             let acc = e.accuracy.map(|a| format!("accuracy {:.2}%", a * 100.0));
             let shown: Vec<String> = loss.into_iter().chain(acc).collect();
             let line = format!(
@@ -180,6 +181,16 @@ impl Progress {
 
 /// Whether progress is drawn on stderr: not when quiet, nor when stderr is not a terminal (a
 /// file or a pipe, which would fill with redraws).
+/// A loss as printed: 4 decimals, or 4 significant digits in scientific notation from 1e6 on
+/// (a diverging run's 1.26e24 would otherwise print as 25 digits and break the summary's columns).
+pub fn loss_text(l: f64) -> String {
+    if l.is_finite() && l.abs() >= 1e6 {
+        format!("{l:.3e}")
+    } else {
+        format!("{l:.4}")
+    }
+}
+
 fn drawn(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
 }
