@@ -194,6 +194,40 @@ fn split_holds_out_the_end_when_there_is_no_test_source() {
     assert_eq!(i32s(&t.y.values), &[1, 0, 1]);
 }
 
+/// One inline sample and `split: 0.9`: the split holds it out, and the refusal says so and how
+/// to keep it (it said only "the train split is empty").
+#[test]
+fn a_split_that_keeps_no_sample_says_so() {
+    let s = spec(
+        Source::Inline {
+            x: vec![vec![0.0, 1.0]],
+            y: vec![vec![1.0]],
+        },
+        None,
+        0.9,
+        None,
+    );
+    let e = load(&s, Path::new("."), &Expect::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::SplitKeepsNone {
+                samples: 1,
+                held: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let msg = e.to_string();
+    for part in [
+        "`split: 0.9` keeps none of its 1 samples",
+        "remove `split` to train on every sample",
+    ] {
+        assert!(msg.contains(part), "no `{part}` in {msg}");
+    }
+}
+
 #[test]
 fn inline_errors_ragged_rows_and_non_integer_class_ids() {
     let s = spec(

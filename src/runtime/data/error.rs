@@ -91,6 +91,14 @@ pub enum DataError {
     },
     #[error("data `{data}`: the {split} split is empty")]
     Empty { data: String, split: &'static str },
+    /// `split` held out every sample of a small data set.
+    #[error("data `{data}`: `split: {split}` keeps none of its {samples} samples for training (it holds out the last {held} as the test split); remove `split` to train on every sample, add a `test:` source, or add samples")]
+    SplitKeepsNone {
+        data: String,
+        split: f64,
+        samples: usize,
+        held: usize,
+    },
 }
 
 /// A data folder as the user would type it: `.` for the current folder (the folder of a `.nn`

@@ -155,7 +155,17 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
         }
     }
     if test.is_none() && spec.split < 1.0 && !matches!(spec.train, Source::Text { .. }) {
+        let samples = train.len;
         let (a, b) = split(train, spec.split);
+        if a.len == 0 && samples > 0 {
+            // `split: 0.9` of one row keeps none of it.
+            return Err(DataError::SplitKeepsNone {
+                data: spec.name.clone(),
+                split: spec.split,
+                samples,
+                held: b.len,
+            });
+        }
         train = a;
         test = Some(b);
     }
