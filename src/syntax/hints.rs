@@ -97,6 +97,16 @@ pub fn hint(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<St
                 "named arguments and entries use `:`: write `{prev_text}: ...`"
             ));
         }
+        "," if in_parenthesized(src, toks, tok) => {
+            // `betas: (0.9, 0.999)`, as PyTorch writes a tuple.
+            return Some(
+                "parentheses group one expression; a tuple is written as a list: `[a, b]`".into(),
+            );
+        }
+        // `image: (1, 28, 28)`, as PyTorch prints a shape.
+        "(" if expects("`[`") && matches!(prev_text, ":" | "->") => {
+            return Some("shapes are written in square brackets: `[1, 28, 28]`".into());
+        }
         "+" | "-" | "*" | "/" if pipe_before(src, toks, idx) => {
             return Some(format!(
                 "`|>` binds loosest: put the pipeline in parentheses, `(x |> f) {text} y`"
@@ -156,6 +166,19 @@ pub fn open_brackets(src: &str, toks: &[Tok], pos: usize) -> Vec<Tok> {
 fn in_call_or_map(src: &str, toks: &[Tok], tok: Tok) -> bool {
     let stack = open_brackets(src, toks, tok.span.start);
     stack.len() >= 2 || stack.last().is_some_and(|t| lex::text(src, *t) == "(")
+}
+
+/// Whether the innermost bracket open at `tok` is a `(` that groups an expression, not one
+/// that opens a call's arguments (a `(` right after a name).
+fn in_parenthesized(src: &str, toks: &[Tok], tok: Tok) -> bool {
+    let Some(open) = open_brackets(src, toks, tok.span.start).pop() else {
+        return false;
+    };
+    if lex::text(src, open) != "(" {
+        return false;
+    }
+    let before = toks.iter().rev().find(|t| t.span.end <= open.span.start);
+    !before.is_some_and(|b| b.kind == Kind::Word && !KEYWORDS.contains(&lex::text(src, *b)))
 }
 
 /// The closing character of an opening bracket token.
