@@ -18,12 +18,21 @@ pub(super) fn checkpoint_file(e: &Expr) -> Result<String, Diag> {
             e.span,
             "not a .safetensors file",
         )
-        .help(format!(
-            "name it e.g. \"{}.safetensors\"",
-            f.split('.').next().unwrap_or("model")
-        )));
+        .help(format!("name it e.g. \"{}\"", safetensors_name(&f))));
     }
     Ok(f)
+}
+
+/// `f` with the extension `.safetensors`: `../runs/net.pt` → `../runs/net.safetensors` (the text
+/// before the first `.` was taken, which gave `.safetensors`); a folder gets a file in it.
+fn safetensors_name(f: &str) -> String {
+    if f.is_empty() || f.ends_with('/') {
+        return format!("{f}model.safetensors");
+    }
+    std::path::Path::new(f)
+        .with_extension("safetensors")
+        .display()
+        .to_string()
 }
 
 /// Refuses a run's `checkpoint:` (at `span`) that names a file the run reads (its `init` or
