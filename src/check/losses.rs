@@ -472,6 +472,27 @@ fn kd(l: &mut Lower, vals: &[(ValueId, Span)], alpha: f64, t: f64, span: Span) -
     val(l.push(Op::Binary(BinaryOp::Add), vec![ce, kl], "kd", span))
 }
 
+/// Why `l2(prefix)` found no weight: the parameters under it are frozen, or are all biases; or
+/// the prefix matches nothing (then a likely path, which must not be one of the former).
+fn l2_help(g: &crate::ir::Graph, prefix: &str) -> String {
+    let under: Vec<_> = g
+        .params
+        .iter()
+        .filter(|p| !p.path.starts_with("teacher.") && super::params::under(&p.path, prefix))
+        .collect();
+    let weights: Vec<_> = under
+        .iter()
+        .filter(|p| !p.path.ends_with(".bias"))
+        .collect();
+    if !weights.is_empty() && weights.iter().all(|p| p.frozen) {
+        format!("the weights under `{prefix}` are all frozen (`freeze`), and l2 sums trainable weights only: remove the term, or unfreeze them")
+    } else if !under.is_empty() && weights.is_empty() {
+        format!("l2 sums weights, not biases, and `{prefix}` holds only biases")
+    } else {
+        super::params::suggest_path(g, prefix)
+    }
+}
+
 fn val(v: V) -> Option<ValueId> {
     match v {
         V::T(v) => Some(v),
@@ -521,7 +542,7 @@ fn l2(l: &mut Lower, path: Option<&Expr>, span: Span) -> V {
                 path.map_or(span, |e| e.span),
                 "matches no weight",
             )
-            .help(super::params::suggest_path(l.g, prefix_str)),
+            .help(l2_help(l.g, prefix_str)),
         );
     }
     let mut total: Option<ValueId> = None;
