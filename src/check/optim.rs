@@ -313,7 +313,6 @@ pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
         )
         .help("write e.g. `eval: every 1 epoch [loss, accuracy]`"));
     };
-    let every = consts::steps(count, "the evaluation interval", 1)? as u64;
     let per_epoch = match unit.name.as_str() {
         "epoch" | "epochs" => true,
         "step" | "steps" => false,
@@ -327,6 +326,15 @@ pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
             .help("write `every 1 epoch` or `every 500 steps`"))
         }
     };
+    // `every 0.5 epochs`: more often than once an epoch is counted in steps.
+    let part = per_epoch && consts::number(count).is_ok_and(|v| v.fract() != 0.0 && v < 1.0);
+    let every = consts::steps(count, "the evaluation interval", 1).map_err(|d| {
+        if part {
+            d.help("to evaluate more often than once an epoch, count steps: `every N steps` (an epoch is ⌊samples / batch⌋ steps)")
+        } else {
+            d
+        }
+    })? as u64;
     let Some(metrics) = metrics else {
         return Ok(EvalSpec {
             every,
@@ -361,7 +369,16 @@ pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
                     .help("accuracy is measured for `cross_entropy` and `kd` losses against class labels; keep `[loss]`"))
             }
             other => {
-                return Err(Diag::new("nnc::train", format!("unknown metric `{other}`"), m.span, "not a metric").help("the metrics are `loss` and `accuracy`"))
+                // Keras spells accuracy `acc`.
+                let help = if other == "acc" {
+                    "did you mean `accuracy`? (the metrics are `loss` and `accuracy`)".to_string()
+                } else {
+                    super::names::did_you_mean(other, ["loss", "accuracy"]).map_or_else(
+                        || "the metrics are `loss` and `accuracy`".to_string(),
+                        |d| format!("{d} (the metrics are `loss` and `accuracy`)"),
+                    )
+                };
+                return Err(Diag::new("nnc::train", format!("unknown metric `{other}`"), m.span, "not a metric").help(help))
             }
         };
         if let Some(first) = metrics[..i].iter().find(|f| f.name == m.name) {
