@@ -45,8 +45,13 @@ pub fn run(args: &SampleArgs) -> CliResult {
         ))
     })?;
     let dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
+    // A missing or unreadable text is shown under the data block, as `train` shows it.
+    let run = p.runs.iter().rev().find(|r| r.model == model.name);
     let vocab = vocabulary(data, &dir)
-        .map_err(CliError::user)?
+        .map_err(|e| match run {
+            Some(r) => loaded.data_error(&r.name, &e),
+            None => CliError::user(e),
+        })?
         .ok_or_else(|| {
             CliError::user(format!(
                 "data `{}` is not a text source: nothing to sample",

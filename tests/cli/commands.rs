@@ -798,6 +798,32 @@ fn a_char_model_predicts_exactly_its_text_s_characters() {
     );
 }
 
+/// `nnc sample` without the training text beside the file (no `--data-dir`) shows the refusal
+/// under the data block with the help `train` gives (it was a bare line).
+#[test]
+fn sample_without_its_text_shows_where_it_looked() {
+    let s = Scratch::new("sample-no-text");
+    s.write("corpus.txt", "abcabcabcabcabcabcabc");
+    let nn = s.write(
+        "m.nn",
+        "model M(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
+         data d {\n    train: text(\"corpus.txt\", seq: 4)\n}\n\
+         train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
+    );
+    let ck = s.path("m.safetensors");
+    train_to(&nn, &ck);
+    std::fs::remove_file(s.path("corpus.txt")).unwrap();
+    let err = user_error(&run!("sample", &nn, "--checkpoint", &ck));
+    assert_has(
+        &err,
+        &[
+            "data file `corpus.txt` not found",
+            "while loading the training split of `d` for run `M`",
+            "data paths are relative to --data-dir",
+        ],
+    );
+}
+
 #[test]
 fn bench_reports_compile_time_throughput_and_latency() {
     let out = in_root(&["bench", "examples/xor.nn", "--steps", "100", "--reps", "50"]);
