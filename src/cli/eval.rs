@@ -47,7 +47,7 @@ pub fn run(args: &EvalArgs) -> CliResult {
         if !p.path.starts_with(TEACHER) {
             ck.get(&p.path, &p.dims).map_err(|e| match other_run {
                 Some(r) => CliError::user(format!(
-                    "{e}, as run `{}` (the file's last run) needs it; the checkpoint was written by run `{r}`: add `--run {r}`",
+                    "{e} for run `{}` (the file's last run); the checkpoint was written by run `{r}`: add `--run {r}`",
                     spec.name
                 )),
                 None => CliError::user(e),

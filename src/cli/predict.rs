@@ -5,9 +5,10 @@
 use super::{source, train, CliError, CliResult};
 use crate::diag::Diag;
 use crate::ir::{ModelIr, Program};
-use crate::runtime::checkpoint::load_params;
+use crate::runtime::checkpoint::{load_params, Checkpoint};
 use crate::runtime::data::DataError;
 use crate::runtime::predict::{outputs, predict, read_inputs, PredictError};
+use crate::runtime::train::resume;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -37,7 +38,7 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let p = &loaded.program;
     let model = pick_model(p, args.model.as_deref(), &args.file)?;
     let normalize = training_data(p, model).and_then(|d| d.normalize.as_ref());
-    let mut exec = with_checkpoint(model, &args.checkpoint)?;
+    let mut exec = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
     let inputs = read_inputs(&args.input, args.index).map_err(CliError::user)?;
     let first = args.index.unwrap_or(0);
     // What `normalize` made of an input value is shown under its line in the file.
@@ -145,12 +146,29 @@ pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::i
 }
 
 /// A JIT executor for the model's inference graph, holding its parameters read from
-/// `checkpoint` ([`crate::exec::Executor::hold_params`]: runs are passed no parameters).
+/// `checkpoint` ([`crate::exec::Executor::hold_params`]: runs are passed no parameters). A
+/// checkpoint that does not fit a model chosen by default (`named` false: no `--model`) and
+/// whose header names a run of `p` training another model is refused with `--model` to pick it.
 pub fn with_checkpoint(
+    p: &Program,
     model: &ModelIr,
+    named: bool,
     checkpoint: &std::path::Path,
 ) -> Result<Box<dyn crate::exec::Executor>, CliError> {
-    let params = load_params(checkpoint, &model.graph.params).map_err(CliError::user)?;
+    let params = load_params(checkpoint, &model.graph.params).map_err(|e| {
+        let other = (!named)
+            .then(|| Checkpoint::load(checkpoint).ok())
+            .flatten()
+            .and_then(|ck| resume::run_of(&ck).and_then(|r| p.run(r)).cloned())
+            .filter(|r| r.model != model.name);
+        match other {
+            Some(r) => CliError::user(format!(
+                "{e} for model `{}` (the model of the file's last run); the checkpoint was written by run `{}`, which trains model `{}`: add `--model {}`",
+                model.name, r.name, r.model, r.model
+            )),
+            None => CliError::user(e),
+        }
+    })?;
     let mut exec = train::backend(false, Some(1))
         .forward_executor(&model.graph)
         .map_err(CliError::internal)?;

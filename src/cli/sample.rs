@@ -58,7 +58,7 @@ pub fn run(args: &SampleArgs) -> CliResult {
                 data.name
             ))
         })?;
-    let mut exec = with_checkpoint(model, &args.checkpoint)?;
+    let mut exec = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
     let opts = SampleOptions {
         prompt: args.prompt.clone(),
         length: args.length,

@@ -676,6 +676,50 @@ fn eval_of_another_run_s_checkpoint_names_the_run_that_wrote_it() {
     assert_has(&succeeded(&out), &["run big: test loss"]);
 }
 
+/// `nnc predict` without `--model` runs the model of the file's last run; given the teacher's
+/// checkpoint, whose header names run `big` (model `T`), the refusal says to add `--model T`.
+#[test]
+fn predict_of_another_model_s_checkpoint_names_the_model() {
+    let s = Scratch::new("predict-other-model");
+    let nn = s.write("kd.nn", TEACHER_AND_STUDENT);
+    let rows = s.write("rows.csv", "0,1\n1,0\n");
+    succeeded(&run!(
+        "train",
+        &nn,
+        "--quiet",
+        "--checkpoint",
+        s.path("d.safetensors")
+    ));
+    let teacher = s.path("d.big.safetensors");
+    let err = user_error(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &teacher,
+        "--input",
+        &rows
+    ));
+    assert_has(
+        &err,
+        &[
+            "for model `S`",
+            "written by run `big`, which trains model `T`",
+            "add `--model T`",
+        ],
+    );
+    let out = run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &teacher,
+        "--input",
+        &rows,
+        "--model",
+        "T"
+    );
+    assert_has(&succeeded(&out), &["sample 1:"]);
+}
+
 /// A distilled run resumed from the file a training of every run gave it (`d.small.st`, as the
 /// command printed after Ctrl-C says) reads the teacher that training gave the teacher run
 /// (`d.big.st`), not the teacher run's own `checkpoint:` (missing here, or another teacher).
