@@ -294,10 +294,15 @@ fn check_model(
     if let Some(decl_out) = &m.output {
         match models::tensor_type(decl_out) {
             Ok(want) if want != got => {
-                let ret = m.body.iter().rev().find_map(|s| match s {
-                    Stmt::Return { value, .. } => Some(value.span),
+                let ret_expr = m.body.iter().rev().find_map(|s| match s {
+                    Stmt::Return { value, .. } => Some(value),
                     _ => None,
                 });
+                let ret = ret_expr.map(|v| v.span);
+                let unflattened = ret_expr.is_some_and(ends_in_dense)
+                    && want.dims.len() == 1
+                    && got.dims.len() > 1
+                    && got.dims.last() == want.dims.last();
                 let mut d = Diag::new(
                     "nnc::shape",
                     format!(
@@ -309,10 +314,23 @@ fn check_model(
                     decl_out.span,
                     format!("declared {}", show(&want)),
                 )
-                .help(format!(
-                    "change the declaration to `-> {}`, or the last layers",
-                    show(&got)
-                ));
+                .help(
+                    // `[1, 28, 28] |> dense(10)` is [1, 28, 10]: the flatten a PyTorch
+                    // model's `x.view(-1)` does is missing.
+                    if unflattened {
+                        format!(
+                            "`dense` works on the last axis and keeps the others: flatten before it (`|> flatten |> dense({})`) to get {}, or declare `-> {}`",
+                            want.dims[0],
+                            show(&want),
+                            show(&got)
+                        )
+                    } else {
+                        format!(
+                            "change the declaration to `-> {}`, or the last layers",
+                            show(&got)
+                        )
+                    },
+                );
                 if let Some(r) = ret {
                     d = d.also(r, format!("this is {}", show(&got)));
                 }
@@ -329,4 +347,22 @@ fn check_model(
     g.set_output("output", out);
     sig.output = Some(got);
     (Some(sig), Some(g))
+}
+
+/// Whether `e` is a pipeline whose last layer is `dense`, after any activations and dropout
+/// (`x |> dense(10)`, `x |> dense(10) |> softmax`).
+fn ends_in_dense(e: &ast::Expr) -> bool {
+    let ast::ExprKind::Pipe { input, stage, .. } = &e.kind else {
+        return false;
+    };
+    let name = match &stage.kind {
+        ast::ExprKind::Call { callee, .. } => callee.name.as_str(),
+        ast::ExprKind::Path(p) if p.len() == 1 => p[0].name.as_str(),
+        _ => return false,
+    };
+    match name {
+        "dense" => true,
+        "relu" | "sigmoid" | "tanh" | "softmax" | "log_softmax" | "dropout" => ends_in_dense(input),
+        _ => false,
+    }
 }
