@@ -316,7 +316,13 @@ fn cross_entropy(
         l.diags.push(
             Diag::new("nnc::train", format!("cross_entropy with logits {} needs {ids_shape} or probabilities {}, found {}", show(&ta), show(&ta), show(&tb)), sb, format!("this is {}", show(&tb)))
                 .also(sa, format!("logits {}", show(&ta)))
-                .help("the target is either integer class ids (one fewer axis than the logits) or a distribution of the logits' shape"),
+                .help(if tb.dtype == DType::I32 && tb.dims.is_empty() && ta.dims.len() > 1 {
+                    // An image model without `flatten` before its last dense layer.
+                    let classes = ta.dims[ta.dims.len() - 1];
+                    format!("one class id per sample needs logits [{classes}], but the output keeps {} axes: flatten before the last dense layer (`|> flatten |> dense({classes})`)", ta.dims.len())
+                } else {
+                    "the target is either integer class ids (one fewer axis than the logits) or a distribution of the logits' shape".to_string()
+                }),
         );
         return None;
     };
