@@ -19,7 +19,7 @@ pub struct GradcheckArgs {
     #[arg(long)]
     pub run: Option<String>,
     /// Samples in the batch (at least 1).
-    #[arg(long, default_value_t = 2, value_parser = super::positive_count())]
+    #[arg(long, default_value_t = 2, value_parser = super::positive_count::<usize>)]
     pub batch: usize,
     /// The largest relative error accepted (a finite number above 0).
     #[arg(long, default_value_t = 1e-3, value_parser = tolerance)]

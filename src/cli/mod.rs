@@ -74,10 +74,16 @@ pub enum Command {
     Plot(plot::PlotArgs),
 }
 
-/// The value parser of a count that must be at least 1 (`gradcheck --batch`):
-/// 0 is refused with the command line, as `train --steps 0` is, rather than run on nothing.
-fn positive_count() -> clap::builder::RangedU64ValueParser<usize> {
-    clap::builder::RangedU64ValueParser::new().range(1..)
+/// The value parser of a count that must be at least 1 (`--steps`, `--epochs`,
+/// `--checkpoint-every`, `gradcheck --batch`): 0 is refused with the command line rather than
+/// run on nothing, saying so (clap's range check said "0 is not in 1..18446744073709551615").
+fn positive_count<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => T::try_from(n).map_err(|_| format!("{n} is too large")),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err("too large".into()),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
 }
 
 /// Parses `--threads` (`train`, `eval`, `bench`): at least 1, and a count above the machine's

@@ -28,10 +28,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Replace every run's length by this many epochs.
-    #[arg(long, conflicts_with = "steps", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, conflicts_with = "steps", value_parser = super::positive_count::<u64>)]
     pub epochs: Option<u64>,
     /// Replace every run's length by this many steps.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = super::positive_count::<u64>)]
     pub steps: Option<u64>,
     /// Write the trained parameters to this safetensors file; when several runs are trained, each
     /// writes its own, `<stem>.<run>.<ext>` (`ae.st` → `ae.pretrain.st`, `ae.frozen.st`, …).
@@ -46,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Also write the run's checkpoint every N steps (so that a killed run can be resumed).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = super::positive_count::<u64>)]
     pub checkpoint_every: Option<u64>,
     /// No progress bar.
     #[arg(long, short)]

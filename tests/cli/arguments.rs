@@ -33,6 +33,26 @@ fn bench_refuses_zero_or_absurd_reps_and_zero_steps() {
     assert!(stdout(&out).contains("train 1 steps"), "{}", stdout(&out));
 }
 
+/// A count of 0 (`--epochs 0`, `--steps 0`, `--checkpoint-every 0`, `gradcheck --batch 0`)
+/// is refused saying it must be at least 1 (clap's range check said "0 is not in
+/// 1..18446744073709551615").
+#[test]
+fn a_count_of_0_must_be_at_least_1() {
+    for args in [
+        &["train", "examples/xor.nn", "--epochs", "0"][..],
+        &["train", "examples/xor.nn", "--steps", "0"],
+        &["train", "examples/xor.nn", "--checkpoint-every", "0"],
+        &["bench", "examples/xor.nn", "--steps", "0"],
+        &["gradcheck", "examples/xor.nn", "--batch", "0"],
+    ] {
+        let out = nnc().args(args).current_dir(root()).output().unwrap();
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        assert!(err.contains("must be at least 1"), "{args:?}: {err}");
+        assert!(!err.contains("18446744073709551615"), "{args:?}: {err}");
+    }
+}
+
 /// A NaN tolerance printed FAILED for a run and then "gradient check passed" with exit 0; a
 /// batch of 0 ran (as 1). A run above the tolerance fails the whole check, by name.
 #[test]
