@@ -44,6 +44,8 @@ fn log_json_has_one_object_per_step_and_per_evaluation() {
     );
 }
 
+/// A log in a folder that does not exist names the folder, as `--checkpoint` does (it said
+/// "No such file or directory (os error 2)").
 #[test]
 fn an_unwritable_log_is_a_user_error() {
     let xor = root().join("examples/xor.nn");
@@ -57,7 +59,7 @@ fn an_unwritable_log_is_a_user_error() {
         "--log-json",
         log
     ));
-    assert_has(&err, &[log]);
+    assert_has(&err, &[log, "there is no folder /nonexistent/dir"]);
 }
 
 #[test]

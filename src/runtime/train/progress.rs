@@ -218,6 +218,16 @@ pub fn spinner(message: String) -> ProgressBar {
 /// whose last line was cut off (a killed process loses the tail of its buffer) first gets the
 /// newline it lacks, so that the records appended after it stay one a line.
 pub fn open_log(path: &Path) -> std::io::Result<(PathBuf, BufWriter<File>)> {
+    // Said as `--checkpoint` says it (the OS says only "No such file or directory").
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("there is no folder {}", dir.display()),
+        ));
+    }
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     if ends_unterminated(path)? {
         f.write_all(b"\n")?;
