@@ -593,6 +593,20 @@ fn csv_ragged_rows_and_non_numbers_name_line_and_column() {
     );
 }
 
+/// A header read as numbers (no `header: true`) is named as one when the rest of the file is
+/// numbers; a first line that is wrong in another way is not.
+#[test]
+fn csv_header_without_header_true_says_to_add_it() {
+    let dir = tmp("csvhead");
+    std::fs::write(dir.join("h.csv"), "a,b,label\n1,2,0\n3,4,1\n").unwrap();
+    let e = csv_error(&dir, "h.csv", false);
+    assert!(matches!(e, DataError::Csv { line: 1, .. }), "{e}");
+    assert!(e.to_string().contains("add `header: true`"), "{e}");
+    std::fs::write(dir.join("x.csv"), "1,x,0\n3,4,y\n").unwrap();
+    let e = csv_error(&dir, "x.csv", false);
+    assert!(!e.to_string().contains("header"), "{e}");
+}
+
 /// A CSV file saved by a spreadsheet starts with a UTF-8 byte order mark: it loads as without
 /// one, where its first field was refused as `\u{feff}1`, shown as `1`, "not a number".
 #[test]

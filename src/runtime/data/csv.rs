@@ -89,7 +89,24 @@ pub fn split_from_bytes(
     header: bool,
 ) -> Result<RawSplit, DataError> {
     let text = utf8(&path, bytes)?;
-    let rows = parse_rows(&path, &text, header)?;
+    let rows = match parse_rows(&path, &text, header) {
+        // A first line of names (`a,b,c,label`) read as numbers: say that it is a header when the
+        // rest of the file parses without it (`nnc predict` skips such a line by itself).
+        Err(DataError::Csv {
+            path,
+            line: 1,
+            column,
+            msg,
+        }) if !header && parse_rows(&path, &text, true).is_ok_and(|r| !r.is_empty()) => {
+            return Err(DataError::Csv {
+                path,
+                line: 1,
+                column,
+                msg: format!("{msg}: the first line looks like a header; add `header: true` to the csv source"),
+            });
+        }
+        r => r?,
+    };
     let width = rows
         .first()
         .map(|r| r.1.len())
