@@ -499,6 +499,12 @@ fn print_inline_outputs(
     } else {
         println!("\n{} after run `{}`:", spec.model, spec.name);
     }
+    // Without a `test:` source, `split` holds out the last rows (as `data::load` cuts them):
+    // XOR's fourth row with the default 0.9. They were not trained on, which the table says.
+    let trained = match data.test {
+        None if data.split < 1.0 => ((x.len() as f64) * data.split).floor() as usize,
+        _ => x.len(),
+    };
     for (i, (xi, yi)) in x.iter().zip(y).enumerate() {
         let o: Vec<String> = out[i * width..(i + 1) * width]
             .iter()
@@ -506,8 +512,13 @@ fn print_inline_outputs(
             .collect();
         let xi: Vec<String> = xi.iter().map(|v| format!("{v}")).collect();
         let yi: Vec<String> = yi.iter().map(|v| format!("{v}")).collect();
+        let held_out = if i >= trained {
+            "   (held out by `split`: the test split)"
+        } else {
+            ""
+        };
         println!(
-            "  input {} → output {}   target {}",
+            "  input {} → output {}   target {}{held_out}",
             abbreviated(&xi),
             abbreviated(&o),
             abbreviated(&yi)

@@ -101,6 +101,25 @@ fn xor_trains_from_the_cli_to_within_0_1_of_every_target() {
     }
 }
 
+/// XOR without a `test:` source: the default `split: 0.9` holds out its fourth row, which the
+/// table after training marks (it was shown as if trained on, far from its target).
+#[test]
+fn the_table_after_training_marks_rows_held_out_by_split() {
+    let s = Scratch::new("held-out-rows");
+    let nn = s.write(
+        "xor.nn",
+        "model X(x: [2]) -> [1] { return x |> dense(4) |> tanh |> dense(1) }\n\
+         data d { train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]]) }\n\
+         train X on d {\n    loss: mse(output, label)\n    optimizer: sgd(lr: 0.1)\n    steps: 2\n}\n",
+    );
+    let text = succeeded(&run!("train", &nn, "--quiet"));
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains("→ output")).collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.contains("held out by `split`"), i == 3, "{text}");
+    }
+}
+
 /// After training on inline data, a long input (a small image's 16 values) is shown by its
 /// ends and its length, not whole, while XOR's two values stay as they are (above).
 #[test]
@@ -129,7 +148,8 @@ fn long_inline_inputs_are_abbreviated_after_training() {
         rows[0].starts_with("  input [0, 0, 0, …, 12, 12, 12] (16 values) → output ["),
         "{text}"
     );
-    assert!(rows[1].ends_with("target [1]"), "{text}");
+    // Held out by the default `split` (there is no `test:`), which the row says after it.
+    assert!(rows[1].contains("target [1]   (held out"), "{text}");
 }
 
 #[test]
