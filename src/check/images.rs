@@ -62,10 +62,19 @@ pub(super) fn no_fit(l: &mut Lower, what: &str, win: Window, h: usize, w: usize,
                 k = win.kernel
             ),
         )
-        .help(format!(
-            "use a window of at most {}, or remove a pooling step earlier",
-            small + 2 * win.pad
-        )),
+        .help(if what == "conv2d" {
+            // A convolution can be padded; pooling cannot.
+            format!(
+                "use a window of at most {}, pad the image (`padding: {}` fits this window), or remove a pooling step earlier",
+                small + 2 * win.pad,
+                win.kernel.saturating_sub(small).div_ceil(2)
+            )
+        } else {
+            format!(
+                "use a window of at most {}, or remove a pooling step earlier",
+                small + 2 * win.pad
+            )
+        }),
     );
 }
 
