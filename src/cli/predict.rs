@@ -39,7 +39,20 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let model = pick_model(p, args.model.as_deref(), &args.file)?;
     let normalize = training_data(p, model).and_then(|d| d.normalize.as_ref());
     let mut exec = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
-    let inputs = read_inputs(&args.input, args.index).map_err(CliError::user)?;
+    let inputs = read_inputs(&args.input, args.index).map_err(|e| {
+        // Plain text given to a character model: predict reads ids, sample writes text.
+        let ids = model
+            .graph
+            .inputs()
+            .first()
+            .is_some_and(|(v, _)| model.graph.ty(*v).dtype == crate::ir::DType::I32);
+        match e {
+            PredictError::Data(DataError::Csv { .. }) if ids => CliError::user(format!(
+                "{e} (a model of token ids reads CSV rows of ids; to generate text from a prompt, use `nnc sample`)"
+            )),
+            e => CliError::user(e),
+        }
+    })?;
     let first = args.index.unwrap_or(0);
     // What `normalize` made of an input value is shown under its line in the file.
     let fail = |e: PredictError| match (&e, normalize) {

@@ -862,6 +862,32 @@ fn a_char_model_predicts_exactly_its_text_s_characters() {
     );
 }
 
+/// `nnc predict` given plain text for a character model (it reads CSV rows of ids) says to
+/// use `nnc sample` (it said only "expected a number, found `ab c`").
+#[test]
+fn predict_of_text_for_a_character_model_points_to_sample() {
+    let s = Scratch::new("predict-text");
+    s.write("corpus.txt", "abcabcabcabcabcabcabc");
+    let nn = s.write(
+        "m.nn",
+        "model M(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
+         data d {\n    train: text(\"corpus.txt\", seq: 4)\n}\n\
+         train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
+    );
+    let ck = s.path("m.safetensors");
+    train_to(&nn, &ck);
+    let prompt = s.write("prompt.txt", "abca\nb c\n");
+    let err = user_error(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &prompt
+    ));
+    assert_has(&err, &["expected a number", "use `nnc sample`"]);
+}
+
 /// `nnc sample` without the training text beside the file (no `--data-dir`) shows the refusal
 /// under the data block with the help `train` gives (it was a bare line).
 #[test]
