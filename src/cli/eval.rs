@@ -40,8 +40,8 @@ pub fn run(args: &EvalArgs) -> CliResult {
     let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
     // Without `--run`, the file's last run may not be the one that wrote the checkpoint (the
     // teacher's file of a distillation): its header names that run.
-    let other_run =
-        resume::run_of(&ck).filter(|r| args.run.is_none() && *r != spec.name && p.run(r).is_some());
+    let other_run = resume::Position::run_of(&ck)
+        .filter(|r| args.run.is_none() && *r != spec.name && p.run(r).is_some());
     // Every parameter the student needs, named with the file and the shape expected.
     for p in spec.eval_graph.params.iter() {
         if !p.path.starts_with(TEACHER) {

@@ -48,11 +48,6 @@ fn fields(value: &str) -> Result<BTreeMap<&str, &str>, String> {
     Ok(fields)
 }
 
-/// The name of the run that wrote `ck`, from its header (`None` for a checkpoint without one).
-pub fn run_of(ck: &Checkpoint) -> Option<&str> {
-    fields(ck.meta.get(KEY)?).get(RUN).copied()
-}
-
 /// Where a run stands after `step` steps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Position {
