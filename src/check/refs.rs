@@ -7,32 +7,21 @@ use super::names::{did_you_mean, show};
 use super::runs::{Ctx, Files};
 use crate::diag::Diag;
 use crate::ir::{Graph, InitFrom, Op, TeacherSpec, ValueId};
+use crate::runtime::checkpoint::{checkpoint_name_for, is_checkpoint_name};
 use crate::syntax::ast::{Expr, ExprKind, Span};
 
 pub(super) fn checkpoint_file(e: &Expr) -> Result<String, Diag> {
     let f = consts::string(e, "the checkpoint")?;
-    if !f.ends_with(".safetensors") {
+    if !is_checkpoint_name(&f) {
         return Err(Diag::new(
             "nnc::train",
             format!("checkpoints are safetensors files, found \"{f}\""),
             e.span,
-            "not a .safetensors file",
+            "not a .safetensors (or .st) file",
         )
-        .help(format!("name it e.g. \"{}\"", safetensors_name(&f))));
+        .help(format!("name it e.g. \"{}\"", checkpoint_name_for(&f))));
     }
     Ok(f)
-}
-
-/// `f` with the extension `.safetensors`: `../runs/net.pt` → `../runs/net.safetensors` (the text
-/// before the first `.` was taken, which gave `.safetensors`); a folder gets a file in it.
-fn safetensors_name(f: &str) -> String {
-    if f.is_empty() || f.ends_with('/') {
-        return format!("{f}model.safetensors");
-    }
-    std::path::Path::new(f)
-        .with_extension("safetensors")
-        .display()
-        .to_string()
 }
 
 /// Refuses a run's `checkpoint:` (at `span`) that names a file the run reads (its `init` or

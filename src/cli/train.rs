@@ -7,7 +7,7 @@ use super::outputs::{refuse_overwrite, refuse_replacing_another_kind, Kind, Name
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
 use crate::ir::{Program, RunSpec, Source};
-use crate::runtime::checkpoint::Checkpoint;
+use crate::runtime::checkpoint::{checkpoint_name_for, is_checkpoint_name, Checkpoint};
 use crate::runtime::data::resolve;
 use crate::runtime::dist::{Comm, Single};
 use crate::runtime::train::resume::Position;
@@ -365,6 +365,15 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
         refuse_replacing_another_kind(&log[0], Kind::JsonLines)?;
     }
     for c in &written {
+        let name = c.path.to_string_lossy();
+        if !is_checkpoint_name(&name) {
+            return Err(CliError::user(format!(
+                "{} {name}: checkpoints are safetensors files, named `.safetensors` (or `.st`); \
+                 name it e.g. {}",
+                c.what,
+                checkpoint_name_for(&name)
+            )));
+        }
         refuse_replacing_another_kind(c, Kind::Safetensors)?;
         crate::runtime::atomic::probe(&c.path).map_err(|e| {
             CliError::user(format!("cannot write {} {}: {e}", c.what, c.path.display()))

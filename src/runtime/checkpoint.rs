@@ -20,6 +20,24 @@ pub fn optim_name(path: &str, i: usize) -> String {
     format!("__optim.{path}.{i}")
 }
 
+/// Whether `file` is named as a checkpoint nnc writes: `.safetensors`, or its short form `.st`
+/// (a `.pt` or `.ckpt` file would be taken by other tools for a pickle they cannot read).
+pub fn is_checkpoint_name(file: &str) -> bool {
+    file.ends_with(".safetensors") || file.ends_with(".st")
+}
+
+/// `file` renamed as a checkpoint: `../runs/net.pt` → `../runs/net.safetensors` (the text
+/// before the first `.` was taken, which gave `.safetensors`); a folder gets a file in it.
+pub fn checkpoint_name_for(file: &str) -> String {
+    if file.is_empty() || file.ends_with('/') {
+        return format!("{file}model.safetensors");
+    }
+    Path::new(file)
+        .with_extension("safetensors")
+        .display()
+        .to_string()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("checkpoint {} not found{}", .path.display(), per_run_hint(.per_run))]

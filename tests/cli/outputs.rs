@@ -317,7 +317,7 @@ train S: M on d { loss: kd(output, teacher, label) optimizer: sgd(lr: 0.1) batch
     ]);
     assert_has(&user_error(&out), &["there is no folder"]);
     assert!(stdout(&out).is_empty(), "trained: {}", stdout(&out));
-    let notes = s.write("notes.txt", "not a checkpoint\n");
+    let notes = s.write("notes.st", "not a checkpoint\n");
     let err = user_error(&train(&["--checkpoint".as_ref(), notes.as_os_str()]));
     assert_has(&err, &["`--checkpoint`", "is not a safetensors checkpoint"]);
     assert_eq!(
@@ -351,4 +351,32 @@ train b: M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) bat
         std::fs::read(s.dir().join("sub/x.safetensors")).unwrap(),
         teacher
     );
+}
+
+/// One rule for a checkpoint's name, in the file and on the command line: `.safetensors` or
+/// `.st` (`checkpoint: "m.st"` was refused while `--checkpoint m.pt` was written, a safetensors
+/// file that PyTorch would take for a pickle).
+#[test]
+fn a_checkpoint_is_named_safetensors_or_st_in_the_file_and_on_the_command_line() {
+    let s = Scratch::new("outputs-checkpoint-name");
+    let err = user_error(&xor(&["--checkpoint".as_ref(), s.path("m.pt").as_os_str()]));
+    assert_has(
+        &err,
+        &["checkpoints are safetensors files", "m.safetensors"],
+    );
+    assert!(!s.path("m.pt").exists());
+    assert_code(
+        &xor(&["--checkpoint".as_ref(), s.path("m.st").as_os_str()]),
+        0,
+    );
+    assert!(s.path("m.st").exists());
+    let text = std::fs::read_to_string(root().join("examples/xor.nn")).unwrap();
+    let nn = s.write(
+        "xor.nn",
+        text.replace(
+            "    shuffle: false\n",
+            "    shuffle: false\n    checkpoint: \"x.st\"\n",
+        ),
+    );
+    assert_code(&nnc().arg("check").arg(&nn).output().unwrap(), 0);
 }
