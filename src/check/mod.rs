@@ -140,6 +140,7 @@ pub fn check_with_warnings(file: &ast::File) -> Result<(Program, Vec<Diag>), Vec
         .map(|t| (run_name(t).name.clone(), run_name(t).span))
         .collect();
     let mut earlier: HashMap<String, runs::Earlier> = HashMap::new();
+    let mut warnings = Vec::new();
     let mut run_specs = Vec::new();
     for (i, t) in trains.iter().enumerate() {
         let id = run_name(t);
@@ -158,6 +159,9 @@ pub fn check_with_warnings(file: &ast::File) -> Result<(Program, Vec<Diag>), Vec
             all_runs: &all_runs,
         };
         let spec = runs::check(&cx, t, &mut diags);
+        if let Some(r) = &spec {
+            warnings.extend(runs::warnings(t, r));
+        }
         let files = spec.as_ref().map_or_else(runs::Files::default, |r| {
             runs::Files::of(
                 r.checkpoint.as_ref(),
@@ -198,15 +202,12 @@ pub fn check_with_warnings(file: &ast::File) -> Result<(Program, Vec<Diag>), Vec
             })
         })
         .collect();
-    let warnings = file
-        .items
-        .iter()
-        .filter_map(|item| match item {
-            Item::Model(m) => Some(unused::unused(m)),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    for item in &file.items {
+        if let Item::Model(m) = item {
+            warnings.extend(unused::unused(m));
+        }
+    }
+    warnings.sort_by_key(|d| d.span.start);
     let program = Program {
         models: models_ir,
         data: data_specs,

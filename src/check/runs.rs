@@ -11,7 +11,8 @@ use super::settings::Settings;
 use super::{consts, losses, optim, params};
 use crate::diag::Diag;
 use crate::ir::{
-    EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule, TeacherSpec, Type, ValueId,
+    EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule, ScheduleKind, TeacherSpec,
+    Type, ValueId,
 };
 use crate::syntax::ast::{Expr, ExprKind, Span, Train};
 use std::collections::HashMap;
@@ -105,6 +106,58 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
         return None;
     }
     assemble(t, s, built, eval, classification)
+}
+
+/// Warnings about a run that checks: a schedule too long for the run's `steps` to follow (a
+/// warm-up as long as the run never gets past it; a `step` schedule's `every` as long never
+/// decays the rate). With `epochs`, the steps depend on the data, which `check` does not read.
+pub fn warnings(t: &Train, r: &RunSpec) -> Vec<Diag> {
+    let Length::Steps(steps) = r.length else {
+        return Vec::new();
+    };
+    let Some(schedule) = t.settings.iter().find(|s| s.key.name == "schedule") else {
+        return Vec::new();
+    };
+    // Where the schedule's argument `name` is written, else the whole schedule.
+    let at = |name: &str| match &schedule.value.kind {
+        ExprKind::Call { args, .. } => args
+            .iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.name == name))
+            .map_or(schedule.value.span, |a| a.value.span),
+        _ => schedule.value.span,
+    };
+    let mut out = Vec::new();
+    let warmup = r.schedule.warmup;
+    if warmup >= steps {
+        out.push(
+            Diag::new(
+                "nnc::train",
+                format!("a warm-up of {warmup} steps in a run of {steps}"),
+                at("warmup"),
+                "the learning rate never gets past its warm-up",
+            )
+            .help(format!(
+                "shorten the warm-up (e.g. `warmup: {}`), or train for more steps",
+                (steps / 10).max(1)
+            ))
+            .warning(),
+        );
+    }
+    if let ScheduleKind::Step { every, .. } = r.schedule.kind {
+        if every >= steps {
+            out.push(
+                Diag::new(
+                    "nnc::train",
+                    format!("`step(every: {every})` in a run of {steps} steps"),
+                    at("every"),
+                    "the learning rate is never multiplied by `gamma`",
+                )
+                .help("use a smaller `every`, or no schedule (`constant`)")
+                .warning(),
+            );
+        }
+    }
+    out
 }
 
 /// The settings of a `train` block as read, before any graph exists: each is `None` where it was
