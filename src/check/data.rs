@@ -282,18 +282,40 @@ fn source(e: &Expr, diags: &mut Vec<Diag>) -> Option<(Source, Kind)> {
             let y = b.get("y").and_then(|e| keep(rows(e, "y"), diags));
             let (x, y) = (x?, y?);
             if x.len() != y.len() {
+                let rows = |n: usize, of: &str| match n {
+                    1 => format!("1 row of {of}"),
+                    n => format!("{n} rows of {of}"),
+                };
+                // `x: [0, 0, 0, 1]` for two samples of two inputs: each number was a row.
+                let flat = b.get("x").is_some_and(|e| match &e.kind {
+                    ExprKind::List(items) => items
+                        .iter()
+                        .all(|i| matches!(i.kind, ExprKind::Number { .. })),
+                    _ => false,
+                });
+                let per = x.len() / y.len().max(1);
+                let help = if flat && per > 1 && x.len() == per * y.len() {
+                    let first: Vec<String> = x[..per].iter().map(|r| r[0].to_string()).collect();
+                    format!(
+                        "x is one flat list, so each number is a sample: write each sample's {per} \
+                         inputs as a row of its own, `x: [[{}], ...]`",
+                        first.join(", ")
+                    )
+                } else {
+                    "every sample needs an input row and a target row".to_string()
+                };
                 diags.push(
                     Diag::new(
                         "nnc::data",
                         format!(
-                            "inline data has {} rows of x but {} rows of y",
-                            x.len(),
-                            y.len()
+                            "inline data has {} but {}",
+                            rows(x.len(), "x"),
+                            rows(y.len(), "y")
                         ),
                         e.span,
                         "x and y differ in length",
                     )
-                    .help("every sample needs an input row and a target row"),
+                    .help(help),
                 );
             }
             Source::Inline { x, y }
