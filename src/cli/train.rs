@@ -200,12 +200,14 @@ fn run_to_train(args: &TrainArgs, program: &Program) -> Result<Option<String>, C
         (None, Some(p)) => p,
     };
     let ck = Checkpoint::load(p).map_err(CliError::user)?;
-    let name = Position::run_of(&ck).ok_or_else(|| {
-        CliError::user(format!(
-            "checkpoint {} names no run to resume (it was not written by `nnc train`)",
-            p.display()
-        ))
-    })?;
+    let name = Position::run_of(&ck)
+        .map_err(CliError::user)?
+        .ok_or_else(|| {
+            CliError::user(format!(
+                "checkpoint {} names no run to resume (it was not written by `nnc train`)",
+                p.display()
+            ))
+        })?;
     if program.run(name).is_none() {
         return Err(CliError::user(format!(
             "checkpoint {} was written by run `{name}`, which {} does not have",

@@ -341,3 +341,38 @@ fn resuming_a_finished_run_says_it_is_complete() {
     );
     assert!(!stdout(&out).contains("NaN"), "{}", stdout(&out));
 }
+
+/// `--resume` without `--run` reads the run from the checkpoint's metadata first: metadata with
+/// a key given twice is called corrupt there too (it said the checkpoint "names no run to
+/// resume (it was not written by `nnc train`)").
+#[test]
+fn resuming_a_checkpoint_with_corrupt_metadata_says_so() {
+    let s = Scratch::new("resume-corrupt");
+    let ck = s.path("xor.safetensors");
+    let xor = root().join("examples/xor.nn");
+    let train = nnc()
+        .arg("train")
+        .arg(&xor)
+        .args(["--quiet", "--steps", "5", "--checkpoint"])
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert_code(&train, 0);
+    let mut c = Checkpoint::load(&ck).unwrap();
+    let value = c.meta.get_mut("nnc.resume").unwrap();
+    *value = value.replace("total_steps=5", "total_steps=5;total_steps=3");
+    let twice = s.path("twice.safetensors");
+    c.save_to(&twice).unwrap();
+    let out = nnc()
+        .arg("train")
+        .arg(&xor)
+        .args(["--quiet", "--resume"])
+        .arg(&twice)
+        .output()
+        .unwrap();
+    let err = user_error(&out);
+    assert!(
+        err.contains("metadata is corrupt: `total_steps` is given twice"),
+        "{err}"
+    );
+}

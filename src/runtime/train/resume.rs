@@ -136,8 +136,7 @@ impl Position {
             .meta
             .get(KEY)
             .ok_or_else(|| unresumable(&format!("`{KEY}` metadata")))?;
-        let f = fields(value)
-            .map_err(|e| format!("{}: its `{KEY}` metadata is corrupt: {e}", what()))?;
+        let f = fields(value).map_err(|e| corrupt(ck, &e))?;
         let get = |k: &str| -> Result<&str, String> {
             f.get(k)
                 .copied()
@@ -176,11 +175,24 @@ impl Position {
         Ok(p)
     }
 
-    /// The run's name as recorded in a checkpoint's header, if any.
-    pub fn run_of(ck: &Checkpoint) -> Option<&str> {
-        let fields = fields(ck.meta.get(KEY)?).ok()?;
-        fields.get(RUN).copied()
+    /// The run's name as recorded in a checkpoint's header, if any; an error (as
+    /// [`Position::from_checkpoint`] words it) where its metadata is corrupt, which must not
+    /// pass for a checkpoint that records no run.
+    pub fn run_of(ck: &Checkpoint) -> Result<Option<&str>, String> {
+        let Some(value) = ck.meta.get(KEY) else {
+            return Ok(None);
+        };
+        let fields = fields(value).map_err(|e| corrupt(ck, &e))?;
+        Ok(fields.get(RUN).copied())
     }
+}
+
+/// The error of a checkpoint whose metadata [`fields`] refuses with `e`.
+fn corrupt(ck: &Checkpoint, e: &str) -> String {
+    format!(
+        "checkpoint {}: its `{KEY}` metadata is corrupt: {e}",
+        ck.path.display()
+    )
 }
 
 #[cfg(test)]
@@ -220,7 +232,7 @@ mod tests {
         assert!(Position::from_checkpoint(&ck)
             .unwrap_err()
             .contains("do not match"));
-        assert_eq!(Position::run_of(&ck), Some("Mlp"));
+        assert_eq!(Position::run_of(&ck), Ok(Some("Mlp")));
         ck.meta.insert(KEY.into(), "total_steps=5000".into());
         assert!(Position::from_checkpoint(&ck)
             .unwrap_err()
@@ -230,6 +242,12 @@ mod tests {
         let twice = p.to_meta()[KEY].replace("total_steps=5000", "total_steps=5000;total_steps=30");
         ck.meta.insert(KEY.into(), twice);
         let e = Position::from_checkpoint(&ck).unwrap_err();
+        assert!(
+            e.contains("metadata is corrupt: `total_steps` is given twice"),
+            "{e}"
+        );
+        // `nnc train --resume` without `--run` asks for the run first: corrupt, not "no run".
+        let e = Position::run_of(&ck).unwrap_err();
         assert!(
             e.contains("metadata is corrupt: `total_steps` is given twice"),
             "{e}"
@@ -244,5 +262,6 @@ mod tests {
         assert!(Position::from_checkpoint(&ck)
             .unwrap_err()
             .contains("nnc.resume"));
+        assert_eq!(Position::run_of(&ck), Ok(None));
     }
 }
