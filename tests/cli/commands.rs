@@ -810,7 +810,8 @@ fn eval_says_when_it_measures_the_training_split() {
 
     let short = nn("    split: 0.99\n");
     let refusal = "`split: 0.99` holds out 3 of its 201 characters for testing, too short for one \
-                   window of seq 4 (+1 for the labels); hold out more (`split: 0.97` or less)";
+                   window of seq 4 (+1 for the labels); hold out more (a `split` from 0.03 to 0.98 \
+                   leaves each part a window)";
     assert_has(&user_error(&run!("train", &short, "--quiet")), &[refusal]);
     assert_has(
         &user_error(&run!("eval", &short, "--checkpoint", &ck)),

@@ -339,38 +339,61 @@ pub fn normalize_values(v: &mut [f32], expr: &ScalarExpr) -> Result<(), DataErro
 
 /// The windows of the first `frac` of a text's characters for training, and of the rest for
 /// testing: each part must hold a window (a test split asked for and left empty would show
-/// nothing in training, and `nnc eval` would measure the training split instead).
+/// nothing in training, and `nnc eval` would measure the training split instead). A part too
+/// short is refused with the splits that would do, if any.
 fn split_text(t: &text::Text, frac: f64, seq: usize) -> Result<(Split, Split), DataError> {
-    let cut = ((t.ids.len() as f64) * frac).floor() as usize;
-    // Named as the part `split` keeps: the file itself holds more than `cut` characters.
-    let train = text::windows(&t.path, &t.ids[..cut], seq).map_err(|_| DataError::Format {
-        path: t.path.clone(),
-        msg: format!(
-            "`split: {frac}` keeps {cut} of its {} characters for training, too short for one \
-             window of seq {seq} (+1 for the labels)",
-            t.ids.len()
-        ),
-    })?;
     let n = t.ids.len();
-    let test = text::windows(&t.path, &t.ids[cut..], seq).map_err(|_| {
-        // The largest split, in hundredths, that leaves the test part one window.
-        let most = ((1.0 - (seq + 1) as f64 / n as f64) * 100.0).floor() / 100.0;
-        let fix = if most > 0.0 {
-            format!("hold out more (`split: {most}` or less)")
-        } else {
-            "use a shorter `seq`".to_string()
+    let cut = text_cut(n, frac);
+    let refuse = |part: String, more: &str| {
+        let fix = match workable_splits(n, seq) {
+            Some((least, most)) => {
+                format!("{more} (a `split` from {least} to {most} leaves each part a window)")
+            }
+            None => {
+                format!("its {n} characters cannot hold a window in each part: use a shorter `seq`")
+            }
         };
         DataError::Format {
             path: t.path.clone(),
             msg: format!(
-                "`split: {frac}` holds out {} of its {n} characters for testing, too short for \
-                 one window of seq {seq} (+1 for the labels); {fix}, or remove `split` to train \
-                 on the whole text",
-                n - cut
+                "`split: {frac}` {part}, too short for one window of seq {seq} (+1 for the \
+                 labels); {fix}, or remove `split` to train on the whole text"
             ),
         }
+    };
+    // Named as the part `split` keeps: the file itself holds more than `cut` characters.
+    let train = text::windows(&t.path, &t.ids[..cut], seq).map_err(|_| {
+        refuse(
+            format!("keeps {cut} of its {n} characters for training"),
+            "keep more",
+        )
+    })?;
+    let test = text::windows(&t.path, &t.ids[cut..], seq).map_err(|_| {
+        refuse(
+            format!("holds out {} of its {n} characters for testing", n - cut),
+            "hold out more",
+        )
     })?;
     Ok((train, test))
+}
+
+/// Where `split: frac` cuts a text of `n` characters.
+fn text_cut(n: usize, frac: f64) -> usize {
+    ((n as f64) * frac).floor() as usize
+}
+
+/// The least and the largest `split`, in hundredths, that leave each part of a text of `n`
+/// characters a window of `seq` (+1 for the labels), cut as [`text_cut`] cuts it; `None` when
+/// no split does.
+fn workable_splits(n: usize, seq: usize) -> Option<(f64, f64)> {
+    let window = seq + 1;
+    let fits = |h: &u32| {
+        let cut = text_cut(n, f64::from(*h) / 100.0);
+        cut >= window && n - cut >= window
+    };
+    let least = (1..100).find(fits)?;
+    let most = (1..100).rev().find(fits)?;
+    Some((f64::from(least) / 100.0, f64::from(most) / 100.0))
 }
 
 /// The first `frac` of the samples for training, the rest for testing.
@@ -544,6 +567,47 @@ mod tests {
             "{msg}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A refused text split suggests the splits that leave each part a window, all of them and
+    /// only those (20 characters at seq 10 under `split: 0.9` were told "`split: 0.44` or less",
+    /// whose training part is too short; 201 at seq 4 under 0.99 were told 0.97 where 0.98 does).
+    #[test]
+    fn a_refused_text_split_suggests_the_splits_that_work() {
+        let text = |n: usize| text::Text {
+            path: "t.txt".into(),
+            ids: vec![0; n],
+            vocab: vec!['a'],
+        };
+        let works = |n: usize, frac: f64, seq: usize| split_text(&text(n), frac, seq).is_ok();
+        for n in [2, 11, 20, 21, 22, 57, 201, 1000] {
+            for seq in [1, 4, 10, 30] {
+                let refused = split_text(&text(n), 0.99, seq)
+                    .err()
+                    .or_else(|| split_text(&text(n), 0.01, seq).err());
+                let Some(e) = refused else { continue };
+                let msg = e.to_string();
+                let hundredths = (1..100).map(|h| f64::from(h) / 100.0);
+                let good: Vec<f64> = hundredths.filter(|&f| works(n, f, seq)).collect();
+                match (good.first(), good.last()) {
+                    (Some(least), Some(most)) => {
+                        let range = format!("a `split` from {least} to {most} leaves each part");
+                        assert!(msg.contains(&range), "n {n}, seq {seq}: {msg}");
+                    }
+                    _ => assert!(msg.contains("use a shorter `seq`"), "{msg}"),
+                }
+            }
+        }
+        let e = split_text(&text(20), 0.9, 10).unwrap_err().to_string();
+        assert!(
+            e.contains("its 20 characters cannot hold a window in each part"),
+            "{e}"
+        );
+        let e = split_text(&text(201), 0.99, 4).unwrap_err().to_string();
+        assert!(
+            e.contains("hold out more (a `split` from 0.03 to 0.98"),
+            "{e}"
+        );
     }
 
     #[test]
