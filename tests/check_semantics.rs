@@ -367,3 +367,24 @@ fn the_language_references_examples_check() {
     }
     assert_eq!(rest.runs.len(), 5);
 }
+
+/// A seed may be any whole number the file holds exactly: up to 2^53 − 1, as spec §7 says (a
+/// seed above 9.0e15 was refused, though below 2^53); 2^53 is refused, since 2^53 + 1 reads as
+/// 2^53 too.
+#[test]
+fn a_seed_may_be_any_whole_number_below_2_pow_53() {
+    let src = |seed: &str| {
+        format!(
+            "model M(x: [2]) -> [1] {{ return x |> dense(1) }}
+             data d {{ train: inline(x: [[0, 0], [0, 1]], y: [[0], [1]]) }}
+             train M on d {{ loss: mse(output, label), optimizer: sgd(lr: 0.1), seed: {seed} }}"
+        )
+    };
+    let p = program(&src("9007199254740991"));
+    assert_eq!(p.run("M").unwrap().seed, (1 << 53) - 1);
+    for refused in ["9007199254740992", "9007199254740993"] {
+        let file = nnc::syntax::parse(&src(refused)).unwrap();
+        let d = nnc::check::check(&file).unwrap_err();
+        assert!(d[0].message.contains("the seed is far too large"), "{d:?}");
+    }
+}

@@ -66,17 +66,25 @@ pub fn number(e: &Expr) -> Result<f64, Diag> {
     }
 }
 
-/// A whole number (`3`, `64*7*7`); `what` names it in the message ("the kernel size").
+/// Whole numbers are exact below this (2^53): the file's numbers are f64, and a larger one may
+/// not be the number written (9007199254740993 reads as 2^53).
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// A whole number (`3`, `64*7*7`) of magnitude below 2^53; `what` names it in the message ("the
+/// kernel size").
 pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
     let v = whole(e, what)?;
-    if v.abs() > 9.0e15 {
+    if v.abs() >= EXACT {
         return Err(Diag::new(
             "nnc::arg",
             format!("{what} is far too large: {v}"),
             e.span,
             "too large",
         )
-        .help("a whole number is exact up to 2^53 (about 9.0e15), and no setting needs more"));
+        .help(
+            "a whole number is exact below 2^53 (9,007,199,254,740,992), and no setting needs \
+             more",
+        ));
     }
     Ok(v as i64)
 }
@@ -131,7 +139,7 @@ pub fn steps(e: &Expr, what: &str, min: i64) -> Result<usize, Diag> {
     )
 }
 
-/// A seed: any whole number from 0 up to 2^53, the largest the file holds exactly.
+/// A seed: any whole number from 0 up to 2^53 − 1, the largest the file holds exactly.
 pub fn seed(e: &Expr) -> Result<u64, Diag> {
     let v = integer(e, "the seed")?;
     if v < 0 {
