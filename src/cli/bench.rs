@@ -132,7 +132,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
                 threads,
                 reps: args.reps,
                 profile: args.profile,
-                inputs: samples.as_ref(),
+                inputs: samples.as_ref().map(|(x, split)| (x, *split)),
             };
             inference(&m.name, &m.graph, &at)?;
         }
@@ -188,16 +188,17 @@ fn print_profile(steps: &[(String, crate::codegen::profile::Entry)]) {
 }
 
 /// The first test samples of a run's data (its training samples if it has no test split), as
-/// the model's inputs (images, or a text's token ids), or `None` (no data where the run
-/// looks): batch-1 latency and batch-1000 throughput are measured on them, as the reference
-/// scripts measure on MNIST's first test images, since what an input holds can change what a
-/// product costs (`codegen::sparse`) or which rows an embedding reads.
+/// the model's inputs (images, or a text's token ids), with the split's name (`"test"` or
+/// `"train"`), or `None` (no data where the run looks): batch-1 latency and batch-1000
+/// throughput are measured on them, as the reference scripts measure on MNIST's first test
+/// images, since what an input holds can change what a product costs (`codegen::sparse`) or
+/// which rows an embedding reads.
 fn test_inputs(
     p: &crate::ir::Program,
     spec: &crate::ir::RunSpec,
     model: &Graph,
     dir: &std::path::Path,
-) -> Option<Buf> {
+) -> Option<(Buf, &'static str)> {
     use crate::runtime::batch::gather;
     use crate::runtime::data::{self, Expect};
     let (input, _) = *model.inputs().first()?;
@@ -208,7 +209,7 @@ fn test_inputs(
     };
     // Only the split wanted is loaded: not the whole train set again, for a run that has a test
     // source, after training has loaded it.
-    let (split, _) = data::load_eval(p.data(&spec.data)?, dir, &want).ok()?;
+    let (split, name) = data::load_eval(p.data(&spec.data)?, dir, &want).ok()?;
     let first: Vec<usize> = (0..split.len.min(1000)).collect();
     let mut x = Buf::for_column(&split.x, first.len());
     gather(&split.x, &first, &mut x);
@@ -216,16 +217,17 @@ fn test_inputs(
         Buf::F32(v) => v.is_empty(),
         Buf::I32(v) => v.is_empty(),
     };
-    (!empty).then_some(x)
+    (!empty).then_some((x, name))
 }
 
 /// How [`inference`] measures: threads, batch-1 repetitions, whether to profile, and the
-/// samples to feed (cycled to fill a batch; constant 0.5, or token id 1, when `None`).
+/// samples to feed with their split's name (cycled to fill a batch; constant 0.5, or token id
+/// 1, when `None`).
 struct Inference<'a> {
     threads: usize,
     reps: usize,
     profile: bool,
-    inputs: Option<&'a Buf>,
+    inputs: Option<(&'a Buf, &'static str)>,
 }
 
 /// Median batch-1 latency and batch-1000 throughput of a model's inference graph, and with
@@ -245,7 +247,7 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
     let ty = g.ty(input).clone();
     let feeds = |batch: usize| -> Buf {
         let n = ty.numel(batch);
-        match inputs {
+        match inputs.map(|(x, _)| x) {
             Some(Buf::F32(x)) => Buf::F32(x.iter().copied().cycle().take(n).collect()),
             Some(Buf::I32(x)) => Buf::I32(x.iter().copied().cycle().take(n).collect()),
             None if ty.dtype == DType::I32 => Buf::I32(vec![1; n]),
@@ -289,10 +291,10 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
     let per_s = 1000.0 / t1000[t1000.len() / 2];
     println!(
         "model {name:<10} inference{}: batch 1 median {:.1} µs (p90 {:.1} µs); batch 1000 {per_s:.0} samples/s ({:.1} GFLOP/s)",
-        if inputs.is_some() {
-            " on test samples"
-        } else {
-            ""
+        match inputs {
+            Some((_, "test")) => " on test samples",
+            Some(_) => " on training samples",
+            None => "",
         },
         t1[t1.len() / 2] * 1e6,
         t1[t1.len() * 9 / 10] * 1e6,

@@ -943,7 +943,8 @@ fn bench_reports_compile_time_throughput_and_latency() {
 }
 
 /// A character model's inference is measured on its text's token ids, as an image model's on
-/// its images (it was fed token id 1 everywhere, one embedding row).
+/// its images (it was fed token id 1 everywhere, one embedding row); without a test split, on
+/// its training samples, and said so (they were called test samples).
 #[test]
 fn bench_feeds_a_character_model_its_text() {
     let s = Scratch::new("bench-text");
@@ -955,7 +956,7 @@ fn bench_feeds_a_character_model_its_text() {
          train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
     );
     let text = succeeded(&run!("bench", &nn, "--steps", "2", "--reps", "20"));
-    assert_has(&text, &["model M          inference on test samples"]);
+    assert_has(&text, &["model M          inference on training samples"]);
 }
 
 /// A `batch:` larger than the training split trains on the whole split (XOR's 4 samples here);
