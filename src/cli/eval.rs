@@ -41,6 +41,8 @@ pub fn run(args: &EvalArgs) -> CliResult {
     // Without `--run`, the file's last run may not be the one that wrote the checkpoint (the
     // teacher's file of a distillation): its header names that run.
     let other_run = resume::Position::run_of(&ck)
+        .ok()
+        .flatten()
         .filter(|r| args.run.is_none() && *r != spec.name && p.run(r).is_some());
     // Every parameter the student needs, named with the file and the shape expected.
     for p in spec.eval_graph.params.iter() {

@@ -172,7 +172,7 @@ pub fn with_checkpoint(
         let other = (!named)
             .then(|| Checkpoint::load(checkpoint).ok())
             .flatten()
-            .and_then(|ck| resume::Position::run_of(&ck).and_then(|r| p.run(r)).cloned())
+            .and_then(|ck| resume::Position::run_of(&ck).ok().flatten().and_then(|r| p.run(r)).cloned())
             .filter(|r| r.model != model.name);
         match other {
             Some(r) => CliError::user(format!(
