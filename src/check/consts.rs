@@ -7,6 +7,9 @@ use crate::syntax::ast::{BinOp, Expr, ExprKind};
 /// The largest tensor, in elements, that nnc accepts (per sample or per parameter).
 pub const MAX_ELEMENTS: u64 = 1 << 31;
 
+/// The most steps or epochs a run may have (in the file and on the command line).
+pub const MAX_STEPS: u64 = MAX_ELEMENTS;
+
 /// Short description of an expression's kind, for "expected X, found Y" messages.
 pub fn describe(e: &Expr) -> &'static str {
     match &e.kind {

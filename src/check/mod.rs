@@ -31,6 +31,8 @@ mod sequences;
 mod settings;
 mod unused;
 
+pub use consts::MAX_STEPS;
+
 use crate::diag::Diag;
 use crate::ir::{self, Graph, ModelIr, Program};
 use crate::syntax::ast::{self, Item, Span, Stmt};

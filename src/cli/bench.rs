@@ -24,7 +24,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Train this many steps instead of each run's own length.
-    #[arg(long, value_parser = super::positive_count::<u64>)]
+    #[arg(long, value_parser = super::step_count)]
     pub steps: Option<u64>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
     /// Inference of up to 4 rows runs on one of them where its first calls showed that to be

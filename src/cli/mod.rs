@@ -86,6 +86,16 @@ fn positive_count<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
     }
 }
 
+/// [`positive_count`] for `--steps` and `--epochs`: at most 2^31, as `steps:` and `epochs:` in a
+/// file (`--epochs` times the batches of an epoch would otherwise wrap around in 64 bits).
+fn step_count(s: &str) -> Result<u64, String> {
+    let n: u64 = positive_count(s)?;
+    match n > crate::check::MAX_STEPS {
+        true => Err("at most 2^31 (2,147,483,648), as `steps:` and `epochs:` in a file".into()),
+        false => Ok(n),
+    }
+}
+
 /// Parses `--threads` (`train`, `eval`, `bench`): at least 1, and a count above the machine's
 /// cores lowered to it. The worker pool has a thread a core (`codegen::workers`), so more
 /// would not run at once: they would only cut the work finer and multiply the per-thread

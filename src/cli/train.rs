@@ -28,10 +28,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Replace every run's length by this many epochs.
-    #[arg(long, conflicts_with = "steps", value_parser = super::positive_count::<u64>)]
+    #[arg(long, conflicts_with = "steps", value_parser = super::step_count)]
     pub epochs: Option<u64>,
     /// Replace every run's length by this many steps.
-    #[arg(long, value_parser = super::positive_count::<u64>)]
+    #[arg(long, value_parser = super::step_count)]
     pub steps: Option<u64>,
     /// Write the trained parameters to this safetensors file; when several runs are trained, each
     /// writes its own, `<stem>.<run>.<ext>` (`ae.st` → `ae.pretrain.st`, `ae.frozen.st`, …).

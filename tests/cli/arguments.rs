@@ -53,6 +53,21 @@ fn a_count_of_0_must_be_at_least_1() {
     }
 }
 
+/// `--epochs` and `--steps` stop at 2^31, as in a file: `--epochs` times an epoch's batches
+/// wrapped around in 64 bits (`--epochs 99999999999999999` trained a few steps).
+#[test]
+fn a_count_of_steps_or_epochs_past_2_31_is_refused() {
+    for args in [
+        &["train", "examples/xor.nn", "--epochs", "99999999999999999"][..],
+        &["train", "examples/xor.nn", "--steps", "2147483649"],
+        &["bench", "examples/xor.nn", "--steps", "2147483649"],
+    ] {
+        let out = nnc().args(args).current_dir(root()).output().unwrap();
+        assert_code(&out, 1);
+        assert_has(&stderr(&out), &["at most 2^31"]);
+    }
+}
+
 /// A NaN tolerance printed FAILED for a run and then "gradient check passed" with exit 0; a
 /// batch of 0 ran (as 1). A run above the tolerance fails the whole check, by name.
 #[test]
