@@ -161,8 +161,9 @@ pub fn check_with_warnings(file: &ast::File) -> Result<(Program, Vec<Diag>), Vec
             all_runs: &all_runs,
         };
         let spec = runs::check(&cx, t, &mut diags);
-        if let Some(r) = &spec {
-            warnings.extend(runs::warnings(t, r));
+        let data_spec = data.get(&t.data.name).and_then(|d| d.as_ref());
+        if let (Some(r), Some(d)) = (&spec, data_spec) {
+            warnings.extend(runs::warnings(t, r, &d.spec));
         }
         let files = spec.as_ref().map_or_else(runs::Files::default, |r| {
             runs::Files::of(

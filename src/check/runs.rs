@@ -11,8 +11,8 @@ use super::settings::Settings;
 use super::{consts, losses, optim, params};
 use crate::diag::Diag;
 use crate::ir::{
-    EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule, ScheduleKind, TeacherSpec,
-    Type, ValueId,
+    DataSpec, EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule, ScheduleKind,
+    TeacherSpec, Type, ValueId,
 };
 use crate::syntax::ast::{Expr, ExprKind, Span, Train};
 use std::collections::HashMap;
@@ -108,10 +108,35 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
     assemble(t, s, built, eval, classification)
 }
 
-/// Warnings about a run that checks: a schedule too long for the run's `steps` to follow (a
-/// warm-up as long as the run never gets past it; a `step` schedule's `every` as long never
-/// decays the rate). With `epochs`, the steps depend on the data, which `check` does not read.
-pub fn warnings(t: &Train, r: &RunSpec) -> Vec<Diag> {
+/// Warnings about a run that checks: an `eval:` written for data that holds no test split (it
+/// evaluates nothing), a schedule too long for the run's `steps` to follow (a warm-up as long as
+/// the run never gets past it; a `step` schedule's `every` as long never decays the rate). With
+/// `epochs`, the steps depend on the data, which `check` does not read.
+pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec) -> Vec<Diag> {
+    let mut out = Vec::new();
+    let eval = t.settings.iter().find(|s| s.key.name == "eval");
+    if let Some(eval) = eval.filter(|_| data.test.is_none() && data.split >= 1.0) {
+        out.push(
+            Diag::new(
+                "nnc::train",
+                format!("data `{}` holds no test split to evaluate", data.name),
+                eval.span,
+                "evaluates nothing",
+            )
+            .also(data.train_span, "the only split: nothing is held out to test on")
+            .help(
+                "add a `test:` source or a `split:` (e.g. `split: 0.9`) to the data, or remove \
+                 `eval` (`nnc eval` measures the training split)",
+            )
+            .warning(),
+        );
+    }
+    out.extend(schedule_warnings(t, r));
+    out
+}
+
+/// [`warnings`] about the schedule.
+fn schedule_warnings(t: &Train, r: &RunSpec) -> Vec<Diag> {
     let Length::Steps(steps) = r.length else {
         return Vec::new();
     };
