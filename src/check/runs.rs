@@ -123,7 +123,10 @@ pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec) -> Vec<Diag> {
                 eval.span,
                 "evaluates nothing",
             )
-            .also(data.train_span, "the only split: nothing is held out to test on")
+            .also(
+                data.train_span,
+                "the only split: nothing is held out to test on",
+            )
             .help(
                 "add a `test:` source or a `split:` (e.g. `split: 0.9`) to the data, or remove \
                  `eval` (`nnc eval` measures the training split)",

@@ -1,32 +1,94 @@
-//! Warnings for names a model binds and never reads: a model input its output does not depend
-//! on, a value computed and then forgotten (or bound again before it is read). Layers applied
-//! only there take no part in the output, so their parameters would be saved but never learn,
-//! where PyTorch would leave an unused module out of its forward pass altogether. A name that
-//! starts with `_` is kept on purpose and not reported.
+//! Warnings for what a model binds and its output does not depend on: an input, a value computed
+//! and then forgotten (or bound again before it is read), and a value read only by such values.
+//! Layers applied only there take no part in the output, so their parameters would be saved but
+//! never learn, where PyTorch would leave an unused module out of its forward pass altogether.
+//! A name that starts with `_` is kept on purpose: it is not reported, nor what it reads.
+//!
+//! Two passes over the statements: forward, each name read is resolved to the binding it sees
+//! (a name may be bound again); backward from `return`, a binding is live when a live statement
+//! reads it.
 
 use crate::diag::Diag;
 use crate::syntax::ast::{Expr, ExprKind, Ident, Model, Stmt};
 use std::collections::HashMap;
 
-/// The warnings for `model`'s unread inputs and bindings, in source order.
+/// The warnings for `model`'s inputs and bindings that do not reach its output, in source order.
 pub fn unused(model: &Model) -> Vec<Diag> {
-    let mut names = Names::default();
+    let mut scan = Scan::default();
     for input in &model.inputs {
-        names.bind(&input.name, Kind::Input);
+        scan.bind(&input.name, Kind::Input, Vec::new());
     }
+    let mut live = Vec::new();
     for s in &model.body {
         match s {
             Stmt::Let { name, value, .. } => {
-                names.read(value);
-                names.bind(name, Kind::Let);
+                let reads = scan.resolve(value);
+                scan.bind(name, Kind::Let, reads);
             }
-            Stmt::Return { value, .. } => names.read(value),
+            Stmt::Return { value, .. } => live = scan.resolve(value),
         }
     }
-    let mut out = names.unread;
-    out.extend(names.live.into_values().filter_map(|b| warn(b, None)));
+    // Backward: a binding is live when `return`, a live binding or one kept on purpose (`_x`)
+    // reads it; each reads only bindings before it, so one pass from the end suffices.
+    let bindings = scan.bindings;
+    let mut is_live: Vec<bool> = bindings
+        .iter()
+        .map(|b| b.name.name.starts_with('_'))
+        .collect();
+    for i in live {
+        is_live[i] = true;
+    }
+    for i in (0..bindings.len()).rev() {
+        if is_live[i] {
+            for &r in &bindings[i].reads {
+                is_live[r] = true;
+            }
+        }
+    }
+    let mut out: Vec<Diag> = bindings
+        .iter()
+        .zip(is_live)
+        .filter(|(_, live)| !live)
+        .map(|(b, _)| warn(b))
+        .collect();
     out.sort_by_key(|d| d.span.start);
     out
+}
+
+/// The forward pass: every binding in order, and the one each name refers to now.
+#[derive(Default)]
+struct Scan<'a> {
+    bindings: Vec<Binding<'a>>,
+    current: HashMap<&'a str, usize>,
+}
+
+impl<'a> Scan<'a> {
+    fn bind(&mut self, name: &'a Ident, kind: Kind, reads: Vec<usize>) {
+        self.bindings.push(Binding {
+            name,
+            kind,
+            reads,
+            read: false,
+            replaced_by: None,
+        });
+        if let Some(old) = self.current.insert(&name.name, self.bindings.len() - 1) {
+            self.bindings[old].replaced_by = Some(name);
+        }
+    }
+
+    /// The bindings `e` reads, marked as read.
+    fn resolve(&mut self, e: &'a Expr) -> Vec<usize> {
+        let mut names = Vec::new();
+        reads(e, &mut names);
+        let ids: Vec<usize> = names
+            .iter()
+            .filter_map(|n| self.current.get(n).copied())
+            .collect();
+        for &i in &ids {
+            self.bindings[i].read = true;
+        }
+        ids
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -38,110 +100,76 @@ enum Kind {
 struct Binding<'a> {
     name: &'a Ident,
     kind: Kind,
+    /// The bindings its value reads.
+    reads: Vec<usize>,
+    /// Whether any statement reads it.
     read: bool,
+    /// The binding of the same name that replaced it.
+    replaced_by: Option<&'a Ident>,
 }
 
-#[derive(Default)]
-struct Names<'a> {
-    /// The binding each name refers to now.
-    live: HashMap<&'a str, Binding<'a>>,
-    /// Warnings for bindings already replaced unread.
-    unread: Vec<Diag>,
-}
-
-impl<'a> Names<'a> {
-    fn bind(&mut self, name: &'a Ident, kind: Kind) {
-        let new = Binding {
-            name,
-            kind,
-            read: false,
-        };
-        if let Some(old) = self.live.insert(&name.name, new) {
-            self.unread.extend(warn(old, Some(name)));
+/// The names `e` reads. The stage of a pipe (`x |> relu`, `x |> Encoder`) names a layer or a
+/// model, not a value, but its arguments are read.
+fn reads<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
+    match &e.kind {
+        ExprKind::Path(p) if p.len() == 1 => out.push(&p[0].name),
+        ExprKind::Pipe { input, stage, .. } => {
+            reads(input, out);
+            if let ExprKind::Call { args, .. } = &stage.kind {
+                args.iter().for_each(|a| reads(&a.value, out));
+            }
         }
-    }
-
-    /// Marks every name `e` reads. The stage of a pipe (`x |> relu`, `x |> Encoder`) names a
-    /// layer or a model, not a value, but its arguments are read.
-    fn read(&mut self, e: &'a Expr) {
-        match &e.kind {
-            ExprKind::Path(p) if p.len() == 1 => {
-                if let Some(b) = self.live.get_mut(p[0].name.as_str()) {
-                    b.read = true;
-                }
-            }
-            ExprKind::Pipe { input, stage, .. } => {
-                self.read(input);
-                if let ExprKind::Call { args, .. } = &stage.kind {
-                    for a in args {
-                        self.read(&a.value);
-                    }
-                }
-            }
-            ExprKind::Call { args, .. } => {
-                for a in args {
-                    self.read(&a.value);
-                }
-            }
-            ExprKind::Binary { lhs, rhs, .. } => {
-                self.read(lhs);
-                self.read(rhs);
-            }
-            ExprKind::Neg(a) => self.read(a),
-            ExprKind::List(items) => {
-                for i in items {
-                    self.read(i);
-                }
-            }
-            ExprKind::Map(entries) => {
-                for (_, v) in entries {
-                    self.read(v);
-                }
-            }
-            ExprKind::Every { count, .. } => self.read(count),
-            ExprKind::Path(_) | ExprKind::Number { .. } | ExprKind::Str(_) => {}
+        ExprKind::Call { args, .. } => args.iter().for_each(|a| reads(&a.value, out)),
+        ExprKind::Binary { lhs, rhs, .. } => {
+            reads(lhs, out);
+            reads(rhs, out);
         }
+        ExprKind::Neg(a) => reads(a, out),
+        ExprKind::List(items) => items.iter().for_each(|i| reads(i, out)),
+        ExprKind::Map(entries) => entries.iter().for_each(|(_, v)| reads(v, out)),
+        ExprKind::Every { count, .. } => reads(count, out),
+        ExprKind::Path(_) | ExprKind::Number { .. } | ExprKind::Str(_) => {}
     }
 }
 
-/// The warning for `b` if it was never read (and is not named `_…`); `replaced_by` is the
-/// binding of the same name that replaced it.
-fn warn(b: Binding<'_>, replaced_by: Option<&Ident>) -> Option<Diag> {
+/// The warning for `b`, which does not reach the output.
+fn warn(b: &Binding<'_>) -> Diag {
     let name = &b.name.name;
-    if b.read || name.starts_with('_') {
-        return None;
-    }
-    let d = match b.kind {
-        Kind::Input => Diag::new(
-            "nnc::unused",
+    let (message, label) = match (b.kind, b.read, b.replaced_by) {
+        (Kind::Input, false, _) => (
             format!("input `{name}` is never used"),
-            b.name.span,
             "the output does not depend on it",
-        )
-        .help(format!(
-            "compute the output from `{name}` (e.g. `return {name} |> dense(10)`), \
-             or name it `_{name}` if it is meant to be ignored"
-        )),
-        Kind::Let => Diag::new(
-            "nnc::unused",
+        ),
+        (Kind::Input, true, _) => (
+            format!("input `{name}` does not reach the output"),
+            "read only by values the output does not use",
+        ),
+        (Kind::Let, false, None) => (
             format!("`{name}` is computed but never used"),
-            b.name.span,
-            if replaced_by.is_some() {
-                "replaced before it is read"
-            } else {
-                "never read after this"
-            },
-        )
-        .help(format!(
+            "never read after this",
+        ),
+        (Kind::Let, false, Some(_)) => (
+            format!("`{name}` is computed but never used"),
+            "replaced before it is read",
+        ),
+        (Kind::Let, true, _) => (
+            format!("`{name}` does not reach the output"),
+            "read only by values the output does not use",
+        ),
+    };
+    let mut d = Diag::new("nnc::unused", message, b.name.span, label);
+    if let (false, Some(new)) = (b.read, b.replaced_by) {
+        d = d.also(new.span, "bound again here");
+    }
+    d.help(match b.kind {
+        Kind::Input => format!(
+            "compute the output from `{name}` (e.g. `return {name} |> dense(10)`), or name it \
+             `_{name}` if it is meant to be ignored"
+        ),
+        Kind::Let => format!(
             "layers applied only here take no part in the output, so their parameters would \
              never learn; use `{name}`, remove this line, or name it `_{name}` to keep it"
-        )),
-    };
-    Some(
-        match replaced_by {
-            Some(new) => d.also(new.span, "bound again here"),
-            None => d,
-        }
-        .warning(),
-    )
+        ),
+    })
+    .warning()
 }
