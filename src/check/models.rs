@@ -69,7 +69,7 @@ pub fn tensor_type(t: &TypeExpr) -> Result<Type, Vec<Diag>> {
         }
     }
     if diags.is_empty() && total.is_none_or(|t| t > consts::MAX_ELEMENTS as u128) {
-        let total = total.map_or("more than 2^128".into(), |t| t.to_string());
+        let total = total.map_or("at least 2^128".into(), |t| t.to_string());
         diags.push(
             Diag::new(
                 "nnc::shape",

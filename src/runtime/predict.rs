@@ -293,9 +293,7 @@ pub fn predict(
         .enumerate()
         .map(|(i, o)| {
             let row = &o[o.len().saturating_sub(classes)..];
-            // A softmax over an infinity or a NaN ranks nothing (an infinite logit came out
-            // at 0% behind two classes at 50%).
-            match row.iter().position(|v| !v.is_finite()) {
+            match unusable_logit(row) {
                 Some(class) => Err(PredictError::NotFinite {
                     sample: inputs.first + i,
                     class,
@@ -305,6 +303,15 @@ pub fn predict(
             }
         })
         .collect()
+}
+
+/// The first of `row`'s logits that a softmax cannot rank or draw from: a NaN or +∞ (an
+/// infinite logit came out at 0% behind two classes at 50%, and NaN logits always drew the last
+/// character), or the first when all are −∞. A −∞ beside a finite largest logit is fine: its
+/// probability is 0 (a `log_softmax` that underflowed).
+pub fn unusable_logit(row: &[f32]) -> Option<usize> {
+    let bad = row.iter().position(|v| v.is_nan() || *v == f32::INFINITY);
+    bad.or_else(|| row.iter().all(|v| *v == f32::NEG_INFINITY).then_some(0))
 }
 
 /// The model's output `output` for every sample (all its values, every row of a sequence),
@@ -405,6 +412,20 @@ mod tests {
         assert_eq!(t.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2]);
         let z: f64 = [1.0f64, 3.0, 2.0].iter().map(|x| x.exp()).sum();
         assert!((t[0].1 as f64 - 3f64.exp() / z).abs() < 1e-6);
+    }
+
+    /// NaN and +∞ cannot be ranked, nor a row of −∞ alone; a −∞ beside a finite largest logit
+    /// is a probability of 0 (it was refused as "not finite").
+    #[test]
+    fn only_logits_a_softmax_cannot_take_are_unusable() {
+        let inf = f32::INFINITY;
+        assert_eq!(unusable_logit(&[0.0, f32::NAN, 1.0]), Some(1));
+        assert_eq!(unusable_logit(&[0.0, 1.0, inf]), Some(2));
+        assert_eq!(unusable_logit(&[-inf, -inf]), Some(0));
+        assert_eq!(unusable_logit(&[-inf, 2.0, 1.0]), None);
+        let t = top_k(&[-inf, 2.0, 1.0], 3);
+        assert_eq!(t.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 0]);
+        assert_eq!(t[2].1, 0.0);
     }
 
     #[test]

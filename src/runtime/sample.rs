@@ -150,8 +150,7 @@ pub fn generate(
             .ok_or_else(|| model("no output after running"))?;
         let pos = ctx.len() - 1;
         let row = &o[pos * vocab.len()..(pos + 1) * vocab.len()];
-        // NaN weights draw nothing: every `u < w` is false and the last character came out.
-        if let Some(id) = row.iter().position(|v| !v.is_finite()) {
+        if let Some(id) = super::predict::unusable_logit(row) {
             return Err(SampleError::NotFinite {
                 at,
                 id,
