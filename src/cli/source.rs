@@ -76,12 +76,34 @@ impl Loaded {
             span,
             format!("while {label} `{}` for run `{run}`", data.name),
         );
-        if error.is_unreadable_file() {
+        if let Some(sub) = found_below(error) {
+            diag = diag.help(format!(
+                "data paths are relative to --data-dir (default: the .nn file's folder); the file \
+                 is in {}: use `--data-dir {}`",
+                sub.display(),
+                sub.display()
+            ));
+        } else if error.is_unreadable_file() {
             diag =
                 diag.help("data paths are relative to --data-dir (default: the .nn file's folder)");
         }
         render(&self.path, &self.text, vec![diag])
     }
+}
+
+/// For a data file not found, the folder right below the data folder that holds it (a
+/// `--data-dir ../shared/data` where the files are in `../shared/data/mnist`), if exactly one
+/// does.
+fn found_below(error: &DataError) -> Option<PathBuf> {
+    let DataError::NotFound { written, dir, .. } = error else {
+        return None;
+    };
+    let mut holding = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|sub| sub.is_dir() && sub.join(written).is_file());
+    let sub = holding.next()?;
+    holding.next().is_none().then_some(sub)
 }
 
 pub fn read(path: &Path) -> Result<String, CliError> {

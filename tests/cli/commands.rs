@@ -242,6 +242,25 @@ fn ir_prints_every_stage() {
     }
 }
 
+/// A `--data-dir` one folder above the data files (`../shared/data` for `../shared/data/mnist`)
+/// is answered with the folder that holds them.
+#[test]
+fn data_in_a_folder_below_the_data_dir_is_pointed_to() {
+    let s = Scratch::new("data-below");
+    std::fs::create_dir_all(s.dir().join("toy")).unwrap();
+    s.write("toy/points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let nn = s.write(
+        "m.nn",
+        "model M(x: [2]) -> [1] { return x |> dense(1) }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let err = user_error(&run!("train", &nn, "--data-dir", s.dir()));
+    let toy = s.dir().join("toy");
+    assert_has(&err, &[&format!("use `--data-dir {}`", toy.display())]);
+    succeeded(&run!("train", &nn, "--quiet", "--data-dir", &toy));
+}
+
 #[test]
 fn missing_data_and_checkpoints_are_named_in_the_error() {
     let out = in_root(&[
