@@ -12,12 +12,13 @@ pub fn under(path: &str, prefix: &str) -> bool {
     path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'.'))
 }
 
-/// Every prefix of every student parameter path (`encoder`, `encoder.dense1`, …), for suggestions.
+/// Every prefix of every student parameter path, the whole path included (`encoder`,
+/// `encoder.dense1`, `encoder.dense1.weight`, …), for suggestions.
 fn prefixes(g: &Graph) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for p in g.params.iter().filter(|p| !p.path.starts_with("teacher.")) {
         let segs: Vec<&str> = p.path.split('.').collect();
-        for n in 1..segs.len() {
+        for n in 1..=segs.len() {
             let pre = segs[..n].join(".");
             if !out.contains(&pre) {
                 out.push(pre);
