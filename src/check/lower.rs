@@ -397,10 +397,20 @@ impl<'a, 'g> Lower<'a, 'g> {
             let v = self.expr(&args[0].value);
             return layers::activation(self, name, name, v, args[0].value.span, span);
         }
-        let help = format!(
-            "apply it with `|>`: `x |> {}`",
-            &self.src_call(callee, args)
-        );
+        // `flatten(x)`, `Encoder(h)`: the value is the first argument, written before the pipe.
+        let value = args
+            .first()
+            .filter(|a| a.name.is_none())
+            .and_then(|a| a.value.as_name())
+            .filter(|v| self.vars.contains_key(v.name.as_str()));
+        let help = match value {
+            Some(v) if args.len() == 1 => format!("apply it with `|>`: `{} |> {name}`", v.name),
+            Some(v) => format!("apply it with `|>`: `{} |> {name}(…)`", v.name),
+            None => format!(
+                "apply it with `|>`: `x |> {}`",
+                &self.src_call(callee, args)
+            ),
+        };
         if LAYERS.contains(&name) || self.models.ast.contains_key(name) {
             let what = if LAYERS.contains(&name) {
                 "a layer"
@@ -409,7 +419,7 @@ impl<'a, 'g> Lower<'a, 'g> {
             };
             return self.err(
                 Diag::new(
-                    "nnc::shape",
+                    "nnc::syntax",
                     format!("`{name}` is {what}, not a function of a value"),
                     callee.span,
                     "used as a function",
