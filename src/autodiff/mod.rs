@@ -40,13 +40,22 @@ pub fn grad(g: &Graph) -> Result<Graph, String> {
             }
         }
     }
-    for p in 0..g.params.len() {
-        let p = ParamId(p as u32);
-        if !g.params[p.index()].frozen {
-            let d = b.param_grad(p)?;
-            b.g.set_output(&format!("grad:{}", g.params[p.index()].path), d);
+    // The forward nodes reading each parameter, found in one pass (not one per parameter).
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); g.params.len()];
+    for (i, n) in g.nodes.iter().enumerate() {
+        if let Op::Param(p) = n.op {
+            readers[p.index()].push(i);
         }
     }
+    let mut grads = Vec::new();
+    for (p, readers) in readers.iter().enumerate() {
+        let p = ParamId(p as u32);
+        if !g.params[p.index()].frozen {
+            let d = b.param_grad(p, readers)?;
+            grads.push((format!("grad:{}", g.params[p.index()].path), d));
+        }
+    }
+    b.g.set_outputs(grads);
     let out = dce_after(&b.g, b.forward_len);
     verify(&out).map_err(|e| format!("autodiff built an invalid graph: {}", e.join("; ")))?;
     Ok(out)
@@ -125,14 +134,11 @@ impl Backward {
         Ok(())
     }
 
-    /// The gradient of parameter `p`: the sum over every node reading it, or zero when the loss
-    /// does not depend on it.
-    fn param_grad(&mut self, p: ParamId) -> Result<ValueId, String> {
-        let readers: Vec<usize> = (0..self.forward_len)
-            .filter(|&i| self.g.nodes[i].op == Op::Param(p))
-            .collect();
+    /// The gradient of parameter `p`: the sum over every node reading it (`readers`, the forward
+    /// nodes `Op::Param(p)`), or zero when the loss does not depend on it.
+    fn param_grad(&mut self, p: ParamId, readers: &[usize]) -> Result<ValueId, String> {
         let mut total: Option<ValueId> = None;
-        for i in readers {
+        for &i in readers {
             if let Some(d) = self.grads[i] {
                 total = Some(match total {
                     None => d,

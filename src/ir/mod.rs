@@ -874,6 +874,26 @@ impl Graph {
             .map(|o| o.value)
     }
 
+    /// [`Graph::set_output`] for many outputs at once, in one pass over those already named
+    /// (one at a time, autodiff's `grad:<path>` outputs compared every name with every other).
+    pub fn set_outputs(&mut self, outputs: impl IntoIterator<Item = (String, ValueId)>) {
+        let mut at: std::collections::HashMap<String, usize> = self
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.name.clone(), i))
+            .collect();
+        for (name, value) in outputs {
+            match at.get(&name) {
+                Some(&i) => self.outputs[i].value = value,
+                None => {
+                    at.insert(name.clone(), self.outputs.len());
+                    self.outputs.push(Output { name, value });
+                }
+            }
+        }
+    }
+
     pub fn set_output(&mut self, name: &str, value: ValueId) {
         if let Some(o) = self.outputs.iter_mut().find(|o| o.name == name) {
             o.value = value;
@@ -957,4 +977,36 @@ pub fn dropout_mix(seed: u64, step: u64, salt: u32) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9)
         ^ (salt as u64).wrapping_mul(0x94D0_49BB_1331_11EB)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Setting outputs at once is setting them one by one: a name already there takes the new
+    /// value in its place, a new one is appended, and a name given twice keeps the last.
+    #[test]
+    fn set_outputs_is_set_output_in_turn() {
+        let mut g = Graph::new("g", true);
+        let v: Vec<ValueId> = (0..4)
+            .map(|i| g.input(&format!("x{i}"), Type::scalar()))
+            .collect();
+        g.set_output("loss", v[0]);
+        g.set_output("output", v[1]);
+        let mut one_by_one = g.clone();
+        let new = [("output", v[2]), ("grad:a", v[3]), ("grad:a", v[2])];
+        for (name, value) in new {
+            one_by_one.set_output(name, value);
+        }
+        g.set_outputs(new.map(|(n, v)| (n.to_string(), v)));
+        let names = |g: &Graph| -> Vec<(String, ValueId)> {
+            g.outputs
+                .iter()
+                .map(|o| (o.name.clone(), o.value))
+                .collect()
+        };
+        assert_eq!(names(&g), names(&one_by_one));
+        assert_eq!(g.output("output"), Some(v[2]));
+        assert_eq!(g.output("grad:a"), Some(v[2]));
+    }
 }
