@@ -64,6 +64,14 @@ impl Loaded {
             (_, Some((_, span))) if matches!(error, DataError::Normalize { .. }) => {
                 (*span, "normalizing")
             }
+            // A label of the split a `test:` source gives, else of the train source (which
+            // `split` may have cut in two).
+            (Some((_, span)), _) if matches!(error, DataError::Label { split: "test", .. }) => {
+                (*span, "checking the labels of the test split of")
+            }
+            _ if matches!(error, DataError::Label { .. }) => {
+                (data.train_span, "checking the labels of")
+            }
             (Some((test, span)), _) if mentions(test) && !mentions(&data.train) => {
                 (*span, "loading the test split of")
             }

@@ -242,6 +242,30 @@ fn ir_prints_every_stage() {
     }
 }
 
+/// A class id outside the model's classes is shown under the data source that holds it, as
+/// other data errors are (it was a bare line, without the file's snippet or a code).
+#[test]
+fn a_label_that_is_not_a_class_is_shown_under_its_source() {
+    let s = Scratch::new("label-not-a-class");
+    s.write("points.csv", "0,0,0\n0,1,5\n1,0,1\n");
+    let nn = s.write(
+        "m.nn",
+        "model M(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let err = user_error(&run!("train", &nn));
+    assert_has(
+        &err,
+        &[
+            "nnc::data",
+            "label 5 of train sample 1 is not a class id in 0..2",
+            "train: csv(\"points.csv\")",
+            "while checking the labels of `d` for run `M`",
+        ],
+    );
+}
+
 /// A `--data-dir` one folder above the data files (`../shared/data` for `../shared/data/mnist`)
 /// is answered with the folder that holds them.
 #[test]

@@ -72,6 +72,17 @@ pub enum DataError {
          for every input the data holds"
     )]
     Normalize { input: f64, output: f32 },
+    /// A class id outside the model's logits (checked when a classifier's data is loaded).
+    #[error(
+        "label {label} of {split} sample {sample} is not a class id in 0..{classes} (the model \
+         has {classes} outputs)"
+    )]
+    Label {
+        split: &'static str,
+        sample: usize,
+        label: i32,
+        classes: usize,
+    },
     #[error("inline data: {0}")]
     Inline(String),
     #[error("data `{data}`: {what} have {found} per sample, but the model expects {expected}")]

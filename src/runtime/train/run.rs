@@ -16,7 +16,7 @@ use super::{Backend, RunSummary, TrainError, TrainOptions};
 use crate::exec::Executor;
 use crate::ir::{Graph, Length, Program, RunSpec};
 use crate::runtime::batch::Epochs;
-use crate::runtime::data::{self, Dataset, Expect, Split, Values};
+use crate::runtime::data::{self, DataError, Dataset, Expect, Split, Values};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -126,7 +126,7 @@ fn load_data(
             ds
         }
     };
-    check_labels(spec, &ds).map_err(setup)?;
+    check_labels(spec, &ds)?;
     Ok(ds)
 }
 
@@ -259,12 +259,19 @@ fn expect(graph: &Graph) -> Expect {
 }
 
 /// Class ids must index the logits: checked once at load time rather than trusted to a kernel.
-fn check_labels(spec: &RunSpec, ds: &Dataset) -> Result<(), String> {
+fn check_labels(spec: &RunSpec, ds: &Dataset) -> Result<(), TrainError> {
     let vocab = ds.vocab.as_ref().map(Vec::len);
-    check_vocab(spec, vocab)?;
-    check_split_labels(spec, &ds.train, "train")?;
+    check_vocab(spec, vocab).map_err(|msg| TrainError::Setup {
+        run: spec.name.clone(),
+        msg,
+    })?;
+    let data = |source| TrainError::Data {
+        run: spec.name.clone(),
+        source,
+    };
+    check_split_labels(spec, &ds.train, "train").map_err(data)?;
     match &ds.test {
-        Some(t) => check_split_labels(spec, t, "test"),
+        Some(t) => check_split_labels(spec, t, "test").map_err(data),
         None => Ok(()),
     }
 }
@@ -296,19 +303,18 @@ fn check_vocab(spec: &RunSpec, vocab: Option<usize>) -> Result<(), String> {
 
 /// [`check_labels`] for one split, named `name` in the error (a text's labels are in range
 /// once [`check_vocab`] has passed).
-fn check_split_labels(spec: &RunSpec, s: &Split, name: &str) -> Result<(), String> {
+fn check_split_labels(spec: &RunSpec, s: &Split, name: &'static str) -> Result<(), DataError> {
     let Some(classes) = classes(spec) else {
         return Ok(());
     };
     if let Values::I32(v) = &s.y.values {
         if let Some(i) = v.iter().position(|&y| y < 0 || y as usize >= classes) {
-            let k = s.y.per_sample().max(1);
-            return Err(format!(
-                "label {} of {name} sample {} is not a class id in 0..{classes} (the model has \
-                 {classes} outputs)",
-                v[i],
-                i / k
-            ));
+            return Err(DataError::Label {
+                split: name,
+                sample: i / s.y.per_sample().max(1),
+                label: v[i],
+                classes,
+            });
         }
     }
     Ok(())
@@ -352,7 +358,10 @@ pub fn evaluate_run(
         _ => None,
     };
     check_vocab(spec, vocab).map_err(setup)?;
-    check_split_labels(spec, &split, name).map_err(setup)?;
+    check_split_labels(spec, &split, name).map_err(|source| TrainError::Data {
+        run: run.into(),
+        source,
+    })?;
     let g = &spec.eval_graph;
     let views: Vec<&[f32]> = g
         .params
