@@ -101,14 +101,20 @@ impl Loaded {
 
 /// For a data file not found, the folder right below the data folder that holds it (a
 /// `--data-dir ../shared/data` where the files are in `../shared/data/mnist`), if exactly one
-/// does.
+/// does. The data folder of a `.nn` file named without a folder is the empty path: the current
+/// folder, listed as `.` (`read_dir("")` fails), its folders named as typed (`mnist`).
 fn found_below(error: &DataError) -> Option<PathBuf> {
     let DataError::NotFound { written, dir, .. } = error else {
         return None;
     };
-    let mut holding = std::fs::read_dir(dir)
+    let listed = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir.as_path()
+    };
+    let mut holding = std::fs::read_dir(listed)
         .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|e| e.ok().map(|e| dir.join(e.file_name())))
         .filter(|sub| sub.is_dir() && sub.join(written).is_file());
     let sub = holding.next()?;
     holding.next().is_none().then_some(sub)

@@ -285,6 +285,30 @@ fn data_in_a_folder_below_the_data_dir_is_pointed_to() {
     succeeded(&run!("train", &nn, "--quiet", "--data-dir", &toy));
 }
 
+/// The same for a `.nn` file named without a folder (`nnc train m.nn`): its data folder is the
+/// current one, which was not looked into (`read_dir("")` fails), so nothing was suggested.
+#[test]
+fn data_in_a_folder_below_the_current_folder_is_pointed_to() {
+    let s = Scratch::new("data-below-here");
+    std::fs::create_dir_all(s.dir().join("toy")).unwrap();
+    s.write("toy/points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    s.write(
+        "m.nn",
+        "model M(x: [2]) -> [1] { return x |> dense(1) }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let out = nnc()
+        .args(["train", "m.nn"])
+        .current_dir(s.dir())
+        .output()
+        .unwrap();
+    assert_has(
+        &user_error(&out),
+        &["the file is in toy: use `--data-dir toy`"],
+    );
+}
+
 #[test]
 fn missing_data_and_checkpoints_are_named_in_the_error() {
     let out = in_root(&[
