@@ -179,8 +179,6 @@ impl Progress {
     }
 }
 
-/// Whether progress is drawn on stderr: not when quiet, nor when stderr is not a terminal (a
-/// file or a pipe, which would fill with redraws).
 /// A loss as printed: 4 decimals, or 4 significant digits in scientific notation from 1e6 on
 /// (a diverging run's 1.26e24 would otherwise print as 25 digits and break the summary's columns).
 pub fn loss_text(l: f64) -> String {
@@ -191,6 +189,8 @@ pub fn loss_text(l: f64) -> String {
     }
 }
 
+/// Whether progress is drawn on stderr: not when quiet, nor when stderr is not a terminal (a
+/// file or a pipe, which would fill with redraws).
 fn drawn(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
 }
