@@ -76,6 +76,16 @@ pub fn check(file: &ast::File) -> Result<Program, Vec<Diag>> {
 /// A file with errors gets only those: a warning then is often their echo (`hidden` unused
 /// where `hiden` was misspelled).
 pub fn check_with_warnings(file: &ast::File) -> Result<(Program, Vec<Diag>), Vec<Diag>> {
+    check_with_warnings_for(file, None)
+}
+
+/// [`check_with_warnings`] for runs whose length is replaced by `length` (`nnc train --steps`,
+/// `--epochs`, `nnc bench --steps`): a schedule is then warned about against the length that
+/// will be trained, not the one the file gives.
+pub fn check_with_warnings_for(
+    file: &ast::File,
+    length: Option<ir::Length>,
+) -> Result<(Program, Vec<Diag>), Vec<Diag>> {
     let mut diags = Vec::new();
     let mut models = Models {
         ast: HashMap::new(),
@@ -163,7 +173,7 @@ pub fn check_with_warnings(file: &ast::File) -> Result<(Program, Vec<Diag>), Vec
         let spec = runs::check(&cx, t, &mut diags);
         let data_spec = data.get(&t.data.name).and_then(|d| d.as_ref());
         if let (Some(r), Some(d)) = (&spec, data_spec) {
-            warnings.extend(runs::warnings(t, r, &d.spec));
+            warnings.extend(runs::warnings(t, r, &d.spec, length.unwrap_or(r.length)));
         }
         let files = spec.as_ref().map_or_else(runs::Files::default, |r| {
             runs::Files::of(

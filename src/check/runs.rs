@@ -110,9 +110,10 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
 
 /// Warnings about a run that checks: an `eval:` written for data that holds no test split (it
 /// evaluates nothing), a schedule too long for the run's `steps` to follow (a warm-up as long as
-/// the run never gets past it; a `step` schedule's `every` as long never decays the rate). With
-/// `epochs`, the steps depend on the data, which `check` does not read.
-pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec) -> Vec<Diag> {
+/// the run never gets past it; a `step` schedule's `every` as long never decays the rate). The
+/// schedule is measured against `length`: the run's own, or what the command line puts in its
+/// place. With `epochs`, the steps depend on the data, which `check` does not read.
+pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec, length: Length) -> Vec<Diag> {
     let mut out = Vec::new();
     let eval = t.settings.iter().find(|s| s.key.name == "eval");
     if let Some(eval) = eval.filter(|_| data.test.is_none() && data.split >= 1.0) {
@@ -134,13 +135,13 @@ pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec) -> Vec<Diag> {
             .warning(),
         );
     }
-    out.extend(schedule_warnings(t, r));
+    out.extend(schedule_warnings(t, r, length));
     out
 }
 
 /// [`warnings`] about the schedule.
-fn schedule_warnings(t: &Train, r: &RunSpec) -> Vec<Diag> {
-    let Length::Steps(steps) = r.length else {
+fn schedule_warnings(t: &Train, r: &RunSpec, length: Length) -> Vec<Diag> {
+    let Length::Steps(steps) = length else {
         return Vec::new();
     };
     let Some(schedule) = t.settings.iter().find(|s| s.key.name == "schedule") else {

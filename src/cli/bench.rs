@@ -6,7 +6,7 @@
 use super::{source, train, CliError, CliResult};
 use crate::codegen::{Jit, JitOptions};
 use crate::exec::{Executor, Feed, StepCtx};
-use crate::ir::{DType, Graph};
+use crate::ir::{DType, Graph, Length};
 use crate::runtime::batch::Buf;
 use crate::runtime::init::init_param;
 use crate::runtime::train::{Session, TrainOptions};
@@ -55,7 +55,7 @@ fn reps() -> clap::builder::RangedU64ValueParser<usize> {
 
 pub fn run(args: &BenchArgs) -> CliResult {
     let t0 = Instant::now();
-    let loaded = source::load(&args.file)?;
+    let loaded = source::load_warning(&args.file, true, args.steps.map(Length::Steps))?;
     let front_ms = t0.elapsed().as_secs_f64() * 1e3;
     // As `nnc train` does: a run too large is refused here, not aborted by its allocation.
     super::memory::check(&loaded, args.run.as_deref(), args.max_memory)?;

@@ -6,7 +6,7 @@
 use super::outputs::{refuse_overwrite, refuse_replacing_another_kind, Kind, Named};
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
-use crate::ir::{Program, RunSpec, Source};
+use crate::ir::{Length, Program, RunSpec, Source};
 use crate::runtime::checkpoint::{checkpoint_name_for, is_checkpoint_name, Checkpoint};
 use crate::runtime::data::resolve;
 use crate::runtime::dist::{Comm, Single};
@@ -116,7 +116,12 @@ pub fn run(args: &TrainArgs) -> CliResult {
 /// `nnc train` as one of the processes of `comm`: rank 0 alone logs, shows progress and prints.
 fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
     let root = comm.rank() == 0;
-    let loaded = source::load_warning(&args.file, root)?;
+    let length = match (args.epochs, args.steps) {
+        (Some(n), _) => Some(Length::Epochs(n)),
+        (None, Some(n)) => Some(Length::Steps(n)),
+        (None, None) => None,
+    };
+    let loaded = source::load_warning(&args.file, root, length)?;
     let program = &loaded.program;
     if program.runs.is_empty() {
         return Err(CliError::user(format!(

@@ -1104,3 +1104,37 @@ fn bench_profile_names_each_step_and_its_share() {
         assert!(part.contains("model Xor: %"), "{text}");
     }
 }
+
+/// The schedule warnings measure the length that will be trained: `--steps 1000` over a file's
+/// `steps: 10` with a warm-up of 20 was warned that "the learning rate never gets past its
+/// warm-up", and `--steps 5` over `steps: 100` with the same warm-up was not warned at all.
+#[test]
+fn schedule_warnings_follow_the_steps_given_on_the_command_line() {
+    let s = Scratch::new("schedule-steps");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let file = |steps: u32| {
+        s.write(
+            &format!("m{steps}.nn"),
+            format!(
+                "model M(x: [2]) -> [1] {{ return x |> dense(1) }}\n\
+                 data d {{ train: csv(\"points.csv\") }}\n\
+                 train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) \
+                 steps: {steps} schedule: cosine(warmup: 20) }}\n"
+            ),
+        )
+    };
+    let warned = |nn: &std::path::Path, steps: &str| {
+        let out = nnc()
+            .args(["train", "--quiet", "--steps", steps])
+            .arg(nn)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        stderr(&out).contains("never gets past its warm-up")
+    };
+    let short = file(10);
+    assert!(!warned(&short, "1000"));
+    assert!(warned(&short, "20"));
+    assert!(warned(&file(100), "5"));
+    assert!(!warned(&file(100), "100"));
+}
