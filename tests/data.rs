@@ -593,8 +593,8 @@ fn csv_ragged_rows_and_non_numbers_name_line_and_column() {
     );
 }
 
-/// A header read as numbers (no `header: true`) is named as one when the rest of the file is
-/// numbers; a first line that is wrong in another way is not.
+/// A header read as numbers (no `header: true`) is named as one when none of its fields is a
+/// number and the rest of the file is numbers; a first line that is wrong in another way is not.
 #[test]
 fn csv_header_without_header_true_says_to_add_it() {
     let dir = tmp("csvhead");
@@ -604,6 +604,10 @@ fn csv_header_without_header_true_says_to_add_it() {
     assert!(e.to_string().contains("add `header: true`"), "{e}");
     std::fs::write(dir.join("x.csv"), "1,x,0\n3,4,y\n").unwrap();
     let e = csv_error(&dir, "x.csv", false);
+    assert!(!e.to_string().contains("header"), "{e}");
+    // A first data row with one bad value, the rest of the file good: a typo, not a header.
+    std::fs::write(dir.join("t.csv"), "1,2,x\n3,4,1\n5,6,0\n").unwrap();
+    let e = csv_error(&dir, "t.csv", false);
     assert!(!e.to_string().contains("header"), "{e}");
 }
 

@@ -82,6 +82,11 @@ fn positive_count<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => T::try_from(n).map_err(|_| format!("{n} is too large")),
         Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err("too large".into()),
+        // `-1`, `-0.5`: a number, but below 1.
+        Err(_) if s.trim().parse::<f64>().is_ok_and(|v| v < 1.0) => {
+            Err("must be at least 1".into())
+        }
+        Err(_) if s.trim().is_empty() => Err("a whole number is needed".into()),
         Err(_) => Err(format!("`{s}` is not a whole number")),
     }
 }

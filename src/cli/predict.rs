@@ -47,9 +47,14 @@ pub fn run(args: &PredictArgs) -> CliResult {
             .first()
             .is_some_and(|(v, _)| model.graph.ty(*v).dtype == crate::ir::DType::I32);
         match e {
-            PredictError::Data(DataError::Csv { .. }) if ids => CliError::user(format!(
+            // Words where ids were expected, not a bad id (`1.5`).
+            PredictError::Data(DataError::Csv { ref msg, .. })
+                if ids && msg.starts_with("expected a number") =>
+            {
+                CliError::user(format!(
                 "{e} (a model of token ids reads CSV rows of ids; to generate text from a prompt, use `nnc sample`)"
-            )),
+            ))
+            }
             e => CliError::user(e),
         }
     })?;

@@ -27,10 +27,16 @@ pub fn is_checkpoint_name(file: &str) -> bool {
 }
 
 /// `file` renamed as a checkpoint: `../runs/net.pt` → `../runs/net.safetensors` (the text
-/// before the first `.` was taken, which gave `.safetensors`); a folder gets a file in it.
+/// before the first `.` was taken, which gave `.safetensors`); a folder (`runs/`, `..`, or one
+/// that exists) gets a file in it.
 pub fn checkpoint_name_for(file: &str) -> String {
     if file.is_empty() || file.ends_with('/') {
         return format!("{file}model.safetensors");
+    }
+    // `.`, `..`, or a folder that exists: a file in it.
+    let path = Path::new(file);
+    if path.file_name().is_none() || path.is_dir() {
+        return path.join("model.safetensors").display().to_string();
     }
     Path::new(file)
         .with_extension("safetensors")
@@ -456,4 +462,28 @@ impl Checkpoint {
 /// Every parameter of `params` from the checkpoint at `path` (for `eval`, `predict`, `sample`).
 pub fn load_params(path: &Path, params: &[Param]) -> Result<Vec<Vec<f32>>, CheckpointError> {
     Checkpoint::load(path)?.params_for(&params.iter().collect::<Vec<_>>(), "")
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    /// A suggested name keeps the folder, and a folder gets a file in it (`..` was told `..`).
+    #[test]
+    fn a_checkpoint_name_is_suggested_for_files_and_folders() {
+        assert_eq!(
+            checkpoint_name_for("../runs/net.pt"),
+            "../runs/net.safetensors"
+        );
+        assert_eq!(checkpoint_name_for("runs/"), "runs/model.safetensors");
+        assert_eq!(checkpoint_name_for(".."), "../model.safetensors");
+        let here = std::env::temp_dir();
+        let dir = here.display().to_string();
+        assert_eq!(
+            checkpoint_name_for(&dir),
+            here.join("model.safetensors").display().to_string()
+        );
+        assert!(is_checkpoint_name("a.st") && is_checkpoint_name("a.safetensors"));
+        assert!(!is_checkpoint_name("a.pt"));
+    }
 }

@@ -44,6 +44,8 @@ fn a_count_of_0_must_be_at_least_1() {
         &["train", "examples/xor.nn", "--checkpoint-every", "0"],
         &["bench", "examples/xor.nn", "--steps", "0"],
         &["gradcheck", "examples/xor.nn", "--batch", "0"],
+        &["train", "examples/xor.nn", "--steps=-1"],
+        &["train", "examples/xor.nn", "--epochs=-0.5"],
     ] {
         let out = nnc().args(args).current_dir(root()).output().unwrap();
         assert_code(&out, 1);

@@ -90,14 +90,21 @@ pub fn split_from_bytes(
 ) -> Result<RawSplit, DataError> {
     let text = utf8(&path, bytes)?;
     let rows = match parse_rows(&path, &text, header) {
-        // A first line of names (`a,b,c,label`) read as numbers: say that it is a header when the
-        // rest of the file parses without it (`nnc predict` skips such a line by itself).
+        // A first line of names (`a,b,c,label`) read as numbers: say that it is a header when no
+        // field of it is a number and the rest of the file parses without it (`nnc predict`
+        // skips such a line by itself). A first row with one bad value (`1,2,x`) is data.
         Err(DataError::Csv {
             path,
             line: 1,
             column,
             msg,
-        }) if !header && parse_rows(&path, &text, true).is_ok_and(|r| !r.is_empty()) => {
+        }) if !header
+            && text
+                .lines()
+                .next()
+                .is_some_and(|l| l.split(',').all(|f| f.trim().parse::<f64>().is_err()))
+            && parse_rows(&path, &text, true).is_ok_and(|r| !r.is_empty()) =>
+        {
             return Err(DataError::Csv {
                 path,
                 line: 1,
