@@ -220,12 +220,41 @@ pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
             required: &["every"],
             usage: "`step(every: 1000, gamma: 0.1, warmup: 0)`",
         },
-        "constant" | "cosine" | "linear" => Sig {
-            forms: &[&[]],
-            named: &["warmup"],
-            required: &[],
-            usage: "`cosine(warmup: 100)`",
-        },
+        name @ ("constant" | "cosine" | "linear") => {
+            // `cosine(0.5)`, as a floor or a fraction of the run: not a warm-up, which counts
+            // steps (naming it `warmup: 0.5` would only be refused in turn).
+            let fraction = args.iter().find(|a| {
+                a.name.is_none() && consts::number(&a.value).is_ok_and(|v| v.fract() != 0.0)
+            });
+            if let Some(a) = fraction {
+                return Err(vec![Diag::new(
+                    "nnc::train",
+                    format!("`{name}` takes no positional arguments"),
+                    a.value.span,
+                    "unexpected argument",
+                )
+                .help(format!(
+                    "`{name}`'s one setting is `warmup: N`, a whole number of steps of linear \
+                     warm-up{}",
+                    match name {
+                        "constant" => "",
+                        _ =>
+                            "; it decays `lr` to 0 over the run (there is no floor, as \
+                              PyTorch's `eta_min`)",
+                    }
+                ))]);
+            }
+            Sig {
+                forms: &[&[]],
+                named: &["warmup"],
+                required: &[],
+                usage: match name {
+                    "constant" => "`constant(warmup: 100)`",
+                    "cosine" => "`cosine(warmup: 100)`",
+                    _ => "`linear(warmup: 100)`",
+                },
+            }
+        }
         other => {
             let help =
                 super::names::did_you_mean(other, SCHEDULES.iter().copied()).unwrap_or_else(|| {
