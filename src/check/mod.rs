@@ -376,7 +376,7 @@ fn ends_in_dense(e: &ast::Expr) -> bool {
     };
     match name {
         "dense" => true,
-        "relu" | "sigmoid" | "tanh" | "softmax" | "log_softmax" | "dropout" => ends_in_dense(input),
+        _ if layers::ACTIVATIONS.contains(&name) || name == "dropout" => ends_in_dense(input),
         _ => false,
     }
 }

@@ -5,7 +5,7 @@
 
 use super::{source, train, CliError, CliResult};
 use crate::codegen::{Jit, JitOptions};
-use crate::exec::{Executor, Feed, StepCtx};
+use crate::exec::{Executor, StepCtx};
 use crate::ir::{DType, Graph, Length};
 use crate::runtime::batch::Buf;
 use crate::runtime::init::init_param;
@@ -213,11 +213,7 @@ fn test_inputs(
     let first: Vec<usize> = (0..split.len.min(1000)).collect();
     let mut x = Buf::for_column(&split.x, first.len());
     gather(&split.x, &first, &mut x);
-    let empty = match &x {
-        Buf::F32(v) => v.is_empty(),
-        Buf::I32(v) => v.is_empty(),
-    };
-    (!empty).then_some((x, name))
+    (!first.is_empty()).then_some((x, name))
 }
 
 /// How [`inference`] measures: threads, batch-1 repetitions, whether to profile, and the
@@ -257,10 +253,7 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
     let measure =
         |exec: &mut dyn Executor, batch: usize, reps: usize| -> Result<Vec<f64>, CliError> {
             let samples = feeds(batch);
-            let feed = match &samples {
-                Buf::I32(i) => Feed::I32(i),
-                Buf::F32(f) => Feed::F32(f),
-            };
+            let feed = samples.feed();
             let mut times = Vec::with_capacity(reps);
             for r in 0..reps + reps / 10 + 1 {
                 let t = Instant::now();

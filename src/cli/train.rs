@@ -516,9 +516,9 @@ fn print_inline_outputs(
         println!("\n{} after run `{}`:", spec.model, spec.name);
     }
     // Without a `test:` source, `split` holds out the last rows (as `data::load` cuts them):
-    // XOR's fourth row with the default 0.9. They were not trained on, which the table says.
+    // XOR's fourth row at `split: 0.9`. They were not trained on, which the table says.
     let trained = match data.test {
-        None if data.split < 1.0 => ((x.len() as f64) * data.split).floor() as usize,
+        None if data.split < 1.0 => crate::runtime::data::kept_by_split(x.len(), data.split),
         _ => x.len(),
     };
     for (i, (xi, yi)) in x.iter().zip(y).enumerate() {

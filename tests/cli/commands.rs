@@ -7,6 +7,16 @@ fn in_root(args: &[&str]) -> std::process::Output {
     nnc().args(args).current_dir(root()).output().unwrap()
 }
 
+/// A character model `M` of a three-letter text `corpus.txt` (windows of 4 ids), trained one
+/// step of batch 2; `data` adds settings to its data block (`"    split: 0.99\n"`).
+fn char_model(data: &str) -> String {
+    format!(
+        "model M(x: i32[4]) -> [4, 3] {{\n    return x |> embedding(3, 2) |> dense(3)\n}}\n\
+         data d {{\n    train: text(\"corpus.txt\", seq: 4)\n{data}}}\n\
+         train M on d {{\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}}\n"
+    )
+}
+
 #[test]
 fn every_example_checks_and_reports_parameters_and_flops() {
     assert_eq!(examples().len(), 6);
@@ -594,12 +604,7 @@ fn predict_shows_the_values_of_a_model_that_does_not_classify() {
 fn predict_refuses_ids_that_are_not_integers() {
     let s = Scratch::new("predict-ids");
     s.write("corpus.txt", "abcabcabcabcabc");
-    let nn = s.write(
-        "ids.nn",
-        "model E(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
-         data d {\n    train: text(\"corpus.txt\", seq: 4)\n}\n\
-         train E on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
-    );
+    let nn = s.write("ids.nn", char_model(""));
     let ck = s.path("e.safetensors");
     train_to(&nn, &ck);
     let predict = |csv: &str, extra: &[&str]| {
@@ -858,17 +863,8 @@ fn a_resumed_student_reads_the_teacher_it_was_trained_with() {
 #[test]
 fn eval_says_when_it_measures_the_training_split() {
     let s = Scratch::new("eval-train-split");
-    s.write("t.txt", "abc".repeat(67));
-    let nn = |split: &str| {
-        s.write(
-            "m.nn",
-            format!(
-                "model M(x: i32[4]) -> [4, 3] {{\n    return x |> embedding(3, 2) |> dense(3)\n}}\n\
-                 data d {{\n    train: text(\"t.txt\", seq: 4)\n{split}}}\n\
-                 train M on d {{\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}}\n"
-            ),
-        )
-    };
+    s.write("corpus.txt", "abc".repeat(67));
+    let nn = |split: &str| s.write("m.nn", char_model(split));
     let ck = s.path("m.safetensors");
     succeeded(&run!("train", nn(""), "--quiet", "--checkpoint", &ck));
     let text = succeeded(&run!("eval", nn(""), "--checkpoint", &ck));
@@ -944,12 +940,7 @@ fn a_char_model_predicts_exactly_its_text_s_characters() {
 fn predict_of_text_for_a_character_model_points_to_sample() {
     let s = Scratch::new("predict-text");
     s.write("corpus.txt", "abcabcabcabcabcabcabc");
-    let nn = s.write(
-        "m.nn",
-        "model M(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
-         data d {\n    train: text(\"corpus.txt\", seq: 4)\n}\n\
-         train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
-    );
+    let nn = s.write("m.nn", char_model(""));
     let ck = s.path("m.safetensors");
     train_to(&nn, &ck);
     let prompt = s.write("prompt.txt", "abca\nb c\n");
@@ -970,12 +961,7 @@ fn predict_of_text_for_a_character_model_points_to_sample() {
 fn sample_without_its_text_shows_where_it_looked() {
     let s = Scratch::new("sample-no-text");
     s.write("corpus.txt", "abcabcabcabcabcabcabc");
-    let nn = s.write(
-        "m.nn",
-        "model M(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
-         data d {\n    train: text(\"corpus.txt\", seq: 4)\n}\n\
-         train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
-    );
+    let nn = s.write("m.nn", char_model(""));
     let ck = s.path("m.safetensors");
     train_to(&nn, &ck);
     std::fs::remove_file(s.path("corpus.txt")).unwrap();
@@ -1015,13 +1001,8 @@ fn bench_reports_compile_time_throughput_and_latency() {
 #[test]
 fn bench_feeds_a_character_model_its_text() {
     let s = Scratch::new("bench-text");
-    s.write("t.txt", "abcab".repeat(40));
-    let nn = s.write(
-        "m.nn",
-        "model M(x: i32[4]) -> [4, 3] {\n    return x |> embedding(3, 2) |> dense(3)\n}\n\
-         data d {\n    train: text(\"t.txt\", seq: 4)\n}\n\
-         train M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
-    );
+    s.write("corpus.txt", "abcab".repeat(40));
+    let nn = s.write("m.nn", char_model(""));
     let text = succeeded(&run!("bench", &nn, "--steps", "2", "--reps", "20"));
     assert_has(&text, &["model M          inference on training samples"]);
 }

@@ -154,7 +154,8 @@ pub fn load(spec: &DataSpec, dir: &Path, expect: &Expect) -> Result<Dataset, Dat
             normalize(&mut t.x, norm)?;
         }
     }
-    if test.is_none() && spec.split < 1.0 && !matches!(spec.train, Source::Text { .. }) {
+    // (A text with `split` is cut above, on characters: its test split is there.)
+    if test.is_none() && spec.split < 1.0 {
         let samples = train.len;
         let (a, b) = split(train, spec.split);
         if a.len == 0 && samples > 0 {
@@ -343,7 +344,7 @@ pub fn normalize_values(v: &mut [f32], expr: &ScalarExpr) -> Result<(), DataErro
 /// short is refused with the splits that would do, if any.
 fn split_text(t: &text::Text, frac: f64, seq: usize) -> Result<(Split, Split), DataError> {
     let n = t.ids.len();
-    let cut = text_cut(n, frac);
+    let cut = kept_by_split(n, frac);
     let refuse = |part: String, more: &str| {
         let fix = match workable_splits(n, seq) {
             Some((least, most)) => {
@@ -377,18 +378,19 @@ fn split_text(t: &text::Text, frac: f64, seq: usize) -> Result<(Split, Split), D
     Ok((train, test))
 }
 
-/// Where `split: frac` cuts a text of `n` characters.
-fn text_cut(n: usize, frac: f64) -> usize {
+/// How many of `n` samples (or a text's characters) `split: frac` keeps for training: the
+/// first ⌊n·frac⌋, the rest being the test split.
+pub fn kept_by_split(n: usize, frac: f64) -> usize {
     ((n as f64) * frac).floor() as usize
 }
 
 /// The least and the largest `split`, in hundredths, that leave each part of a text of `n`
-/// characters a window of `seq` (+1 for the labels), cut as [`text_cut`] cuts it; `None` when
+/// characters a window of `seq` (+1 for the labels), cut as [`kept_by_split`] cuts it; `None` when
 /// no split does.
 fn workable_splits(n: usize, seq: usize) -> Option<(f64, f64)> {
     let window = seq + 1;
     let fits = |h: &u32| {
-        let cut = text_cut(n, f64::from(*h) / 100.0);
+        let cut = kept_by_split(n, f64::from(*h) / 100.0);
         cut >= window && n - cut >= window
     };
     let least = (1..100).find(fits)?;
@@ -398,7 +400,7 @@ fn workable_splits(n: usize, seq: usize) -> Option<(f64, f64)> {
 
 /// The first `frac` of the samples for training, the rest for testing.
 fn split(all: Split, frac: f64) -> (Split, Split) {
-    let cut = ((all.len as f64) * frac).floor() as usize;
+    let cut = kept_by_split(all.len, frac);
     let train = Split {
         x: all.x.slice(0, cut),
         y: all.y.slice(0, cut),
