@@ -5,12 +5,12 @@
 //! ([`grad_weight_unpool`]); the others run on Winograd or on im2col and GEMM
 //! ([`conv::step`]).
 
-use super::{add_scratch, channel_parts, second_result};
+use super::{add_scratch, channel_parts};
 use super::{Built, ChannelSplit, Cx, RowSplit, Scratch, Step};
 use crate::codegen::im2col::ConvGeom;
 use crate::codegen::kernel::KernelModule;
 use crate::codegen::{conv, direct_conv, CodegenError};
-use crate::ir::{Chain, Graph, Op, UnaryOp, Window};
+use crate::ir::{Chain, Op, UnaryOp, Window};
 
 /// `Conv2d`, `Conv2dGradInput` and `Conv2dGradWeight` by window `w`.
 pub(super) fn conv2d(cx: &Cx, out: &mut Built, w: &Window) -> Result<Step, CodegenError> {
@@ -54,7 +54,7 @@ pub(super) fn direct_forward(
         slots: [cx.ins[0], cx.ins[1], cx.i],
         scratch_base: cx.scratch_base,
     };
-    let beside = pool_beside(cx.g, cx.i);
+    let beside = cx.second_result(|op| matches!(op, Op::PoolBeside(_)));
     let (km, scratch) = (&mut out.km, &mut out.scratch);
     direct_step(km, cx.header, geom, cx.ty, at, epi, beside, scratch)
 }
@@ -125,7 +125,7 @@ pub(super) fn grad_weight_unpool(
         )
     });
     // Its bias gradient, if anything reads it: a second result.
-    let bias = second_result(cx.g, i, |op| matches!(op, Op::UnpoolBiasGrad));
+    let bias = cx.second_result(|op| matches!(op, Op::UnpoolBiasGrad));
     let title = format!(
         "{header}\n; direct convolution weight gradient from the pooling's gradient: \
          sums, by parts of {part} channels"
@@ -172,11 +172,6 @@ pub fn direct_geom(x: &crate::ir::Type, win: &crate::ir::Window) -> Option<ConvG
     let [c, h, w] = x.dims[..] else { return None };
     let geom = ConvGeom { c, h, w, win: *win };
     (x.batched && direct_conv::applies(&geom)).then_some(geom)
-}
-
-/// The [`crate::ir::Op::PoolBeside`] of node `i`, if any.
-fn pool_beside(g: &Graph, i: usize) -> Option<usize> {
-    second_result(g, i, |op| matches!(op, Op::PoolBeside(_)))
 }
 
 /// Whether a convolution of images `x` with window `conv` and output `y` runs directly and can

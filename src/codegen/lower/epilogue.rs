@@ -5,7 +5,7 @@
 
 use super::conv::{direct_forward, direct_geom};
 use super::matmul::matmul_dims;
-use super::{emit, second_result, Built, Cx, Step};
+use super::{emit, Built, Cx, Step};
 use crate::codegen::epilogue::{self, EpiStep};
 use crate::codegen::glue::ConvKind;
 use crate::codegen::{conv, masked, pool, small_matmul, CodegenError};
@@ -21,7 +21,7 @@ pub(super) fn with_epilogue(
 ) -> Result<Option<Step>, CodegenError> {
     cx.arity(2 + epi.extra_inputs())?;
     // A loss epilogue's second result, if anything reads it.
-    let grad = second_result(cx.g, cx.i, |op| matches!(op, Op::EpilogueGrad));
+    let grad = cx.second_result(|op| matches!(op, Op::EpilogueGrad));
     if let (Producer::MaxPoolGrad(w), Epilogue::Grad(op)) = (producer, epi) {
         return max_pool_grad(cx, out, &w, *op).map(Some);
     }
@@ -130,7 +130,7 @@ fn emit_product(cx: &Cx, out: &mut Built, producer: Producer) -> Result<(), Code
         ty: cx.ty.clone(),
         label: cx.n.label.clone(),
     };
-    emit(&Cx::new(cx.g, cx.i, &product, cx.header), out)
+    emit(&Cx::new(cx.g, cx.seconds, cx.i, &product, cx.header), out)
 }
 
 /// Compiles `epi` (writing a loss's gradient to `grad` when it has one) and attaches it to the

@@ -210,6 +210,7 @@ pub fn lower(g: &Graph, keep_values: bool, listing: Listing) -> Result<Lowered, 
     let mut storage = Vec::with_capacity(g.nodes.len());
     let mut step_nodes = Vec::new();
     let inputs = g.inputs();
+    let seconds = second_results(g);
     for (i, n) in g.nodes.iter().enumerate() {
         for v in &n.inputs {
             if v.index() >= i {
@@ -223,7 +224,7 @@ pub fn lower(g: &Graph, keep_values: bool, listing: Listing) -> Result<Lowered, 
         if st == Storage::Owned && !matches!(n.op, Op::Const(_)) {
             check_dtypes(g, i, n)?;
             let h = header(g, i);
-            emit(&Cx::new(g, i, n, &h), &mut out)?;
+            emit(&Cx::new(g, &seconds, i, n, &h), &mut out)?;
             step_nodes.resize(out.steps.len(), i);
         }
         storage.push(st);
@@ -316,6 +317,8 @@ fn check_dtypes(g: &Graph, i: usize, n: &Node) -> Result<(), CodegenError> {
 /// The node being lowered, as the functions lowering its op read it.
 struct Cx<'a> {
     g: &'a Graph,
+    /// The second results of each node ([`second_results`]).
+    seconds: &'a [Vec<usize>],
     /// The node's index, which is also its value's table slot.
     i: usize,
     n: &'a Node,
@@ -332,10 +335,17 @@ struct Cx<'a> {
 
 impl<'a> Cx<'a> {
     /// Node `i` of `g` (or what stands for it: `n`), titled `header`.
-    fn new(g: &'a Graph, i: usize, n: &'a Node, header: &'a str) -> Cx<'a> {
+    fn new(
+        g: &'a Graph,
+        seconds: &'a [Vec<usize>],
+        i: usize,
+        n: &'a Node,
+        header: &'a str,
+    ) -> Cx<'a> {
         let ctx = ctx_slot(g);
         Cx {
             g,
+            seconds,
             i,
             n,
             ins: n.inputs.iter().map(|v| v.index()).collect(),
@@ -349,6 +359,15 @@ impl<'a> Cx<'a> {
     /// The type of input `k`.
     fn ity(&self, k: usize) -> Type {
         self.g.ty(self.n.inputs[k]).clone()
+    }
+
+    /// The node's second result of the kind `is` ([`Op::second_result_of`]), which its step
+    /// writes too, if anything reads it.
+    fn second_result(&self, is: fn(&Op) -> bool) -> Option<usize> {
+        self.seconds[self.i]
+            .iter()
+            .copied()
+            .find(|&m| is(&self.g.nodes[m].op))
     }
 
     /// An error unless the node has `want` inputs.
@@ -481,12 +500,16 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
     }
 }
 
-/// The second result of node `i` of the kind `is` ([`Op::second_result_of`]), which `i`'s step
-/// writes, if the graph has one.
-fn second_result(g: &Graph, i: usize, is: fn(&Op) -> bool) -> Option<usize> {
-    g.nodes
-        .iter()
-        .position(|m| is(&m.op) && m.inputs.first().is_some_and(|v| v.index() == i))
+/// The second results ([`Op::second_result_of`]) of each node of `g`: the nodes that read it
+/// as their first input and are written by its step.
+fn second_results(g: &Graph) -> Vec<Vec<usize>> {
+    let mut seconds = vec![Vec::new(); g.nodes.len()];
+    for (m, n) in g.nodes.iter().enumerate() {
+        if let (Some(_), Some(v)) = (n.op.second_result_of(), n.inputs.first()) {
+            seconds[v.index()].push(m);
+        }
+    }
+    seconds
 }
 
 /// Parts a kernel over `c` independent channels is cut into for the threads ([`Step::Parts`]):
