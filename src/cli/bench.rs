@@ -17,24 +17,24 @@ use std::time::Instant;
 pub struct BenchArgs {
     /// The `.nn` file.
     pub file: PathBuf,
-    /// Only this run.
-    #[arg(long)]
+    /// Only this run (default: every run of the file).
+    #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
     /// Where the data files named in the .nn file are looked for (default: the file's folder).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Train this many steps instead of each run's own length.
-    #[arg(long, value_parser = super::step_count)]
+    /// Train this many steps instead of each run's own `epochs:`/`steps:`.
+    #[arg(long, value_name = "N", value_parser = super::step_count)]
     pub steps: Option<u64>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
     /// Inference of up to 4 rows runs on one of them where its first calls showed that to be
     /// faster.
-    #[arg(long, value_parser = super::thread_count)]
+    #[arg(long, value_name = "N", value_parser = super::thread_count)]
     pub threads: Option<usize>,
     /// Repetitions of the batch-1 inference measurement (1 to 1,000,000).
     // 0 would leave no time to take the median of; every repetition's time is kept (for the
     // median), so a count near usize::MAX overflowed reserving them, and panicked.
-    #[arg(long, default_value_t = 2000, value_parser = reps())]
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = reps())]
     pub reps: usize,
     /// Also print where each run's time goes: every compiled step (kernel, GEMM, convolution)
     /// with its share, total and time per call, named by the IR node it computes.

@@ -13,16 +13,16 @@ pub struct EvalArgs {
     /// The `.nn` file.
     pub file: PathBuf,
     /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// The run whose data, loss and model to use (default: the file's last run).
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
     /// Where the data files named in the .nn file are looked for (default: the file's folder).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
-    #[arg(long, value_parser = super::thread_count)]
+    #[arg(long, value_name = "N", value_parser = super::thread_count)]
     pub threads: Option<usize>,
 }
 

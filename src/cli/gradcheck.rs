@@ -15,18 +15,18 @@ use crate::runtime::train::spinner;
 pub struct GradcheckArgs {
     /// The `.nn` file.
     pub file: std::path::PathBuf,
-    /// Only this run.
-    #[arg(long)]
+    /// Only this run (default: every run of the file).
+    #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
     /// Samples in the batch (at least 1).
-    #[arg(long, default_value_t = 2, value_parser = super::positive_count::<usize>)]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = super::positive_count::<usize>)]
     pub batch: usize,
     /// The largest relative error accepted (a finite number above 0).
-    #[arg(long, default_value_t = 1e-3, value_parser = tolerance)]
+    #[arg(long, value_name = "T", default_value_t = 1e-3, value_parser = tolerance)]
     pub tol: f64,
     /// Seed of the parameters, inputs and coordinates checked: the same seed checks the same
     /// values.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
     /// Refuse runs that need more memory than this at `--batch` (e.g. 512M, 2G; default: what
     /// is available).

@@ -16,12 +16,12 @@ pub enum Stage {
     /// Training graphs with their backward pass (reverse-mode autodiff).
     Grad,
     /// Each model's inference graph and each run's training graph with its backward pass,
-    /// after the optimization passes (`crate::opt`), fusion included.
+    /// after the optimization passes (constant folding, CSE, DCE, fusion).
     Opt,
     /// The fusion groups of the optimized graphs: each fused node and the chain it computes;
     /// for training graphs, the node after which each parameter's optimizer update runs.
     Fused,
-    /// The optimized graphs with the buffer of every value (`crate::opt::memplan`) and the
+    /// The optimized graphs with the buffer of every value (the memory plan) and the
     /// bytes with and without sharing, at the run's batch size (inference graphs: batch 1).
     Plan,
     /// The Cranelift IR of every kernel (of the optimized graph, as the JIT compiles it).

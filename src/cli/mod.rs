@@ -51,10 +51,10 @@ pub enum Command {
         /// The `.nn` file.
         file: PathBuf,
         /// ast | ir | grad | opt | fused | plan | clif | asm
-        #[arg(long, default_value = "ir")]
+        #[arg(long, value_name = "STAGE", default_value = "ir")]
         stage: ir::Stage,
         /// Only this model or run.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         only: Option<String>,
     },
     /// Train: run the file's `train` blocks in order (or one with `--run`).

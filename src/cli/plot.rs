@@ -12,10 +12,10 @@ pub struct PlotArgs {
     /// A log written by `nnc train --log-json`.
     pub log: PathBuf,
     /// The SVG file to write.
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "PATH")]
     pub out: PathBuf,
     /// Only this run (default: every run in the log).
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
 }
 

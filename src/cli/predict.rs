@@ -16,20 +16,20 @@ pub struct PredictArgs {
     /// The `.nn` file.
     pub file: PathBuf,
     /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// An IDX image file (raw or gzipped), a CSV file (one sample per row) or a PGM image.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
     /// Only the sample with this index (0-based) of a file holding several.
-    #[arg(long)]
+    #[arg(long, value_name = "I")]
     pub index: Option<usize>,
     /// The model to run (default: the model of the file's last run, or its only model).
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
     /// How many classes to show per sample (a model that does not classify shows its output
     /// values instead).
-    #[arg(long, default_value_t = 3, value_parser = top_count)]
+    #[arg(long, value_name = "K", default_value_t = 3, value_parser = top_count)]
     pub top: usize,
 }
 

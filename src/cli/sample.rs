@@ -12,25 +12,25 @@ pub struct SampleArgs {
     /// The `.nn` file.
     pub file: PathBuf,
     /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
     /// The text to continue.
-    #[arg(long, default_value = "")]
+    #[arg(long, value_name = "TEXT", default_value = "")]
     pub prompt: String,
     /// Characters to generate.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, value_name = "N", default_value_t = 300)]
     pub length: usize,
     /// Softmax temperature: lower is more conservative; 0 takes the likeliest character each time.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, value_name = "T", default_value_t = 0.8)]
     pub temperature: f32,
     /// Seed of the sampling: the same seed, checkpoint, prompt and temperature give the same text.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
     /// Where the training text is (its vocabulary maps characters to ids; default: the file's folder).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The model to run (default: the model of the file's last run, or its only model).
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
 }
 

@@ -22,41 +22,41 @@ pub struct TrainArgs {
     /// The `.nn` file.
     pub file: PathBuf,
     /// Train only this run (its `init`/`teacher` runs must be loadable from checkpoints).
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
     /// Where the data files named in the .nn file are looked for (default: the file's folder).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Replace every run's length by this many epochs.
-    #[arg(long, conflicts_with = "steps", value_parser = super::step_count)]
+    /// Train this many epochs instead of each run's own `epochs:`/`steps:`.
+    #[arg(long, value_name = "N", conflicts_with = "steps", value_parser = super::step_count)]
     pub epochs: Option<u64>,
-    /// Replace every run's length by this many steps.
-    #[arg(long, value_parser = super::step_count)]
+    /// Train this many steps instead of each run's own `epochs:`/`steps:`.
+    #[arg(long, value_name = "N", value_parser = super::step_count)]
     pub steps: Option<u64>,
     /// Write the trained parameters to this safetensors file; when several runs are trained, each
     /// writes its own, `<stem>.<run>.<ext>` (`ae.st` → `ae.pretrain.st`, `ae.frozen.st`, …).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
     /// Start from the parameters in this safetensors file.
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(long, value_name = "PATH", conflicts_with = "resume")]
     pub init: Option<PathBuf>,
     /// Continue a stopped run from the checkpoint it wrote (parameters, optimizer state, step and
     /// data position); the run is the one named in the checkpoint. Saved to the run's checkpoint
     /// path, else back into this file.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
     /// Also write the run's checkpoint every N steps (so that a killed run can be resumed).
     #[arg(long, value_name = "N", value_parser = super::positive_count::<u64>)]
     pub checkpoint_every: Option<u64>,
-    /// No progress bar.
+    /// No progress bar and no evaluation lines during training (the summary is still printed).
     #[arg(long, short)]
     pub quiet: bool,
     /// Append one JSON object per step and per evaluation to this file (created if missing), so
     /// that a resumed run continues the log of the run it resumes.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub log_json: Option<PathBuf>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
-    #[arg(long, value_parser = super::thread_count)]
+    #[arg(long, value_name = "N", value_parser = super::thread_count)]
     pub threads: Option<usize>,
     /// Run on the f64 reference interpreter instead of the JIT (slow; for debugging).
     #[arg(long)]
@@ -64,7 +64,7 @@ pub struct TrainArgs {
     /// Optimization level of the training graphs the JIT compiles: 0 = none (the backward
     /// graph as autodiff built it, updates after the step, every product dense), 1 = the IR
     /// passes (folding, CSE, DCE, fusion), updates inside the step and compacted products.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    #[arg(long, value_name = "LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub opt: u8,
     /// Check every intermediate value of every step and stop at the first NaN or infinity,
     /// naming the op that produced it (slower; the loss and gradients are always checked).

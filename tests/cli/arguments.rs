@@ -147,3 +147,73 @@ fn threads_must_be_at_least_1_and_are_capped_at_the_cores() {
         stdout(&help)
     );
 }
+
+/// An option the subcommands share reads the same in each one's `--help`: `--data-dir <DIR>`,
+/// `--checkpoint <PATH>`, `--threads <N>` (clap's defaults were `<DATA_DIR>`, `<CHECKPOINT>`,
+/// `<THREADS>`, where README and the other options say `DIR`, `PATH`, `N`), and every option
+/// that takes a value names it in README's words.
+#[test]
+fn the_subcommands_name_the_values_of_shared_options_alike() {
+    let expected = [
+        ("--data-dir", "DIR"),
+        ("--checkpoint", "PATH"),
+        ("--init", "PATH"),
+        ("--resume", "PATH"),
+        ("--log-json", "PATH"),
+        ("--out", "PATH"),
+        ("--input", "FILE"),
+        ("--threads", "N"),
+        ("--steps", "N"),
+        ("--epochs", "N"),
+        ("--seed", "N"),
+        ("--batch", "N"),
+        ("--length", "N"),
+        ("--reps", "N"),
+        ("--run", "NAME"),
+        ("--model", "NAME"),
+        ("--only", "NAME"),
+        ("--max-memory", "SIZE"),
+    ];
+    let commands = [
+        "check",
+        "ir",
+        "train",
+        "eval",
+        "predict",
+        "sample",
+        "gradcheck",
+        "bench",
+        "plot",
+    ];
+    let mut seen = 0;
+    for c in commands {
+        let out = nnc().args([c, "--help"]).output().unwrap();
+        let help = stdout(&out);
+        for line in help.lines() {
+            let Some(opt) = line.split_whitespace().find(|w| w.starts_with("--")) else {
+                continue;
+            };
+            let opt = opt.trim_end_matches(',');
+            let value = line
+                .split_whitespace()
+                .find(|w| w.starts_with('<') && w.ends_with('>'));
+            // No value name made up by clap from the field's name (`<DATA_DIR>`).
+            if let Some(v) = value {
+                let name = &v[1..v.len() - 1];
+                assert!(
+                    name.len() <= 5 && !name.contains('_'),
+                    "nnc {c} --help: {opt} {v}"
+                );
+            }
+            if let Some((_, want)) = expected.iter().find(|(o, _)| *o == opt) {
+                assert_eq!(
+                    value,
+                    Some(format!("<{want}>").as_str()),
+                    "nnc {c} --help: {line}"
+                );
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 30, "only {seen} options found");
+}
