@@ -76,15 +76,17 @@ pub fn check(file: &ast::File) -> Result<Program, Vec<Diag>> {
 /// A file with errors gets only those: a warning then is often their echo (`hidden` unused
 /// where `hiden` was misspelled).
 pub fn check_with_warnings(file: &ast::File) -> Result<(Program, Vec<Diag>), Vec<Diag>> {
-    check_with_warnings_for(file, None)
+    check_with_warnings_for(file, None, None)
 }
 
 /// [`check_with_warnings`] for runs whose length is replaced by `length` (`nnc train --steps`,
 /// `--epochs`, `nnc bench --steps`): a schedule is then warned about against the length that
-/// will be trained, not the one the file gives.
+/// will be trained, not the one the file gives. With `only` (`--run NAME`), `length` replaces
+/// that run's length alone: the others are not trained, and keep the warnings `nnc check` gives.
 pub fn check_with_warnings_for(
     file: &ast::File,
     length: Option<ir::Length>,
+    only: Option<&str>,
 ) -> Result<(Program, Vec<Diag>), Vec<Diag>> {
     let mut diags = Vec::new();
     let mut models = Models {
@@ -173,7 +175,10 @@ pub fn check_with_warnings_for(
         let spec = runs::check(&cx, t, &mut diags);
         let data_spec = data.get(&t.data.name).and_then(|d| d.as_ref());
         if let (Some(r), Some(d)) = (&spec, data_spec) {
-            warnings.extend(runs::warnings(t, r, &d.spec, length.unwrap_or(r.length)));
+            let length = length
+                .filter(|_| only.is_none_or(|n| n == id.name))
+                .unwrap_or(r.length);
+            warnings.extend(runs::warnings(t, r, &d.spec, length));
         }
         let files = spec.as_ref().map_or_else(runs::Files::default, |r| {
             runs::Files::of(

@@ -55,7 +55,12 @@ fn reps() -> clap::builder::RangedU64ValueParser<usize> {
 
 pub fn run(args: &BenchArgs) -> CliResult {
     let t0 = Instant::now();
-    let loaded = source::load_warning(&args.file, true, args.steps.map(Length::Steps))?;
+    let loaded = source::load_warning(
+        &args.file,
+        true,
+        args.steps.map(Length::Steps),
+        args.run.as_deref(),
+    )?;
     let front_ms = t0.elapsed().as_secs_f64() * 1e3;
     // As `nnc train` does: a run too large is refused here, not aborted by its allocation.
     super::memory::check(&loaded, args.run.as_deref(), args.max_memory)?;

@@ -141,20 +141,21 @@ pub fn parse(path: &Path) -> Result<(String, ast::File), CliError> {
 
 /// Reads, parses and checks; prints the file's warnings (on stderr) where it checks.
 pub fn load(path: &Path) -> Result<Loaded, CliError> {
-    load_warning(path, true, None)
+    load_warning(path, true, None, None)
 }
 
 /// [`load`], printing the warnings only if `warn` (one process of a data-parallel run prints
 /// them for all), those about a run's schedule measured against `length` where the command line
-/// replaces every run's length (`--steps`, `--epochs`).
+/// replaces the length of every run, or of the run `only` (`--steps`, `--epochs`, `--run`).
 pub fn load_warning(
     path: &Path,
     warn: bool,
     length: Option<crate::ir::Length>,
+    only: Option<&str>,
 ) -> Result<Loaded, CliError> {
     let (text, ast) = parse(path)?;
-    let (program, warnings) =
-        crate::check::check_with_warnings_for(&ast, length).map_err(|d| render(path, &text, d))?;
+    let (program, warnings) = crate::check::check_with_warnings_for(&ast, length, only)
+        .map_err(|d| render(path, &text, d))?;
     if warn && !warnings.is_empty() {
         let report = Report::new(&path.display().to_string(), &text, warnings);
         eprint!("{}", report.render(std::io::stderr().is_terminal()));

@@ -121,7 +121,7 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         (None, Some(n)) => Some(Length::Steps(n)),
         (None, None) => None,
     };
-    let loaded = source::load_warning(&args.file, root, length)?;
+    let loaded = source::load_warning(&args.file, root, length, args.run.as_deref())?;
     let program = &loaded.program;
     if program.runs.is_empty() {
         return Err(CliError::user(format!(

@@ -1119,3 +1119,41 @@ fn schedule_warnings_follow_the_steps_given_on_the_command_line() {
     assert!(warned(&file(100), "5"));
     assert!(!warned(&file(100), "100"));
 }
+
+/// `--steps` with `--run` shortens that run alone: the other runs of the file, not trained, are
+/// not warned that their warm-up or `step(every: N)` outlasts it (the language reference's
+/// §7 example, trained `--run a --steps 2`, was warned about the warm-up of `b`, a run of
+/// 1000 steps). Without `--run` every run is measured against `--steps`, as before.
+#[test]
+fn with_run_only_that_run_is_measured_against_steps() {
+    let s = Scratch::new("schedule-run-steps");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let nn = s.write(
+        "two.nn",
+        "model M(x: [2]) -> [1] { return x |> dense(1) }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train a: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 10 }\n\
+         train b: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 1000 \
+         schedule: cosine(warmup: 100) }\n",
+    );
+    let warned = |args: &[&str]| {
+        let out = nnc()
+            .args(["train", "--quiet", "--steps", "2"])
+            .args(args)
+            .arg(&nn)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        stderr(&out).contains("never gets past its warm-up")
+    };
+    assert!(!warned(&["--run", "a"]));
+    assert!(warned(&["--run", "b"]));
+    assert!(warned(&[]));
+    let out = nnc()
+        .args(["bench", "--steps", "2", "--reps", "1", "--run", "a"])
+        .arg(&nn)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(!stderr(&out).contains("warm-up"), "{}", stderr(&out));
+}
