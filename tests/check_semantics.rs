@@ -346,15 +346,22 @@ fn teacher_from_a_checkpoint_sees_the_reshaped_input() {
     assert!(g.nodes.iter().any(|n| n.op == Op::Const(3.0)));
 }
 
-/// The language reference's examples pass the checker, not only the parser: its first example
-/// (XOR) alone, and those of sections 4 to 7 as one file, since the runs of section 7 train the
-/// models of sections 4 and 5 on the data of section 6.
+/// The language reference's examples pass the checker, not only the parser, and without a
+/// warning: its first example (XOR) alone, and those of sections 4 to 8 as one file, since the
+/// runs of sections 7 and 8 train the models of sections 4 and 5 on the data of section 6.
 #[test]
 fn the_language_references_examples_check() {
     let blocks = common::spec_examples();
-    let xor = program(&blocks[0]);
+    let checked = |src: &str| {
+        let file = nnc::syntax::parse(src).unwrap_or_else(|d| panic!("{d:?}"));
+        let (p, warnings) =
+            nnc::check::check_with_warnings(&file).unwrap_or_else(|d| panic!("{d:?}"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        p
+    };
+    let xor = checked(&blocks[0]);
     assert!(xor.model("Xor").is_some());
-    let rest = program(&blocks[1..].concat());
+    let rest = checked(&blocks[1..].concat());
     for model in [
         "ConvNet",
         "Autoencoder",
@@ -362,10 +369,11 @@ fn the_language_references_examples_check() {
         "CharRnn",
         "OneHotRnn",
         "Small",
+        "Denoiser",
     ] {
         assert!(rest.model(model).is_some(), "{model}");
     }
-    assert_eq!(rest.runs.len(), 5);
+    assert_eq!(rest.runs.len(), 7);
 }
 
 /// A seed may be any whole number the file holds exactly: up to 2^53 − 1, as spec §7 says (a

@@ -42,7 +42,7 @@ pub struct Checked {
     pub kind: Kind,
 }
 
-const KEYS: &[&str] = &["train", "test", "split", "normalize"];
+pub(super) const KEYS: &[&str] = &["train", "test", "split", "normalize"];
 
 pub fn check(d: &Data, diags: &mut Vec<Diag>) -> Option<Checked> {
     let before = diags.len();
@@ -171,7 +171,7 @@ fn inline_kind(x: &[Vec<f64>], y: &[Vec<f64>]) -> Kind {
     }
 }
 
-const SOURCES: &[&str] = &["idx", "inline", "csv", "text"];
+pub(super) const SOURCES: &[&str] = &["idx", "inline", "csv", "text"];
 
 /// A source call: `idx(…)`, `inline(…)`, `csv(…)`, `text(…)`.
 fn source(e: &Expr, diags: &mut Vec<Diag>) -> Option<(Source, Kind)> {

@@ -385,3 +385,41 @@ fn ends_in_dense(e: &ast::Expr) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every layer, activation, loss, optimizer, schedule, data source and setting the checker
+    /// accepts appears in an example of the language reference (spec.md), so that adding one
+    /// without documenting it fails here.
+    #[test]
+    fn the_language_reference_shows_every_construct() {
+        let spec = include_str!("../../spec.md");
+        let examples: String = spec
+            .split("```nn\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap_or(""))
+            .collect();
+        let words: std::collections::HashSet<&str> = examples
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .collect();
+        let names = [
+            layers::LAYERS,
+            layers::ACTIVATIONS,
+            losses::FUNCTIONS,
+            optim::OPTIMIZERS,
+            optim::SCHEDULES,
+            data::SOURCES,
+        ];
+        for name in names.iter().flat_map(|n| n.iter()) {
+            assert!(words.contains(name), "no example of `{name}` in spec.md");
+        }
+        for key in data::KEYS.iter().chain(runs::KEYS) {
+            assert!(
+                examples.contains(&format!("{key}:")),
+                "no example of the setting `{key}:` in spec.md"
+            );
+        }
+    }
+}

@@ -14,7 +14,7 @@ fn call_parts(e: &Expr) -> Option<(&Ident, &[crate::syntax::ast::Arg])> {
     }
 }
 
-const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw"];
+pub(super) const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw"];
 
 pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
     let Some((callee, args)) = call_parts(e) else {
@@ -199,7 +199,7 @@ fn betas(e: &Expr) -> Result<(f64, f64), Diag> {
     }
 }
 
-const SCHEDULES: &[&str] = &["constant", "step", "cosine", "linear"];
+pub(super) const SCHEDULES: &[&str] = &["constant", "step", "cosine", "linear"];
 
 pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
     let Some((callee, args)) = call_parts(e) else {

@@ -66,7 +66,7 @@ pub struct Ctx<'a> {
     pub all_runs: &'a [(String, Span)],
 }
 
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "loss",
     "optimizer",
     "batch",

@@ -38,7 +38,8 @@ pub enum Command {
     Check {
         /// The `.nn` file.
         file: PathBuf,
-        /// Also print per-graph statistics (nodes, kernels, planned bytes).
+        /// Also print per-graph statistics: nodes, kernels, planned bytes, each convolution's
+        /// algorithm and each run's memory footprint.
         #[arg(long)]
         stats: bool,
         /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is

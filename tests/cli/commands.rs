@@ -1157,3 +1157,43 @@ fn with_run_only_that_run_is_measured_against_steps() {
     assert_code(&out, 0);
     assert!(!stderr(&out).contains("warm-up"), "{}", stderr(&out));
 }
+
+/// The language reference's examples train, not only check: its XOR example as written, and
+/// every run of the others (one file, as `tests/check_semantics.rs` checks them) for 2 steps on
+/// the shared data; `finetune` and `matched` from the files the runs before them wrote.
+#[test]
+fn the_language_references_examples_train() {
+    let blocks = spec_examples();
+    let s = Scratch::new("spec-examples");
+    let xor = s.write("xor.nn", &blocks[0]);
+    let out = nnc()
+        .args(["train", "--quiet", "--steps", "2"])
+        .arg(&xor)
+        .output()
+        .unwrap();
+    assert!(succeeded(&out).contains("Xor after training"));
+    let (Some(mnist), Some(text)) = (mnist(), shakespeare()) else {
+        return;
+    };
+    let rest = s.write("spec.nn", blocks[1..].concat());
+    let train = |run: &str, data: &std::path::Path, checkpoint: Option<&str>| {
+        let mut cmd = nnc();
+        cmd.args(["train", "--quiet", "--steps", "2", "--run", run])
+            .arg(&rest)
+            .arg("--data-dir")
+            .arg(data);
+        if let Some(c) = checkpoint {
+            cmd.arg("--checkpoint").arg(s.path(c));
+        }
+        let out = cmd.output().unwrap();
+        assert!(succeeded(&out).contains(run), "{run}");
+    };
+    train("ConvNet", &mnist, None);
+    // `finetune` alone starts from `<stem>.pretrain.<ext>`; `matched` from its file.
+    train("pretrain", &mnist, Some("classifier.pretrain.safetensors"));
+    train("finetune", &mnist, Some("classifier.safetensors"));
+    train("denoise", &mnist, None);
+    train("matched", &mnist, None);
+    train("teacher_run", &text, None);
+    train("student", &text, None);
+}

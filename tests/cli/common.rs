@@ -9,7 +9,7 @@ pub fn nnc() -> Command {
 
 #[path = "../common/mod.rs"]
 mod shared;
-pub use shared::{root, Scratch};
+pub use shared::{root, spec_examples, Scratch};
 
 pub fn examples() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
@@ -93,4 +93,9 @@ pub fn train_to(nn: &std::path::Path, ck: &std::path::Path) {
 /// skipped, except in CI).
 pub fn mnist() -> Option<PathBuf> {
     shared::shared_data("mnist")
+}
+
+/// The tinyshakespeare folder, as [`mnist`].
+pub fn shakespeare() -> Option<PathBuf> {
+    shared::shared_data("tinyshakespeare")
 }
