@@ -185,6 +185,10 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
         "embedding_dim" => "dim",
         "hidden_size" => "hidden",
         "step_size" => "every",
+        // PyTorch's losses take `input` and `target`; the table of spec §8 shows `label`.
+        "input" if callee == "cross_entropy" => "logits",
+        "input" if callee == "binary_cross_entropy" => "p",
+        "label" | "labels" if callee.ends_with("cross_entropy") => "target",
         "keep_prob" if callee == "dropout" => {
             return Some(
                 "nnc's `p` is the probability of dropping, as PyTorch's: `keep_prob: 0.8` is \
