@@ -62,7 +62,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Compare the JIT backward pass with finite differences for every trainable parameter.
     Gradcheck(gradcheck::GradcheckArgs),
-    /// Loss and accuracy of trained parameters on the test split.
+    /// Loss and accuracy of trained parameters on the test split (on the training split, said
+    /// so, when the data holds no test samples).
     Eval(eval::EvalArgs),
     /// Measure compile time, training throughput and inference latency.
     Bench(bench::BenchArgs),

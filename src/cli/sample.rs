@@ -14,8 +14,13 @@ pub struct SampleArgs {
     /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
-    /// The text to continue.
-    #[arg(long, value_name = "TEXT", default_value = "")]
+    /// The text to continue (default: none; the text then starts after a newline).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub prompt: String,
     /// Characters to generate.
     #[arg(long, value_name = "N", default_value_t = 300)]
