@@ -37,7 +37,8 @@ pub struct TrainArgs {
     /// writes its own, `<stem>.<run>.<ext>` (`ae.st` → `ae.pretrain.st`, `ae.frozen.st`, …).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: Option<PathBuf>,
-    /// Start from the parameters in this safetensors file.
+    /// Start each run trained from the parameters in this safetensors file, matched by path (in
+    /// place of the run's `init:`).
     #[arg(long, value_name = "PATH", conflicts_with = "resume")]
     pub init: Option<PathBuf>,
     /// Continue a stopped run from the checkpoint it wrote (parameters, optimizer state, step and
