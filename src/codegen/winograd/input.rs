@@ -1,6 +1,9 @@
 //! The input transform `V = Bᵀ d B` of every overlapping tile of the zero-bordered channels.
 
-use super::*;
+use super::{mul_add, transforms as tf, WinoGeom, SKEW};
+use crate::codegen::kernel::{Kb, F32X4, I64};
+use cranelift_codegen::ir::{InstBuilder, StackSlot, StackSlotData, StackSlotKind, Value};
+use std::ops::Range;
 
 /// Column `j` (`0 ≤ j < m + 2`) of the windows of four horizontally adjacent tiles, as one
 /// f32x4 per column, from a row of the bordered channel: `px(k)` loads its four values from

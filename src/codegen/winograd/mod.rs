@@ -42,10 +42,7 @@
 //! Here the plan; the transforms' kernels in [`weight`], [`input`] and [`output`] (the 1-D
 //! transforms they apply in [`transforms`]); the step that builds and runs them in [`run`].
 
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{
-    InstBuilder, StackSlot, StackSlotData, StackSlotKind, Type as ClifType, Value,
-};
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 mod input;
 mod output;
@@ -58,18 +55,9 @@ use output::{dy_tiles, outputs};
 pub use run::{step, WinogradStep};
 use weight::{weight_grads, weights};
 
-use super::elementwise::chain;
-use super::epilogue::EpiStep;
-use super::glue::{split, ConvKind, Lib, Table};
+use super::glue::ConvKind;
 use super::im2col::ConvGeom;
-use super::kernel::{Kb, KernelFn, KernelModule, F32, F32X4, I64};
-use super::lower::{add_scratch, Scratch};
-use super::pool;
-use super::CodegenError;
-use crate::ir::{Chain, UnaryOp};
-use std::ops::Range;
-use std::sync::Mutex;
-use transforms as tf;
+use super::kernel::Kb;
 
 /// Input channels (the GEMMs' depth) below which im2col is kept: the transforms cost per
 /// channel what a few channels' multiplications do, and GEMMs of depth < 8 run far below the

@@ -2,7 +2,13 @@
 //! max pooling) applied before each value is stored; and the `dy` transform `E = A e Aᵀ` of the
 //! weight gradient, which walks the same tiles.
 
-use super::*;
+use super::{mul_add, transforms as tf, WinoGeom, SKEW};
+use crate::codegen::elementwise::chain;
+use crate::codegen::kernel::{Kb, F32, F32X4};
+use crate::codegen::pool;
+use crate::ir::{Chain, UnaryOp};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
 
 /// The output transform of channels `o0..o1` of `batch` images (table: `M`, output images, row
 /// length `T` of `M`, `o0`, `o1`, the chain's bias): `y = Aᵀ m A` per tile, the last tile row /

@@ -1,7 +1,17 @@
 //! Running a Winograd convolution: the kernels a step is built of ([`step`]), and their
 //! calls over the images and threads at run time ([`WinogradStep`]).
 
-use super::*;
+use super::{
+    dy_tiles, inputs, outputs, weight_grads, weights, WinoGeom, PARALLEL_WORK, RUNS, SKEW,
+};
+use crate::codegen::epilogue::EpiStep;
+use crate::codegen::glue::{split, ConvKind, Lib, Table};
+use crate::codegen::kernel::{Kb, KernelFn, KernelModule};
+use crate::codegen::lower::{add_scratch, Scratch};
+use crate::codegen::CodegenError;
+use crate::ir::Chain;
+use std::ops::Range;
+use std::sync::Mutex;
 
 /// A convolution on Winograd transforms and the GEMM: the node's input slots (in the node's
 /// order: `x` or `dy`, then `w` or `dy`) and output, the scratch slots of the transformed
@@ -28,7 +38,7 @@ pub struct WinogradStep {
     /// Forward: the slot of the bias of the chain its output transform applies.
     bias: Option<usize>,
     /// Forward: whether the output transform also max-pools 2×2 windows of stride 2
-    /// ([`crate::ir::Epilogue::Pool`], F(4×4) only: [`fuses_pool`]), writing the pooled
+    /// ([`crate::ir::Epilogue::Pool`], F(4×4) only: [`super::fuses_pool`]), writing the pooled
     /// output.
     pool: bool,
     /// Forward: an epilogue other than a chain, applied to each image once its output
@@ -472,7 +482,7 @@ impl WinogradStep {
     /// The weight gradient `dw = Σ_tiles Gᵀ [(A e Aᵀ) ⊙ (Bᵀ d B)] G` (`e` the m×m blocks of
     /// `dy`, `d` the (m + 2)² tiles of `x`). The batch is cut into [`RUNS`] runs of images
     /// (fewer for a smaller batch), split over the threads; for each run a worker transforms
-    /// groups of about [`GROUP_TILES`] tiles (so `V` and `E` stay in L2) and adds their
+    /// groups of about [`super::GROUP_TILES`] tiles (so `V` and `E` stay in L2) and adds their
     /// products, one per plane, `dU[ξ] (O×C) += E[ξ] (O×T) · V[ξ]ᵀ`, into the run's own `dU`. The weight kernel then sums
     /// the runs' `dU` in order and computes `dw` from it. Where the runs begin depends on the
     /// batch alone, so the sums do not depend on the thread count.

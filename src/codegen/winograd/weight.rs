@@ -1,6 +1,8 @@
 //! The weight transform `U = G g Gᵀ` and its adjoint for the weight gradient, `dw = Gᵀ dU G`.
 
-use super::*;
+use super::{mul_add, transforms as tf, WinoGeom, SKEW};
+use crate::codegen::kernel::{Kb, F32};
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// The weight transform: `U[ξ][c][o] = (G g Gᵀ)[ξ]` for every kernel of `w` (slot `w_slot`,
 /// `[O, C, 3, 3]`), into slot `u_slot`. With `rotate` (the input gradient) `w` is
