@@ -33,6 +33,10 @@ pub struct TrainArgs {
     /// Train this many steps instead of each run's own `epochs:`/`steps:`.
     #[arg(long, value_name = "N", value_parser = super::step_count)]
     pub steps: Option<u64>,
+    /// Seed of the initialization, shuffling and dropout, instead of each run's own `seed:`: the
+    /// same seed, file and data give the same training (a resumed run must keep its seed).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// Write the trained parameters to this safetensors file; when several runs are trained, each
     /// writes its own, `<stem>.<run>.<ext>` (`ae.st` → `ae.pretrain.st`, `ae.frozen.st`, …).
     #[arg(long, value_name = "PATH")]
@@ -139,6 +143,7 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         base_dir: loaded.dir(),
         epochs: args.epochs,
         steps: args.steps,
+        seed: args.seed,
         quiet: args.quiet || !root,
         log_json: args.log_json.clone().filter(|_| root),
         checkpoint: args.checkpoint.clone(),
@@ -238,6 +243,9 @@ fn interrupted(
     let mut same = String::new();
     if let Some(d) = &args.data_dir {
         same += &format!(" --data-dir {}", d.display());
+    }
+    if let Some(n) = args.seed {
+        same += &format!(" --seed {n}");
     }
     // With `--checkpoint`, the interrupted run saved to it (to its own file when several runs
     // were trained), and the resumed one must go on writing there. So must a run that has no

@@ -15,3 +15,4 @@ mod outputs;
 mod plot;
 mod progress;
 mod resume;
+mod seed;

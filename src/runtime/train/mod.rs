@@ -21,7 +21,7 @@ pub use run::evaluate_run;
 use super::checkpoint::CheckpointError;
 use super::data::DataError;
 use crate::exec::{ExecError, Executor, Updater};
-use crate::ir::{Graph, OptimizerSpec, Program};
+use crate::ir::{Graph, OptimizerSpec, Program, RunSpec};
 use crate::runtime::dist::{Comm, CommError, Single};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +66,9 @@ pub struct TrainOptions {
     /// `--epochs` / `--steps`: replace each run's length.
     pub epochs: Option<u64>,
     pub steps: Option<u64>,
+    /// `--seed`: replaces each run's `seed:` (initialization, shuffling, dropout; recorded in
+    /// its checkpoint).
+    pub seed: Option<u64>,
     /// No progress bar.
     pub quiet: bool,
     /// A JSON-lines log: one object per step and one per evaluation.
@@ -102,6 +105,7 @@ impl Default for TrainOptions {
             base_dir: PathBuf::from("."),
             epochs: None,
             steps: None,
+            seed: None,
             quiet: false,
             log_json: None,
             checkpoint: None,
@@ -293,6 +297,17 @@ impl<'a> Session<'a> {
             .program
             .run(name)
             .ok_or_else(|| TrainError::UnknownRun(name.into()))?;
+        let seeded;
+        let spec = match self.options.seed {
+            Some(seed) if seed != spec.seed => {
+                seeded = RunSpec {
+                    seed,
+                    ..spec.clone()
+                };
+                &seeded
+            }
+            _ => spec,
+        };
         let options = TrainOptions {
             checkpoint,
             ..self.options.clone()

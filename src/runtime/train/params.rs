@@ -420,10 +420,20 @@ impl Params {
             )));
         }
         if let Some(then) = pos.order.filter(|then| then != order) {
+            // Only the seed differs: `--seed` gives it back, whatever the file says.
+            let same = if (Order {
+                seed: then.seed,
+                ..*order
+            }) == then
+            {
+                format!("`--seed {}`", then.seed)
+            } else {
+                "the settings it was trained with".into()
+            };
             return Err(setup(format!(
                 "checkpoint {} was written with {then}, this run has {order}: it would not go on \
-                 with the batches the run had left (resume with the settings it was trained \
-                 with, or start from its weights with `--init`)",
+                 with the batches the run had left (resume with {same}, or start from its \
+                 weights with `--init`)",
                 path.display()
             )));
         }
