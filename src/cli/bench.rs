@@ -3,6 +3,7 @@
 //! (or `--steps`), and for its model batch-1 latency and batch-1000 throughput of inference;
 //! finally the process's peak resident memory. Numbers, not a test: see BENCHMARKS.md.
 
+use super::outputs::{Log, Named};
 use super::{source, train, CliError, CliResult};
 use crate::codegen::{Jit, JitOptions};
 use crate::exec::{Executor, StepCtx};
@@ -43,6 +44,10 @@ pub struct BenchArgs {
     /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
     #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
     pub max_memory: Option<u64>,
+    /// Append the measurements to this file (created if missing), one JSON object a line: one
+    /// per run trained, one per model's inference, one for the whole process.
+    #[arg(long, value_name = "PATH")]
+    pub log_json: Option<PathBuf>,
 }
 
 /// The most `--reps`: at a few microseconds each, seconds of measuring.
@@ -77,6 +82,16 @@ pub fn run(args: &BenchArgs) -> CliResult {
         args.file.display()
     );
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
+    let mut log = match &args.log_json {
+        Some(l) => {
+            let mut read = vec![Named::new("the .nn file", &args.file)];
+            for r in &p.runs {
+                read.extend(loaded.data_files(r, &data_dir));
+            }
+            Some(Log::open(l, &[&read])?)
+        }
+        None => None,
+    };
     let options = TrainOptions {
         data_dir: data_dir.clone(),
         base_dir: loaded.dir(),
@@ -126,6 +141,21 @@ pub fn run(args: &BenchArgs) -> CliResult {
             flops * s.samples_per_s / 1e9,
             s.wall_s
         );
+        if let Some(log) = &mut log {
+            log.write("bench_train", &spec.name, |o| {
+                o.str("model", &spec.model)?
+                    .uint("threads", Some(threads as u64))?;
+                o.num("compile_ms", Some(compile_ms))?;
+                o.uint("kernels", Some(kernels as u64))?;
+                o.uint("steps", Some(s.steps))?;
+                o.uint("batch", Some(s.batch as u64))?;
+                o.num("loop_ms", Some(loop_ms))?;
+                o.num("samples_per_s", Some(s.samples_per_s))?;
+                o.num("gflop_per_s", Some(flops * s.samples_per_s / 1e9))?;
+                o.num("wall_s", Some(s.wall_s))?;
+                Ok(())
+            })?;
+        }
         if args.profile {
             print_profile(&crate::codegen::profile::take());
         }
@@ -139,7 +169,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
                 profile: args.profile,
                 inputs: samples.as_ref().map(|(x, split)| (x, *split)),
             };
-            inference(&m.name, &m.graph, &at)?;
+            inference(&m.name, &m.graph, &at, &mut log)?;
         }
     }
     // The models no run trains (a file of models only, a sub-model), on constant inputs.
@@ -151,11 +181,21 @@ pub fn run(args: &BenchArgs) -> CliResult {
                 profile: args.profile,
                 inputs: None,
             };
-            inference(&m.name, &m.graph, &at)?;
+            inference(&m.name, &m.graph, &at, &mut log)?;
         }
     }
-    if let Some(kb) = peak_rss_kb() {
+    let peak = peak_rss_kb();
+    if let Some(kb) = peak {
         println!("peak resident memory {:.1} MB", kb as f64 / 1024.0);
+    }
+    if let Some(log) = &mut log {
+        log.write("bench_process", "", |o| {
+            o.str("file", &args.file.to_string_lossy())?;
+            o.uint("threads", Some(threads as u64))?;
+            o.num("parse_check_ms", Some(front_ms))?;
+            o.uint("peak_rss_bytes", peak.map(|kb| kb * 1024))?;
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -232,8 +272,8 @@ struct Inference<'a> {
 }
 
 /// Median batch-1 latency and batch-1000 throughput of a model's inference graph, and with
-/// `profile` where the time of each goes.
-fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
+/// `profile` where the time of each goes; logged in `log`.
+fn inference(name: &str, g: &Graph, at: &Inference, log: &mut Option<Log>) -> CliResult {
     let Inference {
         threads,
         reps,
@@ -287,17 +327,28 @@ fn inference(name: &str, g: &Graph, at: &Inference) -> CliResult {
     let t1000 = measure(executor()?.as_mut(), 1000, (reps / 200).max(5))?;
     let flops = crate::check::model_stats(g).flops_per_sample as f64;
     let per_s = 1000.0 / t1000[t1000.len() / 2];
+    let (median_us, p90_us) = (t1[t1.len() / 2] * 1e6, t1[t1.len() * 9 / 10] * 1e6);
     println!(
-        "model {name:<10} inference{}: batch 1 median {:.1} µs (p90 {:.1} µs); batch 1000 {per_s:.0} samples/s ({:.1} GFLOP/s)",
+        "model {name:<10} inference{}: batch 1 median {median_us:.1} µs (p90 {p90_us:.1} µs); batch 1000 {per_s:.0} samples/s ({:.1} GFLOP/s)",
         match inputs {
             Some((_, "test")) => " on test samples",
             Some(_) => " on training samples",
             None => "",
         },
-        t1[t1.len() / 2] * 1e6,
-        t1[t1.len() * 9 / 10] * 1e6,
         flops * per_s / 1e9
     );
+    if let Some(log) = log {
+        log.write("bench_inference", "", |o| {
+            o.str("model", name)?
+                .uint("threads", Some(threads as u64))?;
+            o.str("inputs", inputs.map_or("constant", |(_, split)| split))?;
+            o.num("batch1_median_us", Some(median_us))?;
+            o.num("batch1_p90_us", Some(p90_us))?;
+            o.num("batch1000_samples_per_s", Some(per_s))?;
+            o.num("batch1000_gflop_per_s", Some(flops * per_s / 1e9))?;
+            Ok(())
+        })?;
+    }
     if let Some(batch1) = batch1 {
         println!("  batch 1:");
         print_profile(&batch1);

@@ -1,10 +1,11 @@
 //! `nnc eval FILE --checkpoint PATH`: loss and accuracy of trained parameters on the test split
 //! of a run's data, with the run's evaluation graph (no dropout).
 
+use super::outputs::{Log, Named};
 use super::{source, train, CliError, CliResult};
 use crate::runtime::checkpoint::{Checkpoint, Tensor};
 use crate::runtime::train::{
-    evaluate_run, loss_text, resume, teacher_params, TrainError, TrainOptions, TEACHER,
+    eval_fields, evaluate_run, loss_text, resume, teacher_params, TrainError, TrainOptions, TEACHER,
 };
 use std::path::PathBuf;
 
@@ -24,6 +25,10 @@ pub struct EvalArgs {
     /// Worker threads (default: all cores; a larger number is capped at the core count).
     #[arg(long, value_name = "N", value_parser = super::thread_count)]
     pub threads: Option<usize>,
+    /// Append one JSON object to this file (created if missing): the run's evaluation, with the
+    /// keys of `nnc train --log-json`'s evaluation lines (and its `split` and `checkpoint`).
+    #[arg(long, value_name = "PATH")]
+    pub log_json: Option<PathBuf>,
 }
 
 pub fn run(args: &EvalArgs) -> CliResult {
@@ -37,7 +42,24 @@ pub fn run(args: &EvalArgs) -> CliResult {
             CliError::user(format!("{} has no `train` block", args.file.display()))
         })?,
     };
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
+    let mut log = match &args.log_json {
+        Some(l) => {
+            let read = [
+                Named::new("the .nn file", &args.file),
+                Named::new("`--checkpoint`", &args.checkpoint),
+            ];
+            Some(Log::open(l, &[&read, &loaded.data_files(spec, &data_dir)])?)
+        }
+        None => None,
+    };
     let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
+    // The step the checkpoint was written after, and its epoch (from 1), where it records them.
+    let at = resume::Position::from_checkpoint(&ck).ok();
+    let step = at.as_ref().map(|a| a.step).or(ck.step);
+    let epoch = at
+        .filter(|a| a.step > 0)
+        .map(|a| (a.step - 1) / a.batches_per_epoch + 1);
     // Without `--run`, the file's last run may not be the one that wrote the checkpoint (the
     // teacher's file of a distillation): its header names that run.
     let other_run = resume::Position::run_of(&ck)
@@ -61,7 +83,7 @@ pub fn run(args: &EvalArgs) -> CliResult {
     // reads them, from the teacher run's file beside this one (`d.big.st` beside `d.small.st`
     // or `d.st`), else from the teacher run's `checkpoint:`.
     let options = TrainOptions {
-        data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
+        data_dir,
         base_dir: loaded.dir(),
         quiet: true,
         threads: args.threads,
@@ -91,6 +113,14 @@ pub fn run(args: &EvalArgs) -> CliResult {
     );
     if split == "train" {
         println!("(the data holds no test samples: this is the training split)");
+    }
+    if let Some(log) = &mut log {
+        log.write("eval", &spec.name, |o| {
+            eval_fields(o, step, epoch, r.samples, Some(r.loss), r.accuracy)?;
+            o.str("split", split)?;
+            o.str("checkpoint", &args.checkpoint.to_string_lossy())?;
+            Ok(())
+        })?;
     }
     Ok(())
 }

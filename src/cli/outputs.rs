@@ -5,6 +5,9 @@
 //! as absolute paths with their folders canonicalized.
 
 use super::{CliError, CliResult};
+use crate::runtime::train::Record;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// A file a command reads or writes, and how to name it in an error.
@@ -98,6 +101,52 @@ pub fn refuse_replacing_another_kind(out: &Named, kind: Kind) -> CliResult {
         out.path.display(),
         kind.name()
     )))
+}
+
+/// Refuses a `--log-json` path that names one of the files in `inputs` (the `.nn` file, a data
+/// file, a checkpoint), or an existing file that is not a log of JSON lines.
+pub fn refuse_log(log: &Path, inputs: &[&[Named]]) -> CliResult {
+    let log = [Named::new("`--log-json`", log)];
+    for i in inputs {
+        refuse_overwrite(&log, i)?;
+    }
+    refuse_replacing_another_kind(&log[0], Kind::JsonLines)
+}
+
+/// The `--log-json` file of `nnc eval` or `nnc bench`: checked by [`refuse_log`] and opened for
+/// appending as `nnc train` opens its own (created if missing), each record flushed as written.
+pub struct Log {
+    path: PathBuf,
+    w: BufWriter<File>,
+}
+
+impl Log {
+    pub fn open(path: &Path, inputs: &[&[Named]]) -> Result<Log, CliError> {
+        refuse_log(path, inputs)?;
+        let (path, w) = crate::runtime::train::open_log(path).map_err(|e| Log::error(path, e))?;
+        Ok(Log { path, w })
+    }
+
+    /// Appends a record of `type` `kind` (and `run`, unless empty) whose other fields `fields`
+    /// writes.
+    pub fn write(
+        &mut self,
+        kind: &str,
+        run: &str,
+        fields: impl FnOnce(&mut Record<'_, BufWriter<File>>) -> std::io::Result<()>,
+    ) -> CliResult {
+        let written = || {
+            let mut o = Record::new(&mut self.w, kind, run)?;
+            fields(&mut o)?;
+            o.end()?;
+            self.w.flush()
+        };
+        written().map_err(|e| Log::error(&self.path, e))
+    }
+
+    fn error(path: &Path, e: std::io::Error) -> CliError {
+        CliError::user(format!("cannot write the log {}: {e}", path.display()))
+    }
 }
 
 /// Whether `a` and `b` name the same file, existing or not.

@@ -82,8 +82,12 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
             .get("run")
             .and_then(|r| r.as_str())
             .ok_or_else(|| bad("no `run`"))?;
-        let step = field("step").ok_or_else(|| bad("no `step`"))?;
         let kind = v.get("type").and_then(|t| t.as_str());
+        // `nnc eval` of a checkpoint that records no step logs its evaluation at no step.
+        if kind == Some("eval") && v.get("step").is_some_and(serde_json::Value::is_null) {
+            continue;
+        }
+        let step = field("step").ok_or_else(|| bad("no `step`"))?;
         let latest = runs.iter().rposition(|r| r.name == name);
         // The step records of a run's training go up; one that does not starts another.
         let again = |k: usize| {
@@ -308,7 +312,7 @@ mod tests {
     }
 
     /// An evaluation whose loss is null (not listed in the run's `eval:`, or not finite) keeps
-    /// its accuracy: such records were dropped whole.
+    /// its accuracy: such records were dropped whole. One of `nnc eval` at no step is left out.
     #[test]
     fn an_evaluation_without_a_loss_keeps_its_accuracy() {
         let dir = std::env::temp_dir().join(format!("nnc-plot-acc-{}", std::process::id()));
@@ -316,7 +320,11 @@ mod tests {
         let log = dir.join("log.jsonl");
         std::fs::write(
             &log,
-            r#"{"type":"eval","run":"A","step":2,"epoch":1,"samples":4,"loss":null,"accuracy":0.75}"#,
+            concat!(
+                r#"{"type":"eval","run":"A","step":2,"epoch":1,"samples":4,"loss":null,"accuracy":0.75}"#,
+                "\n",
+                r#"{"type":"eval","run":"A","step":null,"epoch":null,"samples":4,"loss":0.5,"accuracy":0.5,"split":"test","checkpoint":"a.st"}"#,
+            ),
         )
         .unwrap();
         let runs = read_log(&log).unwrap();

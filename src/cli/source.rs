@@ -1,6 +1,7 @@
 //! Reading a `.nn` file and running the front end on it, with diagnostics rendered for the
 //! terminal (colour only when stderr is one).
 
+use super::outputs::Named;
 use super::CliError;
 use crate::diag::{Diag, Report};
 use crate::ir::{InitFrom, Program, Source};
@@ -43,6 +44,19 @@ impl Loaded {
             InitFrom::Run(r) => self.program.run(r)?.checkpoint.as_ref()?,
         };
         Some(resolve(file, &self.dir()))
+    }
+
+    /// The data files run `run` reads (both splits), where `data_dir` puts them, each named
+    /// for an error that would write over it.
+    pub fn data_files(&self, run: &crate::ir::RunSpec, data_dir: &Path) -> Vec<Named> {
+        let Some(d) = self.program.data(&run.data) else {
+            return Vec::new();
+        };
+        let splits = std::iter::once(&d.train).chain(d.test.as_ref().map(|t| &t.0));
+        splits
+            .flat_map(files)
+            .map(|f| Named::new(format!("a data file of `{}`", d.name), resolve(f, data_dir)))
+            .collect()
     }
 
     /// A run-time error about one of the file's data sources, rendered under the source's span

@@ -3,7 +3,7 @@
 //! Ctrl-C stops training after the current step and saves a checkpoint to resume from
 //! (`--resume`); `--checkpoint-every` saves one periodically, for runs that are killed.
 
-use super::outputs::{refuse_overwrite, refuse_replacing_another_kind, Kind, Named};
+use super::outputs::{refuse_log, refuse_overwrite, refuse_replacing_another_kind, Kind, Named};
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
 use crate::ir::{Length, Program, RunSpec, Source};
@@ -322,15 +322,7 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
     let mut read = Vec::new();
     let mut written = Vec::new();
     for r in &runs {
-        if let Some(d) = program.data(&r.data) {
-            let splits = std::iter::once(&d.train).chain(d.test.as_ref().map(|t| &t.0));
-            for f in splits.flat_map(source::files) {
-                sources.push(Named::new(
-                    format!("a data file of `{}`", d.name),
-                    resolve(f, &data_dir),
-                ));
-            }
-        }
+        sources.extend(loaded.data_files(r, &data_dir));
         let mut own = Vec::new();
         if let Some(p) = r.init.as_ref().and_then(|i| loaded.checkpoint_of(i)) {
             own.push(Named::new(format!("the `init` of run `{}`", r.name), p));
@@ -374,11 +366,7 @@ fn check_outputs(args: &TrainArgs, loaded: &source::Loaded, run_name: Option<&st
     }
     refuse_overwrite(&written, &sources)?;
     if let Some(log) = &args.log_json {
-        let log = [Named::new("`--log-json`", log)];
-        refuse_overwrite(&log, &sources)?;
-        refuse_overwrite(&log, &read)?;
-        refuse_overwrite(&log, &written)?;
-        refuse_replacing_another_kind(&log[0], Kind::JsonLines)?;
+        refuse_log(log, &[&sources, &read, &written])?;
     }
     for c in &written {
         let name = c.path.to_string_lossy();

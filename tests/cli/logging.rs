@@ -1,5 +1,6 @@
 //! Watching and scripting a run: `--log-json` writes one JSON object per step and per
-//! evaluation; the progress bar stays off stderr when it is not a terminal and with `--quiet`.
+//! evaluation (`nnc eval` and `nnc bench` one per measurement); the progress bar stays off stderr
+//! when it is not a terminal and with `--quiet`.
 
 use super::common::*;
 
@@ -145,4 +146,130 @@ fn an_evaluation_reports_the_metrics_listed() {
     assert!(row("acc")[4].ends_with('%'), "{summary}");
     assert_eq!(row("loss")[4], "–", "{summary}");
     assert!(row("both")[4].ends_with('%'), "{summary}");
+}
+
+/// The records of the JSON-lines log at `path`, each line parsed.
+fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("every line is one JSON object"))
+        .collect()
+}
+
+/// `nnc eval --log-json` appends one evaluation record with the keys of train's (and the split
+/// and checkpoint): written to the training log, it is the same evaluation at the same step, and
+/// the log still plots.
+#[test]
+fn eval_logs_its_evaluation_as_train_logs_one() {
+    let s = Scratch::new("eval-log-json");
+    let (log, ck) = (s.path("run.jsonl"), s.path("xor.safetensors"));
+    let xor = root().join("examples/xor.nn");
+    succeeded(&run!(
+        "train",
+        &xor,
+        "--quiet",
+        "--steps",
+        "50",
+        "--checkpoint",
+        &ck,
+        "--log-json",
+        &log
+    ));
+    succeeded(&run!("eval", &xor, "--checkpoint", &ck, "--log-json", &log));
+    let records = records(&log);
+    let evals: Vec<&serde_json::Value> = records.iter().filter(|r| r["type"] == "eval").collect();
+    let (trained, evaluated) = (evals[evals.len() - 2], evals[evals.len() - 1]);
+    for key in ["run", "step", "epoch", "samples"] {
+        assert_eq!(
+            trained[key], evaluated[key],
+            "{key}: {trained} / {evaluated}"
+        );
+    }
+    assert_eq!(evaluated["step"], 50);
+    let loss = |r: &serde_json::Value| r["loss"].as_f64().unwrap();
+    assert!(
+        (loss(trained) - loss(evaluated)).abs() < 1e-6,
+        "{evaluated}"
+    );
+    // XOR's output is not class logits: no accuracy.
+    assert!(evaluated["accuracy"].is_null(), "{evaluated}");
+    assert_eq!(evaluated["split"], "test");
+    assert_eq!(evaluated["checkpoint"], ck.to_str().unwrap());
+    succeeded(&run!("plot", &log, "--out", s.path("curve.svg")));
+    // Not onto the checkpoint it reads.
+    let err = user_error(&run!("eval", &xor, "--checkpoint", &ck, "--log-json", &ck));
+    assert_has(
+        &err,
+        &["`--log-json`", "names the same file as `--checkpoint`"],
+    );
+}
+
+/// `nnc bench --log-json`: a record per run trained, per model's inference and for the process,
+/// with their units in the keys.
+#[test]
+fn bench_logs_each_measurement() {
+    let s = Scratch::new("bench-log-json");
+    let log = s.path("bench.jsonl");
+    let xor = root().join("examples/xor.nn");
+    succeeded(&run!(
+        "bench",
+        &xor,
+        "--steps",
+        "20",
+        "--reps",
+        "5",
+        "--threads",
+        "1",
+        "--log-json",
+        &log
+    ));
+    let records = records(&log);
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["bench_train", "bench_inference", "bench_process"]);
+    let positive = |r: &serde_json::Value, keys: &[&str]| {
+        for k in keys {
+            assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+        }
+    };
+    let train = &records[0];
+    assert_eq!(
+        (&train["run"], &train["model"]),
+        (&"Xor".into(), &"Xor".into())
+    );
+    assert_eq!(
+        (&train["steps"], &train["batch"], &train["threads"]),
+        (&20.into(), &4.into(), &1.into())
+    );
+    positive(
+        train,
+        &[
+            "compile_ms",
+            "kernels",
+            "loop_ms",
+            "samples_per_s",
+            "gflop_per_s",
+            "wall_s",
+        ],
+    );
+    let inference = &records[1];
+    assert_eq!(inference["inputs"], "test");
+    positive(
+        inference,
+        &[
+            "batch1_median_us",
+            "batch1_p90_us",
+            "batch1000_samples_per_s",
+            "batch1000_gflop_per_s",
+        ],
+    );
+    let process = &records[2];
+    assert_eq!(process["file"], xor.to_str().unwrap());
+    positive(process, &["parse_check_ms"]);
+    // Where /proc tells it.
+    if std::path::Path::new("/proc/self/status").exists() {
+        positive(process, &["peak_rss_bytes"]);
+    }
 }

@@ -15,7 +15,7 @@ mod trainer;
 
 pub use eval::{evaluate, EvalResult};
 pub use params::{lr_scale, teacher_params, Tensors, TEACHER};
-pub use progress::{loss_text, spinner, EvalInfo, StepInfo};
+pub use progress::{eval_fields, loss_text, open_log, spinner, EvalInfo, Record, StepInfo};
 pub use run::evaluate_run;
 
 use super::checkpoint::CheckpointError;

@@ -46,6 +46,77 @@ pub struct EvalInfo {
     pub samples: usize,
 }
 
+/// The fields of an evaluation record after its `run`, as `nnc train` and `nnc eval` log them:
+/// `step` and `epoch` (`null` where not known), `samples`, `loss`, `accuracy` (`null` for a
+/// metric not measured).
+pub fn eval_fields<W: Write>(
+    o: &mut Record<'_, W>,
+    step: Option<u64>,
+    epoch: Option<u64>,
+    samples: usize,
+    loss: Option<f64>,
+    accuracy: Option<f64>,
+) -> std::io::Result<()> {
+    o.uint("step", step)?.uint("epoch", epoch)?;
+    o.uint("samples", Some(samples as u64))?;
+    o.num("loss", loss)?.num("accuracy", accuracy)?;
+    Ok(())
+}
+
+/// One line of a JSON-lines log, written field by field straight into `w` (nothing allocated):
+/// `{"type":…,"run":…` first, then each field in order, then `}` and the newline ([`Record::end`]).
+pub struct Record<'w, W: Write> {
+    w: &'w mut W,
+}
+
+impl<'w, W: Write> Record<'w, W> {
+    /// Starts a record of `type` `kind`, with its `run` when it has one.
+    pub fn new(w: &'w mut W, kind: &str, run: &str) -> std::io::Result<Self> {
+        w.write_all(b"{\"type\":")?;
+        write_str(w, kind)?;
+        let mut o = Record { w };
+        if !run.is_empty() {
+            o.str("run", run)?;
+        }
+        Ok(o)
+    }
+
+    /// A string field.
+    pub fn str(&mut self, key: &str, v: &str) -> std::io::Result<&mut Self> {
+        self.key(key)?;
+        write_str(self.w, v)?;
+        Ok(self)
+    }
+
+    /// A number field; `null` for `None`, NaN and the infinities.
+    pub fn num(&mut self, key: &str, v: Option<f64>) -> std::io::Result<&mut Self> {
+        self.key(key)?;
+        write_num(self.w, v.unwrap_or(f64::NAN))?;
+        Ok(self)
+    }
+
+    /// An integer field; `null` for `None`.
+    pub fn uint(&mut self, key: &str, v: Option<u64>) -> std::io::Result<&mut Self> {
+        self.key(key)?;
+        match v {
+            Some(v) => write!(self.w, "{v}")?,
+            None => self.w.write_all(b"null")?,
+        }
+        Ok(self)
+    }
+
+    /// Ends the record and its line.
+    pub fn end(&mut self) -> std::io::Result<()> {
+        self.w.write_all(b"}\n")
+    }
+
+    fn key(&mut self, key: &str) -> std::io::Result<()> {
+        self.w.write_all(b",")?;
+        write_str(self.w, key)?;
+        self.w.write_all(b":")
+    }
+}
+
 impl Progress {
     /// `log`: an open JSON-lines file shared by the runs of a session (appended to).
     pub fn new(
@@ -104,15 +175,10 @@ impl Progress {
             ));
         }
         if let Some((_, w)) = &mut self.log {
-            w.write_all(b"{\"type\":\"step\",\"run\":")?;
-            write_str(w, &self.run)?;
-            write!(w, ",\"step\":{},\"epoch\":{},\"loss\":", s.step, s.epoch)?;
-            write_num(w, s.loss)?;
-            w.write_all(b",\"lr\":")?;
-            write_num(w, s.lr)?;
-            w.write_all(b",\"samples_per_s\":")?;
-            write_num(w, s.samples_per_s)?;
-            w.write_all(b"}\n")?;
+            let mut o = Record::new(w, "step", &self.run)?;
+            o.uint("step", Some(s.step))?.uint("epoch", Some(s.epoch))?;
+            o.num("loss", Some(s.loss))?.num("lr", Some(s.lr))?;
+            o.num("samples_per_s", Some(s.samples_per_s))?.end()?;
         }
         Ok(())
     }
@@ -139,23 +205,10 @@ impl Progress {
             }
         }
         if let Some((_, w)) = &mut self.log {
-            w.write_all(b"{\"type\":\"eval\",\"run\":")?;
-            write_str(w, &self.run)?;
-            write!(
-                w,
-                ",\"step\":{},\"epoch\":{},\"samples\":{},\"loss\":",
-                e.step, e.epoch, e.samples
-            )?;
-            match e.loss {
-                Some(l) => write_num(w, l)?,
-                None => w.write_all(b"null")?,
-            }
-            w.write_all(b",\"accuracy\":")?;
-            match e.accuracy {
-                Some(a) => write_num(w, a)?,
-                None => w.write_all(b"null")?,
-            }
-            w.write_all(b"}\n")?;
+            let mut o = Record::new(w, "eval", &self.run)?;
+            let (step, epoch) = (Some(e.step), Some(e.epoch));
+            eval_fields(&mut o, step, epoch, e.samples, e.loss, e.accuracy)?;
+            o.end()?;
             w.flush()?;
         }
         Ok(())
