@@ -285,7 +285,7 @@ fn a_run_resumed_without_a_checkpoint_path_is_saved_where_it_was() {
 
 /// Ctrl-C during the first of several runs: the message says how to resume it and how to
 /// train each run after it on its own, into the file it would have written, and the log goes on
-/// in the same file.
+/// in the same file; `--seed` is repeated in each.
 #[test]
 fn an_interrupted_run_of_several_says_how_to_train_the_rest() {
     let s = Scratch::new("resume-rest");
@@ -297,18 +297,19 @@ fn an_interrupted_run_of_several_says_how_to_train_the_rest() {
         ),
     );
     let log = s.path("log.jsonl");
-    let child = training_until_logged(&nn, s.dir(), &["--checkpoint", "x.safetensors"], &log);
+    let extra = ["--checkpoint", "x.safetensors", "--seed", "3"];
+    let child = training_until_logged(&nn, s.dir(), &extra, &log);
     let err = ctrl_c(child);
     let nn = nn.display();
     assert_has(
         &err,
         &[
             &format!(
-                "--run Xor --resume x.Xor.safetensors --checkpoint x.Xor.safetensors --log-json {}",
+                "--seed 3 --run Xor --resume x.Xor.safetensors --checkpoint x.Xor.safetensors --log-json {}",
                 log.display()
             ),
             &format!(
-                "then: nnc train {nn} --run again --checkpoint x.again.safetensors --log-json {}",
+                "then: nnc train {nn} --seed 3 --run again --checkpoint x.again.safetensors --log-json {}",
                 log.display()
             ),
         ],
