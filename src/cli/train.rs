@@ -7,7 +7,9 @@ use super::outputs::{refuse_log, refuse_overwrite, refuse_replacing_another_kind
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
 use crate::ir::{Length, Program, RunSpec, Source};
-use crate::runtime::checkpoint::{checkpoint_name_for, is_checkpoint_name, Checkpoint};
+use crate::runtime::checkpoint::{
+    checkpoint_name_for, is_checkpoint_name, Checkpoint, CheckpointError,
+};
 use crate::runtime::data::resolve;
 use crate::runtime::dist::{Comm, Single};
 use crate::runtime::train::resume::Position;
@@ -126,7 +128,20 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         (None, Some(n)) => Some(Length::Steps(n)),
         (None, None) => None,
     };
-    let loaded = source::load_warning(&args.file, root, length, args.run.as_deref())?;
+    // A resumed run is the one that wrote the checkpoint, and goes on to the length it
+    // records unless the command line gives one: its schedule is warned about against that.
+    let resumed = args.resume.as_deref().map(Checkpoint::load);
+    let recorded = resumed
+        .as_ref()
+        .and_then(|ck| Position::from_checkpoint(ck.as_ref().ok()?).ok());
+    let (length, only) = match &recorded {
+        Some(p) => (
+            length.or(Some(Length::Steps(p.total))),
+            args.run.as_deref().or(Some(&p.run)),
+        ),
+        None => (length, args.run.as_deref()),
+    };
+    let loaded = source::load_warning(&args.file, root, length, only)?;
     let program = &loaded.program;
     if program.runs.is_empty() {
         return Err(CliError::user(format!(
@@ -134,7 +149,7 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
             args.file.display()
         )));
     }
-    let run_name = run_to_train(args, program)?;
+    let run_name = run_to_train(args, program, resumed)?;
     let args = &resumed_in_place(args, program, run_name.as_deref());
     check_outputs(args, &loaded, run_name.as_deref())?;
     super::memory::check(&loaded, run_name.as_deref(), args.max_memory)?;
@@ -202,15 +217,18 @@ fn resumed_in_place(args: &TrainArgs, program: &Program, run: Option<&str>) -> T
     args
 }
 
-/// The run `nnc train` trains: `--run`'s; with `--resume`, the one that wrote the checkpoint;
-/// else `None`, every run of the file.
-fn run_to_train(args: &TrainArgs, program: &Program) -> Result<Option<String>, CliError> {
-    let p = match (&args.run, &args.resume) {
-        (Some(r), _) => return Ok(Some(r.clone())),
-        (None, None) => return Ok(None),
-        (None, Some(p)) => p,
+/// The run `nnc train` trains: `--run`'s; with `--resume`, the one that wrote the checkpoint
+/// (`resumed`, as read); else `None`, every run of the file.
+fn run_to_train(
+    args: &TrainArgs,
+    program: &Program,
+    resumed: Option<Result<Checkpoint, CheckpointError>>,
+) -> Result<Option<String>, CliError> {
+    let (p, ck) = match (&args.run, &args.resume, resumed) {
+        (Some(r), _, _) => return Ok(Some(r.clone())),
+        (None, Some(p), Some(ck)) => (p, ck.map_err(CliError::user)?),
+        _ => return Ok(None),
     };
-    let ck = Checkpoint::load(p).map_err(CliError::user)?;
     let name = Position::run_of(&ck)
         .map_err(CliError::user)?
         .ok_or_else(|| {

@@ -1158,6 +1158,52 @@ fn with_run_only_that_run_is_measured_against_steps() {
     assert!(!stderr(&out).contains("warm-up"), "{}", stderr(&out));
 }
 
+/// A resumed run goes on to the length its checkpoint records: its schedule is measured
+/// against that, not the file's `steps:`, and the file's other runs keep their own (run `b`'s
+/// `steps: 10` with a warm-up of 20 was trained with `--steps 100`; resumed, it was warned
+/// that the warm-up outlasts 10 steps).
+#[test]
+fn a_resumed_run_is_measured_against_its_checkpoints_length() {
+    let s = Scratch::new("schedule-resume");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let nn = s.write(
+        "two.nn",
+        "model M(x: [2]) -> [1] { return x |> dense(1) }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train a: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 10 }\n\
+         train b: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 10 \
+         schedule: cosine(warmup: 20) }\n",
+    );
+    let ck = s.path("b.st");
+    let train = |args: &[&str]| {
+        let out = nnc()
+            .args(["train", "--quiet"])
+            .args(args)
+            .arg(&nn)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        stderr(&out)
+    };
+    let first = train(&[
+        "--run",
+        "b",
+        "--steps",
+        "100",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ]);
+    assert!(!first.contains("warm-up"), "{first}");
+    let resumed = train(&["--resume", ck.to_str().unwrap()]);
+    assert!(!resumed.contains("warm-up"), "{resumed}");
+    // With a length on the command line, that is the one measured.
+    let shorter = train(&["--resume", ck.to_str().unwrap(), "--steps", "15"]);
+    assert!(
+        shorter.contains("a warm-up of 20 steps in a run of 15"),
+        "{shorter}"
+    );
+}
+
 /// The language reference's examples train, not only check: its XOR example as written, and
 /// every run of the others (one file, as `tests/check_semantics.rs` checks them) for 2 steps on
 /// the shared data; `finetune` and `matched` from the files the runs before them wrote.
