@@ -12,7 +12,7 @@
 //! again every [`RETUNE`] calls, since a shared machine's phases change.
 //!
 //! The choice changes no result: every kernel sums each element in the same order whatever the
-//! thread count (`tests/jit_vs_interp.rs` checks the bits).
+//! thread count (`tests/jit_vs_interp/threads.rs` checks the bits).
 
 use std::time::Duration;
 
