@@ -7,7 +7,7 @@ use crate::diag::Diag;
 use crate::ir::{ModelIr, Program};
 use crate::runtime::checkpoint::{load_params, Checkpoint};
 use crate::runtime::data::DataError;
-use crate::runtime::predict::{outputs, predict, read_inputs, PredictError};
+use crate::runtime::predict::{finite_outputs, outputs, predict, read_inputs, PredictError};
 use crate::runtime::train::resume;
 use std::path::PathBuf;
 
@@ -71,6 +71,7 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let normalize = normalize.map(|(n, _)| n);
     if !ranks_classes(p, model) {
         let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
+        finite_outputs(&outs, first).map_err(CliError::user)?;
         for (i, o) in outs.iter().enumerate() {
             println!("sample {}: {}", first + i, show_values(o));
         }

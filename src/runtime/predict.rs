@@ -52,6 +52,16 @@ pub enum PredictError {
         class: usize,
         value: f32,
     },
+    #[error(
+        "the model's output for sample {sample} is {value} (value {index} of {len}): the \
+         parameters overflow the model on this input"
+    )]
+    NotFiniteOutput {
+        sample: usize,
+        index: usize,
+        len: usize,
+        value: f32,
+    },
 }
 
 /// Raw samples (before `normalize`), back to back.
@@ -312,6 +322,22 @@ pub fn predict(
 pub fn unusable_logit(row: &[f32]) -> Option<usize> {
     let bad = row.iter().position(|v| v.is_nan() || *v == f32::INFINITY);
     bad.or_else(|| row.iter().all(|v| *v == f32::NEG_INFINITY).then_some(0))
+}
+
+/// Refuses outputs of [`outputs`] (the first sample being `first`) that hold a NaN or an
+/// infinity: shown as they are, they would pass for the model's answer.
+pub fn finite_outputs(outs: &[Vec<f32>], first: usize) -> Result<(), PredictError> {
+    for (i, o) in outs.iter().enumerate() {
+        if let Some(k) = o.iter().position(|v| !v.is_finite()) {
+            return Err(PredictError::NotFiniteOutput {
+                sample: first + i,
+                index: k,
+                len: o.len(),
+                value: o[k],
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The model's output `output` for every sample (all its values, every row of a sequence),

@@ -163,3 +163,53 @@ fn detect_anomaly_stops_at_an_intermediate_the_loss_never_sees() {
         assert!(!err.contains("the loss is"), "{err}");
     }
 }
+
+/// A checkpoint whose weights are finite but so large that the model overflows on its data:
+/// `nnc eval` printed `test loss inf` and exited 0, and `nnc predict` printed `inf` as a
+/// regression's answer. Both are errors naming where the infinity first appears.
+#[test]
+fn eval_and_predict_refuse_a_model_that_overflows() {
+    let s = Scratch::new("anomaly-eval-overflow");
+    let file = s.write(
+        "m.nn",
+        DIVERGES
+            .replace("lr: 10", "lr: 0.001")
+            .replace("steps: 200", "steps: 2"),
+    );
+    let ckpt = s.path("m.st");
+    succeeded(&run!("train", &file, "--quiet", "--checkpoint", &ckpt));
+    let mut ck = Checkpoint::load(&ckpt).unwrap();
+    for w in &mut ck.tensors.get_mut("dense1.weight").unwrap().data {
+        *w = 3e38;
+    }
+    let huge = s.path("huge.st");
+    ck.save_to(&huge).unwrap();
+    let err = user_error(&run!("eval", &file, "--checkpoint", &huge));
+    assert_has(
+        &err,
+        &[
+            "run `M`: the test loss is", // NaN: inf − inf in the second layer
+            "(first at sample 0)",
+            "an infinity first appears in `%4 = matmul %0, %2 : f32[B,8]  ; dense1`",
+            "the parameters overflow the model on this data",
+        ],
+    );
+    let input = s.write("in.csv", "1,2\n3,4\n");
+    let err = user_error(&run!(
+        "predict",
+        &file,
+        "--checkpoint",
+        &huge,
+        "--input",
+        &input
+    ));
+    assert_has(
+        &err,
+        &["the model's output for sample 0 is NaN (value 0 of 1): the parameters overflow"],
+    );
+    // The checkpoint as trained evaluates as before.
+    assert_has(
+        &succeeded(&run!("eval", &file, "--checkpoint", &ckpt)),
+        &["run M: test loss"],
+    );
+}

@@ -3,6 +3,7 @@
 //! (class ids, or the argmax of one-hot/probability labels). A split can also be evaluated in
 //! parts whose [`EvalSums`] add up (the ranks of a data-parallel run each take one).
 
+use super::anomaly::{first_non_finite, Anomaly};
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::Graph;
 use crate::runtime::batch::{gather, Buf};
@@ -147,6 +148,47 @@ pub fn evaluate_part(
         }
     }
     Ok(sums)
+}
+
+/// The first batch of `split` (in batches of `batch`, as [`evaluate`] takes them) whose loss
+/// is not finite, run again on `exec` (an executor that keeps every value, the backend's
+/// `inspector`), and where its first non-finite value appeared: its samples, and the
+/// [`Anomaly`] when the executor can show it. `None` when every batch's loss is finite.
+pub fn first_non_finite_batch(
+    exec: &mut dyn Executor,
+    params: &[&[f32]],
+    split: &Split,
+    batch: usize,
+    seed: u64,
+) -> Option<(std::ops::Range<usize>, Option<Anomaly>)> {
+    let roles = label_inputs(exec.graph());
+    let batch = batch.clamp(1, split.len.max(1));
+    let mut xb = Buf::for_column(&split.x, batch);
+    let mut yb = Buf::for_column(&split.y, batch);
+    let idx: Vec<usize> = (0..split.len).collect();
+    for chunk in idx.chunks(batch) {
+        gather(&split.x, chunk, &mut xb);
+        gather(&split.y, chunk, &mut yb);
+        let feeds: Vec<Feed<'_>> = roles
+            .iter()
+            .map(|&is_y| if is_y { yb.feed() } else { xb.feed() })
+            .collect();
+        let ctx = StepCtx {
+            seed,
+            ..StepCtx::default()
+        };
+        exec.run(chunk.len(), &feeds, params, ctx).ok()?;
+        let loss = exec.output("loss").and_then(|l| l.first().copied())?;
+        if !loss.is_finite() {
+            let samples = chunk[0]..chunk[chunk.len() - 1] + 1;
+            let exec: &dyn Executor = exec;
+            return Some((
+                samples,
+                first_non_finite(exec.graph(), exec, &feeds, params),
+            ));
+        }
+    }
+    None
 }
 
 /// The mean loss and the accuracy over all of `split` from the sums over all of it, for the

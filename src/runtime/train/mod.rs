@@ -180,6 +180,16 @@ pub enum TrainError {
         /// Where the first non-finite value appeared.
         anomaly: Option<anomaly::Anomaly>,
     },
+    /// `nnc eval`: the loss on the evaluated split is not finite (the parameters overflow the
+    /// model on its data), at the first batch whose loss is not, where `anomaly` appeared.
+    #[error("run `{run}`: {}", non_finite_eval_message(split, *.loss, .samples.as_ref(), .anomaly.as_deref()))]
+    NonFiniteEval {
+        run: String,
+        split: &'static str,
+        loss: f64,
+        samples: Option<std::ops::Range<usize>>,
+        anomaly: Option<Box<anomaly::Anomaly>>,
+    },
     /// A collective operation of a data-parallel run failed: another rank died, hangs or
     /// cannot be reached.
     #[error("run `{run}`, step {step}: exchanging {what} with the other processes: {source}")]
@@ -222,6 +232,34 @@ fn non_finite_message(
     }
     parts.push("training stopped before this step's update".into());
     // One finding a line (a terminal renders them under the headline).
+    parts.join("\n")
+}
+
+fn non_finite_eval_message(
+    split: &str,
+    loss: f64,
+    samples: Option<&std::ops::Range<usize>>,
+    anomaly: Option<&anomaly::Anomaly>,
+) -> String {
+    let mut parts = vec![match samples {
+        Some(s) if s.len() == 1 => {
+            format!("the {split} loss is {loss} (first at sample {})", s.start)
+        }
+        Some(s) => format!(
+            "the {split} loss is {loss} (first in the batch of samples {} to {})",
+            s.start,
+            s.end - 1
+        ),
+        None => format!("the {split} loss is {loss}"),
+    }];
+    if let Some(a) = anomaly {
+        parts.push(a.to_string());
+    }
+    parts.push(
+        "the parameters overflow the model on this data: check that the checkpoint was \
+         trained on it"
+            .into(),
+    );
     parts.join("\n")
 }
 

@@ -6,7 +6,7 @@
 //! ([`TrainOptions::comm`]) each runs its part of every batch and they average their gradients
 //! ([`super::shard`]).
 
-use super::eval::{evaluate, EvalResult};
+use super::eval::{evaluate, first_non_finite_batch, EvalResult};
 use super::params::{Params, Tensors};
 use super::resume::Order;
 use super::resume::Position;
@@ -378,7 +378,7 @@ pub fn evaluate_run(
     let mut exec = backend
         .forward_executor(g)
         .map_err(|e| setup(format!("compiling the evaluation graph: {e}")))?;
-    evaluate(
+    let r = evaluate(
         exec.as_mut(),
         &views,
         &split,
@@ -386,10 +386,31 @@ pub fn evaluate_run(
         spec.classification,
         spec.seed,
     )
-    .map(|r| (r, name))
     .map_err(|source| TrainError::Exec {
         run: run.into(),
         step: 0,
         source,
-    })
+    })?;
+    if !r.loss.is_finite() {
+        // Which batch, and where in the graph: the evaluation is run again on an executor that
+        // keeps every value, as training names the op of a non-finite step.
+        let found = (backend.forward)(g)
+            .and_then(|fg| (backend.inspector)(&fg))
+            .ok()
+            .and_then(|mut inspector| {
+                first_non_finite_batch(inspector.as_mut(), &views, &split, spec.batch, spec.seed)
+            });
+        let (samples, anomaly) = match found {
+            Some((s, a)) => (Some(s), a.map(Box::new)),
+            None => (None, None),
+        };
+        return Err(TrainError::NonFiniteEval {
+            run: run.into(),
+            split: name,
+            loss: r.loss,
+            samples,
+            anomaly,
+        });
+    }
+    Ok((r, name))
 }
