@@ -80,10 +80,38 @@ impl Loaded {
             }
             // A label of the split a `test:` source gives, else of the train source (which
             // `split` may have cut in two).
-            (Some((_, span)), _) if matches!(error, DataError::Label { split: "test", .. }) => {
-                (*span, "checking the labels of the test split of")
+            (Some((_, span)), _)
+                if matches!(
+                    error,
+                    DataError::Label { split: "test", .. }
+                        | DataError::Target { split: "test", .. }
+                ) =>
+            {
+                match error {
+                    DataError::Target {
+                        what: "input value",
+                        ..
+                    } => (
+                        *span,
+                        "checking the inputs (the loss's targets) of the test split of",
+                    ),
+                    _ => (*span, "checking the labels of the test split of"),
+                }
             }
-            _ if matches!(error, DataError::Label { .. }) => {
+            _ if matches!(
+                error,
+                DataError::Target {
+                    what: "input value",
+                    ..
+                }
+            ) =>
+            {
+                (
+                    data.train_span,
+                    "checking the inputs (the loss's targets) of",
+                )
+            }
+            _ if matches!(error, DataError::Label { .. } | DataError::Target { .. }) => {
                 (data.train_span, "checking the labels of")
             }
             (Some((test, span)), _) if mentions(test) && !mentions(&data.train) => {

@@ -276,6 +276,71 @@ fn a_label_that_is_not_a_class_is_shown_under_its_source() {
     );
 }
 
+/// `binary_cross_entropy` and `cross_entropy` of one-hot labels take their targets as
+/// probabilities: a target of 2 or -1 trained silently (towards a loss without a bound below).
+/// It is refused under the source that holds it, in `train` and in `eval`, as is a model's
+/// input that is its own target and was not scaled into [0, 1].
+#[test]
+fn targets_that_are_not_probabilities_are_refused() {
+    let s = Scratch::new("target-not-a-probability");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,2\n");
+    let bce = s.write(
+        "bce.nn",
+        "model M(x: [2]) -> [1] { return x |> dense(1) |> sigmoid }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train M on d { loss: binary_cross_entropy(output, label) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let err = user_error(&run!("train", &bce));
+    assert_has(
+        &err,
+        &[
+            "nnc::data",
+            "label 2 of train sample 2 is not a probability in [0, 1]: binary_cross_entropy",
+            "train: csv(\"points.csv\")",
+            "while checking the labels of `d` for run `M`",
+        ],
+    );
+    let ck = s.path("m.st");
+    let ok = s.write("ok.csv", "0,0,0\n0,1,1\n1,0,0.5\n");
+    let ok_nn = s.write(
+        "ok.nn",
+        std::fs::read_to_string(&bce)
+            .unwrap()
+            .replace("points.csv", "ok.csv"),
+    );
+    assert!(ok.exists());
+    succeeded(&run!("train", &ok_nn, "--quiet", "--checkpoint", &ck));
+    let err = user_error(&run!("eval", &bce, "--checkpoint", &ck));
+    assert_has(&err, &["label 2 of train sample 2 is not a probability"]);
+    // One-hot labels, one of them not.
+    let onehot = s.write(
+        "onehot.nn",
+        "model M(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 0], [1, 1]], y: [[1, 0], [0, -1]]) }\n\
+         train M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let err = user_error(&run!("train", &onehot));
+    assert_has(
+        &err,
+        &["label -1 of train sample 1 is not a probability in [0, 1]: cross_entropy"],
+    );
+    // A reconstruction whose target is its own input.
+    let ae = s.write(
+        "ae.nn",
+        "model A(x: [2]) -> [2] { return x |> dense(2) |> sigmoid }\n\
+         data d { train: inline(x: [[0, 0.5], [1, 3]], y: [[0], [1]]) }\n\
+         train A on d { loss: binary_cross_entropy(output, x) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let err = user_error(&run!("train", &ae));
+    assert_has(
+        &err,
+        &[
+            "input value 3 of train sample 1 is not a probability in [0, 1]",
+            "while checking the inputs (the loss's targets) of `d` for run `A`",
+        ],
+    );
+}
+
 /// A `--data-dir` one folder above the data files (`../shared/data` for `../shared/data/mnist`)
 /// is answered with the folder that holds them.
 #[test]

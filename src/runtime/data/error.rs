@@ -83,6 +83,20 @@ pub enum DataError {
         label: i32,
         classes: usize,
     },
+    /// A target outside [0, 1] for a loss that takes probabilities as targets
+    /// (`binary_cross_entropy`, `cross_entropy` of one-hot or soft labels).
+    #[error(
+        "{what} {value} of {split} sample {sample} is not a probability in [0, 1]: {loss} \
+         takes its targets as probabilities"
+    )]
+    Target {
+        /// `label`, or `input value` for a model's input as its own target.
+        what: &'static str,
+        split: &'static str,
+        sample: usize,
+        value: f32,
+        loss: &'static str,
+    },
     #[error("inline data: {0}")]
     Inline(String),
     #[error("data `{data}`: {what} have {found} per sample, but the model expects {expected}")]

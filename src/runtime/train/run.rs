@@ -14,7 +14,7 @@ use super::shard::broadcast_start;
 use super::trainer::{Ended, Trainer};
 use super::{Backend, RunSummary, TrainError, TrainOptions};
 use crate::exec::Executor;
-use crate::ir::{Graph, Length, Program, RunSpec};
+use crate::ir::{Graph, Length, Op, Program, RunSpec};
 use crate::runtime::batch::Epochs;
 use crate::runtime::data::{self, DataError, Dataset, Expect, Split, Values};
 use std::collections::BTreeMap;
@@ -301,9 +301,59 @@ fn check_vocab(spec: &RunSpec, vocab: Option<usize>) -> Result<(), String> {
     ))
 }
 
+/// The loss that reads a graph input itself as probabilities, if any, and that input's name:
+/// `binary_cross_entropy` or `cross_entropy` of one-hot or soft labels (the same shape as the
+/// logits) whose target is `label`, or the model's input for a reconstruction. A target outside
+/// [0, 1] gives such a loss no meaning (a BCE target of 2 trains towards a loss that falls
+/// without bound, and the run went on silently).
+fn probability_target(spec: &RunSpec) -> Option<(&'static str, bool)> {
+    let g = &spec.graph;
+    let inputs = g.inputs();
+    g.values().find_map(|v| {
+        let node = g.node(v);
+        let name = match node.op {
+            Op::Bce => "binary_cross_entropy",
+            Op::SoftCrossEntropy => "cross_entropy",
+            _ => return None,
+        };
+        let target = node.inputs.get(1)?;
+        let (_, input) = inputs.iter().find(|(i, _)| i == target)?;
+        Some((name, *input == "label"))
+    })
+}
+
+/// Targets of split `s` (named `name`) that a loss takes as probabilities must be in [0, 1].
+fn check_split_targets(spec: &RunSpec, s: &Split, name: &'static str) -> Result<(), DataError> {
+    let Some((loss, is_label)) = probability_target(spec) else {
+        return Ok(());
+    };
+    let column = if is_label { &s.y } else { &s.x };
+    let outside = |y: &f32| !(0.0..=1.0).contains(y);
+    let bad = match &column.values {
+        Values::F32(v) => v.iter().position(outside).map(|i| (i, v[i])),
+        // Bytes through their table (an image as its own target, after `normalize`).
+        Values::Bytes { bytes, table } => bytes
+            .iter()
+            .position(|&b| outside(&table[b as usize]))
+            .map(|i| (i, table[bytes[i] as usize])),
+        Values::I32(_) => None,
+    };
+    match bad {
+        Some((i, value)) => Err(DataError::Target {
+            what: if is_label { "label" } else { "input value" },
+            split: name,
+            sample: i / column.per_sample().max(1),
+            value,
+            loss,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// [`check_labels`] for one split, named `name` in the error (a text's labels are in range
 /// once [`check_vocab`] has passed).
 fn check_split_labels(spec: &RunSpec, s: &Split, name: &'static str) -> Result<(), DataError> {
+    check_split_targets(spec, s, name)?;
     let Some(classes) = classes(spec) else {
         return Ok(());
     };
