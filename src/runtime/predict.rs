@@ -35,8 +35,8 @@ pub enum PredictError {
     Id {
         input: String,
         sample: usize,
-        value: f32,
-        /// `an integer` or `within the range of i32`.
+        value: f64,
+        /// `an integer`, `within the range of i32`, or what f32 holds exactly.
         expected: &'static str,
     },
     #[error("running the model: {0}")]
@@ -73,6 +73,9 @@ pub struct Inputs {
     pub first: usize,
     /// Shape of one sample as read (`[28, 28]` for an image, `[n]` for a CSV row).
     pub shape: Vec<usize>,
+    /// The first value of a CSV file that f32 cannot hold exactly (a whole number beyond
+    /// 2^24), with its place in `values`: as an id it would be rounded into another id.
+    pub inexact: Option<(usize, f64)>,
 }
 
 impl Inputs {
@@ -90,11 +93,16 @@ impl Inputs {
             });
         }
         let k = self.per_sample();
+        let inexact = self
+            .inexact
+            .filter(|(at, _)| (i * k..(i + 1) * k).contains(at))
+            .map(|(at, v)| (at - i * k, v));
         Ok(Inputs {
             values: self.values[i * k..(i + 1) * k].to_vec(),
             count: 1,
             first: i,
             shape: self.shape,
+            inexact,
         })
     }
 }
@@ -122,6 +130,7 @@ pub fn read_inputs(path: &Path, index: Option<usize>) -> Result<Inputs, PredictE
             count,
             first: 0,
             shape,
+            inexact: None,
         }
     } else {
         let (full, bytes) = file.read_to_end(memory::available())?;
@@ -159,15 +168,23 @@ fn csv_rows(path: &Path, bytes: Vec<u8>) -> Result<Inputs, PredictError> {
             path: path.into(),
             msg: "no data rows".into(),
         })?;
-    let values = rows
+    let values: Vec<f32> = rows
         .iter()
         .flat_map(|r| r.1.iter().map(|&v| v as f32))
         .collect();
+    // Only whole numbers matter (ids): a fraction is never exact, and is refused as an id.
+    let inexact = rows
+        .iter()
+        .flat_map(|r| r.1.iter())
+        .enumerate()
+        .find(|(_, &v)| v.fract() == 0.0 && v as f32 as f64 != v)
+        .map(|(i, &v)| (i, v));
     Ok(Inputs {
         values,
         count: rows.len(),
         first: 0,
         shape: vec![width],
+        inexact,
     })
 }
 
@@ -265,6 +282,7 @@ pub fn pgm(path: &Path, bytes: &[u8]) -> Result<Inputs, PredictError> {
         count: 1,
         first: 0,
         shape: vec![h, w],
+        inexact: None,
     })
 }
 
@@ -386,12 +404,20 @@ pub fn outputs(
     // Ids as the training data's are read: a fraction, or a value beyond i32, is refused
     // rather than truncated or saturated into some other id.
     let ids: Vec<i32> = if ty.dtype == DType::I32 {
-        let bad = |i: usize, value: f32, expected| PredictError::Id {
+        let bad = |i: usize, value: f64, expected| PredictError::Id {
             input: format!("{name}: {ty}"),
             sample: inputs.first + i / per.max(1),
             value,
             expected,
         };
+        // An id beyond 2^24 read from CSV would be rounded to another (16777217 to 16777216).
+        if let (Some((i, v)), None) = (inputs.inexact, normalize) {
+            return Err(bad(
+                i,
+                v,
+                "a whole number of at most 2^24 (16777216), beyond which ids read from CSV are not exact",
+            ));
+        }
         values
             .iter()
             .enumerate()
@@ -399,9 +425,9 @@ pub fn outputs(
                 // In f64, where both ends of i32 are exact (`i32::MAX as f32` is 2^31).
                 let x = v as f64;
                 if !(i32::MIN as f64..=i32::MAX as f64).contains(&x) {
-                    Err(bad(i, v, "within the range of i32"))
+                    Err(bad(i, x, "within the range of i32"))
                 } else if x.fract() != 0.0 {
-                    Err(bad(i, v, "an integer"))
+                    Err(bad(i, x, "an integer"))
                 } else {
                     Ok(v as i32)
                 }

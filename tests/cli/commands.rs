@@ -697,6 +697,26 @@ fn predict_refuses_ids_that_are_not_integers() {
         &err,
         &["input value 3000000000 of sample 0 is not within the range of i32"],
     );
+    // Read through f32, 16777217 became 16777216: refused with its own value, in whichever
+    // sample holds it (`--index` included), not rounded into the id next to it.
+    for (csv, extra) in [
+        ("0,1,2,16777217\n", &[][..]),
+        ("0,1,2,0\n0,1,2,-16777217\n", &["--index", "1"][..]),
+    ] {
+        let err = user_error(&predict(csv, extra));
+        assert_has(
+            &err,
+            &["16777217 of sample", "ids read from CSV are not exact"],
+        );
+    }
+    assert_has(
+        &user_error(&predict("0,1,2,0\n0,1,2,16777217\n", &[])),
+        &["input value 16777217 of sample 1"],
+    );
+    assert_has(
+        &succeeded(&predict("0,1,2,0\n0,1,2,16777217\n", &["--index", "0"])),
+        &["sample 0: "],
+    );
 }
 
 /// A distillation run's teacher read from a checkpoint file that is missing: `eval`, as `train`,
