@@ -142,6 +142,17 @@ pub fn steps(e: &Expr, what: &str, min: i64) -> Result<usize, Diag> {
     )
 }
 
+/// [`steps`] for a number of epochs (`epochs:`, `every N epochs`), where a fraction between 0
+/// and 1 (part of an epoch, as Keras' `steps_per_epoch` gives) is answered with how to count
+/// the same in steps: `instead` (`` `steps: N` ``, `` `every N steps` ``) and what an epoch is.
+pub fn epochs(e: &Expr, what: &str, instead: &str) -> Result<usize, Diag> {
+    let part = number(e).is_ok_and(|v| v > 0.0 && v < 1.0);
+    steps(e, what, 1).map_err(|d| match part {
+        true => d.help(format!("{instead} (an epoch is ⌊samples / batch⌋ steps)")),
+        false => d,
+    })
+}
+
 /// A seed: any whole number from 0 up to 2^53 − 1, the largest the file holds exactly.
 pub fn seed(e: &Expr) -> Result<u64, Diag> {
     let v = integer(e, "the seed")?;

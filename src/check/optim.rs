@@ -356,14 +356,15 @@ pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
         }
     };
     // `every 0.5 epochs`: more often than once an epoch is counted in steps.
-    let part = per_epoch && consts::number(count).is_ok_and(|v| v > 0.0 && v < 1.0);
-    let every = consts::steps(count, "the evaluation interval", 1).map_err(|d| {
-        if part {
-            d.help("to evaluate more often than once an epoch, count steps: `every N steps` (an epoch is ⌊samples / batch⌋ steps)")
-        } else {
-            d
-        }
-    })? as u64;
+    let every = if per_epoch {
+        consts::epochs(
+            count,
+            "the evaluation interval",
+            "to evaluate more often than once an epoch, count steps: `every N steps`",
+        )
+    } else {
+        consts::steps(count, "the evaluation interval", 1)
+    }? as u64;
     let Some(metrics) = metrics else {
         return Ok(EvalSpec {
             every,

@@ -356,16 +356,11 @@ fn length(s: &Settings, diags: &mut Vec<Diag>) -> Option<Length> {
             None
         }
         (Some(a), None) => {
-            let r = consts::steps(&a.value, "the number of epochs", 1);
-            // `epochs: 0.5` (part of an epoch, as Keras' `steps_per_epoch` gives): say how.
-            let part = consts::number(&a.value).is_ok_and(|v| v > 0.0 && v < 1.0);
-            let r = r.map_err(|d| {
-                if part {
-                    d.help("to train on part of an epoch, give the number of batches: `steps: N` (an epoch is ⌊samples / batch⌋ steps)")
-                } else {
-                    d
-                }
-            });
+            let r = consts::epochs(
+                &a.value,
+                "the number of epochs",
+                "to train on part of an epoch, give the number of batches: `steps: N`",
+            );
             take(r, diags).map(|n| Length::Epochs(n as u64))
         }
         (None, Some(b)) => take(consts::steps(&b.value, "the number of steps", 1), diags)

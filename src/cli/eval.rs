@@ -70,9 +70,11 @@ pub fn run(args: &EvalArgs) -> CliResult {
     for p in spec.eval_graph.params.iter() {
         if !p.path.starts_with(TEACHER) {
             ck.get(&p.path, &p.dims).map_err(|e| match other_run {
-                Some(r) => CliError::user(format!(
-                    "{e} for run `{}` (the file's last run); the checkpoint was written by run `{r}`: add `--run {r}`",
-                    spec.name
+                Some(r) => CliError::user(super::written_by_another_run(
+                    &e,
+                    &format!("run `{}` (the file's last run)", spec.name),
+                    &format!("run `{r}`"),
+                    &format!("--run {r}"),
                 )),
                 None => CliError::user(e),
             })?;

@@ -178,12 +178,20 @@ pub fn with_checkpoint(
         let other = (!named)
             .then(|| Checkpoint::load(checkpoint).ok())
             .flatten()
-            .and_then(|ck| resume::Position::run_of(&ck).ok().flatten().and_then(|r| p.run(r)).cloned())
+            .and_then(|ck| {
+                resume::Position::run_of(&ck)
+                    .ok()
+                    .flatten()
+                    .and_then(|r| p.run(r))
+                    .cloned()
+            })
             .filter(|r| r.model != model.name);
         match other {
-            Some(r) => CliError::user(format!(
-                "{e} for model `{}` (the model of the file's last run); the checkpoint was written by run `{}`, which trains model `{}`: add `--model {}`",
-                model.name, r.name, r.model, r.model
+            Some(r) => CliError::user(super::written_by_another_run(
+                &e,
+                &format!("model `{}` (the model of the file's last run)", model.name),
+                &format!("run `{}`, which trains model `{}`", r.name, r.model),
+                &format!("--model {}", r.model),
             )),
             None => CliError::user(e),
         }

@@ -1328,3 +1328,57 @@ fn the_language_references_examples_train() {
     train("teacher_run", &text, None);
     train("student", &text, None);
 }
+
+/// A checkpoint of the file's first run given to `eval` or `predict`, which default to its last
+/// run (and that run's model), is answered with the option that picks the run that wrote it.
+#[test]
+fn a_checkpoint_of_another_run_is_answered_with_the_option_that_picks_it() {
+    let s = Scratch::new("checkpoint-of-another-run");
+    let nn = s.write(
+        "two.nn",
+        "model A(x: [2]) -> [1] { return x |> dense(3) |> dense(1) }\n\
+         model B(x: [2]) -> [1] { return x |> dense(1) }\n\
+         data d { train: inline(x: [[0, 0], [1, 1]], y: [[0], [1]]) }\n\
+         train first: A on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 1 }\n\
+         train second: B on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let ck = s.path("m.st");
+    succeeded(&run!(
+        "train",
+        &nn,
+        "--quiet",
+        "--run",
+        "first",
+        "--checkpoint",
+        &ck
+    ));
+    let err = user_error(&run!("eval", &nn, "--checkpoint", &ck));
+    assert_has(
+        &err,
+        &["for run `second` (the file's last run); the checkpoint was written by run `first`: add `--run first`"],
+    );
+    let input = s.write("in.csv", "0,1\n");
+    let err = user_error(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &input
+    ));
+    assert_has(
+        &err,
+        &["for model `B` (the model of the file's last run); the checkpoint was written by run `first`, which trains model `A`: add `--model A`"],
+    );
+    succeeded(&run!("eval", &nn, "--checkpoint", &ck, "--run", "first"));
+    succeeded(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &input,
+        "--model",
+        "A"
+    ));
+}
