@@ -443,3 +443,60 @@ fn a_stop_request_to_one_rank_stops_every_rank_after_the_same_step() {
         assert!(err.contains(&said), "{said}\n{err}");
     }
 }
+
+/// Under `--detect-anomaly`, an infinity in one rank's part of the batch only (its sample
+/// overflows the first layer; the sigmoid hides it from the loss) stopped that rank alone, and
+/// `mpirun` then killed the others mid-step. Every rank now stops at the same step with the
+/// same report, the others naming the rank whose part it was in.
+#[test]
+fn an_anomaly_on_one_rank_stops_every_rank_with_the_same_report() {
+    let _turn = serial();
+    let dir = Scratch::new("anomaly-one-rank");
+    let nn = dir.path("hidden.nn");
+    std::fs::write(
+        &nn,
+        r#"
+model M(x: [4]) -> [1] {
+    return x |> dense(16) |> sigmoid |> dense(1)
+}
+data d {
+    train: inline(x: [[3e38, 3e38, 3e38, 3e38], [1, 1, 1, 1]], y: [[1], [0]])
+}
+train M on d {
+    loss: mse(output, label)
+    optimizer: sgd(lr: 0.1)
+    batch: 2
+    steps: 20
+    shuffle: false
+}
+"#,
+    )
+    .unwrap();
+    let out = mpirun(2, &["train", s(&nn), "-q", "--detect-anomaly"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    // The step at which the sum first overflows depends on the initial weights; the ranks
+    // agree on it.
+    let report = |rank: usize| {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("[rank {rank} of 2]   × run `M`, step ")))
+            .unwrap_or_else(|| panic!("no report of rank {rank} in\n{err}"));
+        line.split_once(" (")
+            .unwrap()
+            .0
+            .split_once("   ")
+            .unwrap()
+            .1
+            .to_string()
+    };
+    assert_eq!(report(0), report(1), "{err}");
+    assert!(
+        report(0)
+            .ends_with(": an infinity first appears in `%4 = matmul %0, %2 : f32[B,16]  ; dense1`"),
+        "{err}"
+    );
+    assert!(err.contains("in the part of the batch of rank 0)"), "{err}");
+}

@@ -11,7 +11,7 @@
 use super::ExecutorFactory;
 use crate::exec::{Executor, Feed, StepCtx};
 use crate::ir::print::node_to_string;
-use crate::ir::{Graph, Op};
+use crate::ir::{Graph, Op, ValueId};
 use std::fmt;
 
 /// The first non-finite value of a step.
@@ -23,6 +23,9 @@ pub struct Anomaly {
     pub bad: usize,
     pub nan: usize,
     pub len: usize,
+    /// The process of a data-parallel run whose part of the batch it was found in, when that
+    /// is another's than the one reporting it.
+    pub rank: Option<usize>,
 }
 
 impl fmt::Display for Anomaly {
@@ -34,9 +37,13 @@ impl fmt::Display for Anomaly {
         };
         write!(
             f,
-            "{what} first appears in `{}` ({} of its {} elements)",
+            "{what} first appears in `{}` ({} of its {} elements",
             self.node, self.bad, self.len
-        )
+        )?;
+        match self.rank {
+            Some(r) => write!(f, ", in the part of the batch of rank {r})"),
+            None => write!(f, ")"),
+        }
     }
 }
 
@@ -71,6 +78,16 @@ pub fn first_non_finite(
     inputs: &[Feed<'_>],
     params: &[&[f32]],
 ) -> Option<Anomaly> {
+    first_non_finite_at(graph, exec, inputs, params).map(|(_, a)| a)
+}
+
+/// [`first_non_finite`], and the value it is.
+pub fn first_non_finite_at(
+    graph: &Graph,
+    exec: &dyn Executor,
+    inputs: &[Feed<'_>],
+    params: &[&[f32]],
+) -> Option<(ValueId, Anomaly)> {
     let input_nodes = graph.inputs();
     graph.values().find_map(|v| {
         let data = match &graph.node(v).op {
@@ -85,11 +102,15 @@ pub fn first_non_finite(
             _ => exec.value(v),
         }?;
         let (bad, nan) = non_finite(data);
-        (bad > 0).then(|| Anomaly {
-            node: node_to_string(graph, v),
-            bad,
-            nan,
-            len: data.len(),
+        (bad > 0).then(|| {
+            let a = Anomaly {
+                node: node_to_string(graph, v),
+                bad,
+                nan,
+                len: data.len(),
+                rank: None,
+            };
+            (v, a)
         })
     })
 }

@@ -170,7 +170,7 @@ pub enum TrainError {
     /// A non-finite loss or gradient (or, under `--detect-anomaly`, any intermediate value):
     /// training stopped before the update, so the parameters and checkpoints are those of the
     /// last good step.
-    #[error("run `{run}`, step {step}: {}", non_finite_message(*.loss, .param.as_deref(), .anomaly.as_ref()))]
+    #[error("run `{run}`, step {step}: {}", non_finite_message(*.loss, .param.as_deref(), .anomaly.as_deref()))]
     NonFinite {
         run: String,
         step: u64,
@@ -178,7 +178,7 @@ pub enum TrainError {
         /// The first trainable parameter whose gradient is not finite.
         param: Option<String>,
         /// Where the first non-finite value appeared.
-        anomaly: Option<anomaly::Anomaly>,
+        anomaly: Option<Box<anomaly::Anomaly>>,
     },
     /// `nnc eval`: the loss on the evaluated split is not finite (the parameters overflow the
     /// model on its data), at the first batch whose loss is not, where `anomaly` appeared.

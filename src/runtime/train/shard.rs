@@ -15,9 +15,12 @@
 //! With one process none of this copies anything: the gradients are read straight from the
 //! executor, as before.
 
+use super::anomaly::Anomaly;
 use super::eval::{evaluate_part, finish, EvalResult, EvalSums};
 use super::{interrupt, TrainError};
 use crate::exec::Executor;
+use crate::ir::print::node_to_string;
+use crate::ir::{Graph, ValueId};
 use crate::runtime::data::Split;
 use crate::runtime::dist::{Comm, CommError};
 
@@ -27,11 +30,22 @@ pub(super) struct Shard<'c> {
     run: String,
     /// The gradient outputs (`grad:<path>`) in update order, with their offsets in `flat`.
     grads: Vec<(String, usize)>,
-    /// The gradients, then the loss, then the stop flag; empty with one process.
+    /// The gradients, then the loss, then the stop flag, then [`ANOMALY_SLOTS`] per rank;
+    /// empty with one process.
     flat: Vec<f32>,
+    /// Where the loss is in `flat` (the gradients' length).
+    at_loss: usize,
     /// Whether any rank asked to stop at the last reduction.
     stop: bool,
+    /// The first rank (by rank) that found a non-finite value at the last reduction under
+    /// `--detect-anomaly`, and what: every rank then stops with the same report.
+    found: Option<(usize, ValueId, [usize; 3])>,
 }
+
+/// Per rank at the end of a reduction: the node of the first non-finite value this rank's
+/// part found under `--detect-anomaly` (its index + 1, 0 for none), its non-finite elements,
+/// of them NaN, and its element count. Only that rank writes its slots; the sum is its values.
+const ANOMALY_SLOTS: usize = 4;
 
 impl<'c> Shard<'c> {
     /// A rank's share of the steps of run `run` with global batches of `batch` samples and the
@@ -64,12 +78,19 @@ impl<'c> Shard<'c> {
             run: run.into(),
             grads,
             flat: if n > 1 {
-                vec![0.0; len + 2]
+                vec![0.0; len + 2 + ANOMALY_SLOTS * n]
             } else {
                 Vec::new()
             },
+            at_loss: len,
             stop: false,
+            found: None,
         })
+    }
+
+    /// Whether several processes share the steps.
+    pub fn distributed(&self) -> bool {
+        !self.flat.is_empty()
     }
 
     /// This rank's contiguous part of the global batch `idx`.
@@ -84,14 +105,33 @@ impl<'c> Shard<'c> {
         (self.comm.rank() * part_len) as u64
     }
 
-    /// After the step's forward and backward pass on this rank's part (`loss` its mean loss):
-    /// sums every rank's gradients, loss and stop request, and returns the global batch's mean
-    /// loss. The gradients are then read with [`Shard::grad`].
-    pub fn reduce(&mut self, exec: &dyn Executor, loss: f32, step: u64) -> Result<f32, TrainError> {
+    /// After the step's forward and backward pass on this rank's part (`loss` its mean loss,
+    /// `anomaly` the first non-finite value it found under `--detect-anomaly`): sums every
+    /// rank's gradients, loss and stop request, and returns the global batch's mean loss. The
+    /// gradients are then read with [`Shard::grad`], and an anomaly of any rank with
+    /// [`Shard::anomaly`].
+    pub fn reduce(
+        &mut self,
+        exec: &dyn Executor,
+        loss: f32,
+        anomaly: Option<&(ValueId, Anomaly)>,
+        step: u64,
+    ) -> Result<f32, TrainError> {
         if self.flat.is_empty() {
             return Ok(loss);
         }
-        let g = self.flat.len() - 2;
+        let g = self.at_loss;
+        let slots = g + 2;
+        self.flat[slots..].fill(0.0);
+        if let Some((v, a)) = anomaly {
+            let mine = slots + ANOMALY_SLOTS * self.comm.rank();
+            self.flat[mine..mine + ANOMALY_SLOTS].copy_from_slice(&[
+                (v.index() + 1) as f32,
+                a.bad as f32,
+                a.nan as f32,
+                a.len as f32,
+            ]);
+        }
         for (k, (name, off)) in self.grads.iter().enumerate() {
             let end = self.grads.get(k + 1).map_or(g, |n| n.1);
             let dst = &mut self.flat[*off..end];
@@ -115,7 +155,29 @@ impl<'c> Shard<'c> {
             *x /= n;
         }
         self.stop = self.flat[g + 1] > 0.0;
+        self.found = self.flat[slots..]
+            .chunks_exact(ANOMALY_SLOTS)
+            .enumerate()
+            .find(|(_, c)| c[0] > 0.0)
+            .map(|(r, c)| {
+                let v = ValueId(c[0] as u32 - 1);
+                (r, v, [c[1] as usize, c[2] as usize, c[3] as usize])
+            });
         Ok(self.flat[g])
+    }
+
+    /// The first non-finite value any rank found at the last reduction (see [`Shard::reduce`]),
+    /// as a node of `graph` (every rank's graph is the same), naming the rank when it is
+    /// another.
+    pub fn anomaly(&self, graph: &Graph) -> Option<Anomaly> {
+        let (r, v, [bad, nan, len]) = self.found?;
+        Some(Anomaly {
+            node: node_to_string(graph, v),
+            bad,
+            nan,
+            len,
+            rank: (r != self.comm.rank()).then_some(r),
+        })
     }
 
     /// The gradient to apply for the `k`-th trainable parameter (output `name`): the executor's
@@ -124,7 +186,7 @@ impl<'c> Shard<'c> {
         if self.flat.is_empty() {
             return exec.output(name);
         }
-        let end = self.grads.get(k + 1).map_or(self.flat.len() - 2, |n| n.1);
+        let end = self.grads.get(k + 1).map_or(self.at_loss, |n| n.1);
         Some(&self.flat[self.grads[k].1..end])
     }
 

@@ -271,8 +271,19 @@ impl<'a> Trainer<'a> {
             .output("loss")
             .and_then(|l| l.first().copied())
             .unwrap_or(f32::NAN);
+        // Under `--detect-anomaly` with several processes, what this one found goes with the
+        // reduction, so that every rank stops at the same step with the same report (one
+        // stopping alone left the others waiting in the next step's reduction).
+        let found = (self.run.opts.detect_anomaly && self.shard.distributed())
+            .then(|| {
+                let exec = self.exec.as_ref();
+                anomaly::first_non_finite_at(exec.graph(), exec, &feeds, &views)
+            })
+            .flatten();
         // Under MPI, the mean loss and the summed gradients of every rank.
-        let loss = self.shard.reduce(self.exec.as_ref(), loss, step + 1)?;
+        let loss = self
+            .shard
+            .reduce(self.exec.as_ref(), loss, found.as_ref(), step + 1)?;
         let mut grads: Vec<&[f32]> = recycle(take(&mut self.spare.grads));
         if !self.params.fused {
             for (k, t) in self.params.trainable.iter().enumerate() {
@@ -325,7 +336,9 @@ impl<'a> Trainer<'a> {
                     .is_some_and(|g| !anomaly::all_finite(g))
             })
             .map(|(_, t)| self.graph.params[t.index].path.clone());
-        let anomaly = if detect {
+        let anomaly = if detect && self.shard.distributed() {
+            self.shard.anomaly(exec.graph())
+        } else if detect {
             anomaly::first_non_finite(exec.graph(), exec, ran.feeds, ran.views)
         } else {
             // The executor shares buffers between values: the step is replayed on one that
@@ -347,7 +360,7 @@ impl<'a> Trainer<'a> {
                 step: self.step + 1,
                 loss,
                 param,
-                anomaly,
+                anomaly: anomaly.map(Box::new),
             });
         }
         Ok(())
