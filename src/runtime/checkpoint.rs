@@ -58,6 +58,9 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A folder given where a checkpoint file was expected, with the checkpoints in it.
+    #[error("checkpoint {} is a folder, not a file: {}", .path.display(), folder_hint(.inside))]
+    Folder { path: PathBuf, inside: Vec<String> },
     #[error("cannot write checkpoint {}: {source}", .path.display())]
     Write {
         path: PathBuf,
@@ -97,6 +100,24 @@ pub enum CheckpointError {
         index: String,
         value: f32,
     },
+}
+
+/// What to give instead of a folder: the checkpoints in it (the first few), or what one is.
+fn folder_hint(inside: &[String]) -> String {
+    const SHOWN: usize = 3;
+    match inside {
+        [] => "give the path of a checkpoint file (`.safetensors` or `.st`, as `nnc train \
+               --checkpoint` writes)"
+            .into(),
+        [one] => format!("give the checkpoint file in it, {one}"),
+        _ => {
+            let mut names = inside[..inside.len().min(SHOWN)].join(", ");
+            if inside.len() > SHOWN {
+                names += &format!(" and {} more", inside.len() - SHOWN);
+            }
+            format!("give one of the checkpoint files in it: {names}")
+        }
+    }
 }
 
 /// The first NaN or infinity of `data`, laid out row-major in `dims`: its index, written
@@ -342,6 +363,21 @@ impl Checkpoint {
 
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        if path.is_dir() {
+            let mut inside: Vec<String> = std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_checkpoint_name(&p.to_string_lossy()))
+                .map(|p| p.display().to_string())
+                .collect();
+            inside.sort();
+            return Err(CheckpointError::Folder {
+                path: path.to_path_buf(),
+                inside,
+            });
+        }
         let bytes = std::fs::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => CheckpointError::NotFound {
                 path: path.to_path_buf(),

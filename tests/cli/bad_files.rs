@@ -491,3 +491,39 @@ train C on text { loss: cross_entropy(output, label) optimizer: sgd(0.1) batch: 
         ],
     );
 }
+
+/// A folder given as the checkpoint to read (`eval`, `predict`, `sample`, `--resume`) was
+/// "cannot read checkpoint d: Is a directory (os error 21)"; it names the checkpoints in it.
+#[test]
+fn a_folder_given_as_a_checkpoint_to_read_names_the_files_in_it() {
+    let s = Scratch::new("checkpoint-folder");
+    let nn = s.write(
+        "m.nn",
+        "model M(x: [2]) -> [1] { return x |> dense(1) }\n\
+         data d { train: inline(x: [[0, 0], [1, 1]], y: [[0], [1]]) }\n\
+         train M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let dir = s.path("runs");
+    std::fs::create_dir(&dir).unwrap();
+    let input = s.write("in.csv", "0,1\n");
+    let err = user_error(&run!("eval", &nn, "--checkpoint", &dir));
+    assert_has(
+        &err,
+        &["runs is a folder, not a file: give the path of a checkpoint file"],
+    );
+    let ck = dir.join("m.st");
+    succeeded(&run!("train", &nn, "--quiet", "--checkpoint", &ck));
+    for out in [
+        run!("eval", &nn, "--checkpoint", &dir),
+        run!("predict", &nn, "--checkpoint", &dir, "--input", &input),
+        run!("train", &nn, "--resume", &dir),
+    ] {
+        assert_has(
+            &user_error(&out),
+            &[
+                "runs is a folder, not a file: give the checkpoint file in it",
+                "m.st",
+            ],
+        );
+    }
+}
