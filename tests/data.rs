@@ -627,6 +627,29 @@ fn csv_with_a_byte_order_mark_loads() {
     assert_eq!(i32s(&ds.train.y.values), &[0, 1]);
 }
 
+/// Lines ended by a bare carriage return (classic Mac OS) load as lines: the whole file was one
+/// line, refused as "expected a number, found `23`" (`2\r3`, the return not shown). A NUL in a
+/// field is shown escaped rather than as nothing.
+#[test]
+fn csv_with_bare_carriage_returns_loads() {
+    let dir = tmp("csvcr");
+    std::fs::write(dir.join("m.csv"), "1,2,0\r3,4,1\r").unwrap();
+    std::fs::write(dir.join("w.csv"), "1,2,0\r\n3,4,1\r\n").unwrap();
+    for name in ["m.csv", "w.csv"] {
+        let src = Source::Csv {
+            path: name.into(),
+            label_column: -1,
+            header: false,
+        };
+        let ds = load_ok(&spec(src, None, 1.0, None), &dir, Expect::default());
+        assert_eq!(f32s(&ds.train.x.values), &[1.0, 2.0, 3.0, 4.0], "{name}");
+        assert_eq!(i32s(&ds.train.y.values), &[0, 1], "{name}");
+    }
+    std::fs::write(dir.join("z.csv"), "1,2,0\n\0\0,4,1\n").unwrap();
+    let e = csv_error(&dir, "z.csv", false);
+    assert!(e.to_string().contains("found `\\0\\0`"), "{e}");
+}
+
 /// Integer labels are read exactly, not through f32 (where 16,777,217 is 16,777,216); a label
 /// column holding a fraction is f32, and f32 for a model that regresses.
 #[test]

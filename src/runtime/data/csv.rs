@@ -20,6 +20,7 @@ pub fn parse_rows(
     // The byte order mark that spreadsheets put before UTF-8 text is not part of the first field
     // (it made `\u{feff}1` "not a number", shown as `1`).
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = line_ends(text);
     let mut rows: Vec<(usize, Vec<f64>)> = Vec::new();
     let mut width = None;
     for (i, line) in text.lines().enumerate().skip(header as usize) {
@@ -45,8 +46,9 @@ pub fn parse_rows(
                     return Err(err(
                         line_no,
                         c + 1,
-                        format!("expected a number, found `{f}`"),
-                    ))
+                        // Control characters shown as escapes (NUL bytes printed as nothing).
+                        format!("expected a number, found `{}`", f.escape_debug()),
+                    ));
                 }
             }
         }
@@ -65,6 +67,19 @@ pub fn parse_rows(
         rows.push((line_no, row));
     }
     Ok(rows)
+}
+
+/// `text` with lines ended by a bare carriage return (classic Mac OS, some spreadsheet exports)
+/// ended by `\n`: `str::lines` took a file of them for one line, whose fields ran together
+/// (`2\r3` was "not a number", shown as `23`). Text without them is borrowed as it is.
+fn line_ends(text: &str) -> std::borrow::Cow<'_, str> {
+    let b = text.as_bytes();
+    let bare = (0..b.len()).any(|i| b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'));
+    if bare {
+        text.replace("\r\n", "\n").replace('\r', "\n").into()
+    } else {
+        text.into()
+    }
 }
 
 /// Loads a CSV file: features as f32 `[columns − 1]`, the label column as `[]`: i32 when every
@@ -89,6 +104,7 @@ pub fn split_from_bytes(
     header: bool,
 ) -> Result<RawSplit, DataError> {
     let text = utf8(&path, bytes)?;
+    let text = line_ends(&text);
     let rows = match parse_rows(&path, &text, header) {
         // A first line of names (`a,b,c,label`) read as numbers: say that it is a header when no
         // field of it is a number and the rest of the file parses without it (`nnc predict`
