@@ -28,6 +28,17 @@ pub enum PredictError {
         /// What the mismatch suggests, or empty.
         hint: &'static str,
     },
+    /// As many values as the input takes, in another layout ([`data::reshapes`]).
+    #[error(
+        "a sample has shape {found:?}, but the model input {input} takes {expected:?}: as many \
+         values, in another layout (read in order, an image's rows would be cut in the wrong \
+         places)"
+    )]
+    Layout {
+        input: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     #[error(
         "input value {value} of sample {sample} is not {expected}: the model input {input} \
          takes integer ids"
@@ -395,6 +406,13 @@ pub fn outputs(
             } else {
                 ""
             },
+        });
+    }
+    if !data::reshapes(&inputs.shape, &ty.dims) {
+        return Err(PredictError::Layout {
+            input: format!("{name}: {ty}"),
+            expected: ty.dims.clone(),
+            found: inputs.shape.clone(),
         });
     }
     let mut values = inputs.values.clone();

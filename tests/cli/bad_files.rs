@@ -527,3 +527,53 @@ fn a_folder_given_as_a_checkpoint_to_read_names_the_files_in_it() {
         );
     }
 }
+
+/// Images of as many pixels as the model's input but of another height and width (3×2 for a
+/// `[1, 2, 3]` input) were re-cut into 2×3 images; `train` and `predict` refuse them. Images
+/// of the right size load with or without the axis of 1, and a flat input takes any layout.
+#[test]
+fn images_of_another_layout_are_refused_not_recut() {
+    let nn = IMAGES_NN.replace("[1, 2, 2]", "[1, 2, 3]");
+    let labels = idx(1, &[2], &[0, 1]);
+    let pixels: Vec<u8> = (0..12).map(|i| i * 10).collect();
+    let tall = idx(3, &[2, 3, 2], &pixels);
+    refused(
+        "idx-layout",
+        &nn,
+        &[("images.idx", tall.clone()), ("labels.idx", labels.clone())],
+        &[
+            "inputs have [3, 2] per sample, but the model expects [1, 2, 3]: the same number of values, but in another layout",
+        ],
+    );
+    let s = Scratch::new("idx-layout-ok");
+    s.write("images.idx", idx(3, &[2, 2, 3], &pixels));
+    s.write("labels.idx", &labels);
+    s.write("tall.idx", &tall);
+    let file = s.write("m.nn", &nn);
+    let ck = s.path("m.st");
+    succeeded(&run!("train", &file, "--quiet", "--checkpoint", &ck));
+    let err = user_error(&run!(
+        "predict",
+        &file,
+        "--checkpoint",
+        &ck,
+        "--input",
+        s.path("tall.idx")
+    ));
+    assert_has(
+        &err,
+        &["a sample has shape [3, 2], but the model input image: f32[B,1,2,3] takes [1, 2, 3]"],
+    );
+    succeeded(&run!(
+        "predict",
+        &file,
+        "--checkpoint",
+        &ck,
+        "--input",
+        s.path("images.idx")
+    ));
+    // A flat input: the tall images are vectors of 6.
+    let flat = s.write("flat.nn", nn.replace("[1, 2, 3]", "[6]"));
+    std::fs::write(s.path("images.idx"), &tall).unwrap();
+    succeeded(&run!("train", &flat, "--quiet"));
+}

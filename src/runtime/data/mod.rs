@@ -414,6 +414,16 @@ fn split(all: Split, frac: f64) -> (Split, Split) {
     (train, test)
 }
 
+/// Whether samples of shape `from` may be read as `to` (the same number of values): when one
+/// side is flat (a CSV row into an image, an image into a vector) or they differ only by axes
+/// of 1 (`[28, 28]` and `[1, 28, 28]`). 14×56 images fed to a `[1, 28, 28]` input were
+/// silently re-cut into 28×28 ones.
+pub fn reshapes(from: &[usize], to: &[usize]) -> bool {
+    let squeezed = |d: &[usize]| -> Vec<usize> { d.iter().copied().filter(|&n| n != 1).collect() };
+    let (from, to) = (squeezed(from), squeezed(to));
+    from == to || from.len() <= 1 || to.len() <= 1
+}
+
 /// Converts a split's columns to the expected per-sample types.
 fn conform(s: Split, expect: &Expect, data: &str) -> Result<Split, DataError> {
     let x = match &expect.x {
@@ -473,6 +483,19 @@ fn conform_column(
             what,
             expected: format!("{:?} ({want} elements)", t.dims),
             found: format!("{:?} ({have} elements)", col.shape),
+        });
+    }
+    if !reshapes(&col.shape, &t.dims) {
+        return Err(DataError::Shape {
+            data: data.into(),
+            what,
+            expected: format!(
+                "{:?}: the same number of values, but in another layout (reading them in \
+                 order would cut rows in the wrong places; flatten the model's input to take \
+                 them as a vector)",
+                t.dims
+            ),
+            found: format!("{:?}", col.shape),
         });
     }
     let values = match (col.values, t.dtype) {
