@@ -3,7 +3,7 @@
 
 use super::outputs::{Log, Named};
 use super::{source, train, CliError, CliResult};
-use crate::runtime::checkpoint::{Checkpoint, Tensor};
+use crate::runtime::checkpoint::{check_vocab, Checkpoint, Tensor, VOCAB};
 use crate::runtime::train::{
     eval_fields, evaluate_run, loss_text, resume, teacher_params, TrainError, TrainOptions, TEACHER,
 };
@@ -80,6 +80,7 @@ pub fn run(args: &EvalArgs) -> CliResult {
             })?;
         }
     }
+    let ck_vocab = ck.meta.contains_key(VOCAB);
     let mut params = ck.tensors;
     // A distillation loss needs the teacher's parameters too: read as `train --checkpoint`
     // reads them, from the teacher run's file beside this one (`d.big.st` beside `d.small.st`
@@ -98,6 +99,17 @@ pub fn run(args: &EvalArgs) -> CliResult {
     {
         let dims = g.params[i].dims.clone();
         params.insert(g.params[i].path.clone(), Tensor { dims, data });
+    }
+    // A text's characters must be those the checkpoint was trained on (when it records them).
+    if ck_vocab {
+        if let Some(d) = p.data(&spec.data) {
+            let vocab = crate::runtime::data::vocabulary(d, &options.data_dir)
+                .map_err(|e| loaded.data_error(&spec.name, &e))?;
+            if let Some(v) = vocab {
+                let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
+                check_vocab(&ck, &v, &d.name).map_err(CliError::user)?;
+            }
+        }
     }
     let backend = train::backend(false, args.threads);
     let (r, split) = evaluate_run(p, spec, &backend, &options, &params).map_err(|e| match e {

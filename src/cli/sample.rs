@@ -2,6 +2,7 @@
 
 use super::predict::{pick_model, training_data, with_checkpoint};
 use super::{source, CliError, CliResult};
+use crate::runtime::checkpoint::{check_vocab, Checkpoint};
 use crate::runtime::data::vocabulary;
 use crate::runtime::sample::{generate, SampleOptions};
 use std::io::{IsTerminal, Write};
@@ -64,6 +65,10 @@ pub fn run(args: &SampleArgs) -> CliResult {
             ))
         })?;
     let mut exec = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
+    // The checkpoint fits the model; the text's characters must be those it was trained on.
+    if let Ok(ck) = Checkpoint::load(&args.checkpoint) {
+        check_vocab(&ck, &vocab, &data.name).map_err(CliError::user)?;
+    }
     let opts = SampleOptions {
         prompt: args.prompt.clone(),
         length: args.length,

@@ -44,6 +44,42 @@ pub fn checkpoint_name_for(file: &str) -> String {
         .to_string()
 }
 
+/// Metadata key of a text run's vocabulary: its characters in id order. A checkpoint read with
+/// another text's vocabulary (same size, other characters) would map every id to another
+/// character; those that record one are checked ([`check_vocab`]).
+pub const VOCAB: &str = "nnc.vocab";
+
+/// Refuses `ck` when it records a vocabulary ([`VOCAB`]) other than `vocab`, the one of the
+/// text it is about to be used with (`data`, the data block's name).
+pub fn check_vocab(ck: &Checkpoint, vocab: &[char], data: &str) -> Result<(), String> {
+    let Some(recorded) = ck.meta.get(VOCAB) else {
+        return Ok(());
+    };
+    let now: String = vocab.iter().collect();
+    if *recorded == now {
+        return Ok(());
+    }
+    let (was, is): (Vec<char>, Vec<char>) = (recorded.chars().collect(), now.chars().collect());
+    let differ = match (0..was.len().max(is.len())).find(|&i| was.get(i) != is.get(i)) {
+        Some(i) if i < was.len() && i < is.len() => format!(
+            "id {i} was {:?} in the text it was trained on, but is {:?} in the text of data \
+             `{data}`",
+            was[i], is[i]
+        ),
+        _ => format!(
+            "it was trained on a text of {} different characters, but the text of data `{data}` \
+             has {}",
+            was.len(),
+            is.len()
+        ),
+    };
+    Err(format!(
+        "checkpoint {}: {differ}, so its ids would stand for other characters (use the text it \
+         was trained on, or train on this one)",
+        ck.path.display()
+    ))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("checkpoint {} not found{}", .path.display(), per_run_hint(.per_run))]

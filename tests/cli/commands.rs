@@ -1382,3 +1382,45 @@ fn a_checkpoint_of_another_run_is_answered_with_the_option_that_picks_it() {
         "A"
     ));
 }
+
+/// A character model's checkpoint used with another text of as many characters: `sample`
+/// mapped its ids to the other text's characters, and `eval` and `--resume` read the other
+/// text with them, all silently. The checkpoint records its vocabulary; each refuses another,
+/// naming the first id that differs. The text it was trained on still works.
+#[test]
+fn a_character_model_refuses_a_text_of_other_characters() {
+    let s = Scratch::new("vocab-mismatch");
+    s.write("corpus.txt", "abcabcabcabcabc");
+    let nn = s.write("m.nn", char_model(""));
+    let ck = s.path("m.st");
+    train_to(&nn, &ck);
+    succeeded(&run!(
+        "sample",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--length",
+        "3",
+        "--prompt",
+        "a"
+    ));
+    succeeded(&run!("eval", &nn, "--checkpoint", &ck));
+    s.write("corpus.txt", "xyzxyzxyzxyzxyz");
+    let differs = "m.st: id 0 was 'a' in the text it was trained on, but is 'x' in the text of data `d`, so its ids would stand for other characters";
+    for out in [
+        run!(
+            "sample",
+            &nn,
+            "--checkpoint",
+            &ck,
+            "--length",
+            "3",
+            "--prompt",
+            "x"
+        ),
+        run!("eval", &nn, "--checkpoint", &ck),
+        run!("train", &nn, "--quiet", "--resume", &ck),
+    ] {
+        assert_has(&user_error(&out), &[differs]);
+    }
+}

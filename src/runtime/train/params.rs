@@ -391,6 +391,7 @@ impl Params {
         graph: &Graph,
         per_epoch: u64,
         order: &Order,
+        vocab: Option<(&[char], &str)>,
     ) -> Result<Position, TrainError> {
         let setup = |msg: String| TrainError::Setup {
             run: run.into(),
@@ -402,6 +403,9 @@ impl Params {
         };
         let ck = Checkpoint::load(path).map_err(ck_err)?;
         let pos = Position::from_checkpoint(&ck).map_err(&setup)?;
+        if let Some((vocab, data)) = vocab {
+            crate::runtime::checkpoint::check_vocab(&ck, vocab, data).map_err(&setup)?;
+        }
         if pos.run != run {
             return Err(setup(format!(
                 "checkpoint {} was written by run `{}`, not by this run (resume it with \

@@ -56,11 +56,14 @@ pub(super) fn train(
     let resumed = match &opts.resume {
         Some(p) => {
             let order = Order::of(spec);
-            Some(
-                model
-                    .params
-                    .restore(p, run.name, &model.graph, per_epoch, &order)?,
-            )
+            Some(model.params.restore(
+                p,
+                run.name,
+                &model.graph,
+                per_epoch,
+                &order,
+                data.vocab.as_deref().map(|v| (v, spec.data.as_str())),
+            )?)
         }
         None => None,
     };

@@ -544,7 +544,11 @@ impl<'a> Trainer<'a> {
             batches_per_epoch: self.per_epoch,
             order: Some(Order::of(self.run.spec)),
         };
-        checkpoint::save_with_meta(path, &ts, Some(self.step), &pos.to_meta()).map_err(|source| {
+        let mut meta = pos.to_meta();
+        if let Some(v) = &self.data.vocab {
+            meta.insert(checkpoint::VOCAB.into(), v.iter().collect());
+        }
+        checkpoint::save_with_meta(path, &ts, Some(self.step), &meta).map_err(|source| {
             TrainError::Checkpoint {
                 run: self.run.name.into(),
                 source,
