@@ -500,3 +500,51 @@ train M on d {
     );
     assert!(err.contains("in the part of the batch of rank 0)"), "{err}");
 }
+
+/// Without `--detect-anomaly`, a loss that overflows in one rank's part of the batch stops every
+/// rank (the reduced loss is not finite on all), and each replays its own part: the ranks share
+/// what they found, so that rank 1, whose part is finite, names the op as rank 0 does.
+#[test]
+fn a_non_finite_loss_from_one_rank_is_named_by_every_rank() {
+    let _turn = serial();
+    let dir = Scratch::new("nan-one-rank");
+    let nn = dir.path("overflow.nn");
+    std::fs::write(
+        &nn,
+        r#"
+model M(x: [4]) -> [1] {
+    return x |> dense(16) |> dense(1)
+}
+data d {
+    train: inline(x: [[3e38, 3e38, 3e38, 3e38], [1, 1, 1, 1]], y: [[1], [0]])
+}
+train M on d {
+    loss: mse(output, label)
+    optimizer: sgd(lr: 0.1)
+    batch: 2
+    steps: 20
+    shuffle: false
+}
+"#,
+    )
+    .unwrap();
+    let out = mpirun(2, &["train", s(&nn), "-q"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    for rank in 0..2 {
+        assert!(
+            err.contains(&format!(
+                "[rank {rank} of 2]   × run `M`, step 1: the loss is"
+            )),
+            "{err}"
+        );
+    }
+    let first = err
+        .lines()
+        .filter(|l| l.contains("first appears in"))
+        .map(|l| l.split(" (").next().unwrap().trim_start_matches(['│', ' ']))
+        .collect::<Vec<_>>();
+    assert_eq!(first.len(), 2, "{err}");
+    assert_eq!(first[0], first[1], "{err}");
+    assert!(err.contains("in the part of the batch of rank 0)"), "{err}");
+}

@@ -124,10 +124,10 @@ pub fn replay(
     inputs: &[Feed<'_>],
     params: &[&[f32]],
     ctx: StepCtx,
-) -> Option<Anomaly> {
+) -> Option<(ValueId, Anomaly)> {
     let mut exec = inspector(graph).ok()?;
     exec.run(batch, inputs, params, ctx).ok()?;
-    first_non_finite(exec.graph(), exec.as_ref(), inputs, params)
+    first_non_finite_at(exec.graph(), exec.as_ref(), inputs, params)
 }
 
 #[cfg(test)]

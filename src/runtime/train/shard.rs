@@ -39,7 +39,33 @@ pub(super) struct Shard<'c> {
     stop: bool,
     /// The first rank (by rank) that found a non-finite value at the last reduction under
     /// `--detect-anomaly`, and what: every rank then stops with the same report.
-    found: Option<(usize, ValueId, [usize; 3])>,
+    found: Option<Found>,
+}
+
+/// A rank, the value it found not finite there, and that value's non-finite elements, NaN
+/// elements and element count.
+type Found = (usize, ValueId, [usize; 3]);
+
+/// A rank's [`ANOMALY_SLOTS`] for the first non-finite value `v` of its part, `a`.
+fn encode(v: ValueId, a: &Anomaly) -> [f32; ANOMALY_SLOTS] {
+    [
+        (v.index() + 1) as f32,
+        a.bad as f32,
+        a.nan as f32,
+        a.len as f32,
+    ]
+}
+
+/// The lowest rank whose slots (every rank's, summed) hold a value, and what.
+fn first_found(slots: &[f32]) -> Option<Found> {
+    slots
+        .chunks_exact(ANOMALY_SLOTS)
+        .enumerate()
+        .find(|(_, c)| c[0] > 0.0)
+        .map(|(r, c)| {
+            let v = ValueId(c[0] as u32 - 1);
+            (r, v, [c[1] as usize, c[2] as usize, c[3] as usize])
+        })
 }
 
 /// Per rank at the end of a reduction: the node of the first non-finite value this rank's
@@ -125,12 +151,7 @@ impl<'c> Shard<'c> {
         self.flat[slots..].fill(0.0);
         if let Some((v, a)) = anomaly {
             let mine = slots + ANOMALY_SLOTS * self.comm.rank();
-            self.flat[mine..mine + ANOMALY_SLOTS].copy_from_slice(&[
-                (v.index() + 1) as f32,
-                a.bad as f32,
-                a.nan as f32,
-                a.len as f32,
-            ]);
+            self.flat[mine..mine + ANOMALY_SLOTS].copy_from_slice(&encode(*v, a));
         }
         for (k, (name, off)) in self.grads.iter().enumerate() {
             let end = self.grads.get(k + 1).map_or(g, |n| n.1);
@@ -155,14 +176,7 @@ impl<'c> Shard<'c> {
             *x /= n;
         }
         self.stop = self.flat[g + 1] > 0.0;
-        self.found = self.flat[slots..]
-            .chunks_exact(ANOMALY_SLOTS)
-            .enumerate()
-            .find(|(_, c)| c[0] > 0.0)
-            .map(|(r, c)| {
-                let v = ValueId(c[0] as u32 - 1);
-                (r, v, [c[1] as usize, c[2] as usize, c[3] as usize])
-            });
+        self.found = first_found(&self.flat[slots..]);
         Ok(self.flat[g])
     }
 
@@ -170,8 +184,35 @@ impl<'c> Shard<'c> {
     /// as a node of `graph` (every rank's graph is the same), naming the rank when it is
     /// another.
     pub fn anomaly(&self, graph: &Graph) -> Option<Anomaly> {
-        let (r, v, [bad, nan, len]) = self.found?;
-        Some(Anomaly {
+        self.show(graph, self.found?)
+    }
+
+    /// After a step whose reduced loss or gradients are not finite (so on every rank alike),
+    /// what each rank's replay of its part found (`local`), shared as [`Shard::reduce`] shares
+    /// it under `--detect-anomaly`: every rank then names the same op. With one process,
+    /// `local` itself.
+    pub fn share_anomaly(
+        &self,
+        graph: &Graph,
+        local: Option<(ValueId, Anomaly)>,
+        step: u64,
+    ) -> Result<Option<Anomaly>, TrainError> {
+        if self.flat.is_empty() {
+            return Ok(local.map(|(_, a)| a));
+        }
+        let mut slots = vec![0.0; ANOMALY_SLOTS * self.comm.size()];
+        if let Some((v, a)) = &local {
+            let mine = ANOMALY_SLOTS * self.comm.rank();
+            slots[mine..mine + ANOMALY_SLOTS].copy_from_slice(&encode(*v, a));
+        }
+        self.comm
+            .all_reduce_sum(&mut slots)
+            .map_err(|source| self.comm_error(step, "where the step went non-finite", source))?;
+        Ok(first_found(&slots).and_then(|f| self.show(graph, f)))
+    }
+
+    fn show(&self, graph: &Graph, (r, v, [bad, nan, len]): Found) -> Option<Anomaly> {
+        (v.index() < graph.nodes.len()).then(|| Anomaly {
             node: node_to_string(graph, v),
             bad,
             nan,

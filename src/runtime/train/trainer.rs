@@ -343,16 +343,19 @@ impl<'a> Trainer<'a> {
         } else {
             // The executor shares buffers between values: the step is replayed on one that
             // keeps them all (same inputs, parameters and kernels). Under MPI it finds this
-            // rank's part of the trouble, if any.
+            // rank's part of the trouble, if any, and the ranks share what they found (every
+            // rank is here: the reduced loss and gradients are the same on all).
             let inspector = &self.run.backend.inspector;
-            anomaly::replay(
+            let local = anomaly::replay(
                 inspector,
                 &self.graph,
                 ran.samples,
                 ran.feeds,
                 ran.views,
                 ran.ctx,
-            )
+            );
+            self.shard
+                .share_anomaly(&self.graph, local, self.step + 1)?
         };
         if !loss.is_finite() || param.is_some() || anomaly.is_some() {
             return Err(TrainError::NonFinite {
