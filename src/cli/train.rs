@@ -260,7 +260,7 @@ fn interrupted(
     // the position come from the checkpoint.
     let mut same = String::new();
     if let Some(d) = &args.data_dir {
-        same += &format!(" --data-dir {}", d.display());
+        same += &format!(" --data-dir {}", shell_word(d));
     }
     if let Some(n) = args.seed {
         same += &format!(" --seed {n}");
@@ -272,7 +272,7 @@ fn interrupted(
     let has_own = program.run(run).is_some_and(|r| r.checkpoint.is_some());
     let mut after = String::new();
     if args.checkpoint.is_some() || !has_own {
-        after += &format!(" --checkpoint {}", checkpoint.display());
+        after += &format!(" --checkpoint {}", shell_word(checkpoint));
     }
     // And what it was run with that the file does not say: its log goes on in the same file.
     let mut with = String::new();
@@ -285,7 +285,7 @@ fn interrupted(
         with += &format!(" --checkpoint-every {n}");
     }
     if let Some(log) = &args.log_json {
-        with += &format!(" --log-json {}", log.display());
+        with += &format!(" --log-json {}", shell_word(log));
     }
     if let Some(n) = args.threads {
         with += &format!(" --threads {n}");
@@ -296,25 +296,38 @@ fn interrupted(
     if args.detect_anomaly {
         with += " --detect-anomaly";
     }
-    let ck = checkpoint.display();
-    let file = args.file.display();
+    let ck = shell_word(checkpoint);
+    let file = shell_word(&args.file);
     let mut msg = format!(
-        "interrupted: run `{run}` stopped after step {step}; its state is saved in {ck}\n\
-         resume with: nnc train {file}{same} --run {run} --resume {ck}{after}{with}"
+        "interrupted: run `{run}` stopped after step {step}; its state is saved in {}\n\
+         resume with: nnc train {file}{same} --run {run} --resume {ck}{after}{with}",
+        checkpoint.display()
     );
     // A training of every run stopped before the runs after this one: each is then trained on
-    // its own, into the file it would have written (where later runs look for it).
+    // its own, into the file it would have written (where later runs look for it), as long and
+    // from the same `--init` as the command trained it.
     if args.run.is_none() && args.resume.is_none() {
+        let mut fresh = match (args.epochs, args.steps) {
+            (Some(n), _) => format!(" --epochs {n}"),
+            (None, Some(n)) => format!(" --steps {n}"),
+            (None, None) => String::new(),
+        };
+        if let Some(init) = &args.init {
+            fresh += &format!(" --init {}", shell_word(init));
+        }
         let later = program.runs.iter().skip_while(|r| r.name != run).skip(1);
         for r in later {
             let out = match &args.checkpoint {
                 Some(c) => format!(
                     " --checkpoint {}",
-                    run_checkpoint(c, &r.name, program.runs.len()).display()
+                    shell_word(&run_checkpoint(c, &r.name, program.runs.len()))
                 ),
                 None => String::new(),
             };
-            msg += &format!("\nthen: nnc train {file}{same} --run {}{out}{with}", r.name);
+            msg += &format!(
+                "\nthen: nnc train {file}{same} --run {}{fresh}{out}{with}",
+                r.name
+            );
         }
     }
     CliError::Interrupted(msg)
@@ -575,9 +588,32 @@ fn abbreviated(values: &[String]) -> String {
     )
 }
 
+/// `path` as one word of a POSIX shell's command line: as it is where no character of it means
+/// anything to the shell, else in single quotes (each `'` in it written `'\''`); a name that is
+/// not UTF-8 as [`Path::display`] shows it.
+fn shell_word(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./,:=+@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::abbreviated;
+    use super::{abbreviated, shell_word};
+    use std::path::Path;
+
+    /// A path the shell would split or expand is quoted; a plain one is left as typed.
+    #[test]
+    fn paths_in_a_printed_command_are_single_shell_words() {
+        assert_eq!(shell_word(Path::new("runs/x.Xor.st")), "runs/x.Xor.st");
+        assert_eq!(shell_word(Path::new("my runs/x.st")), "'my runs/x.st'");
+        assert_eq!(shell_word(Path::new("it's $HOME")), r"'it'\''s $HOME'");
+        assert_eq!(shell_word(Path::new("")), "''");
+    }
 
     /// XOR's two inputs are shown as they are; a small image's 297 values by their ends.
     #[test]

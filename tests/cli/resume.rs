@@ -284,8 +284,9 @@ fn a_run_resumed_without_a_checkpoint_path_is_saved_where_it_was() {
 }
 
 /// Ctrl-C during the first of several runs: the message says how to resume it and how to
-/// train each run after it on its own, into the file it would have written, and the log goes on
-/// in the same file; `--seed` is repeated in each.
+/// train each run after it on its own, into the file it would have written, as long and from
+/// the same `--init` as the command trained it, and the log goes on in the same file; `--seed`
+/// is repeated in each, and a path with a space is quoted for the shell.
 #[test]
 fn an_interrupted_run_of_several_says_how_to_train_the_rest() {
     let s = Scratch::new("resume-rest");
@@ -296,21 +297,37 @@ fn an_interrupted_run_of_several_says_how_to_train_the_rest() {
             "{xor}\ntrain again: Xor on xor {{\n    loss: mse(output, label)\n    optimizer: sgd(lr: 1)\n    batch: 4\n    steps: 2\n    init: Xor\n}}\n"
         ),
     );
-    let log = s.path("log.jsonl");
-    let extra = ["--checkpoint", "x.safetensors", "--seed", "3"];
+    let init = s.path("init.safetensors");
+    let out = nnc()
+        .arg("train")
+        .arg(root().join("examples/xor.nn"))
+        .args(["--quiet", "--steps", "1", "--checkpoint"])
+        .arg(&init)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    std::fs::create_dir(s.path("the logs")).unwrap();
+    let log = s.path("the logs/log.jsonl");
+    let extra = [
+        "--checkpoint",
+        "x.safetensors",
+        "--seed",
+        "3",
+        "--init",
+        "init.safetensors",
+    ];
     let child = training_until_logged(&nn, s.dir(), &extra, &log);
     let err = ctrl_c(child);
     let nn = nn.display();
+    let log = format!("'{}'", log.display());
     assert_has(
         &err,
         &[
             &format!(
-                "--seed 3 --run Xor --resume x.Xor.safetensors --checkpoint x.Xor.safetensors --log-json {}",
-                log.display()
+                "--seed 3 --run Xor --resume x.Xor.safetensors --checkpoint x.Xor.safetensors --log-json {log}\n"
             ),
             &format!(
-                "then: nnc train {nn} --seed 3 --run again --checkpoint x.again.safetensors --log-json {}",
-                log.display()
+                "then: nnc train {nn} --seed 3 --run again --steps 100000000 --init init.safetensors --checkpoint x.again.safetensors --log-json {log}"
             ),
         ],
     );
