@@ -1,7 +1,7 @@
 //! `nnc eval FILE --checkpoint PATH`: loss and accuracy of trained parameters on the test split
 //! of a run's data, with the run's evaluation graph (no dropout).
 
-use super::outputs::{Log, Named};
+use super::outputs::{refuse_log, Log, Named};
 use super::{source, train, CliError, CliResult};
 use crate::runtime::checkpoint::{check_vocab, Checkpoint, Tensor, VOCAB};
 use crate::runtime::train::{
@@ -43,21 +43,21 @@ pub fn run(args: &EvalArgs) -> CliResult {
         })?,
     };
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
-    let mut log = match &args.log_json {
-        Some(l) => {
-            let read = [
-                Named::new("the .nn file", &args.file),
-                Named::new("`--checkpoint`", &args.checkpoint),
-            ];
-            Some(Log::open(l, &[&read, &loaded.data_files(spec, &data_dir)])?)
-        }
-        None => None,
-    };
+    // Refused before any work, opened once there is a record to write: an evaluation that
+    // fails leaves no empty log behind.
+    if let Some(l) = &args.log_json {
+        let read = [
+            Named::new("the .nn file", &args.file),
+            Named::new("`--checkpoint`", &args.checkpoint),
+        ];
+        refuse_log(l, &[&read, &loaded.data_files(spec, &data_dir)])?;
+    }
     let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
-    // The step the checkpoint was written after, and its epoch (from 1), where it records them.
-    let at = resume::Position::from_checkpoint(&ck).ok();
-    let step = at.as_ref().map(|a| a.step).or(ck.step);
-    let epoch = at
+    // The step the checkpoint was written after, and its epoch (from 1) where it records its
+    // position in the run.
+    let step = ck.step;
+    let epoch = resume::Position::from_checkpoint(&ck)
+        .ok()
         .filter(|a| a.step > 0)
         .map(|a| (a.step - 1) / a.batches_per_epoch + 1);
     // Without `--run`, the file's last run may not be the one that wrote the checkpoint (the
@@ -128,8 +128,8 @@ pub fn run(args: &EvalArgs) -> CliResult {
     if split == "train" {
         println!("(the data holds no test samples: this is the training split)");
     }
-    if let Some(log) = &mut log {
-        log.write("eval", &spec.name, |o| {
+    if let Some(l) = &args.log_json {
+        Log::open(l, &[])?.write("eval", &spec.name, |o| {
             eval_fields(o, step, epoch, r.samples, Some(r.loss), r.accuracy)?;
             o.str("split", split)?;
             o.str("checkpoint", &args.checkpoint.to_string_lossy())?;

@@ -202,6 +202,18 @@ fn eval_logs_its_evaluation_as_train_logs_one() {
         &err,
         &["`--log-json`", "names the same file as `--checkpoint`"],
     );
+    // An evaluation that fails writes no log, not even an empty one.
+    let fresh = s.path("fresh.jsonl");
+    let missing = s.path("missing.safetensors");
+    user_error(&run!(
+        "eval",
+        &xor,
+        "--checkpoint",
+        &missing,
+        "--log-json",
+        &fresh
+    ));
+    assert!(!fresh.exists());
 }
 
 /// `nnc bench --log-json`: a record per run trained, per model's inference and for the process,
