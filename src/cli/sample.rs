@@ -15,7 +15,8 @@ pub struct SampleArgs {
     /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
-    /// The text to continue (default: none; the text then starts after a newline).
+    /// The text to continue (default: none; the text then starts after a newline, or after the
+    /// vocabulary's first character when the training text has no newline).
     #[arg(
         long,
         value_name = "TEXT",
