@@ -281,6 +281,13 @@ pub fn open_log(path: &Path) -> std::io::Result<(PathBuf, BufWriter<File>)> {
             format!("there is no folder {}", dir.display()),
         ));
     }
+    // The OS says only "Is a directory".
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a folder: give the path of a file in it, e.g. `run.jsonl`",
+        ));
+    }
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     if ends_unterminated(path)? {
         f.write_all(b"\n")?;
@@ -364,6 +371,12 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         drop(open_log(&p).unwrap());
         assert_eq!(std::fs::read(&p).unwrap(), b"");
+        // A folder: said so, with what to give instead.
+        let err = open_log(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("it is a folder: give the path of a file"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
