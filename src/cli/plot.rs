@@ -83,8 +83,12 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
             .and_then(|r| r.as_str())
             .ok_or_else(|| bad("no `run`"))?;
         let kind = v.get("type").and_then(|t| t.as_str());
-        // `nnc eval` of a checkpoint that records no step logs its evaluation at no step.
-        if kind == Some("eval") && v.get("step").is_some_and(serde_json::Value::is_null) {
+        // `nnc eval` of a checkpoint that records no step logs its evaluation at no step, and
+        // of a run whose data holds no test samples, on the training split: neither is a point
+        // of the test curves.
+        let off_curve = v.get("step").is_some_and(serde_json::Value::is_null)
+            || v.get("split").is_some_and(|s| s != "test");
+        if kind == Some("eval") && off_curve {
             continue;
         }
         let step = field("step").ok_or_else(|| bad("no `step`"))?;
@@ -312,7 +316,8 @@ mod tests {
     }
 
     /// An evaluation whose loss is null (not listed in the run's `eval:`, or not finite) keeps
-    /// its accuracy: such records were dropped whole. One of `nnc eval` at no step is left out.
+    /// its accuracy: such records were dropped whole. One of `nnc eval` at no step is left out,
+    /// and one on the training split.
     #[test]
     fn an_evaluation_without_a_loss_keeps_its_accuracy() {
         let dir = std::env::temp_dir().join(format!("nnc-plot-acc-{}", std::process::id()));
@@ -324,6 +329,8 @@ mod tests {
                 r#"{"type":"eval","run":"A","step":2,"epoch":1,"samples":4,"loss":null,"accuracy":0.75}"#,
                 "\n",
                 r#"{"type":"eval","run":"A","step":null,"epoch":null,"samples":4,"loss":0.5,"accuracy":0.5,"split":"test","checkpoint":"a.st"}"#,
+                "\n",
+                r#"{"type":"eval","run":"A","step":3,"epoch":1,"samples":4,"loss":0.5,"accuracy":0.5,"split":"train","checkpoint":"a.st"}"#,
             ),
         )
         .unwrap();
