@@ -133,7 +133,9 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
     let resumed = args.resume.as_deref().map(Checkpoint::load);
     let recorded = resumed
         .as_ref()
-        .and_then(|ck| Position::from_checkpoint(ck.as_ref().ok()?).ok());
+        .and_then(|ck| Position::from_checkpoint(ck.as_ref().ok()?).ok())
+        // `--run` naming another run is refused on resuming: that run keeps its own length.
+        .filter(|p| args.run.as_deref().is_none_or(|r| r == p.run));
     let (length, only) = match &recorded {
         Some(p) => (
             length.or(Some(Length::Steps(p.total))),

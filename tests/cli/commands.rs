@@ -1257,7 +1257,9 @@ fn a_resumed_run_is_measured_against_its_checkpoints_length() {
          data d { train: csv(\"points.csv\") }\n\
          train a: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 10 }\n\
          train b: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 10 \
-         schedule: cosine(warmup: 20) }\n",
+         schedule: cosine(warmup: 20) }\n\
+         train c: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 200 \
+         schedule: cosine(warmup: 150) }\n",
     );
     let ck = s.path("b.st");
     let train = |args: &[&str]| {
@@ -1287,6 +1289,23 @@ fn a_resumed_run_is_measured_against_its_checkpoints_length() {
         shorter.contains("a warm-up of 20 steps in a run of 15"),
         "{shorter}"
     );
+    // `--run` naming another run than the checkpoint's is refused; that run was measured
+    // against the checkpoint's 100 steps (c's warm-up of 150 in its own 200 is no warning).
+    let out = nnc()
+        .args([
+            "train",
+            "--quiet",
+            "--run",
+            "c",
+            "--resume",
+            ck.to_str().unwrap(),
+        ])
+        .arg(&nn)
+        .output()
+        .unwrap();
+    let err = user_error(&out);
+    assert!(err.contains("was written by run `b`"), "{err}");
+    assert!(!err.contains("a warm-up of 150"), "{err}");
 }
 
 /// The language reference's examples train, not only check: its XOR example as written, and
