@@ -78,11 +78,16 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
             Err(e) => return Err(bad(&format!("not JSON: {e}"))),
         };
         let field = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        let kind = v.get("type").and_then(|t| t.as_str());
+        // `nnc bench --log-json` into the same log: measurements of a run, not points of its
+        // curves.
+        if kind.is_some_and(|k| k.starts_with("bench_")) {
+            continue;
+        }
         let name = v
             .get("run")
             .and_then(|r| r.as_str())
             .ok_or_else(|| bad("no `run`"))?;
-        let kind = v.get("type").and_then(|t| t.as_str());
         // `nnc eval` of a checkpoint that records no step logs its evaluation at no step, and
         // of a run whose data holds no test samples, on the training split: neither is a point
         // of the test curves.
@@ -317,7 +322,7 @@ mod tests {
 
     /// An evaluation whose loss is null (not listed in the run's `eval:`, or not finite) keeps
     /// its accuracy: such records were dropped whole. One of `nnc eval` at no step is left out,
-    /// and one on the training split.
+    /// and one on the training split, and `nnc bench`'s records (`bench_process` has no run).
     #[test]
     fn an_evaluation_without_a_loss_keeps_its_accuracy() {
         let dir = std::env::temp_dir().join(format!("nnc-plot-acc-{}", std::process::id()));
@@ -331,6 +336,10 @@ mod tests {
                 r#"{"type":"eval","run":"A","step":null,"epoch":null,"samples":4,"loss":0.5,"accuracy":0.5,"split":"test","checkpoint":"a.st"}"#,
                 "\n",
                 r#"{"type":"eval","run":"A","step":3,"epoch":1,"samples":4,"loss":0.5,"accuracy":0.5,"split":"train","checkpoint":"a.st"}"#,
+                "\n",
+                r#"{"type":"bench_train","run":"A","threads":2,"compile_ms":20.5,"steps":30,"samples_per_s":1000.0}"#,
+                "\n",
+                r#"{"type":"bench_process","threads":2,"file":"a.nn","parse_check_ms":1.5}"#,
             ),
         )
         .unwrap();
