@@ -63,6 +63,25 @@ fn an_unwritable_log_is_a_user_error() {
     assert_has(&err, &[log, "there is no folder /nonexistent/dir"]);
 }
 
+/// A training that fails before its first step (here its data file is missing) leaves no empty
+/// log where there was none; a log that was there stays, empty or not.
+#[test]
+fn a_training_that_logged_nothing_leaves_no_new_log() {
+    let s = Scratch::new("log-none");
+    let nn = s.write(
+        "m.nn",
+        "model M(x: [2]) -> [1] { return x |> dense(1) }\n\
+         data d { train: csv(\"missing.csv\") }\n\
+         train M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 2 }\n",
+    );
+    let log = s.path("run.jsonl");
+    user_error(&run!("train", &nn, "--quiet", "--log-json", &log));
+    assert!(!log.exists(), "an empty log was left behind");
+    s.write("run.jsonl", "");
+    user_error(&run!("train", &nn, "--quiet", "--log-json", &log));
+    assert!(log.exists(), "the user's own (empty) log was removed");
+}
+
 #[test]
 fn a_resumed_run_appends_to_its_log_and_plots_as_one_curve() {
     let s = Scratch::new("log-append");

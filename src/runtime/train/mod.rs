@@ -282,6 +282,22 @@ pub struct Session<'a> {
     /// Runs on the same data with the same input types share one load.
     data: run::DataCache,
     log: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    /// The log's path where this session created it: removed at the end if nothing was
+    /// written to it (a training that failed before its first step leaves no empty log).
+    created_log: Option<PathBuf>,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Some((_, w)) = &mut self.log {
+            let _ = std::io::Write::flush(w);
+        }
+        if let Some(p) = &self.created_log {
+            if std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -290,6 +306,7 @@ impl<'a> Session<'a> {
         backend: Backend,
         options: TrainOptions,
     ) -> Result<Session<'a>, TrainError> {
+        let created_log = options.log_json.clone().filter(|p| !p.exists());
         let log = match &options.log_json {
             Some(p) => Some(progress::open_log(p).map_err(|source| TrainError::Log {
                 path: p.clone(),
@@ -304,6 +321,7 @@ impl<'a> Session<'a> {
             trained: BTreeMap::new(),
             data: BTreeMap::new(),
             log,
+            created_log,
         })
     }
 
