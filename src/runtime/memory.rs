@@ -102,12 +102,18 @@ pub fn available() -> Option<u64> {
 }
 
 /// Parses a size as people write it: `4096`, `512M`, `1.5G`, `2GiB`, `800 MB` (K, M, G, T are
-/// powers of 1024, as for `ulimit` and `--max-memory` in other tools).
+/// powers of 1024, as for `ulimit` and `--max-memory` in other tools), or bytes in scientific
+/// notation (`1e9`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    // A number as a whole (`1e9`) is bytes; else digits, then a unit.
+    let whole = t.starts_with(|c: char| c.is_ascii_digit()) && t.parse::<f64>().is_ok();
+    let split = match whole {
+        true => t.len(),
+        false => t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len()),
+    };
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
@@ -155,7 +161,20 @@ mod tests {
         assert_eq!(parse_size("1.5G"), Ok(3 << 29));
         assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
         assert_eq!(parse_size("8kb"), Ok(8192));
-        for bad in ["", "G", "-1G", "0", "1.2.3M", "5 parsecs", "1e400"] {
+        assert_eq!(parse_size("1e3"), Ok(1000));
+        assert_eq!(parse_size("2.5E9"), Ok(2_500_000_000));
+        for bad in [
+            "",
+            "G",
+            "-1G",
+            "0",
+            "1.2.3M",
+            "5 parsecs",
+            "1e400",
+            "inf",
+            "NaN",
+            "1e-3",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
     }

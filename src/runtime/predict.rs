@@ -14,7 +14,11 @@ pub enum PredictError {
     Data(#[from] DataError),
     #[error("{}: {msg}", .path.display())]
     Format { path: PathBuf, msg: String },
-    #[error("{}: index {index} is out of range ({count} samples)", .path.display())]
+    #[error(
+        "{}: index {index} is out of range: it holds {count} sample{} (`--index` counts from 0)",
+        .path.display(),
+        if *.count == 1 { "" } else { "s" }
+    )]
     Index {
         path: PathBuf,
         index: usize,

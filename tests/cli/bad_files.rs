@@ -295,6 +295,21 @@ fn bad_predict_inputs_say_what_is_wrong() {
     let out = predict("good.idx.gz", &gz(&images));
     assert_code(&out, 0);
     assert!(stdout(&out).contains("sample 3: "), "{}", stdout(&out));
+    let good = s.path("good.idx.gz");
+    let out = run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &good,
+        "--index",
+        "4"
+    );
+    assert_has(
+        &user_error(&out),
+        &["index 4 is out of range: it holds 4 samples (`--index` counts from 0)"],
+    );
 
     let mut wrong_magic = images.clone();
     wrong_magic[2] = 0x12;
