@@ -92,8 +92,64 @@ pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
     Ok(v as i64)
 }
 
+/// A string or a list where a whole number is wanted, in the ways PyTorch and pandas write
+/// them: `padding: "same"`, `kernel: [3, 3]`, `label: "target"`. `None` for anything else
+/// (left to [`number`]'s message).
+fn not_a_whole_number(e: &Expr, what: &str) -> Option<Diag> {
+    let help = match (&e.kind, what) {
+        (ExprKind::Str(s), "the padding") => {
+            let s = s.to_lowercase();
+            if s == "valid" {
+                "`padding: \"valid\"` is `padding: 0` (the default)".to_string()
+            } else {
+                format!(
+                    "the padding is the number of zeros added on each side; \"{s}\" is not \
+                     computed for you: with stride 1 and an odd kernel k, `padding: (k - 1) / 2` \
+                     keeps the size (`padding: 1` for `kernel: 3`, `2` for `kernel: 5`)"
+                )
+            }
+        }
+        (ExprKind::Str(_), "the label column") => {
+            "the label column is given by its position, counted from 0 (negative counts from \
+             the end: `label: -1` is the last column), not by its name in the header"
+                .to_string()
+        }
+        (
+            ExprKind::List(items),
+            "the kernel size" | "the window size" | "the stride" | "the padding",
+        ) => {
+            let nums: Vec<f64> = items.iter().filter_map(|i| number(i).ok()).collect();
+            let same =
+                nums.len() == items.len() && !nums.is_empty() && nums.iter().all(|&n| n == nums[0]);
+            if same {
+                format!(
+                    "windows are square: one number serves both axes; write `{}`",
+                    nums[0]
+                )
+            } else {
+                "windows are square: one number serves both axes (`kernel: 3` is 3×3); \
+                 different heights and widths are not supported"
+                    .to_string()
+            }
+        }
+        _ => return None,
+    };
+    Some(
+        Diag::new(
+            "nnc::arg",
+            format!("{what} must be a whole number, found {}", describe(e)),
+            e.span,
+            "expected a number",
+        )
+        .help(help),
+    )
+}
+
 /// A number without a fractional part, of any size.
 fn whole(e: &Expr, what: &str) -> Result<f64, Diag> {
+    if let Some(d) = not_a_whole_number(e, what) {
+        return Err(d);
+    }
     let v = number(e)?;
     if v.fract() != 0.0 || !v.is_finite() {
         return Err(Diag::new(
