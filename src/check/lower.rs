@@ -259,6 +259,26 @@ impl<'a, 'g> Lower<'a, 'g> {
             let usage = super::losses::usage(&id.name);
             return self.err(d.help(format!("a loss is called on its arguments: {usage}")));
         }
+        // PyTorch and Keras spell the loss's two sides `y`/`target` and `pred`/`logits`; an
+        // edit-distance guess would offer the input (`y` → `x`), the wrong side.
+        if self.loss_mode {
+            let side = match id.name.as_str() {
+                "y" | "y_true" | "labels" | "target" | "targets" | "targ" => Some("label"),
+                "pred" | "preds" | "y_pred" | "y_hat" | "logits" | "outputs" | "prediction"
+                | "predictions" => Some("output"),
+                _ => None,
+            };
+            if let Some(side) = side.filter(|n| self.vars.contains_key(*n)) {
+                let what = if side == "label" {
+                    "the data's labels or targets are"
+                } else {
+                    "the model's output is"
+                };
+                return self.err(d.help(format!(
+                    "in a loss, {what} called `{side}`, as in `mse(output, label)`"
+                )));
+            }
+        }
         let known: Vec<&str> = self.vars.keys().map(String::as_str).collect();
         if let Some(h) = did_you_mean(&id.name, known) {
             d = d.help(h);
