@@ -126,6 +126,23 @@ impl Loaded {
             span,
             format!("while {label} `{}` for run `{run}`", data.name),
         );
+        // An input that is its own target (a reconstruction) is checked after `normalize`,
+        // which is where a [-1, 1] or standardized scale comes from.
+        if let (
+            DataError::Target {
+                what: "input value",
+                ..
+            },
+            Some((_, span)),
+        ) = (error, &data.normalize)
+        {
+            diag = diag
+                .also(*span, "the targets are the inputs as this leaves them")
+                .help(
+                    "scale the inputs into [0, 1] here, e.g. `normalize: x / 255` for 8-bit \
+                     pixels",
+                );
+        }
         if let Some(sub) = found_below(error) {
             diag = diag.help(format!(
                 "data paths are relative to --data-dir (default: the .nn file's folder); the file \

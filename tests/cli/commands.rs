@@ -339,6 +339,26 @@ fn targets_that_are_not_probabilities_are_refused() {
             "while checking the inputs (the loss's targets) of `d` for run `A`",
         ],
     );
+    assert!(!err.contains("the targets are the inputs as this leaves them"));
+    // The same, where `normalize` scaled the inputs to [-1, 1] (as for a classifier): the
+    // normalization is pointed at, with the scale the loss needs.
+    let ae = s.write(
+        "ae_normalized.nn",
+        "model A(x: [2]) -> [2] { return x |> dense(2) |> sigmoid }\n\
+         data d { train: inline(x: [[0, 255], [255, 0]], y: [[0], [1]])\n\
+         normalize: (x / 255 - 0.5) / 0.5 }\n\
+         train A on d { loss: binary_cross_entropy(output, x) optimizer: sgd(lr: 0.1) steps: 1 }\n",
+    );
+    let err = user_error(&run!("train", &ae));
+    assert_has(
+        &err,
+        &[
+            "input value -1 of train sample 0 is not a probability in [0, 1]",
+            "normalize: (x / 255 - 0.5) / 0.5",
+            "the targets are the inputs as this leaves them",
+            "scale the inputs into [0, 1] here, e.g. `normalize: x / 255`",
+        ],
+    );
 }
 
 /// A `--data-dir` one folder above the data files (`../shared/data` for `../shared/data/mnist`)
