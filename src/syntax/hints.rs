@@ -114,6 +114,49 @@ pub fn hint(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<St
         }
         _ => {}
     }
+    // `freeze: encoder, head` followed by the next setting: after the comma, `head` reads as
+    // a setting key, and the setting after it as the missing `:`.
+    if expects("`:`")
+        && idx >= 2
+        && prev.is_some_and(|p| p.kind == Kind::Word)
+        && lex::text(src, toks[idx - 2]) == ","
+    {
+        let p = prev.unwrap();
+        let next_is_key = toks
+            .get(idx + 1)
+            .is_some_and(|n| matches!(lex::text(src, *n), ":" | "="));
+        // A dotted path (`freeze: encoder, head.dense1`) cannot be a key, whatever follows.
+        let dotted = text == "." && p.span.end == tok.span.start;
+        let item = if dotted {
+            let mut end = idx;
+            while end + 1 < toks.len()
+                && lex::text(src, toks[end]) == "."
+                && toks[end + 1].kind == Kind::Word
+                && toks[end].span.end == toks[end + 1].span.start
+            {
+                end += 2;
+            }
+            &src[p.span.start..toks[end - 1].span.end]
+        } else {
+            prev_text
+        };
+        // Only `freeze` takes a list of paths (written without brackets, as a Python habit);
+        // after another setting (`batch: 64, steps`) the mistake is a value left out.
+        let colon = (1..idx - 2)
+            .rev()
+            .find(|&j| lex::text(src, toks[j]) == ":")
+            .filter(|&j| j + 1 < idx - 2 && lex::text(src, toks[j - 1]) == "freeze");
+        if let Some(j) = colon {
+            if dotted || (src[p.span.end..tok.span.start].contains('\n') && next_is_key) {
+                let (first, last) = (toks[j + 1].span.start, toks[idx - 3].span.end);
+                return Some(format!(
+                    "after the `,`, `{item}` reads as a new setting; several paths are written \
+                     as a list: `freeze: [{}, {item}]`",
+                    &src[first..last]
+                ));
+            }
+        }
+    }
     if tok.kind == Kind::Word && KEYWORDS.contains(&text) && expects("a name") {
         return Some(format!("`{text}` is a keyword; choose another name"));
     }
