@@ -461,7 +461,31 @@ impl<'a, 'g> Lower<'a, 'g> {
     pub fn unknown_stage(&mut self, id: &Ident) -> V {
         if self.loss_mode {
             let cands = super::losses::FUNCTIONS.iter().chain(ACTIVATIONS).copied();
-            let help = did_you_mean(&id.name, cands).unwrap_or_else(|| {
+            // PyTorch's and Keras' names of the losses nnc has under other names.
+            let renamed = match id.name.as_str() {
+                "nll_loss"
+                | "nll"
+                | "NLLLoss"
+                | "CrossEntropyLoss"
+                | "sparse_categorical_crossentropy"
+                | "categorical_crossentropy" => Some(
+                    "the classification loss is `cross_entropy(output, label)`: it takes logits \
+                     and applies log_softmax itself (on a `log_softmax` output it gives the \
+                     same value as `nll_loss`)",
+                ),
+                "bce" | "BCELoss" | "binary_crossentropy" => Some(
+                    "the binary loss is `binary_cross_entropy(output, label)`, on probabilities \
+                     (after `sigmoid`)",
+                ),
+                "mse_loss" | "MSELoss" | "mean_squared_error" => {
+                    Some("the squared error is `mse(output, label)`")
+                }
+                _ => None,
+            };
+            let help = renamed
+                .map(str::to_string)
+                .or_else(|| did_you_mean(&id.name, cands));
+            let help = help.unwrap_or_else(|| {
                 format!(
                     "the loss functions are {}",
                     super::losses::FUNCTIONS.join(", ")
