@@ -6,7 +6,7 @@
 use super::outputs::{refuse_log, refuse_overwrite, refuse_replacing_another_kind, Kind, Named};
 use super::{source, CliError, CliResult};
 use crate::exec::{Feed, StepCtx};
-use crate::ir::{Length, Program, RunSpec, Source};
+use crate::ir::{InitFrom, Length, Program, RunSpec, Source};
 use crate::runtime::checkpoint::{
     checkpoint_name_for, is_checkpoint_name, Checkpoint, CheckpointError,
 };
@@ -155,6 +155,11 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
     let args = &resumed_in_place(args, program, run_name.as_deref());
     check_outputs(args, &loaded, run_name.as_deref())?;
     super::memory::check(&loaded, run_name.as_deref(), args.max_memory)?;
+    if root {
+        for line in init_replacing_runs(args, program, run_name.as_deref()) {
+            eprintln!("{line}");
+        }
+    }
     let options = TrainOptions {
         data_dir: args.data_dir.clone().unwrap_or_else(|| loaded.dir()),
         base_dir: loaded.dir(),
@@ -217,6 +222,28 @@ fn resumed_in_place(args: &TrainArgs, program: &Program, run: Option<&str>) -> T
         args.checkpoint = args.resume.clone();
     }
     args
+}
+
+/// Warnings for the runs trained whose `init:` names another run of the file, which `--init`
+/// replaces: such a run starts from the file given, not from what that run trained.
+fn init_replacing_runs(args: &TrainArgs, program: &Program, only: Option<&str>) -> Vec<String> {
+    let Some(init) = &args.init else {
+        return Vec::new();
+    };
+    program
+        .runs
+        .iter()
+        .filter(|r| only.is_none_or(|n| n == r.name))
+        .filter_map(|r| match &r.init {
+            Some(InitFrom::Run(from)) => Some(format!(
+                "warning: `--init {}` replaces run `{}`'s `init: {from}`: it starts from that \
+                 file, not from what run `{from}` trained",
+                init.display(),
+                r.name
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The run `nnc train` trains: `--run`'s; with `--resume`, the one that wrote the checkpoint

@@ -1263,6 +1263,47 @@ fn with_run_only_that_run_is_measured_against_steps() {
     assert!(!stderr(&out).contains("warm-up"), "{}", stderr(&out));
 }
 
+/// `--init` replaces every trained run's `init:`, one naming an earlier run too: that run is
+/// warned about (it started from the file, its loss far above what the earlier run reached,
+/// with nothing said); a run with no `init:`, or one not trained, is not.
+#[test]
+fn init_replacing_an_earlier_run_is_warned_about() {
+    let s = Scratch::new("init-replaces-run");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let nn = s.write(
+        "two.nn",
+        "model M(x: [2]) -> [1] { return x |> dense(1) }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train a: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 2 }\n\
+         train b: M on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 2 init: a }\n",
+    );
+    let ck = s.path("a.st");
+    let train = |args: &[&std::ffi::OsStr]| {
+        let out = nnc()
+            .args(["train", "--quiet"])
+            .args(args)
+            .arg(&nn)
+            .output()
+            .unwrap();
+        assert_code(&out, 0);
+        stderr(&out)
+    };
+    let os = |a: &str| std::ffi::OsString::from(a);
+    let (run, init, checkpoint) = (os("--run"), os("--init"), os("--checkpoint"));
+    let (a, b) = (os("a"), os("b"));
+    let first = train(&[&run, &a, &checkpoint, ck.as_os_str()]);
+    assert!(!first.contains("warning"), "{first}");
+    let warned =
+        "replaces run `b`'s `init: a`: it starts from that file, not from what run `a` trained";
+    let all = train(&[&init, ck.as_os_str()]);
+    assert!(all.contains(warned), "{all}");
+    assert!(!all.contains("run `a`'s"), "{all}");
+    let only_b = train(&[&run, &b, &init, ck.as_os_str()]);
+    assert!(only_b.contains(warned), "{only_b}");
+    let only_a = train(&[&run, &a, &init, ck.as_os_str()]);
+    assert!(!only_a.contains("warning"), "{only_a}");
+}
+
 /// A resumed run goes on to the length its checkpoint records: its schedule is measured
 /// against that, not the file's `steps:`, and the file's other runs keep their own (run `b`'s
 /// `steps: 10` with a warm-up of 20 was trained with `--steps 100`; resumed, it was warned
