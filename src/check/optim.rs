@@ -201,7 +201,9 @@ fn betas(e: &Expr) -> Result<(f64, f64), Diag> {
 
 pub(super) const SCHEDULES: &[&str] = &["constant", "step", "cosine", "linear"];
 
-pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
+/// `run_steps` is the run's length where it is given in steps (`steps: 300`), to answer a
+/// warm-up written as a fraction of the run with the steps it would be.
+pub fn schedule(e: &Expr, run_steps: Option<u64>) -> Result<Schedule, Vec<Diag>> {
     let Some((callee, args)) = call_parts(e) else {
         return Err(vec![Diag::new(
             "nnc::train",
@@ -274,7 +276,7 @@ pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
     let mut diags = Vec::new();
     let warmup = b
         .get("warmup")
-        .map_or(Ok(0), |e| consts::steps(e, "warmup", 0))
+        .map_or(Ok(0), |e| warmup(e, run_steps))
         .unwrap_or_else(|d| {
             diags.push(d);
             0
@@ -321,6 +323,35 @@ pub fn schedule(e: &Expr) -> Result<Schedule, Vec<Diag>> {
     } else {
         Err(diags)
     }
+}
+
+/// `warmup: N`, a number of steps. A fraction below 1 (`warmup: 0.1`, as Hugging Face's
+/// `warmup_ratio` writes it) is answered with the steps it would be in a run of `run_steps`.
+fn warmup(e: &Expr, run_steps: Option<u64>) -> Result<usize, Diag> {
+    consts::steps(e, "warmup", 0).map_err(|d| match consts::number(e) {
+        Ok(v) if v > 0.0 && v < 1.0 => {
+            let help = match run_steps {
+                Some(n) => format!(
+                    "warm-up counts steps, not a fraction of the run: {v} of this run's {n} \
+                     steps is `warmup: {}`",
+                    ((v * n as f64).round() as u64).max(1)
+                ),
+                None => format!(
+                    "warm-up counts steps, not a fraction of the run: write a number of \
+                     steps ({v} of a run of {} steps is `warmup: 100`)",
+                    (100.0 / v).round()
+                ),
+            };
+            Diag::new(
+                "nnc::arg",
+                format!("warmup must be a whole number of steps, found {v}"),
+                e.span,
+                "a fraction, not a number of steps",
+            )
+            .help(help)
+        }
+        _ => d,
+    })
 }
 
 /// `every N epoch[s]|step[s] [metrics]`; `classification` says whether accuracy is meaningful.

@@ -231,8 +231,16 @@ impl<'a> RunSettings<'a> {
                 None
             }
         };
+        // The run's length in steps, for a warm-up written as a fraction of it; `length`
+        // reports a bad or doubled one.
+        let run_steps = match (s.get("epochs"), s.get("steps")) {
+            (None, Some(e)) => consts::steps(e, "the number of steps", 1)
+                .ok()
+                .map(|n| n as u64),
+            _ => None,
+        };
         let schedule = s.get("schedule").map_or(Some(Schedule::constant()), |e| {
-            take_all(optim::schedule(e), diags)
+            take_all(optim::schedule(e, run_steps), diags)
         });
         let batch = s
             .get("batch")
