@@ -157,6 +157,30 @@ pub fn hint(src: &str, toks: &[Tok], tok: Tok, expected: &[String]) -> Option<St
             }
         }
     }
+    // `batch: 64, steps 300`: a key and its value on one line, the `:` left out.
+    if expects("`:`") && tok.kind != Kind::Punct {
+        if let Some(p) = prev.filter(|p| p.kind == Kind::Word) {
+            let starts_setting = idx < 2
+                || matches!(lex::text(src, toks[idx - 2]), "," | "{")
+                || src[toks[idx - 2].span.end..p.span.start].contains('\n');
+            let line_end = src[tok.span.start..]
+                .find('\n')
+                .map_or(src.len(), |n| tok.span.start + n);
+            let rest = src[tok.span.start..line_end].trim_end();
+            let rest = rest.strip_suffix(',').unwrap_or(rest).trim_end();
+            let same_line = !src[p.span.end..tok.span.start].contains('\n');
+            if starts_setting && same_line {
+                let value = if rest.contains(',') || rest.contains('}') || rest.len() > 40 {
+                    "..."
+                } else {
+                    rest
+                };
+                return Some(format!(
+                    "a setting is written `key: value`: write `{prev_text}: {value}`"
+                ));
+            }
+        }
+    }
     if tok.kind == Kind::Word && KEYWORDS.contains(&text) && expects("a name") {
         return Some(format!("`{text}` is a keyword; choose another name"));
     }
