@@ -5,6 +5,7 @@ use super::consts;
 use crate::diag::Diag;
 use crate::ir::{EvalSpec, Metric, OptimizerSpec, Schedule, ScheduleKind};
 use crate::syntax::ast::{Expr, ExprKind, Ident};
+use std::sync::OnceLock;
 
 /// The callee and arguments of `name` or `name(args)`.
 fn call_parts(e: &Expr) -> Option<(&Ident, &[crate::syntax::ast::Arg])> {
@@ -14,7 +15,62 @@ fn call_parts(e: &Expr) -> Option<(&Ident, &[crate::syntax::ast::Arg])> {
     }
 }
 
-pub(super) const OPTIMIZERS: &[&str] = &["sgd", "adam", "adamw"];
+/// Each optimizer with the arguments it takes only by name (`lr` comes first, by position or
+/// name): the source of both the checker's signatures and the usage lines of its help.
+const OPTIMIZER_ARGS: [(&str, &[&str]); 3] = [
+    ("sgd", &["momentum", "nesterov", "weight_decay"]),
+    ("adam", &["betas", "eps", "weight_decay"]),
+    ("adamw", &["betas", "eps", "weight_decay"]),
+];
+
+pub(super) const OPTIMIZERS: &[&str] = &{
+    let mut names = [""; OPTIMIZER_ARGS.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = OPTIMIZER_ARGS[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// The value a usage line shows for `optimizer`'s argument `arg`: its default, or a typical
+/// value where the default turns it off (`momentum`) or there is none (`lr`).
+fn example(optimizer: &str, arg: &str) -> &'static str {
+    match (optimizer, arg) {
+        ("sgd", "lr") => "0.1",
+        (_, "lr") => "1e-3",
+        (_, "momentum") => "0.9",
+        (_, "nesterov") => "false",
+        (_, "betas") => "[0.9, 0.999]",
+        (_, "eps") => "1e-8",
+        ("adamw", "weight_decay") => "0.01",
+        (_, "weight_decay") => "0",
+        _ => unreachable!("no example value for `{optimizer}`'s `{arg}`"),
+    }
+}
+
+/// How to write `optimizer` with every argument it takes, for help lines:
+/// `` `adam(lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0)` ``.
+fn optimizer_usage(optimizer: &str) -> &'static str {
+    static USAGE: OnceLock<Vec<String>> = OnceLock::new();
+    let usage = USAGE.get_or_init(|| {
+        OPTIMIZER_ARGS
+            .iter()
+            .map(|(name, named)| {
+                let args: Vec<String> = std::iter::once("lr")
+                    .chain(named.iter().copied())
+                    .map(|a| format!("{a}: {}", example(name, a)))
+                    .collect();
+                format!("`{name}({})`", args.join(", "))
+            })
+            .collect()
+    });
+    let i = OPTIMIZERS
+        .iter()
+        .position(|n| *n == optimizer)
+        .expect("a known optimizer");
+    &usage[i]
+}
 
 pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
     let Some((callee, args)) = call_parts(e) else {
@@ -28,36 +84,22 @@ pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
             "write e.g. `optimizer: sgd(lr: 0.1)` or `optimizer: adam(lr: 1e-3)`",
         )]);
     };
-    let sig = match callee.name.as_str() {
-        "sgd" => Sig {
-            forms: &[&[], &["lr"]],
-            named: &["momentum", "nesterov", "weight_decay"],
-            required: &["lr"],
-            usage: "`sgd(lr: 0.1, momentum: 0.9)`",
-        },
-        "adam" => Sig {
-            forms: &[&[], &["lr"]],
-            named: &["betas", "eps", "weight_decay"],
-            required: &["lr"],
-            usage: "`adam(lr: 1e-3, betas: [0.9, 0.999])`",
-        },
-        "adamw" => Sig {
-            forms: &[&[], &["lr"]],
-            named: &["betas", "eps", "weight_decay"],
-            required: &["lr"],
-            usage: "`adamw(lr: 1e-3, weight_decay: 0.01)`",
-        },
-        other => {
-            let help = super::names::did_you_mean(other, OPTIMIZERS.iter().copied())
-                .unwrap_or_else(|| "the optimizers are `sgd`, `adam` and `adamw`".into());
-            return Err(vec![Diag::new(
-                "nnc::train",
-                format!("unknown optimizer `{other}`"),
-                callee.span,
-                "not an optimizer",
-            )
-            .help(help)]);
-        }
+    let Some(&(_, named)) = OPTIMIZER_ARGS.iter().find(|(n, _)| *n == callee.name) else {
+        let help = super::names::did_you_mean(&callee.name, OPTIMIZERS.iter().copied())
+            .unwrap_or_else(|| "the optimizers are `sgd`, `adam` and `adamw`".into());
+        return Err(vec![Diag::new(
+            "nnc::train",
+            format!("unknown optimizer `{}`", callee.name),
+            callee.span,
+            "not an optimizer",
+        )
+        .help(help)]);
+    };
+    let sig = Sig {
+        forms: &[&[], &["lr"]],
+        named,
+        required: &["lr"],
+        usage: optimizer_usage(&callee.name),
     };
     let b = bind(callee, args, e.span, &sig)?;
     let mut diags = Vec::new();
