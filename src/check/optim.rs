@@ -15,39 +15,45 @@ fn call_parts(e: &Expr) -> Option<(&Ident, &[crate::syntax::ast::Arg])> {
     }
 }
 
-/// Each optimizer with the arguments it takes only by name (`lr` comes first, by position or
-/// name): the source of both the checker's signatures and the usage lines of its help.
-const OPTIMIZER_ARGS: [(&str, &[&str]); 3] = [
-    ("sgd", &["momentum", "nesterov", "weight_decay"]),
-    ("adam", &["betas", "eps", "weight_decay"]),
-    ("adamw", &["betas", "eps", "weight_decay"]),
+/// An optimizer as the checker reads it and its help writes it.
+struct OptimizerArgs {
+    name: &'static str,
+    /// The arguments it takes only by name (`lr` comes first, by position or name).
+    named: &'static [&'static str],
+    /// The value its usage line shows for `lr` and each of `named`, in order: the default, or
+    /// a typical value where the default turns it off (`momentum`) or there is none (`lr`).
+    shown: &'static [&'static str],
+}
+
+/// The source of both the checker's signatures and the usage lines of its help.
+const OPTIMIZER_ARGS: [OptimizerArgs; 3] = [
+    OptimizerArgs {
+        name: "sgd",
+        named: &["momentum", "nesterov", "weight_decay"],
+        shown: &["0.1", "0.9", "false", "0"],
+    },
+    OptimizerArgs {
+        name: "adam",
+        named: &["betas", "eps", "weight_decay"],
+        shown: &["1e-3", "[0.9, 0.999]", "1e-8", "0"],
+    },
+    OptimizerArgs {
+        name: "adamw",
+        named: &["betas", "eps", "weight_decay"],
+        shown: &["1e-3", "[0.9, 0.999]", "1e-8", "0.01"],
+    },
 ];
 
 pub(super) const OPTIMIZERS: &[&str] = &{
     let mut names = [""; OPTIMIZER_ARGS.len()];
     let mut i = 0;
     while i < names.len() {
-        names[i] = OPTIMIZER_ARGS[i].0;
+        assert!(OPTIMIZER_ARGS[i].shown.len() == OPTIMIZER_ARGS[i].named.len() + 1);
+        names[i] = OPTIMIZER_ARGS[i].name;
         i += 1;
     }
     names
 };
-
-/// The value a usage line shows for `optimizer`'s argument `arg`: its default, or a typical
-/// value where the default turns it off (`momentum`) or there is none (`lr`).
-fn example(optimizer: &str, arg: &str) -> &'static str {
-    match (optimizer, arg) {
-        ("sgd", "lr") => "0.1",
-        (_, "lr") => "1e-3",
-        (_, "momentum") => "0.9",
-        (_, "nesterov") => "false",
-        (_, "betas") => "[0.9, 0.999]",
-        (_, "eps") => "1e-8",
-        ("adamw", "weight_decay") => "0.01",
-        (_, "weight_decay") => "0",
-        _ => unreachable!("no example value for `{optimizer}`'s `{arg}`"),
-    }
-}
 
 /// How to write `optimizer` with every argument it takes, for help lines:
 /// `` `adam(lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0)` ``.
@@ -56,12 +62,13 @@ fn optimizer_usage(optimizer: &str) -> &'static str {
     let usage = USAGE.get_or_init(|| {
         OPTIMIZER_ARGS
             .iter()
-            .map(|(name, named)| {
+            .map(|o| {
                 let args: Vec<String> = std::iter::once("lr")
-                    .chain(named.iter().copied())
-                    .map(|a| format!("{a}: {}", example(name, a)))
+                    .chain(o.named.iter().copied())
+                    .zip(o.shown)
+                    .map(|(a, v)| format!("{a}: {v}"))
                     .collect();
-                format!("`{name}({})`", args.join(", "))
+                format!("`{}({})`", o.name, args.join(", "))
             })
             .collect()
     });
@@ -84,7 +91,11 @@ pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
             "write e.g. `optimizer: sgd(lr: 0.1)` or `optimizer: adam(lr: 1e-3)`",
         )]);
     };
-    let Some(&(_, named)) = OPTIMIZER_ARGS.iter().find(|(n, _)| *n == callee.name) else {
+    let Some(named) = OPTIMIZER_ARGS
+        .iter()
+        .find(|o| o.name == callee.name)
+        .map(|o| o.named)
+    else {
         let help = super::names::did_you_mean(&callee.name, OPTIMIZERS.iter().copied())
             .unwrap_or_else(|| "the optimizers are `sgd`, `adam` and `adamw`".into());
         return Err(vec![Diag::new(
