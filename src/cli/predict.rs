@@ -1,6 +1,6 @@
 //! `nnc predict FILE --checkpoint PATH --input INPUT`: the top classes of a trained model for
 //! each sample of an IDX image file, a CSV file or a PGM image, or the model's output values
-//! when it does not classify.
+//! when it does not classify; `--raw`: every output value, at full precision, as CSV rows.
 
 use super::{source, train, CliError, CliResult};
 use crate::diag::Diag;
@@ -9,6 +9,7 @@ use crate::runtime::checkpoint::{load_params, Checkpoint};
 use crate::runtime::data::DataError;
 use crate::runtime::predict::{finite_outputs, outputs, predict, read_inputs, PredictError};
 use crate::runtime::train::resume;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -31,6 +32,12 @@ pub struct PredictArgs {
     /// values instead).
     #[arg(long, value_name = "K", default_value_t = 3, value_parser = top_count)]
     pub top: usize,
+    /// Print every output value of each sample at full precision (f32, as it round-trips), one
+    /// sample per line, separated by commas (CSV, no header, no sample numbers): the model's
+    /// output `output` as it computes it — a classifier's logits (not softmax probabilities,
+    /// unless the model ends with `softmax`), every position of a sequence model, row after row.
+    #[arg(long, conflicts_with = "top")]
+    pub raw: bool,
 }
 
 pub fn run(args: &PredictArgs) -> CliResult {
@@ -69,6 +76,15 @@ pub fn run(args: &PredictArgs) -> CliResult {
         _ => CliError::user(e),
     };
     let normalize = normalize.map(|(n, _)| n);
+    if args.raw {
+        let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
+        finite_outputs(&outs, first).map_err(CliError::user)?;
+        let mut out = std::io::stdout().lock();
+        for o in &outs {
+            writeln!(out, "{}", raw_values(o)).map_err(CliError::user)?;
+        }
+        return out.flush().map_err(CliError::user);
+    }
     if !ranks_classes(p, model) {
         let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
         finite_outputs(&outs, first).map_err(CliError::user)?;
@@ -111,6 +127,13 @@ fn show_values(o: &[f32]) -> String {
         shown.push(format!("… ({} values)", o.len()));
     }
     shown.join("  ")
+}
+
+/// An output's values, all of them, comma-separated, each as it round-trips through `f32`
+/// (`--raw`).
+fn raw_values(o: &[f32]) -> String {
+    let all: Vec<String> = o.iter().map(|v| v.to_string()).collect();
+    all.join(",")
 }
 
 /// `--top`: a number of classes, at least 1 (0 would show nothing).

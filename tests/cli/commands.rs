@@ -683,6 +683,66 @@ fn predict_shows_the_values_of_a_model_that_does_not_classify() {
     );
 }
 
+/// `--raw` prints every output value at full precision, as CSV rows a script reads: XOR's
+/// single value per sample, which the default printout rounds to 4 decimals, and a regression's
+/// two. `--raw` and `--top` together are refused.
+#[test]
+fn predict_raw_prints_every_value_at_full_precision() {
+    let s = Scratch::new("predict-raw");
+    let ck = s.path("xor.safetensors");
+    let out = in_root(&[
+        "train",
+        "examples/xor.nn",
+        "--quiet",
+        "--checkpoint",
+        &ck.to_string_lossy(),
+    ]);
+    assert_code(&out, 0);
+    let csv = s.write("xor.csv", "0,0\n0,1\n1,0\n1,1\n");
+    let predict = |nn: &str, ck: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["predict", nn, "--input"];
+        let (csv, ck) = (csv.to_string_lossy(), ck.to_string_lossy());
+        args.extend([&*csv, "--checkpoint", &*ck]);
+        args.extend(extra);
+        in_root(&args)
+    };
+    let shown = succeeded(&predict("examples/xor.nn", &ck, &[]));
+    let raw = succeeded(&predict("examples/xor.nn", &ck, &["--raw"]));
+    let rows: Vec<Vec<f32>> = raw
+        .lines()
+        .map(|l| l.split(',').map(|v| v.parse().expect(l)).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{raw}");
+    for (i, (row, line)) in rows.iter().zip(shown.lines()).enumerate() {
+        assert_eq!(row.len(), 1, "{raw}");
+        // The printout is this value to 4 decimals, and the raw text is more than that.
+        assert_eq!(line, format!("sample {i}: {:.4}", row[0]), "{raw}");
+        assert!(raw.lines().nth(i).unwrap().len() > 6, "{raw}");
+        assert!((row[0] > 0.5) == (i == 1 || i == 2), "{raw}");
+    }
+    // `--index` gives that sample's row alone.
+    let one = succeeded(&predict("examples/xor.nn", &ck, &["--raw", "--index", "2"]));
+    assert_eq!(one, format!("{}\n", raw.lines().nth(2).unwrap()));
+    // Every value of a regression's two, each as f32 prints it.
+    let nn = s.write(
+        "regression.nn",
+        "model R(x: [2]) -> [2] {\n    return x |> dense(2)\n}\n\
+         data d {\n    train: inline(x: [[0, 1], [1, 0]], y: [[1, 0], [0, 1]])\n}\n\
+         train R on d {\n    loss: mse(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}\n",
+    );
+    let rck = s.path("r.safetensors");
+    train_to(&nn, &rck);
+    let raw = succeeded(&predict(&nn.to_string_lossy(), &rck, &["--raw"]));
+    assert_eq!(raw.lines().count(), 4, "{raw}");
+    for l in raw.lines() {
+        let v: Vec<f32> = l.split(',').map(|v| v.parse().expect(l)).collect();
+        assert_eq!(v.len(), 2, "{raw}");
+        assert_eq!(l, format!("{},{}", v[0], v[1]));
+    }
+    let err = user_error(&predict("examples/xor.nn", &ck, &["--raw", "--top", "2"]));
+    assert_has(&err, &["--raw", "--top"]);
+}
+
 /// The ids fed to an `i32` input are refused as the training data's are when they are not
 /// integers (`0.5` was truncated to id 0) or beyond i32, naming the value and its sample.
 #[test]
