@@ -5,8 +5,8 @@
 use super::{source, train, CliError, CliResult};
 use crate::diag::Diag;
 use crate::ir::{ModelIr, Program};
-use crate::runtime::checkpoint::{load_params, Checkpoint};
-use crate::runtime::data::DataError;
+use crate::runtime::checkpoint::{check_vocab, load_params, Checkpoint};
+use crate::runtime::data::{vocabulary, DataError};
 use crate::runtime::predict::{finite_outputs, outputs, predict, read_inputs, PredictError};
 use crate::runtime::train::resume;
 use std::io::Write;
@@ -94,10 +94,14 @@ pub fn run(args: &PredictArgs) -> CliResult {
         return Ok(());
     }
     let ranked = predict(exec.as_mut(), &[], &inputs, normalize, args.top).map_err(fail)?;
+    let vocab = characters(p, model, &loaded.dir(), &args.checkpoint);
     for (i, top) in ranked.iter().enumerate() {
         let classes: Vec<String> = top
             .iter()
-            .map(|(c, prob)| format!("{c} ({:.1}%)", 100.0 * prob))
+            .map(|&(c, prob)| match vocab.as_ref().and_then(|v| v.get(c)) {
+                Some(ch) => format!("{ch:?} (id {c}, {:.1}%)", 100.0 * prob),
+                None => format!("{c} ({:.1}%)", 100.0 * prob),
+            })
             .collect();
         println!("sample {}: {}", first + i, classes.join("  "));
     }
@@ -127,6 +131,32 @@ fn show_values(o: &[f32]) -> String {
         shown.push(format!("… ({} values)", o.len()));
     }
     shown.join("  ")
+}
+
+/// The characters of a character model's classes: the vocabulary of the text it is trained on
+/// (as `nnc sample` reads it, from the `.nn` file's folder), when its input is token ids and
+/// the text can be read, has one character per class and is the one the checkpoint records
+/// (if it records one); otherwise none (classes shown as ids).
+fn characters(
+    p: &Program,
+    model: &ModelIr,
+    dir: &std::path::Path,
+    checkpoint: &std::path::Path,
+) -> Option<Vec<char>> {
+    let g = &model.graph;
+    let ids = g
+        .inputs()
+        .first()
+        .is_some_and(|(v, _)| g.ty(*v).dtype == crate::ir::DType::I32);
+    let classes = g.output("output").map(|o| g.ty(o).last())?;
+    let data = training_data(p, model).filter(|_| ids)?;
+    vocabulary(data, dir)
+        .ok()
+        .flatten()
+        .filter(|v| v.len() == classes)
+        .filter(|v| {
+            Checkpoint::load(checkpoint).is_ok_and(|ck| check_vocab(&ck, v, &data.name).is_ok())
+        })
 }
 
 /// An output's values, all of them, comma-separated, each as it round-trips through `f32`

@@ -743,6 +743,69 @@ fn predict_raw_prints_every_value_at_full_precision() {
     assert_has(&err, &["--raw", "--top"]);
 }
 
+/// A character model's classes are shown as the characters of its text beside their ids; its
+/// raw output is every position's logits.
+#[test]
+fn predict_of_a_character_model_names_the_characters() {
+    let s = Scratch::new("predict-chars");
+    s.write("corpus.txt", "abcabcabcabcabc");
+    let nn = s.write("ids.nn", char_model(""));
+    let ck = s.path("e.safetensors");
+    train_to(&nn, &ck);
+    let input = s.write("in.csv", "0,1,2,0\n2,1,0,2\n");
+    let text = succeeded(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &input
+    ));
+    let raw = succeeded(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &input,
+        "--raw"
+    ));
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for (i, (line, raw)) in text.lines().zip(raw.lines()).enumerate() {
+        let top = line.strip_prefix(&format!("sample {i}: ")).expect(line);
+        let classes: Vec<&str> = top.split("  ").collect();
+        assert_eq!(classes.len(), 3, "{text}");
+        let mut ids = Vec::new();
+        for c in &classes {
+            // `'b' (id 1, 40.2%)`: the vocabulary is the text's characters in order.
+            let id: usize = c[8..9].parse().expect(c);
+            let ch = ["a", "b", "c"][id];
+            assert!(c.starts_with(&format!("'{ch}' (id {id}, ")), "{text}");
+            ids.push(id);
+        }
+        // The raw row holds the 4 positions' 3 logits; the first shown is the last row's largest.
+        let logits: Vec<f32> = raw.split(',').map(|v| v.parse().expect(raw)).collect();
+        assert_eq!(logits.len(), 12, "{raw}");
+        let last = &logits[9..];
+        let best = (0..3).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap();
+        assert_eq!(ids[0], best, "{text}\n{raw}");
+    }
+    // Another text of as many characters (not the checkpoint's): ids alone.
+    s.write("corpus.txt", "abdabdabdabdabd");
+    let text = succeeded(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &input
+    ));
+    assert!(
+        !text.contains('\'') && text.contains(" (") && !text.contains("id "),
+        "{text}"
+    );
+}
+
 /// The ids fed to an `i32` input are refused as the training data's are when they are not
 /// integers (`0.5` was truncated to id 0) or beyond i32, naming the value and its sample.
 #[test]
