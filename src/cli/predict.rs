@@ -38,6 +38,10 @@ pub struct PredictArgs {
     /// unless the model ends with `softmax`), every position of a sequence model, row after row.
     #[arg(long, conflicts_with = "top")]
     pub raw: bool,
+    /// Where a character model's training text is (its vocabulary names the classes shown;
+    /// default: the file's folder).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 pub fn run(args: &PredictArgs) -> CliResult {
@@ -94,7 +98,8 @@ pub fn run(args: &PredictArgs) -> CliResult {
         return Ok(());
     }
     let ranked = predict(exec.as_mut(), &[], &inputs, normalize, args.top).map_err(fail)?;
-    let vocab = characters(p, model, &loaded.dir(), &args.checkpoint);
+    let dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
+    let vocab = characters(p, model, &dir, &args.checkpoint);
     for (i, top) in ranked.iter().enumerate() {
         let classes: Vec<String> = top
             .iter()
@@ -134,7 +139,7 @@ fn show_values(o: &[f32]) -> String {
 }
 
 /// The characters of a character model's classes: the vocabulary of the text it is trained on
-/// (as `nnc sample` reads it, from the `.nn` file's folder), when its input is token ids and
+/// (as `nnc sample` reads it, from `dir`), when its input is token ids and
 /// the text can be read, has one character per class and is the one the checkpoint records
 /// (if it records one); otherwise none (classes shown as ids).
 fn characters(

@@ -804,6 +804,21 @@ fn predict_of_a_character_model_names_the_characters() {
         !text.contains('\'') && text.contains(" (") && !text.contains("id "),
         "{text}"
     );
+    // The text the model was trained on, elsewhere: `--data-dir`, as `nnc sample` takes it.
+    let other = s.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("corpus.txt"), "abcabcabcabcabc").unwrap();
+    let text = succeeded(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &input,
+        "--data-dir",
+        &other
+    ));
+    assert!(text.contains("(id 0, ") && text.contains("'a'"), "{text}");
 }
 
 /// The ids fed to an `i32` input are refused as the training data's are when they are not
