@@ -5,7 +5,7 @@
 use super::{source, train, CliError, CliResult};
 use crate::diag::Diag;
 use crate::ir::{ModelIr, Program};
-use crate::runtime::checkpoint::{check_vocab, load_params, Checkpoint};
+use crate::runtime::checkpoint::{load_params, Checkpoint, VOCAB};
 use crate::runtime::data::{vocabulary, DataError};
 use crate::runtime::predict::{finite_outputs, outputs, predict, read_inputs, PredictError};
 use crate::runtime::train::resume;
@@ -38,8 +38,8 @@ pub struct PredictArgs {
     /// unless the model ends with `softmax`), every position of a sequence model, row after row.
     #[arg(long, conflicts_with = "top")]
     pub raw: bool,
-    /// Where a character model's training text is (its vocabulary names the classes shown;
-    /// default: the file's folder).
+    /// Where a character model's training text is, for a checkpoint that does not record its
+    /// vocabulary (whose characters name the classes shown; default: the file's folder).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
@@ -138,10 +138,10 @@ fn show_values(o: &[f32]) -> String {
     shown.join("  ")
 }
 
-/// The characters of a character model's classes: the vocabulary of the text it is trained on
-/// (as `nnc sample` reads it, from `dir`), when its input is token ids and
-/// the text can be read, has one character per class and is the one the checkpoint records
-/// (if it records one); otherwise none (classes shown as ids).
+/// The characters of a character model's classes, when its input is token ids: the vocabulary
+/// its checkpoint records (that of the text it was trained on, wherever that text is now), else
+/// that of its training text as `nnc sample` reads it (from `dir`), if it has one character per
+/// class; otherwise none (classes shown as ids).
 fn characters(
     p: &Program,
     model: &ModelIr,
@@ -154,14 +154,17 @@ fn characters(
         .first()
         .is_some_and(|(v, _)| g.ty(*v).dtype == crate::ir::DType::I32);
     let classes = g.output("output").map(|o| g.ty(o).last())?;
-    let data = training_data(p, model).filter(|_| ids)?;
-    vocabulary(data, dir)
+    if !ids {
+        return None;
+    }
+    let recorded = Checkpoint::load(checkpoint)
         .ok()
-        .flatten()
-        .filter(|v| v.len() == classes)
-        .filter(|v| {
-            Checkpoint::load(checkpoint).is_ok_and(|ck| check_vocab(&ck, v, &data.name).is_ok())
-        })
+        .and_then(|ck| ck.meta.get(VOCAB).map(|v| v.chars().collect()));
+    let vocab = match recorded {
+        Some(v) => v,
+        None => vocabulary(training_data(p, model)?, dir).ok().flatten()?,
+    };
+    Some(vocab).filter(|v| v.len() == classes)
 }
 
 /// An output's values, all of them, comma-separated, each as it round-trips through `f32`
