@@ -8,6 +8,7 @@ use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::Graph;
 use crate::runtime::batch::{gather, Buf};
 use crate::runtime::data::Split;
+use std::ops::{ControlFlow, Range};
 
 /// Loss and accuracy over a split.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,53 +101,37 @@ pub fn evaluate_part(
     exec: &mut dyn Executor,
     params: &[&[f32]],
     split: &Split,
-    part: std::ops::Range<usize>,
+    part: Range<usize>,
     batch: usize,
     classification: bool,
     seed: u64,
 ) -> Result<EvalSums, ExecError> {
-    let roles = label_inputs(exec.graph());
     let classes = classes(exec.graph());
-    let batch = batch.clamp(1, part.len().max(1));
-    let mut xb = Buf::for_column(&split.x, batch);
-    let mut yb = Buf::for_column(&split.y, batch);
     let mut sums = EvalSums {
         loss: 0.0,
         right: 0,
         accuracy: classification && classes.is_some(),
     };
-    let idx: Vec<usize> = part.collect();
-    for chunk in idx.chunks(batch) {
-        gather(&split.x, chunk, &mut xb);
-        gather(&split.y, chunk, &mut yb);
-        let feeds: Vec<Feed<'_>> = roles
-            .iter()
-            .map(|&is_y| if is_y { yb.feed() } else { xb.feed() })
-            .collect();
-        exec.run(
-            chunk.len(),
-            &feeds,
-            params,
-            StepCtx {
-                seed,
-                ..StepCtx::default()
-            },
-        )?;
-        let loss = exec
-            .output("loss")
-            .and_then(|l| l.first().copied())
-            .ok_or_else(|| ExecError::Other("the evaluation graph has no `loss` output".into()))?;
-        sums.loss += loss as f64 * chunk.len() as f64;
+    let run = Batches {
+        params,
+        split,
+        part,
+        batch,
+        seed,
+    };
+    run.each(exec, |exec, chunk, _, labels| {
+        sums.loss += loss(exec)? as f64 * chunk.len() as f64;
         if sums.accuracy {
             match exec
                 .output("output")
-                .and_then(|o| correct(o, classes.unwrap_or(0), &yb))
+                .and_then(|o| correct(o, classes.unwrap_or(0), labels))
             {
                 Some(c) => sums.right += c,
                 None => sums.accuracy = false,
             }
         }
-    }
+        Ok(ControlFlow::<()>::Continue(()))
+    })?;
     Ok(sums)
 }
 
@@ -160,35 +145,79 @@ pub fn first_non_finite_batch(
     split: &Split,
     batch: usize,
     seed: u64,
-) -> Option<(std::ops::Range<usize>, Option<Anomaly>)> {
-    let roles = label_inputs(exec.graph());
-    let batch = batch.clamp(1, split.len.max(1));
-    let mut xb = Buf::for_column(&split.x, batch);
-    let mut yb = Buf::for_column(&split.y, batch);
-    let idx: Vec<usize> = (0..split.len).collect();
-    for chunk in idx.chunks(batch) {
-        gather(&split.x, chunk, &mut xb);
-        gather(&split.y, chunk, &mut yb);
-        let feeds: Vec<Feed<'_>> = roles
-            .iter()
-            .map(|&is_y| if is_y { yb.feed() } else { xb.feed() })
-            .collect();
-        let ctx = StepCtx {
-            seed,
-            ..StepCtx::default()
-        };
-        exec.run(chunk.len(), &feeds, params, ctx).ok()?;
-        let loss = exec.output("loss").and_then(|l| l.first().copied())?;
-        if !loss.is_finite() {
-            let samples = chunk[0]..chunk[chunk.len() - 1] + 1;
-            let exec: &dyn Executor = exec;
-            return Some((
-                samples,
-                first_non_finite(exec.graph(), exec, &feeds, params),
-            ));
+) -> Option<(Range<usize>, Option<Anomaly>)> {
+    let run = Batches {
+        params,
+        split,
+        part: 0..split.len,
+        batch,
+        seed,
+    };
+    let found = run.each(exec, |exec, chunk, feeds, _| {
+        if loss(exec)?.is_finite() {
+            return Ok(ControlFlow::Continue(()));
         }
+        let samples = chunk[0]..chunk[chunk.len() - 1] + 1;
+        let exec: &dyn Executor = exec;
+        let anomaly = first_non_finite(exec.graph(), exec, feeds, params);
+        Ok(ControlFlow::Break((samples, anomaly)))
+    });
+    found.ok().flatten()
+}
+
+/// The loss of the batch `exec` has just run.
+fn loss(exec: &dyn Executor) -> Result<f32, ExecError> {
+    exec.output("loss")
+        .and_then(|l| l.first().copied())
+        .ok_or_else(|| ExecError::Other("the evaluation graph has no `loss` output".into()))
+}
+
+/// The samples `part` of `split` run through an evaluation graph in batches of `batch`.
+struct Batches<'a> {
+    params: &'a [&'a [f32]],
+    split: &'a Split,
+    part: Range<usize>,
+    batch: usize,
+    seed: u64,
+}
+
+impl Batches<'_> {
+    /// Runs `exec` on each batch in order (its inputs fed the samples' columns, the one named
+    /// `label` the labels), then `after` with the batch's samples, its feeds and its labels;
+    /// stops at the first error or `Break`, whose value it returns.
+    fn each<T>(
+        self,
+        exec: &mut dyn Executor,
+        mut after: impl FnMut(
+            &mut dyn Executor,
+            &[usize],
+            &[Feed<'_>],
+            &Buf,
+        ) -> Result<ControlFlow<T>, ExecError>,
+    ) -> Result<Option<T>, ExecError> {
+        let roles = label_inputs(exec.graph());
+        let batch = self.batch.clamp(1, self.part.len().max(1));
+        let (x, y) = (&self.split.x, &self.split.y);
+        let (mut xb, mut yb) = (Buf::for_column(x, batch), Buf::for_column(y, batch));
+        let idx: Vec<usize> = self.part.collect();
+        for chunk in idx.chunks(batch) {
+            gather(x, chunk, &mut xb);
+            gather(y, chunk, &mut yb);
+            let feeds: Vec<Feed<'_>> = roles
+                .iter()
+                .map(|&is_y| if is_y { yb.feed() } else { xb.feed() })
+                .collect();
+            let ctx = StepCtx {
+                seed: self.seed,
+                ..StepCtx::default()
+            };
+            exec.run(chunk.len(), &feeds, self.params, ctx)?;
+            if let ControlFlow::Break(found) = after(exec, chunk, &feeds, &yb)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
-    None
 }
 
 /// The mean loss and the accuracy over all of `split` from the sums over all of it, for the
