@@ -444,6 +444,28 @@ fn a_stop_request_to_one_rank_stops_every_rank_after_the_same_step() {
     }
 }
 
+/// A run of two samples, one a batch, whose first (rank 0's part) overflows the first layer
+/// (`dense(16)`, then `rest`).
+fn overflowing_rank_0(rest: &str) -> String {
+    format!(
+        r#"
+model M(x: [4]) -> [1] {{
+    return x |> dense(16) |> {rest}
+}}
+data d {{
+    train: inline(x: [[3e38, 3e38, 3e38, 3e38], [1, 1, 1, 1]], y: [[1], [0]])
+}}
+train M on d {{
+    loss: mse(output, label)
+    optimizer: sgd(lr: 0.1)
+    batch: 2
+    steps: 20
+    shuffle: false
+}}
+"#
+    )
+}
+
 /// Under `--detect-anomaly`, an infinity in one rank's part of the batch only (its sample
 /// overflows the first layer; the sigmoid hides it from the loss) stopped that rank alone, and
 /// `mpirun` then killed the others mid-step. Every rank now stops at the same step with the
@@ -453,25 +475,7 @@ fn an_anomaly_on_one_rank_stops_every_rank_with_the_same_report() {
     let _turn = serial();
     let dir = Scratch::new("anomaly-one-rank");
     let nn = dir.path("hidden.nn");
-    std::fs::write(
-        &nn,
-        r#"
-model M(x: [4]) -> [1] {
-    return x |> dense(16) |> sigmoid |> dense(1)
-}
-data d {
-    train: inline(x: [[3e38, 3e38, 3e38, 3e38], [1, 1, 1, 1]], y: [[1], [0]])
-}
-train M on d {
-    loss: mse(output, label)
-    optimizer: sgd(lr: 0.1)
-    batch: 2
-    steps: 20
-    shuffle: false
-}
-"#,
-    )
-    .unwrap();
+    std::fs::write(&nn, overflowing_rank_0("sigmoid |> dense(1)")).unwrap();
     let out = mpirun(2, &["train", s(&nn), "-q", "--detect-anomaly"])
         .output()
         .unwrap();
@@ -509,25 +513,7 @@ fn a_non_finite_loss_from_one_rank_is_named_by_every_rank() {
     let _turn = serial();
     let dir = Scratch::new("nan-one-rank");
     let nn = dir.path("overflow.nn");
-    std::fs::write(
-        &nn,
-        r#"
-model M(x: [4]) -> [1] {
-    return x |> dense(16) |> dense(1)
-}
-data d {
-    train: inline(x: [[3e38, 3e38, 3e38, 3e38], [1, 1, 1, 1]], y: [[1], [0]])
-}
-train M on d {
-    loss: mse(output, label)
-    optimizer: sgd(lr: 0.1)
-    batch: 2
-    steps: 20
-    shuffle: false
-}
-"#,
-    )
-    .unwrap();
+    std::fs::write(&nn, overflowing_rank_0("dense(1)")).unwrap();
     let out = mpirun(2, &["train", s(&nn), "-q"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
