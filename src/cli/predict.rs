@@ -5,7 +5,7 @@
 use super::{source, train, CliError, CliResult};
 use crate::diag::Diag;
 use crate::ir::{ModelIr, Program};
-use crate::runtime::checkpoint::{load_params, Checkpoint, VOCAB};
+use crate::runtime::checkpoint::{Checkpoint, VOCAB};
 use crate::runtime::data::{vocabulary, DataError};
 use crate::runtime::predict::{finite_outputs, outputs, predict, read_inputs, PredictError};
 use crate::runtime::train::resume;
@@ -49,7 +49,7 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let p = &loaded.program;
     let model = pick_model(p, args.model.as_deref(), &args.file)?;
     let normalize = training_data(p, model).and_then(|d| d.normalize.as_ref());
-    let mut exec = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
+    let (mut exec, ck) = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
     let inputs = read_inputs(&args.input, args.index).map_err(|e| {
         // Plain text given to a character model: predict reads ids, sample writes text.
         let ids = model
@@ -99,7 +99,7 @@ pub fn run(args: &PredictArgs) -> CliResult {
     }
     let ranked = predict(exec.as_mut(), &[], &inputs, normalize, args.top).map_err(fail)?;
     let dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
-    let vocab = characters(p, model, &dir, &args.checkpoint);
+    let vocab = characters(p, model, &dir, &ck);
     for (i, top) in ranked.iter().enumerate() {
         let classes: Vec<String> = top
             .iter()
@@ -146,7 +146,7 @@ fn characters(
     p: &Program,
     model: &ModelIr,
     dir: &std::path::Path,
-    checkpoint: &std::path::Path,
+    ck: &Checkpoint,
 ) -> Option<Vec<char>> {
     let g = &model.graph;
     let ids = g
@@ -157,9 +157,7 @@ fn characters(
     if !ids {
         return None;
     }
-    let recorded = Checkpoint::load(checkpoint)
-        .ok()
-        .and_then(|ck| ck.meta.get(VOCAB).map(|v| v.chars().collect()));
+    let recorded = ck.meta.get(VOCAB).map(|v| v.chars().collect());
     let vocab = match recorded {
         Some(v) => v,
         None => vocabulary(training_data(p, model)?, dir).ok().flatten()?,
@@ -226,26 +224,23 @@ pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::i
 }
 
 /// A JIT executor for the model's inference graph, holding its parameters read from
-/// `checkpoint` ([`crate::exec::Executor::hold_params`]: runs are passed no parameters). A
-/// checkpoint that does not fit a model chosen by default (`named` false: no `--model`) and
-/// whose header names a run of `p` training another model is refused with `--model` to pick it.
+/// `checkpoint` ([`crate::exec::Executor::hold_params`]: runs are passed no parameters), and
+/// the checkpoint's header (its metadata; no tensors). A checkpoint that does not fit a model
+/// chosen by default (`named` false: no `--model`) and whose header names a run of `p` training
+/// another model is refused with `--model` to pick it.
 pub fn with_checkpoint(
     p: &Program,
     model: &ModelIr,
     named: bool,
     checkpoint: &std::path::Path,
-) -> Result<Box<dyn crate::exec::Executor>, CliError> {
-    let params = load_params(checkpoint, &model.graph.params).map_err(|e| {
+) -> Result<(Box<dyn crate::exec::Executor>, Checkpoint), CliError> {
+    let ck = Checkpoint::load(checkpoint).map_err(CliError::user)?;
+    let wanted: Vec<_> = model.graph.params.iter().collect();
+    let params = ck.params_for(&wanted, "").map_err(|e| {
         let other = (!named)
-            .then(|| Checkpoint::load(checkpoint).ok())
+            .then(|| resume::Position::run_of(&ck).ok().flatten())
             .flatten()
-            .and_then(|ck| {
-                resume::Position::run_of(&ck)
-                    .ok()
-                    .flatten()
-                    .and_then(|r| p.run(r))
-                    .cloned()
-            })
+            .and_then(|r| p.run(r))
             .filter(|r| r.model != model.name);
         match other {
             Some(r) => CliError::user(super::written_by_another_run(
@@ -261,5 +256,9 @@ pub fn with_checkpoint(
         .forward_executor(&model.graph)
         .map_err(CliError::internal)?;
     exec.hold_params(params).map_err(CliError::internal)?;
-    Ok(exec)
+    let header = Checkpoint {
+        tensors: Default::default(),
+        ..ck
+    };
+    Ok((exec, header))
 }

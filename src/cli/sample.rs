@@ -2,7 +2,7 @@
 
 use super::predict::{pick_model, training_data, with_checkpoint};
 use super::{source, CliError, CliResult};
-use crate::runtime::checkpoint::{check_vocab, Checkpoint};
+use crate::runtime::checkpoint::check_vocab;
 use crate::runtime::data::vocabulary;
 use crate::runtime::sample::{generate, SampleOptions};
 use std::io::{IsTerminal, Write};
@@ -65,11 +65,9 @@ pub fn run(args: &SampleArgs) -> CliResult {
                 data.name
             ))
         })?;
-    let mut exec = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
+    let (mut exec, ck) = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
     // The checkpoint fits the model; the text's characters must be those it was trained on.
-    if let Ok(ck) = Checkpoint::load(&args.checkpoint) {
-        check_vocab(&ck, &vocab, &data.name).map_err(CliError::user)?;
-    }
+    check_vocab(&ck, &vocab, &data.name).map_err(CliError::user)?;
     let opts = SampleOptions {
         prompt: args.prompt.clone(),
         length: args.length,
