@@ -52,7 +52,7 @@ pub fn run(args: &EvalArgs) -> CliResult {
         ];
         refuse_log(l, &[&read, &loaded.data_files(spec, &data_dir)])?;
     }
-    let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
+    let mut ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
     // The step the checkpoint was written after, and its epoch (from 1) where it records its
     // position in the run.
     let step = ck.step;
@@ -80,8 +80,7 @@ pub fn run(args: &EvalArgs) -> CliResult {
             })?;
         }
     }
-    let ck_vocab = ck.meta.contains_key(VOCAB);
-    let mut params = ck.tensors;
+    let mut params = std::mem::take(&mut ck.tensors);
     // A distillation loss needs the teacher's parameters too: read as `train --checkpoint`
     // reads them, from the teacher run's file beside this one (`d.big.st` beside `d.small.st`
     // or `d.st`), else from the teacher run's `checkpoint:`.
@@ -101,12 +100,11 @@ pub fn run(args: &EvalArgs) -> CliResult {
         params.insert(g.params[i].path.clone(), Tensor { dims, data });
     }
     // A text's characters must be those the checkpoint was trained on (when it records them).
-    if ck_vocab {
+    if ck.meta.contains_key(VOCAB) {
         if let Some(d) = p.data(&spec.data) {
             let vocab = crate::runtime::data::vocabulary(d, &options.data_dir)
                 .map_err(|e| loaded.data_error(&spec.name, &e))?;
             if let Some(v) = vocab {
-                let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
                 check_vocab(&ck, &v, &d.name).map_err(CliError::user)?;
             }
         }
