@@ -20,6 +20,7 @@ train M on d {
     batch: 4
     steps: 200
     shuffle: false
+    eval: every 100 steps
 }
 "#;
 
@@ -76,18 +77,25 @@ fn a_huge_test_loss_prints_in_scientific_notation() {
     let s = Scratch::new("anomaly-huge-loss");
     let file = s.write(
         "diverge.nn",
-        DIVERGES.replace(
-            "shuffle: false",
-            "shuffle: false\n    eval: every 1 step [loss]",
-        ),
+        DIVERGES.replace("every 100 steps", "every 1 step [loss]"),
     );
     let err = user_error(&run!("train", &file));
-    let lines: Vec<&str> = err.lines().filter(|l| l.contains("test loss")).collect();
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(": test loss")).collect();
     assert!(lines.len() >= 2, "{err}");
     for l in lines {
         let loss = l.rsplit("test loss ").next().unwrap();
         assert!(loss.len() <= 10, "`{loss}` in\n{err}");
     }
+    // The evaluation after step 3 is the first to overflow: it stops the run, and its
+    // training loss says why.
+    assert_has(
+        &err,
+        &[
+            "run `M`, step 3: the test loss is NaN",
+            "overflow the model on this data, and the step's training loss was 2.",
+            "e36: training is diverging, a lower learning rate may help",
+        ],
+    );
     assert_eq!(nnc::runtime::train::loss_text(0.5), "0.5000");
     assert_eq!(nnc::runtime::train::loss_text(1.26e24), "1.260e24");
 }
@@ -100,14 +108,14 @@ fn the_last_good_checkpoint_survives_a_nan() {
     let out = nnc()
         .arg("train")
         .arg(&file)
-        .args(["--quiet", "--checkpoint-every", "2", "--checkpoint"])
+        .args(["--quiet", "--checkpoint-every", "1", "--checkpoint"])
         .arg(&ckpt)
         .output()
         .unwrap();
     assert_code(&out, 1);
     assert!(stderr(&out).contains("step 4"), "{}", stderr(&out));
-    // An epoch is one batch here and every epoch evaluates and saves: the checkpoint holds the
-    // state after step 3, the last good one, and the failing step 4 wrote nothing.
+    // Every step saves: the checkpoint holds the state after step 3, the last good one, and
+    // the failing step 4 wrote nothing.
     let ck = Checkpoint::load(&ckpt).expect("the checkpoint loads");
     assert_eq!(ck.step, Some(3));
     let w = ck.get("dense1.weight", &[2, 8]).unwrap();
@@ -212,4 +220,41 @@ fn eval_and_predict_refuse_a_model_that_overflows() {
         &succeeded(&run!("eval", &file, "--checkpoint", &ckpt)),
         &["run M: test loss"],
     );
+}
+
+/// Test inputs that the trained model overflows on, while the training data keeps the loss
+/// finite: the periodic evaluation printed `test loss inf` and training went on to exit 0.
+/// It now stops the run at that step, naming the batch and the op, as `nnc eval` does.
+#[test]
+fn train_stops_when_its_evaluation_overflows() {
+    let s = Scratch::new("anomaly-train-eval-overflow");
+    let file = s.write(
+        "m.nn",
+        DIVERGES
+            .replace("lr: 10", "lr: 0.001")
+            .replace("steps: 200", "steps: 6")
+            .replace("every 100 steps", "every 3 steps [loss]")
+            .replace(
+                "test: inline(x: [[1, 2]]",
+                "test: inline(x: [[5, 6], [3e38, 3e38]]",
+            )
+            .replace("y: [[1]])", "y: [[1], [2]])"),
+    );
+    let log = s.path("log.jsonl");
+    let err = user_error(&run!("train", &file, "--quiet", "--log-json", &log));
+    assert_has(
+        &err,
+        &[
+            "run `M`, step 3: the test loss is",
+            "(first in the batch of samples 0 to 1)",
+            "an infinity first appears in `%10 = mse %9, %1 : f32[]  ; mse`",
+            "training stopped: the parameters after this step overflow the model on this data, \
+             though the step's training loss was ",
+            ": check that the data is scaled as the training data is",
+        ],
+    );
+    // The steps before the evaluation are in the log, and no evaluation record is.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches(r#""type":"step""#).count(), 3, "{text}");
+    assert!(!text.contains(r#""type":"eval""#), "{text}");
 }

@@ -4,6 +4,7 @@
 //! parts whose [`EvalSums`] add up (the ranks of a data-parallel run each take one).
 
 use super::anomaly::{first_non_finite, Anomaly};
+use super::{AfterStep, Backend, TrainError};
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::Graph;
 use crate::runtime::batch::{gather, Buf};
@@ -163,6 +164,48 @@ pub fn first_non_finite_batch(
         Ok(ControlFlow::Break((samples, anomaly)))
     });
     found.ok().flatten()
+}
+
+/// Which evaluation found a non-finite loss: the run's, during training (`after`; `None` for
+/// `nnc eval`), on the split named `split`, in batches of `batch`.
+pub struct EvalAt<'a> {
+    pub run: &'a str,
+    pub after: Option<AfterStep>,
+    pub split: &'static str,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+/// The [`TrainError::NonFiniteEval`] of an evaluation of `graph` on `split` whose loss was
+/// `loss`: which batch, and where in the graph. The evaluation is run again on an executor
+/// that keeps every value (the backend's `inspector`), as training names the op of a
+/// non-finite step.
+pub fn non_finite_eval(
+    backend: &Backend,
+    graph: &Graph,
+    params: &[&[f32]],
+    split: &Split,
+    at: EvalAt<'_>,
+    loss: f64,
+) -> TrainError {
+    let found = (backend.forward)(graph)
+        .and_then(|fg| (backend.inspector)(&fg))
+        .ok()
+        .and_then(|mut inspector| {
+            first_non_finite_batch(inspector.as_mut(), params, split, at.batch, at.seed)
+        });
+    let (samples, anomaly) = match found {
+        Some((s, a)) => (Some(s), a.map(Box::new)),
+        None => (None, None),
+    };
+    TrainError::NonFiniteEval {
+        run: at.run.into(),
+        after: at.after,
+        split: at.split,
+        loss,
+        samples,
+        anomaly,
+    }
 }
 
 /// The loss of the batch `exec` has just run.

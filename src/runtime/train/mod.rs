@@ -180,11 +180,13 @@ pub enum TrainError {
         /// Where the first non-finite value appeared.
         anomaly: Option<Box<anomaly::Anomaly>>,
     },
-    /// `nnc eval`: the loss on the evaluated split is not finite (the parameters overflow the
-    /// model on its data), at the first batch whose loss is not, where `anomaly` appeared.
-    #[error("run `{run}`: {}", non_finite_eval_message(split, *.loss, .samples.as_ref(), .anomaly.as_deref()))]
+    /// The loss on the evaluated split is not finite (the parameters overflow the model on its
+    /// data), at the first batch whose loss is not, where `anomaly` appeared: `nnc eval`, or a
+    /// run's evaluation during training (`after`).
+    #[error("run `{run}`{}: {}", .after.map(|a| format!(", step {}", a.step)).unwrap_or_default(), non_finite_eval_message(split, *.loss, .samples.as_ref(), .anomaly.as_deref(), *.after))]
     NonFiniteEval {
         run: String,
+        after: Option<AfterStep>,
         split: &'static str,
         loss: f64,
         samples: Option<std::ops::Range<usize>>,
@@ -235,11 +237,20 @@ fn non_finite_message(
     parts.join("\n")
 }
 
+/// The training step an evaluation followed, and that step's training loss (`None` when this
+/// process ran no step: a resumed run that was already at its end).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AfterStep {
+    pub step: u64,
+    pub loss: Option<f64>,
+}
+
 fn non_finite_eval_message(
     split: &str,
     loss: f64,
     samples: Option<&std::ops::Range<usize>>,
     anomaly: Option<&anomaly::Anomaly>,
+    after: Option<AfterStep>,
 ) -> String {
     let mut parts = vec![match samples {
         Some(s) if s.len() == 1 => {
@@ -255,11 +266,25 @@ fn non_finite_eval_message(
     if let Some(a) = anomaly {
         parts.push(a.to_string());
     }
-    parts.push(
-        "the parameters overflow the model on this data: check that the checkpoint was \
-         trained on it"
+    parts.push(match after {
+        None => "the parameters overflow the model on this data: check that the checkpoint was \
+                 trained on it"
             .into(),
-    );
+        // A huge training loss is a run diverging; a small one, test data unlike the training
+        // data (scaled otherwise, or holding outliers).
+        Some(AfterStep { loss: Some(l), .. }) if l.abs() < 1e6 => format!(
+            "training stopped: the parameters after this step overflow the model on this data, \
+             though the step's training loss was {}: check that the data is scaled as the \
+             training data is",
+            loss_text(l)
+        ),
+        Some(AfterStep { loss, .. }) => format!(
+            "training stopped: the parameters after this step overflow the model on this \
+             data{}: training is diverging, a lower learning rate may help",
+            loss.map(|l| format!(", and the step's training loss was {}", loss_text(l)))
+                .unwrap_or_default()
+        ),
+    });
     parts.join("\n")
 }
 

@@ -6,7 +6,7 @@
 //! ([`TrainOptions::comm`]) each runs its part of every batch and they average their gradients
 //! ([`super::shard`]).
 
-use super::eval::{evaluate, first_non_finite_batch, EvalResult};
+use super::eval::{evaluate, non_finite_eval, EvalAt, EvalResult};
 use super::params::{Params, Tensors};
 use super::resume::Order;
 use super::resume::Position;
@@ -445,25 +445,14 @@ pub fn evaluate_run(
         source,
     })?;
     if !r.loss.is_finite() {
-        // Which batch, and where in the graph: the evaluation is run again on an executor that
-        // keeps every value, as training names the op of a non-finite step.
-        let found = (backend.forward)(g)
-            .and_then(|fg| (backend.inspector)(&fg))
-            .ok()
-            .and_then(|mut inspector| {
-                first_non_finite_batch(inspector.as_mut(), &views, &split, spec.batch, spec.seed)
-            });
-        let (samples, anomaly) = match found {
-            Some((s, a)) => (Some(s), a.map(Box::new)),
-            None => (None, None),
-        };
-        return Err(TrainError::NonFiniteEval {
-            run: run.into(),
+        let at = EvalAt {
+            run,
+            after: None,
             split: name,
-            loss: r.loss,
-            samples,
-            anomaly,
-        });
+            batch: spec.batch,
+            seed: spec.seed,
+        };
+        return Err(non_finite_eval(backend, g, &views, &split, at, r.loss));
     }
     Ok((r, name))
 }

@@ -6,13 +6,13 @@
 //! parameter views, updates and gradients ([`Spare`]) and the optimizer state are reused.
 
 use super::anomaly;
-use super::eval::label_inputs;
+use super::eval::{label_inputs, non_finite_eval, EvalAt};
 use super::params::{Params, Tensors};
 use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::{Order, Position};
 use super::run::{Log, Model, Run};
 use super::shard::{evaluate_sharded, Shard};
-use super::{RunSummary, TrainError, TrainOptions};
+use super::{AfterStep, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, Update};
 use crate::ir::{Graph, Metric, RunSpec};
 use crate::runtime::batch::{gather, prefetch, Buf, Epochs};
@@ -369,6 +369,12 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// The training loss of the last step this process ran, if it ran any.
+    fn last_loss(&self) -> Option<f64> {
+        let done = self.step.checked_sub(self.start)?.checked_sub(1)?;
+        Some(self.recent[(done % RECENT as u64) as usize])
+    }
+
     /// Counts the step just done, whose loss was `loss` at the schedule's `factor`, and
     /// reports it (the bar, the log's `step` line).
     fn record(&mut self, loss: f32, factor: f64) -> Result<(), TrainError> {
@@ -485,6 +491,28 @@ impl<'a> Trainer<'a> {
             self.run.name,
             self.step,
         )?;
+        if !r.loss.is_finite() {
+            // Every rank has the reduced loss, and each finds the same batch in the whole split.
+            let at = EvalAt {
+                run: self.run.name,
+                after: Some(AfterStep {
+                    step: self.step,
+                    loss: self.last_loss(),
+                }),
+                split: "test",
+                batch: self.batch_size,
+                seed: spec.seed,
+            };
+            let g = &spec.eval_graph;
+            return Err(non_finite_eval(
+                self.run.backend,
+                g,
+                &views,
+                test,
+                at,
+                r.loss,
+            ));
+        }
         // What is reported is what the run's `eval:` lists.
         let listed = |m| spec.eval.as_ref().is_none_or(|e| e.metrics.contains(&m));
         let info = EvalInfo {
