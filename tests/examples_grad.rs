@@ -35,6 +35,7 @@ fn params(g: &Graph, rng: &mut Lcg) -> Vec<Vec<f64>> {
             (0..p.numel())
                 .map(|_| match p.init {
                     Init::Zeros => 0.0,
+                    Init::Ones => 1.0,
                     Init::Uniform { bound } => (2.0 * rng.next() - 1.0) * bound as f64,
                     Init::Normal { std } => {
                         (rng.next() + rng.next() + rng.next() - 1.5) * 2.0 * std as f64

@@ -411,6 +411,22 @@ fn softmax_and_log_softmax() {
     }
 }
 
+/// Layer normalization's three gradients (input, weight, bias), on rows of 5 whose weight and
+/// bias start away from 1 and 0.
+#[test]
+fn layer_norm() {
+    let mut g = Graph::new("t", true);
+    let x = g.input("x", f(true, &[3, 5]));
+    let a = param(&mut g, "a", &[5]);
+    let h = op(&mut g, Op::BiasAdd { axis: 2 }, &[x, a]);
+    let w = param(&mut g, "ln.weight", &[5]);
+    let b = param(&mut g, "ln.bias", &[5]);
+    let y = op(&mut g, Op::LayerNorm { eps: 1e-5 }, &[h, w, b]);
+    let y = op(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
+    mse_loss(&mut g, y);
+    check(&g, 2);
+}
+
 /// logits = x·w + b for a classifier with `c` classes, over rows B×T.
 fn classifier(c: usize) -> (Graph, ValueId) {
     let mut g = Graph::new("t", true);

@@ -796,3 +796,43 @@ fn sampling_is_seeded_and_cold_sampling_is_the_interpreters_argmax() {
     .unwrap_err();
     assert!(e.to_string().contains("'é'"), "{e}");
 }
+
+/// XOR through a `layer_norm`: the JIT and the interpreter train it alike, step for step, and
+/// it learns (the normalized hidden layer still separates the four points).
+#[test]
+fn a_layer_norm_model_trains_alike_on_the_jit_and_the_interpreter() {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/xor.nn"))
+        .unwrap()
+        .replace(
+            "dense(4) |> sigmoid |> dense(1)",
+            "dense(8) |> layer_norm |> tanh |> dense(1)",
+        )
+        .replace("sgd(lr: 1.0)", "adam(lr: 0.05)");
+    assert!(src.contains("layer_norm"));
+    let mut p = nnc::check::check(&nnc::syntax::parse(&src).unwrap()).unwrap();
+    p.runs[0].length = Length::Steps(300);
+    let train = |backend: Backend| {
+        let mut s = Session::new(&p, backend, quiet()).unwrap();
+        let sum = s.run_all().unwrap().remove(0);
+        (sum, s.params("Xor").unwrap().clone())
+    };
+    let (jit, jit_params) = train(Backend::jit(1));
+    let (interp, interp_params) = train(Backend::interpreter());
+    assert!(jit.test_loss.unwrap() < 0.01, "{jit:?}");
+    assert!((jit.test_loss.unwrap() - interp.test_loss.unwrap()).abs() < 1e-4);
+    for (path, t) in &jit_params {
+        let u = &interp_params[path];
+        for (a, b) in t.data.iter().zip(&u.data) {
+            assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{path}: {a} vs {b}");
+        }
+    }
+    // The norm's own parameters moved from their start (1 and 0).
+    assert!(jit_params["layer_norm1.weight"]
+        .data
+        .iter()
+        .any(|w| (w - 1.0).abs() > 1e-3));
+    assert!(jit_params["layer_norm1.bias"]
+        .data
+        .iter()
+        .any(|b| b.abs() > 1e-3));
+}

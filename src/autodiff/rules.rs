@@ -104,6 +104,22 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             let d = b.push(x(0), Op::LogSoftmaxGrad, vec![v, dy])?;
             b.accumulate(x(0), d)?;
         }
+        Op::LayerNorm { eps } => {
+            let (xs, w, bias) = (x(0), x(1), x(2));
+            if b.wants(xs) {
+                let d = b.push(xs, Op::LayerNormGrad { eps }, vec![xs, w, dy])?;
+                b.accumulate(xs, d)?;
+            }
+            if b.wants(w) {
+                let d = b.push(w, Op::LayerNormWeightGrad { eps }, vec![xs, dy])?;
+                b.accumulate(w, d)?;
+            }
+            if b.wants(bias) {
+                let axis = b.g.ty(xs).rank() - 1;
+                let d = b.push(bias, Op::BiasGrad { axis }, vec![dy])?;
+                b.accumulate(bias, d)?;
+            }
+        }
         Op::CrossEntropy => {
             let d = b.push(x(0), Op::CrossEntropyGrad, vec![x(0), x(1), dy])?;
             b.accumulate(x(0), d)?;
@@ -157,6 +173,8 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::DropoutGrad { .. }
         | Op::SoftmaxGrad
         | Op::LogSoftmaxGrad
+        | Op::LayerNormGrad { .. }
+        | Op::LayerNormWeightGrad { .. }
         | Op::CrossEntropyGrad
         | Op::SoftCrossEntropyGrad
         | Op::KlDivGrad

@@ -22,6 +22,7 @@ pub const LAYERS: &[&str] = &[
     "one_hot",
     "rnn",
     "dropout",
+    "layer_norm",
 ];
 /// Parameter-free elementwise (or last-axis) functions.
 pub const ACTIVATIONS: &[&str] = &["relu", "sigmoid", "tanh", "softmax", "log_softmax"];
@@ -76,6 +77,12 @@ fn sig(kind: &str) -> Sig {
             named: &[],
             required: &["p"],
             usage: "`dropout(p)`",
+        },
+        "layer_norm" => Sig {
+            forms: &[&[], &["dim"]],
+            named: &["eps"],
+            required: &[],
+            usage: "`layer_norm`, `layer_norm(dim)` or `layer_norm(eps: 1e-5)`",
         },
         _ => Sig {
             forms: &[&[]],
@@ -263,6 +270,31 @@ pub fn layer(
                 }
             })
         }
+        "layer_norm" => {
+            let dim = r.size("dim", "the normalized size");
+            let eps = r.get("eps", |e| {
+                let v = consts::number(e)?;
+                if v > 0.0 && v < 1.0 {
+                    Ok(v as f32)
+                } else {
+                    Err(Diag::new(
+                        "nnc::arg",
+                        format!("eps must be in (0, 1), found {v}"),
+                        e.span,
+                        "out of range",
+                    )
+                    .help(
+                        "eps is added to the variance under the square root: PyTorch's \
+                           default is 1e-5",
+                    ))
+                }
+            });
+            let (V::T(x), true) = (v, r.ok) else {
+                return V::Bad;
+            };
+            let dim_span = r.span("dim");
+            layer_norm(r.l, &cx, x, dim.map(|d| (d, dim_span)), eps.unwrap_or(1e-5))
+        }
         _ => unreachable!("LAYERS lists only the kinds handled here"),
     };
     out.map_or(V::Bad, V::T)
@@ -449,6 +481,61 @@ fn dense(
         cx,
     )?;
     node(l, Op::BiasAdd { axis: t.rank() - 1 }, vec![y, b], cx)
+}
+
+/// `layer_norm` over the last axis of `x` (of size `written`, when the file gives it): its
+/// `weight` starts at 1 and its `bias` at 0, as PyTorch's `LayerNorm`.
+fn layer_norm(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    written: Option<(usize, Span)>,
+    eps: f32,
+) -> Option<ValueId> {
+    let x = f32_input(l, cx, "layer_norm", x)?;
+    let t = l.g.ty(x).clone();
+    let d = t.dims.last().copied();
+    let Some(d) = d.filter(|&d| d > 1) else {
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!(
+                    "layer_norm normalizes the last axis, found {}",
+                    if t.dims.is_empty() {
+                        "one number per sample".to_string()
+                    } else {
+                        format!(
+                            "{}: a row of one value normalizes to 0, whatever it holds",
+                            show(&t)
+                        )
+                    }
+                ),
+                cx.span,
+                "expects [..., d] with d > 1",
+            )
+            .also(cx.input_span, "this is its input"),
+        );
+        return None;
+    };
+    if let Some((w, span)) = written.filter(|(w, _)| *w != d) {
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("layer_norm expects {d} values a row here, found {w}"),
+                span,
+                format!("expected {d}, found {w}"),
+            )
+            .help(format!(
+                "the value reaching this layer is {}; write `layer_norm({d})`, or \
+                 `layer_norm` to take the size from the input",
+                show(&t)
+            )),
+        );
+        return None;
+    }
+    let w = param(l, cx, "weight", vec![d], Init::Ones)?;
+    let b = param(l, cx, "bias", vec![d], Init::Zeros)?;
+    node(l, Op::LayerNorm { eps }, vec![x, w, b], cx)
 }
 
 fn flatten(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {

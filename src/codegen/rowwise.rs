@@ -1,5 +1,6 @@
-//! Ops over the last axis, row by row: softmax, log-softmax, their gradients, and the
-//! softmax-based losses (cross-entropy with labels or soft targets, KL divergence) with theirs.
+//! Ops over the last axis, row by row: softmax, log-softmax, layer normalization, their
+//! gradients, and the softmax-based losses (cross-entropy with labels or soft targets, KL
+//! divergence) with theirs.
 //!
 //! Every row subtracts its maximum before `exp` (numerically stable). Losses sum the rows in
 //! order in f64 and divide by the row count, so they are deterministic and accurate.
@@ -186,6 +187,126 @@ pub fn normalize(kb: &mut Kb, op: &Op, ty: &Type, out: usize, ins: &[usize]) {
                 });
             }
         }
+    });
+}
+
+/// The mean of the row of `x` at `base` and 1/σ, σ = √(var + eps) with the biased variance
+/// (two passes over the row: the mean, then the squared deviations from it).
+fn mean_inv_std(kb: &mut Kb, x: Value, base: Value, c: usize, eps: f32) -> (Value, Value) {
+    let inv_c = 1.0 / c as f32;
+    let s = reduce(kb, c, false, |kb, j, lane| {
+        let i = kb.b.ins().iadd(base, j);
+        kb.ld(lane, x, i)
+    });
+    let mean = times(kb, s, inv_c);
+    let mean = kb.materialize(mean);
+    let ss = reduce(kb, c, false, |kb, j, lane| {
+        let i = kb.b.ins().iadd(base, j);
+        let v = kb.ld(lane, x, i);
+        let m = kb.splat(lane, mean);
+        let d = kb.b.ins().fsub(v, m);
+        kb.b.ins().fmul(d, d)
+    });
+    let var = times(kb, ss, inv_c);
+    let e = kb.b.ins().f32const(eps);
+    let ve = kb.b.ins().fadd(var, e);
+    let sd = kb.b.ins().sqrt(ve);
+    (mean, recip(kb, sd))
+}
+
+/// `v · k` for a constant `k`.
+fn times(kb: &mut Kb, v: Value, k: f32) -> Value {
+    let k = kb.b.ins().f32const(k);
+    kb.b.ins().fmul(v, k)
+}
+
+/// x̂ = (x − mean)/σ at element `i` of `x` (lanes of `lane`).
+fn x_hat(kb: &mut Kb, x: Value, i: Value, lane: types::Type, (mean, inv): (Value, Value)) -> Value {
+    let v = kb.ld(lane, x, i);
+    let m = kb.splat(lane, mean);
+    let d = kb.b.ins().fsub(v, m);
+    let s = kb.splat(lane, inv);
+    kb.b.ins().fmul(d, s)
+}
+
+/// `LayerNorm` (`ins`: x, weight, bias) and `LayerNormGrad` (`ins`: x, weight, dy) of the
+/// value `ty`, row by row.
+pub fn layer_norm(kb: &mut Kb, op: &Op, ty: &Type, out: usize, ins: &[usize], eps: f32) {
+    let (r, c) = rows(kb, ty);
+    let o = kb.ptr(out);
+    let [x, w, z] = [0, 1, 2].map(|k| kb.ptr(ins[k]));
+    let zero = kb.int(0);
+    let inv_c = 1.0 / c as f32;
+    kb.for_range(zero, r, |kb, row| {
+        let base = kb.b.ins().imul_imm_s(row, c as i64);
+        let stats = mean_inv_std(kb, x, base, c, eps);
+        if matches!(op, Op::LayerNorm { .. }) {
+            write_row(kb, o, base, c, |kb, i, j, lane| {
+                let h = x_hat(kb, x, i, lane, stats);
+                let wv = kb.ld(lane, w, j);
+                let bv = kb.ld(lane, z, j);
+                let s = kb.b.ins().fmul(h, wv);
+                kb.b.ins().fadd(s, bv)
+            });
+            return;
+        }
+        // g = dy ⊙ w; dx = (g − mean(g) − x̂·mean(g ⊙ x̂)) / σ.
+        let g = |kb: &mut Kb, i: Value, j: Value, lane| {
+            let d = kb.ld(lane, z, i);
+            let wv = kb.ld(lane, w, j);
+            kb.b.ins().fmul(d, wv)
+        };
+        let sg = reduce(kb, c, false, |kb, j, lane| {
+            let i = kb.b.ins().iadd(base, j);
+            g(kb, i, j, lane)
+        });
+        let sgx = reduce(kb, c, false, |kb, j, lane| {
+            let i = kb.b.ins().iadd(base, j);
+            let gv = g(kb, i, j, lane);
+            let h = x_hat(kb, x, i, lane, stats);
+            kb.b.ins().fmul(gv, h)
+        });
+        let mg = times(kb, sg, inv_c);
+        let mgx = times(kb, sgx, inv_c);
+        let (mg, mgx) = (kb.materialize(mg), kb.materialize(mgx));
+        write_row(kb, o, base, c, |kb, i, j, lane| {
+            let gv = g(kb, i, j, lane);
+            let h = x_hat(kb, x, i, lane, stats);
+            let m = kb.splat(lane, mg);
+            let t = kb.b.ins().fsub(gv, m);
+            let mx = kb.splat(lane, mgx);
+            let hx = kb.b.ins().fmul(h, mx);
+            let t = kb.b.ins().fsub(t, hx);
+            let s = kb.splat(lane, stats.1);
+            kb.b.ins().fmul(t, s)
+        });
+    });
+}
+
+/// `LayerNormWeightGrad` (`ins`: x of type `x_ty`, dy): Σ over the rows of dy ⊙ x̂ into `out`,
+/// row after row (one thread: the sums are over the batch).
+pub fn layer_norm_weight_grad(kb: &mut Kb, x_ty: &Type, out: usize, ins: &[usize], eps: f32) {
+    let (r, c) = rows(kb, x_ty);
+    let o = kb.ptr(out);
+    let (x, dy) = (kb.ptr(ins[0]), kb.ptr(ins[1]));
+    let zero = kb.int(0);
+    let cv = kb.int(c as i64);
+    kb.vec_loop(zero, cv, |kb, j, lane| {
+        let z = kb.cst(lane, 0.0);
+        kb.st(z, o, j);
+    });
+    kb.for_range(zero, r, |kb, row| {
+        let base = kb.b.ins().imul_imm_s(row, c as i64);
+        let stats = mean_inv_std(kb, x, base, c, eps);
+        kb.vec_loop(zero, cv, |kb, j, lane| {
+            let i = kb.b.ins().iadd(base, j);
+            let h = x_hat(kb, x, i, lane, stats);
+            let d = kb.ld(lane, dy, i);
+            let p = kb.b.ins().fmul(h, d);
+            let acc = kb.ld_rw(lane, o, j);
+            let s = kb.b.ins().fadd(acc, p);
+            kb.st(s, o, j);
+        });
     });
 }
 

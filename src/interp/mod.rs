@@ -220,6 +220,9 @@ fn eval_node(
             };
             norm::dropout(x(0), *p, *salt, ctx, first)
         }
+        Op::LayerNorm { eps } => norm::layer_norm(x(0), x(1), x(2), *eps),
+        Op::LayerNormGrad { eps } => norm::layer_norm_grad(x(0), x(1), x(2), *eps),
+        Op::LayerNormWeightGrad { eps } => norm::layer_norm_weight_grad(x(0), x(1), last(0), *eps),
         Op::Softmax => norm::softmax(x(0), last(0)),
         Op::LogSoftmax => norm::log_softmax(x(0), last(0)),
         Op::SoftmaxGrad => norm::softmax_grad(x(0), x(1), last(0)),

@@ -159,6 +159,7 @@ impl ParamId {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     Zeros,
+    Ones,
     Uniform { bound: f32 },
     Normal { std: f32 },
 }
@@ -167,6 +168,7 @@ impl fmt::Display for Init {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Init::Zeros => f.write_str("zeros"),
+            Init::Ones => f.write_str("ones"),
             Init::Uniform { bound } => write!(f, "uniform(±{bound:.6})"),
             Init::Normal { std } => write!(f, "normal(0, {std})"),
         }
@@ -574,6 +576,17 @@ pub enum Op {
     SoftmaxGrad,
     /// `[y, dy] -> dx` with y the log-softmax output: dx = dy − exp(y)·Σ dy.
     LogSoftmaxGrad,
+    /// `[x: B…×D, weight: f32[D], bias: f32[D]] -> same as x`: each row normalized to mean 0
+    /// and variance 1 (the biased variance, with `eps` added under the square root), then
+    /// scaled by `weight` and shifted by `bias`: PyTorch's `LayerNorm` over the last axis.
+    LayerNorm { eps: f32 },
+    /// `[x, weight, dy] -> dx` of [`Op::LayerNorm`], the row's mean and deviation recomputed
+    /// from x: with x̂ the normalized row, σ = √(var + eps) and g = dy ⊙ weight,
+    /// dx = (g − mean(g) − x̂·mean(g ⊙ x̂)) / σ.
+    LayerNormGrad { eps: f32 },
+    /// `[x, dy] -> f32[D]`: Σ over the rows of dy ⊙ x̂, the gradient of [`Op::LayerNorm`]'s
+    /// weight (its bias's is a [`Op::BiasGrad`] of dy).
+    LayerNormWeightGrad { eps: f32 },
 
     // ----- losses: all reduce to a scalar f32[]
     /// `[logits: B…×C, labels: i32 B…] -> f32[]`: mean over rows of −log softmax(logits)\[label\].
@@ -636,6 +649,9 @@ impl Op {
             Op::TimeShift => "time_shift".into(),
             Op::Dropout { .. } => "dropout".into(),
             Op::DropoutGrad { .. } => "dropout_grad".into(),
+            Op::LayerNorm { .. } => "layer_norm".into(),
+            Op::LayerNormGrad { .. } => "layer_norm_grad".into(),
+            Op::LayerNormWeightGrad { .. } => "layer_norm_weight_grad".into(),
             Op::Softmax => "softmax".into(),
             Op::LogSoftmax => "log_softmax".into(),
             Op::SoftmaxGrad => "softmax_grad".into(),
@@ -689,6 +705,9 @@ impl Op {
             Op::OneHot { n } => format!(" n={n}"),
             Op::RnnScan { act } | Op::RnnScanGrad { act } => format!(" {}", act.name()),
             Op::Dropout { p, salt: 0 } | Op::DropoutGrad { p, salt: 0 } => format!(" p={p}"),
+            Op::LayerNorm { eps } | Op::LayerNormGrad { eps } | Op::LayerNormWeightGrad { eps } => {
+                format!(" eps={eps:e}")
+            }
             Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {
                 format!(" p={p} salt={salt}")
             }

@@ -46,6 +46,35 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
                 ))
             }
         }
+        Op::LayerNorm { .. } | Op::LayerNormGrad { .. } => {
+            arity(3)?;
+            f32_in(0)?;
+            let (x, w) = (ins[0], ins[1]);
+            if x.dims.is_empty() {
+                return Err(format!("{} needs rows, found {x}", op.name()));
+            }
+            let row = Type::f32(false, vec![x.last()]);
+            if *w != row {
+                return Err(format!("{} needs a weight {row}, found {w}", op.name()));
+            }
+            match op {
+                Op::LayerNormGrad { .. } => same(x, ins[2])?,
+                _ if *ins[2] != row => {
+                    return Err(format!("layer_norm needs a bias {row}, found {}", ins[2]))
+                }
+                _ => {}
+            }
+            Ok(x.clone())
+        }
+        Op::LayerNormWeightGrad { .. } => {
+            arity(2)?;
+            f32_in(0)?;
+            same(ins[0], ins[1])?;
+            if ins[0].dims.is_empty() {
+                return Err(format!("{} needs rows, found {}", op.name(), ins[0]));
+            }
+            Ok(Type::f32(false, vec![ins[0].last()]))
+        }
         Op::UnaryGrad(_) | Op::SoftmaxGrad | Op::LogSoftmaxGrad => {
             arity(2)?;
             f32_in(0)?;
@@ -457,6 +486,8 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         Op::MaxPool(w) | Op::AvgPool(w) | Op::PoolBeside(w) => {
             (w.kernel * w.kernel) as u64 * per(out)
         }
+        // The mean, the squared deviations, then (x − mean)·(1/σ)·w + b: eight an element.
+        Op::LayerNorm { .. } => 8 * per(out),
         Op::RnnScan { .. } | Op::RnnScanGrad { .. } => {
             let h = ins[0].last() as u64;
             2 * h * per(ins[0])

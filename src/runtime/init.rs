@@ -10,6 +10,7 @@ pub fn init_param(param: &Param, seed: u64) -> Vec<f32> {
     let mut rng = Rng::for_name(seed, &param.path);
     match param.init {
         Init::Zeros => vec![0.0; n],
+        Init::Ones => vec![1.0; n],
         Init::Uniform { bound } => {
             let b = bound as f64;
             (0..n)

@@ -594,6 +594,38 @@ fn dropout_matches_the_shared_mask() {
     }
 }
 
+/// Layer normalization and its two gradients, over rows of 2 to 37 (a vector's tail and
+/// several f32x4s), with rows far from mean 0 and variance 1.
+#[test]
+fn layer_norm_family() {
+    let mut rng = Rng(21);
+    for &batch in &BATCHES {
+        for _ in 0..3 {
+            let d = rng.range(2, 38);
+            let t = f(true, &[rng.range(1, 4), d]);
+            let row = f(false, &[d]);
+            let eps = 1e-5;
+            let (x, w) = (Gen::U(-3.0, 9.0), Gen::U(-2.0, 2.0));
+            let ln = Op::LayerNorm { eps };
+            let ins = [t.clone(), row.clone(), row.clone()];
+            compare(
+                &single("layer_norm", ln, &ins, None),
+                &[x, w, w],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            let grad = Op::LayerNormGrad { eps };
+            let ins = [t.clone(), row, t.clone()];
+            let g = single("layer_norm_grad", grad, &ins, None);
+            compare(&g, &[x, w, Gen::U(-1.0, 1.0)], batch, rng.next(), TOL);
+            let wg = Op::LayerNormWeightGrad { eps };
+            let g = single("layer_norm_weight_grad", wg, &[t.clone(), t], None);
+            compare(&g, &[x, Gen::U(-1.0, 1.0)], batch, rng.next(), TOL);
+        }
+    }
+}
+
 #[test]
 fn softmax_family() {
     let mut rng = Rng(10);

@@ -18,6 +18,28 @@ pub(super) fn softmax_grad(cx: &Cx, out: &mut Built) -> Result<Step, CodegenErro
     out.kernel(cx.header, |kb| rowwise::normalize(kb, &cx.n.op, ty, i, ins))
 }
 
+/// `LayerNorm` and `LayerNormGrad`, row by row.
+pub(super) fn layer_norm(cx: &Cx, out: &mut Built, eps: f32) -> Result<Step, CodegenError> {
+    cx.arity(3)?;
+    let (i, ins, ty) = (cx.i, &cx.ins, cx.ty);
+    out.kernel(cx.header, |kb| {
+        rowwise::layer_norm(kb, &cx.n.op, ty, i, ins, eps)
+    })
+}
+
+/// `LayerNormWeightGrad`: a sum over the rows, on one thread.
+pub(super) fn layer_norm_weight_grad(
+    cx: &Cx,
+    out: &mut Built,
+    eps: f32,
+) -> Result<Step, CodegenError> {
+    cx.arity(2)?;
+    let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));
+    out.kernel(cx.header, |kb| {
+        rowwise::layer_norm_weight_grad(kb, &x, i, ins, eps)
+    })
+}
+
 /// `CrossEntropy`, `SoftCrossEntropy` and `KlDiv`: each sample's sum into a scratch buffer (a
 /// kernel split over the threads by samples), then their mean (a second kernel, this step).
 pub(super) fn cross_entropy(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {

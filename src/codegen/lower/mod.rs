@@ -443,6 +443,8 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::RnnScan { act } => rnn::scan(cx, out, *act),
         Op::RnnScanGrad { act } => rnn::scan_grad(cx, out, *act),
         Op::TimeShift => rnn::time_shift(cx, out),
+        Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => loss::layer_norm(cx, out, *eps),
+        Op::LayerNormWeightGrad { eps } => loss::layer_norm_weight_grad(cx, out, *eps),
         Op::Softmax | Op::LogSoftmax => loss::softmax(cx, out),
         Op::SoftmaxGrad | Op::LogSoftmaxGrad => loss::softmax_grad(cx, out),
         Op::CrossEntropy | Op::SoftCrossEntropy | Op::KlDiv => loss::cross_entropy(cx, out),
@@ -553,6 +555,8 @@ fn row_parallel(op: &Op) -> bool {
             | Op::LogSoftmax
             | Op::SoftmaxGrad
             | Op::LogSoftmaxGrad
+            | Op::LayerNorm { .. }
+            | Op::LayerNormGrad { .. }
     )
 }
 
