@@ -509,14 +509,42 @@ impl<'a, 'g> Lower<'a, 'g> {
             id.span,
             "not a layer, activation or model",
         );
-        d = d.help(match did_you_mean(&id.name, cands) {
-            Some(h) => h,
-            None => format!(
-                "the layers are {}; activations: {}",
-                LAYERS.join(", "),
-                ACTIVATIONS.join(", ")
+        // The names a PyTorch or Keras model uses for what nnc calls otherwise, or lacks.
+        let renamed = match id.name.as_str() {
+            "Linear" | "linear" | "fc" => Some(
+                "a fully connected layer is `dense(out)` or `dense(in, out)` (PyTorch's \
+                 `nn.Linear(in, out)`)",
             ),
-        });
+            "BatchNorm1d" | "BatchNorm2d" | "BatchNormalization" | "batch_norm" | "batchnorm"
+            | "bn" => Some(
+                "nnc has no batch normalization; `layer_norm` normalizes each sample over its \
+                 last axis (no running statistics, the same in training and evaluation)",
+            ),
+            "LSTM" | "GRU" | "lstm" | "gru" => Some(
+                "nnc's recurrent layer is `rnn(hidden, activation: tanh)`, PyTorch's `nn.RNN`; \
+                 it has no LSTM or GRU",
+            ),
+            "MaxPool2d" | "MaxPooling2D" | "max_pool2d" | "max_pool" => {
+                Some("max pooling is `maxpool(k)` or `maxpool(k, stride: s)`")
+            }
+            "AvgPool2d" | "AveragePooling2D" | "avg_pool2d" | "avg_pool" => {
+                Some("average pooling is `avgpool(k)` or `avgpool(k, stride: s)`")
+            }
+            _ => None,
+        };
+        d = d.help(
+            match renamed
+                .map(str::to_string)
+                .or_else(|| did_you_mean(&id.name, cands))
+            {
+                Some(h) => h,
+                None => format!(
+                    "the layers are {}; activations: {}",
+                    LAYERS.join(", "),
+                    ACTIVATIONS.join(", ")
+                ),
+            },
+        );
         self.err(d)
     }
 
