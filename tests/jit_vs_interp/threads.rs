@@ -460,3 +460,47 @@ fn batch_one_calls_keep_their_bits_while_the_thread_count_is_tuned() {
         }
     }
 }
+
+/// Layer normalization and its input gradient run on slices of the batch: each row alone, so
+/// every thread count gives the 1-thread bits; its weight gradient sums over the batch on one.
+#[test]
+fn layer_norm_is_the_same_on_any_thread_count() {
+    let t = f(true, &[16, 48]);
+    let row = f(false, &[48]);
+    let eps = 1e-5;
+    let (x, w, d) = (Gen::U(-3.0, 9.0), Gen::U(-2.0, 2.0), Gen::U(-1.0, 1.0));
+    let graphs = [
+        (
+            single(
+                "ln",
+                Op::LayerNorm { eps },
+                &[t.clone(), row.clone(), row.clone()],
+                None,
+            ),
+            [x, w, w],
+        ),
+        (
+            single(
+                "ln_grad",
+                Op::LayerNormGrad { eps },
+                &[t.clone(), row, t.clone()],
+                None,
+            ),
+            [x, w, d],
+        ),
+    ];
+    for (g, gens) in &graphs {
+        for batch in [64, 67] {
+            let one = run_once(g, gens, batch, 1);
+            assert_eq!(one, run_once(g, gens, batch, 2), "{} at {batch}", g.name);
+            assert_eq!(one, run_once(g, gens, batch, 3), "{} at {batch}", g.name);
+        }
+    }
+    let g = single(
+        "ln_wgrad",
+        Op::LayerNormWeightGrad { eps },
+        &[t.clone(), t],
+        None,
+    );
+    assert_eq!(run_once(&g, &[x, d], 64, 1), run_once(&g, &[x, d], 64, 3));
+}
