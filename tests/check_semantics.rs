@@ -396,3 +396,24 @@ fn a_seed_may_be_any_whole_number_below_2_pow_53() {
         assert!(d[0].message.contains("the seed is far too large"), "{d:?}");
     }
 }
+
+/// `padding: "same"` is (k − 1)/2 zeros on every side for an odd kernel and `"valid"` is 0: the
+/// graphs are those of the numbers, and a non-square image keeps its 5×7.
+#[test]
+fn padding_same_and_valid_are_the_numbers() {
+    let graph = |k: usize, padding: &str| {
+        let p = program(&format!(
+            "model M(image: [2, 5, 7]) {{
+                 return image |> conv2d(3, kernel: {k}, padding: {padding}) |> relu
+             }}"
+        ));
+        nnc::ir::print::graph_to_string(&p.model("M").unwrap().graph)
+    };
+    for (k, p) in [(1, "0"), (3, "1"), (5, "2"), (7, "3")] {
+        let same = graph(k, "\"same\"");
+        assert!(same.contains("f32[B,3,5,7]"), "{same}");
+        assert_eq!(same, graph(k, p));
+    }
+    assert_eq!(graph(3, "\"valid\""), graph(3, "0"));
+    assert!(graph(3, "0").contains("f32[B,3,3,5]"));
+}

@@ -93,22 +93,10 @@ pub fn integer(e: &Expr, what: &str) -> Result<i64, Diag> {
 }
 
 /// A string or a list where a whole number is wanted, in the ways PyTorch and pandas write
-/// them: `padding: "same"`, `kernel: [3, 3]`, `label: "target"`. `None` for anything else
+/// them: `kernel: [3, 3]`, `label: "target"`. `None` for anything else
 /// (left to [`number`]'s message).
 fn not_a_whole_number(e: &Expr, what: &str) -> Option<Diag> {
     let help = match (&e.kind, what) {
-        (ExprKind::Str(s), "the padding") => {
-            let s = s.to_lowercase();
-            if s == "valid" {
-                "`padding: \"valid\"` is `padding: 0` (the default)".to_string()
-            } else {
-                format!(
-                    "the padding is the number of zeros added on each side; \"{s}\" is not \
-                     computed for you: with stride 1 and an odd kernel k, `padding: (k - 1) / 2` \
-                     keeps the size (`padding: 1` for `kernel: 3`, `2` for `kernel: 5`)"
-                )
-            }
-        }
         (ExprKind::Str(_), "the label column") => {
             "the label column is given by its position, counted from 0 (negative counts from \
              the end: `label: -1` is the last column), not by its name in the header"

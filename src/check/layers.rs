@@ -9,7 +9,7 @@ use super::names::{product, show};
 use super::sequences::{embedding, one_hot, rnn, rnn_activation};
 use crate::diag::Diag;
 use crate::ir::{DType, Init, Op, Param, Type, UnaryOp, ValueId, Window};
-use crate::syntax::ast::{Arg, Expr, Ident, Span};
+use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
 
 /// Layer names usable as stages.
 pub const LAYERS: &[&str] = &[
@@ -179,11 +179,12 @@ pub fn layer(
             let s = r
                 .get("stride", |e| consts::size(e, "the stride"))
                 .or(Some(1));
-            let p = r
-                .get("padding", |e| consts::count(e, "the padding"))
-                .or(Some(0));
+            let p = r.get("padding", padding).or(Some(Padding::Zeros(0)));
             let (Some(out), Some(k), Some(s), Some(p), V::T(x), true) = (out, k, s, p, v, r.ok)
             else {
+                return V::Bad;
+            };
+            let Some(p) = same_padding(r.l, p, k, s, (r.span("padding"), r.span("stride"))) else {
                 return V::Bad;
             };
             let spans = (r.span("in"), r.span("kernel"));
@@ -298,6 +299,97 @@ pub fn layer(
         _ => unreachable!("LAYERS lists only the kinds handled here"),
     };
     out.map_or(V::Bad, V::T)
+}
+
+/// A convolution's `padding`: a number of zeros on each side, or PyTorch's `"same"`.
+enum Padding {
+    Zeros(usize),
+    Same,
+}
+
+/// Reads `padding: 1`, `padding: "same"` or `padding: "valid"` (= 0), as PyTorch spells them.
+fn padding(e: &Expr) -> Result<Padding, Diag> {
+    let ExprKind::Str(s) = &e.kind else {
+        return consts::count(e, "the padding").map(Padding::Zeros);
+    };
+    match s.as_str() {
+        "same" => return Ok(Padding::Same),
+        "valid" => return Ok(Padding::Zeros(0)),
+        _ => {}
+    }
+    let lower = s.to_lowercase();
+    let help = if lower == "same" || lower == "valid" {
+        format!("write `\"{lower}\"` in lower case, as PyTorch does")
+    } else {
+        "the padding is the number of zeros added on each side (`padding: 1`), or `\"same\"` \
+         (the output as large as the input, stride 1 only) or `\"valid\"` (no padding), as in \
+         PyTorch"
+            .to_string()
+    };
+    Err(Diag::new(
+        "nnc::arg",
+        format!("the padding must be a whole number, \"same\" or \"valid\", found \"{s}\""),
+        e.span,
+        "not a padding",
+    )
+    .help(help))
+}
+
+/// The zeros on each side for `padding` with kernel `k` and stride `s`: `"same"` is (k − 1)/2,
+/// for stride 1 and an odd kernel only (PyTorch refuses other strides; for an even kernel it
+/// pads one more row and column at the bottom and right, which nnc's symmetric windows cannot,
+/// so it is refused rather than computed otherwise). `spans`: the padding's and the stride's.
+fn same_padding(
+    l: &mut Lower,
+    p: Padding,
+    k: usize,
+    s: usize,
+    spans: (Span, Span),
+) -> Option<usize> {
+    let Padding::Zeros(p) = p else {
+        if s != 1 {
+            l.diags.push(
+                Diag::new(
+                    "nnc::arg",
+                    format!("`padding: \"same\"` needs stride 1, found stride {s}"),
+                    spans.0,
+                    "keeps the size only with stride 1",
+                )
+                .also(spans.1, format!("stride {s}"))
+                .help(format!(
+                    "as in PyTorch, which refuses it too; write the padding as a number: \
+                     `padding: {}` gives an output of ⌊(H − 1)/{s}⌋ + 1 rows for an odd kernel",
+                    (k.saturating_sub(1)) / 2
+                )),
+            );
+            return None;
+        }
+        if k.is_multiple_of(2) {
+            l.diags.push(
+                Diag::new(
+                    "nnc::arg",
+                    format!("`padding: \"same\"` with an even kernel ({k}) needs uneven padding"),
+                    spans.0,
+                    format!(
+                        "PyTorch pads {} on the top and left, {} on the bottom and right",
+                        (k - 1) / 2,
+                        k / 2
+                    ),
+                )
+                .help(format!(
+                    "nnc pads every side alike: use an odd kernel (`kernel: {}` keeps the size \
+                     with `padding: \"same\"`), or write `padding: {}` (one row and column \
+                     fewer than the input) or `padding: {}` (one more)",
+                    k + 1,
+                    (k - 1) / 2,
+                    k / 2
+                )),
+            );
+            return None;
+        }
+        return Some((k - 1) / 2);
+    };
+    Some(p)
 }
 
 /// Where a layer is, for messages and node labels.
