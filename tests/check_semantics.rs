@@ -369,11 +369,13 @@ fn the_language_references_examples_check() {
         "CharRnn",
         "OneHotRnn",
         "Small",
+        "Gap",
+        "GapMax",
         "Denoiser",
     ] {
         assert!(rest.model(model).is_some(), "{model}");
     }
-    assert_eq!(rest.runs.len(), 7);
+    assert_eq!(rest.runs.len(), 9);
 }
 
 /// A seed may be any whole number the file holds exactly: up to 2^53 − 1, as spec §7 says (a

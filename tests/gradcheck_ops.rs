@@ -310,9 +310,12 @@ fn pooling() {
             stride: 1,
             pad: 1,
         }),
+        Op::GlobalMaxPool,
+        Op::GlobalAvgPool,
     ] {
         let mut g = Graph::new("t", true);
-        let x = g.input("x", f(true, &[2, 4, 4]));
+        // Not square: global pooling's window is the whole 4×5 map.
+        let x = g.input("x", f(true, &[2, 4, 5]));
         // An image batch that depends on a parameter: a 1×1 convolution.
         let k = param(&mut g, "k", &[2, 2, 1, 1]);
         let h = op(

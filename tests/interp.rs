@@ -389,6 +389,63 @@ fn maxpool_by_hand_with_first_maximum() {
     close(&apply(Op::MaxPoolGrad(win), &[(xt, x), dy], 1), &want);
 }
 
+/// Global max pooling routes the gradient as `maxpool` does with a window of the whole map: to
+/// the first maximum in row-major order (the first of tied ones); global average pooling
+/// spreads dy/(H·W).
+#[test]
+fn global_pooling_by_hand_with_first_maximum() {
+    #[rustfmt::skip]
+    let x = vec![
+        // channel 0: the maximum 7 twice, at (1, 0) and (1, 2)
+        1.0, 3.0, 2.0,
+        7.0, 0.0, 7.0,
+        // channel 1: all equal
+        -2.0, -2.0, -2.0,
+        -2.0, -2.0, -2.0,
+    ];
+    let xt = f(true, &[2, 2, 3]);
+    close(
+        &apply(Op::GlobalMaxPool, &[(xt.clone(), x.clone())], 1),
+        &[7.0, -2.0],
+    );
+    let dy = (f(true, &[2]), vec![10.0, 20.0]);
+    #[rustfmt::skip]
+    let want = [
+        0.0, 0.0, 0.0,
+        10.0, 0.0, 0.0,
+        20.0, 0.0, 0.0,
+        0.0, 0.0, 0.0,
+    ];
+    close(
+        &apply(
+            Op::GlobalMaxPoolGrad,
+            &[(xt.clone(), x.clone()), dy.clone()],
+            1,
+        ),
+        &want,
+    );
+    // The same as maxpool with a window of the whole (square) map.
+    let sq = f(true, &[1, 3, 3]);
+    let xs = vec![4.0, 9.0, 1.0, 9.0, 0.0, 9.0, 2.0, 3.0, 9.0];
+    let win = Window {
+        kernel: 3,
+        stride: 3,
+        pad: 0,
+    };
+    let d1 = (f(true, &[1]), vec![5.0]);
+    let d2 = (f(true, &[1, 1, 1]), vec![5.0]);
+    close(
+        &apply(Op::GlobalMaxPoolGrad, &[(sq.clone(), xs.clone()), d1], 1),
+        &apply(Op::MaxPoolGrad(win), &[(sq.clone(), xs.clone()), d2], 1),
+    );
+    close(
+        &apply(Op::GlobalAvgPool, &[(xt.clone(), x.clone())], 1),
+        &[20.0 / 6.0, -2.0],
+    );
+    let dx = apply_typed(Op::GlobalAvgPoolGrad, &[dy], Some(xt), 1).unwrap();
+    close(&dx, &[&[10.0 / 6.0; 6][..], &[20.0 / 6.0; 6][..]].concat());
+}
+
 #[test]
 fn maxpool_padding_never_wins() {
     // All-negative image, k=2 s=2 p=1: each window holds one real element.

@@ -263,3 +263,136 @@ fn conv2d_padding_same_is_pytorchs() {
         },
     );
 }
+
+/// `global_maxpool` and `global_avgpool` as PyTorch's `nn.AdaptiveMaxPool2d(1)` /
+/// `nn.AdaptiveAvgPool2d(1)` followed by `flatten` (Keras' GlobalMaxPooling2D /
+/// GlobalAveragePooling2D), on a non-square 3×4 map, between a "same" convolution and a dense
+/// layer, then `mse_loss`. Produced by (numpy, float64; `conv_same` as above):
+///
+/// ```python
+/// y, xp = conv_same(x, w, b); flat = y.reshape(B, O, H*W)
+/// p = flat.max(axis=2)   or   p = flat.mean(axis=2)
+/// z = p @ dw + db; loss = np.mean((z-t)**2); dz = 2*(z-t)/z.size
+/// gdw = p.T @ dz; gdb = dz.sum(0); dp = dz @ dw.T
+/// max: dflat[b,o,flat[b,o].argmax()] = dp[b,o] (the first maximum; the two largest of each
+///      map differ by at least 0.0086 here);  avg: dflat = dp[:,:,None]/(H*W)
+/// then gw, gb from dy = dflat.reshape(B,O,H,W) as above
+/// x = vals(48, 0.7, 0.3, 1.0); w = vals(36, 1.3, 0.1, 0.3); b = vals(2, 2.1, 0.5, 0.2)
+/// dw = vals(6, 0.9, 0.2, 0.5).reshape(2, 3); db = vals(3, 1.7, 0.4, 0.1); t = vals(6, 0.45, 1.1, 0.5)
+/// ```
+#[test]
+fn global_pooling_is_pytorchs_adaptive_pooling_to_one() {
+    let src = |kind: &str| {
+        format!(
+            "model M(image: [2, 3, 4]) -> [3] {{
+                 return image |> conv2d(2, kernel: 3, padding: \"same\") |> {kind} |> dense(3)
+             }}
+             {}
+             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+            inline(24, 3)
+        )
+    };
+    let inputs = vec![vals(48, 0.7, 0.3, 1.0), vals(6, 0.45, 1.1, 0.5)];
+    let params = vec![
+        ("conv1.weight", vals(36, 1.3, 0.1, 0.3)),
+        ("conv1.bias", vals(2, 2.1, 0.5, 0.2)),
+        ("dense1.weight", vals(6, 0.9, 0.2, 0.5)),
+        ("dense1.bias", vals(3, 1.7, 0.4, 0.1)),
+    ];
+    matches_numpy(
+        &run_graph(&src("global_maxpool"), "M"),
+        2,
+        &inputs,
+        &params,
+        &Reference {
+            loss: 0.05543822556892574,
+            grads: &[
+                (
+                    "conv1.weight",
+                    &[
+                        0.0,
+                        -0.048567120356416714,
+                        -0.10835487375250322,
+                        0.0,
+                        0.008733064297284102,
+                        0.08425487724520196,
+                        0.0,
+                        0.03934043547270349,
+                        -0.032781326200021506,
+                        0.0,
+                        -0.06924285397861535,
+                        0.010756527484217628,
+                    ],
+                ),
+                ("conv1.bias", &[-0.1253598449687159, 0.08778578547451779]),
+                (
+                    "dense1.weight",
+                    &[
+                        -0.09133260936704425,
+                        -0.06085079623028992,
+                        -0.11224614921005897,
+                        -0.07668914123659389,
+                        -0.04238843442696766,
+                        -0.0783247210468001,
+                    ],
+                ),
+                (
+                    "dense1.bias",
+                    &[
+                        -0.1496255625664418,
+                        -0.08596463013453814,
+                        -0.15878343456408092,
+                    ],
+                ),
+            ],
+        },
+    );
+    matches_numpy(
+        &run_graph(&src("global_avgpool"), "M"),
+        2,
+        &inputs,
+        &params,
+        &Reference {
+            loss: 0.11371535391198288,
+            grads: &[
+                (
+                    "conv1.weight",
+                    &[
+                        -0.00776499814417668,
+                        -0.005277122667353935,
+                        -0.0009619359712682261,
+                        -0.016374599339606423,
+                        -0.02656138140911627,
+                        -0.02755074410684225,
+                        0.009904388073913094,
+                        0.008747445862933096,
+                        0.004561522335275094,
+                        0.010634689495826922,
+                        0.012371441190486502,
+                        0.009824329365035172,
+                    ],
+                ),
+                ("conv1.bias", &[-0.16434326742726912, 0.10426083619369966]),
+                (
+                    "dense1.weight",
+                    &[
+                        -0.015835708716439398,
+                        -0.009167985833717635,
+                        -0.009883622737416145,
+                        -0.022455415767118212,
+                        -0.014741106951317492,
+                        -0.016693222030051483,
+                    ],
+                ),
+                (
+                    "dense1.bias",
+                    &[
+                        -0.21534913198855066,
+                        -0.14763257143307928,
+                        -0.16972667920977874,
+                    ],
+                ),
+            ],
+        },
+    );
+}

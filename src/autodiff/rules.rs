@@ -64,6 +64,15 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             let d = b.push_typed(x(0), Op::AvgPoolGrad(w), vec![dy], ty);
             b.accumulate(x(0), d)?;
         }
+        Op::GlobalMaxPool => {
+            let d = b.push(x(0), Op::GlobalMaxPoolGrad, vec![x(0), dy])?;
+            b.accumulate(x(0), d)?;
+        }
+        Op::GlobalAvgPool => {
+            let ty = b.g.ty(x(0)).clone();
+            let d = b.push_typed(x(0), Op::GlobalAvgPoolGrad, vec![dy], ty);
+            b.accumulate(x(0), d)?;
+        }
         Op::Reshape => {
             let ty = b.g.ty(x(0)).clone();
             let d = b.push_typed(x(0), Op::Reshape, vec![dy], ty);
@@ -167,6 +176,8 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::PoolBeside(_)
         | Op::MaxPoolGrad(_)
         | Op::AvgPoolGrad(_)
+        | Op::GlobalMaxPoolGrad
+        | Op::GlobalAvgPoolGrad
         | Op::EmbeddingGrad
         | Op::RnnScanGrad { .. }
         | Op::TimeShift

@@ -1,4 +1,5 @@
-//! Image layers: `conv2d`, `maxpool`, `avgpool` on `[C, H, W]` values, with the window checks.
+//! Image layers: `conv2d`, `maxpool`, `avgpool`, `global_maxpool`, `global_avgpool` on
+//! `[C, H, W]` values, with the window checks.
 
 use super::layers::{check_size, f32_input, node, param, uniform, Site};
 use super::lower::Lower;
@@ -150,6 +151,18 @@ pub(super) fn pool(
         Op::MaxPool(win)
     } else {
         Op::AvgPool(win)
+    };
+    node(l, op, vec![x], cx)
+}
+
+/// `global_maxpool` or `global_avgpool` (`kind`): `[C, H, W] -> [C]`, each channel pooled over
+/// its whole map.
+pub(super) fn global_pool(l: &mut Lower, cx: &Site, kind: &str, x: ValueId) -> Option<ValueId> {
+    image(l, cx, kind, x)?;
+    let op = if kind == "global_maxpool" {
+        Op::GlobalMaxPool
+    } else {
+        Op::GlobalAvgPool
     };
     node(l, op, vec![x], cx)
 }

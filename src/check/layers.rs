@@ -3,7 +3,7 @@
 
 use super::args::{bind, Bound, Sig};
 use super::consts::{self, MAX_ELEMENTS};
-use super::images::{conv2d, pool};
+use super::images::{conv2d, global_pool, pool};
 use super::lower::{Lower, V};
 use super::names::{product, show};
 use super::sequences::{embedding, one_hot, rnn, rnn_activation};
@@ -17,6 +17,8 @@ pub const LAYERS: &[&str] = &[
     "conv2d",
     "maxpool",
     "avgpool",
+    "global_maxpool",
+    "global_avgpool",
     "flatten",
     "embedding",
     "one_hot",
@@ -83,6 +85,18 @@ fn sig(kind: &str) -> Sig {
             named: &["eps"],
             required: &[],
             usage: "`layer_norm`, `layer_norm(dim)` or `layer_norm(eps: 1e-5)`",
+        },
+        "global_maxpool" => Sig {
+            forms: &[&[]],
+            named: &[],
+            required: &[],
+            usage: "`global_maxpool` (no arguments: the window is the whole map)",
+        },
+        "global_avgpool" => Sig {
+            forms: &[&[]],
+            named: &[],
+            required: &[],
+            usage: "`global_avgpool` (no arguments: the window is the whole map)",
         },
         _ => Sig {
             forms: &[&[]],
@@ -222,6 +236,10 @@ pub fn layer(
                 ks,
             )
         }
+        "global_maxpool" | "global_avgpool" => match v {
+            V::T(x) => global_pool(r.l, &cx, kind, x),
+            _ => None,
+        },
         "flatten" => match v {
             V::T(x) => flatten(r.l, &cx, x),
             _ => None,

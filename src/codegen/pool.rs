@@ -646,3 +646,84 @@ pub fn avg_pool(
         }
     });
 }
+
+/// Pooling over each channel's whole H×W map (`x` = B×C×H×W, pooled B×C): `GlobalMaxPool`
+/// (`max`, `ins = [x]`), its gradient (`ins = [x, dy]`: dy to the first maximum of the map,
+/// found as [`max_window`] finds a window's), `GlobalAvgPool` (`ins = [x]`) or its gradient
+/// (`ins = [dy]`: dy/(H·W) on every element of the map).
+pub fn global_pool(kb: &mut Kb, x: &Type, out: usize, ins: &[usize], max: bool, grad: bool) {
+    let n = x.dims[1] * x.dims[2];
+    let o = kb.ptr(out);
+    let ip = kb.ptr(ins[0]);
+    let dyp = if max && grad {
+        Some(kb.ptr(ins[1]))
+    } else {
+        None
+    };
+    let planes = kb.rows(x.batched, x.dims[0]);
+    let zero = kb.int(0);
+    if max && grad {
+        zero_fill(kb, x, o);
+    }
+    kb.for_range(zero, planes, |kb, pl| {
+        let base = kb.b.ins().imul_imm_s(pl, n as i64);
+        if !max && grad {
+            let d = kb.ld(types::F32, ip, pl);
+            let nv = kb.b.ins().f32const(n as f32);
+            let d = kb.b.ins().fdiv(d, nv);
+            kb.for_n(n, |kb, t| {
+                let idx = kb.b.ins().iadd(base, t);
+                kb.st(d, o, idx);
+            });
+            return;
+        }
+        let init = if max {
+            kb.b.ins().f32const(f32::NEG_INFINITY)
+        } else {
+            kb.b.ins().f32const(0.0)
+        };
+        let acc_var = kb.var(types::F32, init);
+        let minus_one = kb.int(-1);
+        let arg_var = kb.var(types::I64, minus_one);
+        kb.for_n(n, |kb, t| {
+            let idx = kb.b.ins().iadd(base, t);
+            let v = kb.ld(types::F32, ip, idx);
+            let acc = kb.b.use_var(acc_var);
+            if max {
+                let arg = kb.b.use_var(arg_var);
+                let better = kb.b.ins().fcmp(FloatCC::GreaterThan, v, acc);
+                let best = kb.b.ins().fmax(acc, v);
+                let arg = kb.b.ins().select(better, idx, arg);
+                kb.b.def_var(acc_var, best);
+                kb.b.def_var(arg_var, arg);
+            } else {
+                let s = kb.b.ins().fadd(acc, v);
+                kb.b.def_var(acc_var, s);
+            }
+        });
+        let acc = kb.b.use_var(acc_var);
+        match (max, dyp) {
+            (true, None) => kb.st(acc, o, pl),
+            (true, Some(dyp)) => {
+                // dx[arg] = dy (skipped when no element beat −∞, arg = −1).
+                let arg = kb.b.use_var(arg_var);
+                let has =
+                    kb.b.ins()
+                        .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, arg, 0);
+                let zero = kb.int(0);
+                let at = kb.b.ins().select(has, arg, zero);
+                let d = kb.ld(types::F32, dyp, pl);
+                let z = kb.b.ins().f32const(0.0);
+                let d = kb.b.ins().select(has, d, z);
+                let cur = kb.ld_rw(types::F32, o, at);
+                let s = kb.b.ins().fadd(cur, d);
+                kb.st(s, o, at);
+            }
+            (false, _) => {
+                let nv = kb.b.ins().f32const(n as f32);
+                let mean = kb.b.ins().fdiv(acc, nv);
+                kb.st(mean, o, pl);
+            }
+        }
+    });
+}

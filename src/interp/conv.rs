@@ -238,3 +238,56 @@ pub fn avg_pool_grad(
     for_each_window(w, xs, ys, |out, inp| dx[inp] += dy[out] / div);
     Ok(dx)
 }
+
+/// The index of the first maximum of each of the `planes` maps of `n` elements of `x`, by the
+/// rule of [`argmax_windows`] (a window that is the whole map).
+fn argmax_maps(x: &[f64], n: usize) -> impl Iterator<Item = usize> + '_ {
+    x.chunks(n).enumerate().map(move |(p, map)| {
+        let mut best = None;
+        for (i, v) in map.iter().enumerate() {
+            match best {
+                Some(b) if map[b] >= *v => {}
+                _ => best = Some(i),
+            }
+        }
+        p * n + best.unwrap_or(0)
+    })
+}
+
+/// The maximum of each channel's whole map: `xs` = [B, C, H, W] gives [B, C].
+pub fn global_max_pool(x: &[f64], xs: &[usize]) -> Vec<f64> {
+    let (_, _, h, w) = dims4(xs);
+    argmax_maps(x, h * w).map(|i| x[i]).collect()
+}
+
+/// Routes each dy to the first maximum of its map.
+pub fn global_max_pool_grad(x: &[f64], xs: &[usize], dy: &[f64]) -> Vec<f64> {
+    let (_, _, h, w) = dims4(xs);
+    let mut dx = vec![0.0; x.len()];
+    for (p, i) in argmax_maps(x, h * w).enumerate() {
+        dx[i] += dy[p];
+    }
+    dx
+}
+
+/// The mean of each channel's whole map: `xs` = [B, C, H, W] gives [B, C].
+pub fn global_avg_pool(x: &[f64], xs: &[usize]) -> Vec<f64> {
+    let (_, _, h, w) = dims4(xs);
+    x.chunks(h * w)
+        .map(|map| map.iter().sum::<f64>() / (h * w) as f64)
+        .collect()
+}
+
+/// dy/(H·W) on every element of its map; `xs` (the node's type) is the input shape.
+pub fn global_avg_pool_grad(dy: &[f64], ys: &[usize], xs: &[usize]) -> Result<Vec<f64>, String> {
+    if xs.len() != 4 || *ys != xs[..2] {
+        return Err(format!(
+            "global_avgpool_grad: {ys:?} is not pooled from {xs:?}"
+        ));
+    }
+    let n = xs[2] * xs[3];
+    Ok(dy
+        .iter()
+        .flat_map(|d| std::iter::repeat_n(d / n as f64, n))
+        .collect())
+}

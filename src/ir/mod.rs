@@ -538,6 +538,16 @@ pub enum Op {
     AvgPool(Window),
     /// `[dy] -> dx` (the node's type gives the input shape).
     AvgPoolGrad(Window),
+    /// `[x: B×C×H×W] -> B×C`: the maximum of each channel's whole H×W map (`global_maxpool`).
+    GlobalMaxPool,
+    /// `[x, dy: B×C] -> dx`: routes each dy to the first maximum of its map in row-major order
+    /// (the rule of [`Op::MaxPoolGrad`], whose window would be the whole map).
+    GlobalMaxPoolGrad,
+    /// `[x: B×C×H×W] -> B×C`: the mean of each channel's whole H×W map (`global_avgpool`).
+    GlobalAvgPool,
+    /// `[dy: B×C] -> dx`: dy/(H·W) on every element of its map (the node's type gives the
+    /// input shape).
+    GlobalAvgPoolGrad,
     /// `[x] -> same elements, another shape` (flatten, and its gradient).
     Reshape,
 
@@ -640,6 +650,10 @@ impl Op {
             Op::MaxPoolGrad(_) => "maxpool_grad".into(),
             Op::AvgPool(_) => "avgpool".into(),
             Op::AvgPoolGrad(_) => "avgpool_grad".into(),
+            Op::GlobalMaxPool => "global_maxpool".into(),
+            Op::GlobalMaxPoolGrad => "global_maxpool_grad".into(),
+            Op::GlobalAvgPool => "global_avgpool".into(),
+            Op::GlobalAvgPoolGrad => "global_avgpool_grad".into(),
             Op::Reshape => "reshape".into(),
             Op::Embedding => "embedding".into(),
             Op::EmbeddingGrad => "embedding_grad".into(),

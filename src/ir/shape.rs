@@ -193,9 +193,29 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             nchw(ins[0])?;
             Ok(ins[0].clone())
         }
-        Op::Conv2dGradInput(_) | Op::AvgPoolGrad(_) | Op::Reshape | Op::EmbeddingGrad => {
-            Err(format!("the type of {} must be given", op.name()))
+        Op::GlobalMaxPool | Op::GlobalAvgPool => {
+            arity(1)?;
+            let (c, _, _) = nchw(ins[0])?;
+            Ok(Type::f32(true, vec![c]))
         }
+        Op::GlobalMaxPoolGrad => {
+            arity(2)?;
+            let (c, _, _) = nchw(ins[0])?;
+            if *ins[1] != Type::f32(true, vec![c]) {
+                return Err(format!(
+                    "{}: {} is not the pooling of {}",
+                    op.name(),
+                    ins[1],
+                    ins[0]
+                ));
+            }
+            Ok(ins[0].clone())
+        }
+        Op::Conv2dGradInput(_)
+        | Op::AvgPoolGrad(_)
+        | Op::GlobalAvgPoolGrad
+        | Op::Reshape
+        | Op::EmbeddingGrad => Err(format!("the type of {} must be given", op.name())),
         Op::Embedding => {
             arity(2)?;
             let (ids, w) = (ins[0], ins[1]);

@@ -36,6 +36,7 @@ pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
                             | Op::Const(_)
                             | Op::Conv2dGradInput(_)
                             | Op::AvgPoolGrad(_)
+                            | Op::GlobalAvgPoolGrad
                             | Op::Reshape
                             | Op::EmbeddingGrad
                     );

@@ -1550,6 +1550,8 @@ fn the_language_references_examples_train() {
     train("finetune", &mnist, Some("classifier.safetensors"));
     train("denoise", &mnist, None);
     train("matched", &mnist, None);
+    train("gap", &mnist, None);
+    train("gap_max", &mnist, None);
     train("teacher_run", &text, None);
     train("student", &text, None);
 }

@@ -863,3 +863,58 @@ fn reshape_aliases_its_input() {
         compare(&g, &[Gen::U(-1.0, 1.0)], batch, batch as u64, TOL);
     }
 }
+
+/// Global max and average pooling and their gradients, on maps of every shape (square or
+/// not, 1×1 included); ties (relu's zeros, a whole map of them when every input is negative)
+/// route dy to the first maximum in both back ends.
+#[test]
+fn global_pooling_and_gradients() {
+    let mut rng = Rng(16);
+    let u = Gen::U(-1.0, 1.0);
+    for &batch in &BATCHES {
+        for _ in 0..3 {
+            let x = f(true, &[rng.range(1, 4), rng.range(1, 9), rng.range(1, 9)]);
+            let y = f(true, &x.dims[..1]);
+            for op in [Op::GlobalMaxPool, Op::GlobalAvgPool] {
+                let g = single(op.name().as_str(), op, std::slice::from_ref(&x), None);
+                assert_eq!(*g.ty(g.output("out").unwrap()), y);
+                compare(&g, &[u], batch, rng.next(), TOL);
+            }
+            compare(
+                &single(
+                    "global_maxpool_grad",
+                    Op::GlobalMaxPoolGrad,
+                    &[x.clone(), y.clone()],
+                    None,
+                ),
+                &[u, u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            compare(
+                &single(
+                    "global_avgpool_grad",
+                    Op::GlobalAvgPoolGrad,
+                    std::slice::from_ref(&y),
+                    Some(x.clone()),
+                ),
+                &[u],
+                batch,
+                rng.next(),
+                TOL,
+            );
+            for lo_hi in [(-1.0, -0.1), (-1.0, 0.2)] {
+                let mut g = Graph::new("global_maxpool_ties", true);
+                let xi = g.input("x", x.clone());
+                let dy = g.input("dy", y.clone());
+                let r = g.push(Op::Unary(UnaryOp::Relu), vec![xi], "").unwrap();
+                let p = g.push(Op::GlobalMaxPool, vec![r], "").unwrap();
+                let d = g.push(Op::GlobalMaxPoolGrad, vec![r, dy], "").unwrap();
+                g.set_output("p", p);
+                g.set_output("dx", d);
+                compare(&g, &[Gen::U(lo_hi.0, lo_hi.1), u], batch, rng.next(), 0.0);
+            }
+        }
+    }
+}

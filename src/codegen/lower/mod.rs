@@ -437,6 +437,9 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         }
         Op::MaxPool(w) | Op::MaxPoolGrad(w) => pool::max_pool(cx, out, w, &mut channels),
         Op::AvgPool(w) | Op::AvgPoolGrad(w) => pool::avg_pool(cx, out, w),
+        Op::GlobalMaxPool | Op::GlobalMaxPoolGrad | Op::GlobalAvgPool | Op::GlobalAvgPoolGrad => {
+            pool::global_pool(cx, out)
+        }
         Op::Embedding => embed::embedding(cx, out),
         Op::EmbeddingGrad => embed::embedding_grad(cx, out),
         Op::OneHot { n: classes } => embed::one_hot(cx, out, *classes),
@@ -546,6 +549,10 @@ fn row_parallel(op: &Op) -> bool {
             | Op::MaxPoolGrad(_)
             | Op::AvgPool(_)
             | Op::AvgPoolGrad(_)
+            | Op::GlobalMaxPool
+            | Op::GlobalMaxPoolGrad
+            | Op::GlobalAvgPool
+            | Op::GlobalAvgPoolGrad
             | Op::Embedding
             | Op::OneHot { .. }
             | Op::RnnScan { .. }

@@ -82,3 +82,30 @@ pub(super) fn avg_pool(cx: &Cx, out: &mut Built, w: &Window) -> Result<Step, Cod
     }
     out.kernel(cx.header, |kb| pool::avg_pool(kb, w, &x, &y, i, ins, grad))
 }
+
+/// `GlobalMaxPool`, `GlobalMaxPoolGrad`, `GlobalAvgPool` and `GlobalAvgPoolGrad`, once the
+/// types are checked to pool into each other.
+pub(super) fn global_pool(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
+    let (max, grad) = match cx.n.op {
+        Op::GlobalMaxPool => (true, false),
+        Op::GlobalMaxPoolGrad => (true, true),
+        Op::GlobalAvgPool => (false, false),
+        _ => (false, true),
+    };
+    cx.arity(1 + (max && grad) as usize)?;
+    let (i, ins, ty) = (cx.i, &cx.ins, cx.ty);
+    let (x, y) = match (max, grad) {
+        (_, false) => (cx.ity(0), ty.clone()),
+        (true, true) => (cx.ity(0), cx.ity(1)),
+        (false, true) => (ty.clone(), cx.ity(0)),
+    };
+    // The average's gradient has its type given, not inferred: check it pools to dy's shape.
+    let fits = x.batched && y.batched && x.dims.len() == 3 && y.dims == x.dims[..1];
+    if !fits {
+        return Err(CodegenError::Graph(format!(
+            "%{i}: {} of {x} does not give {y}",
+            cx.n.op.name()
+        )));
+    }
+    out.kernel(cx.header, |kb| pool::global_pool(kb, &x, i, ins, max, grad))
+}
