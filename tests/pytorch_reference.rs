@@ -48,6 +48,10 @@ struct Reference<'a> {
     grads: &'a [(&'a str, &'a [f64])],
 }
 
+/// How close the interpreter (f64) must come to numpy: to rounding, unless the graph holds
+/// constants that are f32 in the IR (label smoothing's 1 − ε and ε/K).
+const EXACT: f64 = 1e-12;
+
 fn close(what: &str, got: f64, want: f64, tol: f64) {
     assert!(
         (got - want).abs() <= tol * (1.0 + want.abs()),
@@ -64,6 +68,7 @@ fn matches_numpy(
     inputs: &[Vec<f64>],
     params: &[(&str, Vec<f64>)],
     want: &Reference,
+    interp_tol: f64,
 ) {
     let params: Vec<Vec<f64>> = g
         .params
@@ -84,13 +89,13 @@ fn matches_numpy(
         "interpreter loss",
         vals[gg.output("loss").unwrap().index()][0],
         want.loss,
-        1e-12,
+        interp_tol,
     );
     for (path, w) in want.grads {
         let got = &vals[gg.output(&format!("grad:{path}")).unwrap().index()];
         assert!(got.len() >= w.len(), "{path}");
         for (k, (a, b)) in got.iter().zip(w.iter()).enumerate() {
-            close(&format!("interpreter grad {path}[{k}]"), *a, *b, 1e-12);
+            close(&format!("interpreter grad {path}[{k}]"), *a, *b, interp_tol);
         }
     }
     // Finite differences of the interpreter's loss.
@@ -233,6 +238,7 @@ fn conv2d_padding_same_is_pytorchs() {
                 ("conv1.bias", &[0.054937808099206745, 0.05636788161970384]),
             ],
         },
+        EXACT,
     );
     // A 5×5 kernel, wider than the 3×4 image: 2 zeros on every side; the first 8 of the
     // weight's 100 gradients.
@@ -261,6 +267,7 @@ fn conv2d_padding_same_is_pytorchs() {
                 ("conv1.bias", &[-0.019479850441948596, 0.0622631710104926]),
             ],
         },
+        EXACT,
     );
 }
 
@@ -346,6 +353,7 @@ fn global_pooling_is_pytorchs_adaptive_pooling_to_one() {
                 ),
             ],
         },
+        EXACT,
     );
     matches_numpy(
         &run_graph(&src("global_avgpool"), "M"),
@@ -394,5 +402,266 @@ fn global_pooling_is_pytorchs_adaptive_pooling_to_one() {
                 ),
             ],
         },
+        EXACT,
     );
+}
+
+/// `cross_entropy(logits, target, label_smoothing: ε)` as PyTorch's
+/// `F.cross_entropy(z, target, label_smoothing=ε)`, for class ids and for probabilities, after
+/// a dense layer (z = x·W + b, K = 5 classes, batch 3). Produced by (numpy, float64), from
+/// PyTorch's documented formula:
+///
+/// ```python
+/// lp = log_softmax(z)
+/// class ids:     loss = (1-eps) * (-lp[range(B), ids].mean()) + eps * (-lp.sum(1) / K).mean()
+///                t = (1-eps) * onehot(ids) + eps/K
+/// probabilities: t = probs * (1-eps) + eps/K;  loss = (-(t * lp).sum(1)).mean()
+/// dz = (softmax(z) * t.sum(1, keepdims=True) - t) / B;  gW = x.T @ dz;  gb = dz.sum(0)
+/// x = vals(12, 0.7, 0.3, 1.0); W = vals(20, 1.3, 0.1, 0.8); b = vals(5, 2.1, 0.5, 0.3)
+/// ids = [2, 0, 4]; probs = |vals(15, 0.9, 0.4, 1.0)|, each row divided by its sum
+/// ```
+#[test]
+fn cross_entropy_label_smoothing_is_pytorchs() {
+    let src = |target: &str, smoothing: &str| {
+        let y = if target == "ids" { 1 } else { 5 };
+        format!(
+            "model M(x: [4]) -> [5] {{ return x |> dense(5) }}
+             {}
+             train M on d {{
+                 loss: cross_entropy(output, label{smoothing})
+                 optimizer: sgd(lr: 0.1)
+             }}",
+            inline(4, y)
+        )
+    };
+    let params = vec![
+        ("dense1.weight", vals(20, 1.3, 0.1, 0.8)),
+        ("dense1.bias", vals(5, 2.1, 0.5, 0.3)),
+    ];
+    let x = vals(12, 0.7, 0.3, 1.0);
+    let ids = vec![2.0, 0.0, 4.0];
+    let mut probs: Vec<f64> = vals(15, 0.9, 0.4, 1.0).iter().map(|v| v.abs()).collect();
+    for row in probs.chunks_mut(5) {
+        let s: f64 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= s);
+    }
+    let case = |target: &str, smoothing: &str, want: &Reference| {
+        let g = run_graph(&src(target, smoothing), "M");
+        let label = if target == "ids" { &ids } else { &probs };
+        // The smoothing constants are f32: 1e-7 relative.
+        matches_numpy(&g, 3, &[x.clone(), label.clone()], &params, want, 1e-7);
+    };
+    // Without smoothing, and with `label_smoothing: 0` (the same graph, checked below).
+    let plain = Reference {
+        loss: 2.9174281079999282,
+        grads: &[(
+            "dense1.bias",
+            &[
+                -0.13828077872057712,
+                0.3995233954222284,
+                -0.26963735898152835,
+                0.2238573120471931,
+                -0.21546256976731615,
+            ],
+        )],
+    };
+    case("ids", "", &plain);
+    case("ids", ", label_smoothing: 0", &plain);
+    case(
+        "ids",
+        ", label_smoothing: 0.1",
+        &Reference {
+            loss: 2.8638652635886106,
+            grads: &[
+                (
+                    "dense1.weight",
+                    &[
+                        -0.03183780088934709,
+                        0.007177520665852867,
+                        -0.0900006393785363,
+                        0.00607623160882435,
+                        0.1085846879932062,
+                        0.2683908384204637,
+                        0.23805965750788546,
+                        -0.24591582980555896,
+                        -0.12609059574843529,
+                        -0.13444407037435496,
+                        0.44239107269859734,
+                        0.3569786176392017,
+                        -0.28617296293419103,
+                        -0.1989550457052992,
+                        -0.3142416816983088,
+                        0.4083278729353891,
+                        0.3080049559500348,
+                        -0.19183848001898024,
+                        -0.17824782890861765,
+                        -0.34624651995782607,
+                    ],
+                ),
+                (
+                    "dense1.bias",
+                    &[
+                        -0.1249474453872438,
+                        0.37952339542222846,
+                        -0.25630402564819504,
+                        0.2038573120471931,
+                        -0.2021292364339828,
+                    ],
+                ),
+            ],
+        },
+    );
+    case(
+        "ids",
+        ", label_smoothing: 0.35",
+        &Reference {
+            loss: 2.729958152560316,
+            grads: &[(
+                "dense1.bias",
+                &[
+                    -0.09161411205391044,
+                    0.3295233954222284,
+                    -0.2229706923148617,
+                    0.15385731204719308,
+                    -0.16879590310064949,
+                ],
+            )],
+        },
+    );
+    case(
+        "probs",
+        "",
+        &Reference {
+            loss: 2.173331964110166,
+            grads: &[(
+                "dense1.bias",
+                &[
+                    0.05756305068518952,
+                    0.1513316126359255,
+                    -0.18821726140841882,
+                    0.07326351423260419,
+                    -0.09394091614530051,
+                ],
+            )],
+        },
+    );
+    case(
+        "probs",
+        ", label_smoothing: 0.1",
+        &Reference {
+            loss: 2.1941787340878243,
+            grads: &[
+                (
+                    "dense1.weight",
+                    &[
+                        -0.033362778204650514,
+                        0.009312443107032288,
+                        0.014621379265270955,
+                        0.020587054812000023,
+                        -0.011158098979652718,
+                        0.10058392510963667,
+                        0.1522856888817578,
+                        -0.0765379832620157,
+                        -0.09644411651907031,
+                        -0.07988751421030846,
+                        0.18722443677767783,
+                        0.22363659564586516,
+                        -0.13170033632219827,
+                        -0.16811611287033157,
+                        -0.11104458323101322,
+                        0.18581037036665446,
+                        0.1898077170595227,
+                        -0.12492196333553006,
+                        -0.16072047445195042,
+                        -0.08997564963869673,
+                    ],
+                ),
+                (
+                    "dense1.bias",
+                    &[
+                        0.05131200107794619,
+                        0.1561507909145558,
+                        -0.18302593783239646,
+                        0.06832289401406305,
+                        -0.09275974817416874,
+                    ],
+                ),
+            ],
+        },
+    );
+    case(
+        "probs",
+        ", label_smoothing: 0.35",
+        &Reference {
+            loss: 2.2462956590319703,
+            grads: &[(
+                "dense1.bias",
+                &[
+                    0.035684377059837874,
+                    0.1681987366111315,
+                    -0.17004762889234049,
+                    0.05597134346771031,
+                    -0.08980682824633932,
+                ],
+            )],
+        },
+    );
+    // A sequence output: logits [3, 5] at each of 3 positions, class ids [3] (a text's next
+    // characters); the mean runs over the 6 rows. numpy as above with x the one-hot rows of the
+    // token ids [0, 3, 1, 2, 4, 0] (`one_hot(5)`), W = vals(25, 1.3, 0.1, 0.8) as [5, 5] and
+    // ids [1, 4, 0, 3, 3, 2].
+    let seq = "model S(tokens: i32[3]) -> [3, 5] { return tokens |> one_hot(5) |> dense(5) }
+         data d { train: text(\"t.txt\", seq: 3) }
+         train S on d {
+             loss: cross_entropy(output, label, label_smoothing: 0.2)
+             optimizer: sgd(lr: 0.1)
+         }";
+    let g = run_graph(seq, "S");
+    matches_numpy(
+        &g,
+        2,
+        &[
+            vec![0.0, 3.0, 1.0, 2.0, 4.0, 0.0],
+            vec![1.0, 4.0, 0.0, 3.0, 3.0, 2.0],
+        ],
+        &[
+            ("dense1.weight", vals(25, 1.3, 0.1, 0.8)),
+            ("dense1.bias", vals(5, 2.1, 0.5, 0.3)),
+        ],
+        &Reference {
+            loss: 1.8233113300054786,
+            grads: &[
+                (
+                    "dense1.weight",
+                    &[
+                        0.05510621821409577,
+                        -0.006158347643712203,
+                        -0.08960209696231856,
+                        0.021308032445305096,
+                        0.019346193946629883,
+                        -0.10019755174453605,
+                        0.0630661585536908,
+                        0.01712184178656032,
+                        0.008748395116608151,
+                        0.011261156287676802,
+                    ],
+                ),
+                (
+                    "dense1.bias",
+                    &[
+                        0.08968650099188599,
+                        0.22061186958491363,
+                        -0.042830421070237934,
+                        -0.21536532743974568,
+                        -0.052102622066816005,
+                    ],
+                ),
+            ],
+        },
+        1e-7,
+    );
+    // ε = 0 is no smoothing: the very graph of the run without the argument.
+    let print = |s: &str| nnc::ir::print::graph_to_string(&run_graph(&src("ids", s), "M"));
+    assert_eq!(print(""), print(", label_smoothing: 0"));
+    assert_ne!(print(""), print(", label_smoothing: 0.1"));
 }

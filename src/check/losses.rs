@@ -28,7 +28,7 @@ fn sig(name: &str) -> Sig {
     match name {
         "cross_entropy" => Sig {
             forms: &[&["logits", "target"]],
-            named: &[],
+            named: &["label_smoothing"],
             required: &["logits", "target"],
             usage: "`cross_entropy(output, label)`",
         },
@@ -123,6 +123,54 @@ pub fn mentions(e: &Expr, name: &str) -> bool {
 /// Lowers a call of a loss function.
 pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
     let name = callee.name.as_str();
+    let smoothing = args
+        .iter()
+        .find(|a| a.name.as_ref().is_some_and(|n| n.name == "label_smoothing"));
+    if let (Some(a), true) = (smoothing, name != "cross_entropy") {
+        let span = a.name.as_ref().map_or(a.value.span, |n| n.span);
+        let help = if name == "kd" {
+            "kd's cross-entropy term takes the labels as they are; to smooth them, write the two \
+             terms out: `0.5 * cross_entropy(output, label, label_smoothing: 0.1) + 0.5 * 16 * \
+             kl_div(teacher / 4, output / 4)` is `kd(output, teacher, label, alpha: 0.5, \
+             temperature: 4)` with smoothed labels"
+                .to_string()
+        } else {
+            format!(
+                "only `cross_entropy` smooths its labels, as PyTorch's `F.cross_entropy`; {name} \
+                 is written {}",
+                sig(name).usage
+            )
+        };
+        l.diags.push(
+            Diag::new(
+                "nnc::arg",
+                format!("{name} has no `label_smoothing`"),
+                span,
+                "only cross_entropy takes it",
+            )
+            .help(help),
+        );
+        return V::Bad;
+    }
+    // Keras' `label_smoothing` is PyTorch's too; other spellings are pointed at it.
+    let misspelt = args.iter().filter_map(|a| a.name.as_ref()).find(|n| {
+        name == "cross_entropy" && n.name.contains("smooth") && n.name != "label_smoothing"
+    });
+    if let Some(n) = misspelt {
+        l.diags.push(
+            Diag::new(
+                "nnc::arg",
+                format!("cross_entropy has no argument `{}`", n.name),
+                n.span,
+                "unknown argument",
+            )
+            .help(
+                "the argument is `label_smoothing`, as in PyTorch's `F.cross_entropy`: \
+                 `cross_entropy(output, label, label_smoothing: 0.1)`",
+            ),
+        );
+        return V::Bad;
+    }
     let b = match bind(callee, args, span, &sig(name)) {
         Ok(b) => b,
         Err(ds) => {
@@ -161,7 +209,18 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
         }
     }
     match name {
-        "cross_entropy" => cross_entropy(l, vals[0], vals[1], span).map_or(V::Bad, V::T),
+        "cross_entropy" => {
+            let smoothing = b.get("label_smoothing").map_or(Ok(0.0), |e| {
+                consts::fraction(e, "label_smoothing", 0.0, 1.0, false)
+            });
+            match smoothing {
+                Ok(eps) => cross_entropy(l, vals[0], vals[1], eps, span).map_or(V::Bad, V::T),
+                Err(d) => {
+                    l.diags.push(d);
+                    V::Bad
+                }
+            }
+        }
         "kd" => {
             let alpha = b
                 .get("alpha")
@@ -253,10 +312,15 @@ fn same_shape(
     None
 }
 
+/// `cross_entropy(logits, target, label_smoothing: eps)` as PyTorch's `F.cross_entropy`: the
+/// target is class ids or probabilities; with `eps` > 0 it becomes (1 − ε)·target + ε/K (a class
+/// id first becoming its one-hot row), K the number of classes, and the soft cross-entropy of
+/// that is taken. Without smoothing (ε = 0) the graph is the one without the argument.
 fn cross_entropy(
     l: &mut Lower,
     (a, sa): (ValueId, Span),
     (b, sb): (ValueId, Span),
+    eps: f64,
     span: Span,
 ) -> Option<ValueId> {
     let (ta, tb) = (l.g.ty(a).clone(), l.g.ty(b).clone());
@@ -326,10 +390,47 @@ fn cross_entropy(
         );
         return None;
     };
-    match l.push(op, vec![a, b], "cross_entropy", span) {
+    let target = if eps > 0.0 {
+        smoothed(l, b, op == Op::CrossEntropy, ta.last(), eps, span)?
+    } else {
+        b
+    };
+    let op = if eps > 0.0 { Op::SoftCrossEntropy } else { op };
+    match l.push(op, vec![a, target], "cross_entropy", span) {
         V::T(v) => Some(v),
         _ => None,
     }
+}
+
+/// The label-smoothed target (1 − ε)·t + ε/K of class ids (`ids`: t their one-hot rows) or
+/// probabilities `b` over K `classes`.
+fn smoothed(
+    l: &mut Lower,
+    b: ValueId,
+    ids: bool,
+    classes: usize,
+    eps: f64,
+    span: Span,
+) -> Option<ValueId> {
+    let t = if ids {
+        val(l.push(Op::OneHot { n: classes }, vec![b], "cross_entropy", span))?
+    } else {
+        b
+    };
+    let keep = l.g.constant((1.0 - eps) as f32);
+    let spread = l.g.constant((eps / classes as f64) as f32);
+    let t = val(l.push(
+        Op::Binary(BinaryOp::Mul),
+        vec![t, keep],
+        "cross_entropy",
+        span,
+    ))?;
+    val(l.push(
+        Op::Binary(BinaryOp::Add),
+        vec![t, spread],
+        "cross_entropy",
+        span,
+    ))
 }
 
 /// Refuses loss `op`'s operands `args` (with their spans in the file) when its target
@@ -463,7 +564,8 @@ fn depends_on_trainable(g: &Graph, v: ValueId) -> bool {
 /// α·CE(output, label) + (1−α)·T²·KL(softmax(teacher/T) ‖ softmax(output/T)).
 fn kd(l: &mut Lower, vals: &[(ValueId, Span)], alpha: f64, t: f64, span: Span) -> Option<ValueId> {
     let (out, teacher, label) = (vals[0], vals[1], vals[2]);
-    let ce = cross_entropy(l, out, label, span)?;
+    // PyTorch's `kd` recipes call `F.cross_entropy` without smoothing, and nnc's `kd` has none.
+    let ce = cross_entropy(l, out, label, 0.0, span)?;
     same_shape(l, "kd", out, teacher)?;
     target_not_trained(l, "kd", &Op::KlDiv, [teacher, out])?;
     logits(l, "kd", teacher)?;

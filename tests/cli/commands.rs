@@ -324,6 +324,18 @@ fn targets_that_are_not_probabilities_are_refused() {
         &err,
         &["label -1 of train sample 1 is not a probability in [0, 1]: cross_entropy"],
     );
+    // The same with label smoothing, which reads the labels through (1 − ε)·y + ε/K.
+    let smoothed = s.write(
+        "smoothed.nn",
+        std::fs::read_to_string(&onehot)
+            .unwrap()
+            .replace("(output, label)", "(output, label, label_smoothing: 0.1)"),
+    );
+    let err = user_error(&run!("train", &smoothed));
+    assert_has(
+        &err,
+        &["label -1 of train sample 1 is not a probability in [0, 1]: cross_entropy"],
+    );
     // A reconstruction whose target is its own input.
     let ae = s.write(
         "ae.nn",

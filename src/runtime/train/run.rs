@@ -14,7 +14,7 @@ use super::shard::broadcast_start;
 use super::trainer::{Ended, Trainer};
 use super::{Backend, RunSummary, TrainError, TrainOptions};
 use crate::exec::Executor;
-use crate::ir::{Graph, Length, Op, Program, RunSpec};
+use crate::ir::{BinaryOp, Graph, Length, Op, Program, RunSpec, ValueId};
 use crate::runtime::batch::Epochs;
 use crate::runtime::data::{self, DataError, Dataset, Expect, Split, Values};
 use std::collections::BTreeMap;
@@ -319,10 +319,20 @@ fn probability_target(spec: &RunSpec) -> Option<(&'static str, bool)> {
             Op::SoftCrossEntropy => "cross_entropy",
             _ => return None,
         };
-        let target = node.inputs.get(1)?;
-        let (_, input) = inputs.iter().find(|(i, _)| i == target)?;
+        let target = unsmoothed(g, *node.inputs.get(1)?);
+        let (_, input) = inputs.iter().find(|(i, _)| *i == target)?;
         Some((name, *input == "label"))
     })
+}
+
+/// The target `v` of a loss before `label_smoothing` ((1 − ε)·t + ε/K, `t` read through the
+/// scalar product and sum that the checker adds): `v` itself without it.
+fn unsmoothed(g: &Graph, v: ValueId) -> ValueId {
+    let scalar = |u: ValueId| matches!(g.node(u).op, Op::Const(_));
+    match (&g.node(v).op, &g.node(v).inputs[..]) {
+        (Op::Binary(BinaryOp::Add | BinaryOp::Mul), &[t, c]) if scalar(c) => unsmoothed(g, t),
+        _ => v,
+    }
 }
 
 /// Targets of split `s` (named `name`) that a loss takes as probabilities must be in [0, 1].
