@@ -530,6 +530,14 @@ impl<'a, 'g> Lower<'a, 'g> {
             "AvgPool2d" | "AveragePooling2D" | "avg_pool2d" | "avg_pool" => {
                 Some("average pooling is `avgpool(k)` or `avgpool(k, stride: s)`")
             }
+            "AdaptiveAvgPool2d" | "GlobalAveragePooling2D" | "adaptive_avg_pool2d" => Some(
+                "the mean of each channel's whole map is `global_avgpool`: [C, H, W] -> [C] \
+                 (PyTorch's `nn.AdaptiveAvgPool2d(1)` then `flatten`)",
+            ),
+            "AdaptiveMaxPool2d" | "GlobalMaxPooling2D" | "adaptive_max_pool2d" => Some(
+                "the maximum of each channel's whole map is `global_maxpool`: [C, H, W] -> [C] \
+                 (PyTorch's `nn.AdaptiveMaxPool2d(1)` then `flatten`)",
+            ),
             _ => None,
         };
         d = d.help(
