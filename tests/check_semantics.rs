@@ -309,6 +309,53 @@ fn optimizers_schedules_and_references() {
     );
 }
 
+/// `rmsprop`'s defaults are `torch.optim.RMSprop`'s, each argument lands where it is named, and
+/// `clip_grad_norm` is off unless set.
+#[test]
+fn rmsprop_and_clip_grad_norm_settings() {
+    let p = program(&format!(
+        r#"model M(x: [784]) -> [10] {{ return x |> dense(10) }}
+           {MNIST}
+           train plain: M on mnist {{
+               loss: cross_entropy(output, label)
+               optimizer: rmsprop(1e-2)
+           }}
+           train full: M on mnist {{
+               loss: cross_entropy(output, label)
+               optimizer: rmsprop(lr: 3e-4, alpha: 0.9, eps: 1e-6, momentum: 0.5, weight_decay: 1e-4, centered: true)
+               clip_grad_norm: 2.5
+           }}"#
+    ));
+    let plain = p.run("plain").unwrap();
+    assert_eq!(
+        plain.optimizer,
+        OptimizerSpec::RmsProp {
+            lr: 1e-2,
+            alpha: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            centered: false
+        }
+    );
+    assert_eq!(plain.optimizer.state_buffers(), 1);
+    assert_eq!(plain.clip_grad_norm, None);
+    let full = p.run("full").unwrap();
+    assert_eq!(
+        full.optimizer,
+        OptimizerSpec::RmsProp {
+            lr: 3e-4,
+            alpha: 0.9,
+            eps: 1e-6,
+            momentum: 0.5,
+            weight_decay: 1e-4,
+            centered: true
+        }
+    );
+    assert_eq!(full.optimizer.state_buffers(), 3);
+    assert_eq!(full.clip_grad_norm, Some(2.5));
+}
+
 #[test]
 fn teacher_from_a_checkpoint_sees_the_reshaped_input() {
     let p = program(&format!(
@@ -371,11 +418,12 @@ fn the_language_references_examples_check() {
         "Small",
         "Gap",
         "GapMax",
+        "Normed",
         "Denoiser",
     ] {
         assert!(rest.model(model).is_some(), "{model}");
     }
-    assert_eq!(rest.runs.len(), 9);
+    assert_eq!(rest.runs.len(), 10);
 }
 
 /// A seed may be any whole number the file holds exactly: up to 2^53 − 1, as spec §7 says (a

@@ -61,6 +61,33 @@ fn reference(
                 let vhat = s[1][i] / (1.0 - beta2.powi(step as i32));
                 p[i] -= lr * mhat / (vhat.sqrt() + eps);
             }
+            OptimizerSpec::RmsProp {
+                alpha,
+                eps,
+                momentum,
+                weight_decay,
+                centered,
+                ..
+            } => {
+                // torch.optim.RMSprop: state 0 the mean of g², then the momentum buffer, then
+                // the mean of g.
+                let gi = g[i] + weight_decay * p[i];
+                s[0][i] = alpha * s[0][i] + (1.0 - alpha) * gi * gi;
+                let gavg = 1 + (momentum != 0.0) as usize;
+                let v = if centered {
+                    s[gavg][i] = alpha * s[gavg][i] + (1.0 - alpha) * gi;
+                    s[0][i] - s[gavg][i] * s[gavg][i]
+                } else {
+                    s[0][i]
+                };
+                let d = gi / (v.sqrt() + eps);
+                if momentum != 0.0 {
+                    s[1][i] = momentum * s[1][i] + d;
+                    p[i] -= lr * s[1][i];
+                } else {
+                    p[i] -= lr * d;
+                }
+            }
         }
     }
 }
@@ -71,7 +98,7 @@ fn check(spec: OptimizerSpec) {
     let mut p: Vec<f32> = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0).collect();
     let mut p64: Vec<f64> = p.iter().map(|&v| v as f64).collect();
     let mut state = vec![vec![0.0f32; n]; upd.state_buffers()];
-    let mut s64 = vec![vec![0.0f64; n]; 2];
+    let mut s64 = vec![vec![0.0f64; n]; 3];
     for step in 1..=20u64 {
         let g: Vec<f32> = (0..n)
             .map(|i| (((i as u64 * 13 + step * 5) % 17) as f32 - 8.0) / 9.0)
@@ -156,6 +183,25 @@ fn adam_and_adamw() {
 }
 
 #[test]
+fn rmsprop_variants() {
+    for (momentum, centered, weight_decay) in [
+        (0.0, false, 0.0),
+        (0.9, false, 0.0),
+        (0.0, true, 0.0),
+        (0.5, true, 0.05),
+    ] {
+        check(OptimizerSpec::RmsProp {
+            lr: 1e-2,
+            alpha: 0.9,
+            eps: 1e-8,
+            momentum,
+            weight_decay,
+            centered,
+        });
+    }
+}
+
+#[test]
 fn state_buffer_counts() {
     let sgd = |momentum| OptimizerSpec::Sgd {
         lr: 0.1,
@@ -173,4 +219,20 @@ fn state_buffer_counts() {
         weight_decay: 0.0,
     };
     assert_eq!(compile_updater(&adam).unwrap().state_buffers(), 2);
+    let rmsprop = |momentum, centered| OptimizerSpec::RmsProp {
+        lr: 1e-2,
+        alpha: 0.99,
+        eps: 1e-8,
+        momentum,
+        weight_decay: 0.0,
+        centered,
+    };
+    for (m, c, n) in [
+        (0.0, false, 1),
+        (0.9, false, 2),
+        (0.0, true, 2),
+        (0.9, true, 3),
+    ] {
+        assert_eq!(compile_updater(&rmsprop(m, c)).unwrap().state_buffers(), n);
+    }
 }

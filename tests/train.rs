@@ -200,6 +200,7 @@ fn run_spec(name: &str, length: Length) -> RunSpec {
         teacher: None,
         lr_scale: vec![],
         freeze: vec![],
+        clip_grad_norm: None,
         classification: false,
         span: Span::default(),
     }

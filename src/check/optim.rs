@@ -26,7 +26,7 @@ struct OptimizerArgs {
 }
 
 /// The source of both the checker's signatures and the usage lines of its help.
-const OPTIMIZER_ARGS: [OptimizerArgs; 3] = [
+const OPTIMIZER_ARGS: [OptimizerArgs; 4] = [
     OptimizerArgs {
         name: "sgd",
         named: &["momentum", "nesterov", "weight_decay"],
@@ -41,6 +41,11 @@ const OPTIMIZER_ARGS: [OptimizerArgs; 3] = [
         name: "adamw",
         named: &["betas", "eps", "weight_decay"],
         shown: &["1e-3", "[0.9, 0.999]", "1e-8", "0.01"],
+    },
+    OptimizerArgs {
+        name: "rmsprop",
+        named: &["alpha", "eps", "momentum", "weight_decay", "centered"],
+        shown: &["1e-2", "0.99", "1e-8", "0", "0", "false"],
     },
 ];
 
@@ -97,7 +102,7 @@ pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
         .map(|o| o.named)
     else {
         let help = super::names::did_you_mean(&callee.name, OPTIMIZERS.iter().copied())
-            .unwrap_or_else(|| "the optimizers are `sgd`, `adam` and `adamw`".into());
+            .unwrap_or_else(|| "the optimizers are `sgd`, `adam`, `adamw` and `rmsprop`".into());
         return Err(vec![Diag::new(
             "nnc::train",
             format!("unknown optimizer `{}`", callee.name),
@@ -160,7 +165,41 @@ pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
     };
     let wd_default = if callee.name == "adamw" { 0.01 } else { 0.0 };
     let weight_decay = num("weight_decay", wd_default, &nonneg("weight_decay"));
-    let spec = if callee.name == "sgd" {
+    let positive_eps = |e: &Expr, v: f64| {
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err(Diag::new(
+                "nnc::train",
+                format!("eps must be positive, found {v}"),
+                e.span,
+                "must be > 0",
+            ))
+        }
+    };
+    let spec = if callee.name == "rmsprop" {
+        let alpha = num("alpha", 0.99, &|e, v| {
+            consts::fraction(e, "alpha", 0.0, 1.0, false).map(|_| v)
+        });
+        let eps = num("eps", 1e-8, &positive_eps);
+        let momentum = num("momentum", 0.0, &unit("momentum"));
+        let centered = match b.get("centered").map(|e| consts::boolean(e, "centered")) {
+            None => false,
+            Some(Ok(v)) => v,
+            Some(Err(d)) => {
+                diags.push(d);
+                false
+            }
+        };
+        OptimizerSpec::RmsProp {
+            lr,
+            alpha,
+            eps,
+            momentum,
+            weight_decay,
+            centered,
+        }
+    } else if callee.name == "sgd" {
         let momentum = num("momentum", 0.0, &unit("momentum"));
         let nesterov = match b.get("nesterov").map(|e| consts::boolean(e, "nesterov")) {
             None => false,
@@ -191,18 +230,7 @@ pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
             weight_decay,
         }
     } else {
-        let eps = num("eps", 1e-8, &|e, v| {
-            if v > 0.0 {
-                Ok(v)
-            } else {
-                Err(Diag::new(
-                    "nnc::train",
-                    format!("eps must be positive, found {v}"),
-                    e.span,
-                    "must be > 0",
-                ))
-            }
-        });
+        let eps = num("eps", 1e-8, &positive_eps);
         let (beta1, beta2) = match b.get("betas").map(betas) {
             None => (0.9, 0.999),
             Some(Ok(v)) => v,

@@ -81,6 +81,7 @@ pub(super) const KEYS: &[&str] = &[
     "freeze",
     "lr_scale",
     "teacher",
+    "clip_grad_norm",
 ];
 
 fn take<T>(r: Result<T, Diag>, diags: &mut Vec<Diag>) -> Option<T> {
@@ -212,6 +213,8 @@ struct RunSettings<'a> {
     init: Option<InitFrom>,
     /// The teacher, with the span of its setting.
     teacher: Option<(TeacherSpec, Span)>,
+    /// `clip_grad_norm: X`: `Some(None)` when left out.
+    clip_grad_norm: Option<Option<f64>>,
     loss: Option<&'a Expr>,
 }
 
@@ -265,6 +268,10 @@ impl<'a> RunSettings<'a> {
             let files = Files::of(Some(c), init.as_ref(), teacher.as_ref().map(|t| &t.0.from));
             diags.extend(checkpoint_clash(cx, &files, e.span));
         }
+        let clip_grad_norm = match s.get("clip_grad_norm") {
+            None => Some(None),
+            Some(e) => take(clip_grad_norm(e), diags).map(Some),
+        };
         let loss = s.get("loss");
         if loss.is_none() {
             diags.push(missing(
@@ -288,8 +295,29 @@ impl<'a> RunSettings<'a> {
             checkpoint,
             init,
             teacher,
+            clip_grad_norm,
             loss,
         }
+    }
+}
+
+/// `clip_grad_norm: X`, the largest total L2 norm of the gradients: a number above 0.
+fn clip_grad_norm(e: &Expr) -> Result<f64, Diag> {
+    let v = consts::number(e)?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(Diag::new(
+            "nnc::train",
+            format!("clip_grad_norm must be a number above 0, found {v}"),
+            e.span,
+            "must be > 0",
+        )
+        .help(
+            "it is the largest total L2 norm the gradients keep (`max_norm` of \
+             `torch.nn.utils.clip_grad_norm_`), e.g. `clip_grad_norm: 1.0`; leave it out \
+             not to clip",
+        ))
     }
 }
 
@@ -700,6 +728,7 @@ fn assemble(
         teacher: s.teacher.map(|(t, _)| t),
         lr_scale: built.lr_scale,
         freeze: built.freeze,
+        clip_grad_norm: s.clip_grad_norm?,
         classification,
         span: t.span,
     })

@@ -22,6 +22,13 @@ fn elsewhere(key: &str, block: &str) -> Option<String> {
         "betas" | "eps" if train => {
             format!("`{key}` is an argument of adam and adamw: `optimizer: adam(lr: 1e-3, {key}: …)`")
         }
+        "alpha" | "centered" if train => {
+            format!("`{key}` is an argument of rmsprop: `optimizer: rmsprop(lr: 0.01, {key}: …)`")
+        }
+        // Keras's `clipnorm`, Hugging Face's `max_grad_norm`, PyTorch's `max_norm`.
+        "clipnorm" | "max_grad_norm" | "max_norm" | "grad_clip" | "clip_grad" | "gradient_clip_val" if train => {
+            "the gradients' total norm is clipped with `clip_grad_norm: 1.0` (as `torch.nn.utils.clip_grad_norm_`)".into()
+        }
         "batch_size" if !train => "the batch size is set in the train block: `batch: 64`".into(),
         "batch" | "shuffle" | "epochs" | "steps" | "seed" if !train => {
             format!("`{key}` belongs in the train block")

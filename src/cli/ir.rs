@@ -4,7 +4,7 @@ use super::{source, CliError, CliResult};
 use crate::ir::{print::graph_to_string, Graph};
 use crate::opt::fuse::groups_to_string;
 use crate::opt::memplan::{plan, plan_to_string};
-use crate::opt::update_points::updates_to_string;
+use crate::opt::update_points::{updates_after_backward_to_string, updates_to_string};
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -75,7 +75,11 @@ pub fn run(path: &Path, stage: Stage, only: Option<&str>) -> CliResult {
                 let opt = optimized(g)?;
                 let mut text = groups_to_string(&opt);
                 if opt.output("loss").is_some() {
-                    text += &updates_to_string(&opt);
+                    let run = p.runs.iter().find(|r| std::ptr::eq(&r.graph, g));
+                    text += &match run.and_then(|r| r.clip_grad_norm) {
+                        Some(max) => updates_after_backward_to_string(&opt, max),
+                        None => updates_to_string(&opt),
+                    };
                 }
                 text
             }

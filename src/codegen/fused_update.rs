@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 struct RawUpdate {
     param: *const f32,
     next: *mut f32,
-    state: [*mut f32; 2],
+    state: [*mut f32; 3],
 }
 
 // SAFETY: each thread writes only the elements of the blocks it is handed (disjoint).
@@ -151,7 +151,7 @@ impl FusedUpdates {
         let k = self.in_gemm[step]?;
         let (p, _) = self.targets[k];
         let u = &mut updates[k];
-        let mut state = [std::ptr::null_mut(); 2];
+        let mut state = [std::ptr::null_mut(); 3];
         for (s, v) in state.iter_mut().zip(u.state.iter_mut().take(self.state)) {
             *s = v.as_mut_ptr();
         }

@@ -3,10 +3,13 @@
 //! - SGD: `g += wd·p; v = μ·v + g; p −= lr·(nesterov ? g + μ·v : v)` (no `v` when μ = 0);
 //! - Adam: `g += wd·p; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
 //!   p −= (lr/bc1)·m / (√v/√bc2 + ε)` with `bc_i = 1 − β_i^step`;
-//! - AdamW: `p −= lr·wd·p`, then Adam without weight decay in the gradient.
+//! - AdamW: `p −= lr·wd·p`, then Adam without weight decay in the gradient;
+//! - RMSprop: `g += wd·p; v = α·v + (1−α)·g²; [centered: ḡ = α·ḡ + (1−α)·g, v −= ḡ²];
+//!   d = g / (√v + ε); p −= lr·(μ ≠ 0 ? (b = μ·b + d) : d)`.
 //!
 //! The kernels use the graph kernels' ABI: table `[param, grad, state0, state1, hyper, out,
-//! flag]` and the element count in place of the batch size. `hyper` holds the per-step scalars
+//! flag, state2]` and the element count in place of the batch size (`state2` is read only by
+//! the one optimizer that keeps three buffers, RMSprop centered with momentum). `hyper` holds the per-step scalars
 //! `[lr, lr/bc1, 1/√bc2]`, computed once per call. The updated parameter goes to `out`, which is
 //! `param` itself for an in-place update ([`Updater`]) or another buffer when the update runs
 //! inside a training step before the step is known to be finite ([`crate::codegen::Jit`]'s fused
@@ -28,6 +31,7 @@ const S1: usize = 3;
 const HYPER: usize = 4;
 const OUT: usize = 5;
 const FLAG: usize = 6;
+const S2: usize = 7;
 
 /// The compiled update loop of one optimizer.
 pub struct UpdateKernel {
@@ -70,7 +74,7 @@ impl UpdateKernel {
         state: &mut [Vec<f32>],
         h: UpdateHyper,
     ) -> bool {
-        let mut s = [std::ptr::null_mut(); 2];
+        let mut s = [std::ptr::null_mut(); 3];
         for (p, v) in s
             .iter_mut()
             .zip(state.iter_mut().take(self.state_buffers()))
@@ -91,8 +95,8 @@ impl UpdateKernel {
                 [h.lr, (h.lr as f64 / bc1) as f32, (1.0 / bc2.sqrt()) as f32]
             }
             // SGD reads `lr` alone: no division and square root per tensor and step (on XOR's
-            // steps of 0.4 µs, their latency was 4% of the time).
-            OptimizerSpec::Sgd { .. } => [h.lr, h.lr, 1.0],
+            // steps of 0.4 µs, their latency was 4% of the time). RMSprop has no bias correction.
+            OptimizerSpec::Sgd { .. } | OptimizerSpec::RmsProp { .. } => [h.lr, h.lr, 1.0],
         };
         StepUpdate {
             kernel: self.kernel,
@@ -121,12 +125,12 @@ impl StepUpdate {
         param: *const f32,
         grad: *const f32,
         out: *mut f32,
-        state: [*mut f32; 2],
+        state: [*mut f32; 3],
         n: usize,
     ) -> bool {
         let mut hyper = self.hyper;
         let mut flag = 0f32;
-        let mut table = [std::ptr::null_mut::<u8>(); 7];
+        let mut table = [std::ptr::null_mut::<u8>(); 8];
         table[P] = param as *mut u8;
         table[G] = grad as *mut u8;
         table[S0] = state[0] as *mut u8;
@@ -134,6 +138,7 @@ impl StepUpdate {
         table[HYPER] = hyper.as_mut_ptr() as *mut u8;
         table[OUT] = out as *mut u8;
         table[FLAG] = (&mut flag as *mut f32) as *mut u8;
+        table[S2] = state[2] as *mut u8;
         let _flush = Flush::on();
         // SAFETY: the caller's contract; the kernel touches only the state buffers its
         // optimizer uses.
@@ -144,7 +149,10 @@ impl StepUpdate {
 
 fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
     let n = kb.batch;
-    let ptrs: Vec<Value> = (0..7).map(|s| kb.ptr(s)).collect();
+    // The third state buffer's pointer is loaded only where it is used: the other kernels are
+    // as they were before it existed.
+    let slots = if spec.state_buffers() > 2 { 8 } else { 7 };
+    let ptrs: Vec<Value> = (0..slots).map(|s| kb.ptr(s)).collect();
     let hp = ptrs[HYPER];
     let zero = kb.int(0);
     let one_i = kb.int(1);
@@ -250,6 +258,57 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
                 let num = kb.b.ins().fmul(ss, m);
                 let upd = kb.b.ins().fdiv(num, den);
                 kb.b.ins().fsub(p, upd)
+            }
+            OptimizerSpec::RmsProp {
+                alpha,
+                eps,
+                momentum,
+                weight_decay,
+                centered,
+                ..
+            } => {
+                let mut g = g;
+                if weight_decay != 0.0 {
+                    let wd = kb.cst(lane, weight_decay as f32);
+                    let t = kb.b.ins().fmul(wd, p);
+                    g = kb.b.ins().fadd(g, t);
+                }
+                let a = kb.cst(lane, alpha as f32);
+                let c = kb.cst(lane, 1.0 - alpha as f32);
+                // v = α·v + ((1−α)·g)·g, as the reference computes it.
+                let sq = kb.ld_rw(lane, ptrs[S0], i);
+                let t1 = kb.b.ins().fmul(a, sq);
+                let cg = kb.b.ins().fmul(c, g);
+                let t2 = kb.b.ins().fmul(cg, g);
+                let sq = kb.b.ins().fadd(t1, t2);
+                kb.st(sq, ptrs[S0], i);
+                let v = if centered {
+                    let slot = if momentum != 0.0 { S2 } else { S1 };
+                    let ga = kb.ld_rw(lane, ptrs[slot], i);
+                    let t1 = kb.b.ins().fmul(a, ga);
+                    let ga = kb.b.ins().fadd(t1, cg);
+                    kb.st(ga, ptrs[slot], i);
+                    let g2 = kb.b.ins().fmul(ga, ga);
+                    kb.b.ins().fsub(sq, g2)
+                } else {
+                    sq
+                };
+                let root = kb.b.ins().sqrt(v);
+                let e = kb.cst(lane, eps as f32);
+                let den = kb.b.ins().fadd(root, e);
+                let d = kb.b.ins().fdiv(g, den);
+                let d = if momentum != 0.0 {
+                    let mu = kb.cst(lane, momentum as f32);
+                    let b = kb.ld_rw(lane, ptrs[S1], i);
+                    let t = kb.b.ins().fmul(mu, b);
+                    let b = kb.b.ins().fadd(t, d);
+                    kb.st(b, ptrs[S1], i);
+                    b
+                } else {
+                    d
+                };
+                let t = kb.b.ins().fmul(lrv, d);
+                kb.b.ins().fsub(p, t)
             }
         };
         kb.st(newp, ptrs[OUT], i);

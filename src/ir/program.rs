@@ -122,14 +122,29 @@ pub enum OptimizerSpec {
         eps: f64,
         weight_decay: f64,
     },
+    /// `torch.optim.RMSprop`: a running mean of g² (smoothing `alpha`), ε added outside the
+    /// square root; with `momentum` a buffer b ← μ·b + g/(√v + ε); `centered` subtracts the
+    /// square of a running mean of g from v.
+    RmsProp {
+        lr: f64,
+        alpha: f64,
+        eps: f64,
+        momentum: f64,
+        weight_decay: f64,
+        centered: bool,
+    },
 }
 
 impl OptimizerSpec {
     /// Per-parameter state tensors, each the parameter's size: SGD none (one with momentum),
-    /// Adam and AdamW two (the moments).
+    /// Adam and AdamW two (the moments), RMSprop one (the mean of g²), then one more with
+    /// momentum (the buffer) and one more when centered (the mean of g), in PyTorch's order.
     pub fn state_buffers(&self) -> usize {
         match self {
             OptimizerSpec::Sgd { momentum, .. } => (*momentum != 0.0) as usize,
+            OptimizerSpec::RmsProp {
+                momentum, centered, ..
+            } => 1 + (*momentum != 0.0) as usize + *centered as usize,
             _ => 2,
         }
     }
@@ -137,7 +152,17 @@ impl OptimizerSpec {
         match self {
             OptimizerSpec::Sgd { lr, .. }
             | OptimizerSpec::Adam { lr, .. }
-            | OptimizerSpec::AdamW { lr, .. } => *lr,
+            | OptimizerSpec::AdamW { lr, .. }
+            | OptimizerSpec::RmsProp { lr, .. } => *lr,
+        }
+    }
+    /// The optimizer's name as a run writes it (`sgd`, `adam`, `adamw`, `rmsprop`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerSpec::Sgd { .. } => "sgd",
+            OptimizerSpec::Adam { .. } => "adam",
+            OptimizerSpec::AdamW { .. } => "adamw",
+            OptimizerSpec::RmsProp { .. } => "rmsprop",
         }
     }
 }
@@ -252,6 +277,10 @@ pub struct RunSpec {
     pub lr_scale: Vec<(String, f64)>,
     /// Path prefixes written in `freeze:` (the graph's params already carry `frozen`).
     pub freeze: Vec<String>,
+    /// `clip_grad_norm: X`: before each update, the gradients of the trainable parameters are
+    /// scaled by X / (‖g‖ + 1e-6) where their total L2 norm ‖g‖ exceeds X
+    /// (`torch.nn.utils.clip_grad_norm_`).
+    pub clip_grad_norm: Option<f64>,
     /// Whether `output` is class logits (accuracy is meaningful): labels are i32 or one-hot.
     pub classification: bool,
     pub span: Span,

@@ -38,6 +38,17 @@ pub fn updates_to_string(g: &Graph) -> String {
     s
 }
 
+/// What `nnc ir --stage fused` says of the updates of a run that clips its gradients
+/// (`clip_grad_norm: max`): they run after the backward pass, on the clipped gradients.
+pub fn updates_after_backward_to_string(g: &Graph, max: f64) -> String {
+    format!(
+        "updates {}: {} parameters, after the backward pass (`clip_grad_norm: {max}` needs every \
+         gradient's norm before any parameter moves)\n",
+        g.name,
+        update_points(g).len()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

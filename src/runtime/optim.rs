@@ -5,6 +5,8 @@
 //! SGD: g ← g + wd·p; v ← μ·v + g; d = g + μ·v (Nesterov) or v; p ← p − lr·d.
 //! Adam: g ← g + wd·p (AdamW instead: p ← p − lr·wd·p); m ← β1·m + (1−β1)·g;
 //! v ← β2·v + (1−β2)·g²; p ← p − lr/(1−β1^t) · m / (√v/√(1−β2^t) + ε).
+//! RMSprop: g ← g + wd·p; v ← α·v + (1−α)·g²; centered: ḡ ← α·ḡ + (1−α)·g, v̂ = v − ḡ² (else
+//! v̂ = v); d = g / (√v̂ + ε); with momentum b ← μ·b + d, p ← p − lr·b, else p ← p − lr·d.
 
 use crate::exec::{UpdateHyper, Updater};
 use crate::ir::OptimizerSpec;
@@ -78,6 +80,51 @@ impl Updater for ReferenceUpdater {
                     m[i] = b1 * m[i] + (1.0 - b1) * g;
                     v[i] = b2 * v[i] + (1.0 - b2) * g * g;
                     *p -= step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
+                }
+            }
+            OptimizerSpec::RmsProp {
+                alpha,
+                eps,
+                momentum,
+                weight_decay,
+                centered,
+                ..
+            } => {
+                let (a, eps, mu, wd) = (
+                    alpha as f32,
+                    eps as f32,
+                    momentum as f32,
+                    weight_decay as f32,
+                );
+                // PyTorch's order of the state: the mean of g², the momentum buffer, the mean of g.
+                let (sq, rest) = state.split_at_mut(1);
+                let sq = &mut sq[0];
+                let (buf, rest) = if mu != 0.0 {
+                    let (b, r) = rest.split_at_mut(1);
+                    (Some(&mut b[0]), r)
+                } else {
+                    (None, rest)
+                };
+                let mut gavg = if centered { rest.first_mut() } else { None };
+                let mut buf = buf;
+                for (i, (p, &g)) in param.iter_mut().zip(grad).enumerate() {
+                    let g = if wd != 0.0 { g + wd * *p } else { g };
+                    sq[i] = a * sq[i] + (1.0 - a) * g * g;
+                    let v = match gavg.as_deref_mut() {
+                        Some(ga) => {
+                            ga[i] = a * ga[i] + (1.0 - a) * g;
+                            sq[i] - ga[i] * ga[i]
+                        }
+                        None => sq[i],
+                    };
+                    let d = g / (v.sqrt() + eps);
+                    match buf.as_deref_mut() {
+                        Some(b) => {
+                            b[i] = mu * b[i] + d;
+                            *p -= lr * b[i];
+                        }
+                        None => *p -= lr * d,
+                    }
                 }
             }
         }

@@ -1557,6 +1557,7 @@ fn the_language_references_examples_train() {
         assert!(succeeded(&out).contains(run), "{run}");
     };
     train("ConvNet", &mnist, None);
+    train("tuned", &mnist, None);
     // `finetune` alone starts from `<stem>.pretrain.<ext>`; `matched` from its file.
     train("pretrain", &mnist, Some("classifier.pretrain.safetensors"));
     train("finetune", &mnist, Some("classifier.safetensors"));

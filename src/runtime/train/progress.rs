@@ -33,6 +33,9 @@ pub struct StepInfo {
     pub loss: f64,
     pub lr: f64,
     pub samples_per_s: f64,
+    /// The total L2 norm of the step's gradients before clipping, when the run clips them
+    /// (`clip_grad_norm`); logged as `grad_norm` only then.
+    pub grad_norm: Option<f64>,
 }
 
 /// One evaluation as reported.
@@ -178,7 +181,11 @@ impl Progress {
             let mut o = Record::new(w, "step", &self.run)?;
             o.uint("step", Some(s.step))?.uint("epoch", Some(s.epoch))?;
             o.num("loss", Some(s.loss))?.num("lr", Some(s.lr))?;
-            o.num("samples_per_s", Some(s.samples_per_s))?.end()?;
+            o.num("samples_per_s", Some(s.samples_per_s))?;
+            if let Some(n) = s.grad_norm {
+                o.num("grad_norm", Some(n))?;
+            }
+            o.end()?;
         }
         Ok(())
     }

@@ -49,6 +49,9 @@ pub(super) struct Trainer<'a> {
     shard: Shard<'a>,
     batch: Batch,
     spare: Spare,
+    /// `clip_grad_norm`: the gradients of the trainable parameters scaled down to this total
+    /// norm (in update order) when their norm exceeds it; empty when the run does not clip.
+    clipped: Vec<Vec<f32>>,
     /// Evaluates on the test split (see [`super::run::Model`]).
     eval: Option<Box<dyn Executor>>,
     eval_map: Vec<usize>,
@@ -119,7 +122,9 @@ impl<'a> Trainer<'a> {
         )?;
         // One process, no per-value checks: the executor applies each update as soon as the
         // step has computed its gradient, into `next` (swapped in once the step proves finite).
-        if comm.size() == 1 && !opts.detect_anomaly {
+        // Not when clipping: the norm needs every gradient before any parameter moves, so the
+        // updates run after the step, on the clipped gradients.
+        if comm.size() == 1 && !opts.detect_anomaly && spec.clip_grad_norm.is_none() {
             params
                 .fuse(exec.as_mut(), &spec.optimizer)
                 .map_err(|e| setup(format!("fusing the optimizer updates: {e}")))?;
@@ -139,6 +144,14 @@ impl<'a> Trainer<'a> {
             updates: Vec::with_capacity(params.trainable.len()),
             grads: Vec::with_capacity(params.trainable.len()),
         };
+        let clipped = match spec.clip_grad_norm {
+            Some(_) => params
+                .trainable
+                .iter()
+                .map(|t| vec![0f32; graph.params[t.index].numel()])
+                .collect(),
+            None => Vec::new(),
+        };
         let progress = Progress::new(name, total, opts.quiet, log);
         // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
         let per_epoch = order.batches_per_epoch() as u64;
@@ -153,6 +166,7 @@ impl<'a> Trainer<'a> {
             shard,
             batch,
             spare,
+            clipped,
             eval,
             eval_map,
             last_eval: None,
@@ -204,8 +218,8 @@ impl<'a> Trainer<'a> {
     fn train_step(&mut self, b: usize) -> Result<(), TrainError> {
         let samples = self.load_batch(b);
         let factor = self.run.spec.schedule.factor(self.step, self.total);
-        let loss = self.optimize(samples, factor)?;
-        self.record(loss, factor)
+        let (loss, grad_norm) = self.optimize(samples, factor)?;
+        self.record(loss, factor, grad_norm)
     }
 
     /// Gathers this process's part of batch `b` into the batch buffers, and returns its size.
@@ -225,8 +239,9 @@ impl<'a> Trainer<'a> {
     /// Runs the training graph on the gathered batch (`samples` samples on this process),
     /// checks that the loss and the gradients are finite and updates the trainable parameters
     /// at the learning rate's schedule `factor`. Returns the batch's mean loss (over all
-    /// processes). A step that is not finite fails before its update ([`Trainer::check_finite`]).
-    fn optimize(&mut self, samples: usize, factor: f64) -> Result<f32, TrainError> {
+    /// processes), and with `clip_grad_norm` the total norm of its gradients before clipping
+    /// ([`clip`]). A step that is not finite fails before its update ([`Trainer::check_finite`]).
+    fn optimize(&mut self, samples: usize, factor: f64) -> Result<(f32, Option<f64>), TrainError> {
         let (run, step) = (self.run.name, self.step);
         let feeds = self.batch.feeds(recycle(take(&mut self.spare.feeds)));
         let mut views: Vec<&[f32]> = recycle(take(&mut self.spare.views));
@@ -303,9 +318,13 @@ impl<'a> Trainer<'a> {
         self.check_finite(loss, grads_finite, &grads, &ran)?;
         self.spare.views = recycle(views);
         self.spare.feeds = recycle(feeds);
+        let grad_norm = match self.run.spec.clip_grad_norm {
+            Some(max) => Some(clip(&mut grads, max, &mut self.clipped)),
+            None => None,
+        };
         self.params.update(&grads, lr, step);
         self.spare.grads = recycle(grads);
-        Ok(loss)
+        Ok((loss, grad_norm))
     }
 
     /// Fails the step `ran` unless its loss and its gradients (`grads`, or as the fused update
@@ -376,8 +395,9 @@ impl<'a> Trainer<'a> {
     }
 
     /// Counts the step just done, whose loss was `loss` at the schedule's `factor`, and
-    /// reports it (the bar, the log's `step` line).
-    fn record(&mut self, loss: f32, factor: f64) -> Result<(), TrainError> {
+    /// reports it (the bar, the log's `step` line, with the gradients' norm `grad_norm` of a run
+    /// that clips them).
+    fn record(&mut self, loss: f32, factor: f64, grad_norm: Option<f64>) -> Result<(), TrainError> {
         // Indexed from this process's first step: `recent[..kept]` in `finish` is then exactly
         // the steps it ran, also when a resumed run starts mid-way.
         self.recent[((self.step - self.start) % RECENT as u64) as usize] = loss as f64;
@@ -397,6 +417,7 @@ impl<'a> Trainer<'a> {
                 loss: loss as f64,
                 lr: self.base_lr * factor,
                 samples_per_s: sps,
+                grad_norm,
             })
             .map_err(log_error(self.run.opts))
     }
@@ -656,6 +677,29 @@ fn log_error(opts: &TrainOptions) -> impl Fn(std::io::Error) -> TrainError + '_ 
         path: opts.log_json.clone().unwrap_or_default(),
         source,
     }
+}
+
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)` on the gradients `grads` of the
+/// trainable parameters (finite, and under MPI already averaged, so that every rank clips
+/// alike): their total L2 norm ‖g‖, summed in f64; where max / (‖g‖ + 1e-6) is below 1, each
+/// gradient is multiplied by it (in f32, as PyTorch) into its buffer of `clipped`, which then
+/// takes its place in `grads`. Returns ‖g‖, the norm before clipping.
+fn clip<'g>(grads: &mut [&'g [f32]], max: f64, clipped: &'g mut [Vec<f32>]) -> f64 {
+    let sum: f64 = grads
+        .iter()
+        .map(|g| g.iter().map(|&x| x as f64 * x as f64).sum::<f64>())
+        .sum();
+    let norm = sum.sqrt();
+    let coef = (max / (norm + 1e-6)) as f32;
+    if coef < 1.0 {
+        for (g, c) in grads.iter_mut().zip(clipped.iter_mut()) {
+            for (c, &x) in c.iter_mut().zip(g.iter()) {
+                *c = x * coef;
+            }
+            *g = c.as_slice();
+        }
+    }
+    norm
 }
 
 /// What a step ran on, for finding where a value stopped being finite (by running it again).
