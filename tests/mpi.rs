@@ -1,6 +1,7 @@
 //! Data-parallel training under `mpirun` (cargo feature `mpi`; needs OpenMPI's `mpirun`):
 //! two ranks end with the weights, optimizer state, losses and evaluations of one process
-//! training on the same global batches (with SGD and momentum, with Adam, with dropout); a batch that does not split over the ranks is refused;
+//! training on the same global batches (with SGD and momentum, with Adam, with RMSprop, with
+//! dropout, with gradient clipping by the norm of the averaged gradients); a batch that does not split over the ranks is refused;
 //! a rank killed with SIGKILL, or one that stops answering (SIGSTOP), ends the job with an error
 //! within a bounded time; the last checkpoint of a killed job resumes with one process and with
 //! two; a stop request (SIGINT) to one rank stops every rank after the same step.
@@ -176,7 +177,19 @@ fn log(path: &Path) -> (Vec<(u64, f64)>, Vec<(u64, f64, f64)>) {
     (steps, evals)
 }
 
-fn two_ranks_match_one_process(test: &str, layers: &str, optimizer: &str) {
+/// The `grad_norm` of each step record of a JSON-lines log (logged by runs that clip).
+fn grad_norms(path: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter_map(|l| l.split("\"grad_norm\":").nth(1))
+        .map(|v| v.trim_end_matches('}').parse().unwrap())
+        .collect()
+}
+
+/// Trains `layers` with `optimizer` in one process and on two ranks, and compares the
+/// checkpoints and logs; returns the gradient norms one process logged (none unless it clips),
+/// which the two ranks' log must repeat.
+fn two_ranks_match_one_process(test: &str, layers: &str, optimizer: &str) -> Vec<f64> {
     let _turn = serial();
     let dir = Scratch::new(test);
     let nn = problem(&dir, layers, optimizer, 64, 40);
@@ -208,6 +221,16 @@ fn two_ranks_match_one_process(test: &str, layers: &str, optimizer: &str) {
             "eval at {a}: {la} vs {lb}"
         );
     }
+    let (n1, n2) = (grad_norms(&log1), grad_norms(&log2));
+    assert_eq!(n1.len(), n2.len());
+    for (step, (a, b)) in n1.iter().zip(&n2).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * a,
+            "step {}: grad_norm {a} vs {b}",
+            step + 1
+        );
+    }
+    n1
 }
 
 #[test]
@@ -225,6 +248,33 @@ fn two_ranks_end_with_the_weights_of_one_process_adam() {
 fn two_ranks_end_with_the_weights_of_one_process_with_dropout() {
     let layers = "dense(32) |> relu |> dropout(0.3) |> dense(4)";
     two_ranks_match_one_process("dropout", layers, "adam(lr: 0.01)");
+}
+
+/// RMSprop's three state buffers are the same on every rank (each updates them from the same
+/// averaged gradients).
+#[test]
+fn two_ranks_end_with_the_weights_of_one_process_rmsprop() {
+    two_ranks_match_one_process(
+        "rmsprop",
+        MLP,
+        "rmsprop(lr: 0.003, momentum: 0.5, centered: true)",
+    );
+}
+
+/// Every rank clips by the norm of the averaged gradients, the norm one process logs for the
+/// whole batch (and clipping engages: at least 10 of the 40 norms are above the threshold).
+#[test]
+fn two_ranks_clip_the_gradients_as_one_process() {
+    let norms = two_ranks_match_one_process(
+        "clip",
+        MLP,
+        "sgd(lr: 0.05, momentum: 0.9)\n    clip_grad_norm: 0.25",
+    );
+    assert_eq!(norms.len(), 40);
+    assert!(
+        norms.iter().filter(|n| **n > 0.25).count() >= 10,
+        "{norms:?}"
+    );
 }
 
 #[test]
