@@ -172,6 +172,53 @@ fn detect_anomaly_stops_at_an_intermediate_the_loss_never_sees() {
     }
 }
 
+/// A run that clips its gradients (so far above their norm here that it never engages: the
+/// run is the diverging one) updates after the backward pass, from gradients checked first:
+/// it stops at the same step with the same report, and `--detect-anomaly` still finds an
+/// intermediate value the loss never sees.
+#[test]
+fn a_run_that_clips_still_stops_at_the_first_non_finite_value() {
+    let s = Scratch::new("anomaly-clip");
+    let clip =
+        |src: &str| src.replace("shuffle: false", "shuffle: false\n    clip_grad_norm: 1e30");
+    let diverges = s.write("diverge.nn", clip(DIVERGES));
+    let hidden = s.write("hidden.nn", clip(HIDDEN_OVERFLOW));
+    for backend in [&[][..], &["--interp"][..]] {
+        let out = nnc()
+            .arg("train")
+            .arg(&diverges)
+            .arg("--quiet")
+            .args(backend)
+            .output()
+            .unwrap();
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        for part in [
+            "step 4",
+            "the gradient of `dense1.weight` is not finite",
+            "first appears in `%8 = matmul %5, %6 : f32[B,1]  ; dense2`",
+            "training stopped before this step's update",
+        ] {
+            assert!(err.contains(part), "{backend:?}: no `{part}` in\n{err}");
+        }
+        let out = nnc()
+            .arg("train")
+            .arg(&hidden)
+            .args(["--quiet", "--detect-anomaly"])
+            .args(backend)
+            .output()
+            .unwrap();
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(
+                "step 1: an infinity first appears in `%4 = matmul %0, %2 : f32[B,64]  ; dense1`"
+            ),
+            "{backend:?}:\n{err}"
+        );
+    }
+}
+
 /// A checkpoint whose weights are finite but so large that the model overflows on its data:
 /// `nnc eval` printed `test loss inf` and exited 0, and `nnc predict` printed `inf` as a
 /// regression's answer. Both are errors naming where the infinity first appears.
