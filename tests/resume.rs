@@ -245,6 +245,40 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
         "{e}"
     );
 
+    // Another optimizer with as many state buffers: RMSprop's mean of g² and momentum buffer
+    // are not Adam's moments. A checkpoint of an nnc that did not record what its state holds
+    // is still resumed (by the number of buffers).
+    let e = session_train(
+        &program(&mlp_source("rmsprop(lr: 0.01, momentum: 0.9)")),
+        TrainOptions {
+            resume: Some(ck.clone()),
+            ..quiet.clone()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(
+            "holds optimizer state `exp_avg,exp_avg_sq`, this run's rmsprop keeps \
+             `square_avg,momentum_buffer`"
+        ),
+        "{e}"
+    );
+    let mut unrecorded = good.clone();
+    let mut pos = Position::from_checkpoint(&good).unwrap();
+    assert_eq!(pos.optim_state.as_deref(), Some("exp_avg,exp_avg_sq"));
+    pos.optim_state = None;
+    unrecorded.meta = pos.to_meta();
+    let older = rewrite(&unrecorded, &dir.path("older.safetensors"));
+    session_train(
+        &p,
+        TrainOptions {
+            resume: Some(older),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+
     let e = resume(&dir.path("missing.safetensors"));
     assert!(e.contains("not found"), "{e}");
 

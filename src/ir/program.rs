@@ -156,6 +156,30 @@ impl OptimizerSpec {
             | OptimizerSpec::RmsProp { lr, .. } => *lr,
         }
     }
+    /// What each state buffer holds, in order, by the name PyTorch's `state_dict` gives it:
+    /// a checkpoint records them, so that a run is not resumed with another optimizer's state
+    /// that happens to have as many buffers (RMSprop's mean of g² read as SGD's momentum).
+    pub fn state_names(&self) -> Vec<&'static str> {
+        match self {
+            OptimizerSpec::Sgd { momentum, .. } if *momentum != 0.0 => vec!["momentum_buffer"],
+            OptimizerSpec::Sgd { .. } => Vec::new(),
+            OptimizerSpec::Adam { .. } | OptimizerSpec::AdamW { .. } => {
+                vec!["exp_avg", "exp_avg_sq"]
+            }
+            OptimizerSpec::RmsProp {
+                momentum, centered, ..
+            } => {
+                let mut names = vec!["square_avg"];
+                if *momentum != 0.0 {
+                    names.push("momentum_buffer");
+                }
+                if *centered {
+                    names.push("grad_avg");
+                }
+                names
+            }
+        }
+    }
     /// The optimizer's name as a run writes it (`sgd`, `adam`, `adamw`, `rmsprop`).
     pub fn name(&self) -> &'static str {
         match self {

@@ -4,7 +4,7 @@
 //! the optimizer state of the trainable ones and their update, and the tensors a checkpoint saves
 //! and restores. Also the per-parameter lr multipliers of `lr_scale`.
 
-use super::resume::{Order, Position};
+use super::resume::{optim_state, Order, Position};
 use super::{Backend, TrainError, TrainOptions};
 use crate::exec::{ExecError, Executor, UpdateHyper, Updater};
 use crate::ir::{Graph, InitFrom, OptimizerSpec, Param, Program, RunSpec};
@@ -383,16 +383,18 @@ impl Params {
     /// Loads the checkpoint `path` of run `run` into the (non-teacher) parameters and the
     /// optimizer state, and returns the position it records, refused when it is another run's
     /// or was written with another number of batches per epoch than this run's `per_epoch`, or
-    /// another `order` of batches.
+    /// another order of batches than `spec`'s, or with an optimizer whose state holds other
+    /// things than `spec`'s.
     pub fn restore(
         &mut self,
         path: &Path,
         run: &str,
         graph: &Graph,
         per_epoch: u64,
-        order: &Order,
+        spec: &RunSpec,
         vocab: Option<(&[char], &str)>,
     ) -> Result<Position, TrainError> {
+        let (order, optimizer) = (&Order::of(spec), &spec.optimizer);
         let setup = |msg: String| TrainError::Setup {
             run: run.into(),
             msg,
@@ -477,6 +479,17 @@ impl Params {
                         .data,
                 );
             }
+        }
+        // As many buffers, holding other things (RMSprop's mean of g² is not SGD's momentum).
+        let ours = optim_state(optimizer);
+        if let Some(then) = pos.optim_state.as_ref().filter(|then| **then != ours) {
+            return Err(setup(format!(
+                "checkpoint {} holds optimizer state `{then}`, this run's {} keeps `{ours}`: it \
+                 was written with another optimizer (resume with the one it was trained with, or \
+                 start from its weights with `--init`)",
+                path.display(),
+                optimizer.name()
+            )));
         }
         Ok(pos)
     }

@@ -5,8 +5,9 @@
 //! state buffer (`__optim.<path>.<i>`), the number of steps done (`__step`), and in the header's
 //! metadata the run's name, its length in steps, the number of batches per epoch, the number of
 //! whole epochs done, the index of the next batch within the current epoch and what orders the
-//! batches (batch size, seed, shuffling) — all under one key, `nnc.resume`, as
-//! `run=Mlp;total_steps=200;batches_per_epoch=937;epoch=0;batch=200;batch_size=64;seed=0;shuffle=true`
+//! batches (batch size, seed, shuffling) and what the optimizer's state buffers hold (by
+//! PyTorch's names) — all under one key, `nnc.resume`, as
+//! `run=Mlp;total_steps=200;batches_per_epoch=937;epoch=0;batch=200;batch_size=64;seed=0;shuffle=true;optim_state=exp_avg,exp_avg_sq`
 //! (safetensors writes header metadata in hash order, so a single key keeps the file's bytes the
 //! same from one identical training to the next).
 //!
@@ -32,6 +33,18 @@ const BATCH: &str = "batch";
 const BATCH_SIZE: &str = "batch_size";
 const SEED: &str = "seed";
 const SHUFFLE: &str = "shuffle";
+const OPTIM_STATE: &str = "optim_state";
+
+/// How a checkpoint records what `optimizer`'s state buffers hold: their names joined by `,`,
+/// or `none`.
+pub fn optim_state(optimizer: &crate::ir::OptimizerSpec) -> String {
+    let names = optimizer.state_names();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
 
 /// The `key=value` fields of the metadata value (run names are identifiers: no `;` or `=`), or
 /// what is wrong with them: a field without `=`, or a key given twice (which value would hold?).
@@ -60,6 +73,10 @@ pub struct Position {
     /// The settings that order its batches (`None` in a checkpoint of an nnc that did not
     /// record them).
     pub order: Option<Order>,
+    /// What the optimizer's state buffers hold, in order (`OptimizerSpec::state_names`,
+    /// written `optim_state=square_avg,momentum_buffer`, or `none`); `None` in a checkpoint of
+    /// an nnc that did not record it.
+    pub optim_state: Option<String>,
 }
 
 /// What orders a run's batches besides the step: a resumed run goes on in the same order only
@@ -120,6 +137,9 @@ impl Position {
                 o.batch, o.seed, o.shuffle
             );
         }
+        if let Some(names) = &self.optim_state {
+            value += &format!(";{OPTIM_STATE}={names}");
+        }
         BTreeMap::from([(KEY.to_string(), value)])
     }
 
@@ -165,6 +185,7 @@ impl Position {
             total: num(TOTAL)?,
             batches_per_epoch: num(PER_EPOCH)?,
             order,
+            optim_state: f.get(OPTIM_STATE).map(|s| s.to_string()),
         };
         if p.batches_per_epoch == 0 || num(EPOCH)? != p.epoch() || num(BATCH)? != p.batch() {
             return Err(format!(
@@ -211,6 +232,7 @@ mod tests {
                 seed: 7,
                 shuffle: true,
             }),
+            optim_state: Some("exp_avg,exp_avg_sq".into()),
         };
         assert_eq!((p.epoch(), p.batch()), (2, 471));
         let mut ck = Checkpoint {
@@ -221,9 +243,10 @@ mod tests {
             meta: p.to_meta(),
         };
         assert_eq!(Position::from_checkpoint(&ck), Ok(p.clone()));
-        // Written by an nnc that did not record the order.
+        // Written by an nnc that did not record the order, nor the optimizer's state.
         let old = Position {
             order: None,
+            optim_state: None,
             ..p.clone()
         };
         ck.meta = old.to_meta();

@@ -8,7 +8,6 @@
 
 use super::eval::{evaluate, non_finite_eval, EvalAt, EvalResult};
 use super::params::{Params, Tensors};
-use super::resume::Order;
 use super::resume::Position;
 use super::shard::broadcast_start;
 use super::trainer::{Ended, Trainer};
@@ -54,17 +53,14 @@ pub(super) fn train(
     let order = Epochs::new(data.train.len, spec.batch, spec.shuffle, spec.seed);
     let per_epoch = order.batches_per_epoch() as u64;
     let resumed = match &opts.resume {
-        Some(p) => {
-            let order = Order::of(spec);
-            Some(model.params.restore(
-                p,
-                run.name,
-                &model.graph,
-                per_epoch,
-                &order,
-                data.vocab.as_deref().map(|v| (v, spec.data.as_str())),
-            )?)
-        }
+        Some(p) => Some(model.params.restore(
+            p,
+            run.name,
+            &model.graph,
+            per_epoch,
+            spec,
+            data.vocab.as_deref().map(|v| (v, spec.data.as_str())),
+        )?),
         None => None,
     };
     broadcast_start(opts.comm.as_ref(), run.name, model.params.tensors_mut())?;

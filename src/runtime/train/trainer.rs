@@ -9,7 +9,7 @@ use super::anomaly;
 use super::eval::{label_inputs, non_finite_eval, EvalAt};
 use super::params::{Params, Tensors};
 use super::progress::{EvalInfo, Progress, StepInfo};
-use super::resume::{Order, Position};
+use super::resume::{optim_state, Order, Position};
 use super::run::{Log, Model, Run};
 use super::shard::{evaluate_sharded, Shard};
 use super::{AfterStep, RunSummary, TrainError, TrainOptions};
@@ -595,6 +595,7 @@ impl<'a> Trainer<'a> {
             total: self.total,
             batches_per_epoch: self.per_epoch,
             order: Some(Order::of(self.run.spec)),
+            optim_state: Some(optim_state(&self.run.spec.optimizer)),
         };
         let mut meta = pos.to_meta();
         if let Some(v) = &self.data.vocab {
