@@ -276,14 +276,27 @@ mod tests {
 
     #[test]
     fn fused_update_matches_the_separate_one_and_keeps_the_parameter_on_nan() {
-        let spec = OptimizerSpec::Adam {
+        fused_matches_separate(OptimizerSpec::Adam {
             lr: 0.1,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 0.01,
-        };
+        });
+        // Three state buffers, the third through the table's last slot.
+        fused_matches_separate(OptimizerSpec::RmsProp {
+            lr: 0.01,
+            alpha: 0.9,
+            eps: 1e-8,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            centered: true,
+        });
+    }
+
+    fn fused_matches_separate(spec: OptimizerSpec) {
         let g = training_graph();
+        let buffers = spec.state_buffers();
         let mut jit = Jit::compile(&g, &JitOptions::default()).unwrap();
         assert!(jit.fuse_updates(&spec, &[0]).unwrap());
         let w = vec![0.5, -0.25, 1.0, 0.75, -1.5, 0.125];
@@ -291,7 +304,7 @@ mod tests {
         let y = [0.0, 1.0, 1.0, 0.0];
         let h = UpdateHyper { lr: 0.1, step: 1 };
         let feeds = [Feed::F32(&x), Feed::F32(&y)];
-        let (mut next, mut state) = (vec![0.0; 6], vec![vec![0.0; 6]; 2]);
+        let (mut next, mut state) = (vec![0.0; 6], vec![vec![0.0; 6]; buffers]);
         let mut ups = [Update {
             next: &mut next,
             state: &mut state,
@@ -303,7 +316,7 @@ mod tests {
         assert!(finite);
         let grad = jit.output("grad:w").unwrap().to_vec();
         assert!(grad.iter().any(|&g| g != 0.0));
-        let (mut expect, mut st) = (w.clone(), vec![vec![0.0; 6]; 2]);
+        let (mut expect, mut st) = (w.clone(), vec![vec![0.0; 6]; buffers]);
         compile_updater(&spec)
             .unwrap()
             .update(&mut expect, &grad, &mut st, h);
@@ -312,6 +325,10 @@ mod tests {
             "the fused update differs from the separate one"
         );
         assert_eq!(state, st, "the optimizer state differs");
+        assert!(
+            state.iter().all(|s| s.iter().any(|&v| v != 0.0)),
+            "a state buffer was not written: {state:?}"
+        );
 
         // A NaN input makes the gradient NaN: reported, and the parameter is left as it was.
         let bad = [f32::NAN, 2.0, -1.0, 0.5, 0.25, 3.0];

@@ -19,7 +19,9 @@ pub struct Footprint {
     /// The optimizer's state (momentum, Adam's moments).
     pub optimizer: u64,
     /// The updated copy of every trainable parameter, written during the step and swapped in
-    /// when the step is finite ([`crate::exec::Executor::run_updating`]).
+    /// when the step is finite ([`crate::exec::Executor::run_updating`]); in a run that clips
+    /// its gradients (`clip_grad_norm`), which updates after the step, the clipped copy of every
+    /// gradient instead: as many bytes.
     pub updates: u64,
     /// The other values of the training graph at the run's batch size, as the memory plan lays
     /// them out, and the batch of inputs.
