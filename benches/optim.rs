@@ -1,5 +1,5 @@
 //! The optimizer update kernels (`codegen/optim.rs`) alone, one thread: elements per second
-//! of SGD and Adam over a parameter of the autoencoder's decoder (128×784) and one that stays
+//! of SGD, Adam and RMSprop (centered, with momentum: its three buffers) over a parameter of the autoencoder's decoder (128×784) and one that stays
 //! in L1 (4,096 elements), out of place as inside a training step and in place.
 //!
 //! `cargo bench --bench optim`
@@ -25,13 +25,21 @@ fn bench(c: &mut Criterion) {
         nesterov: false,
         weight_decay: 0.0,
     };
-    for (name, spec) in [("adam", adam), ("sgd", sgd)] {
+    let rmsprop = OptimizerSpec::RmsProp {
+        lr: 1e-3,
+        alpha: 0.99,
+        eps: 1e-8,
+        momentum: 0.9,
+        weight_decay: 0.0,
+        centered: true,
+    };
+    for (name, spec) in [("adam", adam), ("sgd", sgd), ("rmsprop", rmsprop)] {
         let kernel = UpdateKernel::compile(&spec).unwrap();
         for n in [4096, 128 * 784] {
             let p: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.01).collect();
             let g: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 1e-3 - 3e-3).collect();
             let mut next = vec![0f32; n];
-            let mut state = vec![vec![0f32; n]; 2];
+            let mut state = vec![vec![0f32; n]; 3];
             let h = UpdateHyper { lr: 1e-3, step: 10 };
             group.throughput(Throughput::Elements(n as u64));
             group.bench_function(format!("{name}_{n}_out_of_place"), |b| {
