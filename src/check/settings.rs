@@ -16,10 +16,16 @@ fn elsewhere(key: &str, block: &str) -> Option<String> {
             let arg = if key == "weight_decay" { key } else { "lr" };
             format!("`{key}` is an argument of the optimizer: `optimizer: sgd({arg}: …)` or `adam({arg}: …)`")
         }
-        "momentum" | "nesterov" if train => {
+        "momentum" if train => {
+            format!("`{key}` is an argument of sgd and rmsprop: `optimizer: sgd(lr: 0.01, {key}: …)`")
+        }
+        "nesterov" if train => {
             format!("`{key}` is an argument of sgd: `optimizer: sgd(lr: 0.01, {key}: …)`")
         }
-        "betas" | "eps" if train => {
+        "eps" if train => {
+            format!("`{key}` is an argument of adam, adamw and rmsprop: `optimizer: adam(lr: 1e-3, {key}: …)`")
+        }
+        "betas" if train => {
             format!("`{key}` is an argument of adam and adamw: `optimizer: adam(lr: 1e-3, {key}: …)`")
         }
         "alpha" | "centered" if train => {
