@@ -109,8 +109,9 @@ fn backends() -> [(&'static str, MakeBackend); 3] {
     ]
 }
 
-/// Trains `optimizer` with `clip` on every back end and compares with numpy's W and b (and,
-/// when clipping, the norms before clipping).
+/// Trains `optimizer` with `clip` on every back end and compares with numpy's W and b within
+/// 2e-6 (the largest difference measured was 5.4e-7, f32 rounding over 8 steps) and, when
+/// clipping, the norms before clipping within 1e-5 relative.
 fn check(optimizer: &str, clip: Option<f64>, w: [f64; 6], b: [f64; 2], norms: &[f64]) {
     let dir = Scratch::new(&format!(
         "{}{}",
@@ -122,7 +123,7 @@ fn check(optimizer: &str, clip: Option<f64>, w: [f64; 6], b: [f64; 2], norms: &[
         let got = p["dense1.weight"].data.iter().chain(&p["dense1.bias"].data);
         for (i, (g, e)) in got.zip(w.iter().chain(&b)).enumerate() {
             assert!(
-                (*g as f64 - e).abs() <= 2e-5,
+                (*g as f64 - e).abs() <= 2e-6,
                 "{name}, {optimizer}, clip {clip:?}: parameter {i} is {g}, numpy says {e}"
             );
         }
