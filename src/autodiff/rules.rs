@@ -129,6 +129,37 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
                 b.accumulate(bias, d)?;
             }
         }
+        Op::BatchNorm { eps } => {
+            let (xs, w, bias) = (x(0), x(1), x(2));
+            if b.wants(xs) {
+                let d = b.push(xs, Op::BatchNormGrad { eps }, vec![xs, w, dy])?;
+                b.accumulate(xs, d)?;
+            }
+            if b.wants(w) {
+                let d = b.push(w, Op::BatchNormWeightGrad { eps }, vec![xs, dy])?;
+                b.accumulate(w, d)?;
+            }
+            if b.wants(bias) {
+                let d = b.push(bias, Op::BiasGrad { axis: 1 }, vec![dy])?;
+                b.accumulate(bias, d)?;
+            }
+        }
+        Op::BatchNormEval { eps } => {
+            // Only a frozen batch norm runs on its running statistics in a training graph:
+            // its weight and bias take no gradient, its input dy·weight/√(running_var + eps).
+            let (xs, w, bias, var) = (x(0), x(1), x(2), x(4));
+            if b.wants(w) || b.wants(bias) {
+                return Err(
+                    "batch_norm_eval has no gradient for its weight and bias (a batch norm \
+                     uses its running statistics in training only when frozen)"
+                        .into(),
+                );
+            }
+            if b.wants(xs) {
+                let d = b.push(xs, Op::BatchNormEvalGrad { eps }, vec![dy, w, var])?;
+                b.accumulate(xs, d)?;
+            }
+        }
         Op::CrossEntropy => {
             let d = b.push(x(0), Op::CrossEntropyGrad, vec![x(0), x(1), dy])?;
             b.accumulate(x(0), d)?;
@@ -186,6 +217,10 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::LogSoftmaxGrad
         | Op::LayerNormGrad { .. }
         | Op::LayerNormWeightGrad { .. }
+        | Op::BatchNormGrad { .. }
+        | Op::BatchNormEvalGrad { .. }
+        | Op::BatchNormWeightGrad { .. }
+        | Op::BatchStats { .. }
         | Op::CrossEntropyGrad
         | Op::SoftCrossEntropyGrad
         | Op::KlDivGrad

@@ -8,7 +8,7 @@ use super::lower::{Lower, V};
 use super::names::{product, show};
 use super::sequences::{embedding, one_hot, rnn, rnn_activation};
 use crate::diag::Diag;
-use crate::ir::{DType, Init, Op, Param, Type, UnaryOp, ValueId, Window};
+use crate::ir::{DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
 
 /// Layer names usable as stages.
@@ -25,6 +25,7 @@ pub const LAYERS: &[&str] = &[
     "rnn",
     "dropout",
     "layer_norm",
+    "batch_norm",
 ];
 /// Parameter-free elementwise (or last-axis) functions.
 pub const ACTIVATIONS: &[&str] = &["relu", "sigmoid", "tanh", "softmax", "log_softmax"];
@@ -85,6 +86,12 @@ fn sig(kind: &str) -> Sig {
             named: &["eps"],
             required: &[],
             usage: "`layer_norm`, `layer_norm(dim)` or `layer_norm(eps: 1e-5)`",
+        },
+        "batch_norm" => Sig {
+            forms: &[&[], &["dim"]],
+            named: &["momentum", "eps"],
+            required: &[],
+            usage: "`batch_norm`, `batch_norm(dim)` or `batch_norm(momentum: 0.1, eps: 1e-5)`",
         },
         "global_maxpool" => Sig {
             forms: &[&[]],
@@ -313,6 +320,38 @@ pub fn layer(
             };
             let dim_span = r.span("dim");
             layer_norm(r.l, &cx, x, dim.map(|d| (d, dim_span)), eps.unwrap_or(1e-5))
+        }
+        "batch_norm" => {
+            let dim = r.size("dim", "the number of channels");
+            let eps = r.get("eps", |e| {
+                let v = consts::number(e)?;
+                if v > 0.0 && v < 1.0 {
+                    Ok(v as f32)
+                } else {
+                    Err(Diag::new(
+                        "nnc::arg",
+                        format!("eps must be in (0, 1), found {v}"),
+                        e.span,
+                        "out of range",
+                    )
+                    .help(
+                        "eps is added to the variance under the square root: PyTorch's \
+                           default is 1e-5",
+                    ))
+                }
+            });
+            let momentum = r.get("momentum", |e| {
+                consts::fraction(e, "the running statistics' momentum", 0.0, 1.0, true)
+            });
+            let (V::T(x), true) = (v, r.ok) else {
+                return V::Bad;
+            };
+            let dim_span = r.span("dim");
+            let hyper = BnHyper {
+                eps: eps.unwrap_or(1e-5),
+                momentum: momentum.map_or(0.1, |m| m as f32),
+            };
+            batch_norm(r.l, &cx, x, dim.map(|d| (d, dim_span)), hyper)
         }
         _ => unreachable!("LAYERS lists only the kinds handled here"),
     };
@@ -646,6 +685,127 @@ fn layer_norm(
     let w = param(l, cx, "weight", vec![d], Init::Ones)?;
     let b = param(l, cx, "bias", vec![d], Init::Zeros)?;
     node(l, Op::LayerNorm { eps }, vec![x, w, b], cx)
+}
+
+/// A batch norm's settings.
+struct BnHyper {
+    eps: f32,
+    momentum: f32,
+}
+
+/// `batch_norm` over the channels of `x`: [C] vectors (PyTorch's `BatchNorm1d`) or [C, H, W]
+/// images (`BatchNorm2d`), `written` the channel count the file gives. Its `weight` starts at 1
+/// and its `bias` at 0; its buffers `running_mean` (0) and `running_var` (1) are parameters
+/// that nothing trains (frozen). In training it normalizes with the batch's statistics, and
+/// the graph's output `stats:<running_mean path>` carries them to the runtime, which folds
+/// them into the buffers after each step; in evaluation it uses the buffers.
+fn batch_norm(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    written: Option<(usize, Span)>,
+    h: BnHyper,
+) -> Option<ValueId> {
+    let x = f32_input(l, cx, "batch_norm", x)?;
+    let t = l.g.ty(x).clone();
+    if !t.batched || !(t.dims.len() == 1 || t.dims.len() == 3) {
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!(
+                    "batch_norm normalizes [C] vectors or [C, H, W] images, found {}",
+                    show(&t)
+                ),
+                cx.span,
+                "expects [C] or [C, H, W]",
+            )
+            .also(cx.input_span, "this is its input")
+            .help(
+                "as PyTorch's BatchNorm1d (on [C]) and BatchNorm2d (on [C, H, W]); flatten the \
+                 value first, or use `layer_norm` to normalize the last axis",
+            ),
+        );
+        return None;
+    }
+    let c = t.dims[0];
+    if let Some((w, span)) = written.filter(|(w, _)| *w != c) {
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("batch_norm expects {c} channels here, found {w}"),
+                span,
+                format!("expected {c}, found {w}"),
+            )
+            .help(format!(
+                "the value reaching this layer is {}; write `batch_norm({c})`, or \
+                 `batch_norm` to take the channels from the input",
+                show(&t)
+            )),
+        );
+        return None;
+    }
+    let w = param(l, cx, "weight", vec![c], Init::Ones)?;
+    let b = param(l, cx, "bias", vec![c], Init::Zeros)?;
+    let mean = buffer(l, cx, "running_mean", c, Init::Zeros)?;
+    let var = buffer(l, cx, "running_var", c, Init::Ones)?;
+    if !l.training {
+        let eps = h.eps;
+        return node(l, Op::BatchNormEval { eps }, vec![x, w, b, mean, var], cx);
+    }
+    let stats = node(
+        l,
+        Op::BatchStats {
+            momentum: h.momentum,
+        },
+        vec![x],
+        cx,
+    )?;
+    let path = l.g.params[l.g.params.len() - 2].path.clone();
+    l.g.set_output(&format!("stats:{path}"), stats);
+    node(l, Op::BatchNorm { eps: h.eps }, vec![x, w, b], cx)
+}
+
+/// A batch norm whose weight and bias `freeze:` froze runs in `g` (a training graph) on its
+/// running statistics and no longer updates them, as Keras's frozen `BatchNormalization`:
+/// its node becomes a [`Op::BatchNormEval`] and its `stats:` output is dropped.
+pub(super) fn freeze_batch_norms(g: &mut Graph) {
+    let param_node = |g: &Graph, path: &str| {
+        g.values().find(|&v| {
+            matches!(g.node(v).op, Op::Param(p) if g.params[p.index()].path == path)
+        })
+    };
+    for i in 0..g.nodes.len() {
+        let Op::BatchNorm { eps } = g.nodes[i].op else {
+            continue;
+        };
+        let [w, b] = [1, 2].map(|k| g.nodes[i].inputs[k]);
+        let frozen = |v: ValueId| match g.node(v).op {
+            Op::Param(p) => g.params[p.index()].frozen.then(|| g.params[p.index()].path.clone()),
+            _ => None,
+        };
+        let (Some(wp), Some(_)) = (frozen(w), frozen(b)) else {
+            continue;
+        };
+        let stem = wp.strip_suffix(".weight").unwrap_or(&wp).to_string();
+        let mean = param_node(g, &format!("{stem}.running_mean"));
+        let var = param_node(g, &format!("{stem}.running_var"));
+        let (Some(mean), Some(var)) = (mean, var) else {
+            continue;
+        };
+        g.nodes[i].op = Op::BatchNormEval { eps };
+        g.nodes[i].inputs.extend([mean, var]);
+        let name = format!("stats:{stem}.running_mean");
+        g.outputs.retain(|o| o.name != name);
+    }
+}
+
+/// A batch norm's running statistic `name`: a parameter that no optimizer trains.
+fn buffer(l: &mut Lower, cx: &Site, name: &str, c: usize, init: Init) -> Option<ValueId> {
+    let v = param(l, cx, name, vec![c], init)?;
+    if let Some(p) = l.g.params.last_mut() {
+        p.frozen = true;
+    }
+    Some(v)
 }
 
 fn flatten(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {

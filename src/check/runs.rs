@@ -8,7 +8,7 @@ use super::models::Signature;
 use super::names::{did_you_mean, show};
 use super::refs::{checkpoint_clash, checkpoint_file, run_ref, teacher_forward, teacher_ref};
 use super::settings::Settings;
-use super::{consts, losses, optim, params};
+use super::{consts, layers, losses, optim, params};
 use crate::diag::Diag;
 use crate::ir::{
     DataSpec, EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule, ScheduleKind,
@@ -540,6 +540,26 @@ fn build_graphs(
     let freeze = s.keys.get("freeze").map_or(Vec::new(), |e| {
         params::freeze(e, model, &mut [&mut train.g, &mut eval.g], diags)
     });
+    layers::freeze_batch_norms(&mut train.g);
+    if let (Some(1), Some(1), Some(e)) = (
+        s.batch,
+        train.g.batch_norm_values_per_sample(),
+        s.keys.get("batch"),
+    ) {
+        diags.push(
+            Diag::new(
+                "nnc::train",
+                "a batch of 1 gives batch_norm one value per channel to train on",
+                e.span,
+                "one sample a step",
+            )
+            .help(
+                "a batch norm in training normalizes each channel over the batch, as PyTorch's \
+                 (\"Expected more than 1 value per channel when training\"): use a batch of at \
+                 least 2",
+            ),
+        );
+    }
     let lr_scale = s.keys.get("lr_scale").map_or(Vec::new(), |e| {
         params::lr_scale(e, model, &train.g, s.keys.get("freeze"), diags)
     });

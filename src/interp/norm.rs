@@ -93,6 +93,137 @@ pub fn layer_norm_weight_grad(x: &[f64], dy: &[f64], d: usize, eps: f32) -> Vec<
     dw
 }
 
+/// A batch norm's input of full shape `shape` ([B, C] or [B, C, H, W]) as (B, C, H·W).
+fn bcs(shape: &[usize]) -> (usize, usize, usize) {
+    let b = shape.first().copied().unwrap_or(1);
+    let c = shape.get(1).copied().unwrap_or(1);
+    (b, c, shape[2.min(shape.len())..].iter().product())
+}
+
+/// Each channel's values of `x` (the N = B·H·W of channel `c`), in batch then spatial order.
+fn channel(x: &[f64], (b, c, s): (usize, usize, usize), ch: usize) -> Vec<f64> {
+    (0..b)
+        .flat_map(|i| x[(i * c + ch) * s..(i * c + ch + 1) * s].iter().copied())
+        .collect()
+}
+
+/// Writes `v` (channel `ch`'s values, as [`channel`] reads them) into `out`.
+fn put_channel(out: &mut [f64], (b, c, s): (usize, usize, usize), ch: usize, v: &[f64]) {
+    for i in 0..b {
+        out[(i * c + ch) * s..(i * c + ch + 1) * s].copy_from_slice(&v[i * s..(i + 1) * s]);
+    }
+}
+
+/// The mean and biased variance of `v`.
+fn moments(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    (mean, v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n)
+}
+
+/// Channel `ch` of `x` normalized with its batch statistics, and 1/σ.
+fn batch_normalized(x: &[f64], d: (usize, usize, usize), ch: usize, eps: f32) -> (Vec<f64>, f64) {
+    let v = channel(x, d, ch);
+    let (mean, var) = moments(&v);
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    (v.iter().map(|x| (x - mean) * inv).collect(), inv)
+}
+
+/// PyTorch's `BatchNorm1d`/`BatchNorm2d` in training mode: each channel normalized with the
+/// mean and biased variance of its values in the batch, y = x̂·w + b.
+pub fn batch_norm(x: &[f64], shape: &[usize], w: &[f64], b: &[f64], eps: f32) -> Vec<f64> {
+    let d = bcs(shape);
+    let mut y = vec![0.0; x.len()];
+    for ch in 0..d.1 {
+        let (xh, _) = batch_normalized(x, d, ch, eps);
+        let v: Vec<f64> = xh.iter().map(|v| v * w[ch] + b[ch]).collect();
+        put_channel(&mut y, d, ch, &v);
+    }
+    y
+}
+
+/// In evaluation mode: y = (x − running_mean)/√(running_var + eps)·w + b per channel.
+pub fn batch_norm_eval(
+    x: &[f64],
+    shape: &[usize],
+    p: [&[f64]; 4],
+    eps: f32,
+) -> Vec<f64> {
+    let [w, b, mean, var] = p;
+    let d = bcs(shape);
+    let mut y = vec![0.0; x.len()];
+    for ch in 0..d.1 {
+        let inv = 1.0 / (var[ch] + eps as f64).sqrt();
+        let v: Vec<f64> = channel(x, d, ch)
+            .iter()
+            .map(|v| (v - mean[ch]) * inv * w[ch] + b[ch])
+            .collect();
+        put_channel(&mut y, d, ch, &v);
+    }
+    y
+}
+
+/// dx = (w/σ)(dy − mean(dy) − x̂·mean(dy ⊙ x̂)) over each channel's values.
+pub fn batch_norm_grad(x: &[f64], shape: &[usize], w: &[f64], dy: &[f64], eps: f32) -> Vec<f64> {
+    let d = bcs(shape);
+    let mut dx = vec![0.0; x.len()];
+    for ch in 0..d.1 {
+        let (xh, inv) = batch_normalized(x, d, ch, eps);
+        let g = channel(dy, d, ch);
+        let n = g.len() as f64;
+        let mg = g.iter().sum::<f64>() / n;
+        let mgx = g.iter().zip(&xh).map(|(g, x)| g * x).sum::<f64>() / n;
+        let v: Vec<f64> = g
+            .iter()
+            .zip(&xh)
+            .map(|(g, x)| w[ch] * inv * (g - mg - x * mgx))
+            .collect();
+        put_channel(&mut dx, d, ch, &v);
+    }
+    dx
+}
+
+/// dx = dy·w/√(running_var + eps) per channel.
+pub fn batch_norm_eval_grad(
+    dy: &[f64],
+    shape: &[usize],
+    w: &[f64],
+    var: &[f64],
+    eps: f32,
+) -> Vec<f64> {
+    let (_, c, s) = bcs(shape);
+    dy.iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let ch = (i / s.max(1)) % c.max(1);
+            g * w[ch] / (var[ch] + eps as f64).sqrt()
+        })
+        .collect()
+}
+
+/// Σ over each channel's values of dy ⊙ x̂.
+pub fn batch_norm_weight_grad(x: &[f64], shape: &[usize], dy: &[f64], eps: f32) -> Vec<f64> {
+    let d = bcs(shape);
+    (0..d.1)
+        .map(|ch| {
+            let (xh, _) = batch_normalized(x, d, ch, eps);
+            xh.iter().zip(channel(dy, d, ch)).map(|(x, g)| x * g).sum()
+        })
+        .collect()
+}
+
+/// Each channel's batch mean, then each one's unbiased variance (N/(N−1) times the biased;
+/// NaN with a single value, which the checker and the trainer refuse before it is computed).
+pub fn batch_stats(x: &[f64], shape: &[usize]) -> Vec<f64> {
+    let d = bcs(shape);
+    let m: Vec<(f64, f64)> = (0..d.1).map(|ch| moments(&channel(x, d, ch))).collect();
+    let n = (d.0 * d.2) as f64;
+    m.iter()
+        .map(|(mean, _)| *mean)
+        .chain(m.iter().map(|(_, var)| var * n / (n - 1.0)))
+        .collect()
+}
+
 /// Keeps element i when [`dropout_keep`] says so for flat index `first + i`, scaled by 1/(1−p);
 /// zero otherwise. The forward op and its gradient are the same map, applied to x or to dy.
 pub fn dropout(x: &[f64], p: f32, salt: u32, ctx: StepCtx, first: u64) -> Vec<f64> {

@@ -597,6 +597,29 @@ pub enum Op {
     /// `[x, dy] -> f32[D]`: Σ over the rows of dy ⊙ x̂, the gradient of [`Op::LayerNorm`]'s
     /// weight (its bias's is a [`Op::BiasGrad`] of dy).
     LayerNormWeightGrad { eps: f32 },
+    /// `[x: B×C or B×C×H×W, weight: f32[C], bias: f32[C]] -> same as x`: each channel (axis 1)
+    /// normalized with the mean and biased variance of its N = B·H·W values in this batch
+    /// (`eps` added under the square root), then scaled by `weight` and shifted by `bias`:
+    /// PyTorch's `BatchNorm1d`/`BatchNorm2d` in training mode.
+    BatchNorm { eps: f32 },
+    /// `[x, weight, bias, running_mean: f32[C], running_var: f32[C]] -> same as x`: each
+    /// channel normalized with the running statistics (PyTorch's `BatchNorm` in eval mode).
+    BatchNormEval { eps: f32 },
+    /// `[x, weight, dy] -> dx` of [`Op::BatchNorm`], through the batch statistics: with x̂ the
+    /// normalized value and σ = √(var + eps) per channel, over the channel's N values,
+    /// dx = (weight/σ)(dy − mean(dy) − x̂·mean(dy ⊙ x̂)).
+    BatchNormGrad { eps: f32 },
+    /// `[dy, weight, running_var] -> dx = dy·weight/√(running_var + eps)` per channel: the
+    /// input gradient of [`Op::BatchNormEval`] (a frozen batch norm in a training graph).
+    BatchNormEvalGrad { eps: f32 },
+    /// `[x, dy] -> f32[C]`: Σ over each channel's values of dy ⊙ x̂, the gradient of
+    /// [`Op::BatchNorm`]'s weight (its bias's is a [`Op::BiasGrad`] of dy on axis 1).
+    BatchNormWeightGrad { eps: f32 },
+    /// `[x] -> f32[2, C]`: each channel's batch mean, then its unbiased variance (N/(N−1) times
+    /// the biased one): what the runtime folds into a batch norm's running statistics after a
+    /// training step (a training graph output `stats:<running_mean path>`), with `momentum`:
+    /// running ← (1 − momentum)·running + momentum·batch.
+    BatchStats { momentum: f32 },
 
     // ----- losses: all reduce to a scalar f32[]
     /// `[logits: B…×C, labels: i32 B…] -> f32[]`: mean over rows of −log softmax(logits)\[label\].
@@ -666,6 +689,12 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm".into(),
             Op::LayerNormGrad { .. } => "layer_norm_grad".into(),
             Op::LayerNormWeightGrad { .. } => "layer_norm_weight_grad".into(),
+            Op::BatchNorm { .. } => "batch_norm".into(),
+            Op::BatchNormEval { .. } => "batch_norm_eval".into(),
+            Op::BatchNormGrad { .. } => "batch_norm_grad".into(),
+            Op::BatchNormEvalGrad { .. } => "batch_norm_eval_grad".into(),
+            Op::BatchNormWeightGrad { .. } => "batch_norm_weight_grad".into(),
+            Op::BatchStats { .. } => "batch_stats".into(),
             Op::Softmax => "softmax".into(),
             Op::LogSoftmax => "log_softmax".into(),
             Op::SoftmaxGrad => "softmax_grad".into(),
@@ -722,6 +751,12 @@ impl Op {
             Op::LayerNorm { eps } | Op::LayerNormGrad { eps } | Op::LayerNormWeightGrad { eps } => {
                 format!(" eps={eps:e}")
             }
+            Op::BatchNorm { eps }
+            | Op::BatchNormEval { eps }
+            | Op::BatchNormGrad { eps }
+            | Op::BatchNormEvalGrad { eps }
+            | Op::BatchNormWeightGrad { eps } => format!(" eps={eps:e}"),
+            Op::BatchStats { momentum } => format!(" momentum={momentum}"),
             Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {
                 format!(" p={p} salt={salt}")
             }
@@ -880,6 +915,20 @@ impl Graph {
             label: label.into(),
         });
         id
+    }
+
+    /// The fewest values a channel of a training graph's batch norm has per sample (H·W, or 1 on
+    /// [C] vectors), if it has one: a batch must hold more than one value per channel.
+    pub fn batch_norm_values_per_sample(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::BatchStats { .. }))
+            .filter_map(|n| n.inputs.first())
+            .map(|&x| {
+                let t = self.ty(x);
+                t.per_sample() / t.dims.first().copied().unwrap_or(1).max(1)
+            })
+            .min()
     }
 
     /// Adds a parameter and a node reading it.

@@ -66,6 +66,48 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             }
             Ok(x.clone())
         }
+        Op::BatchNorm { .. }
+        | Op::BatchNormEval { .. }
+        | Op::BatchNormGrad { .. }
+        | Op::BatchNormEvalGrad { .. }
+        | Op::BatchNormWeightGrad { .. }
+        | Op::BatchStats { .. } => {
+            let n = match op {
+                Op::BatchNormEvalGrad { .. } => 3,
+                Op::BatchNorm { .. } | Op::BatchNormGrad { .. } => 3,
+                Op::BatchNormEval { .. } => 5,
+                Op::BatchNormWeightGrad { .. } => 2,
+                _ => 1,
+            };
+            arity(n)?;
+            f32_in(0)?;
+            let x = ins[0];
+            if !x.batched || !(x.rank() == 2 || x.rank() == 4) {
+                return Err(format!(
+                    "{} needs a batch of [C] or [C, H, W], found {x}",
+                    op.name()
+                ));
+            }
+            let row = Type::f32(false, vec![x.dim(1, 1)]);
+            match op {
+                Op::BatchNormWeightGrad { .. } => {
+                    same(x, ins[1])?;
+                    return Ok(row);
+                }
+                Op::BatchStats { .. } => return Ok(Type::f32(false, vec![2, x.dim(1, 1)])),
+                Op::BatchNormGrad { .. } => same(x, ins[2])?,
+                _ => {}
+            }
+            let per_channel = match op {
+                Op::BatchNormGrad { .. } => &ins[1..2],
+                Op::BatchNormEvalGrad { .. } => &ins[1..3],
+                _ => &ins[1..],
+            };
+            if let Some(t) = per_channel.iter().find(|t| ***t != row) {
+                return Err(format!("{} needs {row} per channel, found {t}", op.name()));
+            }
+            Ok(x.clone())
+        }
         Op::LayerNormWeightGrad { .. } => {
             arity(2)?;
             f32_in(0)?;
@@ -508,6 +550,8 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         }
         // The mean, the squared deviations, then (x − mean)·(1/σ)·w + b: eight an element.
         Op::LayerNorm { .. } => 8 * per(out),
+        Op::BatchNorm { .. } => 8 * per(out),
+        Op::BatchNormEval { .. } => 2 * per(out),
         Op::RnnScan { .. } | Op::RnnScanGrad { .. } => {
             let h = ins[0].last() as u64;
             2 * h * per(ins[0])

@@ -2,7 +2,7 @@
 //! elementwise ones ([`loss`]).
 
 use super::{add_scratch, Built, Cx, RowSplit, Scratch, Step, PARALLEL_ELEMENTS};
-use crate::codegen::{loss, rowwise, CodegenError};
+use crate::codegen::{batchnorm, loss, rowwise, CodegenError};
 
 /// `Softmax` and `LogSoftmax`, row by row.
 pub(super) fn softmax(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
@@ -24,6 +24,14 @@ pub(super) fn layer_norm(cx: &Cx, out: &mut Built, eps: f32) -> Result<Step, Cod
     let (i, ins, ty) = (cx.i, &cx.ins, cx.ty);
     out.kernel(cx.header, |kb| {
         rowwise::layer_norm(kb, &cx.n.op, ty, i, ins, eps)
+    })
+}
+
+/// The batch norm ops: one kernel on one thread (statistics over the batch).
+pub(super) fn batch_norm(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
+    let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));
+    out.kernel(cx.header, |kb| {
+        batchnorm::batch_norm(kb, &cx.n.op, &x, i, ins)
     })
 }
 

@@ -448,6 +448,12 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::TimeShift => rnn::time_shift(cx, out),
         Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => loss::layer_norm(cx, out, *eps),
         Op::LayerNormWeightGrad { eps } => loss::layer_norm_weight_grad(cx, out, *eps),
+        Op::BatchNorm { .. }
+        | Op::BatchNormEval { .. }
+        | Op::BatchNormGrad { .. }
+        | Op::BatchNormEvalGrad { .. }
+        | Op::BatchNormWeightGrad { .. }
+        | Op::BatchStats { .. } => loss::batch_norm(cx, out),
         Op::Softmax | Op::LogSoftmax => loss::softmax(cx, out),
         Op::SoftmaxGrad | Op::LogSoftmaxGrad => loss::softmax_grad(cx, out),
         Op::CrossEntropy | Op::SoftCrossEntropy | Op::KlDiv => loss::cross_entropy(cx, out),

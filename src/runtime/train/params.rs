@@ -7,7 +7,7 @@
 use super::resume::{optim_state, Order, Position};
 use super::{Backend, TrainError, TrainOptions};
 use crate::exec::{ExecError, Executor, UpdateHyper, Updater};
-use crate::ir::{Graph, InitFrom, OptimizerSpec, Param, Program, RunSpec};
+use crate::ir::{Graph, InitFrom, Op, OptimizerSpec, Param, Program, RunSpec};
 use crate::runtime::checkpoint::{
     first_non_finite, optim_name, per_run_path, shared_path, Checkpoint, Saved, Tensor,
 };
@@ -237,6 +237,61 @@ impl Trainable {
     }
 }
 
+/// A batch norm's running statistics, which no optimizer trains: after each step its training
+/// graph output `stats` (the batch's mean per channel, then its unbiased variance) is folded
+/// into the parameters `mean` and `var` (indices into the values) at `momentum`, as PyTorch
+/// does: running ← (1 − momentum)·running + momentum·batch.
+pub(super) struct Running {
+    pub stats: String,
+    pub mean: usize,
+    pub var: usize,
+    pub momentum: f32,
+}
+
+impl Running {
+    /// The batch norms of `graph` (its `stats:<running_mean path>` outputs).
+    fn of(graph: &Graph) -> Result<Vec<Running>, String> {
+        let index = |path: &str| {
+            graph
+                .params
+                .iter()
+                .position(|p| p.path == path)
+                .ok_or_else(|| format!("the training graph has no parameter `{path}`"))
+        };
+        let mut out = Vec::new();
+        for o in &graph.outputs {
+            let Some(mean_path) = o.name.strip_prefix("stats:") else {
+                continue;
+            };
+            let Op::BatchStats { momentum } = graph.node(o.value).op else {
+                return Err(format!("output `{}` is no batch_stats", o.name));
+            };
+            let var_path = match mean_path.strip_suffix(".running_mean") {
+                Some(stem) => format!("{stem}.running_var"),
+                None => return Err(format!("output `{}` names no running mean", o.name)),
+            };
+            out.push(Running {
+                stats: o.name.clone(),
+                mean: index(mean_path)?,
+                var: index(&var_path)?,
+                momentum,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Folds `stats` (means then unbiased variances) into the running statistics in `values`.
+    pub fn fold(&self, values: &mut [Vec<f32>], stats: &[f32]) {
+        let m = self.momentum;
+        let (means, vars) = stats.split_at(stats.len() / 2);
+        for (r, s) in [(self.mean, means), (self.var, vars)] {
+            for (r, s) in values[r].iter_mut().zip(s) {
+                *r = (1.0 - m) * *r + m * s;
+            }
+        }
+    }
+}
+
 /// What a run trains: the value of every parameter of its training graph and, for the trainable
 /// ones, the optimizer state and the rule that updates them. The step loop borrows the values
 /// and the state separately (the executor reads one and writes the other), hence public fields.
@@ -245,6 +300,8 @@ pub(super) struct Params {
     pub values: Vec<Vec<f32>>,
     /// The parameters that are not frozen, in update order.
     pub trainable: Vec<Trainable>,
+    /// The batch norms' running statistics, updated after each step.
+    pub running: Vec<Running>,
     pub updater: Box<dyn Updater>,
     /// Whether the executor applies the updates itself ([`Params::fuse`]).
     pub fused: bool,
@@ -304,9 +361,11 @@ impl Params {
                 state,
             });
         }
+        let running = Running::of(graph).map_err(setup)?;
         Ok(Params {
             values,
             trainable,
+            running,
             updater,
             fused: false,
             next: Vec::new(),

@@ -118,8 +118,31 @@ impl<'a> Trainer<'a> {
             params
                 .trainable
                 .iter()
-                .map(|t| (t.grad.clone(), graph.params[t.index].numel())),
+                .map(|t| (t.grad.clone(), graph.params[t.index].numel()))
+                // A batch norm's statistics are averaged over the processes with the
+                // gradients, so that every rank folds the same into its running buffers.
+                .chain(
+                    params
+                        .running
+                        .iter()
+                        .map(|r| (r.stats.clone(), 2 * graph.params[r.mean].numel())),
+                ),
         )?;
+        // A batch norm in training needs more than one value per channel (PyTorch refuses
+        // such a batch too): this process's part of a batch smaller than the run's `batch`
+        // (a training split that small, or a batch split over many processes) can have one.
+        if let Some(per) = graph.batch_norm_values_per_sample() {
+            let part = batch_size / comm.size().max(1);
+            if part * per < 2 {
+                return Err(setup(format!(
+                    "batch_norm trains on {part} sample{} a step{}: one value per channel, \
+                     from which no variance can be estimated (PyTorch: \"Expected more than 1 \
+                     value per channel when training\"); use a batch of at least 2 per process",
+                    if part == 1 { "" } else { "s" },
+                    if comm.size() > 1 { " on each process" } else { "" },
+                )));
+            }
+        }
         // One process, no per-value checks: the executor applies each update as soon as the
         // step has computed its gradient, into `next` (swapped in once the step proves finite).
         // Not when clipping: the norm needs every gradient before any parameter moves, so the
@@ -324,6 +347,14 @@ impl<'a> Trainer<'a> {
         };
         self.params.update(&grads, lr, step);
         self.spare.grads = recycle(grads);
+        let trainable = self.params.trainable.len();
+        for (j, r) in self.params.running.iter().enumerate() {
+            let stats = self
+                .shard
+                .grad(self.exec.as_ref(), trainable + j, &r.stats)
+                .ok_or_else(|| self.run.setup_error(format!("no output `{}`", r.stats)))?;
+            r.fold(&mut self.params.values, stats);
+        }
         Ok((loss, grad_norm))
     }
 
