@@ -430,6 +430,51 @@ fn layer_norm() {
     check(&g, 2);
 }
 
+/// Batch normalization in training mode (statistics of the batch): its input, weight and bias
+/// gradients, on [C] vectors (`BatchNorm1d`) and [C, H, W] maps (`BatchNorm2d`). The input
+/// passes a tanh after its bias, or the per-channel shift would cancel in the normalization.
+/// The running statistics are frozen buffers: no gradient, and the check skips them.
+#[test]
+fn batch_norm() {
+    for (dims, batch) in [(&[3][..], 4), (&[2, 3, 2][..], 2), (&[2, 2, 2][..], 1)] {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", f(true, dims));
+        let a = param(&mut g, "a", &dims[..1]);
+        let h = op(&mut g, Op::BiasAdd { axis: 1 }, &[x, a]);
+        let h = op(&mut g, Op::Unary(UnaryOp::Tanh), &[h]);
+        let w = param(&mut g, "bn.weight", &dims[..1]);
+        let b = param(&mut g, "bn.bias", &dims[..1]);
+        frozen(&mut g, "bn.running_mean", &dims[..1]);
+        frozen(&mut g, "bn.running_var", &dims[..1]);
+        let y = op(&mut g, Op::BatchNorm { eps: 1e-5 }, &[h, w, b]);
+        let y = op(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
+        mse_loss(&mut g, y);
+        let r = check(&g, batch);
+        assert_eq!(r.params.len(), 3);
+    }
+}
+
+/// A frozen batch norm (evaluation mode on the running statistics, as `freeze:` makes it):
+/// only its input has a gradient, dy·weight/√(running_var + eps). Every parameter is drawn in
+/// [0.5, 1.5], so that the running variance is positive.
+#[test]
+fn frozen_batch_norm() {
+    for dims in [&[3][..], &[2, 3, 2][..]] {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", f(true, dims));
+        let a = param(&mut g, "a", &dims[..1]);
+        let h = op(&mut g, Op::BiasAdd { axis: 1 }, &[x, a]);
+        let c = &dims[..1];
+        let [w, b, m, v] = ["weight", "bias", "running_mean", "running_var"]
+            .map(|n| frozen(&mut g, &format!("bn.{n}"), c));
+        let y = op(&mut g, Op::BatchNormEval { eps: 1e-5 }, &[h, w, b, m, v]);
+        let y = op(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
+        mse_loss(&mut g, y);
+        let r = check_with(&g, &setup(&g, 3, &[], 0.5, 1.5));
+        assert_eq!(r.params.len(), 1);
+    }
+}
+
 /// logits = x·w + b for a classifier with `c` classes, over rows B×T.
 fn classifier(c: usize) -> (Graph, ValueId) {
     let mut g = Graph::new("t", true);

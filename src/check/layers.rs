@@ -770,9 +770,8 @@ fn batch_norm(
 /// its node becomes a [`Op::BatchNormEval`] and its `stats:` output is dropped.
 pub(super) fn freeze_batch_norms(g: &mut Graph) {
     let param_node = |g: &Graph, path: &str| {
-        g.values().find(|&v| {
-            matches!(g.node(v).op, Op::Param(p) if g.params[p.index()].path == path)
-        })
+        g.values()
+            .find(|&v| matches!(g.node(v).op, Op::Param(p) if g.params[p.index()].path == path))
     };
     for i in 0..g.nodes.len() {
         let Op::BatchNorm { eps } = g.nodes[i].op else {
@@ -780,7 +779,9 @@ pub(super) fn freeze_batch_norms(g: &mut Graph) {
         };
         let [w, b] = [1, 2].map(|k| g.nodes[i].inputs[k]);
         let frozen = |v: ValueId| match g.node(v).op {
-            Op::Param(p) => g.params[p.index()].frozen.then(|| g.params[p.index()].path.clone()),
+            Op::Param(p) => g.params[p.index()]
+                .frozen
+                .then(|| g.params[p.index()].path.clone()),
             _ => None,
         };
         let (Some(wp), Some(_)) = (frozen(w), frozen(b)) else {

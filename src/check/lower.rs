@@ -515,10 +515,11 @@ impl<'a, 'g> Lower<'a, 'g> {
                 "a fully connected layer is `dense(out)` or `dense(in, out)` (PyTorch's \
                  `nn.Linear(in, out)`)",
             ),
-            "BatchNorm1d" | "BatchNorm2d" | "BatchNormalization" | "batch_norm" | "batchnorm"
-            | "bn" => Some(
-                "nnc has no batch normalization; `layer_norm` normalizes each sample over its \
-                 last axis (no running statistics, the same in training and evaluation)",
+            "BatchNorm1d" | "BatchNorm2d" | "BatchNormalization" | "batchnorm" | "bn" => Some(
+                "batch normalization is `batch_norm` or `batch_norm(C)` (momentum: 0.1, eps: \
+                 1e-5): PyTorch's `nn.BatchNorm1d(C)` on [C] vectors and `nn.BatchNorm2d(C)` on \
+                 [C, H, W] images; Keras's `BatchNormalization(momentum=0.99)` is \
+                 `batch_norm(momentum: 0.01)`",
             ),
             "LSTM" | "GRU" | "lstm" | "gru" => Some(
                 "nnc's recurrent layer is `rnn(hidden, activation: tanh)`, PyTorch's `nn.RNN`; \

@@ -193,6 +193,11 @@ impl Param {
     pub fn numel(&self) -> usize {
         self.dims.iter().product()
     }
+    /// Whether this is a batch norm's running statistic (`running_mean`, `running_var`): a
+    /// buffer in PyTorch's sense, saved with the parameters but never trained (it is frozen).
+    pub fn is_buffer(&self) -> bool {
+        self.path.ends_with(".running_mean") || self.path.ends_with(".running_var")
+    }
 }
 
 /// Elementwise functions of one argument.
@@ -1016,7 +1021,13 @@ impl Graph {
 
     /// Number of trainable (not frozen) scalar parameters, and of all.
     pub fn param_counts(&self) -> (usize, usize) {
-        let all = self.params.iter().map(Param::numel).sum();
+        // Buffers are not parameters (PyTorch's `parameters()` leaves them out).
+        let all = self
+            .params
+            .iter()
+            .filter(|p| !p.is_buffer())
+            .map(Param::numel)
+            .sum();
         let trainable = self
             .params
             .iter()

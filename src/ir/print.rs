@@ -18,7 +18,11 @@ pub fn graph_to_string(g: &Graph) -> String {
     let _ = writeln!(s, "graph {}{mode}", g.name);
     for p in &g.params {
         let dims: Vec<String> = p.dims.iter().map(|d| d.to_string()).collect();
-        let frozen = if p.frozen { " frozen" } else { "" };
+        let frozen = match (p.is_buffer(), p.frozen) {
+            (true, _) => " buffer",
+            (false, true) => " frozen",
+            (false, false) => "",
+        };
         let _ = writeln!(
             s,
             "  param {} f32[{}] {}{frozen}",

@@ -918,3 +918,50 @@ fn global_pooling_and_gradients() {
         }
     }
 }
+
+/// Batch normalization's kernels (training and evaluation forward, the three gradients, the
+/// batch statistics) on [C] vectors and [C, H, W] maps, with values far from mean 0 and
+/// variance 1. The statistics of a channel of one value (batch 1 on [C]) are not compared:
+/// the trainer refuses that batch before they are computed.
+#[test]
+fn batch_norm_family() {
+    let mut rng = Rng(23);
+    for &batch in &BATCHES {
+        for dims in [
+            vec![rng.range(1, 20)],
+            vec![rng.range(1, 6), 3, 5],
+            vec![4, 1, 2],
+        ] {
+            let t = f(true, &dims);
+            let ch = f(false, &dims[..1]);
+            let eps = 1e-5;
+            let (x, w, dy) = (Gen::U(-3.0, 9.0), Gen::U(-2.0, 2.0), Gen::U(-1.0, 1.0));
+            let var = Gen::U(0.1, 4.0);
+            let ins = [t.clone(), ch.clone(), ch.clone()];
+            let g = single("batch_norm", Op::BatchNorm { eps }, &ins, None);
+            compare(&g, &[x, w, w], batch, rng.next(), TOL);
+            let ins = [t.clone(), ch.clone(), ch.clone(), ch.clone(), ch.clone()];
+            let g = single("batch_norm_eval", Op::BatchNormEval { eps }, &ins, None);
+            compare(&g, &[x, w, w, x, var], batch, rng.next(), TOL);
+            let ins = [t.clone(), ch.clone(), t.clone()];
+            let g = single("batch_norm_grad", Op::BatchNormGrad { eps }, &ins, None);
+            compare(&g, &[x, w, dy], batch, rng.next(), TOL);
+            let ins = [t.clone(), ch.clone(), ch.clone()];
+            let g = single(
+                "batch_norm_eval_grad",
+                Op::BatchNormEvalGrad { eps },
+                &ins,
+                None,
+            );
+            compare(&g, &[dy, w, var], batch, rng.next(), TOL);
+            let wg = Op::BatchNormWeightGrad { eps };
+            let g = single("batch_norm_weight_grad", wg, &[t.clone(), t.clone()], None);
+            compare(&g, &[x, dy], batch, rng.next(), TOL);
+            if batch * t.per_sample() / dims[0] > 1 {
+                let st = Op::BatchStats { momentum: 0.1 };
+                let g = single("batch_stats", st, &[t], None);
+                compare(&g, &[x], batch, rng.next(), TOL);
+            }
+        }
+    }
+}

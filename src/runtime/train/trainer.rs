@@ -139,7 +139,11 @@ impl<'a> Trainer<'a> {
                      from which no variance can be estimated (PyTorch: \"Expected more than 1 \
                      value per channel when training\"); use a batch of at least 2 per process",
                     if part == 1 { "" } else { "s" },
-                    if comm.size() > 1 { " on each process" } else { "" },
+                    if comm.size() > 1 {
+                        " on each process"
+                    } else {
+                        ""
+                    },
                 )));
             }
         }

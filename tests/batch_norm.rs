@@ -1,0 +1,259 @@
+//! `batch_norm` through training: the running statistics a run folds into its buffers (against
+//! numpy), the same training on the JIT and the interpreter, a checkpoint whose running
+//! statistics `nnc eval` uses, a resumed run that ends bit-identical, `freeze:` and the refusal
+//! of a batch with one value per channel.
+
+mod common;
+
+use common::Scratch;
+use nnc::ir::Program;
+use nnc::runtime::checkpoint::Checkpoint;
+use nnc::runtime::train::{Backend, Session, Tensors, TrainError, TrainOptions};
+
+/// 12 samples of two features; the model normalizes them first, so that its running
+/// statistics depend on the data alone, not on what the dense layer learns.
+fn source(train: &str) -> String {
+    format!(
+        r#"
+model Net(x: [2]) -> [1] {{
+    return x |> batch_norm |> dense(1)
+}}
+
+data pts {{
+    train: inline(
+        x: [[0.0, 1.0], [2.0, -1.0], [4.0, 3.0], [1.0, 0.5],
+            [3.0, 2.0], [-1.0, 0.0], [5.0, 1.5], [2.5, -2.0],
+            [0.5, 4.0], [1.5, 1.0], [-2.0, 2.5], [6.0, -0.5]],
+        y: [[1], [0], [2], [1], [1.5], [0], [2], [0.5], [2], [1], [0.5], [1.5]]
+    )
+    test: inline(
+        x: [[1.0, 1.0], [3.0, -1.0], [0.0, 2.0]],
+        y: [[1], [0.5], [1.5]]
+    )
+}}
+
+train Net on pts {{
+    loss: mse(output, label)
+{train}
+}}
+"#
+    )
+}
+
+fn program(src: &str) -> Program {
+    let ast = nnc::syntax::parse(src).unwrap_or_else(|d| panic!("{d:?}"));
+    nnc::check::check(&ast).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    }
+}
+
+fn train(p: &Program, backend: Backend, opts: TrainOptions) -> Result<Tensors, TrainError> {
+    let mut s = Session::new(p, backend, opts)?;
+    s.run("Net")?;
+    Ok(s.params("Net").unwrap().clone())
+}
+
+fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((*g as f64 - w).abs() < tol, "{what}: {got:?} vs {want:?}");
+    }
+}
+
+/// Three steps over the 12 samples in order (batches of 4): after each, running_mean and
+/// running_var are (1 − 0.1)·running + 0.1·batch, with the batch's unbiased variance, as in
+/// PyTorch. The expected values were computed with numpy (`x[4s:4s+4].mean(0)`,
+/// `.var(0, ddof=1)`, folded from running_mean 0 and running_var 1), not by nnc; both back ends
+/// must give them.
+#[test]
+fn running_statistics_follow_pytorch_over_three_steps() {
+    let want = [
+        (1, [0.175, 0.0875], [1.1916666666666667, 1.1729166666666666]),
+        (
+            2,
+            [0.395, 0.11625],
+            [1.6954166666666668, 1.3785416666666668],
+        ),
+        (3, [0.5055, 0.279625], [2.642541666666667, 1.6156875]),
+    ];
+    for (steps, mean, var) in want {
+        let p = program(&source(&format!(
+            "    optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: {steps}\n    shuffle: false"
+        )));
+        for backend in [Backend::jit(1), Backend::interpreter()] {
+            let t = train(&p, backend, quiet()).unwrap();
+            close(&t["batch_norm1.running_mean"].data, &mean, 1e-6, "mean");
+            close(&t["batch_norm1.running_var"].data, &var, 1e-6, "var");
+            // The weight and bias train (the gradient reaches them), the buffers do not.
+            assert!(t["batch_norm1.weight"].data.iter().any(|w| *w != 1.0));
+        }
+    }
+}
+
+/// 60 steps of Adam on shuffled batches: the JIT and the interpreter end with the same
+/// parameters and running statistics, and the same test loss (on the running statistics).
+#[test]
+fn a_batch_norm_model_trains_alike_on_the_jit_and_the_interpreter() {
+    let p = program(&source(
+        "    optimizer: adam(lr: 0.05)\n    batch: 4\n    steps: 60\n    seed: 3",
+    ));
+    let run = |backend: Backend| {
+        let mut s = Session::new(&p, backend, quiet()).unwrap();
+        let sum = s.run_all().unwrap().remove(0);
+        (sum, s.params("Net").unwrap().clone())
+    };
+    let (jit, jp) = run(Backend::jit(1));
+    let (interp, ip) = run(Backend::interpreter());
+    assert!(jit.final_loss.is_finite(), "{jit:?}");
+    assert!((jit.test_loss.unwrap() - interp.test_loss.unwrap()).abs() < 1e-4);
+    for (path, t) in &jp {
+        for (a, b) in t.data.iter().zip(&ip[path].data) {
+            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{path}: {a} vs {b}");
+        }
+    }
+}
+
+/// The evaluation graph normalizes with the running statistics: the test loss the run reports
+/// and the one `nnc eval` computes from the checkpoint both equal the loss computed here, by
+/// hand, from the checkpoint's tensors ((x − running_mean)/√(running_var + 1e-5)·w + b, then
+/// the dense layer, then the mean squared error).
+#[test]
+fn a_checkpoint_carries_the_running_statistics_to_nnc_eval() {
+    let dir = Scratch::new("bn_eval");
+    let src = source("    optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: 6\n    shuffle: false");
+    let file = dir.write("bn.nn", &src);
+    let ck = dir.path("bn.safetensors");
+    let p = program(&src);
+    let mut s = Session::new(
+        &p,
+        Backend::jit(1),
+        TrainOptions {
+            checkpoint: Some(ck.clone()),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    let sum = s.run_all().unwrap().remove(0);
+    let c = Checkpoint::load(&ck).unwrap();
+    let t = |name: &str| -> Vec<f64> {
+        let t = c.tensors.get(name).unwrap_or_else(|| panic!("no {name}"));
+        t.data.iter().map(|&v| v as f64).collect()
+    };
+    let (m, v) = (t("batch_norm1.running_mean"), t("batch_norm1.running_var"));
+    assert!(m.iter().all(|m| *m != 0.0) && v.iter().all(|v| *v != 1.0));
+    let (w, b) = (t("batch_norm1.weight"), t("batch_norm1.bias"));
+    let (dw, db) = (t("dense1.weight"), t("dense1.bias"));
+    let xs = [[1.0, 1.0], [3.0, -1.0], [0.0, 2.0]];
+    let ys = [1.0, 0.5, 1.5];
+    let mut loss = 0.0;
+    for (x, y) in xs.iter().zip(ys) {
+        let mut out = db[0];
+        for c in 0..2 {
+            let h = (x[c] - m[c]) / (v[c] + 1e-5).sqrt() * w[c] + b[c];
+            out += h * dw[c];
+        }
+        loss += (out - y) * (out - y) / 3.0;
+    }
+    let reported = sum.test_loss.unwrap();
+    assert!((reported - loss).abs() < 1e-5, "{reported} vs {loss}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .arg("eval")
+        .arg("--checkpoint")
+        .arg(&ck)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: f64 = text
+        .split("test loss ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no test loss in {text}"));
+    assert!((said - loss).abs() < 1e-4, "{said} vs {loss}");
+}
+
+/// A run stopped after k steps and resumed from its checkpoint ends bit-identical to the run
+/// straight through: the running statistics are saved and restored with the parameters.
+#[test]
+fn resuming_a_batch_norm_run_is_bit_identical() {
+    let dir = Scratch::new("bn_resume");
+    let p = program(&source(
+        "    optimizer: adam(lr: 0.05)\n    batch: 4\n    steps: 9\n    seed: 5",
+    ));
+    let straight = train(&p, Backend::jit(1), quiet()).unwrap();
+    for k in [1u64, 4] {
+        let ck = dir.path(&format!("k{k}.safetensors"));
+        let stop = TrainOptions {
+            stop_after: Some(k),
+            checkpoint: Some(ck.clone()),
+            ..quiet()
+        };
+        let e = train(&p, Backend::jit(1), stop).unwrap_err();
+        assert!(matches!(e, TrainError::Interrupted { .. }), "{e}");
+        let resume = TrainOptions {
+            resume: Some(ck),
+            ..quiet()
+        };
+        let resumed = train(&p, Backend::jit(1), resume).unwrap();
+        for (name, t) in &straight {
+            let bits = |d: &[f32]| d.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&t.data),
+                bits(&resumed[name].data),
+                "{name} after k = {k}"
+            );
+        }
+    }
+}
+
+/// Under `freeze:` a batch norm runs on its running statistics and leaves them as they were
+/// (Keras's frozen `BatchNormalization`); the layers around it still train.
+#[test]
+fn a_frozen_batch_norm_keeps_its_running_statistics() {
+    let src = source(
+        "    optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: 3\n    shuffle: false\n    \
+         freeze: batch_norm1",
+    );
+    let p = program(&src);
+    assert!(p.runs[0]
+        .graph
+        .outputs
+        .iter()
+        .all(|o| !o.name.starts_with("stats:")));
+    for backend in [Backend::jit(1), Backend::interpreter()] {
+        let t = train(&p, backend, quiet()).unwrap();
+        assert_eq!(t["batch_norm1.running_mean"].data, [0.0, 0.0]);
+        assert_eq!(t["batch_norm1.running_var"].data, [1.0, 1.0]);
+        assert_eq!(t["batch_norm1.weight"].data, [1.0, 1.0]);
+        assert!(t["dense1.weight"].data.iter().all(|w| w.abs() > 0.0));
+    }
+}
+
+/// A training split of one sample gives a batch of one: one value per channel, which the
+/// trainer refuses before the first step, as PyTorch does.
+#[test]
+fn a_batch_of_one_value_per_channel_is_refused_at_run_time() {
+    let src = source("    optimizer: sgd(lr: 0.1)\n    batch: 8\n    steps: 3").replace(
+        "x: [[0.0, 1.0], [2.0, -1.0], [4.0, 3.0], [1.0, 0.5],\n            [3.0, 2.0], [-1.0, 0.0], [5.0, 1.5], [2.5, -2.0],\n            [0.5, 4.0], [1.5, 1.0], [-2.0, 2.5], [6.0, -0.5]],\n        y: [[1], [0], [2], [1], [1.5], [0], [2], [0.5], [2], [1], [0.5], [1.5]]",
+        "x: [[0.0, 1.0]],\n        y: [[1]]",
+    );
+    assert!(src.contains("x: [[0.0, 1.0]],"));
+    let p = program(&src);
+    let e = train(&p, Backend::jit(1), quiet()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Expected more than 1 value per channel when training"),
+        "{e}"
+    );
+}
