@@ -420,10 +420,11 @@ fn the_language_references_examples_check() {
         "GapMax",
         "Normed",
         "Denoiser",
+        "BnNet",
     ] {
         assert!(rest.model(model).is_some(), "{model}");
     }
-    assert_eq!(rest.runs.len(), 10);
+    assert_eq!(rest.runs.len(), 11);
 }
 
 /// A seed may be any whole number the file holds exactly: up to 2^53 − 1, as spec §7 says (a

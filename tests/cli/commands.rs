@@ -1565,6 +1565,7 @@ fn the_language_references_examples_train() {
     train("matched", &mnist, None);
     train("gap", &mnist, None);
     train("gap_max", &mnist, None);
+    train("bn", &mnist, None);
     train("teacher_run", &text, None);
     train("student", &text, None);
 }
