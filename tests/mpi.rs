@@ -584,3 +584,143 @@ fn a_non_finite_loss_from_one_rank_is_named_by_every_rank() {
     assert_eq!(first[0], first[1], "{err}");
     assert!(err.contains("in the part of the batch of rank 0)"), "{err}");
 }
+
+/// A `batch_norm` first, so that its statistics depend on the data alone; batches in file
+/// order (no shuffling) of 64 on 640 samples, `steps` steps.
+fn batch_norm_problem(dir: &Scratch, batch: usize, steps: u64) -> PathBuf {
+    std::fs::write(dir.path("train.csv"), samples(640, 1)).unwrap();
+    std::fs::write(dir.path("test.csv"), samples(200, 2)).unwrap();
+    let nn = dir.path("bn.nn");
+    std::fs::write(
+        &nn,
+        format!(
+            r#"
+model Net(x: [8]) -> [4] {{
+    return x |> batch_norm |> dense(32) |> relu |> dense(4)
+}}
+
+data toy {{
+    train: csv("train.csv")
+    test: csv("test.csv")
+}}
+
+train Net on toy {{
+    loss: cross_entropy(output, label)
+    optimizer: sgd(lr: 0.05, momentum: 0.9)
+    batch: {batch}
+    steps: {steps}
+    shuffle: false
+    seed: 5
+}}
+"#
+        ),
+    )
+    .unwrap();
+    nn
+}
+
+/// The running statistics `ranks` processes fold in over `steps` steps of `batch` samples in
+/// file order, as spec §5 says they do: each rank's part of the batch gives its mean and
+/// unbiased variance per feature, the ranks' are averaged, and the buffers move by 0.1 towards
+/// them. Computed here in f64 from the CSV's values, not by nnc.
+fn expected_running(ranks: usize, batch: usize, steps: usize) -> (Vec<f64>, Vec<f64>) {
+    let rows: Vec<Vec<f64>> = samples(640, 1)
+        .lines()
+        .map(|l| {
+            let v: Vec<f64> = l
+                .split(',')
+                .map(|x| x.parse::<f32>().unwrap() as f64)
+                .collect();
+            v[..8].to_vec()
+        })
+        .collect();
+    let (mut mean, mut var) = (vec![0.0; 8], vec![1.0; 8]);
+    let per_epoch = 640 / batch;
+    for step in 0..steps {
+        let first = (step % per_epoch) * batch;
+        let part = batch / ranks;
+        let (mut m, mut v) = (vec![0.0; 8], vec![0.0; 8]);
+        for r in 0..ranks {
+            let xs = &rows[first + r * part..first + (r + 1) * part];
+            for c in 0..8 {
+                let mu = xs.iter().map(|x| x[c]).sum::<f64>() / part as f64;
+                let ss = xs.iter().map(|x| (x[c] - mu) * (x[c] - mu)).sum::<f64>();
+                m[c] += mu / ranks as f64;
+                v[c] += ss / (part as f64 - 1.0) / ranks as f64;
+            }
+        }
+        for c in 0..8 {
+            mean[c] = 0.9 * mean[c] + 0.1 * m[c];
+            var[c] = 0.9 * var[c] + 0.1 * v[c];
+        }
+    }
+    (mean, var)
+}
+
+/// Under MPI each rank normalizes with its own part of the batch (PyTorch's DDP without
+/// SyncBatchNorm), and the ranks' statistics are averaged with the gradients: the running
+/// statistics two ranks save are those computed by hand from the data that way, the running
+/// mean is one process's (the mean of equal parts' means), and the running variance differs
+/// from one process's (the mean of the halves' variances is not the whole batch's).
+#[test]
+fn two_ranks_average_their_batch_norm_statistics() {
+    let _turn = serial();
+    let dir = Scratch::new("batch_norm");
+    let nn = batch_norm_problem(&dir, 64, 12);
+    let (one, two) = (dir.path("one.safetensors"), dir.path("two.safetensors"));
+    ok(&mut nnc(&["train", s(&nn), "-q", "--checkpoint", s(&one)]));
+    ok(&mut mpirun(
+        2,
+        &["train", s(&nn), "-q", "--checkpoint", s(&two)],
+    ));
+    let tensor = |p: &Path, name: &str| -> Vec<f64> {
+        let c = Checkpoint::load(p).unwrap();
+        c.tensors[name].data.iter().map(|&v| v as f64).collect()
+    };
+    let near = |got: &[f64], want: &[f64], what: &str| {
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what}: {got:?} vs {want:?}"
+            );
+        }
+    };
+    for (p, ranks) in [(&one, 1), (&two, 2)] {
+        let (mean, var) = expected_running(ranks, 64, 12);
+        near(
+            &tensor(p, "batch_norm1.running_mean"),
+            &mean,
+            "running_mean",
+        );
+        near(&tensor(p, "batch_norm1.running_var"), &var, "running_var");
+    }
+    near(
+        &tensor(&two, "batch_norm1.running_mean"),
+        &tensor(&one, "batch_norm1.running_mean"),
+        "one process's running_mean",
+    );
+    let (v1, v2) = (
+        tensor(&one, "batch_norm1.running_var"),
+        tensor(&two, "batch_norm1.running_var"),
+    );
+    assert!(
+        v1.iter().zip(&v2).any(|(a, b)| (a - b).abs() > 1e-4),
+        "{v1:?} {v2:?}"
+    );
+}
+
+/// A batch of 2 over two ranks leaves each rank one sample: one value per channel, refused
+/// before the first step.
+#[test]
+fn a_batch_norm_rank_with_one_sample_is_refused() {
+    let _turn = serial();
+    let dir = Scratch::new("batch_norm_one");
+    let nn = batch_norm_problem(&dir, 2, 3);
+    let out = mpirun(2, &["train", s(&nn), "-q"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("batch_norm trains on 1 sample a step on each process"),
+        "{err}"
+    );
+}

@@ -165,7 +165,7 @@ pub fn batch_norm_eval(x: &[f64], shape: &[usize], p: [&[f64]; 4], eps: f32) -> 
 pub fn batch_norm_grad(x: &[f64], shape: &[usize], w: &[f64], dy: &[f64], eps: f32) -> Vec<f64> {
     let d = bcs(shape);
     let mut dx = vec![0.0; x.len()];
-    for ch in 0..d.1 {
+    for (ch, w) in w.iter().enumerate().take(d.1) {
         let (xh, inv) = batch_normalized(x, d, ch, eps);
         let g = channel(dy, d, ch);
         let n = g.len() as f64;
@@ -174,7 +174,7 @@ pub fn batch_norm_grad(x: &[f64], shape: &[usize], w: &[f64], dy: &[f64], eps: f
         let v: Vec<f64> = g
             .iter()
             .zip(&xh)
-            .map(|(g, x)| w[ch] * inv * (g - mg - x * mgx))
+            .map(|(g, x)| w * inv * (g - mg - x * mgx))
             .collect();
         put_channel(&mut dx, d, ch, &v);
     }
