@@ -1,187 +1,269 @@
 //! Batch normalization (`BatchNorm`, `BatchNormEval` and their gradients, `BatchStats`): each
-//! channel's statistics run over the whole batch, so these kernels run on one thread, channel
-//! after channel. Sums and the normalization are in f64 (then rounded to f32), so that the
-//! results follow the reference interpreter closely whatever the batch.
+//! channel's statistics run over the whole batch, so a kernel computes one channel over every
+//! sample, and the channels are the parts of a [`super::lower::Step::Parts`] step, spread over
+//! the threads (each channel is computed whole by one thread: the results do not depend on how
+//! many there are). Every slot is moved to the part's channel, so the kernel reads channel 0:
+//! its H·W values of each sample are contiguous, `C·H·W` apart from one sample to the next.
+//!
+//! Element-wise passes run in f32x4 steps over each sample's H·W values; sums add each
+//! sample's f32x4 partial sums into an f64 total, so that a channel of many values (a batch of
+//! images) is summed accurately.
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
-use super::kernel::Kb;
+use super::kernel::{Kb, F32X4};
 use crate::ir::{Op, Type};
 
 /// Geometry of a batch norm's input: channels and values per channel per sample (H·W or 1).
-fn geometry(x: &Type) -> (usize, usize) {
+pub fn geometry(x: &Type) -> (usize, usize) {
     let c = x.dims.first().copied().unwrap_or(1);
     (c, x.per_sample() / c.max(1))
 }
 
-/// `body(kb, i)` at every element index `i` of channel `ch` (batch then spatial order).
-fn each(kb: &mut Kb, (c, s): (usize, usize), ch: Value, body: &mut dyn FnMut(&mut Kb, Value)) {
+/// `body(kb, i, lane)` over channel 0's values: each sample's `s` contiguous values, in f32x4
+/// steps and a scalar tail.
+fn each(kb: &mut Kb, (c, s): (usize, usize), body: &mut dyn FnMut(&mut Kb, Value, types::Type)) {
     let batch = kb.rows(true, 1);
     let zero = kb.int(0);
     kb.for_range(zero, batch, |kb, b| {
-        let row = kb.b.ins().imul_imm_s(b, c as i64);
-        let row = kb.b.ins().iadd(row, ch);
-        let first = kb.b.ins().imul_imm_s(row, s as i64);
+        let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
         let end = kb.b.ins().iadd_imm_s(first, s as i64);
-        kb.for_range(first, end, |kb, i| body(kb, i));
+        kb.vec_loop(first, end, |kb, i, lane| body(kb, i, lane));
     });
 }
 
-/// The f64 value of f32 element `i` of `p`.
-fn ld64(kb: &mut Kb, p: Value, i: Value) -> Value {
-    let v = kb.ld(types::F32, p, i);
-    kb.b.ins().fpromote(types::F64, v)
-}
-
-/// Σ f(i) over channel `ch`'s elements, in f64.
-fn sum(
+/// The f64 sums of the `K` terms `f(i, lane)` over channel 0's values: per sample in f32
+/// lanes, then added in f64.
+fn sums<const K: usize>(
     kb: &mut Kb,
     d: (usize, usize),
-    ch: Value,
-    mut f: impl FnMut(&mut Kb, Value) -> Value,
-) -> Value {
-    let z = kb.b.ins().f64const(0.0);
-    let acc = kb.var(types::F64, z);
-    each(kb, d, ch, &mut |kb, i| {
-        let t = f(kb, i);
-        let cur = kb.b.use_var(acc);
-        let cur = kb.b.ins().fadd(cur, t);
-        kb.b.def_var(acc, cur);
+    mut f: impl FnMut(&mut Kb, Value, types::Type) -> [Value; K],
+) -> [Value; K] {
+    let z64 = kb.b.ins().f64const(0.0);
+    let totals = [(); K].map(|_| kb.var(types::F64, z64));
+    let batch = kb.rows(true, 1);
+    let zero = kb.int(0);
+    let (c, s) = d;
+    kb.for_range(zero, batch, |kb, b| {
+        let z4 = kb.cst(F32X4, 0.0);
+        let z1 = kb.cst(types::F32, 0.0);
+        let acc4 = [(); K].map(|_| kb.var(F32X4, z4));
+        let acc1 = [(); K].map(|_| kb.var(types::F32, z1));
+        let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
+        let end = kb.b.ins().iadd_imm_s(first, s as i64);
+        kb.vec_loop(first, end, |kb, i, lane| {
+            let terms = f(kb, i, lane);
+            let accs = if lane == F32X4 { &acc4 } else { &acc1 };
+            for (t, a) in terms.iter().zip(accs) {
+                let cur = kb.b.use_var(*a);
+                let next = kb.b.ins().fadd(cur, *t);
+                kb.b.def_var(*a, next);
+            }
+        });
+        for k in 0..K {
+            let a4 = kb.b.use_var(acc4[k]);
+            let h = kb.hsum(a4, F32X4);
+            let a1 = kb.b.use_var(acc1[k]);
+            let row = kb.b.ins().fadd(h, a1);
+            let row = kb.b.ins().fpromote(types::F64, row);
+            let cur = kb.b.use_var(totals[k]);
+            let next = kb.b.ins().fadd(cur, row);
+            kb.b.def_var(totals[k], next);
+        }
     });
-    kb.b.use_var(acc)
+    totals.map(|t| kb.b.use_var(t))
 }
 
-/// Channel statistics in f64: the mean, the biased variance, 1/√(var + eps) and N.
+/// Channel statistics: the mean (f32, and f64), the biased variance (f64), 1/√(var + eps)
+/// (f32) and N (f64).
 struct Stats {
     mean: Value,
+    mean64: Value,
     var: Value,
     inv: Value,
     n: Value,
 }
 
-fn stats(kb: &mut Kb, x: Value, d: (usize, usize), ch: Value, eps: f32) -> Stats {
-    let batch = kb.rows(true, d.1);
-    let n = kb.b.ins().fcvt_from_sint(types::F64, batch);
-    let s = sum(kb, d, ch, |kb, i| ld64(kb, x, i));
-    let mean = kb.b.ins().fdiv(s, n);
-    let ss = sum(kb, d, ch, |kb, i| {
-        let v = ld64(kb, x, i);
-        let dv = kb.b.ins().fsub(v, mean);
-        kb.b.ins().fmul(dv, dv)
+fn stats(kb: &mut Kb, x: Value, d: (usize, usize), eps: f32) -> Stats {
+    let count = kb.rows(true, d.1);
+    let n = kb.b.ins().fcvt_from_sint(types::F64, count);
+    let [s] = sums(kb, d, |kb, i, lane| [kb.ld(lane, x, i)]);
+    let mean64 = kb.b.ins().fdiv(s, n);
+    let mean = kb.b.ins().fdemote(types::F32, mean64);
+    let mean = kb.materialize(mean);
+    let [ss] = sums(kb, d, |kb, i, lane| {
+        let v = kb.ld(lane, x, i);
+        let m = kb.splat(lane, mean);
+        let dv = kb.b.ins().fsub(v, m);
+        [kb.b.ins().fmul(dv, dv)]
     });
     let var = kb.b.ins().fdiv(ss, n);
     let inv = inv_std(kb, var, eps);
-    Stats { mean, var, inv, n }
+    Stats {
+        mean,
+        mean64,
+        var,
+        inv,
+        n,
+    }
 }
 
-/// 1/√(var + eps) in f64.
+/// 1/√(var + eps), computed in f64 from an f64 variance, as an f32.
 fn inv_std(kb: &mut Kb, var: Value, eps: f32) -> Value {
     let e = kb.b.ins().f64const(eps as f64);
     let ve = kb.b.ins().fadd(var, e);
     let sd = kb.b.ins().sqrt(ve);
     let one = kb.b.ins().f64const(1.0);
-    kb.b.ins().fdiv(one, sd)
+    let inv = kb.b.ins().fdiv(one, sd);
+    let inv = kb.b.ins().fdemote(types::F32, inv);
+    kb.materialize(inv)
 }
 
-/// x̂ = (x[i] − mean)·inv in f64.
-fn x_hat(kb: &mut Kb, x: Value, i: Value, st: &Stats) -> Value {
-    let v = ld64(kb, x, i);
-    let dv = kb.b.ins().fsub(v, st.mean);
-    kb.b.ins().fmul(dv, st.inv)
+/// x̂ = (x[i] − mean)·inv in lanes of `lane`.
+fn x_hat(kb: &mut Kb, x: Value, i: Value, lane: types::Type, st: &Stats) -> Value {
+    let v = kb.ld(lane, x, i);
+    let m = kb.splat(lane, st.mean);
+    let dv = kb.b.ins().fsub(v, m);
+    let s = kb.splat(lane, st.inv);
+    kb.b.ins().fmul(dv, s)
 }
 
-/// Stores the f64 `v` as f32 element `i` of `p`.
-fn st32(kb: &mut Kb, v: Value, p: Value, i: Value) {
-    let v = kb.b.ins().fdemote(types::F32, v);
-    kb.st(v, p, i);
+/// Element 0 of the f32 slot `p`, kept out of the loops.
+fn scalar(kb: &mut Kb, p: Value) -> Value {
+    let zero = kb.int(0);
+    let v = kb.ld(types::F32, p, zero);
+    kb.materialize(v)
 }
 
-/// One batch norm node: `op` with the input slots `ins` (input 0 of type `x_ty`), writing slot
-/// `out`.
+/// A scalar's f32 value kept out of the loops.
+fn kept(kb: &mut Kb, v: Value) -> Value {
+    kb.materialize(v)
+}
+
+/// One channel of a batch norm node: `op` with the input slots `ins` (input 0 of type `x_ty`),
+/// writing slot `out`, every slot moved to the channel ([`moves`]).
 pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize]) {
     let d = geometry(x_ty);
     let o = kb.ptr(out);
     let p: Vec<Value> = ins.iter().map(|&s| kb.ptr(s)).collect();
-    let op = op.clone();
-    kb.for_n(d.0, |kb, ch| match op {
+    let zero = kb.int(0);
+    match *op {
         Op::BatchNorm { eps } => {
-            let st = stats(kb, p[0], d, ch, eps);
-            let w = ld64(kb, p[1], ch);
-            let b = ld64(kb, p[2], ch);
-            each(kb, d, ch, &mut |kb, i| {
-                let h = x_hat(kb, p[0], i, &st);
+            let st = stats(kb, p[0], d, eps);
+            let (w, b) = (scalar(kb, p[1]), scalar(kb, p[2]));
+            each(kb, d, &mut |kb, i, lane| {
+                let h = x_hat(kb, p[0], i, lane, &st);
+                let (w, b) = (kb.splat(lane, w), kb.splat(lane, b));
                 let y = kb.b.ins().fmul(h, w);
                 let y = kb.b.ins().fadd(y, b);
-                st32(kb, y, o, i);
+                kb.st(y, o, i);
             });
         }
-        Op::BatchNormEval { eps } => {
-            let [w, b, mean, var] = [1, 2, 3, 4].map(|k| ld64(kb, p[k], ch));
+        Op::BatchNormEval { eps } | Op::BatchNormEvalGrad { eps } => {
+            // Eval: x, weight, bias, running_mean, running_var; its gradient: dy, weight,
+            // running_var (y = dy·scale).
+            let eval = matches!(op, Op::BatchNormEval { .. });
+            let var = kb.ld(types::F32, p[if eval { 4 } else { 2 }], zero);
+            let var = kb.b.ins().fpromote(types::F64, var);
             let inv = inv_std(kb, var, eps);
+            let w = kb.ld(types::F32, p[1], zero);
             let scale = kb.b.ins().fmul(inv, w);
-            each(kb, d, ch, &mut |kb, i| {
-                let v = ld64(kb, p[0], i);
-                let dv = kb.b.ins().fsub(v, mean);
-                let y = kb.b.ins().fmul(dv, scale);
-                let y = kb.b.ins().fadd(y, b);
-                st32(kb, y, o, i);
-            });
-        }
-        Op::BatchNormEvalGrad { eps } => {
-            // ins: dy, weight, running_var.
-            let [w, var] = [1, 2].map(|k| ld64(kb, p[k], ch));
-            let inv = inv_std(kb, var, eps);
-            let scale = kb.b.ins().fmul(inv, w);
-            each(kb, d, ch, &mut |kb, i| {
-                let g = ld64(kb, p[0], i);
-                let y = kb.b.ins().fmul(g, scale);
-                st32(kb, y, o, i);
+            let scale = kept(kb, scale);
+            let (mean, b) = if eval {
+                (scalar(kb, p[3]), scalar(kb, p[2]))
+            } else {
+                let z = kb.b.ins().f32const(0.0);
+                (z, z)
+            };
+            each(kb, d, &mut |kb, i, lane| {
+                let v = kb.ld(lane, p[0], i);
+                let y = if eval {
+                    let m = kb.splat(lane, mean);
+                    let dv = kb.b.ins().fsub(v, m);
+                    let s = kb.splat(lane, scale);
+                    let y = kb.b.ins().fmul(dv, s);
+                    let b = kb.splat(lane, b);
+                    kb.b.ins().fadd(y, b)
+                } else {
+                    let s = kb.splat(lane, scale);
+                    kb.b.ins().fmul(v, s)
+                };
+                kb.st(y, o, i);
             });
         }
         Op::BatchNormGrad { eps } => {
             // ins: x, weight, dy.
-            let st = stats(kb, p[0], d, ch, eps);
-            let sg = sum(kb, d, ch, |kb, i| ld64(kb, p[2], i));
-            let sgx = sum(kb, d, ch, |kb, i| {
-                let h = x_hat(kb, p[0], i, &st);
-                let g = ld64(kb, p[2], i);
-                kb.b.ins().fmul(h, g)
+            let st = stats(kb, p[0], d, eps);
+            let [sg, sgx] = sums(kb, d, |kb, i, lane| {
+                let h = x_hat(kb, p[0], i, lane, &st);
+                let g = kb.ld(lane, p[2], i);
+                [g, kb.b.ins().fmul(h, g)]
             });
             let mg = kb.b.ins().fdiv(sg, st.n);
+            let mg = kb.b.ins().fdemote(types::F32, mg);
+            let mg = kept(kb, mg);
             let mgx = kb.b.ins().fdiv(sgx, st.n);
-            let w = ld64(kb, p[1], ch);
+            let mgx = kb.b.ins().fdemote(types::F32, mgx);
+            let mgx = kept(kb, mgx);
+            let w = kb.ld(types::F32, p[1], zero);
             let scale = kb.b.ins().fmul(w, st.inv);
-            each(kb, d, ch, &mut |kb, i| {
-                let h = x_hat(kb, p[0], i, &st);
-                let g = ld64(kb, p[2], i);
-                let t = kb.b.ins().fsub(g, mg);
-                let hx = kb.b.ins().fmul(h, mgx);
+            let scale = kept(kb, scale);
+            each(kb, d, &mut |kb, i, lane| {
+                let h = x_hat(kb, p[0], i, lane, &st);
+                let g = kb.ld(lane, p[2], i);
+                let m = kb.splat(lane, mg);
+                let t = kb.b.ins().fsub(g, m);
+                let mx = kb.splat(lane, mgx);
+                let hx = kb.b.ins().fmul(h, mx);
                 let t = kb.b.ins().fsub(t, hx);
-                let y = kb.b.ins().fmul(scale, t);
-                st32(kb, y, o, i);
+                let s = kb.splat(lane, scale);
+                let y = kb.b.ins().fmul(s, t);
+                kb.st(y, o, i);
             });
         }
         Op::BatchNormWeightGrad { eps } => {
             // ins: x, dy.
-            let st = stats(kb, p[0], d, ch, eps);
-            let s = sum(kb, d, ch, |kb, i| {
-                let h = x_hat(kb, p[0], i, &st);
-                let g = ld64(kb, p[1], i);
-                kb.b.ins().fmul(h, g)
+            let st = stats(kb, p[0], d, eps);
+            let [s] = sums(kb, d, |kb, i, lane| {
+                let h = x_hat(kb, p[0], i, lane, &st);
+                let g = kb.ld(lane, p[1], i);
+                [kb.b.ins().fmul(h, g)]
             });
-            st32(kb, s, o, ch);
+            let s = kb.b.ins().fdemote(types::F32, s);
+            kb.st(s, o, zero);
         }
         Op::BatchStats { .. } => {
-            // The unbiased variance: N/(N − 1) times the biased one (N > 1, checked before).
-            let st = stats(kb, p[0], d, ch, 1.0);
-            st32(kb, st.mean, o, ch);
+            // The mean, then the unbiased variance N/(N − 1) times the biased one (N > 1:
+            // checked before), C elements further.
+            let st = stats(kb, p[0], d, 1.0);
+            let m = kb.b.ins().fdemote(types::F32, st.mean64);
+            kb.st(m, o, zero);
             let one = kb.b.ins().f64const(1.0);
             let n1 = kb.b.ins().fsub(st.n, one);
             let v = kb.b.ins().fmul(st.var, st.n);
             let v = kb.b.ins().fdiv(v, n1);
-            let at = kb.b.ins().iadd_imm_s(ch, d.0 as i64);
-            st32(kb, v, o, at);
+            let v = kb.b.ins().fdemote(types::F32, v);
+            let at = kb.int(d.0 as i64);
+            kb.st(v, o, at);
         }
         _ => unreachable!("batch_norm kernels are built for the batch norm ops only"),
-    });
+    }
+}
+
+/// How far each of `op`'s slots moves from one channel to the next, in bytes: the batched
+/// values (input 0, and dy) by the channel's H·W values, the per-channel ones by one f32. `x`
+/// is input 0's type, `out` and `ins` the node's slots.
+pub fn moves(op: &Op, x: &Type, out: usize, ins: &[usize]) -> Vec<(usize, usize)> {
+    let (_, s) = geometry(x);
+    let batched = |k: usize| match op {
+        Op::BatchNormGrad { .. } => k == 0 || k == 2,
+        Op::BatchNormWeightGrad { .. } => true,
+        _ => k == 0,
+    };
+    let out_batched = !matches!(op, Op::BatchNormWeightGrad { .. } | Op::BatchStats { .. });
+    ins.iter()
+        .enumerate()
+        .map(|(k, &slot)| (slot, if batched(k) { 4 * s } else { 4 }))
+        .chain([(out, if out_batched { 4 * s } else { 4 })])
+        .collect()
 }

@@ -27,11 +27,17 @@ pub(super) fn layer_norm(cx: &Cx, out: &mut Built, eps: f32) -> Result<Step, Cod
     })
 }
 
-/// The batch norm ops: one kernel on one thread (statistics over the batch).
+/// The batch norm ops: a kernel for one channel, run once per channel (on the threads).
 pub(super) fn batch_norm(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
     let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));
-    out.kernel(cx.header, |kb| {
-        batchnorm::batch_norm(kb, &cx.n.op, &x, i, ins)
+    let title = format!("{}\n; by channels", cx.header);
+    let k = out
+        .km
+        .kernel(&title, |kb| batchnorm::batch_norm(kb, &cx.n.op, &x, i, ins))?;
+    Ok(Step::Parts {
+        k,
+        parts: batchnorm::geometry(&x).0,
+        moves: batchnorm::moves(&cx.n.op, &x, i, ins),
     })
 }
 
