@@ -257,3 +257,68 @@ fn a_batch_of_one_value_per_channel_is_refused_at_run_time() {
         "{e}"
     );
 }
+
+/// `init:` carries the running statistics from the run it names (a second run that freezes
+/// the batch norm keeps them exactly), and a `teacher`'s batch norm runs on its running
+/// statistics in the student's training graph (no batch statistics of its own, nothing of it
+/// updated).
+#[test]
+fn init_and_teacher_carry_the_running_statistics() {
+    let dir = Scratch::new("bn_init_teacher");
+    let mut src = source("    optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: 6")
+        .replace("train Net on pts", "train first: Net on pts");
+    src.push_str(
+        "train second: Net on pts {\n    loss: mse(output, label)\n    optimizer: sgd(lr: 0.1)\n    \
+         batch: 4\n    steps: 3\n    init: first\n    freeze: batch_norm1\n}\n\
+         model Student(x: [2]) -> [1] { return x |> dense(1) }\n\
+         train student: Student on pts {\n    loss: mse(output, teacher)\n    \
+         optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: 3\n    \
+         teacher: Net(checkpoint: \"bn.first.safetensors\")\n}\n",
+    );
+    let file = dir.write("bn.nn", &src);
+    let p = program(&src);
+    let student = p.run("student").unwrap();
+    let teacher_ops: Vec<String> = student
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| n.label.starts_with("teacher."))
+        .map(|n| n.op.name())
+        .collect();
+    assert!(
+        teacher_ops.iter().any(|o| o == "batch_norm_eval"),
+        "{teacher_ops:?}"
+    );
+    assert!(
+        teacher_ops.iter().all(|o| o != "batch_stats"),
+        "{teacher_ops:?}"
+    );
+    assert!(student
+        .graph
+        .outputs
+        .iter()
+        .all(|o| !o.name.starts_with("stats:")));
+    let opts = TrainOptions {
+        checkpoint: Some(dir.path("bn.safetensors")),
+        base_dir: file.parent().unwrap().into(),
+        data_dir: file.parent().unwrap().into(),
+        ..quiet()
+    };
+    let mut s = Session::new(&p, Backend::jit(1), opts).unwrap();
+    s.run_all().unwrap();
+    let first = Checkpoint::load(&dir.path("bn.first.safetensors")).unwrap();
+    let second = Checkpoint::load(&dir.path("bn.second.safetensors")).unwrap();
+    for (name, start) in [
+        ("batch_norm1.running_mean", [0.0, 0.0]),
+        ("batch_norm1.running_var", [1.0, 1.0]),
+    ] {
+        assert_ne!(
+            first.tensors[name].data, start,
+            "{name}: the first run moved it"
+        );
+        assert_eq!(
+            first.tensors[name].data, second.tensors[name].data,
+            "{name}"
+        );
+    }
+}
