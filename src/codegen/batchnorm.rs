@@ -1,9 +1,10 @@
 //! Batch normalization (`BatchNorm`, `BatchNormEval` and their gradients, `BatchStats`): each
-//! channel's statistics run over the whole batch, so a kernel computes one channel over every
-//! sample, and the channels are the parts of a [`super::lower::Step::Parts`] step, spread over
-//! the threads (each channel is computed whole by one thread: the results do not depend on how
-//! many there are). Every slot is moved to the part's channel, so the kernel reads channel 0:
-//! its H·W values of each sample are contiguous, `C·H·W` apart from one sample to the next.
+//! channel's statistics run over the whole batch, so a kernel computes a group of channels over
+//! every sample, channel after channel, and the groups are the parts of a `Step::Parts` step,
+//! spread over the threads (each channel is computed whole by one thread: the results do not
+//! depend on how many there are). Every slot is moved to the group's first channel; a
+//! channel's H·W values of each sample are contiguous, `C·H·W` apart from one sample to the
+//! next.
 //!
 //! Element-wise passes run in f32x4 steps over each sample's H·W values; sums add each
 //! sample's f32x4 partial sums into an f64 total, so that a channel of many values (a batch of
@@ -21,12 +22,26 @@ pub fn geometry(x: &Type) -> (usize, usize) {
 }
 
 /// `body(kb, i, lane)` over channel 0's values: each sample's `s` contiguous values, in f32x4
-/// steps and a scalar tail.
-fn each(kb: &mut Kb, (c, s): (usize, usize), body: &mut dyn FnMut(&mut Kb, Value, types::Type)) {
+/// steps and a scalar tail (one scalar at a time when `s` < 4: [C] vectors).
+fn each(
+    kb: &mut Kb,
+    (c, s): (usize, usize),
+    ch: Value,
+    body: &mut dyn FnMut(&mut Kb, Value, types::Type),
+) {
     let batch = kb.rows(true, 1);
     let zero = kb.int(0);
+    let at = kb.b.ins().imul_imm_s(ch, s as i64);
     kb.for_range(zero, batch, |kb, b| {
         let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
+        let first = kb.b.ins().iadd(first, at);
+        if s < 4 {
+            for k in 0..s {
+                let i = kb.b.ins().iadd_imm_s(first, k as i64);
+                body(kb, i, types::F32);
+            }
+            return;
+        }
         let end = kb.b.ins().iadd_imm_s(first, s as i64);
         kb.vec_loop(first, end, |kb, i, lane| body(kb, i, lane));
     });
@@ -37,6 +52,7 @@ fn each(kb: &mut Kb, (c, s): (usize, usize), body: &mut dyn FnMut(&mut Kb, Value
 fn sums<const K: usize>(
     kb: &mut Kb,
     d: (usize, usize),
+    ch: Value,
     mut f: impl FnMut(&mut Kb, Value, types::Type) -> [Value; K],
 ) -> [Value; K] {
     let z64 = kb.b.ins().f64const(0.0);
@@ -44,12 +60,32 @@ fn sums<const K: usize>(
     let batch = kb.rows(true, 1);
     let zero = kb.int(0);
     let (c, s) = d;
+    let at = kb.b.ins().imul_imm_s(ch, s as i64);
+    if s < 4 {
+        // [C] vectors (or maps of fewer than 4 values): each term straight into the f64 sums.
+        kb.for_range(zero, batch, |kb, b| {
+            let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
+            let first = kb.b.ins().iadd(first, at);
+            for k in 0..s {
+                let i = kb.b.ins().iadd_imm_s(first, k as i64);
+                let terms = f(kb, i, types::F32);
+                for (t, a) in terms.iter().zip(&totals) {
+                    let t = kb.b.ins().fpromote(types::F64, *t);
+                    let cur = kb.b.use_var(*a);
+                    let next = kb.b.ins().fadd(cur, t);
+                    kb.b.def_var(*a, next);
+                }
+            }
+        });
+        return totals.map(|t| kb.b.use_var(t));
+    }
     kb.for_range(zero, batch, |kb, b| {
         let z4 = kb.cst(F32X4, 0.0);
         let z1 = kb.cst(types::F32, 0.0);
         let acc4 = [(); K].map(|_| kb.var(F32X4, z4));
         let acc1 = [(); K].map(|_| kb.var(types::F32, z1));
         let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
+        let first = kb.b.ins().iadd(first, at);
         let end = kb.b.ins().iadd_imm_s(first, s as i64);
         kb.vec_loop(first, end, |kb, i, lane| {
             let terms = f(kb, i, lane);
@@ -84,14 +120,14 @@ struct Stats {
     n: Value,
 }
 
-fn stats(kb: &mut Kb, x: Value, d: (usize, usize), eps: f32) -> Stats {
+fn stats(kb: &mut Kb, x: Value, d: (usize, usize), ch: Value, eps: f32) -> Stats {
     let count = kb.rows(true, d.1);
     let n = kb.b.ins().fcvt_from_sint(types::F64, count);
-    let [s] = sums(kb, d, |kb, i, lane| [kb.ld(lane, x, i)]);
+    let [s] = sums(kb, d, ch, |kb, i, lane| [kb.ld(lane, x, i)]);
     let mean64 = kb.b.ins().fdiv(s, n);
     let mean = kb.b.ins().fdemote(types::F32, mean64);
     let mean = kb.materialize(mean);
-    let [ss] = sums(kb, d, |kb, i, lane| {
+    let [ss] = sums(kb, d, ch, |kb, i, lane| {
         let v = kb.ld(lane, x, i);
         let m = kb.splat(lane, mean);
         let dv = kb.b.ins().fsub(v, m);
@@ -128,10 +164,9 @@ fn x_hat(kb: &mut Kb, x: Value, i: Value, lane: types::Type, st: &Stats) -> Valu
     kb.b.ins().fmul(dv, s)
 }
 
-/// Element 0 of the f32 slot `p`, kept out of the loops.
-fn scalar(kb: &mut Kb, p: Value) -> Value {
-    let zero = kb.int(0);
-    let v = kb.ld(types::F32, p, zero);
+/// Element `ch` of the f32 slot `p`, kept out of the loops.
+fn scalar(kb: &mut Kb, p: Value, ch: Value) -> Value {
+    let v = kb.ld(types::F32, p, ch);
     kb.materialize(v)
 }
 
@@ -140,18 +175,23 @@ fn kept(kb: &mut Kb, v: Value) -> Value {
     kb.materialize(v)
 }
 
-/// One channel of a batch norm node: `op` with the input slots `ins` (input 0 of type `x_ty`),
-/// writing slot `out`, every slot moved to the channel ([`moves`]).
-pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize]) {
+/// `group` channels of a batch norm node, one after the other: `op` with the input slots `ins`
+/// (input 0 of type `x_ty`), writing slot `out`, every slot moved to the group's first channel
+/// ([`moves`]).
+pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize], group: usize) {
     let d = geometry(x_ty);
     let o = kb.ptr(out);
     let p: Vec<Value> = ins.iter().map(|&s| kb.ptr(s)).collect();
-    let zero = kb.int(0);
+    kb.for_n(group, |kb, ch| channel(kb, op, d, o, &p, ch));
+}
+
+/// Channel `ch` (of the group) of a batch norm node, its slots at `o` and `p`.
+fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: Value) {
     match *op {
         Op::BatchNorm { eps } => {
-            let st = stats(kb, p[0], d, eps);
-            let (w, b) = (scalar(kb, p[1]), scalar(kb, p[2]));
-            each(kb, d, &mut |kb, i, lane| {
+            let st = stats(kb, p[0], d, ch, eps);
+            let (w, b) = (scalar(kb, p[1], ch), scalar(kb, p[2], ch));
+            each(kb, d, ch, &mut |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
                 let (w, b) = (kb.splat(lane, w), kb.splat(lane, b));
                 let y = kb.b.ins().fmul(h, w);
@@ -163,19 +203,19 @@ pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize]) 
             // Eval: x, weight, bias, running_mean, running_var; its gradient: dy, weight,
             // running_var (y = dy·scale).
             let eval = matches!(op, Op::BatchNormEval { .. });
-            let var = kb.ld(types::F32, p[if eval { 4 } else { 2 }], zero);
+            let var = kb.ld(types::F32, p[if eval { 4 } else { 2 }], ch);
             let var = kb.b.ins().fpromote(types::F64, var);
             let inv = inv_std(kb, var, eps);
-            let w = kb.ld(types::F32, p[1], zero);
+            let w = kb.ld(types::F32, p[1], ch);
             let scale = kb.b.ins().fmul(inv, w);
             let scale = kept(kb, scale);
             let (mean, b) = if eval {
-                (scalar(kb, p[3]), scalar(kb, p[2]))
+                (scalar(kb, p[3], ch), scalar(kb, p[2], ch))
             } else {
                 let z = kb.b.ins().f32const(0.0);
                 (z, z)
             };
-            each(kb, d, &mut |kb, i, lane| {
+            each(kb, d, ch, &mut |kb, i, lane| {
                 let v = kb.ld(lane, p[0], i);
                 let y = if eval {
                     let m = kb.splat(lane, mean);
@@ -193,8 +233,8 @@ pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize]) 
         }
         Op::BatchNormGrad { eps } => {
             // ins: x, weight, dy.
-            let st = stats(kb, p[0], d, eps);
-            let [sg, sgx] = sums(kb, d, |kb, i, lane| {
+            let st = stats(kb, p[0], d, ch, eps);
+            let [sg, sgx] = sums(kb, d, ch, |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
                 let g = kb.ld(lane, p[2], i);
                 [g, kb.b.ins().fmul(h, g)]
@@ -205,10 +245,10 @@ pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize]) 
             let mgx = kb.b.ins().fdiv(sgx, st.n);
             let mgx = kb.b.ins().fdemote(types::F32, mgx);
             let mgx = kept(kb, mgx);
-            let w = kb.ld(types::F32, p[1], zero);
+            let w = kb.ld(types::F32, p[1], ch);
             let scale = kb.b.ins().fmul(w, st.inv);
             let scale = kept(kb, scale);
-            each(kb, d, &mut |kb, i, lane| {
+            each(kb, d, ch, &mut |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
                 let g = kb.ld(lane, p[2], i);
                 let m = kb.splat(lane, mg);
@@ -223,37 +263,37 @@ pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize]) 
         }
         Op::BatchNormWeightGrad { eps } => {
             // ins: x, dy.
-            let st = stats(kb, p[0], d, eps);
-            let [s] = sums(kb, d, |kb, i, lane| {
+            let st = stats(kb, p[0], d, ch, eps);
+            let [s] = sums(kb, d, ch, |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
                 let g = kb.ld(lane, p[1], i);
                 [kb.b.ins().fmul(h, g)]
             });
             let s = kb.b.ins().fdemote(types::F32, s);
-            kb.st(s, o, zero);
+            kb.st(s, o, ch);
         }
         Op::BatchStats { .. } => {
             // The mean, then the unbiased variance N/(N − 1) times the biased one (N > 1:
             // checked before), C elements further.
-            let st = stats(kb, p[0], d, 1.0);
+            let st = stats(kb, p[0], d, ch, 1.0);
             let m = kb.b.ins().fdemote(types::F32, st.mean64);
-            kb.st(m, o, zero);
+            kb.st(m, o, ch);
             let one = kb.b.ins().f64const(1.0);
             let n1 = kb.b.ins().fsub(st.n, one);
             let v = kb.b.ins().fmul(st.var, st.n);
             let v = kb.b.ins().fdiv(v, n1);
             let v = kb.b.ins().fdemote(types::F32, v);
-            let at = kb.int(d.0 as i64);
+            let at = kb.b.ins().iadd_imm_s(ch, d.0 as i64);
             kb.st(v, o, at);
         }
         _ => unreachable!("batch_norm kernels are built for the batch norm ops only"),
     }
 }
 
-/// How far each of `op`'s slots moves from one channel to the next, in bytes: the batched
+/// How far each of `op`'s slots moves from one group of `group` channels to the next, in bytes: the batched
 /// values (input 0, and dy) by the channel's H·W values, the per-channel ones by one f32. `x`
 /// is input 0's type, `out` and `ins` the node's slots.
-pub fn moves(op: &Op, x: &Type, out: usize, ins: &[usize]) -> Vec<(usize, usize)> {
+pub fn moves(op: &Op, x: &Type, out: usize, ins: &[usize], group: usize) -> Vec<(usize, usize)> {
     let (_, s) = geometry(x);
     let batched = |k: usize| match op {
         Op::BatchNormGrad { .. } => k == 0 || k == 2,
@@ -263,7 +303,7 @@ pub fn moves(op: &Op, x: &Type, out: usize, ins: &[usize]) -> Vec<(usize, usize)
     let out_batched = !matches!(op, Op::BatchNormWeightGrad { .. } | Op::BatchStats { .. });
     ins.iter()
         .enumerate()
-        .map(|(k, &slot)| (slot, if batched(k) { 4 * s } else { 4 }))
-        .chain([(out, if out_batched { 4 * s } else { 4 })])
+        .map(|(k, &slot)| (slot, group * if batched(k) { 4 * s } else { 4 }))
+        .chain([(out, group * if out_batched { 4 * s } else { 4 })])
         .collect()
 }

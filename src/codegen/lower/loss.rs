@@ -27,17 +27,21 @@ pub(super) fn layer_norm(cx: &Cx, out: &mut Built, eps: f32) -> Result<Step, Cod
     })
 }
 
-/// The batch norm ops: a kernel for one channel, run once per channel (on the threads).
+/// The batch norm ops: a kernel for a group of channels, run once per group (on the threads).
 pub(super) fn batch_norm(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
     let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));
-    let title = format!("{}\n; by channels", cx.header);
-    let k = out
-        .km
-        .kernel(&title, |kb| batchnorm::batch_norm(kb, &cx.n.op, &x, i, ins))?;
+    let c = batchnorm::geometry(&x).0;
+    // At most 16 parts: each costs a dispatch, which a [C] vector's channel does not repay.
+    let parts = super::channel_parts(c, 16);
+    let group = c / parts;
+    let title = format!("{}\n; by parts of {group} channels", cx.header);
+    let k = out.km.kernel(&title, |kb| {
+        batchnorm::batch_norm(kb, &cx.n.op, &x, i, ins, group)
+    })?;
     Ok(Step::Parts {
         k,
-        parts: batchnorm::geometry(&x).0,
-        moves: batchnorm::moves(&cx.n.op, &x, i, ins),
+        parts,
+        moves: batchnorm::moves(&cx.n.op, &x, i, ins, group),
     })
 }
 
