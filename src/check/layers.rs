@@ -300,7 +300,9 @@ pub fn layer(
             let dim = r.size("dim", "the normalized size");
             let eps = r.get("eps", |e| {
                 let v = consts::number(e)?;
-                if v > 0.0 && v < 1.0 {
+                if v > 0.0 && v < f32::MIN_POSITIVE as f64 {
+                    Err(super::optim::subnormal_eps(e, v, "nnc::arg"))
+                } else if v > 0.0 && v < 1.0 {
                     Ok(v as f32)
                 } else {
                     Err(Diag::new(

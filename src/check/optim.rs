@@ -166,8 +166,10 @@ pub fn optimizer(e: &Expr) -> Result<OptimizerSpec, Vec<Diag>> {
     let wd_default = if callee.name == "adamw" { 0.01 } else { 0.0 };
     let weight_decay = num("weight_decay", wd_default, &nonneg("weight_decay"));
     let positive_eps = |e: &Expr, v: f64| {
-        if v > 0.0 {
+        if v >= f32::MIN_POSITIVE as f64 {
             Ok(v)
+        } else if v > 0.0 {
+            Err(subnormal_eps(e, v, "nnc::train"))
         } else {
             Err(Diag::new(
                 "nnc::train",
@@ -548,4 +550,21 @@ pub fn default_metrics(classification: bool) -> Vec<Metric> {
     } else {
         vec![Metric::Loss]
     }
+}
+
+/// An `eps` above 0 but below the smallest normal f32: compiled steps flush subnormal numbers to
+/// zero (spec §10a), so such an `eps` would be 0 there, and a row or a gradient of zeros would
+/// divide 0 by 0.
+pub(crate) fn subnormal_eps(e: &Expr, v: f64, code: &'static str) -> Diag {
+    Diag::new(
+        code,
+        format!("eps {v:e} is below the smallest normal f32, 1.2e-38"),
+        e.span,
+        "0 in a compiled step",
+    )
+    .help(
+        "training runs in f32 with subnormal numbers flushed to zero, so this eps would be 0 \
+         and a 0/0 would make NaN; write 1.2e-38 or more (PyTorch's defaults are 1e-5 for \
+         LayerNorm, 1e-8 for the optimizers)",
+    )
 }
