@@ -541,9 +541,23 @@ impl<'a, 'g> Lower<'a, 'g> {
             ),
             _ => None,
         };
+        // Activations nnc lacks whose names are a letter or two from `relu`: "did you mean
+        // `relu`?" would pass another function off as a misspelling.
+        let lacking = matches!(
+            id.name.to_ascii_lowercase().as_str(),
+            "gelu" | "elu" | "selu" | "celu" | "relu6" | "prelu" | "rrelu"
+        );
+        let lacking = lacking.then(|| {
+            format!(
+                "nnc has no `{}` activation; the activations are {}",
+                id.name,
+                ACTIVATIONS.join(", ")
+            )
+        });
         d = d.help(
             match renamed
                 .map(str::to_string)
+                .or(lacking)
                 .or_else(|| did_you_mean(&id.name, cands))
             {
                 Some(h) => h,
