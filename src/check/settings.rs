@@ -35,6 +35,13 @@ fn elsewhere(key: &str, block: &str) -> Option<String> {
         "clipnorm" | "max_grad_norm" | "max_norm" | "grad_clip" | "clip_grad" | "gradient_clip_val" if train => {
             "the gradients' total norm is clipped with `clip_grad_norm: 1.0` (as `torch.nn.utils.clip_grad_norm_`)".into()
         }
+        // PyTorch's `clip_grad_value_` and Keras's `clipvalue` clamp each element: another rule.
+        "clip_grad_value" | "clipvalue" | "clip_value" | "gradient_clip_value" if train => {
+            "nnc clips the gradients' total norm (`clip_grad_norm: 1.0`, as `torch.nn.utils.clip_grad_norm_`), not each value (`clip_grad_value_`)".into()
+        }
+        "label_smoothing" if train => {
+            "`label_smoothing` is an argument of cross_entropy: `loss: cross_entropy(output, label, label_smoothing: 0.1)`".into()
+        }
         "batch_size" if !train => "the batch size is set in the train block: `batch: 64`".into(),
         "batch" | "shuffle" | "epochs" | "steps" | "seed" if !train => {
             format!("`{key}` belongs in the train block")
