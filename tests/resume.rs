@@ -245,6 +245,27 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
         "{e}"
     );
 
+    // The same optimizer, but a parameter the checkpoint's run froze (so it holds no state
+    // for it) is trained now: not "another optimizer".
+    let frozen =
+        mlp_source("adam(lr: 0.01)").replace("seed: 7", "seed: 7\n    freeze: dense1.bias");
+    let fk = dir.path("frozen.safetensors");
+    session_train(
+        &program(&frozen),
+        TrainOptions {
+            steps: Some(4),
+            checkpoint: Some(fk.clone()),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    let e = resume(&fk);
+    assert!(
+        e.contains("holds 0 optimizer state buffer(s) for `dense1.bias`: the run that wrote it had it frozen")
+            && !e.contains("another optimizer"),
+        "{e}"
+    );
+
     // Another optimizer with as many state buffers: RMSprop's mean of g² and momentum buffer
     // are not Adam's moments. A checkpoint of an nnc that did not record what its state holds
     // is still resumed (by the number of buffers).

@@ -507,6 +507,8 @@ impl Params {
                 v.copy_from_slice(&ck.get(&p.path, &p.dims).map_err(ck_err)?.data);
             }
         }
+        let ours = optim_state(optimizer);
+        let some_state = ck.tensors.keys().any(|k| k.starts_with("__optim."));
         for t in self.trainable.iter_mut() {
             let p = &graph.params[t.index];
             // As many state buffers as this run's optimizer keeps: SGD with momentum keeps one,
@@ -521,6 +523,18 @@ impl Params {
                         .is_some_and(|i| i.parse::<usize>().is_ok())
                 })
                 .count();
+            // The same optimizer, with state for other parameters but none for this one: the
+            // run that wrote the checkpoint froze it.
+            let same_optimizer = pos.optim_state.as_deref() == Some(ours.as_str());
+            if held == 0 && !t.state.is_empty() && same_optimizer && some_state {
+                return Err(setup(format!(
+                    "checkpoint {} holds 0 optimizer state buffer(s) for `{}`: the run that \
+                     wrote it had it frozen, this run trains it (resume with the `freeze` it \
+                     was trained with, or start from its weights with `--init`)",
+                    path.display(),
+                    p.path,
+                )));
+            }
             if held != t.state.len() {
                 return Err(setup(format!(
                     "checkpoint {} holds {held} optimizer state buffer(s) for `{}`, this run's \
@@ -540,7 +554,6 @@ impl Params {
             }
         }
         // As many buffers, holding other things (RMSprop's mean of g² is not SGD's momentum).
-        let ours = optim_state(optimizer);
         if let Some(then) = pos.optim_state.as_ref().filter(|then| **then != ours) {
             return Err(setup(format!(
                 "checkpoint {} holds optimizer state `{then}`, this run's {} keeps `{ours}`: it \
