@@ -370,6 +370,24 @@ fn cross_entropy(
             &Op::SoftCrossEntropy,
             [(a, sa), (b, sb)],
         )?;
+        // A teacher's logits as the target: −Σ t·log p with t unbounded is no cross-entropy
+        // (it goes below 0 and trains towards nothing).
+        if let Some(what) = unbounded(l.g, b) {
+            l.diags.push(
+                Diag::new(
+                    "nnc::train",
+                    "cross_entropy's target must be probabilities, found unnormalized values",
+                    sb,
+                    format!("straight from {what}: not probabilities"),
+                )
+                .help(
+                    "make the target a distribution with `softmax(...)` (a teacher's logits: \
+                     `cross_entropy(output, softmax(teacher))`), or distil from logits with \
+                     `kl_div(teacher, output)` or `kd(output, teacher, label)`",
+                ),
+            );
+            return None;
+        }
         Op::SoftCrossEntropy
     } else {
         let ids_shape = if ids.dims.is_empty() {
