@@ -125,15 +125,22 @@ pub fn bind<'a>(
             continue;
         };
         if let Some((_, prev)) = bound.iter().find(|(n, _)| n == known) {
-            diags.push(
-                Diag::new(
-                    "nnc::arg",
-                    format!("argument `{known}` is given twice"),
-                    name.span,
-                    "given again here",
-                )
-                .also(prev.span, "first given here"),
-            );
+            let mut d = Diag::new(
+                "nnc::arg",
+                format!("argument `{known}` is given twice"),
+                name.span,
+                "given again here",
+            )
+            .also(prev.span, "first given here");
+            // PyTorch's `Adam(model.parameters(), lr=…)`: `params` was read as the `lr`.
+            if passes_parameters(prev) {
+                d = d.help(format!(
+                    "nnc trains the run's parameters itself: write {} without `{}`",
+                    sig.usage,
+                    written(prev).unwrap_or_default()
+                ));
+            }
+            diags.push(d);
             continue;
         }
         bound.push((known, &a.value));
@@ -185,6 +192,8 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
         "embedding_dim" => "dim",
         "hidden_size" => "hidden",
         "step_size" => "every",
+        // Keras' RMSprop(rho=0.9) is PyTorch's RMSprop(alpha=0.9).
+        "rho" if callee == "rmsprop" => "alpha",
         // PyTorch's losses take `input` and `target`; the table of spec §8 shows `label`.
         "input" if callee == "cross_entropy" => "logits",
         "input" if callee == "binary_cross_entropy" => "p",
@@ -201,7 +210,7 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
                 "cosine decays over the whole run (its `steps` or `epochs`): remove `T_max`".into(),
             )
         }
-        "params" | "parameters" if ["sgd", "adam", "adamw"].contains(&callee) => {
+        "params" | "parameters" if ["sgd", "adam", "adamw", "rmsprop"].contains(&callee) => {
             return Some("nnc trains the run's parameters itself: remove this argument".into())
         }
         _ => return None,
