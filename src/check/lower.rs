@@ -539,6 +539,14 @@ impl<'a, 'g> Lower<'a, 'g> {
                 "the maximum of each channel's whole map is `global_maxpool`: [C, H, W] -> [C] \
                  (PyTorch's `nn.AdaptiveMaxPool2d(1)` then `flatten`)",
             ),
+            "LayerNormalization" => Some(
+                "layer normalization over the last axis is `layer_norm` (Keras' \
+                 `LayerNormalization()`, PyTorch's `nn.LayerNorm(d)`)",
+            ),
+            "SimpleRNN" => Some(
+                "nnc's recurrent layer is `rnn(hidden, activation: tanh)`, Keras' `SimpleRNN` \
+                 with `return_sequences=True`",
+            ),
             _ => None,
         };
         // Activations nnc lacks whose names are a letter or two from `relu`: "did you mean
