@@ -30,7 +30,7 @@ fn sig(name: &str) -> Sig {
             forms: &[&["logits", "target"]],
             named: &["label_smoothing"],
             required: &["logits", "target"],
-            usage: "`cross_entropy(output, label)`",
+            usage: "`cross_entropy(output, label)` or `cross_entropy(output, label, label_smoothing: 0.1)`",
         },
         "binary_cross_entropy" => Sig {
             forms: &[&["p", "target"]],
