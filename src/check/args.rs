@@ -210,6 +210,17 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
                 "cosine decays over the whole run (its `steps` or `epochs`): remove `T_max`".into(),
             )
         }
+        // Keras takes clipping as an optimizer argument; nnc, as PyTorch, as a step of its own.
+        "clipnorm" | "global_clipnorm" | "clip_grad_norm" | "max_norm" | "clipvalue"
+            if ["sgd", "adam", "adamw", "rmsprop"].contains(&callee) =>
+        {
+            return Some(
+                "gradient clipping is a setting of the train block, not of the optimizer: \
+                 `clip_grad_norm: 1.0` clips the gradients' total norm (Keras' \
+                 `global_clipnorm`, PyTorch's `clip_grad_norm_`)"
+                    .into(),
+            )
+        }
         "params" | "parameters" if ["sgd", "adam", "adamw", "rmsprop"].contains(&callee) => {
             return Some("nnc trains the run's parameters itself: remove this argument".into())
         }
