@@ -70,6 +70,43 @@ fn a_diverging_run_stops_naming_the_step_tensor_and_op() {
     }
 }
 
+/// RMSprop's first step moves each weight by about 10·lr whatever its gradient: with `lr: 1e38`
+/// the weights are infinite after step 1, and step 2 stops. The report says that the parameter
+/// itself overflowed in step 1's update, not only that "the gradient" is not finite.
+#[test]
+fn a_parameter_an_update_overflowed_is_named_as_such() {
+    let s = Scratch::new("anomaly-param");
+    let file = s.write(
+        "param.nn",
+        r#"
+model N(x: [4]) -> [3] { return x |> dense(3) }
+data d { train: inline(x: [[1, 2, 3, 4], [0, -1, 2, 0.5], [3, 3, 3, 3.001]], y: [[0], [1], [2]]) }
+train N on d {
+    loss: cross_entropy(output, label), optimizer: rmsprop(lr: 1e38)
+    batch: 3, steps: 5, eval: every 100 steps
+}
+"#,
+    );
+    for backend in [&[][..], &["--interp"][..]] {
+        let out = nnc()
+            .arg("train")
+            .arg(&file)
+            .arg("--quiet")
+            .args(backend)
+            .output()
+            .unwrap();
+        assert_code(&out, 1);
+        assert_has(
+            &stderr(&out),
+            &[
+                "step 2: the loss is NaN",
+                "first appears in `%2 = param dense1.weight",
+                "the parameter itself is not finite: step 1's update overflowed it",
+            ],
+        );
+    }
+}
+
 /// The evaluations before a diverging run stops print its growing loss in scientific notation
 /// (`1.234e24`), not as 25 digits and four decimals.
 #[test]

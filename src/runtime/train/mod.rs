@@ -170,7 +170,7 @@ pub enum TrainError {
     /// A non-finite loss or gradient (or, under `--detect-anomaly`, any intermediate value):
     /// training stopped before the update, so the parameters and checkpoints are those of the
     /// last good step.
-    #[error("run `{run}`, step {step}: {}", non_finite_message(*.loss, .param.as_deref(), .anomaly.as_deref()))]
+    #[error("run `{run}`, step {step}: {}", non_finite_message(*.step, *.loss, .param.as_deref(), .anomaly.as_deref()))]
     NonFinite {
         run: String,
         step: u64,
@@ -216,6 +216,7 @@ pub enum TrainError {
 }
 
 fn non_finite_message(
+    step: u64,
     loss: f32,
     param: Option<&str>,
     anomaly: Option<&anomaly::Anomaly>,
@@ -228,7 +229,18 @@ fn non_finite_message(
         parts.push(format!("the gradient of `{p}` is not finite"));
     }
     match anomaly {
-        Some(a) => parts.push(a.to_string()),
+        Some(a) => {
+            parts.push(a.to_string());
+            // A parameter that is itself not finite: not its gradient, but an earlier update
+            // (an RMSprop or Adam step is about lr per element, whatever the gradient).
+            if step > 1 && a.node.contains(" = param ") {
+                parts.push(format!(
+                    "the parameter itself is not finite: step {}'s update overflowed it (a \
+                     lower learning rate may help)",
+                    step - 1
+                ));
+            }
+        }
         None if parts.is_empty() => parts.push("a value is not finite".into()),
         None => {}
     }
