@@ -60,7 +60,8 @@ fn run_stats(r: &RunSpec) -> CliResult {
         .conv_algorithms()
         .iter()
         .map(|&(i, algo)| {
-            let n = &graph.nodes[i];
+            // The node of the graph the JIT compiled (`kernel_graph` adds nodes to `graph`).
+            let n = &crate::exec::Executor::graph(&jit).nodes[i];
             format!("{} {}: {algo}", n.op.name(), n.label)
         })
         .collect();

@@ -214,6 +214,46 @@ fn check_stats_counts_the_kernels_with_fused_epilogues() {
     }
 }
 
+/// With its first convolution frozen, a CNN's training step compiles to a graph the JIT lowers
+/// further (`kernel_graph` adds nodes): `--stats` named each convolution by an index into the
+/// graph before lowering, and panicked (index out of bounds). It names the three convolutions
+/// the step runs: both forward ones and conv2's weight gradient (no input gradient reaches conv1).
+#[test]
+fn check_stats_names_the_convolutions_of_a_run_with_a_frozen_layer() {
+    let s = Scratch::new("stats-frozen-conv");
+    let file = s.write(
+        "frozen.nn",
+        r#"
+model Enc(image: [1, 28, 28]) -> [16] {
+    x = image |> conv2d(8, kernel: 5, padding: "same") |> relu |> maxpool(2)
+    return x |> conv2d(16, kernel: 3) |> relu |> global_avgpool |> layer_norm
+}
+model Clf(image: [1, 28, 28]) -> [10] { return image |> Enc |> dense(10) }
+data mnist { train: idx("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz") }
+train Clf on mnist {
+    loss: cross_entropy(output, label)
+    optimizer: sgd(lr: 0.05, momentum: 0.9)
+    freeze: enc.conv1
+}
+"#,
+    );
+    let out = succeeded(&run!("check", &file, "--stats"));
+    let line = out
+        .lines()
+        .find(|l| l.contains("convolutions:"))
+        .unwrap_or_else(|| panic!("no convolutions line in\n{out}"));
+    assert_eq!(line.matches("conv2d").count(), 3, "{line}");
+    assert_has(
+        line,
+        &[
+            "conv2d_epi enc.conv1",
+            "conv2d_epi enc.conv2",
+            "grad enc.conv2.weight",
+        ],
+    );
+    assert!(!line.contains("enc.conv1.weight"), "{line}");
+}
+
 #[test]
 fn checking_a_file_with_no_model_and_no_run_says_so() {
     let dir = std::env::temp_dir().join(format!("nnc-empty-{}", std::process::id()));
