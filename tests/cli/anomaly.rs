@@ -107,6 +107,52 @@ train N on d {
     }
 }
 
+/// An update that overflows the parameters is caught before a checkpoint keeps them: the last
+/// step's (which no later step checks: the run ended "successfully", printing NaN outputs, with
+/// a checkpoint every reader refuses), and one a periodic checkpoint or an evaluation follows.
+#[test]
+fn a_checkpoint_never_keeps_parameters_an_update_overflowed() {
+    let s = Scratch::new("anomaly-checkpoint");
+    let src = |extra: &str| {
+        format!(
+            r#"
+model N(x: [4]) -> [3] {{ return x |> dense(3) }}
+data d {{ train: inline(x: [[1, 2, 3, 4], [0, -1, 2, 0.5], [3, 3, 3, 3.001]], y: [[0], [1], [2]]) }}
+train N on d {{ loss: cross_entropy(output, label), optimizer: rmsprop(lr: 1e38), batch: 3, {extra} }}
+"#
+        )
+    };
+    let said = "step 1's update made `dense1.weight` hold -inf at index [0, 0]";
+    for (name, extra, args) in [
+        ("last.nn", "steps: 1", &[][..]),
+        (
+            "every.nn",
+            "steps: 5, eval: every 100 steps",
+            &["--checkpoint-every", "1"][..],
+        ),
+        ("eval.nn", "steps: 5", &[][..]),
+    ] {
+        let file = s.write(name, src(extra));
+        let ck = s.path(&format!("{name}.st"));
+        let out = nnc()
+            .arg("train")
+            .arg(&file)
+            .arg("--quiet")
+            .arg("--checkpoint")
+            .arg(&ck)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_code(&out, 1);
+        assert_has(&stderr(&out), &[said, "was not written"]);
+        assert!(!ck.exists(), "{name}: {} was written", ck.display());
+    }
+    // Without a checkpoint, the run still fails.
+    let file = s.write("plain.nn", src("steps: 1"));
+    let err = user_error(&run!("train", &file, "--quiet"));
+    assert_has(&err, &[said, "a lower learning rate may help"]);
+}
+
 /// The evaluations before a diverging run stops print its growing loss in scientific notation
 /// (`1.234e24`), not as 25 digits and four decimals.
 #[test]

@@ -511,6 +511,9 @@ impl<'a> Trainer<'a> {
 
     /// [`Trainer::evaluate`], then [`Trainer::save`]: the periodic evaluation.
     fn evaluate_and_save(&mut self) -> Result<(), TrainError> {
+        // Parameters the step overflowed, said so (not an evaluation finding the test data
+        // unlike the training data).
+        self.finite_state(self.checkpoint.as_deref())?;
         self.evaluate()?;
         self.save()
     }
@@ -611,10 +614,40 @@ impl<'a> Trainer<'a> {
         }
     }
 
+    /// An error when the state after the current step (parameters and optimizer state) holds
+    /// a NaN or an infinity: the step's update overflowed it, which no step after it checks when
+    /// it was the last, and which a checkpoint (`path`) must not keep.
+    fn finite_state(&self, path: Option<&Path>) -> Result<(), TrainError> {
+        let bad = self.params.saved(&self.graph).into_iter().find_map(|t| {
+            checkpoint::first_non_finite(t.dims, t.data).map(|(i, v)| (t.name, i, v))
+        });
+        let Some((name, index, value)) = bad else {
+            return Ok(());
+        };
+        let kept = path.map_or(String::new(), |p| {
+            format!(
+                "; {} was not written (a file already there keeps its state)",
+                p.display()
+            )
+        });
+        Err(TrainError::Setup {
+            run: self.run.name.into(),
+            msg: format!(
+                "step {}'s update made `{name}` hold {value} at index {index}{kept}: a lower \
+                 learning rate may help",
+                self.step
+            ),
+        })
+    }
+
     /// Writes the run's state after the current step to `path`: the parameters, the optimizer
     /// state ([`Params::saved`]) and the position a resumed run continues from. Only rank 0
     /// writes (the ranks hold the same state).
     fn save_to(&mut self, path: &Path) -> Result<(), TrainError> {
+        // An update that overflowed a parameter (or its optimizer state) leaves a state no
+        // reader takes (`--resume`, `eval` refuse a non-finite checkpoint): the file keeps the
+        // last good one. Every rank holds the same state, so all stop alike.
+        self.finite_state(Some(path))?;
         if self.run.opts.comm.rank() != 0 {
             return Ok(());
         }
@@ -649,6 +682,8 @@ impl<'a> Trainer<'a> {
     /// the final parameters and the session's log.
     pub fn finish(mut self, t0: Instant) -> Result<(RunSummary, Tensors, Log), TrainError> {
         let train_secs = (self.started.elapsed() - self.paused).as_secs_f64();
+        // The last step's update, which no step after it checks.
+        self.finite_state(self.checkpoint.as_deref())?;
         if !self.evaluated_last_step() {
             self.evaluate()?;
         }
