@@ -376,7 +376,9 @@ fn cross_entropy(
             l.diags.push(
                 Diag::new(
                     "nnc::train",
-                    "cross_entropy's target must be probabilities, found unnormalized values",
+                    format!(
+                        "cross_entropy's target must be probabilities, found the output of {what}"
+                    ),
                     sb,
                     format!("straight from {what}: not probabilities"),
                 )
@@ -548,7 +550,7 @@ fn logits(l: &mut Lower, loss: &str, (v, span): (ValueId, Span)) -> Option<()> {
 }
 
 /// The layer that produced `v` when its values are not probabilities (a linear layer, relu,
-/// tanh): binary_cross_entropy needs p in (0, 1).
+/// tanh, log_softmax): binary_cross_entropy needs p in (0, 1), cross_entropy a distribution.
 fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
     let n = g.node(v);
     match n.op {
@@ -558,6 +560,8 @@ fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
         Op::RnnScan { .. } => Some("an rnn"),
         Op::Unary(UnaryOp::Relu) => Some("relu"),
         Op::Unary(UnaryOp::Tanh) => Some("tanh"),
+        // Log-probabilities, all ≤ 0.
+        Op::LogSoftmax => Some("log_softmax"),
         _ => None,
     }
 }
