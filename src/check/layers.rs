@@ -298,25 +298,7 @@ pub fn layer(
         }
         "layer_norm" => {
             let dim = r.size("dim", "the normalized size");
-            let eps = r.get("eps", |e| {
-                let v = consts::number(e)?;
-                if v > 0.0 && v < f32::MIN_POSITIVE as f64 {
-                    Err(super::optim::subnormal_eps(e, v, "nnc::arg"))
-                } else if v > 0.0 && v < 1.0 {
-                    Ok(v as f32)
-                } else {
-                    Err(Diag::new(
-                        "nnc::arg",
-                        format!("eps must be in (0, 1), found {v}"),
-                        e.span,
-                        "out of range",
-                    )
-                    .help(
-                        "eps is added to the variance under the square root: PyTorch's \
-                           default is 1e-5",
-                    ))
-                }
-            });
+            let eps = r.get("eps", norm_eps);
             let (V::T(x), true) = (v, r.ok) else {
                 return V::Bad;
             };
@@ -325,23 +307,7 @@ pub fn layer(
         }
         "batch_norm" => {
             let dim = r.size("dim", "the number of channels");
-            let eps = r.get("eps", |e| {
-                let v = consts::number(e)?;
-                if v > 0.0 && v < 1.0 {
-                    Ok(v as f32)
-                } else {
-                    Err(Diag::new(
-                        "nnc::arg",
-                        format!("eps must be in (0, 1), found {v}"),
-                        e.span,
-                        "out of range",
-                    )
-                    .help(
-                        "eps is added to the variance under the square root: PyTorch's \
-                           default is 1e-5",
-                    ))
-                }
-            });
+            let eps = r.get("eps", norm_eps);
             let momentum = r.get("momentum", |e| {
                 consts::fraction(e, "the running statistics' momentum", 0.0, 1.0, true)
             });
@@ -449,6 +415,25 @@ fn same_padding(
         return Some((k - 1) / 2);
     };
     Some(p)
+}
+
+/// The `eps` of `layer_norm` and `batch_norm`: in (0, 1), and a normal f32 (a smaller one is 0
+/// in a compiled step, which flushes subnormal numbers).
+fn norm_eps(e: &Expr) -> Result<f32, Diag> {
+    let v = consts::number(e)?;
+    if v > 0.0 && v < f32::MIN_POSITIVE as f64 {
+        Err(super::optim::subnormal_eps(e, v, "nnc::arg"))
+    } else if v > 0.0 && v < 1.0 {
+        Ok(v as f32)
+    } else {
+        Err(Diag::new(
+            "nnc::arg",
+            format!("eps must be in (0, 1), found {v}"),
+            e.span,
+            "out of range",
+        )
+        .help("eps is added to the variance under the square root: PyTorch's default is 1e-5"))
+    }
 }
 
 /// Where a layer is, for messages and node labels.

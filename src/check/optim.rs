@@ -565,6 +565,6 @@ pub(crate) fn subnormal_eps(e: &Expr, v: f64, code: &'static str) -> Diag {
     .help(
         "training runs in f32 with subnormal numbers flushed to zero, so this eps would be 0 \
          and a 0/0 would make NaN; write 1.2e-38 or more (PyTorch's defaults are 1e-5 for \
-         LayerNorm, 1e-8 for the optimizers)",
+         LayerNorm and BatchNorm, 1e-8 for the optimizers)",
     )
 }
