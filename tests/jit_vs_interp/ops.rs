@@ -626,6 +626,22 @@ fn layer_norm_family() {
     }
 }
 
+/// Rows far from zero (mean 1,000 σ): the sum's f32 rounding would move the mean by 3e-4 σ
+/// if the kernel did not correct it with the mean deviation.
+#[test]
+fn layer_norm_of_rows_far_from_zero() {
+    let t = f(true, &[1024]);
+    let row = f(false, &[1024]);
+    let g = single(
+        "layer_norm",
+        Op::LayerNorm { eps: 1e-5 },
+        &[t, row.clone(), row],
+        None,
+    );
+    let gens = [Gen::U(999.0, 1001.0), Gen::U(0.5, 1.5), Gen::U(-0.1, 0.1)];
+    compare(&g, &gens, 8, 31, 1e-4);
+}
+
 #[test]
 fn softmax_family() {
     let mut rng = Rng(10);
