@@ -680,7 +680,7 @@ struct BnHyper {
     momentum: f32,
 }
 
-/// `batch_norm` over the channels of `x`: [C] vectors (PyTorch's `BatchNorm1d`) or [C, H, W]
+/// `batch_norm` over the channels of `x`: `[C]` vectors (PyTorch's `BatchNorm1d`) or `[C, H, W]`
 /// images (`BatchNorm2d`), `written` the channel count the file gives. Its `weight` starts at 1
 /// and its `bias` at 0; its buffers `running_mean` (0) and `running_var` (1) are parameters
 /// that nothing trains (frozen). In training it normalizes with the batch's statistics, and

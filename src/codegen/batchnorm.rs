@@ -22,7 +22,7 @@ pub fn geometry(x: &Type) -> (usize, usize) {
 }
 
 /// `body(kb, i, lane)` over channel 0's values: each sample's `s` contiguous values, in f32x4
-/// steps and a scalar tail (one scalar at a time when `s` < 4: [C] vectors).
+/// steps and a scalar tail (one scalar at a time when `s` < 4: `[C]` vectors).
 fn each(
     kb: &mut Kb,
     (c, s): (usize, usize),
@@ -155,7 +155,7 @@ fn inv_std(kb: &mut Kb, var: Value, eps: f32) -> Value {
     kb.materialize(inv)
 }
 
-/// x̂ = (x[i] − mean)·inv in lanes of `lane`.
+/// x̂ = (`x[i]` − mean)·inv in lanes of `lane`.
 fn x_hat(kb: &mut Kb, x: Value, i: Value, lane: types::Type, st: &Stats) -> Value {
     let v = kb.ld(lane, x, i);
     let m = kb.splat(lane, st.mean);

@@ -923,7 +923,7 @@ impl Graph {
     }
 
     /// The fewest values a channel of a training graph's batch norm has per sample (H·W, or 1 on
-    /// [C] vectors), if it has one: a batch must hold more than one value per channel.
+    /// `[C]` vectors), if it has one: a batch must hold more than one value per channel.
     pub fn batch_norm_values_per_sample(&self) -> Option<usize> {
         self.nodes
             .iter()
