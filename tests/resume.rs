@@ -282,7 +282,7 @@ fn resuming_a_wrong_or_foreign_checkpoint_is_a_clear_error() {
         e.contains(
             "holds optimizer state `exp_avg,exp_avg_sq`, this run's rmsprop keeps \
              `square_avg,momentum_buffer`"
-        ),
+        ) && e.contains("or with other settings of this one (sgd's `momentum`, rmsprop's"),
         "{e}"
     );
     let mut unrecorded = good.clone();

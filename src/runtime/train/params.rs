@@ -311,6 +311,9 @@ pub(super) struct Params {
     pub next: Vec<Vec<f32>>,
 }
 
+/// The optimizer settings that decide which state buffers it keeps, as resume errors name them.
+const STATE_SETTINGS: &str = "sgd's `momentum`, rmsprop's `momentum` and `centered`";
+
 impl Params {
     /// The starting values of the parameters of `graph`, the training graph of `spec`
     /// ([`initial`]), and a zero optimizer state. A resumed run takes its parameters from the
@@ -538,8 +541,9 @@ impl Params {
             if held != t.state.len() {
                 return Err(setup(format!(
                     "checkpoint {} holds {held} optimizer state buffer(s) for `{}`, this run's \
-                     optimizer keeps {}: it was written with another optimizer (resume with \
-                     the one it was trained with, or start from its weights with `--init`)",
+                     optimizer keeps {}: it was written with another optimizer, or with other \
+                     settings of this one ({STATE_SETTINGS}) (resume with those it was trained \
+                     with, or start from its weights with `--init`)",
                     path.display(),
                     p.path,
                     t.state.len()
@@ -557,8 +561,9 @@ impl Params {
         if let Some(then) = pos.optim_state.as_ref().filter(|then| **then != ours) {
             return Err(setup(format!(
                 "checkpoint {} holds optimizer state `{then}`, this run's {} keeps `{ours}`: it \
-                 was written with another optimizer (resume with the one it was trained with, or \
-                 start from its weights with `--init`)",
+                 was written with another optimizer, or with other settings of this one \
+                 ({STATE_SETTINGS}) (resume with those it was trained with, or start from its \
+                 weights with `--init`)",
                 path.display(),
                 optimizer.name()
             )));
