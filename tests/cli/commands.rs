@@ -188,6 +188,20 @@ fn gradcheck_passes_on_xor_and_the_mlp() {
     }
 }
 
+/// Two samples through a `batch_norm` are normalized to ±1 up to rounding, so its gradients at
+/// `gradcheck`'s batch of 2 were f32 cancellation (the MLP with one failed at 1.6e-3): a file
+/// with a batch norm is checked at batch 4, and passes.
+#[test]
+fn gradcheck_takes_a_batch_of_4_for_a_batch_norm() {
+    let s = Scratch::new("gradcheck-batch-norm");
+    let src = std::fs::read_to_string(root().join("examples/mnist_mlp.nn"))
+        .unwrap()
+        .replace("dense(128) |> relu", "dense(128) |> batch_norm |> relu");
+    let file = s.write("bn.nn", src);
+    let out = run!("gradcheck", &file);
+    assert!(succeeded(&out).contains("gradient check passed"));
+}
+
 /// `check --stats` counts the kernels of one training step. The MLP's 9: three GEMMs with
 /// epilogues (dense1 with its bias and relu, dense2 with its bias and the loss's gradient, the
 /// gradient into dense1 masked by relu'), the loss as two (each sample's sum, then their mean),
