@@ -147,6 +147,17 @@ impl StepUpdate {
     }
 }
 
+/// `g + wd·p`: weight decay as L2 added to the gradient (`sgd`, `adam`, `rmsprop`); `g` itself
+/// when `wd` is 0.
+fn l2_decay(kb: &mut Kb, lane: types::Type, g: Value, p: Value, wd: f64) -> Value {
+    if wd == 0.0 {
+        return g;
+    }
+    let wd = kb.cst(lane, wd as f32);
+    let t = kb.b.ins().fmul(wd, p);
+    kb.b.ins().fadd(g, t)
+}
+
 fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
     let n = kb.batch;
     // The third state buffer's pointer is loaded only where it is used: the other kernels are
@@ -182,12 +193,7 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
                 weight_decay,
                 ..
             } => {
-                let mut g = g;
-                if weight_decay != 0.0 {
-                    let wd = kb.cst(lane, weight_decay as f32);
-                    let t = kb.b.ins().fmul(wd, p);
-                    g = kb.b.ins().fadd(g, t);
-                }
+                let g = l2_decay(kb, lane, g, p, weight_decay);
                 let d = if momentum != 0.0 {
                     let mu = kb.cst(lane, momentum as f32);
                     let v = kb.ld_rw(lane, ptrs[S0], i);
@@ -223,16 +229,13 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
                 let decoupled = matches!(spec, OptimizerSpec::AdamW { .. });
                 let mut g = g;
                 let mut p = p;
-                if weight_decay != 0.0 {
+                if decoupled && weight_decay != 0.0 {
                     let wd = kb.cst(lane, weight_decay as f32);
-                    if decoupled {
-                        let t = kb.b.ins().fmul(lrv, wd);
-                        let t = kb.b.ins().fmul(t, p);
-                        p = kb.b.ins().fsub(p, t);
-                    } else {
-                        let t = kb.b.ins().fmul(wd, p);
-                        g = kb.b.ins().fadd(g, t);
-                    }
+                    let t = kb.b.ins().fmul(lrv, wd);
+                    let t = kb.b.ins().fmul(t, p);
+                    p = kb.b.ins().fsub(p, t);
+                } else {
+                    g = l2_decay(kb, lane, g, p, weight_decay);
                 }
                 let b1 = kb.cst(lane, beta1 as f32);
                 let c1 = kb.cst(lane, (1.0 - beta1) as f32);
@@ -267,12 +270,7 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
                 centered,
                 ..
             } => {
-                let mut g = g;
-                if weight_decay != 0.0 {
-                    let wd = kb.cst(lane, weight_decay as f32);
-                    let t = kb.b.ins().fmul(wd, p);
-                    g = kb.b.ins().fadd(g, t);
-                }
+                let g = l2_decay(kb, lane, g, p, weight_decay);
                 let a = kb.cst(lane, alpha as f32);
                 let c = kb.cst(lane, 1.0 - alpha as f32);
                 // v = α·v + ((1−α)·g)·g, as the reference computes it.
