@@ -114,35 +114,13 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             b.accumulate(x(0), d)?;
         }
         Op::LayerNorm { eps } => {
-            let (xs, w, bias) = (x(0), x(1), x(2));
-            if b.wants(xs) {
-                let d = b.push(xs, Op::LayerNormGrad { eps }, vec![xs, w, dy])?;
-                b.accumulate(xs, d)?;
-            }
-            if b.wants(w) {
-                let d = b.push(w, Op::LayerNormWeightGrad { eps }, vec![xs, dy])?;
-                b.accumulate(w, d)?;
-            }
-            if b.wants(bias) {
-                let axis = b.g.ty(xs).rank() - 1;
-                let d = b.push(bias, Op::BiasGrad { axis }, vec![dy])?;
-                b.accumulate(bias, d)?;
-            }
+            let axis = b.g.ty(x(0)).rank() - 1;
+            let grads = [Op::LayerNormGrad { eps }, Op::LayerNormWeightGrad { eps }];
+            normalization(b, [x(0), x(1), x(2)], dy, grads, axis)?;
         }
         Op::BatchNorm { eps } => {
-            let (xs, w, bias) = (x(0), x(1), x(2));
-            if b.wants(xs) {
-                let d = b.push(xs, Op::BatchNormGrad { eps }, vec![xs, w, dy])?;
-                b.accumulate(xs, d)?;
-            }
-            if b.wants(w) {
-                let d = b.push(w, Op::BatchNormWeightGrad { eps }, vec![xs, dy])?;
-                b.accumulate(w, d)?;
-            }
-            if b.wants(bias) {
-                let d = b.push(bias, Op::BiasGrad { axis: 1 }, vec![dy])?;
-                b.accumulate(bias, d)?;
-            }
+            let grads = [Op::BatchNormGrad { eps }, Op::BatchNormWeightGrad { eps }];
+            normalization(b, [x(0), x(1), x(2)], dy, grads, 1)?;
         }
         Op::BatchNormEval { eps } => {
             // Only a frozen batch norm runs on its running statistics in a training graph:
@@ -232,6 +210,31 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
                 v.0
             ));
         }
+    }
+    Ok(())
+}
+
+/// The gradients of a normalization `[x, weight, bias] -> y` (`layer_norm`, `batch_norm` in
+/// training): `dx` and `dweight` by its two gradient ops `[dx_op, dweight_op]` ([x, weight, dy]
+/// and [x, dy]), `dbias` a [`Op::BiasGrad`] of `dy` along the normalized channels' `axis`.
+fn normalization(
+    b: &mut Backward,
+    [xs, w, bias]: [ValueId; 3],
+    dy: ValueId,
+    [dx_op, dw_op]: [Op; 2],
+    axis: usize,
+) -> Result<(), String> {
+    if b.wants(xs) {
+        let d = b.push(xs, dx_op, vec![xs, w, dy])?;
+        b.accumulate(xs, d)?;
+    }
+    if b.wants(w) {
+        let d = b.push(w, dw_op, vec![xs, dy])?;
+        b.accumulate(w, d)?;
+    }
+    if b.wants(bias) {
+        let d = b.push(bias, Op::BiasGrad { axis }, vec![dy])?;
+        b.accumulate(bias, d)?;
     }
     Ok(())
 }
