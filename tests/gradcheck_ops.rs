@@ -446,7 +446,8 @@ fn batch_norm() {
         let b = param(&mut g, "bn.bias", &dims[..1]);
         frozen(&mut g, "bn.running_mean", &dims[..1]);
         frozen(&mut g, "bn.running_var", &dims[..1]);
-        let y = op(&mut g, Op::BatchNorm { eps: 1e-5 }, &[h, w, b]);
+        let stats = op(&mut g, Op::BatchStats { momentum: 0.1 }, &[h]);
+        let y = op(&mut g, Op::BatchNorm { eps: 1e-5 }, &[h, stats, w, b]);
         let y = op(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
         mse_loss(&mut g, y);
         let r = check(&g, batch);

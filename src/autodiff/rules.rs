@@ -114,14 +114,9 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             b.accumulate(x(0), d)?;
         }
         Op::LayerNorm { eps } => {
-            let axis = b.g.ty(x(0)).rank() - 1;
-            let grads = [Op::LayerNormGrad { eps }, Op::LayerNormWeightGrad { eps }];
-            normalization(b, [x(0), x(1), x(2)], dy, grads, axis)?;
+            layer_norm(b, [x(0), x(1), x(2)], dy, eps)?;
         }
-        Op::BatchNorm { eps } => {
-            let grads = [Op::BatchNormGrad { eps }, Op::BatchNormWeightGrad { eps }];
-            normalization(b, [x(0), x(1), x(2)], dy, grads, 1)?;
-        }
+        Op::BatchNorm { eps } => batch_norm(b, [x(0), x(1), x(2), x(3)], dy, eps)?,
         Op::BatchNormEval { eps } => {
             // Only a frozen batch norm runs on its running statistics in a training graph:
             // its weight and bias take no gradient, its input dy·weight/√(running_var + eps).
@@ -214,27 +209,60 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
     Ok(())
 }
 
-/// The gradients of a normalization `[x, weight, bias] -> y` (`layer_norm`, `batch_norm` in
-/// training): `dx` and `dweight` by its two gradient ops `[dx_op, dweight_op]` ([x, weight, dy]
-/// and [x, dy]), `dbias` a [`Op::BiasGrad`] of `dy` along the normalized channels' `axis`.
-fn normalization(
+/// The gradients of a layer norm `[x, weight, bias] -> y` over the last axis: `dx` and
+/// `dweight` by its two gradient ops ([x, weight, dy] and [x, dy]), `dbias` a [`Op::BiasGrad`]
+/// of `dy` along that axis.
+fn layer_norm(
     b: &mut Backward,
     [xs, w, bias]: [ValueId; 3],
     dy: ValueId,
-    [dx_op, dw_op]: [Op; 2],
-    axis: usize,
+    eps: f32,
 ) -> Result<(), String> {
     if b.wants(xs) {
-        let d = b.push(xs, dx_op, vec![xs, w, dy])?;
+        let d = b.push(xs, Op::LayerNormGrad { eps }, vec![xs, w, dy])?;
         b.accumulate(xs, d)?;
     }
     if b.wants(w) {
-        let d = b.push(w, dw_op, vec![xs, dy])?;
+        let d = b.push(w, Op::LayerNormWeightGrad { eps }, vec![xs, dy])?;
         b.accumulate(w, d)?;
     }
     if b.wants(bias) {
+        let axis = b.g.ty(xs).rank() - 1;
         let d = b.push(bias, Op::BiasGrad { axis }, vec![dy])?;
         b.accumulate(bias, d)?;
+    }
+    Ok(())
+}
+
+/// The gradients of a batch norm in training, `[x, stats, weight, bias] -> y`: the weight's,
+/// Σ dy ⊙ x̂, and the bias's, Σ dy, are the two sums per channel that the input's needs, so
+/// they are computed first, once, and dx reads them. The batch statistics take no gradient of
+/// their own: [`Op::BatchNormGrad`] accounts for them.
+fn batch_norm(
+    b: &mut Backward,
+    [xs, stats, w, bias]: [ValueId; 4],
+    dy: ValueId,
+    eps: f32,
+) -> Result<(), String> {
+    let dx = b.wants(xs);
+    let dw = (dx || b.wants(w))
+        .then(|| b.push(w, Op::BatchNormWeightGrad { eps }, vec![xs, stats, dy]))
+        .transpose()?;
+    let db = (dx || b.wants(bias))
+        .then(|| b.push(bias, Op::BiasGrad { axis: 1 }, vec![dy]))
+        .transpose()?;
+    if let (true, Some(dw), Some(db)) = (dx, dw, db) {
+        let d = b.push(
+            xs,
+            Op::BatchNormGrad { eps },
+            vec![xs, stats, w, dy, dw, db],
+        )?;
+        b.accumulate(xs, d)?;
+    }
+    for (p, d) in [(w, dw), (bias, db)] {
+        if let (true, Some(d)) = (b.wants(p), d) {
+            b.accumulate(p, d)?;
+        }
     }
     Ok(())
 }

@@ -749,13 +749,16 @@ fn batch_norm(
     )?;
     let path = l.g.params[l.g.params.len() - 2].path.clone();
     l.g.set_output(&format!("stats:{path}"), stats);
-    node(l, Op::BatchNorm { eps: h.eps }, vec![x, w, b], cx)
+    node(l, Op::BatchNorm { eps: h.eps }, vec![x, stats, w, b], cx)
 }
 
 /// A batch norm whose weight and bias `freeze:` froze runs in `g` (a training graph) on its
 /// running statistics and no longer updates them, as Keras's frozen `BatchNormalization`:
-/// its node becomes a [`Op::BatchNormEval`] and its `stats:` output is dropped.
-pub(super) fn freeze_batch_norms(g: &mut Graph) {
+/// its node becomes a [`Op::BatchNormEval`] and its `stats:` output is dropped. Whether it froze
+/// any: their [`Op::BatchStats`] nodes are then dead, for the caller to drop once no
+/// [`ValueId`] into `g` is held.
+pub(super) fn freeze_batch_norms(g: &mut Graph) -> bool {
+    let mut froze = false;
     let param_node = |g: &Graph, path: &str| {
         g.values()
             .find(|&v| matches!(g.node(v).op, Op::Param(p) if g.params[p.index()].path == path))
@@ -764,7 +767,7 @@ pub(super) fn freeze_batch_norms(g: &mut Graph) {
         let Op::BatchNorm { eps } = g.nodes[i].op else {
             continue;
         };
-        let [w, b] = [1, 2].map(|k| g.nodes[i].inputs[k]);
+        let [x, w, b] = [0, 2, 3].map(|k| g.nodes[i].inputs[k]);
         let frozen = |v: ValueId| match g.node(v).op {
             Op::Param(p) => g.params[p.index()]
                 .frozen
@@ -781,10 +784,12 @@ pub(super) fn freeze_batch_norms(g: &mut Graph) {
             continue;
         };
         g.nodes[i].op = Op::BatchNormEval { eps };
-        g.nodes[i].inputs.extend([mean, var]);
+        g.nodes[i].inputs = vec![x, w, b, mean, var];
         let name = format!("stats:{stem}.running_mean");
         g.outputs.retain(|o| o.name != name);
+        froze = true;
     }
+    froze
 }
 
 /// A batch norm's running statistic `name`: a parameter that no optimizer trains.

@@ -14,6 +14,7 @@ use crate::ir::{
     DataSpec, EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule, ScheduleKind,
     TeacherSpec, Type, ValueId,
 };
+use crate::opt::dce::dce;
 use crate::syntax::ast::{Expr, ExprKind, Span, Train};
 use std::collections::HashMap;
 
@@ -540,7 +541,7 @@ fn build_graphs(
     let freeze = s.keys.get("freeze").map_or(Vec::new(), |e| {
         params::freeze(e, model, &mut [&mut train.g, &mut eval.g], diags)
     });
-    layers::freeze_batch_norms(&mut train.g);
+    let froze_batch_norms = layers::freeze_batch_norms(&mut train.g);
     if let (Some(1), Some(1), Some(e)) = (
         s.batch,
         train.g.batch_norm_values_per_sample(),
@@ -574,6 +575,12 @@ fn build_graphs(
         diags,
     );
     let graph = with_loss(cx, b, train, true, diags)?;
+    // A frozen batch norm no longer reads the batch statistics computed for it.
+    let graph = if froze_batch_norms {
+        dce(&graph)
+    } else {
+        graph
+    };
     let eval_graph = with_loss(cx, b, eval, false, diags)?;
     Some(Built {
         graph,

@@ -110,17 +110,17 @@ fn sums<const K: usize>(
     totals.map(|t| kb.b.use_var(t))
 }
 
-/// Channel statistics: the mean (f32, and f64), the biased variance (f64), 1/√(var + eps)
-/// (f32) and N (f64).
+/// A channel's statistics as its normalization uses them: the mean, 1/√(var + eps) (f32) and
+/// N, the number of values (f64).
 struct Stats {
     mean: Value,
-    mean64: Value,
-    var: Value,
     inv: Value,
     n: Value,
 }
 
-fn stats(kb: &mut Kb, x: Value, d: (usize, usize), ch: Value, eps: f32) -> Stats {
+/// Channel `ch`'s batch mean (f64), biased variance (f64) and N (f64), from its values in `x`
+/// (two passes: the mean, then the squares of the deviations from it).
+fn measure(kb: &mut Kb, x: Value, d: (usize, usize), ch: Value) -> (Value, Value, Value) {
     let count = kb.rows(true, d.1);
     let n = kb.b.ins().fcvt_from_sint(types::F64, count);
     let [s] = sums(kb, d, ch, |kb, i, lane| [kb.ld(lane, x, i)]);
@@ -134,14 +134,25 @@ fn stats(kb: &mut Kb, x: Value, d: (usize, usize), ch: Value, eps: f32) -> Stats
         [kb.b.ins().fmul(dv, dv)]
     });
     let var = kb.b.ins().fdiv(ss, n);
+    (mean64, var, n)
+}
+
+/// Channel `ch`'s statistics read from the `BatchStats` value at `p` (`[2, C]`: the means, then
+/// the unbiased variances C elements further, of a batch of N values a channel): the biased
+/// variance that normalizes is (N − 1)/N times the unbiased one, in f64.
+fn stored(kb: &mut Kb, p: Value, d: (usize, usize), ch: Value, eps: f32) -> Stats {
+    let count = kb.rows(true, d.1);
+    let n = kb.b.ins().fcvt_from_sint(types::F64, count);
+    let mean = scalar(kb, p, ch);
+    let at = kb.b.ins().iadd_imm_s(ch, d.0 as i64);
+    let unbiased = kb.ld(types::F32, p, at);
+    let unbiased = kb.b.ins().fpromote(types::F64, unbiased);
+    let one = kb.b.ins().f64const(1.0);
+    let n1 = kb.b.ins().fsub(n, one);
+    let var = kb.b.ins().fmul(unbiased, n1);
+    let var = kb.b.ins().fdiv(var, n);
     let inv = inv_std(kb, var, eps);
-    Stats {
-        mean,
-        mean64,
-        var,
-        inv,
-        n,
-    }
+    Stats { mean, inv, n }
 }
 
 /// 1/√(var + eps), computed in f64 from an f64 variance, as an f32.
@@ -189,8 +200,9 @@ pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize], 
 fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: Value) {
     match *op {
         Op::BatchNorm { eps } => {
-            let st = stats(kb, p[0], d, ch, eps);
-            let (w, b) = (scalar(kb, p[1], ch), scalar(kb, p[2], ch));
+            // ins: x, stats, weight, bias.
+            let st = stored(kb, p[1], d, ch, eps);
+            let (w, b) = (scalar(kb, p[2], ch), scalar(kb, p[3], ch));
             each(kb, d, ch, &mut |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
                 let (w, b) = (kb.splat(lane, w), kb.splat(lane, b));
@@ -232,25 +244,23 @@ fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: V
             });
         }
         Op::BatchNormGrad { eps } => {
-            // ins: x, weight, dy.
-            let st = stats(kb, p[0], d, ch, eps);
-            let [sg, sgx] = sums(kb, d, ch, |kb, i, lane| {
-                let h = x_hat(kb, p[0], i, lane, &st);
-                let g = kb.ld(lane, p[2], i);
-                [g, kb.b.ins().fmul(h, g)]
-            });
-            let mg = kb.b.ins().fdiv(sg, st.n);
-            let mg = kb.b.ins().fdemote(types::F32, mg);
-            let mg = kept(kb, mg);
-            let mgx = kb.b.ins().fdiv(sgx, st.n);
-            let mgx = kb.b.ins().fdemote(types::F32, mgx);
-            let mgx = kept(kb, mgx);
-            let w = kb.ld(types::F32, p[1], ch);
+            // ins: x, stats, weight, dy, Σ dy⊙x̂, Σ dy (the weight's and the bias's gradients).
+            let st = stored(kb, p[1], d, ch, eps);
+            let mean_of = |kb: &mut Kb, sum: Value| {
+                let s = kb.ld(types::F32, sum, ch);
+                let s = kb.b.ins().fpromote(types::F64, s);
+                let m = kb.b.ins().fdiv(s, st.n);
+                let m = kb.b.ins().fdemote(types::F32, m);
+                kept(kb, m)
+            };
+            let mgx = mean_of(kb, p[4]);
+            let mg = mean_of(kb, p[5]);
+            let w = kb.ld(types::F32, p[2], ch);
             let scale = kb.b.ins().fmul(w, st.inv);
             let scale = kept(kb, scale);
             each(kb, d, ch, &mut |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
-                let g = kb.ld(lane, p[2], i);
+                let g = kb.ld(lane, p[3], i);
                 let m = kb.splat(lane, mg);
                 let t = kb.b.ins().fsub(g, m);
                 let mx = kb.splat(lane, mgx);
@@ -262,11 +272,11 @@ fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: V
             });
         }
         Op::BatchNormWeightGrad { eps } => {
-            // ins: x, dy.
-            let st = stats(kb, p[0], d, ch, eps);
+            // ins: x, stats, dy.
+            let st = stored(kb, p[1], d, ch, eps);
             let [s] = sums(kb, d, ch, |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
-                let g = kb.ld(lane, p[1], i);
+                let g = kb.ld(lane, p[2], i);
                 [kb.b.ins().fmul(h, g)]
             });
             let s = kb.b.ins().fdemote(types::F32, s);
@@ -275,12 +285,12 @@ fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: V
         Op::BatchStats { .. } => {
             // The mean, then the unbiased variance N/(N − 1) times the biased one (N > 1:
             // checked before), C elements further.
-            let st = stats(kb, p[0], d, ch, 1.0);
-            let m = kb.b.ins().fdemote(types::F32, st.mean64);
+            let (mean, var, n) = measure(kb, p[0], d, ch);
+            let m = kb.b.ins().fdemote(types::F32, mean);
             kb.st(m, o, ch);
             let one = kb.b.ins().f64const(1.0);
-            let n1 = kb.b.ins().fsub(st.n, one);
-            let v = kb.b.ins().fmul(st.var, st.n);
+            let n1 = kb.b.ins().fsub(n, one);
+            let v = kb.b.ins().fmul(var, n);
             let v = kb.b.ins().fdiv(v, n1);
             let v = kb.b.ins().fdemote(types::F32, v);
             let at = kb.b.ins().iadd_imm_s(ch, d.0 as i64);
@@ -296,8 +306,8 @@ fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: V
 pub fn moves(op: &Op, x: &Type, out: usize, ins: &[usize], group: usize) -> Vec<(usize, usize)> {
     let (_, s) = geometry(x);
     let batched = |k: usize| match op {
-        Op::BatchNormGrad { .. } => k == 0 || k == 2,
-        Op::BatchNormWeightGrad { .. } => true,
+        Op::BatchNormGrad { .. } => k == 0 || k == 3,
+        Op::BatchNormWeightGrad { .. } => k == 0 || k == 2,
         _ => k == 0,
     };
     let out_batched = !matches!(op, Op::BatchNormWeightGrad { .. } | Op::BatchStats { .. });

@@ -227,16 +227,18 @@ fn eval_node(
         Op::LayerNorm { eps } => norm::layer_norm(x(0), x(1), x(2), *eps),
         Op::LayerNormGrad { eps } => norm::layer_norm_grad(x(0), x(1), x(2), *eps),
         Op::LayerNormWeightGrad { eps } => norm::layer_norm_weight_grad(x(0), x(1), last(0), *eps),
-        Op::BatchNorm { eps } => norm::batch_norm(x(0), &shape(0), x(1), x(2), *eps),
+        Op::BatchNorm { eps } => norm::batch_norm(x(0), &shape(0), x(1), [x(2), x(3)], *eps),
         Op::BatchNormEval { eps } => {
             norm::batch_norm_eval(x(0), &shape(0), [x(1), x(2), x(3), x(4)], *eps)
         }
-        Op::BatchNormGrad { eps } => norm::batch_norm_grad(x(0), &shape(0), x(1), x(2), *eps),
+        Op::BatchNormGrad { eps } => {
+            norm::batch_norm_grad(x(0), &shape(0), [x(1), x(2), x(3)], [x(4), x(5)], *eps)
+        }
         Op::BatchNormEvalGrad { eps } => {
             norm::batch_norm_eval_grad(x(0), &shape(0), x(1), x(2), *eps)
         }
         Op::BatchNormWeightGrad { eps } => {
-            norm::batch_norm_weight_grad(x(0), &shape(0), x(1), *eps)
+            norm::batch_norm_weight_grad(x(0), &shape(0), x(1), x(2), *eps)
         }
         Op::BatchStats { .. } => norm::batch_stats(x(0), &shape(0)),
         Op::Softmax => norm::softmax(x(0), last(0)),

@@ -124,21 +124,31 @@ fn moments(v: &[f64]) -> (f64, f64) {
     )
 }
 
-/// Channel `ch` of `x` normalized with its batch statistics, and 1/σ.
-fn batch_normalized(x: &[f64], d: (usize, usize, usize), ch: usize, eps: f32) -> (Vec<f64>, f64) {
+/// Channel `ch` of `x` normalized with its batch statistics `stats` (the [`batch_stats`] of
+/// `x`: means, then unbiased variances), and 1/σ.
+fn batch_normalized(
+    x: &[f64],
+    stats: &[f64],
+    d: (usize, usize, usize),
+    ch: usize,
+    eps: f32,
+) -> (Vec<f64>, f64) {
     let v = channel(x, d, ch);
-    let (mean, var) = moments(&v);
+    let n = v.len() as f64;
+    let (mean, var) = (stats[ch], stats[d.1 + ch] * (n - 1.0) / n);
     let inv = 1.0 / (var + eps as f64).sqrt();
     (v.iter().map(|x| (x - mean) * inv).collect(), inv)
 }
 
 /// PyTorch's `BatchNorm1d`/`BatchNorm2d` in training mode: each channel normalized with the
-/// mean and biased variance of its values in the batch, y = x̂·w + b.
-pub fn batch_norm(x: &[f64], shape: &[usize], w: &[f64], b: &[f64], eps: f32) -> Vec<f64> {
+/// mean and biased variance of its values in the batch (from `stats`, the [`batch_stats`] of
+/// `x`), y = x̂·w + b.
+pub fn batch_norm(x: &[f64], shape: &[usize], stats: &[f64], p: [&[f64]; 2], eps: f32) -> Vec<f64> {
+    let [w, b] = p;
     let d = bcs(shape);
     let mut y = vec![0.0; x.len()];
     for ch in 0..d.1 {
-        let (xh, _) = batch_normalized(x, d, ch, eps);
+        let (xh, _) = batch_normalized(x, stats, d, ch, eps);
         let v: Vec<f64> = xh.iter().map(|v| v * w[ch] + b[ch]).collect();
         put_channel(&mut y, d, ch, &v);
     }
@@ -161,16 +171,22 @@ pub fn batch_norm_eval(x: &[f64], shape: &[usize], p: [&[f64]; 4], eps: f32) -> 
     y
 }
 
-/// dx = (w/σ)(dy − mean(dy) − x̂·mean(dy ⊙ x̂)) over each channel's values.
-pub fn batch_norm_grad(x: &[f64], shape: &[usize], w: &[f64], dy: &[f64], eps: f32) -> Vec<f64> {
+/// dx = (w/σ)(dy − mean(dy) − x̂·mean(dy ⊙ x̂)) over each channel's values, the two means from
+/// the sums given in `sums` (Σ dy ⊙ x̂, then Σ dy: the weight's and the bias's gradients).
+pub fn batch_norm_grad(
+    x: &[f64],
+    shape: &[usize],
+    [stats, w, dy]: [&[f64]; 3],
+    [sgx, sg]: [&[f64]; 2],
+    eps: f32,
+) -> Vec<f64> {
     let d = bcs(shape);
     let mut dx = vec![0.0; x.len()];
     for (ch, w) in w.iter().enumerate().take(d.1) {
-        let (xh, inv) = batch_normalized(x, d, ch, eps);
+        let (xh, inv) = batch_normalized(x, stats, d, ch, eps);
         let g = channel(dy, d, ch);
         let n = g.len() as f64;
-        let mg = g.iter().sum::<f64>() / n;
-        let mgx = g.iter().zip(&xh).map(|(g, x)| g * x).sum::<f64>() / n;
+        let (mg, mgx) = (sg[ch] / n, sgx[ch] / n);
         let v: Vec<f64> = g
             .iter()
             .zip(&xh)
@@ -200,11 +216,17 @@ pub fn batch_norm_eval_grad(
 }
 
 /// Σ over each channel's values of dy ⊙ x̂.
-pub fn batch_norm_weight_grad(x: &[f64], shape: &[usize], dy: &[f64], eps: f32) -> Vec<f64> {
+pub fn batch_norm_weight_grad(
+    x: &[f64],
+    shape: &[usize],
+    stats: &[f64],
+    dy: &[f64],
+    eps: f32,
+) -> Vec<f64> {
     let d = bcs(shape);
     (0..d.1)
         .map(|ch| {
-            let (xh, _) = batch_normalized(x, d, ch, eps);
+            let (xh, _) = batch_normalized(x, stats, d, ch, eps);
             xh.iter().zip(channel(dy, d, ch)).map(|(x, g)| x * g).sum()
         })
         .collect()
@@ -490,12 +512,25 @@ mod tests {
         ];
         for c in &cases {
             let s = c.shape;
-            close(&batch_norm(c.x, s, c.w, c.b, 1e-5), c.y_train, 1e-9);
+            let stats = batch_stats(c.x, s);
+            close(&stats, c.stats, 1e-9);
+            close(
+                &batch_norm(c.x, s, &stats, [c.w, c.b], 1e-5),
+                c.y_train,
+                1e-9,
+            );
             let p = [c.w, c.b, c.rm, c.rv];
             close(&batch_norm_eval(c.x, s, p, 1e-5), c.y_eval, 1e-9);
-            close(&batch_norm_grad(c.x, s, c.w, c.dy, 1e-5), c.dx, 1e-6);
-            close(&batch_norm_weight_grad(c.x, s, c.dy, 1e-5), c.dw, 1e-6);
-            close(&batch_stats(c.x, s), c.stats, 1e-9);
+            let dw = batch_norm_weight_grad(c.x, s, &stats, c.dy, 1e-5);
+            close(&dw, c.dw, 1e-6);
+            // Σ dy per channel (the bias's gradient), the second sum the input's gradient uses.
+            let (_, ch, hw) = bcs(s);
+            let mut db = vec![0.0; ch];
+            for (i, g) in c.dy.iter().enumerate() {
+                db[(i / hw) % ch] += g;
+            }
+            let dx = batch_norm_grad(c.x, s, [&stats, c.w, c.dy], [&dw, &db], 1e-5);
+            close(&dx, c.dx, 1e-6);
             close(
                 &batch_norm_eval_grad(c.dy, s, c.w, c.rv, 1e-5),
                 c.dx_eval,

@@ -602,22 +602,26 @@ pub enum Op {
     /// `[x, dy] -> f32[D]`: Σ over the rows of dy ⊙ x̂, the gradient of [`Op::LayerNorm`]'s
     /// weight (its bias's is a [`Op::BiasGrad`] of dy).
     LayerNormWeightGrad { eps: f32 },
-    /// `[x: B×C or B×C×H×W, weight: f32[C], bias: f32[C]] -> same as x`: each channel (axis 1)
-    /// normalized with the mean and biased variance of its N = B·H·W values in this batch
-    /// (`eps` added under the square root), then scaled by `weight` and shifted by `bias`:
-    /// PyTorch's `BatchNorm1d`/`BatchNorm2d` in training mode.
+    /// `[x: B×C or B×C×H×W, stats: f32[2, C], weight: f32[C], bias: f32[C]] -> same as x`:
+    /// each channel (axis 1) normalized with the mean and biased variance of its N = B·H·W
+    /// values in this batch (`eps` added under the square root), then scaled by `weight` and
+    /// shifted by `bias`: PyTorch's `BatchNorm1d`/`BatchNorm2d` in training mode. `stats` is
+    /// the [`Op::BatchStats`] of x (the biased variance is (N − 1)/N times its unbiased one),
+    /// computed once for the normalization, its gradients and the running statistics.
     BatchNorm { eps: f32 },
     /// `[x, weight, bias, running_mean: f32[C], running_var: f32[C]] -> same as x`: each
     /// channel normalized with the running statistics (PyTorch's `BatchNorm` in eval mode).
     BatchNormEval { eps: f32 },
-    /// `[x, weight, dy] -> dx` of [`Op::BatchNorm`], through the batch statistics: with x̂ the
-    /// normalized value and σ = √(var + eps) per channel, over the channel's N values,
-    /// dx = (weight/σ)(dy − mean(dy) − x̂·mean(dy ⊙ x̂)).
+    /// `[x, stats, weight, dy, Σ dy ⊙ x̂, Σ dy] -> dx` of [`Op::BatchNorm`], through the batch
+    /// statistics: with x̂ the normalized value and σ = √(var + eps) per channel, over the
+    /// channel's N values, dx = (weight/σ)(dy − mean(dy) − x̂·mean(dy ⊙ x̂)). The two sums are
+    /// the weight's and the bias's gradients ([`Op::BatchNormWeightGrad`], [`Op::BiasGrad`]),
+    /// so that dx is one pass over x and dy.
     BatchNormGrad { eps: f32 },
     /// `[dy, weight, running_var] -> dx = dy·weight/√(running_var + eps)` per channel: the
     /// input gradient of [`Op::BatchNormEval`] (a frozen batch norm in a training graph).
     BatchNormEvalGrad { eps: f32 },
-    /// `[x, dy] -> f32[C]`: Σ over each channel's values of dy ⊙ x̂, the gradient of
+    /// `[x, stats, dy] -> f32[C]`: Σ over each channel's values of dy ⊙ x̂, the gradient of
     /// [`Op::BatchNorm`]'s weight (its bias's is a [`Op::BiasGrad`] of dy on axis 1).
     BatchNormWeightGrad { eps: f32 },
     /// `[x] -> f32[2, C]`: each channel's batch mean, then its unbiased variance (N/(N−1) times

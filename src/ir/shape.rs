@@ -73,10 +73,10 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
         | Op::BatchNormWeightGrad { .. }
         | Op::BatchStats { .. } => {
             let n = match op {
-                Op::BatchNormEvalGrad { .. } => 3,
-                Op::BatchNorm { .. } | Op::BatchNormGrad { .. } => 3,
+                Op::BatchNormEvalGrad { .. } | Op::BatchNormWeightGrad { .. } => 3,
+                Op::BatchNorm { .. } => 4,
                 Op::BatchNormEval { .. } => 5,
-                Op::BatchNormWeightGrad { .. } => 2,
+                Op::BatchNormGrad { .. } => 6,
                 _ => 1,
             };
             arity(n)?;
@@ -89,17 +89,30 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
                 ));
             }
             let row = Type::f32(false, vec![x.dim(1, 1)]);
-            match op {
-                Op::BatchNormWeightGrad { .. } => {
-                    same(x, ins[1])?;
-                    return Ok(row);
-                }
-                Op::BatchStats { .. } => return Ok(Type::f32(false, vec![2, x.dim(1, 1)])),
-                Op::BatchNormGrad { .. } => same(x, ins[2])?,
-                _ => {}
+            let stats = Type::f32(false, vec![2, x.dim(1, 1)]);
+            if let Op::BatchStats { .. } = op {
+                return Ok(stats);
+            }
+            // BatchNorm, BatchNormGrad and BatchNormWeightGrad read the BatchStats of x.
+            if !matches!(op, Op::BatchNormEval { .. } | Op::BatchNormEvalGrad { .. })
+                && *ins[1] != stats
+            {
+                return Err(format!(
+                    "{} needs batch stats {stats}, found {}",
+                    op.name(),
+                    ins[1]
+                ));
             }
             let per_channel = match op {
-                Op::BatchNormGrad { .. } => &ins[1..2],
+                Op::BatchNormWeightGrad { .. } => {
+                    same(x, ins[2])?;
+                    return Ok(row);
+                }
+                Op::BatchNormGrad { .. } => {
+                    same(x, ins[3])?;
+                    &[ins[2], ins[4], ins[5]][..]
+                }
+                Op::BatchNorm { .. } => &ins[2..],
                 Op::BatchNormEvalGrad { .. } => &ins[1..3],
                 _ => &ins[1..],
             };

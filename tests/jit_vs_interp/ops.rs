@@ -953,15 +953,19 @@ fn batch_norm_family() {
             let eps = 1e-5;
             let (x, w, dy) = (Gen::U(-3.0, 9.0), Gen::U(-2.0, 2.0), Gen::U(-1.0, 1.0));
             let var = Gen::U(0.1, 4.0);
-            let ins = [t.clone(), ch.clone(), ch.clone()];
+            // The batch statistics a training batch norm reads: means and unbiased variances
+            // (any positive ones: the kernels take them as given).
+            let stats = f(false, &[2, dims[0]]);
+            let ins = [t.clone(), stats.clone(), ch.clone(), ch.clone()];
             let g = single("batch_norm", Op::BatchNorm { eps }, &ins, None);
-            compare(&g, &[x, w, w], batch, rng.next(), TOL);
+            compare(&g, &[x, var, w, w], batch, rng.next(), TOL);
             let ins = [t.clone(), ch.clone(), ch.clone(), ch.clone(), ch.clone()];
             let g = single("batch_norm_eval", Op::BatchNormEval { eps }, &ins, None);
             compare(&g, &[x, w, w, x, var], batch, rng.next(), TOL);
-            let ins = [t.clone(), ch.clone(), t.clone()];
+            let (s, c) = (stats.clone(), ch.clone());
+            let ins = [t.clone(), s, c.clone(), t.clone(), c.clone(), c];
             let g = single("batch_norm_grad", Op::BatchNormGrad { eps }, &ins, None);
-            compare(&g, &[x, w, dy], batch, rng.next(), TOL);
+            compare(&g, &[x, var, w, dy, dy, dy], batch, rng.next(), TOL);
             let ins = [t.clone(), ch.clone(), ch.clone()];
             let g = single(
                 "batch_norm_eval_grad",
@@ -971,8 +975,9 @@ fn batch_norm_family() {
             );
             compare(&g, &[dy, w, var], batch, rng.next(), TOL);
             let wg = Op::BatchNormWeightGrad { eps };
-            let g = single("batch_norm_weight_grad", wg, &[t.clone(), t.clone()], None);
-            compare(&g, &[x, dy], batch, rng.next(), TOL);
+            let ins = [t.clone(), stats, t.clone()];
+            let g = single("batch_norm_weight_grad", wg, &ins, None);
+            compare(&g, &[x, var, dy], batch, rng.next(), TOL);
             if batch * t.per_sample() / dims[0] > 1 {
                 let st = Op::BatchStats { momentum: 0.1 };
                 let g = single("batch_stats", st, &[t], None);
