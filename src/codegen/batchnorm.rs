@@ -9,6 +9,12 @@
 //! Element-wise passes run in f32x4 steps over each sample's H·W values; sums add each
 //! sample's f32x4 partial sums into an f64 total, so that a channel of many values (a batch of
 //! images) is summed accurately.
+//!
+//! The evaluation ops (`BatchNormEval`, `BatchNormEvalGrad`) use no batch statistics: each
+//! element is a channel's affine function of its own value, so they run sample by sample in
+//! memory order instead ([`eval_rows`]), and a split of the batch over the threads changes no
+//! bits. Walking channel by channel through a large batch read each channel's H·W values of
+//! every sample, a short run every C·H·W floats, several times slower than a stream.
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
@@ -186,6 +192,74 @@ fn kept(kb: &mut Kb, v: Value) -> Value {
     kb.materialize(v)
 }
 
+/// `BatchNormEval` (`[x, weight, bias, running_mean, running_var]`: y = (x − mean)·k + bias)
+/// and `BatchNormEvalGrad` (`[dy, weight, running_var]`: dx = dy·k), k = weight/√(var + eps)
+/// per channel, over this call's samples in memory order. Images take each channel's k once
+/// per sample and stream its H·W values in f32x4 steps; `[C]` vectors (H·W = 1) take four
+/// channels a step, their k in the lanes. k is computed in f32 either way (one rounding more
+/// than an f64 square root would leave), so both give the same bits.
+pub fn eval_rows(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize], eps: f32) {
+    let (c, s) = geometry(x_ty);
+    let eval = matches!(op, Op::BatchNormEval { .. });
+    let o = kb.ptr(out);
+    let p: Vec<Value> = ins.iter().map(|&s| kb.ptr(s)).collect();
+    let (w, var) = (p[1], p[if eval { 4 } else { 2 }]);
+    // k, and with `eval` the mean and the bias, of the channel(s) at `ch`, in lanes of `lane`.
+    let coefficients = |kb: &mut Kb, ch: Value, lane: types::Type| {
+        let v = kb.ld(lane, var, ch);
+        let e = kb.cst(lane, eps);
+        let ve = kb.b.ins().fadd(v, e);
+        let sd = kb.b.ins().sqrt(ve);
+        let wv = kb.ld(lane, w, ch);
+        let k = kb.b.ins().fdiv(wv, sd);
+        let mb = eval.then(|| (kb.ld(lane, p[3], ch), kb.ld(lane, p[2], ch)));
+        (k, mb)
+    };
+    // y at `i` from the coefficients, in lanes of `lane`.
+    let apply =
+        |kb: &mut Kb, i: Value, lane: types::Type, (k, mb): (Value, Option<(Value, Value)>)| {
+            let x = kb.ld(lane, p[0], i);
+            let y = match mb {
+                Some((m, b)) => {
+                    let dv = kb.b.ins().fsub(x, m);
+                    let y = kb.b.ins().fmul(dv, k);
+                    kb.b.ins().fadd(y, b)
+                }
+                None => kb.b.ins().fmul(x, k),
+            };
+            kb.st(y, o, i);
+        };
+    let rows = kb.rows(true, 1);
+    let zero = kb.int(0);
+    kb.for_range(zero, rows, |kb, b| {
+        let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
+        if s == 1 {
+            let end = kb.b.ins().iadd_imm_s(first, c as i64);
+            kb.vec_loop(first, end, |kb, i, lane| {
+                let ch = kb.b.ins().isub(i, first);
+                let cf = coefficients(kb, ch, lane);
+                apply(kb, i, lane, cf);
+            });
+            return;
+        }
+        let zero = kb.int(0);
+        let channels = kb.int(c as i64);
+        kb.for_range(zero, channels, |kb, ch| {
+            let (k, mb) = coefficients(kb, ch, types::F32);
+            let k = kept(kb, k);
+            let mb = mb.map(|(m, b)| (kept(kb, m), kept(kb, b)));
+            let at = kb.b.ins().imul_imm_s(ch, s as i64);
+            let at = kb.b.ins().iadd(first, at);
+            let end = kb.b.ins().iadd_imm_s(at, s as i64);
+            kb.vec_loop(at, end, |kb, i, lane| {
+                let k = kb.splat(lane, k);
+                let mb = mb.map(|(m, b)| (kb.splat(lane, m), kb.splat(lane, b)));
+                apply(kb, i, lane, (k, mb));
+            });
+        });
+    });
+}
+
 /// `group` channels of a batch norm node, one after the other: `op` with the input slots `ins`
 /// (input 0 of type `x_ty`), writing slot `out`, every slot moved to the group's first channel
 /// ([`moves`]).
@@ -208,38 +282,6 @@ fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: V
                 let (w, b) = (kb.splat(lane, w), kb.splat(lane, b));
                 let y = kb.b.ins().fmul(h, w);
                 let y = kb.b.ins().fadd(y, b);
-                kb.st(y, o, i);
-            });
-        }
-        Op::BatchNormEval { eps } | Op::BatchNormEvalGrad { eps } => {
-            // Eval: x, weight, bias, running_mean, running_var; its gradient: dy, weight,
-            // running_var (y = dy·scale).
-            let eval = matches!(op, Op::BatchNormEval { .. });
-            let var = kb.ld(types::F32, p[if eval { 4 } else { 2 }], ch);
-            let var = kb.b.ins().fpromote(types::F64, var);
-            let inv = inv_std(kb, var, eps);
-            let w = kb.ld(types::F32, p[1], ch);
-            let scale = kb.b.ins().fmul(inv, w);
-            let scale = kept(kb, scale);
-            let (mean, b) = if eval {
-                (scalar(kb, p[3], ch), scalar(kb, p[2], ch))
-            } else {
-                let z = kb.b.ins().f32const(0.0);
-                (z, z)
-            };
-            each(kb, d, ch, &mut |kb, i, lane| {
-                let v = kb.ld(lane, p[0], i);
-                let y = if eval {
-                    let m = kb.splat(lane, mean);
-                    let dv = kb.b.ins().fsub(v, m);
-                    let s = kb.splat(lane, scale);
-                    let y = kb.b.ins().fmul(dv, s);
-                    let b = kb.splat(lane, b);
-                    kb.b.ins().fadd(y, b)
-                } else {
-                    let s = kb.splat(lane, scale);
-                    kb.b.ins().fmul(v, s)
-                };
                 kb.st(y, o, i);
             });
         }

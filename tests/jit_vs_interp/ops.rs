@@ -978,6 +978,17 @@ fn batch_norm_family() {
             let ins = [t.clone(), stats, t.clone()];
             let g = single("batch_norm_weight_grad", wg, &ins, None);
             compare(&g, &[x, var, dy], batch, rng.next(), TOL);
+            // The evaluation ops run sample by sample, the batch split over the threads: a
+            // batch of 32,768 values or more is split, with the same bits as on one thread.
+            let ins = [t.clone(), ch.clone(), ch.clone(), ch.clone(), ch.clone()];
+            let g = single("batch_norm_eval", Op::BatchNormEval { eps }, &ins, None);
+            let big = (1 << 15) / t.per_sample() + 3;
+            let gens = [x, w, w, x, var];
+            assert_eq!(
+                run_once(&g, &gens, big, 1),
+                run_once(&g, &gens, big, 3),
+                "batch_norm_eval {t} batch {big}"
+            );
             if batch * t.per_sample() / dims[0] > 1 {
                 let st = Op::BatchStats { momentum: 0.1 };
                 let g = single("batch_stats", st, &[t], None);

@@ -27,6 +27,14 @@ pub(super) fn layer_norm(cx: &Cx, out: &mut Built, eps: f32) -> Result<Step, Cod
     })
 }
 
+/// `BatchNormEval` and `BatchNormEvalGrad`: sample by sample, their rows split over the threads.
+pub(super) fn batch_norm_eval(cx: &Cx, out: &mut Built, eps: f32) -> Result<Step, CodegenError> {
+    let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));
+    out.kernel(cx.header, |kb| {
+        batchnorm::eval_rows(kb, &cx.n.op, &x, i, ins, eps)
+    })
+}
+
 /// The batch norm ops: a kernel for a group of channels, run once per group (on the threads).
 pub(super) fn batch_norm(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
     let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));

@@ -448,10 +448,11 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::TimeShift => rnn::time_shift(cx, out),
         Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => loss::layer_norm(cx, out, *eps),
         Op::LayerNormWeightGrad { eps } => loss::layer_norm_weight_grad(cx, out, *eps),
+        Op::BatchNormEval { eps } | Op::BatchNormEvalGrad { eps } => {
+            loss::batch_norm_eval(cx, out, *eps)
+        }
         Op::BatchNorm { .. }
-        | Op::BatchNormEval { .. }
         | Op::BatchNormGrad { .. }
-        | Op::BatchNormEvalGrad { .. }
         | Op::BatchNormWeightGrad { .. }
         | Op::BatchStats { .. } => loss::batch_norm(cx, out),
         Op::Softmax | Op::LogSoftmax => loss::softmax(cx, out),
@@ -550,6 +551,8 @@ fn row_parallel(op: &Op) -> bool {
             | Op::Binary(_)
             | Op::UnaryGrad(_)
             | Op::BiasAdd { .. }
+            | Op::BatchNormEval { .. }
+            | Op::BatchNormEvalGrad { .. }
             | Op::Fused(_)
             | Op::MaxPool(_)
             | Op::MaxPoolGrad(_)
