@@ -653,22 +653,12 @@ fn layer_norm(
         );
         return None;
     };
-    if let Some((w, span)) = written.filter(|(w, _)| *w != d) {
-        l.diags.push(
-            Diag::new(
-                "nnc::shape",
-                format!("layer_norm expects {d} values a row here, found {w}"),
-                span,
-                format!("expected {d}, found {w}"),
-            )
-            .help(format!(
-                "the value reaching this layer is {}; write `layer_norm({d})`, or \
-                 `layer_norm` to take the size from the input",
-                show(&t)
-            )),
-        );
-        return None;
-    }
+    let size = Size {
+        layer: "layer_norm",
+        unit: "values a row",
+        taken: "the size",
+    };
+    size.matches(l, d, written, &t)?;
     let w = param(l, cx, "weight", vec![d], Init::Ones)?;
     let b = param(l, cx, "bias", vec![d], Init::Zeros)?;
     node(l, Op::LayerNorm { eps }, vec![x, w, b], cx)
@@ -715,22 +705,12 @@ fn batch_norm(
         return None;
     }
     let c = t.dims[0];
-    if let Some((w, span)) = written.filter(|(w, _)| *w != c) {
-        l.diags.push(
-            Diag::new(
-                "nnc::shape",
-                format!("batch_norm expects {c} channels here, found {w}"),
-                span,
-                format!("expected {c}, found {w}"),
-            )
-            .help(format!(
-                "the value reaching this layer is {}; write `batch_norm({c})`, or \
-                 `batch_norm` to take the channels from the input",
-                show(&t)
-            )),
-        );
-        return None;
-    }
+    let size = Size {
+        layer: "batch_norm",
+        unit: "channels",
+        taken: "the channels",
+    };
+    size.matches(l, c, written, &t)?;
     let w = param(l, cx, "weight", vec![c], Init::Ones)?;
     let b = param(l, cx, "bias", vec![c], Init::Zeros)?;
     let mean = buffer(l, cx, "running_mean", c, Init::Zeros)?;
@@ -747,7 +727,7 @@ fn batch_norm(
         vec![x],
         cx,
     )?;
-    let path = l.g.params[l.g.params.len() - 2].path.clone();
+    let path = param_of(l.g, mean).path.clone();
     l.g.set_output(&format!("stats:{path}"), stats);
     node(l, Op::BatchNorm { eps: h.eps }, vec![x, stats, w, b], cx)
 }
@@ -795,10 +775,59 @@ pub(super) fn freeze_batch_norms(g: &mut Graph) -> bool {
 /// A batch norm's running statistic `name`: a parameter that no optimizer trains.
 fn buffer(l: &mut Lower, cx: &Site, name: &str, c: usize, init: Init) -> Option<ValueId> {
     let v = param(l, cx, name, vec![c], init)?;
-    if let Some(p) = l.g.params.last_mut() {
-        p.frozen = true;
+    if let Op::Param(p) = l.g.node(v).op {
+        l.g.params[p.index()].frozen = true;
     }
     Some(v)
+}
+
+/// The parameter that `v`, a [`param`] node, reads.
+fn param_of(g: &Graph, v: ValueId) -> &Param {
+    match g.node(v).op {
+        Op::Param(p) => &g.params[p.index()],
+        ref op => unreachable!("{} is not a parameter", op.name()),
+    }
+}
+
+/// The size of a normalization layer (`layer_norm`'s row, `batch_norm`'s channels), which the
+/// file may also write as its argument.
+struct Size {
+    layer: &'static str,
+    /// What the size counts (`channels`).
+    unit: &'static str,
+    /// What the layer takes from its input when no size is written (`the channels`).
+    taken: &'static str,
+}
+
+impl Size {
+    /// Whether the size `written` in the file (with its span), if any, is the input's, `found`
+    /// (`t` being the input): else an error, with the two ways to write the layer.
+    fn matches(
+        &self,
+        l: &mut Lower,
+        found: usize,
+        written: Option<(usize, Span)>,
+        t: &Type,
+    ) -> Option<()> {
+        let Some((w, span)) = written.filter(|(w, _)| *w != found) else {
+            return Some(());
+        };
+        let (layer, unit, taken) = (self.layer, self.unit, self.taken);
+        l.diags.push(
+            Diag::new(
+                "nnc::shape",
+                format!("{layer} expects {found} {unit} here, found {w}"),
+                span,
+                format!("expected {found}, found {w}"),
+            )
+            .help(format!(
+                "the value reaching this layer is {}; write `{layer}({found})`, or `{layer}` \
+                 to take {taken} from the input",
+                show(t)
+            )),
+        );
+        None
+    }
 }
 
 fn flatten(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {
