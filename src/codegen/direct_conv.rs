@@ -56,9 +56,10 @@ pub fn applies(g: &ConvGeom) -> bool {
 }
 
 /// Whether the weight gradient of a convolution of `g` runs directly: as [`applies`], and rows
-/// of output positions in whole f32x4 groups.
+/// of at least four output positions (one f32x4 group; a row of 26 ends with a step over its
+/// last four that keeps the two lanes the steps before did not take).
 pub fn grad_weight_applies(g: &ConvGeom) -> bool {
-    applies(g) && g.out_hw().is_ok_and(|(_, ow)| ow.is_multiple_of(4))
+    applies(g) && g.out_hw().is_ok_and(|(_, ow)| ow >= 4)
 }
 
 /// Height and row length of the bordered image.
@@ -309,16 +310,7 @@ fn unpool_sums(
     // A row whose windows are not a whole number of fours ends with a step over its last four,
     // which keeps only the lanes of the windows the steps before did not take.
     let rest = pw % 4;
-    let keep = (rest != 0).then(|| {
-        let lanes: Vec<u8> = (0..4)
-            .flat_map(|l| {
-                let on = if l >= 4 - rest { 0xff } else { 0 };
-                [on; 4]
-            })
-            .collect();
-        let c = kb.b.func.dfg.constants.insert(lanes.into());
-        kb.b.ins().vconst(types::I32X4, c)
-    });
+    let keep = (rest != 0).then(|| lanes_from(kb, 4 - rest));
     // The inputs under window tap (sy, sx) for kernel tap (ky, kx) of channel ci: row
     // 2·qy + sy + ky of the bordered image, columns 2·px + sx + kx, every other one; by the
     // offset (sy + ky, sx + kx), which up to four (tap, window tap) pairs share.
@@ -431,6 +423,10 @@ fn grad_weight_sums(
     let bp = bias.map(|b| kb.ptr(b));
     let images = kb.rows(true, 1);
     let zero_i = kb.int(0);
+    // A row of positions that are not a whole number of fours ends with a step over its last
+    // four, which keeps only the lanes of the positions the steps before did not take.
+    let rest = ow % 4;
+    let keep = (rest != 0).then(|| lanes_from(kb, 4 - rest));
     kb.for_n(part, |kb, oc| {
         let z = kb.cst(F32X4, 0.0);
         let acc: Vec<_> = (0..n_taps).map(|_| kb.var(F32X4, z)).collect();
@@ -445,12 +441,15 @@ fn grad_weight_sums(
                 let xrow = kb.b.ins().iadd(xb, xrow);
                 let drow = kb.b.ins().imul_imm_s(oy, (ow * 4) as i64);
                 let drow = kb.b.ins().iadd(plane, drow);
-                let (lo, hi) = (kb.int(0), kb.int(ow as i64));
-                kb.for_step(lo, hi, 4, |kb, ox| {
+                let step = |kb: &mut Kb, ox: Value, keep: Option<Value>| {
                     let off = kb.b.ins().imul_imm_s(ox, 4);
                     let xa = kb.b.ins().iadd(xrow, off);
                     let da = kb.b.ins().iadd(drow, off);
                     let d = kb.b.ins().load(F32X4, flags, da, 0);
+                    let d = match keep {
+                        Some(m) => kb.select(F32X4, m, d, z),
+                        None => d,
+                    };
                     if let Some(var) = acc_b {
                         let a = kb.b.use_var(var);
                         let a = kb.b.ins().fadd(a, d);
@@ -463,11 +462,26 @@ fn grad_weight_sums(
                         let a = kb.b.ins().fma(v, d, a);
                         kb.b.def_var(acc[t], a);
                     }
-                });
+                };
+                let (lo, hi) = (kb.int(0), kb.int((ow / 4 * 4) as i64));
+                kb.for_step(lo, hi, 4, |kb, ox| step(kb, ox, None));
+                if keep.is_some() {
+                    let last = kb.int(ow as i64 - 4);
+                    step(kb, last, keep);
+                }
             });
         });
         store_sums(kb, oc, (dwp, &acc), acc_b.zip(bp));
     });
+}
+
+/// The lane mask (i32x4) of lanes `first..4`.
+fn lanes_from(kb: &mut Kb, first: usize) -> Value {
+    let lanes: Vec<u8> = (0..4)
+        .flat_map(|l| [if l >= first { 0xff } else { 0 }; 4])
+        .collect();
+    let c = kb.b.func.dfg.constants.insert(lanes.into());
+    kb.b.ins().vconst(types::I32X4, c)
 }
 
 /// Image `b`'s planes of channel `oc` (of `o`) in the pooling's input `y` and its pooled

@@ -217,7 +217,10 @@ pub fn unpool_grad_weight_applies(
         return false;
     };
     let o = y.dims.first().copied().unwrap_or(0);
+    // Rows of windows in whole fours or not, but of output positions in whole fours: the
+    // images are bordered with each row split by the parity of its columns.
     direct_conv::grad_weight_applies(geom)
+        && ow.is_multiple_of(4)
         && pools_in_pairs(pool, y)
         && y.batched
         && dp.batched
