@@ -18,8 +18,9 @@
 
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
+use super::elementwise::chain;
 use super::kernel::{Kb, F32X4};
-use crate::ir::{Op, Type};
+use crate::ir::{Op, Type, UnaryOp};
 
 /// Geometry of a batch norm's input: channels and values per channel per sample (H·W or 1).
 pub fn geometry(x: &Type) -> (usize, usize) {
@@ -198,7 +199,15 @@ fn kept(kb: &mut Kb, v: Value) -> Value {
 /// per sample and stream its H·W values in f32x4 steps; `[C]` vectors (H·W = 1) take four
 /// channels a step, their k in the lanes. k is computed in f32 either way (one rounding more
 /// than an f64 square root would leave), so both give the same bits.
-pub fn eval_rows(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize], eps: f32) {
+/// `acts` are applied to y before it is stored (an epilogue: `batch_norm_eval → relu`).
+pub fn eval_rows(
+    kb: &mut Kb,
+    op: &Op,
+    x_ty: &Type,
+    (out, ins): (usize, &[usize]),
+    eps: f32,
+    acts: &[UnaryOp],
+) {
     let (c, s) = geometry(x_ty);
     let eval = matches!(op, Op::BatchNormEval { .. });
     let o = kb.ptr(out);
@@ -227,6 +236,7 @@ pub fn eval_rows(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize], e
                 }
                 None => kb.b.ins().fmul(x, k),
             };
+            let y = chain(kb, acts, None, y, lane);
             kb.st(y, o, i);
         };
     let rows = kb.rows(true, 1);
@@ -262,16 +272,31 @@ pub fn eval_rows(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize], e
 
 /// `group` channels of a batch norm node, one after the other: `op` with the input slots `ins`
 /// (input 0 of type `x_ty`), writing slot `out`, every slot moved to the group's first channel
-/// ([`moves`]).
-pub fn batch_norm(kb: &mut Kb, op: &Op, x_ty: &Type, out: usize, ins: &[usize], group: usize) {
+/// ([`moves`]). A `BatchNorm` applies `acts` to y before it stores it (an epilogue:
+/// `batch_norm → relu`).
+pub fn batch_norm(
+    kb: &mut Kb,
+    op: &Op,
+    x_ty: &Type,
+    (out, ins): (usize, &[usize]),
+    group: usize,
+    acts: &[UnaryOp],
+) {
     let d = geometry(x_ty);
     let o = kb.ptr(out);
     let p: Vec<Value> = ins.iter().map(|&s| kb.ptr(s)).collect();
-    kb.for_n(group, |kb, ch| channel(kb, op, d, o, &p, ch));
+    kb.for_n(group, |kb, ch| channel(kb, op, d, (o, &p), ch, acts));
 }
 
 /// Channel `ch` (of the group) of a batch norm node, its slots at `o` and `p`.
-fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: Value) {
+fn channel(
+    kb: &mut Kb,
+    op: &Op,
+    d: (usize, usize),
+    (o, p): (Value, &[Value]),
+    ch: Value,
+    acts: &[UnaryOp],
+) {
     match *op {
         Op::BatchNorm { eps } => {
             // ins: x, stats, weight, bias.
@@ -282,6 +307,7 @@ fn channel(kb: &mut Kb, op: &Op, d: (usize, usize), o: Value, p: &[Value], ch: V
                 let (w, b) = (kb.splat(lane, w), kb.splat(lane, b));
                 let y = kb.b.ins().fmul(h, w);
                 let y = kb.b.ins().fadd(y, b);
+                let y = chain(kb, acts, None, y, lane);
                 kb.st(y, o, i);
             });
         }

@@ -134,19 +134,20 @@ fn eval_node(
                 _ => n.ty.clone(),
             };
             let p_shape = ty.shape(batch);
+            let k = producer.arity();
             let product = Node {
                 op: producer.op(),
-                inputs: n.inputs[..2].to_vec(),
+                inputs: n.inputs[..k].to_vec(),
                 ty,
                 label: n.label.clone(),
             };
             let p = eval_node(g, &product, batch, vals, ctx)?;
             match epi {
-                Epilogue::Chain(c) => chain(c, p, &out_shape, || x(2)),
-                Epilogue::Grad(u) => elementwise::unary_grad(*u, x(2), &p),
-                Epilogue::Loss(l) => chain(&l.chain, p, &out_shape, || x(2)),
+                Epilogue::Chain(c) => chain(c, p, &out_shape, || x(k)),
+                Epilogue::Grad(u) => elementwise::unary_grad(*u, x(k), &p),
+                Epilogue::Loss(l) => chain(&l.chain, p, &out_shape, || x(k)),
                 Epilogue::Pool(c, w) => {
-                    let v = chain(c, p, &p_shape, || x(2));
+                    let v = chain(c, p, &p_shape, || x(k));
                     conv::max_pool(w, &v, &p_shape, &out_shape)
                 }
             }

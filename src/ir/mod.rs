@@ -301,9 +301,10 @@ impl fmt::Display for Chain {
 
 /// The product an [`Op::WithEpilogue`] computes before its epilogue: the ops whose kernels are
 /// GEMMs, which can apply an elementwise function to each result before it leaves the cache,
-/// and the max-pool gradient, whose kernel writes each element of `dx` once (2×2 windows of
-/// stride 2), which can apply the gradient of the activation before the pool.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// the max-pool gradient, whose kernel writes each element of `dx` once (2×2 windows of
+/// stride 2), which can apply the gradient of the activation before the pool, and the batch
+/// norms, which apply activations (a chain without bias) as they store.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Producer {
     /// [`Op::MatMul`].
     MatMul { ta: bool, tb: bool },
@@ -311,6 +312,10 @@ pub enum Producer {
     Conv2d(Window),
     /// [`Op::MaxPoolGrad`]: with an [`Epilogue::Grad`] only.
     MaxPoolGrad(Window),
+    /// [`Op::BatchNorm`]: with an [`Epilogue::Chain`] of activations only.
+    BatchNorm { eps: f32 },
+    /// [`Op::BatchNormEval`]: with an [`Epilogue::Chain`] of activations only.
+    BatchNormEval { eps: f32 },
 }
 
 impl Producer {
@@ -320,7 +325,27 @@ impl Producer {
             Producer::MatMul { ta, tb } => Op::MatMul { ta, tb },
             Producer::Conv2d(w) => Op::Conv2d(w),
             Producer::MaxPoolGrad(w) => Op::MaxPoolGrad(w),
+            Producer::BatchNorm { eps } => Op::BatchNorm { eps },
+            Producer::BatchNormEval { eps } => Op::BatchNormEval { eps },
         }
+    }
+
+    /// How many of the node's inputs are the product's (the epilogue's extra inputs follow).
+    pub fn arity(self) -> usize {
+        match self {
+            Producer::MatMul { .. } | Producer::Conv2d(_) | Producer::MaxPoolGrad(_) => 2,
+            Producer::BatchNorm { .. } => 4,
+            Producer::BatchNormEval { .. } => 5,
+        }
+    }
+
+    /// Whether its epilogue may only be a chain of activations (no bias, gradient, pooling or
+    /// loss): the batch norms'.
+    pub fn activations_only(self) -> bool {
+        matches!(
+            self,
+            Producer::BatchNorm { .. } | Producer::BatchNormEval { .. }
+        )
     }
 
     /// The full-shape axis along which a bias of the epilogue must lie: the columns of C for a
@@ -329,13 +354,16 @@ impl Producer {
     pub fn bias_axis(self, rank: usize) -> usize {
         match self {
             Producer::MatMul { .. } => rank.saturating_sub(1),
-            Producer::Conv2d(_) | Producer::MaxPoolGrad(_) => 1,
+            Producer::Conv2d(_)
+            | Producer::MaxPoolGrad(_)
+            | Producer::BatchNorm { .. }
+            | Producer::BatchNormEval { .. } => 1,
         }
     }
 }
 
 /// What an [`Op::WithEpilogue`] applies to each element `p` of its product, with the extra
-/// inputs it reads (after the product's two).
+/// inputs it reads (after the product's, [`Producer::arity`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Epilogue {
     /// `[]` or `[b]`: the [`Op::Fused`] chain (or a lone `BiasAdd`/`Unary`) of `p`.
@@ -354,7 +382,7 @@ pub enum Epilogue {
 }
 
 impl Epilogue {
-    /// Inputs read after the product's.
+    /// Inputs read after the product's ([`Producer::arity`]).
     pub fn extra_inputs(&self) -> usize {
         match self {
             Epilogue::Chain(c) | Epilogue::Pool(c, _) => c.bias.is_some() as usize,

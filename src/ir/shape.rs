@@ -1,7 +1,7 @@
 //! Type inference for every op: the single source of truth for shapes, used when nodes are built
 //! (by the checker, autodiff and passes) and again by the verifier.
 
-use super::{BinaryOp, DType, Epilogue, EpilogueLoss, Op, Param, Producer, Type, Window};
+use super::{BinaryOp, Chain, DType, Epilogue, EpilogueLoss, Op, Param, Producer, Type, Window};
 
 /// The result type of `op` applied to inputs of types `ins`, or a message saying what is wrong.
 pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
@@ -397,10 +397,11 @@ fn matmul(a: &Type, b: &Type, ta: bool, tb: bool) -> Result<Type, String> {
     }
 }
 
-/// The type of a product with its epilogue applied (`op`): the producer's type on the first two
-/// inputs, then, checked against the extra inputs, the epilogue's chain, gradient, pooling or
-/// loss. Each epilogue must suit its producer: a max-pool gradient takes only an activation
-/// gradient, a pooling epilogue only follows a convolution, a loss only a matrix product.
+/// The type of a product with its epilogue applied (`op`): the producer's type on its inputs
+/// (the first [`Producer::arity`]), then, checked against the extra inputs, the epilogue's
+/// chain, gradient, pooling or loss. Each epilogue must suit its producer: a max-pool gradient
+/// takes only an activation gradient, a batch norm only activations, a pooling epilogue only
+/// follows a convolution, a loss only a matrix product.
 fn with_epilogue(
     op: &Op,
     producer: &Producer,
@@ -408,14 +409,18 @@ fn with_epilogue(
     ins: &[&Type],
     params: &[Param],
 ) -> Result<Type, String> {
-    takes(op, ins, 2 + epi.extra_inputs())?;
-    let p = infer(&producer.op(), &ins[..2], params)?;
+    let n = producer.arity();
+    takes(op, ins, n + epi.extra_inputs())?;
+    let p = infer(&producer.op(), &ins[..n], params)?;
     if matches!(producer, Producer::MaxPoolGrad(_)) && !matches!(epi, Epilogue::Grad(_)) {
         return Err("a max-pool gradient takes an activation gradient only".into());
     }
+    if producer.activations_only() && !matches!(epi, Epilogue::Chain(Chain { bias: None, .. })) {
+        return Err(format!("a {} takes activations only", producer.op().name()));
+    }
     let Some(chain) = epi.chain() else {
-        f32_input(op, ins, 2)?;
-        same_types(op, ins[2], &p)?;
+        f32_input(op, ins, n)?;
+        same_types(op, ins[n], &p)?;
         return Ok(p);
     };
     let v = match chain.bias {
@@ -427,7 +432,7 @@ fn with_epilogue(
                     producer.op().name()
                 ));
             }
-            infer(&Op::BiasAdd { axis }, &[&p, ins[2]], params)?
+            infer(&Op::BiasAdd { axis }, &[&p, ins[n]], params)?
         }
         None => p,
     };

@@ -25,6 +25,11 @@
 //! change the order of its additions with the thread split, and its kernel is one read of a
 //! tensor that is then hot in cache for the weight gradient.
 //!
+//! A batch norm (in training, or on its running statistics) takes the activations after it
+//! the same way (`batch_norm → relu`): its kernels store each normalized value once, the
+//! activation applied, and the relu's pass over the whole map disappears. A bias or anything
+//! else is not absorbed into it.
+//!
 //! As in [`super::fuse`], a value is absorbed only when the epilogue's op is its single reader
 //! and it is no output. The epilogue does the same f32 operations in the same order as the
 //! separate kernels (one rounding per op), so results are bit-identical. Runs after
@@ -52,6 +57,8 @@ fn producer(op: &Op) -> Option<Producer> {
         Op::MatMul { ta, tb } => Some(Producer::MatMul { ta, tb }),
         Op::Conv2d(w) => Some(Producer::Conv2d(w)),
         Op::MaxPoolGrad(w) => Some(Producer::MaxPoolGrad(w)),
+        Op::BatchNorm { eps } => Some(Producer::BatchNorm { eps }),
+        Op::BatchNormEval { eps } => Some(Producer::BatchNormEval { eps }),
         _ => None,
     }
 }
@@ -102,6 +109,11 @@ pub fn fuse_epilogues(g: &Graph) -> Graph {
         }
         // A max-pool gradient takes the gradient of the activation before the pool only.
         if matches!(producer, Producer::MaxPoolGrad(_)) && !matches!(epi, Epilogue::Grad(_)) {
+            continue;
+        }
+        // A batch norm takes activations only.
+        if producer.activations_only() && !matches!(epi, Epilogue::Chain(Chain { bias: None, .. }))
+        {
             continue;
         }
         if let Epilogue::Chain(Chain {
@@ -165,14 +177,15 @@ pub fn unfuse_epilogues(g: &Graph) -> Graph {
                 }
                 let ins: Vec<ValueId> = node.inputs.iter().map(|v| r.get(*v)).collect();
                 let first = node.label.split(", ").next().unwrap_or_default();
+                let k = producer.arity();
                 let p = r.push(Node {
                     op: producer.op(),
-                    inputs: ins[..2].to_vec(),
+                    inputs: ins[..k].to_vec(),
                     ty: node.ty.clone(),
                     label: first.to_string(),
                 });
                 let (op, inputs) = match epi {
-                    Epilogue::Grad(u) => (Op::UnaryGrad(*u), vec![ins[2], p]),
+                    Epilogue::Grad(u) => (Op::UnaryGrad(*u), vec![ins[k], p]),
                     Epilogue::Pool(..) => unreachable!("split above"),
                     Epilogue::Chain(c) | Epilogue::Loss(LossEpilogue { chain: c, .. }) => {
                         let op = match (c.bias, c.acts.as_slice()) {
@@ -186,7 +199,7 @@ pub fn unfuse_epilogues(g: &Graph) -> Graph {
                             _ => Op::Fused(c.clone()),
                         };
                         let mut inputs = vec![p];
-                        inputs.extend_from_slice(&ins[2..2 + c.bias.is_some() as usize]);
+                        inputs.extend_from_slice(&ins[k..k + c.bias.is_some() as usize]);
                         (op, inputs)
                     }
                 };

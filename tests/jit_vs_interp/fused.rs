@@ -175,6 +175,62 @@ fn max_pool_gradient_epilogues() {
     }
 }
 
+/// Batch norms with their activations as the epilogue (`batch_norm → relu`, in training on
+/// the batch's statistics and on the running ones): [C] vectors and [C, H, W] maps (f32x4 steps
+/// and a scalar tail), against the interpreter, and bit-identical to the separate kernels at 1
+/// and 3 threads. A bias after a batch norm stays a node of its own.
+#[test]
+fn batch_norm_epilogues() {
+    use nnc::opt::epilogue::fuse_epilogues;
+    for dims in [vec![6], vec![3, 5, 7], vec![2, 4, 4]] {
+        let c = dims[0];
+        for (training, acts) in [
+            (true, vec![UnaryOp::Relu]),
+            (false, vec![UnaryOp::Relu]),
+            (true, vec![UnaryOp::Tanh, UnaryOp::Neg]),
+        ] {
+            let mut g = Graph::new(format!("batch_norm {dims:?} training {training}"), true);
+            let x = g.input("x", f(true, &dims));
+            let ch = |g: &mut Graph, n: &str| g.input(n, f(false, &[c]));
+            let (w, b) = (ch(&mut g, "w"), ch(&mut g, "b"));
+            let y = if training {
+                let st = g.push(Op::BatchStats { momentum: 0.1 }, vec![x], "st");
+                let st = st.unwrap();
+                g.push(Op::BatchNorm { eps: 1e-5 }, vec![x, st, w, b], "bn")
+            } else {
+                let (m, v) = (ch(&mut g, "m"), ch(&mut g, "v"));
+                g.push(Op::BatchNormEval { eps: 1e-5 }, vec![x, w, b, m, v], "bn")
+            }
+            .unwrap();
+            let chain = Chain { bias: None, acts };
+            let e = g.push(Op::Fused(chain), vec![y], "act").unwrap();
+            g.set_output("out", e);
+            let fused = fuse_epilogues(&g);
+            assert_eq!(fused.nodes.len(), g.nodes.len() - 1, "{}", g.name);
+            let mut gens = vec![Gen::U(-3.0, 9.0), Gen::U(-2.0, 2.0), Gen::U(-1.0, 1.0)];
+            if !training {
+                gens.extend([Gen::U(-3.0, 9.0), Gen::U(0.1, 4.0)]);
+            }
+            matches_unfused(&g, &fused, &gens, &[2, 5, 64], 19, TOL);
+        }
+    }
+    // A bias is not absorbed.
+    let mut g = Graph::new("batch_norm then bias", true);
+    let x = g.input("x", f(true, &[4]));
+    let p: Vec<ValueId> = ["w", "b", "m", "v", "c"]
+        .iter()
+        .map(|n| g.input(n, f(false, &[4])))
+        .collect();
+    let y = g.push(
+        Op::BatchNormEval { eps: 1e-5 },
+        vec![x, p[0], p[1], p[2], p[3]],
+        "bn",
+    );
+    let y = g.push(Op::BiasAdd { axis: 1 }, vec![y.unwrap(), p[4]], "bias");
+    g.set_output("out", y.unwrap());
+    assert_eq!(fuse_epilogues(&g).nodes.len(), g.nodes.len());
+}
+
 /// Loss epilogues (`opt::loss_epilogue`): the gradient of a cross-entropy or mean squared error
 /// computed by the product that predicts, against the interpreter, and bit-identical to the
 /// separate kernels at 1 and 3 threads: a small product (one kernel), single-block and

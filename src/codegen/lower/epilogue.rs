@@ -5,7 +5,7 @@
 
 use super::conv::{direct_forward, direct_geom};
 use super::matmul::matmul_dims;
-use super::{emit, Built, Cx, Step};
+use super::{emit, loss, Built, Cx, Step};
 use crate::codegen::epilogue::{self, EpiStep};
 use crate::codegen::glue::ConvKind;
 use crate::codegen::{conv, masked, pool, small_matmul, CodegenError};
@@ -19,11 +19,21 @@ pub(super) fn with_epilogue(
     producer: Producer,
     epi: &Epilogue,
 ) -> Result<Option<Step>, CodegenError> {
-    cx.arity(2 + epi.extra_inputs())?;
+    cx.arity(producer.arity() + epi.extra_inputs())?;
     // A loss epilogue's second result, if anything reads it.
     let grad = cx.second_result(|op| matches!(op, Op::EpilogueGrad));
     if let (Producer::MaxPoolGrad(w), Epilogue::Grad(op)) = (producer, epi) {
         return max_pool_grad(cx, out, &w, *op).map(Some);
+    }
+    // A batch norm's kernels apply the activations as they store.
+    match (producer, epi) {
+        (Producer::BatchNorm { .. }, Epilogue::Chain(c)) => {
+            return loss::batch_norm(cx, out, &producer.op(), &c.acts).map(Some)
+        }
+        (Producer::BatchNormEval { eps }, Epilogue::Chain(c)) => {
+            return loss::batch_norm_eval(cx, out, (&producer.op(), eps), &c.acts).map(Some)
+        }
+        _ => {}
     }
     if let Producer::MatMul { ta, tb } = producer {
         if let Some(step) = small_matmul_with(cx, out, (ta, tb), epi, grad)? {

@@ -3,6 +3,7 @@
 
 use super::{add_scratch, Built, Cx, RowSplit, Scratch, Step, PARALLEL_ELEMENTS};
 use crate::codegen::{batchnorm, loss, rowwise, CodegenError};
+use crate::ir::{Op, UnaryOp};
 
 /// `Softmax` and `LogSoftmax`, row by row.
 pub(super) fn softmax(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
@@ -27,16 +28,27 @@ pub(super) fn layer_norm(cx: &Cx, out: &mut Built, eps: f32) -> Result<Step, Cod
     })
 }
 
-/// `BatchNormEval` and `BatchNormEvalGrad`: sample by sample, their rows split over the threads.
-pub(super) fn batch_norm_eval(cx: &Cx, out: &mut Built, eps: f32) -> Result<Step, CodegenError> {
+/// `BatchNormEval` and `BatchNormEvalGrad` (`op`, of `eps`), the activations `acts` applied to
+/// the result: sample by sample, their rows split over the threads.
+pub(super) fn batch_norm_eval(
+    cx: &Cx,
+    out: &mut Built,
+    (op, eps): (&Op, f32),
+    acts: &[UnaryOp],
+) -> Result<Step, CodegenError> {
     let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));
     out.kernel(cx.header, |kb| {
-        batchnorm::eval_rows(kb, &cx.n.op, &x, i, ins, eps)
+        batchnorm::eval_rows(kb, op, &x, (i, ins), eps, acts)
     })
 }
 
 /// The batch norm ops: a kernel for a group of channels, run once per group (on the threads).
-pub(super) fn batch_norm(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
+pub(super) fn batch_norm(
+    cx: &Cx,
+    out: &mut Built,
+    op: &Op,
+    acts: &[UnaryOp],
+) -> Result<Step, CodegenError> {
     let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));
     let c = batchnorm::geometry(&x).0;
     // At most 16 parts: each costs a dispatch, which a [C] vector's channel does not repay.
@@ -44,12 +56,12 @@ pub(super) fn batch_norm(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError>
     let group = c / parts;
     let title = format!("{}\n; by parts of {group} channels", cx.header);
     let k = out.km.kernel(&title, |kb| {
-        batchnorm::batch_norm(kb, &cx.n.op, &x, i, ins, group)
+        batchnorm::batch_norm(kb, op, &x, (i, ins), group, acts)
     })?;
     Ok(Step::Parts {
         k,
         parts,
-        moves: batchnorm::moves(&cx.n.op, &x, i, ins, group),
+        moves: batchnorm::moves(op, &x, i, ins, group),
     })
 }
 

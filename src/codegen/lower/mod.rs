@@ -449,12 +449,12 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => loss::layer_norm(cx, out, *eps),
         Op::LayerNormWeightGrad { eps } => loss::layer_norm_weight_grad(cx, out, *eps),
         Op::BatchNormEval { eps } | Op::BatchNormEvalGrad { eps } => {
-            loss::batch_norm_eval(cx, out, *eps)
+            loss::batch_norm_eval(cx, out, (&cx.n.op, *eps), &[])
         }
         Op::BatchNorm { .. }
         | Op::BatchNormGrad { .. }
         | Op::BatchNormWeightGrad { .. }
-        | Op::BatchStats { .. } => loss::batch_norm(cx, out),
+        | Op::BatchStats { .. } => loss::batch_norm(cx, out, &cx.n.op, &[]),
         Op::Softmax | Op::LogSoftmax => loss::softmax(cx, out),
         Op::SoftmaxGrad | Op::LogSoftmaxGrad => loss::softmax_grad(cx, out),
         Op::CrossEntropy | Op::SoftCrossEntropy | Op::KlDiv => loss::cross_entropy(cx, out),
@@ -545,7 +545,7 @@ fn row_parallel(op: &Op) -> bool {
     matches!(
         op,
         Op::WithEpilogue {
-            producer: Producer::MaxPoolGrad(_),
+            producer: Producer::MaxPoolGrad(_) | Producer::BatchNormEval { .. },
             ..
         } | Op::Unary(_)
             | Op::Binary(_)
