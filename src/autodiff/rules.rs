@@ -101,6 +101,7 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
                 b.accumulate(x(1), d)?;
             }
         }
+        Op::GruScan => gru(b, v, [x(0), x(1), x(2)], dy)?,
         Op::Dropout { p, salt } => {
             let d = b.push(x(0), Op::DropoutGrad { p, salt }, vec![dy])?;
             b.accumulate(x(0), d)?;
@@ -185,6 +186,9 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::EmbeddingGrad
         | Op::RnnScanGrad { .. }
         | Op::TimeShift
+        | Op::GruGates
+        | Op::GruScanGrad
+        | Op::GruRecurGrad
         | Op::DropoutGrad { .. }
         | Op::SoftmaxGrad
         | Op::LogSoftmaxGrad
@@ -205,6 +209,39 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
                 v.0
             ));
         }
+    }
+    Ok(())
+}
+
+/// The gradients of a GRU `v` = `gru_scan(xp, w_hh, b_hh)`: dxp from [`Op::GruScanGrad`],
+/// given the gates the forward scan saved ([`Op::GruGates`]); the recurrent parameters through
+/// dhp ([`Op::GruRecurGrad`]), the gradient of hp_t = h_{t−1}·w_hh + b_hh:
+/// dw_hh = Σ_t h_{t−1}ᵀ·dhp_t and db_hh = Σ_t dhp_t.
+fn gru(
+    b: &mut Backward,
+    v: ValueId,
+    [xp, w, bias]: [ValueId; 3],
+    dy: ValueId,
+) -> Result<(), String> {
+    let gates = b.push(v, Op::GruGates, vec![v])?;
+    let dxp = b.push(xp, Op::GruScanGrad, vec![v, gates, w, dy])?;
+    b.accumulate(xp, dxp)?;
+    if !b.wants(w) && !b.wants(bias) {
+        return Ok(());
+    }
+    let dhp = b.push(w, Op::GruRecurGrad, vec![dxp])?;
+    if b.wants(w) {
+        let prev = b.push(w, Op::TimeShift, vec![v])?;
+        let mm = Op::MatMul {
+            ta: true,
+            tb: false,
+        };
+        let d = b.push(w, mm, vec![prev, dhp])?;
+        b.accumulate(w, d)?;
+    }
+    if b.wants(bias) {
+        let d = b.push(bias, Op::BiasGrad { axis: 2 }, vec![dhp])?;
+        b.accumulate(bias, d)?;
     }
     Ok(())
 }

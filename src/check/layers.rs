@@ -3,6 +3,7 @@
 
 use super::args::{bind, Bound, Sig};
 use super::consts::{self, MAX_ELEMENTS};
+use super::gru::gru;
 use super::images::{conv2d, global_pool, pool};
 use super::lower::{Lower, V};
 use super::names::{product, show};
@@ -23,6 +24,7 @@ pub const LAYERS: &[&str] = &[
     "embedding",
     "one_hot",
     "rnn",
+    "gru",
     "dropout",
     "layer_norm",
     "batch_norm",
@@ -74,6 +76,12 @@ fn sig(kind: &str) -> Sig {
             named: &["activation"],
             required: &["hidden"],
             usage: "`rnn(hidden, activation: tanh)`",
+        },
+        "gru" => Sig {
+            forms: &[&["hidden"]],
+            named: &[],
+            required: &["hidden"],
+            usage: "`gru(hidden)`",
         },
         "dropout" => Sig {
             forms: &[&["p"]],
@@ -273,6 +281,13 @@ pub fn layer(
                 return V::Bad;
             };
             rnn(r.l, &cx, x, h, act)
+        }
+        "gru" => {
+            let h = r.size("hidden", "the hidden size");
+            let (Some(h), V::T(x), true) = (h, v, r.ok) else {
+                return V::Bad;
+            };
+            gru(r.l, &cx, x, h)
         }
         "dropout" => {
             let p = r.get("p", |e| {
@@ -483,7 +498,7 @@ pub(super) fn param(
     }))
 }
 
-/// PyTorch's default for dense, conv and rnn parameters: U(±1/√fan_in).
+/// PyTorch's default for dense, conv, rnn and gru parameters: U(±1/√fan_in).
 pub(super) fn uniform(fan_in: usize) -> Init {
     Init::Uniform {
         bound: 1.0 / (fan_in as f32).sqrt(),

@@ -521,9 +521,13 @@ impl<'a, 'g> Lower<'a, 'g> {
                  [C, H, W] images; Keras's `BatchNormalization(momentum=0.99)` is \
                  `batch_norm(momentum: 0.01)`",
             ),
-            "LSTM" | "GRU" | "lstm" | "gru" => Some(
-                "nnc's recurrent layer is `rnn(hidden, activation: tanh)`, PyTorch's `nn.RNN`; \
-                 it has no LSTM or GRU",
+            "LSTM" | "lstm" => Some(
+                "nnc's recurrent layers are `rnn(hidden, activation: tanh)`, PyTorch's `nn.RNN`, \
+                 and `gru(hidden)`; it has no LSTM",
+            ),
+            "GRU" => Some(
+                "a GRU is `gru(hidden)`: PyTorch's `nn.GRU(in, hidden, batch_first=True)`, Keras' \
+                 `GRU(hidden, return_sequences=True, reset_after=True)`",
             ),
             "MaxPool2d" | "MaxPooling2D" | "max_pool2d" | "max_pool" => {
                 Some("max pooling is `maxpool(k)` or `maxpool(k, stride: s)`")

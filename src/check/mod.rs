@@ -17,6 +17,7 @@ mod args;
 mod consts;
 mod data;
 mod fit;
+mod gru;
 mod images;
 mod layers;
 mod losses;

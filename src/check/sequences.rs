@@ -68,17 +68,35 @@ pub(super) fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
 
 /// `rnn(h)`: xp = x·W_xh + b over all steps at once, then the recurrent scan.
 pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) -> Option<ValueId> {
-    let x = f32_input(l, cx, "rnn", x)?;
+    let (x, steps, inn) = sequence_input(l, cx, ("rnn", "an rnn"), x)?;
+    check_size(l, cx, &[steps, h])?;
+    // PyTorch initializes every RNN parameter with U(±1/√hidden).
+    let w_xh = param(l, cx, "w_xh", vec![inn, h], uniform(h))?;
+    let w_hh = param(l, cx, "w_hh", vec![h, h], uniform(h))?;
+    let b = param(l, cx, "bias", vec![h], uniform(h))?;
+    let xp = input_projection(l, cx, x, w_xh, b)?;
+    node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+}
+
+/// The input of a recurrent layer `what` (its name, then as a noun: `("rnn", "an rnn")`): an
+/// f32 sequence `[T, features]`, returned with T and the feature count; a diagnostic otherwise.
+pub(super) fn sequence_input(
+    l: &mut Lower,
+    cx: &Site,
+    (name, noun): (&str, &str),
+    x: ValueId,
+) -> Option<(ValueId, usize, usize)> {
+    let x = f32_input(l, cx, name, x)?;
     let t = l.g.ty(x).clone();
     let [steps, inn] = t.dims[..] else {
         let help = match t.dims.len() {
-            1 => format!("an rnn reads a sequence of vectors [T, features]; a [{}] sequence of numbers needs a feature axis (embed token ids with `embedding(vocab, dim)` or `one_hot(vocab)`)", t.dims[0]),
-            _ => "an rnn reads a sequence of vectors [T, features]".to_string(),
+            1 => format!("{noun} reads a sequence of vectors [T, features]; a [{}] sequence of numbers needs a feature axis (embed token ids with `embedding(vocab, dim)` or `one_hot(vocab)`)", t.dims[0]),
+            _ => format!("{noun} reads a sequence of vectors [T, features]"),
         };
         l.diags.push(
             Diag::new(
                 "nnc::shape",
-                format!("rnn needs a sequence [T, features], found {}", show(&t)),
+                format!("{name} needs a sequence [T, features], found {}", show(&t)),
                 cx.span,
                 "expects [steps, features]",
             )
@@ -87,20 +105,21 @@ pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) 
         );
         return None;
     };
-    check_size(l, cx, &[steps, h])?;
-    // PyTorch initializes every RNN parameter with U(±1/√hidden).
-    let w_xh = param(l, cx, "w_xh", vec![inn, h], uniform(h))?;
-    let w_hh = param(l, cx, "w_hh", vec![h, h], uniform(h))?;
-    let b = param(l, cx, "bias", vec![h], uniform(h))?;
-    let xp = node(
-        l,
-        Op::MatMul {
-            ta: false,
-            tb: false,
-        },
-        vec![x, w_xh],
-        cx,
-    )?;
-    let xp = node(l, Op::BiasAdd { axis: 2 }, vec![xp, b], cx)?;
-    node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+    Some((x, steps, inn))
+}
+
+/// xp = x·w + b: a recurrent layer's input projection, over all time steps at once.
+pub(super) fn input_projection(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    w: ValueId,
+    b: ValueId,
+) -> Option<ValueId> {
+    let mm = Op::MatMul {
+        ta: false,
+        tb: false,
+    };
+    let xp = node(l, mm, vec![x, w], cx)?;
+    node(l, Op::BiasAdd { axis: 2 }, vec![xp, b], cx)
 }

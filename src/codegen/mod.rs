@@ -17,6 +17,7 @@ pub mod fpenv;
 mod fused_update;
 pub mod gemm;
 mod glue;
+mod gru;
 pub mod im2col;
 mod jit;
 pub mod jitmod;

@@ -13,7 +13,9 @@
 //! panel and the matrix, so that every loaded weight vector serves 8 sequences and every
 //! broadcast state one `fma`, with nothing but the 8 accumulators and two pointers live in the
 //! loop (reading each sequence's state where it lies kept 8 row pointers live and spilled). A
-//! remainder of fewer than 8 sequences (batch-1 sampling) runs a one-row loop.
+//! remainder of fewer than 8 sequences (batch-1 sampling) runs a one-row loop. That product of
+//! one step ([`product`]) and the walk over blocks of sequences ([`blocks`]) serve the GRU's
+//! kernels too ([`super::gru`]).
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Type as ClifType, Value};
@@ -26,7 +28,7 @@ use super::math;
 use crate::ir::{Op, Type, UnaryOp};
 
 /// Sequences per block: the GEMM tile's rows.
-const ROWS: usize = 8;
+pub const ROWS: usize = 8;
 /// f32x4 vectors of units per block in the one-row loop.
 const VECS: usize = 4;
 
@@ -127,11 +129,47 @@ pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]
 }
 
 fn recur(kb: &mut Kb, r: &Recur) {
+    blocks(kb, |kb, b, rows| steps(kb, r, b, rows));
+}
+
+/// `body(b, rows)` for every block of sequences `b .. b + rows` of the batch: [`ROWS`] at a
+/// time, then one at a time.
+pub fn blocks(kb: &mut Kb, mut body: impl FnMut(&mut Kb, Value, usize)) {
     let batch = kb.batch;
     let zero = kb.int(0);
     let full = kb.b.ins().band_imm_s(batch, !(ROWS as i64 - 1));
-    kb.for_step(zero, full, ROWS as i64, |kb, b| steps(kb, r, b, ROWS));
-    kb.for_step(full, batch, 1, |kb, b| steps(kb, r, b, 1));
+    kb.for_step(zero, full, ROWS as i64, |kb, b| body(kb, b, ROWS));
+    kb.for_step(full, batch, 1, |kb, b| body(kb, b, 1));
+}
+
+/// One step's product for a block of sequences: `dest_q = finish(init_q + state_q·m)` over
+/// `n` units, `state_q` of `kend` units (0 at the first step, where there is no state yet).
+pub struct Product<'f> {
+    /// Units of the result: the columns of `m` and its row stride.
+    pub n: usize,
+    pub m: Value,
+    /// Whether this kernel writes `m` (a transposed copy in scratch): no read-only loads.
+    pub m_written: bool,
+    pub init: Value,
+    pub state: Value,
+    pub dest: Value,
+    /// The packed state panel (`kend × ROWS`, scratch).
+    pub pack: Value,
+    /// Per sequence of the block: the element offsets of its init, its state and its result.
+    pub rows: Vec<RowAt>,
+    pub kend: Value,
+    /// Constant 0.
+    pub zero: Value,
+    /// `finish(kb, acc, dest element, lane type)`: the value stored.
+    pub finish: &'f dyn Fn(&mut Kb, Value, Value, ClifType) -> Value,
+}
+
+/// Where one sequence's operands of a [`Product`] start.
+#[derive(Clone, Copy)]
+pub struct RowAt {
+    pub init: Value,
+    pub state: Value,
+    pub dest: Value,
 }
 
 /// All time steps of sequences `b .. b + rows`.
@@ -149,7 +187,7 @@ fn steps(kb: &mut Kb, r: &Recur, b: Value, rows: usize) {
         };
         let at_edge = kb.b.ins().icmp_imm_s(IntCC::Equal, t, edge);
         let kend = kb.b.ins().select(at_edge, zero, hv);
-        let bases: Vec<(Value, Value)> = (0..rows)
+        let rows_at: Vec<RowAt> = (0..rows)
             .map(|q| {
                 let row = kb.b.ins().iadd_imm_s(b, q as i64);
                 let row = kb.b.ins().imul_imm_s(row, t_len as i64);
@@ -158,113 +196,127 @@ fn steps(kb: &mut Kb, r: &Recur, b: Value, rows: usize) {
                 let src =
                     kb.b.ins()
                         .iadd_imm_s(base, if r.grad { h as i64 } else { -(h as i64) });
-                (base, src)
+                RowAt {
+                    init: base,
+                    state: src,
+                    dest: base,
+                }
             })
             .collect();
-        let (a, c, d) = if rows == ROWS {
-            // The panel: pack[k·ROWS + q] = state of sequence q at step `src`, unit k.
-            kb.for_range(zero, kend, |kb, k| {
-                let at = kb.b.ins().imul_imm_s(k, ROWS as i64);
-                for (q, &(_, src)) in bases.iter().enumerate() {
-                    let si = kb.b.ins().iadd(src, k);
-                    let s = kb.ld_rw(types::F32, r.out, si);
-                    let di = kb.b.ins().iadd_imm_s(at, q as i64);
-                    kb.st(s, r.pack, di);
-                }
-            });
-            let h4 = (h as i64 / 4) * 4;
-            let (c, d) = (kb.int(h4), kb.int(h as i64));
-            kb.for_step(zero, c, 4, |kb, j| tile_units(kb, r, &bases, kend, j));
-            (c, c, d)
-        } else {
-            // Units in blocks of VECS vectors, then single vectors, then scalars.
-            let blk = (VECS * 4) as i64;
-            let (h16, h4) = ((h as i64 / blk) * blk, (h as i64 / 4) * 4);
-            let (a, c, d) = (kb.int(h16), kb.int(h4), kb.int(h as i64));
-            kb.for_step(zero, a, blk, |kb, j| {
-                units(kb, r, &bases, kend, j, F32X4, VECS)
-            });
-            (a, c, d)
+        let finish = |kb: &mut Kb, a, i, lane| finish(kb, r, a, i, lane);
+        let p = Product {
+            n: h,
+            m: r.m,
+            m_written: r.grad,
+            init: r.init,
+            state: r.out,
+            dest: r.out,
+            pack: r.pack,
+            rows: rows_at,
+            kend,
+            zero,
+            finish: &finish,
         };
-        kb.for_step(a, c, 4, |kb, j| units(kb, r, &bases, kend, j, F32X4, 1));
-        kb.for_step(c, d, 1, |kb, j| {
-            units(kb, r, &bases, kend, j, types::F32, 1)
-        });
+        product(kb, &p);
     });
+}
+
+/// The product `p` for its block of sequences (of [`ROWS`] on the GEMM micro-kernel, or of
+/// one).
+pub fn product(kb: &mut Kb, p: &Product) {
+    let (zero, kend, h) = (p.zero, p.kend, p.n);
+    let (a, c, d) = if p.rows.len() == ROWS {
+        // The panel: pack[k·ROWS + q] = state of sequence q, unit k.
+        kb.for_range(zero, kend, |kb, k| {
+            let at = kb.b.ins().imul_imm_s(k, ROWS as i64);
+            for (q, row) in p.rows.iter().enumerate() {
+                let si = kb.b.ins().iadd(row.state, k);
+                let s = kb.ld_rw(types::F32, p.state, si);
+                let di = kb.b.ins().iadd_imm_s(at, q as i64);
+                kb.st(s, p.pack, di);
+            }
+        });
+        let h4 = (h as i64 / 4) * 4;
+        let (c, d) = (kb.int(h4), kb.int(h as i64));
+        kb.for_step(zero, c, 4, |kb, j| tile_units(kb, p, j));
+        (c, c, d)
+    } else {
+        // Units in blocks of VECS vectors, then single vectors, then scalars.
+        let blk = (VECS * 4) as i64;
+        let (h16, h4) = ((h as i64 / blk) * blk, (h as i64 / 4) * 4);
+        let (a, c, d) = (kb.int(h16), kb.int(h4), kb.int(h as i64));
+        kb.for_step(zero, a, blk, |kb, j| units(kb, p, j, F32X4, VECS));
+        (a, c, d)
+    };
+    kb.for_step(a, c, 4, |kb, j| units(kb, p, j, F32X4, 1));
+    kb.for_step(c, d, 1, |kb, j| units(kb, p, j, types::F32, 1));
 }
 
 /// Units `j .. j + 4` of a block of [`ROWS`] sequences on the GEMM micro-kernel: the
 /// accumulators start at `init`, take the product of the panel (`kend` rows) and the matrix's
-/// columns `j .. j + 4`, then `f` and the store.
-fn tile_units(kb: &mut Kb, r: &Recur, bases: &[(Value, Value)], kend: Value, j: Value) {
-    let accs: Vec<Value> = bases
+/// columns `j .. j + 4`, then `finish` and the store.
+fn tile_units(kb: &mut Kb, p: &Product, j: Value) {
+    let accs: Vec<Value> = p
+        .rows
         .iter()
-        .map(|&(base, _)| {
-            let i = kb.b.ins().iadd(base, j);
-            kb.ld(F32X4, r.init, i)
+        .map(|row| {
+            let i = kb.b.ins().iadd(row.init, j);
+            kb.ld(F32X4, p.init, i)
         })
         .collect();
-    let b = kb.addr(r.m, j, 4);
+    let b = kb.addr(p.m, j, 4);
     let a_k = kb.int((4 * ROWS) as i64);
-    let b_k = kb.int((4 * r.h) as i64);
+    let b_k = kb.int((4 * p.n) as i64);
     let ops = TileOperands {
-        a: r.pack,
+        a: p.pack,
         b,
         a_k,
         b_k,
-        kc: kend,
+        kc: p.kend,
         written: true,
         a_bcast: false,
     };
     let tile = Tile { mr: ROWS, nr: 4 };
     let accs = emit_tile_update(&mut kb.b, types::I64, tile, ops, &accs);
-    for (&(base, _), a) in bases.iter().zip(accs) {
-        let i = kb.b.ins().iadd(base, j);
-        let y = finish(kb, r, a, i, F32X4);
-        kb.st(y, r.out, i);
+    for (row, a) in p.rows.iter().zip(accs) {
+        let i = kb.b.ins().iadd(row.dest, j);
+        let y = (p.finish)(kb, a, i, F32X4);
+        kb.st(y, p.dest, i);
     }
 }
 
-/// Units `j .. j + vecs·lanes` of every row block: accumulate, then apply f and store.
-fn units(
-    kb: &mut Kb,
-    r: &Recur,
-    bases: &[(Value, Value)],
-    kend: Value,
-    j: Value,
-    lane: ClifType,
-    vecs: usize,
-) {
+/// Units `j .. j + vecs·lanes` of every row block: accumulate, then `finish` and store.
+fn units(kb: &mut Kb, p: &Product, j: Value, lane: ClifType, vecs: usize) {
     let lanes = if lane == F32X4 { 4 } else { 1 };
     let col = |kb: &mut Kb, base: Value, v: usize| {
         let x = kb.b.ins().iadd(base, j);
         kb.b.ins().iadd_imm_s(x, (v * lanes) as i64)
     };
     let mut accs = Vec::new();
-    for &(base, _) in bases {
+    for row in &p.rows {
         for v in 0..vecs {
-            let i = col(kb, base, v);
-            let x = kb.ld(lane, r.init, i);
+            let i = col(kb, row.init, v);
+            let x = kb.ld(lane, p.init, i);
             accs.push(kb.var(lane, x));
         }
     }
     let zero = kb.int(0);
-    kb.for_range(zero, kend, |kb, k| {
-        let mrow = kb.b.ins().imul_imm_s(k, r.h as i64);
+    kb.for_range(zero, p.kend, |kb, k| {
+        let mrow = kb.b.ins().imul_imm_s(k, p.n as i64);
         let ms: Vec<Value> = (0..vecs)
             .map(|v| {
                 let i = col(kb, mrow, v);
-                // wᵀ is written by this kernel (backward): no read-only flags for it.
-                if r.grad {
-                    kb.ld_rw(lane, r.m, i)
+                // A matrix this kernel writes (wᵀ, backward): no read-only flags for it.
+                if p.m_written {
+                    kb.ld_rw(lane, p.m, i)
                 } else {
-                    kb.ld(lane, r.m, i)
+                    kb.ld(lane, p.m, i)
                 }
             })
             .collect();
-        for (q, &(_, src)) in bases.iter().enumerate() {
-            let si = kb.b.ins().iadd(src, k);
-            let s = kb.ld_rw(types::F32, r.out, si);
+        for (q, row) in p.rows.iter().enumerate() {
+            let si = kb.b.ins().iadd(row.state, k);
+            let s = kb.ld_rw(types::F32, p.state, si);
             let s = kb.splat(lane, s);
             for (v, mv) in ms.iter().enumerate() {
                 let var = accs[q * vecs + v];
@@ -274,12 +326,12 @@ fn units(
             }
         }
     });
-    for (q, &(base, _)) in bases.iter().enumerate() {
+    for (q, row) in p.rows.iter().enumerate() {
         for v in 0..vecs {
-            let i = col(kb, base, v);
+            let i = col(kb, row.dest, v);
             let a = kb.b.use_var(accs[q * vecs + v]);
-            let y = finish(kb, r, a, i, lane);
-            kb.st(y, r.out, i);
+            let y = (p.finish)(kb, a, i, lane);
+            kb.st(y, p.dest, i);
         }
     }
 }

@@ -8,6 +8,7 @@ mod conv;
 mod dense;
 mod elementwise;
 mod executor;
+mod gru;
 mod loss;
 mod norm;
 mod seq;
@@ -217,6 +218,21 @@ fn eval_node(
         Op::RnnScan { act } => seq::rnn_scan(*act, x(0), &shape(0), x(1)),
         Op::RnnScanGrad { act } => seq::rnn_scan_grad(*act, x(0), &shape(0), x(1), x(2)),
         Op::TimeShift => seq::time_shift(x(0), &shape(0)),
+        Op::GruScan => gru::gru_scan(x(0), &shape(0), x(1), x(2)).0,
+        Op::GruScanGrad => gru::gru_scan_grad(x(0), &shape(0), x(1), x(2), x(3)).0,
+        Op::GruGates | Op::GruRecurGrad => {
+            // The second result of the node read, recomputed from its inputs.
+            let scan = g.node(n.inputs[0]);
+            let ins: Vec<&[f64]> = scan.inputs.iter().map(|v| &vals[v.index()][..]).collect();
+            let s0 = g.ty(scan.inputs[0]).shape(batch);
+            match (&n.op, &scan.op, &ins[..]) {
+                (Op::GruGates, Op::GruScan, [xp, w, b]) => gru::gru_scan(xp, &s0, w, b).1,
+                (Op::GruRecurGrad, Op::GruScanGrad, [hs, gates, w, dh]) => {
+                    gru::gru_scan_grad(hs, &s0, gates, w, dh).1
+                }
+                _ => return Err(format!("{} reads no node that writes it", n.op.name())),
+            }
+        }
         Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {
             let first = if n.ty.batched {
                 ctx.first * n.ty.per_sample() as u64

@@ -600,6 +600,27 @@ pub enum Op {
     RnnScanGrad { act: RnnAct },
     /// `[h: B×T×H] -> B×T×H` shifted one step later in time, zeros at t = 0 (h_{t−1}).
     TimeShift,
+    /// `[xp: B×T×3H, w_hh: H×3H, b_hh: f32[3H]] -> h: B×T×H`, PyTorch's GRU recurrence: with
+    /// hp_t = h_{t−1}·w_hh + b_hh and blocks `·r`, `·z`, `·n` of H units (in that order) of xp
+    /// and hp: r = σ(xp_r + hp_r), z = σ(xp_z + hp_z), n = tanh(xp_n + r ⊙ hp_n),
+    /// h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}, h_{−1} = 0. (`xp` is `x·w_xh + b_xh`, computed by MatMul
+    /// and BiasAdd over all time steps at once.)
+    GruScan,
+    /// `[n] -> B×T×4H`: the gates r, z, n and hp_n of every step (blocks of H, in that order) of
+    /// [`Op::GruScan`] node `n`, which its kernel writes beside h when this is read (only a
+    /// training graph does, for [`Op::GruScanGrad`]): a second result with no kernel of its own
+    /// (as [`Op::EpilogueGrad`]).
+    GruGates,
+    /// `[h: B×T×H, gates: B×T×4H, w_hh: H×3H, dh: B×T×H] -> dxp: B×T×3H`, the gradient of a
+    /// [`Op::GruScan`] w.r.t. `xp` (backpropagation through time), given its output `h` and its
+    /// [`Op::GruGates`]: with g_t = dh_t + z_{t+1} ⊙ g_{t+1} + dhp_{t+1}·w_hhᵀ the gradient of
+    /// h_t, dxp_n = g ⊙ (1 − z) ⊙ (1 − n²), dxp_z = g ⊙ (h_{t−1} − n) ⊙ z(1 − z),
+    /// dxp_r = dxp_n ⊙ hp_n ⊙ r(1 − r), and dhp = (dxp_r, dxp_z, dxp_n ⊙ r).
+    GruScanGrad,
+    /// `[n] -> B×T×3H`: dhp, the gradient w.r.t. hp_t = h_{t−1}·w_hh + b_hh, of
+    /// [`Op::GruScanGrad`] node `n`, which its kernel writes beside dxp when this is read: a
+    /// second result with no kernel of its own (as [`Op::EpilogueGrad`]).
+    GruRecurGrad,
 
     // ----- regularization
     /// `[x] -> same`: zeroes each element with probability p and scales the rest by 1/(1−p).
@@ -721,6 +742,10 @@ impl Op {
             Op::RnnScan { .. } => "rnn_scan".into(),
             Op::RnnScanGrad { .. } => "rnn_scan_grad".into(),
             Op::TimeShift => "time_shift".into(),
+            Op::GruScan => "gru_scan".into(),
+            Op::GruGates => "gru_gates".into(),
+            Op::GruScanGrad => "gru_scan_grad".into(),
+            Op::GruRecurGrad => "gru_recur_grad".into(),
             Op::Dropout { .. } => "dropout".into(),
             Op::DropoutGrad { .. } => "dropout_grad".into(),
             Op::LayerNorm { .. } => "layer_norm".into(),
@@ -831,6 +856,8 @@ impl Op {
             Op::EpilogueGrad => Some(("a node with a loss epilogue", loss)),
             Op::UnpoolBiasGrad => Some(("a conv2d_grad_weight_unpool", unpool)),
             Op::PoolBeside(_) => Some(("a convolution", conv)),
+            Op::GruGates => Some(("a gru_scan", |op| matches!(op, Op::GruScan))),
+            Op::GruRecurGrad => Some(("a gru_scan_grad", |op| matches!(op, Op::GruScanGrad))),
             _ => None,
         }
     }

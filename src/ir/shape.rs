@@ -316,6 +316,57 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             btc(ins[0])?;
             Ok(ins[0].clone())
         }
+        Op::GruScan => {
+            arity(3)?;
+            let (xp, w, b) = (ins[0], ins[1], ins[2]);
+            btc(xp)?;
+            let h3 = xp.last();
+            if h3 % 3 != 0 {
+                return Err(format!("gru_scan reads three gates of H units, found {xp}"));
+            }
+            let h = h3 / 3;
+            if w.batched || w.dims != [h, h3] {
+                return Err(format!(
+                    "gru recurrent weight must be f32[{h},{h3}], found {w}"
+                ));
+            }
+            if *b != Type::f32(false, vec![h3]) {
+                return Err(format!("gru recurrent bias must be f32[{h3}], found {b}"));
+            }
+            Ok(Type::f32(true, vec![xp.dims[0], h]))
+        }
+        Op::GruGates => {
+            // That the input is a gru_scan is checked by the verifier.
+            arity(1)?;
+            btc(ins[0])?;
+            Ok(Type::f32(true, vec![ins[0].dims[0], 4 * ins[0].last()]))
+        }
+        Op::GruScanGrad => {
+            arity(4)?;
+            let (hs, gates, w, dh) = (ins[0], ins[1], ins[2], ins[3]);
+            btc(hs)?;
+            same(hs, dh)?;
+            let (t, h) = (hs.dims[0], hs.last());
+            if *gates != Type::f32(true, vec![t, 4 * h]) {
+                return Err(format!(
+                    "gru_scan_grad needs the gates f32[B,{t},{}], found {gates}",
+                    4 * h
+                ));
+            }
+            if w.batched || w.dims != [h, 3 * h] {
+                return Err(format!(
+                    "gru recurrent weight must be f32[{h},{}], found {w}",
+                    3 * h
+                ));
+            }
+            Ok(Type::f32(true, vec![t, 3 * h]))
+        }
+        Op::GruRecurGrad => {
+            // That the input is a gru_scan_grad is checked by the verifier.
+            arity(1)?;
+            btc(ins[0])?;
+            Ok(ins[0].clone())
+        }
         Op::CrossEntropy => {
             arity(2)?;
             f32_in(0)?;
@@ -547,7 +598,9 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         | Op::Const(_)
         | Op::Reshape
         | Op::EpilogueGrad
-        | Op::UnpoolBiasGrad => 0,
+        | Op::UnpoolBiasGrad
+        | Op::GruGates
+        | Op::GruRecurGrad => 0,
         Op::MatMul { ta: false, tb } => {
             let k = ins[0].last() as u64;
             let _ = tb;
@@ -573,6 +626,17 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         Op::RnnScan { .. } | Op::RnnScanGrad { .. } => {
             let h = ins[0].last() as u64;
             2 * h * per(ins[0])
+        }
+        // The recurrent product h_{t−1}·w_hh (H×3H) a step, and about twenty an element for
+        // the gates.
+        Op::GruScan | Op::GruScanGrad => {
+            let h = ins[2].dims[0] as u64;
+            let seq = if matches!(op, Op::GruScan) {
+                ins[0]
+            } else {
+                out
+            };
+            (2 * h + 7) * per(seq)
         }
         _ => ins
             .iter()

@@ -12,6 +12,7 @@ mod conv;
 mod elementwise;
 mod embed;
 mod epilogue;
+mod gru;
 mod loss;
 mod matmul;
 mod pool;
@@ -411,7 +412,11 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
     let step = match &cx.n.op {
         Op::Input { .. } | Op::Param(_) | Op::Const(_) | Op::Reshape => return Ok(()),
         // A second result (`Op::second_result_of`) is written by the step of the node it reads.
-        Op::EpilogueGrad | Op::UnpoolBiasGrad | Op::PoolBeside(_) => return Ok(()),
+        Op::EpilogueGrad
+        | Op::UnpoolBiasGrad
+        | Op::PoolBeside(_)
+        | Op::GruGates
+        | Op::GruRecurGrad => return Ok(()),
         Op::Unary(u) => elementwise::unary(cx, out, *u),
         Op::UnaryGrad(u) => elementwise::unary_grad(cx, out, *u),
         Op::Binary(b) => elementwise::binary(cx, out, *b),
@@ -446,6 +451,8 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::RnnScan { act } => rnn::scan(cx, out, *act),
         Op::RnnScanGrad { act } => rnn::scan_grad(cx, out, *act),
         Op::TimeShift => rnn::time_shift(cx, out),
+        Op::GruScan => gru::scan(cx, out),
+        Op::GruScanGrad => gru::scan_grad(cx, out),
         Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => loss::layer_norm(cx, out, *eps),
         Op::LayerNormWeightGrad { eps } => loss::layer_norm_weight_grad(cx, out, *eps),
         Op::BatchNormEval { eps } | Op::BatchNormEvalGrad { eps } => {
@@ -479,10 +486,16 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
     match step {
         Step::Kernel { k, rows: None } if row_parallel(&n.op) && ty.batched => {
             let mut split = RowSplit::default();
+            // The second results the step writes are sliced as its output is.
+            let seconds: Vec<_> = cx.seconds[i]
+                .iter()
+                .map(|&m| crate::ir::ValueId(m as u32))
+                .collect();
             for v in n
                 .inputs
                 .iter()
                 .chain(std::iter::once(&crate::ir::ValueId(i as u32)))
+                .chain(&seconds)
             {
                 let t = g.ty(*v);
                 // Each slot once: a value read twice (`x · x`) is moved to the slice once.
@@ -490,14 +503,17 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
                     split.batched.push((v.index(), t.per_sample()));
                 }
             }
-            if let (Op::RnnScan { .. } | Op::RnnScanGrad { .. }, Some(s)) = (&n.op, scratch.last())
-            {
+            let scan = matches!(
+                n.op,
+                Op::RnnScan { .. } | Op::RnnScanGrad { .. } | Op::GruScan | Op::GruScanGrad
+            );
+            if let (true, Some(s)) = (scan, scratch.last()) {
                 split
                     .per_thread
                     .push((cx.scratch_base + scratch.len() - 1, s.per));
             }
             split.min_batch = match n.op {
-                Op::RnnScan { .. } | Op::RnnScanGrad { .. } => 2,
+                Op::RnnScan { .. } | Op::RnnScanGrad { .. } | Op::GruScan | Op::GruScanGrad => 2,
                 // The parts of one image are contiguous channels of the batch's only image.
                 _ if !channels.is_empty() => 2,
                 _ => PARALLEL_ELEMENTS.div_ceil(ty.per_sample().max(1)).max(2),
@@ -566,6 +582,8 @@ fn row_parallel(op: &Op) -> bool {
             | Op::OneHot { .. }
             | Op::RnnScan { .. }
             | Op::RnnScanGrad { .. }
+            | Op::GruScan
+            | Op::GruScanGrad
             | Op::TimeShift
             | Op::Softmax
             | Op::LogSoftmax
