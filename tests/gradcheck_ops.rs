@@ -869,3 +869,27 @@ fn gradcheck_compares_one_sided_slopes_next_to_a_kink() {
     assert_eq!(r.params[0].kinks, 1, "{r}");
     assert!(r.max_rel_err() < 1e-5, "{r}");
 }
+
+#[test]
+fn gru_scan_and_its_recurrent_parameters() {
+    // Trained recurrent weight and bias (dhp feeds both), then both frozen (nothing reads dhp).
+    for frozen_recurrence in [false, true] {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", f(true, &[3, 2]));
+        let xp = dense(&mut g, x, 12, "gru.xh");
+        let (w, b) = if frozen_recurrence {
+            (
+                frozen(&mut g, "gru.w_hh", &[4, 12]),
+                frozen(&mut g, "gru.bias_hh", &[12]),
+            )
+        } else {
+            (
+                param(&mut g, "gru.w_hh", &[4, 12]),
+                param(&mut g, "gru.bias_hh", &[12]),
+            )
+        };
+        let h = op(&mut g, Op::GruScan, &[xp, w, b]);
+        mse_loss(&mut g, h);
+        check(&g, 2);
+    }
+}

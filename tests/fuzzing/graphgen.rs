@@ -289,8 +289,14 @@ impl Builder<'_> {
                 if rank != 3 {
                     return Ok(None);
                 }
-                // An rnn: x·W_xh + b over every step, then the scan.
+                // An rnn or a gru: x·W_xh + b over every step, then the scan.
                 let h = self.src.range(1, 6);
+                if self.src.below(2) == 0 {
+                    let xp = self.dense(x, 3 * h)?;
+                    let w = self.param(vec![h, 3 * h]);
+                    let b = self.param(vec![3 * h]);
+                    return Ok(Some(self.push(Op::GruScan, vec![xp, w, b])?));
+                }
                 let xp = self.dense(x, h)?;
                 let w = self.param(vec![h, h]);
                 let act = self.src.pick(&[UnaryOp::Tanh, UnaryOp::Relu]);

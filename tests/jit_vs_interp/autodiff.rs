@@ -3,7 +3,7 @@
 use super::*;
 
 /// Forward graphs differentiated by `autodiff::grad`, then every node compared.
-fn check_trained(g: Graph, gens: &[Gen]) {
+pub(super) fn check_trained(g: Graph, gens: &[Gen]) {
     let mut t = nnc::autodiff::grad(&g).unwrap_or_else(|e| panic!("grad {}: {e}", g.name));
     assert!(
         t.nodes.len() > g.nodes.len(),

@@ -1,5 +1,5 @@
 //! The JIT against the f64 reference interpreter: every op on random shapes and inputs, whole
-//! graphs (MLP, CNN, RNN forward and backward), batch sizes 1, 3 and 64, determinism.
+//! graphs (MLP, CNN, RNN and GRU forward and backward), batch sizes 1, 3 and 64, determinism.
 //! Here the generator of inputs, the comparison ([`compare`]) and the graphs several modules
 //! build; one module per family of tests.
 
@@ -7,6 +7,7 @@ mod autodiff;
 mod conv;
 mod fused;
 mod graphs;
+mod gru;
 mod ops;
 mod threads;
 
