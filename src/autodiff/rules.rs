@@ -223,7 +223,9 @@ fn gru(
     [xp, w, bias]: [ValueId; 3],
     dy: ValueId,
 ) -> Result<(), String> {
-    let gates = b.push(v, Op::GruGates, vec![v])?;
+    // The gates are a forward value (the scan writes them): labelled as the layer.
+    let label = b.g.node(v).label.clone();
+    let gates = b.g.push(Op::GruGates, vec![v], label)?;
     let dxp = b.push(xp, Op::GruScanGrad, vec![v, gates, w, dy])?;
     b.accumulate(xp, dxp)?;
     if !b.wants(w) && !b.wants(bias) {

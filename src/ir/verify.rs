@@ -3,8 +3,9 @@
 //! - every input of a node is defined earlier (topological order, SSA);
 //! - every node's type is what [`super::shape::infer`] says (where it can say);
 //! - `Param` nodes name existing parameters; outputs name existing values;
-//! - a second result (`EpilogueGrad`, `UnpoolBiasGrad`, `PoolBeside`) reads a node that writes
-//!   it ([`Op::second_result_of`]), and is its only one of its kind.
+//! - a second result (`EpilogueGrad`, `UnpoolBiasGrad`, `PoolBeside`, `GruGates`,
+//!   `GruRecurGrad`) reads a node that writes it ([`Op::second_result_of`]), and is its only
+//!   one of its kind.
 
 use super::{shape, Graph, Op};
 
