@@ -665,3 +665,146 @@ fn cross_entropy_label_smoothing_is_pytorchs() {
     assert_eq!(print(""), print(", label_smoothing: 0"));
     assert_ne!(print(""), print(", label_smoothing: 0.1"));
 }
+
+/// `w` (`rows×cols`, row-major) transposed: PyTorch's `[out, in]` weights to nnc's `[in, out]`.
+fn transposed(w: Vec<f64>, rows: usize, cols: usize) -> Vec<f64> {
+    (0..rows * cols)
+        .map(|k| w[(k % rows) * cols + k / rows])
+        .collect()
+}
+
+/// `gru(4)` as PyTorch's `nn.GRU(2, 4, batch_first=True)` on 3 steps, its output flattened,
+/// then `mse_loss`; PyTorch's weights transposed into nnc's `w_xh` and `w_hh` (spec.md §5),
+/// the biases as they are. Produced by (numpy, float64; the backward pass through time written
+/// out by hand; the gradients of nnc's tensors are those of PyTorch's, transposed; the first
+/// 12 of each):
+///
+/// ```python
+/// def vals(n, a, b, s): return s*np.sin(a*np.arange(n)+b)
+/// B,T,I,H = 2,3,2,4
+/// sig = lambda v: 1/(1+np.exp(-v))
+/// x = vals(B*T*I, 0.7, 0.3, 1.0).reshape(B,T,I)
+/// t = vals(B*T*H, 0.45, 1.1, 0.5).reshape(B,T,H)
+/// w_ih = vals(3*H*I, 1.3, 0.1, 0.5).reshape(3*H,I)    # PyTorch's weight_ih_l0
+/// w_hh = vals(3*H*H, 0.9, 0.2, 0.5).reshape(3*H,H)    # weight_hh_l0
+/// b_ih = vals(3*H, 2.1, 0.5, 0.3); b_hh = vals(3*H, 1.7, 0.4, 0.3)
+/// # forward, as torch.nn.GRU documents it
+/// h = np.zeros((B,H)); hs=[]; cache=[]
+/// for s in range(T):
+///     gi = x[:,s] @ w_ih.T + b_ih; gh = h @ w_hh.T + b_hh
+///     r = sig(gi[:,:H]+gh[:,:H]); z = sig(gi[:,H:2*H]+gh[:,H:2*H]); n = np.tanh(gi[:,2*H:]+r*gh[:,2*H:])
+///     cache.append((h,r,z,n,gh)); h = (1-z)*n + z*h; hs.append(h)
+/// y = np.stack(hs,1); loss = np.mean((y-t)**2); dy = 2*(y-t)/y.size
+/// # backward through time, by hand
+/// gw_ih=np.zeros_like(w_ih); gw_hh=np.zeros_like(w_hh); gb_ih=np.zeros_like(b_ih); gb_hh=np.zeros_like(b_hh)
+/// dh = np.zeros((B,H))
+/// for s in reversed(range(T)):
+///     hp,r,z,n,gh = cache[s]; dh = dh + dy[:,s]
+///     dn = dh*(1-z); dz = dh*(hp-n); dhp = dh*z
+///     dan = dn*(1-n*n); daz = dz*z*(1-z); dar = dan*gh[:,2*H:]*r*(1-r)
+///     dgi = np.concatenate([dar,daz,dan],1); dgh = np.concatenate([dar,daz,dan*r],1)
+///     gw_ih += dgi.T @ x[:,s]; gb_ih += dgi.sum(0); gw_hh += dgh.T @ hp; gb_hh += dgh.sum(0)
+///     dh = dhp + dgh @ w_hh
+/// ```
+#[test]
+fn gru_is_pytorchs() {
+    let src = format!(
+        "model M(x: [3, 2]) -> [12] {{ return x |> gru(4) |> flatten }}
+         {}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        inline(6, 12)
+    );
+    let g = run_graph(&src, "M");
+    let h = 4;
+    matches_numpy(
+        &g,
+        2,
+        &[vals(12, 0.7, 0.3, 1.0), vals(24, 0.45, 1.1, 0.5)],
+        &[
+            (
+                "gru1.w_xh",
+                transposed(vals(3 * h * 2, 1.3, 0.1, 0.5), 3 * h, 2),
+            ),
+            (
+                "gru1.w_hh",
+                transposed(vals(3 * h * h, 0.9, 0.2, 0.5), 3 * h, h),
+            ),
+            ("gru1.bias_xh", vals(3 * h, 2.1, 0.5, 0.3)),
+            ("gru1.bias_hh", vals(3 * h, 1.7, 0.4, 0.3)),
+        ],
+        &Reference {
+            loss: 0.19746446418955185,
+            grads: &[
+                (
+                    "gru1.w_xh",
+                    &[
+                        0.0019481649987410409,
+                        0.00022212863021027195,
+                        -0.005218665463071606,
+                        -3.623392916524699e-05,
+                        0.0014356185907771074,
+                        0.01207319794220606,
+                        -0.009528164440416514,
+                        -0.0038137239340875545,
+                        0.03952782204348361,
+                        -0.010333626678368268,
+                        0.06792211350453342,
+                        -0.0010935167320353157,
+                    ],
+                ),
+                (
+                    "gru1.w_hh",
+                    &[
+                        1.294576174824874e-05,
+                        1.4465365248750649e-05,
+                        0.00042987092597650885,
+                        -3.4096627539651754e-05,
+                        0.0010736829975977716,
+                        -0.0025029045089305924,
+                        0.0036158278326525245,
+                        -0.0005721528841984882,
+                        -0.0002976321178180274,
+                        -0.0009431231143218041,
+                        -0.0021592809321099816,
+                        -0.0007792765568713092,
+                    ],
+                ),
+                (
+                    "gru1.bias_xh",
+                    &[
+                        -0.0008315058742066623,
+                        0.0016474744504672333,
+                        -0.006840694606171286,
+                        -0.00033052909061115295,
+                        -0.009078629982397151,
+                        -0.0025040865628550932,
+                        -0.0217186537486763,
+                        -0.0009163680798535507,
+                        -0.0006035558604637441,
+                        0.058170791527384844,
+                        0.08203659485393246,
+                        -0.0127356169630802,
+                    ],
+                ),
+                (
+                    "gru1.bias_hh",
+                    &[
+                        -0.0008315058742066623,
+                        0.0016474744504672333,
+                        -0.006840694606171286,
+                        -0.00033052909061115295,
+                        -0.009078629982397151,
+                        -0.0025040865628550932,
+                        -0.0217186537486763,
+                        -0.0009163680798535507,
+                        0.0008514176004970897,
+                        0.03499789842212314,
+                        0.028783414447742885,
+                        -0.006263212634867735,
+                    ],
+                ),
+            ],
+        },
+        EXACT,
+    );
+}
