@@ -510,49 +510,7 @@ impl<'a, 'g> Lower<'a, 'g> {
             "not a layer, activation or model",
         );
         // The names a PyTorch or Keras model uses for what nnc calls otherwise, or lacks.
-        let renamed = match id.name.as_str() {
-            "Linear" | "linear" | "fc" => Some(
-                "a fully connected layer is `dense(out)` or `dense(in, out)` (PyTorch's \
-                 `nn.Linear(in, out)`)",
-            ),
-            "BatchNorm1d" | "BatchNorm2d" | "BatchNormalization" | "batchnorm" | "bn" => Some(
-                "batch normalization is `batch_norm` or `batch_norm(C)` (momentum: 0.1, eps: \
-                 1e-5): PyTorch's `nn.BatchNorm1d(C)` on [C] vectors and `nn.BatchNorm2d(C)` on \
-                 [C, H, W] images; Keras's `BatchNormalization(momentum=0.99)` is \
-                 `batch_norm(momentum: 0.01)`",
-            ),
-            "LSTM" | "lstm" => Some(
-                "nnc's recurrent layers are `rnn(hidden, activation: tanh)`, PyTorch's `nn.RNN`, \
-                 and `gru(hidden)`; it has no LSTM",
-            ),
-            "GRU" => Some(
-                "a GRU is `gru(hidden)`: PyTorch's `nn.GRU(in, hidden, batch_first=True)`, Keras' \
-                 `GRU(hidden, return_sequences=True, reset_after=True)`",
-            ),
-            "MaxPool2d" | "MaxPooling2D" | "max_pool2d" | "max_pool" => {
-                Some("max pooling is `maxpool(k)` or `maxpool(k, stride: s)`")
-            }
-            "AvgPool2d" | "AveragePooling2D" | "avg_pool2d" | "avg_pool" => {
-                Some("average pooling is `avgpool(k)` or `avgpool(k, stride: s)`")
-            }
-            "AdaptiveAvgPool2d" | "GlobalAveragePooling2D" | "adaptive_avg_pool2d" => Some(
-                "the mean of each channel's whole map is `global_avgpool`: [C, H, W] -> [C] \
-                 (PyTorch's `nn.AdaptiveAvgPool2d(1)` then `flatten`)",
-            ),
-            "AdaptiveMaxPool2d" | "GlobalMaxPooling2D" | "adaptive_max_pool2d" => Some(
-                "the maximum of each channel's whole map is `global_maxpool`: [C, H, W] -> [C] \
-                 (PyTorch's `nn.AdaptiveMaxPool2d(1)` then `flatten`)",
-            ),
-            "LayerNormalization" => Some(
-                "layer normalization over the last axis is `layer_norm` (Keras' \
-                 `LayerNormalization()`, PyTorch's `nn.LayerNorm(d)`)",
-            ),
-            "SimpleRNN" => Some(
-                "nnc's recurrent layer is `rnn(hidden, activation: tanh)`, Keras' `SimpleRNN` \
-                 with `return_sequences=True`",
-            ),
-            _ => None,
-        };
+        let renamed = crate::syntax::frameworks::nnc_name_for(&id.name);
         // Activations nnc lacks whose names are a letter or two from `relu`: "did you mean
         // `relu`?" would pass another function off as a misspelling.
         let lacking = matches!(
@@ -589,6 +547,18 @@ impl<'a, 'g> Lower<'a, 'g> {
             ExprKind::Call { callee, args } => (callee, args),
             ExprKind::Path(p) if p.len() == 1 => (&p[0], &[]),
             _ => {
+                // `x |> nn.ReLU`, `x |> F.relu`: a module's name for a layer or activation.
+                let last = match &stage.kind {
+                    ExprKind::Path(p) => p.last().map(|i| i.name.as_str()),
+                    _ => None,
+                };
+                let help = last.and_then(crate::syntax::frameworks::nnc_name_for);
+                let help = help.map(str::to_string).unwrap_or_else(|| match last {
+                    Some(l) if ACTIVATIONS.contains(&l) || LAYERS.contains(&l) => {
+                        format!("nnc names its layers and activations alone: `x |> {l}`")
+                    }
+                    _ => "for example `x |> dense(10)`, `x |> relu` or `x |> Encoder`".into(),
+                });
                 return self.err(
                     Diag::new(
                         "nnc::syntax",
@@ -596,8 +566,8 @@ impl<'a, 'g> Lower<'a, 'g> {
                         stage.span,
                         "not a stage",
                     )
-                    .help("for example `x |> dense(10)`, `x |> relu` or `x |> Encoder`"),
-                )
+                    .help(help),
+                );
             }
         };
         let v = match v {

@@ -78,6 +78,10 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
         .help("close it with `\"` on the same line");
     }
 
+    // Inside a call on a dotted name (`nn.Linear(784, 10)`), whatever pest stumbled on.
+    if let Some(d) = found.and_then(|t| super::frameworks::dotted_call(src, &toks, t.span.start)) {
+        return d;
+    }
     let mut expected = expected;
     in_block_context(src, &toks, pos, &mut expected);
     let list = join_or(&expected);

@@ -9,6 +9,7 @@
 pub mod ast;
 mod error;
 mod expr;
+pub mod frameworks;
 mod hints;
 mod lex;
 mod parser;

@@ -372,6 +372,17 @@ fn foreign_syntax(src: &str, at: Span) -> Option<Diag> {
     let opens = src[at.start..].chars().next()?;
     let glued = before.is_alphanumeric() || before == '_' || before == ')';
     let (msg, label, help) = match (glued, opens) {
+        (true, '(') if before != ')' => {
+            let toks = super::lex::tokens(src);
+            if let Some(d) = super::frameworks::dotted_before(src, &toks, at.start) {
+                return Some(d);
+            }
+            (
+                "nnc has no method or module calls",
+                "a call on what comes before",
+                "apply layers and activations with `|>`: `x |> dense(128) |> relu`, `x |> flatten`",
+            )
+        }
         (true, '(') => (
             "nnc has no method or module calls",
             "a call on what comes before",

@@ -1,0 +1,112 @@
+//! Names that PyTorch and Keras give what nnc calls otherwise, or lacks, and their module calls
+//! (`nn.Linear(784, 128)`, `F.relu(x)`, `layers.Dense(10)`), which a model written from one of
+//! them brings along: the parser reports a dotted call with nnc's name for the layer, and the
+//! checker an unknown layer named as PyTorch or Keras name it.
+
+use super::ast::Span;
+use super::lex::{Kind, Tok};
+use crate::diag::Diag;
+
+/// What nnc calls the layer, activation or pooling that PyTorch or Keras name `name`, or what
+/// it lacks; `None` for a name neither uses differently.
+pub fn nnc_name_for(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "Linear" | "linear" | "fc" | "Dense" => {
+            "a fully connected layer is `dense(out)` or `dense(in, out)` (PyTorch's \
+             `nn.Linear(in, out)`, Keras' `Dense(out)`)"
+        }
+        "Conv2d" | "Conv2D" | "conv2d" => {
+            "a convolution is `conv2d(out, kernel: k)` or `conv2d(in, out, kernel: k, stride: s, \
+             padding: p)` (PyTorch's `nn.Conv2d(in, out, k)`)"
+        }
+        "BatchNorm1d" | "BatchNorm2d" | "BatchNormalization" | "batchnorm" | "bn" => {
+            "batch normalization is `batch_norm` or `batch_norm(C)` (momentum: 0.1, eps: 1e-5): \
+             PyTorch's `nn.BatchNorm1d(C)` on [C] vectors and `nn.BatchNorm2d(C)` on [C, H, W] \
+             images; Keras's `BatchNormalization(momentum=0.99)` is `batch_norm(momentum: 0.01)`"
+        }
+        "LayerNorm" | "LayerNormalization" => {
+            "layer normalization over the last axis is `layer_norm` (Keras' \
+             `LayerNormalization()`, PyTorch's `nn.LayerNorm(d)`)"
+        }
+        "LSTM" | "lstm" => {
+            "nnc's recurrent layers are `rnn(hidden, activation: tanh)`, PyTorch's `nn.RNN`, and \
+             `gru(hidden)`; it has no LSTM"
+        }
+        "GRU" => {
+            "a GRU is `gru(hidden)`: PyTorch's `nn.GRU(in, hidden, batch_first=True)`, Keras' \
+             `GRU(hidden, return_sequences=True, reset_after=True)`"
+        }
+        "RNN" | "SimpleRNN" => {
+            "nnc's recurrent layer is `rnn(hidden, activation: tanh)`: PyTorch's \
+             `nn.RNN(in, hidden, batch_first=True)`, Keras' `SimpleRNN` with \
+             `return_sequences=True`"
+        }
+        "Embedding" => "an embedding is `embedding(vocab, dim)` (PyTorch's `nn.Embedding`)",
+        "Dropout" => "dropout is `dropout(p)`",
+        "Flatten" => "flattening is `flatten`",
+        "ReLU" | "Sigmoid" | "Tanh" | "Softmax" | "LogSoftmax" => {
+            "the activations are `relu`, `sigmoid`, `tanh`, `softmax` and `log_softmax`, \
+             applied with `|>`: `x |> dense(128) |> relu`"
+        }
+        "MaxPool2d" | "MaxPooling2D" | "max_pool2d" | "max_pool" => {
+            "max pooling is `maxpool(k)` or `maxpool(k, stride: s)`"
+        }
+        "AvgPool2d" | "AveragePooling2D" | "avg_pool2d" | "avg_pool" => {
+            "average pooling is `avgpool(k)` or `avgpool(k, stride: s)`"
+        }
+        "AdaptiveAvgPool2d" | "GlobalAveragePooling2D" | "adaptive_avg_pool2d" => {
+            "the mean of each channel's whole map is `global_avgpool`: [C, H, W] -> [C] \
+             (PyTorch's `nn.AdaptiveAvgPool2d(1)` then `flatten`)"
+        }
+        "AdaptiveMaxPool2d" | "GlobalMaxPooling2D" | "adaptive_max_pool2d" => {
+            "the maximum of each channel's whole map is `global_maxpool`: [C, H, W] -> [C] \
+             (PyTorch's `nn.AdaptiveMaxPool2d(1)` then `flatten`)"
+        }
+        _ => return None,
+    })
+}
+
+/// The error for a call on a dotted name, `nn.Linear(784, 10)`, when one is open at byte `pos`
+/// (`toks` being `src`'s tokens): pointing at the name, with nnc's name for the layer.
+pub fn dotted_call(src: &str, toks: &[Tok], pos: usize) -> Option<Diag> {
+    let open = super::hints::open_brackets(src, toks, pos)
+        .into_iter()
+        .rev()
+        .find(|t| &src[t.span.start..t.span.end] == "(")?;
+    dotted_before(src, toks, open.span.start)
+}
+
+/// The error for a call on the dotted name that ends right before byte `at` (the call's `(`),
+/// if there is one there.
+pub fn dotted_before(src: &str, toks: &[Tok], at: usize) -> Option<Diag> {
+    let text = |t: &Tok| &src[t.span.start..t.span.end];
+    let i = toks.iter().position(|t| t.span.end == at)?;
+    // Back over `word (. word)+`, which must end at the `(` with nothing between.
+    let mut first = i;
+    while first >= 2
+        && text(&toks[first - 1]) == "."
+        && toks[first - 1].span.end == toks[first].span.start
+        && matches!(toks[first - 2].kind, Kind::Word)
+    {
+        first -= 2;
+    }
+    if first == i || !matches!(toks[i].kind, Kind::Word) {
+        return None;
+    }
+    let span = Span::new(toks[first].span.start, toks[i].span.end);
+    let path = &src[span.start..span.end];
+    let name = text(&toks[i]);
+    let help = nnc_name_for(name).unwrap_or(
+        "apply layers and activations with `|>`, by their names alone: \
+         `x |> dense(128) |> relu`, `x |> flatten`",
+    );
+    Some(
+        Diag::new(
+            "nnc::syntax",
+            format!("nnc has no module or method calls such as `{path}(...)`"),
+            span,
+            "a call on a dotted name",
+        )
+        .help(help),
+    )
+}
