@@ -6,7 +6,7 @@ use super::consts::{self, MAX_ELEMENTS};
 use super::images::{conv2d, global_pool, pool};
 use super::lower::{Lower, V};
 use super::names::{product, show};
-use super::sequences::{embedding, one_hot, rnn, rnn_activation};
+use super::sequences::{embedding, lstm, one_hot, rnn, rnn_activation};
 use crate::diag::Diag;
 use crate::ir::{DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
@@ -23,6 +23,7 @@ pub const LAYERS: &[&str] = &[
     "embedding",
     "one_hot",
     "rnn",
+    "lstm",
     "dropout",
     "layer_norm",
     "batch_norm",
@@ -74,6 +75,12 @@ fn sig(kind: &str) -> Sig {
             named: &["activation"],
             required: &["hidden"],
             usage: "`rnn(hidden, activation: tanh)`",
+        },
+        "lstm" => Sig {
+            forms: &[&["hidden"]],
+            named: &[],
+            required: &["hidden"],
+            usage: "`lstm(hidden)`",
         },
         "dropout" => Sig {
             forms: &[&["p"]],
@@ -273,6 +280,13 @@ pub fn layer(
                 return V::Bad;
             };
             rnn(r.l, &cx, x, h, act)
+        }
+        "lstm" => {
+            let h = r.size("hidden", "the hidden size");
+            let (Some(h), V::T(x), true) = (h, v, r.ok) else {
+                return V::Bad;
+            };
+            lstm(r.l, &cx, x, h)
         }
         "dropout" => {
             let p = r.get("p", |e| {

@@ -521,9 +521,13 @@ impl<'a, 'g> Lower<'a, 'g> {
                  [C, H, W] images; Keras's `BatchNormalization(momentum=0.99)` is \
                  `batch_norm(momentum: 0.01)`",
             ),
-            "LSTM" | "GRU" | "lstm" | "gru" => Some(
-                "nnc's recurrent layer is `rnn(hidden, activation: tanh)`, PyTorch's `nn.RNN`; \
-                 it has no LSTM or GRU",
+            "LSTM" => Some(
+                "an LSTM is `lstm(hidden)`: PyTorch's `nn.LSTM(in, hidden, batch_first=True)` \
+                 (one layer, one direction), Keras' `LSTM(hidden, return_sequences=True)`",
+            ),
+            "GRU" | "gru" => Some(
+                "nnc's recurrent layers are `rnn(hidden, activation: tanh)` (PyTorch's \
+                 `nn.RNN`) and `lstm(hidden)` (`nn.LSTM`); it has no GRU",
             ),
             "MaxPool2d" | "MaxPooling2D" | "max_pool2d" | "max_pool" => {
                 Some("max pooling is `maxpool(k)` or `maxpool(k, stride: s)`")

@@ -1,4 +1,5 @@
-//! Token and sequence layers: `embedding`, `one_hot` (integer ids in) and `rnn` (`[T, in]` in).
+//! Token and sequence layers: `embedding`, `one_hot` (integer ids in), `rnn` and `lstm`
+//! (`[T, in]` in).
 
 use super::consts;
 use super::layers::{check_size, f32_input, ids_input, node, param, uniform, Site};
@@ -68,17 +69,53 @@ pub(super) fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
 
 /// `rnn(h)`: xp = x·W_xh + b over all steps at once, then the recurrent scan.
 pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) -> Option<ValueId> {
-    let x = f32_input(l, cx, "rnn", x)?;
+    let (x, steps, inn) = sequence_input(l, cx, "rnn", x)?;
+    check_size(l, cx, &[steps, h])?;
+    // PyTorch initializes every RNN parameter with U(±1/√hidden).
+    let w_xh = param(l, cx, "w_xh", vec![inn, h], uniform(h))?;
+    let w_hh = param(l, cx, "w_hh", vec![h, h], uniform(h))?;
+    let b = param(l, cx, "bias", vec![h], uniform(h))?;
+    let xp = projection(l, cx, x, w_xh, b)?;
+    node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+}
+
+/// `lstm(h)`: PyTorch's LSTM (gate order i, f, g, o). z = x·W_xh + b for all steps at once
+/// (`[T, 4h]`), then the cell's scan, whose state holds every step's h, c and gates, and its
+/// hidden states `[T, h]`.
+pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, h: usize) -> Option<ValueId> {
+    let (x, steps, inn) = sequence_input(l, cx, "lstm", x)?;
+    // The state, [T, 6h], is the largest value.
+    check_size(l, cx, &[steps, 6 * h])?;
+    // PyTorch initializes every LSTM parameter with U(±1/√hidden); its two biases (b_ih and
+    // b_hh) sum to this one.
+    let w_xh = param(l, cx, "w_xh", vec![inn, 4 * h], uniform(h))?;
+    let w_hh = param(l, cx, "w_hh", vec![h, 4 * h], uniform(h))?;
+    let b = param(l, cx, "bias", vec![4 * h], uniform(h))?;
+    let xp = projection(l, cx, x, w_xh, b)?;
+    let state = node(l, Op::LstmScan, vec![xp, w_hh], cx)?;
+    node(l, Op::LstmHidden, vec![state], cx)
+}
+
+/// The sequence `[T, in]` a recurrent layer `kind` ("rnn", "lstm") reads; a diagnostic
+/// otherwise.
+fn sequence_input(
+    l: &mut Lower,
+    cx: &Site,
+    kind: &str,
+    x: ValueId,
+) -> Option<(ValueId, usize, usize)> {
+    let x = f32_input(l, cx, kind, x)?;
     let t = l.g.ty(x).clone();
     let [steps, inn] = t.dims[..] else {
+        let reads = format!("an {kind} reads a sequence of vectors [T, features]");
         let help = match t.dims.len() {
-            1 => format!("an rnn reads a sequence of vectors [T, features]; a [{}] sequence of numbers needs a feature axis (embed token ids with `embedding(vocab, dim)` or `one_hot(vocab)`)", t.dims[0]),
-            _ => "an rnn reads a sequence of vectors [T, features]".to_string(),
+            1 => format!("{reads}; a [{}] sequence of numbers needs a feature axis (embed token ids with `embedding(vocab, dim)` or `one_hot(vocab)`)", t.dims[0]),
+            _ => reads,
         };
         l.diags.push(
             Diag::new(
                 "nnc::shape",
-                format!("rnn needs a sequence [T, features], found {}", show(&t)),
+                format!("{kind} needs a sequence [T, features], found {}", show(&t)),
                 cx.span,
                 "expects [steps, features]",
             )
@@ -87,11 +124,11 @@ pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) 
         );
         return None;
     };
-    check_size(l, cx, &[steps, h])?;
-    // PyTorch initializes every RNN parameter with U(±1/√hidden).
-    let w_xh = param(l, cx, "w_xh", vec![inn, h], uniform(h))?;
-    let w_hh = param(l, cx, "w_hh", vec![h, h], uniform(h))?;
-    let b = param(l, cx, "bias", vec![h], uniform(h))?;
+    Some((x, steps, inn))
+}
+
+/// x·W_xh + b over all steps at once: a MatMul and a BiasAdd.
+fn projection(l: &mut Lower, cx: &Site, x: ValueId, w_xh: ValueId, b: ValueId) -> Option<ValueId> {
     let xp = node(
         l,
         Op::MatMul {
@@ -101,6 +138,5 @@ pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) 
         vec![x, w_xh],
         cx,
     )?;
-    let xp = node(l, Op::BiasAdd { axis: 2 }, vec![xp, b], cx)?;
-    node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+    node(l, Op::BiasAdd { axis: 2 }, vec![xp, b], cx)
 }

@@ -9,6 +9,7 @@ mod dense;
 mod elementwise;
 mod executor;
 mod loss;
+mod lstm;
 mod norm;
 mod seq;
 
@@ -216,6 +217,9 @@ fn eval_node(
         Op::RnnScan { act } => seq::rnn_scan(*act, x(0), &shape(0), x(1)),
         Op::RnnScanGrad { act } => seq::rnn_scan_grad(*act, x(0), &shape(0), x(1), x(2)),
         Op::TimeShift => seq::time_shift(x(0), &shape(0)),
+        Op::LstmScan => lstm::lstm_scan(x(0), &shape(0), x(1)),
+        Op::LstmHidden => lstm::lstm_hidden(x(0), &shape(0)),
+        Op::LstmScanGrad => lstm::lstm_scan_grad(x(0), &shape(0), x(1), x(2)),
         Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {
             let first = if n.ty.batched {
                 ctx.first * n.ty.per_sample() as u64

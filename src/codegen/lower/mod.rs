@@ -13,6 +13,7 @@ mod elementwise;
 mod embed;
 mod epilogue;
 mod loss;
+mod lstm;
 mod matmul;
 mod pool;
 mod rnn;
@@ -446,6 +447,9 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::RnnScan { act } => rnn::scan(cx, out, *act),
         Op::RnnScanGrad { act } => rnn::scan_grad(cx, out, *act),
         Op::TimeShift => rnn::time_shift(cx, out),
+        Op::LstmScan => lstm::scan(cx, out),
+        Op::LstmScanGrad => lstm::scan_grad(cx, out),
+        Op::LstmHidden => lstm::hidden(cx, out),
         Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => loss::layer_norm(cx, out, *eps),
         Op::LayerNormWeightGrad { eps } => loss::layer_norm_weight_grad(cx, out, *eps),
         Op::BatchNorm { .. }
@@ -489,14 +493,17 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
                     split.batched.push((v.index(), t.per_sample()));
                 }
             }
-            if let (Op::RnnScan { .. } | Op::RnnScanGrad { .. }, Some(s)) = (&n.op, scratch.last())
+            if let (
+                Op::RnnScan { .. } | Op::RnnScanGrad { .. } | Op::LstmScan | Op::LstmScanGrad,
+                Some(s),
+            ) = (&n.op, scratch.last())
             {
                 split
                     .per_thread
                     .push((cx.scratch_base + scratch.len() - 1, s.per));
             }
             split.min_batch = match n.op {
-                Op::RnnScan { .. } | Op::RnnScanGrad { .. } => 2,
+                Op::RnnScan { .. } | Op::RnnScanGrad { .. } | Op::LstmScan | Op::LstmScanGrad => 2,
                 // The parts of one image are contiguous channels of the batch's only image.
                 _ if !channels.is_empty() => 2,
                 _ => PARALLEL_ELEMENTS.div_ceil(ty.per_sample().max(1)).max(2),
@@ -564,6 +571,9 @@ fn row_parallel(op: &Op) -> bool {
             | Op::RnnScan { .. }
             | Op::RnnScanGrad { .. }
             | Op::TimeShift
+            | Op::LstmScan
+            | Op::LstmScanGrad
+            | Op::LstmHidden
             | Op::Softmax
             | Op::LogSoftmax
             | Op::SoftmaxGrad
