@@ -7,6 +7,7 @@ mod autodiff;
 mod conv;
 mod fused;
 mod graphs;
+mod lstm;
 mod ops;
 mod threads;
 
