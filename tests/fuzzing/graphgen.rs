@@ -289,12 +289,20 @@ impl Builder<'_> {
                 if rank != 3 {
                     return Ok(None);
                 }
-                // An rnn: x·W_xh + b over every step, then the scan.
+                // An rnn or an lstm: x·W_xh + b over every step, then the scan (and the lstm's
+                // hidden states out of its state).
                 let h = self.src.range(1, 6);
-                let xp = self.dense(x, h)?;
-                let w = self.param(vec![h, h]);
-                let act = self.src.pick(&[UnaryOp::Tanh, UnaryOp::Relu]);
-                self.push(Op::RnnScan { act }, vec![xp, w])?
+                if self.src.pick(&[false, true]) {
+                    let xp = self.dense(x, 4 * h)?;
+                    let w = self.param(vec![h, 4 * h]);
+                    let s = self.push(Op::LstmScan, vec![xp, w])?;
+                    self.push(Op::LstmHidden, vec![s])?
+                } else {
+                    let xp = self.dense(x, h)?;
+                    let w = self.param(vec![h, h]);
+                    let act = self.src.pick(&[UnaryOp::Tanh, UnaryOp::Relu]);
+                    self.push(Op::RnnScan { act }, vec![xp, w])?
+                }
             }
             _ => {
                 // A side term: the Gram-like product xᵀ·y over all rows, squared and summed.
