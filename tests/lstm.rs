@@ -159,3 +159,33 @@ fn char_lstm_checks_trains_evaluates_and_samples() {
     assert!(sample.starts_with("ROMEO:"), "{sample:?}");
     assert_eq!(sample.chars().count(), 6 + 60, "{sample:?}");
 }
+
+/// `nnc gradcheck` of a small LSTM regression (hidden 6, not a multiple of 4): the JIT's
+/// backward pass against finite differences, at batch 3 (the one-row loop) and 11 (a block of 8
+/// on the GEMM tile and 3 more).
+#[test]
+fn gradcheck_of_a_small_lstm_passes() {
+    let dir = Scratch::new("lstm_gradcheck");
+    let file = dir.write(
+        "small.nn",
+        "model Small(x: [5, 3]) -> [10] {
+             return x |> lstm(6) |> dense(2) |> flatten
+         }
+         data d { train: inline(x: [[0.5, -1, 2, 0, 1, -0.5, 1, 1, -2, 0.3, 0.7, -0.1, 0, 2, 1]],
+                                y: [[1, 0, -1, 0.5, 0.2, 0, 1, -1, 0.5, 0]]) }
+         train Small on d { loss: mse(output, label) optimizer: adam(lr: 2e-3) }",
+    );
+    for batch in ["3", "11"] {
+        let out = run_ok(&["gradcheck", file.to_str().unwrap(), "--batch", batch]);
+        for path in ["lstm1.w_xh", "lstm1.w_hh", "lstm1.bias"] {
+            assert!(
+                out.contains(path),
+                "batch {batch}: {path} not checked\n{out}"
+            );
+        }
+        assert!(
+            out.contains("gradient check passed"),
+            "batch {batch}:\n{out}"
+        );
+    }
+}

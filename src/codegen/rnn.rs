@@ -1,7 +1,9 @@
 //! Recurrences over `B×T×H` sequences: `RnnScan` (the forward scan), `RnnScanGrad`
 //! (backpropagation through time) and `TimeShift`.
 //!
-//! Both scans are one recurrence, `out_t = f(init_t + v_{t±1}·M)`, walked step by step:
+//! Both scans are one recurrence ([`Recur`]), `out_t = f(init_t + v_{t±1}·M)`, walked step by
+//! step (the LSTM's scans, [`super::lstm`], are the same recurrence with their own buffers'
+//! strides and a cell after each step's product):
 //! - forward:  `init = xp`, `v = h` (the output itself, one step back), `M = w_hh`,
 //!   `f = act`;
 //! - backward: `init = dh`, `v = da` (the output itself, one step ahead), `M = w_hhᵀ` (transposed
