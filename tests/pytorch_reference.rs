@@ -274,8 +274,10 @@ fn conv2d_padding_same_is_pytorchs() {
 /// `lstm(5)` as PyTorch's `nn.LSTM(4, 5, batch_first=True)` (gate order i, f, g, o), on 3 steps
 /// of a batch of 2, then `mse_loss`. PyTorch's parameters are nnc's transposed,
 /// `weight_ih_l0 = w_xhᵀ` and `weight_hh_l0 = w_hhᵀ`, and its two biases sum to nnc's one. The
-/// gradients are complex-step derivatives of the numpy loss (exact to rounding, and independent
-/// of any hand-written backward pass). Produced by (numpy, float64):
+/// interpreter's outputs h_t are compared first, then the loss and the gradients, which are
+/// complex-step derivatives of the numpy loss (exact to rounding, and independent of any
+/// hand-written backward pass). Produced by (numpy, float64; `ys` as `loss` without its last
+/// line):
 ///
 /// ```python
 /// B,T,I,H = 2,3,4,5; sig = lambda z: 1/(1+np.exp(-z))
@@ -312,15 +314,62 @@ fn lstm_is_pytorchs() {
         .map(|(a, b)| a + b)
         .collect();
     let g = run_graph(&src, "M");
+    let inputs = [vals(24, 0.7, 0.3, 1.0), vals(30, 0.45, 1.1, 0.5)];
+    // In the graph's parameter order.
+    let params = [
+        ("lstm1.w_xh", transposed(vals(80, 1.3, 0.1, 0.4), 20, 4)),
+        ("lstm1.w_hh", transposed(vals(100, 0.9, 0.7, 0.4), 20, 5)),
+        ("lstm1.bias", bias),
+    ];
+    // The forward pass itself: every h_t of both sequences (numpy's `np.stack(ys, 1)`).
+    let ys = [
+        -0.14489396755711337,
+        -0.08957773574348007,
+        0.11780112736198033,
+        0.09471678908766104,
+        -0.17675221589010126,
+        -0.0057371330813442796,
+        -0.04511522633828873,
+        0.0566105018111159,
+        -0.08200045627754135,
+        -0.2665542705145239,
+        -0.16649196816982678,
+        -0.1750372034542141,
+        0.11579783277793164,
+        0.11269515558646515,
+        -0.23626191665094493,
+        0.18266379973680016,
+        0.11814793536033746,
+        0.03937881988101078,
+        -0.11059947602770255,
+        -0.21544893678497296,
+        -0.10458911678138615,
+        -0.1518855437068629,
+        0.04248375185818637,
+        0.12016766741433418,
+        -0.12496199239095424,
+        0.023639380544609317,
+        0.0077411714894508555,
+        0.10528273719929747,
+        -0.05580002588566448,
+        -0.26644756270291264,
+    ];
+    let ps: Vec<Vec<f64>> = params.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(
+        g.params.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+        params.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+    );
+    let out = nnc::interp::eval(&g, 2, &inputs, &ps, CTX).unwrap();
+    let y = &out[g.output("output").unwrap().index()];
+    assert_eq!(y.len(), ys.len());
+    for (k, (a, b)) in y.iter().zip(ys).enumerate() {
+        close(&format!("interpreter h[{k}]"), *a, b, EXACT);
+    }
     matches_numpy(
         &g,
         2,
-        &[vals(24, 0.7, 0.3, 1.0), vals(30, 0.45, 1.1, 0.5)],
-        &[
-            ("lstm1.w_xh", transposed(vals(80, 1.3, 0.1, 0.4), 20, 4)),
-            ("lstm1.w_hh", transposed(vals(100, 0.9, 0.7, 0.4), 20, 5)),
-            ("lstm1.bias", bias),
-        ],
+        &inputs,
+        &params,
         &Reference {
             loss: 0.1358044841636413,
             grads: &[
