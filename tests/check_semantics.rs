@@ -498,11 +498,30 @@ fn lstm_parameters_and_shapes() {
             "{path}"
         );
     }
-    let hidden: Vec<&Type> = g
-        .nodes
-        .iter()
-        .filter(|n| n.op == Op::LstmHidden)
-        .map(|n| &n.ty)
-        .collect();
-    assert_eq!(hidden, [&Type::f32(true, [7, 5]), &Type::f32(true, [7, 4])]);
+    // The model's graph is not trained: its lstms keep no state.
+    let ops = |g: &Graph, op: Op| -> Vec<Type> {
+        g.nodes
+            .iter()
+            .filter(|n| n.op == op)
+            .map(|n| n.ty.clone())
+            .collect()
+    };
+    let hidden = [Type::f32(true, [7, 5]), Type::f32(true, [7, 4])];
+    assert_eq!(ops(g, Op::Lstm), hidden);
+    assert!(ops(g, Op::LstmScan).is_empty());
+    // A training graph keeps each step's [h, c, i, f, g, o] for the backward pass.
+    let p = program(
+        "model M(tokens: i32[7]) -> [7, 11] {
+             return tokens |> embedding(11, 6) |> lstm(5) |> lstm(hidden: 4) |> dense(11)
+         }
+         data d { train: text(\"t.txt\", seq: 7) }
+         train M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) }",
+    );
+    let g = &p.run("M").unwrap().graph;
+    assert_eq!(ops(g, Op::LstmHidden), hidden);
+    assert_eq!(
+        ops(g, Op::LstmScan),
+        [Type::f32(true, [7, 30]), Type::f32(true, [7, 24])]
+    );
+    assert!(ops(g, Op::Lstm).is_empty());
 }

@@ -199,6 +199,7 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::RnnScanGrad { .. }
         | Op::TimeShift
         | Op::LstmScanGrad
+        | Op::Lstm
         | Op::DropoutGrad { .. }
         | Op::SoftmaxGrad
         | Op::LogSoftmaxGrad

@@ -81,7 +81,7 @@ pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) 
 
 /// `lstm(h)`: PyTorch's LSTM (gate order i, f, g, o). z = x·W_xh + b for all steps at once
 /// (`[T, 4h]`), then the cell's scan, whose state holds every step's h, c and gates, and its
-/// hidden states `[T, h]`.
+/// hidden states `[T, h]`; in a graph that is not trained, the hidden states alone.
 pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, h: usize) -> Option<ValueId> {
     let (x, steps, inn) = sequence_input(l, cx, "lstm", x)?;
     // The state, [T, 6h], is the largest value.
@@ -92,6 +92,10 @@ pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, h: usize) -> Option<Val
     let w_hh = param(l, cx, "w_hh", vec![h, 4 * h], uniform(h))?;
     let b = param(l, cx, "bias", vec![4 * h], uniform(h))?;
     let xp = projection(l, cx, x, w_xh, b)?;
+    if !l.training {
+        // Nothing differentiates it: c and the gates need not be kept.
+        return node(l, Op::Lstm, vec![xp, w_hh], cx);
+    }
     let state = node(l, Op::LstmScan, vec![xp, w_hh], cx)?;
     node(l, Op::LstmHidden, vec![state], cx)
 }

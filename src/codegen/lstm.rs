@@ -18,14 +18,18 @@ use super::math;
 use super::rnn::{recur, transpose, At, Finish, Recur, ROWS};
 use crate::ir::{Op, Type};
 
-/// The per-thread scratch of a scan (`ty` its output): the forward's state panel (`H×ROWS`);
-/// the gradient's `w_hhᵀ` (`4H×H`), panel (`4H×ROWS`) and carried cell gradients (`ROWS×H`).
+/// The per-thread scratch of a scan (`ty` its output): the forward's state panel (`H×ROWS`),
+/// and without the state ([`Op::Lstm`]) the block's gate pre-activations (`ROWS×4H`) and cells
+/// (`ROWS×H`); the gradient's `w_hhᵀ` (`4H×H`), panel (`4H×ROWS`) and carried cell gradients
+/// (`ROWS×H`).
 pub fn scratch(op: &Op, ty: &Type) -> Scratch {
-    let per = if matches!(op, Op::LstmScanGrad) {
-        let h = ty.last() / 4;
-        4 * h * h + 4 * h * ROWS + ROWS * h
-    } else {
-        ty.last() / 6 * ROWS
+    let per = match op {
+        Op::LstmScanGrad => {
+            let h = ty.last() / 4;
+            4 * h * h + 4 * h * ROWS + ROWS * h
+        }
+        Op::Lstm => ty.last() * ROWS * 6,
+        _ => ty.last() / 6 * ROWS,
     };
     Scratch {
         per,
@@ -34,11 +38,56 @@ pub fn scratch(op: &Op, ty: &Type) -> Scratch {
     }
 }
 
-/// The state of every step, `ins` = [xp, w_hh]; `scratch` as [`scratch`] gives.
-pub fn scan(kb: &mut Kb, ty: &Type, out: usize, ins: &[usize], scratch: usize) {
-    let (t_len, h) = (ty.dims[0], ty.dims[1] / 6);
-    let (s, xp, w, pack) = (kb.ptr(out), kb.ptr(ins[0]), kb.ptr(ins[1]), kb.ptr(scratch));
-    let cell = |kb: &mut Kb, row: Value, _q: usize, t: Value| forward_cell(kb, s, h, row, t);
+/// The forward scan, `ins` = [xp, w_hh]; `scratch` as [`scratch`] gives. With `keep`
+/// ([`Op::LstmScan`]) every step's state `[h, c, i, f, g, o]`, the gates' pre-activations
+/// stored in their places; else ([`Op::Lstm`]) the hidden states alone, the pre-activations and
+/// the cells of the block's sequences in scratch.
+pub fn scan(kb: &mut Kb, keep: bool, ty: &Type, out: usize, ins: &[usize], scratch: usize) {
+    let (t_len, width) = (ty.dims[0], ty.dims[1]);
+    let h = if keep { width / 6 } else { width };
+    let (o, xp, w, pack) = (kb.ptr(out), kb.ptr(ins[0]), kb.ptr(ins[1]), kb.ptr(scratch));
+    let zs = kb.b.ins().iadd_imm_s(pack, (4 * h * ROWS) as i64);
+    let cs = kb.b.ins().iadd_imm_s(zs, (4 * 4 * h * ROWS) as i64);
+    let cell = |kb: &mut Kb, row: Value, q: usize, t: Value| {
+        let later = kb.b.ins().icmp_imm_s(IntCC::NotEqual, t, 0);
+        let cells = if keep {
+            let base = kb.b.ins().imul_imm_s(row, 6 * h as i64);
+            let at = |kb: &mut Kb, k: i64| kb.b.ins().iadd_imm_s(base, k * h as i64);
+            Cells {
+                h: (o, base),
+                c: (o, at(kb, 1)),
+                c_prev: (o, at(kb, -5)),
+                z: (o, at(kb, 2)),
+                gates: true,
+            }
+        } else {
+            let hb = kb.b.ins().imul_imm_s(row, h as i64);
+            let c = kb.int((q * h) as i64);
+            Cells {
+                h: (o, hb),
+                c: (cs, c),
+                c_prev: (cs, c),
+                z: (zs, kb.int((q * 4 * h) as i64)),
+                gates: false,
+            }
+        };
+        forward_cell(kb, &cells, h, later)
+    };
+    let dest = if keep {
+        At {
+            p: o,
+            stride: 6 * h,
+            off: 2 * h,
+            block: false,
+        }
+    } else {
+        At {
+            p: zs,
+            stride: 4 * h,
+            off: 0,
+            block: true,
+        }
+    };
     recur(
         kb,
         &Recur {
@@ -46,13 +95,9 @@ pub fn scan(kb: &mut Kb, ty: &Type, out: usize, ins: &[usize], scratch: usize) {
             k: h,
             n: 4 * h,
             grad: false,
-            state: At::all(s, 6 * h),
+            state: At::all(o, width),
             init: At::all(xp, 4 * h),
-            dest: At {
-                p: s,
-                stride: 6 * h,
-                off: 2 * h,
-            },
+            dest,
             m: w,
             m_written: false,
             pack,
@@ -70,19 +115,30 @@ fn ld_or_zero(kb: &mut Kb, lane: ClifType, s: Value, i: Value, alt: Value, keep:
     kb.b.ins().select(keep, v, z)
 }
 
-/// One step of one sequence (`row` = b·T + t): the gates from their pre-activations, c_t and
-/// h_t, all in the state `s`.
-fn forward_cell(kb: &mut Kb, s: Value, h: usize, row: Value, t: Value) {
-    let base = kb.b.ins().imul_imm_s(row, 6 * h as i64);
-    let later = kb.b.ins().icmp_imm_s(IntCC::NotEqual, t, 0);
+/// Where one step of one sequence reads and writes its cell, as (buffer, first element) of `H`
+/// units each: the gate pre-activations (four blocks), replaced by the gates when `gates`; c of
+/// the step before, and this step's c and h.
+struct Cells {
+    h: (Value, Value),
+    c: (Value, Value),
+    c_prev: (Value, Value),
+    z: (Value, Value),
+    gates: bool,
+}
+
+/// One step of one sequence: the gates from their pre-activations, c_t (c_{t−1} read as 0 at
+/// the first step, when not `later`) and h_t.
+fn forward_cell(kb: &mut Kb, p: &Cells, h: usize, later: Value) {
     let (zero, hv) = (kb.int(0), kb.int(h as i64));
-    kb.vec_loop(zero, hv, |kb, j, lane| {
+    let place = |kb: &mut Kb, (_, base): (Value, Value), k: usize, j: Value| {
         let at = kb.b.ins().iadd(base, j);
-        let place = |kb: &mut Kb, k: i64| kb.b.ins().iadd_imm_s(at, k * h as i64);
-        let z: Vec<Value> = (2..6)
+        kb.b.ins().iadd_imm_s(at, (k * h) as i64)
+    };
+    kb.vec_loop(zero, hv, |kb, j, lane| {
+        let z: Vec<Value> = (0..4)
             .map(|k| {
-                let i = place(kb, k);
-                kb.ld_rw(lane, s, i)
+                let i = place(kb, p.z, k, j);
+                kb.ld_rw(lane, p.z.0, i)
             })
             .collect();
         let i = math::emit_sigmoid(&mut kb.b, z[0]);
@@ -90,15 +146,20 @@ fn forward_cell(kb: &mut Kb, s: Value, h: usize, row: Value, t: Value) {
         let g = math::emit_tanh(&mut kb.b, z[2]);
         let o = math::emit_sigmoid(&mut kb.b, z[3]);
         // c_{t−1}: 0 at the first step (its place, one step back, may lie before the buffer).
-        let (prev, here) = (place(kb, -5), place(kb, 1));
-        let cp = ld_or_zero(kb, lane, s, prev, here, later);
+        let (prev, here) = (place(kb, p.c_prev, 0, j), place(kb, p.c, 0, j));
+        let cp = ld_or_zero(kb, lane, p.c_prev.0, prev, here, later);
         let ig = kb.b.ins().fmul(i, g);
         let c = kb.b.ins().fma(f, cp, ig);
         let tc = math::emit_tanh(&mut kb.b, c);
         let hh = kb.b.ins().fmul(o, tc);
-        for (k, v) in [hh, c, i, f, g, o].into_iter().enumerate() {
-            let p = place(kb, k as i64);
-            kb.st(v, s, p);
+        let hi = place(kb, p.h, 0, j);
+        kb.st(hh, p.h.0, hi);
+        kb.st(c, p.c.0, here);
+        if p.gates {
+            for (k, v) in [i, f, g, o].into_iter().enumerate() {
+                let at = place(kb, p.z, k, j);
+                kb.st(v, p.z.0, at);
+            }
         }
     });
 }

@@ -49,12 +49,14 @@ pub fn scratch(op: &Op, ty: &Type) -> Scratch {
 }
 
 /// A buffer a recurrence reads or writes at each (sequence, step): element
-/// `(b·T + t)·stride + off`.
+/// `(b·T + t)·stride + off`, or with `block` (per-thread scratch of the current block of
+/// sequences, written and read within a step) `q·stride + off` for the block's `q`-th sequence.
 #[derive(Clone, Copy)]
 pub(super) struct At {
     pub p: Value,
     pub stride: usize,
     pub off: usize,
+    pub block: bool,
 }
 
 impl At {
@@ -64,6 +66,7 @@ impl At {
             p,
             stride: n,
             off: 0,
+            block: false,
         }
     }
 }
@@ -224,6 +227,9 @@ fn steps(kb: &mut Kb, r: &Recur, b: Value, rows: usize) {
                 // Each stride's product once (an rnn's buffers share one).
                 let mut muls: Vec<(usize, Value)> = Vec::new();
                 let mut at = |kb: &mut Kb, a: &At, step: i64| {
+                    if a.block {
+                        return kb.int((q * a.stride + a.off) as i64);
+                    }
                     let base = match muls.iter().find(|(s, _)| *s == a.stride) {
                         Some(&(_, v)) => v,
                         None => {

@@ -218,6 +218,10 @@ fn eval_node(
         Op::RnnScanGrad { act } => seq::rnn_scan_grad(*act, x(0), &shape(0), x(1), x(2)),
         Op::TimeShift => seq::time_shift(x(0), &shape(0)),
         Op::LstmScan => lstm::lstm_scan(x(0), &shape(0), x(1)),
+        Op::Lstm => {
+            let s = lstm::lstm_scan(x(0), &shape(0), x(1));
+            lstm::lstm_hidden(&s, &[shape(0)[0], shape(0)[1], shape(0)[2] / 4 * 6])
+        }
         Op::LstmHidden => lstm::lstm_hidden(x(0), &shape(0)),
         Op::LstmScanGrad => lstm::lstm_scan_grad(x(0), &shape(0), x(1), x(2)),
         Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {

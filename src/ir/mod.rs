@@ -578,6 +578,10 @@ pub enum Op {
     /// of `s` holds `[h_t, c_t, i, f, g, o]`: what the gradient needs (the layer's output is
     /// [`Op::LstmHidden`] of it).
     LstmScan,
+    /// `[xp: B×T×4H, w_hh: H×4H] -> h: B×T×H`: [`Op::LstmScan`]'s hidden states alone, for
+    /// graphs that are not differentiated (evaluation, inference): c and the gates are not
+    /// kept. It has no gradient.
+    Lstm,
     /// `[s: B×T×6H] -> h: B×T×H`, the hidden states out of an [`Op::LstmScan`]'s steps. Its
     /// gradient is the whole LSTM's (the scan's state is read by nothing else).
     LstmHidden,
@@ -703,6 +707,7 @@ impl Op {
             Op::RnnScanGrad { .. } => "rnn_scan_grad".into(),
             Op::TimeShift => "time_shift".into(),
             Op::LstmScan => "lstm_scan".into(),
+            Op::Lstm => "lstm".into(),
             Op::LstmHidden => "lstm_hidden".into(),
             Op::LstmScanGrad => "lstm_scan_grad".into(),
             Op::Dropout { .. } => "dropout".into(),

@@ -303,7 +303,7 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             btc(ins[0])?;
             Ok(ins[0].clone())
         }
-        Op::LstmScan => {
+        Op::LstmScan | Op::Lstm => {
             arity(2)?;
             let (xp, w) = (ins[0], ins[1]);
             btc(xp)?;
@@ -314,7 +314,8 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
                     4 * h
                 ));
             }
-            Ok(Type::f32(true, vec![xp.dims[0], 6 * h]))
+            let kept = if *op == Op::Lstm { h } else { 6 * h };
+            Ok(Type::f32(true, vec![xp.dims[0], kept]))
         }
         Op::LstmHidden => {
             arity(1)?;
@@ -601,7 +602,7 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         }
         // Each step's product with w_hh (H×4H) over the T×4H gates, then a few a gate for the
         // cell.
-        Op::LstmScan => (2 * ins[1].dims[0] as u64 + 4) * per(ins[0]),
+        Op::LstmScan | Op::Lstm => (2 * ins[1].dims[0] as u64 + 4) * per(ins[0]),
         Op::LstmScanGrad => (2 * ins[1].dims[0] as u64 + 4) * per(out),
         _ => ins
             .iter()

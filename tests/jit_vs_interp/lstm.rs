@@ -1,4 +1,4 @@
-//! The LSTM's ops (`lstm_scan`, `lstm_hidden`, `lstm_scan_grad`) alone and in a differentiated
+//! The LSTM's ops (`lstm_scan`, `lstm`, `lstm_hidden`, `lstm_scan_grad`) alone and in a differentiated
 //! graph, on sizes that take every path of the kernels: hidden sizes that are and are not
 //! multiples of 4, one step, batches of 1, 3 (the one-row loop), 11 (a block of 8 on the GEMM
 //! tile and 3 more) and 64; and the same bits on every thread count.
@@ -25,6 +25,8 @@ fn lstm_ops_alone() {
         for batch in batches() {
             let scan = single("lstm_scan", Op::LstmScan, &[xp.clone(), w.clone()], None);
             compare(&scan, &[Gen::U(-2.0, 2.0), wg], batch, rng.next(), TOL);
+            let lstm = single("lstm", Op::Lstm, &[xp.clone(), w.clone()], None);
+            compare(&lstm, &[Gen::U(-2.0, 2.0), wg], batch, rng.next(), TOL);
             let hidden = single(
                 "lstm_hidden",
                 Op::LstmHidden,
@@ -84,5 +86,39 @@ fn lstm_bits_do_not_depend_on_threads() {
     for batch in [37, 64] {
         let d = draw(&g, &gens, batch, &mut Rng(9));
         assert_same_bits_on_threads(&g, &d, batch, &format!("lstm at batch {batch}"));
+    }
+    let lstm = single(
+        "lstm",
+        Op::Lstm,
+        &[f(true, &[6, 40]), f(false, &[10, 40])],
+        None,
+    );
+    let gens = [Gen::U(-2.0, 2.0), Gen::U(-0.3, 0.3)];
+    let d = draw(&lstm, &gens, 37, &mut Rng(10));
+    assert_same_bits_on_threads(&lstm, &d, 37, "lstm without its state");
+}
+
+/// The evaluation graphs' `lstm` computes the hidden states of the training graphs'
+/// `lstm_scan` → `lstm_hidden` to the bit: the same products and cell, in the same order.
+#[test]
+fn lstm_without_its_state_gives_the_same_bits() {
+    for (t, h) in SIZES {
+        let mut g = Graph::new("both", true);
+        let xp = g.input("xp", f(true, &[t, 4 * h]));
+        let w = g.input("w", f(false, &[h, 4 * h]));
+        let s = g.push(Op::LstmScan, vec![xp, w], "").unwrap();
+        let kept = g.push(Op::LstmHidden, vec![s], "").unwrap();
+        let alone = g.push(Op::Lstm, vec![xp, w], "").unwrap();
+        g.set_output("kept", kept);
+        g.set_output("alone", alone);
+        let gens = [Gen::U(-2.0, 2.0), Gen::U(-0.5, 0.5)];
+        for batch in batches() {
+            let out = run_once(&g, &gens, batch, 1);
+            assert_eq!(
+                bits(&out[..1]),
+                bits(&out[1..]),
+                "T {t}, H {h}, batch {batch}"
+            );
+        }
     }
 }

@@ -447,7 +447,7 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::RnnScan { act } => rnn::scan(cx, out, *act),
         Op::RnnScanGrad { act } => rnn::scan_grad(cx, out, *act),
         Op::TimeShift => rnn::time_shift(cx, out),
-        Op::LstmScan => lstm::scan(cx, out),
+        Op::LstmScan | Op::Lstm => lstm::scan(cx, out),
         Op::LstmScanGrad => lstm::scan_grad(cx, out),
         Op::LstmHidden => lstm::hidden(cx, out),
         Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => loss::layer_norm(cx, out, *eps),
@@ -494,7 +494,11 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
                 }
             }
             if let (
-                Op::RnnScan { .. } | Op::RnnScanGrad { .. } | Op::LstmScan | Op::LstmScanGrad,
+                Op::RnnScan { .. }
+                | Op::RnnScanGrad { .. }
+                | Op::LstmScan
+                | Op::LstmScanGrad
+                | Op::Lstm,
                 Some(s),
             ) = (&n.op, scratch.last())
             {
@@ -503,7 +507,11 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
                     .push((cx.scratch_base + scratch.len() - 1, s.per));
             }
             split.min_batch = match n.op {
-                Op::RnnScan { .. } | Op::RnnScanGrad { .. } | Op::LstmScan | Op::LstmScanGrad => 2,
+                Op::RnnScan { .. }
+                | Op::RnnScanGrad { .. }
+                | Op::LstmScan
+                | Op::LstmScanGrad
+                | Op::Lstm => 2,
                 // The parts of one image are contiguous channels of the batch's only image.
                 _ if !channels.is_empty() => 2,
                 _ => PARALLEL_ELEMENTS.div_ceil(ty.per_sample().max(1)).max(2),
@@ -572,6 +580,7 @@ fn row_parallel(op: &Op) -> bool {
             | Op::RnnScanGrad { .. }
             | Op::TimeShift
             | Op::LstmScan
+            | Op::Lstm
             | Op::LstmScanGrad
             | Op::LstmHidden
             | Op::Softmax
