@@ -84,6 +84,10 @@ fn char_lstm_checks_trains_evaluates_and_samples() {
         if ["grad", "opt"].contains(&stage) {
             assert!(out.contains("lstm_scan_grad "), "stage {stage}");
         }
+        if ["ir", "opt"].contains(&stage) {
+            // The model's inference graph keeps no state.
+            assert!(out.contains("= lstm %"), "stage {stage}: no lstm");
+        }
     }
 
     let (log, ck) = (dir.path("log.jsonl"), dir.path("lstm.safetensors"));
