@@ -415,6 +415,7 @@ fn the_language_references_examples_check() {
         "Classifier",
         "CharRnn",
         "OneHotRnn",
+        "CharLstm",
         "Small",
         "Gap",
         "GapMax",
@@ -467,4 +468,60 @@ fn padding_same_and_valid_are_the_numbers() {
     }
     assert_eq!(graph(3, "\"valid\""), graph(3, "0"));
     assert!(graph(3, "0").contains("f32[B,3,3,5]"));
+}
+
+/// `lstm(hidden)`: PyTorch's parameters transposed, 4·hidden gate columns (i, f, g, o), all
+/// three from U(±1/√hidden); the default names count per kind; the output is `[T, hidden]`.
+#[test]
+fn lstm_parameters_and_shapes() {
+    let p = program(
+        "model M(tokens: i32[7]) -> [7, 3] {
+             return tokens |> embedding(11, 6) |> lstm(5) |> lstm(hidden: 4) |> dense(3)
+         }",
+    );
+    let g = &p.model("M").unwrap().graph;
+    let param = |path: &str| &g.params[g.param_by_path(path).unwrap().index()];
+    for (path, dims, bound) in [
+        ("lstm1.w_xh", vec![6, 20], 5f32),
+        ("lstm1.w_hh", vec![5, 20], 5.0),
+        ("lstm1.bias", vec![20], 5.0),
+        ("lstm2.w_xh", vec![5, 16], 4.0),
+        ("lstm2.w_hh", vec![4, 16], 4.0),
+        ("lstm2.bias", vec![16], 4.0),
+    ] {
+        assert_eq!(param(path).dims, dims, "{path}");
+        assert_eq!(
+            param(path).init,
+            Init::Uniform {
+                bound: 1.0 / bound.sqrt()
+            },
+            "{path}"
+        );
+    }
+    // The model's graph is not trained: its lstms keep no state.
+    let ops = |g: &Graph, op: Op| -> Vec<Type> {
+        g.nodes
+            .iter()
+            .filter(|n| n.op == op)
+            .map(|n| n.ty.clone())
+            .collect()
+    };
+    let hidden = [Type::f32(true, [7, 5]), Type::f32(true, [7, 4])];
+    assert_eq!(ops(g, Op::Lstm), hidden);
+    assert!(ops(g, Op::LstmScan).is_empty());
+    // A training graph keeps each step's [h, c, i, f, g, o] for the backward pass.
+    let p = program(
+        "model M(tokens: i32[7]) -> [7, 11] {
+             return tokens |> embedding(11, 6) |> lstm(5) |> lstm(hidden: 4) |> dense(11)
+         }
+         data d { train: text(\"t.txt\", seq: 7) }
+         train M on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) }",
+    );
+    let g = &p.run("M").unwrap().graph;
+    assert_eq!(ops(g, Op::LstmHidden), hidden);
+    assert_eq!(
+        ops(g, Op::LstmScan),
+        [Type::f32(true, [7, 30]), Type::f32(true, [7, 24])]
+    );
+    assert!(ops(g, Op::Lstm).is_empty());
 }

@@ -391,6 +391,23 @@ fn rnn_scan_every_activation() {
     }
 }
 
+/// The LSTM's gradient, taken at its hidden states: hidden sizes 1, 3 and 4, one step and
+/// several; the loss reads h only, so every gate and the carried cell gradient are exercised.
+#[test]
+fn lstm_scan_and_hidden() {
+    for (t, h) in [(1, 3), (4, 1), (3, 4)] {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", f(true, &[t, 2]));
+        let xp = dense(&mut g, x, 4 * h, "lstm");
+        let w = param(&mut g, "lstm.w_hh", &[h, 4 * h]);
+        let s = op(&mut g, Op::LstmScan, &[xp, w]);
+        let hs = op(&mut g, Op::LstmHidden, &[s]);
+        mse_loss(&mut g, hs);
+        let r = check(&g, 2);
+        assert_eq!(r.params.len(), 3, "w_xh, bias and w_hh");
+    }
+}
+
 #[test]
 fn dropout_uses_the_same_mask_backward() {
     let mut g = Graph::new("t", true);

@@ -271,6 +271,165 @@ fn conv2d_padding_same_is_pytorchs() {
     );
 }
 
+/// `lstm(5)` as PyTorch's `nn.LSTM(4, 5, batch_first=True)` (gate order i, f, g, o), on 3 steps
+/// of a batch of 2, then `mse_loss`. PyTorch's parameters are nnc's transposed,
+/// `weight_ih_l0 = w_xhᵀ` and `weight_hh_l0 = w_hhᵀ`, and its two biases sum to nnc's one. The
+/// interpreter's outputs h_t are compared first, then the loss and the gradients, which are
+/// complex-step derivatives of the numpy loss (exact to rounding, and independent of any
+/// hand-written backward pass). Produced by (numpy, float64; `ys` as `loss` without its last
+/// line):
+///
+/// ```python
+/// B,T,I,H = 2,3,4,5; sig = lambda z: 1/(1+np.exp(-z))
+/// x = vals(B*T*I, 0.7, 0.3, 1.0).reshape(B,T,I); t = vals(B*T*H, 0.45, 1.1, 0.5).reshape(B,T,H)
+/// W_ih = vals(4*H*I, 1.3, 0.1, 0.4).reshape(4*H, I); W_hh = vals(4*H*H, 0.9, 0.7, 0.4).reshape(4*H, H)
+/// b_ih = vals(4*H, 2.1, 0.5, 0.3); b_hh = vals(4*H, 1.7, 0.2, 0.3)
+/// def loss(W_ih, W_hh, b_ih, b_hh):
+///     h = c = zeros((B,H)); ys = []
+///     for s in range(T):
+///         z = x[:,s] @ W_ih.T + b_ih + h @ W_hh.T + b_hh
+///         i, f, g, o = sig(z[:,:H]), sig(z[:,H:2*H]), np.tanh(z[:,2*H:3*H]), sig(z[:,3*H:])
+///         c = f*c + i*g; h = o*np.tanh(c); ys.append(h)
+///     return np.mean((np.stack(ys, 1) - t)**2)
+/// d loss/d a[e] = loss(..., a + 1e-30j·e_e, ...).imag / 1e-30     (complex step)
+/// grad w_xh = (d W_ih)ᵀ, grad w_hh = (d W_hh)ᵀ, grad bias = d b_ih (= d b_hh)
+/// ```
+#[test]
+fn lstm_is_pytorchs() {
+    let src = format!(
+        "model M(x: [3, 4]) -> [15] {{ return x |> lstm(5) |> flatten }}
+         {}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        inline(12, 15)
+    );
+    // `v` as a rows×cols matrix, transposed (row-major).
+    let transposed = |v: Vec<f64>, rows: usize, cols: usize| -> Vec<f64> {
+        (0..cols * rows)
+            .map(|k| v[(k % rows) * cols + k / rows])
+            .collect()
+    };
+    let bias: Vec<f64> = vals(20, 2.1, 0.5, 0.3)
+        .iter()
+        .zip(vals(20, 1.7, 0.2, 0.3))
+        .map(|(a, b)| a + b)
+        .collect();
+    let g = run_graph(&src, "M");
+    let inputs = [vals(24, 0.7, 0.3, 1.0), vals(30, 0.45, 1.1, 0.5)];
+    // In the graph's parameter order.
+    let params = [
+        ("lstm1.w_xh", transposed(vals(80, 1.3, 0.1, 0.4), 20, 4)),
+        ("lstm1.w_hh", transposed(vals(100, 0.9, 0.7, 0.4), 20, 5)),
+        ("lstm1.bias", bias),
+    ];
+    // The forward pass itself: every h_t of both sequences (numpy's `np.stack(ys, 1)`).
+    let ys = [
+        -0.14489396755711337,
+        -0.08957773574348007,
+        0.11780112736198033,
+        0.09471678908766104,
+        -0.17675221589010126,
+        -0.0057371330813442796,
+        -0.04511522633828873,
+        0.0566105018111159,
+        -0.08200045627754135,
+        -0.2665542705145239,
+        -0.16649196816982678,
+        -0.1750372034542141,
+        0.11579783277793164,
+        0.11269515558646515,
+        -0.23626191665094493,
+        0.18266379973680016,
+        0.11814793536033746,
+        0.03937881988101078,
+        -0.11059947602770255,
+        -0.21544893678497296,
+        -0.10458911678138615,
+        -0.1518855437068629,
+        0.04248375185818637,
+        0.12016766741433418,
+        -0.12496199239095424,
+        0.023639380544609317,
+        0.0077411714894508555,
+        0.10528273719929747,
+        -0.05580002588566448,
+        -0.26644756270291264,
+    ];
+    let ps: Vec<Vec<f64>> = params.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(
+        g.params.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+        params.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+    );
+    let out = nnc::interp::eval(&g, 2, &inputs, &ps, CTX).unwrap();
+    let y = &out[g.output("output").unwrap().index()];
+    assert_eq!(y.len(), ys.len());
+    for (k, (a, b)) in y.iter().zip(ys).enumerate() {
+        close(&format!("interpreter h[{k}]"), *a, b, EXACT);
+    }
+    matches_numpy(
+        &g,
+        2,
+        &inputs,
+        &params,
+        &Reference {
+            loss: 0.1358044841636413,
+            grads: &[
+                (
+                    "lstm1.w_xh",
+                    &[
+                        0.0016232218003624373,
+                        -0.0007316345732961384,
+                        -0.0014821690038079784,
+                        -7.686844896682977e-05,
+                        0.0033864781266345055,
+                        -0.0006826342982644745,
+                        0.00044045752979042464,
+                        -0.00033256367768655864,
+                        -0.00015607531391758275,
+                        -0.000797874987254068,
+                        -0.005142717341294302,
+                        -0.010150747356156887,
+                    ],
+                ),
+                (
+                    "lstm1.w_hh",
+                    &[
+                        -0.00028182710726485857,
+                        -3.251368970457825e-05,
+                        9.434097671459257e-05,
+                        0.00037719963425957996,
+                        -0.00041157621921706624,
+                        0.0001378325429165962,
+                        -1.4218069518821187e-06,
+                        -6.371855533118488e-05,
+                        -0.00012284686780703112,
+                        -0.0002263143562456347,
+                        0.0002038744423282726,
+                        -8.944519777626386e-06,
+                    ],
+                ),
+                (
+                    "lstm1.bias",
+                    &[
+                        -0.0005417732694806797,
+                        -0.001203747390735719,
+                        -0.0012076489474351537,
+                        0.0012788949016209665,
+                        0.007092194349945886,
+                        0.00019548161606177154,
+                        0.0004537987721214451,
+                        0.0006484245500898001,
+                        -0.001083539540190478,
+                        0.005508566115929465,
+                        -0.002357219433291024,
+                        -0.016667604612753673,
+                    ],
+                ),
+            ],
+        },
+        EXACT,
+    );
+}
+
 /// `global_maxpool` and `global_avgpool` as PyTorch's `nn.AdaptiveMaxPool2d(1)` /
 /// `nn.AdaptiveAvgPool2d(1)` followed by `flatten` (Keras' GlobalMaxPooling2D /
 /// GlobalAveragePooling2D), on a non-square 3×4 map, between a "same" convolution and a dense

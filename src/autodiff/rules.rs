@@ -102,6 +102,14 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             }
         }
         Op::GruScan => gru(b, v, [x(0), x(1), x(2)], dy)?,
+        Op::LstmHidden => lstm(b, v, x(0), dy)?,
+        Op::LstmScan => {
+            return Err(format!(
+                "lstm_scan (%{}) is read by another op than lstm_hidden: its state has no \
+                 gradient of its own",
+                v.0
+            ));
+        }
         Op::Dropout { p, salt } => {
             let d = b.push(x(0), Op::DropoutGrad { p, salt }, vec![dy])?;
             b.accumulate(x(0), d)?;
@@ -189,6 +197,8 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::GruGates
         | Op::GruScanGrad
         | Op::GruRecurGrad
+        | Op::LstmScanGrad
+        | Op::Lstm
         | Op::DropoutGrad { .. }
         | Op::SoftmaxGrad
         | Op::LogSoftmaxGrad
@@ -209,6 +219,33 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
                 v.0
             ));
         }
+    }
+    Ok(())
+}
+
+/// The gradients of an LSTM's inputs, taken at its output `h` = [`Op::LstmHidden`] of the
+/// scan's state `s` (read by nothing else): dz = ∂loss/∂(gate pre-activations) by
+/// [`Op::LstmScanGrad`]; xp enters each pre-activation directly, and dw_hh = Σ_t h_{t−1}ᵀ·dz_t.
+fn lstm(b: &mut Backward, h: ValueId, s: ValueId, dh: ValueId) -> Result<(), String> {
+    let scan = b.g.node(s).clone();
+    let (Op::LstmScan, &[xp, w_hh]) = (&scan.op, &scan.inputs[..]) else {
+        return Err(format!(
+            "lstm_hidden (%{}) reads {} (%{}), not an lstm_scan",
+            h.0,
+            scan.op.name(),
+            s.0
+        ));
+    };
+    let dz = b.push(xp, Op::LstmScanGrad, vec![s, w_hh, dh])?;
+    b.accumulate(xp, dz)?;
+    if b.wants(w_hh) {
+        let prev = b.push(w_hh, Op::TimeShift, vec![h])?;
+        let mm = Op::MatMul {
+            ta: true,
+            tb: false,
+        };
+        let d = b.push(w_hh, mm, vec![prev, dz])?;
+        b.accumulate(w_hh, d)?;
     }
     Ok(())
 }

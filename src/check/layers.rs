@@ -7,7 +7,7 @@ use super::gru::gru;
 use super::images::{conv2d, global_pool, pool};
 use super::lower::{Lower, V};
 use super::names::{product, show};
-use super::sequences::{embedding, one_hot, rnn, rnn_activation};
+use super::sequences::{embedding, lstm, one_hot, rnn, rnn_activation};
 use crate::diag::Diag;
 use crate::ir::{DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
@@ -25,6 +25,7 @@ pub const LAYERS: &[&str] = &[
     "one_hot",
     "rnn",
     "gru",
+    "lstm",
     "dropout",
     "layer_norm",
     "batch_norm",
@@ -82,6 +83,12 @@ fn sig(kind: &str) -> Sig {
             named: &[],
             required: &["hidden"],
             usage: "`gru(hidden)`",
+        },
+        "lstm" => Sig {
+            forms: &[&["hidden"]],
+            named: &[],
+            required: &["hidden"],
+            usage: "`lstm(hidden)`",
         },
         "dropout" => Sig {
             forms: &[&["p"]],
@@ -288,6 +295,13 @@ pub fn layer(
                 return V::Bad;
             };
             gru(r.l, &cx, x, h)
+        }
+        "lstm" => {
+            let h = r.size("hidden", "the hidden size");
+            let (Some(h), V::T(x), true) = (h, v, r.ok) else {
+                return V::Bad;
+            };
+            lstm(r.l, &cx, x, h)
         }
         "dropout" => {
             let p = r.get("p", |e| {

@@ -559,6 +559,7 @@ fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
         Op::Conv2d(_) => Some("a convolution"),
         Op::RnnScan { .. } => Some("an rnn"),
         Op::GruScan => Some("a gru"),
+        Op::LstmHidden | Op::Lstm => Some("an lstm"),
         Op::Unary(UnaryOp::Relu) => Some("relu"),
         Op::Unary(UnaryOp::Tanh) => Some("tanh"),
         // Log-probabilities, all ≤ 0.

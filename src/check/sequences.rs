@@ -1,4 +1,5 @@
-//! Token and sequence layers: `embedding`, `one_hot` (integer ids in) and `rnn` (`[T, in]` in).
+//! Token and sequence layers: `embedding`, `one_hot` (integer ids in), `rnn` and `lstm`
+//! (`[T, in]` in).
 
 use super::consts;
 use super::layers::{check_size, f32_input, ids_input, node, param, uniform, Site};
@@ -76,6 +77,27 @@ pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) 
     let b = param(l, cx, "bias", vec![h], uniform(h))?;
     let xp = input_projection(l, cx, x, w_xh, b)?;
     node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+}
+
+/// `lstm(h)`: PyTorch's LSTM (gate order i, f, g, o). z = x·W_xh + b for all steps at once
+/// (`[T, 4h]`), then the cell's scan, whose state holds every step's h, c and gates, and its
+/// hidden states `[T, h]`; in a graph that is not trained, the hidden states alone.
+pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, h: usize) -> Option<ValueId> {
+    let (x, steps, inn) = sequence_input(l, cx, ("lstm", "an lstm"), x)?;
+    // The state, [T, 6h], is the largest value.
+    check_size(l, cx, &[steps, 6 * h])?;
+    // PyTorch initializes every LSTM parameter with U(±1/√hidden); its two biases (b_ih and
+    // b_hh) sum to this one.
+    let w_xh = param(l, cx, "w_xh", vec![inn, 4 * h], uniform(h))?;
+    let w_hh = param(l, cx, "w_hh", vec![h, 4 * h], uniform(h))?;
+    let b = param(l, cx, "bias", vec![4 * h], uniform(h))?;
+    let xp = input_projection(l, cx, x, w_xh, b)?;
+    if !l.training {
+        // Nothing differentiates it: c and the gates need not be kept.
+        return node(l, Op::Lstm, vec![xp, w_hh], cx);
+    }
+    let state = node(l, Op::LstmScan, vec![xp, w_hh], cx)?;
+    node(l, Op::LstmHidden, vec![state], cx)
 }
 
 /// The input of a recurrent layer `what` (its name, then as a noun: `("rnn", "an rnn")`): an

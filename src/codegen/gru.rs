@@ -12,7 +12,7 @@
 //! h_{−1} = 0 is read from a row of zeros in scratch, so the gates need no branch or select.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, InstBuilder, Type as ClifType, Value};
+use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
 
 use super::elementwise::{unary, unary_grad};
 use super::kernel::Kb;
@@ -206,17 +206,7 @@ pub fn scan_grad(
     let dhp = offset(kb, carry, ROWS * h);
     let zeros = offset(kb, dhp, ROWS * 3 * h);
     zero_row(kb, zeros, h);
-    // wt[k, j] = w[j, k]
-    kb.for_n(h, |kb, j| {
-        kb.for_n(3 * h, |kb, k| {
-            let src = kb.b.ins().imul_imm_s(j, 3 * h as i64);
-            let src = kb.b.ins().iadd(src, k);
-            let dst = kb.b.ins().imul_imm_s(k, h as i64);
-            let dst = kb.b.ins().iadd(dst, j);
-            let v = kb.ld(types::F32, w, src);
-            kb.st(v, wt, dst);
-        });
-    });
+    rnn::transpose(kb, w, wt, h, 3 * h);
     let (zero, hv, h3) = (kb.int(0), kb.int(h as i64), kb.int(3 * h as i64));
     let keep = |_: &mut Kb, a: Value, _: Value, _: ClifType| a;
     rnn::blocks(kb, |kb, b, n_rows| {

@@ -24,6 +24,7 @@ pub mod jitmod;
 mod kernel;
 mod loss;
 mod lower;
+mod lstm;
 pub mod masked;
 pub mod math;
 pub mod optim;

@@ -101,17 +101,7 @@ pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]
         kb.ptr(scratch),
     );
     let pack = kb.b.ins().iadd_imm_s(wt, (4 * h * h) as i64);
-    // wt[k, j] = w[j, k]
-    kb.for_n(h, |kb, j| {
-        kb.for_n(h, |kb, k| {
-            let src = kb.b.ins().imul_imm_s(j, h as i64);
-            let src = kb.b.ins().iadd(src, k);
-            let dst = kb.b.ins().imul_imm_s(k, h as i64);
-            let dst = kb.b.ins().iadd(dst, j);
-            let v = kb.ld(types::F32, w, src);
-            kb.st(v, wt, dst);
-        });
-    });
+    transpose(kb, w, wt, h, h);
     recur(
         kb,
         &Recur {
@@ -130,6 +120,21 @@ pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]
 
 fn recur(kb: &mut Kb, r: &Recur) {
     blocks(kb, |kb, b, rows| steps(kb, r, b, rows));
+}
+
+/// `wt[k, j] = w[j, k]` for `w` of `rows×cols` (a recurrent weight transposed into scratch for
+/// the backward product).
+pub fn transpose(kb: &mut Kb, w: Value, wt: Value, rows: usize, cols: usize) {
+    kb.for_n(rows, |kb, j| {
+        kb.for_n(cols, |kb, k| {
+            let src = kb.b.ins().imul_imm_s(j, cols as i64);
+            let src = kb.b.ins().iadd(src, k);
+            let dst = kb.b.ins().imul_imm_s(k, rows as i64);
+            let dst = kb.b.ins().iadd(dst, j);
+            let v = kb.ld(types::F32, w, src);
+            kb.st(v, wt, dst);
+        });
+    });
 }
 
 /// `body(b, rows)` for every block of sequences `b .. b + rows` of the batch: [`ROWS`] at a

@@ -10,6 +10,7 @@ mod elementwise;
 mod executor;
 mod gru;
 mod loss;
+mod lstm;
 mod norm;
 mod seq;
 
@@ -233,6 +234,13 @@ fn eval_node(
                 _ => return Err(format!("{} reads no node that writes it", n.op.name())),
             }
         }
+        Op::LstmScan => lstm::lstm_scan(x(0), &shape(0), x(1)),
+        Op::Lstm => {
+            let s = lstm::lstm_scan(x(0), &shape(0), x(1));
+            lstm::lstm_hidden(&s, &[shape(0)[0], shape(0)[1], shape(0)[2] / 4 * 6])
+        }
+        Op::LstmHidden => lstm::lstm_hidden(x(0), &shape(0)),
+        Op::LstmScanGrad => lstm::lstm_scan_grad(x(0), &shape(0), x(1), x(2)),
         Op::Dropout { p, salt } | Op::DropoutGrad { p, salt } => {
             let first = if n.ty.batched {
                 ctx.first * n.ty.per_sample() as u64

@@ -621,6 +621,23 @@ pub enum Op {
     /// [`Op::GruScanGrad`] node `n`, which its kernel writes beside dxp when this is read: a
     /// second result with no kernel of its own (as [`Op::EpilogueGrad`]).
     GruRecurGrad,
+    /// `[xp: B×T×4H, w_hh: H×4H] -> s: B×T×6H`, PyTorch's LSTM cell over time (gate order
+    /// i, f, g, o): with z_t = xp_t + h_{t−1}·w_hh split into four `H` blocks, i = σ, f = σ,
+    /// g = tanh, o = σ, c_t = f⊙c_{t−1} + i⊙g, h_t = o⊙tanh(c_t), h_{−1} = c_{−1} = 0. Each step
+    /// of `s` holds `[h_t, c_t, i, f, g, o]`: what the gradient needs (the layer's output is
+    /// [`Op::LstmHidden`] of it).
+    LstmScan,
+    /// `[xp: B×T×4H, w_hh: H×4H] -> h: B×T×H`: [`Op::LstmScan`]'s hidden states alone, for
+    /// graphs that are not differentiated (evaluation, inference): c and the gates are not
+    /// kept. It has no gradient.
+    Lstm,
+    /// `[s: B×T×6H] -> h: B×T×H`, the hidden states out of an [`Op::LstmScan`]'s steps. Its
+    /// gradient is the whole LSTM's (the scan's state is read by nothing else).
+    LstmHidden,
+    /// `[s: B×T×6H, w_hh: H×4H, dh: B×T×H] -> dz: B×T×4H`, the gradient w.r.t. the gate
+    /// pre-activations z_t of an [`Op::LstmScan`] (backpropagation through time, the cell
+    /// gradient carried from step to step).
+    LstmScanGrad,
 
     // ----- regularization
     /// `[x] -> same`: zeroes each element with probability p and scales the rest by 1/(1−p).
@@ -746,6 +763,10 @@ impl Op {
             Op::GruGates => "gru_gates".into(),
             Op::GruScanGrad => "gru_scan_grad".into(),
             Op::GruRecurGrad => "gru_recur_grad".into(),
+            Op::LstmScan => "lstm_scan".into(),
+            Op::Lstm => "lstm".into(),
+            Op::LstmHidden => "lstm_hidden".into(),
+            Op::LstmScanGrad => "lstm_scan_grad".into(),
             Op::Dropout { .. } => "dropout".into(),
             Op::DropoutGrad { .. } => "dropout_grad".into(),
             Op::LayerNorm { .. } => "layer_norm".into(),

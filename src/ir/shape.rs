@@ -367,6 +367,41 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             btc(ins[0])?;
             Ok(ins[0].clone())
         }
+        Op::LstmScan | Op::Lstm => {
+            arity(2)?;
+            let (xp, w) = (ins[0], ins[1]);
+            btc(xp)?;
+            let h = lstm_units(xp, 4, "gate pre-activations")?;
+            if w.batched || w.dims != [h, 4 * h] {
+                return Err(format!(
+                    "lstm recurrent weight must be f32[{h},{}], found {w}",
+                    4 * h
+                ));
+            }
+            let kept = if *op == Op::Lstm { h } else { 6 * h };
+            Ok(Type::f32(true, vec![xp.dims[0], kept]))
+        }
+        Op::LstmHidden => {
+            arity(1)?;
+            btc(ins[0])?;
+            let h = lstm_units(ins[0], 6, "state")?;
+            Ok(Type::f32(true, vec![ins[0].dims[0], h]))
+        }
+        Op::LstmScanGrad => {
+            arity(3)?;
+            let (s, w, dh) = (ins[0], ins[1], ins[2]);
+            btc(s)?;
+            let h = lstm_units(s, 6, "state")?;
+            if w.batched || w.dims != [h, 4 * h] {
+                return Err(format!(
+                    "lstm recurrent weight must be f32[{h},{}], found {w}",
+                    4 * h
+                ));
+            }
+            let hs = Type::f32(true, vec![s.dims[0], h]);
+            same(&hs, dh)?;
+            Ok(Type::f32(true, vec![s.dims[0], 4 * h]))
+        }
         Op::CrossEntropy => {
             arity(2)?;
             f32_in(0)?;
@@ -568,6 +603,15 @@ fn nchw(t: &Type) -> Result<(usize, usize, usize), String> {
     }
 }
 
+/// `H` of an LSTM sequence whose last axis holds `k` blocks of `H` (`what`, for the message).
+fn lstm_units(t: &Type, k: usize, what: &str) -> Result<usize, String> {
+    let n = t.last();
+    if n == 0 || !n.is_multiple_of(k) {
+        return Err(format!("an lstm {what} needs {k}·H features, found {t}"));
+    }
+    Ok(n / k)
+}
+
 fn btc(t: &Type) -> Result<(), String> {
     if t.batched && t.dims.len() == 2 && t.dtype == DType::F32 {
         Ok(())
@@ -638,6 +682,10 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
             };
             (2 * h + 7) * per(seq)
         }
+        // Each step's product with w_hh (H×4H) over the T×4H gates, then a few a gate for the
+        // cell.
+        Op::LstmScan | Op::Lstm => (2 * ins[1].dims[0] as u64 + 4) * per(ins[0]),
+        Op::LstmScanGrad => (2 * ins[1].dims[0] as u64 + 4) * per(out),
         _ => ins
             .iter()
             .map(|t| if t.batched { per(t) } else { 0 })

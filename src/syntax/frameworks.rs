@@ -28,9 +28,9 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
             "layer normalization over the last axis is `layer_norm` (Keras' \
              `LayerNormalization()`, PyTorch's `nn.LayerNorm(d)`)"
         }
-        "LSTM" | "lstm" => {
-            "nnc's recurrent layers are `rnn(hidden, activation: tanh)`, PyTorch's `nn.RNN`, and \
-             `gru(hidden)`; it has no LSTM"
+        "LSTM" => {
+            "an LSTM is `lstm(hidden)`: PyTorch's `nn.LSTM(in, hidden, batch_first=True)` (one \
+             layer, one direction), Keras' `LSTM(hidden, return_sequences=True)`"
         }
         "GRU" => {
             "a GRU is `gru(hidden)`: PyTorch's `nn.GRU(in, hidden, batch_first=True)`, Keras' \

@@ -289,18 +289,29 @@ impl Builder<'_> {
                 if rank != 3 {
                     return Ok(None);
                 }
-                // An rnn or a gru: x·W_xh + b over every step, then the scan.
+                // An rnn, a gru or an lstm: x·W_xh + b over every step, then the scan (and the
+                // lstm's hidden states out of its state).
                 let h = self.src.range(1, 6);
-                if self.src.below(2) == 0 {
-                    let xp = self.dense(x, 3 * h)?;
-                    let w = self.param(vec![h, 3 * h]);
-                    let b = self.param(vec![3 * h]);
-                    return Ok(Some(self.push(Op::GruScan, vec![xp, w, b])?));
+                match self.src.below(3) {
+                    0 => {
+                        let xp = self.dense(x, 3 * h)?;
+                        let w = self.param(vec![h, 3 * h]);
+                        let b = self.param(vec![3 * h]);
+                        self.push(Op::GruScan, vec![xp, w, b])?
+                    }
+                    1 => {
+                        let xp = self.dense(x, 4 * h)?;
+                        let w = self.param(vec![h, 4 * h]);
+                        let s = self.push(Op::LstmScan, vec![xp, w])?;
+                        self.push(Op::LstmHidden, vec![s])?
+                    }
+                    _ => {
+                        let xp = self.dense(x, h)?;
+                        let w = self.param(vec![h, h]);
+                        let act = self.src.pick(&[UnaryOp::Tanh, UnaryOp::Relu]);
+                        self.push(Op::RnnScan { act }, vec![xp, w])?
+                    }
                 }
-                let xp = self.dense(x, h)?;
-                let w = self.param(vec![h, h]);
-                let act = self.src.pick(&[UnaryOp::Tanh, UnaryOp::Relu]);
-                self.push(Op::RnnScan { act }, vec![xp, w])?
             }
             _ => {
                 // A side term: the Gram-like product xᵀ·y over all rows, squared and summed.

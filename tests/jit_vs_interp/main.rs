@@ -8,6 +8,7 @@ mod conv;
 mod fused;
 mod graphs;
 mod gru;
+mod lstm;
 mod ops;
 mod threads;
 

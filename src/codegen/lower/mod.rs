@@ -14,6 +14,7 @@ mod embed;
 mod epilogue;
 mod gru;
 mod loss;
+mod lstm;
 mod matmul;
 mod pool;
 mod rnn;
@@ -453,6 +454,9 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::TimeShift => rnn::time_shift(cx, out),
         Op::GruScan => gru::scan(cx, out),
         Op::GruScanGrad => gru::scan_grad(cx, out),
+        Op::LstmScan | Op::Lstm => lstm::scan(cx, out),
+        Op::LstmScanGrad => lstm::scan_grad(cx, out),
+        Op::LstmHidden => lstm::hidden(cx, out),
         Op::LayerNorm { eps } | Op::LayerNormGrad { eps } => loss::layer_norm(cx, out, *eps),
         Op::LayerNormWeightGrad { eps } => loss::layer_norm_weight_grad(cx, out, *eps),
         Op::BatchNormEval { eps } | Op::BatchNormEvalGrad { eps } => {
@@ -505,7 +509,13 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
             }
             let scan = matches!(
                 n.op,
-                Op::RnnScan { .. } | Op::RnnScanGrad { .. } | Op::GruScan | Op::GruScanGrad
+                Op::RnnScan { .. }
+                    | Op::RnnScanGrad { .. }
+                    | Op::GruScan
+                    | Op::GruScanGrad
+                    | Op::LstmScan
+                    | Op::LstmScanGrad
+                    | Op::Lstm
             );
             if let (true, Some(s)) = (scan, scratch.last()) {
                 split
@@ -513,7 +523,13 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
                     .push((cx.scratch_base + scratch.len() - 1, s.per));
             }
             split.min_batch = match n.op {
-                Op::RnnScan { .. } | Op::RnnScanGrad { .. } | Op::GruScan | Op::GruScanGrad => 2,
+                Op::RnnScan { .. }
+                | Op::RnnScanGrad { .. }
+                | Op::GruScan
+                | Op::GruScanGrad
+                | Op::LstmScan
+                | Op::LstmScanGrad
+                | Op::Lstm => 2,
                 // The parts of one image are contiguous channels of the batch's only image.
                 _ if !channels.is_empty() => 2,
                 _ => PARALLEL_ELEMENTS.div_ceil(ty.per_sample().max(1)).max(2),
@@ -585,6 +601,10 @@ fn row_parallel(op: &Op) -> bool {
             | Op::GruScan
             | Op::GruScanGrad
             | Op::TimeShift
+            | Op::LstmScan
+            | Op::Lstm
+            | Op::LstmScanGrad
+            | Op::LstmHidden
             | Op::Softmax
             | Op::LogSoftmax
             | Op::SoftmaxGrad
