@@ -65,7 +65,11 @@ fn recurrence(
                     kb.b.ins().iadd(row, t)
                 })
                 .collect();
-            let rows_at = rows.iter().enumerate().map(|(q, &r)| place(kb, r, q)).collect();
+            let rows_at = rows
+                .iter()
+                .enumerate()
+                .map(|(q, &r)| place(kb, r, q))
+                .collect();
             let p = Product {
                 n,
                 m: bufs.m,

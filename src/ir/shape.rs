@@ -674,13 +674,13 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         // The recurrent product h_{t−1}·w_hh (H×3H) a step, and about twenty an element for
         // the gates.
         Op::GruScan | Op::GruScanGrad => {
-            let h = ins[2].dims[0] as u64;
-            let seq = if matches!(op, Op::GruScan) {
-                ins[0]
+            // H, the rows of w_hh (input 1 of the scan, input 2 of its gradient).
+            let (w, seq) = if matches!(op, Op::GruScan) {
+                (ins[1], ins[0])
             } else {
-                out
+                (ins[2], out)
             };
-            (2 * h + 7) * per(seq)
+            (2 * w.dims[0] as u64 + 7) * per(seq)
         }
         // Each step's product with w_hh (H×4H) over the T×4H gates, then a few a gate for the
         // cell.
@@ -692,5 +692,30 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
             .max()
             .unwrap_or(0)
             .max(if out.batched { per(out) } else { 0 }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recurrent scan's work is its step's product with w_hh (2·H a value of the H-, 3H- or
+    /// 4H-wide sequence it computes) and a few operations an element: H is w_hh's rows, not
+    /// the width of anything else it reads (a GRU's recurrent bias is 3H wide).
+    #[test]
+    fn recurrent_scans_count_their_products_by_the_hidden_size() {
+        let (t, h) = (5, 8);
+        let f = |dims: &[usize]| Type::f32(true, dims.to_vec());
+        let c = |dims: &[usize]| Type::f32(false, dims.to_vec());
+        let (xp, w, b) = (f(&[t, 3 * h]), c(&[h, 3 * h]), c(&[3 * h]));
+        let hs = f(&[t, h]);
+        let fwd = flops_per_sample(&Op::GruScan, &[&xp, &w, &b], &hs);
+        assert_eq!(fwd, (2 * h as u64 + 7) * (t * 3 * h) as u64);
+        let gates = f(&[t, 4 * h]);
+        let grad = flops_per_sample(&Op::GruScanGrad, &[&hs, &gates, &w, &hs], &xp);
+        assert_eq!(grad, fwd);
+        let (xp4, w4) = (f(&[t, 4 * h]), c(&[h, 4 * h]));
+        let lstm = flops_per_sample(&Op::LstmScan, &[&xp4, &w4], &f(&[t, 6 * h]));
+        assert_eq!(lstm, (2 * h as u64 + 4) * (t * 4 * h) as u64);
     }
 }
