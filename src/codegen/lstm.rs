@@ -1,7 +1,7 @@
 //! The LSTM's kernels: `LstmScan` (the cell over time), `LstmScanGrad` (backpropagation through
 //! time) and `LstmHidden` (the hidden states out of the scan's state).
 //!
-//! Both scans walk [`rnn`](super::rnn)'s blocks of [`ROWS`] sequences through time
+//! Both scans walk [`rnn`]'s blocks of [`ROWS`] sequences through time
 //! ([`recurrence`]), each step's product on its GEMM micro-kernel ([`rnn::product`]), with the
 //! cell after each step's product:
 //! - forward: the product `z_t = xp_t + h_{t−1}·w_hh` (`H×4H`) is stored raw in the state's

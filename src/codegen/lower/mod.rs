@@ -507,6 +507,7 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
                     split.batched.push((v.index(), t.per_sample()));
                 }
             }
+            // A recurrence: each thread walks its sequences with scratch of its own.
             let scan = matches!(
                 n.op,
                 Op::RnnScan { .. }
@@ -522,17 +523,13 @@ fn split_rows(cx: &Cx, step: Step, channels: Vec<ChannelSplit>, scratch: &[Scrat
                     .per_thread
                     .push((cx.scratch_base + scratch.len() - 1, s.per));
             }
-            split.min_batch = match n.op {
-                Op::RnnScan { .. }
-                | Op::RnnScanGrad { .. }
-                | Op::GruScan
-                | Op::GruScanGrad
-                | Op::LstmScan
-                | Op::LstmScanGrad
-                | Op::Lstm => 2,
-                // The parts of one image are contiguous channels of the batch's only image.
-                _ if !channels.is_empty() => 2,
-                _ => PARALLEL_ELEMENTS.div_ceil(ty.per_sample().max(1)).max(2),
+            // A scan splits any batch of two sequences or more, and so does a kernel with
+            // parts over one image's channels (for the batch of one); other kernels a batch of
+            // `PARALLEL_ELEMENTS` values.
+            split.min_batch = if scan || !channels.is_empty() {
+                2
+            } else {
+                PARALLEL_ELEMENTS.div_ceil(ty.per_sample().max(1)).max(2)
             };
             split.channels = channels;
             Step::Kernel {
