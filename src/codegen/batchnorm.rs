@@ -16,7 +16,10 @@
 //! bits. Walking channel by channel through a large batch read each channel's H·W values of
 //! every sample, a short run every C·H·W floats, several times slower than a stream.
 
+use std::cell::Cell;
+
 use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_frontend::Variable;
 
 use super::elementwise::chain;
 use super::kernel::{Kb, F32X4};
@@ -28,24 +31,71 @@ pub fn geometry(x: &Type) -> (usize, usize) {
     (c, x.per_sample() / c.max(1))
 }
 
-/// `body(kb, i, lane)` over channel 0's values: each sample's `s` contiguous values, in f32x4
-/// steps and a scalar tail (one scalar at a time when `s` < 4: `[C]` vectors).
+/// The channels a kernel computes at once, from channel `ch`: one (`lane` f32), or four
+/// adjacent channels of a `[C]` vector (`lane` f32x4, a channel a lane).
+#[derive(Clone, Copy)]
+struct Chans {
+    ch: Value,
+    lane: types::Type,
+}
+
+impl Chans {
+    /// How many channels: the lanes of `lane`.
+    fn width(self) -> usize {
+        if self.lane == F32X4 {
+            4
+        } else {
+            1
+        }
+    }
+
+    /// The index of the `k`th channel.
+    fn at(self, kb: &mut Kb, k: usize) -> Value {
+        match k {
+            0 => self.ch,
+            _ => kb.b.ins().iadd_imm_s(self.ch, k as i64),
+        }
+    }
+}
+
+/// The f32 `f(kb, k, index)` of each channel `k` of `chs`, in its lanes, kept out of the
+/// loops.
+fn per_channel(
+    kb: &mut Kb,
+    chs: Chans,
+    mut f: impl FnMut(&mut Kb, usize, Value) -> Value,
+) -> Value {
+    let mut v = f(kb, 0, chs.ch);
+    if chs.width() > 1 {
+        v = kb.b.ins().splat(F32X4, v);
+        for k in 1..chs.width() {
+            let at = chs.at(kb, k);
+            let x = f(kb, k, at);
+            v = kb.b.ins().insertlane(v, x, k as u8);
+        }
+    }
+    kb.materialize(v)
+}
+
+/// `body(kb, i, lane)` over the values of the channels `chs`: each sample's `s` contiguous
+/// values, in f32x4 steps and a scalar tail (one at a time, in lanes of `chs.lane`, when `s` <
+/// 4: `[C]` vectors).
 fn each(
     kb: &mut Kb,
     (c, s): (usize, usize),
-    ch: Value,
+    chs: Chans,
     body: &mut dyn FnMut(&mut Kb, Value, types::Type),
 ) {
     let batch = kb.rows(true, 1);
     let zero = kb.int(0);
-    let at = kb.b.ins().imul_imm_s(ch, s as i64);
+    let at = kb.b.ins().imul_imm_s(chs.ch, s as i64);
     kb.for_range(zero, batch, |kb, b| {
         let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
         let first = kb.b.ins().iadd(first, at);
         if s < 4 {
             for k in 0..s {
                 let i = kb.b.ins().iadd_imm_s(first, k as i64);
-                body(kb, i, types::F32);
+                body(kb, i, chs.lane);
             }
             return;
         }
@@ -54,111 +104,151 @@ fn each(
     });
 }
 
-/// The f64 sums of the `K` terms `f(i, lane)` over channel 0's values: per sample in f32
-/// lanes, then added in f64.
+/// The f64 sums of the `K` terms `f(i, lane)` over the values of the channels `chs`, each
+/// channel's (`chs.width()` of them) a term: per sample in f32 lanes, then added in f64.
 fn sums<const K: usize>(
     kb: &mut Kb,
     d: (usize, usize),
-    ch: Value,
+    chs: Chans,
     mut f: impl FnMut(&mut Kb, Value, types::Type) -> [Value; K],
-) -> [Value; K] {
+) -> [Vec<Value>; K] {
+    let wide = chs.lane == F32X4;
     let z64 = kb.b.ins().f64const(0.0);
-    let totals = [(); K].map(|_| kb.var(types::F64, z64));
+    // Four channels' sums are two f64x2, of lanes 0–1 and 2–3.
+    let (t64, halves) = if wide {
+        (types::F64X2, 2)
+    } else {
+        (types::F64, 1)
+    };
+    let z = if wide {
+        kb.b.ins().splat(t64, z64)
+    } else {
+        z64
+    };
+    let totals: [Vec<Variable>; K] = [(); K].map(|_| (0..halves).map(|_| kb.var(t64, z)).collect());
+    let add = |kb: &mut Kb, a: Variable, t: Value| {
+        let cur = kb.b.use_var(a);
+        let next = kb.b.ins().fadd(cur, t);
+        kb.b.def_var(a, next);
+    };
     let batch = kb.rows(true, 1);
     let zero = kb.int(0);
     let (c, s) = d;
-    let at = kb.b.ins().imul_imm_s(ch, s as i64);
+    let at = kb.b.ins().imul_imm_s(chs.ch, s as i64);
     if s < 4 {
-        // [C] vectors (or maps of fewer than 4 values): each term straight into the f64 sums.
+        // [C] vectors (or maps of fewer than 4 values): each term straight into the f64 sums,
+        // each channel's in a lane of its own: the same additions, in the same order, whether
+        // the channels come one or four at a time.
         kb.for_range(zero, batch, |kb, b| {
             let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
             let first = kb.b.ins().iadd(first, at);
             for k in 0..s {
                 let i = kb.b.ins().iadd_imm_s(first, k as i64);
-                let terms = f(kb, i, types::F32);
+                let terms = f(kb, i, chs.lane);
                 for (t, a) in terms.iter().zip(&totals) {
-                    let t = kb.b.ins().fpromote(types::F64, *t);
-                    let cur = kb.b.use_var(*a);
-                    let next = kb.b.ins().fadd(cur, t);
-                    kb.b.def_var(*a, next);
+                    if wide {
+                        let lo = kb.b.ins().fvpromote_low(*t);
+                        let high = kb.shuffle(*t, *t, [2, 3, 2, 3]);
+                        let hi = kb.b.ins().fvpromote_low(high);
+                        add(kb, a[0], lo);
+                        add(kb, a[1], hi);
+                    } else {
+                        let t = kb.b.ins().fpromote(types::F64, *t);
+                        add(kb, a[0], t);
+                    }
                 }
             }
         });
-        return totals.map(|t| kb.b.use_var(t));
-    }
-    kb.for_range(zero, batch, |kb, b| {
-        let z4 = kb.cst(F32X4, 0.0);
-        let z1 = kb.cst(types::F32, 0.0);
-        let acc4 = [(); K].map(|_| kb.var(F32X4, z4));
-        let acc1 = [(); K].map(|_| kb.var(types::F32, z1));
-        let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
-        let first = kb.b.ins().iadd(first, at);
-        let end = kb.b.ins().iadd_imm_s(first, s as i64);
-        kb.vec_loop(first, end, |kb, i, lane| {
-            let terms = f(kb, i, lane);
-            let accs = if lane == F32X4 { &acc4 } else { &acc1 };
-            for (t, a) in terms.iter().zip(accs) {
-                let cur = kb.b.use_var(*a);
-                let next = kb.b.ins().fadd(cur, *t);
-                kb.b.def_var(*a, next);
+    } else {
+        kb.for_range(zero, batch, |kb, b| {
+            let z4 = kb.cst(F32X4, 0.0);
+            let z1 = kb.cst(types::F32, 0.0);
+            let acc4 = [(); K].map(|_| kb.var(F32X4, z4));
+            let acc1 = [(); K].map(|_| kb.var(types::F32, z1));
+            let first = kb.b.ins().imul_imm_s(b, (c * s) as i64);
+            let first = kb.b.ins().iadd(first, at);
+            let end = kb.b.ins().iadd_imm_s(first, s as i64);
+            kb.vec_loop(first, end, |kb, i, lane| {
+                let terms = f(kb, i, lane);
+                let accs = if lane == F32X4 { &acc4 } else { &acc1 };
+                for (t, a) in terms.iter().zip(accs) {
+                    add(kb, *a, *t);
+                }
+            });
+            for k in 0..K {
+                let a4 = kb.b.use_var(acc4[k]);
+                let h = kb.hsum(a4, F32X4);
+                let a1 = kb.b.use_var(acc1[k]);
+                let row = kb.b.ins().fadd(h, a1);
+                let row = kb.b.ins().fpromote(types::F64, row);
+                add(kb, totals[k][0], row);
             }
         });
-        for k in 0..K {
-            let a4 = kb.b.use_var(acc4[k]);
-            let h = kb.hsum(a4, F32X4);
-            let a1 = kb.b.use_var(acc1[k]);
-            let row = kb.b.ins().fadd(h, a1);
-            let row = kb.b.ins().fpromote(types::F64, row);
-            let cur = kb.b.use_var(totals[k]);
-            let next = kb.b.ins().fadd(cur, row);
-            kb.b.def_var(totals[k], next);
-        }
-    });
-    totals.map(|t| kb.b.use_var(t))
+    }
+    totals.map(|a| {
+        (0..chs.width())
+            .map(|k| {
+                let v = kb.b.use_var(a[k / 2]);
+                match wide {
+                    true => kb.b.ins().extractlane(v, (k % 2) as u8),
+                    false => v,
+                }
+            })
+            .collect()
+    })
 }
 
-/// A channel's statistics as its normalization uses them: the mean, 1/√(var + eps) (f32) and
-/// N, the number of values (f64).
+/// The statistics of the channels `chs` as their normalization uses them: the means,
+/// 1/√(var + eps) (f32, in lanes of `chs.lane`) and N, the number of values a channel (f64).
 struct Stats {
     mean: Value,
     inv: Value,
     n: Value,
 }
 
-/// Channel `ch`'s batch mean (f64), biased variance (f64) and N (f64), from its values in `x`
-/// (two passes: the mean, then the squares of the deviations from it).
-fn measure(kb: &mut Kb, x: Value, d: (usize, usize), ch: Value) -> (Value, Value, Value) {
+/// The batch means (f64), biased variances (f64) of the channels `chs` (one each), and N
+/// (f64), from their values in `x` (two passes: the means, then the squares of the deviations
+/// from them).
+fn measure(
+    kb: &mut Kb,
+    x: Value,
+    d: (usize, usize),
+    chs: Chans,
+) -> (Vec<Value>, Vec<Value>, Value) {
     let count = kb.rows(true, d.1);
     let n = kb.b.ins().fcvt_from_sint(types::F64, count);
-    let [s] = sums(kb, d, ch, |kb, i, lane| [kb.ld(lane, x, i)]);
-    let mean64 = kb.b.ins().fdiv(s, n);
-    let mean = kb.b.ins().fdemote(types::F32, mean64);
-    let mean = kb.materialize(mean);
-    let [ss] = sums(kb, d, ch, |kb, i, lane| {
+    let [s] = sums(kb, d, chs, |kb, i, lane| [kb.ld(lane, x, i)]);
+    let mean64: Vec<Value> = s.iter().map(|&s| kb.b.ins().fdiv(s, n)).collect();
+    let mean = per_channel(kb, chs, |kb, k, _| {
+        kb.b.ins().fdemote(types::F32, mean64[k])
+    });
+    let [ss] = sums(kb, d, chs, |kb, i, lane| {
         let v = kb.ld(lane, x, i);
         let m = kb.splat(lane, mean);
         let dv = kb.b.ins().fsub(v, m);
         [kb.b.ins().fmul(dv, dv)]
     });
-    let var = kb.b.ins().fdiv(ss, n);
+    let var = ss.iter().map(|&ss| kb.b.ins().fdiv(ss, n)).collect();
     (mean64, var, n)
 }
 
-/// Channel `ch`'s statistics read from the `BatchStats` value at `p` (`[2, C]`: the means, then
-/// the unbiased variances C elements further, of a batch of N values a channel): the biased
-/// variance that normalizes is (N − 1)/N times the unbiased one, in f64.
-fn stored(kb: &mut Kb, p: Value, d: (usize, usize), ch: Value, eps: f32) -> Stats {
+/// The statistics of the channels `chs` read from the `BatchStats` value at `p` (`[2, C]`: the
+/// means, then the unbiased variances C elements further, of a batch of N values a channel):
+/// the biased variance that normalizes is (N − 1)/N times the unbiased one, in f64.
+fn stored(kb: &mut Kb, p: Value, d: (usize, usize), chs: Chans, eps: f32) -> Stats {
     let count = kb.rows(true, d.1);
     let n = kb.b.ins().fcvt_from_sint(types::F64, count);
-    let mean = scalar(kb, p, ch);
-    let at = kb.b.ins().iadd_imm_s(ch, d.0 as i64);
-    let unbiased = kb.ld(types::F32, p, at);
-    let unbiased = kb.b.ins().fpromote(types::F64, unbiased);
-    let one = kb.b.ins().f64const(1.0);
-    let n1 = kb.b.ins().fsub(n, one);
-    let var = kb.b.ins().fmul(unbiased, n1);
-    let var = kb.b.ins().fdiv(var, n);
-    let inv = inv_std(kb, var, eps);
+    let mean = scalar(kb, p, chs);
+    let inv = per_channel(kb, chs, |kb, _, ch| {
+        let at = kb.b.ins().iadd_imm_s(ch, d.0 as i64);
+        let unbiased = kb.ld(types::F32, p, at);
+        let unbiased = kb.b.ins().fpromote(types::F64, unbiased);
+        let one = kb.b.ins().f64const(1.0);
+        let n1 = kb.b.ins().fsub(n, one);
+        let var = kb.b.ins().fmul(unbiased, n1);
+        let var = kb.b.ins().fdiv(var, n);
+        inv_std(kb, var, eps)
+    });
     Stats { mean, inv, n }
 }
 
@@ -169,8 +259,7 @@ fn inv_std(kb: &mut Kb, var: Value, eps: f32) -> Value {
     let sd = kb.b.ins().sqrt(ve);
     let one = kb.b.ins().f64const(1.0);
     let inv = kb.b.ins().fdiv(one, sd);
-    let inv = kb.b.ins().fdemote(types::F32, inv);
-    kb.materialize(inv)
+    kb.b.ins().fdemote(types::F32, inv)
 }
 
 /// x̂ = (`x[i]` − mean)·inv in lanes of `lane`.
@@ -182,13 +271,14 @@ fn x_hat(kb: &mut Kb, x: Value, i: Value, lane: types::Type, st: &Stats) -> Valu
     kb.b.ins().fmul(dv, s)
 }
 
-/// Element `ch` of the f32 slot `p`, kept out of the loops.
-fn scalar(kb: &mut Kb, p: Value, ch: Value) -> Value {
-    let v = kb.ld(types::F32, p, ch);
+/// The elements of the channels `chs` of the f32 slot `p`, in lanes of `chs.lane`, kept out
+/// of the loops.
+fn scalar(kb: &mut Kb, p: Value, chs: Chans) -> Value {
+    let v = kb.ld(chs.lane, p, chs.ch);
     kb.materialize(v)
 }
 
-/// A scalar's f32 value kept out of the loops.
+/// A value kept out of the loops.
 fn kept(kb: &mut Kb, v: Value) -> Value {
     kb.materialize(v)
 }
@@ -270,10 +360,29 @@ pub fn eval_rows(
     });
 }
 
+thread_local! {
+    /// Set while [`with_scalar_channels`] runs.
+    static SCALAR_CHANNELS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `f()` with the batch norm kernels of `[C]` vectors compiled one channel at a time, as they
+/// were before four channels a step: for the tests that compare the bits of both.
+#[doc(hidden)]
+pub fn with_scalar_channels<R>(f: impl FnOnce() -> R) -> R {
+    SCALAR_CHANNELS.set(true);
+    let r = f();
+    SCALAR_CHANNELS.set(false);
+    r
+}
+
 /// `group` channels of a batch norm node, one after the other: `op` with the input slots `ins`
 /// (input 0 of type `x_ty`), writing slot `out`, every slot moved to the group's first channel
 /// ([`moves`]). A `BatchNorm` applies `acts` to y before it stores it (an epilogue:
 /// `batch_norm → relu`).
+///
+/// `[C]` vectors (H·W = 1) take four adjacent channels a step while four remain, a channel
+/// a lane: each sample's four values are contiguous, and each channel's terms are added into
+/// its own f64 sum in the same order as one channel at a time would (the same bits).
 pub fn batch_norm(
     kb: &mut Kb,
     op: &Op,
@@ -285,24 +394,38 @@ pub fn batch_norm(
     let d = geometry(x_ty);
     let o = kb.ptr(out);
     let p: Vec<Value> = ins.iter().map(|&s| kb.ptr(s)).collect();
-    kb.for_n(group, |kb, ch| channel(kb, op, d, (o, &p), ch, acts));
+    let quads = match d.1 == 1 && !SCALAR_CHANNELS.get() {
+        true => group / 4,
+        false => 0,
+    };
+    let run = |kb: &mut Kb, ch, lane| channel(kb, op, d, (o, &p), Chans { ch, lane }, acts);
+    let zero = kb.int(0);
+    let mid = kb.int(4 * quads as i64);
+    if quads > 0 {
+        kb.for_step(zero, mid, 4, |kb, ch| run(kb, ch, F32X4));
+    }
+    if 4 * quads < group {
+        let end = kb.int(group as i64);
+        kb.for_range(mid, end, |kb, ch| run(kb, ch, types::F32));
+    }
 }
 
-/// Channel `ch` (of the group) of a batch norm node, its slots at `o` and `p`.
+/// The channels `chs` (of the group) of a batch norm node, its slots at `o` and `p`.
 fn channel(
     kb: &mut Kb,
     op: &Op,
     d: (usize, usize),
     (o, p): (Value, &[Value]),
-    ch: Value,
+    chs: Chans,
     acts: &[UnaryOp],
 ) {
+    let ch = chs.ch;
     match *op {
         Op::BatchNorm { eps } => {
             // ins: x, stats, weight, bias.
-            let st = stored(kb, p[1], d, ch, eps);
-            let (w, b) = (scalar(kb, p[2], ch), scalar(kb, p[3], ch));
-            each(kb, d, ch, &mut |kb, i, lane| {
+            let st = stored(kb, p[1], d, chs, eps);
+            let (w, b) = (scalar(kb, p[2], chs), scalar(kb, p[3], chs));
+            each(kb, d, chs, &mut |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
                 let (w, b) = (kb.splat(lane, w), kb.splat(lane, b));
                 let y = kb.b.ins().fmul(h, w);
@@ -313,20 +436,21 @@ fn channel(
         }
         Op::BatchNormGrad { eps } => {
             // ins: x, stats, weight, dy, Σ dy⊙x̂, Σ dy (the weight's and the bias's gradients).
-            let st = stored(kb, p[1], d, ch, eps);
+            let st = stored(kb, p[1], d, chs, eps);
             let mean_of = |kb: &mut Kb, sum: Value| {
-                let s = kb.ld(types::F32, sum, ch);
-                let s = kb.b.ins().fpromote(types::F64, s);
-                let m = kb.b.ins().fdiv(s, st.n);
-                let m = kb.b.ins().fdemote(types::F32, m);
-                kept(kb, m)
+                per_channel(kb, chs, |kb, _, ch| {
+                    let s = kb.ld(types::F32, sum, ch);
+                    let s = kb.b.ins().fpromote(types::F64, s);
+                    let m = kb.b.ins().fdiv(s, st.n);
+                    kb.b.ins().fdemote(types::F32, m)
+                })
             };
             let mgx = mean_of(kb, p[4]);
             let mg = mean_of(kb, p[5]);
-            let w = kb.ld(types::F32, p[2], ch);
+            let w = kb.ld(chs.lane, p[2], ch);
             let scale = kb.b.ins().fmul(w, st.inv);
             let scale = kept(kb, scale);
-            each(kb, d, ch, &mut |kb, i, lane| {
+            each(kb, d, chs, &mut |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
                 let g = kb.ld(lane, p[3], i);
                 let m = kb.splat(lane, mg);
@@ -341,28 +465,34 @@ fn channel(
         }
         Op::BatchNormWeightGrad { eps } => {
             // ins: x, stats, dy.
-            let st = stored(kb, p[1], d, ch, eps);
-            let [s] = sums(kb, d, ch, |kb, i, lane| {
+            let st = stored(kb, p[1], d, chs, eps);
+            let [s] = sums(kb, d, chs, |kb, i, lane| {
                 let h = x_hat(kb, p[0], i, lane, &st);
                 let g = kb.ld(lane, p[2], i);
                 [kb.b.ins().fmul(h, g)]
             });
-            let s = kb.b.ins().fdemote(types::F32, s);
-            kb.st(s, o, ch);
+            for (k, s) in s.into_iter().enumerate() {
+                let s = kb.b.ins().fdemote(types::F32, s);
+                let at = chs.at(kb, k);
+                kb.st(s, o, at);
+            }
         }
         Op::BatchStats { .. } => {
             // The mean, then the unbiased variance N/(N − 1) times the biased one (N > 1:
             // checked before), C elements further.
-            let (mean, var, n) = measure(kb, p[0], d, ch);
-            let m = kb.b.ins().fdemote(types::F32, mean);
-            kb.st(m, o, ch);
-            let one = kb.b.ins().f64const(1.0);
-            let n1 = kb.b.ins().fsub(n, one);
-            let v = kb.b.ins().fmul(var, n);
-            let v = kb.b.ins().fdiv(v, n1);
-            let v = kb.b.ins().fdemote(types::F32, v);
-            let at = kb.b.ins().iadd_imm_s(ch, d.0 as i64);
-            kb.st(v, o, at);
+            let (mean, var, n) = measure(kb, p[0], d, chs);
+            for (k, (mean, var)) in mean.into_iter().zip(var).enumerate() {
+                let at = chs.at(kb, k);
+                let m = kb.b.ins().fdemote(types::F32, mean);
+                kb.st(m, o, at);
+                let one = kb.b.ins().f64const(1.0);
+                let n1 = kb.b.ins().fsub(n, one);
+                let v = kb.b.ins().fmul(var, n);
+                let v = kb.b.ins().fdiv(v, n1);
+                let v = kb.b.ins().fdemote(types::F32, v);
+                let at = kb.b.ins().iadd_imm_s(at, d.0 as i64);
+                kb.st(v, o, at);
+            }
         }
         _ => unreachable!("batch_norm kernels are built for the batch norm ops only"),
     }

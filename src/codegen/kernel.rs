@@ -234,9 +234,9 @@ impl Kb<'_> {
         }
     }
 
-    /// Broadcasts a scalar to lane type `ty`.
+    /// Broadcasts a scalar to lane type `ty` (an f32x4, such as a lane per channel, as it is).
     pub fn splat(&mut self, ty: ClifType, s: Value) -> Value {
-        if ty == F32X4 {
+        if ty == F32X4 && self.b.func.dfg.value_type(s) != F32X4 {
             self.b.ins().splat(F32X4, s)
         } else {
             s
@@ -435,17 +435,18 @@ impl Kb<'_> {
         self.reinterpret(F32X4, r)
     }
 
-    /// `v` (an f32) computed here, where the code stands, rather than where it is used.
+    /// `v` (an f32, or a vector) computed here, where the code stands, rather than where it is used.
     /// Cranelift's e-graph pass elaborates a pure value at its use, and hoists it out of a
     /// loop only when its operands are defined outside; constants are rematerialized at each
     /// use, so `1 / s` or `dl / n` stayed in the innermost loop and cost a division (and an
     /// integer conversion) per f32x4. A store to a stack slot and a load back are not moved.
     pub fn materialize(&mut self, v: Value) -> Value {
-        let slot =
-            self.b
-                .create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 4, 2));
+        let ty = self.b.func.dfg.value_type(v);
+        let (size, align) = (ty.bytes(), ty.bytes().trailing_zeros() as u8);
+        let data = StackSlotData::new(StackSlotKind::ExplicitSlot, size, align);
+        let slot = self.b.create_sized_stack_slot(data);
         self.b.ins().stack_store(I64, v, slot, 0);
-        self.b.ins().stack_load(I64, F32, slot, 0)
+        self.b.ins().stack_load(I64, ty, slot, 0)
     }
 
     /// A fresh variable of type `ty` holding `init`.

@@ -39,6 +39,8 @@ mod tuner;
 mod winograd;
 pub mod workers;
 
+#[doc(hidden)]
+pub use batchnorm::with_scalar_channels;
 pub use jit::{Jit, JitOptions};
 
 pub use lower::pool_beside_applies;

@@ -182,7 +182,13 @@ fn max_pool_gradient_epilogues() {
 #[test]
 fn batch_norm_epilogues() {
     use nnc::opt::epilogue::fuse_epilogues;
-    for dims in [vec![6], vec![3, 5, 7], vec![2, 4, 4]] {
+    // [C] vectors of 4, 8, 12, 128 and 130 channels: four channels a step (with a scalar
+    // remainder for 130).
+    let vectors = [4, 8, 12, 128, 130].map(|c| vec![c]);
+    for dims in [vec![6], vec![3, 5, 7], vec![2, 4, 4]]
+        .into_iter()
+        .chain(vectors)
+    {
         let c = dims[0];
         for (training, acts) in [
             (true, vec![UnaryOp::Relu]),

@@ -939,6 +939,68 @@ fn global_pooling_and_gradients() {
 /// batch statistics) on [C] vectors and [C, H, W] maps, with values far from mean 0 and
 /// variance 1. The statistics of a channel of one value (batch 1 on [C]) are not compared:
 /// the trainer refuses that batch before they are computed.
+/// The training batch norm kernels of `[C]` vectors, four channels a step, give the bits of
+/// the kernels that take one channel at a time, for every batch of 1 to 64 (on one thread and
+/// on three).
+#[test]
+fn batch_norm_vectors_match_one_channel_at_a_time() {
+    use nnc::codegen::with_scalar_channels;
+    let eps = 1e-5;
+    let (x, w, dy) = (Gen::U(-3.0, 9.0), Gen::U(-2.0, 2.0), Gen::U(-1.0, 1.0));
+    let var = Gen::U(0.1, 4.0);
+    for c in [4, 8, 12, 128, 130] {
+        let (t, ch, stats) = (f(true, &[c]), f(false, &[c]), f(false, &[2, c]));
+        let (s, cc) = (stats.clone(), ch.clone());
+        let graphs = [
+            (
+                single(
+                    "batch_norm",
+                    Op::BatchNorm { eps },
+                    &[t.clone(), s.clone(), cc.clone(), cc.clone()],
+                    None,
+                ),
+                vec![x, var, w, w],
+            ),
+            (
+                single(
+                    "batch_norm_grad",
+                    Op::BatchNormGrad { eps },
+                    &[t.clone(), s.clone(), cc.clone(), t.clone(), cc.clone(), cc],
+                    None,
+                ),
+                vec![x, var, w, dy, dy, dy],
+            ),
+            (
+                single(
+                    "batch_norm_weight_grad",
+                    Op::BatchNormWeightGrad { eps },
+                    &[t.clone(), s, t.clone()],
+                    None,
+                ),
+                vec![x, var, dy],
+            ),
+            (
+                single("batch_stats", Op::BatchStats { momentum: 0.1 }, &[t], None),
+                vec![x],
+            ),
+        ];
+        for (g, gens) in &graphs {
+            let stats = g.name == "batch_stats";
+            for batch in (1 + stats as usize)..=64 {
+                let d = draw(g, gens, batch, &mut Rng(batch as u64));
+                let one = bits(&with_scalar_channels(|| run_with(g, &d, batch, 1)));
+                for threads in [1, 3] {
+                    assert!(
+                        one == bits(&run_with(g, &d, batch, threads)),
+                        "{} [{c}] batch {batch} on {threads} threads",
+                        g.name
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn batch_norm_family() {
     let mut rng = Rng(23);
@@ -947,6 +1009,12 @@ fn batch_norm_family() {
             vec![rng.range(1, 20)],
             vec![rng.range(1, 6), 3, 5],
             vec![4, 1, 2],
+            // [C] vectors of four channels a step, with and without a scalar remainder.
+            vec![4],
+            vec![8],
+            vec![12],
+            vec![128],
+            vec![130],
         ] {
             let t = f(true, &dims);
             let ch = f(false, &dims[..1]);

@@ -50,9 +50,13 @@ pub(super) fn batch_norm(
     acts: &[UnaryOp],
 ) -> Result<Step, CodegenError> {
     let (i, ins, x) = (cx.i, &cx.ins, cx.ity(0));
-    let c = batchnorm::geometry(&x).0;
+    let (c, s) = batchnorm::geometry(&x);
     // At most 16 parts: each costs a dispatch, which a [C] vector's channel does not repay.
-    let parts = super::channel_parts(c, 16);
+    // A [C] vector's groups are of four channels where they can be: a step of the kernel's.
+    let parts = match s == 1 && c.is_multiple_of(4) {
+        true => super::channel_parts(c / 4, 16),
+        false => super::channel_parts(c, 16),
+    };
     let group = c / parts;
     let title = format!("{}\n; by parts of {group} channels", cx.header);
     let k = out.km.kernel(&title, |kb| {
