@@ -450,7 +450,13 @@ impl Jit {
                             _ => (self.kernels[*k])(self.table.as_ptr(), batch as i64),
                         }
                     }
-                    Step::Parts { k, parts, moves } => {
+                    Step::Parts {
+                        k,
+                        parts,
+                        moves,
+                        min_batch,
+                    } => {
+                        let threads = if batch < *min_batch { 1 } else { threads };
                         run_parts(self.kernels[*k], &self.table, *parts, moves, batch, threads)
                     }
                     Step::MatMul(m) => {

@@ -87,6 +87,7 @@ fn direct_grad_weight(
         k,
         parts: o / part,
         moves: vec![(ins[1], 4 * part * oh * ow), (i, 4 * part * taps)],
+        min_batch: 0,
     }))
 }
 
@@ -149,7 +150,12 @@ pub(super) fn grad_weight_unpool(
     ];
     moves.extend(dz.map(|dz| (dz, 4 * oh * ow)));
     moves.extend(bias.map(|b| (b, 4 * part)));
-    Ok(Step::Parts { k, parts, moves })
+    Ok(Step::Parts {
+        k,
+        parts,
+        moves,
+        min_batch: 0,
+    })
 }
 
 /// The geometry of the convolution of a `Conv2dGradWeightUnpool`, or an error when it has no

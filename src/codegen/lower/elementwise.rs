@@ -111,6 +111,7 @@ pub(super) fn bias_grad(cx: &Cx, out: &mut Built, axis: usize) -> Result<Step, C
             k,
             parts,
             moves: vec![(ins[0], 4 * part * inner), (i, 4 * part)],
+            min_batch: 0,
         });
     }
     out.kernel(header, |kb| bias::bias_grad(kb, &x, axis, c, i, ins[0]))

@@ -109,11 +109,13 @@ pub enum Step {
     Kernel { k: usize, rows: Option<RowSplit> },
     /// A kernel whose work is cut into `parts` independent parts (output channels), each run
     /// with the whole batch and the `moves` slots advanced by its index times their bytes: the
-    /// parts go to the threads, and the results do not depend on how.
+    /// parts go to the threads from a batch of `min_batch` samples (one after the other on the
+    /// calling thread below it), and the results do not depend on how.
     Parts {
         k: usize,
         parts: usize,
         moves: Vec<(usize, usize)>,
+        min_batch: usize,
     },
     /// A matrix product on the JIT'd GEMM.
     MatMul(MatMulStep),
