@@ -8,7 +8,9 @@
 //!
 //! Element-wise passes run in f32x4 steps over each sample's H·W values; sums add each
 //! sample's f32x4 partial sums into an f64 total, so that a channel of many values (a batch of
-//! images) is summed accurately.
+//! images) is summed accurately. `[C]` vectors (H·W = 1) take four adjacent channels a step
+//! instead, a channel a lane ([`Chans`]): each sample's value of each channel goes into that
+//! channel's f64 sum, the same additions in the same order as one channel at a time.
 //!
 //! The evaluation ops (`BatchNormEval`, `BatchNormEvalGrad`) use no batch statistics: each
 //! element is a channel's affine function of its own value, so they run sample by sample in
