@@ -1,6 +1,6 @@
 //! The `gru` layer (`[T, in]` in), PyTorch's one-layer `nn.GRU(in, hidden, batch_first=True)`.
 
-use super::layers::{check_size, node, param, uniform, Site};
+use super::layers::{check_value_size, node, param, uniform, Site};
 use super::lower::Lower;
 use super::sequences::{input_projection, sequence_input};
 use crate::ir::{Op, ValueId};
@@ -9,7 +9,8 @@ use crate::ir::{Op, ValueId};
 /// side, `[T, 3h]`), then the recurrent scan, which adds h_{t−1}·w_hh + bias_hh each step.
 pub(super) fn gru(l: &mut Lower, cx: &Site, x: ValueId, h: usize) -> Option<ValueId> {
     let (x, steps, inn) = sequence_input(l, cx, ("gru", "a gru"), x)?;
-    check_size(l, cx, &[steps, 4 * h])?;
+    // The scan's output, [T, 4h], holds every step's h beside its three saved gates.
+    check_value_size(l, cx, "hidden states and saved gates", &[steps, 4 * h])?;
     // PyTorch initializes every GRU parameter with U(±1/√hidden).
     let w_xh = param(l, cx, "w_xh", vec![inn, 3 * h], uniform(h))?;
     let w_hh = param(l, cx, "w_hh", vec![h, 3 * h], uniform(h))?;

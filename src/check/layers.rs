@@ -521,6 +521,11 @@ pub(super) fn uniform(fan_in: usize) -> Init {
 
 /// Reports a per-sample output larger than nnc supports.
 pub(super) fn check_size(l: &mut Lower, cx: &Site, dims: &[usize]) -> Option<()> {
+    check_value_size(l, cx, "output", dims)
+}
+
+/// [`check_size`] for a value of the layer other than its output, `what` (“saved state”).
+pub(super) fn check_value_size(l: &mut Lower, cx: &Site, what: &str, dims: &[usize]) -> Option<()> {
     let n = dims
         .iter()
         .try_fold(1u64, |a, d| a.checked_mul(*d as u64))
@@ -529,7 +534,7 @@ pub(super) fn check_size(l: &mut Lower, cx: &Site, dims: &[usize]) -> Option<()>
         l.diags.push(
             Diag::new(
                 "nnc::shape",
-                format!("this layer's output would have {n} elements per sample"),
+                format!("this layer's {what} would have {n} elements per sample"),
                 cx.span,
                 format!("[{}]", product(dims)),
             )

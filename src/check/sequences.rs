@@ -2,7 +2,9 @@
 //! (`[T, in]` in).
 
 use super::consts;
-use super::layers::{check_size, f32_input, ids_input, node, param, uniform, Site};
+use super::layers::{
+    check_size, check_value_size, f32_input, ids_input, node, param, uniform, Site,
+};
 use super::lower::Lower;
 use super::names::show;
 use crate::diag::Diag;
@@ -85,7 +87,12 @@ pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) 
 pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, h: usize) -> Option<ValueId> {
     let (x, steps, inn) = sequence_input(l, cx, ("lstm", "an lstm"), x)?;
     // The state, [T, 6h], is the largest value.
-    check_size(l, cx, &[steps, 6 * h])?;
+    check_value_size(
+        l,
+        cx,
+        "saved state (h, c and the four gates of every step)",
+        &[steps, 6 * h],
+    )?;
     // PyTorch initializes every LSTM parameter with U(±1/√hidden); its two biases (b_ih and
     // b_hh) sum to this one.
     let w_xh = param(l, cx, "w_xh", vec![inn, 4 * h], uniform(h))?;
