@@ -78,8 +78,16 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
         .help("close it with `\"` on the same line");
     }
 
-    // Inside a call on a dotted name (`nn.Linear(784, 10)`), whatever pest stumbled on.
-    if let Some(d) = found.and_then(|t| super::frameworks::dotted_call(src, &toks, t.span.start)) {
+    // Inside a call on a dotted name (`nn.Linear(784, 10)`), whatever pest stumbled on; or at
+    // its `(`, where a setting's value is a dotted path (`loss: nn.CrossEntropyLoss()`).
+    let dotted = found.and_then(|t| {
+        let at_open = &src[t.span.start..t.span.end] == "(";
+        at_open
+            .then(|| super::frameworks::dotted_before(src, &toks, t.span.start))
+            .flatten()
+            .or_else(|| super::frameworks::dotted_call(src, &toks, t.span.start))
+    });
+    if let Some(d) = dotted {
         return d;
     }
     let mut expected = expected;

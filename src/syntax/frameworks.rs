@@ -44,7 +44,8 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
         "Embedding" => "an embedding is `embedding(vocab, dim)` (PyTorch's `nn.Embedding`)",
         "Dropout" => "dropout is `dropout(p)`",
         "Flatten" => "flattening is `flatten`",
-        "ReLU" | "Sigmoid" | "Tanh" | "Softmax" | "LogSoftmax" => {
+        "ReLU" | "Sigmoid" | "Tanh" | "Softmax" | "LogSoftmax" | "relu" | "sigmoid" | "tanh"
+        | "softmax" | "log_softmax" => {
             "the activations are `relu`, `sigmoid`, `tanh`, `softmax` and `log_softmax`, \
              applied with `|>`: `x |> dense(128) |> relu`"
         }
@@ -61,6 +62,26 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
         "AdaptiveMaxPool2d" | "GlobalMaxPooling2D" | "adaptive_max_pool2d" => {
             "the maximum of each channel's whole map is `global_maxpool`: [C, H, W] -> [C] \
              (PyTorch's `nn.AdaptiveMaxPool2d(1)` then `flatten`)"
+        }
+        "CrossEntropyLoss"
+        | "NLLLoss"
+        | "cross_entropy"
+        | "nll_loss"
+        | "SparseCategoricalCrossentropy"
+        | "CategoricalCrossentropy" => {
+            "the classification loss is `loss: cross_entropy(output, label)`: it takes logits \
+             and applies log_softmax itself"
+        }
+        "MSELoss" | "mse_loss" | "MeanSquaredError" => {
+            "the squared error is `loss: mse(output, label)`"
+        }
+        "BCELoss" | "binary_cross_entropy" | "BinaryCrossentropy" => {
+            "the binary loss is `loss: binary_cross_entropy(output, label)`, on probabilities \
+             (after `sigmoid`)"
+        }
+        "SGD" | "Adam" | "AdamW" | "RMSprop" => {
+            "the optimizer is a setting of the run, without the parameters: `optimizer: \
+             adam(lr: 1e-3)`; the optimizers are `sgd`, `adam`, `adamw` and `rmsprop`"
         }
         _ => return None,
     })
