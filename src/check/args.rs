@@ -81,6 +81,8 @@ pub fn bind<'a>(
                     "nnc trains the run's parameters itself: write {} without them",
                     sig.usage
                 )
+            } else if let Some(h) = recurrent_in_hidden(callee, &positional) {
+                h
             } else {
                 match name_surplus(callee, args, sig, max) {
                     Some(call) => format!("write it as `{call}`"),
@@ -115,6 +117,7 @@ pub fn bind<'a>(
                 "unknown argument",
             );
             let hint = foreign_argument(&callee.name, &name.name, &all)
+                .or_else(|| recurrent_argument(&callee.name, &name.name))
                 .or_else(|| did_you_mean(&name.name, all.iter().copied()))
                 .or_else(|| as_first_argument(callee, args, a, sig));
             d = d.help(match hint {
@@ -228,6 +231,59 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
     };
     all.contains(&nnc)
         .then(|| format!("nnc calls `{name}` `{nnc}`"))
+}
+
+/// The recurrent layers, with PyTorch's name of each and the name as a noun.
+const RECURRENT: [(&str, &str, &str); 3] = [
+    ("rnn", "RNN", "an rnn"),
+    ("gru", "GRU", "a gru"),
+    ("lstm", "LSTM", "an lstm"),
+];
+
+/// For a recurrent layer given PyTorch's `(input_size, hidden_size)`, `lstm(8, 10)`: that the
+/// input size comes from the input (rather than naming the second number an `activation`).
+fn recurrent_in_hidden(callee: &Ident, positional: &[&Expr]) -> Option<String> {
+    let (name, torch, _) = RECURRENT.iter().find(|(n, ..)| *n == callee.name)?;
+    let [input, hidden] = positional else {
+        return None;
+    };
+    let (input, hidden) = (written(input)?, written(hidden)?);
+    Some(format!(
+        "{name} reads its input size from the sequence it is given: PyTorch's \
+         `nn.{torch}({input}, {hidden}, batch_first=True)` is `{name}({hidden})`"
+    ))
+}
+
+/// For PyTorch's and Keras' arguments of a recurrent layer that nnc has no use for, or lacks:
+/// what nnc does instead.
+fn recurrent_argument(callee: &str, name: &str) -> Option<String> {
+    let (_, _, noun) = RECURRENT.iter().find(|(n, ..)| *n == callee)?;
+    Some(match name {
+        "input_size" | "input_dim" | "in" => format!(
+            "{callee} reads its input size from the sequence it is given, [T, features]: \
+             remove `{name}`"
+        ),
+        "batch_first" => format!(
+            "nnc's {callee} is always batch first (PyTorch's `batch_first=True`): remove it"
+        ),
+        "return_sequences" => format!(
+            "nnc's {callee} returns every step's hidden state, [T, hidden] (Keras' \
+             `return_sequences=True`): remove it"
+        ),
+        "bidirectional" | "go_backwards" => {
+            format!("nnc's {callee} runs forward in time only; nnc has no bidirectional layer")
+        }
+        "num_layers" => {
+            format!("{noun} is one layer: stack them for more, `{callee}(64) |> {callee}(64)`")
+        }
+        "dropout" | "recurrent_dropout" => format!(
+            "between stacked layers, dropout is a stage of its own: \
+             `{callee}(64) |> dropout(0.1) |> {callee}(64)`; nnc has no dropout inside the \
+             recurrence"
+        ),
+        "bias" | "use_bias" => format!("{noun} always has its biases"),
+        _ => return None,
+    })
 }
 
 /// A call's argument as written, when it is short enough to show: a number, a name or a path,
