@@ -86,6 +86,7 @@ pub fn from_pest(src: &str, e: &Error<Rule>) -> Diag {
             .then(|| super::frameworks::dotted_before(src, &toks, t.span.start))
             .flatten()
             .or_else(|| super::frameworks::dotted_call(src, &toks, t.span.start))
+            .or_else(|| super::frameworks::dotted_call_on_line(src, &toks, t.span.start))
     });
     if let Some(d) = dotted {
         return d;

@@ -41,6 +41,10 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
              `nn.RNN(in, hidden, batch_first=True)`, Keras' `SimpleRNN` with \
              `return_sequences=True`"
         }
+        "Sequential" | "Module" | "Model" => {
+            "a model is a `model` block, its layers chained with `|>`: `model Net(x: [784]) -> \
+             [10] { return x |> dense(128) |> relu |> dense(10) }`"
+        }
         "Embedding" => "an embedding is `embedding(vocab, dim)` (PyTorch's `nn.Embedding`)",
         "Dropout" => "dropout is `dropout(p)`",
         "Flatten" => "flattening is `flatten`",
@@ -95,6 +99,18 @@ pub fn dotted_call(src: &str, toks: &[Tok], pos: usize) -> Option<Diag> {
         .rev()
         .find(|t| &src[t.span.start..t.span.end] == "(")?;
     dotted_before(src, toks, open.span.start)
+}
+
+/// The error for the first call on a dotted name on the line of byte `pos`, wherever pest
+/// stumbled on that line: `self.fc = nn.Linear(784, 10)` fails at its `=`, and
+/// `model = nn.Sequential(...)` at `model`'s `=`, before reaching the call.
+pub fn dotted_call_on_line(src: &str, toks: &[Tok], pos: usize) -> Option<Diag> {
+    let start = src[..pos.min(src.len())].rfind('\n').map_or(0, |n| n + 1);
+    let end = src[start..].find('\n').map_or(src.len(), |n| start + n);
+    toks.iter()
+        .filter(|t| t.span.start >= start && t.span.end <= end)
+        .filter(|t| &src[t.span.start..t.span.end] == "(")
+        .find_map(|t| dotted_before(src, toks, t.span.start))
 }
 
 /// The error for a call on the dotted name that ends right before byte `at` (the call's `(`),
