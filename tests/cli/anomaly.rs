@@ -388,3 +388,51 @@ fn train_stops_when_its_evaluation_overflows() {
     assert_eq!(text.matches(r#""type":"step""#).count(), 3, "{text}");
     assert!(!text.contains(r#""type":"eval""#), "{text}");
 }
+
+/// A first batch whose values overflow a batch norm's variance (x² > 3.4e38): its output
+/// normalizes to 0, so the loss and gradients stay finite, but the infinite variance would enter
+/// the running statistics. Training stops at that step naming the batch norm, not at the end of
+/// the run blaming "step 4's update" and the learning rate.
+#[test]
+fn infinite_batch_statistics_stop_the_step_that_computed_them() {
+    let s = Scratch::new("anomaly-batch-stats");
+    let file = s.write(
+        "bn.nn",
+        r#"
+model M(x: [2]) -> [1] {
+    return x |> dense(4) |> batch_norm |> dense(1)
+}
+data d {
+    train: inline(x: [[5e37, 6e37], [-7e37, 8e37], [1, 2], [3, 4], [5, 6], [7, 8], [9, 1], [2, 3]],
+                  y: [[1], [2], [3], [4], [1], [2], [3], [4]])
+    test: inline(x: [[1, 2]], y: [[1]])
+}
+train M on d {
+    loss: mse(output, label)
+    optimizer: sgd(lr: 0.01)
+    batch: 2
+    steps: 4
+    shuffle: false
+}
+"#,
+    );
+    for backend in [&[][..], &["--interp"][..], &["--opt", "0"][..]] {
+        let out = nnc()
+            .arg("train")
+            .arg(&file)
+            .arg("--quiet")
+            .args(backend)
+            .output()
+            .unwrap();
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        for part in [
+            "step 1: the batch statistics of `batch_norm1` are not finite",
+            "first appears in `%",
+            "batch_stats momentum=0.1",
+            "training stopped before this step's update",
+        ] {
+            assert!(err.contains(part), "{backend:?}: no `{part}` in\n{err}");
+        }
+    }
+}

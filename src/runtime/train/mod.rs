@@ -170,13 +170,15 @@ pub enum TrainError {
     /// A non-finite loss or gradient (or, under `--detect-anomaly`, any intermediate value):
     /// training stopped before the update, so the parameters and checkpoints are those of the
     /// last good step.
-    #[error("run `{run}`, step {step}: {}", non_finite_message(*.step, *.loss, .param.as_deref(), .anomaly.as_deref()))]
+    #[error("run `{run}`, step {step}: {}", non_finite_message(*.step, *.loss, .param.as_deref(), .stats.as_deref(), .anomaly.as_deref()))]
     NonFinite {
         run: String,
         step: u64,
         loss: f32,
         /// The first trainable parameter whose gradient is not finite.
         param: Option<String>,
+        /// The first batch norm whose batch statistics are not finite.
+        stats: Option<String>,
         /// Where the first non-finite value appeared.
         anomaly: Option<Box<anomaly::Anomaly>>,
     },
@@ -219,6 +221,7 @@ fn non_finite_message(
     step: u64,
     loss: f32,
     param: Option<&str>,
+    stats: Option<&str>,
     anomaly: Option<&anomaly::Anomaly>,
 ) -> String {
     let mut parts = Vec::new();
@@ -227,6 +230,12 @@ fn non_finite_message(
     }
     if let Some(p) = param {
         parts.push(format!("the gradient of `{p}` is not finite"));
+    }
+    if let Some(b) = stats {
+        parts.push(format!(
+            "the batch statistics of `{b}` are not finite (they would enter its running_mean \
+             and running_var)"
+        ));
     }
     match anomaly {
         Some(a) => {

@@ -280,6 +280,12 @@ impl Running {
         Ok(out)
     }
 
+    /// The batch norm's path (`batch_norm2`, `encoder.batch_norm1`), from its stats output.
+    pub fn layer(&self) -> &str {
+        let path = self.stats.strip_prefix("stats:").unwrap_or(&self.stats);
+        path.strip_suffix(".running_mean").unwrap_or(path)
+    }
+
     /// Folds `stats` (means then unbiased variances) into the running statistics in `values`.
     pub fn fold(&self, values: &mut [Vec<f32>], stats: &[f32]) {
         let m = self.momentum;

@@ -375,10 +375,25 @@ impl<'a> Trainer<'a> {
     ) -> Result<(), TrainError> {
         let detect = self.run.opts.detect_anomaly;
         let bad_grad = !grads_finite || !grads.iter().all(|g| anomaly::all_finite(g));
-        if loss.is_finite() && !bad_grad && !detect {
+        let exec = self.exec.as_ref();
+        // A batch norm's batch statistics, folded into its running ones after the update: an
+        // infinite variance leaves the step's loss finite (the values normalize to 0), but
+        // would stay in the buffers for every evaluation.
+        let trainable = self.params.trainable.len();
+        let stats = self
+            .params
+            .running
+            .iter()
+            .enumerate()
+            .find(|(j, r)| {
+                self.shard
+                    .grad(exec, trainable + j, &r.stats)
+                    .is_some_and(|s| !anomaly::all_finite(s))
+            })
+            .map(|(_, r)| r.layer().to_string());
+        if loss.is_finite() && !bad_grad && stats.is_none() && !detect {
             return Ok(());
         }
-        let exec = self.exec.as_ref();
         let param = self
             .params
             .trainable
@@ -411,12 +426,13 @@ impl<'a> Trainer<'a> {
             self.shard
                 .share_anomaly(&self.graph, local, self.step + 1)?
         };
-        if !loss.is_finite() || param.is_some() || anomaly.is_some() {
+        if !loss.is_finite() || param.is_some() || stats.is_some() || anomaly.is_some() {
             return Err(TrainError::NonFinite {
                 run: self.run.name.into(),
                 step: self.step + 1,
                 loss,
                 param,
+                stats,
                 anomaly: anomaly.map(Box::new),
             });
         }
