@@ -74,7 +74,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub opt: u8,
     /// Check every intermediate value of every step and stop at the first NaN or infinity,
-    /// naming the op that produced it (slower; the loss and gradients are always checked).
+    /// naming the op that produced it (slower; the loss, gradients and batch statistics are always checked).
     #[arg(long)]
     pub detect_anomaly: bool,
     /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
