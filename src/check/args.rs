@@ -194,6 +194,7 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
         "num_embeddings" => "vocab",
         "embedding_dim" => "dim",
         "hidden_size" => "hidden",
+        "nonlinearity" => "activation",
         "step_size" => "every",
         // Keras' RMSprop(rho=0.9) is PyTorch's RMSprop(alpha=0.9).
         "rho" if callee == "rmsprop" => "alpha",

@@ -36,6 +36,14 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
             "a GRU is `gru(hidden)`: PyTorch's `nn.GRU(in, hidden, batch_first=True)`, Keras' \
              `GRU(hidden, return_sequences=True, reset_after=True)`"
         }
+        "Bidirectional" => {
+            "nnc's recurrent layers run forward in time only (one direction): `lstm(hidden)`, \
+             `gru(hidden)`, `rnn(hidden)`; nnc has no bidirectional layer"
+        }
+        "LSTMCell" | "GRUCell" | "RNNCell" | "SimpleRNNCell" => {
+            "nnc has no single-step cells: `lstm(hidden)`, `gru(hidden)` and `rnn(hidden)` run the \
+             whole sequence, [T, features] -> [T, hidden]"
+        }
         "RNN" | "SimpleRNN" => {
             "nnc's recurrent layer is `rnn(hidden, activation: tanh)`: PyTorch's \
              `nn.RNN(in, hidden, batch_first=True)`, Keras' `SimpleRNN` with \
