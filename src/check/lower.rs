@@ -179,15 +179,27 @@ impl<'a, 'g> Lower<'a, 'g> {
         match &e.kind {
             ExprKind::Number { value, .. } => V::N(*value),
             ExprKind::Path(p) if p.len() == 1 => self.var(&p[0]),
-            ExprKind::Path(_) => self.err(
-                Diag::new(
-                    "nnc::name",
-                    "dotted paths are not values",
-                    e.span,
-                    "not a value",
+            ExprKind::Path(p) => {
+                // `loss: nn.CrossEntropyLoss`: PyTorch's or Keras' name for what nnc has.
+                let last = p.last().map_or("", |s| s.name.as_str());
+                let help = match crate::syntax::frameworks::nnc_name_for(last) {
+                    Some(h) => h,
+                    None if self.loss_mode => {
+                        "a loss calls nnc's loss functions on the run's values: \
+                         `cross_entropy(output, label)`, `mse(output, label)`"
+                    }
+                    None => "inside a model, use the names bound by `=` and the model's input",
+                };
+                self.err(
+                    Diag::new(
+                        "nnc::name",
+                        "dotted paths are not values",
+                        e.span,
+                        "not a value",
+                    )
+                    .help(help),
                 )
-                .help("inside a model, use the names bound by `=` and the model's input"),
-            ),
+            }
             ExprKind::Binary { op, lhs, rhs } => {
                 let (a, b) = (self.expr(lhs), self.expr(rhs));
                 self.binary(*op, a, b, lhs, rhs, e.span)
