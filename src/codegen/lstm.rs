@@ -1,8 +1,8 @@
 //! The LSTM's kernels: `LstmScan` (the cell over time), `LstmScanGrad` (backpropagation through
 //! time) and `LstmHidden` (the hidden states out of the scan's state).
 //!
-//! Both scans walk [`rnn`]'s blocks of [`ROWS`] sequences through time
-//! ([`recurrence`]), each step's product on its GEMM micro-kernel ([`rnn::product`]), with the
+//! Both scans walk [`rnn`](super::rnn)'s blocks of [`ROWS`] sequences through time
+//! ([`recurrence`]), each step's product on its GEMM micro-kernel ([`super::rnn::product`]), with the
 //! cell after each step's product:
 //! - forward: the product `z_t = xp_t + h_{t−1}·w_hh` (`H×4H`) is stored raw in the state's
 //!   gate places, then the cell turns them into i, f, g, o, c_t and h_t in place;
@@ -11,85 +11,13 @@
 //!   writes dz_t's four blocks, carrying `dc_t⊙f_t` to the step before in per-thread scratch.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{InstBuilder, Type as ClifType, Value};
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 use super::kernel::Kb;
 use super::lower::Scratch;
 use super::math;
-use super::rnn::{self, transpose, Product, RowAt, ROWS};
+use super::rnn::{ld_or_zero, raw, recurrence, transpose, Bufs, RowAt, ROWS};
 use crate::ir::{Op, Type};
-
-/// The buffers of one recurrence: each step's product `dest = init + state·m` (`m` of `k×n`),
-/// `state` one step back (forward) or ahead (`grad`), and the packed panel.
-struct Bufs {
-    init: Value,
-    state: Value,
-    dest: Value,
-    m: Value,
-    /// Whether the kernel writes `m` (a transposed copy in scratch).
-    m_written: bool,
-    pack: Value,
-}
-
-/// Every sequence of the batch through time (up, or down when `grad`), blocks of [`ROWS`]
-/// sequences at a time: at each step the product of [`Bufs`] (`k` state units, `n` result
-/// units, stored raw), the places of sequence `q` of the block in row `row` = b·T + t given by
-/// `place(kb, row, q)`, then `cell(kb, row, q, t)` for each sequence.
-#[allow(clippy::too_many_arguments)]
-fn recurrence(
-    kb: &mut Kb,
-    t_len: usize,
-    (k, n): (usize, usize),
-    grad: bool,
-    bufs: &Bufs,
-    place: &dyn Fn(&mut Kb, Value, usize) -> RowAt,
-    cell: &dyn Fn(&mut Kb, Value, usize, Value),
-) {
-    let (zero, kv) = (kb.int(0), kb.int(k as i64));
-    let raw = |_: &mut Kb, a: Value, _: Value, _: ClifType| a;
-    rnn::blocks(kb, |kb, b, n_rows| {
-        kb.for_n(t_len, |kb, tt| {
-            // The state is 0 at the first step taken (the last one, backwards).
-            let (t, edge) = if grad {
-                let last = kb.int(t_len as i64 - 1);
-                (kb.b.ins().isub(last, tt), (t_len - 1) as i64)
-            } else {
-                (tt, 0)
-            };
-            let at_edge = kb.b.ins().icmp_imm_s(IntCC::Equal, t, edge);
-            let kend = kb.b.ins().select(at_edge, zero, kv);
-            let rows: Vec<Value> = (0..n_rows)
-                .map(|q| {
-                    let row = kb.b.ins().iadd_imm_s(b, q as i64);
-                    let row = kb.b.ins().imul_imm_s(row, t_len as i64);
-                    kb.b.ins().iadd(row, t)
-                })
-                .collect();
-            let rows_at = rows
-                .iter()
-                .enumerate()
-                .map(|(q, &r)| place(kb, r, q))
-                .collect();
-            let p = Product {
-                n,
-                m: bufs.m,
-                m_written: bufs.m_written,
-                init: bufs.init,
-                state: bufs.state,
-                dest: bufs.dest,
-                pack: bufs.pack,
-                rows: rows_at,
-                kend,
-                zero,
-                finish: &raw,
-            };
-            rnn::product(kb, &p);
-            for (q, &row) in rows.iter().enumerate() {
-                cell(kb, row, q, t);
-            }
-        });
-    });
-}
 
 /// The per-thread scratch of a scan (`ty` its output): the forward's state panel (`H×ROWS`),
 /// and without the state ([`Op::Lstm`]) the block's gate pre-activations (`ROWS×4H`) and cells
@@ -166,16 +94,9 @@ pub fn scan(kb: &mut Kb, keep: bool, ty: &Type, out: usize, ins: &[usize], scrat
         m: w,
         m_written: false,
         pack,
+        finish: &raw,
     };
     recurrence(kb, t_len, (h, 4 * h), false, &bufs, &place, &cell);
-}
-
-/// `s[i]` when `keep`, else 0, read from `s[i]` or, when not `keep`, the in-bounds `s[alt]`.
-fn ld_or_zero(kb: &mut Kb, lane: ClifType, s: Value, i: Value, alt: Value, keep: Value) -> Value {
-    let at = kb.b.ins().select(keep, i, alt);
-    let v = kb.ld_rw(lane, s, at);
-    let z = kb.cst(lane, 0.0);
-    kb.b.ins().select(keep, v, z)
 }
 
 /// Where one step of one sequence reads and writes its cell, as (buffer, first element) of `H`
@@ -260,6 +181,7 @@ pub fn scan_grad(kb: &mut Kb, ty: &Type, out: usize, ins: &[usize], scratch: usi
         m: wt,
         m_written: true,
         pack,
+        finish: &raw,
     };
     recurrence(kb, t_len, (4 * h, h), true, &product, &place, &cell);
 }

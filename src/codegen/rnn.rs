@@ -13,9 +13,10 @@
 //! panel and the matrix, so that every loaded weight vector serves 8 sequences and every
 //! broadcast state one `fma`, with nothing but the 8 accumulators and two pointers live in the
 //! loop (reading each sequence's state where it lies kept 8 row pointers live and spilled). A
-//! remainder of fewer than 8 sequences (batch-1 sampling) runs a one-row loop. That product of
-//! one step ([`product`]) and the walk over blocks of sequences ([`blocks`]) serve the GRU's
-//! kernels too ([`super::gru`]).
+//! remainder of fewer than 8 sequences (batch-1 sampling) runs a one-row loop. The walk through
+//! time over blocks of sequences ([`recurrence`]), with that product at each step ([`product`])
+//! and an optional cell after it, serves the GRU's and the LSTM's kernels too ([`super::gru`],
+//! [`super::lstm`]), whose cells turn the product into their gates.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Type as ClifType, Value};
@@ -48,22 +49,6 @@ pub fn scratch(op: &Op, ty: &Type) -> Scratch {
     }
 }
 
-/// One recurrence: sizes, buffers (as pointers) and the direction.
-struct Recur {
-    t_len: usize,
-    h: usize,
-    act: UnaryOp,
-    /// Backward (walks t down, applies act' through `hv`).
-    grad: bool,
-    out: Value,
-    init: Value,
-    m: Value,
-    /// The forward output h (backward only).
-    hv: Option<Value>,
-    /// The packed state panel.
-    pack: Value,
-}
-
 fn dims(ty: &Type) -> (usize, usize) {
     (ty.dims[0], ty.dims[1])
 }
@@ -73,19 +58,24 @@ pub fn scan(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize], scr
     let (t_len, h) = dims(ty);
     let (out, init, m) = (kb.ptr(out), kb.ptr(ins[0]), kb.ptr(ins[1]));
     let pack = kb.ptr(scratch);
-    recur(
+    let finish = |kb: &mut Kb, a, _, lane| unary(kb, act, a, lane);
+    let bufs = Bufs {
+        init,
+        state: out,
+        dest: out,
+        m,
+        m_written: false,
+        pack,
+        finish: &finish,
+    };
+    recurrence(
         kb,
-        &Recur {
-            t_len,
-            h,
-            act,
-            grad: false,
-            out,
-            init,
-            m,
-            hv: None,
-            pack,
-        },
+        t_len,
+        (h, h),
+        false,
+        &bufs,
+        &at_row(h, -1),
+        &|_, _, _, _| {},
     );
 }
 
@@ -102,24 +92,47 @@ pub fn scan_grad(kb: &mut Kb, act: UnaryOp, ty: &Type, out: usize, ins: &[usize]
     );
     let pack = kb.b.ins().iadd_imm_s(wt, (4 * h * h) as i64);
     transpose(kb, w, wt, h, h);
-    recur(
+    // act' through the output h (relu: h > 0 iff a > 0); for log, via a = exp(h).
+    let finish = |kb: &mut Kb, a, i, lane| {
+        let hval = kb.ld(lane, hv, i);
+        let dv = if act == UnaryOp::Log {
+            math::emit_exp(&mut kb.b, hval)
+        } else {
+            hval
+        };
+        unary_grad(kb, act, dv, a, lane)
+    };
+    let bufs = Bufs {
+        init,
+        state: out,
+        dest: out,
+        m: wt,
+        m_written: true,
+        pack,
+        finish: &finish,
+    };
+    recurrence(
         kb,
-        &Recur {
-            t_len,
-            h,
-            act,
-            grad: true,
-            out,
-            init,
-            m: wt,
-            hv: Some(hv),
-            pack,
-        },
+        t_len,
+        (h, h),
+        true,
+        &bufs,
+        &at_row(h, 1),
+        &|_, _, _, _| {},
     );
 }
 
-fn recur(kb: &mut Kb, r: &Recur) {
-    blocks(kb, |kb, b, rows| steps(kb, r, b, rows));
+/// An rnn's places in row `row` (= b·T + t) of its `B×T×h` buffers: its init and result
+/// there, its state `step` rows away (the step before, or after backwards).
+fn at_row(h: usize, step: i64) -> impl Fn(&mut Kb, Value, usize) -> RowAt {
+    move |kb, row, _| {
+        let base = kb.b.ins().imul_imm_s(row, h as i64);
+        RowAt {
+            init: base,
+            state: kb.b.ins().iadd_imm_s(base, step * h as i64),
+            dest: base,
+        }
+    }
 }
 
 /// `wt[k, j] = w[j, k]` for `w` of `rows×cols` (a recurrent weight transposed into scratch for
@@ -145,6 +158,99 @@ pub fn blocks(kb: &mut Kb, mut body: impl FnMut(&mut Kb, Value, usize)) {
     let full = kb.b.ins().band_imm_s(batch, !(ROWS as i64 - 1));
     kb.for_step(zero, full, ROWS as i64, |kb, b| body(kb, b, ROWS));
     kb.for_step(full, batch, 1, |kb, b| body(kb, b, 1));
+}
+
+/// The buffers of one recurrence: each step's product `dest = finish(init + state·m)` (`m` of
+/// `k×n`), `state` one step back (forward) or ahead (`grad`), and the packed panel.
+pub struct Bufs<'f> {
+    pub init: Value,
+    pub state: Value,
+    pub dest: Value,
+    pub m: Value,
+    /// Whether the kernel writes `m` (a transposed copy in scratch).
+    pub m_written: bool,
+    pub pack: Value,
+    /// `finish(kb, acc, dest element, lane type)`: the value stored ([`raw`] for none).
+    pub finish: &'f dyn Fn(&mut Kb, Value, Value, ClifType) -> Value,
+}
+
+/// The accumulated product itself, as a [`Bufs::finish`].
+pub fn raw(_: &mut Kb, a: Value, _: Value, _: ClifType) -> Value {
+    a
+}
+
+/// Every sequence of the batch through time (up, or down when `grad`), blocks of [`ROWS`]
+/// sequences at a time: at each step the product of [`Bufs`] (`k` state units, `n` result
+/// units), the places of sequence `q` of the block in row `row` = b·T + t given by
+/// `place(kb, row, q)`, then `cell(kb, row, q, t)` for each sequence.
+#[allow(clippy::too_many_arguments)]
+pub fn recurrence(
+    kb: &mut Kb,
+    t_len: usize,
+    (k, n): (usize, usize),
+    grad: bool,
+    bufs: &Bufs,
+    place: &dyn Fn(&mut Kb, Value, usize) -> RowAt,
+    cell: &dyn Fn(&mut Kb, Value, usize, Value),
+) {
+    let (zero, kv) = (kb.int(0), kb.int(k as i64));
+    blocks(kb, |kb, b, n_rows| {
+        kb.for_n(t_len, |kb, tt| {
+            // The state is 0 at the first step taken (the last one, backwards).
+            let (t, edge) = if grad {
+                let last = kb.int(t_len as i64 - 1);
+                (kb.b.ins().isub(last, tt), (t_len - 1) as i64)
+            } else {
+                (tt, 0)
+            };
+            let at_edge = kb.b.ins().icmp_imm_s(IntCC::Equal, t, edge);
+            let kend = kb.b.ins().select(at_edge, zero, kv);
+            let rows: Vec<Value> = (0..n_rows)
+                .map(|q| {
+                    let row = kb.b.ins().iadd_imm_s(b, q as i64);
+                    let row = kb.b.ins().imul_imm_s(row, t_len as i64);
+                    kb.b.ins().iadd(row, t)
+                })
+                .collect();
+            let rows_at = rows
+                .iter()
+                .enumerate()
+                .map(|(q, &r)| place(kb, r, q))
+                .collect();
+            let p = Product {
+                n,
+                m: bufs.m,
+                m_written: bufs.m_written,
+                init: bufs.init,
+                state: bufs.state,
+                dest: bufs.dest,
+                pack: bufs.pack,
+                rows: rows_at,
+                kend,
+                zero,
+                finish: bufs.finish,
+            };
+            product(kb, &p);
+            for (q, &row) in rows.iter().enumerate() {
+                cell(kb, row, q, t);
+            }
+        });
+    });
+}
+
+/// `s[i]` when `keep`, else 0, read from `s[i]` or, when not `keep`, the in-bounds `s[alt]`.
+pub fn ld_or_zero(
+    kb: &mut Kb,
+    lane: ClifType,
+    s: Value,
+    i: Value,
+    alt: Value,
+    keep: Value,
+) -> Value {
+    let at = kb.b.ins().select(keep, i, alt);
+    let v = kb.ld_rw(lane, s, at);
+    let z = kb.cst(lane, 0.0);
+    kb.b.ins().select(keep, v, z)
 }
 
 /// One step's product for a block of sequences: `dest_q = finish(init_q + state_q·m)` over
@@ -175,55 +281,6 @@ pub struct RowAt {
     pub init: Value,
     pub state: Value,
     pub dest: Value,
-}
-
-/// All time steps of sequences `b .. b + rows`.
-fn steps(kb: &mut Kb, r: &Recur, b: Value, rows: usize) {
-    let (t_len, h) = (r.t_len, r.h);
-    let hv = kb.int(h as i64);
-    let zero = kb.int(0);
-    kb.for_n(t_len, |kb, tt| {
-        // t walks up (forward) or down (backward); `src` is the step the state comes from.
-        let (t, edge) = if r.grad {
-            let last = kb.int(t_len as i64 - 1);
-            (kb.b.ins().isub(last, tt), (t_len - 1) as i64)
-        } else {
-            (tt, 0)
-        };
-        let at_edge = kb.b.ins().icmp_imm_s(IntCC::Equal, t, edge);
-        let kend = kb.b.ins().select(at_edge, zero, hv);
-        let rows_at: Vec<RowAt> = (0..rows)
-            .map(|q| {
-                let row = kb.b.ins().iadd_imm_s(b, q as i64);
-                let row = kb.b.ins().imul_imm_s(row, t_len as i64);
-                let row = kb.b.ins().iadd(row, t);
-                let base = kb.b.ins().imul_imm_s(row, h as i64);
-                let src =
-                    kb.b.ins()
-                        .iadd_imm_s(base, if r.grad { h as i64 } else { -(h as i64) });
-                RowAt {
-                    init: base,
-                    state: src,
-                    dest: base,
-                }
-            })
-            .collect();
-        let finish = |kb: &mut Kb, a, i, lane| finish(kb, r, a, i, lane);
-        let p = Product {
-            n: h,
-            m: r.m,
-            m_written: r.grad,
-            init: r.init,
-            state: r.out,
-            dest: r.out,
-            pack: r.pack,
-            rows: rows_at,
-            kend,
-            zero,
-            finish: &finish,
-        };
-        product(kb, &p);
-    });
 }
 
 /// The product `p` for its block of sequences (of [`ROWS`] on the GEMM micro-kernel, or of
@@ -337,23 +394,6 @@ fn units(kb: &mut Kb, p: &Product, j: Value, lane: ClifType, vecs: usize) {
             let a = kb.b.use_var(accs[q * vecs + v]);
             let y = (p.finish)(kb, a, i, lane);
             kb.st(y, p.dest, i);
-        }
-    }
-}
-
-/// `f` of the accumulated `a` at element `i`: the activation, or backward `act'(h) ⊙ a`.
-fn finish(kb: &mut Kb, r: &Recur, a: Value, i: Value, lane: ClifType) -> Value {
-    match r.hv {
-        None => unary(kb, r.act, a, lane),
-        Some(hp) => {
-            // act' through the output h (relu: h > 0 iff a > 0); for log, via a = exp(h).
-            let hval = kb.ld(lane, hp, i);
-            let dv = if r.act == UnaryOp::Log {
-                math::emit_exp(&mut kb.b, hval)
-            } else {
-                hval
-            };
-            unary_grad(kb, r.act, dv, a, lane)
         }
     }
 }
