@@ -2,7 +2,7 @@
 //! when they are read) and `GruScanGrad` (writing its `GruRecurGrad` beside dxp when read).
 //!
 //! Each time step of a block of sequences is two passes ([`recurrence`]): the recurrent product
-//! on the RNN's kernel ([`rnn::product`], the GEMM micro-kernel for blocks of [`ROWS`]) into
+//! on the RNN's kernel (`rnn`'s `product`, the GEMM micro-kernel for blocks of [`ROWS`]) into
 //! per-thread scratch, then the gates unit by unit (the cell), vectorized over the units:
 //! - forward:  hp = b_hh + h_{t−1}·w_hh (`3H` per sequence), then r, z, n and h_t;
 //! - backward: a = dh_t + dhp_{t+1}·w_hhᵀ (`H`; `w_hhᵀ` transposed once per call into

@@ -2,7 +2,7 @@
 //! time) and `LstmHidden` (the hidden states out of the scan's state).
 //!
 //! Both scans walk [`rnn`](super::rnn)'s blocks of [`ROWS`] sequences through time
-//! ([`recurrence`]), each step's product on its GEMM micro-kernel ([`super::rnn::product`]), with the
+//! ([`recurrence`]), each step's product on its GEMM micro-kernel (`rnn`'s `product`), with the
 //! cell after each step's product:
 //! - forward: the product `z_t = xp_t + h_{t−1}·w_hh` (`H×4H`) is stored raw in the state's
 //!   gate places, then the cell turns them into i, f, g, o, c_t and h_t in place;

@@ -152,7 +152,7 @@ pub fn transpose(kb: &mut Kb, w: Value, wt: Value, rows: usize, cols: usize) {
 
 /// `body(b, rows)` for every block of sequences `b .. b + rows` of the batch: [`ROWS`] at a
 /// time, then one at a time.
-pub fn blocks(kb: &mut Kb, mut body: impl FnMut(&mut Kb, Value, usize)) {
+fn blocks(kb: &mut Kb, mut body: impl FnMut(&mut Kb, Value, usize)) {
     let batch = kb.batch;
     let zero = kb.int(0);
     let full = kb.b.ins().band_imm_s(batch, !(ROWS as i64 - 1));
@@ -255,7 +255,7 @@ pub fn ld_or_zero(
 
 /// One step's product for a block of sequences: `dest_q = finish(init_q + state_q·m)` over
 /// `n` units, `state_q` of `kend` units (0 at the first step, where there is no state yet).
-pub struct Product<'f> {
+struct Product<'f> {
     /// Units of the result: the columns of `m` and its row stride.
     pub n: usize,
     pub m: Value,
@@ -285,7 +285,7 @@ pub struct RowAt {
 
 /// The product `p` for its block of sequences (of [`ROWS`] on the GEMM micro-kernel, or of
 /// one).
-pub fn product(kb: &mut Kb, p: &Product) {
+fn product(kb: &mut Kb, p: &Product) {
     let (zero, kend, h) = (p.zero, p.kend, p.n);
     let (a, c, d) = if p.rows.len() == ROWS {
         // The panel: pack[k·ROWS + q] = state of sequence q, unit k.
