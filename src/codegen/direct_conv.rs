@@ -129,15 +129,6 @@ fn broadcast_weights(kb: &mut Kb, wt: Value, wb: Value, n: usize) {
     });
 }
 
-/// Zeroes `n` floats at `pp` (the border of every bordered image, once per call).
-fn zero(kb: &mut Kb, pp: Value, n: Value) {
-    let lo = kb.int(0);
-    kb.vec_loop(lo, n, |kb, i, lane| {
-        let z = kb.cst(lane, 0.0);
-        kb.st(z, pp, i);
-    });
-}
-
 /// Copies image `b` of `xp` into the bordered image at element `dst0` of `pp`; with `split`,
 /// each bordered row as its even columns, then its odd ones ([`split_row`]).
 fn border_image(
@@ -213,7 +204,8 @@ pub fn emit_border_all(kb: &mut Kb, g: &ConvGeom, [x, pad]: [usize; 2], split: b
     let per = scratch(g, split).per;
     let (xp, pp) = (kb.ptr(x), kb.ptr(pad));
     let all = kb.rows(true, per);
-    zero(kb, pp, all);
+    // The border of every bordered image, once per call.
+    kb.zero_fill(pp, all);
     let (zero_i, images) = (kb.int(0), kb.rows(true, 1));
     kb.for_range(zero_i, images, |kb, b| {
         let dst0 = kb.b.ins().imul_imm_s(b, per as i64);
@@ -553,7 +545,7 @@ pub fn emit(
     let epi_at: EpiAt = epi.map(|(chain, _)| (chain, bias));
     // The border stays zero: only the interior is written, image after image.
     let padded = kb.int((c * hp * wp) as i64);
-    zero(kb, pp, padded);
+    kb.zero_fill(pp, padded);
     let wb = kb.b.ins().iadd_imm_s(pp, (4 * c * hp * wp) as i64);
     broadcast_weights(kb, wt, wb, o * c * g.win.kernel * g.win.kernel);
     let stage = pooled.then(|| {

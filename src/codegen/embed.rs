@@ -17,14 +17,6 @@ fn id(kb: &mut Kb, ids: Value, r: Value, n: usize) -> (Value, Value) {
     clamp_index(kb, v, n)
 }
 
-fn zero_fill(kb: &mut Kb, o: Value, n: Value) {
-    let zero = kb.int(0);
-    kb.vec_loop(zero, n, |kb, i, lane| {
-        let z = kb.cst(lane, 0.0);
-        kb.st(z, o, i);
-    });
-}
-
 /// `out[r, :] = w[ids[r], :]`; `ids` is the ids' type, `v`×`e` the table.
 pub fn embedding(kb: &mut Kb, ids: &Type, v: usize, e: usize, out: usize, ins: &[usize]) {
     let r = kb.numel(ids);
@@ -51,7 +43,7 @@ pub fn embedding_grad(kb: &mut Kb, ids: &Type, v: usize, e: usize, out: usize, i
     let r = kb.numel(ids);
     let (o, ip, dy) = (kb.ptr(out), kb.ptr(ins[0]), kb.ptr(ins[1]));
     let total = kb.int((v * e) as i64);
-    zero_fill(kb, o, total);
+    kb.zero_fill(o, total);
     let zero = kb.int(0);
     let ev = kb.int(e as i64);
     kb.for_range(zero, r, |kb, row| {
@@ -76,7 +68,7 @@ pub fn one_hot(kb: &mut Kb, ids: &Type, n: usize, out: usize, input: usize) {
     let r = kb.numel(ids);
     let (o, ip) = (kb.ptr(out), kb.ptr(input));
     let total = kb.b.ins().imul_imm_s(r, n as i64);
-    zero_fill(kb, o, total);
+    kb.zero_fill(o, total);
     let zero = kb.int(0);
     kb.for_range(zero, r, |kb, row| {
         let (cid, ok) = id(kb, ip, row, n);

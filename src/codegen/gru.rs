@@ -43,15 +43,6 @@ fn offset(kb: &mut Kb, ptr: Value, elems: usize) -> Value {
     kb.b.ins().iadd_imm_s(ptr, (4 * elems) as i64)
 }
 
-/// Stores H zeros at `zeros` (h_{−1}).
-fn zero_row(kb: &mut Kb, zeros: Value, h: usize) {
-    let (lo, hi) = (kb.int(0), kb.int(h as i64));
-    kb.vec_loop(lo, hi, |kb, j, lane| {
-        let z = kb.cst(lane, 0.0);
-        kb.st(z, zeros, j);
-    });
-}
-
 /// The address of h_{t−1} of the sequence whose step t starts at element `base` of `hs`: the
 /// row before it, or the zeros at t = 0.
 fn prev_row(kb: &mut Kb, hs: Value, zeros: Value, base: Value, t: Value, h: usize) -> Value {
@@ -107,7 +98,9 @@ pub fn scan(
     let pack = kb.ptr(scratch);
     let hp = offset(kb, pack, h * ROWS);
     let zeros = offset(kb, hp, ROWS * 3 * h);
-    zero_row(kb, zeros, h);
+    // h_{−1} = 0.
+    let n = kb.int(h as i64);
+    kb.zero_fill(zeros, n);
     let (zero, hv) = (kb.int(0), kb.int(h as i64));
     // hp_t = b_hh + h_{t−1}·w_hh into the block's scratch (the bias the same for every row).
     let place = |kb: &mut Kb, row: Value, q: usize| {
@@ -181,7 +174,9 @@ pub fn scan_grad(
     let carry = offset(kb, acc, ROWS * h);
     let dhp = offset(kb, carry, ROWS * h);
     let zeros = offset(kb, dhp, ROWS * 3 * h);
-    zero_row(kb, zeros, h);
+    // h_{−1} = 0.
+    let n = kb.int(h as i64);
+    kb.zero_fill(zeros, n);
     rnn::transpose(kb, w, wt, h, 3 * h);
     let (zero, hv) = (kb.int(0), kb.int(h as i64));
     // a = dh_t + dhp_{t+1}·w_hhᵀ into the block's scratch, from dhp of the step after.

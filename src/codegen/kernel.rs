@@ -335,6 +335,15 @@ impl Kb<'_> {
         self.b.ins().iadd(lo, whole)
     }
 
+    /// Stores 0 in the `n` floats at `ptr`.
+    pub fn zero_fill(&mut self, ptr: Value, n: Value) {
+        let zero = self.int(0);
+        self.vec_loop(zero, n, |kb, i, lane| {
+            let z = kb.cst(lane, 0.0);
+            kb.st(z, ptr, i);
+        });
+    }
+
     /// A loop over `lo..hi` in f32x4 steps and a scalar tail: `body(i, lane type)`.
     pub fn vec_loop(
         &mut self,

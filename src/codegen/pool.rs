@@ -140,13 +140,10 @@ fn each_output(
     });
 }
 
+/// Zeroes the value of type `ty` at `slot`.
 fn zero_fill(kb: &mut Kb, ty: &Type, slot: Value) {
     let n = kb.numel(ty);
-    let zero = kb.int(0);
-    kb.vec_loop(zero, n, |kb, i, lane| {
-        let z = kb.cst(lane, 0.0);
-        kb.st(z, slot, i);
-    });
+    kb.zero_fill(slot, n);
 }
 
 /// The gradient of an activation that a max-pool gradient applies to `dx` as it writes it:
