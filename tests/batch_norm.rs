@@ -231,6 +231,12 @@ fn a_frozen_batch_norm_keeps_its_running_statistics() {
         .outputs
         .iter()
         .all(|o| !o.name.starts_with("stats:")));
+    // Nor does its training graph compute the batch statistics it no longer reads.
+    assert!(p.runs[0]
+        .graph
+        .nodes
+        .iter()
+        .all(|n| !matches!(n.op, nnc::ir::Op::BatchStats { .. })));
     for backend in [Backend::jit(1), Backend::interpreter()] {
         let t = train(&p, backend, quiet()).unwrap();
         assert_eq!(t["batch_norm1.running_mean"].data, [0.0, 0.0]);
