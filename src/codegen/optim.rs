@@ -158,6 +158,24 @@ fn l2_decay(kb: &mut Kb, lane: types::Type, g: Value, p: Value, wd: f64) -> Valu
     kb.b.ins().fadd(g, t)
 }
 
+/// The momentum buffer's update b ← μ·b + d at `buf[i]` (`sgd`'s and `rmsprop`'s, as PyTorch
+/// keeps it): stores the new b and returns μ (as a constant of `lane`) and b.
+fn momentum_buffer(
+    kb: &mut Kb,
+    lane: types::Type,
+    momentum: f64,
+    buf: Value,
+    i: Value,
+    d: Value,
+) -> (Value, Value) {
+    let mu = kb.cst(lane, momentum as f32);
+    let b = kb.ld_rw(lane, buf, i);
+    let t = kb.b.ins().fmul(mu, b);
+    let b = kb.b.ins().fadd(t, d);
+    kb.st(b, buf, i);
+    (mu, b)
+}
+
 fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
     let n = kb.batch;
     // The third state buffer's pointer is loaded only where it is used: the other kernels are
@@ -195,11 +213,7 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
             } => {
                 let g = l2_decay(kb, lane, g, p, weight_decay);
                 let d = if momentum != 0.0 {
-                    let mu = kb.cst(lane, momentum as f32);
-                    let v = kb.ld_rw(lane, ptrs[S0], i);
-                    let t = kb.b.ins().fmul(mu, v);
-                    let v = kb.b.ins().fadd(t, g);
-                    kb.st(v, ptrs[S0], i);
+                    let (mu, v) = momentum_buffer(kb, lane, momentum, ptrs[S0], i, g);
                     if nesterov {
                         let t = kb.b.ins().fmul(mu, v);
                         kb.b.ins().fadd(g, t)
@@ -296,12 +310,7 @@ fn emit(kb: &mut Kb, spec: &OptimizerSpec) {
                 let den = kb.b.ins().fadd(root, e);
                 let d = kb.b.ins().fdiv(g, den);
                 let d = if momentum != 0.0 {
-                    let mu = kb.cst(lane, momentum as f32);
-                    let b = kb.ld_rw(lane, ptrs[S1], i);
-                    let t = kb.b.ins().fmul(mu, b);
-                    let b = kb.b.ins().fadd(t, d);
-                    kb.st(b, ptrs[S1], i);
-                    b
+                    momentum_buffer(kb, lane, momentum, ptrs[S1], i, d).1
                 } else {
                     d
                 };
