@@ -5,7 +5,7 @@
 mod common;
 
 use common::{program, EXAMPLES};
-use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads};
+use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads, F64_FLOOR};
 use nnc::exec::StepCtx;
 use nnc::ir::{DType, Graph, Init, Program};
 
@@ -68,7 +68,7 @@ fn check_run(p: &Program, run: &str, batch: usize, inputs: Vec<Vec<f64>>, rng: &
     let grad = nnc::autodiff::grad(g).unwrap_or_else(|e| panic!("{run}: {e}"));
     let ps = params(g, rng);
     let mut analytic = interpreter_grads(&grad, batch, &inputs, CTX);
-    let report = gradcheck(g, &mut analytic, batch, &inputs, &ps, CTX).unwrap();
+    let report = gradcheck(g, &mut analytic, batch, &inputs, &ps, CTX, F64_FLOOR).unwrap();
     assert!(report.loss.is_finite());
     assert!(report.max_rel_err() < 1e-4, "{run}:\n{report}");
 }

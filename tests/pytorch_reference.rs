@@ -10,7 +10,7 @@
 //! same values.
 
 use nnc::autodiff::grad;
-use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads};
+use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads, F64_FLOOR};
 use nnc::codegen::{Jit, JitOptions};
 use nnc::exec::{Executor, Feed, StepCtx};
 use nnc::ir::{DType, Graph};
@@ -100,7 +100,7 @@ fn matches_numpy(
     }
     // Finite differences of the interpreter's loss.
     let mut analytic = interpreter_grads(&gg, batch, inputs, CTX);
-    let r = gradcheck(g, &mut analytic, batch, inputs, &params, CTX).unwrap();
+    let r = gradcheck(g, &mut analytic, batch, inputs, &params, CTX, F64_FLOOR).unwrap();
     assert!(r.max_rel_err() < 1e-6, "{r}");
     // The JIT, in f32, unoptimized and optimized.
     let dtypes: Vec<DType> = gg.inputs().iter().map(|(v, _)| gg.ty(*v).dtype).collect();
