@@ -2,6 +2,7 @@
 //! of a run's data, with the run's evaluation graph (no dropout).
 
 use super::outputs::{refuse_log, Log, Named};
+use super::predict::writer;
 use super::{source, train, CliError, CliResult};
 use crate::runtime::checkpoint::{check_vocab, Checkpoint, Tensor, VOCAB};
 use crate::runtime::train::{
@@ -16,7 +17,8 @@ pub struct EvalArgs {
     /// The trained parameters (safetensors, as written by `nnc train --checkpoint`).
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
-    /// The run whose data, loss and model to use (default: the file's last run).
+    /// The run whose data, loss and model to use (default: the run that wrote the checkpoint,
+    /// as its header names it, else the file's last run).
     #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
     /// Where the data files named in the .nn file are looked for (default: the file's folder).
@@ -34,11 +36,12 @@ pub struct EvalArgs {
 pub fn run(args: &EvalArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
+    let mut ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
     let spec = match &args.run {
         Some(n) => p.run(n).ok_or_else(|| {
             CliError::user(format!("no run named `{n}` in {}", args.file.display()))
         })?,
-        None => p.runs.last().ok_or_else(|| {
+        None => writer(p, &ck).or(p.runs.last()).ok_or_else(|| {
             CliError::user(format!("{} has no `train` block", args.file.display()))
         })?,
     };
@@ -52,7 +55,6 @@ pub fn run(args: &EvalArgs) -> CliResult {
         ];
         refuse_log(l, &[&read, &loaded.data_files(spec, &data_dir)])?;
     }
-    let mut ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
     // The step the checkpoint was written after, and its epoch (from 1) where it records its
     // position in the run.
     let step = ck.step;
@@ -60,24 +62,10 @@ pub fn run(args: &EvalArgs) -> CliResult {
         .ok()
         .filter(|a| a.step > 0)
         .map(|a| (a.step - 1) / a.batches_per_epoch + 1);
-    // Without `--run`, the file's last run may not be the one that wrote the checkpoint (the
-    // teacher's file of a distillation): its header names that run.
-    let other_run = resume::Position::run_of(&ck)
-        .ok()
-        .flatten()
-        .filter(|r| args.run.is_none() && *r != spec.name && p.run(r).is_some());
     // Every parameter the student needs, named with the file and the shape expected.
     for p in spec.eval_graph.params.iter() {
         if !p.path.starts_with(TEACHER) {
-            ck.get(&p.path, &p.dims).map_err(|e| match other_run {
-                Some(r) => CliError::user(super::written_by_another_run(
-                    &e,
-                    &format!("run `{}` (the file's last run)", spec.name),
-                    &format!("run `{r}`"),
-                    &format!("--run {r}"),
-                )),
-                None => CliError::user(e),
-            })?;
+            ck.get(&p.path, &p.dims).map_err(CliError::user)?;
         }
     }
     let mut params = std::mem::take(&mut ck.tensors);

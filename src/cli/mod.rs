@@ -118,18 +118,6 @@ fn thread_count(s: &str) -> Result<usize, String> {
     Ok(n.min(train::threads(None)))
 }
 
-/// A checkpoint that does not fit what `eval` or `predict` chose by default (`chosen`: the
-/// file's last run, or its model) but was written by another run of the file (`writer`):
-/// `error`, and the option that picks the writer's (`option`: `--run r`, `--model m`).
-fn written_by_another_run(
-    error: &dyn std::fmt::Display,
-    chosen: &str,
-    writer: &str,
-    option: &str,
-) -> String {
-    format!("{error} for {chosen}; the checkpoint was written by {writer}: add `{option}`")
-}
-
 /// What went wrong, and therefore the exit code.
 #[derive(Debug)]
 pub enum CliError {

@@ -4,7 +4,7 @@
 
 use super::{source, train, CliError, CliResult};
 use crate::diag::Diag;
-use crate::ir::{ModelIr, Program};
+use crate::ir::{ModelIr, Program, RunSpec};
 use crate::runtime::checkpoint::{Checkpoint, VOCAB};
 use crate::runtime::data::{vocabulary, DataError};
 use crate::runtime::predict::{finite_outputs, outputs, predict, read_inputs, PredictError};
@@ -25,7 +25,8 @@ pub struct PredictArgs {
     /// Only the sample with this index (0-based) of a file holding several.
     #[arg(long, value_name = "I")]
     pub index: Option<usize>,
-    /// The model to run (default: the model of the file's last run, or its only model).
+    /// The model to run (default: the model of the run that wrote the checkpoint, else of the
+    /// file's last run, or its only model).
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
     /// How many classes to show per sample (a model that does not classify shows its output
@@ -47,9 +48,10 @@ pub struct PredictArgs {
 pub fn run(args: &PredictArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
-    let model = pick_model(p, args.model.as_deref(), &args.file)?;
+    let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
+    let model = pick_model(p, args.model.as_deref(), &args.file, &ck)?;
     let normalize = training_data(p, model).and_then(|d| d.normalize.as_ref());
-    let (mut exec, ck) = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
+    let (mut exec, ck) = with_checkpoint(model, ck)?;
     let inputs = read_inputs(&args.input, args.index).map_err(|e| {
         // Plain text given to a character model: predict reads ids, sample writes text.
         let ids = model
@@ -181,11 +183,13 @@ fn top_count(s: &str) -> Result<usize, String> {
     }
 }
 
-/// The model named, or the one the file's last run trains, or the file's only model.
+/// The model to run: `name` (`--model`), else the model of the run that wrote `ck` when its
+/// header names a run of `p`, else that of the file's last run, else the file's only model.
 pub fn pick_model<'a>(
     p: &'a Program,
     name: Option<&str>,
     file: &std::path::Path,
+    ck: &Checkpoint,
 ) -> Result<&'a ModelIr, CliError> {
     match name {
         Some(n) => p.model(n).ok_or_else(|| {
@@ -196,9 +200,8 @@ pub fn pick_model<'a>(
                 known.join(", ")
             ))
         }),
-        None => p
-            .runs
-            .last()
+        None => writer(p, ck)
+            .or(p.runs.last())
             .and_then(|r| p.model(&r.model))
             .or(if p.models.len() == 1 {
                 p.models.first()
@@ -214,6 +217,14 @@ pub fn pick_model<'a>(
     }
 }
 
+/// The run of `p` that wrote `ck`, when its header names one (`nnc train` records it).
+pub fn writer<'a>(p: &'a Program, ck: &Checkpoint) -> Option<&'a RunSpec> {
+    resume::Position::run_of(ck)
+        .ok()
+        .flatten()
+        .and_then(|r| p.run(r))
+}
+
 /// The data block of the last run that trains `model` (its vocabulary, its `normalize`).
 pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::ir::DataSpec> {
     p.runs
@@ -223,35 +234,15 @@ pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::i
         .and_then(|r| p.data(&r.data))
 }
 
-/// A JIT executor for the model's inference graph, holding its parameters read from
-/// `checkpoint` ([`crate::exec::Executor::hold_params`]: runs are passed no parameters), and
-/// the checkpoint's header (its metadata; no tensors). A checkpoint that does not fit a model
-/// chosen by default (`named` false: no `--model`) and whose header names a run of `p` training
-/// another model is refused with `--model` to pick it.
+/// A JIT executor for the model's inference graph, holding its parameters read from the
+/// checkpoint `ck` ([`crate::exec::Executor::hold_params`]: runs are passed no parameters), and
+/// the checkpoint's header (its metadata; no tensors).
 pub fn with_checkpoint(
-    p: &Program,
     model: &ModelIr,
-    named: bool,
-    checkpoint: &std::path::Path,
+    ck: Checkpoint,
 ) -> Result<(Box<dyn crate::exec::Executor>, Checkpoint), CliError> {
-    let ck = Checkpoint::load(checkpoint).map_err(CliError::user)?;
     let wanted: Vec<_> = model.graph.params.iter().collect();
-    let params = ck.params_for(&wanted, "").map_err(|e| {
-        let other = (!named)
-            .then(|| resume::Position::run_of(&ck).ok().flatten())
-            .flatten()
-            .and_then(|r| p.run(r))
-            .filter(|r| r.model != model.name);
-        match other {
-            Some(r) => CliError::user(super::written_by_another_run(
-                &e,
-                &format!("model `{}` (the model of the file's last run)", model.name),
-                &format!("run `{}`, which trains model `{}`", r.name, r.model),
-                &format!("--model {}", r.model),
-            )),
-            None => CliError::user(e),
-        }
-    })?;
+    let params = ck.params_for(&wanted, "").map_err(CliError::user)?;
     let mut exec = train::backend(false, Some(1))
         .forward_executor(&model.graph)
         .map_err(CliError::internal)?;

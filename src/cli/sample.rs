@@ -2,7 +2,7 @@
 
 use super::predict::{pick_model, training_data, with_checkpoint};
 use super::{source, CliError, CliResult};
-use crate::runtime::checkpoint::check_vocab;
+use crate::runtime::checkpoint::{check_vocab, Checkpoint};
 use crate::runtime::data::vocabulary;
 use crate::runtime::sample::{generate, SampleOptions};
 use std::io::{IsTerminal, Write};
@@ -36,7 +36,8 @@ pub struct SampleArgs {
     /// Where the training text is (its vocabulary maps characters to ids; default: the file's folder).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The model to run (default: the model of the file's last run, or its only model).
+    /// The model to run (default: the model of the run that wrote the checkpoint, else of the
+    /// file's last run, or its only model).
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
 }
@@ -44,7 +45,8 @@ pub struct SampleArgs {
 pub fn run(args: &SampleArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
-    let model = pick_model(p, args.model.as_deref(), &args.file)?;
+    let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
+    let model = pick_model(p, args.model.as_deref(), &args.file, &ck)?;
     let data = training_data(p, model).ok_or_else(|| {
         CliError::user(format!(
             "no run trains `{}` on a text data source",
@@ -65,7 +67,7 @@ pub fn run(args: &SampleArgs) -> CliResult {
                 data.name
             ))
         })?;
-    let (mut exec, ck) = with_checkpoint(p, model, args.model.is_some(), &args.checkpoint)?;
+    let (mut exec, ck) = with_checkpoint(model, ck)?;
     // The checkpoint fits the model; the text's characters must be those it was trained on.
     check_vocab(&ck, &vocab, &data.name).map_err(CliError::user)?;
     let opts = SampleOptions {

@@ -1064,11 +1064,11 @@ fn eval_of_a_student_reads_the_teacher_it_was_trained_with() {
     assert_eq!(read, eval());
 }
 
-/// `nnc eval` without `--run` evaluates the file's last run; given the teacher's checkpoint
-/// (`d.big.st`), whose header names run `big`, the refusal says to add `--run big` (it said only
-/// that a tensor had the wrong shape).
+/// `nnc eval` without `--run` evaluates the run that wrote the checkpoint, as its header names
+/// it: the teacher's (`d.big.st`, run `big`) although the file's last run is the student. It
+/// used to evaluate the last run and fail on the first tensor of the wrong shape.
 #[test]
-fn eval_of_another_run_s_checkpoint_names_the_run_that_wrote_it() {
+fn eval_of_another_run_s_checkpoint_evaluates_the_run_that_wrote_it() {
     let s = Scratch::new("eval-other-run");
     let nn = s.write("kd.nn", TEACHER_AND_STUDENT);
     succeeded(&run!(
@@ -1079,23 +1079,26 @@ fn eval_of_another_run_s_checkpoint_names_the_run_that_wrote_it() {
         s.path("d.safetensors")
     ));
     let teacher = s.path("d.big.safetensors");
-    let err = user_error(&run!("eval", &nn, "--checkpoint", &teacher));
-    assert_has(
-        &err,
-        &[
-            "run `small` (the file's last run)",
-            "written by run `big`",
-            "add `--run big`",
-        ],
-    );
-    let out = run!("eval", &nn, "--run", "big", "--checkpoint", &teacher);
-    assert_has(&succeeded(&out), &["run big: train loss"]);
+    let chosen = succeeded(&run!("eval", &nn, "--checkpoint", &teacher));
+    assert_has(&chosen, &["run big: train loss"]);
+    let named = succeeded(&run!("eval", &nn, "--run", "big", "--checkpoint", &teacher));
+    assert_eq!(chosen, named);
+    // The student's run, named, does not fit the teacher's tensors.
+    let err = user_error(&run!(
+        "eval",
+        &nn,
+        "--run",
+        "small",
+        "--checkpoint",
+        &teacher
+    ));
+    assert_has(&err, &["dense1.weight"]);
 }
 
-/// `nnc predict` without `--model` runs the model of the file's last run; given the teacher's
-/// checkpoint, whose header names run `big` (model `T`), the refusal says to add `--model T`.
+/// `nnc predict` without `--model` runs the model of the run that wrote the checkpoint: given
+/// the teacher's, whose header names run `big`, model `T` (not `S`, the last run's).
 #[test]
-fn predict_of_another_model_s_checkpoint_names_the_model() {
+fn predict_of_another_model_s_checkpoint_runs_that_model() {
     let s = Scratch::new("predict-other-model");
     let nn = s.write("kd.nn", TEACHER_AND_STUDENT);
     let rows = s.write("rows.csv", "0,1\n1,0\n");
@@ -1107,33 +1110,17 @@ fn predict_of_another_model_s_checkpoint_names_the_model() {
         s.path("d.safetensors")
     ));
     let teacher = s.path("d.big.safetensors");
-    let err = user_error(&run!(
-        "predict",
-        &nn,
-        "--checkpoint",
-        &teacher,
-        "--input",
-        &rows
-    ));
-    assert_has(
-        &err,
-        &[
-            "for model `S`",
-            "written by run `big`, which trains model `T`",
-            "add `--model T`",
-        ],
-    );
-    let out = run!(
-        "predict",
-        &nn,
-        "--checkpoint",
-        &teacher,
-        "--input",
-        &rows,
-        "--model",
-        "T"
-    );
-    assert_has(&succeeded(&out), &["sample 1:"]);
+    let predict = |model: &[&str]| {
+        let mut c = nnc();
+        c.args(["predict", "--input"]).arg(&rows);
+        c.arg("--checkpoint").arg(&teacher).arg(&nn).args(model);
+        c.output().unwrap()
+    };
+    let chosen = succeeded(&predict(&[]));
+    assert_has(&chosen, &["sample 1:"]);
+    assert_eq!(chosen, succeeded(&predict(&["--model", "T"])));
+    let err = user_error(&predict(&["--model", "S"]));
+    assert_has(&err, &["dense1.weight"]);
 }
 
 /// A distilled run resumed from the file a training of every run gave it (`d.small.st`, as the
@@ -1624,10 +1611,11 @@ fn the_language_references_examples_train() {
     train("student", &text, None);
 }
 
-/// A checkpoint of the file's first run given to `eval` or `predict`, which default to its last
-/// run (and that run's model), is answered with the option that picks the run that wrote it.
+/// A checkpoint of the file's first run given to `eval` or `predict` without `--run` or
+/// `--model` is read with that run (and its model), as its header names it, not with the
+/// file's last run, whose tensors it does not hold.
 #[test]
-fn a_checkpoint_of_another_run_is_answered_with_the_option_that_picks_it() {
+fn a_checkpoint_of_another_run_is_read_with_the_run_that_wrote_it() {
     let s = Scratch::new("checkpoint-of-another-run");
     let nn = s.write(
         "two.nn",
@@ -1647,13 +1635,12 @@ fn a_checkpoint_of_another_run_is_answered_with_the_option_that_picks_it() {
         "--checkpoint",
         &ck
     ));
-    let err = user_error(&run!("eval", &nn, "--checkpoint", &ck));
-    assert_has(
-        &err,
-        &["for run `second` (the file's last run); the checkpoint was written by run `first`: add `--run first`"],
-    );
+    let chosen = succeeded(&run!("eval", &nn, "--checkpoint", &ck));
+    assert_has(&chosen, &["run first: train loss"]);
+    let named = run!("eval", &nn, "--checkpoint", &ck, "--run", "first");
+    assert_eq!(chosen, succeeded(&named));
     let input = s.write("in.csv", "0,1\n");
-    let err = user_error(&run!(
+    let chosen = succeeded(&run!(
         "predict",
         &nn,
         "--checkpoint",
@@ -1661,12 +1648,7 @@ fn a_checkpoint_of_another_run_is_answered_with_the_option_that_picks_it() {
         "--input",
         &input
     ));
-    assert_has(
-        &err,
-        &["for model `B` (the model of the file's last run); the checkpoint was written by run `first`, which trains model `A`: add `--model A`"],
-    );
-    succeeded(&run!("eval", &nn, "--checkpoint", &ck, "--run", "first"));
-    succeeded(&run!(
+    let named = run!(
         "predict",
         &nn,
         "--checkpoint",
@@ -1675,7 +1657,20 @@ fn a_checkpoint_of_another_run_is_answered_with_the_option_that_picks_it() {
         &input,
         "--model",
         "A"
+    );
+    assert_eq!(chosen, succeeded(&named));
+    // Named, the other run's model does not fit.
+    let err = user_error(&run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &input,
+        "--model",
+        "B"
     ));
+    assert_has(&err, &["dense1.weight"]);
 }
 
 /// A character model's checkpoint used with another text of as many characters: `sample`
