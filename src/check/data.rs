@@ -11,11 +11,15 @@ use crate::syntax::ast::{BinOp, Data, Expr, ExprKind};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
     /// Rows written in the file. `classes` is set when every target is one whole number ≥ 0
-    /// (they can then be class ids: the largest + 1).
+    /// (they can then be class ids: the largest + 1). `x_ids` and `y_ids` are set when every
+    /// input, or every target, is a whole number ≥ 0 (they can then be token or class ids, one
+    /// per position: the largest + 1).
     Inline {
         x_width: usize,
         y_width: usize,
         classes: Option<usize>,
+        x_ids: Option<usize>,
+        y_ids: Option<usize>,
     },
     /// IDX images (u8 → f32) with i32 class labels.
     Idx,
@@ -160,15 +164,27 @@ fn kind_of(s: &Source) -> Kind {
 
 fn inline_kind(x: &[Vec<f64>], y: &[Vec<f64>]) -> Kind {
     let y_width = y.first().map_or(0, Vec::len);
-    let ids = y_width == 1
-        && y.iter()
-            .all(|r| r[0] >= 0.0 && r[0].fract() == 0.0 && r[0] < 1e6);
-    let classes = ids.then(|| y.iter().map(|r| r[0] as usize + 1).max().unwrap_or(1));
+    let y_ids = ids(y);
     Kind::Inline {
         x_width: x.first().map_or(0, Vec::len),
         y_width,
-        classes,
+        classes: y_ids.filter(|_| y_width == 1),
+        x_ids: ids(x),
+        y_ids,
     }
+}
+
+/// The largest value of `rows` + 1 when every value is a whole number in [0, 10⁶): how many
+/// ids they can stand for.
+fn ids(rows: &[Vec<f64>]) -> Option<usize> {
+    let id = |v: f64| v >= 0.0 && v.fract() == 0.0 && v < 1e6;
+    rows.iter().flatten().all(|&v| id(v)).then(|| {
+        rows.iter()
+            .flatten()
+            .map(|&v| v as usize + 1)
+            .max()
+            .unwrap_or(1)
+    })
 }
 
 pub(super) const SOURCES: &[&str] = &["idx", "inline", "csv", "text"];

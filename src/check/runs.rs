@@ -2,7 +2,7 @@
 //! every setting, each validated.
 
 use super::data::Checked;
-use super::fit::{check_vocab, input_fits, label_type};
+use super::fit::{check_vocab, input_fits, label_type, normalize_fits};
 use super::lower::{Lower, Models, V};
 use super::models::Signature;
 use super::names::{did_you_mean, show};
@@ -452,7 +452,9 @@ impl<'a> Basis<'a> {
         }
         let (class_use, _) = losses::label_use(loss);
         take(input_fits(sig, &data.kind, t), diags)?;
-        let label = take(label_type(&data.kind, class_use, t, loss), diags)?;
+        take(normalize_fits(sig, data, t), diags)?;
+        let output = sig.output.as_ref();
+        let label = take(label_type(&data.kind, class_use, t, loss, output), diags)?;
         Some(Basis {
             sig,
             data,

@@ -14,7 +14,8 @@ use crate::runtime::data::resolve;
 use crate::runtime::dist::{Comm, Single};
 use crate::runtime::train::resume::Position;
 use crate::runtime::train::{
-    interrupt, loss_text, run_checkpoint, Backend, RunSummary, Session, TrainError, TrainOptions,
+    argmax, interrupt, loss_text, run_checkpoint, Backend, RunSummary, Session, TrainError,
+    TrainOptions,
 };
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -550,22 +551,35 @@ fn print_inline_outputs(
             .ok_or_else(|| CliError::internal(format!("no trained value for {}", p.path)))?;
         param_data.push(t.data.as_slice());
     }
+    // Token ids (whole numbers, as the checker found them) go in as they are, unnormalized.
+    let ids = g
+        .inputs()
+        .first()
+        .is_some_and(|(v, _)| g.ty(*v).dtype == crate::ir::DType::I32);
     let flat: Vec<f32> = x
         .iter()
         .flatten()
         .map(|v| data.normalize.as_ref().map_or(*v, |(n, _)| n.eval(*v)) as f32)
         .collect();
-    exec.run(
-        x.len(),
-        &[Feed::F32(&flat)],
-        &param_data,
-        StepCtx::default(),
-    )
-    .map_err(CliError::internal)?;
+    let flat_ids: Vec<i32> = x.iter().flatten().map(|&v| v as i32).collect();
+    let feed = if ids {
+        Feed::I32(&flat_ids)
+    } else {
+        Feed::F32(&flat)
+    };
+    exec.run(x.len(), &[feed], &param_data, StepCtx::default())
+        .map_err(CliError::internal)?;
     let out = exec
         .output("output")
         .ok_or_else(|| CliError::internal("the model graph has no output"))?;
     let width = out.len() / x.len();
+    // A classifier of sequences shows the class it predicts at each position, as its
+    // targets are written, rather than every logit.
+    let classes = g
+        .output("output")
+        .map(|o| g.ty(o))
+        .filter(|t| spec.classification && t.dims.len() == 2)
+        .map(|t| t.last());
     // Runs are usually named after their model (`train Xor on xor`): then the name once.
     if spec.name == spec.model {
         println!("\n{} after training:", spec.model);
@@ -579,10 +593,14 @@ fn print_inline_outputs(
         _ => x.len(),
     };
     for (i, (xi, yi)) in x.iter().zip(y).enumerate() {
-        let o: Vec<String> = out[i * width..(i + 1) * width]
-            .iter()
-            .map(|v| format!("{v:.4}"))
-            .collect();
+        let row = &out[i * width..(i + 1) * width];
+        let o: Vec<String> = match classes {
+            Some(k) => row
+                .chunks(k.max(1))
+                .map(|l| argmax(l).to_string())
+                .collect(),
+            None => row.iter().map(|v| format!("{v:.4}")).collect(),
+        };
         let xi: Vec<String> = xi.iter().map(|v| format!("{v}")).collect();
         let yi: Vec<String> = yi.iter().map(|v| format!("{v}")).collect();
         let held_out = if i >= trained {

@@ -111,6 +111,39 @@ fn xor_trains_from_the_cli_to_within_0_1_of_every_target() {
     }
 }
 
+/// A sequence model of token ids trained on inline rows (ids in `x`, one class id a position in
+/// `y`): inline data used to feed f32 values only, so such a model needed a text file. It learns
+/// the cycle 0 → 1 → 2 → 0; the table after training shows the class predicted at each
+/// position, and `eval` measures every position right.
+#[test]
+fn a_model_of_token_ids_trains_on_inline_ids() {
+    let s = Scratch::new("inline-token-ids");
+    let nn = s.write(
+        "next.nn",
+        "model Next(tokens: i32[4]) -> [4, 3] {\n\
+         \x20   return tokens |> embedding(3, 8) |> rnn(16) |> dense(3)\n}\n\
+         data cycles {\n\
+         \x20   train: inline(x: [[0, 1, 2, 0], [1, 2, 0, 1], [2, 0, 1, 2]],\n\
+         \x20                 y: [[1, 2, 0, 1], [2, 0, 1, 2], [0, 1, 2, 0]])\n}\n\
+         train Next on cycles {\n\
+         \x20   loss: cross_entropy(output, label)\n\
+         \x20   optimizer: adam(lr: 0.05)\n\
+         \x20   steps: 150, batch: 3\n}\n",
+    );
+    let ck = s.path("next.st");
+    let text = succeeded(&run!("train", &nn, "--quiet", "--checkpoint", &ck));
+    assert_has(
+        &text,
+        &[
+            "input [0, 1, 2, 0] → output [1, 2, 0, 1]   target [1, 2, 0, 1]",
+            "input [1, 2, 0, 1] → output [2, 0, 1, 2]   target [2, 0, 1, 2]",
+            "input [2, 0, 1, 2] → output [0, 1, 2, 0]   target [0, 1, 2, 0]",
+        ],
+    );
+    let eval = succeeded(&run!("eval", &nn, "--checkpoint", &ck));
+    assert_has(&eval, &["on 3 samples, accuracy 100.00%"]);
+}
+
 /// XOR without a `test:` source and `split: 0.9`: the split holds out its fourth row, which the
 /// table after training marks (it was shown as if trained on, far from its target); without a
 /// `split`, no row is held out.

@@ -13,7 +13,7 @@ mod run;
 mod shard;
 mod trainer;
 
-pub use eval::{evaluate, EvalResult};
+pub use eval::{argmax, evaluate, EvalResult};
 pub use params::{lr_scale, teacher_params, Tensors, TEACHER};
 pub use progress::{eval_fields, loss_text, open_log, spinner, EvalInfo, Record, StepInfo};
 pub use run::evaluate_run;
