@@ -50,3 +50,34 @@ pub fn reverse(x: &[f64], t: &Type, axis: usize, batch: usize) -> Vec<f64> {
         .flat_map(|from| x[from..from + after].iter().copied())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two samples of `[2, 2]` and `[2, 1]` joined along the last axis, and of `[2, 2]` and
+    /// `[1, 2]` along the first: what `torch.cat` gives on those values.
+    #[test]
+    fn concat_slice_and_reverse_move_the_elements_torch_does() {
+        let a: Vec<f64> = (0..8).map(f64::from).collect(); // [[0,1],[2,3]], [[4,5],[6,7]]
+        let b = [10.0, 11.0, 12.0, 13.0]; // [[10],[11]], [[12],[13]] or [[10,11]], [[12,13]]
+        let ta = Type::f32(true, vec![2, 2]);
+        let last = Type::f32(true, vec![2, 1]);
+        let first = Type::f32(true, vec![1, 2]);
+        let along_last = concat(&[(&a, &ta), (&b, &last)], 2, 2);
+        assert_eq!(
+            along_last,
+            [0., 1., 10., 2., 3., 11., 4., 5., 12., 6., 7., 13.]
+        );
+        let along_first = concat(&[(&a, &ta), (&b, &first)], 1, 2);
+        assert_eq!(
+            along_first,
+            [0., 1., 2., 3., 10., 11., 4., 5., 6., 7., 12., 13.]
+        );
+        let whole = Type::f32(true, vec![2, 3]);
+        assert_eq!(slice(&along_last, &whole, 2, (2, 1), 2), b);
+        assert_eq!(slice(&along_last, &whole, 2, (0, 2), 2), a);
+        assert_eq!(reverse(&a, &ta, 1, 2), [2., 3., 0., 1., 6., 7., 4., 5.]);
+        assert_eq!(reverse(&a, &ta, 2, 2), [1., 0., 3., 2., 5., 4., 7., 6.]);
+    }
+}
