@@ -3,13 +3,13 @@
 //!
 //! [`generate`] decodes any byte string into a [`Case`]: a forward graph (vector, image or token
 //! inputs; a few random layers: elementwise, dense, bias, softmax, dropout, reshape, conv2d,
-//! pooling, embedding, one_hot, rnn, concat, reverse; a loss and side terms), usually differentiated by
-//! `autodiff::grad`, with every f32 node exposed as an output; the batch size, the JIT's thread
-//! count, whether the JIT gets the optimized graph, and the seed of the values. Structure comes
-//! from the bytes (so a fuzzer steers it), values from a generator seeded by them (so a fuzzer
-//! cannot build exact ties at the kinks of relu and max). [`check_case`] verifies the graph and
-//! compares every output: |jit − interp| ≤ `TOL`·(1 + |interp|) + `CANCEL_TOL`·(the largest
-//! magnitude the node reads).
+//! pooling, embedding, one_hot, rnn, concat, reverse; a loss and side terms), usually
+//! differentiated by `autodiff::grad`, with every f32 node exposed as an output; the batch
+//! size, the JIT's thread count, whether the JIT gets the optimized graph, and the seed of the
+//! values. Structure comes from the bytes (so a fuzzer steers it), values from a generator
+//! seeded by them (so a fuzzer cannot build exact ties at the kinks of relu and max).
+//! [`check_case`] verifies the graph and compares every output:
+//! |jit − interp| ≤ `TOL`·(1 + |interp|) + `CANCEL_TOL`·(the largest magnitude the node reads).
 
 use nnc::codegen::{Jit, JitOptions};
 use nnc::exec::{Executor, Feed, StepCtx};
