@@ -1,6 +1,7 @@
 //! A bidirectional layer through the command line: trained, its `_reverse` parameters saved
 //! under their paths, frozen and scaled by path in a second run that starts from the first,
-//! and `predict` giving what the interpreter computes from the checkpoint.
+//! a teacher of a third; `predict` and `eval` giving what the interpreter computes from the
+//! checkpoint.
 
 mod common;
 
@@ -10,11 +11,12 @@ use nnc::exec::StepCtx;
 use nnc::runtime::checkpoint::Checkpoint;
 
 /// A sequence classifier with a bidirectional GRU, trained twice: `tune` starts from `pre`,
-/// one reverse weight frozen and another at learning rate 0.
+/// one reverse weight frozen and another at learning rate 0; then it teaches `student`.
 const TAGGER: &str = r#"model Tagger(x: [4, 2]) -> [2] {
     h = x |> gru(3, bidirectional: true)
     return h |> flatten |> dense(2)
 }
+model Small(x: [4, 2]) -> [2] { return x |> flatten |> dense(2) }
 data d {
     train: inline(x: [[0, 1, 1, 0, 0, 1, 1, 0], [1, 1, 0, 0, 1, 1, 0, 0],
                       [0, 0, 1, 1, 0, 0, 1, 1], [1, 0, 0, 1, 1, 0, 0, 1]],
@@ -32,6 +34,12 @@ train tune: Tagger on d {
     init: pre
     freeze: [gru1.w_hh_reverse]
     lr_scale: { gru1.w_xh_reverse: 0 }
+}
+train student: Small on d {
+    loss: kd(output, teacher, label, alpha: 0.5, temperature: 2)
+    optimizer: sgd(lr: 0.1)
+    batch: 4, steps: 5, seed: 3
+    teacher: tune
 }
 "#;
 
@@ -87,27 +95,64 @@ fn reverse_parameters_are_saved_frozen_and_scaled_by_path() {
         tune_ck.to_str().unwrap(),
         "--input",
         csv.to_str().unwrap(),
+        "--model",
+        "Tagger",
         "--raw",
     ]);
     let got: Vec<f64> = raw.trim().split(',').map(|v| v.parse().unwrap()).collect();
+    let want = interpreted(&tune, &x, 1);
+    assert_eq!(got.len(), want.len(), "{raw}");
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-5, "predict {a}, interpreter {b}");
+    }
+    // `eval` (on the training split, the data having no other): the mean cross-entropy.
+    let eval = nnc(&[
+        "eval",
+        file,
+        "--checkpoint",
+        tune_ck.to_str().unwrap(),
+        "--run",
+        "tune",
+    ]);
+    let at = eval.find("train loss ").unwrap() + 11;
+    let printed: f64 = eval[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let samples = [
+        [0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+        [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0],
+        [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0],
+    ];
+    let logits = interpreted(&tune, &samples.concat(), 4);
+    let loss = logits
+        .chunks(2)
+        .zip([0, 1, 1, 0])
+        .map(|(z, label)| (z[0].exp() + z[1].exp()).ln() - z[label])
+        .sum::<f64>()
+        / 4.0;
+    assert!(
+        (printed - loss).abs() < 6e-5,
+        "eval {printed}, interpreter {loss}"
+    );
+    // The student learned from the bidirectional teacher's forward pass.
+    assert!(dir.path("ck.student.safetensors").exists());
+}
+
+/// The outputs of `Tagger` with the parameters of `ck` on `batch` samples `x`, by the
+/// interpreter.
+fn interpreted(ck: &Checkpoint, x: &[f64], batch: usize) -> Vec<f64> {
     let src = nnc::syntax::parse(TAGGER).unwrap();
     let program = nnc::check::check(&src).unwrap();
     let g = &program.model("Tagger").unwrap().graph;
     let params: Vec<Vec<f64>> = g
         .params
         .iter()
-        .map(|p| {
-            tune.tensors[&p.path]
-                .data
-                .iter()
-                .map(|&v| v as f64)
-                .collect()
-        })
+        .map(|p| ck.tensors[&p.path].data.iter().map(|&v| v as f64).collect())
         .collect();
-    let vals = nnc::interp::eval(g, 1, &[x.to_vec()], &params, StepCtx::default()).unwrap();
-    let want = &vals[g.output("output").unwrap().index()];
-    assert_eq!(got.len(), want.len(), "{raw}");
-    for (a, b) in got.iter().zip(want) {
-        assert!((a - b).abs() < 1e-5, "predict {a}, interpreter {b}");
-    }
+    let vals = nnc::interp::eval(g, batch, &[x.to_vec()], &params, StepCtx::default()).unwrap();
+    vals[g.output("output").unwrap().index()].clone()
 }
