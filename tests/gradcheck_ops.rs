@@ -977,3 +977,85 @@ fn gru_scan_and_its_recurrent_parameters() {
         check(&g, 2);
     }
 }
+
+/// `concat` of two and three values along every sample axis of vectors, sequences and images:
+/// each trained input's gradient is its slice of the whole's (the fed one, `x0`, takes none).
+#[test]
+fn concat_on_every_axis() {
+    let cases: &[(&[&[usize]], usize)] = &[
+        (&[&[3], &[2]], 1),
+        (&[&[2, 3], &[2, 1], &[2, 2]], 2),
+        (&[&[2, 3], &[1, 3]], 1),
+        (&[&[2, 2, 3], &[1, 2, 3]], 1),
+        (&[&[2, 2, 3], &[2, 1, 3], &[2, 3, 3]], 2),
+        (&[&[1, 2, 2], &[1, 2, 3]], 3),
+    ];
+    for &(shapes, axis) in cases {
+        let mut g = Graph::new("t", true);
+        let parts: Vec<ValueId> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let x = g.input(&format!("x{k}"), f(true, s));
+                // A dense layer on the last axis: every element depends on parameters.
+                match k {
+                    0 => x,
+                    _ => dense(&mut g, x, s[s.len() - 1], &format!("d{k}")),
+                }
+            })
+            .collect();
+        let y = op(&mut g, Op::Concat { axis }, &parts);
+        let y = op(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
+        mse_loss(&mut g, y);
+        let r = check(&g, 2);
+        assert_eq!(r.params.len(), 2 * (shapes.len() - 1));
+    }
+}
+
+/// `reverse` along each sample axis, between two dense layers.
+#[test]
+fn reverse_on_every_axis() {
+    for axis in [1, 2] {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", f(true, &[3, 2]));
+        let h = dense(&mut g, x, 4, "d1");
+        let h = op(&mut g, Op::Reverse { axis }, &[h]);
+        let y = dense(&mut g, h, 2, "d2");
+        mse_loss(&mut g, y);
+        check(&g, 2);
+    }
+}
+
+/// The training graph of run `M` of `src`.
+fn run_graph(src: &str) -> Graph {
+    let file = nnc::syntax::parse(src).unwrap_or_else(|d| panic!("{d:?}"));
+    let p = nnc::check::check(&file)
+        .unwrap_or_else(|d| panic!("{}", nnc::diag::Report::new("t.nn", src, d).render(false)));
+    p.run("M").unwrap().graph.clone()
+}
+
+/// `rnn`, `gru` and `lstm` with `bidirectional: true`, as the checker lowers them: both
+/// directions' parameters (the reverse one's reached through two `reverse`s and a `concat`).
+#[test]
+fn bidirectional_recurrent_layers() {
+    for (layer, out) in [
+        ("rnn(3, bidirectional: true)", 6),
+        ("rnn(2, activation: relu, bidirectional: true)", 4),
+        ("gru(2, bidirectional: true)", 4),
+        ("lstm(2, bidirectional: true)", 4),
+    ] {
+        let zeros = |n: usize| format!("[[{}]]", vec!["0"; n].join(", "));
+        let src = format!(
+            "model M(x: [4, 2]) -> [{}] {{ return x |> {layer} |> flatten }}
+             data d {{ train: inline(x: {}, y: {}) }}
+             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+            4 * out,
+            zeros(8),
+            zeros(4 * out)
+        );
+        let g = run_graph(&src);
+        let reverse = g.params.iter().filter(|p| p.path.ends_with("_reverse"));
+        assert_eq!(2 * reverse.count(), g.params.len(), "{layer}");
+        check(&g, 2);
+    }
+}

@@ -1,5 +1,5 @@
 //! Random well-typed graphs (forward and differentiated: elementwise, dense, conv2d, pooling,
-//! softmax, losses, reshape, embedding, rnn, ...) give the same results in the JIT as in the
+//! softmax, losses, reshape, embedding, rnn, concat, ...) give the same results in the JIT as in the
 //! reference interpreter. The generator is `tests/fuzzing/graphgen.rs`, shared with the
 //! `jit_vs_interp` fuzz target; this is its short run.
 
@@ -100,6 +100,9 @@ fn generated_graphs_cover_every_op() {
         "avgpool",
         "avgpool_grad",
         "reshape",
+        "concat",
+        "slice",
+        "reverse",
         "embedding",
         "embedding_grad",
         "one_hot",

@@ -8,6 +8,10 @@
 //! The inputs are not random: element i of each tensor is `scale·sin(a·i + b)` (row-major), the
 //! same formula in the numpy scripts quoted beside each case, so that both sides start from the
 //! same values.
+//!
+//! The bidirectional recurrent layers' reference is written in plain Rust instead (neither
+//! torch nor numpy was at hand), from PyTorch's documented formulas on PyTorch's own weight
+//! layout, with gradients by central differences of its loss.
 
 use nnc::autodiff::grad;
 use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads, F64_FLOOR};
@@ -966,4 +970,258 @@ fn gru_is_pytorchs() {
         },
         EXACT,
     );
+}
+
+/// PyTorch's recurrent layers as its documentation writes them (`torch.nn.RNN`, `GRU`,
+/// `LSTM`), on its own weight layout, here in plain Rust (torch and numpy are not available
+/// where these tests were written): the cell of one step, gates in PyTorch's order.
+#[derive(Clone, Copy, Debug)]
+enum TorchCell {
+    /// `nonlinearity='tanh'`: h' = tanh(W_ih x + b_ih + W_hh h + b_hh).
+    Rnn,
+    /// r, z, n: n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h.
+    Gru,
+    /// i, f, g, o: c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
+    Lstm,
+}
+
+/// One direction's `weight_ih_l0` `[G·H, I]`, `weight_hh_l0` `[G·H, H]`, `bias_ih_l0` and
+/// `bias_hh_l0` `[G·H]` (or the `_reverse` ones).
+struct TorchWeights {
+    w_ih: Vec<f64>,
+    w_hh: Vec<f64>,
+    b_ih: Vec<f64>,
+    b_hh: Vec<f64>,
+}
+
+impl TorchCell {
+    fn gates(self) -> usize {
+        match self {
+            TorchCell::Rnn => 1,
+            TorchCell::Gru => 3,
+            TorchCell::Lstm => 4,
+        }
+    }
+
+    /// One step from (h, c) on input `x`: the new (h, c) (c unused but by the LSTM).
+    fn step(self, p: &TorchWeights, x: &[f64], (h, c): (&[f64], &[f64])) -> (Vec<f64>, Vec<f64>) {
+        let hidden = h.len();
+        let affine = |w: &[f64], b: &[f64], v: &[f64]| -> Vec<f64> {
+            (0..b.len())
+                .map(|row| {
+                    b[row]
+                        + (0..v.len())
+                            .map(|k| w[row * v.len() + k] * v[k])
+                            .sum::<f64>()
+                })
+                .collect()
+        };
+        let (gi, gh) = (affine(&p.w_ih, &p.b_ih, x), affine(&p.w_hh, &p.b_hh, h));
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let at = |v: &[f64], gate: usize, j: usize| v[gate * hidden + j];
+        match self {
+            TorchCell::Rnn => (
+                (0..hidden).map(|j| (gi[j] + gh[j]).tanh()).collect(),
+                c.to_vec(),
+            ),
+            TorchCell::Gru => {
+                let h2 = (0..hidden)
+                    .map(|j| {
+                        let r = sig(at(&gi, 0, j) + at(&gh, 0, j));
+                        let z = sig(at(&gi, 1, j) + at(&gh, 1, j));
+                        let n = (at(&gi, 2, j) + r * at(&gh, 2, j)).tanh();
+                        (1.0 - z) * n + z * h[j]
+                    })
+                    .collect();
+                (h2, c.to_vec())
+            }
+            TorchCell::Lstm => {
+                let g = |gate, j| at(&gi, gate, j) + at(&gh, gate, j);
+                let c2: Vec<f64> = (0..hidden)
+                    .map(|j| sig(g(1, j)) * c[j] + sig(g(0, j)) * g(2, j).tanh())
+                    .collect();
+                let h2 = (0..hidden).map(|j| sig(g(3, j)) * c2[j].tanh()).collect();
+                (h2, c2)
+            }
+        }
+    }
+
+    /// The layer's `output` on one sequence `x` (`[T, I]`) with `bidirectional=True` and
+    /// `batch_first=True`: `[T, 2·H]`, step t holding the forward h_t, then the reverse
+    /// direction's h_t, which has read x_{T−1} down to x_t.
+    fn bidirectional(self, x: &[f64], inputs: usize, [fwd, rev]: [&TorchWeights; 2]) -> Vec<f64> {
+        let steps = x.len() / inputs;
+        let hidden = fwd.b_ih.len() / self.gates();
+        let run = |p: &TorchWeights, order: Vec<usize>| {
+            let mut hs = vec![Vec::new(); steps];
+            let (mut h, mut c) = (vec![0.0; hidden], vec![0.0; hidden]);
+            for t in order {
+                (h, c) = self.step(p, &x[t * inputs..(t + 1) * inputs], (&h, &c));
+                hs[t] = h.clone();
+            }
+            hs
+        };
+        let (f, r) = (
+            run(fwd, (0..steps).collect()),
+            run(rev, (0..steps).rev().collect()),
+        );
+        (0..steps)
+            .flat_map(|t| f[t].iter().chain(&r[t]).copied())
+            .collect()
+    }
+}
+
+/// The tensors of one direction in nnc's layout (spec.md §5) from PyTorch's: the weights
+/// transposed; `gru` keeps both biases, `rnn` and `lstm` have their sum.
+fn nnc_direction(cell: TorchCell, p: &TorchWeights, inputs: usize) -> Vec<Vec<f64>> {
+    let rows = p.b_ih.len();
+    let hidden = rows / cell.gates();
+    let w_xh = transposed(p.w_ih.clone(), rows, inputs);
+    let w_hh = transposed(p.w_hh.clone(), rows, hidden);
+    let sum: Vec<f64> = p.b_ih.iter().zip(&p.b_hh).map(|(a, b)| a + b).collect();
+    match cell {
+        TorchCell::Gru => vec![w_xh, w_hh, p.b_ih.clone(), p.b_hh.clone()],
+        TorchCell::Rnn | TorchCell::Lstm => vec![w_xh, w_hh, sum],
+    }
+}
+
+/// PyTorch's tensors back from nnc's (the inverse of [`nnc_direction`], a summed bias all on
+/// `bias_ih`), so that the reference can be differentiated in nnc's parameters.
+fn torch_direction(
+    cell: TorchCell,
+    p: &[Vec<f64>],
+    (inputs, hidden): (usize, usize),
+) -> TorchWeights {
+    let rows = cell.gates() * hidden;
+    let (b_ih, b_hh) = match cell {
+        TorchCell::Gru => (p[2].clone(), p[3].clone()),
+        TorchCell::Rnn | TorchCell::Lstm => (p[2].clone(), vec![0.0; rows]),
+    };
+    TorchWeights {
+        w_ih: transposed(p[0].clone(), inputs, rows),
+        w_hh: transposed(p[1].clone(), hidden, rows),
+        b_ih,
+        b_hh,
+    }
+}
+
+/// `rnn`, `gru` and `lstm` with `bidirectional: true` as PyTorch's layers with
+/// `bidirectional=True, batch_first=True` (PyTorch's weights mapped as spec.md §5 says, the
+/// `_reverse` ones likewise): the output of each of two sequences against the reference above,
+/// then the mse loss and the gradient of every parameter, against central differences of the
+/// reference's loss (in f64, step 1e-5, so to about 1e-10) taken in nnc's parameters, through
+/// the interpreter and the JIT ([`matches_numpy`]).
+#[test]
+fn bidirectional_recurrent_layers_are_pytorchs() {
+    let (batch, steps, inputs, hidden) = (2, 4, 3, 3);
+    for (cell, layer, names) in [
+        (TorchCell::Rnn, "rnn", &["w_xh", "w_hh", "bias"][..]),
+        (
+            TorchCell::Gru,
+            "gru",
+            &["w_xh", "w_hh", "bias_xh", "bias_hh"][..],
+        ),
+        (TorchCell::Lstm, "lstm", &["w_xh", "w_hh", "bias"][..]),
+    ] {
+        let width = steps * 2 * hidden;
+        let src = format!(
+            "model M(x: [{steps}, {inputs}]) -> [{width}] {{
+                 return x |> {layer}({hidden}, bidirectional: true) |> flatten
+             }}
+             {}
+             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+            inline(steps * inputs, width)
+        );
+        let g = run_graph(&src, "M");
+        let rows = cell.gates() * hidden;
+        let torch = |k: f64| TorchWeights {
+            w_ih: vals(rows * inputs, 1.3 + k, 0.1, 0.5),
+            w_hh: vals(rows * hidden, 0.9 + k, 0.2, 0.5),
+            b_ih: vals(rows, 2.1 + k, 0.5, 0.3),
+            b_hh: vals(rows, 1.7 + k, 0.4, 0.3),
+        };
+        let (fwd, rev) = (torch(0.0), torch(0.37));
+        // nnc's parameters in the graph's order: the forward direction's, then `_reverse`.
+        let values: Vec<Vec<f64>> = [&fwd, &rev]
+            .iter()
+            .flat_map(|p| nnc_direction(cell, p, inputs))
+            .collect();
+        let paths: Vec<String> = ["", "_reverse"]
+            .iter()
+            .flat_map(|dir| names.iter().map(move |n| format!("{layer}1.{n}{dir}")))
+            .collect();
+        assert_eq!(
+            g.params.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+            paths
+        );
+        let x = vals(batch * steps * inputs, 0.7, 0.3, 1.0);
+        let target = vals(batch * width, 0.45, 1.1, 0.5);
+        // The reference's output and loss from nnc-layout parameters.
+        let forward = |ps: &[Vec<f64>]| -> Vec<f64> {
+            let n = names.len();
+            let sizes = (inputs, hidden);
+            let (f, r) = (
+                torch_direction(cell, &ps[..n], sizes),
+                torch_direction(cell, &ps[n..], sizes),
+            );
+            x.chunks(steps * inputs)
+                .flat_map(|s| cell.bidirectional(s, inputs, [&f, &r]))
+                .collect()
+        };
+        let loss = |ps: &[Vec<f64>]| -> f64 {
+            let y = forward(ps);
+            y.iter()
+                .zip(&target)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f64>()
+                / y.len() as f64
+        };
+        // The layout itself: the reference from PyTorch's tensors as they are.
+        let direct: Vec<f64> = x
+            .chunks(steps * inputs)
+            .flat_map(|s| cell.bidirectional(s, inputs, [&fwd, &rev]))
+            .collect();
+        let out = nnc::interp::eval(&g, batch, &[x.clone(), target.clone()], &values, CTX).unwrap();
+        let y = &out[g.output("output").unwrap().index()];
+        assert_eq!(y.len(), direct.len());
+        for (k, (a, b)) in y.iter().zip(&direct).enumerate() {
+            close(&format!("{layer} interpreter output[{k}]"), *a, *b, EXACT);
+        }
+        // Central differences of the reference's loss in each of nnc's parameters.
+        let grads: Vec<Vec<f64>> = (0..values.len())
+            .map(|p| {
+                (0..values[p].len())
+                    .map(|i| {
+                        let at = |d: f64| {
+                            let mut ps = values.clone();
+                            ps[p][i] += d;
+                            loss(&ps)
+                        };
+                        (at(1e-5) - at(-1e-5)) / 2e-5
+                    })
+                    .collect()
+            })
+            .collect();
+        let named: Vec<(&str, &[f64])> = paths
+            .iter()
+            .zip(&grads)
+            .map(|(p, g)| (p.as_str(), g.as_slice()))
+            .collect();
+        let params: Vec<(&str, Vec<f64>)> = paths
+            .iter()
+            .zip(&values)
+            .map(|(p, v)| (p.as_str(), v.clone()))
+            .collect();
+        matches_numpy(
+            &g,
+            batch,
+            &[x.clone(), target.clone()],
+            &params,
+            &Reference {
+                loss: loss(&values),
+                grads: &named,
+            },
+            1e-8,
+        );
+    }
 }

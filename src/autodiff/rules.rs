@@ -78,6 +78,11 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             let d = b.push_typed(x(0), Op::Reshape, vec![dy], ty);
             b.accumulate(x(0), d)?;
         }
+        Op::Concat { axis } => concat(b, &ins, axis, dy)?,
+        Op::Reverse { axis } => {
+            let d = b.push(x(0), Op::Reverse { axis }, vec![dy])?;
+            b.accumulate(x(0), d)?;
+        }
         Op::Embedding => {
             let ty = b.g.ty(x(1)).clone();
             let d = b.push_typed(x(1), Op::EmbeddingGrad, vec![x(0), dy], ty);
@@ -194,6 +199,7 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::EmbeddingGrad
         | Op::RnnScanGrad { .. }
         | Op::TimeShift
+        | Op::Slice { .. }
         | Op::GruGates
         | Op::GruScanGrad
         | Op::GruRecurGrad
@@ -219,6 +225,21 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
                 v.0
             ));
         }
+    }
+    Ok(())
+}
+
+/// The gradients of a `concat` of `ins` along `axis`: each input's is the slice of `dy` where
+/// its entries went.
+fn concat(b: &mut Backward, ins: &[ValueId], axis: usize, dy: ValueId) -> Result<(), String> {
+    let mut start = 0;
+    for &x in ins {
+        let len = b.g.ty(x).around(axis).1;
+        if b.wants(x) {
+            let d = b.push(x, Op::Slice { axis, start, len }, vec![dy])?;
+            b.accumulate(x, d)?;
+        }
+        start += len;
     }
     Ok(())
 }

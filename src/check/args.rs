@@ -271,9 +271,10 @@ fn recurrent_argument(callee: &str, name: &str) -> Option<String> {
             "nnc's {callee} returns every step's hidden state, [T, hidden] (Keras' \
              `return_sequences=True`): remove it"
         ),
-        "bidirectional" | "go_backwards" => {
-            format!("nnc's {callee} runs forward in time only; nnc has no bidirectional layer")
-        }
+        "go_backwards" => format!(
+            "nnc's {callee} has no `go_backwards`; `{callee}(64, bidirectional: true)` runs a \
+             second direction backwards in time beside the forward one"
+        ),
         "num_layers" => {
             format!("{noun} is one layer: stack them for more, `{callee}(64) |> {callee}(64)`")
         }

@@ -30,6 +30,8 @@ pub const LAYERS: &[&str] = &[
     "layer_norm",
     "batch_norm",
 ];
+/// Functions of several values, called in a model body (never stages).
+pub const FUNCTIONS: &[&str] = &["concat"];
 /// Parameter-free elementwise (or last-axis) functions.
 pub const ACTIVATIONS: &[&str] = &["relu", "sigmoid", "tanh", "softmax", "log_softmax"];
 
@@ -74,21 +76,21 @@ fn sig(kind: &str) -> Sig {
         },
         "rnn" => Sig {
             forms: &[&["hidden"]],
-            named: &["activation"],
+            named: &["activation", "bidirectional"],
             required: &["hidden"],
-            usage: "`rnn(hidden, activation: tanh)`",
+            usage: "`rnn(hidden, activation: tanh)`, `bidirectional: true` for both directions",
         },
         "gru" => Sig {
             forms: &[&["hidden"]],
-            named: &[],
+            named: &["bidirectional"],
             required: &["hidden"],
-            usage: "`gru(hidden)`",
+            usage: "`gru(hidden)` or `gru(hidden, bidirectional: true)`",
         },
         "lstm" => Sig {
             forms: &[&["hidden"]],
-            named: &[],
+            named: &["bidirectional"],
             required: &["hidden"],
-            usage: "`lstm(hidden)`",
+            usage: "`lstm(hidden)` or `lstm(hidden, bidirectional: true)`",
         },
         "dropout" => Sig {
             forms: &[&["p"]],
@@ -284,24 +286,27 @@ pub fn layer(
         "rnn" => {
             let h = r.size("hidden", "the hidden size");
             let act = r.get("activation", rnn_activation).or(Some(UnaryOp::Tanh));
-            let (Some(h), Some(act), V::T(x), true) = (h, act, v, r.ok) else {
+            let both = r.get("bidirectional", bidirectional).or(Some(false));
+            let (Some(h), Some(act), Some(both), V::T(x), true) = (h, act, both, v, r.ok) else {
                 return V::Bad;
             };
-            rnn(r.l, &cx, x, h, act)
+            rnn(r.l, &cx, x, (h, both), act)
         }
         "gru" => {
             let h = r.size("hidden", "the hidden size");
-            let (Some(h), V::T(x), true) = (h, v, r.ok) else {
+            let both = r.get("bidirectional", bidirectional).or(Some(false));
+            let (Some(h), Some(both), V::T(x), true) = (h, both, v, r.ok) else {
                 return V::Bad;
             };
-            gru(r.l, &cx, x, h)
+            gru(r.l, &cx, x, (h, both))
         }
         "lstm" => {
             let h = r.size("hidden", "the hidden size");
-            let (Some(h), V::T(x), true) = (h, v, r.ok) else {
+            let both = r.get("bidirectional", bidirectional).or(Some(false));
+            let (Some(h), Some(both), V::T(x), true) = (h, both, v, r.ok) else {
                 return V::Bad;
             };
-            lstm(r.l, &cx, x, h)
+            lstm(r.l, &cx, x, (h, both))
         }
         "dropout" => {
             let p = r.get("p", |e| {
@@ -448,6 +453,11 @@ fn same_padding(
 
 /// The `eps` of `layer_norm` and `batch_norm`: in (0, 1), and a normal f32 (a smaller one is 0
 /// in a compiled step, which flushes subnormal numbers).
+/// A recurrent layer's `bidirectional:` (PyTorch's `bidirectional=True`).
+fn bidirectional(e: &Expr) -> Result<bool, Diag> {
+    consts::boolean(e, "bidirectional")
+}
+
 fn norm_eps(e: &Expr) -> Result<f32, Diag> {
     let v = consts::number(e)?;
     if v > 0.0 && v < f32::MIN_POSITIVE as f64 {

@@ -2,7 +2,7 @@
 //! are in [`super::layers`]. Errors poison the value they concern ([`V::Bad`]) so that one mistake
 //! yields one diagnostic, not a cascade.
 
-use super::layers::{self, ACTIVATIONS, LAYERS};
+use super::layers::{self, ACTIVATIONS, FUNCTIONS, LAYERS};
 use super::models::Signature;
 use super::names::{did_you_mean, show, snake_case};
 use crate::diag::Diag;
@@ -408,11 +408,15 @@ impl<'a, 'g> Lower<'a, 'g> {
         })
     }
 
-    /// `relu(x)`: an activation called on a value. Layers and models must be used with `|>`.
+    /// `relu(x)`: an activation called on a value, or `concat(a, b)`. Layers and models must be
+    /// used with `|>`.
     fn call(&mut self, callee: &Ident, args: &[crate::syntax::ast::Arg], span: Span) -> V {
         let name = callee.name.as_str();
         if self.loss_mode && super::losses::FUNCTIONS.contains(&name) {
             return super::losses::call(self, callee, args, span);
+        }
+        if name == "concat" {
+            return super::concat::concat(self, callee, args, span);
         }
         if ACTIVATIONS.contains(&name) {
             if args.len() != 1 || args[0].name.is_some() {
@@ -513,7 +517,12 @@ impl<'a, 'g> Lower<'a, 'g> {
                 .help(help),
             );
         }
-        let mut cands: Vec<&str> = LAYERS.iter().chain(ACTIVATIONS).copied().collect();
+        let mut cands: Vec<&str> = LAYERS
+            .iter()
+            .chain(ACTIVATIONS)
+            .chain(FUNCTIONS)
+            .copied()
+            .collect();
         cands.extend(self.models.ast.keys().copied());
         let mut d = Diag::new(
             "nnc::name",
@@ -611,6 +620,20 @@ impl<'a, 'g> Lower<'a, 'g> {
             // and may not be given to another stage of the model too.
             let label = alias.map_or_else(|| name.to_string(), |a| self.claim(a));
             return layers::activation(self, name, &label, v, input_span, stage.span);
+        }
+        if FUNCTIONS.contains(&name) {
+            return self.err(
+                Diag::new(
+                    "nnc::syntax",
+                    format!("`{name}` is a function of several values, not a stage"),
+                    callee.span,
+                    "used as a stage",
+                )
+                .help(format!(
+                    "call it on the values: `y = {name}(a, b)`, a pipeline's value bound to a \
+                     name first (`a = x |> dense(8)`)"
+                )),
+            );
         }
         if let Some(&kind) = LAYERS.iter().find(|l| **l == name) {
             return layers::layer(self, kind, callee, args, stage.span, v, input_span, alias);

@@ -14,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 mod args;
+mod concat;
 mod consts;
 mod data;
 mod fit;
@@ -408,6 +409,7 @@ mod tests {
         let names = [
             layers::LAYERS,
             layers::ACTIVATIONS,
+            layers::FUNCTIONS,
             losses::FUNCTIONS,
             optim::OPTIMIZERS,
             optim::SCHEDULES,

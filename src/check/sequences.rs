@@ -69,22 +69,37 @@ pub(super) fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
     }
 }
 
-/// `rnn(h)`: xp = x·W_xh + b over all steps at once, then the recurrent scan.
-pub(super) fn rnn(l: &mut Lower, cx: &Site, x: ValueId, h: usize, act: UnaryOp) -> Option<ValueId> {
+/// `rnn(h)`: xp = x·W_xh + b over all steps at once, then the recurrent scan (in both
+/// directions when `both`, [`directions`]).
+pub(super) fn rnn(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    (h, both): (usize, bool),
+    act: UnaryOp,
+) -> Option<ValueId> {
     let (x, steps, inn) = sequence_input(l, cx, ("rnn", "an rnn"), x)?;
-    check_size(l, cx, &[steps, h])?;
-    // PyTorch initializes every RNN parameter with U(±1/√hidden).
-    let w_xh = param(l, cx, "w_xh", vec![inn, h], uniform(h))?;
-    let w_hh = param(l, cx, "w_hh", vec![h, h], uniform(h))?;
-    let b = param(l, cx, "bias", vec![h], uniform(h))?;
-    let xp = input_projection(l, cx, x, w_xh, b)?;
-    node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+    check_size(l, cx, &[steps, h * directions_of(both)])?;
+    directions(l, cx, x, both, |l, dir, x| {
+        // PyTorch initializes every RNN parameter with U(±1/√hidden).
+        let w_xh = param(l, cx, &format!("w_xh{dir}"), vec![inn, h], uniform(h))?;
+        let w_hh = param(l, cx, &format!("w_hh{dir}"), vec![h, h], uniform(h))?;
+        let b = param(l, cx, &format!("bias{dir}"), vec![h], uniform(h))?;
+        let xp = input_projection(l, cx, x, w_xh, b)?;
+        node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
+    })
 }
 
 /// `lstm(h)`: PyTorch's LSTM (gate order i, f, g, o). z = x·W_xh + b for all steps at once
 /// (`[T, 4h]`), then the cell's scan, whose state holds every step's h, c and gates, and its
-/// hidden states `[T, h]`; in a graph that is not trained, the hidden states alone.
-pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, h: usize) -> Option<ValueId> {
+/// hidden states `[T, h]`; in a graph that is not trained, the hidden states alone. In both
+/// directions when `both` ([`directions`]).
+pub(super) fn lstm(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    (h, both): (usize, bool),
+) -> Option<ValueId> {
     let (x, steps, inn) = sequence_input(l, cx, ("lstm", "an lstm"), x)?;
     // The state, [T, 6h], is the largest value.
     check_value_size(
@@ -93,18 +108,52 @@ pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, h: usize) -> Option<Val
         "saved state (h, c and the four gates of every step)",
         &[steps, 6 * h],
     )?;
-    // PyTorch initializes every LSTM parameter with U(±1/√hidden); its two biases (b_ih and
-    // b_hh) sum to this one.
-    let w_xh = param(l, cx, "w_xh", vec![inn, 4 * h], uniform(h))?;
-    let w_hh = param(l, cx, "w_hh", vec![h, 4 * h], uniform(h))?;
-    let b = param(l, cx, "bias", vec![4 * h], uniform(h))?;
-    let xp = input_projection(l, cx, x, w_xh, b)?;
-    if !l.training {
-        // Nothing differentiates it: c and the gates need not be kept.
-        return node(l, Op::Lstm, vec![xp, w_hh], cx);
+    check_size(l, cx, &[steps, h * directions_of(both)])?;
+    directions(l, cx, x, both, |l, dir, x| {
+        // PyTorch initializes every LSTM parameter with U(±1/√hidden); its two biases (b_ih
+        // and b_hh) sum to this one.
+        let w_xh = param(l, cx, &format!("w_xh{dir}"), vec![inn, 4 * h], uniform(h))?;
+        let w_hh = param(l, cx, &format!("w_hh{dir}"), vec![h, 4 * h], uniform(h))?;
+        let b = param(l, cx, &format!("bias{dir}"), vec![4 * h], uniform(h))?;
+        let xp = input_projection(l, cx, x, w_xh, b)?;
+        if !l.training {
+            // Nothing differentiates it: c and the gates need not be kept.
+            return node(l, Op::Lstm, vec![xp, w_hh], cx);
+        }
+        let state = node(l, Op::LstmScan, vec![xp, w_hh], cx)?;
+        node(l, Op::LstmHidden, vec![state], cx)
+    })
+}
+
+/// How many directions a recurrent layer runs in: 2 when bidirectional.
+pub(super) fn directions_of(both: bool) -> usize {
+    1 + both as usize
+}
+
+/// A recurrent layer's output from `one(l, suffix, sequence)`, which adds one direction's
+/// parameters (their names ending in `suffix`) and returns its hidden states `[T, h]`: the
+/// forward direction on `x`, and when `both` (PyTorch's `bidirectional=True`) the reverse one
+/// too, with parameters of its own (`_reverse`, as PyTorch's `weight_ih_l0_reverse`), run on
+/// `x` reversed in time and its states reversed back, so that step t holds the state after
+/// reading x_{T−1} down to x_t. The output is then `[T, 2h]`, the forward states first, as
+/// PyTorch lays out `output`.
+pub(super) fn directions(
+    l: &mut Lower,
+    cx: &Site,
+    x: ValueId,
+    both: bool,
+    mut one: impl FnMut(&mut Lower, &str, ValueId) -> Option<ValueId>,
+) -> Option<ValueId> {
+    let forward = one(l, "", x)?;
+    if !both {
+        return Some(forward);
     }
-    let state = node(l, Op::LstmScan, vec![xp, w_hh], cx)?;
-    node(l, Op::LstmHidden, vec![state], cx)
+    // Full-shape axes of `[B, T, features]`: time is 1, the features 2.
+    let time = Op::Reverse { axis: 1 };
+    let reversed = node(l, time.clone(), vec![x], cx)?;
+    let backward = one(l, "_reverse", reversed)?;
+    let backward = node(l, time, vec![backward], cx)?;
+    node(l, Op::Concat { axis: 2 }, vec![forward, backward], cx)
 }
 
 /// The input of a recurrent layer `what` (its name, then as a noun: `("rnn", "an rnn")`): an

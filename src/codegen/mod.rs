@@ -9,6 +9,7 @@
 mod batchnorm;
 mod bias;
 mod conv;
+mod copy;
 mod direct_conv;
 mod elementwise;
 mod embed;

@@ -5,6 +5,7 @@
 //! i32 values (labels, token ids) are carried as `f64` holding whole numbers.
 
 mod conv;
+mod copy;
 mod dense;
 mod elementwise;
 mod executor;
@@ -213,6 +214,16 @@ fn eval_node(
         Op::GlobalAvgPool => conv::global_avg_pool(x(0), &shape(0)),
         Op::GlobalAvgPoolGrad => conv::global_avg_pool_grad(x(0), &shape(0), &out_shape)?,
         Op::Reshape => x(0).to_vec(),
+        Op::Concat { axis } => {
+            let parts: Vec<(&[f64], &crate::ir::Type)> = (0..n.inputs.len())
+                .map(|k| (x(k), g.ty(n.inputs[k])))
+                .collect();
+            copy::concat(&parts, *axis, batch)
+        }
+        Op::Slice { axis, start, len } => {
+            copy::slice(x(0), g.ty(n.inputs[0]), *axis, (*start, *len), batch)
+        }
+        Op::Reverse { axis } => copy::reverse(x(0), g.ty(n.inputs[0]), *axis, batch),
         Op::Embedding => seq::embedding(x(0), x(1), &shape(1))?,
         Op::EmbeddingGrad => seq::embedding_grad(x(0), x(1), &out_shape)?,
         Op::OneHot { n } => seq::one_hot(x(0), *n),

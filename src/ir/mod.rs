@@ -103,6 +103,16 @@ impl Type {
             self.dims[axis]
         }
     }
+    /// The sizes around full-shape axis `axis` (a sample axis, not the batch's), for ops that
+    /// move data along it ([`Op::Concat`], [`Op::Slice`], [`Op::Reverse`]): the product of the
+    /// sample axes before it, its size, and the product of those after it. Each sample is
+    /// `before` blocks of `size · after` contiguous elements.
+    pub fn around(&self, axis: usize) -> (usize, usize, usize) {
+        let k = axis - self.batched as usize;
+        let before = self.dims[..k].iter().product();
+        let after = self.dims[k + 1..].iter().product();
+        (before, self.dims[k], after)
+    }
     /// Size of the last axis (1 for a scalar).
     pub fn last(&self) -> usize {
         self.dims.last().copied().unwrap_or(1)
@@ -583,6 +593,20 @@ pub enum Op {
     GlobalAvgPoolGrad,
     /// `[x] -> same elements, another shape` (flatten, and its gradient).
     Reshape,
+    /// `[x₀, x₁, …] -> y`: the inputs (two or more, f32, all batched or none) joined
+    /// along full-shape axis `axis`, in order; every other axis must match (`concat`). Its
+    /// gradient is one [`Op::Slice`] of `dy` per input.
+    Concat { axis: usize },
+    /// `[x] -> y`: the `len` entries of full-shape axis `axis` from `start` on (the gradient of
+    /// [`Op::Concat`]; no gradient rule, it belongs to backward graphs).
+    Slice {
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
+    /// `[x] -> same`: x with full-shape axis `axis` in reverse order (a bidirectional recurrent
+    /// layer's backward direction runs on the time-reversed sequence). Its gradient is itself.
+    Reverse { axis: usize },
 
     // ----- tokens and sequences
     /// `[ids: i32 B…, w: f32[V, E]] -> f32 B…×E`.
@@ -759,6 +783,9 @@ impl Op {
             Op::RnnScan { .. } => "rnn_scan".into(),
             Op::RnnScanGrad { .. } => "rnn_scan_grad".into(),
             Op::TimeShift => "time_shift".into(),
+            Op::Concat { .. } => "concat".into(),
+            Op::Slice { .. } => "slice".into(),
+            Op::Reverse { .. } => "reverse".into(),
             Op::GruScan => "gru_scan".into(),
             Op::GruGates => "gru_gates".into(),
             Op::GruScanGrad => "gru_scan_grad".into(),
@@ -807,7 +834,11 @@ impl Op {
                 (false, true) => " tb".into(),
                 (true, true) => " ta tb".into(),
             },
-            Op::BiasAdd { axis } | Op::BiasGrad { axis } => format!(" axis={axis}"),
+            Op::BiasAdd { axis }
+            | Op::BiasGrad { axis }
+            | Op::Concat { axis }
+            | Op::Reverse { axis } => format!(" axis={axis}"),
+            Op::Slice { axis, start, len } => format!(" axis={axis} start={start} len={len}"),
             Op::Fused(c) => c.to_string(),
             Op::WithEpilogue { producer, epi } => format!("{} {epi}", producer.op().attrs()),
             Op::Conv2d(w)

@@ -311,6 +311,28 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             same(ins[0], ins[2])?;
             Ok(ins[0].clone())
         }
+        Op::Concat { axis } => concat(*axis, ins),
+        Op::Slice { axis, start, len } => {
+            arity(1)?;
+            f32_in(0)?;
+            let x = ins[0];
+            let size = sample_axis(op, x, *axis)?;
+            if *len == 0 || start + len > size {
+                return Err(format!(
+                    "slice {start}..{} of axis {axis} of {x} is out of range",
+                    start + len
+                ));
+            }
+            let mut out = x.clone();
+            out.dims[axis - x.batched as usize] = *len;
+            Ok(out)
+        }
+        Op::Reverse { axis } => {
+            arity(1)?;
+            f32_in(0)?;
+            sample_axis(op, ins[0], *axis)?;
+            Ok(ins[0].clone())
+        }
         Op::TimeShift => {
             arity(1)?;
             btc(ins[0])?;
@@ -541,6 +563,50 @@ fn with_epilogue(
     Ok(v)
 }
 
+/// The type of `concat` along full-shape axis `axis` of `ins`: two or more f32 values of one
+/// batching, equal but along `axis`, whose sizes add up.
+fn concat(axis: usize, ins: &[&Type]) -> Result<Type, String> {
+    let op = Op::Concat { axis };
+    let [first, rest @ ..] = ins else {
+        return Err("concat takes two inputs or more, got none".into());
+    };
+    if rest.is_empty() {
+        return Err("concat takes two inputs or more, got 1".into());
+    }
+    f32_input(&op, ins, 0)?;
+    sample_axis(&op, first, axis)?;
+    let k = axis - first.batched as usize;
+    let mut out = (*first).clone();
+    for (i, t) in rest.iter().enumerate() {
+        let fits = t.dtype == first.dtype
+            && t.batched == first.batched
+            && t.dims.len() == first.dims.len()
+            && (0..t.dims.len()).all(|d| d == k || t.dims[d] == first.dims[d]);
+        if !fits {
+            return Err(format!(
+                "concat along axis {axis} needs inputs equal but along it: input {} is {t}, \
+                 input 0 {first}",
+                i + 1
+            ));
+        }
+        out.dims[k] += t.dims[k];
+    }
+    Ok(out)
+}
+
+/// The size of full-shape axis `axis` of `t`, which `op` moves data along: an axis of the
+/// sample (not the batch).
+fn sample_axis(op: &Op, t: &Type, axis: usize) -> Result<usize, String> {
+    let b = t.batched as usize;
+    if axis < b || axis >= t.rank() {
+        return Err(format!(
+            "{} axis {axis} is not an axis of the samples of {t}",
+            op.name()
+        ));
+    }
+    Ok(t.dims[axis - b])
+}
+
 /// That `op` has `n` inputs.
 fn takes(op: &Op, ins: &[&Type], n: usize) -> Result<(), String> {
     if ins.len() == n {
@@ -641,6 +707,9 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         | Op::Param(_)
         | Op::Const(_)
         | Op::Reshape
+        | Op::Concat { .. }
+        | Op::Slice { .. }
+        | Op::Reverse { .. }
         | Op::EpilogueGrad
         | Op::UnpoolBiasGrad
         | Op::GruGates

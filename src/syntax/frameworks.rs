@@ -37,8 +37,9 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
              `GRU(hidden, return_sequences=True, reset_after=True)`"
         }
         "Bidirectional" => {
-            "nnc's recurrent layers run forward in time only (one direction): `lstm(hidden)`, \
-             `gru(hidden)`, `rnn(hidden)`; nnc has no bidirectional layer"
+            "a bidirectional layer is an argument of the recurrent layer: \
+             `lstm(hidden, bidirectional: true)` (and `gru`, `rnn`), as PyTorch's \
+             `bidirectional=True`; its output is [T, 2·hidden]"
         }
         "LSTMCell" | "GRUCell" | "RNNCell" | "SimpleRNNCell" => {
             "nnc has no single-step cells: `lstm(hidden)`, `gru(hidden)` and `rnn(hidden)` run the \

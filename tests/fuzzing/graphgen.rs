@@ -3,13 +3,13 @@
 //!
 //! [`generate`] decodes any byte string into a [`Case`]: a forward graph (vector, image or token
 //! inputs; a few random layers: elementwise, dense, bias, softmax, dropout, reshape, conv2d,
-//! pooling, embedding, one_hot, rnn; a loss and side terms), usually differentiated by
-//! `autodiff::grad`, with every f32 node exposed as an output; the batch size, the JIT's thread
-//! count, whether the JIT gets the optimized graph, and the seed of the values. Structure comes
-//! from the bytes (so a fuzzer steers it), values from a generator seeded by them (so a fuzzer
-//! cannot build exact ties at the kinks of relu and max). [`check_case`] verifies the graph and
-//! compares every output: |jit − interp| ≤ `TOL`·(1 + |interp|) + `CANCEL_TOL`·(the largest
-//! magnitude the node reads).
+//! pooling, embedding, one_hot, rnn, concat, reverse; a loss and side terms), usually
+//! differentiated by `autodiff::grad`, with every f32 node exposed as an output; the batch
+//! size, the JIT's thread count, whether the JIT gets the optimized graph, and the seed of the
+//! values. Structure comes from the bytes (so a fuzzer steers it), values from a generator
+//! seeded by them (so a fuzzer cannot build exact ties at the kinks of relu and max).
+//! [`check_case`] verifies the graph and compares every output:
+//! |jit − interp| ≤ `TOL`·(1 + |interp|) + `CANCEL_TOL`·(the largest magnitude the node reads).
 
 use nnc::codegen::{Jit, JitOptions};
 use nnc::exec::{Executor, Feed, StepCtx};
@@ -274,9 +274,9 @@ impl Builder<'_> {
                     .push_typed(Op::Reshape, vec![x], Type::f32(true, dims), "")
             }
             8 => {
-                // A bias along a middle axis.
+                // A bias along a middle axis; on vectors, a copy instead.
                 if rank < 3 {
-                    return Ok(None);
+                    return self.moved(x, rank);
                 }
                 let axis = self.src.range(1, rank - 2);
                 let b = self.param(vec![ty.dims[axis - 1]]);
@@ -327,6 +327,20 @@ impl Builder<'_> {
                 self.side.push(s);
                 return Ok(None);
             }
+        }))
+    }
+
+    /// A vector batch (`rank` 2) joined with a value of its type along its features, or its
+    /// features reversed: the copies of `concat` and of bidirectional recurrent layers.
+    fn moved(&mut self, x: ValueId, rank: usize) -> Result<Option<ValueId>, String> {
+        if rank != 2 {
+            return Ok(None);
+        }
+        Ok(Some(if self.src.below(2) == 0 {
+            let y = self.partner(x);
+            self.push(Op::Concat { axis: 1 }, vec![x, y])?
+        } else {
+            self.push(Op::Reverse { axis: 1 }, vec![x])?
         }))
     }
 

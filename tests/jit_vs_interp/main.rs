@@ -5,6 +5,7 @@
 
 mod autodiff;
 mod conv;
+mod copy;
 mod fused;
 mod graphs;
 mod gru;

@@ -9,6 +9,7 @@
 //! [`rnn`] and [`loss`] (with the softmaxes).
 
 mod conv;
+mod copy;
 mod elementwise;
 mod embed;
 mod epilogue;
@@ -454,6 +455,9 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         Op::RnnScan { act } => rnn::scan(cx, out, *act),
         Op::RnnScanGrad { act } => rnn::scan_grad(cx, out, *act),
         Op::TimeShift => rnn::time_shift(cx, out),
+        Op::Concat { axis } => copy::concat(cx, out, *axis),
+        Op::Slice { axis, start, len } => copy::slice(cx, out, *axis, (*start, *len)),
+        Op::Reverse { axis } => copy::reverse(cx, out, *axis),
         Op::GruScan => gru::scan(cx, out),
         Op::GruScanGrad => gru::scan_grad(cx, out),
         Op::LstmScan | Op::Lstm => lstm::scan(cx, out),
@@ -600,6 +604,9 @@ fn row_parallel(op: &Op) -> bool {
             | Op::GruScan
             | Op::GruScanGrad
             | Op::TimeShift
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Reverse { .. }
             | Op::LstmScan
             | Op::Lstm
             | Op::LstmScanGrad

@@ -1,0 +1,110 @@
+//! `concat`, its gradient `slice`, and `reverse` (the copy kernels) against the interpreter, on
+//! vectors, sequences and images along every sample axis; then bidirectional recurrent layers,
+//! as the checker lowers them, trained: every forward and backward value, on one and two
+//! threads.
+
+use super::*;
+
+/// The training graph of run `M` of a file whose model `M` is `body` on an `x: [5, 3]`
+/// sequence, flattened, with an mse loss against a label of its `5·out` features.
+pub(super) fn sequence_model(body: &str, out: usize) -> Graph {
+    let zeros = |n: usize| format!("[[{}]]", vec!["0"; n].join(", "));
+    let src = format!(
+        "model M(x: [5, 3]) -> [{}] {{ return x |> {body} |> flatten }}
+         data d {{ train: inline(x: {}, y: {}) }}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        5 * out,
+        zeros(15),
+        zeros(5 * out)
+    );
+    let file = nnc::syntax::parse(&src).unwrap_or_else(|d| panic!("{d:?}"));
+    let p = nnc::check::check(&file)
+        .unwrap_or_else(|d| panic!("{}", nnc::diag::Report::new("t.nn", &src, d).render(false)));
+    p.run("M").unwrap().graph.clone()
+}
+
+/// Shapes joined along a full-shape axis (the batch is axis 0): vectors, sequences, images,
+/// two and three inputs, lengths on and off the 4-lane vectors.
+const CONCATS: &[(&[&[usize]], usize)] = &[
+    (&[&[3], &[5]], 1),
+    (&[&[4], &[8], &[1]], 1),
+    (&[&[2, 3], &[2, 6]], 2),
+    (&[&[2, 3], &[5, 3]], 1),
+    (&[&[3, 4, 5], &[1, 4, 5], &[2, 4, 5]], 1),
+    (&[&[2, 3, 5], &[2, 1, 5]], 2),
+    (&[&[2, 3, 5], &[2, 3, 7]], 3),
+];
+
+#[test]
+fn concat_slice_and_reverse_match_the_interpreter() {
+    let mut rng = Rng(77);
+    let u = Gen::U(-1.0, 1.0);
+    for &(shapes, axis) in CONCATS {
+        let tys: Vec<Type> = shapes.iter().map(|s| f(true, s)).collect();
+        for &batch in &BATCHES {
+            let g = single("concat", Op::Concat { axis }, &tys, None);
+            compare(&g, &vec![u; tys.len()], batch, rng.next(), TOL);
+            // The gradient of each input: its slice of the whole.
+            let whole = g.ty(g.output("out").unwrap()).clone();
+            let mut start = 0;
+            for t in &tys {
+                let len = t.around(axis).1;
+                let op = Op::Slice { axis, start, len };
+                compare(
+                    &single("slice", op, std::slice::from_ref(&whole), None),
+                    &[u],
+                    batch,
+                    rng.next(),
+                    TOL,
+                );
+                start += len;
+            }
+            for a in 1..=tys[0].dims.len() {
+                let op = Op::Reverse { axis: a };
+                compare(
+                    &single("reverse", op, &tys[..1], None),
+                    &[u],
+                    batch,
+                    rng.next(),
+                    TOL,
+                );
+            }
+        }
+    }
+}
+
+/// The three recurrent layers with `bidirectional: true`, as written in a file.
+pub(super) const BIDIRECTIONAL: [(&str, usize); 3] = [
+    ("rnn(4, bidirectional: true)", 8),
+    ("gru(3, bidirectional: true)", 6),
+    ("lstm(5, bidirectional: true)", 10),
+];
+
+#[test]
+fn bidirectional_layers_train_as_the_interpreter_does() {
+    let u = Gen::U(-1.0, 1.0);
+    for (body, out) in BIDIRECTIONAL {
+        let g = sequence_model(body, out);
+        assert!(g
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, Op::Reverse { axis: 1 })));
+        super::autodiff::check_trained(g, &[u, u]);
+    }
+}
+
+#[test]
+fn bidirectional_training_is_bit_identical_on_any_thread_count() {
+    let u = Gen::U(-1.0, 1.0);
+    for (body, out) in BIDIRECTIONAL {
+        let g = nnc::autodiff::grad(&sequence_model(body, out)).unwrap();
+        for batch in [64, 37] {
+            let a = run_once(&g, &[u, u], batch, 1);
+            assert_eq!(
+                a,
+                run_once(&g, &[u, u], batch, 2),
+                "{body}: threads 2, batch {batch}"
+            );
+        }
+    }
+}
