@@ -523,11 +523,29 @@ impl<'a, 'g> Lower<'a, 'g> {
         );
         // The names a PyTorch or Keras model uses for what nnc calls otherwise, or lacks.
         let renamed = crate::syntax::frameworks::nnc_name_for(&id.name);
-        // Activations nnc lacks whose names are a letter or two from `relu`: "did you mean
-        // `relu`?" would pass another function off as a misspelling.
+        // Activations nnc lacks, many of them a letter or two from `relu` or `tanh`: "did you
+        // mean `relu`?" would pass another function off as a misspelling, and the list of every
+        // layer would not say that it is missing.
         let lacking = matches!(
             id.name.to_ascii_lowercase().as_str(),
-            "gelu" | "elu" | "selu" | "celu" | "relu6" | "prelu" | "rrelu"
+            "gelu"
+                | "elu"
+                | "selu"
+                | "celu"
+                | "relu6"
+                | "prelu"
+                | "rrelu"
+                | "leaky_relu"
+                | "leakyrelu"
+                | "silu"
+                | "swish"
+                | "mish"
+                | "softplus"
+                | "softsign"
+                | "hardtanh"
+                | "hardswish"
+                | "hardsigmoid"
+                | "hard_sigmoid"
         );
         let lacking = lacking.then(|| {
             format!(
