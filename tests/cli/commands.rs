@@ -950,6 +950,39 @@ fn predict_refuses_ids_that_are_not_integers() {
     );
 }
 
+/// A run whose `init:` file (or `--init` file) is missing says that it is the run's `init`: it
+/// said only "run `m`: checkpoint w.safetensors not found", with nothing pointing at `init:`.
+#[test]
+fn a_missing_init_checkpoint_is_named_as_the_init() {
+    let s = Scratch::new("init-missing");
+    let nn = s.write(
+        "init.nn",
+        "model M(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0]], y: [0, 1]) }\n\
+         train m: M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    init: \"w.safetensors\"\n    steps: 2, batch: 2\n}\n",
+    );
+    let err = user_error(&run!("train", &nn, "--quiet"));
+    assert_has(
+        &err,
+        &[
+            "run `m`",
+            "`init: \"w.safetensors\"`: checkpoint",
+            "not found",
+        ],
+    );
+    let missing = s.path("v.safetensors");
+    let err = user_error(&run!("train", &nn, "--quiet", "--init", &missing));
+    assert_has(
+        &err,
+        &[
+            "run `m`",
+            "`--init ",
+            "v.safetensors`: checkpoint",
+            "not found",
+        ],
+    );
+}
+
 /// A distillation run's teacher read from a checkpoint file that is missing: `eval`, as `train`,
 /// says it is the teacher's (it said only "checkpoint t.safetensors not found"); with the file
 /// there, both read the teacher the same way.
