@@ -23,7 +23,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
-    #[arg(long, value_name = "N", value_parser = super::thread_count)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::thread_count)]
     pub threads: Option<usize>,
     /// Append one JSON object to this file (created if missing): the run's evaluation, with the
     /// keys of `nnc train --log-json`'s evaluation lines (and its `split` and `checkpoint`).
