@@ -378,8 +378,10 @@ impl<'a, 'g> Lower<'a, 'g> {
                         )
                         .also(rhs.span, format!("this is {}", show(&ty)))
                         .help(format!(
-                            "`{}` works on tensors of the same shape, or a tensor and a number",
-                            op.symbol()
+                            "`{}` works on tensors of the same shape, or a tensor and a \
+                             number{}",
+                            op.symbol(),
+                            shrunk_map_hint(&tx.dims, &ty.dims)
                         )),
                     );
                 }
@@ -699,5 +701,21 @@ impl<'a, 'g> Lower<'a, 'g> {
         let mut inner = Lower::new(self.models, self.g, &prefix, self.training);
         // The sub-model was checked on its own; its diagnostics would only repeat.
         inner.body(model, x)
+    }
+}
+
+/// What to add where two images of one channel count differ in height and width by the same
+/// amount: a convolution without padding shrank one of them (`x + (x |> conv2d(8, kernel: 3))`,
+/// a residual connection), which `padding: "same"` would not have.
+fn shrunk_map_hint(a: &[usize], b: &[usize]) -> String {
+    match (a, b) {
+        (&[c, h, w], &[c2, h2, w2]) if c == c2 && h != h2 && h.abs_diff(h2) == w.abs_diff(w2) => {
+            format!(
+                "; the maps differ by {} rows and columns, as a convolution without padding \
+                 shrinks its input (by k − 1 for kernel k): `padding: \"same\"` keeps the size",
+                h.abs_diff(h2)
+            )
+        }
+        _ => String::new(),
     }
 }
