@@ -71,10 +71,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
     super::memory::check(&loaded, args.run.as_deref(), args.max_memory)?;
     let p = &loaded.program;
     if let Some(n) = args.run.as_ref().filter(|n| p.run(n).is_none()) {
-        return Err(CliError::user(format!(
-            "no run named `{n}` in {}",
-            args.file.display()
-        )));
+        return Err(CliError::user(crate::check::unknown_run(p, n, &args.file)));
     }
     let threads = train::threads(args.threads);
     println!(

@@ -35,9 +35,9 @@ pub fn run(args: &EvalArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
     let spec = match &args.run {
-        Some(n) => p.run(n).ok_or_else(|| {
-            CliError::user(format!("no run named `{n}` in {}", args.file.display()))
-        })?,
+        Some(n) => p
+            .run(n)
+            .ok_or_else(|| CliError::user(crate::check::unknown_run(p, n, &args.file)))?,
         None => p.runs.last().ok_or_else(|| {
             CliError::user(format!("{} has no `train` block", args.file.display()))
         })?,

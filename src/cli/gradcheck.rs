@@ -66,7 +66,7 @@ pub fn run(args: &GradcheckArgs) -> CliResult {
         .collect();
     if runs.is_empty() {
         return Err(CliError::user(match &args.run {
-            Some(n) => format!("no run named `{n}` in {}", args.file.display()),
+            Some(n) => crate::check::unknown_run(&loaded.program, n, &args.file),
             None => format!("{} has no `train` block", args.file.display()),
         }));
     }

@@ -156,6 +156,11 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
             args.file.display()
         )));
     }
+    if let Some(n) = args.run.as_deref().filter(|n| program.run(n).is_none()) {
+        return Err(CliError::user(crate::check::unknown_run(
+            program, n, &args.file,
+        )));
+    }
     let run_name = run_to_train(args, program, resumed)?;
     let args = &resumed_in_place(args, program, run_name.as_deref());
     check_outputs(args, &loaded, run_name.as_deref())?;

@@ -1377,6 +1377,33 @@ fn bench_reports_the_batch_trained_when_the_split_is_smaller() {
     assert_has(&text, &["train 10 steps × 4:"]);
 }
 
+/// `--run` with a name the file does not have suggests the closest run, or lists the runs: it
+/// said only "no run named `plian`".
+#[test]
+fn an_unknown_run_suggests_the_file_s_runs() {
+    let ae = "examples/autoencoder_finetune.nn";
+    for cmd in ["train", "eval", "gradcheck", "bench"] {
+        let extra: &[&str] = if cmd == "eval" {
+            &["--checkpoint", "x.st"]
+        } else {
+            &[]
+        };
+        let err = user_error(&run!(cmd, ae, "--run", "pretrian"; extra));
+        assert_has(
+            &err,
+            &["no run named `pretrian`", "did you mean `pretrain`?"],
+        );
+        let err = user_error(&run!(cmd, ae, "--run", "zzz"; extra));
+        assert_has(
+            &err,
+            &[
+                "no run named `zzz`",
+                "its runs are `pretrain`, `frozen`, `finetune`",
+            ],
+        );
+    }
+}
+
 /// A model no run trains is measured on constant inputs; an unknown `--run` is refused.
 #[test]
 fn bench_measures_models_no_run_trains_and_refuses_an_unknown_run() {
