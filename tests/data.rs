@@ -650,6 +650,30 @@ fn csv_with_bare_carriage_returns_loads() {
     assert!(e.to_string().contains("found `\\0\\0`"), "{e}");
 }
 
+/// A file whose columns are separated by semicolons, tabs or spaces (a European spreadsheet's
+/// export, `numpy.savetxt`'s default) is refused saying so: it said only "expected a number,
+/// found `1;2;0`". A field that is simply not a number gets no such hint.
+#[test]
+fn csv_with_other_separators_says_so() {
+    let dir = tmp("csvsep");
+    for (name, text, sep) in [
+        ("semi.csv", "1;2;0\n3;4;1\n", "semicolons"),
+        ("tab.csv", "1\t2\t0\n3\t4\t1\n", "tabs"),
+        ("space.csv", "1.5 2 0\n3 4 1\n", "spaces"),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+        let e = csv_error(&dir, name, false).to_string();
+        assert!(
+            e.contains(&format!("the columns look separated by {sep}"))
+                && e.contains("separated by commas"),
+            "{name}: {e}"
+        );
+    }
+    std::fs::write(dir.join("word.csv"), "1,2,0\n3,a b,1\n").unwrap();
+    let e = csv_error(&dir, "word.csv", false).to_string();
+    assert!(!e.contains("separated"), "{e}");
+}
+
 /// Integer labels are read exactly, not through f32 (where 16,777,217 is 16,777,216); a label
 /// column holding a fraction is f32, and f32 for a model that regresses.
 #[test]

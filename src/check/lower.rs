@@ -378,8 +378,10 @@ impl<'a, 'g> Lower<'a, 'g> {
                         )
                         .also(rhs.span, format!("this is {}", show(&ty)))
                         .help(format!(
-                            "`{}` works on tensors of the same shape, or a tensor and a number",
-                            op.symbol()
+                            "`{}` works on tensors of the same shape, or a tensor and a \
+                             number{}",
+                            op.symbol(),
+                            shrunk_map_hint(&tx.dims, &ty.dims)
                         )),
                     );
                 }
@@ -532,11 +534,29 @@ impl<'a, 'g> Lower<'a, 'g> {
         );
         // The names a PyTorch or Keras model uses for what nnc calls otherwise, or lacks.
         let renamed = crate::syntax::frameworks::nnc_name_for(&id.name);
-        // Activations nnc lacks whose names are a letter or two from `relu`: "did you mean
-        // `relu`?" would pass another function off as a misspelling.
+        // Activations nnc lacks, many of them a letter or two from `relu` or `tanh`: "did you
+        // mean `relu`?" would pass another function off as a misspelling, and the list of every
+        // layer would not say that it is missing.
         let lacking = matches!(
             id.name.to_ascii_lowercase().as_str(),
-            "gelu" | "elu" | "selu" | "celu" | "relu6" | "prelu" | "rrelu"
+            "gelu"
+                | "elu"
+                | "selu"
+                | "celu"
+                | "relu6"
+                | "prelu"
+                | "rrelu"
+                | "leaky_relu"
+                | "leakyrelu"
+                | "silu"
+                | "swish"
+                | "mish"
+                | "softplus"
+                | "softsign"
+                | "hardtanh"
+                | "hardswish"
+                | "hardsigmoid"
+                | "hard_sigmoid"
         );
         let lacking = lacking.then(|| {
             format!(
@@ -704,5 +724,21 @@ impl<'a, 'g> Lower<'a, 'g> {
         let mut inner = Lower::new(self.models, self.g, &prefix, self.training);
         // The sub-model was checked on its own; its diagnostics would only repeat.
         inner.body(model, x)
+    }
+}
+
+/// What to add where two images of one channel count differ in height and width by the same
+/// amount: a convolution without padding shrank one of them (`x + (x |> conv2d(8, kernel: 3))`,
+/// a residual connection), which `padding: "same"` would not have.
+fn shrunk_map_hint(a: &[usize], b: &[usize]) -> String {
+    match (a, b) {
+        (&[c, h, w], &[c2, h2, w2]) if c == c2 && h != h2 && h.abs_diff(h2) == w.abs_diff(w2) => {
+            format!(
+                "; the maps differ by {} rows and columns, as a convolution without padding \
+                 shrinks its input (by k − 1 for kernel k): `padding: \"same\"` keeps the size",
+                h.abs_diff(h2)
+            )
+        }
+        _ => String::new(),
     }
 }

@@ -35,6 +35,20 @@ mod unused;
 
 pub use consts::MAX_STEPS;
 
+/// "no run named `plian` in ae.nn: did you mean `plain`?", or the file's runs when none is
+/// close: what `--run NAME` says of a name the file does not have.
+pub fn unknown_run(program: &crate::ir::Program, name: &str, file: &std::path::Path) -> String {
+    let runs = program.runs.iter().map(|r| r.name.as_str());
+    let hint = names::did_you_mean(name, runs.clone()).unwrap_or_else(|| {
+        let all: Vec<String> = runs.map(|r| format!("`{r}`")).collect();
+        match all.len() {
+            0 => "it has no `train` block".into(),
+            _ => format!("its runs are {}", all.join(", ")),
+        }
+    });
+    format!("no run named `{name}` in {}: {hint}", file.display())
+}
+
 use crate::diag::Diag;
 use crate::ir::{self, Graph, ModelIr, Program};
 use crate::syntax::ast::{self, Item, Span, Stmt};

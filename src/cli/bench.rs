@@ -25,24 +25,24 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Train this many steps instead of each run's own `epochs:`/`steps:`.
-    #[arg(long, value_name = "N", value_parser = super::step_count)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::step_count)]
     pub steps: Option<u64>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
     /// Inference of up to 4 rows runs on one of them where its first calls showed that to be
     /// faster.
-    #[arg(long, value_name = "N", value_parser = super::thread_count)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::thread_count)]
     pub threads: Option<usize>,
     /// Repetitions of the batch-1 inference measurement (1 to 1,000,000).
     // 0 would leave no time to take the median of; every repetition's time is kept (for the
     // median), so a count near usize::MAX overflowed reserving them, and panicked.
-    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = reps())]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", default_value_t = 2000, value_parser = reps())]
     pub reps: usize,
     /// Also print where each run's time goes: every compiled step (kernel, GEMM, convolution)
     /// with its share, total and time per call, named by the IR node it computes.
     #[arg(long)]
     pub profile: bool,
     /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
-    #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
+    #[arg(long, allow_negative_numbers = true, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
     pub max_memory: Option<u64>,
     /// Append the measurements to this file (created if missing), one JSON object a line: one
     /// per run trained, one per model's inference, one for the whole process.
@@ -71,10 +71,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
     super::memory::check(&loaded, args.run.as_deref(), args.max_memory)?;
     let p = &loaded.program;
     if let Some(n) = args.run.as_ref().filter(|n| p.run(n).is_none()) {
-        return Err(CliError::user(format!(
-            "no run named `{n}` in {}",
-            args.file.display()
-        )));
+        return Err(CliError::user(crate::check::unknown_run(p, n, &args.file)));
     }
     let threads = train::threads(args.threads);
     println!(

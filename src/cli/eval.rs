@@ -25,7 +25,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
-    #[arg(long, value_name = "N", value_parser = super::thread_count)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::thread_count)]
     pub threads: Option<usize>,
     /// Append one JSON object to this file (created if missing): the run's evaluation, with the
     /// keys of `nnc train --log-json`'s evaluation lines (and its `split` and `checkpoint`).
@@ -38,9 +38,9 @@ pub fn run(args: &EvalArgs) -> CliResult {
     let p = &loaded.program;
     let mut ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
     let spec = match &args.run {
-        Some(n) => p.run(n).ok_or_else(|| {
-            CliError::user(format!("no run named `{n}` in {}", args.file.display()))
-        })?,
+        Some(n) => p
+            .run(n)
+            .ok_or_else(|| CliError::user(crate::check::unknown_run(p, n, &args.file)))?,
         None => writer(p, &ck).or(p.runs.last()).ok_or_else(|| {
             CliError::user(format!("{} has no `train` block", args.file.display()))
         })?,

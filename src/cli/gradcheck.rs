@@ -20,20 +20,25 @@ pub struct GradcheckArgs {
     pub run: Option<String>,
     /// Samples in the batch (at least 1) [default: 2, or 4 for a file with a `batch_norm` in
     /// training, whose normalization over two samples is too ill-conditioned in f32 to compare]
-    #[arg(long, value_name = "N", value_parser = super::positive_count::<usize>)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::positive_count::<usize>)]
     pub batch: Option<usize>,
     /// The largest relative error accepted (a finite number above 0): |a − n| / max(|a|, |n|,
     /// 0.01) for the analytic gradient a and the numeric n, so that below 0.01 in magnitude
     /// an absolute error of 1e-5 passes at the default, as in `torch.autograd.gradcheck`.
-    #[arg(long, value_name = "T", default_value_t = 1e-3, value_parser = tolerance)]
+    #[arg(long, allow_negative_numbers = true, value_name = "T", default_value_t = 1e-3, value_parser = tolerance)]
     pub tol: f64,
     /// Seed of the parameters, inputs and coordinates checked: the same seed checks the same
     /// values.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "N",
+        default_value_t = 0
+    )]
     pub seed: u64,
     /// Refuse runs that need more memory than this at `--batch` (e.g. 512M, 2G; default: what
     /// is available).
-    #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
+    #[arg(long, allow_negative_numbers = true, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
     pub max_memory: Option<u64>,
 }
 
@@ -63,7 +68,7 @@ pub fn run(args: &GradcheckArgs) -> CliResult {
         .collect();
     if runs.is_empty() {
         return Err(CliError::user(match &args.run {
-            Some(n) => format!("no run named `{n}` in {}", args.file.display()),
+            Some(n) => crate::check::unknown_run(&loaded.program, n, &args.file),
             None => format!("{} has no `train` block", args.file.display()),
         }));
     }

@@ -23,7 +23,7 @@ pub struct PredictArgs {
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
     /// Only the sample with this index (0-based) of a file holding several.
-    #[arg(long, value_name = "I")]
+    #[arg(long, allow_negative_numbers = true, value_name = "I")]
     pub index: Option<usize>,
     /// The model to run (default: the model of the run that wrote the checkpoint, else of the
     /// file's last run, or its only model).
@@ -31,7 +31,7 @@ pub struct PredictArgs {
     pub model: Option<String>,
     /// How many classes to show per sample (a model that does not classify shows its output
     /// values instead).
-    #[arg(long, value_name = "K", default_value_t = 3, value_parser = top_count)]
+    #[arg(long, allow_negative_numbers = true, value_name = "K", default_value_t = 3, value_parser = top_count)]
     pub top: usize,
     /// Print every output value of each sample at full precision (f32, as it round-trips), one
     /// sample per line, separated by commas (CSV, no header, no sample numbers): the model's

@@ -25,13 +25,28 @@ pub struct SampleArgs {
     )]
     pub prompt: String,
     /// Characters to generate.
-    #[arg(long, value_name = "N", default_value_t = 300)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "N",
+        default_value_t = 300
+    )]
     pub length: usize,
     /// Softmax temperature: lower is more conservative; 0 takes the likeliest character each time.
-    #[arg(long, value_name = "T", default_value_t = 0.8)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "T",
+        default_value_t = 0.8
+    )]
     pub temperature: f32,
     /// Seed of the sampling: the same seed, checkpoint, prompt and temperature give the same text.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "N",
+        default_value_t = 0
+    )]
     pub seed: u64,
     /// Where the training text is (its vocabulary maps characters to ids; default: the file's folder).
     #[arg(long, value_name = "DIR")]

@@ -31,14 +31,14 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Train this many epochs instead of each run's own `epochs:`/`steps:`.
-    #[arg(long, value_name = "N", conflicts_with = "steps", value_parser = super::step_count)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", conflicts_with = "steps", value_parser = super::step_count)]
     pub epochs: Option<u64>,
     /// Train this many steps instead of each run's own `epochs:`/`steps:`.
-    #[arg(long, value_name = "N", value_parser = super::step_count)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::step_count)]
     pub steps: Option<u64>,
     /// Seed of the initialization, shuffling and dropout, instead of each run's own `seed:`: the
     /// same seed, file and data give the same training (a resumed run must keep its seed).
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
     pub seed: Option<u64>,
     /// Write the trained parameters to this safetensors file; when several runs are trained, each
     /// writes its own, `<stem>.<run>.<ext>` (`ae.st` → `ae.pretrain.st`, `ae.frozen.st`, …).
@@ -54,7 +54,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PATH")]
     pub resume: Option<PathBuf>,
     /// Also write the run's checkpoint every N steps (so that a killed run can be resumed).
-    #[arg(long, value_name = "N", value_parser = super::positive_count::<u64>)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::positive_count::<u64>)]
     pub checkpoint_every: Option<u64>,
     /// No progress bar and no evaluation lines during training (the summary is still printed).
     #[arg(long, short)]
@@ -64,7 +64,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PATH")]
     pub log_json: Option<PathBuf>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
-    #[arg(long, value_name = "N", value_parser = super::thread_count)]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::thread_count)]
     pub threads: Option<usize>,
     /// Run on the f64 reference interpreter instead of the JIT (slow; for debugging).
     #[arg(long)]
@@ -79,12 +79,17 @@ pub struct TrainArgs {
     #[arg(long)]
     pub detect_anomaly: bool,
     /// Refuse runs that need more memory than this (e.g. 512M, 2G; default: what is available).
-    #[arg(long, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
+    #[arg(long, allow_negative_numbers = true, value_name = "SIZE", value_parser = crate::runtime::memory::parse_size)]
     pub max_memory: Option<u64>,
     /// Under `mpirun`: how long a rank waits for the others in an exchange (gradients,
     /// evaluation, starting parameters) before it stops with an error, in seconds.
     #[cfg(feature = "mpi")]
-    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "SECS",
+        default_value_t = 300.0
+    )]
     pub mpi_timeout: f64,
 }
 
@@ -150,6 +155,11 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         return Err(CliError::user(format!(
             "{} has no `train` block",
             args.file.display()
+        )));
+    }
+    if let Some(n) = args.run.as_deref().filter(|n| program.run(n).is_none()) {
+        return Err(CliError::user(crate::check::unknown_run(
+            program, n, &args.file,
         )));
     }
     let run_name = run_to_train(args, program, resumed)?;

@@ -8,6 +8,16 @@ use crate::exec::{ExecError, Executor, Feed, StepCtx};
 use crate::ir::{DType, ScalarExpr};
 use std::path::{Path, PathBuf};
 
+/// ` (shape [32, 32])` after the count of values of a sample of several axes (an IDX or PGM
+/// image), nothing for a CSV row.
+fn found_shape(shape: &[usize]) -> String {
+    if shape.len() > 1 {
+        format!(" (shape {shape:?})")
+    } else {
+        String::new()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
     #[error(transparent)]
@@ -24,11 +34,13 @@ pub enum PredictError {
         index: usize,
         count: usize,
     },
-    #[error("a sample has {found} values, but the model input {input} expects {expected}{hint}")]
+    #[error("a sample has {found} values{}, but the model input {input} expects {expected}{hint}", found_shape(.shape))]
     Shape {
         input: String,
         expected: usize,
         found: usize,
+        /// The sample's shape (an image's `[H, W]`), shown when it has several axes.
+        shape: Vec<usize>,
         /// What the mismatch suggests, or empty.
         hint: &'static str,
     },
@@ -405,6 +417,7 @@ pub fn outputs(
             input: format!("{name}: {ty}"),
             expected: per,
             found: inputs.per_sample(),
+            shape: inputs.shape.clone(),
             hint: if label_column {
                 ": if each CSV row still holds its label, drop that column (predict reads features only)"
             } else {

@@ -19,6 +19,11 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
             "a convolution is `conv2d(out, kernel: k)` or `conv2d(in, out, kernel: k, stride: s, \
              padding: p)` (PyTorch's `nn.Conv2d(in, out, k)`)"
         }
+        // Without this, `conv1d` was answered "did you mean `conv2d`?", as if misspelt.
+        "Conv1d" | "Conv1D" | "conv1d" | "Conv3d" | "Conv3D" | "conv3d" => {
+            "nnc has no 1-D or 3-D convolution: `conv2d(out, kernel: k)` convolves [C, H, W] \
+             images with square k×k kernels"
+        }
         "BatchNorm1d" | "BatchNorm2d" | "BatchNormalization" | "batchnorm" | "bn" => {
             "batch normalization is `batch_norm` or `batch_norm(C)` (momentum: 0.1, eps: 1e-5): \
              PyTorch's `nn.BatchNorm1d(C)` on [C] vectors and `nn.BatchNorm2d(C)` on [C, H, W] \

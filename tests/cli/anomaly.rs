@@ -63,6 +63,9 @@ fn a_diverging_run_stops_naming_the_step_tensor_and_op() {
             "the loss is", // inf, or NaN where inf − inf was summed first
             "the gradient of `dense1.weight` is not finite",
             "first appears in `%8 = matmul %5, %6 : f32[B,1]  ; dense2`",
+            // The step before's huge loss says why.
+            "step 3's loss was ",
+            ": training is diverging, a lower learning rate may help",
             "training stopped before this step's update",
         ] {
             assert!(err.contains(part), "{backend:?}: no `{part}` in\n{err}");

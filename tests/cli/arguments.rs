@@ -55,6 +55,59 @@ fn a_count_of_0_must_be_at_least_1() {
     }
 }
 
+/// A negative number after an option (`--seed -1`, `--temperature -1`, `--index -1`) is that
+/// option's value, refused as such: clap took it for an unknown flag, "unexpected argument '-1'
+/// found", with the tip to pass it as `-- -1`, which ends the options instead.
+#[test]
+fn a_negative_value_is_refused_as_the_option_s_value() {
+    for (args, option) in [
+        (&["train", "examples/xor.nn", "--seed", "-1"][..], "--seed"),
+        (&["train", "examples/xor.nn", "--steps", "-5"], "--steps"),
+        (&["gradcheck", "examples/xor.nn", "--tol", "-1"], "--tol"),
+        (
+            &["bench", "examples/xor.nn", "--threads", "-2"],
+            "--threads",
+        ),
+        (
+            &[
+                "predict",
+                "examples/xor.nn",
+                "--checkpoint",
+                "x.st",
+                "--input",
+                "x.csv",
+                "--index",
+                "-1",
+            ],
+            "--index",
+        ),
+    ] {
+        let out = nnc().args(args).current_dir(root()).output().unwrap();
+        assert_code(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            !err.contains("unexpected argument") && err.contains(option),
+            "{args:?}: {err}"
+        );
+    }
+    // A value clap parses, checked by nnc itself.
+    let out = nnc()
+        .args([
+            "sample",
+            "examples/char_rnn.nn",
+            "--checkpoint",
+            "x.st",
+            "--temperature",
+            "-1",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(!err.contains("unexpected argument"), "{err}");
+}
+
 /// `--epochs` and `--steps` stop at 2^31, as in a file: `--epochs` times an epoch's batches
 /// wrapped around in 64 bits (`--epochs 99999999999999999` trained a few steps).
 #[test]

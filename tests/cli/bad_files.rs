@@ -579,6 +579,22 @@ fn images_of_another_layout_are_refused_not_recut() {
         &err,
         &["a sample has shape [3, 2], but the model input image: f32[B,1,2,3] takes [1, 2, 3]"],
     );
+    // An image of another size says its shape, not only how many values it holds.
+    let mut pgm = b"P5\n3 3\n255\n".to_vec();
+    pgm.extend([7u8; 9]);
+    s.write("big.pgm", &pgm);
+    let err = user_error(&run!(
+        "predict",
+        &file,
+        "--checkpoint",
+        &ck,
+        "--input",
+        s.path("big.pgm")
+    ));
+    assert_has(
+        &err,
+        &["a sample has 9 values (shape [3, 3]), but the model input image: f32[B,1,2,3] expects 6"],
+    );
     succeeded(&run!(
         "predict",
         &file,

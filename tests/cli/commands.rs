@@ -983,6 +983,39 @@ fn predict_refuses_ids_that_are_not_integers() {
     );
 }
 
+/// A run whose `init:` file (or `--init` file) is missing says that it is the run's `init`: it
+/// said only "run `m`: checkpoint w.safetensors not found", with nothing pointing at `init:`.
+#[test]
+fn a_missing_init_checkpoint_is_named_as_the_init() {
+    let s = Scratch::new("init-missing");
+    let nn = s.write(
+        "init.nn",
+        "model M(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0]], y: [0, 1]) }\n\
+         train m: M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    init: \"w.safetensors\"\n    steps: 2, batch: 2\n}\n",
+    );
+    let err = user_error(&run!("train", &nn, "--quiet"));
+    assert_has(
+        &err,
+        &[
+            "run `m`",
+            "`init: \"w.safetensors\"`: checkpoint",
+            "not found",
+        ],
+    );
+    let missing = s.path("v.safetensors");
+    let err = user_error(&run!("train", &nn, "--quiet", "--init", &missing));
+    assert_has(
+        &err,
+        &[
+            "run `m`",
+            "`--init ",
+            "v.safetensors`: checkpoint",
+            "not found",
+        ],
+    );
+}
+
 /// A distillation run's teacher read from a checkpoint file that is missing: `eval`, as `train`,
 /// says it is the teacher's (it said only "checkpoint t.safetensors not found"); with the file
 /// there, both read the teacher the same way.
@@ -1362,6 +1395,33 @@ fn bench_reports_the_batch_trained_when_the_split_is_smaller() {
     );
     let text = succeeded(&run!("bench", &nn, "--steps", "10", "--reps", "5"));
     assert_has(&text, &["train 10 steps × 4:"]);
+}
+
+/// `--run` with a name the file does not have suggests the closest run, or lists the runs: it
+/// said only "no run named `plian`".
+#[test]
+fn an_unknown_run_suggests_the_file_s_runs() {
+    let ae = "examples/autoencoder_finetune.nn";
+    for cmd in ["train", "eval", "gradcheck", "bench"] {
+        let extra: &[&str] = if cmd == "eval" {
+            &["--checkpoint", "x.st"]
+        } else {
+            &[]
+        };
+        let err = user_error(&run!(cmd, ae, "--run", "pretrian"; extra));
+        assert_has(
+            &err,
+            &["no run named `pretrian`", "did you mean `pretrain`?"],
+        );
+        let err = user_error(&run!(cmd, ae, "--run", "zzz"; extra));
+        assert_has(
+            &err,
+            &[
+                "no run named `zzz`",
+                "its runs are `pretrain`, `frozen`, `finetune`",
+            ],
+        );
+    }
 }
 
 /// A model no run trains is measured on constant inputs; an unknown `--run` is refused.

@@ -47,7 +47,11 @@ pub fn parse_rows(
                         line_no,
                         c + 1,
                         // Control characters shown as escapes (NUL bytes printed as nothing).
-                        format!("expected a number, found `{}`", f.escape_debug()),
+                        format!(
+                            "expected a number, found `{}`{}",
+                            f.escape_debug(),
+                            separator_hint(f)
+                        ),
                     ));
                 }
             }
@@ -67,6 +71,21 @@ pub fn parse_rows(
         rows.push((line_no, row));
     }
     Ok(rows)
+}
+
+/// What to say of a field that is not a number but numbers separated otherwise than by commas
+/// (`1;2;3`, tab- or space-separated columns, as spreadsheets and `numpy.savetxt` write them).
+fn separator_hint(field: &str) -> String {
+    for (sep, name) in [(';', "semicolons"), ('\t', "tabs"), (' ', "spaces")] {
+        let parts: Vec<&str> = field.split(sep).filter(|p| !p.trim().is_empty()).collect();
+        if parts.len() > 1 && parts.iter().all(|p| p.trim().parse::<f64>().is_ok()) {
+            return format!(
+                ": the columns look separated by {name}; a CSV source reads columns separated \
+                 by commas"
+            );
+        }
+    }
+    String::new()
 }
 
 /// `text` with lines ended by a bare carriage return (classic Mac OS, some spreadsheet exports)

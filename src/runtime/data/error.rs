@@ -106,7 +106,7 @@ pub enum DataError {
         expected: String,
         found: String,
     },
-    #[error("data `{data}`: {what} value {value} of sample {sample} is not {expected}")]
+    #[error("data `{data}`: {} value {} of sample {sample} is not {expected}", singular(.what), shown_value(*.value))]
     Value {
         data: String,
         what: &'static str,
@@ -124,6 +124,21 @@ pub enum DataError {
         samples: usize,
         held: usize,
     },
+}
+
+/// `labels` as the one value's kind: "label value 0.5", not "labels value 0.5".
+fn singular(what: &str) -> &str {
+    what.strip_suffix('s').unwrap_or(what)
+}
+
+/// A value read as f32 as it was written (`0.581`, not its f64 widening `0.5809999704360962`);
+/// a whole number, or one f32 cannot hold, in full.
+fn shown_value(v: f64) -> String {
+    if v.fract() != 0.0 && (v as f32) as f64 == v {
+        (v as f32).to_string()
+    } else {
+        v.to_string()
+    }
 }
 
 /// A data folder as the user would type it: `.` for the current folder (the folder of a `.nn`

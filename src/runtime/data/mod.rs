@@ -670,15 +670,19 @@ mod tests {
         let ends = vec![-2147483648.0, 0.0, 2147483520.0];
         let ok = conform_column(labels(ends), &ids, "d", "labels", true).unwrap();
         assert_eq!(ok.values, Values::I32(vec![i32::MIN, 0, 2147483520]));
-        for (v, expected) in [
-            (2147483648.0f32, "within the range of i32"),
-            (-3e9, "within the range of i32"),
-            (1.5, "an integer"),
+        for (v, shown, expected) in [
+            (2147483648.0f32, "2147483648", "within the range of i32"),
+            (-3e9, "-3000000000", "within the range of i32"),
+            (1.5, "1.5", "an integer"),
+            // Shown as written, not widened to 0.5809999704360962.
+            (0.581, "0.581", "an integer"),
         ] {
             let e = conform_column(labels(vec![0.0, v]), &ids, "d", "labels", true).unwrap_err();
             let msg = e.to_string();
             assert!(
-                msg.contains(&format!("value {} of sample 1 is not {expected}", v as f64)),
+                msg.contains(&format!(
+                    "label value {shown} of sample 1 is not {expected}"
+                )),
                 "{msg}"
             );
         }

@@ -170,11 +170,13 @@ pub enum TrainError {
     /// A non-finite loss or gradient (or, under `--detect-anomaly`, any intermediate value):
     /// training stopped before the update, so the parameters and checkpoints are those of the
     /// last good step.
-    #[error("run `{run}`, step {step}: {}", non_finite_message(*.step, *.loss, .param.as_deref(), .stats.as_deref(), .anomaly.as_deref()))]
+    #[error("run `{run}`, step {step}: {}", non_finite_message(*.step, *.loss, *.previous, .param.as_deref(), .stats.as_deref(), .anomaly.as_deref()))]
     NonFinite {
         run: String,
         step: u64,
         loss: f32,
+        /// The loss of the step before, when this process ran it.
+        previous: Option<f64>,
         /// The first trainable parameter whose gradient is not finite.
         param: Option<String>,
         /// The first batch norm whose batch statistics are not finite.
@@ -220,6 +222,7 @@ pub enum TrainError {
 fn non_finite_message(
     step: u64,
     loss: f32,
+    previous: Option<f64>,
     param: Option<&str>,
     stats: Option<&str>,
     anomaly: Option<&anomaly::Anomaly>,
@@ -252,6 +255,15 @@ fn non_finite_message(
         }
         None if parts.is_empty() => parts.push("a value is not finite".into()),
         None => {}
+    }
+    // A loss that grew huge the step before is a run diverging (too high a learning rate),
+    // as the evaluation's message says of one that overflows the test data.
+    if let Some(l) = previous.filter(|l| l.is_finite() && l.abs() >= 1e6) {
+        parts.push(format!(
+            "step {}'s loss was {}: training is diverging, a lower learning rate may help",
+            step - 1,
+            loss_text(l)
+        ));
     }
     parts.push("training stopped before this step's update".into());
     // One finding a line (a terminal renders them under the headline).

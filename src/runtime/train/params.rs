@@ -110,22 +110,21 @@ pub fn initial(
         run: spec.name.clone(),
         msg,
     };
-    let ck_err = |source| TrainError::Checkpoint {
-        run: spec.name.clone(),
-        source,
-    };
     let resolve = |p: &str| -> PathBuf { crate::runtime::data::resolve(p, &opts.base_dir) };
 
     // The tensors the student starts from, if any.
     let init_ck;
     let init_run;
     let init: Option<(&Tensors, String)> = match (&opts.init, &spec.init) {
+        // A file that cannot be read is named as the run's `init`, as a teacher's is.
         (Some(p), _) => {
-            init_ck = Checkpoint::load(p).map_err(ck_err)?;
+            init_ck =
+                Checkpoint::load(p).map_err(|e| setup(format!("`--init {}`: {e}", p.display())))?;
             Some((&init_ck.tensors, p.display().to_string()))
         }
         (None, Some(InitFrom::File(p))) => {
-            init_ck = Checkpoint::load(&resolve(p)).map_err(ck_err)?;
+            init_ck =
+                Checkpoint::load(&resolve(p)).map_err(|e| setup(format!("`init: {p:?}`: {e}")))?;
             Some((&init_ck.tensors, p.clone()))
         }
         (None, Some(InitFrom::Run(r))) => {

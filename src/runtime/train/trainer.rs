@@ -431,6 +431,7 @@ impl<'a> Trainer<'a> {
                 run: self.run.name.into(),
                 step: self.step + 1,
                 loss,
+                previous: self.last_loss(),
                 param,
                 stats,
                 anomaly: anomaly.map(Box::new),
