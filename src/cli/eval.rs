@@ -36,15 +36,18 @@ pub struct EvalArgs {
 pub fn run(args: &EvalArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
-    let mut ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
-    let spec = match &args.run {
-        Some(n) => p
-            .run(n)
-            .ok_or_else(|| CliError::user(crate::check::unknown_run(p, n, &args.file)))?,
-        None => writer(p, &ck).or(p.runs.last()).ok_or_else(|| {
-            CliError::user(format!("{} has no `train` block", args.file.display()))
-        })?,
+    // An unknown `--run` is refused before any file is read.
+    let named = match &args.run {
+        Some(n) => Some(
+            p.run(n)
+                .ok_or_else(|| CliError::user(crate::check::unknown_run(p, n, &args.file)))?,
+        ),
+        None => None,
     };
+    let mut ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
+    let spec = named
+        .or_else(|| writer(p, &ck).or(p.runs.last()))
+        .ok_or_else(|| CliError::user(format!("{} has no `train` block", args.file.display())))?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| loaded.dir());
     // Refused before any work, opened once there is a record to write: an evaluation that
     // fails leaves no empty log behind.

@@ -48,8 +48,7 @@ pub struct PredictArgs {
 pub fn run(args: &PredictArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
-    let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
-    let model = pick_model(p, args.model.as_deref(), &args.file, &ck)?;
+    let (model, ck) = pick_model(p, args.model.as_deref(), &args.file, &args.checkpoint)?;
     let normalize = training_data(p, model).and_then(|d| d.normalize.as_ref());
     let (mut exec, ck) = with_checkpoint(model, ck)?;
     let inputs = read_inputs(&args.input, args.index).map_err(|e| {
@@ -183,38 +182,46 @@ fn top_count(s: &str) -> Result<usize, String> {
     }
 }
 
-/// The model to run: `name` (`--model`), else the model of the run that wrote `ck` when its
-/// header names a run of `p`, else that of the file's last run, else the file's only model.
+/// The model to run and the checkpoint read at `checkpoint`: `name` (`--model`, refused
+/// before any file is read when the file has no such model), else the model of the run that
+/// wrote the checkpoint when its header names a run of `p`, else that of the file's last run,
+/// else the file's only model.
 pub fn pick_model<'a>(
     p: &'a Program,
     name: Option<&str>,
     file: &std::path::Path,
-    ck: &Checkpoint,
-) -> Result<&'a ModelIr, CliError> {
-    match name {
-        Some(n) => p.model(n).ok_or_else(|| {
+    checkpoint: &std::path::Path,
+) -> Result<(&'a ModelIr, Checkpoint), CliError> {
+    let named = match name {
+        Some(n) => Some(p.model(n).ok_or_else(|| {
             let known: Vec<&str> = p.models.iter().map(|m| m.name.as_str()).collect();
             CliError::user(format!(
                 "no model named `{n}` in {} (models: {})",
                 file.display(),
                 known.join(", ")
             ))
-        }),
-        None => writer(p, ck)
-            .or(p.runs.last())
-            .and_then(|r| p.model(&r.model))
-            .or(if p.models.len() == 1 {
-                p.models.first()
-            } else {
-                None
-            })
-            .ok_or_else(|| {
-                CliError::user(format!(
-                    "{} has several models: choose one with --model",
-                    file.display()
-                ))
-            }),
-    }
+        })?),
+        None => None,
+    };
+    let ck = Checkpoint::load(checkpoint).map_err(CliError::user)?;
+    let model = named
+        .or_else(|| {
+            writer(p, &ck)
+                .or(p.runs.last())
+                .and_then(|r| p.model(&r.model))
+        })
+        .or(if p.models.len() == 1 {
+            p.models.first()
+        } else {
+            None
+        })
+        .ok_or_else(|| {
+            CliError::user(format!(
+                "{} has several models: choose one with --model",
+                file.display()
+            ))
+        })?;
+    Ok((model, ck))
 }
 
 /// The run of `p` that wrote `ck`, when its header names one (`nnc train` records it).

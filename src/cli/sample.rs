@@ -2,7 +2,7 @@
 
 use super::predict::{pick_model, training_data, with_checkpoint};
 use super::{source, CliError, CliResult};
-use crate::runtime::checkpoint::{check_vocab, Checkpoint};
+use crate::runtime::checkpoint::check_vocab;
 use crate::runtime::data::vocabulary;
 use crate::runtime::sample::{generate, SampleOptions};
 use std::io::{IsTerminal, Write};
@@ -60,8 +60,7 @@ pub struct SampleArgs {
 pub fn run(args: &SampleArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
-    let ck = Checkpoint::load(&args.checkpoint).map_err(CliError::user)?;
-    let model = pick_model(p, args.model.as_deref(), &args.file, &ck)?;
+    let (model, ck) = pick_model(p, args.model.as_deref(), &args.file, &args.checkpoint)?;
     let data = training_data(p, model).ok_or_else(|| {
         CliError::user(format!(
             "no run trains `{}` on a text data source",
