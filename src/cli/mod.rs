@@ -118,6 +118,19 @@ fn thread_count(s: &str) -> Result<usize, String> {
     Ok(n.min(train::threads(None)))
 }
 
+/// The value parser of `--data-dir` (`train`, `eval`, `bench`, `predict`, `sample`): a folder
+/// that exists. A mistyped folder would otherwise surface only as a data file not found in it,
+/// which sends the user looking at the file rather than at the folder.
+fn data_folder() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PathBufValueParser::new().try_map(|dir| match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err("a file, not a folder".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no such folder".to_string()),
+        Err(e) => Err(format!("cannot read the folder: {e}")),
+    })
+}
+
 /// What went wrong, and therefore the exit code.
 #[derive(Debug)]
 pub enum CliError {
