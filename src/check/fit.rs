@@ -120,6 +120,10 @@ pub(super) fn label_type(
     output: Option<&Type>,
 ) -> Result<Type, Diag> {
     Ok(match kind {
+        Kind::Text { seq } if class_use => {
+            text_output_fits(*seq, t, loss, output)?;
+            Type::i32(true, vec![*seq])
+        }
         Kind::Text { seq } => Type::i32(true, vec![*seq]),
         Kind::Idx => Type::i32(true, vec![]),
         Kind::Csv if class_use => Type::i32(true, vec![]),
@@ -141,6 +145,34 @@ pub(super) fn label_type(
         }
         Kind::Inline { y_width, .. } => Type::f32(true, vec![*y_width]),
     })
+}
+
+/// A text source labels every position of a window of `seq` with the next character, so a model
+/// learning them as class ids predicts one character a position: `[seq, classes]`. A model that
+/// reads the window and predicts once (`|> flatten |> dense(65)`, many-to-one) would otherwise get
+/// cross_entropy's shape error, which does not say where the `seq` labels come from.
+fn text_output_fits(seq: usize, t: &Train, loss: &Expr, output: Option<&Type>) -> Result<(), Diag> {
+    let Some(out) = output.filter(|o| sequence_length(Some(o)) != Some(seq)) else {
+        return Ok(());
+    };
+    let classes = out.last();
+    Err(Diag::new(
+        "nnc::data",
+        format!(
+            "a text source labels each of the {seq} positions with the next character, but model `{}` predicts {}",
+            t.model.name,
+            show(out)
+        ),
+        t.model.span,
+        format!("outputs {} a sample", show(out)),
+    )
+    .also(t.data.span, format!("labels i32[{seq}]: the next character at each position"))
+    .also(loss.span, "uses `label` as class ids")
+    .help(format!(
+        "the output must be [{seq}, {classes}], one prediction per position: apply the last \
+         `dense({classes})` to the [{seq}, hidden] output of the rnn (gru, lstm) as it is, \
+         without `flatten` (`|> rnn(128) |> dense({classes})`)"
+    )))
 }
 
 /// "1 class" / "10 classes" (a model may well have one output: a sigmoid's probability).

@@ -303,13 +303,60 @@ fn same_shape(
         format!("this is {}", show(&tb)),
     )
     .also(sa, format!("this is {}", show(&ta)));
-    d = if tb.dtype == DType::I32 {
+    d = if let Some(help) = class_ids_help(l, name, (a, &ta), (b, &tb)) {
+        d.help(help)
+    } else if tb.dtype == DType::I32 {
         d.help(format!("these are class ids; compare logits with them using `cross_entropy(…)`, or give {name} f32 targets of shape {}", show(&ta)))
     } else {
         d.help(format!("{name} needs two tensors of the same shape"))
     };
     l.diags.push(d);
     None
+}
+
+/// Why loss `name` cannot compare scores `a` over K > 1 classes with labels `b` that hold one
+/// number a sample (or a position): those are class ids (certainly when i32, perhaps when a csv
+/// or inline label column), which a classifier learns with `cross_entropy` on its logits, not
+/// with a distance to K scores. `None` when `b` is not such labels.
+fn class_ids_help(
+    l: &Lower,
+    name: &str,
+    (a, ta): (ValueId, &Type),
+    (b, tb): (ValueId, &Type),
+) -> Option<String> {
+    let (&classes, per_label) = ta.dims.split_last()?;
+    let ids = tb.dtype == DType::I32 && tb.dims == per_label;
+    let label_column = tb.dtype == DType::F32
+        && tb.dims == [1]
+        && per_label.is_empty()
+        && l.g.inputs().contains(&(b, "label"));
+    if classes < 2 || !(ids || label_column) {
+        return None;
+    }
+    let unsquash = squashed(l.g, a).map_or(String::new(), |f| {
+        format!(
+            " (remove `|> {f}` from the model: cross_entropy applies softmax itself, and `nnc \
+             predict` shows probabilities)"
+        )
+    });
+    let classify =
+        format!("train a classifier with `cross_entropy(output, label)` on logits{unsquash}");
+    Some(if ids {
+        let what = if per_label.is_empty() {
+            "one class id per sample"
+        } else {
+            "one class id per position"
+        };
+        format!(
+            "`label` holds {what}, not {classes} scores: {classify}; to keep {name}, compare \
+             with one-hot targets `label |> one_hot({classes})`"
+        )
+    } else {
+        format!(
+            "`label` is one number per sample: if it is a class id, {classify}; for one \
+             real-valued target the model's output must be [1]"
+        )
+    })
 }
 
 /// `cross_entropy(logits, target, label_smoothing: eps)` as PyTorch's `F.cross_entropy`: the
@@ -511,10 +558,8 @@ fn target_not_trained(
 /// `sigmoid`) produced it: the loss would apply softmax a second time, and train, slowly,
 /// something else.
 fn logits(l: &mut Lower, loss: &str, (v, span): (ValueId, Span)) -> Option<()> {
-    let squashed = match l.g.node(v).op {
-        Op::Softmax => "softmax",
-        Op::Unary(UnaryOp::Sigmoid) => "sigmoid",
-        _ => return Some(()),
+    let Some(squashed) = squashed(l.g, v) else {
+        return Some(());
     };
     // One sigmoid output: a binary classifier, for binary_cross_entropy.
     if squashed == "sigmoid" && l.g.ty(v).dims.last() == Some(&1) {
@@ -547,6 +592,16 @@ fn logits(l: &mut Lower, loss: &str, (v, span): (ValueId, Span)) -> Option<()> {
         )),
     );
     None
+}
+
+/// The squashing function (`softmax`, `sigmoid`) that produced `v`, if one did: its values are
+/// probabilities, not logits.
+fn squashed(g: &Graph, v: ValueId) -> Option<&'static str> {
+    match g.node(v).op {
+        Op::Softmax => Some("softmax"),
+        Op::Unary(UnaryOp::Sigmoid) => Some("sigmoid"),
+        _ => None,
+    }
 }
 
 /// The layer that produced `v` when its values are not probabilities (a linear layer, relu,

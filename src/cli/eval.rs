@@ -22,7 +22,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
     /// Where the data files named in the .nn file are looked for (default: the file's folder).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = super::data_folder())]
     pub data_dir: Option<PathBuf>,
     /// Worker threads (default: all cores; a larger number is capped at the core count).
     #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = super::thread_count)]

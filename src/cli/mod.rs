@@ -118,6 +118,19 @@ fn thread_count(s: &str) -> Result<usize, String> {
     Ok(n.min(train::threads(None)))
 }
 
+/// The value parser of `--data-dir` (`train`, `eval`, `bench`, `predict`, `sample`): a folder
+/// that exists. A mistyped folder would otherwise surface only as a data file not found in it,
+/// which sends the user looking at the file rather than at the folder.
+fn data_folder() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PathBufValueParser::new().try_map(|dir| match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err("a file, not a folder".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no such folder".to_string()),
+        Err(e) => Err(format!("cannot read the folder: {e}")),
+    })
+}
+
 /// What went wrong, and therefore the exit code.
 #[derive(Debug)]
 pub enum CliError {
@@ -157,10 +170,91 @@ fn guarded(command: impl FnOnce() -> CliResult) -> CliResult {
     })
 }
 
+/// Where the setting an unknown option `--name` (or `--name=value`) names is set in the `.nn`
+/// file, for the settings users look for on the command line (PyTorch scripts take `--lr`,
+/// `--batch-size`). `--epochs`, `--steps`, `--seed`, `--checkpoint` and `--init` are options
+/// of `nnc train` and left out: clap's own message about them (on another command) stands.
+fn file_setting(option: &str) -> Option<&'static str> {
+    let name = option.trim_start_matches('-');
+    let name = name.split('=').next().unwrap_or(name);
+    Some(match name.replace('-', "_").to_lowercase().as_str() {
+        "lr" | "learning_rate" => "the learning rate is set in the file (`optimizer: sgd(lr: 0.1)`)",
+        "batch" | "batch_size" | "bs" => "the batch size is set in the file (`batch: 64`)",
+        "optimizer" | "optim" => "the optimizer is set in the file (`optimizer: adam(lr: 1e-3)`)",
+        "momentum" | "nesterov" => {
+            "momentum is an argument of the file's optimizer (`optimizer: sgd(lr: 0.1, momentum: 0.9)`)"
+        }
+        "weight_decay" | "wd" => {
+            "weight decay is an argument of the file's optimizer (`optimizer: adamw(lr: 1e-3, weight_decay: 0.01)`)"
+        }
+        "betas" | "beta1" | "beta2" | "eps" => {
+            "adam's betas and eps are arguments of the file's optimizer (`optimizer: adam(lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8)`)"
+        }
+        "schedule" | "scheduler" | "lr_schedule" | "lr_scheduler" | "warmup" => {
+            "the learning-rate schedule is set in the file (`schedule: cosine(warmup: 100)`)"
+        }
+        "loss" => "the loss is set in the file (`loss: cross_entropy(output, label)`)",
+        "label_smoothing" => {
+            "label smoothing is an argument of the file's loss (`loss: cross_entropy(output, label, label_smoothing: 0.1)`)"
+        }
+        "clip_grad_norm" | "clipnorm" | "max_grad_norm" | "grad_clip" | "clip_grad" => {
+            "gradient clipping is set in the file (`clip_grad_norm: 1.0`)"
+        }
+        "shuffle" | "no_shuffle" => "shuffling is set in the file (`shuffle: false`)",
+        "eval" | "eval_every" | "metrics" => {
+            "evaluation is set in the file (`eval: every 1 epoch [loss, accuracy]`)"
+        }
+        "split" | "val_split" | "validation_split" => {
+            "the test split is set in the file's data block (`split: 0.9`)"
+        }
+        "normalize" => "normalization is set in the file's data block (`normalize: x / 255`)",
+        "dropout" => "dropout is a layer of the file's model (`|> dropout(0.5)`)",
+        "freeze" => "frozen parameters are set in the file (`freeze: encoder`)",
+        "teacher" => "the teacher is set in the file (`teacher: big`, an earlier run)",
+        _ => return None,
+    })
+}
+
+/// Clap's error `e` for the command line `args`, where an unknown option names a setting of the
+/// `.nn` file ([`file_setting`]) saying where it is set, in place of clap's tip "to pass '--lr'
+/// as a value, use '-- --lr'" (which would make `--lr` a second file) or of a similar option
+/// (`--lr` is no `--run`). Every other error is clap's own.
+fn file_setting_tip(mut e: clap::Error, args: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let Some(ContextValue::String(option)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let Some(setting) = file_setting(option).filter(|_| e.kind() == ErrorKind::UnknownArgument)
+    else {
+        return e;
+    };
+    let cli = <Cli as clap::CommandFactory>::command();
+    // `nnc plot` reads a log, not a `.nn` file.
+    let command = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| cli.find_subcommand(a).is_some())
+        .filter(|c| *c != "plot");
+    let Some(command) = command else {
+        return e;
+    };
+    let option = option.split('=').next().unwrap_or(option);
+    let tip = format!("`{option}` is not an option of `nnc {command}`: {setting}");
+    e.remove(ContextKind::SuggestedArg);
+    e.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    e
+}
+
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
+            let e = file_setting_tip(e, &args);
             // --help and --version are not errors; a bad command line is the user's (exit 1).
             let _ = e.print();
             return if e.use_stderr() {
@@ -208,7 +302,66 @@ pub fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{guarded, CliError};
+    use super::{file_setting_tip, guarded, Cli, CliError};
+    use clap::Parser;
+
+    /// Clap's message for the command line `line`, after [`file_setting_tip`].
+    fn parse_error(line: &str) -> String {
+        let args: Vec<std::ffi::OsString> = line.split(' ').map(Into::into).collect();
+        let e = Cli::try_parse_from(&args).expect_err(line);
+        file_setting_tip(e, &args).to_string()
+    }
+
+    /// `--lr` got clap's tip "to pass '--lr' as a value, use '-- --lr'", which would make it a
+    /// second file; a setting of the `.nn` file is said to be set there.
+    #[test]
+    fn an_option_that_is_a_file_setting_says_where_it_is_set() {
+        for (line, tip) in [
+            (
+                "nnc train a.nn --lr 0.1",
+                "`--lr` is not an option of `nnc train`: the learning rate is set in the file \
+                 (`optimizer: sgd(lr: 0.1)`)",
+            ),
+            (
+                "nnc bench a.nn --batch-size=32",
+                "`--batch-size` is not an option of `nnc bench`: the batch size is set in the \
+                 file (`batch: 64`)",
+            ),
+            (
+                "nnc train a.nn --optimizer adam",
+                "`--optimizer` is not an option of `nnc train`: the optimizer is set in the file",
+            ),
+        ] {
+            let err = parse_error(line);
+            assert!(err.contains(tip), "{line}: {err}");
+            assert!(!err.contains("as a value"), "{line}: {err}");
+        }
+    }
+
+    /// Any other unknown option keeps clap's message: its tips, a similar option where there is
+    /// one; `nnc plot` reads a log, where no setting is set.
+    #[test]
+    fn other_unknown_options_keep_clap_s_message() {
+        for (line, tip) in [
+            (
+                "nnc train a.nn --foo",
+                "to pass '--foo' as a value, use '-- --foo'",
+            ),
+            (
+                "nnc train a.nn --step 3",
+                "a similar argument exists: '--steps'",
+            ),
+            ("nnc eval a.nn --epochs 3", "to pass '--epochs' as a value"),
+            (
+                "nnc plot log --out x.svg --lr 1",
+                "to pass '--lr' as a value",
+            ),
+        ] {
+            let err = parse_error(line);
+            assert!(err.contains(tip), "{line}: {err}");
+            assert!(!err.contains("is set in the file"), "{line}: {err}");
+        }
+    }
 
     #[test]
     fn a_panic_is_an_internal_error_that_names_it() {

@@ -128,6 +128,21 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
     Ok(runs)
 }
 
+/// The steps the training loss of a run of `steps` logged steps is averaged over: about 50
+/// points of the curve each, at most 100.
+fn smoothing_window(steps: usize) -> usize {
+    (steps / 50).clamp(1, 100)
+}
+
+/// The legend of a run's smoothed training loss: "A train (mean of 20 steps)", or "A train"
+/// when the window is 1 step, its losses as they are ("mean of 1" read as a mistake).
+fn train_label(r: &Curves, window: usize) -> String {
+    match window {
+        1 => format!("{} train", r.label()),
+        n => format!("{} train (mean of {n} steps)", r.label()),
+    }
+}
+
 /// The moving average of `points` over `window` steps (the step losses of a minibatch run are
 /// too noisy to read on their own).
 fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
@@ -200,15 +215,19 @@ fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Err
         .draw()?;
     for (k, r) in runs.iter().enumerate() {
         let colour = Palette99::pick(k).to_rgba();
-        let window = (r.train.len() / 50).clamp(1, 100);
-        chart.draw_series(LineSeries::new(r.train.iter().copied(), colour.mix(0.25)))?;
-        chart
-            .draw_series(LineSeries::new(
-                smooth(&r.train, window),
-                colour.stroke_width(2),
-            ))?
-            .label(format!("{} train (mean of {window})", r.label()))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
+        let window = smoothing_window(r.train.len());
+        if !r.train.is_empty() {
+            chart.draw_series(LineSeries::new(r.train.iter().copied(), colour.mix(0.25)))?;
+            chart
+                .draw_series(LineSeries::new(
+                    smooth(&r.train, window),
+                    colour.stroke_width(2),
+                ))?
+                .label(train_label(r, window))
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+        }
         if r.eval.iter().any(|e| e.1.is_some()) {
             let pts = r.eval.iter().filter_map(|e| Some((e.0, e.1?)));
             chart
@@ -294,6 +313,21 @@ mod tests {
         let pts: Vec<(f64, f64)> = (0..5).map(|i| (i as f64, i as f64)).collect();
         let s: Vec<f64> = smooth(&pts, 2).iter().map(|p| p.1).collect();
         assert_eq!(s, [0.0, 0.5, 1.5, 2.5, 3.5]);
+    }
+
+    /// A short run's losses are drawn as they are: its legend said "train (mean of 1)".
+    #[test]
+    fn the_training_legend_names_the_window_only_when_it_averages() {
+        let r = Curves {
+            name: "Xor".into(),
+            attempt: 2,
+            ..Curves::default()
+        };
+        assert_eq!(train_label(&r, smoothing_window(60)), "Xor (2) train");
+        assert_eq!(
+            train_label(&r, smoothing_window(2000)),
+            "Xor (2) train (mean of 40 steps)"
+        );
     }
 
     /// Losses of ±1e308 made the loss axis infinite, and drawing it never ended.

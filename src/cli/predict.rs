@@ -41,7 +41,7 @@ pub struct PredictArgs {
     pub raw: bool,
     /// Where a character model's training text is, for a checkpoint that does not record its
     /// vocabulary (whose characters name the classes shown; default: the file's folder).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = super::data_folder())]
     pub data_dir: Option<PathBuf>,
 }
 

@@ -49,7 +49,7 @@ pub struct SampleArgs {
     )]
     pub seed: u64,
     /// Where the training text is (its vocabulary maps characters to ids; default: the file's folder).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = super::data_folder())]
     pub data_dir: Option<PathBuf>,
     /// The model to run (default: the model of the run that wrote the checkpoint, else of the
     /// file's last run, or its only model).

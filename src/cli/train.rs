@@ -28,7 +28,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
     /// Where the data files named in the .nn file are looked for (default: the file's folder).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = super::data_folder())]
     pub data_dir: Option<PathBuf>,
     /// Train this many epochs instead of each run's own `epochs:`/`steps:`.
     #[arg(long, allow_negative_numbers = true, value_name = "N", conflicts_with = "steps", value_parser = super::step_count)]

@@ -270,3 +270,21 @@ fn the_subcommands_name_the_values_of_shared_options_alike() {
     }
     assert!(seen >= 30, "only {seen} options found");
 }
+
+/// `nnc train FILE --lr 0.1` is refused (exit 1) saying that the learning rate is set in the
+/// file, not with clap's tip to pass `--lr` as a value after `--`.
+#[test]
+fn an_option_that_is_a_file_setting_points_at_the_file() {
+    let out = nnc()
+        .args(["train", "examples/xor.nn", "--lr", "0.1"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert_has(
+        &err,
+        &["`--lr` is not an option of `nnc train`: the learning rate is set in the file"],
+    );
+    assert!(!err.contains("-- --lr"), "{err}");
+}

@@ -510,11 +510,11 @@ fn missing_data_and_checkpoints_are_named_in_the_error() {
         "examples/mnist_mlp.nn",
         "--quiet",
         "--data-dir",
-        "/nonexistent/dir",
+        "tests",
     ]);
     assert_code(&out, 1);
     assert!(
-        stderr(&out).contains("/nonexistent/dir/train-images-idx3-ubyte.gz"),
+        stderr(&out).contains("tests/train-images-idx3-ubyte.gz"),
         "{}",
         stderr(&out)
     );
@@ -539,6 +539,30 @@ fn missing_data_and_checkpoints_are_named_in_the_error() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A `--data-dir` that is no folder is refused naming it, by every command that takes one,
+/// before the file is read: it was reported as the first data file missing in it, which sends
+/// the user looking at the file.
+#[test]
+fn a_data_dir_that_is_no_folder_is_refused_naming_it() {
+    for cmd in ["train", "eval", "bench", "predict", "sample"] {
+        for (dir, why) in [
+            ("/nonexistent/dir", "no such folder"),
+            ("examples/xor.nn", "a file, not a folder"),
+        ] {
+            let out = in_root(&[cmd, "examples/mnist_mlp.nn", "--data-dir", dir]);
+            assert_code(&out, 1);
+            let err = stderr(&out);
+            assert_has(
+                &err,
+                &[&format!(
+                    "invalid value '{dir}' for '--data-dir <DIR>': {why}"
+                )],
+            );
+            assert!(!err.contains("train-images"), "{cmd}: {err}");
+        }
+    }
 }
 
 #[test]
