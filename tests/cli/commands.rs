@@ -1807,3 +1807,48 @@ fn a_character_model_refuses_a_text_of_other_characters() {
         assert_has(&user_error(&out), &[differs]);
     }
 }
+
+/// A run that starts from an earlier one (`init:`, `--init`) says, once before it trains, what
+/// it took (as PyTorch's `load_state_dict(strict=False)` lists): the parameters loaded, those
+/// that start fresh and the earlier run's that it does not use, grouped by layer; not with
+/// `--quiet`, and stdout (the summary table) is the same as without it.
+#[test]
+fn a_partial_init_says_what_was_loaded_fresh_and_unused() {
+    let s = Scratch::new("init-note");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let nn = s.write(
+        "two.nn",
+        "model A(x: [2]) -> [2] { return x |> dense(4) as body |> relu |> dense(2) as recon }\n\
+         model B(x: [2]) -> [1] { return x |> dense(4) as body |> relu |> dense(1) as head }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train pre: A on d { loss: mse(output, x) optimizer: sgd(lr: 0.1) steps: 2 }\n\
+         train fine: B on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 2 init: pre checkpoint: \"fine.st\" }\n",
+    );
+    let out = run!("train", &nn);
+    succeeded(&out);
+    assert_has(
+        &stderr(&out),
+        &[
+            "note: run `fine` starts from run `pre`: 2 parameters loaded; 2 fresh: head; \
+           2 unused from run `pre`: recon",
+        ],
+    );
+    assert!(
+        !stderr(&out).contains("run `pre` starts"),
+        "{}",
+        stderr(&out)
+    );
+    let quiet = run!("train", "--quiet", &nn);
+    assert!(!stderr(&quiet).contains("note:"), "{}", stderr(&quiet));
+    // A file that holds all of a run's parameters says so.
+    let ck = s.path("fine.st");
+    let again = run!("train", "--run", "fine", "--init", &ck, &nn);
+    succeeded(&again);
+    assert_has(
+        &stderr(&again),
+        &[&format!(
+            "note: run `fine` starts from {}: all 4 parameters loaded\n",
+            ck.display()
+        )],
+    );
+}
