@@ -1852,3 +1852,36 @@ fn a_partial_init_says_what_was_loaded_fresh_and_unused() {
         )],
     );
 }
+
+/// A run whose training loss ends far above where it began, without overflowing, is warned
+/// about after the summary (which stays on stdout as it was); a healthy run is not.
+#[test]
+fn a_run_whose_loss_rose_far_is_warned_about() {
+    let s = Scratch::new("diverged");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let train = |lr: &str| {
+        let nn = s.write(
+            "d.nn",
+            format!(
+                "model M(x: [2]) -> [2] {{ return x |> dense(8) |> relu |> dense(2) }}\n\
+                 data d {{ train: csv(\"points.csv\") }}\n\
+                 train m: M on d {{ loss: cross_entropy(output, label) optimizer: sgd(lr: {lr}) \
+                 batch: 4 steps: 20 }}\n"
+            ),
+        );
+        let out = run!("train", "--quiet", &nn);
+        assert_has(&succeeded(&out), &["train loss"]);
+        stderr(&out)
+    };
+    let high = train("100");
+    assert_has(
+        &high,
+        &[
+            "warning: run `m`: the training loss rose from ",
+            " (step 1) to ",
+            " (step 20): training diverged, a lower learning rate may help",
+        ],
+    );
+    let healthy = train("0.1");
+    assert!(!healthy.contains("warning"), "{healthy}");
+}
