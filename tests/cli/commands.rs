@@ -1885,3 +1885,53 @@ fn a_run_whose_loss_rose_far_is_warned_about() {
     let healthy = train("0.1");
     assert!(!healthy.contains("warning"), "{healthy}");
 }
+
+/// `nnc sample` refuses a model with a bidirectional recurrent layer, saying why: its reverse
+/// direction reads the characters after each position, which generated text does not have yet
+/// (it sampled them as if padding after the context were ignored, as a causal model does).
+#[test]
+fn sampling_from_a_bidirectional_model_is_refused() {
+    let s = Scratch::new("sample-bidirectional");
+    s.write("corpus.txt", "abcabcabcabcabcabcabc");
+    let nn = |layer: &str| {
+        s.write(
+            "m.nn",
+            format!(
+                "model M(x: i32[4]) -> [4, 3] {{\n    return x |> embedding(3, 2) |> {layer} |> dense(3)\n}}\n\
+                 data d {{\n    train: text(\"corpus.txt\", seq: 4)\n}}\n\
+                 train M on d {{\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}}\n"
+            ),
+        )
+    };
+    let ck = s.path("m.safetensors");
+    for (layer, name) in [
+        ("gru(4, bidirectional: true)", "gru1"),
+        ("lstm(4, bidirectional: true) as enc", "enc"),
+    ] {
+        train_to(&nn(layer), &ck);
+        let err = user_error(&run!("sample", nn(layer), "--checkpoint", &ck));
+        assert_has(
+            &err,
+            &[
+                &format!("model `M` cannot generate text: its layer `{name}` is bidirectional"),
+                "and its reverse direction reads the characters after each \
+                 position",
+            ],
+        );
+    }
+    train_to(&nn("gru(4)"), &ck);
+    assert_eq!(
+        succeeded(&run!(
+            "sample",
+            nn("gru(4)"),
+            "--checkpoint",
+            &ck,
+            "--length",
+            "3"
+        ))
+        .trim()
+        .chars()
+        .count(),
+        3
+    );
+}
