@@ -1935,3 +1935,41 @@ fn sampling_from_a_bidirectional_model_is_refused() {
         3
     );
 }
+
+/// `nnc check` warns of an `init:` or `teacher:` checkpoint file that does not exist beside the
+/// `.nn` file, pointing at its string (it checked the file clean, and only `train` found out); a
+/// warning only, as another command may write it first, and none once the file is there.
+#[test]
+fn check_warns_of_a_missing_init_or_teacher_checkpoint() {
+    let s = Scratch::new("check-missing-reads");
+    let nn = s.write(
+        "kd.nn",
+        "model T(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }\n\
+         model S(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0], [0, 0], [1, 1]], y: [0, 1, 0, 1]) }\n\
+         train big: T on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    init: \"w.safetensors\"\n    steps: 2, batch: 2\n}\n\
+         train small: S on d {\n    loss: kd(output, teacher, label)\n    optimizer: sgd(lr: 0.1)\n    teacher: T(checkpoint: \"t.safetensors\")\n    steps: 2, batch: 2\n}\n",
+    );
+    let out = run!("check", &nn);
+    assert_has(
+        &succeeded(&out),
+        &["train big (T on d): ok", "train small (S on d): ok"],
+    );
+    let err = stderr(&out);
+    assert_has(
+        &err,
+        &[
+            "checkpoint \"w.safetensors\" does not exist",
+            "init: \"w.safetensors\"\n",
+            "checkpoint \"t.safetensors\" does not exist",
+            "T(checkpoint: \"t.safetensors\")\n",
+            "no such file (paths are relative to the .nn file's folder)",
+        ],
+    );
+    assert_eq!(err.matches("does not exist").count(), 2, "{err}");
+    s.write("w.safetensors", "");
+    s.write("t.safetensors", "");
+    let out = run!("check", &nn);
+    succeeded(&out);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
