@@ -198,6 +198,7 @@ fn run_spec(name: &str, length: Length) -> RunSpec {
         checkpoint: None,
         init: None,
         teacher: None,
+        reads: vec![],
         lr_scale: vec![],
         freeze: vec![],
         clip_grad_norm: None,

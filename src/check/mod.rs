@@ -34,6 +34,7 @@ mod settings;
 mod unused;
 
 pub use consts::MAX_STEPS;
+pub use names::plural;
 
 /// "no run named `plian` in ae.nn: did you mean `plain`?", or the file's runs when none is
 /// close: what `--run NAME` says of a name the file does not have.

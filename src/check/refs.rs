@@ -5,6 +5,7 @@ use super::consts;
 use super::lower::{Lower, V};
 use super::names::{did_you_mean, show};
 use super::runs::{Ctx, Files};
+use super::settings::Settings;
 use crate::diag::Diag;
 use crate::ir::{Graph, InitFrom, Op, TeacherSpec, ValueId};
 use crate::runtime::checkpoint::{checkpoint_name_for, is_checkpoint_name};
@@ -74,6 +75,24 @@ fn same_path(a: &str, b: &str) -> bool {
             .collect()
     };
     parts(a) == parts(b)
+}
+
+/// The checkpoint files run settings `s` read, each with the span of its string: `init: "…"` and
+/// `teacher: Model(checkpoint: "…")`, for `nnc check` to warn of one that does not exist.
+pub(super) fn file_reads(s: &Settings) -> Vec<(String, Span)> {
+    let init = s.get("init").filter(|e| matches!(e.kind, ExprKind::Str(_)));
+    let teacher = s.get("teacher").and_then(|e| match &e.kind {
+        ExprKind::Call { args, .. } => args
+            .iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.name == "checkpoint"))
+            .map(|a| &a.value),
+        _ => None,
+    });
+    [init, teacher]
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((checkpoint_file(e).ok()?, e.span)))
+        .collect()
 }
 
 /// `init: pretrain` (an earlier run) or `init: "weights.safetensors"`.

@@ -6,7 +6,9 @@ use super::fit::{check_vocab, input_fits, label_type, normalize_fits};
 use super::lower::{Lower, Models, V};
 use super::models::Signature;
 use super::names::{did_you_mean, show};
-use super::refs::{checkpoint_clash, checkpoint_file, run_ref, teacher_forward, teacher_ref};
+use super::refs::{
+    checkpoint_clash, checkpoint_file, file_reads, run_ref, teacher_forward, teacher_ref,
+};
 use super::settings::Settings;
 use super::{consts, layers, losses, optim, params};
 use crate::diag::Diag;
@@ -755,6 +757,7 @@ fn assemble(
         checkpoint: s.checkpoint,
         init: s.init,
         teacher: s.teacher.map(|(t, _)| t),
+        reads: file_reads(&s.keys),
         lr_scale: built.lr_scale,
         freeze: built.freeze,
         clip_grad_norm: s.clip_grad_norm?,

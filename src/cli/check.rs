@@ -3,12 +3,15 @@
 
 use super::{memory, source, CliError, CliResult};
 use crate::codegen::{Jit, JitOptions};
+use crate::diag::Diag;
 use crate::ir::RunSpec;
 use crate::opt::memplan;
+use crate::runtime::data::resolve;
 use std::path::Path;
 
 pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
     let loaded = source::load(path)?;
+    source::print_warnings(&loaded.path, &loaded.text, missing_reads(&loaded));
     memory::check(&loaded, None, max_memory)?;
     let p = &loaded.program;
     if p.models.is_empty() && p.runs.is_empty() {
@@ -35,6 +38,30 @@ pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// Warnings for the checkpoint files that `init:` and `teacher:` name but that do not exist
+/// (relative to the file's folder): only warnings, as another command may write them before
+/// `nnc train` reads them, which refuses a missing one.
+fn missing_reads(loaded: &source::Loaded) -> Vec<Diag> {
+    let dir = loaded.dir();
+    loaded
+        .program
+        .runs
+        .iter()
+        .flat_map(|r| &r.reads)
+        .filter(|(f, _)| !resolve(f, &dir).exists())
+        .map(|(f, span)| {
+            Diag::new(
+                "nnc::train",
+                format!("checkpoint {f:?} does not exist"),
+                *span,
+                "no such file (paths are relative to the .nn file's folder)",
+            )
+            .help("`nnc train` needs it: write it first (e.g. `nnc train --checkpoint`), or fix the path")
+            .warning()
+        })
+        .collect()
 }
 
 /// What training `r` compiles to: kernels per step, the bytes of a step's values (activations

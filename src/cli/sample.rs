@@ -4,7 +4,7 @@ use super::predict::{pick_model, training_data, with_checkpoint};
 use super::{source, CliError, CliResult};
 use crate::runtime::checkpoint::check_vocab;
 use crate::runtime::data::vocabulary;
-use crate::runtime::sample::{generate, SampleOptions};
+use crate::runtime::sample::{generate, reads_ahead, SampleOptions};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -61,6 +61,15 @@ pub fn run(args: &SampleArgs) -> CliResult {
     let loaded = source::load(&args.file)?;
     let p = &loaded.program;
     let (model, ck) = pick_model(p, args.model.as_deref(), &args.file, &args.checkpoint)?;
+    if let Some(layer) = reads_ahead(&model.graph) {
+        return Err(CliError::user(format!(
+            "model `{}` cannot generate text: its layer `{layer}` is bidirectional, and its \
+             reverse direction reads the characters after each position, which do not exist yet \
+             when text is generated one character at a time; sample from a model whose \
+             recurrent layers read forward only",
+            model.name
+        )));
+    }
     let data = training_data(p, model).ok_or_else(|| {
         CliError::user(format!(
             "no run trains `{}` on a text data source",

@@ -215,15 +215,22 @@ pub fn load_warning(
     let (text, ast) = parse(path)?;
     let (program, warnings) = crate::check::check_with_warnings_for(&ast, length, only)
         .map_err(|d| render(path, &text, d))?;
-    if warn && !warnings.is_empty() {
-        let report = Report::new(&path.display().to_string(), &text, warnings);
-        eprint!("{}", report.render(std::io::stderr().is_terminal()));
+    if warn {
+        print_warnings(path, &text, warnings);
     }
     Ok(Loaded {
         path: path.to_path_buf(),
         text,
         program,
     })
+}
+
+/// Prints `warnings` about the file at `path` (holding `text`) on stderr, if there are any.
+pub fn print_warnings(path: &Path, text: &str, warnings: Vec<Diag>) {
+    if !warnings.is_empty() {
+        let report = Report::new(&path.display().to_string(), text, warnings);
+        eprint!("{}", report.render(std::io::stderr().is_terminal()));
+    }
 }
 
 pub fn render(path: &Path, text: &str, diags: Vec<Diag>) -> CliError {

@@ -212,6 +212,9 @@ fn train(args: &TrainArgs, comm: Rc<dyn Comm>) -> CliResult {
         return Ok(());
     }
     print_summaries(&summaries);
+    for w in summaries.iter().filter_map(RunSummary::divergence_warning) {
+        eprintln!("warning: {w}");
+    }
     for s in &summaries {
         let spec = program.run(&s.run).expect("a run that just ran exists");
         if let Some(params) = session.params(&s.run) {

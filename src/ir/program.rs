@@ -297,6 +297,9 @@ pub struct RunSpec {
     pub checkpoint: Option<String>,
     pub init: Option<InitFrom>,
     pub teacher: Option<TeacherSpec>,
+    /// The checkpoint files `init` and `teacher` read, as written, each with the span of its
+    /// string: `nnc check` warns of one that does not exist.
+    pub reads: Vec<(String, Span)>,
     /// Per-path-prefix lr multipliers (`lr_scale: { encoder: 0.1 }`), longest prefix wins.
     pub lr_scale: Vec<(String, f64)>,
     /// Path prefixes written in `freeze:` (the graph's params already carry `frozen`).

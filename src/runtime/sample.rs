@@ -4,7 +4,7 @@
 
 use super::rng::Rng;
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
-use crate::ir::DType;
+use crate::ir::{DType, Graph, Op};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
@@ -23,6 +23,18 @@ pub enum SampleError {
     NotFinite { at: usize, id: usize, value: f32 },
     #[error("writing the text: {0}")]
     Write(#[from] std::io::Error),
+}
+
+/// The layer (its path, as the graph labels it) whose reverse direction makes the model read a
+/// sequence from its end: a bidirectional `rnn`, `gru` or `lstm`, lowered with a reversal of the
+/// time axis (axis 1 of `[B, T, features]`). Its output at a position depends on the characters
+/// after it, which do not exist yet when text is generated one character at a time.
+pub fn reads_ahead(graph: &Graph) -> Option<&str> {
+    graph
+        .nodes
+        .iter()
+        .find(|n| n.op == Op::Reverse { axis: 1 })
+        .map(|n| n.label.as_str())
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1831,3 +1831,169 @@ fn a_character_model_refuses_a_text_of_other_characters() {
         assert_has(&user_error(&out), &[differs]);
     }
 }
+
+/// A run that starts from an earlier one (`init:`, `--init`) says, once before it trains, what
+/// it took (as PyTorch's `load_state_dict(strict=False)` lists): the parameters loaded, those
+/// that start fresh and the earlier run's that it does not use, grouped by layer; not with
+/// `--quiet`, and stdout (the summary table) is the same as without it.
+#[test]
+fn a_partial_init_says_what_was_loaded_fresh_and_unused() {
+    let s = Scratch::new("init-note");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let nn = s.write(
+        "two.nn",
+        "model A(x: [2]) -> [2] { return x |> dense(4) as body |> relu |> dense(2) as recon }\n\
+         model B(x: [2]) -> [1] { return x |> dense(4) as body |> relu |> dense(1) as head }\n\
+         data d { train: csv(\"points.csv\") }\n\
+         train pre: A on d { loss: mse(output, x) optimizer: sgd(lr: 0.1) steps: 2 }\n\
+         train fine: B on d { loss: mse(output, label) optimizer: sgd(lr: 0.1) steps: 2 init: pre checkpoint: \"fine.st\" }\n",
+    );
+    let out = run!("train", &nn);
+    succeeded(&out);
+    assert_has(
+        &stderr(&out),
+        &[
+            "note: run `fine` starts from run `pre`: 2 parameters loaded; 2 fresh: head; \
+           2 unused from run `pre`: recon",
+        ],
+    );
+    assert!(
+        !stderr(&out).contains("run `pre` starts"),
+        "{}",
+        stderr(&out)
+    );
+    let quiet = run!("train", "--quiet", &nn);
+    assert!(!stderr(&quiet).contains("note:"), "{}", stderr(&quiet));
+    // A file that holds all of a run's parameters says so.
+    let ck = s.path("fine.st");
+    let again = run!("train", "--run", "fine", "--init", &ck, &nn);
+    succeeded(&again);
+    assert_has(
+        &stderr(&again),
+        &[&format!(
+            "note: run `fine` starts from {}: all 4 parameters loaded\n",
+            ck.display()
+        )],
+    );
+}
+
+/// A run whose training loss ends far above where it began, without overflowing, is warned
+/// about after the summary (which stays on stdout as it was); a healthy run is not.
+#[test]
+fn a_run_whose_loss_rose_far_is_warned_about() {
+    let s = Scratch::new("diverged");
+    s.write("points.csv", "0,0,0\n0,1,1\n1,0,1\n1,1,0\n");
+    let train = |lr: &str| {
+        let nn = s.write(
+            "d.nn",
+            format!(
+                "model M(x: [2]) -> [2] {{ return x |> dense(8) |> relu |> dense(2) }}\n\
+                 data d {{ train: csv(\"points.csv\") }}\n\
+                 train m: M on d {{ loss: cross_entropy(output, label) optimizer: sgd(lr: {lr}) \
+                 batch: 4 steps: 20 }}\n"
+            ),
+        );
+        let out = run!("train", "--quiet", &nn);
+        assert_has(&succeeded(&out), &["train loss"]);
+        stderr(&out)
+    };
+    let high = train("100");
+    assert_has(
+        &high,
+        &[
+            "warning: run `m`: the training loss rose from ",
+            " (step 1) to ",
+            " (step 20): training diverged, a lower learning rate may help",
+        ],
+    );
+    let healthy = train("0.1");
+    assert!(!healthy.contains("warning"), "{healthy}");
+}
+
+/// `nnc sample` refuses a model with a bidirectional recurrent layer, saying why: its reverse
+/// direction reads the characters after each position, which generated text does not have yet
+/// (it sampled them as if padding after the context were ignored, as a causal model does).
+#[test]
+fn sampling_from_a_bidirectional_model_is_refused() {
+    let s = Scratch::new("sample-bidirectional");
+    s.write("corpus.txt", "abcabcabcabcabcabcabc");
+    let nn = |layer: &str| {
+        s.write(
+            "m.nn",
+            format!(
+                "model M(x: i32[4]) -> [4, 3] {{\n    return x |> embedding(3, 2) |> {layer} |> dense(3)\n}}\n\
+                 data d {{\n    train: text(\"corpus.txt\", seq: 4)\n}}\n\
+                 train M on d {{\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2\n    steps: 1\n}}\n"
+            ),
+        )
+    };
+    let ck = s.path("m.safetensors");
+    for (layer, name) in [
+        ("gru(4, bidirectional: true)", "gru1"),
+        ("lstm(4, bidirectional: true) as enc", "enc"),
+    ] {
+        train_to(&nn(layer), &ck);
+        let err = user_error(&run!("sample", nn(layer), "--checkpoint", &ck));
+        assert_has(
+            &err,
+            &[
+                &format!("model `M` cannot generate text: its layer `{name}` is bidirectional"),
+                "and its reverse direction reads the characters after each \
+                 position",
+            ],
+        );
+    }
+    train_to(&nn("gru(4)"), &ck);
+    assert_eq!(
+        succeeded(&run!(
+            "sample",
+            nn("gru(4)"),
+            "--checkpoint",
+            &ck,
+            "--length",
+            "3"
+        ))
+        .trim()
+        .chars()
+        .count(),
+        3
+    );
+}
+
+/// `nnc check` warns of an `init:` or `teacher:` checkpoint file that does not exist beside the
+/// `.nn` file, pointing at its string (it checked the file clean, and only `train` found out); a
+/// warning only, as another command may write it first, and none once the file is there.
+#[test]
+fn check_warns_of_a_missing_init_or_teacher_checkpoint() {
+    let s = Scratch::new("check-missing-reads");
+    let nn = s.write(
+        "kd.nn",
+        "model T(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }\n\
+         model S(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0], [0, 0], [1, 1]], y: [0, 1, 0, 1]) }\n\
+         train big: T on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    init: \"w.safetensors\"\n    steps: 2, batch: 2\n}\n\
+         train small: S on d {\n    loss: kd(output, teacher, label)\n    optimizer: sgd(lr: 0.1)\n    teacher: T(checkpoint: \"t.safetensors\")\n    steps: 2, batch: 2\n}\n",
+    );
+    let out = run!("check", &nn);
+    assert_has(
+        &succeeded(&out),
+        &["train big (T on d): ok", "train small (S on d): ok"],
+    );
+    let err = stderr(&out);
+    assert_has(
+        &err,
+        &[
+            "checkpoint \"w.safetensors\" does not exist",
+            "init: \"w.safetensors\"\n",
+            "checkpoint \"t.safetensors\" does not exist",
+            "T(checkpoint: \"t.safetensors\")\n",
+            "no such file (paths are relative to the .nn file's folder)",
+        ],
+    );
+    assert_eq!(err.matches("does not exist").count(), 2, "{err}");
+    s.write("w.safetensors", "");
+    s.write("t.safetensors", "");
+    let out = run!("check", &nn);
+    succeeded(&out);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}

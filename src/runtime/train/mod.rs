@@ -136,6 +136,9 @@ pub struct RunSummary {
     /// Mean training loss over the last (up to) 50 steps this process trained (the losses of a
     /// resumed run's earlier steps are not known); NaN when it trained none.
     pub final_loss: f64,
+    /// The step (counted from the run's start) and loss of the first step this process trained;
+    /// `None` when it trained none.
+    pub first_loss: Option<(u64, f64)>,
     /// On the test split with the evaluation graph, after the last step (when there is one).
     pub test_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
@@ -268,6 +271,32 @@ fn non_finite_message(
     parts.push("training stopped before this step's update".into());
     // One finding a line (a terminal renders them under the headline).
     parts.join("\n")
+}
+
+/// How far a run's training loss must rise from its first step to its end, and how high it must
+/// end, to be called diverging. No healthy run ends at 10× its first loss; and a mean loss over
+/// 10 is worse than uniform guessing for a cross-entropy over up to e¹⁰ ≈ 22000 classes, which
+/// keeps a regression whose tiny loss wobbles upwards from being warned about.
+const DIVERGED_RATIO: f64 = 10.0;
+const DIVERGED_ABOVE: f64 = 10.0;
+
+impl RunSummary {
+    /// A warning when the run ended with its training loss far above where it began (a learning
+    /// rate too high that did not overflow to NaN, which stops a run with an error).
+    pub fn divergence_warning(&self) -> Option<String> {
+        let (step, first) = self.first_loss?;
+        let last = self.final_loss;
+        (first > 0.0 && last > DIVERGED_RATIO * first && last > DIVERGED_ABOVE).then(|| {
+            format!(
+                "run `{}`: the training loss rose from {} (step {step}) to {} (step {}): \
+                 training diverged, a lower learning rate may help",
+                self.run,
+                loss_text(first),
+                loss_text(last),
+                self.steps
+            )
+        })
+    }
 }
 
 /// The training step an evaluation followed, and that step's training loss (`None` when this
@@ -449,8 +478,41 @@ impl<'a> Session<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::run_checkpoint;
+    use super::{run_checkpoint, RunSummary};
     use std::path::Path;
+
+    /// A summary of run `m`, whose first step's loss was `first` and whose end `last`.
+    fn ended(first: f64, last: f64) -> RunSummary {
+        RunSummary {
+            run: "m".into(),
+            steps: 600,
+            steps_run: 600,
+            total_steps: 600,
+            epochs: 1.0,
+            final_loss: last,
+            first_loss: Some((1, first)),
+            test_loss: None,
+            test_accuracy: None,
+            samples_per_s: 0.0,
+            batch: 1,
+            wall_s: 0.0,
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn only_a_loss_that_rose_tenfold_and_high_is_divergence() {
+        let warned = ended(2.3, 3.4e8).divergence_warning().unwrap();
+        assert!(
+            warned.contains("rose from 2.3000 (step 1) to 3.400e8 (step 600)"),
+            "{warned}"
+        );
+        // A tiny regression loss that wobbles up, a loss that fell, one that rose less than 10×.
+        assert_eq!(ended(0.001, 0.5).divergence_warning(), None);
+        assert_eq!(ended(2.3, 0.1).divergence_warning(), None);
+        assert_eq!(ended(5.0, 45.0).divergence_warning(), None);
+        assert_eq!(ended(-1.0, 45.0).divergence_warning(), None);
+    }
 
     #[test]
     fn several_runs_each_get_a_checkpoint_named_after_them() {

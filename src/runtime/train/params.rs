@@ -98,6 +98,65 @@ fn take(t: &Tensor, name: &str, dims: &[usize], what: &str) -> Result<Vec<f32>, 
     Ok(t.data.clone())
 }
 
+/// Whether `path` is a batch norm's running statistic: a buffer no optimizer trains, but which
+/// a run starts from as it does from a parameter.
+fn is_buffer(path: &str) -> bool {
+    path.ends_with(".running_mean") || path.ends_with(".running_var")
+}
+
+/// `paths` grouped by layer, at most a few named: `head.weight, head.bias` → `head`.
+fn layers(paths: &[&str]) -> String {
+    const SHOWN: usize = 4;
+    let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in paths {
+        *groups
+            .entry(p.rsplit_once('.').map_or(*p, |(l, _)| l))
+            .or_default() += 1;
+    }
+    // A layer with a single tensor is named by it: `scale`, not the whole layer.
+    let names: Vec<&str> = groups
+        .iter()
+        .map(|(&layer, &n)| match n {
+            1 => paths
+                .iter()
+                .copied()
+                .find(|p| covers(layer, p))
+                .unwrap_or(layer),
+            _ => layer,
+        })
+        .collect();
+    let mut text = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        text += &format!(" and {} more", names.len() - SHOWN);
+    }
+    text
+}
+
+/// What run `run` takes from `what` (`init`, `--init`), said once before it trains: as PyTorch's
+/// `load_state_dict(strict=False)` returns, the tensors found (`matched`), those that start fresh
+/// from their initializers, and those of `what` the model has no use for — a partial match is
+/// often what was meant (a new head on a pretrained encoder) but may be a renamed layer.
+fn start_note(run: &str, what: &str, matched: &[&str], fresh: &[&str], unused: &[&str]) -> String {
+    use crate::check::plural;
+    let buffers = matched.iter().filter(|p| is_buffer(p)).count();
+    let params = plural(matched.len() - buffers, "parameter");
+    let all = if fresh.is_empty() { "all " } else { "" };
+    let mut note = match buffers {
+        0 => format!("run `{run}` starts from {what}: {all}{params} loaded"),
+        b => format!(
+            "run `{run}` starts from {what}: {all}{params} and {} loaded",
+            plural(b, "batch-norm buffer")
+        ),
+    };
+    if !fresh.is_empty() {
+        note += &format!("; {} fresh: {}", fresh.len(), layers(fresh));
+    }
+    if !unused.is_empty() {
+        note += &format!("; {} unused from {what}: {}", unused.len(), layers(unused));
+    }
+    note
+}
+
 /// Starting values of every parameter of `graph`, in its order.
 pub fn initial(
     program: &Program,
@@ -135,7 +194,8 @@ pub fn initial(
     };
 
     let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.params.len()];
-    let mut matched = 0;
+    let mut matched = Vec::new();
+    let mut fresh = Vec::new();
     for (i, p) in graph.params.iter().enumerate() {
         if p.path.starts_with(TEACHER) {
             continue;
@@ -144,15 +204,27 @@ pub fn initial(
             if let Some(t) = src.get(&p.path) {
                 let name = format!("`{}`", p.path);
                 values[i] = Some(take(t, &name, &p.dims, what).map_err(setup)?);
-                matched += 1;
+                matched.push(p.path.as_str());
                 continue;
             }
         }
+        fresh.push(p.path.as_str());
         values[i] = Some(init_param(p, spec.seed));
     }
-    if let Some((_, what)) = &init {
-        if matched == 0 {
+    if let Some((src, what)) = &init {
+        if matched.is_empty() {
             return Err(setup(format!("{what} has none of the model's parameters")));
+        }
+        if !opts.quiet {
+            let unused: Vec<&str> = src
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !k.starts_with("__") && !graph.params.iter().any(|p| p.path == *k))
+                .collect();
+            eprintln!(
+                "note: {}",
+                start_note(&spec.name, what, &matched, &fresh, &unused)
+            );
         }
     }
 

@@ -234,6 +234,7 @@ fn nothing_left(
         total_steps: total,
         epochs: step as f64 / per_epoch.max(1) as f64,
         final_loss: f64::NAN,
+        first_loss: None,
         test_loss: None,
         test_accuracy: None,
         samples_per_s: 0.0,

@@ -75,6 +75,8 @@ pub(super) struct Trainer<'a> {
     progress: Progress,
     /// The losses of the last [`RECENT`] steps, indexed from this process's first step.
     recent: [f64; RECENT],
+    /// The first step this process trained and its loss, against which its end is judged.
+    first_loss: Option<(u64, f64)>,
     started: Instant,
     /// Time spent evaluating and checkpointing, left out of samples/s.
     paused: Duration,
@@ -209,6 +211,7 @@ impl<'a> Trainer<'a> {
             checkpoint,
             progress,
             recent: [0.0; RECENT],
+            first_loss: None,
             started: Instant::now(),
             paused: Duration::ZERO,
         })
@@ -454,6 +457,7 @@ impl<'a> Trainer<'a> {
         // the steps it ran, also when a resumed run starts mid-way.
         self.recent[((self.step - self.start) % RECENT as u64) as usize] = loss as f64;
         self.step += 1;
+        self.first_loss.get_or_insert((self.step, loss as f64));
         let sps = if self.progress.shows_steps() {
             ((self.step - self.start) as usize * self.batch_size) as f64
                 / (self.started.elapsed() - self.paused)
@@ -724,6 +728,7 @@ impl<'a> Trainer<'a> {
                 step as f64 / per_epoch as f64
             },
             final_loss,
+            first_loss: self.first_loss,
             test_loss: self.last_eval.and_then(|l| l.loss),
             test_accuracy: self.last_eval.and_then(|l| l.accuracy),
             samples_per_s: ((step - start) as usize * self.batch_size) as f64
