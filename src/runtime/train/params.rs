@@ -98,12 +98,6 @@ fn take(t: &Tensor, name: &str, dims: &[usize], what: &str) -> Result<Vec<f32>, 
     Ok(t.data.clone())
 }
 
-/// Whether `path` is a batch norm's running statistic: a buffer no optimizer trains, but which
-/// a run starts from as it does from a parameter.
-fn is_buffer(path: &str) -> bool {
-    path.ends_with(".running_mean") || path.ends_with(".running_var")
-}
-
 /// `paths` grouped by layer, at most a few named: `head.weight, head.bias` → `head`.
 fn layers(paths: &[&str]) -> String {
     const SHOWN: usize = 4;
@@ -136,9 +130,15 @@ fn layers(paths: &[&str]) -> String {
 /// `load_state_dict(strict=False)` returns, the tensors found (`matched`), those that start fresh
 /// from their initializers, and those of `what` the model has no use for — a partial match is
 /// often what was meant (a new head on a pretrained encoder) but may be a renamed layer.
-fn start_note(run: &str, what: &str, matched: &[&str], fresh: &[&str], unused: &[&str]) -> String {
+fn start_note(
+    run: &str,
+    what: &str,
+    matched: &[&Param],
+    fresh: &[&str],
+    unused: &[&str],
+) -> String {
     use crate::check::plural;
-    let buffers = matched.iter().filter(|p| is_buffer(p)).count();
+    let buffers = matched.iter().filter(|p| p.is_buffer()).count();
     let params = plural(matched.len() - buffers, "parameter");
     let all = if fresh.is_empty() { "all " } else { "" };
     let mut note = match buffers {
@@ -204,7 +204,7 @@ pub fn initial(
             if let Some(t) = src.get(&p.path) {
                 let name = format!("`{}`", p.path);
                 values[i] = Some(take(t, &name, &p.dims, what).map_err(setup)?);
-                matched.push(p.path.as_str());
+                matched.push(p);
                 continue;
             }
         }
