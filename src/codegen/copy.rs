@@ -8,7 +8,7 @@ use crate::ir::Type;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Copies `n` floats from element `from` of `src` to element `to` of `dst`.
-fn copy(kb: &mut Kb, (dst, to): (Value, Value), (src, from): (Value, Value), n: usize) {
+pub(super) fn copy(kb: &mut Kb, (dst, to): (Value, Value), (src, from): (Value, Value), n: usize) {
     let zero = kb.int(0);
     let n = kb.int(n as i64);
     kb.vec_loop(zero, n, |kb, j, lane| {

@@ -13,6 +13,7 @@
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use super::copy::copy;
 use super::kernel::Kb;
 use super::lower::Scratch;
 use super::math;
@@ -271,12 +272,6 @@ pub fn hidden(kb: &mut Kb, ty: &Type, out: usize, input: usize) {
     kb.for_range(zero, rows, |kb, r| {
         let src = kb.b.ins().imul_imm_s(r, 6 * h as i64);
         let dst = kb.b.ins().imul_imm_s(r, h as i64);
-        let hv = kb.int(h as i64);
-        kb.vec_loop(zero, hv, |kb, j, lane| {
-            let si = kb.b.ins().iadd(src, j);
-            let di = kb.b.ins().iadd(dst, j);
-            let v = kb.ld(lane, x, si);
-            kb.st(v, o, di);
-        });
+        copy(kb, (o, dst), (x, src), h);
     });
 }
