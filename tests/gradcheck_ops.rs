@@ -1059,3 +1059,26 @@ fn bidirectional_recurrent_layers() {
         check(&g, 2);
     }
 }
+
+/// The same layers on an embedding of ids, where the reverse direction reads the look-up of the
+/// reversed ids: the table's gradient gathers both directions' (the ids repeat, so rows sum).
+#[test]
+fn bidirectional_recurrent_layers_on_an_embedding() {
+    for (layer, out) in [
+        ("rnn(3, bidirectional: true)", 6),
+        ("gru(2, bidirectional: true)", 4),
+        ("lstm(2, bidirectional: true)", 4),
+    ] {
+        let zeros = |n: usize| format!("[[{}]]", vec!["0"; n].join(", "));
+        let src = format!(
+            "model M(x: i32[4]) -> [{}] {{ return x |> embedding(3, 2) |> {layer} |> flatten }}
+             data d {{ train: inline(x: [[0, 1, 2, 1]], y: {}) }}
+             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+            4 * out,
+            zeros(4 * out)
+        );
+        let g = run_graph(&src);
+        let ids = vec![0.0, 2.0, 2.0, 1.0, 1.0, 0.0, 2.0, 0.0];
+        check_with(&g, &setup(&g, 2, &[("x", ids)], -1.0, 1.0));
+    }
+}

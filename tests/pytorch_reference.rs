@@ -1113,6 +1113,21 @@ fn torch_direction(
 /// the interpreter and the JIT ([`matches_numpy`]).
 #[test]
 fn bidirectional_recurrent_layers_are_pytorchs() {
+    bidirectional_against_the_reference(None);
+}
+
+/// The same layers reading `embedding(5, 3)` of token ids, some repeated: the reverse direction
+/// reads the look-up of the reversed ids (and, optimized, both directions' input products move
+/// into the table), which must be the PyTorch layer on the looked-up rows, the table's gradient
+/// included.
+#[test]
+fn bidirectional_recurrent_layers_on_an_embedding_are_pytorchs() {
+    bidirectional_against_the_reference(Some(5));
+}
+
+/// The check of the two tests above, on `x: [4, 3]`, or on ids `x: i32[4]` of a vocabulary of
+/// `vocab` looked up in a table of rows of 3 when given.
+fn bidirectional_against_the_reference(vocab: Option<usize>) {
     let (batch, steps, inputs, hidden) = (2, 4, 3, 3);
     for (cell, layer, names) in [
         (TorchCell::Rnn, "rnn", &["w_xh", "w_hh", "bias"][..]),
@@ -1124,13 +1139,23 @@ fn bidirectional_recurrent_layers_are_pytorchs() {
         (TorchCell::Lstm, "lstm", &["w_xh", "w_hh", "bias"][..]),
     ] {
         let width = steps * 2 * hidden;
+        let (input, lookup) = match vocab {
+            Some(v) => (
+                format!("i32[{steps}]"),
+                format!("embedding({v}, {inputs}) |> "),
+            ),
+            None => (format!("[{steps}, {inputs}]"), String::new()),
+        };
+        let data = match vocab {
+            Some(_) => inline(steps, width).replace("[[0, 0, 0, 0]]", "[[0, 1, 2, 3]]"),
+            None => inline(steps * inputs, width),
+        };
         let src = format!(
-            "model M(x: [{steps}, {inputs}]) -> [{width}] {{
-                 return x |> {layer}({hidden}, bidirectional: true) |> flatten
+            "model M(x: {input}) -> [{width}] {{
+                 return x |> {lookup}{layer}({hidden}, bidirectional: true) |> flatten
              }}
-             {}
-             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
-            inline(steps * inputs, width)
+             {data}
+             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}"
         );
         let g = run_graph(&src, "M");
         let rows = cell.gates() * hidden;
@@ -1141,30 +1166,57 @@ fn bidirectional_recurrent_layers_are_pytorchs() {
             b_hh: vals(rows, 1.7 + k, 0.4, 0.3),
         };
         let (fwd, rev) = (torch(0.0), torch(0.37));
-        // nnc's parameters in the graph's order: the forward direction's, then `_reverse`.
-        let values: Vec<Vec<f64>> = [&fwd, &rev]
+        // nnc's parameters in the graph's order: the table, the forward direction's, then
+        // `_reverse`.
+        let table = vocab.map(|v| vals(v * inputs, 0.61, 0.2, 1.0));
+        let values: Vec<Vec<f64>> = table
             .iter()
-            .flat_map(|p| nnc_direction(cell, p, inputs))
+            .cloned()
+            .chain(
+                [&fwd, &rev]
+                    .iter()
+                    .flat_map(|p| nnc_direction(cell, p, inputs)),
+            )
             .collect();
-        let paths: Vec<String> = ["", "_reverse"]
+        let paths: Vec<String> = table
             .iter()
-            .flat_map(|dir| names.iter().map(move |n| format!("{layer}1.{n}{dir}")))
+            .map(|_| "embedding1.weight".to_string())
+            .chain(
+                ["", "_reverse"]
+                    .iter()
+                    .flat_map(|dir| names.iter().map(move |n| format!("{layer}1.{n}{dir}"))),
+            )
             .collect();
         assert_eq!(
             g.params.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
             paths
         );
-        let x = vals(batch * steps * inputs, 0.7, 0.3, 1.0);
+        // The model's input: ids (repeated within and across the sequences), or the sequences.
+        let x = match vocab {
+            Some(_) => vec![0.0, 3.0, 3.0, 1.0, 4.0, 0.0, 2.0, 0.0],
+            None => vals(batch * steps * inputs, 0.7, 0.3, 1.0),
+        };
+        // The sequences the layer reads, from (a table in) nnc's parameters.
+        let rows_of = |ps: &[Vec<f64>]| -> Vec<f64> {
+            match vocab {
+                Some(_) => x
+                    .iter()
+                    .flat_map(|&id| ps[0][id as usize * inputs..][..inputs].to_vec())
+                    .collect(),
+                None => x.clone(),
+            }
+        };
         let target = vals(batch * width, 0.45, 1.1, 0.5);
         // The reference's output and loss from nnc-layout parameters.
         let forward = |ps: &[Vec<f64>]| -> Vec<f64> {
-            let n = names.len();
+            let (e, n) = (table.iter().count(), names.len());
             let sizes = (inputs, hidden);
             let (f, r) = (
-                torch_direction(cell, &ps[..n], sizes),
-                torch_direction(cell, &ps[n..], sizes),
+                torch_direction(cell, &ps[e..e + n], sizes),
+                torch_direction(cell, &ps[e + n..], sizes),
             );
-            x.chunks(steps * inputs)
+            rows_of(ps)
+                .chunks(steps * inputs)
                 .flat_map(|s| cell.bidirectional(s, inputs, [&f, &r]))
                 .collect()
         };
@@ -1177,7 +1229,7 @@ fn bidirectional_recurrent_layers_are_pytorchs() {
                 / y.len() as f64
         };
         // The layout itself: the reference from PyTorch's tensors as they are.
-        let direct: Vec<f64> = x
+        let direct: Vec<f64> = rows_of(&values)
             .chunks(steps * inputs)
             .flat_map(|s| cell.bidirectional(s, inputs, [&fwd, &rev]))
             .collect();

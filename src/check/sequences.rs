@@ -150,10 +150,27 @@ pub(super) fn directions(
     }
     // Full-shape axes of `[B, T, features]`: time is 1, the features 2.
     let time = Op::Reverse { axis: 1 };
-    let reversed = node(l, time.clone(), vec![x], cx)?;
+    let reversed = match reversed_lookup(l, cx, x) {
+        Some(v) => v,
+        None => node(l, time.clone(), vec![x], cx)?,
+    };
     let backward = one(l, "_reverse", reversed)?;
     let backward = node(l, time, vec![backward], cx)?;
     node(l, Op::Concat { axis: 2 }, vec![forward, backward], cx)
+}
+
+/// When `x` is a look-up of ids `[B, T]` (`embedding` or `one_hot`), `x` reversed in time
+/// computed as the look-up of the reversed ids: the same rows in the same places, but a look-up
+/// still, so that the reverse direction's input projection is moved into the table as the
+/// forward one's is (`opt::embed_matmul`), instead of a full product of every token's row.
+fn reversed_lookup(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {
+    let n = l.g.node(x);
+    let (op, mut inputs) = (n.op.clone(), n.inputs.clone());
+    if !matches!(op, Op::Embedding | Op::OneHot { .. }) || l.g.ty(inputs[0]).rank() != 2 {
+        return None;
+    }
+    inputs[0] = node(l, Op::Reverse { axis: 1 }, vec![inputs[0]], cx)?;
+    node(l, op, inputs, cx)
 }
 
 /// The input of a recurrent layer `what` (its name, then as a noun: `("rnn", "an rnn")`): an

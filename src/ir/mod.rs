@@ -605,7 +605,8 @@ pub enum Op {
         len: usize,
     },
     /// `[x] -> same`: x with full-shape axis `axis` in reverse order (a bidirectional recurrent
-    /// layer's backward direction runs on the time-reversed sequence). Its gradient is itself.
+    /// layer's backward direction runs on the time-reversed sequence, or reads the look-up of
+    /// its time-reversed ids). f32 or i32. Its gradient is itself.
     Reverse { axis: usize },
 
     // ----- tokens and sequences

@@ -23,6 +23,23 @@ pub(super) fn sequence_model(body: &str, out: usize) -> Graph {
     p.run("M").unwrap().graph.clone()
 }
 
+/// As [`sequence_model`], on `x: i32[5]`, ids of a vocabulary of 4 that `lookup` turns into a
+/// sequence of vectors (`embedding(4, 3)`, `one_hot(4)`).
+fn token_model(lookup: &str, body: &str, out: usize) -> Graph {
+    let zeros = |n: usize| format!("[[{}]]", vec!["0"; n].join(", "));
+    let src = format!(
+        "model M(x: i32[5]) -> [{}] {{ return x |> {lookup} |> {body} |> flatten }}
+         data d {{ train: inline(x: [[0, 1, 2, 3, 1]], y: {}) }}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        5 * out,
+        zeros(5 * out)
+    );
+    let file = nnc::syntax::parse(&src).unwrap_or_else(|d| panic!("{d:?}"));
+    let p = nnc::check::check(&file)
+        .unwrap_or_else(|d| panic!("{}", nnc::diag::Report::new("t.nn", &src, d).render(false)));
+    p.run("M").unwrap().graph.clone()
+}
+
 /// Shapes joined along a full-shape axis (the batch is axis 0): vectors, sequences, images,
 /// two and three inputs, lengths on and off the 4-lane vectors.
 const CONCATS: &[(&[&[usize]], usize)] = &[
@@ -105,6 +122,49 @@ fn bidirectional_training_is_bit_identical_on_any_thread_count() {
                 run_once(&g, &[u, u], batch, 2),
                 "{body}: threads 2, batch {batch}"
             );
+        }
+    }
+}
+
+/// A bidirectional layer on looked-up tokens: its reverse direction reads the look-up of the
+/// reversed ids (so that, optimized, both directions' input projections are products of the
+/// embedding table, `opt::embed_matmul`), and trains as the interpreter does, unoptimized and
+/// optimized, with ids repeated and on every thread count's batches.
+#[test]
+fn bidirectional_layers_on_looked_up_tokens_train_as_the_interpreter_does() {
+    for lookup in ["embedding(4, 3)", "one_hot(4)"] {
+        for (body, out) in BIDIRECTIONAL {
+            let g = token_model(lookup, body, out);
+            let reversed: Vec<DType> = g
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.op, Op::Reverse { .. }))
+                .map(|n| n.ty.dtype)
+                .collect();
+            // The ids, then the reverse direction's states back into time order.
+            assert_eq!(reversed, [DType::I32, DType::F32], "{lookup} |> {body}");
+            let t = nnc::autodiff::grad(&g).unwrap();
+            let folded = nnc::opt::optimize(&t, 1).unwrap();
+            if lookup.starts_with("embedding") {
+                let tables: Vec<&Op> = folded
+                    .nodes
+                    .iter()
+                    .filter(|n| n.op == Op::Embedding)
+                    .map(|n| &folded.node(n.inputs[1]).op)
+                    .collect();
+                assert_eq!(tables.len(), 2, "{body}: a look-up per direction");
+                assert!(
+                    tables.iter().all(|op| !matches!(op, Op::Param(_))),
+                    "{body}: a direction looks up the raw table: {tables:?}"
+                );
+            }
+            for mut t in [t, folded] {
+                expose_all(&mut t);
+                for &batch in &BATCHES {
+                    let gens = [Gen::Int(0, 4), Gen::U(-1.0, 1.0)];
+                    compare(&t, &gens, batch, 600 + batch as u64, TOL);
+                }
+            }
         }
     }
 }

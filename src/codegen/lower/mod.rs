@@ -27,7 +27,7 @@ use super::im2col::ConvGeom;
 use super::kernel::{Kb, KernelFn, KernelModule, Listing};
 use super::winograd::WinogradStep;
 use super::CodegenError;
-use crate::ir::{DType, Epilogue, EpilogueLoss, Graph, Node, Op, Producer, Type};
+use crate::ir::{DType, Epilogue, EpilogueLoss, Graph, Node, Op, Producer, Type, ValueId};
 use crate::opt::memplan::{self, Home, Plan};
 
 /// Where a value lives at run time.
@@ -287,6 +287,11 @@ fn storage_of(
 
 /// Rejects graphs the verifier would reject where a kernel relies on it: f32 where f32 is read.
 fn check_dtypes(g: &Graph, i: usize, n: &Node) -> Result<(), CodegenError> {
+    // A reversal copies bits: of ids (a bidirectional layer's look-up of reversed tokens) too.
+    let ids = |v: ValueId| g.ty(v).dtype == DType::I32;
+    if matches!(n.op, Op::Reverse { .. }) && ids(n.inputs[0]) && n.ty.dtype == DType::I32 {
+        return Ok(());
+    }
     let labels = n.inputs.len().saturating_sub(1);
     let int_inputs: &[usize] = match &n.op {
         Op::Embedding | Op::EmbeddingGrad | Op::OneHot { .. } => &[0],
