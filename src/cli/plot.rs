@@ -80,8 +80,8 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
         let field = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
         let kind = v.get("type").and_then(|t| t.as_str());
         // `nnc bench --log-json` into the same log: measurements of a run, not points of its
-        // curves.
-        if kind.is_some_and(|k| k.starts_with("bench_")) {
+        // curves; nor is what a run starts from (`init`).
+        if kind.is_some_and(|k| k.starts_with("bench_") || k == "init") {
             continue;
         }
         let name = v
@@ -356,7 +356,8 @@ mod tests {
 
     /// An evaluation whose loss is null (not listed in the run's `eval:`, or not finite) keeps
     /// its accuracy: such records were dropped whole. One of `nnc eval` at no step is left out,
-    /// and one on the training split, and `nnc bench`'s records (`bench_process` has no run).
+    /// and one on the training split, `nnc bench`'s records (`bench_process` has no run), and
+    /// what a run starts from (`init`, at no step).
     #[test]
     fn an_evaluation_without_a_loss_keeps_its_accuracy() {
         let dir = std::env::temp_dir().join(format!("nnc-plot-acc-{}", std::process::id()));
@@ -365,6 +366,8 @@ mod tests {
         std::fs::write(
             &log,
             concat!(
+                r#"{"type":"init","run":"A","from_run":"P","loaded":2,"buffers":0,"fresh":[],"unused":["d.weight"]}"#,
+                "\n",
                 r#"{"type":"eval","run":"A","step":2,"epoch":1,"samples":4,"loss":null,"accuracy":0.75}"#,
                 "\n",
                 r#"{"type":"eval","run":"A","step":null,"epoch":null,"samples":4,"loss":0.5,"accuracy":0.5,"split":"test","checkpoint":"a.st"}"#,

@@ -1835,7 +1835,7 @@ fn a_character_model_refuses_a_text_of_other_characters() {
 /// A run that starts from an earlier one (`init:`, `--init`) says, once before it trains, what
 /// it took (as PyTorch's `load_state_dict(strict=False)` lists): the parameters loaded, those
 /// that start fresh and the earlier run's that it does not use, grouped by layer; not with
-/// `--quiet`, and stdout (the summary table) is the same as without it.
+/// `--quiet`, and stdout (the summary table) is the same as without it; `--log-json` logs it.
 #[test]
 fn a_partial_init_says_what_was_loaded_fresh_and_unused() {
     let s = Scratch::new("init-note");
@@ -1864,6 +1864,23 @@ fn a_partial_init_says_what_was_loaded_fresh_and_unused() {
     );
     let quiet = run!("train", "--quiet", &nn);
     assert!(!stderr(&quiet).contains("note:"), "{}", stderr(&quiet));
+    // `--log-json` records it, every path named, quiet or not; `nnc plot` passes over it.
+    let log = s.path("log.jsonl");
+    succeeded(&run!("train", "--quiet", "--log-json", &log, &nn));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let inits: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "init")
+        .collect();
+    assert_eq!(
+        inits,
+        [serde_json::json!({
+            "type": "init", "run": "fine", "from_run": "pre", "loaded": 2, "buffers": 0,
+            "fresh": ["head.weight", "head.bias"], "unused": ["recon.bias", "recon.weight"]
+        })]
+    );
+    succeeded(&run!("plot", &log, "--out", &s.path("curve.svg")));
     // A file that holds all of a run's parameters says so.
     let ck = s.path("fine.st");
     let again = run!("train", "--run", "fine", "--init", &ck, &nn);

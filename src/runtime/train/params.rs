@@ -4,6 +4,7 @@
 //! the optimizer state of the trainable ones and their update, and the tensors a checkpoint saves
 //! and restores. Also the per-parameter lr multipliers of `lr_scale`.
 
+use super::progress::Record;
 use super::resume::{optim_state, Order, Position};
 use super::{Backend, TrainError, TrainOptions};
 use crate::exec::{ExecError, Executor, UpdateHyper, Updater};
@@ -14,6 +15,7 @@ use crate::runtime::checkpoint::{
 use crate::runtime::init::init_param;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Named parameter tensors (paths → values).
@@ -126,45 +128,86 @@ fn layers(paths: &[&str]) -> String {
     text
 }
 
-/// What run `run` takes from `what` (`init`, `--init`), said once before it trains: as PyTorch's
-/// `load_state_dict(strict=False)` returns, the tensors found (`matched`), those that start fresh
-/// from their initializers, and those of `what` the model has no use for — a partial match is
-/// often what was meant (a new head on a pretrained encoder) but may be a renamed layer.
-fn start_note(
-    run: &str,
-    what: &str,
-    matched: &[&Param],
-    fresh: &[&str],
-    unused: &[&str],
-) -> String {
-    use crate::check::plural;
-    let buffers = matched.iter().filter(|p| p.is_buffer()).count();
-    let params = plural(matched.len() - buffers, "parameter");
-    let all = if fresh.is_empty() { "all " } else { "" };
-    let mut note = match buffers {
-        0 => format!("run `{run}` starts from {what}: {all}{params} loaded"),
-        b => format!(
-            "run `{run}` starts from {what}: {all}{params} and {} loaded",
-            plural(b, "batch-norm buffer")
-        ),
-    };
-    if !fresh.is_empty() {
-        note += &format!("; {} fresh: {}", fresh.len(), layers(fresh));
-    }
-    if !unused.is_empty() {
-        note += &format!("; {} unused from {what}: {}", unused.len(), layers(unused));
-    }
-    note
+/// What a run took from the parameters it starts from (`init`, `--init`), said once before it
+/// trains ([`StartNote::message`]) and logged with `--log-json` ([`StartNote::record`]): as
+/// PyTorch's `load_state_dict(strict=False)` returns, the tensors found, those that start fresh
+/// from their initializers, and those of the source the model has no use for — a partial match
+/// is often what was meant (a new head on a pretrained encoder) but may be a renamed layer.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct StartNote {
+    /// An earlier run of the file, or a checkpoint file (as written).
+    pub from: InitFrom,
+    /// The parameters loaded, and of them the batch norms' running statistics (buffers).
+    pub loaded: usize,
+    pub buffers: usize,
+    /// The paths of the parameters that start from their initializers.
+    pub fresh: Vec<String>,
+    /// The paths of the source's tensors that the model does not have.
+    pub unused: Vec<String>,
 }
 
-/// Starting values of every parameter of `graph`, in its order.
+impl StartNote {
+    /// The note for run `run`: ``run `finetune` starts from run `pretrain`: 4 parameters
+    /// loaded; 2 fresh: head; 4 unused from run `pretrain`: decode1, decode2``.
+    pub fn message(&self, run: &str) -> String {
+        use crate::check::plural;
+        let what = described(&self.from);
+        let params = plural(self.loaded - self.buffers, "parameter");
+        let all = if self.fresh.is_empty() { "all " } else { "" };
+        let mut note = match self.buffers {
+            0 => format!("run `{run}` starts from {what}: {all}{params} loaded"),
+            b => format!(
+                "run `{run}` starts from {what}: {all}{params} and {} loaded",
+                plural(b, "batch-norm buffer")
+            ),
+        };
+        let names =
+            |paths: &[String]| layers(&paths.iter().map(String::as_str).collect::<Vec<_>>());
+        if !self.fresh.is_empty() {
+            note += &format!("; {} fresh: {}", self.fresh.len(), names(&self.fresh));
+        }
+        if !self.unused.is_empty() {
+            note += &format!(
+                "; {} unused from {what}: {}",
+                self.unused.len(),
+                names(&self.unused)
+            );
+        }
+        note
+    }
+
+    /// Its `--log-json` record: `{"type":"init","run":…,"from_run":…` (or `"from_file":…`)
+    /// `,"loaded":…,"buffers":…,"fresh":[…],"unused":[…]}`, every path named.
+    pub fn record(&self, w: &mut impl Write, run: &str) -> std::io::Result<()> {
+        let mut o = Record::new(w, "init", run)?;
+        match &self.from {
+            InitFrom::Run(r) => o.str("from_run", r)?,
+            InitFrom::File(f) => o.str("from_file", f)?,
+        };
+        o.uint("loaded", Some(self.loaded as u64))?;
+        o.uint("buffers", Some(self.buffers as u64))?;
+        o.strs("fresh", &self.fresh)?.strs("unused", &self.unused)?;
+        o.end()
+    }
+}
+
+/// Where parameters come from, as notes and errors name it: ``run `pretrain` `` or the file.
+fn described(from: &InitFrom) -> String {
+    match from {
+        InitFrom::Run(r) => format!("run `{r}`"),
+        InitFrom::File(f) => f.clone(),
+    }
+}
+
+/// Starting values of every parameter of `graph`, in its order, and what they were taken from
+/// when the run starts from other parameters (`init`, `--init`).
 pub fn initial(
     program: &Program,
     spec: &RunSpec,
     graph: &Graph,
     opts: &TrainOptions,
     trained: &BTreeMap<String, Tensors>,
-) -> Result<Vec<Vec<f32>>, TrainError> {
+) -> Result<(Vec<Vec<f32>>, Option<StartNote>), TrainError> {
     let setup = |msg: String| TrainError::Setup {
         run: spec.name.clone(),
         msg,
@@ -174,21 +217,21 @@ pub fn initial(
     // The tensors the student starts from, if any.
     let init_ck;
     let init_run;
-    let init: Option<(&Tensors, String)> = match (&opts.init, &spec.init) {
+    let init: Option<(&Tensors, InitFrom)> = match (&opts.init, &spec.init) {
         // A file that cannot be read is named as the run's `init`, as a teacher's is.
         (Some(p), _) => {
             init_ck =
                 Checkpoint::load(p).map_err(|e| setup(format!("`--init {}`: {e}", p.display())))?;
-            Some((&init_ck.tensors, p.display().to_string()))
+            Some((&init_ck.tensors, InitFrom::File(p.display().to_string())))
         }
-        (None, Some(InitFrom::File(p))) => {
+        (None, Some(from @ InitFrom::File(p))) => {
             init_ck =
                 Checkpoint::load(&resolve(p)).map_err(|e| setup(format!("`init: {p:?}`: {e}")))?;
-            Some((&init_ck.tensors, p.clone()))
+            Some((&init_ck.tensors, from.clone()))
         }
-        (None, Some(InitFrom::Run(r))) => {
+        (None, Some(from @ InitFrom::Run(r))) => {
             init_run = run_params(r, &spec.name, "init", program, trained, opts).map_err(&setup)?;
-            Some((&*init_run, format!("run `{r}`")))
+            Some((&*init_run, from.clone()))
         }
         (None, None) => None,
     };
@@ -200,38 +243,41 @@ pub fn initial(
         if p.path.starts_with(TEACHER) {
             continue;
         }
-        if let Some((src, what)) = &init {
+        if let Some((src, from)) = &init {
             if let Some(t) = src.get(&p.path) {
                 let name = format!("`{}`", p.path);
-                values[i] = Some(take(t, &name, &p.dims, what).map_err(setup)?);
+                values[i] = Some(take(t, &name, &p.dims, &described(from)).map_err(setup)?);
                 matched.push(p);
                 continue;
             }
         }
-        fresh.push(p.path.as_str());
+        fresh.push(p.path.clone());
         values[i] = Some(init_param(p, spec.seed));
     }
-    if let Some((src, what)) = &init {
-        if matched.is_empty() {
+    let note = match init {
+        Some((_, from)) if matched.is_empty() => {
+            let what = described(&from);
             return Err(setup(format!("{what} has none of the model's parameters")));
         }
-        if !opts.quiet {
-            let unused: Vec<&str> = src
+        Some((src, from)) => Some(StartNote {
+            from,
+            loaded: matched.len(),
+            buffers: matched.iter().filter(|p| p.is_buffer()).count(),
+            fresh,
+            unused: src
                 .keys()
-                .map(String::as_str)
-                .filter(|k| !k.starts_with("__") && !graph.params.iter().any(|p| p.path == *k))
-                .collect();
-            eprintln!(
-                "note: {}",
-                start_note(&spec.name, what, &matched, &fresh, &unused)
-            );
-        }
-    }
+                .filter(|k| !k.starts_with("__") && graph.param_by_path(k).is_none())
+                .cloned()
+                .collect(),
+        }),
+        None => None,
+    };
 
     for (i, v) in teacher_params(program, spec, graph, opts, trained)? {
         values[i] = Some(v);
     }
-    Ok(values.into_iter().map(|v| v.unwrap_or_default()).collect())
+    let values = values.into_iter().map(|v| v.unwrap_or_default()).collect();
+    Ok((values, note))
 }
 
 /// The teacher's parameters in `graph` (those under [`TEACHER`]), each with its index in
@@ -386,6 +432,8 @@ pub(super) struct Params {
     /// are swapped into `values` once the step proves finite, so that a step that does not
     /// leaves the parameters as they were.
     pub next: Vec<Vec<f32>>,
+    /// What the values were taken from, when the run starts from other parameters.
+    pub start: Option<StartNote>,
 }
 
 /// The optimizer settings that decide which state buffers it keeps, as resume errors name them.
@@ -408,7 +456,7 @@ impl Params {
             run: spec.name.clone(),
             msg,
         };
-        let values = match &opts.resume {
+        let (values, start) = match &opts.resume {
             Some(_) => {
                 let fresh = RunSpec {
                     init: None,
@@ -449,6 +497,7 @@ impl Params {
             updater,
             fused: false,
             next: Vec::new(),
+            start,
         })
     }
 

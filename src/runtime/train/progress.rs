@@ -108,6 +108,20 @@ impl<'w, W: Write> Record<'w, W> {
         Ok(self)
     }
 
+    /// A field of strings, `[…]`.
+    pub fn strs(&mut self, key: &str, v: &[String]) -> std::io::Result<&mut Self> {
+        self.key(key)?;
+        self.w.write_all(b"[")?;
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                self.w.write_all(b",")?;
+            }
+            write_str(self.w, s)?;
+        }
+        self.w.write_all(b"]")?;
+        Ok(self)
+    }
+
     /// Ends the record and its line.
     pub fn end(&mut self) -> std::io::Result<()> {
         self.w.write_all(b"}\n")
@@ -219,6 +233,22 @@ impl Progress {
             w.flush()?;
         }
         Ok(())
+    }
+
+    /// A note said before the run trains: `note: {text}` on stderr unless quiet, and in the log
+    /// the record that `record` writes.
+    pub fn note(
+        &mut self,
+        text: &str,
+        record: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if !self.quiet {
+            eprintln!("note: {text}");
+        }
+        match &mut self.log {
+            Some((_, w)) => record(w),
+            None => Ok(()),
+        }
     }
 
     /// Writes out what the log holds so far.

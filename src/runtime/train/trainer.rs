@@ -181,7 +181,12 @@ impl<'a> Trainer<'a> {
                 .collect(),
             None => Vec::new(),
         };
-        let progress = Progress::new(name, total, opts.quiet, log);
+        let mut progress = Progress::new(name, total, opts.quiet, log);
+        if let Some(n) = &params.start {
+            progress
+                .note(&n.message(name), |w| n.record(w, name))
+                .map_err(log_error(opts))?;
+        }
         // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
         let per_epoch = order.batches_per_epoch() as u64;
         let epoch = start / per_epoch.max(1);
