@@ -4,6 +4,14 @@
 
 use super::common::*;
 use nnc::runtime::checkpoint::Checkpoint;
+use std::path::Path;
+
+/// `nnc train FILE ARGS…` on the JIT, then on the interpreter (`--interp`): each must fail as a
+/// user error (exit 1, no panic). Their stderr, in that order.
+fn train_fails_on_both_backends(file: &Path, args: &[&str]) -> [String; 2] {
+    [&[][..], &["--interp"][..]]
+        .map(|backend| user_error(&run!("train", file; args.iter().chain(backend))))
+}
 
 /// A linear model with a learning rate so large that the weights overflow within a few steps.
 const DIVERGES: &str = r#"
@@ -43,33 +51,29 @@ train M on d {
 }
 "#;
 
+/// What `--detect-anomaly` says of [`HIDDEN_OVERFLOW`].
+const HIDDEN_INFINITY: &str =
+    "step 1: an infinity first appears in `%4 = matmul %0, %2 : f32[B,64]  ; dense1`";
+
 #[test]
 fn a_diverging_run_stops_naming_the_step_tensor_and_op() {
     let s = Scratch::new("anomaly-diverge");
     let file = s.write("diverge.nn", DIVERGES);
-    for backend in [&[][..], &["--interp"][..]] {
-        let out = nnc()
-            .arg("train")
-            .arg(&file)
-            .arg("--quiet")
-            .args(backend)
-            .output()
-            .unwrap();
-        assert_code(&out, 1);
-        let err = stderr(&out);
+    for err in train_fails_on_both_backends(&file, &["--quiet"]) {
         // Step 4 is the first whose forward pass overflows (both backends agree).
-        for part in [
-            "step 4",
-            "the loss is", // inf, or NaN where inf − inf was summed first
-            "the gradient of `dense1.weight` is not finite",
-            "first appears in `%8 = matmul %5, %6 : f32[B,1]  ; dense2`",
-            // The step before's huge loss says why.
-            "step 3's loss was ",
-            ": training is diverging, a lower learning rate may help",
-            "training stopped before this step's update",
-        ] {
-            assert!(err.contains(part), "{backend:?}: no `{part}` in\n{err}");
-        }
+        assert_has(
+            &err,
+            &[
+                "step 4",
+                "the loss is", // inf, or NaN where inf − inf was summed first
+                "the gradient of `dense1.weight` is not finite",
+                "first appears in `%8 = matmul %5, %6 : f32[B,1]  ; dense2`",
+                // The step before's huge loss says why.
+                "step 3's loss was ",
+                ": training is diverging, a lower learning rate may help",
+                "training stopped before this step's update",
+            ],
+        );
     }
 }
 
@@ -90,17 +94,9 @@ train N on d {
 }
 "#,
     );
-    for backend in [&[][..], &["--interp"][..]] {
-        let out = nnc()
-            .arg("train")
-            .arg(&file)
-            .arg("--quiet")
-            .args(backend)
-            .output()
-            .unwrap();
-        assert_code(&out, 1);
+    for err in train_fails_on_both_backends(&file, &["--quiet"]) {
         assert_has(
-            &stderr(&out),
+            &err,
             &[
                 "step 2: the loss is NaN",
                 "first appears in `%2 = param dense1.weight",
@@ -238,22 +234,8 @@ fn detect_anomaly_stops_at_an_intermediate_the_loss_never_sees() {
         .output()
         .unwrap();
     assert_code(&plain, 0);
-    for backend in [&[][..], &["--interp"][..]] {
-        let out = nnc()
-            .arg("train")
-            .arg(&file)
-            .args(["--quiet", "--detect-anomaly"])
-            .args(backend)
-            .output()
-            .unwrap();
-        assert_code(&out, 1);
-        let err = stderr(&out);
-        assert!(
-            err.contains(
-                "step 1: an infinity first appears in `%4 = matmul %0, %2 : f32[B,64]  ; dense1`"
-            ),
-            "{backend:?}:\n{err}"
-        );
+    for err in train_fails_on_both_backends(&file, &["--quiet", "--detect-anomaly"]) {
+        assert_has(&err, &[HIDDEN_INFINITY]);
         assert!(!err.contains("the loss is"), "{err}");
     }
 }
@@ -269,39 +251,19 @@ fn a_run_that_clips_still_stops_at_the_first_non_finite_value() {
         |src: &str| src.replace("shuffle: false", "shuffle: false\n    clip_grad_norm: 1e30");
     let diverges = s.write("diverge.nn", clip(DIVERGES));
     let hidden = s.write("hidden.nn", clip(HIDDEN_OVERFLOW));
-    for backend in [&[][..], &["--interp"][..]] {
-        let out = nnc()
-            .arg("train")
-            .arg(&diverges)
-            .arg("--quiet")
-            .args(backend)
-            .output()
-            .unwrap();
-        assert_code(&out, 1);
-        let err = stderr(&out);
-        for part in [
-            "step 4",
-            "the gradient of `dense1.weight` is not finite",
-            "first appears in `%8 = matmul %5, %6 : f32[B,1]  ; dense2`",
-            "training stopped before this step's update",
-        ] {
-            assert!(err.contains(part), "{backend:?}: no `{part}` in\n{err}");
-        }
-        let out = nnc()
-            .arg("train")
-            .arg(&hidden)
-            .args(["--quiet", "--detect-anomaly"])
-            .args(backend)
-            .output()
-            .unwrap();
-        assert_code(&out, 1);
-        let err = stderr(&out);
-        assert!(
-            err.contains(
-                "step 1: an infinity first appears in `%4 = matmul %0, %2 : f32[B,64]  ; dense1`"
-            ),
-            "{backend:?}:\n{err}"
+    for err in train_fails_on_both_backends(&diverges, &["--quiet"]) {
+        assert_has(
+            &err,
+            &[
+                "step 4",
+                "the gradient of `dense1.weight` is not finite",
+                "first appears in `%8 = matmul %5, %6 : f32[B,1]  ; dense2`",
+                "training stopped before this step's update",
+            ],
         );
+    }
+    for err in train_fails_on_both_backends(&hidden, &["--quiet", "--detect-anomaly"]) {
+        assert_has(&err, &[HIDDEN_INFINITY]);
     }
 }
 

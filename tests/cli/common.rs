@@ -66,7 +66,6 @@ pub fn assert_code(out: &std::process::Output, code: i32) {
     assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
 }
 
-/// Trains `nn` quietly into the checkpoint `ck`, asserting that it succeeds.
 /// Rewrites checkpoint `ck` of a finished run as if the run had been `total` steps long and
 /// stopped where it ended, so that `--resume` goes on with it.
 pub fn as_if_stopped(ck: &std::path::Path, total: u64) {
@@ -78,6 +77,7 @@ pub fn as_if_stopped(ck: &std::path::Path, total: u64) {
     stopped.save_to(ck).unwrap();
 }
 
+/// Trains `nn` quietly into the checkpoint `ck`, asserting that it succeeds.
 pub fn train_to(nn: &std::path::Path, ck: &std::path::Path) {
     let out = nnc()
         .arg("train")
