@@ -4,7 +4,8 @@
 //! dropout, with gradient clipping by the norm of the averaged gradients); a batch that does not split over the ranks is refused;
 //! a rank killed with SIGKILL, or one that stops answering (SIGSTOP), ends the job with an error
 //! within a bounded time; the last checkpoint of a killed job resumes with one process and with
-//! two; a stop request (SIGINT) to one rank stops every rank after the same step.
+//! two; a stop request (SIGINT) to one rank stops every rank after the same step, and so does
+//! early stopping.
 //!
 //! "Within 1e-5 relative" is measured per tensor: |a − b| ≤ 1e-5 · max|a| for every element
 //! (the ranks sum their gradients in another order than one process does; an element-wise
@@ -275,6 +276,28 @@ fn two_ranks_clip_the_gradients_as_one_process() {
         norms.iter().filter(|n| **n > 0.25).count() >= 10,
         "{norms:?}"
     );
+}
+
+/// Early stopping decides on figures every rank has alike (the whole test split's loss, reduced):
+/// one process and two ranks stop after the same step with the same weights (a rank that went
+/// on alone would wait for the others' gradients forever).
+#[test]
+fn two_ranks_stop_early_after_the_step_one_process_stops_after() {
+    let _turn = serial();
+    let dir = Scratch::new("early-stop");
+    // No evaluation improves on the first by 10: the third ends the run, after step 60 of 200.
+    let optimizer = "sgd(lr: 0.05)\n    early_stopping: loss(patience: 2, min_delta: 10)";
+    let nn = problem(&dir, MLP, optimizer, 64, 200);
+    let (one, two) = (dir.path("one.safetensors"), dir.path("two.safetensors"));
+    ok(&mut nnc(&["train", s(&nn), "-q", "--checkpoint", s(&one)]));
+    ok(&mut mpirun(
+        2,
+        &["train", s(&nn), "-q", "--checkpoint", s(&two)],
+    ));
+    for ck in [&one, &two] {
+        assert_eq!(Checkpoint::load(ck).unwrap().step, Some(60));
+    }
+    assert_close(&one, &two, 1e-5);
 }
 
 #[test]

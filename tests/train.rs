@@ -202,6 +202,7 @@ fn run_spec(name: &str, length: Length) -> RunSpec {
         lr_scale: vec![],
         freeze: vec![],
         clip_grad_norm: None,
+        early_stopping: None,
         classification: false,
         span: Span::default(),
     }

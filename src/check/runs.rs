@@ -13,8 +13,8 @@ use super::settings::Settings;
 use super::{consts, layers, losses, optim, params};
 use crate::diag::Diag;
 use crate::ir::{
-    DataSpec, EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule, ScheduleKind,
-    TeacherSpec, Type, ValueId,
+    DataSpec, EarlyStopping, EvalSpec, Graph, InitFrom, Length, OptimizerSpec, RunSpec, Schedule,
+    ScheduleKind, TeacherSpec, Type, ValueId,
 };
 use crate::opt::dce::dce;
 use crate::syntax::ast::{Expr, ExprKind, Span, Train};
@@ -85,6 +85,7 @@ pub(super) const KEYS: &[&str] = &[
     "lr_scale",
     "teacher",
     "clip_grad_norm",
+    "early_stopping",
 ];
 
 fn take<T>(r: Result<T, Diag>, diags: &mut Vec<Diag>) -> Option<T> {
@@ -106,10 +107,16 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
     let built = build_graphs(cx, t, &s, &basis, diags)?;
     let classification = basis.class_use || loss_is_classification(basis.loss);
     let eval = eval_setting(&s.keys, classification, diags);
+    let early_stopping = match (s.keys.get("early_stopping"), &eval) {
+        (None, _) => None,
+        (Some(e), Some(eval)) => take_all(super::stopping::early_stopping(e, eval), diags),
+        // A bad `eval:` is reported: what it would watch is unknown.
+        (Some(_), None) => None,
+    };
     if diags.len() > before {
         return None;
     }
-    assemble(t, s, built, eval, classification)
+    assemble(t, s, built, (eval, early_stopping), classification)
 }
 
 /// Warnings about a run that checks: an `eval:` written for data that holds no test split (it
@@ -738,7 +745,7 @@ fn assemble(
     t: &Train,
     s: RunSettings,
     built: Built,
-    eval: Option<EvalSpec>,
+    (eval, early_stopping): (Option<EvalSpec>, Option<EarlyStopping>),
     classification: bool,
 ) -> Option<RunSpec> {
     Some(RunSpec {
@@ -761,6 +768,7 @@ fn assemble(
         lr_scale: built.lr_scale,
         freeze: built.freeze,
         clip_grad_norm: s.clip_grad_norm?,
+        early_stopping,
         classification,
         span: t.span,
     })

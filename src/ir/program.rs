@@ -261,6 +261,27 @@ pub struct EvalSpec {
     pub metrics: Vec<Metric>,
 }
 
+/// `early_stopping: loss(patience: N, min_delta: d)` (or `accuracy(…)`), Keras' `EarlyStopping`
+/// on the test split: the run ends after an evaluation once `patience` evaluations in a row have
+/// not improved on the best value of `monitor` by more than `min_delta` (a lower loss, a higher
+/// accuracy).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EarlyStopping {
+    pub monitor: Metric,
+    pub patience: u64,
+    pub min_delta: f64,
+}
+
+impl EarlyStopping {
+    /// Whether an evaluation's `value` of the monitored metric improves on `best`.
+    pub fn improves(&self, value: f64, best: f64) -> bool {
+        match self.monitor {
+            Metric::Loss => value < best - self.min_delta,
+            Metric::Accuracy => value > best + self.min_delta,
+        }
+    }
+}
+
 /// Where a run's starting parameters (or a teacher's) come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InitFrom {
@@ -308,6 +329,8 @@ pub struct RunSpec {
     /// scaled by X / (‖g‖ + 1e-6) where their total L2 norm ‖g‖ exceeds X
     /// (`torch.nn.utils.clip_grad_norm_`).
     pub clip_grad_norm: Option<f64>,
+    /// `early_stopping: loss(patience: N)`: end the run once its evaluations stop improving.
+    pub early_stopping: Option<EarlyStopping>,
     /// Whether `output` is class logits (accuracy is meaningful): labels are i32 or one-hot.
     pub classification: bool,
     pub span: Span,

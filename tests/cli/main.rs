@@ -9,6 +9,7 @@ mod arguments;
 mod bad_files;
 mod commands;
 mod common;
+mod early_stopping;
 mod logging;
 mod memory;
 mod outputs;

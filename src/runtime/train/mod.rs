@@ -11,6 +11,7 @@ mod progress;
 pub mod resume;
 mod run;
 mod shard;
+mod stopping;
 mod trainer;
 
 pub use eval::{argmax, evaluate, EvalResult};

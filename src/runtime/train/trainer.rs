@@ -12,6 +12,7 @@ use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::{optim_state, Order, Position};
 use super::run::{Log, Model, Run};
 use super::shard::{evaluate_sharded, Shard};
+use super::stopping::Watch;
 use super::{AfterStep, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, Update};
 use crate::ir::{Graph, Metric, RunSpec};
@@ -57,6 +58,9 @@ pub(super) struct Trainer<'a> {
     eval_map: Vec<usize>,
     /// The last evaluation, as reported (the metrics `eval:` lists).
     last_eval: Option<EvalInfo>,
+    /// `early_stopping`: its count of evaluations, and whether it has ended the run.
+    watch: Option<Watch>,
+    stopped_early: bool,
     order: Epochs,
     batch_size: usize,
     per_epoch: u64,
@@ -204,6 +208,8 @@ impl<'a> Trainer<'a> {
             eval,
             eval_map,
             last_eval: None,
+            watch: spec.early_stopping.as_ref().map(Watch::new),
+            stopped_early: false,
             order,
             batch_size,
             per_epoch,
@@ -222,8 +228,8 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Trains to the run's end, epoch by epoch from the current position, or until a stop is
-    /// requested.
+    /// Trains to the run's end, epoch by epoch from the current position, until a stop is
+    /// requested or early stopping ends it.
     pub fn train(&mut self) -> Result<Ended, TrainError> {
         while self.step < self.total {
             self.order.next_epoch();
@@ -234,6 +240,9 @@ impl<'a> Trainer<'a> {
                 }
                 self.train_step(b)?;
                 self.after_step()?;
+                if self.stopped_early {
+                    return Ok(Ended::Done);
+                }
                 if self.stop_requested() {
                     if b + 1 == self.per_epoch as usize {
                         // The epoch is done: its evaluation is due now, as a resumed run starts
@@ -244,6 +253,9 @@ impl<'a> Trainer<'a> {
                 }
             }
             self.after_epoch()?;
+            if self.stopped_early {
+                break;
+            }
         }
         Ok(Ended::Done)
     }
@@ -608,7 +620,20 @@ impl<'a> Trainer<'a> {
             samples: r.samples,
         };
         self.last_eval = Some(info);
-        self.progress.eval(&info).map_err(log_error(self.run.opts))
+        self.progress
+            .eval(&info)
+            .map_err(log_error(self.run.opts))?;
+        if let Some(stop) = self.watch.as_mut().and_then(|w| w.observe(&info)) {
+            // Not after the last step: the run ends there anyway.
+            if self.step < self.total {
+                let run = self.run.name;
+                self.progress
+                    .note(&stop.message(run), |w| stop.record(w, run))
+                    .map_err(log_error(self.run.opts))?;
+                self.stopped_early = true;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the run's checkpoint, when it has one: its state after the current step.

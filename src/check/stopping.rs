@@ -1,0 +1,118 @@
+//! `early_stopping: loss(patience: 3, min_delta: 0)`: the run ends once its evaluations on the
+//! test split stop improving, as Keras' `EarlyStopping(monitor="val_loss", patience=3)` and
+//! PyTorch Lightning's `EarlyStopping` end it. The callee names the metric watched, one of those
+//! the run's `eval:` reports; patience counts evaluations, so `eval: every N …` sets their pace.
+
+use super::args::{bind, Sig};
+use super::consts;
+use crate::diag::Diag;
+use crate::ir::{EarlyStopping, EvalSpec, Metric};
+use crate::syntax::ast::{Expr, ExprKind};
+
+const USAGE: &str =
+    "`early_stopping: loss(patience: 3)` or `accuracy(patience: 5, min_delta: 0.001)`";
+
+/// The `early_stopping:` setting `e` of a run whose evaluations are `eval`.
+pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Diag>> {
+    let not_a_metric = |found: &str, span| {
+        Diag::new(
+            "nnc::train",
+            format!("early stopping watches `loss` or `accuracy`, found {found}"),
+            span,
+            "not a metric",
+        )
+    };
+    let (callee, args) = match &e.kind {
+        ExprKind::Call { callee, args } => (callee, args.as_slice()),
+        _ => {
+            // `early_stopping: 3` (a patience), `early_stopping: true`, or a bare metric.
+            let help = match (consts::number(e), e.as_name()) {
+                (Ok(n), _) => {
+                    format!("the patience is an argument: `early_stopping: loss(patience: {n})`")
+                }
+                (_, Some(m)) if m.name == "loss" || m.name == "accuracy" => {
+                    format!("give it a patience, the evaluations to wait: `early_stopping: {}(patience: 3)`", m.name)
+                }
+                _ => format!("write {USAGE}"),
+            };
+            return Err(vec![not_a_metric(consts::describe(e), e.span).help(help)]);
+        }
+    };
+    let monitor = match callee.name.as_str() {
+        "loss" => Metric::Loss,
+        "accuracy" => Metric::Accuracy,
+        other => {
+            let help = match other {
+                "val_loss" | "test_loss" | "valid_loss" => {
+                    "the loss watched is the test split's, which `eval:` measures: `loss(patience: 3)`".to_string()
+                }
+                "val_accuracy" | "val_acc" | "acc" | "test_accuracy" => {
+                    "the accuracy watched is the test split's, which `eval:` measures: `accuracy(patience: 3)`".to_string()
+                }
+                _ => format!("write {USAGE}"),
+            };
+            return Err(vec![
+                not_a_metric(&format!("`{other}`"), callee.span).help(help)
+            ]);
+        }
+    };
+    let sig = Sig {
+        forms: &[&["patience"]],
+        named: &["min_delta"],
+        required: &["patience"],
+        usage: USAGE,
+    };
+    let b = bind(callee, args, e.span, &sig)?;
+    let mut diags = Vec::new();
+    let patience = b
+        .get("patience")
+        .map(|p| consts::steps(p, "the patience", 1));
+    let min_delta = b.get("min_delta").map_or(Ok(0.0), |d| {
+        consts::number(d).and_then(|v| {
+            if v >= 0.0 && v.is_finite() {
+                Ok(v)
+            } else {
+                Err(Diag::new(
+                    "nnc::arg",
+                    format!("min_delta must be 0 or more, found {v}"),
+                    d.span,
+                    "out of range",
+                )
+                .help("it is how much better than the best so far an evaluation must be to count as an improvement, e.g. `min_delta: 0.001`"))
+            }
+        })
+    });
+    if !eval.metrics.contains(&monitor) {
+        let name = match monitor {
+            Metric::Loss => "loss",
+            Metric::Accuracy => "accuracy",
+        };
+        diags.push(
+            Diag::new(
+                "nnc::train",
+                format!("early stopping watches the test {name}, which `eval:` does not measure"),
+                callee.span,
+                "not evaluated",
+            )
+            .help(format!(
+                "list it among the metrics of `eval:`, e.g. `eval: every 1 epoch [{name}]`"
+            )),
+        );
+    }
+    let patience = patience.transpose().unwrap_or_else(|d| {
+        diags.push(d);
+        None
+    });
+    let min_delta = min_delta.unwrap_or_else(|d| {
+        diags.push(d);
+        0.0
+    });
+    match (patience, diags.is_empty()) {
+        (Some(patience), true) => Ok(EarlyStopping {
+            monitor,
+            patience: patience as u64,
+            min_delta,
+        }),
+        _ => Err(diags),
+    }
+}

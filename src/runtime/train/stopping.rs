@@ -1,0 +1,165 @@
+//! Early stopping (`early_stopping: loss(patience: N, min_delta: d)`): after each evaluation on
+//! the test split, the monitored metric is compared with the best so far; once `patience`
+//! evaluations in a row have not improved on it, the run ends there, as Keras' `EarlyStopping`
+//! ends `fit` (its parameters are the last ones, as with Keras' default
+//! `restore_best_weights=False`). Every process of a data-parallel run evaluates the same reduced
+//! figures, so all of them stop at the same step.
+
+use super::progress::{EvalInfo, Record};
+use crate::ir::{EarlyStopping, Metric};
+use std::io::Write;
+
+/// The count kept between evaluations.
+pub(super) struct Watch {
+    spec: EarlyStopping,
+    /// The best value so far and the step it was evaluated after.
+    best: Option<(f64, u64)>,
+    /// Evaluations since the best.
+    since: u64,
+}
+
+/// Why a run ends early: no improvement on `best` (after step `best_step`) in `patience`
+/// evaluations, the last after `step`.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Stop {
+    pub step: u64,
+    pub monitor: Metric,
+    pub best: f64,
+    pub best_step: u64,
+    pub patience: u64,
+}
+
+impl Watch {
+    pub fn new(spec: &EarlyStopping) -> Watch {
+        Watch {
+            spec: spec.clone(),
+            best: None,
+            since: 0,
+        }
+    }
+
+    /// Counts evaluation `e`: the reason to stop now, if this one makes `patience` without
+    /// improvement. An evaluation that measured nothing (no test split) counts for nothing.
+    pub fn observe(&mut self, e: &EvalInfo) -> Option<Stop> {
+        let value = match self.spec.monitor {
+            Metric::Loss => e.loss,
+            Metric::Accuracy => e.accuracy,
+        }?;
+        match self.best {
+            Some((best, _)) if !self.spec.improves(value, best) => self.since += 1,
+            _ => {
+                self.best = Some((value, e.step));
+                self.since = 0;
+            }
+        }
+        let (best, best_step) = self.best?;
+        (self.since >= self.spec.patience).then_some(Stop {
+            step: e.step,
+            monitor: self.spec.monitor,
+            best,
+            best_step,
+            patience: self.spec.patience,
+        })
+    }
+}
+
+impl Stop {
+    fn metric(&self) -> &'static str {
+        match self.monitor {
+            Metric::Loss => "loss",
+            Metric::Accuracy => "accuracy",
+        }
+    }
+
+    /// ``run `M` stops early after step 600: its test loss has not improved on 0.1234 (after
+    /// step 300) in 3 evaluations``.
+    pub fn message(&self, run: &str) -> String {
+        let best = match self.monitor {
+            Metric::Loss => super::progress::loss_text(self.best),
+            Metric::Accuracy => format!("{:.2}%", self.best * 100.0),
+        };
+        format!(
+            "run `{run}` stops early after step {}: its test {} has not improved on {best} \
+             (after step {}) in {}",
+            self.step,
+            self.metric(),
+            self.best_step,
+            crate::check::plural(self.patience as usize, "evaluation"),
+        )
+    }
+
+    /// Its `--log-json` record:
+    /// `{"type":"early_stop","run":…,"step":…,"monitor":…,"best":…,"best_step":…,"patience":…}`.
+    pub fn record(&self, w: &mut impl Write, run: &str) -> std::io::Result<()> {
+        let mut o = Record::new(w, "early_stop", run)?;
+        o.uint("step", Some(self.step))?
+            .str("monitor", self.metric())?;
+        o.num("best", Some(self.best))?
+            .uint("best_step", Some(self.best_step))?;
+        o.uint("patience", Some(self.patience))?.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(step: u64, loss: f64, accuracy: f64) -> EvalInfo {
+        EvalInfo {
+            step,
+            epoch: 1,
+            loss: Some(loss),
+            accuracy: Some(accuracy),
+            samples: 10,
+        }
+    }
+
+    /// Patience 2 on the loss with min_delta 0.01: 0.5 → 0.495 (not better by more than 0.01)
+    /// → 0.45 (better: the count starts again) → 0.46 → 0.44 (not by 0.01) stops.
+    #[test]
+    fn the_run_stops_after_patience_evaluations_without_an_improvement() {
+        let mut w = Watch::new(&EarlyStopping {
+            monitor: Metric::Loss,
+            patience: 2,
+            min_delta: 0.01,
+        });
+        let losses = [0.5, 0.495, 0.45, 0.46, 0.445];
+        let stops: Vec<Option<Stop>> = losses
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| w.observe(&eval(100 * (i as u64 + 1), l, 0.0)))
+            .collect();
+        assert_eq!(stops[..4], [None, None, None, None]);
+        let stop = stops[4].clone().expect("stops at the fifth");
+        assert_eq!((stop.step, stop.best, stop.best_step), (500, 0.45, 300));
+        assert_eq!(
+            stop.message("m"),
+            "run `m` stops early after step 500: its test loss has not improved on 0.4500 \
+             (after step 300) in 2 evaluations"
+        );
+    }
+
+    /// Accuracy improves upwards; an evaluation without the metric counts for nothing.
+    #[test]
+    fn accuracy_must_rise() {
+        let mut w = Watch::new(&EarlyStopping {
+            monitor: Metric::Accuracy,
+            patience: 1,
+            min_delta: 0.0,
+        });
+        assert_eq!(w.observe(&eval(1, 9.0, 0.5)), None);
+        assert_eq!(w.observe(&eval(2, 9.0, 0.6)), None);
+        let none = EvalInfo {
+            accuracy: None,
+            ..eval(3, 0.1, 0.0)
+        };
+        assert_eq!(w.observe(&none), None);
+        let stop = w
+            .observe(&eval(4, 0.1, 0.6))
+            .expect("equal is no improvement");
+        assert_eq!((stop.best, stop.best_step), (0.6, 2));
+        assert!(stop
+            .message("m")
+            .contains("accuracy has not improved on 60.00%"));
+    }
+}

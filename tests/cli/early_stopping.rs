@@ -1,0 +1,77 @@
+//! `early_stopping: loss(patience: N)`: a run whose test loss has stopped improving ends after
+//! N evaluations without an improvement, says so (and logs it), and checkpoints where it ended;
+//! a run whose test loss keeps improving trains to its end.
+
+use super::common::*;
+use nnc::runtime::checkpoint::Checkpoint;
+
+/// XOR with a test split whose labels are the opposite of the training ones: the better the
+/// model learns, the worse its test loss, from the first evaluation on.
+fn xor(test_labels: &str, patience: u32) -> String {
+    format!(
+        "model M(x: [2]) -> [2] {{ return x |> dense(16) |> relu |> dense(2) }}
+data d {{
+    train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]])
+    test: inline(x: [[0, 0], [0, 1]], y: {test_labels})
+}}
+train m: M on d {{
+    loss: cross_entropy(output, label)
+    optimizer: adam(lr: 0.05)
+    batch: 4, steps: 200
+    eval: every 10 steps [loss, accuracy]
+    early_stopping: loss(patience: {patience})
+}}
+"
+    )
+}
+
+#[test]
+fn a_run_whose_test_loss_stopped_improving_ends_after_its_patience() {
+    let s = Scratch::new("early-stop");
+    let nn = s.write("flipped.nn", xor("[[1], [0]]", 3));
+    for backend in [&[][..], &["--interp"][..]] {
+        let (ck, log) = (s.path("m.st"), s.path("log.jsonl"));
+        let _ = std::fs::remove_file(&log);
+        let out = run!("train", &nn, "--checkpoint", &ck, "--log-json", &log; backend);
+        let table = succeeded(&out);
+        assert_has(
+            &stderr(&out),
+            &[
+                "note: run `m` stops early after step 40: its test loss has not improved on ",
+                " (after step 10) in 3 evaluations",
+            ],
+        );
+        let row = table.lines().find(|l| l.starts_with("m ")).unwrap();
+        assert_eq!(row.split_whitespace().nth(1), Some("40"), "{table}");
+        assert_eq!(Checkpoint::load(&ck).unwrap().step, Some(40));
+        let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of = |t: &str| records.iter().filter(|r| r["type"] == t).count();
+        // Four evaluations, the last of which stops the run: no fifth at its end.
+        assert_eq!((of("step"), of("eval"), of("early_stop")), (40, 4, 1));
+        let stop = records.iter().find(|r| r["type"] == "early_stop").unwrap();
+        assert_eq!(
+            (&stop["step"], &stop["best_step"], &stop["monitor"]),
+            (&40.into(), &10.into(), &"loss".into()),
+            "{stop}"
+        );
+        succeeded(&run!("plot", &log, "--out", &s.path("curve.svg")));
+    }
+    let quiet = run!("train", &nn, "--quiet");
+    assert!(!stderr(&quiet).contains("note:"), "{}", stderr(&quiet));
+    assert_has(&succeeded(&quiet), &["m                      40 "]);
+}
+
+#[test]
+fn a_run_whose_test_loss_keeps_improving_trains_to_its_end() {
+    let s = Scratch::new("early-stop-not");
+    let nn = s.write("same.nn", xor("[[0], [1]]", 2));
+    let out = run!("train", &nn);
+    let table = succeeded(&out);
+    assert!(!stderr(&out).contains("stops early"), "{}", stderr(&out));
+    let row = table.lines().find(|l| l.starts_with("m ")).unwrap();
+    assert_eq!(row.split_whitespace().nth(1), Some("200"), "{table}");
+}
