@@ -33,6 +33,11 @@ pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
     }
     for r in &p.runs {
         println!("train {} ({} on {}): ok", r.name, r.model, r.data);
+        // A run that starts from an earlier one: what it will take, before either trains (a
+        // renamed layer shows as fresh and unused).
+        if let Some(note) = crate::runtime::train::planned_start(p, r) {
+            println!("  {}", note.message(&r.name));
+        }
         if stats {
             run_stats(r)?;
         }

@@ -1835,7 +1835,8 @@ fn a_character_model_refuses_a_text_of_other_characters() {
 /// A run that starts from an earlier one (`init:`, `--init`) says, once before it trains, what
 /// it took (as PyTorch's `load_state_dict(strict=False)` lists): the parameters loaded, those
 /// that start fresh and the earlier run's that it does not use, grouped by layer; not with
-/// `--quiet`, and stdout (the summary table) is the same as without it; `--log-json` logs it.
+/// `--quiet`, and stdout (the summary table) is the same as without it; `--log-json` logs it,
+/// and `nnc check` says it beforehand.
 #[test]
 fn a_partial_init_says_what_was_loaded_fresh_and_unused() {
     let s = Scratch::new("init-note");
@@ -1861,6 +1862,14 @@ fn a_partial_init_says_what_was_loaded_fresh_and_unused() {
         !stderr(&out).contains("run `pre` starts"),
         "{}",
         stderr(&out)
+    );
+    // `nnc check` says the same before anything trains, from the two runs' graphs.
+    assert_has(
+        &succeeded(&run!("check", &nn)),
+        &[
+            "train fine (B on d): ok\n  run `fine` starts from run `pre`: 2 parameters loaded; \
+             2 fresh: head; 2 unused from run `pre`: recon\n",
+        ],
     );
     let quiet = run!("train", "--quiet", &nn);
     assert!(!stderr(&quiet).contains("note:"), "{}", stderr(&quiet));

@@ -15,7 +15,7 @@ mod stopping;
 mod trainer;
 
 pub use eval::{argmax, evaluate, EvalResult};
-pub use params::{lr_scale, teacher_params, Tensors, TEACHER};
+pub use params::{lr_scale, planned_start, teacher_params, StartNote, Tensors, TEACHER};
 pub use progress::{eval_fields, loss_text, open_log, spinner, EvalInfo, Record, StepInfo};
 pub use run::evaluate_run;
 

@@ -134,7 +134,7 @@ fn layers(paths: &[&str]) -> String {
 /// from their initializers, and those of the source the model has no use for — a partial match
 /// is often what was meant (a new head on a pretrained encoder) but may be a renamed layer.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct StartNote {
+pub struct StartNote {
     /// An earlier run of the file, or a checkpoint file (as written).
     pub from: InitFrom,
     /// The parameters loaded, and of them the batch norms' running statistics (buffers).
@@ -189,6 +189,41 @@ impl StartNote {
         o.strs("fresh", &self.fresh)?.strs("unused", &self.unused)?;
         o.end()
     }
+}
+
+/// What run `spec` will take from the earlier run its `init:` names, known from the two runs'
+/// graphs before either trains (`nnc check` says it): the same as [`initial`] finds in that
+/// run's parameters, which are its graph's (not its teacher's).
+pub fn planned_start(program: &Program, spec: &RunSpec) -> Option<StartNote> {
+    let Some(InitFrom::Run(r)) = &spec.init else {
+        return None;
+    };
+    let own = |g: &'_ Graph| {
+        g.params
+            .iter()
+            .filter(|p| !p.path.starts_with(TEACHER))
+            .cloned()
+            .collect::<Vec<Param>>()
+    };
+    let (mine, source) = (own(&spec.graph), own(&program.run(r)?.graph));
+    let has = |ps: &[Param], path: &str| ps.iter().any(|p| p.path == path);
+    let matched: Vec<&Param> = mine.iter().filter(|p| has(&source, &p.path)).collect();
+    let paths = |ps: &[Param], other: &[Param]| -> Vec<String> {
+        ps.iter()
+            .filter(|p| !has(other, &p.path))
+            .map(|p| p.path.clone())
+            .collect()
+    };
+    let mut unused = paths(&source, &mine);
+    // As a checkpoint lists them, and a run's parameters after it trains.
+    unused.sort();
+    Some(StartNote {
+        from: InitFrom::Run(r.clone()),
+        loaded: matched.len(),
+        buffers: matched.iter().filter(|p| p.is_buffer()).count(),
+        fresh: paths(&mine, &source),
+        unused,
+    })
 }
 
 /// Where parameters come from, as notes and errors name it: ``run `pretrain` `` or the file.
