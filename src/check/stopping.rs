@@ -10,7 +10,7 @@ use crate::ir::{EarlyStopping, EvalSpec, Metric};
 use crate::syntax::ast::{Expr, ExprKind};
 
 const USAGE: &str =
-    "`early_stopping: loss(patience: 3)` or `accuracy(patience: 5, min_delta: 0.001)`";
+    "`early_stopping: loss(patience: 3)` or `accuracy(patience: 5, min_delta: 0.001, restore_best: true)`";
 
 /// The `early_stopping:` setting `e` of a run whose evaluations are `eval`.
 pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Diag>> {
@@ -58,7 +58,7 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
     };
     let sig = Sig {
         forms: &[&["patience"]],
-        named: &["min_delta"],
+        named: &["min_delta", "restore_best"],
         required: &["patience"],
         usage: USAGE,
     };
@@ -82,6 +82,9 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
             }
         })
     });
+    let restore_best = b
+        .get("restore_best")
+        .map_or(Ok(false), |e| consts::boolean(e, "restore_best"));
     if !eval.metrics.contains(&monitor) {
         let name = match monitor {
             Metric::Loss => "loss",
@@ -107,11 +110,16 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
         diags.push(d);
         0.0
     });
+    let restore_best = restore_best.unwrap_or_else(|d| {
+        diags.push(d);
+        false
+    });
     match (patience, diags.is_empty()) {
         (Some(patience), true) => Ok(EarlyStopping {
             monitor,
             patience: patience as u64,
             min_delta,
+            restore_best,
         }),
         _ => Err(diags),
     }

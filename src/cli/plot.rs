@@ -80,8 +80,9 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
         let field = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
         let kind = v.get("type").and_then(|t| t.as_str());
         // `nnc bench --log-json` into the same log: measurements of a run, not points of its
-        // curves; nor are what a run starts from (`init`) and why it ended early.
-        if kind.is_some_and(|k| k.starts_with("bench_") || k == "init" || k == "early_stop") {
+        // curves; nor are what a run starts from (`init`) and how early stopping ended it.
+        let notes = ["init", "early_stop", "restore_best"];
+        if kind.is_some_and(|k| k.starts_with("bench_") || notes.contains(&k)) {
             continue;
         }
         let name = v

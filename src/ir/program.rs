@@ -264,12 +264,14 @@ pub struct EvalSpec {
 /// `early_stopping: loss(patience: N, min_delta: d)` (or `accuracy(…)`), Keras' `EarlyStopping`
 /// on the test split: the run ends after an evaluation once `patience` evaluations in a row have
 /// not improved on the best value of `monitor` by more than `min_delta` (a lower loss, a higher
-/// accuracy).
+/// accuracy). With `restore_best`, the run ends with the parameters of its best evaluation
+/// (Keras' `restore_best_weights=True`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct EarlyStopping {
     pub monitor: Metric,
     pub patience: u64,
     pub min_delta: f64,
+    pub restore_best: bool,
 }
 
 impl EarlyStopping {

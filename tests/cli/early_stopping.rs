@@ -1,13 +1,14 @@
 //! `early_stopping: loss(patience: N)`: a run whose test loss has stopped improving ends after
-//! N evaluations without an improvement, says so (and logs it), and checkpoints where it ended;
-//! a run whose test loss keeps improving trains to its end.
+//! N evaluations without an improvement, says so (and logs it), and checkpoints where it ended,
+//! with its last parameters or, with `restore_best: true`, its best; a run whose test loss keeps
+//! improving trains to its end.
 
 use super::common::*;
 use nnc::runtime::checkpoint::Checkpoint;
 
 /// XOR with a test split whose labels are the opposite of the training ones: the better the
 /// model learns, the worse its test loss, from the first evaluation on.
-fn xor(test_labels: &str, patience: u32) -> String {
+fn xor(test_labels: &str, stopping: &str) -> String {
     format!(
         "model M(x: [2]) -> [2] {{ return x |> dense(16) |> relu |> dense(2) }}
 data d {{
@@ -19,7 +20,7 @@ train m: M on d {{
     optimizer: adam(lr: 0.05)
     batch: 4, steps: 200
     eval: every 10 steps [loss, accuracy]
-    early_stopping: loss(patience: {patience})
+    early_stopping: {stopping}
 }}
 "
     )
@@ -28,7 +29,7 @@ train m: M on d {{
 #[test]
 fn a_run_whose_test_loss_stopped_improving_ends_after_its_patience() {
     let s = Scratch::new("early-stop");
-    let nn = s.write("flipped.nn", xor("[[1], [0]]", 3));
+    let nn = s.write("flipped.nn", xor("[[1], [0]]", "loss(patience: 3)"));
     for backend in [&[][..], &["--interp"][..]] {
         let (ck, log) = (s.path("m.st"), s.path("log.jsonl"));
         let _ = std::fs::remove_file(&log);
@@ -68,10 +69,55 @@ fn a_run_whose_test_loss_stopped_improving_ends_after_its_patience() {
 #[test]
 fn a_run_whose_test_loss_keeps_improving_trains_to_its_end() {
     let s = Scratch::new("early-stop-not");
-    let nn = s.write("same.nn", xor("[[0], [1]]", 2));
+    let nn = s.write(
+        "same.nn",
+        xor("[[0], [1]]", "loss(patience: 2, restore_best: true)"),
+    );
     let out = run!("train", &nn);
     let table = succeeded(&out);
-    assert!(!stderr(&out).contains("stops early"), "{}", stderr(&out));
+    // Its last evaluation was its best: nothing to restore.
+    assert!(!stderr(&out).contains("note:"), "{}", stderr(&out));
     let row = table.lines().find(|l| l.starts_with("m ")).unwrap();
     assert_eq!(row.split_whitespace().nth(1), Some("200"), "{table}");
+}
+
+/// With `restore_best: true`, the run that stops early ends with the parameters of its best
+/// evaluation (the first, after step 10): its summary reports that evaluation, the checkpoint
+/// holds those parameters (`nnc eval` measures the same test loss), and the log says so.
+#[test]
+fn restore_best_ends_a_run_with_the_parameters_of_its_best_evaluation() {
+    let s = Scratch::new("early-stop-restore");
+    let nn = s.write(
+        "flipped.nn",
+        xor("[[1], [0]]", "loss(patience: 3, restore_best: true)"),
+    );
+    let (ck, log) = (s.path("m.st"), s.path("log.jsonl"));
+    let out = run!("train", &nn, "--checkpoint", &ck, "--log-json", &log);
+    let table = succeeded(&out);
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = records.iter().find(|r| r["type"] == "eval").unwrap();
+    assert_eq!(first["step"], 10);
+    let best = nnc::runtime::train::loss_text(first["loss"].as_f64().unwrap());
+    assert_has(
+        &stderr(&out),
+        &[
+            "stops early after step 40",
+            &format!(
+                "note: run `m` ends with its parameters after step 10 (test loss {best}), its best"
+            ),
+        ],
+    );
+    let row = table.lines().find(|l| l.starts_with("m ")).unwrap();
+    assert!(row.contains(&format!(" {best} ")), "{table}");
+    let restored = records
+        .iter()
+        .find(|r| r["type"] == "restore_best")
+        .unwrap();
+    assert_eq!(restored["step"], 10);
+    let evaluated = succeeded(&run!("eval", &nn, "--checkpoint", &ck));
+    assert_has(&evaluated, &[&format!("loss {best}")]);
 }

@@ -1,9 +1,10 @@
 //! Early stopping (`early_stopping: loss(patience: N, min_delta: d)`): after each evaluation on
 //! the test split, the monitored metric is compared with the best so far; once `patience`
 //! evaluations in a row have not improved on it, the run ends there, as Keras' `EarlyStopping`
-//! ends `fit` (its parameters are the last ones, as with Keras' default
-//! `restore_best_weights=False`). Every process of a data-parallel run evaluates the same reduced
-//! figures, so all of them stop at the same step.
+//! ends `fit`. Its parameters are the last ones, as with Keras' default
+//! `restore_best_weights=False`, or with `restore_best: true` those of its best evaluation
+//! ([`Restored`]). Every process of a data-parallel run evaluates the same reduced figures, so
+//! all of them stop at the same step.
 
 use super::progress::{EvalInfo, Record};
 use crate::ir::{EarlyStopping, Metric};
@@ -29,6 +30,17 @@ pub(super) struct Stop {
     pub patience: u64,
 }
 
+/// What an evaluation means to the count.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Verdict {
+    /// The best so far (or the first).
+    Best,
+    /// No improvement, and patience left; or nothing measured.
+    Wait,
+    /// The evaluation that exhausts the patience.
+    Stop(Stop),
+}
+
 impl Watch {
     pub fn new(spec: &EarlyStopping) -> Watch {
         Watch {
@@ -38,28 +50,77 @@ impl Watch {
         }
     }
 
-    /// Counts evaluation `e`: the reason to stop now, if this one makes `patience` without
-    /// improvement. An evaluation that measured nothing (no test split) counts for nothing.
-    pub fn observe(&mut self, e: &EvalInfo) -> Option<Stop> {
-        let value = match self.spec.monitor {
+    /// Whether the run ends with the parameters of its best evaluation.
+    pub fn restores_best(&self) -> bool {
+        self.spec.restore_best
+    }
+
+    /// Counts evaluation `e`. An evaluation that measured nothing (no test split) counts for
+    /// nothing.
+    pub fn observe(&mut self, e: &EvalInfo) -> Verdict {
+        let Some(value) = (match self.spec.monitor {
             Metric::Loss => e.loss,
             Metric::Accuracy => e.accuracy,
-        }?;
+        }) else {
+            return Verdict::Wait;
+        };
         match self.best {
-            Some((best, _)) if !self.spec.improves(value, best) => self.since += 1,
+            Some((best, best_step)) if !self.spec.improves(value, best) => {
+                self.since += 1;
+                if self.since < self.spec.patience {
+                    return Verdict::Wait;
+                }
+                Verdict::Stop(Stop {
+                    step: e.step,
+                    monitor: self.spec.monitor,
+                    best,
+                    best_step,
+                    patience: self.spec.patience,
+                })
+            }
             _ => {
                 self.best = Some((value, e.step));
                 self.since = 0;
+                Verdict::Best
             }
         }
-        let (best, best_step) = self.best?;
-        (self.since >= self.spec.patience).then_some(Stop {
-            step: e.step,
-            monitor: self.spec.monitor,
-            best,
-            best_step,
-            patience: self.spec.patience,
-        })
+    }
+}
+
+/// The parameters of a run's best evaluation, kept for `restore_best: true`, and that
+/// evaluation.
+pub(super) struct Restored {
+    pub eval: EvalInfo,
+    pub values: Vec<Vec<f32>>,
+}
+
+impl Restored {
+    /// ``run `m` ends with its parameters after step 10 (test loss 1.0337), its best``.
+    pub fn message(&self, run: &str, monitor: Metric) -> String {
+        let figure = match monitor {
+            Metric::Loss => format!(
+                "test loss {}",
+                self.eval
+                    .loss
+                    .map_or(String::new(), super::progress::loss_text)
+            ),
+            Metric::Accuracy => format!(
+                "test accuracy {:.2}%",
+                self.eval.accuracy.unwrap_or(0.0) * 100.0
+            ),
+        };
+        format!(
+            "run `{run}` ends with its parameters after step {} ({figure}), its best",
+            self.eval.step
+        )
+    }
+
+    /// Its `--log-json` record: `{"type":"restore_best","run":…,"step":…}`, the step whose
+    /// parameters the run ends with.
+    pub fn record(&self, w: &mut impl Write, run: &str) -> std::io::Result<()> {
+        Record::new(w, "restore_best", run)?
+            .uint("step", Some(self.eval.step))?
+            .end()
     }
 }
 
@@ -122,15 +183,19 @@ mod tests {
             monitor: Metric::Loss,
             patience: 2,
             min_delta: 0.01,
+            restore_best: false,
         });
         let losses = [0.5, 0.495, 0.45, 0.46, 0.445];
-        let stops: Vec<Option<Stop>> = losses
+        let verdicts: Vec<Verdict> = losses
             .iter()
             .enumerate()
             .map(|(i, &l)| w.observe(&eval(100 * (i as u64 + 1), l, 0.0)))
             .collect();
-        assert_eq!(stops[..4], [None, None, None, None]);
-        let stop = stops[4].clone().expect("stops at the fifth");
+        use Verdict::{Best, Wait};
+        assert_eq!(verdicts[..4], [Best, Wait, Best, Wait]);
+        let Verdict::Stop(stop) = verdicts[4].clone() else {
+            panic!("stops at the fifth: {verdicts:?}")
+        };
         assert_eq!((stop.step, stop.best, stop.best_step), (500, 0.45, 300));
         assert_eq!(
             stop.message("m"),
@@ -146,17 +211,18 @@ mod tests {
             monitor: Metric::Accuracy,
             patience: 1,
             min_delta: 0.0,
+            restore_best: false,
         });
-        assert_eq!(w.observe(&eval(1, 9.0, 0.5)), None);
-        assert_eq!(w.observe(&eval(2, 9.0, 0.6)), None);
+        assert_eq!(w.observe(&eval(1, 9.0, 0.5)), Verdict::Best);
+        assert_eq!(w.observe(&eval(2, 9.0, 0.6)), Verdict::Best);
         let none = EvalInfo {
             accuracy: None,
             ..eval(3, 0.1, 0.0)
         };
-        assert_eq!(w.observe(&none), None);
-        let stop = w
-            .observe(&eval(4, 0.1, 0.6))
-            .expect("equal is no improvement");
+        assert_eq!(w.observe(&none), Verdict::Wait);
+        let Verdict::Stop(stop) = w.observe(&eval(4, 0.1, 0.6)) else {
+            panic!("equal is no improvement")
+        };
         assert_eq!((stop.best, stop.best_step), (0.6, 2));
         assert!(stop
             .message("m")

@@ -12,7 +12,7 @@ use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::{optim_state, Order, Position};
 use super::run::{Log, Model, Run};
 use super::shard::{evaluate_sharded, Shard};
-use super::stopping::Watch;
+use super::stopping::{Restored, Verdict, Watch};
 use super::{AfterStep, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, Update};
 use crate::ir::{Graph, Metric, RunSpec};
@@ -61,6 +61,8 @@ pub(super) struct Trainer<'a> {
     /// `early_stopping`: its count of evaluations, and whether it has ended the run.
     watch: Option<Watch>,
     stopped_early: bool,
+    /// With `restore_best: true`, the parameters of the best evaluation so far.
+    best: Option<Restored>,
     order: Epochs,
     batch_size: usize,
     per_epoch: u64,
@@ -210,6 +212,7 @@ impl<'a> Trainer<'a> {
             last_eval: None,
             watch: spec.early_stopping.as_ref().map(Watch::new),
             stopped_early: false,
+            best: None,
             order,
             batch_size,
             per_epoch,
@@ -623,16 +626,48 @@ impl<'a> Trainer<'a> {
         self.progress
             .eval(&info)
             .map_err(log_error(self.run.opts))?;
-        if let Some(stop) = self.watch.as_mut().and_then(|w| w.observe(&info)) {
+        let Some(watch) = self.watch.as_mut() else {
+            return Ok(());
+        };
+        match watch.observe(&info) {
+            Verdict::Best if watch.restores_best() => {
+                let best = self.best.get_or_insert_with(|| Restored {
+                    eval: info,
+                    values: Vec::new(),
+                });
+                best.eval = info;
+                best.values.clone_from(&self.params.values);
+            }
             // Not after the last step: the run ends there anyway.
-            if self.step < self.total {
+            Verdict::Stop(stop) if self.step < self.total => {
                 let run = self.run.name;
                 self.progress
                     .note(&stop.message(run), |w| stop.record(w, run))
                     .map_err(log_error(self.run.opts))?;
                 self.stopped_early = true;
             }
+            _ => {}
         }
+        Ok(())
+    }
+
+    /// With `restore_best: true`, puts back the parameters of the best evaluation when a later
+    /// one was worse (saying so), and makes it the one the summary reports.
+    fn restore_best(&mut self) -> Result<(), TrainError> {
+        let Some(best) = self.best.take() else {
+            return Ok(());
+        };
+        if self.last_eval.is_some_and(|l| l.step == best.eval.step) {
+            return Ok(());
+        }
+        let run = self.run.name;
+        let monitor = self.run.spec.early_stopping.as_ref().map(|e| e.monitor);
+        let text = best.message(run, monitor.unwrap_or(Metric::Loss));
+        self.progress
+            .note(&text, |w| best.record(w, run))
+            .map_err(log_error(self.run.opts))?;
+        self.last_eval = Some(best.eval);
+        self.params.values = best.values;
         Ok(())
     }
 
@@ -738,6 +773,7 @@ impl<'a> Trainer<'a> {
         if !self.evaluated_last_step() {
             self.evaluate()?;
         }
+        self.restore_best()?;
         self.save()?;
         let log = self.progress.finish().map_err(log_error(self.run.opts))?;
         let (step, start, per_epoch) = (self.step, self.start, self.per_epoch);
