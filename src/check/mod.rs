@@ -31,6 +31,7 @@ mod refs;
 mod runs;
 mod sequences;
 mod settings;
+mod stack;
 mod unused;
 
 pub use consts::MAX_STEPS;
