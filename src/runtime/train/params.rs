@@ -98,8 +98,11 @@ fn take(t: &Tensor, name: &str, dims: &[usize], what: &str) -> Result<Vec<f32>, 
     Ok(t.data.clone())
 }
 
-/// `paths` grouped by layer, at most a few named: `head.weight, head.bias` → `head`.
-fn layers(paths: &[&str]) -> String {
+/// `paths` grouped by layer, at most a few named: `head.weight, head.bias` → `head`. A layer
+/// that `loaded` says was partly loaded is named by its tensors instead: a one-layer `lstm1`'s
+/// checkpoint loaded into `lstm1(…, num_layers: 2)` leaves `lstm1.w_xh_l1, …` fresh, not the
+/// whole `lstm1`.
+fn layers(paths: &[&str], loaded: impl Fn(&str) -> bool) -> String {
     const SHOWN: usize = 4;
     let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
     for p in paths {
@@ -110,13 +113,12 @@ fn layers(paths: &[&str]) -> String {
     // A layer with a single tensor is named by it: `scale`, not the whole layer.
     let names: Vec<&str> = groups
         .iter()
-        .map(|(&layer, &n)| match n {
-            1 => paths
-                .iter()
-                .copied()
-                .find(|p| covers(layer, p))
-                .unwrap_or(layer),
-            _ => layer,
+        .flat_map(|(&layer, &n)| {
+            let tensors = || paths.iter().copied().filter(move |p| covers(layer, p));
+            match n == 1 || loaded(layer) {
+                true => tensors().collect(),
+                false => vec![layer],
+            }
         })
         .collect();
     let mut text = names[..names.len().min(SHOWN)].join(", ");
@@ -148,11 +150,13 @@ fn start_note(
             plural(b, "batch-norm buffer")
         ),
     };
+    let loaded = |layer: &str| matched.iter().any(|p| covers(layer, &p.path));
     if !fresh.is_empty() {
-        note += &format!("; {} fresh: {}", fresh.len(), layers(fresh));
+        note += &format!("; {} fresh: {}", fresh.len(), layers(fresh, loaded));
     }
     if !unused.is_empty() {
-        note += &format!("; {} unused from {what}: {}", unused.len(), layers(unused));
+        let unused_layers = layers(unused, loaded);
+        note += &format!("; {} unused from {what}: {unused_layers}", unused.len());
     }
     note
 }
@@ -671,6 +675,22 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partly_loaded_layer_is_named_by_its_tensors() {
+        let fresh = [
+            "lstm1.w_xh_l1",
+            "lstm1.w_hh_l1",
+            "lstm1.bias_l1",
+            "head.weight",
+            "head.bias",
+        ];
+        assert_eq!(
+            layers(&fresh, |l| l == "lstm1"),
+            "head, lstm1.w_xh_l1, lstm1.w_hh_l1, lstm1.bias_l1"
+        );
+        assert_eq!(layers(&fresh, |_| false), "head, lstm1");
+    }
 
     #[test]
     fn longest_prefix_wins_on_dot_boundaries() {
