@@ -7,26 +7,10 @@
 
 mod common;
 
-use assert_cmd::Command;
-use common::Scratch;
+use common::{nnc, Scratch};
 use nnc::ir::Graph;
-use nnc::runtime::checkpoint::{save, save_with_meta, Checkpoint, Saved};
-use std::collections::BTreeMap;
+use nnc::runtime::checkpoint::{save, Checkpoint, Saved};
 use std::path::Path;
-
-fn nnc(args: &[&str]) -> String {
-    let out = Command::cargo_bin("nnc")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nnc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The path in the piped model of stacked parameter `path`: layer k ≥ 1 of `lstm1`
 /// (`lstm1.w_xh_l1_reverse`) is the piped model's layer k + 1 (`lstm2.w_xh_reverse`).
@@ -215,20 +199,16 @@ train piped: CharPiped on text {
 /// characters), written to `to`.
 fn as_piped(ck: &Checkpoint, to: &Path) {
     let g = model_graph(CHAR, "Char");
-    let renamed: BTreeMap<String, &nnc::runtime::checkpoint::Tensor> = g
+    let tensors = g
         .params
         .iter()
-        .map(|p| (piped_path(&p.path), &ck.tensors[&p.path]))
+        .map(|p| (piped_path(&p.path), ck.tensors[&p.path].clone()))
         .collect();
-    let saved: Vec<Saved> = renamed
-        .iter()
-        .map(|(name, t)| Saved {
-            name: name.clone(),
-            dims: &t.dims,
-            data: &t.data,
-        })
-        .collect();
-    save_with_meta(to, &saved, ck.step, &ck.meta).unwrap();
+    let piped = Checkpoint {
+        tensors,
+        ..ck.clone()
+    };
+    piped.save_to(to).unwrap();
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Stacked recurrent layers (`num_layers:`, with the dropout between layers), as a file writes
 //! them: trained by the JIT as the interpreter trains them, bit-identical on any thread count.
 
-use super::copy::sequence_model;
+use super::copy::{sequence_model, trains_alike_on_any_thread_count};
 use super::*;
 
 /// The three recurrent layers stacked, one direction and both, with dropout between layers and
@@ -42,16 +42,5 @@ fn stacked_layers_train_as_the_interpreter_does() {
 
 #[test]
 fn stacked_training_is_bit_identical_on_any_thread_count() {
-    let u = Gen::U(-1.0, 1.0);
-    for (body, out) in STACKED {
-        let g = nnc::autodiff::grad(&sequence_model(body, out)).unwrap();
-        for batch in [64, 37] {
-            let a = run_once(&g, &[u, u], batch, 1);
-            assert_eq!(
-                a,
-                run_once(&g, &[u, u], batch, 2),
-                "{body}: threads 2, batch {batch}"
-            );
-        }
-    }
+    trains_alike_on_any_thread_count(&STACKED);
 }
