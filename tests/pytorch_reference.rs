@@ -1105,6 +1105,43 @@ fn torch_direction(
     }
 }
 
+/// The three recurrent cells, each with nnc's layer and the names of one direction's tensors.
+const CELLS: [(TorchCell, &str, &[&str]); 3] = [
+    (TorchCell::Rnn, "rnn", &["w_xh", "w_hh", "bias"]),
+    (
+        TorchCell::Gru,
+        "gru",
+        &["w_xh", "w_hh", "bias_xh", "bias_hh"],
+    ),
+    (TorchCell::Lstm, "lstm", &["w_xh", "w_hh", "bias"]),
+];
+
+/// The training graph of `x |> {body} |> flatten` on `[steps, inputs]` sequences, `width`
+/// numbers out, under an mse loss.
+fn sequence_graph(body: &str, (steps, inputs): (usize, usize), width: usize) -> Graph {
+    let src = format!(
+        "model M(x: [{steps}, {inputs}]) -> [{width}] {{ return x |> {body} |> flatten }}
+         {}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        inline(steps * inputs, width)
+    );
+    run_graph(&src, "M")
+}
+
+/// The paths of `g`'s parameters, asserted to be those of `{layer}1` with `names` for each
+/// suffix in turn (`""`, `"_reverse"`, …).
+fn param_paths(g: &Graph, layer: &str, names: &[&str], suffixes: &[&str]) -> Vec<String> {
+    let paths: Vec<String> = suffixes
+        .iter()
+        .flat_map(|dir| names.iter().map(move |n| format!("{layer}1.{n}{dir}")))
+        .collect();
+    assert_eq!(
+        g.params.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+        paths
+    );
+    paths
+}
+
 /// `rnn`, `gru` and `lstm` with `bidirectional: true` as PyTorch's layers with
 /// `bidirectional=True, batch_first=True` (PyTorch's weights mapped as spec.md §5 says, the
 /// `_reverse` ones likewise): the output of each of two sequences against the reference above,
@@ -1114,25 +1151,13 @@ fn torch_direction(
 #[test]
 fn bidirectional_recurrent_layers_are_pytorchs() {
     let (batch, steps, inputs, hidden) = (2, 4, 3, 3);
-    for (cell, layer, names) in [
-        (TorchCell::Rnn, "rnn", &["w_xh", "w_hh", "bias"][..]),
-        (
-            TorchCell::Gru,
-            "gru",
-            &["w_xh", "w_hh", "bias_xh", "bias_hh"][..],
-        ),
-        (TorchCell::Lstm, "lstm", &["w_xh", "w_hh", "bias"][..]),
-    ] {
+    for (cell, layer, names) in CELLS {
         let width = steps * 2 * hidden;
-        let src = format!(
-            "model M(x: [{steps}, {inputs}]) -> [{width}] {{
-                 return x |> {layer}({hidden}, bidirectional: true) |> flatten
-             }}
-             {}
-             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
-            inline(steps * inputs, width)
+        let g = sequence_graph(
+            &format!("{layer}({hidden}, bidirectional: true)"),
+            (steps, inputs),
+            width,
         );
-        let g = run_graph(&src, "M");
         let rows = cell.gates() * hidden;
         let torch = |k: f64| TorchWeights {
             w_ih: vals(rows * inputs, 1.3 + k, 0.1, 0.5),
@@ -1146,14 +1171,7 @@ fn bidirectional_recurrent_layers_are_pytorchs() {
             .iter()
             .flat_map(|p| nnc_direction(cell, p, inputs))
             .collect();
-        let paths: Vec<String> = ["", "_reverse"]
-            .iter()
-            .flat_map(|dir| names.iter().map(move |n| format!("{layer}1.{n}{dir}")))
-            .collect();
-        assert_eq!(
-            g.params.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
-            paths
-        );
+        let paths = param_paths(&g, layer, names, &["", "_reverse"]);
         let x = vals(batch * steps * inputs, 0.7, 0.3, 1.0);
         let target = vals(batch * width, 0.45, 1.1, 0.5);
         // The reference's output and loss from nnc-layout parameters.
@@ -1235,25 +1253,10 @@ fn bidirectional_recurrent_layers_are_pytorchs() {
 #[test]
 fn stacked_recurrent_layers_are_pytorchs() {
     let (batch, steps, inputs, hidden) = (2, 4, 3, 3);
-    for (cell, layer, names) in [
-        (TorchCell::Rnn, "rnn", &["w_xh", "w_hh", "bias"][..]),
-        (
-            TorchCell::Gru,
-            "gru",
-            &["w_xh", "w_hh", "bias_xh", "bias_hh"][..],
-        ),
-        (TorchCell::Lstm, "lstm", &["w_xh", "w_hh", "bias"][..]),
-    ] {
+    for (cell, layer, names) in CELLS {
         let width = steps * 2 * hidden;
-        let src = format!(
-            "model M(x: [{steps}, {inputs}]) -> [{width}] {{
-                 return x |> {layer}({hidden}, num_layers: 2, bidirectional: true) |> flatten
-             }}
-             {}
-             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
-            inline(steps * inputs, width)
-        );
-        let g = run_graph(&src, "M");
+        let body = format!("{layer}({hidden}, num_layers: 2, bidirectional: true)");
+        let g = sequence_graph(&body, (steps, inputs), width);
         let rows = cell.gates() * hidden;
         // PyTorch's `weight_ih_l{k}` reads `ins` features: the input's, then 2·H.
         let torch = |k: f64, ins: usize| TorchWeights {
@@ -1270,14 +1273,7 @@ fn stacked_recurrent_layers_are_pytorchs() {
             .chain([(&l1[0], 2 * hidden), (&l1[1], 2 * hidden)])
             .flat_map(|(p, ins)| nnc_direction(cell, p, ins))
             .collect();
-        let paths: Vec<String> = ["", "_reverse", "_l1", "_l1_reverse"]
-            .iter()
-            .flat_map(|dir| names.iter().map(move |n| format!("{layer}1.{n}{dir}")))
-            .collect();
-        assert_eq!(
-            g.params.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
-            paths
-        );
+        param_paths(&g, layer, names, &["", "_reverse", "_l1", "_l1_reverse"]);
         let x = vals(batch * steps * inputs, 0.7, 0.3, 1.0);
         let target = vec![0.0; batch * width];
         let want: Vec<f64> = x
