@@ -16,12 +16,18 @@ pub(super) fn gru(l: &mut Lower, cx: &Site, x: ValueId, spec: Recurrent) -> Opti
     // The scan's output, [T, 4h], holds every step's h beside its three saved gates.
     check_value_size(l, cx, "hidden states and saved gates", &[steps, 4 * h])?;
     check_size(l, cx, &[steps, spec.width()])?;
-    stacked(l, cx, (x, inn), spec, |l, names, x, inn| {
+    stacked(l, cx, (x, inn), spec, |l, suffix, x, inn| {
         // PyTorch initializes every GRU parameter with U(±1/√hidden), in every layer.
-        let w_xh = param(l, cx, &format!("w_xh{names}"), vec![inn, 3 * h], uniform(h))?;
-        let w_hh = param(l, cx, &format!("w_hh{names}"), vec![h, 3 * h], uniform(h))?;
-        let b_xh = param(l, cx, &format!("bias_xh{names}"), vec![3 * h], uniform(h))?;
-        let b_hh = param(l, cx, &format!("bias_hh{names}"), vec![3 * h], uniform(h))?;
+        let w_xh = param(
+            l,
+            cx,
+            &format!("w_xh{suffix}"),
+            vec![inn, 3 * h],
+            uniform(h),
+        )?;
+        let w_hh = param(l, cx, &format!("w_hh{suffix}"), vec![h, 3 * h], uniform(h))?;
+        let b_xh = param(l, cx, &format!("bias_xh{suffix}"), vec![3 * h], uniform(h))?;
+        let b_hh = param(l, cx, &format!("bias_hh{suffix}"), vec![3 * h], uniform(h))?;
         let xp = input_projection(l, cx, x, w_xh, b_xh)?;
         node(l, Op::GruScan, vec![xp, w_hh, b_hh], cx)
     })

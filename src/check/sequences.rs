@@ -82,11 +82,11 @@ pub(super) fn rnn(
     let (x, steps, inn) = sequence_input(l, cx, ("rnn", "an rnn"), x)?;
     let h = spec.hidden;
     check_size(l, cx, &[steps, spec.width()])?;
-    stacked(l, cx, (x, inn), spec, |l, names, x, inn| {
+    stacked(l, cx, (x, inn), spec, |l, suffix, x, inn| {
         // PyTorch initializes every RNN parameter with U(±1/√hidden), in every layer.
-        let w_xh = param(l, cx, &format!("w_xh{names}"), vec![inn, h], uniform(h))?;
-        let w_hh = param(l, cx, &format!("w_hh{names}"), vec![h, h], uniform(h))?;
-        let b = param(l, cx, &format!("bias{names}"), vec![h], uniform(h))?;
+        let w_xh = param(l, cx, &format!("w_xh{suffix}"), vec![inn, h], uniform(h))?;
+        let w_hh = param(l, cx, &format!("w_hh{suffix}"), vec![h, h], uniform(h))?;
+        let b = param(l, cx, &format!("bias{suffix}"), vec![h], uniform(h))?;
         let xp = input_projection(l, cx, x, w_xh, b)?;
         node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
     })
@@ -107,12 +107,18 @@ pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, spec: Recurrent) -> Opt
         &[steps, 6 * h],
     )?;
     check_size(l, cx, &[steps, spec.width()])?;
-    stacked(l, cx, (x, inn), spec, |l, names, x, inn| {
+    stacked(l, cx, (x, inn), spec, |l, suffix, x, inn| {
         // PyTorch initializes every LSTM parameter with U(±1/√hidden), in every layer; its two
         // biases (b_ih and b_hh) sum to this one.
-        let w_xh = param(l, cx, &format!("w_xh{names}"), vec![inn, 4 * h], uniform(h))?;
-        let w_hh = param(l, cx, &format!("w_hh{names}"), vec![h, 4 * h], uniform(h))?;
-        let b = param(l, cx, &format!("bias{names}"), vec![4 * h], uniform(h))?;
+        let w_xh = param(
+            l,
+            cx,
+            &format!("w_xh{suffix}"),
+            vec![inn, 4 * h],
+            uniform(h),
+        )?;
+        let w_hh = param(l, cx, &format!("w_hh{suffix}"), vec![h, 4 * h], uniform(h))?;
+        let b = param(l, cx, &format!("bias{suffix}"), vec![4 * h], uniform(h))?;
         let xp = input_projection(l, cx, x, w_xh, b)?;
         if !l.training {
             // Nothing differentiates it: c and the gates need not be kept.
