@@ -1034,6 +1034,20 @@ fn run_graph(src: &str) -> Graph {
     p.run("M").unwrap().graph.clone()
 }
 
+/// The training graph of `x |> {layer} |> flatten` on `[4, 2]` sequences, `layer`'s output
+/// `out` wide, under an mse loss.
+fn recurrent_graph(layer: &str, out: usize) -> Graph {
+    let zeros = |n: usize| format!("[[{}]]", vec!["0"; n].join(", "));
+    run_graph(&format!(
+        "model M(x: [4, 2]) -> [{}] {{ return x |> {layer} |> flatten }}
+         data d {{ train: inline(x: {}, y: {}) }}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        4 * out,
+        zeros(8),
+        zeros(4 * out)
+    ))
+}
+
 /// `rnn`, `gru` and `lstm` with `bidirectional: true`, as the checker lowers them: both
 /// directions' parameters (the reverse one's reached through two `reverse`s and a `concat`).
 #[test]
@@ -1044,16 +1058,7 @@ fn bidirectional_recurrent_layers() {
         ("gru(2, bidirectional: true)", 4),
         ("lstm(2, bidirectional: true)", 4),
     ] {
-        let zeros = |n: usize| format!("[[{}]]", vec!["0"; n].join(", "));
-        let src = format!(
-            "model M(x: [4, 2]) -> [{}] {{ return x |> {layer} |> flatten }}
-             data d {{ train: inline(x: {}, y: {}) }}
-             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
-            4 * out,
-            zeros(8),
-            zeros(4 * out)
-        );
-        let g = run_graph(&src);
+        let g = recurrent_graph(layer, out);
         let reverse = g.params.iter().filter(|p| p.path.ends_with("_reverse"));
         assert_eq!(2 * reverse.count(), g.params.len(), "{layer}");
         check(&g, 2);
@@ -1080,5 +1085,39 @@ fn bidirectional_recurrent_layers_on_an_embedding() {
         let g = run_graph(&src);
         let ids = vec![0.0, 2.0, 2.0, 1.0, 1.0, 0.0, 2.0, 0.0];
         check_with(&g, &setup(&g, 2, &[("x", ids)], -1.0, 1.0));
+    }
+}
+
+/// `rnn`, `gru` and `lstm` with `num_layers: 2` (and 3), in one direction and both, with the
+/// dropout between layers and without, as the checker lowers them: every layer's parameters
+/// (those of layer k ≥ 1 named `_l{k}`, read through the layers above them).
+#[test]
+fn stacked_recurrent_layers() {
+    for (layer, out, layers) in [
+        ("rnn(3, num_layers: 2)", 3, 2),
+        (
+            "rnn(2, activation: relu, num_layers: 2, dropout: 0.3)",
+            2,
+            2,
+        ),
+        ("gru(2, num_layers: 2, dropout: 0.2)", 2, 2),
+        ("lstm(2, num_layers: 2)", 2, 2),
+        ("lstm(2, num_layers: 3, dropout: 0.4)", 2, 3),
+        ("rnn(2, num_layers: 2, bidirectional: true)", 4, 2),
+        (
+            "gru(2, num_layers: 2, bidirectional: true, dropout: 0.3)",
+            4,
+            2,
+        ),
+        ("lstm(2, num_layers: 2, bidirectional: true)", 4, 2),
+    ] {
+        let g = recurrent_graph(layer, out);
+        let per_layer = g.params.len() / layers;
+        for k in 1..layers {
+            let tag = format!("_l{k}");
+            let of_layer = g.params.iter().filter(|p| p.path.contains(&tag));
+            assert_eq!(of_layer.count(), per_layer, "{layer}: layer {k}");
+        }
+        check(&g, 2);
     }
 }

@@ -9,9 +9,9 @@
 //! same formula in the numpy scripts quoted beside each case, so that both sides start from the
 //! same values.
 //!
-//! The bidirectional recurrent layers' reference is written in plain Rust instead (neither
-//! torch nor numpy was at hand), from PyTorch's documented formulas on PyTorch's own weight
-//! layout, with gradients by central differences of its loss.
+//! The bidirectional and stacked recurrent layers' reference is written in plain Rust instead
+//! (neither torch nor numpy was at hand), from PyTorch's documented formulas on PyTorch's own
+//! weight layout, with gradients by central differences of its loss.
 
 use nnc::autodiff::grad;
 use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads, F64_FLOOR};
@@ -1105,6 +1105,43 @@ fn torch_direction(
     }
 }
 
+/// The three recurrent cells, each with nnc's layer and the names of one direction's tensors.
+const CELLS: [(TorchCell, &str, &[&str]); 3] = [
+    (TorchCell::Rnn, "rnn", &["w_xh", "w_hh", "bias"]),
+    (
+        TorchCell::Gru,
+        "gru",
+        &["w_xh", "w_hh", "bias_xh", "bias_hh"],
+    ),
+    (TorchCell::Lstm, "lstm", &["w_xh", "w_hh", "bias"]),
+];
+
+/// The training graph of `x |> {body} |> flatten` on `[steps, inputs]` sequences, `width`
+/// numbers out, under an mse loss.
+fn sequence_graph(body: &str, (steps, inputs): (usize, usize), width: usize) -> Graph {
+    let src = format!(
+        "model M(x: [{steps}, {inputs}]) -> [{width}] {{ return x |> {body} |> flatten }}
+         {}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        inline(steps * inputs, width)
+    );
+    run_graph(&src, "M")
+}
+
+/// The paths of `g`'s parameters, asserted to be those of `{layer}1` with `names` for each
+/// suffix in turn (`""`, `"_reverse"`, …).
+fn param_paths(g: &Graph, layer: &str, names: &[&str], suffixes: &[&str]) -> Vec<String> {
+    let paths: Vec<String> = suffixes
+        .iter()
+        .flat_map(|dir| names.iter().map(move |n| format!("{layer}1.{n}{dir}")))
+        .collect();
+    assert_eq!(
+        g.params.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+        paths
+    );
+    paths
+}
+
 /// `rnn`, `gru` and `lstm` with `bidirectional: true` as PyTorch's layers with
 /// `bidirectional=True, batch_first=True` (PyTorch's weights mapped as spec.md §5 says, the
 /// `_reverse` ones likewise): the output of each of two sequences against the reference above,
@@ -1129,15 +1166,7 @@ fn bidirectional_recurrent_layers_on_an_embedding_are_pytorchs() {
 /// `vocab` looked up in a table of rows of 3 when given.
 fn bidirectional_against_the_reference(vocab: Option<usize>) {
     let (batch, steps, inputs, hidden) = (2, 4, 3, 3);
-    for (cell, layer, names) in [
-        (TorchCell::Rnn, "rnn", &["w_xh", "w_hh", "bias"][..]),
-        (
-            TorchCell::Gru,
-            "gru",
-            &["w_xh", "w_hh", "bias_xh", "bias_hh"][..],
-        ),
-        (TorchCell::Lstm, "lstm", &["w_xh", "w_hh", "bias"][..]),
-    ] {
+    for (cell, layer, names) in CELLS {
         let width = steps * 2 * hidden;
         let (input, lookup) = match vocab {
             Some(v) => (
@@ -1275,5 +1304,53 @@ fn bidirectional_against_the_reference(vocab: Option<usize>) {
             },
             1e-8,
         );
+    }
+}
+
+/// `rnn`, `gru` and `lstm` with `num_layers: 2, bidirectional: true` as PyTorch's layers with
+/// `num_layers=2, bidirectional=True, batch_first=True`: layer 1 reads layer 0's `output`, both
+/// directions side by side (`weight_ih_l1` is `[gates·H, 2·H]`), and its tensors are nnc's
+/// `_l1` and `_l1_reverse` ones, mapped as spec.md §5 says. The interpreter's output of each of
+/// two sequences against the reference stacked by hand (the gradients are checked against
+/// finite differences in tests/gradcheck_ops.rs).
+#[test]
+fn stacked_recurrent_layers_are_pytorchs() {
+    let (batch, steps, inputs, hidden) = (2, 4, 3, 3);
+    for (cell, layer, names) in CELLS {
+        let width = steps * 2 * hidden;
+        let body = format!("{layer}({hidden}, num_layers: 2, bidirectional: true)");
+        let g = sequence_graph(&body, (steps, inputs), width);
+        let rows = cell.gates() * hidden;
+        // PyTorch's `weight_ih_l{k}` reads `ins` features: the input's, then 2·H.
+        let torch = |k: f64, ins: usize| TorchWeights {
+            w_ih: vals(rows * ins, 1.3 + k, 0.1, 0.5),
+            w_hh: vals(rows * hidden, 0.9 + k, 0.2, 0.5),
+            b_ih: vals(rows, 2.1 + k, 0.5, 0.3),
+            b_hh: vals(rows, 1.7 + k, 0.4, 0.3),
+        };
+        let l0 = [torch(0.0, inputs), torch(0.37, inputs)];
+        let l1 = [torch(0.61, 2 * hidden), torch(0.83, 2 * hidden)];
+        // nnc's parameters in the graph's order: layer 0's two directions, then layer 1's.
+        let values: Vec<Vec<f64>> = [(&l0[0], inputs), (&l0[1], inputs)]
+            .into_iter()
+            .chain([(&l1[0], 2 * hidden), (&l1[1], 2 * hidden)])
+            .flat_map(|(p, ins)| nnc_direction(cell, p, ins))
+            .collect();
+        param_paths(&g, layer, names, &["", "_reverse", "_l1", "_l1_reverse"]);
+        let x = vals(batch * steps * inputs, 0.7, 0.3, 1.0);
+        let target = vec![0.0; batch * width];
+        let want: Vec<f64> = x
+            .chunks(steps * inputs)
+            .flat_map(|s| {
+                let h = cell.bidirectional(s, inputs, [&l0[0], &l0[1]]);
+                cell.bidirectional(&h, 2 * hidden, [&l1[0], &l1[1]])
+            })
+            .collect();
+        let out = nnc::interp::eval(&g, batch, &[x, target], &values, CTX).unwrap();
+        let y = &out[g.output("output").unwrap().index()];
+        assert_eq!(y.len(), want.len());
+        for (k, (a, b)) in y.iter().zip(&want).enumerate() {
+            close(&format!("{layer} interpreter output[{k}]"), *a, *b, EXACT);
+        }
     }
 }

@@ -195,6 +195,7 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
         "embedding_dim" => "dim",
         "hidden_size" => "hidden",
         "nonlinearity" => "activation",
+        "layers" | "n_layers" | "nlayers" => "num_layers",
         "step_size" => "every",
         // Keras' RMSprop(rho=0.9) is PyTorch's RMSprop(alpha=0.9).
         "rho" if callee == "rmsprop" => "alpha",
@@ -275,13 +276,9 @@ fn recurrent_argument(callee: &str, name: &str) -> Option<String> {
             "nnc's {callee} has no `go_backwards`; `{callee}(64, bidirectional: true)` runs a \
              second direction backwards in time beside the forward one"
         ),
-        "num_layers" => {
-            format!("{noun} is one layer: stack them for more, `{callee}(64) |> {callee}(64)`")
-        }
-        "dropout" | "recurrent_dropout" => format!(
-            "between stacked layers, dropout is a stage of its own: \
-             `{callee}(64) |> dropout(0.1) |> {callee}(64)`; nnc has no dropout inside the \
-             recurrence"
+        "recurrent_dropout" => format!(
+            "nnc has no dropout inside the recurrence; `dropout:` drops the outputs between \
+             stacked layers, as PyTorch's: `{callee}(64, num_layers: 2, dropout: 0.1)`"
         ),
         "bias" | "use_bias" => format!("{noun} always has its biases"),
         _ => return None,

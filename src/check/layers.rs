@@ -8,6 +8,7 @@ use super::images::{conv2d, global_pool, pool};
 use super::lower::{Lower, V};
 use super::names::{product, show};
 use super::sequences::{embedding, lstm, one_hot, rnn, rnn_activation};
+use super::stack::{layer_dropout, lone_dropout, num_layers, Recurrent};
 use crate::diag::Diag;
 use crate::ir::{DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
@@ -76,21 +77,24 @@ fn sig(kind: &str) -> Sig {
         },
         "rnn" => Sig {
             forms: &[&["hidden"]],
-            named: &["activation", "bidirectional"],
+            named: &["activation", "bidirectional", "num_layers", "dropout"],
             required: &["hidden"],
-            usage: "`rnn(hidden, activation: tanh)`, `bidirectional: true` for both directions",
+            usage: "`rnn(hidden, activation: tanh)`, `bidirectional: true` for both directions, \
+                    `num_layers: 2, dropout: 0.1` for a stack",
         },
         "gru" => Sig {
             forms: &[&["hidden"]],
-            named: &["bidirectional"],
+            named: &["bidirectional", "num_layers", "dropout"],
             required: &["hidden"],
-            usage: "`gru(hidden)` or `gru(hidden, bidirectional: true)`",
+            usage: "`gru(hidden)`, `gru(hidden, bidirectional: true)` or \
+                    `gru(hidden, num_layers: 2, dropout: 0.1)`",
         },
         "lstm" => Sig {
             forms: &[&["hidden"]],
-            named: &["bidirectional"],
+            named: &["bidirectional", "num_layers", "dropout"],
             required: &["hidden"],
-            usage: "`lstm(hidden)` or `lstm(hidden, bidirectional: true)`",
+            usage: "`lstm(hidden)`, `lstm(hidden, bidirectional: true)` or \
+                    `lstm(hidden, num_layers: 2, dropout: 0.1)`",
         },
         "dropout" => Sig {
             forms: &[&["p"]],
@@ -161,6 +165,28 @@ impl Reader<'_, '_, '_, '_> {
     }
     fn size(&mut self, name: &str, what: &str) -> Option<usize> {
         self.get(name, |e| consts::size(e, what))
+    }
+    /// The arguments every recurrent layer `kind` takes: `hidden`, `bidirectional`,
+    /// `num_layers` and `dropout` (refused on a single layer, [`lone_dropout`]).
+    fn recurrent(&mut self, kind: &str) -> Option<Recurrent> {
+        let hidden = self.size("hidden", "the hidden size");
+        let both = self.get("bidirectional", bidirectional).or(Some(false));
+        let layers = self.get("num_layers", num_layers).or(Some(1));
+        let dropout = self.get("dropout", layer_dropout).or(Some(0.0));
+        let (hidden, both, layers, dropout) = (hidden?, both?, layers?, dropout?);
+        if layers == 1 && dropout > 0.0 {
+            self.l
+                .diags
+                .push(lone_dropout(kind, hidden, dropout, self.span("dropout")));
+            self.ok = false;
+            return None;
+        }
+        Some(Recurrent {
+            hidden,
+            both,
+            layers,
+            dropout,
+        })
     }
     fn span(&self, name: &str) -> Span {
         self.bound
@@ -284,29 +310,22 @@ pub fn layer(
             one_hot(r.l, &cx, x, n)
         }
         "rnn" => {
-            let h = r.size("hidden", "the hidden size");
+            let spec = r.recurrent(kind);
             let act = r.get("activation", rnn_activation).or(Some(UnaryOp::Tanh));
-            let both = r.get("bidirectional", bidirectional).or(Some(false));
-            let (Some(h), Some(act), Some(both), V::T(x), true) = (h, act, both, v, r.ok) else {
+            let (Some(spec), Some(act), V::T(x), true) = (spec, act, v, r.ok) else {
                 return V::Bad;
             };
-            rnn(r.l, &cx, x, (h, both), act)
+            rnn(r.l, &cx, x, spec, act)
         }
-        "gru" => {
-            let h = r.size("hidden", "the hidden size");
-            let both = r.get("bidirectional", bidirectional).or(Some(false));
-            let (Some(h), Some(both), V::T(x), true) = (h, both, v, r.ok) else {
+        "gru" | "lstm" => {
+            let spec = r.recurrent(kind);
+            let (Some(spec), V::T(x), true) = (spec, v, r.ok) else {
                 return V::Bad;
             };
-            gru(r.l, &cx, x, (h, both))
-        }
-        "lstm" => {
-            let h = r.size("hidden", "the hidden size");
-            let both = r.get("bidirectional", bidirectional).or(Some(false));
-            let (Some(h), Some(both), V::T(x), true) = (h, both, v, r.ok) else {
-                return V::Bad;
-            };
-            lstm(r.l, &cx, x, (h, both))
+            match kind {
+                "gru" => gru(r.l, &cx, x, spec),
+                _ => lstm(r.l, &cx, x, spec),
+            }
         }
         "dropout" => {
             let p = r.get("p", |e| {
@@ -315,20 +334,7 @@ pub fn layer(
             let (Some(p), V::T(x), true) = (p, v, r.ok) else {
                 return V::Bad;
             };
-            f32_input(r.l, &cx, "dropout", x).and_then(|x| {
-                if r.l.training {
-                    // Numbered in the graph, so that each dropout layer draws its own mask.
-                    let salt =
-                        r.l.g
-                            .nodes
-                            .iter()
-                            .filter(|n| matches!(n.op, Op::Dropout { .. }));
-                    let salt = salt.count() as u32;
-                    node(r.l, Op::Dropout { p: p as f32, salt }, vec![x], &cx)
-                } else {
-                    Some(x)
-                }
-            })
+            f32_input(r.l, &cx, "dropout", x).and_then(|x| dropout(r.l, &cx, x, p as f32))
         }
         "layer_norm" => {
             let dim = r.size("dim", "the normalized size");
@@ -473,6 +479,21 @@ fn norm_eps(e: &Expr) -> Result<f32, Diag> {
         )
         .help("eps is added to the variance under the square root: PyTorch's default is 1e-5"))
     }
+}
+
+/// Dropout of probability `p` on `x` while training (the identity otherwise): the `dropout`
+/// layer, and the dropout between stacked recurrent layers.
+pub(super) fn dropout(l: &mut Lower, cx: &Site, x: ValueId, p: f32) -> Option<ValueId> {
+    if !l.training {
+        return Some(x);
+    }
+    // Numbered in the graph, so that each dropout draws its own mask.
+    let salt =
+        l.g.nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::Dropout { .. }));
+    let salt = salt.count() as u32;
+    node(l, Op::Dropout { p, salt }, vec![x], cx)
 }
 
 /// Where a layer is, for messages and node labels.

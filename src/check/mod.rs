@@ -31,6 +31,7 @@ mod refs;
 mod runs;
 mod sequences;
 mod settings;
+mod stack;
 mod stopping;
 mod unused;
 

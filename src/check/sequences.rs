@@ -1,5 +1,5 @@
 //! Token and sequence layers: `embedding`, `one_hot` (integer ids in), `rnn` and `lstm`
-//! (`[T, in]` in).
+//! (`[T, in]` in), and what every recurrent layer shares: its input, its directions.
 
 use super::consts;
 use super::layers::{
@@ -7,6 +7,7 @@ use super::layers::{
 };
 use super::lower::Lower;
 use super::names::show;
+use super::stack::{stacked, Recurrent};
 use crate::diag::Diag;
 use crate::ir::{Init, Op, UnaryOp, ValueId};
 use crate::syntax::ast::{Expr, ExprKind};
@@ -70,21 +71,22 @@ pub(super) fn rnn_activation(e: &Expr) -> Result<UnaryOp, Diag> {
 }
 
 /// `rnn(h)`: xp = x·W_xh + b over all steps at once, then the recurrent scan (in both
-/// directions when `both`, [`directions`]).
+/// directions when bidirectional, [`directions`]; `num_layers` of them, [`stacked`]).
 pub(super) fn rnn(
     l: &mut Lower,
     cx: &Site,
     x: ValueId,
-    (h, both): (usize, bool),
+    spec: Recurrent,
     act: UnaryOp,
 ) -> Option<ValueId> {
     let (x, steps, inn) = sequence_input(l, cx, ("rnn", "an rnn"), x)?;
-    check_size(l, cx, &[steps, h * directions_of(both)])?;
-    directions(l, cx, x, both, |l, dir, x| {
-        // PyTorch initializes every RNN parameter with U(±1/√hidden).
-        let w_xh = param(l, cx, &format!("w_xh{dir}"), vec![inn, h], uniform(h))?;
-        let w_hh = param(l, cx, &format!("w_hh{dir}"), vec![h, h], uniform(h))?;
-        let b = param(l, cx, &format!("bias{dir}"), vec![h], uniform(h))?;
+    let h = spec.hidden;
+    check_size(l, cx, &[steps, spec.width()])?;
+    stacked(l, cx, (x, inn), spec, |l, suffix, x, inn| {
+        // PyTorch initializes every RNN parameter with U(±1/√hidden), in every layer.
+        let w_xh = param(l, cx, &format!("w_xh{suffix}"), vec![inn, h], uniform(h))?;
+        let w_hh = param(l, cx, &format!("w_hh{suffix}"), vec![h, h], uniform(h))?;
+        let b = param(l, cx, &format!("bias{suffix}"), vec![h], uniform(h))?;
         let xp = input_projection(l, cx, x, w_xh, b)?;
         node(l, Op::RnnScan { act }, vec![xp, w_hh], cx)
     })
@@ -93,28 +95,30 @@ pub(super) fn rnn(
 /// `lstm(h)`: PyTorch's LSTM (gate order i, f, g, o). z = x·W_xh + b for all steps at once
 /// (`[T, 4h]`), then the cell's scan, whose state holds every step's h, c and gates, and its
 /// hidden states `[T, h]`; in a graph that is not trained, the hidden states alone. In both
-/// directions when `both` ([`directions`]).
-pub(super) fn lstm(
-    l: &mut Lower,
-    cx: &Site,
-    x: ValueId,
-    (h, both): (usize, bool),
-) -> Option<ValueId> {
+/// directions when bidirectional ([`directions`]), `num_layers` of them ([`stacked`]).
+pub(super) fn lstm(l: &mut Lower, cx: &Site, x: ValueId, spec: Recurrent) -> Option<ValueId> {
     let (x, steps, inn) = sequence_input(l, cx, ("lstm", "an lstm"), x)?;
-    // The state, [T, 6h], is the largest value.
+    let h = spec.hidden;
+    // The state, [T, 6h], is the largest value (of each direction of each layer alike).
     check_value_size(
         l,
         cx,
         "saved state (h, c and the four gates of every step)",
         &[steps, 6 * h],
     )?;
-    check_size(l, cx, &[steps, h * directions_of(both)])?;
-    directions(l, cx, x, both, |l, dir, x| {
-        // PyTorch initializes every LSTM parameter with U(±1/√hidden); its two biases (b_ih
-        // and b_hh) sum to this one.
-        let w_xh = param(l, cx, &format!("w_xh{dir}"), vec![inn, 4 * h], uniform(h))?;
-        let w_hh = param(l, cx, &format!("w_hh{dir}"), vec![h, 4 * h], uniform(h))?;
-        let b = param(l, cx, &format!("bias{dir}"), vec![4 * h], uniform(h))?;
+    check_size(l, cx, &[steps, spec.width()])?;
+    stacked(l, cx, (x, inn), spec, |l, suffix, x, inn| {
+        // PyTorch initializes every LSTM parameter with U(±1/√hidden), in every layer; its two
+        // biases (b_ih and b_hh) sum to this one.
+        let w_xh = param(
+            l,
+            cx,
+            &format!("w_xh{suffix}"),
+            vec![inn, 4 * h],
+            uniform(h),
+        )?;
+        let w_hh = param(l, cx, &format!("w_hh{suffix}"), vec![h, 4 * h], uniform(h))?;
+        let b = param(l, cx, &format!("bias{suffix}"), vec![4 * h], uniform(h))?;
         let xp = input_projection(l, cx, x, w_xh, b)?;
         if !l.training {
             // Nothing differentiates it: c and the gates need not be kept.
@@ -123,11 +127,6 @@ pub(super) fn lstm(
         let state = node(l, Op::LstmScan, vec![xp, w_hh], cx)?;
         node(l, Op::LstmHidden, vec![state], cx)
     })
-}
-
-/// How many directions a recurrent layer runs in: 2 when bidirectional.
-pub(super) fn directions_of(both: bool) -> usize {
-    1 + both as usize
 }
 
 /// A recurrent layer's output from `one(l, suffix, sequence)`, which adds one direction's

@@ -34,8 +34,9 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
              `LayerNormalization()`, PyTorch's `nn.LayerNorm(d)`)"
         }
         "LSTM" => {
-            "an LSTM is `lstm(hidden)`: PyTorch's `nn.LSTM(in, hidden, batch_first=True)` (one \
-             layer, one direction), Keras' `LSTM(hidden, return_sequences=True)`"
+            "an LSTM is `lstm(hidden)`: PyTorch's `nn.LSTM(in, hidden, batch_first=True)` \
+             (`num_layers: 2, dropout: 0.1` for its `num_layers=2, dropout=0.1`), Keras' \
+             `LSTM(hidden, return_sequences=True)`"
         }
         "GRU" => {
             "a GRU is `gru(hidden)`: PyTorch's `nn.GRU(in, hidden, batch_first=True)`, Keras' \

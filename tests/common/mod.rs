@@ -64,6 +64,22 @@ pub fn spec_examples() -> Vec<String> {
         .collect()
 }
 
+/// Runs `nnc` with `args` and returns its stdout, asserting that it exits 0 (its stderr shown
+/// when it does not).
+pub fn nnc(args: &[&str]) -> String {
+    let out = assert_cmd::Command::cargo_bin("nnc")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nnc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A temporary folder of one test (`nnc-<binary>-<pid>-<test>`), removed when dropped.
 pub struct Scratch(PathBuf);
 

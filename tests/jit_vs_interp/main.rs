@@ -11,6 +11,7 @@ mod graphs;
 mod gru;
 mod lstm;
 mod ops;
+mod stacked;
 mod threads;
 
 use nnc::codegen::{Jit, JitOptions};

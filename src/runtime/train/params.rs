@@ -100,8 +100,11 @@ fn take(t: &Tensor, name: &str, dims: &[usize], what: &str) -> Result<Vec<f32>, 
     Ok(t.data.clone())
 }
 
-/// `paths` grouped by layer, at most a few named: `head.weight, head.bias` → `head`.
-fn layers(paths: &[&str]) -> String {
+/// `paths` grouped by layer, at most a few named: `head.weight, head.bias` → `head`. A layer
+/// that `loaded` says was partly loaded is named by its tensors instead: a one-layer `lstm1`'s
+/// checkpoint loaded into `lstm1(…, num_layers: 2)` leaves `lstm1.w_xh_l1, …` fresh, not the
+/// whole `lstm1`.
+fn layers(paths: &[&str], loaded: impl Fn(&str) -> bool) -> String {
     const SHOWN: usize = 4;
     let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
     for p in paths {
@@ -112,13 +115,12 @@ fn layers(paths: &[&str]) -> String {
     // A layer with a single tensor is named by it: `scale`, not the whole layer.
     let names: Vec<&str> = groups
         .iter()
-        .map(|(&layer, &n)| match n {
-            1 => paths
-                .iter()
-                .copied()
-                .find(|p| covers(layer, p))
-                .unwrap_or(layer),
-            _ => layer,
+        .flat_map(|(&layer, &n)| {
+            let tensors = || paths.iter().copied().filter(move |p| covers(layer, p));
+            match n == 1 || loaded(layer) {
+                true => tensors().collect(),
+                false => vec![layer],
+            }
         })
         .collect();
     let mut text = names[..names.len().min(SHOWN)].join(", ");
@@ -137,8 +139,9 @@ fn layers(paths: &[&str]) -> String {
 pub struct StartNote {
     /// An earlier run of the file, or a checkpoint file (as written).
     pub from: InitFrom,
-    /// The parameters loaded, and of them the batch norms' running statistics (buffers).
-    pub loaded: usize,
+    /// The paths of the parameters loaded, and how many of them are batch norms' running
+    /// statistics (buffers).
+    pub loaded: Vec<String>,
     pub buffers: usize,
     /// The paths of the parameters that start from their initializers.
     pub fresh: Vec<String>,
@@ -152,7 +155,7 @@ impl StartNote {
     pub fn message(&self, run: &str) -> String {
         use crate::check::plural;
         let what = described(&self.from);
-        let params = plural(self.loaded - self.buffers, "parameter");
+        let params = plural(self.loaded.len() - self.buffers, "parameter");
         let all = if self.fresh.is_empty() { "all " } else { "" };
         let mut note = match self.buffers {
             0 => format!("run `{run}` starts from {what}: {all}{params} loaded"),
@@ -161,8 +164,14 @@ impl StartNote {
                 plural(b, "batch-norm buffer")
             ),
         };
-        let names =
-            |paths: &[String]| layers(&paths.iter().map(String::as_str).collect::<Vec<_>>());
+        // A layer partly loaded is named by its tensors (`lstm1.w_xh_l1`), not as a whole.
+        let loaded = |layer: &str| self.loaded.iter().any(|p| covers(layer, p));
+        let names = |paths: &[String]| {
+            layers(
+                &paths.iter().map(String::as_str).collect::<Vec<_>>(),
+                loaded,
+            )
+        };
         if !self.fresh.is_empty() {
             note += &format!("; {} fresh: {}", self.fresh.len(), names(&self.fresh));
         }
@@ -184,7 +193,7 @@ impl StartNote {
             InitFrom::Run(r) => o.str("from_run", r)?,
             InitFrom::File(f) => o.str("from_file", f)?,
         };
-        o.uint("loaded", Some(self.loaded as u64))?;
+        o.uint("loaded", Some(self.loaded.len() as u64))?;
         o.uint("buffers", Some(self.buffers as u64))?;
         o.strs("fresh", &self.fresh)?.strs("unused", &self.unused)?;
         o.end()
@@ -219,7 +228,7 @@ pub fn planned_start(program: &Program, spec: &RunSpec) -> Option<StartNote> {
     unused.sort();
     Some(StartNote {
         from: InitFrom::Run(r.clone()),
-        loaded: matched.len(),
+        loaded: matched.iter().map(|p| p.path.clone()).collect(),
         buffers: matched.iter().filter(|p| p.is_buffer()).count(),
         fresh: paths(&mine, &source),
         unused,
@@ -296,7 +305,7 @@ pub fn initial(
         }
         Some((src, from)) => Some(StartNote {
             from,
-            loaded: matched.len(),
+            loaded: matched.iter().map(|p| p.path.clone()).collect(),
             buffers: matched.iter().filter(|p| p.is_buffer()).count(),
             fresh,
             unused: src
@@ -755,6 +764,22 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partly_loaded_layer_is_named_by_its_tensors() {
+        let fresh = [
+            "lstm1.w_xh_l1",
+            "lstm1.w_hh_l1",
+            "lstm1.bias_l1",
+            "head.weight",
+            "head.bias",
+        ];
+        assert_eq!(
+            layers(&fresh, |l| l == "lstm1"),
+            "head, lstm1.w_xh_l1, lstm1.w_hh_l1, lstm1.bias_l1"
+        );
+        assert_eq!(layers(&fresh, |_| false), "head, lstm1");
+    }
 
     #[test]
     fn longest_prefix_wins_on_dot_boundaries() {
