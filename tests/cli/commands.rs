@@ -1876,14 +1876,8 @@ fn a_partial_init_says_what_was_loaded_fresh_and_unused() {
     // `--log-json` records it, every path named, quiet or not; `nnc plot` passes over it.
     let log = s.path("log.jsonl");
     succeeded(&run!("train", "--quiet", "--log-json", &log, &nn));
-    let text = std::fs::read_to_string(&log).unwrap();
-    let inits: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["type"] == "init")
-        .collect();
     assert_eq!(
-        inits,
+        records_of(&log, "init"),
         [serde_json::json!({
             "type": "init", "run": "fine", "from_run": "pre", "loaded": 2, "buffers": 0,
             "fresh": ["head.weight", "head.bias"], "unused": ["recon.bias", "recon.weight"]

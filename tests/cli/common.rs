@@ -53,6 +53,21 @@ pub fn user_error(out: &std::process::Output) -> String {
     stderr(out)
 }
 
+/// The records of the JSON-lines log at `path` (`--log-json`), each line parsed.
+pub fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("every line is one JSON object"))
+        .collect()
+}
+
+/// The records of type `kind` (`"step"`, `"eval"`, …) of the log at `path`.
+pub fn records_of(path: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
+    let mut all = records(path);
+    all.retain(|r| r["type"] == kind);
+    all
+}
+
 /// Asserts that `text` holds each of `parts`, showing `text` whole when one is missing.
 pub fn assert_has(text: &str, parts: &[&str]) {
     for part in parts {

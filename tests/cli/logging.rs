@@ -11,11 +11,7 @@ fn log_json_has_one_object_per_step_and_per_evaluation() {
     let xor = root().join("examples/xor.nn");
     let out = run!("train", &xor, "--steps", "2500", "--log-json", &log);
     assert_code(&out, 0);
-    let text = std::fs::read_to_string(&log).unwrap();
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every line is one JSON object"))
-        .collect();
+    let records = records(&log);
     let of = |t: &str| records.iter().filter(|r| r["type"] == t).count();
     // XOR evaluates every 1000 steps, and once more at the end.
     assert_eq!((of("step"), of("eval")), (2500, 3));
@@ -137,12 +133,7 @@ fn an_evaluation_reports_the_metrics_listed() {
          train both: M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    batch: 2, steps: 2\n}\n",
     );
     let summary = succeeded(&run!("train", &nn, "--quiet", "--log-json", &log));
-    let text = std::fs::read_to_string(&log).unwrap();
-    let evals: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["type"] == "eval")
-        .collect();
+    let evals = records_of(&log, "eval");
     let of = |run: &str| -> Vec<(bool, bool)> {
         evals
             .iter()
@@ -150,9 +141,9 @@ fn an_evaluation_reports_the_metrics_listed() {
             .map(|r| (r["loss"].is_f64(), r["accuracy"].is_f64()))
             .collect()
     };
-    assert_eq!(of("acc"), [(false, true), (false, true)], "{text}");
-    assert_eq!(of("loss"), [(true, false), (true, false)], "{text}");
-    assert!(of("both").iter().all(|&m| m == (true, true)), "{text}");
+    assert_eq!(of("acc"), [(false, true), (false, true)], "{evals:?}");
+    assert_eq!(of("loss"), [(true, false), (true, false)], "{evals:?}");
+    assert!(of("both").iter().all(|&m| m == (true, true)), "{evals:?}");
     // The summary's test loss and accuracy columns: "–" for what is not listed.
     let row = |run: &str| -> Vec<String> {
         let line = summary
@@ -165,14 +156,6 @@ fn an_evaluation_reports_the_metrics_listed() {
     assert!(row("acc")[4].ends_with('%'), "{summary}");
     assert_eq!(row("loss")[4], "–", "{summary}");
     assert!(row("both")[4].ends_with('%'), "{summary}");
-}
-
-/// The records of the JSON-lines log at `path`, each line parsed.
-fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every line is one JSON object"))
-        .collect()
 }
 
 /// `nnc eval --log-json` appends one evaluation record with the keys of train's (and the split
