@@ -575,6 +575,28 @@ fn mse_into_both_sides_and_bce() {
     );
 }
 
+/// A cross-entropy over the positions of a sequence summed rather than averaged: over the
+/// B·2 rows of 4 classes, six times the mean at a batch of three.
+#[test]
+fn cross_entropy_summed_over_positions() {
+    let loss = |sum: bool| {
+        let (mut g, logits) = classifier(4);
+        let labels = g.input("label", Type::i32(true, vec![2]));
+        let mut l = op(&mut g, Op::CrossEntropy, &[logits, labels]);
+        if sum {
+            l = op(&mut g, Op::MeanToSum { per: 4 }, &[l, logits]);
+        }
+        g.set_output("loss", l);
+        let labels = vec![0.0, 3.0, 1.0, 1.0, 2.0, 0.0];
+        check_with(&g, &setup(&g, 3, &[("label", labels)], -1.0, 1.0)).loss
+    };
+    let (mean, sum) = (loss(false), loss(true));
+    assert!(
+        (sum - 6.0 * mean).abs() < 1e-12 * sum,
+        "{sum} vs 6 × {mean}"
+    );
+}
+
 #[test]
 fn sum_squares_penalty_and_weighted_sum_of_losses() {
     let (mut g, logits) = classifier(3);

@@ -292,6 +292,7 @@ fn eval_node(
         Op::Bce => vec![loss::bce(x(0), x(1))],
         Op::BceGrad => loss::bce_grad(x(0), x(1), x(2)[0]),
         Op::SumSquares => vec![x(0).iter().map(|v| v * v).sum()],
+        Op::MeanToSum { per } => vec![x(0)[0] * (x(1).len() / per) as f64],
     })
 }
 

@@ -744,6 +744,12 @@ pub enum Op {
     BceGrad,
     /// `[x] -> f32[]`: Σ x² (the L2 penalty of a parameter).
     SumSquares,
+    /// `[m: f32[], x] -> f32[]`: m · numel(x)/per, the mean `m` of a loss over the terms of x
+    /// (its elements with `per` = 1, its rows of `per` classes for a cross-entropy) made
+    /// their sum: PyTorch's `reduction='sum'`. The count is the batch's at run time, so a
+    /// short last batch sums fewer terms. Its gradient is itself, dm = MeanToSum(dy, x): x
+    /// is only counted, and gets none.
+    MeanToSum { per: usize },
 }
 
 impl Op {
@@ -820,6 +826,7 @@ impl Op {
             Op::Bce => "bce".into(),
             Op::BceGrad => "bce_grad".into(),
             Op::SumSquares => "sum_squares".into(),
+            Op::MeanToSum { .. } => "mean_to_sum".into(),
         }
     }
 
@@ -860,6 +867,7 @@ impl Op {
                 act.map_or(String::new(), |a| format!(" → {}_grad", a.name()))
             ),
             Op::OneHot { n } => format!(" n={n}"),
+            Op::MeanToSum { per } => format!(" per={per}"),
             Op::RnnScan { act } | Op::RnnScanGrad { act } => format!(" {}", act.name()),
             Op::Dropout { p, salt: 0 } | Op::DropoutGrad { p, salt: 0 } => format!(" p={p}"),
             Op::LayerNorm { eps } | Op::LayerNormGrad { eps } | Op::LayerNormWeightGrad { eps } => {
@@ -924,6 +932,7 @@ impl Op {
                 | Op::Mse
                 | Op::Bce
                 | Op::SumSquares
+                | Op::MeanToSum { .. }
         )
     }
 

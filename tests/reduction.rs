@@ -1,0 +1,353 @@
+//! `reduction: "sum"` on the losses, as PyTorch's `reduction='sum'`: the gradients of every
+//! summed loss against finite differences; the sum equal to the mean times the number of terms
+//! on a batch, with a step on it at `lr / count` the mean's step at `lr` (on the JIT and the
+//! interpreter, and on a real MNIST batch of the autoencoder's `binary_cross_entropy`); the
+//! same training on both back ends with a short last batch; and the test loss that `nnc train`
+//! and `nnc eval` report computed here by hand from the checkpoint.
+
+mod common;
+
+use assert_cmd::Command;
+use common::Scratch;
+use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads, F64_FLOOR};
+use nnc::exec::StepCtx;
+use nnc::ir::{DType, Program};
+use nnc::runtime::train::{Backend, RunSummary, Session, Tensors, TrainOptions};
+
+/// Five training and three test samples of three features, with two targets in [0, 1]
+/// (`pts`) or a class id among four (`cls`); a model for each loss. `{loss}` and `{lr}` are
+/// the run's.
+const NETS: &str = r#"
+model Reg(x: [3]) -> [2] { return x |> dense(2) }
+model Prob(x: [3]) -> [2] { return x |> dense(2) |> sigmoid }
+model Cls(x: [3]) -> [4] { return x |> dense(4) }
+data pts {
+    train: inline(
+        x: [[0.5, -1, 2], [1, 0.25, -0.5], [-1.5, 1, 0], [2, 2, -1], [0, -0.5, 1.5]],
+        y: [[0.2, 0.9], [1, 0], [0.5, 0.5], [0, 0.3], [0.8, 0.1]]
+    )
+    test: inline(
+        x: [[1, 1, 1], [-1, 0.5, 2], [0.25, -2, 0.5]],
+        y: [[0.4, 0.6], [1, 1], [0, 0.7]]
+    )
+}
+data cls {
+    train: inline(
+        x: [[0.5, -1, 2], [1, 0.25, -0.5], [-1.5, 1, 0], [2, 2, -1], [0, -0.5, 1.5]],
+        y: [[0], [3], [1], [2], [3]]
+    )
+}
+"#;
+
+/// The losses with `reduction: "sum"`: the run's model and data, the loss, and the number of
+/// terms a batch of `b` sums.
+const LOSSES: [(&str, &str, &str, usize); 5] = [
+    (
+        "Reg on pts",
+        "mse(output, label, reduction: \"sum\")",
+        "mse",
+        2,
+    ),
+    (
+        "Prob on pts",
+        "binary_cross_entropy(output, label, reduction: \"sum\")",
+        "bce",
+        2,
+    ),
+    (
+        "Cls on cls",
+        "cross_entropy(output, label, reduction: \"sum\")",
+        "ce",
+        1,
+    ),
+    (
+        "Cls on cls",
+        "cross_entropy(output, label, label_smoothing: 0.1, reduction: \"sum\")",
+        "smoothed",
+        1,
+    ),
+    (
+        "Reg on pts",
+        "kl_div(label, output, reduction: \"sum\")",
+        "kl",
+        1,
+    ),
+];
+
+fn program(src: &str) -> Program {
+    let ast = nnc::syntax::parse(src).unwrap_or_else(|d| panic!("{d:?}"));
+    nnc::check::check(&ast).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+/// A file with one run `name` of `model_on_data` training `loss`.
+fn file(name: &str, model_on_data: &str, loss: &str, train: &str) -> String {
+    format!("{NETS}\ntrain {name}: {model_on_data} {{\n    loss: {loss}\n{train}\n}}\n")
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    }
+}
+
+/// Runs the only run of `p`: its summary and parameters.
+fn train(p: &Program, backend: Backend, opts: TrainOptions) -> (RunSummary, Tensors) {
+    let mut s = Session::new(p, backend, opts).unwrap();
+    let sum = s.run_all().unwrap().remove(0);
+    (sum, s.params(&p.runs[0].name).unwrap().clone())
+}
+
+/// Deterministic numbers in [0, 1) (a 64-bit LCG).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The analytic gradients of every summed loss (autodiff, on the interpreter) agree with
+/// central finite differences of the loss, parameters drawn in ±1 and inputs in [0, 1).
+#[test]
+fn the_gradients_of_summed_losses_match_finite_differences() {
+    let ctx = StepCtx {
+        seed: 1,
+        step: 1,
+        first: 0,
+    };
+    for (i, (on, loss, name, _)) in LOSSES.iter().enumerate() {
+        let p = program(&file(
+            name,
+            on,
+            loss,
+            "    optimizer: sgd(lr: 0.1)\n    batch: 3",
+        ));
+        let g = &p.runs[0].graph;
+        assert!(
+            g.nodes
+                .iter()
+                .any(|n| matches!(n.op, nnc::ir::Op::MeanToSum { .. })),
+            "{name}: no sum"
+        );
+        let mut rng = Lcg(7 + i as u64);
+        let batch = 3;
+        let inputs: Vec<Vec<f64>> = g
+            .inputs()
+            .iter()
+            .map(|(v, _)| {
+                let t = g.ty(*v);
+                (0..t.numel(batch))
+                    .map(|_| match t.dtype {
+                        DType::F32 => rng.next(),
+                        DType::I32 => (rng.next() * 4.0).floor(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let params: Vec<Vec<f64>> = g
+            .params
+            .iter()
+            .map(|p| (0..p.numel()).map(|_| 2.0 * rng.next() - 1.0).collect())
+            .collect();
+        let grad = nnc::autodiff::grad(g).unwrap();
+        let mut analytic = interpreter_grads(&grad, batch, &inputs, ctx);
+        let r = gradcheck(g, &mut analytic, batch, &inputs, &params, ctx, F64_FLOOR).unwrap();
+        assert!(r.loss.is_finite() && r.loss > 0.0, "{name}: {r}");
+        assert!(r.max_rel_err() < 1e-6, "{name}:\n{r}");
+    }
+}
+
+/// On the first batch of four samples, each summed loss is the mean loss times its number of
+/// terms (elements, or rows of classes) to f32 rounding, and one SGD step on the sum at
+/// `lr / count` gives the parameters of one step on the mean at `lr`: the gradient is the
+/// mean's times the count. On the JIT and on the interpreter.
+#[test]
+fn the_sum_is_the_mean_times_the_count_and_so_is_its_gradient() {
+    for (on, loss, name, per_sample) in LOSSES {
+        let count = (4 * per_sample) as f64;
+        let train = |loss: &str, lr: f64, backend: Backend| {
+            let settings = format!(
+                "    optimizer: sgd(lr: {lr})\n    batch: 4\n    steps: 1\n    shuffle: false"
+            );
+            train(&program(&file(name, on, loss, &settings)), backend, quiet())
+        };
+        let mean_loss = loss.replace(", reduction: \"sum\"", "");
+        let backends: [fn() -> Backend; 2] = [|| Backend::jit(1), Backend::interpreter];
+        for backend in backends {
+            let (mean, pm) = train(&mean_loss, 0.5, backend());
+            let (sum, ps) = train(loss, 0.5 / count, backend());
+            let (m, s) = (mean.first_loss.unwrap().1, sum.first_loss.unwrap().1);
+            assert!(
+                (s - m * count).abs() <= 2e-7 * s.abs(),
+                "{name}: sum {s}, mean {m} × {count}"
+            );
+            for (path, t) in &pm {
+                for (a, b) in t.data.iter().zip(&ps[path].data) {
+                    assert!((a - b).abs() < 1e-6, "{name} {path}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+/// A real batch: 64 MNIST images through the autoencoder, with the binary cross-entropy of a
+/// VAE's reconstruction summed over their 784 pixels each (PyTorch's
+/// `F.binary_cross_entropy(recon, x, reduction='sum')`): 50 176 times the mean, and the same
+/// first step at lr / 50 176.
+#[test]
+fn a_summed_reconstruction_loss_on_a_real_mnist_batch() {
+    let Some(mnist) = common::shared_data("mnist") else {
+        return;
+    };
+    let src = |loss: &str, lr: f64| {
+        format!(
+            r#"
+model Ae(x: [784]) -> [784] {{
+    return x |> dense(32) |> relu |> dense(784) |> sigmoid
+}}
+data mnist {{
+    train: idx("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    normalize: x / 255
+}}
+train recon: Ae on mnist {{
+    loss: {loss}
+    optimizer: sgd(lr: {lr})
+    batch: 64, steps: 1, shuffle: false
+}}
+"#
+        )
+    };
+    let opts = || TrainOptions {
+        data_dir: mnist.clone(),
+        ..quiet()
+    };
+    let count = 64.0 * 784.0;
+    let (mean, pm) = train(
+        &program(&src("binary_cross_entropy(output, x)", 0.1)),
+        Backend::jit(1),
+        opts(),
+    );
+    let (sum, ps) = train(
+        &program(&src(
+            "binary_cross_entropy(output, x, reduction: \"sum\")",
+            0.1 / count,
+        )),
+        Backend::jit(1),
+        opts(),
+    );
+    let (m, s) = (mean.first_loss.unwrap().1, sum.first_loss.unwrap().1);
+    assert!(m > 0.1 && m < 2.0, "mean {m}");
+    assert!(
+        (s - m * count).abs() <= 2e-7 * s,
+        "sum {s}, mean {m} × {count}"
+    );
+    for (path, t) in &pm {
+        for (a, b) in t.data.iter().zip(&ps[path].data) {
+            assert!((a - b).abs() < 1e-6, "{path}: {a} vs {b}");
+        }
+    }
+}
+
+/// Twenty steps of Adam in batches of two over five samples (each epoch ends on a batch of
+/// one): the JIT and the interpreter end with the same parameters and test loss.
+#[test]
+fn a_summed_loss_trains_alike_on_the_jit_and_the_interpreter() {
+    for (on, loss, name, _) in LOSSES {
+        let p = program(&file(
+            name,
+            on,
+            loss,
+            "    optimizer: adam(lr: 0.05)\n    batch: 2\n    steps: 20\n    seed: 3",
+        ));
+        let (jit, jp) = train(&p, Backend::jit(1), quiet());
+        let (interp, ip) = train(&p, Backend::interpreter(), quiet());
+        assert!(jit.final_loss.is_finite(), "{name}: {jit:?}");
+        assert!(
+            (jit.final_loss - interp.final_loss).abs() < 1e-4 * (1.0 + interp.final_loss),
+            "{name}: {} vs {}",
+            jit.final_loss,
+            interp.final_loss
+        );
+        for (path, t) in &jp {
+            for (a, b) in t.data.iter().zip(&ip[path].data) {
+                assert!(
+                    (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                    "{name} {path}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// `nnc train` then `nnc eval` of a summed mse: both report the test loss computed here from
+/// the checkpoint, the squared errors summed over the three test samples, divided by three and
+/// times the batch of two: a batch's sum, the unit of the training loss, though the last batch
+/// of the evaluation holds one sample.
+#[test]
+fn train_and_eval_report_a_batchs_summed_loss() {
+    let dir = Scratch::new("reduction");
+    let src = file(
+        "reg",
+        "Reg on pts",
+        "mse(output, label, reduction: \"sum\")",
+        "    optimizer: sgd(lr: 0.05)\n    batch: 2\n    steps: 6\n    seed: 4",
+    );
+    let nn = dir.write("reg.nn", &src);
+    let ck = dir.path("reg.safetensors");
+    let log = dir.path("log.jsonl");
+    let run = |args: &[&str]| {
+        let out = Command::cargo_bin("nnc")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (nn, ck_arg, log_arg) = (
+        nn.to_str().unwrap(),
+        ck.to_str().unwrap(),
+        log.to_str().unwrap(),
+    );
+    run(&["train", nn, "--quiet", "--checkpoint", ck_arg]);
+    run(&["eval", nn, "--checkpoint", ck_arg, "--log-json", log_arg]);
+    let t = nnc::runtime::checkpoint::Checkpoint::load(&ck)
+        .unwrap()
+        .tensors;
+    let (w, b) = (&t["dense1.weight"].data, &t["dense1.bias"].data);
+    let test = [
+        ([1.0, 1.0, 1.0], [0.4, 0.6]),
+        ([-1.0, 0.5, 2.0], [1.0, 1.0]),
+        ([0.25, -2.0, 0.5], [0.0, 0.7]),
+    ];
+    let mut total = 0.0;
+    for (x, y) in test {
+        for j in 0..2 {
+            let out: f64 = (0..3).map(|i| x[i] * w[i * 2 + j] as f64).sum::<f64>() + b[j] as f64;
+            total += (out - y[j]).powi(2);
+        }
+    }
+    let want = total / 3.0 * 2.0;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = serde_json::from_str(logged.lines().last().unwrap()).unwrap();
+    let got = line["loss"].as_f64().unwrap_or_else(|| panic!("{logged}"));
+    assert!(
+        (got - want).abs() < 1e-5 * want,
+        "eval {got}, by hand {want}"
+    );
+    let p = program(&src);
+    let (sum, _) = train(&p, Backend::jit(1), quiet());
+    let reported = sum.test_loss.unwrap();
+    assert!(
+        (reported - want).abs() < 1e-5 * want,
+        "train {reported}, by hand {want}"
+    );
+}
