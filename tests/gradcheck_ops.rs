@@ -481,6 +481,28 @@ fn batch_norm() {
     }
 }
 
+/// `batch_norm(affine: false, track_running_stats: false)`: a unit weight and a zero bias
+/// that are constants, not parameters, and no buffers; the input's gradient still runs
+/// through the batch statistics.
+#[test]
+fn batch_norm_without_affine() {
+    for (dims, batch) in [(&[3][..], 4), (&[2, 3, 2][..], 2)] {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", f(true, dims));
+        let a = param(&mut g, "a", &dims[..1]);
+        let h = op(&mut g, Op::BiasAdd { axis: 1 }, &[x, a]);
+        let h = op(&mut g, Op::Unary(UnaryOp::Tanh), &[h]);
+        let w = g.filled(1.0, dims[..1].to_vec(), "bn");
+        let b = g.filled(0.0, dims[..1].to_vec(), "bn");
+        let stats = op(&mut g, Op::BatchStats { momentum: 0.1 }, &[h]);
+        let y = op(&mut g, Op::BatchNorm { eps: 1e-5 }, &[h, stats, w, b]);
+        let y = op(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
+        mse_loss(&mut g, y);
+        let r = check(&g, batch);
+        assert_eq!(r.params.len(), 1);
+    }
+}
+
 /// A frozen batch norm (evaluation mode on the running statistics, as `freeze:` makes it):
 /// only its input has a gradient, dy·weight/√(running_var + eps). Every parameter is drawn in
 /// [0.5, 1.5], so that the running variance is positive.

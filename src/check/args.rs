@@ -241,6 +241,13 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
                     .into(),
             )
         }
+        "center" | "scale" if callee == "batch_norm" => {
+            return Some(
+                "Keras' `center` and `scale` are PyTorch's `affine`, both at once: \
+                 `batch_norm(affine: false)` has neither a bias nor a weight"
+                    .into(),
+            )
+        }
         "reduction" if callee == "kd" => {
             return Some(
                 "kd mixes two terms, each averaged over the samples; for their sums, write them \

@@ -118,7 +118,7 @@ fn eval_node(
     let out_shape = n.ty.shape(batch);
     Ok(match &n.op {
         Op::Input { .. } | Op::Param(_) => unreachable!("sources are read in eval"),
-        Op::Const(c) => vec![*c as f64],
+        Op::Const(c) => vec![*c as f64; n.ty.numel(batch)],
         Op::Unary(u) => elementwise::unary(*u, x(0)),
         Op::Binary(b) => elementwise::binary(*b, x(0), scalar(0), x(1), scalar(1)),
         Op::UnaryGrad(u) => elementwise::unary_grad(*u, x(0), x(1)),

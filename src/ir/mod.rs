@@ -508,7 +508,9 @@ pub enum Op {
     Input { name: String },
     /// Reads a parameter. No inputs.
     Param(ParamId),
-    /// A scalar constant (type `f32[]`), broadcast by elementwise ops.
+    /// A scalar constant (type `f32[]`), broadcast by elementwise ops; or, of an unbatched
+    /// type with dims, that value in every element (the weight 1 and bias 0 of a batch norm
+    /// without `affine`, which a batch norm's kernels read as they read parameters).
     Const(f32),
 
     // ----- elementwise
@@ -1071,6 +1073,11 @@ impl Graph {
 
     pub fn constant(&mut self, c: f32) -> ValueId {
         self.push_typed(Op::Const(c), vec![], Type::scalar(), "")
+    }
+
+    /// A constant tensor of `dims` (unbatched), `c` in every element.
+    pub fn filled(&mut self, c: f32, dims: Vec<usize>, label: &str) -> ValueId {
+        self.push_typed(Op::Const(c), vec![], Type::f32(false, dims), label)
     }
 
     /// The value of a named output.
