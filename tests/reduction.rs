@@ -2,8 +2,9 @@
 //! summed loss against finite differences; the sum equal to the mean times the number of terms
 //! on a batch, with a step on it at `lr / count` the mean's step at `lr` (on the JIT and the
 //! interpreter, and on a real MNIST batch of the autoencoder's `binary_cross_entropy`); the
-//! same training on both back ends with a short last batch; and the test loss that `nnc train`
-//! and `nnc eval` report computed here by hand from the checkpoint.
+//! same training on both back ends with a short last batch; the test loss that `nnc train`
+//! and `nnc eval` report computed here by hand from the checkpoint; and two data-parallel
+//! ranks that average the gradients of their sums, as PyTorch's DDP.
 
 mod common;
 
@@ -12,7 +13,10 @@ use common::Scratch;
 use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads, F64_FLOOR};
 use nnc::exec::StepCtx;
 use nnc::ir::{DType, Program};
+use nnc::runtime::dist::{Comm, CommError};
 use nnc::runtime::train::{Backend, RunSummary, Session, Tensors, TrainOptions};
+use std::rc::Rc;
+use std::sync::{Arc, Barrier, Mutex};
 
 /// Five training and three test samples of three features, with two targets in [0, 1]
 /// (`pts`) or a class id among four (`cls`); a model for each loss. `{loss}` and `{lr}` are
@@ -350,4 +354,124 @@ fn train_and_eval_report_a_batchs_summed_loss() {
         (reported - want).abs() < 1e-5 * want,
         "train {reported}, by hand {want}"
     );
+}
+
+/// Ranks that are threads of this process: each collective waits for all of them, then each
+/// reads the others' buffers, summed in rank order (the same numbers on every rank).
+#[derive(Debug)]
+struct Threads {
+    rank: usize,
+    size: usize,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    barrier: Barrier,
+    f32s: Mutex<Vec<Vec<f32>>>,
+    f64s: Mutex<Vec<Vec<f64>>>,
+}
+
+impl Threads {
+    fn all(size: usize) -> Vec<Threads> {
+        let shared = Arc::new(Shared {
+            barrier: Barrier::new(size),
+            f32s: Mutex::new(vec![Vec::new(); size]),
+            f64s: Mutex::new(vec![Vec::new(); size]),
+        });
+        (0..size)
+            .map(|rank| Threads {
+                rank,
+                size,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    /// Puts `buf` beside the other ranks', waits for them, and replaces it by `f` of them all.
+    fn exchange<T: Clone>(
+        &self,
+        slot: &Mutex<Vec<Vec<T>>>,
+        buf: &mut [T],
+        f: impl Fn(&[Vec<T>], usize) -> T,
+    ) {
+        slot.lock().unwrap()[self.rank] = buf.to_vec();
+        self.shared.barrier.wait();
+        {
+            let all = slot.lock().unwrap();
+            for (i, x) in buf.iter_mut().enumerate() {
+                *x = f(&all, i);
+            }
+        }
+        self.shared.barrier.wait();
+    }
+}
+
+impl Comm for Threads {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CommError> {
+        self.exchange(&self.shared.f32s, buf, |all, i| {
+            all.iter().map(|b| b[i]).sum()
+        });
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<(), CommError> {
+        self.exchange(&self.shared.f64s, buf, |all, i| {
+            all.iter().map(|b| b[i]).sum()
+        });
+        Ok(())
+    }
+    fn broadcast(&self, buf: &mut [f32]) -> Result<(), CommError> {
+        self.exchange(&self.shared.f32s, buf, |all, i| all[0][i]);
+        Ok(())
+    }
+}
+
+/// Data-parallel training on two ranks (threads standing in for `mpirun -np 2`): each sums
+/// its half of the batch and the gradients are averaged, as PyTorch's DDP does with
+/// `reduction='sum'`, so two ranks at lr train as one process at lr / 2 on the same batches,
+/// and log half the batch's sum; with the mean (the control), as one process at lr.
+#[test]
+fn two_ranks_average_the_gradients_of_their_sums_as_pytorch_ddp() {
+    let settings = |lr: f64| {
+        format!("    optimizer: sgd(lr: {lr})\n    batch: 4\n    steps: 3\n    shuffle: false")
+    };
+    let sum = "mse(output, label, reduction: \"sum\")";
+    for (loss, one_lr) in [(sum, 0.05), ("mse(output, label)", 0.1)] {
+        let src = file("reg", "Reg on pts", loss, &settings(0.1));
+        let ranks: Vec<_> = Threads::all(2)
+            .into_iter()
+            .map(|comm| {
+                let src = src.clone();
+                std::thread::spawn(move || {
+                    let opts = TrainOptions {
+                        comm: Rc::new(comm),
+                        ..quiet()
+                    };
+                    train(&program(&src), Backend::jit(1), opts)
+                })
+            })
+            .collect();
+        let ranks: Vec<_> = ranks.into_iter().map(|r| r.join().unwrap()).collect();
+        let one_src = file("reg", "Reg on pts", loss, &settings(one_lr));
+        let (one, p1) = train(&program(&one_src), Backend::jit(1), quiet());
+        for (two, p2) in &ranks {
+            for (path, t) in &p1 {
+                for (a, b) in t.data.iter().zip(&p2[path].data) {
+                    assert!((a - b).abs() < 1e-6, "{loss} {path}: {a} vs {b}");
+                }
+            }
+            let (l1, l2) = (one.first_loss.unwrap().1, two.first_loss.unwrap().1);
+            let half = if loss == sum { 0.5 } else { 1.0 };
+            assert!(
+                (l2 - half * l1).abs() < 1e-6 * l1,
+                "{loss}: {l2} vs {half} × {l1}"
+            );
+        }
+    }
 }
