@@ -5,8 +5,7 @@
 
 mod common;
 
-use assert_cmd::Command;
-use common::Scratch;
+use common::{nnc, Scratch};
 use nnc::exec::StepCtx;
 use nnc::runtime::checkpoint::Checkpoint;
 
@@ -42,20 +41,6 @@ train student: Small on d {
     teacher: tune
 }
 "#;
-
-fn nnc(args: &[&str]) -> String {
-    let out = Command::cargo_bin("nnc")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nnc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn reverse_parameters_are_saved_frozen_and_scaled_by_path() {

@@ -8,11 +8,10 @@
 
 mod common;
 
-use assert_cmd::Command;
-use common::Scratch;
+use common::{nnc, random_inputs, Lcg, Scratch};
 use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads, F64_FLOOR};
 use nnc::exec::StepCtx;
-use nnc::ir::{DType, Program};
+use nnc::ir::Program;
 use nnc::runtime::dist::{Comm, CommError};
 use nnc::runtime::train::{Backend, RunSummary, Session, Tensors, TrainOptions};
 use std::rc::Rc;
@@ -102,18 +101,6 @@ fn train(p: &Program, backend: Backend, opts: TrainOptions) -> (RunSummary, Tens
     (sum, s.params(&p.runs[0].name).unwrap().clone())
 }
 
-/// Deterministic numbers in [0, 1) (a 64-bit LCG).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// The analytic gradients of every summed loss (autodiff, on the interpreter) agree with
 /// central finite differences of the loss, parameters drawn in ±1 and inputs in [0, 1).
 #[test]
@@ -139,19 +126,7 @@ fn the_gradients_of_summed_losses_match_finite_differences() {
         );
         let mut rng = Lcg(7 + i as u64);
         let batch = 3;
-        let inputs: Vec<Vec<f64>> = g
-            .inputs()
-            .iter()
-            .map(|(v, _)| {
-                let t = g.ty(*v);
-                (0..t.numel(batch))
-                    .map(|_| match t.dtype {
-                        DType::F32 => rng.next(),
-                        DType::I32 => (rng.next() * 4.0).floor(),
-                    })
-                    .collect()
-            })
-            .collect();
+        let inputs = random_inputs(g, batch, 4, &mut rng);
         let params: Vec<Vec<f64>> = g
             .params
             .iter()
@@ -303,26 +278,13 @@ fn train_and_eval_report_a_batchs_summed_loss() {
     let nn = dir.write("reg.nn", &src);
     let ck = dir.path("reg.safetensors");
     let log = dir.path("log.jsonl");
-    let run = |args: &[&str]| {
-        let out = Command::cargo_bin("nnc")
-            .unwrap()
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     let (nn, ck_arg, log_arg) = (
         nn.to_str().unwrap(),
         ck.to_str().unwrap(),
         log.to_str().unwrap(),
     );
-    run(&["train", nn, "--quiet", "--checkpoint", ck_arg]);
-    run(&["eval", nn, "--checkpoint", ck_arg, "--log-json", log_arg]);
+    nnc(&["train", nn, "--quiet", "--checkpoint", ck_arg]);
+    nnc(&["eval", nn, "--checkpoint", ck_arg, "--log-json", log_arg]);
     let t = nnc::runtime::checkpoint::Checkpoint::load(&ck)
         .unwrap()
         .tensors;

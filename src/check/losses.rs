@@ -702,19 +702,10 @@ fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
 
 /// Whether `v` depends on a parameter that is not frozen (the teacher's are).
 fn depends_on_trainable(g: &Graph, v: ValueId) -> bool {
-    let mut seen = vec![false; g.nodes.len()];
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        if std::mem::replace(&mut seen[v.index()], true) {
-            continue;
-        }
-        let n = g.node(v);
-        match n.op {
-            Op::Param(p) if !g.params[p.index()].frozen => return true,
-            _ => stack.extend(n.inputs.iter().copied()),
-        }
-    }
-    false
+    g.reaches(
+        v,
+        |n| matches!(n.op, Op::Param(p) if !g.params[p.index()].frozen),
+    )
 }
 
 /// α·CE(output, label) + (1−α)·T²·KL(softmax(teacher/T) ‖ softmax(output/T)).

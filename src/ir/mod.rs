@@ -1075,6 +1075,23 @@ impl Graph {
         self.push_typed(Op::Const(c), vec![], Type::scalar(), "")
     }
 
+    /// Whether `v` or a value it depends on is a node that `found` accepts.
+    pub fn reaches(&self, v: ValueId, found: impl Fn(&Node) -> bool) -> bool {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = vec![v];
+        while let Some(v) = stack.pop() {
+            if std::mem::replace(&mut seen[v.index()], true) {
+                continue;
+            }
+            let n = self.node(v);
+            if found(n) {
+                return true;
+            }
+            stack.extend(n.inputs.iter().copied());
+        }
+        false
+    }
+
     /// A constant tensor of `dims` (unbatched), `c` in every element.
     pub fn filled(&mut self, c: f32, dims: Vec<usize>, label: &str) -> ValueId {
         self.push_typed(Op::Const(c), vec![], Type::f32(false, dims), label)

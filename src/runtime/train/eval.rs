@@ -84,22 +84,9 @@ fn classes(graph: &Graph) -> Option<usize> {
 /// loss, the sum over one batch. (A loss that mixes a sum with a term that does not grow with
 /// the batch, `l2()` or a mean, has that term scaled up with it on the short last batch.)
 pub fn sums_over_batch(graph: &Graph) -> bool {
-    let Some(loss) = graph.output("loss") else {
-        return false;
-    };
-    let mut seen = vec![false; graph.nodes.len()];
-    let mut stack = vec![loss];
-    while let Some(v) = stack.pop() {
-        if std::mem::replace(&mut seen[v.index()], true) {
-            continue;
-        }
-        let node = graph.node(v);
-        if matches!(node.op, Op::MeanToSum { .. }) {
-            return true;
-        }
-        stack.extend(node.inputs.iter().copied());
-    }
-    false
+    graph
+        .output("loss")
+        .is_some_and(|loss| graph.reaches(loss, |n| matches!(n.op, Op::MeanToSum { .. })))
 }
 
 /// Runs `exec` (an evaluation graph with outputs `loss` and `output`) over all of `split` in
