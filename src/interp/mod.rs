@@ -183,7 +183,13 @@ fn eval_node(
             };
             let v = x(0);
             let target = fused.inputs.last().map_or(&[][..], |t| &vals[t.index()]);
-            let dl = l.dl() as f64;
+            // A summed loss's upstream gradient is that of its mean times the N terms the
+            // gradient divides by: the elements, or the rows.
+            let terms = match l.loss {
+                EpilogueLoss::CrossEntropy => v.len() / last(0).max(1),
+                EpilogueLoss::Mse => v.len(),
+            };
+            let dl = l.dl() as f64 * if l.summed { terms as f64 } else { 1.0 };
             let d = match l.loss {
                 EpilogueLoss::CrossEntropy => loss::cross_entropy_grad(v, target, last(0), dl)?,
                 EpilogueLoss::Mse => loss::mse_grad(v, target, dl),

@@ -461,6 +461,9 @@ pub struct LossEpilogue {
     /// The upstream gradient `dl` of the loss, a constant (its f32 bits, so the op stays `Eq`).
     dl_bits: u32,
     pub through: Option<UnaryOp>,
+    /// Whether the loss is summed over its N terms (`reduction: "sum"`) rather than averaged:
+    /// the gradient takes dl, not dl/N (the upstream gradient of the mean, dl·N, over N).
+    pub summed: bool,
 }
 
 impl LossEpilogue {
@@ -470,6 +473,7 @@ impl LossEpilogue {
             loss,
             dl_bits: dl.to_bits(),
             through,
+            summed: false,
         }
     }
 
@@ -487,9 +491,10 @@ impl fmt::Display for LossEpilogue {
         let sep = if chain.len() > 1 { " | " } else { "" };
         write!(
             f,
-            "{chain}{sep}{} dl={:?}",
+            "{chain}{sep}{} dl={:?}{}",
             self.loss.grad_op().name(),
-            self.dl()
+            self.dl(),
+            if self.summed { " summed" } else { "" }
         )?;
         if let Some(u) = self.through {
             write!(f, " → {}_grad", u.name())?;
