@@ -437,3 +437,20 @@ fn two_ranks_average_the_gradients_of_their_sums_as_pytorch_ddp() {
         }
     }
 }
+
+/// `reduction: "mean"` (kl_div's `"batchmean"`) written out is the loss without it: the same
+/// graph, node for node.
+#[test]
+fn the_default_reduction_written_out_changes_nothing() {
+    for (on, loss, name, _) in LOSSES {
+        let default = loss.replace(", reduction: \"sum\"", "");
+        let mean = if name == "kl" { "batchmean" } else { "mean" };
+        let written = loss.replace("\"sum\"", &format!("\"{mean}\""));
+        let graph = |loss: &str| {
+            let p = program(&file(name, on, loss, "    optimizer: sgd(lr: 0.1)"));
+            nnc::ir::print::graph_to_string(&p.runs[0].graph)
+        };
+        assert_eq!(graph(&written), graph(&default), "{written}");
+        assert!(!graph(&written).contains("mean_to_sum"));
+    }
+}
