@@ -338,6 +338,7 @@ fn reduction(name: &str, e: Option<&Expr>) -> Result<Reduction, Diag> {
         _ => {}
     }
     let help = match s.to_lowercase().as_str() {
+        l if l == mean || l == "sum" => format!("write `\"{l}\"` in lower case, as PyTorch does"),
         "none" => format!(
             "`\"none\"` keeps one loss per element, and a training loss is one number: write \
              {valid}"
@@ -350,7 +351,6 @@ fn reduction(name: &str, e: Option<&Expr>) -> Result<Reduction, Diag> {
         "sum_over_batch_size" => {
             format!("Keras' \"sum_over_batch_size\" is the mean: write {valid}")
         }
-        l if l == mean || l == "sum" => format!("write `\"{l}\"` in lower case, as PyTorch does"),
         _ => format!("write {valid}, as in PyTorch"),
     };
     Err(Diag::new(
