@@ -739,7 +739,12 @@ fn l2_help(g: &crate::ir::Graph, prefix: &str) -> String {
         .iter()
         .filter(|p| !p.path.ends_with(".bias"))
         .collect();
-    if !weights.is_empty() && weights.iter().all(|p| p.frozen) {
+    if !under.is_empty() && under.iter().all(|p| p.is_buffer()) {
+        format!(
+            "`{prefix}` holds only a batch norm's running statistics, buffers that l2 does not \
+             count (with `affine: false` it has no weight)"
+        )
+    } else if !weights.is_empty() && weights.iter().all(|p| p.frozen) {
         format!("the weights under `{prefix}` are all frozen (`freeze`), and l2 sums trainable weights only: remove the term, or unfreeze them")
     } else if !under.is_empty() && weights.is_empty() {
         format!("l2 sums weights, not biases, and `{prefix}` holds only biases")
