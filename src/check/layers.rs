@@ -781,26 +781,30 @@ fn batch_norm(
             l.g.filled(0.0, vec![c], &label),
         )
     };
-    if h.track {
+    let buffers = if h.track {
         let mean = buffer(l, cx, "running_mean", c, Init::Zeros)?;
         let var = buffer(l, cx, "running_var", c, Init::Ones)?;
-        if !l.training {
-            let eps = h.eps;
-            return node(l, Op::BatchNormEval { eps }, vec![x, w, b, mean, var], cx);
-        }
-        let stats = batch_stats(l, cx, x, h.momentum)?;
+        Some((mean, var))
+    } else {
+        None
+    };
+    if let (Some((mean, var)), false) = (buffers, l.training) {
+        let eps = h.eps;
+        return node(l, Op::BatchNormEval { eps }, vec![x, w, b, mean, var], cx);
+    }
+    let stats = node(
+        l,
+        Op::BatchStats {
+            momentum: h.momentum,
+        },
+        vec![x],
+        cx,
+    )?;
+    if let Some((mean, _)) = buffers {
         let path = param_of(l.g, mean).path.clone();
         l.g.set_output(&format!("stats:{path}"), stats);
-        return node(l, Op::BatchNorm { eps: h.eps }, vec![x, stats, w, b], cx);
     }
-    let stats = batch_stats(l, cx, x, h.momentum)?;
     node(l, Op::BatchNorm { eps: h.eps }, vec![x, stats, w, b], cx)
-}
-
-/// The batch statistics of `x` for a batch norm's normalization (and, with `momentum`, its
-/// running statistics).
-fn batch_stats(l: &mut Lower, cx: &Site, x: ValueId, momentum: f32) -> Option<ValueId> {
-    node(l, Op::BatchStats { momentum }, vec![x], cx)
 }
 
 /// A batch norm that `freeze:` froze runs in `g` (a training graph) on its running statistics
