@@ -13,10 +13,15 @@ use nnc::runtime::train::{Backend, Session, Tensors, TrainError, TrainOptions};
 /// 12 samples of two features; the model normalizes them first, so that its running
 /// statistics depend on the data alone, not on what the dense layer learns.
 fn source(train: &str) -> String {
+    source_with("batch_norm", train)
+}
+
+/// [`source`] with the batch norm written `bn`: `batch_norm(affine: false)`, say.
+fn source_with(bn: &str, train: &str) -> String {
     format!(
         r#"
 model Net(x: [2]) -> [1] {{
-    return x |> batch_norm |> dense(1)
+    return x |> {bn} |> dense(1)
 }}
 
 data pts {{
@@ -96,10 +101,23 @@ fn running_statistics_follow_pytorch_over_three_steps() {
 }
 
 /// 60 steps of Adam on shuffled batches: the JIT and the interpreter end with the same
-/// parameters and running statistics, and the same test loss (on the running statistics).
+/// parameters and running statistics, and the same test loss (on the running statistics, or
+/// the test batch's without them), with and without `affine` and `track_running_stats`.
 #[test]
 fn a_batch_norm_model_trains_alike_on_the_jit_and_the_interpreter() {
-    let p = program(&source(
+    for bn in [
+        "batch_norm",
+        "batch_norm(affine: false)",
+        "batch_norm(track_running_stats: false)",
+        "batch_norm(affine: false, track_running_stats: false)",
+    ] {
+        alike_on_the_jit_and_the_interpreter(bn);
+    }
+}
+
+fn alike_on_the_jit_and_the_interpreter(bn: &str) {
+    let p = program(&source_with(
+        bn,
         "    optimizer: adam(lr: 0.05)\n    batch: 4\n    steps: 60\n    seed: 3",
     ));
     let run = |backend: Backend| {
@@ -111,9 +129,13 @@ fn a_batch_norm_model_trains_alike_on_the_jit_and_the_interpreter() {
     let (interp, ip) = run(Backend::interpreter());
     assert!(jit.final_loss.is_finite(), "{jit:?}");
     assert!((jit.test_loss.unwrap() - interp.test_loss.unwrap()).abs() < 1e-4);
+    assert_eq!(jp.len(), ip.len());
     for (path, t) in &jp {
         for (a, b) in t.data.iter().zip(&ip[path].data) {
-            assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{path}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{bn} {path}: {a} vs {b}"
+            );
         }
     }
 }
@@ -128,58 +150,18 @@ fn a_checkpoint_carries_the_running_statistics_to_nnc_eval() {
     let src = source("    optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: 6\n    shuffle: false");
     let file = dir.write("bn.nn", &src);
     let ck = dir.path("bn.safetensors");
-    let p = program(&src);
-    let mut s = Session::new(
-        &p,
-        Backend::jit(1),
-        TrainOptions {
-            checkpoint: Some(ck.clone()),
-            ..quiet()
-        },
-    )
-    .unwrap();
-    let sum = s.run_all().unwrap().remove(0);
+    let [reported, said] = reported_test_losses(&src, &file, &ck);
     let c = Checkpoint::load(&ck).unwrap();
-    let t = |name: &str| -> Vec<f64> {
-        let t = c.tensors.get(name).unwrap_or_else(|| panic!("no {name}"));
-        t.data.iter().map(|&v| v as f64).collect()
-    };
+    let t = |name: &str| tensor(&c, name);
     let (m, v) = (t("batch_norm1.running_mean"), t("batch_norm1.running_var"));
     assert!(m.iter().all(|m| *m != 0.0) && v.iter().all(|v| *v != 1.0));
     let (w, b) = (t("batch_norm1.weight"), t("batch_norm1.bias"));
-    let (dw, db) = (t("dense1.weight"), t("dense1.bias"));
-    let xs = [[1.0, 1.0], [3.0, -1.0], [0.0, 2.0]];
-    let ys = [1.0, 0.5, 1.5];
-    let mut loss = 0.0;
-    for (x, y) in xs.iter().zip(ys) {
-        let mut out = db[0];
-        for c in 0..2 {
-            let h = (x[c] - m[c]) / (v[c] + 1e-5).sqrt() * w[c] + b[c];
-            out += h * dw[c];
-        }
-        loss += (out - y) * (out - y) / 3.0;
-    }
-    let reported = sum.test_loss.unwrap();
-    assert!((reported - loss).abs() < 1e-5, "{reported} vs {loss}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .arg("eval")
-        .arg("--checkpoint")
-        .arg(&ck)
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let loss = test_mse(
+        |c, x| (x - m[c]) / (v[c] + 1e-5).sqrt() * w[c] + b[c],
+        &t("dense1.weight"),
+        t("dense1.bias")[0],
     );
-    let said: f64 = text
-        .split("test loss ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no test loss in {text}"));
+    assert!((reported - loss).abs() < 1e-5, "{reported} vs {loss}");
     assert!((said - loss).abs() < 1e-4, "{said} vs {loss}");
 }
 
@@ -327,4 +309,168 @@ fn init_and_teacher_carry_the_running_statistics() {
             "{name}"
         );
     }
+}
+
+/// The test loss `run` of `file` reports (`Net` trained by `src` to checkpoint `ck`), and the
+/// one `nnc eval` computes from that checkpoint.
+fn reported_test_losses(src: &str, file: &std::path::Path, ck: &std::path::Path) -> [f64; 2] {
+    let p = program(src);
+    let mut s = Session::new(
+        &p,
+        Backend::jit(1),
+        TrainOptions {
+            checkpoint: Some(ck.to_path_buf()),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    let reported = s.run_all().unwrap().remove(0).test_loss.unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .arg("eval")
+        .arg("--checkpoint")
+        .arg(ck)
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: f64 = text
+        .split("test loss ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no test loss in {text}"));
+    [reported, said]
+}
+
+/// Checkpoint `c`'s tensor `name`, in f64.
+fn tensor(c: &Checkpoint, name: &str) -> Vec<f64> {
+    let t = c.tensors.get(name).unwrap_or_else(|| panic!("no {name}"));
+    t.data.iter().map(|&v| v as f64).collect()
+}
+
+/// The test split's mean squared error for a dense layer (`dw`, `db`) on each channel `c` of
+/// the samples normalized by `norm(c, x)`.
+fn test_mse(norm: impl Fn(usize, f64) -> f64, dw: &[f64], db: f64) -> f64 {
+    let xs = [[1.0, 1.0], [3.0, -1.0], [0.0, 2.0]];
+    let ys = [1.0, 0.5, 1.5];
+    let mut loss = 0.0;
+    for (x, y) in xs.iter().zip(ys) {
+        let out = db + (0..2).map(|c| norm(c, x[c]) * dw[c]).sum::<f64>();
+        loss += (out - y) * (out - y) / 3.0;
+    }
+    loss
+}
+
+/// PyTorch's `BatchNorm1d(2, affine=False)`: no weight or bias in the checkpoint, the running
+/// statistics as with them (numpy's numbers of the test above, after three steps), and an
+/// evaluation that is x̂ = (x − running_mean)/√(running_var + eps), by hand here, as reported
+/// by the run and by `nnc eval`.
+#[test]
+fn without_affine_there_is_no_weight_and_evaluation_is_the_normalized_input() {
+    let dir = Scratch::new("bn_affine");
+    let src = source_with(
+        "batch_norm(affine: false)",
+        "    optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: 3\n    shuffle: false",
+    );
+    let file = dir.write("bn.nn", &src);
+    let ck = dir.path("bn.safetensors");
+    let [reported, said] = reported_test_losses(&src, &file, &ck);
+    let c = Checkpoint::load(&ck).unwrap();
+    assert!(!c.tensors.contains_key("batch_norm1.weight"));
+    assert!(!c.tensors.contains_key("batch_norm1.bias"));
+    let t = |name: &str| tensor(&c, name);
+    let (m, v) = (t("batch_norm1.running_mean"), t("batch_norm1.running_var"));
+    close(
+        &c.tensors["batch_norm1.running_mean"].data,
+        &[0.5055, 0.279625],
+        1e-6,
+        "mean",
+    );
+    close(
+        &c.tensors["batch_norm1.running_var"].data,
+        &[2.642541666666667, 1.6156875],
+        1e-6,
+        "var",
+    );
+    let loss = test_mse(
+        |c, x| (x - m[c]) / (v[c] + 1e-5).sqrt(),
+        &t("dense1.weight"),
+        t("dense1.bias")[0],
+    );
+    assert!((reported - loss).abs() < 1e-5, "{reported} vs {loss}");
+    assert!((said - loss).abs() < 1e-4, "{said} vs {loss}");
+}
+
+/// PyTorch's `BatchNorm1d(2, track_running_stats=False)`: no buffers, and evaluation
+/// normalizes with the statistics of the batch evaluated (here the three test samples, one
+/// batch): (x − mean)/√(var + eps) ⊙ weight + bias with their mean and biased variance, by
+/// hand here, as reported by the run and by `nnc eval`.
+#[test]
+fn without_running_statistics_evaluation_normalizes_over_the_batch() {
+    let dir = Scratch::new("bn_track");
+    let src = source_with(
+        "batch_norm(track_running_stats: false)",
+        "    optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: 5\n    seed: 2",
+    );
+    let file = dir.write("bn.nn", &src);
+    let ck = dir.path("bn.safetensors");
+    let [reported, said] = reported_test_losses(&src, &file, &ck);
+    let c = Checkpoint::load(&ck).unwrap();
+    assert!(
+        c.tensors.keys().all(|k| !k.contains("running")),
+        "{:?}",
+        c.tensors.keys()
+    );
+    let t = |name: &str| tensor(&c, name);
+    let (w, b) = (t("batch_norm1.weight"), t("batch_norm1.bias"));
+    assert!(w.iter().any(|w| *w != 1.0), "the weight trains: {w:?}");
+    let xs = [[1.0, 1.0], [3.0, -1.0], [0.0, 2.0]];
+    let mean: Vec<f64> = (0..2)
+        .map(|c| xs.iter().map(|x| x[c]).sum::<f64>() / 3.0)
+        .collect();
+    let var: Vec<f64> = (0..2)
+        .map(|c| xs.iter().map(|x| (x[c] - mean[c]).powi(2)).sum::<f64>() / 3.0)
+        .collect();
+    let loss = test_mse(
+        |c, x| (x - mean[c]) / (var[c] + 1e-5).sqrt() * w[c] + b[c],
+        &t("dense1.weight"),
+        t("dense1.bias")[0],
+    );
+    assert!((reported - loss).abs() < 1e-5, "{reported} vs {loss}");
+    assert!((said - loss).abs() < 1e-4, "{said} vs {loss}");
+}
+
+/// `freeze:` on a batch norm without `affine` (nothing of its own to freeze) still makes it
+/// run on its running statistics and keep them, as with a weight and bias; without running
+/// statistics a frozen batch norm keeps normalizing over the batch, its weight and bias
+/// fixed.
+#[test]
+fn freezing_a_batch_norm_without_affine_or_running_statistics() {
+    let frozen = |bn: &str| {
+        let src = source_with(
+            bn,
+            "    optimizer: sgd(lr: 0.1)\n    batch: 4\n    steps: 3\n    freeze: batch_norm1",
+        );
+        let p = program(&src);
+        let eval_mode = p.runs[0]
+            .graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, nnc::ir::Op::BatchNormEval { .. }));
+        (eval_mode, train(&p, Backend::jit(1), quiet()).unwrap())
+    };
+    let (eval_mode, t) = frozen("batch_norm(affine: false)");
+    assert!(eval_mode);
+    assert_eq!(t["batch_norm1.running_mean"].data, [0.0, 0.0]);
+    assert_eq!(t["batch_norm1.running_var"].data, [1.0, 1.0]);
+    let (eval_mode, t) = frozen("batch_norm(track_running_stats: false)");
+    assert!(!eval_mode);
+    assert_eq!(t["batch_norm1.weight"].data, [1.0, 1.0]);
+    assert_eq!(t["batch_norm1.bias"].data, [0.0, 0.0]);
+    assert!(t["dense1.weight"].data.iter().all(|w| w.abs() > 0.0));
 }

@@ -4,28 +4,16 @@
 
 mod common;
 
-use common::{program, EXAMPLES};
+use common::{program, random_inputs as inputs, Lcg, EXAMPLES};
 use nnc::autodiff::gradcheck::{gradcheck, interpreter_grads, F64_FLOOR};
 use nnc::exec::StepCtx;
-use nnc::ir::{DType, Graph, Init, Program};
+use nnc::ir::{Graph, Init, Program};
 
 const CTX: StepCtx = StepCtx {
     seed: 3,
     step: 1,
     first: 0,
 };
-
-/// Deterministic pseudo-random numbers in [0, 1) (a 64-bit LCG).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// Parameters drawn from each parameter's initializer.
 fn params(g: &Graph, rng: &mut Lcg) -> Vec<Vec<f64>> {
@@ -40,22 +28,6 @@ fn params(g: &Graph, rng: &mut Lcg) -> Vec<Vec<f64>> {
                     Init::Normal { std } => {
                         (rng.next() + rng.next() + rng.next() - 1.5) * 2.0 * std as f64
                     }
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Random inputs: f32 values in [0, 1), i32 class ids below `classes`.
-fn inputs(g: &Graph, batch: usize, classes: usize, rng: &mut Lcg) -> Vec<Vec<f64>> {
-    g.inputs()
-        .iter()
-        .map(|(v, _)| {
-            let t = g.ty(*v);
-            (0..t.numel(batch))
-                .map(|_| match t.dtype {
-                    DType::F32 => rng.next(),
-                    DType::I32 => (rng.next() * classes as f64).floor(),
                 })
                 .collect()
         })

@@ -481,6 +481,28 @@ fn batch_norm() {
     }
 }
 
+/// `batch_norm(affine: false, track_running_stats: false)`: a unit weight and a zero bias
+/// that are constants, not parameters, and no buffers; the input's gradient still runs
+/// through the batch statistics.
+#[test]
+fn batch_norm_without_affine() {
+    for (dims, batch) in [(&[3][..], 4), (&[2, 3, 2][..], 2)] {
+        let mut g = Graph::new("t", true);
+        let x = g.input("x", f(true, dims));
+        let a = param(&mut g, "a", &dims[..1]);
+        let h = op(&mut g, Op::BiasAdd { axis: 1 }, &[x, a]);
+        let h = op(&mut g, Op::Unary(UnaryOp::Tanh), &[h]);
+        let w = g.filled(1.0, dims[..1].to_vec(), "bn");
+        let b = g.filled(0.0, dims[..1].to_vec(), "bn");
+        let stats = op(&mut g, Op::BatchStats { momentum: 0.1 }, &[h]);
+        let y = op(&mut g, Op::BatchNorm { eps: 1e-5 }, &[h, stats, w, b]);
+        let y = op(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
+        mse_loss(&mut g, y);
+        let r = check(&g, batch);
+        assert_eq!(r.params.len(), 1);
+    }
+}
+
 /// A frozen batch norm (evaluation mode on the running statistics, as `freeze:` makes it):
 /// only its input has a gradient, dy·weight/√(running_var + eps). Every parameter is drawn in
 /// [0.5, 1.5], so that the running variance is positive.
@@ -572,6 +594,28 @@ fn mse_into_both_sides_and_bce() {
             -1.0,
             1.0,
         ),
+    );
+}
+
+/// A cross-entropy over the positions of a sequence summed rather than averaged: over the
+/// B·2 rows of 4 classes, six times the mean at a batch of three.
+#[test]
+fn cross_entropy_summed_over_positions() {
+    let loss = |sum: bool| {
+        let (mut g, logits) = classifier(4);
+        let labels = g.input("label", Type::i32(true, vec![2]));
+        let mut l = op(&mut g, Op::CrossEntropy, &[logits, labels]);
+        if sum {
+            l = op(&mut g, Op::MeanToSum { per: 4 }, &[l, logits]);
+        }
+        g.set_output("loss", l);
+        let labels = vec![0.0, 3.0, 1.0, 1.0, 2.0, 0.0];
+        check_with(&g, &setup(&g, 3, &[("label", labels)], -1.0, 1.0)).loss
+    };
+    let (mean, sum) = (loss(false), loss(true));
+    assert!(
+        (sum - 6.0 * mean).abs() < 1e-12 * sum,
+        "{sum} vs 6 × {mean}"
     );
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{program, EXAMPLES};
+use common::{program, Lcg, EXAMPLES};
 use nnc::exec::StepCtx;
 use nnc::interp::eval;
 use nnc::ir::verify::verify;
@@ -16,18 +16,6 @@ const CTX: StepCtx = StepCtx {
     step: 2,
     first: 0,
 };
-
-/// Deterministic pseudo-random numbers in [0, 1) (a 64-bit LCG).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// Random parameters in [-0.5, 0.5) and random inputs: f32 in [-1, 1), i32 ids below `ids`.
 fn random_args(

@@ -181,6 +181,11 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
             let d = b.push(x(0), Op::Binary(BinaryOp::Mul), vec![xd, two])?;
             b.accumulate(x(0), d)?;
         }
+        Op::MeanToSum { per } => {
+            // The sum is the mean times the count; the counted value gets no gradient.
+            let d = b.push(x(0), Op::MeanToSum { per }, vec![dy, x(1)])?;
+            b.accumulate(x(0), d)?;
+        }
         Op::OneHot { .. } => {} // its input is integer ids
         Op::UnaryGrad(_)
         | Op::Fused(_)

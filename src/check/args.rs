@@ -226,6 +226,41 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
                     .into(),
             )
         }
+        // PyTorch's losses took `size_average` and `reduce` before `reduction` replaced them.
+        "size_average" if all.contains(&"reduction") => {
+            return Some(
+                "`size_average` is PyTorch's deprecated spelling of `reduction`: \
+                 `size_average=False` is `reduction: \"sum\"`; leave it out for the mean"
+                    .into(),
+            )
+        }
+        "reduce" if all.contains(&"reduction") => {
+            return Some(
+                "`reduce` is PyTorch's deprecated spelling of `reduction`: `reduce=False` kept \
+                 one loss per element, and a training loss is one number; leave it out for the \
+                 mean, or write `reduction: \"sum\"`"
+                    .into(),
+            )
+        }
+        "center" | "scale" if callee == "batch_norm" => {
+            return Some(
+                "Keras' `center` and `scale` are PyTorch's `affine`, both at once: \
+                 `batch_norm(affine: false)` has neither a bias nor a weight"
+                    .into(),
+            )
+        }
+        "reduction" if callee == "kd" => {
+            return Some(
+                "kd mixes two terms, each averaged over the samples; for their sums, write them \
+                 out: `0.5 * cross_entropy(output, label, reduction: \"sum\") + 0.5 * 16 * \
+                 kl_div(teacher / 4, output / 4, reduction: \"sum\")` is `kd(output, teacher, \
+                 label, alpha: 0.5, temperature: 4)` summed"
+                    .into(),
+            )
+        }
+        "reduction" if callee == "l2" => {
+            return Some("l2 is a sum of squares already, over the weights, not the batch".into())
+        }
         "params" | "parameters" if ["sgd", "adam", "adamw", "rmsprop"].contains(&callee) => {
             return Some("nnc trains the run's parameters itself: remove this argument".into())
         }

@@ -110,7 +110,7 @@ fn sig(kind: &str) -> Sig {
         },
         "batch_norm" => Sig {
             forms: &[&[], &["dim"]],
-            named: &["momentum", "eps"],
+            named: &["momentum", "eps", "affine", "track_running_stats"],
             required: &[],
             usage: "`batch_norm`, `batch_norm(dim)` or `batch_norm(momentum: 0.1, eps: 1e-5)`",
         },
@@ -351,6 +351,10 @@ pub fn layer(
             let momentum = r.get("momentum", |e| {
                 consts::fraction(e, "the running statistics' momentum", 0.0, 1.0, true)
             });
+            let affine = r.get("affine", |e| consts::boolean(e, "affine"));
+            let track = r.get("track_running_stats", |e| {
+                consts::boolean(e, "track_running_stats")
+            });
             let (V::T(x), true) = (v, r.ok) else {
                 return V::Bad;
             };
@@ -358,6 +362,8 @@ pub fn layer(
             let hyper = BnHyper {
                 eps: eps.unwrap_or(1e-5),
                 momentum: momentum.map_or(0.1, |m| m as f32),
+                affine: affine.unwrap_or(true),
+                track: track.unwrap_or(true),
             };
             batch_norm(r.l, &cx, x, dim.map(|d| (d, dim_span)), hyper)
         }
@@ -733,6 +739,11 @@ fn layer_norm(
 struct BnHyper {
     eps: f32,
     momentum: f32,
+    /// PyTorch's `affine`: a trained `weight` and `bias` (else y = x̂).
+    affine: bool,
+    /// PyTorch's `track_running_stats`: buffers of running statistics for evaluation (else
+    /// the batch's statistics, in evaluation too).
+    track: bool,
 }
 
 /// `batch_norm` over the channels of `x`: `[C]` vectors (PyTorch's `BatchNorm1d`) or `[C, H, W]`
@@ -740,7 +751,10 @@ struct BnHyper {
 /// and its `bias` at 0; its buffers `running_mean` (0) and `running_var` (1) are parameters
 /// that nothing trains (frozen). In training it normalizes with the batch's statistics, and
 /// the graph's output `stats:<running_mean path>` carries them to the runtime, which folds
-/// them into the buffers after each step; in evaluation it uses the buffers.
+/// them into the buffers after each step; in evaluation it uses the buffers. Without
+/// `affine` the weight and bias are constants (1 and 0, no parameters: the kernels are the
+/// same); without `track_running_stats` there are no buffers and it normalizes with the
+/// batch's statistics in evaluation too.
 fn batch_norm(
     l: &mut Lower,
     cx: &Site,
@@ -776,11 +790,26 @@ fn batch_norm(
         taken: "the channels",
     };
     size.matches(l, c, written, &t)?;
-    let w = param(l, cx, "weight", vec![c], Init::Ones)?;
-    let b = param(l, cx, "bias", vec![c], Init::Zeros)?;
-    let mean = buffer(l, cx, "running_mean", c, Init::Zeros)?;
-    let var = buffer(l, cx, "running_var", c, Init::Ones)?;
-    if !l.training {
+    let (w, b) = if h.affine {
+        (
+            param(l, cx, "weight", vec![c], Init::Ones)?,
+            param(l, cx, "bias", vec![c], Init::Zeros)?,
+        )
+    } else {
+        let label = format!("{}{}", l.prefix, cx.inst);
+        (
+            l.g.filled(1.0, vec![c], &label),
+            l.g.filled(0.0, vec![c], &label),
+        )
+    };
+    let buffers = if h.track {
+        let mean = buffer(l, cx, "running_mean", c, Init::Zeros)?;
+        let var = buffer(l, cx, "running_var", c, Init::Ones)?;
+        Some((mean, var))
+    } else {
+        None
+    };
+    if let (Some((mean, var)), false) = (buffers, l.training) {
         let eps = h.eps;
         return node(l, Op::BatchNormEval { eps }, vec![x, w, b, mean, var], cx);
     }
@@ -792,17 +821,22 @@ fn batch_norm(
         vec![x],
         cx,
     )?;
-    let path = param_of(l.g, mean).path.clone();
-    l.g.set_output(&format!("stats:{path}"), stats);
+    if let Some((mean, _)) = buffers {
+        let path = param_of(l.g, mean).path.clone();
+        l.g.set_output(&format!("stats:{path}"), stats);
+    }
     node(l, Op::BatchNorm { eps: h.eps }, vec![x, stats, w, b], cx)
 }
 
-/// A batch norm whose weight and bias `freeze:` froze runs in `g` (a training graph) on its
-/// running statistics and no longer updates them, as Keras's frozen `BatchNormalization`:
-/// its node becomes a [`Op::BatchNormEval`] and its `stats:` output is dropped. Whether it froze
-/// any: their [`Op::BatchStats`] nodes are then dead, for the caller to drop once no
-/// [`ValueId`] into `g` is held.
-pub(super) fn freeze_batch_norms(g: &mut Graph) -> bool {
+/// A batch norm that `freeze:` froze runs in `g` (a training graph) on its running statistics
+/// and no longer updates them, as Keras's frozen `BatchNormalization`: its node becomes a
+/// [`Op::BatchNormEval`] and its `stats:` output is dropped. It is frozen when its weight and
+/// bias are, or, without `affine` (it has none), when one of the `frozen` paths covers it. A
+/// batch norm without running statistics has nothing to run on but the batch's: it stays as
+/// it is (its weight and bias, frozen, take no step). Whether it froze any: their
+/// [`Op::BatchStats`] nodes are then dead, for the caller to drop once no [`ValueId`] into `g`
+/// is held.
+pub(super) fn freeze_batch_norms(g: &mut Graph, frozen: &[String]) -> bool {
     let mut froze = false;
     let param_node = |g: &Graph, path: &str| {
         g.values()
@@ -812,17 +846,23 @@ pub(super) fn freeze_batch_norms(g: &mut Graph) -> bool {
         let Op::BatchNorm { eps } = g.nodes[i].op else {
             continue;
         };
-        let [x, w, b] = [0, 2, 3].map(|k| g.nodes[i].inputs[k]);
-        let frozen = |v: ValueId| match g.node(v).op {
-            Op::Param(p) => g.params[p.index()]
-                .frozen
-                .then(|| g.params[p.index()].path.clone()),
-            _ => None,
-        };
-        let (Some(wp), Some(_)) = (frozen(w), frozen(b)) else {
+        let [x, stats, w, b] = [0, 1, 2, 3].map(|k| g.nodes[i].inputs[k]);
+        // The layer's path, from the output that carries its statistics to its buffers.
+        let Some(stem) = g.outputs.iter().find_map(|o| {
+            let mean = o.name.strip_prefix("stats:")?;
+            (o.value == stats).then(|| mean.strip_suffix(".running_mean").unwrap_or(mean))
+        }) else {
             continue;
         };
-        let stem = wp.strip_suffix(".weight").unwrap_or(&wp).to_string();
+        let stem = stem.to_string();
+        let is_frozen = |v: ValueId| match g.node(v).op {
+            Op::Param(p) => g.params[p.index()].frozen,
+            // No `affine`: a constant weight and bias.
+            _ => frozen.iter().any(|f| super::params::under(&stem, f)),
+        };
+        if !(is_frozen(w) && is_frozen(b)) {
+            continue;
+        }
         let mean = param_node(g, &format!("{stem}.running_mean"));
         let var = param_node(g, &format!("{stem}.running_var"));
         let (Some(mean), Some(var)) = (mean, var) else {

@@ -1,7 +1,7 @@
 //! Loss expressions (`cross_entropy(output, label) + 1e-4 * l2()`): each term lowered to IR with
 //! its operands' shapes checked. Arithmetic and names are handled by [`Lower`].
 
-use super::args::{bind, Sig};
+use super::args::{bind, Bound, Sig};
 use super::consts;
 use super::lower::{Lower, V};
 use super::names::show;
@@ -28,19 +28,19 @@ fn sig(name: &str) -> Sig {
     match name {
         "cross_entropy" => Sig {
             forms: &[&["logits", "target"]],
-            named: &["label_smoothing"],
+            named: &["label_smoothing", "reduction"],
             required: &["logits", "target"],
             usage: "`cross_entropy(output, label)` or `cross_entropy(output, label, label_smoothing: 0.1)`",
         },
         "binary_cross_entropy" => Sig {
             forms: &[&["p", "target"]],
-            named: &[],
+            named: &["reduction"],
             required: &["p", "target"],
             usage: "`binary_cross_entropy(output, label)`",
         },
         "kl_div" => Sig {
             forms: &[&["p_logits", "q_logits"]],
-            named: &[],
+            named: &["reduction"],
             required: &["p_logits", "q_logits"],
             usage: "`kl_div(teacher, output)`",
         },
@@ -58,7 +58,7 @@ fn sig(name: &str) -> Sig {
         },
         _ => Sig {
             forms: &[&["a", "b"]],
-            named: &[],
+            named: &["reduction"],
             required: &["a", "b"],
             usage: "`mse(output, label)`",
         },
@@ -208,6 +208,31 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
             V::Bad => return V::Bad,
         }
     }
+    let reduction = match reduction(name, b.get("reduction")) {
+        Ok(r) => r,
+        Err(d) => {
+            l.diags.push(d);
+            return V::Bad;
+        }
+    };
+    match (reduction, mean(l, name, &b, &vals, span)) {
+        (Reduction::Sum, V::T(m)) => {
+            // The terms are the elements of the prediction, or its rows for the losses over
+            // classes (the logits of cross_entropy, kl_div's second argument).
+            let (x, per) = match name {
+                "cross_entropy" => (vals[0].0, l.g.ty(vals[0].0).last()),
+                "kl_div" => (vals[1].0, l.g.ty(vals[1].0).last()),
+                _ => (vals[0].0, 1),
+            };
+            l.push(Op::MeanToSum { per }, vec![m, x], name, span)
+        }
+        (_, v) => v,
+    }
+}
+
+/// Loss `name` of the lowered arguments `vals` (`b` its bound call), averaged over its terms:
+/// the default `reduction`.
+fn mean(l: &mut Lower, name: &str, b: &Bound, vals: &[(ValueId, Span)], span: Span) -> V {
     match name {
         "cross_entropy" => {
             let smoothing = b.get("label_smoothing").map_or(Ok(0.0), |e| {
@@ -240,7 +265,7 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
                 })
             });
             match (alpha, temp) {
-                (Ok(a), Ok(t)) => kd(l, &vals, a, t, span).map_or(V::Bad, V::T),
+                (Ok(a), Ok(t)) => kd(l, vals, a, t, span).map_or(V::Bad, V::T),
                 (a, t) => {
                     l.diags.extend(a.err().into_iter().chain(t.err()));
                     V::Bad
@@ -283,6 +308,58 @@ pub fn call(l: &mut Lower, callee: &Ident, args: &[Arg], span: Span) -> V {
             l.push(op, vec![vals[0].0, vals[1].0], name, span)
         }
     }
+}
+
+/// How a loss reduces its terms to one number (PyTorch's `reduction`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Reduction {
+    /// Their mean, the default (kl_div's: over the rows, PyTorch's `"batchmean"`).
+    Mean,
+    /// Their sum over the whole batch: the loss and its gradient grow with the batch size.
+    Sum,
+}
+
+/// Loss `name`'s `reduction:` (`e`), as PyTorch spells it: `"mean"` (kl_div: `"batchmean"`) or
+/// `"sum"`; the mean without it.
+fn reduction(name: &str, e: Option<&Expr>) -> Result<Reduction, Diag> {
+    let Some(e) = e else {
+        return Ok(Reduction::Mean);
+    };
+    let mean = if name == "kl_div" {
+        "batchmean"
+    } else {
+        "mean"
+    };
+    let valid = format!("`reduction: \"{mean}\"` (the default) or `reduction: \"sum\"`");
+    let s = consts::string(e, "the reduction").map_err(|d| d.help(format!("write {valid}")))?;
+    match s.as_str() {
+        "sum" => return Ok(Reduction::Sum),
+        s if s == mean => return Ok(Reduction::Mean),
+        _ => {}
+    }
+    let help = match s.to_lowercase().as_str() {
+        l if l == mean || l == "sum" => format!("write `\"{l}\"` in lower case, as PyTorch does"),
+        "none" => format!(
+            "`\"none\"` keeps one loss per element, and a training loss is one number: write \
+             {valid}"
+        ),
+        "mean" => "PyTorch's kl_div with `reduction='mean'` divides by the number of elements, \
+             classes included, which PyTorch itself warns is not the KL divergence; nnc's \
+             kl_div is the sum over the classes averaged over the rows, PyTorch's \
+             `reduction='batchmean'`: leave `reduction` out, or write `reduction: \"sum\"`"
+            .to_string(),
+        "sum_over_batch_size" => {
+            format!("Keras' \"sum_over_batch_size\" is the mean: write {valid}")
+        }
+        _ => format!("write {valid}, as in PyTorch"),
+    };
+    Err(Diag::new(
+        "nnc::arg",
+        format!("{name}'s reduction must be \"{mean}\" or \"sum\", found \"{s}\""),
+        e.span,
+        "not a reduction",
+    )
+    .help(help))
 }
 
 /// Checks that two loss operands have one shape (and explains the class-ids case).
@@ -625,19 +702,10 @@ fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
 
 /// Whether `v` depends on a parameter that is not frozen (the teacher's are).
 fn depends_on_trainable(g: &Graph, v: ValueId) -> bool {
-    let mut seen = vec![false; g.nodes.len()];
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        if std::mem::replace(&mut seen[v.index()], true) {
-            continue;
-        }
-        let n = g.node(v);
-        match n.op {
-            Op::Param(p) if !g.params[p.index()].frozen => return true,
-            _ => stack.extend(n.inputs.iter().copied()),
-        }
-    }
-    false
+    g.reaches(
+        v,
+        |n| matches!(n.op, Op::Param(p) if !g.params[p.index()].frozen),
+    )
 }
 
 /// α·CE(output, label) + (1−α)·T²·KL(softmax(teacher/T) ‖ softmax(output/T)).
@@ -671,7 +739,12 @@ fn l2_help(g: &crate::ir::Graph, prefix: &str) -> String {
         .iter()
         .filter(|p| !p.path.ends_with(".bias"))
         .collect();
-    if !weights.is_empty() && weights.iter().all(|p| p.frozen) {
+    if !under.is_empty() && under.iter().all(|p| p.is_buffer()) {
+        format!(
+            "`{prefix}` holds only a batch norm's running statistics, buffers that l2 does not \
+             count (with `affine: false` it has no weight)"
+        )
+    } else if !weights.is_empty() && weights.iter().all(|p| p.frozen) {
         format!("the weights under `{prefix}` are all frozen (`freeze`), and l2 sums trainable weights only: remove the term, or unfreeze them")
     } else if !under.is_empty() && weights.is_empty() {
         format!("l2 sums weights, not biases, and `{prefix}` holds only biases")

@@ -199,15 +199,31 @@ pub fn lr_scale(
     let scale = |path: &str| governing(path).map_or(1.0, |i| out[i].1);
     // A multiplier other than 0 for parameters that are all frozen contradicts `freeze`.
     for (i, (path, factor)) in out.iter().enumerate() {
-        let mut governed = g
+        let governed: Vec<_> = g
             .params
             .iter()
             .filter(|p| !p.path.starts_with("teacher.") && governing(&p.path) == Some(i))
-            .peekable();
-        if *factor == 0.0 || governed.peek().is_none() || !governed.all(|p| p.frozen) {
+            .collect();
+        if *factor == 0.0 || governed.is_empty() || !governed.iter().all(|p| p.frozen) {
             continue;
         }
         let (key, value) = spans[i];
+        if governed.iter().all(|p| p.is_buffer()) {
+            diags.push(
+                Diag::new(
+                    "nnc::train",
+                    format!("`lr_scale` of `{path}` covers only running statistics"),
+                    key.to(value),
+                    "no parameter to scale",
+                )
+                .help(format!(
+                    "a batch norm's running statistics are buffers that no optimizer trains, \
+                     and one with `affine: false` has no weight or bias: remove `{path}` from \
+                     `lr_scale`"
+                )),
+            );
+            continue;
+        }
         let mut d = Diag::new(
             "nnc::train",
             format!("`lr_scale` of `{path}` applies only to frozen parameters"),

@@ -552,7 +552,7 @@ fn build_graphs(
     let freeze = s.keys.get("freeze").map_or(Vec::new(), |e| {
         params::freeze(e, model, &mut [&mut train.g, &mut eval.g], diags)
     });
-    let froze_batch_norms = layers::freeze_batch_norms(&mut train.g);
+    let froze_batch_norms = layers::freeze_batch_norms(&mut train.g, &freeze);
     if let (Some(1), Some(1), Some(e)) = (
         s.batch,
         train.g.batch_norm_values_per_sample(),

@@ -143,8 +143,13 @@ pub fn emit_rect(kb: &mut Kb, epi: &Epilogue, ty: &Type, bias_rows: bool, at: Re
 }
 
 /// `dl / N`, the loss gradient's scale: N the element count (mean squared error) or the row
-/// count (cross-entropy) of the node's value at the kernel's batch.
+/// count (cross-entropy) of the node's value at the kernel's batch; `dl` itself for a summed
+/// loss (whose upstream gradient dl·N over N is exactly dl).
 fn loss_scale(kb: &mut Kb, l: &LossEpilogue, ty: &Type) -> Value {
+    if l.summed {
+        let dl = kb.b.ins().f32const(l.dl());
+        return kb.materialize(dl);
+    }
     let n = match l.loss {
         EpilogueLoss::Mse => kb.numel(ty),
         EpilogueLoss::CrossEntropy => kb.rows(ty.batched, ty.per_sample() / ty.last().max(1)),

@@ -143,6 +143,20 @@ fn sum_scalar(kb: &mut Kb, n: Value, p: &[Value]) -> Value {
     kb.b.ins().fadd(t01, t23)
 }
 
+/// `MeanToSum`: the scalar mean `ins[0]` times the number of terms, numel(`x`)/`per`, in f32
+/// (the count is exact up to 2²⁴ terms; with dl = 1 a loss gradient's dl·count/count is 1).
+pub fn mean_to_sum(kb: &mut Kb, per: usize, x: &Type, out: usize, ins: &[usize]) {
+    let n = kb.numel(x);
+    let terms = kb.b.ins().udiv_imm_u(n, per as i64);
+    let count = kb.b.ins().fcvt_from_uint(types::F32, terms);
+    let zero = kb.int(0);
+    let m = kb.ptr(ins[0]);
+    let m = kb.ld(types::F32, m, zero);
+    let sum = kb.b.ins().fmul(m, count);
+    let o = kb.ptr(out);
+    kb.st(sum, o, zero);
+}
+
 /// `MseGrad` = 2(a − b)·dl/N and `BceGrad` = (p − y)/(p(1 − p))·dl/N; `ins` = [a, b, dl].
 pub fn loss_grad(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     let n = kb.numel(x);

@@ -118,7 +118,7 @@ fn eval_node(
     let out_shape = n.ty.shape(batch);
     Ok(match &n.op {
         Op::Input { .. } | Op::Param(_) => unreachable!("sources are read in eval"),
-        Op::Const(c) => vec![*c as f64],
+        Op::Const(c) => vec![*c as f64; n.ty.numel(batch)],
         Op::Unary(u) => elementwise::unary(*u, x(0)),
         Op::Binary(b) => elementwise::binary(*b, x(0), scalar(0), x(1), scalar(1)),
         Op::UnaryGrad(u) => elementwise::unary_grad(*u, x(0), x(1)),
@@ -183,7 +183,13 @@ fn eval_node(
             };
             let v = x(0);
             let target = fused.inputs.last().map_or(&[][..], |t| &vals[t.index()]);
-            let dl = l.dl() as f64;
+            // A summed loss's upstream gradient is that of its mean times the N terms the
+            // gradient divides by: the elements, or the rows.
+            let terms = match l.loss {
+                EpilogueLoss::CrossEntropy => v.len() / last(0).max(1),
+                EpilogueLoss::Mse => v.len(),
+            };
+            let dl = l.dl() as f64 * if l.summed { terms as f64 } else { 1.0 };
             let d = match l.loss {
                 EpilogueLoss::CrossEntropy => loss::cross_entropy_grad(v, target, last(0), dl)?,
                 EpilogueLoss::Mse => loss::mse_grad(v, target, dl),
@@ -292,6 +298,7 @@ fn eval_node(
         Op::Bce => vec![loss::bce(x(0), x(1))],
         Op::BceGrad => loss::bce_grad(x(0), x(1), x(2)[0]),
         Op::SumSquares => vec![x(0).iter().map(|v| v * v).sum()],
+        Op::MeanToSum { per } => vec![x(0)[0] * (x(1).len() / per) as f64],
     })
 }
 

@@ -461,6 +461,9 @@ pub struct LossEpilogue {
     /// The upstream gradient `dl` of the loss, a constant (its f32 bits, so the op stays `Eq`).
     dl_bits: u32,
     pub through: Option<UnaryOp>,
+    /// Whether the loss is summed over its N terms (`reduction: "sum"`) rather than averaged:
+    /// the gradient takes dl, not dl/N (the upstream gradient of the mean, dl·N, over N).
+    pub summed: bool,
 }
 
 impl LossEpilogue {
@@ -470,6 +473,7 @@ impl LossEpilogue {
             loss,
             dl_bits: dl.to_bits(),
             through,
+            summed: false,
         }
     }
 
@@ -487,9 +491,10 @@ impl fmt::Display for LossEpilogue {
         let sep = if chain.len() > 1 { " | " } else { "" };
         write!(
             f,
-            "{chain}{sep}{} dl={:?}",
+            "{chain}{sep}{} dl={:?}{}",
             self.loss.grad_op().name(),
-            self.dl()
+            self.dl(),
+            if self.summed { " summed" } else { "" }
         )?;
         if let Some(u) = self.through {
             write!(f, " → {}_grad", u.name())?;
@@ -508,7 +513,9 @@ pub enum Op {
     Input { name: String },
     /// Reads a parameter. No inputs.
     Param(ParamId),
-    /// A scalar constant (type `f32[]`), broadcast by elementwise ops.
+    /// A scalar constant (type `f32[]`), broadcast by elementwise ops; or, of an unbatched
+    /// type with dims, that value in every element (the weight 1 and bias 0 of a batch norm
+    /// without `affine`, which a batch norm's kernels read as they read parameters).
     Const(f32),
 
     // ----- elementwise
@@ -745,6 +752,12 @@ pub enum Op {
     BceGrad,
     /// `[x] -> f32[]`: Σ x² (the L2 penalty of a parameter).
     SumSquares,
+    /// `[m: f32[], x] -> f32[]`: m · numel(x)/per, the mean `m` of a loss over the terms of x
+    /// (its elements with `per` = 1, its rows of `per` classes for a cross-entropy) made
+    /// their sum: PyTorch's `reduction='sum'`. The count is the batch's at run time, so a
+    /// short last batch sums fewer terms. Its gradient is itself, dm = MeanToSum(dy, x): x
+    /// is only counted, and gets none.
+    MeanToSum { per: usize },
 }
 
 impl Op {
@@ -821,6 +834,7 @@ impl Op {
             Op::Bce => "bce".into(),
             Op::BceGrad => "bce_grad".into(),
             Op::SumSquares => "sum_squares".into(),
+            Op::MeanToSum { .. } => "mean_to_sum".into(),
         }
     }
 
@@ -861,6 +875,7 @@ impl Op {
                 act.map_or(String::new(), |a| format!(" → {}_grad", a.name()))
             ),
             Op::OneHot { n } => format!(" n={n}"),
+            Op::MeanToSum { per } => format!(" per={per}"),
             Op::RnnScan { act } | Op::RnnScanGrad { act } => format!(" {}", act.name()),
             Op::Dropout { p, salt: 0 } | Op::DropoutGrad { p, salt: 0 } => format!(" p={p}"),
             Op::LayerNorm { eps } | Op::LayerNormGrad { eps } | Op::LayerNormWeightGrad { eps } => {
@@ -925,6 +940,7 @@ impl Op {
                 | Op::Mse
                 | Op::Bce
                 | Op::SumSquares
+                | Op::MeanToSum { .. }
         )
     }
 
@@ -1063,6 +1079,28 @@ impl Graph {
 
     pub fn constant(&mut self, c: f32) -> ValueId {
         self.push_typed(Op::Const(c), vec![], Type::scalar(), "")
+    }
+
+    /// Whether `v` or a value it depends on is a node that `found` accepts.
+    pub fn reaches(&self, v: ValueId, found: impl Fn(&Node) -> bool) -> bool {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = vec![v];
+        while let Some(v) = stack.pop() {
+            if std::mem::replace(&mut seen[v.index()], true) {
+                continue;
+            }
+            let n = self.node(v);
+            if found(n) {
+                return true;
+            }
+            stack.extend(n.inputs.iter().copied());
+        }
+        false
+    }
+
+    /// A constant tensor of `dims` (unbatched), `c` in every element.
+    pub fn filled(&mut self, c: f32, dims: Vec<usize>, label: &str) -> ValueId {
+        self.push_typed(Op::Const(c), vec![], Type::f32(false, dims), label)
     }
 
     /// The value of a named output.

@@ -454,6 +454,18 @@ pub fn infer(op: &Op, ins: &[&Type], params: &[Param]) -> Result<Type, String> {
             f32_in(0)?;
             Ok(Type::scalar())
         }
+        Op::MeanToSum { per } => {
+            arity(2)?;
+            scalar_in(ins[0])?;
+            f32_in(1)?;
+            if *per == 0 || !ins[1].last().is_multiple_of(*per) {
+                return Err(format!(
+                    "mean_to_sum cannot count rows of {per} in {}",
+                    ins[1]
+                ));
+            }
+            Ok(Type::scalar())
+        }
     }
 }
 
@@ -713,7 +725,8 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         | Op::EpilogueGrad
         | Op::UnpoolBiasGrad
         | Op::GruGates
-        | Op::GruRecurGrad => 0,
+        | Op::GruRecurGrad
+        | Op::MeanToSum { .. } => 0,
         Op::MatMul { ta: false, tb } => {
             let k = ins[0].last() as u64;
             let _ = tb;

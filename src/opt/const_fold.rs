@@ -48,10 +48,11 @@ pub fn const_fold(g: &Graph) -> Graph {
     r.finish()
 }
 
-/// The constant value of `v`, if it is a `Const`.
+/// The constant value of `v`, if it is a scalar `Const` (a folded node is a scalar: a
+/// constant tensor is left to the op that reads it).
 fn constant(g: &Graph, v: ValueId) -> Option<f32> {
     match g.node(v).op {
-        Op::Const(c) => Some(c),
+        Op::Const(c) if g.ty(v).is_scalar() => Some(c),
         _ => None,
     }
 }

@@ -37,7 +37,7 @@
 
 use super::rewrite::{use_counts, Rewriter};
 use super::Pass;
-use crate::ir::{Chain, Epilogue, Graph, LossEpilogue, Node, Op, Producer, ValueId};
+use crate::ir::{Chain, Epilogue, EpilogueLoss, Graph, LossEpilogue, Node, Op, Producer, ValueId};
 
 /// The epilogue-fusion pass ([`fuse_epilogues`]).
 pub struct EpilogueFusion;
@@ -221,12 +221,25 @@ pub fn unfuse_epilogues(g: &Graph) -> Graph {
                 };
                 let y = r.get(node.inputs[0]);
                 let target = r.get(fused.inputs[fused.inputs.len() - 1]);
-                let dl = r.push(Node {
+                let mut dl = r.push(Node {
                     op: Op::Const(l.dl()),
                     inputs: vec![],
                     ty: crate::ir::Type::scalar(),
                     label: String::new(),
                 });
+                if l.summed {
+                    // The mean's upstream gradient, dl times the terms of y.
+                    let per = match l.loss {
+                        EpilogueLoss::Mse => 1,
+                        EpilogueLoss::CrossEntropy => node.ty.last(),
+                    };
+                    dl = r.push(Node {
+                        op: Op::MeanToSum { per },
+                        inputs: vec![dl, y],
+                        ty: crate::ir::Type::scalar(),
+                        label: node.label.clone(),
+                    });
+                }
                 let grad = |inputs| Node {
                     op: l.loss.grad_op(),
                     inputs,

@@ -5,7 +5,9 @@
 //! The pattern is the head of every classifier and regressor: `y = chain(x·W)` (after
 //! [`super::epilogue`], a `matmul_epi` with a bias and maybe an activation, or a bare `matmul`),
 //! then `cross_entropy_grad(y, labels, dl)` or `mse_grad(y, target, dl)` with a constant `dl`
-//! (the loss's weight; after constant folding it always is one). The product becomes a node
+//! (the loss's weight; after constant folding it always is one), or, for a loss with
+//! `reduction: "sum"`, `dl` a constant times the terms of `y` ([`Op::MeanToSum`]): the
+//! epilogue is then marked `summed` and scales by the constant alone. The product becomes a node
 //! with an [`Epilogue::Loss`] and two results: its value `y`, still read by the loss itself
 //! and by the metrics, and the gradient, the value of an [`Op::EpilogueGrad`] node that takes
 //! the loss gradient's place. When that gradient's only reader is the gradient of the chain's
@@ -76,6 +78,28 @@ fn product_chain(node: &Node) -> Option<Chain> {
     }
 }
 
+/// The upstream gradient `dl` of the loss of prediction `y`, when an epilogue can take it: a
+/// constant, or a constant made a sum's by [`Op::MeanToSum`] counting the terms of `y` itself
+/// (its elements, or its rows for a cross-entropy: the N the gradient divides by), and
+/// whether it is the latter.
+fn upstream(g: &Graph, loss: EpilogueLoss, dl: ValueId, y: ValueId) -> Option<(f32, bool)> {
+    let n = g.node(dl);
+    match n.op {
+        Op::Const(c) => Some((c, false)),
+        Op::MeanToSum { per } if n.inputs[1] == y => {
+            let Op::Const(c) = g.node(n.inputs[0]).op else {
+                return None;
+            };
+            let terms = match loss {
+                EpilogueLoss::Mse => 1,
+                EpilogueLoss::CrossEntropy => g.ty(y).last(),
+            };
+            (per == terms).then_some((c, true))
+        }
+        _ => None,
+    }
+}
+
 fn find(g: &Graph) -> Vec<Found> {
     let mut readers: Vec<Vec<usize>> = vec![Vec::new(); g.nodes.len()];
     for (i, node) in g.nodes.iter().enumerate() {
@@ -92,7 +116,9 @@ fn find(g: &Graph) -> Vec<Found> {
         let [y, target, dl] = node.inputs[..] else {
             continue;
         };
-        let (Some(chain), Op::Const(dl)) = (product_chain(g.node(y)), &g.node(dl).op) else {
+        let (Some(chain), Some((dl, summed))) =
+            (product_chain(g.node(y)), upstream(g, loss, dl, y))
+        else {
             continue;
         };
         // The fused node reads the target, so it must exist by then; one loss per product.
@@ -113,11 +139,13 @@ fn find(g: &Graph) -> Vec<Found> {
                 }
             }
         }
+        let mut epi = LossEpilogue::new(chain, loss, dl, through);
+        epi.summed = summed;
         found.push(Found {
             value: y.index(),
             grad: i,
             place,
-            epi: LossEpilogue::new(chain, loss, *dl, through),
+            epi,
         });
     }
     found
@@ -179,8 +207,9 @@ mod tests {
     }
 
     /// A classifier head (bias, cross-entropy), a sigmoid regressor (bias, sigmoid, mse, whose
-    /// gradient goes through the sigmoid), and two that do not fuse: a loss whose upstream
-    /// gradient is computed, and a cross-entropy on a value that is no product.
+    /// gradient goes through the sigmoid), a bare product with a summed mse, and two that do
+    /// not fuse: a loss whose upstream gradient is computed, and a cross-entropy on a value
+    /// that is no product.
     fn graph() -> Graph {
         let mut g = Graph::new("l", true);
         let x = g.input("x", Type::f32(true, vec![5]));
@@ -219,6 +248,14 @@ mod tests {
         let other = g
             .push(Op::CrossEntropyGrad, vec![logits, labels, two], "d again")
             .unwrap();
+        // Fused, summed: the mean's upstream gradient a constant times the terms of a
+        // regressor's output.
+        let w3 = g.input("w3", Type::f32(false, vec![5, 3]));
+        let r = g.push(mm(), vec![x, w3], "sum").unwrap();
+        let terms = g.push(Op::MeanToSum { per: 1 }, vec![half, r], "").unwrap();
+        let dsum = g
+            .push(Op::MseGrad, vec![r, target, terms], "d sum")
+            .unwrap();
         let soft = g.push(Op::Unary(UnaryOp::Tanh), vec![logits], "t").unwrap();
         let dsoft = g
             .push(Op::CrossEntropyGrad, vec![soft, labels, one], "d soft")
@@ -232,6 +269,7 @@ mod tests {
             ("dq", dq),
             ("other", other),
             ("dsoft", dsoft),
+            ("dsum", dsum),
         ] {
             g.set_output(name, v);
         }
@@ -276,6 +314,8 @@ mod tests {
                 "matmul_epi [bias_add axis=1 → sigmoid | mse_grad dl=1.0 → sigmoid_grad] ; out",
                 "epilogue_grad ; d head",
                 "epilogue_grad ; d out",
+                "matmul_epi [mse_grad dl=0.5 summed] ; sum",
+                "epilogue_grad ; d sum",
             ]
         );
         // The loss gradient, the sigmoid's gradient and the constant 0.5 are gone; the other
@@ -286,7 +326,9 @@ mod tests {
         let ins = inputs(&g, 3);
         let before = eval(&g, 3, &ins, &[], Default::default()).unwrap();
         let after = eval(&l, 3, &ins, &[], Default::default()).unwrap();
-        for o in ["ce", "mse", "logits", "y", "dce", "dq", "other", "dsoft"] {
+        for o in [
+            "ce", "mse", "logits", "y", "dce", "dq", "other", "dsoft", "dsum",
+        ] {
             assert_eq!(
                 before[g.output(o).unwrap().index()],
                 after[l.output(o).unwrap().index()],
@@ -302,7 +344,7 @@ mod tests {
             .iter()
             .any(|n| matches!(n.op, Op::WithEpilogue { .. } | Op::EpilogueGrad)));
         let unfused = eval(&u, 3, &ins, &[], Default::default()).unwrap();
-        for o in ["ce", "mse", "logits", "y", "dce", "dq"] {
+        for o in ["ce", "mse", "logits", "y", "dce", "dq", "dsum"] {
             assert_eq!(
                 before[g.output(o).unwrap().index()],
                 unfused[u.output(o).unwrap().index()],

@@ -1,7 +1,7 @@
 //! What several test files share: the examples, read and checked.
 #![allow(dead_code)] // each test file uses its own part
 
-use nnc::ir::Program;
+use nnc::ir::{DType, Graph, Program};
 use std::path::{Path, PathBuf};
 
 /// Every example of the curriculum, by file stem.
@@ -112,4 +112,48 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Deterministic pseudo-random numbers in [0, 1) (a 64-bit LCG).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs `nnc args`, which must succeed: its standard output.
+pub fn nnc(args: &[&str]) -> String {
+    let out = assert_cmd::Command::cargo_bin("nnc")
+        .unwrap()
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nnc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Random inputs: f32 values in [0, 1), i32 class ids below `classes`.
+pub fn random_inputs(g: &Graph, batch: usize, classes: usize, rng: &mut Lcg) -> Vec<Vec<f64>> {
+    g.inputs()
+        .iter()
+        .map(|(v, _)| {
+            let t = g.ty(*v);
+            (0..t.numel(batch))
+                .map(|_| match t.dtype {
+                    DType::F32 => rng.next(),
+                    DType::I32 => (rng.next() * classes as f64).floor(),
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -802,6 +802,17 @@ fn losses_and_gradients() {
             rng.next(),
             TOL,
         );
+        // A mean made a sum: times the elements of a sequence of positions, or its rows of c.
+        let seq = f(true, &[3, c]);
+        for per in [1, c] {
+            let g = single(
+                "mean_to_sum",
+                Op::MeanToSum { per },
+                &[s.clone(), seq.clone()],
+                None,
+            );
+            compare(&g, &[dl, u], batch, rng.next(), TOL);
+        }
     }
 }
 

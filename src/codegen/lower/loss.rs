@@ -142,6 +142,14 @@ pub(super) fn sum_squares(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError
     out.kernel(cx.header, |kb| loss::loss(kb, &cx.n.op, &x, i, ins))
 }
 
+/// `MeanToSum` of a loss's mean, counting the terms of its second input.
+pub(super) fn mean_to_sum(cx: &Cx, out: &mut Built, per: usize) -> Result<Step, CodegenError> {
+    cx.arity(2)?;
+    let (i, ins) = (cx.i, &cx.ins);
+    let x = cx.ity(1);
+    out.kernel(cx.header, |kb| loss::mean_to_sum(kb, per, &x, i, ins))
+}
+
 /// `MseGrad` and `BceGrad`, element by element.
 pub(super) fn mse_bce_grad(cx: &Cx, out: &mut Built) -> Result<Step, CodegenError> {
     cx.arity(3)?;

@@ -485,6 +485,7 @@ fn emit(cx: &Cx, out: &mut Built) -> Result<(), CodegenError> {
         }
         Op::Mse | Op::Bce => loss::mse_bce(cx, out),
         Op::SumSquares => loss::sum_squares(cx, out),
+        Op::MeanToSum { per } => loss::mean_to_sum(cx, out, *per),
         Op::MseGrad | Op::BceGrad => loss::mse_bce_grad(cx, out),
     }?;
     let step = split_rows(cx, step, channels, &out.scratch);

@@ -1,12 +1,14 @@
 //! Evaluation on a split with the evaluation graph: loss = mean over batches weighted by their
-//! size (the last partial batch included), accuracy = argmax of `output` against the labels
+//! size (the last partial batch included), or, for a loss summed over the batch
+//! (`reduction: "sum"`), the split's total over its samples times the batch size: the loss of
+//! one whole batch, as the training loss beside it is (see [`sums_over_batch`]); accuracy = argmax of `output` against the labels
 //! (class ids, or the argmax of one-hot/probability labels). A split can also be evaluated in
 //! parts whose [`EvalSums`] add up (the ranks of a data-parallel run each take one).
 
 use super::anomaly::{first_non_finite, Anomaly};
 use super::{AfterStep, Backend, TrainError};
 use crate::exec::{ExecError, Executor, Feed, StepCtx};
-use crate::ir::Graph;
+use crate::ir::{Graph, Op};
 use crate::runtime::batch::{gather, Buf};
 use crate::runtime::data::Split;
 use std::ops::{ControlFlow, Range};
@@ -75,6 +77,18 @@ fn classes(graph: &Graph) -> Option<usize> {
     graph.output("output").map(|v| graph.ty(v).last())
 }
 
+/// Whether the loss of `graph` sums over its batch (a loss with `reduction: "sum"`, an
+/// [`Op::MeanToSum`]) rather than averaging. Its value then grows with the batch: a short last
+/// batch counts as a whole one of the split's `batch` samples, its sum scaled up, so that the
+/// result is the split's summed loss per sample times the batch: in the unit of the training
+/// loss, the sum over one batch. (A loss that mixes a sum with a term that does not grow with
+/// the batch, `l2()` or a mean, has that term scaled up with it on the short last batch.)
+pub fn sums_over_batch(graph: &Graph) -> bool {
+    graph
+        .output("loss")
+        .is_some_and(|loss| graph.reaches(loss, |n| matches!(n.op, Op::MeanToSum { .. })))
+}
+
 /// Runs `exec` (an evaluation graph with outputs `loss` and `output`) over all of `split` in
 /// batches of `batch`. Accuracy only when `classification`.
 pub fn evaluate(
@@ -108,6 +122,7 @@ pub fn evaluate_part(
     seed: u64,
 ) -> Result<EvalSums, ExecError> {
     let classes = classes(exec.graph());
+    let summed = sums_over_batch(exec.graph());
     let mut sums = EvalSums {
         loss: 0.0,
         right: 0,
@@ -121,7 +136,8 @@ pub fn evaluate_part(
         seed,
     };
     run.each(exec, |exec, chunk, _, labels| {
-        sums.loss += loss(exec)? as f64 * chunk.len() as f64;
+        let weight = if summed { batch } else { chunk.len() };
+        sums.loss += loss(exec)? as f64 * weight as f64;
         if sums.accuracy {
             match exec
                 .output("output")
