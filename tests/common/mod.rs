@@ -127,21 +127,6 @@ impl Lcg {
     }
 }
 
-/// Runs `nnc args`, which must succeed: its standard output.
-pub fn nnc(args: &[&str]) -> String {
-    let out = assert_cmd::Command::cargo_bin("nnc")
-        .unwrap()
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "nnc {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Random inputs: f32 values in [0, 1), i32 class ids below `classes`.
 pub fn random_inputs(g: &Graph, batch: usize, classes: usize, rng: &mut Lcg) -> Vec<Vec<f64>> {
     g.inputs()
