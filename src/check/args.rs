@@ -242,17 +242,25 @@ const RECURRENT: [(&str, &str, &str); 3] = [
     ("lstm", "LSTM", "an lstm"),
 ];
 
-/// For a recurrent layer given PyTorch's `(input_size, hidden_size)`, `lstm(8, 10)`: that the
-/// input size comes from the input (rather than naming the second number an `activation`).
+/// For a recurrent layer given PyTorch's `(input_size, hidden_size)`, `lstm(8, 10)`, or
+/// `(input_size, hidden_size, num_layers)`, `lstm(8, 10, 2)`: that the input size comes from
+/// the input (rather than naming the second number an `activation`, or the third a
+/// `bidirectional`).
 fn recurrent_in_hidden(callee: &Ident, positional: &[&Expr]) -> Option<String> {
     let (name, torch, _) = RECURRENT.iter().find(|(n, ..)| *n == callee.name)?;
-    let [input, hidden] = positional else {
-        return None;
+    let (input, hidden, layers) = match positional {
+        [input, hidden] => (written(input)?, written(hidden)?, None),
+        [input, hidden, layers] => (written(input)?, written(hidden)?, Some(written(layers)?)),
+        _ => return None,
     };
-    let (input, hidden) = (written(input)?, written(hidden)?);
+    let (torch_layers, nnc_layers) = match &layers {
+        Some(n) => (format!(", num_layers={n}"), format!(", num_layers: {n}")),
+        None => (String::new(), String::new()),
+    };
     Some(format!(
         "{name} reads its input size from the sequence it is given: PyTorch's \
-         `nn.{torch}({input}, {hidden}, batch_first=True)` is `{name}({hidden})`"
+         `nn.{torch}({input}, {hidden}{torch_layers}, batch_first=True)` is \
+         `{name}({hidden}{nnc_layers})`"
     ))
 }
 
@@ -281,6 +289,13 @@ fn recurrent_argument(callee: &str, name: &str) -> Option<String> {
              stacked layers, as PyTorch's: `{callee}(64, num_layers: 2, dropout: 0.1)`"
         ),
         "bias" | "use_bias" => format!("{noun} always has its biases"),
+        // Keras' `LSTM(units)`; `foreign_argument` maps `units` to `out`, which no recurrent
+        // layer has.
+        "units" => "nnc calls `units` `hidden`".to_string(),
+        "proj_size" => format!(
+            "nnc's {callee} has no projection of its hidden state (PyTorch's `proj_size`): \
+             `{callee}(64) |> dense(32)` projects every step's output, not the state fed back"
+        ),
         _ => return None,
     })
 }
