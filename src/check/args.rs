@@ -197,6 +197,20 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
         "nonlinearity" => "activation",
         "layers" | "n_layers" | "nlayers" => "num_layers",
         "step_size" => "every",
+        // Keras' `EarlyStopping(restore_best_weights=True)`.
+        "restore_best_weights" => "restore_best",
+        // Keras' `EarlyStopping(monitor="val_loss", mode="min")` inside nnc's `loss(…)`.
+        "monitor" | "mode" if callee == "loss" || callee == "accuracy" => {
+            return Some(format!(
+                "the metric watched is the one called, `{callee}(…)` the test {callee}, and \
+                 {}: remove `{name}`",
+                if callee == "loss" {
+                    "lower is better"
+                } else {
+                    "higher is better"
+                }
+            ))
+        }
         // Keras' RMSprop(rho=0.9) is PyTorch's RMSprop(alpha=0.9).
         "rho" if callee == "rmsprop" => "alpha",
         // PyTorch's losses take `input` and `target`; the table of spec §8 shows `label`.
@@ -302,7 +316,7 @@ fn recurrent_argument(callee: &str, name: &str) -> Option<String> {
 
 /// A call's argument as written, when it is short enough to show: a number, a name or a path,
 /// a string, negated or not.
-fn written(e: &Expr) -> Option<String> {
+pub(super) fn written(e: &Expr) -> Option<String> {
     Some(match &e.kind {
         ExprKind::Number { text, .. } => text.clone(),
         ExprKind::Str(s) => format!("{s:?}"),

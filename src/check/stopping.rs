@@ -7,7 +7,7 @@ use super::args::{bind, Sig};
 use super::consts;
 use crate::diag::Diag;
 use crate::ir::{EarlyStopping, EvalSpec, Metric};
-use crate::syntax::ast::{Expr, ExprKind};
+use crate::syntax::ast::{Arg, Expr, ExprKind};
 
 const USAGE: &str =
     "`early_stopping: loss(patience: 3)` or `accuracy(patience: 5, min_delta: 0.001, restore_best: true)`";
@@ -48,6 +48,9 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
                 }
                 "val_accuracy" | "val_acc" | "acc" | "test_accuracy" => {
                     "the accuracy watched is the test split's, which `eval:` measures: `accuracy(patience: 3)`".to_string()
+                }
+                "EarlyStopping" | "early_stopping" | "EarlyStop" | "early_stop" => {
+                    keras_callback(args)
                 }
                 _ => format!("write {USAGE}"),
             };
@@ -123,4 +126,46 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
         }),
         _ => Err(diags),
     }
+}
+
+/// For Keras' callback written as the setting's value,
+/// `early_stopping: EarlyStopping(monitor: "val_accuracy", patience: 3)`: nnc's call that says
+/// the same, its metric the callee. Keras' default `patience=0` stops at the first evaluation
+/// that does not improve, as nnc's `patience: 1`; its default monitor is the loss.
+fn keras_callback(args: &[Arg]) -> String {
+    let arg = |name: &str| {
+        args.iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.name == name))
+            .map(|a| &a.value)
+    };
+    let monitor = match arg("monitor").map(|m| &m.kind) {
+        Some(ExprKind::Str(m)) if m.contains("acc") => "accuracy",
+        _ => "loss",
+    };
+    let mut items = vec![format!(
+        "patience: {}",
+        arg("patience")
+            .and_then(super::args::written)
+            .filter(|p| p != "0")
+            .unwrap_or_else(|| "1".into())
+    )];
+    for (keras, nnc) in [
+        ("min_delta", "min_delta"),
+        ("restore_best_weights", "restore_best"),
+    ] {
+        if let Some(v) = arg(keras).and_then(super::args::written) {
+            // Python's `True` is nnc's `true`.
+            let v = if v == "True" || v == "False" {
+                v.to_lowercase()
+            } else {
+                v
+            };
+            items.push(format!("{nnc}: {v}"));
+        }
+    }
+    format!(
+        "the setting is Keras' callback, named by the metric it watches: \
+         `early_stopping: {monitor}({})`",
+        items.join(", ")
+    )
 }
