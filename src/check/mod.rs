@@ -32,6 +32,7 @@ mod runs;
 mod sequences;
 mod settings;
 mod stack;
+mod stack_paths;
 mod stopping;
 mod unused;
 
