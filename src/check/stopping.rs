@@ -113,6 +113,20 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
         diags.push(d);
         0.0
     });
+    // An accuracy is a fraction: no evaluation improves on another by 1 or more, so the run
+    // would stop `patience` evaluations after its first, whatever it learned.
+    if let (Metric::Accuracy, Some(d)) = (monitor, b.get("min_delta").filter(|_| min_delta >= 1.0))
+    {
+        diags.push(
+            Diag::new(
+                "nnc::arg",
+                format!("the accuracy's min_delta must be below 1, found {min_delta}"),
+                d.span,
+                "no accuracy improves by this much",
+            )
+            .help("the accuracy watched is a fraction (0.9438, not 94.38%): `min_delta: 0.001` asks for a tenth of a point more"),
+        );
+    }
     let restore_best = restore_best.unwrap_or_else(|d| {
         diags.push(d);
         false
