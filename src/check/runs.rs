@@ -109,7 +109,10 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
     let eval = eval_setting(&s.keys, classification, diags);
     let early_stopping = match (s.keys.get("early_stopping"), &eval) {
         (None, _) => None,
-        (Some(e), Some(eval)) => take_all(super::stopping::early_stopping(e, eval), diags),
+        (Some(e), Some(eval)) => take_all(
+            super::stopping::early_stopping(e, eval, classification),
+            diags,
+        ),
         // A bad `eval:` is reported: what it would watch is unknown.
         (Some(_), None) => None,
     };

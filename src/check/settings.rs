@@ -51,7 +51,7 @@ fn elsewhere(key: &str, block: &str) -> Option<String> {
             "`label_smoothing` is an argument of cross_entropy: `loss: cross_entropy(output, label, label_smoothing: 0.1)`".into()
         }
         "batch_size" if !train => "the batch size is set in the train block: `batch: 64`".into(),
-        "batch" | "shuffle" | "epochs" | "steps" | "seed" if !train => {
+        "batch" | "shuffle" | "epochs" | "steps" | "seed" | "eval" | "early_stopping" if !train => {
             format!("`{key}` belongs in the train block")
         }
         "split" | "normalize" if train => format!("`{key}` belongs in the data block"),

@@ -12,8 +12,13 @@ use crate::syntax::ast::{Arg, Expr, ExprKind};
 const USAGE: &str =
     "`early_stopping: loss(patience: 3)` or `accuracy(patience: 5, min_delta: 0.001, restore_best: true)`";
 
-/// The `early_stopping:` setting `e` of a run whose evaluations are `eval`.
-pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Diag>> {
+/// The `early_stopping:` setting `e` of a run whose evaluations are `eval`, of a classifier or
+/// not (`classification`: only a classifier's accuracy is measured).
+pub fn early_stopping(
+    e: &Expr,
+    eval: &EvalSpec,
+    classification: bool,
+) -> Result<EarlyStopping, Vec<Diag>> {
     let not_a_metric = |found: &str, span| {
         Diag::new(
             "nnc::train",
@@ -88,7 +93,17 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
     let restore_best = b
         .get("restore_best")
         .map_or(Ok(false), |e| consts::boolean(e, "restore_best"));
-    if !eval.metrics.contains(&monitor) {
+    if monitor == Metric::Accuracy && !classification {
+        diags.push(
+            Diag::new(
+                "nnc::train",
+                "early stopping watches the test accuracy, which only a classifier has",
+                callee.span,
+                "no accuracy to watch",
+            )
+            .help("accuracy is measured for class logits compared with class ids or one-hot labels; watch the loss: `early_stopping: loss(patience: 3)`"),
+        );
+    } else if !eval.metrics.contains(&monitor) {
         let name = match monitor {
             Metric::Loss => "loss",
             Metric::Accuracy => "accuracy",
