@@ -49,6 +49,21 @@ pub fn checkpoint_name_for(file: &str) -> String {
 /// character; those that record one are checked ([`check_vocab`]).
 pub const VOCAB: &str = "nnc.vocab";
 
+/// Metadata key of the step whose parameters a checkpoint holds, where that is not the step it
+/// was written after (`__step`, from which a resumed run goes on): `restore_best: true` put
+/// back an earlier evaluation's. `nnc eval` reports its evaluation at that step, where the
+/// training log has it.
+pub const PARAMS_STEP: &str = "nnc.params_step";
+
+/// The step whose parameters `ck` holds: the one [`PARAMS_STEP`] records, else the one it was
+/// written after.
+pub fn params_step(ck: &Checkpoint) -> Option<u64> {
+    ck.meta
+        .get(PARAMS_STEP)
+        .and_then(|s| s.parse().ok())
+        .or(ck.step)
+}
+
 /// Refuses `ck` when it records a vocabulary ([`VOCAB`]) other than `vocab`, the one of the
 /// text it is about to be used with (`data`, the data block's name).
 pub fn check_vocab(ck: &Checkpoint, vocab: &[char], data: &str) -> Result<(), String> {
