@@ -45,11 +45,7 @@ fn a_run_whose_test_loss_stopped_improving_ends_after_its_patience() {
         let row = table.lines().find(|l| l.starts_with("m ")).unwrap();
         assert_eq!(row.split_whitespace().nth(1), Some("40"), "{table}");
         assert_eq!(Checkpoint::load(&ck).unwrap().step, Some(40));
-        let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let records = records(&log);
         let of = |t: &str| records.iter().filter(|r| r["type"] == t).count();
         // Four evaluations, the last of which stops the run: no fifth at its end.
         assert_eq!((of("step"), of("eval"), of("early_stop")), (40, 4, 1));
@@ -94,11 +90,7 @@ fn restore_best_ends_a_run_with_the_parameters_of_its_best_evaluation() {
     let (ck, log) = (s.path("m.st"), s.path("log.jsonl"));
     let out = run!("train", &nn, "--checkpoint", &ck, "--log-json", &log);
     let table = succeeded(&out);
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = records(&log);
     let first = records.iter().find(|r| r["type"] == "eval").unwrap();
     assert_eq!(first["step"], 10);
     let best = nnc::runtime::train::loss_text(first["loss"].as_f64().unwrap());
@@ -137,11 +129,7 @@ fn eval_of_a_restored_checkpoint_is_logged_at_the_step_of_its_parameters() {
     succeeded(&run!("train", &nn, "--checkpoint", &ck, "--log-json", &log));
     assert_eq!(Checkpoint::load(&ck).unwrap().step, Some(40));
     succeeded(&run!("eval", &nn, "--checkpoint", &ck, "--log-json", &log));
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = records(&log);
     let trained = records
         .iter()
         .find(|r| r["type"] == "eval" && r["step"] == 10)

@@ -167,14 +167,6 @@ fn an_evaluation_reports_the_metrics_listed() {
     assert!(row("both")[4].ends_with('%'), "{summary}");
 }
 
-/// The records of the JSON-lines log at `path`, each line parsed.
-fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every line is one JSON object"))
-        .collect()
-}
-
 /// `nnc eval --log-json` appends one evaluation record with the keys of train's (and the split
 /// and checkpoint): written to the training log, it is the same evaluation at the same step, and
 /// the log still plots.
