@@ -1421,6 +1421,35 @@ fn bench_reports_the_batch_trained_when_the_split_is_smaller() {
     assert_has(&text, &["train 10 steps × 4:"]);
 }
 
+/// A run with early stopping is benchmarked over the steps asked: its test loss rises from the
+/// first evaluation on (the test labels are flipped), which stopped it after 3 of the 40 steps,
+/// with no word of why (`nnc bench` prints no notes).
+#[test]
+fn bench_trains_the_steps_asked_whatever_early_stopping_says() {
+    let s = Scratch::new("bench-early-stop");
+    let nn = s.write(
+        "flipped.nn",
+        "model M(x: [2]) -> [2] { return x |> dense(16) |> relu |> dense(2) }
+         data d {
+    train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]])
+    test: inline(x: [[0, 0], [0, 1]], y: [[1], [0]])
+}
+         train m: M on d {
+    loss: cross_entropy(output, label)
+    optimizer: adam(lr: 0.05)
+    batch: 4
+    eval: every 1 step [loss]
+    early_stopping: loss(patience: 2)
+}
+",
+    );
+    let trained = run!("train", &nn, "--steps", "40");
+    succeeded(&trained);
+    assert_has(&stderr(&trained), &["stops early after step 3:"]);
+    let text = succeeded(&run!("bench", &nn, "--steps", "40", "--reps", "2"));
+    assert_has(&text, &["train 40 steps × 4:"]);
+}
+
 /// `--run` with a name the file does not have suggests the closest run, or lists the runs: it
 /// said only "no run named `plian`".
 #[test]
