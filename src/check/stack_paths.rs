@@ -27,13 +27,12 @@ pub fn hint(g: &Graph, path: &str) -> Option<String> {
         Some(s) => (s, "_reverse"),
         None => (last, ""),
     };
-    let out_of_range = || {
-        match layers - 1 {
+    let out_of_range = || match layers - 1 {
         0 => format!("`{layer}` is a single layer: its tensors have no `_l{{k}}`"),
         last => format!(
-            "`{layer}` stacks {layers} layers, 0 to {last}: layer {last}'s tensors end in `_l{last}`"
+            "`{layer}` stacks {layers} layers, 0 to {last}: layer {last}'s tensors end in \
+             `_l{last}`"
         ),
-    }
     };
     // `lstm1.l1`, `lstm1.layer1`: a stacked layer as a whole.
     if let Some(k) = ["layer_", "layer", "l"]
