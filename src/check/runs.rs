@@ -123,7 +123,8 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
 }
 
 /// Warnings about a run that checks: an `eval:` or `early_stopping:` written for data that
-/// holds no test split (it evaluates nothing; early stopping never stops), a schedule too long
+/// holds no test split (it evaluates nothing; early stopping never stops), early stopping with
+/// more patience than the run has evaluations ([`super::stopping::warning`]), a schedule too long
 /// for the run's `steps` to follow (a warm-up as long as the run never gets past it; a `step`
 /// schedule's `every` as long never decays the rate). The schedule is measured against
 /// `length`: the run's own, or what the command line puts in its place. With `epochs`, the
@@ -132,6 +133,8 @@ pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec, length: Length) -> Vec<
     let mut out = Vec::new();
     if data.test.is_none() && data.split >= 1.0 {
         out.extend(no_test_split(t, data));
+    } else {
+        out.extend(super::stopping::warning(t, r, length));
     }
     out.extend(schedule_warnings(t, r, length));
     out

@@ -6,8 +6,8 @@
 use super::args::{bind, Sig};
 use super::consts;
 use crate::diag::Diag;
-use crate::ir::{EarlyStopping, EvalSpec, Metric};
-use crate::syntax::ast::{Arg, Expr, ExprKind};
+use crate::ir::{EarlyStopping, EvalSpec, Length, Metric, RunSpec};
+use crate::syntax::ast::{Arg, Expr, ExprKind, Train};
 
 const USAGE: &str =
     "`early_stopping: loss(patience: 3)` or `accuracy(patience: 5, min_delta: 0.001, restore_best: true)`";
@@ -196,5 +196,48 @@ fn keras_callback(args: &[Arg]) -> String {
         "the setting is Keras' callback, named by the metric it watches: \
          `early_stopping: {monitor}({})`",
         items.join(", ")
+    )
+}
+
+/// The warning for run `r` (of block `t`, trained for `length`) whose early stopping cannot
+/// stop it: it evaluates too few times before its last step for `patience` evaluations to
+/// follow its best one (Keras' `patience=10` carried over to a run of 5 epochs). Known only
+/// where the length and `eval:` count the same thing (both epochs, or both steps): an epoch's
+/// steps depend on the data, which `check` does not read.
+pub fn warning(t: &Train, r: &RunSpec, length: Length) -> Option<Diag> {
+    let (stopping, eval) = (r.early_stopping.as_ref()?, r.eval.as_ref()?);
+    let total = match (length, eval.per_epoch) {
+        (Length::Epochs(n), true) | (Length::Steps(n), false) => n,
+        _ => return None,
+    };
+    // The evaluations before the last step: the one after it ends the run anyway.
+    let before_end = total.saturating_sub(1) / eval.every.max(1);
+    if before_end > stopping.patience {
+        return None;
+    }
+    let setting = t.settings.iter().find(|s| s.key.name == "early_stopping")?;
+    let unit = if eval.per_epoch { "epoch" } else { "step" };
+    let restores = if stopping.restore_best {
+        "; `restore_best: true` still ends it with its best evaluation's parameters"
+    } else {
+        ""
+    };
+    Some(
+        Diag::new(
+            "nnc::train",
+            format!(
+                "early stopping cannot end this run early: it evaluates {} before its last \
+                 {unit}, too few for its best evaluation to be followed by {} that do not \
+                 improve on it",
+                super::names::plural(before_end as usize, "time"),
+                super::names::plural(stopping.patience as usize, "evaluation"),
+            ),
+            setting.value.span,
+            format!("patience {}", stopping.patience),
+        )
+        .help(format!(
+            "lower the patience, evaluate more often (`eval: every N steps`) or train longer{restores}"
+        ))
+        .warning(),
     )
 }
