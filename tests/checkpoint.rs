@@ -317,3 +317,39 @@ fn shared_path_inverts_per_run_path() {
     assert_eq!(shared_path(Path::new("d.st"), "small"), None);
     assert_eq!(shared_path(Path::new("small"), "small"), None);
 }
+
+/// A missing tensor is named with those the checkpoint holds under the same layer, and when
+/// those are PyTorch's names of a recurrent layer's tensors (a state dict converted as it is),
+/// with what nnc calls them: it said only "has no tensor `lstm1.w_xh`".
+#[test]
+fn a_missing_tensor_names_what_its_layer_holds_and_pytorch_s_names() {
+    let dir = tmp("torch-names");
+    let p = dir.join("t.safetensors");
+    const W: [f32; 8] = [0.5; 8];
+    const B: [f32; 4] = [0.25; 4];
+    let tensor = |name: &str, dims: &'static [usize], data: &'static [f32]| Saved {
+        name: name.into(),
+        dims,
+        data,
+    };
+    save(
+        &p,
+        &[
+            tensor("lstm1.weight_ih_l0", &[4, 2], &W),
+            tensor("lstm1.bias_ih_l0", &[4], &B),
+            tensor("dense1.bias", &[4], &B),
+        ],
+        None,
+    )
+    .unwrap();
+    let ck = Checkpoint::load(&p).unwrap();
+    let e = ck.get("lstm1.w_xh", &[2, 4]).unwrap_err().to_string();
+    assert!(
+        e.contains("beside it, it holds `lstm1.bias_ih_l0`, `lstm1.weight_ih_l0`; those are PyTorch's names: nnc's `w_xh` is `weight_ih_l0` transposed"),
+        "{e}"
+    );
+    let e = ck.get("dense1.weight", &[2, 4]).unwrap_err().to_string();
+    assert!(e.ends_with("beside it, it holds `dense1.bias`"), "{e}");
+    let e = ck.get("head.weight", &[2, 4]).unwrap_err().to_string();
+    assert!(e.ends_with("(expected f32 [2, 4])"), "{e}");
+}

@@ -197,6 +197,20 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
         "nonlinearity" => "activation",
         "layers" | "n_layers" | "nlayers" => "num_layers",
         "step_size" => "every",
+        // Keras' `EarlyStopping(restore_best_weights=True)`.
+        "restore_best_weights" => "restore_best",
+        // Keras' `EarlyStopping(monitor="val_loss", mode="min")` inside nnc's `loss(…)`.
+        "monitor" | "mode" if callee == "loss" || callee == "accuracy" => {
+            return Some(format!(
+                "the metric watched is the one called, `{callee}(…)` the test {callee}, and \
+                 {}: remove `{name}`",
+                if callee == "loss" {
+                    "lower is better"
+                } else {
+                    "higher is better"
+                }
+            ))
+        }
         // Keras' RMSprop(rho=0.9) is PyTorch's RMSprop(alpha=0.9).
         "rho" if callee == "rmsprop" => "alpha",
         // PyTorch's losses take `input` and `target`; the table of spec §8 shows `label`.
@@ -277,17 +291,25 @@ const RECURRENT: [(&str, &str, &str); 3] = [
     ("lstm", "LSTM", "an lstm"),
 ];
 
-/// For a recurrent layer given PyTorch's `(input_size, hidden_size)`, `lstm(8, 10)`: that the
-/// input size comes from the input (rather than naming the second number an `activation`).
+/// For a recurrent layer given PyTorch's `(input_size, hidden_size)`, `lstm(8, 10)`, or
+/// `(input_size, hidden_size, num_layers)`, `lstm(8, 10, 2)`: that the input size comes from
+/// the input (rather than naming the second number an `activation`, or the third a
+/// `bidirectional`).
 fn recurrent_in_hidden(callee: &Ident, positional: &[&Expr]) -> Option<String> {
     let (name, torch, _) = RECURRENT.iter().find(|(n, ..)| *n == callee.name)?;
-    let [input, hidden] = positional else {
-        return None;
+    let (input, hidden, layers) = match positional {
+        [input, hidden] => (written(input)?, written(hidden)?, None),
+        [input, hidden, layers] => (written(input)?, written(hidden)?, Some(written(layers)?)),
+        _ => return None,
     };
-    let (input, hidden) = (written(input)?, written(hidden)?);
+    let (torch_layers, nnc_layers) = match &layers {
+        Some(n) => (format!(", num_layers={n}"), format!(", num_layers: {n}")),
+        None => (String::new(), String::new()),
+    };
     Some(format!(
         "{name} reads its input size from the sequence it is given: PyTorch's \
-         `nn.{torch}({input}, {hidden}, batch_first=True)` is `{name}({hidden})`"
+         `nn.{torch}({input}, {hidden}{torch_layers}, batch_first=True)` is \
+         `{name}({hidden}{nnc_layers})`"
     ))
 }
 
@@ -316,13 +338,20 @@ fn recurrent_argument(callee: &str, name: &str) -> Option<String> {
              stacked layers, as PyTorch's: `{callee}(64, num_layers: 2, dropout: 0.1)`"
         ),
         "bias" | "use_bias" => format!("{noun} always has its biases"),
+        // Keras' `LSTM(units)`; `foreign_argument` maps `units` to `out`, which no recurrent
+        // layer has.
+        "units" => "nnc calls `units` `hidden`".to_string(),
+        "proj_size" => format!(
+            "nnc's {callee} has no projection of its hidden state (PyTorch's `proj_size`): \
+             `{callee}(64) |> dense(32)` projects every step's output, not the state fed back"
+        ),
         _ => return None,
     })
 }
 
 /// A call's argument as written, when it is short enough to show: a number, a name or a path,
 /// a string, negated or not.
-fn written(e: &Expr) -> Option<String> {
+pub(super) fn written(e: &Expr) -> Option<String> {
     Some(match &e.kind {
         ExprKind::Number { text, .. } => text.clone(),
         ExprKind::Str(s) => format!("{s:?}"),

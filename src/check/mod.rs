@@ -18,6 +18,7 @@ mod concat;
 mod consts;
 mod data;
 mod fit;
+mod frozen_fresh;
 mod gru;
 mod images;
 mod layers;
@@ -32,6 +33,7 @@ mod runs;
 mod sequences;
 mod settings;
 mod stack;
+mod stack_paths;
 mod stopping;
 mod unused;
 
@@ -198,6 +200,9 @@ pub fn check_with_warnings_for(
                 .filter(|_| only.is_none_or(|n| n == id.name))
                 .unwrap_or(r.length);
             warnings.extend(runs::warnings(t, r, &d.spec, length));
+        }
+        if let Some(r) = &spec {
+            warnings.extend(frozen_fresh::warning(t, r, &earlier));
         }
         let files = spec.as_ref().map_or_else(runs::Files::default, |r| {
             runs::Files::of(

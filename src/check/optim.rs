@@ -516,6 +516,14 @@ pub fn eval(e: &Expr, classification: bool) -> Result<EvalSpec, Diag> {
                 // Keras spells accuracy `acc`.
                 let help = if other == "acc" {
                     "did you mean `accuracy`? (the metrics are `loss` and `accuracy`)".to_string()
+                } else if let Some(m) = ["val_", "test_", "valid_"]
+                    .iter()
+                    .find_map(|p| other.strip_prefix(p))
+                    .map(|m| if m == "acc" { "accuracy" } else { m })
+                    .filter(|m| *m == "loss" || *m == "accuracy")
+                {
+                    // Keras' `val_loss`: every evaluation is on the test split.
+                    format!("`eval:` measures the test split: Keras' `{other}` is `{m}`")
                 } else {
                     super::names::did_you_mean(other, ["loss", "accuracy"]).map_or_else(
                         || "the metrics are `loss` and `accuracy`".to_string(),

@@ -28,17 +28,20 @@ fn prefixes(g: &Graph) -> Vec<String> {
     out
 }
 
-/// "did you mean `encoder`?", or the list of top-level layers with parameters.
+/// Where a recurrent layer's tensors are ([`super::stack_paths`]), else "did you mean
+/// `encoder`?", else the list of top-level layers with parameters.
 pub fn suggest_path(g: &Graph, path: &str) -> String {
     let pre = prefixes(g);
-    did_you_mean(path, pre.iter().map(String::as_str)).unwrap_or_else(|| {
-        let top: Vec<String> = pre
-            .iter()
-            .filter(|p| !p.contains('.'))
-            .map(|p| format!("`{p}`"))
-            .collect();
-        format!("the layers with parameters are {}", top.join(", "))
-    })
+    super::stack_paths::hint(g, path)
+        .or_else(|| did_you_mean(path, pre.iter().map(String::as_str)))
+        .unwrap_or_else(|| {
+            let top: Vec<String> = pre
+                .iter()
+                .filter(|p| !p.contains('.'))
+                .map(|p| format!("`{p}`"))
+                .collect();
+            format!("the layers with parameters are {}", top.join(", "))
+        })
 }
 
 /// Reports a path that matches no parameter of `model`.

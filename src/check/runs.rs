@@ -109,7 +109,10 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
     let eval = eval_setting(&s.keys, classification, diags);
     let early_stopping = match (s.keys.get("early_stopping"), &eval) {
         (None, _) => None,
-        (Some(e), Some(eval)) => take_all(super::stopping::early_stopping(e, eval), diags),
+        (Some(e), Some(eval)) => take_all(
+            super::stopping::early_stopping(e, eval, classification),
+            diags,
+        ),
         // A bad `eval:` is reported: what it would watch is unknown.
         (Some(_), None) => None,
     };
@@ -119,35 +122,61 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
     assemble(t, s, built, (eval, early_stopping), classification)
 }
 
-/// Warnings about a run that checks: an `eval:` written for data that holds no test split (it
-/// evaluates nothing), a schedule too long for the run's `steps` to follow (a warm-up as long as
-/// the run never gets past it; a `step` schedule's `every` as long never decays the rate). The
-/// schedule is measured against `length`: the run's own, or what the command line puts in its
-/// place. With `epochs`, the steps depend on the data, which `check` does not read.
+/// Warnings about a run that checks: an `eval:` or `early_stopping:` written for data that
+/// holds no test split (it evaluates nothing; early stopping never stops), early stopping with
+/// more patience than the run has evaluations ([`super::stopping::warning`]), a schedule too long
+/// for the run's `steps` to follow (a warm-up as long as the run never gets past it; a `step`
+/// schedule's `every` as long never decays the rate). The schedule is measured against
+/// `length`: the run's own, or what the command line puts in its place. With `epochs`, the
+/// steps depend on the data, which `check` does not read.
 pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec, length: Length) -> Vec<Diag> {
     let mut out = Vec::new();
-    let eval = t.settings.iter().find(|s| s.key.name == "eval");
-    if let Some(eval) = eval.filter(|_| data.test.is_none() && data.split >= 1.0) {
-        out.push(
-            Diag::new(
-                "nnc::train",
-                format!("data `{}` holds no test split to evaluate", data.name),
-                eval.span,
-                "evaluates nothing",
-            )
-            .also(
-                data.train_span,
-                "the only split: nothing is held out to test on",
-            )
-            .help(
-                "add a `test:` source or a `split:` (e.g. `split: 0.9`) to the data, or remove \
-                 `eval` (`nnc eval` measures the training split)",
-            )
-            .warning(),
-        );
+    if data.test.is_none() && data.split >= 1.0 {
+        out.extend(no_test_split(t, data));
+    } else {
+        out.extend(super::stopping::warning(t, r, length));
     }
     out.extend(schedule_warnings(t, r, length));
     out
+}
+
+/// The warning for a run whose `eval:` or `early_stopping:` needs a test split that `data`
+/// lacks: under the `eval:` when it is written, and under the `early_stopping:` too, which
+/// would otherwise never stop, silently (it watches the default evaluations when no `eval:`
+/// is written).
+fn no_test_split(t: &Train, data: &DataSpec) -> Option<Diag> {
+    let setting = |key: &str| t.settings.iter().find(|s| s.key.name == key);
+    let (eval, stop) = (setting("eval"), setting("early_stopping"));
+    let first = eval.or(stop)?;
+    let mut d = Diag::new(
+        "nnc::train",
+        format!("data `{}` holds no test split to evaluate", data.name),
+        first.span,
+        if eval.is_some() {
+            "evaluates nothing"
+        } else {
+            "never stops: it watches the test split"
+        },
+    );
+    if let (Some(_), Some(stop)) = (eval, stop) {
+        d = d.also(stop.span, "never stops: it watches the test split");
+    }
+    let remove = match (eval, stop) {
+        (Some(_), Some(_)) => "`eval` and `early_stopping`",
+        (Some(_), None) => "`eval`",
+        _ => "`early_stopping`",
+    };
+    Some(
+        d.also(
+            data.train_span,
+            "the only split: nothing is held out to test on",
+        )
+        .help(format!(
+            "add a `test:` source or a `split:` (e.g. `split: 0.9`) to the data, or remove \
+             {remove} (`nnc eval` measures the training split)"
+        ))
+        .warning(),
+    )
 }
 
 /// [`warnings`] about the schedule.

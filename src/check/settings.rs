@@ -40,14 +40,18 @@ fn elsewhere(key: &str, block: &str) -> Option<String> {
             "nnc clips the gradients' total norm (`clip_grad_norm: 1.0`, as `torch.nn.utils.clip_grad_norm_`), not each value (`clip_grad_value_`)".into()
         }
         // Keras' `EarlyStopping(monitor="val_loss", patience=3)` as keys of their own.
-        "patience" | "early_stop" | "earlystopping" | "early_stopping_patience" | "monitor" | "min_delta" if train => {
+        "patience" | "early_stop" | "earlystopping" | "early_stopping_patience" | "monitor" | "min_delta" | "restore_best_weights" | "restore_best" if train => {
             "early stopping is one setting, the metric it watches called with its patience: `early_stopping: loss(patience: 3)`".into()
+        }
+        // Keras' `model.fit(callbacks=[EarlyStopping(...)])`.
+        "callbacks" if train => {
+            "nnc has no callbacks; early stopping is a setting of the run: `early_stopping: loss(patience: 3)` (Keras' `EarlyStopping(monitor=\"val_loss\", patience=3)`)".into()
         }
         "label_smoothing" if train => {
             "`label_smoothing` is an argument of cross_entropy: `loss: cross_entropy(output, label, label_smoothing: 0.1)`".into()
         }
         "batch_size" if !train => "the batch size is set in the train block: `batch: 64`".into(),
-        "batch" | "shuffle" | "epochs" | "steps" | "seed" if !train => {
+        "batch" | "shuffle" | "epochs" | "steps" | "seed" | "eval" | "early_stopping" if !train => {
             format!("`{key}` belongs in the train block")
         }
         "split" | "normalize" if train => format!("`{key}` belongs in the data block"),

@@ -6,14 +6,19 @@
 use super::args::{bind, Sig};
 use super::consts;
 use crate::diag::Diag;
-use crate::ir::{EarlyStopping, EvalSpec, Metric};
-use crate::syntax::ast::{Expr, ExprKind};
+use crate::ir::{EarlyStopping, EvalSpec, Length, Metric, RunSpec};
+use crate::syntax::ast::{Arg, Expr, ExprKind, Train};
 
 const USAGE: &str =
     "`early_stopping: loss(patience: 3)` or `accuracy(patience: 5, min_delta: 0.001, restore_best: true)`";
 
-/// The `early_stopping:` setting `e` of a run whose evaluations are `eval`.
-pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Diag>> {
+/// The `early_stopping:` setting `e` of a run whose evaluations are `eval`, of a classifier or
+/// not (`classification`: only a classifier's accuracy is measured).
+pub fn early_stopping(
+    e: &Expr,
+    eval: &EvalSpec,
+    classification: bool,
+) -> Result<EarlyStopping, Vec<Diag>> {
     let not_a_metric = |found: &str, span| {
         Diag::new(
             "nnc::train",
@@ -48,6 +53,9 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
                 }
                 "val_accuracy" | "val_acc" | "acc" | "test_accuracy" => {
                     "the accuracy watched is the test split's, which `eval:` measures: `accuracy(patience: 3)`".to_string()
+                }
+                "EarlyStopping" | "early_stopping" | "EarlyStop" | "early_stop" => {
+                    keras_callback(args)
                 }
                 _ => format!("write {USAGE}"),
             };
@@ -85,7 +93,17 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
     let restore_best = b
         .get("restore_best")
         .map_or(Ok(false), |e| consts::boolean(e, "restore_best"));
-    if !eval.metrics.contains(&monitor) {
+    if monitor == Metric::Accuracy && !classification {
+        diags.push(
+            Diag::new(
+                "nnc::train",
+                "early stopping watches the test accuracy, which only a classifier has",
+                callee.span,
+                "no accuracy to watch",
+            )
+            .help("accuracy is measured for class logits compared with class ids or one-hot labels; watch the loss: `early_stopping: loss(patience: 3)`"),
+        );
+    } else if !eval.metrics.contains(&monitor) {
         let name = match monitor {
             Metric::Loss => "loss",
             Metric::Accuracy => "accuracy",
@@ -110,6 +128,20 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
         diags.push(d);
         0.0
     });
+    // An accuracy is a fraction: no evaluation improves on another by 1 or more, so the run
+    // would stop `patience` evaluations after its first, whatever it learned.
+    if let (Metric::Accuracy, Some(d)) = (monitor, b.get("min_delta").filter(|_| min_delta >= 1.0))
+    {
+        diags.push(
+            Diag::new(
+                "nnc::arg",
+                format!("the accuracy's min_delta must be below 1, found {min_delta}"),
+                d.span,
+                "no accuracy improves by this much",
+            )
+            .help("the accuracy watched is a fraction (0.9438, not 94.38%): `min_delta: 0.001` asks for a tenth of a point more"),
+        );
+    }
     let restore_best = restore_best.unwrap_or_else(|d| {
         diags.push(d);
         false
@@ -123,4 +155,89 @@ pub fn early_stopping(e: &Expr, eval: &EvalSpec) -> Result<EarlyStopping, Vec<Di
         }),
         _ => Err(diags),
     }
+}
+
+/// For Keras' callback written as the setting's value,
+/// `early_stopping: EarlyStopping(monitor: "val_accuracy", patience: 3)`: nnc's call that says
+/// the same, its metric the callee. Keras' default `patience=0` stops at the first evaluation
+/// that does not improve, as nnc's `patience: 1`; its default monitor is the loss.
+fn keras_callback(args: &[Arg]) -> String {
+    let arg = |name: &str| {
+        args.iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.name == name))
+            .map(|a| &a.value)
+    };
+    let monitor = match arg("monitor").map(|m| &m.kind) {
+        Some(ExprKind::Str(m)) if m.contains("acc") => "accuracy",
+        _ => "loss",
+    };
+    let mut items = vec![format!(
+        "patience: {}",
+        arg("patience")
+            .and_then(super::args::written)
+            .filter(|p| p != "0")
+            .unwrap_or_else(|| "1".into())
+    )];
+    for (keras, nnc) in [
+        ("min_delta", "min_delta"),
+        ("restore_best_weights", "restore_best"),
+    ] {
+        if let Some(v) = arg(keras).and_then(super::args::written) {
+            // Python's `True` is nnc's `true`.
+            let v = if v == "True" || v == "False" {
+                v.to_lowercase()
+            } else {
+                v
+            };
+            items.push(format!("{nnc}: {v}"));
+        }
+    }
+    format!(
+        "the setting is Keras' callback, named by the metric it watches: \
+         `early_stopping: {monitor}({})`",
+        items.join(", ")
+    )
+}
+
+/// The warning for run `r` (of block `t`, trained for `length`) whose early stopping cannot
+/// stop it: it evaluates too few times before its last step for `patience` evaluations to
+/// follow its best one (Keras' `patience=10` carried over to a run of 5 epochs). Known only
+/// where the length and `eval:` count the same thing (both epochs, or both steps): an epoch's
+/// steps depend on the data, which `check` does not read.
+pub fn warning(t: &Train, r: &RunSpec, length: Length) -> Option<Diag> {
+    let (stopping, eval) = (r.early_stopping.as_ref()?, r.eval.as_ref()?);
+    let total = match (length, eval.per_epoch) {
+        (Length::Epochs(n), true) | (Length::Steps(n), false) => n,
+        _ => return None,
+    };
+    // The evaluations before the last step: the one after it ends the run anyway.
+    let before_end = total.saturating_sub(1) / eval.every.max(1);
+    if before_end > stopping.patience {
+        return None;
+    }
+    let setting = t.settings.iter().find(|s| s.key.name == "early_stopping")?;
+    let unit = if eval.per_epoch { "epoch" } else { "step" };
+    let restores = if stopping.restore_best {
+        "; `restore_best: true` still ends it with its best evaluation's parameters"
+    } else {
+        ""
+    };
+    Some(
+        Diag::new(
+            "nnc::train",
+            format!(
+                "early stopping cannot end this run early: it evaluates {} before its last \
+                 {unit}, too few for its best evaluation to be followed by {} that do not \
+                 improve on it",
+                super::names::plural(before_end as usize, "time"),
+                super::names::plural(stopping.patience as usize, "evaluation"),
+            ),
+            setting.value.span,
+            format!("patience {}", stopping.patience),
+        )
+        .help(format!(
+            "lower the patience, evaluate more often (`eval: every N steps`) or train longer{restores}"
+        ))
+        .warning(),
+    )
 }

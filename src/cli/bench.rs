@@ -60,7 +60,7 @@ fn reps() -> clap::builder::RangedU64ValueParser<usize> {
 
 pub fn run(args: &BenchArgs) -> CliResult {
     let t0 = Instant::now();
-    let loaded = source::load_warning(
+    let mut loaded = source::load_warning(
         &args.file,
         true,
         args.steps.map(Length::Steps),
@@ -69,6 +69,11 @@ pub fn run(args: &BenchArgs) -> CliResult {
     let front_ms = t0.elapsed().as_secs_f64() * 1e3;
     // As `nnc train` does: a run too large is refused here, not aborted by its allocation.
     super::memory::check(&loaded, args.run.as_deref(), args.max_memory)?;
+    // A benchmark trains the steps asked (`--steps`, else the run's length): early stopping,
+    // which would end a run after fewer, and quietly (`nnc bench` prints no notes), is left out.
+    for r in &mut loaded.program.runs {
+        r.early_stopping = None;
+    }
     let p = &loaded.program;
     if let Some(n) = args.run.as_ref().filter(|n| p.run(n).is_none()) {
         return Err(CliError::user(crate::check::unknown_run(p, n, &args.file)));

@@ -47,16 +47,23 @@ pub fn run(path: &Path, stats: bool, max_memory: Option<u64>) -> CliResult {
 
 /// Warnings for the checkpoint files that `init:` and `teacher:` name but that do not exist
 /// (relative to the file's folder): only warnings, as another command may write them before
-/// `nnc train` reads them, which refuses a missing one.
+/// `nnc train` reads them, which refuses a missing one. A file that an earlier run's
+/// `checkpoint:` writes is not warned of: training the file writes it before it is read.
 fn missing_reads(loaded: &source::Loaded) -> Vec<Diag> {
     let dir = loaded.dir();
-    loaded
-        .program
-        .runs
-        .iter()
-        .flat_map(|r| &r.reads)
-        .filter(|(f, _)| !resolve(f, &dir).exists())
-        .map(|(f, span)| {
+    let runs = &loaded.program.runs;
+    runs.iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.reads.iter().map(move |read| (i, read)))
+        .filter(|(i, (f, _))| {
+            let path = resolve(f, &dir);
+            let written_before = runs[..*i]
+                .iter()
+                .filter_map(|earlier| earlier.checkpoint.as_deref())
+                .any(|c| resolve(c, &dir) == path);
+            !written_before && !path.exists()
+        })
+        .map(|(_, (f, span))| {
             Diag::new(
                 "nnc::train",
                 format!("checkpoint {f:?} does not exist"),

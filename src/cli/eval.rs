@@ -58,13 +58,14 @@ pub fn run(args: &EvalArgs) -> CliResult {
         ];
         refuse_log(l, &[&read, &loaded.data_files(spec, &data_dir)])?;
     }
-    // The step the checkpoint was written after, and its epoch (from 1) where it records its
+    // The step whose parameters the checkpoint holds (that it was written after, or the best
+    // evaluation's that `restore_best` put back), and its epoch (from 1) where it records its
     // position in the run.
-    let step = ck.step;
+    let step = crate::runtime::checkpoint::params_step(&ck);
     let epoch = resume::Position::from_checkpoint(&ck)
         .ok()
-        .filter(|a| a.step > 0)
-        .map(|a| (a.step - 1) / a.batches_per_epoch + 1);
+        .zip(step.filter(|s| *s > 0))
+        .map(|(a, s)| (s - 1) / a.batches_per_epoch.max(1) + 1);
     // Every parameter the student needs, named with the file and the shape expected.
     for p in spec.eval_graph.params.iter() {
         if !p.path.starts_with(TEACHER) {

@@ -44,10 +44,50 @@ pub fn checkpoint_name_for(file: &str) -> String {
         .to_string()
 }
 
+/// What [`CheckpointError::Missing`] adds: the tensors the checkpoint holds beside the one
+/// missing (the first four), and for PyTorch's names of a recurrent layer's, what nnc calls
+/// them.
+fn held_beside(tensors: &[String]) -> String {
+    if tensors.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = tensors.iter().take(4).map(|t| format!("`{t}`")).collect();
+    let more = match tensors.len() - shown.len() {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let torch = tensors
+        .iter()
+        .any(|t| t.contains(".weight_ih_l") || t.contains(".weight_hh_l"));
+    let names = if torch {
+        "; those are PyTorch's names: nnc's `w_xh` is `weight_ih_l0` transposed, `w_hh` \
+         `weight_hh_l0` transposed, and an rnn's or lstm's `bias` the sum of `bias_ih_l0` and \
+         `bias_hh_l0` (spec §5)"
+    } else {
+        ""
+    };
+    format!("; beside it, it holds {}{more}{names}", shown.join(", "))
+}
+
 /// Metadata key of a text run's vocabulary: its characters in id order. A checkpoint read with
 /// another text's vocabulary (same size, other characters) would map every id to another
 /// character; those that record one are checked ([`check_vocab`]).
 pub const VOCAB: &str = "nnc.vocab";
+
+/// Metadata key of the step whose parameters a checkpoint holds, where that is not the step it
+/// was written after (`__step`, from which a resumed run goes on): `restore_best: true` put
+/// back an earlier evaluation's. `nnc eval` reports its evaluation at that step, where the
+/// training log has it.
+pub const PARAMS_STEP: &str = "nnc.params_step";
+
+/// The step whose parameters `ck` holds: the one [`PARAMS_STEP`] records, else the one it was
+/// written after.
+pub fn params_step(ck: &Checkpoint) -> Option<u64> {
+    ck.meta
+        .get(PARAMS_STEP)
+        .and_then(|s| s.parse().ok())
+        .or(ck.step)
+}
 
 /// Refuses `ck` when it records a vocabulary ([`VOCAB`]) other than `vocab`, the one of the
 /// text it is about to be used with (`data`, the data block's name).
@@ -99,11 +139,13 @@ pub enum CheckpointError {
     },
     #[error("checkpoint {} is not a valid safetensors file: {msg}", .path.display())]
     Corrupt { path: PathBuf, msg: String },
-    #[error("checkpoint {} has no tensor `{name}` (expected f32 {dims:?})", .path.display())]
+    #[error("checkpoint {} has no tensor `{name}` {expected}", .path.display())]
     Missing {
         path: PathBuf,
         name: String,
-        dims: Vec<usize>,
+        /// The dtype and shape expected (`(expected f32 [2, 4])`), then what the checkpoint
+        /// holds under the same layer ([`held_beside`]): as text, which keeps the error small.
+        expected: String,
     },
     #[error("checkpoint {}: tensor `{name}` has shape {found:?}, expected {expected:?}", .path.display())]
     Shape {
@@ -474,6 +516,24 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// The names of the tensors it holds under the layer of tensor `name` (`lstm1.` for
+    /// `lstm1.w_xh`), sorted.
+    fn under_layer_of(&self, name: &str) -> Vec<String> {
+        let Some((layer, _)) = name.rsplit_once('.') else {
+            return Vec::new();
+        };
+        let under = format!("{layer}.");
+        let mut held: Vec<String> = self
+            .tensors
+            .keys()
+            .chain(self.other.keys())
+            .filter(|t| t.starts_with(&under))
+            .cloned()
+            .collect();
+        held.sort();
+        held
+    }
+
     /// Tensor `name`, which must be f32 with shape `dims` and hold only finite values.
     pub fn get(&self, name: &str, dims: &[usize]) -> Result<&Tensor, CheckpointError> {
         let path = self.path.clone();
@@ -503,7 +563,10 @@ impl Checkpoint {
                 None => Err(CheckpointError::Missing {
                     path,
                     name: name.into(),
-                    dims: dims.to_vec(),
+                    expected: format!(
+                        "(expected f32 {dims:?}){}",
+                        held_beside(&self.under_layer_of(name))
+                    ),
                 }),
             },
         }

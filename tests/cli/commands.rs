@@ -1421,6 +1421,35 @@ fn bench_reports_the_batch_trained_when_the_split_is_smaller() {
     assert_has(&text, &["train 10 steps × 4:"]);
 }
 
+/// A run with early stopping is benchmarked over the steps asked: its test loss rises from the
+/// first evaluation on (the test labels are flipped), which stopped it after 3 of the 40 steps,
+/// with no word of why (`nnc bench` prints no notes).
+#[test]
+fn bench_trains_the_steps_asked_whatever_early_stopping_says() {
+    let s = Scratch::new("bench-early-stop");
+    let nn = s.write(
+        "flipped.nn",
+        "model M(x: [2]) -> [2] { return x |> dense(16) |> relu |> dense(2) }
+         data d {
+    train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]])
+    test: inline(x: [[0, 0], [0, 1]], y: [[1], [0]])
+}
+         train m: M on d {
+    loss: cross_entropy(output, label)
+    optimizer: adam(lr: 0.05)
+    batch: 4
+    eval: every 1 step [loss]
+    early_stopping: loss(patience: 2)
+}
+",
+    );
+    let trained = run!("train", &nn, "--steps", "40");
+    succeeded(&trained);
+    assert_has(&stderr(&trained), &["stops early after step 3:"]);
+    let text = succeeded(&run!("bench", &nn, "--steps", "40", "--reps", "2"));
+    assert_has(&text, &["train 40 steps × 4:"]);
+}
+
 /// `--run` with a name the file does not have suggests the closest run, or lists the runs: it
 /// said only "no run named `plian`".
 #[test]
@@ -2016,4 +2045,27 @@ fn check_warns_of_a_missing_init_or_teacher_checkpoint() {
     let out = run!("check", &nn);
     succeeded(&out);
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+/// No warning for an `init:` or `teacher:` file that an earlier run's `checkpoint:` writes:
+/// training the file writes it before the later run reads it (it was warned of as missing,
+/// though `nnc train` of the same file then trained every run). Another missing file still is.
+#[test]
+fn check_does_not_warn_of_a_checkpoint_an_earlier_run_writes() {
+    let s = Scratch::new("check-reads-written");
+    let nn = s.write(
+        "chain.nn",
+        "model M(x: [2]) -> [2] { return x |> dense(2) }\n\
+         data d { train: inline(x: [[0, 1], [1, 0]], y: [0, 1]) }\n\
+         train first: M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    steps: 1\n    checkpoint: \"first.st\"\n}\n\
+         train second: M on d {\n    loss: kd(output, teacher, label)\n    optimizer: sgd(lr: 0.1)\n    steps: 1\n    init: \"first.st\"\n    teacher: M(checkpoint: \"./first.st\")\n}\n\
+         train other: M on d {\n    loss: cross_entropy(output, label)\n    optimizer: sgd(lr: 0.1)\n    steps: 1\n    init: \"elsewhere.st\"\n}\n",
+    );
+    let out = run!("check", &nn);
+    succeeded(&out);
+    let err = stderr(&out);
+    assert!(!err.contains("\"first.st\" does not exist"), "{err}");
+    assert!(!err.contains("\"./first.st\" does not exist"), "{err}");
+    assert_has(&err, &["checkpoint \"elsewhere.st\" does not exist"]);
+    assert_eq!(err.matches("does not exist").count(), 1, "{err}");
 }

@@ -113,3 +113,37 @@ fn restore_best_ends_a_run_with_the_parameters_of_its_best_evaluation() {
     let evaluated = succeeded(&run!("eval", &nn, "--checkpoint", &ck));
     assert_has(&evaluated, &[&format!("loss {best}")]);
 }
+
+/// `nnc eval --log-json` of a checkpoint that `restore_best` wrote records its evaluation at the
+/// step of the parameters it holds (10, where the training log has the same loss), not at the
+/// step the run ended (40, where the log has another), so that `nnc plot` draws it where it
+/// belongs; the checkpoint still resumes from step 40.
+#[test]
+fn eval_of_a_restored_checkpoint_is_logged_at_the_step_of_its_parameters() {
+    let s = Scratch::new("early-stop-restore-eval");
+    let nn = s.write(
+        "flipped.nn",
+        xor("[[1], [0]]", "loss(patience: 3, restore_best: true)"),
+    );
+    let (ck, log) = (s.path("m.st"), s.path("log.jsonl"));
+    succeeded(&run!("train", &nn, "--checkpoint", &ck, "--log-json", &log));
+    assert_eq!(Checkpoint::load(&ck).unwrap().step, Some(40));
+    succeeded(&run!("eval", &nn, "--checkpoint", &ck, "--log-json", &log));
+    let records = records(&log);
+    let trained = records
+        .iter()
+        .find(|r| r["type"] == "eval" && r["step"] == 10)
+        .unwrap();
+    let evaluated = records.last().unwrap();
+    assert_eq!(evaluated["checkpoint"], ck.display().to_string());
+    assert_eq!(
+        (&evaluated["step"], &evaluated["epoch"]),
+        (&10.into(), &10.into())
+    );
+    let (a, b) = (
+        trained["loss"].as_f64().unwrap(),
+        evaluated["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    succeeded(&run!("plot", &log, "--out", &s.path("curve.svg")));
+}

@@ -164,14 +164,15 @@ impl StartNote {
                 plural(b, "batch-norm buffer")
             ),
         };
-        // A layer partly loaded is named by its tensors (`lstm1.w_xh_l1`), not as a whole.
-        let loaded = |layer: &str| self.loaded.iter().any(|p| covers(layer, p));
-        let names = |paths: &[String]| {
-            layers(
-                &paths.iter().map(String::as_str).collect::<Vec<_>>(),
-                loaded,
-            )
+        // A layer partly loaded is named by its tensors (`lstm1.w_xh_l1`), not as a whole; so
+        // is one both fresh and unused (a file that names its tensors otherwise, PyTorch's
+        // `lstm1.weight_ih_l0`): "fresh: lstm1; unused: lstm1" would not say what differs.
+        let some = |paths: &[String], layer: &str| paths.iter().any(|p| covers(layer, p));
+        let split = |layer: &str| {
+            some(&self.loaded, layer) || (some(&self.fresh, layer) && some(&self.unused, layer))
         };
+        let names =
+            |paths: &[String]| layers(&paths.iter().map(String::as_str).collect::<Vec<_>>(), split);
         if !self.fresh.is_empty() {
             note += &format!("; {} fresh: {}", self.fresh.len(), names(&self.fresh));
         }
@@ -779,6 +780,24 @@ mod tests {
             "head, lstm1.w_xh_l1, lstm1.w_hh_l1, lstm1.bias_l1"
         );
         assert_eq!(layers(&fresh, |_| false), "head, lstm1");
+    }
+
+    /// A file whose tensors of a layer are all named otherwise (PyTorch's names) leaves the
+    /// layer both fresh and unused: each side names its tensors.
+    #[test]
+    fn a_layer_both_fresh_and_unused_is_named_by_its_tensors() {
+        let note = StartNote {
+            from: InitFrom::File("torch.st".into()),
+            loaded: vec!["dense1.weight".into(), "dense1.bias".into()],
+            buffers: 0,
+            fresh: vec!["lstm1.w_xh".into(), "lstm1.w_hh".into()],
+            unused: vec!["lstm1.weight_hh_l0".into(), "lstm1.weight_ih_l0".into()],
+        };
+        assert_eq!(
+            note.message("m"),
+            "run `m` starts from torch.st: 2 parameters loaded; 2 fresh: lstm1.w_xh, \
+             lstm1.w_hh; 2 unused from torch.st: lstm1.weight_hh_l0, lstm1.weight_ih_l0"
+        );
     }
 
     #[test]

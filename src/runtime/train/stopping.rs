@@ -28,6 +28,9 @@ pub(super) struct Stop {
     pub best: f64,
     pub best_step: u64,
     pub patience: u64,
+    /// How much better than `best` an evaluation had to be: with it, one a little better did
+    /// not count, and the message says so.
+    pub min_delta: f64,
 }
 
 /// What an evaluation means to the count.
@@ -76,6 +79,7 @@ impl Watch {
                     best,
                     best_step,
                     patience: self.spec.patience,
+                    min_delta: self.spec.min_delta,
                 })
             }
             _ => {
@@ -133,14 +137,26 @@ impl Stop {
     }
 
     /// ``run `M` stops early after step 600: its test loss has not improved on 0.1234 (after
-    /// step 300) in 3 evaluations``.
+    /// step 300) in 3 evaluations``, with `by more than 0.01` after the best figure when
+    /// `min_delta` is set (an evaluation a little better than it did not count).
     pub fn message(&self, run: &str) -> String {
-        let best = match self.monitor {
-            Metric::Loss => super::progress::loss_text(self.best),
-            Metric::Accuracy => format!("{:.2}%", self.best * 100.0),
+        let (best, delta) = match self.monitor {
+            Metric::Loss => (
+                super::progress::loss_text(self.best),
+                short(self.min_delta).to_string(),
+            ),
+            Metric::Accuracy => (
+                format!("{:.2}%", self.best * 100.0),
+                format!("{} points", short(self.min_delta * 100.0)),
+            ),
+        };
+        let by = if self.min_delta > 0.0 {
+            format!(" by more than {delta}")
+        } else {
+            String::new()
         };
         format!(
-            "run `{run}` stops early after step {}: its test {} has not improved on {best} \
+            "run `{run}` stops early after step {}: its test {} has not improved on {best}{by} \
              (after step {}) in {}",
             self.step,
             self.metric(),
@@ -159,6 +175,12 @@ impl Stop {
             .uint("best_step", Some(self.best_step))?;
         o.uint("patience", Some(self.patience))?.end()
     }
+}
+
+/// `v` to at most 6 decimals, without trailing zeros: 0.001 × 100 is `0.1`, not
+/// `0.10000000000000002`.
+fn short(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
 }
 
 #[cfg(test)]
@@ -199,8 +221,8 @@ mod tests {
         assert_eq!((stop.step, stop.best, stop.best_step), (500, 0.45, 300));
         assert_eq!(
             stop.message("m"),
-            "run `m` stops early after step 500: its test loss has not improved on 0.4500 \
-             (after step 300) in 2 evaluations"
+            "run `m` stops early after step 500: its test loss has not improved on 0.4500 by \
+             more than 0.01 (after step 300) in 2 evaluations"
         );
     }
 
@@ -227,5 +249,23 @@ mod tests {
         assert!(stop
             .message("m")
             .contains("accuracy has not improved on 60.00%"));
+    }
+
+    /// An accuracy's min_delta is a fraction, said in points: 0.001 is a tenth of one.
+    #[test]
+    fn the_accuracy_s_min_delta_is_said_in_points() {
+        let mut w = Watch::new(&EarlyStopping {
+            monitor: Metric::Accuracy,
+            patience: 1,
+            min_delta: 0.001,
+            restore_best: false,
+        });
+        assert_eq!(w.observe(&eval(1, 9.0, 0.9)), Verdict::Best);
+        let Verdict::Stop(stop) = w.observe(&eval(2, 9.0, 0.9005)) else {
+            panic!("0.05 points is not more than 0.1")
+        };
+        assert!(stop.message("m").contains(
+            "accuracy has not improved on 90.00% by more than 0.1 points (after step 1)"
+        ));
     }
 }

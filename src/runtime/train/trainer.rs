@@ -63,6 +63,9 @@ pub(super) struct Trainer<'a> {
     stopped_early: bool,
     /// With `restore_best: true`, the parameters of the best evaluation so far.
     best: Option<Restored>,
+    /// The step whose parameters [`Trainer::restore_best`] put back, which the checkpoint
+    /// records ([`checkpoint::PARAMS_STEP`]).
+    restored_step: Option<u64>,
     order: Epochs,
     batch_size: usize,
     per_epoch: u64,
@@ -213,6 +216,7 @@ impl<'a> Trainer<'a> {
             watch: spec.early_stopping.as_ref().map(Watch::new),
             stopped_early: false,
             best: None,
+            restored_step: None,
             order,
             batch_size,
             per_epoch,
@@ -667,6 +671,7 @@ impl<'a> Trainer<'a> {
             .note(&text, |w| best.record(w, run))
             .map_err(log_error(self.run.opts))?;
         self.last_eval = Some(best.eval);
+        self.restored_step = Some(best.eval.step);
         self.params.values = best.values;
         Ok(())
     }
@@ -754,6 +759,9 @@ impl<'a> Trainer<'a> {
         let mut meta = pos.to_meta();
         if let Some(v) = &self.data.vocab {
             meta.insert(checkpoint::VOCAB.into(), v.iter().collect());
+        }
+        if let Some(s) = self.restored_step {
+            meta.insert(checkpoint::PARAMS_STEP.into(), s.to_string());
         }
         checkpoint::save_with_meta(path, &ts, Some(self.step), &meta).map_err(|source| {
             TrainError::Checkpoint {
