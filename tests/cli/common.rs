@@ -114,11 +114,3 @@ pub fn mnist() -> Option<PathBuf> {
 pub fn shakespeare() -> Option<PathBuf> {
     shared::shared_data("tinyshakespeare")
 }
-
-/// The records of the JSON-lines log at `path`, each line parsed.
-pub fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every line is one JSON object"))
-        .collect()
-}
