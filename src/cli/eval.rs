@@ -2,7 +2,7 @@
 //! of a run's data, with the run's evaluation graph (no dropout).
 
 use super::outputs::{refuse_log, Log, Named};
-use super::predict::writer;
+use super::predict::{another_writer, writer};
 use super::{source, train, CliError, CliResult};
 use crate::runtime::checkpoint::{check_vocab, Checkpoint, Tensor, VOCAB};
 use crate::runtime::train::{
@@ -67,9 +67,11 @@ pub fn run(args: &EvalArgs) -> CliResult {
         .zip(step.filter(|s| *s > 0))
         .map(|(a, s)| (s - 1) / a.batches_per_epoch.max(1) + 1);
     // Every parameter the student needs, named with the file and the shape expected.
-    for p in spec.eval_graph.params.iter() {
-        if !p.path.starts_with(TEACHER) {
-            ck.get(&p.path, &p.dims).map_err(CliError::user)?;
+    for t in spec.eval_graph.params.iter() {
+        if !t.path.starts_with(TEACHER) {
+            ck.get(&t.path, &t.dims).map_err(|e| {
+                CliError::user(format!("{e}{}", another_writer(p, &ck, &spec.model, "run")))
+            })?;
         }
     }
     let mut params = std::mem::take(&mut ck.tensors);

@@ -50,7 +50,7 @@ pub fn run(args: &PredictArgs) -> CliResult {
     let p = &loaded.program;
     let (model, ck) = pick_model(p, args.model.as_deref(), &args.file, &args.checkpoint)?;
     let normalize = training_data(p, model).and_then(|d| d.normalize.as_ref());
-    let (mut exec, ck) = with_checkpoint(model, ck)?;
+    let (mut exec, ck) = with_checkpoint(p, model, ck)?;
     let inputs = read_inputs(&args.input, args.index).map_err(|e| {
         // Plain text given to a character model: predict reads ids, sample writes text.
         let ids = model
@@ -232,6 +232,21 @@ pub fn writer<'a>(p: &'a Program, ck: &Checkpoint) -> Option<&'a RunSpec> {
         .and_then(|r| p.run(r))
 }
 
+/// For a checkpoint `ck` that lacks a tensor the model `model` needs: the run that wrote it, when
+/// its header names one of `p` whose model is another, and how to choose it (`--{option} …`).
+pub fn another_writer(p: &Program, ck: &Checkpoint, model: &str, option: &str) -> String {
+    match writer(p, ck) {
+        Some(w) if w.model != model => {
+            let choice = if option == "run" { &w.name } else { &w.model };
+            format!(
+                "; it was written by run `{}` (model `{}`): choose it with `--{option} {choice}`",
+                w.name, w.model
+            )
+        }
+        _ => String::new(),
+    }
+}
+
 /// The data block of the last run that trains `model` (its vocabulary, its `normalize`).
 pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::ir::DataSpec> {
     p.runs
@@ -245,11 +260,17 @@ pub fn training_data<'a>(p: &'a Program, model: &ModelIr) -> Option<&'a crate::i
 /// checkpoint `ck` ([`crate::exec::Executor::hold_params`]: runs are passed no parameters), and
 /// the checkpoint's header (its metadata; no tensors).
 pub fn with_checkpoint(
+    p: &Program,
     model: &ModelIr,
     ck: Checkpoint,
 ) -> Result<(Box<dyn crate::exec::Executor>, Checkpoint), CliError> {
     let wanted: Vec<_> = model.graph.params.iter().collect();
-    let params = ck.params_for(&wanted, "").map_err(CliError::user)?;
+    let params = ck.params_for(&wanted, "").map_err(|e| {
+        CliError::user(format!(
+            "{e}{}",
+            another_writer(p, &ck, &model.name, "model")
+        ))
+    })?;
     let mut exec = train::backend(false, Some(1))
         .forward_executor(&model.graph)
         .map_err(CliError::internal)?;

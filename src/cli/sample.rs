@@ -90,7 +90,7 @@ pub fn run(args: &SampleArgs) -> CliResult {
                 data.name
             ))
         })?;
-    let (mut exec, ck) = with_checkpoint(model, ck)?;
+    let (mut exec, ck) = with_checkpoint(p, model, ck)?;
     // The checkpoint fits the model; the text's characters must be those it was trained on.
     check_vocab(&ck, &vocab, &data.name).map_err(CliError::user)?;
     let opts = SampleOptions {

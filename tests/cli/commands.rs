@@ -2069,3 +2069,45 @@ fn check_does_not_warn_of_a_checkpoint_an_earlier_run_writes() {
     assert_has(&err, &["checkpoint \"elsewhere.st\" does not exist"]);
     assert_eq!(err.matches("does not exist").count(), 1, "{err}");
 }
+
+/// A checkpoint given to `eval --run` or `predict --model` of another model than the one that
+/// wrote it lacks the tensors asked for: the error names the run that wrote it and the option
+/// that chooses it.
+#[test]
+fn a_checkpoint_of_another_run_names_the_run_that_wrote_it() {
+    let s = Scratch::new("other-writer");
+    let nn = s.write(
+        "t.nn",
+        "model A(x: [2]) -> [2] { return x |> dense(4) |> relu |> dense(2) }\n\
+         model B(x: [2]) -> [2] { return x |> dense(3) as body |> relu |> dense(2) as head }\n\
+         data d { train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]]) }\n\
+         train one: A on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) steps: 3 checkpoint: \"one.st\" }\n\
+         train two: B on d { loss: cross_entropy(output, label) optimizer: sgd(lr: 0.1) steps: 3 checkpoint: \"two.st\" }\n",
+    );
+    succeeded(&run!("train", &nn, "--quiet"));
+    let one = s.path("one.st");
+    let missing = "one.st has no tensor `body.weight` (expected f32 [2, 3]); it was written by run `one` (model `A`)";
+    let err = user_error(&run!("eval", &nn, "--run", "two", "--checkpoint", &one));
+    assert_has(&err, &[missing, "choose it with `--run one`"]);
+    let input = s.write("x.json", "[0, 1]");
+    let err = user_error(&run!(
+        "predict",
+        &nn,
+        "--model",
+        "B",
+        "--checkpoint",
+        &one,
+        "--input",
+        &input
+    ));
+    assert_has(&err, &[missing, "choose it with `--model A`"]);
+    // The right one evaluates.
+    succeeded(&run!(
+        "eval",
+        &nn,
+        "--run",
+        "two",
+        "--checkpoint",
+        &s.path("two.st")
+    ));
+}
