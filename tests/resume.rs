@@ -566,3 +566,68 @@ fn a_resumed_runs_summary_averages_the_steps_it_ran_and_a_finished_one_trains_no
         assert_eq!(std::fs::read(&at_end).unwrap(), before);
     }
 }
+
+/// A run that early stopping ends, with `restore_best: true`, stopped after k steps and resumed
+/// from its checkpoint: the checkpoint keeps the count and the best evaluation's parameters, so
+/// the resumed run stops after the same step (40, its fourth evaluation, the first being the
+/// best) and ends with the same weights, bit for bit, as the uninterrupted run. (Counted afresh,
+/// a run resumed after step 25 would take step 30's evaluation for its best and go on to 60.)
+#[test]
+fn early_stopping_resumes_with_its_count_and_its_best_parameters() {
+    // The test labels are the training ones flipped: the better the model learns, the worse
+    // its test loss.
+    let p = program(
+        r#"
+model Net(x: [2]) -> [2] { return x |> dense(16) |> relu |> dense(2) }
+data d {
+    train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]])
+    test: inline(x: [[0, 0], [0, 1]], y: [[1], [0]])
+}
+train Net on d {
+    loss: cross_entropy(output, label)
+    optimizer: adam(lr: 0.05)
+    batch: 4, steps: 200
+    eval: every 10 steps [loss]
+    early_stopping: loss(patience: 3, restore_best: true)
+}
+"#,
+    );
+    let dir = Scratch::new("early-stop-resume");
+    let quiet = TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    };
+    let straight_ck = dir.path("straight.st");
+    let straight = session_train(
+        &p,
+        TrainOptions {
+            checkpoint: Some(straight_ck.clone()),
+            ..quiet.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(Checkpoint::load(&straight_ck).unwrap().step, Some(40));
+    for k in [15u64, 25, 35] {
+        let ck = dir.path(&format!("k{k}.st"));
+        let stopped = session_train(
+            &p,
+            TrainOptions {
+                stop_after: Some(k),
+                checkpoint: Some(ck.clone()),
+                ..quiet.clone()
+            },
+        );
+        assert!(matches!(stopped, Err(TrainError::Interrupted { .. })));
+        let resumed = session_train(
+            &p,
+            TrainOptions {
+                resume: Some(ck.clone()),
+                checkpoint: Some(ck.clone()),
+                ..quiet.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(Checkpoint::load(&ck).unwrap().step, Some(40), "k = {k}");
+        assert_bit_identical(&straight, &resumed);
+    }
+}

@@ -80,6 +80,14 @@ pub const VOCAB: &str = "nnc.vocab";
 /// training log has it.
 pub const PARAMS_STEP: &str = "nnc.params_step";
 
+/// Metadata key of early stopping's count (the best value, its step, the evaluations since),
+/// which `--resume` takes back so that the run stops where an uninterrupted one does.
+pub const EARLY_STOPPING: &str = "nnc.early_stopping";
+
+/// Metadata key of the best evaluation so far of a run with `restore_best: true`, whose
+/// parameters the checkpoint holds under `__best.`.
+pub const BEST_EVAL: &str = "nnc.best_eval";
+
 /// The step whose parameters `ck` holds: the one [`PARAMS_STEP`] records, else the one it was
 /// written after.
 pub fn params_step(ck: &Checkpoint) -> Option<u64> {

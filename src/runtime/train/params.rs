@@ -614,7 +614,8 @@ impl Params {
     }
 
     /// Loads the checkpoint `path` of run `run` into the (non-teacher) parameters and the
-    /// optimizer state, and returns the position it records, refused when it is another run's
+    /// optimizer state, and returns the position it records (and the checkpoint, for the rest of
+    /// the run's state), refused when it is another run's
     /// or was written with another number of batches per epoch than this run's `per_epoch`, or
     /// another order of batches than `spec`'s, or with an optimizer whose state holds other
     /// things than `spec`'s.
@@ -626,7 +627,7 @@ impl Params {
         per_epoch: u64,
         spec: &RunSpec,
         vocab: Option<(&[char], &str)>,
-    ) -> Result<Position, TrainError> {
+    ) -> Result<(Position, Checkpoint), TrainError> {
         let (order, optimizer) = (&Order::of(spec), &spec.optimizer);
         let setup = |msg: String| TrainError::Setup {
             run: run.into(),
@@ -739,7 +740,7 @@ impl Params {
                 optimizer.name()
             )));
         }
-        Ok(pos)
+        Ok((pos, ck))
     }
 
     /// The parameters the run ends with, by path (teacher parameters left out).

@@ -52,16 +52,14 @@ pub(super) fn train(
     let mut model = Model::build(program, run, trained, &data)?;
     let order = Epochs::new(data.train.len, spec.batch, spec.shuffle, spec.seed);
     let per_epoch = order.batches_per_epoch() as u64;
-    let resumed = match &opts.resume {
-        Some(p) => Some(model.params.restore(
-            p,
-            run.name,
-            &model.graph,
-            per_epoch,
-            spec,
-            data.vocab.as_deref().map(|v| (v, spec.data.as_str())),
-        )?),
-        None => None,
+    let (resumed, ck) = match &opts.resume {
+        Some(p) => {
+            let vocab = data.vocab.as_deref().map(|v| (v, spec.data.as_str()));
+            let (pos, ck) =
+                (model.params).restore(p, run.name, &model.graph, per_epoch, spec, vocab)?;
+            (Some(pos), Some(ck))
+        }
+        None => (None, None),
     };
     broadcast_start(opts.comm.as_ref(), run.name, model.params.tensors_mut())?;
     let total = total_steps(spec, opts, resumed.as_ref(), per_epoch);
@@ -73,6 +71,9 @@ pub(super) fn train(
     }
     let start = resumed.map_or(0, |r| r.step);
     let mut trainer = Trainer::new(run, data, model, order, total, start, log)?;
+    if let Some(ck) = &ck {
+        trainer.resume_watch(ck)?;
+    }
     match trainer.train()? {
         Ended::Done => trainer.finish(t0),
         Ended::Interrupted(checkpoint) => Err(trainer.interrupted(checkpoint)),

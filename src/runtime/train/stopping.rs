@@ -7,6 +7,10 @@
 //! all of them stop at the same step.
 
 use super::progress::{EvalInfo, Record};
+
+/// The prefix of the tensors under which a checkpoint keeps the parameters of the best
+/// evaluation so far (`restore_best: true`): `__best.<path>`.
+pub(super) const BEST: &str = "__best.";
 use crate::ir::{EarlyStopping, Metric};
 use std::io::Write;
 
@@ -50,6 +54,33 @@ impl Watch {
             spec: spec.clone(),
             best: None,
             since: 0,
+        }
+    }
+
+    /// The count as a checkpoint keeps it ([`checkpoint::EARLY_STOPPING`]), so that a run
+    /// resumed from it stops where the uninterrupted run stops: the best value's bits, the step
+    /// it was evaluated after, and the evaluations since. `None` before the first evaluation.
+    ///
+    /// [`checkpoint::EARLY_STOPPING`]: crate::runtime::checkpoint::EARLY_STOPPING
+    pub fn to_meta(&self) -> Option<String> {
+        let (best, step) = self.best?;
+        Some(format!("{:016x} {step} {}", best.to_bits(), self.since))
+    }
+
+    /// Takes the count back from [`Watch::to_meta`]'s text.
+    pub fn resume(&mut self, text: &str) -> Result<(), String> {
+        let bad = || format!("early stopping's count `{text}` is not three numbers");
+        let [bits, step, since] = text.split(' ').collect::<Vec<_>>()[..] else {
+            return Err(bad());
+        };
+        let best = u64::from_str_radix(bits, 16).map(f64::from_bits);
+        match (best, step.parse(), since.parse()) {
+            (Ok(best), Ok(step), Ok(since)) => {
+                self.best = Some((best, step));
+                self.since = since;
+                Ok(())
+            }
+            _ => Err(bad()),
         }
     }
 
@@ -99,6 +130,47 @@ pub(super) struct Restored {
 }
 
 impl Restored {
+    /// The evaluation as a checkpoint keeps it ([`checkpoint::BEST_EVAL`]), beside the
+    /// parameters under [`BEST`]: step, epoch, samples, and the bits of the loss and the accuracy
+    /// (`-` for one not measured).
+    ///
+    /// [`checkpoint::BEST_EVAL`]: crate::runtime::checkpoint::BEST_EVAL
+    pub fn to_meta(&self) -> String {
+        let bits = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:016x}", v.to_bits()));
+        let e = &self.eval;
+        let (loss, accuracy) = (bits(e.loss), bits(e.accuracy));
+        format!("{} {} {} {loss} {accuracy}", e.step, e.epoch, e.samples)
+    }
+
+    /// The evaluation back from [`Restored::to_meta`]'s text, with its parameters `values`.
+    pub fn from_meta(text: &str, values: Vec<Vec<f32>>) -> Result<Restored, String> {
+        let bad = || format!("the best evaluation `{text}` is not five numbers");
+        let [step, epoch, samples, loss, accuracy] = text.split(' ').collect::<Vec<_>>()[..] else {
+            return Err(bad());
+        };
+        let bits = |v: &str| match v {
+            "-" => Ok(None),
+            v => u64::from_str_radix(v, 16).map(|b| Some(f64::from_bits(b))),
+        };
+        let eval = match (
+            step.parse(),
+            epoch.parse(),
+            samples.parse(),
+            bits(loss),
+            bits(accuracy),
+        ) {
+            (Ok(step), Ok(epoch), Ok(samples), Ok(loss), Ok(accuracy)) => EvalInfo {
+                step,
+                epoch,
+                loss,
+                accuracy,
+                samples,
+            },
+            _ => return Err(bad()),
+        };
+        Ok(Restored { eval, values })
+    }
+
     /// ``run `m` ends with its parameters after step 10 (test loss 1.0337), its best``.
     pub fn message(&self, run: &str, monitor: Metric) -> String {
         let figure = match monitor {
@@ -267,5 +339,40 @@ mod tests {
         assert!(stop.message("m").contains(
             "accuracy has not improved on 90.00% by more than 0.1 points (after step 1)"
         ));
+    }
+
+    /// The count and the best evaluation come back from a checkpoint's text as they were, the
+    /// values to the bit; bad text is an error, not a silent fresh count.
+    #[test]
+    fn the_count_and_the_best_evaluation_survive_a_checkpoint() {
+        let spec = EarlyStopping {
+            monitor: Metric::Loss,
+            patience: 3,
+            min_delta: 0.0,
+            restore_best: true,
+        };
+        let mut w = Watch::new(&spec);
+        assert_eq!(w.to_meta(), None);
+        w.observe(&eval(10, 0.1 + 0.2, 0.0));
+        w.observe(&eval(20, 0.5, 0.0));
+        let mut back = Watch::new(&spec);
+        back.resume(&w.to_meta().unwrap()).unwrap();
+        assert_eq!((back.best, back.since), (Some((0.1 + 0.2, 10)), 1));
+        assert!(back.resume("1 2").is_err() && back.resume("x 2 3").is_err());
+        let best = Restored {
+            eval: EvalInfo {
+                accuracy: None,
+                ..eval(10, 0.1 + 0.2, 0.0)
+            },
+            values: vec![vec![1.0]],
+        };
+        let again = Restored::from_meta(&best.to_meta(), vec![vec![1.0]]).unwrap();
+        assert_eq!(again.eval.step, 10);
+        assert_eq!(
+            again.eval.loss.map(f64::to_bits),
+            Some((0.1f64 + 0.2).to_bits())
+        );
+        assert_eq!(again.eval.accuracy, None);
+        assert!(Restored::from_meta("10 1 4", vec![]).is_err());
     }
 }

@@ -7,17 +7,17 @@
 
 use super::anomaly;
 use super::eval::{label_inputs, non_finite_eval, EvalAt};
-use super::params::{Params, Tensors};
+use super::params::{Params, Tensors, TEACHER};
 use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::{optim_state, Order, Position};
 use super::run::{Log, Model, Run};
 use super::shard::{evaluate_sharded, Shard};
-use super::stopping::{Restored, Verdict, Watch};
+use super::stopping::{Restored, Verdict, Watch, BEST};
 use super::{AfterStep, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, Update};
 use crate::ir::{Graph, Metric, RunSpec};
 use crate::runtime::batch::{gather, prefetch, Buf, Epochs};
-use crate::runtime::checkpoint;
+use crate::runtime::checkpoint::{self, Checkpoint, Saved};
 use crate::runtime::data::{Dataset, Split};
 use std::mem::take;
 use std::path::{Path, PathBuf};
@@ -655,6 +655,42 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// Takes early stopping's count, and `restore_best`'s best evaluation and its parameters,
+    /// back from the checkpoint `ck` this run resumes from, as [`Trainer::save_to`] wrote them:
+    /// the resumed run stops, and restores, where the uninterrupted one does. A checkpoint
+    /// without them (written before the first evaluation, or by an older nnc) leaves the count
+    /// at its start.
+    pub fn resume_watch(&mut self, ck: &Checkpoint) -> Result<(), TrainError> {
+        let corrupt = |msg: String| {
+            self.run
+                .setup_error(format!("checkpoint {}: {msg}", ck.path.display()))
+        };
+        let Some(watch) = self.watch.as_mut() else {
+            return Ok(());
+        };
+        if let Some(count) = ck.meta.get(checkpoint::EARLY_STOPPING) {
+            watch.resume(count).map_err(corrupt)?;
+        }
+        if let (Some(text), true) = (ck.meta.get(checkpoint::BEST_EVAL), watch.restores_best()) {
+            let values = self
+                .graph
+                .params
+                .iter()
+                .zip(&self.params.values)
+                .map(|(p, now)| match p.path.starts_with(TEACHER) {
+                    // The teacher's do not change: they are what the run holds.
+                    true => Ok(now.clone()),
+                    false => ck
+                        .get(&format!("{BEST}{}", p.path), &p.dims)
+                        .map(|t| t.data.clone())
+                        .map_err(|e| corrupt(e.to_string())),
+                })
+                .collect::<Result<_, _>>()?;
+            self.best = Some(Restored::from_meta(text, values).map_err(corrupt)?);
+        }
+        Ok(())
+    }
+
     /// With `restore_best: true`, puts back the parameters of the best evaluation when a later
     /// one was worse (saying so), and makes it the one the summary reports.
     fn restore_best(&mut self) -> Result<(), TrainError> {
@@ -747,7 +783,19 @@ impl<'a> Trainer<'a> {
         self.progress
             .flush_log()
             .map_err(log_error(self.run.opts))?;
-        let ts = self.params.saved(&self.graph);
+        let mut ts = self.params.saved(&self.graph);
+        // `restore_best`'s parameters of the best evaluation so far, so that a resumed run
+        // restores what the uninterrupted run would.
+        if let Some(best) = &self.best {
+            let own = self.graph.params.iter().zip(&best.values);
+            for (p, v) in own.filter(|(p, _)| !p.path.starts_with(TEACHER)) {
+                ts.push(Saved {
+                    name: format!("{BEST}{}", p.path),
+                    dims: &p.dims,
+                    data: v,
+                });
+            }
+        }
         let pos = Position {
             run: self.run.name.into(),
             step: self.step,
@@ -762,6 +810,12 @@ impl<'a> Trainer<'a> {
         }
         if let Some(s) = self.restored_step {
             meta.insert(checkpoint::PARAMS_STEP.into(), s.to_string());
+        }
+        if let Some(count) = self.watch.as_ref().and_then(Watch::to_meta) {
+            meta.insert(checkpoint::EARLY_STOPPING.into(), count);
+        }
+        if let Some(best) = &self.best {
+            meta.insert(checkpoint::BEST_EVAL.into(), best.to_meta());
         }
         checkpoint::save_with_meta(path, &ts, Some(self.step), &meta).map_err(|source| {
             TrainError::Checkpoint {
