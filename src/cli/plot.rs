@@ -1,6 +1,7 @@
 //! `nnc plot LOG --out curve.svg`: the training curves of a `--log-json` log as an SVG: the
 //! training loss (each step, and its moving average) and the test loss against steps, and the
-//! test accuracy when the runs measured it, one colour per run.
+//! test accuracy when the runs measured it, one colour per run; where early stopping ended a run,
+//! and the evaluation `restore_best` put back, are marked.
 
 use super::outputs::{Kind, Named};
 use super::{CliError, CliResult};
@@ -33,6 +34,10 @@ struct Curves {
     eval: Vec<(f64, Option<f64>, Option<f64>)>,
     /// The step of the last step record, null losses included.
     last_step: Option<f64>,
+    /// Where early stopping ended the training (`early_stop`), and the evaluation whose
+    /// parameters `restore_best` put back (`restore_best`).
+    stopped: Option<f64>,
+    restored: Option<f64>,
 }
 
 impl Curves {
@@ -80,15 +85,25 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
         let field = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
         let kind = v.get("type").and_then(|t| t.as_str());
         // `nnc bench --log-json` into the same log: measurements of a run, not points of its
-        // curves; nor are what a run starts from (`init`) and how early stopping ended it.
-        let notes = ["init", "early_stop", "restore_best"];
-        if kind.is_some_and(|k| k.starts_with("bench_") || notes.contains(&k)) {
+        // curves; nor is what a run starts from (`init`).
+        if kind.is_some_and(|k| k.starts_with("bench_") || k == "init") {
             continue;
         }
         let name = v
             .get("run")
             .and_then(|r| r.as_str())
             .ok_or_else(|| bad("no `run`"))?;
+        // How early stopping ended the run's latest training: marked on its curves.
+        if let Some(k @ ("early_stop" | "restore_best")) = kind {
+            let step = field("step").ok_or_else(|| bad("no `step`"))?;
+            if let Some(r) = runs.iter_mut().rev().find(|r| r.name == name) {
+                match k {
+                    "early_stop" => r.stopped = Some(step),
+                    _ => r.restored = Some(step),
+                }
+            }
+            continue;
+        }
         // `nnc eval` of a checkpoint that records no step logs its evaluation at no step, and
         // of a run whose data holds no test samples, on the training split: neither is a point
         // of the test curves.
@@ -237,6 +252,30 @@ fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Err
                 .legend(move |(x, y)| Circle::new((x + 9, y), 4, colour.filled()));
             chart.draw_series(pts.map(|p| Circle::new(p, 4, colour.filled())))?;
         }
+        // Where early stopping ended it: a vertical line across the chart.
+        if let Some(at) = r.stopped {
+            let (lo, hi) = (chart.y_range().start, chart.y_range().end);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    [(at, lo), (at, hi)],
+                    colour.stroke_width(1),
+                )))?
+                .label(format!("{} stopped early", r.label()))
+                .legend(move |(x, y)| {
+                    PathElement::new([(x + 9, y - 7), (x + 9, y + 7)], colour.stroke_width(1))
+                });
+        }
+        // The evaluation whose parameters it ended with: a ring around its point.
+        let restored = r.restored.and_then(|at| {
+            let e = r.eval.iter().rev().find(|e| e.0 == at)?;
+            Some((at, e.1?))
+        });
+        if let Some(p) = restored {
+            chart
+                .draw_series(std::iter::once(Circle::new(p, 9, colour.stroke_width(2))))?
+                .label(format!("{} restored (best)", r.label()))
+                .legend(move |(x, y)| Circle::new((x + 9, y), 6, colour.stroke_width(2)));
+        }
     }
     chart
         .configure_series_labels()
@@ -314,6 +353,42 @@ mod tests {
         let pts: Vec<(f64, f64)> = (0..5).map(|i| (i as f64, i as f64)).collect();
         let s: Vec<f64> = smooth(&pts, 2).iter().map(|p| p.1).collect();
         assert_eq!(s, [0.0, 0.5, 1.5, 2.5, 3.5]);
+    }
+
+    /// Early stopping's records mark the run they follow: where it stopped, and the evaluation
+    /// whose parameters `restore_best` put back, drawn with their legends.
+    #[test]
+    fn where_early_stopping_ended_a_run_is_marked() {
+        let dir = std::env::temp_dir().join(format!("nnc-plot-stop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log.jsonl");
+        let mut text = String::new();
+        for s in 1..=40 {
+            text += &format!(
+                "{{\"type\":\"step\",\"run\":\"m\",\"step\":{s},\"epoch\":1,\"loss\":0.5,\"lr\":0.1,\"samples_per_s\":1}}\n"
+            );
+            if s % 10 == 0 {
+                text += &format!(
+                    "{{\"type\":\"eval\",\"run\":\"m\",\"step\":{s},\"epoch\":1,\"samples\":2,\"loss\":{},\"accuracy\":null}}\n",
+                    s as f64 / 10.0
+                );
+            }
+        }
+        text += r#"{"type":"early_stop","run":"m","step":40,"monitor":"loss","best":1.0,"best_step":10,"patience":3}"#;
+        text += "\n";
+        text += r#"{"type":"restore_best","run":"m","step":10}"#;
+        std::fs::write(&log, text).unwrap();
+        let runs = read_log(&log).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            (runs.len(), runs[0].stopped, runs[0].restored),
+            (1, Some(40.0), Some(10.0))
+        );
+        let mut svg = String::new();
+        draw(&runs, &mut svg).unwrap();
+        for legend in ["m stopped early", "m restored (best)"] {
+            assert!(svg.contains(legend), "no `{legend}` in the SVG");
+        }
     }
 
     /// A short run's losses are drawn as they are: its legend said "train (mean of 1)".
