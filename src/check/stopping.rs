@@ -104,10 +104,7 @@ pub fn early_stopping(
             .help("accuracy is measured for class logits compared with class ids or one-hot labels; watch the loss: `early_stopping: loss(patience: 3)`"),
         );
     } else if !eval.metrics.contains(&monitor) {
-        let name = match monitor {
-            Metric::Loss => "loss",
-            Metric::Accuracy => "accuracy",
-        };
+        let name = monitor.name();
         diags.push(
             Diag::new(
                 "nnc::train",

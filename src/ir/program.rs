@@ -253,6 +253,16 @@ pub enum Metric {
     Accuracy,
 }
 
+impl Metric {
+    /// As a file writes it (`eval: … [loss, accuracy]`, `early_stopping: loss(…)`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Loss => "loss",
+            Metric::Accuracy => "accuracy",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalSpec {
     pub every: u64,

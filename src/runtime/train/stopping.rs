@@ -6,13 +6,38 @@
 //! ([`Restored`]). Every process of a data-parallel run evaluates the same reduced figures, so
 //! all of them stop at the same step.
 
-use super::progress::{EvalInfo, Record};
+use super::progress::{loss_text, EvalInfo, Record};
+use crate::ir::{EarlyStopping, Metric};
+use std::io::Write;
 
 /// The prefix of the tensors under which a checkpoint keeps the parameters of the best
 /// evaluation so far (`restore_best: true`): `__best.<path>`.
 pub(super) const BEST: &str = "__best.";
-use crate::ir::{EarlyStopping, Metric};
-use std::io::Write;
+
+/// The figure of `metric` that evaluation `e` measured, if it measured it.
+fn measured(e: &EvalInfo, metric: Metric) -> Option<f64> {
+    match metric {
+        Metric::Loss => e.loss,
+        Metric::Accuracy => e.accuracy,
+    }
+}
+
+/// A figure of `metric` as notes show it: `0.4500`, `60.00%`.
+fn figure(metric: Metric, v: f64) -> String {
+    match metric {
+        Metric::Loss => loss_text(v),
+        Metric::Accuracy => format!("{:.2}%", v * 100.0),
+    }
+}
+
+/// `v`'s bits in hexadecimal, as a checkpoint's header keeps a figure exactly, and back.
+fn to_hex(v: f64) -> String {
+    format!("{:016x}", v.to_bits())
+}
+
+fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
+    u64::from_str_radix(text, 16).map(f64::from_bits)
+}
 
 /// The count kept between evaluations.
 pub(super) struct Watch {
@@ -64,7 +89,7 @@ impl Watch {
     /// [`checkpoint::EARLY_STOPPING`]: crate::runtime::checkpoint::EARLY_STOPPING
     pub fn to_meta(&self) -> Option<String> {
         let (best, step) = self.best?;
-        Some(format!("{:016x} {step} {}", best.to_bits(), self.since))
+        Some(format!("{} {step} {}", to_hex(best), self.since))
     }
 
     /// Takes the count back from [`Watch::to_meta`]'s text.
@@ -73,8 +98,7 @@ impl Watch {
         let [bits, step, since] = text.split(' ').collect::<Vec<_>>()[..] else {
             return Err(bad());
         };
-        let best = u64::from_str_radix(bits, 16).map(f64::from_bits);
-        match (best, step.parse(), since.parse()) {
+        match (from_hex(bits), step.parse(), since.parse()) {
             (Ok(best), Ok(step), Ok(since)) => {
                 self.best = Some((best, step));
                 self.since = since;
@@ -89,13 +113,15 @@ impl Watch {
         self.spec.restore_best
     }
 
+    /// The metric watched.
+    pub fn monitor(&self) -> Metric {
+        self.spec.monitor
+    }
+
     /// Counts evaluation `e`. An evaluation that measured nothing (no test split) counts for
     /// nothing.
     pub fn observe(&mut self, e: &EvalInfo) -> Verdict {
-        let Some(value) = (match self.spec.monitor {
-            Metric::Loss => e.loss,
-            Metric::Accuracy => e.accuracy,
-        }) else {
+        let Some(value) = measured(e, self.spec.monitor) else {
             return Verdict::Wait;
         };
         match self.best {
@@ -136,7 +162,7 @@ impl Restored {
     ///
     /// [`checkpoint::BEST_EVAL`]: crate::runtime::checkpoint::BEST_EVAL
     pub fn to_meta(&self) -> String {
-        let bits = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:016x}", v.to_bits()));
+        let bits = |v: Option<f64>| v.map_or("-".into(), to_hex);
         let e = &self.eval;
         let (loss, accuracy) = (bits(e.loss), bits(e.accuracy));
         format!("{} {} {} {loss} {accuracy}", e.step, e.epoch, e.samples)
@@ -150,7 +176,7 @@ impl Restored {
         };
         let bits = |v: &str| match v {
             "-" => Ok(None),
-            v => u64::from_str_radix(v, 16).map(|b| Some(f64::from_bits(b))),
+            v => from_hex(v).map(Some),
         };
         let eval = match (
             step.parse(),
@@ -173,21 +199,12 @@ impl Restored {
 
     /// ``run `m` ends with its parameters after step 10 (test loss 1.0337), its best``.
     pub fn message(&self, run: &str, monitor: Metric) -> String {
-        let figure = match monitor {
-            Metric::Loss => format!(
-                "test loss {}",
-                self.eval
-                    .loss
-                    .map_or(String::new(), super::progress::loss_text)
-            ),
-            Metric::Accuracy => format!(
-                "test accuracy {:.2}%",
-                self.eval.accuracy.unwrap_or(0.0) * 100.0
-            ),
-        };
+        // The evaluation is the best of `monitor`'s: it measured it.
+        let value = measured(&self.eval, monitor).map_or(String::new(), |v| figure(monitor, v));
         format!(
-            "run `{run}` ends with its parameters after step {} ({figure}), its best",
-            self.eval.step
+            "run `{run}` ends with its parameters after step {} (test {} {value}), its best",
+            self.eval.step,
+            monitor.name()
         )
     }
 
@@ -201,26 +218,14 @@ impl Restored {
 }
 
 impl Stop {
-    fn metric(&self) -> &'static str {
-        match self.monitor {
-            Metric::Loss => "loss",
-            Metric::Accuracy => "accuracy",
-        }
-    }
-
     /// ``run `M` stops early after step 600: its test loss has not improved on 0.1234 (after
     /// step 300) in 3 evaluations``, with `by more than 0.01` after the best figure when
     /// `min_delta` is set (an evaluation a little better than it did not count).
     pub fn message(&self, run: &str) -> String {
-        let (best, delta) = match self.monitor {
-            Metric::Loss => (
-                super::progress::loss_text(self.best),
-                short(self.min_delta).to_string(),
-            ),
-            Metric::Accuracy => (
-                format!("{:.2}%", self.best * 100.0),
-                format!("{} points", short(self.min_delta * 100.0)),
-            ),
+        let best = figure(self.monitor, self.best);
+        let delta = match self.monitor {
+            Metric::Loss => short(self.min_delta).to_string(),
+            Metric::Accuracy => format!("{} points", short(self.min_delta * 100.0)),
         };
         let by = if self.min_delta > 0.0 {
             format!(" by more than {delta}")
@@ -231,7 +236,7 @@ impl Stop {
             "run `{run}` stops early after step {}: its test {} has not improved on {best}{by} \
              (after step {}) in {}",
             self.step,
-            self.metric(),
+            self.monitor.name(),
             self.best_step,
             crate::check::plural(self.patience as usize, "evaluation"),
         )
@@ -242,7 +247,7 @@ impl Stop {
     pub fn record(&self, w: &mut impl Write, run: &str) -> std::io::Result<()> {
         let mut o = Record::new(w, "early_stop", run)?;
         o.uint("step", Some(self.step))?
-            .str("monitor", self.metric())?;
+            .str("monitor", self.monitor.name())?;
         o.num("best", Some(self.best))?
             .uint("best_step", Some(self.best_step))?;
         o.uint("patience", Some(self.patience))?.end()

@@ -694,15 +694,14 @@ impl<'a> Trainer<'a> {
     /// With `restore_best: true`, puts back the parameters of the best evaluation when a later
     /// one was worse (saying so), and makes it the one the summary reports.
     fn restore_best(&mut self) -> Result<(), TrainError> {
-        let Some(best) = self.best.take() else {
+        let (Some(best), Some(watch)) = (self.best.take(), self.watch.as_ref()) else {
             return Ok(());
         };
         if self.last_eval.is_some_and(|l| l.step == best.eval.step) {
             return Ok(());
         }
         let run = self.run.name;
-        let monitor = self.run.spec.early_stopping.as_ref().map(|e| e.monitor);
-        let text = best.message(run, monitor.unwrap_or(Metric::Loss));
+        let text = best.message(run, watch.monitor());
         self.progress
             .note(&text, |w| best.record(w, run))
             .map_err(log_error(self.run.opts))?;
