@@ -147,3 +147,49 @@ fn eval_of_a_restored_checkpoint_is_logged_at_the_step_of_its_parameters() {
     assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     succeeded(&run!("plot", &log, "--out", &s.path("curve.svg")));
 }
+
+/// A run counted in epochs that evaluates every N steps (or the other way round): whether its
+/// patience can be used up depends on the steps of an epoch, which only the data tells, so
+/// `nnc train` warns where `nnc check` cannot.
+#[test]
+fn a_patience_the_run_cannot_use_up_is_warned_of_once_the_data_is_read() {
+    let s = Scratch::new("early-stop-unreachable");
+    // One step an epoch (4 samples, batch 4): 30 epochs evaluate twice before the last step.
+    let file = |epochs: u64| {
+        xor("[[1], [0]]", "loss(patience: 3)").replace("steps: 200", &format!("epochs: {epochs}"))
+    };
+    let nn = s.write("short.nn", file(30));
+    assert!(!stderr(&run!("check", &nn)).contains("warning"));
+    let out = run!("train", &nn);
+    succeeded(&out);
+    assert_has(
+        &stderr(&out),
+        &[
+            "warning: early stopping cannot end this run early: evaluating every 10 steps in \
+             30 epochs of 1 step, it evaluates 2 times before its last step, too few for its \
+             best evaluation to be followed by 3 evaluations",
+        ],
+    );
+    assert!(!stderr(&run!("train", &nn, "--quiet")).contains("warning"));
+    // Fifty epochs evaluate four times before the last: enough.
+    let long = s.write("long.nn", file(50));
+    assert!(!stderr(&run!("train", &long)).contains("warning"));
+    // The other way round: steps, and evaluations every 10 epochs of one step.
+    let per_epoch = s.write(
+        "per-epoch.nn",
+        xor("[[1], [0]]", "loss(patience: 3)")
+            .replace("steps: 200", "steps: 30")
+            .replace("every 10 steps", "every 10 epochs"),
+    );
+    assert_has(
+        &stderr(&run!("train", &per_epoch)),
+        &["evaluating every 10 epochs (10 steps) in 30 steps, it evaluates 2 times"],
+    );
+    // `--steps` counts as `eval:` does: `nnc check` judges that, not the run.
+    let out = run!("train", &nn, "--steps", "30");
+    assert!(
+        !stderr(&out).contains("warning: early stopping"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -251,6 +251,14 @@ impl Progress {
         }
     }
 
+    /// A warning said before the run trains, on stderr unless quiet (the file was checked
+    /// already; this is what only the data could tell).
+    pub fn warn(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("warning: {text}");
+        }
+    }
+
     /// Writes out what the log holds so far.
     pub fn flush_log(&mut self) -> std::io::Result<()> {
         match &mut self.log {

@@ -7,7 +7,9 @@
 //! all of them stop at the same step.
 
 use super::progress::{loss_text, EvalInfo, Record};
-use crate::ir::{EarlyStopping, Metric};
+use super::TrainOptions;
+use crate::check::plural;
+use crate::ir::{EarlyStopping, Length, Metric, RunSpec};
 use std::io::Write;
 
 /// The prefix of the tensors under which a checkpoint keeps the parameters of the best
@@ -37,6 +39,64 @@ fn to_hex(v: f64) -> String {
 
 fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
     u64::from_str_radix(text, 16).map(f64::from_bits)
+}
+
+/// The warning for a run whose early stopping cannot end it early, which only the data can
+/// tell: its length and its `eval:` count different things (`epochs: 5` with
+/// `eval: every 500 steps`, or the other way round), and an epoch's steps depend on the data
+/// (`nnc check` warns of the rest, [`crate::check::stopping::warning`]). `total` is the run's
+/// length in steps, `per_epoch` the batches of an epoch. A resumed run of the length it was
+/// started with is not judged: the unit it was written in is not recorded.
+pub(super) fn unreachable(
+    spec: &RunSpec,
+    opts: &TrainOptions,
+    total: u64,
+    per_epoch: u64,
+) -> Option<String> {
+    let (stopping, eval) = (spec.early_stopping.as_ref()?, spec.eval.as_ref()?);
+    let in_epochs = match (opts.steps, opts.epochs, &opts.resume) {
+        (Some(_), _, _) => false,
+        (None, Some(_), _) => true,
+        (None, None, Some(_)) => return None,
+        (None, None, None) => matches!(spec.length, Length::Epochs(_)),
+    };
+    if in_epochs == eval.per_epoch {
+        return None;
+    }
+    let every = match eval.per_epoch {
+        true => eval.every.saturating_mul(per_epoch),
+        false => eval.every,
+    }
+    .max(1);
+    // The evaluations before the last step: the one after it ends the run anyway.
+    let before_end = total.saturating_sub(1) / every;
+    if before_end > stopping.patience {
+        return None;
+    }
+    let (length, pace) = match in_epochs {
+        true => (
+            format!(
+                "{} of {}",
+                plural(total.div_ceil(per_epoch.max(1)) as usize, "epoch"),
+                plural(per_epoch as usize, "step")
+            ),
+            format!("every {}", plural(every as usize, "step")),
+        ),
+        false => (
+            plural(total as usize, "step"),
+            format!(
+                "every {} ({every} steps)",
+                plural(eval.every as usize, "epoch")
+            ),
+        ),
+    };
+    Some(format!(
+        "early stopping cannot end this run early: evaluating {pace} in {length}, it evaluates \
+         {} before its last step, too few for its best evaluation to be followed by {} that do \
+         not improve on it (its patience); lower the patience, evaluate more often or train longer",
+        plural(before_end as usize, "time"),
+        plural(stopping.patience as usize, "evaluation"),
+    ))
 }
 
 /// The count kept between evaluations.

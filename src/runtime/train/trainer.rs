@@ -196,8 +196,11 @@ impl<'a> Trainer<'a> {
                 .note(&n.message(name), |w| n.record(w, name))
                 .map_err(log_error(opts))?;
         }
-        // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
         let per_epoch = order.batches_per_epoch() as u64;
+        if let Some(text) = super::stopping::unreachable(spec, opts, total, per_epoch) {
+            progress.warn(&text);
+        }
+        // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
         let epoch = start / per_epoch.max(1);
         order.skip(epoch);
         Ok(Trainer {
