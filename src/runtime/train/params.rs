@@ -150,6 +150,27 @@ pub struct StartNote {
 }
 
 impl StartNote {
+    /// The note of a model whose own parameters (its teacher's left out) are `mine`, started
+    /// from `from`, whose tensors are named `source`: computed alike by `nnc train` from the
+    /// tensors it reads and by `nnc check` from the earlier run's graph.
+    fn new(from: InitFrom, mine: &[&Param], mut source: Vec<&str>) -> StartNote {
+        let (loaded, fresh): (Vec<&Param>, Vec<&Param>) =
+            mine.iter().partition(|p| source.contains(&p.path.as_str()));
+        let paths = |ps: &[&Param]| ps.iter().map(|p| p.path.clone()).collect();
+        // As a checkpoint lists them, and a run's parameters after it trains.
+        source.sort_unstable();
+        StartNote {
+            from,
+            loaded: paths(&loaded),
+            buffers: loaded.iter().filter(|p| p.is_buffer()).count(),
+            fresh: paths(&fresh),
+            unused: (source.into_iter())
+                .filter(|t| !mine.iter().any(|p| p.path == *t))
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
     /// The note for run `run`: ``run `finetune` starts from run `pretrain`: 4 parameters
     /// loaded; 2 fresh: head; 4 unused from run `pretrain`: decode1, decode2``.
     pub fn message(&self, run: &str) -> String {
@@ -204,36 +225,19 @@ impl StartNote {
 /// What run `spec` will take from the earlier run its `init:` names, known from the two runs'
 /// graphs before either trains (`nnc check` says it): the same as [`initial`] finds in that
 /// run's parameters, which are its graph's (not its teacher's).
-pub fn planned_start(program: &Program, spec: &RunSpec) -> Option<StartNote> {
+pub fn planned_start<'a>(program: &'a Program, spec: &'a RunSpec) -> Option<StartNote> {
     let Some(InitFrom::Run(r)) = &spec.init else {
         return None;
     };
-    let own = |g: &'_ Graph| {
-        g.params
-            .iter()
-            .filter(|p| !p.path.starts_with(TEACHER))
-            .cloned()
-            .collect::<Vec<Param>>()
-    };
-    let (mine, source) = (own(&spec.graph), own(&program.run(r)?.graph));
-    let has = |ps: &[Param], path: &str| ps.iter().any(|p| p.path == path);
-    let matched: Vec<&Param> = mine.iter().filter(|p| has(&source, &p.path)).collect();
-    let paths = |ps: &[Param], other: &[Param]| -> Vec<String> {
-        ps.iter()
-            .filter(|p| !has(other, &p.path))
-            .map(|p| p.path.clone())
-            .collect()
-    };
-    let mut unused = paths(&source, &mine);
-    // As a checkpoint lists them, and a run's parameters after it trains.
-    unused.sort();
-    Some(StartNote {
-        from: InitFrom::Run(r.clone()),
-        loaded: matched.iter().map(|p| p.path.clone()).collect(),
-        buffers: matched.iter().filter(|p| p.is_buffer()).count(),
-        fresh: paths(&mine, &source),
-        unused,
-    })
+    let own = |g: &'a Graph| g.params.iter().filter(|p| !p.path.starts_with(TEACHER));
+    let source: Vec<&str> = own(&program.run(r)?.graph)
+        .map(|p| p.path.as_str())
+        .collect();
+    Some(StartNote::new(
+        InitFrom::Run(r.clone()),
+        &own(&spec.graph).collect::<Vec<_>>(),
+        source,
+    ))
 }
 
 /// Where parameters come from, as notes and errors name it: ``run `pretrain` `` or the file.
@@ -282,8 +286,7 @@ pub fn initial(
     };
 
     let mut values: Vec<Option<Vec<f32>>> = vec![None; graph.params.len()];
-    let mut matched = Vec::new();
-    let mut fresh = Vec::new();
+    let mut matched = 0;
     for (i, p) in graph.params.iter().enumerate() {
         if p.path.starts_with(TEACHER) {
             continue;
@@ -292,29 +295,28 @@ pub fn initial(
             if let Some(t) = src.get(&p.path) {
                 let name = format!("`{}`", p.path);
                 values[i] = Some(take(t, &name, &p.dims, &described(from)).map_err(setup)?);
-                matched.push(p);
+                matched += 1;
                 continue;
             }
         }
-        fresh.push(p.path.clone());
         values[i] = Some(init_param(p, spec.seed));
     }
     let note = match init {
-        Some((_, from)) if matched.is_empty() => {
+        Some((_, from)) if matched == 0 => {
             let what = described(&from);
             return Err(setup(format!("{what} has none of the model's parameters")));
         }
-        Some((src, from)) => Some(StartNote {
-            from,
-            loaded: matched.iter().map(|p| p.path.clone()).collect(),
-            buffers: matched.iter().filter(|p| p.is_buffer()).count(),
-            fresh,
-            unused: src
+        Some((src, from)) => {
+            let own: Vec<&Param> = (graph.params.iter())
+                .filter(|p| !p.path.starts_with(TEACHER))
+                .collect();
+            // A checkpoint's own records (`__best.…`) are not parameters.
+            let tensors = src
                 .keys()
-                .filter(|k| !k.starts_with("__") && graph.param_by_path(k).is_none())
-                .cloned()
-                .collect(),
-        }),
+                .map(String::as_str)
+                .filter(|k| !k.starts_with("__"));
+            Some(StartNote::new(from, &own, tensors.collect()))
+        }
         None => None,
     };
 
