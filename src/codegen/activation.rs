@@ -59,8 +59,13 @@ fn clamped(b: &mut FunctionBuilder, x: Value, both: bool) -> Value {
 pub fn forward(b: &mut FunctionBuilder, op: UnaryOp, x: Value) -> Value {
     match op {
         UnaryOp::LeakyRelu(_) => {
+            // A zero slope is relu, 0 (not 0·∞ = NaN) at −∞.
             let s = k(b, x, op.param());
-            let sx = b.ins().fmul(s, x);
+            let sx = if op.param() == 0.0 {
+                s
+            } else {
+                b.ins().fmul(s, x)
+            };
             let c = positive(b, x);
             sel(b, c, x, sx)
         }

@@ -39,6 +39,8 @@ pub fn unary_fn(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Exp => x.exp(),
         UnaryOp::Log => x.ln(),
+        // A zero slope is relu, 0 (not 0·∞ = NaN) at −∞ and for NaN.
+        UnaryOp::LeakyRelu(_) if op.param() == 0.0 => x.max(0.0),
         UnaryOp::LeakyRelu(_) => {
             if x > 0.0 {
                 x
