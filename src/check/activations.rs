@@ -92,7 +92,7 @@ fn parameter(callee: &str, arg: &str, e: &Expr, nonzero: bool) -> Result<f32, Di
     if !f.is_finite() {
         return Err(Diag::new(
             "nnc::arg",
-            format!("{callee}'s `{arg}` must be a finite f32, found {v}"),
+            format!("{callee}'s `{arg}` must be a finite f32, found {v:e}"),
             e.span,
             "out of range",
         )
@@ -119,7 +119,10 @@ fn approximate(e: &Expr) -> Result<UnaryOp, Diag> {
         ExprKind::Str(s) if s == "none" => return Ok(UnaryOp::Gelu),
         ExprKind::Str(s) if s == "tanh" => return Ok(UnaryOp::GeluTanh),
         ExprKind::Str(s) => format!("\"{s}\""),
-        _ => consts::describe(e).to_string(),
+        _ => match e.as_name() {
+            Some(i) => format!("`{}`", i.name),
+            None => consts::describe(e).to_string(),
+        },
     };
     let d = Diag::new(
         "nnc::arg",

@@ -424,17 +424,19 @@ impl<'a, 'g> Lower<'a, 'g> {
         if ACTIVATIONS.contains(&name) {
             let with_arguments = activations::takes_arguments(name);
             if args.is_empty() || args[0].name.is_some() || (args.len() > 1 && !with_arguments) {
-                let help = if with_arguments {
-                    format!(
-                        "write `{name}(x)`, `{name}(x, …)` with its arguments, or `x |> {name}`"
+                let (takes, help) = if with_arguments {
+                    let help = "with its arguments after it";
+                    (
+                        "a tensor first",
+                        format!("write `{name}(x)`, `{name}(x, …)` {help}, or `x |> {name}`"),
                     )
                 } else {
-                    format!("write `{name}(x)` or `x |> {name}`")
+                    ("one tensor", format!("write `{name}(x)` or `x |> {name}`"))
                 };
                 return self.err(
                     Diag::new(
                         "nnc::arg",
-                        format!("{name}(…) takes one tensor first"),
+                        format!("{name}(…) takes {takes}"),
                         span,
                         format!("found {} arguments", args.len()),
                     )
