@@ -1477,6 +1477,20 @@ fn simpson_erf(x: f64) -> f64 {
     (f(0.0) + inner + f(x)) * h / 3.0 * std::f64::consts::FRAC_2_SQRT_PI
 }
 
+/// The interpreter's erf (a series below 2, a continued fraction above) is Simpson's rule on
+/// the defining integral, on both branches and where they meet.
+#[test]
+fn interpreter_erf_is_the_integral() {
+    for k in -40..=45 {
+        let x = f64::from(k) * 0.1;
+        let (got, want) = (nnc::interp::erf(x), simpson_erf(x));
+        assert!(
+            (got - want).abs() < 1e-13,
+            "erf({x}) = {got}, Simpson {want}"
+        );
+    }
+}
+
 /// Each new activation after a dense layer, `x |> dense(6) |> act`, then `mse_loss`, as PyTorch
 /// computes it: `nn.Linear(6, 6)` (nnc's weight is its transpose), the activation's forward and
 /// backward formulas above, written out in plain Rust (f64), the dense layer's gradients by the

@@ -173,6 +173,13 @@ fn epilogues_of_products_and_convolutions() {
     }
 }
 
+/// The checked program of `src`.
+fn program(src: &str) -> nnc::ir::Program {
+    let file = nnc::syntax::parse(src).unwrap_or_else(|d| panic!("{d:?}"));
+    nnc::check::check(&file)
+        .unwrap_or_else(|d| panic!("{}", nnc::diag::Report::new("t.nn", src, d).render(false)))
+}
+
 /// The training graph of `model M(x: [6]) -> [3] { return x |> {body} }` with an mse loss.
 fn model(body: &str) -> Graph {
     let src = format!(
@@ -180,10 +187,7 @@ fn model(body: &str) -> Graph {
          data d {{ train: inline(x: [[0, 0, 0, 0, 0, 0]], y: [[0, 0, 0]]) }}
          train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}"
     );
-    let file = nnc::syntax::parse(&src).unwrap_or_else(|d| panic!("{d:?}"));
-    let p = nnc::check::check(&file)
-        .unwrap_or_else(|d| panic!("{}", nnc::diag::Report::new("t.nn", &src, d).render(false)));
-    p.run("M").unwrap().graph.clone()
+    program(&src).run("M").unwrap().graph.clone()
 }
 
 /// Dense layers with each activation, as the checker lowers them, differentiated and run on
@@ -232,6 +236,53 @@ fn models_train_as_the_interpreter_does_unoptimized_and_optimized() {
                     TOL,
                 );
             }
+        }
+    }
+}
+
+/// A convolution with leaky_relu then max pooling, and a dense layer with elu before an mse
+/// loss: optimized, the convolution computes bias and leaky_relu (and, for inference, the
+/// pooling) in its epilogue, the pooling's gradient applies leaky_relu's, and the dense layer's
+/// epilogue differentiates the loss through elu (`→ elu_grad`, which reads elu's output); the
+/// loss and every gradient as the interpreter gives them, unoptimized and optimized.
+#[test]
+fn convolutions_pools_and_loss_epilogues_with_new_activations() {
+    let src = format!(
+        "model M(x: [1, 8, 8]) -> [3] {{
+             return x |> conv2d(4, kernel: 3) |> leaky_relu |> maxpool(2) |> flatten
+                 |> dense(3) |> elu
+         }}
+         data d {{ train: inline(x: [[{}]], y: [[0, 0, 0]]) }}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        vec!["0"; 64].join(", ")
+    );
+    let p = program(&src);
+    let inference = nnc::opt::optimize(&p.model("M").unwrap().graph, 1).unwrap();
+    let t = nnc::autodiff::grad(&p.run("M").unwrap().graph).unwrap();
+    let opt = nnc::opt::optimize(&t, 1).unwrap();
+    let groups = |g: &Graph| nnc::opt::fuse::groups_to_string(g);
+    for (g, want) in [
+        (
+            &inference,
+            "[bias_add axis=1 → leaky_relu slope=0.01 → maxpool k=2 s=2 p=0]",
+        ),
+        (
+            &opt,
+            "conv2d_epi k=3 s=1 p=0 [bias_add axis=1 → leaky_relu slope=0.01]",
+        ),
+        (&opt, "[leaky_relu_grad slope=0.01]"),
+        (
+            &opt,
+            "[bias_add axis=1 → elu alpha=1 | mse_grad dl=1.0 → elu_grad alpha=1]",
+        ),
+    ] {
+        assert!(groups(g).contains(want), "no `{want}` in\n{}", groups(g));
+    }
+    let mut t = t;
+    expose_all(&mut t);
+    for g in [&t, &opt] {
+        for &batch in &BATCHES {
+            compare(g, &[Gen::U(-1.0, 1.0), Gen::U(-1.0, 1.0)], batch, 90, TOL);
         }
     }
 }
