@@ -425,11 +425,8 @@ impl<'a, 'g> Lower<'a, 'g> {
             let with_arguments = activations::takes_arguments(name);
             if args.is_empty() || args[0].name.is_some() || (args.len() > 1 && !with_arguments) {
                 let (takes, help) = if with_arguments {
-                    let help = "with its arguments after it";
-                    (
-                        "a tensor first",
-                        format!("write `{name}(x)`, `{name}(x, …)` {help}, or `x |> {name}`"),
-                    )
+                    let call = format!("`{name}(x)`, `{name}(x, …)` with its arguments after it");
+                    ("a tensor first", format!("write {call}, or `x |> {name}`"))
                 } else {
                     ("one tensor", format!("write `{name}(x)` or `x |> {name}`"))
                 };
@@ -444,14 +441,8 @@ impl<'a, 'g> Lower<'a, 'g> {
                 );
             }
             // `leaky_relu(x, 0.2)`: the activation's own arguments follow the tensor.
-            let rest = &args[1..];
-            let at = rest.first().map_or(span, |a| a.value.span.to(span));
-            let op = match activations::op(callee, rest, at) {
-                Ok(op) => op,
-                Err(ds) => {
-                    self.diags.extend(ds);
-                    return V::Bad;
-                }
+            let Some(op) = self.activation_op(callee, &args[1..], span) else {
+                return V::Bad;
             };
             let v = self.expr(&args[0].value);
             return layers::activation(self, (name, op), name, v, args[0].value.span, span);
@@ -652,12 +643,8 @@ impl<'a, 'g> Lower<'a, 'g> {
             }
             // Activations have no parameters; a name given to one labels its node (`nnc ir`)
             // and may not be given to another stage of the model too.
-            let op = match activations::op(callee, args, stage.span) {
-                Ok(op) => op,
-                Err(ds) => {
-                    self.diags.extend(ds);
-                    return V::Bad;
-                }
+            let Some(op) = self.activation_op(callee, args, stage.span) else {
+                return V::Bad;
             };
             let label = alias.map_or_else(|| name.to_string(), |a| self.claim(a));
             return layers::activation(self, (name, op), &label, v, input_span, stage.span);
@@ -694,6 +681,19 @@ impl<'a, 'g> Lower<'a, 'g> {
             return self.submodel(callee, v, input_span, alias);
         }
         self.unknown_stage(callee)
+    }
+
+    /// The op of activation `callee` given its own arguments `args` (spanning `span`), or `None`
+    /// with their errors reported.
+    fn activation_op(
+        &mut self,
+        callee: &Ident,
+        args: &[crate::syntax::ast::Arg],
+        span: Span,
+    ) -> Option<Op> {
+        activations::op(callee, args, span)
+            .map_err(|ds| self.diags.extend(ds))
+            .ok()
     }
 
     /// Inlines another model: its parameters go under its instance name.
