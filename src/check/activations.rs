@@ -65,7 +65,6 @@ pub fn op(callee: &Ident, args: &[Arg], span: Span) -> Result<Op, Vec<Diag>> {
         "tanh" => Op::Unary(UnaryOp::Tanh),
         "silu" => Op::Unary(UnaryOp::Silu),
         "softmax" => Op::Softmax,
-        "log_softmax" => Op::LogSoftmax,
         "leaky_relu" => Op::Unary(UnaryOp::leaky_relu(number("negative_slope", 0.01, false)?)),
         "elu" => Op::Unary(UnaryOp::elu(number("alpha", 1.0, false)?)),
         "softplus" => {
@@ -76,10 +75,12 @@ pub fn op(callee: &Ident, args: &[Arg], span: Span) -> Result<Op, Vec<Diag>> {
                 (b, t) => return Err([b.err(), t.err()].into_iter().flatten().flatten().collect()),
             }
         }
-        _ => match bound.as_ref().and_then(|b| b.get("approximate")) {
+        "gelu" => match bound.as_ref().and_then(|b| b.get("approximate")) {
             None => Op::Unary(UnaryOp::Gelu),
             Some(e) => Op::Unary(approximate(e).map_err(|d| vec![d])?),
         },
+        // The last of [`super::layers::ACTIVATIONS`].
+        _ => Op::LogSoftmax,
     })
 }
 
