@@ -606,7 +606,8 @@ pub enum Op {
     /// `[a, b] -> same`: same types, or one of the two a scalar `f32[]` broadcast to the other.
     Binary(BinaryOp),
     /// `[v, dy] -> dx`: gradient of `Unary(op)`. `v` is the forward output for relu, sigmoid, tanh
-    /// and exp ([`UnaryOp::grad_uses_output`]), the forward input otherwise.
+    /// and exp, leaky_relu with a positive slope and elu with alpha ≥ 0
+    /// ([`UnaryOp::grad_uses_output`]), the forward input otherwise.
     UnaryGrad(UnaryOp),
     /// `[x]` or `[x, b] -> x`: a chain of elementwise ops in one pass (made by
     /// [`crate::opt::fuse`] after autodiff, so it has no gradient rule): `b: f32[C]` added along
