@@ -525,3 +525,47 @@ fn lstm_parameters_and_shapes() {
     );
     assert!(ops(g, Op::Lstm).is_empty());
 }
+
+/// Each activation's arguments, by position, by name and left out (PyTorch's defaults), as a
+/// stage and as a function of a tensor, reach the op with their values; `as` names the node.
+#[test]
+fn activation_arguments_and_defaults() {
+    let p = program(
+        r#"model Net(x: [4]) -> [4] {
+             a = x |> leaky_relu |> leaky_relu(0.2) |> leaky_relu(negative_slope: -1)
+             b = leaky_relu(a, 0.3) |> elu |> elu(0.5) |> elu(alpha: 0) as flat
+             c = gelu(b) |> gelu(approximate: "none") |> gelu("tanh") |> silu
+             return silu(c) |> softplus |> softplus(2) |> softplus(beta: -1, threshold: 5)
+         }"#,
+    );
+    let g = &p.model("Net").unwrap().graph;
+    let acts: Vec<(UnaryOp, &str)> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::Unary(u) => Some((u, n.label.as_str())),
+            _ => None,
+        })
+        .collect();
+    let want = [
+        UnaryOp::leaky_relu(0.01),
+        UnaryOp::leaky_relu(0.2),
+        UnaryOp::leaky_relu(-1.0),
+        UnaryOp::leaky_relu(0.3),
+        UnaryOp::elu(1.0),
+        UnaryOp::elu(0.5),
+        UnaryOp::elu(0.0),
+        UnaryOp::Gelu,
+        UnaryOp::Gelu,
+        UnaryOp::GeluTanh,
+        UnaryOp::Silu,
+        UnaryOp::Silu,
+        UnaryOp::softplus(1.0, 20.0),
+        UnaryOp::softplus(2.0, 20.0),
+        UnaryOp::softplus(-1.0, 5.0),
+    ];
+    assert_eq!(acts.iter().map(|a| a.0).collect::<Vec<_>>(), want);
+    assert_eq!(acts[6].1, "flat");
+    assert_eq!(acts[3].0.param(), 0.3);
+    assert_eq!(acts[14].0.threshold(), 5.0);
+}

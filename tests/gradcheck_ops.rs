@@ -173,6 +173,35 @@ fn unary_ops() {
     check_with(&g, &setup(&g, 1, &[], 0.5, 1.5));
 }
 
+/// The activations added after relu, sigmoid and tanh, with the parameters that change how
+/// their gradients are computed (from the output for a positive slope or alpha ≥ 0, else from
+/// the input) and a softplus whose threshold lies among the weights, on weights in [−3, 3).
+#[test]
+fn new_activations() {
+    for u in [
+        UnaryOp::leaky_relu(0.01),
+        UnaryOp::leaky_relu(0.3),
+        UnaryOp::leaky_relu(-0.4),
+        UnaryOp::elu(1.0),
+        UnaryOp::elu(0.4),
+        UnaryOp::elu(-1.3),
+        UnaryOp::Gelu,
+        UnaryOp::GeluTanh,
+        UnaryOp::Silu,
+        UnaryOp::softplus(1.0, 20.0),
+        UnaryOp::softplus(1.0, 1.0),
+        UnaryOp::softplus(2.5, 20.0),
+        UnaryOp::softplus(-0.5, 20.0),
+    ] {
+        let mut g = Graph::new("t", true);
+        let w = param(&mut g, "w", &[16]);
+        let y = op(&mut g, Op::Unary(u), &[w]);
+        mse_loss(&mut g, y);
+        let r = check_with(&g, &setup(&g, 1, &[], -3.0, 3.0));
+        println!("{u}: {r}");
+    }
+}
+
 #[test]
 fn binary_ops_same_shape_and_broadcast() {
     for b in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {

@@ -1,4 +1,4 @@
-//! The JIT exp/log/tanh/sigmoid (scalar F32 and vector F32X4) against f64 `std` over dense
+//! The JIT exp/log/tanh/sigmoid/erf/expm1/log1p (scalar F32 and vector F32X4) against f64 `std` over dense
 //! sweeps, with max ulp / relative / absolute errors printed (`--nocapture`) and asserted, plus
 //! the edge cases (overflow, underflow, zero, negative, infinities, NaN).
 
@@ -7,7 +7,9 @@ use cranelift_codegen::ir::{types, AbiParam, Endianness, InstBuilder, MemFlagsDa
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{Linkage, Module};
 use nnc::codegen::jitmod::new_jit_module;
-use nnc::codegen::math::{emit_exp, emit_log, emit_sigmoid, emit_tanh};
+use nnc::codegen::math::{
+    emit_erf, emit_exp, emit_expm1, emit_log, emit_log1p, emit_sigmoid, emit_tanh,
+};
 
 type Emitter = fn(&mut FunctionBuilder, Value) -> Value;
 type ArrayFn = unsafe extern "C" fn(*const f32, *mut f32, usize);
@@ -160,6 +162,64 @@ fn sigmoid_accuracy() {
     let (u, _, a) = errors(emit_sigmoid, sigmoid, &linspace(-20.0, 20.0, 2_000_000));
     println!("sigmoid [-20, 20]: max {u:.3} ulp, abs {a:.3e}");
     assert!(u <= 2.5 && a <= 1e-7, "sigmoid: {u} ulp, abs {a}");
+}
+
+/// Against the interpreter's f64 erf (itself checked against tabulated values and the integral,
+/// `src/interp/special.rs`): the dense sweep, tiny and subnormal arguments (erf(x) ≈ 2x/√π).
+#[test]
+fn erf_accuracy() {
+    let mut xs = linspace(-5.0, 5.0, 2_000_000);
+    xs.extend(linspace(-1e-3, 1e-3, 10_001));
+    xs.extend((1..0x0080_0000u32).step_by(9973).map(f32::from_bits));
+    let (u, _, a) = errors(emit_erf, nnc::interp::erf, &xs);
+    println!("erf [-5, 5]: max {u:.3} ulp, abs {a:.3e}");
+    assert!(u <= 1.0 && a <= 6e-8, "erf: {u} ulp, abs {a}");
+}
+
+#[test]
+fn expm1_accuracy() {
+    let mut xs = linspace(-20.0, 20.0, 2_000_000);
+    xs.extend(linspace(-1e-4, 1e-4, 10_001));
+    let (u, r, _) = errors(emit_expm1, f64::exp_m1, &xs);
+    println!("expm1 [-20, 20]: max {u:.3} ulp, rel {r:.3e}");
+    assert!(u <= 1.8 && r <= 1.2e-7, "expm1: {u} ulp, rel {r}");
+}
+
+#[test]
+fn log1p_accuracy() {
+    let mut xs = linspace(0.0, 1.0, 2_000_000);
+    xs.extend(
+        (1e-30f32.to_bits()..1e-3f32.to_bits())
+            .step_by(997)
+            .map(f32::from_bits),
+    );
+    let (u, r, _) = errors(emit_log1p, f64::ln_1p, &xs);
+    println!("log1p [0, 1]: max {u:.3} ulp, rel {r:.3e}");
+    assert!(u <= 2.5 && r <= 1.8e-7, "log1p: {u} ulp, rel {r}");
+}
+
+/// erf saturates to ±1 and keeps signed zeros and NaN; expm1 and log1p at their edges.
+#[test]
+fn erf_expm1_log1p_edges() {
+    let inf = f32::INFINITY;
+    let xs = [0.0, -0.0, 4.0, 100.0, -1e30, inf, -inf, f32::NAN, 1e-45];
+    for lanes in [1, 4] {
+        let e = run(emit_erf, lanes, &xs);
+        assert_eq!(&e[2..7], &[1.0, 1.0, -1.0, 1.0, -1.0]);
+        assert!(e[0] == 0.0 && e[0].is_sign_positive() && e[1].is_sign_negative());
+        assert!(e[7].is_nan());
+        assert!(e[8] > 0.0);
+        let m = run(emit_expm1, lanes, &xs);
+        assert_eq!(&m[..2], &[0.0, 0.0]);
+        assert_eq!(&m[3..7], &[inf, -1.0, inf, -1.0]);
+        assert!(m[7].is_nan());
+        assert_eq!(m[8], 1e-45);
+        let l = run(emit_log1p, lanes, &[0.0, 1e-45, 1.0, inf, f32::NAN]);
+        assert_eq!(&l[..2], &[0.0, 1e-45]);
+        assert!((l[2] - std::f32::consts::LN_2).abs() <= 6e-8);
+        assert_eq!(l[3], inf);
+        assert!(l[4].is_nan());
+    }
 }
 
 #[test]

@@ -1354,3 +1354,202 @@ fn stacked_recurrent_layers_are_pytorchs() {
         }
     }
 }
+
+/// PyTorch's forward formula of an activation (`aten/src/ATen/native/cpu/Activation.cpp`,
+/// `UnaryOpsKernel.cpp`), by its `nnc` name and arguments, in f64.
+fn torch_act(name: &str, x: f64) -> f64 {
+    match name {
+        "leaky_relu" => torch_leaky(x, f32_arg(0.01)),
+        "leaky_relu(-0.2)" => torch_leaky(x, f32_arg(-0.2)),
+        "elu" => torch_elu(x, 1.0),
+        "elu(alpha: 0.3)" => torch_elu(x, f32_arg(0.3)),
+        // x·½·(1 + erf(x/√2)).
+        "gelu" => x * 0.5 * (1.0 + simpson_erf(x * std::f64::consts::FRAC_1_SQRT_2)),
+        "gelu(approximate: \"tanh\")" => {
+            let (k_beta, k_kappa) = ((2.0 / std::f64::consts::PI).sqrt(), 0.044715);
+            0.5 * x * (1.0 + (k_beta * (x + k_kappa * x * x * x)).tanh())
+        }
+        "silu" => x / (1.0 + (-x).exp()),
+        "softplus" => torch_softplus(x, 1.0, 20.0),
+        "softplus(beta: 2, threshold: 2.5)" => torch_softplus(x, 2.0, 2.5),
+        _ => panic!("{name}"),
+    }
+}
+
+/// PyTorch's backward formula (`tools/autograd/derivatives.yaml` and the CPU kernels:
+/// `leaky_relu_backward`, `elu_backward` with `is_result = false`, `gelu_backward`,
+/// `silu_backward`, `softplus_backward`): d output / d input at `x`.
+fn torch_act_grad(name: &str, x: f64) -> f64 {
+    let sigmoid = |z: f64| 1.0 / (1.0 + (-z).exp());
+    match name {
+        "leaky_relu" | "leaky_relu(-0.2)" => {
+            let negval = f32_arg(if name == "leaky_relu" { 0.01 } else { -0.2 });
+            if x > 0.0 {
+                1.0
+            } else {
+                negval
+            }
+        }
+        "elu" | "elu(alpha: 0.3)" => {
+            let alpha = f32_arg(if name == "elu" { 1.0 } else { 0.3 });
+            if x <= 0.0 {
+                alpha * x.exp()
+            } else {
+                1.0
+            }
+        }
+        "gelu" => {
+            let k_beta = std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5;
+            let cdf = 0.5 * (1.0 + simpson_erf(x * std::f64::consts::FRAC_1_SQRT_2));
+            let pdf = k_beta * (x * x * -0.5).exp();
+            cdf + x * pdf
+        }
+        "gelu(approximate: \"tanh\")" => {
+            let k_beta = std::f64::consts::SQRT_2 * std::f64::consts::FRAC_2_SQRT_PI * 0.5;
+            let k_kappa = 0.044715;
+            let inner = k_beta * (x + k_kappa * x * x * x);
+            let t = inner.tanh();
+            let left = 0.5 * x;
+            let right = 1.0 + t;
+            let left_derivative = 0.5 * right;
+            let right_derivative = left * (1.0 - t * t) * k_beta * (1.0 + 3.0 * k_kappa * x * x);
+            left_derivative + right_derivative
+        }
+        "silu" => {
+            let s = sigmoid(x);
+            s * (1.0 + x * (1.0 - s))
+        }
+        "softplus" | "softplus(beta: 2, threshold: 2.5)" => {
+            let (beta, threshold) = if name == "softplus" {
+                (1.0, 20.0)
+            } else {
+                (2.0, 2.5)
+            };
+            let z = (x * beta).exp();
+            if x * beta > threshold {
+                1.0
+            } else {
+                z / (z + 1.0)
+            }
+        }
+        _ => panic!("{name}"),
+    }
+}
+
+/// An activation's argument as the IR holds it: an f32.
+fn f32_arg(v: f32) -> f64 {
+    f64::from(v)
+}
+
+fn torch_leaky(x: f64, negval: f64) -> f64 {
+    if x > 0.0 {
+        x
+    } else {
+        x * negval
+    }
+}
+
+fn torch_elu(x: f64, alpha: f64) -> f64 {
+    if x <= 0.0 {
+        x.exp_m1() * alpha
+    } else {
+        x
+    }
+}
+
+fn torch_softplus(x: f64, beta: f64, threshold: f64) -> f64 {
+    if x * beta > threshold {
+        x
+    } else {
+        (x * beta).exp().ln_1p() / beta
+    }
+}
+
+/// erf(x) = 2/√π ∫₀ˣ e^{−t²} dt by Simpson's rule on 4000 intervals (to about 1e-14 here),
+/// independent of the interpreter's series and continued fraction.
+fn simpson_erf(x: f64) -> f64 {
+    let n = 4000;
+    let h = x / n as f64;
+    let f = |t: f64| (-t * t).exp();
+    let inner: f64 = (1..n)
+        .map(|i| f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 })
+        .sum();
+    (f(0.0) + inner + f(x)) * h / 3.0 * std::f64::consts::FRAC_2_SQRT_PI
+}
+
+/// The interpreter's erf (a series below 2, a continued fraction above) is Simpson's rule on
+/// the defining integral, on both branches and where they meet.
+#[test]
+fn interpreter_erf_is_the_integral() {
+    for k in -40..=45 {
+        let x = f64::from(k) * 0.1;
+        let (got, want) = (nnc::interp::erf(x), simpson_erf(x));
+        assert!(
+            (got - want).abs() < 1e-13,
+            "erf({x}) = {got}, Simpson {want}"
+        );
+    }
+}
+
+/// Each new activation after a dense layer, `x |> dense(6) |> act`, then `mse_loss`, as PyTorch
+/// computes it: `nn.Linear(6, 6)` (nnc's weight is its transpose), the activation's forward and
+/// backward formulas above, written out in plain Rust (f64), the dense layer's gradients by the
+/// chain rule; the activations' arguments are the f32 values the IR holds. Inputs up to ±3.9 (and pre-activations beyond) cover both pieces of each
+/// activation and softplus' linear region past its threshold.
+#[test]
+fn activations_are_pytorchs() {
+    let (b, n) = (2, 6);
+    let x = vals(b * n, 0.7, 0.3, 3.9);
+    let t = vals(b * n, 0.45, 1.1, 0.5);
+    let w = vals(n * n, 1.3, 0.1, 0.8); // nnc's [in, out]
+    let bias = vals(n, 2.1, 0.5, 0.5);
+    for act in [
+        "leaky_relu",
+        "leaky_relu(-0.2)",
+        "elu",
+        "elu(alpha: 0.3)",
+        "gelu",
+        "gelu(approximate: \"tanh\")",
+        "silu",
+        "softplus",
+        "softplus(beta: 2, threshold: 2.5)",
+    ] {
+        // `leaky_relu(-0.2)`: PyTorch's positional `negative_slope`.
+        let src = format!(
+            "model M(x: [{n}]) -> [{n}] {{ return x |> dense({n}) |> {act} }}\n{}\n\
+             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+            inline(n, n)
+        );
+        let g = run_graph(&src, "M");
+        // The reference: z = x·W + b, y = act(z), loss = mean((y − t)²).
+        let mut loss = 0.0;
+        let mut dz = vec![0.0; b * n];
+        for s in 0..b {
+            for j in 0..n {
+                let z: f64 = bias[j] + (0..n).map(|k| x[s * n + k] * w[k * n + j]).sum::<f64>();
+                let y = torch_act(act, z);
+                let d = y - t[s * n + j];
+                loss += d * d / (b * n) as f64;
+                dz[s * n + j] = 2.0 * d / (b * n) as f64 * torch_act_grad(act, z);
+            }
+        }
+        let gw: Vec<f64> = (0..n * n)
+            .map(|e| (0..b).map(|s| x[s * n + e / n] * dz[s * n + e % n]).sum())
+            .collect();
+        let gb: Vec<f64> = (0..n)
+            .map(|j| (0..b).map(|s| dz[s * n + j]).sum())
+            .collect();
+        println!("{act}: loss {loss}");
+        matches_numpy(
+            &g,
+            b,
+            &[x.clone(), t.clone()],
+            &[("dense1.weight", w.clone()), ("dense1.bias", bias.clone())],
+            &Reference {
+                loss,
+                grads: &[("dense1.weight", &gw), ("dense1.bias", &gb)],
+            },
+            1e-12,
+        );
+    }
+}

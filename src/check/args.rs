@@ -211,6 +211,13 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
                 }
             ))
         }
+        // Keras 2's `LeakyReLU(alpha=0.3)`, now `negative_slope` as PyTorch's.
+        "alpha" if callee == "leaky_relu" => "negative_slope",
+        "inplace" => {
+            return Some(format!(
+                "nnc plans the memory of its values itself: write `{callee}` without `inplace`"
+            ))
+        }
         // Keras' RMSprop(rho=0.9) is PyTorch's RMSprop(alpha=0.9).
         "rho" if callee == "rmsprop" => "alpha",
         // PyTorch's losses take `input` and `target`; the table of spec §8 shows `label`.

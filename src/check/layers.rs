@@ -33,8 +33,20 @@ pub const LAYERS: &[&str] = &[
 ];
 /// Functions of several values, called in a model body (never stages).
 pub const FUNCTIONS: &[&str] = &["concat"];
-/// Parameter-free elementwise (or last-axis) functions.
-pub const ACTIVATIONS: &[&str] = &["relu", "sigmoid", "tanh", "softmax", "log_softmax"];
+/// Elementwise (or last-axis) functions without parameters to train; some take arguments
+/// ([`super::activations`]).
+pub const ACTIVATIONS: &[&str] = &[
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "silu",
+    "softplus",
+];
 
 fn sig(kind: &str) -> Sig {
     match kind {
@@ -951,9 +963,16 @@ fn flatten(l: &mut Lower, cx: &Site, x: ValueId) -> Option<ValueId> {
     Some(y)
 }
 
-/// `relu`, `sigmoid`, `tanh`, `softmax` or `log_softmax` (`name`) applied to `v`; its node is
+/// Activation `name`, computed by `op` ([`super::activations::op`]), applied to `v`; its node is
 /// labelled `label` (the name given by `as`, else the activation's own).
-pub fn activation(l: &mut Lower, name: &str, label: &str, v: V, input_span: Span, span: Span) -> V {
+pub fn activation(
+    l: &mut Lower,
+    (name, op): (&str, Op),
+    label: &str,
+    v: V,
+    input_span: Span,
+    span: Span,
+) -> V {
     let V::T(x) = v else { return V::Bad };
     let cx = Site {
         span,
@@ -962,13 +981,6 @@ pub fn activation(l: &mut Lower, name: &str, label: &str, v: V, input_span: Span
     };
     let Some(x) = f32_input(l, &cx, name, x) else {
         return V::Bad;
-    };
-    let op = match name {
-        "relu" => Op::Unary(UnaryOp::Relu),
-        "sigmoid" => Op::Unary(UnaryOp::Sigmoid),
-        "tanh" => Op::Unary(UnaryOp::Tanh),
-        "softmax" => Op::Softmax,
-        _ => Op::LogSoftmax,
     };
     l.push(op, vec![x], label, span)
 }

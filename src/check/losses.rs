@@ -682,7 +682,7 @@ fn squashed(g: &Graph, v: ValueId) -> Option<&'static str> {
 }
 
 /// The layer that produced `v` when its values are not probabilities (a linear layer, relu,
-/// tanh, log_softmax): binary_cross_entropy needs p in (0, 1), cross_entropy a distribution.
+/// tanh, the other activations but the sigmoid, log_softmax): binary_cross_entropy needs p in (0, 1), cross_entropy a distribution.
 fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
     let n = g.node(v);
     match n.op {
@@ -692,8 +692,17 @@ fn unbounded(g: &Graph, v: ValueId) -> Option<&'static str> {
         Op::RnnScan { .. } => Some("an rnn"),
         Op::GruScan => Some("a gru"),
         Op::LstmHidden | Op::Lstm => Some("an lstm"),
-        Op::Unary(UnaryOp::Relu) => Some("relu"),
-        Op::Unary(UnaryOp::Tanh) => Some("tanh"),
+        // Every activation but the sigmoid (handled by `squashed`) and neg/exp/log (no stage).
+        Op::Unary(
+            u @ (UnaryOp::Relu
+            | UnaryOp::Tanh
+            | UnaryOp::LeakyRelu(_)
+            | UnaryOp::Elu(_)
+            | UnaryOp::Gelu
+            | UnaryOp::GeluTanh
+            | UnaryOp::Silu
+            | UnaryOp::Softplus { .. }),
+        ) => Some(u.name()),
         // Log-probabilities, all ≤ 0.
         Op::LogSoftmax => Some("log_softmax"),
         _ => None,

@@ -2,6 +2,7 @@
 //! are in [`super::layers`]. Errors poison the value they concern ([`V::Bad`]) so that one mistake
 //! yields one diagnostic, not a cascade.
 
+use super::activations;
 use super::layers::{self, ACTIVATIONS, FUNCTIONS, LAYERS};
 use super::models::Signature;
 use super::names::{did_you_mean, show, snake_case};
@@ -421,19 +422,30 @@ impl<'a, 'g> Lower<'a, 'g> {
             return super::concat::concat(self, callee, args, span);
         }
         if ACTIVATIONS.contains(&name) {
-            if args.len() != 1 || args[0].name.is_some() {
+            let with_arguments = activations::takes_arguments(name);
+            if args.is_empty() || args[0].name.is_some() || (args.len() > 1 && !with_arguments) {
+                let (takes, help) = if with_arguments {
+                    let call = format!("`{name}(x)`, `{name}(x, …)` with its arguments after it");
+                    ("a tensor first", format!("write {call}, or `x |> {name}`"))
+                } else {
+                    ("one tensor", format!("write `{name}(x)` or `x |> {name}`"))
+                };
                 return self.err(
                     Diag::new(
                         "nnc::arg",
-                        format!("{name}(…) takes one tensor"),
+                        format!("{name}(…) takes {takes}"),
                         span,
                         format!("found {} arguments", args.len()),
                     )
-                    .help(format!("write `{name}(x)` or `x |> {name}`")),
+                    .help(help),
                 );
             }
+            // `leaky_relu(x, 0.2)`: the activation's own arguments follow the tensor.
+            let Some(op) = self.activation_op(callee, &args[1..], span) else {
+                return V::Bad;
+            };
             let v = self.expr(&args[0].value);
-            return layers::activation(self, name, name, v, args[0].value.span, span);
+            return layers::activation(self, (name, op), name, v, args[0].value.span, span);
         }
         // `flatten(x)`, `Encoder(h)`: the value is the first argument, written before the pipe.
         let value = args
@@ -539,19 +551,12 @@ impl<'a, 'g> Lower<'a, 'g> {
         // layer would not say that it is missing.
         let lacking = matches!(
             id.name.to_ascii_lowercase().as_str(),
-            "gelu"
-                | "elu"
-                | "selu"
+            "selu"
                 | "celu"
                 | "relu6"
                 | "prelu"
                 | "rrelu"
-                | "leaky_relu"
-                | "leakyrelu"
-                | "silu"
-                | "swish"
                 | "mish"
-                | "softplus"
                 | "softsign"
                 | "hardtanh"
                 | "hardswish"
@@ -625,7 +630,7 @@ impl<'a, 'g> Lower<'a, 'g> {
         };
         let name = callee.name.as_str();
         if ACTIVATIONS.contains(&name) {
-            if !args.is_empty() {
+            if !args.is_empty() && !activations::takes_arguments(name) {
                 return self.err(
                     Diag::new(
                         "nnc::arg",
@@ -638,8 +643,11 @@ impl<'a, 'g> Lower<'a, 'g> {
             }
             // Activations have no parameters; a name given to one labels its node (`nnc ir`)
             // and may not be given to another stage of the model too.
+            let Some(op) = self.activation_op(callee, args, stage.span) else {
+                return V::Bad;
+            };
             let label = alias.map_or_else(|| name.to_string(), |a| self.claim(a));
-            return layers::activation(self, name, &label, v, input_span, stage.span);
+            return layers::activation(self, (name, op), &label, v, input_span, stage.span);
         }
         if FUNCTIONS.contains(&name) {
             return self.err(
@@ -673,6 +681,19 @@ impl<'a, 'g> Lower<'a, 'g> {
             return self.submodel(callee, v, input_span, alias);
         }
         self.unknown_stage(callee)
+    }
+
+    /// The op of activation `callee` given its own arguments `args` (spanning `span`), or `None`
+    /// with their errors reported.
+    fn activation_op(
+        &mut self,
+        callee: &Ident,
+        args: &[crate::syntax::ast::Arg],
+        span: Span,
+    ) -> Option<Op> {
+        activations::op(callee, args, span)
+            .map_err(|ds| self.diags.extend(ds))
+            .ok()
     }
 
     /// Inlines another model: its parameters go under its instance name.

@@ -13,6 +13,7 @@
 // A `Diag` is large, but an `Err` here is the rare path that ends in a message to a person.
 #![allow(clippy::result_large_err)]
 
+mod activations;
 mod args;
 mod concat;
 mod consts;

@@ -7,6 +7,7 @@
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, InstBuilder, Type as ClifType, Value};
 
+use super::activation;
 use super::kernel::{Kb, I64};
 use super::math;
 use crate::ir::{BinaryOp, Type, UnaryOp};
@@ -62,11 +63,13 @@ pub fn unary(kb: &mut Kb, op: UnaryOp, x: Value, ty: ClifType) -> Value {
         UnaryOp::Tanh => math::emit_tanh(&mut kb.b, x),
         UnaryOp::Exp => math::emit_exp(&mut kb.b, x),
         UnaryOp::Log => math::emit_log(&mut kb.b, x),
+        _ => activation::forward(&mut kb.b, op, x),
     }
 }
 
 /// The derivative factor of a unary op: `f'` expressed through `v`, which is the forward output
-/// for sigmoid, tanh and exp and the forward input otherwise ([`UnaryOp::grad_uses_output`]).
+/// for relu, sigmoid, tanh and exp (and leaky_relu, elu with a positive slope, alpha) and the
+/// forward input otherwise ([`UnaryOp::grad_uses_output`]).
 pub fn unary_grad(kb: &mut Kb, op: UnaryOp, v: Value, dy: Value, ty: ClifType) -> Value {
     match op {
         UnaryOp::Neg => kb.b.ins().fneg(dy),
@@ -89,6 +92,7 @@ pub fn unary_grad(kb: &mut Kb, op: UnaryOp, v: Value, dy: Value, ty: ClifType) -
         }
         UnaryOp::Exp => kb.b.ins().fmul(dy, v),
         UnaryOp::Log => kb.b.ins().fdiv(dy, v),
+        _ => activation::grad(&mut kb.b, op, v, dy),
     }
 }
 

@@ -6,6 +6,7 @@
 //! ([`elementwise::ElemExpr`]), so that a fused chain is one loop and a GEMM's epilogue
 //! ([`epilogue`]) applies the same expressions to each block of its product.
 
+mod activation;
 mod batchnorm;
 mod bias;
 mod conv;

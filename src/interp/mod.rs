@@ -14,6 +14,10 @@ mod loss;
 mod lstm;
 mod norm;
 mod seq;
+mod special;
+
+pub use elementwise::unary_fn;
+pub use special::{erf, erfc};
 
 pub use executor::Interpreter;
 

@@ -211,6 +211,9 @@ impl Param {
 }
 
 /// Elementwise functions of one argument.
+///
+/// The activations with a parameter keep it as its f32 bits, so that the op stays `Eq` and
+/// `Hash` (common-subexpression elimination compares ops): read it with [`UnaryOp::param`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
     Neg,
@@ -219,9 +222,56 @@ pub enum UnaryOp {
     Tanh,
     Exp,
     Log,
+    /// `x > 0 ? x : slope·x`: PyTorch's `nn.LeakyReLU(negative_slope)` (the slope's bits).
+    LeakyRelu(u32),
+    /// `x > 0 ? x : alpha·(eˣ − 1)`: `nn.ELU(alpha)` (alpha's bits).
+    Elu(u32),
+    /// `x·Φ(x)`, Φ the standard normal's distribution function: `nn.GELU()`.
+    Gelu,
+    /// `½x·(1 + tanh(√(2/π)·(x + 0.044715x³)))`: `nn.GELU(approximate="tanh")`.
+    GeluTanh,
+    /// `x·σ(x)`: `nn.SiLU()` (Keras' `swish`).
+    Silu,
+    /// `log(1 + e^{βx})/β`, and `x` where `βx > threshold`: `nn.Softplus(beta, threshold)`.
+    Softplus {
+        beta: u32,
+        threshold: u32,
+    },
 }
 
 impl UnaryOp {
+    pub fn leaky_relu(negative_slope: f32) -> UnaryOp {
+        UnaryOp::LeakyRelu(negative_slope.to_bits())
+    }
+    pub fn elu(alpha: f32) -> UnaryOp {
+        UnaryOp::Elu(alpha.to_bits())
+    }
+    pub fn softplus(beta: f32, threshold: f32) -> UnaryOp {
+        UnaryOp::Softplus {
+            beta: beta.to_bits(),
+            threshold: threshold.to_bits(),
+        }
+    }
+
+    /// The first parameter as a number: leaky_relu's slope, elu's alpha, softplus' beta (0 for
+    /// the others).
+    pub fn param(self) -> f32 {
+        match self {
+            UnaryOp::LeakyRelu(p) | UnaryOp::Elu(p) | UnaryOp::Softplus { beta: p, .. } => {
+                f32::from_bits(p)
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Softplus' threshold (0 for the others).
+    pub fn threshold(self) -> f32 {
+        match self {
+            UnaryOp::Softplus { threshold, .. } => f32::from_bits(threshold),
+            _ => 0.0,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             UnaryOp::Neg => "neg",
@@ -230,16 +280,48 @@ impl UnaryOp {
             UnaryOp::Tanh => "tanh",
             UnaryOp::Exp => "exp",
             UnaryOp::Log => "log",
+            UnaryOp::LeakyRelu(_) => "leaky_relu",
+            UnaryOp::Elu(_) => "elu",
+            UnaryOp::Gelu | UnaryOp::GeluTanh => "gelu",
+            UnaryOp::Silu => "silu",
+            UnaryOp::Softplus { .. } => "softplus",
         }
     }
+
+    /// The parameters as printed after the name (`nnc ir`): ` slope=0.01`; empty if none.
+    pub fn attrs(self) -> String {
+        match self {
+            UnaryOp::LeakyRelu(_) => format!(" slope={}", self.param()),
+            UnaryOp::Elu(_) => format!(" alpha={}", self.param()),
+            UnaryOp::GeluTanh => " approximate=tanh".into(),
+            UnaryOp::Softplus { .. } => {
+                format!(" beta={} threshold={}", self.param(), self.threshold())
+            }
+            _ => String::new(),
+        }
+    }
+
     /// Whether [`Op::UnaryGrad`] of this op reads the forward *output* (else the forward input).
     pub fn grad_uses_output(self) -> bool {
         // Relu's derivative is [x > 0] = [relu(x) > 0]: reading the output lets the forward
         // pass keep only the activation, so a bias add before it can fuse ([`Op::Fused`]).
-        matches!(
-            self,
-            UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Exp | UnaryOp::Relu
-        )
+        // So do leaky_relu's with a positive slope (y > 0 exactly where x > 0, the derivative
+        // 1 or the slope) and elu's with alpha ≥ 0 (y > 0 where x > 0, else the derivative
+        // alpha·eˣ = y + alpha); a negative slope or alpha makes y's sign say nothing of x's.
+        // Gelu, silu and softplus are not monotonic or lose x where they saturate: they read x.
+        match self {
+            UnaryOp::Sigmoid | UnaryOp::Tanh | UnaryOp::Exp | UnaryOp::Relu => true,
+            UnaryOp::LeakyRelu(_) => self.param() > 0.0,
+            UnaryOp::Elu(_) => self.param() >= 0.0,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for UnaryOp {
+    /// The name and parameters: `leaky_relu slope=0.2`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.name(), self.attrs())
     }
 }
 
@@ -304,7 +386,7 @@ impl fmt::Display for Chain {
             .iter()
             .map(|a| format!("bias_add axis={a}"))
             .collect();
-        parts.extend(self.acts.iter().map(|u| u.name().to_string()));
+        parts.extend(self.acts.iter().map(|u| u.to_string()));
         write!(f, "[{}]", parts.join(" → "))
     }
 }
@@ -415,7 +497,7 @@ impl fmt::Display for Epilogue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Epilogue::Chain(c) => c.fmt(f),
-            Epilogue::Grad(u) => write!(f, "[{}_grad]", u.name()),
+            Epilogue::Grad(u) => write!(f, "[{}_grad{}]", u.name(), u.attrs()),
             Epilogue::Loss(l) => l.fmt(f),
             Epilogue::Pool(c, w) => {
                 let chain = c.to_string();
@@ -497,7 +579,7 @@ impl fmt::Display for LossEpilogue {
             if self.summed { " summed" } else { "" }
         )?;
         if let Some(u) = self.through {
-            write!(f, " → {}_grad", u.name())?;
+            write!(f, " → {}_grad{}", u.name(), u.attrs())?;
         }
         write!(f, "]")
     }
@@ -524,7 +606,8 @@ pub enum Op {
     /// `[a, b] -> same`: same types, or one of the two a scalar `f32[]` broadcast to the other.
     Binary(BinaryOp),
     /// `[v, dy] -> dx`: gradient of `Unary(op)`. `v` is the forward output for relu, sigmoid, tanh
-    /// and exp ([`UnaryOp::grad_uses_output`]), the forward input otherwise.
+    /// and exp, leaky_relu with a positive slope and elu with alpha ≥ 0
+    /// ([`UnaryOp::grad_uses_output`]), the forward input otherwise.
     UnaryGrad(UnaryOp),
     /// `[x]` or `[x, b] -> x`: a chain of elementwise ops in one pass (made by
     /// [`crate::opt::fuse`] after autodiff, so it has no gradient rule): `b: f32[C]` added along
@@ -854,6 +937,7 @@ impl Op {
             | Op::Concat { axis }
             | Op::Reverse { axis } => format!(" axis={axis}"),
             Op::Slice { axis, start, len } => format!(" axis={axis} start={start} len={len}"),
+            Op::Unary(u) | Op::UnaryGrad(u) => u.attrs(),
             Op::Fused(c) => c.to_string(),
             Op::WithEpilogue { producer, epi } => format!("{} {epi}", producer.op().attrs()),
             Op::Conv2d(w)
@@ -872,7 +956,11 @@ impl Op {
                 pool.kernel,
                 pool.stride,
                 pool.pad,
-                act.map_or(String::new(), |a| format!(" → {}_grad", a.name()))
+                act.map_or(String::new(), |a| format!(
+                    " → {}_grad{}",
+                    a.name(),
+                    a.attrs()
+                ))
             ),
             Op::OneHot { n } => format!(" n={n}"),
             Op::MeanToSum { per } => format!(" per={per}"),

@@ -84,6 +84,8 @@ pub fn unary(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Exp => x.exp(),
         UnaryOp::Log => x.ln(),
+        // The activations added later: the interpreter's f64 formula, rounded.
+        _ => crate::interp::unary_fn(op, f64::from(x)) as f32,
     }
 }
 

@@ -5,8 +5,9 @@
 //! Runs after autodiff (fused nodes have no gradient rule). A value is absorbed only when the
 //! next op of the chain is its single reader and it is no output, so nothing that the backward
 //! pass or the caller reads disappears: relu's gradient reads its output
-//! ([`crate::ir::UnaryOp::grad_uses_output`]), which is why a bias add fuses with the relu
-//! after it in training graphs too. The fused kernel does the same arithmetic in the same
+//! ([`crate::ir::UnaryOp::grad_uses_output`]; so do leaky_relu's and elu's with a positive
+//! slope or alpha), which is why a bias add fuses with the relu after it in training graphs too,
+//! and not with a gelu, silu or softplus, whose gradients read their input. The fused kernel does the same arithmetic in the same
 //! order as the separate ones, so results are bit-identical.
 
 use super::rewrite::{use_counts, Rewriter};

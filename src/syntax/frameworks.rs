@@ -65,8 +65,25 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
         "Flatten" => "flattening is `flatten`",
         "ReLU" | "Sigmoid" | "Tanh" | "Softmax" | "LogSoftmax" | "relu" | "sigmoid" | "tanh"
         | "softmax" | "log_softmax" => {
-            "the activations are `relu`, `sigmoid`, `tanh`, `softmax` and `log_softmax`, \
-             applied with `|>`: `x |> dense(128) |> relu`"
+            "the activations are `relu`, `sigmoid`, `tanh`, `softmax`, `log_softmax`, \
+             `leaky_relu`, `elu`, `gelu`, `silu` and `softplus`, applied with `|>`: \
+             `x |> dense(128) |> relu`"
+        }
+        "LeakyReLU" | "LeakyRelu" | "leakyrelu" | "lrelu" => {
+            "leaky ReLU is `leaky_relu` or `leaky_relu(negative_slope: 0.01)` (PyTorch's \
+             `nn.LeakyReLU(negative_slope)`, Keras' `LeakyReLU(negative_slope)`, once `alpha`)"
+        }
+        "ELU" => "ELU is `elu` or `elu(alpha: 1.0)` (PyTorch's `nn.ELU(alpha)`)",
+        "GELU" => {
+            "GELU is `gelu`, or `gelu(approximate: \"tanh\")` for its tanh form (PyTorch's \
+             `nn.GELU(approximate=…)`)"
+        }
+        "SiLU" | "Swish" | "swish" => {
+            "x·sigmoid(x) is `silu` (PyTorch's `nn.SiLU`, Keras' and TensorFlow's `swish`)"
+        }
+        "Softplus" => {
+            "softplus is `softplus` or `softplus(beta: 1, threshold: 20)` (PyTorch's \
+             `nn.Softplus(beta, threshold)`)"
         }
         "MaxPool2d" | "MaxPooling2D" | "max_pool2d" | "max_pool" => {
             "max pooling is `maxpool(k)` or `maxpool(k, stride: s)`"

@@ -4,6 +4,7 @@
 //! after SIGKILL and Ctrl-C, and the commands themselves). Exit codes: 0 ok, 1 user error,
 //! 2 internal error, 130 interrupted; nothing may panic.
 
+mod activations;
 mod anomaly;
 mod arguments;
 mod bad_files;

@@ -201,8 +201,23 @@ impl Builder<'_> {
             return self.image(x, &ty);
         }
         Ok(Some(match self.src.below(11) {
-            0 => match self.src.below(6) {
+            0 => match self.src.below(8) {
                 0 => self.unary(UnaryOp::Neg, x)?,
+                // The smooth activations, and leaky_relu (off its kink, as relu).
+                6 => {
+                    let op = self.src.pick(&[
+                        UnaryOp::Gelu,
+                        UnaryOp::GeluTanh,
+                        UnaryOp::Silu,
+                        UnaryOp::elu(1.0),
+                        UnaryOp::softplus(1.0, 20.0),
+                    ]);
+                    self.unary(op, x)?
+                }
+                7 => {
+                    let j = self.jitter(x)?;
+                    self.unary(UnaryOp::leaky_relu(0.1), j)?
+                }
                 1 => {
                     let j = self.jitter(x)?;
                     self.unary(UnaryOp::Relu, j)?

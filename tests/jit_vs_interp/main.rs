@@ -3,6 +3,7 @@
 //! Here the generator of inputs, the comparison ([`compare`]) and the graphs several modules
 //! build; one module per family of tests.
 
+mod activations;
 mod autodiff;
 mod conv;
 mod copy;
