@@ -42,6 +42,9 @@ pub struct Lower<'a, 'g> {
     pub vocab: Option<(usize, Span)>,
     /// Whether loss functions (`mse`, `cross_entropy`, …) may be called: in a `loss:` setting.
     pub loss_mode: bool,
+    /// Each `conv_transpose2d`'s node and call span, in order: a model that ends
+    /// at another size than it declares is told what would fix its last one.
+    pub transposed: Vec<(ValueId, Span)>,
 }
 
 impl<'a, 'g> Lower<'a, 'g> {
@@ -58,6 +61,7 @@ impl<'a, 'g> Lower<'a, 'g> {
             vars: HashMap::new(),
             vocab: None,
             loss_mode: false,
+            transposed: Vec::new(),
         }
     }
 

@@ -35,6 +35,7 @@ mod settings;
 mod stack;
 mod stack_paths;
 mod stopping;
+mod transposed;
 mod unused;
 
 pub use consts::MAX_STEPS;
@@ -319,6 +320,7 @@ fn check_model(
     let mut l = Lower::new(models, &mut g, "", false);
     let out = l.body(m, x);
     let vocab = l.vocab;
+    let convs = std::mem::take(&mut l.transposed);
     let had_errors = !l.diags.is_empty();
     diags.append(&mut l.diags);
     let mut sig = Signature {
@@ -376,6 +378,10 @@ fn check_model(
                 );
                 if let Some(r) = ret {
                     d = d.also(r, format!("this is {}", show(&got)));
+                }
+                if let Some((at, note, help)) = transposed::fix_transposed(&g, &convs, &got, &want)
+                {
+                    d = d.also(at, note).help(help);
                 }
                 diags.push(d);
                 return (Some(sig), None);
