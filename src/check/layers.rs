@@ -185,6 +185,17 @@ impl Reader<'_, '_, '_, '_> {
     fn size(&mut self, name: &str, what: &str) -> Option<usize> {
         self.get(name, |e| consts::size(e, what))
     }
+    /// The arguments `conv2d` and `conv_transpose2d` share: `out`, `in`, `kernel` and
+    /// `stride` (1 unless given).
+    fn conv_sizes(&mut self) -> (Option<usize>, Option<usize>, Option<usize>, Option<usize>) {
+        let out = self.size("out", "the number of output channels");
+        let inn = self.size("in", "the number of input channels");
+        let k = self.size("kernel", "the kernel size");
+        let s = self
+            .get("stride", |e| consts::size(e, "the stride"))
+            .or(Some(1));
+        (out, inn, k, s)
+    }
     /// The arguments every recurrent layer `kind` takes: `hidden`, `bidirectional`,
     /// `num_layers` and `dropout` (refused on a single layer, [`lone_dropout`]).
     fn recurrent(&mut self, kind: &str) -> Option<Recurrent> {
@@ -256,12 +267,7 @@ pub fn layer(
             dense(r.l, &cx, x, inn.map(|i| (i, in_span)), out)
         }
         "conv2d" => {
-            let out = r.size("out", "the number of output channels");
-            let inn = r.size("in", "the number of input channels");
-            let k = r.size("kernel", "the kernel size");
-            let s = r
-                .get("stride", |e| consts::size(e, "the stride"))
-                .or(Some(1));
+            let (out, inn, k, s) = r.conv_sizes();
             let p = r.get("padding", padding).or(Some(Padding::Zeros(0)));
             let (Some(out), Some(k), Some(s), Some(p), V::T(x), true) = (out, k, s, p, v, r.ok)
             else {
@@ -286,12 +292,7 @@ pub fn layer(
             )
         }
         "conv_transpose2d" => {
-            let out = r.size("out", "the number of output channels");
-            let inn = r.size("in", "the number of input channels");
-            let k = r.size("kernel", "the kernel size");
-            let s = r
-                .get("stride", |e| consts::size(e, "the stride"))
-                .or(Some(1));
+            let (out, inn, k, s) = r.conv_sizes();
             let p = r
                 .get("padding", |e| consts::count(e, "the padding"))
                 .or(Some(0));
