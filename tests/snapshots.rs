@@ -87,6 +87,15 @@ fn mnist_parameter_counts_match_pytorch() {
     let ae = program("conv_autoencoder");
     let s = model_stats(&ae.model("ConvAutoencoder").unwrap().graph);
     assert_eq!(s.params, 9_569);
+    // The products: 2·(1·9)·16·14·14 + 2·(16·9)·32·7·7, then each transposed convolution's
+    // input element times its out·k·k weights, 2·(16·9)·32·7·7 + 2·(1·9)·16·14·14; plus at
+    // most a few operations an element for the biases and activations.
+    let products = 2 * (56_448 + 451_584);
+    assert!(
+        (products..products + 50_000).contains(&s.flops_per_sample),
+        "{} FLOPs",
+        s.flops_per_sample
+    );
 }
 
 #[test]

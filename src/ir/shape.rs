@@ -737,7 +737,9 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         Op::WithEpilogue { producer, .. } => {
             flops_per_sample(&producer.op(), &ins[..2], out) + per(out)
         }
-        Op::Conv2dGradInput(w) => 2 * (ins[1].dims[0] * w.kernel * w.kernel) as u64 * per(ins[0]),
+        // Each element of dy meets the C·k·k weights of its output channel (w is O×C×k×k; a
+        // transposed convolution's x, in dy's place, meets its `out`·k·k).
+        Op::Conv2dGradInput(w) => 2 * (ins[1].dims[1] * w.kernel * w.kernel) as u64 * per(ins[0]),
         Op::Conv2dGradWeight(w) => 2 * (ins[0].dims[0] * w.kernel * w.kernel) as u64 * per(ins[1]),
         Op::Conv2dGradWeightUnpool { conv, .. } => {
             2 * (ins[0].dims[0] * conv.kernel * conv.kernel) as u64 * per(ins[1])
