@@ -727,7 +727,10 @@ impl<'a, 'g> Lower<'a, 'g> {
         let prefix = format!("{}{instance}.", self.prefix);
         let mut inner = Lower::new(self.models, self.g, &prefix, self.training);
         // The sub-model was checked on its own; its diagnostics would only repeat.
-        inner.body(model, x)
+        let v = inner.body(model, x);
+        let convs = std::mem::take(&mut inner.transposed);
+        self.transposed.extend(convs);
+        v
     }
 }
 

@@ -379,9 +379,12 @@ fn check_model(
                 if let Some(r) = ret {
                     d = d.also(r, format!("this is {}", show(&got)));
                 }
-                if let Some((at, note, help)) = transposed::fix_transposed(&g, &convs, &got, &want)
-                {
-                    d = d.also(at, note).help(help);
+                if let Some((at, note, fix)) = transposed::fix_transposed(&g, &convs, &got, &want) {
+                    d = d.also(at, note).help(format!(
+                        "to reach {}: here, {fix}; or declare `-> {}`",
+                        show(&want),
+                        show(&got)
+                    ));
                 }
                 diags.push(d);
                 return (Some(sig), None);

@@ -6,7 +6,7 @@
 use super::images::image;
 use super::layers::{check_size, node, param, uniform, Site};
 use super::lower::Lower;
-use super::names::{plural, show};
+use super::names::plural;
 use crate::diag::Diag;
 use crate::ir::{BinaryOp, Op, Type, ValueId, Window};
 use crate::syntax::ast::{Expr, ExprKind, Span};
@@ -213,10 +213,11 @@ fn typed(l: &mut Lower, op: Op, inputs: Vec<ValueId>, ty: Type, cx: &Site) -> Va
     l.g.push_typed(op, inputs, ty, label)
 }
 
-/// For a model that returns `got` but declares `want`, when the last layer to set the map's
-/// size is a `conv_transpose2d` (`convs`: each one's node and call span, as recorded while
-/// lowering): the note under that layer and what would reach `want`, through
-/// `output_padding` when the rows missing are fewer than a stride, else through the kernel.
+/// For a model's output `got` where `want` is needed (the declared output, or a loss's
+/// target), when the last layer to set the map's size is a `conv_transpose2d` (`convs`: each
+/// one's node and call span, as recorded while lowering): that layer's span, the note under it,
+/// and what would reach `want` there: `output_padding` when the rows missing are fewer than a
+/// stride, more padding when there are two, four, … too many, else the kernel.
 pub fn fix_transposed(
     g: &crate::ir::Graph,
     convs: &[(ValueId, Span)],
@@ -266,10 +267,5 @@ pub fn fix_transposed(
         "this transposed convolution gives {gh}×{gw}: ({h} − 1)·{} − 2·{} + {} + {op}",
         win.stride, win.pad, win.kernel
     );
-    let help = format!(
-        "to reach {}: here, {fix}; or declare `-> {}`",
-        show(want),
-        show(got)
-    );
-    Some((span, note, help))
+    Some((span, note, fix))
 }
