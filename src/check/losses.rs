@@ -385,7 +385,7 @@ fn same_shape(
     } else if tb.dtype == DType::I32 {
         d.help(format!("these are class ids; compare logits with them using `cross_entropy(…)`, or give {name} f32 targets of shape {}", show(&ta)))
     } else if let Some((at, note, fix)) =
-        super::transposed::fix_transposed(l.g, &l.transposed, &ta, &tb)
+        super::transposed::fix_transposed(l.g, &l.transposed, (a, &tb))
     {
         // A decoder that ends at another size than the image it reconstructs.
         d.also(at, note).help(format!(

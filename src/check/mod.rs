@@ -379,7 +379,8 @@ fn check_model(
                 if let Some(r) = ret {
                     d = d.also(r, format!("this is {}", show(&got)));
                 }
-                if let Some((at, note, fix)) = transposed::fix_transposed(&g, &convs, &got, &want) {
+                if let Some((at, note, fix)) = transposed::fix_transposed(&g, &convs, (out, &want))
+                {
                     d = d.also(at, note).help(format!(
                         "to reach {}: here, {fix}; or declare `-> {}`",
                         show(&want),

@@ -213,59 +213,82 @@ fn typed(l: &mut Lower, op: Op, inputs: Vec<ValueId>, ty: Type, cx: &Site) -> Va
     l.g.push_typed(op, inputs, ty, label)
 }
 
-/// For a model's output `got` where `want` is needed (the declared output, or a loss's
+/// For a model's output `out` where `want` is needed (the declared output, or a loss's
 /// target), when the last layer to set the map's size is a `conv_transpose2d` (`convs`: each
 /// one's node and call span, as recorded while lowering): that layer's span, the note under it,
-/// and what would reach `want` there: `output_padding` when the rows missing are fewer than a
-/// stride, more padding when there are two, four, … too many, else the kernel.
+/// and what would reach `want` there: `output_padding` alone when it can, else the padding
+/// (and output_padding) nearest the layer's, else the kernel.
 pub fn fix_transposed(
     g: &crate::ir::Graph,
     convs: &[(ValueId, Span)],
-    got: &Type,
-    want: &Type,
+    (out, want): (ValueId, &Type),
 ) -> Option<(Span, String, String)> {
+    let got = g.ty(out);
     let (&[gc, gh, gw], &[wc, wh, ww]) = (&got.dims[..], &want.dims[..]) else {
         return None;
     };
+    // The last transposed convolution computed before the output (its value, or what
+    // follows it).
+    let &(y, span) = convs.iter().rev().find(|(y, _)| *y <= out)?;
     if gc != wc {
         return None;
     }
-    let &(y, span) = convs.last()?;
     let node = g.node(y);
     let Op::Conv2dGradInput(win) = node.op else {
         return None;
     };
     let (yt, xt) = (&node.ty, g.ty(node.inputs[0]));
     // Only when no later layer changes the map's size.
-    let later = g.nodes[y.index() + 1..]
+    let later = g.nodes[y.index() + 1..=out.index()]
         .iter()
         .any(|n| n.ty.dims.len() == 3 && n.ty.dims[1..] != yt.dims[1..]);
     if later || yt.dims[1..] != [gh, gw] || gh != gw || wh != ww {
         return None;
     }
-    let (h, op) = (
-        xt.dims[1],
-        gh - ((xt.dims[1] - 1) * win.stride + win.kernel - 2 * win.pad),
-    );
-    // The kernel plus output_padding that reaches `wh` at this stride and padding.
-    let need = (wh + 2 * win.pad).checked_sub((h - 1) * win.stride);
-    let fix = match need {
-        Some(n) if n >= win.kernel && n - win.kernel < win.stride => {
-            format!("`output_padding: {}` reaches {wh}×{wh}", n - win.kernel)
+    // gh = (h − 1)·s − 2p + k + op, added up in an order that cannot go below zero.
+    let h = xt.dims[1];
+    let op = (gh + 2 * win.pad).checked_sub((h - 1) * win.stride + win.kernel)?;
+    // What reaches `wh` at this stride: output_padding alone, else the padding (with the same
+    // output_padding if it can), else the kernel.
+    let (k, p, s) = (win.kernel, win.pad, win.stride);
+    let base = (h - 1) * s;
+    let reach = |k: usize, p: usize, q: usize| (base + k + q).checked_sub(2 * p) == Some(wh);
+    let paddings = (0..=(base + k + s) / 2).flat_map(|p| (0..s).map(move |q| (p, q)));
+    let fix = if let Some(q) = (0..s).find(|&q| reach(k, p, q)) {
+        format!("`output_padding: {q}`")
+    } else if let Some((p, q)) = paddings
+        .filter(|&(p, q)| reach(k, p, q))
+        .min_by_key(|&(pp, q)| (q != op, pp.abs_diff(p)))
+    {
+        if q == op {
+            format!("`padding: {p}`")
+        } else {
+            format!("`padding: {p}, output_padding: {q}`")
         }
-        _ if gh > wh && (gh - wh).is_multiple_of(2) => format!(
-            "`padding: {}` reaches {wh}×{wh}",
-            win.pad + (gh - wh) / 2
-        ),
-        Some(n) if n > op => format!("`kernel: {}` reaches {wh}×{wh}", n - op),
-        _ => format!(
-            "no kernel reaches {wh}×{wh} from the {h}×{h} map at stride {}: change the stride              or the layers before it",
-            win.stride
-        ),
+    } else if let Some(k) = (1..=wh + 2 * p).find(|&k| reach(k, p, op)) {
+        format!("`kernel: {k}`")
+    } else {
+        return Some((
+            span,
+            note(gh, h, win, op),
+            format!(
+                "no kernel or padding reaches {wh}×{wh} from the {h}×{h} map at stride {s}: \
+                 change the stride or the layers before it"
+            ),
+        ));
     };
-    let note = format!(
-        "this transposed convolution gives {gh}×{gw}: ({h} − 1)·{} − 2·{} + {} + {op}",
+    Some((
+        span,
+        note(gh, h, win, op),
+        format!("{fix} reaches {wh}×{wh}"),
+    ))
+}
+
+/// The note under a transposed convolution of an `h`×`h` map by `win` with output_padding
+/// `op` that gives `gh` rows: how.
+fn note(gh: usize, h: usize, win: Window, op: usize) -> String {
+    format!(
+        "this transposed convolution gives {gh}×{gh}: ({h} − 1)·{} − 2·{} + {} + {op}",
         win.stride, win.pad, win.kernel
-    );
-    Some((span, note, fix))
+    )
 }
