@@ -1194,6 +1194,7 @@ fn conv_transpose2d_input_weight_and_bias() {
         (3, 2, 1, 1),
         (3, 3, 0, 2),
         (4, 3, 2, 1),
+        (2, 3, 2, 2),
     ] {
         for (h, w) in [(3, 3), (2, 4)] {
             let side = |n: usize| (n - 1) * s + k + op - 2 * p;

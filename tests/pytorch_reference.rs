@@ -1442,6 +1442,7 @@ fn conv_transpose2d_is_pytorchs() {
         (3, 3, 1, 2),
         (4, 2, 1, 0),
         (5, 3, 2, 1),
+        (2, 3, 2, 2),
     ] {
         let x = vals(b * c * h * w, 0.7, 0.3, 1.0);
         let weight = vals(c * o * k * k, 1.3, 0.1, 0.3);

@@ -47,6 +47,14 @@ const DECODERS: &[([usize; 3], &str, usize, Gen)] = &[
         2 * 19 * 13,
         DENSE,
     ),
+    // Padding as large as the kernel (windows of the convolution it transposes that lie
+    // wholly in the padding): 3×3 -> 6×6.
+    (
+        [2, 3, 3],
+        "conv_transpose2d(2, kernel: 2, stride: 3, padding: 2, output_padding: 2)",
+        2 * 6 * 6,
+        DENSE,
+    ),
     // Stride 1 with 16 input channels (the 3×3 input-gradient kernel Winograd takes, or on a
     // mostly zero input the sparse one), the `(in, out)` form: 9×9 kept.
     (
