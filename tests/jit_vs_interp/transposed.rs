@@ -82,6 +82,15 @@ const DECODERS: &[([usize; 3], &str, usize, Gen)] = &[
         3 * 12 * 9,
         DENSE,
     ),
+    // Large maps: 32×32 -> 64×64 by a 4×4 kernel of stride 2 (PyTorch's DCGAN step), and an
+    // upsampling of 40×40.
+    (
+        [8, 32, 32],
+        "conv_transpose2d(8, kernel: 4, stride: 2, padding: 1) |> relu",
+        8 * 64 * 64,
+        DENSE,
+    ),
+    ([4, 40, 40], "upsample(2) |> tanh", 4 * 80 * 80, DENSE),
     // The convolutional autoencoder of spec §5, on MNIST's 28×28.
     (
         [1, 28, 28],
