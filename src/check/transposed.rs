@@ -11,8 +11,8 @@ use crate::diag::Diag;
 use crate::ir::{BinaryOp, Op, Type, ValueId, Window};
 use crate::syntax::ast::{Expr, ExprKind, Span};
 
-/// A transposed convolution's arguments beside its window: `output_padding`, and the spans of
-/// `in`, `kernel`, `padding` and `output_padding` for messages.
+/// A transposed convolution's arguments beside its window: the channels, `output_padding`,
+/// and the spans of `in`, `padding` and `output_padding` for messages.
 pub(super) struct Transpose {
     pub inn: Option<usize>,
     pub out: usize,
@@ -28,7 +28,7 @@ pub(super) struct TransposeSpans {
 
 /// The output extent of a transposed convolution along one axis of `len`:
 /// (len − 1)·s − 2p + k + output_padding, or `None` when that is not positive.
-pub fn transposed_len(win: &Window, len: usize, output_padding: usize) -> Option<usize> {
+fn transposed_len(win: &Window, len: usize, output_padding: usize) -> Option<usize> {
     ((len - 1) * win.stride + win.kernel + output_padding)
         .checked_sub(2 * win.pad)
         .filter(|n| *n > 0)
@@ -106,7 +106,7 @@ pub(super) fn conv_transpose2d(
             )
             .help(format!(
                 "padding crops the transposed convolution's full output, (H − 1)·stride + \
-                 kernel = {full} here: use a padding of at most {}",
+                 kernel + output_padding = {full} here: use a padding of at most {}",
                 (full - 1) / 2
             )),
         );
