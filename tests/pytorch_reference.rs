@@ -1355,6 +1355,17 @@ fn stacked_recurrent_layers_are_pytorchs() {
     }
 }
 
+/// Asserts that the interpreter's `output` of `g` on `inputs` and `params` (in the graph's
+/// order) is `want`, element by element, to rounding.
+fn output_is(g: &Graph, batch: usize, inputs: &[Vec<f64>], params: &[Vec<f64>], want: &[f64]) {
+    let out = nnc::interp::eval(g, batch, inputs, params, CTX).unwrap();
+    let y = &out[g.output("output").unwrap().index()];
+    assert_eq!(y.len(), want.len());
+    for (k, (a, b)) in y.iter().zip(want).enumerate() {
+        close(&format!("{} output[{k}]", g.name), *a, *b, EXACT);
+    }
+}
+
 /// PyTorch's `nn.ConvTranspose2d(C, O, k, stride=s, padding=p, output_padding=op)` forward, in
 /// f64, on its own weight layout `[C, O, k, k]`, as its documentation defines it: every input
 /// value `x[b,c,h,w]` adds `x·weight[c,o,ki,kj]` to output `[b, o, h·s − p + ki, w·s − p + kj]`
@@ -1430,7 +1441,8 @@ fn mse_and_grad(y: &[f64], t: &[f64]) -> (f64, Vec<f64>) {
 /// 3×4 image of 2 channels as PyTorch's `nn.ConvTranspose2d(2, 3, k, s, p, op)`, then
 /// `mse_loss`, over strides 1 to 3, paddings and output paddings: the output size, the
 /// initialization's bound (PyTorch's fan_in of a transposed convolution is weight.size(1)·k·k,
-/// its output channels), the loss, and the gradients, written directly from the scatter:
+/// its output channels), the output, the loss, and the gradients, written directly from the
+/// scatter:
 /// `dW[c,o,ki,kj] = Σ x[b,c,h,w]·dy[b,o,h·s − p + ki, w·s − p + kj]`, `db[o] = Σ dy[b,o,·,·]`.
 #[test]
 fn conv_transpose2d_is_pytorchs() {
@@ -1467,6 +1479,8 @@ fn conv_transpose2d_is_pytorchs() {
             assert_eq!(param.init, nnc::ir::Init::Uniform { bound }, "{case}");
         }
         let t = vals(b * per, 0.45, 1.1, 0.5);
+        let ps = [weight.clone(), bias.clone()];
+        output_is(&g, b, &[x.clone(), t.clone()], &ps, &y);
         let (loss, dy) = mse_and_grad(&y, &t);
         let mut dw = vec![0.0; weight.len()];
         for_each_transposed_tap((b, c, h, w, o), (k, s, p), (oh, ow), |xi, wi, yi| {
@@ -1503,8 +1517,8 @@ fn conv_transpose2d_is_pytorchs() {
 
 /// `conv2d(2, kernel: 1) |> upsample(s)` as PyTorch's `nn.Conv2d(2, 2, 1)` then
 /// `nn.Upsample(scale_factor=s, mode='nearest')` (output `[b,c,i,j] = z[b,c,⌊i/s⌋,⌊j/s⌋]`) on
-/// a non-square 3×2 image, then `mse_loss`: the loss, and the 1×1 convolution's gradients
-/// through the upsampling's, each block's sum of dy (written directly).
+/// a non-square 3×2 image, then `mse_loss`: the output, the loss, and the 1×1 convolution's
+/// gradients through the upsampling's, each block's sum of dy (written directly).
 #[test]
 fn upsample_is_pytorchs_nearest() {
     let (b, c, h, w) = (2, 2, 3, 2);
@@ -1536,6 +1550,8 @@ fn upsample_is_pytorchs_nearest() {
         let y: Vec<f64> = product4(b, c, oh, ow)
             .map(|(n, oc, i, j)| z[((n * c + oc) * h + i / s) * w + j / s])
             .collect();
+        let ps = [weight.clone(), bias.clone()];
+        output_is(&g, b, &[x.clone(), t.clone()], &ps, &y);
         let (loss, dy) = mse_and_grad(&y, &t);
         let mut dz = vec![0.0; z.len()];
         for (yi, (n, oc, i, j)) in product4(b, c, oh, ow).enumerate() {
