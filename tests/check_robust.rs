@@ -16,6 +16,7 @@ const EXAMPLES: &[&str] = &[
     include_str!("../examples/char_rnn.nn"),
     include_str!("../examples/autoencoder_finetune.nn"),
     include_str!("../examples/distill.nn"),
+    include_str!("../examples/conv_autoencoder.nn"),
 ];
 
 /// Pieces of `.nn` text that exercise the checker when spliced in.

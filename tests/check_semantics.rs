@@ -422,6 +422,8 @@ fn the_language_references_examples_check() {
         "Normed",
         "Denoiser",
         "BnNet",
+        "ConvAutoencoder",
+        "UpDecoder",
     ] {
         assert!(rest.model(model).is_some(), "{model}");
     }

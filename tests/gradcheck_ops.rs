@@ -1194,3 +1194,58 @@ fn stacked_recurrent_layers() {
         check(&g, 2);
     }
 }
+
+/// The training graph of `x: [2, h, w] |> conv2d(2, kernel: 1) |> {layer} |> flatten` under an
+/// mse loss, `out` being the layer's output elements per sample: the 1×1 convolution before it
+/// needs the layer's input gradient.
+fn image_layer_graph(layer: &str, (h, w): (usize, usize), out: usize) -> Graph {
+    let zeros = |n: usize| format!("[[{}]]", vec!["0"; n].join(", "));
+    run_graph(&format!(
+        "model M(x: [2, {h}, {w}]) -> [{out}] {{
+             return x |> conv2d(2, kernel: 1) |> {layer} |> flatten
+         }}
+         data d {{ train: inline(x: {}, y: {}) }}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        zeros(2 * h * w),
+        zeros(out)
+    ))
+}
+
+/// `conv_transpose2d` (a `conv2d_grad_input` in the forward graph) over strides 1 to 3,
+/// paddings and output paddings, on square and non-square maps: its weight's and bias's
+/// gradients, and its input's (through the 1×1 convolution before it).
+#[test]
+fn conv_transpose2d_input_weight_and_bias() {
+    for (k, s, p, op) in [
+        (3, 1, 0, 0),
+        (3, 1, 1, 0),
+        (2, 2, 0, 0),
+        (3, 2, 1, 1),
+        (3, 3, 0, 2),
+        (4, 3, 2, 1),
+        (2, 3, 2, 2),
+    ] {
+        for (h, w) in [(3, 3), (2, 4)] {
+            let side = |n: usize| (n - 1) * s + k + op - 2 * p;
+            let out = 3 * side(h) * side(w);
+            let layer = format!(
+                "conv_transpose2d(3, kernel: {k}, stride: {s}, padding: {p}, output_padding: {op})"
+            );
+            let g = image_layer_graph(&layer, (h, w), out);
+            let r = check(&g, 2);
+            assert_eq!(r.params.len(), 4, "{layer}");
+        }
+    }
+}
+
+/// `upsample` (an `avgpool_grad` of the input times s²) by 1, 2 and 3 on square and non-square
+/// maps: the gradient reaching the 1×1 convolution before it is each block's sum.
+#[test]
+fn upsample_input_gradient() {
+    for s in 1..=3 {
+        for (h, w) in [(2, 2), (3, 2)] {
+            let g = image_layer_graph(&format!("upsample({s})"), (h, w), 2 * h * w * s * s);
+            check(&g, 2);
+        }
+    }
+}

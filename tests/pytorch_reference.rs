@@ -1553,3 +1553,227 @@ fn activations_are_pytorchs() {
         );
     }
 }
+
+/// Asserts that the interpreter's `output` of `g` on `inputs` and `params` (in the graph's
+/// order) is `want`, element by element, to rounding.
+fn output_is(g: &Graph, batch: usize, inputs: &[Vec<f64>], params: &[Vec<f64>], want: &[f64]) {
+    let out = nnc::interp::eval(g, batch, inputs, params, CTX).unwrap();
+    let y = &out[g.output("output").unwrap().index()];
+    assert_eq!(y.len(), want.len());
+    for (k, (a, b)) in y.iter().zip(want).enumerate() {
+        close(&format!("{} output[{k}]", g.name), *a, *b, EXACT);
+    }
+}
+
+/// PyTorch's `nn.ConvTranspose2d(C, O, k, stride=s, padding=p, output_padding=op)` forward, in
+/// f64, on its own weight layout `[C, O, k, k]`, as its documentation defines it: every input
+/// value `x[b,c,h,w]` adds `x·weight[c,o,ki,kj]` to output `[b, o, h·s − p + ki, w·s − p + kj]`
+/// where that lies inside the `(H − 1)·s − 2p + k + op` rows (and columns likewise), then the
+/// bias. `dims` = (B, C, H, W, O); returns the output and its (H', W').
+fn torch_conv_transpose(
+    x: &[f64],
+    (b, c, h, w, o): (usize, usize, usize, usize, usize),
+    weight: &[f64],
+    bias: &[f64],
+    (k, s, p, op): (usize, usize, usize, usize),
+) -> (Vec<f64>, (usize, usize)) {
+    let (oh, ow) = ((h - 1) * s + k + op - 2 * p, (w - 1) * s + k + op - 2 * p);
+    let mut y = vec![0.0; b * o * oh * ow];
+    for (n, plane) in y.chunks_mut(oh * ow).enumerate() {
+        plane.iter_mut().for_each(|v| *v = bias[n % o]);
+    }
+    for_each_transposed_tap((b, c, h, w, o), (k, s, p), (oh, ow), |xi, wi, yi| {
+        y[yi] += x[xi] * weight[wi];
+    });
+    (y, (oh, ow))
+}
+
+/// Calls `f(x index, weight index, output index)` for every term of a transposed convolution
+/// (the scatter of [`torch_conv_transpose`]) whose output position lies inside `(oh, ow)`.
+fn for_each_transposed_tap(
+    (b, c, h, w, o): (usize, usize, usize, usize, usize),
+    (k, s, p): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    for (n, ci, i, j) in product4(b, c, h, w) {
+        for oc in 0..o {
+            for ki in 0..k {
+                for kj in 0..k {
+                    let (r, col) = (i * s + ki, j * s + kj);
+                    if r < p || col < p || r - p >= oh || col - p >= ow {
+                        continue;
+                    }
+                    let xi = ((n * c + ci) * h + i) * w + j;
+                    let wi = ((ci * o + oc) * k + ki) * k + kj;
+                    let yi = ((n * o + oc) * oh + r - p) * ow + col - p;
+                    f(xi, wi, yi);
+                }
+            }
+        }
+    }
+}
+
+/// Every (a, b, c, d) below the bounds, row-major.
+fn product4(
+    a: usize,
+    b: usize,
+    c: usize,
+    d: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..a).flat_map(move |i| {
+        (0..b).flat_map(move |j| (0..c).flat_map(move |k| (0..d).map(move |l| (i, j, k, l))))
+    })
+}
+
+/// The mean squared error of `y` against `t` and its gradient 2(y − t)/n.
+fn mse_and_grad(y: &[f64], t: &[f64]) -> (f64, Vec<f64>) {
+    let n = y.len() as f64;
+    let loss = y.iter().zip(t).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / n;
+    (
+        loss,
+        y.iter().zip(t).map(|(a, b)| 2.0 * (a - b) / n).collect(),
+    )
+}
+
+/// `conv_transpose2d(3, kernel: k, stride: s, padding: p, output_padding: op)` on a non-square
+/// 3×4 image of 2 channels as PyTorch's `nn.ConvTranspose2d(2, 3, k, s, p, op)`, then
+/// `mse_loss`, over strides 1 to 3, paddings and output paddings: the output size, the
+/// initialization's bound (PyTorch's fan_in of a transposed convolution is weight.size(1)·k·k,
+/// its output channels), the output, the loss, and the gradients, written directly from the
+/// scatter:
+/// `dW[c,o,ki,kj] = Σ x[b,c,h,w]·dy[b,o,h·s − p + ki, w·s − p + kj]`, `db[o] = Σ dy[b,o,·,·]`.
+#[test]
+fn conv_transpose2d_is_pytorchs() {
+    let (b, c, h, w, o) = (2, 2, 3, 4, 3);
+    for (k, s, p, op) in [
+        (3, 1, 1, 0),
+        (2, 2, 0, 0),
+        (3, 2, 1, 1),
+        (3, 3, 1, 2),
+        (4, 2, 1, 0),
+        (5, 3, 2, 1),
+        (2, 3, 2, 2),
+    ] {
+        let x = vals(b * c * h * w, 0.7, 0.3, 1.0);
+        let weight = vals(c * o * k * k, 1.3, 0.1, 0.3);
+        let bias = vals(o, 2.1, 0.5, 0.2);
+        let (y, (oh, ow)) =
+            torch_conv_transpose(&x, (b, c, h, w, o), &weight, &bias, (k, s, p, op));
+        let per = o * oh * ow;
+        let src = format!(
+            "model M(image: [{c}, {h}, {w}]) -> [{per}] {{
+                 return image |> conv_transpose2d({o}, kernel: {k}, stride: {s}, padding: {p}, \
+                                                  output_padding: {op}) |> flatten
+             }}
+             {}
+             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+            inline(c * h * w, per)
+        );
+        let g = run_graph(&src, "M");
+        let case = format!("k {k} s {s} p {p} op {op}");
+        let bound = 1.0 / ((o * k * k) as f32).sqrt();
+        for (param, dims) in g.params.iter().zip([vec![c, o, k, k], vec![o]]) {
+            assert_eq!(param.dims, dims, "{case}: {}", param.path);
+            assert_eq!(param.init, nnc::ir::Init::Uniform { bound }, "{case}");
+        }
+        let t = vals(b * per, 0.45, 1.1, 0.5);
+        let ps = [weight.clone(), bias.clone()];
+        output_is(&g, b, &[x.clone(), t.clone()], &ps, &y);
+        let (loss, dy) = mse_and_grad(&y, &t);
+        let mut dw = vec![0.0; weight.len()];
+        for_each_transposed_tap((b, c, h, w, o), (k, s, p), (oh, ow), |xi, wi, yi| {
+            dw[wi] += x[xi] * dy[yi];
+        });
+        let db: Vec<f64> = (0..o)
+            .map(|oc| {
+                dy.chunks(oh * ow)
+                    .enumerate()
+                    .filter(|(n, _)| n % o == oc)
+                    .flat_map(|(_, plane)| plane)
+                    .sum()
+            })
+            .collect();
+        matches_numpy(
+            &g,
+            b,
+            &[x, t],
+            &[
+                ("conv_transpose1.weight", weight),
+                ("conv_transpose1.bias", bias),
+            ],
+            &Reference {
+                loss,
+                grads: &[
+                    ("conv_transpose1.weight", &dw),
+                    ("conv_transpose1.bias", &db),
+                ],
+            },
+            EXACT,
+        );
+    }
+}
+
+/// `conv2d(2, kernel: 1) |> upsample(s)` as PyTorch's `nn.Conv2d(2, 2, 1)` then
+/// `nn.Upsample(scale_factor=s, mode='nearest')` (output `[b,c,i,j] = z[b,c,⌊i/s⌋,⌊j/s⌋]`) on
+/// a non-square 3×2 image, then `mse_loss`: the output, the loss, and the 1×1 convolution's
+/// gradients through the upsampling's, each block's sum of dy (written directly).
+#[test]
+fn upsample_is_pytorchs_nearest() {
+    let (b, c, h, w) = (2, 2, 3, 2);
+    for (s, spelling) in [(2, "upsample(2)"), (3, "upsample(scale_factor: 3)")] {
+        let (oh, ow) = (h * s, w * s);
+        let per = c * oh * ow;
+        let src = format!(
+            "model M(image: [{c}, {h}, {w}]) -> [{per}] {{
+                 return image |> conv2d({c}, kernel: 1) |> {spelling} |> flatten
+             }}
+             {}
+             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+            inline(c * h * w, per)
+        );
+        let g = run_graph(&src, "M");
+        let x = vals(b * c * h * w, 0.7, 0.3, 1.0);
+        let weight = vals(c * c, 1.3, 0.1, 0.3);
+        let bias = vals(c, 2.1, 0.5, 0.2);
+        let t = vals(b * per, 0.45, 1.1, 0.5);
+        // z = the 1×1 convolution; y its nearest upsampling.
+        let z: Vec<f64> = product4(b, c, h, w)
+            .map(|(n, oc, i, j)| {
+                bias[oc]
+                    + (0..c)
+                        .map(|ci| weight[oc * c + ci] * x[((n * c + ci) * h + i) * w + j])
+                        .sum::<f64>()
+            })
+            .collect();
+        let y: Vec<f64> = product4(b, c, oh, ow)
+            .map(|(n, oc, i, j)| z[((n * c + oc) * h + i / s) * w + j / s])
+            .collect();
+        let ps = [weight.clone(), bias.clone()];
+        output_is(&g, b, &[x.clone(), t.clone()], &ps, &y);
+        let (loss, dy) = mse_and_grad(&y, &t);
+        let mut dz = vec![0.0; z.len()];
+        for (yi, (n, oc, i, j)) in product4(b, c, oh, ow).enumerate() {
+            dz[((n * c + oc) * h + i / s) * w + j / s] += dy[yi];
+        }
+        let mut dw = vec![0.0; weight.len()];
+        let mut db = vec![0.0; c];
+        for (zi, (n, oc, i, j)) in product4(b, c, h, w).enumerate() {
+            db[oc] += dz[zi];
+            for ci in 0..c {
+                dw[oc * c + ci] += dz[zi] * x[((n * c + ci) * h + i) * w + j];
+            }
+        }
+        matches_numpy(
+            &g,
+            b,
+            &[x, t],
+            &[("conv1.weight", weight), ("conv1.bias", bias)],
+            &Reference {
+                loss,
+                grads: &[("conv1.weight", &dw), ("conv1.bias", &db)],
+            },
+            EXACT,
+        );
+    }
+}

@@ -80,6 +80,22 @@ fn mnist_parameter_counts_match_pytorch() {
     // conv 1→32 (288 + 32), conv 32→64 (18432 + 64), dense 3136→128 (401408 + 128), dense 128→10 (1290)
     assert_eq!(s.params, 421_642);
     assert!(s.flops_per_sample > 2 * 9 * 32 * 64 * 14 * 14);
+
+    // PyTorch's Conv2d(1, 16, 3) (144 + 16), Conv2d(16, 32, 3) (4608 + 32),
+    // ConvTranspose2d(32, 16, 3) (weight [32, 16, 3, 3]: 4608 + 16), ConvTranspose2d(16, 1, 3)
+    // (144 + 1).
+    let ae = program("conv_autoencoder");
+    let s = model_stats(&ae.model("ConvAutoencoder").unwrap().graph);
+    assert_eq!(s.params, 9_569);
+    // The products: 2·(1·9)·16·14·14 + 2·(16·9)·32·7·7, then each transposed convolution's
+    // input element times its out·k·k weights, 2·(16·9)·32·7·7 + 2·(1·9)·16·14·14; plus at
+    // most a few operations an element for the biases and activations.
+    let products = 2 * (56_448 + 451_584);
+    assert!(
+        (products..products + 50_000).contains(&s.flops_per_sample),
+        "{} FLOPs",
+        s.flops_per_sample
+    );
 }
 
 #[test]

@@ -55,6 +55,20 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
                 b.accumulate(x(1), d)?;
             }
         }
+        Op::Conv2dGradInput(w) => {
+            // A transposed convolution (`conv_transpose2d`): y = conv2d_grad_input(x, k), x in
+            // the role of a convolution's output gradient and k (`[in, out, kh, kw]`) in that
+            // of its weight. So dx is that convolution of dy, and dk its weight gradient with
+            // dy in the role of the convolution's input and x in that of its output gradient.
+            if b.wants(x(0)) {
+                let d = b.push(x(0), Op::Conv2d(w), vec![dy, x(1)])?;
+                b.accumulate(x(0), d)?;
+            }
+            if b.wants(x(1)) {
+                let d = b.push(x(1), Op::Conv2dGradWeight(w), vec![dy, x(0)])?;
+                b.accumulate(x(1), d)?;
+            }
+        }
         Op::MaxPool(w) => {
             let d = b.push(x(0), Op::MaxPoolGrad(w), vec![x(0), dy])?;
             b.accumulate(x(0), d)?;
@@ -62,6 +76,12 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         Op::AvgPool(w) => {
             let ty = b.g.ty(x(0)).clone();
             let d = b.push_typed(x(0), Op::AvgPoolGrad(w), vec![dy], ty);
+            b.accumulate(x(0), d)?;
+        }
+        Op::AvgPoolGrad(w) => {
+            // Spreading each value over its window (`upsample` is this times k·k): its
+            // gradient is the window's mean.
+            let d = b.push(x(0), Op::AvgPool(w), vec![dy])?;
             b.accumulate(x(0), d)?;
         }
         Op::GlobalMaxPool => {
@@ -192,13 +212,11 @@ pub(super) fn vjp(b: &mut Backward, v: ValueId, dy: ValueId) -> Result<(), Strin
         | Op::WithEpilogue { .. }
         | Op::EpilogueGrad
         | Op::BiasGrad { .. }
-        | Op::Conv2dGradInput(_)
         | Op::Conv2dGradWeight(_)
         | Op::Conv2dGradWeightUnpool { .. }
         | Op::UnpoolBiasGrad
         | Op::PoolBeside(_)
         | Op::MaxPoolGrad(_)
-        | Op::AvgPoolGrad(_)
         | Op::GlobalMaxPoolGrad
         | Op::GlobalAvgPoolGrad
         | Op::EmbeddingGrad

@@ -192,6 +192,20 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
         "in_channels" | "in_features" | "input_dim" | "input_size" => "in",
         "out_channels" | "out_features" | "units" | "filters" | "output_dim" => "out",
         "num_embeddings" => "vocab",
+        // Keras' `Conv2D(filters, kernel_size, strides)` and `Conv2DTranspose(…)`.
+        "kernel_size" => "kernel",
+        "strides" => "stride",
+        // Keras' `UpSampling2D(size=2, interpolation="nearest")`; PyTorch's `Upsample(size=…)`
+        // is an output size, which nnc does not take.
+        "size" if callee == "upsample" => {
+            return Some(
+                "Keras' `UpSampling2D(size=2)` is `upsample(2)`, PyTorch's \
+                 `nn.Upsample(scale_factor=2)`; an output size (PyTorch's `size=`) is not taken: \
+                 give the scale"
+                    .into(),
+            )
+        }
+        "interpolation" if callee == "upsample" => "mode",
         "embedding_dim" => "dim",
         "hidden_size" => "hidden",
         "nonlinearity" => "activation",

@@ -9,6 +9,9 @@ use super::lower::{Lower, V};
 use super::names::{product, show};
 use super::sequences::{embedding, lstm, one_hot, rnn, rnn_activation};
 use super::stack::{layer_dropout, lone_dropout, num_layers, Recurrent};
+use super::transposed::{
+    conv_transpose2d, one_scale, upsample, upsample_mode, Transpose, TransposeSpans,
+};
 use crate::diag::Diag;
 use crate::ir::{DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
@@ -17,6 +20,8 @@ use crate::syntax::ast::{Arg, Expr, ExprKind, Ident, Span};
 pub const LAYERS: &[&str] = &[
     "dense",
     "conv2d",
+    "conv_transpose2d",
+    "upsample",
     "maxpool",
     "avgpool",
     "global_maxpool",
@@ -62,6 +67,19 @@ fn sig(kind: &str) -> Sig {
             required: &["out", "kernel"],
             usage:
                 "`conv2d(out, kernel: k, stride: 1, padding: 0)` or `conv2d(in, out, kernel: k)`",
+        },
+        "conv_transpose2d" => Sig {
+            forms: &[&["out"], &["in", "out"]],
+            named: &["kernel", "stride", "padding", "output_padding"],
+            required: &["out", "kernel"],
+            usage: "`conv_transpose2d(out, kernel: k, stride: 1, padding: 0, output_padding: 0)` \
+                    or `conv_transpose2d(in, out, kernel: k)`",
+        },
+        "upsample" => Sig {
+            forms: &[&["scale"]],
+            named: &["scale_factor", "mode"],
+            required: &[],
+            usage: "`upsample(s)` or `upsample(scale_factor: s)`",
         },
         "maxpool" => Sig {
             forms: &[&["kernel"]],
@@ -147,12 +165,13 @@ fn sig(kind: &str) -> Sig {
     }
 }
 
-/// The instance-name stem of a layer kind (`conv2d` layers are `conv1`, `conv2`, …).
+/// The instance-name stem of a layer kind (`conv2d` layers are `conv1`, `conv2`, …, and
+/// `conv_transpose2d` ones `conv_transpose1`, …).
 fn stem(kind: &'static str) -> &'static str {
-    if kind == "conv2d" {
-        "conv"
-    } else {
-        kind
+    match kind {
+        "conv2d" => "conv",
+        "conv_transpose2d" => "conv_transpose",
+        _ => kind,
     }
 }
 
@@ -177,6 +196,17 @@ impl Reader<'_, '_, '_, '_> {
     }
     fn size(&mut self, name: &str, what: &str) -> Option<usize> {
         self.get(name, |e| consts::size(e, what))
+    }
+    /// The arguments `conv2d` and `conv_transpose2d` share: `out`, `in`, `kernel` and
+    /// `stride` (1 unless given).
+    fn conv_sizes(&mut self) -> (Option<usize>, Option<usize>, Option<usize>, Option<usize>) {
+        let out = self.size("out", "the number of output channels");
+        let inn = self.size("in", "the number of input channels");
+        let k = self.size("kernel", "the kernel size");
+        let s = self
+            .get("stride", |e| consts::size(e, "the stride"))
+            .or(Some(1));
+        (out, inn, k, s)
     }
     /// The arguments every recurrent layer `kind` takes: `hidden`, `bidirectional`,
     /// `num_layers` and `dropout` (refused on a single layer, [`lone_dropout`]).
@@ -249,12 +279,7 @@ pub fn layer(
             dense(r.l, &cx, x, inn.map(|i| (i, in_span)), out)
         }
         "conv2d" => {
-            let out = r.size("out", "the number of output channels");
-            let inn = r.size("in", "the number of input channels");
-            let k = r.size("kernel", "the kernel size");
-            let s = r
-                .get("stride", |e| consts::size(e, "the stride"))
-                .or(Some(1));
+            let (out, inn, k, s) = r.conv_sizes();
             let p = r.get("padding", padding).or(Some(Padding::Zeros(0)));
             let (Some(out), Some(k), Some(s), Some(p), V::T(x), true) = (out, k, s, p, v, r.ok)
             else {
@@ -277,6 +302,49 @@ pub fn layer(
                 },
                 spans,
             )
+        }
+        "conv_transpose2d" => {
+            let (out, inn, k, s) = r.conv_sizes();
+            let p = r
+                .get("padding", |e| consts::count(e, "the padding"))
+                .or(Some(0));
+            let op = r
+                .get("output_padding", |e| consts::count(e, "the output padding"))
+                .or(Some(0));
+            let (Some(out), Some(k), Some(s), Some(p), Some(op), V::T(x), true) =
+                (out, k, s, p, op, v, r.ok)
+            else {
+                return V::Bad;
+            };
+            let t = Transpose {
+                inn,
+                out,
+                output_padding: op,
+                spans: TransposeSpans {
+                    inn: r.span("in"),
+                    padding: r.span("padding"),
+                    output_padding: r.span("output_padding"),
+                },
+            };
+            let win = Window {
+                kernel: k,
+                stride: s,
+                pad: p,
+            };
+            conv_transpose2d(r.l, &cx, x, t, win)
+        }
+        "upsample" => {
+            let s = r.size("scale", "the scale factor");
+            let sf = r.size("scale_factor", "the scale factor");
+            r.get("mode", upsample_mode);
+            let (V::T(x), true) = (v, r.ok) else {
+                return V::Bad;
+            };
+            let spans = (r.span("scale"), r.span("scale_factor"));
+            let Some(s) = one_scale(r.l, (s, sf), spans, cx.span) else {
+                return V::Bad;
+            };
+            upsample(r.l, &cx, x, s)
         }
         "maxpool" | "avgpool" => {
             let k = r.size("kernel", "the window size");

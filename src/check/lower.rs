@@ -43,6 +43,9 @@ pub struct Lower<'a, 'g> {
     pub vocab: Option<(usize, Span)>,
     /// Whether loss functions (`mse`, `cross_entropy`, …) may be called: in a `loss:` setting.
     pub loss_mode: bool,
+    /// Each `conv_transpose2d`'s node and call span, in order: a model that ends
+    /// at another size than it declares is told what would fix its last one.
+    pub transposed: Vec<(ValueId, Span)>,
 }
 
 impl<'a, 'g> Lower<'a, 'g> {
@@ -59,6 +62,7 @@ impl<'a, 'g> Lower<'a, 'g> {
             vars: HashMap::new(),
             vocab: None,
             loss_mode: false,
+            transposed: Vec::new(),
         }
     }
 
@@ -744,7 +748,10 @@ impl<'a, 'g> Lower<'a, 'g> {
         let prefix = format!("{}{instance}.", self.prefix);
         let mut inner = Lower::new(self.models, self.g, &prefix, self.training);
         // The sub-model was checked on its own; its diagnostics would only repeat.
-        inner.body(model, x)
+        let v = inner.body(model, x);
+        let convs = std::mem::take(&mut inner.transposed);
+        self.transposed.extend(convs);
+        v
     }
 }
 

@@ -36,6 +36,7 @@ mod settings;
 mod stack;
 mod stack_paths;
 mod stopping;
+mod transposed;
 mod unused;
 
 pub use consts::MAX_STEPS;
@@ -320,6 +321,7 @@ fn check_model(
     let mut l = Lower::new(models, &mut g, "", false);
     let out = l.body(m, x);
     let vocab = l.vocab;
+    let convs = std::mem::take(&mut l.transposed);
     let had_errors = !l.diags.is_empty();
     diags.append(&mut l.diags);
     let mut sig = Signature {
@@ -377,6 +379,14 @@ fn check_model(
                 );
                 if let Some(r) = ret {
                     d = d.also(r, format!("this is {}", show(&got)));
+                }
+                if let Some((at, note, fix)) = transposed::fix_transposed(&g, &convs, (out, &want))
+                {
+                    d = d.also(at, note).help(format!(
+                        "to reach {}: here, {fix}; or declare `-> {}`",
+                        show(&want),
+                        show(&got)
+                    ));
                 }
                 diags.push(d);
                 return (Some(sig), None);

@@ -555,6 +555,8 @@ struct Forward {
     y: ValueId,
     out: ValueId,
     teacher: Option<ValueId>,
+    /// The model's transposed convolutions, for a loss whose target has another size.
+    transposed: Vec<(ValueId, Span)>,
 }
 
 /// The run's two graphs, each ending in its loss, and the parameter settings applied to them.
@@ -650,7 +652,9 @@ fn forward(
     let x = g.input(&b.sig.input_name, b.sig.input.clone());
     let y = g.input("label", b.label.clone());
     let model = cx.models.ast[t.model.name.as_str()];
-    let out = Lower::new(cx.models, &mut g, "", training).body(model, x);
+    let mut l = Lower::new(cx.models, &mut g, "", training);
+    let out = l.body(model, x);
+    let transposed = std::mem::take(&mut l.transposed);
     let V::T(out) = out else { return None };
     let teacher = match &s.teacher {
         Some((spec, span)) => Some(take(
@@ -665,6 +669,7 @@ fn forward(
         y,
         out,
         teacher,
+        transposed,
     })
 }
 
@@ -693,9 +698,11 @@ fn with_loss(
         y,
         out,
         teacher,
+        transposed,
     } = f;
     let mut l = Lower::new(cx.models, &mut g, "", training);
     l.loss_mode = true;
+    l.transposed = transposed;
     l.bind_var("output", V::T(out));
     l.bind_var("label", V::T(y));
     l.bind_var(&b.sig.input_name, V::T(x));

@@ -710,6 +710,38 @@ fn out_hw(w: &Window, h: usize, wd: usize) -> Result<(usize, usize), String> {
     }
 }
 
+/// Whether `ty`, the given type of a `Conv2dGradInput` or `AvgPoolGrad` node (whose type its
+/// inputs `ins` do not determine: several sizes window to the same), is one they can have: the
+/// image that the window maps onto the first input, with the weight's channels. Since
+/// `conv_transpose2d` and `upsample` put these ops in forward graphs, the checker's sizes are
+/// verified here too. `Ok` for every other op.
+pub fn check_given(op: &Op, ins: &[&Type], ty: &Type) -> Result<(), String> {
+    let (w, channels) = match op {
+        Op::Conv2dGradInput(w) if ins.len() == 2 => {
+            let k = ins[1];
+            if k.batched || k.dims.len() != 4 || k.dims[2..] != [w.kernel, w.kernel] {
+                return Err(format!("{}: {k} is not a {0}×{0} weight", w.kernel));
+            }
+            (w, (k.dims[0], k.dims[1]))
+        }
+        Op::AvgPoolGrad(w) if ins.len() == 1 => {
+            let c = nchw(ins[0])?.0;
+            (w, (c, c))
+        }
+        _ => return Ok(()),
+    };
+    let (c, h, wd) = nchw(ty)?;
+    let (yc, yh, yw) = nchw(ins[0])?;
+    if (yc, c) != channels || out_hw(w, h, wd)? != (yh, yw) {
+        return Err(format!(
+            "{}: {} is not the window of {ty}",
+            op.name(),
+            ins[0]
+        ));
+    }
+    Ok(())
+}
+
 /// Floating-point operations of one node for one sample (multiply-add = 2), for `nnc check`.
 /// Elementwise work counts one per element.
 pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
@@ -737,7 +769,9 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
         Op::WithEpilogue { producer, .. } => {
             flops_per_sample(&producer.op(), &ins[..2], out) + per(out)
         }
-        Op::Conv2dGradInput(w) => 2 * (ins[1].dims[0] * w.kernel * w.kernel) as u64 * per(ins[0]),
+        // Each element of dy meets the C·k·k weights of its output channel (w is O×C×k×k; a
+        // transposed convolution's x, in dy's place, meets its `out`·k·k).
+        Op::Conv2dGradInput(w) => 2 * (ins[1].dims[1] * w.kernel * w.kernel) as u64 * per(ins[0]),
         Op::Conv2dGradWeight(w) => 2 * (ins[0].dims[0] * w.kernel * w.kernel) as u64 * per(ins[1]),
         Op::Conv2dGradWeightUnpool { conv, .. } => {
             2 * (ins[0].dims[0] * conv.kernel * conv.kernel) as u64 * per(ins[1])
@@ -780,6 +814,43 @@ pub fn flops_per_sample(op: &Op, ins: &[&Type], out: &Type) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transposed convolution of 7×7 by a 3×3 window of stride 2 and padding 1 may be 13×13
+    /// or 14×14 (output_padding 0 or 1), with the weight's second axis as its channels; 15×15,
+    /// or other channels, are refused. Likewise an upsampling by 2 of 7×7 is 14×14 (or 15×15,
+    /// which the window of stride 2 maps back to 7 too), never 16×16.
+    #[test]
+    fn given_types_of_input_gradients_are_checked_against_the_window() {
+        let img = |c: usize, h: usize| Type::f32(true, vec![c, h, h]);
+        let w = Window {
+            kernel: 3,
+            stride: 2,
+            pad: 1,
+        };
+        let k = Type::f32(false, vec![32, 16, 3, 3]);
+        let convt = Op::Conv2dGradInput(w);
+        for (ty, ok) in [
+            (img(16, 13), true),
+            (img(16, 14), true),
+            (img(16, 15), false),
+        ] {
+            assert_eq!(
+                check_given(&convt, &[&img(32, 7), &k], &ty).is_ok(),
+                ok,
+                "{ty}"
+            );
+        }
+        assert!(check_given(&convt, &[&img(32, 7), &k], &img(32, 14)).is_err());
+        assert!(check_given(&convt, &[&img(16, 7), &k], &img(16, 14)).is_err());
+        let up = Op::AvgPoolGrad(Window {
+            kernel: 2,
+            stride: 2,
+            pad: 0,
+        });
+        assert!(check_given(&up, &[&img(3, 7)], &img(3, 14)).is_ok());
+        assert!(check_given(&up, &[&img(3, 7)], &img(3, 16)).is_err());
+        assert!(check_given(&up, &[&img(3, 7)], &img(4, 14)).is_err());
+    }
 
     /// A recurrent scan's work is its step's product with w_hh (2·H a value of the H-, 3H- or
     /// 4H-wide sequence it computes) and a few operations an element: H is w_hh's rows, not

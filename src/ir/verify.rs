@@ -1,7 +1,8 @@
 //! The IR verifier: run between passes, it checks the invariants every pass relies on.
 //!
 //! - every input of a node is defined earlier (topological order, SSA);
-//! - every node's type is what [`super::shape::infer`] says (where it can say);
+//! - every node's type is what [`super::shape::infer`] says (where it can say), or one it can
+//!   have ([`super::shape::check_given`]: a convolution's input gradient, a pooling's);
 //! - `Param` nodes name existing parameters; outputs name existing values;
 //! - a second result (`EpilogueGrad`, `UnpoolBiasGrad`, `PoolBeside`, `GruGates`,
 //!   `GruRecurGrad`) reads a node that writes it ([`Op::second_result_of`]), and is its only
@@ -42,6 +43,8 @@ pub fn verify(g: &Graph) -> Result<(), Vec<String>> {
                             | Op::EmbeddingGrad
                     );
                     if !needs_given {
+                        errors.push(format!("%{i} ({}): {e}", n.op.name()));
+                    } else if let Err(e) = shape::check_given(&n.op, &tys, &n.ty) {
                         errors.push(format!("%{i} ({}): {e}", n.op.name()));
                     } else if matches!(n.op, Op::Reshape)
                         && n.inputs.len() == 1

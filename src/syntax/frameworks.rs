@@ -19,6 +19,16 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
             "a convolution is `conv2d(out, kernel: k)` or `conv2d(in, out, kernel: k, stride: s, \
              padding: p)` (PyTorch's `nn.Conv2d(in, out, k)`)"
         }
+        "ConvTranspose2d" | "Conv2DTranspose" | "Conv2dTranspose" | "conv2d_transpose"
+        | "deconv2d" | "Deconvolution2D" => {
+            "a transposed convolution is `conv_transpose2d(out, kernel: k, stride: s, padding: \
+             p, output_padding: q)` (PyTorch's `nn.ConvTranspose2d(in, out, k, s, p, q)`, Keras' \
+             `Conv2DTranspose(out, k, strides=s)`)"
+        }
+        "Upsample" | "UpSampling2D" | "UpsamplingNearest2d" | "interpolate" | "upsample2d" => {
+            "nearest-neighbour upsampling is `upsample(s)`: [C, H, W] -> [C, s·H, s·W] \
+             (PyTorch's `nn.Upsample(scale_factor=s)`, Keras' `UpSampling2D(size=s)`)"
+        }
         // Without this, `conv1d` was answered "did you mean `conv2d`?", as if misspelt.
         "Conv1d" | "Conv1D" | "conv1d" | "Conv3d" | "Conv3D" | "conv3d" => {
             "nnc has no 1-D or 3-D convolution: `conv2d(out, kernel: k)` convolves [C, H, W] \

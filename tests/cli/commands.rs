@@ -19,7 +19,7 @@ fn char_model(data: &str) -> String {
 
 #[test]
 fn every_example_checks_and_reports_parameters_and_flops() {
-    assert_eq!(examples().len(), 6);
+    assert_eq!(examples().len(), 7);
     for ex in examples() {
         let out = nnc().arg("check").arg(&ex).output().unwrap();
         assert!(out.status.success(), "{}: {}", ex.display(), stderr(&out));

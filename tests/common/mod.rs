@@ -12,6 +12,7 @@ pub const EXAMPLES: &[&str] = &[
     "char_rnn",
     "autoencoder_finetune",
     "distill",
+    "conv_autoencoder",
 ];
 
 pub fn root() -> PathBuf {

@@ -14,6 +14,7 @@ mod lstm;
 mod ops;
 mod stacked;
 mod threads;
+mod transposed;
 
 use nnc::codegen::{Jit, JitOptions};
 
