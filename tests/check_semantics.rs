@@ -419,6 +419,7 @@ fn the_language_references_examples_check() {
         "Small",
         "Gap",
         "GapMax",
+        "Stem",
         "Normed",
         "Denoiser",
         "BnNet",

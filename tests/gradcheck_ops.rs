@@ -1249,3 +1249,21 @@ fn upsample_input_gradient() {
         }
     }
 }
+
+/// `maxpool` and `avgpool` with `padding:` (at most half the window) over windows of 2 to 4 and
+/// strides 1 to 3, on square and non-square maps: the gradient reaching the 1×1 convolution
+/// before the pool (the padding never the maximum, nor in an average's share).
+#[test]
+fn padded_pools_input_gradient() {
+    for (k, s, p) in [(3, 2, 1), (2, 2, 1), (3, 1, 1), (4, 3, 2)] {
+        for (h, w) in [(4, 4), (3, 5)] {
+            for pool in ["maxpool", "avgpool"] {
+                let side = |n: usize| (n + 2 * p - k) / s + 1;
+                let layer = format!("{pool}({k}, stride: {s}, padding: {p})");
+                let g = image_layer_graph(&layer, (h, w), 2 * side(h) * side(w));
+                let r = check(&g, 2);
+                assert_eq!(r.params.len(), 2, "{layer}");
+            }
+        }
+    }
+}

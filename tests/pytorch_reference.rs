@@ -1714,66 +1714,144 @@ fn conv_transpose2d_is_pytorchs() {
     }
 }
 
-/// `conv2d(2, kernel: 1) |> upsample(s)` as PyTorch's `nn.Conv2d(2, 2, 1)` then
-/// `nn.Upsample(scale_factor=s, mode='nearest')` (output `[b,c,i,j] = z[b,c,⌊i/s⌋,⌊j/s⌋]`) on
-/// a non-square 3×2 image, then `mse_loss`: the output, the loss, and the 1×1 convolution's
-/// gradients through the upsampling's, each block's sum of dy (written directly).
+/// `x: [c, h, w] |> conv2d(c, kernel: 1) |> {layer} |> flatten` under `mse_loss` against
+/// `per` targets a sample, for a batch of `b` (`dims` = (b, c, h, w)), against PyTorch's
+/// `nn.Conv2d(c, c, 1)` and the layer's formulas in f64: `layer_of` maps the convolution's
+/// output z to the layer's output y and its gradient dy back to dz. Checks the output, the
+/// loss and the convolution's gradients (through the layer's), written directly.
+fn after_one_by_one_conv(
+    layer: &str,
+    (b, c, h, w): (usize, usize, usize, usize),
+    per: usize,
+    layer_of: impl Fn(&[f64]) -> (Vec<f64>, Box<dyn Fn(&[f64]) -> Vec<f64>>),
+) {
+    let src = format!(
+        "model M(image: [{c}, {h}, {w}]) -> [{per}] {{
+             return image |> conv2d({c}, kernel: 1) |> {layer} |> flatten
+         }}
+         {}
+         train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
+        inline(c * h * w, per)
+    );
+    let g = run_graph(&src, "M");
+    let x = vals(b * c * h * w, 0.7, 0.3, 1.0);
+    let weight = vals(c * c, 1.3, 0.1, 0.3);
+    let bias = vals(c, 2.1, 0.5, 0.2);
+    let t = vals(b * per, 0.45, 1.1, 0.5);
+    let z: Vec<f64> = product4(b, c, h, w)
+        .map(|(n, oc, i, j)| {
+            bias[oc]
+                + (0..c)
+                    .map(|ci| weight[oc * c + ci] * x[((n * c + ci) * h + i) * w + j])
+                    .sum::<f64>()
+        })
+        .collect();
+    let (y, back) = layer_of(&z);
+    let ps = [weight.clone(), bias.clone()];
+    output_is(&g, b, &[x.clone(), t.clone()], &ps, &y);
+    let (loss, dy) = mse_and_grad(&y, &t);
+    let dz = back(&dy);
+    let mut dw = vec![0.0; c * c];
+    let mut db = vec![0.0; c];
+    for (zi, (n, oc, i, j)) in product4(b, c, h, w).enumerate() {
+        db[oc] += dz[zi];
+        for ci in 0..c {
+            dw[oc * c + ci] += dz[zi] * x[((n * c + ci) * h + i) * w + j];
+        }
+    }
+    matches_numpy(
+        &g,
+        b,
+        &[x, t],
+        &[("conv1.weight", weight), ("conv1.bias", bias)],
+        &Reference {
+            loss,
+            grads: &[("conv1.weight", &dw), ("conv1.bias", &db)],
+        },
+        EXACT,
+    );
+}
+
+/// `upsample(s)` as PyTorch's `nn.Upsample(scale_factor=s, mode='nearest')` (output
+/// `[b,c,i,j] = z[b,c,⌊i/s⌋,⌊j/s⌋]`) on a non-square 3×2 image: its gradient is each block's
+/// sum of dy.
 #[test]
 fn upsample_is_pytorchs_nearest() {
     let (b, c, h, w) = (2, 2, 3, 2);
     for (s, spelling) in [(2, "upsample(2)"), (3, "upsample(scale_factor: 3)")] {
         let (oh, ow) = (h * s, w * s);
-        let per = c * oh * ow;
-        let src = format!(
-            "model M(image: [{c}, {h}, {w}]) -> [{per}] {{
-                 return image |> conv2d({c}, kernel: 1) |> {spelling} |> flatten
-             }}
-             {}
-             train M on d {{ loss: mse(output, label) optimizer: sgd(lr: 0.1) }}",
-            inline(c * h * w, per)
-        );
-        let g = run_graph(&src, "M");
-        let x = vals(b * c * h * w, 0.7, 0.3, 1.0);
-        let weight = vals(c * c, 1.3, 0.1, 0.3);
-        let bias = vals(c, 2.1, 0.5, 0.2);
-        let t = vals(b * per, 0.45, 1.1, 0.5);
-        // z = the 1×1 convolution; y its nearest upsampling.
-        let z: Vec<f64> = product4(b, c, h, w)
-            .map(|(n, oc, i, j)| {
-                bias[oc]
-                    + (0..c)
-                        .map(|ci| weight[oc * c + ci] * x[((n * c + ci) * h + i) * w + j])
-                        .sum::<f64>()
+        // The index into z that output `[n, ch, i, j]` repeats.
+        let source = move |(n, ch, i, j): (usize, usize, usize, usize)| {
+            ((n * c + ch) * h + i / s) * w + j / s
+        };
+        after_one_by_one_conv(spelling, (b, c, h, w), c * oh * ow, |z| {
+            let y = product4(b, c, oh, ow).map(|o| z[source(o)]).collect();
+            let n = z.len();
+            let back = move |dy: &[f64]| {
+                let mut dz = vec![0.0; n];
+                for (o, d) in product4(b, c, oh, ow).zip(dy) {
+                    dz[source(o)] += d;
+                }
+                dz
+            };
+            (y, Box::new(back))
+        });
+    }
+}
+
+/// `maxpool(k, stride: s, padding: p)` and `avgpool(…)` as PyTorch's `nn.MaxPool2d(k, s, p)`
+/// and `nn.AvgPool2d(k, s, p)` on a non-square 5×6 image, over windows of 2 to 5, strides 1
+/// to 3 and paddings up to half the window: the output size ⌊(H + 2p − k)/s⌋ + 1; each
+/// window's maximum over its taps inside the image (the padding is −∞), or its sum over them
+/// divided by k·k (the padding counts as zeros, `count_include_pad=True`); and the gradient,
+/// dy routed to each window's first maximum (row-major) or spread over its taps divided by k·k.
+#[test]
+fn padded_pools_are_pytorchs() {
+    let (b, c, h, w) = (2, 2, 5, 6);
+    for (k, s, p) in [(3, 2, 1), (2, 2, 1), (3, 1, 1), (5, 2, 2), (4, 3, 2)] {
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        // The indices into z of each window's taps inside the image, row-major.
+        let inside = |from: usize, len: usize| {
+            (from..from + k).filter_map(move |r| r.checked_sub(p).filter(|r| *r < len))
+        };
+        let windows: Vec<Vec<usize>> = product4(b, c, oh, ow)
+            .map(|(n, ch, i, j)| {
+                inside(i * s, h)
+                    .flat_map(|r| inside(j * s, w).map(move |q| ((n * c + ch) * h + r) * w + q))
+                    .collect()
             })
             .collect();
-        let y: Vec<f64> = product4(b, c, oh, ow)
-            .map(|(n, oc, i, j)| z[((n * c + oc) * h + i / s) * w + j / s])
-            .collect();
-        let ps = [weight.clone(), bias.clone()];
-        output_is(&g, b, &[x.clone(), t.clone()], &ps, &y);
-        let (loss, dy) = mse_and_grad(&y, &t);
-        let mut dz = vec![0.0; z.len()];
-        for (yi, (n, oc, i, j)) in product4(b, c, oh, ow).enumerate() {
-            dz[((n * c + oc) * h + i / s) * w + j / s] += dy[yi];
+        let div = (k * k) as f64;
+        for max in [true, false] {
+            let pool = if max { "maxpool" } else { "avgpool" };
+            let layer = format!("{pool}({k}, stride: {s}, padding: {p})");
+            after_one_by_one_conv(&layer, (b, c, h, w), c * oh * ow, |z| {
+                let first_max = |t: &[usize]| {
+                    t.iter()
+                        .copied()
+                        .reduce(|best, q| if z[q] > z[best] { q } else { best })
+                        .unwrap()
+                };
+                let picked: Vec<usize> = windows.iter().map(|t| first_max(t)).collect();
+                let y = match max {
+                    true => picked.iter().map(|&q| z[q]).collect(),
+                    false => (windows.iter())
+                        .map(|t| t.iter().map(|&q| z[q]).sum::<f64>() / div)
+                        .collect(),
+                };
+                let (windows, n) = (windows.clone(), z.len());
+                let back = move |dy: &[f64]| {
+                    let mut dz = vec![0.0; n];
+                    for ((t, q), d) in windows.iter().zip(&picked).zip(dy) {
+                        match max {
+                            true => dz[*q] += d,
+                            false => t.iter().for_each(|&q| dz[q] += d / div),
+                        }
+                    }
+                    dz
+                };
+                (y, Box::new(back))
+            });
         }
-        let mut dw = vec![0.0; weight.len()];
-        let mut db = vec![0.0; c];
-        for (zi, (n, oc, i, j)) in product4(b, c, h, w).enumerate() {
-            db[oc] += dz[zi];
-            for ci in 0..c {
-                dw[oc * c + ci] += dz[zi] * x[((n * c + ci) * h + i) * w + j];
-            }
-        }
-        matches_numpy(
-            &g,
-            b,
-            &[x, t],
-            &[("conv1.weight", weight), ("conv1.bias", bias)],
-            &Reference {
-                loss,
-                grads: &[("conv1.weight", &dw), ("conv1.bias", &db)],
-            },
-            EXACT,
-        );
     }
 }

@@ -193,7 +193,7 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
         "out_channels" | "out_features" | "units" | "filters" | "output_dim" => "out",
         "num_embeddings" => "vocab",
         // Keras' `Conv2D(filters, kernel_size, strides)` and `Conv2DTranspose(…)`.
-        "kernel_size" => "kernel",
+        "kernel_size" | "pool_size" => "kernel",
         "strides" => "stride",
         // Keras' `UpSampling2D(size=2, interpolation="nearest")`; PyTorch's `Upsample(size=…)`
         // is an output size, which nnc does not take.
@@ -206,6 +206,29 @@ fn foreign_argument(callee: &str, name: &str, all: &[&str]) -> Option<String> {
             )
         }
         "interpolation" if callee == "upsample" => "mode",
+        // PyTorch's `MaxPool2d(k, stride, padding, dilation, return_indices, ceil_mode)` and
+        // `AvgPool2d(…, ceil_mode, count_include_pad, divisor_override)` beyond nnc's three.
+        "ceil_mode" if matches!(callee, "maxpool" | "avgpool") => {
+            return Some(
+                "nnc floors the output size, as PyTorch's default `ceil_mode=False`: a last \
+                 window that would start inside the image but end past it is left out; \
+                 `padding:` adds windows at the borders"
+                    .into(),
+            )
+        }
+        "count_include_pad" | "divisor_override" if callee == "avgpool" => {
+            return Some(
+                "nnc's average pool divides every window's sum by k·k, the padding's zeros \
+                 included, as PyTorch's default `count_include_pad=True`; other divisors are \
+                 not offered"
+                    .into(),
+            )
+        }
+        "dilation" | "return_indices" if matches!(callee, "maxpool" | "avgpool") => {
+            return Some(format!(
+                "{callee} takes a window, a stride and a padding: remove `{name}`"
+            ))
+        }
         "embedding_dim" => "dim",
         "hidden_size" => "hidden",
         "nonlinearity" => "activation",

@@ -63,18 +63,21 @@ pub(super) fn no_fit(l: &mut Lower, what: &str, win: Window, h: usize, w: usize,
                 k = win.kernel
             ),
         )
-        .help(if what == "conv2d" {
-            // A convolution can be padded; pooling cannot.
-            format!(
-                "use a window of at most {}, pad the image (`padding: {}` fits this window), or remove a pooling step earlier",
-                small + 2 * win.pad,
-                win.kernel.saturating_sub(small).div_ceil(2)
-            )
-        } else {
-            format!(
-                "use a window of at most {}, or remove a pooling step earlier",
-                small + 2 * win.pad
-            )
+        .help({
+            // The padding that fits this window; a pool's may not exceed half of it.
+            let need = win.kernel.saturating_sub(small).div_ceil(2);
+            if what == "conv2d" || need <= win.kernel / 2 {
+                format!(
+                    "use a window of at most {}, pad the image (`padding: {need}` fits this \
+                     window), or remove a pooling step earlier",
+                    small + 2 * win.pad,
+                )
+            } else {
+                format!(
+                    "use a window of at most {}, or remove a pooling step earlier",
+                    small + 2 * win.pad
+                )
+            }
         }),
     );
 }

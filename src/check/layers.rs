@@ -83,15 +83,15 @@ fn sig(kind: &str) -> Sig {
         },
         "maxpool" => Sig {
             forms: &[&["kernel"]],
-            named: &["stride"],
+            named: &["stride", "padding"],
             required: &["kernel"],
-            usage: "`maxpool(k, stride: k)`",
+            usage: "`maxpool(k, stride: k, padding: 0)`",
         },
         "avgpool" => Sig {
             forms: &[&["kernel"]],
-            named: &["stride"],
+            named: &["stride", "padding"],
             required: &["kernel"],
-            usage: "`avgpool(k, stride: k)`",
+            usage: "`avgpool(k, stride: k, padding: 0)`",
         },
         "embedding" => Sig {
             forms: &[&["vocab", "dim"]],
@@ -349,22 +349,20 @@ pub fn layer(
         "maxpool" | "avgpool" => {
             let k = r.size("kernel", "the window size");
             let s = r.get("stride", |e| consts::size(e, "the stride"));
-            let (Some(k), V::T(x), true) = (k, v, r.ok) else {
+            let p = r.get("padding", padding).or(Some(Padding::Zeros(0)));
+            let (Some(k), Some(p), V::T(x), true) = (k, p, v, r.ok) else {
                 return V::Bad;
             };
-            let ks = r.span("kernel");
-            pool(
-                r.l,
-                &cx,
-                kind,
-                x,
-                Window {
-                    kernel: k,
-                    stride: s.unwrap_or(k),
-                    pad: 0,
-                },
-                ks,
-            )
+            let spans = (r.span("kernel"), r.span("padding"));
+            let Some(pad) = pool_padding(r.l, kind, p, k, spans.1) else {
+                return V::Bad;
+            };
+            let win = Window {
+                kernel: k,
+                stride: s.unwrap_or(k),
+                pad,
+            };
+            pool(r.l, &cx, kind, x, win, spans.0)
         }
         "global_maxpool" | "global_avgpool" => match v {
             V::T(x) => global_pool(r.l, &cx, kind, x),
@@ -484,6 +482,42 @@ fn padding(e: &Expr) -> Result<Padding, Diag> {
         "not a padding",
     )
     .help(help))
+}
+
+/// A pooling's `padding` with window `k`: a number of rows and columns added on each side,
+/// which a max pool never picks (PyTorch's implicit −∞) and an average pool counts as zeros in
+/// its k·k divisor (PyTorch's default `count_include_pad=True`); at most k/2, as PyTorch
+/// requires, so that every window holds a value of the image. Keras' `padding="same"`, which
+/// pads only where the windows need it (more at the bottom and right), is refused with the
+/// number to write.
+fn pool_padding(l: &mut Lower, kind: &str, p: Padding, k: usize, span: Span) -> Option<usize> {
+    let (message, label, help) = match p {
+        Padding::Zeros(p) if p <= k / 2 => return Some(p),
+        Padding::Zeros(p) => (
+            format!(
+                "{kind}'s padding must be at most half its window, found padding {p} with a \
+                 {k}×{k} window"
+            ),
+            format!("at most {}", k / 2),
+            "a window in the padding alone would hold no value of the image (PyTorch refuses \
+             it too)"
+                .to_string(),
+        ),
+        Padding::Same => (
+            format!("{kind} takes its padding as a number, not \"same\""),
+            "not a number of rows".to_string(),
+            format!(
+                "as PyTorch's pools, nnc pads every side alike: `padding: {}` with stride 1 \
+                 keeps an image's size (an odd window); Keras' `padding=\"same\"` pads only \
+                 where the last window needs it, more at the bottom and right, which nnc does \
+                 not",
+                (k - 1) / 2
+            ),
+        ),
+    };
+    l.diags
+        .push(Diag::new("nnc::arg", message, span, label).help(help));
+    None
 }
 
 /// The zeros on each side for `padding` with kernel `k` and stride `s`: `"same"` is (k − 1)/2,

@@ -12,6 +12,7 @@ mod graphs;
 mod gru;
 mod lstm;
 mod ops;
+mod pools;
 mod stacked;
 mod threads;
 mod transposed;
