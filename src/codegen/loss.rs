@@ -22,16 +22,25 @@ fn clamp(kb: &mut Kb, p: Value, lane: types::Type) -> Value {
 }
 
 /// `Mse`, `Bce` (`ins = [a, b]`) and `SumSquares` (`ins = [x]`): a scalar, summed in f64 in a
-/// fixed order. `Mse` and `SumSquares` square f32x4 groups of differences (or values) in two
-/// f64x2 halves ([`sum_squares`]); `Bce`, which needs a logarithm per element, is summed by
-/// [`sum_scalar`].
+/// fixed order ([`sum_f64`]): `Mse` and `SumSquares` the squares of f32 differences (or
+/// values), `Bce` its f32 terms −(y·log p + (1 − y)·log(1 − p)), each computed four lanes at a
+/// time.
 pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     let n = kb.numel(x);
     let o = kb.ptr(out);
     let p: Vec<Value> = ins.iter().map(|s| kb.ptr(*s)).collect();
     let mut r = match op {
-        Op::Bce => sum_scalar(kb, n, &p),
-        _ => sum_squares(kb, n, p[0], p.get(1).copied()),
+        Op::Bce => sum_f64(kb, n, false, |kb, lane, i| bce_term(kb, lane, &p, i)),
+        _ => sum_f64(kb, n, true, |kb, lane, i| {
+            let x = kb.ld(lane, p[0], i);
+            match p.get(1) {
+                Some(&b) => {
+                    let y = kb.ld(lane, b, i);
+                    kb.b.ins().fsub(x, y)
+                }
+                None => x,
+            }
+        }),
     };
     if !matches!(op, Op::SumSquares) {
         let nf = kb.b.ins().fcvt_from_uint(types::F64, n);
@@ -42,39 +51,35 @@ pub fn loss(kb: &mut Kb, op: &Op, x: &Type, out: usize, ins: &[usize]) {
     kb.st(r, o, zero);
 }
 
-/// `Σ (a − b)²` over `n` elements (`Σ a²` without `b`), in f64: each difference is taken in f32,
-/// as `Mse`'s reference does, and its square is exact in f64. Eight partial sums (four f64x2
-/// accumulators over groups of eight elements, so that four additions are in flight) take
-/// the elements `i ≡ r (mod 8)`; a scalar sum takes the last `n mod 8`; then
+/// `Σ term(i)` (`square`: `Σ term(i)²`) over `n` elements, in f64, where `term` computes
+/// the f32 values of the elements from `i` in lanes of its type (`F32X4` or `F32`): each is
+/// promoted to f64 before it is squared, so that the square is exact. Eight partial sums (four
+/// f64x2 accumulators over groups of eight elements, so that four additions are in flight)
+/// take the elements `i ≡ r (mod 8)`; a scalar sum takes the last `n mod 8`; then
 /// `((s0 + s1) + (s2 + s3))` lane by lane, the two lanes, and the tail.
-fn sum_squares(kb: &mut Kb, n: Value, a: Value, b: Option<Value>) -> Value {
+fn sum_f64(
+    kb: &mut Kb,
+    n: Value,
+    square: bool,
+    term: impl Fn(&mut Kb, types::Type, Value) -> Value,
+) -> Value {
     let zero = kb.int(0);
     let z2 = kb.b.ins().f64const(0.0);
     let z2 = kb.b.ins().splat(F64X2, z2);
     let acc: [_; 4] = std::array::from_fn(|_| kb.var(F64X2, z2));
     let z1 = kb.b.ins().f64const(0.0);
     let tail = kb.var(types::F64, z1);
-    let diff = |kb: &mut Kb, lane, i| {
-        let x = kb.ld(lane, a, i);
-        match b {
-            Some(b) => {
-                let y = kb.ld(lane, b, i);
-                kb.b.ins().fsub(x, y)
-            }
-            None => x,
-        }
-    };
     let add = |kb: &mut Kb, var, v: Value| {
-        let sq = kb.b.ins().fmul(v, v);
+        let v = if square { kb.b.ins().fmul(v, v) } else { v };
         let cur = kb.b.use_var(var);
-        let cur = kb.b.ins().fadd(cur, sq);
+        let cur = kb.b.ins().fadd(cur, v);
         kb.b.def_var(var, cur);
     };
     let n8 = kb.b.ins().band_imm_s(n, !7);
     kb.for_step(zero, n8, 8, |kb, i| {
         for g in 0..2 {
             let ig = kb.b.ins().iadd_imm_s(i, 4 * g);
-            let d = diff(kb, F32X4, ig);
+            let d = term(kb, F32X4, ig);
             let lo = kb.b.ins().fvpromote_low(d);
             let hi = kb.shuffle(d, d, [2, 3, 2, 3]);
             let hi = kb.b.ins().fvpromote_low(hi);
@@ -83,7 +88,7 @@ fn sum_squares(kb: &mut Kb, n: Value, a: Value, b: Option<Value>) -> Value {
         }
     });
     kb.for_range(n8, n, |kb, i| {
-        let d = diff(kb, types::F32, i);
+        let d = term(kb, types::F32, i);
         let d = kb.b.ins().fpromote(types::F64, d);
         add(kb, tail, d);
     });
@@ -98,49 +103,21 @@ fn sum_squares(kb: &mut Kb, n: Value, a: Value, b: Option<Value>) -> Value {
     kb.b.ins().fadd(s, t)
 }
 
-/// `Σ −(y·log p + (1 − y)·log(1 − p))` over `n` elements (`p`, `y` = `ins`), in f64: four
-/// partial sums take the elements in turn (so that four additions are in flight, not one
-/// waiting for the last), the tail goes to the first, and they are added pairwise at the end.
-fn sum_scalar(kb: &mut Kb, n: Value, p: &[Value]) -> Value {
-    let zero = kb.int(0);
-    let z = kb.b.ins().f64const(0.0);
-    let totals: [_; 4] = std::array::from_fn(|_| kb.var(types::F64, z));
-    let term = |kb: &mut Kb, i: Value| -> Value {
-        let a = kb.ld(types::F32, p[0], i);
-        let y = kb.ld(types::F32, p[1], i);
-        let pc = clamp(kb, a, types::F32);
-        let one = kb.b.ins().f32const(1.0);
-        let q = kb.b.ins().fsub(one, pc);
-        let lp = math::emit_log(&mut kb.b, pc);
-        let lq = math::emit_log(&mut kb.b, q);
-        let omy = kb.b.ins().fsub(one, y);
-        let t1 = kb.b.ins().fmul(y, lp);
-        let t2 = kb.b.ins().fmul(omy, lq);
-        let s = kb.b.ins().fadd(t1, t2);
-        let s = kb.b.ins().fneg(s);
-        kb.b.ins().fpromote(types::F64, s)
-    };
-    let add = |kb: &mut Kb, var, t| {
-        let cur = kb.b.use_var(var);
-        let cur = kb.b.ins().fadd(cur, t);
-        kb.b.def_var(var, cur);
-    };
-    let n4 = kb.b.ins().band_imm_s(n, !3);
-    kb.for_step(zero, n4, 4, |kb, i| {
-        for (q, &var) in totals.iter().enumerate() {
-            let iq = kb.b.ins().iadd_imm_s(i, q as i64);
-            let t = term(kb, iq);
-            add(kb, var, t);
-        }
-    });
-    kb.for_range(n4, n, |kb, i| {
-        let t = term(kb, i);
-        add(kb, totals[0], t);
-    });
-    let [t0, t1, t2, t3] = totals.map(|v| kb.b.use_var(v));
-    let t01 = kb.b.ins().fadd(t0, t1);
-    let t23 = kb.b.ins().fadd(t2, t3);
-    kb.b.ins().fadd(t01, t23)
+/// `−(y·log p + (1 − y)·log(1 − p))` for the elements at `i` of `p` and `y` (`ins`), in lanes
+/// of `lane`, p clamped to [1e-7, 1 − 1e-7].
+fn bce_term(kb: &mut Kb, lane: types::Type, ins: &[Value], i: Value) -> Value {
+    let a = kb.ld(lane, ins[0], i);
+    let y = kb.ld(lane, ins[1], i);
+    let pc = clamp(kb, a, lane);
+    let one = kb.cst(lane, 1.0);
+    let q = kb.b.ins().fsub(one, pc);
+    let lp = math::emit_log(&mut kb.b, pc);
+    let lq = math::emit_log(&mut kb.b, q);
+    let omy = kb.b.ins().fsub(one, y);
+    let t1 = kb.b.ins().fmul(y, lp);
+    let t2 = kb.b.ins().fmul(omy, lq);
+    let s = kb.b.ins().fadd(t1, t2);
+    kb.b.ins().fneg(s)
 }
 
 /// `MeanToSum`: the scalar mean `ins[0]` times the number of terms, numel(`x`)/`per`, in f32
