@@ -39,6 +39,12 @@ pub struct PredictArgs {
     /// unless the model ends with `softmax`), every position of a sequence model, row after row.
     #[arg(long, conflicts_with = "top")]
     pub raw: bool,
+    /// Also write the outputs as a PGM image, for a model whose output is an image (`[1, H, W]`
+    /// or `[H, W]`: an autoencoder's reconstruction): the samples side by side, up to 16 a row
+    /// and 256 in all, each value mapped linearly from [min(0, smallest), max(1, largest)] to
+    /// 0–255.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
     /// Where a character model's training text is, for a checkpoint that does not record its
     /// vocabulary (whose characters name the classes shown; default: the file's folder).
     #[arg(long, value_name = "DIR", value_parser = super::data_folder())]
@@ -90,6 +96,34 @@ pub fn run(args: &PredictArgs) -> CliResult {
         }
         return out.flush().map_err(CliError::user);
     }
+    if let Some(path) = &args.image {
+        let (h, w) = image_output(model).ok_or_else(|| {
+            let g = &model.graph;
+            let dims = g
+                .output("output")
+                .map(|o| g.ty(o).dims.clone())
+                .unwrap_or_default();
+            CliError::user(format!(
+                "`--image` writes outputs that are images, [1, H, W] or [H, W]; model `{}` \
+                 outputs {dims:?} a sample",
+                model.name
+            ))
+        })?;
+        let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
+        finite_outputs(&outs, first).map_err(CliError::user)?;
+        let shown = &outs[..outs.len().min(MAX_IMAGES)];
+        crate::runtime::atomic::write(path, &grid_pgm(shown, h, w))
+            .map_err(|e| CliError::user(format!("writing {}: {e}", path.display())))?;
+        let of = match outs.len() > shown.len() {
+            true => format!(", the first of {} samples", outs.len()),
+            false => String::new(),
+        };
+        eprintln!(
+            "wrote {}: {} of {h}×{w}{of}",
+            path.display(),
+            crate::check::plural(shown.len(), "image"),
+        );
+    }
     if !ranks_classes(p, model) {
         let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
         finite_outputs(&outs, first).map_err(CliError::user)?;
@@ -127,6 +161,44 @@ fn ranks_classes(p: &Program, model: &ModelIr) -> bool {
             .rev()
             .find(|r| r.model == model.name)
             .is_none_or(|r| r.classification)
+}
+
+/// The most images `--image` writes (16 rows of 16); `--index` picks one sample of a larger file.
+const MAX_IMAGES: usize = 256;
+
+/// The height and width of `model`'s output when it is one image a sample: `[1, H, W]` or
+/// `[H, W]`, each side at least 2.
+fn image_output(model: &ModelIr) -> Option<(usize, usize)> {
+    let g = &model.graph;
+    match g.ty(g.output("output")?).dims[..] {
+        [1, h, w] | [h, w] if h > 1 && w > 1 => Some((h, w)),
+        _ => None,
+    }
+}
+
+/// The images `outs` (each h×w, row-major) as one binary PGM, side by side, up to 16 a row
+/// with a column of grey between them: every value mapped linearly from [min(0, smallest),
+/// max(1, largest)] to 0–255, so that outputs in [0, 1] (a sigmoid's) keep their grey levels.
+fn grid_pgm(outs: &[Vec<f32>], h: usize, w: usize) -> Vec<u8> {
+    const PER_ROW: usize = 16;
+    const GAP: u8 = 128;
+    let cols = outs.len().clamp(1, PER_ROW);
+    let rows = outs.len().div_ceil(PER_ROW).max(1);
+    let (gw, gh) = (cols * (w + 1) - 1, rows * (h + 1) - 1);
+    let values = outs.iter().flatten();
+    let lo = values.clone().fold(0f32, |a, &v| a.min(v));
+    let hi = values.fold(1f32, |a, &v| a.max(v));
+    let mut pixels = vec![GAP; gw * gh];
+    for (k, o) in outs.iter().enumerate() {
+        let (top, left) = ((k / PER_ROW) * (h + 1), (k % PER_ROW) * (w + 1));
+        for (i, v) in o.iter().enumerate() {
+            let grey = ((v - lo) / (hi - lo) * 255.0).round() as u8;
+            pixels[(top + i / w) * gw + left + i % w] = grey;
+        }
+    }
+    let mut bytes = format!("P5\n{gw} {gh}\n255\n").into_bytes();
+    bytes.extend(pixels);
+    bytes
 }
 
 /// An output's values, the first few of a long one.

@@ -2111,3 +2111,60 @@ fn a_checkpoint_of_another_run_names_the_run_that_wrote_it() {
         &s.path("two.st")
     ));
 }
+
+/// `--image` writes the outputs of a model whose output is an image as one PGM, the samples side
+/// by side with a grey column between them, each value in [0, 1] as its grey level (the values
+/// `--raw` prints, times 255); a model whose output is not an image is refused.
+#[test]
+fn predict_writes_image_outputs_as_a_pgm() {
+    let s = Scratch::new("predict-image");
+    let nn = s.write(
+        "ae.nn",
+        "model Ae(x: [1, 2, 3]) -> [1, 2, 3] {\n    return x |> conv2d(1, kernel: 1) |> sigmoid\n}\n\
+         model Flat(x: [1, 2, 3]) -> [6] {\n    return x |> flatten\n}\n\
+         data d {\n    train: inline(x: [[0, 1, 2, 3, 4, 5]], y: [[0]])\n}\n\
+         train Ae on d {\n    loss: mse(output, x)\n    optimizer: sgd(lr: 0.1)\n    steps: 1\n}\n",
+    );
+    let ck = s.path("ae.st");
+    train_to(&nn, &ck);
+    let csv = s.write("in.csv", "0,1,2,3,4,5\n5,4,3,2,1,0\n");
+    let predict = |extra: &[&str]| {
+        let out = run!("predict", &nn, "--checkpoint", &ck, "--input", &csv; extra);
+        succeeded(&out)
+    };
+    let raw: Vec<Vec<f32>> = predict(&["--raw"])
+        .lines()
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let pgm = s.path("out.pgm");
+    predict(&["--image", pgm.to_str().unwrap()]);
+    let bytes = std::fs::read(&pgm).unwrap();
+    let (header, pixels) = bytes.split_at(b"P5\n7 2\n255\n".len());
+    assert_eq!(header, b"P5\n7 2\n255\n");
+    // Two 3×2 images and a column between them: rows of 3 + 1 + 3 pixels.
+    let grey = |v: f32| (v * 255.0).round() as u8;
+    for row in 0..2 {
+        let line = &pixels[row * 7..row * 7 + 7];
+        let want: Vec<u8> = (raw[0][row * 3..row * 3 + 3].iter().map(|&v| grey(v)))
+            .chain([128])
+            .chain(raw[1][row * 3..row * 3 + 3].iter().map(|&v| grey(v)))
+            .collect();
+        assert_eq!(line, &want[..], "row {row}");
+    }
+    let out = run!(
+        "predict",
+        &nn,
+        "--checkpoint",
+        &ck,
+        "--input",
+        &csv,
+        "--model",
+        "Flat",
+        "--image",
+        &pgm
+    );
+    assert_has(
+        &user_error(&out),
+        &["`--image` writes outputs that are images", "[6]"],
+    );
+}
