@@ -34,6 +34,74 @@ fn transposed_len(win: &Window, len: usize, output_padding: usize) -> Option<usi
         .filter(|n| *n > 0)
 }
 
+/// Reads `conv_transpose2d`'s `padding`: a number of rows and columns cropped off each side.
+/// PyTorch's `nn.ConvTranspose2d` takes no string; Keras' `Conv2DTranspose` takes `"same"`
+/// (the output `stride` times the input) and `"valid"`, which are answered with the numbers
+/// that give them for this `kernel` and `stride` (when those were read).
+pub(super) fn transposed_padding(
+    e: &Expr,
+    kernel: Option<usize>,
+    stride: Option<usize>,
+) -> Result<usize, Diag> {
+    let ExprKind::Str(mode) = &e.kind else {
+        return super::consts::count(e, "the padding");
+    };
+    let times = |s: usize| match s {
+        1 => "as large as the input".to_string(),
+        _ => format!("{s} times the input"),
+    };
+    let help = match (mode.to_lowercase().as_str(), kernel, stride) {
+        ("valid", ..) => "Keras' `padding=\"valid\"` is `padding: 0` (the default)".to_string(),
+        ("same", Some(k), Some(s)) => match same_numbers(k, s) {
+            Some((0, 0)) => format!(
+                "Keras' `padding=\"same\"` makes the output {}; here the \
+                 default `padding: 0` does: remove `padding`",
+                times(s)
+            ),
+            Some((p, q)) => {
+                let (fix, plus) = match q {
+                    0 => (format!("`padding: {p}`"), String::new()),
+                    _ => (
+                        format!("`padding: {p}, output_padding: {q}`"),
+                        format!(" + {q}"),
+                    ),
+                };
+                format!(
+                    "Keras' `padding=\"same\"` makes the output {}; here \
+                     {fix} does ((H − 1)·{s} − 2·{p} + {k}{plus} = {s}·H)",
+                    times(s)
+                )
+            }
+            None => format!(
+                "Keras' `padding=\"same\"` makes the output {}, which a \
+                 kernel of {k} with stride {s} cannot reach with the same padding on every \
+                 side: use an odd kernel (`kernel: {}`)",
+                times(s),
+                k + 1
+            ),
+        },
+        _ => "write the number of rows and columns cropped off each side of the output, \
+              e.g. `padding: 1`"
+            .to_string(),
+    };
+    Err(Diag::new(
+        "nnc::arg",
+        format!("conv_transpose2d's padding is a whole number, found \"{mode}\""),
+        e.span,
+        "not a padding",
+    )
+    .help(help))
+}
+
+/// The `padding` p and `output_padding` q < s with which a transposed convolution of kernel
+/// k and stride s gives s·H rows for H: (H − 1)·s − 2p + k + q = s·H, so 2p − q = k − s.
+/// `None` when no q < s fits (stride 1 with an even kernel).
+fn same_numbers(k: usize, s: usize) -> Option<(usize, usize)> {
+    let p = k.saturating_sub(s).div_ceil(2);
+    let q = (2 * p + s).checked_sub(k)?;
+    (q < s).then_some((p, q))
+}
+
 /// `conv_transpose2d`: `[C, H, W] -> [out, H', W']` with H' = (H − 1)·s − 2p + k +
 /// output_padding. The weight is `[C, out, k, k]`, PyTorch's layout, so that
 /// `conv2d_grad_input(x, weight)` is the transposed convolution: each input value spreads its
