@@ -76,9 +76,11 @@ fn sig(kind: &str) -> Sig {
             usage: "`conv_transpose2d(out, kernel: k, stride: 1, padding: 0, output_padding: 0)` \
                     or `conv_transpose2d(in, out, kernel: k)`",
         },
+        // `mode` first: a second positional argument (`upsample(2, "nearest")`, PyTorch's
+        // functional order) is the mode, since `scale_factor` only renames the first.
         "upsample" => Sig {
             forms: &[&["scale"]],
-            named: &["scale_factor", "mode"],
+            named: &["mode", "scale_factor"],
             required: &[],
             usage: "`upsample(s)` or `upsample(scale_factor: s)`",
         },
