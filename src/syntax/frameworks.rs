@@ -20,12 +20,18 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
              padding: p)` (PyTorch's `nn.Conv2d(in, out, k)`)"
         }
         "ConvTranspose2d" | "Conv2DTranspose" | "Conv2dTranspose" | "conv2d_transpose"
-        | "deconv2d" | "Deconvolution2D" => {
+        | "deconv2d" | "Deconv2d" | "deconv" | "Deconvolution2D" => {
             "a transposed convolution is `conv_transpose2d(out, kernel: k, stride: s, padding: \
              p, output_padding: q)` (PyTorch's `nn.ConvTranspose2d(in, out, k, s, p, q)`, Keras' \
              `Conv2DTranspose(out, k, strides=s)`)"
         }
-        "Upsample" | "UpSampling2D" | "UpsamplingNearest2d" | "interpolate" | "upsample2d" => {
+        "Upsample"
+        | "UpSampling2D"
+        | "upsampling2d"
+        | "UpsamplingNearest2d"
+        | "UpsamplingBilinear2d"
+        | "interpolate"
+        | "upsample2d" => {
             "nearest-neighbour upsampling is `upsample(s)`: [C, H, W] -> [C, s·H, s·W] \
              (PyTorch's `nn.Upsample(scale_factor=s)`, Keras' `UpSampling2D(size=s)`)"
         }
