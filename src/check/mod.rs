@@ -39,6 +39,9 @@ mod stopping;
 mod transposed;
 mod unused;
 
+/// The activations' names, for the parser's hints on PyTorch's `F.gelu(x)`.
+pub(crate) use layers::ACTIVATIONS;
+
 pub use consts::MAX_STEPS;
 pub use names::plural;
 
