@@ -44,7 +44,7 @@ fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
 /// The warning for a run whose early stopping cannot end it early, which only the data can
 /// tell: its length and its `eval:` count different things (`epochs: 5` with
 /// `eval: every 500 steps`, or the other way round), and an epoch's steps depend on the data
-/// (`nnc check` warns of the rest, [`crate::check::stopping::warning`]). `total` is the run's
+/// (`nnc check` warns of the rest, `check::stopping::warning`). `total` is the run's
 /// length in steps, `per_epoch` the batches of an epoch. A resumed run of the length it was
 /// started with is not judged: the unit it was written in is not recorded.
 pub(super) fn unreachable(
