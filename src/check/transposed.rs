@@ -219,7 +219,9 @@ pub(super) fn upsample(l: &mut Lower, cx: &Site, x: ValueId, s: usize) -> Option
         pad: 0,
     };
     let ty = Type::f32(true, vec![c, oh, ow]);
-    Some(typed(l, Op::AvgPoolGrad(win), vec![scaled], ty, cx))
+    let y = typed(l, Op::AvgPoolGrad(win), vec![scaled], ty, cx);
+    l.transposed.push((y, cx.span));
+    Some(y)
 }
 
 /// The scale of `upsample`, given as `scale` (positional) or `scale_factor` (PyTorch's name):
@@ -281,16 +283,26 @@ fn typed(l: &mut Lower, op: Op, inputs: Vec<ValueId>, ty: Type, cx: &Site) -> Va
     l.g.push_typed(op, inputs, ty, label)
 }
 
+/// What would make a decoder end at the size wanted: under the layer `at`, the `note` of how
+/// it computes its size, and the `fix` (a clause that says where: "on the last transposed
+/// convolution, `output_padding: 1` reaches 28×28").
+pub struct SizeFix {
+    pub at: Span,
+    pub note: String,
+    pub fix: String,
+}
+
 /// For a model's output `out` where `want` is needed (the declared output, or a loss's
-/// target), when the last layer to set the map's size is a `conv_transpose2d` (`convs`: each
-/// one's node and call span, as recorded while lowering): that layer's span, the note under it,
-/// and what would reach `want` there: `output_padding` alone when it can, else the padding
-/// (and output_padding) nearest the layer's, else the kernel.
+/// target), when the last layer to set the map's size is a `conv_transpose2d` or an
+/// `upsample` (`convs`: each one's node and call span, as recorded while lowering): for a
+/// transposed convolution, what would reach `want` there: `output_padding` alone when it can,
+/// else the padding (and output_padding) nearest the layer's, else the kernel; for an
+/// upsampling, which can only multiply, the size the map before it must have.
 pub fn fix_transposed(
     g: &crate::ir::Graph,
     convs: &[(ValueId, Span)],
     (out, want): (ValueId, &Type),
-) -> Option<(Span, String, String)> {
+) -> Option<SizeFix> {
     let got = g.ty(out);
     let (&[gc, gh, gw], &[wc, wh, ww]) = (&got.dims[..], &want.dims[..]) else {
         return None;
@@ -302,9 +314,6 @@ pub fn fix_transposed(
         return None;
     }
     let node = g.node(y);
-    let Op::Conv2dGradInput(win) = node.op else {
-        return None;
-    };
     let (yt, xt) = (&node.ty, g.ty(node.inputs[0]));
     // Only when no later layer changes the map's size.
     let later = g.nodes[y.index() + 1..=out.index()]
@@ -313,9 +322,19 @@ pub fn fix_transposed(
     if later || yt.dims[1..] != [gh, gw] || gh != gw || wh != ww {
         return None;
     }
-    // gh = (h − 1)·s − 2p + k + op, added up in an order that cannot go below zero.
     let h = xt.dims[1];
+    let win = match node.op {
+        Op::Conv2dGradInput(win) => win,
+        Op::AvgPoolGrad(up) => return Some(fix_upsampled(span, h, up.stride, wh)),
+        _ => return None,
+    };
+    // gh = (h − 1)·s − 2p + k + op, added up in an order that cannot go below zero.
     let op = (gh + 2 * win.pad).checked_sub((h - 1) * win.stride + win.kernel)?;
+    let at = |fix: String| SizeFix {
+        at: span,
+        note: note(gh, h, win, op),
+        fix: format!("on the last transposed convolution, {fix}"),
+    };
     // What reaches `wh` at this stride: output_padding alone, else the padding (with the same
     // output_padding if it can), else the kernel.
     let (k, p, s) = (win.kernel, win.pad, win.stride);
@@ -336,20 +355,36 @@ pub fn fix_transposed(
     } else if let Some(k) = (1..=wh + 2 * p).find(|&k| reach(k, p, op)) {
         format!("`kernel: {k}`")
     } else {
-        return Some((
-            span,
-            note(gh, h, win, op),
-            format!(
-                "no kernel or padding reaches {wh}×{wh} from the {h}×{h} map at stride {s}: \
-                 change the stride or the layers before it"
-            ),
-        ));
+        return Some(at(format!(
+            "no kernel or padding reaches {wh}×{wh} from the {h}×{h} map at stride {s}: \
+             change the stride or the layers before it"
+        )));
     };
-    Some((
-        span,
-        note(gh, h, win, op),
-        format!("{fix} reaches {wh}×{wh}"),
-    ))
+    Some(at(format!("{fix} reaches {wh}×{wh}")))
+}
+
+/// An `upsample(s)` of an `h`×`h` map where `wh`×`wh` is wanted: it only multiplies, so the
+/// layers before it must give `wh`/s (or no map can, when s does not divide `wh`).
+fn fix_upsampled(at: Span, h: usize, s: usize, wh: usize) -> SizeFix {
+    let fix = if wh.is_multiple_of(s) {
+        format!(
+            "the last upsampling needs a {n}×{n} map to reach {wh}×{wh}, and gets {h}×{h}: \
+             keep the size in the layers before it (`padding: 1` on a 3×3 convolution) or \
+             change a pooling",
+            n = wh / s
+        )
+    } else {
+        format!(
+            "the last upsampling multiplies by {s}, which cannot reach {wh}×{wh}: change its \
+             scale, or end the decoder with a layer that sets the size (a transposed \
+             convolution)"
+        )
+    };
+    SizeFix {
+        at,
+        note: format!("this upsampling gives {}×{}: {h}·{s}", h * s, h * s),
+        fix,
+    }
 }
 
 /// The note under a transposed convolution of an `h`×`h` map by `win` with output_padding
