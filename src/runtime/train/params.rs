@@ -779,6 +779,19 @@ impl Params {
     }
 }
 
+/// Up to three names of `names` in backquotes, and how many more: "`a.weight`, `a.bias`, `b.weight`
+/// and 5 more", or "nothing".
+fn some_names(names: Vec<&str>) -> String {
+    if names.is_empty() {
+        return "nothing".into();
+    }
+    let shown: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
+    match names.len().saturating_sub(3) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -827,18 +840,5 @@ mod tests {
         assert_eq!(lr_scale("encoder.dense2.weight", &s), 0.1);
         assert_eq!(lr_scale("encoder2.weight", &s), 1.0);
         assert_eq!(lr_scale("head.bias", &s), 1.0);
-    }
-}
-
-/// Up to three names of `names` in backquotes, and how many more: "`a.weight`, `a.bias`, `b.weight`
-/// and 5 more", or "nothing".
-fn some_names(names: Vec<&str>) -> String {
-    if names.is_empty() {
-        return "nothing".into();
-    }
-    let shown: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
-    match names.len().saturating_sub(3) {
-        0 => shown.join(", "),
-        more => format!("{} and {more} more", shown.join(", ")),
     }
 }
