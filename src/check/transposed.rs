@@ -395,3 +395,27 @@ fn note(gh: usize, h: usize, win: Window, op: usize) -> String {
         win.stride, win.pad, win.kernel
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_numbers;
+
+    /// Keras' `"same"`: the numbers given make every H into s·H, with output_padding below the
+    /// stride; none exist only for stride 1 with an even kernel.
+    #[test]
+    fn same_numbers_multiply_by_the_stride() {
+        for k in 1..=7 {
+            for s in 1..=4 {
+                match same_numbers(k, s) {
+                    Some((p, q)) => {
+                        assert!(q < s, "k {k} s {s}: output_padding {q}");
+                        for h in 1..=9 {
+                            assert_eq!((h - 1) * s + k + q - 2 * p, s * h, "k {k} s {s} h {h}");
+                        }
+                    }
+                    None => assert!(s == 1 && k % 2 == 0, "k {k} s {s}"),
+                }
+            }
+        }
+    }
+}
