@@ -90,10 +90,16 @@ pub(super) fn unreachable(
             ),
         ),
     };
+    // As the checker's warning says it.
+    let restores = match stopping.restore_best {
+        true => "; `restore_best: true` still ends it with its best evaluation's parameters",
+        false => "",
+    };
     Some(format!(
         "early stopping cannot end this run early: evaluating {pace} in {length}, it evaluates \
          {} before its last step, too few for its best evaluation to be followed by {} that do \
-         not improve on it (its patience); lower the patience, evaluate more often or train longer",
+         not improve on it (its patience); lower the patience, evaluate more often or train \
+         longer{restores}",
         plural(before_end as usize, "time"),
         plural(stopping.patience as usize, "evaluation"),
     ))
