@@ -79,8 +79,10 @@ pub fn op(callee: &Ident, args: &[Arg], span: Span) -> Result<Op, Vec<Diag>> {
             None => Op::Unary(UnaryOp::Gelu),
             Some(e) => Op::Unary(approximate(e).map_err(|d| vec![d])?),
         },
-        // The last of [`super::layers::ACTIVATIONS`].
-        _ => Op::LogSoftmax,
+        "log_softmax" => Op::LogSoftmax,
+        // Every name of [`super::layers::ACTIVATIONS`] has its arm above: one added there
+        // without an op here must not lower silently to another activation.
+        other => unreachable!("activation `{other}` has no op"),
     })
 }
 

@@ -425,6 +425,9 @@ fn call_text(callee: &Ident, items: &[(Option<&str>, &Expr)]) -> Option<String> 
     Some(format!("{}({})", callee.name, items.join(", ")))
 }
 
+/// The named arguments whose values are strings (`upsample`'s `mode`).
+const STRING_ARGS: &[&str] = &["mode"];
+
 /// The call with its surplus positional arguments (those after the `max` a form takes) named,
 /// in order, after the named-only arguments not already given: `avgpool(2, 2)` →
 /// `avgpool(2, stride: 2)`, `conv2d(1, 32, 3)` → `conv2d(1, 32, kernel: 3)`.
@@ -442,6 +445,13 @@ fn name_surplus(callee: &Ident, args: &[Arg], sig: &Sig, max: usize) -> Option<S
             None => {
                 seen += 1;
                 let name = if seen > max { Some(free.next()?) } else { None };
+                // `upsample(2, 2)` is not `upsample(2, mode: 2)`: a number never names a
+                // parameter that takes a string; the usage is shown instead.
+                if name.is_some_and(|n| STRING_ARGS.contains(&n))
+                    && !matches!(a.value.kind, ExprKind::Str(_))
+                {
+                    return None;
+                }
                 items.push((name, &a.value));
             }
         }

@@ -104,20 +104,27 @@ fn not_a_whole_number(e: &Expr, what: &str) -> Option<Diag> {
         }
         (
             ExprKind::List(items),
-            "the kernel size" | "the window size" | "the stride" | "the padding",
+            "the kernel size" | "the window size" | "the stride" | "the padding"
+            | "the output padding" | "the scale factor",
         ) => {
+            // PyTorch's `(2, 2)` pairs, one entry for each axis.
+            let (square, example) = match what {
+                "the scale factor" => (
+                    "upsampling scales both axes alike",
+                    "`upsample(2)` doubles both",
+                ),
+                _ => ("windows are square", "`kernel: 3` is 3×3"),
+            };
             let nums: Vec<f64> = items.iter().filter_map(|i| number(i).ok()).collect();
             let same =
                 nums.len() == items.len() && !nums.is_empty() && nums.iter().all(|&n| n == nums[0]);
             if same {
-                format!(
-                    "windows are square: one number serves both axes; write `{}`",
-                    nums[0]
-                )
+                format!("{square}: one number serves both axes; write `{}`", nums[0])
             } else {
-                "windows are square: one number serves both axes (`kernel: 3` is 3×3); \
-                 different heights and widths are not supported"
-                    .to_string()
+                format!(
+                    "{square}: one number serves both axes ({example}); different heights and \
+                     widths are not supported"
+                )
             }
         }
         _ => return None,

@@ -29,7 +29,11 @@ pub(super) fn image(
     .also(cx.input_span, format!("this is {}", show(&t)));
     let n = t.per_sample();
     let side = (n as f64).sqrt().round() as usize;
+    // Declaring the input as an image only helps where the value is the input; a vector
+    // computed in the model (a decoder's `dense(32*7*7)`) cannot become an image.
+    let is_input = matches!(l.g.node(x).op, Op::Input { .. });
     d = d.help(match t.dims.len() {
+        1 | 2 if !is_input => format!("nnc has no reshape (PyTorch's `nn.Unflatten`, `view`): a {} computed in the model cannot become an image; keep the values images from the input on (a decoder starts from an encoder's [C, H, W] code, not from `dense`)", show(&t)),
         1 if side * side == n => format!("declare the input as an image, e.g. `[1, {side}, {side}]` (one channel of {side}×{side}), not `[{n}]`"),
         2 => format!("add a channel axis: declare the input as `[1, {}, {}]`", t.dims[0], t.dims[1]),
         _ => format!("{what} works on images of shape [channels, height, width]"),

@@ -10,7 +10,8 @@ use super::names::{product, show};
 use super::sequences::{embedding, lstm, one_hot, rnn, rnn_activation};
 use super::stack::{layer_dropout, lone_dropout, num_layers, Recurrent};
 use super::transposed::{
-    conv_transpose2d, one_scale, upsample, upsample_mode, Transpose, TransposeSpans,
+    conv_transpose2d, one_scale, transposed_padding, upsample, upsample_mode, Transpose,
+    TransposeSpans,
 };
 use crate::diag::Diag;
 use crate::ir::{DType, Graph, Init, Op, Param, Type, UnaryOp, ValueId, Window};
@@ -75,9 +76,11 @@ fn sig(kind: &str) -> Sig {
             usage: "`conv_transpose2d(out, kernel: k, stride: 1, padding: 0, output_padding: 0)` \
                     or `conv_transpose2d(in, out, kernel: k)`",
         },
+        // `mode` first: a second positional argument (`upsample(2, "nearest")`, PyTorch's
+        // functional order) is the mode, since `scale_factor` only renames the first.
         "upsample" => Sig {
             forms: &[&["scale"]],
-            named: &["scale_factor", "mode"],
+            named: &["mode", "scale_factor"],
             required: &[],
             usage: "`upsample(s)` or `upsample(scale_factor: s)`",
         },
@@ -306,7 +309,7 @@ pub fn layer(
         "conv_transpose2d" => {
             let (out, inn, k, s) = r.conv_sizes();
             let p = r
-                .get("padding", |e| consts::count(e, "the padding"))
+                .get("padding", |e| transposed_padding(e, k, s))
                 .or(Some(0));
             let op = r
                 .get("output_padding", |e| consts::count(e, "the output padding"))

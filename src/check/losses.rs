@@ -384,13 +384,11 @@ fn same_shape(
         d.help(help)
     } else if tb.dtype == DType::I32 {
         d.help(format!("these are class ids; compare logits with them using `cross_entropy(…)`, or give {name} f32 targets of shape {}", show(&ta)))
-    } else if let Some((at, note, fix)) =
-        super::transposed::fix_transposed(l.g, &l.transposed, (a, &tb))
-    {
+    } else if let Some(f) = super::transposed::fix_transposed(l.g, &l.transposed, (a, &tb)) {
         // A decoder that ends at another size than the image it reconstructs.
-        d.also(at, note).help(format!(
-            "{name} needs two tensors of the same shape: on the last transposed convolution, \
-             {fix}"
+        d.also(f.at, f.note).help(format!(
+            "{name} needs two tensors of the same shape: {}",
+            f.fix
         ))
     } else {
         d.help(format!("{name} needs two tensors of the same shape"))

@@ -43,8 +43,8 @@ pub struct Lower<'a, 'g> {
     pub vocab: Option<(usize, Span)>,
     /// Whether loss functions (`mse`, `cross_entropy`, …) may be called: in a `loss:` setting.
     pub loss_mode: bool,
-    /// Each `conv_transpose2d`'s node and call span, in order: a model that ends
-    /// at another size than it declares is told what would fix its last one.
+    /// Each `conv_transpose2d`'s and `upsample`'s node and call span, in order: a model that
+    /// ends at another size than it declares is told what would fix its last one.
     pub transposed: Vec<(ValueId, Span)>,
 }
 

@@ -39,6 +39,9 @@ mod stopping;
 mod transposed;
 mod unused;
 
+/// The activations' names, for the parser's hints on PyTorch's `F.gelu(x)`.
+pub(crate) use layers::ACTIVATIONS;
+
 pub use consts::MAX_STEPS;
 pub use names::plural;
 
@@ -380,11 +383,11 @@ fn check_model(
                 if let Some(r) = ret {
                     d = d.also(r, format!("this is {}", show(&got)));
                 }
-                if let Some((at, note, fix)) = transposed::fix_transposed(&g, &convs, (out, &want))
-                {
-                    d = d.also(at, note).help(format!(
-                        "to reach {}: here, {fix}; or declare `-> {}`",
+                if let Some(f) = transposed::fix_transposed(&g, &convs, (out, &want)) {
+                    d = d.also(f.at, f.note).help(format!(
+                        "to reach {}: {}; or declare `-> {}`",
                         show(&want),
+                        f.fix,
                         show(&got)
                     ));
                 }

@@ -32,16 +32,27 @@ fn prefixes(g: &Graph) -> Vec<String> {
 /// `encoder`?", else the list of top-level layers with parameters.
 pub fn suggest_path(g: &Graph, path: &str) -> String {
     let pre = prefixes(g);
+    // `gelu(…) as g` or `maxpool(2) as pool`: a layer of that name, without parameters.
+    if g.nodes.iter().any(|n| n.label == path) {
+        return format!(
+            "`{path}` is a layer without parameters (an activation, pooling, upsampling or \
+             dropout): it has nothing to train, freeze or scale; the layers with parameters \
+             are {}",
+            top_layers(&pre)
+        );
+    }
     super::stack_paths::hint(g, path)
         .or_else(|| did_you_mean(path, pre.iter().map(String::as_str)))
-        .unwrap_or_else(|| {
-            let top: Vec<String> = pre
-                .iter()
-                .filter(|p| !p.contains('.'))
-                .map(|p| format!("`{p}`"))
-                .collect();
-            format!("the layers with parameters are {}", top.join(", "))
-        })
+        .unwrap_or_else(|| format!("the layers with parameters are {}", top_layers(&pre)))
+}
+
+/// The top-level names among the path prefixes `pre`, in backquotes: "`encoder`, `head`".
+fn top_layers(pre: &[String]) -> String {
+    let top: Vec<String> = (pre.iter())
+        .filter(|p| !p.contains('.'))
+        .map(|p| format!("`{p}`"))
+        .collect();
+    top.join(", ")
 }
 
 /// Reports a path that matches no parameter of `model`.

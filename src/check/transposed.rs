@@ -34,6 +34,74 @@ fn transposed_len(win: &Window, len: usize, output_padding: usize) -> Option<usi
         .filter(|n| *n > 0)
 }
 
+/// Reads `conv_transpose2d`'s `padding`: a number of rows and columns cropped off each side.
+/// PyTorch's `nn.ConvTranspose2d` takes no string; Keras' `Conv2DTranspose` takes `"same"`
+/// (the output `stride` times the input) and `"valid"`, which are answered with the numbers
+/// that give them for this `kernel` and `stride` (when those were read).
+pub(super) fn transposed_padding(
+    e: &Expr,
+    kernel: Option<usize>,
+    stride: Option<usize>,
+) -> Result<usize, Diag> {
+    let ExprKind::Str(mode) = &e.kind else {
+        return super::consts::count(e, "the padding");
+    };
+    let times = |s: usize| match s {
+        1 => "as large as the input".to_string(),
+        _ => format!("{s} times the input"),
+    };
+    let help = match (mode.to_lowercase().as_str(), kernel, stride) {
+        ("valid", ..) => "Keras' `padding=\"valid\"` is `padding: 0` (the default)".to_string(),
+        ("same", Some(k), Some(s)) => match same_numbers(k, s) {
+            Some((0, 0)) => format!(
+                "Keras' `padding=\"same\"` makes the output {}; here the \
+                 default `padding: 0` does: remove `padding`",
+                times(s)
+            ),
+            Some((p, q)) => {
+                let (fix, plus) = match q {
+                    0 => (format!("`padding: {p}`"), String::new()),
+                    _ => (
+                        format!("`padding: {p}, output_padding: {q}`"),
+                        format!(" + {q}"),
+                    ),
+                };
+                format!(
+                    "Keras' `padding=\"same\"` makes the output {}; here \
+                     {fix} does ((H − 1)·{s} − 2·{p} + {k}{plus} = {s}·H)",
+                    times(s)
+                )
+            }
+            None => format!(
+                "Keras' `padding=\"same\"` makes the output {}, which a \
+                 kernel of {k} with stride {s} cannot reach with the same padding on every \
+                 side: use an odd kernel (`kernel: {}`)",
+                times(s),
+                k + 1
+            ),
+        },
+        _ => "write the number of rows and columns cropped off each side of the output, \
+              e.g. `padding: 1`"
+            .to_string(),
+    };
+    Err(Diag::new(
+        "nnc::arg",
+        format!("conv_transpose2d's padding is a whole number, found \"{mode}\""),
+        e.span,
+        "not a padding",
+    )
+    .help(help))
+}
+
+/// The `padding` p and `output_padding` q < s with which a transposed convolution of kernel
+/// k and stride s gives s·H rows for H: (H − 1)·s − 2p + k + q = s·H, so 2p − q = k − s.
+/// `None` when no q < s fits (stride 1 with an even kernel).
+fn same_numbers(k: usize, s: usize) -> Option<(usize, usize)> {
+    let p = k.saturating_sub(s).div_ceil(2);
+    let q = (2 * p + s).checked_sub(k)?;
+    (q < s).then_some((p, q))
+}
+
 /// `conv_transpose2d`: `[C, H, W] -> [out, H', W']` with H' = (H − 1)·s − 2p + k +
 /// output_padding. The weight is `[C, out, k, k]`, PyTorch's layout, so that
 /// `conv2d_grad_input(x, weight)` is the transposed convolution: each input value spreads its
@@ -151,7 +219,9 @@ pub(super) fn upsample(l: &mut Lower, cx: &Site, x: ValueId, s: usize) -> Option
         pad: 0,
     };
     let ty = Type::f32(true, vec![c, oh, ow]);
-    Some(typed(l, Op::AvgPoolGrad(win), vec![scaled], ty, cx))
+    let y = typed(l, Op::AvgPoolGrad(win), vec![scaled], ty, cx);
+    l.transposed.push((y, cx.span));
+    Some(y)
 }
 
 /// The scale of `upsample`, given as `scale` (positional) or `scale_factor` (PyTorch's name):
@@ -213,16 +283,26 @@ fn typed(l: &mut Lower, op: Op, inputs: Vec<ValueId>, ty: Type, cx: &Site) -> Va
     l.g.push_typed(op, inputs, ty, label)
 }
 
+/// What would make a decoder end at the size wanted: under the layer `at`, the `note` of how
+/// it computes its size, and the `fix` (a clause that says where: "on the last transposed
+/// convolution, `output_padding: 1` reaches 28×28").
+pub struct SizeFix {
+    pub at: Span,
+    pub note: String,
+    pub fix: String,
+}
+
 /// For a model's output `out` where `want` is needed (the declared output, or a loss's
-/// target), when the last layer to set the map's size is a `conv_transpose2d` (`convs`: each
-/// one's node and call span, as recorded while lowering): that layer's span, the note under it,
-/// and what would reach `want` there: `output_padding` alone when it can, else the padding
-/// (and output_padding) nearest the layer's, else the kernel.
+/// target), when the last layer to set the map's size is a `conv_transpose2d` or an
+/// `upsample` (`convs`: each one's node and call span, as recorded while lowering): for a
+/// transposed convolution, what would reach `want` there: `output_padding` alone when it can,
+/// else the padding (and output_padding) nearest the layer's, else the kernel; for an
+/// upsampling, which can only multiply, the size the map before it must have.
 pub fn fix_transposed(
     g: &crate::ir::Graph,
     convs: &[(ValueId, Span)],
     (out, want): (ValueId, &Type),
-) -> Option<(Span, String, String)> {
+) -> Option<SizeFix> {
     let got = g.ty(out);
     let (&[gc, gh, gw], &[wc, wh, ww]) = (&got.dims[..], &want.dims[..]) else {
         return None;
@@ -234,9 +314,6 @@ pub fn fix_transposed(
         return None;
     }
     let node = g.node(y);
-    let Op::Conv2dGradInput(win) = node.op else {
-        return None;
-    };
     let (yt, xt) = (&node.ty, g.ty(node.inputs[0]));
     // Only when no later layer changes the map's size.
     let later = g.nodes[y.index() + 1..=out.index()]
@@ -245,9 +322,19 @@ pub fn fix_transposed(
     if later || yt.dims[1..] != [gh, gw] || gh != gw || wh != ww {
         return None;
     }
-    // gh = (h − 1)·s − 2p + k + op, added up in an order that cannot go below zero.
     let h = xt.dims[1];
+    let win = match node.op {
+        Op::Conv2dGradInput(win) => win,
+        Op::AvgPoolGrad(up) => return Some(fix_upsampled(span, h, up.stride, wh)),
+        _ => return None,
+    };
+    // gh = (h − 1)·s − 2p + k + op, added up in an order that cannot go below zero.
     let op = (gh + 2 * win.pad).checked_sub((h - 1) * win.stride + win.kernel)?;
+    let at = |fix: String| SizeFix {
+        at: span,
+        note: note(gh, h, win, op),
+        fix: format!("on the last transposed convolution, {fix}"),
+    };
     // What reaches `wh` at this stride: output_padding alone, else the padding (with the same
     // output_padding if it can), else the kernel.
     let (k, p, s) = (win.kernel, win.pad, win.stride);
@@ -268,20 +355,36 @@ pub fn fix_transposed(
     } else if let Some(k) = (1..=wh + 2 * p).find(|&k| reach(k, p, op)) {
         format!("`kernel: {k}`")
     } else {
-        return Some((
-            span,
-            note(gh, h, win, op),
-            format!(
-                "no kernel or padding reaches {wh}×{wh} from the {h}×{h} map at stride {s}: \
-                 change the stride or the layers before it"
-            ),
-        ));
+        return Some(at(format!(
+            "no kernel or padding reaches {wh}×{wh} from the {h}×{h} map at stride {s}: \
+             change the stride or the layers before it"
+        )));
     };
-    Some((
-        span,
-        note(gh, h, win, op),
-        format!("{fix} reaches {wh}×{wh}"),
-    ))
+    Some(at(format!("{fix} reaches {wh}×{wh}")))
+}
+
+/// An `upsample(s)` of an `h`×`h` map where `wh`×`wh` is wanted: it only multiplies, so the
+/// layers before it must give `wh`/s (or no map can, when s does not divide `wh`).
+fn fix_upsampled(at: Span, h: usize, s: usize, wh: usize) -> SizeFix {
+    let fix = if wh.is_multiple_of(s) {
+        format!(
+            "the last upsampling needs a {n}×{n} map to reach {wh}×{wh}, and gets {h}×{h}: \
+             keep the size in the layers before it (`padding: 1` on a 3×3 convolution) or \
+             change a pooling",
+            n = wh / s
+        )
+    } else {
+        format!(
+            "the last upsampling multiplies by {s}, which cannot reach {wh}×{wh}: change its \
+             scale, or end the decoder with a layer that sets the size (a transposed \
+             convolution)"
+        )
+    };
+    SizeFix {
+        at,
+        note: format!("this upsampling gives {}×{}: {h}·{s}", h * s, h * s),
+        fix,
+    }
 }
 
 /// The note under a transposed convolution of an `h`×`h` map by `win` with output_padding
@@ -291,4 +394,28 @@ fn note(gh: usize, h: usize, win: Window, op: usize) -> String {
         "this transposed convolution gives {gh}×{gh}: ({h} − 1)·{} − 2·{} + {} + {op}",
         win.stride, win.pad, win.kernel
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_numbers;
+
+    /// Keras' `"same"`: the numbers given make every H into s·H, with output_padding below the
+    /// stride; none exist only for stride 1 with an even kernel.
+    #[test]
+    fn same_numbers_multiply_by_the_stride() {
+        for k in 1..=7 {
+            for s in 1..=4 {
+                match same_numbers(k, s) {
+                    Some((p, q)) => {
+                        assert!(q < s, "k {k} s {s}: output_padding {q}");
+                        for h in 1..=9 {
+                            assert_eq!((h - 1) * s + k + q - 2 * p, s * h, "k {k} s {s} h {h}");
+                        }
+                    }
+                    None => assert!(s == 1 && k % 2 == 0, "k {k} s {s}"),
+                }
+            }
+        }
+    }
 }

@@ -20,12 +20,18 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
              padding: p)` (PyTorch's `nn.Conv2d(in, out, k)`)"
         }
         "ConvTranspose2d" | "Conv2DTranspose" | "Conv2dTranspose" | "conv2d_transpose"
-        | "deconv2d" | "Deconvolution2D" => {
+        | "deconv2d" | "Deconv2d" | "deconv" | "Deconvolution2D" => {
             "a transposed convolution is `conv_transpose2d(out, kernel: k, stride: s, padding: \
              p, output_padding: q)` (PyTorch's `nn.ConvTranspose2d(in, out, k, s, p, q)`, Keras' \
              `Conv2DTranspose(out, k, strides=s)`)"
         }
-        "Upsample" | "UpSampling2D" | "UpsamplingNearest2d" | "interpolate" | "upsample2d" => {
+        "Upsample"
+        | "UpSampling2D"
+        | "upsampling2d"
+        | "UpsamplingNearest2d"
+        | "UpsamplingBilinear2d"
+        | "interpolate"
+        | "upsample2d" => {
             "nearest-neighbour upsampling is `upsample(s)`: [C, H, W] -> [C, s·H, s·W] \
              (PyTorch's `nn.Upsample(scale_factor=s)`, Keras' `UpSampling2D(size=s)`)"
         }
@@ -79,19 +85,19 @@ pub fn nnc_name_for(name: &str) -> Option<&'static str> {
              `leaky_relu`, `elu`, `gelu`, `silu` and `softplus`, applied with `|>`: \
              `x |> dense(128) |> relu`"
         }
-        "LeakyReLU" | "LeakyRelu" | "leakyrelu" | "lrelu" => {
+        "LeakyReLU" | "LeakyRelu" | "leakyrelu" | "lrelu" | "leaky_relu" => {
             "leaky ReLU is `leaky_relu` or `leaky_relu(negative_slope: 0.01)` (PyTorch's \
              `nn.LeakyReLU(negative_slope)`, Keras' `LeakyReLU(negative_slope)`, once `alpha`)"
         }
-        "ELU" => "ELU is `elu` or `elu(alpha: 1.0)` (PyTorch's `nn.ELU(alpha)`)",
-        "GELU" => {
+        "ELU" | "elu" => "ELU is `elu` or `elu(alpha: 1.0)` (PyTorch's `nn.ELU(alpha)`)",
+        "GELU" | "gelu" => {
             "GELU is `gelu`, or `gelu(approximate: \"tanh\")` for its tanh form (PyTorch's \
              `nn.GELU(approximate=…)`)"
         }
-        "SiLU" | "Swish" | "swish" => {
+        "SiLU" | "Swish" | "swish" | "silu" => {
             "x·sigmoid(x) is `silu` (PyTorch's `nn.SiLU`, Keras' and TensorFlow's `swish`)"
         }
-        "Softplus" => {
+        "Softplus" | "softplus" => {
             "softplus is `softplus` or `softplus(beta: 1, threshold: 20)` (PyTorch's \
              `nn.Softplus(beta, threshold)`)"
         }
@@ -175,10 +181,18 @@ pub fn dotted_before(src: &str, toks: &[Tok], at: usize) -> Option<Diag> {
     let span = Span::new(toks[first].span.start, toks[i].span.end);
     let path = &src[span.start..span.end];
     let name = text(&toks[i]);
-    let help = nnc_name_for(name).unwrap_or(
-        "apply layers and activations with `|>`, by their names alone: \
-         `x |> dense(128) |> relu`, `x |> flatten`",
-    );
+    let help = match nnc_name_for(name) {
+        // `F.leaky_relu(x, 0.2)`: nnc has the function itself, under the same name.
+        Some(h) if crate::check::ACTIVATIONS.contains(&name) => format!(
+            "{h}; as a function, `{name}(x, …)` without `{}.` takes the tensor first and its \
+             arguments after it (named with `:`)",
+            &path[..path.len() - name.len() - 1]
+        ),
+        Some(h) => h.to_string(),
+        None => "apply layers and activations with `|>`, by their names alone: \
+                 `x |> dense(128) |> relu`, `x |> flatten`"
+            .to_string(),
+    };
     Some(
         Diag::new(
             "nnc::syntax",

@@ -608,3 +608,40 @@ fn images_of_another_layout_are_refused_not_recut() {
     std::fs::write(s.path("images.idx"), &tall).unwrap();
     succeeded(&run!("train", &flat, "--quiet"));
 }
+
+/// A checkpoint of other layers (a dense autoencoder's, given to a convolutional one) loads
+/// nothing: the error shows the names the file holds beside the model's, which tell why.
+#[test]
+fn a_checkpoint_of_other_layers_names_both_sides() {
+    let s = Scratch::new("other-layers");
+    let xor = root().join("examples/xor.nn");
+    let w = vec![0.5f32; 8];
+    let ck = s.path("dense_ae.safetensors");
+    let tensor = |name: &str| Saved {
+        name: name.into(),
+        dims: &[2, 4],
+        data: &w,
+    };
+    let held = [
+        "encoder.dense1.weight",
+        "encoder.dense2.weight",
+        "decode1.weight",
+        "decode2.weight",
+    ];
+    save(&ck, &held.map(tensor), None).unwrap();
+    let out = nnc()
+        .arg("train")
+        .arg(&xor)
+        .args(["--quiet", "--steps", "1", "--init"])
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert_has(
+        &stderr(&out),
+        &[
+            "has none of the model's parameters: it holds `decode1.weight`, `decode2.weight`, \
+             `encoder.dense1.weight` and 1 more, the model has `dense1.weight`, `dense1.bias`",
+        ],
+    );
+}

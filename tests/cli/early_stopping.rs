@@ -170,7 +170,20 @@ fn a_patience_the_run_cannot_use_up_is_warned_of_once_the_data_is_read() {
              best evaluation to be followed by 3 evaluations",
         ],
     );
-    assert!(!stderr(&run!("train", &nn, "--quiet")).contains("warning"));
+    // `--quiet` leaves out the progress, not the warning (the checker's are said too).
+    assert_has(
+        &stderr(&run!("train", &nn, "--quiet")),
+        &["warning: early stopping cannot end this run early"],
+    );
+    // With `restore_best: true`, said as `nnc check` says it: the run still ends with its best.
+    let restoring = s.write(
+        "restoring.nn",
+        file(30).replace("loss(patience: 3)", "loss(patience: 3, restore_best: true)"),
+    );
+    assert_has(
+        &stderr(&run!("train", &restoring)),
+        &["train longer; `restore_best: true` still ends it with its best evaluation's parameters"],
+    );
     // Fifty epochs evaluate four times before the last: enough.
     let long = s.write("long.nn", file(50));
     assert!(!stderr(&run!("train", &long)).contains("warning"));

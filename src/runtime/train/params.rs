@@ -302,9 +302,23 @@ pub fn initial(
         values[i] = Some(init_param(p, spec.seed));
     }
     let note = match init {
-        Some((_, from)) if matched == 0 => {
-            let what = described(&from);
-            return Err(setup(format!("{what} has none of the model's parameters")));
+        Some((src, from)) if matched == 0 => {
+            // A dense autoencoder's file given to a convolutional one: show both sides' names,
+            // which tell at once that the layers differ (`encoder.dense1` against
+            // `encoder.conv1`).
+            let mut held: Vec<&str> = (src.keys().map(String::as_str))
+                .filter(|k| !k.starts_with("__"))
+                .collect();
+            held.sort_unstable();
+            let wanted = (graph.params.iter().map(|p| p.path.as_str()))
+                .filter(|p| !p.starts_with(TEACHER))
+                .collect();
+            return Err(setup(format!(
+                "{} has none of the model's parameters: it holds {}, the model has {}",
+                described(&from),
+                some_names(held),
+                some_names(wanted)
+            )));
         }
         Some((src, from)) => {
             let own: Vec<&Param> = (graph.params.iter())
@@ -762,6 +776,19 @@ impl Params {
                 )
             })
             .collect()
+    }
+}
+
+/// Up to three names of `names` in backquotes, and how many more: "`a.weight`, `a.bias`, `b.weight`
+/// and 5 more", or "nothing".
+fn some_names(names: Vec<&str>) -> String {
+    if names.is_empty() {
+        return "nothing".into();
+    }
+    let shown: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
+    match names.len().saturating_sub(3) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
     }
 }
 

@@ -251,10 +251,12 @@ impl Progress {
         }
     }
 
-    /// A warning said before the run trains, on stderr unless quiet (the file was checked
-    /// already; this is what only the data could tell).
-    pub fn warn(&self, text: &str) {
-        if !self.quiet {
+    /// A warning said before the run trains, on stderr (the file was checked already; this is
+    /// what only the data could tell). Said under `--quiet` too, as the checker's warnings are:
+    /// quiet leaves out the progress, not what the user should fix. `root`: whether this is
+    /// the process that speaks for an MPI job (the others are quiet without being asked).
+    pub fn warn(&self, text: &str, root: bool) {
+        if root {
             eprintln!("warning: {text}");
         }
     }

@@ -44,7 +44,7 @@ fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
 /// The warning for a run whose early stopping cannot end it early, which only the data can
 /// tell: its length and its `eval:` count different things (`epochs: 5` with
 /// `eval: every 500 steps`, or the other way round), and an epoch's steps depend on the data
-/// (`nnc check` warns of the rest, in `check::stopping::warning`). `total` is the run's
+/// (`nnc check` warns of the rest, `check::stopping::warning`). `total` is the run's
 /// length in steps, `per_epoch` the batches of an epoch. A resumed run of the length it was
 /// started with is not judged: the unit it was written in is not recorded.
 pub(super) fn unreachable(
@@ -90,10 +90,16 @@ pub(super) fn unreachable(
             ),
         ),
     };
+    // As the checker's warning says it.
+    let restores = match stopping.restore_best {
+        true => "; `restore_best: true` still ends it with its best evaluation's parameters",
+        false => "",
+    };
     Some(format!(
         "early stopping cannot end this run early: evaluating {pace} in {length}, it evaluates \
          {} before its last step, too few for its best evaluation to be followed by {} that do \
-         not improve on it (its patience); lower the patience, evaluate more often or train longer",
+         not improve on it (its patience); lower the patience, evaluate more often or train \
+         longer{restores}",
         plural(before_end as usize, "time"),
         plural(stopping.patience as usize, "evaluation"),
     ))

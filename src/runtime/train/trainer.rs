@@ -198,7 +198,7 @@ impl<'a> Trainer<'a> {
         }
         let per_epoch = order.batches_per_epoch() as u64;
         if let Some(text) = super::stopping::unreachable(spec, opts, total, per_epoch) {
-            progress.warn(&text);
+            progress.warn(&text, opts.comm.rank() == 0);
         }
         // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
         let epoch = start / per_epoch.max(1);
