@@ -17,7 +17,7 @@ use std::io::Write;
 pub(super) const BEST: &str = "__best.";
 
 /// The figure of `metric` that evaluation `e` measured, if it measured it.
-fn measured(e: &EvalInfo, metric: Metric) -> Option<f64> {
+pub(super) fn measured(e: &EvalInfo, metric: Metric) -> Option<f64> {
     match metric {
         Metric::Loss => e.loss,
         Metric::Accuracy => e.accuracy,
@@ -25,7 +25,7 @@ fn measured(e: &EvalInfo, metric: Metric) -> Option<f64> {
 }
 
 /// A figure of `metric` as notes show it: `0.4500`, `60.00%`.
-fn figure(metric: Metric, v: f64) -> String {
+pub(super) fn figure(metric: Metric, v: f64) -> String {
     match metric {
         Metric::Loss => loss_text(v),
         Metric::Accuracy => format!("{:.2}%", v * 100.0),
@@ -33,11 +33,11 @@ fn figure(metric: Metric, v: f64) -> String {
 }
 
 /// `v`'s bits in hexadecimal, as a checkpoint's header keeps a figure exactly, and back.
-fn to_hex(v: f64) -> String {
+pub(super) fn to_hex(v: f64) -> String {
     format!("{:016x}", v.to_bits())
 }
 
-fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
+pub(super) fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
     u64::from_str_radix(text, 16).map(f64::from_bits)
 }
 
@@ -282,23 +282,16 @@ impl Stop {
     /// step 300) in 3 evaluations``, with `by more than 0.01` after the best figure when
     /// `min_delta` is set (an evaluation a little better than it did not count).
     pub fn message(&self, run: &str) -> String {
-        let best = figure(self.monitor, self.best);
-        let delta = match self.monitor {
-            Metric::Loss => short(self.min_delta).to_string(),
-            Metric::Accuracy => format!("{} points", short(self.min_delta * 100.0)),
-        };
-        let by = if self.min_delta > 0.0 {
-            format!(" by more than {delta}")
-        } else {
-            String::new()
-        };
         format!(
-            "run `{run}` stops early after step {}: its test {} has not improved on {best}{by} \
-             (after step {}) in {}",
+            "run `{run}` stops early after step {}: {}",
             self.step,
-            self.monitor.name(),
-            self.best_step,
-            crate::check::plural(self.patience as usize, "evaluation"),
+            not_improved(
+                self.monitor,
+                self.best,
+                self.min_delta,
+                self.best_step,
+                self.patience
+            ),
         )
     }
 
@@ -312,6 +305,33 @@ impl Stop {
             .uint("best_step", Some(self.best_step))?;
         o.uint("patience", Some(self.patience))?.end()
     }
+}
+
+/// ``its test loss has not improved on 0.1234 (after step 300) in 3 evaluations``, with
+/// `by more than 0.01` after the best figure when `min_delta` is set (an evaluation a little
+/// better than it did not count): why early stopping ends a run, or a plateau lowers its rate.
+pub(super) fn not_improved(
+    monitor: Metric,
+    best: f64,
+    min_delta: f64,
+    best_step: u64,
+    patience: u64,
+) -> String {
+    let delta = match monitor {
+        Metric::Loss => short(min_delta).to_string(),
+        Metric::Accuracy => format!("{} points", short(min_delta * 100.0)),
+    };
+    let by = if min_delta > 0.0 {
+        format!(" by more than {delta}")
+    } else {
+        String::new()
+    };
+    format!(
+        "its test {} has not improved on {}{by} (after step {best_step}) in {}",
+        monitor.name(),
+        figure(monitor, best),
+        crate::check::plural(patience as usize, "evaluation"),
+    )
 }
 
 /// `v` to at most 6 decimals, without trailing zeros: 0.001 × 100 is `0.1`, not
