@@ -395,7 +395,7 @@ mod tests {
         text += "\n";
         text += r#"{"type":"restore_best","run":"m","step":10}"#;
         text += "\n";
-        text += r#"{"type":"lr_reduced","run":"m","step":30,"lr":0.01,"monitor":"loss","best":1.0,"best_step":10}"#;
+        text += r#"{"type":"lr_reduced","run":"m","step":30,"lr":0.01,"monitor":"loss","best":1.0,"best_step":10,"patience":2}"#;
         std::fs::write(&log, text).unwrap();
         let runs = read_log(&log).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

@@ -6,8 +6,8 @@
 //! evaluates the same reduced figures, so all of them lower their rate after the same step.
 
 use super::progress::{EvalInfo, Record};
-use super::stopping::{from_hex, measured, not_improved, to_hex};
-use crate::ir::{Metric, Plateau};
+use super::stopping::{from_hex, measured, to_hex, Stall};
+use crate::ir::Plateau;
 use std::io::Write;
 
 /// The count kept between evaluations, and the rate it has come to.
@@ -23,17 +23,11 @@ pub(super) struct Reducer {
     cooldown: u64,
 }
 
-/// A lowered rate: `lr` from the step after `step`, because the metric has not improved on
-/// `best` (after step `best_step`) by more than `min_delta` in `patience` evaluations.
+/// A lowered rate: `lr` from the step after the evaluation `why` tells of.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Reduced {
-    pub step: u64,
     pub lr: f64,
-    pub monitor: Metric,
-    pub best: f64,
-    pub best_step: u64,
-    pub patience: u64,
-    pub min_delta: f64,
+    pub why: Stall,
 }
 
 impl Reducer {
@@ -81,13 +75,15 @@ impl Reducer {
         self.lr = lr;
         let (best, best_step) = self.best?;
         Some(Reduced {
-            step: e.step,
             lr,
-            monitor: self.spec.monitor,
-            best,
-            best_step,
-            patience: self.spec.patience,
-            min_delta: self.spec.min_delta,
+            why: Stall {
+                step: e.step,
+                monitor: self.spec.monitor,
+                best,
+                best_step,
+                patience: self.spec.patience,
+                min_delta: self.spec.min_delta,
+            },
         })
     }
 
@@ -151,43 +147,27 @@ impl Reduced {
         format!(
             "run `{run}` lowers its learning rate to {} after step {}: {}",
             rate_text(self.lr),
-            self.step,
-            not_improved(
-                self.monitor,
-                self.best,
-                self.min_delta,
-                self.best_step,
-                self.patience
-            ),
+            self.why.step,
+            self.why.reason(),
         )
     }
 
-    /// Its `--log-json` record:
-    /// `{"type":"lr_reduced","run":…,"step":…,"lr":…,"monitor":…,"best":…,"best_step":…}`,
-    /// the rate in use from the step after `step` (before warm-up).
+    /// Its `--log-json` record: `{"type":"lr_reduced","run":…,"step":…,"lr":…,"monitor":…,
+    /// "best":…,"best_step":…,"patience":…}`, `lr` the rate in use from the step after `step`
+    /// (before warm-up).
     pub fn record(&self, w: &mut impl Write, run: &str) -> std::io::Result<()> {
         let mut o = Record::new(w, "lr_reduced", run)?;
-        o.uint("step", Some(self.step))?.num("lr", Some(self.lr))?;
-        o.str("monitor", self.monitor.name())?
-            .num("best", Some(self.best))?
-            .uint("best_step", Some(self.best_step))?
-            .end()
+        o.uint("step", Some(self.why.step))?
+            .num("lr", Some(self.lr))?;
+        self.why.fields(&mut o)?.end()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn eval(step: u64, loss: f64, accuracy: f64) -> EvalInfo {
-        EvalInfo {
-            step,
-            epoch: 1,
-            loss: Some(loss),
-            accuracy: Some(accuracy),
-            samples: 10,
-        }
-    }
+    use crate::ir::Metric;
+    use crate::runtime::train::stopping::tests::eval;
 
     fn spec(monitor: Metric, patience: u64, min_delta: f64, cooldown: u64) -> Plateau {
         Plateau {
@@ -207,7 +187,7 @@ mod tests {
             .iter()
             .enumerate()
             .filter_map(|(i, &l)| r.observe(&eval(100 * (i as u64 + 1), l, 0.0)))
-            .map(|d| (d.step, d.lr))
+            .map(|d| (d.why.step, d.lr))
             .collect()
     }
 
@@ -278,7 +258,7 @@ mod tests {
         let d = r
             .observe(&eval(4, 0.1, 0.6))
             .expect("equal is no improvement");
-        assert_eq!((d.best, d.best_step, d.lr), (0.6, 2, 0.1));
+        assert_eq!((d.why.best, d.why.best_step, d.lr), (0.6, 2, 0.1));
         assert!(d
             .message("m")
             .contains("accuracy has not improved on 60.00%"));

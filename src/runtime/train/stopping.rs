@@ -108,10 +108,10 @@ pub(super) struct Watch {
     since: u64,
 }
 
-/// Why a run ends early: no improvement on `best` (after step `best_step`) in `patience`
-/// evaluations, the last after `step`.
+/// Why a run ends early, or a plateau schedule lowers its rate: no improvement on `best` (after
+/// step `best_step`) in `patience` evaluations, the last after `step`.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Stop {
+pub(super) struct Stall {
     pub step: u64,
     pub monitor: Metric,
     pub best: f64,
@@ -130,7 +130,7 @@ pub(super) enum Verdict {
     /// No improvement, and patience left; or nothing measured.
     Wait,
     /// The evaluation that exhausts the patience.
-    Stop(Stop),
+    Stop(Stall),
 }
 
 impl Watch {
@@ -190,7 +190,7 @@ impl Watch {
                 if self.since < self.spec.patience {
                     return Verdict::Wait;
                 }
-                Verdict::Stop(Stop {
+                Verdict::Stop(Stall {
                     step: e.step,
                     monitor: self.spec.monitor,
                     best,
@@ -277,61 +277,58 @@ impl Restored {
     }
 }
 
-impl Stop {
+impl Stall {
     /// ``run `M` stops early after step 600: its test loss has not improved on 0.1234 (after
-    /// step 300) in 3 evaluations``, with `by more than 0.01` after the best figure when
-    /// `min_delta` is set (an evaluation a little better than it did not count).
+    /// step 300) in 3 evaluations``: early stopping's note.
     pub fn message(&self, run: &str) -> String {
         format!(
             "run `{run}` stops early after step {}: {}",
             self.step,
-            not_improved(
-                self.monitor,
-                self.best,
-                self.min_delta,
-                self.best_step,
-                self.patience
-            ),
+            self.reason()
         )
     }
 
-    /// Its `--log-json` record:
+    /// ``its test loss has not improved on 0.1234 (after step 300) in 3 evaluations``, with
+    /// `by more than 0.01` after the best figure when `min_delta` is set (an evaluation a little
+    /// better than it did not count).
+    pub fn reason(&self) -> String {
+        let delta = match self.monitor {
+            Metric::Loss => short(self.min_delta).to_string(),
+            Metric::Accuracy => format!("{} points", short(self.min_delta * 100.0)),
+        };
+        let by = if self.min_delta > 0.0 {
+            format!(" by more than {delta}")
+        } else {
+            String::new()
+        };
+        format!(
+            "its test {} has not improved on {}{by} (after step {}) in {}",
+            self.monitor.name(),
+            figure(self.monitor, self.best),
+            self.best_step,
+            crate::check::plural(self.patience as usize, "evaluation"),
+        )
+    }
+
+    /// Early stopping's `--log-json` record:
     /// `{"type":"early_stop","run":…,"step":…,"monitor":…,"best":…,"best_step":…,"patience":…}`.
     pub fn record(&self, w: &mut impl Write, run: &str) -> std::io::Result<()> {
         let mut o = Record::new(w, "early_stop", run)?;
-        o.uint("step", Some(self.step))?
-            .str("monitor", self.monitor.name())?;
-        o.num("best", Some(self.best))?
-            .uint("best_step", Some(self.best_step))?;
-        o.uint("patience", Some(self.patience))?.end()
+        o.uint("step", Some(self.step))?;
+        self.fields(&mut o)?.end()
     }
-}
 
-/// ``its test loss has not improved on 0.1234 (after step 300) in 3 evaluations``, with
-/// `by more than 0.01` after the best figure when `min_delta` is set (an evaluation a little
-/// better than it did not count): why early stopping ends a run, or a plateau lowers its rate.
-pub(super) fn not_improved(
-    monitor: Metric,
-    best: f64,
-    min_delta: f64,
-    best_step: u64,
-    patience: u64,
-) -> String {
-    let delta = match monitor {
-        Metric::Loss => short(min_delta).to_string(),
-        Metric::Accuracy => format!("{} points", short(min_delta * 100.0)),
-    };
-    let by = if min_delta > 0.0 {
-        format!(" by more than {delta}")
-    } else {
-        String::new()
-    };
-    format!(
-        "its test {} has not improved on {}{by} (after step {best_step}) in {}",
-        monitor.name(),
-        figure(monitor, best),
-        crate::check::plural(patience as usize, "evaluation"),
-    )
+    /// The fields of a record after its `step` (and a plateau's `lr`): `monitor`, `best`,
+    /// `best_step`, `patience`.
+    pub fn fields<'r, 'w, W: Write>(
+        &self,
+        o: &'r mut Record<'w, W>,
+    ) -> std::io::Result<&'r mut Record<'w, W>> {
+        o.str("monitor", self.monitor.name())?
+            .num("best", Some(self.best))?
+            .uint("best_step", Some(self.best_step))?
+            .uint("patience", Some(self.patience))
+    }
 }
 
 /// `v` to at most 6 decimals, without trailing zeros: 0.001 × 100 is `0.1`, not
@@ -341,10 +338,11 @@ fn short(v: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn eval(step: u64, loss: f64, accuracy: f64) -> EvalInfo {
+    /// An evaluation after `step` that measured `loss` and `accuracy`.
+    pub(in crate::runtime::train) fn eval(step: u64, loss: f64, accuracy: f64) -> EvalInfo {
         EvalInfo {
             step,
             epoch: 1,
