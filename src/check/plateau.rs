@@ -8,7 +8,7 @@ use super::args::Bound;
 use super::consts;
 use crate::diag::Diag;
 use crate::ir::{EvalSpec, Metric, Plateau, RunSpec, ScheduleKind};
-use crate::syntax::ast::{Arg, Expr, ExprKind, Train};
+use crate::syntax::ast::{Arg, Expr, ExprKind, Span, Train};
 
 /// How to write the schedule with every argument it takes, at its defaults (Keras' and
 /// PyTorch's, but for the threshold: see [`foreign`]).
@@ -184,6 +184,17 @@ fn factor(e: &Expr) -> Result<f64, Diag> {
     })
 }
 
+/// Where the argument `name` of the schedule `e` is written, else the whole schedule.
+pub(super) fn arg_span(e: &Expr, name: &str) -> Span {
+    match &e.kind {
+        ExprKind::Call { args, .. } => args
+            .iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n.name == name))
+            .map_or(e.span, |a| a.value.span),
+        _ => e.span,
+    }
+}
+
 /// The error for a plateau schedule (`e`, the setting's value) whose metric the run's
 /// evaluations `eval` do not measure.
 pub(super) fn unmeasured(
@@ -192,16 +203,9 @@ pub(super) fn unmeasured(
     eval: &EvalSpec,
     classification: bool,
 ) -> Option<Diag> {
-    let span = match &e.kind {
-        ExprKind::Call { args, .. } => args
-            .iter()
-            .find(|a| a.name.as_ref().is_some_and(|n| n.name == "monitor"))
-            .map_or(e.span, |a| a.value.span),
-        _ => e.span,
-    };
     super::stopping::unmeasured(
         p.monitor,
-        span,
+        arg_span(e, "monitor"),
         eval,
         classification,
         "the plateau schedule",
@@ -235,6 +239,37 @@ pub(super) fn warning(t: &Train, r: &RunSpec, length: crate::ir::Length) -> Opti
             format!("patience {}", p.patience),
         )
         .help("lower the patience, evaluate more often (`eval: every N steps`) or train longer")
+        .warning(),
+    )
+}
+
+/// The warning for run `r` (of block `t`) whose plateau schedule's floor `min_lr` is not below
+/// its optimizer's `lr`: the rate is never lowered (PyTorch's `min_lr` is a floor too).
+pub(super) fn floor_warning(t: &Train, r: &RunSpec) -> Option<Diag> {
+    let ScheduleKind::Plateau(p) = &r.schedule.kind else {
+        return None;
+    };
+    let lr = r.optimizer.lr();
+    if p.min_lr < lr {
+        return None;
+    }
+    let setting = t.settings.iter().find(|s| s.key.name == "schedule")?;
+    let span = arg_span(&setting.value, "min_lr");
+    Some(
+        Diag::new(
+            "nnc::train",
+            format!(
+                "the plateau schedule's floor min_lr: {} is not below the optimizer's lr, {lr}",
+                p.min_lr
+            ),
+            span,
+            "the learning rate is never lowered",
+        )
+        .help(format!(
+            "min_lr is the rate below which no plateau lowers it: pick one below {lr}, e.g. \
+             `min_lr: {}`, or 0 for none",
+            lr / 100.0
+        ))
         .warning(),
     )
 }

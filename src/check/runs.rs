@@ -144,6 +144,7 @@ pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec, length: Length) -> Vec<
         out.extend(super::stopping::warning(t, r, length));
         out.extend(super::plateau::warning(t, r, length));
     }
+    out.extend(super::plateau::floor_warning(t, r));
     out.extend(schedule_warnings(t, r, length));
     out
 }
@@ -209,13 +210,7 @@ fn schedule_warnings(t: &Train, r: &RunSpec, length: Length) -> Vec<Diag> {
         return Vec::new();
     };
     // Where the schedule's argument `name` is written, else the whole schedule.
-    let at = |name: &str| match &schedule.value.kind {
-        ExprKind::Call { args, .. } => args
-            .iter()
-            .find(|a| a.name.as_ref().is_some_and(|n| n.name == name))
-            .map_or(schedule.value.span, |a| a.value.span),
-        _ => schedule.value.span,
-    };
+    let at = |name: &str| super::plateau::arg_span(&schedule.value, name);
     let mut out = Vec::new();
     let warmup = r.schedule.warmup;
     if warmup >= steps {

@@ -99,3 +99,27 @@ fn the_rate_stops_at_min_lr() {
     // Patience 1 after a cooldown of one evaluation: every other evaluation from step 20.
     assert_eq!(at, [(20, 0.05 * 0.1), (40, 0.001)]);
 }
+
+/// A run counted in epochs that evaluates every 10 steps: whether its patience can be used up
+/// depends on the steps of an epoch, which only the data tells, so `nnc train` warns where
+/// `nnc check` cannot.
+#[test]
+fn a_patience_the_run_cannot_use_up_is_warned_of_once_the_data_is_read() {
+    let s = Scratch::new("plateau-unreachable");
+    // One step an epoch (4 samples, batch 4): 30 epochs evaluate twice before the last step.
+    let nn = s.write(
+        "short.nn",
+        xor("plateau(patience: 3)").replace("steps: 100", "epochs: 30"),
+    );
+    assert!(!stderr(&run!("check", &nn)).contains("warning"));
+    let out = run!("train", &nn);
+    succeeded(&out);
+    assert_has(
+        &stderr(&out),
+        &[
+            "warning: the plateau schedule cannot lower this run's learning rate: evaluating \
+             every 10 steps in 30 epochs of 1 step, it evaluates 2 times before its last step, \
+             too few for its first evaluation to be followed by 3 evaluations",
+        ],
+    );
+}

@@ -9,7 +9,7 @@
 use super::progress::{loss_text, EvalInfo, Record};
 use super::TrainOptions;
 use crate::check::plural;
-use crate::ir::{EarlyStopping, Length, Metric, RunSpec};
+use crate::ir::{EarlyStopping, Length, Metric, RunSpec, ScheduleKind};
 use std::io::Write;
 
 /// The prefix of the tensors under which a checkpoint keeps the parameters of the best
@@ -41,8 +41,8 @@ pub(super) fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
     u64::from_str_radix(text, 16).map(f64::from_bits)
 }
 
-/// The warning for a run whose early stopping cannot end it early, which only the data can
-/// tell: its length and its `eval:` count different things (`epochs: 5` with
+/// The warnings for a run whose early stopping cannot end it early, or whose plateau schedule
+/// cannot lower its rate, which only the data can tell: its length and its `eval:` count different things (`epochs: 5` with
 /// `eval: every 500 steps`, or the other way round), and an epoch's steps depend on the data
 /// (`nnc check` warns of the rest, in `check::stopping::warning`). `total` is the run's
 /// length in steps, `per_epoch` the batches of an epoch. A resumed run of the length it was
@@ -52,8 +52,51 @@ pub(super) fn unreachable(
     opts: &TrainOptions,
     total: u64,
     per_epoch: u64,
+) -> Vec<String> {
+    let plateau = match &spec.schedule.kind {
+        ScheduleKind::Plateau(p) => Some(p.patience),
+        _ => None,
+    };
+    [
+        spec.early_stopping.as_ref().map(|s| {
+            (
+                "early stopping cannot end this run early",
+                "best evaluation",
+                s.patience,
+            )
+        }),
+        plateau.map(|p| {
+            (
+                "the plateau schedule cannot lower this run's learning rate",
+                "first evaluation",
+                p,
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|(what, whose, patience)| {
+        let why = unreachable_by(spec, opts, total, per_epoch, patience)?;
+        Some(format!(
+            "{what}: {why} {whose} to be followed by {} that do not improve on it (its \
+             patience); lower the patience, evaluate more often or train longer",
+            plural(patience as usize, "evaluation"),
+        ))
+    })
+    .collect()
+}
+
+/// Why `patience` evaluations cannot follow one of a run's (`evaluating every 10 steps in 30
+/// epochs of 1 step, it evaluates 2 times before its last step, too few for its`), where only
+/// the data can tell: see [`unreachable()`].
+fn unreachable_by(
+    spec: &RunSpec,
+    opts: &TrainOptions,
+    total: u64,
+    per_epoch: u64,
+    patience: u64,
 ) -> Option<String> {
-    let (stopping, eval) = (spec.early_stopping.as_ref()?, spec.eval.as_ref()?);
+    let eval = spec.eval.as_ref()?;
     let in_epochs = match (opts.steps, opts.epochs, &opts.resume) {
         (Some(_), _, _) => false,
         (None, Some(_), _) => true,
@@ -70,7 +113,7 @@ pub(super) fn unreachable(
     .max(1);
     // The evaluations before the last step: the one after it ends the run anyway.
     let before_end = total.saturating_sub(1) / every;
-    if before_end > stopping.patience {
+    if before_end > patience {
         return None;
     }
     let (length, pace) = match in_epochs {
@@ -91,11 +134,8 @@ pub(super) fn unreachable(
         ),
     };
     Some(format!(
-        "early stopping cannot end this run early: evaluating {pace} in {length}, it evaluates \
-         {} before its last step, too few for its best evaluation to be followed by {} that do \
-         not improve on it (its patience); lower the patience, evaluate more often or train longer",
+        "evaluating {pace} in {length}, it evaluates {} before its last step, too few for its",
         plural(before_end as usize, "time"),
-        plural(stopping.patience as usize, "evaluation"),
     ))
 }
 

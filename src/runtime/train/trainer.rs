@@ -201,7 +201,7 @@ impl<'a> Trainer<'a> {
                 .map_err(log_error(opts))?;
         }
         let per_epoch = order.batches_per_epoch() as u64;
-        if let Some(text) = super::stopping::unreachable(spec, opts, total, per_epoch) {
+        for text in super::stopping::unreachable(spec, opts, total, per_epoch) {
             progress.warn(&text);
         }
         // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
