@@ -428,7 +428,19 @@ fn the_language_references_examples_check() {
     ] {
         assert!(rest.model(model).is_some(), "{model}");
     }
-    assert_eq!(rest.runs.len(), 12);
+    assert_eq!(rest.runs.len(), 13);
+    let plateau = &rest.run("plateaued").unwrap().schedule;
+    assert_eq!(
+        plateau.kind,
+        nnc::ir::ScheduleKind::Plateau(nnc::ir::Plateau {
+            monitor: nnc::ir::Metric::Loss,
+            factor: 0.5,
+            patience: 3,
+            min_delta: 0.0,
+            cooldown: 1,
+            min_lr: 1e-5,
+        })
+    );
 }
 
 /// A seed may be any whole number the file holds exactly: up to 2^53 − 1, as spec §7 says (a

@@ -5,7 +5,7 @@
 //! a rank killed with SIGKILL, or one that stops answering (SIGSTOP), ends the job with an error
 //! within a bounded time; the last checkpoint of a killed job resumes with one process and with
 //! two; a stop request (SIGINT) to one rank stops every rank after the same step, and so does
-//! early stopping.
+//! early stopping, and a plateau schedule's reductions.
 //!
 //! "Within 1e-5 relative" is measured per tensor: |a − b| ≤ 1e-5 · max|a| for every element
 //! (the ranks sum their gradients in another order than one process does; an element-wise
@@ -278,6 +278,17 @@ fn two_ranks_clip_the_gradients_as_one_process() {
     );
 }
 
+/// Trains `nn` with one process and with two ranks, and returns their checkpoints.
+fn one_and_two(dir: &Scratch, nn: &Path) -> (PathBuf, PathBuf) {
+    let (one, two) = (dir.path("one.safetensors"), dir.path("two.safetensors"));
+    ok(&mut nnc(&["train", s(nn), "-q", "--checkpoint", s(&one)]));
+    ok(&mut mpirun(
+        2,
+        &["train", s(nn), "-q", "--checkpoint", s(&two)],
+    ));
+    (one, two)
+}
+
 /// Early stopping decides on figures every rank has alike (the whole test split's loss, reduced):
 /// one process and two ranks stop after the same step with the same weights (a rank that went
 /// on alone would wait for the others' gradients forever).
@@ -287,15 +298,27 @@ fn two_ranks_stop_early_after_the_step_one_process_stops_after() {
     let dir = Scratch::new("early-stop");
     // No evaluation improves on the first by 10: the third ends the run, after step 60 of 200.
     let optimizer = "sgd(lr: 0.05)\n    early_stopping: loss(patience: 2, min_delta: 10)";
-    let nn = problem(&dir, MLP, optimizer, 64, 200);
-    let (one, two) = (dir.path("one.safetensors"), dir.path("two.safetensors"));
-    ok(&mut nnc(&["train", s(&nn), "-q", "--checkpoint", s(&one)]));
-    ok(&mut mpirun(
-        2,
-        &["train", s(&nn), "-q", "--checkpoint", s(&two)],
-    ));
+    let (one, two) = one_and_two(&dir, &problem(&dir, MLP, optimizer, 64, 200));
     for ck in [&one, &two] {
         assert_eq!(Checkpoint::load(ck).unwrap().step, Some(60));
+    }
+    assert_close(&one, &two, 1e-5);
+}
+
+/// A plateau schedule decides on figures every rank has alike: one process and two ranks lower
+/// their rate after the same steps (no evaluation improves on the first by 10: after steps 60,
+/// 100, 140 and 180) and end with the same weights.
+#[test]
+fn two_ranks_lower_their_rate_after_the_steps_one_process_does() {
+    let _turn = serial();
+    let dir = Scratch::new("plateau");
+    let optimizer = "sgd(lr: 0.05)\n    schedule: plateau(factor: 0.5, patience: 2, min_delta: 10)";
+    let (one, two) = one_and_two(&dir, &problem(&dir, MLP, optimizer, 64, 200));
+    for ck in [&one, &two] {
+        let meta = Checkpoint::load(ck).unwrap().meta;
+        let state = &meta[nnc::runtime::checkpoint::PLATEAU];
+        let lr = u64::from_str_radix(state.split(' ').next().unwrap(), 16).unwrap();
+        assert_eq!(f64::from_bits(lr), 0.05 / 16.0, "{state}");
     }
     assert_close(&one, &two, 1e-5);
 }

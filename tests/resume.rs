@@ -567,6 +567,61 @@ fn a_resumed_runs_summary_averages_the_steps_it_ran_and_a_finished_one_trains_no
     }
 }
 
+/// XOR whose test labels are the training ones flipped (the better the model learns, the worse
+/// its test loss), trained for `steps` steps and evaluated every 10, with `setting`
+/// (`early_stopping: …`, `schedule: …`).
+fn flipped_xor(steps: u64, setting: &str) -> nnc::ir::Program {
+    program(&format!(
+        r#"
+model Net(x: [2]) -> [2] {{ return x |> dense(16) |> relu |> dense(2) }}
+data d {{
+    train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]])
+    test: inline(x: [[0, 0], [0, 1]], y: [[1], [0]])
+}}
+train Net on d {{
+    loss: cross_entropy(output, label)
+    optimizer: adam(lr: 0.05)
+    batch: 4, steps: {steps}
+    eval: every 10 steps [loss]
+    {setting}
+}}
+"#
+    ))
+}
+
+/// Trains `p` with `opts`, stopped after step `k` as by Ctrl-C, its state saved in `ck`.
+fn stop_after(p: &nnc::ir::Program, k: u64, ck: &Path, opts: &TrainOptions) {
+    let stopped = session_train(
+        p,
+        TrainOptions {
+            stop_after: Some(k),
+            checkpoint: Some(ck.to_path_buf()),
+            ..opts.clone()
+        },
+    );
+    assert!(matches!(stopped, Err(TrainError::Interrupted { .. })));
+}
+
+/// Resumes `p` from `ck` to its end with `opts`, writing its checkpoint there again.
+fn resume_from(p: &nnc::ir::Program, ck: &Path, opts: &TrainOptions) -> Tensors {
+    session_train(
+        p,
+        TrainOptions {
+            resume: Some(ck.to_path_buf()),
+            checkpoint: Some(ck.to_path_buf()),
+            ..opts.clone()
+        },
+    )
+    .unwrap()
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions {
+        quiet: true,
+        ..TrainOptions::default()
+    }
+}
+
 /// A run that early stopping ends, with `restore_best: true`, stopped after k steps and resumed
 /// from its checkpoint: the checkpoint keeps the count and the best evaluation's parameters, so
 /// the resumed run stops after the same step (40, its fourth evaluation, the first being the
@@ -574,60 +629,60 @@ fn a_resumed_runs_summary_averages_the_steps_it_ran_and_a_finished_one_trains_no
 /// a run resumed after step 25 would take step 30's evaluation for its best and go on to 60.)
 #[test]
 fn early_stopping_resumes_with_its_count_and_its_best_parameters() {
-    // The test labels are the training ones flipped: the better the model learns, the worse
-    // its test loss.
-    let p = program(
-        r#"
-model Net(x: [2]) -> [2] { return x |> dense(16) |> relu |> dense(2) }
-data d {
-    train: inline(x: [[0, 0], [0, 1], [1, 0], [1, 1]], y: [[0], [1], [1], [0]])
-    test: inline(x: [[0, 0], [0, 1]], y: [[1], [0]])
-}
-train Net on d {
-    loss: cross_entropy(output, label)
-    optimizer: adam(lr: 0.05)
-    batch: 4, steps: 200
-    eval: every 10 steps [loss]
-    early_stopping: loss(patience: 3, restore_best: true)
-}
-"#,
-    );
+    let p = flipped_xor(200, "early_stopping: loss(patience: 3, restore_best: true)");
     let dir = Scratch::new("early-stop-resume");
-    let quiet = TrainOptions {
-        quiet: true,
-        ..TrainOptions::default()
-    };
     let straight_ck = dir.path("straight.st");
     let straight = session_train(
         &p,
         TrainOptions {
             checkpoint: Some(straight_ck.clone()),
-            ..quiet.clone()
+            ..quiet()
         },
     )
     .unwrap();
     assert_eq!(Checkpoint::load(&straight_ck).unwrap().step, Some(40));
     for k in [15u64, 25, 35] {
         let ck = dir.path(&format!("k{k}.st"));
-        let stopped = session_train(
-            &p,
-            TrainOptions {
-                stop_after: Some(k),
-                checkpoint: Some(ck.clone()),
-                ..quiet.clone()
-            },
-        );
-        assert!(matches!(stopped, Err(TrainError::Interrupted { .. })));
-        let resumed = session_train(
-            &p,
-            TrainOptions {
-                resume: Some(ck.clone()),
-                checkpoint: Some(ck.clone()),
-                ..quiet.clone()
-            },
-        )
-        .unwrap();
+        stop_after(&p, k, &ck, &quiet());
+        let resumed = resume_from(&p, &ck, &quiet());
         assert_eq!(Checkpoint::load(&ck).unwrap().step, Some(40), "k = {k}");
         assert_bit_identical(&straight, &resumed);
     }
+}
+
+/// A run with a plateau schedule (the test loss rises from the first evaluation on: the rate is
+/// halved after steps 30, 60 and 90, the evaluation after each reduction a cooldown), stopped
+/// after k steps and resumed from its checkpoint: the checkpoint keeps the rate, the best value,
+/// the count and the cooldown left, so the resumed run lowers its rate after the same steps and
+/// ends with the same weights, bit for bit, as the uninterrupted run. (Counted afresh, a run
+/// resumed after step 35 would train on at 0.05 and take step 40's evaluation for its best.)
+#[test]
+fn a_plateau_schedule_resumes_with_its_rate_and_its_count() {
+    let p = flipped_xor(
+        100,
+        "schedule: plateau(factor: 0.5, patience: 2, cooldown: 1)",
+    );
+    let dir = Scratch::new("plateau-resume");
+    let straight = session_train(&p, quiet()).unwrap();
+    for k in [15u64, 35, 45, 75] {
+        let ck = dir.path(&format!("k{k}.st"));
+        stop_after(&p, k, &ck, &quiet());
+        let state = Checkpoint::load(&ck).unwrap().meta;
+        assert!(
+            state.contains_key(nnc::runtime::checkpoint::PLATEAU),
+            "k = {k}"
+        );
+        assert_bit_identical(&straight, &resume_from(&p, &ck, &quiet()));
+    }
+    // Without the state, the run resumed after step 35 counts afresh and ends elsewhere.
+    let ck = dir.path("fresh.st");
+    stop_after(&p, 35, &ck, &quiet());
+    let mut c = Checkpoint::load(&ck).unwrap();
+    c.meta.remove(nnc::runtime::checkpoint::PLATEAU);
+    c.save_to(&ck).unwrap();
+    let fresh = resume_from(&p, &ck, &quiet());
+    assert!(
+        fresh.iter().any(|(name, t)| t.data != straight[name].data),
+        "counted afresh, the run resumed after step 35 should end with other weights"
+    );
 }

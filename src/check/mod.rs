@@ -29,6 +29,7 @@ mod models;
 mod names;
 mod optim;
 mod params;
+mod plateau;
 mod refs;
 mod runs;
 mod sequences;

@@ -282,7 +282,11 @@ fn betas(e: &Expr) -> Result<(f64, f64), Diag> {
     }
 }
 
-pub(super) const SCHEDULES: &[&str] = &["constant", "step", "cosine", "linear"];
+pub(super) const SCHEDULES: &[&str] = &["constant", "step", "cosine", "linear", "plateau"];
+
+/// The schedules, for help lines.
+const SCHEDULES_HELP: &str = "schedules are `constant`, `step(every: N, gamma: 0.1)`, `cosine`, \
+     `linear` and `plateau(factor: 0.1, patience: 10)`";
 
 /// `run_steps` is the run's length where it is given in steps (`steps: 300`), to answer a
 /// warm-up written as a fraction of the run with the steps it would be.
@@ -294,9 +298,7 @@ pub fn schedule(e: &Expr, run_steps: Option<u64>) -> Result<Schedule, Vec<Diag>>
             e.span,
             "not a schedule",
         )
-        .help(
-            "schedules are `constant`, `step(every: N, gamma: 0.1)`, `cosine` and `linear`",
-        )]);
+        .help(SCHEDULES_HELP)]);
     };
     let sig = match callee.name.as_str() {
         "step" => Sig {
@@ -305,6 +307,18 @@ pub fn schedule(e: &Expr, run_steps: Option<u64>) -> Result<Schedule, Vec<Diag>>
             required: &["every"],
             usage: "`step(every: 1000, gamma: 0.1, warmup: 0)`",
         },
+        "plateau" => {
+            let foreign = super::plateau::foreign(args);
+            if !foreign.is_empty() {
+                return Err(foreign);
+            }
+            Sig {
+                forms: &[&[]],
+                named: super::plateau::NAMED,
+                required: &[],
+                usage: super::plateau::USAGE,
+            }
+        }
         name @ ("constant" | "cosine" | "linear") => {
             // `cosine(0.5)`, as a floor or a fraction of the run: not a warm-up, which counts
             // steps (naming it `warmup: 0.5` would only be refused in turn).
@@ -341,11 +355,14 @@ pub fn schedule(e: &Expr, run_steps: Option<u64>) -> Result<Schedule, Vec<Diag>>
             }
         }
         other => {
-            let help =
-                super::names::did_you_mean(other, SCHEDULES.iter().copied()).unwrap_or_else(|| {
-                    "schedules are `constant`, `step(every: N, gamma: 0.1)`, `cosine` and `linear`"
-                        .into()
-                });
+            let help = match other {
+                "ReduceLROnPlateau" | "reduce_lr_on_plateau" | "reduce_on_plateau" => format!(
+                    "Keras' and PyTorch's `ReduceLROnPlateau` is `plateau`: {}",
+                    super::plateau::USAGE
+                ),
+                _ => super::names::did_you_mean(other, SCHEDULES.iter().copied())
+                    .unwrap_or_else(|| SCHEDULES_HELP.into()),
+            };
             return Err(vec![Diag::new(
                 "nnc::train",
                 format!("unknown schedule `{other}`"),
@@ -399,6 +416,7 @@ pub fn schedule(e: &Expr, run_steps: Option<u64>) -> Result<Schedule, Vec<Diag>>
         }
         "cosine" => ScheduleKind::Cosine,
         "linear" => ScheduleKind::Linear,
+        "plateau" => ScheduleKind::Plateau(super::plateau::read(&b, &mut diags)),
         _ => ScheduleKind::Constant,
     };
     if diags.is_empty() {

@@ -116,6 +116,13 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
         // A bad `eval:` is reported: what it would watch is unknown.
         (Some(_), None) => None,
     };
+    if let (Some(ScheduleKind::Plateau(p)), Some(e), Some(eval)) = (
+        s.schedule.as_ref().map(|s| &s.kind),
+        s.keys.get("schedule"),
+        &eval,
+    ) {
+        diags.extend(super::plateau::unmeasured(e, p, eval, classification));
+    }
     if diags.len() > before {
         return None;
     }
@@ -132,39 +139,54 @@ pub fn check(cx: &Ctx, t: &Train, diags: &mut Vec<Diag>) -> Option<RunSpec> {
 pub fn warnings(t: &Train, r: &RunSpec, data: &DataSpec, length: Length) -> Vec<Diag> {
     let mut out = Vec::new();
     if data.test.is_none() && data.split >= 1.0 {
-        out.extend(no_test_split(t, data));
+        out.extend(no_test_split(t, r, data));
     } else {
         out.extend(super::stopping::warning(t, r, length));
+        out.extend(super::plateau::warning(t, r, length));
     }
+    out.extend(super::plateau::floor_warning(t, r));
     out.extend(schedule_warnings(t, r, length));
     out
 }
 
-/// The warning for a run whose `eval:` or `early_stopping:` needs a test split that `data`
-/// lacks: under the `eval:` when it is written, and under the `early_stopping:` too, which
-/// would otherwise never stop, silently (it watches the default evaluations when no `eval:`
-/// is written).
-fn no_test_split(t: &Train, data: &DataSpec) -> Option<Diag> {
+/// The warning for a run whose `eval:`, `early_stopping:` or plateau schedule needs a test
+/// split that `data` lacks: under the first of them written, and under each of the others too:
+/// early stopping would otherwise never stop, and the plateau schedule never lower the rate,
+/// silently (they watch the default evaluations when no `eval:` is written).
+fn no_test_split(t: &Train, r: &RunSpec, data: &DataSpec) -> Option<Diag> {
     let setting = |key: &str| t.settings.iter().find(|s| s.key.name == key);
-    let (eval, stop) = (setting("eval"), setting("early_stopping"));
-    let first = eval.or(stop)?;
+    let plateau = matches!(r.schedule.kind, ScheduleKind::Plateau(_));
+    let written: Vec<_> = [
+        (setting("eval"), "evaluates nothing", "`eval`"),
+        (
+            setting("early_stopping"),
+            "never stops: it watches the test split",
+            "`early_stopping`",
+        ),
+        (
+            setting("schedule").filter(|_| plateau),
+            "never lowers the learning rate: it watches the test split",
+            "the plateau schedule",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(s, label, name)| Some((s?, label, name)))
+    .collect();
+    let (first, rest) = written.split_first()?;
     let mut d = Diag::new(
         "nnc::train",
         format!("data `{}` holds no test split to evaluate", data.name),
-        first.span,
-        if eval.is_some() {
-            "evaluates nothing"
-        } else {
-            "never stops: it watches the test split"
-        },
+        first.0.span,
+        first.1,
     );
-    if let (Some(_), Some(stop)) = (eval, stop) {
-        d = d.also(stop.span, "never stops: it watches the test split");
+    for (s, label, _) in rest {
+        d = d.also(s.span, *label);
     }
-    let remove = match (eval, stop) {
-        (Some(_), Some(_)) => "`eval` and `early_stopping`",
-        (Some(_), None) => "`eval`",
-        _ => "`early_stopping`",
+    let names: Vec<&str> = written.iter().map(|w| w.2).collect();
+    let remove = match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, others)) => format!("{} and {last}", others.join(", ")),
+        None => String::new(),
     };
     Some(
         d.also(
@@ -188,13 +210,7 @@ fn schedule_warnings(t: &Train, r: &RunSpec, length: Length) -> Vec<Diag> {
         return Vec::new();
     };
     // Where the schedule's argument `name` is written, else the whole schedule.
-    let at = |name: &str| match &schedule.value.kind {
-        ExprKind::Call { args, .. } => args
-            .iter()
-            .find(|a| a.name.as_ref().is_some_and(|n| n.name == name))
-            .map_or(schedule.value.span, |a| a.value.span),
-        _ => schedule.value.span,
-    };
+    let at = |name: &str| super::plateau::arg_span(&schedule.value, name);
     let mut out = Vec::new();
     let warmup = r.schedule.warmup;
     if warmup >= steps {

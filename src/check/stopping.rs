@@ -7,7 +7,7 @@ use super::args::{bind, Sig};
 use super::consts;
 use crate::diag::Diag;
 use crate::ir::{EarlyStopping, EvalSpec, Length, Metric, RunSpec};
-use crate::syntax::ast::{Arg, Expr, ExprKind, Train};
+use crate::syntax::ast::{Arg, Expr, ExprKind, Span, Train};
 
 const USAGE: &str =
     "`early_stopping: loss(patience: 3)` or `accuracy(patience: 5, min_delta: 0.001, restore_best: true)`";
@@ -93,30 +93,14 @@ pub fn early_stopping(
     let restore_best = b
         .get("restore_best")
         .map_or(Ok(false), |e| consts::boolean(e, "restore_best"));
-    if monitor == Metric::Accuracy && !classification {
-        diags.push(
-            Diag::new(
-                "nnc::train",
-                "early stopping watches the test accuracy, which only a classifier has",
-                callee.span,
-                "no accuracy to watch",
-            )
-            .help("accuracy is measured for class logits compared with class ids or one-hot labels; watch the loss: `early_stopping: loss(patience: 3)`"),
-        );
-    } else if !eval.metrics.contains(&monitor) {
-        let name = monitor.name();
-        diags.push(
-            Diag::new(
-                "nnc::train",
-                format!("early stopping watches the test {name}, which `eval:` does not measure"),
-                callee.span,
-                "not evaluated",
-            )
-            .help(format!(
-                "list it among the metrics of `eval:`, e.g. `eval: every 1 epoch [{name}]`"
-            )),
-        );
-    }
+    diags.extend(unmeasured(
+        monitor,
+        callee.span,
+        eval,
+        classification,
+        "early stopping",
+        "early_stopping: loss(patience: 3)",
+    ));
     let patience = patience.transpose().unwrap_or_else(|d| {
         diags.push(d);
         None
@@ -151,6 +135,45 @@ pub fn early_stopping(
             restore_best,
         }),
         _ => Err(diags),
+    }
+}
+
+/// The error for a setting (`who`: "early stopping") that watches `monitor`, under `span`, when
+/// the run's evaluations do not measure it: the accuracy of a run that is not a classifier
+/// (`instead`, the setting watching the loss, is the fix), or a metric `eval:` does not list.
+pub(super) fn unmeasured(
+    monitor: Metric,
+    span: Span,
+    eval: &EvalSpec,
+    classification: bool,
+    who: &str,
+    instead: &str,
+) -> Option<Diag> {
+    if monitor == Metric::Accuracy && !classification {
+        Some(
+            Diag::new(
+                "nnc::train",
+                format!("{who} watches the test accuracy, which only a classifier has"),
+                span,
+                "no accuracy to watch",
+            )
+            .help(format!("accuracy is measured for class logits compared with class ids or one-hot labels; watch the loss: `{instead}`")),
+        )
+    } else if !eval.metrics.contains(&monitor) {
+        let name = monitor.name();
+        Some(
+            Diag::new(
+                "nnc::train",
+                format!("{who} watches the test {name}, which `eval:` does not measure"),
+                span,
+                "not evaluated",
+            )
+            .help(format!(
+                "list it among the metrics of `eval:`, e.g. `eval: every 1 epoch [{name}]`"
+            )),
+        )
+    } else {
+        None
     }
 }
 
@@ -196,24 +219,31 @@ fn keras_callback(args: &[Arg]) -> String {
     )
 }
 
+/// The evaluations run `r`, trained for `length`, makes before its last step or epoch (the one
+/// after it ends the run anyway), and that unit (`"step"`, `"epoch"`). Known only where the
+/// length and `eval:` count the same thing: an epoch's steps depend on the data.
+pub(super) fn evaluations_before_end(r: &RunSpec, length: Length) -> Option<(u64, &'static str)> {
+    let eval = r.eval.as_ref()?;
+    let total = match (length, eval.per_epoch) {
+        (Length::Epochs(n), true) | (Length::Steps(n), false) => n,
+        _ => return None,
+    };
+    let unit = if eval.per_epoch { "epoch" } else { "step" };
+    Some((total.saturating_sub(1) / eval.every.max(1), unit))
+}
+
 /// The warning for run `r` (of block `t`, trained for `length`) whose early stopping cannot
 /// stop it: it evaluates too few times before its last step for `patience` evaluations to
 /// follow its best one (Keras' `patience=10` carried over to a run of 5 epochs). Known only
 /// where the length and `eval:` count the same thing (both epochs, or both steps): an epoch's
 /// steps depend on the data, which `check` does not read.
 pub fn warning(t: &Train, r: &RunSpec, length: Length) -> Option<Diag> {
-    let (stopping, eval) = (r.early_stopping.as_ref()?, r.eval.as_ref()?);
-    let total = match (length, eval.per_epoch) {
-        (Length::Epochs(n), true) | (Length::Steps(n), false) => n,
-        _ => return None,
-    };
-    // The evaluations before the last step: the one after it ends the run anyway.
-    let before_end = total.saturating_sub(1) / eval.every.max(1);
+    let stopping = r.early_stopping.as_ref()?;
+    let (before_end, unit) = evaluations_before_end(r, length)?;
     if before_end > stopping.patience {
         return None;
     }
     let setting = t.settings.iter().find(|s| s.key.name == "early_stopping")?;
-    let unit = if eval.per_epoch { "epoch" } else { "step" };
     let restores = if stopping.restore_best {
         "; `restore_best: true` still ends it with its best evaluation's parameters"
     } else {

@@ -1,7 +1,8 @@
 //! `nnc plot LOG --out curve.svg`: the training curves of a `--log-json` log as an SVG: the
 //! training loss (each step, and its moving average) and the test loss against steps, and the
 //! test accuracy when the runs measured it, one colour per run; where early stopping ended a run,
-//! and the evaluation `restore_best` put back, are marked.
+//! and the evaluation `restore_best` put back, are marked, and where a plateau schedule lowered
+//! the learning rate.
 
 use super::outputs::{Kind, Named};
 use super::{CliError, CliResult};
@@ -38,6 +39,8 @@ struct Curves {
     /// parameters `restore_best` put back (`restore_best`).
     stopped: Option<f64>,
     restored: Option<f64>,
+    /// The steps after which a plateau schedule lowered the learning rate (`lr_reduced`).
+    reduced: Vec<f64>,
 }
 
 impl Curves {
@@ -94,11 +97,12 @@ fn read_log(path: &Path) -> Result<Vec<Curves>, CliError> {
             .and_then(|r| r.as_str())
             .ok_or_else(|| bad("no `run`"))?;
         // How early stopping ended the run's latest training: marked on its curves.
-        if let Some(k @ ("early_stop" | "restore_best")) = kind {
+        if let Some(k @ ("early_stop" | "restore_best" | "lr_reduced")) = kind {
             let step = field("step").ok_or_else(|| bad("no `step`"))?;
             if let Some(r) = runs.iter_mut().rev().find(|r| r.name == name) {
                 match k {
                     "early_stop" => r.stopped = Some(step),
+                    "lr_reduced" => r.reduced.push(step),
                     _ => r.restored = Some(step),
                 }
             }
@@ -265,6 +269,18 @@ fn draw(runs: &[Curves], svg: &mut String) -> Result<(), Box<dyn std::error::Err
                     PathElement::new([(x + 9, y - 7), (x + 9, y + 7)], colour.stroke_width(1))
                 });
         }
+        // Where a plateau schedule lowered its rate: a triangle on the chart's floor.
+        if !r.reduced.is_empty() {
+            let lo = chart.y_range().start;
+            chart
+                .draw_series(
+                    r.reduced
+                        .iter()
+                        .map(|&at| TriangleMarker::new((at, lo), 7, colour.filled())),
+                )?
+                .label(format!("{} lr lowered", r.label()))
+                .legend(move |(x, y)| TriangleMarker::new((x + 9, y), 6, colour.filled()));
+        }
         // The evaluation whose parameters it ended with: a ring around its point.
         let restored = r.restored.and_then(|at| {
             let e = r.eval.iter().rev().find(|e| e.0 == at)?;
@@ -356,7 +372,8 @@ mod tests {
     }
 
     /// Early stopping's records mark the run they follow: where it stopped, and the evaluation
-    /// whose parameters `restore_best` put back, drawn with their legends.
+    /// whose parameters `restore_best` put back, drawn with their legends; so do a plateau
+    /// schedule's, where it lowered the rate.
     #[test]
     fn where_early_stopping_ended_a_run_is_marked() {
         let dir = std::env::temp_dir().join(format!("nnc-plot-stop-{}", std::process::id()));
@@ -377,6 +394,8 @@ mod tests {
         text += r#"{"type":"early_stop","run":"m","step":40,"monitor":"loss","best":1.0,"best_step":10,"patience":3}"#;
         text += "\n";
         text += r#"{"type":"restore_best","run":"m","step":10}"#;
+        text += "\n";
+        text += r#"{"type":"lr_reduced","run":"m","step":30,"lr":0.01,"monitor":"loss","best":1.0,"best_step":10,"patience":2}"#;
         std::fs::write(&log, text).unwrap();
         let runs = read_log(&log).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -384,9 +403,10 @@ mod tests {
             (runs.len(), runs[0].stopped, runs[0].restored),
             (1, Some(40.0), Some(10.0))
         );
+        assert_eq!(runs[0].reduced, [30.0]);
         let mut svg = String::new();
         draw(&runs, &mut svg).unwrap();
-        for legend in ["m stopped early", "m restored (best)"] {
+        for legend in ["m stopped early", "m restored (best)", "m lr lowered"] {
             assert!(svg.contains(legend), "no `{legend}` in the SVG");
         }
     }

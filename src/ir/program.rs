@@ -211,6 +211,9 @@ pub enum ScheduleKind {
     Cosine,
     /// Linear decay to 0 over the whole run.
     Linear,
+    /// Multiplied by `factor` when the test metric stops improving (Keras' and PyTorch's
+    /// `ReduceLROnPlateau`): the runtime keeps the count, so the schedule's own factor is 1.
+    Plateau(Plateau),
 }
 
 impl Schedule {
@@ -230,7 +233,7 @@ impl Schedule {
         let after = step.saturating_sub(self.warmup) as f64;
         let span = total.saturating_sub(self.warmup).max(1) as f64;
         let decay = match self.kind {
-            ScheduleKind::Constant => 1.0,
+            ScheduleKind::Constant | ScheduleKind::Plateau(_) => 1.0,
             ScheduleKind::Step { every, gamma } => gamma.powi((step / every.max(1)) as i32),
             ScheduleKind::Cosine => {
                 0.5 * (1.0 + (std::f64::consts::PI * (after / span).min(1.0)).cos())
@@ -261,6 +264,15 @@ impl Metric {
             Metric::Accuracy => "accuracy",
         }
     }
+
+    /// Whether `value` of this metric improves on `best` by more than `min_delta`: a lower
+    /// loss, a higher accuracy.
+    pub fn improves(self, value: f64, best: f64, min_delta: f64) -> bool {
+        match self {
+            Metric::Loss => value < best - min_delta,
+            Metric::Accuracy => value > best + min_delta,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -287,10 +299,29 @@ pub struct EarlyStopping {
 impl EarlyStopping {
     /// Whether an evaluation's `value` of the monitored metric improves on `best`.
     pub fn improves(&self, value: f64, best: f64) -> bool {
-        match self.monitor {
-            Metric::Loss => value < best - self.min_delta,
-            Metric::Accuracy => value > best + self.min_delta,
-        }
+        self.monitor.improves(value, best, self.min_delta)
+    }
+}
+
+/// `schedule: plateau(factor: 0.1, patience: 10, min_delta: 0, cooldown: 0, min_lr: 0)` (or
+/// `monitor: accuracy`), Keras' `ReduceLROnPlateau` on the test split: once `patience`
+/// evaluations in a row have not improved on the best value of `monitor` by more than
+/// `min_delta`, the learning rate is multiplied by `factor`, never below `min_lr`; the count
+/// restarts, and the `cooldown` evaluations that follow do not count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plateau {
+    pub monitor: Metric,
+    pub factor: f64,
+    pub patience: u64,
+    pub min_delta: f64,
+    pub cooldown: u64,
+    pub min_lr: f64,
+}
+
+impl Plateau {
+    /// Whether an evaluation's `value` of the monitored metric improves on `best`.
+    pub fn improves(&self, value: f64, best: f64) -> bool {
+        self.monitor.improves(value, best, self.min_delta)
     }
 }
 

@@ -84,6 +84,11 @@ pub const PARAMS_STEP: &str = "nnc.params_step";
 /// which `--resume` takes back so that the run stops where an uninterrupted one does.
 pub const EARLY_STOPPING: &str = "nnc.early_stopping";
 
+/// Metadata key of a plateau schedule's state (the rate it has come to, the best value, its
+/// step, the evaluations counted since, the cooldown left), which `--resume` takes back so that
+/// the run lowers its rate where an uninterrupted one does.
+pub const PLATEAU: &str = "nnc.plateau";
+
 /// Metadata key of the best evaluation so far of a run with `restore_best: true`, whose
 /// parameters the checkpoint holds under `__best.`.
 pub const BEST_EVAL: &str = "nnc.best_eval";

@@ -9,6 +9,11 @@ use nnc::runtime::checkpoint::Checkpoint;
 /// XOR with a test split whose labels are the opposite of the training ones: the better the
 /// model learns, the worse its test loss, from the first evaluation on.
 fn xor(test_labels: &str, stopping: &str) -> String {
+    xor_with(test_labels, &format!("early_stopping: {stopping}"))
+}
+
+/// [`xor`] with the setting `setting` (`early_stopping: …`, `schedule: …`), 200 steps long.
+pub fn xor_with(test_labels: &str, setting: &str) -> String {
     format!(
         "model M(x: [2]) -> [2] {{ return x |> dense(16) |> relu |> dense(2) }}
 data d {{
@@ -20,7 +25,7 @@ train m: M on d {{
     optimizer: adam(lr: 0.05)
     batch: 4, steps: 200
     eval: every 10 steps [loss, accuracy]
-    early_stopping: {stopping}
+    {setting}
 }}
 "
     )

@@ -14,6 +14,7 @@ mod early_stopping;
 mod logging;
 mod memory;
 mod outputs;
+mod plateau;
 mod plot;
 mod progress;
 mod resume;

@@ -7,6 +7,7 @@ pub mod anomaly;
 mod eval;
 pub mod interrupt;
 mod params;
+mod plateau;
 mod progress;
 pub mod resume;
 mod run;

@@ -9,7 +9,7 @@
 use super::progress::{loss_text, EvalInfo, Record};
 use super::TrainOptions;
 use crate::check::plural;
-use crate::ir::{EarlyStopping, Length, Metric, RunSpec};
+use crate::ir::{EarlyStopping, Length, Metric, RunSpec, ScheduleKind};
 use std::io::Write;
 
 /// The prefix of the tensors under which a checkpoint keeps the parameters of the best
@@ -17,7 +17,7 @@ use std::io::Write;
 pub(super) const BEST: &str = "__best.";
 
 /// The figure of `metric` that evaluation `e` measured, if it measured it.
-fn measured(e: &EvalInfo, metric: Metric) -> Option<f64> {
+pub(super) fn measured(e: &EvalInfo, metric: Metric) -> Option<f64> {
     match metric {
         Metric::Loss => e.loss,
         Metric::Accuracy => e.accuracy,
@@ -25,7 +25,7 @@ fn measured(e: &EvalInfo, metric: Metric) -> Option<f64> {
 }
 
 /// A figure of `metric` as notes show it: `0.4500`, `60.00%`.
-fn figure(metric: Metric, v: f64) -> String {
+pub(super) fn figure(metric: Metric, v: f64) -> String {
     match metric {
         Metric::Loss => loss_text(v),
         Metric::Accuracy => format!("{:.2}%", v * 100.0),
@@ -33,27 +33,80 @@ fn figure(metric: Metric, v: f64) -> String {
 }
 
 /// `v`'s bits in hexadecimal, as a checkpoint's header keeps a figure exactly, and back.
-fn to_hex(v: f64) -> String {
+pub(super) fn to_hex(v: f64) -> String {
     format!("{:016x}", v.to_bits())
 }
 
-fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
+pub(super) fn from_hex(text: &str) -> Result<f64, std::num::ParseIntError> {
     u64::from_str_radix(text, 16).map(f64::from_bits)
 }
 
-/// The warning for a run whose early stopping cannot end it early, which only the data can
-/// tell: its length and its `eval:` count different things (`epochs: 5` with
-/// `eval: every 500 steps`, or the other way round), and an epoch's steps depend on the data
-/// (`nnc check` warns of the rest, `check::stopping::warning`). `total` is the run's
-/// length in steps, `per_epoch` the batches of an epoch. A resumed run of the length it was
-/// started with is not judged: the unit it was written in is not recorded.
+/// The warnings for a run whose early stopping cannot end it early, or whose plateau schedule
+/// cannot lower its rate, which only the data can tell: its length and its `eval:` count
+/// different things (`epochs: 5` with `eval: every 500 steps`, or the other way round), and an
+/// epoch's steps depend on the data (`nnc check` warns of the rest,
+/// `check::stopping::warning`). `total` is the run's length in steps, `per_epoch` the batches
+/// of an epoch. A resumed run of the length it was started with is not judged: the unit it was
+/// written in is not recorded.
 pub(super) fn unreachable(
     spec: &RunSpec,
     opts: &TrainOptions,
     total: u64,
     per_epoch: u64,
+) -> Vec<String> {
+    let plateau = match &spec.schedule.kind {
+        ScheduleKind::Plateau(p) => Some(p.patience),
+        _ => None,
+    };
+    [
+        spec.early_stopping.as_ref().map(|s| {
+            (
+                "early stopping cannot end this run early",
+                "best evaluation",
+                s.patience,
+                // As the checker's warning says it.
+                match s.restore_best {
+                    true => {
+                        "; `restore_best: true` still ends it with its best evaluation's \
+                         parameters"
+                    }
+                    false => "",
+                },
+            )
+        }),
+        plateau.map(|p| {
+            (
+                "the plateau schedule cannot lower this run's learning rate",
+                "first evaluation",
+                p,
+                "",
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|(what, whose, patience, restores)| {
+        let why = unreachable_by(spec, opts, total, per_epoch, patience)?;
+        Some(format!(
+            "{what}: {why} {whose} to be followed by {} that do not improve on it (its \
+             patience); lower the patience, evaluate more often or train longer{restores}",
+            plural(patience as usize, "evaluation"),
+        ))
+    })
+    .collect()
+}
+
+/// Why `patience` evaluations cannot follow one of a run's (`evaluating every 10 steps in 30
+/// epochs of 1 step, it evaluates 2 times before its last step, too few for its`), where only
+/// the data can tell: see [`unreachable()`].
+fn unreachable_by(
+    spec: &RunSpec,
+    opts: &TrainOptions,
+    total: u64,
+    per_epoch: u64,
+    patience: u64,
 ) -> Option<String> {
-    let (stopping, eval) = (spec.early_stopping.as_ref()?, spec.eval.as_ref()?);
+    let eval = spec.eval.as_ref()?;
     let in_epochs = match (opts.steps, opts.epochs, &opts.resume) {
         (Some(_), _, _) => false,
         (None, Some(_), _) => true,
@@ -70,7 +123,7 @@ pub(super) fn unreachable(
     .max(1);
     // The evaluations before the last step: the one after it ends the run anyway.
     let before_end = total.saturating_sub(1) / every;
-    if before_end > stopping.patience {
+    if before_end > patience {
         return None;
     }
     let (length, pace) = match in_epochs {
@@ -90,18 +143,9 @@ pub(super) fn unreachable(
             ),
         ),
     };
-    // As the checker's warning says it.
-    let restores = match stopping.restore_best {
-        true => "; `restore_best: true` still ends it with its best evaluation's parameters",
-        false => "",
-    };
     Some(format!(
-        "early stopping cannot end this run early: evaluating {pace} in {length}, it evaluates \
-         {} before its last step, too few for its best evaluation to be followed by {} that do \
-         not improve on it (its patience); lower the patience, evaluate more often or train \
-         longer{restores}",
+        "evaluating {pace} in {length}, it evaluates {} before its last step, too few for its",
         plural(before_end as usize, "time"),
-        plural(stopping.patience as usize, "evaluation"),
     ))
 }
 
@@ -114,10 +158,10 @@ pub(super) struct Watch {
     since: u64,
 }
 
-/// Why a run ends early: no improvement on `best` (after step `best_step`) in `patience`
-/// evaluations, the last after `step`.
+/// Why a run ends early, or a plateau schedule lowers its rate: no improvement on `best` (after
+/// step `best_step`) in `patience` evaluations, the last after `step`.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Stop {
+pub(super) struct Stall {
     pub step: u64,
     pub monitor: Metric,
     pub best: f64,
@@ -136,7 +180,7 @@ pub(super) enum Verdict {
     /// No improvement, and patience left; or nothing measured.
     Wait,
     /// The evaluation that exhausts the patience.
-    Stop(Stop),
+    Stop(Stall),
 }
 
 impl Watch {
@@ -196,7 +240,7 @@ impl Watch {
                 if self.since < self.spec.patience {
                     return Verdict::Wait;
                 }
-                Verdict::Stop(Stop {
+                Verdict::Stop(Stall {
                     step: e.step,
                     monitor: self.spec.monitor,
                     best,
@@ -283,12 +327,21 @@ impl Restored {
     }
 }
 
-impl Stop {
+impl Stall {
     /// ``run `M` stops early after step 600: its test loss has not improved on 0.1234 (after
-    /// step 300) in 3 evaluations``, with `by more than 0.01` after the best figure when
-    /// `min_delta` is set (an evaluation a little better than it did not count).
+    /// step 300) in 3 evaluations``: early stopping's note.
     pub fn message(&self, run: &str) -> String {
-        let best = figure(self.monitor, self.best);
+        format!(
+            "run `{run}` stops early after step {}: {}",
+            self.step,
+            self.reason()
+        )
+    }
+
+    /// ``its test loss has not improved on 0.1234 (after step 300) in 3 evaluations``, with
+    /// `by more than 0.01` after the best figure when `min_delta` is set (an evaluation a little
+    /// better than it did not count).
+    pub fn reason(&self) -> String {
         let delta = match self.monitor {
             Metric::Loss => short(self.min_delta).to_string(),
             Metric::Accuracy => format!("{} points", short(self.min_delta * 100.0)),
@@ -299,24 +352,32 @@ impl Stop {
             String::new()
         };
         format!(
-            "run `{run}` stops early after step {}: its test {} has not improved on {best}{by} \
-             (after step {}) in {}",
-            self.step,
+            "its test {} has not improved on {}{by} (after step {}) in {}",
             self.monitor.name(),
+            figure(self.monitor, self.best),
             self.best_step,
             crate::check::plural(self.patience as usize, "evaluation"),
         )
     }
 
-    /// Its `--log-json` record:
+    /// Early stopping's `--log-json` record:
     /// `{"type":"early_stop","run":…,"step":…,"monitor":…,"best":…,"best_step":…,"patience":…}`.
     pub fn record(&self, w: &mut impl Write, run: &str) -> std::io::Result<()> {
         let mut o = Record::new(w, "early_stop", run)?;
-        o.uint("step", Some(self.step))?
-            .str("monitor", self.monitor.name())?;
-        o.num("best", Some(self.best))?
-            .uint("best_step", Some(self.best_step))?;
-        o.uint("patience", Some(self.patience))?.end()
+        o.uint("step", Some(self.step))?;
+        self.fields(&mut o)?.end()
+    }
+
+    /// The fields of a record after its `step` (and a plateau's `lr`): `monitor`, `best`,
+    /// `best_step`, `patience`.
+    pub fn fields<'r, 'w, W: Write>(
+        &self,
+        o: &'r mut Record<'w, W>,
+    ) -> std::io::Result<&'r mut Record<'w, W>> {
+        o.str("monitor", self.monitor.name())?
+            .num("best", Some(self.best))?
+            .uint("best_step", Some(self.best_step))?
+            .uint("patience", Some(self.patience))
     }
 }
 
@@ -327,10 +388,11 @@ fn short(v: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn eval(step: u64, loss: f64, accuracy: f64) -> EvalInfo {
+    /// An evaluation after `step` that measured `loss` and `accuracy`.
+    pub(in crate::runtime::train) fn eval(step: u64, loss: f64, accuracy: f64) -> EvalInfo {
         EvalInfo {
             step,
             epoch: 1,

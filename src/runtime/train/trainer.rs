@@ -8,6 +8,7 @@
 use super::anomaly;
 use super::eval::{label_inputs, non_finite_eval, EvalAt};
 use super::params::{Params, Tensors, TEACHER};
+use super::plateau::Reducer;
 use super::progress::{EvalInfo, Progress, StepInfo};
 use super::resume::{optim_state, Order, Position};
 use super::run::{Log, Model, Run};
@@ -15,7 +16,7 @@ use super::shard::{evaluate_sharded, Shard};
 use super::stopping::{Restored, Verdict, Watch, BEST};
 use super::{AfterStep, RunSummary, TrainError, TrainOptions};
 use crate::exec::{Executor, Feed, StepCtx, Update};
-use crate::ir::{Graph, Metric, RunSpec};
+use crate::ir::{Graph, Metric, RunSpec, ScheduleKind};
 use crate::runtime::batch::{gather, prefetch, Buf, Epochs};
 use crate::runtime::checkpoint::{self, Checkpoint, Saved};
 use crate::runtime::data::{Dataset, Split};
@@ -61,6 +62,8 @@ pub(super) struct Trainer<'a> {
     /// `early_stopping`: its count of evaluations, and whether it has ended the run.
     watch: Option<Watch>,
     stopped_early: bool,
+    /// `schedule: plateau(…)`: its count of evaluations, and the rate it has come to.
+    plateau: Option<Reducer>,
     /// With `restore_best: true`, the parameters of the best evaluation so far.
     best: Option<Restored>,
     /// The step whose parameters [`Trainer::restore_best`] put back, which the checkpoint
@@ -78,6 +81,7 @@ pub(super) struct Trainer<'a> {
     epoch: u64,
     /// The batch of the current epoch to start from: a resumed run's position at first, then 0.
     first_batch: usize,
+    /// The optimizer's `lr` (a plateau schedule's rate replaces it: [`Trainer::lr`]).
     base_lr: f64,
     /// Where the run's checkpoint is written, if anywhere.
     checkpoint: Option<PathBuf>,
@@ -197,7 +201,7 @@ impl<'a> Trainer<'a> {
                 .map_err(log_error(opts))?;
         }
         let per_epoch = order.batches_per_epoch() as u64;
-        if let Some(text) = super::stopping::unreachable(spec, opts, total, per_epoch) {
+        for text in super::stopping::unreachable(spec, opts, total, per_epoch) {
             progress.warn(&text, opts.comm.rank() == 0);
         }
         // Data position: batch `first_batch` of epoch `epoch` (0-based) comes next.
@@ -218,6 +222,10 @@ impl<'a> Trainer<'a> {
             last_eval: None,
             watch: spec.early_stopping.as_ref().map(Watch::new),
             stopped_early: false,
+            plateau: match &spec.schedule.kind {
+                ScheduleKind::Plateau(p) => Some(Reducer::new(p, spec.optimizer.lr())),
+                _ => None,
+            },
             best: None,
             restored_step: None,
             order,
@@ -300,6 +308,7 @@ impl<'a> Trainer<'a> {
     /// ([`clip`]). A step that is not finite fails before its update ([`Trainer::check_finite`]).
     fn optimize(&mut self, samples: usize, factor: f64) -> Result<(f32, Option<f64>), TrainError> {
         let (run, step) = (self.run.name, self.step);
+        let lr = self.lr() * factor;
         let feeds = self.batch.feeds(recycle(take(&mut self.spare.feeds)));
         let mut views: Vec<&[f32]> = recycle(take(&mut self.spare.views));
         views.extend(self.params.values.iter().map(Vec::as_slice));
@@ -308,7 +317,6 @@ impl<'a> Trainer<'a> {
             step,
             first: self.shard.first(samples),
         };
-        let lr = self.base_lr * factor;
         let exec_err = |source| TrainError::Exec {
             run: run.into(),
             step: step + 1,
@@ -470,6 +478,12 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// The learning rate before the schedule's factor: the optimizer's `lr`, or the rate a
+    /// plateau schedule has lowered it to.
+    fn lr(&self) -> f64 {
+        self.plateau.as_ref().map_or(self.base_lr, Reducer::lr)
+    }
+
     /// The training loss of the last step this process ran, if it ran any.
     fn last_loss(&self) -> Option<f64> {
         let done = self.step.checked_sub(self.start)?.checked_sub(1)?;
@@ -498,7 +512,7 @@ impl<'a> Trainer<'a> {
                 step: self.step,
                 epoch: self.epoch,
                 loss: loss as f64,
-                lr: self.base_lr * factor,
+                lr: self.lr() * factor,
                 samples_per_s: sps,
                 grad_norm,
             })
@@ -633,6 +647,14 @@ impl<'a> Trainer<'a> {
         self.progress
             .eval(&info)
             .map_err(log_error(self.run.opts))?;
+        // Not after the last step: no step follows at the lowered rate.
+        let reduced = self.plateau.as_mut().and_then(|p| p.observe(&info));
+        if let Some(r) = reduced.filter(|_| self.step < self.total) {
+            let run = self.run.name;
+            self.progress
+                .note(&r.message(run), |w| r.record(w, run))
+                .map_err(log_error(self.run.opts))?;
+        }
         let Some(watch) = self.watch.as_mut() else {
             return Ok(());
         };
@@ -658,9 +680,10 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Takes early stopping's count, and `restore_best`'s best evaluation and its parameters,
-    /// back from the checkpoint `ck` this run resumes from, as [`Trainer::save_to`] wrote them:
-    /// the resumed run stops, and restores, where the uninterrupted one does. A checkpoint
+    /// Takes early stopping's count, `restore_best`'s best evaluation and its parameters, and a
+    /// plateau schedule's state back from the checkpoint `ck` this run resumes from, as
+    /// [`Trainer::save_to`] wrote them: the resumed run stops, restores and lowers its rate
+    /// where the uninterrupted one does. A checkpoint
     /// without them (written before the first evaluation, or by an older nnc) leaves the count
     /// at its start.
     pub fn resume_watch(&mut self, ck: &Checkpoint) -> Result<(), TrainError> {
@@ -668,6 +691,9 @@ impl<'a> Trainer<'a> {
             self.run
                 .setup_error(format!("checkpoint {}: {msg}", ck.path.display()))
         };
+        if let (Some(p), Some(state)) = (self.plateau.as_mut(), ck.meta.get(checkpoint::PLATEAU)) {
+            p.resume(state).map_err(corrupt)?;
+        }
         let Some(watch) = self.watch.as_mut() else {
             return Ok(());
         };
@@ -815,6 +841,9 @@ impl<'a> Trainer<'a> {
         }
         if let Some(count) = self.watch.as_ref().and_then(Watch::to_meta) {
             meta.insert(checkpoint::EARLY_STOPPING.into(), count);
+        }
+        if let Some(state) = self.plateau.as_ref().and_then(Reducer::to_meta) {
+            meta.insert(checkpoint::PLATEAU.into(), state);
         }
         if let Some(best) = &self.best {
             meta.insert(checkpoint::BEST_EVAL.into(), best.to_meta());
