@@ -566,6 +566,14 @@ impl<'a, 'g> Lower<'a, 'g> {
                 | "hardswish"
                 | "hardsigmoid"
                 | "hard_sigmoid"
+                | "glu"
+                | "swiglu"
+                | "geglu"
+                | "tanhshrink"
+                | "softshrink"
+                | "hardshrink"
+                | "threshold"
+                | "logsigmoid"
         );
         let lacking = lacking.then(|| {
             format!(

@@ -86,7 +86,9 @@ pub fn run(args: &SampleArgs) -> CliResult {
         })?
         .ok_or_else(|| {
             CliError::user(format!(
-                "data `{}` is not a text source: nothing to sample",
+                "data `{}` is not a text source: nothing to sample (`nnc sample` continues a \
+                 text with a character model; `nnc predict --input FILE` runs a model on \
+                 images or CSV rows, and `--image OUT.pgm` writes an image model's outputs)",
                 data.name
             ))
         })?;

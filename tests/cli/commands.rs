@@ -2167,4 +2167,14 @@ fn predict_writes_image_outputs_as_a_pgm() {
         &user_error(&out),
         &["`--image` writes outputs that are images", "[6]"],
     );
+    // `nnc sample` of such a model points at `predict`.
+    let out = run!("sample", &nn, "--checkpoint", &ck);
+    assert_has(
+        &user_error(&out),
+        &[
+            "is not a text source",
+            "`nnc predict --input FILE`",
+            "--image",
+        ],
+    );
 }
