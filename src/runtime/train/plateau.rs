@@ -6,7 +6,7 @@
 //! evaluates the same reduced figures, so all of them lower their rate after the same step.
 
 use super::progress::{EvalInfo, Record};
-use super::stopping::{from_hex, measured, to_hex, Stall};
+use super::stopping::{from_hex, measured, to_hex, Count, Stall};
 use crate::ir::Plateau;
 use std::io::Write;
 
@@ -15,10 +15,8 @@ pub(super) struct Reducer {
     spec: Plateau,
     /// The rate before warm-up: the optimizer's `lr`, lowered at each plateau.
     lr: f64,
-    /// The best value so far and the step it was evaluated after.
-    best: Option<(f64, u64)>,
-    /// Evaluations counted since the best (or since the last reduction).
-    since: u64,
+    /// The best value so far, and the evaluations counted since (or since the last reduction).
+    count: Count,
     /// Evaluations of the cooldown still to come, which are not counted.
     cooldown: u64,
 }
@@ -36,8 +34,7 @@ impl Reducer {
         Reducer {
             spec: spec.clone(),
             lr,
-            best: None,
-            since: 0,
+            count: Count::default(),
             cooldown: 0,
         }
     }
@@ -51,40 +48,22 @@ impl Reducer {
     /// measured nothing (no test split) counts for nothing.
     pub fn observe(&mut self, e: &EvalInfo) -> Option<Reduced> {
         let value = measured(e, self.spec.monitor)?;
-        match self.best {
-            Some((best, _)) if !self.spec.improves(value, best) => self.since += 1,
-            _ => {
-                self.best = Some((value, e.step));
-                self.since = 0;
-            }
-        }
+        let s = &self.spec;
+        self.count.see(value, e.step, |v, best| s.improves(v, best));
         if self.cooldown > 0 {
             self.cooldown -= 1;
-            self.since = 0;
+            self.count.since = 0;
         }
-        if self.since < self.spec.patience {
-            return None;
-        }
-        self.since = 0;
-        self.cooldown = self.spec.cooldown;
-        let lr = (self.lr * self.spec.factor).max(self.spec.min_lr);
+        let why = (self.count).stall(e.step, s.monitor, s.patience, s.min_delta)?;
+        self.count.since = 0;
+        self.cooldown = s.cooldown;
+        let lr = (self.lr * s.factor).max(s.min_lr);
         // At the floor already: nothing to lower.
         if lr >= self.lr {
             return None;
         }
         self.lr = lr;
-        let (best, best_step) = self.best?;
-        Some(Reduced {
-            lr,
-            why: Stall {
-                step: e.step,
-                monitor: self.spec.monitor,
-                best,
-                best_step,
-                patience: self.spec.patience,
-                min_delta: self.spec.min_delta,
-            },
-        })
+        Some(Reduced { lr, why })
     }
 
     /// The state as a checkpoint keeps it ([`checkpoint::PLATEAU`]), so that a run resumed from
@@ -94,14 +73,8 @@ impl Reducer {
     ///
     /// [`checkpoint::PLATEAU`]: crate::runtime::checkpoint::PLATEAU
     pub fn to_meta(&self) -> Option<String> {
-        let (best, step) = self.best?;
-        Some(format!(
-            "{} {} {step} {} {}",
-            to_hex(self.lr),
-            to_hex(best),
-            self.since,
-            self.cooldown
-        ))
+        let count = self.count.to_meta()?;
+        Some(format!("{} {count} {}", to_hex(self.lr), self.cooldown))
     }
 
     /// Takes the state back from [`Reducer::to_meta`]'s text.
@@ -110,22 +83,12 @@ impl Reducer {
         let [lr, best, step, since, cooldown] = text.split(' ').collect::<Vec<_>>()[..] else {
             return Err(bad());
         };
-        match (
-            from_hex(lr),
-            from_hex(best),
-            step.parse(),
-            since.parse(),
-            cooldown.parse(),
-        ) {
-            (Ok(lr), Ok(best), Ok(step), Ok(since), Ok(cooldown)) => {
-                self.lr = lr;
-                self.best = Some((best, step));
-                self.since = since;
-                self.cooldown = cooldown;
-                Ok(())
-            }
-            _ => Err(bad()),
-        }
+        let (Ok(lr), Ok(cooldown)) = (from_hex(lr), cooldown.parse()) else {
+            return Err(bad());
+        };
+        self.count.resume([best, step, since]).ok_or_else(bad)?;
+        (self.lr, self.cooldown) = (lr, cooldown);
+        Ok(())
     }
 }
 
@@ -225,7 +188,7 @@ mod tests {
         // An improvement during the cooldown still becomes the best.
         let mut r = Reducer::new(&spec(Metric::Loss, 1, 0.0, 2), 1.0);
         assert_eq!(reductions(&mut r, &[0.5, 0.6, 0.4, 0.45, 0.45]).len(), 2);
-        assert_eq!(r.best, Some((0.4, 300)));
+        assert_eq!(r.count.best, Some((0.4, 300)));
     }
 
     /// The rate never goes below `min_lr`; once there, a plateau lowers nothing and says
@@ -279,7 +242,12 @@ mod tests {
         let mut back = Reducer::new(&s, 0.3);
         back.resume(&r.to_meta().unwrap()).unwrap();
         assert_eq!(
-            (back.lr.to_bits(), back.best, back.since, back.cooldown),
+            (
+                back.lr.to_bits(),
+                back.count.best,
+                back.count.since,
+                back.cooldown
+            ),
             ((0.3f64 * 0.1).to_bits(), Some((0.1 + 0.2, 10)), 0, 3)
         );
         assert!(back.resume("1 2 3 4").is_err() && back.resume("x 2 3 4 5").is_err());

@@ -152,10 +152,69 @@ fn unreachable_by(
 /// The count kept between evaluations.
 pub(super) struct Watch {
     spec: EarlyStopping,
-    /// The best value so far and the step it was evaluated after.
-    best: Option<(f64, u64)>,
-    /// Evaluations since the best.
-    since: u64,
+    count: Count,
+}
+
+/// The count early stopping and the plateau schedule both keep: the best value of the metric
+/// so far, the step it was evaluated after, and the evaluations since that have not improved on
+/// it.
+#[derive(Default)]
+pub(super) struct Count {
+    pub best: Option<(f64, u64)>,
+    pub since: u64,
+}
+
+impl Count {
+    /// Counts an evaluation of `value` after `step`, `improves(value, best)` telling whether it
+    /// beats the best: whether it is the best so far (or the first).
+    pub fn see(&mut self, value: f64, step: u64, improves: impl Fn(f64, f64) -> bool) -> bool {
+        match self.best {
+            Some((best, _)) if !improves(value, best) => {
+                self.since += 1;
+                false
+            }
+            _ => {
+                self.best = Some((value, step));
+                self.since = 0;
+                true
+            }
+        }
+    }
+
+    /// The stall of the evaluation after `step`, once `patience` evaluations in a row have not
+    /// improved on the best of `monitor` (by more than `min_delta`).
+    pub fn stall(
+        &self,
+        step: u64,
+        monitor: Metric,
+        patience: u64,
+        min_delta: f64,
+    ) -> Option<Stall> {
+        let (best, best_step) = self.best?;
+        (self.since >= patience).then_some(Stall {
+            step,
+            monitor,
+            best,
+            best_step,
+            patience,
+            min_delta,
+        })
+    }
+
+    /// The count as a checkpoint's header keeps it: the best value's bits, the step it was
+    /// evaluated after, and the evaluations since. `None` before the first evaluation.
+    pub fn to_meta(&self) -> Option<String> {
+        let (best, step) = self.best?;
+        Some(format!("{} {step} {}", to_hex(best), self.since))
+    }
+
+    /// Takes the count back from the three fields of [`Count::to_meta`]'s text.
+    pub fn resume(&mut self, [bits, step, since]: [&str; 3]) -> Option<()> {
+        let best = (from_hex(bits).ok()?, step.parse().ok()?);
+        self.since = since.parse().ok()?;
+        self.best = Some(best);
+        Some(())
+    }
 }
 
 /// Why a run ends early, or a plateau schedule lowers its rate: no improvement on `best` (after
@@ -187,35 +246,24 @@ impl Watch {
     pub fn new(spec: &EarlyStopping) -> Watch {
         Watch {
             spec: spec.clone(),
-            best: None,
-            since: 0,
+            count: Count::default(),
         }
     }
 
-    /// The count as a checkpoint keeps it ([`checkpoint::EARLY_STOPPING`]), so that a run
-    /// resumed from it stops where the uninterrupted run stops: the best value's bits, the step
-    /// it was evaluated after, and the evaluations since. `None` before the first evaluation.
+    /// The count as a checkpoint keeps it ([`checkpoint::EARLY_STOPPING`], [`Count::to_meta`]),
+    /// so that a run resumed from it stops where the uninterrupted run stops.
     ///
     /// [`checkpoint::EARLY_STOPPING`]: crate::runtime::checkpoint::EARLY_STOPPING
     pub fn to_meta(&self) -> Option<String> {
-        let (best, step) = self.best?;
-        Some(format!("{} {step} {}", to_hex(best), self.since))
+        self.count.to_meta()
     }
 
     /// Takes the count back from [`Watch::to_meta`]'s text.
     pub fn resume(&mut self, text: &str) -> Result<(), String> {
         let bad = || format!("early stopping's count `{text}` is not three numbers");
-        let [bits, step, since] = text.split(' ').collect::<Vec<_>>()[..] else {
-            return Err(bad());
-        };
-        match (from_hex(bits), step.parse(), since.parse()) {
-            (Ok(best), Ok(step), Ok(since)) => {
-                self.best = Some((best, step));
-                self.since = since;
-                Ok(())
-            }
-            _ => Err(bad()),
-        }
+        let fields: [&str; 3] =
+            (text.split(' ').collect::<Vec<_>>().try_into()).map_err(|_| bad())?;
+        self.count.resume(fields).ok_or_else(bad)
     }
 
     /// Whether the run ends with the parameters of its best evaluation.
@@ -234,26 +282,13 @@ impl Watch {
         let Some(value) = measured(e, self.spec.monitor) else {
             return Verdict::Wait;
         };
-        match self.best {
-            Some((best, best_step)) if !self.spec.improves(value, best) => {
-                self.since += 1;
-                if self.since < self.spec.patience {
-                    return Verdict::Wait;
-                }
-                Verdict::Stop(Stall {
-                    step: e.step,
-                    monitor: self.spec.monitor,
-                    best,
-                    best_step,
-                    patience: self.spec.patience,
-                    min_delta: self.spec.min_delta,
-                })
-            }
-            _ => {
-                self.best = Some((value, e.step));
-                self.since = 0;
-                Verdict::Best
-            }
+        let s = &self.spec;
+        if self.count.see(value, e.step, |v, best| s.improves(v, best)) {
+            return Verdict::Best;
+        }
+        match (self.count).stall(e.step, s.monitor, s.patience, s.min_delta) {
+            Some(stall) => Verdict::Stop(stall),
+            None => Verdict::Wait,
         }
     }
 }
@@ -490,7 +525,10 @@ pub(super) mod tests {
         w.observe(&eval(20, 0.5, 0.0));
         let mut back = Watch::new(&spec);
         back.resume(&w.to_meta().unwrap()).unwrap();
-        assert_eq!((back.best, back.since), (Some((0.1 + 0.2, 10)), 1));
+        assert_eq!(
+            (back.count.best, back.count.since),
+            (Some((0.1 + 0.2, 10)), 1)
+        );
         assert!(back.resume("1 2").is_err() && back.resume("x 2 3").is_err());
         let best = Restored {
             eval: EvalInfo {
