@@ -87,30 +87,24 @@ pub fn run(args: &PredictArgs) -> CliResult {
         _ => CliError::user(e),
     };
     let normalize = normalize.map(|(n, _)| n);
-    if args.raw {
+    // `--image` needs an image model, said before anything runs.
+    let image = match &args.image {
+        Some(path) => Some((
+            path,
+            image_output(model).ok_or_else(|| not_an_image(model))?,
+        )),
+        None => None,
+    };
+    // The output values, computed once for `--raw`, `--image` and a model that does not
+    // classify.
+    let values = if args.raw || image.is_some() || !ranks_classes(p, model) {
         let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
         finite_outputs(&outs, first).map_err(CliError::user)?;
-        let mut out = std::io::stdout().lock();
-        for o in &outs {
-            writeln!(out, "{}", raw_values(o)).map_err(CliError::user)?;
-        }
-        return out.flush().map_err(CliError::user);
-    }
-    if let Some(path) = &args.image {
-        let (h, w) = image_output(model).ok_or_else(|| {
-            let g = &model.graph;
-            let dims = g
-                .output("output")
-                .map(|o| g.ty(o).dims.clone())
-                .unwrap_or_default();
-            CliError::user(format!(
-                "`--image` writes outputs that are images, [1, H, W] or [H, W]; model `{}` \
-                 outputs {dims:?} a sample",
-                model.name
-            ))
-        })?;
-        let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
-        finite_outputs(&outs, first).map_err(CliError::user)?;
+        Some(outs)
+    } else {
+        None
+    };
+    if let (Some((path, (h, w))), Some(outs)) = (image, &values) {
         let shown = &outs[..outs.len().min(MAX_IMAGES)];
         crate::runtime::atomic::write(path, &grid_pgm(shown, h, w))
             .map_err(|e| CliError::user(format!("writing {}: {e}", path.display())))?;
@@ -124,10 +118,15 @@ pub fn run(args: &PredictArgs) -> CliResult {
             crate::check::plural(shown.len(), "image"),
         );
     }
+    if let (true, Some(outs)) = (args.raw, &values) {
+        let mut out = std::io::stdout().lock();
+        for o in outs {
+            writeln!(out, "{}", raw_values(o)).map_err(CliError::user)?;
+        }
+        return out.flush().map_err(CliError::user);
+    }
     if !ranks_classes(p, model) {
-        let outs = outputs(exec.as_mut(), &[], &inputs, normalize).map_err(fail)?;
-        finite_outputs(&outs, first).map_err(CliError::user)?;
-        for (i, o) in outs.iter().enumerate() {
+        for (i, o) in values.iter().flatten().enumerate() {
             println!("sample {}: {}", first + i, show_values(o));
         }
         return Ok(());
@@ -165,6 +164,19 @@ fn ranks_classes(p: &Program, model: &ModelIr) -> bool {
 
 /// The most images `--image` writes (16 rows of 16); `--index` picks one sample of a larger file.
 const MAX_IMAGES: usize = 256;
+
+/// The refusal of `--image` for a model whose output is not an image, naming its shape.
+fn not_an_image(model: &ModelIr) -> CliError {
+    let g = &model.graph;
+    let dims = (g.output("output"))
+        .map(|o| g.ty(o).dims.clone())
+        .unwrap_or_default();
+    CliError::user(format!(
+        "`--image` writes outputs that are images, [1, H, W] or [H, W]; model `{}` outputs \
+         {dims:?} a sample",
+        model.name
+    ))
+}
 
 /// The height and width of `model`'s output when it is one image a sample: `[1, H, W]` or
 /// `[H, W]`, each side at least 2.

@@ -2132,13 +2132,16 @@ fn predict_writes_image_outputs_as_a_pgm() {
         let out = run!("predict", &nn, "--checkpoint", &ck, "--input", &csv; extra);
         succeeded(&out)
     };
-    let raw: Vec<Vec<f32>> = predict(&["--raw"])
+    // `--raw` with `--image` prints the values and writes the same picture.
+    let with_raw = s.path("with-raw.pgm");
+    let raw: Vec<Vec<f32>> = predict(&["--raw", "--image", with_raw.to_str().unwrap()])
         .lines()
         .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
         .collect();
     let pgm = s.path("out.pgm");
     predict(&["--image", pgm.to_str().unwrap()]);
     let bytes = std::fs::read(&pgm).unwrap();
+    assert_eq!(std::fs::read(&with_raw).unwrap(), bytes);
     let (header, pixels) = bytes.split_at(b"P5\n7 2\n255\n".len());
     assert_eq!(header, b"P5\n7 2\n255\n");
     // Two 3×2 images and a column between them: rows of 3 + 1 + 3 pixels.
